@@ -1,0 +1,1 @@
+"""Declarative gateway for AI assistants."""

@@ -1,0 +1,170 @@
+"""Run events: the vocabulary every client sees, and their SSE / WebSocket encodings.
+
+Names follow the Assistants API (``thread.run.created``...). A run appends
+``Event`` values to its log with a sequence number; SSE frames carry
+``id: <run_id>:<seq>``, WebSocket frames are ``{"event": NAME, "data": {...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from gateway.providers.base import Usage
+
+__all__ = [
+    "Done",
+    "ErrorEvent",
+    "Event",
+    "MessageCompleted",
+    "MessageDelta",
+    "Metadata",
+    "RunCompleted",
+    "RunCreated",
+    "RunFailed",
+    "StepCompleted",
+    "StepCreated",
+    "Timings",
+    "ToolCallInfo",
+    "ToolCallOutcome",
+    "encode_sse",
+    "encode_ws",
+    "event_name",
+]
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of run events; ``name`` is the wire name."""
+
+    name: ClassVar[str]
+
+
+class RunCreated(_Event, kw_only=True):
+    name: ClassVar[str] = "thread.run.created"
+    thread_id: str
+    run_id: str
+    assistant: str
+    manifest_version: str
+
+
+class ToolCallInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    arguments: str
+
+
+class ToolCallOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    status: Literal["succeeded", "failed", "timed_out"]
+    output: str
+    duration_ms: float
+
+
+class StepCreated(_Event, kw_only=True):
+    name: ClassVar[str] = "thread.run.step.created"
+    run_id: str
+    step_id: str
+    type: str = "tool_call"
+    tool_call: ToolCallInfo
+
+
+class StepCompleted(_Event, kw_only=True):
+    name: ClassVar[str] = "thread.run.step.completed"
+    run_id: str
+    step_id: str
+    tool_call: ToolCallOutcome
+
+
+class MessageDelta(_Event, kw_only=True):
+    name: ClassVar[str] = "thread.message.delta"
+    run_id: str
+    message_id: str
+    delta: str
+
+
+class MessageCompleted(_Event, kw_only=True):
+    name: ClassVar[str] = "thread.message.completed"
+    run_id: str
+    message_id: str
+    content: str
+
+
+class RunCompleted(_Event, kw_only=True):
+    name: ClassVar[str] = "thread.run.completed"
+    run_id: str
+    usage: Usage
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    type: str
+    message: str
+
+
+class RunFailed(_Event, kw_only=True):
+    name: ClassVar[str] = "thread.run.failed"
+    run_id: str
+    error: ErrorInfo
+
+
+class Timings(msgspec.Struct, frozen=True, kw_only=True):
+    total_ms: float
+    model_ms: float
+    first_token_ms: float | None
+    tools_ms: float
+
+
+class Metadata(_Event, kw_only=True):
+    name: ClassVar[str] = "metadata"
+    run_id: str
+    timings: Timings
+    usage: Usage
+    manifest_version: str
+    correlation_id: str
+
+
+class ErrorEvent(_Event, kw_only=True):
+    name: ClassVar[str] = "error"
+    type: str
+    message: str
+    correlation_id: str = ""
+
+
+class Done(_Event, kw_only=True):
+    name: ClassVar[str] = "done"
+
+
+Event = (
+    RunCreated
+    | StepCreated
+    | StepCompleted
+    | MessageDelta
+    | MessageCompleted
+    | RunCompleted
+    | RunFailed
+    | Metadata
+    | ErrorEvent
+    | Done
+)
+
+_encoder = msgspec.json.Encoder()
+
+
+def event_name(event: Event) -> str:
+    """The wire name of ``event`` (``thread.run.created``...)."""
+    return event.name
+
+
+def encode_sse(event: Event, event_id: str | None = None) -> bytes:
+    """One SSE frame: ``event:``, optional ``id:``, ``data:`` (JSON), blank line."""
+    head = f"event: {event.name}\n"
+    if event_id is not None:
+        head += f"id: {event_id}\n"
+    return head.encode() + b"data: " + _encoder.encode(event) + b"\n\n"
+
+
+def encode_ws(event: Event) -> bytes:
+    """One WebSocket frame: ``{"event": NAME, "data": {...}}`` as JSON bytes."""
+    data: Any = msgspec.Raw(_encoder.encode(event))
+    return _encoder.encode({"event": event.name, "data": data})

@@ -1,0 +1,232 @@
+"""The manifest model: one msgspec Struct per ``kind``, strict at the edge.
+
+Documents are decoded in two steps (see ``loader.py``): read ``kind``, then
+convert to that kind's Struct, so an error names the kind. Action kinds
+(``python``, ``http``, ``sql``...) are not listed here: each lives in its own
+module under ``gateway/executors/`` and registers its config Struct with
+``register_action_kind``; this module only knows the base class. The JSON
+Schema in ``schemas/manifest.schema.json`` is generated from these Structs
+plus the registered kinds (``schema.py``), never written by hand.
+
+This module imports nothing from the rest of the gateway but ``errors``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar
+
+import msgspec
+
+__all__ = [
+    "ACTION_KINDS",
+    "Action",
+    "ActionConfig",
+    "Assistant",
+    "Database",
+    "Example",
+    "Expect",
+    "FileSearch",
+    "Provider",
+    "SandboxLimits",
+    "register_action_kind",
+]
+
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Unique per kind")]
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base for every manifest Struct: immutable, keyword-only, unknown fields refused."""
+
+
+class ActionConfig(_Strict):
+    """Base of an action kind's config (the value under its YAML key).
+
+    Subclasses set ``key`` (the YAML key, e.g. ``"python"``), ``network_default``
+    (whether the sandbox allows network unless the manifest says otherwise),
+    and override ``check`` for cross-document validation.
+    """
+
+    key: ClassVar[str] = ""
+    network_default: ClassVar[bool] = False
+
+    def check(self, action: Action, ctx: CheckContext) -> list[KindProblem]:
+        """Cross-document checks at load time (templates parse, database exists...).
+
+        Runs in the server process: must not import or execute user code.
+        """
+        return []
+
+    def run(self, call: CallContext) -> Any:
+        """Execute one call. Runs inside the sandbox child, never in the server.
+
+        May return an awaitable (async kinds); the worker awaits it. The
+        return value goes to the model: a ``str`` as is, anything else as JSON.
+        Raise an exception to report a tool error (its type and message go
+        back to the model; the traceback only to the server log).
+        """
+        raise NotImplementedError
+
+
+class KindProblem(NamedTuple):
+    """A problem found by ``ActionConfig.check``.
+
+    ``path`` is relative to the kind's YAML key (``"url"``, ``"query"``), or
+    empty for the key itself; the loader turns it into a file:line:col.
+    """
+
+    path: str
+    message: str
+
+
+class CheckContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``ActionConfig.check`` may look at: the rest of the manifest set."""
+
+    root: Path
+    databases: frozenset[str]
+
+
+class CallContext(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything one action call sees inside the sandbox child.
+
+    ``arguments`` are already validated against the schema (defaults applied);
+    ``secrets`` holds only the variables the action declared; ``databases``
+    maps database names to URLs (relative sqlite paths already resolved).
+    """
+
+    action: str
+    arguments: dict[str, Any]
+    secrets: dict[str, str] = {}
+    databases: dict[str, str] = {}
+    root: str = "."
+    timeout: float = 10.0
+
+
+ACTION_KINDS: dict[str, type[ActionConfig]] = {}
+_C = TypeVar("_C", bound=type[ActionConfig])
+"""YAML key -> config Struct, filled by ``register_action_kind`` at import."""
+
+
+def register_action_kind(cls: _C) -> _C:
+    """Class decorator: register an action kind under ``cls.key``.
+
+    Raises:
+        ValueError: if the key is empty or already registered by another class.
+    """
+    if not cls.key:
+        raise ValueError(f"{cls.__name__} must set a non-empty `key`")
+    existing = ACTION_KINDS.get(cls.key)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"action kind {cls.key!r} is already registered by {existing.__name__}")
+    ACTION_KINDS[cls.key] = cls
+    return cls
+
+
+class SandboxLimits(_Strict):
+    """Per-action overrides of the sandbox limits."""
+
+    memory_mb: Annotated[int, msgspec.Meta(ge=16, le=16384)] = 512
+    cpu_seconds: Annotated[int, msgspec.Meta(ge=1, le=600)] | None = None
+    network: bool | None = None
+    max_output_kb: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 64
+    max_processes: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+    max_open_files: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 256
+    max_file_size_mb: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 16
+
+
+class Expect(_Strict):
+    """What an example's result must satisfy (all given conditions must hold)."""
+
+    contains: str | None = None
+    equals: Any = None
+    status: Literal["succeeded", "failed", "timed_out"] = "succeeded"
+
+
+class Example(_Strict):
+    """An example call of an action, run by ``gateway test``."""
+
+    args: dict[str, Any] = {}
+    expect: Expect = Expect()
+
+
+class Action(_Strict, tag="action", tag_field="kind"):
+    """``kind: action``: a tool the model may call.
+
+    Exactly one registered kind key (``python``, ``http``, ``sql``...) must be
+    present; after loading, ``config`` holds it decoded to its Struct and
+    ``kind_key`` names it. ``parameters`` is a JSON Schema of ``type: object``;
+    for Python actions it may be omitted and is then inferred from the
+    function's signature.
+    """
+
+    name: Name
+    description: Annotated[str, msgspec.Meta(min_length=1)]
+    parameters: dict[str, Any] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    secrets: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
+    sandbox: SandboxLimits = SandboxLimits()
+    examples: list[Example] = []
+    # Internal: filled by the loader from the one kind key present in the
+    # document; the loader refuses these two keys in YAML and the schema omits them.
+    kind_key: str = ""
+    config: ActionConfig | None = None
+
+    @property
+    def network(self) -> bool:
+        """Whether the sandbox allows network for this action."""
+        if self.sandbox.network is not None:
+            return self.sandbox.network
+        return type(self.config).network_default if self.config is not None else False
+
+
+class FileSearch(_Strict):
+    """The built-in ``file_search`` tool over files relative to the manifests root."""
+
+    files: Annotated[list[str], msgspec.Meta(min_length=1)]
+    max_results: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
+
+
+class Assistant(_Strict, tag="assistant", tag_field="kind"):
+    """``kind: assistant``: instructions, a model, and the tools it may call."""
+
+    name: Name
+    display_name: str | None = None
+    description: str = ""
+    provider: str | None = None
+    model: str = "gpt-4.1-mini"
+    instructions: str = ""
+    initial_message: str | None = None
+    actions: list[str] = []
+    code_interpreter: bool = False
+    file_search: FileSearch | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    max_tool_rounds: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
+
+
+class Database(_Strict, tag="database", tag_field="kind"):
+    """``kind: database``: a connection URL in SQLAlchemy's form (sqlite or postgresql)."""
+
+    name: Name
+    url: Annotated[str, msgspec.Meta(pattern=r"^(sqlite|postgresql|postgres)(\+\w+)?://")]
+    description: str = ""
+
+
+class Provider(_Strict, tag="provider", tag_field="kind"):
+    """``kind: provider``: an OpenAI-compatible model server."""
+
+    name: Name
+    base_url: str | None = None
+    api_key: str | None = None
+    api: Literal["chat", "responses"] = "chat"
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 60.0
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    default_headers: dict[str, str] = {}
+
+
+Document = Action | Assistant | Database | Provider
+KINDS: dict[str, type[Action | Assistant | Database | Provider]] = {
+    "action": Action,
+    "assistant": Assistant,
+    "database": Database,
+    "provider": Provider,
+}
