@@ -7,8 +7,19 @@ run *ARGS:
     uv run --frozen gateway serve {{ARGS}}
 
 # the whole test suite
-test *ARGS:
+test *ARGS: browser
     uv run --frozen pytest -n 2 {{ARGS}}
+
+# install Debian's chromium for the browser test when missing (needs root + apt)
+browser:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v chromium >/dev/null; then exit 0; fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "chromium not found: the browser test will be skipped (apt-get install chromium)"
+    fi
 
 # ruff + mypy --strict
 lint:

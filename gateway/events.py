@@ -16,6 +16,7 @@ from gateway.providers.base import Usage
 __all__ = [
     "Done",
     "ErrorEvent",
+    "ErrorInfo",
     "Event",
     "MessageCompleted",
     "MessageDelta",
@@ -28,6 +29,7 @@ __all__ = [
     "Timings",
     "ToolCallInfo",
     "ToolCallOutcome",
+    "decode_ws",
     "encode_sse",
     "encode_ws",
     "event_name",
@@ -40,7 +42,7 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True):
     name: ClassVar[str]
 
 
-class RunCreated(_Event, kw_only=True):
+class RunCreated(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "thread.run.created"
     thread_id: str
     run_id: str
@@ -62,7 +64,7 @@ class ToolCallOutcome(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: float
 
 
-class StepCreated(_Event, kw_only=True):
+class StepCreated(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "thread.run.step.created"
     run_id: str
     step_id: str
@@ -70,28 +72,28 @@ class StepCreated(_Event, kw_only=True):
     tool_call: ToolCallInfo
 
 
-class StepCompleted(_Event, kw_only=True):
+class StepCompleted(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "thread.run.step.completed"
     run_id: str
     step_id: str
     tool_call: ToolCallOutcome
 
 
-class MessageDelta(_Event, kw_only=True):
+class MessageDelta(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "thread.message.delta"
     run_id: str
     message_id: str
     delta: str
 
 
-class MessageCompleted(_Event, kw_only=True):
+class MessageCompleted(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "thread.message.completed"
     run_id: str
     message_id: str
     content: str
 
 
-class RunCompleted(_Event, kw_only=True):
+class RunCompleted(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "thread.run.completed"
     run_id: str
     usage: Usage
@@ -102,7 +104,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
-class RunFailed(_Event, kw_only=True):
+class RunFailed(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "thread.run.failed"
     run_id: str
     error: ErrorInfo
@@ -115,7 +117,7 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
     tools_ms: float
 
 
-class Metadata(_Event, kw_only=True):
+class Metadata(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "metadata"
     run_id: str
     timings: Timings
@@ -124,14 +126,14 @@ class Metadata(_Event, kw_only=True):
     correlation_id: str
 
 
-class ErrorEvent(_Event, kw_only=True):
+class ErrorEvent(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "error"
     type: str
     message: str
     correlation_id: str = ""
 
 
-class Done(_Event, kw_only=True):
+class Done(_Event, frozen=True, kw_only=True):
     name: ClassVar[str] = "done"
 
 
@@ -168,3 +170,40 @@ def encode_ws(event: Event) -> bytes:
     """One WebSocket frame: ``{"event": NAME, "data": {...}}`` as JSON bytes."""
     data: Any = msgspec.Raw(_encoder.encode(event))
     return _encoder.encode({"event": event.name, "data": data})
+
+
+class _Frame(msgspec.Struct, frozen=True):
+    event: str
+    data: msgspec.Raw
+
+
+_frame_decoder = msgspec.json.Decoder(_Frame)
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.name: cls
+    for cls in (
+        RunCreated,
+        StepCreated,
+        StepCompleted,
+        MessageDelta,
+        MessageCompleted,
+        RunCompleted,
+        RunFailed,
+        Metadata,
+        ErrorEvent,
+        Done,
+    )
+}
+
+
+def decode_ws(frame: bytes) -> Event:
+    """Inverse of ``encode_ws``: the event a ``{"event", "data"}`` frame carries.
+
+    Used to replay a finished run's stored log. Raises ``ValueError`` for an
+    unknown event name and ``msgspec.DecodeError`` for malformed data.
+    """
+    decoded = _frame_decoder.decode(frame)
+    cls = _EVENT_TYPES.get(decoded.event)
+    if cls is None:
+        raise ValueError(f"unknown event {decoded.event!r}")
+    event: Event = msgspec.json.decode(decoded.data, type=cls)
+    return event

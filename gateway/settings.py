@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sandbox_concurrency: int = 8
     reload_debounce_ms: int = 50
     gateway_root: Path | None = None
+    rate_limit: float = 0.0
+    rate_limit_burst: int = 0
 
     @property
     def root(self) -> Path:
@@ -97,6 +99,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", int),
             "GATEWAY_SANDBOX_CONCURRENCY": ("sandbox_concurrency", int),
             "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", int),
+            "GATEWAY_RATE_LIMIT": ("rate_limit", float),
+            "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", int),
         }
         for var, (field, conv) in typed.items():
             if (value := get(var)) is not None:

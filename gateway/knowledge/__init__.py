@@ -1,1 +1,13 @@
-"""gateway.knowledge"""
+"""Knowledge files behind the built-in ``file_search`` tool.
+
+``KnowledgeIndex`` (``index.py``) keeps an SQLite FTS5 (BM25) index of the
+files an assistant names under ``file_search.files``; ``_split.py`` cuts
+markdown, text and PDF files into passages. Used by the sandbox runner
+(``gateway.executors``) and the ``gateway index`` command.
+
+Imports: pypdf, msgspec, structlog and the standard library; nothing else of the gateway.
+"""
+
+from gateway.knowledge.index import DEFAULT_CACHE_DIR, IndexStats, KnowledgeIndex, Passage
+
+__all__ = ["DEFAULT_CACHE_DIR", "IndexStats", "KnowledgeIndex", "Passage"]

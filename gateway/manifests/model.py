@@ -39,7 +39,7 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Base for every manifest Struct: immutable, keyword-only, unknown fields refused."""
 
 
-class ActionConfig(_Strict):
+class ActionConfig(_Strict, frozen=True):
     """Base of an action kind's config (the value under its YAML key).
 
     Subclasses set ``key`` (the YAML key, e.g. ``"python"``), ``network_default``
@@ -122,7 +122,7 @@ def register_action_kind(cls: _C) -> _C:
     return cls
 
 
-class SandboxLimits(_Strict):
+class SandboxLimits(_Strict, frozen=True):
     """Per-action overrides of the sandbox limits."""
 
     memory_mb: Annotated[int, msgspec.Meta(ge=16, le=16384)] = 512
@@ -134,7 +134,7 @@ class SandboxLimits(_Strict):
     max_file_size_mb: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 16
 
 
-class Expect(_Strict):
+class Expect(_Strict, frozen=True):
     """What an example's result must satisfy (all given conditions must hold)."""
 
     contains: str | None = None
@@ -142,14 +142,14 @@ class Expect(_Strict):
     status: Literal["succeeded", "failed", "timed_out"] = "succeeded"
 
 
-class Example(_Strict):
+class Example(_Strict, frozen=True):
     """An example call of an action, run by ``gateway test``."""
 
     args: dict[str, Any] = {}
     expect: Expect = Expect()
 
 
-class Action(_Strict, tag="action", tag_field="kind"):
+class Action(_Strict, frozen=True, tag="action", tag_field="kind"):
     """``kind: action``: a tool the model may call.
 
     Exactly one registered kind key (``python``, ``http``, ``sql``...) must be
@@ -179,14 +179,14 @@ class Action(_Strict, tag="action", tag_field="kind"):
         return type(self.config).network_default if self.config is not None else False
 
 
-class FileSearch(_Strict):
+class FileSearch(_Strict, frozen=True):
     """The built-in ``file_search`` tool over files relative to the manifests root."""
 
     files: Annotated[list[str], msgspec.Meta(min_length=1)]
     max_results: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
 
 
-class Assistant(_Strict, tag="assistant", tag_field="kind"):
+class Assistant(_Strict, frozen=True, tag="assistant", tag_field="kind"):
     """``kind: assistant``: instructions, a model, and the tools it may call."""
 
     name: Name
@@ -203,7 +203,7 @@ class Assistant(_Strict, tag="assistant", tag_field="kind"):
     max_tool_rounds: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
 
 
-class Database(_Strict, tag="database", tag_field="kind"):
+class Database(_Strict, frozen=True, tag="database", tag_field="kind"):
     """``kind: database``: a connection URL in SQLAlchemy's form (sqlite or postgresql)."""
 
     name: Name
@@ -211,7 +211,7 @@ class Database(_Strict, tag="database", tag_field="kind"):
     description: str = ""
 
 
-class Provider(_Strict, tag="provider", tag_field="kind"):
+class Provider(_Strict, frozen=True, tag="provider", tag_field="kind"):
     """``kind: provider``: an OpenAI-compatible model server."""
 
     name: Name

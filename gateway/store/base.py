@@ -50,7 +50,14 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ThreadStore(Protocol):
-    """Persistent threads, messages and runs."""
+    """Persistent threads, messages and runs.
+
+    ``shared`` is True when several gateway processes may use the same store
+    (PostgreSQL); an embedded store (SQLite) has one owner, so on start the
+    engine may mark runs left ``in_progress`` by a crash as failed.
+    """
+
+    shared: bool
 
     async def open(self) -> None:
         """Connect and create or migrate the schema."""
@@ -62,7 +69,9 @@ class ThreadStore(Protocol):
         """True when the store answers (for ``/ready``)."""
         ...
 
-    async def create_thread(self, assistant: str, metadata: dict[str, Any] | None = None) -> ThreadRecord: ...
+    async def create_thread(
+        self, assistant: str, metadata: dict[str, Any] | None = None
+    ) -> ThreadRecord: ...
 
     async def get_thread(self, thread_id: str) -> ThreadRecord | None: ...
 
@@ -71,8 +80,18 @@ class ThreadStore(Protocol):
         ...
 
     async def append_message(
-        self, thread_id: str, message: ChatMessage, run_id: str | None = None
-    ) -> StoredMessage: ...
+        self,
+        thread_id: str,
+        message: ChatMessage,
+        run_id: str | None = None,
+        *,
+        message_id: str | None = None,
+    ) -> StoredMessage:
+        """Append ``message`` at the end of the thread; ``message_id`` defaults to a new id.
+
+        Raises ``gateway.errors.NotFound`` if the thread does not exist.
+        """
+        ...
 
     async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
         """Messages in order; with ``limit``, the newest ``limit`` of them (still in order)."""
@@ -91,3 +110,7 @@ class ThreadStore(Protocol):
         ...
 
     async def load_run_events(self, run_id: str) -> list[bytes] | None: ...
+
+    async def list_active_runs(self) -> list[RunRecord]:
+        """Runs still ``queued`` or ``in_progress`` (orphans after a crash, for recovery)."""
+        ...

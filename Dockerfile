@@ -1,0 +1,30 @@
+# The gateway image: the package and its locked dependencies, the demo
+# manifests as a default, run as an unprivileged user.
+#   docker build -t gateway . && docker run -p 8000:8000 gateway
+FROM python:3.11-slim
+
+ENV UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    PYTHONUNBUFFERED=1 \
+    GATEWAY_HOST=0.0.0.0 \
+    GATEWAY_PORT=8000
+
+RUN pip install --no-cache-dir uv
+
+WORKDIR /app
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY gateway ./gateway
+COPY schemas ./schemas
+COPY manifests ./manifests
+COPY actions ./actions
+RUN uv sync --frozen --no-dev && mkdir -p /app/var
+
+# The sandbox drops action processes to this uid; the server itself runs as it too.
+RUN useradd --system --uid 10001 --home /app gateway && chown -R gateway /app/var
+USER gateway
+
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/health')" || exit 1
+CMD ["/app/.venv/bin/gateway", "serve"]

@@ -1,0 +1,164 @@
+"""API keys, who may call what, and the per-key rate limit.
+
+Keys come from ``GATEWAY_API_KEYS`` (clients) and ``GATEWAY_ADMIN_KEYS``
+(operators), comma-separated. Each entry is one of::
+
+    KEY                          an anonymous key, every assistant
+    NAME=KEY                     a named key (the name, never the key, is logged)
+    NAME@ASSISTANT+ASSISTANT=KEY a named key limited to those assistants
+
+Admin keys may use every route and every assistant. Keys are compared in
+constant time (``hmac.compare_digest`` over SHA-256 digests, every entry
+checked). The gateway is open (no key needed) only when no key is set and
+``ENVIRONMENT=development``, or when ``GATEWAY_AUTH=none``; production without
+keys refuses to start. ``/``, ``/health``, ``/ready``, ``/schema`` and ``/ui``
+are always open. Imports ``gateway.errors`` and ``gateway.settings`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Iterable
+
+import msgspec
+
+from gateway.errors import Forbidden
+from gateway.settings import Settings, SettingsError
+
+__all__ = ["OPEN_PRINCIPAL", "KeyRing", "Principal", "RateLimiter", "route_access"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}(@[A-Za-z0-9_+-]{1,512})?$")
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is calling: a key's name, whether it is an admin key, and its assistants.
+
+    ``assistants`` is None when the key may use every assistant.
+    """
+
+    name: str
+    admin: bool = False
+    assistants: frozenset[str] | None = None
+
+    def may_use(self, assistant: str) -> bool:
+        """Whether this caller may talk to ``assistant``."""
+        return self.admin or self.assistants is None or assistant in self.assistants
+
+    def check_assistant(self, assistant: str) -> None:
+        """Raise ``Forbidden`` unless this caller may talk to ``assistant``."""
+        if not self.may_use(assistant):
+            raise Forbidden(f"this key may not use assistant {assistant!r}")
+
+
+OPEN_PRINCIPAL = Principal(name="anonymous", admin=True)
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    digest: bytes
+    principal: Principal
+
+
+def _parse(entry: str, *, admin: bool, index: int) -> _Entry:
+    name, sep, key = entry.partition("=")
+    if not sep or not key or not _NAME.match(name):
+        # The whole entry is the key (it may itself contain "=").
+        name, key = f"{'admin' if admin else 'key'}-{index + 1}", entry
+    assistants: frozenset[str] | None = None
+    if "@" in name:
+        name, _, allowed = name.partition("@")
+        assistants = frozenset(a for a in allowed.split("+") if a)
+    digest = hashlib.sha256(key.encode()).digest()
+    return _Entry(digest, Principal(name=name, admin=admin, assistants=assistants))
+
+
+class KeyRing:
+    """The configured keys; ``lookup`` finds the principal of a presented key."""
+
+    def __init__(self, api_keys: Iterable[str], admin_keys: Iterable[str], *, open_: bool) -> None:
+        self._entries = [_parse(k, admin=False, index=i) for i, k in enumerate(api_keys)]
+        self._entries += [_parse(k, admin=True, index=i) for i, k in enumerate(admin_keys)]
+        self.open = open_
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        """Build the key ring; refuse production without keys unless ``GATEWAY_AUTH=none``.
+
+        Raises:
+            SettingsError: production with no key and ``GATEWAY_AUTH`` not ``none``.
+        """
+        has_keys = bool(settings.api_keys or settings.admin_keys)
+        if settings.auth == "none":
+            return cls((), (), open_=True)
+        if not has_keys and settings.environment == "production":
+            raise SettingsError(
+                "ENVIRONMENT=production needs GATEWAY_API_KEYS or GATEWAY_ADMIN_KEYS "
+                "(or GATEWAY_AUTH=none to serve without authentication)"
+            )
+        return cls(settings.api_keys, settings.admin_keys, open_=not has_keys)
+
+    def lookup(self, key: str) -> Principal | None:
+        """The principal of ``key``, or None; compares against every entry in constant time."""
+        digest = hashlib.sha256(key.encode()).digest()
+        found: Principal | None = None
+        for entry in self._entries:
+            if hmac.compare_digest(entry.digest, digest) and found is None:
+                found = entry.principal
+        return found
+
+
+_OPEN_PATHS = frozenset({"/", "/health", "/ready", "/favicon.ico"})
+_OPEN_PREFIXES = ("/schema", "/ui")
+_ADMIN_PATHS = frozenset({"/manifests/status", "/manifests/reload", "/metrics"})
+
+
+def route_access(path: str) -> str:
+    """The access level of ``path``: ``open``, ``client`` or ``admin``.
+
+    Decided by path alone so it also covers unknown routes (no key: 401, not 404).
+    """
+    if path in _OPEN_PATHS:
+        return "open"
+    for prefix in _OPEN_PREFIXES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return "open"
+    if path in _ADMIN_PATHS:
+        return "admin"
+    if path.startswith("/actions/") and path.rstrip("/").endswith("/invoke"):
+        return "admin"
+    return "client"
+
+
+class RateLimiter:
+    """A token bucket per caller: ``burst`` requests at once, refilled at ``per_minute``.
+
+    Args:
+        per_minute: sustained requests per minute per caller (0 disables).
+        burst: bucket size (default: ``per_minute``, at least 1).
+    """
+
+    def __init__(self, per_minute: float, burst: int = 0) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst or max(1, int(per_minute)))
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, caller: str) -> float:
+        """Take one token for ``caller``: 0.0 when allowed, else seconds until a token is due."""
+        now = time.monotonic()
+        tokens, at = self._buckets.get(caller, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - at) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[caller] = (tokens - 1.0, now)
+            if len(self._buckets) > 10_000:  # forget idle callers (they are full anyway)
+                self._prune(now)
+            return 0.0
+        self._buckets[caller] = (tokens, now)
+        return (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
+
+    def _prune(self, now: float) -> None:
+        full_after = self.capacity / self.rate if self.rate > 0 else 0.0
+        for caller, (_, at) in list(self._buckets.items()):
+            if now - at > full_after:
+                del self._buckets[caller]

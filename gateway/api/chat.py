@@ -1,0 +1,200 @@
+"""Chat routes: ``GET /start``, ``POST /chat`` (JSON or SSE) and ``WS /ws/chat``.
+
+Every exchange starts a run in the engine (a task of the server, not of the
+request) and then reads its event log: the JSON answer waits for the result,
+SSE and WebSocket clients follow the log, so a client that goes away never
+stops a run. Keys limited to some assistants are checked before a run starts.
+Imports ``gateway.api.*``, ``gateway.events``, ``gateway.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+from litestar import Request, Response, WebSocket, get, post, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import FromQuery, JSONBody
+from litestar.response import Stream
+
+from gateway.api.errors import correlation_id_of
+from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of
+from gateway.api.schemas import ChatRequest, ChatResponse, ErrorBody, StartResponse
+from gateway.api.services import Services, ServicesDep
+from gateway.api.streaming import SSE_HEADERS, sse_frames
+from gateway.errors import GatewayError, InvalidInput, NotReady, ProviderError
+from gateway.events import ErrorEvent, encode_ws
+
+if TYPE_CHECKING:
+    from gateway.api.auth import Principal
+    from gateway.engine import RunHandle
+
+__all__ = ["chat", "chat_ws", "raise_run_error", "start"]
+
+log = structlog.get_logger("gateway.api")
+
+_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="Invalid input"),
+    401: ResponseSpec(ErrorBody, description="Missing or wrong API key"),
+    403: ResponseSpec(ErrorBody, description="The key may not use this assistant"),
+    404: ResponseSpec(ErrorBody, description="Unknown thread or assistant"),
+    503: ResponseSpec(ErrorBody, description="Not ready"),
+}
+CHAT_ERRORS = {
+    **_ERRORS,
+    409: ResponseSpec(ErrorBody, description="A run is already active on the thread"),
+    413: ResponseSpec(ErrorBody, description="Body too large"),
+    429: ResponseSpec(ErrorBody, description="Rate limited"),
+    502: ResponseSpec(ErrorBody, description="The model provider failed"),
+}
+
+
+@get("/start", tags=["chat"], responses=_ERRORS, summary="Start a thread")
+async def start(
+    request: Request[Any, Any, Any], services: ServicesDep, assistant: FromQuery[str | None] = None
+) -> StartResponse:
+    """Create a thread for ``assistant`` (or the default one) and return its greeting."""
+    principal = principal_of(request.scope)
+    if assistant is not None:
+        principal.check_assistant(assistant)
+    elif principal.assistants is not None and not principal.admin:
+        assistant = _only(principal)
+    thread, asst = await services.the_engine().create_thread(assistant)
+    if not principal.may_use(asst.name):
+        await services.the_store().delete_thread(thread.id)
+        principal.check_assistant(asst.name)
+    return StartResponse(
+        thread_id=thread.id, assistant=asst.name, initial_message=asst.initial_message
+    )
+
+
+async def begin_run(
+    services: Services, principal: Principal, data: ChatRequest, correlation_id: str
+) -> RunHandle:
+    """Check the caller may use the thread's assistant, then start the run."""
+    engine = services.the_engine()
+    thread_id = data.thread_id if data.thread_id not in (None, "new") else None
+    assistant = data.assistant
+    if assistant is not None:
+        principal.check_assistant(assistant)
+    if principal.assistants is not None and not principal.admin:
+        if thread_id is not None:
+            await services.thread_for(thread_id, principal)
+        elif assistant is None:
+            assistant = _only(principal)
+    handle = services.track(
+        await engine.start_run(
+            thread_id=thread_id,
+            message=data.message,
+            assistant=assistant,
+            correlation_id=correlation_id,
+        )
+    )
+    structlog.contextvars.bind_contextvars(run_id=handle.run_id, thread_id=handle.thread_id)
+    return handle
+
+
+def _only(principal: Principal) -> str:
+    """The one assistant a limited key may use (the default for it), or a 400."""
+    if principal.assistants is not None and len(principal.assistants) == 1:
+        return next(iter(principal.assistants))
+    raise InvalidInput("this key may use several assistants: name one", "assistant")
+
+
+def raise_run_error(error_type: str, message: str) -> None:
+    """Turn a failed run's error into the exception the handlers map to a status."""
+    if error_type == "provider_error":
+        raise ProviderError(message)
+    if error_type == "not_ready":
+        raise NotReady(message)
+    if error_type in ("invalid_request", "invalid_input"):
+        raise InvalidInput(message)
+    err = GatewayError(message)
+    err.type = error_type or "run_failed"
+    raise err
+
+
+@post(
+    "/chat",
+    tags=["chat"],
+    status_code=200,
+    summary="Send a message (JSON answer, or SSE with stream / Accept: text/event-stream)",
+    responses={
+        200: ResponseSpec(
+            ChatResponse,
+            description="The run's answer; with streaming, a text/event-stream of run events",
+            examples=[Example(summary="answer", value={"thread_id": "t", "run_id": "r"})],
+        ),
+        **CHAT_ERRORS,
+    },
+)
+async def chat(
+    request: Request[Any, Any, Any], data: JSONBody[ChatRequest], services: ServicesDep
+) -> Response[Any]:
+    """Run one exchange; answer as JSON or stream the run's events as SSE."""
+    cid = correlation_id_of(request.scope)
+    handle = await begin_run(services, principal_of(request.scope), data, cid)
+    if data.stream or "text/event-stream" in request.headers.get("accept", ""):
+        frames = sse_frames(
+            handle.log,
+            run_id=handle.run_id,
+            after=0,
+            heartbeat=services.settings.sse_heartbeat,
+            correlation_id=cid,
+        )
+        return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    result = await handle.result()
+    if result.error is not None:
+        raise_run_error(result.error.type, result.error.message)
+    body = ChatResponse(
+        thread_id=result.thread_id,
+        run_id=result.run_id,
+        responses=result.responses,
+        tool_calls=result.tool_calls,
+        usage=result.usage,
+        metadata=result.metadata,
+    )
+    return Response(body)
+
+
+_ws_decoder = msgspec.json.Decoder(ChatRequest)
+
+
+@websocket("/ws/chat", tags=["chat"])
+async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> None:
+    """Many exchanges per connection: each message starts a run whose events stream back.
+
+    A bad frame (invalid JSON, no message, unknown assistant...) is answered
+    with an ``error`` event; the connection stays open.
+    """
+    cid = correlation_id_of(socket.scope)
+    principal = principal_of(socket.scope)
+    subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
+    await socket.accept(subprotocols=subprotocol)
+    while True:
+        try:
+            raw = await socket.receive_data(mode="text")
+        except WebSocketDisconnect:
+            return
+        try:
+            data = _ws_decoder.decode(raw)
+            handle = await begin_run(services, principal, data, cid)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
+            continue
+        except GatewayError as exc:
+            await _ws_error(socket, exc.type, exc.message, cid)
+            continue
+        try:
+            async for _seq, event in handle.log.follow(0):
+                await socket.send_data(encode_ws(event).decode(), mode="text")
+        except WebSocketDisconnect:
+            return  # the run goes on; its result is stored
+
+
+async def _ws_error(socket: WebSocket[Any, Any, Any], type_: str, message: str, cid: str) -> None:
+    frame = encode_ws(ErrorEvent(type=type_, message=message, correlation_id=cid))
+    await socket.send_data(frame.decode(), mode="text")

@@ -1,0 +1,150 @@
+"""The one mapping from exceptions to HTTP answers.
+
+Every error a client sees is ``{"error": {"type", "message", "correlation_id"}}``
+with the status of DESIGN.md: 400 invalid input, 401 missing or wrong key, 403
+not allowed, 404 unknown thing, 409 run already active, 413 body too large,
+429 rate limited, 502 model provider failed, 503 not ready, 500 anything else.
+A 500 is logged with its traceback and answered with a generic message: no
+traceback, secret or exception text reaches a client. Imports ``gateway.errors``
+and ``gateway.api.schemas``.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import Scope
+
+from gateway.api.schemas import ErrorBody, ErrorDetail
+from gateway.errors import (
+    ActionError,
+    Conflict,
+    Forbidden,
+    GatewayError,
+    InvalidArguments,
+    InvalidInput,
+    ManifestError,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    ProviderError,
+    RateLimited,
+    Unauthorized,
+)
+
+__all__ = [
+    "CID_KEY",
+    "correlation_id_of",
+    "error_body",
+    "exception_handlers",
+    "status_and_type",
+]
+
+CID_KEY = "gateway.correlation_id"
+RETRY_AFTER_KEY = "gateway.retry_after"
+
+log = structlog.get_logger("gateway.api")
+
+_STATUS: tuple[tuple[type[GatewayError], int], ...] = (
+    (InvalidInput, 400),
+    (InvalidArguments, 400),
+    (ManifestError, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (RateLimited, 429),
+    (ProviderError, 502),
+    (NotReady, 503),
+    (ActionError, 500),
+)
+
+_HTTP_TYPES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    429: "rate_limited",
+    503: "not_ready",
+}
+
+
+def correlation_id_of(scope: Scope) -> str:
+    """The request's correlation id (set by the middleware; made up if it is missing)."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    cid = state.get(CID_KEY)
+    if cid is None:
+        cid = state[CID_KEY] = uuid.uuid4().hex
+    return str(cid)
+
+
+def status_and_type(exc: BaseException) -> tuple[int, str, str]:
+    """HTTP status, error type and client-safe message for ``exc``."""
+    if isinstance(exc, GatewayError):
+        for cls, status in _STATUS:
+            if isinstance(exc, cls):
+                return status, exc.type, exc.message
+        return 500, "internal_error", "internal error"
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        if status >= 500:
+            return status, "internal_error", "internal error"
+        return status, _HTTP_TYPES.get(status, "http_error"), _http_message(exc)
+    return 500, "internal_error", "internal error"
+
+
+def _http_message(exc: HTTPException) -> str:
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        parts = []
+        for item in exc.extra[:5]:
+            if isinstance(item, dict):
+                key = item.get("key") or item.get("source") or ""
+                parts.append(
+                    f"{key}: {item.get('message', '')}" if key else str(item.get("message"))
+                )
+        if parts:
+            return "invalid request: " + "; ".join(parts)
+    return str(exc.detail)
+
+
+def error_body(type_: str, message: str, correlation_id: str) -> bytes:
+    """The JSON error body, encoded."""
+    detail = ErrorDetail(type=type_, message=message, correlation_id=correlation_id)
+    return msgspec.json.encode(ErrorBody(error=detail))
+
+
+def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    cid = correlation_id_of(request.scope)
+    status, type_, message = status_and_type(exc)
+    if status >= 500 and status != 502 and status != 503:
+        log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    elif status == 502:
+        log.warning("provider_error", message=message)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, HTTPException) and exc.headers:
+        headers.update(exc.headers)
+    retry = request.scope.get("state", {}).get(RETRY_AFTER_KEY)
+    if status == 429 and retry is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(float(retry))))
+    body = ErrorBody(error=ErrorDetail(type=type_, message=message, correlation_id=cid))
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+exception_handlers: dict[type[Exception] | int, Any] = {
+    GatewayError: _handle,
+    HTTPException: _handle,
+    Exception: _handle,
+}
+"""For ``Litestar(exception_handlers=...)``: every exception goes through ``_handle``."""

@@ -1,0 +1,97 @@
+"""Service routes: ``/``, ``/health``, ``/ready``, ``/metrics`` and the ``/ui`` playground.
+
+``/health`` is liveness (the process answers); ``/ready`` is 200 only when a
+valid manifest set is loaded and the store answers, else 503 with the error
+body, so a load balancer sends traffic only to replicas that can serve it.
+Imports ``gateway.api.*``.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
+
+from gateway.api.errors import correlation_id_of
+from gateway.api.metrics import CONTENT_TYPE_LATEST
+from gateway.api.schemas import ErrorBody, ErrorDetail, HealthBody, ReadyBody, RootBody
+from gateway.api.services import ServicesDep
+
+__all__ = ["health", "metrics", "playground", "ready", "root"]
+
+_UI = Path(__file__).resolve().parent.parent / "ui" / "index.html"
+_FALLBACK_UI = (
+    "<!doctype html><title>gateway</title><p>The playground is not installed; "
+    "see <a href='/schema'>/schema</a> for the API.</p>"
+)
+
+try:
+    _VERSION = metadata.version("gateway")
+except metadata.PackageNotFoundError:  # running from a source tree without install
+    _VERSION = "0.0.0"
+
+
+@get("/", tags=["service"])
+async def root(services: ServicesDep) -> RootBody:
+    """Service name, version, live manifest version and how many assistants it serves."""
+    catalog = services.catalog_ref.current
+    return RootBody(
+        service="gateway",
+        version=_VERSION,
+        manifest_version=catalog.version if catalog else None,
+        assistants=len(catalog.assistants) if catalog else 0,
+    )
+
+
+@get("/health", tags=["service"])
+async def health() -> HealthBody:
+    """Liveness: the process answers."""
+    return HealthBody()
+
+
+@get(
+    "/ready",
+    tags=["service"],
+    responses={503: ResponseSpec(ErrorBody, description="No valid manifest set, or store down")},
+)
+async def ready(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
+    """200 when a valid manifest set is loaded and the store answers, else 503."""
+    catalog = services.catalog_ref.current
+    store_ok = False
+    if services.store is not None:
+        try:
+            store_ok = await services.store.ping()
+        except Exception:  # a store that raises is a store that does not answer
+            store_ok = False
+    if catalog is not None and store_ok and services.engine is not None:
+        return Response(ReadyBody(status="ready", manifest_version=catalog.version, store=True))
+    reason = (
+        "no valid manifest set is loaded"
+        if catalog is None
+        else "the thread store does not answer"
+        if not store_ok
+        else "the gateway is starting"
+    )
+    detail = ErrorDetail(
+        type="not_ready", message=reason, correlation_id=correlation_id_of(request.scope)
+    )
+    return Response(ErrorBody(error=detail), status_code=503)
+
+
+@get("/metrics", tags=["service"], include_in_schema=False)
+async def metrics(services: ServicesDep) -> Response[bytes]:
+    """Prometheus metrics (text format)."""
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@get("/ui", tags=["service"], include_in_schema=False, media_type="text/html")
+async def playground() -> Response[str]:
+    """The web playground (a static page speaking the public API)."""
+    try:
+        page = _UI.read_text(encoding="utf-8")
+    except OSError:
+        page = _FALLBACK_UI
+    return Response(page, media_type="text/html")

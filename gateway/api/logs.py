@@ -1,0 +1,66 @@
+"""Logging setup: structlog configured once, by ``create_app``.
+
+``LOG_FORMAT=keyvalue`` (default, logfmt) or ``json``; ``LOGGING_LEVEL``. The
+standard library's loggers (uvicorn, litestar) render through the same
+processors, so every line has one shape. Request-scoped ids
+(``correlation_id``, ``run_id``, ``thread_id``) are bound with
+``structlog.contextvars`` by the middleware and the handlers, and merged into
+every line logged while the request (or the run task it started) runs.
+Imports ``gateway.settings`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from gateway.settings import Settings
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(settings: Settings) -> None:
+    """Configure structlog and the standard library's root logger from ``settings``.
+
+    Args:
+        settings: ``log_format`` and ``logging_level`` are read.
+    """
+    level = logging.getLevelNamesMapping().get(settings.logging_level.upper(), logging.INFO)
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.typing.Processor
+    if settings.log_format == "json":
+        renderer = structlog.processors.JSONRenderer()
+        shared.append(structlog.processors.dict_tracebacks)
+    else:
+        renderer = structlog.processors.LogfmtRenderer(
+            key_order=["timestamp", "level", "event"], drop_missing=True
+        )
+        shared.append(structlog.processors.format_exc_info)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_gateway", False):
+            root.removeHandler(old)
+    handler._gateway = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Our middleware writes the access line; uvicorn's own would be a duplicate.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,106 @@
+"""Prometheus metrics: HTTP requests, runs, tool calls and reloads, on one registry per app.
+
+Each app owns its ``CollectorRegistry`` (two apps in one process, as in tests,
+never collide). ``MeteredRunner`` wraps the engine's ``ActionRunner`` to count
+tool calls and time them; ``observe_run`` follows a run handle to its end;
+the reloader reports through ``on_reload``. ``GET /metrics`` (admin when keys
+are set) serves the text format. Imports ``gateway.executors.base``,
+``gateway.manifests.catalog`` and prometheus-client.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.executors.base import ActionRunner, ToolResult
+
+if TYPE_CHECKING:
+    from gateway.manifests.catalog import Catalog
+    from gateway.manifests.watch import ReloadResult
+
+__all__ = ["CONTENT_TYPE_LATEST", "MeteredRunner", "Metrics"]
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The gateway's counters and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_http_requests_total",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "gateway_http_request_duration_seconds",
+            "Time to the end of the response (streams: until the stream ends).",
+            ["method", "route"],
+            registry=r,
+            buckets=_LATENCY,
+        )
+        self.in_flight = Gauge(
+            "gateway_http_requests_in_flight", "Requests being served.", registry=r
+        )
+        self.runs = Counter(
+            "gateway_runs_total", "Finished runs by status.", ["status"], registry=r
+        )
+        self.run_seconds = Histogram(
+            "gateway_run_duration_seconds", "Run wall time.", registry=r, buckets=_LATENCY
+        )
+        self.tool_calls = Counter(
+            "gateway_tool_calls_total", "Tool calls by status.", ["status"], registry=r
+        )
+        self.tool_seconds = Histogram(
+            "gateway_tool_duration_seconds", "Tool call duration.", registry=r, buckets=_LATENCY
+        )
+        self.reloads = Counter(
+            "gateway_reloads_total", "Manifest reload attempts by result.", ["result"], registry=r
+        )
+        for status in ("completed", "failed", "cancelled"):
+            self.runs.labels(status)
+        for status in ("succeeded", "failed", "timed_out"):
+            self.tool_calls.labels(status)
+        for result in ("swapped", "unchanged", "rejected", "failed"):
+            self.reloads.labels(result)
+
+    def on_reload(self, result: ReloadResult) -> None:
+        """Count one reload attempt (``Reloader(on_result=...)``)."""
+        self.reloads.labels(result.result).inc()
+
+    def on_run(self, status: str, seconds: float) -> None:
+        """Count one finished run."""
+        self.runs.labels(status).inc()
+        self.run_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+class MeteredRunner:
+    """An ``ActionRunner`` that counts and times every call of the runner it wraps."""
+
+    def __init__(self, inner: ActionRunner, metrics: Metrics) -> None:
+        self.inner = inner
+        self._metrics = metrics
+
+    async def run(
+        self,
+        catalog: Catalog,
+        name: str,
+        arguments: str | dict[str, Any],
+        *,
+        correlation_id: str = "",
+    ) -> ToolResult:
+        """Run ``name`` through the wrapped runner and record its status and duration."""
+        result = await self.inner.run(catalog, name, arguments, correlation_id=correlation_id)
+        self._metrics.tool_calls.labels(result.status).inc()
+        self._metrics.tool_seconds.observe(result.duration_ms / 1000.0)
+        return result

@@ -1,0 +1,253 @@
+"""The outermost ASGI layer: correlation id, auth, rate limit, body limit, access log, metrics.
+
+It wraps Litestar's whole handler (router and exception handling included),
+so every response, even a 404 for an unknown path, carries
+``X-Correlation-ID`` and gets exactly one access line. An incoming
+``X-Correlation-ID`` or ``X-Request-ID`` is reused when it is short and made
+of safe characters; otherwise a new one is made. Auth is decided by path
+(``auth.route_access``) before routing, so an unknown path without a key is
+a 401, not a 404. The access line never holds bodies, query strings or keys.
+Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import msgspec
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types.asgi_types import WebSocketAcceptEvent
+
+from gateway.api.auth import OPEN_PRINCIPAL, KeyRing, Principal, RateLimiter, route_access
+from gateway.api.errors import CID_KEY, error_body
+from gateway.api.metrics import Metrics
+
+__all__ = ["PRINCIPAL_KEY", "SUBPROTOCOL_KEY", "GatewayMiddleware", "principal_of"]
+
+PRINCIPAL_KEY = "gateway.principal"
+SUBPROTOCOL_KEY = "gateway.subprotocol"
+_SANE_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
+_NO_ROUTE = "<unmatched>"
+
+access_log = structlog.get_logger("gateway.access")
+
+
+def principal_of(scope: Scope) -> Principal:
+    """The authenticated caller of this request (set by the middleware)."""
+    state: dict[str, Any] = scope.get("state", {})
+    principal = state.get(PRINCIPAL_KEY)
+    return principal if isinstance(principal, Principal) else OPEN_PRINCIPAL
+
+
+class _Denied(Exception):
+    def __init__(self, status: int, type_: str, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.retry_after = retry_after
+
+
+class GatewayMiddleware:
+    """Wraps Litestar's ASGI handler; see the module docstring.
+
+    Args:
+        app: Litestar's ``asgi_handler``.
+        keys: the configured keys.
+        limiter: per-caller token bucket, or None when rate limiting is off.
+        metrics: where request counts and durations go.
+        max_body_bytes: larger declared bodies are refused with 413 before reading.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: KeyRing,
+        limiter: RateLimiter | None,
+        metrics: Metrics,
+        max_body_bytes: int,
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.limiter = limiter
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, asgi_scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request or WebSocket connection."""
+        scope = cast("dict[str, Any]", asgi_scope)
+        kind = str(scope["type"])
+        if kind not in ("http", "websocket"):
+            await self.app(asgi_scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        cid = _correlation_id(headers)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state[CID_KEY] = cid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(correlation_id=cid)
+        path = scope["path"]
+        method = scope.get("method", "WS")
+        status = 500
+        principal = OPEN_PRINCIPAL
+        cid_header = (b"x-correlation-id", cid.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), cid_header]
+            elif message["type"] == "websocket.accept":
+                message["headers"] = [*message.get("headers", ()), cid_header]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            principal = self._admit(scope, headers, path, kind)
+            state[PRINCIPAL_KEY] = principal
+            await self.app(asgi_scope, receive, send_wrapper)
+        except _Denied as denied:
+            status = denied.status
+            if kind == "http":
+                await _send_error(send_wrapper, denied, cid)
+            else:
+                await _refuse_websocket(receive, send_wrapper, denied, cid, state)
+                status = 101
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or _NO_ROUTE
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.request_seconds.labels(method, route).observe(elapsed)
+            access_log.info(
+                "request",
+                method=method,
+                path=path,
+                status=status,
+                duration_ms=round(elapsed * 1000, 3),
+                client=principal.name,
+            )
+
+    def _admit(
+        self, scope: dict[str, Any], headers: dict[bytes, bytes], path: str, kind: str
+    ) -> Principal:
+        if kind == "http" and self.max_body_bytes:
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                raise _Denied(
+                    413,
+                    "payload_too_large",
+                    f"request body over the limit of {self.max_body_bytes} bytes",
+                )
+        level = route_access(path)
+        if level == "open":
+            return OPEN_PRINCIPAL
+        principal = self._authenticate(scope, headers, kind)
+        if level == "admin" and not principal.admin:
+            raise _Denied(403, "forbidden", "this route needs an admin key")
+        if self.limiter is not None:
+            ident = principal.name if not self.keys.open else _client_ip(scope)
+            wait = self.limiter.take(ident)
+            if wait > 0:
+                raise _Denied(429, "rate_limited", "too many requests; slow down", wait)
+        return principal
+
+    def _authenticate(
+        self, scope: dict[str, Any], headers: dict[bytes, bytes], kind: str
+    ) -> Principal:
+        key = _bearer(headers.get(b"authorization"))
+        if key is None and kind == "websocket":
+            key = _subprotocol_key(scope)
+            if key is not None:
+                scope.setdefault("state", {})[SUBPROTOCOL_KEY] = "bearer"
+        if key is None and (kind == "websocket" or scope.get("method") == "GET"):
+            # Browsers cannot set headers on WebSocket or EventSource requests.
+            key = _query_key(scope)
+        if self.keys.open:
+            return OPEN_PRINCIPAL
+        if key is None:
+            raise _Denied(401, "unauthorized", "missing API key: send Authorization: Bearer KEY")
+        principal = self.keys.lookup(key)
+        if principal is None:
+            raise _Denied(401, "unauthorized", "invalid API key")
+        structlog.contextvars.bind_contextvars(client=principal.name)
+        return principal
+
+
+def _correlation_id(headers: dict[bytes, bytes]) -> str:
+    for name in (b"x-correlation-id", b"x-request-id"):
+        value = headers.get(name)
+        if value is not None and _SANE_ID.match(value):
+            return value.decode()
+    return uuid.uuid4().hex
+
+
+def _bearer(value: bytes | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.decode("latin-1").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _subprotocol_key(scope: dict[str, Any]) -> str | None:
+    protocols = [str(p) for p in scope.get("subprotocols", ())]
+    for i, proto in enumerate(protocols):
+        if proto.lower() == "bearer" and i + 1 < len(protocols):
+            return str(protocols[i + 1])
+    return None
+
+
+def _query_key(scope: dict[str, Any]) -> str | None:
+    raw: bytes = scope.get("query_string", b"")
+    if b"api_key=" not in raw:
+        return None
+    for name, value in parse_qsl(raw.decode("latin-1")):
+        if name == "api_key" and value:
+            return value
+    return None
+
+
+def _client_ip(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+async def _send_error(send: Send, denied: _Denied, cid: str) -> None:
+    headers = [(b"content-type", b"application/json")]
+    if denied.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if denied.status == 429:
+        headers.append((b"retry-after", str(max(1, round(denied.retry_after + 0.5))).encode()))
+    await send({"type": "http.response.start", "status": denied.status, "headers": headers})
+    body = error_body(denied.type, denied.message, cid)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _refuse_websocket(
+    receive: Receive, send: Send, denied: _Denied, cid: str, state: dict[str, Any]
+) -> None:
+    """Accept, say why in an ``error`` event, close with 4000 + status (browsers see that)."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    accept: WebSocketAcceptEvent = {"type": "websocket.accept", "subprotocol": None, "headers": []}
+    if state.get(SUBPROTOCOL_KEY):
+        accept["subprotocol"] = state[SUBPROTOCOL_KEY]
+    await send(accept)
+    frame = b'{"event":"error","data":' + _error_data(denied, cid) + b"}"
+    await send({"type": "websocket.send", "text": frame.decode(), "bytes": None})
+    await send({"type": "websocket.close", "code": 4000 + denied.status, "reason": denied.type})
+
+
+def _error_data(denied: _Denied, cid: str) -> bytes:
+    return msgspec.json.encode(
+        {"type": denied.type, "message": denied.message, "correlation_id": cid}
+    )

@@ -1,0 +1,328 @@
+"""The OpenAI-compatible endpoint: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+``model`` names an assistant; the conversation comes from the client's
+``messages`` (nothing is stored); the assistant's tools run server-side, so
+the client sees only the final text. ``system`` and ``developer`` messages are
+kept in the history after the assistant's own instructions (which always come
+first). Streaming sends ``chat.completion.chunk`` frames exactly as OpenAI
+does: the role first, then content deltas, then ``finish_reason: "stop"``, a
+usage chunk when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
+Several assistant messages of one run (text before and after a tool call)
+are joined with a blank line. Imports ``gateway.api.*``, ``gateway.events``,
+``gateway.providers.base``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import msgspec
+import structlog
+from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
+from litestar.response import Stream
+
+from gateway.api.chat import CHAT_ERRORS, raise_run_error
+from gateway.api.errors import correlation_id_of, status_and_type
+from gateway.api.middleware import principal_of
+from gateway.api.services import ServicesDep
+from gateway.api.streaming import SSE_HEADERS, follow
+from gateway.errors import GatewayError, InvalidInput, NotFound
+from gateway.events import MessageCompleted, MessageDelta, RunCompleted, RunFailed
+from gateway.providers.base import ChatMessage, ToolCall, Usage
+
+__all__ = ["ChatCompletion", "CompletionRequest", "chat_completions", "list_models"]
+
+log = structlog.get_logger("gateway.api")
+
+
+class ContentPart(msgspec.Struct, frozen=True, kw_only=True):
+    """A part of a message's content; only ``text`` parts are read."""
+
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+
+class MessageIn(msgspec.Struct, frozen=True, kw_only=True):
+    """A message in OpenAI's Chat Completions form."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
+    include_usage: bool = False
+
+
+class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The request body; fields the gateway does not use (temperature...) are ignored."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1)]
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+
+class CompletionUsage(msgspec.Struct, frozen=True, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(msgspec.Struct, frozen=True, kw_only=True):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    refusal: str | None = None
+
+
+class Choice(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletion(msgspec.Struct, frozen=True, kw_only=True):
+    """OpenAI's ``chat.completion`` object."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: CompletionUsage
+    system_fingerprint: str | None = None
+
+
+class _Delta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class _ChunkChoice(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    delta: _Delta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class _Chunk(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    id: str
+    object: str  # always given: omit_defaults would drop it
+    created: int
+    model: str
+    choices: list[_ChunkChoice]
+    usage: CompletionUsage | None = None
+
+
+class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "gateway"
+
+
+class ModelList(msgspec.Struct, frozen=True, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
+def _text(content: str | list[ContentPart] | None) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    return "".join(p.text or "" for p in content if p.type in ("text", "input_text"))
+
+
+def to_history(messages: list[MessageIn]) -> list[ChatMessage]:
+    """The client's messages as the engine's history (``developer`` becomes ``system``)."""
+    history: list[ChatMessage] = []
+    for m in messages:
+        calls = [
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+            for c in m.tool_calls or []
+        ]
+        role: Literal["system", "user", "assistant", "tool"] = (
+            "system" if m.role == "developer" else m.role
+        )
+        history.append(
+            ChatMessage(
+                role=role,
+                content=_text(m.content),
+                tool_calls=calls,
+                tool_call_id=m.tool_call_id,
+                name=m.name,
+            )
+        )
+    if history[-1].role not in ("user", "tool"):
+        raise InvalidInput("the last message must be from the user", "messages")
+    return history
+
+
+def _usage(usage: Usage) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+_encoder = msgspec.json.Encoder()
+_CHUNK = "chat.completion.chunk"
+
+
+@post(
+    "/v1/chat/completions",
+    tags=["openai"],
+    status_code=200,
+    summary="OpenAI-compatible chat (model = assistant name)",
+    responses={200: ResponseSpec(ChatCompletion, description="A chat.completion"), **CHAT_ERRORS},
+)
+async def chat_completions(
+    request: Request[Any, Any, Any], data: JSONBody[CompletionRequest], services: ServicesDep
+) -> Response[Any]:
+    """Run the assistant named by ``model`` on the client's messages."""
+    catalog = services.catalog()
+    if data.model not in catalog.assistants:
+        raise NotFound("model", data.model)
+    principal_of(request.scope).check_assistant(data.model)
+    cid = correlation_id_of(request.scope)
+    handle = services.track(
+        await services.the_engine().start_stateless_run(
+            assistant=data.model, messages=to_history(data.messages), correlation_id=cid
+        )
+    )
+    structlog.contextvars.bind_contextvars(run_id=handle.run_id)
+    completion_id = f"chatcmpl-{handle.run_id}"
+    created = int(time.time())
+    if data.stream:
+        include_usage = bool(data.stream_options and data.stream_options.include_usage)
+        chunks = _chunks(
+            handle.log,
+            completion_id=completion_id,
+            created=created,
+            model=data.model,
+            include_usage=include_usage,
+            heartbeat=services.settings.sse_heartbeat,
+            correlation_id=cid,
+        )
+        return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+    result = await handle.result()
+    if result.error is not None:
+        raise_run_error(result.error.type, result.error.message)
+    body = ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=data.model,
+        choices=[
+            Choice(
+                index=0,
+                message=AssistantMessage(content="\n\n".join(result.responses)),
+                finish_reason="stop",
+            )
+        ],
+        usage=_usage(result.usage),
+    )
+    return Response(body)
+
+
+async def _chunks(
+    run_log: Any,
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+    heartbeat: float,
+    correlation_id: str,
+) -> AsyncIterator[bytes]:
+    def frame(delta: _Delta, finish: str | None = None) -> bytes:
+        chunk = _Chunk(
+            id=completion_id,
+            object=_CHUNK,
+            created=created,
+            model=model,
+            choices=[_ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+        )
+        return b"data: " + _encoder.encode(chunk) + b"\n\n"
+
+    yield frame(_Delta(role="assistant", content=""))
+    usage = Usage()
+    separate = False
+    failed: tuple[str, str] | None = None
+    try:
+        async for item in follow(run_log, heartbeat=heartbeat):
+            if item is None:
+                yield b": keep-alive\n"
+                continue
+            event = item[1]
+            if isinstance(event, MessageDelta):
+                text = ("\n\n" + event.delta) if separate else event.delta
+                separate = False
+                yield frame(_Delta(content=text))
+            elif isinstance(event, MessageCompleted):
+                separate = True
+            elif isinstance(event, RunCompleted):
+                usage = event.usage
+            elif isinstance(event, RunFailed):
+                failed = (event.error.type, event.error.message)
+    except Exception as exc:
+        log.error("completion_stream_failed", exc_info=exc)
+        failed = ("internal_error", "the stream failed")
+    if failed is not None:
+        try:
+            raise_run_error(*failed)
+        except GatewayError as exc:
+            _, type_, message = status_and_type(exc)
+            error = {
+                "message": message,
+                "type": type_,
+                "code": None,
+                "correlation_id": correlation_id,
+            }
+            yield b"data: " + _encoder.encode({"error": error}) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+        return
+    yield frame(_Delta(), "stop")
+    if include_usage:
+        chunk = _Chunk(
+            id=completion_id,
+            object=_CHUNK,
+            created=created,
+            model=model,
+            choices=[],
+            usage=_usage(usage),
+        )
+        yield b"data: " + _encoder.encode(chunk) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+@get("/v1/models", tags=["openai"], responses={401: CHAT_ERRORS[401], 503: CHAT_ERRORS[503]})
+async def list_models(request: Request[Any, Any, Any], services: ServicesDep) -> ModelList:
+    """The assistants this key may use, as OpenAI models."""
+    catalog = services.catalog()
+    principal = principal_of(request.scope)
+    created = int(catalog.loaded_at)
+    return ModelList(
+        data=[
+            ModelInfo(id=name, created=created)
+            for name in sorted(catalog.assistants)
+            if principal.may_use(name)
+        ]
+    )

@@ -1,0 +1,147 @@
+"""Thread routes: history, delete, a run's events (replay + follow) and cancel.
+
+``GET /threads/{id}/runs/{run_id}/events`` is how a client resumes after a
+dropped stream: it sends the last ``id:`` it saw as ``Last-Event-ID``
+(``<run_id>:<seq>``) or ``?after=SEQ`` and gets every later event, then the
+live ones until ``done``. Imports ``gateway.api.*`` and ``gateway.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import structlog
+from litestar import Request, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.response import Stream
+
+from gateway.api.errors import correlation_id_of
+from gateway.api.middleware import principal_of
+from gateway.api.schemas import ErrorBody, MessageOut, RunOut
+from gateway.api.services import ServicesDep
+from gateway.api.streaming import SSE_HEADERS, sse_frames
+from gateway.errors import InvalidInput, NotFound
+
+__all__ = ["cancel_run", "delete_thread", "list_messages", "run_events"]
+
+_ERRORS = {
+    400: ResponseSpec(ErrorBody, description="Invalid input"),
+    401: ResponseSpec(ErrorBody, description="Missing or wrong API key"),
+    403: ResponseSpec(ErrorBody, description="The key may not use this thread's assistant"),
+    404: ResponseSpec(ErrorBody, description="Unknown thread or run"),
+    503: ResponseSpec(ErrorBody, description="Not ready"),
+}
+
+
+@get("/threads/{thread_id:str}/messages", tags=["threads"], responses=_ERRORS)
+async def list_messages(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    thread_id: FromPath[str],
+    limit: Annotated[int | None, QueryParameter(ge=1, le=10_000)] = None,
+) -> list[MessageOut]:
+    """The thread's messages in order (with ``limit``, the newest ones)."""
+    await services.thread_for(thread_id, principal_of(request.scope))
+    stored = await services.the_store().list_messages(thread_id, limit=limit)
+    return [
+        MessageOut(
+            id=m.id,
+            role=m.message.role,
+            content=m.message.content,
+            created_at=m.created_at,
+            seq=m.seq,
+            run_id=m.run_id,
+            tool_calls=m.message.tool_calls,
+            tool_call_id=m.message.tool_call_id,
+            name=m.message.name,
+        )
+        for m in stored
+    ]
+
+
+@delete(
+    "/threads/{thread_id:str}",
+    tags=["threads"],
+    status_code=204,
+    responses=_ERRORS,
+)
+async def delete_thread(
+    request: Request[Any, Any, Any], services: ServicesDep, thread_id: FromPath[str]
+) -> None:
+    """Delete a thread with its messages and runs (a run going on it is cancelled first)."""
+    await services.thread_for(thread_id, principal_of(request.scope))
+    if not await services.the_engine().delete_thread(thread_id):
+        raise NotFound("thread", thread_id)
+
+
+def _after(last_event_id: str | None, after: int | None, run_id: str) -> int:
+    if after is not None:
+        return after
+    if not last_event_id:
+        return 0
+    head, _, seq = last_event_id.rpartition(":")
+    if not seq.isdigit() or (head and head != run_id):
+        raise InvalidInput("Last-Event-ID must be '<run_id>:<seq>' for this run", "Last-Event-ID")
+    return int(seq)
+
+
+@get(
+    "/threads/{thread_id:str}/runs/{run_id:str}/events",
+    tags=["threads"],
+    summary="Replay and follow a run's events (SSE)",
+    responses={
+        200: ResponseSpec(None, description="text/event-stream of the run's events"),
+        **_ERRORS,
+    },
+)
+async def run_events(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    thread_id: FromPath[str],
+    run_id: FromPath[str],
+    after: Annotated[int | None, QueryParameter(ge=0)] = None,
+    last_event_id: Annotated[
+        str | None, HeaderParameter(name="Last-Event-ID", max_length=200)
+    ] = None,
+) -> Stream:
+    """SSE of the run's events after ``Last-Event-ID`` / ``?after=``, then live until ``done``."""
+    start = _after(last_event_id, after, run_id)
+    await services.thread_for(thread_id, principal_of(request.scope))
+    run_log = await services.the_engine().get_run_log(thread_id, run_id)
+    structlog.contextvars.bind_contextvars(run_id=run_id, thread_id=thread_id)
+    frames = sse_frames(
+        run_log,
+        run_id=run_id,
+        after=start,
+        heartbeat=services.settings.sse_heartbeat,
+        correlation_id=correlation_id_of(request.scope),
+    )
+    return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@post(
+    "/threads/{thread_id:str}/runs/{run_id:str}/cancel",
+    tags=["threads"],
+    status_code=200,
+    responses=_ERRORS,
+)
+async def cancel_run(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    thread_id: FromPath[str],
+    run_id: FromPath[str],
+) -> RunOut:
+    """Stop the run: the model call ends and its running actions are killed."""
+    await services.thread_for(thread_id, principal_of(request.scope))
+    run = await services.the_engine().cancel(thread_id, run_id)
+    return RunOut(
+        id=run.id,
+        thread_id=run.thread_id,
+        assistant=run.assistant,
+        status=run.status,
+        manifest_version=run.manifest_version,
+        created_at=run.created_at,
+        completed_at=run.completed_at,
+        usage=run.usage,
+    )

@@ -1,0 +1,198 @@
+"""``create_app(settings)``: the one place where the gateway's pieces are wired together.
+
+Building the app only configures logging, checks the auth settings and
+declares routes; nothing touches the disk or the network until the ASGI
+lifespan starts. On startup, in order: the thread store and the engine
+(``Engine.start`` opens the store), the provider registry, the sandbox
+(started by the first valid manifest set), the reloader (which loads the
+manifests off the event loop and swaps each valid set in, calling
+``Supervisor.reload`` first), and file watching. A manifest set that does not
+load leaves the gateway up but not ready (``/ready`` is 503, chat routes
+answer 503) until a valid set arrives. Shutdown closes everything in reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from gateway.api import admin, assistants, chat, health, openai_compat, threads
+from gateway.api.auth import KeyRing, RateLimiter
+from gateway.api.errors import exception_handlers
+from gateway.api.logs import configure_logging
+from gateway.api.metrics import MeteredRunner
+from gateway.api.middleware import GatewayMiddleware
+from gateway.api.services import Services
+from gateway.engine import Engine
+from gateway.executors.runner import SandboxRunner
+from gateway.knowledge.index import KnowledgeIndex
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.loader import load_catalog
+from gateway.manifests.watch import Reloader
+from gateway.providers.registry import ProviderRegistry
+from gateway.sandbox.supervisor import Supervisor
+from gateway.settings import Settings
+from gateway.store import open_store
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger("gateway.app")
+
+ROUTES = [
+    health.root,
+    health.health,
+    health.ready,
+    health.metrics,
+    health.playground,
+    chat.start,
+    chat.chat,
+    chat.chat_ws,
+    threads.list_messages,
+    threads.delete_thread,
+    threads.run_events,
+    threads.cancel_run,
+    assistants.list_assistants,
+    assistants.get_assistant,
+    assistants.tool_schemas,
+    assistants.list_actions,
+    admin.manifests_status,
+    admin.reload_manifests,
+    admin.invoke_action,
+    openai_compat.chat_completions,
+    openai_compat.list_models,
+]
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the gateway's Litestar app from ``settings``.
+
+    Raises:
+        SettingsError: ``ENVIRONMENT=production`` without keys and without ``GATEWAY_AUTH=none``.
+    """
+    configure_logging(settings)
+    keys = KeyRing.from_settings(settings)
+    services = Services(settings, keys)
+    limiter = (
+        RateLimiter(settings.rate_limit, settings.rate_limit_burst)
+        if settings.rate_limit > 0
+        else None
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            await _start(services, stack)
+            log.info(
+                "gateway.started",
+                manifests=str(settings.manifests),
+                manifest_version=services.catalog_ref.current.version
+                if services.catalog_ref.current
+                else None,
+                auth="open" if keys.open else "keys",
+            )
+            yield
+            log.info("gateway.stopping")
+
+    app = Litestar(
+        route_handlers=ROUTES,
+        dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
+        exception_handlers=exception_handlers,
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        compression_config=CompressionConfig(
+            backend="gzip", minimum_size=1024, exclude=["/chat", "/v1/chat/completions", "/threads"]
+        ),
+        openapi_config=OpenAPIConfig(
+            title="gateway",
+            version="1",
+            description="AI assistants declared in YAML: chat, threads, runs, OpenAI-compatible.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    app.state["services"] = services
+    # Outermost layer (around Litestar's router and exception handling) so every
+    # response, a 404 for an unknown path included, gets a correlation id and an access line.
+    app.asgi_handler = GatewayMiddleware(
+        app.asgi_handler,
+        keys=keys,
+        limiter=limiter,
+        metrics=services.metrics,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return app
+
+
+async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
+    """Start every piece; each registers its own shutdown on ``stack`` (run in reverse)."""
+    settings = services.settings
+    store = open_store(settings.database_url, root=Path.cwd())
+    stack.push_async_callback(store.close)
+    services.store = store
+    providers = ProviderRegistry(settings)
+    stack.push_async_callback(providers.aclose)
+    supervisor = Supervisor(settings)
+    stack.push_async_callback(supervisor.aclose)
+    knowledge = KnowledgeIndex(_knowledge_dir(settings))
+    stack.callback(knowledge.close)
+    runner = MeteredRunner(SandboxRunner(supervisor, knowledge), services.metrics)
+    services.runner = runner
+    engine = Engine(
+        catalog=services.catalog_ref,
+        store=store,
+        runner=runner,
+        providers=providers,
+        settings=settings,
+    )
+    await engine.start()
+    stack.push_async_callback(engine.aclose)
+    services.engine = engine
+
+    started = False
+
+    async def sandbox_swap(catalog: Catalog) -> None:
+        nonlocal started
+        if started:
+            await supervisor.reload(catalog)
+        else:
+            await supervisor.start(catalog)
+            started = True
+
+    root = settings.manifests
+
+    def load() -> Catalog:
+        return load_catalog(root, gateway_root=settings.gateway_root)
+
+    reloader = Reloader(
+        settings,
+        services.catalog_ref,
+        load=load,
+        on_swap=[sandbox_swap],
+        on_result=services.metrics.on_reload,
+    )
+    services.reloader = reloader
+    first = await reloader.reload("startup")
+    if first.result not in ("swapped", "unchanged"):
+        services.load_error = "; ".join(first.errors[:3]) or first.result
+        log.error("gateway.not_ready", problems=len(first.errors), result=first.result)
+    await reloader.start()
+    stack.push_async_callback(reloader.aclose)
+
+
+def _knowledge_dir(settings: Settings) -> Path | None:
+    """Where the file_search index lives: next to an embedded database, else in memory."""
+    prefix = "sqlite:///"
+    if settings.database_url.startswith(prefix):
+        db = Path(settings.database_url[len(prefix) :])
+        return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
+    return None

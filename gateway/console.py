@@ -1,0 +1,130 @@
+"""The terminal chat client behind ``gateway chat``: a person talking to a running gateway.
+
+It speaks only the public API (``GET /start``, ``POST /chat`` as SSE, or
+``WS /ws/chat`` with ``--ws``), prints the answer as it streams, and shows
+each tool call the way one wants to read it: name and arguments when it
+starts, status, duration and a short output when it ends. Imports httpx and
+rich (and ``websockets`` for ``--ws``, imported only then); nothing from the
+server side of the package.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+
+__all__ = ["ChatConsole", "sse_events"]
+
+_STATUS_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow"}
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(event, data)`` pairs from the lines of a text/event-stream (comments skipped)."""
+    event, data = "message", ""
+    for line in lines:
+        if not line:
+            if data:
+                yield event, json.loads(data)
+            event, data = "message", ""
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data += line[5:].strip()
+
+
+class ChatConsole:
+    """One conversation with one assistant, rendered on a rich ``Console``.
+
+    Args:
+        url: the gateway's base URL (``http://127.0.0.1:8000``).
+        assistant: the assistant to talk to (None: the gateway's default).
+        key: an API key, sent as ``Authorization: Bearer``.
+        console: where to print (a fresh ``Console`` by default).
+    """
+
+    def __init__(
+        self, url: str, assistant: str | None, key: str | None, console: Console | None = None
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.assistant = assistant
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.key = key
+        self.console = console or Console(highlight=False)
+        self.thread_id: str | None = None
+        self._open_line = False
+
+    def start(self, client: httpx.Client) -> None:
+        """Open a thread and print the assistant's greeting."""
+        params = {"assistant": self.assistant} if self.assistant else {}
+        response = client.get(f"{self.url}/start", params=params, headers=self.headers)
+        body = response.json()
+        if response.status_code != 200:
+            error = body.get("error", {})
+            raise RuntimeError(error.get("message", f"HTTP {response.status_code}"))
+        self.thread_id, self.assistant = body["thread_id"], body["assistant"]
+        self.console.print(
+            f"[bold]{escape(str(self.assistant))}[/] [dim]thread {self.thread_id}[/]"
+        )
+        if body.get("initial_message"):
+            self.console.print(f"[cyan]{escape(body['initial_message'])}[/]")
+
+    def send_http(self, client: httpx.Client, message: str) -> None:
+        """Send one message over SSE and render the events as they arrive."""
+        body = {"thread_id": self.thread_id, "message": message, "stream": True}
+        with client.stream("POST", f"{self.url}/chat", json=body, headers=self.headers) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                error = resp.json().get("error", {})
+                self.render("error", error)
+                return
+            for event, data in sse_events(resp.iter_lines()):
+                self.render(event, data)
+
+    def send_ws(self, socket: Any, message: str) -> None:
+        """Send one message on an open WebSocket and render events until ``done``."""
+        socket.send(json.dumps({"thread_id": self.thread_id, "message": message}))
+        while True:
+            frame = json.loads(socket.recv())
+            self.render(frame["event"], frame["data"])
+            if frame["event"] in ("done", "error"):
+                return
+
+    def render(self, event: str, data: dict[str, Any]) -> None:
+        """Print one event."""
+        out = self.console
+        if event == "thread.message.delta":
+            if not self._open_line:
+                out.print("[cyan]assistant>[/] ", end="")
+                self._open_line = True
+            out.print(escape(data["delta"]), end="", style="cyan")
+            return
+        if self._open_line:
+            out.print()
+            self._open_line = False
+        if event == "thread.run.step.created":
+            call = data["tool_call"]
+            out.print(
+                f"  [magenta]tool[/] {escape(call['name'])}[dim]({escape(call['arguments'])})[/]"
+            )
+        elif event == "thread.run.step.completed":
+            call = data["tool_call"]
+            style = _STATUS_STYLE.get(call["status"], "white")
+            output = call["output"] if len(call["output"]) <= 200 else call["output"][:200] + "..."
+            out.print(
+                f"  [{style}]{call['status']}[/] {escape(call['name'])} "
+                f"[dim]in {call['duration_ms']:.0f} ms: {escape(output)}[/]"
+            )
+        elif event in ("error", "thread.run.failed"):
+            info = data.get("error", data)
+            kind, message = escape(str(info.get("type"))), escape(str(info.get("message")))
+            out.print(f"[red]error ({kind}): {message}[/]")
+        elif event == "metadata":
+            t = data["timings"]
+            split = f"model {t['model_ms']:.0f}, tools {t['tools_ms']:.0f}"
+            tokens = data["usage"]["total_tokens"]
+            out.print(f"[dim]{t['total_ms']:.0f} ms ({split}), {tokens} tokens[/]")

@@ -1,0 +1,97 @@
+"""Calling one tool for a run: the allow-list, the runner, and failures as results.
+
+Private to ``gateway.engine``. A tool the assistant was not given is refused
+without running (the model cannot reach another assistant's actions), and a
+runner that raises (it promises not to) becomes a failed ``ToolResult`` so a
+bug never ends the run. Imports the executor interface and manifests types.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from typing import Any, Protocol
+
+import structlog
+
+from gateway.engine.spec import RunSpec
+from gateway.executors.base import ActionRunner, ToolResult
+from gateway.manifests.catalog import Catalog
+from gateway.providers.base import ToolCall
+
+__all__ = ["allowed_tools", "cancelled_result", "error_output", "run_tool"]
+
+
+def error_output(type_: str, message: str) -> str:
+    """The JSON error text a model reads for a failed call."""
+    return json.dumps({"error": {"type": type_, "message": message}})
+
+
+def _failed(type_: str, message: str) -> ToolResult:
+    return ToolResult(
+        status="failed", output=error_output(type_, message), duration_ms=0.0, error_type=type_
+    )
+
+
+def cancelled_result() -> ToolResult:
+    """The result recorded for a call its run's cancellation interrupted."""
+    return _failed("cancelled", "the run was cancelled before the tool finished")
+
+
+def allowed_tools(spec: RunSpec) -> set[str]:
+    """Names of the tools the run's assistant was given."""
+    tools = spec.catalog.tools.get(spec.assistant.name, [])
+    return {tool["function"]["name"] for tool in tools if "function" in tool}
+
+
+class _ScopedRunner(Protocol):
+    """A runner that also takes the calling assistant (``SandboxRunner`` does)."""
+
+    async def run(
+        self,
+        catalog: Catalog,
+        name: str,
+        arguments: str | dict[str, Any],
+        *,
+        correlation_id: str = "",
+        assistant: str | None = None,
+    ) -> ToolResult: ...
+
+
+@functools.cache
+def _takes_assistant(cls: type[ActionRunner]) -> bool:
+    try:
+        return "assistant" in inspect.signature(cls.run).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+async def run_tool(
+    runner: ActionRunner,
+    spec: RunSpec,
+    call: ToolCall,
+    *,
+    allowed: bool,
+    logger: structlog.typing.FilteringBoundLogger,
+) -> ToolResult:
+    """Run ``call`` for ``spec``'s assistant; never raises except for cancellation."""
+    if not allowed:
+        return _failed("unknown_tool", f"unknown tool {call.name!r}; use one of your tools")
+    try:
+        if _takes_assistant(type(runner)):
+            # Scopes built-ins such as file_search to this assistant's own files.
+            scoped: _ScopedRunner = runner  # type: ignore[assignment]
+            return await scoped.run(
+                spec.catalog,
+                call.name,
+                call.arguments,
+                correlation_id=spec.correlation_id,
+                assistant=spec.assistant.name,
+            )
+        return await runner.run(
+            spec.catalog, call.name, call.arguments, correlation_id=spec.correlation_id
+        )
+    except Exception:  # the runner promises ToolResults; a bug must not end the run
+        logger.exception("tool.crashed", tool=call.name)
+        return _failed("internal_error", "the tool failed unexpectedly")

@@ -1,0 +1,363 @@
+"""The engine: starts runs as tasks of the server, finds their logs, cancels them.
+
+A run belongs to the ``Engine``, not to the request that started it: the
+request gets a ``RunHandle`` and reads the run's log; a disconnect does not
+stop the run. One run at a time per thread is enforced by the store (so it
+holds across replicas). Finished logs stay in memory for a while (bounded
+LRU) and are stored for replay after a restart or from another replica.
+Imports the provider, executor and store interfaces, ``gateway.manifests``
+types, ``gateway.events``, ``gateway.errors`` and ``gateway.settings``; never
+``gateway.api``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import Any
+
+import msgspec
+import structlog
+
+from gateway.engine.replay import ACTIVE, follow_remote, mark_finished, synthesize
+from gateway.engine.run import RunTask
+from gateway.engine.runlog import ProviderLookup, RunHandle, RunLog
+from gateway.engine.spec import HistoryBudget, RunSpec, new_id
+from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
+from gateway.events import Done, ErrorInfo, RunCreated, RunFailed
+from gateway.executors.base import ActionRunner
+from gateway.manifests.catalog import Catalog, CatalogRef
+from gateway.manifests.model import Assistant
+from gateway.providers.base import ChatMessage
+from gateway.settings import Settings
+from gateway.store.base import RunRecord, ThreadRecord, ThreadStore
+
+__all__ = ["Engine", "ProviderLookup", "RunHandle"]
+
+_logger = structlog.get_logger("gateway.engine")
+
+
+class Engine:
+    """Owns every run of this process.
+
+    Args:
+        catalog: the live catalog; each run reads ``current`` once and keeps it.
+        store: the thread store (opened by ``start`` if it is not yet).
+        runner: runs tool calls (the sandbox runner in production).
+        providers: maps an assistant to its model provider.
+        settings: for the default assistant.
+        history: budget of the history sent to the model.
+        keep_finished: how many finished run logs stay in memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: CatalogRef,
+        store: ThreadStore,
+        runner: ActionRunner,
+        providers: ProviderLookup,
+        settings: Settings,
+        history: HistoryBudget | None = None,
+        keep_finished: int = 1000,
+    ) -> None:
+        self._catalog, self._store, self._runner = catalog, store, runner
+        self._providers, self._settings = providers, settings
+        self._budget = history or HistoryBudget()
+        self._keep_finished = keep_finished
+        self._live: dict[str, RunHandle] = {}  # run id -> handle, while running
+        self._busy: dict[str, str] = {}  # thread id -> run id, while running here
+        self._finished: OrderedDict[str, RunLog] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store; with an embedded store, fail runs a crash left in progress."""
+        await self._store.open()
+        if self._store.shared:
+            return  # another replica may own them; ``cancel`` clears true orphans
+        for run in await self._store.list_active_runs():
+            error = {"type": "interrupted", "message": "the gateway stopped during the run"}
+            await self._store.update_run(mark_finished(run, status="failed", error=error))
+            _logger.warning("run.interrupted", run_id=run.id, thread_id=run.thread_id)
+
+    async def aclose(self) -> None:
+        """Cancel every run still going and wait until each has stored its outcome."""
+        tasks = [handle.task for handle in self._live.values()] + list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- threads and runs ---------------------------------------------------------
+
+    def _current(self) -> Catalog:
+        catalog = self._catalog.current
+        if catalog is None:
+            raise NotReady("no valid manifest set is loaded")
+        return catalog
+
+    def _assistant(self, catalog: Catalog, name: str | None) -> Assistant:
+        name = name or self._settings.default_assistant
+        if name is None:
+            if len(catalog.assistants) == 1:
+                return next(iter(catalog.assistants.values()))
+            raise InvalidInput(
+                "name an assistant: several are deployed and no default is set "
+                "(GATEWAY_DEFAULT_ASSISTANT)",
+                field="assistant",
+            )
+        assistant = catalog.assistants.get(name)
+        if assistant is None:
+            raise NotFound("assistant", name)
+        return assistant
+
+    async def create_thread(self, assistant: str | None) -> tuple[ThreadRecord, Assistant]:
+        """Create a thread for ``assistant`` (None: the default or the only one).
+
+        Raises:
+            InvalidInput: no assistant named and no default can be chosen.
+            NotFound: the assistant does not exist.
+        """
+        found = self._assistant(self._current(), assistant)
+        return await self._store.create_thread(found.name), found
+
+    async def start_run(
+        self,
+        *,
+        thread_id: str | None,
+        message: str,
+        assistant: str | None = None,
+        correlation_id: str = "",
+    ) -> RunHandle:
+        """Store ``message`` on the thread and start a run answering it.
+
+        ``thread_id`` None or ``"new"`` creates a thread. ``assistant`` overrides
+        the thread's assistant for this run. The user message is durable when
+        this returns.
+
+        Raises:
+            InvalidInput: empty message, or no assistant can be chosen.
+            NotFound: unknown thread or assistant.
+            Conflict: a run is already active on the thread.
+        """
+        if not message.strip():
+            raise InvalidInput("message must not be empty", field="message")
+        catalog = self._current()
+        if thread_id in (None, "new"):
+            found = self._assistant(catalog, assistant)
+            thread = await self._store.create_thread(found.name)
+        else:
+            existing = await self._store.get_thread(thread_id)
+            if existing is None:
+                raise NotFound("thread", thread_id)
+            thread = existing
+            found = self._assistant(catalog, assistant or thread.assistant)
+        if thread.id in self._busy:
+            raise Conflict(f"thread {thread.id!r} already has an active run")
+        provider = self._providers.get(catalog, found)
+        record = RunRecord(
+            id=new_id("run"),
+            thread_id=thread.id,
+            assistant=found.name,
+            status="in_progress",
+            manifest_version=catalog.version,
+            created_at=time.time(),
+        )
+        self._busy[thread.id] = record.id  # before any await: closes the local race
+        try:
+            await self._store.create_run(record)
+        except BaseException:
+            self._busy.pop(thread.id, None)
+            raise
+        try:
+            await self._store.append_message(
+                thread.id, ChatMessage(role="user", content=message), record.id
+            )
+        except BaseException:
+            self._busy.pop(thread.id, None)
+            error = {"type": "internal_error", "message": "the message could not be stored"}
+            await asyncio.shield(
+                self._store.update_run(mark_finished(record, status="failed", error=error))
+            )
+            raise
+        spec = RunSpec(
+            run_id=record.id,
+            thread_id=thread.id,
+            catalog=catalog,
+            assistant=found,
+            provider=provider,
+            record=record,
+            correlation_id=correlation_id,
+        )
+        return self._launch(spec)
+
+    async def start_stateless_run(
+        self, *, assistant: str, messages: list[ChatMessage], correlation_id: str = ""
+    ) -> RunHandle:
+        """Run ``assistant`` over a client-supplied history; nothing is stored.
+
+        For the OpenAI-compatible endpoint. The handle's ``thread_id`` is ``""``.
+
+        Raises:
+            InvalidInput: ``messages`` is empty.
+            NotFound: unknown assistant.
+        """
+        if not messages:
+            raise InvalidInput("messages must not be empty", field="messages")
+        catalog = self._current()
+        found = self._assistant(catalog, assistant)
+        spec = RunSpec(
+            run_id=new_id("run"),
+            thread_id="",
+            catalog=catalog,
+            assistant=found,
+            provider=self._providers.get(catalog, found),
+            record=None,
+            correlation_id=correlation_id,
+            history=list(messages),
+        )
+        return self._launch(spec)
+
+    def _launch(self, spec: RunSpec) -> RunHandle:
+        log = RunLog(spec.run_id, spec.thread_id)
+        log.append(
+            RunCreated(
+                thread_id=spec.thread_id,
+                run_id=spec.run_id,
+                assistant=spec.assistant.name,
+                manifest_version=spec.catalog.version,
+            )
+        )
+
+        def settled() -> None:
+            self._live.pop(spec.run_id, None)
+            if spec.thread_id and self._busy.get(spec.thread_id) == spec.run_id:
+                del self._busy[spec.thread_id]
+            self._remember(log)
+
+        body = RunTask(
+            spec,
+            log,
+            store=self._store if spec.record else None,
+            runner=self._runner,
+            budget=self._budget,
+            on_settled=settled,
+        )
+        task = asyncio.create_task(body(), name=f"run:{spec.run_id}")
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # Cancelled before its first step, the body never ran: end the log here.
+            if log.done:
+                return
+            settled()
+            error = ErrorInfo(type="cancelled", message="the run was cancelled")
+            log.append(RunFailed(run_id=spec.run_id, error=error))
+            log.append(Done())
+            if spec.record is not None:
+                update = mark_finished(
+                    spec.record, status="cancelled", error=msgspec.to_builtins(error)
+                )
+                self._spawn(self._store.update_run(update), f"settle:{spec.run_id}")
+
+        task.add_done_callback(ended)
+        handle = RunHandle(
+            log=log, assistant=spec.assistant.name, manifest_version=spec.catalog.version, task=task
+        )
+        self._live[spec.run_id] = handle
+        _logger.info(
+            "run.started",
+            run_id=spec.run_id,
+            thread_id=spec.thread_id,
+            correlation_id=spec.correlation_id,
+            assistant=spec.assistant.name,
+            manifest_version=spec.catalog.version,
+            stateless=spec.record is None,
+        )
+        return handle
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _remember(self, log: RunLog) -> None:
+        self._finished[log.run_id] = log
+        self._finished.move_to_end(log.run_id)
+        while len(self._finished) > self._keep_finished:
+            self._finished.popitem(last=False)
+
+    # -- reading and cancelling ---------------------------------------------------
+
+    async def _record(self, thread_id: str, run_id: str) -> RunRecord:
+        record = await self._store.get_run(run_id)
+        if record is None or record.thread_id != thread_id:
+            raise NotFound("run", run_id)
+        return record
+
+    async def get_run_log(self, thread_id: str, run_id: str) -> RunLog:
+        """The run's log: live, remembered, or replayed from the store.
+
+        A run going on another replica is followed by polling the store until
+        its log is saved (events then arrive all at once).
+
+        Raises:
+            NotFound: no such run on that thread.
+        """
+        handle = self._live.get(run_id)
+        log = handle.log if handle is not None else self._finished.get(run_id)
+        if log is not None:
+            if log.thread_id != thread_id:
+                raise NotFound("run", run_id)
+            return log
+        record = await self._record(thread_id, run_id)
+        frames = await self._store.load_run_events(run_id)
+        if frames is not None:
+            log = RunLog.replay(run_id, thread_id, frames)
+            self._remember(log)
+            return log
+        log = RunLog(run_id, thread_id)
+        if record.status in ACTIVE:
+            self._spawn(follow_remote(self._store, log, record), f"follow:{run_id}")
+        else:
+            synthesize(log, record)
+        return log
+
+    async def cancel(self, thread_id: str, run_id: str) -> RunRecord:
+        """Cancel a run: stop its model call and kill its running actions.
+
+        A run going on another replica (or orphaned by a crash) is marked
+        cancelled in the store; its owner notices at its next step. Cancelling
+        a finished run changes nothing. Returns the run's record afterwards.
+
+        Raises:
+            NotFound: no such run on that thread.
+        """
+        handle = self._live.get(run_id)
+        if handle is not None and handle.thread_id == thread_id:
+            handle.task.cancel()
+            await asyncio.wait({handle.task})
+            return await self._record(thread_id, run_id)
+        record = await self._record(thread_id, run_id)
+        if record.status not in ACTIVE:
+            return record
+        error = {"type": "cancelled", "message": "the run was cancelled"}
+        cancelled = mark_finished(record, status="cancelled", error=error)
+        await self._store.update_run(cancelled)
+        _logger.info("run.cancelled_remote", run_id=run_id, thread_id=thread_id)
+        return cancelled
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        """Cancel the thread's run here if any, then delete the thread; False if unknown."""
+        run_id = self._busy.get(thread_id)
+        if run_id is not None and (handle := self._live.get(run_id)) is not None:
+            handle.task.cancel()
+            await asyncio.wait({handle.task})
+        return await self._store.delete_thread(thread_id)
+
+    @property
+    def active_runs(self) -> int:
+        """How many runs this process is executing (for metrics)."""
+        return len(self._live)

@@ -1,0 +1,334 @@
+"""One run: history -> model -> tool calls (concurrently) -> model ... -> final events.
+
+``RunTask`` is the body of the asyncio task the engine owns for a run. It
+streams the model's answer into the run log, persists every assistant and tool
+message as it completes, runs a round's tool calls concurrently through the
+``ActionRunner``, and always ends the log with a terminal event, ``metadata``
+and ``done``, having stored the run record first (so a client that sees
+``done`` can start the next run at once). Cancelling the task stops the model
+stream and cancels the runner calls (which kills their sandboxed processes).
+Imports ``gateway.events``, ``gateway.errors``, the provider, executor and
+store interfaces, and ``gateway.manifests`` types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from gateway.engine._tools import allowed_tools, cancelled_result, run_tool
+from gateway.engine.history import trim_history
+from gateway.engine.runlog import RunLog
+from gateway.engine.spec import HistoryBudget, RunSpec, new_id
+from gateway.errors import ProviderError
+from gateway.events import (
+    Done,
+    ErrorEvent,
+    ErrorInfo,
+    MessageCompleted,
+    MessageDelta,
+    Metadata,
+    RunCompleted,
+    RunFailed,
+    StepCompleted,
+    StepCreated,
+    Timings,
+    ToolCallInfo,
+    ToolCallOutcome,
+)
+from gateway.executors.base import ActionRunner, ToolResult
+from gateway.providers.base import (
+    ChatMessage,
+    ModelDone,
+    ModelRequest,
+    TextDelta,
+    ToolCall,
+    ToolCallRequest,
+    Usage,
+)
+from gateway.store.base import RunRecord, RunStatus, ThreadStore
+
+__all__ = ["RunTask"]
+
+_logger = structlog.get_logger("gateway.engine")
+
+
+class _StopRun(Exception):
+    """Ends the loop with a failure the model caused (not a bug)."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _RemoteCancel(Exception):
+    """The run was marked cancelled in the store (by another replica)."""
+
+
+class RunTask:
+    """The run loop; ``await task()`` runs it to its ``done`` event."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        log: RunLog,
+        *,
+        store: ThreadStore | None,
+        runner: ActionRunner,
+        budget: HistoryBudget,
+        on_settled: Callable[[], None],
+    ) -> None:
+        self.spec, self.log, self.store, self.runner = spec, log, store, runner
+        self.budget, self.on_settled = budget, on_settled
+        self.usage = Usage()
+        self.model_ms = self.tools_ms = 0.0
+        self.first_token_ms: float | None = None
+        self.started = time.perf_counter()
+        self.pending: dict[str, tuple[str, ToolCall]] = {}  # call id -> (step id, call)
+        self.logger = _logger.bind(
+            run_id=spec.run_id, thread_id=spec.thread_id, correlation_id=spec.correlation_id
+        )
+
+    async def __call__(self) -> None:
+        status: RunStatus = "completed"
+        error: ErrorInfo | None = None
+        try:
+            await self._loop()
+        except (asyncio.CancelledError, _RemoteCancel):
+            status, error = (
+                "cancelled",
+                ErrorInfo(type="cancelled", message="the run was cancelled"),
+            )
+            await asyncio.shield(self._settle_pending())
+        except _StopRun as exc:
+            status, error = "failed", exc.error
+        except ProviderError as exc:
+            status, error = "failed", ErrorInfo(type="provider_error", message=exc.message)
+            self._emit_error(error)
+        except Exception:
+            self.logger.exception("run.crashed")
+            status = "failed"
+            error = ErrorInfo(type="internal_error", message="the run failed unexpectedly")
+            self._emit_error(error)
+        await asyncio.shield(self._finish(status, error))
+
+    def _emit_error(self, error: ErrorInfo) -> None:
+        self.log.append(
+            ErrorEvent(
+                type=error.type, message=error.message, correlation_id=self.spec.correlation_id
+            )
+        )
+
+    async def _persist(self, message: ChatMessage, message_id: str | None = None) -> None:
+        self.spec.history.append(message)
+        if self.store is not None and self.spec.record is not None:
+            await self.store.append_message(
+                self.spec.thread_id, message, self.spec.run_id, message_id=message_id
+            )
+
+    async def _loop(self) -> None:
+        spec = self.spec
+        if self.store is not None and spec.record is not None:
+            stored = await self.store.list_messages(
+                spec.thread_id, limit=self.budget.max_messages + 64
+            )
+            spec.history = [m.message for m in stored]
+        rounds = 0
+        while True:
+            if rounds:
+                await self._check_remote_cancel()
+            message_id = new_id("msg")
+            text, calls = await self._call_model(message_id)
+            if calls and rounds >= spec.assistant.max_tool_rounds:
+                if text:
+                    await self._persist(ChatMessage(role="assistant", content=text), message_id)
+                    self.log.append(
+                        MessageCompleted(run_id=spec.run_id, message_id=message_id, content=text)
+                    )
+                raise _StopRun(
+                    ErrorInfo(
+                        type="max_tool_rounds",
+                        message=f"stopped after {rounds} tool rounds (max_tool_rounds of "
+                        f"{spec.assistant.name!r}); the model kept calling tools",
+                    )
+                )
+            if text or calls:
+                answer = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
+                await self._persist(answer, message_id)
+            if text:
+                self.log.append(
+                    MessageCompleted(run_id=spec.run_id, message_id=message_id, content=text)
+                )
+            if not calls:
+                return
+            rounds += 1
+            await self._run_tools(calls)
+
+    async def _check_remote_cancel(self) -> None:
+        if self.store is None or not self.store.shared:
+            return
+        record = await self.store.get_run(self.spec.run_id)
+        if record is not None and record.status == "cancelled":
+            raise _RemoteCancel
+
+    async def _call_model(self, message_id: str) -> tuple[str, list[ToolCall]]:
+        spec = self.spec
+        request = ModelRequest(
+            model=spec.assistant.model,
+            instructions=spec.assistant.instructions,
+            messages=trim_history(
+                spec.history, max_messages=self.budget.max_messages, max_chars=self.budget.max_chars
+            ),
+            tools=spec.catalog.tools.get(spec.assistant.name, []),
+            temperature=spec.assistant.temperature,
+        )
+        parts: list[str] = []
+        calls: list[ToolCall] = []
+        started = time.perf_counter()
+        stream = spec.provider.stream(request)
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    self._first_token()
+                    if event.text:
+                        parts.append(event.text)
+                        self.log.append(
+                            MessageDelta(
+                                run_id=spec.run_id, message_id=message_id, delta=event.text
+                            )
+                        )
+                elif isinstance(event, ToolCallRequest):
+                    self._first_token()
+                    call = event.call
+                    calls.append(
+                        call
+                        if call.id
+                        else ToolCall(id=new_id("call"), name=call.name, arguments=call.arguments)
+                    )
+                elif isinstance(event, ModelDone):
+                    self.usage = self.usage + event.usage
+        finally:
+            aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self.model_ms += (time.perf_counter() - started) * 1000
+        return "".join(parts), calls
+
+    def _first_token(self) -> None:
+        if self.first_token_ms is None:
+            self.first_token_ms = (time.perf_counter() - self.started) * 1000
+
+    async def _run_tools(self, calls: list[ToolCall]) -> None:
+        spec = self.spec
+        allowed = allowed_tools(spec)
+        for call in calls:
+            step_id = new_id("step")
+            self.pending[call.id] = (step_id, call)
+            info = ToolCallInfo(id=call.id, name=call.name, arguments=call.arguments)
+            self.log.append(StepCreated(run_id=spec.run_id, step_id=step_id, tool_call=info))
+        started = time.perf_counter()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for call in calls:
+                    group.create_task(self._run_tool(call, call.name in allowed))
+        finally:
+            self.tools_ms += (time.perf_counter() - started) * 1000
+
+    async def _run_tool(self, call: ToolCall, allowed: bool) -> None:
+        result = await run_tool(self.runner, self.spec, call, allowed=allowed, logger=self.logger)
+        await self._complete_tool(call, result)
+
+    async def _complete_tool(self, call: ToolCall, result: ToolResult) -> None:
+        self.logger.info(
+            "tool.completed",
+            tool=call.name,
+            status=result.status,
+            duration_ms=round(result.duration_ms, 1),
+            error_type=result.error_type,
+        )
+        await self._persist(
+            ChatMessage(role="tool", content=result.output, tool_call_id=call.id, name=call.name)
+        )
+        # Popped only once stored: a cancellation during the write settles the call again
+        # (a duplicate result is dropped by history.repair).
+        step_id, _ = self.pending.pop(call.id)
+        outcome = ToolCallOutcome(
+            id=call.id,
+            name=call.name,
+            status=result.status,
+            output=result.output,
+            duration_ms=result.duration_ms,
+        )
+        self.log.append(StepCompleted(run_id=self.spec.run_id, step_id=step_id, tool_call=outcome))
+
+    async def _settle_pending(self) -> None:
+        """Give each interrupted call a result, so the history stays valid."""
+        cancelled = cancelled_result()
+        for _, call in list(self.pending.values()):
+            try:
+                await self._complete_tool(call, cancelled)
+            except Exception:  # the store is down: the history repair covers the gap later
+                self.logger.exception("run.persist_failed", tool=call.name)
+
+    async def _finish(self, status: RunStatus, error: ErrorInfo | None) -> None:
+        spec = self.spec
+        timings = Timings(
+            total_ms=(time.perf_counter() - self.started) * 1000,
+            model_ms=self.model_ms,
+            first_token_ms=self.first_token_ms,
+            tools_ms=self.tools_ms,
+        )
+        if self.store is not None and spec.record is not None:
+            record = RunRecord(
+                id=spec.run_id,
+                thread_id=spec.thread_id,
+                assistant=spec.assistant.name,
+                status=status,
+                manifest_version=spec.catalog.version,
+                created_at=spec.record.created_at,
+                completed_at=time.time(),
+                usage=self.usage,
+                timings={
+                    "total_ms": timings.total_ms,
+                    "model_ms": timings.model_ms,
+                    "first_token_ms": timings.first_token_ms,
+                    "tools_ms": timings.tools_ms,
+                },
+                error={"type": error.type, "message": error.message} if error else None,
+            )
+            try:
+                await self.store.update_run(record)
+            except Exception:
+                self.logger.exception("run.persist_failed")
+        self.on_settled()
+        if error is None:
+            self.log.append(RunCompleted(run_id=spec.run_id, usage=self.usage))
+        else:
+            self.log.append(RunFailed(run_id=spec.run_id, error=error))
+        self.log.append(
+            Metadata(
+                run_id=spec.run_id,
+                timings=timings,
+                usage=self.usage,
+                manifest_version=spec.catalog.version,
+                correlation_id=spec.correlation_id,
+            )
+        )
+        self.log.append(Done())
+        self.logger.info(
+            "run.finished",
+            status=status,
+            error_type=error.type if error else None,
+            total_ms=round(timings.total_ms, 1),
+            model_ms=round(timings.model_ms, 1),
+            tools_ms=round(timings.tools_ms, 1),
+            total_tokens=self.usage.total_tokens,
+        )
+        if self.store is not None and spec.record is not None:
+            try:
+                await self.store.save_run_events(spec.run_id, self.log.encoded())
+            except Exception:
+                self.logger.exception("run.persist_failed")

@@ -1,0 +1,188 @@
+"""A run's event log, followed by any number of readers; the handle and result around it.
+
+The run task appends events; SSE, WebSocket and JSON clients read from a
+cursor (``follow(after)``), so a client can disconnect and come back with
+``Last-Event-ID``. Sequence numbers start at 1 and are the SSE ``id`` suffix.
+Imports ``gateway.events``, ``gateway.providers.base`` and manifests types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import Literal, Protocol
+
+import msgspec
+
+from gateway.events import (
+    Done,
+    ErrorInfo,
+    Event,
+    MessageCompleted,
+    Metadata,
+    RunCompleted,
+    RunFailed,
+    StepCompleted,
+    ToolCallOutcome,
+    decode_ws,
+    encode_ws,
+)
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Assistant
+from gateway.providers.base import Provider, Usage
+
+__all__ = ["ProviderLookup", "RunHandle", "RunLog", "RunResult", "collect_result"]
+
+
+class RunLog:
+    """The ordered events of one run; ``done`` once ``Done`` is appended.
+
+    Appending is synchronous and wakes every waiting reader; readers never
+    block the run (a slow reader only falls behind in the backlog).
+    """
+
+    def __init__(self, run_id: str, thread_id: str) -> None:
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self._events: list[Event] = []
+        self._changed = asyncio.Event()
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """True once the run's last event (``Done``) is in the log."""
+        return self._done
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def events(self) -> list[Event]:
+        """A copy of the events so far."""
+        return list(self._events)
+
+    def append(self, event: Event) -> int:
+        """Append ``event`` and wake the readers; returns its sequence number.
+
+        Raises:
+            RuntimeError: the log is already done.
+        """
+        if self._done:
+            raise RuntimeError(f"run {self.run_id} is done; cannot append {event.name}")
+        self._events.append(event)
+        if isinstance(event, Done):
+            self._done = True
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        return len(self._events)
+
+    async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, Event]]:
+        """Yield ``(seq, event)`` for every event after ``after``, live, until ``Done``."""
+        index = max(after, 0)
+        while True:
+            while index < len(self._events):
+                index += 1
+                yield index, self._events[index - 1]
+            if self._done:
+                return
+            await self._changed.wait()
+
+    def encoded(self) -> list[bytes]:
+        """Every event as a WebSocket frame (what the store keeps for replay)."""
+        return [encode_ws(event) for event in self._events]
+
+    @classmethod
+    def replay(cls, run_id: str, thread_id: str, frames: Iterable[bytes]) -> RunLog:
+        """A finished log rebuilt from stored frames (``Done`` is added if missing)."""
+        log = cls(run_id, thread_id)
+        for frame in frames:
+            log.append(decode_ws(frame))
+            if log.done:
+                break
+        if not log.done:
+            log.append(Done())
+        return log
+
+
+RunStatusName = Literal["completed", "failed", "cancelled"]
+
+
+class RunResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a finished run produced, for the JSON ``/chat`` answer.
+
+    Attributes:
+        responses: the text of every assistant message, in order.
+        tool_calls: every tool call's outcome, in completion order.
+        usage: tokens summed over the run's model calls.
+        metadata: the run's ``metadata`` event (timings...), if it got that far.
+        error: why the run failed or was cancelled, else None.
+        status: ``completed``, ``failed`` or ``cancelled``.
+    """
+
+    thread_id: str
+    run_id: str
+    responses: list[str] = []
+    tool_calls: list[ToolCallOutcome] = []
+    usage: Usage = Usage()
+    metadata: Metadata | None = None
+    error: ErrorInfo | None = None
+    status: RunStatusName = "completed"
+
+
+async def collect_result(log: RunLog) -> RunResult:
+    """Follow ``log`` to its end and gather the result."""
+    responses: list[str] = []
+    tool_calls: list[ToolCallOutcome] = []
+    usage = Usage()
+    metadata: Metadata | None = None
+    error: ErrorInfo | None = None
+    status: RunStatusName = "failed"
+    async for _, event in log.follow():
+        if isinstance(event, MessageCompleted):
+            responses.append(event.content)
+        elif isinstance(event, StepCompleted):
+            tool_calls.append(event.tool_call)
+        elif isinstance(event, RunCompleted):
+            usage, status = event.usage, "completed"
+        elif isinstance(event, RunFailed):
+            error = event.error
+            status = "cancelled" if error.type == "cancelled" else "failed"
+        elif isinstance(event, Metadata):
+            metadata = event
+            usage = event.usage
+    return RunResult(
+        thread_id=log.thread_id,
+        run_id=log.run_id,
+        responses=responses,
+        tool_calls=tool_calls,
+        usage=usage,
+        metadata=metadata,
+        error=error,
+        status=status,
+    )
+
+
+class ProviderLookup(Protocol):
+    """What the engine needs from ``gateway.providers.registry.ProviderRegistry``."""
+
+    def get(self, catalog: Catalog, assistant: Assistant) -> Provider:
+        """The provider serving ``assistant`` in ``catalog``."""
+        ...
+
+
+class RunHandle:
+    """A started run: its ids, the pinned manifest version, and its log."""
+
+    def __init__(
+        self, *, log: RunLog, assistant: str, manifest_version: str, task: asyncio.Task[None]
+    ) -> None:
+        self.run_id = log.run_id
+        self.thread_id = log.thread_id
+        self.assistant = assistant
+        self.manifest_version = manifest_version
+        self.log = log
+        self.task = task
+
+    async def result(self) -> RunResult:
+        """Wait for the run to end and gather responses, tool calls, usage and errors."""
+        return await collect_result(self.log)

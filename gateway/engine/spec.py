@@ -1,0 +1,59 @@
+"""What a run is started with: its pinned inputs, ids, and the history budget.
+
+Plain data shared by ``core`` (which builds a ``RunSpec``) and ``run`` (which
+executes it). Imports only interface modules (providers, store, manifests).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Assistant
+from gateway.providers.base import ChatMessage, Provider
+from gateway.store.base import RunRecord
+
+__all__ = ["HistoryBudget", "RunSpec", "new_id"]
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as ``run_3f2a...`` (prefix, underscore, 24 hex digits)."""
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryBudget:
+    """How much history goes to the model (whole turns, newest first).
+
+    Attributes:
+        max_messages: at most this many messages.
+        max_chars: at most about this many characters (content plus call arguments).
+    """
+
+    max_messages: int = 200
+    max_chars: int = 400_000
+
+
+@dataclass(slots=True)
+class RunSpec:
+    """Everything a run needs, fixed at start: the catalog and assistant are pinned here.
+
+    Attributes:
+        run_id / thread_id: ids (``thread_id`` is ``""`` for a stateless run).
+        catalog: the manifest set the run started with, kept to its end.
+        assistant: the assistant answering.
+        provider: its model provider.
+        record: the stored run record; None for a stateless run (nothing is persisted).
+        correlation_id: the request's correlation id (logs, events, actions).
+        history: the conversation so far (loaded from the store, or the client's).
+    """
+
+    run_id: str
+    thread_id: str
+    catalog: Catalog
+    assistant: Assistant
+    provider: Provider
+    record: RunRecord | None
+    correlation_id: str = ""
+    history: list[ChatMessage] = field(default_factory=list)

@@ -1,0 +1,246 @@
+"""The ``http`` action kind: one HTTP request built from sandboxed Jinja templates.
+
+String values in ``url``, ``headers``, ``query``, ``json`` and ``form`` are
+templates over the call's arguments (by name, and as ``args``) and its
+declared ``secrets``. Values rendered into the URL are percent-encoded; a JSON
+leaf that is exactly ``{{ name }}`` keeps the argument's JSON type; the
+scheme and host of ``url`` are literal (checked at load time and again before
+sending), so the model never chooses where a request goes. Connect, read and
+total timeouts, a response size cap, non-2xx as a tool error with the status
+and a short excerpt, and an optional ``response`` path selecting what goes
+back. Imports ``gateway.manifests.model`` and ``gateway.executors._common``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from gateway.executors._common import ToolError
+from gateway.manifests.model import (
+    Action,
+    ActionConfig,
+    CallContext,
+    CheckContext,
+    KindProblem,
+    register_action_kind,
+)
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+
+__all__ = ["HttpConfig", "select"]
+
+_WHOLE = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\s*\}\}$")
+_ORIGIN = re.compile(r"^(https?)://([^/?#]+)")
+
+
+def _env(finalize: Any = None) -> SandboxedEnvironment:
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(
+        autoescape=False, undefined=jinja2.ChainableUndefined, finalize=finalize
+    )
+
+
+def _is_undefined(value: Any) -> bool:
+    import jinja2
+
+    return isinstance(value, jinja2.Undefined)
+
+
+def _url_finalize(value: Any) -> str:
+    if value is None or _is_undefined(value):
+        return ""
+    return urllib.parse.quote(str(value), safe="")
+
+
+def _text_finalize(value: Any) -> str:
+    if value is None or _is_undefined(value):
+        return ""
+    return str(value)
+
+
+def select(data: Any, path: str) -> Any:
+    """Follow a dotted path (``data.items.0.name``) into decoded JSON.
+
+    Raises:
+        ToolError: ``response_selection`` when a step does not exist.
+    """
+    current = data
+    for step in [p for p in path.removeprefix("$").split(".") if p]:
+        if isinstance(current, dict) and step in current:
+            current = current[step]
+        elif isinstance(current, list) and step.lstrip("-").isdigit() and -len(current) <= int(
+            step
+        ) < len(current):
+            current = current[int(step)]
+        else:
+            raise ToolError("response_selection", f"the response has no {step!r} at {path!r}")
+    return current
+
+
+@register_action_kind
+class HttpConfig(ActionConfig):
+    """``http:`` — a request to a fixed host.
+
+    Attributes:
+        method: HTTP method.
+        url: template; scheme and host must be literal text.
+        headers / query / form: templates per value (an empty query value is omitted).
+        json: a JSON body; string leaves are templates, ``"{{ name }}"`` keeps its type.
+        response: dotted path selecting part of a JSON response.
+        connect_timeout / read_timeout: seconds; the action's timeout bounds the total.
+        max_response_kb: larger responses are refused with ``response_too_large``.
+        follow_redirects: off by default (a redirect may point at another host).
+    """
+
+    key: ClassVar[str] = "http"
+    network_default: ClassVar[bool] = True
+    preload: ClassVar[tuple[str, ...]] = ("httpx", "jinja2.sandbox")
+
+    url: Annotated[str, msgspec.Meta(min_length=1)]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    headers: dict[str, str] = {}
+    query: dict[str, str] = {}
+    json: Any = None
+    form: dict[str, str] | None = None
+    response: str | None = None
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    read_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+    max_response_kb: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 1024
+    follow_redirects: bool = False
+
+    def check(self, action: Action, ctx: CheckContext) -> list[KindProblem]:
+        """Templates parse; the URL's scheme and host are literal; one body at most."""
+        import jinja2
+
+        problems: list[KindProblem] = []
+        env = _env()
+        for path, text in self._templates():
+            try:
+                env.parse(text)
+            except jinja2.TemplateSyntaxError as exc:
+                problems.append(KindProblem(path, f"template does not parse: {exc.message}"))
+        origin = _ORIGIN.match(self.url)
+        if origin is None or "{" in origin.group(0) or "%" in origin.group(2):
+            problems.append(
+                KindProblem(
+                    "url",
+                    "the scheme and host of url must be literal text (http:// or https://host)",
+                )
+            )
+        if self.json is not None and self.form is not None:
+            problems.append(KindProblem("form", "use json or form, not both"))
+        return problems
+
+    def _templates(self) -> list[tuple[str, str]]:
+        found = [("url", self.url)]
+        found += [(f"headers.{k}", v) for k, v in self.headers.items()]
+        found += [(f"query.{k}", v) for k, v in self.query.items()]
+        found += [(f"form.{k}", v) for k, v in (self.form or {}).items()]
+
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, str):
+                found.append((path, node))
+            elif isinstance(node, dict):
+                for k, v in node.items():
+                    walk(v, f"{path}.{k}")
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, f"{path}.{i}")
+
+        walk(self.json, "json")
+        return found
+
+    def run(self, call: CallContext) -> Any:
+        """Send the request and return the (selected) body: JSON when the server says so."""
+        import httpx
+
+        context: dict[str, Any] = {**call.arguments, "args": call.arguments,
+                                   "secrets": call.secrets}
+        text_env, url_env = _env(_text_finalize), _env(_url_finalize)
+        url = url_env.from_string(self.url).render(context)
+        literal = _ORIGIN.match(self.url)
+        rendered = _ORIGIN.match(url)
+        if literal is None or rendered is None or literal.group(0) != rendered.group(0):
+            raise ToolError("invalid_url", "the rendered URL changed its scheme or host")
+        headers = {k: text_env.from_string(v).render(context) for k, v in self.headers.items()}
+        params = {}
+        for k, v in self.query.items():
+            value = text_env.from_string(v).render(context)
+            if value != "":
+                params[k] = value
+        kwargs: dict[str, Any] = {}
+        if self.json is not None:
+            kwargs["json"] = _render_json(self.json, text_env, context)
+        if self.form is not None:
+            kwargs["data"] = {k: text_env.from_string(v).render(context)
+                              for k, v in self.form.items()}
+        total = call.timeout
+        timeout = httpx.Timeout(
+            connect=min(self.connect_timeout, total),
+            read=min(self.read_timeout, total),
+            write=min(self.read_timeout, total),
+            pool=min(self.connect_timeout, total),
+        )
+        limit = self.max_response_kb * 1024
+        deadline = time.monotonic() + total
+        try:
+            with httpx.Client(timeout=timeout, follow_redirects=self.follow_redirects,
+                              trust_env=False) as client, client.stream(
+                self.method, url, headers=headers, params=params, **kwargs
+            ) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise ToolError(
+                            "response_too_large",
+                            f"the response is over the {self.max_response_kb} KB limit",
+                            status=response.status_code,
+                        )
+                    if time.monotonic() > deadline:
+                        raise ToolError("timeout", f"the request took longer than {total:g}s")
+        except httpx.TimeoutException as exc:
+            raise ToolError("http_timeout", f"{type(exc).__name__}: the request timed out") from None
+        except httpx.HTTPError as exc:
+            raise ToolError("http_error", f"{type(exc).__name__}: {exc}") from None
+        text = bytes(body).decode(response.encoding or "utf-8", errors="replace")
+        if not 200 <= response.status_code < 300:
+            excerpt = " ".join(text.split())[:300]
+            raise ToolError(
+                "http_status",
+                f"HTTP {response.status_code} {response.reason_phrase}: {excerpt}".rstrip(": "),
+                status=response.status_code,
+            )
+        content_type = response.headers.get("content-type", "")
+        is_json = "json" in content_type
+        if not is_json and self.response is None:
+            return text
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            if self.response is not None:
+                raise ToolError("response_selection", "the response is not JSON") from None
+            return text
+        return select(data, self.response) if self.response else data
+
+
+def _render_json(node: Any, env: SandboxedEnvironment, context: dict[str, Any]) -> Any:
+    if isinstance(node, str):
+        whole = _WHOLE.match(node.strip())
+        if whole is not None:
+            value = env.compile_expression(whole.group(1), undefined_to_none=True)(context)
+            return None if _is_undefined(value) else value
+        return env.from_string(node).render(context)
+    if isinstance(node, dict):
+        return {k: _render_json(v, env, context) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_render_json(v, env, context) for v in node]
+    return node

@@ -1,0 +1,248 @@
+"""``SandboxRunner``: the engine's ``ActionRunner``, dispatching tools to the sandbox.
+
+For every tool call: parse the model's arguments (invalid JSON is a tool
+error), drop ``null`` values of optional properties (OpenAI strict mode sends
+them), validate against the action's JSON Schema and apply defaults (an
+invalid call names the argument and does not run), read the declared secrets
+from the server's environment, and hand a ``CallContext`` to the
+``Supervisor``. ``code_interpreter`` runs the model's code in the sandbox
+with the network off; ``file_search`` asks the knowledge index. Never raises
+for a failing call: every failure is a ``ToolResult``.
+
+Imports ``gateway.executors``, ``gateway.sandbox``, ``gateway.manifests``,
+``gateway.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import jsonschema
+import msgspec
+import structlog
+
+from gateway.errors import InvalidArguments
+from gateway.executors.base import ToolResult
+from gateway.executors.builtins import CODE_INTERPRETER, FILE_SEARCH, code_interpreter_action
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Action, CallContext
+from gateway.sandbox.supervisor import Supervisor, error_output
+
+__all__ = ["Knowledge", "SandboxRunner", "validate_arguments"]
+
+log = structlog.get_logger("gateway.executors")
+
+
+class Knowledge(Protocol):
+    """What ``file_search`` needs from the knowledge index (``gateway.knowledge``)."""
+
+    def search(self, files: list[Path], query: str, max_results: int) -> list[Any]:
+        """Return the best passages for ``query`` from ``files``."""
+        ...
+
+
+def validate_arguments(action: Action, arguments: str | dict[str, Any]) -> dict[str, Any]:
+    """Parse, clean, default and validate the model's arguments for ``action``.
+
+    Raises:
+        InvalidArguments: naming the offending argument when there is one.
+    """
+    if isinstance(arguments, str):
+        text = arguments.strip() or "{}"
+        try:
+            parsed = msgspec.json.decode(text)
+        except msgspec.DecodeError as exc:
+            raise InvalidArguments(action.name, f"the arguments are not valid JSON: {exc}") from None
+    else:
+        parsed = copy.deepcopy(arguments)
+    if not isinstance(parsed, dict):
+        raise InvalidArguments(action.name, "the arguments must be a JSON object")
+    schema = action.parameters or {"type": "object", "properties": {}}
+    properties = schema.get("properties") or {}
+    required = set(schema.get("required") or ())
+    for name in [k for k, v in parsed.items() if v is None and k not in required]:
+        if name in properties and not _allows_null(properties[name]):
+            del parsed[name]  # strict-mode clients send null for "not given"
+    _apply_defaults(schema, parsed)
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(parsed))
+    if error is not None:
+        argument = _argument_of(error)
+        where = f"argument {argument!r}: " if argument else ""
+        raise InvalidArguments(action.name, f"invalid {where}{error.message}", argument)
+    return parsed
+
+
+def _allows_null(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return True
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(_allows_null(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
+
+
+def _apply_defaults(schema: Any, instance: Any) -> None:
+    if not isinstance(schema, dict) or not isinstance(instance, dict):
+        return
+    for name, sub in (schema.get("properties") or {}).items():
+        if not isinstance(sub, dict):
+            continue
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        if name in instance:
+            _apply_defaults(sub, instance[name])
+
+
+def _argument_of(error: jsonschema.exceptions.ValidationError) -> str:
+    if error.absolute_path:
+        return ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        for name in error.validator_value:
+            if name not in error.instance:
+                return str(name)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties") or ())
+        extra = [k for k in error.instance if k not in allowed]
+        if extra:
+            return str(extra[0])
+    return ""
+
+
+class SandboxRunner:
+    """Runs actions and built-in tools for the engine (implements ``ActionRunner``).
+
+    Args:
+        supervisor: the started ``Supervisor``.
+        knowledge: the file_search index; without it ``file_search`` is a tool error.
+        environ: where declared secrets are read from (default ``os.environ``).
+    """
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        knowledge: Knowledge | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._supervisor = supervisor
+        self._knowledge = knowledge
+        self._environ = environ
+
+    async def run(
+        self,
+        catalog: Catalog,
+        name: str,
+        arguments: str | dict[str, Any],
+        *,
+        correlation_id: str = "",
+        assistant: str | None = None,
+    ) -> ToolResult:
+        """Validate ``arguments`` and run tool ``name``; every failure is a ``ToolResult``.
+
+        ``assistant`` (optional) scopes ``file_search`` to that assistant's files.
+        """
+        started = time.perf_counter()
+        try:
+            if name == CODE_INTERPRETER:
+                return await self._code(catalog, arguments, correlation_id)
+            if name == FILE_SEARCH:
+                return await self._file_search(catalog, arguments, assistant, started)
+            action = catalog.actions.get(name)
+            if action is None:
+                return _fail(started, "not_found", f"there is no tool named {name!r}")
+            args = validate_arguments(action, arguments)
+            env = os.environ if self._environ is None else self._environ
+            missing = [s for s in action.secrets if s not in env]
+            if missing:
+                log.error("executors.secret_missing", action=name, secrets=missing,
+                          correlation_id=correlation_id)
+                return _fail(started, "configuration_error",
+                             f"the action's secret {missing[0]} is not set on the server")
+            call = CallContext(
+                action=name,
+                arguments=args,
+                secrets={s: env[s] for s in action.secrets},
+                databases=catalog.database_urls(),
+                root=str(catalog.gateway_root),
+                timeout=action.timeout,
+            )
+            return await self._supervisor.call(action, call, correlation_id=correlation_id)
+        except InvalidArguments as exc:
+            return _fail(started, exc.type, exc.message, argument=exc.argument)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the contract: never raise for a call
+            log.exception("executors.run_error", tool=name, correlation_id=correlation_id)
+            return _fail(started, "internal_error", f"the tool could not run: {type(exc).__name__}")
+
+    async def _code(
+        self, catalog: Catalog, arguments: str | dict[str, Any], correlation_id: str
+    ) -> ToolResult:
+        action = code_interpreter_action()
+        args = validate_arguments(action, arguments)
+        call = CallContext(
+            action=CODE_INTERPRETER,
+            arguments=args,
+            root=str(catalog.gateway_root),
+            timeout=action.timeout,
+        )
+        return await self._supervisor.call(action, call, correlation_id=correlation_id)
+
+    async def _file_search(
+        self,
+        catalog: Catalog,
+        arguments: str | dict[str, Any],
+        assistant: str | None,
+        started: float,
+    ) -> ToolResult:
+        schema_action = Action(
+            name=FILE_SEARCH,
+            description="search",
+            parameters={
+                "type": "object",
+                "properties": {"query": {"type": "string", "minLength": 1}},
+                "required": ["query"],
+            },
+        )
+        args = validate_arguments(schema_action, arguments)
+        if self._knowledge is None:
+            return _fail(started, "unavailable", "file_search is not available on this server")
+        configs = [
+            a.file_search
+            for n, a in catalog.assistants.items()
+            if a.file_search is not None and (assistant is None or n == assistant)
+        ]
+        if not configs:
+            return _fail(started, "unavailable", "no files are configured for file_search")
+        files: list[Path] = []
+        for config in configs:
+            for name in config.files:
+                path = (catalog.root / name).resolve()
+                if path not in files:
+                    files.append(path)
+        max_results = max(c.max_results for c in configs)
+        passages = await asyncio.to_thread(
+            self._knowledge.search, files, str(args["query"]), max_results
+        )
+        output = msgspec.json.encode(msgspec.to_builtins(passages)).decode()
+        return ToolResult(status="succeeded", output=output, duration_ms=_ms(started))
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _fail(started: float, error_type: str, message: str, **extra: Any) -> ToolResult:
+    return ToolResult(
+        status="failed",
+        output=error_output(error_type, message, **{k: v for k, v in extra.items() if v}),
+        duration_ms=_ms(started),
+        error_type=error_type,
+    )

@@ -1,0 +1,166 @@
+"""Turn a knowledge file into passages: markdown by heading and paragraph, PDF by page.
+
+Passages aim at ``TARGET`` characters and never exceed ``LIMIT``; consecutive
+passages of one section share a little text (the previous paragraph, or the
+tail of a cut paragraph) so an answer spanning a boundary is still found.
+Each passage carries where it came from: the heading trail (``Returns >
+Refunds``), ``page N`` of a PDF, or ``lines A-B`` of a plain text file.
+
+Imports: pypdf and the standard library only.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+__all__ = ["LIMIT", "OVERLAP", "TARGET", "Chunk", "split_file", "split_pdf", "split_text"]
+
+TARGET = 700
+LIMIT = 1000
+OVERLAP = 150
+MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+class Chunk(NamedTuple):
+    """One passage before indexing: its heading trail, location and text."""
+
+    heading: str
+    location: str
+    text: str
+
+
+class _Para(NamedTuple):
+    text: str
+    first: int  # 1-based line numbers
+    last: int
+
+
+def split_file(path: Path) -> list[Chunk]:
+    """Split any supported file (PDF by page; markdown by heading; other text by paragraph)."""
+    if path.suffix.lower() == ".pdf":
+        return split_pdf(path)
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    return split_text(text, markdown=path.suffix.lower() in MARKDOWN_SUFFIXES)
+
+
+def split_pdf(path: Path) -> list[Chunk]:
+    """One or more passages per PDF page, located as ``page N``."""
+    from pypdf import PdfReader  # imported lazily: most deployments index no PDF
+
+    reader = PdfReader(path)
+    chunks: list[Chunk] = []
+    for number, page in enumerate(reader.pages, start=1):
+        text = page.extract_text() or ""
+        paras = [_Para(p, number, number) for p in _paragraphs_of(text)]
+        for body in _pack(paras):
+            chunks.append(Chunk("", f"page {number}", body[0]))
+    return chunks
+
+
+def split_text(text: str, *, markdown: bool) -> list[Chunk]:
+    """Split text into passages; with ``markdown`` headings start sections."""
+    chunks: list[Chunk] = []
+    for trail, paras in _sections(text, markdown=markdown):
+        for body, first, last in _pack(paras):
+            location = trail or f"lines {first}-{last}"
+            chunks.append(Chunk(trail, location, body))
+    return chunks
+
+
+def _sections(text: str, *, markdown: bool) -> list[tuple[str, list[_Para]]]:
+    sections: list[tuple[str, list[_Para]]] = [("", [])]
+    stack: list[tuple[int, str]] = []
+    buf: list[str] = []
+    start = 0
+    fenced = False
+
+    def flush(end: int) -> None:
+        body = "\n".join(buf).strip()
+        if body:
+            sections[-1][1].append(_Para(body, start, end))
+        buf.clear()
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        if markdown and _FENCE.match(line):
+            fenced = not fenced
+        heading = _HEADING.match(line) if markdown and not fenced else None
+        if heading:
+            flush(number - 1)
+            level = len(heading.group(1))
+            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, heading.group(2))]
+            sections.append((" > ".join(t for _, t in stack), []))
+        elif not line.strip() and not fenced:
+            flush(number - 1)
+        else:
+            if not buf:
+                start = number
+            buf.append(line)
+    flush(len(text.splitlines()))
+    return [(trail, paras) for trail, paras in sections if paras]
+
+
+def _paragraphs_of(text: str) -> list[str]:
+    parts = re.split(r"\n\s*\n", text)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _pack(paras: list[_Para]) -> list[tuple[str, int, int]]:
+    """Pack paragraphs into passages of about TARGET chars, with overlap."""
+    pieces: list[_Para] = []
+    for para in paras:
+        if len(para.text) <= LIMIT:
+            pieces.append(para)
+        else:
+            pieces.extend(_Para(w, para.first, para.last) for w in _windows(para.text))
+    out: list[tuple[str, int, int]] = []
+    current: list[_Para] = []
+    fresh = False  # current holds more than the carried overlap
+
+    def size() -> int:
+        return sum(len(p.text) + 2 for p in current)
+
+    def flush() -> None:
+        nonlocal current, fresh
+        out.append(_join(current))
+        tail = current[-1]
+        # Carry the last paragraph (or its end) into the next passage.
+        carry = tail.text if len(tail.text) <= OVERLAP else "…" + tail.text[-OVERLAP:]
+        current, fresh = [_Para(carry, tail.first, tail.last)], False
+
+    for piece in pieces:
+        if fresh and size() + len(piece.text) > LIMIT:
+            flush()
+        if size() + len(piece.text) > LIMIT:
+            current = []  # the carry would push this passage over the limit
+        current.append(piece)
+        fresh = True
+        if size() >= TARGET:
+            flush()
+    if fresh:
+        out.append(_join(current))
+    return out
+
+
+def _join(paras: list[_Para]) -> tuple[str, int, int]:
+    return "\n\n".join(p.text for p in paras), paras[0].first, paras[-1].last
+
+
+def _windows(text: str) -> list[str]:
+    """Cut a long paragraph into overlapping windows at word boundaries."""
+    out: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + TARGET)
+        if end < len(text):
+            space = text.rfind(" ", start + TARGET // 2, end)
+            end = space if space > 0 else end
+        out.append(text[start:end].strip())
+        if end >= len(text):
+            break
+        nxt = text.find(" ", max(start + 1, end - OVERLAP), end)
+        start = nxt + 1 if nxt > 0 else end
+    return [w for w in out if w]

@@ -1,0 +1,353 @@
+"""The ``file_search`` index: SQLite FTS5 with BM25 ranking over an assistant's files.
+
+Files are split into passages (``_split``) and stored by *content hash*, so a
+file is parsed once per content: an unchanged file (same path, mtime and size)
+is not even read again, and the same content under a new path (git-sync checks
+out every revision into a new directory) is found by its hash and not
+re-parsed. Searching first brings the named files up to date, so an edited
+knowledge file is searched as it is now, without a reload.
+
+The index lives in memory (``cache_dir=None``) or in
+``cache_dir/knowledge.sqlite3`` (shared by restarts and by ``gateway index``).
+One connection, guarded by a lock, makes it safe to call from worker threads
+(the sandbox runner calls ``search`` through ``asyncio.to_thread``); parsing
+happens outside the lock.
+
+User queries never reach FTS5 syntax: they are cut into word tokens, each
+quoted, joined with OR, so no query string can raise a syntax error.
+
+Imports: ``gateway.knowledge._split``, msgspec, structlog and the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from gateway.knowledge._split import split_file
+
+__all__ = ["DEFAULT_CACHE_DIR", "IndexStats", "KnowledgeIndex", "Passage", "build_query"]
+
+DEFAULT_CACHE_DIR = Path("var/knowledge")
+"""Where ``gateway index`` and the server keep the index by default (next to ``var/gateway.db``)."""
+
+_SCHEMA_VERSION = 1
+_MAX_TOKENS = 24
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "the",
+        "this",
+        "to",
+        "was",
+        "we",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+_TOKEN = re.compile(r"[^\W_]+")
+
+log = structlog.get_logger("gateway.knowledge")
+
+
+class Passage(msgspec.Struct, frozen=True, kw_only=True):
+    """One search hit.
+
+    Attributes:
+        source: the file, relative to ``root`` when given to ``search`` (else its name).
+        text: the passage text.
+        score: BM25 relevance, higher is better.
+        location: where in the file: heading trail, ``page N`` or ``lines A-B``.
+    """
+
+    source: str
+    text: str
+    score: float
+    location: str
+
+
+class IndexStats(msgspec.Struct, kw_only=True):
+    """What ``index`` did: files seen, parsed, reused by hash, unchanged, missing, passages."""
+
+    files: int = 0
+    parsed: int = 0
+    reused: int = 0
+    unchanged: int = 0
+    missing: int = 0
+    failed: int = 0
+    passages: int = 0
+
+
+class KnowledgeIndex:
+    """A full-text index over knowledge files, refreshed lazily by mtime, size and hash.
+
+    Args:
+        cache_dir: directory for ``knowledge.sqlite3``; ``None`` keeps the index in memory.
+    """
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self._lock = threading.Lock()
+        if cache_dir is None:
+            target = ":memory:"
+        else:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            target = str(cache_dir / "knowledge.sqlite3")
+        self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        if cache_dir is not None:
+            self._db.execute("PRAGMA journal_mode = WAL")
+        self._setup()
+        # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
+        self._seen: dict[str, tuple[int, int, str]] = {}
+
+    def _setup(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version != _SCHEMA_VERSION:
+            self._db.executescript(
+                """
+                DROP TABLE IF EXISTS files;
+                DROP TABLE IF EXISTS contents;
+                DROP TABLE IF EXISTS passages;
+                """
+            )
+        self._db.executescript(
+            f"""
+            CREATE TABLE IF NOT EXISTS files (
+                path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
+                sha TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS contents (
+                sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, error TEXT);
+            CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
+                sha UNINDEXED, location UNINDEXED, heading, text,
+                tokenize = 'porter unicode61 remove_diacritics 2');
+            PRAGMA user_version = {_SCHEMA_VERSION};
+            """
+        )
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    # -- indexing -----------------------------------------------------------
+
+    def index(self, files: Iterable[Path]) -> IndexStats:
+        """Bring ``files`` up to date in the index (parse only new content).
+
+        Missing or unreadable files are counted, logged, and searched as empty;
+        nothing raises for a bad file.
+        """
+        stats = IndexStats()
+        for file in files:
+            stats.files += 1
+            self._refresh(file.resolve(), stats)
+        return stats
+
+    def _refresh(self, path: Path, stats: IndexStats) -> str | None:
+        """Make sure ``path`` is indexed as it is now; return its content hash (None: missing)."""
+        key = str(path)
+        try:
+            st = path.stat()
+        except OSError:
+            stats.missing += 1
+            return None
+        seen = self._seen.get(key)
+        if seen is None:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT mtime_ns, size, sha FROM files WHERE path = ?", (key,)
+                ).fetchone()
+            if row is not None:
+                seen = (row[0], row[1], row[2])
+                self._seen[key] = seen
+        if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
+            stats.unchanged += 1
+            return seen[2]
+        try:
+            data = path.read_bytes()
+        except OSError:
+            stats.missing += 1
+            return None
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM contents WHERE sha = ?", (sha,)).fetchone()
+        if known:
+            stats.reused += 1
+        else:
+            self._parse(path, sha, stats)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
+                (key, st.st_mtime_ns, st.st_size, sha),
+            )
+            if seen is not None and seen[2] != sha:
+                self._drop_orphans()
+        self._seen[key] = (st.st_mtime_ns, st.st_size, sha)
+        return sha
+
+    def _parse(self, path: Path, sha: str, stats: IndexStats) -> None:
+        error: str | None = None
+        try:
+            chunks = split_file(path)
+        except Exception as exc:  # a corrupt PDF must not break search for the other files
+            log.warning("knowledge_parse_failed", file=str(path), error=f"{type(exc).__name__}")
+            chunks, error = [], f"{type(exc).__name__}: {exc}"
+            stats.failed += 1
+        else:
+            stats.parsed += 1
+        stats.passages += len(chunks)
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
+                self._db.executemany(
+                    "INSERT INTO passages (sha, location, heading, text) VALUES (?, ?, ?, ?)",
+                    [(sha, c.location, c.heading, c.text) for c in chunks],
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO contents (sha, passages, error) VALUES (?, ?, ?)",
+                    (sha, len(chunks), error),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _drop_orphans(self) -> None:
+        """Forget content no file points to any more (caller holds the lock)."""
+        orphans = self._db.execute(
+            "SELECT sha FROM contents WHERE sha NOT IN (SELECT sha FROM files)"
+        ).fetchall()
+        for (sha,) in orphans:
+            self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
+            self._db.execute("DELETE FROM contents WHERE sha = ?", (sha,))
+
+    def passages(self, files: Iterable[Path]) -> int:
+        """How many passages the current content of ``files`` has in the index (no refresh)."""
+        total = 0
+        with self._lock:
+            for file in files:
+                row = self._db.execute(
+                    "SELECT c.passages FROM files f JOIN contents c ON c.sha = f.sha "
+                    "WHERE f.path = ?",
+                    (str(file.resolve()),),
+                ).fetchone()
+                total += row[0] if row else 0
+        return total
+
+    # -- searching ----------------------------------------------------------
+
+    def search(
+        self, files: Sequence[Path], query: str, max_results: int, *, root: Path | None = None
+    ) -> list[Passage]:
+        """The best passages for ``query`` among ``files``, best first.
+
+        Args:
+            files: the files to search (absolute, or relative to the working directory).
+            query: free text from the model or a user; any string is safe.
+            max_results: at most this many passages.
+            root: name sources relative to this directory (the manifests root);
+                without it a source is the file name, with as many parent
+                directories as needed to tell the given files apart.
+
+        Returns:
+            Passages ranked by BM25 (an empty list when nothing matches).
+        """
+        match = build_query(query)
+        if not match or max_results <= 0:
+            return []
+        names: dict[str, str] = {}
+        stats = IndexStats()
+        labels = _labels(files, root)
+        for file in files:
+            sha = self._refresh(file.resolve(), stats)
+            if sha is not None and sha not in names:
+                names[sha] = labels[file]
+        if not names:
+            return []
+        sql = (
+            "SELECT sha, location, text, bm25(passages, 0.0, 0.0, 2.0, 1.0) AS score "
+            "FROM passages WHERE passages MATCH ? AND sha IN (SELECT value FROM json_each(?)) "
+            "ORDER BY score LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (match, json.dumps(list(names)), max_results)).fetchall()
+        return [
+            Passage(source=names[sha], text=text, score=round(-rank, 4), location=location)
+            for sha, location, text, rank in rows
+        ]
+
+
+def build_query(text: str) -> str:
+    """An FTS5 MATCH expression for free text: quoted word tokens joined by OR.
+
+    Stop words are dropped unless nothing else is left; at most 24 tokens are kept.
+    """
+    tokens = list(dict.fromkeys(t.lower() for t in _TOKEN.findall(text)))
+    useful = [t for t in tokens if t not in _STOPWORDS] or tokens
+    return " OR ".join(f'"{t}"' for t in useful[:_MAX_TOKENS])
+
+
+def _labels(files: Sequence[Path], root: Path | None) -> dict[Path, str]:
+    """How each file is named in results: relative to ``root``, else a unique short suffix."""
+    labels: dict[Path, str] = {}
+    rest: list[Path] = []
+    for file in files:
+        if root is not None:
+            for candidate, base in ((file, root), (file.resolve(), root.resolve())):
+                if candidate.is_relative_to(base):
+                    labels[file] = candidate.relative_to(base).as_posix()
+                    break
+        if file not in labels:
+            rest.append(file)
+    depth = 1
+    while rest:
+        suffix = {f: "/".join(f.parts[-depth:]) for f in rest}
+        counts: dict[str, int] = {}
+        for label in suffix.values():
+            counts[label] = counts.get(label, 0) + 1
+        unique = [f for f in rest if counts[suffix[f]] == 1 or depth >= len(f.parts)]
+        for f in unique:
+            labels[f] = suffix[f]
+        rest = [f for f in rest if f not in labels]
+        depth += 1
+    return labels

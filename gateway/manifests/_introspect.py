@@ -1,0 +1,300 @@
+"""Child-side script: import Python actions and describe their functions, out of the server.
+
+Run as ``python -I _introspect.py`` by ``_pyfunc.inspect_functions`` (never
+imported by the server): it reads ``{"root": ..., "functions": ["mod:attr",
+...]}`` as JSON on stdin, imports each module with ``root`` first on
+``sys.path``, and writes one JSON result after a marker line on stdout: for
+each reference either an error, or the callable's JSON Schema ``parameters``
+inferred from its signature and its Google- or NumPy-style docstring (types,
+defaults, descriptions; ``Literal`` -> ``enum``; ``X | None`` -> optional),
+plus the source files of the modules the import loaded under ``root``.
+
+Standard library only: it must run before anything of the gateway is importable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import enum
+import importlib
+import inspect
+import io
+import json
+import os
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+MARKER = "\x00gateway-introspect\x00"
+_NONE = type(None)
+
+
+def main() -> None:
+    """Read the request from stdin, write the result after ``MARKER`` on stdout."""
+    request = json.loads(sys.stdin.read())
+    root = str(Path(request["root"]).resolve())
+    sys.path.insert(0, root)
+    before = set(sys.modules)
+    results: dict[str, Any] = {}
+    sink = io.StringIO()
+    # User modules may print at import time: keep that out of our result.
+    with contextlib.redirect_stdout(sink):
+        for ref in request["functions"]:
+            results[ref] = describe(ref)
+    files = sorted(
+        {
+            str(Path(path).resolve())
+            for name in set(sys.modules) - before
+            if (path := getattr(sys.modules[name], "__file__", None))
+            and _is_user_file(str(Path(path).resolve()), root)
+        }
+    )
+    sys.stdout.write(MARKER + json.dumps({"functions": results, "files": files}) + "\n")
+
+
+def _is_user_file(path: str, root: str) -> bool:
+    if not path.startswith(root + os.sep):
+        return False
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    inside_env = any(path.startswith(p + os.sep) for p in prefixes)
+    return not inside_env and "site-packages" not in Path(path).parts
+
+
+def describe(ref: str) -> dict[str, Any]:
+    """Import ``module:attr`` and describe the callable, or say why it cannot be used."""
+    module_name, _, attr_path = ref.partition(":")
+    if not module_name or not attr_path:
+        return {"error": f"{ref!r} is not of the form module:function"}
+    try:
+        module = importlib.import_module(module_name)
+    except BaseException as exc:  # any import failure is the user's to read
+        return {"error": f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"}
+    target: Any = module
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            return {"error": f"module {module_name!r} has no attribute {attr_path!r}"}
+    if not callable(target):
+        return {"error": f"{ref!r} is not callable (it is a {type(target).__name__})"}
+    try:
+        parameters, summary = infer_parameters(target)
+    except Exception as exc:  # report, never crash the whole load
+        return {"error": f"cannot read the signature of {ref!r}: {exc}"}
+    return {
+        "parameters": parameters,
+        "summary": summary,
+        "is_async": inspect.iscoroutinefunction(target),
+    }
+
+
+def infer_parameters(func: Any) -> tuple[dict[str, Any], str]:
+    """JSON Schema (``type: object``) for ``func``'s arguments, and its docstring summary."""
+    signature = inspect.signature(func)
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:  # unresolvable annotations: no types
+        hints = {}
+    summary, docs = parse_docstring(inspect.getdoc(func) or "")
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, param in signature.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(name, param.annotation)
+        schema, optional = type_schema(annotation)
+        described = docs.get(name)
+        if described and "description" not in schema:
+            schema["description"] = described
+        if param.default is not inspect.Parameter.empty:
+            default = _json_value(param.default)
+            # `None` means "absent": the function gets it when the model leaves the argument out.
+            if default is not _UNSET and default is not None:
+                schema["default"] = default
+        elif not optional:
+            required.append(name)
+        properties[name] = schema
+    result: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        result["required"] = required
+    return result, summary
+
+
+_UNSET = object()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        value = value.value
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return _UNSET
+    return value
+
+
+def type_schema(tp: Any) -> tuple[dict[str, Any], bool]:  # noqa: C901 - one branch per type
+    """JSON Schema for a type hint, and whether ``None`` is allowed (an optional argument)."""
+    if tp is inspect.Parameter.empty or tp is Any:
+        return {}, False
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        schema, optional = type_schema(args[0])
+        notes = [a for a in args[1:] if isinstance(a, str)]
+        if notes:
+            schema = {**schema, "description": notes[0]}
+        return schema, optional
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not _NONE]
+        optional = len(members) < len(args)
+        if len(members) == 1:
+            return type_schema(members[0])[0], optional
+        return {"anyOf": [type_schema(m)[0] for m in members]}, optional
+    if origin is typing.Literal:
+        values = [v.value if isinstance(v, enum.Enum) else v for v in args]
+        optional = None in values
+        values = [v for v in values if v is not None]
+        kinds = {_json_type(v) for v in values}
+        if len(kinds) == 1:
+            return {"type": kinds.pop(), "enum": values}, optional
+        return {"enum": values}, optional
+    if tp is _NONE:
+        return {"type": "null"}, True
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values = [m.value for m in tp]
+        kinds = {_json_type(v) for v in values}
+        return (
+            {"type": kinds.pop(), "enum": values} if len(kinds) == 1 else {"enum": values}
+        ), False
+    simple = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    if tp in simple:
+        return {"type": simple[tp]}, False
+    if tp in (datetime.datetime, datetime.date, datetime.time):
+        fmt = {datetime.datetime: "date-time", datetime.date: "date", datetime.time: "time"}[tp]
+        return {"type": "string", "format": fmt}, False
+    if tp in (list, tuple, set, frozenset) or origin in (list, set, frozenset):
+        items = type_schema(args[0])[0] if args else {}
+        return ({"type": "array", "items": items} if args else {"type": "array"}), False
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": "array", "items": type_schema(args[0])[0]}, False
+        return {"type": "array", "prefixItems": [type_schema(a)[0] for a in args]}, False
+    if tp is dict or origin is dict:
+        if len(args) == 2:
+            return {"type": "object", "additionalProperties": type_schema(args[1])[0]}, False
+        return {"type": "object"}, False
+    if typing.is_typeddict(tp):
+        return _object_from_hints(tp, getattr(tp, "__required_keys__", frozenset())), False
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        required = {
+            f.name
+            for f in dataclasses.fields(tp)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        return _object_from_hints(tp, required), False
+    return {}, False
+
+
+def _object_from_hints(tp: Any, required: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(tp)
+    props = {name: type_schema(hint)[0] for name, hint in hints.items()}
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    req = [name for name in hints if name in required]
+    if req:
+        schema["required"] = req
+    return schema
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "string"
+
+
+_GOOGLE_SECTION = re.compile(
+    r"^(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments):\s*$"
+)
+_GOOGLE_ITEM = re.compile(r"^(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
+_NUMPY_ITEM = re.compile(r"^(\*{0,2}\w+)\s*(:.*)?$")
+_ANY_SECTION = re.compile(r"^[A-Z][A-Za-z ]*:\s*$")
+
+
+def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Summary paragraph and per-argument descriptions from a Google or NumPy docstring."""
+    lines = doc.expandtabs().splitlines()
+    summary_lines: list[str] = []
+    for line in lines:
+        if not line.strip():
+            break
+        summary_lines.append(line.strip())
+    summary = " ".join(summary_lines)
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        underlined = i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"}
+        if stripped in ("Parameters", "Other Parameters") and underlined:
+            return summary, _numpy_items(lines[i + 2 :])
+        if _GOOGLE_SECTION.match(stripped):
+            return summary, _google_items(lines[i + 1 :], _indent(line))
+    return summary, {}
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _google_items(lines: list[str], section_indent: int) -> dict[str, str]:
+    items: dict[str, list[str]] = {}
+    current: str | None = None
+    item_indent: int | None = None
+    for line in lines:
+        if not line.strip():
+            continue
+        indent = _indent(line)
+        if indent <= section_indent:
+            break
+        if item_indent is None:
+            item_indent = indent
+        match = _GOOGLE_ITEM.match(line.strip())
+        if indent == item_indent and match:
+            current = match.group(1).lstrip("*")
+            items[current] = [match.group(3).strip()]
+        elif current is not None and indent > item_indent:
+            items[current].append(line.strip())
+    return {k: " ".join(p for p in v if p) for k, v in items.items()}
+
+
+def _numpy_items(lines: list[str]) -> dict[str, str]:
+    items: dict[str, list[str]] = {}
+    current: str | None = None
+    base: int | None = None
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if nxt and set(nxt) == {"-"}:
+            break  # the next section starts here
+        indent = _indent(line)
+        if base is None:
+            base = indent
+        match = _NUMPY_ITEM.match(line.strip())
+        if indent == base and match:
+            for name in match.group(1).split(","):
+                current = name.strip().lstrip("*")
+                items[current] = []
+        elif current is not None and indent > base:
+            items[current].append(line.strip())
+    return {k: " ".join(v) for k, v in items.items()}
+
+
+if __name__ == "__main__":
+    main()

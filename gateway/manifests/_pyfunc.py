@@ -1,0 +1,86 @@
+"""Parent side of Python action introspection: one isolated subprocess per load.
+
+The server never imports user code. ``inspect_functions`` starts
+``python -I _introspect.py`` once for all the Python actions of a manifest set,
+with the gateway root first on ``sys.path``, a minimal environment and a
+timeout, and returns per reference either the inferred ``parameters`` or the
+error to report (module not importable, attribute missing, not callable).
+
+Imports only the standard library and msgspec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = ["FunctionInfo", "Introspection", "inspect_functions"]
+
+_SCRIPT = Path(__file__).with_name("_introspect.py")
+_MARKER = "\x00gateway-introspect\x00"
+TIMEOUT_S = 60.0
+
+
+class FunctionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What the child found for one ``module:callable`` reference."""
+
+    error: str | None = None
+    parameters: dict[str, Any] | None = None
+    summary: str = ""
+    is_async: bool = False
+
+
+class Introspection(msgspec.Struct, frozen=True, kw_only=True):
+    """The child's answer: per reference info, and the user source files it imported."""
+
+    functions: dict[str, FunctionInfo] = {}
+    files: list[str] = []
+
+
+def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
+    """Import ``refs`` in a fresh isolated interpreter and describe each callable.
+
+    Args:
+        refs: ``module:callable`` references (duplicates allowed).
+        gateway_root: directory put first on the child's ``sys.path`` (its cwd too).
+
+    Returns:
+        One ``FunctionInfo`` per distinct reference. A child that crashes or
+        times out yields an error for every reference, never an exception.
+    """
+    unique = sorted(set(refs))
+    if not unique:
+        return Introspection()
+    request = json.dumps({"root": str(gateway_root), "functions": unique})
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-I", str(_SCRIPT)],
+            input=request,
+            capture_output=True,
+            text=True,
+            cwd=gateway_root if gateway_root.is_dir() else None,
+            env=env,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return _all_failed(unique, f"importing the action modules took over {TIMEOUT_S:g}s")
+    _, marker, payload = proc.stdout.rpartition(_MARKER)
+    if proc.returncode != 0 or not marker:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return _all_failed(unique, f"importing the action modules failed: {last[:300]}")
+    try:
+        return msgspec.json.decode(payload.strip(), type=Introspection)
+    except msgspec.ValidationError as exc:  # pragma: no cover - our own child's output
+        return _all_failed(unique, f"introspection returned malformed output: {exc}")
+
+
+def _all_failed(refs: list[str], message: str) -> Introspection:
+    return Introspection(functions={ref: FunctionInfo(error=message) for ref in refs})

@@ -1,0 +1,248 @@
+"""YAML documents with the line and column of every node, and ``${VAR}`` interpolation.
+
+Private to ``gateway.manifests``. PyYAML composes each document into a node
+tree (with the C parser when available); we walk the tree once to build plain
+Python values and, at the same time, a ``Locator`` that maps every JSON path
+(``("actions", 2)``) to the 1-based position of its value and, for mapping
+entries, of its key. Interpolation happens in the same walk, on string scalars
+only, and records which paths came from which variables so that an error about
+such a value never prints it back.
+
+Imports only PyYAML and the standard library.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Locator",
+    "Path_",
+    "RawDocument",
+    "YamlError",
+    "format_path",
+    "parse_path",
+    "read_documents",
+]
+
+Path_ = tuple[str | int, ...]
+"""A JSON path inside one document: mapping keys and list indexes."""
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR = "tag:yaml.org,2002:str"
+
+
+class YamlError(Exception):
+    """The file is not well-formed YAML; carries a 1-based position."""
+
+    def __init__(self, message: str, line: int, col: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.col = col
+
+
+class Locator:
+    """Positions of the nodes of one document, by JSON path.
+
+    Attributes:
+        start: position of the document's first node.
+        values: path -> (line, col) of the value node at that path.
+        keys: path -> (line, col) of the mapping key naming that path.
+        interpolated: path -> names of the variables substituted into it.
+        missing: (path, variable) for every ``${VAR}`` whose variable is unset.
+    """
+
+    __slots__ = ("interpolated", "keys", "missing", "start", "values")
+
+    def __init__(self, start: tuple[int, int]) -> None:
+        self.start = start
+        self.values: dict[Path_, tuple[int, int]] = {}
+        self.keys: dict[Path_, tuple[int, int]] = {}
+        self.interpolated: dict[Path_, tuple[str, ...]] = {}
+        self.missing: list[tuple[Path_, str]] = []
+
+    def value(self, path: Path_) -> tuple[int, int]:
+        """Position of the value at ``path``, or of its nearest located ancestor."""
+        for i in range(len(path), 0, -1):
+            pos = self.values.get(path[:i])
+            if pos is not None:
+                return pos
+        return self.start
+
+    def key(self, path: Path_) -> tuple[int, int]:
+        """Position of the key naming ``path`` (falls back to the value position)."""
+        pos = self.keys.get(path)
+        return pos if pos is not None else self.value(path)
+
+    def secret(self, path: Path_) -> bool:
+        """Whether the value at ``path`` (or anything under it) came from a variable."""
+        n = len(path)
+        return any(p[:n] == path for p in self.interpolated)
+
+
+class RawDocument:
+    """One YAML document before decoding: its data, where it is, and its node positions."""
+
+    __slots__ = ("data", "file", "index", "locator")
+
+    def __init__(self, file: str, index: int, data: Any, locator: Locator) -> None:
+        self.file = file
+        self.index = index
+        self.data = data
+        self.locator = locator
+
+
+def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[RawDocument]:
+    """Parse every document of ``text`` (empty documents are skipped).
+
+    Raises:
+        YamlError: on a syntax error, with its position.
+    """
+    loader = _Loader(text)
+    docs: list[RawDocument] = []
+    try:
+        index = 0
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:  # pragma: no cover - check_node guards it
+                break
+            locator = Locator(_pos(node))
+            walker = _Walker(loader, locator, environ)
+            data = walker.build(node, ())
+            if data is not None:
+                docs.append(RawDocument(file, index, data, locator))
+            index += 1
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise YamlError(f"invalid YAML: {problem}", line, col) from None
+    except yaml.YAMLError as exc:
+        raise YamlError(f"invalid YAML: {exc}", 1, 1) from None
+    finally:
+        loader.dispose()
+    return docs
+
+
+def _pos(node: yaml.Node) -> tuple[int, int]:
+    mark = node.start_mark
+    return (mark.line + 1, mark.column + 1)
+
+
+class _Walker:
+    """Builds plain values from a node tree, recording positions as it goes."""
+
+    def __init__(self, loader: Any, locator: Locator, environ: Mapping[str, str]) -> None:
+        self.loader = loader
+        self.locator = locator
+        self.environ = environ
+        self.active: set[int] = set()
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.locator.values[path] = _pos(node)
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        if id(node) in self.active:
+            raise YamlError("recursive YAML alias", *_pos(node))
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+        raise YamlError(f"unsupported YAML node {node.tag}", *_pos(node))  # pragma: no cover
+
+    def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
+        explicit = {id(k) for k, _ in node.value}
+        self.loader.flatten_mapping(node)  # resolves `<<` merge keys in place
+        result: dict[str, Any] = {}
+        merged: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise YamlError("mapping keys must be plain strings", *_pos(key_node))
+            raw_key = self.loader.construct_object(key_node)
+            key = raw_key if isinstance(raw_key, str) else str(raw_key)
+            if id(key_node) not in explicit:
+                merged.add(key)
+            elif key in result and key not in merged:
+                raise YamlError(f"duplicate key {key!r}", *_pos(key_node))
+            child = (*path, key)
+            self.locator.keys[child] = _pos(key_node)
+            result[key] = self.build(value_node, child)
+        return result
+
+    def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        # Strings are most scalars: skip the constructor's bookkeeping for them.
+        value = node.value if node.tag == _STR else self.loader.construct_object(node)
+        if isinstance(value, str):
+            return self.interpolate(value, path) if "$" in value else value
+        if isinstance(value, _dt.date | bytes):
+            # JSON has no dates or bytes: keep the text, the schema says if it fits.
+            return node.value
+        return value
+
+    def interpolate(self, value: str, path: Path_) -> str:
+        used: list[str] = []
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None:
+                return "$"
+            used.append(name)
+            found = self.environ.get(name)
+            if found is None:
+                self.locator.missing.append((path, name))
+                return ""
+            return found
+
+        result = _VAR.sub(sub, value)
+        if used:
+            self.locator.interpolated[path] = tuple(used)
+        return result
+
+
+def format_path(path: Path_) -> str:
+    """``("a", 2, "b")`` -> ``a[2].b`` (the form ``Problem.path`` uses)."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+_SEGMENT = re.compile(
+    r"\.([^.\[\]]+)|\[(\d+)\]|\[(?:'([^']*)'|\"([^\"]*)\")\]|\[\.\.\.\]|^([^.\[\]]+)"
+)
+
+
+def parse_path(text: str) -> Path_:
+    """Parse ``a.b[2]``, ``$.a.b[2]`` or ``$["a b"]`` into a path; ``[...]`` stops it."""
+    text = text.removeprefix("$")
+    parts: list[str | int] = []
+    pos = 0
+    while pos < len(text):
+        match = _SEGMENT.match(text, pos)
+        if match is None or match.group(0) == "[...]":
+            break
+        name, index, single, double, first = match.groups()
+        if index is not None:
+            parts.append(int(index))
+        elif name is not None and name.isdigit():
+            parts.append(int(name))  # `json.items.0`: a list index written dotted
+        else:
+            parts.append(next(p for p in (name, single, double, first) if p is not None))
+        pos = match.end()
+    return tuple(parts)

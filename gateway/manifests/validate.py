@@ -1,0 +1,407 @@
+"""Validation of a manifest set: schema first, then across documents; every problem located.
+
+The loader calls these checks in order and collects everything they return,
+so one run reports all problems:
+
+1. ``schema_problems``: each document against the generated JSON Schema
+   (``jsonschema``, all errors, each mapped to the offending node's line:col);
+2. ``decode_problem``: a msgspec conversion error mapped the same way;
+3. ``cross_problems``: duplicate names, unknown actions and providers in an
+   assistant, reserved built-in names, missing knowledge files, undeclared
+   secrets, invalid ``parameters`` JSON Schemas;
+4. ``python_problems``: what the out-of-process import of Python actions found;
+5. ``kind_problems``: each action kind's own ``check`` (templates, hosts, databases).
+
+``format_problems`` renders the result for the CLI: ``file:line:col: message``
+lines, GitHub annotations, or JSON. A value that came from ``${VAR}`` is never
+printed back in a message.
+
+Imports ``gateway.manifests`` modules and ``errors`` only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import msgspec
+from jsonschema.exceptions import ValidationError, best_match
+
+from gateway.errors import Problem
+from gateway.manifests._pyfunc import Introspection
+from gateway.manifests._yaml import Path_, RawDocument, format_path, parse_path
+from gateway.manifests.model import (
+    ACTION_KINDS,
+    Action,
+    Assistant,
+    CheckContext,
+    Database,
+    Provider,
+)
+from gateway.manifests.schema import manifest_schema
+from gateway.manifests.tools import BUILTIN_TOOLS
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "Entry",
+    "Format",
+    "cross_problems",
+    "decode_problem",
+    "format_problems",
+    "kind_problems",
+    "python_problems",
+    "schema_problems",
+]
+
+Format = Literal["text", "github", "json"]
+BUILTIN_PROVIDERS = ("openai", "offline")
+_INTERNAL_KEYS = ("kind_key", "config")
+_KindsKey = tuple[str, tuple[tuple[str, str], ...]]
+_VALIDATORS: dict[_KindsKey, jsonschema.protocols.Validator] = {}
+_META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+
+
+def at(doc: RawDocument, path: Path_, message: str, *, key: bool = False) -> Problem:
+    """A problem at the node ``path`` of ``doc`` (its key when ``key``)."""
+    line, col = doc.locator.key(path) if key else doc.locator.value(path)
+    return Problem(file=doc.file, line=line, col=col, message=message, path=format_path(path))
+
+
+class Entry:
+    """A decoded document: its raw form (for positions), kind, name and Struct."""
+
+    __slots__ = ("doc", "kind", "name", "value")
+
+    def __init__(
+        self, doc: RawDocument, kind: str, value: Action | Assistant | Database | Provider
+    ) -> None:
+        self.doc = doc
+        self.kind = kind
+        self.name = value.name
+        self.value = value
+
+    def at(self, path: Path_, message: str, *, key: bool = False) -> Problem:
+        """A problem at ``path`` inside this document."""
+        return at(self.doc, path, message, key=key)
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the document, for "first declared at" messages."""
+        return f"{self.doc.file}:{self.doc.locator.start[0]}"
+
+
+# --- 1. JSON Schema --------------------------------------------------------------
+
+
+def _validator(kind: str) -> jsonschema.protocols.Validator:
+    """The validator for one kind: its definition from the manifest schema, refs inlined.
+
+    Same verdicts as the whole schema (whose ``if``/``then`` selects by ``kind``),
+    without re-testing every kind and resolving ``$ref`` on each document; the
+    model has no recursive types, so inlining terminates.
+    """
+    key = (kind, tuple(sorted((k, cls.__qualname__) for k, cls in ACTION_KINDS.items())))
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        schema = manifest_schema()
+        defs = schema["$defs"]
+        name = next(
+            branch["then"]["$ref"]
+            for branch in schema["allOf"]
+            if branch["if"]["properties"]["kind"]["const"] == kind
+        )
+        validator = jsonschema.Draft202012Validator(_inline({"$ref": name}, defs))
+        _VALIDATORS[key] = validator
+    return validator
+
+
+def _inline(node: Any, defs: Mapping[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return {**_inline(defs[ref.removeprefix("#/$defs/")], defs), **_inline(rest, defs)}
+        return {k: _inline(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def schema_problems(doc: RawDocument, kind: str) -> list[Problem]:
+    """Every JSON Schema error of ``doc`` (a mapping whose ``kind`` is known), located."""
+    problems: list[Problem] = []
+    for error in _validator(kind).iter_errors(doc.data):
+        path = tuple(error.absolute_path)
+        if kind == "action" and not path and error.validator == "oneOf":
+            continue  # the loader's kind-key check says it better
+        problems.extend(_schema_error(doc, error, kind))
+    return problems
+
+
+def _schema_error(doc: RawDocument, error: ValidationError, kind: str) -> list[Problem]:
+    path: Path_ = tuple(error.absolute_path)
+    instance = error.instance
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        schema = error.schema if isinstance(error.schema, Mapping) else {}
+        allowed = sorted(schema.get("properties", {}))
+        problems = []
+        for extra in instance:
+            if extra in allowed or (kind == "action" and not path and extra in _INTERNAL_KEYS):
+                continue
+            problems.append(
+                at(doc, (*path, extra), f"unknown field {extra!r}{_hint(extra, allowed)}", key=True)
+            )
+        return problems
+    if error.validator == "required" and isinstance(instance, dict):
+        required = error.validator_value if isinstance(error.validator_value, list) else []
+        missing = [r for r in required if r not in instance]
+        where = f" in {format_path(path)}" if path else ""
+        text = ", ".join(repr(m) for m in missing)
+        return [at(doc, path, f"missing required field {text}{where}")]
+    error = _deepest(error)
+    path = tuple(error.absolute_path)
+    if doc.locator.secret(path):
+        message = f"the value from an environment variable fails `{error.validator}`"
+    else:
+        message = error.message
+    prefix = f"{format_path(path)}: " if path else ""
+    return [at(doc, path, prefix + message)]
+
+
+def _hint(word: str, choices: Iterable[str], label: str = "allowed") -> str:
+    choices = sorted(choices)
+    close = difflib.get_close_matches(word, choices, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; {label}: {', '.join(choices)}" if choices else ""
+
+
+def _deepest(error: ValidationError) -> ValidationError:
+    """For ``anyOf``/``oneOf`` failures, the alternative that explains it best."""
+    while error.validator in ("anyOf", "oneOf") and error.context:
+        # A branch that failed only on `type` explains less than one whose type fit.
+        fitting = [e for e in error.context if e.validator != "type"]
+        error = best_match(fitting or error.context)
+    return error
+
+
+# --- 2. msgspec conversion -------------------------------------------------------
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+
+def decode_problem(doc: RawDocument, exc: msgspec.ValidationError, base: Path_ = ()) -> Problem:
+    """Map a msgspec conversion error (``... - at `$.a[0]```) to the node it names."""
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    message = match.group("msg")
+    path = (*base, *parse_path(match.group("path") or "$"))
+    if unknown := _UNKNOWN.match(message):
+        field = unknown.group("field")
+        return at(doc, (*path, field), f"unknown field {field!r}", key=True)
+    if missing := _MISSING.match(message):
+        return at(doc, path, f"missing required field {missing.group('field')!r}")
+    if doc.locator.secret(path):
+        message = "the value from an environment variable has the wrong type or form"
+    prefix = f"{format_path(path)}: " if path else ""
+    return at(doc, path, prefix + message)
+
+
+# --- 3. Across documents ---------------------------------------------------------
+
+
+def cross_problems(
+    entries: list[Entry],
+    *,
+    declared: Mapping[str, set[str]],
+    root: Path,
+    environ: Mapping[str, str],
+) -> list[Problem]:
+    """Problems between documents and with the environment and file system.
+
+    Args:
+        entries: the documents that decoded cleanly.
+        declared: kind -> every name declared, including documents that failed
+            to decode (so one bad action does not also make its assistant fail).
+        root: the manifests root, for knowledge files.
+        environ: the environment, for ``secrets``.
+    """
+    problems = _duplicates(entries)
+    for entry in entries:
+        value = entry.value
+        if isinstance(value, Assistant):
+            problems += _assistant_problems(entry, value, declared, root)
+        elif isinstance(value, Action):
+            problems += _action_problems(entry, value, environ)
+    return problems
+
+
+def _duplicates(entries: list[Entry]) -> list[Problem]:
+    first: dict[tuple[str, str], Entry] = {}
+    problems = []
+    for entry in entries:
+        seen = first.setdefault((entry.kind, entry.name), entry)
+        if seen is not entry:
+            problems.append(
+                entry.at(
+                    ("name",),
+                    f"duplicate {entry.kind} name {entry.name!r} (first declared at {seen.where})",
+                )
+            )
+    return problems
+
+
+def _assistant_problems(
+    entry: Entry, assistant: Assistant, declared: Mapping[str, set[str]], root: Path
+) -> list[Problem]:
+    problems = []
+    actions = declared.get("action", set())
+    listed: set[str] = set()
+    for i, name in enumerate(assistant.actions):
+        if name in listed:
+            problems.append(entry.at(("actions", i), f"action {name!r} is listed twice"))
+        listed.add(name)
+        if name in BUILTIN_TOOLS:
+            problems.append(
+                entry.at(("actions", i), f"{name!r} is a built-in tool: use `{name}:` instead")
+            )
+        elif name not in actions:
+            hint = _hint(name, actions, "known")
+            problems.append(entry.at(("actions", i), f"unknown action {name!r}{hint}"))
+    providers = declared.get("provider", set()) | set(BUILTIN_PROVIDERS)
+    if assistant.provider is not None and assistant.provider not in providers:
+        problems.append(
+            entry.at(
+                ("provider",),
+                f"unknown provider {assistant.provider!r}"
+                + _hint(assistant.provider, providers, "known"),
+            )
+        )
+    if assistant.file_search is not None:
+        for i, file in enumerate(assistant.file_search.files):
+            if not (root / file).is_file():
+                problems.append(
+                    entry.at(
+                        ("file_search", "files", i),
+                        f"knowledge file {file!r} does not exist (paths are relative to the "
+                        "manifests root)",
+                    )
+                )
+    return problems
+
+
+def _action_problems(entry: Entry, action: Action, environ: Mapping[str, str]) -> list[Problem]:
+    problems = []
+    if action.name in BUILTIN_TOOLS:
+        problems.append(
+            entry.at(("name",), f"{action.name!r} is the name of a built-in tool; choose another")
+        )
+    for i, secret in enumerate(action.secrets):
+        if secret not in environ:
+            problems.append(
+                entry.at(("secrets", i), f"secret {secret} is not set in the environment")
+            )
+    if action.parameters is not None:
+        problems += parameters_problems(entry, action.parameters)
+    return problems
+
+
+def parameters_problems(entry: Entry, parameters: dict[str, Any]) -> list[Problem]:
+    """``parameters`` must be a valid draft 2020-12 JSON Schema of ``type: object``."""
+    problems = [
+        entry.at(("parameters", *path), f"parameters is not a valid JSON Schema: {message}")
+        for path, message in _meta_errors(msgspec.json.encode(parameters))
+    ]
+    if not problems and parameters.get("type") != "object":
+        path: Path_ = ("parameters", "type") if "type" in parameters else ("parameters",)
+        problems.append(entry.at(path, "parameters must be a JSON Schema with `type: object`"))
+    return problems
+
+
+@functools.lru_cache(maxsize=4096)
+def _meta_errors(schema_json: bytes) -> tuple[tuple[Path_, str], ...]:
+    """Meta-schema errors of one ``parameters`` schema, cached by content.
+
+    Checking against the 2020-12 meta-schema is the costliest step of a load;
+    a reload sees mostly unchanged schemas, and many actions share one.
+    """
+    return tuple(
+        (tuple(error.absolute_path), error.message)
+        for error in map(_deepest, _META.iter_errors(msgspec.json.decode(schema_json)))
+    )
+
+
+# --- 4. Python actions -----------------------------------------------------------
+
+
+def python_function(action: Action) -> str | None:
+    """The ``module:callable`` of a Python action, or None for other kinds."""
+    if action.kind_key != "python":
+        return None
+    ref = getattr(action.config, "function", None)
+    return ref if isinstance(ref, str) else None
+
+
+def python_problems(entries: list[Entry], found: Introspection) -> list[Problem]:
+    """Problems the isolated import of the Python actions reported, at ``python.function``."""
+    problems = []
+    for entry in entries:
+        if not isinstance(entry.value, Action):
+            continue
+        ref = python_function(entry.value)
+        info = found.functions.get(ref) if ref is not None else None
+        if info is not None and info.error is not None:
+            problems.append(entry.at(("python", "function"), info.error))
+    return problems
+
+
+# --- 5. Each kind's own check ----------------------------------------------------
+
+
+def kind_problems(entries: list[Entry], ctx: CheckContext) -> list[Problem]:
+    """Run every action kind's ``check`` and locate what it reports under the kind key."""
+    problems = []
+    for entry in entries:
+        action = entry.value
+        if not isinstance(action, Action) or action.config is None:
+            continue
+        try:
+            found = action.config.check(action, ctx)
+        except Exception as exc:  # a kind's bug must not hide the other problems
+            problems.append(
+                entry.at((action.kind_key,), f"the {action.kind_key} check failed: {exc!r}")
+            )
+            continue
+        for kind_problem in found:
+            path = (action.kind_key, *parse_path(kind_problem.path)) if kind_problem.path else ()
+            problems.append(entry.at(path or (action.kind_key,), kind_problem.message))
+    return problems
+
+
+# --- Output ----------------------------------------------------------------------
+
+
+def format_problems(problems: list[Problem], fmt: Format = "text") -> str:
+    """Render problems: ``file:line:col: message`` lines, GitHub annotations, or a JSON list."""
+    if fmt == "json":
+        return msgspec.json.encode(problems).decode() + "\n"
+    if fmt == "github":
+        return "".join(
+            f"::error file={_gh(p.file, True)},line={p.line},col={p.col}::{_gh(p.message)}\n"
+            for p in problems
+        )
+    return "".join(f"{p}\n" for p in problems)
+
+
+def _gh(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text

@@ -1,0 +1,479 @@
+"""Hot reload: watch the manifests, the action code and the knowledge files; swap safely.
+
+``Reloader`` owns the reload cycle of a running gateway. A change (a file
+event from watchfiles, ``SIGHUP``, or ``POST /manifests/reload``) calls
+``reload(reason)``, which loads and validates the whole set in a worker thread
+(``asyncio.to_thread``), and swaps it in only when it is fully valid and its
+version differs from the live one. Reload requests coalesce: one load runs at
+a time, and every request that arrives meanwhile shares the single load that
+starts right after it, so a caller always gets a result that saw its change.
+
+Swap order (why new calls run new code): the ``on_swap`` hooks are awaited
+*before* the one assignment ``catalog_ref.current = new``. The sandbox hook
+(``Supervisor.reload``) therefore has the new zygotes up before any run can
+read the new catalog; calls already running finish on the old zygotes, and
+runs already going keep the catalog object they read when they started. When
+a hook fails, the hooks that already ran are called again with the live
+catalog (best effort) and the live set stays.
+
+Symlink swaps (git-sync's ``current -> rev``, Kubernetes ConfigMaps'
+``..data -> ..2026_...``) and a deleted-then-recreated root are followed: the
+watcher watches the resolved real directories recursively and, without
+recursion, the directory holding every symlink on the way to the root and the
+root's parent; every event re-resolves the paths, and when a link target or
+an inode changed the watchers restart on the new paths.
+
+Imports: ``gateway.settings``, ``gateway.errors``, ``gateway.manifests.catalog``,
+``._watch_paths`` (what to watch) and watchfiles, msgspec, structlog only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import msgspec
+import structlog
+from watchfiles import Change, DefaultFilter, awatch
+
+from gateway.errors import ManifestError
+from gateway.manifests._watch_paths import WatchPlan, make_plan, relevant
+from gateway.manifests.catalog import Catalog, CatalogRef
+from gateway.settings import Settings
+
+__all__ = ["ReloadResult", "ReloadStatus", "Reloader", "ResultKind"]
+
+ResultKind = Literal["swapped", "unchanged", "rejected", "failed"]
+"""How a reload ended: new set live, same version (nothing to do), invalid set
+refused (``errors`` lists every problem as ``file:line:col: message``), or an
+unexpected failure (loader crash, a hook refused the set)."""
+
+RESULTS: tuple[ResultKind, ...] = ("swapped", "unchanged", "rejected", "failed")
+_MAX_DEBOUNCE_MS = 2000  # cap for a burst that never goes quiet (a long checkout)
+_RETRY_S = 0.25  # pause before re-planning after a watcher stopped on its own
+_POLL_AFTER_ERRORS = 3  # consecutive watcher failures before polling instead of inotify
+
+log = structlog.get_logger("gateway.reload")
+
+
+class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of one reload attempt.
+
+    Attributes:
+        result: ``swapped`` | ``unchanged`` | ``rejected`` | ``failed``.
+        reason: why it ran (``watch: manifests/a.yaml``, ``SIGHUP``, ``api``...).
+        version: the live version after the attempt (None: nothing loaded yet).
+        previous_version: the live version before it.
+        attempted_version: the version of the set that was loaded, if it loaded.
+        errors: every problem, ``file:line:col: message``; empty unless rejected/failed.
+        at: UNIX time the attempt finished.
+        duration_ms: load + validate + swap time.
+    """
+
+    result: ResultKind
+    reason: str
+    version: str | None
+    previous_version: str | None = None
+    attempted_version: str | None = None
+    errors: list[str] = []
+    at: float = 0.0
+    duration_ms: float = 0.0
+
+
+class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``GET /manifests/status`` shows (no secrets: paths, versions, problems).
+
+    Attributes:
+        version / loaded_at / root / files: the live set (None / empty before the first).
+        watching: whether file watching is on (``GATEWAY_WATCH``).
+        watched: the real directories being watched (recursive first).
+        last_attempt: the newest attempt; a rejected one stays here with its
+            errors until a later attempt succeeds.
+        reloads: attempts by result, for ``reloads_total{result}``.
+    """
+
+    version: str | None
+    loaded_at: float | None
+    root: str | None
+    files: list[str]
+    watching: bool
+    watched: list[str]
+    last_attempt: ReloadResult | None
+    reloads: dict[str, int]
+
+
+class _Batch(NamedTuple):
+    generation: int
+    paths: frozenset[str]
+    ended: bool = False
+
+
+class Reloader:
+    """Watches the manifest set and swaps in every valid new version.
+
+    Args:
+        settings: ``manifests`` (root to watch), ``watch``, ``reload_debounce_ms``.
+        catalog_ref: the live catalog; replaced in one assignment.
+        load: builds a validated ``Catalog`` from disk (blocking; raises
+            ``ManifestError`` listing every problem). Runs in a worker thread.
+        on_swap: awaited in order with the new catalog *before* it goes live
+            (e.g. ``supervisor.reload``); one raising aborts the swap.
+        on_result: called with every ``ReloadResult`` (e.g. to bump a
+            Prometheus counter); exceptions from it are logged, not raised.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog_ref: CatalogRef,
+        *,
+        load: Callable[[], Catalog],
+        on_swap: Sequence[Callable[[Catalog], Awaitable[None]]] = (),
+        on_result: Callable[[ReloadResult], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._ref = catalog_ref
+        self._load = load
+        self._on_swap = tuple(on_swap)
+        self._on_result = on_result
+        self._counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
+        self._last: ReloadResult | None = None
+        # Coalescing: the future every request made while a load runs will share.
+        self._next: asyncio.Future[ReloadResult] | None = None
+        self._reasons: list[str] = []
+        self._drainer: asyncio.Task[None] | None = None
+        # Watching.
+        self._watch_task: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[_Batch] | None = None
+        self._plan: WatchPlan | None = None
+        self._generation = 0
+        self._stop = asyncio.Event()
+        self._kicks: set[asyncio.Task[ReloadResult]] = set()
+        self._sighup = False
+        self._errors = 0  # consecutive watcher failures
+        self._polling = False  # fall back to polling after repeated failures
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def status(self) -> ReloadStatus:
+        """The live set, the newest attempt and the counters, as one Struct."""
+        cat = self._ref.current
+        plan = self._plan
+        return ReloadStatus(
+            version=cat.version if cat else None,
+            loaded_at=cat.loaded_at if cat else None,
+            root=str(cat.root) if cat else None,
+            files=list(cat.files) if cat else [],
+            watching=self._watch_task is not None and not self._watch_task.done(),
+            watched=[*plan.recursive, *plan.flat] if plan else [],
+            last_attempt=self._last,
+            reloads=dict(self._counts),
+        )
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Reload attempts by result (every result present, zero included)."""
+        return dict(self._counts)
+
+    async def start(self) -> None:
+        """Install the ``SIGHUP`` handler and, unless ``watch`` is off, start watching."""
+        self._stop.clear()
+        self._install_sighup()
+        if self._settings.watch and self._watch_task is None:
+            self._queue = asyncio.Queue()
+            self._watch_task = asyncio.create_task(self._watch_loop(), name="gateway-reload-watch")
+            # Let the watchers start so a write right after start() is seen.
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        """Stop watching, remove the signal handler and wait for a running reload."""
+        self._stop.set()
+        if self._sighup:
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._sighup = False
+        if self._watch_task is not None:
+            task, self._watch_task = self._watch_task, None
+            try:
+                await asyncio.wait_for(task, timeout=2.0)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for kick in list(self._kicks):
+            kick.cancel()
+        if self._drainer is not None and not self._drainer.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+
+    async def reload(self, reason: str) -> ReloadResult:
+        """Load, validate and (if valid and new) swap in the manifest set.
+
+        Concurrent calls coalesce: while one load runs, later calls wait for
+        the single load that starts after it, and all of them get its result.
+        Cancelling the caller does not cancel the reload.
+
+        Args:
+            reason: why (shown in the status and logs).
+
+        Returns:
+            The ``ReloadResult`` of the attempt that covered this request.
+        """
+        loop = asyncio.get_running_loop()
+        if self._next is None:
+            self._next = loop.create_future()
+        fut = self._next
+        self._reasons.append(reason)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name="gateway-reload")
+        return await asyncio.shield(fut)
+
+    # -- reload cycle -------------------------------------------------------
+
+    async def _drain(self) -> None:
+        while self._next is not None:
+            fut, self._next = self._next, None
+            reasons, self._reasons = self._reasons, []
+            reason = reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1})"
+            try:
+                result = await self._reload_once(reason)
+            except BaseException as exc:  # propagate to waiters, then re-raise cancellation
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # mark retrieved: a waiter may have gone away
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            if not fut.done():
+                fut.set_result(result)
+
+    async def _reload_once(self, reason: str) -> ReloadResult:
+        started = time.perf_counter()
+        live = self._ref.current
+        live_version = live.version if live else None
+        try:
+            new = await asyncio.to_thread(self._load)
+        except ManifestError as exc:
+            errors = [str(p) for p in exc.problems] or [exc.message]
+            return self._finish("rejected", reason, live_version, started, errors=errors)
+        except Exception as exc:  # a loader bug must not kill the watcher; report it
+            log.exception("reload_load_crashed", reason=reason)
+            errors = [f"{type(exc).__name__}: {exc}"]
+            return self._finish("failed", reason, live_version, started, errors=errors)
+        if live is not None and new.version == live.version:
+            return self._finish("unchanged", reason, live_version, started, attempted=new.version)
+        done: list[Callable[[Catalog], Awaitable[None]]] = []
+        for hook in self._on_swap:
+            try:
+                await hook(new)
+            except Exception as exc:
+                log.exception("reload_hook_failed", hook=_name(hook), version=new.version)
+                await self._roll_back(done, live)
+                errors = [f"{_name(hook)}: {type(exc).__name__}: {exc}"]
+                return self._finish(
+                    "failed", reason, live_version, started, attempted=new.version, errors=errors
+                )
+            done.append(hook)
+        self._ref.current = new  # the one swap
+        if self._queue is not None:  # code dirs or knowledge files may have moved
+            self._queue.put_nowait(_Batch(-1, frozenset()))
+        return self._finish("swapped", reason, live_version, started, attempted=new.version)
+
+    async def _roll_back(
+        self, hooks: Iterable[Callable[[Catalog], Awaitable[None]]], live: Catalog | None
+    ) -> None:
+        if live is None:
+            return
+        for hook in hooks:
+            try:
+                await hook(live)
+            except Exception:
+                log.exception("reload_rollback_failed", hook=_name(hook))
+
+    def _finish(
+        self,
+        result: ResultKind,
+        reason: str,
+        previous: str | None,
+        started: float,
+        *,
+        attempted: str | None = None,
+        errors: list[str] | None = None,
+    ) -> ReloadResult:
+        live = self._ref.current
+        res = ReloadResult(
+            result=result,
+            reason=reason,
+            version=live.version if live else None,
+            previous_version=previous,
+            attempted_version=attempted,
+            errors=errors or [],
+            at=time.time(),
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        self._counts[result] += 1
+        self._last = res
+        fields = {"reason": reason, "version": res.version, "duration_ms": res.duration_ms}
+        if result == "swapped":
+            log.info("reload_swapped", previous_version=previous, **fields)
+        elif result == "unchanged":
+            log.debug("reload_unchanged", **fields)
+        else:
+            log.error(f"reload_{result}", errors=len(res.errors), **fields)
+            for error in res.errors:
+                log.error("reload_problem", problem=error)
+        if self._on_result is not None:
+            try:
+                self._on_result(res)
+            except Exception:
+                log.exception("reload_on_result_failed")
+        return res
+
+    # -- triggers -----------------------------------------------------------
+
+    def _kick(self, reason: str) -> None:
+        """Start a reload without waiting for it (watch events, SIGHUP)."""
+        task = asyncio.create_task(self.reload(reason))
+        self._kicks.add(task)
+        task.add_done_callback(self._kick_done)
+
+    def _kick_done(self, task: asyncio.Task[ReloadResult]) -> None:
+        self._kicks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("reload_crashed", error=f"{type(exc).__name__}: {exc}")
+
+    def _kick_later(self, reason: str, delay_ms: int) -> None:
+        async def later() -> ReloadResult:
+            await asyncio.sleep(delay_ms / 1000)
+            return await self.reload(reason)
+
+        task = asyncio.create_task(later())
+        self._kicks.add(task)
+        task.add_done_callback(self._kick_done)
+
+    def _install_sighup(self) -> None:
+        if self._sighup or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._kick, "SIGHUP")
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            return  # no signals here (not the main thread, Windows): manual reload only
+        self._sighup = True
+
+    # -- watching -----------------------------------------------------------
+
+    def _make_plan(self) -> WatchPlan:
+        return make_plan(
+            self._settings.manifests, self._ref.current, gateway_root=self._settings.root
+        )
+
+    async def _watch_loop(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        rewatched = False
+        while not self._stop.is_set():
+            plan = self._make_plan()
+            self._plan = plan
+            self._generation += 1
+            gen = self._generation
+            stop = asyncio.Event()
+            streams = [
+                asyncio.create_task(self._stream(gen, plan, True, stop)),
+                asyncio.create_task(self._stream(gen, plan, False, stop)),
+            ]
+            log.debug("reload_watching", recursive=plan.recursive, flat=plan.flat)
+            if rewatched:
+                # Writes between the old watchers stopping and the new ones starting
+                # are not seen as events: look once more when the new ones are up.
+                self._kick_later("watch: rescan after re-watch", self._settings.reload_debounce_ms)
+            try:
+                rewatched = await self._consume(queue, gen, plan)
+            finally:
+                stop.set()
+                await asyncio.gather(*streams, return_exceptions=True)
+
+    async def _consume(self, queue: asyncio.Queue[_Batch], gen: int, plan: WatchPlan) -> bool:
+        """Handle batches until the plan must change (True) or we stop (False)."""
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            while True:
+                getter = asyncio.create_task(queue.get())
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    return False
+                batch = getter.result()
+                if batch.generation not in (gen, -1):
+                    continue  # from watchers already replaced
+                # Name a file that still exists (not an editor's or sed's temp file).
+                hits = sorted(
+                    (p for p in batch.paths if relevant(p, plan)),
+                    key=lambda p: (not Path(p).exists(), p),
+                )
+                # A path on the way to the root (a symlink, the root itself) was
+                # replaced: watch it anew even when the inode number was reused.
+                moved = any(p in plan.anchors for p in hits) or (self._make_plan() != plan)
+                if batch.generation != -1 and (hits or moved):
+                    what = hits[0] if hits else "watched path moved"
+                    more = f" (+{len(hits) - 1})" if len(hits) > 1 else ""
+                    self._kick(f"watch: {what}{more}")
+                if batch.generation == -1 and not moved:
+                    continue
+                if batch.ended and not moved:
+                    # Back off while watching keeps failing (inotify limits, a vanished path).
+                    await asyncio.sleep(min(5.0, _RETRY_S * 2 ** min(self._errors, 5)))
+                if moved or batch.ended:
+                    return True
+        finally:
+            stopper.cancel()
+
+    async def _stream(
+        self, gen: int, plan: WatchPlan, recursive: bool, stop: asyncio.Event
+    ) -> None:
+        paths = plan.recursive if recursive else plan.flat
+        if not paths:
+            return
+
+        def keep(change: Change, path: str) -> bool:
+            # Filtering here (not after) keeps unrelated writes, e.g. a log file
+            # or a database next to the root, from waking the reloader at all.
+            return _FILTER(change, path) and relevant(path, plan)
+
+        assert self._queue is not None
+        debounce_ms = max(1, self._settings.reload_debounce_ms)
+        try:
+            async for changes in awatch(
+                *paths,
+                watch_filter=keep,
+                debounce=max(_MAX_DEBOUNCE_MS, debounce_ms),
+                step=debounce_ms,
+                stop_event=stop,
+                recursive=recursive,
+                ignore_permission_denied=True,
+                force_polling=True if self._polling else None,
+            ):
+                self._errors = 0
+                self._queue.put_nowait(_Batch(gen, frozenset(p for _, p in changes)))
+        except Exception as exc:  # a path vanished, or the OS refuses more watches
+            self._errors += 1
+            log.warning("reload_watch_error", error=f"{type(exc).__name__}: {exc}")
+            if self._errors >= _POLL_AFTER_ERRORS and not self._polling:
+                # e.g. fs.inotify.max_user_watches reached: polling still works.
+                self._polling = True
+                log.warning("reload_watch_polling", after_errors=self._errors)
+        if not stop.is_set():
+            self._queue.put_nowait(_Batch(gen, frozenset(), ended=True))
+
+
+_FILTER = DefaultFilter()  # ignores .git, __pycache__, *.pyc, editor swap files
+
+
+def _name(hook: object) -> str:
+    return str(getattr(hook, "__qualname__", None) or repr(hook))

@@ -1,0 +1,216 @@
+"""What the two OpenAI-SDK providers share: the client, retries, and safe errors.
+
+Private to ``gateway.providers``; imports ``gateway.errors``,
+``gateway.providers.base`` and the ``openai`` SDK. Each API module
+(``openai_chat``, ``openai_responses``) subclasses ``OpenAIProvider``,
+implements ``_stream_once`` and registers itself with ``register_api`` under
+the manifest's ``api:`` value, the way action kinds register themselves.
+
+Retries: the SDK retries 408/409/429/5xx and connection errors and timeouts
+before a response starts (exponential backoff from 0.5 s, capped at 8 s, with
+up to 25 % jitter, honouring ``Retry-After``). A stream that breaks *after*
+the response started but before the first event reached the engine is
+retried here with the same backoff; once an event has been handed out, a
+failure is final (a retry would duplicate text the client already saw).
+Every failure ends as ``ProviderError`` whose message names the provider and
+what went wrong, with keys redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import ClassVar, TypeVar
+
+import openai
+import structlog
+
+from gateway.errors import ProviderError
+from gateway.providers.base import ModelEvent, ModelRequest
+
+__all__ = [
+    "API_KINDS",
+    "IncompleteStream",
+    "OpenAIProvider",
+    "ProviderConfig",
+    "register_api",
+]
+
+log = structlog.get_logger("gateway.providers")
+
+_INITIAL_DELAY = 0.5
+_MAX_DELAY = 8.0
+_KEY_PATTERN = re.compile(r"\b(sk|rk|pk|key)-[A-Za-z0-9_\-*]{6,}")
+
+
+class ProviderConfig:
+    """How to reach one model server (built from a manifest or the settings)."""
+
+    __slots__ = ("api_key", "base_url", "default_headers", "max_retries", "name", "timeout")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        default_headers: dict[str, str] | None = None,
+    ) -> None:
+        """Describe a server; ``base_url`` None means OpenAI's own endpoint."""
+        self.name = name
+        self.base_url = base_url
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.default_headers = dict(default_headers or {})
+
+
+class IncompleteStream(Exception):
+    """The server ended a stream without its final event (no finish reason / completion)."""
+
+
+class OpenAIProvider:
+    """Base of the SDK-backed providers: owns the ``AsyncOpenAI`` client."""
+
+    api: ClassVar[str] = ""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        """Create the client (no connection is opened until the first call)."""
+        self.name = config.name
+        self.config = config
+        # Pass key and URL explicitly: the SDK would otherwise read OPENAI_API_KEY
+        # and OPENAI_BASE_URL itself and send the server's OpenAI key to any
+        # `kind: provider` endpoint that declares no key.
+        self.client = openai.AsyncOpenAI(
+            api_key=config.api_key or "not-needed",
+            base_url=config.base_url or "https://api.openai.com/v1",
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+            default_headers=config.default_headers or None,
+            organization=None,
+            project=None,
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        """Stream one call, retrying a broken stream until its first event; see module doc."""
+        attempt = 0
+        while True:
+            handed_out = False
+            try:
+                # aclosing: when the engine stops early, the HTTP stream closes now, not at GC.
+                async with contextlib.aclosing(self._stream_once(request)) as events:
+                    async for event in events:
+                        handed_out = True
+                        yield event
+                return
+            except ProviderError:
+                raise
+            except (openai.OpenAIError, IncompleteStream) as exc:
+                retryable = _mid_stream(exc) and not handed_out
+                if retryable and attempt < self.config.max_retries:
+                    attempt += 1
+                    delay = _backoff(attempt)
+                    log.warning(
+                        "provider stream broke before its first event; retrying",
+                        provider=self.name,
+                        attempt=attempt,
+                        delay_s=round(delay, 3),
+                        error=type(exc).__name__,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                error = self._error(exc)
+                log.warning(
+                    "provider call failed",
+                    provider=self.name,
+                    status=error.status,
+                    error=error.message,
+                )
+                raise error from None
+
+    def _stream_once(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Close the client's connection pool."""
+        await self.client.close()
+
+    def _error(self, exc: BaseException) -> ProviderError:
+        """A ``ProviderError`` naming what failed, with no keys in it."""
+        prefix = f"model provider {self.name!r}"
+        if isinstance(exc, IncompleteStream):
+            return ProviderError(f"{prefix}: {exc}")
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError(f"{prefix} timed out after {self.config.timeout:g}s")
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderError(f"{prefix}: connection failed or the stream was cut")
+        if isinstance(exc, openai.APIStatusError):
+            detail = _body_message(exc.body) or exc.response.reason_phrase
+            return ProviderError(
+                f"{prefix} answered HTTP {exc.status_code}: {self._redact(detail)}",
+                status=exc.status_code,
+            )
+        if isinstance(exc, openai.APIError):
+            return ProviderError(f"{prefix} reported an error: {self._redact(exc.message)}")
+        return ProviderError(f"{prefix} failed: {type(exc).__name__}")
+
+    def _redact(self, text: str) -> str:
+        key = self.config.api_key
+        if key and len(key) >= 6:  # shorter "keys" are placeholders, and would mangle text
+            text = text.replace(key, "[redacted]")
+        text = _KEY_PATTERN.sub("[redacted]", text)
+        return text[:300]
+
+
+def _mid_stream(exc: BaseException) -> bool:
+    """Whether ``exc`` is a transport break worth a retry (not a status the SDK judged)."""
+    if isinstance(exc, openai.APIStatusError):
+        return False
+    return isinstance(exc, openai.APIConnectionError | IncompleteStream)
+
+
+def _backoff(attempt: int) -> float:
+    """The SDK's schedule: 0.5 s doubling, capped at 8 s, minus up to 25 % jitter."""
+    delay = min(_INITIAL_DELAY * 2.0 ** (attempt - 1), _MAX_DELAY)
+    return delay * (1 - 0.25 * random.random())  # noqa: S311 - jitter, not security
+
+
+def _body_message(body: object) -> str:
+    if isinstance(body, dict):
+        message = body.get("message")
+        if isinstance(message, str):
+            return message
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            return _body_message(inner)
+        if isinstance(inner, str):
+            return inner
+    if isinstance(body, str):
+        return body
+    return ""
+
+
+API_KINDS: dict[str, type[OpenAIProvider]] = {}
+"""``api:`` value -> provider class, filled by ``register_api`` at import."""
+
+_P = TypeVar("_P", bound=type[OpenAIProvider])
+
+
+def register_api(cls: _P) -> _P:
+    """Class decorator: register a provider class under ``cls.api``.
+
+    Raises:
+        ValueError: if ``api`` is empty or already registered by another class.
+    """
+    if not cls.api:
+        raise ValueError(f"{cls.__name__} must set a non-empty `api`")
+    existing = API_KINDS.get(cls.api)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"provider api {cls.api!r} is already registered by {existing.__name__}")
+    API_KINDS[cls.api] = cls
+    return cls

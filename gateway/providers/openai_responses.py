@@ -1,0 +1,242 @@
+"""Responses provider (``api: responses``, the built-in ``openai`` default).
+
+Imports ``gateway.providers`` and the ``openai`` SDK. The gateway owns the
+conversation, so every call sends the whole (trimmed) history with
+``store: false``: ``ChatMessage`` history becomes Responses input items
+(messages, ``function_call`` and ``function_call_output``), and Chat
+Completions tool schemas become the flat Responses form (``strict`` kept as
+declared, false by default, since the Responses API would otherwise default
+it to true).
+
+From the event stream it reads ``response.output_text.delta`` (text),
+function calls (``response.output_item.added`` / ``...arguments.delta`` /
+``response.output_item.done``), and ``response.completed`` (usage). A
+``response.failed`` or ``error`` event becomes a ``ProviderError``; a stream
+that ends without ``response.completed`` or ``response.incomplete`` is an
+error, never a silently truncated answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from gateway.errors import ProviderError
+from gateway.providers._openai_base import IncompleteStream, OpenAIProvider, register_api
+from gateway.providers.base import (
+    ModelDone,
+    ModelEvent,
+    ModelRequest,
+    TextDelta,
+    ToolCall,
+    ToolCallRequest,
+    Usage,
+)
+
+__all__ = ["ResponsesProvider", "responses_input", "responses_tools"]
+
+
+@register_api
+class ResponsesProvider(OpenAIProvider):
+    """Streams ``POST {base_url}/responses`` through ``AsyncOpenAI``."""
+
+    api = "responses"
+
+    async def _stream_once(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "input": responses_input(request),
+            "stream": True,
+            "store": False,
+        }
+        if request.instructions:
+            params["instructions"] = request.instructions
+        if request.tools:
+            params["tools"] = responses_tools(request.tools)
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        stream = await self.client.responses.create(**params)
+        reader = _Reader(self)
+        try:
+            # Read to the end even after response.completed: a fully read
+            # response returns its connection to the pool for the next call.
+            async for event in stream:
+                if reader.done is None:
+                    for out in reader.feed(event):
+                        yield out
+        finally:
+            await stream.close()
+        if reader.done is None:
+            raise IncompleteStream("the stream ended before the response completed")
+        complete = reader.calls.complete()
+        for call in complete:
+            yield ToolCallRequest(call)
+        done = reader.done
+        yield ModelDone(done.usage, "tool_calls") if complete else done
+
+    def failure(self, message: str) -> ProviderError:
+        """The ``ProviderError`` for an error the server reported inside the stream."""
+        text = self._redact(message or "the response failed")
+        return ProviderError(f"model provider {self.name!r} reported an error: {text}")
+
+
+class _Reader:
+    """Turns Responses stream events into model events; ``done`` is set at the end."""
+
+    def __init__(self, provider: ResponsesProvider) -> None:
+        self.provider = provider
+        self.calls = _Calls()
+        self.saw_text = False
+        self.done: ModelDone | None = None
+
+    def feed(self, event: Any) -> list[ModelEvent]:
+        """Read one event; return the text deltas it carries.
+
+        Raises:
+            ProviderError: on ``response.failed`` and ``error`` events.
+        """
+        kind = getattr(event, "type", "")
+        if kind == "response.output_text.delta":
+            delta = getattr(event, "delta", "")
+            if delta:
+                self.saw_text = True
+                return [TextDelta(delta)]
+        elif kind in ("response.output_item.added", "response.output_item.done"):
+            self.calls.item(getattr(event, "item", None))
+        elif kind == "response.function_call_arguments.delta":
+            self.calls.delta(getattr(event, "item_id", ""), getattr(event, "delta", ""))
+        elif kind in ("response.completed", "response.incomplete"):
+            return self._finish(kind, getattr(event, "response", None))
+        elif kind == "response.failed":
+            error = getattr(getattr(event, "response", None), "error", None)
+            raise self.provider.failure(getattr(error, "message", "") or "")
+        elif kind == "error":
+            raise self.provider.failure(getattr(event, "message", "") or "")
+        return []
+
+    def _finish(self, kind: str, response: Any) -> list[ModelEvent]:
+        out: list[ModelEvent] = []
+        for item in getattr(response, "output", None) or []:
+            self.calls.item(item)
+            if not self.saw_text and getattr(item, "type", "") == "message":
+                # Servers that send only the final response still answer.
+                text = _message_text(item)
+                if text:
+                    self.saw_text = True
+                    out.append(TextDelta(text))
+        self.done = ModelDone(_usage(response), _finish_reason(kind, response))
+        return out
+
+
+class _Calls:
+    """Function calls by output item id, in the order they appeared."""
+
+    def __init__(self) -> None:
+        self._order: list[str] = []
+        self._name: dict[str, str] = {}
+        self._call_id: dict[str, str] = {}
+        self._args: dict[str, str] = {}
+        self._final: set[str] = set()
+
+    def item(self, item: Any) -> None:
+        if getattr(item, "type", "") != "function_call":
+            return
+        call_id = getattr(item, "call_id", "") or ""
+        key = getattr(item, "id", None) or call_id
+        if key not in self._name:
+            self._order.append(key)
+        self._name[key] = getattr(item, "name", "") or self._name.get(key, "")
+        self._call_id[key] = call_id or self._call_id.get(key, key)
+        arguments = getattr(item, "arguments", "") or ""
+        if arguments and getattr(item, "status", "completed") != "in_progress":
+            self._args[key] = arguments
+            self._final.add(key)
+        elif key not in self._final:
+            self._args[key] = self._args.get(key, "") + arguments
+
+    def delta(self, item_id: str, text: str) -> None:
+        if item_id in self._final or not text:
+            return
+        if item_id not in self._name:
+            self._order.append(item_id)
+            self._name[item_id] = ""
+            self._call_id[item_id] = item_id
+        self._args[item_id] = self._args.get(item_id, "") + text
+
+    def complete(self) -> list[ToolCall]:
+        return [
+            ToolCall(
+                id=self._call_id[key],
+                name=self._name[key],
+                arguments=self._args.get(key, "").strip() or "{}",
+            )
+            for key in self._order
+            if self._name[key]
+        ]
+
+
+def _message_text(item: Any) -> str:
+    parts = getattr(item, "content", None) or []
+    return "".join(getattr(p, "text", "") or "" for p in parts)
+
+
+def _usage(response: Any) -> Usage:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return Usage()
+    prompt = getattr(usage, "input_tokens", 0) or 0
+    completion = getattr(usage, "output_tokens", 0) or 0
+    total = getattr(usage, "total_tokens", 0) or prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+def _finish_reason(kind: str, response: Any) -> str:
+    if kind == "response.completed":
+        return "stop"
+    details = getattr(response, "incomplete_details", None)
+    reason = getattr(details, "reason", None)
+    return "length" if reason in (None, "max_output_tokens") else str(reason)
+
+
+def responses_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat Completions tool schemas in the flat Responses form."""
+    flat: list[dict[str, Any]] = []
+    for tool in tools:
+        function = tool.get("function")
+        if tool.get("type") != "function" or not isinstance(function, dict):
+            flat.append(tool)  # already flat, or a hosted tool: pass through
+            continue
+        converted: dict[str, Any] = {"type": "function", "name": function["name"]}
+        if function.get("description"):
+            converted["description"] = function["description"]
+        converted["parameters"] = function.get("parameters") or {"type": "object", "properties": {}}
+        converted["strict"] = bool(function.get("strict", False))
+        flat.append(converted)
+    return flat
+
+
+def responses_input(request: ModelRequest) -> list[dict[str, Any]]:
+    """The history as Responses input items (instructions travel separately)."""
+    items: list[dict[str, Any]] = []
+    for message in request.messages:
+        if message.role == "tool":
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": message.tool_call_id or "",
+                    "output": message.content or "",
+                }
+            )
+            continue
+        if message.content or message.role != "assistant":
+            items.append({"role": message.role, "content": message.content or ""})
+        for call in message.tool_calls:
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": call.id,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                }
+            )
+    return items

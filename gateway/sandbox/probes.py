@@ -1,0 +1,99 @@
+"""Capability probe: which isolation features the kernel grants here.
+
+Runs inside the zygote (a fresh interpreter, never the server), forking a
+short-lived child per feature so a feature that half-works cannot damage the
+zygote. ``gateway doctor`` prints the result; the supervisor logs it once.
+Imports only the standard library and ``gateway.sandbox``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from gateway.sandbox import _linux
+from gateway.sandbox.protocol import Capabilities
+
+__all__ = ["SANDBOX_UID_BASE", "SANDBOX_GID", "probe"]
+
+SANDBOX_UID_BASE = 64000
+"""When the gateway runs as root, call slot ``n`` runs as uid ``SANDBOX_UID_BASE + n``."""
+SANDBOX_GID = 65534
+"""...and as gid 65534 (``nogroup``), so data an action writes can be shared by group."""
+
+
+def _in_child(test: Callable[[], str]) -> tuple[bool, str]:
+    """Run ``test`` in a forked child; (ok, detail) from its exit status and message."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        os.close(read_fd)
+        code = 0
+        try:
+            detail = test()
+        except OSError as exc:
+            detail, code = exc.strerror or str(exc), 1
+        except Exception as exc:  # noqa: BLE001 - a probe reports any failure
+            detail, code = repr(exc), 1
+        os.write(write_fd, detail.encode()[:512])
+        os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    while chunk := os.read(read_fd, 512):
+        chunks.append(chunk)
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0, b"".join(chunks).decode(errors="replace")
+
+
+def _netns() -> str:
+    if os.geteuid() == 0:
+        _linux.unshare(_linux.CLONE_NEWNET)
+        return "new network namespace (root)"
+    _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
+    return "new network namespace inside a user namespace"
+
+
+def _userns() -> str:
+    _linux.unshare(_linux.CLONE_NEWUSER)
+    return "unprivileged user namespaces allowed"
+
+
+def _setuid() -> str:
+    if os.geteuid() != 0:
+        raise OSError(1, f"not root (uid {os.geteuid()}): actions run as the server's uid")
+    os.setgroups([])
+    os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
+    os.setresuid(SANDBOX_UID_BASE, SANDBOX_UID_BASE, SANDBOX_UID_BASE)
+    return f"actions run as uid {SANDBOX_UID_BASE}+slot, gid {SANDBOX_GID}"
+
+
+def _seccomp() -> str:
+    mode = _linux.seccomp_mode()
+    return f"available (current mode {mode}); no filter is installed"
+
+
+def _landlock() -> str:
+    return f"ABI version {_linux.landlock_abi()}; no ruleset is applied"
+
+
+def probe() -> Capabilities:
+    """Probe every feature in a throw-away child and return what works."""
+    net = _in_child(_netns)
+    userns = _in_child(_userns)
+    setuid = _in_child(_setuid)
+    seccomp = _in_child(_seccomp)
+    landlock = _in_child(_landlock)
+    return Capabilities(
+        uid=os.geteuid(),
+        network_namespace=net[0],
+        network_namespace_detail=net[1],
+        drop_privileges=setuid[0],
+        drop_privileges_detail=setuid[1],
+        user_namespace=userns[0],
+        user_namespace_detail=userns[1],
+        seccomp=seccomp[0],
+        seccomp_detail=seccomp[1],
+        landlock=landlock[0],
+        landlock_detail=landlock[1],
+    )

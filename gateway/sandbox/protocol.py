@@ -1,0 +1,162 @@
+"""Messages between the supervisor, the zygote and a call's child: msgspec JSON frames.
+
+Two channels, never pickle:
+
+- the control socket (``SOCK_SEQPACKET``, one message per packet) between the
+  supervisor and a zygote: ``Init``/``Ready`` once, then ``Start`` (with the
+  call's socket and output pipe attached as ``SCM_RIGHTS``), ``Kill`` and
+  ``Exited``. It never carries arguments or secrets, so the long-lived zygote
+  (and every later fork of it) never holds another call's secrets;
+- the call socket (``SOCK_STREAM``) between the supervisor and one child: a
+  length-prefixed ``CallRequest`` in, a length-prefixed ``CallResult`` out.
+
+This module imports only msgspec and ``gateway.manifests.model``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+from gateway.manifests.model import CallContext
+
+__all__ = [
+    "HEADER",
+    "CallRequest",
+    "CallResult",
+    "Capabilities",
+    "Control",
+    "Exited",
+    "Init",
+    "Kill",
+    "Limits",
+    "Ready",
+    "Start",
+    "decode_control",
+    "encode",
+    "frame",
+]
+
+HEADER = struct.Struct(">I")
+"""4-byte big-endian length before every call-socket frame."""
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """The resource limits one child applies to itself before running the action."""
+
+    memory_mb: int = 512
+    cpu_seconds: int = 11
+    max_output_kb: int = 64
+    max_processes: int = 32
+    max_open_files: int = 256
+    max_file_size_mb: int = 16
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    """What the kernel lets the sandbox do here (probed once in the zygote).
+
+    Each ``*_detail`` says why a feature is missing, or what was found.
+    """
+
+    uid: int
+    network_namespace: bool
+    network_namespace_detail: str
+    drop_privileges: bool
+    drop_privileges_detail: str
+    user_namespace: bool
+    user_namespace_detail: str
+    seccomp: bool
+    seccomp_detail: str
+    landlock: bool
+    landlock_detail: str
+
+
+class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
+    """First message to a zygote: what to import and whether to cut the network."""
+
+    paths: list[str]
+    modules: list[str]
+    isolate_network: bool
+    probe: bool = False
+
+
+class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
+    """The zygote's answer to ``Init``."""
+
+    pid: int
+    network_isolated: bool
+    network_error: str | None = None
+    import_errors: dict[str, str] = {}
+    warnings: list[str] = []
+    capabilities: Capabilities | None = None
+
+
+class Start(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
+    """Fork a child for call ``id``; two fds ride along: call socket, output pipe."""
+
+    id: int
+    limits: Limits
+    uid: int | None = None
+    gid: int | None = None
+
+
+class Kill(msgspec.Struct, frozen=True, kw_only=True, tag="kill"):
+    """Kill call ``id``'s whole process group now."""
+
+    id: int
+
+
+class Exited(msgspec.Struct, frozen=True, kw_only=True, tag="exited"):
+    """Call ``id``'s child is gone and reaped, with everything it started.
+
+    ``status`` is ``os.waitstatus_to_exitcode`` (negative = killed by that
+    signal); ``error`` is set when the zygote could not even fork.
+    """
+
+    id: int
+    status: int
+    error: str | None = None
+
+
+Control = Init | Ready | Start | Kill | Exited
+
+
+class CallRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a child runs: the kind's config class (``module:QualName``) and the call."""
+
+    kind: str
+    config: dict[str, Any]
+    call: CallContext
+
+
+class CallResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a child answers: the text for the model, or a typed error."""
+
+    ok: bool
+    output: str = ""
+    truncated: bool = False
+    error_type: str | None = None
+    message: str = ""
+    detail: dict[str, Any] = {}
+    traceback: str = ""
+
+
+_control_decoder = msgspec.json.Decoder(Control)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Encode one message as JSON."""
+    return msgspec.json.encode(message)
+
+
+def decode_control(data: bytes) -> Control:
+    """Decode one control-socket message."""
+    return _control_decoder.decode(data)
+
+
+def frame(message: msgspec.Struct) -> bytes:
+    """Encode ``message`` as a length-prefixed call-socket frame."""
+    body = msgspec.json.encode(message)
+    return HEADER.pack(len(body)) + body

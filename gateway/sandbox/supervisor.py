@@ -1,0 +1,678 @@
+"""The sandbox's parent side: zygotes, the concurrency queue, timeouts and results.
+
+``Supervisor`` owns two zygote processes (``worker.py``): one with network and
+one inside a new network namespace for ``network: false`` actions. For each
+call it takes a slot from the global concurrency queue, hands the zygote a
+fresh socket and output pipe, sends the arguments and secrets straight to the
+forked child over that socket, reads the result and the child's output while
+it waits (capped), kills the whole process group at the wall-clock timeout or
+on cancellation, and turns every outcome into a ``ToolResult``. A zygote that
+died (an action may kill its parent) is restarted on the next call; ``reload``
+starts new zygotes while calls in flight finish on the old ones.
+
+The server process itself is made undumpable at start, so a same-uid child
+cannot read its memory or ``/proc/<pid>/environ``; as root each call also runs
+under an unprivileged uid of its own. Never forks the server.
+
+Imports ``gateway.settings``, ``gateway.errors``, ``gateway.manifests`` and
+``gateway.executors.base`` (the ``ToolResult`` shape), nothing above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+import gateway
+from gateway.executors.base import ToolResult
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Action, CallContext
+from gateway.sandbox import _linux
+from gateway.sandbox.probes import SANDBOX_GID, SANDBOX_UID_BASE
+from gateway.sandbox.protocol import (
+    HEADER,
+    CallRequest,
+    CallResult,
+    Capabilities,
+    Exited,
+    Init,
+    Kill,
+    Limits,
+    Ready,
+    Start,
+    decode_control,
+    encode,
+    frame,
+)
+from gateway.sandbox.worker import BOOT, MINIMAL_ENV
+from gateway.settings import Settings
+
+__all__ = ["SandboxStats", "Supervisor", "error_output"]
+
+log = structlog.get_logger("gateway.sandbox")
+
+_READY_TIMEOUT = 60.0
+_KILL_GRACE = 5.0
+_ENVELOPE = 64 * 1024  # room for the JSON around the output in a result frame
+
+
+class SandboxStats(msgspec.Struct, kw_only=True):
+    """Counters for metrics: calls started, failed, timed out; zygote restarts."""
+
+    calls: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    restarts: int = 0
+    active: int = 0
+
+
+def error_output(error_type: str, message: str, **extra: Any) -> str:
+    """The JSON text a failed call sends to the model: ``{"error": {"type", "message"}}``."""
+    return msgspec.json.encode({"error": {"type": error_type, "message": message, **extra}}).decode()
+
+
+class _ZygoteDied(Exception):
+    """The zygote disappeared while a call was running on it."""
+
+
+class _Zygote:
+    """One zygote process and its control socket, as seen from the event loop."""
+
+    def __init__(self, network: bool, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.network = network
+        self.proc = proc
+        self.sock = sock
+        self.ready: Ready | None = None
+        self.pending: dict[int, asyncio.Future[Exited]] = {}
+        self.active = 0
+        self.retired = False
+        self.dead = False
+        self.reader: asyncio.Task[None] | None = None
+
+    async def read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await loop.sock_recv(self.sock, 1 << 16)
+                if not data:
+                    break
+                msg = decode_control(data)
+                if isinstance(msg, Exited):
+                    fut = self.pending.pop(msg.id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+        except (OSError, msgspec.DecodeError) as exc:
+            log.warning("sandbox.zygote_channel_error", error=str(exc), network=self.network)
+        finally:
+            self.mark_dead()
+
+    def mark_dead(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(_ZygoteDied())
+        self.pending.clear()
+
+    async def send(self, message: msgspec.Struct, fds: list[int] | None = None) -> None:
+        data = encode(message)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                socket.send_fds(self.sock, [data], fds or [])
+                return
+            except BlockingIOError:
+                writable: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(self.sock, writable.set_result, None)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(self.sock)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+        self.sock.close()
+        self.mark_dead()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.proc.wait), _KILL_GRACE)
+        except TimeoutError:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait)
+
+
+class _OutputReader:
+    """Reads a child's stdout/stderr pipe as it comes, keeping the first ``cap`` bytes."""
+
+    def __init__(self, fd: int, cap: int) -> None:
+        self.fd = fd
+        self.cap = cap
+        self.data = bytearray()
+        self.dropped = 0
+        self.eof = asyncio.get_running_loop().create_future()
+        os.set_blocking(fd, False)
+        asyncio.get_running_loop().add_reader(fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return
+        room = self.cap - len(self.data)
+        self.data += chunk[:room] if room > 0 else b""
+        self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def drain(self) -> None:
+        """Take whatever is already in the pipe without waiting for more."""
+        while self.fd >= 0:
+            before = len(self.data) + self.dropped
+            self._on_readable()
+            if len(self.data) + self.dropped == before:
+                return
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            asyncio.get_running_loop().remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+async def _read_frame(sock: socket.socket, cap: int) -> bytes | None:
+    """One length-prefixed frame from the call socket; None at EOF; ``_TooLarge`` over cap."""
+    loop = asyncio.get_running_loop()
+    buffer = bytearray()
+    need = HEADER.size
+    size: int | None = None
+    while True:
+        while len(buffer) < need:
+            chunk = await loop.sock_recv(sock, min(1 << 20, need - len(buffer)))
+            if not chunk:
+                return None
+            buffer += chunk
+        if size is not None:
+            return bytes(buffer[HEADER.size :])
+        (size,) = HEADER.unpack(buffer[: HEADER.size])
+        if size > cap:
+            raise _TooLarge(size)
+        need = HEADER.size + size
+
+
+class Supervisor:
+    """Runs action calls in forked, confined children of a zygote (see the module doc).
+
+    Attributes:
+        capabilities: what the kernel allows here (probed once at ``start``).
+        stats: counters for metrics.
+    """
+
+    def __init__(self, settings: Settings, *, python: str | None = None) -> None:
+        self._settings = settings
+        self._python = python or sys.executable
+        self._catalog: Catalog | None = None
+        self._zygotes: dict[_Key, _Zygote] = {}
+        self._retired: set[_Zygote] = set()
+        self._spawn_lock = asyncio.Lock()
+        self._slots: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(max(1, settings.sandbox_concurrency)):
+            self._slots.put_nowait(slot)
+        self._ids = itertools.count(1)
+        self._root = os.geteuid() == 0
+        self.capabilities: Capabilities | None = None
+        self.stats = SandboxStats()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, catalog: Catalog | None = None) -> None:
+        """Start the zygotes ``catalog`` needs and probe the kernel's capabilities once."""
+        try:  # same-uid children must not read our memory or /proc/<pid>/environ
+            _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
+        except OSError as exc:
+            log.warning("sandbox.undumpable_failed", error=str(exc))
+        self._catalog = catalog
+        async with self._spawn_lock:
+            keys = _keys(catalog)
+            spawned = await asyncio.gather(*(self._spawn(k, probe=k == _PROBE_KEY) for k in keys))
+            self._zygotes = dict(zip(keys, spawned, strict=True))
+        probed = self._zygotes[_PROBE_KEY].ready
+        if probed is not None and probed.capabilities is not None:
+            self.capabilities = probed.capabilities
+            log.info("sandbox.capabilities", **msgspec.structs.asdict(self.capabilities))
+
+    async def reload(self, catalog: Catalog) -> None:
+        """Start zygotes for ``catalog``; calls in flight finish on the old ones."""
+        self._catalog = catalog
+        async with self._spawn_lock:
+            keys = _keys(catalog)
+            spawned = await asyncio.gather(*(self._spawn(k) for k in keys))
+            old = list(self._zygotes.values())
+            self._zygotes = dict(zip(keys, spawned, strict=True))
+        for zygote in old:
+            zygote.retired = True
+            if zygote.active == 0:
+                await zygote.close()
+            else:
+                self._retired.add(zygote)
+
+    async def aclose(self) -> None:
+        """Stop every zygote (their children die with them)."""
+        zygotes = [*self._zygotes.values(), *self._retired]
+        self._zygotes = {}
+        self._retired.clear()
+        await asyncio.gather(*(z.close() for z in zygotes), return_exceptions=True)
+
+    async def _spawn(self, key: _Key, *, probe: bool = False) -> _Zygote:
+        network, _ = key
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        package_parent = str(Path(gateway.__file__).resolve().parent.parent)
+        try:
+            proc = subprocess.Popen(
+                [self._python, "-I", "-c", BOOT, str(child.fileno()), package_parent],
+                env=dict(MINIMAL_ENV),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(child.fileno(),),
+                close_fds=True,
+                cwd="/",
+            )
+        finally:
+            child.close()
+        parent.setblocking(False)
+        zygote = _Zygote(network, proc, parent)
+        catalog = self._catalog
+        root = catalog.gateway_root if catalog is not None else self._settings.root
+        init = Init(
+            paths=[str(root)],
+            modules=_modules(key, catalog),
+            isolate_network=not network,
+            probe=probe,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            await zygote.send(init)
+            data = await asyncio.wait_for(loop.sock_recv(parent, 1 << 20), _READY_TIMEOUT)
+            ready = decode_control(data) if data else None
+        except (TimeoutError, OSError, msgspec.DecodeError) as exc:
+            ready = None
+            log.error("sandbox.zygote_start_failed", error=str(exc), network=network)
+        if not isinstance(ready, Ready):
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+            parent.close()
+            raise RuntimeError("the sandbox zygote did not start (see the server log)")
+        zygote.ready = ready
+        for module, error in ready.import_errors.items():
+            log.warning("sandbox.import_failed", module=module, error=error)
+        for warning in ready.warnings:
+            log.warning("sandbox.warning", message=warning)
+        if ready.network_error:
+            log.warning("sandbox.network_isolation_unavailable", error=ready.network_error)
+        zygote.reader = asyncio.create_task(zygote.read_loop())
+        return zygote
+
+    async def _zygote(self, key: _Key) -> _Zygote:
+        zygote = self._zygotes.get(key)
+        if zygote is not None and not zygote.dead:
+            return zygote
+        async with self._spawn_lock:
+            zygote = self._zygotes.get(key)
+            if zygote is not None and not zygote.dead:
+                return zygote
+            if zygote is not None:
+                self.stats.restarts += 1
+                log.warning("sandbox.zygote_restart", network=key[0], preload=list(key[1]))
+                self._retired.discard(zygote)
+                asyncio.get_running_loop().create_task(zygote.close())
+            probe = self.capabilities is None and key == _PROBE_KEY
+            fresh = await self._spawn(key, probe=probe)
+            if fresh.ready is not None and fresh.ready.capabilities is not None:
+                self.capabilities = fresh.ready.capabilities
+            self._zygotes[key] = fresh
+            return fresh
+
+    def zygote_pids(self) -> list[int]:
+        """Pids of the live zygotes (for tests and ``doctor``)."""
+        return [z.proc.pid for z in self._zygotes.values() if not z.dead]
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call(self, action: Action, call: CallContext, *, correlation_id: str = "") -> ToolResult:
+        """Run one call of ``action`` in a fresh sandboxed child; never raises for a failure.
+
+        Cancelling the awaiting task kills the child's whole process group.
+        """
+        started = time.perf_counter()
+        slot = await self._slots.get()
+        self.stats.calls += 1
+        self.stats.active += 1
+        try:
+            result = await self._call(action, call, slot, correlation_id, started)
+        except asyncio.CancelledError:
+            raise
+        except (OSError, RuntimeError) as exc:
+            log.error("sandbox.call_error", action=action.name, error=str(exc),
+                      correlation_id=correlation_id)
+            result = _failure(started, "sandbox_error", f"the sandbox could not run the call: {exc}")
+        finally:
+            self.stats.active -= 1
+            self._slots.put_nowait(slot)
+        if result.status != "succeeded":
+            self.stats.failures += 1
+            if result.status == "timed_out":
+                self.stats.timeouts += 1
+        return result
+
+    async def _call(
+        self, action: Action, call: CallContext, slot: int, correlation_id: str, started: float
+    ) -> ToolResult:
+        if action.config is None:
+            return _failure(started, "sandbox_error", f"action {action.name!r} has no kind config")
+        if self._catalog is None and not self._zygotes:
+            await self.start(None)
+        network = action.network
+        zygote = await self._zygote(_key(action))
+        if not network and zygote.ready is not None and not zygote.ready.network_isolated:
+            return _failure(
+                started,
+                "sandbox_error",
+                "network isolation is unavailable here, so this action (network: false) was "
+                f"not run: {zygote.ready.network_error}",
+            )
+        limits = _limits(action)
+        kind = type(action.config)
+        request = CallRequest(
+            kind=f"{kind.__module__}:{kind.__qualname__}",
+            config=msgspec.to_builtins(action.config),
+            call=call,
+        )
+        zygote.active += 1
+        try:
+            result = await self._run_child(zygote, action, request, limits, slot, started)
+        finally:
+            zygote.active -= 1
+            if zygote.retired and zygote.active == 0 and zygote in self._retired:
+                self._retired.discard(zygote)
+                await zygote.close()
+        return _redact(result, call.secrets, action.name, correlation_id)
+
+    async def _run_child(
+        self,
+        zygote: _Zygote,
+        action: Action,
+        request: CallRequest,
+        limits: Limits,
+        slot: int,
+        started: float,
+    ) -> ToolResult:
+        loop = asyncio.get_running_loop()
+        call_id = next(self._ids)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        exited: asyncio.Future[Exited] = loop.create_future()
+        zygote.pending[call_id] = exited
+        start = Start(
+            id=call_id,
+            limits=limits,
+            uid=SANDBOX_UID_BASE + slot if self._root else None,
+            gid=SANDBOX_GID if self._root else None,
+        )
+        try:
+            await zygote.send(start, [theirs.fileno(), out_w])
+        except OSError:
+            zygote.pending.pop(call_id, None)
+            zygote.mark_dead()
+            mine.close()
+            os.close(out_r)
+            raise
+        finally:
+            theirs.close()
+            os.close(out_w)
+        mine.setblocking(False)
+        output = _OutputReader(out_r, limits.max_output_kb * 1024)
+        reader = asyncio.ensure_future(
+            _read_frame(mine, limits.max_output_kb * 1024 + _ENVELOPE)
+        )
+        killed = False
+        status: Exited | None = None
+        try:
+            try:
+                async with asyncio.timeout(action.timeout):
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        # A child that died before reading is reported by its exit status.
+                        await loop.sock_sendall(mine, frame(request))
+                    await asyncio.wait({reader, exited}, return_when=asyncio.FIRST_COMPLETED)
+                    if reader.done() and reader.exception() is not None:
+                        killed = True
+                        await self._kill(zygote, call_id, exited)
+                    elif not reader.done():
+                        # The child is gone; whatever it wrote is already in the socket.
+                        await asyncio.wait({reader}, timeout=1.0)
+                    if not reader.done() or reader.result() is None:
+                        status = await exited
+                    # else: the child cleaned up before answering and is exiting; the
+                    # zygote reaps it (and anything a stray thread started) on its own.
+            except TimeoutError:
+                await self._kill(zygote, call_id, exited)
+                return _failure(
+                    started,
+                    "timeout",
+                    f"the action did not finish within {action.timeout:g}s and was killed",
+                    status="timed_out",
+                )
+            except _ZygoteDied:
+                if reader.done() and not reader.cancelled() and reader.exception() is None \
+                        and reader.result() is not None:
+                    status = None
+                else:
+                    return _failure(started, "crashed", "the sandbox process died during the call")
+            except (asyncio.CancelledError, Exception):
+                with contextlib.suppress(Exception):
+                    await self._kill(zygote, call_id, exited)
+                raise
+            output.drain()
+            return self._result(action, limits, reader, status, output, killed, started)
+        finally:
+            reader.cancel()
+            zygote.pending.pop(call_id, None)
+            if not exited.done():
+                exited.cancel()
+            output.close()
+            mine.close()
+
+    async def _kill(self, zygote: _Zygote, call_id: int, exited: asyncio.Future[Exited]) -> None:
+        """Kill a call's process group and wait until the zygote reaped it."""
+        if zygote.dead:
+            return
+        try:
+            await zygote.send(Kill(id=call_id))
+            await asyncio.wait_for(asyncio.shield(exited), _KILL_GRACE)
+        except (TimeoutError, OSError, _ZygoteDied):
+            # A zygote that cannot reap in time is replaced; its children die with it.
+            log.error("sandbox.kill_failed", call_id=call_id)
+            zygote.proc.kill()
+            zygote.mark_dead()
+
+    def _result(
+        self,
+        action: Action,
+        limits: Limits,
+        reader: asyncio.Future[bytes | None],
+        status: Exited | None,
+        output: _OutputReader,
+        killed: bool,
+        started: float,
+    ) -> ToolResult:
+        body: bytes | None = None
+        too_large: int | None = None
+        if reader.done() and not reader.cancelled():
+            exc = reader.exception()
+            if isinstance(exc, _TooLarge):
+                too_large = exc.size
+            elif exc is None:
+                body = reader.result()
+        if output.data or output.dropped:
+            log.debug("sandbox.output", action=action.name, output=output.text()[-2000:],
+                      dropped=output.dropped)
+        if too_large is not None or killed:
+            return _failure(
+                started,
+                "output_too_large",
+                f"the action's result ({too_large or 0} bytes) is over the "
+                f"{limits.max_output_kb} KB limit",
+            )
+        if body is not None:
+            try:
+                res = msgspec.json.decode(body, type=CallResult)
+            except msgspec.DecodeError:
+                return _failure(started, "sandbox_error", "the action sent an invalid result")
+            return _from_result(res, action, started)
+        return _exit_failure(status, limits, started)
+
+
+_Key = tuple[bool, tuple[str, ...]]
+_PROBE_KEY: _Key = (True, ())
+
+
+def _key(action: Action) -> _Key:
+    """Which zygote runs ``action``: by network, and by the libraries its kind preloads."""
+    preload: tuple[str, ...] = getattr(type(action.config), "preload", ())
+    return (action.network, tuple(preload))
+
+
+def _keys(catalog: Catalog | None) -> list[_Key]:
+    """The zygotes a catalog needs (always the light pair for python and code_interpreter)."""
+    keys: list[_Key] = [(True, ()), (False, ())]
+    for action in catalog.actions.values() if catalog is not None else ():
+        if action.config is not None and _key(action) not in keys:
+            keys.append(_key(action))
+    return keys
+
+
+def _modules(key: _Key, catalog: Catalog | None) -> list[str]:
+    """What a zygote imports once: the worker's kinds, the preloads, the action modules."""
+    modules = ["gateway.executors", *key[1]]
+    for action in catalog.actions.values() if catalog is not None else ():
+        imports = getattr(action.config, "sandbox_imports", None)
+        if action.config is None or imports is None or _key(action) != key:
+            continue
+        for module in imports():
+            if module not in modules:
+                modules.append(module)
+    return modules
+
+
+def _limits(action: Action) -> Limits:
+    box = action.sandbox
+    cpu = box.cpu_seconds if box.cpu_seconds is not None else math.ceil(action.timeout) + 1
+    return Limits(
+        memory_mb=box.memory_mb,
+        cpu_seconds=cpu,
+        max_output_kb=box.max_output_kb,
+        max_processes=box.max_processes,
+        max_open_files=box.max_open_files,
+        max_file_size_mb=box.max_file_size_mb,
+    )
+
+
+def _elapsed(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _failure(started: float, error_type: str, message: str, *, status: str = "failed",
+             **extra: Any) -> ToolResult:
+    return ToolResult(
+        status="timed_out" if status == "timed_out" else "failed",
+        output=error_output(error_type, message, **extra),
+        duration_ms=_elapsed(started),
+        error_type=error_type,
+    )
+
+
+def _from_result(res: CallResult, action: Action, started: float) -> ToolResult:
+    if res.ok:
+        return ToolResult(
+            status="succeeded", output=res.output, duration_ms=_elapsed(started),
+            truncated=res.truncated,
+        )
+    if res.traceback:
+        log.info("sandbox.action_error", action=action.name, error_type=res.error_type,
+                 traceback=res.traceback)
+    return _failure(started, res.error_type or "exception", res.message, **res.detail)
+
+
+_SIGNAL_ERRORS = {
+    signal.SIGXCPU: ("cpu_limit", "the action used up its CPU time limit ({cpu}s)"),
+    signal.SIGSEGV: ("crashed", "the action crashed (segmentation fault)"),
+    signal.SIGABRT: ("crashed", "the action crashed (aborted)"),
+    signal.SIGBUS: ("crashed", "the action crashed (bus error)"),
+}
+
+
+def _exit_failure(status: Exited, limits: Limits, started: float) -> ToolResult:
+    if status.error:
+        return _failure(started, "sandbox_error", f"the sandbox could not start the call: "
+                        f"{status.error}")
+    code = status.status
+    if code < 0:
+        signum = -code
+        error_type, template = _SIGNAL_ERRORS.get(
+            signal.Signals(signum) if signum in signal.valid_signals() else signal.SIGKILL,
+            ("crashed", "the action was killed by signal {name}"),
+        )
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        if signum == signal.SIGKILL:
+            error_type = "killed"
+            template = ("the action was killed (SIGKILL): memory ({memory} MB), CPU ({cpu}s) "
+                        "or the process limit")
+        message = template.format(name=name, cpu=limits.cpu_seconds, memory=limits.memory_mb)
+        return _failure(started, error_type, message)
+    return _failure(started, "crashed", f"the action exited with status {code} without a result")
+
+
+def _redact(result: ToolResult, secrets: dict[str, str], action: str, correlation_id: str
+            ) -> ToolResult:
+    """Replace declared secret values in what goes back to the model."""
+    output = result.output
+    for value in secrets.values():
+        if len(value) >= 4 and value in output:
+            output = output.replace(value, "[redacted]")
+    if result.status != "succeeded":
+        log.info("sandbox.call_failed", action=action, error_type=result.error_type,
+                 status=result.status, correlation_id=correlation_id,
+                 duration_ms=result.duration_ms)
+    if output is result.output:
+        return result
+    return msgspec.structs.replace(result, output=output)

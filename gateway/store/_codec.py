@@ -1,0 +1,134 @@
+"""Row <-> record conversions shared by the SQL stores (private to ``gateway.store``).
+
+Both backends keep the same columns; JSON-valued columns (metadata, tool calls,
+usage, timings, error) are stored as JSON text so the schema stays portable.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from gateway.providers.base import ChatMessage, ToolCall, Usage
+from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "RUN_COLUMNS",
+    "dumps",
+    "join_events",
+    "message_from_row",
+    "message_row",
+    "new_id",
+    "now",
+    "run_from_row",
+    "run_row",
+    "split_events",
+    "thread_from_row",
+]
+
+ACTIVE_STATUSES = ("queued", "in_progress")
+
+_enc = msgspec.json.Encoder()
+_tool_calls_dec = msgspec.json.Decoder(list[ToolCall])
+_usage_dec = msgspec.json.Decoder(Usage)
+_timings_dec = msgspec.json.Decoder(dict[str, float | None])
+_error_dec = msgspec.json.Decoder(dict[str, str] | None)
+_meta_dec = msgspec.json.Decoder(dict[str, Any])
+
+
+def new_id(prefix: str) -> str:
+    """A fresh random id such as ``thread_3f2a...`` (prefix, underscore, 24 hex digits)."""
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def now() -> float:
+    """Current UNIX time."""
+    return time.time()
+
+
+def dumps(value: Any) -> str:
+    """JSON text of ``value`` (msgspec Structs included)."""
+    return _enc.encode(value).decode()
+
+
+def thread_from_row(row: Sequence[Any]) -> ThreadRecord:
+    """``(id, assistant, created_at, metadata_json)`` -> ``ThreadRecord``."""
+    return ThreadRecord(
+        id=row[0], assistant=row[1], created_at=float(row[2]), metadata=_meta_dec.decode(row[3])
+    )
+
+
+def message_row(message: ChatMessage) -> tuple[str, str | None, str | None, str | None, str | None]:
+    """The message columns ``(role, content, tool_calls_json, tool_call_id, name)``."""
+    calls = dumps(message.tool_calls) if message.tool_calls else None
+    return message.role, message.content, calls, message.tool_call_id, message.name
+
+
+def message_from_row(row: Sequence[Any]) -> StoredMessage:
+    """``(id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id, name,
+    run_id)`` -> ``StoredMessage``."""
+    calls = _tool_calls_dec.decode(row[6]) if row[6] else []
+    message = ChatMessage(
+        role=row[4], content=row[5], tool_calls=calls, tool_call_id=row[7], name=row[8]
+    )
+    return StoredMessage(
+        id=row[0],
+        thread_id=row[1],
+        seq=int(row[2]),
+        created_at=float(row[3]),
+        message=message,
+        run_id=row[9],
+    )
+
+
+RUN_COLUMNS = (
+    "id, thread_id, assistant, status, manifest_version, created_at, completed_at, "
+    "usage, timings, error"
+)
+
+
+def run_row(run: RunRecord) -> tuple[Any, ...]:
+    """Values in ``RUN_COLUMNS`` order."""
+    return (
+        run.id,
+        run.thread_id,
+        run.assistant,
+        run.status,
+        run.manifest_version,
+        run.created_at,
+        run.completed_at,
+        dumps(run.usage),
+        dumps(run.timings),
+        dumps(run.error) if run.error is not None else None,
+    )
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    """A row in ``RUN_COLUMNS`` order -> ``RunRecord``."""
+    return RunRecord(
+        id=row[0],
+        thread_id=row[1],
+        assistant=row[2],
+        status=row[3],
+        manifest_version=row[4],
+        created_at=float(row[5]),
+        completed_at=float(row[6]) if row[6] is not None else None,
+        usage=_usage_dec.decode(row[7]) if row[7] else Usage(),
+        timings=_timings_dec.decode(row[8]) if row[8] else {},
+        error=_error_dec.decode(row[9]) if row[9] else None,
+    )
+
+
+def join_events(events: list[bytes]) -> bytes:
+    """One blob for a run's event log: encoded events, one per line (JSON has no raw newlines)."""
+    return b"\n".join(events)
+
+
+def split_events(blob: bytes) -> list[bytes]:
+    """Inverse of ``join_events``."""
+    return blob.split(b"\n") if blob else []

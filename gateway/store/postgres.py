@@ -1,0 +1,303 @@
+"""The shared thread store: PostgreSQL through psycopg 3 and an async connection pool.
+
+Selected by ``GATEWAY_DATABASE_URL=postgresql://...`` so several replicas
+share threads. Migrations run under an advisory lock, so replicas starting
+together migrate once. One active run per thread is a partial unique index:
+the database refuses a second one whichever replica asks. Commits are
+synchronous (PostgreSQL's default), so an acknowledged write survives a crash.
+Imports only ``gateway.store`` internals and ``gateway.errors``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.providers.base import ChatMessage
+from gateway.store import _codec as c
+from gateway.store import register_store
+from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
+
+__all__ = ["PostgresStore"]
+
+# Each entry migrates from version i to i + 1; never edit one that has shipped.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE threads (
+            id TEXT PRIMARY KEY,
+            assistant TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            last_seq BIGINT NOT NULL DEFAULT 0)""",
+        """CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT,
+            tool_calls TEXT,
+            tool_call_id TEXT,
+            name TEXT,
+            run_id TEXT,
+            UNIQUE (thread_id, seq))""",
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            assistant TEXT NOT NULL,
+            status TEXT NOT NULL,
+            manifest_version TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            completed_at DOUBLE PRECISION,
+            usage TEXT,
+            timings TEXT,
+            error TEXT)""",
+        "CREATE INDEX runs_by_thread ON runs (thread_id, created_at)",
+        """CREATE UNIQUE INDEX runs_one_active ON runs (thread_id)
+            WHERE status IN ('queued', 'in_progress')""",
+        """CREATE TABLE run_events (
+            run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+            events BYTEA NOT NULL)""",
+    ],
+]
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, thread_id, seq, created_at, role, content, tool_calls,"
+    " tool_call_id, name, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_SELECT_MESSAGES = (
+    "SELECT id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id, name,"
+    " run_id FROM messages WHERE thread_id = %s ORDER BY seq DESC"
+)
+_INSERT_RUN = (
+    "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at,"
+    " completed_at, usage, timings, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_SELECT_RUNS = (
+    "SELECT id, thread_id, assistant, status, manifest_version, created_at, completed_at,"
+    " usage, timings, error FROM runs"
+)
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class PostgresStore:
+    """``ThreadStore`` over PostgreSQL.
+
+    Args:
+        url: a libpq URL (``postgresql://user:pass@host:5432/db``).
+        schema: optional schema to use (created if missing), e.g. to isolate tests.
+        min_size / max_size: pool bounds.
+    """
+
+    shared = True
+
+    def __init__(
+        self, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10
+    ) -> None:
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise InvalidInput(f"invalid schema name {schema!r}")
+        self._url = url.replace("postgres://", "postgresql://", 1)
+        self._schema = schema
+        self._min_size, self._max_size = min_size, max_size
+        self._pool: AsyncConnectionPool | None = None
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """The open pool (RuntimeError when the store is closed)."""
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Open the pool and create or migrate the schema; idempotent."""
+        if self._pool is not None:
+            return
+        kwargs: dict[str, Any] = {}
+        if self._schema is not None:
+            async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            kwargs["options"] = f"-c search_path={self._schema}"
+        pool = AsyncConnectionPool(
+            self._url, kwargs=kwargs, min_size=self._min_size, max_size=self._max_size, open=False
+        )
+        await pool.open(wait=True, timeout=30)
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                await _migrate(conn, self._schema or "public")
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool; the store can be opened again."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def ping(self) -> bool:
+        """True when a trivial query answers."""
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                cur = await conn.execute("SELECT 1")
+                return await cur.fetchone() == (1,)
+        except (psycopg.Error, RuntimeError, TimeoutError):
+            return False
+
+    async def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchone()
+
+    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+    async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(sql, params)
+            return cur.rowcount
+
+    # -- threads ------------------------------------------------------------------
+
+    async def create_thread(
+        self, assistant: str, metadata: dict[str, Any] | None = None
+    ) -> ThreadRecord:
+        """Insert a new thread for ``assistant``."""
+        record = ThreadRecord(
+            id=c.new_id("thread"), assistant=assistant, created_at=c.now(), metadata=metadata or {}
+        )
+        await self._execute(
+            "INSERT INTO threads (id, assistant, created_at, metadata) VALUES (%s, %s, %s, %s)",
+            (record.id, record.assistant, record.created_at, c.dumps(record.metadata)),
+        )
+        return record
+
+    async def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The thread, or None."""
+        row = await self._fetchone(
+            "SELECT id, assistant, created_at, metadata FROM threads WHERE id = %s", (thread_id,)
+        )
+        return c.thread_from_row(row) if row else None
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        """Delete the thread with its messages, runs and event logs."""
+        return await self._execute("DELETE FROM threads WHERE id = %s", (thread_id,)) > 0
+
+    # -- messages -----------------------------------------------------------------
+
+    async def append_message(
+        self,
+        thread_id: str,
+        message: ChatMessage,
+        run_id: str | None = None,
+        *,
+        message_id: str | None = None,
+    ) -> StoredMessage:
+        """Append ``message`` durably; the row lock on the thread orders concurrent appends."""
+        mid = message_id or c.new_id("msg")
+        created = c.now()
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE threads SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq",
+                (thread_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound("thread", thread_id)
+            seq = int(row[0])
+            await conn.execute(
+                _INSERT_MESSAGE,
+                (mid, thread_id, seq, created, *c.message_row(message), run_id),
+            )
+        return StoredMessage(
+            id=mid, thread_id=thread_id, seq=seq, created_at=created, message=message, run_id=run_id
+        )
+
+    async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
+        """Messages in order; with ``limit``, the newest ``limit`` of them."""
+        sql = _SELECT_MESSAGES
+        params: tuple[Any, ...] = (thread_id,)
+        if limit is not None:
+            sql += " LIMIT %s"
+            params = (thread_id, limit)
+        rows = await self._fetchall(sql, params)
+        return [c.message_from_row(row) for row in reversed(rows)]
+
+    # -- runs ---------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> None:
+        """Insert ``run``; Conflict when the thread already has an active run."""
+        try:
+            await self._execute(_INSERT_RUN, c.run_row(run))
+        except pg_errors.ForeignKeyViolation:
+            raise NotFound("thread", run.thread_id) from None
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "runs_one_active":
+                raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
+            raise
+
+    async def update_run(self, run: RunRecord) -> None:
+        """Store the run's new status, usage, timings and error."""
+        row = c.run_row(run)
+        await self._execute(
+            "UPDATE runs SET status = %s, manifest_version = %s, completed_at = %s, usage = %s,"
+            " timings = %s, error = %s WHERE id = %s",
+            (run.status, run.manifest_version, run.completed_at, *row[7:], run.id),
+        )
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None."""
+        row = await self._fetchone(_SELECT_RUNS + " WHERE id = %s", (run_id,))
+        return c.run_from_row(row) if row else None
+
+    async def list_active_runs(self) -> list[RunRecord]:
+        """Runs still queued or in progress (on any replica)."""
+        rows = await self._fetchall(_SELECT_RUNS + " WHERE status IN ('queued', 'in_progress')")
+        return [c.run_from_row(row) for row in rows]
+
+    async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
+        """Persist a finished run's encoded event log (replaces an earlier one)."""
+        await self._execute(
+            "INSERT INTO run_events (run_id, events) VALUES (%s, %s)"
+            " ON CONFLICT (run_id) DO UPDATE SET events = EXCLUDED.events",
+            (run_id, c.join_events(events)),
+        )
+
+    async def load_run_events(self, run_id: str) -> list[bytes] | None:
+        """The saved event log, or None when the run has none (yet)."""
+        row = await self._fetchone("SELECT events FROM run_events WHERE run_id = %s", (run_id,))
+        return c.split_events(bytes(row[0])) if row else None
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
+    # Replicas starting together: the advisory lock makes one migrate, the others wait.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gateway.store:{schema}",))
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    cur = await conn.execute("SELECT version FROM schema_version")
+    row = await cur.fetchone()
+    current = int(row[0]) if row else 0
+    if row is None:
+        await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the database schema is version {current}, newer than this gateway "
+            f"({len(MIGRATIONS)}); upgrade the gateway"
+        )
+    for statements in MIGRATIONS[current:]:
+        for statement in statements:
+            await conn.execute(statement)
+    await conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
+
+
+@register_store("postgresql", "postgres")
+def _factory(url: str, root: Path) -> PostgresStore:
+    del root  # a server database has no relative path
+    return PostgresStore(url)

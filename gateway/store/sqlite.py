@@ -1,0 +1,307 @@
+"""The embedded thread store: one SQLite file (WAL, ``synchronous=FULL``).
+
+The default store (``sqlite:///var/gateway.db``). One connection is used from
+one dedicated thread, so statements are serialized without a lock and the event
+loop never blocks on disk. ``synchronous=FULL`` makes every committed
+transaction survive a power loss, so nothing acknowledged to a client is lost
+(WAL with ``NORMAL`` could drop the last transactions). One active run per
+thread is a partial unique index, so the rule holds even across processes
+sharing the file. Imports only ``gateway.store`` internals and ``gateway.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.providers.base import ChatMessage
+from gateway.store import _codec as c
+from gateway.store import register_store
+from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
+
+__all__ = ["SQLiteStore", "sqlite_path"]
+
+T = TypeVar("T")
+
+# Each entry migrates from version i to i + 1; never edit one that has shipped.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE threads (
+            id TEXT PRIMARY KEY,
+            assistant TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            last_seq INTEGER NOT NULL DEFAULT 0)""",
+        """CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT,
+            tool_calls TEXT,
+            tool_call_id TEXT,
+            name TEXT,
+            run_id TEXT,
+            UNIQUE (thread_id, seq))""",
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            assistant TEXT NOT NULL,
+            status TEXT NOT NULL,
+            manifest_version TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            completed_at REAL,
+            usage TEXT,
+            timings TEXT,
+            error TEXT)""",
+        "CREATE INDEX runs_by_thread ON runs (thread_id, created_at)",
+        """CREATE UNIQUE INDEX runs_one_active ON runs (thread_id)
+            WHERE status IN ('queued', 'in_progress')""",
+        """CREATE TABLE run_events (
+            run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+            events BLOB NOT NULL)""",
+    ],
+]
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, thread_id, seq, created_at, role, content, tool_calls,"
+    " tool_call_id, name, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_MESSAGES = (
+    "SELECT id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id, name,"
+    " run_id FROM messages WHERE thread_id = ? ORDER BY seq DESC"
+)
+_INSERT_RUN = (
+    "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at,"
+    " completed_at, usage, timings, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_RUNS = (
+    "SELECT id, thread_id, assistant, status, manifest_version, created_at, completed_at,"
+    " usage, timings, error FROM runs"
+)
+
+
+def sqlite_path(url: str, root: Path) -> Path:
+    """The file of a ``sqlite:///rel`` (relative to ``root``) or ``sqlite:////abs`` URL."""
+    prefix = url.partition("://")[2]
+    if not prefix.startswith("/") or prefix == "/":
+        raise InvalidInput(f"a SQLite URL looks like sqlite:///var/gateway.db, got {url!r}")
+    rest = prefix[1:]
+    path = Path(rest)
+    return path if path.is_absolute() else root / path
+
+
+class SQLiteStore:
+    """``ThreadStore`` over one SQLite file."""
+
+    shared = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- plumbing -----------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None or self._executor is None:
+            raise RuntimeError("the SQLite store is not open")
+        conn = self._conn
+        # A cancelled caller does not cancel the statement: a write that started completes.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    @staticmethod
+    def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        self._tx(conn, _migrate)
+        return conn
+
+    async def open(self) -> None:
+        """Create the file (and its directory) if needed and migrate the schema; idempotent."""
+        if self._conn is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, self._connect)
+
+    async def close(self) -> None:
+        """Close the connection; the store can be opened again."""
+        if self._conn is None or self._executor is None:
+            return
+        conn, executor = self._conn, self._executor
+        self._conn = None
+        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
+        self._executor = None
+
+    async def ping(self) -> bool:
+        """True when a trivial query answers."""
+        try:
+            return await self._run(lambda conn: conn.execute("SELECT 1").fetchone() == (1,))
+        except (sqlite3.Error, RuntimeError):
+            return False
+
+    # -- threads ------------------------------------------------------------------
+
+    async def create_thread(
+        self, assistant: str, metadata: dict[str, Any] | None = None
+    ) -> ThreadRecord:
+        """Insert a new thread for ``assistant``."""
+        record = ThreadRecord(
+            id=c.new_id("thread"), assistant=assistant, created_at=c.now(), metadata=metadata or {}
+        )
+        sql = "INSERT INTO threads (id, assistant, created_at, metadata) VALUES (?, ?, ?, ?)"
+        params = (record.id, record.assistant, record.created_at, c.dumps(record.metadata))
+        await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
+        return record
+
+    async def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        """The thread, or None."""
+        sql = "SELECT id, assistant, created_at, metadata FROM threads WHERE id = ?"
+        row = await self._run(lambda conn: conn.execute(sql, (thread_id,)).fetchone())
+        return c.thread_from_row(row) if row else None
+
+    async def delete_thread(self, thread_id: str) -> bool:
+        """Delete the thread with its messages, runs and event logs."""
+
+        def body(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
+            return cur.rowcount > 0
+
+        return await self._run(lambda conn: self._tx(conn, body))
+
+    # -- messages -----------------------------------------------------------------
+
+    async def append_message(
+        self,
+        thread_id: str,
+        message: ChatMessage,
+        run_id: str | None = None,
+        *,
+        message_id: str | None = None,
+    ) -> StoredMessage:
+        """Append ``message`` durably at the end of the thread."""
+        mid = message_id or c.new_id("msg")
+        created = c.now()
+
+        def body(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "UPDATE threads SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+                (thread_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("thread", thread_id)
+            seq = int(row[0])
+            conn.execute(
+                _INSERT_MESSAGE,
+                (mid, thread_id, seq, created, *c.message_row(message), run_id),
+            )
+            return seq
+
+        seq = await self._run(lambda conn: self._tx(conn, body))
+        return StoredMessage(
+            id=mid, thread_id=thread_id, seq=seq, created_at=created, message=message, run_id=run_id
+        )
+
+    async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
+        """Messages in order; with ``limit``, the newest ``limit`` of them."""
+        sql = _SELECT_MESSAGES
+        params: tuple[Any, ...] = (thread_id,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (thread_id, limit)
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return [c.message_from_row(row) for row in reversed(rows)]
+
+    # -- runs ---------------------------------------------------------------------
+
+    async def create_run(self, run: RunRecord) -> None:
+        """Insert ``run``; Conflict when the thread already has an active run."""
+        sql = _INSERT_RUN
+        params = c.run_row(run)
+        try:
+            await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
+        except sqlite3.IntegrityError as exc:
+            text = str(exc)
+            if "FOREIGN KEY" in text:
+                raise NotFound("thread", run.thread_id) from None
+            if "runs.thread_id" in text:
+                raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
+            raise
+
+    async def update_run(self, run: RunRecord) -> None:
+        """Store the run's new status, usage, timings and error."""
+        sql = (
+            "UPDATE runs SET status = ?, manifest_version = ?, completed_at = ?, usage = ?,"
+            " timings = ?, error = ? WHERE id = ?"
+        )
+        row = c.run_row(run)
+        params = (run.status, run.manifest_version, run.completed_at, *row[7:], run.id)
+        await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None."""
+        sql = _SELECT_RUNS + " WHERE id = ?"
+        row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
+        return c.run_from_row(row) if row else None
+
+    async def list_active_runs(self) -> list[RunRecord]:
+        """Runs still queued or in progress."""
+        sql = _SELECT_RUNS + " WHERE status IN ('queued', 'in_progress')"
+        rows = await self._run(lambda conn: conn.execute(sql).fetchall())
+        return [c.run_from_row(row) for row in rows]
+
+    async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
+        """Persist a finished run's encoded event log (replaces an earlier one)."""
+        sql = "INSERT OR REPLACE INTO run_events (run_id, events) VALUES (?, ?)"
+        params = (run_id, c.join_events(events))
+        await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
+
+    async def load_run_events(self, run_id: str) -> list[bytes] | None:
+        """The saved event log, or None when the run has none (yet)."""
+        sql = "SELECT events FROM run_events WHERE run_id = ?"
+        row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
+        return c.split_events(bytes(row[0])) if row else None
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    current = int(row[0]) if row else 0
+    if row is None:
+        conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the database schema is version {current}, newer than this gateway "
+            f"({len(MIGRATIONS)}); upgrade the gateway"
+        )
+    for statements in MIGRATIONS[current:]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+
+
+@register_store("sqlite")
+def _factory(url: str, root: Path) -> SQLiteStore:
+    return SQLiteStore(sqlite_path(url, root))

@@ -1,0 +1,435 @@
+"""Wire formats of the fake OpenAI server: bodies, chunks and events as OpenAI sends them.
+
+Private to ``gateway.testing``; the request log entry and pure functions from
+a scripted reply to JSON objects, importing nothing from the gateway. Chat Completions streams are
+``data: {chunk}`` frames ending with ``data: [DONE]``; Responses streams are
+``event: TYPE`` + ``data: {event}`` frames ending with ``response.completed``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "QUIRKS",
+    "FakeReply",
+    "FakeToolCall",
+    "RecordedRequest",
+    "ReplyUsage",
+    "chat_body",
+    "chat_chunks",
+    "error_body",
+    "responses_body",
+    "responses_events",
+    "sse_chat",
+    "sse_responses",
+]
+
+QUIRKS = frozenset(
+    {
+        "no_index",
+        "all_index_zero",
+        "id_every_chunk",
+        "stop_with_tool_calls",
+        "usage_with_finish",
+        "single_chunk_calls",
+    }
+)
+"""How compatible servers differ from OpenAI when streaming Chat Completions:
+
+- ``no_index``: tool-call deltas carry no ``index``;
+- ``all_index_zero``: every parallel call streams on index 0 (a new id starts a call);
+- ``id_every_chunk``: ``id``, ``type`` and ``name`` repeated in every fragment;
+- ``stop_with_tool_calls``: ``finish_reason: "stop"`` although tools were called;
+- ``usage_with_finish``: usage on the finish chunk instead of a final chunk
+  with empty ``choices`` (OpenAI's way, the default);
+- ``single_chunk_calls``: each call's arguments in one fragment (Ollama).
+"""
+
+_PIECE = re.compile(r"\s*\S+\s*")
+_ARG_FRAGMENT = 8
+
+
+class FakeToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A scripted tool call; ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class ReplyUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """Token counts reported by the fake (word counts unless scripted)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+class FakeReply(msgspec.Struct, frozen=True, kw_only=True):
+    """One scripted model answer: text, tool calls, or both."""
+
+    text: str = ""
+    tool_calls: list[FakeToolCall] = []
+    usage: ReplyUsage | None = None
+
+
+class RecordedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One request the fake received.
+
+    Attributes:
+        method: HTTP method.
+        path: URL path (``/v1/chat/completions``...).
+        headers: lowercase header names to values.
+        body: the parsed JSON body (``None`` for GET or a non-JSON body).
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+
+    @property
+    def api(self) -> str:
+        """``chat``, ``responses`` or ``other``."""
+        if self.path.endswith("/chat/completions"):
+            return "chat"
+        if self.path.endswith("/responses"):
+            return "responses"
+        return "other"
+
+    @property
+    def stream(self) -> bool:
+        """Whether the client asked for a stream."""
+        return isinstance(self.body, dict) and bool(self.body.get("stream"))
+
+    def last_user_text(self) -> str:
+        """The text of the newest user message (either API), or ``""``."""
+        if not isinstance(self.body, dict):
+            return ""
+        items = self.body.get("messages") or self.body.get("input") or []
+        if isinstance(items, str):
+            return items
+        for item in reversed(items):
+            if isinstance(item, dict) and item.get("role") == "user":
+                return _text_of(item.get("content"))
+        return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The JSON OpenAI sends with an error status."""
+    kinds = {
+        400: "invalid_request_error",
+        401: "invalid_request_error",
+        404: "invalid_request_error",
+        429: "rate_limit_error",
+    }
+    return {
+        "error": {
+            "message": message,
+            "type": kinds.get(status, "server_error"),
+            "param": None,
+            "code": None,
+        }
+    }
+
+
+def _pieces(text: str) -> list[str]:
+    return _PIECE.findall(text) or ([text] if text else [])
+
+
+def _usage_chat(usage: ReplyUsage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _usage_responses(usage: ReplyUsage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def chat_body(reply: FakeReply, usage: ReplyUsage, *, model: str, ident: str) -> dict[str, Any]:
+    """A non-streamed ``chat.completion`` object."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for c in reply.tool_calls
+        ]
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": _usage_chat(usage),
+        "system_fingerprint": None,
+    }
+
+
+def _tool_deltas(reply: FakeReply, quirks: frozenset[str]) -> list[dict[str, Any]]:
+    """One dict per tool-call delta, each going into its own chunk."""
+    deltas: list[dict[str, Any]] = []
+    for position, call in enumerate(reply.tool_calls):
+        index = 0 if "all_index_zero" in quirks else position
+        if "single_chunk_calls" in quirks:
+            fragments = [call.arguments]
+        else:
+            fragments = [""] + [
+                call.arguments[i : i + _ARG_FRAGMENT]
+                for i in range(0, len(call.arguments), _ARG_FRAGMENT)
+            ]
+        for number, fragment in enumerate(fragments):
+            delta: dict[str, Any] = {"index": index, "function": {"arguments": fragment}}
+            if number == 0 or "id_every_chunk" in quirks:
+                delta["id"] = call.id
+                delta["type"] = "function"
+                delta["function"]["name"] = call.name
+            if "no_index" in quirks:
+                del delta["index"]
+            deltas.append(delta)
+    return deltas
+
+
+def chat_chunks(
+    reply: FakeReply,
+    usage: ReplyUsage,
+    *,
+    model: str,
+    ident: str,
+    include_usage: bool,
+    quirks: frozenset[str],
+) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects of a streamed answer, in order."""
+    created = int(time.time())
+    usage_field: dict[str, Any] = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            **usage_field,
+        }
+
+    first: dict[str, Any] = {"role": "assistant", "content": "" if reply.text else None}
+    chunks = [chunk(first)]
+    chunks += [chunk({"content": piece}) for piece in _pieces(reply.text)]
+    chunks += [chunk({"tool_calls": [delta]}) for delta in _tool_deltas(reply, quirks)]
+    finish = "tool_calls" if reply.tool_calls else "stop"
+    if "stop_with_tool_calls" in quirks:
+        finish = "stop"
+    last = chunk({}, finish)
+    if "usage_with_finish" in quirks:
+        last["usage"] = _usage_chat(usage)
+        chunks.append(last)
+    else:
+        chunks.append(last)
+        if include_usage:
+            tail = chunk({})
+            tail["choices"] = []
+            tail["usage"] = _usage_chat(usage)
+            chunks.append(tail)
+    return chunks
+
+
+def sse_chat(chunks: Iterable[dict[str, Any]]) -> list[bytes]:
+    """Chat chunks as SSE frames, ``data: [DONE]`` last."""
+    frames = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks]
+    frames.append(b"data: [DONE]\n\n")
+    return frames
+
+
+def _output_items(reply: FakeReply, ident: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if reply.text:
+        items.append(
+            {
+                "id": f"msg_{ident}",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+            }
+        )
+    for number, call in enumerate(reply.tool_calls):
+        items.append(
+            {
+                "id": f"fc_{ident}_{number}",
+                "type": "function_call",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
+                "status": "completed",
+            }
+        )
+    return items
+
+
+def responses_body(
+    reply: FakeReply,
+    usage: ReplyUsage | None,
+    *,
+    model: str,
+    ident: str,
+    request: dict[str, Any],
+    status: str = "completed",
+) -> dict[str, Any]:
+    """A ``response`` object (final when ``usage`` is given, else in progress)."""
+    return {
+        "id": f"resp_{ident}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "model": model,
+        "instructions": request.get("instructions"),
+        "output": _output_items(reply, ident) if status == "completed" else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": request.get("tools") or [],
+        "temperature": request.get("temperature"),
+        "store": request.get("store", True),
+        "error": None,
+        "incomplete_details": None,
+        "usage": _usage_responses(usage) if usage is not None else None,
+    }
+
+
+def responses_events(
+    reply: FakeReply,
+    usage: ReplyUsage,
+    *,
+    model: str,
+    ident: str,
+    request: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The events of a streamed Responses answer, in order, with sequence numbers."""
+    events: list[dict[str, Any]] = []
+
+    def emit(kind: str, **fields: Any) -> None:
+        events.append({"type": kind, "sequence_number": len(events), **fields})
+
+    pending = responses_body(reply, None, model=model, ident=ident, request=request)
+    pending["status"] = "in_progress"
+    pending["output"] = []
+    emit("response.created", response=pending)
+    emit("response.in_progress", response=pending)
+    final_items = _output_items(reply, ident)
+    position = 0
+    if reply.text:
+        item = final_items[0]
+        emit(
+            "response.output_item.added",
+            output_index=0,
+            item={**item, "status": "in_progress", "content": []},
+        )
+        part = {"type": "output_text", "text": "", "annotations": []}
+        emit(
+            "response.content_part.added",
+            item_id=item["id"],
+            output_index=0,
+            content_index=0,
+            part=part,
+        )
+        for piece in _pieces(reply.text):
+            emit(
+                "response.output_text.delta",
+                item_id=item["id"],
+                output_index=0,
+                content_index=0,
+                delta=piece,
+                logprobs=[],
+            )
+        emit(
+            "response.output_text.done",
+            item_id=item["id"],
+            output_index=0,
+            content_index=0,
+            text=reply.text,
+            logprobs=[],
+        )
+        emit(
+            "response.content_part.done",
+            item_id=item["id"],
+            output_index=0,
+            content_index=0,
+            part={**part, "text": reply.text},
+        )
+        emit("response.output_item.done", output_index=0, item=item)
+        position = 1
+    for offset, item in enumerate(final_items[position:]):
+        index = position + offset
+        emit(
+            "response.output_item.added",
+            output_index=index,
+            item={**item, "arguments": "", "status": "in_progress"},
+        )
+        arguments = item["arguments"]
+        for i in range(0, len(arguments), _ARG_FRAGMENT):
+            emit(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=index,
+                delta=arguments[i : i + _ARG_FRAGMENT],
+            )
+        emit(
+            "response.function_call_arguments.done",
+            item_id=item["id"],
+            output_index=index,
+            name=item["name"],
+            arguments=arguments,
+        )
+        emit("response.output_item.done", output_index=index, item=item)
+    emit(
+        "response.completed",
+        response=responses_body(reply, usage, model=model, ident=ident, request=request),
+    )
+    return events
+
+
+def sse_responses(events: Iterable[dict[str, Any]]) -> list[bytes]:
+    """Responses events as SSE frames (``event:`` + ``data:``)."""
+    return [
+        b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n"
+        for e in events
+    ]

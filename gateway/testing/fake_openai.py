@@ -1,0 +1,472 @@
+"""A fake OpenAI-compatible server for tests: real HTTP on loopback, scripted answers.
+
+Shipped for users' own tests as well as ours. It imports only
+``gateway.testing._wire`` and uvicorn, never the rest of the gateway, so a
+test can point any OpenAI client (the SDK, the gateway's providers, a chat UI)
+at it::
+
+    from gateway.testing.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        fake.add_tool_calls([("get_weather", {"city": "Paris"})])
+        fake.add_text("It is sunny in Paris.")
+        client = openai.OpenAI(base_url=fake.base_url, api_key="test")
+        ...
+        assert fake.requests[0].body["tools"][0]["function"]["name"] == "get_weather"
+
+It serves ``POST /v1/chat/completions`` and ``POST /v1/responses`` (streaming
+and not, byte-compatible with OpenAI's SSE) and ``GET /v1/models``, on
+``127.0.0.1`` and a free port, from a background thread. Each model request
+takes the next scripted reply (``add_text``, ``add_tool_calls``, ``add_reply``
+with a value or a callable); with none left it echoes the last user message.
+Faults: ``fail_next`` (status codes, consumed before replies), ``delay`` (before
+the response and between chunks), ``cut_stream_after`` (abort the connection
+mid-stream), and ``quirks`` that emulate how compatible servers stream tool
+calls (see ``QUIRKS``). Every request is logged in ``requests``. By default
+nothing is delayed, so it doubles as an instant model for benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import uvicorn
+
+from gateway.testing._wire import (
+    QUIRKS,
+    FakeReply,
+    FakeToolCall,
+    RecordedRequest,
+    ReplyUsage,
+    chat_body,
+    chat_chunks,
+    error_body,
+    responses_body,
+    responses_events,
+    sse_chat,
+    sse_responses,
+)
+
+__all__ = [
+    "QUIRKS",
+    "FakeOpenAI",
+    "FakeReply",
+    "FakeToolCall",
+    "RecordedRequest",
+    "ReplyUsage",
+]
+
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ReplyFactory = Callable[["RecordedRequest"], "FakeReply | str"]
+ToolCallSpec = tuple[str, Mapping[str, Any] | str] | tuple[str, Mapping[str, Any] | str, str]
+
+
+class _Failure(msgspec.Struct, kw_only=True):
+    status: int
+    message: str
+    retry_after: float | None
+    times: int
+
+
+class _StreamCut(Exception):
+    """Raised inside the ASGI app to make uvicorn abort the connection mid-response."""
+
+
+class _DropStreamCut(logging.Filter):
+    """Keeps uvicorn's log quiet about the connections we abort on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, _StreamCut)
+
+
+_LOG_FILTER = _DropStreamCut()
+
+
+class FakeOpenAI:
+    """The fake server. Use as a context manager (or ``start()`` / ``stop()``)."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "fake-model",
+        models: Iterable[str] = (),
+        quirks: Iterable[str] = (),
+        api_key: str | None = None,
+    ) -> None:
+        """Configure the fake; nothing listens until ``start()`` / ``__enter__``.
+
+        Args:
+            model: the model name reported in answers when a request names none.
+            models: ids listed by ``GET /v1/models`` (default: ``model``).
+            quirks: Chat Completions streaming quirks to emulate (``QUIRKS``).
+            api_key: when set, requests without ``Authorization: Bearer <key>``
+                get 401.
+        """
+        self.model = model
+        self.models = list(models) or [model]
+        self.api_key = api_key
+        self.quirks: frozenset[str] = frozenset()
+        self.set_quirks(*quirks)
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._replies: deque[FakeReply | ReplyFactory] = deque()
+        self._failures: deque[_Failure] = deque()
+        self._cuts: deque[int] = deque()
+        self._delay = 0.0
+        self._chunk_delay = 0.0
+        self._ids = itertools.count(1)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no path)."""
+        if not self._port:
+            raise RuntimeError("FakeOpenAI is not started")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def base_url(self) -> str:
+        """The URL to give an OpenAI client: ``http://127.0.0.1:PORT/v1``."""
+        return self.url + "/v1"
+
+    def start(self) -> FakeOpenAI:
+        """Listen on a free loopback port in a background thread; returns self."""
+        if self._server is not None:
+            return self
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets
+        # only when their proto says TCP; without it a kept-alive connection
+        # stalls ~40 ms per response (Nagle meets delayed ACK).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            interface="asgi3",
+            http="h11",
+            ws="none",
+            timeout_graceful_shutdown=1,
+        )
+        logging.getLogger("uvicorn.error").addFilter(_LOG_FILTER)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("FakeOpenAI failed to start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and wait for its thread."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout=3)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout=3)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- scripting ---------------------------------------------------------
+
+    def add_text(self, text: str, *, usage: tuple[int, int] | None = None) -> None:
+        """Queue a plain text answer; ``usage`` is (prompt, completion) tokens."""
+        self.add_reply(FakeReply(text=text, usage=_usage(usage)))
+
+    def add_tool_calls(
+        self,
+        calls: Iterable[ToolCallSpec],
+        *,
+        text: str = "",
+        usage: tuple[int, int] | None = None,
+    ) -> list[str]:
+        """Queue an answer calling tools (several = parallel calls); returns their ids.
+
+        Args:
+            calls: ``(name, arguments)`` or ``(name, arguments, call_id)``;
+                arguments are a mapping (sent as JSON) or JSON text as is.
+            text: optional text sent before the calls.
+            usage: (prompt, completion) tokens to report.
+        """
+        built = []
+        for spec in calls:
+            name, arguments = spec[0], spec[1]
+            call_id = spec[2] if len(spec) == 3 else f"call_fake{next(self._ids):06d}"
+            text_args = arguments if isinstance(arguments, str) else json.dumps(dict(arguments))
+            built.append(FakeToolCall(id=call_id, name=name, arguments=text_args))
+        self.add_reply(FakeReply(text=text, tool_calls=built, usage=_usage(usage)))
+        return [c.id for c in built]
+
+    def add_reply(self, reply: FakeReply | ReplyFactory) -> None:
+        """Queue a reply, or a callable that gets the ``RecordedRequest`` and returns one.
+
+        A callable may return a ``FakeReply`` or a string (a text answer).
+        """
+        with self._lock:
+            self._replies.append(reply)
+
+    def fail_next(
+        self,
+        status: int = 500,
+        times: int = 1,
+        *,
+        message: str = "fake failure",
+        retry_after: float | None = 0.001,
+    ) -> None:
+        """Answer the next ``times`` model requests with ``status`` (replies are kept).
+
+        Args:
+            status: the HTTP status (429, 500, 503...).
+            times: how many requests fail.
+            message: the error message in the OpenAI-shaped error body.
+            retry_after: seconds sent as ``retry-after-ms`` so clients retry
+                fast; ``None`` sends no header (the client's own backoff applies).
+        """
+        with self._lock:
+            self._failures.append(
+                _Failure(status=status, message=message, retry_after=retry_after, times=times)
+            )
+
+    def delay(self, seconds: float, *, between_chunks: float = 0.0) -> None:
+        """Wait ``seconds`` before every model response and ``between_chunks`` between frames."""
+        with self._lock:
+            self._delay = seconds
+            self._chunk_delay = between_chunks
+
+    def cut_stream_after(self, n_chunks: int, times: int = 1) -> None:
+        """Abort the next ``times`` streamed responses after ``n_chunks`` SSE frames."""
+        with self._lock:
+            self._cuts.extend([n_chunks] * times)
+
+    def set_quirks(self, *quirks: str) -> None:
+        """Emulate compatible servers' Chat Completions streaming (see ``QUIRKS``).
+
+        Raises:
+            ValueError: for an unknown quirk name.
+        """
+        unknown = set(quirks) - QUIRKS
+        if unknown:
+            raise ValueError(f"unknown quirks {sorted(unknown)}; known: {sorted(QUIRKS)}")
+        self.quirks = frozenset(quirks)
+
+    def reset(self) -> None:
+        """Forget scripted replies, faults, delays, quirks and the request log."""
+        with self._lock:
+            self.quirks = frozenset()
+            self._replies.clear()
+            self._failures.clear()
+            self._cuts.clear()
+            self._delay = self._chunk_delay = 0.0
+            self.requests.clear()
+
+    @property
+    def pending_replies(self) -> int:
+        """How many scripted replies are still queued."""
+        with self._lock:
+            return len(self._replies)
+
+    def model_requests(self) -> list[RecordedRequest]:
+        """The logged requests to ``/chat/completions`` and ``/responses``."""
+        with self._lock:
+            return [r for r in self.requests if r.api != "other"]
+
+    # -- the ASGI app ------------------------------------------------------
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        request = RecordedRequest(
+            method=scope["method"], path=scope["path"], headers=headers, body=body
+        )
+        with self._lock:
+            self.requests.append(request)
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            await _send_json(send, 401, error_body(401, "Incorrect API key provided."))
+            return
+        if scope["method"] == "GET" and scope["path"].rstrip("/").endswith("/models"):
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models
+            ]
+            await _send_json(send, 200, {"object": "list", "data": data})
+            return
+        if scope["method"] != "POST" or request.api == "other":
+            await _send_json(send, 404, error_body(404, f"no route {scope['path']}"))
+            return
+        if not isinstance(body, dict):
+            await _send_json(send, 400, error_body(400, "the body must be a JSON object"))
+            return
+        await self._answer(request, body, receive, send)
+
+    def _take(self) -> tuple[float, float, _Failure | None, FakeReply | ReplyFactory | None]:
+        with self._lock:
+            failure = None
+            if self._failures:
+                failure = self._failures[0]
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.popleft()
+            reply = self._replies.popleft() if self._replies and failure is None else None
+            return self._delay, self._chunk_delay, failure, reply
+
+    async def _answer(
+        self, request: RecordedRequest, body: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        delay, chunk_delay, failure, scripted = self._take()
+        if delay:
+            await asyncio.sleep(delay)
+        if failure is not None:
+            extra = {}
+            if failure.retry_after is not None:
+                extra["retry-after-ms"] = str(max(1, round(failure.retry_after * 1000)))
+            await _send_json(
+                send, failure.status, error_body(failure.status, failure.message), extra
+            )
+            return
+        reply = self._resolve(scripted, request)
+        usage = reply.usage or ReplyUsage(
+            prompt_tokens=_count_words(json.dumps(body.get("messages") or body.get("input"))),
+            completion_tokens=_count_words(reply.text)
+            + sum(1 + _count_words(c.arguments) for c in reply.tool_calls),
+        )
+        model = str(body.get("model") or self.model)
+        ident = f"fake{next(self._ids):06d}"
+        if request.api == "chat" and not request.stream:
+            await _send_json(
+                send, 200, chat_body(reply, usage, model=model, ident=f"chatcmpl-{ident}")
+            )
+            return
+        if request.api == "responses" and not request.stream:
+            payload = responses_body(reply, usage, model=model, ident=ident, request=body)
+            await _send_json(send, 200, payload)
+            return
+        if request.api == "chat":
+            options = body.get("stream_options") or {}
+            frames = sse_chat(
+                chat_chunks(
+                    reply,
+                    usage,
+                    model=model,
+                    ident=f"chatcmpl-{ident}",
+                    include_usage=bool(options.get("include_usage")),
+                    quirks=self.quirks,
+                )
+            )
+        else:
+            frames = sse_responses(
+                responses_events(reply, usage, model=model, ident=ident, request=body)
+            )
+        await self._stream(frames, chunk_delay, receive, send)
+
+    def _resolve(
+        self, scripted: FakeReply | ReplyFactory | None, request: RecordedRequest
+    ) -> FakeReply:
+        if scripted is None:
+            return FakeReply(text=request.last_user_text())
+        if isinstance(scripted, FakeReply):
+            return scripted
+        produced = scripted(request)
+        return FakeReply(text=produced) if isinstance(produced, str) else produced
+
+    async def _stream(
+        self, frames: list[bytes], chunk_delay: float, receive: Receive, send: Send
+    ) -> None:
+        with self._lock:
+            cut = self._cuts.popleft() if self._cuts else None
+        headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+        ]
+        if cut is None and not chunk_delay:
+            # An instant model: the whole stream in one write. A known length
+            # avoids chunked encoding, whose terminator would be a second small
+            # write (and a delayed-ACK stall of ~40 ms on some TCP stacks).
+            body = b"".join(frames)
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # The only ASGI message left to receive is the client's disconnect: stop
+        # writing a slow stream as soon as the client went away.
+        disconnected = asyncio.ensure_future(receive())
+        try:
+            for number, frame in enumerate(frames):
+                if cut is not None and number >= cut:
+                    raise _StreamCut("stream cut on purpose by FakeOpenAI.cut_stream_after")
+                if chunk_delay and number:
+                    await asyncio.wait({disconnected}, timeout=chunk_delay)
+                if disconnected.done():
+                    return
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            disconnected.cancel()
+
+
+def _usage(pair: tuple[int, int] | None) -> ReplyUsage | None:
+    if pair is None:
+        return None
+    return ReplyUsage(prompt_tokens=pair[0], completion_tokens=pair[1])
+
+
+def _count_words(text: str) -> int:
+    return len(text.split())
+
+
+async def _send_json(
+    send: Send, status: int, payload: Any, extra_headers: Mapping[str, str] | None = None
+) -> None:
+    data = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra_headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})

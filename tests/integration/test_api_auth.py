@@ -1,0 +1,186 @@
+"""Auth on a real server: 401/403, admin separation, assistant-limited keys, WebSocket keys, 429."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import websockets
+from httpx_sse import connect_sse
+
+from conftest import GatewayServer, ServerFactory
+from gateway.app import create_app
+from gateway.settings import Settings, SettingsError
+
+CLIENT, WEB, ADMIN = "client-key-123", "web-key-456", "admin-key-789"
+KEYS = {"GATEWAY_API_KEYS": f"{CLIENT},web@helper={WEB}", "GATEWAY_ADMIN_KEYS": f"ops={ADMIN}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header for ``key``."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def server(gateway_server: ServerFactory, api_manifests: Path) -> GatewayServer:
+    """A server with a client key, a key limited to `helper`, and an admin key."""
+    return gateway_server(api_manifests, env=KEYS)
+
+
+@pytest.fixture
+def c(server: GatewayServer) -> Iterator[httpx.Client]:
+    """An httpx client on that server."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def test_open_routes_need_no_key(c: httpx.Client) -> None:
+    """/, /health, /ready, /schema and /ui answer without a key."""
+    for path in ("/", "/health", "/ready", "/schema/openapi.json", "/ui"):
+        assert c.get(path).status_code == 200, path
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/assistants"),
+        ("GET", "/actions"),
+        ("GET", "/start"),
+        ("POST", "/chat"),
+        ("GET", "/v1/models"),
+        ("GET", "/threads/x/messages"),
+        ("GET", "/manifests/status"),
+        ("GET", "/metrics"),
+        ("GET", "/unknown/route"),
+    ],
+)
+def test_missing_or_wrong_key_is_401(c: httpx.Client, method: str, path: str) -> None:
+    """Without a key, or with a wrong one, every other route is 401 with WWW-Authenticate."""
+    for headers in ({}, bearer("wrong"), {"Authorization": f"Basic {CLIENT}"}):
+        response = c.request(method, path, headers=headers, json={"message": "hi"})
+        assert response.status_code == 401, (path, headers)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["type"] == "unauthorized"
+        assert CLIENT not in response.text
+
+
+def test_client_key_is_not_an_admin_key(c: httpx.Client) -> None:
+    """A client key chats but gets 403 on admin routes; the admin key gets through."""
+    assert c.get("/assistants", headers=bearer(CLIENT)).status_code == 200
+    chat = c.post("/chat", json={"assistant": "other", "message": "hi"}, headers=bearer(CLIENT))
+    assert chat.status_code == 200
+    for method, path in (
+        ("GET", "/manifests/status"),
+        ("POST", "/manifests/reload"),
+        ("POST", "/actions/get_weather/invoke"),
+        ("GET", "/metrics"),
+    ):
+        denied = c.request(method, path, headers=bearer(CLIENT), json={"arguments": {"city": "X"}})
+        assert denied.status_code == 403, path
+        assert denied.json()["error"]["type"] == "forbidden"
+        allowed = c.request(method, path, headers=bearer(ADMIN), json={"arguments": {"city": "X"}})
+        assert allowed.status_code == 200, path
+    # An admin key is also a client key.
+    assert c.get("/assistants", headers=bearer(ADMIN)).status_code == 200
+
+
+def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> None:
+    """`web@helper=KEY` sees and uses only `helper`; other assistants and their threads are 403."""
+    web = bearer(WEB)
+    assert [a["name"] for a in c.get("/assistants", headers=web).json()] == ["helper"]
+    assert c.get("/assistants/other", headers=web).status_code == 403
+    assert c.get("/start", params={"assistant": "other"}, headers=web).status_code == 403
+    started = c.get("/start", headers=web).json()  # its only assistant is its default
+    assert started["assistant"] == "helper"
+    denied = c.post("/chat", json={"assistant": "other", "message": "hi"}, headers=web)
+    assert denied.status_code == 403
+    assert denied.json()["error"]["type"] == "forbidden"
+    other_thread = c.post(
+        "/chat", json={"assistant": "other", "message": "hi"}, headers=bearer(CLIENT)
+    ).json()["thread_id"]
+    assert c.get(f"/threads/{other_thread}/messages", headers=web).status_code == 403
+    assert c.post("/chat", json={"thread_id": other_thread, "message": "x"}, headers=web).status_code == 403
+    assert c.delete(f"/threads/{other_thread}", headers=web).status_code == 403
+    ok = c.post("/chat", json={"message": "weather in Rome"}, headers=web)
+    assert ok.status_code == 200
+    assert [a["name"] for a in c.get("/actions", headers=web).json()] == [
+        "explode",
+        "get_weather",
+        "slow_wait",
+    ]
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=WEB)
+    assert [m.id for m in sdk.models.list()] == ["helper"]
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+    reply = sdk.chat.completions.create(model="helper", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
+
+
+def test_sse_resume_accepts_the_key_in_the_query(c: httpx.Client) -> None:
+    """EventSource cannot set headers, so GET streams accept ?api_key=."""
+    body = c.post("/chat", json={"assistant": "other", "message": "hi"}, headers=bearer(CLIENT)).json()
+    url = f"/threads/{body['thread_id']}/runs/{body['run_id']}/events"
+    assert c.get(url).status_code == 401
+    with connect_sse(c, "GET", url, params={"api_key": CLIENT}) as source:
+        assert [e.event for e in source.iter_sse()][-1] == "done"
+
+
+async def test_websocket_auth_in_query_or_subprotocol(server: GatewayServer) -> None:
+    """Browsers authenticate a WebSocket with ?api_key= or the ["bearer", KEY] subprotocols."""
+    async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
+        refused = json.loads(await ws.recv())
+        assert refused["event"] == "error"
+        assert refused["data"]["type"] == "unauthorized"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4401
+    async with websockets.connect(f"{server.ws_url}/ws/chat?api_key={CLIENT}") as ws:
+        await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+    async with websockets.connect(
+        f"{server.ws_url}/ws/chat", subprotocols=["bearer", WEB]  # type: ignore[list-item]
+    ) as ws:
+        assert ws.subprotocol == "bearer"
+        await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        denied = json.loads(await ws.recv())
+        assert denied["event"] == "error"
+        assert denied["data"]["type"] == "forbidden"
+        await ws.send(json.dumps({"message": "hi"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+
+
+def test_rate_limit_per_key(gateway_server: ServerFactory, api_manifests: Path) -> None:
+    """GATEWAY_RATE_LIMIT / _BURST: a key over its bucket gets 429 with Retry-After; others do not."""
+    server = gateway_server(
+        api_manifests, env={**KEYS, "GATEWAY_RATE_LIMIT": "6", "GATEWAY_RATE_LIMIT_BURST": "3"}
+    )
+    with httpx.Client(base_url=server.url) as c:
+        codes = [c.get("/assistants", headers=bearer(CLIENT)).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = c.get("/assistants", headers=bearer(CLIENT))
+        assert limited.json()["error"]["type"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 10
+        assert c.get("/assistants", headers=bearer(WEB)).status_code == 200
+        assert c.get("/health").status_code == 200
+
+
+def test_production_refuses_to_start_without_keys(api_manifests: Path) -> None:
+    """ENVIRONMENT=production with no key fails at app creation unless GATEWAY_AUTH=none."""
+    env = {"ENVIRONMENT": "production", "GATEWAY_MANIFESTS": str(api_manifests)}
+    with pytest.raises(SettingsError, match="GATEWAY_API_KEYS"):
+        create_app(Settings.from_env(env, dotenv=None))
+    create_app(Settings.from_env({**env, "GATEWAY_AUTH": "none"}, dotenv=None))
+    create_app(Settings.from_env({**env, "GATEWAY_API_KEYS": "k"}, dotenv=None))
+
+
+def test_auth_none_in_production_is_open(gateway_server: ServerFactory, api_manifests: Path) -> None:
+    """GATEWAY_AUTH=none serves without keys, admin routes included."""
+    server = gateway_server(api_manifests, env={"ENVIRONMENT": "production", "GATEWAY_AUTH": "none"})
+    with httpx.Client(base_url=server.url) as c:
+        assert c.get("/assistants").status_code == 200
+        assert c.get("/manifests/status").status_code == 200

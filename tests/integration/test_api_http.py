@@ -1,0 +1,288 @@
+"""The HTTP API on a real server: every JSON route, status codes, error bodies, correlation ids."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import GatewayServer, ServerFactory
+
+HEX = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.fixture
+def client(api_server: GatewayServer) -> httpx.Client:
+    """A plain httpx client on the module's server."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        yield c
+
+
+def assert_error(response: httpx.Response, status: int, type_: str) -> dict[str, str]:
+    """The response is ``status`` with the documented error body."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["type"] == type_
+    assert error["correlation_id"] == response.headers["x-correlation-id"]
+    assert "Traceback" not in error["message"]
+    return error
+
+
+def test_root_health_ready(client: httpx.Client) -> None:
+    """/ names the service and counts assistants; /health and /ready answer 200 when loaded."""
+    root = client.get("/").json()
+    assert root["service"] == "gateway"
+    assert root["assistants"] == 2
+    assert root["manifest_version"]
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["manifest_version"] == root["manifest_version"]
+
+
+def test_every_response_has_a_correlation_id_and_reuses_a_sane_one(client: httpx.Client) -> None:
+    """X-Correlation-ID is on every response; a sane incoming id (or X-Request-ID) is reused."""
+    assert HEX.match(client.get("/health").headers["x-correlation-id"])
+    assert HEX.match(client.get("/no/such/route").headers["x-correlation-id"])
+    assert client.get("/health", headers={"X-Correlation-ID": "abc-123"}).headers[
+        "x-correlation-id"
+    ] == ("abc-123")
+    assert client.get("/health", headers={"X-Request-ID": "req.42"}).headers[
+        "x-correlation-id"
+    ] == ("req.42")
+    for bad in ("x" * 300, "has space", "semi;colon"):
+        got = client.get("/health", headers={"X-Correlation-ID": bad}).headers["x-correlation-id"]
+        assert HEX.match(got), bad
+
+
+def test_start_creates_a_thread_with_the_greeting(client: httpx.Client) -> None:
+    """GET /start?assistant= returns a thread id and the assistant's initial message."""
+    body = client.get("/start", params={"assistant": "helper"}).json()
+    assert body["assistant"] == "helper"
+    assert body["initial_message"] == "Hello! Ask me about the weather."
+    assert body["thread_id"]
+    messages = client.get(f"/threads/{body['thread_id']}/messages")
+    assert messages.status_code == 200
+    assert messages.json() == []
+
+
+def test_start_needs_an_assistant_when_several_exist(client: httpx.Client) -> None:
+    """Without a default and with two assistants, /start is a 400 naming the problem."""
+    error = assert_error(client.get("/start"), 400, "invalid_request")
+    assert "assistant" in error["message"]
+    assert_error(client.get("/start", params={"assistant": "nope"}), 404, "not_found")
+
+
+def test_chat_json_runs_a_tool_and_stores_the_history(client: httpx.Client) -> None:
+    """POST /chat answers with responses, tool calls, usage and metadata; the thread keeps them."""
+    response = client.post(
+        "/chat", json={"assistant": "helper", "message": "what is the weather in Paris?"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["responses"] == [
+        "Here is what get_weather returned: city: Paris, temperature: 21, unit: c."
+    ]
+    [call] = body["tool_calls"]
+    assert call["name"] == "get_weather"
+    assert call["status"] == "succeeded"
+    assert body["usage"]["total_tokens"] > 0
+    assert body["metadata"]["correlation_id"] == response.headers["x-correlation-id"]
+    assert body["metadata"]["timings"]["total_ms"] >= body["metadata"]["timings"]["tools_ms"]
+    history = client.get(f"/threads/{body['thread_id']}/messages").json()
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
+    assert history[0]["content"] == "what is the weather in Paris?"
+    assert history[1]["tool_calls"][0]["name"] == "get_weather"
+    # The same thread continues.
+    again = client.post("/chat", json={"thread_id": body["thread_id"], "message": "and in Rome?"})
+    assert again.status_code == 200
+    assert again.json()["thread_id"] == body["thread_id"]
+    assert len(client.get(f"/threads/{body['thread_id']}/messages").json()) > len(history)
+
+
+def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
+    """A tool that raises ends as a failed tool call the model answers about, with HTTP 200."""
+    body = client.post(
+        "/chat", json={"assistant": "helper", "message": "explode with reason 'kaboom'"}
+    ).json()
+    [call] = body["tool_calls"]
+    assert call["name"] == "explode"
+    assert call["status"] == "failed"
+    assert "kaboom" in call["output"]
+    assert "explode failed" in body["responses"][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({}, "message"),
+        ({"message": ""}, "message"),
+        ({"message": 5}, "message"),
+        ({"message": "hi", "assistant": "bad name!"}, "assistant"),
+    ],
+)
+def test_chat_invalid_body_is_400(client: httpx.Client, body: dict[str, object], fragment: str) -> None:
+    """A body that does not match ChatRequest is a 400 naming the field."""
+    error = assert_error(client.post("/chat", json=body), 400, "invalid_request")
+    assert fragment in error["message"]
+
+
+def test_chat_malformed_json_is_400(client: httpx.Client) -> None:
+    """Bytes that are not JSON are a 400, not a 500."""
+    response = client.post(
+        "/chat", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+def test_unknown_things_are_404(client: httpx.Client) -> None:
+    """Unknown thread, assistant, run, action and route are 404 with the error body."""
+    assert_error(client.post("/chat", json={"thread_id": "nope", "message": "hi"}), 404, "not_found")
+    assert_error(
+        client.post("/chat", json={"assistant": "ghost", "message": "hi"}), 404, "not_found"
+    )
+    assert_error(client.get("/threads/nope/messages"), 404, "not_found")
+    assert_error(client.delete("/threads/nope"), 404, "not_found")
+    assert_error(client.get("/assistants/ghost"), 404, "not_found")
+    assert_error(client.get("/assistants/ghost/tools"), 404, "not_found")
+    assert_error(client.post("/actions/ghost/invoke", json={"arguments": {}}), 404, "not_found")
+    thread = client.get("/start", params={"assistant": "helper"}).json()["thread_id"]
+    assert_error(client.get(f"/threads/{thread}/runs/run_nope/events"), 404, "not_found")
+    assert_error(client.post(f"/threads/{thread}/runs/run_nope/cancel"), 404, "not_found")
+    assert_error(client.get("/nothing/here"), 404, "not_found")
+
+
+def test_method_not_allowed_keeps_the_error_shape(client: httpx.Client) -> None:
+    """A wrong method is a 405 with the same error body."""
+    assert_error(client.put("/chat", json={}), 405, "method_not_allowed")
+
+
+def test_delete_thread(client: httpx.Client) -> None:
+    """DELETE /threads/{id} is 204, then the thread is gone (404)."""
+    thread = client.post("/chat", json={"assistant": "other", "message": "hello"}).json()[
+        "thread_id"
+    ]
+    assert client.delete(f"/threads/{thread}").status_code == 204
+    assert_error(client.get(f"/threads/{thread}/messages"), 404, "not_found")
+
+
+def test_assistants_and_their_exact_tools(client: httpx.Client) -> None:
+    """/assistants lists both; /assistants/{name}/tools is exactly what the model receives."""
+    listed = client.get("/assistants").json()
+    assert [a["name"] for a in listed] == ["helper", "other"]
+    helper = client.get("/assistants/helper").json()
+    assert helper["actions"] == ["get_weather", "slow_wait", "explode"]
+    assert helper["source"].startswith("api.yaml:")
+    assert "instructions" not in helper
+    tools = client.get("/assistants/helper/tools").json()
+    assert [t["function"]["name"] for t in tools] == ["get_weather", "slow_wait", "explode"]
+    weather = tools[0]["function"]
+    assert weather["parameters"]["required"] == ["city"]
+    assert weather["description"] == "Get the current weather for a city."
+    assert client.get("/assistants/other/tools").json() == []
+
+
+def test_actions_list_their_schemas(client: httpx.Client) -> None:
+    """/actions lists every action with kind, schema and timeout."""
+    actions = {a["name"]: a for a in client.get("/actions").json()}
+    assert set(actions) == {"get_weather", "slow_wait", "explode"}
+    assert actions["get_weather"]["kind"] == "python"
+    assert actions["slow_wait"]["timeout"] == 30
+
+
+def test_invoke_action_runs_it_in_the_sandbox(client: httpx.Client) -> None:
+    """POST /actions/{name}/invoke runs the action; bad arguments come back as a failed result."""
+    ok = client.post("/actions/get_weather/invoke", json={"arguments": {"city": "Oslo"}}).json()
+    assert ok["status"] == "succeeded"
+    assert '"Oslo"' in ok["output"]
+    assert ok["duration_ms"] > 0
+    bad = client.post("/actions/get_weather/invoke", json={"arguments": {"town": "Oslo"}}).json()
+    assert bad["status"] == "failed"
+    assert bad["error_type"] == "invalid_arguments"
+    assert_error(client.post("/actions/get_weather/invoke", json={"arguments": 3}), 400, "invalid_request")
+
+
+def test_manifests_status_and_reload(client: httpx.Client) -> None:
+    """/manifests/status shows the live set; POST /manifests/reload reports 'unchanged'."""
+    status = client.get("/manifests/status").json()
+    assert status["files"] == ["api.yaml"]
+    assert status["last_attempt"]["result"] == "swapped"
+    reload = client.post("/manifests/reload").json()
+    assert reload["result"] == "unchanged"
+    assert reload["version"] == status["version"]
+
+
+def test_metrics_count_requests_runs_and_tools(client: httpx.Client) -> None:
+    """/metrics serves Prometheus text with HTTP, run, tool and reload series."""
+    client.post("/chat", json={"assistant": "helper", "message": "weather in Lima"})
+    text = client.get("/metrics").text
+    assert 'gateway_http_requests_total{method="POST",route="/chat",status="200"}' in text
+    assert re.search(r'gateway_runs_total\{status="completed"\} [1-9]', text)
+    assert re.search(r'gateway_tool_calls_total\{status="succeeded"\} [1-9]', text)
+    assert "gateway_tool_duration_seconds_bucket" in text
+    assert "gateway_run_duration_seconds_count" in text
+    assert re.search(r'gateway_reloads_total\{result="swapped"\} 1', text)
+
+
+def test_ui_and_schema_are_served(client: httpx.Client) -> None:
+    """/ui is an HTML page; /schema is Litestar's OpenAPI."""
+    ui = client.get("/ui")
+    assert ui.status_code == 200
+    assert ui.headers["content-type"].startswith("text/html")
+    assert "<html" in ui.text.lower()
+    assert client.get("/schema/openapi.json").json()["openapi"].startswith("3.")
+
+
+def test_body_over_the_limit_is_413(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A body over GATEWAY_MAX_BODY_BYTES is a 413, declared or chunked."""
+    server = gateway_server(api_manifests, env={"GATEWAY_MAX_BODY_BYTES": "1000"})
+    with httpx.Client(base_url=server.url) as c:
+        big = {"assistant": "other", "message": "x" * 2000}
+        assert_error(c.post("/chat", json=big), 413, "payload_too_large")
+
+        def chunks():  # no Content-Length: the limit applies while reading
+            yield b'{"message": "'
+            yield b"x" * 4000
+            yield b'"}'
+
+        response = c.post("/chat", content=chunks(), headers={"content-type": "application/json"})
+        assert_error(response, 413, "payload_too_large")
+        assert c.post("/chat", json={"assistant": "other", "message": "hi"}).status_code == 200
+
+
+def test_not_ready_until_a_valid_manifest_set_loads(
+    gateway_server: ServerFactory, tmp_path: Path
+) -> None:
+    """With invalid manifests the server is up but 503 on /ready and chat; valid ones fix it."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "bad.yaml").write_text("kind: assistant\nname: a\nactions: [missing]\n")
+    server = gateway_server(manifests)
+    with httpx.Client(base_url=server.url) as c:
+        assert c.get("/health").status_code == 200
+        error = assert_error(c.get("/ready"), 503, "not_ready")
+        assert "manifest" in error["message"]
+        assert_error(c.post("/chat", json={"message": "hi"}), 503, "not_ready")
+        assert_error(c.get("/assistants"), 503, "not_ready")
+        status = c.get("/manifests/status").json()
+        assert status["last_attempt"]["result"] == "rejected"
+        assert any("missing" in e for e in status["last_attempt"]["errors"])
+        (manifests / "bad.yaml").write_text("kind: assistant\nname: a\n")
+        assert c.post("/manifests/reload").json()["result"] == "swapped"
+        assert c.get("/ready").status_code == 200
+        assert c.post("/chat", json={"message": "hi"}).status_code == 200
+
+
+def test_store_down_is_503_on_ready(gateway_server: ServerFactory, api_manifests: Path) -> None:
+    """When the thread store stops answering, /ready is 503."""
+    server = gateway_server(api_manifests)
+    with httpx.Client(base_url=server.url) as c:
+        assert c.get("/ready").status_code == 200
+        store = server.services.store
+        assert store is not None
+        server.call(store.close())
+        assert_error(c.get("/ready"), 503, "not_ready")

@@ -1,0 +1,115 @@
+"""The OpenAI-compatible endpoint, driven by the official openai SDK unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from conftest import GatewayServer
+
+
+@pytest.fixture
+def sdk(api_server: GatewayServer) -> openai.OpenAI:
+    """The official SDK pointed at the gateway's /v1."""
+    return openai.OpenAI(base_url=f"{api_server.url}/v1", api_key="unused-in-development")
+
+
+def test_models_lists_the_assistants(sdk: openai.OpenAI) -> None:
+    """GET /v1/models lists every assistant as a model."""
+    assert sorted(m.id for m in sdk.models.list()) == ["helper", "other"]
+
+
+def test_non_streaming_completion_runs_tools_server_side(sdk: openai.OpenAI) -> None:
+    """model = assistant; the tool runs in the gateway and only the answer comes back."""
+    completion = sdk.chat.completions.create(
+        model="helper", messages=[{"role": "user", "content": "What is the weather in Paris?"}]
+    )
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == "helper"
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    assert choice.message.role == "assistant"
+    assert choice.message.content == (
+        "Here is what get_weather returned: city: Paris, temperature: 21, unit: c."
+    )
+    assert choice.message.tool_calls is None
+    assert completion.usage is not None
+    assert completion.usage.total_tokens > 0
+
+
+def test_history_and_content_parts_come_from_the_client(sdk: openai.OpenAI) -> None:
+    """Earlier turns, system messages and list-of-parts content are accepted."""
+    completion = sdk.chat.completions.create(
+        model="other",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "Hi."},
+            {"role": "user", "content": [{"type": "text", "text": "who are you?"}]},
+        ],
+        temperature=0.1,
+    )
+    assert "offline model" in (completion.choices[0].message.content or "")
+
+
+def test_streaming_chunks_are_openai_shaped(sdk: openai.OpenAI) -> None:
+    """Streaming: role first, content deltas, finish_reason stop, then the usage chunk."""
+    stream = sdk.chat.completions.create(
+        model="helper",
+        messages=[{"role": "user", "content": "weather in Oslo"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Here is what get_weather returned: city: Oslo, temperature: 21, unit: c."
+    content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content_chunks) > 1  # streamed in several deltas
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop"
+    assert set(finishes[:-1]) == {None}
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens > 0
+
+
+def test_streaming_wire_format_ends_with_done(api_server: GatewayServer) -> None:
+    """The raw stream is data: lines only, ending with data: [DONE]; no usage chunk unless asked."""
+    body = {"model": "other", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    text = httpx.post(f"{api_server.url}/v1/chat/completions", json=body, timeout=30).text
+    frames = [f for f in text.split("\n\n") if f]
+    assert frames[-1] == "data: [DONE]"
+    payloads = [json.loads(f.removeprefix("data: ")) for f in frames[:-1]]
+    assert all("usage" not in p for p in payloads)
+    assert payloads[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_unknown_model_and_bad_requests(sdk: openai.OpenAI) -> None:
+    """An unknown model is a 404 and a malformed request a 400, as SDK exceptions."""
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "hi"}])
+    assert "ghost" in str(missing.value)
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model="helper", messages=[])
+    with pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(
+            model="helper", messages=[{"role": "assistant", "content": "last word is mine"}]
+        )
+
+
+async def test_async_sdk_streams_too(api_server: GatewayServer) -> None:
+    """The async SDK client streams the same answer."""
+    client = openai.AsyncOpenAI(base_url=f"{api_server.url}/v1", api_key="x")
+    stream = await client.chat.completions.create(
+        model="other", messages=[{"role": "user", "content": "hello"}], stream=True
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    await client.close()
+    assert "offline model" in text

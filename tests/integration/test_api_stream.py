@@ -1,0 +1,245 @@
+"""Streams on a real server: SSE framing and heartbeats, resume, cancel, 409, WebSocket, 502, load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from httpx_sse import aconnect_sse, connect_sse
+
+from conftest import GatewayServer, ServerFactory
+from gateway.testing.fake_openai import FakeOpenAI
+
+RUN_EVENTS = [
+    "thread.run.created",
+    "thread.run.step.created",
+    "thread.run.step.completed",
+    "thread.message.delta",
+    "thread.message.completed",
+    "thread.run.completed",
+    "metadata",
+    "done",
+]
+
+
+def raw_frames(text: str) -> list[str]:
+    """The blank-line separated frames of an SSE body."""
+    return [f for f in text.split("\n\n") if f]
+
+
+def test_sse_framing(api_server: GatewayServer) -> None:
+    """The stream opens with retry and a keep-alive, ids are <run_id>:<seq>, metadata then done end it."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        response = c.post(
+            "/chat",
+            json={"assistant": "helper", "message": "weather in Paris"},
+            headers={"Accept": "text/event-stream"},
+        )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert "gzip" not in response.headers.get("content-encoding", "")
+    text = response.text
+    assert text.startswith("retry: 5000\nevent: thread.run.created\n")
+    frames = raw_frames(text)
+    # A keep-alive comment line right after the first event (no blank line: nothing dispatched).
+    assert frames[1].startswith(": keep-alive\nevent: ")
+    frames[1] = frames[1].removeprefix(": keep-alive\n")
+    events = []
+    for seq, frame in enumerate(frames, start=1):
+        lines = dict(line.split(": ", 1) for line in frame.split("\n"))
+        lines.pop("retry", None)
+        run_id, _, got_seq = lines["id"].rpartition(":")
+        assert int(got_seq) == seq
+        events.append(lines["event"])
+        json.loads(lines["data"])
+    assert run_id.startswith("run")
+    assert [e for i, e in enumerate(events) if e not in events[:i]] == RUN_EVENTS
+    assert events[-2:] == ["metadata", "done"]
+
+
+def test_sse_with_stream_true_and_httpx_sse(api_server: GatewayServer) -> None:
+    """"stream": true alone selects SSE; httpx-sse reads every event in order."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c, connect_sse(
+        c, "POST", "/chat", json={"assistant": "other", "message": "hi", "stream": True}
+    ) as source:
+        events = [(e.event, e.json()) for e in source.iter_sse()]
+    names = [name for name, _ in events]
+    assert names[0] == "thread.run.created"
+    assert names[-1] == "done"
+    text = "".join(data["delta"] for name, data in events if name == "thread.message.delta")
+    completed = next(data for name, data in events if name == "thread.message.completed")
+    assert text == completed["content"]
+    assert "offline model" in text
+
+
+def test_sse_heartbeat_while_a_tool_runs(gateway_server: ServerFactory, api_manifests: Path) -> None:
+    """A keep-alive comment is sent every GATEWAY_SSE_HEARTBEAT seconds while nothing else happens."""
+    server = gateway_server(api_manifests, env={"GATEWAY_SSE_HEARTBEAT": "0.2"})
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        body = {"assistant": "helper", "message": "wait 1.2 seconds", "stream": True}
+        text = c.post("/chat", json=body).text
+    assert text.count(": keep-alive\n") >= 4  # the first one plus one every 0.2 s of the wait
+    assert raw_frames(text)[-1].startswith("event: done")
+
+
+def test_resume_after_a_dropped_stream(api_server: GatewayServer) -> None:
+    """A client that drops the stream resumes with Last-Event-ID; the run went on meanwhile."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        body = {"assistant": "helper", "message": "wait 0.5 seconds", "stream": True}
+        with connect_sse(c, "POST", "/chat", json=body) as source:
+            first = []
+            for event in source.iter_sse():
+                first.append(event)
+                if event.event == "thread.run.step.created":
+                    break  # drop the connection mid-run
+        created = first[0].json()
+        last_id = first[-1].id
+        assert last_id == f"{created['run_id']}:2"
+        url = f"/threads/{created['thread_id']}/runs/{created['run_id']}/events"
+        with connect_sse(c, "GET", url, headers={"Last-Event-ID": last_id}) as source:
+            rest = list(source.iter_sse())
+        assert rest[0].id == f"{created['run_id']}:3"
+        assert rest[0].event == "thread.run.step.completed"
+        assert rest[-1].event == "done"
+        assert "thread.run.completed" in [e.event for e in rest]
+        # ?after= replays the same, and a finished run replays from the start.
+        with connect_sse(c, "GET", url, params={"after": 0}) as source:
+            replay = list(source.iter_sse())
+        assert [e.id for e in replay] == [e.id for e in first] + [e.id for e in rest]
+        bad = c.get(url, headers={"Last-Event-ID": "other-run:3"})
+        assert bad.status_code == 400
+
+
+def test_second_run_on_a_busy_thread_is_409_and_cancel_stops_it(api_server: GatewayServer) -> None:
+    """While a run is active on a thread another is 409; cancel kills it and frees the thread."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        body = {"assistant": "helper", "message": "wait 20 seconds", "stream": True}
+        with connect_sse(c, "POST", "/chat", json=body) as source:
+            events = source.iter_sse()
+            created = next(events).json()
+            assert next(events).event == "thread.run.step.created"
+        thread, run_id = created["thread_id"], created["run_id"]
+        conflict = c.post("/chat", json={"thread_id": thread, "message": "hello again"})
+        assert conflict.status_code == 409
+        assert conflict.json()["error"]["type"] == "conflict"
+        started = time.monotonic()
+        cancelled = c.post(f"/threads/{thread}/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"
+        assert time.monotonic() - started < 5  # the 20 s action was killed, not awaited
+        url = f"/threads/{thread}/runs/{run_id}/events"
+        with connect_sse(c, "GET", url) as source:
+            names = [e.event for e in source.iter_sse()]
+        assert names[-1] == "done"
+        assert "thread.run.failed" in names
+        assert c.post("/chat", json={"thread_id": thread, "message": "hello"}).status_code == 200
+
+
+async def test_forty_concurrent_chats_on_forty_threads(api_server: GatewayServer) -> None:
+    """40 SSE chats at once on 40 new threads all complete, each with its own thread and tool call."""
+
+    async def one(c: httpx.AsyncClient, i: int) -> tuple[str, list[str]]:
+        body = {"assistant": "helper", "message": f"weather in City{i}", "stream": True}
+        async with aconnect_sse(c, "POST", "/chat", json=body) as source:
+            events = [(e.event, e.data) async for e in source.aiter_sse()]
+        thread = json.loads(events[0][1])["thread_id"]
+        return thread, [name for name, _ in events]
+
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=60, limits=limits) as c:
+        results = await asyncio.gather(*(one(c, i) for i in range(40)))
+    assert len({thread for thread, _ in results}) == 40
+    for _, names in results:
+        assert names[-1] == "done"
+        assert "thread.run.completed" in names
+        assert "thread.run.step.completed" in names
+
+
+async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServer) -> None:
+    """One WebSocket carries several runs; a bad frame gets an error event and the socket stays open."""
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
+        await ws.send("{not json")
+        bad = json.loads(await ws.recv())
+        assert bad["event"] == "error"
+        assert bad["data"]["type"] == "invalid_request"
+        await ws.send(json.dumps({"thread_id": "new"}))
+        assert json.loads(await ws.recv())["event"] == "error"
+        await ws.send(json.dumps({"message": "hi", "assistant": "ghost"}))
+        ghost = json.loads(await ws.recv())
+        assert ghost["data"]["type"] == "not_found"
+        await ws.send(json.dumps({"message": "weather in Paris", "assistant": "helper"}))
+        events = await _until_done(ws)
+        assert events[0]["event"] == "thread.run.created"
+        thread = events[0]["data"]["thread_id"]
+        assert any(e["event"] == "thread.run.step.completed" for e in events)
+        await ws.send(json.dumps({"thread_id": thread, "message": "and in Rome?"}))
+        again = await _until_done(ws)
+        assert again[0]["data"]["thread_id"] == thread
+
+
+async def _until_done(ws: websockets.ClientConnection) -> list[dict[str, object]]:
+    events = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        events.append(frame)
+        if frame["event"] == "done":
+            return events
+
+
+@pytest.fixture
+def fake_llm() -> FakeOpenAI:
+    """A fake OpenAI-compatible server."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+def _remote_manifests(root: Path, base_url: str) -> Path:
+    manifests = root / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "remote.yaml").write_text(
+        f"""
+kind: provider
+name: fake
+base_url: {base_url}
+api_key: test-key
+api: chat
+max_retries: 0
+---
+kind: assistant
+name: remote
+provider: fake
+model: fake-model
+"""
+    )
+    return manifests
+
+
+def test_provider_failure_is_502_and_a_stream_error(
+    gateway_server: ServerFactory, fake_llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    """A failing model is 502 for JSON, and error + thread.run.failed + done on a started stream."""
+    server = gateway_server(_remote_manifests(tmp_path, fake_llm.base_url))
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        fake_llm.add_text("Hello from the fake model")
+        ok = c.post("/chat", json={"message": "hi"})
+        assert ok.status_code == 200
+        assert ok.json()["responses"] == ["Hello from the fake model"]
+        fake_llm.fail_next(500, times=5)
+        failed = c.post("/chat", json={"message": "hi"})
+        assert failed.status_code == 502, failed.text
+        error = failed.json()["error"]
+        assert error["type"] == "provider_error"
+        assert "test-key" not in failed.text
+        fake_llm.fail_next(500, times=5)
+        with connect_sse(c, "POST", "/chat", json={"message": "hi", "stream": True}) as source:
+            assert source.response.status_code == 200
+            names = [e.event for e in source.iter_sse()]
+        assert names[0] == "thread.run.created"
+        tail = [n for n in names if n in ("error", "thread.run.failed", "done")]
+        assert tail == ["error", "thread.run.failed", "done"]

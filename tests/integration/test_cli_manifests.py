@@ -1,0 +1,182 @@
+"""The manifest commands end to end: validate, schema, tools, import-seed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from gateway.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+BROKEN = REPO / "tests" / "fixtures" / "broken"
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
+    """Run the CLI in an empty directory (no .env) with the demo as GATEWAY_MANIFESTS."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("GATEWAY_ROOT", "GATEWAY_TEST_UNSET_VARIABLE", "GATEWAY_TEST_UNSET_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GATEWAY_MANIFESTS", str(MANIFESTS))
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_validate_the_demo_exits_0(run: Invoke) -> None:
+    """`gateway validate` with no argument checks GATEWAY_MANIFESTS and exits 0 when valid."""
+    result = run("validate")
+    assert result.exit_code == 0, result.output
+    assert "ok (2 assistants" in result.output
+
+
+def test_validate_broken_lists_every_problem_and_exits_1(run: Invoke) -> None:
+    """Each problem prints as file:line:col: message; no traceback; exit status 1."""
+    result = run("validate", str(BROKEN), "--gateway-root", str(BROKEN.parent))
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith(str(BROKEN))]
+    assert len(lines) == 25
+    assert f"{BROKEN}/unknown_action.yaml:5:5: unknown action 'no_such_action'" in result.output
+    assert "Traceback" not in result.output
+    assert "25 problem(s)" in result.output
+
+
+def test_validate_github_format(run: Invoke) -> None:
+    """--format github prints workflow annotations with file, line and col."""
+    result = run("validate", str(BROKEN), "--format", "github")
+    assert result.exit_code == 1
+    assert f"::error file={BROKEN}/wrong_type.yaml,line=4,col=10::timeout: 500" in result.output
+
+
+def test_validate_json_format(run: Invoke) -> None:
+    """--format json prints a list of problems, and [] when everything is valid."""
+    bad = run("validate", str(BROKEN), "--format", "json")
+    data = json.loads(bad.stdout)
+    assert bad.exit_code == 1 and len(data) == 25
+    assert {"file", "line", "col", "message", "path"} == set(data[0])
+    good = run("validate", str(MANIFESTS), "--format", "json")
+    assert good.exit_code == 0 and json.loads(good.stdout) == []
+
+
+def test_validate_a_single_file_shows_only_its_problems(
+    run: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file argument is checked in its root's context but only its own problems are printed."""
+    monkeypatch.setenv("GATEWAY_MANIFESTS", str(BROKEN))
+    result = run("validate", str(BROKEN / "unknown_action.yaml"))
+    assert result.exit_code == 1
+    assert [line for line in result.stdout.splitlines() if line] == [
+        f"{BROKEN}/unknown_action.yaml:5:5: unknown action 'no_such_action'; "
+        "did you mean 'ok_action'?"
+    ]
+
+
+def test_validate_a_missing_root(run: Invoke, tmp_path: Path) -> None:
+    """A root that does not exist is a located problem, not a crash."""
+    result = run("validate", str(tmp_path / "nope"))
+    assert result.exit_code == 1
+    assert "not a directory" in result.output
+
+
+def test_schema_prints_the_committed_schema(run: Invoke) -> None:
+    """`gateway schema` prints exactly schemas/manifest.schema.json."""
+    result = run("schema")
+    assert result.exit_code == 0
+    assert result.stdout == (REPO / "schemas" / "manifest.schema.json").read_text(encoding="utf-8")
+
+
+def test_tools_prints_chat_schemas(run: Invoke) -> None:
+    """`gateway tools support` prints the Chat Completions tools, built-ins included."""
+    result = run("tools", "support")
+    assert result.exit_code == 0, result.output
+    tools = json.loads(result.stdout)
+    names = [t["function"]["name"] for t in tools]
+    assert names == [
+        "get_order_status",
+        "search_orders",
+        "search_customers",
+        "create_ticket",
+        "file_search",
+    ]
+
+
+def test_tools_responses_and_strict(run: Invoke) -> None:
+    """--api responses gives the flat form; --strict closes objects and nulls optionals."""
+    result = run(
+        "tools", "concierge", "--api", "responses", "--strict", "--manifests", str(MANIFESTS)
+    )
+    assert result.exit_code == 0, result.output
+    tools = {t["name"]: t for t in json.loads(result.stdout)}
+    convert = tools["convert_units"]
+    assert convert["type"] == "function" and convert["strict"] is True
+    assert convert["parameters"]["additionalProperties"] is False
+    assert convert["parameters"]["required"] == ["value", "unit", "decimals"]
+    assert convert["parameters"]["properties"]["decimals"]["type"] == ["integer", "null"]
+    assert "code_interpreter" in tools
+
+
+def test_tools_unknown_assistant(run: Invoke) -> None:
+    """An unknown assistant is a one-line error listing the known ones, exit 1."""
+    result = run("tools", "nobody")
+    assert result.exit_code == 1
+    assert "unknown assistant 'nobody' (known: concierge, support)" in result.output
+
+
+def test_tools_with_invalid_manifests(run: Invoke) -> None:
+    """`gateway tools` on a broken set prints the problems and exits 1."""
+    result = run("tools", "lost", "--manifests", str(BROKEN))
+    assert result.exit_code == 1
+    assert "unknown action 'no_such_action'" in result.output
+
+
+def test_import_seed(run: Invoke, tmp_path: Path) -> None:
+    """import-seed prints manifest YAML; bad JSON is a clear error with exit 1."""
+    config = tmp_path / "assistant-config.json"
+    config.write_text(
+        json.dumps({"assistant_name": "helper", "function_names": ["f"]}), encoding="utf-8"
+    )
+    result = run("import-seed", str(config))
+    assert result.exit_code == 0
+    assert "kind: assistant\nname: helper\n" in result.stdout
+    config.write_text("{oops", encoding="utf-8")
+    bad = run("import-seed", str(config))
+    assert bad.exit_code == 1
+    assert "not valid JSON" in bad.output and "Traceback" not in bad.output
+    missing = run("import-seed", str(tmp_path / "absent.json"))
+    assert missing.exit_code == 1 and "cannot read" in missing.output
+
+
+def test_validate_in_a_real_process(tmp_path: Path) -> None:
+    """The installed entry point runs as a process: exit codes and stdout as documented."""
+    code = "from gateway.cli import main; main()"
+    env = {"PATH": "/usr/bin:/bin", "GATEWAY_MANIFESTS": str(MANIFESTS)}
+    ok = subprocess.run(
+        [sys.executable, "-c", code, "validate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(
+        [sys.executable, "-c", code, "validate", str(BROKEN)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stderr
+    assert bad.stdout.count("\n") == 25

@@ -1,0 +1,225 @@
+"""The engine over real HTTP: ProviderRegistry -> openai SDK -> FakeOpenAI, both APIs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.engine import Engine
+from gateway.errors import Conflict
+from gateway.events import MessageDelta, StepCreated
+from gateway.manifests.catalog import Catalog, CatalogRef
+from gateway.manifests.model import Assistant
+from gateway.manifests.model import Provider as ProviderManifest
+from gateway.providers.registry import ProviderRegistry
+from gateway.settings import Settings
+from gateway.store.sqlite import SQLiteStore
+from gateway.testing.fake_openai import FakeOpenAI
+from tests.unit.engine._fakes import ScriptedRunner, tool_schema
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI server on a free loopback port."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+class Rig:
+    def __init__(self, engine: Engine, runner: ScriptedRunner, store: SQLiteStore) -> None:
+        self.engine, self.runner, self.store = engine, runner, store
+
+
+@pytest.fixture(params=["chat", "responses"])
+async def rig(
+    request: pytest.FixtureRequest, fake: FakeOpenAI, tmp_path: Path
+) -> AsyncIterator[Rig]:
+    """An engine whose assistant talks to the fake server through the given API."""
+    provider = ProviderManifest(
+        name="fake", base_url=fake.base_url, api_key="test", api=request.param, max_retries=2
+    )
+    assistant = Assistant(
+        name="support",
+        provider="fake",
+        model="fake-model",
+        instructions="Be brief.",
+        actions=["lookup", "slow", "boom"],
+        max_tool_rounds=2,
+    )
+    catalog = Catalog(
+        version="v1",
+        root=tmp_path,
+        gateway_root=tmp_path,
+        loaded_at=time.time(),
+        assistants={"support": assistant},
+        providers={"fake": provider},
+        tools={"support": [tool_schema(n) for n in ("lookup", "slow", "boom")]},
+    )
+    store = SQLiteStore(tmp_path / "gateway.db")
+    runner = ScriptedRunner()
+    registry = ProviderRegistry(Settings())
+    engine = Engine(
+        catalog=CatalogRef(catalog),
+        store=store,
+        runner=runner,
+        providers=registry,
+        settings=Settings(),
+    )
+    await engine.start()
+    yield Rig(engine, runner, store)
+    await engine.aclose()
+    await registry.aclose()
+    await store.close()
+
+
+def tool_outputs(fake: FakeOpenAI) -> list[str]:
+    """The tool results the gateway sent in its last model request (either API)."""
+    body = fake.model_requests()[-1].body
+    if "messages" in body:
+        return [m["content"] for m in body["messages"] if m["role"] == "tool"]
+    return [i["output"] for i in body["input"] if i.get("type") == "function_call_output"]
+
+
+async def test_plain_answer(rig: Rig, fake: FakeOpenAI) -> None:
+    """A text answer streams through the SDK into the run log and the store."""
+    fake.add_text("Hello from the fake model.", usage=(11, 6))
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    result = await handle.result()
+    assert result.responses == ["Hello from the fake model."]
+    assert result.usage.total_tokens == 17
+    sent = fake.model_requests()[0]
+    assert sent.stream and sent.last_user_text() == "hi"
+    stored = await rig.store.list_messages(handle.thread_id)
+    assert [m.message.content for m in stored] == ["hi", "Hello from the fake model."]
+
+
+async def test_one_tool_call(rig: Rig, fake: FakeOpenAI) -> None:
+    """A tool call from the model runs and its result goes back in the next request."""
+    fake.add_tool_calls([("lookup", {"order": 1042})])
+    fake.add_text("Order 1042 has shipped.")
+    result = await (await rig.engine.start_run(thread_id=None, message="1042?")).result()
+    assert result.responses == ["Order 1042 has shipped."]
+    assert rig.runner.calls[0][:2] == ("lookup", '{"order": 1042}')
+    assert json.loads(tool_outputs(fake)[0])["args"] == {"order": 1042}
+
+
+async def test_parallel_tool_calls(rig: Rig, fake: FakeOpenAI) -> None:
+    """Parallel tool calls in one answer run concurrently and all results go back."""
+    fake.add_tool_calls([("slow", {"seconds": 0.3}), ("slow", {"seconds": 0.3})])
+    fake.add_text("both done")
+    started = time.perf_counter()
+    result = await (await rig.engine.start_run(thread_id=None, message="two")).result()
+    assert time.perf_counter() - started < 0.55
+    assert rig.runner.max_running == 2 and len(result.tool_calls) == 2
+    assert len(tool_outputs(fake)) == 2
+
+
+async def test_tool_error_recovered(rig: Rig, fake: FakeOpenAI) -> None:
+    """A failing tool's error reaches the model, which answers anyway."""
+    fake.add_tool_calls([("boom", {})])
+    fake.add_text("That did not work, sorry.")
+    result = await (await rig.engine.start_run(thread_id=None, message="x")).result()
+    assert result.status == "completed" and result.tool_calls[0].status == "failed"
+    assert "kaboom" in tool_outputs(fake)[0]
+
+
+async def test_tool_round_limit(rig: Rig, fake: FakeOpenAI) -> None:
+    """A model that never stops calling tools is cut off after max_tool_rounds."""
+    for _ in range(3):
+        fake.add_tool_calls([("lookup", {})])
+    result = await (await rig.engine.start_run(thread_id=None, message="loop")).result()
+    assert result.error is not None and result.error.type == "max_tool_rounds"
+    assert len(fake.model_requests()) == 3 and len(rig.runner.calls) == 2
+
+
+async def test_retries_then_failure(rig: Rig, fake: FakeOpenAI) -> None:
+    """Server errors are retried, then the run fails as a provider error."""
+    fake.fail_next(503, times=10)
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    result = await handle.result()
+    assert result.error is not None and result.error.type == "provider_error"
+    assert len(fake.model_requests()) == 3  # the first try and max_retries=2
+    record = await rig.store.get_run(handle.run_id)
+    assert record is not None and record.status == "failed"
+
+
+async def test_retry_recovers(rig: Rig, fake: FakeOpenAI) -> None:
+    """A transient 429 is retried and the run completes."""
+    fake.fail_next(429, times=1)
+    fake.add_text("after a retry")
+    result = await (await rig.engine.start_run(thread_id=None, message="hi")).result()
+    assert result.responses == ["after a retry"]
+
+
+async def test_stream_cut_mid_answer(rig: Rig, fake: FakeOpenAI) -> None:
+    """A stream cut after text was sent fails the run cleanly (no duplicated text)."""
+    fake.add_text("one two three four five six seven eight nine ten " * 3)
+    fake.delay(0, between_chunks=0.005)
+    fake.cut_stream_after(10)  # past the first text delta in either API
+    handle = await rig.engine.start_run(thread_id=None, message="talk")
+    result = await handle.result()
+    assert result.status == "failed" and result.error is not None
+    assert result.error.type == "provider_error"
+    assert any(isinstance(e, MessageDelta) for e in handle.log.events)
+    assert len(fake.model_requests()) == 1  # not retried once text reached the client
+    assert rig.engine.active_runs == 0
+
+
+async def test_cancel_during_the_model_stream(rig: Rig, fake: FakeOpenAI) -> None:
+    """Cancelling while the model streams stops the run promptly."""
+    fake.add_text("word " * 400)
+    fake.delay(0, between_chunks=0.02)
+    handle = await rig.engine.start_run(thread_id=None, message="long")
+    async for _, event in handle.log.follow():
+        if isinstance(event, MessageDelta):
+            break
+    started = time.perf_counter()
+    record = await rig.engine.cancel(handle.thread_id, handle.run_id)
+    assert time.perf_counter() - started < 1.0
+    assert record.status == "cancelled"
+    result = await handle.result()
+    assert result.status == "cancelled"
+
+
+async def test_conflict_on_a_busy_thread(rig: Rig, fake: FakeOpenAI) -> None:
+    """A second message while a run is active on the thread is a conflict."""
+    fake.add_tool_calls([("slow", {"seconds": 0.3})])
+    fake.add_text("done")
+    first = await rig.engine.start_run(thread_id=None, message="one")
+    async for _, event in first.log.follow():
+        if isinstance(event, StepCreated):
+            break
+    with pytest.raises(Conflict):
+        await rig.engine.start_run(thread_id=first.thread_id, message="two")
+    await first.result()
+    fake.add_text("second answer")
+    second = await rig.engine.start_run(thread_id=first.thread_id, message="three")
+    assert (await second.result()).responses == ["second answer"]
+    # The whole history went back to the model on the second run.
+    assert "one" in json.dumps(fake.model_requests()[-1].body)
+
+
+async def test_stateless_run(rig: Rig, fake: FakeOpenAI) -> None:
+    """A stateless run sends the client's history and stores nothing."""
+    from gateway.providers.base import ChatMessage
+
+    fake.add_text("stateless")
+    handle = await rig.engine.start_stateless_run(
+        assistant="support", messages=[ChatMessage(role="user", content="ping")]
+    )
+    assert (await handle.result()).responses == ["stateless"]
+    assert fake.model_requests()[0].last_user_text() == "ping"
+    assert await rig.store.get_run(handle.run_id) is None
+
+
+async def test_many_runs_at_once(rig: Rig, fake: FakeOpenAI) -> None:
+    """Twenty threads run concurrently against the fake server without interfering."""
+    handles = [await rig.engine.start_run(thread_id=None, message=f"m{i}") for i in range(20)]
+    results = await asyncio.gather(*(h.result() for h in handles))
+    errors = [r.error for r in results if r.error is not None]
+    assert [r.responses for r in results] == [[f"m{i}"] for i in range(20)], errors  # echoes

@@ -1,0 +1,157 @@
+"""The engine with real sandboxed actions (loader, SandboxRunner, Supervisor), model over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.engine import Engine
+from gateway.events import StepCreated
+from gateway.executors.runner import SandboxRunner
+from gateway.manifests.catalog import CatalogRef
+from gateway.manifests.loader import load_catalog
+from gateway.providers.registry import ProviderRegistry
+from gateway.sandbox.supervisor import Supervisor
+from gateway.settings import Settings
+from gateway.store.sqlite import SQLiteStore
+from gateway.testing.fake_openai import FakeOpenAI
+
+MANIFEST = """\
+kind: provider
+name: fake
+base_url: {base_url}
+api_key: test
+api: chat
+---
+kind: action
+name: sleepy
+description: Sleep for a while, after writing the process id to a file.
+parameters:
+  type: object
+  properties:
+    seconds: {{type: number}}
+    pidfile: {{type: string}}
+  required: [seconds, pidfile]
+timeout: 60
+python:
+  function: actions.sleepy:sleep
+---
+kind: assistant
+name: sleeper
+provider: fake
+model: fake-model
+actions: [sleepy]
+"""
+
+ACTION = """\
+import os
+import time
+from pathlib import Path
+
+
+def sleep(seconds: float, pidfile: str) -> str:
+    Path(pidfile).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return f"slept {seconds}s"
+"""
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI server on a free loopback port."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def drop_dir() -> Iterator[Path]:
+    """A world-writable directory: sandboxed actions run as an unprivileged user."""
+    path = Path(tempfile.mkdtemp(prefix="gateway-engine-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def engine(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Engine]:
+    """An engine over a real sandbox, a real manifest set and the fake model."""
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "sleepy.yaml").write_text(MANIFEST.format(base_url=fake.base_url))
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "actions" / "__init__.py").write_text("")
+    (tmp_path / "actions" / "sleepy.py").write_text(ACTION)
+    catalog = await asyncio.to_thread(load_catalog, tmp_path / "manifests")
+    settings = Settings(manifests=tmp_path / "manifests")
+    supervisor = Supervisor(settings)
+    await supervisor.start(catalog)
+    store = SQLiteStore(tmp_path / "var" / "gateway.db")
+    registry = ProviderRegistry(settings)
+    engine = Engine(
+        catalog=CatalogRef(catalog),
+        store=store,
+        runner=SandboxRunner(supervisor),
+        providers=registry,
+        settings=settings,
+    )
+    await engine.start()
+    yield engine
+    await engine.aclose()
+    await registry.aclose()
+    await supervisor.aclose()
+    await store.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie is dead, waiting to be reaped
+
+
+async def test_sandboxed_action_result_reaches_the_model(
+    engine: Engine, fake: FakeOpenAI, drop_dir: Path
+) -> None:
+    """A tool call runs the real action in the sandbox and the model reads its output."""
+    fake.add_tool_calls([("sleepy", {"seconds": 0, "pidfile": str(drop_dir / "pid0")})])
+    fake.add_text("It slept.")
+    result = await (await engine.start_run(thread_id=None, message="nap")).result()
+    assert result.responses == ["It slept."]
+    assert result.tool_calls[0].status == "succeeded", result.tool_calls[0].output
+    assert "slept 0" in result.tool_calls[0].output
+    assert int((drop_dir / "pid0").read_text()) != os.getpid()  # it ran in another process
+
+
+async def test_cancellation_kills_a_sleeping_action(
+    engine: Engine, fake: FakeOpenAI, drop_dir: Path
+) -> None:
+    """Cancelling a run kills the sandboxed process of the action it is waiting on."""
+    pidfile = drop_dir / "pid"
+    fake.add_tool_calls([("sleepy", {"seconds": 60, "pidfile": str(pidfile)})])
+    handle = await engine.start_run(thread_id=None, message="sleep long")
+    async for _, event in handle.log.follow():
+        if isinstance(event, StepCreated):
+            break
+    deadline = time.monotonic() + 15
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.monotonic() < deadline, "the action never started"
+        await asyncio.sleep(0.02)
+    pid = int(pidfile.read_text())
+    assert _alive(pid)
+    started = time.perf_counter()
+    record = await engine.cancel(handle.thread_id, handle.run_id)
+    assert time.perf_counter() - started < 3
+    assert record.status == "cancelled"
+    deadline = time.monotonic() + 5
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"action process {pid} survived the cancellation"
+        await asyncio.sleep(0.02)
+    result = await handle.result()
+    assert result.status == "cancelled"

@@ -1,0 +1,220 @@
+"""FakeOpenAI as users see it: the real openai SDK and raw HTTP against it over loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from gateway.testing.fake_openai import FakeOpenAI, FakeReply, RecordedRequest
+from gateway.testing.pytest_plugin import fake_openai  # noqa: F401  (fixture under test)
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(models=["fake-model", "other-model"]) as server:
+        yield server
+
+
+@pytest.fixture
+def fake(_server: FakeOpenAI) -> FakeOpenAI:
+    _server.reset()
+    return _server
+
+
+@pytest.fixture
+def client(fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0) as sdk:
+        yield sdk
+
+
+def _sse_frames(fake: FakeOpenAI, path: str, body: dict[str, object]) -> list[str]:
+    response = httpx.post(fake.base_url + path, json=body, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return [frame for frame in response.text.split("\n\n") if frame]
+
+
+def test_base_url_and_models(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """base_url is loopback with /v1 and GET /v1/models lists the configured models."""
+    assert fake.base_url.startswith("http://127.0.0.1:")
+    assert fake.base_url.endswith("/v1")
+    assert [m.id for m in client.models.list()] == ["fake-model", "other-model"]
+
+
+def test_default_reply_echoes_last_user_message(client: openai.OpenAI) -> None:
+    """With nothing scripted, both APIs answer with the last user message."""
+    chat = client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "first"}, {"role": "user", "content": "ping"}],
+    )
+    assert chat.choices[0].message.content == "ping"
+    response = client.responses.create(model="m", input=[{"role": "user", "content": "pong"}])
+    assert response.output_text == "pong"
+
+
+def test_non_streamed_tool_calls_both_apis(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """Scripted parallel tool calls come back in each API's non-streamed shape."""
+    ids = fake.add_tool_calls(
+        [("get_weather", {"city": "Paris"}), ("get_time", '{"tz": "CET"}', "call_x")]
+    )
+    chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    calls = chat.choices[0].message.tool_calls or []
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+        (ids[0], "get_weather", '{"city": "Paris"}'),
+        ("call_x", "get_time", '{"tz": "CET"}'),
+    ]
+    assert chat.choices[0].finish_reason == "tool_calls"
+    fake.add_tool_calls([("get_weather", {"city": "Oslo"}, "call_y")], text="Looking.")
+    response = client.responses.create(model="m", input="hi")
+    assert response.output_text == "Looking."
+    function_calls = [item for item in response.output if item.type == "function_call"]
+    assert [(c.call_id, c.name, c.arguments) for c in function_calls] == [
+        ("call_y", "get_weather", '{"city": "Oslo"}')
+    ]
+
+
+def test_streamed_chat_matches_openai_framing(fake: FakeOpenAI) -> None:
+    """Chat streams are data frames of chunks, a usage-only last chunk, then [DONE]."""
+    fake.add_text("hello there", usage=(3, 2))
+    frames = _sse_frames(
+        fake,
+        "/chat/completions",
+        {
+            "model": "m",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
+    assert frames[-1] == "data: [DONE]"
+    chunks = [json.loads(frame.removeprefix("data: ")) for frame in frames[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "hello there"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+def test_streamed_responses_matches_openai_events(fake: FakeOpenAI) -> None:
+    """Responses streams are named events with rising sequence numbers, completed last."""
+    fake.add_tool_calls([("lookup", {"q": "x"})], text="ok")
+    frames = _sse_frames(fake, "/responses", {"model": "m", "stream": True, "input": "hi"})
+    names = [frame.split("\n")[0].removeprefix("event: ") for frame in frames]
+    data = [json.loads(frame.split("\n")[1].removeprefix("data: ")) for frame in frames]
+    assert names[0] == "response.created"
+    assert names[-1] == "response.completed"
+    assert "response.output_text.delta" in names
+    assert "response.function_call_arguments.delta" in names
+    assert [d["sequence_number"] for d in data] == list(range(len(data)))
+    assert [d["type"] for d in data] == names
+    assert data[-1]["response"]["usage"]["total_tokens"] > 0
+
+
+def test_sdk_streams_both_apis(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """The SDK's own stream parsing reads the fake's chat chunks and response events."""
+    fake.add_text("a b c")
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "a b c"
+    fake.add_text("d e f")
+    events = list(client.responses.create(model="m", input="x", stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "d e f"
+
+
+def test_callable_reply_sees_the_request(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """A callable reply receives the recorded request and its return value is sent."""
+    seen: list[RecordedRequest] = []
+
+    def reply(request: RecordedRequest) -> FakeReply | str:
+        seen.append(request)
+        return f"{request.api}:{request.last_user_text().upper()}"
+
+    fake.add_reply(reply)
+    chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hey"}])
+    assert chat.choices[0].message.content == "chat:HEY"
+    assert seen[0].body["model"] == "m"
+    assert fake.pending_replies == 0
+
+
+def test_request_log_records_path_headers_body(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """Every request is logged with its path, lowercase headers and parsed JSON body."""
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    [logged] = fake.requests
+    assert logged.method == "POST"
+    assert logged.path == "/v1/chat/completions"
+    assert logged.headers["authorization"] == "Bearer test"
+    assert logged.body["messages"] == [{"role": "user", "content": "hi"}]
+    assert logged.stream is False
+
+
+def test_fail_next_status_then_recovers(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """fail_next answers with the status and an OpenAI error body, then serves normally."""
+    fake.fail_next(429, message="slow down")
+    fake.add_text("ok now")
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert "slow down" in str(info.value)
+    assert info.value.response.headers["retry-after-ms"] == "1"
+    chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert chat.choices[0].message.content == "ok now"
+
+
+def test_cut_stream_breaks_the_connection(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """cut_stream_after aborts the response so the client sees a connection error."""
+    fake.add_text("one two three four five")
+    fake.cut_stream_after(2)
+    received: list[str] = []
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(openai.APIConnectionError):
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received) == "one "
+
+
+def test_chunk_delay_still_delivers_everything(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """With a delay between frames the stream is written frame by frame and arrives whole."""
+    fake.delay(0, between_chunks=0.005)
+    fake.add_text("slow but complete")
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        == "slow but complete"
+    )
+
+
+def test_api_key_is_enforced_when_set() -> None:
+    """A fake created with api_key answers 401 to other keys and serves the right one."""
+    with FakeOpenAI(api_key="sk-right") as fake:
+        wrong = openai.OpenAI(base_url=fake.base_url, api_key="sk-wrong", max_retries=0)
+        with wrong, pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
+        with openai.OpenAI(base_url=fake.base_url, api_key="sk-right", max_retries=0) as right:
+            assert [m.id for m in right.models.list()] == ["fake-model"]
+
+
+def test_unknown_quirk_is_refused(fake: FakeOpenAI) -> None:
+    """A misspelt quirk raises instead of silently testing nothing."""
+    with pytest.raises(ValueError, match="no_indexx"):
+        fake.set_quirks("no_indexx")
+
+
+def test_pytest_plugin_fixture(fake_openai: FakeOpenAI) -> None:  # noqa: F811
+    """The shipped fake_openai fixture is a started server."""
+    fake_openai.add_text("from the fixture")
+    response = httpx.post(
+        fake_openai.base_url + "/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        timeout=10,
+    )
+    assert response.json()["choices"][0]["message"]["content"] == "from the fixture"

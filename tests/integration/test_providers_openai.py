@@ -1,0 +1,352 @@
+"""The SDK providers over real HTTP against FakeOpenAI, for Chat Completions and Responses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ProviderError
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Assistant
+from gateway.manifests.model import Provider as ProviderManifest
+from gateway.providers._openai_base import API_KINDS, OpenAIProvider, ProviderConfig
+from gateway.providers.base import (
+    ChatMessage,
+    ModelDone,
+    ModelEvent,
+    ModelRequest,
+    TextDelta,
+    ToolCall,
+    ToolCallRequest,
+    Usage,
+)
+from gateway.providers.registry import ProviderRegistry
+from gateway.settings import Settings
+from gateway.testing.fake_openai import QUIRKS, FakeOpenAI
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+REQUEST = ModelRequest(
+    model="test-model",
+    instructions="Be brief.",
+    messages=[ChatMessage(role="user", content="weather in Paris?")],
+    tools=[WEATHER],
+    temperature=0.2,
+)
+APIS = ["chat", "responses"]
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(_server: FakeOpenAI) -> FakeOpenAI:
+    _server.reset()
+    return _server
+
+
+def _provider(fake: FakeOpenAI, api: str, **options: float) -> OpenAIProvider:
+    config = ProviderConfig(
+        name="fake",
+        base_url=fake.base_url,
+        api_key="test-key-123456",
+        timeout=float(options.get("timeout", 10.0)),
+        max_retries=int(options.get("max_retries", 2)),
+    )
+    return API_KINDS[api](config)
+
+
+@pytest.fixture(params=APIS)
+async def provider(
+    request: pytest.FixtureRequest, fake: FakeOpenAI
+) -> AsyncIterator[OpenAIProvider]:
+    made = _provider(fake, request.param)
+    yield made
+    await made.aclose()
+
+
+async def _collect(provider: OpenAIProvider, request: ModelRequest = REQUEST) -> list[ModelEvent]:
+    return [event async for event in provider.stream(request)]
+
+
+def _text(events: list[ModelEvent]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def _calls(events: list[ModelEvent]) -> list[tuple[str, str, dict[str, object]]]:
+    return [
+        (e.call.id, e.call.name, json.loads(e.call.arguments))
+        for e in events
+        if isinstance(e, ToolCallRequest)
+    ]
+
+
+async def test_plain_answer_streams_deltas_and_usage(
+    provider: OpenAIProvider, fake: FakeOpenAI
+) -> None:
+    """A text answer arrives as several deltas, then ModelDone with the server's usage."""
+    fake.add_text("It is sunny in Paris today.", usage=(42, 7))
+    events = await _collect(provider)
+    assert sum(isinstance(e, TextDelta) for e in events) > 1
+    assert _text(events) == "It is sunny in Paris today."
+    assert events[-1] == ModelDone(
+        Usage(prompt_tokens=42, completion_tokens=7, total_tokens=49), "stop"
+    )
+
+
+async def test_request_shape_per_api(provider: OpenAIProvider, fake: FakeOpenAI) -> None:
+    """Each API gets its own request shape: messages + tools, or input items + flat tools."""
+    await _collect(provider)
+    sent = fake.model_requests()[0]
+    assert sent.headers["authorization"] == "Bearer test-key-123456"
+    body = sent.body
+    assert body["model"] == "test-model"
+    assert body["stream"] is True
+    assert body["temperature"] == 0.2
+    if provider.api == "chat":
+        assert sent.path == "/v1/chat/completions"
+        assert body["stream_options"] == {"include_usage": True}
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert body["tools"] == [WEATHER]
+    else:
+        assert sent.path == "/v1/responses"
+        assert body["instructions"] == "Be brief."
+        assert body["store"] is False
+        assert body["input"] == [{"role": "user", "content": "weather in Paris?"}]
+        assert body["tools"][0]["name"] == "get_weather"
+
+
+async def test_one_tool_call(provider: OpenAIProvider, fake: FakeOpenAI) -> None:
+    """A single tool call is emitted complete, with finish_reason tool_calls."""
+    [call_id] = fake.add_tool_calls([("get_weather", {"city": "Paris"})])
+    events = await _collect(provider)
+    assert _calls(events) == [(call_id, "get_weather", {"city": "Paris"})]
+    assert isinstance(events[-1], ModelDone)
+    assert events[-1].finish_reason == "tool_calls"
+
+
+async def test_parallel_tool_calls_with_text(provider: OpenAIProvider, fake: FakeOpenAI) -> None:
+    """Parallel calls come out in order, each complete, after the text that preceded them."""
+    ids = fake.add_tool_calls(
+        [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome, Italy"})],
+        text="Checking both.",
+    )
+    events = await _collect(provider)
+    assert _text(events) == "Checking both."
+    assert _calls(events) == [
+        (ids[0], "get_weather", {"city": "Paris"}),
+        (ids[1], "get_weather", {"city": "Rome, Italy"}),
+    ]
+    assert isinstance(events[-4], TextDelta)
+
+
+async def test_tool_results_are_sent_back(provider: OpenAIProvider, fake: FakeOpenAI) -> None:
+    """History with a call and its result reaches the server in the API's own form."""
+    history = ModelRequest(
+        model="m",
+        instructions="",
+        messages=[
+            ChatMessage(role="user", content="weather in Paris?"),
+            ChatMessage(
+                role="assistant",
+                tool_calls=[ToolCall(id="c1", name="get_weather", arguments='{"city": "Paris"}')],
+            ),
+            ChatMessage(role="tool", tool_call_id="c1", content='{"temp": 21}'),
+        ],
+    )
+    fake.add_text("21 degrees.")
+    assert _text(await _collect(provider, history)) == "21 degrees."
+    body = fake.model_requests()[0].body
+    if provider.api == "chat":
+        assert body["messages"][-1] == {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "content": '{"temp": 21}',
+        }
+    else:
+        assert body["input"][-1] == {
+            "type": "function_call_output",
+            "call_id": "c1",
+            "output": '{"temp": 21}',
+        }
+
+
+@pytest.mark.parametrize("quirk", sorted(QUIRKS))
+async def test_chat_streaming_quirks(fake: FakeOpenAI, quirk: str) -> None:
+    """Each way compatible servers stream tool calls still yields the same parallel calls."""
+    fake.set_quirks(quirk)
+    ids = fake.add_tool_calls(
+        [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Oslo"})], usage=(5, 9)
+    )
+    provider = _provider(fake, "chat")
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert _calls(events) == [
+        (ids[0], "get_weather", {"city": "Paris"}),
+        (ids[1], "get_weather", {"city": "Oslo"}),
+    ]
+    assert events[-1] == ModelDone(
+        Usage(prompt_tokens=5, completion_tokens=9, total_tokens=14), "tool_calls"
+    )
+
+
+async def test_all_quirks_at_once(fake: FakeOpenAI) -> None:
+    """No index, all calls on index 0 and finish_reason stop together still assemble."""
+    fake.set_quirks("no_index", "all_index_zero", "stop_with_tool_calls", "usage_with_finish")
+    ids = fake.add_tool_calls([("a", {"x": 1}), ("b", {"y": 2}), ("c", {})])
+    provider = _provider(fake, "chat")
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert _calls(events) == [(ids[0], "a", {"x": 1}), (ids[1], "b", {"y": 2}), (ids[2], "c", {})]
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_retries_then_success(
+    provider: OpenAIProvider, fake: FakeOpenAI, status: int
+) -> None:
+    """Retryable statuses are retried by the SDK and the answer still arrives."""
+    fake.fail_next(status, times=2)
+    fake.add_text("finally")
+    assert _text(await _collect(provider)) == "finally"
+    assert len(fake.model_requests()) == 3
+
+
+async def test_retries_exhausted_raise_provider_error(
+    provider: OpenAIProvider, fake: FakeOpenAI
+) -> None:
+    """After max_retries the failure is a ProviderError carrying the status."""
+    fake.fail_next(502, times=5, message="upstream exploded")
+    with pytest.raises(ProviderError) as info:
+        await _collect(provider)
+    assert info.value.status == 502
+    assert "upstream exploded" in info.value.message
+    assert "fake" in info.value.message
+    assert len(fake.model_requests()) == 3
+
+
+async def test_client_errors_are_not_retried(provider: OpenAIProvider, fake: FakeOpenAI) -> None:
+    """A 400 is final at once, and the error message never repeats a key."""
+    fake.fail_next(400, message="bad key sk-proj-abcdef1234567890 and test-key-123456")
+    with pytest.raises(ProviderError) as info:
+        await _collect(provider)
+    assert info.value.status == 400
+    assert "abcdef1234567890" not in info.value.message
+    assert "test-key-123456" not in info.value.message
+    assert len(fake.model_requests()) == 1
+
+
+async def test_stream_cut_mid_answer_is_an_error(
+    provider: OpenAIProvider, fake: FakeOpenAI
+) -> None:
+    """A stream cut after text was yielded raises ProviderError instead of truncating, no retry."""
+    fake.add_text("one two three four five six seven eight")
+    fake.cut_stream_after(5)
+    events: list[ModelEvent] = []
+    with pytest.raises(ProviderError):
+        async for event in provider.stream(REQUEST):
+            events.append(event)
+    assert events
+    assert all(isinstance(e, TextDelta) for e in events)
+    assert len(fake.model_requests()) == 1
+
+
+async def test_stream_cut_before_first_token_is_retried(
+    provider: OpenAIProvider, fake: FakeOpenAI
+) -> None:
+    """A stream that breaks before any event was yielded is retried and then succeeds."""
+    fake.add_text("lost")
+    fake.add_text("second try")
+    fake.cut_stream_after(1)
+    assert _text(await _collect(provider)) == "second try"
+    assert len(fake.model_requests()) == 2
+
+
+async def test_timeout_becomes_provider_error(fake: FakeOpenAI) -> None:
+    """A server slower than the configured timeout ends in a ProviderError naming the timeout."""
+    fake.delay(0.6)
+    provider = _provider(fake, "chat", timeout=0.2, max_retries=0)
+    try:
+        with pytest.raises(ProviderError) as info:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert "timed out" in info.value.message
+
+
+async def test_registry_providers_reach_the_fake(fake: FakeOpenAI) -> None:
+    """The built-in openai provider (Responses) and a kind: provider (Chat) reach their server."""
+    catalog = Catalog(
+        version="v1",
+        root=Path("/tmp"),
+        gateway_root=Path("/tmp"),
+        loaded_at=0.0,
+        providers={
+            "local": ProviderManifest(
+                name="local",
+                base_url=fake.base_url,
+                default_headers={"X-Tenant": "acme"},
+            )
+        },
+    )
+    registry = ProviderRegistry(
+        Settings(openai_api_key="sk-fake-key-000", openai_base_url=fake.base_url)
+    )
+    try:
+        fake.add_text("from openai")
+        fake.add_text("from local")
+        builtin = registry.get(catalog, Assistant(name="a"))
+        local = registry.get(catalog, Assistant(name="b", provider="local"))
+        assert _text([e async for e in builtin.stream(REQUEST)]) == "from openai"
+        assert _text([e async for e in local.stream(REQUEST)]) == "from local"
+    finally:
+        await registry.aclose()
+    first, second = fake.model_requests()
+    assert first.path == "/v1/responses"
+    assert first.headers["authorization"] == "Bearer sk-fake-key-000"
+    assert second.path == "/v1/chat/completions"
+    assert second.headers["x-tenant"] == "acme"
+    assert "sk-fake-key-000" not in second.headers["authorization"]
+
+
+async def test_cancelling_the_consumer_stops_the_stream(
+    provider: OpenAIProvider, fake: FakeOpenAI
+) -> None:
+    """Cancelling the task reading a slow stream ends it at once; the provider stays usable."""
+    fake.delay(0, between_chunks=0.1)
+    fake.add_text(" ".join(["word"] * 200))  # about 20 s if it were read to the end
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in provider.stream(REQUEST):
+            if isinstance(event, TextDelta):
+                first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), timeout=10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=5)
+    fake.delay(0)
+    fake.add_text("still fine")
+    assert _text(await _collect(provider)) == "still fine"

@@ -1,0 +1,339 @@
+"""Hot reload against the real server: real file writes, real sandbox, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import GatewayServer, ServerFactory
+
+WATCH = {"GATEWAY_WATCH": "true", "GATEWAY_RELOAD_DEBOUNCE_MS": "50"}
+
+TOOLS_PY = '''
+"""Actions of the reload tests."""
+import time
+
+
+def greet(name: str) -> str:
+    """Greet a person by name."""
+    return "{tag} hello " + name
+
+
+def shout(text: str) -> str:
+    """Shout a text back in capitals."""
+    return text.upper() + "!"
+
+
+def pause_briefly() -> str:
+    """Pause briefly, then report the code version."""
+    time.sleep(0.4)
+    return "{tag} paused"
+'''
+
+BOT_YAML = """
+kind: assistant
+name: bot
+provider: offline
+actions: [{actions}]
+---
+kind: action
+name: greet
+description: Greet a person by name.
+python:
+  function: reloadactions.tools:greet
+---
+kind: action
+name: pause_briefly
+description: Pause briefly, then report the code version.
+timeout: 30
+python:
+  function: reloadactions.tools:pause_briefly
+"""
+
+
+def write_site(root: Path, *, tag: str = "v1", actions: str = "greet, pause_briefly") -> Path:
+    """Write manifests/ and the reloadactions package under ``root``; return the manifests dir."""
+    (root / "manifests").mkdir(parents=True, exist_ok=True)
+    (root / "reloadactions").mkdir(exist_ok=True)
+    (root / "reloadactions" / "__init__.py").write_text("")
+    write_code(root, tag)
+    (root / "manifests" / "bot.yaml").write_text(BOT_YAML.format(actions=actions))
+    return root / "manifests"
+
+
+def write_code(root: Path, tag: str) -> None:
+    """(Re)write the action code with ``tag`` in its answers."""
+    (root / "reloadactions" / "tools.py").write_text(TOOLS_PY.replace("{tag}", tag))
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 10.0) -> tuple[Any, float]:
+    """Poll ``probe`` until it returns something truthy; return it and the seconds it took."""
+    start = time.monotonic()
+    while True:
+        value = probe()
+        if value:
+            return value, time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not reached within {timeout}s")
+        time.sleep(0.01)
+
+
+def status(server: GatewayServer) -> dict[str, Any]:
+    """GET /manifests/status."""
+    response = httpx.get(server.url + "/manifests/status", timeout=10)
+    assert response.status_code == 200
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def tool_names(server: GatewayServer, assistant: str = "bot") -> set[str]:
+    """The tool names the model sees for ``assistant``."""
+    response = httpx.get(f"{server.url}/assistants/{assistant}/tools", timeout=10)
+    assert response.status_code == 200
+    return {t["function"]["name"] for t in response.json()}
+
+
+def chat(server: GatewayServer, message: str) -> dict[str, Any]:
+    """POST /chat (new thread) and return the JSON answer, asserting a 200."""
+    response = httpx.post(
+        server.url + "/chat", json={"assistant": "bot", "message": message}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_new_action_referenced_by_the_assistant_goes_live(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """Adding an action file and referencing it makes the tool visible and callable."""
+    site = tmp_path / "site"
+    manifests = write_site(site)
+    server = gateway_server(manifests, env=WATCH)
+    assert tool_names(server) == {"greet", "pause_briefly"}
+    (manifests / "shout.yaml").write_text(
+        "kind: action\nname: shout\ndescription: Shout a text back in capitals.\n"
+        "python:\n  function: reloadactions.tools:shout\n"
+    )
+    (manifests / "bot.yaml").write_text(BOT_YAML.format(actions="greet, pause_briefly, shout"))
+    _, seconds = wait_for(lambda: "shout" in tool_names(server))
+    print(f"write -> tool visible over HTTP: {seconds * 1000:.0f} ms")
+    answer = chat(server, 'please shout "hey there"')
+    assert answer["tool_calls"][0]["name"] == "shout"
+    assert answer["tool_calls"][0]["output"] == "HEY THERE!"
+
+
+def test_broken_set_is_reported_old_set_serves_then_fix_recovers(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A broken file shows in /manifests/status and metrics while chats keep working."""
+    manifests = write_site(tmp_path / "site")
+    server = gateway_server(manifests, env=WATCH)
+    good = status(server)["version"]
+    broken = manifests / "broken.yaml"
+    broken.write_text(
+        "kind: action\nname: bad\ndescription: Broken on purpose.\n"
+        "python:\n  function: reloadactions.tools:no_such_function\n"
+    )
+    st, _ = wait_for(lambda: (s := status(server))["last_attempt"]["result"] == "rejected" and s)
+    assert st["version"] == good
+    assert any(re.search(r"broken\.yaml:\d+:\d+: ", e) for e in st["last_attempt"]["errors"])
+    assert httpx.get(server.url + "/ready", timeout=10).status_code == 200
+    answer = chat(server, 'please greet "Ada"')
+    assert answer["tool_calls"][0]["output"] == "v1 hello Ada"
+    assert answer["metadata"]["manifest_version"] == good
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    assert re.search(r'gateway_reloads_total\{result="rejected"\} [1-9]', metrics)
+    broken.write_text(
+        "kind: action\nname: bad\ndescription: Fixed now.\n"
+        "python:\n  function: reloadactions.tools:shout\n"
+    )
+    st, _ = wait_for(lambda: (s := status(server))["last_attempt"]["result"] == "swapped" and s)
+    assert st["last_attempt"]["errors"] == []
+    assert st["version"] != good
+    assert "broken.yaml" in st["files"]
+
+
+def test_editing_python_code_makes_the_next_call_run_new_code(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """After an action's code changes on disk, the next call runs the new code."""
+    site = tmp_path / "site"
+    server = gateway_server(write_site(site), env=WATCH)
+    assert chat(server, 'please greet "Ada"')["tool_calls"][0]["output"] == "v1 hello Ada"
+    before = status(server)["version"]
+    write_code(site, "version-2")
+    wait_for(lambda: status(server)["version"] != before)
+    answer = chat(server, 'please greet "Ada"')
+    assert answer["tool_calls"][0]["output"] == "version-2 hello Ada"
+    assert answer["metadata"]["manifest_version"] != before
+
+
+@pytest.mark.xfail(
+    reason="stale bytecode: the sandbox zygote and the loader's introspection run `python -I`, "
+    "which writes __pycache__ and trusts a .pyc whose source has the same size and mtime second; "
+    "fix: -B plus a loader that skips cached bytecode for the gateway root (see helper F's report)",
+)
+def test_same_size_code_edit_within_a_second_runs_new_code(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """An edit that keeps the file size and mtime second (a fast checkout) runs the new code."""
+    site = tmp_path / "site"
+    server = gateway_server(write_site(site), env=WATCH)
+    assert chat(server, 'please greet "Ada"')["tool_calls"][0]["output"] == "v1 hello Ada"
+    before = status(server)["version"]
+    code = site / "reloadactions" / "tools.py"
+    old = code.stat()
+    write_code(site, "v2")
+    os.utime(code, ns=(old.st_atime_ns, old.st_mtime_ns))  # as if written in the same second
+    wait_for(lambda: status(server)["version"] != before)
+    assert chat(server, 'please greet "Ada"')["tool_calls"][0]["output"] == "v2 hello Ada"
+
+
+def test_swapping_a_symlinked_checkout_goes_live(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """Flipping a git-sync style `current` symlink serves the new revision's set and code."""
+    write_site(tmp_path / "rev1", tag="rev1")
+    write_site(tmp_path / "rev2", tag="rev2", actions="greet, pause_briefly, shout")
+    (tmp_path / "rev2" / "manifests" / "shout.yaml").write_text(
+        "kind: action\nname: shout\ndescription: Shout a text back in capitals.\n"
+        "python:\n  function: reloadactions.tools:shout\n"
+    )
+    (tmp_path / "current").symlink_to("rev1")
+    server = gateway_server(tmp_path / "current" / "manifests", env=WATCH)
+    assert chat(server, 'please greet "Ada"')["tool_calls"][0]["output"] == "rev1 hello Ada"
+    (tmp_path / "current.new").symlink_to("rev2")
+    (tmp_path / "current.new").replace(tmp_path / "current")  # atomic, as git-sync does
+    wait_for(lambda: "shout" in tool_names(server))
+    assert chat(server, 'please greet "Ada"')["tool_calls"][0]["output"] == "rev2 hello Ada"
+
+
+def test_reload_during_twenty_concurrent_chats_fails_none(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """Code edits and forced reloads while 20 chats run leave every chat successful."""
+    site = tmp_path / "site"
+    server = gateway_server(write_site(site), env=WATCH)
+    first = status(server)["version"]
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            chats = [
+                asyncio.create_task(
+                    client.post("/chat", json={"assistant": "bot", "message": "pause briefly"})
+                )
+                for _ in range(20)
+            ]
+            await asyncio.sleep(0.2)
+            write_code(site, "second")
+            forced = await client.post("/manifests/reload")
+            assert forced.status_code == 200
+            await asyncio.sleep(0.3)
+            write_code(site, "third-edit")
+            return await asyncio.gather(*chats)
+
+    responses = asyncio.run(scenario())
+    outputs = []
+    for response in responses:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        call = body["tool_calls"][0]
+        assert call["status"] == "succeeded", call
+        outputs.append(call["output"])
+        assert body["metadata"]["manifest_version"]
+    assert set(outputs) <= {"v1 paused", "second paused", "third-edit paused"}
+    wait_for(
+        lambda: chat(server, "pause briefly")["tool_calls"][0]["output"] == "third-edit paused"
+    )
+    assert status(server)["version"] != first
+
+
+# -- SIGHUP needs the server as its own process (signals go to the main thread) --
+
+
+LAUNCHER = """
+import uvicorn
+from gateway.app import create_app
+from gateway.settings import Settings
+uvicorn.run(create_app(Settings.from_env(dotenv=None)), host="127.0.0.1", port=0, log_level="info")
+"""
+
+
+@pytest.fixture
+def process_server(
+    tmp_path: Path,
+) -> Iterator[Callable[[Path], tuple[subprocess.Popen[bytes], str]]]:
+    """Factory: run the gateway with uvicorn in a subprocess; yields (process, base URL)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(manifests: Path) -> tuple[subprocess.Popen[bytes], str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+        env |= {
+            "GATEWAY_MANIFESTS": str(manifests),
+            "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db",
+            "GATEWAY_WATCH": "false",
+            "ENVIRONMENT": "development",
+        }
+        with (tmp_path / "server.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", LAUNCHER], cwd=tmp_path, env=env, stdout=log, stderr=log
+            )
+        procs.append(proc)
+        (url, _) = wait_for(
+            lambda: (
+                (
+                    m := re.search(
+                        r"Uvicorn running on (http://127\.0\.0\.1:\d+)",
+                        (tmp_path / "server.log").read_text(errors="replace"),
+                    )
+                )
+                and m.group(1)
+            ),
+            timeout=30,
+        )
+        return proc, url
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_sighup_reloads_when_watching_is_off(
+    tmp_path: Path, process_server: Callable[[Path], tuple[subprocess.Popen[bytes], str]]
+) -> None:
+    """With GATEWAY_WATCH=false a write is not picked up, but SIGHUP reloads it."""
+    site = tmp_path / "site"
+    proc, url = process_server(write_site(site))
+    before = httpx.get(url + "/manifests/status", timeout=10).json()
+    assert before["watching"] is False
+    write_code(site, "version-2")
+    time.sleep(0.5)
+    assert httpx.get(url + "/manifests/status", timeout=10).json()["version"] == before["version"]
+    proc.send_signal(signal.SIGHUP)
+    after, _ = wait_for(
+        lambda: (
+            (s := httpx.get(url + "/manifests/status", timeout=10).json())["version"]
+            != before["version"]
+            and s
+        )
+    )
+    assert after["last_attempt"]["reason"] == "SIGHUP"
+    assert proc.poll() is None

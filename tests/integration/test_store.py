@@ -1,0 +1,255 @@
+"""The thread store contract, run unchanged against SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.providers.base import ChatMessage, ToolCall, Usage
+from gateway.store import open_store
+from gateway.store.base import RunRecord, ThreadStore
+from gateway.store.postgres import PostgresStore
+from gateway.store.sqlite import SQLiteStore
+from tests._pg import pg_url
+
+Factory = Callable[[], Awaitable[ThreadStore]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    """A factory of opened stores sharing one database (so a reopen sees the same data)."""
+    opened: list[ThreadStore] = []
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = pg_url() if request.param == "postgres" else ""
+
+    async def factory() -> ThreadStore:
+        store: ThreadStore
+        if request.param == "sqlite":
+            store = open_store("sqlite:///var/gateway.db", root=tmp_path)
+        else:
+            store = PostgresStore(url, schema=schema, max_size=4)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        await store.close()
+    if request.param == "postgres":
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _run(thread_id: str, status: str = "in_progress", run_id: str | None = None) -> RunRecord:
+    return RunRecord(
+        id=run_id or f"run_{uuid.uuid4().hex[:8]}",
+        thread_id=thread_id,
+        assistant="support",
+        status=status,  # type: ignore[arg-type]
+        manifest_version="v1",
+        created_at=1.0,
+    )
+
+
+async def test_thread_roundtrip(make_store: Factory) -> None:
+    """A created thread can be read back with its assistant and metadata, and deleted."""
+    store = await make_store()
+    thread = await store.create_thread("support", {"user": "ada"})
+    got = await store.get_thread(thread.id)
+    assert got == thread
+    assert await store.get_thread("thread_missing") is None
+    assert await store.delete_thread(thread.id) is True
+    assert await store.get_thread(thread.id) is None
+    assert await store.delete_thread(thread.id) is False
+
+
+async def test_messages_keep_order_tool_calls_and_results(make_store: Factory) -> None:
+    """Messages come back in order with tool calls, tool results and run ids intact."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    call = ToolCall(id="call_1", name="lookup", arguments='{"id": 1042}')
+    msgs = [
+        ChatMessage(role="user", content="status of 1042?"),
+        ChatMessage(role="assistant", content=None, tool_calls=[call]),
+        ChatMessage(role="tool", content='{"status": "shipped"}', tool_call_id="call_1"),
+        ChatMessage(role="assistant", content="It shipped. ✓"),
+    ]
+    stored = [await store.append_message(thread.id, m, run_id="run_1") for m in msgs]
+    assert [s.seq for s in stored] == [1, 2, 3, 4]
+    listed = await store.list_messages(thread.id)
+    assert [s.message for s in listed] == msgs
+    assert [s.id for s in listed] == [s.id for s in stored]
+    assert all(s.run_id == "run_1" for s in listed)
+    newest = await store.list_messages(thread.id, limit=2)
+    assert [s.seq for s in newest] == [3, 4]
+
+
+async def test_append_uses_given_message_id_and_rejects_unknown_thread(make_store: Factory) -> None:
+    """A caller-chosen message id is kept, and appending to a missing thread is NotFound."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    stored = await store.append_message(
+        thread.id, ChatMessage(role="user", content="hi"), message_id="msg_fixed"
+    )
+    assert stored.id == "msg_fixed"
+    assert (await store.list_messages(thread.id))[0].id == "msg_fixed"
+    with pytest.raises(NotFound):
+        await store.append_message("thread_missing", ChatMessage(role="user", content="x"))
+
+
+async def test_concurrent_appends_get_distinct_sequence_numbers(make_store: Factory) -> None:
+    """Concurrent appends to one thread never share or skip a sequence number."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    await asyncio.gather(
+        *(
+            store.append_message(thread.id, ChatMessage(role="user", content=str(i)))
+            for i in range(20)
+        )
+    )
+    seqs = [m.seq for m in await store.list_messages(thread.id)]
+    assert seqs == list(range(1, 21))
+
+
+async def test_one_active_run_per_thread(make_store: Factory) -> None:
+    """A second active run on a thread is a Conflict; after the first finishes one is allowed."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    other = await store.create_thread("support")
+    first = _run(thread.id)
+    await store.create_run(first)
+    with pytest.raises(Conflict):
+        await store.create_run(_run(thread.id))
+    with pytest.raises(Conflict):
+        await store.create_run(_run(thread.id, status="queued"))
+    await store.create_run(_run(other.id))  # other threads are unaffected
+    finished = RunRecord(
+        id=first.id,
+        thread_id=thread.id,
+        assistant="support",
+        status="completed",
+        manifest_version="v1",
+        created_at=1.0,
+        completed_at=2.0,
+        usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
+        timings={"total_ms": 12.5, "first_token_ms": None},
+    )
+    await store.update_run(finished)
+    assert await store.get_run(first.id) == finished
+    await store.create_run(_run(thread.id))
+
+
+async def test_concurrent_run_creation_admits_exactly_one(make_store: Factory) -> None:
+    """Racing create_run calls on one thread: exactly one wins, the rest get Conflict."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    results = await asyncio.gather(
+        *(store.create_run(_run(thread.id)) for _ in range(8)), return_exceptions=True
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, Conflict) for r in results if r is not None)
+
+
+async def test_create_run_on_missing_thread_is_not_found(make_store: Factory) -> None:
+    """A run can only be created on an existing thread."""
+    store = await make_store()
+    with pytest.raises(NotFound):
+        await store.create_run(_run("thread_missing"))
+
+
+async def test_run_events_and_failure_records(make_store: Factory) -> None:
+    """A finished run's event log and error round-trip; active runs are listed for recovery."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    run = _run(thread.id)
+    await store.create_run(run)
+    assert [r.id for r in await store.list_active_runs()] == [run.id]
+    assert await store.load_run_events(run.id) is None
+    failed = RunRecord(
+        id=run.id,
+        thread_id=thread.id,
+        assistant="support",
+        status="failed",
+        manifest_version="v1",
+        created_at=1.0,
+        completed_at=3.0,
+        error={"type": "provider_error", "message": "upstream 503"},
+    )
+    await store.update_run(failed)
+    events = [b'{"event":"thread.run.created","data":{"a":"x\\ny"}}', b'{"event":"done","data":{}}']
+    await store.save_run_events(run.id, events)
+    assert await store.load_run_events(run.id) == events
+    assert await store.get_run(run.id) == failed
+    assert await store.list_active_runs() == []
+    assert await store.get_run("run_missing") is None
+
+
+async def test_delete_thread_removes_messages_and_runs(make_store: Factory) -> None:
+    """Deleting a thread removes its messages, runs and event logs."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    await store.append_message(thread.id, ChatMessage(role="user", content="hi"))
+    run = _run(thread.id, status="completed")
+    await store.create_run(run)
+    await store.save_run_events(run.id, [b"{}"])
+    assert await store.delete_thread(thread.id)
+    assert await store.list_messages(thread.id) == []
+    assert await store.get_run(run.id) is None
+    assert await store.load_run_events(run.id) is None
+
+
+async def test_history_survives_close_and_reopen(make_store: Factory) -> None:
+    """After closing and reopening the store (a restart), threads, messages and runs are intact."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    await store.append_message(thread.id, ChatMessage(role="user", content="remember me"))
+    run = _run(thread.id, status="completed")
+    await store.create_run(run)
+    await store.save_run_events(run.id, [b'{"event":"done","data":{}}'])
+    await store.close()
+    assert await store.ping() is False
+    reopened = await make_store()  # the same database, migrated already
+    assert await reopened.ping() is True
+    assert await reopened.get_thread(thread.id) == thread
+    assert [m.message.content for m in await reopened.list_messages(thread.id)] == ["remember me"]
+    assert await reopened.get_run(run.id) == run
+    assert await reopened.load_run_events(run.id) == [b'{"event":"done","data":{}}']
+    # The sequence continues after the restart.
+    again = await reopened.append_message(thread.id, ChatMessage(role="user", content="again"))
+    assert again.seq == 2
+
+
+async def test_sqlite_file_is_durable_wal_under_the_root(tmp_path: Path) -> None:
+    """The SQLite store creates var/ under the root, uses WAL with synchronous=FULL."""
+    store = open_store("sqlite:///var/sub/gateway.db", root=tmp_path)
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    await store.open()  # idempotent
+    try:
+        assert store.path == tmp_path / "var" / "sub" / "gateway.db"
+        assert store.path.is_file()
+        with sqlite3.connect(store.path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert conn.execute("SELECT version FROM schema_version").fetchone() == (1,)
+        sync = await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone())
+        assert sync == (2,)  # FULL
+    finally:
+        await store.close()
+
+
+def test_open_store_schemes(tmp_path: Path) -> None:
+    """URL schemes pick the backend; absolute SQLite paths work; unknown schemes are refused."""
+    absolute = open_store(f"sqlite:///{tmp_path}/x.db", root=Path("/nowhere"))
+    assert isinstance(absolute, SQLiteStore)
+    assert absolute.path == tmp_path / "x.db"
+    assert isinstance(open_store("postgresql://u@h/db", root=tmp_path), PostgresStore)
+    assert isinstance(open_store("postgres://u@h/db", root=tmp_path), PostgresStore)
+    with pytest.raises(InvalidInput, match="postgresql, sqlite"):
+        open_store("mysql://u@h/db", root=tmp_path)

@@ -1,0 +1,463 @@
+"""The run engine with a scripted model, a scripted runner and a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.engine import Engine, RunHandle
+from gateway.errors import Conflict, InvalidInput, NotFound, ProviderError
+from gateway.events import (
+    Done,
+    ErrorEvent,
+    Event,
+    MessageCompleted,
+    MessageDelta,
+    Metadata,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    StepCompleted,
+    StepCreated,
+)
+from gateway.manifests.catalog import CatalogRef
+from gateway.providers.base import ChatMessage
+from gateway.settings import Settings
+from gateway.store.base import RunRecord
+from gateway.store.sqlite import SQLiteStore
+from tests.unit.engine._fakes import (
+    Providers,
+    ScriptedProvider,
+    ScriptedRunner,
+    Turn,
+    calls,
+    make_catalog,
+    text,
+)
+
+
+class Rig:
+    """An engine wired to fakes, with handles on each part."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        provider: ScriptedProvider,
+        runner: ScriptedRunner,
+        store: SQLiteStore,
+        ref: CatalogRef,
+    ) -> None:
+        self.engine, self.provider, self.runner, self.store, self.ref = (
+            engine,
+            provider,
+            runner,
+            store,
+            ref,
+        )
+
+
+MakeRig = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+async def make_rig(tmp_path: Path) -> AsyncIterator[MakeRig]:
+    """Builds started engines over one SQLite file; closes them all afterwards."""
+    rigs: list[Rig] = []
+
+    async def factory(turns: list[Turn], *, delay: float = 0.0, **catalog_kw: object) -> Rig:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        provider = ScriptedProvider(turns, delay=delay)
+        runner = ScriptedRunner()
+        ref = CatalogRef(make_catalog(**catalog_kw))  # type: ignore[arg-type]
+        engine = Engine(
+            catalog=ref,
+            store=store,
+            runner=runner,
+            providers=Providers(provider),
+            settings=Settings(),
+        )
+        await engine.start()
+        rig = Rig(engine, provider, runner, store, ref)
+        rigs.append(rig)
+        return rig
+
+    yield factory
+    for rig in rigs:
+        await rig.engine.aclose()
+        await rig.store.close()
+
+
+def names(events: list[Event]) -> list[str]:
+    return [e.name for e in events]
+
+
+async def wait_for(handle: RunHandle, kind: type) -> None:
+    async for _, event in handle.log.follow():
+        if isinstance(event, kind):
+            return
+    raise AssertionError(f"{kind.__name__} never came")
+
+
+async def test_plain_answer_streams_persists_and_records(make_rig: MakeRig) -> None:
+    """A plain answer streams deltas, completes, stores both messages and a completed run."""
+    rig = await make_rig([text("Hello", " there", tokens=7)])
+    handle = await rig.engine.start_run(thread_id=None, message="hi", correlation_id="cid-1")
+    result = await handle.result()
+    assert result.responses == ["Hello there"]
+    assert result.status == "completed" and result.error is None
+    assert result.usage.total_tokens == 8
+    events = handle.log.events
+    assert names(events) == [
+        "thread.run.created",
+        "thread.message.delta",
+        "thread.message.delta",
+        "thread.message.completed",
+        "thread.run.completed",
+        "metadata",
+        "done",
+    ]
+    created = events[0]
+    assert isinstance(created, RunCreated) and created.manifest_version == "v1"
+    deltas = [e for e in events if isinstance(e, MessageDelta)]
+    completed = next(e for e in events if isinstance(e, MessageCompleted))
+    assert {d.message_id for d in deltas} == {completed.message_id}
+    meta = events[-2]
+    assert isinstance(meta, Metadata) and meta.correlation_id == "cid-1"
+    assert meta.timings.total_ms >= meta.timings.model_ms > 0
+    assert meta.timings.first_token_ms is not None
+    stored = await rig.store.list_messages(handle.thread_id)
+    assert [(m.message.role, m.message.content) for m in stored] == [
+        ("user", "hi"),
+        ("assistant", "Hello there"),
+    ]
+    assert stored[1].id == completed.message_id  # the event's message id is the stored one
+    record = await rig.store.get_run(handle.run_id)
+    assert record is not None and record.status == "completed"
+    assert record.usage.total_tokens == 8 and record.timings["total_ms"] > 0
+    request = rig.provider.requests[0]
+    assert request.instructions == "Be brief." and request.model == "test-model"
+    assert [t["function"]["name"] for t in request.tools] == ["lookup", "slow", "boom"]
+
+
+async def test_one_tool_call_feeds_the_result_back(make_rig: MakeRig) -> None:
+    """A tool call runs through the runner and its result goes back to the model."""
+    rig = await make_rig([calls(("lookup", {"order": 1042})), text("Order 1042 shipped.")])
+    handle = await rig.engine.start_run(
+        thread_id="new", message="status of 1042?", correlation_id="cid-7"
+    )
+    result = await handle.result()
+    assert result.responses == ["Order 1042 shipped."]
+    assert [(t.name, t.status) for t in result.tool_calls] == [("lookup", "succeeded")]
+    assert json.loads(result.tool_calls[0].output)["correlation_id"] == "cid-7"
+    second = rig.provider.requests[1].messages
+    assert [m.role for m in second] == ["user", "assistant", "tool"]
+    assert second[1].tool_calls[0].id == second[2].tool_call_id == "call_0"
+    step_created = next(e for e in handle.log.events if isinstance(e, StepCreated))
+    step_done = next(e for e in handle.log.events if isinstance(e, StepCompleted))
+    assert step_created.step_id == step_done.step_id
+    assert step_created.tool_call.arguments == '{"order": 1042}'
+    stored = await rig.store.list_messages(handle.thread_id)
+    assert [m.message.role for m in stored] == ["user", "assistant", "tool", "assistant"]
+    assert all(m.run_id == handle.run_id for m in stored)
+
+
+async def test_parallel_tool_calls_run_concurrently(make_rig: MakeRig) -> None:
+    """Several tool calls in one round run at the same time, not one after another."""
+    rig = await make_rig(
+        [
+            calls(("slow", {"seconds": 0.3}), ("slow", {"seconds": 0.3}), ("lookup", {})),
+            text("done"),
+        ]
+    )
+    started = time.perf_counter()
+    result = await (await rig.engine.start_run(thread_id=None, message="go")).result()
+    elapsed = time.perf_counter() - started
+    assert rig.runner.max_running == 3
+    assert elapsed < 0.55  # sequential would take at least 0.6 s
+    assert sorted(t.name for t in result.tool_calls) == ["lookup", "slow", "slow"]
+    tool_ids = {m.tool_call_id for m in rig.provider.requests[1].messages if m.role == "tool"}
+    assert tool_ids == {"call_0", "call_1", "call_2"}
+
+
+async def test_tool_error_is_reported_and_the_model_recovers(make_rig: MakeRig) -> None:
+    """A failed tool comes back to the model as a readable error and the run still completes."""
+    rig = await make_rig([calls(("boom", {})), text("Sorry, that failed.")])
+    result = await (await rig.engine.start_run(thread_id=None, message="try")).result()
+    assert result.status == "completed"
+    assert result.tool_calls[0].status == "failed"
+    tool_msg = rig.provider.requests[1].messages[-1]
+    assert tool_msg.role == "tool" and "kaboom" in (tool_msg.content or "")
+    assert result.responses == ["Sorry, that failed."]
+
+
+async def test_tool_round_limit_fails_the_run_clearly(make_rig: MakeRig) -> None:
+    """A model that keeps calling tools is stopped after max_tool_rounds with a clear failure."""
+    rig = await make_rig(
+        [calls(("lookup", {}), prefix=f"c{i}") for i in range(5)], max_tool_rounds=2
+    )
+    handle = await rig.engine.start_run(thread_id=None, message="loop")
+    result = await handle.result()
+    assert result.status == "failed" and result.error is not None
+    assert result.error.type == "max_tool_rounds"
+    assert "2 tool rounds" in result.error.message
+    assert len(rig.provider.requests) == 3 and len(rig.runner.calls) == 2
+    record = await rig.store.get_run(handle.run_id)
+    assert record is not None and record.status == "failed"
+    assert record.error == {"type": "max_tool_rounds", "message": result.error.message}
+    stored = await rig.store.list_messages(handle.thread_id)
+    assert stored[-1].message.role == "tool"  # the refused third round left nothing dangling
+
+
+async def test_provider_error_fails_the_run_with_an_error_event(make_rig: MakeRig) -> None:
+    """A provider error ends the run as failed (provider_error) and shows as an error event."""
+    rig = await make_rig([ProviderError("upstream returned 503", status=503)])
+    handle = await rig.engine.start_run(thread_id=None, message="hi", correlation_id="c9")
+    result = await handle.result()
+    assert result.error is not None and result.error.type == "provider_error"
+    errors = [e for e in handle.log.events if isinstance(e, ErrorEvent)]
+    assert errors and errors[0].type == "provider_error" and errors[0].correlation_id == "c9"
+    assert names(handle.log.events)[-3:] == ["thread.run.failed", "metadata", "done"]
+    record = await rig.store.get_run(handle.run_id)
+    assert record is not None and record.status == "failed"
+    stored = await rig.store.list_messages(handle.thread_id)
+    assert [m.message.role for m in stored] == ["user"]  # the user message was kept
+
+
+async def test_cancel_while_a_tool_sleeps_kills_it_and_keeps_history_valid(
+    make_rig: MakeRig,
+) -> None:
+    """Cancelling a run cancels its tool, records 'cancelled', and the thread stays usable."""
+    rig = await make_rig([calls(("slow", {"seconds": 30})), text("next answer")])
+    handle = await rig.engine.start_run(thread_id=None, message="wait")
+    await wait_for(handle, StepCreated)
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    record = await rig.engine.cancel(handle.thread_id, handle.run_id)
+    assert time.perf_counter() - started < 2
+    assert record.status == "cancelled" and record.error is not None
+    assert rig.runner.cancelled == ["slow"]
+    result = await handle.result()
+    assert result.status == "cancelled" and result.tool_calls[0].status == "failed"
+    assert isinstance(handle.log.events[-1], Done)
+    # The next run works and the model sees a complete call/result pair.
+    second = await rig.engine.start_run(thread_id=handle.thread_id, message="again")
+    assert (await second.result()).responses == ["next answer"]
+    history = rig.provider.requests[-1].messages
+    assert [m.role for m in history] == ["user", "assistant", "tool", "user"]
+    assert "cancelled" in (history[2].content or "")
+
+
+async def test_cancel_stops_the_model_stream(make_rig: MakeRig) -> None:
+    """Cancelling during the model's stream closes the stream and ends the run."""
+    rig = await make_rig([text(*["x"] * 200)], delay=0.01)
+    handle = await rig.engine.start_run(thread_id=None, message="talk")
+    await wait_for(handle, MessageDelta)
+    await rig.engine.cancel(handle.thread_id, handle.run_id)
+    assert rig.provider.closed_streams == 1
+    deltas = [e for e in handle.log.events if isinstance(e, MessageDelta)]
+    assert 0 < len(deltas) < 200
+
+
+async def test_second_run_on_a_busy_thread_is_a_conflict(make_rig: MakeRig) -> None:
+    """While a run is active on a thread, another run there is refused with Conflict."""
+    rig = await make_rig([calls(("slow", {"seconds": 0.3})), text("a"), text("b")])
+    first = await rig.engine.start_run(thread_id=None, message="one")
+    with pytest.raises(Conflict):
+        await rig.engine.start_run(thread_id=first.thread_id, message="two")
+    await first.result()
+    second = await rig.engine.start_run(thread_id=first.thread_id, message="three")
+    assert (await second.result()).responses == ["b"]
+    stored = await rig.store.list_messages(first.thread_id)
+    assert "two" not in [m.message.content for m in stored]  # the refused message was not stored
+
+
+async def test_conflict_holds_across_engines_sharing_a_store(make_rig: MakeRig) -> None:
+    """Two engines on one database (two replicas) cannot run on the same thread at once."""
+    a = await make_rig([calls(("slow", {"seconds": 0.3})), text("a")])
+    b = await make_rig([text("b")])
+    first = await a.engine.start_run(thread_id=None, message="one")
+    with pytest.raises(Conflict):
+        await b.engine.start_run(thread_id=first.thread_id, message="two")
+    await first.result()
+
+
+async def test_readers_follow_from_any_cursor(make_rig: MakeRig) -> None:
+    """Readers get the backlog after their cursor then live events; late readers miss nothing."""
+    rig = await make_rig([text("a", "b", "c")], delay=0.02)
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+
+    async def read(after: int) -> list[int]:
+        return [seq async for seq, _ in handle.log.follow(after)]
+
+    early, mid = await asyncio.gather(read(0), read(2))
+    late = await read(0)
+    assert early == late == list(range(1, len(handle.log) + 1))
+    assert mid == list(range(3, len(handle.log) + 1))
+    assert await read(len(handle.log)) == []
+    assert handle.log.done
+
+
+async def test_catalog_is_pinned_for_the_whole_run(make_rig: MakeRig) -> None:
+    """A catalog swap mid-run does not change what that run uses; the next run sees the new one."""
+    rig = await make_rig([calls(("slow", {"seconds": 0.2})), text("old"), text("new")])
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    await wait_for(handle, StepCreated)
+    rig.ref.current = make_catalog("v2", tools=("lookup",), instructions="New rules.")
+    result = await handle.result()
+    assert result.metadata is not None and result.metadata.manifest_version == "v1"
+    assert rig.provider.requests[1].instructions == "Be brief."
+    assert len(rig.provider.requests[1].tools) == 3
+    nxt = await rig.engine.start_run(thread_id=handle.thread_id, message="again")
+    assert nxt.manifest_version == "v2"
+    await nxt.result()
+    assert rig.provider.requests[2].instructions == "New rules."
+    record = await rig.store.get_run(handle.run_id)
+    assert record is not None and record.manifest_version == "v1"
+
+
+async def test_finished_runs_replay_after_a_restart(make_rig: MakeRig) -> None:
+    """A finished run's log is stored and replays identically from a fresh engine."""
+    rig = await make_rig([calls(("lookup", {"q": 1})), text("ok")])
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    await handle.result()
+    await rig.engine.aclose()
+    await rig.store.close()
+    fresh = await make_rig([])
+    log = await fresh.engine.get_run_log(handle.thread_id, handle.run_id)
+    assert log.done and log.events == handle.log.events
+    assert [s async for s, _ in log.follow(3)] == list(range(4, len(log) + 1))
+    with pytest.raises(NotFound):
+        await fresh.engine.get_run_log("thread_other", handle.run_id)
+    with pytest.raises(NotFound):
+        await fresh.engine.get_run_log(handle.thread_id, "run_missing")
+
+
+async def test_unknown_tool_is_refused_without_running(make_rig: MakeRig) -> None:
+    """A tool the assistant was not given is refused with an error the model reads; nothing runs."""
+    rig = await make_rig([calls(("drop_tables", {})), text("I cannot do that.")])
+    result = await (await rig.engine.start_run(thread_id=None, message="hack")).result()
+    assert result.tool_calls[0].status == "failed"
+    assert "unknown_tool" in result.tool_calls[0].output
+    assert rig.runner.calls == []
+
+
+async def test_stateless_run_persists_nothing(make_rig: MakeRig) -> None:
+    """A stateless run answers from the client's history and stores no thread or run."""
+    rig = await make_rig([calls(("lookup", {})), text("stateless answer")])
+    history = [
+        ChatMessage(role="user", content="earlier"),
+        ChatMessage(role="assistant", content="yes"),
+        ChatMessage(role="user", content="now"),
+    ]
+    handle = await rig.engine.start_stateless_run(assistant="support", messages=history)
+    result = await handle.result()
+    assert handle.thread_id == "" and result.responses == ["stateless answer"]
+    assert [m.content for m in rig.provider.requests[0].messages] == ["earlier", "yes", "now"]
+    assert await rig.store.get_run(handle.run_id) is None
+    assert await rig.store.list_active_runs() == []
+    with pytest.raises(InvalidInput):
+        await rig.engine.start_stateless_run(assistant="support", messages=[])
+    with pytest.raises(NotFound):
+        await rig.engine.start_stateless_run(assistant="nobody", messages=history)
+
+
+async def test_assistant_choice_for_new_threads(make_rig: MakeRig) -> None:
+    """The only assistant is the default; with several, one must be named or configured."""
+    single = await make_rig([])
+    thread, assistant = await single.engine.create_thread(None)
+    assert assistant.name == "support" and thread.assistant == "support"
+    several = await make_rig([], extra=("sales",))
+    with pytest.raises(InvalidInput):
+        await several.engine.create_thread(None)
+    with pytest.raises(NotFound):
+        await several.engine.create_thread("nobody")
+    _, named = await several.engine.create_thread("sales")
+    assert named.name == "sales"
+    with pytest.raises(NotFound):
+        await several.engine.start_run(thread_id="thread_missing", message="hi")
+    with pytest.raises(InvalidInput):
+        await several.engine.start_run(thread_id=None, message="  ", assistant="sales")
+
+
+async def test_start_fails_runs_left_in_progress_by_a_crash(
+    make_rig: MakeRig, tmp_path: Path
+) -> None:
+    """With the embedded store, runs a crash left in progress are marked failed on start."""
+    store = SQLiteStore(tmp_path / "gateway.db")
+    await store.open()
+    thread = await store.create_thread("support")
+    await store.create_run(
+        RunRecord(
+            id="run_orphan",
+            thread_id=thread.id,
+            assistant="support",
+            status="in_progress",
+            manifest_version="v0",
+            created_at=1.0,
+        )
+    )
+    await store.close()
+    rig = await make_rig([text("fresh")])
+    record = await rig.store.get_run("run_orphan")
+    assert record is not None and record.status == "failed"
+    assert record.error is not None and record.error["type"] == "interrupted"
+    handle = await rig.engine.start_run(thread_id=thread.id, message="hi")  # the thread is free
+    assert (await handle.result()).responses == ["fresh"]
+
+
+async def test_cancelling_a_run_owned_elsewhere_frees_the_thread(make_rig: MakeRig) -> None:
+    """A run active in the store but not in this process is marked cancelled, freeing the thread."""
+    rig = await make_rig([text("after")])
+    thread, _ = await rig.engine.create_thread(None)
+    await rig.store.create_run(
+        RunRecord(
+            id="run_elsewhere",
+            thread_id=thread.id,
+            assistant="support",
+            status="in_progress",
+            manifest_version="v1",
+            created_at=1.0,
+        )
+    )
+    record = await rig.engine.cancel(thread.id, "run_elsewhere")
+    assert record.status == "cancelled"
+    log = await rig.engine.get_run_log(thread.id, "run_elsewhere")
+    assert isinstance(log.events[-2], RunFailed) and log.done
+    assert (
+        await (await rig.engine.start_run(thread_id=thread.id, message="x")).result()
+    ).responses == ["after"]
+    again = await rig.engine.cancel(thread.id, "run_elsewhere")  # finished: unchanged
+    assert again.status == "cancelled"
+
+
+async def test_cancel_right_after_start_still_ends_the_log(make_rig: MakeRig) -> None:
+    """A run cancelled before its task ran a single step still ends with done and is recorded."""
+    rig = await make_rig([text("never")])
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    record = await rig.engine.cancel(handle.thread_id, handle.run_id)
+    assert handle.log.done and isinstance(handle.log.events[-1], Done)
+    result = await handle.result()
+    assert result.status == "cancelled"
+    for _ in range(20):
+        record = await rig.store.get_run(handle.run_id) or record
+        if record.status == "cancelled":
+            break
+        await asyncio.sleep(0.01)
+    assert record.status == "cancelled"
+
+
+async def test_aclose_cancels_running_runs_and_records_them(make_rig: MakeRig) -> None:
+    """Closing the engine cancels runs in flight and stores them as cancelled."""
+    rig = await make_rig([calls(("slow", {"seconds": 30}))])
+    handle = await rig.engine.start_run(thread_id=None, message="long")
+    await wait_for(handle, StepCreated)
+    await rig.engine.aclose()
+    record = await rig.store.get_run(handle.run_id)
+    assert record is not None and record.status == "cancelled"
+    assert isinstance(handle.log.events[-3], RunFailed)
+    assert not isinstance(handle.log.events[-3], RunCompleted)

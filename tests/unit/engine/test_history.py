@@ -1,0 +1,75 @@
+"""Repairing and trimming the history sent to the model."""
+
+from __future__ import annotations
+
+from gateway.engine.history import INTERRUPTED_OUTPUT, repair, trim_history
+from gateway.providers.base import ChatMessage, ToolCall
+
+
+def user(text: str) -> ChatMessage:
+    return ChatMessage(role="user", content=text)
+
+
+def asks(*ids: str) -> ChatMessage:
+    return ChatMessage(
+        role="assistant", tool_calls=[ToolCall(id=i, name="lookup", arguments="{}") for i in ids]
+    )
+
+
+def result(call_id: str, text: str = "ok") -> ChatMessage:
+    return ChatMessage(role="tool", content=text, tool_call_id=call_id, name="lookup")
+
+
+def answer(text: str) -> ChatMessage:
+    return ChatMessage(role="assistant", content=text)
+
+
+def test_repair_keeps_a_valid_history_unchanged() -> None:
+    """A history whose calls all have results is returned as is."""
+    history = [user("q"), asks("a", "b"), result("b"), result("a"), answer("done")]
+    assert repair(history) == history
+
+
+def test_repair_answers_interrupted_calls_and_drops_orphans() -> None:
+    """Calls without results get an 'interrupted' result; results without calls are dropped."""
+    history = [result("zz"), user("q"), asks("a", "b"), result("a"), user("next"), asks("c")]
+    repaired = repair(history)
+    assert [(m.role, m.tool_call_id) for m in repaired] == [
+        ("user", None),
+        ("assistant", None),
+        ("tool", "a"),
+        ("tool", "b"),
+        ("user", None),
+        ("assistant", None),
+        ("tool", "c"),
+    ]
+    assert repaired[3].content == INTERRUPTED_OUTPUT
+
+
+def test_repair_drops_duplicate_results() -> None:
+    """A second result for the same call (a retried write) is dropped."""
+    history = [asks("a"), result("a", "first"), result("a", "second")]
+    assert [m.content for m in repair(history)[1:]] == ["first"]
+
+
+def test_trim_by_message_count_never_splits_a_call_from_its_results() -> None:
+    """Trimming by count drops whole turns: a tool call goes with all its results."""
+    history = [user("old"), asks("a", "b"), result("a"), result("b"), answer("x"), user("new")]
+    trimmed = trim_history(history, max_messages=4, max_chars=10**6)
+    assert trimmed == [answer("x"), user("new")]  # the 3-message call unit did not fit
+    trimmed = trim_history(history, max_messages=5, max_chars=10**6)
+    assert trimmed == history[1:]
+    assert trimmed[0].tool_calls and trimmed[1].role == "tool"
+
+
+def test_trim_by_size_keeps_the_newest_turn_even_when_too_big() -> None:
+    """The char budget drops old turns; the newest message is always kept."""
+    history = [user("a" * 500), answer("b" * 500), user("c" * 2000)]
+    assert trim_history(history, max_messages=100, max_chars=600) == [history[2]]
+    assert trim_history(history, max_messages=100, max_chars=3100) == history
+
+
+def test_trim_starting_inside_a_tool_group_drops_the_orphaned_results() -> None:
+    """A window that starts after a call (as stored history with a limit can) drops its results."""
+    history = [result("a"), result("b"), answer("x"), user("y")]
+    assert trim_history(history, max_messages=10, max_chars=10**6) == [answer("x"), user("y")]

@@ -1,0 +1,44 @@
+"""`gateway index`: builds the file_search index for every assistant and reports counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from gateway.cli import main
+from gateway.knowledge import KnowledgeIndex
+
+
+def _manifests(root: Path) -> None:
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "faq.md").write_text("# FAQ\n\n## Refunds\n\nRefunds within 30 days.\n")
+    (root / "docs" / "notes.txt").write_text("Open nine to five.\n")
+    (root / "a.yaml").write_text(
+        "kind: assistant\nname: helper\nfile_search:\n  files: [docs/faq.md, docs/notes.txt]\n"
+        "---\nkind: assistant\nname: plain\n"
+    )
+
+
+def test_index_command_builds_the_cache_the_server_reads(tmp_path: Path) -> None:
+    """The command prints per-assistant counts and leaves an index a KnowledgeIndex reuses."""
+    root = tmp_path / "manifests"
+    _manifests(root)
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert "helper: 2 files, 2 passages" in result.output
+    assert "plain" not in result.output
+    assert "2 parsed" in result.output
+    again = KnowledgeIndex(cache).index([root / "docs" / "faq.md", root / "docs" / "notes.txt"])
+    assert again.unchanged == 2
+
+
+def test_index_command_reports_invalid_manifests(tmp_path: Path) -> None:
+    """An invalid manifest set exits 1 with its problems, located."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text("kind: assistant\nname: x\nfile_search:\n  files: [missing.md]\n")
+    result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "a.yaml:" in result.output and "missing.md" in result.output

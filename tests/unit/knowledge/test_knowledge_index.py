@@ -1,0 +1,218 @@
+"""KnowledgeIndex: passages from md/txt/pdf, BM25 ranking, safe queries, lazy re-indexing."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pypdf import PdfWriter
+from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+from gateway.knowledge import KnowledgeIndex
+from gateway.knowledge._split import LIMIT, split_text
+from gateway.knowledge.index import build_query
+
+FAQ = """# Shop FAQ
+
+Welcome to the shop. We sell bicycles and spare parts.
+
+## Returns
+
+You can return any item within 30 days for a full refund.
+Refunds go back to the original payment method.
+
+## Shipping
+
+Orders ship within two business days from our warehouse in Lyon.
+
+## Warranty
+
+Frames carry a lifetime warranty; other parts two years.
+"""
+
+
+def make_pdf(path: Path, pages: list[str]) -> None:
+    """Write a PDF with one line of Helvetica text per page."""
+    writer = PdfWriter()
+    for text in pages:
+        page = writer.add_blank_page(width=612, height=792)
+        font = DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject("/Helvetica"),
+            }
+        )
+        resources = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
+        page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): resources})
+        stream = DecodedStreamObject()
+        stream.set_data(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode())
+        page[NameObject("/Contents")] = writer._add_object(stream)
+    with path.open("wb") as fh:
+        writer.write(fh)
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    """A manifests-like root with a markdown FAQ, a text file and a PDF manual."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "faq.md").write_text(FAQ)
+    (tmp_path / "docs" / "notes.txt").write_text(
+        "Store hours are nine to five.\n\nThe cafe serves espresso and croissants.\n"
+    )
+    make_pdf(
+        tmp_path / "docs" / "manual.pdf", ["Tyre pressure: inflate to 4 bar", "Chain lube weekly"]
+    )
+    return tmp_path
+
+
+def _files(root: Path) -> list[Path]:
+    return [root / "docs" / n for n in ("faq.md", "notes.txt", "manual.pdf")]
+
+
+def test_markdown_passage_with_the_words_ranks_first(docs: Path) -> None:
+    """The passage that contains the query words comes first, named and located."""
+    index = KnowledgeIndex()
+    hits = index.search(_files(docs), "how do refunds work for a return?", 3, root=docs)
+    assert hits, "expected a hit"
+    top = hits[0]
+    assert top.source == "docs/faq.md"
+    assert top.location == "Shop FAQ > Returns"
+    assert "full refund" in top.text
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+
+
+def test_text_and_pdf_are_searchable_with_locations(docs: Path) -> None:
+    """Plain text is located by lines and PDF passages by page."""
+    index = KnowledgeIndex()
+    (espresso,) = index.search(_files(docs), "espresso", 5, root=docs)
+    assert espresso.source == "docs/notes.txt" and espresso.location == "lines 1-3"
+    (tyre,) = index.search(_files(docs), "tyre pressure", 5, root=docs)
+    assert tyre.source == "docs/manual.pdf" and tyre.location == "page 1"
+    (chain,) = index.search(_files(docs), "chain", 5)
+    assert chain.source == "manual.pdf" and chain.location == "page 2"
+
+
+def test_search_is_limited_to_the_given_files_and_max_results(docs: Path) -> None:
+    """Only the files passed are searched, and at most max_results passages return."""
+    index = KnowledgeIndex()
+    index.index(_files(docs))
+    assert index.search([docs / "docs" / "notes.txt"], "refund warranty shipping", 5) == []
+    assert len(index.search(_files(docs), "refund warranty shipping shop", 2)) == 2
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['"', "AND OR NOT", "NEAR(a b)", "col:value", "*", "a' OR 1=1; --", "^start", "(((", "", "   "],
+)
+def test_hostile_queries_never_raise(docs: Path, query: str) -> None:
+    """FTS5 syntax in a query is neutralised: no error, just (possibly empty) results."""
+    assert isinstance(KnowledgeIndex().search(_files(docs), query, 5), list)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_builds_a_valid_match_expression(text: str) -> None:
+    """Whatever the model sends, the MATCH expression parses in FTS5."""
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+    match = build_query(text)
+    if match:
+        db.execute("SELECT * FROM t WHERE t MATCH ?", (match,)).fetchall()
+
+
+def test_unchanged_files_are_not_reparsed_and_edits_are(docs: Path) -> None:
+    """Same mtime+size skips the file; an edit re-indexes it; same content elsewhere is reused."""
+    index = KnowledgeIndex()
+    first = index.index(_files(docs))
+    assert (first.parsed, first.unchanged) == (3, 0)
+    again = index.index(_files(docs))
+    assert (again.parsed, again.unchanged) == (0, 3)
+    faq = docs / "docs" / "faq.md"
+    faq.write_text(FAQ.replace("Lyon", "Grenoble"))
+    os.utime(faq, ns=(1, 1))
+    assert index.search([faq], "Grenoble", 1)[0].location == "Shop FAQ > Shipping"
+    assert index.search([faq], "Lyon", 1) == []
+    copy = docs / "copy.md"
+    copy.write_text(faq.read_text())
+    moved = index.index([copy])
+    assert (moved.parsed, moved.reused) == (0, 1)
+
+
+def test_on_disk_cache_survives_a_restart(docs: Path, tmp_path: Path) -> None:
+    """With a cache_dir, a new KnowledgeIndex finds files already indexed."""
+    cache = tmp_path / "cache"
+    KnowledgeIndex(cache).index(_files(docs))
+    reopened = KnowledgeIndex(cache)
+    stats = reopened.index(_files(docs))
+    assert (stats.parsed, stats.unchanged) == (0, 3)
+    assert reopened.search(_files(docs), "warranty", 1)[0].location == "Shop FAQ > Warranty"
+
+
+def test_missing_and_corrupt_files_do_not_break_search(docs: Path) -> None:
+    """A vanished file or a broken PDF is skipped; the other files still answer."""
+    bad = docs / "docs" / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4 not really")
+    index = KnowledgeIndex()
+    files = [*_files(docs), bad, docs / "docs" / "gone.md"]
+    stats = index.index(files)
+    assert stats.missing == 1 and stats.failed == 1
+    assert index.search(files, "espresso", 3)[0].source == "notes.txt"
+
+
+def test_concurrent_searches_from_threads(docs: Path) -> None:
+    """Many threads searching and indexing at once all succeed."""
+    index = KnowledgeIndex()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(20):
+                assert index.search(_files(docs), "warranty frames", 2)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_long_sections_split_with_overlap_under_the_limit() -> None:
+    """Long text becomes several passages, none over the limit, neighbours sharing text."""
+    paragraphs = [f"Paragraph {i} " + "word " * 60 for i in range(12)]
+    chunks = split_text("# Big\n\n" + "\n\n".join(paragraphs), markdown=True)
+    assert len(chunks) > 2
+    assert all(len(c.text) <= LIMIT for c in chunks)
+    assert all(c.location == "Big" for c in chunks)
+    for left, right in itertools.pairwise(chunks):
+        assert left.text.split("\n\n")[-1][-40:] in right.text
+    giant = split_text("x " * 3000, markdown=False)
+    assert len(giant) > 3 and all(len(c.text) <= LIMIT for c in giant)
+
+
+def test_headings_inside_code_fences_are_not_sections() -> None:
+    """A '#' comment in a fenced code block does not start a section."""
+    text = "# Setup\n\n```sh\n# install\npip install gateway\n```\n"
+    (chunk,) = split_text(text, markdown=True)
+    assert chunk.location == "Setup" and "# install" in chunk.text
+
+
+def test_sources_without_root_are_short_but_unambiguous(tmp_path: Path) -> None:
+    """Without a root, sources are file names, lengthened only where two files share one."""
+    for folder in ("en", "fr"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "faq.md").write_text(f"# FAQ\n\nShipping policy {folder}.\n")
+    (tmp_path / "manual.md").write_text("Shipping manual.\n")
+    files = [tmp_path / "en" / "faq.md", tmp_path / "fr" / "faq.md", tmp_path / "manual.md"]
+    hits = KnowledgeIndex().search(files, "shipping", 5)
+    assert {h.source for h in hits} == {"en/faq.md", "fr/faq.md", "manual.md"}

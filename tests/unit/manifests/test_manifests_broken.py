@@ -1,0 +1,73 @@
+"""tests/fixtures/broken: one file per kind of mistake, each reported at its file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ManifestError, Problem
+from gateway.manifests.loader import load_catalog
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+BROKEN = FIXTURES / "broken"
+
+# (file, line, col, words the message must contain)
+EXPECTED: list[tuple[str, int, int, str]] = [
+    ("bad_parameters.yaml", 7, 15, "not a valid JSON Schema"),
+    ("bad_parameters.yaml", 14, 9, "type: object"),
+    ("builtin_name.yaml", 2, 7, "built-in tool"),
+    ("http_host.yaml", 7, 8, "scheme and host"),
+    ("http_template.yaml", 8, 14, "does not parse"),
+    ("internal_key.yaml", 4, 1, "`kind_key` is set by the loader"),
+    ("knowledge_missing.yaml", 5, 7, "knowledge file 'docs/not-there.md' does not exist"),
+    ("missing_callable.yaml", 5, 13, "has no attribute 'no_such_function'"),
+    ("missing_env.yaml", 4, 10, "GATEWAY_TEST_UNSET_VARIABLE is not set"),
+    ("missing_kind.yaml", 1, 1, "missing `kind`"),
+    ("missing_required.yaml", 1, 1, "missing required field 'description'"),
+    ("missing_secret.yaml", 5, 5, "GATEWAY_TEST_UNSET_SECRET is not set"),
+    ("no_kind_key.yaml", 1, 1, "exactly one of"),
+    ("not_mapping.yaml", 1, 1, "must be a mapping"),
+    ("ok.yaml", 2, 7, "duplicate database name 'db'"),
+    ("sql_template.yaml", 6, 10, "does not parse"),
+    ("two_kind_keys.yaml", 5, 1, "python and sql"),
+    ("unimportable.yaml", 5, 13, "cannot import module 'actions.does_not_exist'"),
+    ("unknown_action.yaml", 5, 5, "unknown action 'no_such_action'"),
+    ("unknown_database.yaml", 5, 13, "unknown database 'missing_db'"),
+    ("unknown_field.yaml", 4, 1, "unknown field 'timout'"),
+    ("unknown_kind.yaml", 1, 7, "unknown kind 'agent'"),
+    ("unknown_provider.yaml", 3, 11, "unknown provider 'nowhere'"),
+    ("wrong_type.yaml", 4, 10, "maximum of 300"),
+    ("yaml_syntax.yaml", 4, 1, "invalid YAML"),
+]
+
+
+@pytest.fixture(scope="module")
+def problems() -> list[Problem]:
+    with pytest.raises(ManifestError) as info:
+        load_catalog(BROKEN, environ={}, gateway_root=FIXTURES)
+    return info.value.problems
+
+
+def test_every_mistake_is_reported_and_nothing_else(problems: list[Problem]) -> None:
+    """The broken set yields exactly the expected problems, one per mistake, in file order."""
+    got = [(Path(p.file).name, p.line, p.col) for p in problems]
+    assert got == [(f, line, col) for f, line, col, _ in EXPECTED]
+
+
+@pytest.mark.parametrize(("file", "line", "col", "words"), EXPECTED, ids=[e[0] for e in EXPECTED])
+def test_each_problem_names_the_mistake(
+    problems: list[Problem], file: str, line: int, col: int, words: str
+) -> None:
+    """Each problem points at the offending node of its file and says what is wrong."""
+    [problem] = [p for p in problems if Path(p.file).name == file and p.line == line]
+    assert problem.col == col
+    assert words in problem.message
+    assert problem.file == str(BROKEN / file)
+
+
+def test_every_fixture_file_is_covered() -> None:
+    """Each file in the broken directory is expected to produce a problem (or be ok.yaml's pair)."""
+    files = {p.name for p in BROKEN.glob("*.yaml")}
+    expected = {e[0] for e in EXPECTED} | {"duplicate_name.yaml"}
+    assert files == expected

@@ -1,0 +1,201 @@
+"""Python action introspection: type hints and docstrings to JSON Schema, out of process."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import sys
+import textwrap
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, TypedDict
+
+import pytest
+
+from gateway.manifests._introspect import infer_parameters, parse_docstring, type_schema
+from gateway.manifests._pyfunc import inspect_functions
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Point(TypedDict):
+    x: float
+    y: float
+
+
+@pytest.mark.parametrize(
+    ("hint", "schema", "optional"),
+    [
+        (str, {"type": "string"}, False),
+        (int, {"type": "integer"}, False),
+        (float, {"type": "number"}, False),
+        (bool, {"type": "boolean"}, False),
+        (Any, {}, False),
+        (int | None, {"type": "integer"}, True),
+        (Optional[str], {"type": "string"}, True),  # noqa: UP045 - the old spelling must work too
+        (Literal["a", "b"], {"type": "string", "enum": ["a", "b"]}, False),
+        (Literal[1, 2, None], {"type": "integer", "enum": [1, 2]}, True),
+        (Literal["a", 1], {"enum": ["a", 1]}, False),
+        (Color, {"type": "string", "enum": ["red", "blue"]}, False),
+        (list[int], {"type": "array", "items": {"type": "integer"}}, False),
+        (list, {"type": "array"}, False),
+        (tuple[str, ...], {"type": "array", "items": {"type": "string"}}, False),
+        (dict[str, int], {"type": "object", "additionalProperties": {"type": "integer"}}, False),
+        (datetime.date, {"type": "string", "format": "date"}, False),
+        (Annotated[int, "How many"], {"type": "integer", "description": "How many"}, False),
+        (int | str, {"anyOf": [{"type": "integer"}, {"type": "string"}]}, False),
+        (
+            Point,
+            {
+                "type": "object",
+                "properties": {"x": {"type": "number"}, "y": {"type": "number"}},
+                "required": ["x", "y"],
+            },
+            False,
+        ),
+    ],
+)
+def test_type_hints_map_to_json_schema(hint: Any, schema: dict[str, Any], optional: bool) -> None:
+    """Each supported hint becomes its JSON Schema; None in a union makes it optional."""
+    assert type_schema(hint) == (schema, optional)
+
+
+def test_google_docstrings_give_summary_and_argument_descriptions() -> None:
+    """Args: sections, with types in parentheses and continuation lines, are parsed."""
+    doc = textwrap.dedent(
+        """\
+        Find things.
+        Quickly.
+
+        Args:
+            query (str): What to look for,
+                across lines.
+            *args: ignored.
+            limit: How many.
+
+        Returns:
+            Things.
+        """
+    )
+    summary, args = parse_docstring(doc)
+    assert summary == "Find things. Quickly."
+    assert args == {
+        "query": "What to look for, across lines.",
+        "args": "ignored.",
+        "limit": "How many.",
+    }
+
+
+def test_numpy_docstrings_give_argument_descriptions() -> None:
+    """Parameters sections with dashed underlines are parsed up to the next section."""
+    doc = textwrap.dedent(
+        """\
+        Find things.
+
+        Parameters
+        ----------
+        query : str
+            What to look for.
+        limit : int, optional
+            How many,
+            at most.
+
+        Returns
+        -------
+        list
+        """
+    )
+    assert parse_docstring(doc) == (
+        "Find things.",
+        {"query": "What to look for.", "limit": "How many, at most."},
+    )
+
+
+def test_infer_parameters_from_a_function() -> None:
+    """Required arguments have no default; defaults are kept unless None; *args are skipped."""
+
+    def f(a: int, b: str = "x", c: float | None = None, *rest: int, **kw: str) -> None:
+        """Do f.
+
+        Args:
+            a: The a.
+        """
+
+    schema, summary = infer_parameters(f)
+    assert summary == "Do f."
+    assert schema == {
+        "type": "object",
+        "properties": {
+            "a": {"type": "integer", "description": "The a."},
+            "b": {"type": "string", "default": "x"},
+            "c": {"type": "number"},
+        },
+        "required": ["a"],
+    }
+
+
+def write_module(root: Path, name: str, body: str) -> None:
+    (root / f"{name}.py").write_text(textwrap.dedent(body), encoding="utf-8")
+
+
+def test_introspection_runs_out_of_process(tmp_path: Path) -> None:
+    """User modules are imported in a child: the server process never imports them."""
+    write_module(tmp_path, "introspect_mod_a", "def go(x: int) -> int:\n    return x\n")
+    found = inspect_functions(["introspect_mod_a:go"], tmp_path)
+    info = found.functions["introspect_mod_a:go"]
+    assert info.error is None
+    assert info.parameters == {
+        "type": "object",
+        "properties": {"x": {"type": "integer"}},
+        "required": ["x"],
+    }
+    assert "introspect_mod_a" not in sys.modules
+    assert found.files == [str((tmp_path / "introspect_mod_a.py").resolve())]
+
+
+def test_bad_modules_are_reported_per_reference(tmp_path: Path) -> None:
+    """Import errors, missing or non-callable attributes, prints and exits are all reported."""
+    write_module(tmp_path, "noisy", "print('hello from import')\nVALUE = 3\ndef ok():\n    pass\n")
+    write_module(tmp_path, "broken", "raise RuntimeError('boom at import')\n")
+    write_module(tmp_path, "exits", "import sys\nsys.exit(3)\n")
+    write_module(tmp_path, "asyncmod", "async def run(q: str) -> str:\n    return q\n")
+    refs = ["noisy:ok", "noisy:VALUE", "noisy:missing", "broken:f", "exits:f", "asyncmod:run"]
+    found = inspect_functions(refs, tmp_path).functions
+    assert found["noisy:ok"].error is None
+    assert "not callable" in (found["noisy:VALUE"].error or "")
+    assert "has no attribute 'missing'" in (found["noisy:missing"].error or "")
+    assert "RuntimeError: boom at import" in (found["broken:f"].error or "")
+    assert "SystemExit" in (found["exits:f"].error or "")
+    assert found["asyncmod:run"].is_async is True
+
+
+def test_a_crashing_child_fails_every_reference(tmp_path: Path) -> None:
+    """A module that kills the interpreter yields an error for each reference, not an exception."""
+    write_module(tmp_path, "killer", "import os\nos._exit(9)\n")
+    found = inspect_functions(["killer:f", "json:dumps"], tmp_path).functions
+    assert all(
+        (info.error or "").startswith("importing the action modules failed")
+        for info in found.values()
+    )
+
+
+def test_the_child_gets_a_minimal_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Server secrets in the environment are not visible to user code at import time."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-server-only")
+    write_module(
+        tmp_path,
+        "envcheck",
+        "import os\nif 'OPENAI_API_KEY' in os.environ:\n    raise RuntimeError('leaked')\n"
+        "def f():\n    pass\n",
+    )
+    assert inspect_functions(["envcheck:f"], tmp_path).functions["envcheck:f"].error is None
+
+
+def test_no_references_means_no_child() -> None:
+    """With no Python actions nothing is started and the result is empty."""
+    found = inspect_functions([], Path("/nonexistent"))
+    assert (found.functions, found.files) == ({}, [])

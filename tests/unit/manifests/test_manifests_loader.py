@@ -1,0 +1,461 @@
+"""The loader: YAML in, typed Structs or located problems out, and the catalog it assembles."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import ManifestError, Problem
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.loader import discover, load_catalog
+from gateway.manifests.model import ACTION_KINDS, Action, Assistant, Database, Provider
+
+
+def write(root: Path, files: Mapping[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_dedent(text), encoding="utf-8")
+    return root
+
+
+def _dedent(text: str) -> str:
+    """Dedent each document on its own (rows glue unindented and indented parts)."""
+    return "---\n".join(textwrap.dedent(part) for part in text.split("---\n"))
+
+
+def load(
+    tmp_path: Path, files: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> Catalog:
+    root = write(tmp_path / "manifests", files)
+    return load_catalog(root, environ=environ or {}, gateway_root=tmp_path)
+
+
+def problems(
+    tmp_path: Path, files: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> list[Problem]:
+    with pytest.raises(ManifestError) as info:
+        load(tmp_path, files, environ)
+    return info.value.problems
+
+
+DB = "kind: database\nname: db\nurl: sqlite:///db.sqlite\n"
+
+
+# --- valid documents, one table row per kind -------------------------------------
+
+VALID: list[tuple[str, str, str, str, dict[str, Any]]] = [
+    (
+        "assistant-minimal",
+        "kind: assistant\nname: a\n",
+        "assistants",
+        "a",
+        {"model": "gpt-4.1-mini", "actions": [], "code_interpreter": False, "max_tool_rounds": 8},
+    ),
+    (
+        "assistant-full",
+        """\
+        kind: assistant
+        name: full
+        display_name: Full
+        provider: offline
+        model: m
+        instructions: |
+          Be brief.
+        initial_message: Hi
+        code_interpreter: true
+        temperature: 0.5
+        max_tool_rounds: 3
+        """,
+        "assistants",
+        "full",
+        {"provider": "offline", "instructions": "Be brief.\n", "temperature": 0.5},
+    ),
+    (
+        "database-sqlite",
+        DB,
+        "databases",
+        "db",
+        {"url": "sqlite:///db.sqlite"},
+    ),
+    (
+        "database-postgres",
+        "kind: database\nname: pg\nurl: postgresql://u:p@127.0.0.1:5432/x\n",
+        "databases",
+        "pg",
+        {"url": "postgresql://u:p@127.0.0.1:5432/x"},
+    ),
+    (
+        "provider",
+        "kind: provider\nname: local\nbase_url: http://127.0.0.1:11434/v1\napi: responses\n",
+        "providers",
+        "local",
+        {"api": "responses", "timeout": 60.0, "api_key": None},
+    ),
+    (
+        "action-sql",
+        DB
+        + """---
+        kind: action
+        name: q
+        description: Query.
+        parameters: {type: object, properties: {x: {type: integer}}}
+        timeout: 3
+        sql: {database: db, query: "SELECT {{ x }}", max_rows: 5}
+        """,
+        "actions",
+        "q",
+        {"kind_key": "sql", "timeout": 3.0, "network": True},
+    ),
+    (
+        "action-http",
+        """\
+        kind: action
+        name: h
+        description: Fetch.
+        secrets: []
+        sandbox: {memory_mb: 128, network: false}
+        http: {method: POST, url: "https://api.example.com/v1/x", json: {a: "{{ a }}"}}
+        """,
+        "actions",
+        "h",
+        {"kind_key": "http", "network": False},
+    ),
+    (
+        "action-python",
+        """\
+        kind: action
+        name: p
+        description: Dump JSON.
+        parameters: {type: object, properties: {}}
+        examples:
+          - args: {}
+            expect: {contains: "{"}
+        python: {function: "json:dumps"}
+        """,
+        "actions",
+        "p",
+        {"kind_key": "python", "network": False},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "group", "name", "fields"),
+    [pytest.param(*row[1:], id=row[0]) for row in VALID],
+)
+def test_valid_documents_decode_to_their_structs(
+    tmp_path: Path, text: str, group: str, name: str, fields: dict[str, Any]
+) -> None:
+    """Each kind's YAML becomes its Struct with the given fields and documented defaults."""
+    catalog = load(tmp_path, {"m.yaml": text})
+    value = getattr(catalog, group)[name]
+    assert isinstance(value, Action | Assistant | Database | Provider)
+    for field, expected in fields.items():
+        assert getattr(value, field) == expected, field
+
+
+def test_an_action_holds_its_kind_config_struct(tmp_path: Path) -> None:
+    """The one kind key is decoded with the registered config Struct and named in kind_key."""
+    catalog = load(tmp_path, {"m.yaml": VALID[5][1]})
+    action = catalog.actions["q"]
+    assert isinstance(action.config, ACTION_KINDS["sql"])
+    assert action.config.max_rows == 5  # type: ignore[attr-defined]
+
+
+# --- invalid documents: (files, file, line, col, message) ------------------------
+
+INVALID: list[tuple[str, str, int, int, str]] = [
+    ("kind: assistant\nname: bad name\n", "m.yaml", 2, 7, "does not match"),
+    ("kind: assistant\nname: a\ntemperature: 3\n", "m.yaml", 3, 14, "maximum of 2"),
+    ("kind: assistant\nname: a\nactions: ghost\n", "m.yaml", 3, 10, "not of type 'array'"),
+    ("kind: assistant\nname: a\nfile_search: {files: []}\n", "m.yaml", 3, 22, "non-empty"),
+    ("kind: assistant\nname: a\nmodle: x\n", "m.yaml", 3, 1, "did you mean 'model'"),
+    ("kind: database\nname: d\nurl: mysql://x\n", "m.yaml", 3, 6, "does not match"),
+    ("kind: database\nurl: sqlite:///x\n", "m.yaml", 1, 1, "missing required field 'name'"),
+    ("kind: provider\nname: p\napi: grpc\n", "m.yaml", 3, 6, "is not one of ['chat', 'responses']"),
+    ("kind: provider\nname: p\ntimeout: -1\n", "m.yaml", 3, 10, "timeout"),
+    (
+        "kind: action\nname: a\ndescription: d\nsandbox:\n  memory: 1\n"
+        "sql: {database: db, query: x}\n",
+        "m.yaml",
+        5,
+        3,
+        "unknown field 'memory'",
+    ),
+    (
+        "kind: action\nname: a\ndescription: ''\nsql: {database: db, query: x}\n",
+        "m.yaml",
+        3,
+        14,
+        "description",
+    ),
+    (
+        "kind: action\nname: a\ndescription: d\nhttp: {url: 'https://x.org', method: BREW}\n",
+        "m.yaml",
+        4,
+        38,
+        "http.method",
+    ),
+    (
+        "kind: action\nname: a\ndescription: d\npython: {function: not-a-ref}\n",
+        "m.yaml",
+        4,
+        20,
+        "python.function",
+    ),
+    (
+        "kind: action\nname: a\ndescription: d\nsql: {database: db, query: x, extra: 1}\n",
+        "m.yaml",
+        4,
+        31,
+        "unknown field 'extra'",
+    ),
+    (
+        "kind: action\nname: a\ndescription: d\n",
+        "m.yaml",
+        1,
+        1,
+        "exactly one of: http, python, sql",
+    ),
+    (
+        "kind: action\nname: a\ndescription: d\nsql: {database: db, query: x}\nhttp: {url: x}\n",
+        "m.yaml",
+        5,
+        1,
+        "this one has sql and http",
+    ),
+    (
+        "kind: action\nname: a\ndescription: d\nconfig: {}\nsql: {database: db, query: x}\n",
+        "m.yaml",
+        4,
+        1,
+        "`config` is set by the loader",
+    ),
+    (
+        "kind: widget\nname: w\n",
+        "m.yaml",
+        1,
+        7,
+        "known kinds: action, assistant, database, provider",
+    ),
+    ("kind: [action]\n", "m.yaml", 1, 7, "unknown kind"),
+    ("name: nokind\n", "m.yaml", 1, 1, "missing `kind`"),
+    ("just a string\n", "m.yaml", 1, 1, "must be a mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "file", "line", "col", "message"), INVALID)
+def test_invalid_documents_give_located_problems(
+    tmp_path: Path, text: str, file: str, line: int, col: int, message: str
+) -> None:
+    """A wrong document yields one problem at the offending node, naming what is wrong."""
+    found = problems(tmp_path, {"m.yaml": DB + "---\n" + text})
+    offset = DB.count("\n") + 1
+    ours = [p for p in found if p.line > offset]
+    assert len(ours) == 1, found
+    problem = ours[0]
+    assert Path(problem.file).name == file
+    assert (problem.line - offset, problem.col) == (line, col), problem
+    assert message in problem.message, problem
+
+
+def test_all_problems_of_all_files_are_reported_at_once(tmp_path: Path) -> None:
+    """Problems in several files and documents come back together, sorted by file and line."""
+    found = problems(
+        tmp_path,
+        {
+            "b.yaml": "kind: assistant\nname: b\nactions: [nope]\n",
+            "a.yaml": "kind: provider\nname: x\napi: no\n---\nkind: database\nname: 1 2\nurl: x\n",
+        },
+    )
+    where = [(Path(p.file).name, p.line) for p in found]
+    assert where == [("a.yaml", 3), ("a.yaml", 6), ("a.yaml", 7), ("b.yaml", 3)]
+    assert all(str(p).startswith(p.file + ":") for p in found)
+
+
+def test_problem_paths_name_the_node(tmp_path: Path) -> None:
+    """Problem.path is the JSON path of the node inside its document."""
+    [problem] = problems(tmp_path, {"m.yaml": "kind: assistant\nname: a\nactions: [x, y]\n"})[:1]
+    assert problem.path == "actions[0]"
+
+
+# --- interpolation ---------------------------------------------------------------
+
+
+def test_environment_variables_are_interpolated(tmp_path: Path) -> None:
+    """${VAR} in a string takes the variable's value from the given environment."""
+    catalog = load(
+        tmp_path,
+        {"p.yaml": "kind: provider\nname: p\nbase_url: http://${HOST}/v1\napi_key: ${KEY}\n"},
+        environ={"HOST": "127.0.0.1:9", "KEY": "sk-123"},
+    )
+    provider = catalog.providers["p"]
+    assert (provider.base_url, provider.api_key) == ("http://127.0.0.1:9/v1", "sk-123")
+
+
+def test_a_missing_variable_is_a_problem_at_its_node(tmp_path: Path) -> None:
+    """An unset variable is reported with the file, line and column of the value using it."""
+    [problem] = problems(
+        tmp_path, {"p.yaml": "kind: provider\nname: p\napi_key: 'x-${NOT_SET_ANYWHERE}'\n"}
+    )
+    assert (Path(problem.file).name, problem.line, problem.col) == ("p.yaml", 3, 10)
+    assert "NOT_SET_ANYWHERE is not set" in problem.message
+
+
+def test_values_from_variables_are_never_printed(tmp_path: Path) -> None:
+    """A variable's value that fails the schema is reported without echoing the value."""
+    found = problems(
+        tmp_path,
+        {
+            "p.yaml": "kind: provider\nname: p\napi: ${MODE}\n---\n"
+            "kind: database\nname: d\nurl: ${DB}\n"
+        },
+        environ={"MODE": "hunter2-secret", "DB": "mysql://root:hunter3@db"},
+    )
+    assert len(found) == 2
+    text = " ".join(str(p) for p in found)
+    assert "hunter2" not in text and "hunter3" not in text
+    assert "environment variable" in text
+
+
+def test_an_undeclared_secret_is_a_problem(tmp_path: Path) -> None:
+    """A secret the environment lacks is reported at its entry in `secrets`."""
+    files = {
+        "db.yaml": DB,
+        "a.yaml": "kind: action\nname: a\ndescription: d\nsecrets: [A_KEY, B_KEY]\n"
+        "sql: {database: db, query: x}\n",
+    }
+    [problem] = problems(tmp_path, files, environ={"A_KEY": "1"})
+    assert (Path(problem.file).name, problem.line, problem.col) == ("a.yaml", 4, 18)
+    assert "B_KEY" in problem.message
+
+
+# --- cross-document checks ---------------------------------------------------------
+
+
+def test_duplicate_names_point_at_the_second_and_the_first(tmp_path: Path) -> None:
+    """A name declared twice for one kind is reported at the second with the first's location."""
+    found = problems(tmp_path, {"a.yaml": DB, "b.yaml": "# c\n" + DB})
+    [problem] = found
+    assert (Path(problem.file).name, problem.line) == ("b.yaml", 3)
+    assert "first declared at" in problem.message and "a.yaml:1" in problem.message
+
+
+def test_the_same_name_in_two_kinds_is_fine(tmp_path: Path) -> None:
+    """Names are unique per kind, not across kinds."""
+    catalog = load(tmp_path, {"m.yaml": DB + "---\nkind: provider\nname: db\n"})
+    assert "db" in catalog.databases and "db" in catalog.providers
+
+
+def test_a_broken_action_does_not_also_break_its_assistant(tmp_path: Path) -> None:
+    """An assistant listing an action that failed to decode gets no extra "unknown action"."""
+    files = {
+        "a.yaml": "kind: action\nname: act\ndescription: d\ntimeout: 900\n"
+        "sql: {database: db, query: x}\n",
+        "b.yaml": DB + "---\nkind: assistant\nname: s\nactions: [act]\n",
+    }
+    [problem] = problems(tmp_path, files)
+    assert "timeout" in problem.message
+
+
+def test_builtin_tools_cannot_be_listed_as_actions(tmp_path: Path) -> None:
+    """Listing file_search under actions says to use the built-in switch instead."""
+    [problem] = problems(tmp_path, {"a.yaml": "kind: assistant\nname: a\nactions: [file_search]\n"})
+    assert "built-in tool" in problem.message
+
+
+# --- files, paths, catalog ---------------------------------------------------------
+
+
+def test_discover_finds_yaml_recursively_sorted_and_skips_hidden(tmp_path: Path) -> None:
+    """*.yaml and *.yml anywhere are found, sorted; hidden files and directories are skipped."""
+    for rel in ["b.yaml", "a/z.yml", "a/b/c.yaml", ".git/x.yaml", "a/.hidden.yaml", "n.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("", encoding="utf-8")
+    assert discover(tmp_path) == ["a/b/c.yaml", "a/z.yml", "b.yaml"]
+
+
+def test_discover_follows_symlinked_directories_once(tmp_path: Path) -> None:
+    """A symlinked directory (git-sync, ConfigMaps) is followed; a link loop is not."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "m.yaml").write_text("", encoding="utf-8")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "current").symlink_to(real)
+    (root / "current" / "loop").symlink_to(root)
+    assert discover(root) == ["current/m.yaml"]
+
+
+def test_relative_paths_resolve_against_the_manifests_root(tmp_path: Path) -> None:
+    """Knowledge files and sqlite URLs are relative to the manifests root."""
+    files = {
+        "sub/a.yaml": DB + "---\nkind: assistant\nname: a\nfile_search: {files: [docs/k.md]}\n",
+        "docs/k.md": "# K\n",
+    }
+    catalog = load(tmp_path, files)
+    root = tmp_path / "manifests"
+    assert catalog.knowledge_files == (root / "docs" / "k.md",)
+    assert catalog.database_urls() == {"db": f"sqlite:///{root}/db.sqlite"}
+    assert catalog.root == root and catalog.gateway_root == tmp_path
+
+
+def test_catalog_records_files_and_sources(tmp_path: Path) -> None:
+    """The catalog lists its files and where each document was declared."""
+    catalog = load(tmp_path, {"x/m.yaml": "# c\n" + DB + "---\nkind: assistant\nname: a\n"})
+    assert catalog.files == ("x/m.yaml",)
+    assert catalog.sources["database/db"].file == "x/m.yaml"
+    assert catalog.sources["database/db"].line == 2
+    assert catalog.sources["assistant/a"].line == 6
+    assert catalog.tools == {"a": []}
+
+
+def test_version_is_a_content_hash(tmp_path: Path) -> None:
+    """Same content in another directory gives the same version; any change gives another."""
+    files = {
+        "m.yaml": DB + "---\nkind: assistant\nname: a\nfile_search: {files: [k.md]}\n",
+        "k.md": "x",
+    }
+    one = load(tmp_path / "one", files)
+    two = load(tmp_path / "two", files)
+    assert one.version == two.version and len(one.version) == 12
+    assert load(tmp_path / "one", files).version == one.version
+    (tmp_path / "two" / "manifests" / "k.md").write_text("y", encoding="utf-8")
+    changed = load_catalog(tmp_path / "two" / "manifests", environ={}, gateway_root=tmp_path)
+    assert changed.version != one.version
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "no manifest files"),
+        ({"a.yaml": "# nothing\n---\n"}, "hold no documents"),
+    ],
+)
+def test_an_empty_root_is_a_problem(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    """A root with no manifest documents is refused (a reload must never serve nothing)."""
+    (tmp_path / "manifests").mkdir()
+    [problem] = problems(tmp_path, files)
+    assert message in problem.message
+
+
+def test_a_missing_root_is_a_problem(tmp_path: Path) -> None:
+    """A root that does not exist is a ManifestError naming it, not an OSError."""
+    with pytest.raises(ManifestError) as info:
+        load_catalog(tmp_path / "absent")
+    assert "not a directory" in info.value.problems[0].message
+
+
+def test_unreadable_bytes_are_a_problem(tmp_path: Path) -> None:
+    """A file that is not UTF-8 is reported, not raised."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "bad.yaml").write_bytes(b"kind: \xff\xfe\n")
+    with pytest.raises(ManifestError) as info:
+        load_catalog(root, environ={})
+    assert "cannot read" in info.value.problems[0].message

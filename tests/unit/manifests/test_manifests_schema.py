@@ -1,0 +1,92 @@
+"""The manifest JSON Schema: generated from the model, committed, and never drifting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from gateway.manifests.model import ACTION_KINDS
+from gateway.manifests.schema import manifest_schema, manifest_schema_json
+
+REPO = Path(__file__).resolve().parents[3]
+COMMITTED = REPO / "schemas" / "manifest.schema.json"
+
+
+def test_committed_schema_matches_the_model() -> None:
+    """schemas/manifest.schema.json is exactly what `gateway schema` prints (`just schema`)."""
+    assert COMMITTED.read_text(encoding="utf-8") == manifest_schema_json()
+
+
+def test_schema_is_valid_draft_2020_12() -> None:
+    """The generated schema passes the draft 2020-12 meta-schema."""
+    jsonschema.Draft202012Validator.check_schema(manifest_schema())
+
+
+def test_actions_take_exactly_one_registered_kind_and_hide_internals() -> None:
+    """Every registered kind is a property of Action, exactly one is required, internals hidden."""
+    action = manifest_schema()["$defs"]["Action"]
+    assert set(ACTION_KINDS) <= set(action["properties"])
+    assert {"kind_key", "config"}.isdisjoint(action["properties"])
+    assert action["oneOf"] == [{"required": [k]} for k in sorted(ACTION_KINDS)]
+    assert "ActionConfig" not in manifest_schema()["$defs"]
+
+
+@pytest.mark.parametrize(
+    ("document", "valid"),
+    [
+        ({"kind": "assistant", "name": "a"}, True),
+        ({"kind": "assistant", "name": "a", "extra": 1}, False),
+        ({"kind": "database", "name": "d", "url": "sqlite:///x.db"}, True),
+        (
+            {
+                "kind": "action",
+                "name": "a",
+                "description": "d",
+                "sql": {"database": "d", "query": "q"},
+            },
+            True,
+        ),
+        ({"kind": "action", "name": "a", "description": "d"}, False),
+        (
+            {
+                "kind": "action",
+                "name": "a",
+                "description": "d",
+                "sql": {"database": "d", "query": "q"},
+                "python": {"function": "m:f"},
+            },
+            False,
+        ),
+        (
+            {
+                "kind": "action",
+                "name": "a",
+                "description": "d",
+                "config": {},
+                "sql": {"database": "d", "query": "q"},
+            },
+            False,
+        ),
+        ({"kind": "nope"}, False),
+        ({"name": "x"}, False),
+    ],
+)
+def test_schema_accepts_and_refuses_documents(document: dict[str, object], valid: bool) -> None:
+    """Editors using the committed schema see the same verdict as the loader."""
+    validator = jsonschema.Draft202012Validator(json.loads(COMMITTED.read_text(encoding="utf-8")))
+    assert validator.is_valid(document) is valid
+
+
+def test_every_demo_document_validates_against_the_committed_schema() -> None:
+    """Each document under manifests/ passes the committed schema (what editors check)."""
+    validator = jsonschema.Draft202012Validator(json.loads(COMMITTED.read_text(encoding="utf-8")))
+    files = sorted((REPO / "manifests").rglob("*.yaml"))
+    assert files
+    for file in files:
+        for document in yaml.safe_load_all(file.read_text(encoding="utf-8")):
+            errors = [e.message for e in validator.iter_errors(document)]
+            assert errors == [], f"{file}: {errors}"

@@ -1,0 +1,128 @@
+"""YAML reading: positions of every node, multi-document files, and ${VAR} interpolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.manifests._yaml import YamlError, format_path, parse_path, read_documents
+
+TEXT = """\
+# comment line
+kind: action
+name: demo
+nested:
+  list:
+    - first
+    - key: value
+      other: [1, 2]
+flow: {a: 1, b: "two"}
+"""
+
+
+def test_every_key_and_value_has_its_line_and_column() -> None:
+    """Values and keys at any depth, block or flow style, map to their exact 1-based position."""
+    [doc] = read_documents(TEXT, "f.yaml", {})
+    loc = doc.locator
+    assert loc.start == (2, 1)
+    assert loc.values[("kind",)] == (2, 7)
+    assert loc.keys[("name",)] == (3, 1)
+    assert loc.values[("nested", "list", 0)] == (6, 7)
+    assert loc.values[("nested", "list", 1, "key")] == (7, 12)
+    assert loc.keys[("nested", "list", 1, "other")] == (8, 7)
+    assert loc.values[("nested", "list", 1, "other", 1)] == (8, 18)
+    assert loc.values[("flow", "b")] == (9, 17)
+
+
+def test_unknown_paths_fall_back_to_the_nearest_located_ancestor() -> None:
+    """A path below a scalar or a missing key locates at its closest existing parent."""
+    [doc] = read_documents(TEXT, "f.yaml", {})
+    assert doc.locator.value(("nested", "list", 1, "missing")) == (7, 7)
+    assert doc.locator.key(("nested", "absent")) == (5, 3)
+    assert doc.locator.value(("nothing",)) == (2, 1)
+
+
+def test_multi_document_files_skip_empty_documents() -> None:
+    """Documents separated by --- come back in order; empty ones are skipped, indexes kept."""
+    text = "kind: a\n---\n---\n# only a comment\n---\nkind: b\n"
+    docs = read_documents(text, "f.yaml", {})
+    assert [(d.index, d.data, d.locator.start) for d in docs] == [
+        (0, {"kind": "a"}, (1, 1)),
+        (3, {"kind": "b"}, (6, 1)),
+    ]
+
+
+def test_plain_scalars_keep_their_yaml_types_and_dates_stay_text() -> None:
+    """Integers, floats, booleans and null resolve as YAML says; dates stay the text written."""
+    [doc] = read_documents("i: 3\nf: 1.5\nb: true\nn: null\nd: 2026-01-02\ns: '7'\n", "f", {})
+    assert doc.data == {"i": 3, "f": 1.5, "b": True, "n": None, "d": "2026-01-02", "s": "7"}
+
+
+def test_merge_keys_are_resolved() -> None:
+    """`<<: *anchor` merges the anchored mapping, with explicit keys winning."""
+    [doc] = read_documents("base: &b {x: 1, y: 2}\nitem:\n  <<: *b\n  y: 3\n", "f", {})
+    assert doc.data["item"] == {"x": 1, "y": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col", "message"),
+    [
+        ("a: [1,\nb: 2\n", 3, 1, "invalid YAML"),
+        ("a: 1\nb: 2\na: 3\n", 3, 1, "duplicate key 'a'"),
+        ("a: !custom x\n", 1, 4, "invalid YAML"),
+        ("? [1, 2]\n: x\n", 1, 3, "mapping keys must be plain strings"),
+        ("a: *missing\n", 1, 4, "invalid YAML"),
+    ],
+)
+def test_syntax_errors_are_located(text: str, line: int, col: int, message: str) -> None:
+    """Malformed YAML raises YamlError at the offending position, never a PyYAML traceback."""
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert (info.value.line, info.value.col) == (line, col)
+    assert message in info.value.message
+
+
+def test_interpolation_replaces_variables_in_strings_only() -> None:
+    """${VAR} is replaced in string values, $$ escapes a dollar, keys and numbers are untouched."""
+    text = 'url: "http://${HOST}:${PORT}/v1"\nlit: "$${HOST} costs $$5"\nport: 8080\n${HOST}: x\n'
+    [doc] = read_documents(text, "f", {"HOST": "db.internal", "PORT": "5432"})
+    assert doc.data == {
+        "url": "http://db.internal:5432/v1",
+        "lit": "${HOST} costs $5",
+        "port": 8080,
+        "${HOST}": "x",
+    }
+    assert doc.locator.interpolated == {("url",): ("HOST", "PORT")}
+    assert doc.locator.missing == []
+
+
+def test_missing_variables_are_recorded_at_their_node() -> None:
+    """An unset variable becomes empty text and is recorded with the path of its node."""
+    [doc] = read_documents("items:\n  - key: ${NOPE}\n", "f", {})
+    assert doc.data == {"items": [{"key": ""}]}
+    assert doc.locator.missing == [(("items", 0, "key"), "NOPE")]
+    assert doc.locator.secret(("items",)) is True
+    assert doc.locator.secret(("other",)) is False
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("a.b[2].c", ("a", "b", 2, "c")),
+        ("$.sql.query", ("sql", "query")),
+        ("$", ()),
+        ("headers.X-Token", ("headers", "X-Token")),
+        ("json.items.0.name", ("json", "items", 0, "name")),
+        ("$.default_headers[...]", ("default_headers",)),
+        ("$['a b'][1]", ("a b", 1)),
+    ],
+)
+def test_parse_path_reads_json_paths(text: str, path: tuple[object, ...]) -> None:
+    """msgspec, jsonschema and kind-check paths all parse into the same tuple form."""
+    assert parse_path(text) == path
+
+
+def test_format_path_is_readable() -> None:
+    """Problem paths print as a.b[0] with odd keys quoted."""
+    assert format_path(("actions", 2)) == "actions[2]"
+    assert format_path(("a b", "c")) == "['a b'].c"
+    assert format_path(()) == ""

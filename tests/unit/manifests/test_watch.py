@@ -1,0 +1,481 @@
+"""Reloader: validated swaps, coalescing, hook order, status, and real file watching."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ManifestError, Problem
+from gateway.manifests._watch_paths import make_plan, relevant
+from gateway.manifests.catalog import Catalog, CatalogRef
+from gateway.manifests.watch import Reloader
+from gateway.settings import Settings
+
+
+def _catalog(version: str, root: Path, **kw: object) -> Catalog:
+    return Catalog(
+        version=version, root=root, gateway_root=root.parent, loaded_at=time.time(), **kw
+    )  # type: ignore[arg-type]
+
+
+class DirLoader:
+    """A fake ``load``: version = hash of the *.yaml files; a file saying 'broken' is invalid."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.calls = 0
+        self.threads: set[int] = set()
+
+    def __call__(self) -> Catalog:
+        self.calls += 1
+        self.threads.add(threading.get_ident())
+        real = self.root.resolve()
+        files = sorted(p for p in real.rglob("*.yaml") if "..v" not in str(p.relative_to(real)))
+        digest = hashlib.sha256()
+        problems = []
+        for f in files:
+            text = f.read_text()
+            digest.update(f.name.encode() + b"\0" + text.encode())
+            if "broken" in text:
+                problems.append(Problem(file=f.name, line=3, col=1, message="broken document"))
+        if problems:
+            raise ManifestError(problems)
+        names = tuple(str(f.relative_to(real)) for f in files)
+        return _catalog(digest.hexdigest()[:12], real, files=names)
+
+
+def _settings(root: Path, *, watch: bool = True) -> Settings:
+    return Settings(manifests=root, watch=watch, reload_debounce_ms=30)
+
+
+async def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def _version(ref: CatalogRef) -> str | None:
+    return ref.current.version if ref.current else None
+
+
+# -- reload cycle with a fake loader ----------------------------------------
+
+
+async def test_valid_set_is_swapped_and_status_shows_it(tmp_path: Path) -> None:
+    """A valid set becomes current in one swap and the status reports version and files."""
+    (tmp_path / "a.yaml").write_text("kind: action\n")
+    ref = CatalogRef()
+    load = DirLoader(tmp_path)
+    reloader = Reloader(_settings(tmp_path, watch=False), ref, load=load)
+    result = await reloader.reload("test")
+    assert result.result == "swapped"
+    assert ref.current is not None and result.version == ref.current.version
+    status = reloader.status
+    assert status.version == ref.current.version
+    assert status.files == ["a.yaml"]
+    assert status.last_attempt == result
+    assert status.reloads == {"swapped": 1, "unchanged": 0, "rejected": 0, "failed": 0}
+    assert threading.get_ident() not in load.threads  # loaded off the event loop
+
+
+async def test_unchanged_version_skips_swap_and_hooks(tmp_path: Path) -> None:
+    """Reloading an identical set keeps the same catalog object and calls no hook."""
+    (tmp_path / "a.yaml").write_text("x: 1\n")
+    ref = CatalogRef()
+    seen: list[str] = []
+
+    async def hook(cat: Catalog) -> None:
+        seen.append(cat.version)
+
+    reloader = Reloader(
+        _settings(tmp_path, watch=False), ref, load=DirLoader(tmp_path), on_swap=[hook]
+    )
+    await reloader.reload("first")
+    first = ref.current
+    result = await reloader.reload("again")
+    assert result.result == "unchanged"
+    assert ref.current is first
+    assert len(seen) == 1
+
+
+async def test_broken_set_is_rejected_old_set_serves_then_recovers(tmp_path: Path) -> None:
+    """A broken set is refused with every error located; the old set stays until a fix."""
+    good = tmp_path / "a.yaml"
+    good.write_text("x: 1\n")
+    ref = CatalogRef()
+    results = []
+    reloader = Reloader(
+        _settings(tmp_path, watch=False), ref, load=DirLoader(tmp_path), on_result=results.append
+    )
+    await reloader.reload("start")
+    live = ref.current
+    (tmp_path / "b.yaml").write_text("broken\n")
+    (tmp_path / "c.yaml").write_text("broken too\n")
+    rejected = await reloader.reload("edit")
+    assert rejected.result == "rejected"
+    assert rejected.errors == ["b.yaml:3:1: broken document", "c.yaml:3:1: broken document"]
+    assert ref.current is live
+    assert reloader.status.last_attempt is not None
+    assert reloader.status.last_attempt.errors == rejected.errors
+    assert reloader.status.version == live.version  # type: ignore[union-attr]
+    (tmp_path / "b.yaml").write_text("fixed\n")
+    (tmp_path / "c.yaml").unlink()
+    fixed = await reloader.reload("fix")
+    assert fixed.result == "swapped" and fixed.errors == []
+    assert ref.current is not live
+    assert [r.result for r in results] == ["swapped", "rejected", "swapped"]
+    assert reloader.counts["rejected"] == 1
+
+
+async def test_loader_crash_is_reported_as_failed(tmp_path: Path) -> None:
+    """An unexpected exception in the loader is a 'failed' attempt, not a crash."""
+
+    def load() -> Catalog:
+        raise OSError("disk gone")
+
+    reloader = Reloader(_settings(tmp_path, watch=False), CatalogRef(), load=load)
+    result = await reloader.reload("x")
+    assert result.result == "failed"
+    assert result.errors == ["OSError: disk gone"]
+    assert result.version is None
+
+
+async def test_hooks_run_in_order_before_the_swap(tmp_path: Path) -> None:
+    """on_swap hooks run in order with the new catalog while the old one is still live."""
+    ref = CatalogRef(_catalog("old", tmp_path))
+    calls: list[tuple[str, str, str | None]] = []
+
+    def hook(name: str) -> Callable[[Catalog], Awaitable[None]]:
+        async def run(cat: Catalog) -> None:
+            calls.append((name, cat.version, _version(ref)))
+
+        return run
+
+    reloader = Reloader(
+        _settings(tmp_path, watch=False),
+        ref,
+        load=lambda: _catalog("new", tmp_path),
+        on_swap=[hook("sandbox"), hook("knowledge")],
+    )
+    result = await reloader.reload("x")
+    assert result.result == "swapped" and result.previous_version == "old"
+    assert calls == [("sandbox", "new", "old"), ("knowledge", "new", "old")]
+    assert _version(ref) == "new"
+
+
+async def test_failing_hook_aborts_swap_and_rolls_back(tmp_path: Path) -> None:
+    """A hook that refuses the set keeps the old catalog and re-applies it to earlier hooks."""
+    ref = CatalogRef(_catalog("old", tmp_path))
+    applied: list[str] = []
+
+    async def first(cat: Catalog) -> None:
+        applied.append(cat.version)
+
+    async def second(cat: Catalog) -> None:
+        raise RuntimeError("zygote failed to start")
+
+    reloader = Reloader(
+        _settings(tmp_path, watch=False),
+        ref,
+        load=lambda: _catalog("new", tmp_path),
+        on_swap=[first, second],
+    )
+    result = await reloader.reload("x")
+    assert result.result == "failed"
+    assert "zygote failed to start" in result.errors[0]
+    assert _version(ref) == "old"
+    assert applied == ["new", "old"]
+
+
+async def test_concurrent_requests_coalesce_into_one_follow_up(tmp_path: Path) -> None:
+    """While a load runs, any number of requests share exactly one follow-up load."""
+    gate = threading.Event()
+    calls = []
+
+    def load() -> Catalog:
+        calls.append(1)
+        gate.wait(5)
+        return _catalog(f"v{len(calls)}", tmp_path)
+
+    reloader = Reloader(_settings(tmp_path, watch=False), CatalogRef(), load=load)
+    first = asyncio.create_task(reloader.reload("first"))
+    await _until(lambda: len(calls) == 1)
+    followers = [asyncio.create_task(reloader.reload(f"r{i}")) for i in range(5)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(first, *followers)
+    assert len(calls) == 2
+    assert results[0].version == "v1"
+    assert {r.version for r in results[1:]} == {"v2"}
+    assert results[1] is results[5]
+    assert results[1].reason == "r0 (+4)"
+
+
+async def test_cancelled_caller_does_not_cancel_the_reload(tmp_path: Path) -> None:
+    """A caller going away (client disconnect) still lets the reload finish and swap."""
+    gate = threading.Event()
+    ref = CatalogRef()
+
+    def load() -> Catalog:
+        gate.wait(5)
+        return _catalog("v1", tmp_path)
+
+    reloader = Reloader(_settings(tmp_path, watch=False), ref, load=load)
+    caller = asyncio.create_task(reloader.reload("x"))
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    gate.set()
+    await _until(lambda: ref.current is not None)
+    assert _version(ref) == "v1"
+    await reloader.aclose()
+
+
+async def test_watch_off_means_no_watcher_but_manual_reload_works(tmp_path: Path) -> None:
+    """GATEWAY_WATCH=false starts no watcher; a write is not picked up, reload() still is."""
+    (tmp_path / "a.yaml").write_text("x: 1\n")
+    ref = CatalogRef()
+    reloader = Reloader(_settings(tmp_path, watch=False), ref, load=DirLoader(tmp_path))
+    await reloader.start()
+    try:
+        await reloader.reload("boot")
+        before = _version(ref)
+        (tmp_path / "a.yaml").write_text("x: 2\n")
+        await asyncio.sleep(0.3)
+        assert _version(ref) == before
+        assert reloader.status.watching is False
+        assert (await reloader.reload("api")).result == "swapped"
+    finally:
+        await reloader.aclose()
+
+
+async def test_sighup_triggers_a_reload(tmp_path: Path) -> None:
+    """SIGHUP on the main thread reloads the set."""
+    (tmp_path / "a.yaml").write_text("x: 1\n")
+    ref = CatalogRef()
+    reloader = Reloader(_settings(tmp_path, watch=False), ref, load=DirLoader(tmp_path))
+    await reloader.start()
+    try:
+        if not reloader._sighup:
+            pytest.skip("signal handlers unavailable here (not the main thread)")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await _until(lambda: ref.current is not None)
+        assert reloader.status.last_attempt is not None
+        assert reloader.status.last_attempt.reason == "SIGHUP"
+    finally:
+        await reloader.aclose()
+
+
+# -- real file watching -------------------------------------------------------
+
+
+async def _started(root: Path, ref: CatalogRef, load: DirLoader) -> Reloader:
+    reloader = Reloader(_settings(root), ref, load=load)
+    await reloader.reload("boot")
+    await reloader.start()
+    await asyncio.sleep(0.15)  # inotify watches in place
+    return reloader
+
+
+async def test_file_write_is_live_quickly_and_bursts_debounce(tmp_path: Path) -> None:
+    """A burst of writes yields one or two reloads and the final content goes live fast."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text("x: 0\n")
+    ref = CatalogRef()
+    load = DirLoader(root)
+    reloader = await _started(root, ref, load)
+    try:
+        before = load.calls
+        for i in range(10):
+            (root / "a.yaml").write_text(f"x: {i + 1}\n")
+            await asyncio.sleep(0.005)
+        expected = DirLoader(root)().version
+        t0 = time.monotonic()
+        await _until(lambda: _version(ref) == expected, timeout=3)
+        assert time.monotonic() - t0 < 1.0
+        await asyncio.sleep(0.2)
+        assert load.calls - before <= 3
+        assert reloader.status.watching
+    finally:
+        await reloader.aclose()
+    assert reloader.status.watching is False
+
+
+async def test_noise_files_do_not_trigger_reloads(tmp_path: Path) -> None:
+    """SQLite files and journals written under the root do not cause reloads."""
+    root = tmp_path / "manifests"
+    (root / "data").mkdir(parents=True)
+    (root / "a.yaml").write_text("x: 0\n")
+    ref = CatalogRef()
+    load = DirLoader(root)
+    reloader = await _started(root, ref, load)
+    try:
+        before = load.calls
+        (root / "data" / "shop.db").write_bytes(b"x")
+        (root / "data" / "shop.db-journal").write_bytes(b"x")
+        await asyncio.sleep(0.4)
+        assert load.calls == before
+    finally:
+        await reloader.aclose()
+
+
+async def test_git_sync_symlink_swap_is_detected(tmp_path: Path) -> None:
+    """Atomically replacing a symlinked checkout (git-sync `current`) reloads the new revision."""
+    for rev, value in (("rev1", 1), ("rev2", 2)):
+        (tmp_path / rev / "manifests").mkdir(parents=True)
+        (tmp_path / rev / "manifests" / "a.yaml").write_text(f"x: {value}\n")
+    (tmp_path / "current").symlink_to("rev1")
+    root = tmp_path / "current" / "manifests"
+    ref = CatalogRef()
+    load = DirLoader(root)
+    reloader = await _started(root, ref, load)
+    try:
+        v1 = _version(ref)
+        (tmp_path / "current.tmp").symlink_to("rev2")
+        (tmp_path / "current.tmp").replace(tmp_path / "current")
+        await _until(lambda: _version(ref) != v1, timeout=3)
+        assert ref.current is not None
+        assert ref.current.root == (tmp_path / "rev2" / "manifests").resolve()
+        # The watcher moved to the new revision: edits there count too.
+        await asyncio.sleep(0.15)
+        v2 = _version(ref)
+        (tmp_path / "rev2" / "manifests" / "b.yaml").write_text("y: 1\n")
+        await _until(lambda: _version(ref) != v2, timeout=3)
+    finally:
+        await reloader.aclose()
+
+
+async def test_configmap_data_swap_is_detected(tmp_path: Path) -> None:
+    """A Kubernetes ConfigMap update (`..data` symlink swap inside the root) reloads."""
+    root = tmp_path / "config"
+    for rev, value in (("..v1", 1), ("..v2", 2)):
+        (root / rev).mkdir(parents=True)
+        (root / rev / "a.yaml").write_text(f"x: {value}\n")
+    (root / "..data").symlink_to("..v1")
+    ref = CatalogRef()
+
+    class ConfigMapLoader(DirLoader):
+        def __call__(self) -> Catalog:
+            text = (self.root / "..data" / "a.yaml").read_text()
+            return _catalog(hashlib.sha256(text.encode()).hexdigest()[:8], self.root)
+
+    reloader = await _started(root, ref, ConfigMapLoader(root))
+    try:
+        v1 = _version(ref)
+        (root / "..data_tmp").symlink_to("..v2")
+        (root / "..data_tmp").replace(root / "..data")
+        shutil.rmtree(root / "..v1")
+        await _until(lambda: _version(ref) != v1, timeout=3)
+    finally:
+        await reloader.aclose()
+
+
+async def test_deleted_and_recreated_root_is_followed(tmp_path: Path) -> None:
+    """Deleting and recreating the root reloads, and later edits in the new directory count."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text("x: 1\n")
+    ref = CatalogRef()
+    reloader = await _started(root, ref, DirLoader(root))
+    try:
+        v1 = _version(ref)
+        shutil.rmtree(root)
+        root.mkdir()
+        (root / "a.yaml").write_text("x: 2\n")
+        await _until(lambda: _version(ref) != v1, timeout=3)
+        await asyncio.sleep(0.3)
+        v2 = _version(ref)
+        (root / "b.yaml").write_text("y: 1\n")
+        await _until(lambda: _version(ref) != v2, timeout=3)
+    finally:
+        await reloader.aclose()
+
+
+# -- the watch plan -----------------------------------------------------------
+
+
+def test_plan_watches_code_and_knowledge_outside_the_root(tmp_path: Path) -> None:
+    """Code and knowledge files outside the manifests root are watched; top-level code flatly."""
+    root = tmp_path / "manifests"
+    (root / "docs").mkdir(parents=True)
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "kb").mkdir()
+    code = tmp_path / "actions" / "weather.py"
+    top = tmp_path / "tool.py"
+    faq = tmp_path / "kb" / "faq.md"
+    inner = root / "docs" / "manual.md"
+    cat = _catalog("v", root, code_files=(code, top), knowledge_files=(faq, inner))
+    plan = make_plan(root, cat)
+    real = tmp_path.resolve()
+    assert plan.recursive == tuple(sorted((str(real / "actions"), str(real / "manifests"))))
+    assert str(real) in plan.flat and str(real / "kb") in plan.flat
+    assert relevant(str(real / "kb" / "faq.md"), plan)
+    assert not relevant(str(real / "kb" / "other.md"), plan)
+    assert relevant(str(real / "tool.py"), plan)
+    assert not relevant(str(real / "README.md"), plan)
+    assert relevant(str(real / "manifests"), plan)  # the root itself replaced
+    assert relevant(str(real / "manifests" / "docs" / "manual.md"), plan)
+    assert not relevant(str(real / "manifests" / "data" / "shop.db-wal"), plan)
+
+
+async def test_code_fix_after_a_failed_first_load_is_noticed(tmp_path: Path) -> None:
+    """With no live set yet, Python packages next to the root are watched, so a code fix reloads."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (tmp_path / "acts").mkdir()
+    (tmp_path / "acts" / "__init__.py").write_text("")
+    code = tmp_path / "acts" / "tools.py"
+    code.write_text("def f(:\n")
+
+    def load() -> Catalog:
+        if "(:" in code.read_text():
+            raise ManifestError([Problem(file="a.yaml", line=4, col=3, message="cannot import")])
+        return _catalog("fixed", root, code_files=(code,))
+
+    ref = CatalogRef()
+    reloader = Reloader(_settings(root), ref, load=load)
+    assert (await reloader.reload("startup")).result == "rejected"
+    await reloader.start()
+    try:
+        await asyncio.sleep(0.15)
+        code.write_text("def f():\n    return 1\n")
+        await _until(lambda: _version(ref) == "fixed", timeout=3)
+    finally:
+        await reloader.aclose()
+
+
+async def test_knowledge_file_outside_the_root_triggers_a_reload(tmp_path: Path) -> None:
+    """Editing a knowledge file the catalog names (outside the root) reloads the set."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (tmp_path / "kb").mkdir()
+    faq = tmp_path / "kb" / "faq.md"
+    faq.write_text("v1")
+
+    def load() -> Catalog:
+        return _catalog(faq.read_text(), root, knowledge_files=(faq,))
+
+    ref = CatalogRef()
+    reloader = Reloader(_settings(root), ref, load=load)
+    await reloader.reload("startup")
+    await reloader.start()
+    try:
+        await asyncio.sleep(0.15)
+        faq.write_text("v2")
+        await _until(lambda: _version(ref) == "v2", timeout=3)
+        (tmp_path / "kb" / "other.md").write_text("not ours")
+        await asyncio.sleep(0.3)
+        assert reloader.counts["unchanged"] == 0  # an unrelated file caused no reload
+    finally:
+        await reloader.aclose()

@@ -1,0 +1,169 @@
+"""Pure translation logic of the SDK providers: history, tools, streamed tool-call assembly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+
+from gateway.providers.base import ChatMessage, ModelRequest, ToolCall
+from gateway.providers.openai_chat import ToolCallAssembler, chat_messages
+from gateway.providers.openai_responses import responses_input, responses_tools
+
+HISTORY = [
+    ChatMessage(role="user", content="weather in Paris and Rome?"),
+    ChatMessage(
+        role="assistant",
+        content="Checking.",
+        tool_calls=[
+            ToolCall(id="c1", name="get_weather", arguments='{"city": "Paris"}'),
+            ToolCall(id="c2", name="get_weather", arguments='{"city": "Rome"}'),
+        ],
+    ),
+    ChatMessage(role="tool", tool_call_id="c1", content="21C"),
+    ChatMessage(role="tool", tool_call_id="c2", content="25C"),
+    ChatMessage(role="assistant", content="Paris 21C, Rome 25C."),
+]
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def test_chat_messages_keep_tool_calls_and_results() -> None:
+    """History becomes Chat Completions messages with instructions as the system message."""
+    messages = chat_messages(ModelRequest(model="m", instructions="Be brief.", messages=HISTORY))
+    assert messages[0] == {"role": "system", "content": "Be brief."}
+    assert messages[2]["tool_calls"][1] == {
+        "id": "c2",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+    }
+    assert messages[3] == {"role": "tool", "tool_call_id": "c1", "content": "21C"}
+    assert messages[-1] == {"role": "assistant", "content": "Paris 21C, Rome 25C."}
+
+
+def test_responses_input_uses_function_call_items() -> None:
+    """History becomes Responses items: messages, function_call and function_call_output."""
+    items = responses_input(ModelRequest(model="m", instructions="x", messages=HISTORY))
+    assert items == [
+        {"role": "user", "content": "weather in Paris and Rome?"},
+        {"role": "assistant", "content": "Checking."},
+        {
+            "type": "function_call",
+            "call_id": "c1",
+            "name": "get_weather",
+            "arguments": '{"city": "Paris"}',
+        },
+        {
+            "type": "function_call",
+            "call_id": "c2",
+            "name": "get_weather",
+            "arguments": '{"city": "Rome"}',
+        },
+        {"type": "function_call_output", "call_id": "c1", "output": "21C"},
+        {"type": "function_call_output", "call_id": "c2", "output": "25C"},
+        {"role": "assistant", "content": "Paris 21C, Rome 25C."},
+    ]
+
+
+def test_responses_tools_are_flat_and_not_strict_by_default() -> None:
+    """Chat tool schemas become flat Responses tools with strict stated explicitly."""
+    strict_tool = {"type": "function", "function": {**TOOL["function"], "strict": True}}
+    assert responses_tools([TOOL, strict_tool]) == [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather for a city.",
+            "parameters": TOOL["function"]["parameters"],
+            "strict": False,
+        },
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather for a city.",
+            "parameters": TOOL["function"]["parameters"],
+            "strict": True,
+        },
+    ]
+
+
+def _fn(name: str | None = None, arguments: str | None = None) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+def _assemble(deltas: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    assembler = ToolCallAssembler()
+    for raw in deltas:
+        # construct() skips validation, as the SDK does for streamed chunks.
+        assembler.add(ChoiceDeltaToolCall.construct(**raw))
+    return [(c.id, c.name, c.arguments) for c in assembler.calls()]
+
+
+PARALLEL = [("a", "f", '{"x": 1}'), ("b", "g", '{"y": 2}')]
+
+
+@pytest.mark.parametrize(
+    ("case", "deltas"),
+    [
+        (
+            "openai",
+            [
+                {"index": 0, "id": "a", "function": _fn("f", "")},
+                {"index": 0, "function": _fn(None, '{"x": ')},
+                {"index": 0, "function": _fn(None, "1}")},
+                {"index": 1, "id": "b", "function": _fn("g", '{"y": 2}')},
+            ],
+        ),
+        (
+            "no index",
+            [
+                {"id": "a", "function": _fn("f", '{"x"')},
+                {"function": _fn(None, ": 1}")},
+                {"id": "b", "function": _fn("g", '{"y": 2}')},
+            ],
+        ),
+        (
+            "all on index 0",
+            [
+                {"index": 0, "id": "a", "function": _fn("f", '{"x": 1}')},
+                {"index": 0, "id": "b", "function": _fn("g", '{"y":')},
+                {"index": 0, "function": _fn(None, " 2}")},
+            ],
+        ),
+        (
+            "id and name repeated",
+            [
+                {"index": 0, "id": "a", "function": _fn("f", '{"x": ')},
+                {"index": 0, "id": "a", "function": _fn("f", "1}")},
+                {"index": 1, "id": "b", "function": _fn("g", '{"y": 2}')},
+            ],
+        ),
+        (
+            "interleaved by index",
+            [
+                {"index": 0, "id": "a", "function": _fn("f", "")},
+                {"index": 1, "id": "b", "function": _fn("g", "")},
+                {"index": 0, "function": _fn(None, '{"x": 1}')},
+                {"index": 1, "function": _fn(None, '{"y": 2}')},
+            ],
+        ),
+    ],
+)
+def test_assembler_handles_server_variants(case: str, deltas: list[dict[str, Any]]) -> None:
+    """Every way compatible servers stream two parallel calls assembles to the same calls."""
+    assert _assemble(deltas) == PARALLEL, case
+
+
+def test_assembler_generates_missing_ids_and_empty_arguments() -> None:
+    """A call with no id gets a generated one; no arguments become an empty JSON object."""
+    calls = _assemble([{"index": 0, "function": _fn("ping", None)}])
+    assert len(calls) == 1
+    call_id, name, arguments = calls[0]
+    assert call_id.startswith("call_")
+    assert (name, arguments) == ("ping", "{}")

@@ -1,0 +1,109 @@
+"""Provider resolution: defaults, built-ins, manifests, caching across reloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import NotFound
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Assistant
+from gateway.manifests.model import Provider as ProviderManifest
+from gateway.providers.offline import OfflineProvider
+from gateway.providers.openai_chat import ChatCompletionsProvider
+from gateway.providers.openai_responses import ResponsesProvider
+from gateway.providers.registry import ProviderRegistry
+from gateway.settings import Settings
+
+
+def _catalog(version: str = "v1", **providers: ProviderManifest) -> Catalog:
+    return Catalog(
+        version=version,
+        root=Path("/tmp"),
+        gateway_root=Path("/tmp"),
+        loaded_at=0.0,
+        providers=dict(providers),
+    )
+
+
+def _assistant(provider: str | None = None) -> Assistant:
+    return Assistant(name="a", provider=provider)
+
+
+async def test_default_is_offline_without_key() -> None:
+    """With no OPENAI_API_KEY an assistant without provider gets the offline model."""
+    registry = ProviderRegistry(Settings())
+    assert registry.default_name == "offline"
+    assert isinstance(registry.get(_catalog(), _assistant()), OfflineProvider)
+    await registry.aclose()
+
+
+async def test_default_is_openai_responses_with_key() -> None:
+    """With OPENAI_API_KEY set the default is the built-in openai provider on the Responses API."""
+    settings = Settings(openai_api_key="sk-test-123456", openai_base_url="http://127.0.0.1:9/v1")
+    registry = ProviderRegistry(settings)
+    provider = registry.get(_catalog(), _assistant())
+    assert isinstance(provider, ResponsesProvider)
+    assert provider.name == "openai"
+    assert str(provider.client.base_url).rstrip("/") == "http://127.0.0.1:9/v1"
+    assert provider.client.api_key == "sk-test-123456"
+    assert isinstance(registry.get(_catalog(), _assistant("offline")), OfflineProvider)
+    await registry.aclose()
+
+
+async def test_manifest_provider_uses_its_config() -> None:
+    """A kind: provider manifest gets a Chat Completions client with its URL, key and limits."""
+    manifest = ProviderManifest(
+        name="local",
+        base_url="http://127.0.0.1:11434/v1",
+        api_key="local-key-123",
+        timeout=7.5,
+        max_retries=4,
+        default_headers={"X-Team": "a"},
+    )
+    registry = ProviderRegistry(Settings(openai_api_key="sk-server-secret"))
+    provider = registry.get(_catalog(local=manifest), _assistant("local"))
+    assert isinstance(provider, ChatCompletionsProvider)
+    assert provider.client.api_key == "local-key-123"
+    assert provider.client.max_retries == 4
+    assert provider.client.timeout == 7.5
+    assert provider.client.default_headers["X-Team"] == "a"
+    await registry.aclose()
+
+
+async def test_manifest_without_key_never_gets_the_server_key() -> None:
+    """A provider manifest with no api_key is not sent the server's OPENAI_API_KEY."""
+    manifest = ProviderManifest(name="local", base_url="http://127.0.0.1:11434/v1")
+    registry = ProviderRegistry(Settings(openai_api_key="sk-server-secret"))
+    provider = registry.get(_catalog(local=manifest), _assistant("local"))
+    assert isinstance(provider, ChatCompletionsProvider)
+    assert provider.client.api_key != "sk-server-secret"
+    await registry.aclose()
+
+
+async def test_unknown_provider_is_not_found() -> None:
+    """Naming a provider that is neither built in nor declared raises NotFound."""
+    registry = ProviderRegistry(Settings())
+    with pytest.raises(NotFound) as info:
+        registry.get(_catalog(), _assistant("nope"))
+    assert info.value.what == "provider"
+    assert info.value.name == "nope"
+
+
+async def test_clients_cached_until_config_changes() -> None:
+    """A reload keeps the client when the provider is unchanged and replaces it when it changes."""
+    registry = ProviderRegistry(Settings())
+    first = ProviderManifest(name="p", base_url="http://127.0.0.1:1/v1")
+    changed = ProviderManifest(name="p", base_url="http://127.0.0.1:2/v1", api="responses")
+    a = registry.get(_catalog("v1", p=first), _assistant("p"))
+    b = registry.get(_catalog("v2", p=first), _assistant("p"))
+    c = registry.get(_catalog("v3", p=changed), _assistant("p"))
+    assert a is b
+    assert c is not a
+    assert isinstance(c, ResponsesProvider)
+    await registry.aclose()
+    assert isinstance(a, ChatCompletionsProvider)
+    assert a.client.is_closed()
+    assert isinstance(c, ResponsesProvider)
+    assert c.client.is_closed()

@@ -1,0 +1,131 @@
+"""Settings: every variable of DESIGN.md's table, its default, and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings, SettingsError, read_dotenv
+
+
+def from_env(env: dict[str, str], dotenv: Path | None = None) -> Settings:
+    return Settings.from_env(env, dotenv=dotenv)
+
+
+def test_defaults_are_the_development_defaults() -> None:
+    """With an empty environment every field has its documented default."""
+    s = from_env({})
+    assert s.manifests == Path("manifests")
+    assert s.database_url == "sqlite:///var/gateway.db"
+    assert (s.api_keys, s.admin_keys) == ((), ())
+    assert s.default_assistant is None
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert s.watch is True
+    assert s.sse_heartbeat == 15.0
+    assert s.environment == "development"
+    assert s.auth == "keys"
+    assert (s.logging_level, s.log_format) == ("INFO", "keyvalue")
+    assert s.openai_api_key is None and s.openai_base_url is None
+    assert s.max_body_bytes == 1_048_576
+    assert s.gateway_root is None
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "expected"),
+    [
+        ({"GATEWAY_MANIFESTS": "/srv/m"}, "manifests", Path("/srv/m")),
+        ({"GATEWAY_DATABASE_URL": "postgresql://u@h/db"}, "database_url", "postgresql://u@h/db"),
+        ({"GATEWAY_API_KEYS": "a, b ,,c"}, "api_keys", ("a", "b", "c")),
+        ({"GATEWAY_ADMIN_KEYS": "ops=k1"}, "admin_keys", ("ops=k1",)),
+        ({"GATEWAY_DEFAULT_ASSISTANT": "support"}, "default_assistant", "support"),
+        ({"ASSISTANT_ID": "legacy"}, "default_assistant", "legacy"),
+        ({"GATEWAY_HOST": "0.0.0.0"}, "host", "0.0.0.0"),
+        ({"GATEWAY_PORT": "9000"}, "port", 9000),
+        ({"GATEWAY_WATCH": "off"}, "watch", False),
+        ({"GATEWAY_WATCH": "YES"}, "watch", True),
+        ({"GATEWAY_SSE_HEARTBEAT": "2.5"}, "sse_heartbeat", 2.5),
+        ({"ENVIRONMENT": "Production"}, "environment", "production"),
+        ({"GATEWAY_AUTH": "none"}, "auth", "none"),
+        ({"LOGGING_LEVEL": "DEBUG"}, "logging_level", "DEBUG"),
+        ({"LOG_FORMAT": "json"}, "log_format", "json"),
+        ({"OPENAI_API_KEY": "sk-test"}, "openai_api_key", "sk-test"),
+        ({"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, "openai_base_url", "http://127.0.0.1:1/v1"),
+        ({"GATEWAY_MAX_BODY_BYTES": "10"}, "max_body_bytes", 10),
+        ({"GATEWAY_SANDBOX_CONCURRENCY": "3"}, "sandbox_concurrency", 3),
+        ({"GATEWAY_RELOAD_DEBOUNCE_MS": "5"}, "reload_debounce_ms", 5),
+        ({"GATEWAY_ROOT": "/srv"}, "gateway_root", Path("/srv")),
+    ],
+)
+def test_each_variable_sets_its_field(env: dict[str, str], field: str, expected: object) -> None:
+    """Each documented variable lands in its field with the right type."""
+    assert getattr(from_env(env), field) == expected
+
+
+def test_default_assistant_wins_over_its_legacy_alias() -> None:
+    """GATEWAY_DEFAULT_ASSISTANT takes precedence over ASSISTANT_ID."""
+    env = {"GATEWAY_DEFAULT_ASSISTANT": "new", "ASSISTANT_ID": "old"}
+    assert from_env(env).default_assistant == "new"
+
+
+def test_empty_values_mean_unset() -> None:
+    """An empty variable keeps the default instead of becoming an empty value."""
+    s = from_env({"GATEWAY_PORT": "", "OPENAI_API_KEY": "", "GATEWAY_MANIFESTS": ""})
+    assert (s.port, s.openai_api_key, s.manifests) == (8000, None, Path("manifests"))
+
+
+def test_legacy_variables_are_accepted_and_ignored() -> None:
+    """PROJECT_ID and BUCKET_ID from the old Assistant Service do not break startup."""
+    assert from_env({"PROJECT_ID": "p", "BUCKET_ID": "b"}) == from_env({})
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"GATEWAY_PORT": "abc"}, "GATEWAY_PORT"),
+        ({"GATEWAY_SSE_HEARTBEAT": "soon"}, "GATEWAY_SSE_HEARTBEAT"),
+        ({"GATEWAY_WATCH": "maybe"}, "GATEWAY_WATCH"),
+        ({"ENVIRONMENT": "staging"}, "ENVIRONMENT"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"GATEWAY_AUTH": "basic"}, "GATEWAY_AUTH"),
+    ],
+)
+def test_malformed_values_are_errors_naming_the_variable(
+    env: dict[str, str], variable: str
+) -> None:
+    """A malformed value raises SettingsError naming the variable, never a silent default."""
+    with pytest.raises(SettingsError, match=variable):
+        from_env(env)
+
+
+def test_root_is_the_parent_of_the_manifests_root(tmp_path: Path) -> None:
+    """Python actions import from the manifests root's parent unless GATEWAY_ROOT says otherwise."""
+    manifests = tmp_path / "repo" / "manifests"
+    manifests.mkdir(parents=True)
+    assert from_env({"GATEWAY_MANIFESTS": str(manifests)}).root == tmp_path / "repo"
+    override = from_env({"GATEWAY_MANIFESTS": str(manifests), "GATEWAY_ROOT": str(tmp_path)})
+    assert override.root == tmp_path
+
+
+def test_dotenv_is_read_and_real_variables_win(tmp_path: Path) -> None:
+    """A .env file fills variables, but the real environment takes precedence."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# comment\nexport GATEWAY_PORT=9100\nGATEWAY_HOST='0.0.0.0'\n"
+        'OPENAI_API_KEY="sk-file"\nnot a pair\n\n',
+        encoding="utf-8",
+    )
+    s = from_env({"OPENAI_API_KEY": "sk-env"}, dotenv=dotenv)
+    assert (s.port, s.host, s.openai_api_key) == (9100, "0.0.0.0", "sk-env")
+
+
+def test_missing_dotenv_is_fine(tmp_path: Path) -> None:
+    """A .env path that does not exist is skipped."""
+    assert from_env({}, dotenv=tmp_path / "nope.env") == from_env({})
+
+
+def test_read_dotenv_parses_quotes_comments_and_export(tmp_path: Path) -> None:
+    """read_dotenv strips quotes and `export`, skips comments and lines without `=`."""
+    path = tmp_path / ".env"
+    path.write_text('export A=1\nB="two words"\n# C=3\nD\nE=x=y\n', encoding="utf-8")
+    assert read_dotenv(path) == {"A": "1", "B": "two words", "E": "x=y"}
