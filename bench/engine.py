@@ -6,7 +6,9 @@ answers. Measured side by side:
 1. engine, stateless: instant in-process model and tool, no store: the run
    loop, events and log alone;
 2. engine + SQLite: the same turn on a thread, with every message and the run
-   record committed durably (WAL, synchronous=FULL) in a temp dir;
+   record committed durably (WAL, synchronous=FULL) in a temp dir (a turn is
+   six commits: thread, run + user message, two assistant messages, the tool
+   result, record + event log), next to the cost of one such commit;
 3. fake model round trip: one streamed Chat Completions call to FakeOpenAI
    through the openai SDK over loopback HTTP (what a turn's *model* part costs
    at the very least; a turn with a tool makes two such calls);
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import structlog
 
 from gateway.engine import Engine
 from gateway.executors.base import ToolResult
@@ -132,6 +136,8 @@ def pct(samples: list[float], q: float) -> float:
 
 
 async def main(turns: int) -> None:
+    # Per-run info lines would swamp the figures (and cost time): warnings only.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI() as fake:
         root = Path(tmp)
@@ -157,8 +163,15 @@ async def main(turns: int) -> None:
             result = await handle.result()
             assert result.responses == ["Order 1042 has shipped."], result
 
+        commit_thread = await store.create_thread("support")
+        note = ChatMessage(role="user", content="x")
+
+        async def one_commit() -> None:
+            await store.append_message(commit_thread.id, note)
+
         results["engine, stateless (no store)"] = await measure(stateless, turns)
         results["engine + SQLite (durable)"] = await measure(stored, turns)
+        results["  one SQLite commit (fsync)"] = await measure(one_commit, turns)
         await engine.aclose()
 
         client = openai.AsyncOpenAI(base_url=fake.base_url, api_key="x", max_retries=0)

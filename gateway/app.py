@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> Litestar:
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
         ),
+        cors_config=_cors(settings),
         logging_config=None,
         debug=False,
     )
@@ -129,8 +131,28 @@ def create_app(settings: Settings) -> Litestar:
         limiter=limiter,
         metrics=services.metrics,
         max_body_bytes=settings.max_body_bytes,
+        cors_origins=settings.cors_origins,
     )
     return app
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    """CORS for browser front-ends on other origins (``GATEWAY_CORS_ORIGINS``), else none."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Last-Event-ID",
+            "X-Correlation-ID",
+            "X-Request-ID",
+        ],
+        expose_headers=["X-Correlation-ID", "Retry-After"],
+        max_age=600,
+    )
 
 
 async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
@@ -157,6 +179,7 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
     await engine.start()
     stack.push_async_callback(engine.aclose)
     services.engine = engine
+    services.metrics.active_runs.set_function(lambda: engine.active_runs)
 
     started = False
 

@@ -177,9 +177,188 @@ def import_seed_command(config: str, module: str) -> None:
 
 
 # --- sandbox: invoke, test, doctor ---
+def _sandbox_catalog(manifests_dir: str | None) -> tuple[object, object]:
+    """Settings and a loaded catalog for the sandbox commands (exit 1 on invalid manifests)."""
+    from pathlib import Path
+
+    from gateway.errors import ManifestError
+    from gateway.manifests.loader import load_catalog
+    from gateway.settings import Settings, SettingsError
+
+    _manifest_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    from gateway.api.logs import configure_logging
+
+    configure_logging(settings)  # logs to stderr: stdout carries only the result
+    root = Path(manifests_dir) if manifests_dir else settings.manifests
+    try:
+        catalog = load_catalog(root, gateway_root=settings.gateway_root)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
+    return settings, catalog
+
+
+@main.command("invoke")
+@click.argument("action")
+@click.option("--args", "args_json", default="{}", show_default=True, help="Arguments as JSON.")
+@click.option(
+    "--manifests",
+    "manifests_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Manifests root (default: GATEWAY_MANIFESTS or ./manifests).",
+)
+def invoke_command(action: str, args_json: str, manifests_dir: str | None) -> None:
+    """Run ACTION once through the real sandbox and print its output (exit 1 on failure)."""
+    import asyncio
+
+    from gateway.executors.runner import SandboxRunner
+    from gateway.manifests.catalog import Catalog
+    from gateway.sandbox.supervisor import Supervisor
+    from gateway.settings import Settings
+
+    settings, catalog = _sandbox_catalog(manifests_dir)
+    assert isinstance(settings, Settings) and isinstance(catalog, Catalog)
+    if action not in catalog.actions and action not in ("code_interpreter", "file_search"):
+        known = ", ".join(sorted(catalog.actions)) or "none"
+        raise click.ClickException(f"unknown action {action!r} (known: {known})")
+
+    async def run() -> object:
+        supervisor = Supervisor(settings)
+        await supervisor.start(catalog)
+        try:
+            return await SandboxRunner(supervisor).run(catalog, action, args_json)
+        finally:
+            await supervisor.aclose()
+
+    from gateway.executors.base import ToolResult
+
+    result = asyncio.run(run())
+    assert isinstance(result, ToolResult)
+    click.echo(result.output)
+    click.echo(
+        f"{result.status} in {result.duration_ms:.1f} ms"
+        + (" (truncated)" if result.truncated else ""),
+        err=True,
+    )
+    if result.status != "succeeded":
+        raise SystemExit(1)
+
+
+@main.command("test")
+@click.option(
+    "--manifests",
+    "manifests_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Manifests root (default: GATEWAY_MANIFESTS or ./manifests).",
+)
+@click.option("--action", "only", multiple=True, help="Only this action (repeatable).")
+def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
+    """Run every action's `examples:` in the sandbox; exit 1 if any expectation fails."""
+    import asyncio
+
+    from gateway.executors.examples import ExampleOutcome, run_examples
+    from gateway.executors.runner import SandboxRunner
+    from gateway.manifests.catalog import Catalog
+    from gateway.sandbox.supervisor import Supervisor
+    from gateway.settings import Settings
+
+    settings, catalog = _sandbox_catalog(manifests_dir)
+    assert isinstance(settings, Settings) and isinstance(catalog, Catalog)
+
+    async def run() -> list[ExampleOutcome]:
+        supervisor = Supervisor(settings)
+        await supervisor.start(catalog)
+        try:
+            return await run_examples(catalog, SandboxRunner(supervisor), only=list(only))
+        finally:
+            await supervisor.aclose()
+
+    outcomes = asyncio.run(run())
+    for outcome in outcomes:
+        mark = "ok  " if outcome.ok else "FAIL"
+        click.echo(
+            f"{mark} {outcome.action}[{outcome.index}] {outcome.result.status} "
+            f"{outcome.result.duration_ms:.1f} ms"
+        )
+        for problem in outcome.problems:
+            click.echo(f"     {problem}")
+        if not outcome.ok:
+            click.echo(f"     output: {outcome.result.output[:300]}")
+    failed = sum(not o.ok for o in outcomes)
+    click.echo(f"{len(outcomes) - failed} passed, {failed} failed", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+@main.command("doctor")
+def doctor_command() -> None:
+    """Probe the sandbox: which isolation features work here, and a round-trip time."""
+    import asyncio
+
+    import msgspec
+
+    from gateway.executors.runner import SandboxRunner
+    from gateway.manifests.catalog import Catalog
+    from gateway.sandbox.supervisor import Supervisor
+    from gateway.settings import Settings, SettingsError
+
+    _manifest_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    from gateway.api.logs import configure_logging
+
+    configure_logging(settings)
+
+    async def run() -> tuple[dict[str, object], str, float]:
+        supervisor = Supervisor(settings)
+        await supervisor.start(None)
+        try:
+            root = settings.root
+            empty = Catalog(version="doctor", root=root, gateway_root=root, loaded_at=0)
+            runner = SandboxRunner(supervisor)
+            result = await runner.run(empty, "code_interpreter", {"code": "print('ok')"})
+            best = min(
+                [
+                    (await runner.run(empty, "code_interpreter", {"code": "pass"})).duration_ms
+                    for _ in range(20)
+                ]
+            )
+            caps = msgspec.to_builtins(supervisor.capabilities) or {}
+            return caps, result.status, best
+        finally:
+            await supervisor.aclose()
+
+    try:
+        caps, status, best = asyncio.run(run())
+    except RuntimeError as exc:
+        raise click.ClickException(f"the sandbox does not start: {exc}") from None
+    click.echo(f"running as uid {caps.get('uid')}")
+    for feature in (
+        "network_namespace",
+        "drop_privileges",
+        "user_namespace",
+        "seccomp",
+        "landlock",
+    ):
+        state = "yes" if caps.get(feature) else "no "
+        click.echo(f"{feature:<18} {state}  {caps.get(feature + '_detail', '')}")
+    click.echo(f"sandboxed call      {status}, best of 20: {best:.2f} ms")
+    if status != "succeeded":
+        raise SystemExit(1)
+
+
 # --- server: serve, chat ---
 @main.command("serve")
-@click.option("--host", default=None, help="Interface to bind (default: GATEWAY_HOST or 127.0.0.1).")
+@click.option("--host", default=None, help="Interface (default: GATEWAY_HOST or 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: GATEWAY_PORT or 8000).")
 @click.option(
     "--manifests",
@@ -225,7 +404,7 @@ def serve_command(host: str | None, port: int | None, manifests_dir: str | None)
 
 @main.command("chat")
 @click.argument("assistant", required=False)
-@click.option("--url", default=None, help="Gateway URL (default: http://GATEWAY_HOST:GATEWAY_PORT).")
+@click.option("--url", default=None, help="Gateway URL (default: GATEWAY_HOST:GATEWAY_PORT).")
 @click.option("--ws", "use_ws", is_flag=True, help="Talk over WebSocket instead of SSE.")
 @click.option("--key", envvar="GATEWAY_KEY", default=None, help="API key (env GATEWAY_KEY).")
 def chat_command(assistant: str | None, url: str | None, use_ws: bool, key: str | None) -> None:
@@ -288,7 +467,7 @@ def _chat_ws(session: object) -> None:
     "cache_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Index directory (default: var/knowledge, the one the server uses).",
+    help="Index directory (default: the server's, knowledge/ next to its SQLite database).",
 )
 def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
     """Build the file_search index for every assistant's knowledge files and print counts."""
@@ -296,7 +475,7 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
 
     import gateway.executors  # noqa: F401  (registers the action kinds the loader decodes)
     from gateway.errors import ManifestError
-    from gateway.knowledge import DEFAULT_CACHE_DIR, KnowledgeIndex
+    from gateway.knowledge import DEFAULT_CACHE_DIR, KnowledgeIndex, cache_dir_for
     from gateway.manifests.loader import load_catalog
     from gateway.settings import Settings, SettingsError
 
@@ -311,7 +490,14 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         raise SystemExit(1) from None
-    cache = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
+    server_dir = cache_dir_for(settings.database_url)
+    cache = Path(cache_dir) if cache_dir else server_dir or DEFAULT_CACHE_DIR
+    if server_dir is None and not cache_dir:
+        click.echo(
+            "note: with this thread store the server keeps its index in memory; "
+            f"this run only checks the files (index written to {cache})",
+            err=True,
+        )
     index = KnowledgeIndex(cache)
     try:
         total = index.index(catalog.knowledge_files)

@@ -9,7 +9,7 @@ error naming the variable, never a silent default.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gateway_root: Path | None = None
     rate_limit: float = 0.0
     rate_limit_burst: int = 0
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -70,68 +71,44 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def _from_mapping(cls, env: Mapping[str, str]) -> Settings:
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            return value if value not in (None, "") else None
-
         raw: dict[str, object] = {}
-        simple = {
-            "GATEWAY_MANIFESTS": "manifests",
-            "GATEWAY_DATABASE_URL": "database_url",
-            "GATEWAY_HOST": "host",
-            "LOGGING_LEVEL": "logging_level",
-            "OPENAI_API_KEY": "openai_api_key",
-            "OPENAI_BASE_URL": "openai_base_url",
-            "GATEWAY_ROOT": "gateway_root",
-        }
-        for var, field in simple.items():
-            if (value := get(var)) is not None:
-                raw[field] = value
-        default_assistant = get("GATEWAY_DEFAULT_ASSISTANT") or get("ASSISTANT_ID")
-        if default_assistant is not None:
-            raw["default_assistant"] = default_assistant
-        for var, field in (("GATEWAY_API_KEYS", "api_keys"), ("GATEWAY_ADMIN_KEYS", "admin_keys")):
-            if (value := get(var)) is not None:
-                raw[field] = tuple(k.strip() for k in value.split(",") if k.strip())
-        typed = {
-            "GATEWAY_PORT": ("port", int),
-            "GATEWAY_SSE_HEARTBEAT": ("sse_heartbeat", float),
-            "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", int),
-            "GATEWAY_SANDBOX_CONCURRENCY": ("sandbox_concurrency", int),
-            "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", int),
-            "GATEWAY_RATE_LIMIT": ("rate_limit", float),
-            "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", int),
-        }
-        for var, (field, conv) in typed.items():
-            if (value := get(var)) is not None:
-                try:
-                    raw[field] = conv(value)
-                except ValueError:
-                    raise SettingsError(f"{var} must be a number, got {value!r}") from None
-        if (value := get("GATEWAY_WATCH")) is not None:
-            raw["watch"] = _parse_bool("GATEWAY_WATCH", value)
-        choices = {
-            "ENVIRONMENT": ("environment", ("development", "production")),
-            "GATEWAY_AUTH": ("auth", ("keys", "none")),
-            "LOG_FORMAT": ("log_format", ("keyvalue", "json")),
-        }
-        for var, (field, allowed) in choices.items():
-            if (value := get(var)) is not None:
-                value = value.lower()
-                if value not in allowed:
-                    raise SettingsError(f"{var} must be one of {', '.join(allowed)}, got {value!r}")
-                raw[field] = value
+        for var, (field, parse) in _VARIABLES.items():
+            value = env.get(var)
+            if value not in (None, "") and field not in raw:
+                raw[field] = parse(var, value)
         # PROJECT_ID / BUCKET_ID from the old Assistant Service are accepted and ignored.
         try:
             return msgspec.convert(raw, cls, strict=False, dec_hook=_dec_hook)
-        except msgspec.ValidationError as exc:  # pragma: no cover - guarded above
+        except msgspec.ValidationError as exc:  # pragma: no cover - parsers guard every type
             raise SettingsError(str(exc)) from None
 
 
-def _dec_hook(type_: type, obj: object) -> object:
-    if type_ is Path and isinstance(obj, str):
-        return Path(obj)
-    raise NotImplementedError
+def _text(var: str, value: str) -> str:
+    return value
+
+
+def _csv(var: str, value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _number(conv: Callable[[str], float]) -> Callable[[str, str], object]:
+    def parse(var: str, value: str) -> object:
+        try:
+            return conv(value)
+        except ValueError:
+            raise SettingsError(f"{var} must be a number, got {value!r}") from None
+
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(var: str, value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in allowed:
+            raise SettingsError(f"{var} must be one of {', '.join(allowed)}, got {value!r}")
+        return lowered
+
+    return parse
 
 
 def _parse_bool(var: str, value: str) -> bool:
@@ -141,6 +118,41 @@ def _parse_bool(var: str, value: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{var} must be true or false, got {value!r}")
+
+
+# Environment variable -> (Settings field, parser). The first variable set wins
+# for a field, so an alias (ASSISTANT_ID) comes after the name it stands for.
+_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "GATEWAY_MANIFESTS": ("manifests", _text),
+    "GATEWAY_DATABASE_URL": ("database_url", _text),
+    "GATEWAY_HOST": ("host", _text),
+    "LOGGING_LEVEL": ("logging_level", _text),
+    "OPENAI_API_KEY": ("openai_api_key", _text),
+    "OPENAI_BASE_URL": ("openai_base_url", _text),
+    "GATEWAY_ROOT": ("gateway_root", _text),
+    "GATEWAY_DEFAULT_ASSISTANT": ("default_assistant", _text),
+    "ASSISTANT_ID": ("default_assistant", _text),
+    "GATEWAY_API_KEYS": ("api_keys", _csv),
+    "GATEWAY_ADMIN_KEYS": ("admin_keys", _csv),
+    "GATEWAY_CORS_ORIGINS": ("cors_origins", _csv),
+    "GATEWAY_PORT": ("port", _number(int)),
+    "GATEWAY_SSE_HEARTBEAT": ("sse_heartbeat", _number(float)),
+    "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", _number(int)),
+    "GATEWAY_SANDBOX_CONCURRENCY": ("sandbox_concurrency", _number(int)),
+    "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", _number(int)),
+    "GATEWAY_RATE_LIMIT": ("rate_limit", _number(float)),
+    "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", _number(int)),
+    "GATEWAY_WATCH": ("watch", _parse_bool),
+    "ENVIRONMENT": ("environment", _choice("development", "production")),
+    "GATEWAY_AUTH": ("auth", _choice("keys", "none")),
+    "LOG_FORMAT": ("log_format", _choice("keyvalue", "json")),
+}
+
+
+def _dec_hook(type_: type, obj: object) -> object:
+    if type_ is Path and isinstance(obj, str):
+        return Path(obj)
+    raise NotImplementedError
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -9,7 +9,9 @@ Imports ``gateway.api.*``, ``gateway.events``, ``gateway.errors``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 import structlog
@@ -25,7 +27,7 @@ from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of
 from gateway.api.schemas import ChatRequest, ChatResponse, ErrorBody, StartResponse
 from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, sse_frames
-from gateway.errors import GatewayError, InvalidInput, NotReady, ProviderError
+from gateway.errors import Conflict, GatewayError, InvalidInput, NotReady, ProviderError
 from gateway.events import ErrorEvent, encode_ws
 
 if TYPE_CHECKING:
@@ -104,15 +106,24 @@ def _only(principal: Principal) -> str:
     raise InvalidInput("this key may use several assistants: name one", "assistant")
 
 
-def raise_run_error(error_type: str, message: str) -> None:
-    """Turn a failed run's error into the exception the handlers map to a status."""
-    if error_type == "provider_error":
-        raise ProviderError(message)
-    if error_type == "not_ready":
-        raise NotReady(message)
-    if error_type in ("invalid_request", "invalid_input"):
-        raise InvalidInput(message)
-    err = GatewayError(message)
+def raise_run_error(error_type: str, message: str) -> NoReturn:
+    """Turn a failed run's error into the exception the handlers map to a status.
+
+    The model failing (after retries) or looping on tools past ``max_tool_rounds``
+    is a 502; a run cancelled by another request is a 409; anything else
+    (``internal_error``, ``interrupted``) a 500 with a generic message.
+    """
+    err: GatewayError
+    if error_type in ("provider_error", "max_tool_rounds"):
+        err = ProviderError(message)
+    elif error_type == "cancelled":
+        err = Conflict(message)
+    elif error_type == "not_ready":
+        err = NotReady(message)
+    elif error_type in ("invalid_request", "invalid_input"):
+        err = InvalidInput(message)
+    else:
+        err = GatewayError(message)
     err.type = error_type or "run_failed"
     raise err
 
@@ -168,31 +179,53 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     """Many exchanges per connection: each message starts a run whose events stream back.
 
     A bad frame (invalid JSON, no message, unknown assistant...) is answered
-    with an ``error`` event; the connection stays open.
+    with an ``error`` event; the connection stays open. Messages are handled
+    one at a time; while a run streams, the socket is still read, so a client
+    that leaves is noticed at once (the run goes on) and the closing handshake
+    is answered.
     """
     cid = correlation_id_of(socket.scope)
     principal = principal_of(socket.scope)
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
-    while True:
-        try:
-            raw = await socket.receive_data(mode="text")
-        except WebSocketDisconnect:
-            return
-        try:
-            data = _ws_decoder.decode(raw)
-            handle = await begin_run(services, principal, data, cid)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
-            continue
-        except GatewayError as exc:
-            await _ws_error(socket, exc.type, exc.message, cid)
-            continue
-        try:
-            async for _seq, event in handle.log.follow(0):
-                await socket.send_data(encode_ws(event).decode(), mode="text")
-        except WebSocketDisconnect:
-            return  # the run goes on; its result is stored
+    incoming = asyncio.ensure_future(socket.receive_data(mode="text"))
+    try:
+        while True:
+            try:
+                raw = await incoming
+            except WebSocketDisconnect:
+                return
+            incoming = asyncio.ensure_future(socket.receive_data(mode="text"))
+            try:
+                data = _ws_decoder.decode(raw)
+                handle = await begin_run(services, principal, data, cid)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
+                continue
+            except GatewayError as exc:
+                await _ws_error(socket, exc.type, exc.message, cid)
+                continue
+            sender = asyncio.ensure_future(_send_run(socket, handle))
+            await asyncio.wait({sender, incoming}, return_when=asyncio.FIRST_COMPLETED)
+            if incoming.done() and incoming.exception() is not None:
+                sender.cancel()  # the client left: stop reading the log, the run goes on
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+                return
+            if not await sender:
+                return
+    finally:
+        incoming.cancel()
+
+
+async def _send_run(socket: WebSocket[Any, Any, Any], handle: RunHandle) -> bool:
+    """Send the run's events until ``done``; False when the client went away."""
+    try:
+        async for _seq, event in handle.log.follow(0):
+            await socket.send_data(encode_ws(event).decode(), mode="text")
+    except (WebSocketDisconnect, OSError):  # uvicorn's ClientDisconnected is an OSError
+        return False
+    return True
 
 
 async def _ws_error(socket: WebSocket[Any, Any, Any], type_: str, message: str, cid: str) -> None:

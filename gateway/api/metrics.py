@@ -51,6 +51,9 @@ class Metrics:
         self.runs = Counter(
             "gateway_runs_total", "Finished runs by status.", ["status"], registry=r
         )
+        self.active_runs = Gauge(
+            "gateway_runs_active", "Runs this process is executing.", registry=r
+        )
         self.run_seconds = Histogram(
             "gateway_run_duration_seconds", "Run wall time.", registry=r, buckets=_LATENCY
         )
@@ -98,9 +101,12 @@ class MeteredRunner:
         arguments: str | dict[str, Any],
         *,
         correlation_id: str = "",
+        assistant: str | None = None,
     ) -> ToolResult:
         """Run ``name`` through the wrapped runner and record its status and duration."""
-        result = await self.inner.run(catalog, name, arguments, correlation_id=correlation_id)
+        result = await self.inner.run(
+            catalog, name, arguments, correlation_id=correlation_id, assistant=assistant
+        )
         self._metrics.tool_calls.labels(result.status).inc()
         self._metrics.tool_seconds.observe(result.duration_ms / 1000.0)
         return result

@@ -62,6 +62,8 @@ class GatewayMiddleware:
         limiter: per-caller token bucket, or None when rate limiting is off.
         metrics: where request counts and durations go.
         max_body_bytes: larger declared bodies are refused with 413 before reading.
+        cors_origins: browser origins allowed (``*`` for any): CORS preflights pass
+            without a key, and refusals made here carry the CORS header.
     """
 
     def __init__(
@@ -72,8 +74,10 @@ class GatewayMiddleware:
         limiter: RateLimiter | None,
         metrics: Metrics,
         max_body_bytes: int,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        self.cors_origins = frozenset(o.encode() for o in cors_origins)
         self.keys = keys
         self.limiter = limiter
         self.metrics = metrics
@@ -105,7 +109,10 @@ class GatewayMiddleware:
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), cid_header]
             elif message["type"] == "websocket.accept":
+                status = 101
                 message["headers"] = [*message.get("headers", ()), cid_header]
+            elif message["type"] == "websocket.close" and status == 500:
+                status = 403  # closed before the handshake completed
             await send(message)
 
         self.metrics.in_flight.inc()
@@ -116,10 +123,10 @@ class GatewayMiddleware:
         except _Denied as denied:
             status = denied.status
             if kind == "http":
-                await _send_error(send_wrapper, denied, cid)
+                await _send_error(send_wrapper, denied, cid, self._allow_origin(headers))
             else:
                 await _refuse_websocket(receive, send_wrapper, denied, cid, state)
-                status = 101
+                status = denied.status  # accepted only to say why, then closed
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
@@ -147,7 +154,7 @@ class GatewayMiddleware:
                     f"request body over the limit of {self.max_body_bytes} bytes",
                 )
         level = route_access(path)
-        if level == "open":
+        if level == "open" or self._preflight(scope, headers):
             return OPEN_PRINCIPAL
         principal = self._authenticate(scope, headers, kind)
         if level == "admin" and not principal.admin:
@@ -158,6 +165,22 @@ class GatewayMiddleware:
             if wait > 0:
                 raise _Denied(429, "rate_limited", "too many requests; slow down", wait)
         return principal
+
+    def _preflight(self, scope: dict[str, Any], headers: dict[bytes, bytes]) -> bool:
+        """A CORS preflight: no key is sent with it, the CORS middleware answers it."""
+        return (
+            bool(self.cors_origins)
+            and scope.get("method") == "OPTIONS"
+            and b"access-control-request-method" in headers
+        )
+
+    def _allow_origin(self, headers: dict[bytes, bytes]) -> bytes | None:
+        origin = headers.get(b"origin")
+        if origin is None or not self.cors_origins:
+            return None
+        if origin in self.cors_origins or b"*" in self.cors_origins:
+            return origin
+        return None
 
     def _authenticate(
         self, scope: dict[str, Any], headers: dict[bytes, bytes], kind: str
@@ -220,8 +243,14 @@ def _client_ip(scope: dict[str, Any]) -> str:
     return str(client[0]) if client else "unknown"
 
 
-async def _send_error(send: Send, denied: _Denied, cid: str) -> None:
+async def _send_error(send: Send, denied: _Denied, cid: str, origin: bytes | None) -> None:
     headers = [(b"content-type", b"application/json")]
+    if origin is not None:
+        headers += [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-expose-headers", b"X-Correlation-ID, Retry-After"),
+            (b"vary", b"Origin"),
+        ]
     if denied.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     if denied.status == 429:

@@ -10,10 +10,10 @@ provider, executor and store interfaces; ``gateway.api`` builds on it.
 
 from __future__ import annotations
 
-from gateway.engine.core import Engine, ProviderLookup, RunHandle
+from gateway.engine.core import Engine
 from gateway.engine.history import repair, trim_history
-from gateway.engine.runlog import RunLog, RunResult, collect_result
-from gateway.engine.spec import HistoryBudget
+from gateway.engine.runlog import RunHandle, RunLog, RunResult, collect_result
+from gateway.engine.spec import HistoryBudget, ProviderLookup
 
 __all__ = [
     "Engine",

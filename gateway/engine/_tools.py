@@ -8,16 +8,12 @@ bug never ends the run. Imports the executor interface and manifests types.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
-from typing import Any, Protocol
 
 import structlog
 
 from gateway.engine.spec import RunSpec
 from gateway.executors.base import ActionRunner, ToolResult
-from gateway.manifests.catalog import Catalog
 from gateway.providers.base import ToolCall
 
 __all__ = ["allowed_tools", "cancelled_result", "error_output", "run_tool"]
@@ -45,28 +41,6 @@ def allowed_tools(spec: RunSpec) -> set[str]:
     return {tool["function"]["name"] for tool in tools if "function" in tool}
 
 
-class _ScopedRunner(Protocol):
-    """A runner that also takes the calling assistant (``SandboxRunner`` does)."""
-
-    async def run(
-        self,
-        catalog: Catalog,
-        name: str,
-        arguments: str | dict[str, Any],
-        *,
-        correlation_id: str = "",
-        assistant: str | None = None,
-    ) -> ToolResult: ...
-
-
-@functools.cache
-def _takes_assistant(cls: type[ActionRunner]) -> bool:
-    try:
-        return "assistant" in inspect.signature(cls.run).parameters
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
 async def run_tool(
     runner: ActionRunner,
     spec: RunSpec,
@@ -79,18 +53,13 @@ async def run_tool(
     if not allowed:
         return _failed("unknown_tool", f"unknown tool {call.name!r}; use one of your tools")
     try:
-        if _takes_assistant(type(runner)):
-            # Scopes built-ins such as file_search to this assistant's own files.
-            scoped: _ScopedRunner = runner  # type: ignore[assignment]
-            return await scoped.run(
-                spec.catalog,
-                call.name,
-                call.arguments,
-                correlation_id=spec.correlation_id,
-                assistant=spec.assistant.name,
-            )
+        # The assistant scopes built-ins such as file_search to its own files.
         return await runner.run(
-            spec.catalog, call.name, call.arguments, correlation_id=spec.correlation_id
+            spec.catalog,
+            call.name,
+            call.arguments,
+            correlation_id=spec.correlation_id,
+            assistant=spec.assistant.name,
         )
     except Exception:  # the runner promises ToolResults; a bug must not end the run
         logger.exception("tool.crashed", tool=call.name)

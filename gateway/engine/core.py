@@ -23,8 +23,8 @@ import structlog
 
 from gateway.engine.replay import ACTIVE, follow_remote, mark_finished, synthesize
 from gateway.engine.run import RunTask
-from gateway.engine.runlog import ProviderLookup, RunHandle, RunLog
-from gateway.engine.spec import HistoryBudget, RunSpec, new_id
+from gateway.engine.runlog import RunHandle, RunLog
+from gateway.engine.spec import HistoryBudget, ProviderLookup, RunSpec, new_id
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.events import Done, ErrorInfo, RunCreated, RunFailed
 from gateway.executors.base import ActionRunner
@@ -86,10 +86,16 @@ class Engine:
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait until each has stored its outcome."""
-        tasks = [handle.task for handle in self._live.values()] + list(self._background)
-        for task in tasks:
+        runs = [handle.task for handle in self._live.values()]
+        for task in runs:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*runs, return_exceptions=True)
+        # Followers of remote runs are cancelled; pending writes (``settle:``) finish.
+        background = list(self._background)
+        for task in background:
+            if task.get_name().startswith("follow:"):
+                task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
 
     # -- threads and runs ---------------------------------------------------------
 
@@ -166,23 +172,6 @@ class Engine:
             manifest_version=catalog.version,
             created_at=time.time(),
         )
-        self._busy[thread.id] = record.id  # before any await: closes the local race
-        try:
-            await self._store.create_run(record)
-        except BaseException:
-            self._busy.pop(thread.id, None)
-            raise
-        try:
-            await self._store.append_message(
-                thread.id, ChatMessage(role="user", content=message), record.id
-            )
-        except BaseException:
-            self._busy.pop(thread.id, None)
-            error = {"type": "internal_error", "message": "the message could not be stored"}
-            await asyncio.shield(
-                self._store.update_run(mark_finished(record, status="failed", error=error))
-            )
-            raise
         spec = RunSpec(
             run_id=record.id,
             thread_id=thread.id,
@@ -192,6 +181,16 @@ class Engine:
             record=record,
             correlation_id=correlation_id,
         )
+        self._busy[thread.id] = record.id  # before any await: closes the local race
+        # Shielded: a caller cancelled mid-write must not leave a stored run without its task.
+        return await asyncio.shield(self._begin(spec, record, message))
+
+    async def _begin(self, spec: RunSpec, record: RunRecord, message: str) -> RunHandle:
+        try:  # the run and its user message are stored together, or not at all
+            await self._store.begin_run(record, ChatMessage(role="user", content=message))
+        except BaseException:
+            self._busy.pop(record.thread_id, None)
+            raise
         return self._launch(spec)
 
     async def start_stateless_run(
@@ -250,7 +249,8 @@ class Engine:
 
         def ended(task: asyncio.Task[None]) -> None:
             # Cancelled before its first step, the body never ran: end the log here.
-            if log.done:
+            # (Once entered, the body ends the log itself, in a shielded step.)
+            if log.done or body.entered:
                 return
             settled()
             error = ErrorInfo(type="cancelled", message="the run was cancelled")
@@ -260,7 +260,9 @@ class Engine:
                 update = mark_finished(
                     spec.record, status="cancelled", error=msgspec.to_builtins(error)
                 )
-                self._spawn(self._store.update_run(update), f"settle:{spec.run_id}")
+                handle.settling = self._spawn(
+                    self._store.update_run(update), f"settle:{spec.run_id}"
+                )
 
         task.add_done_callback(ended)
         handle = RunHandle(
@@ -278,10 +280,11 @@ class Engine:
         )
         return handle
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def _remember(self, log: RunLog) -> None:
         self._finished[log.run_id] = log
@@ -339,6 +342,8 @@ class Engine:
         if handle is not None and handle.thread_id == thread_id:
             handle.task.cancel()
             await asyncio.wait({handle.task})
+            if handle.settling is not None:  # cancelled before it started: stored separately
+                await asyncio.wait({handle.settling})
             return await self._record(thread_id, run_id)
         record = await self._record(thread_id, run_id)
         if record.status not in ACTIVE:
@@ -355,6 +360,8 @@ class Engine:
         if run_id is not None and (handle := self._live.get(run_id)) is not None:
             handle.task.cancel()
             await asyncio.wait({handle.task})
+        for run_id in [r for r, log in self._finished.items() if log.thread_id == thread_id]:
+            del self._finished[run_id]
         return await self._store.delete_thread(thread_id)
 
     @property

@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import structlog
 
 from gateway.engine._tools import allowed_tools, cancelled_result, run_tool
@@ -28,6 +29,7 @@ from gateway.events import (
     Done,
     ErrorEvent,
     ErrorInfo,
+    Event,
     MessageCompleted,
     MessageDelta,
     Metadata,
@@ -38,6 +40,7 @@ from gateway.events import (
     Timings,
     ToolCallInfo,
     ToolCallOutcome,
+    encode_ws,
 )
 from gateway.executors.base import ActionRunner, ToolResult
 from gateway.providers.base import (
@@ -49,7 +52,7 @@ from gateway.providers.base import (
     ToolCallRequest,
     Usage,
 )
-from gateway.store.base import RunRecord, RunStatus, ThreadStore
+from gateway.store.base import RunStatus, ThreadStore
 
 __all__ = ["RunTask"]
 
@@ -88,11 +91,13 @@ class RunTask:
         self.first_token_ms: float | None = None
         self.started = time.perf_counter()
         self.pending: dict[str, tuple[str, ToolCall]] = {}  # call id -> (step id, call)
+        self.entered = False  # False only if the task was cancelled before its first step
         self.logger = _logger.bind(
             run_id=spec.run_id, thread_id=spec.thread_id, correlation_id=spec.correlation_id
         )
 
     async def __call__(self) -> None:
+        self.entered = True
         status: RunStatus = "completed"
         error: ErrorInfo | None = None
         try:
@@ -281,43 +286,38 @@ class RunTask:
             first_token_ms=self.first_token_ms,
             tools_ms=self.tools_ms,
         )
+        terminal: RunCompleted | RunFailed = (
+            RunCompleted(run_id=spec.run_id, usage=self.usage)
+            if error is None
+            else RunFailed(run_id=spec.run_id, error=error)
+        )
+        metadata = Metadata(
+            run_id=spec.run_id,
+            timings=timings,
+            usage=self.usage,
+            manifest_version=spec.catalog.version,
+            correlation_id=spec.correlation_id,
+        )
+        final: list[Event] = [terminal, metadata, Done()]
         if self.store is not None and spec.record is not None:
-            record = RunRecord(
-                id=spec.run_id,
-                thread_id=spec.thread_id,
-                assistant=spec.assistant.name,
+            record = msgspec.structs.replace(
+                spec.record,
                 status=status,
-                manifest_version=spec.catalog.version,
-                created_at=spec.record.created_at,
                 completed_at=time.time(),
                 usage=self.usage,
-                timings={
-                    "total_ms": timings.total_ms,
-                    "model_ms": timings.model_ms,
-                    "first_token_ms": timings.first_token_ms,
-                    "tools_ms": timings.tools_ms,
-                },
-                error={"type": error.type, "message": error.message} if error else None,
+                timings=msgspec.to_builtins(timings),
+                error=msgspec.to_builtins(error) if error else None,
             )
+            # Record and full log in one commit, before ``done`` reaches any client: a
+            # client that saw ``done`` may start the next run on the thread at once.
+            events = self.log.encoded() + [encode_ws(event) for event in final]
             try:
-                await self.store.update_run(record)
+                await self.store.finish_run(record, events)
             except Exception:
                 self.logger.exception("run.persist_failed")
         self.on_settled()
-        if error is None:
-            self.log.append(RunCompleted(run_id=spec.run_id, usage=self.usage))
-        else:
-            self.log.append(RunFailed(run_id=spec.run_id, error=error))
-        self.log.append(
-            Metadata(
-                run_id=spec.run_id,
-                timings=timings,
-                usage=self.usage,
-                manifest_version=spec.catalog.version,
-                correlation_id=spec.correlation_id,
-            )
-        )
-        self.log.append(Done())
+        for event in final:
+            self.log.append(event)
         self.logger.info(
             "run.finished",
             status=status,
@@ -327,8 +327,3 @@ class RunTask:
             tools_ms=round(timings.tools_ms, 1),
             total_tokens=self.usage.total_tokens,
         )
-        if self.store is not None and spec.record is not None:
-            try:
-                await self.store.save_run_events(spec.run_id, self.log.encoded())
-            except Exception:
-                self.logger.exception("run.persist_failed")

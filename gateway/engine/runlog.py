@@ -3,14 +3,14 @@
 The run task appends events; SSE, WebSocket and JSON clients read from a
 cursor (``follow(after)``), so a client can disconnect and come back with
 ``Last-Event-ID``. Sequence numbers start at 1 and are the SSE ``id`` suffix.
-Imports ``gateway.events``, ``gateway.providers.base`` and manifests types.
+Imports only ``gateway.events`` and ``gateway.providers.base``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from typing import Literal, Protocol
+from typing import Literal
 
 import msgspec
 
@@ -27,11 +27,9 @@ from gateway.events import (
     decode_ws,
     encode_ws,
 )
-from gateway.manifests.catalog import Catalog
-from gateway.manifests.model import Assistant
-from gateway.providers.base import Provider, Usage
+from gateway.providers.base import Usage
 
-__all__ = ["ProviderLookup", "RunHandle", "RunLog", "RunResult", "collect_result"]
+__all__ = ["RunHandle", "RunLog", "RunResult", "collect_result"]
 
 
 class RunLog:
@@ -162,14 +160,6 @@ async def collect_result(log: RunLog) -> RunResult:
     )
 
 
-class ProviderLookup(Protocol):
-    """What the engine needs from ``gateway.providers.registry.ProviderRegistry``."""
-
-    def get(self, catalog: Catalog, assistant: Assistant) -> Provider:
-        """The provider serving ``assistant`` in ``catalog``."""
-        ...
-
-
 class RunHandle:
     """A started run: its ids, the pinned manifest version, and its log."""
 
@@ -182,6 +172,7 @@ class RunHandle:
         self.manifest_version = manifest_version
         self.log = log
         self.task = task
+        self.settling: asyncio.Task[None] | None = None
 
     async def result(self) -> RunResult:
         """Wait for the run to end and gather responses, tool calls, usage and errors."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Assistant
 from gateway.providers.base import ChatMessage, Provider
 from gateway.store.base import RunRecord
 
-__all__ = ["HistoryBudget", "RunSpec", "new_id"]
+__all__ = ["HistoryBudget", "ProviderLookup", "RunSpec", "new_id"]
 
 
 def new_id(prefix: str) -> str:
@@ -57,3 +58,11 @@ class RunSpec:
     record: RunRecord | None
     correlation_id: str = ""
     history: list[ChatMessage] = field(default_factory=list)
+
+
+class ProviderLookup(Protocol):
+    """What the engine needs from ``gateway.providers.registry.ProviderRegistry``."""
+
+    def get(self, catalog: Catalog, assistant: Assistant) -> Provider:
+        """The provider serving ``assistant`` in ``catalog``."""
+        ...

@@ -37,12 +37,16 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        return (
+            value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        )
     if isinstance(value, decimal.Decimal):
         if value.is_finite():
             as_float = float(value)
             if decimal.Decimal(repr(as_float)) == value:
-                return int(as_float) if as_float.is_integer() and abs(as_float) < 2**53 else as_float
+                return (
+                    int(as_float) if as_float.is_integer() and abs(as_float) < 2**53 else as_float
+                )
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()

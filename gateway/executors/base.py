@@ -44,8 +44,12 @@ class ActionRunner(Protocol):
         arguments: str | dict[str, Any],
         *,
         correlation_id: str = "",
+        assistant: str | None = None,
     ) -> ToolResult:
         """Validate ``arguments`` (JSON text from the model, or a dict) and run ``name``.
+
+        ``assistant`` names the calling assistant; built-ins such as
+        ``file_search`` are scoped to its own files (without it they refuse).
 
         Never raises for a failing call: every failure is a ``ToolResult``.
         Cancelling the awaiting task kills the sandboxed process.

@@ -11,6 +11,7 @@ handled by the runner. Imports only ``gateway.manifests.model``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ CODE_INTERPRETER = "code_interpreter"
 FILE_SEARCH = "file_search"
 
 
-class CodeInterpreterConfig(ActionConfig):
+class CodeInterpreterConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Run the ``code`` argument as a Python program; the result is its stdout/stderr."""
 
     key: ClassVar[str] = "_code_interpreter"
@@ -51,18 +52,17 @@ class CodeInterpreterConfig(ActionConfig):
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 failed = exc
-        except BaseException as exc:  # noqa: BLE001 - the program's own error is its output
+        except BaseException as exc:
             import traceback
 
             failed = exc
             # Skip our own frame: the program's traceback starts at its first line.
-            traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+            tb = exc.__traceback__
+            traceback.print_exception(type(exc), exc, tb.tb_next if tb is not None else None)
         finally:
             for stream in (sys.stdout, sys.stderr):
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     stream.flush()
-                except (OSError, ValueError):
-                    pass
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
         os.lseek(capture, 0, os.SEEK_SET)
@@ -73,9 +73,7 @@ class CodeInterpreterConfig(ActionConfig):
         if failed is not None:
             from gateway.executors._common import ToolError
 
-            raise ToolError(
-                "exception", f"{type(failed).__name__}: {failed}", output=text[-16000:]
-            )
+            raise ToolError("exception", f"{type(failed).__name__}: {failed}", output=text[-16000:])
         return text if text else "(no output)"
 
 

@@ -66,6 +66,25 @@ def _text_finalize(value: Any) -> str:
     return str(value)
 
 
+_SSL: list[Any] = []
+
+
+def warm() -> None:
+    """Build the TLS context once (in the zygote), so calls do not reload CA files."""
+    ssl_context()
+
+
+def ssl_context() -> Any:
+    """The process-wide default TLS context (certifi's CA bundle, as httpx uses)."""
+    if not _SSL:
+        import ssl
+
+        import certifi
+
+        _SSL.append(ssl.create_default_context(cafile=certifi.where()))
+    return _SSL[0]
+
+
 def select(data: Any, path: str) -> Any:
     """Follow a dotted path (``data.items.0.name``) into decoded JSON.
 
@@ -76,9 +95,11 @@ def select(data: Any, path: str) -> Any:
     for step in [p for p in path.removeprefix("$").split(".") if p]:
         if isinstance(current, dict) and step in current:
             current = current[step]
-        elif isinstance(current, list) and step.lstrip("-").isdigit() and -len(current) <= int(
-            step
-        ) < len(current):
+        elif (
+            isinstance(current, list)
+            and step.lstrip("-").isdigit()
+            and -len(current) <= int(step) < len(current)
+        ):
             current = current[int(step)]
         else:
             raise ToolError("response_selection", f"the response has no {step!r} at {path!r}")
@@ -86,7 +107,7 @@ def select(data: Any, path: str) -> Any:
 
 
 @register_action_kind
-class HttpConfig(ActionConfig):
+class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``http:`` — a request to a fixed host.
 
     Attributes:
@@ -102,7 +123,7 @@ class HttpConfig(ActionConfig):
 
     key: ClassVar[str] = "http"
     network_default: ClassVar[bool] = True
-    preload: ClassVar[tuple[str, ...]] = ("httpx", "jinja2.sandbox")
+    preload: ClassVar[tuple[str, ...]] = ("httpx", "jinja2.sandbox", "gateway.executors.http:warm")
 
     url: Annotated[str, msgspec.Meta(min_length=1)]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
@@ -158,12 +179,13 @@ class HttpConfig(ActionConfig):
         walk(self.json, "json")
         return found
 
-    def run(self, call: CallContext) -> Any:
-        """Send the request and return the (selected) body: JSON when the server says so."""
-        import httpx
-
-        context: dict[str, Any] = {**call.arguments, "args": call.arguments,
-                                   "secrets": call.secrets}
+    def _build(self, call: CallContext) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """Render the URL, headers and body/query arguments for httpx."""
+        context: dict[str, Any] = {
+            **call.arguments,
+            "args": call.arguments,
+            "secrets": call.secrets,
+        }
         text_env, url_env = _env(_text_finalize), _env(_url_finalize)
         url = url_env.from_string(self.url).render(context)
         literal = _ORIGIN.match(self.url)
@@ -176,12 +198,20 @@ class HttpConfig(ActionConfig):
             value = text_env.from_string(v).render(context)
             if value != "":
                 params[k] = value
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"params": params} if params else {}
         if self.json is not None:
             kwargs["json"] = _render_json(self.json, text_env, context)
         if self.form is not None:
-            kwargs["data"] = {k: text_env.from_string(v).render(context)
-                              for k, v in self.form.items()}
+            kwargs["data"] = {
+                k: text_env.from_string(v).render(context) for k, v in self.form.items()
+            }
+        return url, headers, kwargs
+
+    def run(self, call: CallContext) -> Any:
+        """Send the request and return the (selected) body: JSON when the server says so."""
+        import httpx
+
+        url, headers, kwargs = self._build(call)
         total = call.timeout
         timeout = httpx.Timeout(
             connect=min(self.connect_timeout, total),
@@ -192,10 +222,15 @@ class HttpConfig(ActionConfig):
         limit = self.max_response_kb * 1024
         deadline = time.monotonic() + total
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=self.follow_redirects,
-                              trust_env=False) as client, client.stream(
-                self.method, url, headers=headers, params=params, **kwargs
-            ) as response:
+            with (
+                httpx.Client(
+                    timeout=timeout,
+                    follow_redirects=self.follow_redirects,
+                    trust_env=False,
+                    verify=ssl_context(),
+                ) as client,
+                client.stream(self.method, url, headers=headers, **kwargs) as response,
+            ):
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
@@ -208,7 +243,9 @@ class HttpConfig(ActionConfig):
                     if time.monotonic() > deadline:
                         raise ToolError("timeout", f"the request took longer than {total:g}s")
         except httpx.TimeoutException as exc:
-            raise ToolError("http_timeout", f"{type(exc).__name__}: the request timed out") from None
+            raise ToolError(
+                "http_timeout", f"{type(exc).__name__}: the request timed out"
+            ) from None
         except httpx.HTTPError as exc:
             raise ToolError("http_error", f"{type(exc).__name__}: {exc}") from None
         text = bytes(body).decode(response.encoding or "utf-8", errors="replace")

@@ -27,7 +27,8 @@ from gateway.manifests.model import (
 
 __all__ = ["PythonConfig", "resolve_function"]
 
-_FUNCTION = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_FUNCTION = rf"^{_DOTTED}:{_DOTTED}$"
 
 
 def resolve_function(spec: str) -> Any:
@@ -42,7 +43,7 @@ def resolve_function(spec: str) -> Any:
 
 
 @register_action_kind
-class PythonConfig(ActionConfig):
+class PythonConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``python:`` — a plain Python function from the deployment's code.
 
     Attributes:

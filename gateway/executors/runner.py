@@ -19,7 +19,7 @@ import asyncio
 import copy
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,8 +42,10 @@ log = structlog.get_logger("gateway.executors")
 class Knowledge(Protocol):
     """What ``file_search`` needs from the knowledge index (``gateway.knowledge``)."""
 
-    def search(self, files: list[Path], query: str, max_results: int) -> list[Any]:
-        """Return the best passages for ``query`` from ``files``."""
+    def search(
+        self, files: Sequence[Path], query: str, max_results: int, *, root: Path | None = None
+    ) -> list[Any]:
+        """Return the best passages for ``query`` from ``files`` (sources relative to root)."""
         ...
 
 
@@ -58,7 +60,9 @@ def validate_arguments(action: Action, arguments: str | dict[str, Any]) -> dict[
         try:
             parsed = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
-            raise InvalidArguments(action.name, f"the arguments are not valid JSON: {exc}") from None
+            raise InvalidArguments(
+                action.name, f"the arguments are not valid JSON: {exc}"
+            ) from None
     else:
         parsed = copy.deepcopy(arguments)
     if not isinstance(parsed, dict):
@@ -104,11 +108,12 @@ def _argument_of(error: jsonschema.exceptions.ValidationError) -> str:
     if error.absolute_path:
         return ".".join(str(p) for p in error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
-        for name in error.validator_value:
+        for name in error.validator_value if isinstance(error.validator_value, list) else []:
             if name not in error.instance:
                 return str(name)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties") or ())
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        allowed = set(schema.get("properties") or ())
         extra = [k for k in error.instance if k not in allowed]
         if extra:
             return str(extra[0])
@@ -161,10 +166,17 @@ class SandboxRunner:
             env = os.environ if self._environ is None else self._environ
             missing = [s for s in action.secrets if s not in env]
             if missing:
-                log.error("executors.secret_missing", action=name, secrets=missing,
-                          correlation_id=correlation_id)
-                return _fail(started, "configuration_error",
-                             f"the action's secret {missing[0]} is not set on the server")
+                log.error(
+                    "executors.secret_missing",
+                    action=name,
+                    secrets=missing,
+                    correlation_id=correlation_id,
+                )
+                return _fail(
+                    started,
+                    "configuration_error",
+                    f"the action's secret {missing[0]} is not set on the server",
+                )
             call = CallContext(
                 action=name,
                 arguments=args,
@@ -178,7 +190,7 @@ class SandboxRunner:
             return _fail(started, exc.type, exc.message, argument=exc.argument)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the contract: never raise for a call
+        except Exception as exc:
             log.exception("executors.run_error", tool=name, correlation_id=correlation_id)
             return _fail(started, "internal_error", f"the tool could not run: {type(exc).__name__}")
 

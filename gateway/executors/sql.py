@@ -148,8 +148,10 @@ def _template_problems(query: str) -> list[str]:
         ok = (
             len(args) == 1
             and isinstance(args[0], jinja2.nodes.List)
-            and all(isinstance(i, jinja2.nodes.Const) and isinstance(i.value, str)
-                    for i in args[0].items)
+            and all(
+                isinstance(i, jinja2.nodes.Const) and isinstance(i.value, str)
+                for i in args[0].items
+            )
         )
         if not ok:
             problems.append('ident() takes one literal list of names: ident(["a", "b"])')
@@ -157,7 +159,7 @@ def _template_problems(query: str) -> list[str]:
 
 
 @register_action_kind
-class SqlConfig(ActionConfig):
+class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``sql:`` — one statement against a ``kind: database``.
 
     Attributes:

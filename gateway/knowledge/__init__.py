@@ -8,6 +8,12 @@ markdown, text and PDF files into passages. Used by the sandbox runner
 Imports: pypdf, msgspec, structlog and the standard library; nothing else of the gateway.
 """
 
-from gateway.knowledge.index import DEFAULT_CACHE_DIR, IndexStats, KnowledgeIndex, Passage
+from gateway.knowledge.index import (
+    DEFAULT_CACHE_DIR,
+    IndexStats,
+    KnowledgeIndex,
+    Passage,
+    cache_dir_for,
+)
 
-__all__ = ["DEFAULT_CACHE_DIR", "IndexStats", "KnowledgeIndex", "Passage"]
+__all__ = ["DEFAULT_CACHE_DIR", "IndexStats", "KnowledgeIndex", "Passage", "cache_dir_for"]

@@ -34,10 +34,31 @@ import structlog
 
 from gateway.knowledge._split import split_file
 
-__all__ = ["DEFAULT_CACHE_DIR", "IndexStats", "KnowledgeIndex", "Passage", "build_query"]
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "IndexStats",
+    "KnowledgeIndex",
+    "Passage",
+    "build_query",
+    "cache_dir_for",
+]
 
 DEFAULT_CACHE_DIR = Path("var/knowledge")
-"""Where ``gateway index`` and the server keep the index by default (next to ``var/gateway.db``)."""
+"""Where the index lives with the default thread store (``sqlite:///var/gateway.db``)."""
+
+
+def cache_dir_for(database_url: str) -> Path | None:
+    """The index directory for a thread-store URL: ``knowledge/`` next to an SQLite file.
+
+    ``None`` (keep the index in memory) for other stores: replicas sharing
+    PostgreSQL have no shared disk, and each indexes lazily on first search.
+    """
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix):
+        return None
+    db = Path(database_url[len(prefix) :])
+    return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
+
 
 _SCHEMA_VERSION = 1
 _MAX_TOKENS = 24
@@ -121,23 +142,32 @@ class KnowledgeIndex:
     """A full-text index over knowledge files, refreshed lazily by mtime, size and hash.
 
     Args:
-        cache_dir: directory for ``knowledge.sqlite3``; ``None`` keeps the index in memory.
+        cache_dir: directory for ``knowledge.sqlite3``; ``None`` keeps the index in
+            memory, as does a directory that cannot be written (logged).
     """
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self._lock = threading.Lock()
-        if cache_dir is None:
-            target = ":memory:"
-        else:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            target = str(cache_dir / "knowledge.sqlite3")
-        self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 5000")
-        if cache_dir is not None:
-            self._db.execute("PRAGMA journal_mode = WAL")
+        self._db = self._open(cache_dir)
         self._setup()
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
+
+    @staticmethod
+    def _open(cache_dir: Path | None) -> sqlite3.Connection:
+        if cache_dir is not None:
+            try:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(
+                    cache_dir / "knowledge.sqlite3", check_same_thread=False, isolation_level=None
+                )
+                db.execute("PRAGMA busy_timeout = 5000")
+                db.execute("PRAGMA journal_mode = WAL")
+            except (OSError, sqlite3.Error) as exc:  # a read-only image: still serve, from memory
+                log.warning("knowledge_cache_unusable", dir=str(cache_dir), error=str(exc))
+            else:
+                return db
+        return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
 
     def _setup(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -173,8 +203,8 @@ class KnowledgeIndex:
     def index(self, files: Iterable[Path]) -> IndexStats:
         """Bring ``files`` up to date in the index (parse only new content).
 
-        Missing or unreadable files are counted, logged, and searched as empty;
-        nothing raises for a bad file.
+        Missing or unreadable files are counted and searched as empty; a file
+        that cannot be parsed is logged; nothing raises for a bad file.
         """
         stats = IndexStats()
         for file in files:

@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import enum
 import importlib
+import importlib.machinery
 import inspect
 import io
 import json
@@ -34,11 +35,42 @@ MARKER = "\x00gateway-introspect\x00"
 _NONE = type(None)
 
 
+class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles user modules from source, never from ``__pycache__``.
+
+    A checkout that rewrites a file with the same size within the same second
+    leaves a ``.pyc`` that looks valid; reading it would describe old code.
+    """
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+def _fresh_imports_under(root: str) -> None:
+    """Import user code under ``root`` from source; third-party packages keep their caches."""
+    details = [
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (_FreshSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
+    ]
+
+    def hook(path: str) -> importlib.machinery.FileFinder:
+        resolved = str(Path(path).resolve())
+        if resolved != root and not _is_user_file(resolved, root):
+            raise ImportError("not user code")  # let the default finders handle it
+        return importlib.machinery.FileFinder(path, *details)
+
+    sys.path_hooks.insert(0, hook)
+    sys.path_importer_cache.clear()
+
+
 def main() -> None:
     """Read the request from stdin, write the result after ``MARKER`` on stdout."""
+    sys.dont_write_bytecode = True
     request = json.loads(sys.stdin.read())
     root = str(Path(request["root"]).resolve())
     sys.path.insert(0, root)
+    _fresh_imports_under(root)
     before = set(sys.modules)
     results: dict[str, Any] = {}
     sink = io.StringIO()
@@ -191,6 +223,9 @@ def type_schema(tp: Any) -> tuple[dict[str, Any], bool]:  # noqa: C901 - one bra
         return {"type": "object"}, False
     if typing.is_typeddict(tp):
         return _object_from_hints(tp, getattr(tp, "__required_keys__", frozenset())), False
+    model = _model_schema(tp)
+    if model is not None:
+        return model, False
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         required = {
             f.name
@@ -199,6 +234,37 @@ def type_schema(tp: Any) -> tuple[dict[str, Any], bool]:  # noqa: C901 - one bra
         }
         return _object_from_hints(tp, required), False
     return {}, False
+
+
+def _model_schema(tp: Any) -> dict[str, Any] | None:
+    """msgspec Structs and pydantic models describe themselves (imported only if user code did)."""
+    if not isinstance(tp, type):
+        return None
+    schema: Any = None
+    if hasattr(tp, "__struct_fields__") and "msgspec" in sys.modules:
+        schema = sys.modules["msgspec"].json.schema(tp)
+    elif callable(describe := getattr(tp, "model_json_schema", None)):
+        schema = describe()
+    if not isinstance(schema, dict):
+        return None
+    defs = schema.pop("$defs", {})
+    inlined = _inline_refs(schema, defs, 0)
+    return inlined if isinstance(inlined, dict) else None
+
+
+def _inline_refs(node: Any, defs: dict[str, Any], depth: int) -> Any:
+    if depth > 20:  # a recursive model: stop expanding, accept any value there
+        return {}
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = defs.get(ref.removeprefix("#/$defs/"), {})
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return {**_inline_refs(target, defs, depth + 1), **_inline_refs(rest, defs, depth)}
+        return {k: _inline_refs(v, defs, depth) for k, v in node.items() if k != "title"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs, depth) for v in node]
+    return node
 
 
 def _object_from_hints(tp: Any, required: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Parent side of Python action introspection: one isolated subprocess per load.
 
 The server never imports user code. ``inspect_functions`` starts
-``python -I _introspect.py`` once for all the Python actions of a manifest set,
+``python -I -B _introspect.py`` once for all the Python actions of a manifest set,
 with the gateway root first on ``sys.path``, a minimal environment and a
 timeout, and returns per reference either the inferred ``parameters`` or the
 error to report (module not importable, attribute missing, not callable).
@@ -61,7 +61,7 @@ def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     try:
         proc = subprocess.run(
-            [sys.executable, "-I", str(_SCRIPT)],
+            [sys.executable, "-I", "-B", str(_SCRIPT)],
             input=request,
             capture_output=True,
             text=True,

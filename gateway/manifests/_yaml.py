@@ -39,13 +39,18 @@ _STR = "tag:yaml.org,2002:str"
 
 
 class YamlError(Exception):
-    """The file is not well-formed YAML; carries a 1-based position."""
+    """The file is not well-formed YAML; carries a 1-based position.
+
+    ``documents`` holds the documents of the file read before the error, so
+    one broken document does not hide the names its neighbours declare.
+    """
 
     def __init__(self, message: str, line: int, col: int) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.col = col
+        self.documents: list[RawDocument] = []
 
 
 class Locator:
@@ -57,13 +62,16 @@ class Locator:
         keys: path -> (line, col) of the mapping key naming that path.
         interpolated: path -> names of the variables substituted into it.
         missing: (path, variable) for every ``${VAR}`` whose variable is unset.
+        blocks: path -> (line, col) of the first content line of a literal ``|``
+            block scalar, so "line 3 of this SQL" can become a file line.
     """
 
-    __slots__ = ("interpolated", "keys", "missing", "start", "values")
+    __slots__ = ("blocks", "interpolated", "keys", "missing", "start", "values")
 
     def __init__(self, start: tuple[int, int]) -> None:
         self.start = start
         self.values: dict[Path_, tuple[int, int]] = {}
+        self.blocks: dict[Path_, tuple[int, int]] = {}
         self.keys: dict[Path_, tuple[int, int]] = {}
         self.interpolated: dict[Path_, tuple[str, ...]] = {}
         self.missing: list[tuple[Path_, str]] = []
@@ -80,6 +88,17 @@ class Locator:
         """Position of the key naming ``path`` (falls back to the value position)."""
         pos = self.keys.get(path)
         return pos if pos is not None else self.value(path)
+
+    def inner(self, path: Path_, line: int) -> tuple[int, int]:
+        """Position of ``line`` (1-based) inside the string at ``path``.
+
+        Exact for literal block scalars (``|`` keeps one source line per text
+        line); any other string gives the position of the value itself.
+        """
+        block = self.blocks.get(path)
+        if block is None or line < 1:
+            return self.value(path)
+        return (block[0] + line - 1, block[1])
 
     def secret(self, path: Path_) -> bool:
         """Whether the value at ``path`` (or anything under it) came from a variable."""
@@ -106,6 +125,7 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
         YamlError: on a syntax error, with its position.
     """
     loader = _Loader(text)
+    lines = text.splitlines()
     docs: list[RawDocument] = []
     try:
         index = 0
@@ -114,18 +134,25 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
             if node is None:  # pragma: no cover - check_node guards it
                 break
             locator = Locator(_pos(node))
-            walker = _Walker(loader, locator, environ)
+            walker = _Walker(loader, locator, environ, lines)
             data = walker.build(node, ())
             if data is not None:
                 docs.append(RawDocument(file, index, data, locator))
             index += 1
+    except YamlError as exc:
+        exc.documents = docs
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        raise YamlError(f"invalid YAML: {problem}", line, col) from None
+        error = YamlError(f"invalid YAML: {problem}", line, col)
+        error.documents = docs
+        raise error from None
     except yaml.YAMLError as exc:
-        raise YamlError(f"invalid YAML: {exc}", 1, 1) from None
+        error = YamlError(f"invalid YAML: {exc}", 1, 1)
+        error.documents = docs
+        raise error from None
     finally:
         loader.dispose()
     return docs
@@ -139,10 +166,13 @@ def _pos(node: yaml.Node) -> tuple[int, int]:
 class _Walker:
     """Builds plain values from a node tree, recording positions as it goes."""
 
-    def __init__(self, loader: Any, locator: Locator, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, loader: Any, locator: Locator, environ: Mapping[str, str], lines: list[str]
+    ) -> None:
         self.loader = loader
         self.locator = locator
         self.environ = environ
+        self.lines = lines
         self.active: set[int] = set()
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
@@ -180,7 +210,18 @@ class _Walker:
             result[key] = self.build(value_node, child)
         return result
 
+    def block(self, node: yaml.ScalarNode, path: Path_) -> None:
+        first = node.start_mark.line + 1  # 0-based: content starts after the indicator line
+        filled = first
+        while filled < len(self.lines) and not self.lines[filled].strip():
+            filled += 1  # leading blank lines belong to the text; take the indent further down
+        if filled < len(self.lines):
+            text = self.lines[filled]
+            self.locator.blocks[path] = (first + 1, len(text) - len(text.lstrip()) + 1)
+
     def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        if node.style == "|":
+            self.block(node, path)
         # Strings are most scalars: skip the constructor's bookkeeping for them.
         value = node.value if node.tag == _STR else self.loader.construct_object(node)
         if isinstance(value, str):

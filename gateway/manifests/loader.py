@@ -77,6 +77,7 @@ def load_catalog(
             contents[rel] = data
             raw += read_documents(data.decode("utf-8"), shown, env)
         except YamlError as exc:
+            raw += exc.documents
             problems.append(Problem(file=shown, line=exc.line, col=exc.col, message=exc.message))
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(file=shown, line=1, col=1, message=f"cannot read: {exc}"))
@@ -94,6 +95,8 @@ def load_catalog(
     refs = [ref for e in entries if (ref := _python_ref(e)) is not None]
     found = inspect_functions(refs, code_root) if refs else Introspection()
     problems += validate.python_problems(entries, found)
+    _fill_inferred_parameters(entries, found)
+    problems += validate.example_problems(entries)
     ctx = CheckContext(root=root_abs, databases=frozenset(declared["database"]))
     problems += validate.kind_problems(entries, ctx)
     if problems:
@@ -204,6 +207,17 @@ def _python_ref(entry: Entry) -> str | None:
     return validate.python_function(entry.value) if isinstance(entry.value, Action) else None
 
 
+def _fill_inferred_parameters(entries: list[Entry], found: Introspection) -> None:
+    """Python actions without ``parameters`` take the ones inferred from their signature."""
+    for entry in entries:
+        value = entry.value
+        ref = _python_ref(entry)
+        info = found.functions.get(ref) if ref is not None else None
+        inferred = info.parameters if info is not None else None
+        if isinstance(value, Action) and value.parameters is None and inferred is not None:
+            entry.value = msgspec.structs.replace(value, parameters=inferred)
+
+
 def _assemble(
     root: Path,
     code_root: Path,
@@ -215,13 +229,7 @@ def _assemble(
     by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
     sources: dict[str, SourceRef] = {}
     for entry in entries:
-        value = entry.value
-        if isinstance(value, Action) and value.parameters is None:
-            ref = _python_ref(entry)
-            info = found.functions.get(ref) if ref is not None else None
-            if info is not None and info.parameters is not None:
-                value = msgspec.structs.replace(value, parameters=info.parameters)
-        by_kind[entry.kind][entry.name] = value
+        by_kind[entry.kind][entry.name] = entry.value
         sources[f"{entry.kind}/{entry.name}"] = SourceRef(
             file=rel_of[entry.doc.file], line=entry.doc.locator.start[0]
         )

@@ -52,6 +52,7 @@ __all__ = [
     "Format",
     "cross_problems",
     "decode_problem",
+    "example_problems",
     "format_problems",
     "kind_problems",
     "python_problems",
@@ -362,6 +363,25 @@ def python_problems(entries: list[Entry], found: Introspection) -> list[Problem]
     return problems
 
 
+def example_problems(entries: list[Entry]) -> list[Problem]:
+    """Each example's ``args`` must satisfy its action's ``parameters`` (after inference)."""
+    problems = []
+    for entry in entries:
+        action = entry.value
+        if not isinstance(action, Action) or not action.examples or not action.parameters:
+            continue
+        if _meta_errors(msgspec.json.encode(action.parameters)):
+            continue  # already reported as an invalid schema
+        validator = jsonschema.Draft202012Validator(action.parameters)
+        for i, example in enumerate(action.examples):
+            for error in validator.iter_errors(example.args):
+                path: Path_ = ("examples", i, "args", *error.absolute_path)
+                problems.append(
+                    entry.at(path, f"example args do not match parameters: {error.message}")
+                )
+    return problems
+
+
 # --- 5. Each kind's own check ----------------------------------------------------
 
 
@@ -380,9 +400,21 @@ def kind_problems(entries: list[Entry], ctx: CheckContext) -> list[Problem]:
             )
             continue
         for kind_problem in found:
-            path = (action.kind_key, *parse_path(kind_problem.path)) if kind_problem.path else ()
-            problems.append(entry.at(path or (action.kind_key,), kind_problem.message))
+            path = (action.kind_key, *parse_path(kind_problem.path))
+            problems.append(_kind_problem(entry, path, kind_problem.message))
     return problems
+
+
+_TEMPLATE_LINE = re.compile(r"\(line (\d+)\)")
+
+
+def _kind_problem(entry: Entry, path: Path_, message: str) -> Problem:
+    """Locate a kind's problem; "(line N)" of a block-scalar template becomes its file line."""
+    found = _TEMPLATE_LINE.search(message)
+    if found is None or path not in entry.doc.locator.blocks:
+        return entry.at(path, message)
+    line, col = entry.doc.locator.inner(path, int(found.group(1)))
+    return Problem(file=entry.doc.file, line=line, col=col, message=message, path=format_path(path))
 
 
 # --- Output ----------------------------------------------------------------------

@@ -20,8 +20,12 @@ Symlink swaps (git-sync's ``current -> rev``, Kubernetes ConfigMaps'
 ``..data -> ..2026_...``) and a deleted-then-recreated root are followed: the
 watcher watches the resolved real directories recursively and, without
 recursion, the directory holding every symlink on the way to the root and the
-root's parent; every event re-resolves the paths, and when a link target or
-an inode changed the watchers restart on the new paths.
+root's parent; every event re-resolves the paths, and when one of those paths
+was replaced (a link target, an inode) the watchers restart on the new paths,
+followed by one more reload for writes made while they moved. Unrelated files
+(SQLite databases and journals under the root, logs next to it) are filtered
+before they wake anything. When the OS refuses watches (inotify limits) the
+watcher backs off and then polls.
 
 Imports: ``gateway.settings``, ``gateway.errors``, ``gateway.manifests.catalog``,
 ``._watch_paths`` (what to watch) and watchfiles, msgspec, structlog only.
@@ -156,6 +160,7 @@ class Reloader:
         self._stop = asyncio.Event()
         self._kicks: set[asyncio.Task[ReloadResult]] = set()
         self._sighup = False
+        self._ready = asyncio.Event()  # set while the current watchers are in place
         self._errors = 0  # consecutive watcher failures
         self._polling = False  # fall back to polling after repeated failures
 
@@ -177,11 +182,6 @@ class Reloader:
             reloads=dict(self._counts),
         )
 
-    @property
-    def counts(self) -> dict[str, int]:
-        """Reload attempts by result (every result present, zero included)."""
-        return dict(self._counts)
-
     async def start(self) -> None:
         """Install the ``SIGHUP`` handler and, unless ``watch`` is off, start watching."""
         self._stop.clear()
@@ -189,8 +189,9 @@ class Reloader:
         if self._settings.watch and self._watch_task is None:
             self._queue = asyncio.Queue()
             self._watch_task = asyncio.create_task(self._watch_loop(), name="gateway-reload-watch")
-            # Let the watchers start so a write right after start() is seen.
-            await asyncio.sleep(0)
+            # Return once the OS watches are in place, so a write right after start() is seen.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout=5.0)
 
     async def aclose(self) -> None:
         """Stop watching, remove the signal handler and wait for a running reload."""
@@ -244,12 +245,13 @@ class Reloader:
             reason = reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1})"
             try:
                 result = await self._reload_once(reason)
-            except BaseException as exc:  # propagate to waiters, then re-raise cancellation
+            except asyncio.CancelledError:  # shutdown: waiters are cancelled too
+                fut.cancel()
+                raise
+            except Exception as exc:  # a bug in a hook or the bookkeeping: tell the waiters
                 if not fut.done():
                     fut.set_exception(exc)
                     fut.exception()  # mark retrieved: a waiter may have gone away
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
                 continue
             if not fut.done():
                 fut.set_result(result)
@@ -338,9 +340,15 @@ class Reloader:
 
     # -- triggers -----------------------------------------------------------
 
-    def _kick(self, reason: str) -> None:
+    def _kick(self, reason: str, delay_ms: int = 0) -> None:
         """Start a reload without waiting for it (watch events, SIGHUP)."""
-        task = asyncio.create_task(self.reload(reason))
+
+        async def run() -> ReloadResult:
+            if delay_ms:
+                await asyncio.sleep(delay_ms / 1000)
+            return await self.reload(reason)
+
+        task = asyncio.create_task(run())
         self._kicks.add(task)
         task.add_done_callback(self._kick_done)
 
@@ -348,15 +356,6 @@ class Reloader:
         self._kicks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("reload_crashed", error=f"{type(exc).__name__}: {exc}")
-
-    def _kick_later(self, reason: str, delay_ms: int) -> None:
-        async def later() -> ReloadResult:
-            await asyncio.sleep(delay_ms / 1000)
-            return await self.reload(reason)
-
-        task = asyncio.create_task(later())
-        self._kicks.add(task)
-        task.add_done_callback(self._kick_done)
 
     def _install_sighup(self) -> None:
         if self._sighup or threading.current_thread() is not threading.main_thread():
@@ -380,19 +379,23 @@ class Reloader:
         rewatched = False
         while not self._stop.is_set():
             plan = self._make_plan()
-            self._plan = plan
             self._generation += 1
             gen = self._generation
             stop = asyncio.Event()
+            self._ready.clear()
+            ready = [asyncio.Event(), asyncio.Event()]
             streams = [
-                asyncio.create_task(self._stream(gen, plan, True, stop)),
-                asyncio.create_task(self._stream(gen, plan, False, stop)),
+                asyncio.create_task(self._stream(gen, plan, True, stop, ready[0])),
+                asyncio.create_task(self._stream(gen, plan, False, stop, ready[1])),
             ]
+            await asyncio.gather(*(r.wait() for r in ready))
+            self._plan = plan  # status.watched shows what is really watched
+            self._ready.set()
             log.debug("reload_watching", recursive=plan.recursive, flat=plan.flat)
             if rewatched:
                 # Writes between the old watchers stopping and the new ones starting
                 # are not seen as events: look once more when the new ones are up.
-                self._kick_later("watch: rescan after re-watch", self._settings.reload_debounce_ms)
+                self._kick("watch: rescan after re-watch", self._settings.reload_debounce_ms)
             try:
                 rewatched = await self._consume(queue, gen, plan)
             finally:
@@ -435,10 +438,11 @@ class Reloader:
             stopper.cancel()
 
     async def _stream(
-        self, gen: int, plan: WatchPlan, recursive: bool, stop: asyncio.Event
+        self, gen: int, plan: WatchPlan, recursive: bool, stop: asyncio.Event, ready: asyncio.Event
     ) -> None:
         paths = plan.recursive if recursive else plan.flat
         if not paths:
+            ready.set()
             return
 
         def keep(change: Change, path: str) -> bool:
@@ -448,8 +452,9 @@ class Reloader:
 
         assert self._queue is not None
         debounce_ms = max(1, self._settings.reload_debounce_ms)
+        pending: asyncio.Future[set[tuple[Change, str]]] | None = None
         try:
-            async for changes in awatch(
+            changes_of = awatch(
                 *paths,
                 watch_filter=keep,
                 debounce=max(_MAX_DEBOUNCE_MS, debounce_ms),
@@ -458,9 +463,20 @@ class Reloader:
                 recursive=recursive,
                 ignore_permission_denied=True,
                 force_polling=True if self._polling else None,
-            ):
+            )
+            # The generator sets up the OS watches synchronously on its first step,
+            # before it first waits: once that step has run, we are watching.
+            pending = asyncio.ensure_future(anext(changes_of))
+            await asyncio.sleep(0)
+            ready.set()
+            while True:
+                try:
+                    changes = await pending
+                except StopAsyncIteration:
+                    break
                 self._errors = 0
                 self._queue.put_nowait(_Batch(gen, frozenset(p for _, p in changes)))
+                pending = asyncio.ensure_future(anext(changes_of))
         except Exception as exc:  # a path vanished, or the OS refuses more watches
             self._errors += 1
             log.warning("reload_watch_error", error=f"{type(exc).__name__}: {exc}")
@@ -468,6 +484,10 @@ class Reloader:
                 # e.g. fs.inotify.max_user_watches reached: polling still works.
                 self._polling = True
                 log.warning("reload_watch_polling", after_errors=self._errors)
+        finally:
+            ready.set()
+            if pending is not None and not pending.done():
+                pending.cancel()  # we were cancelled: stop the watcher thread too
         if not stop.is_set():
             self._queue.put_nowait(_Batch(gen, frozenset(), ended=True))
 

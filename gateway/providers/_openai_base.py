@@ -9,8 +9,10 @@ the manifest's ``api:`` value, the way action kinds register themselves.
 Retries: the SDK retries 408/409/429/5xx and connection errors and timeouts
 before a response starts (exponential backoff from 0.5 s, capped at 8 s, with
 up to 25 % jitter, honouring ``Retry-After``). A stream that breaks *after*
-the response started but before the first event reached the engine is
-retried here with the same backoff; once an event has been handed out, a
+the response started but before the first event reached the engine (a cut
+connection, a missing final event, an error event in the stream) is
+retried here with the same backoff, up to ``max_retries`` more attempts
+(each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
 Every failure ends as ``ProviderError`` whose message names the provider and
 what went wrong, with keys redacted.
@@ -36,6 +38,7 @@ __all__ = [
     "IncompleteStream",
     "OpenAIProvider",
     "ProviderConfig",
+    "StreamFailed",
     "register_api",
 ]
 
@@ -74,6 +77,14 @@ class IncompleteStream(Exception):
     """The server ended a stream without its final event (no finish reason / completion)."""
 
 
+class StreamFailed(Exception):
+    """The server reported an error inside a started stream (an SSE error event)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message or "the response failed")
+        self.message = message or "the response failed"
+
+
 class OpenAIProvider:
     """Base of the SDK-backed providers: owns the ``AsyncOpenAI`` client."""
 
@@ -92,8 +103,6 @@ class OpenAIProvider:
             timeout=config.timeout,
             max_retries=config.max_retries,
             default_headers=config.default_headers or None,
-            organization=None,
-            project=None,
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
@@ -108,9 +117,7 @@ class OpenAIProvider:
                         handed_out = True
                         yield event
                 return
-            except ProviderError:
-                raise
-            except (openai.OpenAIError, IncompleteStream) as exc:
+            except (openai.OpenAIError, IncompleteStream, StreamFailed) as exc:
                 retryable = _mid_stream(exc) and not handed_out
                 if retryable and attempt < self.config.max_retries:
                     attempt += 1
@@ -145,6 +152,8 @@ class OpenAIProvider:
         prefix = f"model provider {self.name!r}"
         if isinstance(exc, IncompleteStream):
             return ProviderError(f"{prefix}: {exc}")
+        if isinstance(exc, StreamFailed):
+            return ProviderError(f"{prefix} reported an error: {self._redact(exc.message)}")
         if isinstance(exc, openai.APITimeoutError):
             return ProviderError(f"{prefix} timed out after {self.config.timeout:g}s")
         if isinstance(exc, openai.APIConnectionError):
@@ -168,10 +177,16 @@ class OpenAIProvider:
 
 
 def _mid_stream(exc: BaseException) -> bool:
-    """Whether ``exc`` is a transport break worth a retry (not a status the SDK judged)."""
+    """Whether ``exc`` broke a started stream (worth a retry if nothing was handed out).
+
+    Status errors are excluded: the SDK already judged and retried those.
+    A bare ``openai.APIError`` is the SDK's report of an in-stream error event.
+    """
     if isinstance(exc, openai.APIStatusError):
         return False
-    return isinstance(exc, openai.APIConnectionError | IncompleteStream)
+    if type(exc) is openai.APIError:
+        return True
+    return isinstance(exc, openai.APIConnectionError | IncompleteStream | StreamFailed)
 
 
 def _backoff(attempt: int) -> float:

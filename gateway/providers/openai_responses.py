@@ -11,9 +11,10 @@ it to true).
 From the event stream it reads ``response.output_text.delta`` (text),
 function calls (``response.output_item.added`` / ``...arguments.delta`` /
 ``response.output_item.done``), and ``response.completed`` (usage). A
-``response.failed`` or ``error`` event becomes a ``ProviderError``; a stream
-that ends without ``response.completed`` or ``response.incomplete`` is an
-error, never a silently truncated answer.
+``response.failed`` or ``error`` event becomes a ``ProviderError`` (retried
+first when nothing was streamed yet); a stream that ends without
+``response.completed`` or ``response.incomplete`` is an error, never a
+silently truncated answer.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from gateway.errors import ProviderError
-from gateway.providers._openai_base import IncompleteStream, OpenAIProvider, register_api
+from gateway.providers._openai_base import (
+    IncompleteStream,
+    OpenAIProvider,
+    StreamFailed,
+    register_api,
+)
 from gateway.providers.base import (
     ModelDone,
     ModelEvent,
@@ -56,7 +61,7 @@ class ResponsesProvider(OpenAIProvider):
         if request.temperature is not None:
             params["temperature"] = request.temperature
         stream = await self.client.responses.create(**params)
-        reader = _Reader(self)
+        reader = _Reader()
         try:
             # Read to the end even after response.completed: a fully read
             # response returns its connection to the pool for the next call.
@@ -74,17 +79,11 @@ class ResponsesProvider(OpenAIProvider):
         done = reader.done
         yield ModelDone(done.usage, "tool_calls") if complete else done
 
-    def failure(self, message: str) -> ProviderError:
-        """The ``ProviderError`` for an error the server reported inside the stream."""
-        text = self._redact(message or "the response failed")
-        return ProviderError(f"model provider {self.name!r} reported an error: {text}")
-
 
 class _Reader:
     """Turns Responses stream events into model events; ``done`` is set at the end."""
 
-    def __init__(self, provider: ResponsesProvider) -> None:
-        self.provider = provider
+    def __init__(self) -> None:
         self.calls = _Calls()
         self.saw_text = False
         self.done: ModelDone | None = None
@@ -93,7 +92,7 @@ class _Reader:
         """Read one event; return the text deltas it carries.
 
         Raises:
-            ProviderError: on ``response.failed`` and ``error`` events.
+            StreamFailed: on ``response.failed`` and ``error`` events.
         """
         kind = getattr(event, "type", "")
         if kind == "response.output_text.delta":
@@ -109,9 +108,9 @@ class _Reader:
             return self._finish(kind, getattr(event, "response", None))
         elif kind == "response.failed":
             error = getattr(getattr(event, "response", None), "error", None)
-            raise self.provider.failure(getattr(error, "message", "") or "")
+            raise StreamFailed(getattr(error, "message", "") or "")
         elif kind == "error":
-            raise self.provider.failure(getattr(event, "message", "") or "")
+            raise StreamFailed(getattr(event, "message", "") or "")
         return []
 
     def _finish(self, kind: str, response: Any) -> list[ModelEvent]:

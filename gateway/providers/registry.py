@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.errors import NotFound
+from gateway.errors import NotFound, ProviderError
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Assistant
 from gateway.manifests.model import Provider as ProviderManifest
@@ -72,12 +72,19 @@ class ProviderRegistry:
         Raises:
             NotFound: the assistant names a provider that is neither built in
                 nor declared in ``catalog``.
+            ProviderError: the assistant names ``openai`` but neither
+                ``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL`` is set.
         """
         name = assistant.provider or self.default_name
         manifest = catalog.providers.get(name)
         if manifest is None and name == "offline":
             return self._offline
         if manifest is None and name == "openai":
+            if not self._settings.openai_api_key and not self._settings.openai_base_url:
+                raise ProviderError(
+                    "the built-in provider 'openai' needs OPENAI_API_KEY (or OPENAI_BASE_URL "
+                    "for a server without keys); unset `provider:` to use the offline model"
+                )
             manifest = ProviderManifest(
                 name="openai",
                 api_key=self._settings.openai_api_key,

@@ -1,6 +1,6 @@
-"""Thin ctypes wrappers over the Linux calls the sandbox needs (prctl, unshare, syscall).
+"""Thin ctypes wrappers over the Linux calls the sandbox needs (prctl, unshare, seccomp).
 
-Python 3.11 has no ``os.unshare`` and no ``prctl``; these wrappers raise
+Python 3.11 has no ``os.unshare``, ``prctl`` or seccomp; these wrappers raise
 ``OSError`` with the real errno so callers can report why the kernel refused.
 This module imports only the standard library.
 """
@@ -18,14 +18,17 @@ __all__ = [
     "PR_SET_DUMPABLE",
     "PR_SET_NO_NEW_PRIVS",
     "PR_SET_PDEATHSIG",
+    "install_seccomp_filter",
     "landlock_abi",
     "prctl",
     "seccomp_mode",
+    "set_name",
     "unshare",
 ]
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+_PR_SET_NAME = 15
 PR_GET_SECCOMP = 21
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -35,7 +38,13 @@ _SYS_LANDLOCK_CREATE_RULESET = 444  # x86_64 and aarch64 share this number
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
 _libc.prctl.restype = ctypes.c_int
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.unshare.restype = ctypes.c_int
@@ -52,6 +61,12 @@ def _check(result: int, what: str) -> int:
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """Call ``prctl(2)``; raise ``OSError`` on failure."""
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+
+
+def set_name(name: str) -> None:
+    """Set this thread's name (``/proc/<pid>/comm``, 15 bytes at most) for ps and tests."""
+    buffer = ctypes.create_string_buffer(name.encode()[:15])
+    _check(_libc.prctl(_PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0), "prctl(PR_SET_NAME)")
 
 
 def unshare(flags: int) -> None:
@@ -73,3 +88,163 @@ def landlock_abi() -> int:
         ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION),
     )
     return _check(int(result), "landlock_create_ruleset")
+
+
+# --- seccomp: a deny-list of calls no action needs ------------------------------------------
+
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_RET_ALLOW = 0x7FFF0000
+_RET_ERRNO = 0x00050000
+_EPERM, _ENOSYS = 1, 38
+_LD_ABS_W, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
+_X32_BIT = 0x40000000
+_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+
+# Denied everywhere: tracing other processes, namespaces and mounts, kernel modules and
+# keyrings, BPF and perf, io_uring (it bypasses seccomp for the calls it queues).
+_DENY = {
+    "x86_64": (
+        0xC000003E,  # AUDIT_ARCH_X86_64
+        [
+            101,
+            310,
+            311,
+            165,
+            166,
+            155,
+            161,
+            272,
+            308,
+            321,
+            298,
+            246,
+            320,
+            175,
+            313,
+            176,
+            250,
+            248,
+            249,
+            323,
+            304,
+            169,
+            167,
+            168,
+            163,
+            425,
+            426,
+            427,
+        ],
+        56,  # clone: refused with namespace flags
+        435,  # clone3: its flags are out of reach, so ENOSYS (libc falls back to clone)
+    ),
+    "aarch64": (
+        0xC00000B7,  # AUDIT_ARCH_AARCH64
+        [
+            117,
+            270,
+            271,
+            40,
+            39,
+            41,
+            51,
+            97,
+            268,
+            280,
+            241,
+            104,
+            294,
+            105,
+            273,
+            106,
+            219,
+            217,
+            218,
+            282,
+            265,
+            142,
+            224,
+            225,
+            89,
+            425,
+            426,
+            427,
+        ],
+        220,
+        435,
+    ),
+}
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint),
+    ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [
+        ("len", ctypes.c_ushort),
+        ("filter", ctypes.POINTER(_SockFilter)),
+    ]
+
+
+def _program(
+    arch: int, deny: list[int], clone: int, clone3: int
+) -> list[tuple[int, int, int, int]]:
+    """The BPF program: (code, jt, jf, k) tuples; denials jump to the shared tail."""
+    body: list[tuple[int, int, int, int] | tuple[str, int]] = [
+        (_LD_ABS_W, 0, 0, 4),  # arch
+        ("jne_deny", arch),
+        (_LD_ABS_W, 0, 0, 0),  # syscall number
+        ("jge_deny", _X32_BIT),
+        ("jeq_enosys", clone3),
+        *(("jeq_deny", nr) for nr in deny),
+        (_JEQ_K, 0, 0, clone),  # patched below: clone -> check its flags
+        (_RET_K, 0, 0, _RET_ALLOW),
+        (_LD_ABS_W, 0, 0, 16),  # clone's flags (low 32 bits of args[0])
+        ("jset_deny", _NAMESPACE_FLAGS),
+        (_RET_K, 0, 0, _RET_ALLOW),
+    ]
+    deny_at = len(body)  # then: deny (EPERM), enosys
+    enosys_at = deny_at + 1
+    out: list[tuple[int, int, int, int]] = []
+    for index, ins in enumerate(body):
+        to_deny = deny_at - index - 1
+        if ins[0] == "jne_deny":
+            out.append((_JEQ_K, 0, to_deny, ins[1]))
+        elif ins[0] == "jge_deny":
+            out.append((_JGE_K, to_deny, 0, ins[1]))
+        elif ins[0] == "jeq_deny":
+            out.append((_JEQ_K, to_deny, 0, ins[1]))
+        elif ins[0] == "jset_deny":
+            out.append((_JSET_K, to_deny, 0, ins[1]))
+        elif ins[0] == "jeq_enosys":
+            out.append((_JEQ_K, enosys_at - index - 1, 0, ins[1]))
+        elif ins[0] == _JEQ_K and ins[3] == clone:
+            out.append((_JEQ_K, 1, 0, clone))  # equal: skip the ALLOW, check the flags
+        else:
+            out.append(ins)  # type: ignore[arg-type]
+    out.append((_RET_K, 0, 0, _RET_ERRNO | _EPERM))
+    out.append((_RET_K, 0, 0, _RET_ERRNO | _ENOSYS))
+    return out
+
+
+def install_seccomp_filter() -> None:
+    """Install the deny-list filter on this thread (needs ``PR_SET_NO_NEW_PRIVS`` first).
+
+    Raises:
+        OSError: ``ENOSYS`` on an architecture without a table here, or the kernel's errno.
+    """
+    table = _DENY.get(os.uname().machine)
+    if table is None:
+        raise OSError(38, f"no seccomp table for {os.uname().machine}")
+    program = _program(*table)
+    filters = (_SockFilter * len(program))(*(_SockFilter(*ins) for ins in program))
+    prog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
+    result = _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
+    _check(result, "prctl(PR_SET_SECCOMP)")

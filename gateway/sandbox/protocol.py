@@ -91,6 +91,7 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
     import_errors: dict[str, str] = {}
     warnings: list[str] = []
     capabilities: Capabilities | None = None
+    tmp: str = ""
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
@@ -153,7 +154,8 @@ def encode(message: msgspec.Struct) -> bytes:
 
 def decode_control(data: bytes) -> Control:
     """Decode one control-socket message."""
-    return _control_decoder.decode(data)
+    message: Control = _control_decoder.decode(data)
+    return message
 
 
 def frame(message: msgspec.Struct) -> bytes:

@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -41,9 +39,15 @@ from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox import _linux
+from gateway.sandbox._channels import (
+    OutputReader,
+    TooLarge,
+    ZygoteChannel,
+    ZygoteDied,
+    read_frame,
+)
 from gateway.sandbox.probes import SANDBOX_GID, SANDBOX_UID_BASE
 from gateway.sandbox.protocol import (
-    HEADER,
     CallRequest,
     CallResult,
     Capabilities,
@@ -54,10 +58,19 @@ from gateway.sandbox.protocol import (
     Ready,
     Start,
     decode_control,
-    encode,
     frame,
 )
-from gateway.sandbox.worker import BOOT, MINIMAL_ENV
+from gateway.sandbox.results import (
+    error_output,
+    exit_failure,
+    failure,
+    from_result,
+    limits_for,
+    mask,
+    redact,
+)
+from gateway.sandbox.worker import MINIMAL_ENV
+from gateway.sandbox.zygote import BOOT
 from gateway.settings import Settings
 
 __all__ = ["SandboxStats", "Supervisor", "error_output"]
@@ -79,155 +92,6 @@ class SandboxStats(msgspec.Struct, kw_only=True):
     active: int = 0
 
 
-def error_output(error_type: str, message: str, **extra: Any) -> str:
-    """The JSON text a failed call sends to the model: ``{"error": {"type", "message"}}``."""
-    return msgspec.json.encode({"error": {"type": error_type, "message": message, **extra}}).decode()
-
-
-class _ZygoteDied(Exception):
-    """The zygote disappeared while a call was running on it."""
-
-
-class _Zygote:
-    """One zygote process and its control socket, as seen from the event loop."""
-
-    def __init__(self, network: bool, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
-        self.network = network
-        self.proc = proc
-        self.sock = sock
-        self.ready: Ready | None = None
-        self.pending: dict[int, asyncio.Future[Exited]] = {}
-        self.active = 0
-        self.retired = False
-        self.dead = False
-        self.reader: asyncio.Task[None] | None = None
-
-    async def read_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data = await loop.sock_recv(self.sock, 1 << 16)
-                if not data:
-                    break
-                msg = decode_control(data)
-                if isinstance(msg, Exited):
-                    fut = self.pending.pop(msg.id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
-        except (OSError, msgspec.DecodeError) as exc:
-            log.warning("sandbox.zygote_channel_error", error=str(exc), network=self.network)
-        finally:
-            self.mark_dead()
-
-    def mark_dead(self) -> None:
-        if self.dead:
-            return
-        self.dead = True
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(_ZygoteDied())
-        self.pending.clear()
-
-    async def send(self, message: msgspec.Struct, fds: list[int] | None = None) -> None:
-        data = encode(message)
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                socket.send_fds(self.sock, [data], fds or [])
-                return
-            except BlockingIOError:
-                writable: asyncio.Future[None] = loop.create_future()
-                loop.add_writer(self.sock, writable.set_result, None)
-                try:
-                    await writable
-                finally:
-                    loop.remove_writer(self.sock)
-
-    async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
-        self.sock.close()
-        self.mark_dead()
-        try:
-            await asyncio.wait_for(asyncio.to_thread(self.proc.wait), _KILL_GRACE)
-        except TimeoutError:
-            self.proc.kill()
-            await asyncio.to_thread(self.proc.wait)
-
-
-class _OutputReader:
-    """Reads a child's stdout/stderr pipe as it comes, keeping the first ``cap`` bytes."""
-
-    def __init__(self, fd: int, cap: int) -> None:
-        self.fd = fd
-        self.cap = cap
-        self.data = bytearray()
-        self.dropped = 0
-        self.eof = asyncio.get_running_loop().create_future()
-        os.set_blocking(fd, False)
-        asyncio.get_running_loop().add_reader(fd, self._on_readable)
-
-    def _on_readable(self) -> None:
-        try:
-            chunk = os.read(self.fd, 1 << 16)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.close()
-            return
-        room = self.cap - len(self.data)
-        self.data += chunk[:room] if room > 0 else b""
-        self.dropped += max(0, len(chunk) - max(room, 0))
-
-    def drain(self) -> None:
-        """Take whatever is already in the pipe without waiting for more."""
-        while self.fd >= 0:
-            before = len(self.data) + self.dropped
-            self._on_readable()
-            if len(self.data) + self.dropped == before:
-                return
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            asyncio.get_running_loop().remove_reader(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-        if not self.eof.done():
-            self.eof.set_result(None)
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-
-async def _read_frame(sock: socket.socket, cap: int) -> bytes | None:
-    """One length-prefixed frame from the call socket; None at EOF; ``_TooLarge`` over cap."""
-    loop = asyncio.get_running_loop()
-    buffer = bytearray()
-    need = HEADER.size
-    size: int | None = None
-    while True:
-        while len(buffer) < need:
-            chunk = await loop.sock_recv(sock, min(1 << 20, need - len(buffer)))
-            if not chunk:
-                return None
-            buffer += chunk
-        if size is not None:
-            return bytes(buffer[HEADER.size :])
-        (size,) = HEADER.unpack(buffer[: HEADER.size])
-        if size > cap:
-            raise _TooLarge(size)
-        need = HEADER.size + size
-
-
 class Supervisor:
     """Runs action calls in forked, confined children of a zygote (see the module doc).
 
@@ -240,8 +104,8 @@ class Supervisor:
         self._settings = settings
         self._python = python or sys.executable
         self._catalog: Catalog | None = None
-        self._zygotes: dict[_Key, _Zygote] = {}
-        self._retired: set[_Zygote] = set()
+        self._zygotes: dict[_Key, ZygoteChannel] = {}
+        self._retired: set[ZygoteChannel] = set()
         self._spawn_lock = asyncio.Lock()
         self._slots: asyncio.Queue[int] = asyncio.Queue()
         for slot in range(max(1, settings.sandbox_concurrency)):
@@ -249,6 +113,7 @@ class Supervisor:
         self._ids = itertools.count(1)
         self._root = os.geteuid() == 0
         self.capabilities: Capabilities | None = None
+        self._warned: set[str] = set()
         self.stats = SandboxStats()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -291,7 +156,7 @@ class Supervisor:
         self._retired.clear()
         await asyncio.gather(*(z.close() for z in zygotes), return_exceptions=True)
 
-    async def _spawn(self, key: _Key, *, probe: bool = False) -> _Zygote:
+    async def _spawn(self, key: _Key, *, probe: bool = False) -> ZygoteChannel:
         network, _ = key
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_parent = str(Path(gateway.__file__).resolve().parent.parent)
@@ -308,7 +173,7 @@ class Supervisor:
         finally:
             child.close()
         parent.setblocking(False)
-        zygote = _Zygote(network, proc, parent)
+        zygote = ZygoteChannel(network, proc, parent)
         catalog = self._catalog
         root = catalog.gateway_root if catalog is not None else self._settings.root
         init = Init(
@@ -334,13 +199,15 @@ class Supervisor:
         for module, error in ready.import_errors.items():
             log.warning("sandbox.import_failed", module=module, error=error)
         for warning in ready.warnings:
-            log.warning("sandbox.warning", message=warning)
+            if warning not in self._warned:  # every zygote says it; log it once
+                self._warned.add(warning)
+                log.warning("sandbox.warning", message=warning)
         if ready.network_error:
             log.warning("sandbox.network_isolation_unavailable", error=ready.network_error)
         zygote.reader = asyncio.create_task(zygote.read_loop())
         return zygote
 
-    async def _zygote(self, key: _Key) -> _Zygote:
+    async def _zygote(self, key: _Key) -> ZygoteChannel:
         zygote = self._zygotes.get(key)
         if zygote is not None and not zygote.dead:
             return zygote
@@ -366,7 +233,9 @@ class Supervisor:
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def call(self, action: Action, call: CallContext, *, correlation_id: str = "") -> ToolResult:
+    async def call(
+        self, action: Action, call: CallContext, *, correlation_id: str = ""
+    ) -> ToolResult:
         """Run one call of ``action`` in a fresh sandboxed child; never raises for a failure.
 
         Cancelling the awaiting task kills the child's whole process group.
@@ -380,9 +249,13 @@ class Supervisor:
         except asyncio.CancelledError:
             raise
         except (OSError, RuntimeError) as exc:
-            log.error("sandbox.call_error", action=action.name, error=str(exc),
-                      correlation_id=correlation_id)
-            result = _failure(started, "sandbox_error", f"the sandbox could not run the call: {exc}")
+            log.error(
+                "sandbox.call_error",
+                action=action.name,
+                error=str(exc),
+                correlation_id=correlation_id,
+            )
+            result = failure(started, "sandbox_error", f"the sandbox could not run the call: {exc}")
         finally:
             self.stats.active -= 1
             self._slots.put_nowait(slot)
@@ -396,19 +269,19 @@ class Supervisor:
         self, action: Action, call: CallContext, slot: int, correlation_id: str, started: float
     ) -> ToolResult:
         if action.config is None:
-            return _failure(started, "sandbox_error", f"action {action.name!r} has no kind config")
+            return failure(started, "sandbox_error", f"action {action.name!r} has no kind config")
         if self._catalog is None and not self._zygotes:
             await self.start(None)
         network = action.network
         zygote = await self._zygote(_key(action))
         if not network and zygote.ready is not None and not zygote.ready.network_isolated:
-            return _failure(
+            return failure(
                 started,
                 "sandbox_error",
                 "network isolation is unavailable here, so this action (network: false) was "
                 f"not run: {zygote.ready.network_error}",
             )
-        limits = _limits(action)
+        limits = limits_for(action)
         kind = type(action.config)
         request = CallRequest(
             kind=f"{kind.__module__}:{kind.__qualname__}",
@@ -423,11 +296,11 @@ class Supervisor:
             if zygote.retired and zygote.active == 0 and zygote in self._retired:
                 self._retired.discard(zygote)
                 await zygote.close()
-        return _redact(result, call.secrets, action.name, correlation_id)
+        return redact(result, call.secrets, action.name, correlation_id)
 
     async def _run_child(
         self,
-        zygote: _Zygote,
+        zygote: ZygoteChannel,
         action: Action,
         request: CallRequest,
         limits: Limits,
@@ -458,10 +331,8 @@ class Supervisor:
             theirs.close()
             os.close(out_w)
         mine.setblocking(False)
-        output = _OutputReader(out_r, limits.max_output_kb * 1024)
-        reader = asyncio.ensure_future(
-            _read_frame(mine, limits.max_output_kb * 1024 + _ENVELOPE)
-        )
+        output = OutputReader(out_r, limits.max_output_kb * 1024)
+        reader = asyncio.ensure_future(read_frame(mine, limits.max_output_kb * 1024 + _ENVELOPE))
         killed = False
         status: Exited | None = None
         try:
@@ -470,37 +341,37 @@ class Supervisor:
                     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                         # A child that died before reading is reported by its exit status.
                         await loop.sock_sendall(mine, frame(request))
-                    await asyncio.wait({reader, exited}, return_when=asyncio.FIRST_COMPLETED)
+                    either: set[asyncio.Future[Any]] = {reader, exited}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                     if reader.done() and reader.exception() is not None:
                         killed = True
                         await self._kill(zygote, call_id, exited)
                     elif not reader.done():
                         # The child is gone; whatever it wrote is already in the socket.
                         await asyncio.wait({reader}, timeout=1.0)
-                    if not reader.done() or reader.result() is None:
+                    if killed or not _answered(reader):
                         status = await exited
                     # else: the child cleaned up before answering and is exiting; the
                     # zygote reaps it (and anything a stray thread started) on its own.
             except TimeoutError:
                 await self._kill(zygote, call_id, exited)
-                return _failure(
+                return failure(
                     started,
                     "timeout",
                     f"the action did not finish within {action.timeout:g}s and was killed",
-                    status="timed_out",
+                    outcome="timed_out",
                 )
-            except _ZygoteDied:
-                if reader.done() and not reader.cancelled() and reader.exception() is None \
-                        and reader.result() is not None:
+            except ZygoteDied:
+                if _answered(reader):
                     status = None
                 else:
-                    return _failure(started, "crashed", "the sandbox process died during the call")
+                    return failure(started, "crashed", "the sandbox process died during the call")
             except (asyncio.CancelledError, Exception):
                 with contextlib.suppress(Exception):
                     await self._kill(zygote, call_id, exited)
                 raise
             output.drain()
-            return self._result(action, limits, reader, status, output, killed, started)
+            return self._result(request, action, limits, reader, status, output, killed, started)
         finally:
             reader.cancel()
             zygote.pending.pop(call_id, None)
@@ -509,14 +380,16 @@ class Supervisor:
             output.close()
             mine.close()
 
-    async def _kill(self, zygote: _Zygote, call_id: int, exited: asyncio.Future[Exited]) -> None:
+    async def _kill(
+        self, zygote: ZygoteChannel, call_id: int, exited: asyncio.Future[Exited]
+    ) -> None:
         """Kill a call's process group and wait until the zygote reaped it."""
         if zygote.dead:
             return
         try:
             await zygote.send(Kill(id=call_id))
             await asyncio.wait_for(asyncio.shield(exited), _KILL_GRACE)
-        except (TimeoutError, OSError, _ZygoteDied):
+        except (TimeoutError, OSError, ZygoteDied):
             # A zygote that cannot reap in time is replaced; its children die with it.
             log.error("sandbox.kill_failed", call_id=call_id)
             zygote.proc.kill()
@@ -524,11 +397,12 @@ class Supervisor:
 
     def _result(
         self,
+        request: CallRequest,
         action: Action,
         limits: Limits,
         reader: asyncio.Future[bytes | None],
         status: Exited | None,
-        output: _OutputReader,
+        output: OutputReader,
         killed: bool,
         started: float,
     ) -> ToolResult:
@@ -536,15 +410,19 @@ class Supervisor:
         too_large: int | None = None
         if reader.done() and not reader.cancelled():
             exc = reader.exception()
-            if isinstance(exc, _TooLarge):
+            if isinstance(exc, TooLarge):
                 too_large = exc.size
             elif exc is None:
                 body = reader.result()
         if output.data or output.dropped:
-            log.debug("sandbox.output", action=action.name, output=output.text()[-2000:],
-                      dropped=output.dropped)
+            log.debug(
+                "sandbox.output",
+                action=action.name,
+                output=mask(output.text()[-2000:], request.call.secrets),
+                dropped=output.dropped,
+            )
         if too_large is not None or killed:
-            return _failure(
+            return failure(
                 started,
                 "output_too_large",
                 f"the action's result ({too_large or 0} bytes) is over the "
@@ -554,9 +432,21 @@ class Supervisor:
             try:
                 res = msgspec.json.decode(body, type=CallResult)
             except msgspec.DecodeError:
-                return _failure(started, "sandbox_error", "the action sent an invalid result")
-            return _from_result(res, action, started)
-        return _exit_failure(status, limits, started)
+                return failure(started, "sandbox_error", "the action sent an invalid result")
+            return from_result(res, action, started, request.call.secrets)
+        if status is None:
+            return failure(started, "crashed", "the action ended without a result")
+        return exit_failure(status, limits, started)
+
+
+def _answered(reader: asyncio.Future[bytes | None]) -> bool:
+    """Whether the child's result frame arrived complete."""
+    return (
+        reader.done()
+        and not reader.cancelled()
+        and reader.exception() is None
+        and reader.result() is not None
+    )
 
 
 _Key = tuple[bool, tuple[str, ...]]
@@ -589,90 +479,3 @@ def _modules(key: _Key, catalog: Catalog | None) -> list[str]:
             if module not in modules:
                 modules.append(module)
     return modules
-
-
-def _limits(action: Action) -> Limits:
-    box = action.sandbox
-    cpu = box.cpu_seconds if box.cpu_seconds is not None else math.ceil(action.timeout) + 1
-    return Limits(
-        memory_mb=box.memory_mb,
-        cpu_seconds=cpu,
-        max_output_kb=box.max_output_kb,
-        max_processes=box.max_processes,
-        max_open_files=box.max_open_files,
-        max_file_size_mb=box.max_file_size_mb,
-    )
-
-
-def _elapsed(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
-
-
-def _failure(started: float, error_type: str, message: str, *, status: str = "failed",
-             **extra: Any) -> ToolResult:
-    return ToolResult(
-        status="timed_out" if status == "timed_out" else "failed",
-        output=error_output(error_type, message, **extra),
-        duration_ms=_elapsed(started),
-        error_type=error_type,
-    )
-
-
-def _from_result(res: CallResult, action: Action, started: float) -> ToolResult:
-    if res.ok:
-        return ToolResult(
-            status="succeeded", output=res.output, duration_ms=_elapsed(started),
-            truncated=res.truncated,
-        )
-    if res.traceback:
-        log.info("sandbox.action_error", action=action.name, error_type=res.error_type,
-                 traceback=res.traceback)
-    return _failure(started, res.error_type or "exception", res.message, **res.detail)
-
-
-_SIGNAL_ERRORS = {
-    signal.SIGXCPU: ("cpu_limit", "the action used up its CPU time limit ({cpu}s)"),
-    signal.SIGSEGV: ("crashed", "the action crashed (segmentation fault)"),
-    signal.SIGABRT: ("crashed", "the action crashed (aborted)"),
-    signal.SIGBUS: ("crashed", "the action crashed (bus error)"),
-}
-
-
-def _exit_failure(status: Exited, limits: Limits, started: float) -> ToolResult:
-    if status.error:
-        return _failure(started, "sandbox_error", f"the sandbox could not start the call: "
-                        f"{status.error}")
-    code = status.status
-    if code < 0:
-        signum = -code
-        error_type, template = _SIGNAL_ERRORS.get(
-            signal.Signals(signum) if signum in signal.valid_signals() else signal.SIGKILL,
-            ("crashed", "the action was killed by signal {name}"),
-        )
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = str(signum)
-        if signum == signal.SIGKILL:
-            error_type = "killed"
-            template = ("the action was killed (SIGKILL): memory ({memory} MB), CPU ({cpu}s) "
-                        "or the process limit")
-        message = template.format(name=name, cpu=limits.cpu_seconds, memory=limits.memory_mb)
-        return _failure(started, error_type, message)
-    return _failure(started, "crashed", f"the action exited with status {code} without a result")
-
-
-def _redact(result: ToolResult, secrets: dict[str, str], action: str, correlation_id: str
-            ) -> ToolResult:
-    """Replace declared secret values in what goes back to the model."""
-    output = result.output
-    for value in secrets.values():
-        if len(value) >= 4 and value in output:
-            output = output.replace(value, "[redacted]")
-    if result.status != "succeeded":
-        log.info("sandbox.call_failed", action=action, error_type=result.error_type,
-                 status=result.status, correlation_id=correlation_id,
-                 duration_ms=result.duration_ms)
-    if output is result.output:
-        return result
-    return msgspec.structs.replace(result, output=output)

@@ -1,323 +1,71 @@
-"""The sandbox's child side: the zygote loop and what one forked call child does.
-
-The supervisor starts ``python -I -c BOOT <fd>`` with a minimal environment;
-``main`` turns that interpreter into a *zygote*: it imports the action kinds
-and the catalog's Python modules once, optionally moves itself into a new
-network namespace, then forks one child per ``Start`` message. The zygote is
-single-threaded and holds no secrets (arguments travel on the call's own
-socket straight to the child), so forking it is safe and copy-on-write cheap.
+# os.path on purpose: pathlib would grow every fork, and this is the hot path.
+# ruff: noqa: PTH102, PTH118, PTH208
+"""The sandbox's child side: what one forked call child does (see ``zygote.py``).
 
 A child, before running anything: starts a new session, keeps only its call
 socket and output pipe, gets a fresh private working directory, sets rlimits,
 ``PR_SET_NO_NEW_PRIVS``, becomes a subreaper for its descendants, drops to an
 unprivileged uid when the zygote is root, asks to die with the zygote, and
-replaces its environment with a minimal one plus the action's secrets. After
-the action it kills whatever it started, so a call leaves nothing behind.
+replaces its environment with a minimal one plus the action's secrets (read,
+with the arguments, from its own call socket). It answers one length-prefixed
+``CallResult`` after killing whatever the action started. A *spare* child does
+the call-independent part (and warms the call path) before its call arrives.
 
-This module imports only the standard library, msgspec and ``gateway.sandbox``
-/ ``gateway.manifests``; action kinds are imported by name from ``Init``.
+Imports only the standard library, msgspec, ``gateway.sandbox.protocol`` and
+``gateway.manifests.model``; action kinds are imported by name.
 """
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import importlib
 import os
 import resource
-import selectors
 import shutil
 import signal
 import socket
 import sys
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
-from gateway.manifests.model import ActionConfig
+from gateway.manifests.model import ActionConfig, CallContext
 from gateway.sandbox import _linux
 from gateway.sandbox.protocol import (
     HEADER,
     CallRequest,
     CallResult,
-    Exited,
-    Init,
-    Kill,
     Limits,
-    Ready,
     Start,
     decode_control,
-    encode,
     frame,
 )
 
-__all__ = ["BOOT", "MINIMAL_ENV", "main"]
+__all__ = [
+    "CALL_NAME",
+    "MINIMAL_ENV",
+    "SPARE_NAME",
+    "children_of",
+    "prepare",
+    "run_child",
+    "run_spare",
+]
 
-BOOT = (
-    "import sys; sys.path[:0] = sys.argv[2:]; "
-    "from gateway.sandbox.worker import main; main(int(sys.argv[1]))"
-)
-"""The ``-c`` program the supervisor starts the zygote with."""
+SPARE_NAME = "gw-spare"
+"""Process name of a pre-forked child waiting for a call (``/proc/<pid>/comm``)."""
+CALL_NAME = "gw-call"
+"""Process name of a child running a call."""
 
 MINIMAL_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 """The only variables a child sees besides HOME/TMPDIR and its declared secrets."""
 
-_FALLBACK_PRELOAD = [
-    "asyncio", "json", "datetime", "decimal", "re", "math", "random", "statistics",
-    "collections", "itertools", "functools", "dataclasses", "typing", "uuid", "hashlib",
-    "base64", "urllib.parse", "textwrap", "string", "csv", "io", "pathlib", "subprocess",
-    "time", "zoneinfo", "fractions", "operator", "copy", "pprint", "enum",
-]
 _MAX_REQUEST = 64 * 1024 * 1024
 _MB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def main(ctl_fd: int) -> None:
-    """Run the zygote on control socket ``ctl_fd`` until the supervisor closes it."""
-    ctl = socket.socket(fileno=ctl_fd)
-    ctl.setblocking(True)
-    _Zygote(ctl).serve()
-
-
-class _Zygote:
-    """Forks one child per call, reaps it and everything it started."""
-
-    def __init__(self, ctl: socket.socket) -> None:
-        self.ctl = ctl
-        self.pid = os.getpid()
-        self.calls: dict[int, tuple[int, str]] = {}  # child pid -> (call id, cwd)
-        self.pids: dict[int, int] = {}  # call id -> child pid
-        self.tmp = _mkdtemp()
-        os.chmod(self.tmp, 0o711)  # children may enter their own dir, not list others
-
-    def init(self) -> None:
-        data = self.ctl.recv(1 << 20)
-        msg = decode_control(data)
-        assert isinstance(msg, Init)
-        # Nothing in the zygote is worth reading, but same-uid children must not try.
-        _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
-        _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
-        network_error: str | None = None
-        if msg.isolate_network:
-            network_error = _isolate_network()
-        for path in reversed(msg.paths):
-            if path not in sys.path:
-                sys.path.insert(0, path)
-        errors: dict[str, str] = {}
-        warnings: list[str] = []
-        modules = list(msg.modules)
-        if os.geteuid() == 0 and not _world_readable(os.path.dirname(os.__file__)):
-            # Children drop to another uid and could not import the rest of the stdlib.
-            modules += [m for m in _FALLBACK_PRELOAD if m not in modules]
-            warnings.append(
-                f"the Python standard library ({os.path.dirname(os.__file__)}) is not readable "
-                "by other users; sandboxed actions can only import modules the zygote preloaded"
-            )
-        for module in ["traceback", *modules]:
-            try:
-                importlib.import_module(module)
-            except BaseException as exc:  # noqa: BLE001 - reported to the supervisor
-                errors[module] = f"{type(exc).__name__}: {exc}"
-        capabilities = None
-        if msg.probe:
-            from gateway.sandbox.probes import probe
-
-            capabilities = probe()
-        gc.collect()
-        gc.freeze()  # keep the imported heap shared copy-on-write across forks
-        ready = Ready(
-            pid=self.pid,
-            network_isolated=msg.isolate_network and network_error is None,
-            network_error=network_error,
-            import_errors=errors,
-            warnings=warnings,
-            capabilities=capabilities,
-        )
-        self.ctl.sendall(encode(ready))
-
-    def serve(self) -> None:
-        self.init()
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.set_wakeup_fd(wake_w)
-        selector = selectors.DefaultSelector()
-        selector.register(self.ctl, selectors.EVENT_READ)
-        selector.register(wake_r, selectors.EVENT_READ)
-        while True:
-            for key, _ in selector.select():
-                if key.fd == wake_r:
-                    while True:
-                        try:
-                            if not os.read(wake_r, 512):
-                                break
-                        except BlockingIOError:
-                            break
-                    self.reap()
-                    continue
-                data, fds, _, _ = socket.recv_fds(self.ctl, 1 << 16, 4)
-                if not data:
-                    self.shutdown()
-                    return
-                msg = decode_control(data)
-                if isinstance(msg, Start) and len(fds) == 2:
-                    self.start(msg, fds[0], fds[1], selector)
-                else:
-                    for fd in fds:
-                        os.close(fd)
-                    if isinstance(msg, Kill):
-                        self.kill(msg.id)
-
-    def start(self, msg: Start, call_fd: int, out_fd: int, selector: selectors.BaseSelector) -> None:
-        cwd = os.path.join(self.tmp, f"c{msg.id}")
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            os.close(call_fd)
-            os.close(out_fd)
-            self.send(Exited(id=msg.id, status=-1, error=f"fork failed: {exc.strerror}"))
-            return
-        if pid == 0:  # pragma: no cover - the child; coverage cannot follow os._exit
-            code = 70
-            try:
-                selector.close()
-                code = _child(self, msg, call_fd, out_fd, cwd)
-            except BaseException:  # noqa: BLE001 - a child must never return into the zygote
-                code = 71
-            finally:
-                os._exit(code)
-        os.close(call_fd)
-        os.close(out_fd)
-        self.calls[pid] = (msg.id, cwd)
-        self.pids[msg.id] = pid
-
-    def kill(self, call_id: int) -> None:
-        pid = self.pids.get(call_id)
-        if pid is None:
-            return
-        # The child is not reaped until SIGCHLD is handled, so pid and pgid are still ours.
-        for target in (-pid, pid):
-            try:
-                os.kill(target, signal.SIGKILL)
-            except OSError:
-                pass
-
-    def reap(self) -> None:
-        while True:
-            try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if info is None:
-                return
-            pid = info.si_pid
-            entry = self.calls.pop(pid, None)
-            if entry is not None:
-                try:  # the zombie keeps the pgid reserved, so this hits only its group
-                    os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            try:
-                _, status = os.waitpid(pid, 0)
-            except ChildProcessError:
-                continue
-            if entry is None:
-                continue  # a stray we killed earlier
-            call_id, cwd = entry
-            self.pids.pop(call_id, None)
-            code = os.waitstatus_to_exitcode(status)
-            if code != 0:
-                # The child did not clean up: its orphans were handed to us (subreaper).
-                self.kill_strays()
-            shutil.rmtree(cwd, ignore_errors=True)
-            self.send(Exited(id=call_id, status=code))
-
-    def kill_strays(self) -> None:
-        for _ in range(1000):
-            strays = [pid for pid in _children_of(self.pid) if pid not in self.calls]
-            if not strays:
-                return
-            for pid in strays:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            for pid in strays:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
-
-    def shutdown(self) -> None:
-        for call_id in list(self.pids):
-            self.kill(call_id)
-        for pid in list(self.calls):
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-        self.calls.clear()
-        self.kill_strays()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def send(self, message: msgspec.Struct) -> None:
-        try:
-            self.ctl.sendall(encode(message))
-        except OSError:
-            pass  # the supervisor is gone; EOF on the next read ends the loop
-
-
-def _mkdtemp() -> str:
-    base = os.environ.get("TMPDIR") or "/tmp"  # noqa: S108 - a private, random dir below it
-    while True:
-        path = os.path.join(base, f"gateway-sandbox-{os.urandom(6).hex()}")
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            continue
-        return path
-
-
-def _isolate_network() -> str | None:
-    """Move this process into a new, empty network namespace; return why not, if refused."""
-    uid, gid = os.geteuid(), os.getegid()
-    try:
-        if uid == 0:
-            _linux.unshare(_linux.CLONE_NEWNET)
-            return None
-        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
-        with open("/proc/self/setgroups", "w") as fh:  # noqa: PTH123 - procfs write
-            fh.write("deny")
-        with open("/proc/self/uid_map", "w") as fh:  # noqa: PTH123 - procfs write
-            fh.write(f"{uid} {uid} 1")
-        with open("/proc/self/gid_map", "w") as fh:  # noqa: PTH123 - procfs write
-            fh.write(f"{gid} {gid} 1")
-    except OSError as exc:
-        return f"the kernel refused a new network namespace: {exc.strerror or exc}"
-    return None
-
-
-def _world_readable(path: str) -> bool:
-    """Whether ``path`` and its parents can be entered and read by any uid."""
-    import stat
-
-    current = os.path.abspath(path)
-    while True:
-        try:
-            mode = os.stat(current).st_mode
-        except OSError:
-            return False
-        if not (mode & stat.S_IXOTH and mode & stat.S_IROTH):
-            return False
-        parent = os.path.dirname(current)
-        if parent == current:
-            return True
-        current = parent
-
-
-def _children_of(parent: int) -> list[int]:
+def children_of(parent: int) -> list[int]:
     """Pids whose parent is ``parent`` (the kernel here has no /proc/*/children)."""
     found = []
     for name in os.listdir("/proc"):
@@ -334,18 +82,75 @@ def _children_of(parent: int) -> list[int]:
     return found
 
 
-def _child(zygote: _Zygote, msg: Start, call_fd: int, out_fd: int, cwd: str) -> int:
-    """Confine this freshly forked process, run one call, clean up; return the exit code."""
+def prepare(ctl: socket.socket, keep: socket.socket | None) -> None:
+    """The call-independent part of confining a fresh fork (done early by spares)."""
     os.setsid()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails, not kills
+    ctl.detach()  # its fd is closed below; the object must not close a reused number
+    if keep is not None:
+        fd = keep.fileno()
+        os.closerange(3, fd)
+        os.closerange(fd + 1, 1 << 20)
+        # Die with the zygote while waiting (re-armed after the uid change, which clears it).
+        _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class _WarmConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A do-nothing kind a spare runs once while idle (never sent by the supervisor)."""
+
+    key: ClassVar[str] = "_warm"
+
+    def run(self, call: CallContext) -> Any:
+        return {"arguments": call.arguments}
+
+
+_WARM_REQUEST = frame(
+    CallRequest(
+        kind="gateway.sandbox.worker:_WarmConfig",
+        config={},
+        call=CallContext(action="warm", arguments={"a": 1, "b": "x"}, secrets={"K": "v"}),
+    )
+)
+
+
+def _warm() -> None:
+    """Run the call path once while idle, so its copy-on-write page faults are paid now."""
+    try:
+        request = msgspec.json.decode(_WARM_REQUEST[HEADER.size :], type=CallRequest)
+        frame(_execute(request, Limits()))
+        msgspec.convert({"function": "a:b"}, _load_kind("gateway.executors.python:PythonConfig"))
+    except Exception:  # noqa: S110 - warming is best effort
+        pass
+
+
+def run_spare(ctl: socket.socket, zygote_pid: int, tmp: str, sock: socket.socket) -> int:
+    """A pre-forked child: prepare, wait for a call's ``Start`` and fds, then run it."""
+    prepare(ctl, sock)
+    _linux.set_name(SPARE_NAME)
+    if os.getppid() != zygote_pid:
+        return 72
+    _warm()
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
+    sock.close()
+    if not data or len(fds) != 2:
+        return 0
+    msg = decode_control(data)
+    assert isinstance(msg, Start)
+    _linux.set_name(CALL_NAME)
+    return run_child(msg, fds[0], fds[1], os.path.join(tmp, f"c{msg.id}"), zygote_pid)
+
+
+def run_child(msg: Start, call_fd: int, out_fd: int, cwd: str, zygote_pid: int) -> int:
+    """Confine this prepared fork to one call, run it, clean up; return the exit code."""
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
-    os.dup2(call_fd, 3, inheritable=False)
-    zygote.ctl.detach()  # its fd goes with the range below; the object must not close it later
+    if call_fd != 3:
+        os.dup2(call_fd, 3)
+    os.set_inheritable(3, False)
     os.closerange(4, 1 << 20)
     limits = msg.limits
     os.mkdir(cwd, 0o700)
@@ -361,8 +166,11 @@ def _child(zygote: _Zygote, msg: Start, call_fd: int, out_fd: int, cwd: str) -> 
         os.setresuid(msg.uid, msg.uid, msg.uid)
     # After the uid change (which clears it): die with the zygote, and check we did not miss it.
     _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != zygote.pid:
+    if os.getppid() != zygote_pid:
         return 72
+    # Defense in depth; where the kernel or architecture lacks it, `gateway doctor` says so.
+    with contextlib.suppress(OSError):
+        _linux.install_seccomp_filter()
     sock = socket.socket(fileno=3)
     sock.setblocking(True)
     request = _read_request(sock)
@@ -371,17 +179,17 @@ def _child(zygote: _Zygote, msg: Start, call_fd: int, out_fd: int, cwd: str) -> 
     os.environ.update({"HOME": cwd, "TMPDIR": cwd})
     os.environ.update(request.call.secrets)
     if "tempfile" in sys.modules:
-        sys.modules["tempfile"].tempdir = cwd
+        sys.modules["tempfile"].tempdir = cwd  # type: ignore[attr-defined]
     sys.dont_write_bytecode = True
     result = _execute(request, limits)
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     # Clean up before answering: when the supervisor has the result, only we are left,
     # and we are about to exit (a thread of the action may still fork: check again after).
     clean = _kill_descendants()
+    os.chdir("/")
+    shutil.rmtree(cwd, ignore_errors=True)  # the zygote removes it too if we cannot
     sock.sendall(frame(result))
     return 0 if _kill_descendants() and clean else 73
 
@@ -457,7 +265,7 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
             error_type="memory",
             message=f"the action ran out of memory (limit {limits.memory_mb} MB)",
         )
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes a tool error
+    except BaseException as exc:
         import traceback
 
         typed = getattr(exc, "error_type", None)
@@ -490,11 +298,9 @@ def _kill_descendants() -> bool:
             return True
         if pid:
             continue
-        for child in _children_of(me):
-            try:
+        for child in children_of(me):
+            with contextlib.suppress(OSError):
                 os.kill(child, signal.SIGKILL)
-            except OSError:
-                pass
         try:
             os.waitpid(-1, 0)
         except ChildProcessError:

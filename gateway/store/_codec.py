@@ -18,7 +18,6 @@ from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
 
 __all__ = [
     "ACTIVE_STATUSES",
-    "RUN_COLUMNS",
     "dumps",
     "join_events",
     "message_from_row",
@@ -86,14 +85,9 @@ def message_from_row(row: Sequence[Any]) -> StoredMessage:
     )
 
 
-RUN_COLUMNS = (
-    "id, thread_id, assistant, status, manifest_version, created_at, completed_at, "
-    "usage, timings, error"
-)
-
-
 def run_row(run: RunRecord) -> tuple[Any, ...]:
-    """Values in ``RUN_COLUMNS`` order."""
+    """Values in column order: id, thread_id, assistant, status, manifest_version,
+    created_at, completed_at, usage, timings, error."""
     return (
         run.id,
         run.thread_id,
@@ -109,7 +103,7 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:
-    """A row in ``RUN_COLUMNS`` order -> ``RunRecord``."""
+    """A row in ``run_row`` order -> ``RunRecord``."""
     return RunRecord(
         id=row[0],
         thread_id=row[1],

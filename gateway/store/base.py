@@ -101,7 +101,18 @@ class ThreadStore(Protocol):
         """Insert a run. Raises ``gateway.errors.Conflict`` if the thread has an active run."""
         ...
 
+    async def begin_run(self, run: RunRecord, message: ChatMessage) -> StoredMessage:
+        """``create_run`` and append the run's user ``message`` in one transaction.
+
+        Either both are stored or neither (Conflict / NotFound as ``create_run``).
+        """
+        ...
+
     async def update_run(self, run: RunRecord) -> None: ...
+
+    async def finish_run(self, run: RunRecord, events: list[bytes]) -> None:
+        """``update_run`` and ``save_run_events`` in one transaction."""
+        ...
 
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 

@@ -5,7 +5,8 @@ share threads. Migrations run under an advisory lock, so replicas starting
 together migrate once. One active run per thread is a partial unique index:
 the database refuses a second one whichever replica asks. Commits are
 synchronous (PostgreSQL's default), so an acknowledged write survives a crash.
-Imports only ``gateway.store`` internals and ``gateway.errors``.
+Imports ``gateway.errors``, ``gateway.providers.base`` and ``gateway.store``
+internals.
 """
 
 from __future__ import annotations
@@ -22,67 +23,12 @@ from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
 from gateway.store import register_store
+from gateway.store._sql import POSTGRES
 from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
 
 __all__ = ["PostgresStore"]
 
-# Each entry migrates from version i to i + 1; never edit one that has shipped.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE threads (
-            id TEXT PRIMARY KEY,
-            assistant TEXT NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            last_seq BIGINT NOT NULL DEFAULT 0)""",
-        """CREATE TABLE messages (
-            id TEXT PRIMARY KEY,
-            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
-            seq BIGINT NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL,
-            role TEXT NOT NULL,
-            content TEXT,
-            tool_calls TEXT,
-            tool_call_id TEXT,
-            name TEXT,
-            run_id TEXT,
-            UNIQUE (thread_id, seq))""",
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY,
-            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
-            assistant TEXT NOT NULL,
-            status TEXT NOT NULL,
-            manifest_version TEXT NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL,
-            completed_at DOUBLE PRECISION,
-            usage TEXT,
-            timings TEXT,
-            error TEXT)""",
-        "CREATE INDEX runs_by_thread ON runs (thread_id, created_at)",
-        """CREATE UNIQUE INDEX runs_one_active ON runs (thread_id)
-            WHERE status IN ('queued', 'in_progress')""",
-        """CREATE TABLE run_events (
-            run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
-            events BYTEA NOT NULL)""",
-    ],
-]
-
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (id, thread_id, seq, created_at, role, content, tool_calls,"
-    " tool_call_id, name, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-_SELECT_MESSAGES = (
-    "SELECT id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id, name,"
-    " run_id FROM messages WHERE thread_id = %s ORDER BY seq DESC"
-)
-_INSERT_RUN = (
-    "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at,"
-    " completed_at, usage, timings, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-_SELECT_RUNS = (
-    "SELECT id, thread_id, assistant, status, manifest_version, created_at, completed_at,"
-    " usage, timings, error FROM runs"
-)
+_SQL = POSTGRES
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -175,21 +121,19 @@ class PostgresStore:
             id=c.new_id("thread"), assistant=assistant, created_at=c.now(), metadata=metadata or {}
         )
         await self._execute(
-            "INSERT INTO threads (id, assistant, created_at, metadata) VALUES (%s, %s, %s, %s)",
+            _SQL.insert_thread,
             (record.id, record.assistant, record.created_at, c.dumps(record.metadata)),
         )
         return record
 
     async def get_thread(self, thread_id: str) -> ThreadRecord | None:
         """The thread, or None."""
-        row = await self._fetchone(
-            "SELECT id, assistant, created_at, metadata FROM threads WHERE id = %s", (thread_id,)
-        )
+        row = await self._fetchone(_SQL.select_thread, (thread_id,))
         return c.thread_from_row(row) if row else None
 
     async def delete_thread(self, thread_id: str) -> bool:
         """Delete the thread with its messages, runs and event logs."""
-        return await self._execute("DELETE FROM threads WHERE id = %s", (thread_id,)) > 0
+        return await self._execute(_SQL.delete_thread, (thread_id,)) > 0
 
     # -- messages -----------------------------------------------------------------
 
@@ -202,28 +146,16 @@ class PostgresStore:
         message_id: str | None = None,
     ) -> StoredMessage:
         """Append ``message`` durably; the row lock on the thread orders concurrent appends."""
-        mid = message_id or c.new_id("msg")
-        created = c.now()
+        mid, created = message_id or c.new_id("msg"), c.now()
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "UPDATE threads SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq",
-                (thread_id,),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                raise NotFound("thread", thread_id)
-            seq = int(row[0])
-            await conn.execute(
-                _INSERT_MESSAGE,
-                (mid, thread_id, seq, created, *c.message_row(message), run_id),
-            )
+            seq = await _append(conn, thread_id, message, run_id, mid, created)
         return StoredMessage(
             id=mid, thread_id=thread_id, seq=seq, created_at=created, message=message, run_id=run_id
         )
 
     async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
         """Messages in order; with ``limit``, the newest ``limit`` of them."""
-        sql = _SELECT_MESSAGES
+        sql = _SQL.select_messages
         params: tuple[Any, ...] = (thread_id,)
         if limit is not None:
             sql += " LIMIT %s"
@@ -235,49 +167,100 @@ class PostgresStore:
 
     async def create_run(self, run: RunRecord) -> None:
         """Insert ``run``; Conflict when the thread already has an active run."""
-        try:
-            await self._execute(_INSERT_RUN, c.run_row(run))
-        except pg_errors.ForeignKeyViolation:
-            raise NotFound("thread", run.thread_id) from None
-        except pg_errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == "runs_one_active":
-                raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
-            raise
+        async with self.pool.connection() as conn, conn.transaction():
+            await _insert_run(conn, run)
+
+    async def begin_run(self, run: RunRecord, message: ChatMessage) -> StoredMessage:
+        """Insert ``run`` and append its user ``message`` in one transaction."""
+        mid, created = c.new_id("msg"), c.now()
+        async with self.pool.connection() as conn, conn.transaction():
+            await _insert_run(conn, run)
+            seq = await _append(conn, run.thread_id, message, run.id, mid, created)
+        return StoredMessage(
+            id=mid,
+            thread_id=run.thread_id,
+            seq=seq,
+            created_at=created,
+            message=message,
+            run_id=run.id,
+        )
 
     async def update_run(self, run: RunRecord) -> None:
         """Store the run's new status, usage, timings and error."""
-        row = c.run_row(run)
-        await self._execute(
-            "UPDATE runs SET status = %s, manifest_version = %s, completed_at = %s, usage = %s,"
-            " timings = %s, error = %s WHERE id = %s",
-            (run.status, run.manifest_version, run.completed_at, *row[7:], run.id),
-        )
+        async with self.pool.connection() as conn, conn.transaction():
+            await _update_run(conn, run)
+
+    async def finish_run(self, run: RunRecord, events: list[bytes]) -> None:
+        """Store the run's final record and its event log in one transaction."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await _update_run(conn, run)
+            await _save_events(conn, run.id, events)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
-        row = await self._fetchone(_SELECT_RUNS + " WHERE id = %s", (run_id,))
+        row = await self._fetchone(_SQL.select_run, (run_id,))
         return c.run_from_row(row) if row else None
 
     async def list_active_runs(self) -> list[RunRecord]:
         """Runs still queued or in progress (on any replica)."""
-        rows = await self._fetchall(_SELECT_RUNS + " WHERE status IN ('queued', 'in_progress')")
+        rows = await self._fetchall(_SQL.select_active_runs)
         return [c.run_from_row(row) for row in rows]
 
     async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
         """Persist a finished run's encoded event log (replaces an earlier one)."""
-        await self._execute(
-            "INSERT INTO run_events (run_id, events) VALUES (%s, %s)"
-            " ON CONFLICT (run_id) DO UPDATE SET events = EXCLUDED.events",
-            (run_id, c.join_events(events)),
-        )
+        async with self.pool.connection() as conn, conn.transaction():
+            await _save_events(conn, run_id, events)
 
     async def load_run_events(self, run_id: str) -> list[bytes] | None:
         """The saved event log, or None when the run has none (yet)."""
-        row = await self._fetchone("SELECT events FROM run_events WHERE run_id = %s", (run_id,))
+        row = await self._fetchone(_SQL.load_events, (run_id,))
         return c.split_events(bytes(row[0])) if row else None
 
 
-async def _migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
+Conn = psycopg.AsyncConnection[Any]
+
+
+async def _append(
+    conn: Conn,
+    thread_id: str,
+    message: ChatMessage,
+    run_id: str | None,
+    message_id: str,
+    created: float,
+) -> int:
+    # The row lock taken by this UPDATE orders concurrent appends to one thread.
+    cur = await conn.execute(_SQL.next_seq, (thread_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound("thread", thread_id)
+    seq = int(row[0])
+    values = (message_id, thread_id, seq, created, *c.message_row(message), run_id)
+    await conn.execute(_SQL.insert_message, values)
+    return seq
+
+
+async def _insert_run(conn: Conn, run: RunRecord) -> None:
+    try:
+        await conn.execute(_SQL.insert_run, c.run_row(run))
+    except pg_errors.ForeignKeyViolation:
+        raise NotFound("thread", run.thread_id) from None
+    except pg_errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "runs_one_active":
+            raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
+        raise
+
+
+async def _update_run(conn: Conn, run: RunRecord) -> None:
+    row = c.run_row(run)
+    values = (run.status, run.manifest_version, run.completed_at, *row[7:], run.id)
+    await conn.execute(_SQL.update_run, values)
+
+
+async def _save_events(conn: Conn, run_id: str, events: list[bytes]) -> None:
+    await conn.execute(_SQL.save_events, (run_id, c.join_events(events)))
+
+
+async def _migrate(conn: Conn, schema: str) -> None:
     # Replicas starting together: the advisory lock makes one migrate, the others wait.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gateway.store:{schema}",))
     await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -286,15 +269,15 @@ async def _migrate(conn: psycopg.AsyncConnection[Any], schema: str) -> None:
     current = int(row[0]) if row else 0
     if row is None:
         await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-    if current > len(MIGRATIONS):
+    if current > len(_SQL.migrations):
         raise RuntimeError(
             f"the database schema is version {current}, newer than this gateway "
-            f"({len(MIGRATIONS)}); upgrade the gateway"
+            f"({len(_SQL.migrations)}); upgrade the gateway"
         )
-    for statements in MIGRATIONS[current:]:
+    for statements in _SQL.migrations[current:]:
         for statement in statements:
             await conn.execute(statement)
-    await conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
+    await conn.execute("UPDATE schema_version SET version = %s", (len(_SQL.migrations),))
 
 
 @register_store("postgresql", "postgres")

@@ -6,7 +6,8 @@ loop never blocks on disk. ``synchronous=FULL`` makes every committed
 transaction survive a power loss, so nothing acknowledged to a client is lost
 (WAL with ``NORMAL`` could drop the last transactions). One active run per
 thread is a partial unique index, so the rule holds even across processes
-sharing the file. Imports only ``gateway.store`` internals and ``gateway.errors``.
+sharing the file. Imports ``gateway.errors``, ``gateway.providers.base`` and
+``gateway.store`` internals.
 """
 
 from __future__ import annotations
@@ -22,69 +23,14 @@ from gateway.errors import Conflict, InvalidInput, NotFound
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
 from gateway.store import register_store
+from gateway.store._sql import SQLITE
 from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
 T = TypeVar("T")
 
-# Each entry migrates from version i to i + 1; never edit one that has shipped.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE threads (
-            id TEXT PRIMARY KEY,
-            assistant TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            last_seq INTEGER NOT NULL DEFAULT 0)""",
-        """CREATE TABLE messages (
-            id TEXT PRIMARY KEY,
-            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            created_at REAL NOT NULL,
-            role TEXT NOT NULL,
-            content TEXT,
-            tool_calls TEXT,
-            tool_call_id TEXT,
-            name TEXT,
-            run_id TEXT,
-            UNIQUE (thread_id, seq))""",
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY,
-            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
-            assistant TEXT NOT NULL,
-            status TEXT NOT NULL,
-            manifest_version TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            completed_at REAL,
-            usage TEXT,
-            timings TEXT,
-            error TEXT)""",
-        "CREATE INDEX runs_by_thread ON runs (thread_id, created_at)",
-        """CREATE UNIQUE INDEX runs_one_active ON runs (thread_id)
-            WHERE status IN ('queued', 'in_progress')""",
-        """CREATE TABLE run_events (
-            run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
-            events BLOB NOT NULL)""",
-    ],
-]
-
-_INSERT_MESSAGE = (
-    "INSERT INTO messages (id, thread_id, seq, created_at, role, content, tool_calls,"
-    " tool_call_id, name, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SELECT_MESSAGES = (
-    "SELECT id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id, name,"
-    " run_id FROM messages WHERE thread_id = ? ORDER BY seq DESC"
-)
-_INSERT_RUN = (
-    "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at,"
-    " completed_at, usage, timings, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SELECT_RUNS = (
-    "SELECT id, thread_id, assistant, status, manifest_version, created_at, completed_at,"
-    " usage, timings, error FROM runs"
-)
+_SQL = SQLITE
 
 
 def sqlite_path(url: str, root: Path) -> Path:
@@ -171,14 +117,14 @@ class SQLiteStore:
         record = ThreadRecord(
             id=c.new_id("thread"), assistant=assistant, created_at=c.now(), metadata=metadata or {}
         )
-        sql = "INSERT INTO threads (id, assistant, created_at, metadata) VALUES (?, ?, ?, ?)"
+        sql = _SQL.insert_thread
         params = (record.id, record.assistant, record.created_at, c.dumps(record.metadata))
         await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
         return record
 
     async def get_thread(self, thread_id: str) -> ThreadRecord | None:
         """The thread, or None."""
-        sql = "SELECT id, assistant, created_at, metadata FROM threads WHERE id = ?"
+        sql = _SQL.select_thread
         row = await self._run(lambda conn: conn.execute(sql, (thread_id,)).fetchone())
         return c.thread_from_row(row) if row else None
 
@@ -186,7 +132,7 @@ class SQLiteStore:
         """Delete the thread with its messages, runs and event logs."""
 
         def body(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
+            cur = conn.execute(_SQL.delete_thread, (thread_id,))
             return cur.rowcount > 0
 
         return await self._run(lambda conn: self._tx(conn, body))
@@ -202,31 +148,19 @@ class SQLiteStore:
         message_id: str | None = None,
     ) -> StoredMessage:
         """Append ``message`` durably at the end of the thread."""
-        mid = message_id or c.new_id("msg")
-        created = c.now()
-
-        def body(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "UPDATE threads SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
-                (thread_id,),
-            ).fetchone()
-            if row is None:
-                raise NotFound("thread", thread_id)
-            seq = int(row[0])
-            conn.execute(
-                _INSERT_MESSAGE,
-                (mid, thread_id, seq, created, *c.message_row(message), run_id),
+        mid, created = message_id or c.new_id("msg"), c.now()
+        seq = await self._run(
+            lambda conn: self._tx(
+                conn, lambda cx: _append(cx, thread_id, message, run_id, mid, created)
             )
-            return seq
-
-        seq = await self._run(lambda conn: self._tx(conn, body))
+        )
         return StoredMessage(
             id=mid, thread_id=thread_id, seq=seq, created_at=created, message=message, run_id=run_id
         )
 
     async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
         """Messages in order; with ``limit``, the newest ``limit`` of them."""
-        sql = _SELECT_MESSAGES
+        sql = _SQL.select_messages
         params: tuple[Any, ...] = (thread_id,)
         if limit is not None:
             sql += " LIMIT ?"
@@ -238,51 +172,99 @@ class SQLiteStore:
 
     async def create_run(self, run: RunRecord) -> None:
         """Insert ``run``; Conflict when the thread already has an active run."""
-        sql = _INSERT_RUN
-        params = c.run_row(run)
-        try:
-            await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
-        except sqlite3.IntegrityError as exc:
-            text = str(exc)
-            if "FOREIGN KEY" in text:
-                raise NotFound("thread", run.thread_id) from None
-            if "runs.thread_id" in text:
-                raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
-            raise
+        await self._run(lambda conn: self._tx(conn, lambda cx: _insert_run(cx, run)))
+
+    async def begin_run(self, run: RunRecord, message: ChatMessage) -> StoredMessage:
+        """Insert ``run`` and append its user ``message`` in one transaction."""
+        mid, created = c.new_id("msg"), c.now()
+
+        def body(conn: sqlite3.Connection) -> int:
+            _insert_run(conn, run)
+            return _append(conn, run.thread_id, message, run.id, mid, created)
+
+        seq = await self._run(lambda conn: self._tx(conn, body))
+        return StoredMessage(
+            id=mid,
+            thread_id=run.thread_id,
+            seq=seq,
+            created_at=created,
+            message=message,
+            run_id=run.id,
+        )
 
     async def update_run(self, run: RunRecord) -> None:
         """Store the run's new status, usage, timings and error."""
-        sql = (
-            "UPDATE runs SET status = ?, manifest_version = ?, completed_at = ?, usage = ?,"
-            " timings = ?, error = ? WHERE id = ?"
-        )
-        row = c.run_row(run)
-        params = (run.status, run.manifest_version, run.completed_at, *row[7:], run.id)
-        await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
+        await self._run(lambda conn: self._tx(conn, lambda cx: _update_run(cx, run)))
+
+    async def finish_run(self, run: RunRecord, events: list[bytes]) -> None:
+        """Store the run's final record and its event log in one transaction."""
+
+        def body(conn: sqlite3.Connection) -> None:
+            _update_run(conn, run)
+            _save_events(conn, run.id, events)
+
+        await self._run(lambda conn: self._tx(conn, body))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
-        sql = _SELECT_RUNS + " WHERE id = ?"
+        sql = _SQL.select_run
         row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         return c.run_from_row(row) if row else None
 
     async def list_active_runs(self) -> list[RunRecord]:
         """Runs still queued or in progress."""
-        sql = _SELECT_RUNS + " WHERE status IN ('queued', 'in_progress')"
+        sql = _SQL.select_active_runs
         rows = await self._run(lambda conn: conn.execute(sql).fetchall())
         return [c.run_from_row(row) for row in rows]
 
     async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
         """Persist a finished run's encoded event log (replaces an earlier one)."""
-        sql = "INSERT OR REPLACE INTO run_events (run_id, events) VALUES (?, ?)"
-        params = (run_id, c.join_events(events))
-        await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
+        await self._run(lambda conn: self._tx(conn, lambda cx: _save_events(cx, run_id, events)))
 
     async def load_run_events(self, run_id: str) -> list[bytes] | None:
         """The saved event log, or None when the run has none (yet)."""
-        sql = "SELECT events FROM run_events WHERE run_id = ?"
+        sql = _SQL.load_events
         row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         return c.split_events(bytes(row[0])) if row else None
+
+
+def _append(
+    conn: sqlite3.Connection,
+    thread_id: str,
+    message: ChatMessage,
+    run_id: str | None,
+    message_id: str,
+    created: float,
+) -> int:
+    row = conn.execute(_SQL.next_seq, (thread_id,)).fetchone()
+    if row is None:
+        raise NotFound("thread", thread_id)
+    seq = int(row[0])
+    values = (message_id, thread_id, seq, created, *c.message_row(message), run_id)
+    conn.execute(_SQL.insert_message, values)
+    return seq
+
+
+def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+    try:
+        conn.execute(_SQL.insert_run, c.run_row(run))
+    except sqlite3.IntegrityError as exc:
+        text = str(exc)
+        if "FOREIGN KEY" in text:
+            raise NotFound("thread", run.thread_id) from None
+        if "runs.thread_id" in text:
+            raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
+        raise
+
+
+def _update_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+    row = c.run_row(run)
+    values = (run.status, run.manifest_version, run.completed_at, *row[7:], run.id)
+    conn.execute(_SQL.update_run, values)
+
+
+def _save_events(conn: sqlite3.Connection, run_id: str, events: list[bytes]) -> None:
+    conn.execute(_SQL.save_events, (run_id, c.join_events(events)))
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -291,15 +273,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
     current = int(row[0]) if row else 0
     if row is None:
         conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-    if current > len(MIGRATIONS):
+    if current > len(_SQL.migrations):
         raise RuntimeError(
             f"the database schema is version {current}, newer than this gateway "
-            f"({len(MIGRATIONS)}); upgrade the gateway"
+            f"({len(_SQL.migrations)}); upgrade the gateway"
         )
-    for statements in MIGRATIONS[current:]:
+    for statements in _SQL.migrations[current:]:
         for statement in statements:
             conn.execute(statement)
-    conn.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+    conn.execute("UPDATE schema_version SET version = ?", (len(_SQL.migrations),))
 
 
 @register_store("sqlite")

@@ -28,6 +28,7 @@ __all__ = [
     "responses_body",
     "responses_events",
     "sse_chat",
+    "sse_error",
     "sse_responses",
 ]
 
@@ -425,6 +426,21 @@ def responses_events(
         response=responses_body(reply, usage, model=model, ident=ident, request=request),
     )
     return events
+
+
+def sse_error(api: str, message: str, *, sequence_number: int = 0) -> bytes:
+    """The frame OpenAI sends when a started stream fails (chat: ``error`` data)."""
+    if api == "chat":
+        payload = error_body(500, message)
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    event = {
+        "type": "error",
+        "code": "server_error",
+        "message": message,
+        "param": None,
+        "sequence_number": sequence_number,
+    }
+    return b"event: error\ndata: " + json.dumps(event).encode() + b"\n\n"
 
 
 def sse_responses(events: Iterable[dict[str, Any]]) -> list[bytes]:

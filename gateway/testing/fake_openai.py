@@ -19,11 +19,12 @@ and not, byte-compatible with OpenAI's SSE) and ``GET /v1/models``, on
 ``127.0.0.1`` and a free port, from a background thread. Each model request
 takes the next scripted reply (``add_text``, ``add_tool_calls``, ``add_reply``
 with a value or a callable); with none left it echoes the last user message.
-Faults: ``fail_next`` (status codes, consumed before replies), ``delay`` (before
-the response and between chunks), ``cut_stream_after`` (abort the connection
-mid-stream), and ``quirks`` that emulate how compatible servers stream tool
-calls (see ``QUIRKS``). Every request is logged in ``requests``. By default
-nothing is delayed, so it doubles as an instant model for benchmarks.
+Faults: ``fail_next`` (status codes, consumed before replies), ``delay``
+(before the response and between chunks), ``cut_stream_after`` (abort the
+connection mid-stream), ``fail_stream_after`` (an error event mid-stream), and
+``quirks`` that emulate how compatible servers stream tool calls (see
+``QUIRKS``). Every request is logged in ``requests``. By default nothing is
+delayed, so it doubles as an instant model for benchmarks.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from gateway.testing._wire import (
     responses_body,
     responses_events,
     sse_chat,
+    sse_error,
     sse_responses,
 )
 
@@ -126,6 +128,7 @@ class FakeOpenAI:
         self._replies: deque[FakeReply | ReplyFactory] = deque()
         self._failures: deque[_Failure] = deque()
         self._cuts: deque[int] = deque()
+        self._stream_errors: deque[tuple[int, str]] = deque()
         self._delay = 0.0
         self._chunk_delay = 0.0
         self._ids = itertools.count(1)
@@ -276,6 +279,17 @@ class FakeOpenAI:
         with self._lock:
             self._cuts.extend([n_chunks] * times)
 
+    def fail_stream_after(
+        self, n_chunks: int, *, message: str = "The server had an error", times: int = 1
+    ) -> None:
+        """End the next ``times`` streams after ``n_chunks`` frames with an in-stream error.
+
+        Chat Completions get ``data: {"error": {...}}``, Responses an ``error``
+        event, as OpenAI sends when a stream fails after it started (status 200).
+        """
+        with self._lock:
+            self._stream_errors.extend([(n_chunks, message)] * times)
+
     def set_quirks(self, *quirks: str) -> None:
         """Emulate compatible servers' Chat Completions streaming (see ``QUIRKS``).
 
@@ -294,6 +308,7 @@ class FakeOpenAI:
             self._replies.clear()
             self._failures.clear()
             self._cuts.clear()
+            self._stream_errors.clear()
             self._delay = self._chunk_delay = 0.0
             self.requests.clear()
 
@@ -404,6 +419,11 @@ class FakeOpenAI:
             frames = sse_responses(
                 responses_events(reply, usage, model=model, ident=ident, request=body)
             )
+        with self._lock:
+            stream_error = self._stream_errors.popleft() if self._stream_errors else None
+        if stream_error is not None:
+            kept, message = stream_error
+            frames = [*frames[:kept], sse_error(request.api, message, sequence_number=kept)]
         await self._stream(frames, chunk_delay, receive, send)
 
     def _resolve(

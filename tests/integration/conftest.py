@@ -91,7 +91,9 @@ class GatewayServer:
         self.settings = settings
         self.app = create_app(settings)
         self.services: Services = self.app.state["services"]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+        # and without it Nagle + delayed ACKs add ~40 ms to every response.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port: int = sock.getsockname()[1]
@@ -211,6 +213,6 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServ
 
 
 def copy_manifests(src: Path, dst: Path) -> Path:
-    """Copy a manifests tree (and its sibling ``apiactions/``) under ``dst``; returns the new root."""
+    """Copy a manifests tree and its siblings (``apiactions/``) under ``dst``; returns the copy."""
     shutil.copytree(src.parent, dst, dirs_exist_ok=True)
     return dst / src.name

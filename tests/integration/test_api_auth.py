@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 import websockets
+from conftest import GatewayServer, ServerFactory
 from httpx_sse import connect_sse
 
-from conftest import GatewayServer, ServerFactory
 from gateway.app import create_app
 from gateway.settings import Settings, SettingsError
 
@@ -103,7 +103,10 @@ def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> 
         "/chat", json={"assistant": "other", "message": "hi"}, headers=bearer(CLIENT)
     ).json()["thread_id"]
     assert c.get(f"/threads/{other_thread}/messages", headers=web).status_code == 403
-    assert c.post("/chat", json={"thread_id": other_thread, "message": "x"}, headers=web).status_code == 403
+    assert (
+        c.post("/chat", json={"thread_id": other_thread, "message": "x"}, headers=web).status_code
+        == 403
+    )
     assert c.delete(f"/threads/{other_thread}", headers=web).status_code == 403
     ok = c.post("/chat", json={"message": "weather in Rome"}, headers=web)
     assert ok.status_code == 200
@@ -116,13 +119,17 @@ def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> 
     assert [m.id for m in sdk.models.list()] == ["helper"]
     with pytest.raises(openai.PermissionDeniedError):
         sdk.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
-    reply = sdk.chat.completions.create(model="helper", messages=[{"role": "user", "content": "hi"}])
+    reply = sdk.chat.completions.create(
+        model="helper", messages=[{"role": "user", "content": "hi"}]
+    )
     assert reply.choices[0].message.content
 
 
 def test_sse_resume_accepts_the_key_in_the_query(c: httpx.Client) -> None:
     """EventSource cannot set headers, so GET streams accept ?api_key=."""
-    body = c.post("/chat", json={"assistant": "other", "message": "hi"}, headers=bearer(CLIENT)).json()
+    body = c.post(
+        "/chat", json={"assistant": "other", "message": "hi"}, headers=bearer(CLIENT)
+    ).json()
     url = f"/threads/{body['thread_id']}/runs/{body['run_id']}/events"
     assert c.get(url).status_code == 401
     with connect_sse(c, "GET", url, params={"api_key": CLIENT}) as source:
@@ -139,11 +146,17 @@ async def test_websocket_auth_in_query_or_subprotocol(server: GatewayServer) -> 
             await ws.recv()
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 4401
-    async with websockets.connect(f"{server.ws_url}/ws/chat?api_key={CLIENT}") as ws:
+    # max_queue=None: leaving mid-run, the client must still read the server's close
+    # frame behind the run's events (websockets stops reading when its queue is full).
+    async with websockets.connect(
+        f"{server.ws_url}/ws/chat?api_key={CLIENT}", max_queue=None
+    ) as ws:
         await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
         assert json.loads(await ws.recv())["event"] == "thread.run.created"
     async with websockets.connect(
-        f"{server.ws_url}/ws/chat", subprotocols=["bearer", WEB]  # type: ignore[list-item]
+        f"{server.ws_url}/ws/chat",
+        subprotocols=["bearer", WEB],  # type: ignore[list-item]
+        max_queue=None,
     ) as ws:
         assert ws.subprotocol == "bearer"
         await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
@@ -155,7 +168,7 @@ async def test_websocket_auth_in_query_or_subprotocol(server: GatewayServer) -> 
 
 
 def test_rate_limit_per_key(gateway_server: ServerFactory, api_manifests: Path) -> None:
-    """GATEWAY_RATE_LIMIT / _BURST: a key over its bucket gets 429 with Retry-After; others do not."""
+    """GATEWAY_RATE_LIMIT/_BURST: a key over its bucket gets 429 with Retry-After; others pass."""
     server = gateway_server(
         api_manifests, env={**KEYS, "GATEWAY_RATE_LIMIT": "6", "GATEWAY_RATE_LIMIT_BURST": "3"}
     )
@@ -178,9 +191,40 @@ def test_production_refuses_to_start_without_keys(api_manifests: Path) -> None:
     create_app(Settings.from_env({**env, "GATEWAY_API_KEYS": "k"}, dotenv=None))
 
 
-def test_auth_none_in_production_is_open(gateway_server: ServerFactory, api_manifests: Path) -> None:
+def test_auth_none_in_production_is_open(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
     """GATEWAY_AUTH=none serves without keys, admin routes included."""
-    server = gateway_server(api_manifests, env={"ENVIRONMENT": "production", "GATEWAY_AUTH": "none"})
+    server = gateway_server(
+        api_manifests, env={"ENVIRONMENT": "production", "GATEWAY_AUTH": "none"}
+    )
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/assistants").status_code == 200
         assert c.get("/manifests/status").status_code == 200
+
+
+def test_cors_for_browser_front_ends(gateway_server: ServerFactory, api_manifests: Path) -> None:
+    """GATEWAY_CORS_ORIGINS: preflights need no key; answers and 401s carry the CORS header."""
+    origin = "https://app.example"
+    server = gateway_server(api_manifests, env={**KEYS, "GATEWAY_CORS_ORIGINS": origin})
+    with httpx.Client(base_url=server.url) as c:
+        preflight = c.options(
+            "/chat",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status_code in (200, 204)
+        assert preflight.headers["access-control-allow-origin"] == origin
+        ok = c.get("/assistants", headers={"Origin": origin, **bearer(CLIENT)})
+        assert ok.headers["access-control-allow-origin"] == origin
+        assert "x-correlation-id" in ok.headers["access-control-expose-headers"].lower()
+        refused = c.get("/assistants", headers={"Origin": origin})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == origin
+        stranger = c.get(
+            "/assistants", headers={"Origin": "https://evil.example", **bearer(CLIENT)}
+        )
+        assert "access-control-allow-origin" not in stranger.headers

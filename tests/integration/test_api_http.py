@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import GatewayServer, ServerFactory
 
 HEX = re.compile(r"^[0-9a-f]{32}$")
@@ -123,7 +122,9 @@ def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
         ({"message": "hi", "assistant": "bad name!"}, "assistant"),
     ],
 )
-def test_chat_invalid_body_is_400(client: httpx.Client, body: dict[str, object], fragment: str) -> None:
+def test_chat_invalid_body_is_400(
+    client: httpx.Client, body: dict[str, object], fragment: str
+) -> None:
     """A body that does not match ChatRequest is a 400 naming the field."""
     error = assert_error(client.post("/chat", json=body), 400, "invalid_request")
     assert fragment in error["message"]
@@ -139,7 +140,9 @@ def test_chat_malformed_json_is_400(client: httpx.Client) -> None:
 
 def test_unknown_things_are_404(client: httpx.Client) -> None:
     """Unknown thread, assistant, run, action and route are 404 with the error body."""
-    assert_error(client.post("/chat", json={"thread_id": "nope", "message": "hi"}), 404, "not_found")
+    assert_error(
+        client.post("/chat", json={"thread_id": "nope", "message": "hi"}), 404, "not_found"
+    )
     assert_error(
         client.post("/chat", json={"assistant": "ghost", "message": "hi"}), 404, "not_found"
     )
@@ -201,7 +204,9 @@ def test_invoke_action_runs_it_in_the_sandbox(client: httpx.Client) -> None:
     bad = client.post("/actions/get_weather/invoke", json={"arguments": {"town": "Oslo"}}).json()
     assert bad["status"] == "failed"
     assert bad["error_type"] == "invalid_arguments"
-    assert_error(client.post("/actions/get_weather/invoke", json={"arguments": 3}), 400, "invalid_request")
+    assert_error(
+        client.post("/actions/get_weather/invoke", json={"arguments": 3}), 400, "invalid_request"
+    )
 
 
 def test_manifests_status_and_reload(client: httpx.Client) -> None:
@@ -223,6 +228,7 @@ def test_metrics_count_requests_runs_and_tools(client: httpx.Client) -> None:
     assert re.search(r'gateway_tool_calls_total\{status="succeeded"\} [1-9]', text)
     assert "gateway_tool_duration_seconds_bucket" in text
     assert "gateway_run_duration_seconds_count" in text
+    assert "gateway_runs_active 0.0" in text
     assert re.search(r'gateway_reloads_total\{result="swapped"\} 1', text)
 
 
@@ -235,9 +241,7 @@ def test_ui_and_schema_are_served(client: httpx.Client) -> None:
     assert client.get("/schema/openapi.json").json()["openapi"].startswith("3.")
 
 
-def test_body_over_the_limit_is_413(
-    gateway_server: ServerFactory, api_manifests: Path
-) -> None:
+def test_body_over_the_limit_is_413(gateway_server: ServerFactory, api_manifests: Path) -> None:
     """A body over GATEWAY_MAX_BODY_BYTES is a 413, declared or chunked."""
     server = gateway_server(api_manifests, env={"GATEWAY_MAX_BODY_BYTES": "1000"})
     with httpx.Client(base_url=server.url) as c:
@@ -286,3 +290,36 @@ def test_store_down_is_503_on_ready(gateway_server: ServerFactory, api_manifests
         assert store is not None
         server.call(store.close())
         assert_error(c.get("/ready"), 503, "not_ready")
+
+
+def test_json_is_compressed_but_streams_never_are(client: httpx.Client) -> None:
+    """Large JSON answers are gzipped on request; SSE streams are never compressed."""
+    gz = {"Accept-Encoding": "gzip"}
+    schema = client.get("/schema/openapi.json", headers=gz)
+    assert schema.headers.get("content-encoding") == "gzip"
+    assert schema.json()["paths"]  # httpx decodes it
+    stream = client.post(
+        "/chat", json={"assistant": "other", "message": "hi", "stream": True}, headers=gz
+    )
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert stream.headers.get("content-encoding", "identity") == "identity"
+    assert "event: done" in stream.text
+
+
+def test_unexpected_errors_are_500_without_details(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """An unexpected exception is a 500 with a generic message: no traceback, no exception text."""
+    server = gateway_server(api_manifests)
+    store = server.services.store
+    assert store is not None
+
+    async def broken(thread_id: str) -> None:
+        raise RuntimeError("password=hunter2 leaked from a driver")
+
+    store.get_thread = broken  # type: ignore[method-assign]
+    with httpx.Client(base_url=server.url) as c:
+        response = c.get("/threads/t1/messages")
+    error = assert_error(response, 500, "internal_error")
+    assert error["message"] == "internal error"
+    assert "hunter2" not in response.text

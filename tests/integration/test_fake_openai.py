@@ -218,3 +218,21 @@ def test_pytest_plugin_fixture(fake_openai: FakeOpenAI) -> None:  # noqa: F811
         timeout=10,
     )
     assert response.json()["choices"][0]["message"]["content"] == "from the fixture"
+
+
+def test_fail_stream_after_sends_an_error_event(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """fail_stream_after ends a 200 stream with OpenAI's in-stream error, which the SDK raises."""
+    fake.add_text("one two three")
+    fake.fail_stream_after(2, message="overloaded")
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="overloaded"):
+        for _ in stream:
+            pass
+    fake.add_text("a b")
+    fake.fail_stream_after(3, message="overloaded too")
+    frames = _sse_frames(fake, "/responses", {"model": "m", "stream": True, "input": "x"})
+    assert len(frames) == 4
+    assert frames[-1].startswith("event: error\ndata: ")
+    assert json.loads(frames[-1].split("data: ", 1)[1])["message"] == "overloaded too"

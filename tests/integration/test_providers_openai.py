@@ -350,3 +350,29 @@ async def test_cancelling_the_consumer_stops_the_stream(
     fake.delay(0)
     fake.add_text("still fine")
     assert _text(await _collect(provider)) == "still fine"
+
+
+async def test_error_event_mid_answer_is_a_provider_error(
+    provider: OpenAIProvider, fake: FakeOpenAI
+) -> None:
+    """An error event after text was streamed raises ProviderError with the server's message."""
+    fake.add_text("one two three four five six seven eight")
+    fake.fail_stream_after(6, message="overloaded, try later")
+    events: list[ModelEvent] = []
+    with pytest.raises(ProviderError) as info:
+        async for event in provider.stream(REQUEST):
+            events.append(event)
+    assert any(isinstance(e, TextDelta) for e in events)
+    assert "overloaded, try later" in info.value.message
+    assert len(fake.model_requests()) == 1
+
+
+async def test_error_event_before_first_token_is_retried(
+    provider: OpenAIProvider, fake: FakeOpenAI
+) -> None:
+    """An error event before anything was streamed is retried like a broken connection."""
+    fake.add_text("lost")
+    fake.add_text("recovered")
+    fake.fail_stream_after(1, message="overloaded")
+    assert _text(await _collect(provider)) == "recovered"
+    assert len(fake.model_requests()) == 2

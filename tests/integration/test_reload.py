@@ -166,6 +166,21 @@ def test_broken_set_is_reported_old_set_serves_then_fix_recovers(
     assert "broken.yaml" in st["files"]
 
 
+def test_gateway_started_on_a_broken_set_becomes_ready_when_fixed(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """Booting on an invalid set is not ready (503); fixing the file makes it ready and serving."""
+    manifests = write_site(tmp_path / "site")
+    bot = manifests / "bot.yaml"
+    bot.write_text(bot.read_text().replace("tools:greet", "tools:missing_function"))
+    server = gateway_server(manifests, env=WATCH)
+    assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
+    assert status(server)["last_attempt"]["result"] == "rejected"
+    write_site(tmp_path / "site")
+    wait_for(lambda: httpx.get(server.url + "/ready", timeout=10).status_code == 200)
+    assert chat(server, 'please greet "Ada"')["tool_calls"][0]["output"] == "v1 hello Ada"
+
+
 def test_editing_python_code_makes_the_next_call_run_new_code(
     tmp_path: Path, gateway_server: ServerFactory
 ) -> None:
@@ -219,6 +234,34 @@ def test_swapping_a_symlinked_checkout_goes_live(
     (tmp_path / "current.new").replace(tmp_path / "current")  # atomic, as git-sync does
     wait_for(lambda: "shout" in tool_names(server))
     assert chat(server, 'please greet "Ada"')["tool_calls"][0]["output"] == "rev2 hello Ada"
+
+
+def test_configmap_update_goes_live(tmp_path: Path, gateway_server: ServerFactory) -> None:
+    """A Kubernetes ConfigMap volume update (files -> ..data -> ..<ts>/, swapped) goes live."""
+    site = tmp_path / "site"
+    write_site(site)  # code in site/reloadactions; manifests come from the "ConfigMap"
+    volume = tmp_path / "configmap"
+
+    def publish(stamp: str, actions: str) -> None:
+        data = volume / f"..{stamp}"
+        data.mkdir(parents=True)
+        (data / "bot.yaml").write_text(BOT_YAML.format(actions=actions))
+        (data / "shout.yaml").write_text(
+            "kind: action\nname: shout\ndescription: Shout a text back in capitals.\n"
+            "python:\n  function: reloadactions.tools:shout\n"
+        )
+        (volume / "..data_tmp").symlink_to(data.name)
+        (volume / "..data_tmp").replace(volume / "..data")  # the kubelet's atomic swap
+        for name in ("bot.yaml", "shout.yaml"):
+            if not (volume / name).is_symlink():
+                (volume / name).symlink_to(f"..data/{name}")
+
+    publish("2026_11_24_01", "greet, pause_briefly")
+    server = gateway_server(volume, env={**WATCH, "GATEWAY_ROOT": str(site)})
+    assert tool_names(server) == {"greet", "pause_briefly"}
+    publish("2026_11_24_02", "greet, pause_briefly, shout")
+    wait_for(lambda: "shout" in tool_names(server))
+    assert chat(server, 'please shout "ok"')["tool_calls"][0]["output"] == "OK!"
 
 
 def test_reload_during_twenty_concurrent_chats_fails_none(

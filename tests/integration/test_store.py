@@ -253,3 +253,43 @@ def test_open_store_schemes(tmp_path: Path) -> None:
     assert isinstance(open_store("postgres://u@h/db", root=tmp_path), PostgresStore)
     with pytest.raises(InvalidInput, match="postgresql, sqlite"):
         open_store("mysql://u@h/db", root=tmp_path)
+
+
+async def test_begin_run_stores_run_and_message_together_or_not_at_all(
+    make_store: Factory,
+) -> None:
+    """begin_run stores the run with its user message; on Conflict neither is stored."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    first = _run(thread.id)
+    stored = await store.begin_run(first, ChatMessage(role="user", content="one"))
+    assert stored.seq == 1 and stored.run_id == first.id
+    assert await store.get_run(first.id) == first
+    second = _run(thread.id)
+    with pytest.raises(Conflict):
+        await store.begin_run(second, ChatMessage(role="user", content="two"))
+    assert [m.message.content for m in await store.list_messages(thread.id)] == ["one"]
+    assert await store.get_run(second.id) is None
+    with pytest.raises(NotFound):
+        await store.begin_run(_run("thread_missing"), ChatMessage(role="user", content="x"))
+
+
+async def test_finish_run_stores_record_and_log_together(make_store: Factory) -> None:
+    """finish_run stores the final record and the event log, freeing the thread."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    run = _run(thread.id)
+    await store.create_run(run)
+    done = RunRecord(
+        id=run.id,
+        thread_id=thread.id,
+        assistant="support",
+        status="completed",
+        manifest_version="v1",
+        created_at=1.0,
+        completed_at=2.0,
+    )
+    await store.finish_run(done, [b'{"event":"done","data":{}}'])
+    assert await store.get_run(run.id) == done
+    assert await store.load_run_events(run.id) == [b'{"event":"done","data":{}}']
+    await store.create_run(_run(thread.id))  # the thread is free again

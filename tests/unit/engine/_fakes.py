@@ -152,6 +152,7 @@ class ScriptedRunner:
         arguments: str | dict[str, Any],
         *,
         correlation_id: str = "",
+        assistant: str | None = None,
     ) -> ToolResult:
         args = json.loads(arguments) if isinstance(arguments, str) else arguments
         self.calls.append((name, json.dumps(args), time.perf_counter()))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.engine import Engine, RunHandle
+from gateway.engine import Engine, HistoryBudget, RunHandle
 from gateway.errors import Conflict, InvalidInput, NotFound, ProviderError
 from gateway.events import (
     Done,
@@ -25,8 +25,9 @@ from gateway.events import (
     StepCompleted,
     StepCreated,
 )
+from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import CatalogRef
-from gateway.providers.base import ChatMessage
+from gateway.providers.base import ChatMessage, ModelEvent
 from gateway.settings import Settings
 from gateway.store.base import RunRecord
 from gateway.store.sqlite import SQLiteStore
@@ -174,11 +175,8 @@ async def test_parallel_tool_calls_run_concurrently(make_rig: MakeRig) -> None:
             text("done"),
         ]
     )
-    started = time.perf_counter()
     result = await (await rig.engine.start_run(thread_id=None, message="go")).result()
-    elapsed = time.perf_counter() - started
-    assert rig.runner.max_running == 3
-    assert elapsed < 0.55  # sequential would take at least 0.6 s
+    assert rig.runner.max_running == 3  # all three were running at the same moment
     assert sorted(t.name for t in result.tool_calls) == ["lookup", "slow", "slow"]
     tool_ids = {m.tool_call_id for m in rig.provider.requests[1].messages if m.role == "tool"}
     assert tool_ids == {"call_0", "call_1", "call_2"}
@@ -238,7 +236,7 @@ async def test_cancel_while_a_tool_sleeps_kills_it_and_keeps_history_valid(
     await asyncio.sleep(0.05)
     started = time.perf_counter()
     record = await rig.engine.cancel(handle.thread_id, handle.run_id)
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < 10  # not the 30 s the tool would sleep
     assert record.status == "cancelled" and record.error is not None
     assert rig.runner.cancelled == ["slow"]
     result = await handle.result()
@@ -443,12 +441,9 @@ async def test_cancel_right_after_start_still_ends_the_log(make_rig: MakeRig) ->
     assert handle.log.done and isinstance(handle.log.events[-1], Done)
     result = await handle.result()
     assert result.status == "cancelled"
-    for _ in range(20):
-        record = await rig.store.get_run(handle.run_id) or record
-        if record.status == "cancelled":
-            break
-        await asyncio.sleep(0.01)
     assert record.status == "cancelled"
+    stored = await rig.store.get_run(handle.run_id)
+    assert stored is not None and stored.status == "cancelled"
 
 
 async def test_aclose_cancels_running_runs_and_records_them(make_rig: MakeRig) -> None:
@@ -461,3 +456,107 @@ async def test_aclose_cancels_running_runs_and_records_them(make_rig: MakeRig) -
     assert record is not None and record.status == "cancelled"
     assert isinstance(handle.log.events[-3], RunFailed)
     assert not isinstance(handle.log.events[-3], RunCompleted)
+
+
+async def test_runners_that_take_the_assistant_get_it(make_rig: MakeRig) -> None:
+    """The runner is told which assistant is calling, so built-ins can scope to it."""
+    seen: list[str | None] = []
+
+    class Scoped(ScriptedRunner):
+        async def run(  # type: ignore[override]
+            self,
+            catalog: object,
+            name: str,
+            arguments: str | dict[str, object],
+            *,
+            correlation_id: str = "",
+            assistant: str | None = None,
+        ) -> ToolResult:
+            seen.append(assistant)
+            return ToolResult(status="succeeded", output="ok", duration_ms=0.1)
+
+    rig = await make_rig([calls(("lookup", {})), text("fine")])
+    rig.engine._runner = Scoped()
+    await (await rig.engine.start_run(thread_id=None, message="hi")).result()
+    assert seen == ["support"]
+
+
+async def test_delete_thread_cancels_its_run_first(make_rig: MakeRig) -> None:
+    """Deleting a thread with a run going cancels the run, then removes everything."""
+    rig = await make_rig([calls(("slow", {"seconds": 30}))])
+    handle = await rig.engine.start_run(thread_id=None, message="long")
+    await wait_for(handle, StepCreated)
+    assert await rig.engine.delete_thread(handle.thread_id) is True
+    assert rig.runner.cancelled == ["slow"]
+    assert handle.log.done
+    assert await rig.store.get_thread(handle.thread_id) is None
+    assert await rig.store.get_run(handle.run_id) is None
+    assert await rig.engine.delete_thread(handle.thread_id) is False
+    with pytest.raises(NotFound):
+        await rig.engine.get_run_log(handle.thread_id, handle.run_id)
+
+
+async def test_history_sent_to_the_model_is_trimmed_to_the_budget(make_rig: MakeRig) -> None:
+    """A long thread is trimmed to the engine's budget without splitting a call from its result."""
+    turns: list[Turn] = []
+    for i in range(4):
+        turns += [calls(("lookup", {"i": i}), prefix=f"r{i}"), text(f"answer {i}")]
+    rig = await make_rig(turns)
+    rig.engine._budget = HistoryBudget(max_messages=6, max_chars=10**6)
+    thread_id: str | None = None
+    for i in range(4):
+        handle = await rig.engine.start_run(thread_id=thread_id, message=f"question {i}")
+        thread_id = handle.thread_id
+        await handle.result()
+    assert thread_id is not None
+    assert len(await rig.store.list_messages(thread_id)) == 16  # everything is stored
+    last = rig.provider.requests[-1].messages  # the final model call of the last run
+    assert len(last) <= 6
+    assert last[0].role != "tool"
+    assert [m.content for m in last if m.role == "user"][-1] == "question 3"
+    for index, message in enumerate(last):
+        if message.tool_calls:
+            assert last[index + 1].tool_call_id == message.tool_calls[0].id
+
+
+async def test_an_unexpected_provider_exception_is_an_internal_error(make_rig: MakeRig) -> None:
+    """A bug in a provider fails the run as internal_error without leaking details."""
+
+    def broken(request: object) -> list[ModelEvent]:
+        raise KeyError("secret-detail")
+
+    rig = await make_rig([broken])
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    result = await handle.result()
+    assert result.error is not None and result.error.type == "internal_error"
+    assert "secret-detail" not in result.error.message
+    assert any(isinstance(e, ErrorEvent) for e in handle.log.events)
+
+
+async def test_a_caller_cancelled_while_starting_does_not_orphan_the_run(
+    make_rig: MakeRig,
+) -> None:
+    """If the request starting a run goes away mid-write, the stored run still runs to its end."""
+    rig = await make_rig([text("still answered")])
+    slow_begin = rig.store.begin_run
+
+    async def begin_run(run: RunRecord, message: ChatMessage) -> object:
+        await asyncio.sleep(0.1)
+        return await slow_begin(run, message)
+
+    rig.store.begin_run = begin_run  # type: ignore[method-assign,assignment]
+    thread, _ = await rig.engine.create_thread(None)
+    caller = asyncio.create_task(rig.engine.start_run(thread_id=thread.id, message="hi"))
+    await asyncio.sleep(0.02)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for _ in range(100):
+        runs = [m.run_id for m in await rig.store.list_messages(thread.id) if m.run_id]
+        record = await rig.store.get_run(runs[0]) if runs else None
+        if record is not None and record.status == "completed":
+            break
+        await asyncio.sleep(0.02)
+    assert record is not None and record.status == "completed"
+    messages = [m.message.content for m in await rig.store.list_messages(thread.id)]
+    assert messages == ["hi", "still answered"]

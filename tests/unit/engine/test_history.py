@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.engine.history import INTERRUPTED_OUTPUT, repair, trim_history
 from gateway.providers.base import ChatMessage, ToolCall
 
@@ -73,3 +76,47 @@ def test_trim_starting_inside_a_tool_group_drops_the_orphaned_results() -> None:
     """A window that starts after a call (as stored history with a limit can) drops its results."""
     history = [result("a"), result("b"), answer("x"), user("y")]
     assert trim_history(history, max_messages=10, max_chars=10**6) == [answer("x"), user("y")]
+
+
+def _valid(messages: list[ChatMessage]) -> bool:
+    """Every tool call is directly followed by one result each; no result stands alone."""
+    pending: set[str] = set()
+    for message in messages:
+        if message.role == "tool":
+            if message.tool_call_id not in pending:
+                return False
+            pending.discard(message.tool_call_id or "")
+            continue
+        if pending:
+            return False
+        if message.role == "assistant":
+            pending = {call.id for call in message.tool_calls}
+    return not pending
+
+
+_message = st.one_of(
+    st.builds(user, st.text(max_size=30)),
+    st.builds(answer, st.text(max_size=30)),
+    st.lists(st.sampled_from("abcdef"), min_size=1, max_size=3, unique=True).map(
+        lambda ids: asks(*ids)
+    ),
+    st.builds(result, st.sampled_from("abcdefz"), st.text(max_size=30)),
+)
+
+
+@given(
+    st.lists(_message, max_size=30),
+    st.integers(min_value=1, max_value=12),
+    st.integers(min_value=1, max_value=400),
+)
+def test_trimmed_history_is_always_valid_and_a_suffix(
+    history: list[ChatMessage], max_messages: int, max_chars: int
+) -> None:
+    """For any stored history and budget, what the model gets is valid and the newest part."""
+    trimmed = trim_history(history, max_messages=max_messages, max_chars=max_chars)
+    repaired = repair(history)
+    assert _valid(trimmed)
+    assert _valid(repaired)
+    assert trimmed == repaired[len(repaired) - len(trimmed) :]
+    if repaired:
+        assert trimmed  # the newest turn is always kept

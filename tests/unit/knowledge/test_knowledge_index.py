@@ -216,3 +216,20 @@ def test_sources_without_root_are_short_but_unambiguous(tmp_path: Path) -> None:
     files = [tmp_path / "en" / "faq.md", tmp_path / "fr" / "faq.md", tmp_path / "manual.md"]
     hits = KnowledgeIndex().search(files, "shipping", 5)
     assert {h.source for h in hits} == {"en/faq.md", "fr/faq.md", "manual.md"}
+
+
+def test_cache_dir_follows_the_sqlite_thread_store(tmp_path: Path) -> None:
+    """The index sits next to an SQLite thread store and in memory for PostgreSQL."""
+    from gateway.knowledge import cache_dir_for
+
+    assert cache_dir_for(f"sqlite:///{tmp_path}/data/gw.db") == tmp_path / "data" / "knowledge"
+    assert cache_dir_for("sqlite:///var/gateway.db") == Path.cwd() / "var" / "knowledge"
+    assert cache_dir_for("postgresql://u@h/db") is None
+
+
+def test_unwritable_cache_dir_falls_back_to_memory(docs: Path, tmp_path: Path) -> None:
+    """A cache dir that cannot be created (read-only image) still gives a working index."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    index = KnowledgeIndex(blocker / "cache")
+    assert index.search(_files(docs), "warranty", 1)[0].location == "Shop FAQ > Warranty"

@@ -29,7 +29,7 @@ EXPECTED: list[tuple[str, int, int, str]] = [
     ("no_kind_key.yaml", 1, 1, "exactly one of"),
     ("not_mapping.yaml", 1, 1, "must be a mapping"),
     ("ok.yaml", 2, 7, "duplicate database name 'db'"),
-    ("sql_template.yaml", 6, 10, "does not parse"),
+    ("sql_template.yaml", 8, 5, "does not parse (line 2)"),
     ("two_kind_keys.yaml", 5, 1, "python and sql"),
     ("unimportable.yaml", 5, 13, "cannot import module 'actions.does_not_exist'"),
     ("unknown_action.yaml", 5, 5, "unknown action 'no_such_action'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
 import sys
@@ -9,6 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TypedDict
 
+import msgspec
 import pytest
 
 from gateway.manifests._introspect import infer_parameters, parse_docstring, type_schema
@@ -199,3 +201,61 @@ def test_no_references_means_no_child() -> None:
     """With no Python actions nothing is started and the result is empty."""
     found = inspect_functions([], Path("/nonexistent"))
     assert (found.functions, found.files) == ({}, [])
+
+
+def test_stale_bytecode_is_never_used_or_written(tmp_path: Path) -> None:
+    """An edit keeping size and mtime (a fast checkout) is seen; no __pycache__ is written."""
+    import os
+    import py_compile
+
+    path = tmp_path / "samesize.py"
+    path.write_text("def f(a: int) -> int:\n    return a\n", encoding="utf-8")
+    stat = path.stat()
+    py_compile.compile(str(path))  # a cache as an earlier, writing import would leave
+    path.write_text("def f(b: int) -> int:\n    return b\n", encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    info = inspect_functions(["samesize:f"], tmp_path).functions["samesize:f"]
+    assert info.parameters is not None and list(info.parameters["properties"]) == ["b"]
+    write_module(tmp_path, "fresh", "def g() -> None:\n    pass\n")
+    inspect_functions(["fresh:g"], tmp_path)
+    assert not any((tmp_path / "__pycache__").glob("fresh*.pyc"))
+
+
+class Address(msgspec.Struct):
+    city: str
+    zip: str = ""
+
+
+class Customer(msgspec.Struct):
+    name: str
+    address: Address
+
+
+def test_msgspec_struct_arguments_describe_themselves() -> None:
+    """A msgspec Struct argument becomes its own JSON Schema, with nested refs inlined."""
+    schema, optional = type_schema(Customer)
+    assert optional is False
+    assert schema["properties"]["address"]["properties"]["city"] == {"type": "string"}
+    assert schema["required"] == ["name", "address"]
+    assert "$ref" not in str(schema)
+
+
+@dataclasses.dataclass
+class Window:
+    start: datetime.date
+    days: int = 1
+
+
+def test_dataclass_arguments_become_objects() -> None:
+    """A dataclass argument is an object whose fields without defaults are required."""
+    assert type_schema(Window) == (
+        {
+            "type": "object",
+            "properties": {
+                "start": {"type": "string", "format": "date"},
+                "days": {"type": "integer"},
+            },
+            "required": ["start"],
+        },
+        False,
+    )

@@ -459,3 +459,28 @@ def test_unreadable_bytes_are_a_problem(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_catalog(root, environ={})
     assert "cannot read" in info.value.problems[0].message
+
+
+def test_example_args_must_match_the_parameters(tmp_path: Path) -> None:
+    """An example whose args break the action's schema is reported at the offending arg."""
+    action = (
+        "kind: action\nname: a\ndescription: d\n"
+        "parameters: {type: object, properties: {n: {type: integer}}, required: [n]}\n"
+        "examples:\n  - args: {n: 1}\n  - args: {n: two}\n"
+        "sql: {database: db, query: x}\n"
+    )
+    [problem] = problems(tmp_path, {"db.yaml": DB, "a.yaml": action})
+    assert (Path(problem.file).name, problem.line, problem.col) == ("a.yaml", 7, 15)
+    assert "'two' is not of type 'integer'" in problem.message
+
+
+def test_a_syntax_error_does_not_hide_earlier_documents(tmp_path: Path) -> None:
+    """Actions declared before a broken document still count: only the syntax error is reported."""
+    files = {
+        "a.yaml": DB + "---\nkind: assistant\nname: s\nactions: [q]\n",
+        "b.yaml": "kind: action\nname: q\ndescription: d\nsql: {database: db, query: x}\n"
+        "---\nkind: action\nname: [broken\n",
+    }
+    [problem] = problems(tmp_path, files)
+    assert (Path(problem.file).name, problem.line) == ("b.yaml", 8)
+    assert "invalid YAML" in problem.message

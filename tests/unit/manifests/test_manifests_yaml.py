@@ -126,3 +126,21 @@ def test_format_path_is_readable() -> None:
     assert format_path(("actions", 2)) == "actions[2]"
     assert format_path(("a b", "c")) == "['a b'].c"
     assert format_path(()) == ""
+
+
+def test_lines_inside_literal_blocks_map_to_file_lines() -> None:
+    """Line N of a `|` block (a SQL template) is located at its own file line and indent."""
+    text = "sql:\n  query: |\n\n    SELECT 1\n      FROM t\nother: >\n  folded\n"
+    [doc] = read_documents(text, "f", {})
+    assert doc.data["sql"]["query"] == "\nSELECT 1\n  FROM t\n"
+    assert doc.locator.inner(("sql", "query"), 2) == (4, 5)
+    assert doc.locator.inner(("sql", "query"), 3) == (5, 5)
+    assert doc.locator.inner(("other",), 1) == doc.locator.value(("other",)) == (6, 8)
+
+
+def test_documents_before_a_syntax_error_are_kept() -> None:
+    """A syntax error in the third document keeps the first two for cross-document checks."""
+    with pytest.raises(YamlError) as info:
+        read_documents("kind: a\n---\nkind: b\n---\nkind: [c\n", "f.yaml", {})
+    assert [d.data for d in info.value.documents] == [{"kind": "a"}, {"kind": "b"}]
+    assert info.value.line == 6

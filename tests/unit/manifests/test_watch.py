@@ -135,7 +135,7 @@ async def test_broken_set_is_rejected_old_set_serves_then_recovers(tmp_path: Pat
     assert fixed.result == "swapped" and fixed.errors == []
     assert ref.current is not live
     assert [r.result for r in results] == ["swapped", "rejected", "swapped"]
-    assert reloader.counts["rejected"] == 1
+    assert reloader.status.reloads["rejected"] == 1
 
 
 async def test_loader_crash_is_reported_as_failed(tmp_path: Path) -> None:
@@ -282,8 +282,7 @@ async def test_sighup_triggers_a_reload(tmp_path: Path) -> None:
 async def _started(root: Path, ref: CatalogRef, load: DirLoader) -> Reloader:
     reloader = Reloader(_settings(root), ref, load=load)
     await reloader.reload("boot")
-    await reloader.start()
-    await asyncio.sleep(0.15)  # inotify watches in place
+    await reloader.start()  # returns once the OS watches are in place
     return reloader
 
 
@@ -348,7 +347,8 @@ async def test_git_sync_symlink_swap_is_detected(tmp_path: Path) -> None:
         assert ref.current is not None
         assert ref.current.root == (tmp_path / "rev2" / "manifests").resolve()
         # The watcher moved to the new revision: edits there count too.
-        await asyncio.sleep(0.15)
+        moved = str((tmp_path / "rev2" / "manifests").resolve())
+        await _until(lambda: moved in reloader.status.watched, timeout=3)
         v2 = _version(ref)
         (tmp_path / "rev2" / "manifests" / "b.yaml").write_text("y: 1\n")
         await _until(lambda: _version(ref) != v2, timeout=3)
@@ -448,7 +448,6 @@ async def test_code_fix_after_a_failed_first_load_is_noticed(tmp_path: Path) -> 
     assert (await reloader.reload("startup")).result == "rejected"
     await reloader.start()
     try:
-        await asyncio.sleep(0.15)
         code.write_text("def f():\n    return 1\n")
         await _until(lambda: _version(ref) == "fixed", timeout=3)
     finally:
@@ -471,11 +470,31 @@ async def test_knowledge_file_outside_the_root_triggers_a_reload(tmp_path: Path)
     await reloader.reload("startup")
     await reloader.start()
     try:
-        await asyncio.sleep(0.15)
         faq.write_text("v2")
         await _until(lambda: _version(ref) == "v2", timeout=3)
         (tmp_path / "kb" / "other.md").write_text("not ours")
         await asyncio.sleep(0.3)
-        assert reloader.counts["unchanged"] == 0  # an unrelated file caused no reload
+        assert reloader.status.reloads["unchanged"] == 0  # an unrelated file caused no reload
+    finally:
+        await reloader.aclose()
+
+
+async def test_root_that_is_itself_a_swapped_symlink_is_followed(tmp_path: Path) -> None:
+    """GATEWAY_MANIFESTS pointing at a symlink that gets replaced reloads the new target."""
+    for rel, value in (("r1", 1), ("r2", 2)):
+        (tmp_path / "releases" / rel).mkdir(parents=True)
+        (tmp_path / "releases" / rel / "a.yaml").write_text(f"x: {value}\n")
+    root = tmp_path / "manifests"
+    root.symlink_to(tmp_path / "releases" / "r1")
+    ref = CatalogRef()
+    reloader = await _started(root, ref, DirLoader(root))
+    try:
+        v1 = _version(ref)
+        tmp = tmp_path / "manifests.tmp"
+        tmp.symlink_to(tmp_path / "releases" / "r2")
+        tmp.replace(root)
+        await _until(lambda: _version(ref) != v1, timeout=3)
+        target = str((tmp_path / "releases" / "r2").resolve())
+        await _until(lambda: reloader.status.watched[:1] == [target], timeout=3)
     finally:
         await reloader.aclose()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import NotFound
+from gateway.errors import NotFound, ProviderError
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Assistant
 from gateway.manifests.model import Provider as ProviderManifest
@@ -107,3 +107,10 @@ async def test_clients_cached_until_config_changes() -> None:
     assert a.client.is_closed()
     assert isinstance(c, ResponsesProvider)
     assert c.client.is_closed()
+
+
+async def test_explicit_openai_without_key_fails_clearly() -> None:
+    """Naming the openai provider with no key and no base URL is a clear ProviderError."""
+    registry = ProviderRegistry(Settings())
+    with pytest.raises(ProviderError, match="OPENAI_API_KEY"):
+        registry.get(_catalog(), _assistant("openai"))

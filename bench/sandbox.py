@@ -1,0 +1,144 @@
+"""Sandbox round trip, side by side: in-process vs fresh interpreter vs our zygote sandbox.
+
+Run: ``uv run --frozen python bench/sandbox.py [--calls N]``. The same trivial
+action (return a short string) is called three ways, sequentially and with 2
+and 4 calls in flight; p50/p95 latency and calls/s are printed for each, with
+the ratios. Target: sandbox p50 <= 2 ms, >= 10x faster than a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import gateway.executors  # noqa: F401  (registers the kinds)
+from gateway.executors.python import PythonConfig
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Action, CallContext
+from gateway.sandbox.supervisor import Supervisor
+from gateway.settings import Settings
+
+ACTION = "def noop(name='x'):\n    return 'hello ' + name\n"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The q-quantile of ``samples`` (nearest rank)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(
+    call: Callable[[], Awaitable[object]], calls: int, concurrency: int
+) -> tuple[float, float, float]:
+    """(p50 ms, p95 ms, calls/s) for ``calls`` calls with ``concurrency`` in flight."""
+    latencies: list[float] = []
+    queue = list(range(calls))
+
+    async def worker() -> None:
+        while queue:
+            queue.pop()
+            started = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    for _ in range(min(5, calls)):  # warm up
+        await call()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return percentile(latencies, 0.5), percentile(latencies, 0.95), calls / elapsed
+
+
+async def main(calls: int, fresh_calls: int) -> None:
+    """Run the three variants and print the table and ratios."""
+    root = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    root.chmod(0o755)
+    (root / "bench_actions.py").write_text(ACTION)
+    sys.path.insert(0, str(root))
+    from bench_actions import noop  # type: ignore[import-not-found]
+
+    action = Action(
+        name="noop",
+        description="d",
+        kind_key="python",
+        config=PythonConfig(function="bench_actions:noop"),
+    )
+    catalog = Catalog(
+        version="b", root=root, gateway_root=root, loaded_at=0, actions={"noop": action}
+    )
+    supervisor = Supervisor(Settings(sandbox_concurrency=8))
+    await supervisor.start(catalog)
+    ctx = CallContext(action="noop", arguments={"name": "x"})
+
+    async def in_process() -> object:
+        return noop(name="x")
+
+    code = (
+        f"import sys; sys.path.insert(0, {str(root)!r}); "
+        "from bench_actions import noop; print(noop('x'))"
+    )
+
+    async def fresh() -> object:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-c", code, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        return out
+
+    async def sandboxed() -> object:
+        result = await supervisor.call(action, ctx)
+        assert result.status == "succeeded", result
+        return result
+
+    rows: dict[tuple[str, int], tuple[float, float, float]] = {}
+    try:
+        for concurrency in (1, 2, 4):
+            rows[("in-process", concurrency)] = await measure(in_process, calls, concurrency)
+            rows[("fresh interpreter", concurrency)] = await measure(
+                fresh, fresh_calls, concurrency
+            )
+            rows[("sandbox (zygote)", concurrency)] = await measure(sandboxed, calls, concurrency)
+    finally:
+        await supervisor.aclose()
+        shutil.rmtree(root, ignore_errors=True)
+
+    caps = supervisor.capabilities
+    print(
+        f"isolation: netns={caps and caps.network_namespace} "
+        f"own uid={caps and caps.drop_privileges} (uid {caps and caps.uid}); "
+        f"python actions run with network off (new netns)"
+    )
+    print(f"{'variant':<20}{'conc':>5}{'p50 ms':>10}{'p95 ms':>10}{'calls/s':>10}")
+    for (name, concurrency), (p50, p95, rate) in rows.items():
+        print(f"{name:<20}{concurrency:>5}{p50:>10.4f}{p95:>10.4f}{rate:>10.0f}")
+    print()
+    for concurrency in (1, 2, 4):
+        fresh_row = rows[("fresh interpreter", concurrency)]
+        ours = rows[("sandbox (zygote)", concurrency)]
+        inproc = rows[("in-process", concurrency)]
+        print(
+            f"concurrency {concurrency}: fresh/sandbox p50 = {fresh_row[0] / ours[0]:.1f}x, "
+            f"sandbox calls/s / fresh calls/s = {ours[2] / fresh_row[2]:.1f}x, "
+            f"sandbox/in-process p50 = {ours[0] / max(inproc[0], 1e-6):.0f}x"
+        )
+    p50 = rows[("sandbox (zygote)", 1)][0]
+    ratio = rows[("fresh interpreter", 1)][0] / p50
+    print(
+        f"target p50 <= 2 ms: {'met' if p50 <= 2 else 'NOT met'} ({p50:.2f} ms); "
+        f">= 10x faster than a fresh interpreter: {'met' if ratio >= 10 else 'NOT met'} "
+        f"({ratio:.1f}x)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--fresh-calls", type=int, default=40)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.fresh_calls))

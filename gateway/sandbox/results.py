@@ -1,0 +1,155 @@
+"""Turning how a sandboxed call ended into the ``ToolResult`` the model reads.
+
+One place maps every outcome (a result frame, an exit status, a signal, a
+timeout) to ``{"error": {"type", "message"}}`` text and an ``error_type``, and
+redacts declared secret values from what goes back. Imports
+``gateway.executors.base``, ``gateway.manifests.model`` and
+``gateway.sandbox.protocol``.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from typing import Any
+
+import msgspec
+import structlog
+
+from gateway.executors.base import ToolResult
+from gateway.manifests.model import Action
+from gateway.sandbox.protocol import CallResult, Exited, Limits
+
+__all__ = [
+    "error_output",
+    "exit_failure",
+    "failure",
+    "from_result",
+    "limits_for",
+    "mask",
+    "redact",
+]
+
+log = structlog.get_logger("gateway.sandbox")
+
+
+def error_output(error_type: str, message: str, **extra: Any) -> str:
+    """The JSON text a failed call sends to the model: ``{"error": {"type", "message"}}``."""
+    return msgspec.json.encode(
+        {"error": {"type": error_type, "message": message, **extra}}
+    ).decode()
+
+
+def limits_for(action: Action) -> Limits:
+    """The rlimits for one call of ``action`` (CPU defaults to just above its timeout)."""
+    box = action.sandbox
+    cpu = box.cpu_seconds if box.cpu_seconds is not None else math.ceil(action.timeout) + 1
+    return Limits(
+        memory_mb=box.memory_mb,
+        cpu_seconds=cpu,
+        max_output_kb=box.max_output_kb,
+        max_processes=box.max_processes,
+        max_open_files=box.max_open_files,
+        max_file_size_mb=box.max_file_size_mb,
+    )
+
+
+def _elapsed(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def failure(
+    started: float, error_type: str, message: str, *, outcome: str = "failed", **extra: Any
+) -> ToolResult:
+    """A failed (or timed-out) ``ToolResult`` carrying the error JSON the model reads."""
+    return ToolResult(
+        status="timed_out" if outcome == "timed_out" else "failed",
+        output=error_output(error_type, message, **extra),
+        duration_ms=_elapsed(started),
+        error_type=error_type,
+    )
+
+
+def from_result(
+    res: CallResult, action: Action, started: float, secrets: dict[str, str] | None = None
+) -> ToolResult:
+    """The ``ToolResult`` for a child's answer; its traceback (secrets masked) goes to the log."""
+    if res.ok:
+        return ToolResult(
+            status="succeeded",
+            output=res.output,
+            duration_ms=_elapsed(started),
+            truncated=res.truncated,
+        )
+    if res.traceback:
+        log.info(
+            "sandbox.action_error",
+            action=action.name,
+            error_type=res.error_type,
+            traceback=mask(res.traceback, secrets or {}),
+        )
+    return failure(started, res.error_type or "exception", res.message, **res.detail)
+
+
+_SIGNAL_ERRORS = {
+    signal.SIGXCPU: ("cpu_limit", "the action used up its CPU time limit ({cpu}s)"),
+    signal.SIGSEGV: ("crashed", "the action crashed (segmentation fault)"),
+    signal.SIGABRT: ("crashed", "the action crashed (aborted)"),
+    signal.SIGBUS: ("crashed", "the action crashed (bus error)"),
+}
+
+
+def exit_failure(status: Exited, limits: Limits, started: float) -> ToolResult:
+    """The tool error for a child that ended without a result (signal, exit code)."""
+    if status.error:
+        return failure(
+            started, "sandbox_error", f"the sandbox could not start the call: {status.error}"
+        )
+    code = status.status
+    if code < 0:
+        signum = -code
+        error_type, template = _SIGNAL_ERRORS.get(
+            signal.Signals(signum) if signum in signal.valid_signals() else signal.SIGKILL,
+            ("crashed", "the action was killed by signal {name}"),
+        )
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        if signum == signal.SIGKILL:
+            error_type = "killed"
+            template = (
+                "the action was killed (SIGKILL): memory ({memory} MB), CPU ({cpu}s) "
+                "or the process limit"
+            )
+        message = template.format(name=name, cpu=limits.cpu_seconds, memory=limits.memory_mb)
+        return failure(started, error_type, message)
+    return failure(started, "crashed", f"the action exited with status {code} without a result")
+
+
+def mask(text: str, secrets: dict[str, str]) -> str:
+    """``text`` with every declared secret value (4+ characters) replaced."""
+    for value in secrets.values():
+        if len(value) >= 4 and value in text:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+def redact(
+    result: ToolResult, secrets: dict[str, str], action: str, correlation_id: str
+) -> ToolResult:
+    """Replace declared secret values in what goes back to the model; log failures."""
+    output = mask(result.output, secrets)
+    if result.status != "succeeded":
+        log.info(
+            "sandbox.call_failed",
+            action=action,
+            error_type=result.error_type,
+            status=result.status,
+            correlation_id=correlation_id,
+            duration_ms=result.duration_ms,
+        )
+    if output == result.output:
+        return result
+    return msgspec.structs.replace(result, output=output)

@@ -1,0 +1,84 @@
+"""`gateway serve` and `gateway chat` against real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from click.testing import CliRunner
+from conftest import GatewayServer
+
+from gateway.cli import main
+
+
+def test_chat_streams_the_answer_and_shows_tool_calls(api_server: GatewayServer) -> None:
+    """`gateway chat helper --url` prints the greeting, the tool call and status, the answer."""
+    result = CliRunner().invoke(
+        main, ["chat", "helper", "--url", api_server.url], input="weather in Paris\n\n"
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Hello! Ask me about the weather." in out
+    assert 'get_weather({"city": "Paris"})' in out
+    assert "succeeded get_weather in" in out
+    assert "Here is what get_weather returned: city: Paris, temperature: 21, unit: c." in out
+    assert "tokens" in out
+
+
+def test_chat_over_websocket(api_server: GatewayServer) -> None:
+    """`gateway chat --ws` talks over /ws/chat and keeps the thread across messages."""
+    result = CliRunner().invoke(
+        main,
+        ["chat", "other", "--url", api_server.url, "--ws"],
+        input="hello\nwho are you?\n\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("offline model") >= 2
+
+
+def test_chat_reports_an_unreachable_gateway() -> None:
+    """A gateway that does not answer is a one-line error and exit status 1, no traceback."""
+    result = CliRunner().invoke(main, ["chat", "--url", "http://127.0.0.1:9"], input="\n")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "Error" in result.output
+
+
+def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Path) -> None:
+    """`gateway serve --port --manifests` serves the API until SIGINT."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db",
+        "GATEWAY_WATCH": "false",
+        "LOGGING_LEVEL": "WARNING",
+    }
+    for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "ENVIRONMENT", "GATEWAY_MANIFESTS"):
+        env.pop(var, None)
+    command = [sys.executable, "-c", "from gateway.cli import main; main()"]
+    command += ["serve", "--port", str(port), "--manifests", str(api_manifests)]
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/ready")
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "serve exited"
+            assert time.monotonic() < deadline, "serve did not become ready"
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/").json()["assistants"] == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0

@@ -1,0 +1,244 @@
+"""HTTP actions against a real HTTP server on 127.0.0.1 (in-process and through the sandbox)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.executors._common import ToolError
+from gateway.executors.http import HttpConfig
+from gateway.executors.runner import SandboxRunner
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Action, CallContext
+from gateway.sandbox.supervisor import Supervisor
+from gateway.settings import Settings
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        parsed = urllib.parse.urlsplit(self.path)
+        if parsed.path.startswith("/status/"):
+            self._send(int(parsed.path.rsplit("/", 1)[1]), b"  not   here\n" * 50, "text/plain")
+            return
+        if parsed.path == "/slow":
+            time.sleep(float(urllib.parse.parse_qs(parsed.query)["s"][0]))
+        if parsed.path == "/big":
+            self._send(200, b"x" * (3 * 1024 * 1024), "text/plain")
+            return
+        if parsed.path == "/text":
+            self._send(200, b"plain words", "text/plain")
+            return
+        payload = {
+            "method": self.command,
+            "raw_path": parsed.path,
+            "query": urllib.parse.parse_qs(parsed.query),
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body,
+            "data": {"items": [{"name": "first"}, {"name": "second"}]},
+        }
+        self._send(200, json.dumps(payload).encode())
+
+    do_GET = do_POST = do_PUT = _echo
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """A threaded HTTP server on a free loopback port; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _run(
+    config: HttpConfig, timeout: float = 5, secrets: dict[str, str] | None = None, **arguments: Any
+) -> Any:
+    return config.run(
+        CallContext(action="h", arguments=arguments, secrets=secrets or {}, timeout=timeout)
+    )
+
+
+def test_url_values_are_percent_encoded(server: str) -> None:
+    """Argument values in the URL path cannot add segments, queries or fragments."""
+    config = HttpConfig(url=server + "/cities/{{ city }}/x")
+    result = _run(config, city="../admin?x=1#frag")
+    assert result["raw_path"] == "/cities/..%2Fadmin%3Fx%3D1%23frag/x"
+    assert result["query"] == {}
+
+
+def test_query_headers_and_secrets(server: str) -> None:
+    """Query values and headers are templates over arguments and declared secrets."""
+    config = HttpConfig(
+        url=server + "/q",
+        query={"q": "{{ term }}", "unit": "{{ unit }}"},
+        headers={"Authorization": "Bearer {{ secrets.API_TOKEN }}"},
+    )
+    result = _run(config, secrets={"API_TOKEN": "tok-abc"}, term="a&b=c")
+    assert result["query"] == {"q": ["a&b=c"]}  # unit was not given: omitted
+    assert result["headers"]["authorization"] == "Bearer tok-abc"
+
+
+def test_json_body_keeps_types(server: str) -> None:
+    """A JSON leaf that is exactly {{ name }} keeps the argument's type; others are text."""
+    config = HttpConfig(
+        url=server + "/post",
+        method="POST",
+        json={
+            "count": "{{ n }}",
+            "tags": "{{ tags }}",
+            "note": "n={{ n }}",
+            "fixed": True,
+            "nested": {"flag": "{{ flag }}", "missing": "{{ nope }}"},
+        },
+    )
+    result = _run(config, n=3, tags=["a", "b"], flag=False)
+    assert json.loads(result["body"]) == {
+        "count": 3,
+        "tags": ["a", "b"],
+        "note": "n=3",
+        "fixed": True,
+        "nested": {"flag": False, "missing": None},
+    }
+
+
+def test_response_selection(server: str) -> None:
+    """`response` selects a dotted path into the JSON response."""
+    config = HttpConfig(url=server + "/j", response="data.items.1.name")
+    assert _run(config) == "second"
+    missing = HttpConfig(url=server + "/j", response="data.nothing")
+    with pytest.raises(ToolError) as info:
+        _run(missing)
+    assert info.value.error_type == "response_selection"
+
+
+def test_text_response(server: str) -> None:
+    """A non-JSON response goes back as text."""
+    assert _run(HttpConfig(url=server + "/text")) == "plain words"
+
+
+def test_non_2xx_is_a_tool_error(server: str) -> None:
+    """A 404 becomes an http_status error with the status and a short excerpt."""
+    with pytest.raises(ToolError) as info:
+        _run(HttpConfig(url=server + "/status/404"))
+    assert info.value.error_type == "http_status"
+    assert info.value.detail == {"status": 404}
+    message = str(info.value)
+    assert message.startswith("HTTP 404 Not Found: not here")
+    assert len(message) < 400
+
+
+def test_read_timeout(server: str) -> None:
+    """A server slower than read_timeout fails with http_timeout."""
+    config = HttpConfig(url=server + "/slow?s=2", read_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(ToolError) as info:
+        _run(config)
+    assert info.value.error_type == "http_timeout"
+    assert time.monotonic() - started < 1.5
+
+
+def test_big_response_is_refused(server: str) -> None:
+    """A response over max_response_kb is refused without reading it all."""
+    with pytest.raises(ToolError) as info:
+        _run(HttpConfig(url=server + "/big", max_response_kb=64))
+    assert info.value.error_type == "response_too_large"
+
+
+def test_host_is_literal() -> None:
+    """A template in the scheme or host is a validation error on `url`."""
+    action = Action(name="h", description="d")
+    ctx_root = Path()
+    from gateway.manifests.model import CheckContext
+
+    ctx = CheckContext(root=ctx_root, databases=frozenset())
+    for url in (
+        "https://{{ host }}/x",
+        "{{ scheme }}://example.com",
+        "https://ex{{ a }}.com/",
+        "ftp://example.com/",
+    ):
+        problems = HttpConfig(url=url).check(action, ctx)
+        assert [p.path for p in problems] == ["url"], url
+    assert HttpConfig(url="https://example.com/{{ a }}?b={{ b }}").check(action, ctx) == []
+    bad = HttpConfig(url="https://example.com/", headers={"X": "{{ oops"}).check(action, ctx)
+    assert [p.path for p in bad] == ["headers.X"]
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Supervisor]:
+    """A started supervisor (no catalog: zygotes for http are started on demand)."""
+    sup = Supervisor(Settings())
+    await sup.start(None)
+    try:
+        yield sup
+    finally:
+        await sup.aclose()
+
+
+async def test_http_through_sandbox(server: str, sandbox: Supervisor) -> None:
+    """An http action runs in the sandbox with a secret header; 4xx and timeouts map cleanly."""
+    root = Path().resolve()
+
+    def act(name: str, config: HttpConfig, timeout: float = 5) -> Action:
+        return Action(
+            name=name,
+            description="d",
+            kind_key="http",
+            config=config,
+            secrets=["API_TOKEN"],
+            timeout=timeout,
+            parameters={"type": "object", "properties": {"city": {"type": "string"}}},
+        )
+
+    catalog = Catalog(
+        version="t",
+        root=root,
+        gateway_root=root,
+        loaded_at=0,
+        actions={
+            "get": act(
+                "get",
+                HttpConfig(
+                    url=server + "/w/{{ city }}",
+                    headers={"X-Token": "{{ secrets.API_TOKEN }}"},
+                    response="headers.x-token",
+                ),
+            ),
+            "missing": act("missing", HttpConfig(url=server + "/status/404")),
+            "slow": act("slow", HttpConfig(url=server + "/slow?s=3"), timeout=0.5),
+        },
+    )
+    runner = SandboxRunner(sandbox, environ={"API_TOKEN": "tok-sandboxed-1"})
+    got = await runner.run(catalog, "get", {"city": "Paris"})
+    assert got.status == "succeeded", got
+    assert got.output == "[redacted]"  # the secret arrived, and is not echoed to the model
+    missing = await runner.run(catalog, "missing", {})
+    assert missing.error_type == "http_status"
+    assert json.loads(missing.output)["error"]["status"] == 404
+    slow = await runner.run(catalog, "slow", {})
+    assert slow.status == "timed_out"

@@ -1,0 +1,251 @@
+"""SQL actions end to end: SQLite through the real sandbox, and the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sqlite3
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from _pg import pg_url
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.executors._common import ToolError
+from gateway.executors.runner import SandboxRunner
+from gateway.executors.sql import SqlConfig
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Action, CallContext, Database, SandboxLimits
+from gateway.sandbox.supervisor import Supervisor
+from gateway.settings import Settings
+
+
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    """A directory the sandbox uid can use, holding shop.db (writable by anyone)."""
+    root = Path(tempfile.mkdtemp(prefix="gw-sql-test-"))
+    root.chmod(0o777)
+    db = root / "shop.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, status TEXT, total REAL)")
+    conn.executemany(
+        "INSERT INTO orders VALUES (?, ?, ?)", [(1042, "shipped", 19.5), (1043, "open", 5.0)]
+    )
+    conn.commit()
+    conn.close()
+    db.chmod(0o666)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _sql(name: str, query: str, **kw: Any) -> Action:
+    params = kw.pop("parameters", {"type": "object", "properties": {"id": {"type": "integer"}}})
+    return Action(
+        name=name,
+        description="d",
+        parameters=params,
+        kind_key="sql",
+        config=SqlConfig(database="shop", query=query, **kw),
+        sandbox=SandboxLimits(network=False),
+    )
+
+
+@pytest.fixture
+def catalog(data_root: Path) -> Catalog:
+    """Read and write SQL actions over shop.db (relative URL resolved by the catalog)."""
+    return Catalog(
+        version="t",
+        root=data_root,
+        gateway_root=data_root,
+        loaded_at=0,
+        databases={"shop": Database(name="shop", url="sqlite:///shop.db")},
+        actions={
+            "order": _sql("order", "SELECT id, status, total FROM orders WHERE id = {{ id }}"),
+            "wipe": _sql("wipe", "DELETE FROM orders"),
+            "close": _sql(
+                "close", "UPDATE orders SET status = 'closed' WHERE id = {{ id }}", readonly=False
+            ),
+        },
+    )
+
+
+@pytest.fixture
+async def runner(catalog: Catalog) -> AsyncIterator[SandboxRunner]:
+    """A runner over a started supervisor."""
+    sup = Supervisor(Settings())
+    await sup.start(catalog)
+    try:
+        yield SandboxRunner(sup)
+    finally:
+        await sup.aclose()
+
+
+async def test_sqlite_through_sandbox(runner: SandboxRunner, catalog: Catalog) -> None:
+    """A read query runs in the sandbox (network off) and returns JSON rows."""
+    result = await runner.run(catalog, "order", {"id": 1042})
+    assert result.status == "succeeded", result
+    assert result.output == '[{"id":1042,"status":"shipped","total":19.5}]'
+
+
+async def test_sqlite_readonly_in_sandbox(runner: SandboxRunner, catalog: Catalog) -> None:
+    """A read-only action's write is refused by the database; a writable one works."""
+    wiped = await runner.run(catalog, "wipe", {})
+    assert wiped.status == "failed"
+    assert wiped.error_type == "readonly"
+    closed = await runner.run(catalog, "close", {"id": 1043})
+    assert closed.output == '{"rowcount":1}'
+    still = await runner.run(catalog, "order", {"id": 1043})
+    assert '"closed"' in still.output
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_table() -> Iterator[tuple[str, str]]:
+    """A fresh table in the test database; yields (url, table name)."""
+    url = pg_url()
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE {table} (id int PRIMARY KEY, name text, price numeric(10,2), "
+            "born date, raw bytea)"
+        )
+        conn.execute(
+            f"INSERT INTO {table} VALUES (1, 'ada', 12.50, '1815-12-10', '\\x0102'), "
+            "(2, 'bob', 0.10, NULL, NULL)"
+        )
+    try:
+        yield url, table
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _pg_run(url: str, query: str, **kw: Any) -> Any:
+    arguments = kw.pop("arguments", {})
+    config = SqlConfig(database="pg", query=query, **kw)
+    return config.run(
+        CallContext(action="q", arguments=arguments, databases={"pg": url}, timeout=5)
+    )
+
+
+@pytest.mark.postgres
+def test_postgres_values_are_json_safe(pg_table: tuple[str, str]) -> None:
+    """numeric, date and bytea come back as JSON-safe values."""
+    url, table = pg_table
+    rows = _pg_run(url, f"SELECT * FROM {table} ORDER BY id")
+    assert rows[0] == {
+        "id": 1,
+        "name": "ada",
+        "price": 12.5,
+        "born": dt.date(1815, 12, 10).isoformat(),
+        "raw": "base64:AQI=",
+    }
+    assert rows[1]["price"] == 0.1
+
+
+@pytest.mark.postgres
+def test_postgres_readonly_cannot_write(pg_table: tuple[str, str]) -> None:
+    """A read-only action runs in a read-only transaction: the write is refused."""
+    url, table = pg_table
+    with pytest.raises(ToolError) as info:
+        _pg_run(url, f"DELETE FROM {table}")
+    assert info.value.error_type == "readonly"
+    assert _pg_run(url, f"SELECT count(*) AS n FROM {table}") == [{"n": 2}]
+
+
+@pytest.mark.postgres
+def test_postgres_write_and_ident(pg_table: tuple[str, str]) -> None:
+    """readonly: false commits; ident() picks a listed column and refuses others."""
+    url, table = pg_table
+    assert _pg_run(
+        url,
+        f"UPDATE {table} SET name = {{{{ n }}}} WHERE id = 2",
+        readonly=False,
+        arguments={"n": "b'; --"},
+    ) == {"rowcount": 1}
+    query = f'SELECT {{{{ col | ident(["name", "id"]) }}}} AS v FROM {table} ORDER BY id'
+    assert _pg_run(url, query, arguments={"col": "name"}) == [{"v": "ada"}, {"v": "b'; --"}]
+    with pytest.raises(ToolError):
+        _pg_run(url, query, arguments={"col": "price"})
+
+
+@pytest.mark.postgres
+def test_postgres_statement_timeout(pg_table: tuple[str, str]) -> None:
+    """A slow statement is cancelled at the statement timeout."""
+    url, _ = pg_table
+    with pytest.raises(ToolError) as info:
+        _pg_run(url, "SELECT pg_sleep(5)", statement_timeout=0.3)
+    assert info.value.error_type == "timeout"
+
+
+@pytest.mark.postgres
+def test_postgres_max_rows(pg_table: tuple[str, str]) -> None:
+    """More rows than max_rows are cut with a note."""
+    url, _ = pg_table
+    result = _pg_run(url, "SELECT generate_series(1, 10) AS n", max_rows=3)
+    assert result["rows"] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert result["truncated"] is True
+
+
+@pytest.mark.postgres
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    value=st.text(max_size=40).filter(lambda s: "\x00" not in s)
+    | st.sampled_from(["'; DROP TABLE x; --", "%s", "%(a)s", "$1", "{{ v }}"])
+)
+def test_postgres_hostile_values(pg_table: tuple[str, str], value: str) -> None:
+    """Hostile strings through the template forms come back unchanged from PostgreSQL."""
+    url, _ = pg_table
+    for query in (
+        "SELECT {{ v }}::text AS v",
+        "SELECT {{ v }}::text AS v WHERE 'a%' LIKE 'a%'",
+        "SELECT x AS v FROM (SELECT {{ v }}::text AS x) s WHERE x IN "
+        "({% for y in [v, v] %}{{ y }}{% if not loop.last %}, {% endif %}{% endfor %})",
+    ):
+        assert _pg_run(url, query, arguments={"v": value}) == [{"v": value}]
+
+
+@pytest.mark.postgres
+async def test_postgres_through_sandbox(pg_table: tuple[str, str], data_root: Path) -> None:
+    """A PostgreSQL action runs in the sandbox (its own uid, network on) with bound values."""
+    url, table = pg_table
+    action = Action(
+        name="pg",
+        description="d",
+        parameters={"type": "object", "properties": {"name": {"type": "string"}}},
+        kind_key="sql",
+        config=SqlConfig(
+            database="pg", query=f"SELECT id FROM {table} WHERE name = {{{{ name }}}}"
+        ),
+    )
+    catalog = Catalog(
+        version="t",
+        root=data_root,
+        gateway_root=data_root,
+        loaded_at=0,
+        databases={"pg": Database(name="pg", url=url)},
+        actions={"pg": action},
+    )
+    sup = Supervisor(Settings())
+    await sup.start(catalog)
+    try:
+        runner = SandboxRunner(sup)
+        assert (await runner.run(catalog, "pg", {"name": "ada"})).output == '[{"id":1}]'
+        hostile = await runner.run(catalog, "pg", {"name": "x' OR '1'='1"})
+        assert hostile.output == "[]"
+    finally:
+        await sup.aclose()

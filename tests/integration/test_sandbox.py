@@ -1,0 +1,614 @@
+"""The sandbox against real subprocesses: every failure mode, and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.executors.python import PythonConfig
+from gateway.executors.runner import SandboxRunner
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Action, SandboxLimits
+from gateway.sandbox.probes import SANDBOX_UID_BASE
+from gateway.sandbox.supervisor import Supervisor
+from gateway.sandbox.worker import SPARE_NAME
+from gateway.settings import Settings
+
+ACTIONS = """
+import asyncio, os, signal, socket, subprocess, sys, time
+
+def ok(name="world"):
+    return f"hello {name}"
+
+async def async_ok(n: int = 2):
+    await asyncio.sleep(0)
+    return {"double": n * 2}
+
+def spin():
+    while True:
+        pass
+
+def nap(seconds=30.0):
+    time.sleep(seconds)
+    return "woke"
+
+def bomb():
+    return len(bytearray(4 * 1024 * 1024 * 1024))
+
+def grow():
+    chunks = []
+    while True:
+        chunks.append(b"x" * (1 << 20))
+
+def crash():
+    os.abort()
+
+def boom():
+    raise ValueError("the widget is broken")
+
+def big():
+    return "x" * (20 * 1024 * 1024)
+
+def shout():
+    sys.stdout.write("y" * (20 * 1024 * 1024))
+    sys.stdout.flush()
+    return "done"
+
+def forge():
+    os.write(3, (50 * 1024 * 1024).to_bytes(4, "big") + b"{" * 65536)
+    time.sleep(30)
+
+def orphan():
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    return proc.pid
+
+def orphan_then_hang():
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    print(proc.pid, flush=True)
+    with open("pid", "w") as fh:
+        fh.write(str(proc.pid))
+    time.sleep(300)
+
+def kill_parent():
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(5)
+    return "survived"
+
+def connect(port: int):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return "connected"
+    except OSError as exc:
+        return f"refused: {exc}"
+
+def whoami():
+    return {"uid": os.getuid(), "cwd": os.getcwd(), "pid": os.getpid(),
+            "fds": sorted(int(f) for f in os.listdir("/proc/self/fd"))}
+
+def environ():
+    return dict(os.environ)
+
+def scan(needle: str):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if needle.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+def write_file(size_mb: int):
+    with open("big.bin", "wb") as fh:
+        fh.write(b"z" * (size_mb * 1024 * 1024))
+    return "written"
+"""
+
+
+@pytest.fixture
+def action_root() -> Iterator[Path]:
+    """A world-readable directory holding the test actions (children may run as another uid)."""
+    root = Path(tempfile.mkdtemp(prefix="gw-sandbox-test-"))
+    root.chmod(0o755)
+    (root / "sbx_actions.py").write_text(textwrap.dedent(ACTIONS))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def make_action(name: str, function: str | None = None, **kw: Any) -> Action:
+    """A python action calling ``sbx_actions.<function or name>``."""
+    return Action(
+        name=name,
+        description=f"test action {name}",
+        parameters=kw.pop("parameters", None),
+        kind_key="python",
+        config=PythonConfig(function=f"sbx_actions:{function or name}"),
+        **kw,
+    )
+
+
+ACTION_LIST = [
+    make_action("ok", parameters={"type": "object", "properties": {"name": {"type": "string"}}}),
+    make_action("async_ok"),
+    make_action("spin", timeout=1),
+    make_action("spin_cpu", "spin", timeout=10, sandbox=SandboxLimits(cpu_seconds=1)),
+    make_action("nap", timeout=0.5),
+    make_action("bomb", sandbox=SandboxLimits(memory_mb=64)),
+    make_action("grow", sandbox=SandboxLimits(memory_mb=64), timeout=20),
+    make_action("crash"),
+    make_action("boom"),
+    make_action("big", sandbox=SandboxLimits(max_output_kb=64)),
+    make_action("shout", sandbox=SandboxLimits(max_output_kb=64)),
+    make_action("forge", timeout=10),
+    make_action("orphan"),
+    make_action("orphan_then_hang", timeout=1),
+    make_action("kill_parent"),
+    make_action("connect_off", "connect", sandbox=SandboxLimits(network=False)),
+    make_action("connect_on", "connect", sandbox=SandboxLimits(network=True)),
+    make_action("whoami"),
+    make_action("environ"),
+    make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
+    make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
+]
+
+
+@pytest.fixture
+def catalog(action_root: Path) -> Catalog:
+    """A catalog of the test actions rooted in ``action_root``."""
+    return Catalog(
+        version="test",
+        root=action_root,
+        gateway_root=action_root,
+        loaded_at=0.0,
+        actions={a.name: a for a in ACTION_LIST},
+    )
+
+
+@pytest.fixture
+async def supervisor(catalog: Catalog) -> AsyncIterator[Supervisor]:
+    """A started supervisor; closed after the test."""
+    sup = Supervisor(Settings(sandbox_concurrency=4))
+    await sup.start(catalog)
+    try:
+        yield sup
+    finally:
+        await sup.aclose()
+
+
+@pytest.fixture
+def runner(supervisor: Supervisor) -> SandboxRunner:
+    """The runner over the test supervisor, with a controlled environment for secrets."""
+    return SandboxRunner(supervisor, environ={"SANDBOX_TEST_TOKEN": "tok-123456789"})
+
+
+def _descendants(pids: list[int]) -> list[int]:
+    """Every live (non-zombie) process below ``pids``."""
+    parents: dict[int, int] = {}
+    states: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        name = entry.name
+        if not name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if stat[stat.find(b"(") + 1 : stat.rfind(b")")] == SPARE_NAME.encode():
+            continue  # the zygote's pre-forked child waiting for the next call
+        parents[int(name)] = int(fields[1])
+        states[int(name)] = fields[0].decode()
+    found: list[int] = []
+    frontier = set(pids)
+    while frontier:
+        children = {p for p, pp in parents.items() if pp in frontier}
+        found += [p for p in children if states[p] != "Z"]
+        frontier = children
+    return found
+
+
+async def assert_nothing_left(supervisor: Supervisor) -> None:
+    """No process is left below any zygote (the exiting child gets a moment to go)."""
+    deadline = time.monotonic() + 3
+    while True:
+        left = _descendants(supervisor.zygote_pids())
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes left behind: {left}")
+        await asyncio.sleep(0.02)
+
+
+async def call_then_ok(
+    runner: SandboxRunner,
+    catalog: Catalog,
+    supervisor: Supervisor,
+    name: str,
+    args: dict[str, Any] | None = None,
+) -> Any:
+    """Call ``name``, then check a normal call still works and nothing leaked."""
+    result = await runner.run(catalog, name, args or {})
+    again = await runner.run(catalog, "ok", {"name": "again"})
+    assert again.status == "succeeded", again
+    assert again.output == "hello again"
+    await assert_nothing_left(supervisor)
+    return result
+
+
+def error_of(output: str) -> dict[str, Any]:
+    """The ``error`` object of a failed call's output."""
+    return json.loads(output)["error"]
+
+
+async def test_plain_call_returns_text(runner: SandboxRunner, catalog: Catalog) -> None:
+    """A sync action's str return value goes back as is."""
+    result = await runner.run(catalog, "ok", '{"name": "Ada"}')
+    assert result.status == "succeeded"
+    assert result.output == "hello Ada"
+    assert result.duration_ms > 0
+
+
+async def test_async_action_returns_json(runner: SandboxRunner, catalog: Catalog) -> None:
+    """An async action is awaited and a non-str value is sent as JSON."""
+    result = await runner.run(catalog, "async_ok", {"n": 21})
+    assert json.loads(result.output) == {"double": 42}
+
+
+async def test_infinite_loop_times_out(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A busy loop is killed at the wall-clock timeout and reported as timed_out."""
+    started = time.monotonic()
+    result = await call_then_ok(runner, catalog, supervisor, "spin")
+    assert result.status == "timed_out"
+    assert result.error_type == "timeout"
+    assert time.monotonic() - started < 5
+
+
+async def test_cpu_limit_kills_busy_loop(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """The CPU-seconds rlimit stops a busy loop before the wall-clock timeout."""
+    result = await call_then_ok(runner, catalog, supervisor, "spin_cpu")
+    assert result.status == "failed"
+    assert result.error_type in ("cpu_limit", "killed")
+
+
+async def test_sleep_past_timeout(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Sleeping past the timeout is killed and reported as timed_out with a message."""
+    result = await call_then_ok(runner, catalog, supervisor, "nap")
+    assert result.status == "timed_out"
+    assert "0.5s" in error_of(result.output)["message"]
+
+
+@pytest.mark.parametrize("name", ["bomb", "grow"])
+async def test_memory_bomb(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, name: str
+) -> None:
+    """Allocating past memory_mb fails the call as a memory error, not the server."""
+    result = await call_then_ok(runner, catalog, supervisor, name)
+    assert result.status == "failed"
+    assert result.error_type in ("memory", "killed")
+
+
+async def test_abort_is_a_crash(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """os.abort() in an action comes back as a crashed tool error."""
+    result = await call_then_ok(runner, catalog, supervisor, "crash")
+    assert result.status == "failed"
+    assert result.error_type == "crashed"
+    assert "abort" in error_of(result.output)["message"]
+
+
+async def test_exception_is_structured(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An exception becomes {"error": {"type", "message"}} without a traceback."""
+    result = await call_then_ok(runner, catalog, supervisor, "boom")
+    assert result.status == "failed"
+    assert result.error_type == "exception"
+    error = error_of(result.output)
+    assert error["message"] == "ValueError: the widget is broken"
+    assert "Traceback" not in result.output
+
+
+async def test_huge_result_is_truncated(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A 20 MB return value is cut to max_output_kb and marked truncated."""
+    result = await call_then_ok(runner, catalog, supervisor, "big")
+    assert result.status == "succeeded"
+    assert result.truncated
+    assert 64 * 1024 <= len(result.output) < 65 * 1024
+    assert "truncated" in result.output
+
+
+async def test_huge_stdout_does_not_deadlock(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Printing 20 MB is drained while the call runs, so the action finishes."""
+    result = await call_then_ok(runner, catalog, supervisor, "shout")
+    assert result.status == "succeeded"
+    assert result.output == "done"
+
+
+async def test_forged_result_frame_is_refused(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An action announcing a 50 MB result on the result socket is killed, not buffered."""
+    started = time.monotonic()
+    result = await call_then_ok(runner, catalog, supervisor, "forge")
+    assert result.error_type == "output_too_large"
+    assert time.monotonic() - started < 8
+
+
+async def test_orphan_in_new_session_is_killed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A process started with start_new_session=True does not outlive its call."""
+    result = await call_then_ok(runner, catalog, supervisor, "orphan")
+    assert result.status == "succeeded"
+    pid = int(result.output)
+    assert not Path(f"/proc/{pid}").exists() or b") Z" in Path(f"/proc/{pid}/stat").read_bytes()
+
+
+async def test_orphan_of_timed_out_call_is_killed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """When a call is killed at its timeout, what it started in a new session dies too."""
+    result = await call_then_ok(runner, catalog, supervisor, "orphan_then_hang")
+    assert result.status == "timed_out"
+
+
+async def test_action_killing_its_parent(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An action that kills its parent fails alone; the next call works."""
+    result = await call_then_ok(runner, catalog, supervisor, "kill_parent")
+    assert result.status == "failed"
+
+
+async def test_dead_zygote_is_restarted(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Killing every zygote from outside is repaired transparently on the next call."""
+    for pid in supervisor.zygote_pids():
+        os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.1)
+    result = await runner.run(catalog, "ok", {"name": "back"})
+    assert result.output == "hello back"
+    assert supervisor.stats.restarts >= 1
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP listener on 127.0.0.1 (host network namespace); yields its port."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_network_false_cannot_connect(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, listener: int
+) -> None:
+    """network: false cannot reach even 127.0.0.1, while network: true can."""
+    on = await runner.run(catalog, "connect_on", {"port": listener})
+    assert on.output == "connected"
+    off = await call_then_ok(runner, catalog, supervisor, "connect_off", {"port": listener})
+    assert off.status == "succeeded"
+    assert off.output.startswith("refused")
+
+
+async def test_child_is_confined(runner: SandboxRunner, catalog: Catalog) -> None:
+    """A child has a fresh private cwd, only fds 0-3 (plus listdir's), and, as root, its own uid."""
+    first = json.loads((await runner.run(catalog, "whoami", {})).output)
+    second = json.loads((await runner.run(catalog, "whoami", {})).output)
+    assert first["cwd"] != second["cwd"]
+    # Emptied before the answer; the (empty) directory itself goes when the child is reaped.
+    deadline = time.monotonic() + 3
+    while Path(first["cwd"]).exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert not Path(first["cwd"]).exists()
+    assert set(first["fds"]) <= {0, 1, 2, 3, 4}
+    if os.geteuid() == 0:
+        assert first["uid"] >= SANDBOX_UID_BASE
+
+
+async def test_environment_has_only_declared_secrets(
+    runner: SandboxRunner, catalog: Catalog
+) -> None:
+    """An action sees a minimal environment plus exactly the secrets it declared."""
+    plain = json.loads((await runner.run(catalog, "environ", {})).output)
+    assert "SANDBOX_TEST_TOKEN" not in plain
+    assert set(plain) <= {"PATH", "LANG", "LC_ALL", "HOME", "TMPDIR"}
+    # The declared secret reaches the environment, but its value is redacted from the output.
+    declared = await runner.run(catalog, "environ_secret", {})
+    env = json.loads(declared.output)
+    assert env["SANDBOX_TEST_TOKEN"] == "[redacted]"
+
+
+async def test_file_size_limit(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Writing past max_file_size_mb fails with an error instead of filling the disk."""
+    result = await call_then_ok(runner, catalog, supervisor, "write_file", {"size_mb": 4})
+    assert result.status == "failed"
+    assert "File too large" in error_of(result.output)["message"]
+
+
+async def test_cancel_kills_the_call(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Cancelling the awaiting task kills the running child."""
+    action = catalog.actions["nap"]
+    slow = Action(name="slow", description="d", timeout=30, kind_key="python", config=action.config)
+    task = asyncio.create_task(
+        runner.run(
+            Catalog(
+                version="x",
+                root=catalog.root,
+                gateway_root=catalog.root,
+                loaded_at=0,
+                actions={"slow": slow},
+            ),
+            "slow",
+            {},
+        )
+    )
+    await asyncio.sleep(0.3)
+    assert _descendants(supervisor.zygote_pids())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await assert_nothing_left(supervisor)
+
+
+async def test_concurrency_limit_queues(action_root: Path, catalog: Catalog) -> None:
+    """With sandbox_concurrency=2, four 0.3 s calls take at least two rounds."""
+    sup = Supervisor(Settings(sandbox_concurrency=2))
+    await sup.start(catalog)
+    try:
+        runner = SandboxRunner(sup)
+        nap = Action(
+            name="nap3",
+            description="d",
+            timeout=5,
+            kind_key="python",
+            config=PythonConfig(function="sbx_actions:nap"),
+        )
+        cat = Catalog(
+            version="x",
+            root=action_root,
+            gateway_root=action_root,
+            loaded_at=0,
+            actions={"nap3": nap},
+        )
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(runner.run(cat, "nap3", {"seconds": 0.3}) for _ in range(4))
+        )
+        assert all(r.output == "woke" for r in results)
+        assert time.monotonic() - started >= 0.55
+    finally:
+        await sup.aclose()
+
+
+async def test_reload_lets_calls_in_flight_finish(
+    supervisor: Supervisor, catalog: Catalog, runner: SandboxRunner
+) -> None:
+    """A reload starts new zygotes while a running call completes on the old one."""
+    nap = Action(
+        name="nap4",
+        description="d",
+        timeout=5,
+        kind_key="python",
+        config=PythonConfig(function="sbx_actions:nap"),
+    )
+    cat = Catalog(
+        version="y",
+        root=catalog.root,
+        gateway_root=catalog.root,
+        loaded_at=0,
+        actions={**catalog.actions, "nap4": nap},
+    )
+    old = set(supervisor.zygote_pids())
+    task = asyncio.create_task(runner.run(cat, "nap4", {"seconds": 0.5}))
+    await asyncio.sleep(0.2)
+    await supervisor.reload(cat)
+    assert not old & set(supervisor.zygote_pids())
+    result = await task
+    assert result.output == "woke"
+    assert (await runner.run(cat, "ok", {})).output == "hello world"
+
+
+async def test_invalid_arguments_do_not_run(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Arguments failing the schema are a tool error naming the argument; nothing runs."""
+    calls = supervisor.stats.calls
+    result = await runner.run(catalog, "ok", {"name": 5})
+    assert result.status == "failed"
+    assert result.error_type == "invalid_arguments"
+    assert error_of(result.output)["argument"] == "name"
+    bad_json = await runner.run(catalog, "ok", "{not json")
+    assert bad_json.error_type == "invalid_arguments"
+    assert supervisor.stats.calls == calls
+
+
+async def test_code_interpreter(runner: SandboxRunner, catalog: Catalog, listener: int) -> None:
+    """code_interpreter returns the program's output, and its errors, with network off."""
+    result = await runner.run(catalog, "code_interpreter", {"code": "print(6 * 7)"})
+    assert result.output == "42\n"
+    failed = await runner.run(catalog, "code_interpreter", {"code": "1/0"})
+    assert failed.status == "failed"
+    assert "ZeroDivisionError" in error_of(failed.output)["output"]
+    probe = (
+        "import socket\n"
+        f"try:\n    socket.create_connection(('127.0.0.1', {listener}), timeout=2)\n"
+        "    print('connected')\nexcept OSError:\n    print('no network')\n"
+    )
+    net = await runner.run(catalog, "code_interpreter", {"code": probe})
+    assert net.output == "no network\n"
+
+
+async def test_network_isolation_refused_is_a_clear_error(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """When the kernel refused a network namespace, network: false calls fail, never run."""
+    import msgspec
+
+    from gateway.sandbox.supervisor import _key
+
+    zygote = supervisor._zygotes[_key(catalog.actions["whoami"])]
+    assert zygote.ready is not None
+    zygote.ready = msgspec.structs.replace(
+        zygote.ready, network_isolated=False, network_error="unshare: Operation not permitted"
+    )
+    result = await runner.run(catalog, "whoami", {})
+    assert result.status == "failed"
+    assert result.error_type == "sandbox_error"
+    assert "Operation not permitted" in error_of(result.output)["message"]
+
+
+async def test_seccomp_denies_namespaces_and_ptrace(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Where seccomp works, an action cannot create namespaces or ptrace, but can spawn."""
+    assert supervisor.capabilities is not None
+    if not supervisor.capabilities.seccomp:
+        pytest.skip(f"seccomp unavailable: {supervisor.capabilities.seccomp_detail}")
+    code = (
+        "import ctypes, subprocess\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
+        "print('ptrace', libc.ptrace(0, 0, 0, 0), ctypes.get_errno())\n"
+        "print(subprocess.run(['echo', 'spawned'], capture_output=True, text=True).stdout)\n"
+    )
+    result = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert "unshare -1 1" in result.output
+    assert "ptrace -1 1" in result.output
+    assert "spawned" in result.output

@@ -1,0 +1,204 @@
+"""Argument validation before anything runs, and the runner's failure mapping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import InvalidArguments
+from gateway.executors.base import ToolResult
+from gateway.executors.examples import check_expect
+from gateway.executors.python import PythonConfig
+from gateway.executors.runner import SandboxRunner, validate_arguments
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import (
+    Action,
+    Assistant,
+    CallContext,
+    CheckContext,
+    Expect,
+    FileSearch,
+)
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["c", "f"], "default": "c"},
+        "days": {"type": "integer", "minimum": 1},
+        "opts": {"type": "object", "properties": {"lang": {"type": "string", "default": "en"}}},
+    },
+    "required": ["city"],
+    "additionalProperties": False,
+}
+ACTION = Action(
+    name="weather",
+    description="d",
+    parameters=SCHEMA,
+    kind_key="python",
+    config=PythonConfig(function="m:f"),
+)
+
+
+def test_defaults_are_applied() -> None:
+    """Missing properties with a default get it, also in nested objects."""
+    assert validate_arguments(ACTION, '{"city": "Paris", "opts": {}}') == {
+        "city": "Paris",
+        "unit": "c",
+        "opts": {"lang": "en"},
+    }
+
+
+def test_strict_mode_nulls_mean_absent() -> None:
+    """null for an optional property (OpenAI strict mode) is treated as not given."""
+    assert validate_arguments(ACTION, {"city": "Oslo", "unit": None, "days": None}) == {
+        "city": "Oslo",
+        "unit": "c",
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "argument"),
+    [
+        ("{}", "city"),
+        ('{"city": 3}', "city"),
+        ('{"city": "x", "unit": "k"}', "unit"),
+        ('{"city": "x", "days": 0}', "days"),
+        ('{"city": "x", "extra": 1}', "extra"),
+        ('{"city": "x", "opts": {"lang": 5}}', "opts.lang"),
+    ],
+)
+def test_invalid_arguments_name_the_argument(arguments: str, argument: str) -> None:
+    """Each schema violation is reported with the argument it concerns."""
+    with pytest.raises(InvalidArguments) as info:
+        validate_arguments(ACTION, arguments)
+    assert info.value.argument == argument
+    assert argument.split(".")[-1] in info.value.message
+
+
+@pytest.mark.parametrize("arguments", ["{nope", "[1, 2]", '"text"'])
+def test_arguments_must_be_a_json_object(arguments: str) -> None:
+    """Invalid JSON or a non-object is an InvalidArguments error."""
+    with pytest.raises(InvalidArguments):
+        validate_arguments(ACTION, arguments)
+
+
+def test_python_function_format_checked() -> None:
+    """python.function must be module:callable (checked at load time, no import)."""
+    ctx = CheckContext(root=Path(), databases=frozenset())
+    assert PythonConfig(function="actions.weather:get").check(ACTION, ctx) == []
+    assert PythonConfig(function="actions.weather").check(ACTION, ctx)
+
+
+def test_python_run_calls_with_keywords() -> None:
+    """The python kind imports module:callable and passes arguments as keywords."""
+    config = PythonConfig(function="textwrap:shorten")
+    call = CallContext(action="s", arguments={"text": "hello big world", "width": 12})
+    assert config.run(call) == "hello [...]"
+    assert config.sandbox_imports() == ["textwrap"]
+
+
+class _NoSupervisor:
+    """Fails the test if the runner tries to run anything."""
+
+    async def call(self, *args: Any, **kwargs: Any) -> ToolResult:
+        raise AssertionError("the sandbox must not be called")
+
+
+def _catalog(tmp_path: Path, **kw: Any) -> Catalog:
+    return Catalog(
+        version="t",
+        root=tmp_path,
+        gateway_root=tmp_path,
+        loaded_at=0,
+        actions={"weather": ACTION},
+        **kw,
+    )
+
+
+async def test_runner_maps_failures_without_running(tmp_path: Path) -> None:
+    """Unknown tools, bad arguments and missing secrets are tool errors; nothing runs."""
+    runner = SandboxRunner(_NoSupervisor(), environ={})  # type: ignore[arg-type]
+    catalog = _catalog(tmp_path)
+    unknown = await runner.run(catalog, "nope", {})
+    assert unknown.error_type == "not_found"
+    bad = await runner.run(catalog, "weather", '{"city": 1}')
+    assert bad.status == "failed"
+    assert json.loads(bad.output)["error"]["argument"] == "city"
+    secret_action = Action(
+        name="s",
+        description="d",
+        secrets=["MISSING_KEY"],
+        kind_key="python",
+        config=PythonConfig(function="m:f"),
+    )
+    cat2 = Catalog(
+        version="t", root=tmp_path, gateway_root=tmp_path, loaded_at=0, actions={"s": secret_action}
+    )
+    missing = await runner.run(cat2, "s", {})
+    assert missing.error_type == "configuration_error"
+    assert "MISSING_KEY" in missing.output
+
+
+class _Knowledge:
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[Path], str, int]] = []
+
+    def search(
+        self, files: list[Path], query: str, max_results: int, *, root: Path | None = None
+    ) -> list[dict[str, str]]:
+        self.calls.append((files, query, max_results))
+        return [{"source": files[0].name, "text": f"about {query}"}]
+
+
+async def test_file_search_delegates_to_knowledge(tmp_path: Path) -> None:
+    """file_search asks the knowledge index with the assistant's files; absent index = error."""
+    assistant = Assistant(name="a", file_search=FileSearch(files=["faq.md"], max_results=3))
+    catalog = _catalog(tmp_path, assistants={"a": assistant})
+    knowledge = _Knowledge()
+    runner = SandboxRunner(_NoSupervisor(), knowledge)  # type: ignore[arg-type]
+    result = await runner.run(catalog, "file_search", {"query": "refunds"}, assistant="a")
+    assert json.loads(result.output) == [{"source": "faq.md", "text": "about refunds"}]
+    assert knowledge.calls == [([(tmp_path / "faq.md").resolve()], "refunds", 3)]
+    without = SandboxRunner(_NoSupervisor())  # type: ignore[arg-type]
+    assert (await without.run(catalog, "file_search", {"query": "x"})).status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("expect", "output", "status", "ok"),
+    [
+        (Expect(contains="Paris"), "in Paris", "succeeded", True),
+        (Expect(contains="Paris"), "in Rome", "succeeded", False),
+        (Expect(equals=84), "84", "succeeded", True),
+        (Expect(equals={"a": 1}), '{"a":1}', "succeeded", True),
+        (Expect(equals="x"), "y", "succeeded", False),
+        (Expect(status="failed"), "{}", "failed", True),
+        (Expect(), "{}", "failed", False),
+    ],
+)
+def test_check_expect(expect: Expect, output: str, status: str, ok: bool) -> None:
+    """`gateway test` expectations: contains, equals (JSON-aware) and status."""
+    result = ToolResult(status=status, output=output, duration_ms=1.0)  # type: ignore[arg-type]
+    assert (check_expect(expect, result) == []) is ok
+
+
+async def test_file_search_with_the_real_index(tmp_path: Path) -> None:
+    """file_search over the real knowledge index returns passages with their source."""
+    from gateway.knowledge.index import KnowledgeIndex
+
+    (tmp_path / "faq.md").write_text("# Refunds\n\nRefunds take five business days.\n")
+    assistant = Assistant(name="a", file_search=FileSearch(files=["faq.md"]))
+    catalog = _catalog(tmp_path, assistants={"a": assistant})
+    index = KnowledgeIndex()
+    try:
+        runner = SandboxRunner(_NoSupervisor(), index)  # type: ignore[arg-type]
+        result = await runner.run(catalog, "file_search", '{"query": "refunds"}', assistant="a")
+    finally:
+        index.close()
+    passages = json.loads(result.output)
+    assert result.status == "succeeded"
+    assert passages[0]["source"] == "faq.md"
+    assert "five business days" in passages[0]["text"]

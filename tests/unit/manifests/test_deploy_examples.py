@@ -1,0 +1,51 @@
+"""deploy/: the compose and Kubernetes examples parse, and the ConfigMap's manifests load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.manifests.loader import load_catalog
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+
+
+def _docs(name: str) -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((DEPLOY / name).read_text()))
+
+
+def test_configmap_manifests_load(tmp_path: Path) -> None:
+    """Every manifest in the ConfigMap example is valid against the repository's actions."""
+    (configmap,) = _docs("k8s/configmap.yaml")
+    root = tmp_path / "manifests"
+    root.mkdir()
+    for name, text in configmap["data"].items():
+        (root / name).write_text(text)
+    catalog = load_catalog(root, gateway_root=DEPLOY.parent)
+    assert set(catalog.assistants) == {"support"}
+    assert "create_ticket" in catalog.actions
+
+
+def test_git_sync_link_is_where_the_gateway_looks() -> None:
+    """The gateway's GATEWAY_MANIFESTS lies under git-sync's root/link, on a shared volume."""
+    deployment, service = _docs("k8s/deployment.yaml")
+    assert (deployment["kind"], service["kind"]) == ("Deployment", "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    sync_env = {e["name"]: e.get("value") for e in containers["git-sync"]["env"]}
+    gateway_env = {e["name"]: e.get("value") for e in containers["gateway"]["env"]}
+    link = f"{sync_env['GITSYNC_ROOT']}/{sync_env['GITSYNC_LINK']}/"
+    assert gateway_env["GATEWAY_MANIFESTS"].startswith(link)
+    mounts = {m["mountPath"]: m["name"] for m in containers["gateway"]["volumeMounts"]}
+    assert mounts[sync_env["GITSYNC_ROOT"]] == "git"
+
+
+def test_compose_runs_the_gateway_on_postgres() -> None:
+    """The compose file points the gateway's thread store at its PostgreSQL service."""
+    (compose,) = _docs("docker-compose.yml")
+    gateway = compose["services"]["gateway"]
+    assert gateway["environment"]["GATEWAY_DATABASE_URL"].startswith("postgresql://")
+    assert "@postgres:5432/" in gateway["environment"]["GATEWAY_DATABASE_URL"]
+    assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
