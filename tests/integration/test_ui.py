@@ -1,0 +1,102 @@
+"""The web playground at /ui, driven in Debian's chromium through Playwright.
+
+Skips (saying why) when chromium is not installed, except under ``CI=true``
+where a missing browser is a failure: ``just test`` installs it first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+pytestmark = pytest.mark.browser
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        reason = "Debian's chromium is not installed (apt-get install chromium, or `just test`)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless chromium per module, with the flags this closed network needs."""
+    executable = _chromium()
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def test_playground_chats_and_shows_tool_calls(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """A person picks an assistant, sends a message, and sees the tool call and the answer."""
+    server = gateway_server(api_manifests)
+    page.goto(f"{server.url}/ui")
+    expect(page.locator("#assistant option")).not_to_have_count(0)
+    page.select_option("#assistant", "helper")
+    expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
+
+    page.fill("#message", "what is the weather in Paris?")
+    page.click("form#send button[type=submit]")
+
+    expect(page.locator(".msg.user")).to_have_text("what is the weather in Paris?")
+    tool_lines = page.locator(".msg.tool")
+    expect(tool_lines.first).to_contain_text("get_weather")
+    expect(tool_lines.first).to_contain_text("Paris")
+    expect(tool_lines.nth(1)).to_contain_text("succeeded")
+    expect(page.locator(".msg.meta")).to_contain_text("manifests")
+    answer = page.locator(".msg.assistant").last
+    expect(answer).to_contain_text("21")
+
+    # The thread is real: the server stored both sides of the exchange.
+    thread_id = page.evaluate("threadId")
+    history = page.request.get(f"{server.url}/threads/{thread_id}/messages").json()
+    text = str(history)
+    assert "what is the weather in Paris?" in text
+    assert "get_weather" in text
+
+
+def test_playground_shows_server_errors(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """A rejected request (wrong API key) is shown to the person instead of failing silently."""
+    server = gateway_server(api_manifests, env={"GATEWAY_API_KEYS": "right-key"})
+    page.goto(f"{server.url}/ui")
+    expect(page.locator(".msg.error").first).to_contain_text("401")
+    page.fill("#key", "right-key")
+    page.press("#key", "Enter")
+    expect(page.locator("#assistant option")).not_to_have_count(0)
+    expect(page.locator(".msg.error")).to_have_count(0)
+    expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
