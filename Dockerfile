@@ -21,9 +21,14 @@ COPY manifests ./manifests
 COPY actions ./actions
 RUN uv sync --frozen --no-dev && mkdir -p /app/var
 
-# The sandbox drops action processes to this uid; the server itself runs as it too.
+# The server and its sandboxed actions run as this unprivileged uid (numeric, so
+# Kubernetes' runAsNonRoot can verify it). `network: false` actions need the
+# container's seccomp profile to allow user + network namespaces: run with
+# deploy/seccomp.json (docker-compose.yml does), e.g.
+#   docker run --security-opt seccomp=deploy/seccomp.json --security-opt apparmor=unconfined ...
+# and check with `gateway doctor` (network_namespace yes).
 RUN useradd --system --uid 10001 --home /app gateway && chown -R gateway /app/var
-USER gateway
+USER 10001
 
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/health')" || exit 1

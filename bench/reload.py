@@ -1,16 +1,19 @@
 """Reload-to-live latency: a file write until the new tool is visible, for 10/100/1,000 manifests.
 
 For each size, a temporary site holds one assistant file plus N-1 action files
-(HTTP actions, and one Python action so the loader's import check and the
-sandbox zygote restart are part of every reload). Each edit rewrites the
-assistant file so it defines and references a new action ``probe_<k>``; we
-time from just before the write until:
+(HTTP actions, and one Python action so the loader's import check is part of
+every reload). Each manifest edit rewrites the assistant file so it defines and
+references a new action ``probe_<k>``; we time from just before the write until:
 
 - ``load``: ``load_catalog`` alone (no watching), the floor of any reload;
 - ``swap``: an in-process ``Reloader`` (real watchfiles, real loader, no
   sandbox hook) has swapped in a catalog with the new tool;
 - ``http``: the real server (uvicorn subprocess, watching) lists the tool at
-  ``GET /assistants/bench/tools``.
+  ``GET /assistants/bench/tools`` (a manifest-only edit keeps the sandbox's
+  zygotes: nothing they load changed);
+- ``code``: the same server, after an edit of the Python action's code, answers
+  ``POST /actions/add/invoke`` with the new code's result (the zygote running
+  it is replaced: this includes starting a new one).
 
 Run: ``uv run --frozen python bench/reload.py [--sizes 10,100,1000] [--edits 15]``.
 """
@@ -144,12 +147,23 @@ async def bench_swap(manifests: Path, edits: int, first: int) -> list[float]:
     return times
 
 
+def write_code(root: Path, k: int) -> None:
+    """Rewrite the Python action so ``add(1, 1)`` answers ``2 + k``."""
+    path = root / "benchactions" / "tools.py"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        f'def add(a: int, b: int) -> int:\n    """Add two numbers."""\n    return a + b + {k}\n'
+    )
+    tmp.replace(path)
+
+
 def bench_http(
     root: Path, manifests: Path, edits: int, first: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     """Write -> tool visible at GET /assistants/bench/tools on the real server, in ms.
 
-    Also returns the server's own reload durations (load + sandbox restart) from its log.
+    Also returns the server's own reload durations (load + swap hooks) from its log,
+    and code edit -> new result from ``POST /actions/add/invoke``, in ms.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
     env |= {
@@ -160,6 +174,7 @@ def bench_http(
         "LOGGING_LEVEL": "INFO",
     }
     log_path = root / "server.log"
+    manifest_log = 0
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", LAUNCHER], cwd=root, env=env, stdout=log, stderr=log
@@ -180,6 +195,18 @@ def bench_http(
                     time.sleep(0.01)  # gentle: a busy poller slows the server it measures
                 times.append((time.perf_counter() - start) * 1000)
                 time.sleep(0.25)
+            manifest_log = len(log_path.read_bytes())  # reloads after this are code edits
+            invoke = m.group(1) + "/actions/add/invoke"
+            code = []
+            for k in range(1, edits + 1):
+                start = time.perf_counter()
+                write_code(root, k)
+                while client.post(invoke, json={"arguments": {"a": 1, "b": 1}}).json().get(
+                    "output"
+                ) != str(2 + k):
+                    time.sleep(0.01)
+                code.append((time.perf_counter() - start) * 1000)
+                time.sleep(0.25)
     finally:
         proc.terminate()
         proc.wait(15)
@@ -187,10 +214,10 @@ def bench_http(
         float(m.group(1))
         for m in re.finditer(
             r"event=reload_swapped .*?reason=\S*watch\S* .*?duration_ms=([\d.]+)",
-            log_path.read_text(errors="replace"),
+            log_path.read_bytes()[:manifest_log].decode(errors="replace"),
         )
     ]
-    return times, reloads
+    return times, reloads, code
 
 
 def main() -> None:
@@ -206,7 +233,7 @@ def main() -> None:
     )
     header = (
         f"{'manifests':>9} | {'load':>13} | {'write->swap':>13} | {'server reload':>13} "
-        f"| {'write->HTTP':>13} | HTTP/swap"
+        f"| {'write->HTTP':>13} | HTTP/swap | {'code->invoke':>13}"
     )
     print(header)
     print("-" * len(header))
@@ -217,13 +244,14 @@ def main() -> None:
             manifests = make_site(root, n)
             load = bench_load(manifests, min(edits, 5))
             swap = asyncio.run(bench_swap(manifests, edits, first=1))
-            http, server = bench_http(root, manifests, edits, first=1000)
+            http, server, code = bench_http(root, manifests, edits, first=1000)
         ratio = statistics.median(http) / statistics.median(swap)
         print(
             f"{n:>9} | {pct(load, 0.5):>5.0f} / {pct(load, 0.95):>5.0f} | "
             f"{pct(swap, 0.5):>5.0f} / {pct(swap, 0.95):>5.0f} | "
             f"{pct(server, 0.5):>5.0f} / {pct(server, 0.95):>5.0f} | "
-            f"{pct(http, 0.5):>5.0f} / {pct(http, 0.95):>5.0f} | {ratio:>8.2f}x"
+            f"{pct(http, 0.5):>5.0f} / {pct(http, 0.95):>5.0f} | {ratio:>8.2f}x | "
+            f"{pct(code, 0.5):>5.0f} / {pct(code, 0.95):>5.0f}"
         )
 
 

@@ -152,9 +152,13 @@ class Engine:
         if not message.strip():
             raise InvalidInput("message must not be empty", field="message")
         catalog = self._current()
+        new_thread: ThreadRecord | None = None
         if thread_id in (None, "new"):
             found = self._assistant(catalog, assistant)
-            thread = await self._store.create_thread(found.name)
+            # Stored with the run and its message, in one commit (see ``_begin``).
+            thread = new_thread = ThreadRecord(
+                id=new_id("thread"), assistant=found.name, created_at=time.time()
+            )
         else:
             existing = await self._store.get_thread(thread_id)
             if existing is None:
@@ -172,6 +176,7 @@ class Engine:
             manifest_version=catalog.version,
             created_at=time.time(),
         )
+        user = ChatMessage(role="user", content=message)
         spec = RunSpec(
             run_id=record.id,
             thread_id=thread.id,
@@ -180,14 +185,22 @@ class Engine:
             provider=provider,
             record=record,
             correlation_id=correlation_id,
+            # A new thread's history is this message: the run need not read it back.
+            history=[user] if new_thread is not None else [],
+            history_loaded=new_thread is not None,
         )
         self._busy[thread.id] = record.id  # before any await: closes the local race
         # Shielded: a caller cancelled mid-write must not leave a stored run without its task.
-        return await asyncio.shield(self._begin(spec, record, message))
+        return await asyncio.shield(self._begin(spec, record, user, new_thread))
 
-    async def _begin(self, spec: RunSpec, record: RunRecord, message: str) -> RunHandle:
-        try:  # the run and its user message are stored together, or not at all
-            await self._store.begin_run(record, ChatMessage(role="user", content=message))
+    async def _begin(
+        self, spec: RunSpec, record: RunRecord, user: ChatMessage, thread: ThreadRecord | None
+    ) -> RunHandle:
+        try:  # the (new) thread, the run and its user message are stored together, or not at all
+            if thread is None:
+                await self._store.begin_run(record, user)
+            else:
+                await self._store.begin_run(record, user, thread=thread)
         except BaseException:
             self._busy.pop(record.thread_id, None)
             raise

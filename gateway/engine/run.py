@@ -92,6 +92,8 @@ class RunTask:
         self.started = time.perf_counter()
         self.pending: dict[str, tuple[str, ToolCall]] = {}  # call id -> (step id, call)
         self.entered = False  # False only if the task was cancelled before its first step
+        # The last answer (no tool calls) and its message id, stored by ``_finish``.
+        self.final: tuple[ChatMessage, str] | None = None
         self.logger = _logger.bind(
             run_id=spec.run_id, thread_id=spec.thread_id, correlation_id=spec.correlation_id
         )
@@ -136,7 +138,7 @@ class RunTask:
 
     async def _loop(self) -> None:
         spec = self.spec
-        if self.store is not None and spec.record is not None:
+        if self.store is not None and spec.record is not None and not spec.history_loaded:
             stored = await self.store.list_messages(
                 spec.thread_id, limit=self.budget.max_messages + 64
             )
@@ -160,15 +162,16 @@ class RunTask:
                         f"{spec.assistant.name!r}); the model kept calling tools",
                     )
                 )
-            if text or calls:
-                answer = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
-                await self._persist(answer, message_id)
+            if not calls:
+                if text:  # stored with the run's outcome, in the same commit (``_finish``)
+                    self.final = (ChatMessage(role="assistant", content=text), message_id)
+                return
+            answer = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
+            await self._persist(answer, message_id)
             if text:
                 self.log.append(
                     MessageCompleted(run_id=spec.run_id, message_id=message_id, content=text)
                 )
-            if not calls:
-                return
             rounds += 1
             await self._run_tools(calls)
 
@@ -299,6 +302,13 @@ class RunTask:
             correlation_id=spec.correlation_id,
         )
         final: list[Event] = [terminal, metadata, Done()]
+        answer = self.final
+        if answer is not None:
+            spec.history.append(answer[0])
+            message = MessageCompleted(
+                run_id=spec.run_id, message_id=answer[1], content=answer[0].content or ""
+            )
+            final.insert(0, message)
         if self.store is not None and spec.record is not None:
             record = msgspec.structs.replace(
                 spec.record,
@@ -308,13 +318,24 @@ class RunTask:
                 timings=msgspec.to_builtins(timings),
                 error=msgspec.to_builtins(error) if error else None,
             )
-            # Record and full log in one commit, before ``done`` reaches any client: a
-            # client that saw ``done`` may start the next run on the thread at once.
+            # The last answer, the record and the full log in one commit, before
+            # ``message.completed`` or ``done`` reach any client: a client that saw
+            # ``done`` may start the next run on the thread at once.
             events = self.log.encoded() + [encode_ws(event) for event in final]
             try:
-                await self.store.finish_run(record, events)
+                if answer is None:
+                    await self.store.finish_run(record, events)
+                else:
+                    await self.store.finish_run(record, events, [answer])
             except Exception:
                 self.logger.exception("run.persist_failed")
+                if answer is not None and error is None:
+                    # Never acknowledge an answer the store did not keep.
+                    status, error = "failed", ErrorInfo(
+                        type="not_ready", message="the answer could not be stored; try again"
+                    )
+                    self._emit_error(error)
+                    final = [RunFailed(run_id=spec.run_id, error=error), metadata, Done()]
         self.on_settled()
         for event in final:
             self.log.append(event)

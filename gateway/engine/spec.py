@@ -48,6 +48,8 @@ class RunSpec:
         record: the stored run record; None for a stateless run (nothing is persisted).
         correlation_id: the request's correlation id (logs, events, actions).
         history: the conversation so far (loaded from the store, or the client's).
+        history_loaded: ``history`` is already complete (a stateless run, or a new
+            thread holding only its first message), so the run does not read the store.
     """
 
     run_id: str
@@ -58,6 +60,7 @@ class RunSpec:
     record: RunRecord | None
     correlation_id: str = ""
     history: list[ChatMessage] = field(default_factory=list)
+    history_loaded: bool = False
 
 
 class ProviderLookup(Protocol):

@@ -151,7 +151,8 @@ class SandboxRunner:
     ) -> ToolResult:
         """Validate ``arguments`` and run tool ``name``; every failure is a ``ToolResult``.
 
-        ``assistant`` (optional) scopes ``file_search`` to that assistant's files.
+        ``assistant`` names the calling assistant: ``file_search`` searches only its
+        files, and without one it is a tool error (never every assistant's files).
         """
         started = time.perf_counter()
         try:
@@ -226,22 +227,26 @@ class SandboxRunner:
         args = validate_arguments(schema_action, arguments)
         if self._knowledge is None:
             return _fail(started, "unavailable", "file_search is not available on this server")
-        configs = [
-            a.file_search
-            for n, a in catalog.assistants.items()
-            if a.file_search is not None and (assistant is None or n == assistant)
-        ]
-        if not configs:
-            return _fail(started, "unavailable", "no files are configured for file_search")
+        if assistant is None:
+            # Each assistant may search only its own files: with no caller, nothing.
+            return _fail(
+                started,
+                "invalid_call",
+                "file_search searches the calling assistant's files; no assistant was given",
+            )
+        owner = catalog.assistants.get(assistant)
+        config = owner.file_search if owner is not None else None
+        if config is None:
+            return _fail(
+                started, "unavailable", f"assistant {assistant!r} has no files for file_search"
+            )
         files: list[Path] = []
-        for config in configs:
-            for name in config.files:
-                path = (catalog.root / name).resolve()
-                if path not in files:
-                    files.append(path)
-        max_results = max(c.max_results for c in configs)
+        for name in config.files:
+            path = (catalog.root / name).resolve()
+            if path not in files:
+                files.append(path)
         passages = await asyncio.to_thread(
-            self._knowledge.search, files, str(args["query"]), max_results
+            self._knowledge.search, files, str(args["query"]), config.max_results
         )
         output = msgspec.json.encode(msgspec.to_builtins(passages)).decode()
         return ToolResult(status="succeeded", output=output, duration_ms=_ms(started))

@@ -20,13 +20,16 @@ Tool calls are emitted once complete, after the text, just before ``ModelDone``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
 from typing import Any
 
-from openai.types.chat import ChatCompletionChunk
-from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
+import msgspec
 
-from gateway.providers._openai_base import IncompleteStream, OpenAIProvider, register_api
+from gateway.providers._openai_base import (
+    IncompleteStream,
+    OpenAIProvider,
+    StreamFailed,
+    register_api,
+)
 from gateway.providers.base import (
     ChatMessage,
     ModelDone,
@@ -38,7 +41,7 @@ from gateway.providers.base import (
     Usage,
 )
 
-__all__ = ["ChatCompletionsProvider", "ToolCallAssembler", "chat_messages"]
+__all__ = ["ChatCompletionsProvider", "ToolCallAssembler", "ToolCallDelta", "chat_messages"]
 
 
 @register_api
@@ -46,60 +49,98 @@ class ChatCompletionsProvider(OpenAIProvider):
     """Streams ``POST {base_url}/chat/completions`` through ``AsyncOpenAI``."""
 
     api = "chat"
+    path = "/chat/completions"
 
-    async def _stream_once(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
-        params: dict[str, Any] = {
-            "model": request.model,
+    def _body(self, request: ModelRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "messages": chat_messages(request),
-            "stream": True,
             "stream_options": {"include_usage": True},
         }
         if request.tools:
-            params["tools"] = request.tools
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        stream = await self.client.chat.completions.create(**params)
-        assembler = ToolCallAssembler()
-        usage = Usage()
-        finish: str | None = None
+            body["tools"] = request.tools
+        return body
+
+    def _reader(self) -> _ChunkReader:
+        return _ChunkReader()
+
+
+# What is read of a chunk, decoded leniently (every field optional, extra fields
+# ignored): cheaper than the SDK's pydantic models, and servers omit a lot.
+class _FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct):
+    """One streamed tool-call fragment (``index``, ``id`` and ``function`` may be missing)."""
+
+    index: int | None = None
+    id: str | None = None
+    function: _FunctionDelta | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int | None = None
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _ChunkUsage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    usage: _ChunkUsage | None = None
+
+
+class _ChunkReader:
+    """Reads ``chat.completion.chunk`` items (as JSON) into model events."""
+
+    def __init__(self) -> None:
+        self.assembler = ToolCallAssembler()
+        self.usage = Usage()
+        self.finish_reason: str | None = None
+
+    def feed(self, item: Any) -> list[ModelEvent]:
         try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = Usage(
-                        prompt_tokens=chunk.usage.prompt_tokens or 0,
-                        completion_tokens=chunk.usage.completion_tokens or 0,
-                        total_tokens=chunk.usage.total_tokens or 0,
-                    )
-                text, chunk_finish = _read_chunk(chunk, assembler)
-                if text:
-                    yield TextDelta(text)
-                finish = chunk_finish or finish
-        finally:
-            await stream.close()
-        if finish is None:
+            chunk = msgspec.convert(item, _Chunk, strict=False)
+        except msgspec.ValidationError as exc:
+            raise StreamFailed(f"malformed chunk: {exc}") from None
+        if chunk.usage is not None:
+            self.usage = Usage(
+                prompt_tokens=chunk.usage.prompt_tokens or 0,
+                completion_tokens=chunk.usage.completion_tokens or 0,
+                total_tokens=chunk.usage.total_tokens or 0,
+            )
+        text = ""
+        for choice in chunk.choices or ():
+            if choice.index not in (0, None):
+                continue  # n > 1 is never requested; ignore stray choices
+            delta = choice.delta
+            if delta is not None:
+                if delta.content:
+                    text += delta.content
+                for tool_delta in delta.tool_calls or ():
+                    self.assembler.add(tool_delta)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        return [TextDelta(text)] if text else []
+
+    def finish(self) -> list[ModelEvent]:
+        if self.finish_reason is None:
             raise IncompleteStream("the stream ended before the model finished its answer")
-        calls = assembler.calls()
-        for call in calls:
-            yield ToolCallRequest(call)
-        yield ModelDone(usage, "tool_calls" if calls else finish)
-
-
-def _read_chunk(chunk: ChatCompletionChunk, assembler: ToolCallAssembler) -> tuple[str, str | None]:
-    """Feed one chunk's tool-call deltas to ``assembler``; return its text and finish reason."""
-    text = ""
-    finish: str | None = None
-    for choice in chunk.choices or []:
-        if choice.index not in (0, None):
-            continue  # n > 1 is never requested; ignore stray choices
-        delta = choice.delta
-        if delta is not None:
-            if delta.content:
-                text += delta.content
-            for tool_delta in delta.tool_calls or []:
-                assembler.add(tool_delta)
-        if choice.finish_reason:
-            finish = choice.finish_reason
-    return text, finish
+        calls = self.assembler.calls()
+        events: list[ModelEvent] = [ToolCallRequest(call) for call in calls]
+        events.append(ModelDone(self.usage, "tool_calls" if calls else self.finish_reason))
+        return events
 
 
 class _Partial:
@@ -120,7 +161,7 @@ class ToolCallAssembler:
         self._by_id: dict[str, _Partial] = {}
         self._by_index: dict[int, _Partial] = {}
 
-    def add(self, delta: ChoiceDeltaToolCall) -> None:
+    def add(self, delta: ToolCallDelta) -> None:
         """Apply one delta (``index``, ``id`` and ``function`` may each be missing)."""
         call_id = delta.id or None
         index = delta.index

@@ -19,8 +19,9 @@ silently truncated answer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
+
+from openai.types.responses import ResponseStreamEvent
 
 from gateway.providers._openai_base import (
     IncompleteStream,
@@ -46,38 +47,19 @@ class ResponsesProvider(OpenAIProvider):
     """Streams ``POST {base_url}/responses`` through ``AsyncOpenAI``."""
 
     api = "responses"
+    path = "/responses"
+    stream_item = ResponseStreamEvent
 
-    async def _stream_once(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
-        params: dict[str, Any] = {
-            "model": request.model,
-            "input": responses_input(request),
-            "stream": True,
-            "store": False,
-        }
+    def _body(self, request: ModelRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"input": responses_input(request), "store": False}
         if request.instructions:
-            params["instructions"] = request.instructions
+            body["instructions"] = request.instructions
         if request.tools:
-            params["tools"] = responses_tools(request.tools)
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        stream = await self.client.responses.create(**params)
-        reader = _Reader()
-        try:
-            # Read to the end even after response.completed: a fully read
-            # response returns its connection to the pool for the next call.
-            async for event in stream:
-                if reader.done is None:
-                    for out in reader.feed(event):
-                        yield out
-        finally:
-            await stream.close()
-        if reader.done is None:
-            raise IncompleteStream("the stream ended before the response completed")
-        complete = reader.calls.complete()
-        for call in complete:
-            yield ToolCallRequest(call)
-        done = reader.done
-        yield ModelDone(done.usage, "tool_calls") if complete else done
+            body["tools"] = responses_tools(request.tools)
+        return body
+
+    def _reader(self) -> _Reader:
+        return _Reader()
 
 
 class _Reader:
@@ -89,11 +71,13 @@ class _Reader:
         self.done: ModelDone | None = None
 
     def feed(self, event: Any) -> list[ModelEvent]:
-        """Read one event; return the text deltas it carries.
+        """Read one event; return the text deltas it carries (nothing after the end).
 
         Raises:
             StreamFailed: on ``response.failed`` and ``error`` events.
         """
+        if self.done is not None:
+            return []
         kind = getattr(event, "type", "")
         if kind == "response.output_text.delta":
             delta = getattr(event, "delta", "")
@@ -112,6 +96,15 @@ class _Reader:
         elif kind == "error":
             raise StreamFailed(getattr(event, "message", "") or "")
         return []
+
+    def finish(self) -> list[ModelEvent]:
+        """The function calls, then ``ModelDone``; ``IncompleteStream`` without the end event."""
+        if self.done is None:
+            raise IncompleteStream("the stream ended before the response completed")
+        complete = self.calls.complete()
+        events: list[ModelEvent] = [ToolCallRequest(call) for call in complete]
+        events.append(ModelDone(self.done.usage, "tool_calls") if complete else self.done)
+        return events
 
     def _finish(self, kind: str, response: Any) -> list[ModelEvent]:
         out: list[ModelEvent] = []

@@ -40,6 +40,7 @@ class ZygoteChannel:
         self.proc = proc
         self.sock = sock
         self.ready: Ready | None = None
+        self.fingerprint = ""  # what it loaded (see ``supervisor._fingerprint``)
         self.pending: dict[int, asyncio.Future[Exited]] = {}
         self.active = 0
         self.retired = False

@@ -2,6 +2,8 @@
 
 Python 3.11 has no ``os.unshare``, ``prctl`` or seccomp; these wrappers raise
 ``OSError`` with the real errno so callers can report why the kernel refused.
+The same deny-list also yields the container's seccomp profile
+(``container_seccomp_profile``, committed as ``deploy/seccomp.json``).
 This module imports only the standard library.
 """
 
@@ -18,9 +20,11 @@ __all__ = [
     "PR_SET_DUMPABLE",
     "PR_SET_NO_NEW_PRIVS",
     "PR_SET_PDEATHSIG",
+    "container_seccomp_profile",
     "install_seccomp_filter",
     "landlock_abi",
     "prctl",
+    "prepare_seccomp_filter",
     "seccomp_mode",
     "set_name",
     "unshare",
@@ -177,6 +181,75 @@ _DENY = {
 }
 
 
+_DENY_NAMES = (
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "bpf",
+    "perf_event_open",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "userfaultfd",
+    "open_by_handle_at",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+)
+"""The names of the ``_DENY`` numbers, in the same order (a test checks them)."""
+
+
+def container_seccomp_profile() -> dict[str, object]:
+    """The container runtime's seccomp profile (``deploy/seccomp.json``), from ``_DENY``.
+
+    Docker's default profile refuses ``unshare`` without ``CAP_SYS_ADMIN``, so a
+    non-root gateway could not give ``network: false`` actions their network
+    namespace. This profile denies what every call child's own filter denies,
+    except ``unshare`` (the zygote's user + network namespace): the server and
+    zygote get the same deny-list, and actions still get the full one on top.
+    """
+    flags = [1 << bit for bit in range(32) if _NAMESPACE_FLAGS & (1 << bit)]
+    eperm = {"action": "SCMP_ACT_ERRNO", "errnoRet": _EPERM}
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "archMap": [
+            {
+                "architecture": "SCMP_ARCH_X86_64",
+                "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            },
+            {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
+        ],
+        "syscalls": [
+            {"names": [n for n in _DENY_NAMES if n != "unshare"], **eperm},
+            # clone3's flags are out of a filter's reach: ENOSYS makes libc use clone.
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS},
+            *(
+                {
+                    "names": ["clone"],
+                    **eperm,
+                    "args": [{"index": 0, "value": f, "valueTwo": f, "op": "SCMP_CMP_MASKED_EQ"}],
+                }
+                for f in flags
+            ),
+        ],
+    }
+
+
 class _SockFilter(ctypes.Structure):
     _fields_ = [
         ("code", ctypes.c_ushort),
@@ -240,11 +313,30 @@ def install_seccomp_filter() -> None:
     Raises:
         OSError: ``ENOSYS`` on an architecture without a table here, or the kernel's errno.
     """
-    table = _DENY.get(os.uname().machine)
-    if table is None:
-        raise OSError(38, f"no seccomp table for {os.uname().machine}")
-    program = _program(*table)
-    filters = (_SockFilter * len(program))(*(_SockFilter(*ins) for ins in program))
-    prog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
+    prog = _compiled_filter()
     result = _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
     _check(result, "prctl(PR_SET_SECCOMP)")
+
+
+def prepare_seccomp_filter() -> None:
+    """Build the filter program now (the zygote does, so no call pays for it after a fork).
+
+    Raises:
+        OSError: ``ENOSYS`` on an architecture without a table here.
+    """
+    _compiled_filter()
+
+
+_COMPILED: list[tuple[ctypes.Array[_SockFilter], _SockFprog]] = []  # built once per process
+
+
+def _compiled_filter() -> _SockFprog:
+    if not _COMPILED:
+        table = _DENY.get(os.uname().machine)
+        if table is None:
+            raise OSError(38, f"no seccomp table for {os.uname().machine}")
+        program = _program(*table)
+        filters = (_SockFilter * len(program))(*(_SockFilter(*ins) for ins in program))
+        prog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
+        _COMPILED.append((filters, prog))  # the array must outlive the pointer to it
+    return _COMPILED[0][1]

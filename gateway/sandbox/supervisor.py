@@ -8,7 +8,9 @@ forked child over that socket, reads the result and the child's output while
 it waits (capped), kills the whole process group at the wall-clock timeout or
 on cancellation, and turns every outcome into a ``ToolResult``. A zygote that
 died (an action may kill its parent) is restarted on the next call; ``reload``
-starts new zygotes while calls in flight finish on the old ones.
+starts new zygotes only where what they load changed (modules, gateway root,
+code content), while calls in flight finish on the old ones; a manifest-only
+edit keeps them all.
 
 The server process itself is made undumpable at start, so a same-uid child
 cannot read its memory or ``/proc/<pid>/environ``; as root each call also runs
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import os
 import socket
@@ -127,7 +130,9 @@ class Supervisor:
         self._catalog = catalog
         async with self._spawn_lock:
             keys = _keys(catalog)
-            spawned = await asyncio.gather(*(self._spawn(k, probe=k == _PROBE_KEY) for k in keys))
+            spawned = await asyncio.gather(
+                *(self._spawn(k, catalog, probe=k == _PROBE_KEY) for k in keys)
+            )
             self._zygotes = dict(zip(keys, spawned, strict=True))
         probed = self._zygotes[_PROBE_KEY].ready
         if probed is not None and probed.capabilities is not None:
@@ -135,14 +140,30 @@ class Supervisor:
             log.info("sandbox.capabilities", **msgspec.structs.asdict(self.capabilities))
 
     async def reload(self, catalog: Catalog) -> None:
-        """Start zygotes for ``catalog``; calls in flight finish on the old ones."""
-        self._catalog = catalog
+        """Make the zygotes match ``catalog``; calls in flight finish on the old ones.
+
+        A zygote is replaced only when what it loaded changed: its modules (the
+        kinds' preloads, the Python action modules), the gateway root, or the
+        content of the catalog's code files it imports. A manifest-only edit
+        keeps every zygote (the call's config and limits travel with each call).
+        """
+        wanted = await asyncio.to_thread(_fingerprints, catalog)
         async with self._spawn_lock:
-            keys = _keys(catalog)
-            spawned = await asyncio.gather(*(self._spawn(k) for k in keys))
-            old = list(self._zygotes.values())
-            self._zygotes = dict(zip(keys, spawned, strict=True))
-        for zygote in old:
+            self._catalog = catalog
+            current = self._zygotes
+            kept = {
+                k: z
+                for k, z in current.items()
+                if k in wanted and not z.dead and z.fingerprint == wanted[k]
+            }
+            fresh = [k for k in wanted if k not in kept]
+            spawned = await asyncio.gather(*(self._spawn(k, catalog) for k in fresh))
+            made = dict(zip(fresh, spawned, strict=True))
+            self._zygotes = {k: kept.get(k) or made[k] for k in wanted}
+        if fresh:
+            log.info("sandbox.zygotes_replaced", kept=len(kept), started=len(fresh))
+        live = set(self._zygotes.values())
+        for zygote in [z for z in current.values() if z not in live]:
             zygote.retired = True
             if zygote.active == 0:
                 await zygote.close()
@@ -156,13 +177,18 @@ class Supervisor:
         self._retired.clear()
         await asyncio.gather(*(z.close() for z in zygotes), return_exceptions=True)
 
-    async def _spawn(self, key: _Key, *, probe: bool = False) -> ZygoteChannel:
+    async def _spawn(
+        self, key: _Key, catalog: Catalog | None, *, probe: bool = False
+    ) -> ZygoteChannel:
         network, _ = key
+        # Taken before the zygote imports anything: an edit racing the start shows as a
+        # change at the next reload (a needless restart at worst, never stale code).
+        fingerprint = await asyncio.to_thread(_fingerprint, key, catalog)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_parent = str(Path(gateway.__file__).resolve().parent.parent)
         try:
             proc = subprocess.Popen(
-                [self._python, "-I", "-c", BOOT, str(child.fileno()), package_parent],
+                [self._python, "-I", "-B", "-c", BOOT, str(child.fileno()), package_parent],
                 env=dict(MINIMAL_ENV),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -174,10 +200,9 @@ class Supervisor:
             child.close()
         parent.setblocking(False)
         zygote = ZygoteChannel(network, proc, parent)
-        catalog = self._catalog
-        root = catalog.gateway_root if catalog is not None else self._settings.root
+        zygote.fingerprint = fingerprint
         init = Init(
-            paths=[str(root)],
+            paths=[str(self._gateway_root(catalog))],
             modules=_modules(key, catalog),
             isolate_network=not network,
             probe=probe,
@@ -221,11 +246,14 @@ class Supervisor:
                 self._retired.discard(zygote)
                 asyncio.get_running_loop().create_task(zygote.close())
             probe = self.capabilities is None and key == _PROBE_KEY
-            fresh = await self._spawn(key, probe=probe)
+            fresh = await self._spawn(key, self._catalog, probe=probe)
             if fresh.ready is not None and fresh.ready.capabilities is not None:
                 self.capabilities = fresh.ready.capabilities
             self._zygotes[key] = fresh
             return fresh
+
+    def _gateway_root(self, catalog: Catalog | None) -> Path:
+        return catalog.gateway_root if catalog is not None else self._settings.root
 
     def zygote_pids(self) -> list[int]:
         """Pids of the live zygotes (for tests and ``doctor``)."""
@@ -466,6 +494,33 @@ def _keys(catalog: Catalog | None) -> list[_Key]:
         if action.config is not None and _key(action) not in keys:
             keys.append(_key(action))
     return keys
+
+
+def _fingerprint(key: _Key, catalog: Catalog | None) -> str:
+    """What a zygote for ``key`` loads from ``catalog``, hashed: equal means reusable.
+
+    The modules it imports and the gateway root they come from; when it imports
+    user code, also the content (not the mtime: a checkout may keep it) of every
+    code file of the catalog. Blocking (reads files): call it off the event loop.
+    """
+    modules = _modules(key, catalog)
+    digest = hashlib.sha256()
+    root = str(catalog.gateway_root) if catalog is not None else ""
+    digest.update(msgspec.json.encode([key, root, modules]))
+    if catalog is not None and modules != ["gateway.executors", *key[1]]:
+        for path in sorted(catalog.code_files):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                data = b"\x00missing"
+            digest.update(f"{path}\x00{len(data)}\x00".encode())
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _fingerprints(catalog: Catalog) -> dict[_Key, str]:
+    """The fingerprint of every zygote ``catalog`` needs (blocking)."""
+    return {key: _fingerprint(key, catalog) for key in _keys(catalog)}
 
 
 def _modules(key: _Key, catalog: Catalog | None) -> list[str]:

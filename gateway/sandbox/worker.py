@@ -9,7 +9,8 @@ unprivileged uid when the zygote is root, asks to die with the zygote, and
 replaces its environment with a minimal one plus the action's secrets (read,
 with the arguments, from its own call socket). It answers one length-prefixed
 ``CallResult`` after killing whatever the action started. A *spare* child does
-the call-independent part (and warms the call path) before its call arrives.
+the call-independent part (including its seccomp filter, built once in the
+zygote) and warms the call path before its call arrives.
 
 Imports only the standard library, msgspec, ``gateway.sandbox.protocol`` and
 ``gateway.manifests.model``; action kinds are imported by name.
@@ -131,6 +132,7 @@ def run_spare(ctl: socket.socket, zygote_pid: int, tmp: str, sock: socket.socket
     _linux.set_name(SPARE_NAME)
     if os.getppid() != zygote_pid:
         return 72
+    _confine()
     _warm()
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
     sock.close()
@@ -139,11 +141,26 @@ def run_spare(ctl: socket.socket, zygote_pid: int, tmp: str, sock: socket.socket
     msg = decode_control(data)
     assert isinstance(msg, Start)
     _linux.set_name(CALL_NAME)
-    return run_child(msg, fds[0], fds[1], os.path.join(tmp, f"c{msg.id}"), zygote_pid)
+    cwd = os.path.join(tmp, f"c{msg.id}")
+    return run_child(msg, fds[0], fds[1], cwd, zygote_pid, confined=True)
 
 
-def run_child(msg: Start, call_fd: int, out_fd: int, cwd: str, zygote_pid: int) -> int:
-    """Confine this prepared fork to one call, run it, clean up; return the exit code."""
+def _confine() -> None:
+    """The call-independent confinement: no new privileges, subreaper, seccomp filter."""
+    _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
+    _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+    # Defense in depth; where the kernel or architecture lacks it, `gateway doctor` says so.
+    with contextlib.suppress(OSError):
+        _linux.install_seccomp_filter()
+
+
+def run_child(
+    msg: Start, call_fd: int, out_fd: int, cwd: str, zygote_pid: int, *, confined: bool = False
+) -> int:
+    """Confine this prepared fork to one call, run it, clean up; return the exit code.
+
+    ``confined``: a spare already did ``_confine`` while it waited.
+    """
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
@@ -158,8 +175,8 @@ def run_child(msg: Start, call_fd: int, out_fd: int, cwd: str, zygote_pid: int) 
         os.chown(cwd, msg.uid, msg.gid)
     os.chdir(cwd)
     _apply_limits(limits, drop=msg.uid is not None)
-    _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
-    _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+    if not confined:
+        _confine()
     if msg.uid is not None and msg.gid is not None:
         os.setgroups([])
         os.setresgid(msg.gid, msg.gid, msg.gid)
@@ -168,9 +185,6 @@ def run_child(msg: Start, call_fd: int, out_fd: int, cwd: str, zygote_pid: int) 
     _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != zygote_pid:
         return 72
-    # Defense in depth; where the kernel or architecture lacks it, `gateway doctor` says so.
-    with contextlib.suppress(OSError):
-        _linux.install_seccomp_filter()
     sock = socket.socket(fileno=3)
     sock.setblocking(True)
     request = _read_request(sock)

@@ -2,17 +2,20 @@
 # ruff: noqa: PTH100, PTH101, PTH102, PTH116, PTH118, PTH120
 """The zygote: a small, single-threaded interpreter that forks one child per call.
 
-The supervisor starts ``python -I -c BOOT <fd>`` with a minimal environment;
+The supervisor starts ``python -I -B -c BOOT <fd>`` with a minimal environment;
 ``main`` turns that interpreter into a zygote: it imports the action kinds
-and the catalog's Python modules once, optionally moves itself into a new
-network namespace, keeps one pre-forked child ready (see ``worker.py``), and
-on each ``Start`` hands the call's socket and output pipe to it (or forks one),
-then forks the next spare. It holds no secrets (arguments travel on the call's
-own socket straight to the child), is undumpable, and is the subreaper of its
-children: it reaps them, kills whatever a failed call left behind, removes
-the call's directory and reports ``Exited``.
+and the catalog's Python modules once (user modules always from source: a
+same-size edit within a second must not run a stale ``.pyc``), optionally
+moves itself into a new network namespace, keeps one pre-forked child ready
+(see ``worker.py``), and on each ``Start`` hands the call's socket and output
+pipe to it (or forks one), then forks the next spare. It holds no secrets
+(arguments travel on the call's own socket straight to the child), is
+undumpable, and is the subreaper of its children: it reaps them, kills
+whatever a failed call left behind, removes the call's directory and reports
+``Exited``.
 
-Imports only the standard library, msgspec and ``gateway.sandbox``.
+Imports only the standard library, msgspec, ``gateway.sandbox`` and the
+fresh-source loader of ``gateway.manifests._introspect``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import importlib.machinery
 import os
 import selectors
 import shutil
@@ -124,6 +128,7 @@ class _Zygote:
         for path in reversed(msg.paths):
             if path not in sys.path:
                 sys.path.insert(0, path)
+        _fresh_source_under(msg.paths)
         errors: dict[str, str] = {}
         warnings: list[str] = []
         modules = list(msg.modules)
@@ -147,6 +152,8 @@ class _Zygote:
             from gateway.sandbox.probes import probe
 
             capabilities = probe()
+        with contextlib.suppress(OSError):
+            _linux.prepare_seccomp_filter()  # built once here, not in every call
         gc.collect()
         gc.freeze()  # keep the imported heap shared copy-on-write across forks
         ready = Ready(
@@ -345,6 +352,37 @@ class _Zygote:
         # If the supervisor is gone, EOF on the next read ends the loop.
         with contextlib.suppress(OSError):
             self.ctl.sendall(encode(message))
+
+
+def _fresh_source_under(roots: list[str]) -> None:
+    """Import user code under ``roots`` from its source, never from ``__pycache__``.
+
+    A checkout that rewrites a file in place with the same size within the same
+    second leaves a ``.pyc`` that still looks valid, and would run old code. The
+    zygote runs with ``-B`` (writes no bytecode) and compiles user modules, only
+    those, from source (the loader's introspection does the same: its loader is
+    reused); the gateway package, the standard library and site-packages keep
+    their caches.
+    """
+    from gateway.manifests._introspect import _FreshSourceLoader, _is_user_file
+
+    own = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # the gateway package
+    real = [os.path.realpath(root) for root in roots]
+    details = [
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (_FreshSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
+    ]
+
+    def hook(path: str) -> importlib.machinery.FileFinder:
+        resolved = os.path.realpath(path or ".")
+        mine = resolved == own or resolved.startswith(own + os.sep)
+        if mine or not any(resolved == r or _is_user_file(resolved, r) for r in real):
+            raise ImportError("not user code")  # the default finders take it
+        return importlib.machinery.FileFinder(path, *details)
+
+    sys.path_hooks.insert(0, hook)
+    for root in roots:  # a finder cached for a root before the hook was in place
+        sys.path_importer_cache.pop(root, None)
 
 
 def _mkdtemp() -> str:

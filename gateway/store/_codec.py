@@ -23,11 +23,14 @@ __all__ = [
     "message_from_row",
     "message_row",
     "new_id",
+    "new_thread",
     "now",
     "run_from_row",
     "run_row",
     "split_events",
+    "stored",
     "thread_from_row",
+    "thread_row",
 ]
 
 ACTIVE_STATUSES = ("queued", "in_progress")
@@ -53,6 +56,27 @@ def now() -> float:
 def dumps(value: Any) -> str:
     """JSON text of ``value`` (msgspec Structs included)."""
     return _enc.encode(value).decode()
+
+
+def thread_row(thread: ThreadRecord) -> tuple[str, str, float, str]:
+    """The thread columns ``(id, assistant, created_at, metadata_json)``."""
+    return thread.id, thread.assistant, thread.created_at, dumps(thread.metadata)
+
+
+def new_thread(assistant: str, metadata: dict[str, Any] | None = None) -> ThreadRecord:
+    """A new thread record (not stored yet)."""
+    return ThreadRecord(
+        id=new_id("thread"), assistant=assistant, created_at=now(), metadata=metadata or {}
+    )
+
+
+def stored(
+    message: ChatMessage, *, thread_id: str, run_id: str | None, mid: str, seq: int, created: float
+) -> StoredMessage:
+    """The ``StoredMessage`` for a message just appended at ``seq``."""
+    return StoredMessage(
+        id=mid, thread_id=thread_id, seq=seq, created_at=created, message=message, run_id=run_id
+    )
 
 
 def thread_from_row(row: Sequence[Any]) -> ThreadRecord:

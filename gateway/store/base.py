@@ -7,6 +7,7 @@ awaitable returns (nothing acknowledged to a client is lost on a crash).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -101,17 +102,27 @@ class ThreadStore(Protocol):
         """Insert a run. Raises ``gateway.errors.Conflict`` if the thread has an active run."""
         ...
 
-    async def begin_run(self, run: RunRecord, message: ChatMessage) -> StoredMessage:
+    async def begin_run(
+        self, run: RunRecord, message: ChatMessage, *, thread: ThreadRecord | None = None
+    ) -> StoredMessage:
         """``create_run`` and append the run's user ``message`` in one transaction.
 
-        Either both are stored or neither (Conflict / NotFound as ``create_run``).
+        With ``thread`` (a new thread, ``run.thread_id == thread.id``), the thread
+        is inserted in the same transaction first, so a first turn commits once.
+        Either everything is stored or nothing (Conflict / NotFound as ``create_run``).
         """
         ...
 
     async def update_run(self, run: RunRecord) -> None: ...
 
-    async def finish_run(self, run: RunRecord, events: list[bytes]) -> None:
-        """``update_run`` and ``save_run_events`` in one transaction."""
+    async def finish_run(
+        self,
+        run: RunRecord,
+        events: list[bytes],
+        messages: Sequence[tuple[ChatMessage, str]] = (),
+    ) -> None:
+        """Append ``messages`` (each with its id) to the run's thread, then ``update_run``
+        and ``save_run_events``, all in one transaction."""
         ...
 
     async def get_run(self, run_id: str) -> RunRecord | None: ...

@@ -5,13 +5,17 @@ share threads. Migrations run under an advisory lock, so replicas starting
 together migrate once. One active run per thread is a partial unique index:
 the database refuses a second one whichever replica asks. Commits are
 synchronous (PostgreSQL's default), so an acknowledged write survives a crash.
-Imports ``gateway.errors``, ``gateway.providers.base`` and ``gateway.store``
-internals.
+A connection-level failure (server down or restarting, connection cut, pool
+exhausted past its timeout) is ``NotReady`` (503); a broken rule stays
+``Conflict`` / ``NotFound``. Imports ``gateway.errors``,
+``gateway.providers.base`` and ``gateway.store`` internals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
 from gateway.store import register_store
@@ -55,10 +59,29 @@ class PostgresStore:
 
     @property
     def pool(self) -> AsyncConnectionPool:
-        """The open pool (RuntimeError when the store is closed)."""
+        """The open pool (``NotReady`` when the store is closed)."""
         if self._pool is None:
-            raise RuntimeError("the PostgreSQL store is not open")
+            raise NotReady("the thread store is not open")
         return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, *, transaction: bool = True) -> AsyncIterator[Conn]:
+        """A pooled connection (in a transaction unless told otherwise).
+
+        Connection-level failures become ``NotReady``; errors the statements
+        raise on purpose (``Conflict``, ``NotFound``) and constraint errors pass.
+        """
+        try:
+            async with self.pool.connection() as conn:
+                if not transaction:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # OperationalError covers a refused or cut connection, an admin
+            # shutdown and the pool's timeout (PoolTimeout); never a constraint.
+            raise NotReady(f"the thread store does not answer ({type(exc).__name__})") from exc
 
     async def open(self) -> None:
         """Open the pool and create or migrate the schema; idempotent."""
@@ -93,21 +116,21 @@ class PostgresStore:
             async with self.pool.connection(timeout=5) as conn:
                 cur = await conn.execute("SELECT 1")
                 return await cur.fetchone() == (1,)
-        except (psycopg.Error, RuntimeError, TimeoutError):
+        except (psycopg.Error, NotReady, TimeoutError):
             return False
 
     async def _fetchone(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        async with self.pool.connection() as conn:
+        async with self._connection(transaction=False) as conn:
             cur = await conn.execute(sql, params)
             return await cur.fetchone()
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        async with self.pool.connection() as conn:
+        async with self._connection(transaction=False) as conn:
             cur = await conn.execute(sql, params)
             return await cur.fetchall()
 
     async def _execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn:
             cur = await conn.execute(sql, params)
             return cur.rowcount
 
@@ -117,13 +140,8 @@ class PostgresStore:
         self, assistant: str, metadata: dict[str, Any] | None = None
     ) -> ThreadRecord:
         """Insert a new thread for ``assistant``."""
-        record = ThreadRecord(
-            id=c.new_id("thread"), assistant=assistant, created_at=c.now(), metadata=metadata or {}
-        )
-        await self._execute(
-            _SQL.insert_thread,
-            (record.id, record.assistant, record.created_at, c.dumps(record.metadata)),
-        )
+        record = c.new_thread(assistant, metadata)
+        await self._execute(_SQL.insert_thread, c.thread_row(record))
         return record
 
     async def get_thread(self, thread_id: str) -> ThreadRecord | None:
@@ -147,10 +165,10 @@ class PostgresStore:
     ) -> StoredMessage:
         """Append ``message`` durably; the row lock on the thread orders concurrent appends."""
         mid, created = message_id or c.new_id("msg"), c.now()
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn:
             seq = await _append(conn, thread_id, message, run_id, mid, created)
-        return StoredMessage(
-            id=mid, thread_id=thread_id, seq=seq, created_at=created, message=message, run_id=run_id
+        return c.stored(
+            message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
         )
 
     async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
@@ -167,32 +185,39 @@ class PostgresStore:
 
     async def create_run(self, run: RunRecord) -> None:
         """Insert ``run``; Conflict when the thread already has an active run."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn:
             await _insert_run(conn, run)
 
-    async def begin_run(self, run: RunRecord, message: ChatMessage) -> StoredMessage:
-        """Insert ``run`` and append its user ``message`` in one transaction."""
+    async def begin_run(
+        self, run: RunRecord, message: ChatMessage, *, thread: ThreadRecord | None = None
+    ) -> StoredMessage:
+        """Insert ``thread`` (if new), ``run`` and its user ``message`` in one transaction."""
         mid, created = c.new_id("msg"), c.now()
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn:
+            if thread is not None:
+                await conn.execute(_SQL.insert_thread, c.thread_row(thread))
             await _insert_run(conn, run)
             seq = await _append(conn, run.thread_id, message, run.id, mid, created)
-        return StoredMessage(
-            id=mid,
-            thread_id=run.thread_id,
-            seq=seq,
-            created_at=created,
-            message=message,
-            run_id=run.id,
+        return c.stored(
+            message, thread_id=run.thread_id, run_id=run.id, mid=mid, seq=seq, created=created
         )
 
     async def update_run(self, run: RunRecord) -> None:
         """Store the run's new status, usage, timings and error."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn:
             await _update_run(conn, run)
 
-    async def finish_run(self, run: RunRecord, events: list[bytes]) -> None:
-        """Store the run's final record and its event log in one transaction."""
-        async with self.pool.connection() as conn, conn.transaction():
+    async def finish_run(
+        self,
+        run: RunRecord,
+        events: list[bytes],
+        messages: Sequence[tuple[ChatMessage, str]] = (),
+    ) -> None:
+        """Append ``messages``, store the final record and the event log in one transaction."""
+        created = c.now()
+        async with self._connection() as conn:
+            for message, mid in messages:
+                await _append(conn, run.thread_id, message, run.id, mid, created)
             await _update_run(conn, run)
             await _save_events(conn, run.id, events)
 
@@ -208,7 +233,7 @@ class PostgresStore:
 
     async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
         """Persist a finished run's encoded event log (replaces an earlier one)."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn:
             await _save_events(conn, run_id, events)
 
     async def load_run_events(self, run_id: str) -> list[bytes] | None:

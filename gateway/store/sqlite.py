@@ -6,20 +6,23 @@ loop never blocks on disk. ``synchronous=FULL`` makes every committed
 transaction survive a power loss, so nothing acknowledged to a client is lost
 (WAL with ``NORMAL`` could drop the last transactions). One active run per
 thread is a partial unique index, so the rule holds even across processes
-sharing the file. Imports ``gateway.errors``, ``gateway.providers.base`` and
-``gateway.store`` internals.
+sharing the file. A failure of the database itself (the file cannot be
+opened or written, the disk fails, the lock is held past the busy timeout)
+is ``NotReady`` (503); a broken rule stays ``Conflict`` / ``NotFound``.
+Imports ``gateway.errors``, ``gateway.providers.base`` and ``gateway.store``
+internals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
 from gateway.store import register_store
@@ -57,10 +60,14 @@ class SQLiteStore:
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None or self._executor is None:
-            raise RuntimeError("the SQLite store is not open")
+            raise NotReady("the thread store is not open")
         conn = self._conn
-        # A cancelled caller does not cancel the statement: a write that started completes.
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        try:
+            # A cancelled caller does not cancel the statement: a write that started completes.
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        except (sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
+            # The database itself failed (I/O, lock timeout, file gone), not a rule.
+            raise NotReady(f"the thread store does not answer ({exc})") from exc
 
     @staticmethod
     def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -105,7 +112,7 @@ class SQLiteStore:
         """True when a trivial query answers."""
         try:
             return await self._run(lambda conn: conn.execute("SELECT 1").fetchone() == (1,))
-        except (sqlite3.Error, RuntimeError):
+        except (sqlite3.Error, NotReady):
             return False
 
     # -- threads ------------------------------------------------------------------
@@ -114,12 +121,8 @@ class SQLiteStore:
         self, assistant: str, metadata: dict[str, Any] | None = None
     ) -> ThreadRecord:
         """Insert a new thread for ``assistant``."""
-        record = ThreadRecord(
-            id=c.new_id("thread"), assistant=assistant, created_at=c.now(), metadata=metadata or {}
-        )
-        sql = _SQL.insert_thread
-        params = (record.id, record.assistant, record.created_at, c.dumps(record.metadata))
-        await self._run(lambda conn: self._tx(conn, lambda cx: cx.execute(sql, params)))
+        record = c.new_thread(assistant, metadata)
+        await self._run(lambda conn: self._tx(conn, lambda cx: _insert_thread(cx, record)))
         return record
 
     async def get_thread(self, thread_id: str) -> ThreadRecord | None:
@@ -154,8 +157,8 @@ class SQLiteStore:
                 conn, lambda cx: _append(cx, thread_id, message, run_id, mid, created)
             )
         )
-        return StoredMessage(
-            id=mid, thread_id=thread_id, seq=seq, created_at=created, message=message, run_id=run_id
+        return c.stored(
+            message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
         )
 
     async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
@@ -174,32 +177,39 @@ class SQLiteStore:
         """Insert ``run``; Conflict when the thread already has an active run."""
         await self._run(lambda conn: self._tx(conn, lambda cx: _insert_run(cx, run)))
 
-    async def begin_run(self, run: RunRecord, message: ChatMessage) -> StoredMessage:
-        """Insert ``run`` and append its user ``message`` in one transaction."""
+    async def begin_run(
+        self, run: RunRecord, message: ChatMessage, *, thread: ThreadRecord | None = None
+    ) -> StoredMessage:
+        """Insert ``thread`` (if new), ``run`` and its user ``message`` in one transaction."""
         mid, created = c.new_id("msg"), c.now()
 
         def body(conn: sqlite3.Connection) -> int:
+            if thread is not None:
+                _insert_thread(conn, thread)
             _insert_run(conn, run)
             return _append(conn, run.thread_id, message, run.id, mid, created)
 
         seq = await self._run(lambda conn: self._tx(conn, body))
-        return StoredMessage(
-            id=mid,
-            thread_id=run.thread_id,
-            seq=seq,
-            created_at=created,
-            message=message,
-            run_id=run.id,
+        return c.stored(
+            message, thread_id=run.thread_id, run_id=run.id, mid=mid, seq=seq, created=created
         )
 
     async def update_run(self, run: RunRecord) -> None:
         """Store the run's new status, usage, timings and error."""
         await self._run(lambda conn: self._tx(conn, lambda cx: _update_run(cx, run)))
 
-    async def finish_run(self, run: RunRecord, events: list[bytes]) -> None:
-        """Store the run's final record and its event log in one transaction."""
+    async def finish_run(
+        self,
+        run: RunRecord,
+        events: list[bytes],
+        messages: Sequence[tuple[ChatMessage, str]] = (),
+    ) -> None:
+        """Append ``messages``, store the final record and the event log in one transaction."""
+        created = c.now()
 
         def body(conn: sqlite3.Connection) -> None:
+            for message, mid in messages:
+                _append(conn, run.thread_id, message, run.id, mid, created)
             _update_run(conn, run)
             _save_events(conn, run.id, events)
 
@@ -243,6 +253,10 @@ def _append(
     values = (message_id, thread_id, seq, created, *c.message_row(message), run_id)
     conn.execute(_SQL.insert_message, values)
     return seq
+
+
+def _insert_thread(conn: sqlite3.Connection, thread: ThreadRecord) -> None:
+    conn.execute(_SQL.insert_thread, c.thread_row(thread))
 
 
 def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:

@@ -517,34 +517,6 @@ async def test_concurrency_limit_queues(action_root: Path, catalog: Catalog) -> 
         await sup.aclose()
 
 
-async def test_reload_lets_calls_in_flight_finish(
-    supervisor: Supervisor, catalog: Catalog, runner: SandboxRunner
-) -> None:
-    """A reload starts new zygotes while a running call completes on the old one."""
-    nap = Action(
-        name="nap4",
-        description="d",
-        timeout=5,
-        kind_key="python",
-        config=PythonConfig(function="sbx_actions:nap"),
-    )
-    cat = Catalog(
-        version="y",
-        root=catalog.root,
-        gateway_root=catalog.root,
-        loaded_at=0,
-        actions={**catalog.actions, "nap4": nap},
-    )
-    old = set(supervisor.zygote_pids())
-    task = asyncio.create_task(runner.run(cat, "nap4", {"seconds": 0.5}))
-    await asyncio.sleep(0.2)
-    await supervisor.reload(cat)
-    assert not old & set(supervisor.zygote_pids())
-    result = await task
-    assert result.output == "woke"
-    assert (await runner.run(cat, "ok", {})).output == "hello world"
-
-
 async def test_invalid_arguments_do_not_run(
     runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
 ) -> None:

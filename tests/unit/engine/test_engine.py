@@ -540,9 +540,9 @@ async def test_a_caller_cancelled_while_starting_does_not_orphan_the_run(
     rig = await make_rig([text("still answered")])
     slow_begin = rig.store.begin_run
 
-    async def begin_run(run: RunRecord, message: ChatMessage) -> object:
+    async def begin_run(run: RunRecord, message: ChatMessage, **kwargs: Any) -> object:
         await asyncio.sleep(0.1)
-        return await slow_begin(run, message)
+        return await slow_begin(run, message, **kwargs)
 
     rig.store.begin_run = begin_run  # type: ignore[method-assign,assignment]
     thread, _ = await rig.engine.create_thread(None)

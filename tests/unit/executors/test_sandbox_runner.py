@@ -167,6 +167,33 @@ async def test_file_search_delegates_to_knowledge(tmp_path: Path) -> None:
     assert (await without.run(catalog, "file_search", {"query": "x"})).status == "failed"
 
 
+async def test_file_search_without_an_assistant_searches_nothing(tmp_path: Path) -> None:
+    """file_search with no calling assistant is a tool error; no assistant's files are read."""
+    shared = FileSearch(files=["faq.md"])
+    catalog = _catalog(
+        tmp_path,
+        assistants={
+            "a": Assistant(name="a", file_search=shared),
+            "b": Assistant(name="b", file_search=FileSearch(files=["private.md"])),
+            "c": Assistant(name="c"),
+        },
+    )
+    knowledge = _Knowledge()
+    runner = SandboxRunner(_NoSupervisor(), knowledge)  # type: ignore[arg-type]
+    result = await runner.run(catalog, "file_search", {"query": "salaries"})
+    assert result.status == "failed"
+    assert result.error_type == "invalid_call"
+    assert "assistant" in json.loads(result.output)["error"]["message"]
+    for name in ("c", "nobody"):
+        other = await runner.run(catalog, "file_search", {"query": "salaries"}, assistant=name)
+        assert other.status == "failed"
+        assert other.error_type == "unavailable"
+    assert knowledge.calls == []
+    scoped = await runner.run(catalog, "file_search", {"query": "salaries"}, assistant="b")
+    assert scoped.status == "succeeded"
+    assert knowledge.calls == [([(tmp_path / "private.md").resolve()], "salaries", 5)]
+
+
 @pytest.mark.parametrize(
     ("expect", "output", "status", "ok"),
     [

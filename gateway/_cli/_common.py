@@ -1,0 +1,76 @@
+"""What every ``gateway`` command shares: settings, the manifests root, the catalog.
+
+Imports click at the top, the rest of ``gateway`` lazily (see the package docstring).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from gateway.manifests.catalog import Catalog
+    from gateway.settings import Settings
+
+__all__ = ["load_catalog_or_exit", "load_settings", "manifests_option", "register_kinds"]
+
+manifests_option = click.option(
+    "--manifests",
+    "manifests_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Manifests root (default: GATEWAY_MANIFESTS, else ./manifests).",
+)
+"""The ``--manifests DIR`` option of the commands that load one manifest set."""
+
+
+def register_kinds() -> None:
+    """Register the action kinds (``python``, ``http``, ``sql``): the loader and schema use them."""
+    import gateway.executors  # noqa: F401  (importing the package registers the kinds)
+
+
+def load_settings(*, logging: bool = False) -> Settings:
+    """Read the settings from the environment and ``./.env``, once.
+
+    Args:
+        logging: also configure logging (to stderr, so stdout carries only the result).
+
+    Raises:
+        click.ClickException: a variable has an unusable value (exit 1, one line).
+    """
+    from gateway.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if logging:
+        from gateway.api.logs import configure_logging
+
+        configure_logging(settings)
+    return settings
+
+
+def load_catalog_or_exit(settings: Settings, manifests_dir: str | None) -> Catalog:
+    """Load and validate one manifest set: ``manifests_dir``, else ``settings.manifests``.
+
+    Python actions import relative to ``GATEWAY_ROOT`` when set, else the parent
+    of that root.
+
+    Raises:
+        SystemExit: the set is invalid; every problem has been printed to stderr
+            as ``file:line:col: message`` (exit 1).
+    """
+    from gateway.errors import ManifestError
+    from gateway.manifests.loader import load_catalog
+
+    register_kinds()
+    root = Path(manifests_dir) if manifests_dir else settings.manifests
+    try:
+        return load_catalog(root, gateway_root=settings.gateway_root)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None

@@ -1,0 +1,160 @@
+"""``gateway invoke``, ``test`` and ``doctor``: actions through the real sandbox, no server.
+
+Imports click and ``_common`` at the top, ``gateway.sandbox`` and
+``gateway.executors`` inside the commands. Logs go to stderr; stdout carries
+only the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import click
+
+from gateway._cli._common import load_catalog_or_exit, load_settings, manifests_option
+
+if TYPE_CHECKING:
+    from gateway.manifests.catalog import Catalog
+    from gateway.sandbox.supervisor import Supervisor
+    from gateway.settings import Settings
+
+__all__ = ["doctor_command", "invoke_command", "test_command"]
+
+_BUILTINS = ("code_interpreter", "file_search")
+_FEATURES = ("network_namespace", "drop_privileges", "user_namespace", "seccomp", "landlock")
+
+
+@contextlib.asynccontextmanager
+async def _sandbox(settings: Settings, catalog: Catalog | None) -> AsyncIterator[Supervisor]:
+    """A started sandbox supervisor for ``catalog``, shut down on exit."""
+    from gateway.sandbox.supervisor import Supervisor
+
+    supervisor = Supervisor(settings)
+    await supervisor.start(catalog)
+    try:
+        yield supervisor
+    finally:
+        await supervisor.aclose()
+
+
+@click.command("invoke", short_help="Run one action through the sandbox; print its output.")
+@click.argument("action")
+@click.option(
+    "--args",
+    "args_json",
+    default="{}",
+    show_default=True,
+    help="Arguments as a JSON object, e.g. '{\"order_id\": 1042}'.",
+)
+@manifests_option
+def invoke_command(action: str, args_json: str, manifests_dir: str | None) -> None:
+    """Run ACTION once through the real sandbox and print its output.
+
+    The arguments are validated against the action's schema first. Prints the
+    output on stdout, the status and duration on stderr; exits 1 unless the
+    call succeeded. ACTION may also be a built-in (code_interpreter, file_search).
+    """
+    import asyncio
+
+    from gateway.executors.base import ToolResult
+    from gateway.executors.runner import SandboxRunner
+
+    settings = load_settings(logging=True)
+    catalog = load_catalog_or_exit(settings, manifests_dir)
+    if action not in catalog.actions and action not in _BUILTINS:
+        known = ", ".join(sorted(catalog.actions)) or "none"
+        raise click.ClickException(f"unknown action {action!r} (known: {known})")
+
+    async def run() -> ToolResult:
+        async with _sandbox(settings, catalog) as supervisor:
+            return await SandboxRunner(supervisor).run(catalog, action, args_json)
+
+    result = asyncio.run(run())
+    click.echo(result.output)
+    truncated = " (truncated)" if result.truncated else ""
+    click.echo(f"{result.status} in {result.duration_ms:.1f} ms{truncated}", err=True)
+    if result.status != "succeeded":
+        raise SystemExit(1)
+
+
+@click.command("test", short_help="Run every action's examples in the sandbox (CI gate).")
+@manifests_option
+@click.option("--action", "only", multiple=True, help="Only this action (repeatable).")
+def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
+    """Run every action's `examples:` through the sandbox; exit 1 if any fails.
+
+    Prints one line per example (ok/FAIL, action[index], status, duration) and,
+    for a failure, what did not match and the start of the output. Run it in
+    CI next to `gateway validate`.
+    """
+    import asyncio
+
+    from gateway.executors.examples import ExampleOutcome, run_examples
+    from gateway.executors.runner import SandboxRunner
+
+    settings = load_settings(logging=True)
+    catalog = load_catalog_or_exit(settings, manifests_dir)
+
+    async def run() -> list[ExampleOutcome]:
+        async with _sandbox(settings, catalog) as supervisor:
+            return await run_examples(catalog, SandboxRunner(supervisor), only=list(only))
+
+    outcomes = asyncio.run(run())
+    for outcome in outcomes:
+        mark = "ok  " if outcome.ok else "FAIL"
+        click.echo(
+            f"{mark} {outcome.action}[{outcome.index}] {outcome.result.status} "
+            f"{outcome.result.duration_ms:.1f} ms"
+        )
+        for problem in outcome.problems:
+            click.echo(f"     {problem}")
+        if not outcome.ok:
+            click.echo(f"     output: {outcome.result.output[:300]}")
+    failed = sum(not o.ok for o in outcomes)
+    click.echo(f"{len(outcomes) - failed} passed, {failed} failed", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+@click.command("doctor", short_help="Check the sandbox's isolation on this machine.")
+def doctor_command() -> None:
+    """Probe the sandbox: which isolation features work here, and a round-trip time.
+
+    Runs a trivial code_interpreter call (best of 20); exits 1 when the sandbox
+    cannot start or the call fails. No manifests are needed.
+    """
+    import asyncio
+
+    import msgspec
+
+    from gateway.executors.runner import SandboxRunner
+    from gateway.manifests.catalog import Catalog
+
+    settings = load_settings(logging=True)
+
+    async def run() -> tuple[dict[str, object], str, float]:
+        async with _sandbox(settings, None) as supervisor:
+            root = settings.root
+            empty = Catalog(version="doctor", root=root, gateway_root=root, loaded_at=0)
+            runner = SandboxRunner(supervisor)
+            result = await runner.run(empty, "code_interpreter", {"code": "print('ok')"})
+            timings = [
+                (await runner.run(empty, "code_interpreter", {"code": "pass"})).duration_ms
+                for _ in range(20)
+            ]
+            caps = msgspec.to_builtins(supervisor.capabilities) or {}
+            return caps, result.status, min(timings)
+
+    try:
+        caps, status, best = asyncio.run(run())
+    except RuntimeError as exc:
+        raise click.ClickException(f"the sandbox does not start: {exc}") from None
+    click.echo(f"running as uid {caps.get('uid')}")
+    for feature in _FEATURES:
+        state = "yes" if caps.get(feature) else "no "
+        click.echo(f"{feature:<18} {state}  {caps.get(feature + '_detail', '')}")
+    click.echo(f"sandboxed call      {status}, best of 20: {best:.2f} ms")
+    if status != "succeeded":
+        raise SystemExit(1)

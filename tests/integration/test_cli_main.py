@@ -1,0 +1,98 @@
+"""The `gateway` group as a whole: its command list, every --help, and the shared error paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+BROKEN = REPO / "tests" / "fixtures" / "broken"
+COMMANDS = [
+    "serve",
+    "validate",
+    "schema",
+    "tools",
+    "invoke",
+    "test",
+    "chat",
+    "index",
+    "import-seed",
+    "doctor",
+]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """A runner in an empty working directory (no .env), with no gateway variables set."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("GATEWAY_MANIFESTS", "GATEWAY_ROOT", "GATEWAY_PORT", "ENVIRONMENT", "GATEWAY_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    return CliRunner()
+
+
+def test_help_lists_every_command_in_order(cli: CliRunner) -> None:
+    """`gateway --help` lists the ten commands in the documented order, each with a summary."""
+    result = cli.invoke(main, ["--help"])
+    assert result.exit_code == 0
+    listed = result.output.split("Commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in listed if line.strip()] == COMMANDS
+    assert all("..." not in line for line in listed)  # summaries are whole, never cut
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(cli: CliRunner, command: str) -> None:
+    """Each command's --help exits 0 with a usage line and a description."""
+    result = cli.invoke(main, [command, "--help"], prog_name="gateway")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: gateway {command} ")
+    assert len(result.output.split("\n\n")[1].strip()) > 20
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve"],
+        ["validate"],
+        ["tools", "support"],
+        ["invoke", "get_order_status"],
+        ["test"],
+        ["chat"],
+        ["index"],
+        ["doctor"],
+    ],
+)
+def test_a_malformed_setting_is_one_line_and_exit_1(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """A bad variable (GATEWAY_PORT=abc) names itself and exits 1, with no traceback."""
+    monkeypatch.setenv("GATEWAY_PORT", "abc")
+    result = cli.invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "Error: GATEWAY_PORT must be a number, got 'abc'" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [["tools", "lost"], ["invoke", "ok_action"], ["test"], ["index"]])
+def test_invalid_manifests_print_every_problem_and_exit_1(cli: CliRunner, args: list[str]) -> None:
+    """Commands that load one manifest set print all its located problems and exit 1."""
+    result = cli.invoke(main, [*args, "--manifests", str(BROKEN)])
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith(str(BROKEN))]
+    assert len(problems) == 25
+    assert "Traceback" not in result.output
+
+
+def test_serve_refuses_production_without_keys(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`ENVIRONMENT=production` with no key and no GATEWAY_AUTH=none is a clear error, exit 1."""
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "GATEWAY_AUTH"):
+        monkeypatch.delenv(var, raising=False)
+    result = cli.invoke(main, ["serve", "--manifests", str(REPO / "manifests")])
+    assert result.exit_code == 1, result.output
+    assert "Error:" in result.output and "GATEWAY_AUTH=none" in result.output

@@ -1,0 +1,185 @@
+"""Supervisor.reload against real zygotes: what is kept, what is replaced, and fresh code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import py_compile
+import shutil
+import struct
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway.executors.python import PythonConfig
+from gateway.executors.runner import SandboxRunner
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Action, SandboxLimits
+from gateway.sandbox.supervisor import Supervisor
+from gateway.settings import Settings
+
+CODE = """
+import time
+
+
+def tag() -> str:
+    return "{tag}"
+
+
+def nap(seconds: float = 0.5) -> str:
+    time.sleep(seconds)
+    return "{tag} woke"
+"""
+
+
+def write_code(root: Path, tag: str) -> Path:
+    """(Re)write the test module with ``tag`` (always the same size for a 2-letter tag)."""
+    path = root / "rl_actions.py"
+    path.write_text(CODE.replace("{tag}", tag))
+    return path
+
+
+def action(name: str, function: str, description: str = "d", **kw: object) -> Action:
+    """A python action calling ``rl_actions.<function>``."""
+    return Action(
+        name=name,
+        description=description,
+        kind_key="python",
+        config=PythonConfig(function=f"rl_actions:{function}"),
+        timeout=5,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """A world-readable directory holding the module (children may run as another uid)."""
+    path = Path(tempfile.mkdtemp(prefix="gw-sandbox-reload-"))
+    path.chmod(0o755)
+    write_code(path, "v1")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def python_zygote(supervisor: Supervisor) -> int:
+    """Pid of the zygote running the test's (network: false) Python actions."""
+    return supervisor._zygotes[(False, ())].proc.pid
+
+
+def make_catalog(root: Path, version: str, *actions: Action) -> Catalog:
+    """A catalog whose code file is the test module, as the loader reports it."""
+    return Catalog(
+        version=version,
+        root=root,
+        gateway_root=root,
+        loaded_at=0.0,
+        actions={a.name: a for a in actions},
+        code_files=(root / "rl_actions.py",),
+    )
+
+
+@pytest.fixture
+async def supervisor(root: Path) -> AsyncIterator[Supervisor]:
+    """A supervisor started on the v1 catalog; closed after the test."""
+    sup = Supervisor(Settings(sandbox_concurrency=4))
+    await sup.start(make_catalog(root, "v1", action("tag", "tag"), action("nap", "nap")))
+    try:
+        yield sup
+    finally:
+        await sup.aclose()
+
+
+async def test_manifest_only_reload_keeps_zygotes(root: Path, supervisor: Supervisor) -> None:
+    """A new action and an edited description over the same code reuse the running zygotes."""
+    runner = SandboxRunner(supervisor)
+    before = sorted(supervisor.zygote_pids())
+    edited = make_catalog(
+        root,
+        "v2",
+        action("tag", "tag", description="Now described differently."),
+        action("nap", "nap"),
+        action("tag_again", "tag"),
+    )
+    await supervisor.reload(edited)
+    assert sorted(supervisor.zygote_pids()) == before
+    assert (await runner.run(edited, "tag_again", {})).output == "v1"
+
+
+async def test_code_edit_reload_replaces_zygotes_and_runs_new_code(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """An edited code file (same size, same mtime) starts new zygotes that run the new code."""
+    runner = SandboxRunner(supervisor)
+    catalog = make_catalog(root, "v1", action("tag", "tag"), action("nap", "nap"))
+    assert (await runner.run(catalog, "tag", {})).output == "v1"
+    before = python_zygote(supervisor)
+    path = root / "rl_actions.py"
+    old = path.stat()
+    write_code(root, "v2")
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    await supervisor.reload(msgspec.structs.replace(catalog, version="v2"))
+    assert python_zygote(supervisor) != before
+    assert (await runner.run(catalog, "tag", {})).output == "v2"
+
+
+async def test_new_action_module_replaces_only_its_zygote(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """A network: true action importing a module adds it to that zygote only."""
+    runner = SandboxRunner(supervisor)
+    network_off = python_zygote(supervisor)
+    network_on = supervisor._zygotes[(True, ())].proc.pid
+    (root / "rl_other.py").write_text("def hi() -> str:\n    return 'hi'\n")
+    other = Action(
+        name="hi",
+        description="d",
+        kind_key="python",
+        config=PythonConfig(function="rl_other:hi"),
+        sandbox=SandboxLimits(network=True),
+    )
+    edited = make_catalog(root, "v2", action("tag", "tag"), action("nap", "nap"), other)
+    await supervisor.reload(edited)
+    assert python_zygote(supervisor) == network_off
+    assert supervisor._zygotes[(True, ())].proc.pid != network_on
+    assert (await runner.run(edited, "hi", {})).output == "hi"
+
+
+async def test_reload_lets_calls_in_flight_finish(root: Path, supervisor: Supervisor) -> None:
+    """A call running while a code edit replaces the zygotes finishes on the old code."""
+    runner = SandboxRunner(supervisor)
+    catalog = make_catalog(root, "v1", action("tag", "tag"), action("nap", "nap"))
+    old = python_zygote(supervisor)
+    task = asyncio.create_task(runner.run(catalog, "nap", {"seconds": 0.5}))
+    await asyncio.sleep(0.2)
+    write_code(root, "v2")
+    await supervisor.reload(msgspec.structs.replace(catalog, version="v2"))
+    assert python_zygote(supervisor) != old
+    result = await task
+    assert result.output == "v1 woke"
+    assert (await runner.run(catalog, "tag", {})).output == "v2"
+
+
+async def test_stale_bytecode_is_never_run(root: Path) -> None:
+    """A valid-looking .pyc of an older same-size, same-mtime source is ignored."""
+    path = root / "rl_actions.py"
+    py_compile.compile(str(path), cfile=None, doraise=True)  # __pycache__ for the v1 source
+    cached = list((root / "__pycache__").glob("rl_actions.*.pyc"))
+    assert cached, "py_compile wrote no cache"
+    old = path.stat()
+    write_code(root, "v3")
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    header = cached[0].read_bytes()[8:16]  # source mtime and size the cache claims to match
+    now = path.stat()
+    assert header == struct.pack("<II", int(now.st_mtime) & 0xFFFFFFFF, now.st_size)
+    sup = Supervisor(Settings(sandbox_concurrency=2))
+    catalog = make_catalog(root, "v3", action("tag", "tag"), action("nap", "nap"))
+    await sup.start(catalog)
+    try:
+        assert (await SandboxRunner(sup).run(catalog, "tag", {})).output == "v3"
+    finally:
+        await sup.aclose()
