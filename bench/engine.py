@@ -7,11 +7,14 @@ answers. Measured side by side:
    loop, events and log alone;
 2. engine + SQLite: the same turn on a thread, with every message and the run
    record committed durably (WAL, synchronous=FULL) in a temp dir (a turn is
-   six commits: thread, run + user message, two assistant messages, the tool
-   result, record + event log), next to the cost of one such commit;
+   four commits: new thread + run + user message, the assistant's tool call,
+   the tool result, last answer + record + event log; it was six before the
+   first and last were grouped), next to the cost of one such commit;
 3. fake model round trip: one streamed Chat Completions call to FakeOpenAI
    through the openai SDK over loopback HTTP (what a turn's *model* part costs
-   at the very least; a turn with a tool makes two such calls);
+   at the very least; a turn with a tool makes two such calls), and the same
+   call through the gateway's ``ChatCompletionsProvider`` (the SDK's client
+   without ``create``'s parameter transform and per-chunk pydantic models);
 4. full turn over HTTP: the engine driving FakeOpenAI (two model calls) with
    the instant tool and the SQLite store.
 
@@ -39,6 +42,7 @@ from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog, CatalogRef
 from gateway.manifests.model import Assistant
 from gateway.manifests.model import Provider as ProviderManifest
+from gateway.providers._openai_base import ProviderConfig
 from gateway.providers.base import (
     ChatMessage,
     ModelDone,
@@ -50,6 +54,7 @@ from gateway.providers.base import (
     ToolCallRequest,
     Usage,
 )
+from gateway.providers.openai_chat import ChatCompletionsProvider
 from gateway.providers.registry import ProviderRegistry
 from gateway.settings import Settings
 from gateway.store.sqlite import SQLiteStore
@@ -98,6 +103,7 @@ class InstantRunner:
         arguments: str | dict[str, Any],
         *,
         correlation_id: str = "",
+        assistant: str | None = None,
     ) -> ToolResult:
         return ToolResult(status="succeeded", output='{"status": "shipped"}', duration_ms=0.0)
 
@@ -184,11 +190,29 @@ async def main(turns: int) -> None:
                 stream=True,
                 tools=[TOOL],  # type: ignore[list-item]
             )
+            assert isinstance(stream, openai.AsyncStream)
             async for _ in stream:
                 pass
 
+        provider = ChatCompletionsProvider(
+            ProviderConfig(name="fake", base_url=fake.base_url, api_key="x", max_retries=0)
+        )
+        request = ModelRequest(
+            model="fake-model",
+            instructions="",
+            messages=[ChatMessage(role="user", content="hi")],
+            tools=[TOOL],
+        )
+
+        async def provider_trip() -> None:
+            fake.add_text("Order 1042 has shipped.")
+            async for _ in provider.stream(request):
+                pass
+
         results["fake model round trip (SDK, 1 call)"] = await measure(round_trip, turns)
+        results["  same via the gateway's provider"] = await measure(provider_trip, turns)
         await client.close()
+        await provider.aclose()
 
         registry = ProviderRegistry(settings)
         http_engine = Engine(

@@ -129,32 +129,36 @@ def doctor_command() -> None:
 
     import msgspec
 
+    from gateway.executors.base import ToolResult
     from gateway.executors.runner import SandboxRunner
     from gateway.manifests.catalog import Catalog
 
     settings = load_settings(logging=True)
 
-    async def run() -> tuple[dict[str, object], str, float]:
+    async def run() -> tuple[dict[str, object], ToolResult, float]:
         async with _sandbox(settings, None) as supervisor:
             root = settings.root
             empty = Catalog(version="doctor", root=root, gateway_root=root, loaded_at=0)
             runner = SandboxRunner(supervisor)
             result = await runner.run(empty, "code_interpreter", {"code": "print('ok')"})
-            timings = [
-                (await runner.run(empty, "code_interpreter", {"code": "pass"})).duration_ms
-                for _ in range(20)
-            ]
+            timings = []
+            if result.status == "succeeded":
+                timings = [
+                    (await runner.run(empty, "code_interpreter", {"code": "pass"})).duration_ms
+                    for _ in range(20)
+                ]
             caps = msgspec.to_builtins(supervisor.capabilities) or {}
-            return caps, result.status, min(timings)
+            return caps, result, min(timings, default=0.0)
 
     try:
-        caps, status, best = asyncio.run(run())
+        caps, result, best = asyncio.run(run())
     except RuntimeError as exc:
         raise click.ClickException(f"the sandbox does not start: {exc}") from None
     click.echo(f"running as uid {caps.get('uid')}")
     for feature in _FEATURES:
         state = "yes" if caps.get(feature) else "no "
         click.echo(f"{feature:<18} {state}  {caps.get(feature + '_detail', '')}")
-    click.echo(f"sandboxed call      {status}, best of 20: {best:.2f} ms")
-    if status != "succeeded":
+    if result.status != "succeeded":
+        click.echo(f"sandboxed call      {result.status}: {result.output[:300]}")
         raise SystemExit(1)
+    click.echo(f"sandboxed call      succeeded, best of 20: {best:.2f} ms")

@@ -13,22 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get, post
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
-from gateway.api.errors import correlation_id_of
-from gateway.api.schemas import ErrorBody, InvokeRequest, InvokeResponse
+from gateway.api.errors import correlation_id_of, error_responses
+from gateway.api.schemas import InvokeRequest, InvokeResponse
 from gateway.api.services import ServicesDep
 from gateway.errors import NotFound, NotReady
 from gateway.manifests.watch import ReloadResult, ReloadStatus
 
 __all__ = ["invoke_action", "manifests_status", "reload_manifests"]
 
-_ERRORS = {
-    401: ResponseSpec(ErrorBody, description="Missing or wrong API key"),
-    403: ResponseSpec(ErrorBody, description="Not an admin key"),
-    503: ResponseSpec(ErrorBody, description="Not ready"),
-}
+_ERRORS = error_responses({403: "Not an admin key"})
 
 
 @get("/manifests/status", tags=["admin"], responses=_ERRORS)
@@ -51,11 +46,9 @@ async def reload_manifests(services: ServicesDep) -> ReloadResult:
     "/actions/{name:str}/invoke",
     tags=["admin"],
     status_code=200,
-    responses={
-        **_ERRORS,
-        400: ResponseSpec(ErrorBody, description="Invalid body"),
-        404: ResponseSpec(ErrorBody, description="Unknown action"),
-    },
+    responses=error_responses(
+        {403: "Not an admin key", 400: "Invalid body", 404: "Unknown action"}
+    ),
 )
 async def invoke_action(
     request: Request[Any, Any, Any],

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request, get
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from gateway.api.auth import Principal
+from gateway.api.errors import error_responses
 from gateway.api.middleware import principal_of
-from gateway.api.schemas import ActionInfo, AssistantDetail, AssistantInfo, ErrorBody
+from gateway.api.schemas import ActionInfo, AssistantDetail, AssistantInfo
 from gateway.api.services import ServicesDep
 from gateway.errors import NotFound
 from gateway.manifests.catalog import Catalog
@@ -24,12 +25,7 @@ from gateway.manifests.model import Assistant
 
 __all__ = ["get_assistant", "list_actions", "list_assistants", "tool_schemas"]
 
-_ERRORS = {
-    401: ResponseSpec(ErrorBody, description="Missing or wrong API key"),
-    403: ResponseSpec(ErrorBody, description="The key may not use this assistant"),
-    404: ResponseSpec(ErrorBody, description="Unknown assistant"),
-    503: ResponseSpec(ErrorBody, description="Not ready"),
-}
+_ERRORS = error_responses({403: "The key may not use this assistant", 404: "Unknown assistant"})
 
 
 def _tool_names(catalog: Catalog, name: str) -> list[str]:
@@ -79,13 +75,7 @@ async def get_assistant(
     asst = _visible(catalog, principal_of(request.scope), name)
     source = catalog.sources.get(f"assistant/{name}")
     return AssistantDetail(
-        name=asst.name,
-        display_name=asst.display_name or asst.name,
-        description=asst.description,
-        model=asst.model,
-        provider=asst.provider,
-        initial_message=asst.initial_message,
-        tools=_tool_names(catalog, name),
+        **msgspec.structs.asdict(_info(catalog, asst)),
         actions=list(asst.actions),
         code_interpreter=asst.code_interpreter,
         file_search_files=list(asst.file_search.files) if asst.file_search else [],

@@ -22,9 +22,9 @@ from litestar.openapi.spec import Example
 from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
-from gateway.api.errors import correlation_id_of
+from gateway.api.errors import correlation_id_of, error_responses
 from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of
-from gateway.api.schemas import ChatRequest, ChatResponse, ErrorBody, StartResponse
+from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
 from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, sse_frames
 from gateway.errors import Conflict, GatewayError, InvalidInput, NotReady, ProviderError
@@ -32,26 +32,27 @@ from gateway.events import ErrorEvent, encode_ws
 
 if TYPE_CHECKING:
     from gateway.api.auth import Principal
-    from gateway.engine import RunHandle
+    from gateway.engine import RunHandle, RunResult
 
-__all__ = ["chat", "chat_ws", "raise_run_error", "start"]
+__all__ = ["chat", "chat_ws", "finished", "raise_run_error", "start"]
 
 log = structlog.get_logger("gateway.api")
 
-_ERRORS = {
-    400: ResponseSpec(ErrorBody, description="Invalid input"),
-    401: ResponseSpec(ErrorBody, description="Missing or wrong API key"),
-    403: ResponseSpec(ErrorBody, description="The key may not use this assistant"),
-    404: ResponseSpec(ErrorBody, description="Unknown thread or assistant"),
-    503: ResponseSpec(ErrorBody, description="Not ready"),
+_START_ERRORS = {
+    400: "Invalid input",
+    403: "The key may not use this assistant",
+    404: "Unknown thread or assistant",
 }
-CHAT_ERRORS = {
-    **_ERRORS,
-    409: ResponseSpec(ErrorBody, description="A run is already active on the thread"),
-    413: ResponseSpec(ErrorBody, description="Body too large"),
-    429: ResponseSpec(ErrorBody, description="Rate limited"),
-    502: ResponseSpec(ErrorBody, description="The model provider failed"),
-}
+_ERRORS = error_responses(_START_ERRORS)
+CHAT_ERRORS = error_responses(
+    {
+        **_START_ERRORS,
+        409: "A run is already active on the thread",
+        413: "Body too large",
+        429: "Rate limited",
+        502: "The model provider failed",
+    }
+)
 
 
 @get("/start", tags=["chat"], responses=_ERRORS, summary="Start a thread")
@@ -128,6 +129,14 @@ def raise_run_error(error_type: str, message: str) -> NoReturn:
     raise err
 
 
+async def finished(handle: RunHandle) -> RunResult:
+    """Wait for the run's end; a failed run raises its error (see ``raise_run_error``)."""
+    result = await handle.result()
+    if result.error is not None:
+        raise_run_error(result.error.type, result.error.message)
+    return result
+
+
 @post(
     "/chat",
     tags=["chat"],
@@ -157,9 +166,7 @@ async def chat(
             correlation_id=cid,
         )
         return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
-    result = await handle.result()
-    if result.error is not None:
-        raise_run_error(result.error.type, result.error.message)
+    result = await finished(handle)
     body = ChatResponse(
         thread_id=result.thread_id,
         run_id=result.run_id,

@@ -19,6 +19,7 @@ import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import Scope
 
 from gateway.api.schemas import ErrorBody, ErrorDetail
@@ -42,6 +43,7 @@ __all__ = [
     "CID_KEY",
     "correlation_id_of",
     "error_body",
+    "error_responses",
     "exception_handlers",
     "status_and_type",
 ]
@@ -115,6 +117,17 @@ def _http_message(exc: HTTPException) -> str:
         if parts:
             return "invalid request: " + "; ".join(parts)
     return str(exc.detail)
+
+
+_COMMON = {401: "Missing or wrong API key", 503: "Not ready"}
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses`` for a route's errors: 401 and 503 plus ``descriptions``."""
+    merged = {**_COMMON, **descriptions}
+    return {
+        status: ResponseSpec(ErrorBody, description=merged[status]) for status in sorted(merged)
+    }
 
 
 def error_body(type_: str, message: str, correlation_id: str) -> bytes:

@@ -25,7 +25,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from gateway.api.chat import CHAT_ERRORS, raise_run_error
+from gateway.api.chat import CHAT_ERRORS, finished, raise_run_error
 from gateway.api.errors import correlation_id_of, status_and_type
 from gateway.api.middleware import principal_of
 from gateway.api.services import ServicesDep
@@ -223,9 +223,7 @@ async def chat_completions(
             correlation_id=cid,
         )
         return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
-    result = await handle.result()
-    if result.error is not None:
-        raise_run_error(result.error.type, result.error.message)
+    result = await finished(handle)
     body = ChatCompletion(
         id=completion_id,
         created=created,

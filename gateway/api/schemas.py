@@ -147,16 +147,9 @@ class AssistantInfo(msgspec.Struct, frozen=True, kw_only=True):
     tools: list[str]
 
 
-class AssistantDetail(msgspec.Struct, frozen=True, kw_only=True):
+class AssistantDetail(AssistantInfo, frozen=True, kw_only=True):
     """``GET /assistants/{name}``: the listing plus its configuration and source."""
 
-    name: str
-    display_name: str
-    description: str
-    model: str
-    provider: str | None
-    initial_message: str | None
-    tools: list[str]
     actions: list[str]
     code_interpreter: bool
     file_search_files: list[str]

@@ -16,22 +16,22 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
-from gateway.api.errors import correlation_id_of
+from gateway.api.errors import correlation_id_of, error_responses
 from gateway.api.middleware import principal_of
-from gateway.api.schemas import ErrorBody, MessageOut, RunOut
+from gateway.api.schemas import MessageOut, RunOut
 from gateway.api.services import ServicesDep
 from gateway.api.streaming import SSE_HEADERS, sse_frames
 from gateway.errors import InvalidInput, NotFound
 
 __all__ = ["cancel_run", "delete_thread", "list_messages", "run_events"]
 
-_ERRORS = {
-    400: ResponseSpec(ErrorBody, description="Invalid input"),
-    401: ResponseSpec(ErrorBody, description="Missing or wrong API key"),
-    403: ResponseSpec(ErrorBody, description="The key may not use this thread's assistant"),
-    404: ResponseSpec(ErrorBody, description="Unknown thread or run"),
-    503: ResponseSpec(ErrorBody, description="Not ready"),
-}
+_ERRORS = error_responses(
+    {
+        400: "Invalid input",
+        403: "The key may not use this thread's assistant",
+        404: "Unknown thread or run",
+    }
+)
 
 
 @get("/threads/{thread_id:str}/messages", tags=["threads"], responses=_ERRORS)

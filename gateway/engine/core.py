@@ -196,15 +196,22 @@ class Engine:
     async def _begin(
         self, spec: RunSpec, record: RunRecord, user: ChatMessage, thread: ThreadRecord | None
     ) -> RunHandle:
-        try:  # the (new) thread, the run and its user message are stored together, or not at all
-            if thread is None:
-                await self._store.begin_run(record, user)
-            else:
-                await self._store.begin_run(record, user, thread=thread)
+        # The (new) thread, the run and its user message are stored together, or not at
+        # all. The run starts meanwhile, so its model call overlaps the commit; it shows
+        # nothing and stores nothing until the commit is done (``RunTask`` waits on it),
+        # and this returns, acknowledging the message, only once the commit is durable.
+        if thread is None:
+            begun = asyncio.ensure_future(self._store.begin_run(record, user))
+        else:
+            begun = asyncio.ensure_future(self._store.begin_run(record, user, thread=thread))
+        handle = self._launch(spec, begun)
+        try:
+            await begun
         except BaseException:
-            self._busy.pop(record.thread_id, None)
-            raise
-        return self._launch(spec)
+            if self._busy.get(record.thread_id) == record.id:
+                del self._busy[record.thread_id]
+            raise  # the run task sees the failure at its gate and ends without a trace
+        return handle
 
     async def start_stateless_run(
         self, *, assistant: str, messages: list[ChatMessage], correlation_id: str = ""
@@ -233,7 +240,7 @@ class Engine:
         )
         return self._launch(spec)
 
-    def _launch(self, spec: RunSpec) -> RunHandle:
+    def _launch(self, spec: RunSpec, begun: asyncio.Future[Any] | None = None) -> RunHandle:
         log = RunLog(spec.run_id, spec.thread_id)
         log.append(
             RunCreated(
@@ -257,6 +264,7 @@ class Engine:
             runner=self._runner,
             budget=self._budget,
             on_settled=settled,
+            begun=begun,
         )
         task = asyncio.create_task(body(), name=f"run:{spec.run_id}")
 
@@ -274,7 +282,7 @@ class Engine:
                     spec.record, status="cancelled", error=msgspec.to_builtins(error)
                 )
                 handle.settling = self._spawn(
-                    self._store.update_run(update), f"settle:{spec.run_id}"
+                    self._settle_cancelled(update, begun), f"settle:{spec.run_id}"
                 )
 
         task.add_done_callback(ended)
@@ -292,6 +300,14 @@ class Engine:
             stateless=spec.record is None,
         )
         return handle
+
+    async def _settle_cancelled(self, update: RunRecord, begun: asyncio.Future[Any] | None) -> None:
+        """Store a run cancelled before its first step as cancelled, once it is stored at all."""
+        if begun is not None:
+            await asyncio.wait({begun})
+            if begun.cancelled() or begun.exception() is not None:
+                return  # never stored: nothing to settle
+        await self._store.update_run(update)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)

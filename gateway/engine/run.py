@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import structlog
@@ -71,6 +72,13 @@ class _RemoteCancel(Exception):
     """The run was marked cancelled in the store (by another replica)."""
 
 
+class _NotBegun(Exception):
+    """The run's record and user message could not be stored: the run never existed."""
+
+
+_NOT_STARTED = ErrorInfo(type="not_started", message="the run could not be stored")
+
+
 class RunTask:
     """The run loop; ``await task()`` runs it to its ``done`` event."""
 
@@ -83,9 +91,11 @@ class RunTask:
         runner: ActionRunner,
         budget: HistoryBudget,
         on_settled: Callable[[], None],
+        begun: asyncio.Future[Any] | None = None,
     ) -> None:
         self.spec, self.log, self.store, self.runner = spec, log, store, runner
         self.budget, self.on_settled = budget, on_settled
+        self.begun = begun  # the commit of the run and its user message, while in flight
         self.usage = Usage()
         self.model_ms = self.tools_ms = 0.0
         self.first_token_ms: float | None = None
@@ -104,6 +114,11 @@ class RunTask:
         error: ErrorInfo | None = None
         try:
             await self._loop()
+        except _NotBegun:
+            self.on_settled()  # nothing was stored; nobody holds this run's handle
+            self.log.append(RunFailed(run_id=self.spec.run_id, error=_NOT_STARTED))
+            self.log.append(Done())
+            return
         except (asyncio.CancelledError, _RemoteCancel):
             status, error = (
                 "cancelled",
@@ -122,6 +137,20 @@ class RunTask:
             self._emit_error(error)
         await asyncio.shield(self._finish(status, error))
 
+    async def _wait_begun(self) -> None:
+        """Wait until the run is stored (its first event or write may not come sooner).
+
+        Raises:
+            _NotBegun: storing it failed (``start_run`` raised that to its caller).
+        """
+        begun = self.begun
+        if begun is None:
+            return
+        await asyncio.wait({begun})  # unlike ``await begun``, cancelling the run spares it
+        if begun.cancelled() or begun.exception() is not None:
+            raise _NotBegun
+        self.begun = None
+
     def _emit_error(self, error: ErrorInfo) -> None:
         self.log.append(
             ErrorEvent(
@@ -139,6 +168,7 @@ class RunTask:
     async def _loop(self) -> None:
         spec = self.spec
         if self.store is not None and spec.record is not None and not spec.history_loaded:
+            await self._wait_begun()
             stored = await self.store.list_messages(
                 spec.thread_id, limit=self.budget.max_messages + 64
             )
@@ -199,6 +229,8 @@ class RunTask:
         stream = spec.provider.stream(request)
         try:
             async for event in stream:
+                if self.begun is not None:
+                    await self._wait_begun()
                 if isinstance(event, TextDelta):
                     self._first_token()
                     if event.text:
@@ -283,6 +315,14 @@ class RunTask:
 
     async def _finish(self, status: RunStatus, error: ErrorInfo | None) -> None:
         spec = self.spec
+        if self.begun is not None:  # ended before its first event (a provider error...)
+            try:
+                await self._wait_begun()
+            except _NotBegun:
+                self.on_settled()
+                self.log.append(RunFailed(run_id=spec.run_id, error=error or _NOT_STARTED))
+                self.log.append(Done())
+                return
         timings = Timings(
             total_ms=(time.perf_counter() - self.started) * 1000,
             model_ms=self.model_ms,
@@ -331,8 +371,11 @@ class RunTask:
                 self.logger.exception("run.persist_failed")
                 if answer is not None and error is None:
                     # Never acknowledge an answer the store did not keep.
-                    status, error = "failed", ErrorInfo(
-                        type="not_ready", message="the answer could not be stored; try again"
+                    status, error = (
+                        "failed",
+                        ErrorInfo(
+                            type="not_ready", message="the answer could not be stored; try again"
+                        ),
                     )
                     self._emit_error(error)
                     final = [RunFailed(run_id=spec.run_id, error=error), metadata, Done()]

@@ -149,7 +149,7 @@ class Supervisor:
         """
         wanted = await asyncio.to_thread(_fingerprints, catalog)
         async with self._spawn_lock:
-            self._catalog = catalog
+            current_catalog, self._catalog = self._catalog, catalog
             current = self._zygotes
             kept = {
                 k: z
@@ -157,8 +157,17 @@ class Supervisor:
                 if k in wanted and not z.dead and z.fingerprint == wanted[k]
             }
             fresh = [k for k in wanted if k not in kept]
-            spawned = await asyncio.gather(*(self._spawn(k, catalog) for k in fresh))
-            made = dict(zip(fresh, spawned, strict=True))
+            results = await asyncio.gather(
+                *(self._spawn(k, catalog) for k in fresh), return_exceptions=True
+            )
+            made = {
+                k: z for k, z in zip(fresh, results, strict=True) if isinstance(z, ZygoteChannel)
+            }
+            failed = [e for e in results if not isinstance(e, ZygoteChannel)]
+            if failed:  # keep the live zygotes; the reloader keeps the live catalog
+                self._catalog = current_catalog
+                await asyncio.gather(*(z.close() for z in made.values()), return_exceptions=True)
+                raise failed[0]
             self._zygotes = {k: kept.get(k) or made[k] for k in wanted}
         if fresh:
             log.info("sandbox.zygotes_replaced", kept=len(kept), started=len(fresh))

@@ -183,3 +183,16 @@ async def test_stale_bytecode_is_never_run(root: Path) -> None:
         assert (await SandboxRunner(sup).run(catalog, "tag", {})).output == "v3"
     finally:
         await sup.aclose()
+
+
+async def test_failed_reload_keeps_the_live_zygotes(root: Path, supervisor: Supervisor) -> None:
+    """When new zygotes cannot start, reload raises and the live ones keep serving."""
+    runner = SandboxRunner(supervisor)
+    catalog = make_catalog(root, "v1", action("tag", "tag"), action("nap", "nap"))
+    before = sorted(supervisor.zygote_pids())
+    write_code(root, "v2")
+    supervisor._python = "/bin/false"  # every new zygote exits at once
+    with pytest.raises(RuntimeError, match="did not start"):
+        await supervisor.reload(msgspec.structs.replace(catalog, version="v2"))
+    assert sorted(supervisor.zygote_pids()) == before
+    assert (await runner.run(catalog, "tag", {})).output == "v1"

@@ -8,13 +8,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 
-from gateway.errors import Conflict, InvalidInput, NotFound
+from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage, ToolCall, Usage
 from gateway.store import open_store
-from gateway.store.base import RunRecord, ThreadStore
+from gateway.store.base import RunRecord, ThreadRecord, ThreadStore
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 from tests._pg import pg_url
@@ -293,3 +294,82 @@ async def test_finish_run_stores_record_and_log_together(make_store: Factory) ->
     assert await store.get_run(run.id) == done
     assert await store.load_run_events(run.id) == [b'{"event":"done","data":{}}']
     await store.create_run(_run(thread.id))  # the thread is free again
+
+
+async def test_begin_run_with_a_new_thread_commits_all_or_nothing(make_store: Factory) -> None:
+    """begin_run(thread=...) stores a new thread with its run and message, or none of them."""
+    store = await make_store()
+    thread = ThreadRecord(id=f"thread_{uuid.uuid4().hex[:8]}", assistant="support", created_at=1.0)
+    run = _run(thread.id)
+    stored = await store.begin_run(run, ChatMessage(role="user", content="hi"), thread=thread)
+    assert stored.seq == 1 and stored.thread_id == thread.id
+    assert await store.get_thread(thread.id) == thread
+    assert await store.get_run(run.id) == run
+    orphan = ThreadRecord(id=f"thread_{uuid.uuid4().hex[:8]}", assistant="support", created_at=1.0)
+    with pytest.raises(NotFound):  # the run names another (missing) thread: nothing is kept
+        await store.begin_run(
+            _run("thread_missing"), ChatMessage(role="user", content="x"), thread=orphan
+        )
+    assert await store.get_thread(orphan.id) is None
+
+
+async def test_finish_run_appends_the_last_answer_in_the_same_commit(make_store: Factory) -> None:
+    """finish_run(messages=...) appends the answer with its id and run, then closes the run."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    run = _run(thread.id)
+    await store.begin_run(run, ChatMessage(role="user", content="q"))
+    done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
+    answer = ChatMessage(role="assistant", content="a")
+    await store.finish_run(done, [b'{"event":"done","data":{}}'], [(answer, "msg_last")])
+    messages = await store.list_messages(thread.id)
+    assert [(m.id, m.seq, m.message, m.run_id) for m in messages[1:]] == [
+        ("msg_last", 2, answer, run.id)
+    ]
+    assert await store.get_run(run.id) == done
+
+
+async def test_sqlite_database_that_does_not_answer_is_not_ready(tmp_path: Path) -> None:
+    """A SQLite file locked past the busy timeout is NotReady (503), not an internal error."""
+    store = SQLiteStore(tmp_path / "gateway.db")
+    await store.open()
+    try:
+        thread = await store.create_thread("support")
+        await store._run(lambda conn: conn.execute("PRAGMA busy_timeout=50"))
+        blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(NotReady):
+                await store.append_message(thread.id, ChatMessage(role="user", content="x"))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await store.append_message(thread.id, ChatMessage(role="user", content="x"))
+        with pytest.raises(Conflict):  # a broken rule is still a rule, not "not ready"
+            await store.create_run(_run(thread.id))
+            await store.create_run(_run(thread.id))
+    finally:
+        await store.close()
+    with pytest.raises(NotReady):  # a closed store does not answer either
+        await store.get_thread("thread_x")
+
+
+async def test_postgres_connection_cut_mid_request_is_not_ready(tmp_path: Path) -> None:
+    """A PostgreSQL connection killed under the store is NotReady (503); the pool recovers."""
+    url = pg_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(url, schema=schema, min_size=1, max_size=1)
+    await store.open()
+    try:
+        thread = await store.create_thread("support")
+        row = await store._fetchone("SELECT pg_backend_pid()", ())
+        assert row is not None
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+        with pytest.raises(NotReady):
+            await store.get_thread(thread.id)
+        assert await store.get_thread(thread.id) == thread  # a fresh connection answers
+    finally:
+        await store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

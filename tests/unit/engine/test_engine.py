@@ -7,11 +7,12 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.engine import Engine, HistoryBudget, RunHandle
-from gateway.errors import Conflict, InvalidInput, NotFound, ProviderError
+from gateway.errors import Conflict, InvalidInput, NotFound, NotReady, ProviderError
 from gateway.events import (
     Done,
     ErrorEvent,
@@ -434,8 +435,9 @@ async def test_cancelling_a_run_owned_elsewhere_frees_the_thread(make_rig: MakeR
 
 
 async def test_cancel_right_after_start_still_ends_the_log(make_rig: MakeRig) -> None:
-    """A run cancelled before its task ran a single step still ends with done and is recorded."""
-    rig = await make_rig([text("never")])
+    """A run cancelled right after it started, before its model answered, ends with done."""
+    # A new thread's run reads no history, so only a model that takes time can be interrupted.
+    rig = await make_rig([text("never")], delay=0.05)
     handle = await rig.engine.start_run(thread_id=None, message="hi")
     record = await rig.engine.cancel(handle.thread_id, handle.run_id)
     assert handle.log.done and isinstance(handle.log.events[-1], Done)
@@ -560,3 +562,70 @@ async def test_a_caller_cancelled_while_starting_does_not_orphan_the_run(
     assert record is not None and record.status == "completed"
     messages = [m.message.content for m in await rig.store.list_messages(thread.id)]
     assert messages == ["hi", "still answered"]
+
+
+async def test_an_answer_the_store_could_not_keep_is_not_acknowledged(make_rig: MakeRig) -> None:
+    """When the final commit fails, the run ends not_ready and no message.completed is sent."""
+    rig = await make_rig([text("lost")])
+
+    async def finish_run(*args: Any, **kwargs: Any) -> None:
+        raise NotReady("the thread store does not answer")
+
+    rig.store.finish_run = finish_run  # type: ignore[method-assign]
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    result = await handle.result()
+    assert result.error is not None and result.error.type == "not_ready"
+    assert result.responses == []
+    assert not any(isinstance(e, MessageCompleted) for e in handle.log.events)
+
+
+async def test_a_new_thread_run_does_not_read_its_history_back(make_rig: MakeRig) -> None:
+    """A first turn sends the model exactly the user message without reading the store."""
+    rig = await make_rig([text("hello"), text("again")])
+    reads: list[str] = []
+    list_messages = rig.store.list_messages
+
+    async def counting(thread_id: str, limit: int | None = None) -> Any:
+        reads.append(thread_id)
+        return await list_messages(thread_id, limit)
+
+    rig.store.list_messages = counting  # type: ignore[method-assign]
+    first = await rig.engine.start_run(thread_id=None, message="hi")
+    assert (await first.result()).responses == ["hello"]
+    assert reads == []
+    second = await rig.engine.start_run(thread_id=first.thread_id, message="more")
+    assert (await second.result()).responses == ["again"]
+    assert reads == [first.thread_id]
+    stored = [(m.message.role, m.message.content) for m in await list_messages(first.thread_id)]
+    assert stored == [
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("user", "more"),
+        ("assistant", "again"),
+    ]
+
+
+async def test_a_run_whose_start_is_not_stored_leaves_no_trace(make_rig: MakeRig) -> None:
+    """If storing the run fails, start_run raises; the model call made meanwhile stores nothing."""
+    rig = await make_rig([text("never shown")])
+    finished: list[str] = []
+
+    async def begin_run(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.05)  # the model answers before this fails
+        raise NotReady("the thread store does not answer")
+
+    async def finish_run(run: RunRecord, *args: Any, **kwargs: Any) -> None:
+        finished.append(run.id)
+
+    rig.store.begin_run = begin_run  # type: ignore[method-assign]
+    rig.store.finish_run = finish_run  # type: ignore[method-assign]
+    with pytest.raises(NotReady):
+        await rig.engine.start_run(thread_id=None, message="hi")
+    for _ in range(50):
+        if rig.engine.active_runs == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert rig.engine.active_runs == 0
+    assert finished == []
+    assert len(rig.provider.requests) <= 1
+    assert await rig.store.list_active_runs() == []
