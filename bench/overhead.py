@@ -22,15 +22,18 @@ its time goes. Targets (issue 5): <= 1 ms added at p50 on /v1, <= 2 ms on
 
     uv run --frozen python bench/overhead.py [--n 300] [--seconds 5] [--profile]
 
-Where the time goes (2 cores, 2026-11-24; pyinstrument on the gateway):
-about half of the event loop's busy time is the openai SDK's async client
-calling the model (``AsyncCompletions.create`` and iterating its stream:
-httpx + anyio + pydantic per chunk), ~1.2-1.5 ms per call; the HTTP layer
-(uvicorn + Litestar + our middleware) is most of the rest, and the gateway's
-own work without a model client (``v1 offline`` minus ``health``) is
-~0.25 ms. ``/chat`` adds the thread store: SQLite with
-``synchronous=FULL`` commits (fsync) the thread, the run and each message
-before answering, which is what keeps ``/chat`` below 500 requests/s.
+Where the time goes (2 shared cores, 2026-11-24, pyinstrument on the gateway
+under ``/chat`` load): about two thirds of the event loop's busy time is the
+openai SDK calling the model (``AsyncOpenAI.post`` through httpx + anyio +
+h11, ~0.85 ms per streamed call in isolation); the HTTP layer (uvicorn's
+pure-Python h11 protocol, Litestar, our middleware at ~10 us) is most of the
+rest; the engine and the store are a few percent. A plain ``/chat`` turn is
+two SQLite commits (``synchronous=FULL``: thread + run + user message, then
+answer + run record + event log, ~0.2-0.3 ms each), and the first one
+overlaps the model call. The gateway's own work without any model client
+(``v1 offline`` minus ``health``) is ~0.15-0.3 ms. Not installed, so not
+used: ``uvloop`` and ``httptools`` (uvicorn picks them up by itself when
+present), which usually take a third or more off the HTTP layer.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import posixpath
 import re
 import time
 from collections.abc import Iterable
@@ -111,14 +112,26 @@ class KeyRing:
 
 _OPEN_PATHS = frozenset({"/", "/health", "/ready", "/favicon.ico"})
 _OPEN_PREFIXES = ("/schema", "/ui")
-_ADMIN_PATHS = frozenset({"/manifests/status", "/manifests/reload", "/metrics"})
+_ADMIN_PATHS = frozenset({"/manifests/status", "/manifests/reload"})
+_SLASHES = re.compile(r"/{2,}")
+
+
+def _normalize(path: str) -> str:
+    """``path`` as the router will match it: repeated slashes, dot segments and a
+    trailing slash removed (``//manifests/status/`` is ``/manifests/status``).
+    """
+    cleaned = posixpath.normpath("/" + _SLASHES.sub("/", path).lstrip("/"))
+    return "/" if cleaned in ("", ".", "//") else cleaned
 
 
 def route_access(path: str) -> str:
     """The access level of ``path``: ``open``, ``client`` or ``admin``.
 
-    Decided by path alone so it also covers unknown routes (no key: 401, not 404).
+    Decided by path alone so it also covers unknown routes (no key: 401, not
+    404), after normalizing it the way the router does, so that a variant such
+    as ``/manifests/status/`` or ``//actions/x/invoke`` cannot slip past.
     """
+    path = _normalize(path)
     if path in _OPEN_PATHS:
         return "open"
     for prefix in _OPEN_PREFIXES:
@@ -126,7 +139,7 @@ def route_access(path: str) -> str:
             return "open"
     if path in _ADMIN_PATHS:
         return "admin"
-    if path.startswith("/actions/") and path.rstrip("/").endswith("/invoke"):
+    if path.startswith("/actions/") and path.endswith("/invoke"):
         return "admin"
     return "client"
 

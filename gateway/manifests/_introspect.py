@@ -154,6 +154,10 @@ def infer_parameters(func: Any) -> tuple[dict[str, Any], str]:
     result: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         result["required"] = required
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        # The function cannot take other names: an extra argument from the model is
+        # an `invalid_arguments` tool error naming it, not a TypeError inside the call.
+        result["additionalProperties"] = False
     return result, summary
 
 

@@ -287,15 +287,28 @@ def _assistant_problems(
         )
     if assistant.file_search is not None:
         for i, file in enumerate(assistant.file_search.files):
-            if not (root / file).is_file():
-                problems.append(
-                    entry.at(
-                        ("file_search", "files", i),
-                        f"knowledge file {file!r} does not exist (paths are relative to the "
-                        "manifests root)",
-                    )
-                )
+            message = _knowledge_file_problem(root, file)
+            if message is not None:
+                problems.append(entry.at(("file_search", "files", i), message))
     return problems
+
+
+def _knowledge_file_problem(root: Path, file: str) -> str | None:
+    """Why ``file`` cannot be a knowledge file, or None.
+
+    Knowledge files are indexed in the server process and their passages are
+    shown to chat users, so they must stay inside the manifests root (after
+    resolving symlinks): ``/proc/self/environ`` or ``../.env`` would publish
+    the server's secrets.
+    """
+    path = root / file
+    if Path(file).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        return f"knowledge file {file!r} is outside the manifests root; keep it inside"
+    if not path.is_file():
+        return (
+            f"knowledge file {file!r} does not exist (paths are relative to the manifests root)"
+        )
+    return None
 
 
 def _action_problems(entry: Entry, action: Action, environ: Mapping[str, str]) -> list[Problem]:

@@ -1,4 +1,4 @@
-"""Thin ctypes wrappers over the Linux calls the sandbox needs (prctl, unshare, seccomp).
+"""Thin ctypes wrappers over the Linux calls the sandbox needs (prctl, unshare, seccomp, Landlock).
 
 Python 3.11 has no ``os.unshare``, ``prctl`` or seccomp; these wrappers raise
 ``OSError`` with the real errno so callers can report why the kernel refused.
@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import stat
+from typing import NamedTuple
 
 __all__ = [
     "CLONE_NEWNET",
@@ -20,9 +22,12 @@ __all__ = [
     "PR_SET_DUMPABLE",
     "PR_SET_NO_NEW_PRIVS",
     "PR_SET_PDEATHSIG",
+    "LandlockRules",
     "container_seccomp_profile",
     "install_seccomp_filter",
     "landlock_abi",
+    "landlock_handled",
+    "landlock_restrict",
     "prctl",
     "prepare_seccomp_filter",
     "seccomp_mode",
@@ -38,8 +43,11 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
-_SYS_LANDLOCK_CREATE_RULESET = 444  # x86_64 and aarch64 share this number
+_SYS_LANDLOCK_CREATE_RULESET = 444  # x86_64 and aarch64 share these numbers
+_SYS_LANDLOCK_ADD_RULE = 445
+_SYS_LANDLOCK_RESTRICT_SELF = 446
 _LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_RULE_PATH_BENEATH = 1
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.prctl.argtypes = [
@@ -92,6 +100,120 @@ def landlock_abi() -> int:
         ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION),
     )
     return _check(int(result), "landlock_create_ruleset")
+
+
+# Landlock filesystem access rights (linux/landlock.h).
+FS_EXECUTE = 1 << 0
+FS_WRITE_FILE = 1 << 1
+FS_READ_FILE = 1 << 2
+FS_READ_DIR = 1 << 3
+FS_REMOVE_DIR = 1 << 4
+FS_REMOVE_FILE = 1 << 5
+FS_MAKE_CHAR = 1 << 6
+FS_MAKE_DIR = 1 << 7
+FS_MAKE_REG = 1 << 8
+FS_MAKE_SOCK = 1 << 9
+FS_MAKE_FIFO = 1 << 10
+FS_MAKE_BLOCK = 1 << 11
+FS_MAKE_SYM = 1 << 12
+FS_REFER = 1 << 13  # ABI 2
+FS_TRUNCATE = 1 << 14  # ABI 3
+FS_IOCTL_DEV = 1 << 15  # ABI 5
+FS_FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+"""The only rights a rule on a file (not a directory) may carry."""
+FS_READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+"""Read and execute files, list directories."""
+FS_ALL = (1 << 16) - 1
+"""Every right (masked with what the ABI handles)."""
+
+
+def landlock_handled(abi: int) -> int:
+    """The filesystem rights Landlock ABI ``abi`` knows (all of them are handled: denied
+    unless a rule allows them). Network rights are never handled."""
+    if abi < 1:
+        return 0
+    if abi == 1:
+        return FS_REFER - 1
+    if abi == 2:
+        return FS_TRUNCATE - 1
+    if abi < 5:
+        return FS_IOCTL_DEV - 1
+    return FS_ALL
+
+
+class LandlockRules(NamedTuple):
+    """A filesystem allow-list: the rights handled, and (path, rights) rules beneath paths."""
+
+    handled: int
+    rules: tuple[tuple[str, int], ...]
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _syscall(number: int, *args: object) -> int:
+    return int(_libc.syscall(ctypes.c_long(number), *args))
+
+
+def landlock_restrict(rules: LandlockRules) -> int:
+    """Restrict this thread (and what it starts) to ``rules``; needs no_new_privs first.
+
+    A path that cannot be opened (missing, no search permission) gets no rule, so
+    it stays denied. Returns how many rules were added.
+
+    Raises:
+        OSError: the kernel refused to create or enforce the ruleset.
+    """
+    attr = _RulesetAttr(rules.handled)
+    ruleset = _check(
+        _syscall(
+            _SYS_LANDLOCK_CREATE_RULESET,
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+            ctypes.c_uint32(0),
+        ),
+        "landlock_create_ruleset",
+    )
+    added = 0
+    try:
+        for path, access in rules.rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                allowed = access & rules.handled
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    allowed &= FS_FILE_RIGHTS
+                if not allowed:
+                    continue
+                beneath = _PathBeneathAttr(allowed, fd)
+                _check(
+                    _syscall(
+                        _SYS_LANDLOCK_ADD_RULE,
+                        ctypes.c_int(ruleset),
+                        ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
+                        ctypes.byref(beneath),
+                        ctypes.c_uint32(0),
+                    ),
+                    f"landlock_add_rule({path})",
+                )
+                added += 1
+            finally:
+                os.close(fd)
+        _check(
+            _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+            "landlock_restrict_self",
+        )
+    finally:
+        os.close(ruleset)
+    return added
 
 
 # --- seccomp: a deny-list of calls no action needs ------------------------------------------

@@ -47,6 +47,24 @@ def test_invoke_prints_the_output(cli: CliRunner) -> None:
     assert "unknown action" in unknown.output
 
 
+def test_an_argument_the_function_cannot_take_is_refused(cli: CliRunner) -> None:
+    """An extra argument is an invalid_arguments error naming it, and the action does not run."""
+    result = cli.invoke(
+        main,
+        [
+            "invoke",
+            "calculate",
+            "--args",
+            '{"formula": "1+1", "extra": 1}',
+            "--manifests",
+            str(DEMO),
+        ],
+    )
+    assert result.exit_code == 1
+    assert '"type":"invalid_arguments"' in result.stdout
+    assert '"argument":"extra"' in result.stdout
+
+
 def test_doctor_reports_capabilities(cli: CliRunner) -> None:
     """doctor lists each isolation feature and a successful sandboxed round trip."""
     result = cli.invoke(main, ["doctor"])

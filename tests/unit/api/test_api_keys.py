@@ -65,15 +65,24 @@ def test_open_only_in_development_without_keys() -> None:
         ("/chat", "client"),
         ("/schemas", "client"),
         ("/v1/models", "client"),
-        ("/metrics", "admin"),
+        ("/metrics", "client"),
         ("/manifests/status", "admin"),
+        ("/manifests/status/", "admin"),
+        ("//manifests/status", "admin"),
+        ("/manifests//status", "admin"),
+        ("/./manifests/./status", "admin"),
+        ("/x/../manifests/reload", "admin"),
+        ("//actions/calculate/invoke", "admin"),
+        ("/actions/calculate/invoke/", "admin"),
+        ("/actions//calculate//invoke", "admin"),
+        ("//health", "open"),
         ("/manifests/reload", "admin"),
         ("/actions/get_weather/invoke", "admin"),
         ("/actions", "client"),
     ],
 )
 def test_route_access(path: str, level: str) -> None:
-    """Routes are open, client or admin by path alone."""
+    """Routes are open, client or admin by path alone, whatever slashes a caller adds."""
     assert route_access(path) == level
 
 

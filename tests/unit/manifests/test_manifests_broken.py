@@ -21,6 +21,8 @@ EXPECTED: list[tuple[str, int, int, str]] = [
     ("http_template.yaml", 8, 14, "does not parse"),
     ("internal_key.yaml", 4, 1, "`kind_key` is set by the loader"),
     ("knowledge_missing.yaml", 5, 7, "knowledge file 'docs/not-there.md' does not exist"),
+    ("knowledge_outside.yaml", 5, 7, "'/proc/self/environ' is outside the manifests root"),
+    ("knowledge_outside.yaml", 6, 7, "'../../../etc/passwd' is outside the manifests root"),
     ("missing_callable.yaml", 5, 13, "has no attribute 'no_such_function'"),
     ("missing_env.yaml", 4, 10, "GATEWAY_TEST_UNSET_VARIABLE is not set"),
     ("missing_kind.yaml", 1, 1, "missing `kind`"),

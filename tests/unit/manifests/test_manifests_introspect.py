@@ -152,6 +152,7 @@ def test_introspection_runs_out_of_process(tmp_path: Path) -> None:
         "type": "object",
         "properties": {"x": {"type": "integer"}},
         "required": ["x"],
+        "additionalProperties": False,
     }
     assert "introspect_mod_a" not in sys.modules
     assert found.files == [str((tmp_path / "introspect_mod_a.py").resolve())]
@@ -259,3 +260,16 @@ def test_dataclass_arguments_become_objects() -> None:
         },
         False,
     )
+
+
+def test_only_a_function_taking_kwargs_accepts_unknown_arguments(tmp_path: Path) -> None:
+    """Inferred schemas refuse extra arguments unless the function has ``**kwargs``."""
+    write_module(
+        tmp_path,
+        "introspect_mod_kw",
+        "def closed(x: int) -> int:\n    return x\n\n"
+        "def open_(x: int, **rest: int) -> int:\n    return x\n",
+    )
+    found = inspect_functions(["introspect_mod_kw:closed", "introspect_mod_kw:open_"], tmp_path)
+    assert found.functions["introspect_mod_kw:closed"].parameters["additionalProperties"] is False
+    assert "additionalProperties" not in found.functions["introspect_mod_kw:open_"].parameters

@@ -87,7 +87,11 @@ def test_signature_inference_details(catalog: Catalog) -> None:
     assert hotels["properties"]["max_price"]["description"] == "Highest nightly price in euros."
     assert hotels["properties"]["amenities"]["items"]["enum"] == ["pool", "gym", "spa"]
     assert hotels["properties"]["stars"]["description"] == "Minimum star rating"
-    assert catalog.actions["ping"].parameters == {"type": "object", "properties": {}}
+    assert catalog.actions["ping"].parameters == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
 
 
 def test_the_catalog_precomputes_the_chat_form(catalog: Catalog) -> None:
