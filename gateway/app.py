@@ -31,6 +31,7 @@ from gateway.api.errors import exception_handlers
 from gateway.api.logs import configure_logging
 from gateway.api.metrics import MeteredRunner
 from gateway.api.middleware import GatewayMiddleware
+from gateway.api.request import GatewayRequest
 from gateway.api.services import Services
 from gateway.engine import Engine
 from gateway.executors.runner import SandboxRunner
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=ROUTES,
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,
+        request_class=GatewayRequest,
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         compression_config=CompressionConfig(

@@ -205,10 +205,14 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             incoming = asyncio.ensure_future(socket.receive_data(mode="text"))
             try:
                 data = _ws_decoder.decode(raw)
-                handle = await begin_run(services, principal, data, cid)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            # Any frame a client can send: not JSON, not UTF-8, nested past the
+            # decoder's depth, binary (None in text mode), or not the right shape
+            # (msgspec.ValidationError is a DecodeError).
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError) as exc:
                 await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
                 continue
+            try:
+                handle = await begin_run(services, principal, data, cid)
             except GatewayError as exc:
                 await _ws_error(socket, exc.type, exc.message, cid)
                 continue

@@ -81,10 +81,17 @@ async def ready(request: Request[Any, Any, Any], services: ServicesDep) -> Respo
     return Response(ErrorBody(error=detail), status_code=503)
 
 
+# Litestar appends "; charset=utf-8" to text types itself; a second charset
+# parameter makes strict parsers (Prometheus' Go client) reject the scrape.
+_METRICS_MEDIA_TYPE = "; ".join(
+    part for part in CONTENT_TYPE_LATEST.split("; ") if not part.startswith("charset=")
+)
+
+
 @get("/metrics", tags=["service"], include_in_schema=False)
 async def metrics(services: ServicesDep) -> Response[bytes]:
     """Prometheus metrics (text format)."""
-    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(services.metrics.render(), media_type=_METRICS_MEDIA_TYPE)
 
 
 @get("/ui", tags=["service"], include_in_schema=False, media_type="text/html")

@@ -32,6 +32,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
+from gateway._files import private_file
 from gateway.knowledge._split import split_file
 
 __all__ = [
@@ -157,9 +158,10 @@ class KnowledgeIndex:
     def _open(cache_dir: Path | None) -> sqlite3.Connection:
         if cache_dir is not None:
             try:
-                cache_dir.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(
-                    cache_dir / "knowledge.sqlite3", check_same_thread=False, isolation_level=None
+                    private_file(cache_dir / "knowledge.sqlite3"),
+                    check_same_thread=False,
+                    isolation_level=None,
                 )
                 db.execute("PRAGMA busy_timeout = 5000")
                 db.execute("PRAGMA journal_mode = WAL")

@@ -305,9 +305,7 @@ def _knowledge_file_problem(root: Path, file: str) -> str | None:
     if Path(file).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
         return f"knowledge file {file!r} is outside the manifests root; keep it inside"
     if not path.is_file():
-        return (
-            f"knowledge file {file!r} does not exist (paths are relative to the manifests root)"
-        )
+        return f"knowledge file {file!r} does not exist (paths are relative to the manifests root)"
     return None
 
 

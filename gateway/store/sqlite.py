@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway._files import private_file
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
@@ -81,8 +82,10 @@ class SQLiteStore:
         return result
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Readable by the server's user alone: sandboxed actions must not read threads.
+        conn = sqlite3.connect(
+            private_file(self.path), isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")

@@ -130,11 +130,15 @@ def test_chat_invalid_body_is_400(
     assert fragment in error["message"]
 
 
-def test_chat_malformed_json_is_400(client: httpx.Client) -> None:
-    """Bytes that are not JSON are a 400, not a 500."""
-    response = client.post(
-        "/chat", content=b"{not json", headers={"content-type": "application/json"}
-    )
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b'{"message":"\xff\xfe"}', b"[" * 100_000],
+    ids=["not-json", "not-utf8", "nested-too-deep"],
+)
+@pytest.mark.parametrize("path", ["/chat", "/v1/chat/completions"])
+def test_chat_malformed_json_is_400(client: httpx.Client, path: str, body: bytes) -> None:
+    """Bytes that are not JSON, not UTF-8, or nested past the decoder's depth are a 400."""
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
     assert_error(response, 400, "invalid_request")
 
 
@@ -222,7 +226,12 @@ def test_manifests_status_and_reload(client: httpx.Client) -> None:
 def test_metrics_count_requests_runs_and_tools(client: httpx.Client) -> None:
     """/metrics serves Prometheus text with HTTP, run, tool and reload series."""
     client.post("/chat", json={"assistant": "helper", "message": "weather in Lima"})
-    text = client.get("/metrics").text
+    response = client.get("/metrics")
+    text = response.text
+    # One charset parameter: a duplicate makes Prometheus' strict parser reject the scrape.
+    content_type = response.headers["content-type"]
+    assert content_type.startswith("text/plain; version=")
+    assert content_type.count("charset=") == 1
     assert 'gateway_http_requests_total{method="POST",route="/chat",status="200"}' in text
     assert re.search(r'gateway_runs_total\{status="completed"\} [1-9]', text)
     assert re.search(r'gateway_tool_calls_total\{status="succeeded"\} [1-9]', text)

@@ -176,6 +176,11 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
         assert bad["data"]["type"] == "invalid_request"
         await ws.send(json.dumps({"thread_id": "new"}))
         assert json.loads(await ws.recv())["event"] == "error"
+        # Hostile frames: nested past the decoder's depth, a binary frame.
+        for hostile in ("[" * 100_000, b"\xff\xfe binary"):
+            await ws.send(hostile)
+            reply = json.loads(await ws.recv())
+            assert (reply["event"], reply["data"]["type"]) == ("error", "invalid_request")
         await ws.send(json.dumps({"message": "hi", "assistant": "ghost"}))
         ghost = json.loads(await ws.recv())
         assert ghost["data"]["type"] == "not_found"
