@@ -9,9 +9,12 @@ redacts declared secret values from what goes back. Imports
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import signal
 import time
+import urllib.parse
 from typing import Any
 
 import msgspec
@@ -129,11 +132,36 @@ def exit_failure(status: Exited, limits: Limits, started: float) -> ToolResult:
 
 
 def mask(text: str, secrets: dict[str, str]) -> str:
-    """``text`` with every declared secret value (4+ characters) replaced."""
+    """``text`` with every declared secret value (4+ characters) replaced.
+
+    Also the forms a secret takes on its way through an HTTP call or an error
+    message: percent-encoded (URL query), base64 of the value itself, JSON- or
+    repr-escaped (``b'...'`` in an exception). A secret combined with other
+    text before encoding (``base64("user:" + secret)``) cannot be recognised.
+    """
     for value in secrets.values():
-        if len(value) >= 4 and value in text:
-            text = text.replace(value, "[redacted]")
+        if len(value) < 4:
+            continue
+        for form in _forms(value):
+            if form in text:
+                text = text.replace(form, "[redacted]")
     return text
+
+
+def _forms(value: str) -> list[str]:
+    raw = value.encode()
+    forms = {
+        value,
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value),
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode(),
+        json.dumps(value)[1:-1],
+        repr(value)[1:-1],
+        repr(raw)[2:-1],
+    }
+    # Longest first, so a form containing another is replaced whole.
+    return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
 
 
 def redact(
