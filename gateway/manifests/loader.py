@@ -85,9 +85,11 @@ def load_catalog(
         raise ManifestError([_root_problem(root, "the manifest files hold no documents")])
 
     declared: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    first: dict[tuple[str, str], RawDocument] = {}
     entries: list[Entry] = []
     for doc in raw:
         entry = _decode(doc, problems, declared)
+        problems += _duplicate(doc, first)
         if entry is not None:
             entries.append(entry)
 
@@ -176,6 +178,21 @@ def _decode(
         problems.append(validate.decode_problem(doc, exc, (kind_key,)))
         return None
     return Entry(doc, kind, msgspec.structs.replace(action, kind_key=kind_key, config=config))
+
+
+def _duplicate(doc: RawDocument, first: dict[tuple[str, str], RawDocument]) -> list[Problem]:
+    """A problem if ``doc`` reuses a kind's name; checked on every document, valid or not."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return []
+    kind, name = data.get("kind"), data.get("name")
+    if not isinstance(kind, str) or kind not in KINDS or not isinstance(name, str):
+        return []
+    seen = first.setdefault((kind, name), doc)
+    if seen is doc:
+        return []
+    where = f"{seen.file}:{seen.locator.start[0]}"
+    return [at(doc, ("name",), f"duplicate {kind} name {name!r} (first declared at {where})")]
 
 
 def _kind_key(doc: RawDocument, data: dict[str, Any], problems: list[Problem]) -> str | None:

@@ -6,7 +6,7 @@ so one run reports all problems:
 1. ``schema_problems``: each document against the generated JSON Schema
    (``jsonschema``, all errors, each mapped to the offending node's line:col);
 2. ``decode_problem``: a msgspec conversion error mapped the same way;
-3. ``cross_problems``: duplicate names, unknown actions and providers in an
+3. ``cross_problems``: unknown actions and providers in an
    assistant, reserved built-in names, missing knowledge files, undeclared
    secrets, invalid ``parameters`` JSON Schemas;
 4. ``python_problems``: what the out-of-process import of Python actions found;
@@ -89,11 +89,6 @@ class Entry:
     def at(self, path: Path_, message: str, *, key: bool = False) -> Problem:
         """A problem at ``path`` inside this document."""
         return at(self.doc, path, message, key=key)
-
-    @property
-    def where(self) -> str:
-        """``file:line`` of the document, for "first declared at" messages."""
-        return f"{self.doc.file}:{self.doc.locator.start[0]}"
 
 
 # --- 1. JSON Schema --------------------------------------------------------------
@@ -234,28 +229,13 @@ def cross_problems(
         root: the manifests root, for knowledge files.
         environ: the environment, for ``secrets``.
     """
-    problems = _duplicates(entries)
+    problems: list[Problem] = []
     for entry in entries:
         value = entry.value
         if isinstance(value, Assistant):
             problems += _assistant_problems(entry, value, declared, root)
         elif isinstance(value, Action):
             problems += _action_problems(entry, value, environ)
-    return problems
-
-
-def _duplicates(entries: list[Entry]) -> list[Problem]:
-    first: dict[tuple[str, str], Entry] = {}
-    problems = []
-    for entry in entries:
-        seen = first.setdefault((entry.kind, entry.name), entry)
-        if seen is not entry:
-            problems.append(
-                entry.at(
-                    ("name",),
-                    f"duplicate {entry.kind} name {entry.name!r} (first declared at {seen.where})",
-                )
-            )
     return problems
 
 

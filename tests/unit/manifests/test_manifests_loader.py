@@ -346,6 +346,16 @@ def test_duplicate_names_point_at_the_second_and_the_first(tmp_path: Path) -> No
     assert "first declared at" in problem.message and "a.yaml:1" in problem.message
 
 
+def test_a_duplicate_is_reported_even_when_the_first_document_is_invalid(
+    tmp_path: Path,
+) -> None:
+    """Both mistakes are reported: the first document's own error and the reused name."""
+    broken = "kind: database\nname: db\nurl: ftp://nowhere\n"
+    found = problems(tmp_path, {"a.yaml": broken, "b.yaml": DB})
+    assert [(Path(p.file).name, p.line) for p in found] == [("a.yaml", 3), ("b.yaml", 2)]
+    assert "duplicate database name 'db'" in found[1].message
+
+
 def test_the_same_name_in_two_kinds_is_fine(tmp_path: Path) -> None:
     """Names are unique per kind, not across kinds."""
     catalog = load(tmp_path, {"m.yaml": DB + "---\nkind: provider\nname: db\n"})
