@@ -26,8 +26,11 @@ __all__ = [
     "container_seccomp_profile",
     "install_seccomp_filter",
     "landlock_abi",
+    "landlock_add_rules",
+    "landlock_enforce",
     "landlock_handled",
     "landlock_restrict",
+    "landlock_ruleset",
     "prctl",
     "prepare_seccomp_filter",
     "seccomp_mode",
@@ -161,14 +164,11 @@ def _syscall(number: int, *args: object) -> int:
     return int(_libc.syscall(ctypes.c_long(number), *args))
 
 
-def landlock_restrict(rules: LandlockRules) -> int:
-    """Restrict this thread (and what it starts) to ``rules``; needs no_new_privs first.
-
-    A path that cannot be opened (missing, no search permission) gets no rule, so
-    it stays denied. Returns how many rules were added.
+def landlock_ruleset(rules: LandlockRules) -> int:
+    """Create a ruleset fd (close-on-exec) holding ``rules``; enforce it with ``landlock_enforce``.
 
     Raises:
-        OSError: the kernel refused to create or enforce the ruleset.
+        OSError: the kernel refused to create the ruleset or to add a rule.
     """
     attr = _RulesetAttr(rules.handled)
     ruleset = _check(
@@ -180,40 +180,77 @@ def landlock_restrict(rules: LandlockRules) -> int:
         ),
         "landlock_create_ruleset",
     )
-    added = 0
     try:
-        for path, access in rules.rules:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
+        landlock_add_rules(ruleset, rules.handled, rules.rules)
+    except BaseException:
+        os.close(ruleset)
+        raise
+    return ruleset
+
+
+def landlock_add_rules(ruleset: int, handled: int, rules: tuple[tuple[str, int], ...]) -> int:
+    """Add (path, rights) rules to ``ruleset``; return how many were added.
+
+    A path that cannot be opened (missing, no search permission) gets no rule,
+    so it stays denied. Rights are masked with ``handled`` (and, on a file, with
+    the rights a file can carry).
+
+    Raises:
+        OSError: the kernel refused a rule.
+    """
+    added = 0
+    for path, access in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            allowed = access & handled
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                allowed &= FS_FILE_RIGHTS
+            if not allowed:
                 continue
-            try:
-                allowed = access & rules.handled
-                if not stat.S_ISDIR(os.fstat(fd).st_mode):
-                    allowed &= FS_FILE_RIGHTS
-                if not allowed:
-                    continue
-                beneath = _PathBeneathAttr(allowed, fd)
-                _check(
-                    _syscall(
-                        _SYS_LANDLOCK_ADD_RULE,
-                        ctypes.c_int(ruleset),
-                        ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
-                        ctypes.byref(beneath),
-                        ctypes.c_uint32(0),
-                    ),
-                    f"landlock_add_rule({path})",
-                )
-                added += 1
-            finally:
-                os.close(fd)
+            beneath = _PathBeneathAttr(allowed, fd)
+            _check(
+                _syscall(
+                    _SYS_LANDLOCK_ADD_RULE,
+                    ctypes.c_int(ruleset),
+                    ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
+                    ctypes.byref(beneath),
+                    ctypes.c_uint32(0),
+                ),
+                f"landlock_add_rule({path})",
+            )
+            added += 1
+        finally:
+            os.close(fd)
+    return added
+
+
+def landlock_enforce(ruleset: int) -> None:
+    """Restrict this thread (and what it starts) to ``ruleset``, then close it.
+
+    Needs ``PR_SET_NO_NEW_PRIVS`` first.
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    try:
         _check(
             _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
             "landlock_restrict_self",
         )
     finally:
         os.close(ruleset)
-    return added
+
+
+def landlock_restrict(rules: LandlockRules) -> None:
+    """Restrict this thread (and what it starts) to ``rules``; needs no_new_privs first.
+
+    Raises:
+        OSError: the kernel refused to create or enforce the ruleset.
+    """
+    landlock_enforce(landlock_ruleset(rules))
 
 
 # --- seccomp: a deny-list of calls no action needs ------------------------------------------

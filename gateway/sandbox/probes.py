@@ -76,7 +76,20 @@ def _seccomp() -> str:
 
 
 def _landlock() -> str:
-    return f"ABI version {_linux.landlock_abi()}; no ruleset is applied"
+    try:
+        abi = _linux.landlock_abi()
+        _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
+        _linux.landlock_restrict(_linux.LandlockRules(_linux.landlock_handled(abi), ()))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(
+            exc.errno or 0,
+            f"unavailable ({reason}): actions are confined by file permissions only",
+        ) from None
+    return (
+        f"ABI version {abi}; applied on every call: read-only system and Python "
+        "directories and the action code, the call's own directory read-write"
+    )
 
 
 def probe() -> Capabilities:

@@ -29,6 +29,7 @@ __all__ = [
     "Capabilities",
     "Control",
     "Exited",
+    "FsPolicy",
     "Init",
     "Kill",
     "Limits",
@@ -73,6 +74,24 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     landlock_detail: str
 
 
+class FsPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """What the supervisor knows of a call's filesystem allow-list (Landlock).
+
+    The zygote adds the system and Python directories it finds itself.
+
+    Attributes:
+        read: read + execute beneath these (manifests root, action code).
+        list_only: may be listed, nothing in it read (the gateway root).
+        protected: no rule may cover these (the gateway root, the thread store,
+            ``.env``): a system or ``sys.path`` directory containing one is
+            narrowed to its other entries, or dropped.
+    """
+
+    read: list[str] = []
+    list_only: list[str] = []
+    protected: list[str] = []
+
+
 class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
     """First message to a zygote: what to import and whether to cut the network."""
 
@@ -80,6 +99,7 @@ class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
     modules: list[str]
     isolate_network: bool
     probe: bool = False
+    fs: FsPolicy | None = None
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
@@ -95,12 +115,18 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
-    """Fork a child for call ``id``; two fds ride along: call socket, output pipe."""
+    """Fork a child for call ``id``; two fds ride along: call socket, output pipe.
+
+    ``fs_read``/``fs_write``: directories this call alone may also read, or read
+    and write (its SQLite database's), on top of the zygote's allow-list.
+    """
 
     id: int
     limits: Limits
     uid: int | None = None
     gid: int | None = None
+    fs_read: list[str] = []
+    fs_write: list[str] = []
 
 
 class Kill(msgspec.Struct, frozen=True, kw_only=True, tag="kill"):

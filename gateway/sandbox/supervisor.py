@@ -14,7 +14,10 @@ edit keeps them all.
 
 The server process itself is made undumpable at start, so a same-uid child
 cannot read its memory or ``/proc/<pid>/environ``; as root each call also runs
-under an unprivileged uid of its own. Never forks the server.
+under an unprivileged uid of its own. Each zygote gets the catalog's part of
+the Landlock allow-list (``FsPolicy``: action code and manifests readable, the
+gateway root only listable, the thread store and ``.env`` protected), and each
+``sql`` call its own SQLite database's directory. Never forks the server.
 
 Imports ``gateway.settings``, ``gateway.errors``, ``gateway.manifests`` and
 ``gateway.executors.base`` (the ``ToolResult`` shape), nothing above.
@@ -55,6 +58,7 @@ from gateway.sandbox.protocol import (
     CallResult,
     Capabilities,
     Exited,
+    FsPolicy,
     Init,
     Kill,
     Limits,
@@ -147,7 +151,7 @@ class Supervisor:
         content of the catalog's code files it imports. A manifest-only edit
         keeps every zygote (the call's config and limits travel with each call).
         """
-        wanted = await asyncio.to_thread(_fingerprints, catalog)
+        wanted = await asyncio.to_thread(self._fingerprints, catalog)
         async with self._spawn_lock:
             current_catalog, self._catalog = self._catalog, catalog
             current = self._zygotes
@@ -192,7 +196,8 @@ class Supervisor:
         network, _ = key
         # Taken before the zygote imports anything: an edit racing the start shows as a
         # change at the next reload (a needless restart at worst, never stale code).
-        fingerprint = await asyncio.to_thread(_fingerprint, key, catalog)
+        fs = await asyncio.to_thread(self._fs_policy, key, catalog)
+        fingerprint = await asyncio.to_thread(_fingerprint, key, catalog, fs)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_parent = str(Path(gateway.__file__).resolve().parent.parent)
         try:
@@ -215,6 +220,7 @@ class Supervisor:
             modules=_modules(key, catalog),
             isolate_network=not network,
             probe=probe,
+            fs=fs,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -263,6 +269,14 @@ class Supervisor:
 
     def _gateway_root(self, catalog: Catalog | None) -> Path:
         return catalog.gateway_root if catalog is not None else self._settings.root
+
+    def _fingerprints(self, catalog: Catalog) -> dict[_Key, str]:
+        """The fingerprint of every zygote ``catalog`` needs (blocking)."""
+        return {k: _fingerprint(k, catalog, self._fs_policy(k, catalog)) for k in _keys(catalog)}
+
+    def _fs_policy(self, key: _Key, catalog: Catalog | None) -> FsPolicy:
+        """What a zygote's children may read besides system and Python dirs (blocking)."""
+        return _fs_policy(key, catalog, self._gateway_root(catalog), self._settings.database_url)
 
     def zygote_pids(self) -> list[int]:
         """Pids of the live zygotes (for tests and ``doctor``)."""
@@ -355,6 +369,7 @@ class Supervisor:
             limits=limits,
             uid=SANDBOX_UID_BASE + slot if self._root else None,
             gid=SANDBOX_GID if self._root else None,
+            **_database_dirs(action, request.call),
         )
         try:
             await zygote.send(start, [theirs.fileno(), out_w])
@@ -505,7 +520,7 @@ def _keys(catalog: Catalog | None) -> list[_Key]:
     return keys
 
 
-def _fingerprint(key: _Key, catalog: Catalog | None) -> str:
+def _fingerprint(key: _Key, catalog: Catalog | None, fs: FsPolicy | None = None) -> str:
     """What a zygote for ``key`` loads from ``catalog``, hashed: equal means reusable.
 
     The modules it imports and the gateway root they come from; when it imports
@@ -515,7 +530,7 @@ def _fingerprint(key: _Key, catalog: Catalog | None) -> str:
     modules = _modules(key, catalog)
     digest = hashlib.sha256()
     root = str(catalog.gateway_root) if catalog is not None else ""
-    digest.update(msgspec.json.encode([key, root, modules]))
+    digest.update(msgspec.json.encode([key, root, modules, fs]))
     if catalog is not None and modules != ["gateway.executors", *key[1]]:
         for path in sorted(catalog.code_files):
             try:
@@ -527,9 +542,59 @@ def _fingerprint(key: _Key, catalog: Catalog | None) -> str:
     return digest.hexdigest()
 
 
-def _fingerprints(catalog: Catalog) -> dict[_Key, str]:
-    """The fingerprint of every zygote ``catalog`` needs (blocking)."""
-    return {key: _fingerprint(key, catalog) for key in _keys(catalog)}
+def _database_dirs(action: Action, call: CallContext) -> dict[str, list[str]]:
+    """The directory of the SQLite database ``action`` uses: readable, or writable too.
+
+    ``Start.fs_read``/``fs_write`` (empty for other kinds and other databases):
+    only a ``sql`` action reaches its own database file, with its journal.
+    """
+    name = getattr(action.config, "database", None)
+    url = call.databases.get(name) if isinstance(name, str) else None
+    if url is None or not url.startswith("sqlite:"):
+        return {}
+    path = url.split("://", 1)[-1]
+    path = path[1:] if path.startswith("/") else path  # as the sql kind reads it
+    if not path.startswith("/"):
+        return {}  # relative or :memory: (the catalog resolves relative paths)
+    directory = str(Path(path).resolve().parent)
+    writable = getattr(action.config, "readonly", True) is False
+    return {"fs_write" if writable else "fs_read": [directory]}
+
+
+def _fs_policy(key: _Key, catalog: Catalog | None, gateway_root: Path, store_url: str) -> FsPolicy:
+    """The catalog's part of a zygote's filesystem allow-list (blocking: reads directories).
+
+    Readable: the manifests root and the action code (each code file's directory,
+    or the file itself when it sits at the gateway root, and the top-level
+    packages under the gateway root its modules come from). The gateway root
+    itself may only be listed. Protected: the gateway root, the thread store
+    (``GATEWAY_DATABASE_URL`` when SQLite) and ``./.env``.
+    """
+    root = gateway_root.resolve()
+    read: list[str] = []
+
+    def allow(path: Path) -> None:
+        if path.exists() and str(path) not in read:
+            read.append(str(path))
+
+    if catalog is not None:
+        allow(catalog.root.resolve())
+        for code in catalog.code_files:
+            code = code.resolve()
+            allow(code if code.parent == root else code.parent)
+    for module in _modules(key, catalog):
+        top = module.partition(":")[0].split(".")[0]
+        package = root / top
+        if package.is_dir():
+            allow(package)
+        for suffix in (".py", ".pyc", ".so"):
+            allow(root / f"{top}{suffix}")
+    protected = [str(root), str(Path.cwd() / ".env")]
+    if store_url.startswith("sqlite:///"):
+        rest = store_url[len("sqlite:///") :].split("?", 1)[0]
+        if rest and rest != ":memory:":
+            protected.append(str((Path.cwd() / rest).resolve()))
+    return FsPolicy(read=read, list_only=[str(root)], protected=protected)
 
 
 def _modules(key: _Key, catalog: Catalog | None) -> list[str]:

@@ -4,7 +4,9 @@
 
 A child, before running anything: starts a new session, keeps only its call
 socket and output pipe, gets a fresh private working directory, sets rlimits,
-``PR_SET_NO_NEW_PRIVS``, becomes a subreaper for its descendants, drops to an
+``PR_SET_NO_NEW_PRIVS``, becomes a subreaper for its descendants, restricts
+its filesystem access to the zygote's Landlock allow-list plus its own
+directory (where the kernel has Landlock), drops to an
 unprivileged uid when the zygote is root, asks to die with the zygote, and
 replaces its environment with a minimal one plus the action's secrets (read,
 with the arguments, from its own call socket). It answers one length-prefixed
@@ -19,6 +21,7 @@ Imports only the standard library, msgspec, ``gateway.sandbox.protocol`` and
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import os
 import resource
@@ -61,6 +64,15 @@ CALL_NAME = "gw-call"
 MINIMAL_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 """The only variables a child sees besides HOME/TMPDIR and its declared secrets."""
 
+_DB_WRITE = (
+    _linux.FS_READ
+    | _linux.FS_WRITE_FILE
+    | _linux.FS_REMOVE_FILE
+    | _linux.FS_MAKE_REG
+    | _linux.FS_TRUNCATE
+)
+"""A writable SQLite database's directory: its file, journal and WAL files."""
+_RULESET_FD = 100
 _MAX_REQUEST = 64 * 1024 * 1024
 _MB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -126,7 +138,14 @@ def _warm() -> None:
         pass
 
 
-def run_spare(ctl: socket.socket, zygote_pid: int, tmp: str, sock: socket.socket) -> int:
+def run_spare(
+    ctl: socket.socket,
+    zygote_pid: int,
+    tmp: str,
+    sock: socket.socket,
+    *,
+    landlock: _linux.LandlockRules | None = None,
+) -> int:
     """A pre-forked child: prepare, wait for a call's ``Start`` and fds, then run it."""
     prepare(ctl, sock)
     _linux.set_name(SPARE_NAME)
@@ -134,6 +153,7 @@ def run_spare(ctl: socket.socket, zygote_pid: int, tmp: str, sock: socket.socket
         return 72
     _confine()
     _warm()
+    ruleset = _prebuilt(landlock)
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
     sock.close()
     if not data or len(fds) != 2:
@@ -142,7 +162,29 @@ def run_spare(ctl: socket.socket, zygote_pid: int, tmp: str, sock: socket.socket
     assert isinstance(msg, Start)
     _linux.set_name(CALL_NAME)
     cwd = os.path.join(tmp, f"c{msg.id}")
-    return run_child(msg, fds[0], fds[1], cwd, zygote_pid, confined=True)
+    return run_child(
+        msg, fds[0], fds[1], cwd, zygote_pid, confined=True, landlock=landlock, ruleset=ruleset
+    )
+
+
+def _prebuilt(landlock: _linux.LandlockRules | None) -> int | None:
+    """The zygote's rules as a ruleset fd (number >= 100, clear of what a call dup2s), or None.
+
+    Built while the spare waits, so a call only adds its own directory (a failure
+    here leaves the call to build it, and to fail closed if it cannot).
+    """
+    if landlock is None:
+        return None
+    try:
+        fd = _linux.landlock_ruleset(landlock)
+    except OSError:
+        return None
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _RULESET_FD)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _confine() -> None:
@@ -155,11 +197,21 @@ def _confine() -> None:
 
 
 def run_child(
-    msg: Start, call_fd: int, out_fd: int, cwd: str, zygote_pid: int, *, confined: bool = False
+    msg: Start,
+    call_fd: int,
+    out_fd: int,
+    cwd: str,
+    zygote_pid: int,
+    *,
+    confined: bool = False,
+    landlock: _linux.LandlockRules | None = None,
+    ruleset: int | None = None,
 ) -> int:
     """Confine this prepared fork to one call, run it, clean up; return the exit code.
 
-    ``confined``: a spare already did ``_confine`` while it waited.
+    ``confined``: a spare already did ``_confine`` while it waited. ``landlock``:
+    the zygote's filesystem allow-list (None: the kernel has no Landlock);
+    ``ruleset``: that list already loaded into a Landlock ruleset fd (by a spare).
     """
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -168,7 +220,12 @@ def run_child(
     if call_fd != 3:
         os.dup2(call_fd, 3)
     os.set_inheritable(3, False)
-    os.closerange(4, 1 << 20)
+    if ruleset is None or ruleset < 4:
+        os.closerange(4, 1 << 20)
+        ruleset = None
+    else:
+        os.closerange(4, ruleset)
+        os.closerange(ruleset + 1, 1 << 20)
     limits = msg.limits
     os.mkdir(cwd, 0o700)
     if msg.uid is not None and msg.gid is not None:
@@ -177,6 +234,18 @@ def run_child(
     _apply_limits(limits, drop=msg.uid is not None)
     if not confined:
         _confine()
+    if landlock is not None:  # after no_new_privs, before the uid change (opens as the zygote)
+        extra = (
+            *((p, _linux.FS_READ) for p in msg.fs_read),
+            *((p, _DB_WRITE) for p in msg.fs_write),
+            (cwd, _linux.FS_ALL),
+        )
+        if ruleset is None:
+            ruleset = _linux.landlock_ruleset(landlock)
+        _linux.landlock_add_rules(ruleset, landlock.handled, extra)
+        _linux.landlock_enforce(ruleset)
+    elif ruleset is not None:
+        os.close(ruleset)
     if msg.uid is not None and msg.gid is not None:
         os.setgroups([])
         os.setresgid(msg.gid, msg.gid, msg.gid)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from gateway.manifests.catalog import CatalogRef
 from gateway.manifests.loader import load_catalog
 from gateway.providers.registry import ProviderRegistry
 from gateway.sandbox.supervisor import Supervisor
+from gateway.sandbox.worker import CALL_NAME, children_of
 from gateway.settings import Settings
 from gateway.store.sqlite import SQLiteStore
 from gateway.testing.fake_openai import FakeOpenAI
@@ -32,13 +31,12 @@ api: chat
 ---
 kind: action
 name: sleepy
-description: Sleep for a while, after writing the process id to a file.
+description: Sleep for a while, then say which process slept.
 parameters:
   type: object
   properties:
     seconds: {{type: number}}
-    pidfile: {{type: string}}
-  required: [seconds, pidfile]
+  required: [seconds]
 timeout: 60
 python:
   function: actions.sleepy:sleep
@@ -53,13 +51,11 @@ actions: [sleepy]
 ACTION = """\
 import os
 import time
-from pathlib import Path
 
 
-def sleep(seconds: float, pidfile: str) -> str:
-    Path(pidfile).write_text(str(os.getpid()))
+def sleep(seconds: float) -> str:
     time.sleep(seconds)
-    return f"slept {seconds}s"
+    return f"slept {seconds}s in {os.getpid()}"
 """
 
 
@@ -68,15 +64,6 @@ def fake() -> Iterator[FakeOpenAI]:
     """A fake OpenAI server on a free loopback port."""
     with FakeOpenAI() as server:
         yield server
-
-
-@pytest.fixture
-def drop_dir() -> Iterator[Path]:
-    """A world-writable directory: sandboxed actions run as an unprivileged user."""
-    path = Path(tempfile.mkdtemp(prefix="gateway-engine-"))
-    path.chmod(0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -108,6 +95,22 @@ async def engine(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Engine]:
     await store.close()
 
 
+def _call_pids() -> list[int]:
+    """Sandboxed call processes of this test process (children of its zygotes).
+
+    The action cannot leave its pid in a file: it may write only in its own directory.
+    """
+    pids = []
+    for zygote in children_of(os.getpid()):
+        for child in children_of(zygote):
+            try:
+                if Path(f"/proc/{child}/comm").read_text().strip() == CALL_NAME:
+                    pids.append(child)
+            except OSError:
+                continue
+    return pids
+
+
 def _alive(pid: int) -> bool:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -116,34 +119,30 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status  # a zombie is dead, waiting to be reaped
 
 
-async def test_sandboxed_action_result_reaches_the_model(
-    engine: Engine, fake: FakeOpenAI, drop_dir: Path
-) -> None:
+async def test_sandboxed_action_result_reaches_the_model(engine: Engine, fake: FakeOpenAI) -> None:
     """A tool call runs the real action in the sandbox and the model reads its output."""
-    fake.add_tool_calls([("sleepy", {"seconds": 0, "pidfile": str(drop_dir / "pid0")})])
+    fake.add_tool_calls([("sleepy", {"seconds": 0})])
     fake.add_text("It slept.")
     result = await (await engine.start_run(thread_id=None, message="nap")).result()
     assert result.responses == ["It slept."]
     assert result.tool_calls[0].status == "succeeded", result.tool_calls[0].output
     assert "slept 0" in result.tool_calls[0].output
-    assert int((drop_dir / "pid0").read_text()) != os.getpid()  # it ran in another process
+    pid = int(result.tool_calls[0].output.rsplit(" ", 1)[1].strip('"'))
+    assert pid != os.getpid()  # it ran in another process
 
 
-async def test_cancellation_kills_a_sleeping_action(
-    engine: Engine, fake: FakeOpenAI, drop_dir: Path
-) -> None:
+async def test_cancellation_kills_a_sleeping_action(engine: Engine, fake: FakeOpenAI) -> None:
     """Cancelling a run kills the sandboxed process of the action it is waiting on."""
-    pidfile = drop_dir / "pid"
-    fake.add_tool_calls([("sleepy", {"seconds": 60, "pidfile": str(pidfile)})])
+    fake.add_tool_calls([("sleepy", {"seconds": 60})])
     handle = await engine.start_run(thread_id=None, message="sleep long")
     async for _, event in handle.log.follow():
         if isinstance(event, StepCreated):
             break
     deadline = time.monotonic() + 15
-    while not pidfile.exists() or not pidfile.read_text():
+    while not (pids := _call_pids()):
         assert time.monotonic() < deadline, "the action never started"
         await asyncio.sleep(0.02)
-    pid = int(pidfile.read_text())
+    (pid,) = pids
     assert _alive(pid)
     started = time.perf_counter()
     record = await engine.cancel(handle.thread_id, handle.run_id)
