@@ -2,13 +2,15 @@
 
 One place maps every outcome (a result frame, an exit status, a signal, a
 timeout) to ``{"error": {"type", "message"}}`` text and an ``error_type``, and
-redacts declared secret values from what goes back. Imports
-``gateway.executors.base``, ``gateway.manifests.model`` and
-``gateway.sandbox.protocol``.
+redacts declared secret values from what goes back; ``call_outcome`` picks
+the outcome of a finished call from what the supervisor collected. Imports
+``gateway.executors.base``, ``gateway.manifests.model``,
+``gateway.sandbox.protocol`` and ``gateway.sandbox._channels``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -22,9 +24,12 @@ import structlog
 
 from gateway.executors.base import ToolResult
 from gateway.manifests.model import Action
-from gateway.sandbox.protocol import CallResult, Exited, Limits
+from gateway.sandbox._channels import OutputReader, TooLarge
+from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits
 
 __all__ = [
+    "answered",
+    "call_outcome",
     "error_output",
     "exit_failure",
     "failure",
@@ -181,3 +186,62 @@ def redact(
     if output == result.output:
         return result
     return msgspec.structs.replace(result, output=output)
+
+
+def call_outcome(
+    request: CallRequest,
+    action: Action,
+    limits: Limits,
+    reader: asyncio.Future[bytes | None],
+    status: Exited | None,
+    output: OutputReader,
+    killed: bool,
+    started: float,
+) -> ToolResult:
+    """The ``ToolResult`` of a finished call: its result frame, or why there is none.
+
+    ``reader`` read the child's result frame, ``status`` is how the child exited
+    (None when it answered and is still exiting), ``killed`` is set when the frame
+    was over the limit and the call was killed for it.
+    """
+    body: bytes | None = None
+    too_large: int | None = None
+    if reader.done() and not reader.cancelled():
+        exc = reader.exception()
+        if isinstance(exc, TooLarge):
+            too_large = exc.size
+        elif exc is None:
+            body = reader.result()
+    if output.data or output.dropped:
+        log.debug(
+            "sandbox.output",
+            action=action.name,
+            output=mask(output.text()[-2000:], request.call.secrets),
+            dropped=output.dropped,
+        )
+    if too_large is not None or killed:
+        return failure(
+            started,
+            "output_too_large",
+            f"the action's result ({too_large or 0} bytes) is over the "
+            f"{limits.max_output_kb} KB limit",
+        )
+    if body is not None:
+        try:
+            res = msgspec.json.decode(body, type=CallResult)
+        except msgspec.DecodeError:
+            return failure(started, "sandbox_error", "the action sent an invalid result")
+        return from_result(res, action, started, request.call.secrets)
+    if status is None:
+        return failure(started, "crashed", "the action ended without a result")
+    return exit_failure(status, limits, started)
+
+
+def answered(reader: asyncio.Future[bytes | None]) -> bool:
+    """Whether the child's result frame arrived complete."""
+    return (
+        reader.done()
+        and not reader.cancelled()
+        and reader.exception() is None
+        and reader.result() is not None
+    )

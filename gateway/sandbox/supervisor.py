@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import os
 import socket
@@ -45,17 +44,19 @@ from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox import _linux
-from gateway.sandbox._channels import (
-    OutputReader,
-    TooLarge,
-    ZygoteChannel,
-    ZygoteDied,
-    read_frame,
+from gateway.sandbox._channels import OutputReader, ZygoteChannel, ZygoteDied, read_frame
+from gateway.sandbox._fs_policy import catalog_fs_policy, database_dirs
+from gateway.sandbox._zygote_keys import (
+    PROBE_KEY,
+    Key,
+    fingerprint,
+    zygote_key,
+    zygote_keys,
+    zygote_modules,
 )
 from gateway.sandbox.probes import SANDBOX_GID, SANDBOX_UID_BASE
 from gateway.sandbox.protocol import (
     CallRequest,
-    CallResult,
     Capabilities,
     Exited,
     FsPolicy,
@@ -68,12 +69,11 @@ from gateway.sandbox.protocol import (
     frame,
 )
 from gateway.sandbox.results import (
+    answered,
+    call_outcome,
     error_output,
-    exit_failure,
     failure,
-    from_result,
     limits_for,
-    mask,
     redact,
 )
 from gateway.sandbox.worker import MINIMAL_ENV
@@ -83,6 +83,8 @@ from gateway.settings import Settings
 __all__ = ["SandboxStats", "Supervisor", "error_output"]
 
 log = structlog.get_logger("gateway.sandbox")
+
+_key = zygote_key  # the name the protocol tests use
 
 _READY_TIMEOUT = 60.0
 _KILL_GRACE = 5.0
@@ -111,7 +113,7 @@ class Supervisor:
         self._settings = settings
         self._python = python or sys.executable
         self._catalog: Catalog | None = None
-        self._zygotes: dict[_Key, ZygoteChannel] = {}
+        self._zygotes: dict[Key, ZygoteChannel] = {}
         self._retired: set[ZygoteChannel] = set()
         self._spawn_lock = asyncio.Lock()
         self._slots: asyncio.Queue[int] = asyncio.Queue()
@@ -133,12 +135,12 @@ class Supervisor:
             log.warning("sandbox.undumpable_failed", error=str(exc))
         self._catalog = catalog
         async with self._spawn_lock:
-            keys = _keys(catalog)
+            keys = zygote_keys(catalog)
             spawned = await asyncio.gather(
-                *(self._spawn(k, catalog, probe=k == _PROBE_KEY) for k in keys)
+                *(self._spawn(k, catalog, probe=k == PROBE_KEY) for k in keys)
             )
             self._zygotes = dict(zip(keys, spawned, strict=True))
-        probed = self._zygotes[_PROBE_KEY].ready
+        probed = self._zygotes[PROBE_KEY].ready
         if probed is not None and probed.capabilities is not None:
             self.capabilities = probed.capabilities
             log.info("sandbox.capabilities", **msgspec.structs.asdict(self.capabilities))
@@ -191,13 +193,13 @@ class Supervisor:
         await asyncio.gather(*(z.close() for z in zygotes), return_exceptions=True)
 
     async def _spawn(
-        self, key: _Key, catalog: Catalog | None, *, probe: bool = False
+        self, key: Key, catalog: Catalog | None, *, probe: bool = False
     ) -> ZygoteChannel:
         network, _ = key
         # Taken before the zygote imports anything: an edit racing the start shows as a
         # change at the next reload (a needless restart at worst, never stale code).
         fs = await asyncio.to_thread(self._fs_policy, key, catalog)
-        fingerprint = await asyncio.to_thread(_fingerprint, key, catalog, fs)
+        digest = await asyncio.to_thread(fingerprint, key, catalog, fs)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_parent = str(Path(gateway.__file__).resolve().parent.parent)
         try:
@@ -214,10 +216,10 @@ class Supervisor:
             child.close()
         parent.setblocking(False)
         zygote = ZygoteChannel(network, proc, parent)
-        zygote.fingerprint = fingerprint
+        zygote.fingerprint = digest
         init = Init(
             paths=[str(self._gateway_root(catalog))],
-            modules=_modules(key, catalog),
+            modules=zygote_modules(key, catalog),
             isolate_network=not network,
             probe=probe,
             fs=fs,
@@ -247,7 +249,7 @@ class Supervisor:
         zygote.reader = asyncio.create_task(zygote.read_loop())
         return zygote
 
-    async def _zygote(self, key: _Key) -> ZygoteChannel:
+    async def _zygote(self, key: Key) -> ZygoteChannel:
         zygote = self._zygotes.get(key)
         if zygote is not None and not zygote.dead:
             return zygote
@@ -260,7 +262,7 @@ class Supervisor:
                 log.warning("sandbox.zygote_restart", network=key[0], preload=list(key[1]))
                 self._retired.discard(zygote)
                 asyncio.get_running_loop().create_task(zygote.close())
-            probe = self.capabilities is None and key == _PROBE_KEY
+            probe = self.capabilities is None and key == PROBE_KEY
             fresh = await self._spawn(key, self._catalog, probe=probe)
             if fresh.ready is not None and fresh.ready.capabilities is not None:
                 self.capabilities = fresh.ready.capabilities
@@ -270,13 +272,17 @@ class Supervisor:
     def _gateway_root(self, catalog: Catalog | None) -> Path:
         return catalog.gateway_root if catalog is not None else self._settings.root
 
-    def _fingerprints(self, catalog: Catalog) -> dict[_Key, str]:
+    def _fingerprints(self, catalog: Catalog) -> dict[Key, str]:
         """The fingerprint of every zygote ``catalog`` needs (blocking)."""
-        return {k: _fingerprint(k, catalog, self._fs_policy(k, catalog)) for k in _keys(catalog)}
+        return {
+            k: fingerprint(k, catalog, self._fs_policy(k, catalog)) for k in zygote_keys(catalog)
+        }
 
-    def _fs_policy(self, key: _Key, catalog: Catalog | None) -> FsPolicy:
+    def _fs_policy(self, key: Key, catalog: Catalog | None) -> FsPolicy:
         """What a zygote's children may read besides system and Python dirs (blocking)."""
-        return _fs_policy(key, catalog, self._gateway_root(catalog), self._settings.database_url)
+        modules = zygote_modules(key, catalog)
+        root = self._gateway_root(catalog)
+        return catalog_fs_policy(modules, catalog, root, self._settings.database_url)
 
     def zygote_pids(self) -> list[int]:
         """Pids of the live zygotes (for tests and ``doctor``)."""
@@ -324,7 +330,7 @@ class Supervisor:
         if self._catalog is None and not self._zygotes:
             await self.start(None)
         network = action.network
-        zygote = await self._zygote(_key(action))
+        zygote = await self._zygote(zygote_key(action))
         if not network and zygote.ready is not None and not zygote.ready.network_isolated:
             return failure(
                 started,
@@ -369,7 +375,7 @@ class Supervisor:
             limits=limits,
             uid=SANDBOX_UID_BASE + slot if self._root else None,
             gid=SANDBOX_GID if self._root else None,
-            **_database_dirs(action, request.call),
+            **database_dirs(action, request.call),
         )
         try:
             await zygote.send(start, [theirs.fileno(), out_w])
@@ -401,7 +407,7 @@ class Supervisor:
                     elif not reader.done():
                         # The child is gone; whatever it wrote is already in the socket.
                         await asyncio.wait({reader}, timeout=1.0)
-                    if killed or not _answered(reader):
+                    if killed or not answered(reader):
                         status = await exited
                     # else: the child cleaned up before answering and is exiting; the
                     # zygote reaps it (and anything a stray thread started) on its own.
@@ -414,7 +420,7 @@ class Supervisor:
                     outcome="timed_out",
                 )
             except ZygoteDied:
-                if _answered(reader):
+                if answered(reader):
                     status = None
                 else:
                     return failure(started, "crashed", "the sandbox process died during the call")
@@ -423,7 +429,7 @@ class Supervisor:
                     await self._kill(zygote, call_id, exited)
                 raise
             output.drain()
-            return self._result(request, action, limits, reader, status, output, killed, started)
+            return call_outcome(request, action, limits, reader, status, output, killed, started)
         finally:
             reader.cancel()
             zygote.pending.pop(call_id, None)
@@ -446,165 +452,3 @@ class Supervisor:
             log.error("sandbox.kill_failed", call_id=call_id)
             zygote.proc.kill()
             zygote.mark_dead()
-
-    def _result(
-        self,
-        request: CallRequest,
-        action: Action,
-        limits: Limits,
-        reader: asyncio.Future[bytes | None],
-        status: Exited | None,
-        output: OutputReader,
-        killed: bool,
-        started: float,
-    ) -> ToolResult:
-        body: bytes | None = None
-        too_large: int | None = None
-        if reader.done() and not reader.cancelled():
-            exc = reader.exception()
-            if isinstance(exc, TooLarge):
-                too_large = exc.size
-            elif exc is None:
-                body = reader.result()
-        if output.data or output.dropped:
-            log.debug(
-                "sandbox.output",
-                action=action.name,
-                output=mask(output.text()[-2000:], request.call.secrets),
-                dropped=output.dropped,
-            )
-        if too_large is not None or killed:
-            return failure(
-                started,
-                "output_too_large",
-                f"the action's result ({too_large or 0} bytes) is over the "
-                f"{limits.max_output_kb} KB limit",
-            )
-        if body is not None:
-            try:
-                res = msgspec.json.decode(body, type=CallResult)
-            except msgspec.DecodeError:
-                return failure(started, "sandbox_error", "the action sent an invalid result")
-            return from_result(res, action, started, request.call.secrets)
-        if status is None:
-            return failure(started, "crashed", "the action ended without a result")
-        return exit_failure(status, limits, started)
-
-
-def _answered(reader: asyncio.Future[bytes | None]) -> bool:
-    """Whether the child's result frame arrived complete."""
-    return (
-        reader.done()
-        and not reader.cancelled()
-        and reader.exception() is None
-        and reader.result() is not None
-    )
-
-
-_Key = tuple[bool, tuple[str, ...]]
-_PROBE_KEY: _Key = (True, ())
-
-
-def _key(action: Action) -> _Key:
-    """Which zygote runs ``action``: by network, and by the libraries its kind preloads."""
-    preload: tuple[str, ...] = getattr(type(action.config), "preload", ())
-    return (action.network, tuple(preload))
-
-
-def _keys(catalog: Catalog | None) -> list[_Key]:
-    """The zygotes a catalog needs (always the light pair for python and code_interpreter)."""
-    keys: list[_Key] = [(True, ()), (False, ())]
-    for action in catalog.actions.values() if catalog is not None else ():
-        if action.config is not None and _key(action) not in keys:
-            keys.append(_key(action))
-    return keys
-
-
-def _fingerprint(key: _Key, catalog: Catalog | None, fs: FsPolicy | None = None) -> str:
-    """What a zygote for ``key`` loads from ``catalog``, hashed: equal means reusable.
-
-    The modules it imports and the gateway root they come from; when it imports
-    user code, also the content (not the mtime: a checkout may keep it) of every
-    code file of the catalog. Blocking (reads files): call it off the event loop.
-    """
-    modules = _modules(key, catalog)
-    digest = hashlib.sha256()
-    root = str(catalog.gateway_root) if catalog is not None else ""
-    digest.update(msgspec.json.encode([key, root, modules, fs]))
-    if catalog is not None and modules != ["gateway.executors", *key[1]]:
-        for path in sorted(catalog.code_files):
-            try:
-                data = path.read_bytes()
-            except OSError:
-                data = b"\x00missing"
-            digest.update(f"{path}\x00{len(data)}\x00".encode())
-            digest.update(data)
-    return digest.hexdigest()
-
-
-def _database_dirs(action: Action, call: CallContext) -> dict[str, list[str]]:
-    """The directory of the SQLite database ``action`` uses: readable, or writable too.
-
-    ``Start.fs_read``/``fs_write`` (empty for other kinds and other databases):
-    only a ``sql`` action reaches its own database file, with its journal.
-    """
-    name = getattr(action.config, "database", None)
-    url = call.databases.get(name) if isinstance(name, str) else None
-    if url is None or not url.startswith("sqlite:"):
-        return {}
-    path = url.split("://", 1)[-1]
-    path = path[1:] if path.startswith("/") else path  # as the sql kind reads it
-    if not path.startswith("/"):
-        return {}  # relative or :memory: (the catalog resolves relative paths)
-    directory = str(Path(path).resolve().parent)
-    writable = getattr(action.config, "readonly", True) is False
-    return {"fs_write" if writable else "fs_read": [directory]}
-
-
-def _fs_policy(key: _Key, catalog: Catalog | None, gateway_root: Path, store_url: str) -> FsPolicy:
-    """The catalog's part of a zygote's filesystem allow-list (blocking: reads directories).
-
-    Readable: the manifests root and the action code (each code file's directory,
-    or the file itself when it sits at the gateway root, and the top-level
-    packages under the gateway root its modules come from). The gateway root
-    itself may only be listed. Protected: the gateway root, the thread store
-    (``GATEWAY_DATABASE_URL`` when SQLite) and ``./.env``.
-    """
-    root = gateway_root.resolve()
-    read: list[str] = []
-
-    def allow(path: Path) -> None:
-        if path.exists() and str(path) not in read:
-            read.append(str(path))
-
-    if catalog is not None:
-        allow(catalog.root.resolve())
-        for code in catalog.code_files:
-            code = code.resolve()
-            allow(code if code.parent == root else code.parent)
-    for module in _modules(key, catalog):
-        top = module.partition(":")[0].split(".")[0]
-        package = root / top
-        if package.is_dir():
-            allow(package)
-        for suffix in (".py", ".pyc", ".so"):
-            allow(root / f"{top}{suffix}")
-    protected = [str(root), str(Path.cwd() / ".env")]
-    if store_url.startswith("sqlite:///"):
-        rest = store_url[len("sqlite:///") :].split("?", 1)[0]
-        if rest and rest != ":memory:":
-            protected.append(str((Path.cwd() / rest).resolve()))
-    return FsPolicy(read=read, list_only=[str(root)], protected=protected)
-
-
-def _modules(key: _Key, catalog: Catalog | None) -> list[str]:
-    """What a zygote imports once: the worker's kinds, the preloads, the action modules."""
-    modules = ["gateway.executors", *key[1]]
-    for action in catalog.actions.values() if catalog is not None else ():
-        imports = getattr(action.config, "sandbox_imports", None)
-        if action.config is None or imports is None or _key(action) != key:
-            continue
-        for module in imports():
-            if module not in modules:
-                modules.append(module)
-    return modules

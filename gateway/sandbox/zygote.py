@@ -1,5 +1,5 @@
 # os.path on purpose: pathlib would grow every fork, and this is the hot path.
-# ruff: noqa: PTH100, PTH101, PTH102, PTH110, PTH116, PTH118, PTH120, PTH208
+# ruff: noqa: PTH100, PTH101, PTH102, PTH116, PTH118, PTH120
 """The zygote: a small, single-threaded interpreter that forks one child per call.
 
 The supervisor starts ``python -I -B -c BOOT <fd>`` with a minimal environment;
@@ -13,8 +13,8 @@ pipe to it (or forks one), then forks the next spare. It holds no secrets
 undumpable, and is the subreaper of its children: it reaps them, kills
 whatever a failed call left behind, removes the call's directory and reports
 ``Exited``. Where the kernel has Landlock, it computes the children's
-filesystem allow-list once (``_landlock_rules``) from the supervisor's
-``FsPolicy``, its own prefixes and ``sys.path``.
+filesystem allow-list once (``_fs_policy.landlock_rules``) from the
+supervisor's ``FsPolicy``, its own prefixes and ``sys.path``.
 
 Imports only the standard library, msgspec, ``gateway.sandbox`` and the
 fresh-source loader of ``gateway.manifests._introspect``.
@@ -36,9 +36,9 @@ import sys
 import msgspec
 
 from gateway.sandbox import _linux
+from gateway.sandbox._fs_policy import landlock_rules, pruned
 from gateway.sandbox.protocol import (
     Exited,
-    FsPolicy,
     Init,
     Kill,
     Ready,
@@ -49,6 +49,10 @@ from gateway.sandbox.protocol import (
 from gateway.sandbox.worker import CALL_NAME, children_of, prepare, run_child, run_spare
 
 __all__ = ["BOOT", "main"]
+
+# Where the allow-list tests look for them (the computation lives in ``_fs_policy``).
+_landlock_rules = landlock_rules
+_pruned = pruned
 
 _SPARES = 2
 """Pre-forked children kept ready: forking (~1 ms) and warming are off the call path."""
@@ -396,114 +400,6 @@ def _fresh_source_under(roots: list[str]) -> None:
     sys.path_hooks.insert(0, hook)
     for root in roots:  # a finder cached for a root before the hook was in place
         sys.path_importer_cache.pop(root, None)
-
-
-_SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt")
-"""Read and execute beneath these (libraries, interpreters, DNS and TLS configuration)."""
-_DATA_DIRS = ("/dev", "/proc", "/sys", "/run")
-"""Read (no execute) beneath these."""
-_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-"""Also writable (and ``ioctl``)."""
-_ALWAYS_PROTECTED = ("/run/secrets", "/var/run/secrets")
-"""Docker and Kubernetes mount secrets here: never readable by an action."""
-
-
-def _landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None:
-    """The children's filesystem allow-list, computed once; None without Landlock.
-
-    System directories (read, and execute where code lives), this interpreter's
-    prefixes and ``sys.path`` entries, the gateway package, and what the
-    supervisor listed (``fs``). No rule covers a protected path (the gateway
-    root, the thread store, ``.env``, secret mounts, the zygote's call
-    directories): a system directory holding one is replaced by its other
-    entries; a ``sys.path`` entry holding one (``/`` for ``""``) is dropped.
-    The call's own directory and database directories are added per call.
-    """
-    if fs is None:
-        return None
-    try:
-        abi = _linux.landlock_abi()
-    except OSError:
-        return None
-    protected = {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
-
-    def covers(path: str) -> bool:
-        prefix = path.rstrip("/") + "/"
-        return any(p == path or p.startswith(prefix) for p in protected)
-
-    rules: list[tuple[str, int]] = []
-
-    def carve(path: str, access: int, depth: int = 0) -> None:
-        if not covers(path):
-            rules.append((path, access))
-            return
-        if path in protected or depth > 16:
-            return
-        try:
-            names = os.listdir(path)
-        except OSError:
-            return
-        for name in sorted(names):
-            carve(os.path.join(path, name), access, depth + 1)
-
-    read_only = _linux.FS_READ_FILE | _linux.FS_READ_DIR
-    for base, access in [
-        *((d, _linux.FS_READ) for d in _SYSTEM_DIRS),
-        *((d, read_only) for d in _DATA_DIRS),
-    ]:
-        real = os.path.realpath(base)
-        if os.path.exists(real):
-            carve(real, access)
-    device = _linux.FS_READ_FILE | _linux.FS_WRITE_FILE | _linux.FS_IOCTL_DEV
-    rules += [(d, device) for d in _DEVICES if os.path.exists(d)]
-    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # gateway/
-    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, package, *fs.read]
-    python += _imported_tops(fs.list_only)
-    for entry in python:
-        if not entry:
-            continue  # "" is the working directory: "/" for the zygote
-        real = os.path.realpath(entry)
-        if real != "/" and not covers(real) and os.path.exists(real):
-            rules.append((real, _linux.FS_READ))
-    rules += [(os.path.realpath(p), _linux.FS_READ_DIR) for p in fs.list_only]
-    return _linux.LandlockRules(_linux.landlock_handled(abi), _pruned(rules))
-
-
-def _imported_tops(roots: list[str]) -> list[str]:
-    """Top-level packages (or modules) under ``roots`` that the zygote imported.
-
-    An action module may import a sibling package of the gateway root (``helpers``
-    next to ``actions``); the child may need to read it again (lazy submodules,
-    tracebacks).
-    """
-    tops: list[str] = []
-    for root in roots:
-        prefixes = {root.rstrip("/") + "/", os.path.realpath(root).rstrip("/") + "/"}
-        for module in list(sys.modules.values()):
-            file = getattr(module, "__file__", None)
-            if not isinstance(file, str):
-                continue
-            for prefix in prefixes:
-                if file.startswith(prefix):
-                    top = os.path.join(prefix, file[len(prefix) :].split("/", 1)[0])
-                    if top not in tops:
-                        tops.append(top)
-    return tops
-
-
-def _pruned(rules: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
-    """Merge rules per path; drop one whose ancestor already grants all its rights."""
-    merged: dict[str, int] = {}
-    for path, access in rules:
-        merged[path] = merged.get(path, 0) | access
-    kept = []
-    for path, access in merged.items():
-        parent, current = os.path.dirname(path), path
-        while parent != current and merged.get(parent, 0) & access != access:
-            parent, current = os.path.dirname(parent), parent
-        if parent == current:  # reached "/" without a covering ancestor
-            kept.append((path, access))
-    return tuple(kept)
 
 
 def _mkdtemp() -> str:

@@ -1,0 +1,196 @@
+# os.path on purpose on the zygote side: it runs in the zygote, whose heap every fork shares.
+# ruff: noqa: PTH110, PTH118, PTH120, PTH208
+"""The Landlock filesystem policy: what a sandboxed call may read, list or write.
+
+Supervisor side (blocking, runs in the server): ``catalog_fs_policy`` turns a
+catalog into a zygote's ``FsPolicy`` (readable code and manifests, the gateway
+root only listable, the thread store and ``.env`` protected), and
+``database_dirs`` gives a ``sql`` call its SQLite database's directory. Zygote
+side: ``landlock_rules`` turns that policy, the interpreter's prefixes and
+``sys.path`` into the children's final allow-list once, carving protected
+paths out of system directories (``pruned`` merges the rules). It runs inside
+the ``python -I -B`` zygote, so at runtime it imports only the standard
+library, ``gateway.sandbox._linux`` and ``gateway.sandbox.protocol``; the
+manifest types are for annotations only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.sandbox import _linux
+from gateway.sandbox.protocol import FsPolicy
+
+if TYPE_CHECKING:
+    from gateway.manifests.catalog import Catalog
+    from gateway.manifests.model import Action, CallContext
+
+__all__ = ["catalog_fs_policy", "database_dirs", "landlock_rules", "pruned"]
+
+
+def database_dirs(action: Action, call: CallContext) -> dict[str, list[str]]:
+    """The directory of the SQLite database ``action`` uses: readable, or writable too.
+
+    ``Start.fs_read``/``fs_write`` (empty for other kinds and other databases):
+    only a ``sql`` action reaches its own database file, with its journal.
+    """
+    name = getattr(action.config, "database", None)
+    url = call.databases.get(name) if isinstance(name, str) else None
+    if url is None or not url.startswith("sqlite:"):
+        return {}
+    path = url.split("://", 1)[-1]
+    path = path[1:] if path.startswith("/") else path  # as the sql kind reads it
+    if not path.startswith("/"):
+        return {}  # relative or :memory: (the catalog resolves relative paths)
+    directory = str(Path(path).resolve().parent)
+    writable = getattr(action.config, "readonly", True) is False
+    return {"fs_write" if writable else "fs_read": [directory]}
+
+
+def catalog_fs_policy(
+    modules: list[str], catalog: Catalog | None, gateway_root: Path, store_url: str
+) -> FsPolicy:
+    """The catalog's part of a zygote's filesystem allow-list (blocking: reads directories).
+
+    Readable: the manifests root and the action code (each code file's directory,
+    or the file itself when it sits at the gateway root, and the top-level
+    packages under the gateway root its modules come from). The gateway root
+    itself may only be listed. Protected: the gateway root, the thread store
+    (``GATEWAY_DATABASE_URL`` when SQLite) and ``./.env``.
+    """
+    root = gateway_root.resolve()
+    read: list[str] = []
+
+    def allow(path: Path) -> None:
+        if path.exists() and str(path) not in read:
+            read.append(str(path))
+
+    if catalog is not None:
+        allow(catalog.root.resolve())
+        for code in catalog.code_files:
+            code = code.resolve()
+            allow(code if code.parent == root else code.parent)
+    for module in modules:
+        top = module.partition(":")[0].split(".")[0]
+        package = root / top
+        if package.is_dir():
+            allow(package)
+        for suffix in (".py", ".pyc", ".so"):
+            allow(root / f"{top}{suffix}")
+    protected = [str(root), str(Path.cwd() / ".env")]
+    if store_url.startswith("sqlite:///"):
+        rest = store_url[len("sqlite:///") :].split("?", 1)[0]
+        if rest and rest != ":memory:":
+            protected.append(str((Path.cwd() / rest).resolve()))
+    return FsPolicy(read=read, list_only=[str(root)], protected=protected)
+
+
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt")
+"""Read and execute beneath these (libraries, interpreters, DNS and TLS configuration)."""
+_DATA_DIRS = ("/dev", "/proc", "/sys", "/run")
+"""Read (no execute) beneath these."""
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+"""Also writable (and ``ioctl``)."""
+_ALWAYS_PROTECTED = ("/run/secrets", "/var/run/secrets")
+"""Docker and Kubernetes mount secrets here: never readable by an action."""
+
+
+def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None:
+    """The children's filesystem allow-list, computed once; None without Landlock.
+
+    System directories (read, and execute where code lives), this interpreter's
+    prefixes and ``sys.path`` entries, the gateway package, and what the
+    supervisor listed (``fs``). No rule covers a protected path (the gateway
+    root, the thread store, ``.env``, secret mounts, the zygote's call
+    directories): a system directory holding one is replaced by its other
+    entries; a ``sys.path`` entry holding one (``/`` for ``""``) is dropped.
+    The call's own directory and database directories are added per call.
+    """
+    if fs is None:
+        return None
+    try:
+        abi = _linux.landlock_abi()
+    except OSError:
+        return None
+    protected = {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
+
+    def covers(path: str) -> bool:
+        prefix = path.rstrip("/") + "/"
+        return any(p == path or p.startswith(prefix) for p in protected)
+
+    rules: list[tuple[str, int]] = []
+
+    def carve(path: str, access: int, depth: int = 0) -> None:
+        if not covers(path):
+            rules.append((path, access))
+            return
+        if path in protected or depth > 16:
+            return
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return
+        for name in sorted(names):
+            carve(os.path.join(path, name), access, depth + 1)
+
+    read_only = _linux.FS_READ_FILE | _linux.FS_READ_DIR
+    for base, access in [
+        *((d, _linux.FS_READ) for d in _SYSTEM_DIRS),
+        *((d, read_only) for d in _DATA_DIRS),
+    ]:
+        real = os.path.realpath(base)
+        if os.path.exists(real):
+            carve(real, access)
+    device = _linux.FS_READ_FILE | _linux.FS_WRITE_FILE | _linux.FS_IOCTL_DEV
+    rules += [(d, device) for d in _DEVICES if os.path.exists(d)]
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # gateway/
+    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, package, *fs.read]
+    python += _imported_tops(fs.list_only)
+    for entry in python:
+        if not entry:
+            continue  # "" is the working directory: "/" for the zygote
+        real = os.path.realpath(entry)
+        if real != "/" and not covers(real) and os.path.exists(real):
+            rules.append((real, _linux.FS_READ))
+    rules += [(os.path.realpath(p), _linux.FS_READ_DIR) for p in fs.list_only]
+    return _linux.LandlockRules(_linux.landlock_handled(abi), pruned(rules))
+
+
+def _imported_tops(roots: list[str]) -> list[str]:
+    """Top-level packages (or modules) under ``roots`` that the zygote imported.
+
+    An action module may import a sibling package of the gateway root (``helpers``
+    next to ``actions``); the child may need to read it again (lazy submodules,
+    tracebacks).
+    """
+    tops: list[str] = []
+    for root in roots:
+        prefixes = {root.rstrip("/") + "/", os.path.realpath(root).rstrip("/") + "/"}
+        for module in list(sys.modules.values()):
+            file = getattr(module, "__file__", None)
+            if not isinstance(file, str):
+                continue
+            for prefix in prefixes:
+                if file.startswith(prefix):
+                    top = os.path.join(prefix, file[len(prefix) :].split("/", 1)[0])
+                    if top not in tops:
+                        tops.append(top)
+    return tops
+
+
+def pruned(rules: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    """Merge rules per path; drop one whose ancestor already grants all its rights."""
+    merged: dict[str, int] = {}
+    for path, access in rules:
+        merged[path] = merged.get(path, 0) | access
+    kept = []
+    for path, access in merged.items():
+        parent, current = os.path.dirname(path), path
+        while parent != current and merged.get(parent, 0) & access != access:
+            parent, current = os.path.dirname(parent), parent
+        if parent == current:  # reached "/" without a covering ancestor
+            kept.append((path, access))
+    return tuple(kept)

@@ -1,0 +1,207 @@
+"""Landlock: the filesystem allow-list syscalls (ABI probe, ruleset, rules, enforce).
+
+The access-right constants of ``linux/landlock.h``, ``landlock_handled`` (the
+rights an ABI knows), the ``LandlockRules`` value the zygote computes once,
+and the calls that turn it into a ruleset and enforce it on a call child.
+``_linux`` re-exports every public name here. Imports only the standard
+library and ``gateway.sandbox._libc``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+from typing import NamedTuple
+
+from gateway.sandbox._libc import check, libc, syscall
+
+__all__ = [
+    "FS_ALL",
+    "FS_EXECUTE",
+    "FS_FILE_RIGHTS",
+    "FS_IOCTL_DEV",
+    "FS_MAKE_BLOCK",
+    "FS_MAKE_CHAR",
+    "FS_MAKE_DIR",
+    "FS_MAKE_FIFO",
+    "FS_MAKE_REG",
+    "FS_MAKE_SOCK",
+    "FS_MAKE_SYM",
+    "FS_READ",
+    "FS_READ_DIR",
+    "FS_READ_FILE",
+    "FS_REFER",
+    "FS_REMOVE_DIR",
+    "FS_REMOVE_FILE",
+    "FS_TRUNCATE",
+    "FS_WRITE_FILE",
+    "LandlockRules",
+    "landlock_abi",
+    "landlock_add_rules",
+    "landlock_enforce",
+    "landlock_handled",
+    "landlock_restrict",
+    "landlock_ruleset",
+]
+
+_SYS_LANDLOCK_CREATE_RULESET = 444  # x86_64 and aarch64 share these numbers
+_SYS_LANDLOCK_ADD_RULE = 445
+_SYS_LANDLOCK_RESTRICT_SELF = 446
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_RULE_PATH_BENEATH = 1
+
+
+def landlock_abi() -> int:
+    """Return the Landlock ABI version the kernel offers; ``OSError`` when unavailable."""
+    result = libc.syscall(
+        ctypes.c_long(_SYS_LANDLOCK_CREATE_RULESET),
+        ctypes.c_void_p(None),
+        ctypes.c_size_t(0),
+        ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION),
+    )
+    return check(int(result), "landlock_create_ruleset")
+
+
+# Landlock filesystem access rights (linux/landlock.h).
+FS_EXECUTE = 1 << 0
+FS_WRITE_FILE = 1 << 1
+FS_READ_FILE = 1 << 2
+FS_READ_DIR = 1 << 3
+FS_REMOVE_DIR = 1 << 4
+FS_REMOVE_FILE = 1 << 5
+FS_MAKE_CHAR = 1 << 6
+FS_MAKE_DIR = 1 << 7
+FS_MAKE_REG = 1 << 8
+FS_MAKE_SOCK = 1 << 9
+FS_MAKE_FIFO = 1 << 10
+FS_MAKE_BLOCK = 1 << 11
+FS_MAKE_SYM = 1 << 12
+FS_REFER = 1 << 13  # ABI 2
+FS_TRUNCATE = 1 << 14  # ABI 3
+FS_IOCTL_DEV = 1 << 15  # ABI 5
+FS_FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+"""The only rights a rule on a file (not a directory) may carry."""
+FS_READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+"""Read and execute files, list directories."""
+FS_ALL = (1 << 16) - 1
+"""Every right (masked with what the ABI handles)."""
+
+
+def landlock_handled(abi: int) -> int:
+    """The filesystem rights Landlock ABI ``abi`` knows (all of them are handled: denied
+    unless a rule allows them). Network rights are never handled."""
+    if abi < 1:
+        return 0
+    if abi == 1:
+        return FS_REFER - 1
+    if abi == 2:
+        return FS_TRUNCATE - 1
+    if abi < 5:
+        return FS_IOCTL_DEV - 1
+    return FS_ALL
+
+
+class LandlockRules(NamedTuple):
+    """A filesystem allow-list: the rights handled, and (path, rights) rules beneath paths."""
+
+    handled: int
+    rules: tuple[tuple[str, int], ...]
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def landlock_ruleset(rules: LandlockRules) -> int:
+    """Create a ruleset fd (close-on-exec) holding ``rules``; enforce it with ``landlock_enforce``.
+
+    Raises:
+        OSError: the kernel refused to create the ruleset or to add a rule.
+    """
+    attr = _RulesetAttr(rules.handled)
+    ruleset = check(
+        syscall(
+            _SYS_LANDLOCK_CREATE_RULESET,
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+            ctypes.c_uint32(0),
+        ),
+        "landlock_create_ruleset",
+    )
+    try:
+        landlock_add_rules(ruleset, rules.handled, rules.rules)
+    except BaseException:
+        os.close(ruleset)
+        raise
+    return ruleset
+
+
+def landlock_add_rules(ruleset: int, handled: int, rules: tuple[tuple[str, int], ...]) -> int:
+    """Add (path, rights) rules to ``ruleset``; return how many were added.
+
+    A path that cannot be opened (missing, no search permission) gets no rule,
+    so it stays denied. Rights are masked with ``handled`` (and, on a file, with
+    the rights a file can carry).
+
+    Raises:
+        OSError: the kernel refused a rule.
+    """
+    added = 0
+    for path, access in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            allowed = access & handled
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                allowed &= FS_FILE_RIGHTS
+            if not allowed:
+                continue
+            beneath = _PathBeneathAttr(allowed, fd)
+            check(
+                syscall(
+                    _SYS_LANDLOCK_ADD_RULE,
+                    ctypes.c_int(ruleset),
+                    ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
+                    ctypes.byref(beneath),
+                    ctypes.c_uint32(0),
+                ),
+                f"landlock_add_rule({path})",
+            )
+            added += 1
+        finally:
+            os.close(fd)
+    return added
+
+
+def landlock_enforce(ruleset: int) -> None:
+    """Restrict this thread (and what it starts) to ``ruleset``, then close it.
+
+    Needs ``PR_SET_NO_NEW_PRIVS`` first.
+
+    Raises:
+        OSError: the kernel refused.
+    """
+    try:
+        check(
+            syscall(_SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+            "landlock_restrict_self",
+        )
+    finally:
+        os.close(ruleset)
+
+
+def landlock_restrict(rules: LandlockRules) -> None:
+    """Restrict this thread (and what it starts) to ``rules``; needs no_new_privs first.
+
+    Raises:
+        OSError: the kernel refused to create or enforce the ruleset.
+    """
+    landlock_enforce(landlock_ruleset(rules))

@@ -1,0 +1,40 @@
+"""The C library handle and errno checking shared by the sandbox's ctypes wrappers.
+
+``_linux`` (prctl, unshare), ``_landlock`` and ``_seccomp`` call the kernel
+through ``libc`` and turn a negative return into ``OSError`` with the real
+errno via ``check``. This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+__all__ = ["check", "libc", "syscall"]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+libc.prctl.restype = ctypes.c_int
+libc.unshare.argtypes = [ctypes.c_int]
+libc.unshare.restype = ctypes.c_int
+libc.syscall.restype = ctypes.c_long
+
+
+def check(result: int, what: str) -> int:
+    """Return ``result``, or raise ``OSError`` with errno when the call failed (negative)."""
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    return result
+
+
+def syscall(number: int, *args: object) -> int:
+    """Call ``syscall(2)`` with ctypes-typed ``args``; the raw (unchecked) result."""
+    return int(libc.syscall(ctypes.c_long(number), *args))

@@ -1,0 +1,80 @@
+"""Which zygotes a catalog needs, what each imports, and the fingerprint that says reusable.
+
+A zygote is keyed by network access and the libraries its kind preloads
+(``zygote_key``); ``zygote_keys`` lists a catalog's zygotes, ``zygote_modules``
+what one imports,
+and ``fingerprint`` hashes all it loads (modules, gateway root, filesystem
+policy, the content of the catalog's code files) so ``Supervisor.reload``
+replaces only the zygotes whose fingerprint changed. Supervisor side only;
+imports the standard library, msgspec and ``gateway.sandbox.protocol``
+(the manifest types for annotations only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from gateway.manifests.catalog import Catalog
+    from gateway.manifests.model import Action
+    from gateway.sandbox.protocol import FsPolicy
+
+__all__ = ["PROBE_KEY", "Key", "fingerprint", "zygote_key", "zygote_keys", "zygote_modules"]
+
+Key = tuple[bool, tuple[str, ...]]
+"""(network, preloaded libraries): one zygote each."""
+PROBE_KEY: Key = (True, ())
+"""The zygote that probes the kernel's capabilities."""
+
+
+def zygote_key(action: Action) -> Key:
+    """Which zygote runs ``action``: by network, and by the libraries its kind preloads."""
+    preload: tuple[str, ...] = getattr(type(action.config), "preload", ())
+    return (action.network, tuple(preload))
+
+
+def zygote_keys(catalog: Catalog | None) -> list[Key]:
+    """The zygotes a catalog needs (always the light pair for python and code_interpreter)."""
+    keys: list[Key] = [(True, ()), (False, ())]
+    for action in catalog.actions.values() if catalog is not None else ():
+        if action.config is not None and zygote_key(action) not in keys:
+            keys.append(zygote_key(action))
+    return keys
+
+
+def fingerprint(key: Key, catalog: Catalog | None, fs: FsPolicy | None = None) -> str:
+    """What a zygote for ``key`` loads from ``catalog``, hashed: equal means reusable.
+
+    The modules it imports and the gateway root they come from; when it imports
+    user code, also the content (not the mtime: a checkout may keep it) of every
+    code file of the catalog. Blocking (reads files): call it off the event loop.
+    """
+    modules = zygote_modules(key, catalog)
+    digest = hashlib.sha256()
+    root = str(catalog.gateway_root) if catalog is not None else ""
+    digest.update(msgspec.json.encode([key, root, modules, fs]))
+    if catalog is not None and modules != ["gateway.executors", *key[1]]:
+        for path in sorted(catalog.code_files):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                data = b"\x00missing"
+            digest.update(f"{path}\x00{len(data)}\x00".encode())
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def zygote_modules(key: Key, catalog: Catalog | None) -> list[str]:
+    """What a zygote imports once: the worker's kinds, the preloads, the action modules."""
+    modules = ["gateway.executors", *key[1]]
+    for action in catalog.actions.values() if catalog is not None else ():
+        imports = getattr(action.config, "sandbox_imports", None)
+        if action.config is None or imports is None or zygote_key(action) != key:
+            continue
+        for module in imports():
+            if module not in modules:
+                modules.append(module)
+    return modules
