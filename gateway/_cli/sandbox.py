@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -158,6 +159,17 @@ def doctor_command() -> None:
     for feature in _FEATURES:
         state = "yes" if caps.get(feature) else "no "
         click.echo(f"{feature:<18} {state}  {caps.get(feature + '_detail', '')}")
+    if caps.get("uid") == 0 and caps.get("drop_privileges"):
+        # Actions run as another uid: it must be able to enter the deployment and the venv.
+        import gateway
+        from gateway._reachable import first_unreachable
+
+        places = (("root_reachable", settings.root), ("code_reachable", Path(gateway.__file__)))
+        for what, path in places:
+            blocker = first_unreachable(path)
+            state = "yes" if blocker is None else "no "
+            detail = "" if blocker is None else f"{blocker} cannot be entered by other users"
+            click.echo(f"{what:<18} {state}  {detail}")
     if result.status != "succeeded":
         click.echo(f"sandboxed call      {result.status}: {result.output[:300]}")
         raise SystemExit(1)

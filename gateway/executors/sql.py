@@ -16,6 +16,7 @@ Imports ``gateway.manifests.model`` and ``gateway.executors._common``.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import urllib.parse
@@ -226,7 +227,10 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             target, uri = f"file:{urllib.parse.quote(path)}?mode={mode}", True
         statement, params = render_sql(self.query, arguments, style="qmark")
         deadline = time.monotonic() + timeout
-        conn = sqlite3.connect(target, uri=uri, timeout=min(timeout, 5.0), isolation_level=None)
+        try:
+            conn = sqlite3.connect(target, uri=uri, timeout=min(timeout, 5.0), isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            raise ToolError("database_error", _open_failure(path, exc)) from None
         try:
             if self.readonly:
                 conn.execute("PRAGMA query_only = ON")
@@ -277,6 +281,27 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         if not columns:
             return {"rowcount": rowcount}
         return self._shape(columns, rows[: self.max_rows], len(rows) > self.max_rows)
+
+
+def _open_failure(path: str, exc: Exception) -> str:
+    """Why SQLite could not open ``path``, in words an operator can act on.
+
+    The usual cause is the sandbox's own uid: when the gateway runs as root,
+    actions run as an unprivileged user that needs to reach the file.
+    """
+    if os.path.exists(path) and not os.access(path, os.R_OK):  # noqa: PTH110 - a str path
+        return (
+            f"cannot open the database: the sandbox user (uid {os.getuid()}) cannot read "
+            f"{path!r}; make it and its folders readable by other users, or run the "
+            "gateway as a non-root user"
+        )
+    if not os.path.exists(path):  # noqa: PTH110 - a str path
+        return (
+            f"cannot open the database: {path!r} does not exist or its folders are not "
+            f"reachable by the sandbox user (uid {os.getuid()}; when the gateway runs as "
+            "root, the folders must be searchable by other users)"
+        )
+    return f"cannot open the database: {exc}"
 
 
 def _sqlite_error_type(exc: Exception, deadline: float) -> str:
