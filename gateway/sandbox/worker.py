@@ -25,7 +25,6 @@ import fcntl
 import importlib
 import os
 import resource
-import shutil
 import signal
 import socket
 import sys
@@ -128,11 +127,26 @@ _WARM_REQUEST = frame(
 )
 
 
-def _warm() -> None:
-    """Run the call path once while idle, so its copy-on-write page faults are paid now."""
+def _warm(ready: _Prepared) -> None:
+    """Rehearse the call path while idle, so its copy-on-write page faults are paid now.
+
+    Reads a request through a socket pair, runs a do-nothing kind, answers it,
+    re-applies the current rlimits and checks for descendants: the same code and
+    objects a real call touches, with nothing irreversible.
+    """
     try:
-        request = msgspec.json.decode(_WARM_REQUEST[HEADER.size :], type=CallRequest)
-        frame(_execute(request, Limits()))
+        theirs, mine = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with theirs, mine:
+            theirs.sendall(_WARM_REQUEST)
+            request = _read_request(mine)
+            os.environ.update(request.call.secrets)
+            for name in request.call.secrets:
+                del os.environ[name]
+            _answer(mine, _execute(request, Limits()))
+            _read_exactly(theirs, HEADER.size)
+        for which in (resource.RLIMIT_CPU, resource.RLIMIT_FSIZE, resource.RLIMIT_CORE):
+            resource.setrlimit(which, resource.getrlimit(which))
+        os.chown(ready.cwd, -1, -1)
         msgspec.convert({"function": "a:b"}, _load_kind("gateway.executors.python:PythonConfig"))
     except Exception:  # noqa: S110 - warming is best effort
         pass
@@ -146,14 +160,20 @@ def run_spare(
     *,
     landlock: _linux.LandlockRules | None = None,
 ) -> int:
-    """A pre-forked child: prepare, wait for a call's ``Start`` and fds, then run it."""
+    """A pre-forked child: do all that does not depend on the call, wait for it, run it.
+
+    While it waits, a spare confines itself (``_confine``), makes and enters its
+    working directory, loads the Landlock ruleset with that directory in it, and
+    rehearses the call path (``_warm``) so that the copy-on-write page faults of
+    its first run (several microseconds each here) are paid before a call waits.
+    """
     prepare(ctl, sock)
     _linux.set_name(SPARE_NAME)
     if os.getppid() != zygote_pid:
         return 72
     _confine()
-    _warm()
-    ruleset = _prebuilt(landlock)
+    ready = _Prepared.make(tmp, landlock, prebuild=True)
+    _warm(ready)
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
     sock.close()
     if not data or len(fds) != 2:
@@ -161,30 +181,56 @@ def run_spare(
     msg = decode_control(data)
     assert isinstance(msg, Start)
     _linux.set_name(CALL_NAME)
-    cwd = os.path.join(tmp, f"c{msg.id}")
-    return run_child(
-        msg, fds[0], fds[1], cwd, zygote_pid, confined=True, landlock=landlock, ruleset=ruleset
-    )
+    return run_call(msg, fds[0], fds[1], zygote_pid, ready, confined=True, landlock=landlock)
 
 
-def _prebuilt(landlock: _linux.LandlockRules | None) -> int | None:
-    """The zygote's rules as a ruleset fd (number >= 100, clear of what a call dup2s), or None.
+def call_dir(tmp: str, pid: int) -> str:
+    """The working directory of the call child ``pid`` (the zygote removes it after reaping)."""
+    return os.path.join(tmp, f"p{pid}")
 
-    Built while the spare waits, so a call only adds its own directory (a failure
-    here leaves the call to build it, and to fail closed if it cannot).
-    """
-    if landlock is None:
-        return None
-    try:
-        fd = _linux.landlock_ruleset(landlock)
-    except OSError:
-        return None
-    try:
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _RULESET_FD)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+
+class _Prepared:
+    """What a child set up before its call: its directory, Landlock ruleset, address space."""
+
+    __slots__ = ("cwd", "ruleset", "vsize")
+
+    def __init__(self, cwd: str, ruleset: int | None, vsize: int) -> None:
+        self.cwd = cwd
+        self.ruleset = ruleset
+        self.vsize = vsize
+
+    @classmethod
+    def make(cls, tmp: str, landlock: _linux.LandlockRules | None, *, prebuild: bool) -> _Prepared:
+        """Make and enter this child's own directory (mode 0700, root's until the call).
+
+        ``prebuild``: also load the zygote's rules plus this directory into a
+        ruleset fd (number >= 100, clear of what a call dup2s); a failure leaves
+        the call to build it, and to fail closed if it cannot.
+        """
+        cwd = call_dir(tmp, os.getpid())
+        os.mkdir(cwd, 0o700)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(MINIMAL_ENV)
+        os.environ.update({"HOME": cwd, "TMPDIR": cwd})
+        if "tempfile" in sys.modules:
+            sys.modules["tempfile"].tempdir = cwd  # type: ignore[attr-defined]
+        sys.dont_write_bytecode = True
+        ruleset = None
+        if landlock is not None and prebuild:
+            with contextlib.suppress(OSError):
+                fd = _linux.landlock_ruleset(landlock)
+                try:
+                    _linux.landlock_add_rules(fd, landlock.handled, ((cwd, _linux.FS_ALL),))
+                    ruleset = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _RULESET_FD)
+                finally:
+                    os.close(fd)
+        return cls(cwd, ruleset, _vsize())
+
+
+def _vsize() -> int:
+    with open("/proc/self/statm", "rb") as fh:  # noqa: PTH123 - hot path
+        return int(fh.read().split()[0]) * _PAGE
 
 
 def _confine() -> None:
@@ -200,26 +246,39 @@ def run_child(
     msg: Start,
     call_fd: int,
     out_fd: int,
-    cwd: str,
+    tmp: str,
     zygote_pid: int,
     *,
-    confined: bool = False,
     landlock: _linux.LandlockRules | None = None,
-    ruleset: int | None = None,
 ) -> int:
-    """Confine this prepared fork to one call, run it, clean up; return the exit code.
+    """Run one call in a fork made for it (no spare was ready); return the exit code."""
+    ready = _Prepared.make(tmp, landlock, prebuild=False)
+    return run_call(msg, call_fd, out_fd, zygote_pid, ready, confined=False, landlock=landlock)
 
-    ``confined``: a spare already did ``_confine`` while it waited. ``landlock``:
-    the zygote's filesystem allow-list (None: the kernel has no Landlock);
-    ``ruleset``: that list already loaded into a Landlock ruleset fd (by a spare).
+
+def run_call(
+    msg: Start,
+    call_fd: int,
+    out_fd: int,
+    zygote_pid: int,
+    ready: _Prepared,
+    *,
+    confined: bool,
+    landlock: _linux.LandlockRules | None,
+) -> int:
+    """Confine this prepared child to one call, run it, clean up; return the exit code.
+
+    ``confined``: ``_confine`` already ran (a spare). ``landlock``: the zygote's
+    filesystem allow-list (None: the kernel has no Landlock); ``ready.ruleset``:
+    that list plus the call's directory, already loaded (by a spare). The call's
+    directory is removed by the zygote once this process is reaped.
     """
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     if call_fd != 3:
         os.dup2(call_fd, 3)
     os.set_inheritable(3, False)
+    ruleset = ready.ruleset
     if ruleset is None or ruleset < 4:
         os.closerange(4, 1 << 20)
         ruleset = None
@@ -227,29 +286,30 @@ def run_child(
         os.closerange(4, ruleset)
         os.closerange(ruleset + 1, 1 << 20)
     limits = msg.limits
-    os.mkdir(cwd, 0o700)
-    if msg.uid is not None and msg.gid is not None:
-        os.chown(cwd, msg.uid, msg.gid)
-    os.chdir(cwd)
-    _apply_limits(limits, drop=msg.uid is not None)
+    uid, gid = msg.uid, msg.gid
+    drop = uid is not None and gid is not None
+    if uid is not None and gid is not None:
+        os.chown(ready.cwd, uid, gid)
+    _apply_limits(limits, drop=drop, vsize=ready.vsize)
     if not confined:
         _confine()
     if landlock is not None:  # after no_new_privs, before the uid change (opens as the zygote)
         extra = (
             *((p, _linux.FS_READ) for p in msg.fs_read),
             *((p, _DB_WRITE) for p in msg.fs_write),
-            (cwd, _linux.FS_ALL),
         )
         if ruleset is None:
             ruleset = _linux.landlock_ruleset(landlock)
-        _linux.landlock_add_rules(ruleset, landlock.handled, extra)
+            extra = (*extra, (ready.cwd, _linux.FS_ALL))
+        if extra:
+            _linux.landlock_add_rules(ruleset, landlock.handled, extra)
         _linux.landlock_enforce(ruleset)
     elif ruleset is not None:
         os.close(ruleset)
-    if msg.uid is not None and msg.gid is not None:
+    if uid is not None and gid is not None:
         os.setgroups([])
-        os.setresgid(msg.gid, msg.gid, msg.gid)
-        os.setresuid(msg.uid, msg.uid, msg.uid)
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
     # After the uid change (which clears it): die with the zygote, and check we did not miss it.
     _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != zygote_pid:
@@ -257,29 +317,25 @@ def run_child(
     sock = socket.socket(fileno=3)
     sock.setblocking(True)
     request = _read_request(sock)
-    os.environ.clear()
-    os.environ.update(MINIMAL_ENV)
-    os.environ.update({"HOME": cwd, "TMPDIR": cwd})
-    os.environ.update(request.call.secrets)
-    if "tempfile" in sys.modules:
-        sys.modules["tempfile"].tempdir = cwd  # type: ignore[attr-defined]
-    sys.dont_write_bytecode = True
+    if request.call.secrets:
+        os.environ.update(request.call.secrets)
     result = _execute(request, limits)
+    return _answer(sock, result)
+
+
+def _answer(sock: socket.socket, result: CallResult) -> int:
+    """Kill what the action started, send ``result``; the exit code (73: not clean)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     # Clean up before answering: when the supervisor has the result, only we are left,
     # and we are about to exit (a thread of the action may still fork: check again after).
     clean = _kill_descendants()
-    os.chdir("/")
-    shutil.rmtree(cwd, ignore_errors=True)  # the zygote removes it too if we cannot
     sock.sendall(frame(result))
     return 0 if _kill_descendants() and clean else 73
 
 
-def _apply_limits(limits: Limits, *, drop: bool) -> None:
-    with open("/proc/self/statm", "rb") as fh:  # noqa: PTH123 - hot path
-        vsize = int(fh.read().split()[0]) * _PAGE
+def _apply_limits(limits: Limits, *, drop: bool, vsize: int) -> None:
     address_space = vsize + limits.memory_mb * _MB
     table = [
         (resource.RLIMIT_AS, address_space, address_space),
