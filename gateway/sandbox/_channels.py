@@ -1,7 +1,7 @@
 """The supervisor's side of its channels: a zygote's control socket, a call's pipes.
 
-``ZygoteChannel`` sends control messages (with fds) and routes ``Exited``
-replies to the waiting calls; ``OutputReader`` drains a child's stdout/stderr
+``ZygoteChannel`` sends control messages, queues the spares the zygote lends
+and routes ``Exited`` replies to the waiting calls; ``OutputReader`` drains a child's stdout/stderr
 as it comes, keeping the first bytes; ``read_frame`` reads one capped,
 length-prefixed result. All run on the event loop without threads. Imports
 msgspec, structlog and ``gateway.sandbox.protocol``.
@@ -10,7 +10,7 @@ msgspec, structlog and ``gateway.sandbox.protocol``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import os
 import shutil
 import socket
@@ -19,9 +19,16 @@ import subprocess
 import msgspec
 import structlog
 
-from gateway.sandbox.protocol import HEADER, Exited, Ready, decode_control, encode
+from gateway.sandbox.protocol import HEADER, TAKEN, Exited, Ready, Spare, decode_control, encode
 
-__all__ = ["OutputReader", "TooLarge", "ZygoteChannel", "ZygoteDied", "read_frame"]
+__all__ = [
+    "CallProgress",
+    "OutputReader",
+    "TooLarge",
+    "ZygoteChannel",
+    "ZygoteDied",
+    "read_frame",
+]
 
 log = structlog.get_logger("gateway.sandbox")
 
@@ -33,7 +40,13 @@ class ZygoteDied(Exception):
 
 
 class ZygoteChannel:
-    """One zygote process and its control socket, as seen from the event loop."""
+    """One zygote process and its control socket, as seen from the event loop.
+
+    Reads the zygote's messages as they come: ``Spare`` queues a lent child's
+    socket (or hands it to a call waiting in ``take_spare``), ``Exited``
+    resolves the future a call registered in ``pending`` under the spare's
+    serial (or drops a queued spare that died unused).
+    """
 
     def __init__(self, network: bool, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.network = network
@@ -41,37 +54,100 @@ class ZygoteChannel:
         self.sock = sock
         self.ready: Ready | None = None
         self.fingerprint = ""  # what it loaded (see ``supervisor._fingerprint``)
-        self.pending: dict[int, asyncio.Future[Exited]] = {}
+        self.pending: dict[int, asyncio.Future[Exited]] = {}  # spare serial -> its exit
+        self.spares: collections.deque[tuple[int, socket.socket]] = collections.deque()
+        self.waiting: collections.deque[asyncio.Future[tuple[int, socket.socket]]] = (
+            collections.deque()
+        )
         self.active = 0
         self.retired = False
         self.dead = False
-        self.reader: asyncio.Task[None] | None = None
+        self._reading = False
 
-    async def read_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data = await loop.sock_recv(self.sock, 1 << 16)
-                if not data:
-                    break
+    def start_reading(self) -> None:
+        """Start handling the zygote's messages (after ``Ready`` was read)."""
+        asyncio.get_running_loop().add_reader(self.sock, self._on_readable)
+        self._reading = True
+
+    def _on_readable(self) -> None:
+        while not self.dead:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 1)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("sandbox.zygote_channel_error", error=str(exc), network=self.network)
+                data, fds = b"", []
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                self.mark_dead()
+                return
+            try:
                 msg = decode_control(data)
-                if isinstance(msg, Exited):
-                    fut = self.pending.pop(msg.id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
-        except (OSError, msgspec.DecodeError) as exc:
-            log.warning("sandbox.zygote_channel_error", error=str(exc), network=self.network)
-        finally:
-            self.mark_dead()
+            except msgspec.DecodeError as exc:
+                log.warning("sandbox.zygote_channel_error", error=str(exc), network=self.network)
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if isinstance(msg, Spare) and len(fds) == 1:
+                self._lend(msg.id, socket.socket(fileno=fds[0]))
+                continue
+            for fd in fds:
+                os.close(fd)
+            if isinstance(msg, Exited):
+                fut = self.pending.pop(msg.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                for spare in [s for s in self.spares if s[0] == msg.id]:
+                    self.spares.remove(spare)  # died unused
+                    spare[1].close()
+
+    def _lend(self, serial: int, sock: socket.socket) -> None:
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result((serial, sock))
+                return
+        self.spares.append((serial, sock))
+
+    async def take_spare(self) -> tuple[int, socket.socket]:
+        """An idle spare's serial and socket (the caller closes it); waits for one if none."""
+        if self.dead:
+            raise ZygoteDied()
+        if self.spares:
+            return self.spares.popleft()
+        waiter: asyncio.Future[tuple[int, socket.socket]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._lend(*waiter.result())  # it came as we were cancelled: keep it
+            raise
 
     def mark_dead(self) -> None:
         if self.dead:
             return
         self.dead = True
+        if self._reading:
+            asyncio.get_running_loop().remove_reader(self.sock)
+            self._reading = False
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(ZygoteDied())
         self.pending.clear()
+        for waiter in self.waiting:
+            if not waiter.done():
+                waiter.set_exception(ZygoteDied())
+        self.waiting.clear()
+        self._drop_spares()
+
+    def _drop_spares(self) -> None:
+        while self.spares:
+            self.spares.popleft()[1].close()  # the spare reads EOF and exits
 
     async def send(self, message: msgspec.Struct, fds: list[int] | None = None) -> None:
         data = encode(message)
@@ -89,12 +165,8 @@ class ZygoteChannel:
                     loop.remove_writer(self.sock)
 
     async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
-        self.sock.close()
         self.mark_dead()
+        self.sock.close()
         try:
             await asyncio.wait_for(asyncio.to_thread(self.proc.wait), _KILL_GRACE)
         except TimeoutError:
@@ -156,21 +228,38 @@ class TooLarge(Exception):
         self.size = size
 
 
-async def read_frame(sock: socket.socket, cap: int) -> bytes | None:
-    """One length-prefixed frame from the call socket; None at EOF; ``TooLarge`` over cap."""
+class CallProgress:
+    """What the call socket told so far: ``taken`` once the child acknowledged the request."""
+
+    __slots__ = ("taken",)
+
+    def __init__(self) -> None:
+        self.taken = False
+
+
+async def read_frame(sock: socket.socket, cap: int, progress: CallProgress) -> bytes | None:
+    """The ``TAKEN`` byte, then one length-prefixed frame; None at EOF; ``TooLarge`` over cap.
+
+    ``progress.taken`` is set as soon as the acknowledgement arrives: a child that
+    died without it never ran the action.
+    """
     loop = asyncio.get_running_loop()
     buffer = bytearray()
-    need = HEADER.size
+    need = 1 + HEADER.size
     size: int | None = None
     while True:
         while len(buffer) < need:
             chunk = await loop.sock_recv(sock, min(1 << 20, need - len(buffer)))
             if not chunk:
                 return None
+            if not buffer and chunk[:1] == TAKEN:
+                progress.taken = True
             buffer += chunk
         if size is not None:
-            return bytes(buffer[HEADER.size :])
-        (size,) = HEADER.unpack(buffer[: HEADER.size])
+            return bytes(buffer[1 + HEADER.size :])
+        if not progress.taken:
+            raise TooLarge(0)  # not our protocol: treat like an oversized answer
+        (size,) = HEADER.unpack(buffer[1 : 1 + HEADER.size])
         if size > cap:
             raise TooLarge(size)
-        need = HEADER.size + size
+        need = 1 + HEADER.size + size

@@ -3,12 +3,16 @@
 Two channels, never pickle:
 
 - the control socket (``SOCK_SEQPACKET``, one message per packet) between the
-  supervisor and a zygote: ``Init``/``Ready`` once, then ``Start`` (with the
-  call's socket and output pipe attached as ``SCM_RIGHTS``), ``Kill`` and
-  ``Exited``. It never carries arguments or secrets, so the long-lived zygote
-  (and every later fork of it) never holds another call's secrets;
+  supervisor and a zygote: ``Init``/``Ready`` once, then ``Spare`` (a
+  pre-forked child's socket attached as ``SCM_RIGHTS``), ``Used``, ``Kill``
+  and ``Exited``. It never carries arguments or secrets, so the long-lived
+  zygote (and every later fork of it) never holds another call's secrets;
+- a spare's own socket (``SOCK_SEQPACKET``), from the supervisor straight to
+  the pre-forked child: one ``Start`` with the call's socket and output pipe
+  attached, so handing a call over wakes no other process;
 - the call socket (``SOCK_STREAM``) between the supervisor and one child: a
-  length-prefixed ``CallRequest`` in, a length-prefixed ``CallResult`` out.
+  length-prefixed ``CallRequest`` in; ``TAKEN``, then a length-prefixed
+  ``CallResult`` out.
 
 This module imports only msgspec and ``gateway.manifests.model``.
 """
@@ -24,6 +28,7 @@ from gateway.manifests.model import CallContext
 
 __all__ = [
     "HEADER",
+    "TAKEN",
     "CallRequest",
     "CallResult",
     "Capabilities",
@@ -34,7 +39,9 @@ __all__ = [
     "Kill",
     "Limits",
     "Ready",
+    "Spare",
     "Start",
+    "Used",
     "decode_control",
     "encode",
     "frame",
@@ -42,6 +49,9 @@ __all__ = [
 
 HEADER = struct.Struct(">I")
 """4-byte big-endian length before every call-socket frame."""
+TAKEN = b"\x06"
+"""The byte a child sends on its call socket once it has read the request, before the
+action runs: a child that died without sending it never ran the call (it is retried)."""
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +110,9 @@ class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
     isolate_network: bool
     probe: bool = False
     fs: FsPolicy | None = None
+    own_uids: bool = False
+    """Every call runs under a uid of its own (the zygote is root): call directories
+    are then kept apart by their owners, and one Landlock ruleset serves every call."""
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
@@ -114,8 +127,21 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
     tmp: str = ""
 
 
+class Spare(msgspec.Struct, frozen=True, kw_only=True, tag="spare"):
+    """A pre-forked child ``id`` (a serial, never reused) is ready; its socket rides along."""
+
+    id: int
+    pid: int
+
+
+class Used(msgspec.Struct, frozen=True, kw_only=True, tag="used"):
+    """Spare ``id`` got a call: the zygote forks its replacement."""
+
+    id: int
+
+
 class Start(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
-    """Fork a child for call ``id``; two fds ride along: call socket, output pipe.
+    """Run one call in spare ``id``; two fds ride along: call socket, output pipe.
 
     ``fs_read``/``fs_write``: directories this call alone may also read, or read
     and write (its SQLite database's), on top of the zygote's allow-list.
@@ -130,24 +156,22 @@ class Start(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
 
 
 class Kill(msgspec.Struct, frozen=True, kw_only=True, tag="kill"):
-    """Kill call ``id``'s whole process group now."""
+    """Kill spare ``id``'s whole process group now (a no-op once it is reaped)."""
 
     id: int
 
 
 class Exited(msgspec.Struct, frozen=True, kw_only=True, tag="exited"):
-    """Call ``id``'s child is gone and reaped, with everything it started.
+    """Spare ``id`` is gone and reaped, with everything it started.
 
-    ``status`` is ``os.waitstatus_to_exitcode`` (negative = killed by that
-    signal); ``error`` is set when the zygote could not even fork.
+    ``status`` is ``os.waitstatus_to_exitcode`` (negative = killed by that signal).
     """
 
     id: int
     status: int
-    error: str | None = None
 
 
-Control = Init | Ready | Start | Kill | Exited
+Control = Init | Ready | Spare | Used | Start | Kill | Exited
 
 
 class CallRequest(msgspec.Struct, frozen=True, kw_only=True):

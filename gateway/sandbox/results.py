@@ -108,13 +108,20 @@ _SIGNAL_ERRORS = {
 }
 
 
+SETUP_FAILED = {
+    71: "confining the child failed",
+    72: "the zygote was gone before the call started",
+}
+"""Exit codes of a spare that failed before the action ran (see ``worker.run_spare``)."""
+
+
 def exit_failure(status: Exited, limits: Limits, started: float) -> ToolResult:
     """The tool error for a child that ended without a result (signal, exit code)."""
-    if status.error:
-        return failure(
-            started, "sandbox_error", f"the sandbox could not start the call: {status.error}"
-        )
     code = status.status
+    if code in SETUP_FAILED:
+        return failure(
+            started, "sandbox_error", f"the sandbox could not set up the call: {SETUP_FAILED[code]}"
+        )
     if code < 0:
         signum = -code
         error_type, template = _SIGNAL_ERRORS.get(
@@ -195,14 +202,13 @@ def call_outcome(
     reader: asyncio.Future[bytes | None],
     status: Exited | None,
     output: OutputReader,
-    killed: bool,
     started: float,
 ) -> ToolResult:
     """The ``ToolResult`` of a finished call: its result frame, or why there is none.
 
     ``reader`` read the child's result frame, ``status`` is how the child exited
-    (None when it answered and is still exiting), ``killed`` is set when the frame
-    was over the limit and the call was killed for it.
+    (None when it answered and is still exiting). A frame over the limit got
+    the call killed; a broken socket counts as no answer (the exit status says why).
     """
     body: bytes | None = None
     too_large: int | None = None
@@ -219,12 +225,11 @@ def call_outcome(
             output=mask(output.text()[-2000:], request.call.secrets),
             dropped=output.dropped,
         )
-    if too_large is not None or killed:
+    if too_large is not None:
         return failure(
             started,
             "output_too_large",
-            f"the action's result ({too_large or 0} bytes) is over the "
-            f"{limits.max_output_kb} KB limit",
+            f"the action's result ({too_large} bytes) is over the {limits.max_output_kb} KB limit",
         )
     if body is not None:
         try:

@@ -44,7 +44,14 @@ from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox import _linux
-from gateway.sandbox._channels import OutputReader, ZygoteChannel, ZygoteDied, read_frame
+from gateway.sandbox._channels import (
+    CallProgress,
+    OutputReader,
+    TooLarge,
+    ZygoteChannel,
+    ZygoteDied,
+    read_frame,
+)
 from gateway.sandbox._fs_policy import catalog_fs_policy, database_dirs
 from gateway.sandbox._zygote_keys import (
     PROBE_KEY,
@@ -65,7 +72,9 @@ from gateway.sandbox.protocol import (
     Limits,
     Ready,
     Start,
+    Used,
     decode_control,
+    encode,
     frame,
 )
 from gateway.sandbox.results import (
@@ -87,6 +96,8 @@ log = structlog.get_logger("gateway.sandbox")
 _key = zygote_key  # the name the protocol tests use
 
 _READY_TIMEOUT = 60.0
+_ATTEMPTS = 3
+"""Spares tried for one call when each dies before taking it (killed from outside)."""
 _KILL_GRACE = 5.0
 _ENVELOPE = 64 * 1024  # room for the JSON around the output in a result frame
 
@@ -223,6 +234,7 @@ class Supervisor:
             isolate_network=not network,
             probe=probe,
             fs=fs,
+            own_uids=self._root,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -246,7 +258,7 @@ class Supervisor:
                 log.warning("sandbox.warning", message=warning)
         if ready.network_error:
             log.warning("sandbox.network_isolation_unavailable", error=ready.network_error)
-        zygote.reader = asyncio.create_task(zygote.read_loop())
+        zygote.start_reading()
         return zygote
 
     async def _zygote(self, key: Key) -> ZygoteChannel:
@@ -345,14 +357,27 @@ class Supervisor:
             config=msgspec.to_builtins(action.config),
             call=call,
         )
-        zygote.active += 1
-        try:
-            result = await self._run_child(zygote, action, request, limits, slot, started)
-        finally:
-            zygote.active -= 1
-            if zygote.retired and zygote.active == 0 and zygote in self._retired:
-                self._retired.discard(zygote)
-                await zygote.close()
+        deadline = asyncio.get_running_loop().time() + action.timeout
+        for attempt in range(_ATTEMPTS):
+            if attempt:  # the last spare died before it took the call: nothing ran
+                zygote = await self._zygote(zygote_key(action))
+            zygote.active += 1
+            try:
+                result = await self._run_child(
+                    zygote, action, request, limits, slot, started, deadline
+                )
+            finally:
+                zygote.active -= 1
+                if zygote.retired and zygote.active == 0 and zygote in self._retired:
+                    self._retired.discard(zygote)
+                    await zygote.close()
+            if result is not None:
+                break
+            log.warning("sandbox.spare_lost", action=action.name, correlation_id=correlation_id)
+        else:
+            result = failure(
+                started, "crashed", "the sandbox processes died before the call could start"
+            )
         return redact(result, call.secrets, action.name, correlation_id)
 
     async def _run_child(
@@ -363,25 +388,23 @@ class Supervisor:
         limits: Limits,
         slot: int,
         started: float,
-    ) -> ToolResult:
+        deadline: float,
+    ) -> ToolResult | None:
+        """One attempt at the call; None if the spare died before it took the call."""
         loop = asyncio.get_running_loop()
-        call_id = next(self._ids)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
-        exited: asyncio.Future[Exited] = loop.create_future()
-        zygote.pending[call_id] = exited
         start = Start(
-            id=call_id,
+            id=0,
             limits=limits,
             uid=SANDBOX_UID_BASE + slot if self._root else None,
             gid=SANDBOX_GID if self._root else None,
             **database_dirs(action, request.call),
         )
         try:
-            await zygote.send(start, [theirs.fileno(), out_w])
-        except OSError:
-            zygote.pending.pop(call_id, None)
-            zygote.mark_dead()
+            async with asyncio.timeout_at(deadline):
+                serial, exited = await self._hand_over(zygote, start, theirs.fileno(), out_w)
+        except BaseException:
             mine.close()
             os.close(out_r)
             raise
@@ -390,29 +413,31 @@ class Supervisor:
             os.close(out_w)
         mine.setblocking(False)
         output = OutputReader(out_r, limits.max_output_kb * 1024)
-        reader = asyncio.ensure_future(read_frame(mine, limits.max_output_kb * 1024 + _ENVELOPE))
-        killed = False
+        progress = CallProgress()
+        cap = limits.max_output_kb * 1024 + _ENVELOPE
+        reader = asyncio.ensure_future(read_frame(mine, cap, progress))
+        too_large = False
         status: Exited | None = None
         try:
             try:
-                async with asyncio.timeout(action.timeout):
+                async with asyncio.timeout_at(deadline):
                     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                         # A child that died before reading is reported by its exit status.
                         await loop.sock_sendall(mine, frame(request))
                     either: set[asyncio.Future[Any]] = {reader, exited}
                     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                    if reader.done() and reader.exception() is not None:
-                        killed = True
-                        await self._kill(zygote, call_id, exited)
+                    if reader.done() and isinstance(reader.exception(), TooLarge):
+                        too_large = True
+                        await self._kill(zygote, serial, exited)
                     elif not reader.done():
                         # The child is gone; whatever it wrote is already in the socket.
                         await asyncio.wait({reader}, timeout=1.0)
-                    if killed or not answered(reader):
+                    if too_large or not answered(reader):
                         status = await exited
                     # else: the child cleaned up before answering and is exiting; the
                     # zygote reaps it (and anything a stray thread started) on its own.
             except TimeoutError:
-                await self._kill(zygote, call_id, exited)
+                await self._kill(zygote, serial, exited)
                 return failure(
                     started,
                     "timeout",
@@ -422,21 +447,53 @@ class Supervisor:
             except ZygoteDied:
                 if answered(reader):
                     status = None
+                elif not progress.taken:
+                    return None
                 else:
                     return failure(started, "crashed", "the sandbox process died during the call")
             except (asyncio.CancelledError, Exception):
                 with contextlib.suppress(Exception):
-                    await self._kill(zygote, call_id, exited)
+                    await self._kill(zygote, serial, exited)
                 raise
+            if not (progress.taken or too_large) and status is not None and status.status < 0:
+                return None  # killed before it read the request (never our limits: none set)
             output.drain()
-            return call_outcome(request, action, limits, reader, status, output, killed, started)
+            return call_outcome(request, action, limits, reader, status, output, started)
         finally:
             reader.cancel()
-            zygote.pending.pop(call_id, None)
+            zygote.pending.pop(serial, None)
             if not exited.done():
                 exited.cancel()
             output.close()
             mine.close()
+
+    async def _hand_over(
+        self, zygote: ZygoteChannel, start: Start, call_fd: int, out_fd: int
+    ) -> tuple[int, asyncio.Future[Exited]]:
+        """Give the call's fds to an idle spare; its serial and exit future.
+
+        The spare is told directly (the zygote only learns from ``Used`` that
+        it should fork the next one). A spare that died while it waited in the
+        queue refuses the message; the next one is tried.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            serial, sock = await zygote.take_spare()
+            exited: asyncio.Future[Exited] = loop.create_future()
+            zygote.pending[serial] = exited
+            try:
+                with sock:
+                    message = encode(msgspec.structs.replace(start, id=serial))
+                    socket.send_fds(sock, [message], [call_fd, out_fd])
+            except OSError:
+                zygote.pending.pop(serial, None)
+                exited.cancel()
+                continue
+            try:
+                await zygote.send(Used(id=serial))
+            except OSError:
+                zygote.mark_dead()
+            return serial, exited
 
     async def _kill(
         self, zygote: ZygoteChannel, call_id: int, exited: asyncio.Future[Exited]

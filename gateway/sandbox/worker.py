@@ -1,18 +1,19 @@
 # os.path on purpose: pathlib would grow every fork, and this is the hot path.
-# ruff: noqa: PTH102, PTH118, PTH208
-"""The sandbox's child side: what one forked call child does (see ``zygote.py``).
+# ruff: noqa: PTH102, PTH208
+"""The sandbox's child side: what one pre-forked child (a *spare*) does (see ``zygote.py``).
 
-A child, before running anything: starts a new session, keeps only its call
-socket and output pipe, gets a fresh private working directory, sets rlimits,
-``PR_SET_NO_NEW_PRIVS``, becomes a subreaper for its descendants, restricts
-its filesystem access to the zygote's Landlock allow-list plus its own
-directory (where the kernel has Landlock), drops to an
-unprivileged uid when the zygote is root, asks to die with the zygote, and
-replaces its environment with a minimal one plus the action's secrets (read,
-with the arguments, from its own call socket). It answers one length-prefixed
-``CallResult`` after killing whatever the action started. A *spare* child does
-the call-independent part (including its seccomp filter, built once in the
-zygote) and warms the call path before its call arrives.
+A spare inherits from the zygote what every child shares: the minimal
+environment, ``PR_SET_NO_NEW_PRIVS``, the seccomp filter and the Landlock
+ruleset fd. Before its call it starts a new session, keeps only its socket
+(and that ruleset), becomes a subreaper for its descendants, makes and enters
+its private working directory, and rehearses the call path. The supervisor
+then hands it the call's socket and output pipe; the child sets rlimits,
+restricts its filesystem access to the allow-list (plus its SQLite database's
+directory, if any) where the kernel has Landlock, drops to an unprivileged uid
+when the zygote is root, asks to die with the zygote, adds the action's
+secrets (read, with the arguments, from its own call socket) to its
+environment, runs the action, and answers one length-prefixed ``CallResult``
+after killing whatever the action started.
 
 Imports only the standard library, msgspec, ``gateway.sandbox.protocol`` and
 ``gateway.manifests.model``; action kinds are imported by name.
@@ -37,6 +38,7 @@ from gateway.manifests.model import ActionConfig, CallContext
 from gateway.sandbox import _linux
 from gateway.sandbox.protocol import (
     HEADER,
+    TAKEN,
     CallRequest,
     CallResult,
     Limits,
@@ -51,7 +53,7 @@ __all__ = [
     "SPARE_NAME",
     "children_of",
     "prepare",
-    "run_child",
+    "run_call",
     "run_spare",
 ]
 
@@ -94,19 +96,20 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
-def prepare(ctl: socket.socket, keep: socket.socket | None) -> None:
-    """The call-independent part of confining a fresh fork (done early by spares)."""
+def prepare(ctl: socket.socket, keep: socket.socket, ruleset: int | None) -> None:
+    """The first steps of a fresh fork: own session, only ``keep`` and ``ruleset`` open."""
     os.setsid()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails, not kills
     ctl.detach()  # its fd is closed below; the object must not close a reused number
-    if keep is not None:
-        fd = keep.fileno()
-        os.closerange(3, fd)
-        os.closerange(fd + 1, 1 << 20)
-        # Die with the zygote while waiting (re-armed after the uid change, which clears it).
-        _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    low = 3
+    for fd in sorted({keep.fileno(), keep.fileno() if ruleset is None else ruleset}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+    # Die with the zygote while waiting (re-armed after the uid change, which clears it).
+    _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class _WarmConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -155,24 +158,27 @@ def _warm(ready: _Prepared) -> None:
 def run_spare(
     ctl: socket.socket,
     zygote_pid: int,
-    tmp: str,
+    cwd: str,
     sock: socket.socket,
     *,
     landlock: _linux.LandlockRules | None = None,
+    ruleset: int | None = None,
 ) -> int:
     """A pre-forked child: do all that does not depend on the call, wait for it, run it.
 
-    While it waits, a spare confines itself (``_confine``), makes and enters its
-    working directory, loads the Landlock ruleset with that directory in it, and
+    While it waits, a spare makes and enters its working directory ``cwd`` and
     rehearses the call path (``_warm``) so that the copy-on-write page faults of
-    its first run (several microseconds each here) are paid before a call waits.
+    its first run (several microseconds each) are paid before a call waits. The
+    zygote already set what every child shares: the minimal environment,
+    no_new_privs, the seccomp filter, and ``ruleset`` (its Landlock rules
+    loaded once; None without Landlock, or if the kernel refused).
     """
-    prepare(ctl, sock)
+    prepare(ctl, sock, ruleset)
     _linux.set_name(SPARE_NAME)
     if os.getppid() != zygote_pid:
         return 72
-    _confine()
-    ready = _Prepared.make(tmp, landlock, prebuild=True)
+    _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+    ready = _Prepared.make(cwd, landlock, ruleset)
     _warm(ready)
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
     sock.close()
@@ -181,79 +187,55 @@ def run_spare(
     msg = decode_control(data)
     assert isinstance(msg, Start)
     _linux.set_name(CALL_NAME)
-    return run_call(msg, fds[0], fds[1], zygote_pid, ready, confined=True, landlock=landlock)
-
-
-def call_dir(tmp: str, pid: int) -> str:
-    """The working directory of the call child ``pid`` (the zygote removes it after reaping)."""
-    return os.path.join(tmp, f"p{pid}")
+    return run_call(msg, fds[0], fds[1], zygote_pid, ready, landlock=landlock)
 
 
 class _Prepared:
-    """What a child set up before its call: its directory, Landlock ruleset, address space."""
+    """What a spare set up before its call: its directory, Landlock ruleset, address space.
 
-    __slots__ = ("cwd", "ruleset", "vsize")
+    ``shared``: ``ruleset`` is the zygote's (one kernel object for every child:
+    never add rules to it); otherwise it is this spare's own, with its directory.
+    """
 
-    def __init__(self, cwd: str, ruleset: int | None, vsize: int) -> None:
+    __slots__ = ("cwd", "ruleset", "shared", "vsize")
+
+    def __init__(self, cwd: str, ruleset: int | None, *, shared: bool, vsize: int) -> None:
         self.cwd = cwd
         self.ruleset = ruleset
+        self.shared = shared
         self.vsize = vsize
 
     @classmethod
-    def make(cls, tmp: str, landlock: _linux.LandlockRules | None, *, prebuild: bool) -> _Prepared:
-        """Make and enter this child's own directory (mode 0700, root's until the call).
+    def make(cls, cwd: str, landlock: _linux.LandlockRules | None, shared: int | None) -> _Prepared:
+        """Make and enter ``cwd`` (mode 0700, root's until the call gets its uid).
 
-        ``prebuild``: also load the zygote's rules plus this directory into a
-        ruleset fd (number >= 100, clear of what a call dup2s); a failure leaves
-        the call to build it, and to fail closed if it cannot.
+        Without the zygote's ``shared`` ruleset, load the rules plus ``cwd`` into
+        one of our own (number >= 100, clear of what a call dup2s); a failure
+        leaves the call to build it, and to fail closed if it cannot.
         """
-        cwd = call_dir(tmp, os.getpid())
         os.mkdir(cwd, 0o700)
         os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(MINIMAL_ENV)
-        os.environ.update({"HOME": cwd, "TMPDIR": cwd})
+        os.environ["HOME"] = cwd
+        os.environ["TMPDIR"] = cwd
         if "tempfile" in sys.modules:
             sys.modules["tempfile"].tempdir = cwd  # type: ignore[attr-defined]
         sys.dont_write_bytecode = True
+        if shared is not None or landlock is None:
+            return cls(cwd, shared, shared=shared is not None, vsize=_vsize())
         ruleset = None
-        if landlock is not None and prebuild:
-            with contextlib.suppress(OSError):
-                fd = _linux.landlock_ruleset(landlock)
-                try:
-                    _linux.landlock_add_rules(fd, landlock.handled, ((cwd, _linux.FS_ALL),))
-                    ruleset = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _RULESET_FD)
-                finally:
-                    os.close(fd)
-        return cls(cwd, ruleset, _vsize())
+        with contextlib.suppress(OSError):
+            fd = _linux.landlock_ruleset(landlock)
+            try:
+                _linux.landlock_add_rules(fd, landlock.handled, ((cwd, _linux.FS_ALL),))
+                ruleset = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _RULESET_FD)
+            finally:
+                os.close(fd)
+        return cls(cwd, ruleset, shared=False, vsize=_vsize())
 
 
 def _vsize() -> int:
     with open("/proc/self/statm", "rb") as fh:  # noqa: PTH123 - hot path
         return int(fh.read().split()[0]) * _PAGE
-
-
-def _confine() -> None:
-    """The call-independent confinement: no new privileges, subreaper, seccomp filter."""
-    _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
-    _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
-    # Defense in depth; where the kernel or architecture lacks it, `gateway doctor` says so.
-    with contextlib.suppress(OSError):
-        _linux.install_seccomp_filter()
-
-
-def run_child(
-    msg: Start,
-    call_fd: int,
-    out_fd: int,
-    tmp: str,
-    zygote_pid: int,
-    *,
-    landlock: _linux.LandlockRules | None = None,
-) -> int:
-    """Run one call in a fork made for it (no spare was ready); return the exit code."""
-    ready = _Prepared.make(tmp, landlock, prebuild=False)
-    return run_call(msg, call_fd, out_fd, zygote_pid, ready, confined=False, landlock=landlock)
 
 
 def run_call(
@@ -263,15 +245,15 @@ def run_call(
     zygote_pid: int,
     ready: _Prepared,
     *,
-    confined: bool,
     landlock: _linux.LandlockRules | None,
 ) -> int:
     """Confine this prepared child to one call, run it, clean up; return the exit code.
 
-    ``confined``: ``_confine`` already ran (a spare). ``landlock``: the zygote's
-    filesystem allow-list (None: the kernel has no Landlock); ``ready.ruleset``:
-    that list plus the call's directory, already loaded (by a spare). The call's
-    directory is removed by the zygote once this process is reaped.
+    ``landlock``: the zygote's filesystem allow-list (None: the kernel has no
+    Landlock); ``ready.ruleset``: that list, already loaded (see ``_Prepared``).
+    A call with directories of its own (a SQLite database's) adds them, to a
+    fresh copy if the ruleset is shared. The call's directory is removed by the
+    zygote once this child is reaped.
     """
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
@@ -291,14 +273,14 @@ def run_call(
     if uid is not None and gid is not None:
         os.chown(ready.cwd, uid, gid)
     _apply_limits(limits, drop=drop, vsize=ready.vsize)
-    if not confined:
-        _confine()
     if landlock is not None:  # after no_new_privs, before the uid change (opens as the zygote)
         extra = (
             *((p, _linux.FS_READ) for p in msg.fs_read),
             *((p, _DB_WRITE) for p in msg.fs_write),
         )
-        if ruleset is None:
+        if ruleset is None or (extra and ready.shared):
+            if ruleset is not None:
+                os.close(ruleset)
             ruleset = _linux.landlock_ruleset(landlock)
             extra = (*extra, (ready.cwd, _linux.FS_ALL))
         if extra:
@@ -317,6 +299,7 @@ def run_call(
     sock = socket.socket(fileno=3)
     sock.setblocking(True)
     request = _read_request(sock)
+    sock.sendall(TAKEN)
     if request.call.secrets:
         os.environ.update(request.call.secrets)
     result = _execute(request, limits)

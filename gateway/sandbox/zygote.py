@@ -6,15 +6,18 @@ The supervisor starts ``python -I -B -c BOOT <fd>`` with a minimal environment;
 ``main`` turns that interpreter into a zygote: it imports the action kinds
 and the catalog's Python modules once (user modules always from source: a
 same-size edit within a second must not run a stale ``.pyc``), optionally
-moves itself into a new network namespace, keeps one pre-forked child ready
-(see ``worker.py``), and on each ``Start`` hands the call's socket and output
-pipe to it (or forks one), then forks the next spare. It holds no secrets
-(arguments travel on the call's own socket straight to the child), is
-undumpable, and is the subreaper of its children: it reaps them, kills
-whatever a failed call left behind, removes the call's directory and reports
-``Exited``. Where the kernel has Landlock, it computes the children's
-filesystem allow-list once (``_fs_policy.landlock_rules``) from the
-supervisor's ``FsPolicy``, its own prefixes and ``sys.path``.
+moves itself into a new network namespace, trims its heap, and then keeps
+``_SPARES`` idle pre-forked children (*spares*, see ``worker.py``) lent to the
+supervisor: each spare's socket goes to the supervisor in a ``Spare``
+message, and the supervisor hands a call straight to a spare, so the zygote
+is not on the call's path at all. ``Used`` says a spare got its call (fork the
+next one). It holds no secrets (arguments travel on the call's own socket
+straight to the child), is undumpable, and is the subreaper of its children:
+it reaps them, kills whatever a failed call left behind, removes the child's
+directory and reports ``Exited``; ``Kill`` kills a spare's process group.
+Where the kernel has Landlock, it computes the children's filesystem
+allow-list once (``_fs_policy.landlock_rules``) from the supervisor's
+``FsPolicy``, its own prefixes and ``sys.path``.
 
 Imports only the standard library, msgspec, ``gateway.sandbox`` and the
 fresh-source loader of ``gateway.manifests._introspect``.
@@ -23,6 +26,7 @@ fresh-source loader of ``gateway.manifests._introspect``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import importlib
 import importlib.machinery
@@ -32,6 +36,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 
 import msgspec
 
@@ -43,18 +48,12 @@ from gateway.sandbox.protocol import (
     Init,
     Kill,
     Ready,
-    Start,
+    Spare,
+    Used,
     decode_control,
     encode,
 )
-from gateway.sandbox.worker import (
-    CALL_NAME,
-    call_dir,
-    children_of,
-    prepare,
-    run_child,
-    run_spare,
-)
+from gateway.sandbox.worker import MINIMAL_ENV, children_of, run_spare
 
 __all__ = ["BOOT", "main"]
 
@@ -63,7 +62,11 @@ _landlock_rules = landlock_rules
 _pruned = pruned
 
 _SPARES = 2
-"""Pre-forked children kept ready: forking (~1 ms) and warming are off the call path."""
+"""Idle pre-forked children kept lent out: forking and warming are off the call path."""
+_RULESET_FD = 100
+"""The base Landlock ruleset's fd is moved at or above this, clear of what a call dup2s."""
+_FORK_RETRY = 0.1
+"""Seconds before forking again after the kernel refused a fork."""
 
 BOOT = (
     "import sys; sys.path[:0] = sys.argv[2:]; "
@@ -127,17 +130,26 @@ def main(ctl_fd: int) -> None:
 
 
 class _Zygote:
-    """Forks one child per call, reaps it and everything it started."""
+    """Keeps pre-forked spares lent to the supervisor; reaps them and all they started.
+
+    Every child is a spare with a serial that is never reused (pids are): the
+    supervisor names children by serial in ``Used`` and ``Kill``, the zygote in
+    ``Spare`` and ``Exited``, so a late ``Kill`` can never hit a recycled pid.
+    """
 
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
         self.pid = os.getpid()
-        self.calls: dict[int, int] = {}  # child pid -> call id
-        self.pids: dict[int, int] = {}  # call id -> child pid
-        self.spares: list[tuple[int, socket.socket]] = []  # pre-forked children, waiting
+        self.children: dict[int, int] = {}  # pid -> serial, until reaped
+        self.serials: dict[int, int] = {}  # serial -> pid, until reaped
+        self.idle: set[int] = set()  # serials lent out and not yet given a call
+        self.serial = 0
+        self.fork_failed_at = 0.0
         self.tmp = _mkdtemp()
         os.chmod(self.tmp, 0o711)  # noqa: S103 - children may enter their own dir, not list others
         self.landlock: _linux.LandlockRules | None = None  # the children's allow-list
+        self.ruleset: int | None = None  # that list loaded once, if every call may share it
+        self.dirs: dict[int, str] = {}  # serial -> the child's working directory
 
     def init(self) -> None:
         data = self.ctl.recv(1 << 20)
@@ -176,9 +188,16 @@ class _Zygote:
             from gateway.sandbox.probes import probe
 
             capabilities = probe()
-        with contextlib.suppress(OSError):
-            _linux.prepare_seccomp_filter()  # built once here, not in every call
         self.landlock = _landlock_rules(msg.fs, self.tmp)
+        if self.landlock is not None and msg.own_uids:
+            self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
+        # Children inherit the environment, no_new_privs and the seccomp filter: set
+        # them here once (the zygote needs none of the denied calls from now on).
+        os.environ.clear()
+        os.environ.update(MINIMAL_ENV)
+        _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
+        with contextlib.suppress(OSError):  # `gateway doctor` says when it is missing
+            _linux.install_seccomp_filter()
         gc.collect()
         gc.freeze()  # keep the imported heap shared copy-on-write across forks
         trim_heap()  # fewer pages mapped: cheaper fork and exit per call
@@ -204,11 +223,12 @@ class _Zygote:
         selector.register(self.ctl, selectors.EVENT_READ)
         selector.register(wake_r, selectors.EVENT_READ)
         while True:
-            # Top the pool of spares up whenever no message waits (handing a call over
-            # comes first): under a steady stream of calls, spares must keep up with it.
-            refill = len(self.spares) < _SPARES
-            events = selector.select(timeout=0 if refill else None)
-            if not events and refill:
+            # Keep _SPARES idle spares lent out; a message waiting comes first.
+            timeout = None
+            if len(self.idle) < _SPARES:
+                timeout = max(0.0, self.fork_failed_at + _FORK_RETRY - time.monotonic())
+            events = selector.select(timeout=timeout)
+            if not events and timeout is not None:
                 self.fork_spare(selector)
             for key, _ in events:
                 if key.fd == wake_r:
@@ -224,88 +244,55 @@ class _Zygote:
                     data, fds, _, _ = socket.recv_fds(self.ctl, 1 << 16, 4)
                 except OSError:  # the supervisor went away mid-message: same as EOF
                     data, fds = b"", []
+                for fd in fds:  # nothing the supervisor sends here carries fds
+                    os.close(fd)
                 if not data:
                     self.shutdown()
                     return
                 msg = decode_control(data)
-                if isinstance(msg, Start) and len(fds) == 2:
-                    self.start(msg, fds[0], fds[1], selector)
-                else:
-                    for fd in fds:
-                        os.close(fd)
-                    if isinstance(msg, Kill):
-                        self.kill(msg.id)
-
-    def start(
-        self, msg: Start, call_fd: int, out_fd: int, selector: selectors.BaseSelector
-    ) -> None:
-        pid = self.hand_to_spare(msg, call_fd, out_fd)
-        if pid is None:
-            try:
-                pid = os.fork()
-            except OSError as exc:
-                os.close(call_fd)
-                os.close(out_fd)
-                self.send(Exited(id=msg.id, status=-1, error=f"fork failed: {exc.strerror}"))
-                return
-            if pid == 0:  # pragma: no cover - the child; coverage cannot follow os._exit
-                code = 70
-                try:
-                    selector.close()
-                    prepare(self.ctl, None)
-                    _linux.set_name(CALL_NAME)
-                    code = run_child(
-                        msg, call_fd, out_fd, self.tmp, self.pid, landlock=self.landlock
-                    )
-                except BaseException:
-                    code = 71
-                finally:
-                    os._exit(code)
-        os.close(call_fd)
-        os.close(out_fd)
-        self.calls[pid] = msg.id
-        self.pids[msg.id] = pid
-
-    def hand_to_spare(self, msg: Start, call_fd: int, out_fd: int) -> int | None:
-        """Give the call to the pre-forked child; its pid, or None to fork one now."""
-        if not self.spares:
-            return None
-        pid, sock = self.spares.pop(0)  # the oldest has finished warming up
-        try:
-            socket.send_fds(sock, [encode(msg)], [call_fd, out_fd])
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-            return None
-        finally:
-            sock.close()
-        return pid
+                if isinstance(msg, Used):
+                    self.idle.discard(msg.id)
+                elif isinstance(msg, Kill):
+                    self.kill(msg.id)
 
     def fork_spare(self, selector: selectors.BaseSelector) -> None:
+        """Fork a spare and lend its socket to the supervisor."""
+        # Unguessable: a call may not reach a sibling's directory by name (same uid, no root).
+        cwd = os.path.join(self.tmp, f"s{self.serial + 1}-{os.urandom(12).hex()}")
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()
         except OSError:
             mine.close()
             theirs.close()
+            self.fork_failed_at = time.monotonic()
             return
         if pid == 0:  # pragma: no cover - the spare child
             code = 70
             try:
                 selector.close()
                 mine.close()
-                code = run_spare(self.ctl, self.pid, self.tmp, theirs, landlock=self.landlock)
+                code = run_spare(
+                    self.ctl, self.pid, cwd, theirs, landlock=self.landlock, ruleset=self.ruleset
+                )
             except BaseException:
                 code = 71
             finally:
                 os._exit(code)
         theirs.close()
-        self.spares.append((pid, mine))
+        self.serial += 1
+        self.children[pid] = self.serial
+        self.serials[self.serial] = pid
+        self.dirs[self.serial] = cwd
+        self.idle.add(self.serial)
+        # If the supervisor is gone, EOF on the next read ends the loop.
+        with contextlib.suppress(OSError), mine:
+            socket.send_fds(self.ctl, [encode(Spare(id=self.serial, pid=pid))], [mine.fileno()])
 
-    def kill(self, call_id: int) -> None:
-        pid = self.pids.get(call_id)
+    def kill(self, serial: int) -> None:
+        pid = self.serials.get(serial)
         if pid is None:
-            return
+            return  # already reaped
         # The child is not reaped until SIGCHLD is handled, so pid and pgid are still ours.
         for target in (-pid, pid):
             with contextlib.suppress(OSError):
@@ -320,11 +307,8 @@ class _Zygote:
             if info is None:
                 return
             pid = info.si_pid
-            call_id = self.calls.pop(pid, None)
-            for spare in [sp for sp in self.spares if sp[0] == pid]:
-                spare[1].close()  # a spare died on its own; the pool is topped up when idle
-                self.spares.remove(spare)
-            if call_id is not None:
+            serial = self.children.pop(pid, None)
+            if serial is not None:
                 # The zombie keeps the pgid reserved, so this hits only its group.
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
@@ -332,22 +316,21 @@ class _Zygote:
                 _, status = os.waitpid(pid, 0)
             except ChildProcessError:
                 continue
-            if call_id is None:  # a spare, or a stray we killed earlier
-                shutil.rmtree(call_dir(self.tmp, pid), ignore_errors=True)
-                continue
-            self.pids.pop(call_id, None)
+            if serial is None:
+                continue  # a stray we killed earlier
+            del self.serials[serial]
+            cwd = self.dirs.pop(serial)
+            self.idle.discard(serial)
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 # The child did not clean up: its orphans were handed to us (subreaper).
                 self.kill_strays()
-            self.send(Exited(id=call_id, status=code))
-            # Removed before the pid can be reused (nothing forks in between).
-            shutil.rmtree(call_dir(self.tmp, pid), ignore_errors=True)
+            self.send(Exited(id=serial, status=code))
+            shutil.rmtree(cwd, ignore_errors=True)
 
     def kill_strays(self) -> None:
         for _ in range(1000):
-            spares = {sp[0] for sp in self.spares}
-            strays = [p for p in children_of(self.pid) if p not in self.calls and p not in spares]
+            strays = [p for p in children_of(self.pid) if p not in self.children]
             if not strays:
                 return
             for pid in strays:
@@ -358,20 +341,14 @@ class _Zygote:
                     os.waitpid(pid, 0)
 
     def shutdown(self) -> None:
-        for pid, sock in self.spares:
-            sock.close()
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-        self.spares.clear()
-        for call_id in list(self.pids):
-            self.kill(call_id)
-        for pid in list(self.calls):
+        for pid in list(self.children):
+            for target in (-pid, pid):
+                with contextlib.suppress(OSError):
+                    os.kill(target, signal.SIGKILL)
+        for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-        self.calls.clear()
+        self.children.clear()
         self.kill_strays()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -410,6 +387,33 @@ def _fresh_source_under(roots: list[str]) -> None:
     sys.path_hooks.insert(0, hook)
     for root in roots:  # a finder cached for a root before the hook was in place
         sys.path_importer_cache.pop(root, None)
+
+
+def _shared_ruleset(
+    rules: _linux.LandlockRules, tmp: str
+) -> tuple[_linux.LandlockRules, int | None]:
+    """The children's rules plus the whole call-directory root, and that list loaded once.
+
+    Only when every call has a uid of its own: a child may then use anything
+    below ``tmp`` (root's, mode 0711: enterable, not listable), because a
+    sibling's directory is mode 0700 and owned by the sibling's uid (or still by
+    root), so ownership, not Landlock, keeps calls apart. With one uid for all
+    calls each spare loads the rules plus its own directory instead (a call
+    owning ``tmp`` could ``chmod`` it and list the others). The fd (number >=
+    100, inherited by every fork) is None if the kernel refused: each spare then
+    builds its own, and the call fails closed if even that fails.
+    """
+    rules = rules._replace(rules=(*rules.rules, (tmp, _linux.FS_ALL)))
+    try:
+        fd = _linux.landlock_ruleset(rules)
+    except OSError:
+        return rules, None
+    try:
+        return rules, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _RULESET_FD)
+    except OSError:
+        return rules, None
+    finally:
+        os.close(fd)
 
 
 def _mkdtemp() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -410,6 +411,48 @@ def listener() -> Iterator[int]:
         yield server.getsockname()[1]
     finally:
         server.close()
+
+
+async def test_dead_spares_are_skipped(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Spares killed while they wait for a call are replaced; calls never land on them."""
+    for _ in range(3):
+        deadline = time.monotonic() + 5
+        while not (spares := _spares(supervisor)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert spares, "no spare is waiting"
+        for pid in spares:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        result = await runner.run(catalog, "ok", {"name": "spare"})
+        assert result.output == "hello spare", result
+    assert supervisor.stats.restarts == 0
+    await assert_nothing_left(supervisor)
+
+
+def _spares(supervisor: Supervisor) -> list[int]:
+    zygotes = supervisor.zygote_pids()
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _comm(entry) == SPARE_NAME and _parent(entry) in zygotes
+    ]
+
+
+def _comm(entry: Path) -> str:
+    try:
+        return (entry / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _parent(entry: Path) -> int:
+    try:
+        stat = (entry / "stat").read_bytes()
+    except OSError:
+        return -1
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
 
 
 async def test_network_false_cannot_connect(

@@ -8,12 +8,15 @@ outside directory world-writable, so only Landlock (not the uid) can refuse.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import sqlite3
 import tempfile
 import textwrap
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -311,3 +314,50 @@ async def test_only_sql_actions_reach_their_database(gateway_root: Path, shop_di
         assert "denied" in output
     finally:
         await sup.aclose()
+
+
+async def test_a_call_cannot_reach_a_concurrent_calls_directory(
+    runner: tuple[SandboxRunner, Catalog],
+) -> None:
+    """Knowing a running sibling's directory is not enough to read it, nor to list them all.
+
+    As root every call has its own uid and a 0700 directory; otherwise each call's
+    Landlock ruleset allows only its own directory. The planted file itself is
+    world-readable, so only the directory's protection can refuse.
+    """
+    token = uuid.uuid4().hex
+    first = asyncio.create_task(
+        _code(
+            runner,
+            f"""
+            import os, time
+            with open("note-{token}.txt", "w") as fh:
+                fh.write("private")
+            os.chmod("note-{token}.txt", 0o644)
+            time.sleep(3)
+            print("done")
+            """,
+        )
+    )
+    note = None
+    deadline = time.monotonic() + 10
+    while note is None and time.monotonic() < deadline:
+        found = list(Path(tempfile.gettempdir()).glob(f"gateway-sandbox-*/*/note-{token}.txt"))
+        note = found[0] if found else None
+        await asyncio.sleep(0.02)
+    assert note is not None, "the first call never wrote its file"
+    pair_runner, catalog = runner
+    sibling = await pair_runner.run(catalog, "read", {"path": str(note)})
+    assert json.loads(sibling.output) == {"error": "Permission denied"}
+    listing = await _code(
+        runner,
+        f"""
+        import os
+        try:
+            print(os.listdir({str(note.parent.parent)!r}))
+        except OSError as exc:
+            print("denied", exc.strerror)
+        """,
+    )
+    assert listing.startswith("denied"), listing
+    assert (await first).strip() == "done"

@@ -64,6 +64,8 @@ def test_limits_from_action() -> None:
         (-signal.SIGXCPU, "cpu_limit"),
         (-signal.SIGKILL, "killed"),
         (3, "crashed"),
+        (71, "sandbox_error"),  # confining the spare failed: not the action's fault
+        (72, "sandbox_error"),
     ],
 )
 def test_exit_status_mapping(status: int, error_type: str) -> None:
