@@ -4,11 +4,13 @@ Building the app only configures logging, checks the auth settings and
 declares routes; nothing touches the disk or the network until the ASGI
 lifespan starts. On startup, in order: the thread store and the engine
 (``Engine.start`` opens the store), the provider registry, the sandbox
-(started by the first valid manifest set), the reloader (which loads the
-manifests off the event loop and swaps each valid set in, calling
-``Supervisor.reload`` first), and file watching. A manifest set that does not
-load leaves the gateway up but not ready (``/ready`` is 503, chat routes
-answer 503) until a valid set arrives. Shutdown closes everything in reverse.
+(started by the first valid manifest set), the action runner (whose inline
+HTTP client and database pools open on first use), the reloader (which loads
+the manifests off the event loop and swaps each valid set in, calling
+``Supervisor.reload`` and the runner's ``reload`` first), and file watching.
+A manifest set that does not load leaves the gateway up but not ready
+(``/ready`` is 503, chat routes answer 503) until a valid set arrives.
+Shutdown closes everything in reverse.
 """
 
 from __future__ import annotations
@@ -169,7 +171,9 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
     stack.push_async_callback(supervisor.aclose)
     knowledge = KnowledgeIndex(_knowledge_dir(settings))
     stack.callback(knowledge.close)
-    runner = MeteredRunner(SandboxRunner(supervisor, knowledge), services.metrics)
+    actions = SandboxRunner(supervisor, knowledge)
+    stack.push_async_callback(actions.aclose)  # inline pools, after the engine stopped its runs
+    runner = MeteredRunner(actions, services.metrics)
     services.runner = runner
     engine = Engine(
         catalog=services.catalog_ref,
@@ -202,7 +206,7 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         settings,
         services.catalog_ref,
         load=load,
-        on_swap=[sandbox_swap],
+        on_swap=[sandbox_swap, actions.reload],
         on_result=services.metrics.on_reload,
     )
     services.reloader = reloader

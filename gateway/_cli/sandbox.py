@@ -53,7 +53,8 @@ async def _sandbox(settings: Settings, catalog: Catalog | None) -> AsyncIterator
 def invoke_command(action: str, args_json: str, manifests_dir: str | None) -> None:
     """Run ACTION once through the real sandbox and print its output.
 
-    The arguments are validated against the action's schema first. Prints the
+    An action with `isolation: inline` runs in this process, as the server
+    would run it. The arguments are validated against the action's schema first. Prints the
     output on stdout, the status and duration on stderr; exits 1 unless the
     call succeeded. ACTION may also be a built-in (code_interpreter, file_search).
     """
@@ -70,7 +71,11 @@ def invoke_command(action: str, args_json: str, manifests_dir: str | None) -> No
 
     async def run() -> ToolResult:
         async with _sandbox(settings, catalog) as supervisor:
-            return await SandboxRunner(supervisor).run(catalog, action, args_json)
+            runner = SandboxRunner(supervisor)
+            try:
+                return await runner.run(catalog, action, args_json)
+            finally:
+                await runner.aclose()  # the pools of an isolation: inline action
 
     result = asyncio.run(run())
     click.echo(result.output)
@@ -100,7 +105,11 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
 
     async def run() -> list[ExampleOutcome]:
         async with _sandbox(settings, catalog) as supervisor:
-            return await run_examples(catalog, SandboxRunner(supervisor), only=list(only))
+            runner = SandboxRunner(supervisor)
+            try:
+                return await run_examples(catalog, runner, only=list(only))
+            finally:
+                await runner.aclose()  # the pools of isolation: inline actions
 
     outcomes = asyncio.run(run())
     for outcome in outcomes:

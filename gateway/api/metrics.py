@@ -2,7 +2,8 @@
 
 Each app owns its ``CollectorRegistry`` (two apps in one process, as in tests,
 never collide). ``MeteredRunner`` wraps the engine's ``ActionRunner`` to count
-tool calls and time them; ``observe_run`` follows a run handle to its end;
+tool calls and time them, labelled by ``isolation`` (``sandbox`` or ``inline``,
+see ``isolation_of``); ``observe_run`` follows a run handle to its end;
 the reloader reports through ``on_reload``. ``GET /metrics`` (admin when keys
 are set) serves the text format. Imports ``gateway.executors.base``,
 ``gateway.manifests.catalog`` and prometheus-client.
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from gateway.executors.base import ActionRunner, ToolResult
+from gateway.executors.base import ActionRunner, ToolResult, isolation_of
 
 if TYPE_CHECKING:
     from gateway.manifests.catalog import Catalog
@@ -58,18 +59,27 @@ class Metrics:
             "gateway_run_duration_seconds", "Run wall time.", registry=r, buckets=_LATENCY
         )
         self.tool_calls = Counter(
-            "gateway_tool_calls_total", "Tool calls by status.", ["status"], registry=r
+            "gateway_tool_calls_total",
+            "Tool calls by status and isolation (sandbox | inline).",
+            ["status", "isolation"],
+            registry=r,
         )
         self.tool_seconds = Histogram(
-            "gateway_tool_duration_seconds", "Tool call duration.", registry=r, buckets=_LATENCY
+            "gateway_tool_duration_seconds",
+            "Tool call duration by isolation (sandbox | inline).",
+            ["isolation"],
+            registry=r,
+            buckets=_LATENCY,
         )
         self.reloads = Counter(
             "gateway_reloads_total", "Manifest reload attempts by result.", ["result"], registry=r
         )
         for status in ("completed", "failed", "cancelled"):
             self.runs.labels(status)
-        for status in ("succeeded", "failed", "timed_out"):
-            self.tool_calls.labels(status)
+        for isolation in ("sandbox", "inline"):
+            self.tool_seconds.labels(isolation)
+            for status in ("succeeded", "failed", "timed_out"):
+                self.tool_calls.labels(status, isolation)
         for result in ("swapped", "unchanged", "rejected", "failed"):
             self.reloads.labels(result)
 
@@ -107,6 +117,7 @@ class MeteredRunner:
         result = await self.inner.run(
             catalog, name, arguments, correlation_id=correlation_id, assistant=assistant
         )
-        self._metrics.tool_calls.labels(result.status).inc()
-        self._metrics.tool_seconds.observe(result.duration_ms / 1000.0)
+        isolation = isolation_of(catalog, name)
+        self._metrics.tool_calls.labels(result.status, isolation).inc()
+        self._metrics.tool_seconds.labels(isolation).observe(result.duration_ms / 1000.0)
         return result

@@ -10,9 +10,10 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from gateway.executors.builtins import FILE_SEARCH
 from gateway.manifests.catalog import Catalog
 
-__all__ = ["ActionRunner", "ToolResult"]
+__all__ = ["ActionRunner", "ToolResult", "isolation_of"]
 
 ToolStatus = Literal["succeeded", "failed", "timed_out"]
 
@@ -32,6 +33,18 @@ class ToolResult(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: float
     error_type: str | None = None
     truncated: bool = False
+
+
+def isolation_of(catalog: Catalog, name: str) -> Literal["sandbox", "inline"]:
+    """Where a call of tool ``name`` runs: ``inline`` (the server process) or ``sandbox``.
+
+    An action says so in ``isolation``; of the built-ins ``file_search`` reads
+    the index in the server and ``code_interpreter`` runs in the sandbox.
+    """
+    action = catalog.actions.get(name)
+    if action is not None:
+        return action.isolation
+    return "inline" if name == FILE_SEARCH else "sandbox"
 
 
 class ActionRunner(Protocol):

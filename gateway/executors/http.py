@@ -8,14 +8,23 @@ scheme and host of ``url`` are literal (checked at load time and again before
 sending), so the model never chooses where a request goes. Connect, read and
 total timeouts, a response size cap, non-2xx as a tool error with the status
 and a short excerpt, and an optional ``response`` path selecting what goes
-back. Imports ``gateway.manifests.model`` and ``gateway.executors._common``.
+back. Compiled templates are cached per process.
+
+``run`` sends the request with a client of its own (in the sandbox child);
+``run_inline`` (``isolation: inline``) sends the same request through the
+server's shared, pooled ``httpx.AsyncClient`` (``gateway.executors._pools``).
+Both share building the request and reading and judging the response.
+Imports ``gateway.manifests.model`` and ``gateway.executors._common``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -31,7 +40,11 @@ from gateway.manifests.model import (
 )
 
 if TYPE_CHECKING:
+    import httpx
+    import jinja2
     from jinja2.sandbox import SandboxedEnvironment
+
+    from gateway.executors._pools import Pools
 
 __all__ = ["HttpConfig", "select"]
 
@@ -54,6 +67,24 @@ def _is_undefined(value: Any) -> bool:
     return isinstance(value, jinja2.Undefined)
 
 
+@functools.lru_cache(maxsize=1024)
+def _template(text: str, *, url: bool) -> jinja2.Template:
+    """``text`` compiled once per process (URL values percent-encoded when ``url``)."""
+    return _envs()[1 if url else 0].from_string(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _expression(source: str) -> Any:
+    """A whole-leaf JSON expression (``{{ name }}``) compiled once per process."""
+    return _envs()[0].compile_expression(source, undefined_to_none=True)
+
+
+@functools.cache
+def _envs() -> tuple[SandboxedEnvironment, SandboxedEnvironment]:
+    """The (text, URL) rendering environments, built once per process."""
+    return _env(_text_finalize), _env(_url_finalize)
+
+
 def _url_finalize(value: Any) -> str:
     if value is None or _is_undefined(value):
         return ""
@@ -70,8 +101,14 @@ _SSL: list[Any] = []
 
 
 def warm() -> None:
-    """Build the TLS context once (in the zygote), so calls do not reload CA files."""
-    ssl_context()
+    """Build the TLS context and import httpx's transport stack once (in the zygote).
+
+    Without it every forked call would reload the CA files and import
+    httpcore and h11 itself (about 70 ms per sandboxed call).
+    """
+    import httpx
+
+    httpx.Client(verify=ssl_context(), trust_env=False).close()
 
 
 def ssl_context() -> Any:
@@ -122,6 +159,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
     """
 
     key: ClassVar[str] = "http"
+    inline: ClassVar[bool] = True  # isolation: inline runs ``run_inline`` in the server
     network_default: ClassVar[bool] = True
     preload: ClassVar[tuple[str, ...]] = ("httpx", "jinja2.sandbox", "gateway.executors.http:warm")
 
@@ -186,69 +224,81 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             "args": call.arguments,
             "secrets": call.secrets,
         }
-        text_env, url_env = _env(_text_finalize), _env(_url_finalize)
-        url = url_env.from_string(self.url).render(context)
+        url = _template(self.url, url=True).render(context)
         literal = _ORIGIN.match(self.url)
         rendered = _ORIGIN.match(url)
         if literal is None or rendered is None or literal.group(0) != rendered.group(0):
             raise ToolError("invalid_url", "the rendered URL changed its scheme or host")
-        headers = {k: text_env.from_string(v).render(context) for k, v in self.headers.items()}
+        headers = {k: _template(v, url=False).render(context) for k, v in self.headers.items()}
         params = {}
         for k, v in self.query.items():
-            value = text_env.from_string(v).render(context)
+            value = _template(v, url=False).render(context)
             if value != "":
                 params[k] = value
         kwargs: dict[str, Any] = {"params": params} if params else {}
         if self.json is not None:
-            kwargs["json"] = _render_json(self.json, text_env, context)
+            kwargs["json"] = _render_json(self.json, context)
         if self.form is not None:
             kwargs["data"] = {
-                k: text_env.from_string(v).render(context) for k, v in self.form.items()
+                k: _template(v, url=False).render(context) for k, v in self.form.items()
             }
         return url, headers, kwargs
+
+    def _timeout(self, total: float) -> httpx.Timeout:
+        """Connect, read, write and pool timeouts, none above the action's ``total``."""
+        import httpx
+
+        return httpx.Timeout(
+            connect=min(self.connect_timeout, total),
+            read=min(self.read_timeout, total),
+            write=min(self.read_timeout, total),
+            pool=min(self.connect_timeout, total),
+        )
 
     def run(self, call: CallContext) -> Any:
         """Send the request and return the (selected) body: JSON when the server says so."""
         import httpx
 
         url, headers, kwargs = self._build(call)
-        total = call.timeout
-        timeout = httpx.Timeout(
-            connect=min(self.connect_timeout, total),
-            read=min(self.read_timeout, total),
-            write=min(self.read_timeout, total),
-            pool=min(self.connect_timeout, total),
-        )
-        limit = self.max_response_kb * 1024
-        deadline = time.monotonic() + total
-        try:
-            with (
-                httpx.Client(
-                    timeout=timeout,
-                    follow_redirects=self.follow_redirects,
-                    trust_env=False,
-                    verify=ssl_context(),
-                ) as client,
-                client.stream(self.method, url, headers=headers, **kwargs) as response,
-            ):
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise ToolError(
-                            "response_too_large",
-                            f"the response is over the {self.max_response_kb} KB limit",
-                            status=response.status_code,
-                        )
-                    if time.monotonic() > deadline:
-                        raise ToolError("timeout", f"the request took longer than {total:g}s")
-        except httpx.TimeoutException as exc:
-            raise ToolError(
-                "http_timeout", f"{type(exc).__name__}: the request timed out"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ToolError("http_error", f"{type(exc).__name__}: {exc}") from None
-        text = bytes(body).decode(response.encoding or "utf-8", errors="replace")
+        body = _Body(self.max_response_kb, call.timeout)
+        with (
+            _transport_errors(),
+            httpx.Client(
+                timeout=self._timeout(call.timeout),
+                follow_redirects=self.follow_redirects,
+                trust_env=False,
+                verify=ssl_context(),
+            ) as client,
+            client.stream(self.method, url, headers=headers, **kwargs) as response,
+        ):
+            for chunk in response.iter_bytes():
+                body.add(chunk, response.status_code)
+        return self._answer(response, bytes(body.data))
+
+    async def run_inline(self, call: CallContext, pools: Pools) -> Any:
+        """``isolation: inline``: the same request through the server's pooled client.
+
+        The shared client keeps no cookies and reads no proxy settings from the
+        environment; timeouts and redirects are set per request, as ``run`` sets them.
+        """
+        url, headers, kwargs = self._build(call)
+        body = _Body(self.max_response_kb, call.timeout)
+        with _transport_errors():
+            async with pools.http().stream(
+                self.method,
+                url,
+                headers=headers,
+                timeout=self._timeout(call.timeout),
+                follow_redirects=self.follow_redirects,
+                **kwargs,
+            ) as response:
+                async for chunk in response.aiter_bytes():
+                    body.add(chunk, response.status_code)
+        return self._answer(response, bytes(body.data))
+
+    def _answer(self, response: httpx.Response, body: bytes) -> Any:
+        """What goes back to the model: non-2xx is an error; JSON decoded, ``response`` selected."""
+        text = body.decode(response.encoding or "utf-8", errors="replace")
         if not 200 <= response.status_code < 300:
             excerpt = " ".join(text.split())[:300]
             raise ToolError(
@@ -269,15 +319,50 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
         return select(data, self.response) if self.response else data
 
 
-def _render_json(node: Any, env: SandboxedEnvironment, context: dict[str, Any]) -> Any:
+class _Body:
+    """A response body as it arrives, held to the size cap and the action's total time."""
+
+    def __init__(self, max_kb: int, total: float) -> None:
+        self.data = bytearray()
+        self._max_kb = max_kb
+        self._total = total
+        self._deadline = time.monotonic() + total
+
+    def add(self, chunk: bytes, status: int) -> None:
+        """Append ``chunk``; a ``ToolError`` once over the cap or past the deadline."""
+        self.data += chunk
+        if len(self.data) > self._max_kb * 1024:
+            raise ToolError(
+                "response_too_large",
+                f"the response is over the {self._max_kb} KB limit",
+                status=status,
+            )
+        if time.monotonic() > self._deadline:
+            raise ToolError("timeout", f"the request took longer than {self._total:g}s")
+
+
+@contextlib.contextmanager
+def _transport_errors() -> Iterator[None]:
+    """httpx's timeouts and transport errors as tool errors (``http_timeout``, ``http_error``)."""
+    import httpx
+
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ToolError("http_timeout", f"{type(exc).__name__}: the request timed out") from None
+    except httpx.HTTPError as exc:
+        raise ToolError("http_error", f"{type(exc).__name__}: {exc}") from None
+
+
+def _render_json(node: Any, context: dict[str, Any]) -> Any:
     if isinstance(node, str):
         whole = _WHOLE.match(node.strip())
         if whole is not None:
-            value = env.compile_expression(whole.group(1), undefined_to_none=True)(context)
+            value = _expression(whole.group(1))(context)
             return None if _is_undefined(value) else value
-        return env.from_string(node).render(context)
+        return _template(node, url=False).render(context)
     if isinstance(node, dict):
-        return {k: _render_json(v, env, context) for k, v in node.items()}
+        return {k: _render_json(v, context) for k, v in node.items()}
     if isinstance(node, list):
-        return [_render_json(v, env, context) for v in node]
+        return [_render_json(v, context) for v in node]
     return node

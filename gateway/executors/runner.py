@@ -5,9 +5,12 @@ error), drop ``null`` values of optional properties (OpenAI strict mode sends
 them), validate against the action's JSON Schema and apply defaults (an
 invalid call names the argument and does not run), read the declared secrets
 from the server's environment, and hand a ``CallContext`` to the
-``Supervisor``. ``code_interpreter`` runs the model's code in the sandbox
-with the network off; ``file_search`` asks the knowledge index. Never raises
-for a failing call: every failure is a ``ToolResult``.
+``Supervisor``, or, for an action with ``isolation: inline``, to the
+``InlineExecutor`` (in the server process, pooled connections). The choice is
+read from the catalog of each call, so a reload that switches an action takes
+effect on its next call. ``code_interpreter`` runs the model's code in the
+sandbox with the network off; ``file_search`` asks the knowledge index. Never
+raises for a failing call: every failure is a ``ToolResult``.
 
 Imports ``gateway.executors``, ``gateway.sandbox``, ``gateway.manifests``,
 ``gateway.errors``.
@@ -30,6 +33,7 @@ import structlog
 from gateway.errors import InvalidArguments
 from gateway.executors.base import ToolResult
 from gateway.executors.builtins import CODE_INTERPRETER, FILE_SEARCH, code_interpreter_action
+from gateway.executors.inline import InlineExecutor
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox.supervisor import Supervisor, error_output
@@ -127,6 +131,8 @@ class SandboxRunner:
         supervisor: the started ``Supervisor``.
         knowledge: the file_search index; without it ``file_search`` is a tool error.
         environ: where declared secrets are read from (default ``os.environ``).
+        inline: runs ``isolation: inline`` actions (default: one of its own,
+            whose pools open on first use); ``aclose`` closes it.
     """
 
     def __init__(
@@ -135,10 +141,20 @@ class SandboxRunner:
         knowledge: Knowledge | None = None,
         *,
         environ: Mapping[str, str] | None = None,
+        inline: InlineExecutor | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._knowledge = knowledge
         self._environ = environ
+        self._inline = inline if inline is not None else InlineExecutor()
+
+    async def reload(self, catalog: Catalog) -> None:
+        """Close the inline database pools ``catalog`` no longer uses (after a swap)."""
+        await self._inline.retain(catalog)
+
+    async def aclose(self) -> None:
+        """Close the inline HTTP client and database pools (the supervisor is the caller's)."""
+        await self._inline.aclose()
 
     async def run(
         self,
@@ -186,6 +202,8 @@ class SandboxRunner:
                 root=str(catalog.gateway_root),
                 timeout=action.timeout,
             )
+            if action.isolation == "inline":
+                return await self._inline.call(action, call, correlation_id=correlation_id)
             return await self._supervisor.call(action, call, correlation_id=correlation_id)
         except InvalidArguments as exc:
             return _fail(started, exc.type, exc.message, argument=exc.argument)

@@ -49,6 +49,9 @@ class ActionConfig(_Strict, frozen=True):
 
     key: ClassVar[str] = ""
     network_default: ClassVar[bool] = False
+    inline: ClassVar[bool] = False
+    """Whether ``isolation: inline`` is allowed: the kind then also implements
+    ``async run_inline(call, pools)`` (see ``gateway.executors.inline``)."""
 
     def check(self, action: Action, ctx: CheckContext) -> list[KindProblem]:
         """Cross-document checks at load time (templates parse, database exists...).
@@ -58,7 +61,8 @@ class ActionConfig(_Strict, frozen=True):
         return []
 
     def run(self, call: CallContext) -> Any:
-        """Execute one call. Runs inside the sandbox child, never in the server.
+        """Execute one call. Runs inside the sandbox child, never in the server
+        (``isolation: inline`` calls go to the kind's ``run_inline`` instead).
 
         May return an awaitable (async kinds); the worker awaits it. The
         return value goes to the model: a ``str`` as is, anything else as JSON.
@@ -156,7 +160,8 @@ class Action(_Strict, frozen=True, tag="action", tag_field="kind"):
     present; after loading, ``config`` holds it decoded to its Struct and
     ``kind_key`` names it. ``parameters`` is a JSON Schema of ``type: object``;
     for Python actions it may be omitted and is then inferred from the
-    function's signature.
+    function's signature. ``isolation: inline`` (only kinds whose ``inline`` is
+    true) runs calls in the server process instead of the sandbox.
     """
 
     name: Name
@@ -165,6 +170,16 @@ class Action(_Strict, frozen=True, tag="action", tag_field="kind"):
     timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     secrets: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
     sandbox: SandboxLimits = SandboxLimits()
+    isolation: Annotated[
+        Literal["sandbox", "inline"],
+        msgspec.Meta(
+            description=(
+                "sandbox (default): every call in its own confined process. inline (http and "
+                "sql only): in the server process with pooled connections, no sandbox limits "
+                "but the timeout and max_output_kb"
+            )
+        ),
+    ] = "sandbox"
     examples: list[Example] = []
     # Internal: filled by the loader from the one kind key present in the
     # document; the loader refuses these two keys in YAML and the schema omits them.

@@ -8,7 +8,8 @@ so one run reports all problems:
 2. ``decode_problem``: a msgspec conversion error mapped the same way;
 3. ``cross_problems``: unknown actions and providers in an
    assistant, reserved built-in names, missing knowledge files, undeclared
-   secrets, invalid ``parameters`` JSON Schemas;
+   secrets, invalid ``parameters`` JSON Schemas, ``isolation: inline`` on a
+   kind without it (or with sandbox limits it would ignore);
 4. ``python_problems``: what the out-of-process import of Python actions found;
 5. ``kind_problems``: each action kind's own ``check`` (templates, hosts, databases).
 
@@ -302,7 +303,37 @@ def _action_problems(entry: Entry, action: Action, environ: Mapping[str, str]) -
             )
     if action.parameters is not None:
         problems += parameters_problems(entry, action.parameters)
+    if action.isolation == "inline":
+        problems += _inline_problems(entry, action)
     return problems
+
+
+def _inline_problems(entry: Entry, action: Action) -> list[Problem]:
+    """``isolation: inline`` only for kinds that have it, and without limits it would ignore.
+
+    Inline calls run in the server process, so of the ``sandbox:`` block only
+    ``max_output_kb`` applies; any other key there would be silently ignored.
+    """
+    if action.config is None or not type(action.config).inline:
+        kinds = " and ".join(sorted(k for k, c in ACTION_KINDS.items() if c.inline)) or "no"
+        return [
+            entry.at(
+                ("isolation",),
+                f"isolation: inline is only for {kinds} actions; "
+                f"{action.kind_key} actions always run in the sandbox",
+            )
+        ]
+    raw = entry.doc.data.get("sandbox") if isinstance(entry.doc.data, dict) else None
+    return [
+        entry.at(
+            ("sandbox", key),
+            f"sandbox.{key} has no effect with isolation: inline (only max_output_kb "
+            "applies there); remove it or run the action in the sandbox",
+            key=True,
+        )
+        for key in (raw if isinstance(raw, dict) else {})
+        if key != "max_output_kb"
+    ]
 
 
 def parameters_problems(entry: Entry, parameters: dict[str, Any]) -> list[Problem]:

@@ -234,7 +234,8 @@ def test_metrics_count_requests_runs_and_tools(client: httpx.Client) -> None:
     assert content_type.count("charset=") == 1
     assert 'gateway_http_requests_total{method="POST",route="/chat",status="200"}' in text
     assert re.search(r'gateway_runs_total\{status="completed"\} [1-9]', text)
-    assert re.search(r'gateway_tool_calls_total\{status="succeeded"\} [1-9]', text)
+    succeeded = r'gateway_tool_calls_total\{isolation="sandbox",status="succeeded"\} [1-9]'
+    assert re.search(succeeded, text)
     assert "gateway_tool_duration_seconds_bucket" in text
     assert "gateway_run_duration_seconds_count" in text
     assert "gateway_runs_active 0.0" in text

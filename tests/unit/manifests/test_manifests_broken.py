@@ -19,6 +19,8 @@ EXPECTED: list[tuple[str, int, int, str]] = [
     ("builtin_name.yaml", 2, 7, "built-in tool"),
     ("http_host.yaml", 7, 8, "scheme and host"),
     ("http_template.yaml", 8, 14, "does not parse"),
+    ("inline_limits.yaml", 8, 3, "sandbox.memory_mb has no effect with isolation: inline"),
+    ("inline_python.yaml", 5, 12, "isolation: inline is only for http and sql actions"),
     ("internal_key.yaml", 4, 1, "`kind_key` is set by the loader"),
     ("knowledge_missing.yaml", 5, 7, "knowledge file 'docs/not-there.md' does not exist"),
     ("knowledge_outside.yaml", 5, 7, "'/proc/self/environ' is outside the manifests root"),

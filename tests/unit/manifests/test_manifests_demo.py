@@ -128,3 +128,19 @@ def test_the_readme_manifest_example_loads(tmp_path: Path) -> None:
     catalog = load_catalog(root, environ={"LOCAL_LLM_KEY": "k"})
     assert set(catalog.actions) == {"get_order_status", "create_ticket"}
     assert catalog.providers["local"].api_key == "k"
+
+
+def test_the_readme_inline_example_loads(tmp_path: Path) -> None:
+    """The YAML example of the README's isolation: inline section is a valid inline action."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### Inline http and sql actions (`isolation: inline`)\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "example.yaml").write_text(
+        example + "---\nkind: database\nname: shop\nurl: sqlite:///shop.db\n", encoding="utf-8"
+    )
+    catalog = load_catalog(root, environ={})
+    action = catalog.actions["order_status"]
+    assert action.isolation == "inline"
+    assert action.sandbox.max_output_kb == 16

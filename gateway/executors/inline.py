@@ -1,0 +1,157 @@
+"""``isolation: inline``: ``http`` and ``sql`` calls run in the server process, pooled.
+
+The default, ``isolation: sandbox``, runs every call in a forked, confined
+child (``gateway.sandbox``). An action may opt into ``inline`` when its kind
+allows it (``ActionConfig.inline``: ``http`` and ``sql``), trading isolation
+for speed: no fork, one shared keep-alive HTTP client, pooled database
+connections. What an inline call gives up: rlimits (memory, CPU, files,
+processes), a separate uid, Landlock, seccomp and the network namespace; a bug
+in a template or a driver shares the server's memory. What still holds: the
+templates are a sandboxed Jinja environment that sees only the call's
+arguments and its declared secrets (never the server's environment), the
+URL's scheme and host are fixed, SQL values are bound parameters, read-only
+is enforced by the database.
+
+``InlineExecutor.call`` gives an inline call the same contract as
+``Supervisor.call``: the action's ``timeout`` (the call is cancelled, its
+statement interrupted), ``max_output_kb`` with the same truncation mark, the
+same error types, declared secrets masked in what goes back (``redact`` and
+``from_result`` of ``gateway.sandbox.results``, shared with the sandbox). Log
+lines written during an inline call carry ``isolation=inline``.
+
+Imports ``gateway.executors``, ``gateway.manifests.model`` and
+``gateway.sandbox.results`` / ``protocol`` (the shared result shapes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+import structlog
+
+from gateway.executors._common import ToolError
+from gateway.executors._pools import Pools
+from gateway.executors.base import ToolResult
+from gateway.manifests.catalog import Catalog
+from gateway.manifests.model import Action, CallContext
+from gateway.sandbox.protocol import CallResult
+from gateway.sandbox.results import failure, from_result, redact
+
+__all__ = ["InlineExecutor", "InlineKind", "inline_database_urls"]
+
+log = structlog.get_logger("gateway.executors")
+
+
+@runtime_checkable
+class InlineKind(Protocol):
+    """An action kind that can run in the server process (its ``inline`` ClassVar is true)."""
+
+    async def run_inline(self, call: CallContext, pools: Pools) -> Any:
+        """Run one call with the shared ``pools``; return what ``run`` would return.
+
+        Raise ``ToolError`` for a failure the model should read; must not block
+        the event loop (blocking work goes through the pools' threads).
+        """
+        ...
+
+
+def inline_database_urls(catalog: Catalog) -> set[str]:
+    """The database URLs the inline ``sql`` actions of ``catalog`` use (pools to keep)."""
+    urls = catalog.database_urls()
+    return {
+        urls[name]
+        for action in catalog.actions.values()
+        if action.isolation == "inline"
+        and isinstance(name := getattr(action.config, "database", None), str)
+        and name in urls
+    }
+
+
+class InlineExecutor:
+    """Runs ``isolation: inline`` calls in the server process (see the module doc).
+
+    Args:
+        pools: the shared connections (default: a fresh ``Pools``, closed by ``aclose``).
+    """
+
+    def __init__(self, pools: Pools | None = None) -> None:
+        self.pools = pools if pools is not None else Pools()
+
+    async def call(
+        self, action: Action, call: CallContext, *, correlation_id: str = ""
+    ) -> ToolResult:
+        """Run one inline call of ``action``; never raises for a failure (cancellation aside)."""
+        started = time.perf_counter()
+        config = action.config
+        with structlog.contextvars.bound_contextvars(isolation="inline"):
+            if config is None or not type(config).inline or not isinstance(config, InlineKind):
+                return failure(
+                    started,
+                    "configuration_error",
+                    f"action {action.name!r} ({action.kind_key}) cannot run inline",
+                )
+            deadline = asyncio.timeout(action.timeout)
+            try:
+                async with deadline:
+                    value = await config.run_inline(call, self.pools)
+                res = _encoded(value, action.sandbox.max_output_kb)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                result = failure(
+                    started,
+                    "timeout",
+                    f"the action did not finish within {action.timeout:g}s and was cancelled",
+                    outcome="timed_out",
+                )
+            except ToolError as exc:
+                res = CallResult(
+                    ok=False,
+                    error_type=exc.error_type,
+                    message=str(exc)[:2000],
+                    detail=exc.detail,
+                )
+                result = from_result(res, action, started, call.secrets)
+            except Exception as exc:  # a bug in a kind or a driver: the call fails, not the run
+                res = CallResult(
+                    ok=False,
+                    error_type="exception",
+                    message=f"{type(exc).__name__}: {exc}"[:2000],
+                    traceback=traceback.format_exc()[-8000:],
+                )
+                result = from_result(res, action, started, call.secrets)
+            else:
+                result = from_result(res, action, started, call.secrets)
+            result = redact(result, call.secrets, action.name, correlation_id)
+            log.debug(
+                "executors.inline_call",
+                action=action.name,
+                status=result.status,
+                duration_ms=result.duration_ms,
+                correlation_id=correlation_id,
+            )
+            return result
+
+    async def retain(self, catalog: Catalog) -> None:
+        """Close the database pools ``catalog`` no longer uses inline (call after a swap)."""
+        await self.pools.retain(inline_database_urls(catalog))
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, the database pools and their threads."""
+        await self.pools.aclose()
+
+
+def _encoded(value: Any, max_output_kb: int) -> CallResult:
+    """``value`` as the text the model reads, cut at ``max_output_kb`` as the sandbox cuts it."""
+    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    limit = max_output_kb * 1024
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) > limit:
+        kept = encoded[:limit].decode("utf-8", errors="ignore")
+        note = f"\n[output truncated: {len(encoded)} bytes, limit {max_output_kb} KB]"
+        return CallResult(ok=True, output=kept + note, truncated=True)
+    return CallResult(ok=True, output=text)
