@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     openai_base_url: str | None = None
     max_body_bytes: int = 1_048_576
     sandbox_concurrency: int = 8
+    sandbox_user: Literal["auto", "own", "root"] = "auto"
     reload_debounce_ms: int = 50
     gateway_root: Path | None = None
     rate_limit: float = 0.0
@@ -145,6 +146,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_WATCH": ("watch", _parse_bool),
     "ENVIRONMENT": ("environment", _choice("development", "production")),
     "GATEWAY_AUTH": ("auth", _choice("keys", "none")),
+    "GATEWAY_SANDBOX_USER": ("sandbox_user", _choice("auto", "own", "root")),
     "LOG_FORMAT": ("log_format", _choice("keyvalue", "json")),
 }
 

@@ -158,6 +158,7 @@ def doctor_command() -> None:
                     for _ in range(20)
                 ]
             caps = msgspec.to_builtins(supervisor.capabilities) or {}
+            caps["call_user"], caps["call_user_detail"] = supervisor.call_user
             return caps, result, min(timings, default=0.0)
 
     try:
@@ -168,7 +169,13 @@ def doctor_command() -> None:
     for feature in _FEATURES:
         state = "yes" if caps.get(feature) else "no "
         click.echo(f"{feature:<18} {state}  {caps.get(feature + '_detail', '')}")
-    if caps.get("uid") == 0 and caps.get("drop_privileges"):
+    who = {
+        "own": "a uid of their own each (64000+slot)",
+        "root": "uid 0 without any capability, under Landlock",
+        "same": "the server's uid",
+    }.get(str(caps.get("call_user")), "?")
+    click.echo(f"{'calls_run_as':<18} {who} ({caps.get('call_user_detail', '')})")
+    if caps.get("call_user") == "own":
         # Actions run as another uid: it must be able to enter the deployment and the venv.
         import gateway
         from gateway._reachable import first_unreachable

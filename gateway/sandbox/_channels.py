@@ -13,6 +13,7 @@ import asyncio
 import collections
 import os
 import shutil
+import signal
 import socket
 import subprocess
 
@@ -54,6 +55,7 @@ class ZygoteChannel:
         self.sock = sock
         self.ready: Ready | None = None
         self.fingerprint = ""  # what it loaded (see ``supervisor._fingerprint``)
+        self.call_user = "same"  # whom its calls run as (``Init.call_user``)
         self.pending: dict[int, asyncio.Future[Exited]] = {}  # spare serial -> its exit
         self.spares: collections.deque[tuple[int, socket.socket]] = collections.deque()
         self.waiting: collections.deque[asyncio.Future[tuple[int, socket.socket]]] = (
@@ -102,6 +104,13 @@ class ZygoteChannel:
                 for spare in [s for s in self.spares if s[0] == msg.id]:
                     self.spares.remove(spare)  # died unused
                     spare[1].close()
+                    if msg.status not in (0, -signal.SIGKILL):
+                        log.error(
+                            "sandbox.spare_failed",
+                            status=msg.status,
+                            network=self.network,
+                            hint="the zygote could not confine a child; see `gateway doctor`",
+                        )
 
     def _lend(self, serial: int, sock: socket.socket) -> None:
         while self.waiting:

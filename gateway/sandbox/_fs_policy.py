@@ -156,7 +156,8 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
         if real != "/" and not covers(real) and os.path.exists(real):
             rules.append((real, _linux.FS_READ))
     rules += [(os.path.realpath(p), _linux.FS_READ_DIR) for p in fs.list_only]
-    return _linux.LandlockRules(_linux.landlock_handled(abi), pruned(rules))
+    handled = _linux.landlock_handled(abi)
+    return _linux.LandlockRules(handled, pruned(rules), _linux.landlock_scoped(abi))
 
 
 def _imported_tops(roots: list[str]) -> list[str]:

@@ -36,6 +36,7 @@ __all__ = [
     "FS_REMOVE_FILE",
     "FS_TRUNCATE",
     "FS_WRITE_FILE",
+    "SCOPE_SIGNAL",
     "LandlockRules",
     "landlock_abi",
     "landlock_add_rules",
@@ -43,6 +44,7 @@ __all__ = [
     "landlock_handled",
     "landlock_restrict",
     "landlock_ruleset",
+    "landlock_scoped",
 ]
 
 _SYS_LANDLOCK_CREATE_RULESET = 444  # x86_64 and aarch64 share these numbers
@@ -102,15 +104,30 @@ def landlock_handled(abi: int) -> int:
     return FS_ALL
 
 
+SCOPE_SIGNAL = 1 << 1  # ABI 6
+"""Signals only to processes in the same Landlock domain or one nested in it."""
+
+
+def landlock_scoped(abi: int) -> int:
+    """The scopes this ABI can restrict that the sandbox asks for (signals, from ABI 6)."""
+    return SCOPE_SIGNAL if abi >= 6 else 0
+
+
 class LandlockRules(NamedTuple):
-    """A filesystem allow-list: the rights handled, and (path, rights) rules beneath paths."""
+    """A filesystem allow-list: the rights handled, (path, rights) rules beneath paths,
+    and the scopes restricted (``SCOPE_SIGNAL``: no signal leaves the call's domain)."""
 
     handled: int
     rules: tuple[tuple[str, int], ...]
+    scoped: int = 0
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),  # ABI 4; never handled here
+        ("scoped", ctypes.c_uint64),  # ABI 6
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -124,12 +141,14 @@ def landlock_ruleset(rules: LandlockRules) -> int:
     Raises:
         OSError: the kernel refused to create the ruleset or to add a rule.
     """
-    attr = _RulesetAttr(rules.handled)
+    attr = _RulesetAttr(rules.handled, 0, rules.scoped)
+    # An older kernel takes the shorter struct it knows (only the fs rights) when unscoped.
+    size = ctypes.sizeof(attr) if rules.scoped else ctypes.sizeof(ctypes.c_uint64)
     ruleset = check(
         syscall(
             _SYS_LANDLOCK_CREATE_RULESET,
             ctypes.byref(attr),
-            ctypes.c_size_t(ctypes.sizeof(attr)),
+            ctypes.c_size_t(size),
             ctypes.c_uint32(0),
         ),
         "landlock_create_ruleset",

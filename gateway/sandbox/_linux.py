@@ -34,6 +34,7 @@ from gateway.sandbox._landlock import (
     FS_REMOVE_FILE,
     FS_TRUNCATE,
     FS_WRITE_FILE,
+    SCOPE_SIGNAL,
     LandlockRules,
     landlock_abi,
     landlock_add_rules,
@@ -41,6 +42,7 @@ from gateway.sandbox._landlock import (
     landlock_handled,
     landlock_restrict,
     landlock_ruleset,
+    landlock_scoped,
 )
 from gateway.sandbox._libc import check, libc
 from gateway.sandbox._seccomp import (
@@ -75,8 +77,10 @@ __all__ = [
     "PR_SET_DUMPABLE",
     "PR_SET_NO_NEW_PRIVS",
     "PR_SET_PDEATHSIG",
+    "SCOPE_SIGNAL",
     "LandlockRules",
     "container_seccomp_profile",
+    "drop_capabilities",
     "install_seccomp_filter",
     "landlock_abi",
     "landlock_add_rules",
@@ -84,6 +88,7 @@ __all__ = [
     "landlock_handled",
     "landlock_restrict",
     "landlock_ruleset",
+    "landlock_scoped",
     "prctl",
     "prepare_seccomp_filter",
     "seccomp_mode",
@@ -97,6 +102,13 @@ _PR_SET_NAME = 15
 PR_GET_SECCOMP = 21
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+_PR_CAPBSET_DROP = 24
+_PR_SET_SECUREBITS = 28
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_SECURE_ALL_BUT_KEEP_CAPS = 0xEF
+"""NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE, each with its lock bit."""
+_CAPABILITY_VERSION_3 = 0x20080522
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 
@@ -115,6 +127,40 @@ def set_name(name: str) -> None:
     """Set this thread's name (``/proc/<pid>/comm``, 15 bytes at most) for ps and tests."""
     buffer = ctypes.create_string_buffer(name.encode()[:15])
     check(libc.prctl(_PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0), "prctl(PR_SET_NAME)")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def drop_capabilities() -> None:
+    """Give up every capability for good, keeping uid 0 (the sandbox's root fallback).
+
+    Locks the securebits so uid 0 never regains capabilities (not by ``execve``
+    of anything, setuid or not), empties the bounding and ambient sets, then
+    clears the effective, permitted and inheritable sets. What stays is the
+    ownership of root's files, which Landlock then limits.
+
+    Raises:
+        OSError: the kernel refused one step (the caller must not run the call).
+    """
+    with open("/proc/sys/kernel/cap_last_cap", "rb") as fh:  # noqa: PTH123 - procfs
+        last = int(fh.read())
+    prctl(_PR_SET_SECUREBITS, _SECURE_ALL_BUT_KEEP_CAPS)
+    for cap in range(last + 1):
+        prctl(_PR_CAPBSET_DROP, cap)
+    prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    check(libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
 
 
 def unshare(flags: int) -> None:

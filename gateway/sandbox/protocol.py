@@ -20,7 +20,7 @@ This module imports only msgspec and ``gateway.manifests.model``.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -110,9 +110,10 @@ class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
     isolate_network: bool
     probe: bool = False
     fs: FsPolicy | None = None
-    own_uids: bool = False
-    """Every call runs under a uid of its own (the zygote is root): call directories
-    are then kept apart by their owners, and one Landlock ruleset serves every call."""
+    call_user: Literal["own", "root", "same"] = "same"
+    """Whom calls run as: ``own`` a uid of their own each (the zygote is root), ``root``
+    uid 0 without any capability (root, but the deployment is closed to other uids),
+    ``same`` the zygote's uid (not root)."""
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):

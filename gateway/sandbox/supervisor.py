@@ -44,6 +44,7 @@ from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox import _linux
+from gateway.sandbox._call_user import CallUser, choose_call_user
 from gateway.sandbox._channels import (
     CallProgress,
     OutputReader,
@@ -131,7 +132,7 @@ class Supervisor:
         for slot in range(max(1, settings.sandbox_concurrency)):
             self._slots.put_nowait(slot)
         self._ids = itertools.count(1)
-        self._root = os.geteuid() == 0
+        self.call_user: CallUser = ("same", "")
         self.capabilities: Capabilities | None = None
         self._warned: set[str] = set()
         self.stats = SandboxStats()
@@ -211,6 +212,12 @@ class Supervisor:
         # change at the next reload (a needless restart at worst, never stale code).
         fs = await asyncio.to_thread(self._fs_policy, key, catalog)
         digest = await asyncio.to_thread(fingerprint, key, catalog, fs)
+        call_user = await asyncio.to_thread(
+            choose_call_user, self._settings.sandbox_user, self._gateway_root(catalog)
+        )
+        if call_user != self.call_user:
+            self.call_user = call_user
+            log.info("sandbox.call_user", mode=call_user[0], reason=call_user[1])
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_parent = str(Path(gateway.__file__).resolve().parent.parent)
         try:
@@ -227,6 +234,7 @@ class Supervisor:
             child.close()
         parent.setblocking(False)
         zygote = ZygoteChannel(network, proc, parent)
+        zygote.call_user = call_user[0]
         zygote.fingerprint = digest
         init = Init(
             paths=[str(self._gateway_root(catalog))],
@@ -234,7 +242,7 @@ class Supervisor:
             isolate_network=not network,
             probe=probe,
             fs=fs,
-            own_uids=self._root,
+            call_user=call_user[0],
         )
         loop = asyncio.get_running_loop()
         try:
@@ -397,8 +405,8 @@ class Supervisor:
         start = Start(
             id=0,
             limits=limits,
-            uid=SANDBOX_UID_BASE + slot if self._root else None,
-            gid=SANDBOX_GID if self._root else None,
+            uid=SANDBOX_UID_BASE + slot if zygote.call_user == "own" else None,
+            gid=SANDBOX_GID if zygote.call_user == "own" else None,
             **database_dirs(action, request.call),
         )
         try:

@@ -3,17 +3,18 @@
 """The sandbox's child side: what one pre-forked child (a *spare*) does (see ``zygote.py``).
 
 A spare inherits from the zygote what every child shares: the minimal
-environment, ``PR_SET_NO_NEW_PRIVS``, the seccomp filter and the Landlock
-ruleset fd. Before its call it starts a new session, keeps only its socket
-(and that ruleset), becomes a subreaper for its descendants, makes and enters
-its private working directory, and rehearses the call path. The supervisor
-then hands it the call's socket and output pipe; the child sets rlimits,
-restricts its filesystem access to the allow-list (plus its SQLite database's
-directory, if any) where the kernel has Landlock, drops to an unprivileged uid
-when the zygote is root, asks to die with the zygote, adds the action's
-secrets (read, with the arguments, from its own call socket) to its
-environment, runs the action, and answers one length-prefixed ``CallResult``
-after killing whatever the action started.
+environment, ``PR_SET_NO_NEW_PRIVS``, the seccomp filter, the Landlock ruleset
+fd and, when calls keep uid 0, an empty capability set. Before its call it
+starts a new session, keeps only its socket (and that ruleset), becomes a
+subreaper for its descendants, makes and enters its private working
+directory, and rehearses the call path. The supervisor then hands it the
+call's socket and output pipe; the child sets rlimits, restricts its
+filesystem access to the allow-list (plus its SQLite database's directory, if
+any) where the kernel has Landlock, drops to its own unprivileged uid when
+calls get one, asks to die with the zygote, adds the action's secrets (read,
+with the arguments, from its own call socket) to its environment,
+acknowledges the call (``TAKEN``), runs the action, and answers one
+length-prefixed ``CallResult`` after killing whatever the action started.
 
 Imports only the standard library, msgspec, ``gateway.sandbox.protocol`` and
 ``gateway.manifests.model``; action kinds are imported by name.
@@ -170,7 +171,8 @@ def run_spare(
     rehearses the call path (``_warm``) so that the copy-on-write page faults of
     its first run (several microseconds each) are paid before a call waits. The
     zygote already set what every child shares: the minimal environment,
-    no_new_privs, the seccomp filter, and ``ruleset`` (its Landlock rules
+    no_new_privs, the seccomp filter, no capabilities (``Init.call_user``
+    ``root``), and ``ruleset`` (its Landlock rules
     loaded once; None without Landlock, or if the kernel refused).
     """
     prepare(ctl, sock, ruleset)

@@ -149,6 +149,7 @@ class _Zygote:
         os.chmod(self.tmp, 0o711)  # noqa: S103 - children may enter their own dir, not list others
         self.landlock: _linux.LandlockRules | None = None  # the children's allow-list
         self.ruleset: int | None = None  # that list loaded once, if every call may share it
+        self.call_user = "same"  # see ``Init.call_user``
         self.dirs: dict[int, str] = {}  # serial -> the child's working directory
 
     def init(self) -> None:
@@ -168,7 +169,7 @@ class _Zygote:
         errors: dict[str, str] = {}
         warnings: list[str] = []
         modules = list(msg.modules)
-        if os.geteuid() == 0 and not _world_readable(os.path.dirname(os.__file__)):
+        if msg.call_user == "own" and not _world_readable(os.path.dirname(os.__file__)):
             # Children drop to another uid and could not import the rest of the stdlib.
             modules += [m for m in _FALLBACK_PRELOAD if m not in modules]
             warnings.append(
@@ -189,7 +190,8 @@ class _Zygote:
 
             capabilities = probe()
         self.landlock = _landlock_rules(msg.fs, self.tmp)
-        if self.landlock is not None and msg.own_uids:
+        self.call_user = msg.call_user
+        if self.landlock is not None and msg.call_user == "own":
             self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
         # Children inherit the environment, no_new_privs and the seccomp filter: set
         # them here once (the zygote needs none of the denied calls from now on).
@@ -198,6 +200,10 @@ class _Zygote:
         _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
         with contextlib.suppress(OSError):  # `gateway doctor` says when it is missing
             _linux.install_seccomp_filter()
+        if msg.call_user == "root":
+            # Calls keep uid 0 without capabilities; the zygote needs none from here on
+            # (its children are uid 0 too), so it drops them once for all of them.
+            _linux.drop_capabilities()
         gc.collect()
         gc.freeze()  # keep the imported heap shared copy-on-write across forks
         trim_heap()  # fewer pages mapped: cheaper fork and exit per call
@@ -320,8 +326,10 @@ class _Zygote:
                 continue  # a stray we killed earlier
             del self.serials[serial]
             cwd = self.dirs.pop(serial)
-            self.idle.discard(serial)
             code = os.waitstatus_to_exitcode(status)
+            if serial in self.idle and code > 0:  # failed before any call: do not spin
+                self.fork_failed_at = time.monotonic()
+            self.idle.discard(serial)
             if code != 0:
                 # The child did not clean up: its orphans were handed to us (subreaper).
                 self.kill_strays()

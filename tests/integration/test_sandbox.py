@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import textwrap
 import time
@@ -22,6 +23,7 @@ from gateway.executors.python import PythonConfig
 from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, SandboxLimits
+from gateway.sandbox import _linux
 from gateway.sandbox.probes import SANDBOX_UID_BASE
 from gateway.sandbox.supervisor import Supervisor
 from gateway.sandbox.worker import SPARE_NAME
@@ -95,8 +97,17 @@ def connect(port: int):
         return f"refused: {exc}"
 
 def whoami():
-    return {"uid": os.getuid(), "cwd": os.getcwd(), "pid": os.getpid(),
+    with open("/proc/self/status") as fh:
+        caps = {k: v.strip() for k, v in (l.split(":") for l in fh if l.startswith("Cap"))}
+    return {"uid": os.getuid(), "cwd": os.getcwd(), "pid": os.getpid(), "caps": caps,
             "fds": sorted(int(f) for f in os.listdir("/proc/self/fd"))}
+
+def signal_(pid: int):
+    try:
+        os.kill(pid, 0)
+        return "allowed"
+    except OSError as exc:
+        return exc.strerror
 
 def environ():
     return dict(os.environ)
@@ -164,6 +175,8 @@ ACTION_LIST = [
     make_action("connect_off", "connect", sandbox=SandboxLimits(network=False)),
     make_action("connect_on", "connect", sandbox=SandboxLimits(network=True)),
     make_action("whoami"),
+    make_action("signal", "signal_"),
+    make_action("scan"),
     make_action("environ"),
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
@@ -182,10 +195,22 @@ def catalog(action_root: Path) -> Catalog:
     )
 
 
-@pytest.fixture
-async def supervisor(catalog: Catalog) -> AsyncIterator[Supervisor]:
+def _landlock_abi() -> int:
+    try:
+        return _linux.landlock_abi()
+    except OSError:
+        return 0
+
+
+CALL_USERS = ["auto"] if os.geteuid() != 0 else ["own", "root"] if _landlock_abi() >= 6 else ["own"]
+"""As root, every test runs with calls under their own uid, and under uid 0 without
+capabilities (the fallback when the deployment is closed to other users)."""
+
+
+@pytest.fixture(params=CALL_USERS)
+async def supervisor(catalog: Catalog, request: pytest.FixtureRequest) -> AsyncIterator[Supervisor]:
     """A started supervisor; closed after the test."""
-    sup = Supervisor(Settings(sandbox_concurrency=4))
+    sup = Supervisor(Settings(sandbox_concurrency=4, sandbox_user=request.param))
     await sup.start(catalog)
     try:
         yield sup
@@ -466,7 +491,9 @@ async def test_network_false_cannot_connect(
     assert off.output.startswith("refused")
 
 
-async def test_child_is_confined(runner: SandboxRunner, catalog: Catalog) -> None:
+async def test_child_is_confined(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
     """A child has a fresh private cwd, only fds 0-3 (plus listdir's), and, as root, its own uid."""
     first = json.loads((await runner.run(catalog, "whoami", {})).output)
     second = json.loads((await runner.run(catalog, "whoami", {})).output)
@@ -477,8 +504,36 @@ async def test_child_is_confined(runner: SandboxRunner, catalog: Catalog) -> Non
         await asyncio.sleep(0.01)
     assert not Path(first["cwd"]).exists()
     assert set(first["fds"]) <= {0, 1, 2, 3, 4}
-    if os.geteuid() == 0:
+    mode = supervisor.call_user[0]
+    if mode == "own":
         assert first["uid"] >= SANDBOX_UID_BASE
+        assert first["uid"] != os.getuid()
+    elif mode == "root":
+        assert first["uid"] == 0
+        # No capability at all, and none to regain: bounding and ambient sets are empty.
+        assert {int(v, 16) for v in first["caps"].values()} == {0}, first["caps"]
+
+
+async def test_calls_cannot_signal_or_read_other_processes(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """No call may signal the server or its zygote, nor read a root process's environment.
+
+    As root with calls under uid 0 (no capabilities) this rests on Landlock's
+    scopes (signals, ptrace); with calls under their own uid on ownership too.
+    """
+    token = f"needle-{os.getpid()}-{time.monotonic_ns()}"
+    other = subprocess.Popen(["sleep", "30"], env={"PLANTED": token})  # dumpable, our uid
+    try:
+        for pid in [os.getpid(), *supervisor.zygote_pids()]:
+            result = await runner.run(catalog, "signal", {"pid": pid})
+            if supervisor.call_user[0] != "same" or _landlock_abi() >= 6:
+                assert result.output == "Operation not permitted", (pid, result)
+        found = await runner.run(catalog, "scan", {"needle": token})
+        assert json.loads(found.output) == [], found
+    finally:
+        other.kill()
+        other.wait()
 
 
 async def test_environment_has_only_declared_secrets(
