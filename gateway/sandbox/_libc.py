@@ -8,12 +8,14 @@ errno via ``check``. This module imports only the standard library.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 __all__ = ["check", "libc", "syscall", "trim_heap"]
 
-libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+# The interpreter's own symbols include the C library's. Not ``ctypes.util.find_library``:
+# it imports subprocess, threading and tempfile into the zygote, and every fork then runs
+# their at-fork hooks (about 170 copy-on-write page faults per call).
+libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl.argtypes = [
     ctypes.c_int,
     ctypes.c_ulong,

@@ -401,6 +401,12 @@ class Supervisor:
         """One attempt at the call; None if the spare died before it took the call."""
         loop = asyncio.get_running_loop()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        mine.setblocking(False)
+        # Queued before the spare wakes, so it finds the request waiting; a request larger
+        # than the socket buffer sends the rest below.
+        pending = frame(request)
+        with contextlib.suppress(BlockingIOError):
+            pending = pending[mine.send(pending) :]
         out_r, out_w = os.pipe()
         start = Start(
             id=0,
@@ -419,7 +425,6 @@ class Supervisor:
         finally:
             theirs.close()
             os.close(out_w)
-        mine.setblocking(False)
         output = OutputReader(out_r, limits.max_output_kb * 1024)
         progress = CallProgress()
         cap = limits.max_output_kb * 1024 + _ENVELOPE
@@ -431,7 +436,8 @@ class Supervisor:
                 async with asyncio.timeout_at(deadline):
                     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                         # A child that died before reading is reported by its exit status.
-                        await loop.sock_sendall(mine, frame(request))
+                        if pending:
+                            await loop.sock_sendall(mine, pending)
                     either: set[asyncio.Future[Any]] = {reader, exited}
                     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                     if reader.done() and isinstance(reader.exception(), TooLarge):
