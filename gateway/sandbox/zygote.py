@@ -1,5 +1,5 @@
 # os.path on purpose: pathlib would grow every fork, and this is the hot path.
-# ruff: noqa: PTH100, PTH101, PTH102, PTH116, PTH118, PTH120
+# ruff: noqa: PTH100, PTH101, PTH102, PTH106, PTH116, PTH118, PTH120
 """The zygote: a small, single-threaded interpreter that forks one child per call.
 
 The supervisor starts ``python -I -B -c BOOT <fd>`` with a minimal environment;
@@ -334,7 +334,10 @@ class _Zygote:
                 # The child did not clean up: its orphans were handed to us (subreaper).
                 self.kill_strays()
             self.send(Exited(id=serial, status=code))
-            shutil.rmtree(cwd, ignore_errors=True)
+            try:
+                os.rmdir(cwd)  # most calls leave their directory empty: one system call
+            except OSError:
+                shutil.rmtree(cwd, ignore_errors=True)
 
     def kill_strays(self) -> None:
         for _ in range(1000):
