@@ -12,7 +12,8 @@ Three answers (``Init.call_user``):
   is only safe with Landlock restricting the filesystem and, from ABI 6,
   keeping signals inside the call's own domain (no call can kill the server,
   the zygote or another call); chosen when ``own`` cannot reach the deployment.
-- ``same``: not root: calls run as the server's uid.
+- ``same``: not root: calls run as the server's uid (also as root when
+  neither of the above is possible: no ``CAP_SETUID`` and no Landlock ABI 6).
 
 ``GATEWAY_SANDBOX_USER`` (``auto``, ``own``, ``root``) overrides the choice;
 ``root`` refuses to start without Landlock ABI 6. Imports the standard library
@@ -73,11 +74,17 @@ def choose_call_user(wanted: Literal["auto", "own", "root"], gateway_root: Path)
     """
     if os.geteuid() != 0:
         return "same", f"not root (uid {os.geteuid()})"
+    can_switch = _can_switch_uid()
     if wanted == "own":
+        if not can_switch:
+            raise RuntimeError(
+                "GATEWAY_SANDBOX_USER=own cannot be honoured here: no CAP_SETUID/CAP_SETGID"
+            )
         return "own", "GATEWAY_SANDBOX_USER=own"
     blocker = deployment_blocker(gateway_root) if wanted == "auto" else None
-    if wanted == "auto" and blocker is None:
+    if wanted == "auto" and blocker is None and can_switch:
         return "own", "the deployment is readable by other users"
+    reason = f"{blocker} cannot be entered by other users" if can_switch else "no CAP_SETUID"
     try:
         abi = landlock_abi()
     except OSError:
@@ -86,7 +93,19 @@ def choose_call_user(wanted: Literal["auto", "own", "root"], gateway_root: Path)
         why = f"Landlock ABI {abi} (uid 0 without capabilities needs {_ROOT_ABI})"
         if wanted == "root":
             raise RuntimeError(f"GATEWAY_SANDBOX_USER=root cannot be honoured here: {why}")
-        return "own", f"{blocker} cannot be entered by other users, but {why}"
+        if can_switch:
+            return "own", f"{reason}, but {why}"
+        return "same", f"{reason}, and {why}: calls run as root, under seccomp (and Landlock)"
     if wanted == "root":
         return "root", "GATEWAY_SANDBOX_USER=root"
-    return "root", f"{blocker} cannot be entered by other users"
+    return "root", reason
+
+
+def _can_switch_uid() -> bool:
+    """Whether this (root) process holds CAP_SETUID and CAP_SETGID (a container may not)."""
+    try:
+        with Path("/proc/self/status").open() as fh:
+            effective = next(int(line.split()[1], 16) for line in fh if line.startswith("CapEff"))
+    except (OSError, StopIteration, ValueError):
+        return True  # cannot tell: the spares fail loudly if it is not so
+    return bool(effective & (1 << 6) and effective & (1 << 7))

@@ -11,6 +11,7 @@ This module imports only the standard library and those private modules.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 
 from gateway.sandbox import _seccomp
@@ -48,7 +49,6 @@ from gateway.sandbox._libc import check, libc
 from gateway.sandbox._seccomp import (
     container_seccomp_profile,
     install_seccomp_filter,
-    prepare_seccomp_filter,
 )
 
 __all__ = [
@@ -90,7 +90,6 @@ __all__ = [
     "landlock_ruleset",
     "landlock_scoped",
     "prctl",
-    "prepare_seccomp_filter",
     "seccomp_mode",
     "set_name",
     "unshare",
@@ -147,16 +146,21 @@ def drop_capabilities() -> None:
     Locks the securebits so uid 0 never regains capabilities (not by ``execve``
     of anything, setuid or not), empties the bounding and ambient sets, then
     clears the effective, permitted and inheritable sets. What stays is the
-    ownership of root's files, which Landlock then limits.
+    ownership of root's files, which Landlock then limits. A process without
+    ``CAP_SETPCAP`` (a container that dropped it) cannot touch the securebits
+    or the bounding set; clearing the permitted set under ``no_new_privs``
+    still keeps ``execve`` from granting anything back.
 
     Raises:
-        OSError: the kernel refused one step (the caller must not run the call).
+        OSError: the kernel refused to clear the capability sets.
     """
     with open("/proc/sys/kernel/cap_last_cap", "rb") as fh:  # noqa: PTH123 - procfs
         last = int(fh.read())
-    prctl(_PR_SET_SECUREBITS, _SECURE_ALL_BUT_KEEP_CAPS)
+    with contextlib.suppress(PermissionError):
+        prctl(_PR_SET_SECUREBITS, _SECURE_ALL_BUT_KEEP_CAPS)
     for cap in range(last + 1):
-        prctl(_PR_CAPBSET_DROP, cap)
+        with contextlib.suppress(PermissionError):
+            prctl(_PR_CAPBSET_DROP, cap)
     prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()

@@ -1,8 +1,8 @@
-"""seccomp: the deny-list BPF filter every call child installs, and the container profile.
+"""seccomp: the deny-list BPF filter every call child runs under, and the container profile.
 
-One table (``_DENY``, per architecture) yields both the filter a call child
-installs on itself (``install_seccomp_filter``, compiled once per process by
-``prepare_seccomp_filter``) and the container runtime's profile
+One table (``_DENY``, per architecture) yields both the filter the zygote
+installs on itself once, and every child inherits (``install_seccomp_filter``),
+and the container runtime's profile
 (``container_seccomp_profile``, committed as ``deploy/seccomp.json``).
 ``_linux`` re-exports the public names. Imports only the standard library and
 ``gateway.sandbox._libc``.
@@ -15,7 +15,7 @@ import os
 
 from gateway.sandbox._libc import check, libc
 
-__all__ = ["container_seccomp_profile", "install_seccomp_filter", "prepare_seccomp_filter"]
+__all__ = ["container_seccomp_profile", "install_seccomp_filter"]
 
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
@@ -237,15 +237,6 @@ def install_seccomp_filter() -> None:
     prog = _compiled_filter()
     result = libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
     check(result, "prctl(PR_SET_SECCOMP)")
-
-
-def prepare_seccomp_filter() -> None:
-    """Build the filter program now (the zygote does, so no call pays for it after a fork).
-
-    Raises:
-        OSError: ``ENOSYS`` on an architecture without a table here.
-    """
-    _compiled_filter()
 
 
 _COMPILED: list[tuple[ctypes.Array[_SockFilter], _SockFprog]] = []  # built once per process

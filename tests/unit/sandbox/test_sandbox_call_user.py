@@ -11,7 +11,9 @@ from gateway.sandbox import _call_user
 
 @pytest.fixture
 def as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root with CAP_SETUID and CAP_SETGID, whoever runs the tests."""
     monkeypatch.setattr(_call_user.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(_call_user, "_can_switch_uid", lambda: True)
 
 
 def _kernel(monkeypatch: pytest.MonkeyPatch, abi: int) -> None:
@@ -67,3 +69,18 @@ def test_forced_root_refuses_a_kernel_without_signal_scoping(
     _kernel(monkeypatch, abi)
     with pytest.raises(RuntimeError, match="GATEWAY_SANDBOX_USER=root"):
         _call_user.choose_call_user("root", tmp_path)
+
+
+@pytest.mark.usefixtures("as_root")
+def test_root_without_setuid_cannot_use_own_uids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's root without CAP_SETUID falls back to capless root, or refuses 'own'."""
+    monkeypatch.setattr(_call_user, "_can_switch_uid", lambda: False)
+    monkeypatch.setattr(_call_user, "deployment_blocker", lambda root: None)
+    _kernel(monkeypatch, 7)
+    assert _call_user.choose_call_user("auto", tmp_path) == ("root", "no CAP_SETUID")
+    with pytest.raises(RuntimeError, match="CAP_SETUID"):
+        _call_user.choose_call_user("own", tmp_path)
+    _kernel(monkeypatch, 3)
+    assert _call_user.choose_call_user("auto", tmp_path)[0] == "same"
