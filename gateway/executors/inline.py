@@ -38,7 +38,7 @@ from gateway.executors._pools import Pools
 from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
-from gateway.sandbox.protocol import CallResult
+from gateway.sandbox.protocol import CallResult, output_result
 from gateway.sandbox.results import failure, from_result, redact
 
 __all__ = ["InlineExecutor", "InlineKind", "inline_database_urls"]
@@ -148,10 +148,4 @@ class InlineExecutor:
 def _encoded(value: Any, max_output_kb: int) -> CallResult:
     """``value`` as the text the model reads, cut at ``max_output_kb`` as the sandbox cuts it."""
     text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-    limit = max_output_kb * 1024
-    encoded = text.encode("utf-8", errors="replace")
-    if len(encoded) > limit:
-        kept = encoded[:limit].decode("utf-8", errors="ignore")
-        note = f"\n[output truncated: {len(encoded)} bytes, limit {max_output_kb} KB]"
-        return CallResult(ok=True, output=kept + note, truncated=True)
-    return CallResult(ok=True, output=text)
+    return output_result(text, max_output_kb)

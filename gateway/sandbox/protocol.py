@@ -45,6 +45,7 @@ __all__ = [
     "decode_control",
     "encode",
     "frame",
+    "output_result",
 ]
 
 HEADER = struct.Struct(">I")
@@ -193,6 +194,20 @@ class CallResult(msgspec.Struct, frozen=True, kw_only=True):
     message: str = ""
     detail: dict[str, Any] = {}
     traceback: str = ""
+
+
+def output_result(text: str, max_output_kb: int) -> CallResult:
+    """A successful result carrying ``text``, cut at ``max_output_kb`` with a note saying so.
+
+    The one place the cut is made, for sandboxed and inline calls alike.
+    """
+    limit = max_output_kb * 1024
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) > limit:
+        kept = encoded[:limit].decode("utf-8", errors="ignore")
+        note = f"\n[output truncated: {len(encoded)} bytes, limit {max_output_kb} KB]"
+        return CallResult(ok=True, output=kept + note, truncated=True)
+    return CallResult(ok=True, output=text)
 
 
 _control_decoder = msgspec.json.Decoder(Control)

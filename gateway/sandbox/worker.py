@@ -46,6 +46,7 @@ from gateway.sandbox.protocol import (
     Start,
     decode_control,
     frame,
+    output_result,
 )
 
 __all__ = [
@@ -403,13 +404,7 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
             detail=detail if isinstance(detail, dict) else {},
             traceback=traceback.format_exc()[-8000:],
         )
-    limit = limits.max_output_kb * 1024
-    encoded = text.encode("utf-8", errors="replace")
-    if len(encoded) > limit:
-        kept = encoded[:limit].decode("utf-8", errors="ignore")
-        note = f"\n[output truncated: {len(encoded)} bytes, limit {limits.max_output_kb} KB]"
-        return CallResult(ok=True, output=kept + note, truncated=True)
-    return CallResult(ok=True, output=text)
+    return output_result(text, limits.max_output_kb)
 
 
 def _kill_descendants() -> bool:
