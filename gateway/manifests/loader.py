@@ -9,6 +9,13 @@ checks of ``validate`` in order, imports the Python actions in an isolated
 subprocess to check them and infer missing ``parameters`` (``_pyfunc``), and
 builds the catalog with its tool schemas and content-hash version.
 
+Reloads are incremental: what one file yields on its own (its documents, their
+decoded Structs and their own problems, and the action kinds' checks of them)
+is remembered from the last load under the file's bytes and the environment,
+so a reload re-reads every file but parses and checks again only the ones that
+changed; everything that spans documents runs every time. A load forgets what
+the previous one remembered for files that are gone.
+
 Blocking: call it with ``asyncio.to_thread`` from async code. Action kinds must
 be registered first (``import gateway.executors``). Imports ``gateway.manifests``
 modules and ``errors`` only.
@@ -21,7 +28,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -68,30 +75,42 @@ def load_catalog(
 
     contents: dict[str, bytes] = {}
     rel_of: dict[str, str] = {}
-    raw: list[RawDocument] = []
+    global _REMEMBERED
+    last = _REMEMBERED  # one snapshot: its documents stay alive while its ids are keys
+    previous, remembered = last.files, {}
+    environment = _environment_digest(env)
+    declared: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    first: dict[tuple[str, str], RawDocument] = {}
+    entries: list[Entry] = []
+    originals: list[Any] = []  # each entry's value as decoded (inference may replace it)
+    documents = 0
     for rel in files:
         shown = str(root / rel)
         rel_of[shown] = rel
         try:
             data = (root_abs / rel).read_bytes()
-            contents[rel] = data
-            raw += read_documents(data.decode("utf-8"), shown, env)
-        except YamlError as exc:
-            raw += exc.documents
-            problems.append(Problem(file=shown, line=exc.line, col=exc.col, message=exc.message))
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             problems.append(Problem(file=shown, line=1, col=1, message=f"cannot read: {exc}"))
-    if not raw and not problems:
+            continue
+        contents[rel] = data
+        key = (shown, environment)
+        parsed = previous.get(key)
+        if parsed is None or parsed.data != data:
+            parsed = _parse_file(shown, data, env)
+        remembered[key] = parsed
+        problems += parsed.problems
+        for doc, decoded in parsed.documents:
+            documents += 1
+            problems += decoded.problems
+            if decoded.declares is not None:
+                declared[decoded.declares[0]].add(decoded.declares[1])
+            problems += _duplicate(doc, first)
+            if decoded.value is not None:
+                # A fresh Entry: inferring parameters below replaces its value.
+                entries.append(Entry(doc, decoded.kind, decoded.value))
+                originals.append(decoded.value)
+    if not documents and not problems:
         raise ManifestError([_root_problem(root, "the manifest files hold no documents")])
-
-    declared: dict[str, set[str]] = {kind: set() for kind in KINDS}
-    first: dict[tuple[str, str], RawDocument] = {}
-    entries: list[Entry] = []
-    for doc in raw:
-        entry = _decode(doc, problems, declared)
-        problems += _duplicate(doc, first)
-        if entry is not None:
-            entries.append(entry)
 
     problems += validate.cross_problems(entries, declared=declared, root=root_abs, environ=env)
     refs = [ref for e in entries if (ref := _python_ref(e)) is not None]
@@ -100,10 +119,105 @@ def load_catalog(
     _fill_inferred_parameters(entries, found)
     problems += validate.example_problems(entries)
     ctx = CheckContext(root=root_abs, databases=frozenset(declared["database"]))
-    problems += validate.kind_problems(entries, ctx)
+    checked, kind_checks = _kind_checks(entries, originals, ctx, last.kind_checks)
+    problems += checked
+    _REMEMBERED = _Memory(remembered, kind_checks)
     if problems:
         raise ManifestError(_sorted(problems))
     return _assemble(root_abs, code_root, rel_of, contents, entries, found)
+
+
+_KindChecks = dict[tuple[int, Path, frozenset[str]], list[Problem]]
+
+
+def _kind_checks(
+    entries: list[Entry], originals: list[Any], ctx: CheckContext, last: _KindChecks
+) -> tuple[list[Problem], _KindChecks]:
+    """Every action's kind check, reusing ``last`` for values decoded as before.
+
+    Returns the problems and what to remember: results keyed by (id of the
+    decoded value, context). A value replaced by parameters inferred from code
+    is checked every time and not remembered.
+    """
+    problems: list[Problem] = []
+    remember: _KindChecks = {}
+    for entry, decoded in zip(entries, originals, strict=True):
+        if not isinstance(entry.value, Action):
+            continue
+        if entry.value is not decoded:
+            problems += validate.kind_check(entry, entry.value, ctx)
+            continue
+        key = (id(decoded), ctx.root, ctx.databases)
+        checked = last.get(key)
+        remember[key] = checked if checked is not None else validate.kind_check(entry, decoded, ctx)
+        problems += remember[key]
+    return problems, remember
+
+
+class _Decoded(NamedTuple):
+    """One document on its own: its Struct (None if invalid), problems, declared name."""
+
+    kind: str
+    value: Any
+    problems: list[Problem]
+    declares: tuple[str, str] | None
+
+
+class _ParsedFile(NamedTuple):
+    """What one file yields on its own, remembered under its bytes (see the module doc)."""
+
+    data: bytes
+    documents: list[tuple[RawDocument, _Decoded]]
+    problems: list[Problem]
+
+
+class _Memory(NamedTuple):
+    """The last load's per-file results, and the kinds' checks of their documents.
+
+    ``kind_checks`` (a kind's ``check`` of one action, which depends only on the
+    action's document and the ``CheckContext``) is keyed by the ``id`` of decoded
+    values held in ``files``: they live as long as this object, so an id cannot
+    be reused while it is a key.
+    """
+
+    files: dict[tuple[str, str], _ParsedFile]
+    kind_checks: _KindChecks
+
+
+_REMEMBERED = _Memory({}, {})
+"""Replaced wholesale by each load; a load never mutates what another may be reading."""
+
+
+def _environment_digest(env: Mapping[str, str]) -> str:
+    """A digest of the environment, which ``${VAR}`` interpolation depends on."""
+    digest = hashlib.sha256()
+    for name, value in sorted(env.items()):
+        digest.update(f"{len(name)}:{name}:{len(value)}:{value}".encode(errors="replace"))
+    return digest.hexdigest()
+
+
+def _parse_file(shown: str, data: bytes, env: Mapping[str, str]) -> _ParsedFile:
+    """Read and decode every document of one file, with the problems of each."""
+    problems: list[Problem] = []
+    try:
+        raw = read_documents(data.decode("utf-8"), shown, env)
+    except YamlError as exc:
+        raw = exc.documents
+        problems.append(Problem(file=shown, line=exc.line, col=exc.col, message=exc.message))
+    except UnicodeDecodeError as exc:
+        return _ParsedFile(
+            data, [], [Problem(file=shown, line=1, col=1, message=f"cannot read: {exc}")]
+        )
+    documents = []
+    for doc in raw:
+        own: list[Problem] = []
+        declared: dict[str, set[str]] = {kind: set() for kind in KINDS}
+        entry = _decode(doc, own, declared)
+        names = [(kind, name) for kind, found in declared.items() for name in found]
+        kind = entry.kind if entry is not None else ""
+        value = entry.value if entry is not None else None
+        documents.append((doc, _Decoded(kind, value, own, names[0] if names else None)))
+    return _ParsedFile(data, documents, problems)
 
 
 def discover(root: Path) -> list[str]:

@@ -56,7 +56,9 @@ class ActionConfig(_Strict, frozen=True):
     def check(self, action: Action, ctx: CheckContext) -> list[KindProblem]:
         """Cross-document checks at load time (templates parse, database exists...).
 
-        Runs in the server process: must not import or execute user code.
+        Runs in the server process: must not import or execute user code. Must
+        depend only on this action as written and ``ctx``: a reload reuses the
+        result while the document is unchanged.
         """
         return []
 

@@ -412,15 +412,19 @@ def kind_problems(entries: list[Entry], ctx: CheckContext) -> list[Problem]:
     problems = []
     for entry in entries:
         action = entry.value
-        if not isinstance(action, Action) or action.config is None:
-            continue
+        if isinstance(action, Action):
+            problems += kind_check(entry, action, ctx)
+    return problems
+
+
+def kind_check(entry: Entry, action: Action, ctx: CheckContext) -> list[Problem]:
+    """One action's kind ``check``, located (nothing for an action without a config)."""
+    problems = []
+    if action.config is not None:
         try:
             found = action.config.check(action, ctx)
         except Exception as exc:  # a kind's bug must not hide the other problems
-            problems.append(
-                entry.at((action.kind_key,), f"the {action.kind_key} check failed: {exc!r}")
-            )
-            continue
+            return [entry.at((action.kind_key,), f"the {action.kind_key} check failed: {exc!r}")]
         for kind_problem in found:
             path = (action.kind_key, *parse_path(kind_problem.path))
             problems.append(_kind_problem(entry, path, kind_problem.message))

@@ -494,3 +494,52 @@ def test_a_syntax_error_does_not_hide_earlier_documents(tmp_path: Path) -> None:
     [problem] = problems(tmp_path, files)
     assert (Path(problem.file).name, problem.line) == ("b.yaml", 8)
     assert "invalid YAML" in problem.message
+
+
+# --- reloads reuse what an unchanged file yields ------------------------------------
+
+
+def test_a_reload_sees_a_changed_environment_in_an_unchanged_file(tmp_path: Path) -> None:
+    """The remembered documents of a file are keyed by the environment too."""
+    files = {"p.yaml": "kind: provider\nname: p\nbase_url: http://${HOST}/v1\n"}
+    first = load(tmp_path, files, environ={"HOST": "one:1"})
+    second = load(tmp_path, files, environ={"HOST": "two:2"})
+    assert first.providers["p"].base_url == "http://one:1/v1"
+    assert second.providers["p"].base_url == "http://two:2/v1"
+
+
+def test_a_reload_reports_the_problems_of_unchanged_files_again(tmp_path: Path) -> None:
+    """A broken file stays broken on every load, even when nothing else changed."""
+    files = {
+        "db.yaml": DB,
+        "q.yaml": """\
+            kind: action
+            name: q
+            description: query
+            sql: {database: nope, query: "SELECT 1"}
+            """,
+    }
+    first = problems(tmp_path, files)
+    second = problems(tmp_path, files)
+    assert first == second
+    assert any("unknown database 'nope'" in p.message for p in second)
+    # Declaring the database in another file fixes the unchanged one: the kind check
+    # depends on the set it belongs to, not only on the document.
+    files["db2.yaml"] = "kind: database\nname: nope\nurl: sqlite:///n.sqlite\n"
+    assert load(tmp_path, files).actions["q"].config is not None
+
+
+def test_a_reload_infers_parameters_again_when_only_the_code_changed(tmp_path: Path) -> None:
+    """An unchanged YAML file whose Python function changed gets the new parameters."""
+    module = tmp_path / "reload_actions.py"
+    module.write_text("def f(city: str) -> str:\n    '''Weather.'''\n    return city\n")
+    files = {
+        "f.yaml": "kind: action\nname: f\ndescription: d\npython: {function: reload_actions:f}\n"
+    }
+    first = load(tmp_path, files)
+    module.write_text(
+        "def f(town: str, days: int = 1) -> str:\n    '''Weather.'''\n    return town\n"
+    )
+    second = load(tmp_path, files)
+    assert set(first.actions["f"].parameters["properties"]) == {"city"}
+    assert set(second.actions["f"].parameters["properties"]) == {"town", "days"}
