@@ -137,7 +137,8 @@ class Engine:
                     continue
                 _logger.warning("run.lease_lost", run_id=run_id, thread_id=body.spec.thread_id)
                 body.superseded = True
-                self._live[run_id].task.cancel()
+                if (handle := self._live.get(run_id)) is not None:
+                    handle.task.cancel()
 
     # -- threads and runs ---------------------------------------------------------
 

@@ -15,6 +15,7 @@ import pytest
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage, ToolCall, Usage
 from gateway.store import open_store
+from gateway.store._sql import SQLITE
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
@@ -446,3 +447,32 @@ async def test_racing_starters_on_a_lapsed_thread_admit_exactly_one(make_store: 
     assert len(active) == 1 and active[0].id != old.id
     stored = await a.get_run(old.id)
     assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
+
+
+async def test_migration_to_leases_keeps_runs_of_older_gateways(tmp_path: Path) -> None:
+    """Upgrading a version-1 database adds the lease columns; its active runs never lapse."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in SQLITE.migrations[0]:
+            conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO threads (id, assistant, created_at) VALUES ('t1', 'a', 1.0)")
+        conn.execute(
+            "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at)"
+            " VALUES ('r1', 't1', 'a', 'in_progress', 'v1', 1.0)"
+        )
+    conn.close()
+    store = SQLiteStore(path, lease_seconds=0.01)
+    await store.open()
+    try:
+        version = await store._run(
+            lambda conn: conn.execute("SELECT version FROM schema_version").fetchone()
+        )
+        assert version == (2,)
+        await asyncio.sleep(0.05)
+        assert await store.expire_leases("t1") == []
+        with pytest.raises(Conflict):
+            await store.create_run(_run("t1"))
+    finally:
+        await store.close()
