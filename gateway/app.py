@@ -162,7 +162,7 @@ def _cors(settings: Settings) -> CORSConfig | None:
 async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
     """Start every piece; each registers its own shutdown on ``stack`` (run in reverse)."""
     settings = services.settings
-    store = open_store(settings.database_url, root=Path.cwd())
+    store = open_store(settings.database_url, root=Path.cwd(), lease_seconds=settings.run_lease)
     stack.push_async_callback(store.close)
     services.store = store
     providers = ProviderRegistry(settings)

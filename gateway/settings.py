@@ -44,6 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sandbox_concurrency: int = 8
     sandbox_user: Literal["auto", "own", "root"] = "auto"
     reload_debounce_ms: int = 50
+    run_lease: float = 30.0  # seconds; gateway.store.base.DEFAULT_LEASE_SECONDS
     gateway_root: Path | None = None
     rate_limit: float = 0.0
     rate_limit_burst: int = 0
@@ -102,6 +103,18 @@ def _number(conv: Callable[[str], float]) -> Callable[[str, str], object]:
     return parse
 
 
+def _positive(conv: Callable[[str], float]) -> Callable[[str, str], object]:
+    number = _number(conv)
+
+    def parse(var: str, value: str) -> object:
+        parsed = number(var, value)
+        if not isinstance(parsed, int | float) or parsed <= 0:
+            raise SettingsError(f"{var} must be a positive number, got {value!r}")
+        return parsed
+
+    return parse
+
+
 def _choice(*allowed: str) -> Callable[[str, str], str]:
     def parse(var: str, value: str) -> str:
         lowered = value.strip().lower()
@@ -141,6 +154,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", _number(int)),
     "GATEWAY_SANDBOX_CONCURRENCY": ("sandbox_concurrency", _number(int)),
     "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", _number(int)),
+    "GATEWAY_RUN_LEASE": ("run_lease", _positive(float)),
     "GATEWAY_RATE_LIMIT": ("rate_limit", _number(float)),
     "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", _number(int)),
     "GATEWAY_WATCH": ("watch", _parse_bool),

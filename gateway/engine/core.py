@@ -3,7 +3,10 @@
 A run belongs to the ``Engine``, not to the request that started it: the
 request gets a ``RunHandle`` and reads the run's log; a disconnect does not
 stop the run. One run at a time per thread is enforced by the store (so it
-holds across replicas). Finished logs stay in memory for a while (bounded
+holds across replicas). One background task renews the leases of every run
+this process executes, in one statement every third of the store's lease; a
+replica that dies stops renewing, and its threads are free once the lease
+lapses (see ``gateway.store.base``). Finished logs stay in memory for a while (bounded
 LRU) and are stored for replay after a restart or from another replica.
 Imports the provider, executor and store interfaces, ``gateway.manifests``
 types, ``gateway.events``, ``gateway.errors`` and ``gateway.settings``; never
@@ -32,11 +35,14 @@ from gateway.manifests.catalog import Catalog, CatalogRef
 from gateway.manifests.model import Assistant
 from gateway.providers.base import ChatMessage
 from gateway.settings import Settings
-from gateway.store.base import RunRecord, ThreadRecord, ThreadStore
+from gateway.store.base import INTERRUPTED, RunRecord, ThreadRecord, ThreadStore
 
 __all__ = ["Engine", "ProviderLookup", "RunHandle"]
 
 _logger = structlog.get_logger("gateway.engine")
+
+# Leases are renewed this many times per lease: a live run survives a missed renewal or two.
+_RENEWALS_PER_LEASE = 3
 
 
 class Engine:
@@ -68,6 +74,8 @@ class Engine:
         self._budget = history or HistoryBudget()
         self._keep_finished = keep_finished
         self._live: dict[str, RunHandle] = {}  # run id -> handle, while running
+        self._bodies: dict[str, RunTask] = {}  # run id -> its loop, while running
+        self._lease_task: asyncio.Task[None] | None = None
         self._busy: dict[str, str] = {}  # thread id -> run id, while running here
         self._finished: OrderedDict[str, RunLog] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
@@ -75,14 +83,16 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store; with an embedded store, fail runs a crash left in progress."""
+        """Open the store and start renewing leases; with an embedded store, fail the
+        runs a crash left in progress (a shared store frees them when their lease lapses)."""
         await self._store.open()
-        if self._store.shared:
-            return  # another replica may own them; ``cancel`` clears true orphans
-        for run in await self._store.list_active_runs():
-            error = {"type": "interrupted", "message": "the gateway stopped during the run"}
-            await self._store.update_run(mark_finished(run, status="failed", error=error))
-            _logger.warning("run.interrupted", run_id=run.id, thread_id=run.thread_id)
+        if not self._store.shared:
+            for run in await self._store.list_active_runs():
+                interrupted = mark_finished(run, status="failed", error=dict(INTERRUPTED))
+                await self._store.update_run(interrupted)
+                _logger.warning("run.interrupted", run_id=run.id, thread_id=run.thread_id)
+        if self._lease_task is None:
+            self._lease_task = asyncio.create_task(self._renew_leases(), name="leases")
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait until each has stored its outcome."""
@@ -90,12 +100,45 @@ class Engine:
         for task in runs:
             task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
+        # Renewal stops once every run stored its outcome (cancelled), not before.
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+            self._lease_task = None
         # Followers of remote runs are cancelled; pending writes (``settle:``) finish.
         background = list(self._background)
         for task in background:
             if task.get_name().startswith("follow:"):
                 task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+
+    async def _renew_leases(self) -> None:
+        """Forever: renew the leases of this process's stored runs, all in one statement.
+
+        A run the store did not renew has lost its lease to another replica
+        (this one was cut off from the database for a whole lease): it is
+        stopped without writing anything more (see ``RunTask.superseded``).
+        """
+        interval = self._store.lease_seconds / _RENEWALS_PER_LEASE
+        while True:
+            await asyncio.sleep(interval)
+            held = [run_id for run_id, body in self._bodies.items() if body.stored]
+            if not held:
+                continue
+            try:
+                renewed = await self._store.renew_leases(held)
+            except Exception:  # the store is down: the next tick retries, the lease has room
+                _logger.warning("run.lease_renewal_failed", runs=len(held), exc_info=True)
+                continue
+            for run_id in held:
+                body = self._bodies.get(run_id)
+                # Gone or finishing: it ended meanwhile (its record is final), not lost.
+                if run_id in renewed or body is None or body.finishing:
+                    continue
+                _logger.warning("run.lease_lost", run_id=run_id, thread_id=body.spec.thread_id)
+                body.superseded = True
+                if (handle := self._live.get(run_id)) is not None:
+                    handle.task.cancel()
 
     # -- threads and runs ---------------------------------------------------------
 
@@ -253,6 +296,7 @@ class Engine:
 
         def settled() -> None:
             self._live.pop(spec.run_id, None)
+            self._bodies.pop(spec.run_id, None)
             if spec.thread_id and self._busy.get(spec.thread_id) == spec.run_id:
                 del self._busy[spec.thread_id]
             self._remember(log)
@@ -290,6 +334,8 @@ class Engine:
             log=log, assistant=spec.assistant.name, manifest_version=spec.catalog.version, task=task
         )
         self._live[spec.run_id] = handle
+        if spec.record is not None:
+            self._bodies[spec.run_id] = body
         _logger.info(
             "run.started",
             run_id=spec.run_id,
@@ -329,11 +375,20 @@ class Engine:
             raise NotFound("run", run_id)
         return record
 
+    async def _expire(self, record: RunRecord) -> RunRecord:
+        """``record`` as failed (interrupted) if its lease lapsed, else unchanged."""
+        for expired in await self._store.expire_leases(record.thread_id):
+            _logger.warning("run.interrupted", run_id=expired.id, thread_id=expired.thread_id)
+            if expired.id == record.id:
+                return expired
+        return record
+
     async def get_run_log(self, thread_id: str, run_id: str) -> RunLog:
         """The run's log: live, remembered, or replayed from the store.
 
         A run going on another replica is followed by polling the store until
-        its log is saved (events then arrive all at once).
+        its log is saved (events then arrive all at once); one whose lease
+        lapsed ends as failed (``interrupted``).
 
         Raises:
             NotFound: no such run on that thread.
@@ -352,6 +407,8 @@ class Engine:
             return log
         log = RunLog(run_id, thread_id)
         if record.status in ACTIVE:
+            record = await self._expire(record)
+        if record.status in ACTIVE:
             self._spawn(follow_remote(self._store, log, record), f"follow:{run_id}")
         else:
             synthesize(log, record)
@@ -360,8 +417,9 @@ class Engine:
     async def cancel(self, thread_id: str, run_id: str) -> RunRecord:
         """Cancel a run: stop its model call and kill its running actions.
 
-        A run going on another replica (or orphaned by a crash) is marked
-        cancelled in the store; its owner notices at its next step. Cancelling
+        A run going on another replica is marked cancelled in the store; its
+        owner notices at its next step. A run whose replica died (lease lapsed)
+        is failed (``interrupted``) instead, and returned as such. Cancelling
         a finished run changes nothing. Returns the run's record afterwards.
 
         Raises:
@@ -375,6 +433,8 @@ class Engine:
                 await asyncio.wait({handle.settling})
             return await self._record(thread_id, run_id)
         record = await self._record(thread_id, run_id)
+        if record.status in ACTIVE:
+            record = await self._expire(record)  # a dead replica's run has already ended
         if record.status not in ACTIVE:
             return record
         error = {"type": "cancelled", "message": "the run was cancelled"}

@@ -2,8 +2,9 @@
 
 A finished run's events are saved in the store; any replica (or this one after
 a restart) rebuilds its ``RunLog`` from them. A run still going on another
-replica is followed by polling the store until its owner saves the log. A
-finished run whose log was never saved (a crash) gets a minimal log from its
+replica is followed by polling the store until its owner saves the log, or
+until its lease lapses (its replica died: the follower fails it, interrupted).
+A finished run whose log was never saved (a crash) gets a minimal log from its
 record. Imports the store interface, ``gateway.events`` and ``runlog``.
 """
 
@@ -77,6 +78,9 @@ async def follow_remote(
                 _copy_into(log, record, frames)
                 return
             current = await store.get_run(record.id)
+            if current is not None and current.status in ACTIVE:
+                expired = await store.expire_leases(current.thread_id)
+                current = next((run for run in expired if run.id == record.id), current)
             if current is None or current.status not in ACTIVE:
                 await asyncio.sleep(interval)  # its owner may still be saving the log
                 frames = await store.load_run_events(record.id)

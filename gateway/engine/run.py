@@ -7,6 +7,10 @@ message as it completes, runs a round's tool calls concurrently through the
 and ``done``, having stored the run record first (so a client that sees
 ``done`` can start the next run at once). Cancelling the task stops the model
 stream and cancels the runner calls (which kills their sandboxed processes).
+A run whose lease lapsed and which another replica failed meanwhile is
+``superseded``: it stops (at its next step, or when the engine's renewal
+notices) and writes nothing more, since the store's record and the thread
+now belong to whoever took over.
 Imports ``gateway.events``, ``gateway.errors``, the provider, executor and
 store interfaces, and ``gateway.manifests`` types.
 """
@@ -53,7 +57,7 @@ from gateway.providers.base import (
     ToolCallRequest,
     Usage,
 )
-from gateway.store.base import RunStatus, ThreadStore
+from gateway.store.base import INTERRUPTED, RunStatus, ThreadStore
 
 __all__ = ["RunTask"]
 
@@ -69,7 +73,7 @@ class _StopRun(Exception):
 
 
 class _RemoteCancel(Exception):
-    """The run was marked cancelled in the store (by another replica)."""
+    """The run was marked cancelled in the store (by another replica), or superseded."""
 
 
 class _NotBegun(Exception):
@@ -77,6 +81,7 @@ class _NotBegun(Exception):
 
 
 _NOT_STARTED = ErrorInfo(type="not_started", message="the run could not be stored")
+_INTERRUPTED = ErrorInfo(type=INTERRUPTED["type"], message=INTERRUPTED["message"])
 
 
 class RunTask:
@@ -104,6 +109,9 @@ class RunTask:
         self.entered = False  # False only if the task was cancelled before its first step
         # The last answer (no tool calls) and its message id, stored by ``_finish``.
         self.final: tuple[ChatMessage, str] | None = None
+        # Set by the engine (lease lost) or by ``_check_remote_cancel`` before stopping the run.
+        self.superseded = False
+        self.finishing = False  # True from the start of ``_finish``: too late to supersede
         self.logger = _logger.bind(
             run_id=spec.run_id, thread_id=spec.thread_id, correlation_id=spec.correlation_id
         )
@@ -120,11 +128,14 @@ class RunTask:
             self.log.append(Done())
             return
         except (asyncio.CancelledError, _RemoteCancel):
-            status, error = (
-                "cancelled",
-                ErrorInfo(type="cancelled", message="the run was cancelled"),
-            )
-            await asyncio.shield(self._settle_pending())
+            if self.superseded:
+                status, error = "failed", _INTERRUPTED
+            else:
+                status, error = (
+                    "cancelled",
+                    ErrorInfo(type="cancelled", message="the run was cancelled"),
+                )
+                await asyncio.shield(self._settle_pending())
         except _StopRun as exc:
             status, error = "failed", exc.error
         except ProviderError as exc:
@@ -136,6 +147,16 @@ class RunTask:
             error = ErrorInfo(type="internal_error", message="the run failed unexpectedly")
             self._emit_error(error)
         await asyncio.shield(self._finish(status, error))
+
+    @property
+    def stored(self) -> bool:
+        """True once the run's record is committed (so it holds a lease to renew)."""
+        if self.spec.record is None:
+            return False
+        begun = self.begun
+        if begun is None:
+            return True
+        return begun.done() and not begun.cancelled() and begun.exception() is None
 
     async def _wait_begun(self) -> None:
         """Wait until the run is stored (its first event or write may not come sooner).
@@ -209,7 +230,12 @@ class RunTask:
         if self.store is None or not self.store.shared:
             return
         record = await self.store.get_run(self.spec.run_id)
-        if record is not None and record.status == "cancelled":
+        if record is None:
+            return
+        if record.status == "cancelled":
+            raise _RemoteCancel
+        if record.status not in ("queued", "in_progress"):  # our lease lapsed: taken over
+            self.superseded = True
             raise _RemoteCancel
 
     async def _call_model(self, message_id: str) -> tuple[str, list[ToolCall]]:
@@ -315,6 +341,7 @@ class RunTask:
 
     async def _finish(self, status: RunStatus, error: ErrorInfo | None) -> None:
         spec = self.spec
+        self.finishing = True
         if self.begun is not None:  # ended before its first event (a provider error...)
             try:
                 await self._wait_begun()
@@ -349,7 +376,9 @@ class RunTask:
                 run_id=spec.run_id, message_id=answer[1], content=answer[0].content or ""
             )
             final.insert(0, message)
-        if self.store is not None and spec.record is not None:
+        if self.superseded:
+            self.logger.warning("run.superseded")  # the store already says failed / interrupted
+        elif self.store is not None and spec.record is not None:
             record = msgspec.structs.replace(
                 spec.record,
                 status=status,

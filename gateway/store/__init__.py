@@ -13,7 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.errors import InvalidInput
-from gateway.store.base import RunRecord, StoredMessage, ThreadRecord, ThreadStore
+from gateway.store.base import (
+    DEFAULT_LEASE_SECONDS,
+    RunRecord,
+    StoredMessage,
+    ThreadRecord,
+    ThreadStore,
+)
 
 __all__ = [
     "RunRecord",
@@ -24,12 +30,12 @@ __all__ = [
     "register_store",
 ]
 
-StoreFactory = Callable[[str, Path], ThreadStore]
+StoreFactory = Callable[[str, Path, float], ThreadStore]
 _FACTORIES: dict[str, StoreFactory] = {}
 
 
 def register_store(*schemes: str) -> Callable[[StoreFactory], StoreFactory]:
-    """Register a factory ``(url, root) -> ThreadStore`` for the given URL schemes.
+    """Register a factory ``(url, root, lease_seconds) -> ThreadStore`` for URL schemes.
 
     Raises:
         ValueError: a scheme is already registered.
@@ -45,7 +51,9 @@ def register_store(*schemes: str) -> Callable[[StoreFactory], StoreFactory]:
     return decorator
 
 
-def open_store(url: str, *, root: Path) -> ThreadStore:
+def open_store(
+    url: str, *, root: Path, lease_seconds: float = DEFAULT_LEASE_SECONDS
+) -> ThreadStore:
     """Build the store for ``url``; call ``await store.open()`` before use.
 
     Args:
@@ -53,6 +61,7 @@ def open_store(url: str, *, root: Path) -> ThreadStore:
             ``sqlite:////absolute/path.db`` or ``postgresql://user@host/db``.
         root: directory relative SQLite paths resolve against (usually the
             working directory).
+        lease_seconds: how long a run's lease lasts unless renewed (``GATEWAY_RUN_LEASE``).
 
     Raises:
         InvalidInput: the scheme is not supported (the message lists the known ones).
@@ -62,7 +71,7 @@ def open_store(url: str, *, root: Path) -> ThreadStore:
     if factory is None or "://" not in url:
         known = ", ".join(sorted(_FACTORIES))
         raise InvalidInput(f"unsupported database URL scheme {scheme!r}; use one of: {known}")
-    return factory(url, root)
+    return factory(url, root, lease_seconds)
 
 
 # Backends register themselves on import (kept last: they import from this package).

@@ -6,6 +6,8 @@ usage, timings, error) are stored as JSON text so the schema stays portable.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ __all__ = [
     "message_from_row",
     "message_row",
     "new_id",
+    "new_owner",
     "new_thread",
     "now",
     "run_from_row",
@@ -46,6 +49,11 @@ _meta_dec = msgspec.json.Decoder(dict[str, Any])
 def new_id(prefix: str) -> str:
     """A fresh random id such as ``thread_3f2a...`` (prefix, underscore, 24 hex digits)."""
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def new_owner() -> str:
+    """An id for one store instance (one replica), ``host:pid:random``, kept in ``runs.owner``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def now() -> float:

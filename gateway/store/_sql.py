@@ -1,8 +1,9 @@
 """The SQL both stores share: schema migrations and statements, per dialect.
 
 Private to ``gateway.store``. The SQLite and PostgreSQL stores keep the same
-tables and columns; only column types and parameter markers differ, so both
-are generated here from one text and a backend cannot drift from the other.
+tables and columns; only column types, parameter markers and the clock
+(``{now}``: the database's current UNIX time) differ, so both are generated
+here from one text and a backend cannot drift from the other.
 """
 
 from __future__ import annotations
@@ -51,7 +52,21 @@ _MIGRATIONS: list[list[str]] = [
             run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
             events {blob} NOT NULL)""",
     ],
+    # 2: run leases. ``owner`` is the replica executing the run (``ThreadStore.owner``);
+    # ``lease_until`` is when its claim lapses, in the database's clock (UNIX seconds).
+    # An active run with a NULL lease was started by a gateway that predates leases:
+    # it never lapses (a cancel frees it), so a rolling upgrade never steals a live run.
+    [
+        "ALTER TABLE runs ADD COLUMN owner TEXT",
+        "ALTER TABLE runs ADD COLUMN lease_until {real}",
+    ],
 ]
+
+_RUN_COLUMNS = (
+    "id, thread_id, assistant, status, manifest_version, created_at,"
+    " completed_at, usage, timings, error"
+)
+_ACTIVE = "status IN ('queued', 'in_progress')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +84,25 @@ class Dialect:
     update_run: str
     select_run: str
     select_active_runs: str
+    expire_leases: str
+    renew_leases: str
     save_events: str
     load_events: str
 
 
-def _dialect(*, real: str, int_: str, blob: str, param: str, upsert_events: str) -> Dialect:
+def _dialect(
+    *, real: str, int_: str, blob: str, param: str, upsert_events: str, now: str, id_list: str
+) -> Dialect:
     def p(sql: str) -> str:
-        return sql.replace("?", param)
+        for token, text in (
+            ("{cols}", _RUN_COLUMNS),
+            ("{active}", _ACTIVE),
+            ("{now}", now),
+            ("{ids}", id_list),
+            ("?", param),
+        ):
+            sql = sql.replace(token, text)
+        return sql
 
     return Dialect(
         migrations=[
@@ -95,9 +122,10 @@ def _dialect(*, real: str, int_: str, blob: str, param: str, upsert_events: str)
             "SELECT id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id,"
             " name, run_id FROM messages WHERE thread_id = ? ORDER BY seq DESC"
         ),
+        # The last two values: the owner and the lease duration in seconds.
         insert_run=p(
-            "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at,"
-            " completed_at, usage, timings, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO runs ({cols}, owner, lease_until)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now} + ?)"
         ),
         update_run=p(
             "UPDATE runs SET status = ?, manifest_version = ?, completed_at = ?, usage = ?,"
@@ -107,10 +135,16 @@ def _dialect(*, real: str, int_: str, blob: str, param: str, upsert_events: str)
             "SELECT id, thread_id, assistant, status, manifest_version, created_at,"
             " completed_at, usage, timings, error FROM runs WHERE id = ?"
         ),
-        select_active_runs=(
-            "SELECT id, thread_id, assistant, status, manifest_version, created_at,"
-            " completed_at, usage, timings, error FROM runs"
-            " WHERE status IN ('queued', 'in_progress')"
+        select_active_runs=p("SELECT {cols} FROM runs WHERE {active}"),
+        # (completed_at, error_json, thread_id): the thread's active run whose lease lapsed.
+        expire_leases=p(
+            "UPDATE runs SET status = 'failed', completed_at = ?, error = ?, lease_until = NULL"
+            " WHERE thread_id = ? AND {active} AND lease_until < {now} RETURNING {cols}"
+        ),
+        # (seconds, owner, ids_json): extends the leases of the owner's runs still active.
+        renew_leases=p(
+            "UPDATE runs SET lease_until = {now} + ?"
+            " WHERE owner = ? AND {active} AND id IN ({ids}) RETURNING id"
         ),
         save_events=p(upsert_events),
         load_events=p("SELECT events FROM run_events WHERE run_id = ?"),
@@ -123,6 +157,9 @@ SQLITE = _dialect(
     blob="BLOB",
     param="?",
     upsert_events="INSERT OR REPLACE INTO run_events (run_id, events) VALUES (?, ?)",
+    # julianday() works on every SQLite version (unixepoch('subsec') needs 3.42).
+    now="((julianday('now') - 2440587.5) * 86400.0)",
+    id_list="SELECT value FROM json_each(?)",
 )
 POSTGRES = _dialect(
     real="DOUBLE PRECISION",
@@ -131,4 +168,7 @@ POSTGRES = _dialect(
     param="%s",
     upsert_events="INSERT INTO run_events (run_id, events) VALUES (?, ?)"
     " ON CONFLICT (run_id) DO UPDATE SET events = EXCLUDED.events",
+    # The server's clock, not the replica's: replicas' clocks may disagree, the database's is one.
+    now="CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)",
+    id_list="SELECT jsonb_array_elements_text(CAST(? AS jsonb))",
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,13 @@ from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
 from gateway.store import register_store
 from gateway.store._sql import POSTGRES
-from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
+from gateway.store.base import (
+    DEFAULT_LEASE_SECONDS,
+    INTERRUPTED,
+    RunRecord,
+    StoredMessage,
+    ThreadRecord,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -43,12 +49,19 @@ class PostgresStore:
         url: a libpq URL (``postgresql://user:pass@host:5432/db``).
         schema: optional schema to use (created if missing), e.g. to isolate tests.
         min_size / max_size: pool bounds.
+        lease_seconds: lease of the runs this instance inserts (see ``gateway.store.base``).
     """
 
     shared = True
 
     def __init__(
-        self, url: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise InvalidInput(f"invalid schema name {schema!r}")
@@ -56,6 +69,8 @@ class PostgresStore:
         self._schema = schema
         self._min_size, self._max_size = min_size, max_size
         self._pool: AsyncConnectionPool | None = None
+        self.owner = c.new_owner()
+        self.lease_seconds = lease_seconds
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -186,7 +201,7 @@ class PostgresStore:
     async def create_run(self, run: RunRecord) -> None:
         """Insert ``run``; Conflict when the thread already has an active run."""
         async with self._connection() as conn:
-            await _insert_run(conn, run)
+            await self._insert_run(conn, run)
 
     async def begin_run(
         self, run: RunRecord, message: ChatMessage, *, thread: ThreadRecord | None = None
@@ -196,7 +211,7 @@ class PostgresStore:
         async with self._connection() as conn:
             if thread is not None:
                 await conn.execute(_SQL.insert_thread, c.thread_row(thread))
-            await _insert_run(conn, run)
+            await self._insert_run(conn, run)
             seq = await _append(conn, run.thread_id, message, run.id, mid, created)
         return c.stored(
             message, thread_id=run.thread_id, run_id=run.id, mid=mid, seq=seq, created=created
@@ -231,6 +246,33 @@ class PostgresStore:
         rows = await self._fetchall(_SQL.select_active_runs)
         return [c.run_from_row(row) for row in rows]
 
+    async def renew_leases(self, run_ids: Collection[str]) -> set[str]:
+        """Extend the leases of those of ``run_ids`` this store owns and still runs."""
+        if not run_ids:
+            return set()
+        params = (self.lease_seconds, self.owner, c.dumps(list(run_ids)))
+        async with self._connection() as conn:
+            cur = await conn.execute(_SQL.renew_leases, params)
+            return {row[0] for row in await cur.fetchall()}
+
+    async def expire_leases(self, thread_id: str) -> list[RunRecord]:
+        """Fail the thread's active run whose lease lapsed; returns it (if any)."""
+        async with self._connection() as conn:
+            return await _expire(conn, thread_id)
+
+    async def _insert_run(self, conn: Conn, run: RunRecord) -> None:
+        # A racing replica doing the same blocks on the expired run's row lock, then
+        # finds it failed and its own insert refused by ``runs_one_active``: one wins.
+        await _expire(conn, run.thread_id)
+        try:
+            await conn.execute(_SQL.insert_run, (*c.run_row(run), self.owner, self.lease_seconds))
+        except pg_errors.ForeignKeyViolation:
+            raise NotFound("thread", run.thread_id) from None
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "runs_one_active":
+                raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
+            raise
+
     async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
         """Persist a finished run's encoded event log (replaces an earlier one)."""
         async with self._connection() as conn:
@@ -264,15 +306,10 @@ async def _append(
     return seq
 
 
-async def _insert_run(conn: Conn, run: RunRecord) -> None:
-    try:
-        await conn.execute(_SQL.insert_run, c.run_row(run))
-    except pg_errors.ForeignKeyViolation:
-        raise NotFound("thread", run.thread_id) from None
-    except pg_errors.UniqueViolation as exc:
-        if exc.diag.constraint_name == "runs_one_active":
-            raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
-        raise
+async def _expire(conn: Conn, thread_id: str) -> list[RunRecord]:
+    params = (c.now(), c.dumps(INTERRUPTED), thread_id)
+    cur = await conn.execute(_SQL.expire_leases, params)
+    return [c.run_from_row(row) for row in await cur.fetchall()]
 
 
 async def _update_run(conn: Conn, run: RunRecord) -> None:
@@ -306,6 +343,6 @@ async def _migrate(conn: Conn, schema: str) -> None:
 
 
 @register_store("postgresql", "postgres")
-def _factory(url: str, root: Path) -> PostgresStore:
+def _factory(url: str, root: Path, lease_seconds: float) -> PostgresStore:
     del root  # a server database has no relative path
-    return PostgresStore(url)
+    return PostgresStore(url, lease_seconds=lease_seconds)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,13 @@ from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
 from gateway.store import register_store
 from gateway.store._sql import SQLITE
-from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
+from gateway.store.base import (
+    DEFAULT_LEASE_SECONDS,
+    INTERRUPTED,
+    RunRecord,
+    StoredMessage,
+    ThreadRecord,
+)
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -48,12 +54,19 @@ def sqlite_path(url: str, root: Path) -> Path:
 
 
 class SQLiteStore:
-    """``ThreadStore`` over one SQLite file."""
+    """``ThreadStore`` over one SQLite file.
+
+    Args:
+        path: the database file.
+        lease_seconds: lease of the runs this instance inserts (see ``gateway.store.base``).
+    """
 
     shared = False
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self.path = path
+        self.owner = c.new_owner()
+        self.lease_seconds = lease_seconds
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -178,7 +191,7 @@ class SQLiteStore:
 
     async def create_run(self, run: RunRecord) -> None:
         """Insert ``run``; Conflict when the thread already has an active run."""
-        await self._run(lambda conn: self._tx(conn, lambda cx: _insert_run(cx, run)))
+        await self._run(lambda conn: self._tx(conn, lambda cx: self._insert_run(cx, run)))
 
     async def begin_run(
         self, run: RunRecord, message: ChatMessage, *, thread: ThreadRecord | None = None
@@ -189,7 +202,7 @@ class SQLiteStore:
         def body(conn: sqlite3.Connection) -> int:
             if thread is not None:
                 _insert_thread(conn, thread)
-            _insert_run(conn, run)
+            self._insert_run(conn, run)
             return _append(conn, run.thread_id, message, run.id, mid, created)
 
         seq = await self._run(lambda conn: self._tx(conn, body))
@@ -230,6 +243,33 @@ class SQLiteStore:
         rows = await self._run(lambda conn: conn.execute(sql).fetchall())
         return [c.run_from_row(row) for row in rows]
 
+    async def renew_leases(self, run_ids: Collection[str]) -> set[str]:
+        """Extend the leases of those of ``run_ids`` this store owns and still runs."""
+        if not run_ids:
+            return set()
+        params = (self.lease_seconds, self.owner, c.dumps(list(run_ids)))
+
+        def body(conn: sqlite3.Connection) -> set[str]:
+            return {row[0] for row in conn.execute(_SQL.renew_leases, params).fetchall()}
+
+        return await self._run(lambda conn: self._tx(conn, body))
+
+    async def expire_leases(self, thread_id: str) -> list[RunRecord]:
+        """Fail the thread's active run whose lease lapsed; returns it (if any)."""
+        return await self._run(lambda conn: self._tx(conn, lambda cx: _expire(cx, thread_id)))
+
+    def _insert_run(self, conn: sqlite3.Connection, run: RunRecord) -> None:
+        _expire(conn, run.thread_id)
+        try:
+            conn.execute(_SQL.insert_run, (*c.run_row(run), self.owner, self.lease_seconds))
+        except sqlite3.IntegrityError as exc:
+            text = str(exc)
+            if "FOREIGN KEY" in text:
+                raise NotFound("thread", run.thread_id) from None
+            if "runs.thread_id" in text:
+                raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
+            raise
+
     async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
         """Persist a finished run's encoded event log (replaces an earlier one)."""
         await self._run(lambda conn: self._tx(conn, lambda cx: _save_events(cx, run_id, events)))
@@ -262,16 +302,9 @@ def _insert_thread(conn: sqlite3.Connection, thread: ThreadRecord) -> None:
     conn.execute(_SQL.insert_thread, c.thread_row(thread))
 
 
-def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
-    try:
-        conn.execute(_SQL.insert_run, c.run_row(run))
-    except sqlite3.IntegrityError as exc:
-        text = str(exc)
-        if "FOREIGN KEY" in text:
-            raise NotFound("thread", run.thread_id) from None
-        if "runs.thread_id" in text:
-            raise Conflict(f"thread {run.thread_id!r} already has an active run") from None
-        raise
+def _expire(conn: sqlite3.Connection, thread_id: str) -> list[RunRecord]:
+    rows = conn.execute(_SQL.expire_leases, (c.now(), c.dumps(INTERRUPTED), thread_id)).fetchall()
+    return [c.run_from_row(row) for row in rows]
 
 
 def _update_run(conn: sqlite3.Connection, run: RunRecord) -> None:
@@ -302,5 +335,5 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 @register_store("sqlite")
-def _factory(url: str, root: Path) -> SQLiteStore:
-    return SQLiteStore(sqlite_path(url, root))
+def _factory(url: str, root: Path, lease_seconds: float) -> SQLiteStore:
+    return SQLiteStore(sqlite_path(url, root), lease_seconds=lease_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -9,10 +10,12 @@ import psycopg
 import pytest
 
 from gateway.engine import Engine
-from gateway.errors import Conflict
+from gateway.engine.runlog import RunLog
+from gateway.errors import Conflict, NotReady
 from gateway.events import RunFailed, StepCreated
 from gateway.manifests.catalog import CatalogRef
 from gateway.settings import Settings
+from gateway.store.base import DEFAULT_LEASE_SECONDS, INTERRUPTED
 from gateway.store.postgres import PostgresStore
 from tests._pg import pg_url
 from tests.unit.engine._fakes import (
@@ -25,7 +28,7 @@ from tests.unit.engine._fakes import (
     text,
 )
 
-MakeReplica = Callable[[list[Turn]], Awaitable[tuple[Engine, PostgresStore]]]
+MakeReplica = Callable[..., Awaitable[tuple[Engine, PostgresStore]]]
 
 pytestmark = pytest.mark.postgres
 
@@ -37,8 +40,10 @@ async def replica() -> AsyncIterator[MakeReplica]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     made: list[tuple[Engine, PostgresStore]] = []
 
-    async def factory(turns: list[Turn]) -> tuple[Engine, PostgresStore]:
-        store = PostgresStore(url, schema=schema, max_size=4)
+    async def factory(
+        turns: list[Turn], lease: float = DEFAULT_LEASE_SECONDS
+    ) -> tuple[Engine, PostgresStore]:
+        store = PostgresStore(url, schema=schema, max_size=4, lease_seconds=lease)
         engine = Engine(
             catalog=CatalogRef(make_catalog()),
             store=store,
@@ -114,3 +119,73 @@ async def test_history_and_logs_survive_a_restart(replica: MakeReplica) -> None:
     assert log.done and log.events == handle.log.events
     nxt = await c.start_run(thread_id=handle.thread_id, message="and now?")
     assert (await nxt.result()).responses == ["still here"]
+
+
+async def _first_step(engine_log: RunLog) -> None:
+    async for _, event in engine_log.follow():
+        if isinstance(event, StepCreated):
+            return
+
+
+async def test_renewal_keeps_a_long_run_past_its_lease(replica: MakeReplica) -> None:
+    """A run lasting several leases keeps its thread: its replica renews the lease."""
+    a, _ = await replica([calls(("slow", {"seconds": 0.8})), text("from a")], lease=0.3)
+    b, _ = await replica([], lease=0.3)
+    handle = await a.start_run(thread_id=None, message="go")
+    await asyncio.sleep(0.6)  # two lease durations
+    with pytest.raises(Conflict):
+        await b.start_run(thread_id=handle.thread_id, message="two")
+    assert (await handle.result()).responses == ["from a"]
+
+
+async def test_a_dead_replica_frees_its_thread_once_its_lease_lapses(
+    replica: MakeReplica,
+) -> None:
+    """A replica that stops renewing holds its thread one lease; then B runs, the old run failed."""
+    a, store = await replica([calls(("slow", {"seconds": 0.8})), text("never")], lease=0.3)
+    b, _ = await replica([text("from b")], lease=0.3)
+    handle = await a.start_run(thread_id=None, message="go")
+    await _first_step(handle.log)
+    assert a._lease_task is not None
+    a._lease_task.cancel()  # A "dies": no more renewals (its task, left running, stands in)
+    with pytest.raises(Conflict):
+        await b.start_run(thread_id=handle.thread_id, message="too early")
+    followed = await b.get_run_log(handle.thread_id, handle.run_id)  # B follows A's run
+    await asyncio.sleep(0.4)
+    nxt = await b.start_run(thread_id=handle.thread_id, message="after the lease")
+    assert (await nxt.result()).responses == ["from b"]
+    events = [event async for _, event in followed.follow()]
+    assert isinstance(events[-2], RunFailed) and events[-2].error.type == "interrupted"
+    cancelled = await b.cancel(handle.thread_id, handle.run_id)
+    assert cancelled.status == "failed" and cancelled.error == INTERRUPTED
+    # A's task reaches its next step, sees it was taken over, and writes no outcome.
+    result = await handle.result()
+    assert result.status == "failed" and result.error is not None
+    assert result.error.type == "interrupted"
+    stored = await store.get_run(handle.run_id)
+    assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
+
+
+async def test_a_replica_that_lost_its_lease_stops_the_run(
+    replica: MakeReplica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renewals failing past the lease: B takes over, and A's renewal then stops A's run."""
+    a, store = await replica([calls(("slow", {"seconds": 5})), text("never")], lease=0.3)
+    b, _ = await replica([text("from b")], lease=0.3)
+    renew = store.renew_leases
+
+    async def unreachable(run_ids: object) -> set[str]:
+        raise NotReady("the thread store does not answer")
+
+    handle = await a.start_run(thread_id=None, message="go")
+    await _first_step(handle.log)
+    monkeypatch.setattr(store, "renew_leases", unreachable)
+    await asyncio.sleep(0.4)
+    nxt = await b.start_run(thread_id=handle.thread_id, message="taken over")
+    monkeypatch.setattr(store, "renew_leases", renew)
+    result = await asyncio.wait_for(handle.result(), 2)  # long before the 5 s tool ends
+    assert result.status == "failed" and result.error is not None
+    assert result.error.type == "interrupted"
+    assert (await nxt.result()).responses == ["from b"]
+    stored = await store.get_run(handle.run_id)
+    assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED

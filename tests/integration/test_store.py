@@ -15,12 +15,19 @@ import pytest
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage, ToolCall, Usage
 from gateway.store import open_store
-from gateway.store.base import RunRecord, ThreadRecord, ThreadStore
+from gateway.store._sql import SQLITE
+from gateway.store.base import (
+    DEFAULT_LEASE_SECONDS,
+    INTERRUPTED,
+    RunRecord,
+    ThreadRecord,
+    ThreadStore,
+)
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SQLiteStore
 from tests._pg import pg_url
 
-Factory = Callable[[], Awaitable[ThreadStore]]
+Factory = Callable[..., Awaitable[ThreadStore]]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -30,12 +37,15 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     schema = f"t_{uuid.uuid4().hex[:12]}"
     url = pg_url() if request.param == "postgres" else ""
 
-    async def factory() -> ThreadStore:
+    async def factory(lease_seconds: float = DEFAULT_LEASE_SECONDS) -> ThreadStore:
+        """Each store is another owner (replica) with its own ``lease_seconds``."""
         store: ThreadStore
         if request.param == "sqlite":
-            store = open_store("sqlite:///var/gateway.db", root=tmp_path)
+            store = open_store(
+                "sqlite:///var/gateway.db", root=tmp_path, lease_seconds=lease_seconds
+            )
         else:
-            store = PostgresStore(url, schema=schema, max_size=4)
+            store = PostgresStore(url, schema=schema, max_size=4, lease_seconds=lease_seconds)
         await store.open()
         opened.append(store)
         return store
@@ -238,7 +248,7 @@ async def test_sqlite_file_is_durable_wal_under_the_root(tmp_path: Path) -> None
         assert store.path.is_file()
         with sqlite3.connect(store.path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert conn.execute("SELECT version FROM schema_version").fetchone() == (1,)
+            assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
         sync = await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone())
         assert sync == (2,)  # FULL
     finally:
@@ -373,3 +383,96 @@ async def test_postgres_connection_cut_mid_request_is_not_ready(tmp_path: Path) 
         await store.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_a_lapsed_lease_frees_the_thread_and_fails_the_run(make_store: Factory) -> None:
+    """A run whose owner stopped renewing blocks its thread only until its lease lapses."""
+    crashed = await make_store(lease_seconds=0.2)
+    survivor = await make_store()
+    assert crashed.owner != survivor.owner
+    thread = await crashed.create_thread("support")
+    old = _run(thread.id)
+    await crashed.begin_run(old, ChatMessage(role="user", content="one"))
+    with pytest.raises(Conflict):  # the lease is live: the owner may be busy, not dead
+        await survivor.begin_run(_run(thread.id), ChatMessage(role="user", content="two"))
+    assert await survivor.expire_leases(thread.id) == []
+    await asyncio.sleep(0.3)
+    new = _run(thread.id)
+    await survivor.begin_run(new, ChatMessage(role="user", content="three"))
+    failed = await survivor.get_run(old.id)
+    assert failed is not None and failed.status == "failed" and failed.error == INTERRUPTED
+    assert failed.completed_at is not None
+    assert [r.id for r in await survivor.list_active_runs()] == [new.id]
+    contents = [m.message.content for m in await survivor.list_messages(thread.id)]
+    assert contents == ["one", "three"]
+    assert await crashed.renew_leases([old.id]) == set()  # too late: it was taken over
+
+
+async def test_renewal_keeps_a_long_run_past_its_lease(make_store: Factory) -> None:
+    """Renewed leases outlive their duration; only the owner renews; a lapse frees the thread."""
+    owner = await make_store(lease_seconds=0.3)
+    other = await make_store(lease_seconds=0.3)
+    thread = await owner.create_thread("support")
+    run = _run(thread.id)
+    await owner.create_run(run)
+    assert await other.renew_leases([run.id]) == set()  # not its run
+    assert await owner.renew_leases([]) == set()
+    for _ in range(4):  # 0.6 s: two lease durations
+        await asyncio.sleep(0.15)
+        assert await owner.renew_leases([run.id, "run_unknown"]) == {run.id}
+        with pytest.raises(Conflict):
+            await other.create_run(_run(thread.id))
+    assert await other.expire_leases(thread.id) == []
+    await asyncio.sleep(0.4)  # renewals stop: the lease lapses
+    expired = await other.expire_leases(thread.id)
+    assert [(r.id, r.status, r.error) for r in expired] == [(run.id, "failed", INTERRUPTED)]
+    await other.create_run(_run(thread.id))
+
+
+async def test_racing_starters_on_a_lapsed_thread_admit_exactly_one(make_store: Factory) -> None:
+    """Two replicas starting runs on a thread whose lease lapsed: exactly one run starts."""
+    crashed = await make_store(lease_seconds=0.1)
+    a, b = await make_store(), await make_store()
+    thread = await crashed.create_thread("support")
+    old = _run(thread.id)
+    await crashed.create_run(old)
+    await asyncio.sleep(0.2)
+    results = await asyncio.gather(
+        *(store.create_run(_run(thread.id)) for store in (a, b, a, b, a, b)),
+        return_exceptions=True,
+    )
+    assert sum(r is None for r in results) == 1
+    assert all(isinstance(r, Conflict) for r in results if r is not None)
+    active = await a.list_active_runs()
+    assert len(active) == 1 and active[0].id != old.id
+    stored = await a.get_run(old.id)
+    assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
+
+
+async def test_migration_to_leases_keeps_runs_of_older_gateways(tmp_path: Path) -> None:
+    """Upgrading a version-1 database adds the lease columns; its active runs never lapse."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in SQLITE.migrations[0]:
+            conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO threads (id, assistant, created_at) VALUES ('t1', 'a', 1.0)")
+        conn.execute(
+            "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at)"
+            " VALUES ('r1', 't1', 'a', 'in_progress', 'v1', 1.0)"
+        )
+    conn.close()
+    store = SQLiteStore(path, lease_seconds=0.01)
+    await store.open()
+    try:
+        version = await store._run(
+            lambda conn: conn.execute("SELECT version FROM schema_version").fetchone()
+        )
+        assert version == (2,)
+        await asyncio.sleep(0.05)
+        assert await store.expire_leases("t1") == []
+        with pytest.raises(Conflict):
+            await store.create_run(_run("t1"))
+    finally:
+        await store.close()

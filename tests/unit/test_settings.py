@@ -29,6 +29,7 @@ def test_defaults_are_the_development_defaults() -> None:
     assert s.openai_api_key is None and s.openai_base_url is None
     assert s.max_body_bytes == 1_048_576
     assert s.gateway_root is None
+    assert s.run_lease == 30.0
 
 
 @pytest.mark.parametrize(
@@ -54,6 +55,7 @@ def test_defaults_are_the_development_defaults() -> None:
         ({"GATEWAY_MAX_BODY_BYTES": "10"}, "max_body_bytes", 10),
         ({"GATEWAY_SANDBOX_CONCURRENCY": "3"}, "sandbox_concurrency", 3),
         ({"GATEWAY_RELOAD_DEBOUNCE_MS": "5"}, "reload_debounce_ms", 5),
+        ({"GATEWAY_RUN_LEASE": "7.5"}, "run_lease", 7.5),
         ({"GATEWAY_ROOT": "/srv"}, "gateway_root", Path("/srv")),
     ],
 )
@@ -88,6 +90,8 @@ def test_legacy_variables_are_accepted_and_ignored() -> None:
         ({"ENVIRONMENT": "staging"}, "ENVIRONMENT"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"GATEWAY_AUTH": "basic"}, "GATEWAY_AUTH"),
+        ({"GATEWAY_RUN_LEASE": "0"}, "GATEWAY_RUN_LEASE"),
+        ({"GATEWAY_RUN_LEASE": "-5"}, "GATEWAY_RUN_LEASE"),
     ],
 )
 def test_malformed_values_are_errors_naming_the_variable(
