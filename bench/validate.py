@@ -6,8 +6,9 @@ the same run and several repeats:
 
 - ``gateway``: ``load_catalog`` (YAML with positions, schema check, decode,
   cross-document checks, the Python-action import subprocess, tool schemas),
-  cold (as a first load) and warm (as a hot reload, where the meta-schema
-  verdicts of unchanged ``parameters`` are cached);
+  cold (as a first load) and warm (as a hot reload, where unchanged files are
+  not parsed or checked again and the meta-schema verdicts of unchanged
+  ``parameters`` are cached);
 - ``yaml.safe_load`` (C loader when available), the floor for reading the files;
 - ``yaml.safe_load`` with the pure-Python loader, PyYAML's default.
 
@@ -31,7 +32,7 @@ import gateway.executors  # noqa: F401  (registers the action kinds)
 from gateway.errors import Problem
 from gateway.manifests import validate
 from gateway.manifests._yaml import read_documents
-from gateway.manifests.loader import _decode, load_catalog
+from gateway.manifests.loader import _decode, forget_previous_load, load_catalog
 from gateway.manifests.model import KINDS
 
 FUNCTIONS = '''
@@ -173,8 +174,9 @@ def main() -> None:
         c_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
         def cold() -> object:
-            # What a first load pays: no cached meta-schema verdicts for `parameters`.
+            # What a first load pays: nothing remembered of the files or of `parameters`.
             validate._meta_errors.cache_clear()
+            forget_previous_load()
             return load_catalog(manifests, environ={})
 
         rows = [

@@ -41,7 +41,7 @@ from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
 from gateway.manifests.validate import Entry, at
 
-__all__ = ["SUFFIXES", "discover", "load_catalog"]
+__all__ = ["SUFFIXES", "discover", "forget_previous_load", "load_catalog"]
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -186,6 +186,12 @@ class _Memory(NamedTuple):
 
 _REMEMBERED = _Memory({}, {})
 """Replaced wholesale by each load; a load never mutates what another may be reading."""
+
+
+def forget_previous_load() -> None:
+    """Make the next load parse and check every file (as a first load; for benchmarks)."""
+    global _REMEMBERED
+    _REMEMBERED = _Memory({}, {})
 
 
 def _environment_digest(env: Mapping[str, str]) -> str:
