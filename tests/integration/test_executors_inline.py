@@ -11,12 +11,11 @@ import json
 import shutil
 import sqlite3
 import tempfile
-import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,7 @@ from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, Database, SandboxLimits
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
+from tests._http import serving
 
 if TYPE_CHECKING:
     from tests.integration.conftest import ServerFactory
@@ -75,23 +75,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(payload).encode())
 
 
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that timed out hangs up before /slow answers: expected, not printed."""
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """A threaded HTTP/1.1 server on a free loopback port; yields its base URL."""
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Handler, quiet=True) as url:
+        yield url
 
 
 @pytest.fixture
