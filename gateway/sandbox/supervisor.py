@@ -103,6 +103,20 @@ _KILL_GRACE = 5.0
 _ENVELOPE = 64 * 1024  # room for the JSON around the output in a result frame
 
 
+def _not_handed_over(exc: BaseException, started: float, timeout: float) -> ToolResult | None:
+    """What a call is when no spare took it: retried (None), timed out, or ``exc`` re-raised."""
+    if isinstance(exc, ZygoteDied):
+        return None  # nothing ran: try again on a fresh zygote
+    if isinstance(exc, TimeoutError):
+        return failure(
+            started,
+            "timeout",
+            f"no sandbox process was free within {timeout:g}s",
+            outcome="timed_out",
+        )
+    raise exc
+
+
 class SandboxStats(msgspec.Struct, kw_only=True):
     """Counters for metrics: calls started, failed, timed out; zygote restarts."""
 
@@ -418,10 +432,10 @@ class Supervisor:
         try:
             async with asyncio.timeout_at(deadline):
                 serial, exited = await self._hand_over(zygote, start, theirs.fileno(), out_w)
-        except BaseException:
+        except BaseException as exc:
             mine.close()
             os.close(out_r)
-            raise
+            return _not_handed_over(exc, started, action.timeout)
         finally:
             theirs.close()
             os.close(out_w)
@@ -470,7 +484,7 @@ class Supervisor:
                     await self._kill(zygote, serial, exited)
                 raise
             if not (progress.taken or too_large) and status is not None and status.status < 0:
-                return None  # killed before it read the request (never our limits: none set)
+                return None  # killed from outside (OOM killer, operator) before it took the call
             output.drain()
             return call_outcome(request, action, limits, reader, status, output, started)
         finally:

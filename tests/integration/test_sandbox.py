@@ -426,6 +426,18 @@ async def test_dead_zygote_is_restarted(
     assert supervisor.stats.restarts >= 1
 
 
+async def test_a_call_racing_the_zygotes_death_is_retried(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A call sent while its zygote is dying (not yet noticed) runs on a fresh one."""
+    for round_ in range(3):
+        for pid in supervisor.zygote_pids():
+            os.kill(pid, signal.SIGKILL)
+        result = await runner.run(catalog, "ok", {"name": f"race {round_}"})
+        assert result.output == f"hello race {round_}", result
+    await assert_nothing_left(supervisor)
+
+
 @pytest.fixture
 def listener() -> Iterator[int]:
     """A TCP listener on 127.0.0.1 (host network namespace); yields its port."""

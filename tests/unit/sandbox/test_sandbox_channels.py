@@ -1,0 +1,86 @@
+"""The server's side of a zygote's control socket: lending spares, deaths, exits."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.sandbox._channels import ZygoteChannel, ZygoteDied
+from gateway.sandbox.protocol import Exited, Spare, encode
+from gateway.sandbox.supervisor import _not_handed_over
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[tuple[ZygoteChannel, socket.socket]]:
+    """A channel reading from one end of a socket pair; the test plays the zygote."""
+    ours, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    proc = subprocess.Popen(["true"])
+    chan = ZygoteChannel(True, proc, ours)
+    chan.start_reading()
+    try:
+        yield chan, zygote_end
+    finally:
+        zygote_end.close()
+        await chan.close()
+
+
+def _lend(zygote_end: socket.socket, serial: int) -> socket.socket:
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    socket.send_fds(zygote_end, [encode(Spare(id=serial, pid=1))], [theirs.fileno()])
+    theirs.close()
+    return mine
+
+
+async def test_a_waiting_call_gets_the_next_spare(
+    channel: tuple[ZygoteChannel, socket.socket],
+) -> None:
+    chan, zygote_end = channel
+    waiting = asyncio.ensure_future(chan.take_spare())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    peer = _lend(zygote_end, 7)
+    serial, sock = await asyncio.wait_for(waiting, 2)
+    assert serial == 7
+    sock.send(b"x")
+    assert peer.recv(1) == b"x"  # the fd that came over is the spare's socket
+    sock.close()
+    peer.close()
+
+
+async def test_a_spare_that_died_unused_is_never_lent(
+    channel: tuple[ZygoteChannel, socket.socket],
+) -> None:
+    chan, zygote_end = channel
+    first, second = _lend(zygote_end, 1), _lend(zygote_end, 2)
+    zygote_end.send(encode(Exited(id=1, status=-9)))
+    await asyncio.sleep(0.05)
+    serial, sock = await asyncio.wait_for(chan.take_spare(), 2)
+    assert serial == 2
+    for s in (sock, first, second):
+        s.close()
+
+
+async def test_the_zygotes_death_fails_waiting_calls(
+    channel: tuple[ZygoteChannel, socket.socket],
+) -> None:
+    chan, zygote_end = channel
+    waiting = asyncio.ensure_future(chan.take_spare())
+    await asyncio.sleep(0.01)
+    zygote_end.close()  # EOF: the zygote is gone
+    with pytest.raises(ZygoteDied):
+        await asyncio.wait_for(waiting, 2)
+    with pytest.raises(ZygoteDied):
+        await chan.take_spare()
+
+
+def test_a_call_no_spare_took_is_retried_or_timed_out() -> None:
+    assert _not_handed_over(ZygoteDied(), 0.0, 5) is None
+    timed_out = _not_handed_over(TimeoutError(), 0.0, 5)
+    assert timed_out is not None and timed_out.status == "timed_out"
+    with pytest.raises(ValueError, match="other"):
+        _not_handed_over(ValueError("other"), 0.0, 5)
