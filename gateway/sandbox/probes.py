@@ -65,7 +65,7 @@ def _setuid() -> str:
     os.setgroups([])
     os.setresgid(SANDBOX_GID, SANDBOX_GID, SANDBOX_GID)
     os.setresuid(SANDBOX_UID_BASE, SANDBOX_UID_BASE, SANDBOX_UID_BASE)
-    return f"actions run as uid {SANDBOX_UID_BASE}+slot, gid {SANDBOX_GID}"
+    return f"calls can get uid {SANDBOX_UID_BASE}+slot, gid {SANDBOX_GID} (see calls_run_as)"
 
 
 def _seccomp() -> str:

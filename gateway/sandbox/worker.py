@@ -52,6 +52,7 @@ from gateway.sandbox.protocol import (
 __all__ = [
     "CALL_NAME",
     "MINIMAL_ENV",
+    "RULESET_FD",
     "SPARE_NAME",
     "children_of",
     "prepare",
@@ -75,7 +76,8 @@ _DB_WRITE = (
     | _linux.FS_TRUNCATE
 )
 """A writable SQLite database's directory: its file, journal and WAL files."""
-_RULESET_FD = 100
+RULESET_FD = 100
+"""A Landlock ruleset fd is moved at or above this, clear of the fds a call dup2s."""
 _MAX_REQUEST = 64 * 1024 * 1024
 _MB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -173,8 +175,8 @@ def run_spare(
     its first run (several microseconds each) are paid before a call waits. The
     zygote already set what every child shares: the minimal environment,
     no_new_privs, the seccomp filter, no capabilities (``Init.call_user``
-    ``root``), and ``ruleset`` (its Landlock rules
-    loaded once; None without Landlock, or if the kernel refused).
+    ``root``), and ``ruleset``: its Landlock rules loaded once when every call
+    has a uid of its own (else None: each spare loads its own, see ``_Prepared``).
     """
     prepare(ctl, sock, ruleset)
     _linux.set_name(SPARE_NAME)
@@ -230,7 +232,7 @@ class _Prepared:
             fd = _linux.landlock_ruleset(landlock)
             try:
                 _linux.landlock_add_rules(fd, landlock.handled, ((cwd, _linux.FS_ALL),))
-                ruleset = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _RULESET_FD)
+                ruleset = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, RULESET_FD)
             finally:
                 os.close(fd)
         return cls(cwd, ruleset, shared=False, vsize=_vsize())

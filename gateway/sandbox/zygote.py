@@ -53,7 +53,7 @@ from gateway.sandbox.protocol import (
     decode_control,
     encode,
 )
-from gateway.sandbox.worker import MINIMAL_ENV, children_of, run_spare
+from gateway.sandbox.worker import MINIMAL_ENV, RULESET_FD, children_of, run_spare
 
 __all__ = ["BOOT", "main"]
 
@@ -63,8 +63,6 @@ _pruned = pruned
 
 _SPARES = 2
 """Idle pre-forked children kept lent out: forking and warming are off the call path."""
-_RULESET_FD = 100
-"""The base Landlock ruleset's fd is moved at or above this, clear of what a call dup2s."""
 _FORK_RETRY = 0.1
 """Seconds before forking again after the kernel refused a fork."""
 
@@ -420,7 +418,7 @@ def _shared_ruleset(
     except OSError:
         return rules, None
     try:
-        return rules, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _RULESET_FD)
+        return rules, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, RULESET_FD)
     except OSError:
         return rules, None
     finally:
