@@ -147,7 +147,6 @@ class _Zygote:
         os.chmod(self.tmp, 0o711)  # noqa: S103 - children may enter their own dir, not list others
         self.landlock: _linux.LandlockRules | None = None  # the children's allow-list
         self.ruleset: int | None = None  # that list loaded once, if every call may share it
-        self.call_user = "same"  # see ``Init.call_user``
         self.dirs: dict[int, str] = {}  # serial -> the child's working directory
 
     def init(self) -> None:
@@ -188,7 +187,6 @@ class _Zygote:
 
             capabilities = probe()
         self.landlock = _landlock_rules(msg.fs, self.tmp)
-        self.call_user = msg.call_user
         if self.landlock is not None and msg.call_user == "own":
             self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
         # Children inherit the environment, no_new_privs and the seccomp filter: set
