@@ -93,6 +93,7 @@ class ZygoteChannel:
                     os.close(fd)
                 continue
             if isinstance(msg, Spare) and len(fds) == 1:
+                os.set_inheritable(fds[0], False)  # SCM_RIGHTS fds arrive inheritable
                 self._lend(msg.id, socket.socket(fileno=fds[0]))
                 continue
             for fd in fds:
