@@ -429,10 +429,20 @@ async def test_dead_zygote_is_restarted(
 async def test_a_call_racing_the_zygotes_death_is_retried(
     runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
 ) -> None:
-    """A call sent while its zygote is dying (not yet noticed) runs on a fresh one."""
+    """A call sent after its zygote died, before the server noticed, runs on a fresh one.
+
+    The test waits (without yielding to the event loop, so the server has not read
+    the zygote's EOF yet) until the spares have died too: a call a spare took
+    before dying may have run, and is rightly reported as crashed, not retried.
+    """
     for round_ in range(3):
+        deadline = time.monotonic() + 5
+        while not (spares := _spares(supervisor)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         for pid in supervisor.zygote_pids():
             os.kill(pid, signal.SIGKILL)
+        while any(_alive(pid) for pid in spares) and time.monotonic() < deadline:
+            time.sleep(0.005)  # on purpose: the loop must not run yet
         result = await runner.run(catalog, "ok", {"name": f"race {round_}"})
         assert result.output == f"hello race {round_}", result
     await assert_nothing_left(supervisor)
@@ -475,6 +485,15 @@ def _spares(supervisor: Supervisor) -> list[int]:
         for entry in Path("/proc").iterdir()
         if entry.name.isdigit() and _comm(entry) == SPARE_NAME and _parent(entry) in zygotes
     ]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] != b"Z"
 
 
 def _comm(entry: Path) -> str:
