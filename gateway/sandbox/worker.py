@@ -55,6 +55,7 @@ __all__ = [
     "RULESET_FD",
     "SPARE_NAME",
     "children_of",
+    "loaded_ruleset",
     "prepare",
     "run_call",
     "run_spare",
@@ -227,15 +228,26 @@ class _Prepared:
         sys.dont_write_bytecode = True
         if shared is not None or landlock is None:
             return cls(cwd, shared, shared=shared is not None, vsize=_vsize())
-        ruleset = None
-        with contextlib.suppress(OSError):
-            fd = _linux.landlock_ruleset(landlock)
-            try:
-                _linux.landlock_add_rules(fd, landlock.handled, ((cwd, _linux.FS_ALL),))
-                ruleset = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, RULESET_FD)
-            finally:
-                os.close(fd)
-        return cls(cwd, ruleset, shared=False, vsize=_vsize())
+        own = landlock._replace(rules=(*landlock.rules, (cwd, _linux.FS_ALL)))
+        return cls(cwd, loaded_ruleset(own), shared=False, vsize=_vsize())
+
+
+def loaded_ruleset(rules: _linux.LandlockRules) -> int | None:
+    """``rules`` loaded into a ruleset fd numbered >= ``RULESET_FD``; None if the kernel refused.
+
+    A child without one builds its ruleset when its call comes, and fails closed if
+    even that fails.
+    """
+    try:
+        fd = _linux.landlock_ruleset(rules)
+    except OSError:
+        return None
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, RULESET_FD)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _vsize() -> int:

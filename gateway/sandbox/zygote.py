@@ -26,7 +26,6 @@ fresh-source loader of ``gateway.manifests._introspect``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import importlib
 import importlib.machinery
@@ -53,7 +52,7 @@ from gateway.sandbox.protocol import (
     decode_control,
     encode,
 )
-from gateway.sandbox.worker import MINIMAL_ENV, RULESET_FD, children_of, run_spare
+from gateway.sandbox.worker import MINIMAL_ENV, children_of, loaded_ruleset, run_spare
 
 __all__ = ["BOOT", "main"]
 
@@ -411,16 +410,7 @@ def _shared_ruleset(
     builds its own, and the call fails closed if even that fails.
     """
     rules = rules._replace(rules=(*rules.rules, (tmp, _linux.FS_ALL)))
-    try:
-        fd = _linux.landlock_ruleset(rules)
-    except OSError:
-        return rules, None
-    try:
-        return rules, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, RULESET_FD)
-    except OSError:
-        return rules, None
-    finally:
-        os.close(fd)
+    return rules, loaded_ruleset(rules)
 
 
 def _mkdtemp() -> str:
