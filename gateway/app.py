@@ -5,7 +5,8 @@ declares routes; nothing touches the disk or the network until the ASGI
 lifespan starts. On startup, in order: the thread store and the engine
 (``Engine.start`` opens the store), the provider registry, the sandbox
 (started by the first valid manifest set), the action runner (whose inline
-HTTP client and database pools open on first use), the reloader (which loads
+executor caps inline calls at ``GATEWAY_INLINE_CONCURRENCY`` and opens its
+HTTP client and database pools on first use), the reloader (which loads
 the manifests off the event loop and swaps each valid set in, calling
 ``Supervisor.reload`` and the runner's ``reload`` first), and file watching.
 A manifest set that does not load leaves the gateway up but not ready
@@ -36,6 +37,7 @@ from gateway.api.middleware import GatewayMiddleware
 from gateway.api.request import GatewayRequest
 from gateway.api.services import Services
 from gateway.engine import Engine
+from gateway.executors.inline import InlineExecutor
 from gateway.executors.runner import SandboxRunner
 from gateway.knowledge.index import KnowledgeIndex
 from gateway.manifests.catalog import Catalog
@@ -171,8 +173,13 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
     stack.push_async_callback(supervisor.aclose)
     knowledge = KnowledgeIndex(_knowledge_dir(settings))
     stack.callback(knowledge.close)
-    actions = SandboxRunner(supervisor, knowledge)
+    inline = InlineExecutor(concurrency=settings.inline_concurrency)
+    actions = SandboxRunner(supervisor, knowledge, inline=inline)
     stack.push_async_callback(actions.aclose)  # inline pools, after the engine stopped its runs
+    services.metrics.watch_concurrency(
+        "sandbox", lambda: supervisor.stats.active, lambda: supervisor.stats.queued
+    )
+    services.metrics.watch_concurrency("inline", lambda: inline.in_flight, lambda: inline.queued)
     runner = MeteredRunner(actions, services.metrics)
     services.runner = runner
     engine = Engine(

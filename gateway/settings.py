@@ -42,9 +42,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     openai_base_url: str | None = None
     max_body_bytes: int = 1_048_576
     sandbox_concurrency: int = 8
+    inline_concurrency: int = 16  # gateway.executors.inline.DEFAULT_CONCURRENCY
     sandbox_user: Literal["auto", "own", "root"] = "auto"
     reload_debounce_ms: int = 50
     run_lease: float = 30.0  # seconds; gateway.store.base.DEFAULT_LEASE_SECONDS
+    event_flush_ms: int = 100  # shared store: a running run's events are stored this often
     gateway_root: Path | None = None
     rate_limit: float = 0.0
     rate_limit_burst: int = 0
@@ -103,6 +105,18 @@ def _number(conv: Callable[[str], float]) -> Callable[[str, str], object]:
     return parse
 
 
+def _non_negative(conv: Callable[[str], float]) -> Callable[[str, str], object]:
+    number = _number(conv)
+
+    def parse(var: str, value: str) -> object:
+        parsed = number(var, value)
+        if not isinstance(parsed, int | float) or parsed < 0:
+            raise SettingsError(f"{var} must be zero or a positive number, got {value!r}")
+        return parsed
+
+    return parse
+
+
 def _positive(conv: Callable[[str], float]) -> Callable[[str, str], object]:
     number = _number(conv)
 
@@ -113,6 +127,17 @@ def _positive(conv: Callable[[str], float]) -> Callable[[str, str], object]:
         return parsed
 
     return parse
+
+
+def _count(var: str, value: str) -> int:
+    """A whole number of at least 1 (a limit of things at once)."""
+    try:
+        parsed = int(value.strip())
+    except ValueError:
+        raise SettingsError(f"{var} must be a whole number of at least 1, got {value!r}") from None
+    if parsed < 1:
+        raise SettingsError(f"{var} must be a whole number of at least 1, got {value!r}")
+    return parsed
 
 
 def _choice(*allowed: str) -> Callable[[str, str], str]:
@@ -153,7 +178,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_SSE_HEARTBEAT": ("sse_heartbeat", _number(float)),
     "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", _number(int)),
     "GATEWAY_SANDBOX_CONCURRENCY": ("sandbox_concurrency", _number(int)),
+    "GATEWAY_INLINE_CONCURRENCY": ("inline_concurrency", _count),
     "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", _number(int)),
+    "GATEWAY_EVENT_FLUSH_MS": ("event_flush_ms", _non_negative(int)),
     "GATEWAY_RUN_LEASE": ("run_lease", _positive(float)),
     "GATEWAY_RATE_LIMIT": ("rate_limit", _number(float)),
     "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", _number(int)),

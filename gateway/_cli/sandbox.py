@@ -61,6 +61,7 @@ def invoke_command(action: str, args_json: str, manifests_dir: str | None) -> No
     import asyncio
 
     from gateway.executors.base import ToolResult
+    from gateway.executors.inline import InlineExecutor
     from gateway.executors.runner import SandboxRunner
 
     settings = load_settings(logging=True)
@@ -71,7 +72,8 @@ def invoke_command(action: str, args_json: str, manifests_dir: str | None) -> No
 
     async def run() -> ToolResult:
         async with _sandbox(settings, catalog) as supervisor:
-            runner = SandboxRunner(supervisor)
+            inline = InlineExecutor(concurrency=settings.inline_concurrency)
+            runner = SandboxRunner(supervisor, inline=inline)
             try:
                 return await runner.run(catalog, action, args_json)
             finally:
@@ -98,6 +100,7 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
     import asyncio
 
     from gateway.executors.examples import ExampleOutcome, run_examples
+    from gateway.executors.inline import InlineExecutor
     from gateway.executors.runner import SandboxRunner
 
     settings = load_settings(logging=True)
@@ -105,7 +108,8 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
 
     async def run() -> list[ExampleOutcome]:
         async with _sandbox(settings, catalog) as supervisor:
-            runner = SandboxRunner(supervisor)
+            inline = InlineExecutor(concurrency=settings.inline_concurrency)
+            runner = SandboxRunner(supervisor, inline=inline)
             try:
                 return await run_examples(catalog, runner, only=list(only))
             finally:

@@ -3,7 +3,9 @@
 Each app owns its ``CollectorRegistry`` (two apps in one process, as in tests,
 never collide). ``MeteredRunner`` wraps the engine's ``ActionRunner`` to count
 tool calls and time them, labelled by ``isolation`` (``sandbox`` or ``inline``,
-see ``isolation_of``); ``observe_run`` follows a run handle to its end;
+see ``isolation_of``); ``watch_concurrency`` exports how many calls of one
+isolation hold a slot of its concurrency limit and how many wait for one,
+read live at each scrape; ``observe_run`` follows a run handle to its end;
 the reloader reports through ``on_reload``. ``GET /metrics`` (admin when keys
 are set) serves the text format. Imports ``gateway.executors.base``,
 ``gateway.manifests.catalog`` and prometheus-client.
@@ -11,6 +13,7 @@ are set) serves the text format. Imports ``gateway.executors.base``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -71,6 +74,18 @@ class Metrics:
             registry=r,
             buckets=_LATENCY,
         )
+        self.tools_in_flight = Gauge(
+            "gateway_tool_calls_in_flight",
+            "Tool calls holding a slot of their isolation's concurrency limit, by isolation.",
+            ["isolation"],
+            registry=r,
+        )
+        self.tools_queued = Gauge(
+            "gateway_tool_calls_queued",
+            "Tool calls waiting for a slot of their isolation's concurrency limit, by isolation.",
+            ["isolation"],
+            registry=r,
+        )
         self.reloads = Counter(
             "gateway_reloads_total", "Manifest reload attempts by result.", ["result"], registry=r
         )
@@ -82,6 +97,17 @@ class Metrics:
                 self.tool_calls.labels(status, isolation)
         for result in ("swapped", "unchanged", "rejected", "failed"):
             self.reloads.labels(result)
+
+    def watch_concurrency(
+        self,
+        isolation: str,
+        in_flight: Callable[[], float],
+        queued: Callable[[], float] | None = None,
+    ) -> None:
+        """Export ``in_flight()`` (and ``queued()``) for ``isolation``, read at each scrape."""
+        self.tools_in_flight.labels(isolation).set_function(in_flight)
+        if queued is not None:
+            self.tools_queued.labels(isolation).set_function(queued)
 
     def on_reload(self, result: ReloadResult) -> None:
         """Count one reload attempt (``Reloader(on_result=...)``)."""

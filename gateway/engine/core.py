@@ -7,7 +7,10 @@ holds across replicas). One background task renews the leases of every run
 this process executes, in one statement every third of the store's lease; a
 replica that dies stops renewing, and its threads are free once the lease
 lapses (see ``gateway.store.base``). Finished logs stay in memory for a while (bounded
-LRU) and are stored for replay after a restart or from another replica.
+LRU) and are stored for replay after a restart or from another replica. With a
+shared store, a running run's events are also stored in batches every
+``GATEWAY_EVENT_FLUSH_MS``, so another replica follows it live (``replay``);
+one follower per remote run serves every client of this replica.
 Imports the provider, executor and store interfaces, ``gateway.manifests``
 types, ``gateway.events``, ``gateway.errors`` and ``gateway.settings``; never
 ``gateway.api``.
@@ -24,7 +27,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.engine.replay import ACTIVE, follow_remote, mark_finished, synthesize
+from gateway.engine.replay import ACTIVE, extend, follow_remote, mark_finished, synthesize
 from gateway.engine.run import RunTask
 from gateway.engine.runlog import RunHandle, RunLog
 from gateway.engine.spec import HistoryBudget, ProviderLookup, RunSpec, new_id
@@ -53,7 +56,7 @@ class Engine:
         store: the thread store (opened by ``start`` if it is not yet).
         runner: runs tool calls (the sandbox runner in production).
         providers: maps an assistant to its model provider.
-        settings: for the default assistant.
+        settings: for the default assistant and ``event_flush_ms``.
         history: budget of the history sent to the model.
         keep_finished: how many finished run logs stay in memory.
     """
@@ -78,7 +81,11 @@ class Engine:
         self._lease_task: asyncio.Task[None] | None = None
         self._busy: dict[str, str] = {}  # thread id -> run id, while running here
         self._finished: OrderedDict[str, RunLog] = OrderedDict()
+        self._following: dict[str, RunLog] = {}  # run id -> log, while followed from here
         self._background: set[asyncio.Task[None]] = set()
+        # Only another replica reads the batches: an embedded store keeps just the final log.
+        flush_ms = settings.event_flush_ms if store.shared else 0
+        self._flush_interval = max(flush_ms, 0) / 1000
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -116,8 +123,9 @@ class Engine:
         """Forever: renew the leases of this process's stored runs, all in one statement.
 
         A run the store did not renew has lost its lease to another replica
-        (this one was cut off from the database for a whole lease): it is
-        stopped without writing anything more (see ``RunTask.superseded``).
+        (this one was cut off from the database for a whole lease), or was
+        cancelled elsewhere: it is stopped without writing anything more (see
+        ``RunTask.superseded``; the store would refuse its writes anyway).
         """
         interval = self._store.lease_seconds / _RENEWALS_PER_LEASE
         while True:
@@ -309,6 +317,7 @@ class Engine:
             budget=self._budget,
             on_settled=settled,
             begun=begun,
+            flush_interval=self._flush_interval,
         )
         task = asyncio.create_task(body(), name=f"run:{spec.run_id}")
 
@@ -326,7 +335,7 @@ class Engine:
                     spec.record, status="cancelled", error=msgspec.to_builtins(error)
                 )
                 handle.settling = self._spawn(
-                    self._settle_cancelled(update, begun), f"settle:{spec.run_id}"
+                    self._settle_cancelled(update, log.encoded(), begun), f"settle:{spec.run_id}"
                 )
 
         task.add_done_callback(ended)
@@ -347,13 +356,19 @@ class Engine:
         )
         return handle
 
-    async def _settle_cancelled(self, update: RunRecord, begun: asyncio.Future[Any] | None) -> None:
-        """Store a run cancelled before its first step as cancelled, once it is stored at all."""
+    async def _settle_cancelled(
+        self, update: RunRecord, events: list[bytes], begun: asyncio.Future[Any] | None
+    ) -> None:
+        """Store a run cancelled before its first step as cancelled, with its log, once it
+        is stored at all (and only while it is still ours: see ``finish_run``)."""
         if begun is not None:
             await asyncio.wait({begun})
             if begun.cancelled() or begun.exception() is not None:
                 return  # never stored: nothing to settle
-        await self._store.update_run(update)
+        if not await self._store.finish_run(update, events):
+            _logger.warning(
+                "run.write_refused", run_id=update.id, thread_id=update.thread_id, write="finish"
+            )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
@@ -384,35 +399,57 @@ class Engine:
         return record
 
     async def get_run_log(self, thread_id: str, run_id: str) -> RunLog:
-        """The run's log: live, remembered, or replayed from the store.
+        """The run's log: live, remembered, followed, or replayed from the store.
 
-        A run going on another replica is followed by polling the store until
-        its log is saved (events then arrive all at once); one whose lease
-        lapsed ends as failed (``interrupted``).
+        A run going on another replica is followed live from the batches its
+        owner stores (one follower per run in this process, shared by every
+        reader); one whose lease lapsed ends as failed (``interrupted``) after
+        the events it stored. Sequence numbers are the owner's in every case.
 
         Raises:
             NotFound: no such run on that thread.
         """
+        log = self._known_log(run_id)
+        if log is None:
+            record = await self._record(thread_id, run_id)
+            log = self._known_log(run_id) or await self._stored_log(record)
+        if log.thread_id != thread_id:
+            raise NotFound("run", run_id)
+        return log
+
+    def _known_log(self, run_id: str) -> RunLog | None:
         handle = self._live.get(run_id)
-        log = handle.log if handle is not None else self._finished.get(run_id)
-        if log is not None:
-            if log.thread_id != thread_id:
-                raise NotFound("run", run_id)
-            return log
-        record = await self._record(thread_id, run_id)
-        frames = await self._store.load_run_events(run_id)
-        if frames is not None:
-            log = RunLog.replay(run_id, thread_id, frames)
+        if handle is not None:
+            return handle.log
+        return self._finished.get(run_id) or self._following.get(run_id)
+
+    async def _stored_log(self, record: RunRecord) -> RunLog:
+        run_id, thread_id = record.id, record.thread_id
+        page = await self._store.load_run_events_after(run_id, 0)
+        if page.finished:
+            log = RunLog.replay(run_id, thread_id, page.events)
             self._remember(log)
             return log
-        log = RunLog(run_id, thread_id)
         if record.status in ACTIVE:
             record = await self._expire(record)
-        if record.status in ACTIVE:
-            self._spawn(follow_remote(self._store, log, record), f"follow:{run_id}")
-        else:
+        if (following := self._following.get(run_id)) is not None:
+            return following  # another reader started following meanwhile
+        log = RunLog(run_id, thread_id)
+        extend(log, page.events)  # what it stored so far (a crashed run's too)
+        if record.status not in ACTIVE:
             synthesize(log, record)
+            return log
+        self._following[run_id] = log
+        self._spawn(self._follow(log, record), f"follow:{run_id}")
         return log
+
+    async def _follow(self, log: RunLog, record: RunRecord) -> None:
+        try:
+            final = await follow_remote(self._store, log, record)
+        finally:
+            self._following.pop(record.id, None)
+        if final:
+            self._remember(log)
 
     async def cancel(self, thread_id: str, run_id: str) -> RunRecord:
         """Cancel a run: stop its model call and kill its running actions.
@@ -439,7 +476,8 @@ class Engine:
             return record
         error = {"type": "cancelled", "message": "the run was cancelled"}
         cancelled = mark_finished(record, status="cancelled", error=error)
-        await self._store.update_run(cancelled)
+        if not await self._store.update_run(cancelled):
+            return await self._record(thread_id, run_id)  # it ended meanwhile: as it ended
         _logger.info("run.cancelled_remote", run_id=run_id, thread_id=thread_id)
         return cancelled
 

@@ -2,10 +2,14 @@
 
 A finished run's events are saved in the store; any replica (or this one after
 a restart) rebuilds its ``RunLog`` from them. A run still going on another
-replica is followed by polling the store until its owner saves the log, or
-until its lease lapses (its replica died: the follower fails it, interrupted).
-A finished run whose log was never saved (a crash) gets a minimal log from its
-record. Imports the store interface, ``gateway.events`` and ``runlog``.
+replica is followed live: its owner stores its events in batches as they come
+(``gateway.engine._writer``), and the follower reads each new batch when the
+store notifies it (PostgreSQL LISTEN/NOTIFY) or at its next poll, until the
+final log is stored, or until the run's lease lapses (its replica died: the
+follower fails it, interrupted). A finished run whose log was never saved (a
+crash, a takeover) gets the events stored before it ended, then an ending
+made from its record. Imports the store interface, ``gateway.events`` and
+``runlog``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import time
 import msgspec
 
 from gateway.engine.runlog import RunLog
-from gateway.events import Done, ErrorInfo, RunCompleted, RunCreated, RunFailed
+from gateway.events import Done, ErrorInfo, RunCompleted, RunCreated, RunFailed, decode_ws
 from gateway.store.base import RunRecord, RunStatus, ThreadStore
 
-__all__ = ["ACTIVE", "follow_remote", "mark_finished", "synthesize"]
+__all__ = ["ACTIVE", "extend", "follow_remote", "mark_finished", "synthesize"]
 
 ACTIVE = ("queued", "in_progress")
 
@@ -51,9 +55,24 @@ def synthesize(log: RunLog, record: RunRecord) -> None:
     log.append(Done())
 
 
-def _copy_into(log: RunLog, record: RunRecord, frames: list[bytes]) -> None:
-    for event in RunLog.replay(record.id, record.thread_id, frames).events:
-        log.append(event)
+def extend(log: RunLog, frames: list[bytes]) -> int:
+    """Append the decoded ``frames`` to ``log`` (none past ``Done``); returns how many."""
+    added = 0
+    for frame in frames:
+        if log.done:
+            break
+        log.append(decode_ws(frame))
+        added += 1
+    return added
+
+
+async def _current(store: ThreadStore, record: RunRecord) -> RunRecord | None:
+    """The run as stored now; failed (interrupted) if its lease lapsed meanwhile."""
+    current = await store.get_run(record.id)
+    if current is not None and current.status in ACTIVE:
+        expired = await store.expire_leases(current.thread_id)
+        current = next((run for run in expired if run.id == record.id), current)
+    return current
 
 
 async def follow_remote(
@@ -62,35 +81,51 @@ async def follow_remote(
     record: RunRecord,
     *,
     interval: float = 0.5,
-    max_wait: float = 900.0,
-) -> None:
-    """Fill ``log`` once the replica running ``record`` saves its events.
+    check_every: float = 1.0,
+    idle_timeout: float = 900.0,
+) -> bool:
+    """Stream into ``log`` the events the replica running ``record`` stores, as it stores them.
 
-    Polls every ``interval`` seconds; gives up after ``max_wait`` (the log then
-    ends with a failure saying so). ``log`` always ends with ``Done``.
+    ``log`` may already hold the first events (read by the caller); each read
+    asks for what lies past its length, so sequence numbers are the owner's.
+    Reads when the store's notices say the owner committed events, and every
+    ``interval`` seconds anyway (notices are hints: a lost one only delays).
+    Every ``check_every`` seconds the run's record is read: a run no longer
+    active (cancelled elsewhere, or failed here because its lease lapsed) gets,
+    after one more ``interval`` for its owner's final commit, its stored ending
+    or one made from its record. With no new event for ``idle_timeout``
+    seconds the log ends with a failure saying so. ``log`` always ends with
+    ``Done``. Returns True when the log shows the run's stored outcome (False
+    after a timeout: another reader may do better later).
     """
-    deadline = time.monotonic() + max_wait
+    last_event = last_check = time.monotonic()
     try:
-        while time.monotonic() < deadline:
-            await asyncio.sleep(interval)
-            frames = await store.load_run_events(record.id)
-            if frames is not None:
-                _copy_into(log, record, frames)
-                return
-            current = await store.get_run(record.id)
-            if current is not None and current.status in ACTIVE:
-                expired = await store.expire_leases(current.thread_id)
-                current = next((run for run in expired if run.id == record.id), current)
-            if current is None or current.status not in ACTIVE:
-                await asyncio.sleep(interval)  # its owner may still be saving the log
-                frames = await store.load_run_events(record.id)
-                if frames is not None:
-                    _copy_into(log, record, frames)
-                else:
-                    synthesize(log, current or record)
-                return
-        error = {"type": "timeout", "message": "the run did not finish in time to be followed"}
-        synthesize(log, mark_finished(record, status="failed", error=error))
+        async with store.run_event_notices(record.id) as notices:
+            while True:
+                page = await store.load_run_events_after(record.id, len(log))
+                now = time.monotonic()
+                if extend(log, page.events):
+                    last_event = now
+                if page.finished or log.done:
+                    return True
+                if now - last_check >= check_every:
+                    last_check = now
+                    current = await _current(store, record)
+                    if current is None or current.status not in ACTIVE:
+                        await asyncio.sleep(interval)  # its owner may be storing the log
+                        page = await store.load_run_events_after(record.id, len(log))
+                        extend(log, page.events)
+                        if not page.finished and not log.done:
+                            synthesize(log, current or record)
+                        return True
+                if now - last_event >= idle_timeout:
+                    error = {
+                        "type": "timeout",
+                        "message": "the run did not finish in time to be followed",
+                    }
+                    synthesize(log, mark_finished(record, status="failed", error=error))
+                    return False
+                await notices.wait(interval)
     finally:
         if not log.done:
             log.append(Done())

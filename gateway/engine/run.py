@@ -7,10 +7,15 @@ message as it completes, runs a round's tool calls concurrently through the
 and ``done``, having stored the run record first (so a client that sees
 ``done`` can start the next run at once). Cancelling the task stops the model
 stream and cancels the runner calls (which kills their sandboxed processes).
-A run whose lease lapsed and which another replica failed meanwhile is
-``superseded``: it stops (at its next step, or when the engine's renewal
-notices) and writes nothing more, since the store's record and the thread
-now belong to whoever took over.
+A run the store no longer lets write (its lease lapsed and another replica
+took the thread over, or another replica cancelled it) is ``superseded``: the
+store refuses its writes (``append_run_message``, ``finish_run``), so it stops
+at the first refused write, at its next step, or when the engine's renewal
+notices, whichever comes first, writes nothing more, and ends its log as the
+store's record says (``failed``/``interrupted``, or ``cancelled``), as every
+other replica shows it. With ``flush_interval`` (a shared store), an
+``EventWriter`` stores the run's events in batches while it goes, so other
+replicas can follow it live; it is closed before the final commit.
 Imports ``gateway.events``, ``gateway.errors``, the provider, executor and
 store interfaces, and ``gateway.manifests`` types.
 """
@@ -26,7 +31,9 @@ import msgspec
 import structlog
 
 from gateway.engine._tools import allowed_tools, cancelled_result, run_tool
+from gateway.engine._writer import EventWriter
 from gateway.engine.history import trim_history
+from gateway.engine.replay import ACTIVE
 from gateway.engine.runlog import RunLog
 from gateway.engine.spec import HistoryBudget, RunSpec, new_id
 from gateway.errors import ProviderError
@@ -57,7 +64,7 @@ from gateway.providers.base import (
     ToolCallRequest,
     Usage,
 )
-from gateway.store.base import INTERRUPTED, RunStatus, ThreadStore
+from gateway.store.base import INTERRUPTED, RunRecord, RunStatus, ThreadStore
 
 __all__ = ["RunTask"]
 
@@ -73,7 +80,7 @@ class _StopRun(Exception):
 
 
 class _RemoteCancel(Exception):
-    """The run was marked cancelled in the store (by another replica), or superseded."""
+    """The store's record of the run ended elsewhere (cancelled, taken over): stop writing."""
 
 
 class _NotBegun(Exception):
@@ -82,6 +89,19 @@ class _NotBegun(Exception):
 
 _NOT_STARTED = ErrorInfo(type="not_started", message="the run could not be stored")
 _INTERRUPTED = ErrorInfo(type=INTERRUPTED["type"], message=INTERRUPTED["message"])
+_CANCELLED = ErrorInfo(type="cancelled", message="the run was cancelled")
+
+
+def _ending(record: RunRecord | None) -> tuple[RunStatus, ErrorInfo]:
+    """How a superseded run ends: as ``record`` (read from the store) says it ended."""
+    if record is None or record.status not in ("failed", "cancelled"):
+        return "failed", _INTERRUPTED  # deleted meanwhile, or unreadable
+    default = _CANCELLED if record.status == "cancelled" else _INTERRUPTED
+    error = record.error or {}
+    info = ErrorInfo(
+        type=error.get("type", default.type), message=error.get("message", default.message)
+    )
+    return record.status, info
 
 
 class RunTask:
@@ -97,10 +117,14 @@ class RunTask:
         budget: HistoryBudget,
         on_settled: Callable[[], None],
         begun: asyncio.Future[Any] | None = None,
+        flush_interval: float = 0.0,
     ) -> None:
         self.spec, self.log, self.store, self.runner = spec, log, store, runner
         self.budget, self.on_settled = budget, on_settled
         self.begun = begun  # the commit of the run and its user message, while in flight
+        # Seconds new events wait to be stored as one batch (0: only the final log is stored).
+        self.flush_interval = flush_interval
+        self.writer: EventWriter | None = None
         self.usage = Usage()
         self.model_ms = self.tools_ms = 0.0
         self.first_token_ms: float | None = None
@@ -109,32 +133,42 @@ class RunTask:
         self.entered = False  # False only if the task was cancelled before its first step
         # The last answer (no tool calls) and its message id, stored by ``_finish``.
         self.final: tuple[ChatMessage, str] | None = None
-        # Set by the engine (lease lost) or by ``_check_remote_cancel`` before stopping the run.
+        # The store no longer lets this run write: set by the engine (lease lost), by
+        # ``_check_remote_cancel`` or by a refused write, before stopping the run.
         self.superseded = False
-        self.finishing = False  # True from the start of ``_finish``: too late to supersede
+        self.ended_as: RunRecord | None = None  # the record that superseded it, once read
+        self._task: asyncio.Task[Any] | None = None  # the task running ``__call__``
+        # True from the start of ``_finish``: the renewal loop leaves it alone (its final
+        # write is guarded by the store, and a refusal supersedes it there).
+        self.finishing = False
         self.logger = _logger.bind(
             run_id=spec.run_id, thread_id=spec.thread_id, correlation_id=spec.correlation_id
         )
 
     async def __call__(self) -> None:
         self.entered = True
+        self._task = asyncio.current_task()
         status: RunStatus = "completed"
         error: ErrorInfo | None = None
+        if self.flush_interval > 0 and self.store is not None and self.spec.record is not None:
+            self.writer = EventWriter(
+                self.log,
+                self.store,
+                interval=self.flush_interval,
+                begun=self.begun,
+                logger=self.logger,
+            )
         try:
             await self._loop()
         except _NotBegun:
+            await asyncio.shield(self._close_writer())
             self.on_settled()  # nothing was stored; nobody holds this run's handle
             self.log.append(RunFailed(run_id=self.spec.run_id, error=_NOT_STARTED))
             self.log.append(Done())
             return
         except (asyncio.CancelledError, _RemoteCancel):
-            if self.superseded:
-                status, error = "failed", _INTERRUPTED
-            else:
-                status, error = (
-                    "cancelled",
-                    ErrorInfo(type="cancelled", message="the run was cancelled"),
-                )
+            if not self.superseded:  # else ``_finish`` ends it as the store says
+                status, error = "cancelled", _CANCELLED
                 await asyncio.shield(self._settle_pending())
         except _StopRun as exc:
             status, error = "failed", exc.error
@@ -180,11 +214,37 @@ class RunTask:
         )
 
     async def _persist(self, message: ChatMessage, message_id: str | None = None) -> None:
+        """Add ``message`` to the history and store it on the thread as this run's.
+
+        Raises:
+            _RemoteCancel: the store refused it (the run is no longer active and
+                ours); the run is superseded and must stop.
+        """
         self.spec.history.append(message)
-        if self.store is not None and self.spec.record is not None:
-            await self.store.append_message(
-                self.spec.thread_id, message, self.spec.run_id, message_id=message_id
-            )
+        if self.store is None or self.spec.record is None:
+            return
+        stored = await self.store.append_run_message(
+            self.spec.run_id, message, message_id=message_id
+        )
+        if stored is None:
+            await self._refused("message")
+            raise _RemoteCancel
+
+    async def _refused(self, write: str) -> None:
+        """The store refused this run's ``write``: it is superseded; say why."""
+        self.superseded = True
+        await self._read_ending()
+        reason = self.ended_as.status if self.ended_as is not None else "unknown"
+        self.logger.warning("run.write_refused", write=write, reason=reason)
+
+    async def _read_ending(self) -> None:
+        """Read the record that superseded this run (once) into ``ended_as``."""
+        if self.ended_as is not None or self.store is None:
+            return
+        try:
+            self.ended_as = await self.store.get_run(self.spec.run_id)
+        except Exception:  # the store is down: the run still ends, as interrupted
+            self.logger.warning("run.record_unreadable", exc_info=True)
 
     async def _loop(self) -> None:
         spec = self.spec
@@ -232,10 +292,8 @@ class RunTask:
         record = await self.store.get_run(self.spec.run_id)
         if record is None:
             return
-        if record.status == "cancelled":
-            raise _RemoteCancel
-        if record.status not in ("queued", "in_progress"):  # our lease lapsed: taken over
-            self.superseded = True
+        if record.status not in ACTIVE:  # cancelled elsewhere, or our lease lapsed: taken over
+            self.superseded, self.ended_as = True, record
             raise _RemoteCancel
 
     async def _call_model(self, message_id: str) -> tuple[str, list[ToolCall]]:
@@ -305,7 +363,13 @@ class RunTask:
 
     async def _run_tool(self, call: ToolCall, allowed: bool) -> None:
         result = await run_tool(self.runner, self.spec, call, allowed=allowed, logger=self.logger)
-        await self._complete_tool(call, result)
+        try:
+            await self._complete_tool(call, result)
+        except _RemoteCancel:
+            # Raised here it would reach the run wrapped in an ExceptionGroup: stop the
+            # run (and its other calls) the way the engine stops one that lost its lease.
+            if self._task is not None:
+                self._task.cancel()
 
     async def _complete_tool(self, call: ToolCall, result: ToolResult) -> None:
         self.logger.info(
@@ -336,12 +400,20 @@ class RunTask:
         for _, call in list(self.pending.values()):
             try:
                 await self._complete_tool(call, cancelled)
+            except _RemoteCancel:  # superseded meanwhile: the thread is not ours to write
+                return
             except Exception:  # the store is down: the history repair covers the gap later
                 self.logger.exception("run.persist_failed", tool=call.name)
+
+    async def _close_writer(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
 
     async def _finish(self, status: RunStatus, error: ErrorInfo | None) -> None:
         spec = self.spec
         self.finishing = True
+        # No batch may land after the final commit (which drops them); wait out one in flight.
+        await self._close_writer()
         if self.begun is not None:  # ended before its first event (a provider error...)
             try:
                 await self._wait_begun()
@@ -376,9 +448,7 @@ class RunTask:
                 run_id=spec.run_id, message_id=answer[1], content=answer[0].content or ""
             )
             final.insert(0, message)
-        if self.superseded:
-            self.logger.warning("run.superseded")  # the store already says failed / interrupted
-        elif self.store is not None and spec.record is not None:
+        if not self.superseded and self.store is not None and spec.record is not None:
             record = msgspec.structs.replace(
                 spec.record,
                 status=status,
@@ -393,9 +463,9 @@ class RunTask:
             events = self.log.encoded() + [encode_ws(event) for event in final]
             try:
                 if answer is None:
-                    await self.store.finish_run(record, events)
+                    kept = await self.store.finish_run(record, events)
                 else:
-                    await self.store.finish_run(record, events, [answer])
+                    kept = await self.store.finish_run(record, events, [answer])
             except Exception:
                 self.logger.exception("run.persist_failed")
                 if answer is not None and error is None:
@@ -408,6 +478,16 @@ class RunTask:
                     )
                     self._emit_error(error)
                     final = [RunFailed(run_id=spec.run_id, error=error), metadata, Done()]
+            else:
+                if not kept:  # cancelled or taken over meanwhile: nothing was stored
+                    await self._refused("finish")
+        if self.superseded:
+            # The store's record is final and not ours: end as it says, as every other
+            # replica shows the run, and never with an answer the store did not keep.
+            await self._read_ending()
+            status, error = _ending(self.ended_as)
+            self.logger.warning("run.superseded", status=status, error_type=error.type)
+            final = [RunFailed(run_id=spec.run_id, error=error), metadata, Done()]
         self.on_settled()
         for event in final:
             self.log.append(event)

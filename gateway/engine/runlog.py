@@ -85,9 +85,14 @@ class RunLog:
                 return
             await self._changed.wait()
 
-    def encoded(self) -> list[bytes]:
-        """Every event as a WebSocket frame (what the store keeps for replay)."""
-        return [encode_ws(event) for event in self._events]
+    async def wait(self, seen: int) -> None:
+        """Return once the log holds more than ``seen`` events, or is done."""
+        while len(self._events) <= seen and not self._done:
+            await self._changed.wait()
+
+    def encoded(self, start: int = 0) -> list[bytes]:
+        """The events from index ``start`` on as WebSocket frames (what the store keeps)."""
+        return [encode_ws(event) for event in self._events[start:]]
 
     @classmethod
     def replay(cls, run_id: str, thread_id: str, frames: Iterable[bytes]) -> RunLog:

@@ -19,6 +19,13 @@ same error types, declared secrets masked in what goes back (``redact`` and
 ``from_result`` of ``gateway.sandbox.results``, shared with the sandbox). Log
 lines written during an inline call carry ``isolation=inline``.
 
+Concurrency: at most ``concurrency`` inline calls (``http`` and ``sql``
+together, ``GATEWAY_INLINE_CONCURRENCY``) run at once per server; the others
+wait in one FIFO queue (``_limit.FifoLimiter``). The action's ``timeout``
+starts when the call arrives, so time spent queued counts: a call still
+queued at its deadline fails with ``timeout`` and never runs. A cancelled
+call leaves the queue (or gives back its slot) at once.
+
 Imports ``gateway.executors``, ``gateway.manifests.model`` and
 ``gateway.sandbox.results`` / ``protocol`` (the shared result shapes).
 """
@@ -34,6 +41,7 @@ import msgspec
 import structlog
 
 from gateway.executors._common import ToolError
+from gateway.executors._limit import FifoLimiter
 from gateway.executors._pools import Pools
 from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
@@ -41,9 +49,14 @@ from gateway.manifests.model import Action, CallContext
 from gateway.sandbox.protocol import CallResult, output_result
 from gateway.sandbox.results import failure, from_result, redact
 
-__all__ = ["InlineExecutor", "InlineKind", "inline_database_urls"]
+__all__ = ["DEFAULT_CONCURRENCY", "InlineExecutor", "InlineKind", "inline_database_urls"]
 
 log = structlog.get_logger("gateway.executors")
+
+DEFAULT_CONCURRENCY = 16
+"""Inline calls at once by default (``Settings.inline_concurrency``): the SQL threads and the
+most connections of one PostgreSQL pool (``Pools``), so a call that got its slot never waits
+for a thread or a connection; far below the HTTP client's 100 connections."""
 
 
 @runtime_checkable
@@ -76,15 +89,40 @@ class InlineExecutor:
 
     Args:
         pools: the shared connections (default: a fresh ``Pools``, closed by ``aclose``).
+        concurrency: the most inline calls running at once; more wait in a FIFO queue.
+
+    Raises:
+        ValueError: ``concurrency`` below 1.
     """
 
-    def __init__(self, pools: Pools | None = None) -> None:
+    def __init__(
+        self, pools: Pools | None = None, *, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> None:
         self.pools = pools if pools is not None else Pools()
+        self._limit = FifoLimiter(concurrency)
+
+    @property
+    def concurrency(self) -> int:
+        """The most inline calls running at once."""
+        return self._limit.limit
+
+    @property
+    def in_flight(self) -> int:
+        """Inline calls running now (holding a slot)."""
+        return self._limit.held
+
+    @property
+    def queued(self) -> int:
+        """Inline calls waiting for a slot now."""
+        return self._limit.waiting
 
     async def call(
         self, action: Action, call: CallContext, *, correlation_id: str = ""
     ) -> ToolResult:
-        """Run one inline call of ``action``; never raises for a failure (cancellation aside)."""
+        """Run one inline call of ``action``; never raises for a failure (cancellation aside).
+
+        Waits for a slot first (FIFO); the action's ``timeout`` covers the wait and the run.
+        """
         started = time.perf_counter()
         config = action.config
         with structlog.contextvars.bound_contextvars(isolation="inline"):
@@ -95,19 +133,16 @@ class InlineExecutor:
                     f"action {action.name!r} ({action.kind_key}) cannot run inline",
                 )
             deadline = asyncio.timeout(action.timeout)
+            ran = False
             try:
-                async with deadline:
+                async with deadline, self._limit.hold():
+                    ran = True
                     value = await config.run_inline(call, self.pools)
                 res = _encoded(value, action.sandbox.max_output_kb)
             except TimeoutError:
                 if not deadline.expired():
                     raise
-                result = failure(
-                    started,
-                    "timeout",
-                    f"the action did not finish within {action.timeout:g}s and was cancelled",
-                    outcome="timed_out",
-                )
+                result = self._timed_out(action, started, ran=ran, correlation_id=correlation_id)
             except ToolError as exc:
                 res = CallResult(
                     ok=False,
@@ -135,6 +170,28 @@ class InlineExecutor:
                 correlation_id=correlation_id,
             )
             return result
+
+    def _timed_out(
+        self, action: Action, started: float, *, ran: bool, correlation_id: str
+    ) -> ToolResult:
+        """The ``timeout`` failure of a call at its deadline: queued (never ran) or running."""
+        if ran:
+            message = f"the action did not finish within {action.timeout:g}s and was cancelled"
+        else:
+            # The model reads this; the operator's hint (which setting) goes to the log.
+            message = (
+                f"no inline call slot was free within {action.timeout:g}s; the action did not run"
+            )
+            log.warning(
+                "executors.inline_queue_timeout",
+                action=action.name,
+                timeout=action.timeout,
+                concurrency=self.concurrency,
+                queued=self.queued,
+                hint="raise GATEWAY_INLINE_CONCURRENCY or the action's timeout",
+                correlation_id=correlation_id,
+            )
+        return failure(started, "timeout", message, outcome="timed_out")
 
     async def retain(self, catalog: Catalog) -> None:
         """Close the database pools ``catalog`` no longer uses inline (call after a swap)."""

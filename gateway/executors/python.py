@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -34,7 +35,9 @@ _FUNCTION = rf"^{_DOTTED}:{_DOTTED}$"
 def resolve_function(spec: str) -> Any:
     """Import ``module:attr.path`` and return the object it names."""
     module_name, _, attr_path = spec.partition(":")
-    obj: Any = importlib.import_module(module_name)
+    # Usually imported already (the sandbox's zygote preloads action modules): sys.modules
+    # spares a sandboxed call importlib's Python code and its copy-on-write page faults.
+    obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
     for part in attr_path.split("."):
         obj = getattr(obj, part)
     if not callable(obj):

@@ -131,8 +131,9 @@ class SandboxRunner:
         supervisor: the started ``Supervisor``.
         knowledge: the file_search index; without it ``file_search`` is a tool error.
         environ: where declared secrets are read from (default ``os.environ``).
-        inline: runs ``isolation: inline`` actions (default: one of its own,
-            whose pools open on first use); ``aclose`` closes it.
+        inline: runs ``isolation: inline`` actions (default: one of its own with
+            the default concurrency cap, whose pools open on first use); ``aclose``
+            closes it.
     """
 
     def __init__(

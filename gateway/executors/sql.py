@@ -230,6 +230,13 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             )
         return problems
 
+    def sandbox_warm(self) -> None:
+        """Compile the template once in the zygote (a call's fork then only renders it).
+
+        Compiles, never renders: a template's run time belongs to a call, under its timeout.
+        """
+        _compiled(self.query)
+
     def run(self, call: CallContext) -> Any:
         """Render, execute with bound parameters, return rows as JSON-safe objects."""
         url, scheme, timeout = self._target(call)

@@ -73,6 +73,17 @@ class ActionConfig(_Strict, frozen=True):
         """
         raise NotImplementedError
 
+    def sandbox_warm(self) -> None:
+        """Compute once, in the sandbox's zygote, what every ``run`` would compute again.
+
+        Each call runs in a fresh fork of the zygote, so a per-process cache
+        (compiled templates, say) filled by ``run`` is lost with the call; filled
+        here, before the forks, it is shared by all of them. No I/O and nothing
+        that depends on a call. A kind that overrides this gets a new zygote when
+        its config changes (the fingerprint includes it). Errors are ignored: the
+        call reports them.
+        """
+
 
 class KindProblem(NamedTuple):
     """A problem found by ``ActionConfig.check``.

@@ -5,15 +5,16 @@ A zygote is keyed by network access and the libraries its kind preloads
 what one imports,
 and ``fingerprint`` hashes all it loads (modules, gateway root, filesystem
 policy, the content of the catalog's code files) so ``Supervisor.reload``
-replaces only the zygotes whose fingerprint changed. Supervisor side only;
-imports the standard library, msgspec and ``gateway.sandbox.protocol``
-(the manifest types for annotations only).
+replaces only the zygotes whose fingerprint changed; ``zygote_warm`` lists the
+configs a zygote warms once (``ActionConfig.sandbox_warm``). Supervisor side
+only; imports the standard library, msgspec and ``gateway.manifests.model``
+(``ActionConfig``, at call time).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -22,7 +23,19 @@ if TYPE_CHECKING:
     from gateway.manifests.model import Action
     from gateway.sandbox.protocol import FsPolicy
 
-__all__ = ["PROBE_KEY", "Key", "fingerprint", "zygote_key", "zygote_keys", "zygote_modules"]
+__all__ = [
+    "PROBE_KEY",
+    "Key",
+    "fingerprint",
+    "zygote_key",
+    "zygote_keys",
+    "zygote_modules",
+    "zygote_warm",
+]
+
+_BASE_MODULES = ["gateway.executors", "gateway.executors.builtins"]
+"""What every zygote imports: the kinds, and code_interpreter's module (not a YAML kind:
+a call would otherwise import it from source every time)."""
 
 Key = tuple[bool, tuple[str, ...]]
 """(network, preloaded libraries): one zygote each."""
@@ -48,15 +61,16 @@ def zygote_keys(catalog: Catalog | None) -> list[Key]:
 def fingerprint(key: Key, catalog: Catalog | None, fs: FsPolicy | None = None) -> str:
     """What a zygote for ``key`` loads from ``catalog``, hashed: equal means reusable.
 
-    The modules it imports and the gateway root they come from; when it imports
-    user code, also the content (not the mtime: a checkout may keep it) of every
-    code file of the catalog. Blocking (reads files): call it off the event loop.
+    The modules it imports and the gateway root they come from, the configs it
+    warms (``zygote_warm``); when it imports user code, also the content (not the
+    mtime: a checkout may keep it) of every code file of the catalog. Blocking
+    (reads files): call it off the event loop.
     """
     modules = zygote_modules(key, catalog)
     digest = hashlib.sha256()
     root = str(catalog.gateway_root) if catalog is not None else ""
-    digest.update(msgspec.json.encode([key, root, modules, fs]))
-    if catalog is not None and modules != ["gateway.executors", *key[1]]:
+    digest.update(msgspec.json.encode([key, root, modules, fs, zygote_warm(key, catalog)]))
+    if catalog is not None and modules != [*_BASE_MODULES, *key[1]]:
         for path in sorted(catalog.code_files):
             try:
                 data = path.read_bytes()
@@ -69,7 +83,7 @@ def fingerprint(key: Key, catalog: Catalog | None, fs: FsPolicy | None = None) -
 
 def zygote_modules(key: Key, catalog: Catalog | None) -> list[str]:
     """What a zygote imports once: the worker's kinds, the preloads, the action modules."""
-    modules = ["gateway.executors", *key[1]]
+    modules = [*_BASE_MODULES, *key[1]]
     for action in catalog.actions.values() if catalog is not None else ():
         imports = getattr(action.config, "sandbox_imports", None)
         if action.config is None or imports is None or zygote_key(action) != key:
@@ -78,3 +92,25 @@ def zygote_modules(key: Key, catalog: Catalog | None) -> list[str]:
             if module not in modules:
                 modules.append(module)
     return modules
+
+
+def zygote_warm(key: Key, catalog: Catalog | None) -> list[tuple[str, dict[str, Any]]]:
+    """(kind ``module:Class``, config) of ``key``'s actions whose kind has a ``sandbox_warm``.
+
+    The zygote runs each once (compiling an http or sql action's templates), so
+    every fork finds them done; sorted, so the fingerprint does not depend on
+    the catalog's order. Kinds without one (python) are left out: adding a
+    python action does not need a new zygote.
+    """
+    from gateway.manifests.model import ActionConfig
+
+    found: set[tuple[str, bytes]] = set()
+    for action in catalog.actions.values() if catalog is not None else ():
+        config = action.config
+        if config is None or zygote_key(action) != key:
+            continue
+        kind = type(config)
+        if kind.sandbox_warm is ActionConfig.sandbox_warm:
+            continue
+        found.add((f"{kind.__module__}:{kind.__qualname__}", msgspec.json.encode(config)))
+    return [(kind, msgspec.json.decode(config)) for kind, config in sorted(found)]

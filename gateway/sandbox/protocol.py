@@ -115,6 +115,9 @@ class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
     """Whom calls run as: ``own`` a uid of their own each (the zygote is root), ``root``
     uid 0 without any capability (root, but the deployment is closed to other uids),
     ``same`` the zygote's uid (not root)."""
+    warm: list[tuple[str, dict[str, Any]]] = []
+    """(kind ``module:Class``, config) of the actions whose ``sandbox_warm`` the zygote
+    runs once (see ``_zygote_keys.zygote_warm``)."""
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):

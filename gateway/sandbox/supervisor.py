@@ -61,6 +61,7 @@ from gateway.sandbox._zygote_keys import (
     zygote_key,
     zygote_keys,
     zygote_modules,
+    zygote_warm,
 )
 from gateway.sandbox.probes import SANDBOX_GID, SANDBOX_UID_BASE
 from gateway.sandbox.protocol import (
@@ -125,6 +126,7 @@ class SandboxStats(msgspec.Struct, kw_only=True):
     timeouts: int = 0
     restarts: int = 0
     active: int = 0
+    queued: int = 0
 
 
 class Supervisor:
@@ -257,6 +259,7 @@ class Supervisor:
             probe=probe,
             fs=fs,
             call_user=call_user[0],
+            warm=zygote_warm(key, catalog),
         )
         loop = asyncio.get_running_loop()
         try:
@@ -329,14 +332,44 @@ class Supervisor:
     ) -> ToolResult:
         """Run one call of ``action`` in a fresh sandboxed child; never raises for a failure.
 
-        Cancelling the awaiting task kills the child's whole process group.
+        Waits for one of ``GATEWAY_SANDBOX_CONCURRENCY`` slots first (in arrival
+        order); the action's ``timeout`` covers that wait and the run (starting a
+        zygote, after a reload, does not count): a call still queued at its
+        deadline fails with ``timeout`` and never runs. Cancelling the awaiting
+        task kills the child's whole process group.
         """
         started = time.perf_counter()
-        slot = await self._slots.get()
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        self.stats.queued += 1
+        try:
+            async with asyncio.timeout_at(arrived + action.timeout):
+                slot = await self._slots.get()
+        except TimeoutError:
+            log.warning(
+                "sandbox.queue_timeout",
+                action=action.name,
+                timeout=action.timeout,
+                concurrency=self._settings.sandbox_concurrency,
+                queued=self.stats.queued - 1,
+                hint="raise GATEWAY_SANDBOX_CONCURRENCY or the action's timeout",
+                correlation_id=correlation_id,
+            )
+            self.stats.calls += 1
+            self.stats.failures += 1
+            self.stats.timeouts += 1
+            return failure(
+                started,
+                "timeout",
+                f"no sandbox slot was free within {action.timeout:g}s; the action did not run",
+                outcome="timed_out",
+            )
+        finally:
+            self.stats.queued -= 1
         self.stats.calls += 1
         self.stats.active += 1
         try:
-            result = await self._call(action, call, slot, correlation_id, started)
+            result = await self._call(action, call, slot, correlation_id, started, arrived)
         except asyncio.CancelledError:
             raise
         except (OSError, RuntimeError) as exc:
@@ -357,14 +390,25 @@ class Supervisor:
         return result
 
     async def _call(
-        self, action: Action, call: CallContext, slot: int, correlation_id: str, started: float
+        self,
+        action: Action,
+        call: CallContext,
+        slot: int,
+        correlation_id: str,
+        started: float,
+        arrived: float,
     ) -> ToolResult:
         if action.config is None:
             return failure(started, "sandbox_error", f"action {action.name!r} has no kind config")
+        loop = asyncio.get_running_loop()
+        spawning = loop.time()
         if self._catalog is None and not self._zygotes:
             await self.start(None)
         network = action.network
         zygote = await self._zygote(zygote_key(action))
+        # The deadline counts from the call's arrival (time queued for a slot included),
+        # not the time a zygote took to start.
+        deadline = arrived + action.timeout + (loop.time() - spawning)
         if not network and zygote.ready is not None and not zygote.ready.network_isolated:
             return failure(
                 started,
@@ -379,7 +423,6 @@ class Supervisor:
             config=msgspec.to_builtins(action.config),
             call=call,
         )
-        deadline = asyncio.get_running_loop().time() + action.timeout
         for attempt in range(_ATTEMPTS):
             if attempt:  # the last spare died before it took the call: nothing ran
                 zygote = await self._zygote(zygote_key(action))

@@ -30,8 +30,9 @@ import resource
 import signal
 import socket
 import sys
+from _signal import signal as _set_handler  # type: ignore[import-not-found]
 from collections.abc import Awaitable
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
@@ -55,10 +56,12 @@ __all__ = [
     "RULESET_FD",
     "SPARE_NAME",
     "children_of",
+    "load_kind",
     "loaded_ruleset",
     "prepare",
     "run_call",
     "run_spare",
+    "warm_zygote",
 ]
 
 SPARE_NAME = "gw-spare"
@@ -101,15 +104,17 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
-def prepare(ctl: socket.socket, keep: socket.socket, ruleset: int | None) -> None:
-    """The first steps of a fresh fork: own session, only ``keep`` and ``ruleset`` open."""
+def prepare(ctl: socket.socket, keep: socket.socket, *also: int) -> None:
+    """The first steps of a fresh fork: own session, only ``keep`` and ``also`` open."""
     os.setsid()
     signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails, not kills
+    # The C module's own: ``signal.signal`` converts to and from enums in Python, which
+    # touches (copies) about 70 pages of the zygote's memory in a fresh fork.
+    _set_handler(signal.SIGCHLD.value, signal.SIG_DFL.value)
+    _set_handler(signal.SIGXFSZ.value, signal.SIG_IGN.value)  # a write over the limit fails
     ctl.detach()  # its fd is closed below; the object must not close a reused number
     low = 3
-    for fd in sorted({keep.fileno(), keep.fileno() if ruleset is None else ruleset}):
+    for fd in sorted({keep.fileno(), *also}):
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
@@ -117,45 +122,73 @@ def prepare(ctl: socket.socket, keep: socket.socket, ruleset: int | None) -> Non
     _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class _WarmConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A do-nothing kind a spare runs once while idle (never sent by the supervisor)."""
-
-    key: ClassVar[str] = "_warm"
-
-    def run(self, call: CallContext) -> Any:
-        return {"arguments": call.arguments}
+def _rehearsal(a: int = 0, b: str = "") -> dict[str, Any]:
+    """The python action the zygote and each spare rehearse (never sent by the supervisor)."""
+    return {"a": a, "b": b}
 
 
 _WARM_REQUEST = frame(
     CallRequest(
-        kind="gateway.sandbox.worker:_WarmConfig",
-        config={},
+        kind="gateway.executors.python:PythonConfig",
+        config={"function": "gateway.sandbox.worker:_rehearsal"},
         call=CallContext(action="warm", arguments={"a": 1, "b": "x"}, secrets={"K": "v"}),
     )
 )
 
 
+def warm_zygote(opened: _linux.OpenedRules | None) -> None:
+    """Prepare, once in the zygote, what every child would otherwise redo (copy-on-write).
+
+    msgspec resolves a type's annotations (``eval`` of each string, with
+    ``from __future__ import annotations``) on first use and caches the result
+    on the type: the call path is rehearsed here once and every kind's config
+    converted (they are all known subclasses of ``ActionConfig`` by now), else
+    each child would parse and evaluate the same annotations again (about 1 ms
+    of CPU a call). The rehearsal also builds one ``opened`` ruleset, so the
+    objects the first use creates are shared too. Only before the first spare:
+    the rehearsal's cleanup (``_answer``) kills the caller's children.
+    """
+    _rehearse()
+    if opened is not None:
+        with contextlib.suppress(OSError):
+            os.close(opened.ruleset())
+    seen: set[type[ActionConfig]] = set()
+    pending: list[type[ActionConfig]] = [ActionConfig]
+    while pending:
+        sub: type[ActionConfig]
+        for sub in pending.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                pending.append(sub)
+                with contextlib.suppress(Exception):  # only the type's resolution matters
+                    msgspec.convert({}, sub)
+
+
+def _rehearse() -> None:
+    """Read a request through a socket pair, run ``_rehearsal``, answer: a call's own path."""
+    theirs, mine = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with theirs, mine:
+        theirs.sendall(_WARM_REQUEST)
+        request = _read_request(mine)
+        os.environ.update(request.call.secrets)
+        for name in request.call.secrets:
+            del os.environ[name]
+        _answer(mine, _execute(request, Limits()))
+        _read_exactly(theirs, HEADER.size)
+
+
 def _warm(ready: _Prepared) -> None:
     """Rehearse the call path while idle, so its copy-on-write page faults are paid now.
 
-    Reads a request through a socket pair, runs a do-nothing kind, answers it,
-    re-applies the current rlimits and checks for descendants: the same code and
-    objects a real call touches, with nothing irreversible.
+    Runs a request through ``_rehearse``, re-applies the current rlimits and
+    touches the directory's owner: the same code and objects a real call
+    touches, with nothing irreversible.
     """
     try:
-        theirs, mine = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with theirs, mine:
-            theirs.sendall(_WARM_REQUEST)
-            request = _read_request(mine)
-            os.environ.update(request.call.secrets)
-            for name in request.call.secrets:
-                del os.environ[name]
-            _answer(mine, _execute(request, Limits()))
-            _read_exactly(theirs, HEADER.size)
+        _rehearse()
         for which in (resource.RLIMIT_CPU, resource.RLIMIT_FSIZE, resource.RLIMIT_CORE):
             resource.setrlimit(which, resource.getrlimit(which))
         os.chown(ready.cwd, -1, -1)
-        msgspec.convert({"function": "a:b"}, _load_kind("gateway.executors.python:PythonConfig"))
     except Exception:  # noqa: S110 - warming is best effort
         pass
 
@@ -168,6 +201,7 @@ def run_spare(
     *,
     landlock: _linux.LandlockRules | None = None,
     ruleset: int | None = None,
+    opened: _linux.OpenedRules | None = None,
 ) -> int:
     """A pre-forked child: do all that does not depend on the call, wait for it, run it.
 
@@ -177,14 +211,15 @@ def run_spare(
     zygote already set what every child shares: the minimal environment,
     no_new_privs, the seccomp filter, no capabilities (``Init.call_user``
     ``root``), and ``ruleset``: its Landlock rules loaded once when every call
-    has a uid of its own (else None: each spare loads its own, see ``_Prepared``).
+    has a uid of its own (else None: each spare loads its own, see ``_Prepared``,
+    from the zygote's ``opened`` rules when it has them).
     """
-    prepare(ctl, sock, ruleset)
+    prepare(ctl, sock, *(() if ruleset is None else (ruleset,)), *(opened.fds if opened else ()))
     _linux.set_name(SPARE_NAME)
     if os.getppid() != zygote_pid:
         return 72
     _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
-    ready = _Prepared.make(cwd, landlock, ruleset)
+    ready = _Prepared.make(cwd, landlock, ruleset, opened)
     _warm(ready)
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
     sock.close()
@@ -212,12 +247,19 @@ class _Prepared:
         self.vsize = vsize
 
     @classmethod
-    def make(cls, cwd: str, landlock: _linux.LandlockRules | None, shared: int | None) -> _Prepared:
+    def make(
+        cls,
+        cwd: str,
+        landlock: _linux.LandlockRules | None,
+        shared: int | None,
+        opened: _linux.OpenedRules | None = None,
+    ) -> _Prepared:
         """Make and enter ``cwd`` (mode 0700, root's until the call gets its uid).
 
         Without the zygote's ``shared`` ruleset, load the rules plus ``cwd`` into
-        one of our own (number >= 100, clear of what a call dup2s); a failure
-        leaves the call to build it, and to fail closed if it cannot.
+        one of our own (number >= 100, clear of what a call dup2s), from the
+        zygote's ``opened`` paths when it has them (whose fds are closed here);
+        a failure leaves the call to build it, and to fail closed if it cannot.
         """
         os.mkdir(cwd, 0o700)
         os.chdir(cwd)
@@ -228,18 +270,30 @@ class _Prepared:
         sys.dont_write_bytecode = True
         if shared is not None or landlock is None:
             return cls(cwd, shared, shared=shared is not None, vsize=_vsize())
-        own = landlock._replace(rules=(*landlock.rules, (cwd, _linux.FS_ALL)))
-        return cls(cwd, loaded_ruleset(own), shared=False, vsize=_vsize())
+        if opened is not None:
+            try:
+                ruleset = loaded_ruleset(opened, ((cwd, _linux.FS_ALL),))
+            finally:
+                opened.close()
+        else:
+            own = landlock._replace(rules=(*landlock.rules, (cwd, _linux.FS_ALL)))
+            ruleset = loaded_ruleset(own)
+        return cls(cwd, ruleset, shared=False, vsize=_vsize())
 
 
-def loaded_ruleset(rules: _linux.LandlockRules) -> int | None:
-    """``rules`` loaded into a ruleset fd numbered >= ``RULESET_FD``; None if the kernel refused.
+def loaded_ruleset(
+    rules: _linux.LandlockRules | _linux.OpenedRules, extra: tuple[tuple[str, int], ...] = ()
+) -> int | None:
+    """``rules`` (and ``extra``) loaded into a ruleset fd numbered >= ``RULESET_FD``.
 
-    A child without one builds its ruleset when its call comes, and fails closed if
-    even that fails.
+    None if the kernel refused: a child without one builds its ruleset when its
+    call comes, and fails closed if even that fails.
     """
     try:
-        fd = _linux.landlock_ruleset(rules)
+        if isinstance(rules, _linux.OpenedRules):
+            fd = rules.ruleset(extra)
+        else:
+            fd = _linux.landlock_ruleset(rules._replace(rules=(*rules.rules, *extra)))
     except OSError:
         return None
     try:
@@ -368,9 +422,11 @@ def _read_request(sock: socket.socket) -> CallRequest:
     return msgspec.json.decode(_read_exactly(sock, size), type=CallRequest)
 
 
-def _load_kind(path: str) -> type[ActionConfig]:
+def load_kind(path: str) -> type[ActionConfig]:
+    """The ``ActionConfig`` class named ``module:Class`` (imported by the zygote already)."""
     module_name, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
+    # Imported by the zygote: sys.modules spares the child importlib's Python code.
+    obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     if not (isinstance(obj, type) and issubclass(obj, ActionConfig)):
@@ -389,7 +445,7 @@ def _enc_hook(obj: Any) -> Any:
 def _execute(request: CallRequest, limits: Limits) -> CallResult:
     """Run the action; turn its value or exception into a ``CallResult``."""
     try:
-        config = msgspec.convert(request.config, _load_kind(request.kind))
+        config = msgspec.convert(request.config, load_kind(request.kind))
         value = config.run(request.call)
         if hasattr(value, "__await__"):
             import asyncio

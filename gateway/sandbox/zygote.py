@@ -6,7 +6,9 @@ The supervisor starts ``python -I -B -c BOOT <fd>`` with a minimal environment;
 ``main`` turns that interpreter into a zygote: it imports the action kinds
 and the catalog's Python modules once (user modules always from source: a
 same-size edit within a second must not run a stale ``.pyc``), optionally
-moves itself into a new network namespace, trims its heap, and then keeps
+moves itself into a new network namespace, rehearses a call once
+(``worker.warm_zygote``: what the first use of each type and kind computes is
+then shared by every child), trims its heap, and then keeps
 ``_SPARES`` idle pre-forked children (*spares*, see ``worker.py``) lent to the
 supervisor: each spare's socket goes to the supervisor in a ``Spare``
 message, and the supervisor hands a call straight to a spare, so the zygote
@@ -17,7 +19,9 @@ it reaps them, kills whatever a failed call left behind, removes the child's
 directory and reports ``Exited``; ``Kill`` kills a spare's process group.
 Where the kernel has Landlock, it computes the children's filesystem
 allow-list once (``_fs_policy.landlock_rules``) from the supervisor's
-``FsPolicy``, its own prefixes and ``sys.path``.
+``FsPolicy``, its own prefixes and ``sys.path``, and loads it once (calls with
+uids of their own share one ruleset) or opens its paths once (``OpenedRules``:
+with one uid for all calls, each spare builds its own ruleset from those fds).
 
 Imports only the standard library, msgspec, ``gateway.sandbox`` and the
 fresh-source loader of ``gateway.manifests._introspect``.
@@ -52,7 +56,14 @@ from gateway.sandbox.protocol import (
     decode_control,
     encode,
 )
-from gateway.sandbox.worker import MINIMAL_ENV, children_of, loaded_ruleset, run_spare
+from gateway.sandbox.worker import (
+    MINIMAL_ENV,
+    children_of,
+    load_kind,
+    loaded_ruleset,
+    run_spare,
+    warm_zygote,
+)
 
 __all__ = ["BOOT", "main"]
 
@@ -64,6 +75,9 @@ _SPARES = 2
 """Idle pre-forked children kept lent out: forking and warming are off the call path."""
 _FORK_RETRY = 0.1
 """Seconds before forking again after the kernel refused a fork."""
+OPENED_FD = 200
+"""The zygote's opened allow-list paths (``OpenedRules``) are numbered from here, above
+``RULESET_FD`` (a spare's own ruleset lands at 100) and clear of what a call dup2s."""
 
 BOOT = (
     "import sys; sys.path[:0] = sys.argv[2:]; "
@@ -146,6 +160,7 @@ class _Zygote:
         os.chmod(self.tmp, 0o711)  # noqa: S103 - children may enter their own dir, not list others
         self.landlock: _linux.LandlockRules | None = None  # the children's allow-list
         self.ruleset: int | None = None  # that list loaded once, if every call may share it
+        self.opened: _linux.OpenedRules | None = None  # else its paths, opened once
         self.dirs: dict[int, str] = {}  # serial -> the child's working directory
 
     def init(self) -> None:
@@ -180,6 +195,9 @@ class _Zygote:
                     getattr(imported, hook)()
             except BaseException as exc:
                 errors[module] = f"{type(exc).__name__}: {exc}"
+        for kind, config in msg.warm:
+            with contextlib.suppress(Exception):  # the call reports what fails here
+                msgspec.convert(config, load_kind(kind)).sandbox_warm()
         capabilities = None
         if msg.probe:
             from gateway.sandbox.probes import probe
@@ -188,6 +206,9 @@ class _Zygote:
         self.landlock = _landlock_rules(msg.fs, self.tmp)
         if self.landlock is not None and msg.call_user == "own":
             self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
+        elif self.landlock is not None:
+            with contextlib.suppress(OSError):  # each spare then opens the paths itself
+                self.opened = _linux.OpenedRules(self.landlock, OPENED_FD)
         # Children inherit the environment, no_new_privs and the seccomp filter: set
         # them here once (the zygote needs none of the denied calls from now on).
         os.environ.clear()
@@ -199,6 +220,7 @@ class _Zygote:
             # Calls keep uid 0 without capabilities; the zygote needs none from here on
             # (its children are uid 0 too), so it drops them once for all of them.
             _linux.drop_capabilities()
+        warm_zygote(self.opened)  # after the kinds' imports: their configs are all known
         gc.collect()
         gc.freeze()  # keep the imported heap shared copy-on-write across forks
         trim_heap()  # fewer pages mapped: cheaper fork and exit per call
@@ -230,7 +252,7 @@ class _Zygote:
                 timeout = max(0.0, self.fork_failed_at + _FORK_RETRY - time.monotonic())
             events = selector.select(timeout=timeout)
             if not events and timeout is not None:
-                self.fork_spare(selector)
+                self.fork_spare()
             for key, _ in events:
                 if key.fd == wake_r:
                     while True:
@@ -256,7 +278,7 @@ class _Zygote:
                 elif isinstance(msg, Kill):
                     self.kill(msg.id)
 
-    def fork_spare(self, selector: selectors.BaseSelector) -> None:
+    def fork_spare(self) -> None:
         """Fork a spare and lend its socket to the supervisor."""
         # Unguessable: a call may not reach a sibling's directory by name (same uid, no root).
         cwd = os.path.join(self.tmp, f"s{self.serial + 1}-{os.urandom(12).hex()}")
@@ -271,10 +293,17 @@ class _Zygote:
         if pid == 0:  # pragma: no cover - the spare child
             code = 70
             try:
-                selector.close()
-                mine.close()
+                # Not closed here (Python code: more pages copied): the spare closes
+                # every fd it does not keep, and ends with os._exit (no finalizers).
+                mine.detach()
                 code = run_spare(
-                    self.ctl, self.pid, cwd, theirs, landlock=self.landlock, ruleset=self.ruleset
+                    self.ctl,
+                    self.pid,
+                    cwd,
+                    theirs,
+                    landlock=self.landlock,
+                    ruleset=self.ruleset,
+                    opened=self.opened,
                 )
             except BaseException:
                 code = 71

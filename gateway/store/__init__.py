@@ -1,4 +1,4 @@
-"""Thread stores: where threads, messages, runs and finished runs' event logs live.
+"""Thread stores: threads, messages, runs, and runs' event logs (live batches, final logs).
 
 ``open_store(url, root=...)`` picks the implementation by URL scheme
 (``sqlite:///`` is the embedded default, ``postgresql://`` is for several

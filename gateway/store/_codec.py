@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from gateway.providers.base import ChatMessage, ToolCall, Usage
-from gateway.store.base import RunRecord, StoredMessage, ThreadRecord
+from gateway.store.base import RunEventsPage, RunRecord, StoredMessage, ThreadRecord
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -28,6 +28,7 @@ __all__ = [
     "new_owner",
     "new_thread",
     "now",
+    "page_from_rows",
     "run_from_row",
     "run_row",
     "split_events",
@@ -158,3 +159,25 @@ def join_events(events: list[bytes]) -> bytes:
 def split_events(blob: bytes) -> list[bytes]:
     """Inverse of ``join_events``."""
     return blob.split(b"\n") if blob else []
+
+
+def page_from_rows(rows: Sequence[Sequence[Any]], after: int) -> RunEventsPage:
+    """The page of events past ``after`` from ``load_events_after`` rows ``(first_seq, blob)``.
+
+    A row numbered 0 is the final log (it wins); otherwise batches are stitched in
+    order, each trimmed to what lies past ``after``, stopping at a gap (a batch
+    still in doubt) so a reader never skips a sequence number.
+    """
+    for first, blob in rows:
+        if int(first) == 0:
+            return RunEventsPage(events=split_events(bytes(blob))[after:], finished=True)
+    events: list[bytes] = []
+    expected = after + 1
+    for first, blob in rows:
+        start = int(first)
+        if start > expected:
+            break
+        frames = split_events(bytes(blob))
+        events += frames[expected - start :]
+        expected = max(expected, start + len(frames))
+    return RunEventsPage(events=events)

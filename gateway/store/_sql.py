@@ -60,6 +60,18 @@ _MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN owner TEXT",
         "ALTER TABLE runs ADD COLUMN lease_until {real}",
     ],
+    # 3: live event batches. While a run goes, its owner appends its new events here in
+    # small batches (``first_seq``..``last_seq``, the run log's sequence numbers, frames
+    # joined as in ``run_events``) so other replicas can follow it live. ``finish_run``
+    # stores the whole log in ``run_events`` and deletes the batches in the same commit.
+    [
+        """CREATE TABLE run_event_batches (
+            run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            first_seq {int} NOT NULL,
+            last_seq {int} NOT NULL,
+            events {blob} NOT NULL,
+            PRIMARY KEY (run_id, first_seq))""",
+    ],
 ]
 
 _RUN_COLUMNS = (
@@ -77,21 +89,38 @@ class Dialect:
     insert_thread: str
     select_thread: str
     delete_thread: str
+    lock_thread_runs: str
     next_seq: str
     insert_message: str
     select_messages: str
     insert_run: str
     update_run: str
+    lock_own_run: str
+    lock_own_run_to_write: str
+    lock_active_run_to_write: str
     select_run: str
     select_active_runs: str
     expire_leases: str
     renew_leases: str
     save_events: str
     load_events: str
+    append_batch: str
+    load_events_after: str
+    delete_batches: str
 
 
 def _dialect(
-    *, real: str, int_: str, blob: str, param: str, upsert_events: str, now: str, id_list: str
+    *,
+    real: str,
+    int_: str,
+    blob: str,
+    param: str,
+    upsert_events: str,
+    now: str,
+    id_list: str,
+    lock_run: str,
+    lock_run_to_write: str,
+    lock_run_to_delete: str,
 ) -> Dialect:
     def p(sql: str) -> str:
         for token, text in (
@@ -99,6 +128,9 @@ def _dialect(
             ("{active}", _ACTIVE),
             ("{now}", now),
             ("{ids}", id_list),
+            ("{lock}", lock_run),
+            ("{lock_to_write}", lock_run_to_write),
+            ("{lock_to_delete}", lock_run_to_delete),
             ("?", param),
         ):
             sql = sql.replace(token, text)
@@ -113,6 +145,10 @@ def _dialect(
         ),
         select_thread=p("SELECT id, assistant, created_at, metadata FROM threads WHERE id = ?"),
         delete_thread=p("DELETE FROM threads WHERE id = ?"),
+        # (thread_id): its runs' rows, locked before the thread's own row is, as a run's
+        # writes lock them (run, then thread): deleting a thread while one of its runs
+        # finishes elsewhere waits for that run instead of deadlocking with it.
+        lock_thread_runs=p("SELECT id FROM runs WHERE thread_id = ? ORDER BY id{lock_to_delete}"),
         next_seq=p("UPDATE threads SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq"),
         insert_message=p(
             "INSERT INTO messages (id, thread_id, seq, created_at, role, content, tool_calls,"
@@ -131,6 +167,21 @@ def _dialect(
             "UPDATE runs SET status = ?, manifest_version = ?, completed_at = ?, usage = ?,"
             " timings = ?, error = ? WHERE id = ?"
         ),
+        # The guards of a run's writes after it started: each selects the run only if it
+        # may still be written, and locks its row until the writer's commit (PostgreSQL),
+        # so no cancel, expiry or takeover another replica commits can fall between the
+        # check and the write (theirs wait for the lock, or ours sees their change).
+        # (run_id, owner): the thread of the run, if still active and this owner's; a
+        # shared lock, as for an event batch (a run's tool results may land together).
+        lock_own_run=p("SELECT thread_id FROM runs WHERE id = ? AND owner = ? AND {active}{lock}"),
+        # (run_id, owner): the same, locked to update the run's record.
+        lock_own_run_to_write=p(
+            "SELECT thread_id FROM runs WHERE id = ? AND owner = ? AND {active}{lock_to_write}"
+        ),
+        # (run_id): the run, if still active, whoever runs it (a cancel, a recovery).
+        lock_active_run_to_write=p(
+            "SELECT thread_id FROM runs WHERE id = ? AND {active}{lock_to_write}"
+        ),
         select_run=p(
             "SELECT id, thread_id, assistant, status, manifest_version, created_at,"
             " completed_at, usage, timings, error FROM runs WHERE id = ?"
@@ -148,6 +199,26 @@ def _dialect(
         ),
         save_events=p(upsert_events),
         load_events=p("SELECT events FROM run_events WHERE run_id = ?"),
+        # (run_id, first_seq, last_seq, events, run_id, owner): a batch, only while the run
+        # is active and ours. The run's row is locked (PostgreSQL: FOR SHARE) so a batch
+        # never lands after a status change another replica committed (cancel, expiry);
+        # a retried batch (its commit was in doubt) overwrites itself.
+        append_batch=p(
+            "INSERT INTO run_event_batches (run_id, first_seq, last_seq, events)"
+            " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs"
+            " WHERE id = ? AND owner = ? AND {active}{lock})"
+            " ON CONFLICT (run_id, first_seq) DO UPDATE"
+            " SET last_seq = excluded.last_seq, events = excluded.events"
+            " RETURNING run_id"
+        ),
+        # (run_id, run_id, after): the finished log (first_seq 0), else the batches past
+        # ``after``, in order; one round trip.
+        load_events_after=p(
+            "SELECT 0, events FROM run_events WHERE run_id = ?"
+            " UNION ALL SELECT first_seq, events FROM run_event_batches"
+            " WHERE run_id = ? AND last_seq > ? ORDER BY 1"
+        ),
+        delete_batches=p("DELETE FROM run_event_batches WHERE run_id = ?"),
     )
 
 
@@ -160,6 +231,9 @@ SQLITE = _dialect(
     # julianday() works on every SQLite version (unixepoch('subsec') needs 3.42).
     now="((julianday('now') - 2440587.5) * 86400.0)",
     id_list="SELECT value FROM json_each(?)",
+    lock_run="",  # one writer at a time: the statement is already serialized
+    lock_run_to_write="",  # likewise: BEGIN IMMEDIATE holds the write lock to the commit
+    lock_run_to_delete="",
 )
 POSTGRES = _dialect(
     real="DOUBLE PRECISION",
@@ -171,4 +245,9 @@ POSTGRES = _dialect(
     # The server's clock, not the replica's: replicas' clocks may disagree, the database's is one.
     now="CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)",
     id_list="SELECT jsonb_array_elements_text(CAST(? AS jsonb))",
+    lock_run=" FOR SHARE",
+    # What the UPDATE of the record takes anyway, taken before the check; still allows
+    # foreign-key checks (batches, the final log) on the row.
+    lock_run_to_write=" FOR NO KEY UPDATE",
+    lock_run_to_delete=" FOR UPDATE",
 )

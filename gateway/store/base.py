@@ -12,11 +12,33 @@ A run whose lease lapsed belongs to a replica that died (or lost the database
 for a whole lease): the next ``begin_run`` / ``create_run`` on its thread marks
 it ``failed`` (``INTERRUPTED``) in the same transaction that inserts the new
 run, so the one-active-run index still decides between racing replicas.
+
+Writes of a running run: once a run started, everything it writes (its tool
+calls and results: ``append_run_message``; its last answer, final record and
+log: ``finish_run``; its event batches: ``append_run_events``) takes effect
+only while the run is still active and owned by this store. Each checks that
+and writes in one transaction, holding the run's row lock (PostgreSQL) so a
+cancel, expiry or takeover another replica commits is ordered before or after
+the whole write, never inside it; a refused write stores nothing and returns
+None / False. So a replica that lost its run (its lease lapsed and another
+replica took the thread over, or another replica cancelled it) can add
+nothing to the thread after the takeover, and cannot turn the stored
+``failed`` / ``cancelled`` record back into its own outcome. ``update_run``
+(a cancel from any replica, a recovery) likewise changes only an active run:
+a finished run's record is final.
+
+Live event logs: while a run goes, its owner appends its new events in small
+batches (``append_run_events``, numbered by the run log's sequence numbers);
+``finish_run`` replaces them with the whole log in one commit. Another replica
+reads them with ``load_run_events_after`` and waits for more on
+``run_event_notices`` (PostgreSQL LISTEN/NOTIFY; a plain timeout elsewhere),
+so it can stream a run executing elsewhere with the owner's sequence numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -26,6 +48,8 @@ from gateway.providers.base import ChatMessage, Usage
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "INTERRUPTED",
+    "RunEventNotices",
+    "RunEventsPage",
     "RunRecord",
     "StoredMessage",
     "ThreadRecord",
@@ -75,6 +99,32 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     error: dict[str, str] | None = None
 
 
+class RunEventsPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's stored events after some sequence number.
+
+    Attributes:
+        events: encoded events with sequence numbers ``after + 1``, ``after + 2``...
+            (contiguous; never one past a gap).
+        finished: True when they come from the run's final log (``finish_run`` /
+            ``save_run_events``): nothing will follow them.
+    """
+
+    events: list[bytes] = []
+    finished: bool = False
+
+
+class RunEventNotices(Protocol):
+    """Wake-ups for one run's new events (``ThreadStore.run_event_notices``)."""
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until the run's owner stored more events (True) or ``timeout`` passed.
+
+        A notice that came since the previous ``wait`` returns at once, so a
+        reader that reads, then waits, never misses one.
+        """
+        ...
+
+
 class ThreadStore(Protocol):
     """Persistent threads, messages and runs.
 
@@ -120,7 +170,21 @@ class ThreadStore(Protocol):
     ) -> StoredMessage:
         """Append ``message`` at the end of the thread; ``message_id`` defaults to a new id.
 
+        Unconditional: for messages written outside a run. A running run stores
+        its own messages with ``append_run_message``.
+
         Raises ``gateway.errors.NotFound`` if the thread does not exist.
+        """
+        ...
+
+    async def append_run_message(
+        self, run_id: str, message: ChatMessage, *, message_id: str | None = None
+    ) -> StoredMessage | None:
+        """Append a running run's ``message`` (a tool call or result) at the end of its thread.
+
+        Only while the run is active and owned by this store, checked in the
+        same transaction under the run's row lock: otherwise nothing is stored
+        and the result is None (the run was cancelled, taken over, or deleted).
         """
         ...
 
@@ -150,25 +214,64 @@ class ThreadStore(Protocol):
         """
         ...
 
-    async def update_run(self, run: RunRecord) -> None: ...
+    async def update_run(self, run: RunRecord) -> bool:
+        """Store the run's new status, usage, timings and error, if it is still active.
+
+        For writes from outside the run (a cancel from any replica, marking a
+        crashed process's runs interrupted): False, and nothing changed, when
+        the run had ended meanwhile (its record is final) or does not exist.
+        """
+        ...
 
     async def finish_run(
         self,
         run: RunRecord,
         events: list[bytes],
         messages: Sequence[tuple[ChatMessage, str]] = (),
-    ) -> None:
-        """Append ``messages`` (each with its id) to the run's thread, then ``update_run``
-        and ``save_run_events``, all in one transaction."""
+    ) -> bool:
+        """End a run this store executes: append ``messages`` (each with its id) to its
+        thread, store the final record and the event log, all in one transaction
+        (which drops the run's live batches: the full log supersedes them).
+
+        Only while the run is active and owned by this store (checked under its
+        row lock): otherwise nothing at all is stored and the result is False,
+        so a run cancelled or taken over elsewhere keeps the record written there.
+        """
         ...
 
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
     async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
-        """Persist a finished run's event log (each item an encoded ``{"event","data"}``)."""
+        """Persist a finished run's event log (each item an encoded ``{"event","data"}``),
+        dropping its live batches."""
         ...
 
     async def load_run_events(self, run_id: str) -> list[bytes] | None: ...
+
+    async def append_run_events(self, run_id: str, first_seq: int, events: list[bytes]) -> bool:
+        """Append a batch of a running run's events, numbered from ``first_seq``; one commit.
+
+        Only while the run is active and owned by this store: returns False (and
+        stores nothing) once it is not, so no batch lands after a cancel or an
+        expiry another replica committed. Writing the same ``first_seq`` again
+        (a retry whose commit was in doubt) replaces that batch. On PostgreSQL
+        the commit notifies the run's followers.
+        """
+        ...
+
+    async def load_run_events_after(self, run_id: str, after: int) -> RunEventsPage:
+        """The run's stored events with a sequence number above ``after``: from its final
+        log when it has one (``finished``), else from the batches stored so far."""
+        ...
+
+    def run_event_notices(self, run_id: str) -> AbstractAsyncContextManager[RunEventNotices]:
+        """Subscribe to wake-ups for ``run_id``'s new events while the context is open.
+
+        PostgreSQL listens (one connection per store, opened on first use);
+        wake-ups come on every batch and on the run's final commit. Stores
+        with no notifications (SQLite) only time out; readers poll anyway.
+        """
+        ...
 
     async def list_active_runs(self) -> list[RunRecord]:
         """Runs still ``queued`` or ``in_progress`` (orphans after a crash, for recovery)."""

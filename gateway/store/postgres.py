@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
-from gateway.store import register_store
+from gateway.store import _notify, register_store
 from gateway.store._sql import POSTGRES
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
+    RunEventNotices,
+    RunEventsPage,
     RunRecord,
     StoredMessage,
     ThreadRecord,
@@ -69,6 +72,7 @@ class PostgresStore:
         self._schema = schema
         self._min_size, self._max_size = min_size, max_size
         self._pool: AsyncConnectionPool | None = None
+        self._listener: _notify.Listener | None = None
         self.owner = c.new_owner()
         self.lease_seconds = lease_seconds
 
@@ -121,6 +125,9 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Close the pool; the store can be opened again."""
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.aclose()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -165,8 +172,15 @@ class PostgresStore:
         return c.thread_from_row(row) if row else None
 
     async def delete_thread(self, thread_id: str) -> bool:
-        """Delete the thread with its messages, runs and event logs."""
-        return await self._execute(_SQL.delete_thread, (thread_id,)) > 0
+        """Delete the thread with its messages, runs and event logs.
+
+        Its runs' rows are locked first, then the thread's (by the delete): the order
+        a run's own writes take them in, so a run finishing meanwhile is waited for.
+        """
+        async with self._connection() as conn:
+            await conn.execute(_SQL.lock_thread_runs, (thread_id,))
+            cur = await conn.execute(_SQL.delete_thread, (thread_id,))
+            return cur.rowcount > 0
 
     # -- messages -----------------------------------------------------------------
 
@@ -181,6 +195,22 @@ class PostgresStore:
         """Append ``message`` durably; the row lock on the thread orders concurrent appends."""
         mid, created = message_id or c.new_id("msg"), c.now()
         async with self._connection() as conn:
+            seq = await _append(conn, thread_id, message, run_id, mid, created)
+        return c.stored(
+            message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
+        )
+
+    async def append_run_message(
+        self, run_id: str, message: ChatMessage, *, message_id: str | None = None
+    ) -> StoredMessage | None:
+        """Append a running run's message to its thread; None (nothing stored) once the run
+        is not ours and active."""
+        mid, created = message_id or c.new_id("msg"), c.now()
+        async with self._connection() as conn:
+            # The run's row first, then the thread's: the order a takeover locks them in.
+            thread_id = await _lock_run(conn, _SQL.lock_own_run, (run_id, self.owner))
+            if thread_id is None:
+                return None
             seq = await _append(conn, thread_id, message, run_id, mid, created)
         return c.stored(
             message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
@@ -217,24 +247,33 @@ class PostgresStore:
             message, thread_id=run.thread_id, run_id=run.id, mid=mid, seq=seq, created=created
         )
 
-    async def update_run(self, run: RunRecord) -> None:
-        """Store the run's new status, usage, timings and error."""
+    async def update_run(self, run: RunRecord) -> bool:
+        """Store the run's new status, usage, timings and error; False if it had ended."""
         async with self._connection() as conn:
+            if await _lock_run(conn, _SQL.lock_active_run_to_write, (run.id,)) is None:
+                return False
             await _update_run(conn, run)
+            return True
 
     async def finish_run(
         self,
         run: RunRecord,
         events: list[bytes],
         messages: Sequence[tuple[ChatMessage, str]] = (),
-    ) -> None:
-        """Append ``messages``, store the final record and the event log in one transaction."""
+    ) -> bool:
+        """Append ``messages``, store the final record and the event log in one transaction;
+        False (nothing stored) once the run is not ours and active."""
         created = c.now()
         async with self._connection() as conn:
+            # The run's row first, then the thread's: the order a takeover locks them in.
+            guard = (run.id, self.owner)
+            if await _lock_run(conn, _SQL.lock_own_run_to_write, guard) is None:
+                return False
             for message, mid in messages:
                 await _append(conn, run.thread_id, message, run.id, mid, created)
             await _update_run(conn, run)
             await _save_events(conn, run.id, events)
+            return True
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
@@ -283,6 +322,32 @@ class PostgresStore:
         row = await self._fetchone(_SQL.load_events, (run_id,))
         return c.split_events(bytes(row[0])) if row else None
 
+    async def append_run_events(self, run_id: str, first_seq: int, events: list[bytes]) -> bool:
+        """Append a batch of a running run's events and notify its followers at commit;
+        False (nothing stored) once the run is not ours and active."""
+        last_seq = first_seq + len(events) - 1
+        params = (run_id, first_seq, last_seq, c.join_events(events), run_id, self.owner)
+        async with self._connection() as conn:
+            cur = await conn.execute(_SQL.append_batch, params)
+            if await cur.fetchone() is None:
+                return False
+            await _notify_followers(conn, run_id)
+            return True
+
+    async def load_run_events_after(self, run_id: str, after: int) -> RunEventsPage:
+        """The run's stored events past ``after`` (final log, else live batches)."""
+        rows = await self._fetchall(_SQL.load_events_after, (run_id, run_id, after))
+        return c.page_from_rows(rows, after)
+
+    def run_event_notices(self, run_id: str) -> AbstractAsyncContextManager[RunEventNotices]:
+        """Wake-ups for ``run_id`` through this store's LISTEN connection (see ``_notify``)."""
+        if self._pool is None:
+            raise NotReady("the thread store is not open")
+        if self._listener is None:
+            # The channel is database-wide: the schema's search path is not needed.
+            self._listener = _notify.Listener(self._url)
+        return self._listener.subscribe(run_id)
+
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -306,6 +371,13 @@ async def _append(
     return seq
 
 
+async def _lock_run(conn: Conn, sql: str, params: tuple[str, ...]) -> str | None:
+    """The thread of the run ``sql`` (one of the ``lock_*`` guards) selects, its row now locked."""
+    cur = await conn.execute(sql, params)
+    row = await cur.fetchone()
+    return str(row[0]) if row else None
+
+
 async def _expire(conn: Conn, thread_id: str) -> list[RunRecord]:
     params = (c.now(), c.dumps(INTERRUPTED), thread_id)
     cur = await conn.execute(_SQL.expire_leases, params)
@@ -320,6 +392,13 @@ async def _update_run(conn: Conn, run: RunRecord) -> None:
 
 async def _save_events(conn: Conn, run_id: str, events: list[bytes]) -> None:
     await conn.execute(_SQL.save_events, (run_id, c.join_events(events)))
+    await conn.execute(_SQL.delete_batches, (run_id,))
+    await _notify_followers(conn, run_id)
+
+
+async def _notify_followers(conn: Conn, run_id: str) -> None:
+    # Inside the writer's transaction: delivered at its commit, never for a rollback.
+    await conn.execute("SELECT pg_notify(%s, %s)", (_notify.CHANNEL, run_id))
 
 
 async def _migrate(conn: Conn, schema: str) -> None:

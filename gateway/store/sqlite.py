@@ -19,6 +19,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,11 +27,13 @@ from gateway._files import private_file
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
-from gateway.store import register_store
+from gateway.store import _notify, register_store
 from gateway.store._sql import SQLITE
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
+    RunEventNotices,
+    RunEventsPage,
     RunRecord,
     StoredMessage,
     ThreadRecord,
@@ -177,6 +180,27 @@ class SQLiteStore:
             message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
         )
 
+    async def append_run_message(
+        self, run_id: str, message: ChatMessage, *, message_id: str | None = None
+    ) -> StoredMessage | None:
+        """Append a running run's message to its thread; None (nothing stored) once the run
+        is not ours and active."""
+        mid, created = message_id or c.new_id("msg"), c.now()
+
+        def body(conn: sqlite3.Connection) -> tuple[str, int] | None:
+            thread_id = _lock_run(conn, _SQL.lock_own_run, (run_id, self.owner))
+            if thread_id is None:
+                return None
+            return thread_id, _append(conn, thread_id, message, run_id, mid, created)
+
+        done = await self._run(lambda conn: self._tx(conn, body))
+        if done is None:
+            return None
+        thread_id, seq = done
+        return c.stored(
+            message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
+        )
+
     async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
         """Messages in order; with ``limit``, the newest ``limit`` of them."""
         sql = _SQL.select_messages
@@ -210,26 +234,37 @@ class SQLiteStore:
             message, thread_id=run.thread_id, run_id=run.id, mid=mid, seq=seq, created=created
         )
 
-    async def update_run(self, run: RunRecord) -> None:
-        """Store the run's new status, usage, timings and error."""
-        await self._run(lambda conn: self._tx(conn, lambda cx: _update_run(cx, run)))
+    async def update_run(self, run: RunRecord) -> bool:
+        """Store the run's new status, usage, timings and error; False if it had ended."""
+
+        def body(conn: sqlite3.Connection) -> bool:
+            if _lock_run(conn, _SQL.lock_active_run_to_write, (run.id,)) is None:
+                return False
+            _update_run(conn, run)
+            return True
+
+        return await self._run(lambda conn: self._tx(conn, body))
 
     async def finish_run(
         self,
         run: RunRecord,
         events: list[bytes],
         messages: Sequence[tuple[ChatMessage, str]] = (),
-    ) -> None:
-        """Append ``messages``, store the final record and the event log in one transaction."""
+    ) -> bool:
+        """Append ``messages``, store the final record and the event log in one transaction;
+        False (nothing stored) once the run is not ours and active."""
         created = c.now()
 
-        def body(conn: sqlite3.Connection) -> None:
+        def body(conn: sqlite3.Connection) -> bool:
+            if _lock_run(conn, _SQL.lock_own_run_to_write, (run.id, self.owner)) is None:
+                return False
             for message, mid in messages:
                 _append(conn, run.thread_id, message, run.id, mid, created)
             _update_run(conn, run)
             _save_events(conn, run.id, events)
+            return True
 
-        await self._run(lambda conn: self._tx(conn, body))
+        return await self._run(lambda conn: self._tx(conn, body))
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
@@ -280,6 +315,27 @@ class SQLiteStore:
         row = await self._run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         return c.split_events(bytes(row[0])) if row else None
 
+    async def append_run_events(self, run_id: str, first_seq: int, events: list[bytes]) -> bool:
+        """Append a batch of a running run's events; False once the run is not ours and active."""
+        last_seq = first_seq + len(events) - 1
+        params = (run_id, first_seq, last_seq, c.join_events(events), run_id, self.owner)
+
+        def body(conn: sqlite3.Connection) -> bool:
+            return conn.execute(_SQL.append_batch, params).fetchone() is not None
+
+        return await self._run(lambda conn: self._tx(conn, body))
+
+    async def load_run_events_after(self, run_id: str, after: int) -> RunEventsPage:
+        """The run's stored events past ``after`` (final log, else live batches)."""
+        sql, params = _SQL.load_events_after, (run_id, run_id, after)
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return c.page_from_rows(rows, after)
+
+    def run_event_notices(self, run_id: str) -> AbstractAsyncContextManager[RunEventNotices]:
+        """No notifications in one process (its own runs are followed in memory): timeouts."""
+        del run_id
+        return _notify.polling()
+
 
 def _append(
     conn: sqlite3.Connection,
@@ -296,6 +352,12 @@ def _append(
     values = (message_id, thread_id, seq, created, *c.message_row(message), run_id)
     conn.execute(_SQL.insert_message, values)
     return seq
+
+
+def _lock_run(conn: sqlite3.Connection, sql: str, params: tuple[str, ...]) -> str | None:
+    # Within BEGIN IMMEDIATE: no other writer until the commit, so the check holds.
+    row = conn.execute(sql, params).fetchone()
+    return str(row[0]) if row else None
 
 
 def _insert_thread(conn: sqlite3.Connection, thread: ThreadRecord) -> None:
@@ -315,6 +377,7 @@ def _update_run(conn: sqlite3.Connection, run: RunRecord) -> None:
 
 def _save_events(conn: sqlite3.Connection, run_id: str, events: list[bytes]) -> None:
     conn.execute(_SQL.save_events, (run_id, c.join_events(events)))
+    conn.execute(_SQL.delete_batches, (run_id,))
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -239,6 +239,9 @@ def test_metrics_count_requests_runs_and_tools(client: httpx.Client) -> None:
     assert "gateway_tool_duration_seconds_bucket" in text
     assert "gateway_run_duration_seconds_count" in text
     assert "gateway_runs_active 0.0" in text
+    for isolation in ("sandbox", "inline"):  # the module's server is shared: calls may be running
+        assert re.search(rf'gateway_tool_calls_in_flight\{{isolation="{isolation}"\}} \d', text)
+        assert re.search(rf'gateway_tool_calls_queued\{{isolation="{isolation}"\}} \d', text)
     assert re.search(r'gateway_reloads_total\{result="swapped"\} 1', text)
 
 

@@ -12,7 +12,7 @@ import pytest
 from gateway.engine import Engine
 from gateway.engine.runlog import RunLog
 from gateway.errors import Conflict, NotReady
-from gateway.events import RunFailed, StepCreated
+from gateway.events import MessageCompleted, MessageDelta, RunFailed, StepCreated
 from gateway.manifests.catalog import CatalogRef
 from gateway.settings import Settings
 from gateway.store.base import DEFAULT_LEASE_SECONDS, INTERRUPTED
@@ -41,14 +41,14 @@ async def replica() -> AsyncIterator[MakeReplica]:
     made: list[tuple[Engine, PostgresStore]] = []
 
     async def factory(
-        turns: list[Turn], lease: float = DEFAULT_LEASE_SECONDS
+        turns: list[Turn], lease: float = DEFAULT_LEASE_SECONDS, delay: float = 0.0
     ) -> tuple[Engine, PostgresStore]:
         store = PostgresStore(url, schema=schema, max_size=4, lease_seconds=lease)
         engine = Engine(
             catalog=CatalogRef(make_catalog()),
             store=store,
             runner=ScriptedRunner(),
-            providers=Providers(ScriptedProvider(turns)),
+            providers=Providers(ScriptedProvider(turns, delay=delay)),
             settings=Settings(),
         )
         await engine.start()
@@ -83,7 +83,23 @@ async def test_other_replica_follows_a_live_run(replica: MakeReplica) -> None:
     remote = await b.get_run_log(handle.thread_id, handle.run_id)
     assert not remote.done
     events = [event async for _, event in remote.follow()]
+    await handle.result()  # A's final events reach its log just after their commit
     assert events == handle.log.events
+
+
+async def test_other_replica_streams_a_live_run_as_it_goes(replica: MakeReplica) -> None:
+    """Replica B shows A's text deltas while A is still streaming them, numbered as on A."""
+    a, _ = await replica([text(*[f"w{n} " for n in range(30)])], delay=0.05)
+    b, _ = await replica([])
+    handle = await a.start_run(thread_id=None, message="go")
+    remote = await b.get_run_log(handle.thread_id, handle.run_id)
+    live = 0
+    async for _, event in remote.follow():
+        live += isinstance(event, MessageDelta) and not handle.log.done
+    await handle.result()  # A's final events reach its log just after their commit
+    assert live >= 10
+    assert remote.events == handle.log.events
+    assert await b.get_run_log(handle.thread_id, handle.run_id) is remote  # remembered
 
 
 async def test_cancel_from_the_other_replica_stops_the_run(replica: MakeReplica) -> None:
@@ -156,6 +172,11 @@ async def test_a_dead_replica_frees_its_thread_once_its_lease_lapses(
     assert (await nxt.result()).responses == ["from b"]
     events = [event async for _, event in followed.follow()]
     assert isinstance(events[-2], RunFailed) and events[-2].error.type == "interrupted"
+    # B showed what A stored while it lived, then the interruption; so does a replay.
+    assert any(isinstance(event, StepCreated) for event in events)
+    assert events[:-2] == handle.log.events[: len(events) - 2]
+    c, _ = await replica([], lease=0.3)
+    assert (await c.get_run_log(handle.thread_id, handle.run_id)).events == events
     cancelled = await b.cancel(handle.thread_id, handle.run_id)
     assert cancelled.status == "failed" and cancelled.error == INTERRUPTED
     # A's task reaches its next step, sees it was taken over, and writes no outcome.
@@ -189,3 +210,68 @@ async def test_a_replica_that_lost_its_lease_stops_the_run(
     assert (await nxt.result()).responses == ["from b"]
     stored = await store.get_run(handle.run_id)
     assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
+
+
+async def _lapse(store: PostgresStore, run_id: str) -> None:
+    """Expire the run's lease now, as if its replica had stopped renewing it a lease ago."""
+    async with store.pool.connection() as conn, conn.transaction():
+        await conn.execute("UPDATE runs SET lease_until = 0 WHERE id = %s", (run_id,))
+
+
+async def _thread(store: PostgresStore, thread_id: str) -> list[tuple[str, str | None, str | None]]:
+    return [
+        (m.message.role, m.message.content, m.run_id) for m in await store.list_messages(thread_id)
+    ]
+
+
+async def test_a_run_taken_over_mid_tool_does_not_store_its_tool_result(
+    replica: MakeReplica,
+) -> None:
+    """A's lease lapses during a tool and B takes the thread over: A's result never lands."""
+    a, store = await replica([calls(("slow", {"seconds": 0.5})), text("stale answer")])
+    b, _ = await replica([text("from b")])
+    handle = await a.start_run(thread_id=None, message="go")
+    await _first_step(handle.log)
+    await _lapse(store, handle.run_id)  # A is alive but its renewal is late: B may take over
+    nxt = await b.start_run(thread_id=handle.thread_id, message="taken over")
+    assert (await nxt.result()).responses == ["from b"]
+    result = await asyncio.wait_for(handle.result(), 5)
+    assert result.status == "failed" and result.error is not None
+    assert result.error.type == "interrupted"
+    assert result.responses == [] and result.tool_calls == []
+    assert await _thread(store, handle.thread_id) == [
+        ("user", "go", handle.run_id),
+        ("assistant", None, handle.run_id),  # its tool call, stored before the takeover
+        ("user", "taken over", nxt.run_id),
+        ("assistant", "from b", nxt.run_id),
+    ]
+    stored = await store.get_run(handle.run_id)
+    assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
+
+
+async def test_a_run_taken_over_during_its_answer_does_not_store_it(replica: MakeReplica) -> None:
+    """A's final commit after a takeover is refused: no answer, the record stays interrupted,
+    and A's clients see the same ending as B's."""
+    a, store = await replica([text(*[f"w{n} " for n in range(10)])], delay=0.05)
+    b, _ = await replica([text("from b")])
+    handle = await a.start_run(thread_id=None, message="go")
+    async for _, event in handle.log.follow():
+        if isinstance(event, MessageDelta):
+            break
+    await _lapse(store, handle.run_id)
+    nxt = await b.start_run(thread_id=handle.thread_id, message="taken over")
+    assert (await nxt.result()).responses == ["from b"]
+    result = await asyncio.wait_for(handle.result(), 5)
+    assert result.status == "failed" and result.error is not None
+    assert result.error.type == "interrupted" and result.responses == []
+    assert not any(isinstance(event, MessageCompleted) for event in handle.log.events)
+    assert await _thread(store, handle.thread_id) == [
+        ("user", "go", handle.run_id),
+        ("user", "taken over", nxt.run_id),
+        ("assistant", "from b", nxt.run_id),
+    ]
+    stored = await store.get_run(handle.run_id)
+    assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
+    assert await store.load_run_events(handle.run_id) is None  # no final log either
+    seen_on_b = (await b.get_run_log(handle.thread_id, handle.run_id)).events
+    assert isinstance(seen_on_b[-2], RunFailed) and seen_on_b[-2] == handle.log.events[-3]

@@ -22,7 +22,7 @@ import pytest
 from gateway.executors.python import PythonConfig
 from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import Catalog
-from gateway.manifests.model import Action, SandboxLimits
+from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
 from gateway.sandbox.probes import SANDBOX_UID_BASE
 from gateway.sandbox.supervisor import Supervisor
@@ -642,6 +642,65 @@ async def test_concurrency_limit_queues(action_root: Path, catalog: Catalog) -> 
         )
         assert all(r.output == "woke" for r in results)
         assert time.monotonic() - started >= 0.55
+    finally:
+        await sup.aclose()
+
+
+async def test_a_call_queued_past_its_timeout_never_runs(action_root: Path) -> None:
+    """The timeout covers the wait for a slot: a call still queued at it fails, not run."""
+    sup = Supervisor(Settings(sandbox_concurrency=1))
+    nap = Action(
+        name="nap",
+        description="d",
+        timeout=10,
+        kind_key="python",
+        config=PythonConfig(function="sbx_actions:nap"),
+    )
+    quick = Action(
+        name="quick",
+        description="d",
+        timeout=0.5,
+        kind_key="python",
+        config=PythonConfig(function="sbx_actions:ok"),
+    )
+    await sup.start(
+        Catalog(
+            version="x",
+            root=action_root,
+            gateway_root=action_root,
+            loaded_at=0,
+            actions={"nap": nap, "quick": quick},
+        )
+    )
+    try:
+        first = asyncio.create_task(
+            sup.call(nap, CallContext(action="nap", arguments={"seconds": 2.0}))
+        )
+        while sup.stats.active == 0:
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(sup.call(quick, CallContext(action="quick", arguments={})))
+        cancelled = asyncio.create_task(sup.call(quick, CallContext(action="quick", arguments={})))
+        await asyncio.sleep(0.1)
+        assert sup.stats.queued == 2
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert sup.stats.queued == 1
+        result = await waiting
+        assert result.status == "timed_out"
+        assert result.error_type == "timeout"
+        assert "no sandbox slot was free within 0.5s" in error_of(result.output)["message"]
+        assert sup.stats.queued == 0
+        # It never ran: the nap is still the only call the zygote has going.
+        assert not first.done()
+        calls = [
+            p for p in _descendants(sup.zygote_pids()) if _comm(Path(f"/proc/{p}")) == "gw-call"
+        ]
+        assert len(calls) == 1
+        assert (await first).output == "woke"
+        # The slot the cancelled call waited for was not lost.
+        after = await sup.call(quick, CallContext(action="quick", arguments={}))
+        assert after.output == "hello world"
     finally:
         await sup.aclose()
 

@@ -316,6 +316,15 @@ async def test_only_sql_actions_reach_their_database(gateway_root: Path, shop_di
         await sup.aclose()
 
 
+def _find(root: Path, pattern: str) -> Path | None:
+    """The first match of ``pattern`` below ``root``, or None; a zygote of another test may
+    remove its directory while the search walks it (that is no match, not an error)."""
+    try:
+        return next(iter(root.glob(pattern)), None)
+    except FileNotFoundError:
+        return None
+
+
 async def test_a_call_cannot_reach_a_concurrent_calls_directory(
     runner: tuple[SandboxRunner, Catalog],
 ) -> None:
@@ -342,8 +351,7 @@ async def test_a_call_cannot_reach_a_concurrent_calls_directory(
     note = None
     deadline = time.monotonic() + 10
     while note is None and time.monotonic() < deadline:
-        found = list(Path(tempfile.gettempdir()).glob(f"gateway-sandbox-*/*/note-{token}.txt"))
-        note = found[0] if found else None
+        note = _find(Path(tempfile.gettempdir()), f"gateway-sandbox-*/*/note-{token}.txt")
         await asyncio.sleep(0.02)
     assert note is not None, "the first call never wrote its file"
     pair_runner, catalog = runner

@@ -14,10 +14,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from gateway.executors.http import HttpConfig
 from gateway.executors.python import PythonConfig
 from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, SandboxLimits
+from gateway.sandbox._zygote_keys import zygote_key
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
 
@@ -118,13 +120,40 @@ async def test_code_edit_reload_replaces_zygotes_and_runs_new_code(
     catalog = make_catalog(root, "v1", action("tag", "tag"), action("nap", "nap"))
     assert (await runner.run(catalog, "tag", {})).output == "v1"
     before = python_zygote(supervisor)
+    network_on = supervisor._zygotes[(True, ())].proc.pid  # imports no user code
     path = root / "rl_actions.py"
     old = path.stat()
     write_code(root, "v2")
     os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
     await supervisor.reload(msgspec.structs.replace(catalog, version="v2"))
     assert python_zygote(supervisor) != before
+    assert supervisor._zygotes[(True, ())].proc.pid == network_on
     assert (await runner.run(catalog, "tag", {})).output == "v2"
+
+
+async def test_an_http_template_edit_replaces_only_the_http_zygote(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """The http zygote compiles its actions' templates once: an edited template needs a new
+    one; an edited description does not, nor does either touch the python zygote."""
+    base = [action("tag", "tag"), action("nap", "nap")]
+    get = Action(
+        name="get",
+        description="d",
+        kind_key="http",
+        config=HttpConfig(url="http://127.0.0.1:9/a/{{ x }}"),
+    )
+    await supervisor.reload(make_catalog(root, "v2", *base, get))
+    key = zygote_key(get)
+    first = supervisor._zygotes[key].proc.pid
+    python = python_zygote(supervisor)
+    described = msgspec.structs.replace(get, description="Described differently.")
+    await supervisor.reload(make_catalog(root, "v3", *base, described))
+    assert supervisor._zygotes[key].proc.pid == first
+    edited = msgspec.structs.replace(get, config=HttpConfig(url="http://127.0.0.1:9/b/{{ x }}"))
+    await supervisor.reload(make_catalog(root, "v4", *base, edited))
+    assert supervisor._zygotes[key].proc.pid != first
+    assert python_zygote(supervisor) == python
 
 
 async def test_new_action_module_replaces_only_its_zygote(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,10 +16,11 @@ import pytest
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage, ToolCall, Usage
 from gateway.store import open_store
-from gateway.store._sql import SQLITE
+from gateway.store._sql import POSTGRES, SQLITE
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
+    RunEventsPage,
     RunRecord,
     ThreadRecord,
     ThreadStore,
@@ -248,7 +250,9 @@ async def test_sqlite_file_is_durable_wal_under_the_root(tmp_path: Path) -> None
         assert store.path.is_file()
         with sqlite3.connect(store.path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert conn.execute("SELECT version FROM schema_version").fetchone() == (2,)
+            assert conn.execute("SELECT version FROM schema_version").fetchone() == (
+                len(SQLITE.migrations),
+            )
         sync = await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone())
         assert sync == (2,)  # FULL
     finally:
@@ -469,10 +473,302 @@ async def test_migration_to_leases_keeps_runs_of_older_gateways(tmp_path: Path) 
         version = await store._run(
             lambda conn: conn.execute("SELECT version FROM schema_version").fetchone()
         )
-        assert version == (2,)
+        assert version == (len(SQLITE.migrations),)
         await asyncio.sleep(0.05)
         assert await store.expire_leases("t1") == []
         with pytest.raises(Conflict):
             await store.create_run(_run("t1"))
     finally:
         await store.close()
+
+
+def _frames(first: int, last: int) -> list[bytes]:
+    return [
+        f'{{"event":"thread.message.delta","data":{{"n":{n}}}}}'.encode()
+        for n in range(first, last + 1)
+    ]
+
+
+async def test_live_batches_are_read_past_a_sequence_number_then_replaced_by_the_log(
+    make_store: Factory,
+) -> None:
+    """A running run's batches read back in order past any seq; a retried batch replaces
+    itself; the final log supersedes them (finished) and later batches are refused."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    run = _run(thread.id)
+    await store.create_run(run)
+    assert await store.load_run_events_after(run.id, 0) == RunEventsPage()
+    assert await store.append_run_events(run.id, 1, _frames(1, 2)) is True
+    assert await store.append_run_events(run.id, 3, _frames(3, 5)) is True
+    assert await store.append_run_events(run.id, 3, _frames(3, 5)) is True  # a retry
+    assert await store.load_run_events_after(run.id, 0) == RunEventsPage(events=_frames(1, 5))
+    assert await store.load_run_events_after(run.id, 3) == RunEventsPage(events=_frames(4, 5))
+    assert await store.load_run_events_after(run.id, 5) == RunEventsPage()
+    done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
+    await store.finish_run(done, _frames(1, 7))
+    page = await store.load_run_events_after(run.id, 5)
+    assert page == RunEventsPage(events=_frames(6, 7), finished=True)
+    assert await store.append_run_events(run.id, 8, _frames(8, 8)) is False
+    assert await store.load_run_events_after(run.id, 0) == RunEventsPage(
+        events=_frames(1, 7), finished=True
+    )
+    assert await store.load_run_events(run.id) == _frames(1, 7)
+
+
+async def test_only_the_owner_of_an_active_run_appends_batches(make_store: Factory) -> None:
+    """Another replica cannot append to a run, and its owner cannot once it was cancelled."""
+    owner, other = await make_store(), await make_store()
+    thread = await owner.create_thread("support")
+    run = _run(thread.id)
+    await owner.create_run(run)
+    assert await other.append_run_events(run.id, 1, _frames(1, 1)) is False
+    assert await owner.append_run_events(run.id, 1, _frames(1, 1)) is True
+    cancelled = msgspec.structs.replace(run, status="cancelled", completed_at=2.0)
+    await other.update_run(cancelled)
+    assert await owner.append_run_events(run.id, 2, _frames(2, 2)) is False
+    assert await other.load_run_events_after(run.id, 0) == RunEventsPage(events=_frames(1, 1))
+    assert await owner.delete_thread(thread.id)
+    assert await other.load_run_events_after(run.id, 0) == RunEventsPage()
+
+
+async def test_a_page_stops_at_a_gap_in_the_batches(make_store: Factory) -> None:
+    """Events past a missing batch are not returned, so a reader never skips a number."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    run = _run(thread.id)
+    await store.create_run(run)
+    await store.append_run_events(run.id, 1, _frames(1, 2))
+    await store.append_run_events(run.id, 5, _frames(5, 6))
+    assert await store.load_run_events_after(run.id, 0) == RunEventsPage(events=_frames(1, 2))
+    await store.append_run_events(run.id, 3, _frames(3, 4))
+    assert await store.load_run_events_after(run.id, 1) == RunEventsPage(events=_frames(2, 6))
+
+
+async def test_followers_are_notified_of_batches_on_postgres_and_poll_on_sqlite(
+    make_store: Factory,
+) -> None:
+    """PostgreSQL wakes another store's subscriber at the batch's commit; SQLite times out."""
+    owner, follower = await make_store(), await make_store()
+    thread = await owner.create_thread("support")
+    run = _run(thread.id)
+    await owner.create_run(run)
+    async with follower.run_event_notices(run.id) as notices:
+        if not follower.shared:
+            assert await notices.wait(0.05) is False
+            return
+        await notices.wait(0.5)  # the listening connection's first wake-up, if any
+        assert await notices.wait(0.3) is False
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        writer = asyncio.create_task(owner.append_run_events(run.id, 1, _frames(1, 1)))
+        assert await notices.wait(10) is True
+        assert time.monotonic() - started < 2
+        assert await writer is True
+        done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
+        await owner.finish_run(done, _frames(1, 2))
+        assert await notices.wait(10) is True  # the final commit wakes followers too
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_migration_to_live_batches_keeps_old_logs_readable(
+    backend: str, tmp_path: Path
+) -> None:
+    """Upgrading a version-2 database adds the batches table; stored logs still replay."""
+    statements = [
+        s for step in (SQLITE if backend == "sqlite" else POSTGRES).migrations[:2] for s in step
+    ]
+    seed = [
+        "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+        "INSERT INTO schema_version (version) VALUES (2)",
+        "INSERT INTO threads (id, assistant, created_at) VALUES ('t1', 'a', 1.0)",
+        "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at)"
+        " VALUES ('r1', 't1', 'a', 'completed', 'v1', 1.0)",
+    ]
+    log = _frames(1, 3)
+    store: ThreadStore
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    if backend == "sqlite":
+        path = tmp_path / "old.db"
+        with sqlite3.connect(path) as conn:
+            for statement in statements + seed:
+                conn.execute(statement)
+            conn.execute("INSERT INTO run_events VALUES ('r1', ?)", (b"\n".join(log),))
+        conn.close()
+        store = SQLiteStore(path)
+    else:
+        url = pg_url()
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute(f"CREATE SCHEMA {schema}")
+            pg.execute(f"SET search_path = {schema}")
+            for statement in statements + seed:
+                pg.execute(statement)
+            pg.execute("INSERT INTO run_events VALUES ('r1', %s)", (b"\n".join(log),))
+        store = PostgresStore(url, schema=schema, max_size=2)
+    await store.open()
+    try:
+        assert await store.load_run_events("r1") == log
+        assert await store.load_run_events_after("r1", 1) == RunEventsPage(
+            events=log[1:], finished=True
+        )
+        thread = await store.create_thread("a")
+        run = _run(thread.id)
+        await store.create_run(run)
+        assert await store.append_run_events(run.id, 1, log) is True
+    finally:
+        await store.close()
+        if backend == "postgres":
+            with psycopg.connect(pg_url(), autocommit=True) as pg:
+                pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_a_run_taken_over_adds_nothing_to_its_thread_or_record(make_store: Factory) -> None:
+    """After a takeover, the old owner's tool result and final write store nothing at all."""
+    crashed = await make_store(lease_seconds=0.2)
+    survivor = await make_store()
+    thread = await crashed.create_thread("support")
+    old = _run(thread.id)
+    await crashed.begin_run(old, ChatMessage(role="user", content="look it up"))
+    call = ToolCall(id="call_1", name="lookup", arguments="{}")
+    asked = ChatMessage(role="assistant", content=None, tool_calls=[call])
+    stored = await crashed.append_run_message(old.id, asked, message_id="msg_call")
+    assert stored is not None
+    assert (stored.id, stored.thread_id, stored.run_id, stored.seq) == (
+        "msg_call",
+        thread.id,
+        old.id,
+        2,
+    )
+    await asyncio.sleep(0.3)  # the crashed replica's lease lapses: the survivor takes over
+    new = _run(thread.id)
+    await survivor.begin_run(new, ChatMessage(role="user", content="anyone there?"))
+    before = await survivor.list_messages(thread.id)
+    late = ChatMessage(role="tool", content="late", tool_call_id="call_1", name="lookup")
+    assert await crashed.append_run_message(old.id, late) is None
+    done = msgspec.structs.replace(old, status="completed", completed_at=2.0)
+    stale = ChatMessage(role="assistant", content="stale answer")
+    assert await crashed.finish_run(done, _frames(1, 3), [(stale, "msg_stale")]) is False
+    assert await survivor.list_messages(thread.id) == before
+    record = await survivor.get_run(old.id)
+    assert record is not None and record.status == "failed" and record.error == INTERRUPTED
+    assert await survivor.load_run_events(old.id) is None
+    # The run that took over writes normally.
+    reply = ChatMessage(role="assistant", content="here")
+    finished = msgspec.structs.replace(new, status="completed", completed_at=3.0)
+    assert await survivor.finish_run(finished, _frames(1, 2), [(reply, "msg_reply")]) is True
+    contents = [m.message.content for m in await survivor.list_messages(thread.id)]
+    assert contents == ["look it up", None, "anyone there?", "here"]
+    assert await survivor.get_run(new.id) == finished
+
+
+async def test_only_the_owner_of_an_active_run_writes_its_messages_and_outcome(
+    make_store: Factory,
+) -> None:
+    """Another replica cannot write a run's messages or outcome; the owner can, until it ends."""
+    owner, other = await make_store(), await make_store()
+    thread = await owner.create_thread("support")
+    run = _run(thread.id)
+    await owner.create_run(run)
+    note = ChatMessage(role="assistant", content="thinking")
+    done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
+    assert await other.append_run_message(run.id, note) is None
+    assert await other.finish_run(done, _frames(1, 1)) is False
+    assert await owner.append_run_message("run_missing", note) is None
+    assert await owner.get_run(run.id) == run
+    stored = await owner.append_run_message(run.id, note)
+    assert stored is not None and stored.seq == 1 and stored.run_id == run.id
+    assert await owner.finish_run(done, _frames(1, 2)) is True
+    assert await owner.finish_run(done, _frames(1, 3), [(note, "msg_again")]) is False
+    assert await owner.append_run_message(run.id, note) is None  # it ended
+    assert [m.id for m in await other.list_messages(thread.id)] == [stored.id]
+    assert await other.load_run_events(run.id) == _frames(1, 2)
+
+
+async def test_update_run_changes_only_an_active_run(make_store: Factory) -> None:
+    """A cancel from any replica ends an active run, but never rewrites a finished one."""
+    owner, other = await make_store(), await make_store()
+    thread = await owner.create_thread("support")
+    first, second = _run(thread.id), _run(thread.id)
+    cancel = {"type": "cancelled", "message": "the run was cancelled"}
+    await owner.create_run(first)
+    cancelled = msgspec.structs.replace(first, status="cancelled", completed_at=2.0, error=cancel)
+    assert await other.update_run(cancelled) is True
+    assert await owner.get_run(first.id) == cancelled
+    await owner.create_run(second)
+    done = msgspec.structs.replace(second, status="completed", completed_at=3.0)
+    assert await owner.finish_run(done, _frames(1, 1)) is True
+    late = msgspec.structs.replace(second, status="cancelled", completed_at=4.0, error=cancel)
+    assert await other.update_run(late) is False
+    assert await other.update_run(msgspec.structs.replace(late, id="run_missing")) is False
+    assert await owner.get_run(second.id) == done
+
+
+async def test_postgres_a_takeover_committed_during_a_write_makes_it_store_nothing() -> None:
+    """Writes racing a takeover wait for its row lock, then find the run ended: no stale write."""
+    url = pg_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(url, schema=schema, max_size=4, lease_seconds=0.1)
+    await store.open()
+    try:
+        thread = await store.create_thread("support")
+        run = _run(thread.id)
+        await store.create_run(run)
+        await asyncio.sleep(0.2)  # the lease lapses
+        done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
+        result = ChatMessage(role="tool", content="late", tool_call_id="call_1", name="lookup")
+        answer = ChatMessage(role="assistant", content="stale answer")
+        takeover = await psycopg.AsyncConnection.connect(url, options=f"-c search_path={schema}")
+        # Another replica's takeover, not yet committed.
+        async with takeover, takeover.transaction():
+            cur = await takeover.execute(
+                POSTGRES.expire_leases,
+                (time.time(), msgspec.json.encode(INTERRUPTED).decode(), thread.id),
+            )
+            assert [row[0] for row in await cur.fetchall()] == [run.id]
+            appending = asyncio.create_task(store.append_run_message(run.id, result))
+            finishing = asyncio.create_task(
+                store.finish_run(done, _frames(1, 2), [(answer, "msg_stale")])
+            )
+            await asyncio.sleep(0.3)
+            waited = not appending.done() and not finishing.done()
+        appended, finished = await asyncio.gather(appending, finishing)
+        assert waited  # both waited for the takeover's row lock
+        assert appended is None
+        assert finished is False
+        assert await store.list_messages(thread.id) == []
+        record = await store.get_run(run.id)
+        assert record is not None and record.status == "failed" and record.error == INTERRUPTED
+        assert await store.load_run_events(run.id) is None
+    finally:
+        await store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_postgres_deleting_a_thread_waits_for_a_run_writing_to_it() -> None:
+    """A run's write locks its row, then the thread's; deleting the thread takes them in the
+    same order, so it waits for the write instead of deadlocking with it."""
+    url = pg_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(url, schema=schema, max_size=4)
+    await store.open()
+    try:
+        thread = await store.create_thread("support")
+        run = _run(thread.id)
+        await store.create_run(run)
+        writer = await psycopg.AsyncConnection.connect(url, options=f"-c search_path={schema}")
+        async with writer, writer.transaction():
+            # A run finishing on another replica: its row first (as ``finish_run``) ...
+            await writer.execute(POSTGRES.lock_own_run_to_write, (run.id, store.owner))
+            deleting = asyncio.create_task(store.delete_thread(thread.id))
+            await asyncio.sleep(0.3)
+            assert not deleting.done()  # waits for the run's row, holding nothing the run needs
+            # ... then the thread's, for its answer's sequence number.
+            await writer.execute(POSTGRES.next_seq, (thread.id,))
+        assert await deleting is True
+        assert await store.get_thread(thread.id) is None
+        assert await store.get_run(run.id) is None
+    finally:
+        await store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

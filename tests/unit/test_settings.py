@@ -30,6 +30,7 @@ def test_defaults_are_the_development_defaults() -> None:
     assert s.max_body_bytes == 1_048_576
     assert s.gateway_root is None
     assert s.run_lease == 30.0
+    assert (s.sandbox_concurrency, s.inline_concurrency) == (8, 16)
 
 
 @pytest.mark.parametrize(
@@ -54,8 +55,11 @@ def test_defaults_are_the_development_defaults() -> None:
         ({"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, "openai_base_url", "http://127.0.0.1:1/v1"),
         ({"GATEWAY_MAX_BODY_BYTES": "10"}, "max_body_bytes", 10),
         ({"GATEWAY_SANDBOX_CONCURRENCY": "3"}, "sandbox_concurrency", 3),
+        ({"GATEWAY_INLINE_CONCURRENCY": "64"}, "inline_concurrency", 64),
+        ({"GATEWAY_INLINE_CONCURRENCY": " 2 "}, "inline_concurrency", 2),
         ({"GATEWAY_RELOAD_DEBOUNCE_MS": "5"}, "reload_debounce_ms", 5),
         ({"GATEWAY_RUN_LEASE": "7.5"}, "run_lease", 7.5),
+        ({"GATEWAY_EVENT_FLUSH_MS": "0"}, "event_flush_ms", 0),
         ({"GATEWAY_ROOT": "/srv"}, "gateway_root", Path("/srv")),
     ],
 )
@@ -92,6 +96,11 @@ def test_legacy_variables_are_accepted_and_ignored() -> None:
         ({"GATEWAY_AUTH": "basic"}, "GATEWAY_AUTH"),
         ({"GATEWAY_RUN_LEASE": "0"}, "GATEWAY_RUN_LEASE"),
         ({"GATEWAY_RUN_LEASE": "-5"}, "GATEWAY_RUN_LEASE"),
+        ({"GATEWAY_INLINE_CONCURRENCY": "many"}, "GATEWAY_INLINE_CONCURRENCY"),
+        ({"GATEWAY_INLINE_CONCURRENCY": "0"}, "GATEWAY_INLINE_CONCURRENCY"),
+        ({"GATEWAY_INLINE_CONCURRENCY": "-4"}, "GATEWAY_INLINE_CONCURRENCY"),
+        ({"GATEWAY_INLINE_CONCURRENCY": "2.5"}, "GATEWAY_INLINE_CONCURRENCY"),
+        ({"GATEWAY_EVENT_FLUSH_MS": "-1"}, "GATEWAY_EVENT_FLUSH_MS"),
     ],
 )
 def test_malformed_values_are_errors_naming_the_variable(
@@ -100,6 +109,16 @@ def test_malformed_values_are_errors_naming_the_variable(
     """A malformed value raises SettingsError naming the variable, never a silent default."""
     with pytest.raises(SettingsError, match=variable):
         from_env(env)
+
+
+def test_inline_concurrency_error_says_what_is_expected() -> None:
+    """A bad GATEWAY_INLINE_CONCURRENCY names the variable, the value and what would do."""
+    with pytest.raises(SettingsError) as caught:
+        from_env({"GATEWAY_INLINE_CONCURRENCY": "0"})
+    assert (
+        str(caught.value)
+        == "GATEWAY_INLINE_CONCURRENCY must be a whole number of at least 1, got '0'"
+    )
 
 
 def test_root_is_the_parent_of_the_manifests_root(tmp_path: Path) -> None:
