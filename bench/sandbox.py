@@ -14,7 +14,8 @@ Back to back on 2 cores, the sandbox is bound by CPU, not by the call's path:
 every call also pays for forking and preparing the next spare (copy-on-write
 page faults in the new child, about 3-3.5 ms of CPU per call in all processes
 on this VM), which competes with the call itself. Paced calls find a spare
-ready and show the call's own latency.
+ready and show the call's own latency (the zygote forks a lone call's
+replacement once it ended, see ``zygote._CALM_GAP``).
 """
 
 from __future__ import annotations

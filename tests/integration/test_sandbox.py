@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
 from gateway.sandbox.probes import SANDBOX_UID_BASE
 from gateway.sandbox.supervisor import Supervisor
-from gateway.sandbox.worker import SPARE_NAME
+from gateway.sandbox.worker import CALL_NAME, SPARE_NAME
 from gateway.settings import Settings
 
 ACTIONS = """
@@ -162,6 +162,7 @@ ACTION_LIST = [
     make_action("spin", timeout=1),
     make_action("spin_cpu", "spin", timeout=10, sandbox=SandboxLimits(cpu_seconds=1)),
     make_action("nap", timeout=0.5),
+    make_action("nap_long", "nap", timeout=5),
     make_action("bomb", sandbox=SandboxLimits(memory_mb=64)),
     make_action("grow", sandbox=SandboxLimits(memory_mb=64), timeout=20),
     make_action("crash"),
@@ -478,13 +479,55 @@ async def test_dead_spares_are_skipped(
     await assert_nothing_left(supervisor)
 
 
-def _spares(supervisor: Supervisor) -> list[int]:
-    zygotes = supervisor.zygote_pids()
+async def test_a_calm_call_refills_after_it_ends_a_busy_one_at_once(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A call alone keeps one idle spare while it runs (its refill waits for its end, so
+    it does not compete with the call for a CPU); a second call at once refills now."""
+    await runner.run(catalog, "ok", {"name": "first"})
+    await asyncio.sleep(0.05)  # well past _CALM_GAP since that call ended
+    calm = asyncio.create_task(runner.run(catalog, "nap_long", {"seconds": 0.5}))
+    await _until(lambda: bool(_running_calls(supervisor)), "the call to start")
+    zygote = _parent(Path(f"/proc/{_running_calls(supervisor)[0]}"))
+    counts = []
+    while not calm.done():
+        counts.append(len(_children_named(SPARE_NAME, zygote)))
+        await asyncio.sleep(0.01)
+    assert (await calm).output == "woke"
+    assert max(counts) == 1, counts
+    await _until(lambda: len(_children_named(SPARE_NAME, zygote)) == 2, "the refill after it")
+
+    # Two calls at once: the second is not calm, so both spares are back while they run.
+    both = [
+        asyncio.create_task(runner.run(catalog, "nap_long", {"seconds": 0.8})) for _ in range(2)
+    ]
+    await _until(lambda: len(_running_calls(supervisor)) == 2, "two calls running")
+    await _until(lambda: len(_children_named(SPARE_NAME, zygote)) == 2, "the refill")
+    assert len(_running_calls(supervisor)) == 2, "the refill came only after the calls"
+    assert [r.output for r in await asyncio.gather(*both)] == ["woke", "woke"]
+
+
+async def _until(check: Callable[[], bool], what: str = "the condition") -> None:
+    deadline = time.monotonic() + 5
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def _running_calls(supervisor: Supervisor) -> list[int]:
+    return _children_named(CALL_NAME, *supervisor.zygote_pids())
+
+
+def _children_named(name: str, *parents: int) -> list[int]:
     return [
         int(entry.name)
         for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and _comm(entry) == SPARE_NAME and _parent(entry) in zygotes
+        if entry.name.isdigit() and _comm(entry) == name and _parent(entry) in parents
     ]
+
+
+def _spares(supervisor: Supervisor) -> list[int]:
+    return _children_named(SPARE_NAME, *supervisor.zygote_pids())
 
 
 def _alive(pid: int) -> bool:
