@@ -52,12 +52,24 @@ _WHOLE = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*
 _ORIGIN = re.compile(r"^(https?)://([^/?#]+)")
 
 
-def _env(finalize: Any = None) -> SandboxedEnvironment:
+def _env(finalize: Any) -> SandboxedEnvironment:
+    """A sandboxed environment that evaluates nothing while it compiles.
+
+    Jinja folds constant expressions at compile time (``{{ ("a" * 10**9) | length }}``
+    would allocate a gigabyte in ``from_string``), and constant outputs through
+    ``finalize``. Compiling happens in the zygote (``sandbox_warm``) and in the
+    server (``isolation: inline``), outside any call's limits: ``optimized=False``
+    turns the optimizer off, and a ``pass_eval_context`` finalize cannot be
+    called before a render, so every expression runs when a call renders it.
+    """
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
     return SandboxedEnvironment(
-        autoescape=False, undefined=jinja2.ChainableUndefined, finalize=finalize
+        autoescape=False,
+        undefined=jinja2.ChainableUndefined,
+        finalize=jinja2.pass_eval_context(finalize),
+        optimized=False,
     )
 
 
@@ -85,13 +97,13 @@ def _envs() -> tuple[SandboxedEnvironment, SandboxedEnvironment]:
     return _env(_text_finalize), _env(_url_finalize)
 
 
-def _url_finalize(value: Any) -> str:
+def _url_finalize(eval_ctx: Any, value: Any) -> str:
     if value is None or _is_undefined(value):
         return ""
     return urllib.parse.quote(str(value), safe="")
 
 
-def _text_finalize(value: Any) -> str:
+def _text_finalize(eval_ctx: Any, value: Any) -> str:
     if value is None or _is_undefined(value):
         return ""
     return str(value)
@@ -224,7 +236,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
         import jinja2
 
         problems: list[KindProblem] = []
-        env = _env()
+        env = _envs()[0]
         for path, text in self._templates():
             try:
                 env.parse(text)

@@ -110,7 +110,8 @@ _COLLECTOR: contextvars.ContextVar[_Collector | None] = contextvars.ContextVar(
 )
 
 
-def _finalize(value: Any) -> str:
+def _finalize(eval_ctx: Any, value: Any) -> str:
+    """Every ``{{ }}`` value, at render time only (see ``_environment``)."""
     collector = _COLLECTOR.get()
     if collector is None:  # only render_sql renders, and it always sets one
         raise ToolError("invalid_template", "SQL templates render only through render_sql")
@@ -122,11 +123,14 @@ def _environment() -> SandboxedEnvironment:
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
+    # Nothing is evaluated while compiling (see http._env): a constant ``{{ 42 }}`` must go
+    # through the collector at each render, and a template's cost belongs to its call.
     env = SandboxedEnvironment(
         autoescape=False,
         undefined=jinja2.ChainableUndefined,
-        finalize=_finalize,
+        finalize=jinja2.pass_eval_context(_finalize),
         keep_trailing_newline=False,
+        optimized=False,
     )
     env.filters["ident"] = _ident
     return env

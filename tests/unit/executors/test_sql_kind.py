@@ -74,6 +74,21 @@ def test_format_style_escapes_literal_percent() -> None:
     assert params == [1]
 
 
+def test_constants_are_bound_at_every_render() -> None:
+    """A constant ``{{ }}`` is a parameter like any value, render after render (it was folded
+    into the cached template once, and later renders bound the wrong values)."""
+    for x in (1, 2):
+        assert render_sql("SELECT {{ 42 }}, {{ x }}", {"x": x}, style="qmark") == (
+            "SELECT ?, ?",
+            [42, x],
+        )
+    for _ in range(2):
+        assert render_sql("SELECT {{ 1 }}, {{ 'a' }}", {}, style="qmark") == (
+            "SELECT ?, ?",
+            [1, "a"],
+        )
+
+
 def test_missing_argument_is_none() -> None:
     """An optional argument the model left out is None in the template."""
     statement, params = render_sql(

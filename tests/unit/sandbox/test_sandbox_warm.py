@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import gateway
+from gateway.executors.http import HttpConfig
+from gateway.executors.sql import SqlConfig
 
 PROBE = """
 import json, sys
@@ -135,3 +139,33 @@ def test_the_rehearsed_call_succeeds() -> None:
     result = worker._execute(request, Limits())
     assert result.ok, result
     assert msgspec.json.decode(result.output) == {"a": 1, "b": "x"}
+
+
+HUGE = '("a" * 50000000) | length'
+"""A constant expression Jinja's optimizer would evaluate (50 MB) while compiling."""
+
+
+@pytest.mark.parametrize(
+    "compile_it",
+    [
+        lambda: SqlConfig(
+            database="sqlite:///x.db", query=f"SELECT {{{{ {HUGE} }}}}"
+        ).sandbox_warm(),
+        lambda: HttpConfig(
+            url="http://127.0.0.1/{{ " + HUGE + " }}",
+            headers={"X": "{{ " + HUGE + " }}"},
+            json={"whole": "{{ " + HUGE + " }}", "part": "n={{ " + HUGE + " }}"},
+        ).sandbox_warm(),
+    ],
+    ids=["sql", "http"],
+)
+def test_compiling_a_template_evaluates_nothing(compile_it: Callable[[], None]) -> None:
+    """Compiling (in the zygote, or the server for inline) runs none of a template's
+    expressions: their cost belongs to a call, under its limits."""
+    tracemalloc.start()
+    try:
+        compile_it()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"compiling allocated {peak / 1e6:.0f} MB"
