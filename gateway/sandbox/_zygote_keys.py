@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROBE_KEY",
+    "WARM_BUDGET",
     "Key",
     "fingerprint",
     "zygote_key",
@@ -94,23 +95,38 @@ def zygote_modules(key: Key, catalog: Catalog | None) -> list[str]:
     return modules
 
 
+WARM_BUDGET = 64 * 1024
+"""Bytes of encoded configs at most in a zygote's ``Init.warm``. ``Init`` is one
+datagram (the kernel refuses one over the socket's send buffer, about 208 KiB), so
+a catalog of hundreds of templated actions must not grow it without bound. Configs
+past the budget are left out: their calls compile their templates themselves."""
+
+
 def zygote_warm(key: Key, catalog: Catalog | None) -> list[tuple[str, dict[str, Any]]]:
     """(kind ``module:Class``, config) of ``key``'s actions whose kind has a ``sandbox_warm``.
 
     The zygote runs each once (compiling an http or sql action's templates), so
-    every fork finds them done; sorted, so the fingerprint does not depend on
-    the catalog's order. Kinds without one (python) are left out: adding a
-    python action does not need a new zygote.
+    every fork finds them done. Sorted, so the fingerprint does not depend on the
+    catalog's order, and cut at ``WARM_BUDGET``. Left out: kinds without one
+    (python: adding a python action does not need a new zygote) and
+    ``isolation: inline`` actions (they never run in a zygote).
     """
     from gateway.manifests.model import ActionConfig
 
     found: set[tuple[str, bytes]] = set()
     for action in catalog.actions.values() if catalog is not None else ():
         config = action.config
-        if config is None or zygote_key(action) != key:
+        if config is None or action.isolation != "sandbox" or zygote_key(action) != key:
             continue
         kind = type(config)
         if kind.sandbox_warm is ActionConfig.sandbox_warm:
             continue
         found.add((f"{kind.__module__}:{kind.__qualname__}", msgspec.json.encode(config)))
-    return [(kind, msgspec.json.decode(config)) for kind, config in sorted(found)]
+    warm: list[tuple[str, dict[str, Any]]] = []
+    budget = WARM_BUDGET
+    for kind_name, config in sorted(found):
+        budget -= len(kind_name) + len(config)
+        if budget < 0:
+            break
+        warm.append((kind_name, msgspec.json.decode(config)))
+    return warm

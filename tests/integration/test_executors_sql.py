@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from _pg import pg_url
@@ -22,6 +23,7 @@ from gateway.executors.runner import SandboxRunner
 from gateway.executors.sql import SqlConfig
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext, Database, SandboxLimits
+from gateway.sandbox._zygote_keys import WARM_BUDGET, zygote_key, zygote_warm
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
 
@@ -104,6 +106,33 @@ async def test_sqlite_readonly_in_sandbox(runner: SandboxRunner, catalog: Catalo
     assert closed.output == '{"rowcount":1}'
     still = await runner.run(catalog, "order", {"id": 1043})
     assert '"closed"' in still.output
+
+
+async def test_a_catalog_of_many_templates_starts_its_zygote(
+    data_root: Path, catalog: Catalog
+) -> None:
+    """250 sql actions of about 1 KB: the warm list the zygote gets in its first message is cut
+    at its budget (the whole list was over the datagram limit, so the zygote did not start);
+    inline actions are left out of it; an action past the budget compiles its own template."""
+    pad = "x" * 1000
+    many = {
+        f"a{n:03}": _sql(f"a{n:03}", f"SELECT {{{{ id }}}} + {n} AS n -- {pad}") for n in range(250)
+    }
+    inline = msgspec.structs.replace(_sql("inline", "SELECT 1 -- inline only"), isolation="inline")
+    big = msgspec.structs.replace(catalog, actions={**many, "inline": inline})
+    key = zygote_key(many["a000"])
+    warm = zygote_warm(key, big)
+    assert 0 < len(warm) < 250
+    assert len(msgspec.json.encode(warm)) <= WARM_BUDGET + 1024
+    assert all("inline only" not in config["query"] for _, config in warm)
+    sup = Supervisor(Settings())
+    await sup.start(big)
+    try:
+        runner = SandboxRunner(sup)
+        assert (await runner.run(big, "a000", {"id": 1})).output == '[{"n":1}]'
+        assert (await runner.run(big, "a249", {"id": 1})).output == '[{"n":250}]'
+    finally:
+        await sup.aclose()
 
 
 # --- PostgreSQL ------------------------------------------------------------------------
