@@ -124,9 +124,9 @@ def zygote_warm(key: Key, catalog: Catalog | None) -> list[tuple[str, dict[str, 
         found.add((f"{kind.__module__}:{kind.__qualname__}", msgspec.json.encode(config)))
     warm: list[tuple[str, dict[str, Any]]] = []
     budget = WARM_BUDGET
-    for kind_name, config in sorted(found):
-        budget -= len(kind_name) + len(config)
+    for kind_name, encoded in sorted(found):
+        budget -= len(kind_name) + len(encoded)
         if budget < 0:
             break
-        warm.append((kind_name, msgspec.json.decode(config)))
+        warm.append((kind_name, msgspec.json.decode(encoded)))
     return warm
