@@ -1,7 +1,8 @@
 """``FifoLimiter``: at most N holders at once, the others served strictly in arrival order.
 
 The global cap of ``isolation: inline`` calls (``GATEWAY_INLINE_CONCURRENCY``)
-with the queue behind it. ``asyncio.Semaphore`` is not used: a waiter woken by
+and of sandboxed ones (``GATEWAY_SANDBOX_CONCURRENCY``, in ``Supervisor.call``),
+with the queue behind each. ``asyncio.Semaphore`` is not used: a waiter woken by
 a release can be overtaken by a newcomer that acquires before it runs, and
 its queue length is private. Here a release hands the permit directly to the
 oldest waiter (it is counted as held from that moment), so nobody barges in

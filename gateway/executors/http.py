@@ -142,9 +142,9 @@ def _rehearse_request() -> None:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the responder
             try:
-                listener.settimeout(2)
+                listener.settimeout(10)
                 conn, _ = listener.accept()
-                conn.settimeout(2)
+                conn.settimeout(10)
                 request = b""
                 while b"\r\n\r\n" not in request and (chunk := conn.recv(65536)):
                     request += chunk
@@ -157,10 +157,12 @@ def _rehearse_request() -> None:
                 os._exit(0)
         try:
             port = listener.getsockname()[1]
+            # Generous: a loaded machine may be slow to schedule the responder, and
+            # a rehearsal given up on only leaves the first call to set up more.
             config = HttpConfig(
-                url=f"http://127.0.0.1:{port}/", connect_timeout=1.0, read_timeout=1.0
+                url=f"http://127.0.0.1:{port}/", connect_timeout=5.0, read_timeout=5.0
             )
-            config.run(CallContext(action="warm", arguments={}, timeout=2.0))
+            config.run(CallContext(action="warm", arguments={}, timeout=5.0))
         finally:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -40,6 +40,7 @@ import msgspec
 import structlog
 
 import gateway
+from gateway.executors._limit import FifoLimiter
 from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
@@ -129,6 +130,12 @@ class SandboxStats(msgspec.Struct, kw_only=True):
     queued: int = 0
 
 
+def _min_run(timeout: float) -> float:
+    """Seconds of its ``timeout`` a queued call must have left to be started: a tenth,
+    at most one second."""
+    return min(1.0, timeout / 10)
+
+
 class Supervisor:
     """Runs action calls in forked, confined children of a zygote (see the module doc).
 
@@ -144,9 +151,10 @@ class Supervisor:
         self._zygotes: dict[Key, ZygoteChannel] = {}
         self._retired: set[ZygoteChannel] = set()
         self._spawn_lock = asyncio.Lock()
-        self._slots: asyncio.Queue[int] = asyncio.Queue()
-        for slot in range(max(1, settings.sandbox_concurrency)):
-            self._slots.put_nowait(slot)
+        # Slots in strict arrival order (an asyncio.Queue lets a newcomer take a freed slot
+        # before the waiter it woke runs; with queue time counted, that waiter could time out).
+        self._limiter = FifoLimiter(max(1, settings.sandbox_concurrency))
+        self._free_slots = list(range(self._limiter.limit))  # numbers: calls_run_as uids
         self._ids = itertools.count(1)
         self.call_user: CallUser = ("same", "")
         self.capabilities: Capabilities | None = None
@@ -334,22 +342,25 @@ class Supervisor:
 
         Waits for one of ``GATEWAY_SANDBOX_CONCURRENCY`` slots first (in arrival
         order); the action's ``timeout`` covers that wait and the run (starting a
-        zygote, after a reload, does not count): a call still queued at its
-        deadline fails with ``timeout`` and never runs. Cancelling the awaiting
-        task kills the child's whole process group.
+        zygote, after a reload, does not count): a call still queued when less
+        than ``_min_run`` of its timeout is left fails with ``timeout`` and never
+        runs (started, it would only be killed, maybe halfway through a side
+        effect). Cancelling the awaiting task kills the child's whole process group.
         """
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         arrived = loop.time()
+        wait = action.timeout - _min_run(action.timeout)
         self.stats.queued += 1
         try:
-            async with asyncio.timeout_at(arrived + action.timeout):
-                slot = await self._slots.get()
+            async with asyncio.timeout_at(arrived + wait):
+                await self._limiter.acquire()
         except TimeoutError:
             log.warning(
                 "sandbox.queue_timeout",
                 action=action.name,
                 timeout=action.timeout,
+                waited=round(wait, 3),
                 concurrency=self._settings.sandbox_concurrency,
                 queued=self.stats.queued - 1,
                 hint="raise GATEWAY_SANDBOX_CONCURRENCY or the action's timeout",
@@ -361,11 +372,13 @@ class Supervisor:
             return failure(
                 started,
                 "timeout",
-                f"no sandbox slot was free within {action.timeout:g}s; the action did not run",
+                f"no sandbox slot was free within {wait:.3g}s of its {action.timeout:g}s "
+                "timeout; the action did not run",
                 outcome="timed_out",
             )
         finally:
             self.stats.queued -= 1
+        slot = self._free_slots.pop()  # the limiter keeps one free for every holder
         self.stats.calls += 1
         self.stats.active += 1
         try:
@@ -382,7 +395,8 @@ class Supervisor:
             result = failure(started, "sandbox_error", f"the sandbox could not run the call: {exc}")
         finally:
             self.stats.active -= 1
-            self._slots.put_nowait(slot)
+            self._free_slots.append(slot)
+            self._limiter.release()
         if result.status != "succeeded":
             self.stats.failures += 1
             if result.status == "timed_out":
