@@ -444,8 +444,13 @@ class Engine:
         return log
 
     async def _follow(self, log: RunLog, record: RunRecord) -> None:
+        # Failed reads are retried inside; what still escapes (the store closed under it,
+        # a bug) ends this replica's copy of the log, not the run: later readers follow anew.
+        final = False
         try:
             final = await follow_remote(self._store, log, record)
+        except Exception:
+            _logger.exception("run.follow_failed", run_id=record.id, thread_id=record.thread_id)
         finally:
             self._following.pop(record.id, None)
         if final:

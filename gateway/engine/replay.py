@@ -6,10 +6,11 @@ replica is followed live: its owner stores its events in batches as they come
 (``gateway.engine._writer``), and the follower reads each new batch when the
 store notifies it (PostgreSQL LISTEN/NOTIFY) or at its next poll, until the
 final log is stored, or until the run's lease lapses (its replica died: the
-follower fails it, interrupted). A finished run whose log was never saved (a
-crash, a takeover) gets the events stored before it ended, then an ending
-made from its record. Imports the store interface, ``gateway.events`` and
-``runlog``.
+follower fails it, interrupted). A read that fails (the store is down, its
+pool timed out) is a missed poll, never the end of the log. A finished run
+whose log was never saved (a crash, a takeover) gets the events stored before
+it ended, then an ending made from its record. Imports the store interface,
+``gateway.events`` and ``runlog``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import time
 
 import msgspec
+import structlog
 
 from gateway.engine.runlog import RunLog
 from gateway.events import Done, ErrorInfo, RunCompleted, RunCreated, RunFailed, decode_ws
@@ -26,6 +28,8 @@ from gateway.store.base import RunRecord, RunStatus, ThreadStore
 __all__ = ["ACTIVE", "extend", "follow_remote", "mark_finished", "synthesize"]
 
 ACTIVE = ("queued", "in_progress")
+
+_logger = structlog.get_logger("gateway.engine")
 
 
 def mark_finished(record: RunRecord, *, status: RunStatus, error: dict[str, str]) -> RunRecord:
@@ -93,39 +97,57 @@ async def follow_remote(
     Every ``check_every`` seconds the run's record is read: a run no longer
     active (cancelled elsewhere, or failed here because its lease lapsed) gets,
     after one more ``interval`` for its owner's final commit, its stored ending
-    or one made from its record. With no new event for ``idle_timeout``
-    seconds the log ends with a failure saying so. ``log`` always ends with
-    ``Done``. Returns True when the log shows the run's stored outcome (False
-    after a timeout: another reader may do better later).
+    or one made from its record. A failed read is a missed poll: logged once
+    per streak of failures and retried after ``interval``. With no new event
+    for ``idle_timeout`` seconds (failed reads included) the log ends with a
+    failure saying so. ``log`` always ends with ``Done``. Returns True when
+    the log shows the run's stored outcome (False after a timeout: another
+    reader may do better later).
     """
     last_event = last_check = time.monotonic()
+    ended: RunRecord | None = None  # the run's record, once seen no longer active
+    failing = False  # a streak of failed reads is logged once, not once a poll
     try:
         async with store.run_event_notices(record.id) as notices:
             while True:
-                page = await store.load_run_events_after(record.id, len(log))
-                now = time.monotonic()
-                if extend(log, page.events):
-                    last_event = now
-                if page.finished or log.done:
-                    return True
-                if now - last_check >= check_every:
-                    last_check = now
-                    current = await _current(store, record)
-                    if current is None or current.status not in ACTIVE:
-                        await asyncio.sleep(interval)  # its owner may be storing the log
-                        page = await store.load_run_events_after(record.id, len(log))
-                        extend(log, page.events)
-                        if not page.finished and not log.done:
-                            synthesize(log, current or record)
+                try:
+                    page = await store.load_run_events_after(record.id, len(log))
+                    if extend(log, page.events):
+                        last_event = time.monotonic()
+                    if page.finished or log.done:
                         return True
-                if now - last_event >= idle_timeout:
+                    if ended is not None:  # its owner did not store the log: end it here
+                        synthesize(log, ended)
+                        return True
+                    if time.monotonic() - last_check >= check_every:
+                        last_check = time.monotonic()
+                        current = await _current(store, record)
+                        if current is None or current.status not in ACTIVE:
+                            ended = current or record
+                            await asyncio.sleep(interval)  # its owner may be storing the log
+                            continue
+                except Exception as exc:  # the store failed this read: the next poll retries
+                    if not failing:
+                        _logger.warning(
+                            "run.follow_read_failed",
+                            run_id=record.id,
+                            thread_id=record.thread_id,
+                            error=type(exc).__name__,
+                        )
+                    failing = True
+                else:
+                    failing = False
+                if time.monotonic() - last_event >= idle_timeout:
                     error = {
                         "type": "timeout",
                         "message": "the run did not finish in time to be followed",
                     }
                     synthesize(log, mark_finished(record, status="failed", error=error))
                     return False
-                await notices.wait(interval)
+                if failing:
+                    await asyncio.sleep(interval)  # notices do not hurry a retry: back off
+                else:
+                    await notices.wait(interval)
     finally:
         if not log.done:
             log.append(Done())

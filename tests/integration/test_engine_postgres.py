@@ -15,7 +15,7 @@ from gateway.errors import Conflict, NotReady
 from gateway.events import MessageCompleted, MessageDelta, RunFailed, StepCreated
 from gateway.manifests.catalog import CatalogRef
 from gateway.settings import Settings
-from gateway.store.base import DEFAULT_LEASE_SECONDS, INTERRUPTED
+from gateway.store.base import DEFAULT_LEASE_SECONDS, INTERRUPTED, RunEventsPage
 from gateway.store.postgres import PostgresStore
 from tests._pg import pg_url
 from tests.unit.engine._fakes import (
@@ -100,6 +100,31 @@ async def test_other_replica_streams_a_live_run_as_it_goes(replica: MakeReplica)
     assert live >= 10
     assert remote.events == handle.log.events
     assert await b.get_run_log(handle.thread_id, handle.run_id) is remote  # remembered
+
+
+async def test_failed_reads_delay_a_followed_run_but_never_cut_it(
+    replica: MakeReplica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica B's reads failing a while (its pool timing out) only delay its copy of A's run:
+    every reader on B still gets A's whole log."""
+    a, _ = await replica([text(*[f"w{n} " for n in range(10)])], delay=0.05)
+    b, store = await replica([])
+    handle = await a.start_run(thread_id=None, message="go")
+    remote = await b.get_run_log(handle.thread_id, handle.run_id)
+    read, failures = store.load_run_events_after, 3
+
+    async def flaky(run_id: str, after: int) -> RunEventsPage:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise NotReady("the thread store does not answer (PoolTimeout)")
+        return await read(run_id, after)
+
+    monkeypatch.setattr(store, "load_run_events_after", flaky)
+    events = [event async for _, event in remote.follow()]
+    await handle.result()  # A's final events reach its log just after their commit
+    assert events == handle.log.events
+    assert failures == 0
 
 
 async def test_cancel_from_the_other_replica_stops_the_run(replica: MakeReplica) -> None:

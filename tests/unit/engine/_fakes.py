@@ -23,6 +23,7 @@ from gateway.providers.base import (
     ToolCallRequest,
     Usage,
 )
+from gateway.store.base import RunRecord
 
 Turn = list[ModelEvent] | ProviderError | Callable[[ModelRequest], list[ModelEvent]]
 
@@ -68,6 +69,18 @@ def make_catalog(
         loaded_at=time.time(),
         assistants=assistants,
         tools=schemas,
+    )
+
+
+def active_run(thread_id: str, run_id: str = "run_elsewhere") -> RunRecord:
+    """The record of a run in progress on ``thread_id`` (insert it as another replica's)."""
+    return RunRecord(
+        id=run_id,
+        thread_id=thread_id,
+        assistant="support",
+        status="in_progress",
+        manifest_version="v1",
+        created_at=1.0,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.engine import Engine, HistoryBudget, RunHandle
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady, ProviderError
@@ -37,6 +38,7 @@ from tests.unit.engine._fakes import (
     ScriptedProvider,
     ScriptedRunner,
     Turn,
+    active_run,
     calls,
     make_catalog,
     text,
@@ -432,6 +434,29 @@ async def test_cancelling_a_run_owned_elsewhere_frees_the_thread(make_rig: MakeR
     ).responses == ["after"]
     again = await rig.engine.cancel(thread.id, "run_elsewhere")  # finished: unchanged
     assert again.status == "cancelled"
+
+
+async def test_a_follower_that_fails_outright_is_logged_and_its_log_ends(
+    make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ends a follower of a run owned elsewhere (here: no notices to be had) is logged with
+    the run, never lost with its task; its readers still see the log end."""
+    rig = await make_rig([])
+    thread, _ = await rig.engine.create_thread(None)
+    await rig.store.create_run(active_run(thread.id))
+
+    def no_notices(run_id: str) -> object:
+        raise RuntimeError("no notices today")
+
+    monkeypatch.setattr(rig.store, "run_event_notices", no_notices)
+    with capture_logs() as logs:
+        log = await rig.engine.get_run_log(thread.id, "run_elsewhere")
+        await asyncio.gather(*rig.engine._background)  # the follower, ended
+    assert log.done
+    failures = [entry for entry in logs if entry["log_level"] == "error"]
+    assert [(e["event"], e["run_id"], e["thread_id"]) for e in failures] == [
+        ("run.follow_failed", "run_elsewhere", thread.id)
+    ]
 
 
 async def test_cancel_right_after_start_still_ends_the_log(make_rig: MakeRig) -> None:
