@@ -23,7 +23,7 @@ import structlog
 
 from gateway.engine.runlog import RunLog
 from gateway.events import Done, ErrorInfo, RunCompleted, RunCreated, RunFailed, decode_ws
-from gateway.store.base import RunRecord, RunStatus, ThreadStore
+from gateway.store.base import INTERRUPTED, RunRecord, RunStatus, ThreadStore
 
 __all__ = ["ACTIVE", "extend", "follow_remote", "mark_finished", "synthesize"]
 
@@ -35,6 +35,11 @@ _logger = structlog.get_logger("gateway.engine")
 def mark_finished(record: RunRecord, *, status: RunStatus, error: dict[str, str]) -> RunRecord:
     """``record`` ended now with ``status`` and ``error``."""
     return msgspec.structs.replace(record, status=status, error=error, completed_at=time.time())
+
+
+def _interrupted(record: RunRecord) -> RunRecord:
+    # A run gone from the store (its thread deleted) ends as its own replica ends it.
+    return mark_finished(record, status="failed", error=dict(INTERRUPTED))
 
 
 def synthesize(log: RunLog, record: RunRecord) -> None:
@@ -123,7 +128,7 @@ async def follow_remote(
                         last_check = time.monotonic()
                         current = await _current(store, record)
                         if current is None or current.status not in ACTIVE:
-                            ended = current or record
+                            ended = current or _interrupted(record)
                             await asyncio.sleep(interval)  # its owner may be storing the log
                             continue
                 except Exception as exc:  # the store failed this read: the next poll retries

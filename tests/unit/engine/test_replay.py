@@ -16,13 +16,15 @@ from gateway.engine.runlog import RunLog
 from gateway.errors import NotReady
 from gateway.events import (
     Done,
+    ErrorInfo,
     MessageCompleted,
     MessageDelta,
     RunCompleted,
     RunCreated,
+    RunFailed,
 )
 from gateway.providers.base import Usage
-from gateway.store.base import RunRecord
+from gateway.store.base import INTERRUPTED, RunRecord
 from gateway.store.sqlite import SQLiteStore
 from tests.unit.engine._fakes import active_run
 
@@ -127,3 +129,20 @@ async def test_failed_reads_are_missed_polls_and_the_log_still_ends_as_the_owner
             "error": "NotReady",
         }
     ]
+
+
+async def test_a_followed_run_whose_thread_is_deleted_ends_interrupted(
+    store: SQLiteStore,
+) -> None:
+    """A run gone from the store while followed ends failed as ``interrupted`` (as its own
+    replica ends it), never with its last active status as the error."""
+    run = await _started(store)
+    frames = _owner_log(run).encoded()
+    await store.append_run_events(run.id, 1, frames[:3])
+    log = RunLog(run.id, run.thread_id)
+    follower = asyncio.create_task(follow_remote(store, log, run, interval=0.01, check_every=0.01))
+    await _until(lambda: len(log) == 3)
+    assert await store.delete_thread(run.thread_id) is True
+    assert await asyncio.wait_for(follower, 5) is True
+    assert log.events[:3] == _owner_log(run).events[:3]
+    assert log.events[3:] == [RunFailed(run_id=run.id, error=ErrorInfo(**INTERRUPTED)), Done()]
