@@ -27,7 +27,14 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.engine.replay import ACTIVE, extend, follow_remote, mark_finished, synthesize
+from gateway.engine.replay import (
+    ACTIVE,
+    extend,
+    final_record,
+    follow_remote,
+    mark_finished,
+    synthesize,
+)
 from gateway.engine.run import RunTask
 from gateway.engine.runlog import RunHandle, RunLog
 from gateway.engine.spec import HistoryBudget, ProviderLookup, RunSpec, new_id
@@ -427,7 +434,10 @@ class Engine:
         run_id, thread_id = record.id, record.thread_id
         page = await self._store.load_run_events_after(run_id, 0)
         if page.finished:
-            log = RunLog.replay(run_id, thread_id, page.events)
+            log = RunLog(run_id, thread_id)
+            extend(log, page.events)
+            if not log.done:  # it ended elsewhere (cancelled, lease lapsed): no stored ending
+                synthesize(log, await final_record(self._store, record))
             self._remember(log)
             return log
         if record.status in ACTIVE:

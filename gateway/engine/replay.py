@@ -8,9 +8,10 @@ store notifies it (PostgreSQL LISTEN/NOTIFY) or at its next poll, until the
 final log is stored, or until the run's lease lapses (its replica died: the
 follower fails it, interrupted). A read that fails (the store is down, its
 pool timed out) is a missed poll, never the end of the log. A finished run
-whose log was never saved (a crash, a takeover) gets the events stored before
-it ended, then an ending made from its record. Imports the store interface,
-``gateway.events`` and ``runlog``.
+whose log was never saved (a crash), or whose stored log has no ending (it
+ended elsewhere: cancelled from another replica, lease lapsed), gets the
+events stored before it ended, then an ending made from its record. Imports
+the store interface, ``gateway.events`` and ``runlog``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gateway.engine.runlog import RunLog
 from gateway.events import Done, ErrorInfo, RunCompleted, RunCreated, RunFailed, decode_ws
 from gateway.store.base import INTERRUPTED, RunRecord, RunStatus, ThreadStore
 
-__all__ = ["ACTIVE", "extend", "follow_remote", "mark_finished", "synthesize"]
+__all__ = ["ACTIVE", "extend", "final_record", "follow_remote", "mark_finished", "synthesize"]
 
 ACTIVE = ("queued", "in_progress")
 
@@ -42,8 +43,19 @@ def _interrupted(record: RunRecord) -> RunRecord:
     return mark_finished(record, status="failed", error=dict(INTERRUPTED))
 
 
+async def final_record(store: ThreadStore, record: RunRecord) -> RunRecord:
+    """The record of a run whose log is final: ``record`` if it has ended, else as stored
+    now; failed (interrupted) if it is gone or, against the store's rules, still active."""
+    if record.status not in ACTIVE:
+        return record
+    current = await store.get_run(record.id)
+    if current is None or current.status in ACTIVE:
+        return _interrupted(record)
+    return current
+
+
 def synthesize(log: RunLog, record: RunRecord) -> None:
-    """End ``log`` from ``record`` alone (for a finished run whose events were never saved)."""
+    """End ``log`` from ``record`` alone (a finished run whose stored events have no ending)."""
     if not log:
         log.append(
             RunCreated(
@@ -119,10 +131,11 @@ async def follow_remote(
                     page = await store.load_run_events_after(record.id, len(log))
                     if extend(log, page.events):
                         last_event = time.monotonic()
-                    if page.finished or log.done:
+                    if log.done:
                         return True
-                    if ended is not None:  # its owner did not store the log: end it here
-                        synthesize(log, ended)
+                    if page.finished or ended is not None:
+                        # A final log without an ending, or none at all: it ended elsewhere.
+                        synthesize(log, ended or await final_record(store, record))
                         return True
                     if time.monotonic() - last_check >= check_every:
                         last_check = time.monotonic()

@@ -29,10 +29,14 @@ a finished run's record is final.
 
 Live event logs: while a run goes, its owner appends its new events in small
 batches (``append_run_events``, numbered by the run log's sequence numbers);
-``finish_run`` replaces them with the whole log in one commit. Another replica
-reads them with ``load_run_events_after`` and waits for more on
-``run_event_notices`` (PostgreSQL LISTEN/NOTIFY; a plain timeout elsewhere),
-so it can stream a run executing elsewhere with the owner's sequence numbers.
+``finish_run`` replaces them with the whole log in one commit. A run that ends
+without its owner's ``finish_run`` (cancelled from another replica through
+``update_run``, or its lease lapsed) has its batches joined into its final log
+in the commit that ends it; that log has no ending (no terminal event, no
+``done``): readers make it from the run's record. Another replica reads them
+with ``load_run_events_after`` and waits for more on ``run_event_notices``
+(PostgreSQL LISTEN/NOTIFY; a plain timeout elsewhere), so it can stream a run
+executing elsewhere with the owner's sequence numbers.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ class RunEventsPage(msgspec.Struct, frozen=True, kw_only=True):
         events: encoded events with sequence numbers ``after + 1``, ``after + 2``...
             (contiguous; never one past a gap).
         finished: True when they come from the run's final log (``finish_run`` /
-            ``save_run_events``): nothing will follow them.
+            ``save_run_events``, or its batches kept when it ended elsewhere, then
+            without an ending): nothing will follow them.
     """
 
     events: list[bytes] = []
@@ -220,6 +225,8 @@ class ThreadStore(Protocol):
         For writes from outside the run (a cancel from any replica, marking a
         crashed process's runs interrupted): False, and nothing changed, when
         the run had ended meanwhile (its record is final) or does not exist.
+        A run so ended keeps its live batches as its final log, in the same
+        commit (see the module docstring).
         """
         ...
 
@@ -288,6 +295,7 @@ class ThreadStore(Protocol):
     async def expire_leases(self, thread_id: str) -> list[RunRecord]:
         """Mark failed (``INTERRUPTED``) the thread's active run if its lease lapsed.
 
-        Returns the runs so ended (none or one), as now stored.
+        Its live batches become its final log in the same commit, as for
+        ``update_run``. Returns the runs so ended (none or one), as now stored.
         """
         ...

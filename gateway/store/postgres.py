@@ -248,11 +248,14 @@ class PostgresStore:
         )
 
     async def update_run(self, run: RunRecord) -> bool:
-        """Store the run's new status, usage, timings and error; False if it had ended."""
+        """Store the run's new status, usage, timings and error; False if it had ended.
+        Ending it keeps its live batches as its final log (see ``_compact``)."""
         async with self._connection() as conn:
             if await _lock_run(conn, _SQL.lock_active_run_to_write, (run.id,)) is None:
                 return False
             await _update_run(conn, run)
+            if run.status not in c.ACTIVE_STATUSES:
+                await _compact(conn, run.id)
             return True
 
     async def finish_run(
@@ -381,7 +384,20 @@ async def _lock_run(conn: Conn, sql: str, params: tuple[str, ...]) -> str | None
 async def _expire(conn: Conn, thread_id: str) -> list[RunRecord]:
     params = (c.now(), c.dumps(INTERRUPTED), thread_id)
     cur = await conn.execute(_SQL.expire_leases, params)
-    return [c.run_from_row(row) for row in await cur.fetchall()]
+    expired = [c.run_from_row(row) for row in await cur.fetchall()]
+    for run in expired:
+        await _compact(conn, run.id)
+    return expired
+
+
+async def _compact(conn: Conn, run_id: str) -> None:
+    """Store the live batches of a run that ended elsewhere (no ``finish_run`` comes) as its
+    final log, in the transaction that ends it; the log has no ending (readers make it from
+    the record). The run's row is locked (the caller updated it): no batch lands meanwhile."""
+    cur = await conn.execute(_SQL.load_events_after, (run_id, run_id, 0))
+    rows = await cur.fetchall()
+    if rows:
+        await _save_events(conn, run_id, c.page_from_rows(rows, 0).events)
 
 
 async def _update_run(conn: Conn, run: RunRecord) -> None:

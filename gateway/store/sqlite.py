@@ -235,12 +235,15 @@ class SQLiteStore:
         )
 
     async def update_run(self, run: RunRecord) -> bool:
-        """Store the run's new status, usage, timings and error; False if it had ended."""
+        """Store the run's new status, usage, timings and error; False if it had ended.
+        Ending it keeps its live batches as its final log (see ``_compact``)."""
 
         def body(conn: sqlite3.Connection) -> bool:
             if _lock_run(conn, _SQL.lock_active_run_to_write, (run.id,)) is None:
                 return False
             _update_run(conn, run)
+            if run.status not in c.ACTIVE_STATUSES:
+                _compact(conn, run.id)
             return True
 
         return await self._run(lambda conn: self._tx(conn, body))
@@ -366,7 +369,18 @@ def _insert_thread(conn: sqlite3.Connection, thread: ThreadRecord) -> None:
 
 def _expire(conn: sqlite3.Connection, thread_id: str) -> list[RunRecord]:
     rows = conn.execute(_SQL.expire_leases, (c.now(), c.dumps(INTERRUPTED), thread_id)).fetchall()
-    return [c.run_from_row(row) for row in rows]
+    expired = [c.run_from_row(row) for row in rows]
+    for run in expired:
+        _compact(conn, run.id)
+    return expired
+
+
+def _compact(conn: sqlite3.Connection, run_id: str) -> None:
+    """Store the live batches of a run that ended elsewhere as its final log, in the
+    transaction that ends it (as ``postgres._compact``)."""
+    rows = conn.execute(_SQL.load_events_after, (run_id, run_id, 0)).fetchall()
+    if rows:
+        _save_events(conn, run_id, c.page_from_rows(rows, 0).events)
 
 
 def _update_run(conn: sqlite3.Connection, run: RunRecord) -> None:

@@ -12,7 +12,14 @@ import pytest
 from gateway.engine import Engine
 from gateway.engine.runlog import RunLog
 from gateway.errors import Conflict, NotReady
-from gateway.events import MessageCompleted, MessageDelta, RunFailed, StepCreated
+from gateway.events import (
+    Done,
+    ErrorInfo,
+    MessageCompleted,
+    MessageDelta,
+    RunFailed,
+    StepCreated,
+)
 from gateway.manifests.catalog import CatalogRef
 from gateway.settings import Settings
 from gateway.store.base import DEFAULT_LEASE_SECONDS, INTERRUPTED, RunEventsPage
@@ -128,13 +135,13 @@ async def test_failed_reads_delay_a_followed_run_but_never_cut_it(
 
 
 async def test_cancel_from_the_other_replica_stops_the_run(replica: MakeReplica) -> None:
-    """A cancel on replica B marks the run cancelled; replica A stops it at its next step."""
+    """A cancel on replica B marks the run cancelled; replica A stops it at its next step. What
+    A stored before it is the run's final log, shown with the cancel as its ending."""
     a, store = await replica([calls(("slow", {"seconds": 0.3})), text("never sent")])
     b, _ = await replica([text("after the cancel")])
     handle = await a.start_run(thread_id=None, message="go")
-    async for _, event in handle.log.follow():
-        if isinstance(event, StepCreated):
-            break
+    followed = await b.get_run_log(handle.thread_id, handle.run_id)
+    await _first_step(followed)  # read by B from A's batches
     record = await b.cancel(handle.thread_id, handle.run_id)
     assert record.status == "cancelled"
     result = await handle.result()
@@ -142,6 +149,14 @@ async def test_cancel_from_the_other_replica_stops_the_run(replica: MakeReplica)
     assert isinstance(handle.log.events[-3], RunFailed)
     stored = await store.get_run(handle.run_id)
     assert stored is not None and stored.status == "cancelled"
+    assert await _batch_rows(store, handle.run_id) == 0  # joined into the final log
+    c, _ = await replica([])
+    replayed = (await c.get_run_log(handle.thread_id, handle.run_id)).events
+    assert [event async for _, event in followed.follow()] == replayed
+    cancelled = ErrorInfo(type="cancelled", message="the run was cancelled")
+    assert replayed[-2:] == [RunFailed(run_id=handle.run_id, error=cancelled), Done()]
+    assert any(isinstance(event, StepCreated) for event in replayed)
+    assert replayed[:-2] == handle.log.events[: len(replayed) - 2]
     nxt = await b.start_run(thread_id=handle.thread_id, message="again")
     assert (await nxt.result()).responses == ["after the cancel"]
 
@@ -235,6 +250,17 @@ async def test_a_replica_that_lost_its_lease_stops_the_run(
     assert (await nxt.result()).responses == ["from b"]
     stored = await store.get_run(handle.run_id)
     assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
+
+
+async def _batch_rows(store: PostgresStore, run_id: str) -> int:
+    """How many live batches of ``run_id`` are stored."""
+    async with store.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM run_event_batches WHERE run_id = %s", (run_id,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def _lapse(store: PostgresStore, run_id: str) -> None:

@@ -527,9 +527,53 @@ async def test_only_the_owner_of_an_active_run_appends_batches(make_store: Facto
     cancelled = msgspec.structs.replace(run, status="cancelled", completed_at=2.0)
     await other.update_run(cancelled)
     assert await owner.append_run_events(run.id, 2, _frames(2, 2)) is False
-    assert await other.load_run_events_after(run.id, 0) == RunEventsPage(events=_frames(1, 1))
+    page = await other.load_run_events_after(run.id, 0)
+    assert page == RunEventsPage(events=_frames(1, 1), finished=True)  # kept by the cancel
     assert await owner.delete_thread(thread.id)
     assert await other.load_run_events_after(run.id, 0) == RunEventsPage()
+
+
+async def _batch_rows(store: ThreadStore, run_id: str) -> int:
+    """How many live batches of ``run_id`` are stored."""
+    sql = "SELECT count(*) FROM run_event_batches WHERE run_id = "
+    if isinstance(store, SQLiteStore):
+        row = await store._run(lambda conn: conn.execute(sql + "?", (run_id,)).fetchone())
+    else:
+        assert isinstance(store, PostgresStore)
+        async with store.pool.connection() as conn:
+            row = await (await conn.execute(sql + "%s", (run_id,))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_run_ended_elsewhere_keeps_its_batches_as_its_final_log(
+    make_store: Factory,
+) -> None:
+    """A cancel from another replica, or a lapsed lease, turns the run's batches into its final
+    log (no ending: readers make it from the record) in the commit that ends the run."""
+    owner, other = await make_store(lease_seconds=0.2), await make_store()
+    thread = await owner.create_thread("support")
+    cancelled, lapsed, bare = _run(thread.id), _run(thread.id), _run(thread.id)
+    await owner.create_run(cancelled)
+    await owner.append_run_events(cancelled.id, 1, _frames(1, 2))
+    await owner.append_run_events(cancelled.id, 3, _frames(3, 5))
+    error = {"type": "cancelled", "message": "the run was cancelled"}
+    ended = msgspec.structs.replace(cancelled, status="cancelled", completed_at=2.0, error=error)
+    assert await other.update_run(ended) is True
+    final = RunEventsPage(events=_frames(1, 5), finished=True)
+    assert await other.load_run_events_after(cancelled.id, 0) == final
+    assert await _batch_rows(other, cancelled.id) == 0
+    await owner.create_run(lapsed)
+    await owner.append_run_events(lapsed.id, 1, _frames(1, 3))
+    await asyncio.sleep(0.3)
+    assert [run.id for run in await other.expire_leases(thread.id)] == [lapsed.id]
+    final = RunEventsPage(events=_frames(1, 3), finished=True)
+    assert await other.load_run_events_after(lapsed.id, 0) == final
+    assert await _batch_rows(other, lapsed.id) == 0
+    await owner.create_run(bare)  # ended before its first batch: no log at all
+    assert await other.update_run(msgspec.structs.replace(ended, id=bare.id)) is True
+    assert await other.load_run_events_after(bare.id, 0) == RunEventsPage()
+    assert await other.load_run_events(bare.id) is None
 
 
 async def test_a_page_stops_at_a_gap_in_the_batches(make_store: Factory) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from asyncio import Task
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -131,18 +132,39 @@ async def test_failed_reads_are_missed_polls_and_the_log_still_ends_as_the_owner
     ]
 
 
+async def _followed(store: SQLiteStore, check_every: float) -> tuple[RunRecord, RunLog, Task[bool]]:
+    """A run whose first three events are stored, and a follower that has read them."""
+    run = await _started(store)
+    await store.append_run_events(run.id, 1, _owner_log(run).encoded()[:3])
+    log = RunLog(run.id, run.thread_id)
+    follower = asyncio.create_task(
+        follow_remote(store, log, run, interval=0.01, check_every=check_every)
+    )
+    await _until(lambda: len(log) == 3)
+    return run, log, follower
+
+
 async def test_a_followed_run_whose_thread_is_deleted_ends_interrupted(
     store: SQLiteStore,
 ) -> None:
     """A run gone from the store while followed ends failed as ``interrupted`` (as its own
     replica ends it), never with its last active status as the error."""
-    run = await _started(store)
-    frames = _owner_log(run).encoded()
-    await store.append_run_events(run.id, 1, frames[:3])
-    log = RunLog(run.id, run.thread_id)
-    follower = asyncio.create_task(follow_remote(store, log, run, interval=0.01, check_every=0.01))
-    await _until(lambda: len(log) == 3)
+    run, log, follower = await _followed(store, check_every=0.01)
     assert await store.delete_thread(run.thread_id) is True
     assert await asyncio.wait_for(follower, 5) is True
     assert log.events[:3] == _owner_log(run).events[:3]
     assert log.events[3:] == [RunFailed(run_id=run.id, error=ErrorInfo(**INTERRUPTED)), Done()]
+
+
+async def test_a_run_cancelled_elsewhere_ends_from_its_kept_batches_and_record(
+    store: SQLiteStore,
+) -> None:
+    """A cancel from another replica keeps the run's batches as its final log; a follower
+    reads them as final and ends the log with the cancel from the record."""
+    run, log, follower = await _followed(store, check_every=60)  # only the final log ends it
+    error = {"type": "cancelled", "message": "the run was cancelled"}
+    cancelled = msgspec.structs.replace(run, status="cancelled", completed_at=2.0, error=error)
+    assert await store.update_run(cancelled) is True
+    assert await asyncio.wait_for(follower, 5) is True
+    assert log.events[:3] == _owner_log(run).events[:3]
+    assert log.events[3:] == [RunFailed(run_id=run.id, error=ErrorInfo(**error)), Done()]
