@@ -3,12 +3,14 @@
 Private to ``gateway.store``. An owner's commit of a run's events sends
 ``NOTIFY gateway_run_events, '<run_id>'`` (``pg_notify`` inside the same
 transaction, so it is delivered only if the commit is). Each PostgreSQL store
-keeps at most one listening connection, opened when a first follower
-subscribes, kept afterwards, and reopened (with a pause) when it fails; on
-every (re)connection all subscribers are woken, since notices sent while
-nobody listened are lost. A notice is only a hint: followers always read the
-store and poll on a timeout as well, so a lost notice delays, never loses, an
-event. Imports psycopg and structlog only.
+keeps at most one listening connection, open while any follower subscribes:
+opened by the first, closed when the last leaves (an idle replica holds none;
+it costs at most one connection per run followed), and reopened (with a
+pause) when it fails; on every (re)connection all subscribers are woken,
+since notices sent while nobody listened are lost.
+Once the store closes, new subscribers only poll. A notice is only a hint:
+followers always read the store and poll on a timeout as well, so a lost
+notice delays, never loses, an event. Imports psycopg and structlog only.
 """
 
 from __future__ import annotations
@@ -76,14 +78,16 @@ class Listener:
         self._heartbeat, self._retry = heartbeat, retry
         self._subscribers: dict[str, set[Notices]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.connected = False
 
     @contextlib.asynccontextmanager
     async def subscribe(self, run_id: str) -> AsyncIterator[Notices]:
-        """Notices for ``run_id`` while the context is open; starts listening if needed."""
+        """Notices for ``run_id`` while the context is open; listens while anyone subscribes
+        (after ``aclose``, the notices only time out)."""
         notices = Notices()
         self._subscribers.setdefault(run_id, set()).add(notices)
-        if self._task is None or self._task.done():
+        if not self._closed and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._listen(), name="store:listen")
         try:
             yield notices
@@ -93,6 +97,8 @@ class Listener:
                 subscribers.discard(notices)
                 if not subscribers:
                     del self._subscribers[run_id]
+            if not self._subscribers:
+                await self._stop()  # the last one left: no connection held for nobody
 
     def _wake(self, run_id: str) -> None:
         for notices in self._subscribers.get(run_id, ()):
@@ -127,9 +133,14 @@ class Listener:
                 self.connected = False
             await asyncio.sleep(self._retry)
 
-    async def aclose(self) -> None:
-        """Stop listening and close the connection."""
+    async def _stop(self) -> None:
+        """Stop listening and close the connection (a later subscriber opens another)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop listening and close the connection; later subscribers only poll."""
+        self._closed = True
+        await self._stop()

@@ -274,7 +274,7 @@ class ThreadStore(Protocol):
     def run_event_notices(self, run_id: str) -> AbstractAsyncContextManager[RunEventNotices]:
         """Subscribe to wake-ups for ``run_id``'s new events while the context is open.
 
-        PostgreSQL listens (one connection per store, opened on first use);
+        PostgreSQL listens (one connection per store, open while anyone subscribes);
         wake-ups come on every batch and on the run's final commit. Stores
         with no notifications (SQLite) only time out; readers poll anyway.
         """

@@ -124,12 +124,14 @@ class PostgresStore:
         self._pool = pool
 
     async def close(self) -> None:
-        """Close the pool; the store can be opened again."""
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
+        """Close the listening connection and the pool; the store can be opened again."""
+        # Both are let go before anything is awaited: from here the store is closed to new
+        # callers (NotReady), so no follower starts a listener that nothing would close.
+        listener, self._listener = self._listener, None
+        pool, self._pool = self._pool, None
+        if listener is not None:
             await listener.aclose()
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
+        if pool is not None:
             await pool.close()
 
     async def ping(self) -> bool:
@@ -343,7 +345,8 @@ class PostgresStore:
         return c.page_from_rows(rows, after)
 
     def run_event_notices(self, run_id: str) -> AbstractAsyncContextManager[RunEventNotices]:
-        """Wake-ups for ``run_id`` through this store's LISTEN connection (see ``_notify``)."""
+        """Wake-ups for ``run_id`` through this store's LISTEN connection (see ``_notify``);
+        ``NotReady`` once the store is closed or closing."""
         if self._pool is None:
             raise NotReady("the thread store is not open")
         if self._listener is None:

@@ -614,6 +614,70 @@ async def test_followers_are_notified_of_batches_on_postgres_and_poll_on_sqlite(
         assert await notices.wait(10) is True  # the final commit wakes followers too
 
 
+@pytest.fixture
+async def pg_store() -> AsyncIterator[PostgresStore]:
+    """An opened PostgreSQL store in a fresh schema, for what only PostgreSQL does."""
+    url, schema = pg_url(), f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(url, schema=schema, max_size=2)
+    await store.open()
+    yield store
+    await store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def _listening(store: PostgresStore) -> bool:
+    return store._listener is not None and store._listener.connected
+
+
+def _listen_tasks() -> list[asyncio.Task[object]]:
+    return [task for task in asyncio.all_tasks() if task.get_name() == "store:listen"]
+
+
+async def test_the_listening_connection_is_held_only_while_someone_follows(
+    pg_store: PostgresStore,
+) -> None:
+    """The LISTEN connection opens for the first follower, closes when the last leaves, and
+    opens again (and wakes) for the next one."""
+    thread = await pg_store.create_thread("support")
+    run = _run(thread.id)
+    await pg_store.create_run(run)
+    async with pg_store.run_event_notices(run.id), pg_store.run_event_notices(run.id):
+        await _until(lambda: _listening(pg_store), "the listening connection")
+    assert not _listening(pg_store) and _listen_tasks() == []
+    async with pg_store.run_event_notices(run.id) as notices:
+        await _until(lambda: _listening(pg_store), "the listening connection, again")
+        await notices.wait(1)  # the wake-up every subscriber gets on connecting
+        assert await pg_store.append_run_events(run.id, 1, _frames(1, 1)) is True
+        assert await notices.wait(10) is True
+    assert not _listening(pg_store) and _listen_tasks() == []
+
+
+async def test_a_store_closing_starts_no_listener(pg_store: PostgresStore) -> None:
+    """A follower subscribing while the store closes is refused (NotReady), and one that asked
+    before but enters after only polls: no listening connection outlives the store."""
+    early = pg_store.run_event_notices("run_early")
+    async with pg_store.run_event_notices("run_first"):
+        await _until(lambda: _listening(pg_store), "the listening connection")
+        closing = asyncio.create_task(pg_store.close())
+        await asyncio.sleep(0)  # close() is now waiting for the listener to stop
+        assert not closing.done()
+        with pytest.raises(NotReady):
+            pg_store.run_event_notices("run_late")
+        await closing
+    async with early as notices:
+        assert await notices.wait(0.05) is False
+        assert _listen_tasks() == []
+    assert _listen_tasks() == []
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_migration_to_live_batches_keeps_old_logs_readable(
     backend: str, tmp_path: Path
