@@ -601,7 +601,9 @@ async def test_followers_are_notified_of_batches_on_postgres_and_poll_on_sqlite(
         if not follower.shared:
             assert await notices.wait(0.05) is False
             return
-        await notices.wait(0.5)  # the listening connection's first wake-up, if any
+        assert isinstance(follower, PostgresStore)
+        await _until(lambda: _listening(follower), "the listening connection")
+        assert await notices.wait(1) is True  # the wake-up every subscriber gets on connecting
         assert await notices.wait(0.3) is False
         await asyncio.sleep(0.1)
         started = time.monotonic()
