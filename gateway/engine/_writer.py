@@ -9,8 +9,9 @@ to its in-memory log, and a slow store just makes the next batch bigger. One
 write is in flight at a time; a failed write is retried, the same batch
 (numbers and frames), so a write whose commit was in doubt cannot leave a gap.
 The run closes the writer before its final commit (``finish_run`` stores the
-whole log and drops the batches), so no batch lands after it. Imports the
-store interface and ``runlog``.
+whole log and drops the batches), so no batch lands after it. A writer that
+fails otherwise is logged as it stops; the final commit still stores the
+whole log. Imports the store interface and ``runlog``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ class EventWriter:
         self.written = 0  # events stored so far (their sequence numbers are 1..written)
         self._write: asyncio.Future[bool] | None = None
         self._task = asyncio.create_task(self._run(), name=f"events:{log.run_id}")
+        self._task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        # Store failures are retried in the loop; anything else ends the writer, and is said
+        # here, as it happens (``close`` waits for the task and would drop its error).
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._logger.error(
+                "run.events_writer_failed", error=type(exc).__name__, message=str(exc)
+            )
 
     async def _run(self) -> None:
         begun = self._begun

@@ -63,6 +63,14 @@ async def polling() -> AsyncIterator[_Sleep]:
     yield _Sleep()
 
 
+def _stopped(task: asyncio.Task[None]) -> None:
+    # Connection failures are retried in ``_listen``; anything else ends it, and is said here,
+    # as it happens (stopping the task would drop its error). Followers poll meanwhile; the
+    # next subscriber starts it again.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _logger.error("store.listen_crashed", error=type(exc).__name__, message=str(exc))
+
+
 class Listener:
     """The LISTEN connection of one store, shared by all its subscribers.
 
@@ -89,6 +97,7 @@ class Listener:
         self._subscribers.setdefault(run_id, set()).add(notices)
         if not self._closed and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._listen(), name="store:listen")
+            self._task.add_done_callback(_stopped)
         try:
             yield notices
         finally:
