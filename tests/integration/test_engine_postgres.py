@@ -72,7 +72,7 @@ async def replica() -> AsyncIterator[MakeReplica]:
 
 async def test_busy_thread_is_a_conflict_on_the_other_replica(replica: MakeReplica) -> None:
     """While replica A runs on a thread, replica B refuses a run on it; afterwards B may run."""
-    a, _ = await replica([calls(("slow", {"seconds": 0.3})), text("from a")])
+    a, _ = await replica([calls(("slow", {"seconds": 1.0})), text("from a")])
     b, _ = await replica([text("from b")])
     first = await a.start_run(thread_id=None, message="one")
     with pytest.raises(Conflict):
@@ -84,7 +84,7 @@ async def test_busy_thread_is_a_conflict_on_the_other_replica(replica: MakeRepli
 
 async def test_other_replica_follows_a_live_run(replica: MakeReplica) -> None:
     """Replica B serves the events of a run still going on replica A, once A stores them."""
-    a, _ = await replica([calls(("slow", {"seconds": 0.3})), text("done on a")])
+    a, _ = await replica([calls(("slow", {"seconds": 1.0})), text("done on a")])
     b, _ = await replica([])
     handle = await a.start_run(thread_id=None, message="go")
     remote = await b.get_run_log(handle.thread_id, handle.run_id)
@@ -96,7 +96,8 @@ async def test_other_replica_follows_a_live_run(replica: MakeReplica) -> None:
 
 async def test_other_replica_streams_a_live_run_as_it_goes(replica: MakeReplica) -> None:
     """Replica B shows A's text deltas while A is still streaming them, numbered as on A."""
-    a, _ = await replica([text(*[f"w{n} " for n in range(30)])], delay=0.05)
+    # 2 s of deltas: B may lag A by over 1.5 s (a loaded machine) and still show 10 live.
+    a, _ = await replica([text(*[f"w{n} " for n in range(40)])], delay=0.05)
     b, _ = await replica([])
     handle = await a.start_run(thread_id=None, message="go")
     remote = await b.get_run_log(handle.thread_id, handle.run_id)
@@ -114,7 +115,7 @@ async def test_failed_reads_delay_a_followed_run_but_never_cut_it(
 ) -> None:
     """Replica B's reads failing a while (its pool timing out) only delay its copy of A's run:
     every reader on B still gets A's whole log."""
-    a, _ = await replica([text(*[f"w{n} " for n in range(10)])], delay=0.05)
+    a, _ = await replica([text(*[f"w{n} " for n in range(20)])], delay=0.05)
     b, store = await replica([])
     handle = await a.start_run(thread_id=None, message="go")
     remote = await b.get_run_log(handle.thread_id, handle.run_id)
@@ -137,7 +138,8 @@ async def test_failed_reads_delay_a_followed_run_but_never_cut_it(
 async def test_cancel_from_the_other_replica_stops_the_run(replica: MakeReplica) -> None:
     """A cancel on replica B marks the run cancelled; replica A stops it at its next step. What
     A stored before it is the run's final log, shown with the cancel as its ending."""
-    a, store = await replica([calls(("slow", {"seconds": 0.3})), text("never sent")])
+    # B reads A's first batch (~0.1 s) and cancels long before A's tool ends.
+    a, store = await replica([calls(("slow", {"seconds": 1.0})), text("never sent")])
     b, _ = await replica([text("after the cancel")])
     handle = await a.start_run(thread_id=None, message="go")
     followed = await b.get_run_log(handle.thread_id, handle.run_id)
@@ -185,10 +187,12 @@ async def _first_step(engine_log: RunLog) -> None:
 
 async def test_renewal_keeps_a_long_run_past_its_lease(replica: MakeReplica) -> None:
     """A run lasting several leases keeps its thread: its replica renews the lease."""
-    a, _ = await replica([calls(("slow", {"seconds": 0.8})), text("from a")], lease=0.3)
-    b, _ = await replica([], lease=0.3)
+    # Renewed every 0.2 s, the lease lapses only if two renewals in a row are 0.2 s late;
+    # the run lasts 0.8 s past B's attempt.
+    a, _ = await replica([calls(("slow", {"seconds": 2.0})), text("from a")], lease=0.6)
+    b, _ = await replica([], lease=0.6)
     handle = await a.start_run(thread_id=None, message="go")
-    await asyncio.sleep(0.6)  # two lease durations
+    await asyncio.sleep(1.2)  # two lease durations
     with pytest.raises(Conflict):
         await b.start_run(thread_id=handle.thread_id, message="two")
     assert (await handle.result()).responses == ["from a"]
@@ -198,8 +202,10 @@ async def test_a_dead_replica_frees_its_thread_once_its_lease_lapses(
     replica: MakeReplica,
 ) -> None:
     """A replica that stops renewing holds its thread one lease; then B runs, the old run failed."""
-    a, store = await replica([calls(("slow", {"seconds": 0.8})), text("never")], lease=0.3)
-    b, _ = await replica([text("from b")], lease=0.3)
+    # Renewed every 0.2 s, A's lease has 0.4 s or more left when it "dies"; B takes over
+    # about 0.7 s later, over a second before A's tool ends (A's write would land first).
+    a, store = await replica([calls(("slow", {"seconds": 2.0})), text("never")], lease=0.6)
+    b, _ = await replica([text("from b")], lease=0.6)
     handle = await a.start_run(thread_id=None, message="go")
     await _first_step(handle.log)
     assert a._lease_task is not None
@@ -207,7 +213,7 @@ async def test_a_dead_replica_frees_its_thread_once_its_lease_lapses(
     with pytest.raises(Conflict):
         await b.start_run(thread_id=handle.thread_id, message="too early")
     followed = await b.get_run_log(handle.thread_id, handle.run_id)  # B follows A's run
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.7)
     nxt = await b.start_run(thread_id=handle.thread_id, message="after the lease")
     assert (await nxt.result()).responses == ["from b"]
     events = [event async for _, event in followed.follow()]
@@ -215,7 +221,7 @@ async def test_a_dead_replica_frees_its_thread_once_its_lease_lapses(
     # B showed what A stored while it lived, then the interruption; so does a replay.
     assert any(isinstance(event, StepCreated) for event in events)
     assert events[:-2] == handle.log.events[: len(events) - 2]
-    c, _ = await replica([], lease=0.3)
+    c, _ = await replica([], lease=0.6)
     assert (await c.get_run_log(handle.thread_id, handle.run_id)).events == events
     cancelled = await b.cancel(handle.thread_id, handle.run_id)
     assert cancelled.status == "failed" and cancelled.error == INTERRUPTED
@@ -231,7 +237,7 @@ async def test_a_replica_that_lost_its_lease_stops_the_run(
     replica: MakeReplica, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Renewals failing past the lease: B takes over, and A's renewal then stops A's run."""
-    a, store = await replica([calls(("slow", {"seconds": 5})), text("never")], lease=0.3)
+    a, store = await replica([calls(("slow", {"seconds": 10})), text("never")], lease=0.3)
     b, _ = await replica([text("from b")], lease=0.3)
     renew = store.renew_leases
 
@@ -241,10 +247,11 @@ async def test_a_replica_that_lost_its_lease_stops_the_run(
     handle = await a.start_run(thread_id=None, message="go")
     await _first_step(handle.log)
     monkeypatch.setattr(store, "renew_leases", unreachable)
-    await asyncio.sleep(0.4)
+    # The lease lapses 0.3 s after the last renewal, which may have been in flight just now.
+    await asyncio.sleep(0.8)
     nxt = await b.start_run(thread_id=handle.thread_id, message="taken over")
     monkeypatch.setattr(store, "renew_leases", renew)
-    result = await asyncio.wait_for(handle.result(), 2)  # long before the 5 s tool ends
+    result = await asyncio.wait_for(handle.result(), 5)  # long before the 10 s tool ends
     assert result.status == "failed" and result.error is not None
     assert result.error.type == "interrupted"
     assert (await nxt.result()).responses == ["from b"]
@@ -279,7 +286,8 @@ async def test_a_run_taken_over_mid_tool_does_not_store_its_tool_result(
     replica: MakeReplica,
 ) -> None:
     """A's lease lapses during a tool and B takes the thread over: A's result never lands."""
-    a, store = await replica([calls(("slow", {"seconds": 0.5})), text("stale answer")])
+    # B takes over in a few queries: well within A's 1.5 s tool.
+    a, store = await replica([calls(("slow", {"seconds": 1.5})), text("stale answer")])
     b, _ = await replica([text("from b")])
     handle = await a.start_run(thread_id=None, message="go")
     await _first_step(handle.log)
@@ -303,7 +311,8 @@ async def test_a_run_taken_over_mid_tool_does_not_store_its_tool_result(
 async def test_a_run_taken_over_during_its_answer_does_not_store_it(replica: MakeReplica) -> None:
     """A's final commit after a takeover is refused: no answer, the record stays interrupted,
     and A's clients see the same ending as B's."""
-    a, store = await replica([text(*[f"w{n} " for n in range(10)])], delay=0.05)
+    # B takes over in a few queries: well within A's 1.5 s answer.
+    a, store = await replica([text(*[f"w{n} " for n in range(30)])], delay=0.05)
     b, _ = await replica([text("from b")])
     handle = await a.start_run(thread_id=None, message="go")
     async for _, event in handle.log.follow():
