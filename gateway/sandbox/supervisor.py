@@ -26,6 +26,7 @@ Imports ``gateway.settings``, ``gateway.errors``, ``gateway.manifests`` and
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -154,7 +155,9 @@ class Supervisor:
         # Slots in strict arrival order (an asyncio.Queue lets a newcomer take a freed slot
         # before the waiter it woke runs; with queue time counted, that waiter could time out).
         self._limiter = FifoLimiter(max(1, settings.sandbox_concurrency))
-        self._free_slots = list(range(self._limiter.limit))  # numbers: calls_run_as uids
+        # Slot numbers (the uids of calls_run_as "own"), least recently used first: a uid
+        # is reused as late as possible after the call that had it.
+        self._free_slots = collections.deque(range(self._limiter.limit))
         self._ids = itertools.count(1)
         self.call_user: CallUser = ("same", "")
         self.capabilities: Capabilities | None = None
@@ -378,7 +381,7 @@ class Supervisor:
             )
         finally:
             self.stats.queued -= 1
-        slot = self._free_slots.pop()  # the limiter keeps one free for every holder
+        slot = self._free_slots.popleft()  # the limiter keeps one free for every holder
         self.stats.calls += 1
         self.stats.active += 1
         try:

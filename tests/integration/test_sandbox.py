@@ -588,6 +588,8 @@ async def test_child_is_confined(
     if mode == "own":
         assert first["uid"] >= SANDBOX_UID_BASE
         assert first["uid"] != os.getuid()
+        # A uid is reused as late as possible: the next call gets the least recently used.
+        assert second["uid"] != first["uid"]
     elif mode == "root":
         assert first["uid"] == 0
         # No capability at all, and none to regain: bounding and ambient sets are empty.
