@@ -327,11 +327,12 @@ class RunTask:
                 elif isinstance(event, ToolCallRequest):
                     self._first_token()
                     call = event.call
-                    calls.append(
-                        call
-                        if call.id
-                        else ToolCall(id=new_id("call"), name=call.name, arguments=call.arguments)
-                    )
+                    # Every call of a turn needs its own id: results are matched to calls
+                    # by id (here, in the stored history and by every provider), so a
+                    # missing or repeated one (hostile or sloppy servers) gets a fresh one.
+                    if not call.id or any(c.id == call.id for c in calls):
+                        call = ToolCall(id=new_id("call"), name=call.name, arguments=call.arguments)
+                    calls.append(call)
                 elif isinstance(event, ModelDone):
                     self.usage = self.usage + event.usage
         finally:

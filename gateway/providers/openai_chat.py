@@ -5,6 +5,9 @@ they stream tool calls, so chunks are assembled defensively:
 
 - a delta with an ``id`` not seen before starts a new call, even when it
   reuses an ``index`` (servers that put every parallel call on index 0);
+- a delta with a known ``id`` on an ``index`` not seen before also starts a
+  new call (servers that give parallel calls the same id; the engine then
+  gives each call of a turn its own id);
 - a delta without ``id`` continues the call at its ``index``, or, without
   ``index`` either, the latest call (servers that send the id only once, or
   no index at all);
@@ -168,6 +171,8 @@ class ToolCallAssembler:
         current: _Partial | None
         if call_id is not None:
             current = self._by_id.get(call_id)
+            if current is not None and index is not None and index not in self._by_index:
+                current = None  # a known id on a new index: another call reusing the id
             if current is None and index is not None:
                 # Same index, no id yet: the id arrived after the first fragment.
                 at_index = self._by_index.get(index)

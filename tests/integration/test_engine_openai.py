@@ -221,3 +221,27 @@ async def test_many_runs_at_once(rig: Rig, fake: FakeOpenAI) -> None:
     results = await asyncio.gather(*(h.result() for h in handles))
     errors = [r.error for r in results if r.error is not None]
     assert [r.responses for r in results] == [[f"m{i}"] for i in range(20)], errors  # echoes
+
+
+async def test_parallel_calls_sharing_an_id_each_get_their_result(
+    rig: Rig, fake: FakeOpenAI
+) -> None:
+    """Parallel calls the server gave one id all run, each with its own result and id."""
+    fake.add_tool_calls([("lookup", {"n": 1}, "call_same"), ("lookup", {"n": 2}, "call_same")])
+    fake.add_text("both looked up")
+    result = await (await rig.engine.start_run(thread_id=None, message="two")).result()
+    assert result.status == "completed", result.error
+    assert result.responses == ["both looked up"]
+    assert sorted(args for _, args, _ in rig.runner.calls) == ['{"n": 1}', '{"n": 2}']
+    ids = [call.id for call in result.tool_calls]
+    assert len(set(ids)) == 2
+    # The next request pairs every call with exactly one result, by distinct ids.
+    assert sorted(json.loads(o)["args"]["n"] for o in tool_outputs(fake)) == [1, 2]
+    body = fake.model_requests()[-1].body
+    if "messages" in body:
+        sent = [c["id"] for m in body["messages"] for c in m.get("tool_calls") or ()]
+        answered = [m["tool_call_id"] for m in body["messages"] if m["role"] == "tool"]
+    else:
+        sent = [i["call_id"] for i in body["input"] if i.get("type") == "function_call"]
+        answered = [i["call_id"] for i in body["input"] if i.get("type") == "function_call_output"]
+    assert sorted(sent) == sorted(answered) == sorted(ids)
