@@ -17,7 +17,8 @@ Retries: the SDK retries 408/409/429/5xx and connection errors and timeouts
 before a response starts (exponential backoff from 0.5 s, capped at 8 s, with
 up to 25 % jitter, honouring ``Retry-After``). A stream that breaks *after*
 the response started but before the first event reached the engine (a cut
-connection, a missing final event, an error event in the stream) is
+connection, a missing final event, an error event in the stream, an item
+that is not JSON or not of the expected shape) is
 retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -193,6 +195,9 @@ class OpenAIProvider:
             async for item in stream:
                 for event in reader.feed(item):
                     yield event
+        except json.JSONDecodeError:
+            # The SDK parses each ``data:`` line with ``json.loads`` and lets this escape.
+            raise StreamFailed("the stream carried malformed JSON") from None
         finally:
             await stream.close()
         for event in reader.finish():

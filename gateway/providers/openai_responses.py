@@ -15,6 +15,11 @@ function calls (``response.output_item.added`` / ``...arguments.delta`` /
 first when nothing was streamed yet); a stream that ends without
 ``response.completed`` or ``response.incomplete`` is an error, never a
 silently truncated answer.
+
+The SDK builds each event without validating it, so every field is read
+through ``_str`` / ``_int`` / ``_list``: a server that sends a number where
+text belongs gets a ``ProviderError`` (``StreamFailed``), not a crash of the
+run deep in the engine.
 """
 
 from __future__ import annotations
@@ -80,21 +85,21 @@ class _Reader:
             return []
         kind = getattr(event, "type", "")
         if kind == "response.output_text.delta":
-            delta = getattr(event, "delta", "")
+            delta = _str(event, "delta")
             if delta:
                 self.saw_text = True
                 return [TextDelta(delta)]
         elif kind in ("response.output_item.added", "response.output_item.done"):
             self.calls.item(getattr(event, "item", None))
         elif kind == "response.function_call_arguments.delta":
-            self.calls.delta(getattr(event, "item_id", ""), getattr(event, "delta", ""))
+            self.calls.delta(_str(event, "item_id"), _str(event, "delta"))
         elif kind in ("response.completed", "response.incomplete"):
             return self._finish(kind, getattr(event, "response", None))
         elif kind == "response.failed":
             error = getattr(getattr(event, "response", None), "error", None)
-            raise StreamFailed(getattr(error, "message", "") or "")
+            raise StreamFailed(_str(error, "message"))
         elif kind == "error":
-            raise StreamFailed(getattr(event, "message", "") or "")
+            raise StreamFailed(_str(event, "message"))
         return []
 
     def finish(self) -> list[ModelEvent]:
@@ -108,7 +113,7 @@ class _Reader:
 
     def _finish(self, kind: str, response: Any) -> list[ModelEvent]:
         out: list[ModelEvent] = []
-        for item in getattr(response, "output", None) or []:
+        for item in _list(response, "output"):
             self.calls.item(item)
             if not self.saw_text and getattr(item, "type", "") == "message":
                 # Servers that send only the final response still answer.
@@ -133,13 +138,13 @@ class _Calls:
     def item(self, item: Any) -> None:
         if getattr(item, "type", "") != "function_call":
             return
-        call_id = getattr(item, "call_id", "") or ""
-        key = getattr(item, "id", None) or call_id
+        call_id = _str(item, "call_id")
+        key = _str(item, "id") or call_id
         if key not in self._name:
             self._order.append(key)
-        self._name[key] = getattr(item, "name", "") or self._name.get(key, "")
+        self._name[key] = _str(item, "name") or self._name.get(key, "")
         self._call_id[key] = call_id or self._call_id.get(key, key)
-        arguments = getattr(item, "arguments", "") or ""
+        arguments = _str(item, "arguments")
         if arguments and getattr(item, "status", "completed") != "in_progress":
             self._args[key] = arguments
             self._final.add(key)
@@ -167,18 +172,49 @@ class _Calls:
         ]
 
 
+def _str(obj: Any, field: str) -> str:
+    """``obj.field`` when it is text, ``""`` when absent or null.
+
+    Raises:
+        StreamFailed: it is something else (a malformed event).
+    """
+    value = getattr(obj, field, None)
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise StreamFailed(f"malformed event: {field!r} is {type(value).__name__}, not text")
+
+
+def _int(obj: Any, field: str) -> int:
+    """``obj.field`` when it is an integer, 0 when absent or null (else ``StreamFailed``)."""
+    value = getattr(obj, field, None)
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise StreamFailed(f"malformed event: {field!r} is {type(value).__name__}, not a number")
+
+
+def _list(obj: Any, field: str) -> list[Any]:
+    """``obj.field`` when it is a list, ``[]`` when absent or null (else ``StreamFailed``)."""
+    value = getattr(obj, field, None)
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    raise StreamFailed(f"malformed event: {field!r} is {type(value).__name__}, not a list")
+
+
 def _message_text(item: Any) -> str:
-    parts = getattr(item, "content", None) or []
-    return "".join(getattr(p, "text", "") or "" for p in parts)
+    return "".join(_str(part, "text") for part in _list(item, "content"))
 
 
 def _usage(response: Any) -> Usage:
     usage = getattr(response, "usage", None)
     if usage is None:
         return Usage()
-    prompt = getattr(usage, "input_tokens", 0) or 0
-    completion = getattr(usage, "output_tokens", 0) or 0
-    total = getattr(usage, "total_tokens", 0) or prompt + completion
+    prompt = _int(usage, "input_tokens")
+    completion = _int(usage, "output_tokens")
+    total = _int(usage, "total_tokens") or prompt + completion
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 

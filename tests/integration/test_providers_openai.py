@@ -376,3 +376,83 @@ async def test_error_event_before_first_token_is_retried(
     fake.fail_stream_after(1, message="overloaded")
     assert _text(await _collect(provider)) == "recovered"
     assert len(fake.model_requests()) == 2
+
+
+class RawSSE:
+    """A loopback HTTP server answering each POST with the next queued SSE body, byte for byte."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            self.requests += 1
+            body = self.bodies.pop(0)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def raw_sse() -> AsyncIterator[RawSSE]:
+    raw = RawSSE()
+    raw.server = await asyncio.start_server(raw._handle, "127.0.0.1", 0)
+    yield raw
+    raw.server.close()
+    await raw.server.wait_closed()
+
+
+MALFORMED = {
+    "chat-invalid-json": ("chat", b"data: {not json\n\n"),
+    "responses-invalid-json": ("responses", b"event: response.output_text.delta\ndata: {bad\n\n"),
+    "responses-number-as-text": (
+        "responses",
+        b'data: {"type": "response.output_text.delta", "item_id": "m", "delta": 5}\n\n',
+    ),
+    "responses-text-usage": (
+        "responses",
+        b'data: {"type": "response.completed", "response": {"output": [], '
+        b'"usage": {"input_tokens": "many", "output_tokens": 1}}}\n\n',
+    ),
+    "responses-number-as-message-text": (
+        "responses",
+        b'data: {"type": "response.completed", "response": {"output": [{"type": "message", '
+        b'"content": [{"type": "output_text", "text": 7}]}]}}\n\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+async def test_malformed_stream_items_are_provider_errors_and_retried(
+    raw_sse: RawSSE, case: str
+) -> None:
+    """Items that are not JSON or not of the expected shape raise ProviderError, after retries."""
+    api, body = MALFORMED[case]
+    config = ProviderConfig(name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=1)
+    provider = API_KINDS[api](config)
+    raw_sse.bodies = [body, body]
+    try:
+        with pytest.raises(ProviderError) as info:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert info.value.message.startswith("model provider 'raw'")
+    assert raw_sse.requests == 2  # nothing was handed out: retried once
