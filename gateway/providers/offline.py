@@ -377,9 +377,11 @@ def _answer_from_results(messages: Sequence[ChatMessage]) -> str:
 
 
 def _sentence(name: str, content: str) -> str:
+    # Tool output can be anything (an HTTP action returns a remote body as is): JSON
+    # nested deeper than Python's recursion limit is read as plain text.
     try:
         value: Any = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         value = content
     error = _error_message(value)
     if error is not None:

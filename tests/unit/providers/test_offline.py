@@ -253,6 +253,14 @@ def test_answers_from_tool_result(content: str, expected: str) -> None:
     assert text == expected
 
 
+def test_answers_from_a_deeply_nested_result() -> None:
+    """A result nested deeper than Python's recursion limit is answered as text, not a crash."""
+    text, calls = offline_reply(_after_tool("[" * 5000 + "]" * 5000))
+    assert calls == []
+    assert text.startswith("Here is what get_order_status returned: ")
+    assert len(text) < 500
+
+
 def test_answers_every_parallel_result() -> None:
     """With several results in the last round, each gets its sentence in order."""
     request = _request(
