@@ -67,6 +67,8 @@ def validate_arguments(action: Action, arguments: str | dict[str, Any]) -> dict[
             raise InvalidArguments(
                 action.name, f"the arguments are not valid JSON: {exc}"
             ) from None
+        except RecursionError:  # msgspec's own depth guard, not a DecodeError
+            raise InvalidArguments(action.name, "the arguments are nested too deeply") from None
     else:
         parsed = copy.deepcopy(arguments)
     if not isinstance(parsed, dict):

@@ -86,6 +86,16 @@ def test_arguments_must_be_a_json_object(arguments: str) -> None:
         validate_arguments(ACTION, arguments)
 
 
+async def test_too_deeply_nested_arguments_are_invalid_arguments(tmp_path: Path) -> None:
+    """Arguments nested past the decoder's depth limit are the model's error; nothing runs."""
+    arguments = '{"city": "x", "opts": ' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(InvalidArguments, match="nested too deeply"):
+        validate_arguments(ACTION, arguments)
+    runner = SandboxRunner(_NoSupervisor(), environ={})  # type: ignore[arg-type]
+    result = await runner.run(_catalog(tmp_path), "weather", arguments)
+    assert result.error_type == "invalid_arguments"
+
+
 def test_python_function_format_checked() -> None:
     """python.function must be module:callable (checked at load time, no import)."""
     ctx = CheckContext(root=Path(), databases=frozenset())
