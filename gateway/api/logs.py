@@ -1,6 +1,7 @@
 """Logging setup: structlog configured once, by ``create_app``.
 
-``LOG_FORMAT=keyvalue`` (default, logfmt) or ``json``; ``LOGGING_LEVEL``. The
+``LOG_FORMAT=keyvalue`` (default, logfmt) or ``json``; ``LOGGING_LEVEL``.
+Tracebacks never show frame locals (they would print secrets). The
 standard library's loggers (uvicorn, litestar) render through the same
 processors, so every line has one shape. Request-scoped ids
 (``correlation_id``, ``run_id``, ``thread_id``) are bound with
@@ -46,7 +47,10 @@ def configure_logging(settings: Settings) -> None:
     renderer: structlog.typing.Processor
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.dict_tracebacks)
+        # structlog's default ``dict_tracebacks`` renders every frame's locals, and
+        # locals hold secrets (a call's declared secrets, the environment they come from).
+        without_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        shared.append(structlog.processors.ExceptionRenderer(without_locals))
     else:
         renderer = structlog.processors.LogfmtRenderer(
             key_order=["timestamp", "level", "event"], drop_missing=True

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from gateway.api.logs import configure_logging
 from gateway.errors import InvalidArguments
 from gateway.executors.base import ToolResult
 from gateway.executors.examples import check_expect
@@ -22,6 +24,7 @@ from gateway.manifests.model import (
     Expect,
     FileSearch,
 )
+from gateway.settings import Settings
 
 SCHEMA = {
     "type": "object",
@@ -239,3 +242,36 @@ async def test_file_search_with_the_real_index(tmp_path: Path) -> None:
     assert result.status == "succeeded"
     assert passages[0]["source"] == "faq.md"
     assert "five business days" in passages[0]["text"]
+
+
+class _BrokenSupervisor:
+    """A supervisor with a bug: every call raises."""
+
+    async def call(self, *args: Any, **kwargs: Any) -> ToolResult:
+        raise RuntimeError("supervisor bug")
+
+
+async def test_a_crash_logged_as_json_carries_no_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LOG_FORMAT=json tracebacks leave out frame locals, where the call's secrets live."""
+    configure_logging(msgspec.structs.replace(Settings(), log_format="json"))
+    action = Action(
+        name="w",
+        description="d",
+        secrets=["WEATHER_KEY"],
+        kind_key="python",
+        config=PythonConfig(function="m:f"),
+    )
+    catalog = Catalog(
+        version="t", root=tmp_path, gateway_root=tmp_path, loaded_at=0, actions={"w": action}
+    )
+    env = {"WEATHER_KEY": "s3cret-weather-value", "OPENAI_API_KEY": "sk-server-key-123456"}
+    runner = SandboxRunner(_BrokenSupervisor(), environ=env)  # type: ignore[arg-type]
+    result = await runner.run(catalog, "w", "{}")
+    assert result.error_type == "internal_error"
+    err = capsys.readouterr().err
+    logged = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "executors.run_error" and "exception" in line for line in logged)
+    assert "supervisor bug" in err  # the traceback itself is still there
+    assert "s3cret-weather-value" not in err and "sk-server-key-123456" not in err
