@@ -1,7 +1,8 @@
 """Logging setup: structlog configured once, by ``create_app``.
 
 ``LOG_FORMAT=keyvalue`` (default, logfmt) or ``json``; ``LOGGING_LEVEL``.
-Tracebacks never show frame locals (they would print secrets). The
+Tracebacks never show frame locals, and the HTTP clients' request lines (full
+URLs) are not logged below WARNING: either would print secrets. The
 standard library's loggers (uvicorn, litestar) render through the same
 processors, so every line has one shape. Request-scoped ids
 (``correlation_id``, ``run_id``, ``thread_id``) are bound with
@@ -20,6 +21,9 @@ import structlog
 from gateway.settings import Settings
 
 __all__ = ["configure_logging"]
+
+# httpx (actions) and httpx2 (the openai SDK's client); see ``configure_logging``.
+_URL_LOGGERS = ("httpx", "httpx2")
 
 
 class _Stderr:
@@ -78,3 +82,7 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(level)
     # Our middleware writes the access line; uvicorn's own would be a duplicate.
     logging.getLogger("uvicorn.access").disabled = True
+    # The HTTP clients log every request's full URL at INFO: an inline http action's
+    # query string carries its secrets, a provider's base_url may carry credentials.
+    for client in _URL_LOGGERS:
+        logging.getLogger(client).setLevel(max(level, logging.WARNING))

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import textwrap
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from conftest import ServerFactory
+
+from gateway.testing.fake_openai import FakeOpenAI
+from tests._http import serving
 
 
 def test_json_logs_carry_ids_and_never_bodies_or_keys(
@@ -66,3 +72,65 @@ def test_keyvalue_logs(
     assert "event=request" in line
     assert "path=/health" in line
     assert "status=200" in line
+
+
+class _Echo(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def do_GET(self) -> None:
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_request_urls_with_secrets_are_not_logged(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    gateway_server: ServerFactory,
+    tmp_path: Path,
+) -> None:
+    """At INFO, neither an inline action's secret query nor a provider URL's password is logged."""
+    monkeypatch.setenv("LOGTEST_TOKEN", "tok-in-query-5521")
+    with serving(_Echo) as echo_url, FakeOpenAI() as fake:
+        fake.add_text("hello")
+        model_url = fake.base_url.replace("http://", "http://user:pw-in-url-8812@")
+        manifests = tmp_path / "manifests"
+        manifests.mkdir()
+        (manifests / "site.yaml").write_text(
+            textwrap.dedent(f"""\
+                kind: action
+                name: echo
+                description: Echo.
+                isolation: inline
+                secrets: [LOGTEST_TOKEN]
+                http:
+                  url: {echo_url}/echo
+                  query: {{key: "{{{{ secrets.LOGTEST_TOKEN }}}}"}}
+                ---
+                kind: provider
+                name: fake
+                base_url: {model_url}
+                api: chat
+                ---
+                kind: assistant
+                name: helper
+                provider: fake
+                model: fake-model
+                actions: [echo]
+                """)
+        )
+        server = gateway_server(manifests, env={"LOGGING_LEVEL": "INFO"})
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            invoked = c.post("/actions/echo/invoke", json={"arguments": {}})
+            chat = c.post("/chat", json={"message": "hi"})
+        server.stop()  # before capsys closes the stream the server logs to
+    assert invoked.status_code == 200 and invoked.json()["status"] == "succeeded", invoked.text
+    assert chat.status_code == 200 and chat.json()["responses"] == ["hello"], chat.text
+    assert fake.model_requests()  # the model was reached through that URL
+    err = capsys.readouterr().err
+    assert "tok-in-query-5521" not in err
+    assert "pw-in-url-8812" not in err
