@@ -4,7 +4,8 @@ For every tool call: parse the model's arguments (invalid JSON is a tool
 error), drop ``null`` values of optional properties (OpenAI strict mode sends
 them), validate against the action's JSON Schema and apply defaults (an
 invalid call names the argument and does not run), read the declared secrets
-from the server's environment, and hand a ``CallContext`` to the
+from the server's environment, and hand a ``CallContext`` (with the URL of
+the action's own database only, never the others) to the
 ``Supervisor``, or, for an action with ``isolation: inline``, to the
 ``InlineExecutor`` (in the server process, pooled connections). The choice is
 read from the catalog of each call, so a reload that switches an action takes
@@ -201,7 +202,7 @@ class SandboxRunner:
                 action=name,
                 arguments=args,
                 secrets={s: env[s] for s in action.secrets},
-                databases=catalog.database_urls(),
+                databases=_databases_of(action, catalog),
                 root=str(catalog.gateway_root),
                 timeout=action.timeout,
             )
@@ -271,6 +272,18 @@ class SandboxRunner:
         )
         output = msgspec.json.encode(msgspec.to_builtins(passages)).decode()
         return ToolResult(status="succeeded", output=output, duration_ms=_ms(started))
+
+
+def _databases_of(action: Action, catalog: Catalog) -> dict[str, str]:
+    """The URL of the one database ``action`` names (a ``sql`` action's), else nothing.
+
+    Only what the call needs travels with it: the action's code runs in the
+    child that holds the ``CallContext``, so any URL in it (passwords included)
+    is readable by that code.
+    """
+    name = getattr(action.config, "database", None)
+    url = catalog.database_urls().get(name) if isinstance(name, str) else None
+    return {name: url} if isinstance(name, str) and url is not None else {}
 
 
 def _ms(started: float) -> float:

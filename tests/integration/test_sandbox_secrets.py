@@ -121,3 +121,55 @@ def test_server_secrets_do_not_leak(leak_root: Path) -> None:
     assert out["declared"]["WEATHER_KEY"] == "[redacted]"
     assert "OPENAI_API_KEY" not in out["declared"]
     assert json.loads(out["scan"]) == {}
+
+
+FRAMES_ACTION = """
+import sys
+
+def frames(reversed_needle):
+    needle = reversed_needle[::-1]  # never passed in clear: only the server may hold it
+    found = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        found += [f"{frame.f_code.co_name}:{name}" for name, value in frame.f_locals.items()
+                  if needle in repr(value)]
+        frame = frame.f_back
+    return found
+"""
+
+
+async def test_an_action_cannot_read_undeclared_database_urls(leak_root: Path) -> None:
+    """A python action's call carries no database URL, so its code cannot find their passwords."""
+    from gateway.executors.python import PythonConfig
+    from gateway.executors.runner import SandboxRunner
+    from gateway.manifests.catalog import Catalog
+    from gateway.manifests.model import Action, Database
+    from gateway.sandbox.supervisor import Supervisor
+    from gateway.settings import Settings
+
+    (leak_root / "frames_actions.py").write_text(textwrap.dedent(FRAMES_ACTION))
+    action = Action(
+        name="frames",
+        description="d",
+        kind_key="python",
+        config=PythonConfig(function="frames_actions:frames"),
+    )
+    password = "needle-dbpass-0005"
+    catalog = Catalog(
+        version="1",
+        root=leak_root,
+        gateway_root=leak_root,
+        loaded_at=0,
+        actions={"frames": action},
+        databases={"shop": Database(name="shop", url=f"postgresql://u:{password}@127.0.0.1/x")},
+    )
+    supervisor = Supervisor(Settings())
+    await supervisor.start(catalog)
+    try:
+        result = await SandboxRunner(supervisor).run(
+            catalog, "frames", {"reversed_needle": password[::-1]}
+        )
+    finally:
+        await supervisor.aclose()
+    assert result.status == "succeeded", result
+    assert json.loads(result.output) == []
