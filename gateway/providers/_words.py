@@ -149,9 +149,16 @@ def candidates(message: str) -> Candidates:
     quoted = [next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(message)]
     code = [m.group(1).strip() for m in _CODE_BLOCK.finditer(message)]
     numbers: list[tuple[str, str]] = []
+    # The word before each number, in one pass over both (not a scan of the prefix per
+    # number, which is quadratic in a message of many numbers).
+    word_matches = _WORD.finditer(message)
+    upcoming = next(word_matches, None)
+    last_word = ""
     for match in _NUMBER.finditer(message):
-        before = _WORD.findall(message[: match.start()])
-        numbers.append((match.group(0), before[-1].lower() if before else ""))
+        while upcoming is not None and upcoming.end() <= match.start():
+            last_word = upcoming.group(0)
+            upcoming = next(word_matches, None)
+        numbers.append((match.group(0), last_word.lower()))
     expressions = [
         m.group(0).strip()
         for m in _EXPRESSION.finditer(message)

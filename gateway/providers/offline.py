@@ -17,7 +17,8 @@ One call looks at the request and does exactly one of three things:
    ``"<n> results: "`` and the first 3 rows, then ``"and <k> more"``; a list of
    scalars is joined with commas; plain text is quoted as is. Summaries are cut
    at 400 characters.
-2. **Call a tool.** Otherwise it takes the newest user message and the
+2. **Call a tool.** Otherwise it takes the newest user message (its first
+   ``MAX_MESSAGE_CHARS``, 4,000 characters: the rest is ignored) and the
    request's tools. Words are lowercased, split on non-letters (identifiers
    are split on ``_``, ``-`` and camelCase), stopwords, numbers and one-letter
    words are dropped, and plurals are stemmed (``cities`` -> ``city``,
@@ -103,8 +104,10 @@ from gateway.providers.base import (
     Usage,
 )
 
-__all__ = ["OfflineProvider", "offline_reply"]
+__all__ = ["MAX_MESSAGE_CHARS", "OfflineProvider", "offline_reply"]
 
+MAX_MESSAGE_CHARS = 4000
+"""How much of the newest user message the offline model reads."""
 _WORDS_PER_DELTA = 3
 _MAX_SUMMARY = 400
 _ID_WORDS = frozenset({"id", "number", "num", "no"})
@@ -166,6 +169,9 @@ def offline_reply(request: ModelRequest) -> tuple[str, list[ToolCall]]:
     if messages and messages[-1].role == "tool":
         return _answer_from_results(messages), []
     user = next((m.content or "" for m in reversed(messages) if m.role == "user"), "")
+    # Read synchronously, on the event loop, by patterns that are not all linear: a
+    # longer message would stall the whole server (see the module doc).
+    user = user[:MAX_MESSAGE_CHARS]
     tools = [_Tool.from_schema(t) for t in request.tools]
     tools = [t for t in tools if t.name]
     ranked = _rank_tools(user, tools)

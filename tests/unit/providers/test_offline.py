@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from gateway.providers.base import (
     ToolCall,
     ToolCallRequest,
 )
-from gateway.providers.offline import OfflineProvider, offline_reply
+from gateway.providers.offline import MAX_MESSAGE_CHARS, OfflineProvider, offline_reply
 
 
 def _tool(
@@ -209,6 +210,32 @@ def test_same_conversation_gives_same_call_id() -> None:
     second = offline_reply(_request(_user("weather in Paris")))
     assert first == second
     assert first[1][0].id.startswith("call_")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "order " + "1 " * 10_000,  # a number after a number: the word before each
+        "code " + "1" * 20_000,  # a digit run that is almost an expression
+        "email " + "a-" * 10_000,  # almost an e-mail address, almost an id
+    ],
+    ids=["numbers", "digits", "dashes"],
+)
+def test_a_long_message_is_read_in_bounded_time(message: str) -> None:
+    """A hostile message (the model runs on the event loop) cannot stall the server."""
+    code = _tool("run_code", "Run code.", {"code": {"type": "string"}}, ["code"])
+    started = time.perf_counter()
+    offline_reply(_request(_user(message), tools=[*TOOLS, code]))
+    assert time.perf_counter() - started < 3
+
+
+def test_only_the_start_of_a_long_message_is_read() -> None:
+    """Words past MAX_MESSAGE_CHARS do not pick a tool (the documented limit)."""
+    padding = "the " * (MAX_MESSAGE_CHARS // 4)  # stopwords: they match nothing
+    text, calls = offline_reply(_request(_user(padding + " status of order 1042")))
+    assert calls == [] and "offline model" in text
+    _, calls = offline_reply(_request(_user("status of order 1042 " + padding)))
+    assert [c.name for c in calls] == ["get_order_status"]
 
 
 def _after_tool(content: str, name: str = "get_order_status") -> ModelRequest:
