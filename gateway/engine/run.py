@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from gateway.engine._text import DeltaText, clean, clean_call
 from gateway.engine._tools import allowed_tools, cancelled_result, run_tool
 from gateway.engine._writer import EventWriter
 from gateway.engine.history import trim_history
@@ -173,7 +174,8 @@ class RunTask:
         except _StopRun as exc:
             status, error = "failed", exc.error
         except ProviderError as exc:
-            status, error = "failed", ErrorInfo(type="provider_error", message=exc.message)
+            status = "failed"
+            error = ErrorInfo(type="provider_error", message=clean(exc.message))
             self._emit_error(error)
         except Exception:
             self.logger.exception("run.crashed")
@@ -309,6 +311,7 @@ class RunTask:
         )
         parts: list[str] = []
         calls: list[ToolCall] = []
+        pieces = DeltaText()
         started = time.perf_counter()
         stream = spec.provider.stream(request)
         try:
@@ -317,16 +320,10 @@ class RunTask:
                     await self._wait_begun()
                 if isinstance(event, TextDelta):
                     self._first_token()
-                    if event.text:
-                        parts.append(event.text)
-                        self.log.append(
-                            MessageDelta(
-                                run_id=spec.run_id, message_id=message_id, delta=event.text
-                            )
-                        )
+                    self._delta(message_id, parts, pieces.feed(event.text))
                 elif isinstance(event, ToolCallRequest):
                     self._first_token()
-                    call = event.call
+                    call = clean_call(event.call)
                     # Every call of a turn needs its own id: results are matched to calls
                     # by id (here, in the stored history and by every provider), so a
                     # missing or repeated one (hostile or sloppy servers) gets a fresh one.
@@ -335,12 +332,20 @@ class RunTask:
                     calls.append(call)
                 elif isinstance(event, ModelDone):
                     self.usage = self.usage + event.usage
+            self._delta(message_id, parts, pieces.flush())
         finally:
             aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
             self.model_ms += (time.perf_counter() - started) * 1000
         return "".join(parts), calls
+
+    def _delta(self, message_id: str, parts: list[str], text: str) -> None:
+        if text:
+            parts.append(text)
+            self.log.append(
+                MessageDelta(run_id=self.spec.run_id, message_id=message_id, delta=text)
+            )
 
     def _first_token(self) -> None:
         if self.first_token_ms is None:
@@ -364,6 +369,7 @@ class RunTask:
 
     async def _run_tool(self, call: ToolCall, allowed: bool) -> None:
         result = await run_tool(self.runner, self.spec, call, allowed=allowed, logger=self.logger)
+        result = msgspec.structs.replace(result, output=clean(result.output))
         try:
             await self._complete_tool(call, result)
         except _RemoteCancel:
@@ -461,8 +467,9 @@ class RunTask:
             # The last answer, the record and the full log in one commit, before
             # ``message.completed`` or ``done`` reach any client: a client that saw
             # ``done`` may start the next run on the thread at once.
-            events = self.log.encoded() + [encode_ws(event) for event in final]
             try:
+                # Encoded in here: whatever fails, the log still ends (below).
+                events = self.log.encoded() + [encode_ws(event) for event in final]
                 if answer is None:
                     kept = await self.store.finish_run(record, events)
                 else:

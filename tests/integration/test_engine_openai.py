@@ -245,3 +245,17 @@ async def test_parallel_calls_sharing_an_id_each_get_their_result(
         sent = [i["call_id"] for i in body["input"] if i.get("type") == "function_call"]
         answered = [i["call_id"] for i in body["input"] if i.get("type") == "function_call_output"]
     assert sorted(sent) == sorted(answered) == sorted(ids)
+
+
+async def test_a_lone_surrogate_in_the_answer_is_replaced(rig: Rig, fake: FakeOpenAI) -> None:
+    """A lone UTF-16 surrogate escape in the stream becomes U+FFFD; the run ends and is stored."""
+    fake.add_text("bad \ud800 text")
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    result = await asyncio.wait_for(handle.result(), 20)
+    assert result.status == "completed", result.error
+    assert result.responses == ["bad \ufffd text"]
+    record = await rig.store.get_run(handle.run_id)
+    assert record is not None and record.status == "completed"
+    fake.add_text("next")
+    again = await rig.engine.start_run(thread_id=handle.thread_id, message="and now?")
+    assert (await asyncio.wait_for(again.result(), 20)).responses == ["next"]

@@ -29,7 +29,7 @@ from gateway.events import (
 )
 from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import CatalogRef
-from gateway.providers.base import ChatMessage, ModelEvent
+from gateway.providers.base import ChatMessage, ModelDone, ModelEvent, TextDelta, Usage
 from gateway.settings import Settings
 from gateway.store.base import RunRecord
 from gateway.store.sqlite import SQLiteStore
@@ -654,3 +654,27 @@ async def test_a_run_whose_start_is_not_stored_leaves_no_trace(make_rig: MakeRig
     assert finished == []
     assert len(rig.provider.requests) <= 1
     assert await rig.store.list_active_runs() == []
+
+
+async def test_surrogates_from_the_model_are_repaired_and_the_run_ends(make_rig: MakeRig) -> None:
+    """Lone or split UTF-16 surrogates (valid JSON escapes) never keep a run from ending."""
+    split_pair = [TextDelta("smile \ud83d"), TextDelta("\ude00 and \udc00"), ModelDone(Usage())]
+    rig = await make_rig(
+        [
+            calls(("lookup", {"q": "\ud800"})),
+            split_pair,
+            ProviderError("model provider 'x' reported an error: bad \ud800"),
+            text("fine"),
+        ]
+    )
+    first = await rig.engine.start_run(thread_id=None, message="hi")
+    result = await asyncio.wait_for(first.result(), 10)
+    assert result.status == "completed", result.error
+    assert result.responses == ["smile \U0001f600 and \ufffd"]
+    stored = await rig.store.list_messages(first.thread_id)
+    assert stored[-1].message.content == "smile \U0001f600 and \ufffd"
+    second = await rig.engine.start_run(thread_id=first.thread_id, message="again")
+    failed = await asyncio.wait_for(second.result(), 10)
+    assert failed.error is not None and failed.error.message.endswith("bad \ufffd")
+    third = await rig.engine.start_run(thread_id=first.thread_id, message="and again")
+    assert (await asyncio.wait_for(third.result(), 10)).responses == ["fine"]
