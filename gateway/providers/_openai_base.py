@@ -23,7 +23,8 @@ retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
 Every failure ends as ``ProviderError`` whose message names the provider and
-what went wrong, with keys redacted.
+what went wrong, with keys redacted (``api_key``, and the values of
+``default_headers`` named like credentials).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ log = structlog.get_logger("gateway.providers")
 _INITIAL_DELAY = 0.5
 _MAX_DELAY = 8.0
 _KEY_PATTERN = re.compile(r"\b(sk|rk|pk|key)-[A-Za-z0-9_\-*]{6,}")
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
 # What the SDK's own ``create`` methods send: the API key as a bearer token.
 _BEARER: RequestOptions = {"security": {"bearer_auth": True}}
 
@@ -237,11 +239,20 @@ class OpenAIProvider:
         return ProviderError(f"{prefix} failed: {type(exc).__name__}")
 
     def _redact(self, text: str) -> str:
-        key = self.config.api_key
-        if key and len(key) >= 6:  # shorter "keys" are placeholders, and would mangle text
-            text = text.replace(key, "[redacted]")
+        for secret in self._secrets():
+            text = text.replace(secret, "[redacted]")
         text = _KEY_PATTERN.sub("[redacted]", text)
         return text[:300]
+
+    def _secrets(self) -> list[str]:
+        """The key, and the values of headers named like credentials (Azure's ``api-key``,
+        ``Authorization``...), longest first; shorter than 6 characters are placeholders,
+        and would mangle text."""
+        found = [self.config.api_key or ""]
+        for name, value in self.config.default_headers.items():
+            if _SECRET_HEADER.search(name):
+                found += [value, *value.split()[-1:]]  # "Bearer KEY": KEY alone too
+        return sorted({v for v in found if len(v) >= 6}, key=len, reverse=True)
 
 
 def _mid_stream(exc: BaseException) -> bool:

@@ -456,3 +456,24 @@ async def test_malformed_stream_items_are_provider_errors_and_retried(
         await provider.aclose()
     assert info.value.message.startswith("model provider 'raw'")
     assert raw_sse.requests == 2  # nothing was handed out: retried once
+
+
+async def test_a_key_sent_as_a_header_is_redacted_too(fake: FakeOpenAI) -> None:
+    """A key in default_headers (Azure's api-key) is hidden from errors like api_key is."""
+    config = ProviderConfig(
+        name="azure",
+        base_url=fake.base_url,
+        api_key=None,
+        max_retries=0,
+        default_headers={"api-key": "azurekey0123456789", "X-Team": "support"},
+    )
+    provider = API_KINDS["chat"](config)
+    fake.fail_next(401, message="Access denied for key azurekey0123456789 (support team)")
+    try:
+        with pytest.raises(ProviderError) as info:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert fake.model_requests()[0].headers["api-key"] == "azurekey0123456789"
+    assert "azurekey0123456789" not in info.value.message
+    assert "(support team)" in info.value.message  # other header values are left alone
