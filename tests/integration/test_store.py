@@ -104,6 +104,33 @@ async def test_messages_keep_order_tool_calls_and_results(make_store: Factory) -
     assert [s.seq for s in newest] == [3, 4]
 
 
+async def test_text_a_database_cannot_hold_is_stored_as_replacement_characters(
+    make_store: Factory,
+) -> None:
+    """NUL (which PostgreSQL refuses in text) and lone surrogates (not UTF-8) in a message's
+    text are stored as U+FFFD on both backends, in every write path; the rest is kept as is."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    odd = "a\x00b \ud800 \U0001f600 \u202e\ufeff end"
+    kept = "a\ufffdb \ufffd \U0001f600 \u202e\ufeff end"
+    call = ToolCall(id="call_1", name="lookup", arguments='{"q": "\\u0000"}')
+    run = _run(thread.id)
+    await store.begin_run(run, ChatMessage(role="user", content=odd))
+    await store.append_run_message(
+        run.id, ChatMessage(role="assistant", content=None, tool_calls=[call])
+    )
+    tool = ChatMessage(role="tool", content=odd, tool_call_id="call\x00_1", name="look\x00up")
+    await store.append_run_message(run.id, tool)
+    done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
+    answer = ChatMessage(role="assistant", content=odd)
+    assert await store.finish_run(done, [b'{"event":"done","data":{}}'], [(answer, "msg_end")])
+    await store.append_message(thread.id, ChatMessage(role="user", content=odd))
+    listed = [m.message for m in await store.list_messages(thread.id)]
+    assert [m.content for m in listed] == [kept, None, kept, kept, kept]
+    assert listed[1].tool_calls == [call]
+    assert (listed[2].tool_call_id, listed[2].name) == ("call\ufffd_1", "look\ufffdup")
+
+
 async def test_append_uses_given_message_id_and_rejects_unknown_thread(make_store: Factory) -> None:
     """A caller-chosen message id is kept, and appending to a missing thread is NotFound."""
     store = await make_store()
