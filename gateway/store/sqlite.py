@@ -88,13 +88,21 @@ class SQLiteStore:
 
     @staticmethod
     def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one write transaction: committed whole, or rolled back whole.
+
+        SQLite rolls a transaction back by itself on some errors (disk full, I/O):
+        rolling back again would raise "no transaction is active" in place of the
+        cause. A COMMIT that fails may leave the transaction open: it is rolled
+        back, or every later ``BEGIN`` would fail ("within a transaction").
+        """
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = body(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     def _connect(self) -> sqlite3.Connection:

@@ -395,6 +395,26 @@ async def test_sqlite_database_that_does_not_answer_is_not_ready(tmp_path: Path)
         await store.get_thread("thread_x")
 
 
+async def test_sqlite_database_full_is_not_ready_with_its_cause(tmp_path: Path) -> None:
+    """A write SQLite refuses for lack of room is NotReady naming that cause (not a failed
+    rollback of the transaction SQLite already rolled back), and nothing half-written stays."""
+    store = SQLiteStore(tmp_path / "gateway.db")
+    await store.open()
+    try:
+        thread = await store.create_thread("support")
+        pages = await store._run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+        await store._run(lambda conn: conn.execute(f"PRAGMA max_page_count={pages + 2}"))
+        big = ChatMessage(role="user", content="x" * 100_000)
+        with pytest.raises(NotReady, match="database or disk is full"):
+            await store.append_message(thread.id, big)
+        await store._run(lambda conn: conn.execute("PRAGMA max_page_count=1073741823"))
+        stored = await store.append_message(thread.id, ChatMessage(role="user", content="y"))
+        assert stored.seq == 1
+        assert [m.message.content for m in await store.list_messages(thread.id)] == ["y"]
+    finally:
+        await store.close()
+
+
 async def test_postgres_connection_cut_mid_request_is_not_ready(tmp_path: Path) -> None:
     """A PostgreSQL connection killed under the store is NotReady (503); the pool recovers."""
     url = pg_url()
