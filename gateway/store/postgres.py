@@ -108,7 +108,13 @@ class PostgresStore:
             return
         kwargs: dict[str, Any] = {}
         if self._schema is not None:
-            async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+            # Under the migration's lock: two ``CREATE SCHEMA IF NOT EXISTS`` racing both
+            # see no schema, and the second fails on the catalog's unique index.
+            async with (
+                await psycopg.AsyncConnection.connect(self._url) as conn,
+                conn.transaction(),
+            ):
+                await _lock_migrations(conn, self._schema)
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             kwargs["options"] = f"-c search_path={self._schema}"
         pool = AsyncConnectionPool(
@@ -420,9 +426,14 @@ async def _notify_followers(conn: Conn, run_id: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (_notify.CHANNEL, run_id))
 
 
+async def _lock_migrations(conn: Conn, schema: str) -> None:
+    """Wait for, then hold until the transaction ends, the lock on ``schema``'s migrations."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gateway.store:{schema}",))
+
+
 async def _migrate(conn: Conn, schema: str) -> None:
     # Replicas starting together: the advisory lock makes one migrate, the others wait.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gateway.store:{schema}",))
+    await _lock_migrations(conn, schema)
     await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     cur = await conn.execute("SELECT version FROM schema_version")
     row = await cur.fetchone()

@@ -500,6 +500,38 @@ async def test_racing_starters_on_a_lapsed_thread_admit_exactly_one(make_store: 
     assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
 
 
+@pytest.mark.parametrize("isolation", ["search_path", "schema"])
+async def test_postgres_replicas_starting_together_all_open_and_migrate_once(
+    isolation: str,
+) -> None:
+    """Six stores opening at once on a fresh schema (named in the URL's search path, or
+    created by the store's ``schema`` option) all open, and the schema is migrated once."""
+    url = pg_url()
+    for _ in range(3):  # the race is a matter of timing: a few rounds catch it reliably
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        if isolation == "search_path":
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {schema}")
+            stores = [
+                PostgresStore(f"{url}?options=-csearch_path%3D{schema}", max_size=2)
+                for _ in range(6)
+            ]
+        else:
+            stores = [PostgresStore(url, schema=schema, max_size=2) for _ in range(6)]
+        try:
+            opened = await asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
+            assert [o for o in opened if o is not None] == []
+            thread = await stores[0].create_thread("support")
+            assert await stores[5].get_thread(thread.id) == thread
+        finally:
+            for store in stores:
+                await store.close()
+            with psycopg.connect(url, autocommit=True) as conn:
+                versions = conn.execute(f"SELECT version FROM {schema}.schema_version").fetchall()
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        assert versions == [(len(POSTGRES.migrations),)]
+
+
 async def test_migration_to_leases_keeps_runs_of_older_gateways(tmp_path: Path) -> None:
     """Upgrading a version-1 database adds the lease columns; its active runs never lapse."""
     path = tmp_path / "old.db"
