@@ -22,6 +22,8 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import Buffer
+from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
@@ -118,7 +120,12 @@ class PostgresStore:
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             kwargs["options"] = f"-c search_path={self._schema}"
         pool = AsyncConnectionPool(
-            self._url, kwargs=kwargs, min_size=self._min_size, max_size=self._max_size, open=False
+            self._url,
+            kwargs=kwargs,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            configure=_configure,
+            open=False,
         )
         await pool.open(wait=True, timeout=30)
         try:
@@ -362,6 +369,24 @@ class PostgresStore:
 
 
 Conn = psycopg.AsyncConnection[Any]
+
+
+class _StorableStrDumper(StrDumperUnknown):
+    """psycopg's default ``str`` parameter dumper, fed the text as ``_codec.storable`` makes it.
+
+    PostgreSQL refuses NUL in text, and psycopg raises ``DataError`` for a parameter
+    holding one; ids come from paths and bodies, so a hostile ``thread_id`` would be a
+    500. Here such an id is looked up as text no row has (an unknown id: 404), as on
+    SQLite; message text already comes through ``storable``.
+    """
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(c.storable(obj) or "")
+
+
+async def _configure(conn: Conn) -> None:
+    """Set up each new pooled connection: ``str`` parameters through ``_StorableStrDumper``."""
+    conn.adapters.register_dumper(str, _StorableStrDumper)
 
 
 async def _append(

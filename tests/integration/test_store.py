@@ -131,6 +131,27 @@ async def test_text_a_database_cannot_hold_is_stored_as_replacement_characters(
     assert (listed[2].tool_call_id, listed[2].name) == ("call\ufffd_1", "look\ufffdup")
 
 
+async def test_ids_holding_a_nul_are_unknown_not_errors(make_store: Factory) -> None:
+    """A thread or run id with a NUL (a hostile path or body: PostgreSQL refuses NUL in text)
+    is looked up like any unknown id: None, False, empty or NotFound, never a database error."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    await store.create_run(_run(thread.id))
+    bad = f"{thread.id}\x00"
+    assert await store.get_thread(bad) is None
+    assert await store.delete_thread(bad) is False
+    assert await store.list_messages(bad) == []
+    with pytest.raises(NotFound):
+        await store.append_message(bad, ChatMessage(role="user", content="x"))
+    assert await store.get_run("run_\x00") is None
+    assert await store.update_run(_run(thread.id, "cancelled", run_id="run_\x00")) is False
+    assert await store.load_run_events("run_\x00") is None
+    assert await store.load_run_events_after("run_\x00", 0) == RunEventsPage()
+    assert await store.append_run_message("run_\x00", ChatMessage(role="tool")) is None
+    assert await store.expire_leases(bad) == []
+    assert await store.get_thread(thread.id) == thread
+
+
 async def test_append_uses_given_message_id_and_rejects_unknown_thread(make_store: Factory) -> None:
     """A caller-chosen message id is kept, and appending to a missing thread is NotFound."""
     store = await make_store()
