@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.abc import Buffer
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
@@ -45,6 +47,8 @@ __all__ = ["PostgresStore"]
 
 _SQL = POSTGRES
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# SQLAlchemy's forms (``postgres://``, ``postgresql+psycopg://``...), as SQL actions take.
+_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://", re.IGNORECASE)
 
 
 class PostgresStore:
@@ -70,7 +74,7 @@ class PostgresStore:
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise InvalidInput(f"invalid schema name {schema!r}")
-        self._url = url.replace("postgres://", "postgresql://", 1)
+        self._url = _conninfo(url)
         self._schema = schema
         self._min_size, self._max_size = min_size, max_size
         self._pool: AsyncConnectionPool | None = None
@@ -369,6 +373,28 @@ class PostgresStore:
 
 
 Conn = psycopg.AsyncConnection[Any]
+
+
+def _conninfo(url: str) -> str:
+    """``url`` as libpq reads it (``postgresql://``), checked now: the pool would retry one it
+    cannot parse until its timeout, saying only that, and log it whole, password included.
+
+    Raises:
+        InvalidInput: libpq cannot parse it (the message does not repeat its password).
+    """
+    conninfo = _SCHEME.sub("postgresql://", url, count=1)
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).replace(conninfo, "<the URL>")
+        with contextlib.suppress(ValueError):
+            if password := urllib.parse.urlsplit(conninfo).password:
+                reason = reason.replace(password, "***")
+        raise InvalidInput(
+            f"not a valid PostgreSQL URL ({reason.strip()}); "
+            "expected postgresql://user:password@host:port/database"
+        ) from None
+    return conninfo
 
 
 class _StorableStrDumper(StrDumperUnknown):

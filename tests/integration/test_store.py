@@ -318,6 +318,27 @@ def test_open_store_schemes(tmp_path: Path) -> None:
         open_store("mysql://u@h/db", root=tmp_path)
 
 
+@pytest.mark.parametrize("scheme", ["postgresql+psycopg", "postgres+psycopg2", "POSTGRESQL"])
+async def test_postgres_sqlalchemy_style_urls_open_the_store(scheme: str) -> None:
+    """A SQLAlchemy-style URL (``postgresql+psycopg://``, as SQL actions take) opens the
+    PostgreSQL store, instead of a pool retrying an unparsable URL for 30 s."""
+    url = pg_url().replace("postgresql", scheme, 1)
+    store = open_store(url, root=Path("/nowhere"))
+    try:
+        await asyncio.wait_for(store.open(), 10)
+        assert await store.ping()
+    finally:
+        await store.close()
+
+
+def test_postgres_url_libpq_cannot_read_is_refused_at_once_without_its_password() -> None:
+    """A PostgreSQL URL libpq cannot parse is InvalidInput when the store is built (not a pool
+    timeout 30 s later), and the message does not repeat the URL and its password."""
+    with pytest.raises(InvalidInput, match="not a valid PostgreSQL URL") as caught:
+        open_store("postgresql://u:s3cret@h:5432/db?sslmode", root=Path("/nowhere"))
+    assert "s3cret" not in str(caught.value)
+
+
 async def test_begin_run_stores_run_and_message_together_or_not_at_all(
     make_store: Factory,
 ) -> None:
