@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -455,6 +457,70 @@ async def test_sqlite_database_full_is_not_ready_with_its_cause(tmp_path: Path) 
         assert [m.message.content for m in await store.list_messages(thread.id)] == ["y"]
     finally:
         await store.close()
+
+
+async def test_sqlite_store_that_cannot_open_holds_no_file_or_thread(tmp_path: Path) -> None:
+    """Opening a database a newer gateway migrated fails naming both versions, and leaves
+    neither the file open nor the store's thread running; a later open tries afresh."""
+    path = tmp_path / "gateway.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (99)")
+    conn.close()
+    store = SQLiteStore(path)
+
+    def held() -> list[str]:
+        fds = Path("/proc/self/fd")
+        return [str(fd) for fd in fds.iterdir() if str(path) in os.path.realpath(fd)]
+
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("sqlite-store")]
+
+    before = threads()
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="version 99, newer than this gateway"):
+            await store.open()
+    assert held() == []
+    deadline = time.monotonic() + 5
+    while threads() != before and time.monotonic() < deadline:  # each ends once its task did
+        await asyncio.sleep(0.01)
+    assert threads() == before
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (len(SQLITE.migrations),))
+    conn.close()
+    await store.open()
+    try:
+        assert await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_sqlite_open_cancelled_while_the_file_is_locked_leaves_nothing_open(
+    tmp_path: Path,
+) -> None:
+    """An ``open`` cancelled while another process locks the file (a start-up timeout) closes
+    the connection its thread makes once the lock is gone; the store stays closed."""
+    path = tmp_path / "gateway.db"
+    first = SQLiteStore(path)
+    await first.open()
+    await first.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.open(), 0.3)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    fds = Path("/proc/self/fd")
+    deadline = time.monotonic() + 10
+    while any(str(path) in os.path.realpath(fd) for fd in fds.iterdir()):
+        assert time.monotonic() < deadline, "the cancelled open's connection stayed open"
+        await asyncio.sleep(0.02)
+    with pytest.raises(NotReady):
+        await store.get_thread("thread_x")
 
 
 async def test_postgres_connection_cut_mid_request_is_not_ready(tmp_path: Path) -> None:
