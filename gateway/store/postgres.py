@@ -131,8 +131,10 @@ class PostgresStore:
             configure=_configure,
             open=False,
         )
-        await pool.open(wait=True, timeout=30)
         try:
+            # Cancelled meanwhile (a start-up timeout), the pool is closed here too: its
+            # workers would otherwise go on reconnecting behind a store that is not open.
+            await pool.open(wait=True, timeout=30)
             async with pool.connection() as conn, conn.transaction():
                 await _migrate(conn, self._schema or "public")
         except BaseException:

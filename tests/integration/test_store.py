@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import socket
 import sqlite3
 import threading
 import time
@@ -519,6 +521,28 @@ async def test_sqlite_open_cancelled_while_the_file_is_locked_leaves_nothing_ope
     while any(str(path) in os.path.realpath(fd) for fd in fds.iterdir()):
         assert time.monotonic() < deadline, "the cancelled open's connection stayed open"
         await asyncio.sleep(0.02)
+    with pytest.raises(NotReady):
+        await store.get_thread("thread_x")
+
+
+async def test_postgres_open_cancelled_while_connecting_leaves_no_pool_running() -> None:
+    """An ``open`` cancelled while the server does not answer yet (a start-up timeout) closes
+    the pool it began: no worker keeps reconnecting behind a store that is not open."""
+    with socket.socket() as s:  # a free port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(store.open(), 0.5)
+
+    def pool_tasks() -> list[str]:
+        names = (t.get_name() for t in asyncio.all_tasks() if not t.done())
+        return [n for n in names if re.fullmatch(r"pool-\d+-(worker-\d+|scheduler)", n)]
+
+    deadline = time.monotonic() + 5
+    while pool_tasks():
+        assert time.monotonic() < deadline, f"still running: {pool_tasks()}"
+        await asyncio.sleep(0.05)
     with pytest.raises(NotReady):
         await store.get_thread("thread_x")
 
