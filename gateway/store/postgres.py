@@ -129,6 +129,10 @@ class PostgresStore:
             min_size=self._min_size,
             max_size=self._max_size,
             configure=_configure,
+            # A connection the server cut while it sat idle (a restart, a failover) is
+            # replaced when taken, not handed to a write that then fails with the database
+            # up again (a run's answer lost); one empty round trip per checkout.
+            check=AsyncConnectionPool.check_connection,
             open=False,
         )
         try:

@@ -548,20 +548,49 @@ async def test_postgres_open_cancelled_while_connecting_leaves_no_pool_running()
 
 
 async def test_postgres_connection_cut_mid_request_is_not_ready(tmp_path: Path) -> None:
-    """A PostgreSQL connection killed under the store is NotReady (503); the pool recovers."""
+    """A PostgreSQL connection killed under a request is NotReady (503); the pool recovers."""
     url = pg_url()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     store = PostgresStore(url, schema=schema, min_size=1, max_size=1)
     await store.open()
     try:
         thread = await store.create_thread("support")
-        row = await store._fetchone("SELECT pg_backend_pid()", ())
-        assert row is not None
+        marker = f"cut_{uuid.uuid4().hex}"
+        request = asyncio.create_task(store._fetchone(f"SELECT pg_sleep(10) -- {marker}", ()))
         with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            deadline = time.monotonic() + 10
+            while not admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE %s AND pid <> pg_backend_pid()",
+                (f"%{marker}%",),
+            ).fetchall():
+                assert time.monotonic() < deadline, "the request never reached the server"
+                await asyncio.sleep(0.02)
         with pytest.raises(NotReady):
-            await store.get_thread(thread.id)
+            await request
         assert await store.get_thread(thread.id) == thread  # a fresh connection answers
+    finally:
+        await store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_postgres_connections_cut_while_idle_are_replaced_not_used() -> None:
+    """After PostgreSQL cut every idle pooled connection (a restart, a failover), the next
+    requests all succeed: a dead connection is replaced when taken, never handed out."""
+    url = pg_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(url, schema=schema, min_size=3, max_size=3)
+    await store.open()
+    try:
+        thread = await store.create_thread("support")
+        idle = [conn.info.backend_pid for conn in store.pool._pool]
+        assert len(idle) == 3
+        with psycopg.connect(url, autocommit=True) as admin:
+            for pid in idle:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(4):
+            assert await store.get_thread(thread.id) == thread
     finally:
         await store.close()
         with psycopg.connect(url, autocommit=True) as conn:
