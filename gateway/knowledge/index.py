@@ -279,10 +279,14 @@ class KnowledgeIndex:
                     "INSERT OR REPLACE INTO contents (sha, passages, error) VALUES (?, ?, ?)",
                     (sha, len(chunks), error),
                 )
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite already rolled back on some errors (disk full, I/O): rolling back
+                # again would hide the cause. A failed COMMIT may leave the transaction
+                # open, and every later BEGIN would fail: it is rolled back.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _drop_orphans(self) -> None:
         """Forget content no file points to any more (caller holds the lock)."""

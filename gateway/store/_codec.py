@@ -2,11 +2,15 @@
 
 Both backends keep the same columns; JSON-valued columns (metadata, tool calls,
 usage, timings, error) are stored as JSON text so the schema stays portable.
+A message's plain text columns (content, tool call id, name) go through
+``storable``: the two characters a text column cannot hold become U+FFFD,
+the same on both backends.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import uuid
@@ -32,6 +36,7 @@ __all__ = [
     "run_from_row",
     "run_row",
     "split_events",
+    "storable",
     "stored",
     "thread_from_row",
     "thread_row",
@@ -45,6 +50,12 @@ _usage_dec = msgspec.json.Decoder(Usage)
 _timings_dec = msgspec.json.Decoder(dict[str, float | None])
 _error_dec = msgspec.json.Decoder(dict[str, str] | None)
 _meta_dec = msgspec.json.Decoder(dict[str, Any])
+
+# NUL, which PostgreSQL refuses in text ("text fields cannot contain NUL"), and lone
+# surrogates, which are not UTF-8 (neither database takes them). Any surrogate in a str
+# is a lone one: Python keeps astral characters as single code points. JSON columns
+# need nothing for NUL: JSON text escapes it.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def new_id(prefix: str) -> str:
@@ -95,10 +106,26 @@ def thread_from_row(row: Sequence[Any]) -> ThreadRecord:
     )
 
 
+def storable(text: str | None) -> str | None:
+    """``text`` with every character no text column can hold (NUL, lone surrogates) as U+FFFD.
+
+    Such text comes from model output, tool results or user messages; refusing it would
+    fail the write (a run's answer lost, its thread busy until its lease lapses) for a
+    character that carries no meaning, and SQLite alone would keep a NUL: both stores
+    store the same text instead.
+    """
+    if text is None or _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def message_row(message: ChatMessage) -> tuple[str, str | None, str | None, str | None, str | None]:
     """The message columns ``(role, content, tool_calls_json, tool_call_id, name)``."""
     calls = dumps(message.tool_calls) if message.tool_calls else None
-    return message.role, message.content, calls, message.tool_call_id, message.name
+    content, call_id, name = (
+        storable(v) for v in (message.content, message.tool_call_id, message.name)
+    )
+    return message.role, content, calls, call_id, name
 
 
 def message_from_row(row: Sequence[Any]) -> StoredMessage:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -22,6 +23,9 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import Buffer
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
@@ -43,6 +47,8 @@ __all__ = ["PostgresStore"]
 
 _SQL = POSTGRES
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# SQLAlchemy's forms (``postgres://``, ``postgresql+psycopg://``...), as SQL actions take.
+_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://", re.IGNORECASE)
 
 
 class PostgresStore:
@@ -68,7 +74,7 @@ class PostgresStore:
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise InvalidInput(f"invalid schema name {schema!r}")
-        self._url = url.replace("postgres://", "postgresql://", 1)
+        self._url = _conninfo(url)
         self._schema = schema
         self._min_size, self._max_size = min_size, max_size
         self._pool: AsyncConnectionPool | None = None
@@ -108,14 +114,31 @@ class PostgresStore:
             return
         kwargs: dict[str, Any] = {}
         if self._schema is not None:
-            async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+            # Under the migration's lock: two ``CREATE SCHEMA IF NOT EXISTS`` racing both
+            # see no schema, and the second fails on the catalog's unique index.
+            async with (
+                await psycopg.AsyncConnection.connect(self._url) as conn,
+                conn.transaction(),
+            ):
+                await _lock_migrations(conn, self._schema)
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             kwargs["options"] = f"-c search_path={self._schema}"
         pool = AsyncConnectionPool(
-            self._url, kwargs=kwargs, min_size=self._min_size, max_size=self._max_size, open=False
+            self._url,
+            kwargs=kwargs,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            configure=_configure,
+            # A connection the server cut while it sat idle (a restart, a failover) is
+            # replaced when taken, not handed to a write that then fails with the database
+            # up again (a run's answer lost); one empty round trip per checkout.
+            check=AsyncConnectionPool.check_connection,
+            open=False,
         )
-        await pool.open(wait=True, timeout=30)
         try:
+            # Cancelled meanwhile (a start-up timeout), the pool is closed here too: its
+            # workers would otherwise go on reconnecting behind a store that is not open.
+            await pool.open(wait=True, timeout=30)
             async with pool.connection() as conn, conn.transaction():
                 await _migrate(conn, self._schema or "public")
         except BaseException:
@@ -358,6 +381,46 @@ class PostgresStore:
 Conn = psycopg.AsyncConnection[Any]
 
 
+def _conninfo(url: str) -> str:
+    """``url`` as libpq reads it (``postgresql://``), checked now: the pool would retry one it
+    cannot parse until its timeout, saying only that, and log it whole, password included.
+
+    Raises:
+        InvalidInput: libpq cannot parse it (the message does not repeat its password).
+    """
+    conninfo = _SCHEME.sub("postgresql://", url, count=1)
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).replace(conninfo, "<the URL>")
+        with contextlib.suppress(ValueError):
+            if password := urllib.parse.urlsplit(conninfo).password:
+                reason = reason.replace(password, "***")
+        raise InvalidInput(
+            f"not a valid PostgreSQL URL ({reason.strip()}); "
+            "expected postgresql://user:password@host:port/database"
+        ) from None
+    return conninfo
+
+
+class _StorableStrDumper(StrDumperUnknown):
+    """psycopg's default ``str`` parameter dumper, fed the text as ``_codec.storable`` makes it.
+
+    PostgreSQL refuses NUL in text, and psycopg raises ``DataError`` for a parameter
+    holding one; ids come from paths and bodies, so a hostile ``thread_id`` would be a
+    500. Here such an id is looked up as text no row has (an unknown id: 404), as on
+    SQLite; message text already comes through ``storable``.
+    """
+
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(c.storable(obj) or "")
+
+
+async def _configure(conn: Conn) -> None:
+    """Set up each new pooled connection: ``str`` parameters through ``_StorableStrDumper``."""
+    conn.adapters.register_dumper(str, _StorableStrDumper)
+
+
 async def _append(
     conn: Conn,
     thread_id: str,
@@ -420,9 +483,14 @@ async def _notify_followers(conn: Conn, run_id: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (_notify.CHANNEL, run_id))
 
 
+async def _lock_migrations(conn: Conn, schema: str) -> None:
+    """Wait for, then hold until the transaction ends, the lock on ``schema``'s migrations."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gateway.store:{schema}",))
+
+
 async def _migrate(conn: Conn, schema: str) -> None:
     # Replicas starting together: the advisory lock makes one migrate, the others wait.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gateway.store:{schema}",))
+    await _lock_migrations(conn, schema)
     await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     cur = await conn.execute("SELECT version FROM schema_version")
     row = await cur.fetchone()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,13 +88,21 @@ class SQLiteStore:
 
     @staticmethod
     def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one write transaction: committed whole, or rolled back whole.
+
+        SQLite rolls a transaction back by itself on some errors (disk full, I/O):
+        rolling back again would raise "no transaction is active" in place of the
+        cause. A COMMIT that fails may leave the transaction open: it is rolled
+        back, or every later ``BEGIN`` would fail ("within a transaction").
+        """
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = body(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return result
 
     def _connect(self) -> sqlite3.Connection:
@@ -102,20 +110,36 @@ class SQLiteStore:
         conn = sqlite3.connect(
             private_file(self.path), isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
-        self._tx(conn, _migrate)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._tx(conn, _migrate)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def open(self) -> None:
-        """Create the file (and its directory) if needed and migrate the schema; idempotent."""
+        """Create the file (and its directory) if needed and migrate the schema; idempotent.
+
+        On failure nothing stays open (neither the file nor the store's thread), so
+        ``open`` can be called again.
+        """
         if self._conn is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, self._connect)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        connecting = executor.submit(self._connect)
+        try:
+            conn = await asyncio.wrap_future(connecting)
+        except BaseException:
+            # Cancelled, the connect goes on in the thread: its connection is closed when
+            # it is made. The thread ends once its one task is over.
+            connecting.add_done_callback(_close_made)
+            executor.shutdown(wait=False)
+            raise
+        self._executor, self._conn = executor, conn
 
     async def close(self) -> None:
         """Close the connection; the store can be opened again."""
@@ -338,6 +362,12 @@ class SQLiteStore:
         """No notifications in one process (its own runs are followed in memory): timeouts."""
         del run_id
         return _notify.polling()
+
+
+def _close_made(connecting: Future[sqlite3.Connection]) -> None:
+    """Close the connection ``connecting`` made, if it made one (nobody awaits it any more)."""
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close()
 
 
 def _append(

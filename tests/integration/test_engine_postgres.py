@@ -335,3 +335,37 @@ async def test_a_run_taken_over_during_its_answer_does_not_store_it(replica: Mak
     assert await store.load_run_events(handle.run_id) is None  # no final log either
     seen_on_b = (await b.get_run_log(handle.thread_id, handle.run_id)).events
     assert isinstance(seen_on_b[-2], RunFailed) and seen_on_b[-2] == handle.log.events[-3]
+
+
+async def test_a_nul_character_in_a_turn_is_stored_and_frees_the_thread(
+    replica: MakeReplica,
+) -> None:
+    """A NUL in the user's message and in the model's answer (text PostgreSQL refuses) is
+    stored as U+FFFD: the turn completes and the thread takes the next message at once."""
+    a, store = await replica([text("an\x00swer"), text("fine")])
+    handle = await a.start_run(thread_id=None, message="que\x00stion")
+    result = await handle.result()
+    assert (result.status, result.responses) == ("completed", ["an\x00swer"])
+    again = await a.start_run(thread_id=handle.thread_id, message="next")
+    assert (await again.result()).status == "completed"
+    stored = await store.list_messages(handle.thread_id)
+    assert [m.message.content for m in stored] == ["que\ufffdstion", "an\ufffdswer", "next", "fine"]
+
+
+async def test_a_run_keeps_its_answer_after_postgres_cut_the_idle_connections(
+    replica: MakeReplica,
+) -> None:
+    """PostgreSQL restarting (every idle pooled connection cut) while a run waits on a tool
+    costs the run nothing: its next writes get live connections and its answer is stored."""
+    a, store = await replica([calls(("slow", {"seconds": 1.0})), text("kept")])
+    handle = await a.start_run(thread_id=None, message="go")
+    await asyncio.sleep(0.5)  # the tool runs: the run holds no connection
+    idle = [conn.info.backend_pid for conn in store.pool._pool]
+    assert idle
+    with psycopg.connect(pg_url(), autocommit=True) as admin:
+        for pid in idle:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    result = await handle.result()
+    assert (result.status, result.responses) == ("completed", ["kept"])
+    stored = await store.list_messages(handle.thread_id)
+    assert stored[-1].message.content == "kept"

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -102,6 +106,54 @@ async def test_messages_keep_order_tool_calls_and_results(make_store: Factory) -
     assert all(s.run_id == "run_1" for s in listed)
     newest = await store.list_messages(thread.id, limit=2)
     assert [s.seq for s in newest] == [3, 4]
+
+
+async def test_text_a_database_cannot_hold_is_stored_as_replacement_characters(
+    make_store: Factory,
+) -> None:
+    """NUL (which PostgreSQL refuses in text) and lone surrogates (not UTF-8) in a message's
+    text are stored as U+FFFD on both backends, in every write path; the rest is kept as is."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    odd = "a\x00b \ud800 \U0001f600 \u202e\ufeff end"
+    kept = "a\ufffdb \ufffd \U0001f600 \u202e\ufeff end"
+    call = ToolCall(id="call_1", name="lookup", arguments='{"q": "\\u0000"}')
+    run = _run(thread.id)
+    await store.begin_run(run, ChatMessage(role="user", content=odd))
+    await store.append_run_message(
+        run.id, ChatMessage(role="assistant", content=None, tool_calls=[call])
+    )
+    tool = ChatMessage(role="tool", content=odd, tool_call_id="call\x00_1", name="look\x00up")
+    await store.append_run_message(run.id, tool)
+    done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
+    answer = ChatMessage(role="assistant", content=odd)
+    assert await store.finish_run(done, [b'{"event":"done","data":{}}'], [(answer, "msg_end")])
+    await store.append_message(thread.id, ChatMessage(role="user", content=odd))
+    listed = [m.message for m in await store.list_messages(thread.id)]
+    assert [m.content for m in listed] == [kept, None, kept, kept, kept]
+    assert listed[1].tool_calls == [call]
+    assert (listed[2].tool_call_id, listed[2].name) == ("call\ufffd_1", "look\ufffdup")
+
+
+async def test_ids_holding_a_nul_are_unknown_not_errors(make_store: Factory) -> None:
+    """A thread or run id with a NUL (a hostile path or body: PostgreSQL refuses NUL in text)
+    is looked up like any unknown id: None, False, empty or NotFound, never a database error."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    await store.create_run(_run(thread.id))
+    bad = f"{thread.id}\x00"
+    assert await store.get_thread(bad) is None
+    assert await store.delete_thread(bad) is False
+    assert await store.list_messages(bad) == []
+    with pytest.raises(NotFound):
+        await store.append_message(bad, ChatMessage(role="user", content="x"))
+    assert await store.get_run("run_\x00") is None
+    assert await store.update_run(_run(thread.id, "cancelled", run_id="run_\x00")) is False
+    assert await store.load_run_events("run_\x00") is None
+    assert await store.load_run_events_after("run_\x00", 0) == RunEventsPage()
+    assert await store.append_run_message("run_\x00", ChatMessage(role="tool")) is None
+    assert await store.expire_leases(bad) == []
+    assert await store.get_thread(thread.id) == thread
 
 
 async def test_append_uses_given_message_id_and_rejects_unknown_thread(make_store: Factory) -> None:
@@ -270,6 +322,27 @@ def test_open_store_schemes(tmp_path: Path) -> None:
         open_store("mysql://u@h/db", root=tmp_path)
 
 
+@pytest.mark.parametrize("scheme", ["postgresql+psycopg", "postgres+psycopg2", "POSTGRESQL"])
+async def test_postgres_sqlalchemy_style_urls_open_the_store(scheme: str) -> None:
+    """A SQLAlchemy-style URL (``postgresql+psycopg://``, as SQL actions take) opens the
+    PostgreSQL store, instead of a pool retrying an unparsable URL for 30 s."""
+    url = pg_url().replace("postgresql", scheme, 1)
+    store = open_store(url, root=Path("/nowhere"))
+    try:
+        await asyncio.wait_for(store.open(), 10)
+        assert await store.ping()
+    finally:
+        await store.close()
+
+
+def test_postgres_url_libpq_cannot_read_is_refused_at_once_without_its_password() -> None:
+    """A PostgreSQL URL libpq cannot parse is InvalidInput when the store is built (not a pool
+    timeout 30 s later), and the message does not repeat the URL and its password."""
+    with pytest.raises(InvalidInput, match="not a valid PostgreSQL URL") as caught:
+        open_store("postgresql://u:s3cret@h:5432/db?sslmode", root=Path("/nowhere"))
+    assert "s3cret" not in str(caught.value)
+
+
 async def test_begin_run_stores_run_and_message_together_or_not_at_all(
     make_store: Factory,
 ) -> None:
@@ -368,21 +441,156 @@ async def test_sqlite_database_that_does_not_answer_is_not_ready(tmp_path: Path)
         await store.get_thread("thread_x")
 
 
+async def test_sqlite_database_full_is_not_ready_with_its_cause(tmp_path: Path) -> None:
+    """A write SQLite refuses for lack of room is NotReady naming that cause (not a failed
+    rollback of the transaction SQLite already rolled back), and nothing half-written stays."""
+    store = SQLiteStore(tmp_path / "gateway.db")
+    await store.open()
+    try:
+        thread = await store.create_thread("support")
+        pages = await store._run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+        await store._run(lambda conn: conn.execute(f"PRAGMA max_page_count={pages + 2}"))
+        big = ChatMessage(role="user", content="x" * 100_000)
+        with pytest.raises(NotReady, match="database or disk is full"):
+            await store.append_message(thread.id, big)
+        await store._run(lambda conn: conn.execute("PRAGMA max_page_count=1073741823"))
+        stored = await store.append_message(thread.id, ChatMessage(role="user", content="y"))
+        assert stored.seq == 1
+        assert [m.message.content for m in await store.list_messages(thread.id)] == ["y"]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_store_that_cannot_open_holds_no_file_or_thread(tmp_path: Path) -> None:
+    """Opening a database a newer gateway migrated fails naming both versions, and leaves
+    neither the file open nor the store's thread running; a later open tries afresh."""
+    path = tmp_path / "gateway.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (99)")
+    conn.close()
+    store = SQLiteStore(path)
+
+    def held() -> list[str]:
+        fds = Path("/proc/self/fd")
+        return [str(fd) for fd in fds.iterdir() if str(path) in os.path.realpath(fd)]
+
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("sqlite-store")]
+
+    before = threads()
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="version 99, newer than this gateway"):
+            await store.open()
+    assert held() == []
+    deadline = time.monotonic() + 5
+    while threads() != before and time.monotonic() < deadline:  # each ends once its task did
+        await asyncio.sleep(0.01)
+    assert threads() == before
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (len(SQLITE.migrations),))
+    conn.close()
+    await store.open()
+    try:
+        assert await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_sqlite_open_cancelled_while_the_file_is_locked_leaves_nothing_open(
+    tmp_path: Path,
+) -> None:
+    """An ``open`` cancelled while another process locks the file (a start-up timeout) closes
+    the connection its thread makes once the lock is gone; the store stays closed."""
+    path = tmp_path / "gateway.db"
+    first = SQLiteStore(path)
+    await first.open()
+    await first.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(store.open(), 0.3)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    fds = Path("/proc/self/fd")
+    deadline = time.monotonic() + 10
+    while any(str(path) in os.path.realpath(fd) for fd in fds.iterdir()):
+        assert time.monotonic() < deadline, "the cancelled open's connection stayed open"
+        await asyncio.sleep(0.02)
+    with pytest.raises(NotReady):
+        await store.get_thread("thread_x")
+
+
+async def test_postgres_open_cancelled_while_connecting_leaves_no_pool_running() -> None:
+    """An ``open`` cancelled while the server does not answer yet (a start-up timeout) closes
+    the pool it began: no worker keeps reconnecting behind a store that is not open."""
+    with socket.socket() as s:  # a free port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(store.open(), 0.5)
+
+    def pool_tasks() -> list[str]:
+        names = (t.get_name() for t in asyncio.all_tasks() if not t.done())
+        return [n for n in names if re.fullmatch(r"pool-\d+-(worker-\d+|scheduler)", n)]
+
+    deadline = time.monotonic() + 5
+    while pool_tasks():
+        assert time.monotonic() < deadline, f"still running: {pool_tasks()}"
+        await asyncio.sleep(0.05)
+    with pytest.raises(NotReady):
+        await store.get_thread("thread_x")
+
+
 async def test_postgres_connection_cut_mid_request_is_not_ready(tmp_path: Path) -> None:
-    """A PostgreSQL connection killed under the store is NotReady (503); the pool recovers."""
+    """A PostgreSQL connection killed under a request is NotReady (503); the pool recovers."""
     url = pg_url()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     store = PostgresStore(url, schema=schema, min_size=1, max_size=1)
     await store.open()
     try:
         thread = await store.create_thread("support")
-        row = await store._fetchone("SELECT pg_backend_pid()", ())
-        assert row is not None
+        marker = f"cut_{uuid.uuid4().hex}"
+        request = asyncio.create_task(store._fetchone(f"SELECT pg_sleep(10) -- {marker}", ()))
         with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            deadline = time.monotonic() + 10
+            while not admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE %s AND pid <> pg_backend_pid()",
+                (f"%{marker}%",),
+            ).fetchall():
+                assert time.monotonic() < deadline, "the request never reached the server"
+                await asyncio.sleep(0.02)
         with pytest.raises(NotReady):
-            await store.get_thread(thread.id)
+            await request
         assert await store.get_thread(thread.id) == thread  # a fresh connection answers
+    finally:
+        await store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_postgres_connections_cut_while_idle_are_replaced_not_used() -> None:
+    """After PostgreSQL cut every idle pooled connection (a restart, a failover), the next
+    requests all succeed: a dead connection is replaced when taken, never handed out."""
+    url = pg_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(url, schema=schema, min_size=3, max_size=3)
+    await store.open()
+    try:
+        thread = await store.create_thread("support")
+        idle = [conn.info.backend_pid for conn in store.pool._pool]
+        assert len(idle) == 3
+        with psycopg.connect(url, autocommit=True) as admin:
+            for pid in idle:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(4):
+            assert await store.get_thread(thread.id) == thread
     finally:
         await store.close()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -451,6 +659,38 @@ async def test_racing_starters_on_a_lapsed_thread_admit_exactly_one(make_store: 
     assert len(active) == 1 and active[0].id != old.id
     stored = await a.get_run(old.id)
     assert stored is not None and stored.status == "failed" and stored.error == INTERRUPTED
+
+
+@pytest.mark.parametrize("isolation", ["search_path", "schema"])
+async def test_postgres_replicas_starting_together_all_open_and_migrate_once(
+    isolation: str,
+) -> None:
+    """Six stores opening at once on a fresh schema (named in the URL's search path, or
+    created by the store's ``schema`` option) all open, and the schema is migrated once."""
+    url = pg_url()
+    for _ in range(3):  # the race is a matter of timing: a few rounds catch it reliably
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        if isolation == "search_path":
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {schema}")
+            stores = [
+                PostgresStore(f"{url}?options=-csearch_path%3D{schema}", max_size=2)
+                for _ in range(6)
+            ]
+        else:
+            stores = [PostgresStore(url, schema=schema, max_size=2) for _ in range(6)]
+        try:
+            opened = await asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
+            assert [o for o in opened if o is not None] == []
+            thread = await stores[0].create_thread("support")
+            assert await stores[5].get_thread(thread.id) == thread
+        finally:
+            for store in stores:
+                await store.close()
+            with psycopg.connect(url, autocommit=True) as conn:
+                versions = conn.execute(f"SELECT version FROM {schema}.schema_version").fetchall()
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        assert versions == [(len(POSTGRES.migrations),)]
 
 
 async def test_migration_to_leases_keeps_runs_of_older_gateways(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -154,6 +155,23 @@ def test_on_disk_cache_survives_a_restart(docs: Path, tmp_path: Path) -> None:
     stats = reopened.index(_files(docs))
     assert (stats.parsed, stats.unchanged) == (0, 3)
     assert reopened.search(_files(docs), "warranty", 1)[0].location == "Shop FAQ > Warranty"
+
+
+def test_a_full_cache_disk_is_reported_as_such_and_indexing_resumes(
+    docs: Path, tmp_path: Path
+) -> None:
+    """Indexing into a cache with no room fails naming that cause (not a failed rollback of
+    what SQLite already rolled back), and works again once there is room."""
+    index = KnowledgeIndex(tmp_path / "cache")
+    (big := docs / "docs" / "big.md").write_text(
+        "\n\n".join(f"## Part {n}\n\n" + f"word{n} " * 400 for n in range(200))
+    )
+    (pages,) = index._db.execute("PRAGMA page_count").fetchone()
+    index._db.execute(f"PRAGMA max_page_count = {pages + 4}")
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        index.index([big])
+    index._db.execute("PRAGMA max_page_count = 1073741823")
+    assert index.search([big], "word7", 1)[0].location.startswith("Part 7")
 
 
 def test_missing_and_corrupt_files_do_not_break_search(docs: Path) -> None:
