@@ -6,7 +6,8 @@ so every response, even a 404 for an unknown path, carries
 ``X-Correlation-ID`` or ``X-Request-ID`` is reused when it is short and made
 of safe characters; otherwise a new one is made. Auth is decided by path
 (``auth.route_access``) before routing, so an unknown path without a key is
-a 401, not a 404. The access line never holds bodies, query strings or keys.
+a 401, not a 404. The access line never holds bodies, query strings or keys. Metric labels are
+bounded: a method outside the standard ones is counted as ``OTHER``.
 Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``.
 """
 
@@ -33,6 +34,9 @@ PRINCIPAL_KEY = "gateway.principal"
 SUBPROTOCOL_KEY = "gateway.subprotocol"
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _NO_ROUTE = "<unmatched>"
+# The methods the metrics name; any other token a client sends is counted as OTHER,
+# so no request (authenticated or not) can add a time series of its own.
+_METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS"})
 
 access_log = structlog.get_logger("gateway.access")
 
@@ -131,8 +135,9 @@ class GatewayMiddleware:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or _NO_ROUTE
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.request_seconds.labels(method, route).observe(elapsed)
+            label = method if method in _METRIC_METHODS else "OTHER"
+            self.metrics.requests.labels(label, route, str(status)).inc()
+            self.metrics.request_seconds.labels(label, route).observe(elapsed)
             access_log.info(
                 "request",
                 method=method,

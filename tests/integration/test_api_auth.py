@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,6 +187,16 @@ def test_rate_limit_per_key(gateway_server: ServerFactory, api_manifests: Path) 
         assert 1 <= int(limited.headers["retry-after"]) <= 10
         assert c.get("/assistants", headers=bearer(WEB)).status_code == 200
         assert c.get("/health").status_code == 200
+
+
+def test_made_up_methods_do_not_grow_the_metrics(c: httpx.Client) -> None:
+    """Methods a client invents are counted as OTHER: no key can add a time series per request."""
+    for i in range(5):
+        assert c.request(f"BREW{i}", "/assistants").status_code == 401
+        assert c.request(f"BREW{i}", "/nowhere").status_code == 401
+    text = c.get("/metrics", headers=bearer(ADMIN)).text
+    assert "BREW" not in text
+    assert re.search(r'gateway_http_requests_total\{method="OTHER",[^}]*status="401"\} 10', text)
 
 
 def test_production_refuses_to_start_without_keys(api_manifests: Path) -> None:
