@@ -122,6 +122,19 @@ def test_resume_after_a_dropped_stream(api_server: GatewayServer) -> None:
         assert bad.status_code == 400
 
 
+def test_a_malformed_last_event_id_is_400(api_server: GatewayServer) -> None:
+    """Last-Event-ID with non-ASCII digits (latin-1 "²") is a 400 naming the header, not a 500."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        created = c.post("/chat", json={"assistant": "other", "message": "hi"}).json()
+        url = f"/threads/{created['thread_id']}/runs/{created['run_id']}/events"
+        for value in (b"\xb2", created["run_id"].encode() + b":1\xb3", b":\xb9"):
+            response = c.get(url, headers={"Last-Event-ID": value})
+            assert response.status_code == 400, value
+            error = response.json()["error"]
+            assert error["type"] == "invalid_request"
+            assert "Last-Event-ID" in error["message"]
+
+
 def test_second_run_on_a_busy_thread_is_409_and_cancel_stops_it(api_server: GatewayServer) -> None:
     """While a run is active on a thread another is 409; cancel kills it and frees the thread."""
     with httpx.Client(base_url=api_server.url, timeout=30) as c:
