@@ -120,6 +120,9 @@ def test_resume_after_a_dropped_stream(api_server: GatewayServer) -> None:
         assert [e.id for e in replay] == [e.id for e in first] + [e.id for e in rest]
         bad = c.get(url, headers={"Last-Event-ID": "other-run:3"})
         assert bad.status_code == 400
+        # Resuming from done itself (EventSource reconnects so) still ends with done.
+        with connect_sse(c, "GET", url, headers={"Last-Event-ID": rest[-1].id}) as source:
+            assert [(e.event, e.id) for e in source.iter_sse()] == [("done", rest[-1].id)]
 
 
 def test_a_malformed_last_event_id_is_400(api_server: GatewayServer) -> None:
