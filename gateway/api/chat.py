@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
@@ -23,7 +24,7 @@ from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
 from gateway.api.errors import correlation_id_of, error_responses
-from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of
+from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of, take_rate_token
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
 from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, sse_frames
@@ -186,7 +187,10 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     """Many exchanges per connection: each message starts a run whose events stream back.
 
     A bad frame (invalid JSON, no message, unknown assistant...) is answered
-    with an ``error`` event; the connection stays open. Messages are handled
+    with an ``error`` event; the connection stays open. With
+    ``GATEWAY_RATE_LIMIT``, every message after the first takes a token from
+    the key's bucket (the handshake paid for the first); one over the limit
+    gets a ``rate_limited`` error event and starts no run. Messages are handled
     one at a time; while a run streams, the socket is still read, so a client
     that leaves is noticed at once (the run goes on) and the closing handshake
     is answered.
@@ -196,6 +200,7 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
     incoming = asyncio.ensure_future(socket.receive_data(mode="text"))
+    prepaid = True  # the handshake's rate-limit token pays for the first exchange
     try:
         while True:
             try:
@@ -210,6 +215,12 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             # (msgspec.ValidationError is a DecodeError).
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError) as exc:
                 await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
+                continue
+            wait = 0.0 if prepaid else take_rate_token(socket.scope)
+            prepaid = False
+            if wait > 0:
+                message = f"too many requests; slow down (retry in {math.ceil(wait)} s)"
+                await _ws_error(socket, "rate_limited", message, cid)
                 continue
             try:
                 handle = await begin_run(services, principal, data, cid)

@@ -28,10 +28,17 @@ from gateway.api.auth import OPEN_PRINCIPAL, KeyRing, Principal, RateLimiter, ro
 from gateway.api.errors import CID_KEY, error_body
 from gateway.api.metrics import Metrics
 
-__all__ = ["PRINCIPAL_KEY", "SUBPROTOCOL_KEY", "GatewayMiddleware", "principal_of"]
+__all__ = [
+    "PRINCIPAL_KEY",
+    "SUBPROTOCOL_KEY",
+    "GatewayMiddleware",
+    "principal_of",
+    "take_rate_token",
+]
 
 PRINCIPAL_KEY = "gateway.principal"
 SUBPROTOCOL_KEY = "gateway.subprotocol"
+_RATE_KEY = "gateway.rate"
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _NO_ROUTE = "<unmatched>"
 # The methods the metrics name; any other token a client sends is counted as OTHER,
@@ -46,6 +53,25 @@ def principal_of(scope: Scope) -> Principal:
     state: dict[str, Any] = scope.get("state", {})
     principal = state.get(PRINCIPAL_KEY)
     return principal if isinstance(principal, Principal) else OPEN_PRINCIPAL
+
+
+def take_rate_token(scope: Scope) -> float:
+    """Take one more token from the caller's rate-limit bucket, for one WebSocket exchange.
+
+    The handshake took the first token (it pays for the first exchange); each
+    later message of the connection draws from the same bucket as the key's
+    HTTP requests, so one socket cannot bypass ``GATEWAY_RATE_LIMIT``.
+
+    Returns:
+        0.0 when allowed (or rate limiting is off), else seconds until a token is due.
+    """
+    state: dict[str, Any] = scope.get("state", {})
+    entry = state.get(_RATE_KEY)
+    if entry is None:
+        return 0.0
+    limiter, ident = entry
+    wait: float = limiter.take(ident)
+    return wait
 
 
 class _Denied(Exception):
@@ -166,6 +192,7 @@ class GatewayMiddleware:
             raise _Denied(403, "forbidden", "this route needs an admin key")
         if self.limiter is not None:
             ident = principal.name if not self.keys.open else _client_ip(scope)
+            scope["state"][_RATE_KEY] = (self.limiter, ident)  # see ``take_rate_token``
             wait = self.limiter.take(ident)
             if wait > 0:
                 raise _Denied(429, "rate_limited", "too many requests; slow down", wait)

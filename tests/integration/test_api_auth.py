@@ -189,6 +189,32 @@ def test_rate_limit_per_key(gateway_server: ServerFactory, api_manifests: Path) 
         assert c.get("/health").status_code == 200
 
 
+async def test_rate_limit_counts_each_websocket_exchange(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """One WebSocket cannot bypass GATEWAY_RATE_LIMIT: a message over it gets `rate_limited`."""
+    server = gateway_server(
+        api_manifests, env={**KEYS, "GATEWAY_RATE_LIMIT": "6", "GATEWAY_RATE_LIMIT_BURST": "3"}
+    )
+    async with websockets.connect(f"{server.ws_url}/ws/chat?api_key={CLIENT}") as ws:
+        outcomes = []
+        for _ in range(4):
+            await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["event"] in ("done", "error"):
+                    outcomes.append(frame)
+                    break
+        # The handshake's token pays for the first exchange: 3 runs, then refused.
+        assert [f["event"] for f in outcomes] == ["done", "done", "done", "error"]
+        assert outcomes[-1]["data"]["type"] == "rate_limited"
+        # The socket stays open, and the key's bucket is the one HTTP requests draw from.
+        await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        assert json.loads(await ws.recv())["data"]["type"] == "rate_limited"
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        assert (await c.get("/assistants", headers=bearer(CLIENT))).status_code == 429
+
+
 def test_made_up_methods_do_not_grow_the_metrics(c: httpx.Client) -> None:
     """Methods a client invents are counted as OTHER: no key can add a time series per request."""
     for i in range(5):
