@@ -6,8 +6,11 @@ so every response, even a 404 for an unknown path, carries
 ``X-Correlation-ID`` or ``X-Request-ID`` is reused when it is short and made
 of safe characters; otherwise a new one is made. Auth is decided by path
 (``auth.route_access``) before routing, so an unknown path without a key is
-a 401, not a 404. The access line never holds bodies, query strings or keys. Metric labels are
-bounded: a method outside the standard ones is counted as ``OTHER``.
+a 401, not a 404. A gateway that needs no key refuses (403) browser requests
+from other origins (an ``Origin`` that is neither its own host nor in
+``GATEWAY_CORS_ORIGINS``): a key is what stops them otherwise. The access
+line never holds bodies, query strings or keys. Metric labels are bounded:
+a method outside the standard ones is counted as ``OTHER``.
 Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``.
 """
 
@@ -188,6 +191,13 @@ class GatewayMiddleware:
         if level == "open" or self._preflight(scope, headers):
             return OPEN_PRINCIPAL
         principal = self._authenticate(scope, headers, kind)
+        if self.keys.open and self._foreign_origin(headers):
+            raise _Denied(
+                403,
+                "forbidden",
+                "request from another origin refused: this gateway needs no key, so only its "
+                "own pages and the origins in GATEWAY_CORS_ORIGINS may call it",
+            )
         if level == "admin" and not principal.admin:
             raise _Denied(403, "forbidden", "this route needs an admin key")
         if self.limiter is not None:
@@ -205,6 +215,21 @@ class GatewayMiddleware:
             and scope.get("method") == "OPTIONS"
             and b"access-control-request-method" in headers
         )
+
+    def _foreign_origin(self, headers: dict[bytes, bytes]) -> bool:
+        """A browser page of another origin, not in ``GATEWAY_CORS_ORIGINS``, sent this.
+
+        Only browsers send ``Origin``; curl and the SDKs do not. A page anywhere can send a
+        ``text/plain`` POST without a preflight, or open a WebSocket (which CORS does not
+        cover), to any address, a developer's localhost included: on a gateway that needs
+        no key, its origin is the only thing telling such a request from the playground's.
+        """
+        origin = headers.get(b"origin")
+        if origin is None or self._allow_origin(headers) is not None:
+            return False
+        _, sep, authority = origin.partition(b"://")
+        host = headers.get(b"host")
+        return not sep or host is None or authority.lower() != host.lower()
 
     def _allow_origin(self, headers: dict[bytes, bytes]) -> bytes | None:
         origin = headers.get(b"origin")

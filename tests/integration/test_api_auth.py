@@ -271,3 +271,43 @@ def test_cors_for_browser_front_ends(gateway_server: ServerFactory, api_manifest
             "/assistants", headers={"Origin": "https://evil.example", **bearer(CLIENT)}
         )
         assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_an_open_gateway_refuses_other_origins(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """With no key needed, a page on another origin cannot drive the gateway from a browser.
+
+    A browser sends a ``text/plain`` POST (no preflight) or opens a WebSocket (no CORS)
+    to any address, the developer's localhost included; ``Origin`` says whose page it is.
+    """
+    front = "https://app.example"
+    server = gateway_server(api_manifests, env={"GATEWAY_CORS_ORIGINS": front})
+    evil = {"Origin": "https://evil.example"}
+    body = json.dumps({"assistant": "helper", "message": "weather in Paris"})
+    plain = {"content-type": "text/plain;charset=UTF-8"}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        refused = c.post("/chat", content=body, headers={**plain, **evil})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["type"] == "forbidden"
+        assert "GATEWAY_CORS_ORIGINS" in refused.json()["error"]["message"]
+        assert c.post("/v1/chat/completions", json={}, headers=evil).status_code == 403
+        # Same origin (the /ui playground), an allowed origin, and no Origin (curl, SDKs) pass.
+        assert c.post("/chat", content=body, headers={**plain, "Origin": server.url}).is_success
+        assert c.post("/chat", content=body, headers={**plain, "Origin": front}).is_success
+        assert c.post("/chat", content=body, headers=plain).is_success
+        assert c.get("/health", headers=evil).status_code == 200  # open routes stay open
+    async with websockets.connect(f"{server.ws_url}/ws/chat", origin=evil["Origin"]) as ws:  # type: ignore[arg-type]
+        assert json.loads(await ws.recv())["data"]["type"] == "forbidden"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4403
+    async with websockets.connect(f"{server.ws_url}/ws/chat", origin=server.url) as ws:  # type: ignore[arg-type]
+        await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+    # With keys the key is the protection: another origin holding one is served as before.
+    keyed = gateway_server(api_manifests, env=KEYS)
+    with httpx.Client(base_url=keyed.url, timeout=30) as c:
+        headers = {**plain, **evil, **bearer(CLIENT)}
+        assert c.post("/chat", content=body, headers=headers).is_success
