@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import msgspec
 import structlog
@@ -32,6 +32,8 @@ from gateway.errors import Conflict, GatewayError, InvalidInput, NotReady, Provi
 from gateway.events import ErrorEvent, encode_ws
 
 if TYPE_CHECKING:
+    from litestar.types.asgi_types import WebSocketDisconnectEvent, WebSocketReceiveEvent
+
     from gateway.api.auth import Principal
     from gateway.engine import RunHandle, RunResult
 
@@ -199,7 +201,7 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     principal = principal_of(socket.scope)
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
-    incoming = asyncio.ensure_future(socket.receive_data(mode="text"))
+    incoming = asyncio.ensure_future(_receive(socket))
     prepaid = True  # the handshake's rate-limit token pays for the first exchange
     try:
         while True:
@@ -207,12 +209,12 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
                 raw = await incoming
             except WebSocketDisconnect:
                 return
-            incoming = asyncio.ensure_future(socket.receive_data(mode="text"))
+            incoming = asyncio.ensure_future(_receive(socket))
             try:
                 data = _ws_decoder.decode(raw)
             # Any frame a client can send: not JSON, not UTF-8, nested past the
-            # decoder's depth, binary (None in text mode), or not the right shape
-            # (msgspec.ValidationError is a DecodeError).
+            # decoder's depth, or not the right shape (msgspec.ValidationError is a
+            # DecodeError).
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError) as exc:
                 await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
                 continue
@@ -238,6 +240,20 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
                 return
     finally:
         incoming.cancel()
+
+
+async def _receive(socket: WebSocket[Any, Any, Any]) -> str | bytes:
+    """The next frame's payload, text or binary: many clients send JSON as binary frames
+    (Litestar's ``receive_data(mode="text")`` would turn those into ``""``).
+
+    Raises:
+        WebSocketDisconnect: the client left.
+    """
+    event = cast("WebSocketReceiveEvent | WebSocketDisconnectEvent", await socket.receive())
+    if event["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(detail="disconnect event", code=event["code"])
+    text = event.get("text")
+    return text if text is not None else event.get("bytes") or b""
 
 
 async def _send_run(socket: WebSocket[Any, Any, Any], handle: RunHandle) -> bool:

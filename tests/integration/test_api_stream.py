@@ -192,7 +192,7 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
         assert bad["data"]["type"] == "invalid_request"
         await ws.send(json.dumps({"thread_id": "new"}))
         assert json.loads(await ws.recv())["event"] == "error"
-        # Hostile frames: nested past the decoder's depth, a binary frame.
+        # Hostile frames: nested past the decoder's depth, binary that is not UTF-8 JSON.
         for hostile in ("[" * 100_000, b"\xff\xfe binary"):
             await ws.send(hostile)
             reply = json.loads(await ws.recv())
@@ -208,6 +208,12 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
         await ws.send(json.dumps({"thread_id": thread, "message": "and in Rome?"}))
         again = await _until_done(ws)
         assert again[0]["data"]["thread_id"] == thread
+        # JSON in a binary frame (what many clients send by default) is a message too.
+        await ws.send(json.dumps({"thread_id": thread, "message": "and in Oslo?"}).encode())
+        created = json.loads(await ws.recv())
+        assert created["event"] == "thread.run.created", created
+        assert created["data"]["thread_id"] == thread
+        assert (await _until_done(ws))[-1]["event"] == "done"
 
 
 async def test_websocket_disconnect_does_not_stop_the_run(api_server: GatewayServer) -> None:
