@@ -15,10 +15,11 @@ import httpx
 import pytest
 import websockets
 from click.testing import CliRunner
-from conftest import GatewayServer
+from conftest import GatewayServer, ServerFactory
 from websockets.sync.client import connect as ws_connect
 
 from gateway.cli import main
+from gateway.testing.fake_openai import FakeOpenAI
 
 
 def test_chat_streams_the_answer_and_shows_tool_calls(api_server: GatewayServer) -> None:
@@ -44,6 +45,33 @@ def test_chat_over_websocket(api_server: GatewayServer) -> None:
     )
     assert result.exit_code == 0, result.output
     assert result.output.count("offline model") >= 2
+
+
+def test_chat_over_websocket_stays_in_step_after_a_failed_run(
+    gateway_server: ServerFactory, tmp_path: Path
+) -> None:
+    """After a run that failed (error, run.failed, metadata, done), `--ws` still shows each
+    later answer after its own message, not the failed run's leftover frames."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+        )
+        server = gateway_server(manifests)
+        fake.fail_next(500, times=1)
+        fake.add_text("second answer")
+        fake.add_text("third answer")
+        result = CliRunner().invoke(
+            main, ["chat", "--url", server.url, "--ws"], input="one\ntwo\nthree\n\n"
+        )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.count("error (provider_error)") == 2  # the error event and thread.run.failed
+    assert out.index("you> two") < out.index("second answer") < out.index("you> three")
+    assert out.index("you> three") < out.index("third answer")
 
 
 def test_chat_reports_an_unreachable_gateway() -> None:
