@@ -86,12 +86,20 @@ class ChatConsole:
                 self.render(event, data)
 
     def send_ws(self, socket: Any, message: str) -> None:
-        """Send one message on an open WebSocket and render events until ``done``."""
+        """Send one message on an open WebSocket and render events until its run's ``done``.
+
+        A refused message (bad frame, busy thread, rate limit...) gets a lone ``error``
+        and no run; an ``error`` inside a run is followed by ``thread.run.failed``,
+        ``metadata`` and ``done``, which must be read here, not taken for the next answer.
+        """
         socket.send(json.dumps({"thread_id": self.thread_id, "message": message}))
+        started = False
         while True:
             frame = json.loads(socket.recv())
             self.render(frame["event"], frame["data"])
-            if frame["event"] in ("done", "error"):
+            if frame["event"] == "thread.run.created":
+                started = True
+            elif frame["event"] == "done" or (frame["event"] == "error" and not started):
                 return
 
     def render(self, event: str, data: dict[str, Any]) -> None:

@@ -144,6 +144,9 @@ def route_access(path: str) -> str:
     return "client"
 
 
+_PRUNE_AT = 10_000
+
+
 class RateLimiter:
     """A token bucket per caller: ``burst`` requests at once, refilled at ``per_minute``.
 
@@ -156,6 +159,10 @@ class RateLimiter:
         self.rate = per_minute / 60.0
         self.capacity = float(burst or max(1, int(per_minute)))
         self._buckets: dict[str, tuple[float, float]] = {}
+        # Size at which idle callers are next forgotten: doubled past what a prune leaves,
+        # so many recent callers (one bucket per address when open) cost amortized O(1),
+        # not a scan of every bucket per request.
+        self._prune_at = _PRUNE_AT
 
     def take(self, caller: str) -> float:
         """Take one token for ``caller``: 0.0 when allowed, else seconds until a token is due."""
@@ -164,8 +171,9 @@ class RateLimiter:
         tokens = min(self.capacity, tokens + (now - at) * self.rate)
         if tokens >= 1.0:
             self._buckets[caller] = (tokens - 1.0, now)
-            if len(self._buckets) > 10_000:  # forget idle callers (they are full anyway)
+            if len(self._buckets) > self._prune_at:  # forget idle callers (they are full anyway)
                 self._prune(now)
+                self._prune_at = max(_PRUNE_AT, 2 * len(self._buckets))
             return 0.0
         self._buckets[caller] = (tokens, now)
         return (1.0 - tokens) / self.rate if self.rate > 0 else 60.0

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any, NoReturn
+import math
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import msgspec
 import structlog
@@ -23,7 +24,7 @@ from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
 from gateway.api.errors import correlation_id_of, error_responses
-from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of
+from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of, take_rate_token
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
 from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, sse_frames
@@ -31,6 +32,8 @@ from gateway.errors import Conflict, GatewayError, InvalidInput, NotReady, Provi
 from gateway.events import ErrorEvent, encode_ws
 
 if TYPE_CHECKING:
+    from litestar.types.asgi_types import WebSocketDisconnectEvent, WebSocketReceiveEvent
+
     from gateway.api.auth import Principal
     from gateway.engine import RunHandle, RunResult
 
@@ -186,7 +189,10 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     """Many exchanges per connection: each message starts a run whose events stream back.
 
     A bad frame (invalid JSON, no message, unknown assistant...) is answered
-    with an ``error`` event; the connection stays open. Messages are handled
+    with an ``error`` event; the connection stays open. With
+    ``GATEWAY_RATE_LIMIT``, every message after the first takes a token from
+    the key's bucket (the handshake paid for the first); one over the limit
+    gets a ``rate_limited`` error event and starts no run. Messages are handled
     one at a time; while a run streams, the socket is still read, so a client
     that leaves is noticed at once (the run goes on) and the closing handshake
     is answered.
@@ -195,21 +201,28 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     principal = principal_of(socket.scope)
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
-    incoming = asyncio.ensure_future(socket.receive_data(mode="text"))
+    incoming = asyncio.ensure_future(_receive(socket))
+    prepaid = True  # the handshake's rate-limit token pays for the first exchange
     try:
         while True:
             try:
                 raw = await incoming
             except WebSocketDisconnect:
                 return
-            incoming = asyncio.ensure_future(socket.receive_data(mode="text"))
+            incoming = asyncio.ensure_future(_receive(socket))
             try:
                 data = _ws_decoder.decode(raw)
             # Any frame a client can send: not JSON, not UTF-8, nested past the
-            # decoder's depth, binary (None in text mode), or not the right shape
-            # (msgspec.ValidationError is a DecodeError).
+            # decoder's depth, or not the right shape (msgspec.ValidationError is a
+            # DecodeError).
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError) as exc:
                 await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
+                continue
+            wait = 0.0 if prepaid else take_rate_token(socket.scope)
+            prepaid = False
+            if wait > 0:
+                message = f"too many requests; slow down (retry in {math.ceil(wait)} s)"
+                await _ws_error(socket, "rate_limited", message, cid)
                 continue
             try:
                 handle = await begin_run(services, principal, data, cid)
@@ -227,6 +240,20 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
                 return
     finally:
         incoming.cancel()
+
+
+async def _receive(socket: WebSocket[Any, Any, Any]) -> str | bytes:
+    """The next frame's payload, text or binary: many clients send JSON as binary frames
+    (Litestar's ``receive_data(mode="text")`` would turn those into ``""``).
+
+    Raises:
+        WebSocketDisconnect: the client left.
+    """
+    event = cast("WebSocketReceiveEvent | WebSocketDisconnectEvent", await socket.receive())
+    if event["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(detail="disconnect event", code=event["code"])
+    text = event.get("text")
+    return text if text is not None else event.get("bytes") or b""
 
 
 async def _send_run(socket: WebSocket[Any, Any, Any], handle: RunHandle) -> bool:

@@ -111,6 +111,10 @@ def _http_message(exc: HTTPException) -> str:
         for item in exc.extra[:5]:
             if isinstance(item, dict):
                 key = item.get("key") or item.get("source") or ""
+                if key == "data" and item.get("message") == "'data'":
+                    # Litestar's KeyError for a body that is not there at all.
+                    parts.append("the request body is empty: send a JSON object")
+                    continue
                 parts.append(
                     f"{key}: {item.get('message', '')}" if key else str(item.get("message"))
                 )

@@ -6,7 +6,11 @@ so every response, even a 404 for an unknown path, carries
 ``X-Correlation-ID`` or ``X-Request-ID`` is reused when it is short and made
 of safe characters; otherwise a new one is made. Auth is decided by path
 (``auth.route_access``) before routing, so an unknown path without a key is
-a 401, not a 404. The access line never holds bodies, query strings or keys.
+a 401, not a 404. A gateway that needs no key refuses (403) browser requests
+from other origins (an ``Origin`` that is neither its own host nor in
+``GATEWAY_CORS_ORIGINS``): a key is what stops them otherwise. The access
+line never holds bodies, query strings or keys. Metric labels are bounded:
+a method outside the standard ones is counted as ``OTHER``.
 Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``.
 """
 
@@ -27,12 +31,22 @@ from gateway.api.auth import OPEN_PRINCIPAL, KeyRing, Principal, RateLimiter, ro
 from gateway.api.errors import CID_KEY, error_body
 from gateway.api.metrics import Metrics
 
-__all__ = ["PRINCIPAL_KEY", "SUBPROTOCOL_KEY", "GatewayMiddleware", "principal_of"]
+__all__ = [
+    "PRINCIPAL_KEY",
+    "SUBPROTOCOL_KEY",
+    "GatewayMiddleware",
+    "principal_of",
+    "take_rate_token",
+]
 
 PRINCIPAL_KEY = "gateway.principal"
 SUBPROTOCOL_KEY = "gateway.subprotocol"
+_RATE_KEY = "gateway.rate"
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _NO_ROUTE = "<unmatched>"
+# The methods the metrics name; any other token a client sends is counted as OTHER,
+# so no request (authenticated or not) can add a time series of its own.
+_METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS"})
 
 access_log = structlog.get_logger("gateway.access")
 
@@ -42,6 +56,25 @@ def principal_of(scope: Scope) -> Principal:
     state: dict[str, Any] = scope.get("state", {})
     principal = state.get(PRINCIPAL_KEY)
     return principal if isinstance(principal, Principal) else OPEN_PRINCIPAL
+
+
+def take_rate_token(scope: Scope) -> float:
+    """Take one more token from the caller's rate-limit bucket, for one WebSocket exchange.
+
+    The handshake took the first token (it pays for the first exchange); each
+    later message of the connection draws from the same bucket as the key's
+    HTTP requests, so one socket cannot bypass ``GATEWAY_RATE_LIMIT``.
+
+    Returns:
+        0.0 when allowed (or rate limiting is off), else seconds until a token is due.
+    """
+    state: dict[str, Any] = scope.get("state", {})
+    entry = state.get(_RATE_KEY)
+    if entry is None:
+        return 0.0
+    limiter, ident = entry
+    wait: float = limiter.take(ident)
+    return wait
 
 
 class _Denied(Exception):
@@ -131,8 +164,9 @@ class GatewayMiddleware:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or _NO_ROUTE
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.request_seconds.labels(method, route).observe(elapsed)
+            label = method if method in _METRIC_METHODS else "OTHER"
+            self.metrics.requests.labels(label, route, str(status)).inc()
+            self.metrics.request_seconds.labels(label, route).observe(elapsed)
             access_log.info(
                 "request",
                 method=method,
@@ -157,10 +191,18 @@ class GatewayMiddleware:
         if level == "open" or self._preflight(scope, headers):
             return OPEN_PRINCIPAL
         principal = self._authenticate(scope, headers, kind)
+        if self.keys.open and self._foreign_origin(headers):
+            raise _Denied(
+                403,
+                "forbidden",
+                "request from another origin refused: this gateway needs no key, so only its "
+                "own pages and the origins in GATEWAY_CORS_ORIGINS may call it",
+            )
         if level == "admin" and not principal.admin:
             raise _Denied(403, "forbidden", "this route needs an admin key")
         if self.limiter is not None:
             ident = principal.name if not self.keys.open else _client_ip(scope)
+            scope["state"][_RATE_KEY] = (self.limiter, ident)  # see ``take_rate_token``
             wait = self.limiter.take(ident)
             if wait > 0:
                 raise _Denied(429, "rate_limited", "too many requests; slow down", wait)
@@ -173,6 +215,21 @@ class GatewayMiddleware:
             and scope.get("method") == "OPTIONS"
             and b"access-control-request-method" in headers
         )
+
+    def _foreign_origin(self, headers: dict[bytes, bytes]) -> bool:
+        """A browser page of another origin, not in ``GATEWAY_CORS_ORIGINS``, sent this.
+
+        Only browsers send ``Origin``; curl and the SDKs do not. A page anywhere can send a
+        ``text/plain`` POST without a preflight, or open a WebSocket (which CORS does not
+        cover), to any address, a developer's localhost included: on a gateway that needs
+        no key, its origin is the only thing telling such a request from the playground's.
+        """
+        origin = headers.get(b"origin")
+        if origin is None or self._allow_origin(headers) is not None:
+            return False
+        _, sep, authority = origin.partition(b"://")
+        host = headers.get(b"host")
+        return not sep or host is None or authority.lower() != host.lower()
 
     def _allow_origin(self, headers: dict[bytes, bytes]) -> bytes | None:
         origin = headers.get(b"origin")

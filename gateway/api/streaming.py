@@ -7,7 +7,9 @@ the log iterator; ``sse_frames`` renders the gateway's SSE protocol:
 ``retry: 5000`` and a ``: keep-alive`` comment first, one frame per event with
 ``id: <run_id>:<seq>``, a keep-alive every ``GATEWAY_SSE_HEARTBEAT`` seconds,
 and, if the log fails after the stream started, ``error`` +
-``thread.run.failed`` + ``done``. Imports ``gateway.events`` only.
+``thread.run.failed`` + ``done``. A stream resumed at or past the run's end
+is just ``retry`` and ``done`` (with the resumed position as its id).
+Imports ``gateway.events`` only.
 """
 
 from __future__ import annotations
@@ -136,6 +138,11 @@ async def sse_frames(
                 first = False
                 frame = _RETRY + frame + _KEEPALIVE
             yield frame
+        if first:
+            # Resumed at or past the end (EventSource reconnects with done's own id): the
+            # log had nothing left, but the stream still ends with done, at the client's
+            # position, so a client that waits for done stops instead of reconnecting forever.
+            yield _RETRY + encode_sse(Done(), f"{run_id}:{after}")
     except Exception as exc:
         log.error("stream_failed", run_id=run_id, exc_info=exc)
         message = "the event stream failed; reconnect with Last-Event-ID to resume"

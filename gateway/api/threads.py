@@ -81,7 +81,8 @@ def _after(last_event_id: str | None, after: int | None, run_id: str) -> int:
     if not last_event_id:
         return 0
     head, _, seq = last_event_id.rpartition(":")
-    if not seq.isdigit() or (head and head != run_id):
+    # ASCII digits only: isdigit() also accepts "²" (a latin-1 header byte), which int() refuses.
+    if not (seq.isascii() and seq.isdigit()) or (head and head != run_id):
         raise InvalidInput("Last-Event-ID must be '<run_id>:<seq>' for this run", "Last-Event-ID")
     return int(seq)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,6 +189,42 @@ def test_rate_limit_per_key(gateway_server: ServerFactory, api_manifests: Path) 
         assert c.get("/health").status_code == 200
 
 
+async def test_rate_limit_counts_each_websocket_exchange(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """One WebSocket cannot bypass GATEWAY_RATE_LIMIT: a message over it gets `rate_limited`."""
+    server = gateway_server(
+        api_manifests, env={**KEYS, "GATEWAY_RATE_LIMIT": "6", "GATEWAY_RATE_LIMIT_BURST": "3"}
+    )
+    async with websockets.connect(f"{server.ws_url}/ws/chat?api_key={CLIENT}") as ws:
+        outcomes = []
+        for _ in range(4):
+            await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["event"] in ("done", "error"):
+                    outcomes.append(frame)
+                    break
+        # The handshake's token pays for the first exchange: 3 runs, then refused.
+        assert [f["event"] for f in outcomes] == ["done", "done", "done", "error"]
+        assert outcomes[-1]["data"]["type"] == "rate_limited"
+        # The socket stays open, and the key's bucket is the one HTTP requests draw from.
+        await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        assert json.loads(await ws.recv())["data"]["type"] == "rate_limited"
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        assert (await c.get("/assistants", headers=bearer(CLIENT))).status_code == 429
+
+
+def test_made_up_methods_do_not_grow_the_metrics(c: httpx.Client) -> None:
+    """Methods a client invents are counted as OTHER: no key can add a time series per request."""
+    for i in range(5):
+        assert c.request(f"BREW{i}", "/assistants").status_code == 401
+        assert c.request(f"BREW{i}", "/nowhere").status_code == 401
+    text = c.get("/metrics", headers=bearer(ADMIN)).text
+    assert "BREW" not in text
+    assert re.search(r'gateway_http_requests_total\{method="OTHER",[^}]*status="401"\} 10', text)
+
+
 def test_production_refuses_to_start_without_keys(api_manifests: Path) -> None:
     """ENVIRONMENT=production with no key fails at app creation unless GATEWAY_AUTH=none."""
     env = {"ENVIRONMENT": "production", "GATEWAY_MANIFESTS": str(api_manifests)}
@@ -234,3 +271,43 @@ def test_cors_for_browser_front_ends(gateway_server: ServerFactory, api_manifest
             "/assistants", headers={"Origin": "https://evil.example", **bearer(CLIENT)}
         )
         assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_an_open_gateway_refuses_other_origins(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """With no key needed, a page on another origin cannot drive the gateway from a browser.
+
+    A browser sends a ``text/plain`` POST (no preflight) or opens a WebSocket (no CORS)
+    to any address, the developer's localhost included; ``Origin`` says whose page it is.
+    """
+    front = "https://app.example"
+    server = gateway_server(api_manifests, env={"GATEWAY_CORS_ORIGINS": front})
+    evil = {"Origin": "https://evil.example"}
+    body = json.dumps({"assistant": "helper", "message": "weather in Paris"})
+    plain = {"content-type": "text/plain;charset=UTF-8"}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        refused = c.post("/chat", content=body, headers={**plain, **evil})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["type"] == "forbidden"
+        assert "GATEWAY_CORS_ORIGINS" in refused.json()["error"]["message"]
+        assert c.post("/v1/chat/completions", json={}, headers=evil).status_code == 403
+        # Same origin (the /ui playground), an allowed origin, and no Origin (curl, SDKs) pass.
+        assert c.post("/chat", content=body, headers={**plain, "Origin": server.url}).is_success
+        assert c.post("/chat", content=body, headers={**plain, "Origin": front}).is_success
+        assert c.post("/chat", content=body, headers=plain).is_success
+        assert c.get("/health", headers=evil).status_code == 200  # open routes stay open
+    async with websockets.connect(f"{server.ws_url}/ws/chat", origin=evil["Origin"]) as ws:  # type: ignore[arg-type]
+        assert json.loads(await ws.recv())["data"]["type"] == "forbidden"
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4403
+    async with websockets.connect(f"{server.ws_url}/ws/chat", origin=server.url) as ws:  # type: ignore[arg-type]
+        await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+    # With keys the key is the protection: another origin holding one is served as before.
+    keyed = gateway_server(api_manifests, env=KEYS)
+    with httpx.Client(base_url=keyed.url, timeout=30) as c:
+        headers = {**plain, **evil, **bearer(CLIENT)}
+        assert c.post("/chat", content=body, headers=headers).is_success

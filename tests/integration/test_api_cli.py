@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,10 +12,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+import websockets
 from click.testing import CliRunner
-from conftest import GatewayServer
+from conftest import GatewayServer, ServerFactory
+from websockets.sync.client import connect as ws_connect
 
 from gateway.cli import main
+from gateway.testing.fake_openai import FakeOpenAI
 
 
 def test_chat_streams_the_answer_and_shows_tool_calls(api_server: GatewayServer) -> None:
@@ -42,6 +47,33 @@ def test_chat_over_websocket(api_server: GatewayServer) -> None:
     assert result.output.count("offline model") >= 2
 
 
+def test_chat_over_websocket_stays_in_step_after_a_failed_run(
+    gateway_server: ServerFactory, tmp_path: Path
+) -> None:
+    """After a run that failed (error, run.failed, metadata, done), `--ws` still shows each
+    later answer after its own message, not the failed run's leftover frames."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+        )
+        server = gateway_server(manifests)
+        fake.fail_next(500, times=1)
+        fake.add_text("second answer")
+        fake.add_text("third answer")
+        result = CliRunner().invoke(
+            main, ["chat", "--url", server.url, "--ws"], input="one\ntwo\nthree\n\n"
+        )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.count("error (provider_error)") == 2  # the error event and thread.run.failed
+    assert out.index("you> two") < out.index("second answer") < out.index("you> three")
+    assert out.index("you> three") < out.index("third answer")
+
+
 def test_chat_reports_an_unreachable_gateway() -> None:
     """A gateway that does not answer is a one-line error and exit status 1, no traceback."""
     result = CliRunner().invoke(main, ["chat", "--url", "http://127.0.0.1:9"], input="\n")
@@ -51,7 +83,11 @@ def test_chat_reports_an_unreachable_gateway() -> None:
 
 
 def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Path) -> None:
-    """`gateway serve --port --manifests` serves the API until SIGINT."""
+    """`gateway serve --port --manifests` serves the API until SIGINT.
+
+    WebSocket frames are held to GATEWAY_MAX_BODY_BYTES like request bodies (uvicorn's
+    own default would buffer 16 MiB per frame): a larger one closes the socket with 1009.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -60,6 +96,7 @@ def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Pat
         "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db",
         "GATEWAY_WATCH": "false",
         "LOGGING_LEVEL": "WARNING",
+        "GATEWAY_MAX_BODY_BYTES": "65536",
     }
     for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "ENVIRONMENT", "GATEWAY_MANIFESTS"):
         env.pop(var, None)
@@ -79,6 +116,18 @@ def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Pat
             assert time.monotonic() < deadline, "serve did not become ready"
             time.sleep(0.1)
         assert httpx.get(f"http://127.0.0.1:{port}/").json()["assistants"] == 2
+        with ws_connect(f"ws://127.0.0.1:{port}/ws/chat") as ws:
+            ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+            events = [json.loads(ws.recv(10))["event"]]
+            while events[-1] != "done":
+                events.append(json.loads(ws.recv(10))["event"])
+            assert events[0] == "thread.run.created"
+        with ws_connect(f"ws://127.0.0.1:{port}/ws/chat") as ws:
+            ws.send(json.dumps({"assistant": "other", "message": "hi " * 23_000}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                ws.recv(10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1009  # message too big
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0

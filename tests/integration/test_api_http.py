@@ -142,6 +142,16 @@ def test_chat_malformed_json_is_400(client: httpx.Client, path: str, body: bytes
     assert_error(response, 400, "invalid_request")
 
 
+@pytest.mark.parametrize("path", ["/chat", "/v1/chat/completions", "/actions/explode/invoke"])
+def test_an_empty_body_is_a_400_that_says_so(client: httpx.Client, path: str) -> None:
+    """A POST with no body (curl -X POST without -d) is told the body is missing."""
+    for headers in ({"content-type": "application/json"}, {}):
+        error = assert_error(
+            client.post(path, content=b"", headers=headers), 400, "invalid_request"
+        )
+        assert error["message"] == "invalid request: the request body is empty: send a JSON object"
+
+
 def test_unknown_things_are_404(client: httpx.Client) -> None:
     """Unknown thread, assistant, run, action and route are 404 with the error body."""
     assert_error(

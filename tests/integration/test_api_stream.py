@@ -120,6 +120,22 @@ def test_resume_after_a_dropped_stream(api_server: GatewayServer) -> None:
         assert [e.id for e in replay] == [e.id for e in first] + [e.id for e in rest]
         bad = c.get(url, headers={"Last-Event-ID": "other-run:3"})
         assert bad.status_code == 400
+        # Resuming from done itself (EventSource reconnects so) still ends with done.
+        with connect_sse(c, "GET", url, headers={"Last-Event-ID": rest[-1].id}) as source:
+            assert [(e.event, e.id) for e in source.iter_sse()] == [("done", rest[-1].id)]
+
+
+def test_a_malformed_last_event_id_is_400(api_server: GatewayServer) -> None:
+    """Last-Event-ID with non-ASCII digits (latin-1 "²") is a 400 naming the header, not a 500."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        created = c.post("/chat", json={"assistant": "other", "message": "hi"}).json()
+        url = f"/threads/{created['thread_id']}/runs/{created['run_id']}/events"
+        for value in (b"\xb2", created["run_id"].encode() + b":1\xb3", b":\xb9"):
+            response = c.get(url, headers={"Last-Event-ID": value})
+            assert response.status_code == 400, value
+            error = response.json()["error"]
+            assert error["type"] == "invalid_request"
+            assert "Last-Event-ID" in error["message"]
 
 
 def test_second_run_on_a_busy_thread_is_409_and_cancel_stops_it(api_server: GatewayServer) -> None:
@@ -176,7 +192,7 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
         assert bad["data"]["type"] == "invalid_request"
         await ws.send(json.dumps({"thread_id": "new"}))
         assert json.loads(await ws.recv())["event"] == "error"
-        # Hostile frames: nested past the decoder's depth, a binary frame.
+        # Hostile frames: nested past the decoder's depth, binary that is not UTF-8 JSON.
         for hostile in ("[" * 100_000, b"\xff\xfe binary"):
             await ws.send(hostile)
             reply = json.loads(await ws.recv())
@@ -192,6 +208,12 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
         await ws.send(json.dumps({"thread_id": thread, "message": "and in Rome?"}))
         again = await _until_done(ws)
         assert again[0]["data"]["thread_id"] == thread
+        # JSON in a binary frame (what many clients send by default) is a message too.
+        await ws.send(json.dumps({"thread_id": thread, "message": "and in Oslo?"}).encode())
+        created = json.loads(await ws.recv())
+        assert created["event"] == "thread.run.created", created
+        assert created["data"]["thread_id"] == thread
+        assert (await _until_done(ws))[-1]["event"] == "done"
 
 
 async def test_websocket_disconnect_does_not_stop_the_run(api_server: GatewayServer) -> None:

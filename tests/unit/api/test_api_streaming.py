@@ -47,6 +47,14 @@ async def test_retry_rides_on_the_first_frame_and_ids_count_from_after() -> None
     assert resumed.startswith("retry: 5000\nevent: done\nid: r:3\n")
 
 
+async def test_resuming_at_or_past_the_end_still_ends_with_done() -> None:
+    """A resume from the done frame's id (or a later seq) gets retry and done, not an empty body."""
+    delta = MessageDelta(run_id="r", message_id="m", delta="hi")
+    for after in (3, 50):
+        text = (await collect(FakeLog([CREATED, delta, Done()]), after=after)).decode()
+        assert text == f"retry: 5000\nevent: done\nid: r:{after}\ndata: {{}}\n\n"
+
+
 async def test_a_log_failing_mid_stream_ends_with_error_failed_done() -> None:
     """If reading the log fails after the stream started: error, thread.run.failed, done."""
     text = (await collect(FakeLog([CREATED], RuntimeError("secret detail")))).decode()
