@@ -2,12 +2,14 @@
 
 ``Settings.from_env()`` is called by the CLI and handed to ``create_app``;
 nothing else reads ``os.environ`` for configuration. Unknown ``GATEWAY_*``
-variables are ignored, but a malformed value (``GATEWAY_PORT=abc``) is an
-error naming the variable, never a silent default.
+variables are ignored, but a malformed or out-of-range value
+(``GATEWAY_PORT=abc``, ``GATEWAY_SANDBOX_CONCURRENCY=0``, ``GATEWAY_RUN_LEASE=nan``)
+is an error naming the variable, never a silent default.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -98,9 +100,12 @@ def _csv(var: str, value: str) -> tuple[str, ...]:
 def _number(conv: Callable[[str], float]) -> Callable[[str, str], object]:
     def parse(var: str, value: str) -> object:
         try:
-            return conv(value)
+            parsed = conv(value)
         except ValueError:
             raise SettingsError(f"{var} must be a number, got {value!r}") from None
+        if not math.isfinite(parsed):  # nan compares false to every bound, inf never ends
+            raise SettingsError(f"{var} must be a finite number, got {value!r}")
+        return parsed
 
     return parse
 
@@ -140,6 +145,17 @@ def _count(var: str, value: str) -> int:
     return parsed
 
 
+def _port(var: str, value: str) -> int:
+    """A TCP port: 0 (any free port, chosen by the kernel) to 65535."""
+    try:
+        parsed = int(value.strip())
+    except ValueError:
+        parsed = -1
+    if not 0 <= parsed <= 65535:
+        raise SettingsError(f"{var} must be a port number from 0 to 65535, got {value!r}")
+    return parsed
+
+
 def _choice(*allowed: str) -> Callable[[str, str], str]:
     def parse(var: str, value: str) -> str:
         lowered = value.strip().lower()
@@ -174,16 +190,16 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_API_KEYS": ("api_keys", _csv),
     "GATEWAY_ADMIN_KEYS": ("admin_keys", _csv),
     "GATEWAY_CORS_ORIGINS": ("cors_origins", _csv),
-    "GATEWAY_PORT": ("port", _number(int)),
-    "GATEWAY_SSE_HEARTBEAT": ("sse_heartbeat", _number(float)),
-    "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", _number(int)),
-    "GATEWAY_SANDBOX_CONCURRENCY": ("sandbox_concurrency", _number(int)),
+    "GATEWAY_PORT": ("port", _port),
+    "GATEWAY_SSE_HEARTBEAT": ("sse_heartbeat", _positive(float)),
+    "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", _count),
+    "GATEWAY_SANDBOX_CONCURRENCY": ("sandbox_concurrency", _count),
     "GATEWAY_INLINE_CONCURRENCY": ("inline_concurrency", _count),
-    "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", _number(int)),
+    "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", _non_negative(int)),
     "GATEWAY_EVENT_FLUSH_MS": ("event_flush_ms", _non_negative(int)),
     "GATEWAY_RUN_LEASE": ("run_lease", _positive(float)),
-    "GATEWAY_RATE_LIMIT": ("rate_limit", _number(float)),
-    "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", _number(int)),
+    "GATEWAY_RATE_LIMIT": ("rate_limit", _non_negative(float)),
+    "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", _non_negative(int)),
     "GATEWAY_WATCH": ("watch", _parse_bool),
     "ENVIRONMENT": ("environment", _choice("development", "production")),
     "GATEWAY_AUTH": ("auth", _choice("keys", "none")),

@@ -6,8 +6,8 @@ tool calls and time them, labelled by ``isolation`` (``sandbox`` or ``inline``,
 see ``isolation_of``); ``watch_concurrency`` exports how many calls of one
 isolation hold a slot of its concurrency limit and how many wait for one,
 read live at each scrape; ``observe_run`` follows a run handle to its end;
-the reloader reports through ``on_reload``. ``GET /metrics`` (admin when keys
-are set) serves the text format. Imports ``gateway.executors.base``,
+the reloader reports through ``on_reload``. ``GET /metrics`` (any valid key when keys
+are set, as every route) serves the text format. Imports ``gateway.executors.base``,
 ``gateway.manifests.catalog`` and prometheus-client.
 """
 

@@ -72,7 +72,7 @@ def test_a_malformed_setting_is_one_line_and_exit_1(
     monkeypatch.setenv("GATEWAY_PORT", "abc")
     result = cli.invoke(main, args)
     assert result.exit_code == 1, result.output
-    assert "Error: GATEWAY_PORT must be a number, got 'abc'" in result.output
+    assert "Error: GATEWAY_PORT must be a port number from 0 to 65535, got 'abc'" in result.output
     assert "Traceback" not in result.output
 
 

@@ -101,6 +101,18 @@ def test_legacy_variables_are_accepted_and_ignored() -> None:
         ({"GATEWAY_INLINE_CONCURRENCY": "-4"}, "GATEWAY_INLINE_CONCURRENCY"),
         ({"GATEWAY_INLINE_CONCURRENCY": "2.5"}, "GATEWAY_INLINE_CONCURRENCY"),
         ({"GATEWAY_EVENT_FLUSH_MS": "-1"}, "GATEWAY_EVENT_FLUSH_MS"),
+        ({"GATEWAY_PORT": "-1"}, "GATEWAY_PORT"),
+        ({"GATEWAY_PORT": "65536"}, "GATEWAY_PORT"),
+        ({"GATEWAY_SSE_HEARTBEAT": "0"}, "GATEWAY_SSE_HEARTBEAT"),
+        ({"GATEWAY_SSE_HEARTBEAT": "inf"}, "GATEWAY_SSE_HEARTBEAT"),
+        ({"GATEWAY_MAX_BODY_BYTES": "-1"}, "GATEWAY_MAX_BODY_BYTES"),
+        ({"GATEWAY_MAX_BODY_BYTES": "0"}, "GATEWAY_MAX_BODY_BYTES"),
+        ({"GATEWAY_SANDBOX_CONCURRENCY": "0"}, "GATEWAY_SANDBOX_CONCURRENCY"),
+        ({"GATEWAY_RELOAD_DEBOUNCE_MS": "-50"}, "GATEWAY_RELOAD_DEBOUNCE_MS"),
+        ({"GATEWAY_RATE_LIMIT": "-1"}, "GATEWAY_RATE_LIMIT"),
+        ({"GATEWAY_RATE_LIMIT": "nan"}, "GATEWAY_RATE_LIMIT"),
+        ({"GATEWAY_RATE_LIMIT_BURST": "-3"}, "GATEWAY_RATE_LIMIT_BURST"),
+        ({"GATEWAY_RUN_LEASE": "nan"}, "GATEWAY_RUN_LEASE"),
     ],
 )
 def test_malformed_values_are_errors_naming_the_variable(
@@ -109,6 +121,22 @@ def test_malformed_values_are_errors_naming_the_variable(
     """A malformed value raises SettingsError naming the variable, never a silent default."""
     with pytest.raises(SettingsError, match=variable):
         from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "field", "expected"),
+    [
+        ({"GATEWAY_PORT": "0"}, "port", 0),
+        ({"GATEWAY_RELOAD_DEBOUNCE_MS": "0"}, "reload_debounce_ms", 0),
+        ({"GATEWAY_RATE_LIMIT": "0"}, "rate_limit", 0.0),
+        ({"GATEWAY_RATE_LIMIT_BURST": "0"}, "rate_limit_burst", 0),
+    ],
+)
+def test_zero_stays_valid_where_it_means_something(
+    env: dict[str, str], field: str, expected: object
+) -> None:
+    """Port 0 (any free port), no debounce, no rate limit, burst = the limit: all still accepted."""
+    assert getattr(from_env(env), field) == expected
 
 
 def test_inline_concurrency_error_says_what_is_expected() -> None:
