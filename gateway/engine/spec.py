@@ -66,6 +66,13 @@ class RunSpec:
 class ProviderLookup(Protocol):
     """What the engine needs from ``gateway.providers.registry.ProviderRegistry``."""
 
-    def get(self, catalog: Catalog, assistant: Assistant) -> Provider:
-        """The provider serving ``assistant`` in ``catalog``."""
+    def acquire(self, catalog: Catalog, assistant: Assistant) -> Provider:
+        """The provider serving ``assistant`` in ``catalog``, held until ``release``.
+
+        A provider replaced by a reload stays open while a run holds it.
+        """
+        ...
+
+    def release(self, provider: Provider) -> None:
+        """Give back a provider from ``acquire`` (once per ``acquire``)."""
         ...
