@@ -62,7 +62,8 @@ class Engine:
         catalog: the live catalog; each run reads ``current`` once and keeps it.
         store: the thread store (opened by ``start`` if it is not yet).
         runner: runs tool calls (the sandbox runner in production).
-        providers: maps an assistant to its model provider.
+        providers: maps an assistant to its model provider; each run holds its
+            provider (``acquire``) until its task is done (``release``).
         settings: for the default assistant and ``event_flush_ms``.
         history: budget of the history sent to the model.
         keep_finished: how many finished run logs stay in memory.
