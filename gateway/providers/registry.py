@@ -18,8 +18,8 @@ or the next ``acquire`` under the new set); a retired client is closed as soon
 as the last run holding it has finished, so runs in flight are never cut and
 replaced connection pools do not pile up. A reload that does not touch a
 provider keeps its client and connections. ``aclose()`` closes every client.
-Imports ``gateway.settings``,
-``gateway.errors``, ``gateway.manifests`` and this package.
+Imports ``gateway.settings``, ``gateway.errors``, ``gateway.manifests``, this
+package and structlog.
 """
 
 from __future__ import annotations
