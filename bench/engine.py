@@ -91,8 +91,11 @@ class Fixed:
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
 
-    def get(self, catalog: Catalog, assistant: Assistant) -> Provider:
+    def acquire(self, catalog: Catalog, assistant: Assistant) -> Provider:
         return self.provider
+
+    def release(self, provider: Provider) -> None:
+        return None
 
 
 class InstantRunner:

@@ -8,7 +8,8 @@ lifespan starts. On startup, in order: the thread store and the engine
 executor caps inline calls at ``GATEWAY_INLINE_CONCURRENCY`` and opens its
 HTTP client and database pools on first use), the reloader (which loads
 the manifests off the event loop and swaps each valid set in, calling
-``Supervisor.reload`` and the runner's ``reload`` first), and file watching.
+``Supervisor.reload`` and the runner's ``reload`` first, and letting the
+provider registry close the clients a swap replaced), and file watching.
 A manifest set that does not load leaves the gateway up but not ready
 (``/ready`` is 503, chat routes answer 503) until a valid set arrives.
 Shutdown closes everything in reverse.
@@ -42,7 +43,7 @@ from gateway.executors.runner import SandboxRunner
 from gateway.knowledge.index import KnowledgeIndex
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.loader import load_catalog
-from gateway.manifests.watch import Reloader
+from gateway.manifests.watch import Reloader, ReloadResult
 from gateway.providers.registry import ProviderRegistry
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
@@ -209,12 +210,17 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
     def load() -> Catalog:
         return load_catalog(root, gateway_root=settings.gateway_root)
 
+    def reloaded(result: ReloadResult) -> None:
+        services.metrics.on_reload(result)
+        if result.result == "swapped" and services.catalog_ref.current is not None:
+            providers.prune(services.catalog_ref.current)  # close the clients it replaced
+
     reloader = Reloader(
         settings,
         services.catalog_ref,
         load=load,
         on_swap=[sandbox_swap, actions.reload],
-        on_result=services.metrics.on_reload,
+        on_result=reloaded,
     )
     services.reloader = reloader
     first = await reloader.reload("startup")

@@ -8,12 +8,17 @@ first). Streaming sends ``chat.completion.chunk`` frames exactly as OpenAI
 does: the role first, then content deltas, then ``finish_reason: "stop"``, a
 usage chunk when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
 Several assistant messages of one run (text before and after a tool call)
-are joined with a blank line. Imports ``gateway.api.*``, ``gateway.events``,
+are joined with a blank line. The run is stateless, so its client is its only
+reader: when the client leaves (a closed stream, a dropped connection while
+waiting for the JSON answer), the run is cancelled, which stops the model call
+and kills its actions, instead of running to an end nobody can read.
+Imports ``gateway.api.*``, ``gateway.engine``, ``gateway.events``,
 ``gateway.providers.base``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -30,6 +35,7 @@ from gateway.api.errors import correlation_id_of, status_and_type
 from gateway.api.middleware import principal_of
 from gateway.api.services import ServicesDep
 from gateway.api.streaming import SSE_HEADERS, follow
+from gateway.engine import RunHandle, RunResult
 from gateway.errors import GatewayError, InvalidInput, NotFound
 from gateway.events import MessageCompleted, MessageDelta, RunCompleted, RunFailed
 from gateway.providers.base import ChatMessage, ToolCall, Usage
@@ -222,8 +228,8 @@ async def chat_completions(
             heartbeat=services.settings.sse_heartbeat,
             correlation_id=cid,
         )
-        return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
-    result = await finished(handle)
+        return Stream(_owned(chunks, handle), media_type="text/event-stream", headers=SSE_HEADERS)
+    result = await _unless_client_leaves(request, handle)
     body = ChatCompletion(
         id=completion_id,
         created=created,
@@ -238,6 +244,32 @@ async def chat_completions(
         usage=_usage(result.usage),
     )
     return Response(body)
+
+
+async def _owned(chunks: AsyncIterator[bytes], handle: RunHandle) -> AsyncIterator[bytes]:
+    """``chunks``, cancelling the run if they stop before its end (the client left)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        if not handle.log.done:
+            handle.task.cancel()
+
+
+async def _unless_client_leaves(request: Request[Any, Any, Any], handle: RunHandle) -> RunResult:
+    """``finished(handle)``, cancelling the run if the client disconnects meanwhile."""
+
+    async def watch() -> None:
+        # The body is read: the next ASGI message is the disconnect, if it comes.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        handle.task.cancel()
+
+    watcher = asyncio.create_task(watch(), name=f"disconnect:{handle.run_id}")
+    try:
+        return await finished(handle)
+    finally:
+        watcher.cancel()
 
 
 async def _chunks(

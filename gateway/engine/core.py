@@ -62,7 +62,8 @@ class Engine:
         catalog: the live catalog; each run reads ``current`` once and keeps it.
         store: the thread store (opened by ``start`` if it is not yet).
         runner: runs tool calls (the sandbox runner in production).
-        providers: maps an assistant to its model provider.
+        providers: maps an assistant to its model provider; each run holds its
+            provider (``acquire``) until its task is done (``release``).
         settings: for the default assistant and ``event_flush_ms``.
         history: budget of the history sent to the model.
         keep_finished: how many finished run logs stay in memory.
@@ -225,7 +226,8 @@ class Engine:
             found = self._assistant(catalog, assistant or thread.assistant)
         if thread.id in self._busy:
             raise Conflict(f"thread {thread.id!r} already has an active run")
-        provider = self._providers.get(catalog, found)
+        # Held by the run until its task is done (released in ``_launch``'s callback).
+        provider = self._providers.acquire(catalog, found)
         record = RunRecord(
             id=new_id("run"),
             thread_id=thread.id,
@@ -291,7 +293,7 @@ class Engine:
             thread_id="",
             catalog=catalog,
             assistant=found,
-            provider=self._providers.get(catalog, found),
+            provider=self._providers.acquire(catalog, found),
             record=None,
             correlation_id=correlation_id,
             history=list(messages),
@@ -329,6 +331,9 @@ class Engine:
         task = asyncio.create_task(body(), name=f"run:{spec.run_id}")
 
         def ended(task: asyncio.Task[None]) -> None:
+            # The model stream is closed (the body ran to its end or never started):
+            # a provider a reload replaced meanwhile may be closed now.
+            self._providers.release(spec.provider)
             # Cancelled before its first step, the body never ran: end the log here.
             # (Once entered, the body ends the log itself, in a shielded step.)
             if log.done or body.entered:

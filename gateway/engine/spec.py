@@ -44,7 +44,8 @@ class RunSpec:
         run_id / thread_id: ids (``thread_id`` is ``""`` for a stateless run).
         catalog: the manifest set the run started with, kept to its end.
         assistant: the assistant answering.
-        provider: its model provider.
+        provider: its model provider, acquired from the ``ProviderLookup`` and
+            released by the engine when the run's task is done.
         record: the stored run record; None for a stateless run (nothing is persisted).
         correlation_id: the request's correlation id (logs, events, actions).
         history: the conversation so far (loaded from the store, or the client's).
@@ -66,6 +67,13 @@ class RunSpec:
 class ProviderLookup(Protocol):
     """What the engine needs from ``gateway.providers.registry.ProviderRegistry``."""
 
-    def get(self, catalog: Catalog, assistant: Assistant) -> Provider:
-        """The provider serving ``assistant`` in ``catalog``."""
+    def acquire(self, catalog: Catalog, assistant: Assistant) -> Provider:
+        """The provider serving ``assistant`` in ``catalog``, held until ``release``.
+
+        A provider replaced by a reload stays open while a run holds it.
+        """
+        ...
+
+    def release(self, provider: Provider) -> None:
+        """Give back a provider from ``acquire`` (once per ``acquire``)."""
         ...

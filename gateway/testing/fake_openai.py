@@ -23,7 +23,9 @@ Faults: ``fail_next`` (status codes, consumed before replies), ``delay``
 (before the response and between chunks), ``cut_stream_after`` (abort the
 connection mid-stream), ``fail_stream_after`` (an error event mid-stream), and
 ``quirks`` that emulate how compatible servers stream tool calls (see
-``QUIRKS``). Every request is logged in ``requests``. By default nothing is
+``QUIRKS``). Every request is logged in ``requests``; ``open_connections`` and
+``clients_seen`` tell a test whether a client kept, reused or closed its
+connections. By default nothing is
 delayed, so it doubles as an instant model for benchmarks.
 """
 
@@ -108,6 +110,7 @@ class FakeOpenAI:
         models: Iterable[str] = (),
         quirks: Iterable[str] = (),
         api_key: str | None = None,
+        keep_alive: int = 5,
     ) -> None:
         """Configure the fake; nothing listens until ``start()`` / ``__enter__``.
 
@@ -117,10 +120,13 @@ class FakeOpenAI:
             quirks: Chat Completions streaming quirks to emulate (``QUIRKS``).
             api_key: when set, requests without ``Authorization: Bearer <key>``
                 get 401.
+            keep_alive: seconds an idle kept-alive connection stays open before the
+                fake closes it (uvicorn's default of 5; some servers never close one).
         """
         self.model = model
         self.models = list(models) or [model]
         self.api_key = api_key
+        self.keep_alive = keep_alive
         self.quirks: frozenset[str] = frozenset()
         self.set_quirks(*quirks)
         self.requests: list[RecordedRequest] = []
@@ -135,6 +141,7 @@ class FakeOpenAI:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
+        self._clients: set[tuple[str, int]] = set()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -170,6 +177,7 @@ class FakeOpenAI:
             http="h11",
             ws="none",
             timeout_graceful_shutdown=1,
+            timeout_keep_alive=self.keep_alive,
         )
         logging.getLogger("uvicorn.error").addFilter(_LOG_FILTER)
         server = uvicorn.Server(config)
@@ -311,12 +319,25 @@ class FakeOpenAI:
             self._stream_errors.clear()
             self._delay = self._chunk_delay = 0.0
             self.requests.clear()
+            self._clients.clear()
 
     @property
     def pending_replies(self) -> int:
         """How many scripted replies are still queued."""
         with self._lock:
             return len(self._replies)
+
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open right now (idle kept-alive ones included)."""
+        server = self._server
+        return len(server.server_state.connections) if server is not None else 0
+
+    @property
+    def clients_seen(self) -> int:
+        """How many distinct client connections (address and port) have sent a request."""
+        with self._lock:
+            return len(self._clients)
 
     def model_requests(self) -> list[RecordedRequest]:
         """The logged requests to ``/chat/completions`` and ``/responses``."""
@@ -344,6 +365,8 @@ class FakeOpenAI:
         )
         with self._lock:
             self.requests.append(request)
+            if scope.get("client"):
+                self._clients.add((scope["client"][0], scope["client"][1]))
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             await _send_json(send, 401, error_body(401, "Incorrect API key provided."))
             return

@@ -139,13 +139,18 @@ class ScriptedProvider:
 
 
 class Providers:
-    """A ProviderLookup that always answers with one provider."""
+    """A ProviderLookup that always answers with one provider; ``held`` counts its runs."""
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
+        self.held = 0
 
-    def get(self, catalog: Catalog, assistant: Assistant) -> Provider:
+    def acquire(self, catalog: Catalog, assistant: Assistant) -> Provider:
+        self.held += 1
         return self.provider
+
+    def release(self, provider: Provider) -> None:
+        self.held -= 1
 
 
 class ScriptedRunner:

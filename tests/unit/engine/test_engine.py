@@ -63,6 +63,7 @@ class Rig:
             store,
             ref,
         )
+        self.providers: Providers | None = None
 
 
 MakeRig = Callable[..., Awaitable[Rig]]
@@ -78,15 +79,17 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[MakeRig]:
         provider = ScriptedProvider(turns, delay=delay)
         runner = ScriptedRunner()
         ref = CatalogRef(make_catalog(**catalog_kw))  # type: ignore[arg-type]
+        providers = Providers(provider)
         engine = Engine(
             catalog=ref,
             store=store,
             runner=runner,
-            providers=Providers(provider),
+            providers=providers,
             settings=Settings(),
         )
         await engine.start()
         rig = Rig(engine, provider, runner, store, ref)
+        rig.providers = providers
         rigs.append(rig)
         return rig
 
@@ -678,3 +681,27 @@ async def test_surrogates_from_the_model_are_repaired_and_the_run_ends(make_rig:
     assert failed.error is not None and failed.error.message.endswith("bad \ufffd")
     third = await rig.engine.start_run(thread_id=first.thread_id, message="and again")
     assert (await asyncio.wait_for(third.result(), 10)).responses == ["fine"]
+
+
+async def test_every_run_gives_its_provider_back_however_it_ends(make_rig: MakeRig) -> None:
+    """Completed, failed, cancelled (even before its first step), stateless and unstored runs
+    all release the provider they acquired, so a client a reload replaced can be closed."""
+    rig = await make_rig(
+        [text("done"), ProviderError("down"), text("never"), text("stateless"), text("x")],
+        delay=0.05,
+    )
+    assert rig.providers is not None
+    await (await rig.engine.start_run(thread_id=None, message="one")).result()
+    await (await rig.engine.start_run(thread_id=None, message="two")).result()
+    handle = await rig.engine.start_run(thread_id=None, message="three")
+    await rig.engine.cancel(handle.thread_id, handle.run_id)
+    history = [ChatMessage(role="user", content="four")]
+    await (await rig.engine.start_stateless_run(assistant="support", messages=history)).result()
+    long = await rig.engine.start_run(thread_id=None, message="five")
+    await rig.engine.aclose()
+    assert long.log.done
+    for _ in range(50):
+        if rig.providers.held == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert rig.providers.held == 0

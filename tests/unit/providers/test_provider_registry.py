@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,62 @@ async def test_explicit_openai_without_key_fails_clearly() -> None:
     registry = ProviderRegistry(Settings())
     with pytest.raises(ProviderError, match="OPENAI_API_KEY"):
         registry.get(_catalog(), _assistant("openai"))
+
+
+async def test_a_replaced_client_closes_when_its_last_run_releases_it() -> None:
+    """A client replaced while runs hold it stays open until the last one releases it."""
+    registry = ProviderRegistry(Settings())
+    first = ProviderManifest(name="p", base_url="http://127.0.0.1:1/v1")
+    changed = ProviderManifest(name="p", base_url="http://127.0.0.1:2/v1")
+    v1, v2 = _catalog("v1", p=first), _catalog("v2", p=changed)
+    registry.prune(v1)
+    old = registry.acquire(v1, _assistant("p"))
+    assert registry.acquire(v1, _assistant("p")) is old
+    registry.prune(v2)
+    new = registry.acquire(v2, _assistant("p"))
+    assert isinstance(old, ChatCompletionsProvider) and isinstance(new, ChatCompletionsProvider)
+    assert new is not old
+    registry.release(old)
+    await asyncio.sleep(0)
+    assert not old.client.is_closed()
+    registry.release(old)
+    await asyncio.sleep(0.01)
+    assert old.client.is_closed() and not new.client.is_closed()
+    registry.release(new)
+    await asyncio.sleep(0.01)
+    assert not new.client.is_closed()  # still the live set's client
+    await registry.aclose()
+    assert new.client.is_closed()
+
+
+async def test_a_dropped_provider_is_closed_by_the_swap() -> None:
+    """A swap to a set without the provider closes its idle client at once."""
+    registry = ProviderRegistry(Settings())
+    manifest = ProviderManifest(name="p", base_url="http://127.0.0.1:1/v1")
+    v1 = _catalog("v1", p=manifest)
+    registry.prune(v1)
+    provider = registry.acquire(v1, _assistant("p"))
+    registry.release(provider)
+    registry.prune(_catalog("v2"))
+    await asyncio.sleep(0.01)
+    assert isinstance(provider, ChatCompletionsProvider) and provider.client.is_closed()
+    await registry.aclose()
+
+
+async def test_a_run_of_a_replaced_set_does_not_displace_the_live_client() -> None:
+    """A run that read the set before a reload gets a client of its own, closed on release;
+    the live set's client is kept."""
+    registry = ProviderRegistry(Settings())
+    v1 = _catalog("v1", p=ProviderManifest(name="p", base_url="http://127.0.0.1:1/v1"))
+    v2 = _catalog("v2", p=ProviderManifest(name="p", base_url="http://127.0.0.1:2/v1"))
+    registry.prune(v2)
+    live = registry.acquire(v2, _assistant("p"))
+    stale = registry.acquire(v1, _assistant("p"))
+    assert stale is not live
+    assert registry.acquire(v2, _assistant("p")) is live
+    registry.release(stale)
+    await asyncio.sleep(0.01)
+    assert isinstance(stale, ChatCompletionsProvider) and stale.client.is_closed()
+    assert isinstance(live, ChatCompletionsProvider) and not live.client.is_closed()
+    await registry.aclose()
+    assert live.client.is_closed()

@@ -1,0 +1,78 @@
+"""The OpenAI-compatible endpoint when its client leaves: real server, FakeOpenAI over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from gateway.testing.fake_openai import FakeOpenAI
+from tests.integration.test_reload import wait_for
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import GatewayServer, ServerFactory
+
+SITE_YAML = """
+kind: provider
+name: fake
+base_url: {base_url}
+api: chat
+---
+kind: assistant
+name: bot
+provider: fake
+model: fake-model
+"""
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    """A fake model that streams a long answer slowly (about 10 s)."""
+    with FakeOpenAI() as server:
+        server.delay(0, between_chunks=0.2)
+        server.add_text(" ".join(f"word{i}" for i in range(50)))
+        yield server
+
+
+@pytest.fixture
+def server(tmp_path: Path, gateway_server: ServerFactory, fake: FakeOpenAI) -> GatewayServer:
+    """A gateway whose one assistant talks to ``fake``."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "site.yaml").write_text(SITE_YAML.format(base_url=fake.base_url))
+    return gateway_server(manifests)
+
+
+def idle(server: GatewayServer, fake: FakeOpenAI) -> bool:
+    """No run left on the gateway and no connection left on the model server."""
+    return server.services.the_engine().active_runs == 0 and fake.open_connections == 0
+
+
+def test_a_streaming_client_that_leaves_stops_its_run(
+    server: GatewayServer, fake: FakeOpenAI
+) -> None:
+    """A stateless run nobody can read any more (its streaming client left) is cancelled:
+    the model call stops instead of generating to its end."""
+    body = {"model": "bot", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if "word0" in line:
+                break
+    wait_for(lambda: idle(server, fake), timeout=3)
+
+
+def test_a_waiting_client_that_leaves_stops_its_run(
+    server: GatewayServer, fake: FakeOpenAI
+) -> None:
+    """A non-streaming client that gives up (a read timeout) cancels its stateless run."""
+    body = {"model": "bot", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1)
+    wait_for(lambda: idle(server, fake), timeout=3)
