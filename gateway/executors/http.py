@@ -98,9 +98,18 @@ def _envs() -> tuple[SandboxedEnvironment, SandboxedEnvironment]:
 
 
 def _url_finalize(eval_ctx: Any, value: Any) -> str:
+    """A value in the URL, percent-encoded; one made only of dots has its dots encoded too.
+
+    ``quote`` leaves ``.`` as is, and a path segment that is exactly ``.`` or ``..``
+    is removed by URL normalization (httpx's included): ``/users/{{ id }}/profile``
+    with ``id`` ``..`` would request ``/profile``. ``%2E`` is not a dot segment.
+    """
     if value is None or _is_undefined(value):
         return ""
-    return urllib.parse.quote(str(value), safe="")
+    text = urllib.parse.quote(str(value), safe="")
+    if text and text.strip(".") == "":
+        return "%2E" * len(text)
+    return text
 
 
 def _text_finalize(eval_ctx: Any, value: Any) -> str:

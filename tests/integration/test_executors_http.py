@@ -84,6 +84,14 @@ def test_url_values_are_percent_encoded(server: str) -> None:
     assert result["query"] == {}
 
 
+@pytest.mark.parametrize("value", [".", "..", "..."])
+def test_dot_segment_values_stay_in_their_segment(server: str, value: str) -> None:
+    """A value of only dots in the URL path is encoded, so it cannot climb out of its segment."""
+    config = HttpConfig(url=server + "/api/users/{{ id }}/profile")
+    result = _run(config, id=value)
+    assert result["raw_path"] == "/api/users/" + "%2E" * len(value) + "/profile"
+
+
 def test_query_headers_and_secrets(server: str) -> None:
     """Query values and headers are templates over arguments and declared secrets."""
     config = HttpConfig(
