@@ -113,6 +113,27 @@ def _url_finalize(eval_ctx: Any, value: Any) -> str:
     return text
 
 
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+
+
+def _header_value(name: str, value: str) -> str:
+    """``value`` if a header can carry it: printable ASCII and tabs only.
+
+    A line break would end the header (h11 refuses it with the whole value in
+    its message, secrets included), and non-ASCII text has no agreed encoding
+    (httpx fails with a bare ``UnicodeEncodeError``): both are the caller's
+    ``invalid_arguments`` here, naming the header, never echoing the value.
+    """
+    if _HEADER_VALUE.match(value):
+        return value
+    what = "non-ASCII text" if value.isprintable() else "a line break or control character"
+    raise ToolError(
+        "invalid_arguments",
+        f"header {name!r} cannot carry its value ({what}); pass such text in the query or the body",
+        header=name,
+    )
+
+
 def _text_finalize(eval_ctx: Any, value: Any) -> str:
     if value is None or _is_undefined(value):
         return ""
@@ -297,7 +318,10 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
         rendered = _ORIGIN.match(url)
         if literal is None or rendered is None or literal.group(0) != rendered.group(0):
             raise ToolError("invalid_url", "the rendered URL changed its scheme or host")
-        headers = {k: _template(v, url=False).render(context) for k, v in self.headers.items()}
+        headers = {
+            k: _header_value(k, _template(v, url=False).render(context))
+            for k, v in self.headers.items()
+        }
         params = {}
         for k, v in self.query.items():
             value = _template(v, url=False).render(context)

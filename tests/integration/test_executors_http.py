@@ -104,6 +104,18 @@ def _run(
     )
 
 
+def _run_inline(config: HttpConfig, secrets: dict[str, str] | None = None, **arguments: Any) -> Any:
+    async def main() -> Any:
+        pools = Pools()
+        try:
+            call = CallContext(action="h", arguments=arguments, secrets=secrets or {}, timeout=10)
+            return await config.run_inline(call, pools)
+        finally:
+            await pools.aclose()
+
+    return asyncio.run(main())
+
+
 def test_url_values_are_percent_encoded(server: str) -> None:
     """Argument values in the URL path cannot add segments, queries or fragments."""
     config = HttpConfig(url=server + "/cities/{{ city }}/x")
@@ -130,6 +142,22 @@ def test_query_headers_and_secrets(server: str) -> None:
     result = _run(config, secrets={"API_TOKEN": "tok-abc"}, term="a&b=c")
     assert result["query"] == {"q": ["a&b=c"]}  # unit was not given: omitted
     assert result["headers"]["authorization"] == "Bearer tok-abc"
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\x00b", "Zürich"])
+def test_header_values_a_header_cannot_carry_are_refused(
+    server: str, inline: bool, value: str
+) -> None:
+    """A header value with a line break, a control character or non-ASCII text is refused
+    as invalid_arguments naming the header, without echoing the value (or a secret)."""
+    config = HttpConfig(url=server + "/h", headers={"X-City": "Bearer {{ secrets.K }} {{ city }}"})
+    with pytest.raises(ToolError) as info:
+        (_run_inline if inline else _run)(config, secrets={"K": "sekrit-123"}, city=value)
+    assert info.value.error_type == "invalid_arguments"
+    assert "X-City" in str(info.value)
+    assert "sekrit" not in str(info.value)
+    assert value not in str(info.value)
 
 
 def test_json_body_keeps_types(server: str) -> None:
@@ -196,17 +224,6 @@ def test_big_response_is_refused(server: str) -> None:
     with pytest.raises(ToolError) as info:
         _run(HttpConfig(url=server + "/big", max_response_kb=64))
     assert info.value.error_type == "response_too_large"
-
-
-def _run_inline(config: HttpConfig) -> Any:
-    async def main() -> Any:
-        pools = Pools()
-        try:
-            return await config.run_inline(CallContext(action="h", arguments={}, timeout=10), pools)
-        finally:
-            await pools.aclose()
-
-    return asyncio.run(main())
 
 
 @pytest.mark.parametrize("run", [_run, _run_inline], ids=["sandboxed", "inline"])
