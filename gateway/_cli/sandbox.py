@@ -1,8 +1,8 @@
 """``gateway invoke``, ``test`` and ``doctor``: actions through the real sandbox, no server.
 
-Imports click and ``_common`` at the top, ``gateway.sandbox`` and
-``gateway.executors`` inside the commands. Logs go to stderr; stdout carries
-only the result.
+Imports click and ``_common`` at the top, ``gateway.sandbox``,
+``gateway.executors`` and (for file_search) ``gateway.knowledge`` inside the
+commands. Logs go to stderr; stdout carries only the result.
 """
 
 from __future__ import annotations
@@ -49,35 +49,59 @@ async def _sandbox(settings: Settings, catalog: Catalog | None) -> AsyncIterator
     show_default=True,
     help="Arguments as a JSON object, e.g. '{\"order_id\": 1042}'.",
 )
+@click.option(
+    "--assistant",
+    default=None,
+    help="The calling assistant: file_search searches its files "
+    "(default: the only assistant with file_search).",
+)
 @manifests_option
-def invoke_command(action: str, args_json: str, manifests_dir: str | None) -> None:
+def invoke_command(
+    action: str, args_json: str, assistant: str | None, manifests_dir: str | None
+) -> None:
     """Run ACTION once through the real sandbox and print its output.
 
     An action with `isolation: inline` runs in this process, as the server
     would run it. The arguments are validated against the action's schema first. Prints the
     output on stdout, the status and duration on stderr; exits 1 unless the
-    call succeeded. ACTION may also be a built-in (code_interpreter, file_search).
+    call succeeded. ACTION may also be a built-in (code_interpreter, file_search:
+    it searches the files of --assistant, through an in-memory index).
     """
     import asyncio
 
     from gateway.executors.base import ToolResult
     from gateway.executors.inline import InlineExecutor
     from gateway.executors.runner import SandboxRunner
+    from gateway.knowledge.index import KnowledgeIndex
 
     settings = load_settings(logging=True)
     catalog = load_catalog_or_exit(settings, manifests_dir)
     if action not in catalog.actions and action not in _BUILTINS:
         known = ", ".join(sorted(catalog.actions)) or "none"
         raise click.ClickException(f"unknown action {action!r} (known: {known})")
+    if assistant is not None and assistant not in catalog.assistants:
+        known = ", ".join(sorted(catalog.assistants)) or "none"
+        raise click.ClickException(f"unknown assistant {assistant!r} (known: {known})")
+    if action == "file_search" and assistant is None:
+        searching = sorted(n for n, a in catalog.assistants.items() if a.file_search is not None)
+        if len(searching) != 1:
+            raise click.ClickException(
+                "file_search searches one assistant's files: pass --assistant "
+                f"(with file_search: {', '.join(searching) or 'none'})"
+            )
+        assistant = searching[0]
 
     async def run() -> ToolResult:
         async with _sandbox(settings, catalog) as supervisor:
             inline = InlineExecutor(concurrency=settings.inline_concurrency)
-            runner = SandboxRunner(supervisor, inline=inline)
+            knowledge = KnowledgeIndex(None) if action == "file_search" else None
+            runner = SandboxRunner(supervisor, knowledge, inline=inline)
             try:
-                return await runner.run(catalog, action, args_json)
+                return await runner.run(catalog, action, args_json, assistant=assistant)
             finally:
                 await runner.aclose()  # the pools of an isolation: inline action
+                if knowledge is not None:
+                    knowledge.close()
 
     result = asyncio.run(run())
     click.echo(result.output)

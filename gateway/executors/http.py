@@ -24,6 +24,7 @@ import functools
 import re
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -98,9 +99,39 @@ def _envs() -> tuple[SandboxedEnvironment, SandboxedEnvironment]:
 
 
 def _url_finalize(eval_ctx: Any, value: Any) -> str:
+    """A value in the URL, percent-encoded; one made only of dots has its dots encoded too.
+
+    ``quote`` leaves ``.`` as is, and a path segment that is exactly ``.`` or ``..``
+    is removed by URL normalization (httpx's included): ``/users/{{ id }}/profile``
+    with ``id`` ``..`` would request ``/profile``. ``%2E`` is not a dot segment.
+    """
     if value is None or _is_undefined(value):
         return ""
-    return urllib.parse.quote(str(value), safe="")
+    text = urllib.parse.quote(str(value), safe="")
+    if text and text.strip(".") == "":
+        return "%2E" * len(text)
+    return text
+
+
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+
+
+def _header_value(name: str, value: str) -> str:
+    """``value`` if a header can carry it: printable ASCII and tabs only.
+
+    A line break would end the header (h11 refuses it with the whole value in
+    its message, secrets included), and non-ASCII text has no agreed encoding
+    (httpx fails with a bare ``UnicodeEncodeError``): both are the caller's
+    ``invalid_arguments`` here, naming the header, never echoing the value.
+    """
+    if _HEADER_VALUE.match(value):
+        return value
+    what = "non-ASCII text" if value.isprintable() else "a line break or control character"
+    raise ToolError(
+        "invalid_arguments",
+        f"header {name!r} cannot carry its value ({what}); pass such text in the query or the body",
+        header=name,
+    )
 
 
 def _text_finalize(eval_ctx: Any, value: Any) -> str:
@@ -287,7 +318,10 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
         rendered = _ORIGIN.match(url)
         if literal is None or rendered is None or literal.group(0) != rendered.group(0):
             raise ToolError("invalid_url", "the rendered URL changed its scheme or host")
-        headers = {k: _template(v, url=False).render(context) for k, v in self.headers.items()}
+        headers = {
+            k: _header_value(k, _template(v, url=False).render(context))
+            for k, v in self.headers.items()
+        }
         params = {}
         for k, v in self.query.items():
             value = _template(v, url=False).render(context)
@@ -342,8 +376,10 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             ) as client,
             client.stream(self.method, url, headers=headers, **kwargs) as response,
         ):
-            for chunk in response.iter_bytes():
-                body.add(chunk, response.status_code)
+            body.start(response)
+            for chunk in response.iter_raw():
+                body.add(chunk)
+            body.finish()
         return self._answer(response, bytes(body.data))
 
     async def run_inline(self, call: CallContext, pools: Pools) -> Any:
@@ -363,8 +399,10 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
                 follow_redirects=self.follow_redirects,
                 **kwargs,
             ) as response:
-                async for chunk in response.aiter_bytes():
-                    body.add(chunk, response.status_code)
+                body.start(response)
+                async for chunk in response.aiter_raw():
+                    body.add(chunk)
+                body.finish()
         return self._answer(response, bytes(body.data))
 
     def _answer(self, response: httpx.Response, body: bytes) -> Any:
@@ -390,26 +428,118 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
         return select(data, self.response) if self.response else data
 
 
+_MAX_ENCODINGS = 4
+"""Content codings a response may stack (``gzip, gzip``...); more is an ``http_error``."""
+
+
+class _Inflater:
+    """One ``gzip`` or ``deflate`` layer undone as data arrives, its output capped."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        self._deflate = name == "deflate"
+        # deflate is meant as zlib-wrapped, but servers send raw deflate too (httpx tries both).
+        self._z = zlib.decompressobj(zlib.MAX_WBITS if self._deflate else zlib.MAX_WBITS | 16)
+        self._limit = limit
+        self._produced = 0
+        self._first = True
+
+    def feed(self, data: bytes) -> bytes:
+        """Inflate ``data``; ``_TooLarge`` once the output would pass the limit."""
+        room = self._limit - self._produced + 1
+        try:
+            out = self._z.decompress(data, room)
+        except zlib.error:
+            if not (self._deflate and self._first):
+                raise
+            self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._z.decompress(data, room)
+        self._first = self._first and not data
+        return self._count(out)
+
+    def flush(self) -> bytes:
+        """What is left once the body ended."""
+        return self._count(self._z.flush(self._limit - self._produced + 1))
+
+    def _count(self, out: bytes) -> bytes:
+        self._produced += len(out)
+        if self._produced > self._limit:
+            raise _TooLarge
+        return out
+
+
+class _TooLarge(Exception):
+    """A layer's output passed its limit."""
+
+
 class _Body:
-    """A response body as it arrives, held to the size cap and the action's total time."""
+    """A response body as it arrives, decoded, held to the size cap and the action's total time.
+
+    The body is read raw and its ``Content-Encoding`` undone here, never by
+    httpx: httpx inflates each network read whole, so a few hundred bytes of
+    ``gzip, gzip`` can inflate to gigabytes before any cap is checked. Here
+    every layer stops at the cap (an inner, still compressed layer at twice the
+    cap), so memory stays near ``max_response_kb`` whatever the server sends.
+    """
 
     def __init__(self, max_kb: int, total: float) -> None:
         self.data = bytearray()
         self._max_kb = max_kb
         self._total = total
         self._deadline = time.monotonic() + total
+        self._status = 0
+        self._layers: list[_Inflater] = []
 
-    def add(self, chunk: bytes, status: int) -> None:
-        """Append ``chunk``; a ``ToolError`` once over the cap or past the deadline."""
+    def start(self, response: httpx.Response) -> None:
+        """Take the status and the content codings of ``response`` (before its body)."""
+        self._status = response.status_code
+        names = [
+            v.strip().lower()
+            for v in response.headers.get_list("content-encoding", split_commas=True)
+        ]
+        # Unknown codings are passed through as httpx passes them (it advertises none).
+        names = [n for n in names if n in ("gzip", "x-gzip", "deflate")]
+        if len(names) > _MAX_ENCODINGS:
+            raise ToolError(
+                "http_error",
+                f"the response stacks {len(names)} content encodings (at most {_MAX_ENCODINGS})",
+                status=self._status,
+            )
+        cap = self._max_kb * 1024
+        # Applied in the order listed: undone from the last.
+        layers = list(reversed(names))
+        self._layers = [
+            _Inflater(n, cap if i == len(layers) - 1 else 2 * cap + 1024)
+            for i, n in enumerate(layers)
+        ]
+
+    def add(self, chunk: bytes) -> None:
+        """Append raw ``chunk``; a ``ToolError`` once over the cap or past the deadline."""
+        self._decode(chunk, flush=False)
+
+    def finish(self) -> None:
+        """The body ended: flush the decoders (a ``ToolError`` if that passes the cap)."""
+        self._decode(b"", flush=True)
+
+    def _decode(self, chunk: bytes, *, flush: bool) -> None:
+        try:
+            for layer in self._layers:
+                chunk = layer.feed(chunk) + (layer.flush() if flush else b"")
+        except _TooLarge:
+            self._too_large()
+        except zlib.error as exc:
+            raise ToolError("http_error", f"DecodingError: {exc}", status=self._status) from None
         self.data += chunk
         if len(self.data) > self._max_kb * 1024:
-            raise ToolError(
-                "response_too_large",
-                f"the response is over the {self._max_kb} KB limit",
-                status=status,
-            )
+            self._too_large()
         if time.monotonic() > self._deadline:
             raise ToolError("timeout", f"the request took longer than {self._total:g}s")
+
+    def _too_large(self) -> None:
+        raise ToolError(
+            "response_too_large",
+            f"the response is over the {self._max_kb} KB limit",
+            status=self._status,
+        )
 
 
 @contextlib.contextmanager

@@ -369,10 +369,15 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
                 conn.read_only = self.readonly
                 with conn.cursor() as cursor:
                     cursor.execute("SELECT set_config('statement_timeout', %s, true)", (str(ms),))
-                    cursor.execute(statement.encode(), params)
-                    columns = [d.name for d in cursor.description or ()]
-                    rows = cursor.fetchmany(self.max_rows + 1) if columns else []
-                    rowcount = cursor.rowcount
+                fetched = self._fetch_declared(conn, statement, params) if self.readonly else None
+                if fetched is None:
+                    with conn.cursor() as cursor:
+                        cursor.execute(statement.encode(), params)
+                        columns = [d.name for d in cursor.description or ()]
+                        rows = cursor.fetchmany(self.max_rows + 1) if columns else []
+                        rowcount = cursor.rowcount
+                else:
+                    (columns, rows), rowcount = fetched, -1
                 if self.readonly:
                     conn.rollback()
                 else:
@@ -390,6 +395,32 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         if not columns:
             return {"rowcount": rowcount}
         return self._shape(columns, rows[: self.max_rows], len(rows) > self.max_rows)
+
+    def _fetch_declared(
+        self, conn: psycopg.Connection[Any], statement: str, params: list[Any]
+    ) -> tuple[list[str], list[Any]] | None:
+        """(columns, the first ``max_rows + 1`` rows) through a server-side cursor, or None.
+
+        A plain cursor receives the whole result before ``fetchmany`` cuts it: a
+        query matching a million rows filled the call's memory (``out of memory
+        for query result`` in the sandbox, the server's own memory inline) to
+        return a hundred. ``DECLARE`` takes a query (``SELECT``, ``VALUES``,
+        ``WITH``) only: for anything else (``SHOW``, ``EXPLAIN``, several
+        statements, a data-modifying ``WITH``) it is rolled back to a savepoint
+        and None says to run the statement as it is.
+        """
+        import psycopg
+
+        conn.execute("SAVEPOINT gateway_rows")
+        try:
+            with conn.cursor(name="gateway_rows") as cursor:
+                cursor.execute(statement.encode(), params)
+                columns = [d.name for d in cursor.description or ()]
+                rows = cursor.fetchmany(self.max_rows + 1) if columns else []
+        except (psycopg.errors.SyntaxError, psycopg.errors.FeatureNotSupported):
+            conn.execute("ROLLBACK TO SAVEPOINT gateway_rows")
+            return None
+        return columns, rows
 
 
 def sqlite_path(url: str) -> str:

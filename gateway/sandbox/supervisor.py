@@ -103,7 +103,11 @@ _READY_TIMEOUT = 60.0
 _ATTEMPTS = 3
 """Spares tried for one call when each dies before taking it (killed from outside)."""
 _KILL_GRACE = 5.0
-_ENVELOPE = 64 * 1024  # room for the JSON around the output in a result frame
+_ESCAPED = 6
+"""Bytes one byte of text may take in a result frame's JSON (a control character: \\u0001)."""
+_ENVELOPE = _ESCAPED * 32 * 1024
+"""Room in a result frame besides the output: the error message (2,000 characters), the
+traceback (8,000), a kind's detail (``code_interpreter``: 16,000), JSON-escaped."""
 
 
 def _not_handed_over(exc: BaseException, started: float, timeout: float) -> ToolResult | None:
@@ -501,7 +505,8 @@ class Supervisor:
             os.close(out_w)
         output = OutputReader(out_r, limits.max_output_kb * 1024)
         progress = CallProgress()
-        cap = limits.max_output_kb * 1024 + _ENVELOPE
+        # The child cuts the output at max_output_kb of text; JSON escaping may grow it.
+        cap = limits.max_output_kb * 1024 * _ESCAPED + _ENVELOPE
         reader = asyncio.ensure_future(read_frame(mine, cap, progress))
         too_large = False
         status: Exited | None = None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import time
+import tracemalloc
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -13,6 +17,7 @@ from typing import Any
 import pytest
 
 from gateway.executors._common import ToolError
+from gateway.executors._pools import Pools
 from gateway.executors.http import HttpConfig
 from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import Catalog
@@ -20,6 +25,17 @@ from gateway.manifests.model import Action, CallContext
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
 from tests._http import serving
+
+
+@functools.cache
+def _encoded(mb: int, codings: tuple[str, ...]) -> bytes:
+    """``mb`` MiB of ``"ok"`` (0: the word ``hello``) with each content coding applied in turn."""
+    body = b"ok" * (mb * 512 * 1024) if mb else b"hello"
+    for coding in codings:
+        wbits = {"gzip": 31, "deflate": 15, "rawdeflate": -15}[coding]
+        packer = zlib.compressobj(9, zlib.DEFLATED, wbits)
+        body = packer.compress(body) + packer.flush()
+    return body
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -44,6 +60,18 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(float(urllib.parse.parse_qs(parsed.query)["s"][0]))
         if parsed.path == "/big":
             self._send(200, b"x" * (3 * 1024 * 1024), "text/plain")
+            return
+        if parsed.path == "/encoded":
+            query = urllib.parse.parse_qs(parsed.query)
+            codings = query["codings"][0].split(",")
+            body = _encoded(int(query["mb"][0]), tuple(codings))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            names = [c.replace("rawdeflate", "deflate") for c in codings]
+            self.send_header("Content-Encoding", ", ".join(names))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
         if parsed.path == "/text":
             self._send(200, b"plain words", "text/plain")
@@ -76,12 +104,32 @@ def _run(
     )
 
 
+def _run_inline(config: HttpConfig, secrets: dict[str, str] | None = None, **arguments: Any) -> Any:
+    async def main() -> Any:
+        pools = Pools()
+        try:
+            call = CallContext(action="h", arguments=arguments, secrets=secrets or {}, timeout=10)
+            return await config.run_inline(call, pools)
+        finally:
+            await pools.aclose()
+
+    return asyncio.run(main())
+
+
 def test_url_values_are_percent_encoded(server: str) -> None:
     """Argument values in the URL path cannot add segments, queries or fragments."""
     config = HttpConfig(url=server + "/cities/{{ city }}/x")
     result = _run(config, city="../admin?x=1#frag")
     assert result["raw_path"] == "/cities/..%2Fadmin%3Fx%3D1%23frag/x"
     assert result["query"] == {}
+
+
+@pytest.mark.parametrize("value", [".", "..", "..."])
+def test_dot_segment_values_stay_in_their_segment(server: str, value: str) -> None:
+    """A value of only dots in the URL path is encoded, so it cannot climb out of its segment."""
+    config = HttpConfig(url=server + "/api/users/{{ id }}/profile")
+    result = _run(config, id=value)
+    assert result["raw_path"] == "/api/users/" + "%2E" * len(value) + "/profile"
 
 
 def test_query_headers_and_secrets(server: str) -> None:
@@ -94,6 +142,22 @@ def test_query_headers_and_secrets(server: str) -> None:
     result = _run(config, secrets={"API_TOKEN": "tok-abc"}, term="a&b=c")
     assert result["query"] == {"q": ["a&b=c"]}  # unit was not given: omitted
     assert result["headers"]["authorization"] == "Bearer tok-abc"
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\x00b", "Zürich"])
+def test_header_values_a_header_cannot_carry_are_refused(
+    server: str, inline: bool, value: str
+) -> None:
+    """A header value with a line break, a control character or non-ASCII text is refused
+    as invalid_arguments naming the header, without echoing the value (or a secret)."""
+    config = HttpConfig(url=server + "/h", headers={"X-City": "Bearer {{ secrets.K }} {{ city }}"})
+    with pytest.raises(ToolError) as info:
+        (_run_inline if inline else _run)(config, secrets={"K": "sekrit-123"}, city=value)
+    assert info.value.error_type == "invalid_arguments"
+    assert "X-City" in str(info.value)
+    assert "sekrit" not in str(info.value)
+    assert value not in str(info.value)
 
 
 def test_json_body_keeps_types(server: str) -> None:
@@ -160,6 +224,32 @@ def test_big_response_is_refused(server: str) -> None:
     with pytest.raises(ToolError) as info:
         _run(HttpConfig(url=server + "/big", max_response_kb=64))
     assert info.value.error_type == "response_too_large"
+
+
+@pytest.mark.parametrize("run", [_run, _run_inline], ids=["sandboxed", "inline"])
+@pytest.mark.parametrize("codings", ["gzip", "gzip,gzip"])
+def test_compressed_bomb_is_refused_within_the_cap(server: str, run: Any, codings: str) -> None:
+    """A small compressed body that inflates far past max_response_kb is refused without
+    inflating it: memory stays near the cap (an inline call shares the server's)."""
+    _encoded(256, tuple(codings.split(",")))  # built before measuring
+    config = HttpConfig(url=server + f"/encoded?mb=256&codings={codings}", max_response_kb=64)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ToolError) as info:
+            run(config)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.error_type == "response_too_large"
+    assert peak < 16 * 1024 * 1024, f"{peak / 1e6:.0f} MB allocated for a 64 KB cap"
+
+
+@pytest.mark.parametrize("run", [_run, _run_inline], ids=["sandboxed", "inline"])
+@pytest.mark.parametrize("codings", ["gzip", "deflate", "rawdeflate", "gzip,deflate"])
+def test_compressed_response_is_decoded(server: str, run: Any, codings: str) -> None:
+    """gzip, deflate (zlib or raw) and stacked codings are undone as httpx would."""
+    result = run(HttpConfig(url=server + f"/encoded?mb=0&codings={codings}"))
+    assert result == "hello"
 
 
 def test_host_is_literal() -> None:

@@ -227,6 +227,51 @@ def test_postgres_max_rows(pg_table: tuple[str, str]) -> None:
 
 
 @pytest.mark.postgres
+async def test_postgres_max_rows_reads_only_what_it_returns(data_root: Path) -> None:
+    """A read-only query whose whole result would not fit the call's memory still returns
+    its first max_rows rows with the note: only those are fetched from the server."""
+    query = "SELECT n, repeat('x', 1000) AS pad FROM generate_series(1, 300000) n"
+    action = Action(
+        name="pg",
+        description="d",
+        kind_key="sql",
+        timeout=30,
+        sandbox=SandboxLimits(memory_mb=128),
+        config=SqlConfig(database="pg", query=query, max_rows=3),
+    )
+    catalog = Catalog(
+        version="t",
+        root=data_root,
+        gateway_root=data_root,
+        loaded_at=0,
+        databases={"pg": Database(name="pg", url=pg_url())},
+        actions={"pg": action},
+    )
+    sup = Supervisor(Settings())
+    await sup.start(catalog)
+    try:
+        result = await SandboxRunner(sup).run(catalog, "pg", {})
+    finally:
+        await sup.aclose()
+    assert result.status == "succeeded", result.output
+    body = msgspec.json.decode(result.output)
+    assert [r["n"] for r in body["rows"]] == [1, 2, 3]
+    assert body["truncated"] is True
+
+
+@pytest.mark.postgres
+def test_postgres_readonly_statements_a_cursor_cannot_hold(pg_table: tuple[str, str]) -> None:
+    """SHOW, EXPLAIN and several statements run as before; a write is still readonly."""
+    url, table = pg_table
+    assert _pg_run(url, "SHOW statement_timeout") == [{"statement_timeout": "5s"}]
+    assert "QUERY PLAN" in _pg_run(url, f"EXPLAIN SELECT * FROM {table}")[0]
+    assert _pg_run(url, "SELECT 1 AS a; SELECT 2 AS a") in ([{"a": 1}], [{"a": 2}])
+    with pytest.raises(ToolError) as info:
+        _pg_run(url, f"WITH d AS (DELETE FROM {table} RETURNING id) SELECT * FROM d")
+    assert info.value.error_type == "readonly"
+
+
+@pytest.mark.postgres
 @settings(
     max_examples=40,
     deadline=None,

@@ -65,6 +65,9 @@ def boom():
 def big():
     return "x" * (20 * 1024 * 1024)
 
+def controls():
+    return "\\x01\\"" * (40 * 1024)
+
 def shout():
     sys.stdout.write("y" * (20 * 1024 * 1024))
     sys.stdout.flush()
@@ -169,6 +172,7 @@ ACTION_LIST = [
     make_action("crash"),
     make_action("boom"),
     make_action("big", sandbox=SandboxLimits(max_output_kb=64)),
+    make_action("controls", sandbox=SandboxLimits(max_output_kb=64)),
     make_action("shout", sandbox=SandboxLimits(max_output_kb=64)),
     make_action("forge", timeout=10),
     make_action("orphan"),
@@ -369,6 +373,17 @@ async def test_huge_result_is_truncated(
     assert result.truncated
     assert 64 * 1024 <= len(result.output) < 65 * 1024
     assert "truncated" in result.output
+
+
+async def test_a_result_that_escapes_long_is_truncated_not_refused(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A result of control characters and quotes (up to 6 bytes each in the result's JSON)
+    is cut to max_output_kb and marked truncated, like any long result."""
+    result = await call_then_ok(runner, catalog, supervisor, "controls")
+    assert result.status == "succeeded", result
+    assert result.truncated
+    assert result.output.startswith('\x01"' * 100)
 
 
 async def test_huge_stdout_does_not_deadlock(

@@ -47,6 +47,19 @@ def test_invoke_prints_the_output(cli: CliRunner) -> None:
     assert "unknown action" in unknown.output
 
 
+def test_invoke_file_search_searches_an_assistants_files(cli: CliRunner) -> None:
+    """invoke file_search searches the files of --assistant (or of the only assistant with
+    file_search), as the server would for that assistant."""
+    args = ["--args", '{"query": "refund"}', "--manifests", str(DEMO)]
+    for extra in ([], ["--assistant", "support"]):
+        result = cli.invoke(main, ["invoke", "file_search", *args, *extra])
+        assert result.exit_code == 0, result.output
+        assert "faq.md" in result.stdout
+    unknown = cli.invoke(main, ["invoke", "file_search", *args, "--assistant", "nope"])
+    assert unknown.exit_code == 1
+    assert "unknown assistant" in unknown.output
+
+
 def test_an_argument_the_function_cannot_take_is_refused(cli: CliRunner) -> None:
     """An extra argument is an invalid_arguments error naming it, and the action does not run."""
     result = cli.invoke(
