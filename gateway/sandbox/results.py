@@ -97,7 +97,13 @@ def from_result(
             error_type=res.error_type,
             traceback=mask(res.traceback, secrets or {}),
         )
-    return failure(started, res.error_type or "exception", res.message, **res.detail)
+    extra = {k: v for k, v in res.detail.items() if k not in _RESERVED}
+    return failure(started, res.error_type or "exception", res.message, **extra)
+
+
+_RESERVED = frozenset({"type", "message", "outcome", "started", "error_type"})
+"""Keys an exception's ``detail`` may not set: the call's own status, type and message
+(action code is not trusted to say it timed out, or to succeed while failing)."""
 
 
 _SIGNAL_ERRORS = {

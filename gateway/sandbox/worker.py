@@ -442,6 +442,24 @@ def _enc_hook(obj: Any) -> Any:
     raise TypeError(f"the action returned a {type(obj).__name__}, which is not JSON-serializable")
 
 
+def _carried(detail: object) -> dict[str, Any]:
+    """The entries of an exception's ``detail`` that JSON can carry (others are dropped).
+
+    One value the result frame could not encode would otherwise fail the whole
+    answer, and the call would read as a sandbox failure instead of its error.
+    """
+    if not isinstance(detail, dict):
+        return {}
+    kept: dict[str, Any] = {}
+    for key, value in detail.items():
+        try:
+            msgspec.json.encode(value)
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            continue
+        kept[str(key)] = value
+    return kept
+
+
 def _execute(request: CallRequest, limits: Limits) -> CallResult:
     """Run the action; turn its value or exception into a ``CallResult``."""
     try:
@@ -466,12 +484,11 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
         typed = getattr(exc, "error_type", None)
         error_type = typed or "exception"
         message = str(exc) if typed else f"{type(exc).__name__}: {exc}"
-        detail = getattr(exc, "detail", None)
         return CallResult(
             ok=False,
             error_type=str(error_type),
             message=message[:2000],
-            detail=detail if isinstance(detail, dict) else {},
+            detail=_carried(getattr(exc, "detail", None)),
             traceback=traceback.format_exc()[-8000:],
         )
     return output_result(text, limits.max_output_kb)

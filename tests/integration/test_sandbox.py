@@ -65,6 +65,19 @@ def boom():
 def big():
     return "x" * (20 * 1024 * 1024)
 
+class Refused(Exception):
+    error_type = "refused"
+
+    def __init__(self, detail):
+        super().__init__("the order is closed")
+        self.detail = detail
+
+def typed(detail: dict):
+    raise Refused(detail)
+
+def typed_odd():
+    raise Refused({"when": object(), "order": 7})
+
 def controls():
     return "\\x01\\"" * (40 * 1024)
 
@@ -171,6 +184,8 @@ ACTION_LIST = [
     make_action("grow", sandbox=SandboxLimits(memory_mb=64), timeout=20),
     make_action("crash"),
     make_action("boom"),
+    make_action("typed"),
+    make_action("typed_odd"),
     make_action("big", sandbox=SandboxLimits(max_output_kb=64)),
     make_action("controls", sandbox=SandboxLimits(max_output_kb=64)),
     make_action("shout", sandbox=SandboxLimits(max_output_kb=64)),
@@ -362,6 +377,40 @@ async def test_exception_is_structured(
     error = error_of(result.output)
     assert error["message"] == "ValueError: the widget is broken"
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {"outcome": "timed_out"},
+        {"started": 0, "error_type": "x"},
+        {"type": "succeeded", "message": "all good"},
+    ],
+)
+async def test_a_typed_error_cannot_rewrite_its_own_outcome(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, detail: dict[str, Any]
+) -> None:
+    """An exception's ``detail`` adds fields; it cannot change the status, type or message."""
+    result = await call_then_ok(
+        runner, catalog, supervisor, "typed", {"detail": {**detail, "order": 7}}
+    )
+    assert result.status == "failed", result
+    assert result.error_type == "refused"
+    error = error_of(result.output)
+    assert error["type"] == "refused"
+    assert error["message"] == "the order is closed"
+    assert error["order"] == 7
+
+
+async def test_a_typed_error_with_detail_json_cannot_carry_still_reports_it(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A ``detail`` value JSON cannot carry is dropped; the error itself still comes back."""
+    result = await call_then_ok(runner, catalog, supervisor, "typed_odd")
+    assert result.status == "failed", result
+    error = error_of(result.output)
+    assert (error["type"], error["message"]) == ("refused", "the order is closed")
+    assert "when" not in error
 
 
 async def test_huge_result_is_truncated(
