@@ -244,7 +244,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
         response: dotted path selecting part of a JSON response.
         connect_timeout / read_timeout: seconds; the action's timeout bounds the total.
         max_response_kb: larger responses are refused with ``response_too_large``.
-        follow_redirects: off by default (a redirect may point at another host).
+        follow_redirects: off by default; on, redirects on the URL's own host only.
     """
 
     key: ClassVar[str] = "http"
@@ -370,40 +370,75 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             _transport_errors(),
             httpx.Client(
                 timeout=self._timeout(call.timeout),
-                follow_redirects=self.follow_redirects,
+                follow_redirects=False,  # followed here, on the same host only
                 trust_env=False,
                 verify=ssl_context(),
             ) as client,
-            client.stream(self.method, url, headers=headers, **kwargs) as response,
         ):
-            body.start(response)
-            for chunk in response.iter_raw():
-                body.add(chunk)
-            body.finish()
-        return self._answer(response, bytes(body.data))
+            request = client.build_request(self.method, url, headers=headers, **kwargs)
+            for _ in range(_MAX_REDIRECTS + 1):
+                response = client.send(request, stream=True)
+                try:
+                    following = self._redirect(request, response)
+                    if following is None:
+                        body.start(response)
+                        for chunk in response.iter_raw():
+                            body.add(chunk)
+                        body.finish()
+                        return self._answer(response, bytes(body.data))
+                finally:
+                    response.close()
+                request = following
+        raise _too_many_redirects()
 
     async def run_inline(self, call: CallContext, pools: Pools) -> Any:
         """``isolation: inline``: the same request through the server's pooled client.
 
         The shared client keeps no cookies and reads no proxy settings from the
-        environment; timeouts and redirects are set per request, as ``run`` sets them.
+        environment; timeouts are set per request, and redirects are followed
+        here, as ``run`` follows them.
         """
         url, headers, kwargs = self._build(call)
         body = _Body(self.max_response_kb, call.timeout)
+        client = pools.http()
         with _transport_errors():
-            async with pools.http().stream(
-                self.method,
-                url,
-                headers=headers,
-                timeout=self._timeout(call.timeout),
-                follow_redirects=self.follow_redirects,
-                **kwargs,
-            ) as response:
-                body.start(response)
-                async for chunk in response.aiter_raw():
-                    body.add(chunk)
-                body.finish()
-        return self._answer(response, bytes(body.data))
+            request = client.build_request(
+                self.method, url, headers=headers, timeout=self._timeout(call.timeout), **kwargs
+            )
+            for _ in range(_MAX_REDIRECTS + 1):
+                response = await client.send(request, stream=True, follow_redirects=False)
+                try:
+                    following = self._redirect(request, response)
+                    if following is None:
+                        body.start(response)
+                        async for chunk in response.aiter_raw():
+                            body.add(chunk)
+                        body.finish()
+                        return self._answer(response, bytes(body.data))
+                finally:
+                    await response.aclose()
+                request = following
+        raise _too_many_redirects()
+
+    def _redirect(self, request: httpx.Request, response: httpx.Response) -> httpx.Request | None:
+        """The request a redirect asks for, if this action follows it; None: use ``response``.
+
+        Only redirects on the URL's own host are followed: the scheme and host
+        are literal in the manifest so that neither the model nor an open
+        redirect on the API can choose where a call (and its secret headers) goes.
+        """
+        following = response.next_request if self.follow_redirects else None
+        if following is None:
+            return None
+        if not _same_host(request.url, following.url):
+            raise ToolError(
+                "http_redirect",
+                f"HTTP {response.status_code}: the server redirected to another host "
+                f"({following.url.scheme}://{following.url.host}); only redirects on "
+                f"{request.url.scheme}://{request.url.host} are followed",
+                status=response.status_code,
+            )
+        return following
 
     def _answer(self, response: httpx.Response, body: bytes) -> Any:
         """What goes back to the model: non-2xx is an error; JSON decoded, ``response`` selected."""
@@ -426,6 +461,30 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise ToolError("response_selection", "the response is not JSON") from None
             return text
         return select(data, self.response) if self.response else data
+
+
+_MAX_REDIRECTS = 10
+"""Redirects a call follows (``follow_redirects: true``) before failing with ``http_redirect``."""
+
+
+def _same_host(origin: httpx.URL, target: httpx.URL) -> bool:
+    """Whether a redirect from ``origin`` to ``target`` stays on its host.
+
+    Same host, same scheme and port; or the same host upgraded from ``http`` to
+    ``https``, both on their default ports.
+    """
+    if origin.host != target.host:
+        return False
+    if origin.scheme == target.scheme:
+        return origin.port == target.port
+    return (origin.scheme, target.scheme) == (
+        "http",
+        "https",
+    ) and origin.port is target.port is None
+
+
+def _too_many_redirects() -> ToolError:
+    return ToolError("http_redirect", f"more than {_MAX_REDIRECTS} redirects")
 
 
 _MAX_ENCODINGS = 4

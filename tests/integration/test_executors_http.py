@@ -76,6 +76,13 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed.path == "/text":
             self._send(200, b"plain words", "text/plain")
             return
+        if parsed.path in ("/redirect", "/loop"):
+            query = urllib.parse.parse_qs(parsed.query)
+            self.send_response(int(query.get("code", ["302"])[0]))
+            self.send_header("Location", query.get("to", ["/loop"])[0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         payload = {
             "method": self.command,
             "raw_path": parsed.path,
@@ -207,6 +214,79 @@ def test_non_2xx_is_a_tool_error(server: str) -> None:
     message = str(info.value)
     assert message.startswith("HTTP 404 Not Found: not here")
     assert len(message) < 400
+
+
+class _Elsewhere(BaseHTTPRequestHandler):
+    """Another host: records every request it gets."""
+
+    seen: list[dict[str, str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def do_GET(self) -> None:
+        _Elsewhere.seen.append({k.lower(): v for k, v in self.headers.items()})
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+@pytest.fixture(scope="module")
+def elsewhere() -> Iterator[str]:
+    """A second server, reached by another host name (``localhost``) than ``server``."""
+    with serving(_Elsewhere) as url:
+        yield url.replace("127.0.0.1", "localhost")
+
+
+@pytest.mark.parametrize("run", [_run, _run_inline], ids=["sandboxed", "inline"])
+def test_redirects_on_the_same_host_are_followed_with_their_headers(server: str, run: Any) -> None:
+    """``follow_redirects``: a 303 on the same host is followed (as a GET), headers kept."""
+    to = urllib.parse.quote("/landed?x=1")
+    config = HttpConfig(
+        url=server + "/redirect?code=303&to=" + to,
+        method="POST",
+        json={"a": 1},
+        headers={"X-Api-Key": "{{ secrets.K }}"},
+        follow_redirects=True,
+    )
+    result = run(config, secrets={"K": "sekrit-123"})
+    assert (result["method"], result["raw_path"]) == ("GET", "/landed")
+    assert result["query"] == {"x": ["1"]}
+    assert result["headers"]["x-api-key"] == "sekrit-123"
+
+
+@pytest.mark.parametrize("run", [_run, _run_inline], ids=["sandboxed", "inline"])
+def test_a_redirect_to_another_host_is_refused_and_never_sent(
+    server: str, elsewhere: str, run: Any
+) -> None:
+    """The scheme and host are literal: a redirect cannot carry a call (or its secret
+    headers) to a host the model or an open redirect chose."""
+    _Elsewhere.seen.clear()
+    to = urllib.parse.quote(elsewhere + "/steal")
+    config = HttpConfig(
+        url=server + "/redirect?to=" + to,
+        headers={"X-Api-Key": "{{ secrets.K }}"},
+        follow_redirects=True,
+    )
+    with pytest.raises(ToolError) as info:
+        run(config, secrets={"K": "sekrit-123"})
+    assert info.value.error_type == "http_redirect"
+    assert "another host (http://localhost)" in str(info.value)
+    assert info.value.detail == {"status": 302}
+    assert _Elsewhere.seen == []
+
+
+@pytest.mark.parametrize("run", [_run, _run_inline], ids=["sandboxed", "inline"])
+def test_redirects_end_after_ten(server: str, run: Any) -> None:
+    """A redirect loop fails with ``http_redirect``; without ``follow_redirects`` a 302 is
+    an ``http_status`` error, as any other non-2xx."""
+    with pytest.raises(ToolError) as info:
+        run(HttpConfig(url=server + "/loop", follow_redirects=True))
+    assert (info.value.error_type, str(info.value)) == ("http_redirect", "more than 10 redirects")
+    with pytest.raises(ToolError) as info:
+        run(HttpConfig(url=server + "/loop"))
+    assert (info.value.error_type, info.value.detail) == ("http_status", {"status": 302})
 
 
 def test_read_timeout(server: str) -> None:
