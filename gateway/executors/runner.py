@@ -84,10 +84,22 @@ def validate_arguments(action: Action, arguments: str | dict[str, Any]) -> dict[
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(parsed))
     if error is not None:
-        argument = _argument_of(error)
+        argument = _cut(_argument_of(error), 120)
         where = f"argument {argument!r}: " if argument else ""
-        raise InvalidArguments(action.name, f"invalid {where}{error.message}", argument)
+        raise InvalidArguments(action.name, f"invalid {where}{_cut(error.message, 400)}", argument)
     return parsed
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its start and end around an ellipsis when longer than ``limit``.
+
+    The model's bad value (or name) is quoted in jsonschema's message; a
+    100 KB one would go back to the model whole. The end says what was wrong.
+    """
+    if len(text) <= limit:
+        return text
+    half = (limit - 1) // 2
+    return text[:half] + "…" + text[-half:]
 
 
 def _allows_null(schema: Any) -> bool:

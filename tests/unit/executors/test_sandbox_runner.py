@@ -82,6 +82,25 @@ def test_invalid_arguments_name_the_argument(arguments: str, argument: str) -> N
     assert argument.split(".")[-1] in info.value.message
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"city": "x", "unit": "k" * 200_000},  # the bad value itself
+        {"city": "x", "k" * 200_000: 1},  # an unexpected argument's name
+        {"city": ["x"] * 50_000},  # a value of the wrong type
+    ],
+)
+def test_an_invalid_call_is_reported_in_bounded_size(arguments: dict[str, Any]) -> None:
+    """The error the model reads quotes a huge bad value or name only in part, keeping the
+    start and the end (what was wrong), never all of it."""
+    with pytest.raises(InvalidArguments) as info:
+        validate_arguments(ACTION, arguments)
+    assert len(info.value.message) <= 600
+    assert len(info.value.argument or "") <= 200
+    assert "…" in info.value.message
+    assert info.value.message.startswith("invalid argument ")
+
+
 @pytest.mark.parametrize("arguments", ["{nope", "[1, 2]", '"text"'])
 def test_arguments_must_be_a_json_object(arguments: str) -> None:
     """Invalid JSON or a non-object is an InvalidArguments error."""
