@@ -8,6 +8,14 @@ entries, of its key. Interpolation happens in the same walk, on string scalars
 only, and records which paths came from which variables so that an error about
 such a value never prints it back.
 
+Hostile input is bounded before it can hurt the process: nesting deeper than
+``MAX_DEPTH`` is an error (PyYAML's C composer recurses on the C stack and a
+few hundred kilobytes of ``[[[[`` would crash the whole server with a
+segmentation fault, so text that could nest that deep is checked on the event
+stream before it is composed), and aliases may expand to at most
+``MAX_ALIAS_NODES`` nodes per file (a "billion laughs" file of ten lines would
+otherwise take the loader's memory and time without end).
+
 Imports only PyYAML and the standard library.
 """
 
@@ -36,6 +44,11 @@ Path_ = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
+MAX_DEPTH = 100
+"""Deepest nesting of collections in a document (real manifests need a few dozen)."""
+MAX_ALIAS_NODES = 200_000
+"""Nodes that aliases (and ``<<`` merges) may add to one file once expanded."""
+_C_SAFE_DEPTH = 2_000  # far below where the C composer overflows an 8 MB stack (~20,000)
 
 
 class YamlError(Exception):
@@ -124,9 +137,11 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
     Raises:
         YamlError: on a syntax error, with its position.
     """
-    loader = _Loader(text)
     lines = text.splitlines()
     docs: list[RawDocument] = []
+    _check_depth(text, lines)
+    loader = _Loader(text)
+    walker = _Walker(loader, environ, lines)
     try:
         index = 0
         while loader.check_node():
@@ -134,8 +149,7 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
             if node is None:  # pragma: no cover - check_node guards it
                 break
             locator = Locator(_pos(node))
-            walker = _Walker(loader, locator, environ, lines)
-            data = walker.build(node, ())
+            data = walker.document(node, locator)
             if data is not None:
                 docs.append(RawDocument(file, index, data, locator))
             index += 1
@@ -158,29 +172,91 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
     return docs
 
 
-def _pos(node: yaml.Node) -> tuple[int, int]:
+def _pos(node: yaml.Node | yaml.Event) -> tuple[int, int]:
     mark = node.start_mark
-    return (mark.line + 1, mark.column + 1)
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _too_deep(where: yaml.Node | yaml.Event) -> YamlError:
+    return YamlError(f"collections nested deeper than {MAX_DEPTH} levels", *_pos(where))
+
+
+def _check_depth(text: str, lines: list[str]) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` before the C composer recurses into it.
+
+    Block nesting needs indentation (at most two levels per column) and flow
+    nesting an opening bracket each, so a cheap bound clears almost every real
+    file; only text that could nest dangerously deep is walked as events
+    (which the parser produces without recursion). Syntax errors are left for
+    the real parse to report with the documents before them.
+
+    Raises:
+        YamlError: at the first collection nested too deep.
+    """
+    widest = max(map(len, lines), default=0)
+    if 2 * (widest + 2) + text.count("[") + text.count("{") <= _C_SAFE_DEPTH:
+        return
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep(event)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return
+    finally:
+        loader.dispose()
 
 
 class _Walker:
-    """Builds plain values from a node tree, recording positions as it goes."""
+    """Builds plain values from a node tree, recording positions as it goes.
 
-    def __init__(
-        self, loader: Any, locator: Locator, environ: Mapping[str, str], lines: list[str]
-    ) -> None:
+    One walker reads every document of a file, so the alias budget is the file's.
+    """
+
+    def __init__(self, loader: Any, environ: Mapping[str, str], lines: list[str]) -> None:
         self.loader = loader
-        self.locator = locator
+        self.locator = Locator((1, 1))
         self.environ = environ
         self.lines = lines
         self.active: set[int] = set()
+        self.built: set[int] = set()  # collections of this document already walked once
+        self.expanding = 0  # > 0 while walking a collection a second time (an alias)
+        self.alias_nodes = 0
+        self.alias_root: yaml.Node | None = None  # the anchored collection being expanded
+
+    def document(self, node: yaml.Node, locator: Locator) -> Any:
+        """The plain value of one document's root node (positions go to ``locator``)."""
+        self.locator = locator
+        self.built.clear()
+        return self.build(node, ())
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.locator.values[path] = _pos(node)
+        if self.expanding:
+            self.alias_nodes += 1
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                raise YamlError(
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes in this file "
+                    "(this anchored value, used through its aliases)",
+                    *_pos(self.alias_root or node),
+                )
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.active:
             raise YamlError("recursive YAML alias", *_pos(node))
+        if len(self.active) >= MAX_DEPTH:
+            raise _too_deep(node)
+        again = id(node) in self.built
+        self.built.add(id(node))
+        if again and not self.expanding:
+            self.alias_root = node
+        self.expanding += again
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -189,6 +265,7 @@ class _Walker:
                 return self.mapping(node, path)
         finally:
             self.active.discard(id(node))
+            self.expanding -= again
         raise YamlError(f"unsupported YAML node {node.tag}", *_pos(node))  # pragma: no cover
 
     def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:

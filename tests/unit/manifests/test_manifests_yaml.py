@@ -144,3 +144,52 @@ def test_documents_before_a_syntax_error_are_kept() -> None:
         read_documents("kind: a\n---\nkind: b\n---\nkind: [c\n", "f.yaml", {})
     assert [d.data for d in info.value.documents] == [{"kind": "a"}, {"kind": "b"}]
     assert info.value.line == 6
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_quickly_at_the_alias() -> None:
+    """Aliases that would expand to billions of nodes are a located error, not a hang."""
+    text = _alias_bomb(9)  # 10**9 scalars once expanded
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert "alias" in info.value.message
+    assert info.value.line > 1
+
+
+def test_aliases_reused_a_reasonable_number_of_times_still_load() -> None:
+    """Anchors shared by many documents' worth of values are not mistaken for a bomb."""
+    [doc] = read_documents(_alias_bomb(4), "f.yaml", {})
+    assert len(doc.data["a3"]) == 10 and doc.data["a3"][9][9][9] == ["x"] * 10
+
+
+def test_deep_nesting_is_a_located_error() -> None:
+    """A document nested deeper than any manifest needs is refused with its position."""
+    text = "kind: action\nd: " + "[" * 600 + "]" * 600 + "\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert "nested" in info.value.message
+    assert info.value.line == 2
+
+
+def test_a_chain_of_aliases_nesting_deeply_is_a_located_error() -> None:
+    """Each alias adding one level (a0 in a1 in a2...) cannot exhaust Python's stack."""
+    lines = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, 2000)]
+    with pytest.raises(YamlError) as info:
+        read_documents("\n".join(lines) + "\n", "f.yaml", {})
+    assert "nested" in info.value.message
+
+
+def test_reasonably_deep_documents_still_load() -> None:
+    """Nesting as deep as real JSON Schemas go (dozens of levels) is fine."""
+    text = "d: " + "[" * 40 + "]" * 40 + "\n"
+    [doc] = read_documents(text, "f.yaml", {})
+    depth, node = 0, doc.data["d"]
+    while node:
+        depth, node = depth + 1, node[0]
+    assert depth == 39
