@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,9 +42,11 @@ from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
 from gateway.manifests.validate import Entry, at
 
-__all__ = ["SUFFIXES", "discover", "forget_previous_load", "load_catalog"]
+__all__ = ["MAX_FILE_BYTES", "SUFFIXES", "discover", "forget_previous_load", "load_catalog"]
 
 SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 8 * 1024 * 1024
+"""Largest manifest file read (a thousand manifests take about 400 KB)."""
 
 
 def load_catalog(
@@ -88,9 +91,10 @@ def load_catalog(
         shown = str(root / rel)
         rel_of[shown] = rel
         try:
-            data = (root_abs / rel).read_bytes()
+            data = _read_manifest(root_abs / rel)
         except OSError as exc:
-            problems.append(Problem(file=shown, line=1, col=1, message=f"cannot read: {exc}"))
+            message = exc.strerror if isinstance(exc, _NotAManifest) else str(exc)
+            problems.append(Problem(file=shown, line=1, col=1, message=f"cannot read: {message}"))
             continue
         contents[rel] = data
         key = (shown, environment)
@@ -246,6 +250,30 @@ def discover(root: Path) -> list[str]:
             if name.endswith(SUFFIXES) and not name.startswith("."):
                 found.append((base / name).as_posix())
     return sorted(found)
+
+
+class _NotAManifest(OSError):
+    """A path named like a manifest that must not be read (``strerror`` says why)."""
+
+
+def _read_manifest(path: Path) -> bytes:
+    """The bytes of one manifest file: a regular file of at most ``MAX_FILE_BYTES``.
+
+    Symlinks are followed, so a pushed ``x.yaml -> /dev/zero`` or a FIFO would
+    otherwise block the reload forever or read until memory runs out: the file
+    is opened without blocking and checked with ``fstat`` before it is read.
+
+    Raises:
+        OSError: it cannot be opened, is not a regular file, or is too large.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotAManifest(0, "not a regular file (a FIFO, device or socket)")
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _NotAManifest(0, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    return data
 
 
 def _root_problem(root: Path, message: str) -> Problem:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -543,3 +544,55 @@ def test_a_reload_infers_parameters_again_when_only_the_code_changed(tmp_path: P
     second = load(tmp_path, files)
     assert set(first.actions["f"].parameters["properties"]) == {"city"}
     assert set(second.actions["f"].parameters["properties"]) == {"town", "days"}
+
+
+def _load_in_thread(root: Path, fifo: Path | None = None) -> list[Problem]:
+    """load_catalog in a thread, so a loader stuck on a file fails the test instead of hanging."""
+    import threading
+
+    found: list[Problem] = []
+
+    def run() -> None:
+        try:
+            load_catalog(root, environ={})
+        except ManifestError as exc:
+            found.extend(exc.problems)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive() and fifo is not None:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the stuck reader go
+        thread.join(5)
+        pytest.fail("the loader blocked on a FIFO")
+    return found
+
+
+def test_a_fifo_named_like_a_manifest_is_a_problem_not_a_hang(tmp_path: Path) -> None:
+    """A FIFO (or device, socket) under the root is reported; opening it never blocks a reload."""
+    root = write(tmp_path / "manifests", {"a.yaml": "kind: assistant\nname: a\n"})
+    os.mkfifo(root / "pipe.yaml")
+    [problem] = _load_in_thread(root, root / "pipe.yaml")
+    assert problem.file == str(root / "pipe.yaml")
+    assert "not a regular file" in problem.message
+
+
+def test_a_symlink_to_a_device_is_a_problem(tmp_path: Path) -> None:
+    """A pushed symlink to /dev/zero is refused at once instead of read until memory runs out."""
+    root = write(tmp_path / "manifests", {"a.yaml": "kind: assistant\nname: a\n"})
+    (root / "zero.yaml").symlink_to("/dev/null")  # /dev/zero would eat the machine unfixed
+    [problem] = _load_in_thread(root)
+    assert problem.file == str(root / "zero.yaml")
+    assert "not a regular file" in problem.message
+
+
+def test_a_huge_file_is_a_problem(tmp_path: Path) -> None:
+    """A file over the size limit is reported with its size instead of being parsed."""
+    from gateway.manifests.loader import MAX_FILE_BYTES
+
+    root = write(tmp_path / "manifests", {"a.yaml": "kind: assistant\nname: a\n"})
+    line = "# " + "x" * 1022 + "\n"
+    (root / "big.yaml").write_text(line * (MAX_FILE_BYTES // len(line) + 1))
+    [problem] = _load_in_thread(root)
+    assert problem.file == str(root / "big.yaml")
+    assert "larger than" in problem.message
