@@ -596,3 +596,21 @@ def test_a_huge_file_is_a_problem(tmp_path: Path) -> None:
     [problem] = _load_in_thread(root)
     assert problem.file == str(root / "big.yaml")
     assert "larger than" in problem.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'kind: assistant\nname: "support\\n"\n',
+        "kind: assistant\nname: |\n  support\n",
+        'kind: action\nname: "get\\n"\ndescription: d\nhttp: {method: GET, url: "https://a.example/"}\n',
+    ],
+)
+def test_a_name_with_a_trailing_newline_is_refused(tmp_path: Path, text: str) -> None:
+    """Names match the whole pattern: a trailing newline (a quoted "\\n", a `|` block) is invalid.
+
+    Python's `$` also matches before a final newline, so "get\\n" passed and
+    became a tool name the model provider refuses on every chat.
+    """
+    [problem] = problems(tmp_path, {"a.yaml": text})
+    assert problem.path == "name" and "does not match" in problem.message
