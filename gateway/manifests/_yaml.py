@@ -276,8 +276,11 @@ class _Walker:
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlError("mapping keys must be plain strings", *_pos(key_node))
-            raw_key = self.loader.construct_object(key_node)
-            key = raw_key if isinstance(raw_key, str) else str(raw_key)
+            if key_node.tag != _STR:
+                self.loader.construct_object(key_node)  # an unknown tag is still an error
+            # JSON keys are strings: keep the text written, so `on:` or `null:` (a
+            # bool and a null to YAML 1.1) stay "on" and "null", not "True" and "None".
+            key = key_node.value
             if id(key_node) not in explicit:
                 merged.add(key)
             elif key in result and key not in merged:

@@ -57,6 +57,26 @@ def test_plain_scalars_keep_their_yaml_types_and_dates_stay_text() -> None:
     assert doc.data == {"i": 3, "f": 1.5, "b": True, "n": None, "d": "2026-01-02", "s": "7"}
 
 
+def test_mapping_keys_are_the_text_written() -> None:
+    """Keys such as `on`, `no`, `null` or `0x10` stay as written, not "True", "None" or "16".
+
+    JSON keys are strings: a `parameters` property or an HTTP query key named
+    `on` must reach the model and the request as `on`.
+    """
+    text = "on: 1\nno: 2\nnull: 3\n~: 4\n0x10: 5\n1: 6\n'yes': 7\n"
+    [doc] = read_documents(text, "f", {})
+    assert doc.data == {"on": 1, "no": 2, "null": 3, "~": 4, "0x10": 5, "1": 6, "yes": 7}
+    assert doc.locator.keys[("on",)] == (1, 1)
+
+
+def test_duplicate_keys_are_found_by_the_text_written() -> None:
+    """`on` and `yes` are different keys; the same text twice is still a duplicate."""
+    [doc] = read_documents("on: 1\nyes: 2\n", "f", {})
+    assert doc.data == {"on": 1, "yes": 2}
+    with pytest.raises(YamlError, match="duplicate key 'on'"):
+        read_documents("on: 1\non: 2\n", "f", {})
+
+
 def test_merge_keys_are_resolved() -> None:
     """`<<: *anchor` merges the anchored mapping, with explicit keys winning."""
     [doc] = read_documents("base: &b {x: 1, y: 2}\nitem:\n  <<: *b\n  y: 3\n", "f", {})
