@@ -48,6 +48,7 @@ MAX_DEPTH = 100
 """Deepest nesting of collections in a document (real manifests need a few dozen)."""
 MAX_ALIAS_NODES = 200_000
 """Nodes that aliases (and ``<<`` merges) may add to one file once expanded."""
+_MIN_REDACTED = 4  # shortest variable value ``Locator.redact`` hides
 _C_SAFE_DEPTH = 2_000  # far below where the C composer overflows an 8 MB stack (~20,000)
 
 
@@ -77,9 +78,11 @@ class Locator:
         missing: (path, variable) for every ``${VAR}`` whose variable is unset.
         blocks: path -> (line, col) of the first content line of a literal ``|``
             block scalar, so "line 3 of this SQL" can become a file line.
+        substituted: the values variables put into this document, so that
+            ``redact`` can keep them out of any message about it.
     """
 
-    __slots__ = ("blocks", "interpolated", "keys", "missing", "start", "values")
+    __slots__ = ("blocks", "interpolated", "keys", "missing", "start", "substituted", "values")
 
     def __init__(self, start: tuple[int, int]) -> None:
         self.start = start
@@ -88,6 +91,7 @@ class Locator:
         self.keys: dict[Path_, tuple[int, int]] = {}
         self.interpolated: dict[Path_, tuple[str, ...]] = {}
         self.missing: list[tuple[Path_, str]] = []
+        self.substituted: set[str] = set()
 
     def value(self, path: Path_) -> tuple[int, int]:
         """Position of the value at ``path``, or of its nearest located ancestor."""
@@ -112,6 +116,22 @@ class Locator:
         if block is None or line < 1:
             return self.value(path)
         return (block[0] + line - 1, block[1])
+
+    def redact(self, message: str) -> str:
+        """``message`` with every value a variable put into this document replaced by ``***``.
+
+        A safety net under the checks that quote what they found (an unknown
+        kind, action, database...): whichever quotes an interpolated value,
+        the value is never printed back. Values shorter than ``_MIN_REDACTED``
+        are left alone (replacing every "1" would garble messages, and such
+        a value is no secret).
+        """
+        for value in sorted(self.substituted, key=len, reverse=True):
+            message = message.replace(value, "***")
+            quoted = repr(value)[1:-1]  # as `{value!r}` shows it (escaped quotes, newlines)
+            if quoted != value:
+                message = message.replace(quoted, "***")
+        return message
 
     def secret(self, path: Path_) -> bool:
         """Whether the value at ``path`` (or anything under it) came from a variable."""
@@ -323,6 +343,8 @@ class _Walker:
             if found is None:
                 self.locator.missing.append((path, name))
                 return ""
+            if len(found) >= _MIN_REDACTED:
+                self.locator.substituted.add(found)
             return found
 
         result = _VAR.sub(sub, value)

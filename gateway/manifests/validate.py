@@ -69,8 +69,13 @@ _META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCH
 
 
 def at(doc: RawDocument, path: Path_, message: str, *, key: bool = False) -> Problem:
-    """A problem at the node ``path`` of ``doc`` (its key when ``key``)."""
+    """A problem at the node ``path`` of ``doc`` (its key when ``key``).
+
+    Any value a ``${VAR}`` put into ``doc`` is masked in ``message`` (see
+    ``Locator.redact``), whatever check wrote it.
+    """
     line, col = doc.locator.key(path) if key else doc.locator.value(path)
+    message = doc.locator.redact(message)
     return Problem(file=doc.file, line=line, col=col, message=message, path=format_path(path))
 
 
@@ -440,6 +445,7 @@ def _kind_problem(entry: Entry, path: Path_, message: str) -> Problem:
     if found is None or path not in entry.doc.locator.blocks:
         return entry.at(path, message)
     line, col = entry.doc.locator.inner(path, int(found.group(1)))
+    message = entry.doc.locator.redact(message)
     return Problem(file=entry.doc.file, line=line, col=col, message=message, path=format_path(path))
 
 

@@ -324,6 +324,27 @@ def test_values_from_variables_are_never_printed(tmp_path: Path) -> None:
     assert "environment variable" in text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "kind: ${S}\nname: a\n",
+        "kind: assistant\nname: a\nactions: ['${S}']\n",
+        "kind: assistant\nname: a\nprovider: ${S}\n",
+        "kind: assistant\nname: a\nfile_search: {files: ['${S}.md']}\n",
+        "kind: action\nname: a\ndescription: d\n"
+        "parameters: {type: object, properties: {n: {type: integer}}}\n"
+        "examples: [{args: {n: '${S}'}}]\nhttp: {method: GET, url: 'https://a.example/'}\n",
+        "kind: action\nname: a\ndescription: d\nsql: {database: '${S}', query: SELECT 1}\n",
+    ],
+)
+def test_no_message_echoes_a_value_from_a_variable(tmp_path: Path, text: str) -> None:
+    """Whatever check fails on an interpolated value, its message never carries the value."""
+    found = problems(tmp_path, {"a.yaml": text}, environ={"S": "hunter2-secret"})
+    assert found
+    for problem in found:
+        assert "hunter2" not in str(problem), str(problem)
+
+
 def test_an_undeclared_secret_is_a_problem(tmp_path: Path) -> None:
     """A secret the environment lacks is reported at its entry in `secrets`."""
     files = {
