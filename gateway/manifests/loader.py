@@ -215,9 +215,7 @@ def _parse_file(shown: str, data: bytes, env: Mapping[str, str]) -> _ParsedFile:
         raw = exc.documents
         problems.append(Problem(file=shown, line=exc.line, col=exc.col, message=exc.message))
     except UnicodeDecodeError as exc:
-        return _ParsedFile(
-            data, [], [Problem(file=shown, line=1, col=1, message=f"cannot read: {exc}")]
-        )
+        return _ParsedFile(data, [], [_not_utf8(shown, data, exc)])
     documents = []
     for doc in raw:
         own: list[Problem] = []
@@ -228,6 +226,16 @@ def _parse_file(shown: str, data: bytes, env: Mapping[str, str]) -> _ParsedFile:
         value = entry.value if entry is not None else None
         documents.append((doc, _Decoded(kind, value, own, names[0] if names else None)))
     return _ParsedFile(data, documents, problems)
+
+
+def _not_utf8(shown: str, data: bytes, exc: UnicodeDecodeError) -> Problem:
+    """Where the first byte that is not UTF-8 is: its line, and its column in characters."""
+    start = data.rfind(b"\n", 0, exc.start) + 1
+    line = data.count(b"\n", 0, exc.start) + 1
+    col = len(data[start : exc.start].decode("utf-8", errors="replace")) + 1
+    byte = data[exc.start : exc.start + 1].hex()
+    message = f"cannot read: byte 0x{byte} is not UTF-8 ({exc.reason}); save the file as UTF-8"
+    return Problem(file=shown, line=line, col=col, message=message)
 
 
 def discover(root: Path) -> list[str]:

@@ -493,6 +493,19 @@ def test_unreadable_bytes_are_a_problem(tmp_path: Path) -> None:
     assert "cannot read" in info.value.problems[0].message
 
 
+def test_bytes_that_are_not_utf8_are_located_at_their_line(tmp_path: Path) -> None:
+    """A Latin-1 byte deep in a file is reported at its own line and column, not at 1:1."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    text = "kind: assistant\nname: a\n\n\ninstructions: caf\xe9 au lait\n"
+    (root / "latin1.yaml").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ManifestError) as info:
+        load_catalog(root, environ={})
+    [problem] = info.value.problems
+    assert (problem.line, problem.col) == (5, 18)
+    assert "UTF-8" in problem.message and "0xe9" in problem.message
+
+
 def test_example_args_must_match_the_parameters(tmp_path: Path) -> None:
     """An example whose args break the action's schema is reported at the offending arg."""
     action = (
