@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -355,15 +356,80 @@ def parameters_problems(entry: Entry, parameters: dict[str, Any]) -> list[Proble
 
 @functools.lru_cache(maxsize=4096)
 def _meta_errors(schema_json: bytes) -> tuple[tuple[Path_, str], ...]:
-    """Meta-schema errors of one ``parameters`` schema, cached by content.
+    """Meta-schema errors of one ``parameters`` schema, then why it could not validate.
 
-    Checking against the 2020-12 meta-schema is the costliest step of a load;
-    a reload sees mostly unchanged schemas, and many actions share one.
+    Cached by content: checking against the 2020-12 meta-schema is the
+    costliest step of a load; a reload sees mostly unchanged schemas, and many
+    actions share one.
     """
-    return tuple(
+    schema = msgspec.json.decode(schema_json)
+    errors = tuple(
         (tuple(error.absolute_path), error.message)
-        for error in map(_deepest, _META.iter_errors(msgspec.json.decode(schema_json)))
+        for error in map(_deepest, _META.iter_errors(schema))
     )
+    return errors or tuple(_unusable(schema, schema, ()))
+
+
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
+
+
+def _unusable(node: Any, root: Any, path: Path_) -> Iterable[tuple[Path_, str]]:
+    """What the meta-schema allows but validating arguments would crash on.
+
+    A ``$ref`` that resolves nowhere (or to another document, which is never
+    fetched) and a ``pattern`` Python cannot compile both raise inside
+    jsonschema when an argument reaches them: at load for ``examples``, and
+    on every call of the action otherwise.
+    """
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _unusable(item, root, (*path, i))
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str) and "$id" not in node:
+        problem = _ref_problem(ref, root)
+        if problem is not None:
+            yield (*path, "$ref"), problem
+    pattern = node.get("pattern")
+    if isinstance(pattern, str) and (problem := _regex_problem(pattern)) is not None:
+        yield (*path, "pattern"), problem
+    patterns = node.get("patternProperties")
+    if isinstance(patterns, dict):
+        for key in patterns:
+            if (problem := _regex_problem(key)) is not None:
+                yield (*path, "patternProperties"), f"{key!r}: {problem}"
+    for key, value in node.items():
+        if key not in _DATA_KEYWORDS:
+            yield from _unusable(value, root, (*path, key))
+
+
+def _regex_problem(pattern: str) -> str | None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"not a valid regular expression: {exc}"
+    return None
+
+
+def _ref_problem(ref: str, root: Any) -> str | None:
+    """Why ``ref`` does not resolve inside ``root`` (the ``parameters`` schema), or None."""
+    if not ref.startswith("#"):
+        return f"$ref {ref!r}: only local references (#/...) are supported"
+    fragment = urllib.parse.unquote(ref[1:])
+    if fragment and not fragment.startswith("/"):
+        return None  # a `$anchor` name: jsonschema resolves those itself
+    node = root
+    for token in fragment.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return f"$ref {ref!r} does not resolve inside parameters"
+    return None
 
 
 # --- 4. Python actions -----------------------------------------------------------

@@ -648,3 +648,62 @@ def test_a_name_with_a_trailing_newline_is_refused(tmp_path: Path, text: str) ->
     """
     [problem] = problems(tmp_path, {"a.yaml": text})
     assert problem.path == "name" and "does not match" in problem.message
+
+
+HTTP_ACTION = "http: {method: GET, url: 'https://a.example/'}\n"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "path", "message"),
+    [
+        (
+            "{type: object, properties: {a: {$ref: '#/$defs/nope'}}}",
+            "parameters.properties.a['$ref']",
+            "does not resolve",
+        ),
+        (
+            "{type: object, properties: {a: {$ref: 'https://schemas.example/a.json'}}}",
+            "parameters.properties.a['$ref']",
+            "only local",
+        ),
+        (
+            "{type: object, properties: {a: {type: string, pattern: '(('}}}",
+            "parameters.properties.a.pattern",
+            "not a valid regular expression",
+        ),
+        (
+            "{type: object, patternProperties: {'[': {type: string}}}",
+            "parameters.patternProperties",
+            "not a valid regular expression",
+        ),
+    ],
+)
+@pytest.mark.parametrize("examples", ["", "examples: [{args: {a: x}}]\n"])
+def test_parameters_that_cannot_be_used_to_validate_are_problems(
+    tmp_path: Path, parameters: str, path: str, message: str, examples: str
+) -> None:
+    """A $ref that resolves nowhere or a bad regex is located at load, not a crash.
+
+    Such a schema passes the meta-schema; it used to crash the load when an
+    example was checked against it (a traceback from `gateway validate`, an
+    unlocated "failed" reload) and, without examples, every call of the action.
+    """
+    text = f"kind: action\nname: act\ndescription: d\nparameters: {parameters}\n{examples}"
+    [problem] = problems(tmp_path, {"a.yaml": text + HTTP_ACTION})
+    assert problem.path.startswith(path), problem
+    assert message in problem.message
+
+
+def test_local_refs_and_valid_patterns_are_fine(tmp_path: Path) -> None:
+    """`#/$defs/...` refs that resolve and valid patterns load, and examples are checked."""
+    text = (
+        "kind: action\nname: act\ndescription: d\nparameters:\n"
+        "  type: object\n  $defs: {code: {type: string, pattern: '^[A-Z]{3}$'}}\n"
+        "  properties: {a: {$ref: '#/$defs/code'}, b: {$ref: '#'}}\n"
+        "examples: [{args: {a: EUR}}]\n"
+    )
+    catalog = load(tmp_path, {"a.yaml": text + HTTP_ACTION})
+    assert "act" in catalog.actions
+    bad = text.replace("a: EUR", "a: euro")
+    [problem] = problems(tmp_path / "2", {"a.yaml": bad + HTTP_ACTION})
+    assert "does not match" in problem.message
