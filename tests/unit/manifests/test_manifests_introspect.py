@@ -273,3 +273,31 @@ def test_only_a_function_taking_kwargs_accepts_unknown_arguments(tmp_path: Path)
     found = inspect_functions(["introspect_mod_kw:closed", "introspect_mod_kw:open_"], tmp_path)
     assert found.functions["introspect_mod_kw:closed"].parameters["additionalProperties"] is False
     assert "additionalProperties" not in found.functions["introspect_mod_kw:open_"].parameters
+
+
+def test_positional_only_parameters_are_reported_or_left_out(tmp_path: Path) -> None:
+    """Calls pass arguments by name: a required positional-only parameter is a load error,
+    an optional one is left out of the schema.
+
+    `math:sqrt` (signature `(x, /)`) used to validate, infer `{x: ...}`, and
+    then fail every call with "takes no keyword arguments".
+    """
+    write_module(
+        tmp_path,
+        "posonly_mod",
+        "def scaled(value: float, /, *, unit: str = 'm') -> str:\n"
+        "    return f'{value}{unit}'\n"
+        "def opt(factor: float = 2.0, /, unit: str = 'm') -> str:\n"
+        "    return f'{factor}{unit}'\n",
+    )
+    found = inspect_functions(["math:sqrt", "posonly_mod:scaled", "posonly_mod:opt"], tmp_path)
+    sqrt = found.functions["math:sqrt"]
+    assert sqrt.error is not None and "positional-only" in sqrt.error and "'x'" in sqrt.error
+    assert "'value'" in (found.functions["posonly_mod:scaled"].error or "")
+    opt = found.functions["posonly_mod:opt"]
+    assert opt.error is None
+    assert opt.parameters == {
+        "type": "object",
+        "properties": {"unit": {"type": "string", "default": "m"}},
+        "additionalProperties": False,
+    }
