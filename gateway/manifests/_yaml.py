@@ -176,6 +176,14 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
     except YamlError as exc:
         exc.documents = docs
         raise
+    except yaml.reader.ReaderError as exc:
+        # A control character: PyYAML's text has no mark, an offset and a second line.
+        error = YamlError(
+            f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}",
+            *_offset_pos(text, exc.position),
+        )
+        error.documents = docs
+        raise error from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -184,7 +192,7 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
         error.documents = docs
         raise error from None
     except yaml.YAMLError as exc:
-        error = YamlError(f"invalid YAML: {exc}", 1, 1)
+        error = YamlError(f"invalid YAML: {' '.join(str(exc).split())}", 1, 1)  # one line
         error.documents = docs
         raise error from None
     finally:
@@ -195,6 +203,14 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
 def _pos(node: yaml.Node | yaml.Event) -> tuple[int, int]:
     mark = node.start_mark
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _offset_pos(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a reader error's offset (bytes of UTF-8 for the C reader)."""
+    if _Loader is not yaml.SafeLoader:
+        offset = len(text.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
+    start = text.rfind("\n", 0, offset) + 1
+    return (text.count("\n", 0, offset) + 1, offset - start + 1)
 
 
 def _too_deep(where: yaml.Node | yaml.Event) -> YamlError:

@@ -213,3 +213,19 @@ def test_reasonably_deep_documents_still_load() -> None:
     while node:
         depth, node = depth + 1, node[0]
     assert depth == 39
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b"])
+def test_a_control_character_is_located_on_one_line(char: str) -> None:
+    """A stray control character is reported at its line and column, in a one-line message.
+
+    PyYAML's reader error carried a character offset and a second line
+    ('in "<unicode string>", position 41'), which split the one-problem-a-line
+    output and pointed at 1:1.
+    """
+    text = f"kind: assistant\nname: a\n\n\ninstructions: ab{char}c\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert (info.value.line, info.value.col) == (5, 17)
+    assert "\n" not in info.value.message
+    assert f"#x{ord(char):04x}" in info.value.message
