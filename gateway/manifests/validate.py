@@ -73,11 +73,21 @@ def at(doc: RawDocument, path: Path_, message: str, *, key: bool = False) -> Pro
     """A problem at the node ``path`` of ``doc`` (its key when ``key``).
 
     Any value a ``${VAR}`` put into ``doc`` is masked in ``message`` (see
-    ``Locator.redact``), whatever check wrote it.
+    ``Locator.redact``), whatever check wrote it, and the message is one line.
     """
     line, col = doc.locator.key(path) if key else doc.locator.value(path)
-    message = doc.locator.redact(message)
+    message = _one_line(doc.locator.redact(message))
     return Problem(file=doc.file, line=line, col=col, message=message, path=format_path(path))
+
+
+def _one_line(message: str) -> str:
+    """Line breaks (an exception raised by user code at import, say) joined with " / ".
+
+    ``file:line:col: message`` is one problem a line; CI and editors parse it so.
+    """
+    if "\n" not in message and "\r" not in message:
+        return message
+    return " / ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 class Entry:
@@ -511,7 +521,7 @@ def _kind_problem(entry: Entry, path: Path_, message: str) -> Problem:
     if found is None or path not in entry.doc.locator.blocks:
         return entry.at(path, message)
     line, col = entry.doc.locator.inner(path, int(found.group(1)))
-    message = entry.doc.locator.redact(message)
+    message = _one_line(entry.doc.locator.redact(message))
     return Problem(file=entry.doc.file, line=line, col=col, message=message, path=format_path(path))
 
 

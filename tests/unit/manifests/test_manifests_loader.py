@@ -707,3 +707,14 @@ def test_local_refs_and_valid_patterns_are_fine(tmp_path: Path) -> None:
     bad = text.replace("a: EUR", "a: euro")
     [problem] = problems(tmp_path / "2", {"a.yaml": bad + HTTP_ACTION})
     assert "does not match" in problem.message
+
+
+def test_a_multi_line_import_error_stays_one_problem_a_line(tmp_path: Path) -> None:
+    """An action module raising a multi-line message at import still prints as one line."""
+    (tmp_path / "multiline_mod.py").write_text(
+        "raise RuntimeError('bad settings:\\n  FOO is missing\\n  BAR is missing')\n"
+    )
+    text = "kind: action\nname: act\ndescription: d\npython: {function: 'multiline_mod:f'}\n"
+    [problem] = problems(tmp_path, {"a.yaml": text})
+    assert "\n" not in problem.message
+    assert "FOO is missing" in problem.message and "BAR is missing" in problem.message
