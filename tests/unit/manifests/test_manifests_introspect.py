@@ -301,3 +301,23 @@ def test_positional_only_parameters_are_reported_or_left_out(tmp_path: Path) -> 
         "properties": {"unit": {"type": "string", "default": "m"}},
         "additionalProperties": False,
     }
+
+
+def test_bytes_that_are_not_utf8_on_the_child_output_are_tolerated(tmp_path: Path) -> None:
+    """A module writing raw bytes to stdout/stderr at import is described, not a crash.
+
+    The child's output was decoded strictly: `os.write(1, b"\\xff")` in an
+    action module made `gateway validate` end in a UnicodeDecodeError traceback.
+    """
+    write_module(
+        tmp_path,
+        "rawbytes_mod",
+        "import os\nos.write(1, b'\\xff\\xfe')\nos.write(2, b'\\xff')\n"
+        "def go(x: int) -> int:\n    return x\n",
+    )
+    info = inspect_functions(["rawbytes_mod:go"], tmp_path).functions["rawbytes_mod:go"]
+    assert info.error is None
+    assert info.parameters is not None and "x" in info.parameters["properties"]
+    write_module(tmp_path, "rawfail_mod", "import os\nos.write(2, b'\\xff bad')\nos._exit(3)\n")
+    failed = inspect_functions(["rawfail_mod:go"], tmp_path).functions["rawfail_mod:go"]
+    assert failed.error is not None and "bad" in failed.error
