@@ -162,6 +162,10 @@ def _tool(
                     "strict_fallback", tool=name, reason=str(exc)
                 )
     _complete_arrays(params)
+    if params.get("type") == "object" and "properties" not in params:
+        # OpenAI refuses a tool whose parameters lack `properties` ("object schema
+        # missing properties"); `{}` means the same: no named arguments.
+        params["properties"] = {}
     function: dict[str, Any] = {"name": name, "description": description, "parameters": params}
     if strict or api == "responses":
         # The Responses API treats a missing `strict` as true: always say it.

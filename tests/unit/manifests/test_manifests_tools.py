@@ -270,3 +270,20 @@ def test_every_array_sent_to_the_model_has_items(tmp_path: Path) -> None:
             "nested": {"type": "object", "properties": {"more": {"type": "array"}}},
         },
     }  # the manifest's own schema is left as written
+
+
+def test_parameters_without_properties_are_sent_with_empty_properties(tmp_path: Path) -> None:
+    """OpenAI refuses `parameters: {type: object}` ("object schema missing properties")."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text(
+        "kind: action\nname: ping\ndescription: Ping.\nparameters: {type: object}\n"
+        "http: {method: GET, url: 'https://a.example/'}\n---\n"
+        "kind: assistant\nname: a\nactions: [ping]\n"
+    )
+    catalog = load_catalog(root, environ={}, gateway_root=tmp_path)
+    [chat] = tool_schemas(catalog, "a")
+    assert chat["function"]["parameters"] == {"type": "object", "properties": {}}
+    [flat] = tool_schemas(catalog, "a", api="responses")
+    assert flat["parameters"] == {"type": "object", "properties": {}}
+    assert catalog.actions["ping"].parameters == {"type": "object"}
