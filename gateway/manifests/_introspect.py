@@ -86,7 +86,12 @@ def main() -> None:
             and _is_user_file(str(Path(path).resolve()), root)
         }
     )
-    sys.stdout.write(MARKER + json.dumps({"functions": results, "files": files}) + "\n")
+    try:
+        answer = json.dumps({"functions": results, "files": files}, allow_nan=False)
+    except ValueError:  # a NaN left in some schema (an enum of floats, say): say so per reference
+        error = {"error": "the inferred parameters hold NaN or Infinity, which JSON cannot carry"}
+        answer = json.dumps({"functions": dict.fromkeys(results, error), "files": files})
+    sys.stdout.write(MARKER + answer + "\n")
 
 
 def _is_user_file(path: str, root: str) -> bool:
@@ -183,7 +188,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         value = value.value
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)  # JSON has no NaN or Infinity
     except (TypeError, ValueError):
         return _UNSET
     return value

@@ -321,3 +321,26 @@ def test_bytes_that_are_not_utf8_on_the_child_output_are_tolerated(tmp_path: Pat
     write_module(tmp_path, "rawfail_mod", "import os\nos.write(2, b'\\xff bad')\nos._exit(3)\n")
     failed = inspect_functions(["rawfail_mod:go"], tmp_path).functions["rawfail_mod:go"]
     assert failed.error is not None and "bad" in failed.error
+
+
+def test_a_non_finite_default_is_left_out_not_a_crash(tmp_path: Path) -> None:
+    """`max_price: float = float("inf")` loads; JSON has no Infinity, so the default is omitted.
+
+    The child wrote `Infinity` into its JSON answer and the parent's decoder
+    raised, so one such default crashed every load of the set.
+    """
+    write_module(
+        tmp_path,
+        "inf_mod",
+        "def shop(max_price: float = float('inf'), limit: float = 1.5) -> str:\n    return ''\n",
+    )
+    info = inspect_functions(["inf_mod:shop"], tmp_path).functions["inf_mod:shop"]
+    assert info.error is None
+    assert info.parameters == {
+        "type": "object",
+        "properties": {
+            "max_price": {"type": "number"},
+            "limit": {"type": "number", "default": 1.5},
+        },
+        "additionalProperties": False,
+    }
