@@ -299,7 +299,11 @@ def _knowledge_file_problem(root: Path, file: str) -> str | None:
     the server's secrets.
     """
     path = root / file
-    if Path(file).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError) as exc:  # pathlib raises RuntimeError on a symlink loop
+        return f"knowledge file {file!r} cannot be resolved: {exc}"
+    if Path(file).is_absolute() or not real.is_relative_to(root.resolve()):
         return f"knowledge file {file!r} is outside the manifests root; keep it inside"
     if not path.is_file():
         return f"knowledge file {file!r} does not exist (paths are relative to the manifests root)"

@@ -718,3 +718,18 @@ def test_a_multi_line_import_error_stays_one_problem_a_line(tmp_path: Path) -> N
     [problem] = problems(tmp_path, {"a.yaml": text})
     assert "\n" not in problem.message
     assert "FOO is missing" in problem.message and "BAR is missing" in problem.message
+
+
+def test_a_knowledge_file_that_is_a_symlink_loop_is_a_problem(tmp_path: Path) -> None:
+    """`docs/loop.md -> loop.md` is reported at its entry, not a RuntimeError from pathlib."""
+    root = write(
+        tmp_path / "manifests",
+        {"a.yaml": "kind: assistant\nname: a\nfile_search: {files: [docs/loop.md]}\n"},
+    )
+    (root / "docs").mkdir()
+    (root / "docs" / "loop.md").symlink_to("loop.md")
+    with pytest.raises(ManifestError) as info:
+        load_catalog(root, environ={})
+    [problem] = info.value.problems
+    assert problem.path == "file_search.files[0]"
+    assert "docs/loop.md" in problem.message
