@@ -68,10 +68,10 @@ def load_catalog(
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     root_abs = root.absolute()
+    if not root_abs.is_dir():  # first: resolve() below raises on a symlink loop
+        raise ManifestError([_root_problem(root, "the manifests root is not a directory")])
     code_root = (gateway_root or root_abs.resolve().parent).absolute()
     problems: list[Problem] = []
-    if not root_abs.is_dir():
-        raise ManifestError([_root_problem(root, "the manifests root is not a directory")])
     files = discover(root_abs)
     if not files:
         raise ManifestError([_root_problem(root, "no manifest files (*.yaml, *.yml) here")])

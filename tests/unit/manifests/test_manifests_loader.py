@@ -733,3 +733,12 @@ def test_a_knowledge_file_that_is_a_symlink_loop_is_a_problem(tmp_path: Path) ->
     [problem] = info.value.problems
     assert problem.path == "file_search.files[0]"
     assert "docs/loop.md" in problem.message
+
+
+def test_a_root_that_is_a_symlink_loop_is_a_problem(tmp_path: Path) -> None:
+    """GATEWAY_MANIFESTS pointing at a symlink loop is "not a directory", not a RuntimeError."""
+    root = tmp_path / "manifests"
+    root.symlink_to("manifests")
+    with pytest.raises(ManifestError) as info:
+        load_catalog(root, environ={})
+    assert "not a directory" in info.value.problems[0].message
