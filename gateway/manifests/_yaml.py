@@ -36,6 +36,7 @@ __all__ = [
     "format_path",
     "parse_path",
     "read_documents",
+    "redact",
 ]
 
 Path_ = tuple[str | int, ...]
@@ -126,12 +127,7 @@ class Locator:
         are left alone (replacing every "1" would garble messages, and such
         a value is no secret).
         """
-        for value in sorted(self.substituted, key=len, reverse=True):
-            message = message.replace(value, "***")
-            quoted = repr(value)[1:-1]  # as `{value!r}` shows it (escaped quotes, newlines)
-            if quoted != value:
-                message = message.replace(quoted, "***")
-        return message
+        return redact(message, self.substituted)
 
     def secret(self, path: Path_) -> bool:
         """Whether the value at ``path`` (or anything under it) came from a variable."""
@@ -313,7 +309,7 @@ class _Walker:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlError("mapping keys must be plain strings", *_pos(key_node))
             if key_node.tag != _STR:
-                self.loader.construct_object(key_node)  # an unknown tag is still an error
+                self.construct(key_node)  # an unknown or unfitting tag is still an error
             # JSON keys are strings: keep the text written, so `on:` or `null:` (a
             # bool and a null to YAML 1.1) stay "on" and "null", not "True" and "None".
             key = key_node.value
@@ -325,6 +321,23 @@ class _Walker:
             self.locator.keys[child] = _pos(key_node)
             result[key] = self.build(value_node, child)
         return result
+
+    def construct(self, node: yaml.ScalarNode) -> Any:
+        """PyYAML's value for a tagged or resolved scalar; a misfit tag is a located error.
+
+        ``!!int method`` or ``!!bool maybe`` make the constructors raise plain
+        ValueError/KeyError rather than a YAML error.
+        """
+        try:
+            return self.loader.construct_object(node)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise YamlError(
+                f"invalid YAML: {node.value!r} is not a valid {tag} value ({type(exc).__name__})",
+                *_pos(node),
+            ) from None
 
     def block(self, node: yaml.ScalarNode, path: Path_) -> None:
         first = node.start_mark.line + 1  # 0-based: content starts after the indicator line
@@ -339,7 +352,7 @@ class _Walker:
         if node.style == "|":
             self.block(node, path)
         # Strings are most scalars: skip the constructor's bookkeeping for them.
-        value = node.value if node.tag == _STR else self.loader.construct_object(node)
+        value = node.value if node.tag == _STR else self.construct(node)
         if isinstance(value, str):
             return self.interpolate(value, path) if "$" in value else value
         if isinstance(value, _dt.date | bytes):
@@ -367,6 +380,16 @@ class _Walker:
         if used:
             self.locator.interpolated[path] = tuple(used)
         return result
+
+
+def redact(message: str, values: set[str]) -> str:
+    """``message`` with each of ``values`` (as written or as ``repr`` shows it) as ``***``."""
+    for value in sorted(values, key=len, reverse=True):
+        message = message.replace(value, "***")
+        quoted = repr(value)[1:-1]  # as `{value!r}` shows it (escaped quotes, newlines)
+        if quoted != value:
+            message = message.replace(quoted, "***")
+    return message
 
 
 def format_path(path: Path_) -> str:

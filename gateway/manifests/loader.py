@@ -27,7 +27,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +36,7 @@ import msgspec
 from gateway.errors import ManifestError, Problem
 from gateway.manifests import validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
-from gateway.manifests._yaml import RawDocument, YamlError, read_documents
+from gateway.manifests._yaml import RawDocument, YamlError, read_documents, redact
 from gateway.manifests.catalog import Catalog, SourceRef
 from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
@@ -127,7 +127,7 @@ def load_catalog(
     problems += checked
     _REMEMBERED = _Memory(remembered, kind_checks)
     if problems:
-        raise ManifestError(_sorted(problems))
+        raise ManifestError(_sorted(_redacted(problems, remembered.values())))
     return _assemble(root_abs, code_root, rel_of, contents, entries, found)
 
 
@@ -282,6 +282,22 @@ def _read_manifest(path: Path) -> bytes:
     if len(data) > MAX_FILE_BYTES:
         raise _NotAManifest(0, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
     return data
+
+
+def _redacted(problems: list[Problem], files: Iterable[_ParsedFile]) -> list[Problem]:
+    """Problems with every value any ``${VAR}`` of the set substituted masked as ``***``.
+
+    ``validate.at`` masks the values of the problem's own document; this also
+    covers a check quoting another document (an assistant's "known: ..." list
+    of action names, one of them built from a variable).
+    """
+    values: set[str] = set()
+    for parsed in files:
+        for doc, _ in parsed.documents:
+            values |= doc.locator.substituted
+    if not values:
+        return problems
+    return [msgspec.structs.replace(p, message=redact(p.message, values)) for p in problems]
 
 
 def _root_problem(root: Path, message: str) -> Problem:

@@ -742,3 +742,15 @@ def test_a_root_that_is_a_symlink_loop_is_a_problem(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_catalog(root, environ={})
     assert "not a directory" in info.value.problems[0].message
+
+
+def test_a_value_from_a_variable_is_masked_in_other_documents_messages(tmp_path: Path) -> None:
+    """A name built from a variable in one document is masked where another quotes it."""
+    text = (
+        "kind: action\nname: 'get${SUFFIX}'\ndescription: d\n"
+        "http: {method: GET, url: 'https://a.example/'}\n---\n"
+        "kind: assistant\nname: a\nactions: [get_it]\n"
+    )
+    [problem] = problems(tmp_path, {"a.yaml": text}, environ={"SUFFIX": "_hunter2"})
+    assert problem.message.startswith("unknown action 'get_it'")
+    assert "hunter2" not in problem.message

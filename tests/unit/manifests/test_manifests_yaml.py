@@ -229,3 +229,21 @@ def test_a_control_character_is_located_on_one_line(char: str) -> None:
     assert (info.value.line, info.value.col) == (5, 17)
     assert "\n" not in info.value.message
     assert f"#x{ord(char):04x}" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("a: !!int method\n", "!!int"),
+        ("a: !!float abc\n", "!!float"),
+        ("a: !!bool maybe\n", "!!bool"),
+        ("a: !!timestamp later\n", "!!timestamp"),
+        ("!!int key: 1\n", "!!int"),
+    ],
+)
+def test_an_explicit_tag_that_does_not_fit_its_value_is_located(text: str, tag: str) -> None:
+    """`!!int method` is a YamlError at the value, not a ValueError out of PyYAML's constructor."""
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert (info.value.line, info.value.col) == (1, 1 if text.startswith("!!") else 4)
+    assert tag in info.value.message
