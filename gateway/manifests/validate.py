@@ -419,6 +419,21 @@ def _unusable(node: Any, root: Any, path: Path_) -> Iterable[tuple[Path_, str]]:
             yield from _unusable(value, root, (*path, key))
 
 
+def _anchors(node: Any) -> set[str]:
+    """Every ``$anchor`` name declared in a schema (data keywords excluded)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("$anchor"), str):
+            found.add(node["$anchor"])
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                found |= _anchors(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _anchors(value)
+    return found
+
+
 def _regex_problem(pattern: str) -> str | None:
     try:
         re.compile(pattern)
@@ -432,8 +447,10 @@ def _ref_problem(ref: str, root: Any) -> str | None:
     if not ref.startswith("#"):
         return f"$ref {ref!r}: only local references (#/...) are supported"
     fragment = urllib.parse.unquote(ref[1:])
-    if fragment and not fragment.startswith("/"):
-        return None  # a `$anchor` name: jsonschema resolves those itself
+    if fragment and not fragment.startswith("/"):  # a plain name: some `$anchor` must declare it
+        if fragment in _anchors(root):
+            return None
+        return f"$ref {ref!r}: no $anchor {fragment!r} inside parameters"
     node = root
     for token in fragment.split("/")[1:]:
         token = token.replace("~1", "/").replace("~0", "~")

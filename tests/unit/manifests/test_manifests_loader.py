@@ -667,6 +667,11 @@ HTTP_ACTION = "http: {method: GET, url: 'https://a.example/'}\n"
             "only local",
         ),
         (
+            "{type: object, properties: {a: {$ref: '#nope'}}}",
+            "parameters.properties.a['$ref']",
+            "no $anchor 'nope'",
+        ),
+        (
             "{type: object, properties: {a: {type: string, pattern: '(('}}}",
             "parameters.properties.a.pattern",
             "not a valid regular expression",
@@ -698,8 +703,9 @@ def test_local_refs_and_valid_patterns_are_fine(tmp_path: Path) -> None:
     """`#/$defs/...` refs that resolve and valid patterns load, and examples are checked."""
     text = (
         "kind: action\nname: act\ndescription: d\nparameters:\n"
-        "  type: object\n  $defs: {code: {type: string, pattern: '^[A-Z]{3}$'}}\n"
-        "  properties: {a: {$ref: '#/$defs/code'}, b: {$ref: '#'}}\n"
+        "  type: object\n  $defs: {code: {type: string, pattern: '^[A-Z]{3}$'},"
+        " cc: {$anchor: cc, type: string}}\n"
+        "  properties: {a: {$ref: '#/$defs/code'}, b: {$ref: '#'}, c: {$ref: '#cc'}}\n"
         "examples: [{args: {a: EUR}}]\n"
     )
     catalog = load(tmp_path, {"a.yaml": text + HTTP_ACTION})
