@@ -258,6 +258,7 @@ class _Walker:
         self.lines = lines
         self.active: set[int] = set()
         self.built: set[int] = set()  # collections of this document already walked once
+        self.explicit: dict[int, set[int]] = {}  # mapping -> ids of the keys written in it
         self.expanding = 0  # > 0 while walking a collection a second time (an alias)
         self.alias_nodes = 0
         self.alias_root: yaml.Node | None = None  # the anchored collection being expanded
@@ -266,18 +267,13 @@ class _Walker:
         """The plain value of one document's root node (positions go to ``locator``)."""
         self.locator = locator
         self.built.clear()
+        self.explicit.clear()
         return self.build(node, ())
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.locator.values[path] = _pos(node)
         if self.expanding:
-            self.alias_nodes += 1
-            if self.alias_nodes > MAX_ALIAS_NODES:
-                raise YamlError(
-                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes in this file "
-                    "(this anchored value, used through its aliases)",
-                    *_pos(self.alias_root or node),
-                )
+            self.charge(1, self.alias_root or node)
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.active:
@@ -301,8 +297,16 @@ class _Walker:
         raise YamlError(f"unsupported YAML node {node.tag}", *_pos(node))  # pragma: no cover
 
     def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
-        explicit = {id(k) for k, _ in node.value}
-        self.loader.flatten_mapping(node)  # resolves `<<` merge keys in place
+        explicit = self.explicit.get(id(node))
+        if explicit is None:
+            # Flatten once: it rewrites the node in place, so walking it again
+            # (an alias) must still know which keys were written and which merged.
+            explicit = {id(k) for k, _ in node.value}
+            self.explicit[id(node)] = explicit
+            self.loader.flatten_mapping(node)  # resolves `<<` merge keys in place
+            # Merged entries are copies an alias brought in: a chain of merges grows
+            # quadratically, so they count against the alias budget too.
+            self.charge(sum(id(k) not in explicit for k, _ in node.value), node)
         result: dict[str, Any] = {}
         merged: set[str] = set()
         for key_node, value_node in node.value:
@@ -321,6 +325,16 @@ class _Walker:
             self.locator.keys[child] = _pos(key_node)
             result[key] = self.build(value_node, child)
         return result
+
+    def charge(self, nodes: int, where: yaml.Node) -> None:
+        """Count ``nodes`` that aliases or merges added; past the budget, refuse the file."""
+        self.alias_nodes += nodes
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise YamlError(
+                f"aliases expand to more than {MAX_ALIAS_NODES} nodes in this file "
+                "(this anchored value, used through its aliases or `<<` merges)",
+                *_pos(where),
+            )
 
     def construct(self, node: yaml.ScalarNode) -> Any:
         """PyYAML's value for a tagged or resolved scalar; a misfit tag is a located error.

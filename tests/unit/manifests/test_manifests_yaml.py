@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from gateway.manifests._yaml import YamlError, format_path, parse_path, read_documents
@@ -247,3 +249,24 @@ def test_an_explicit_tag_that_does_not_fit_its_value_is_located(text: str, tag: 
         read_documents(text, "f.yaml", {})
     assert (info.value.line, info.value.col) == (1, 1 if text.startswith("!!") else 4)
     assert tag in info.value.message
+
+
+def test_an_alias_of_a_mapping_with_a_merge_and_an_override_loads() -> None:
+    """`item: &i {<<: *b, y: 3}` then `*i`: the override is not taken for a duplicate key."""
+    text = "base: &b {x: 1, y: 2}\nitem: &i {<<: *b, y: 3}\nother: *i\n"
+    [doc] = read_documents(text, "f.yaml", {})
+    assert doc.data["item"] == doc.data["other"] == {"x": 1, "y": 3}
+
+
+def test_a_chain_of_merge_keys_is_counted_against_the_alias_budget() -> None:
+    """Each mapping merging the previous one grows quadratically: refused quickly, located.
+
+    Merged scalars escaped the alias budget: 6,000 such lines (200 KB) took a
+    minute, and a few hundred KB more would take the loader's memory and hours.
+    """
+    lines = ["a0: &a0 {x: 1}"] + [f"a{i}: &a{i} {{<<: *a{i - 1}, y{i}: 1}}" for i in range(1, 6000)]
+    started = time.perf_counter()
+    with pytest.raises(YamlError) as info:
+        read_documents("\n".join(lines) + "\n", "f.yaml", {})
+    assert time.perf_counter() - started < 5
+    assert "aliases expand" in info.value.message and info.value.line > 1
