@@ -129,6 +129,12 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
 
     settings = load_settings(logging=True)
     catalog = load_catalog_or_exit(settings, manifests_dir)
+    unknown = [name for name in only if name not in catalog.actions]
+    if unknown:
+        # A renamed action must not turn a CI gate into "0 passed, 0 failed".
+        known = ", ".join(sorted(catalog.actions)) or "none"
+        names = ", ".join(repr(name) for name in unknown)
+        raise click.ClickException(f"unknown action {names} (known: {known})")
 
     async def run() -> list[ExampleOutcome]:
         async with _sandbox(settings, catalog) as supervisor:

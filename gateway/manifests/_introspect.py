@@ -86,7 +86,12 @@ def main() -> None:
             and _is_user_file(str(Path(path).resolve()), root)
         }
     )
-    sys.stdout.write(MARKER + json.dumps({"functions": results, "files": files}) + "\n")
+    try:
+        answer = json.dumps({"functions": results, "files": files}, allow_nan=False)
+    except ValueError:  # a NaN left in some schema (an enum of floats, say): say so per reference
+        error = {"error": "the inferred parameters hold NaN or Infinity, which JSON cannot carry"}
+        answer = json.dumps({"functions": dict.fromkeys(results, error), "files": files})
+    sys.stdout.write(MARKER + answer + "\n")
 
 
 def _is_user_file(path: str, root: str) -> bool:
@@ -118,11 +123,26 @@ def describe(ref: str) -> dict[str, Any]:
         parameters, summary = infer_parameters(target)
     except Exception as exc:  # report, never crash the whole load
         return {"error": f"cannot read the signature of {ref!r}: {exc}"}
+    if required_positional := _required_positional_only(target):
+        names = ", ".join(repr(name) for name in required_positional)
+        return {
+            "error": f"{ref!r} takes {names} positional-only, but calls pass arguments by name; "
+            "wrap it in a function of your own"
+        }
     return {
         "parameters": parameters,
         "summary": summary,
         "is_async": inspect.iscoroutinefunction(target),
     }
+
+
+def _required_positional_only(func: Any) -> list[str]:
+    """Positional-only parameters without a default: a call by keywords cannot fill them."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.kind is p.POSITIONAL_ONLY and p.default is p.empty]
 
 
 def infer_parameters(func: Any) -> tuple[dict[str, Any], str]:
@@ -136,8 +156,8 @@ def infer_parameters(func: Any) -> tuple[dict[str, Any], str]:
     properties: dict[str, Any] = {}
     required: list[str] = []
     for name, param in signature.parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            continue  # positional-only: a call passes arguments by name, it never gets one
         annotation = hints.get(name, param.annotation)
         schema, optional = type_schema(annotation)
         described = docs.get(name)
@@ -168,7 +188,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         value = value.value
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)  # JSON has no NaN or Infinity
     except (TypeError, ValueError):
         return _UNSET
     return value

@@ -62,9 +62,8 @@ def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
     try:
         proc = subprocess.run(
             [sys.executable, "-I", "-B", str(_SCRIPT)],
-            input=request,
+            input=request.encode(),
             capture_output=True,
-            text=True,
             cwd=gateway_root if gateway_root.is_dir() else None,
             env=env,
             timeout=TIMEOUT_S,
@@ -72,13 +71,16 @@ def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
         )
     except subprocess.TimeoutExpired:
         return _all_failed(unique, f"importing the action modules took over {TIMEOUT_S:g}s")
-    _, marker, payload = proc.stdout.rpartition(_MARKER)
+    # User code may write any bytes to fd 1 or 2 at import: never decode strictly.
+    stdout = proc.stdout.decode("utf-8", errors="replace")
+    stderr = proc.stderr.decode("utf-8", errors="replace")
+    _, marker, payload = stdout.rpartition(_MARKER)
     if proc.returncode != 0 or not marker:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         return _all_failed(unique, f"importing the action modules failed: {last[:300]}")
     try:
         return msgspec.json.decode(payload.strip(), type=Introspection)
-    except msgspec.ValidationError as exc:  # pragma: no cover - our own child's output
+    except msgspec.DecodeError as exc:  # our own child's output; a bug must not crash the load
         return _all_failed(unique, f"introspection returned malformed output: {exc}")
 
 

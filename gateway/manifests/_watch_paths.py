@@ -76,7 +76,7 @@ def make_plan(
         flat.add(str(link.parent))
         anchors.add(str(link))
         identity.append((str(link), target))
-    root = absolute.resolve()
+    root = _real(absolute)
     # The nearest existing ancestor sees the root deleted, recreated or renamed.
     child, parent = root, root.parent
     while parent != child and not parent.is_dir():
@@ -88,7 +88,7 @@ def make_plan(
         identity.append((str(root), _inode(root)))
     if catalog is not None:
         for file in catalog.code_files:
-            folder = file.parent.resolve()
+            folder = _real(file.parent)
             if _inside(str(folder), recursive) or not folder.is_dir():
                 continue
             if root.is_relative_to(folder):  # e.g. the gateway root: no recursion into .venv
@@ -98,12 +98,12 @@ def make_plan(
                 recursive.add(str(folder))
                 identity.append((str(folder), _inode(folder)))
         for file in catalog.knowledge_files:
-            real = file.resolve()
+            real = _real(file)
             if not _inside(str(real), recursive):
                 flat.add(str(real.parent))
                 interesting.add(str(real))
-    elif gateway_root is not None and gateway_root.resolve().is_dir():
-        base = gateway_root.resolve()
+    elif gateway_root is not None and _real(gateway_root).is_dir():
+        base = _real(gateway_root)
         flat.add(str(base))
         code_dirs.add(str(base))
         for package in sorted(base.glob("*/__init__.py")):
@@ -135,6 +135,16 @@ def links_on(path: Path) -> list[tuple[Path, str]]:
             except (OSError, RuntimeError):
                 break
     return found
+
+
+def _real(path: Path) -> Path:
+    """``path`` with symlinks resolved, never raising.
+
+    ``Path.resolve`` raises RuntimeError on a symlink loop; a loop pushed in
+    place of a watched file must make the next load fail, not kill the watcher
+    (which would end hot reload for good). ``os.path.realpath`` stops at the loop.
+    """
+    return Path(os.path.realpath(path))
 
 
 def _inode(path: Path) -> str:

@@ -8,6 +8,14 @@ entries, of its key. Interpolation happens in the same walk, on string scalars
 only, and records which paths came from which variables so that an error about
 such a value never prints it back.
 
+Hostile input is bounded before it can hurt the process: nesting deeper than
+``MAX_DEPTH`` is an error (PyYAML's C composer recurses on the C stack and a
+few hundred kilobytes of ``[[[[`` would crash the whole server with a
+segmentation fault, so text that could nest that deep is checked on the event
+stream before it is composed), and aliases may expand to at most
+``MAX_ALIAS_NODES`` nodes per file (a "billion laughs" file of ten lines would
+otherwise take the loader's memory and time without end).
+
 Imports only PyYAML and the standard library.
 """
 
@@ -28,6 +36,7 @@ __all__ = [
     "format_path",
     "parse_path",
     "read_documents",
+    "redact",
 ]
 
 Path_ = tuple[str | int, ...]
@@ -36,6 +45,12 @@ Path_ = tuple[str | int, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
+MAX_DEPTH = 100
+"""Deepest nesting of collections in a document (real manifests need a few dozen)."""
+MAX_ALIAS_NODES = 200_000
+"""Nodes that aliases (and ``<<`` merges) may add to one file once expanded."""
+_MIN_REDACTED = 4  # shortest variable value ``Locator.redact`` hides
+_C_SAFE_DEPTH = 2_000  # far below where the C composer overflows an 8 MB stack (~20,000)
 
 
 class YamlError(Exception):
@@ -64,9 +79,11 @@ class Locator:
         missing: (path, variable) for every ``${VAR}`` whose variable is unset.
         blocks: path -> (line, col) of the first content line of a literal ``|``
             block scalar, so "line 3 of this SQL" can become a file line.
+        substituted: the values variables put into this document, so that
+            ``redact`` can keep them out of any message about it.
     """
 
-    __slots__ = ("blocks", "interpolated", "keys", "missing", "start", "values")
+    __slots__ = ("blocks", "interpolated", "keys", "missing", "start", "substituted", "values")
 
     def __init__(self, start: tuple[int, int]) -> None:
         self.start = start
@@ -75,6 +92,7 @@ class Locator:
         self.keys: dict[Path_, tuple[int, int]] = {}
         self.interpolated: dict[Path_, tuple[str, ...]] = {}
         self.missing: list[tuple[Path_, str]] = []
+        self.substituted: set[str] = set()
 
     def value(self, path: Path_) -> tuple[int, int]:
         """Position of the value at ``path``, or of its nearest located ancestor."""
@@ -100,6 +118,17 @@ class Locator:
             return self.value(path)
         return (block[0] + line - 1, block[1])
 
+    def redact(self, message: str) -> str:
+        """``message`` with every value a variable put into this document replaced by ``***``.
+
+        A safety net under the checks that quote what they found (an unknown
+        kind, action, database...): whichever quotes an interpolated value,
+        the value is never printed back. Values shorter than ``_MIN_REDACTED``
+        are left alone (replacing every "1" would garble messages, and such
+        a value is no secret).
+        """
+        return redact(message, self.substituted)
+
     def secret(self, path: Path_) -> bool:
         """Whether the value at ``path`` (or anything under it) came from a variable."""
         n = len(path)
@@ -124,9 +153,11 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
     Raises:
         YamlError: on a syntax error, with its position.
     """
-    loader = _Loader(text)
     lines = text.splitlines()
     docs: list[RawDocument] = []
+    _check_depth(text, lines)
+    loader = _Loader(text)
+    walker = _Walker(loader, environ, lines)
     try:
         index = 0
         while loader.check_node():
@@ -134,14 +165,21 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
             if node is None:  # pragma: no cover - check_node guards it
                 break
             locator = Locator(_pos(node))
-            walker = _Walker(loader, locator, environ, lines)
-            data = walker.build(node, ())
+            data = walker.document(node, locator)
             if data is not None:
                 docs.append(RawDocument(file, index, data, locator))
             index += 1
     except YamlError as exc:
         exc.documents = docs
         raise
+    except yaml.reader.ReaderError as exc:
+        # A control character: PyYAML's text has no mark, an offset and a second line.
+        error = YamlError(
+            f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}",
+            *_offset_pos(text, exc.position),
+        )
+        error.documents = docs
+        raise error from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -150,7 +188,7 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
         error.documents = docs
         raise error from None
     except yaml.YAMLError as exc:
-        error = YamlError(f"invalid YAML: {exc}", 1, 1)
+        error = YamlError(f"invalid YAML: {' '.join(str(exc).split())}", 1, 1)  # one line
         error.documents = docs
         raise error from None
     finally:
@@ -158,29 +196,95 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
     return docs
 
 
-def _pos(node: yaml.Node) -> tuple[int, int]:
+def _pos(node: yaml.Node | yaml.Event) -> tuple[int, int]:
     mark = node.start_mark
-    return (mark.line + 1, mark.column + 1)
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _offset_pos(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a reader error's offset (bytes of UTF-8 for the C reader)."""
+    if _Loader is not yaml.SafeLoader:
+        offset = len(text.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
+    start = text.rfind("\n", 0, offset) + 1
+    return (text.count("\n", 0, offset) + 1, offset - start + 1)
+
+
+def _too_deep(where: yaml.Node | yaml.Event) -> YamlError:
+    return YamlError(f"collections nested deeper than {MAX_DEPTH} levels", *_pos(where))
+
+
+def _check_depth(text: str, lines: list[str]) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` before the C composer recurses into it.
+
+    Block nesting needs indentation (at most two levels per column) and flow
+    nesting an opening bracket each, so a cheap bound clears almost every real
+    file; only text that could nest dangerously deep is walked as events
+    (which the parser produces without recursion). Syntax errors are left for
+    the real parse to report with the documents before them.
+
+    Raises:
+        YamlError: at the first collection nested too deep.
+    """
+    widest = max(map(len, lines), default=0)
+    if 2 * (widest + 2) + text.count("[") + text.count("{") <= _C_SAFE_DEPTH:
+        return
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep(event)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return
+    finally:
+        loader.dispose()
 
 
 class _Walker:
-    """Builds plain values from a node tree, recording positions as it goes."""
+    """Builds plain values from a node tree, recording positions as it goes.
 
-    def __init__(
-        self, loader: Any, locator: Locator, environ: Mapping[str, str], lines: list[str]
-    ) -> None:
+    One walker reads every document of a file, so the alias budget is the file's.
+    """
+
+    def __init__(self, loader: Any, environ: Mapping[str, str], lines: list[str]) -> None:
         self.loader = loader
-        self.locator = locator
+        self.locator = Locator((1, 1))
         self.environ = environ
         self.lines = lines
         self.active: set[int] = set()
+        self.built: set[int] = set()  # collections of this document already walked once
+        self.explicit: dict[int, set[int]] = {}  # mapping -> ids of the keys written in it
+        self.expanding = 0  # > 0 while walking a collection a second time (an alias)
+        self.alias_nodes = 0
+        self.alias_root: yaml.Node | None = None  # the anchored collection being expanded
+
+    def document(self, node: yaml.Node, locator: Locator) -> Any:
+        """The plain value of one document's root node (positions go to ``locator``)."""
+        self.locator = locator
+        self.built.clear()
+        self.explicit.clear()
+        return self.build(node, ())
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.locator.values[path] = _pos(node)
+        if self.expanding:
+            self.charge(1, self.alias_root or node)
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.active:
             raise YamlError("recursive YAML alias", *_pos(node))
+        if len(self.active) >= MAX_DEPTH:
+            raise _too_deep(node)
+        again = id(node) in self.built
+        self.built.add(id(node))
+        if again and not self.expanding:
+            self.alias_root = node
+        self.expanding += again
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -189,18 +293,30 @@ class _Walker:
                 return self.mapping(node, path)
         finally:
             self.active.discard(id(node))
+            self.expanding -= again
         raise YamlError(f"unsupported YAML node {node.tag}", *_pos(node))  # pragma: no cover
 
     def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
-        explicit = {id(k) for k, _ in node.value}
-        self.loader.flatten_mapping(node)  # resolves `<<` merge keys in place
+        explicit = self.explicit.get(id(node))
+        if explicit is None:
+            # Flatten once: it rewrites the node in place, so walking it again
+            # (an alias) must still know which keys were written and which merged.
+            explicit = {id(k) for k, _ in node.value}
+            self.explicit[id(node)] = explicit
+            self.loader.flatten_mapping(node)  # resolves `<<` merge keys in place
+            # Merged entries are copies an alias brought in: a chain of merges grows
+            # quadratically, so they count against the alias budget too.
+            self.charge(sum(id(k) not in explicit for k, _ in node.value), node)
         result: dict[str, Any] = {}
         merged: set[str] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlError("mapping keys must be plain strings", *_pos(key_node))
-            raw_key = self.loader.construct_object(key_node)
-            key = raw_key if isinstance(raw_key, str) else str(raw_key)
+            if key_node.tag != _STR:
+                self.construct(key_node)  # an unknown or unfitting tag is still an error
+            # JSON keys are strings: keep the text written, so `on:` or `null:` (a
+            # bool and a null to YAML 1.1) stay "on" and "null", not "True" and "None".
+            key = key_node.value
             if id(key_node) not in explicit:
                 merged.add(key)
             elif key in result and key not in merged:
@@ -209,6 +325,33 @@ class _Walker:
             self.locator.keys[child] = _pos(key_node)
             result[key] = self.build(value_node, child)
         return result
+
+    def charge(self, nodes: int, where: yaml.Node) -> None:
+        """Count ``nodes`` that aliases or merges added; past the budget, refuse the file."""
+        self.alias_nodes += nodes
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise YamlError(
+                f"aliases expand to more than {MAX_ALIAS_NODES} nodes in this file "
+                "(this anchored value, used through its aliases or `<<` merges)",
+                *_pos(where),
+            )
+
+    def construct(self, node: yaml.ScalarNode) -> Any:
+        """PyYAML's value for a tagged or resolved scalar; a misfit tag is a located error.
+
+        ``!!int method`` or ``!!bool maybe`` make the constructors raise plain
+        ValueError/KeyError rather than a YAML error.
+        """
+        try:
+            return self.loader.construct_object(node)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise YamlError(
+                f"invalid YAML: {node.value!r} is not a valid {tag} value ({type(exc).__name__})",
+                *_pos(node),
+            ) from None
 
     def block(self, node: yaml.ScalarNode, path: Path_) -> None:
         first = node.start_mark.line + 1  # 0-based: content starts after the indicator line
@@ -223,7 +366,7 @@ class _Walker:
         if node.style == "|":
             self.block(node, path)
         # Strings are most scalars: skip the constructor's bookkeeping for them.
-        value = node.value if node.tag == _STR else self.loader.construct_object(node)
+        value = node.value if node.tag == _STR else self.construct(node)
         if isinstance(value, str):
             return self.interpolate(value, path) if "$" in value else value
         if isinstance(value, _dt.date | bytes):
@@ -243,12 +386,24 @@ class _Walker:
             if found is None:
                 self.locator.missing.append((path, name))
                 return ""
+            if len(found) >= _MIN_REDACTED:
+                self.locator.substituted.add(found)
             return found
 
         result = _VAR.sub(sub, value)
         if used:
             self.locator.interpolated[path] = tuple(used)
         return result
+
+
+def redact(message: str, values: set[str]) -> str:
+    """``message`` with each of ``values`` (as written or as ``repr`` shows it) as ``***``."""
+    for value in sorted(values, key=len, reverse=True):
+        message = message.replace(value, "***")
+        quoted = repr(value)[1:-1]  # as `{value!r}` shows it (escaped quotes, newlines)
+        if quoted != value:
+            message = message.replace(quoted, "***")
+    return message
 
 
 def format_path(path: Path_) -> str:

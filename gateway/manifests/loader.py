@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,15 +36,17 @@ import msgspec
 from gateway.errors import ManifestError, Problem
 from gateway.manifests import validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
-from gateway.manifests._yaml import RawDocument, YamlError, read_documents
+from gateway.manifests._yaml import RawDocument, YamlError, read_documents, redact
 from gateway.manifests.catalog import Catalog, SourceRef
 from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
 from gateway.manifests.validate import Entry, at
 
-__all__ = ["SUFFIXES", "discover", "forget_previous_load", "load_catalog"]
+__all__ = ["MAX_FILE_BYTES", "SUFFIXES", "discover", "forget_previous_load", "load_catalog"]
 
 SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 8 * 1024 * 1024
+"""Largest manifest file read (a thousand manifests take about 400 KB)."""
 
 
 def load_catalog(
@@ -65,10 +68,10 @@ def load_catalog(
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     root_abs = root.absolute()
+    if not root_abs.is_dir():  # first: resolve() below raises on a symlink loop
+        raise ManifestError([_root_problem(root, "the manifests root is not a directory")])
     code_root = (gateway_root or root_abs.resolve().parent).absolute()
     problems: list[Problem] = []
-    if not root_abs.is_dir():
-        raise ManifestError([_root_problem(root, "the manifests root is not a directory")])
     files = discover(root_abs)
     if not files:
         raise ManifestError([_root_problem(root, "no manifest files (*.yaml, *.yml) here")])
@@ -88,9 +91,10 @@ def load_catalog(
         shown = str(root / rel)
         rel_of[shown] = rel
         try:
-            data = (root_abs / rel).read_bytes()
+            data = _read_manifest(root_abs / rel)
         except OSError as exc:
-            problems.append(Problem(file=shown, line=1, col=1, message=f"cannot read: {exc}"))
+            message = exc.strerror if isinstance(exc, _NotAManifest) else str(exc)
+            problems.append(Problem(file=shown, line=1, col=1, message=f"cannot read: {message}"))
             continue
         contents[rel] = data
         key = (shown, environment)
@@ -123,7 +127,7 @@ def load_catalog(
     problems += checked
     _REMEMBERED = _Memory(remembered, kind_checks)
     if problems:
-        raise ManifestError(_sorted(problems))
+        raise ManifestError(_sorted(_redacted(problems, remembered.values())))
     return _assemble(root_abs, code_root, rel_of, contents, entries, found)
 
 
@@ -211,9 +215,7 @@ def _parse_file(shown: str, data: bytes, env: Mapping[str, str]) -> _ParsedFile:
         raw = exc.documents
         problems.append(Problem(file=shown, line=exc.line, col=exc.col, message=exc.message))
     except UnicodeDecodeError as exc:
-        return _ParsedFile(
-            data, [], [Problem(file=shown, line=1, col=1, message=f"cannot read: {exc}")]
-        )
+        return _ParsedFile(data, [], [_not_utf8(shown, data, exc)])
     documents = []
     for doc in raw:
         own: list[Problem] = []
@@ -224,6 +226,16 @@ def _parse_file(shown: str, data: bytes, env: Mapping[str, str]) -> _ParsedFile:
         value = entry.value if entry is not None else None
         documents.append((doc, _Decoded(kind, value, own, names[0] if names else None)))
     return _ParsedFile(data, documents, problems)
+
+
+def _not_utf8(shown: str, data: bytes, exc: UnicodeDecodeError) -> Problem:
+    """Where the first byte that is not UTF-8 is: its line, and its column in characters."""
+    start = data.rfind(b"\n", 0, exc.start) + 1
+    line = data.count(b"\n", 0, exc.start) + 1
+    col = len(data[start : exc.start].decode("utf-8", errors="replace")) + 1
+    byte = data[exc.start : exc.start + 1].hex()
+    message = f"cannot read: byte 0x{byte} is not UTF-8 ({exc.reason}); save the file as UTF-8"
+    return Problem(file=shown, line=line, col=col, message=message)
 
 
 def discover(root: Path) -> list[str]:
@@ -246,6 +258,46 @@ def discover(root: Path) -> list[str]:
             if name.endswith(SUFFIXES) and not name.startswith("."):
                 found.append((base / name).as_posix())
     return sorted(found)
+
+
+class _NotAManifest(OSError):
+    """A path named like a manifest that must not be read (``strerror`` says why)."""
+
+
+def _read_manifest(path: Path) -> bytes:
+    """The bytes of one manifest file: a regular file of at most ``MAX_FILE_BYTES``.
+
+    Symlinks are followed, so a pushed ``x.yaml -> /dev/zero`` or a FIFO would
+    otherwise block the reload forever or read until memory runs out: the file
+    is opened without blocking and checked with ``fstat`` before it is read.
+
+    Raises:
+        OSError: it cannot be opened, is not a regular file, or is too large.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _NotAManifest(0, "not a regular file (a FIFO, device or socket)")
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _NotAManifest(0, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    return data
+
+
+def _redacted(problems: list[Problem], files: Iterable[_ParsedFile]) -> list[Problem]:
+    """Problems with every value any ``${VAR}`` of the set substituted masked as ``***``.
+
+    ``validate.at`` masks the values of the problem's own document; this also
+    covers a check quoting another document (an assistant's "known: ..." list
+    of action names, one of them built from a variable).
+    """
+    values: set[str] = set()
+    for parsed in files:
+        for doc, _ in parsed.documents:
+            values |= doc.locator.substituted
+    if not values:
+        return problems
+    return [msgspec.structs.replace(p, message=redact(p.message, values)) for p in problems]
 
 
 def _root_problem(root: Path, message: str) -> Problem:

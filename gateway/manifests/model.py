@@ -32,7 +32,11 @@ __all__ = [
     "register_action_kind",
 ]
 
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Unique per kind")]
+# `(?!\n)$`: Python's `$` (jsonschema and msgspec both use `re.search`) also
+# matches before a final newline, which would let "get\n" through as a tool name.
+Name = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}(?!\n)$", description="Unique per kind")
+]
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -181,7 +185,7 @@ class Action(_Strict, frozen=True, tag="action", tag_field="kind"):
     description: Annotated[str, msgspec.Meta(min_length=1)]
     parameters: dict[str, Any] | None = None
     timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
-    secrets: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = []
+    secrets: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$")]] = []
     sandbox: SandboxLimits = SandboxLimits()
     isolation: Annotated[
         Literal["sandbox", "inline"],

@@ -114,7 +114,25 @@ def _assistant(
 
 
 def _dump(document: dict[str, Any]) -> str:
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        _escape(document), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
+
+
+def _escape(value: Any) -> Any:
+    """Every ``$`` in a string value doubled, so loading gives back the text imported.
+
+    The loader replaces ``${VAR}`` and reads ``$$`` as one ``$``; the old
+    configs had no such syntax, and a placeholder like ``${API_KEY}`` in their
+    instructions would otherwise pull the server's variable into the prompt.
+    """
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    return value
 
 
 def _list(config: dict[str, Any], field: str) -> list[Any]:

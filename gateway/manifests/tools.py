@@ -161,6 +161,11 @@ def _tool(
                 structlog.get_logger("gateway.manifests").warning(
                     "strict_fallback", tool=name, reason=str(exc)
                 )
+    _complete_arrays(params)
+    if params.get("type") == "object" and "properties" not in params:
+        # OpenAI refuses a tool whose parameters lack `properties` ("object schema
+        # missing properties"); `{}` means the same: no named arguments.
+        params["properties"] = {}
     function: dict[str, Any] = {"name": name, "description": description, "parameters": params}
     if strict or api == "responses":
         # The Responses API treats a missing `strict` as true: always say it.
@@ -168,6 +173,30 @@ def _tool(
     if api == "responses":
         return {"type": "function", **function}
     return {"type": "function", "function": function}
+
+
+_DATA_KEYWORDS = ("enum", "const", "default", "examples")  # values, not subschemas
+
+
+def _complete_arrays(schema: Any) -> None:
+    """Give every array schema without ``items`` an ``items: {}``, in place.
+
+    The same meaning in JSON Schema (absent ``items`` allows anything), but
+    OpenAI refuses a tool whose schema has an array without ``items`` ("array
+    schema missing items"), strict or not; bare ``list`` or ``tuple[int, str]``
+    hints infer such arrays, and hand-written schemas have them too.
+    """
+    if isinstance(schema, dict):
+        types = schema.get("type")
+        is_array = types == "array" or (isinstance(types, list) and "array" in types)
+        if is_array and "items" not in schema:
+            schema["items"] = {}
+        for key, value in schema.items():
+            if key not in _DATA_KEYWORDS:
+                _complete_arrays(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _complete_arrays(value)
 
 
 def strict_parameters(schema: Mapping[str, Any]) -> dict[str, Any]:

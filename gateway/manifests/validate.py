@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -69,9 +70,24 @@ _META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCH
 
 
 def at(doc: RawDocument, path: Path_, message: str, *, key: bool = False) -> Problem:
-    """A problem at the node ``path`` of ``doc`` (its key when ``key``)."""
+    """A problem at the node ``path`` of ``doc`` (its key when ``key``).
+
+    Any value a ``${VAR}`` put into ``doc`` is masked in ``message`` (see
+    ``Locator.redact``), whatever check wrote it, and the message is one line.
+    """
     line, col = doc.locator.key(path) if key else doc.locator.value(path)
+    message = _one_line(doc.locator.redact(message))
     return Problem(file=doc.file, line=line, col=col, message=message, path=format_path(path))
+
+
+def _one_line(message: str) -> str:
+    """Line breaks (an exception raised by user code at import, say) joined with " / ".
+
+    ``file:line:col: message`` is one problem a line; CI and editors parse it so.
+    """
+    if "\n" not in message and "\r" not in message:
+        return message
+    return " / ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 class Entry:
@@ -283,7 +299,11 @@ def _knowledge_file_problem(root: Path, file: str) -> str | None:
     the server's secrets.
     """
     path = root / file
-    if Path(file).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError) as exc:  # pathlib raises RuntimeError on a symlink loop
+        return f"knowledge file {file!r} cannot be resolved: {exc}"
+    if Path(file).is_absolute() or not real.is_relative_to(root.resolve()):
         return f"knowledge file {file!r} is outside the manifests root; keep it inside"
     if not path.is_file():
         return f"knowledge file {file!r} does not exist (paths are relative to the manifests root)"
@@ -350,15 +370,97 @@ def parameters_problems(entry: Entry, parameters: dict[str, Any]) -> list[Proble
 
 @functools.lru_cache(maxsize=4096)
 def _meta_errors(schema_json: bytes) -> tuple[tuple[Path_, str], ...]:
-    """Meta-schema errors of one ``parameters`` schema, cached by content.
+    """Meta-schema errors of one ``parameters`` schema, then why it could not validate.
 
-    Checking against the 2020-12 meta-schema is the costliest step of a load;
-    a reload sees mostly unchanged schemas, and many actions share one.
+    Cached by content: checking against the 2020-12 meta-schema is the
+    costliest step of a load; a reload sees mostly unchanged schemas, and many
+    actions share one.
     """
-    return tuple(
+    schema = msgspec.json.decode(schema_json)
+    errors = tuple(
         (tuple(error.absolute_path), error.message)
-        for error in map(_deepest, _META.iter_errors(msgspec.json.decode(schema_json)))
+        for error in map(_deepest, _META.iter_errors(schema))
     )
+    return errors or tuple(_unusable(schema, schema, ()))
+
+
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
+
+
+def _unusable(node: Any, root: Any, path: Path_) -> Iterable[tuple[Path_, str]]:
+    """What the meta-schema allows but validating arguments would crash on.
+
+    A ``$ref`` that resolves nowhere (or to another document, which is never
+    fetched) and a ``pattern`` Python cannot compile both raise inside
+    jsonschema when an argument reaches them: at load for ``examples``, and
+    on every call of the action otherwise.
+    """
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _unusable(item, root, (*path, i))
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str) and "$id" not in node:
+        problem = _ref_problem(ref, root)
+        if problem is not None:
+            yield (*path, "$ref"), problem
+    pattern = node.get("pattern")
+    if isinstance(pattern, str) and (problem := _regex_problem(pattern)) is not None:
+        yield (*path, "pattern"), problem
+    patterns = node.get("patternProperties")
+    if isinstance(patterns, dict):
+        for key in patterns:
+            if (problem := _regex_problem(key)) is not None:
+                yield (*path, "patternProperties"), f"{key!r}: {problem}"
+    for key, value in node.items():
+        if key not in _DATA_KEYWORDS:
+            yield from _unusable(value, root, (*path, key))
+
+
+def _anchors(node: Any) -> set[str]:
+    """Every ``$anchor`` name declared in a schema (data keywords excluded)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("$anchor"), str):
+            found.add(node["$anchor"])
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                found |= _anchors(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _anchors(value)
+    return found
+
+
+def _regex_problem(pattern: str) -> str | None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"not a valid regular expression: {exc}"
+    return None
+
+
+def _ref_problem(ref: str, root: Any) -> str | None:
+    """Why ``ref`` does not resolve inside ``root`` (the ``parameters`` schema), or None."""
+    if not ref.startswith("#"):
+        return f"$ref {ref!r}: only local references (#/...) are supported"
+    fragment = urllib.parse.unquote(ref[1:])
+    if fragment and not fragment.startswith("/"):  # a plain name: some `$anchor` must declare it
+        if fragment in _anchors(root):
+            return None
+        return f"$ref {ref!r}: no $anchor {fragment!r} inside parameters"
+    node = root
+    for token in fragment.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return f"$ref {ref!r} does not resolve inside parameters"
+    return None
 
 
 # --- 4. Python actions -----------------------------------------------------------
@@ -440,6 +542,7 @@ def _kind_problem(entry: Entry, path: Path_, message: str) -> Problem:
     if found is None or path not in entry.doc.locator.blocks:
         return entry.at(path, message)
     line, col = entry.doc.locator.inner(path, int(found.group(1)))
+    message = _one_line(entry.doc.locator.redact(message))
     return Problem(file=entry.doc.file, line=line, col=col, message=message, path=format_path(path))
 
 

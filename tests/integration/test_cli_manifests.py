@@ -184,3 +184,24 @@ def test_validate_in_a_real_process(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "Traceback" not in bad.stderr
     assert bad.stdout.count("\n") == 29
+
+
+def test_validate_survives_hostile_yaml_in_a_real_process(tmp_path: Path) -> None:
+    """Nesting deep enough to overflow the C parser's stack is a located problem, not a crash."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    depth = 200_000
+    (root / "deep.yaml").write_text("kind: assistant\nname: a\nx: " + "[" * depth + "]" * depth)
+    code = "from gateway.cli import main; main()"
+    bad = subprocess.run(
+        [sys.executable, "-c", code, "validate", str(root)],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1, (bad.returncode, bad.stderr[-500:])
+    assert "Traceback" not in bad.stderr
+    assert bad.stdout.startswith(f"{root / 'deep.yaml'}:3:")
+    assert "nested" in bad.stdout

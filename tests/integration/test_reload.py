@@ -166,6 +166,46 @@ def test_broken_set_is_reported_old_set_serves_then_fix_recovers(
     assert "broken.yaml" in st["files"]
 
 
+def test_a_hostile_push_is_rejected_and_the_live_set_keeps_serving(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """Files built to crash or hang the loader are located problems; chats go on meanwhile.
+
+    200,000 nested brackets overflowed the C YAML composer's stack (the whole
+    server died), a ten-line alias bomb expanded without end, and a FIFO named
+    like a manifest blocked the reload thread forever.
+    """
+    manifests = write_site(tmp_path / "site")
+    server = gateway_server(manifests, env=WATCH)
+    good = status(server)["version"]
+    depth = 200_000
+    (manifests / "deep.yaml").write_text("kind: assistant\nname: deep\nx: " + "[" * depth)
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    (manifests / "bomb.yaml").write_text("\n".join(bomb) + "\n")
+    os.mkfifo(manifests / "pipe.yaml")
+    (manifests / "device.yaml").symlink_to("/dev/null")
+
+    def rejected() -> dict[str, Any] | None:
+        st = status(server)
+        errors = " ".join(st["last_attempt"]["errors"])
+        every = all(f"{name}.yaml:" in errors for name in ("deep", "bomb", "pipe", "device"))
+        return st if st["last_attempt"]["result"] == "rejected" and every else None
+
+    st, _ = wait_for(rejected, timeout=30)
+    assert st["version"] == good
+    errors = st["last_attempt"]["errors"]
+    assert any(re.search(r"deep\.yaml:3:\d+: collections nested deeper", e) for e in errors)
+    assert any(re.search(r"bomb\.yaml:\d+:\d+: aliases expand", e) for e in errors)
+    assert any(re.search(r"pipe\.yaml:1:1: cannot read: not a regular file", e) for e in errors)
+    answer = chat(server, 'please greet "Ada"')
+    assert answer["tool_calls"][0]["output"] == "v1 hello Ada"
+    for name in ("deep", "bomb", "pipe", "device"):
+        (manifests / f"{name}.yaml").unlink()
+    st, _ = wait_for(lambda: (s := status(server))["last_attempt"]["result"] != "rejected" and s)
+    assert st["version"] == good and st["last_attempt"]["result"] in ("unchanged", "swapped")
+
+
 def test_gateway_started_on_a_broken_set_becomes_ready_when_fixed(
     tmp_path: Path, gateway_server: ServerFactory
 ) -> None:

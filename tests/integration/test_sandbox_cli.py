@@ -28,6 +28,16 @@ def test_demo_examples_pass(cli: CliRunner) -> None:
     assert result.output.count("ok  ") >= 1
 
 
+def test_test_with_an_unknown_action_fails_instead_of_passing_nothing(cli: CliRunner) -> None:
+    """`gateway test --action typo` exits 1 naming it; before, CI saw "0 passed" and exit 0."""
+    result = cli.invoke(
+        main, ["test", "--manifests", str(DEMO), "--action", "get_order_status", "--action", "nope"]
+    )
+    assert result.exit_code == 1
+    assert "unknown action 'nope'" in result.output
+    assert "get_order_status" in result.output  # the known ones are listed
+
+
 def test_invoke_prints_the_output(cli: CliRunner) -> None:
     """invoke runs one action and prints its output; a bad call exits 1."""
     ok = cli.invoke(

@@ -273,3 +273,74 @@ def test_only_a_function_taking_kwargs_accepts_unknown_arguments(tmp_path: Path)
     found = inspect_functions(["introspect_mod_kw:closed", "introspect_mod_kw:open_"], tmp_path)
     assert found.functions["introspect_mod_kw:closed"].parameters["additionalProperties"] is False
     assert "additionalProperties" not in found.functions["introspect_mod_kw:open_"].parameters
+
+
+def test_positional_only_parameters_are_reported_or_left_out(tmp_path: Path) -> None:
+    """Calls pass arguments by name: a required positional-only parameter is a load error,
+    an optional one is left out of the schema.
+
+    `math:sqrt` (signature `(x, /)`) used to validate, infer `{x: ...}`, and
+    then fail every call with "takes no keyword arguments".
+    """
+    write_module(
+        tmp_path,
+        "posonly_mod",
+        "def scaled(value: float, /, *, unit: str = 'm') -> str:\n"
+        "    return f'{value}{unit}'\n"
+        "def opt(factor: float = 2.0, /, unit: str = 'm') -> str:\n"
+        "    return f'{factor}{unit}'\n",
+    )
+    found = inspect_functions(["math:sqrt", "posonly_mod:scaled", "posonly_mod:opt"], tmp_path)
+    sqrt = found.functions["math:sqrt"]
+    assert sqrt.error is not None and "positional-only" in sqrt.error and "'x'" in sqrt.error
+    assert "'value'" in (found.functions["posonly_mod:scaled"].error or "")
+    opt = found.functions["posonly_mod:opt"]
+    assert opt.error is None
+    assert opt.parameters == {
+        "type": "object",
+        "properties": {"unit": {"type": "string", "default": "m"}},
+        "additionalProperties": False,
+    }
+
+
+def test_bytes_that_are_not_utf8_on_the_child_output_are_tolerated(tmp_path: Path) -> None:
+    """A module writing raw bytes to stdout/stderr at import is described, not a crash.
+
+    The child's output was decoded strictly: `os.write(1, b"\\xff")` in an
+    action module made `gateway validate` end in a UnicodeDecodeError traceback.
+    """
+    write_module(
+        tmp_path,
+        "rawbytes_mod",
+        "import os\nos.write(1, b'\\xff\\xfe')\nos.write(2, b'\\xff')\n"
+        "def go(x: int) -> int:\n    return x\n",
+    )
+    info = inspect_functions(["rawbytes_mod:go"], tmp_path).functions["rawbytes_mod:go"]
+    assert info.error is None
+    assert info.parameters is not None and "x" in info.parameters["properties"]
+    write_module(tmp_path, "rawfail_mod", "import os\nos.write(2, b'\\xff bad')\nos._exit(3)\n")
+    failed = inspect_functions(["rawfail_mod:go"], tmp_path).functions["rawfail_mod:go"]
+    assert failed.error is not None and "bad" in failed.error
+
+
+def test_a_non_finite_default_is_left_out_not_a_crash(tmp_path: Path) -> None:
+    """`max_price: float = float("inf")` loads; JSON has no Infinity, so the default is omitted.
+
+    The child wrote `Infinity` into its JSON answer and the parent's decoder
+    raised, so one such default crashed every load of the set.
+    """
+    write_module(
+        tmp_path,
+        "inf_mod",
+        "def shop(max_price: float = float('inf'), limit: float = 1.5) -> str:\n    return ''\n",
+    )
+    info = inspect_functions(["inf_mod:shop"], tmp_path).functions["inf_mod:shop"]
+    assert info.error is None
+    assert info.parameters == {
+        "type": "object",
+        "properties": {
+            "max_price": {"type": "number"},
+            "limit": {"type": "number", "default": 1.5},
+        },
+        "additionalProperties": False,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -323,6 +324,27 @@ def test_values_from_variables_are_never_printed(tmp_path: Path) -> None:
     assert "environment variable" in text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "kind: ${S}\nname: a\n",
+        "kind: assistant\nname: a\nactions: ['${S}']\n",
+        "kind: assistant\nname: a\nprovider: ${S}\n",
+        "kind: assistant\nname: a\nfile_search: {files: ['${S}.md']}\n",
+        "kind: action\nname: a\ndescription: d\n"
+        "parameters: {type: object, properties: {n: {type: integer}}}\n"
+        "examples: [{args: {n: '${S}'}}]\nhttp: {method: GET, url: 'https://a.example/'}\n",
+        "kind: action\nname: a\ndescription: d\nsql: {database: '${S}', query: SELECT 1}\n",
+    ],
+)
+def test_no_message_echoes_a_value_from_a_variable(tmp_path: Path, text: str) -> None:
+    """Whatever check fails on an interpolated value, its message never carries the value."""
+    found = problems(tmp_path, {"a.yaml": text}, environ={"S": "hunter2-secret"})
+    assert found
+    for problem in found:
+        assert "hunter2" not in str(problem), str(problem)
+
+
 def test_an_undeclared_secret_is_a_problem(tmp_path: Path) -> None:
     """A secret the environment lacks is reported at its entry in `secrets`."""
     files = {
@@ -471,6 +493,19 @@ def test_unreadable_bytes_are_a_problem(tmp_path: Path) -> None:
     assert "cannot read" in info.value.problems[0].message
 
 
+def test_bytes_that_are_not_utf8_are_located_at_their_line(tmp_path: Path) -> None:
+    """A Latin-1 byte deep in a file is reported at its own line and column, not at 1:1."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    text = "kind: assistant\nname: a\n\n\ninstructions: caf\xe9 au lait\n"
+    (root / "latin1.yaml").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ManifestError) as info:
+        load_catalog(root, environ={})
+    [problem] = info.value.problems
+    assert (problem.line, problem.col) == (5, 18)
+    assert "UTF-8" in problem.message and "0xe9" in problem.message
+
+
 def test_example_args_must_match_the_parameters(tmp_path: Path) -> None:
     """An example whose args break the action's schema is reported at the offending arg."""
     action = (
@@ -543,3 +578,185 @@ def test_a_reload_infers_parameters_again_when_only_the_code_changed(tmp_path: P
     second = load(tmp_path, files)
     assert set(first.actions["f"].parameters["properties"]) == {"city"}
     assert set(second.actions["f"].parameters["properties"]) == {"town", "days"}
+
+
+def _load_in_thread(root: Path, fifo: Path | None = None) -> list[Problem]:
+    """load_catalog in a thread, so a loader stuck on a file fails the test instead of hanging."""
+    import threading
+
+    found: list[Problem] = []
+
+    def run() -> None:
+        try:
+            load_catalog(root, environ={})
+        except ManifestError as exc:
+            found.extend(exc.problems)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive() and fifo is not None:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the stuck reader go
+        thread.join(5)
+        pytest.fail("the loader blocked on a FIFO")
+    return found
+
+
+def test_a_fifo_named_like_a_manifest_is_a_problem_not_a_hang(tmp_path: Path) -> None:
+    """A FIFO (or device, socket) under the root is reported; opening it never blocks a reload."""
+    root = write(tmp_path / "manifests", {"a.yaml": "kind: assistant\nname: a\n"})
+    os.mkfifo(root / "pipe.yaml")
+    [problem] = _load_in_thread(root, root / "pipe.yaml")
+    assert problem.file == str(root / "pipe.yaml")
+    assert "not a regular file" in problem.message
+
+
+def test_a_symlink_to_a_device_is_a_problem(tmp_path: Path) -> None:
+    """A pushed symlink to /dev/zero is refused at once instead of read until memory runs out."""
+    root = write(tmp_path / "manifests", {"a.yaml": "kind: assistant\nname: a\n"})
+    (root / "zero.yaml").symlink_to("/dev/null")  # /dev/zero would eat the machine unfixed
+    [problem] = _load_in_thread(root)
+    assert problem.file == str(root / "zero.yaml")
+    assert "not a regular file" in problem.message
+
+
+def test_a_huge_file_is_a_problem(tmp_path: Path) -> None:
+    """A file over the size limit is reported with its size instead of being parsed."""
+    from gateway.manifests.loader import MAX_FILE_BYTES
+
+    root = write(tmp_path / "manifests", {"a.yaml": "kind: assistant\nname: a\n"})
+    line = "# " + "x" * 1022 + "\n"
+    (root / "big.yaml").write_text(line * (MAX_FILE_BYTES // len(line) + 1))
+    [problem] = _load_in_thread(root)
+    assert problem.file == str(root / "big.yaml")
+    assert "larger than" in problem.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'kind: assistant\nname: "support\\n"\n',
+        "kind: assistant\nname: |\n  support\n",
+        'kind: action\nname: "get\\n"\ndescription: d\nhttp: {method: GET, url: "https://a.example/"}\n',
+    ],
+)
+def test_a_name_with_a_trailing_newline_is_refused(tmp_path: Path, text: str) -> None:
+    """Names match the whole pattern: a trailing newline (a quoted "\\n", a `|` block) is invalid.
+
+    Python's `$` also matches before a final newline, so "get\\n" passed and
+    became a tool name the model provider refuses on every chat.
+    """
+    [problem] = problems(tmp_path, {"a.yaml": text})
+    assert problem.path == "name" and "does not match" in problem.message
+
+
+HTTP_ACTION = "http: {method: GET, url: 'https://a.example/'}\n"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "path", "message"),
+    [
+        (
+            "{type: object, properties: {a: {$ref: '#/$defs/nope'}}}",
+            "parameters.properties.a['$ref']",
+            "does not resolve",
+        ),
+        (
+            "{type: object, properties: {a: {$ref: 'https://schemas.example/a.json'}}}",
+            "parameters.properties.a['$ref']",
+            "only local",
+        ),
+        (
+            "{type: object, properties: {a: {$ref: '#nope'}}}",
+            "parameters.properties.a['$ref']",
+            "no $anchor 'nope'",
+        ),
+        (
+            "{type: object, properties: {a: {type: string, pattern: '(('}}}",
+            "parameters.properties.a.pattern",
+            "not a valid regular expression",
+        ),
+        (
+            "{type: object, patternProperties: {'[': {type: string}}}",
+            "parameters.patternProperties",
+            "not a valid regular expression",
+        ),
+    ],
+)
+@pytest.mark.parametrize("examples", ["", "examples: [{args: {a: x}}]\n"])
+def test_parameters_that_cannot_be_used_to_validate_are_problems(
+    tmp_path: Path, parameters: str, path: str, message: str, examples: str
+) -> None:
+    """A $ref that resolves nowhere or a bad regex is located at load, not a crash.
+
+    Such a schema passes the meta-schema; it used to crash the load when an
+    example was checked against it (a traceback from `gateway validate`, an
+    unlocated "failed" reload) and, without examples, every call of the action.
+    """
+    text = f"kind: action\nname: act\ndescription: d\nparameters: {parameters}\n{examples}"
+    [problem] = problems(tmp_path, {"a.yaml": text + HTTP_ACTION})
+    assert problem.path.startswith(path), problem
+    assert message in problem.message
+
+
+def test_local_refs_and_valid_patterns_are_fine(tmp_path: Path) -> None:
+    """`#/$defs/...` refs that resolve and valid patterns load, and examples are checked."""
+    text = (
+        "kind: action\nname: act\ndescription: d\nparameters:\n"
+        "  type: object\n  $defs: {code: {type: string, pattern: '^[A-Z]{3}$'},"
+        " cc: {$anchor: cc, type: string}}\n"
+        "  properties: {a: {$ref: '#/$defs/code'}, b: {$ref: '#'}, c: {$ref: '#cc'}}\n"
+        "examples: [{args: {a: EUR}}]\n"
+    )
+    catalog = load(tmp_path, {"a.yaml": text + HTTP_ACTION})
+    assert "act" in catalog.actions
+    bad = text.replace("a: EUR", "a: euro")
+    [problem] = problems(tmp_path / "2", {"a.yaml": bad + HTTP_ACTION})
+    assert "does not match" in problem.message
+
+
+def test_a_multi_line_import_error_stays_one_problem_a_line(tmp_path: Path) -> None:
+    """An action module raising a multi-line message at import still prints as one line."""
+    (tmp_path / "multiline_mod.py").write_text(
+        "raise RuntimeError('bad settings:\\n  FOO is missing\\n  BAR is missing')\n"
+    )
+    text = "kind: action\nname: act\ndescription: d\npython: {function: 'multiline_mod:f'}\n"
+    [problem] = problems(tmp_path, {"a.yaml": text})
+    assert "\n" not in problem.message
+    assert "FOO is missing" in problem.message and "BAR is missing" in problem.message
+
+
+def test_a_knowledge_file_that_is_a_symlink_loop_is_a_problem(tmp_path: Path) -> None:
+    """`docs/loop.md -> loop.md` is reported at its entry, not a RuntimeError from pathlib."""
+    root = write(
+        tmp_path / "manifests",
+        {"a.yaml": "kind: assistant\nname: a\nfile_search: {files: [docs/loop.md]}\n"},
+    )
+    (root / "docs").mkdir()
+    (root / "docs" / "loop.md").symlink_to("loop.md")
+    with pytest.raises(ManifestError) as info:
+        load_catalog(root, environ={})
+    [problem] = info.value.problems
+    assert problem.path == "file_search.files[0]"
+    assert "docs/loop.md" in problem.message
+
+
+def test_a_root_that_is_a_symlink_loop_is_a_problem(tmp_path: Path) -> None:
+    """GATEWAY_MANIFESTS pointing at a symlink loop is "not a directory", not a RuntimeError."""
+    root = tmp_path / "manifests"
+    root.symlink_to("manifests")
+    with pytest.raises(ManifestError) as info:
+        load_catalog(root, environ={})
+    assert "not a directory" in info.value.problems[0].message
+
+
+def test_a_value_from_a_variable_is_masked_in_other_documents_messages(tmp_path: Path) -> None:
+    """A name built from a variable in one document is masked where another quotes it."""
+    text = (
+        "kind: action\nname: 'get${SUFFIX}'\ndescription: d\n"
+        "http: {method: GET, url: 'https://a.example/'}\n---\n"
+        "kind: assistant\nname: a\nactions: [get_it]\n"
+    )
+    [problem] = problems(tmp_path, {"a.yaml": text}, environ={"SUFFIX": "_hunter2"})
+    assert problem.message.startswith("unknown action 'get_it'")
+    assert "hunter2" not in problem.message

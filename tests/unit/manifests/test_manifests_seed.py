@@ -106,3 +106,26 @@ def test_bad_configs_are_clear_errors(text: str, message: str) -> None:
 def test_minimal_config_gets_a_default_name() -> None:
     """An empty object still converts to a loadable assistant."""
     assert yaml.safe_load(convert_seed("{}")) == {"kind": "assistant", "name": "assistant"}
+
+
+def test_dollar_signs_in_imported_text_survive_loading(tmp_path: Path) -> None:
+    """Imported text loads back exactly: `${X}` and `$$` in it are not interpolated.
+
+    The old configs knew nothing of `${VAR}`: instructions that mention
+    `${API_KEY}` as a placeholder must not pull the server's variable into the
+    prompt, and `$$x$$` math must not lose a dollar.
+    """
+    instructions = "Prices look like $5.\nFill ${API_KEY} in the form; math: $$x^2$$ and $${y}."
+    seed = {
+        "assistant_name": "Price $ Bot",
+        "instructions": instructions,
+        "initial_message": "Costs ${NAME}?",
+    }
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text(convert_seed(json.dumps(seed)), encoding="utf-8")
+    catalog = load_catalog(root, environ={"API_KEY": "sk-server-secret", "NAME": "n"})
+    [assistant] = catalog.assistants.values()
+    assert assistant.instructions == instructions
+    assert assistant.initial_message == "Costs ${NAME}?"
+    assert assistant.display_name == "Price $ Bot"

@@ -216,3 +216,74 @@ def test_schemas_strict_mode_cannot_express_are_refused(
     """A schema strict mode cannot express raises NotStrictable saying why and where."""
     with pytest.raises(NotStrictable, match=re.escape(reason)):
         strict_parameters(schema)
+
+
+def _arrays_without_items(schema: Any, where: str = "parameters") -> list[str]:
+    """Where a schema has `type: array` but no `items` (OpenAI: "array schema missing items")."""
+    found: list[str] = []
+    if isinstance(schema, dict):
+        types = schema.get("type")
+        if (types == "array" or (isinstance(types, list) and "array" in types)) and (
+            "items" not in schema
+        ):
+            found.append(where)
+        for key, value in schema.items():
+            if key not in ("enum", "const", "default", "examples"):
+                found += _arrays_without_items(value, f"{where}.{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            found += _arrays_without_items(value, f"{where}[{i}]")
+    return found
+
+
+def test_every_array_sent_to_the_model_has_items(tmp_path: Path) -> None:
+    """OpenAI refuses a tool whose schema has an array without `items`, strict or not.
+
+    Bare `list`, `set` and fixed `tuple[...]` hints and hand-written
+    `{type: array}` used to reach the model as such, and every chat with the
+    assistant failed with a 400 from the provider.
+    """
+    (tmp_path / "arrays_mod.py").write_text(
+        "def tag(names: list, sizes: set, pair: tuple[int, str], rows: list[list]) -> str:\n"
+        '    """Tag things."""\n'
+        "    return ''\n"
+    )
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text(
+        "kind: action\nname: tag\ndescription: Tag things.\n"
+        "python: {function: 'arrays_mod:tag'}\n---\n"
+        "kind: action\nname: fetch\ndescription: Fetch things.\n"
+        "parameters: {type: object, properties: {ids: {type: [array, 'null']},"
+        " nested: {type: object, properties: {more: {type: array}}}}}\n"
+        "http: {method: GET, url: 'https://a.example/'}\n---\n"
+        "kind: assistant\nname: a\nactions: [tag, fetch]\n"
+    )
+    catalog = load_catalog(root, environ={}, gateway_root=tmp_path)
+    for api in ("chat", "responses"):
+        tools = tool_schemas(catalog, "a", api=api)  # type: ignore[arg-type]
+        assert _arrays_without_items(tools) == [], api
+    assert catalog.actions["fetch"].parameters == {
+        "type": "object",
+        "properties": {
+            "ids": {"type": ["array", "null"]},
+            "nested": {"type": "object", "properties": {"more": {"type": "array"}}},
+        },
+    }  # the manifest's own schema is left as written
+
+
+def test_parameters_without_properties_are_sent_with_empty_properties(tmp_path: Path) -> None:
+    """OpenAI refuses `parameters: {type: object}` ("object schema missing properties")."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text(
+        "kind: action\nname: ping\ndescription: Ping.\nparameters: {type: object}\n"
+        "http: {method: GET, url: 'https://a.example/'}\n---\n"
+        "kind: assistant\nname: a\nactions: [ping]\n"
+    )
+    catalog = load_catalog(root, environ={}, gateway_root=tmp_path)
+    [chat] = tool_schemas(catalog, "a")
+    assert chat["function"]["parameters"] == {"type": "object", "properties": {}}
+    [flat] = tool_schemas(catalog, "a", api="responses")
+    assert flat["parameters"] == {"type": "object", "properties": {}}
+    assert catalog.actions["ping"].parameters == {"type": "object"}

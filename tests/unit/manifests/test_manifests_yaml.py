@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from gateway.manifests._yaml import YamlError, format_path, parse_path, read_documents
@@ -55,6 +57,26 @@ def test_plain_scalars_keep_their_yaml_types_and_dates_stay_text() -> None:
     """Integers, floats, booleans and null resolve as YAML says; dates stay the text written."""
     [doc] = read_documents("i: 3\nf: 1.5\nb: true\nn: null\nd: 2026-01-02\ns: '7'\n", "f", {})
     assert doc.data == {"i": 3, "f": 1.5, "b": True, "n": None, "d": "2026-01-02", "s": "7"}
+
+
+def test_mapping_keys_are_the_text_written() -> None:
+    """Keys such as `on`, `no`, `null` or `0x10` stay as written, not "True", "None" or "16".
+
+    JSON keys are strings: a `parameters` property or an HTTP query key named
+    `on` must reach the model and the request as `on`.
+    """
+    text = "on: 1\nno: 2\nnull: 3\n~: 4\n0x10: 5\n1: 6\n'yes': 7\n"
+    [doc] = read_documents(text, "f", {})
+    assert doc.data == {"on": 1, "no": 2, "null": 3, "~": 4, "0x10": 5, "1": 6, "yes": 7}
+    assert doc.locator.keys[("on",)] == (1, 1)
+
+
+def test_duplicate_keys_are_found_by_the_text_written() -> None:
+    """`on` and `yes` are different keys; the same text twice is still a duplicate."""
+    [doc] = read_documents("on: 1\nyes: 2\n", "f", {})
+    assert doc.data == {"on": 1, "yes": 2}
+    with pytest.raises(YamlError, match="duplicate key 'on'"):
+        read_documents("on: 1\non: 2\n", "f", {})
 
 
 def test_merge_keys_are_resolved() -> None:
@@ -144,3 +166,107 @@ def test_documents_before_a_syntax_error_are_kept() -> None:
         read_documents("kind: a\n---\nkind: b\n---\nkind: [c\n", "f.yaml", {})
     assert [d.data for d in info.value.documents] == [{"kind": "a"}, {"kind": "b"}]
     assert info.value.line == 6
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_quickly_at_the_alias() -> None:
+    """Aliases that would expand to billions of nodes are a located error, not a hang."""
+    text = _alias_bomb(9)  # 10**9 scalars once expanded
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert "alias" in info.value.message
+    assert info.value.line > 1
+
+
+def test_aliases_reused_a_reasonable_number_of_times_still_load() -> None:
+    """Anchors shared by many documents' worth of values are not mistaken for a bomb."""
+    [doc] = read_documents(_alias_bomb(4), "f.yaml", {})
+    assert len(doc.data["a3"]) == 10 and doc.data["a3"][9][9][9] == ["x"] * 10
+
+
+def test_deep_nesting_is_a_located_error() -> None:
+    """A document nested deeper than any manifest needs is refused with its position."""
+    text = "kind: action\nd: " + "[" * 600 + "]" * 600 + "\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert "nested" in info.value.message
+    assert info.value.line == 2
+
+
+def test_a_chain_of_aliases_nesting_deeply_is_a_located_error() -> None:
+    """Each alias adding one level (a0 in a1 in a2...) cannot exhaust Python's stack."""
+    lines = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, 2000)]
+    with pytest.raises(YamlError) as info:
+        read_documents("\n".join(lines) + "\n", "f.yaml", {})
+    assert "nested" in info.value.message
+
+
+def test_reasonably_deep_documents_still_load() -> None:
+    """Nesting as deep as real JSON Schemas go (dozens of levels) is fine."""
+    text = "d: " + "[" * 40 + "]" * 40 + "\n"
+    [doc] = read_documents(text, "f.yaml", {})
+    depth, node = 0, doc.data["d"]
+    while node:
+        depth, node = depth + 1, node[0]
+    assert depth == 39
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b"])
+def test_a_control_character_is_located_on_one_line(char: str) -> None:
+    """A stray control character is reported at its line and column, in a one-line message.
+
+    PyYAML's reader error carried a character offset and a second line
+    ('in "<unicode string>", position 41'), which split the one-problem-a-line
+    output and pointed at 1:1.
+    """
+    text = f"kind: assistant\nname: a\n\n\ninstructions: ab{char}c\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert (info.value.line, info.value.col) == (5, 17)
+    assert "\n" not in info.value.message
+    assert f"#x{ord(char):04x}" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("a: !!int method\n", "!!int"),
+        ("a: !!float abc\n", "!!float"),
+        ("a: !!bool maybe\n", "!!bool"),
+        ("a: !!timestamp later\n", "!!timestamp"),
+        ("!!int key: 1\n", "!!int"),
+    ],
+)
+def test_an_explicit_tag_that_does_not_fit_its_value_is_located(text: str, tag: str) -> None:
+    """`!!int method` is a YamlError at the value, not a ValueError out of PyYAML's constructor."""
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert (info.value.line, info.value.col) == (1, 1 if text.startswith("!!") else 4)
+    assert tag in info.value.message
+
+
+def test_an_alias_of_a_mapping_with_a_merge_and_an_override_loads() -> None:
+    """`item: &i {<<: *b, y: 3}` then `*i`: the override is not taken for a duplicate key."""
+    text = "base: &b {x: 1, y: 2}\nitem: &i {<<: *b, y: 3}\nother: *i\n"
+    [doc] = read_documents(text, "f.yaml", {})
+    assert doc.data["item"] == doc.data["other"] == {"x": 1, "y": 3}
+
+
+def test_a_chain_of_merge_keys_is_counted_against_the_alias_budget() -> None:
+    """Each mapping merging the previous one grows quadratically: refused quickly, located.
+
+    Merged scalars escaped the alias budget: 6,000 such lines (200 KB) took a
+    minute, and a few hundred KB more would take the loader's memory and hours.
+    """
+    lines = ["a0: &a0 {x: 1}"] + [f"a{i}: &a{i} {{<<: *a{i - 1}, y{i}: 1}}" for i in range(1, 6000)]
+    started = time.perf_counter()
+    with pytest.raises(YamlError) as info:
+        read_documents("\n".join(lines) + "\n", "f.yaml", {})
+    assert time.perf_counter() - started < 5
+    assert "aliases expand" in info.value.message and info.value.line > 1

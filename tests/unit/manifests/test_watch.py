@@ -498,3 +498,39 @@ async def test_root_that_is_itself_a_swapped_symlink_is_followed(tmp_path: Path)
         await _until(lambda: reloader.status.watched[:1] == [target], timeout=3)
     finally:
         await reloader.aclose()
+
+
+async def test_a_knowledge_file_turned_symlink_loop_does_not_stop_watching(tmp_path: Path) -> None:
+    """A watched path that becomes a symlink loop is rejected; the next fix still goes live.
+
+    Re-planning resolved it with pathlib, whose RuntimeError killed the watch
+    task: hot reload then stopped for good, silently, until a restart.
+    """
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (tmp_path / "kb").mkdir()
+    faq = tmp_path / "kb" / "faq.md"
+    faq.write_text("v1")
+
+    def load() -> Catalog:
+        try:
+            text = faq.read_text()
+        except OSError as exc:
+            raise ManifestError([Problem(file="a.yaml", line=1, col=1, message=str(exc))]) from None
+        return _catalog(text, root, knowledge_files=(faq,))
+
+    ref = CatalogRef()
+    reloader = Reloader(_settings(root), ref, load=load)
+    await reloader.reload("startup")
+    await reloader.start()
+    try:
+        faq.unlink()
+        faq.symlink_to("faq.md")
+        await _until(lambda: reloader.status.reloads["rejected"] >= 1, timeout=3)
+        await asyncio.sleep(0.3)
+        assert reloader.status.watching
+        faq.unlink()
+        faq.write_text("v3")
+        await _until(lambda: _version(ref) == "v3", timeout=5)
+    finally:
+        await reloader.aclose()
