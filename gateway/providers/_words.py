@@ -41,9 +41,14 @@ _QUOTED = re.compile(
 )
 _CODE_BLOCK = re.compile(r"```[A-Za-z0-9_+-]*\n?(.*?)```", re.DOTALL)
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Starts only where a local part starts: inside a long run of word characters with no
+# "@" after it, every start would scan the rest of the run (quadratic).
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _ID_LIKE = re.compile(r"\b(?=[A-Za-z0-9_-]*\d)[A-Za-z][A-Za-z0-9_-]*\b")
 _EXPRESSION = re.compile(r"[-+(]*\d[\d.\s]*(?:(?:\*\*|//|[-+*/%^])[\s(]*\d[\d.\s)]*)+")
+_MATH_RUN = re.compile(r"[-+(]*\d[\d.\s()*/%^+-]*")
+_MAX_EXPRESSION = 200
+"""Characters of a run of digits, operators and spaces searched for an expression."""
 _URL = re.compile(r"https?://\S+")
 _PREPOSITION = re.compile(r"\b(?:in|for|about)\s+(.+)", re.IGNORECASE)
 _CLAUSE_END = re.compile(r"[.,;:!?\n]")
@@ -159,9 +164,15 @@ def candidates(message: str) -> Candidates:
             last_word = upcoming.group(0)
             upcoming = next(word_matches, None)
         numbers.append((match.group(0), last_word.lower()))
+    # An expression lies inside a run of the characters it may hold; only runs with an
+    # operator, and only their first _MAX_EXPRESSION characters, are searched: the
+    # pattern backtracks, so over a 4,000-character run of digits (or "1 1 1 ... +")
+    # it took most of a second, on the event loop.
     expressions = [
         m.group(0).strip()
-        for m in _EXPRESSION.finditer(message)
+        for run in _MATH_RUN.finditer(message)
+        if any(op in run.group(0) for op in "+-*/%^")
+        for m in _EXPRESSION.finditer(run.group(0)[:_MAX_EXPRESSION])
         if any(op in m.group(0) for op in "+-*/%^")
     ]
     return Candidates(

@@ -41,7 +41,8 @@ One call looks at the request and does exactly one of three things:
      else the first unused one;
    - ``boolean``: true when a word of the property name appears in the message;
    - ``string``: the first that exists of: a code block, or an arithmetic
-     expression wrapped in ``print(...)``, for properties named ``code``,
+     expression (found within the first 200 characters of a run of digits,
+     operators and spaces) wrapped in ``print(...)``, for properties named ``code``,
      ``source``, ``script``, ``program``; an arithmetic expression as is for
      ``formula``, ``expression``, ``expr``, ``math``, ``calculation``; quoted
      text (``"..."``, ``'...'``, backticks); an e-mail address for properties
