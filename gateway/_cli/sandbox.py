@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import click
 
@@ -193,6 +193,10 @@ def doctor_command() -> None:
                 ]
             caps = msgspec.to_builtins(supervisor.capabilities) or {}
             caps["call_user"], caps["call_user_detail"] = supervisor.call_user
+            if supervisor.call_user[0] == "own":
+                caps["process_limit"] = (True, "RLIMIT_NPROC on each call's own uid")
+            else:
+                caps["process_limit"] = supervisor.process_limit
             return caps, result, min(timings, default=0.0)
 
     try:
@@ -209,6 +213,8 @@ def doctor_command() -> None:
         "same": "the server's uid",
     }.get(str(caps.get("call_user")), "?")
     click.echo(f"{'calls_run_as':<18} {who} ({caps.get('call_user_detail', '')})")
+    limited, limit_detail = cast("tuple[bool, str]", caps["process_limit"])
+    click.echo(f"{'process_limit':<18} {'yes' if limited else 'no '}  {limit_detail}")
     if caps.get("call_user") == "own":
         # Actions run as another uid: it must be able to enter the deployment and the venv.
         import gateway

@@ -47,6 +47,7 @@ from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox import _linux
 from gateway.sandbox._call_user import CallUser, choose_call_user
+from gateway.sandbox._cgroup import SlotCgroups, open_slot_cgroups
 from gateway.sandbox._channels import (
     CallProgress,
     OutputReader,
@@ -110,10 +111,20 @@ _ENVELOPE = _ESCAPED * 32 * 1024
 traceback (8,000), a kind's detail (``code_interpreter``: 16,000), JSON-escaped."""
 
 
+class _LimitRefused(Exception):
+    """The kernel refused to put a spare into its slot's ``pids`` cgroup: the call does not run."""
+
+
 def _not_handed_over(exc: BaseException, started: float, timeout: float) -> ToolResult | None:
     """What a call is when no spare took it: retried (None), timed out, or ``exc`` re-raised."""
     if isinstance(exc, ZygoteDied):
         return None  # nothing ran: try again on a fresh zygote
+    if isinstance(exc, _LimitRefused):
+        return failure(
+            started,
+            "sandbox_error",
+            f"the call's process limit could not be applied, so it was not run: {exc}",
+        )
     if isinstance(exc, TimeoutError):
         return failure(
             started,
@@ -165,6 +176,9 @@ class Supervisor:
         self._ids = itertools.count(1)
         self.call_user: CallUser = ("same", "")
         self.capabilities: Capabilities | None = None
+        # A pids cgroup per slot: the process limit of calls without a uid of their own.
+        self._cgroups: SlotCgroups | None = None
+        self.process_limit: tuple[bool, str] = (False, "not set up yet")
         self._warned: set[str] = set()
         self.stats = SandboxStats()
 
@@ -177,6 +191,9 @@ class Supervisor:
         except OSError as exc:
             log.warning("sandbox.undumpable_failed", error=str(exc))
         self._catalog = catalog
+        if self._cgroups is None:
+            self._cgroups, detail = await asyncio.to_thread(open_slot_cgroups, self._limiter.limit)
+            self.process_limit = (self._cgroups is not None, detail)
         async with self._spawn_lock:
             keys = zygote_keys(catalog)
             spawned = await asyncio.gather(
@@ -187,6 +204,11 @@ class Supervisor:
         if probed is not None and probed.capabilities is not None:
             self.capabilities = probed.capabilities
             log.info("sandbox.capabilities", **msgspec.structs.asdict(self.capabilities))
+        if self.call_user[0] != "own":  # with a uid of its own, RLIMIT_NPROC limits a call
+            enabled, detail = self.process_limit
+            (log.info if enabled else log.warning)(
+                "sandbox.process_limit", enabled=enabled, detail=detail
+            )
 
     async def reload(self, catalog: Catalog) -> None:
         """Make the zygotes match ``catalog``; calls in flight finish on the old ones.
@@ -234,6 +256,10 @@ class Supervisor:
         self._zygotes = {}
         self._retired.clear()
         await asyncio.gather(*(z.close() for z in zygotes), return_exceptions=True)
+        if self._cgroups is not None:
+            cgroups, self._cgroups = self._cgroups, None
+            self.process_limit = (False, "closed")
+            await asyncio.to_thread(cgroups.close)
 
     async def _spawn(
         self, key: Key, catalog: Catalog | None, *, probe: bool = False
@@ -495,7 +521,14 @@ class Supervisor:
         )
         try:
             async with asyncio.timeout_at(deadline):
-                serial, exited = await self._hand_over(zygote, start, theirs.fileno(), out_w)
+                serial, exited = await self._hand_over(
+                    zygote,
+                    start,
+                    theirs.fileno(),
+                    out_w,
+                    # RLIMIT_NPROC limits a call that has a uid of its own; others, a cgroup.
+                    limited=slot if zygote.call_user != "own" else None,
+                )
         except BaseException as exc:
             mine.close()
             os.close(out_r)
@@ -561,17 +594,42 @@ class Supervisor:
             mine.close()
 
     async def _hand_over(
-        self, zygote: ZygoteChannel, start: Start, call_fd: int, out_fd: int
+        self,
+        zygote: ZygoteChannel,
+        start: Start,
+        call_fd: int,
+        out_fd: int,
+        *,
+        limited: int | None = None,
     ) -> tuple[int, asyncio.Future[Exited]]:
         """Give the call's fds to an idle spare; its serial and exit future.
 
         The spare is told directly (the zygote only learns from ``Used`` that
         it should fork the next one). A spare that died while it waited in the
-        queue refuses the message; the next one is tried.
+        queue refuses the message; the next one is tried. ``limited``: the slot
+        whose ``pids`` cgroup the spare enters first, where cgroups are set up.
+
+        Raises:
+            _LimitRefused: the spare could not be put into its slot's cgroup.
         """
         loop = asyncio.get_running_loop()
         while True:
             serial, sock = await zygote.take_spare()
+            if limited is not None and self._cgroups is not None:
+                # By pid: the spare is the zygote's child, reaped (and its pid freed) only
+                # just before its Exited drops it from the queue; a reuse in that window
+                # would need the kernel's pid counter to wrap around.
+                pid = zygote.spare_pids.get(serial)
+                try:
+                    if pid is None:
+                        raise ProcessLookupError
+                    self._cgroups.enter(limited, pid, start.limits.max_processes)
+                except ProcessLookupError:  # it died waiting: try the next one
+                    sock.close()
+                    continue
+                except OSError as exc:
+                    sock.close()
+                    raise _LimitRefused(exc.strerror or str(exc)) from None
             exited: asyncio.Future[Exited] = loop.create_future()
             zygote.pending[serial] = exited
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -142,6 +143,19 @@ def scan(needle: str):
             pass
     return found
 
+def fork_many(n: int = 200):
+    made = 0
+    for _ in range(n):
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            return {"made": made, "errno": exc.errno}
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        made += 1
+    return {"made": made, "errno": 0}
+
 def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
@@ -201,6 +215,7 @@ ACTION_LIST = [
     make_action("environ"),
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
+    make_action("fork_many", sandbox=SandboxLimits(max_processes=8), timeout=20),
 ]
 
 
@@ -693,6 +708,41 @@ async def test_environment_has_only_declared_secrets(
     declared = await runner.run(catalog, "environ_secret", {})
     env = json.loads(declared.output)
     assert env["SANDBOX_TEST_TOKEN"] == "[redacted]"
+
+
+async def test_a_fork_bomb_stops_at_max_processes(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A call makes at most ``max_processes`` processes (itself included), whoever it runs
+    as: RLIMIT_NPROC with a uid of its own, else its slot's pids cgroup. Then nothing of
+    it is left and the next call works."""
+    if supervisor.call_user[0] != "own" and not supervisor.process_limit[0]:
+        pytest.skip(
+            f"no process limit for calls as {supervisor.call_user[0]} here: "
+            f"{supervisor.process_limit[1]}"
+        )
+    result = await call_then_ok(runner, catalog, supervisor, "fork_many", {"n": 200})
+    assert result.status == "succeeded", result
+    assert json.loads(result.output) == {"made": 7, "errno": errno.EAGAIN}
+    again = await runner.run(catalog, "fork_many", {"n": 200})  # the slot's count is back
+    assert json.loads(again.output) == {"made": 7, "errno": errno.EAGAIN}
+
+
+async def test_slot_cgroups_are_removed_when_the_sandbox_closes(catalog: Catalog) -> None:
+    """The pids cgroups made for the call slots do not outlive the supervisor."""
+    sup = Supervisor(Settings(sandbox_concurrency=2, sandbox_user="root"))
+    await sup.start(catalog)
+    cgroups = sup._cgroups
+    try:
+        if cgroups is None:
+            pytest.skip(f"no pids cgroups here: {sup.process_limit[1]}")
+        assert sorted(p.name for p in cgroups.path.iterdir() if p.is_dir()) == ["slot0", "slot1"]
+        result = await SandboxRunner(sup).run(catalog, "ok", {})
+        assert result.status == "succeeded"
+    finally:
+        await sup.aclose()
+    assert not cgroups.path.exists()
+    assert sup.process_limit == (False, "closed")
 
 
 async def test_file_size_limit(

@@ -94,4 +94,5 @@ def test_doctor_reports_capabilities(cli: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     for feature in ("network_namespace", "drop_privileges", "seccomp", "landlock"):
         assert feature in result.stdout
+    assert "process_limit      " in result.stdout
     assert "sandboxed call      succeeded" in result.stdout
