@@ -1,20 +1,29 @@
-"""A process limit per call slot from the kernel's ``pids`` cgroup controller.
+"""A bound on the processes of each zygote and its calls, from the ``pids`` cgroup controller.
 
 ``RLIMIT_NPROC`` counts the processes of a *uid*, so it limits a call only
 when the call has a uid of its own (``calls_run_as: own``). Under uid 0 it is
 never enforced, and under the server's own uid it would count the server's
 threads too. There, a fork bomb in an action (or in model-written code) could
-take every pid of the machine until its timeout. ``SlotCgroups`` gives every
-call slot a cgroup whose ``pids.max`` is the action's ``max_processes``; the
-supervisor moves the idle spare that takes a call into its slot's cgroup
-before handing it the call (one ``write`` each in the server, nothing in the
-child), and the child's descendants stay there: a call cannot leave it, since
-the Landlock allow-list keeps ``/sys`` read-only.
+take every pid of the machine until its timeout.
 
-Works with cgroup v1 (a ``pids`` hierarchy) and v2 (where the server's
-cgroup may delegate ``pids`` to children), when the server may create
-cgroups (root, or a delegated subtree). ``open_slot_cgroups`` returns None
-and a reason otherwise. Imports only the standard library.
+``SandboxCgroups`` puts each zygote, as it starts, into a cgroup of its own
+whose ``pids.max`` covers every call it may run at once
+(``GATEWAY_SANDBOX_CONCURRENCY`` x the largest ``max_processes``, plus its
+spares); its children are born there, and the Landlock allow-list keeps
+``/sys`` read-only, so a call cannot leave it. It bounds what a fork bomb can
+take (the machine, the server and the other zygote are safe) but not one call
+against the others of its zygote.
+
+Why not a cgroup per call: moving a process between cgroups takes the
+kernel's cgroup_threadgroup_rwsem for writing, and on an idle machine that
+waits for an RCU grace period: 8-20 ms per move measured here (2 us when moves
+come back to back), which would multiply a paced call's latency by ten. One
+move per zygote start costs that once.
+
+Works with cgroup v1 (a ``pids`` hierarchy) and v2 (where the server's cgroup
+may delegate ``pids``), when the server may create cgroups (root, or a
+delegated subtree). ``open_sandbox_cgroups`` returns None and the reason
+otherwise. Imports only the standard library.
 """
 
 from __future__ import annotations
@@ -24,49 +33,44 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["SlotCgroups", "open_slot_cgroups"]
+__all__ = ["SandboxCgroups", "open_sandbox_cgroups"]
 
 
-class SlotCgroups:
-    """One ``pids`` cgroup per call slot, below a directory of this server's own.
+class SandboxCgroups:
+    """A directory of this server's own holding one ``pids`` cgroup per zygote.
 
     Attributes:
-        path: the directory holding the slots' cgroups (removed by ``close``).
+        path: that directory (removed by ``close``).
     """
 
-    def __init__(self, path: Path, slots: int) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self._procs: list[int] = []
-        self._max: list[int] = []
-        self._current: list[int] = []
-        for slot in range(slots):
-            directory = path / f"slot{slot}"
-            directory.mkdir(exist_ok=True)
-            self._procs.append(os.open(directory / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
-            self._max.append(os.open(directory / "pids.max", os.O_WRONLY | os.O_CLOEXEC))
-            self._current.append(-1)
 
-    def enter(self, slot: int, pid: int, max_processes: int) -> None:
-        """Put process ``pid`` (an idle spare) into ``slot``'s cgroup, at most
-        ``max_processes`` tasks (threads count, as for ``RLIMIT_NPROC``).
+    def enter(self, pid: int, max_tasks: int) -> Path:
+        """Put process ``pid`` (a zygote that has not forked yet) into a cgroup of its own
+        holding at most ``max_tasks`` tasks (threads count, as for ``RLIMIT_NPROC``).
 
         Raises:
-            OSError: the kernel refused (the spare is gone, the cgroup was removed).
+            OSError: the kernel refused.
         """
-        if self._current[slot] != max_processes:
-            os.write(self._max[slot], str(max_processes).encode())
-            self._current[slot] = max_processes
-        os.write(self._procs[slot], str(pid).encode())
+        self.prune()
+        directory = self.path / f"z{pid}"
+        directory.mkdir(exist_ok=True)
+        (directory / "pids.max").write_text(str(max_tasks))
+        (directory / "cgroup.procs").write_text(str(pid))
+        return directory
+
+    def prune(self) -> None:
+        """Remove the cgroups of zygotes that are gone (a cgroup with a process stays)."""
+        for directory in self.path.glob("z*"):
+            with contextlib.suppress(OSError):
+                if not (directory / "cgroup.procs").read_text().strip():
+                    directory.rmdir()
 
     def close(self) -> None:
-        """Close the files and remove the cgroups (once the processes in them are gone)."""
-        for fd in (*self._procs, *self._max):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._procs, self._max = [], []
-        slots = sorted(self.path.glob("slot*"))
-        for directory in [*slots, self.path]:
-            for _ in range(50):  # a killed process leaves its cgroup a moment after SIGKILL
+        """Remove every cgroup, waiting a moment for killed processes to leave them."""
+        for directory in [*self.path.glob("z*"), self.path]:
+            for _ in range(100):
                 try:
                     directory.rmdir()
                     break
@@ -76,8 +80,8 @@ class SlotCgroups:
                     time.sleep(0.01)
 
 
-def open_slot_cgroups(slots: int) -> tuple[SlotCgroups | None, str]:
-    """Create a ``pids`` cgroup per slot below the server's cgroup; None and why if refused."""
+def open_sandbox_cgroups() -> tuple[SandboxCgroups | None, str]:
+    """Make this server's cgroup directory below its own cgroup; None and why if refused."""
     base = _own_pids_cgroup()
     if base is None:
         return None, "no pids cgroup controller is mounted here"
@@ -92,25 +96,24 @@ def open_slot_cgroups(slots: int) -> tuple[SlotCgroups | None, str]:
     _remove_stale(path)
     mine = path / f"gateway-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        mine.mkdir(exist_ok=True)
+        mine.mkdir()
         if version == 2:
             _enable_pids(mine)
-        return SlotCgroups(mine, slots), f"a pids cgroup per call slot in {mine}"
     except OSError as exc:
         with contextlib.suppress(OSError):
-            for directory in [*mine.glob("slot*"), mine]:
-                directory.rmdir()
+            mine.rmdir()
         return None, f"cannot create cgroups in {path}: {exc.strerror or exc}"
+    return SandboxCgroups(mine), f"a pids cgroup per zygote in {mine}"
 
 
 def _remove_stale(path: Path) -> None:
-    """Remove the (empty) slot cgroups left by gateways that were killed: their pid is gone."""
+    """Remove the (empty) cgroups left by gateways that were killed: their pid is gone."""
     for stale in path.glob("gateway-sandbox-*"):
         pid = stale.name.split("-")[2]
         if not pid.isdigit() or Path(f"/proc/{pid}").exists():
             continue
         with contextlib.suppress(OSError):
-            for directory in [*stale.glob("slot*"), stale]:
+            for directory in [*stale.glob("z*"), stale]:
                 directory.rmdir()
 
 
@@ -138,9 +141,8 @@ def _own_pids_cgroup() -> tuple[int, Path] | None:
         return None
     for line in own:
         _, controllers, path = line.split(":", 2)
-        relative = path.lstrip("/")
         if "pids" in controllers.split(",") and "pids" in mounts:
-            return 1, mounts["pids"] / relative
+            return 1, mounts["pids"] / path.lstrip("/")
     for line in own:
         _, controllers, path = line.split(":", 2)
         if controllers == "" and "" in mounts:

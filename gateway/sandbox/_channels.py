@@ -58,7 +58,6 @@ class ZygoteChannel:
         self.call_user = "same"  # whom its calls run as (``Init.call_user``)
         self.pending: dict[int, asyncio.Future[Exited]] = {}  # spare serial -> its exit
         self.spares: collections.deque[tuple[int, socket.socket]] = collections.deque()
-        self.spare_pids: dict[int, int] = {}  # serial -> pid, until its Exited
         self.waiting: collections.deque[asyncio.Future[tuple[int, socket.socket]]] = (
             collections.deque()
         )
@@ -95,13 +94,11 @@ class ZygoteChannel:
                 continue
             if isinstance(msg, Spare) and len(fds) == 1:
                 os.set_inheritable(fds[0], False)  # SCM_RIGHTS fds arrive inheritable
-                self.spare_pids[msg.id] = msg.pid
                 self._lend(msg.id, socket.socket(fileno=fds[0]))
                 continue
             for fd in fds:
                 os.close(fd)
             if isinstance(msg, Exited):
-                self.spare_pids.pop(msg.id, None)
                 fut = self.pending.pop(msg.id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)

@@ -44,10 +44,10 @@ import gateway
 from gateway.executors._limit import FifoLimiter
 from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
-from gateway.manifests.model import Action, CallContext
+from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
 from gateway.sandbox._call_user import CallUser, choose_call_user
-from gateway.sandbox._cgroup import SlotCgroups, open_slot_cgroups
+from gateway.sandbox._cgroup import SandboxCgroups, open_sandbox_cgroups
 from gateway.sandbox._channels import (
     CallProgress,
     OutputReader,
@@ -104,6 +104,8 @@ _READY_TIMEOUT = 60.0
 _ATTEMPTS = 3
 """Spares tried for one call when each dies before taking it (killed from outside)."""
 _KILL_GRACE = 5.0
+_ZYGOTE_TASKS = 8
+"""Tasks of a zygote's pids cgroup besides its calls' processes: itself and its spares."""
 _ESCAPED = 6
 """Bytes one byte of text may take in a result frame's JSON (a control character: \\u0001)."""
 _ENVELOPE = _ESCAPED * 32 * 1024
@@ -111,20 +113,10 @@ _ENVELOPE = _ESCAPED * 32 * 1024
 traceback (8,000), a kind's detail (``code_interpreter``: 16,000), JSON-escaped."""
 
 
-class _LimitRefused(Exception):
-    """The kernel refused to put a spare into its slot's ``pids`` cgroup: the call does not run."""
-
-
 def _not_handed_over(exc: BaseException, started: float, timeout: float) -> ToolResult | None:
     """What a call is when no spare took it: retried (None), timed out, or ``exc`` re-raised."""
     if isinstance(exc, ZygoteDied):
         return None  # nothing ran: try again on a fresh zygote
-    if isinstance(exc, _LimitRefused):
-        return failure(
-            started,
-            "sandbox_error",
-            f"the call's process limit could not be applied, so it was not run: {exc}",
-        )
     if isinstance(exc, TimeoutError):
         return failure(
             started,
@@ -176,8 +168,8 @@ class Supervisor:
         self._ids = itertools.count(1)
         self.call_user: CallUser = ("same", "")
         self.capabilities: Capabilities | None = None
-        # A pids cgroup per slot: the process limit of calls without a uid of their own.
-        self._cgroups: SlotCgroups | None = None
+        # Where calls have no uid of their own: a pids cgroup per zygote (see _cgroup).
+        self._cgroups: SandboxCgroups | None = None
         self.process_limit: tuple[bool, str] = (False, "not set up yet")
         self._warned: set[str] = set()
         self.stats = SandboxStats()
@@ -192,7 +184,7 @@ class Supervisor:
             log.warning("sandbox.undumpable_failed", error=str(exc))
         self._catalog = catalog
         if self._cgroups is None:
-            self._cgroups, detail = await asyncio.to_thread(open_slot_cgroups, self._limiter.limit)
+            self._cgroups, detail = await asyncio.to_thread(open_sandbox_cgroups)
             self.process_limit = (self._cgroups is not None, detail)
         async with self._spawn_lock:
             keys = zygote_keys(catalog)
@@ -289,6 +281,8 @@ class Supervisor:
             )
         finally:
             child.close()
+        if call_user[0] != "own" and self._cgroups is not None:
+            await self._bound_processes(proc.pid, catalog)
         parent.setblocking(False)
         zygote = ZygoteChannel(network, proc, parent)
         zygote.call_user = call_user[0]
@@ -326,6 +320,21 @@ class Supervisor:
             log.warning("sandbox.network_isolation_unavailable", error=ready.network_error)
         zygote.start_reading()
         return zygote
+
+    async def _bound_processes(self, pid: int, catalog: Catalog | None) -> None:
+        """Put zygote ``pid`` (not forking yet) into a pids cgroup for all it may run at once."""
+        assert self._cgroups is not None
+        largest = max(
+            (a.sandbox.max_processes for a in (catalog.actions.values() if catalog else ())),
+            default=0,
+        )
+        # code_interpreter (and the doctor's call) run with the default limits.
+        tasks = self._limiter.limit * max(largest, SandboxLimits().max_processes)
+        try:
+            await asyncio.to_thread(self._cgroups.enter, pid, tasks + _ZYGOTE_TASKS)
+        except OSError as exc:
+            self.process_limit = (False, f"the kernel refused a zygote's cgroup: {exc}")
+            log.warning("sandbox.process_limit", enabled=False, detail=self.process_limit[1])
 
     async def _zygote(self, key: Key) -> ZygoteChannel:
         zygote = self._zygotes.get(key)
@@ -521,14 +530,7 @@ class Supervisor:
         )
         try:
             async with asyncio.timeout_at(deadline):
-                serial, exited = await self._hand_over(
-                    zygote,
-                    start,
-                    theirs.fileno(),
-                    out_w,
-                    # RLIMIT_NPROC limits a call that has a uid of its own; others, a cgroup.
-                    limited=slot if zygote.call_user != "own" else None,
-                )
+                serial, exited = await self._hand_over(zygote, start, theirs.fileno(), out_w)
         except BaseException as exc:
             mine.close()
             os.close(out_r)
@@ -594,42 +596,17 @@ class Supervisor:
             mine.close()
 
     async def _hand_over(
-        self,
-        zygote: ZygoteChannel,
-        start: Start,
-        call_fd: int,
-        out_fd: int,
-        *,
-        limited: int | None = None,
+        self, zygote: ZygoteChannel, start: Start, call_fd: int, out_fd: int
     ) -> tuple[int, asyncio.Future[Exited]]:
         """Give the call's fds to an idle spare; its serial and exit future.
 
         The spare is told directly (the zygote only learns from ``Used`` that
         it should fork the next one). A spare that died while it waited in the
-        queue refuses the message; the next one is tried. ``limited``: the slot
-        whose ``pids`` cgroup the spare enters first, where cgroups are set up.
-
-        Raises:
-            _LimitRefused: the spare could not be put into its slot's cgroup.
+        queue refuses the message; the next one is tried.
         """
         loop = asyncio.get_running_loop()
         while True:
             serial, sock = await zygote.take_spare()
-            if limited is not None and self._cgroups is not None:
-                # By pid: the spare is the zygote's child, reaped (and its pid freed) only
-                # just before its Exited drops it from the queue; a reuse in that window
-                # would need the kernel's pid counter to wrap around.
-                pid = zygote.spare_pids.get(serial)
-                try:
-                    if pid is None:
-                        raise ProcessLookupError
-                    self._cgroups.enter(limited, pid, start.limits.max_processes)
-                except ProcessLookupError:  # it died waiting: try the next one
-                    sock.close()
-                    continue
-                except OSError as exc:
-                    sock.close()
-                    raise _LimitRefused(exc.strerror or str(exc)) from None
             exited: asyncio.Future[Exited] = loop.create_future()
             zygote.pending[serial] = exited
             try:
