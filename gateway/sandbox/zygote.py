@@ -36,7 +36,6 @@ import importlib
 import importlib.machinery
 import os
 import selectors
-import shutil
 import signal
 import socket
 import sys
@@ -45,6 +44,7 @@ import time
 import msgspec
 
 from gateway.sandbox import _linux
+from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox._fs_policy import landlock_rules, pruned
 from gateway.sandbox._libc import trim_heap
 from gateway.sandbox.protocol import (
@@ -382,7 +382,7 @@ class _Zygote:
             try:
                 os.rmdir(cwd)  # most calls leave their directory empty: one system call
             except OSError:
-                shutil.rmtree(cwd, ignore_errors=True)
+                remove_tree(cwd)  # also what the call locked (chmod 0)
 
     def kill_strays(self) -> None:
         for _ in range(1000):
@@ -406,7 +406,7 @@ class _Zygote:
                 os.waitpid(pid, 0)
         self.children.clear()
         self.kill_strays()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_tree(self.tmp)
 
     def send(self, message: msgspec.Struct) -> None:
         # If the supervisor is gone, EOF on the next read ends the loop.

@@ -943,3 +943,28 @@ async def test_seccomp_denies_namespaces_and_ptrace(
     assert "unshare -1 1" in result.output
     assert "ptrace -1 1" in result.output
     assert "spawned" in result.output
+
+
+async def test_a_call_directory_made_unreadable_is_still_removed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A call that locks folders of its directory (chmod 0, no write bit) cannot leave them
+    behind: the zygote, without capabilities under ``root`` and the same uid when not root,
+    could not list them, so every such call kept its files on disk until shutdown."""
+    code = (
+        "import os\n"
+        "os.makedirs('locked/deeper/deepest')\n"
+        "with open('locked/deeper/deepest/data.bin', 'wb') as fh:\n"
+        "    fh.write(b'x' * 1024)\n"
+        "os.makedirs('readonly')\n"
+        "open('readonly/f', 'w').close()\n"
+        "os.chmod('readonly', 0o500)\n"
+        "os.chmod('locked/deeper/deepest', 0)\n"
+        "os.chmod('locked/deeper', 0)\n"
+        "os.chmod('locked', 0)\n"
+        "print(os.getcwd())\n"
+    )
+    result = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert result.status == "succeeded", result
+    cwd = Path(result.output.strip())
+    await _until(lambda: not cwd.exists(), f"the call directory {cwd} to be removed")
