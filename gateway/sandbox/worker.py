@@ -53,6 +53,7 @@ from gateway.sandbox.protocol import (
 __all__ = [
     "CALL_NAME",
     "MINIMAL_ENV",
+    "RESULT_LOST",
     "RULESET_FD",
     "SPARE_NAME",
     "children_of",
@@ -377,15 +378,27 @@ def run_call(
     return _answer(sock, result)
 
 
+RESULT_LOST = 74
+"""Exit code of a child whose action closed or replaced fd 3, so its result could not go."""
+
+
 def _answer(sock: socket.socket, result: CallResult) -> int:
-    """Kill what the action started, send ``result``; the exit code (73: not clean)."""
+    """Kill what the action started, send ``result``; the exit code (73: not clean).
+
+    ``RESULT_LOST`` when the action closed its result socket (fd 3) or ``dup2``-ed
+    something else over it: the supervisor then reads no result, and says why.
+    """
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     # Clean up before answering: when the supervisor has the result, only we are left,
     # and we are about to exit (a thread of the action may still fork: check again after).
     clean = _kill_descendants()
-    sock.sendall(frame(result))
+    try:
+        sock.sendall(frame(result))
+    except OSError:
+        _kill_descendants()
+        return RESULT_LOST
     return 0 if _kill_descendants() and clean else 73
 
 

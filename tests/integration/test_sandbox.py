@@ -142,6 +142,15 @@ def scan(needle: str):
             pass
     return found
 
+def close_result():
+    os.close(3)
+    return "done"
+
+def replace_result():
+    fd = os.open("replaced", os.O_CREAT | os.O_WRONLY)
+    os.dup2(fd, 3)
+    return "done"
+
 def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
@@ -201,6 +210,8 @@ ACTION_LIST = [
     make_action("environ"),
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
+    make_action("close_result"),
+    make_action("replace_result"),
 ]
 
 
@@ -968,3 +979,18 @@ async def test_a_call_directory_made_unreadable_is_still_removed(
     assert result.status == "succeeded", result
     cwd = Path(result.output.strip())
     await _until(lambda: not cwd.exists(), f"the call directory {cwd} to be removed")
+
+
+@pytest.mark.parametrize("name", ["close_result", "replace_result"])
+async def test_an_action_that_closes_the_result_channel_is_told_so(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, name: str
+) -> None:
+    """An action that closes fd 3 or dup2s over it loses its result; the error says that,
+    not 'the sandbox could not set up the call: confining the child failed' (the action
+    ran: it was no setup failure)."""
+    result = await call_then_ok(runner, catalog, supervisor, name)
+    assert result.status == "failed"
+    assert result.error_type == "crashed", result
+    message = error_of(result.output)["message"]
+    assert "file descriptor 3" in message
+    assert "set up" not in message
