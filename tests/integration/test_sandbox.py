@@ -994,3 +994,20 @@ async def test_an_action_that_closes_the_result_channel_is_told_so(
     message = error_of(result.output)["message"]
     assert "file descriptor 3" in message
     assert "set up" not in message
+
+
+async def test_code_interpreter_printing_past_the_file_size_limit_says_so(
+    runner: SandboxRunner, catalog: Catalog
+) -> None:
+    """The program's output is captured in a memory file, under the call's file size limit
+    (16 MB): printing past it stopped the program with a bare 'OSError: File too large',
+    and the traceback written into the full capture failed too, so none of the output
+    and no hint came back. Now the error says the output passed the limit, with the
+    output and the traceback."""
+    code = "import sys\nprint('start')\nfor i in range(200000):\n    print('y' * 100)\n"
+    result = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert result.status == "failed"
+    error = error_of(result.output)
+    assert "output passed the 16 MB file size limit" in error["message"], error
+    assert "yyyy" in error["output"]
+    assert "Traceback" in error["output"]
