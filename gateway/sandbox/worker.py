@@ -451,6 +451,38 @@ async def _await(value: Awaitable[Any]) -> Any:
     return await value
 
 
+_LEFT_GRACE = 1.0
+"""Seconds the tasks an async action left running get to end once cancelled."""
+
+
+def _run_async(value: Awaitable[Any]) -> Any:
+    """Await ``value`` on a fresh event loop; what it left running does not hold the answer.
+
+    ``asyncio.run`` waits, after the action returned, for every task it left
+    (one that ignores cancellation: forever) and every thread of the loop's
+    executor (``to_thread`` of a call it gave up on with ``wait_for``), so
+    the call timed out and its value was lost. Here the left tasks are
+    cancelled and get ``_LEFT_GRACE`` seconds, threads none: the child exits
+    right after answering, and they end with it.
+    """
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_await(value))
+    finally:
+        try:
+            left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in left:
+                task.cancel()
+            left.append(loop.create_task(loop.shutdown_asyncgens()))
+            loop.run_until_complete(asyncio.wait(left, timeout=_LEFT_GRACE))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()  # its executor is shut down without waiting for the threads
+
+
 def _enc_hook(obj: Any) -> Any:
     raise TypeError(f"the action returned a {type(obj).__name__}, which is not JSON-serializable")
 
@@ -479,9 +511,7 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
         config = msgspec.convert(request.config, load_kind(request.kind))
         value = config.run(request.call)
         if hasattr(value, "__await__"):
-            import asyncio
-
-            value = asyncio.run(_await(value))
+            value = _run_async(value)
         text = value if isinstance(value, str) else msgspec.json.encode(value, enc_hook=_enc_hook)
         if isinstance(text, bytes):
             text = text.decode()

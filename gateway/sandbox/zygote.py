@@ -97,6 +97,7 @@ BOOT = (
 
 _FALLBACK_PRELOAD = [
     "asyncio",
+    "concurrent.futures.thread",  # asyncio.to_thread and run_in_executor import it lazily
     "json",
     "datetime",
     "decimal",

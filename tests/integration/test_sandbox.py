@@ -142,6 +142,23 @@ def scan(needle: str):
             pass
     return found
 
+async def gave_up_on_a_thread():
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(time.sleep, 30), 0.2)
+    except asyncio.TimeoutError:
+        return "gave up"
+
+async def left_a_task():
+    async def stubborn():
+        while True:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                pass
+    asyncio.get_running_loop().create_task(stubborn())
+    await asyncio.sleep(0)
+    return "returned"
+
 def close_result():
     os.close(3)
     return "done"
@@ -211,6 +228,8 @@ ACTION_LIST = [
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
     make_action("close_result"),
+    make_action("gave_up_on_a_thread", timeout=3),
+    make_action("left_a_task", timeout=3),
     make_action("replace_result"),
 ]
 
@@ -1011,3 +1030,19 @@ async def test_code_interpreter_printing_past_the_file_size_limit_says_so(
     assert "output passed the 16 MB file size limit" in error["message"], error
     assert "yyyy" in error["output"]
     assert "Traceback" in error["output"]
+
+
+@pytest.mark.parametrize(
+    ("name", "output"), [("gave_up_on_a_thread", "gave up"), ("left_a_task", "returned")]
+)
+async def test_an_async_action_that_returned_is_not_held_by_what_it_left_running(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, name: str, output: str
+) -> None:
+    """An async action that returned while a ``to_thread`` thread or a task ignoring
+    cancellation still ran: ``asyncio.run`` waited for them at its shutdown, so the call
+    timed out and its value was lost. Now its value comes back at once."""
+    started = time.monotonic()
+    result = await call_then_ok(runner, catalog, supervisor, name)
+    assert result.status == "succeeded", result
+    assert result.output == output
+    assert time.monotonic() - started < 2.5
