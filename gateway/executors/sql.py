@@ -357,6 +357,9 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
     ) -> Any:
         """Run one rendered statement in its own transaction (read-only unless ``readonly: false``).
 
+        A read-only action runs exactly one statement (as on SQLite): several are
+        refused, since a ``COMMIT`` among them would end the read-only transaction.
+
         The transaction is committed (writable) or rolled back (read-only)
         before returning, and rolled back when the statement fails, so the
         connection is idle again either way.
@@ -372,7 +375,13 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
                 fetched = self._fetch_declared(conn, statement, params) if self.readonly else None
                 if fetched is None:
                     with conn.cursor() as cursor:
-                        cursor.execute(statement.encode(), params)
+                        # Read-only: prepared, so one statement (the extended protocol).
+                        # Without parameters psycopg sends a simple query, which runs
+                        # several: ``COMMIT; DELETE ...`` wrote outside the read-only
+                        # transaction.
+                        cursor.execute(
+                            statement.encode(), params, prepare=True if self.readonly else None
+                        )
                         columns = [d.name for d in cursor.description or ()]
                         rows = cursor.fetchmany(self.max_rows + 1) if columns else []
                         rowcount = cursor.rowcount
