@@ -229,6 +229,10 @@ class _Zygote:
         _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
         with contextlib.suppress(OSError):  # `gateway doctor` says when it is missing
             _linux.install_seccomp_filter()
+        if msg.isolate_network:
+            # A Unix socket file is reachable from any network namespace: no new ones.
+            with contextlib.suppress(OSError):
+                _linux.install_no_unix_sockets_filter()
         if msg.call_user == "root":
             # Calls keep uid 0 without capabilities; the zygote needs none from here on
             # (its children are uid 0 too), so it drops them once for all of them.

@@ -159,6 +159,13 @@ async def left_a_task():
     await asyncio.sleep(0)
     return "returned"
 
+def connect_unix(path: str):
+    try:
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(path)
+        return "connected"
+    except OSError as exc:
+        return f"refused: {exc}"
+
 def close_result():
     os.close(3)
     return "done"
@@ -228,6 +235,8 @@ ACTION_LIST = [
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
     make_action("close_result"),
+    make_action("unix_off", "connect_unix", sandbox=SandboxLimits(network=False)),
+    make_action("unix_on", "connect_unix", sandbox=SandboxLimits(network=True)),
     make_action("gave_up_on_a_thread", timeout=3),
     make_action("left_a_task", timeout=3),
     make_action("replace_result"),
@@ -1046,3 +1055,45 @@ async def test_an_async_action_that_returned_is_not_held_by_what_it_left_running
     assert result.status == "succeeded", result
     assert result.output == output
     assert time.monotonic() - started < 2.5
+
+
+@pytest.fixture
+def unix_listener() -> Iterator[str]:
+    """A Unix socket anyone may connect to (as a local database's or Docker's may be)."""
+    folder = Path(tempfile.mkdtemp(prefix="gw-unix-"))
+    folder.chmod(0o755)
+    path = str(folder / "service.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    Path(path).chmod(0o777)
+    server.listen(8)
+    try:
+        yield path
+    finally:
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_network_false_cannot_reach_unix_sockets(
+    runner: SandboxRunner, catalog: Catalog, unix_listener: str
+) -> None:
+    """A Unix socket file is no part of the network namespace: network: false calls (and
+    every code_interpreter program) reached the host's local services through theirs
+    (PostgreSQL's /run/postgresql socket, MySQL's, Docker's). Now they cannot create a
+    Unix socket at all; network: true calls still can."""
+    off = await runner.run(catalog, "unix_off", {"path": unix_listener})
+    assert off.output.startswith("refused"), off
+    on = await runner.run(catalog, "unix_on", {"path": unix_listener})
+    assert on.output == "connected", on
+    code = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({unix_listener!r})\n"
+        "print('connected')\n"
+    )
+    model = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert model.status == "failed", model
+    assert "connected" not in error_of(model.output)["output"]
+    # What Python itself needs of AF_UNIX (socket pairs: asyncio, subprocess) still works.
+    pair = "import socket\na, b = socket.socketpair()\na.sendall(b'ok')\nprint(b.recv(2))\n"
+    assert (await runner.run(catalog, "code_interpreter", {"code": pair})).output == "b'ok'\n"
