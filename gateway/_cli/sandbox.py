@@ -137,6 +137,10 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
 
     settings = load_settings(logging=True)
     catalog = load_catalog_or_exit(settings, manifests_dir)
+    unknown = [name for name in only if name not in catalog.actions]
+    if unknown:  # else nothing would run, and "0 passed, 0 failed" would exit 0
+        known = ", ".join(sorted(catalog.actions)) or "none"
+        raise click.ClickException(f"unknown action {unknown[0]!r} (known: {known})")
 
     async def run() -> list[ExampleOutcome]:
         async with _sandbox(settings, catalog) as supervisor:

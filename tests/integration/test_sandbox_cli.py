@@ -124,3 +124,13 @@ def test_a_sandbox_that_does_not_start_is_one_line_not_a_traceback(
     assert isinstance(result.exception, SystemExit), result.exception
     assert "the sandbox does not start: the sandbox zygote did not start" in result.output
     assert "it exited with status 3" in result.output
+
+
+def test_test_with_an_unknown_action_is_an_error_not_a_pass(cli: CliRunner) -> None:
+    """`gateway test --action` with a misspelt name ran nothing and exited 0 ("0 passed,
+    0 failed"): a CI gate that checked nothing passed. Now it names the unknown action
+    and exits 1, like invoke."""
+    result = cli.invoke(main, ["test", "--action", "get_order_stauts", "--manifests", str(DEMO)])
+    assert result.exit_code == 1, result.output
+    assert "unknown action 'get_order_stauts'" in result.output
+    assert "get_order_status" in result.output  # the known ones are listed
