@@ -216,7 +216,8 @@ class _Zygote:
             from gateway.sandbox.probes import probe
 
             capabilities = probe()
-        self.landlock = _landlock_rules(msg.fs, self.tmp)
+        calls_uid = None if msg.call_user == "own" else os.geteuid()  # own: the mode protects
+        self.landlock = _landlock_rules(msg.fs, self.tmp, calls_uid=calls_uid)
         if self.landlock is not None and msg.call_user == "own":
             self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
         elif self.landlock is not None:

@@ -1097,3 +1097,29 @@ async def test_network_false_cannot_reach_unix_sockets(
     # What Python itself needs of AF_UNIX (socket pairs: asyncio, subprocess) still works.
     pair = "import socket\na, b = socket.socketpair()\na.sendall(b'ok')\nprint(b.recv(2))\n"
     assert (await runner.run(catalog, "code_interpreter", {"code": pair})).output == "b'ok'\n"
+
+
+@pytest.mark.skipif(
+    not Path("/etc/shadow").exists() or Path("/etc/shadow").stat().st_mode & 0o004 != 0,
+    reason="needs a private /etc/shadow",
+)
+async def test_files_in_etc_other_users_cannot_read_are_not_readable(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """/etc is on the allow-list (DNS, TLS, passwd), but its private files are not: under
+    calls_run_as root (uid 0 without capabilities) a call read /etc/shadow, and would
+    read /etc/ssh's host keys or /etc/ssl/private, by ownership. The world-readable
+    files of /etc stay readable."""
+    if not supervisor.capabilities or not supervisor.capabilities.landlock:
+        pytest.skip("needs Landlock")
+    code = (
+        "for path in ('/etc/shadow', '/etc/passwd'):\n"
+        "    try:\n"
+        "        open(path).read()\n"
+        "        print(path, 'read')\n"
+        "    except OSError as exc:\n"
+        "        print(path, 'denied', exc.errno)\n"
+    )
+    result = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert "/etc/shadow denied 13" in result.output, result.output
+    assert "/etc/passwd read" in result.output
