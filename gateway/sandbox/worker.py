@@ -48,6 +48,7 @@ from gateway.sandbox.protocol import (
     decode_control,
     frame,
     output_result,
+    valid_text,
 )
 
 __all__ = [
@@ -395,7 +396,17 @@ def _answer(sock: socket.socket, result: CallResult) -> int:
     # and we are about to exit (a thread of the action may still fork: check again after).
     clean = _kill_descendants()
     try:
-        sock.sendall(frame(result))
+        data = frame(result)
+    except (msgspec.EncodeError, ValueError):  # a lone surrogate: message or traceback
+        data = frame(
+            msgspec.structs.replace(
+                result,
+                message=valid_text(result.message),
+                traceback=valid_text(result.traceback),
+            )
+        )
+    try:
+        sock.sendall(data)
     except OSError:
         _kill_descendants()
         return RESULT_LOST

@@ -166,6 +166,12 @@ def connect_unix(path: str):
     except OSError as exc:
         return f"refused: {exc}"
 
+def undecodable_name():
+    return "report-" + os.fsdecode(b"\\xff") + ".csv"  # as os.listdir gives it
+
+def undecodable_error():
+    raise ValueError("no file " + os.fsdecode(b"\\xff"))
+
 def close_result():
     os.close(3)
     return "done"
@@ -235,6 +241,8 @@ ACTION_LIST = [
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
     make_action("close_result"),
+    make_action("undecodable_name"),
+    make_action("undecodable_error"),
     make_action("unix_off", "connect_unix", sandbox=SandboxLimits(network=False)),
     make_action("unix_on", "connect_unix", sandbox=SandboxLimits(network=True)),
     make_action("gave_up_on_a_thread", timeout=3),
@@ -1123,3 +1131,17 @@ async def test_files_in_etc_other_users_cannot_read_are_not_readable(
     result = await runner.run(catalog, "code_interpreter", {"code": code})
     assert "/etc/shadow denied 13" in result.output, result.output
     assert "/etc/passwd read" in result.output
+
+
+async def test_a_result_with_a_lone_surrogate_comes_back(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A str holding a lone surrogate (a file name from os.listdir that is not UTF-8) made
+    the result frame fail to encode: the call read 'the sandbox could not set up the call:
+    confining the child failed'. Now the value (or the error) comes back, with U+FFFD."""
+    name = await call_then_ok(runner, catalog, supervisor, "undecodable_name")
+    assert name.status == "succeeded", name
+    assert name.output == "report-\ufffd.csv"
+    error = await runner.run(catalog, "undecodable_error", {})
+    assert error.error_type == "exception", error
+    assert error_of(error.output)["message"] == "ValueError: no file \ufffd"
