@@ -290,6 +290,13 @@ class Supervisor:
         except (TimeoutError, OSError, msgspec.DecodeError) as exc:
             ready = None
             log.error("sandbox.zygote_start_failed", error=str(exc), network=network)
+        except BaseException:
+            # Cancelled (the call that restarts it, a reload, shutdown): nobody would know
+            # this zygote, and it would live on with its spares as long as the server.
+            proc.kill()
+            parent.close()
+            loop.run_in_executor(None, proc.wait)  # reaped off the loop, not awaited
+            raise
         if not isinstance(ready, Ready):
             try:  # it may have ended on its own (an action module's import ended it)
                 exited: int | None = await asyncio.to_thread(proc.wait, 1.0)

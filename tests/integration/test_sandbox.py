@@ -1145,3 +1145,38 @@ async def test_a_result_with_a_lone_surrogate_comes_back(
     error = await runner.run(catalog, "undecodable_error", {})
     assert error.error_type == "exception", error
     assert error_of(error.output)["message"] == "ValueError: no file \ufffd"
+
+
+def _our_zygotes() -> list[int]:
+    """Live zygote processes this test process started (any supervisor's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or _parent(entry) != os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"gateway.sandbox.zygote" in cmdline and state != b"Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_call_cancelled_while_its_zygote_restarts_leaves_no_zygote(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """The zygote a call was starting (its old one had died) when the call was cancelled
+    lived on, with its spares, for as long as the server: nobody knew it. Now it is
+    killed with the cancelled start, and the next call starts a fresh one."""
+    for pid in supervisor.zygote_pids():
+        os.kill(pid, signal.SIGKILL)
+    await _until(lambda: not _our_zygotes(), "the killed zygotes to be gone")
+    task = asyncio.create_task(runner.run(catalog, "ok", {}))
+    await _until(lambda: bool(_our_zygotes()), "a zygote to be starting")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _until(lambda: not _our_zygotes(), "the cancelled start's zygote to be gone")
+    again = await runner.run(catalog, "ok", {"name": "again"})
+    assert again.output == "hello again"
