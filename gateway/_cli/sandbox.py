@@ -29,11 +29,19 @@ _FEATURES = ("network_namespace", "drop_privileges", "user_namespace", "seccomp"
 
 @contextlib.asynccontextmanager
 async def _sandbox(settings: Settings, catalog: Catalog | None) -> AsyncIterator[Supervisor]:
-    """A started sandbox supervisor for ``catalog``, shut down on exit."""
+    """A started sandbox supervisor for ``catalog``, shut down on exit.
+
+    Raises:
+        click.ClickException: the sandbox did not start (a zygote died as it imported
+            the action modules, the kernel refused the asked-for call user...).
+    """
     from gateway.sandbox.supervisor import Supervisor
 
     supervisor = Supervisor(settings)
-    await supervisor.start(catalog)
+    try:
+        await supervisor.start(catalog)
+    except RuntimeError as exc:
+        raise click.ClickException(f"the sandbox does not start: {exc}") from None
     try:
         yield supervisor
     finally:

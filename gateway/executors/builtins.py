@@ -46,6 +46,7 @@ class CodeInterpreterConfig(ActionConfig, frozen=True, kw_only=True, forbid_unkn
         os.dup2(capture, 1)
         os.dup2(capture, 2)
         failed: BaseException | None = None
+        trace = ""
         try:
             compiled = compile(code, "<code>", "exec")
             exec(compiled, {"__name__": "__main__", "__builtins__": __builtins__})  # noqa: S102 - sandboxed by design
@@ -56,9 +57,12 @@ class CodeInterpreterConfig(ActionConfig, frozen=True, kw_only=True, forbid_unkn
             import traceback
 
             failed = exc
-            # Skip our own frame: the program's traceback starts at its first line.
+            # Skip our own frame: the program's traceback starts at its first line. Kept
+            # out of the capture, which may be what failed (full: see ``_output_full``).
             tb = exc.__traceback__
-            traceback.print_exception(type(exc), exc, tb.tb_next if tb is not None else None)
+            trace = "".join(
+                traceback.format_exception(type(exc), exc, tb.tb_next if tb is not None else None)
+            )
         finally:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(OSError, ValueError):
@@ -69,12 +73,35 @@ class CodeInterpreterConfig(ActionConfig, frozen=True, kw_only=True, forbid_unkn
         chunks = []
         while chunk := os.read(capture, 1 << 20):
             chunks.append(chunk)
-        text = b"".join(chunks).decode("utf-8", errors="replace")
+        text = b"".join(chunks).decode("utf-8", errors="replace") + trace
         if failed is not None:
             from gateway.executors._common import ToolError
 
+            full = _output_full(failed, capture)
+            if full is not None:
+                raise ToolError("output_too_large", full, output=text[-16000:])
             raise ToolError("exception", f"{type(failed).__name__}: {failed}", output=text[-16000:])
         return text if text else "(no output)"
+
+
+def _output_full(failed: BaseException, capture: int) -> str | None:
+    """Why the program stopped, if its output filled the capture; else None.
+
+    The capture is a memory file, so the call's file size limit
+    (``max_file_size_mb``) bounds it: a write past it fails with ``EFBIG``.
+    """
+    import errno
+    import resource
+
+    if not (isinstance(failed, OSError) and failed.errno == errno.EFBIG):
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY or os.fstat(capture).st_size < limit:
+        return None  # a file of the program's own went past the limit
+    return (
+        f"the program's output passed the {limit / (1 << 20):g} MB file size limit "
+        "(max_file_size_mb) and the program was stopped there"
+    )
 
 
 def code_interpreter_action(timeout: float = 30.0, memory_mb: int = 512) -> Action:

@@ -2,8 +2,8 @@
 
 An example passes when the call ends with ``expect.status`` (default
 ``succeeded``), its output contains ``expect.contains`` (if given) and equals
-``expect.equals`` (if given; compared as JSON when the output is JSON, else
-as text). Imports ``gateway.executors`` and ``gateway.manifests``.
+``expect.equals`` (if given; compared as JSON when the output is JSON, where
+``true`` is not ``1``, else as text). Imports ``gateway.executors`` and ``gateway.manifests``.
 """
 
 from __future__ import annotations
@@ -46,9 +46,27 @@ def check_expect(expect: Expect, result: ToolResult) -> list[str]:
             actual = msgspec.json.decode(result.output)
         except msgspec.DecodeError:
             actual = result.output
-        if actual != expect.equals and result.output != str(expect.equals):
+        if not _same(actual, expect.equals) and result.output != str(expect.equals):
             problems.append(f"output is {result.output[:200]!r}, expected {expect.equals!r}")
     return problems
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    """JSON equality: as ``==``, except that ``true``/``false`` never equal ``1``/``0``.
+
+    Python's ``True == 1`` would let an example expecting ``true`` pass on ``1``.
+    """
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return type(actual) is type(expected) and actual == expected
+    if isinstance(actual, dict) and isinstance(expected, dict):
+        return actual.keys() == expected.keys() and all(
+            _same(actual[k], expected[k]) for k in actual
+        )
+    if isinstance(actual, list) and isinstance(expected, list):
+        return len(actual) == len(expected) and all(
+            _same(a, e) for a, e in zip(actual, expected, strict=True)
+        )
+    return bool(actual == expected)
 
 
 async def run_examples(

@@ -85,12 +85,18 @@ def _ident(value: Any, allowed: Any) -> Ident:
 
 
 class _Collector:
-    """Per-render state: the values the markers stand for."""
+    """Per-render state: the values the markers stand for, and when rendering must stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None, timeout: float = 0.0) -> None:
         self.values: list[Any] = []
+        self.deadline = deadline
+        self.timeout = timeout
 
     def finalize(self, value: Any) -> str:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ToolError(
+                "timeout", f"rendering the SQL template did not finish within {self.timeout:g}s"
+            )
         if isinstance(value, Ident):
             return '"' + value.replace('"', '""') + '"'
         if _is_undefined(value):
@@ -142,12 +148,18 @@ def _compiled(template: str) -> jinja2.Template:
     return _environment().from_string(template)
 
 
-def render_sql(template: str, arguments: dict[str, Any], *, style: str) -> tuple[str, list[Any]]:
+def render_sql(
+    template: str, arguments: dict[str, Any], *, style: str, timeout: float | None = None
+) -> tuple[str, list[Any]]:
     """Render ``template`` to (statement, parameters) with ``?`` or ``%s`` placeholders.
 
     Missing arguments are ``None``. Literal ``%`` in the template is doubled for ``%s`` style.
+    ``timeout``: seconds after which the render fails with a ``timeout`` ``ToolError``
+    (checked at each ``{{ }}``): a loop runs as often as the arguments say, and an
+    inline call's thread is not stopped by cancelling it.
     """
-    collector = _Collector()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    collector = _Collector(deadline, timeout or 0.0)
     token = _COLLECTOR.set(collector)
     try:
         rendered = _compiled(template).render(**arguments)
@@ -262,12 +274,17 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         it on the server (PostgreSQL), and the statement timeout bounds it too.
         """
         url, scheme, timeout = self._target(call)
+        # Rendered in the SQL thread, never on the event loop, and cut at the timeout:
+        # a template's loops run as many rounds as the model's arguments ask for.
         if scheme == "sqlite":
             path = sqlite_path(url)
-            statement, params = render_sql(self.query, call.arguments, style="qmark")
 
             def on_sqlite(conn: sqlite3.Connection) -> Any:
-                return self.execute_sqlite(conn, statement, params, time.monotonic() + timeout)
+                deadline = time.monotonic() + timeout
+                statement, params = render_sql(
+                    self.query, call.arguments, style="qmark", timeout=timeout
+                )
+                return self.execute_sqlite(conn, statement, params, deadline)
 
             def opener() -> sqlite3.Connection:
                 return open_sqlite(
@@ -277,9 +294,11 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             return await pools.sqlite(
                 url, path, readonly=self.readonly, timeout=timeout, opener=opener, work=on_sqlite
             )
-        statement, params = render_sql(self.query, call.arguments, style="format")
 
         def on_postgres(conn: psycopg.Connection[Any]) -> Any:
+            statement, params = render_sql(
+                self.query, call.arguments, style="format", timeout=timeout
+            )
             return self.execute_postgres(conn, statement, params, timeout)
 
         return await pools.postgres(postgres_conninfo(url), timeout=timeout, work=on_postgres)
@@ -357,6 +376,9 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
     ) -> Any:
         """Run one rendered statement in its own transaction (read-only unless ``readonly: false``).
 
+        A read-only action runs exactly one statement (as on SQLite): several are
+        refused, since a ``COMMIT`` among them would end the read-only transaction.
+
         The transaction is committed (writable) or rolled back (read-only)
         before returning, and rolled back when the statement fails, so the
         connection is idle again either way.
@@ -372,7 +394,13 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
                 fetched = self._fetch_declared(conn, statement, params) if self.readonly else None
                 if fetched is None:
                     with conn.cursor() as cursor:
-                        cursor.execute(statement.encode(), params)
+                        # Read-only: prepared, so one statement (the extended protocol).
+                        # Without parameters psycopg sends a simple query, which runs
+                        # several: ``COMMIT; DELETE ...`` wrote outside the read-only
+                        # transaction.
+                        cursor.execute(
+                            statement.encode(), params, prepare=True if self.readonly else None
+                        )
                         columns = [d.name for d in cursor.description or ()]
                         rows = cursor.fetchmany(self.max_rows + 1) if columns else []
                         rowcount = cursor.rowcount

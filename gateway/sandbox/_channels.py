@@ -4,7 +4,7 @@
 and routes ``Exited`` replies to the waiting calls; ``OutputReader`` drains a child's stdout/stderr
 as it comes, keeping the first bytes; ``read_frame`` reads one capped,
 length-prefixed result. All run on the event loop without threads. Imports
-msgspec, structlog and ``gateway.sandbox.protocol``.
+msgspec, structlog, ``gateway.sandbox.protocol`` and ``_cleanup``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import subprocess
 import msgspec
 import structlog
 
+from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox.protocol import HEADER, TAKEN, Exited, Ready, Spare, decode_control, encode
 
 __all__ = [
@@ -184,7 +184,7 @@ class ZygoteChannel:
             await asyncio.to_thread(self.proc.wait)
         if self.ready is not None and self.ready.tmp.startswith("/"):
             # A zygote killed from outside could not remove its call directories.
-            await asyncio.to_thread(shutil.rmtree, self.ready.tmp, True)
+            await asyncio.to_thread(remove_tree, self.ready.tmp)
 
 
 class OutputReader:

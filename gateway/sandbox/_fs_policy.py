@@ -96,18 +96,60 @@ _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"
 """Also writable (and ``ioctl``)."""
 _ALWAYS_PROTECTED = ("/run/secrets", "/var/run/secrets")
 """Docker and Kubernetes mount secrets here: never readable by an action."""
+_PRIVATE_SCANNED = "/etc"
+"""Whose files and folders other users cannot read are carved out (see ``_private_below``)."""
 
 
-def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None:
+def _private_below(top: str, owner: int) -> set[str]:
+    """Files (and folders) below ``top`` owned by ``owner`` that others may not read.
+
+    ``/etc`` is read for DNS, TLS and users, but holds the host's secrets too
+    (``shadow``, ``ssh/ssh_host_*_key``, ``ssl/private``), kept private by
+    their mode alone. A call under its own uid cannot read them anyway; uid 0
+    without capabilities (``calls_run_as: root``) can, as their owner, and so
+    can a call with the server's uid read the server's files. Blocking; about
+    8 ms for a Debian ``/etc``.
+    """
+    import stat
+
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(top):
+        for name in [*dirs, *files]:
+            path = os.path.join(folder, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            mode = info.st_mode
+            if info.st_uid != owner:
+                continue  # not readable by its owner's bits, so the call has no access
+            if stat.S_ISDIR(mode):
+                private = not mode & stat.S_IXOTH  # nothing below it is reachable then
+                if private:
+                    dirs.remove(name)
+            else:
+                private = stat.S_ISREG(mode) and not mode & stat.S_IROTH
+            if private:
+                found.add(path)
+    return found
+
+
+def landlock_rules(
+    fs: FsPolicy | None, tmp: str, *, calls_uid: int | None = None
+) -> _linux.LandlockRules | None:
     """The children's filesystem allow-list, computed once; None without Landlock.
 
     System directories (read, and execute where code lives), this interpreter's
     prefixes and ``sys.path`` entries, the gateway package, and what the
     supervisor listed (``fs``). No rule covers a protected path (the gateway
     root, the thread store, ``.env``, secret mounts, the zygote's call
-    directories): a system directory holding one is replaced by its other
-    entries; a ``sys.path`` entry holding one (``/`` for ``""``) is dropped.
+    directories, what in ``/etc`` other users cannot read): a system directory
+    holding one is replaced by its other entries; a ``sys.path`` entry holding
+    one (``/`` for ``""``) is dropped.
     The call's own directory and database directories are added per call.
+    ``calls_uid``: the uid calls run as when it is not one of their own (0
+    under ``calls_run_as: root``, the server's otherwise): what in ``/etc`` it
+    owns and others cannot read is carved out too (see ``_private_below``).
     """
     if fs is None:
         return None
@@ -115,7 +157,7 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
         abi = _linux.landlock_abi()
     except OSError:
         return None
-    protected = {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
+    protected = _protected(fs, tmp, calls_uid)
 
     def covers(path: str) -> bool:
         prefix = path.rstrip("/") + "/"
@@ -158,6 +200,14 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
     rules += [(os.path.realpath(p), _linux.FS_READ_DIR) for p in fs.list_only]
     handled = _linux.landlock_handled(abi)
     return _linux.LandlockRules(handled, pruned(rules), _linux.landlock_scoped(abi))
+
+
+def _protected(fs: FsPolicy, tmp: str, calls_uid: int | None) -> set[str]:
+    """The real paths no rule may cover (see ``landlock_rules``)."""
+    protected = {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
+    if calls_uid is not None:
+        protected |= _private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid)
+    return protected
 
 
 def _imported_tops(roots: list[str]) -> list[str]:

@@ -49,6 +49,7 @@ from gateway.sandbox._landlock import (
 from gateway.sandbox._libc import check, libc
 from gateway.sandbox._seccomp import (
     container_seccomp_profile,
+    install_no_unix_sockets_filter,
     install_seccomp_filter,
 )
 
@@ -83,6 +84,7 @@ __all__ = [
     "OpenedRules",
     "container_seccomp_profile",
     "drop_capabilities",
+    "install_no_unix_sockets_filter",
     "install_seccomp_filter",
     "landlock_abi",
     "landlock_add_rules",

@@ -15,7 +15,7 @@ import os
 
 from gateway.sandbox._libc import check, libc
 
-__all__ = ["container_seccomp_profile", "install_seccomp_filter"]
+__all__ = ["container_seccomp_profile", "install_no_unix_sockets_filter", "install_seccomp_filter"]
 
 _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
@@ -240,6 +240,47 @@ def install_seccomp_filter() -> None:
 
 
 _COMPILED: list[tuple[ctypes.Array[_SockFilter], _SockFprog]] = []  # built once per process
+
+_SOCKET = {"x86_64": 41}
+"""The ``socket`` system call's number, per architecture of ``_DENY``."""
+_AF_UNIX = 1
+
+
+def _no_unix_sockets_program(arch: int, socket_nr: int) -> list[tuple[int, int, int, int]]:
+    """BPF: ``socket(AF_UNIX, ...)`` fails with EPERM; anything else is left to the others."""
+    return [
+        (_LD_ABS_W, 0, 0, 4),  # arch (another one is refused by the deny-list filter)
+        (_JEQ_K, 0, 5, arch),
+        (_LD_ABS_W, 0, 0, 0),  # syscall number
+        (_JEQ_K, 0, 3, socket_nr),
+        (_LD_ABS_W, 0, 0, 16),  # socket's domain (low 32 bits of args[0])
+        (_JEQ_K, 0, 1, _AF_UNIX),
+        (_RET_K, 0, 0, _RET_ERRNO | _EPERM),
+        (_RET_K, 0, 0, _RET_ALLOW),
+    ]
+
+
+def install_no_unix_sockets_filter() -> None:
+    """Refuse new Unix sockets to this thread and its children (``network: false`` calls).
+
+    A socket file is reached by its path, whatever the network namespace, so
+    without this a call with no network still talked to the host's local
+    services (a database's, Docker's socket). Only ``socket(AF_UNIX)`` is
+    refused: ``socketpair`` (asyncio, subprocess) connects nothing outside the
+    call and stays allowed. Stacked on ``install_seccomp_filter``'s.
+
+    Raises:
+        OSError: ``ENOSYS`` on an architecture without a table here, or the kernel's errno.
+    """
+    machine = os.uname().machine
+    table = _DENY.get(machine)
+    if table is None or machine not in _SOCKET:
+        raise OSError(38, f"no seccomp table for {machine}")
+    program = _no_unix_sockets_program(table[0], _SOCKET[machine])
+    filters = (_SockFilter * len(program))(*(_SockFilter(*ins) for ins in program))
+    prog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
+    result = libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
+    check(result, "prctl(PR_SET_SECCOMP)")
 
 
 def _compiled_filter() -> _SockFprog:

@@ -46,6 +46,7 @@ __all__ = [
     "encode",
     "frame",
     "output_result",
+    "valid_text",
 ]
 
 HEADER = struct.Struct(">I")
@@ -205,12 +206,29 @@ def output_result(text: str, max_output_kb: int) -> CallResult:
     The one place the cut is made, for sandboxed and inline calls alike.
     """
     limit = max_output_kb * 1024
-    encoded = text.encode("utf-8", errors="replace")
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: JSON could not carry the result
+        text = valid_text(text)
+        encoded = text.encode("utf-8")
     if len(encoded) > limit:
         kept = encoded[:limit].decode("utf-8", errors="ignore")
         note = f"\n[output truncated: {len(encoded)} bytes, limit {max_output_kb} KB]"
         return CallResult(ok=True, output=kept + note, truncated=True)
     return CallResult(ok=True, output=text)
+
+
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, so JSON (and UTF-8) can carry it.
+
+    A file name that is not UTF-8 (``os.listdir``, ``os.fsdecode``) holds one; the
+    result frame could not be encoded, and the call's value was lost.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 _control_decoder = msgspec.json.Decoder(Control)

@@ -5,7 +5,8 @@ timeout) to ``{"error": {"type", "message"}}`` text and an ``error_type``, and
 redacts declared secret values from what goes back; ``call_outcome`` picks
 the outcome of a finished call from what the supervisor collected. Imports
 ``gateway.executors.base``, ``gateway.manifests.model``,
-``gateway.sandbox.protocol`` and ``gateway.sandbox._channels``.
+``gateway.sandbox.protocol``, ``gateway.sandbox._channels`` and the exit codes of
+``gateway.sandbox.worker``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.executors.base import ToolResult
 from gateway.manifests.model import Action
 from gateway.sandbox._channels import OutputReader, TooLarge
 from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits
+from gateway.sandbox.worker import RESULT_LOST
 
 __all__ = [
     "answered",
@@ -127,6 +129,13 @@ def exit_failure(status: Exited, limits: Limits, started: float) -> ToolResult:
     if code in SETUP_FAILED:
         return failure(
             started, "sandbox_error", f"the sandbox could not set up the call: {SETUP_FAILED[code]}"
+        )
+    if code == RESULT_LOST:
+        return failure(
+            started,
+            "crashed",
+            "the action closed or replaced file descriptor 3, the sandbox's result channel, "
+            "so its result was lost",
         )
     if code < 0:
         signum = -code

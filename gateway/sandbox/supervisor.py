@@ -189,9 +189,15 @@ class Supervisor:
         async with self._spawn_lock:
             keys = zygote_keys(catalog)
             spawned = await asyncio.gather(
-                *(self._spawn(k, catalog, probe=k == PROBE_KEY) for k in keys)
+                *(self._spawn(k, catalog, probe=k == PROBE_KEY) for k in keys),
+                return_exceptions=True,
             )
-            self._zygotes = dict(zip(keys, spawned, strict=True))
+            made = [z for z in spawned if isinstance(z, ZygoteChannel)]
+            failed = [e for e in spawned if not isinstance(e, ZygoteChannel)]
+            if failed:  # the zygotes that did start must not outlive the failure
+                await asyncio.gather(*(z.close() for z in made), return_exceptions=True)
+                raise failed[0]
+            self._zygotes = dict(zip(keys, made, strict=True))
         probed = self._zygotes[PROBE_KEY].ready
         if probed is not None and probed.capabilities is not None:
             self.capabilities = probed.capabilities
@@ -304,11 +310,26 @@ class Supervisor:
         except (TimeoutError, OSError, msgspec.DecodeError) as exc:
             ready = None
             log.error("sandbox.zygote_start_failed", error=str(exc), network=network)
+        except BaseException:
+            # Cancelled (the call that restarts it, a reload, shutdown): nobody would know
+            # this zygote, and it would live on with its spares as long as the server.
+            proc.kill()
+            parent.close()
+            loop.run_in_executor(None, proc.wait)  # reaped off the loop, not awaited
+            raise
         if not isinstance(ready, Ready):
+            try:  # it may have ended on its own (an action module's import ended it)
+                exited: int | None = await asyncio.to_thread(proc.wait, 1.0)
+            except subprocess.TimeoutExpired:
+                exited = None
             proc.kill()
             await asyncio.to_thread(proc.wait)
             parent.close()
-            raise RuntimeError("the sandbox zygote did not start (see the server log)")
+            which = "with" if network else "without"
+            how = "" if exited is None else f", it exited with status {exited}"
+            raise RuntimeError(
+                f"the sandbox zygote did not start ({which} network{how}; see the log)"
+            )
         zygote.ready = ready
         for module, error in ready.import_errors.items():
             log.warning("sandbox.import_failed", module=module, error=error)

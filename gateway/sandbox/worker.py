@@ -48,11 +48,13 @@ from gateway.sandbox.protocol import (
     decode_control,
     frame,
     output_result,
+    valid_text,
 )
 
 __all__ = [
     "CALL_NAME",
     "MINIMAL_ENV",
+    "RESULT_LOST",
     "RULESET_FD",
     "SPARE_NAME",
     "children_of",
@@ -377,15 +379,37 @@ def run_call(
     return _answer(sock, result)
 
 
+RESULT_LOST = 74
+"""Exit code of a child whose action closed or replaced fd 3, so its result could not go."""
+
+
 def _answer(sock: socket.socket, result: CallResult) -> int:
-    """Kill what the action started, send ``result``; the exit code (73: not clean)."""
+    """Kill what the action started, send ``result``; the exit code (73: not clean).
+
+    ``RESULT_LOST`` when the action closed its result socket (fd 3) or ``dup2``-ed
+    something else over it: the supervisor then reads no result, and says why.
+    """
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     # Clean up before answering: when the supervisor has the result, only we are left,
     # and we are about to exit (a thread of the action may still fork: check again after).
     clean = _kill_descendants()
-    sock.sendall(frame(result))
+    try:
+        data = frame(result)
+    except (msgspec.EncodeError, ValueError):  # a lone surrogate: message or traceback
+        data = frame(
+            msgspec.structs.replace(
+                result,
+                message=valid_text(result.message),
+                traceback=valid_text(result.traceback),
+            )
+        )
+    try:
+        sock.sendall(data)
+    except OSError:
+        _kill_descendants()
+        return RESULT_LOST
     return 0 if _kill_descendants() and clean else 73
 
 
@@ -438,6 +462,38 @@ async def _await(value: Awaitable[Any]) -> Any:
     return await value
 
 
+_LEFT_GRACE = 1.0
+"""Seconds the tasks an async action left running get to end once cancelled."""
+
+
+def _run_async(value: Awaitable[Any]) -> Any:
+    """Await ``value`` on a fresh event loop; what it left running does not hold the answer.
+
+    ``asyncio.run`` waits, after the action returned, for every task it left
+    (one that ignores cancellation: forever) and every thread of the loop's
+    executor (``to_thread`` of a call it gave up on with ``wait_for``), so
+    the call timed out and its value was lost. Here the left tasks are
+    cancelled and get ``_LEFT_GRACE`` seconds, threads none: the child exits
+    right after answering, and they end with it.
+    """
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(_await(value))
+    finally:
+        try:
+            left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in left:
+                task.cancel()
+            left.append(loop.create_task(loop.shutdown_asyncgens()))
+            loop.run_until_complete(asyncio.wait(left, timeout=_LEFT_GRACE))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()  # its executor is shut down without waiting for the threads
+
+
 def _enc_hook(obj: Any) -> Any:
     raise TypeError(f"the action returned a {type(obj).__name__}, which is not JSON-serializable")
 
@@ -466,9 +522,7 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
         config = msgspec.convert(request.config, load_kind(request.kind))
         value = config.run(request.call)
         if hasattr(value, "__await__"):
-            import asyncio
-
-            value = asyncio.run(_await(value))
+            value = _run_async(value)
         text = value if isinstance(value, str) else msgspec.json.encode(value, enc_hook=_enc_hook)
         if isinstance(text, bytes):
             text = text.decode()

@@ -36,7 +36,6 @@ import importlib
 import importlib.machinery
 import os
 import selectors
-import shutil
 import signal
 import socket
 import sys
@@ -45,6 +44,7 @@ import time
 import msgspec
 
 from gateway.sandbox import _linux
+from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox._fs_policy import landlock_rules, pruned
 from gateway.sandbox._libc import trim_heap
 from gateway.sandbox.protocol import (
@@ -97,6 +97,7 @@ BOOT = (
 
 _FALLBACK_PRELOAD = [
     "asyncio",
+    "concurrent.futures.thread",  # asyncio.to_thread and run_in_executor import it lazily
     "json",
     "datetime",
     "decimal",
@@ -215,7 +216,8 @@ class _Zygote:
             from gateway.sandbox.probes import probe
 
             capabilities = probe()
-        self.landlock = _landlock_rules(msg.fs, self.tmp)
+        calls_uid = None if msg.call_user == "own" else os.geteuid()  # own: the mode protects
+        self.landlock = _landlock_rules(msg.fs, self.tmp, calls_uid=calls_uid)
         if self.landlock is not None and msg.call_user == "own":
             self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
         elif self.landlock is not None:
@@ -228,6 +230,10 @@ class _Zygote:
         _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
         with contextlib.suppress(OSError):  # `gateway doctor` says when it is missing
             _linux.install_seccomp_filter()
+        if msg.isolate_network:
+            # A Unix socket file is reachable from any network namespace: no new ones.
+            with contextlib.suppress(OSError):
+                _linux.install_no_unix_sockets_filter()
         if msg.call_user == "root":
             # Calls keep uid 0 without capabilities; the zygote needs none from here on
             # (its children are uid 0 too), so it drops them once for all of them.
@@ -382,7 +388,7 @@ class _Zygote:
             try:
                 os.rmdir(cwd)  # most calls leave their directory empty: one system call
             except OSError:
-                shutil.rmtree(cwd, ignore_errors=True)
+                remove_tree(cwd)  # also what the call locked (chmod 0)
 
     def kill_strays(self) -> None:
         for _ in range(1000):
@@ -406,7 +412,7 @@ class _Zygote:
                 os.waitpid(pid, 0)
         self.children.clear()
         self.kill_strays()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_tree(self.tmp)
 
     def send(self, message: msgspec.Struct) -> None:
         # If the supervisor is gone, EOF on the next read ends the loop.

@@ -7,6 +7,7 @@ only where a test compares with the sandbox).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -487,3 +488,41 @@ def test_inline_action_end_to_end_and_switched_by_a_reload(
         metrics = client.get("/metrics").text
         assert _tool_calls(metrics, "sandbox") == 1
         assert _tool_calls(metrics, "inline") == 1
+
+
+async def test_sqlite_inline_template_renders_off_the_event_loop_under_the_timeout(
+    runner: SandboxRunner, data_root: Path
+) -> None:
+    """A template's loops run as long as the model's arguments say (here 10^10 rounds):
+    inline, it rendered on the event loop, outside the action's timeout, and the whole
+    server stood still. Now it renders in a SQL thread and stops at the timeout."""
+    nested = (
+        "SELECT status FROM orders WHERE 0 {% for i in range(id) %}"
+        "{% for j in range(id) %} OR id = {{ j }}{% endfor %}{% endfor %}"
+    )
+    catalog = _catalog(
+        data_root,
+        _sql("nested", nested, timeout=0.5),
+        _sql("order", "SELECT status FROM orders WHERE id = {{ id }}"),
+    )
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        started = time.perf_counter()
+        result = await asyncio.wait_for(runner.run(catalog, "nested", {"id": 100000}), 30)
+        elapsed = time.perf_counter() - started
+    finally:
+        ticker.cancel()
+    assert result.status == "timed_out", result
+    assert elapsed < 2
+    assert max(gaps) < 0.3, max(gaps)
+    assert (await runner.run(catalog, "order", {"id": 1042})).output == '[{"status":"shipped"}]'

@@ -260,12 +260,33 @@ async def test_postgres_max_rows_reads_only_what_it_returns(data_root: Path) -> 
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT 1 AS a; COMMIT; DELETE FROM {table}",
+        "COMMIT; DELETE FROM {table}",
+        "SELECT 1 AS a; SELECT 2 AS a",
+    ],
+)
+def test_postgres_readonly_runs_one_statement(pg_table: tuple[str, str], query: str) -> None:
+    """A read-only action runs one statement: a template without parameters went through the
+    simple query protocol, which runs several, so ``COMMIT; DELETE ...`` ended the
+    read-only transaction and deleted every row (as SQLite and any template with a
+    parameter do, several statements are now refused)."""
+    url, table = pg_table
+    with pytest.raises(ToolError) as info:
+        _pg_run(url, query.format(table=table))
+    assert info.value.error_type == "database_error"
+    assert "multiple commands" in str(info.value)
+    assert _pg_run(url, f"SELECT count(*) AS n FROM {table}") == [{"n": 2}]
+
+
+@pytest.mark.postgres
 def test_postgres_readonly_statements_a_cursor_cannot_hold(pg_table: tuple[str, str]) -> None:
-    """SHOW, EXPLAIN and several statements run as before; a write is still readonly."""
+    """SHOW and EXPLAIN run as before; a write is still readonly."""
     url, table = pg_table
     assert _pg_run(url, "SHOW statement_timeout") == [{"statement_timeout": "5s"}]
     assert "QUERY PLAN" in _pg_run(url, f"EXPLAIN SELECT * FROM {table}")[0]
-    assert _pg_run(url, "SELECT 1 AS a; SELECT 2 AS a") in ([{"a": 1}], [{"a": 2}])
     with pytest.raises(ToolError) as info:
         _pg_run(url, f"WITH d AS (DELETE FROM {table} RETURNING id) SELECT * FROM d")
     assert info.value.error_type == "readonly"

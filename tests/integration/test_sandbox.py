@@ -156,6 +156,45 @@ def fork_many(n: int = 200):
         made += 1
     return {"made": made, "errno": 0}
 
+async def gave_up_on_a_thread():
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(time.sleep, 30), 0.2)
+    except asyncio.TimeoutError:
+        return "gave up"
+
+async def left_a_task():
+    async def stubborn():
+        while True:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                pass
+    asyncio.get_running_loop().create_task(stubborn())
+    await asyncio.sleep(0)
+    return "returned"
+
+def connect_unix(path: str):
+    try:
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(path)
+        return "connected"
+    except OSError as exc:
+        return f"refused: {exc}"
+
+def undecodable_name():
+    return "report-" + os.fsdecode(b"\\xff") + ".csv"  # as os.listdir gives it
+
+def undecodable_error():
+    raise ValueError("no file " + os.fsdecode(b"\\xff"))
+
+def close_result():
+    os.close(3)
+    return "done"
+
+def replace_result():
+    fd = os.open("replaced", os.O_CREAT | os.O_WRONLY)
+    os.dup2(fd, 3)
+    return "done"
+
 def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
@@ -216,6 +255,14 @@ ACTION_LIST = [
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
     make_action("fork_many", sandbox=SandboxLimits(max_processes=8), timeout=20),
+    make_action("close_result"),
+    make_action("undecodable_name"),
+    make_action("undecodable_error"),
+    make_action("unix_off", "connect_unix", sandbox=SandboxLimits(network=False)),
+    make_action("unix_on", "connect_unix", sandbox=SandboxLimits(network=True)),
+    make_action("gave_up_on_a_thread", timeout=3),
+    make_action("left_a_task", timeout=3),
+    make_action("replace_result"),
 ]
 
 
@@ -1005,3 +1052,193 @@ async def test_seccomp_denies_namespaces_and_ptrace(
     assert "unshare -1 1" in result.output
     assert "ptrace -1 1" in result.output
     assert "spawned" in result.output
+
+
+async def test_a_call_directory_made_unreadable_is_still_removed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A call that locks folders of its directory (chmod 0, no write bit) cannot leave them
+    behind: the zygote, without capabilities under ``root`` and the same uid when not root,
+    could not list them, so every such call kept its files on disk until shutdown."""
+    code = (
+        "import os\n"
+        "os.makedirs('locked/deeper/deepest')\n"
+        "with open('locked/deeper/deepest/data.bin', 'wb') as fh:\n"
+        "    fh.write(b'x' * 1024)\n"
+        "os.makedirs('readonly')\n"
+        "open('readonly/f', 'w').close()\n"
+        "os.chmod('readonly', 0o500)\n"
+        "os.chmod('locked/deeper/deepest', 0)\n"
+        "os.chmod('locked/deeper', 0)\n"
+        "os.chmod('locked', 0)\n"
+        "print(os.getcwd())\n"
+    )
+    result = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert result.status == "succeeded", result
+    cwd = Path(result.output.strip())
+    await _until(lambda: not cwd.exists(), f"the call directory {cwd} to be removed")
+
+
+@pytest.mark.parametrize("name", ["close_result", "replace_result"])
+async def test_an_action_that_closes_the_result_channel_is_told_so(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, name: str
+) -> None:
+    """An action that closes fd 3 or dup2s over it loses its result; the error says that,
+    not 'the sandbox could not set up the call: confining the child failed' (the action
+    ran: it was no setup failure)."""
+    result = await call_then_ok(runner, catalog, supervisor, name)
+    assert result.status == "failed"
+    assert result.error_type == "crashed", result
+    message = error_of(result.output)["message"]
+    assert "file descriptor 3" in message
+    assert "set up" not in message
+
+
+async def test_code_interpreter_printing_past_the_file_size_limit_says_so(
+    runner: SandboxRunner, catalog: Catalog
+) -> None:
+    """The program's output is captured in a memory file, under the call's file size limit
+    (16 MB): printing past it stopped the program with a bare 'OSError: File too large',
+    and the traceback written into the full capture failed too, so none of the output
+    and no hint came back. Now the error says the output passed the limit, with the
+    output and the traceback."""
+    code = "import sys\nprint('start')\nfor i in range(200000):\n    print('y' * 100)\n"
+    result = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert result.status == "failed"
+    error = error_of(result.output)
+    assert "output passed the 16 MB file size limit" in error["message"], error
+    assert "yyyy" in error["output"]
+    assert "Traceback" in error["output"]
+
+
+@pytest.mark.parametrize(
+    ("name", "output"), [("gave_up_on_a_thread", "gave up"), ("left_a_task", "returned")]
+)
+async def test_an_async_action_that_returned_is_not_held_by_what_it_left_running(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, name: str, output: str
+) -> None:
+    """An async action that returned while a ``to_thread`` thread or a task ignoring
+    cancellation still ran: ``asyncio.run`` waited for them at its shutdown, so the call
+    timed out and its value was lost. Now its value comes back at once."""
+    started = time.monotonic()
+    result = await call_then_ok(runner, catalog, supervisor, name)
+    assert result.status == "succeeded", result
+    assert result.output == output
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.fixture
+def unix_listener() -> Iterator[str]:
+    """A Unix socket anyone may connect to (as a local database's or Docker's may be)."""
+    folder = Path(tempfile.mkdtemp(prefix="gw-unix-"))
+    folder.chmod(0o755)
+    path = str(folder / "service.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    Path(path).chmod(0o777)
+    server.listen(8)
+    try:
+        yield path
+    finally:
+        server.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_network_false_cannot_reach_unix_sockets(
+    runner: SandboxRunner, catalog: Catalog, unix_listener: str
+) -> None:
+    """A Unix socket file is no part of the network namespace: network: false calls (and
+    every code_interpreter program) reached the host's local services through theirs
+    (PostgreSQL's /run/postgresql socket, MySQL's, Docker's). Now they cannot create a
+    Unix socket at all; network: true calls still can."""
+    off = await runner.run(catalog, "unix_off", {"path": unix_listener})
+    assert off.output.startswith("refused"), off
+    on = await runner.run(catalog, "unix_on", {"path": unix_listener})
+    assert on.output == "connected", on
+    code = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({unix_listener!r})\n"
+        "print('connected')\n"
+    )
+    model = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert model.status == "failed", model
+    assert "connected" not in error_of(model.output)["output"]
+    # What Python itself needs of AF_UNIX (socket pairs: asyncio, subprocess) still works.
+    pair = "import socket\na, b = socket.socketpair()\na.sendall(b'ok')\nprint(b.recv(2))\n"
+    assert (await runner.run(catalog, "code_interpreter", {"code": pair})).output == "b'ok'\n"
+
+
+@pytest.mark.skipif(
+    not Path("/etc/shadow").exists() or Path("/etc/shadow").stat().st_mode & 0o004 != 0,
+    reason="needs a private /etc/shadow",
+)
+async def test_files_in_etc_other_users_cannot_read_are_not_readable(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """/etc is on the allow-list (DNS, TLS, passwd), but its private files are not: under
+    calls_run_as root (uid 0 without capabilities) a call read /etc/shadow, and would
+    read /etc/ssh's host keys or /etc/ssl/private, by ownership. The world-readable
+    files of /etc stay readable."""
+    if not supervisor.capabilities or not supervisor.capabilities.landlock:
+        pytest.skip("needs Landlock")
+    code = (
+        "for path in ('/etc/shadow', '/etc/passwd'):\n"
+        "    try:\n"
+        "        open(path).read()\n"
+        "        print(path, 'read')\n"
+        "    except OSError as exc:\n"
+        "        print(path, 'denied', exc.errno)\n"
+    )
+    result = await runner.run(catalog, "code_interpreter", {"code": code})
+    assert "/etc/shadow denied 13" in result.output, result.output
+    assert "/etc/passwd read" in result.output
+
+
+async def test_a_result_with_a_lone_surrogate_comes_back(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A str holding a lone surrogate (a file name from os.listdir that is not UTF-8) made
+    the result frame fail to encode: the call read 'the sandbox could not set up the call:
+    confining the child failed'. Now the value (or the error) comes back, with U+FFFD."""
+    name = await call_then_ok(runner, catalog, supervisor, "undecodable_name")
+    assert name.status == "succeeded", name
+    assert name.output == "report-\ufffd.csv"
+    error = await runner.run(catalog, "undecodable_error", {})
+    assert error.error_type == "exception", error
+    assert error_of(error.output)["message"] == "ValueError: no file \ufffd"
+
+
+def _our_zygotes() -> list[int]:
+    """Live zygote processes this test process started (any supervisor's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or _parent(entry) != os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"gateway.sandbox.zygote" in cmdline and state != b"Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_call_cancelled_while_its_zygote_restarts_leaves_no_zygote(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """The zygote a call was starting (its old one had died) when the call was cancelled
+    lived on, with its spares, for as long as the server: nobody knew it. Now it is
+    killed with the cancelled start, and the next call starts a fresh one."""
+    for pid in supervisor.zygote_pids():
+        os.kill(pid, signal.SIGKILL)
+    await _until(lambda: not _our_zygotes(), "the killed zygotes to be gone")
+    task = asyncio.create_task(runner.run(catalog, "ok", {}))
+    await _until(lambda: bool(_our_zygotes()), "a zygote to be starting")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _until(lambda: not _our_zygotes(), "the cancelled start's zygote to be gone")
+    again = await runner.run(catalog, "ok", {"name": "again"})
+    assert again.output == "hello again"

@@ -96,3 +96,42 @@ def test_doctor_reports_capabilities(cli: CliRunner) -> None:
         assert feature in result.stdout
     assert "process_limit      " in result.stdout
     assert "sandboxed call      succeeded" in result.stdout
+
+
+ZYGOTE_KILLER = '''
+import os, sys
+if "gateway.sandbox.zygote" in sys.modules:
+    os._exit(3)  # only where the zygote imports it: the loader's own check passes
+
+def hello() -> str:
+    """Say hello."""
+    return "hi"
+'''
+
+
+def _deployment_whose_zygote_dies(root: Path) -> Path:
+    (root / "manifests").mkdir(parents=True)
+    (root / "actions").mkdir()
+    (root / "actions" / "__init__.py").write_text("")
+    (root / "actions" / "killer.py").write_text(ZYGOTE_KILLER)
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: hello\ndescription: Say hello.\n"
+        "python: {function: 'actions.killer:hello'}\n"
+        "examples:\n  - args: {}\n    expect: {contains: hi}\n"
+    )
+    return root / "manifests"
+
+
+@pytest.mark.parametrize("command", [["invoke", "hello"], ["test"]])
+def test_a_sandbox_that_does_not_start_is_one_line_not_a_traceback(
+    cli: CliRunner, tmp_path: Path, command: list[str]
+) -> None:
+    """An action module that kills the zygote as it imports (os._exit, a crashing C
+    extension) left invoke and test with a RuntimeError traceback; like doctor, they now
+    say the sandbox does not start and exit 1."""
+    manifests = _deployment_whose_zygote_dies(tmp_path / "deploy")
+    result = cli.invoke(main, [*command, "--manifests", str(manifests)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "the sandbox does not start: the sandbox zygote did not start" in result.output
+    assert "it exited with status 3" in result.output

@@ -236,6 +236,13 @@ async def test_file_search_without_an_assistant_searches_nothing(tmp_path: Path)
         (Expect(equals="x"), "y", "succeeded", False),
         (Expect(status="failed"), "{}", "failed", True),
         (Expect(), "{}", "failed", False),
+        # JSON's true is not 1 (Python's True == 1 let `gateway test` pass either for the other)
+        (Expect(equals=True), "1", "succeeded", False),
+        (Expect(equals=1), "true", "succeeded", False),
+        (Expect(equals={"ok": True}), '{"ok":1}', "succeeded", False),
+        (Expect(equals=[0, False]), "[false,0]", "succeeded", False),
+        (Expect(equals={"ok": True}), '{"ok":true}', "succeeded", True),
+        (Expect(equals=2), "2.0", "succeeded", True),
     ],
 )
 def test_check_expect(expect: Expect, output: str, status: str, ok: bool) -> None:
