@@ -287,8 +287,6 @@ class Supervisor:
             )
         finally:
             child.close()
-        if call_user[0] != "own" and self._cgroups is not None:
-            await self._bound_processes(proc.pid, catalog)
         parent.setblocking(False)
         zygote = ZygoteChannel(network, proc, parent)
         zygote.call_user = call_user[0]
@@ -304,6 +302,8 @@ class Supervisor:
         )
         loop = asyncio.get_running_loop()
         try:
+            if call_user[0] != "own" and self._cgroups is not None:
+                await self._bound_processes(proc.pid, catalog)  # before it forks anything
             await zygote.send(init)
             data = await asyncio.wait_for(loop.sock_recv(parent, 1 << 20), _READY_TIMEOUT)
             ready = decode_control(data) if data else None
