@@ -79,21 +79,28 @@ def trim_history(
     A unit is a message plus, for an assistant message with tool calls, its
     tool results; units are kept newest first while both ``max_messages`` and
     ``max_chars`` (approximate: content plus call arguments) hold. The newest
-    unit is always kept, even when it alone is over budget.
+    unit is always kept, even when it alone is over budget. ``system``
+    messages (an OpenAI-compatible client's own instructions; threads hold
+    none) are instructions, not history: they are always kept, in place, and
+    count against the budget first.
     """
-    units: list[list[ChatMessage]] = []
-    for message in repair(messages):
-        if message.role == "tool" and units:
-            units[-1].append(message)
+    units: list[list[tuple[int, ChatMessage]]] = []
+    pinned: list[tuple[int, ChatMessage]] = []
+    for index, message in enumerate(repair(messages)):
+        if message.role == "system":
+            pinned.append((index, message))
+        elif message.role == "tool" and units:
+            units[-1].append((index, message))
         else:
-            units.append([message])
-    kept: list[list[ChatMessage]] = []
-    count = chars = 0
-    for unit in reversed(units):
-        size = sum(_size(m) for m in unit)
-        if kept and (count + len(unit) > max_messages or chars + size > max_chars):
+            units.append([(index, message)])
+    kept = list(pinned)
+    count = len(pinned)
+    chars = sum(_size(m) for _, m in pinned)
+    for position, unit in enumerate(reversed(units)):
+        size = sum(_size(m) for _, m in unit)
+        if position and (count + len(unit) > max_messages or chars + size > max_chars):
             break
-        kept.append(unit)
+        kept += unit
         count += len(unit)
         chars += size
-    return [message for unit in reversed(kept) for message in unit]
+    return [message for _, message in sorted(kept, key=lambda pair: pair[0])]

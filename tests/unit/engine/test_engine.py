@@ -705,3 +705,25 @@ async def test_every_run_gives_its_provider_back_however_it_ends(make_rig: MakeR
             break
         await asyncio.sleep(0.01)
     assert rig.providers.held == 0
+
+
+async def test_a_long_client_conversation_keeps_its_system_prompt(make_rig: MakeRig) -> None:
+    """Trimming a long OpenAI-compatible conversation keeps the client's system message.
+
+    It was trimmed like any old turn: a chat UI's system prompt ("answer in
+    French") silently stopped applying once its conversation passed the budget.
+    """
+    rig = await make_rig([text("d'accord")])
+    history = [ChatMessage(role="system", content="Answer in French.")]
+    for i in range(150):
+        history += [
+            ChatMessage(role="user", content=f"question {i}"),
+            ChatMessage(role="assistant", content=f"answer {i}"),
+        ]
+    history.append(ChatMessage(role="user", content="last question"))
+    handle = await rig.engine.start_stateless_run(assistant="support", messages=history)
+    assert (await handle.result()).responses == ["d'accord"]
+    sent = rig.provider.requests[0].messages
+    assert len(sent) <= 200  # still trimmed to the budget
+    assert sent[0] == ChatMessage(role="system", content="Answer in French.")
+    assert sent[-1].content == "last question"
