@@ -316,6 +316,7 @@ class RunTask:
         )
         parts: list[str] = []
         calls: list[ToolCall] = []
+        seen: set[str] = set()  # the ids of ``calls`` (a scan per call was quadratic)
         pieces = DeltaText()
         started = time.perf_counter()
         stream = spec.provider.stream(request)
@@ -332,8 +333,9 @@ class RunTask:
                     # Every call of a turn needs its own id: results are matched to calls
                     # by id (here, in the stored history and by every provider), so a
                     # missing or repeated one (hostile or sloppy servers) gets a fresh one.
-                    if not call.id or any(c.id == call.id for c in calls):
+                    if not call.id or call.id in seen:
                         call = ToolCall(id=new_id("call"), name=call.name, arguments=call.arguments)
+                    seen.add(call.id)
                     calls.append(call)
                 elif isinstance(event, ModelDone):
                     self.usage = self.usage + event.usage
