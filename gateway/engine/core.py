@@ -327,6 +327,7 @@ class Engine:
             on_settled=settled,
             begun=begun,
             flush_interval=self._flush_interval,
+            max_parallel_calls=self._settings.sandbox_concurrency,
         )
         task = asyncio.create_task(body(), name=f"run:{spec.run_id}")
 

@@ -21,33 +21,46 @@ INTERRUPTED_OUTPUT = json.dumps(
 )
 
 
-def _answer_missing(pending: dict[str, str], out: list[ChatMessage]) -> None:
-    for call_id, name in pending.items():
-        out.append(
-            ChatMessage(role="tool", content=INTERRUPTED_OUTPUT, tool_call_id=call_id, name=name)
-        )
-    pending.clear()
+def _close_turn(
+    calls: dict[str, str], results: dict[str, ChatMessage], out: list[ChatMessage]
+) -> None:
+    """Append one result per call of the open turn, in the order of its calls."""
+    for call_id, name in calls.items():
+        found = results.get(call_id)
+        if found is None:
+            found = ChatMessage(
+                role="tool", content=INTERRUPTED_OUTPUT, tool_call_id=call_id, name=name
+            )
+        out.append(found)
+    calls.clear()
+    results.clear()
 
 
 def repair(messages: list[ChatMessage]) -> list[ChatMessage]:
     """Drop tool results without a call, add error results for calls without one.
 
     Returns a new list; every assistant message with ``tool_calls`` is directly
-    followed by exactly one tool message per call.
+    followed by exactly one tool message per call, **in the order of its
+    calls**. A turn's calls run concurrently and their results are stored as
+    they finish, but chat templates of local models (Llama 3 on Ollama or
+    vLLM...) render tool results without their call id, so the model pairs
+    them with its calls by position. A second result for a call (a retried
+    write) is dropped: the first one stored wins.
     """
     out: list[ChatMessage] = []
-    pending: dict[str, str] = {}
+    calls: dict[str, str] = {}  # the open turn's call ids -> names, in call order
+    results: dict[str, ChatMessage] = {}  # its results so far, by call id
     for message in messages:
         if message.role == "tool":
-            if message.tool_call_id in pending:
-                pending.pop(message.tool_call_id)
-                out.append(message)
-            continue  # an orphan result (its call was trimmed or never stored)
-        _answer_missing(pending, out)
+            call_id = message.tool_call_id
+            if call_id is not None and call_id in calls and call_id not in results:
+                results[call_id] = message
+            continue  # an orphan result (its call was trimmed or never stored), or a duplicate
+        _close_turn(calls, results, out)
         out.append(message)
         if message.role == "assistant":
-            pending = {call.id: call.name for call in message.tool_calls}
-    _answer_missing(pending, out)
+            calls.update((call.id, call.name) for call in message.tool_calls)
+    _close_turn(calls, results, out)
     return out
 
 
@@ -66,21 +79,28 @@ def trim_history(
     A unit is a message plus, for an assistant message with tool calls, its
     tool results; units are kept newest first while both ``max_messages`` and
     ``max_chars`` (approximate: content plus call arguments) hold. The newest
-    unit is always kept, even when it alone is over budget.
+    unit is always kept, even when it alone is over budget. ``system``
+    messages (an OpenAI-compatible client's own instructions; threads hold
+    none) are instructions, not history: they are always kept, in place, and
+    count against the budget first.
     """
-    units: list[list[ChatMessage]] = []
-    for message in repair(messages):
-        if message.role == "tool" and units:
-            units[-1].append(message)
+    units: list[list[tuple[int, ChatMessage]]] = []
+    pinned: list[tuple[int, ChatMessage]] = []
+    for index, message in enumerate(repair(messages)):
+        if message.role == "system":
+            pinned.append((index, message))
+        elif message.role == "tool" and units:
+            units[-1].append((index, message))
         else:
-            units.append([message])
-    kept: list[list[ChatMessage]] = []
-    count = chars = 0
-    for unit in reversed(units):
-        size = sum(_size(m) for m in unit)
-        if kept and (count + len(unit) > max_messages or chars + size > max_chars):
+            units.append([(index, message)])
+    kept = list(pinned)
+    count = len(pinned)
+    chars = sum(_size(m) for _, m in pinned)
+    for position, unit in enumerate(reversed(units)):
+        size = sum(_size(m) for _, m in unit)
+        if position and (count + len(unit) > max_messages or chars + size > max_chars):
             break
-        kept.append(unit)
+        kept += unit
         count += len(unit)
         chars += size
-    return [message for unit in reversed(kept) for message in unit]
+    return [message for _, message in sorted(kept, key=lambda pair: pair[0])]

@@ -3,9 +3,10 @@
 ``RunTask`` is the body of the asyncio task the engine owns for a run. It
 streams the model's answer into the run log, persists every assistant and tool
 message as it completes, runs a round's tool calls concurrently through the
-``ActionRunner``, and always ends the log with a terminal event, ``metadata``
-and ``done``, having stored the run record first (so a client that sees
-``done`` can start the next run at once). Cancelling the task stops the model
+``ActionRunner`` (in their order, at most ``max_parallel_calls`` at once), and
+always ends the log with a terminal event, ``metadata`` and ``done``, having
+stored the run record first (so a client that sees ``done`` can start the next
+run at once). Cancelling the task stops the model
 stream and cancels the runner calls (which kills their sandboxed processes).
 A run the store no longer lets write (its lease lapsed and another replica
 took the thread over, or another replica cancelled it) is ``superseded``: the
@@ -119,8 +120,12 @@ class RunTask:
         on_settled: Callable[[], None],
         begun: asyncio.Future[Any] | None = None,
         flush_interval: float = 0.0,
+        max_parallel_calls: int = 8,
     ) -> None:
         self.spec, self.log, self.store, self.runner = spec, log, store, runner
+        # At most this many of a turn's calls are handed to the runner at once (see
+        # ``_run_tools``): the sandbox's slots, so one answer never floods its queue.
+        self.max_parallel_calls = max(1, max_parallel_calls)
         self.budget, self.on_settled = budget, on_settled
         self.begun = begun  # the commit of the run and its user message, while in flight
         # Seconds new events wait to be stored as one batch (0: only the final log is stored).
@@ -311,6 +316,7 @@ class RunTask:
         )
         parts: list[str] = []
         calls: list[ToolCall] = []
+        seen: set[str] = set()  # the ids of ``calls`` (a scan per call was quadratic)
         pieces = DeltaText()
         started = time.perf_counter()
         stream = spec.provider.stream(request)
@@ -327,8 +333,9 @@ class RunTask:
                     # Every call of a turn needs its own id: results are matched to calls
                     # by id (here, in the stored history and by every provider), so a
                     # missing or repeated one (hostile or sloppy servers) gets a fresh one.
-                    if not call.id or any(c.id == call.id for c in calls):
+                    if not call.id or call.id in seen:
                         call = ToolCall(id=new_id("call"), name=call.name, arguments=call.arguments)
+                    seen.add(call.id)
                     calls.append(call)
                 elif isinstance(event, ModelDone):
                     self.usage = self.usage + event.usage
@@ -359,11 +366,22 @@ class RunTask:
             self.pending[call.id] = (step_id, call)
             info = ToolCallInfo(id=call.id, name=call.name, arguments=call.arguments)
             self.log.append(StepCreated(run_id=spec.run_id, step_id=step_id, tool_call=info))
+        # The calls start in their order, at most ``max_parallel_calls`` at once; the rest
+        # wait here, not in the runner's queue. There, each one's wait counts against its
+        # action's timeout, so an answer with many more calls than sandbox slots failed
+        # its own last calls ("no sandbox slot was free") and every other run's calls
+        # queued behind them timed out too.
+        queue = iter(calls)  # shared by the workers: each takes the next call when free
+
+        async def work() -> None:
+            for call in queue:
+                await self._run_tool(call, call.name in allowed)
+
         started = time.perf_counter()
         try:
             async with asyncio.TaskGroup() as group:
-                for call in calls:
-                    group.create_task(self._run_tool(call, call.name in allowed))
+                for _ in range(min(self.max_parallel_calls, len(calls))):
+                    group.create_task(work())
         finally:
             self.tools_ms += (time.perf_counter() - started) * 1000
 

@@ -15,7 +15,9 @@ about a quarter of a call and changes nothing in the plain JSON built here.
 
 Retries: the SDK retries 408/409/429/5xx and connection errors and timeouts
 before a response starts (exponential backoff from 0.5 s, capped at 8 s, with
-up to 25 % jitter, honouring ``Retry-After``). A stream that breaks *after*
+up to 25 % jitter, honouring ``Retry-After``). A request that fails
+before its response starts is final once the SDK's retries are spent (never
+retried again here). A stream that breaks *after*
 the response started but before the first event reached the engine (a cut
 connection, a missing final event, an error event in the stream, an item
 that is not JSON or not of the expected shape) is
@@ -92,6 +94,14 @@ class IncompleteStream(Exception):
     """The server ended a stream without its final event (no finish reason / completion)."""
 
 
+class _RequestFailed(Exception):
+    """The request itself failed (no stream started): the SDK has already retried it."""
+
+    def __init__(self, error: openai.OpenAIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class StreamFailed(Exception):
     """The server reported an error inside a started stream (an SSE error event)."""
 
@@ -151,6 +161,10 @@ class OpenAIProvider:
                         handed_out = True
                         yield event
                 return
+            except _RequestFailed as failed:
+                # The SDK's own retries (``max_retries``) are spent: retrying here too
+                # would make a server that is down or hangs cost (max_retries + 1)² tries.
+                raise self._failed(failed.error) from None
             except (openai.OpenAIError, IncompleteStream, StreamFailed) as exc:
                 retryable = _mid_stream(exc) and not handed_out
                 if retryable and attempt < self.config.max_retries:
@@ -165,31 +179,35 @@ class OpenAIProvider:
                     )
                     await asyncio.sleep(delay)
                     continue
-                error = self._error(exc)
-                log.warning(
-                    "provider call failed",
-                    provider=self.name,
-                    status=error.status,
-                    error=error.message,
-                )
-                raise error from None
+                raise self._failed(exc) from None
+
+    def _failed(self, exc: BaseException) -> ProviderError:
+        """Log the call's final failure; the ``ProviderError`` to raise for it."""
+        error = self._error(exc)
+        log.warning(
+            "provider call failed", provider=self.name, status=error.status, error=error.message
+        )
+        return error
 
     async def _stream_once(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
         body: dict[str, Any] = {"model": request.model, "stream": True}
         if request.temperature is not None:
             body["temperature"] = request.temperature
         body.update(self._body(request))
-        stream = cast(
-            "openai.AsyncStream[Any]",
-            await self.client.post(
-                self.path,
-                cast_to=object,
-                body=body,
-                options=_BEARER,
-                stream=True,
-                stream_cls=openai.AsyncStream[self.stream_item],  # type: ignore[name-defined]
-            ),
-        )
+        try:
+            stream = cast(
+                "openai.AsyncStream[Any]",
+                await self.client.post(
+                    self.path,
+                    cast_to=object,
+                    body=body,
+                    options=_BEARER,
+                    stream=True,
+                    stream_cls=openai.AsyncStream[self.stream_item],  # type: ignore[name-defined]
+                ),
+            )
+        except openai.OpenAIError as exc:
+            raise _RequestFailed(exc) from None
         reader = self._reader()
         try:
             # Read to the end even after the final item: a fully read response

@@ -259,3 +259,32 @@ async def test_a_lone_surrogate_in_the_answer_is_replaced(rig: Rig, fake: FakeOp
     fake.add_text("next")
     again = await rig.engine.start_run(thread_id=handle.thread_id, message="and now?")
     assert (await asyncio.wait_for(again.result(), 20)).responses == ["next"]
+
+
+async def test_parallel_results_go_back_in_the_order_of_the_calls(
+    rig: Rig, fake: FakeOpenAI
+) -> None:
+    """A fast call's result does not overtake a slow one's: results follow the calls' order.
+
+    Chat templates of local models (Llama 3 on Ollama or vLLM) render tool
+    results without their call id, so the model pairs them with its calls by
+    position; results in completion order would answer the wrong call.
+    """
+    ids = fake.add_tool_calls([("slow", {"seconds": 0.4}), ("lookup", {"n": 2})])
+    fake.add_text("both done")
+    handle = await rig.engine.start_run(thread_id=None, message="two")
+    result = await handle.result()
+    assert result.status == "completed", result.error
+    assert rig.runner.finished == ["lookup", "slow"]  # the second call finished first
+    assert [json.loads(o)["tool"] for o in tool_outputs(fake)] == ["slow", "lookup"]
+    # The stored thread, read back for the next run, is sent in the same order.
+    fake.add_text("again")
+    again = await rig.engine.start_run(thread_id=handle.thread_id, message="and?")
+    assert (await again.result()).status == "completed"
+    assert [json.loads(o)["tool"] for o in tool_outputs(fake)] == ["slow", "lookup"]
+    body = fake.model_requests()[-1].body
+    if "messages" in body:
+        answered = [m["tool_call_id"] for m in body["messages"] if m["role"] == "tool"]
+    else:
+        answered = [i["call_id"] for i in body["input"] if i.get("type") == "function_call_output"]
+    assert answered == ids

@@ -154,3 +154,46 @@ async def test_cancellation_kills_a_sleeping_action(engine: Engine, fake: FakeOp
         await asyncio.sleep(0.02)
     result = await handle.result()
     assert result.status == "cancelled"
+
+
+async def test_an_answer_with_more_calls_than_sandbox_slots_runs_them_all(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Ten parallel calls on two sandbox slots all run, none fails waiting for a slot.
+
+    Handed to the sandbox all at once, the calls queued there, where the wait
+    counts against each call's timeout: the last ones failed with 'no sandbox
+    slot was free' (and another run's calls queued behind them would too).
+    """
+    (tmp_path / "manifests").mkdir()
+    manifest = MANIFEST.format(base_url=fake.base_url).replace("timeout: 60", "timeout: 2")
+    (tmp_path / "manifests" / "sleepy.yaml").write_text(manifest)
+    (tmp_path / "actions").mkdir()
+    (tmp_path / "actions" / "__init__.py").write_text("")
+    (tmp_path / "actions" / "sleepy.py").write_text(ACTION)
+    catalog = await asyncio.to_thread(load_catalog, tmp_path / "manifests")
+    settings = Settings(manifests=tmp_path / "manifests", sandbox_concurrency=2)
+    supervisor = Supervisor(settings)
+    await supervisor.start(catalog)
+    store = SQLiteStore(tmp_path / "var" / "gateway.db")
+    registry = ProviderRegistry(settings)
+    engine = Engine(
+        catalog=CatalogRef(catalog),
+        store=store,
+        runner=SandboxRunner(supervisor),
+        providers=registry,
+        settings=settings,
+    )
+    await engine.start()
+    try:
+        fake.add_tool_calls([("sleepy", {"seconds": 0.5})] * 10)
+        fake.add_text("All slept.")
+        result = await (await engine.start_run(thread_id=None, message="nap")).result()
+    finally:
+        await engine.aclose()
+        await registry.aclose()
+        await supervisor.aclose()
+        await store.close()
+    assert result.status == "completed", result.error
+    outcomes = [(call.status, call.output) for call in result.tool_calls]
+    assert [status for status, _ in outcomes] == ["succeeded"] * 10, outcomes

@@ -294,6 +294,26 @@ async def test_timeout_becomes_provider_error(fake: FakeOpenAI) -> None:
     assert "timed out" in info.value.message
 
 
+@pytest.mark.parametrize("api", APIS)
+async def test_a_request_that_times_out_is_tried_max_retries_plus_one_times(
+    fake: FakeOpenAI, api: str
+) -> None:
+    """The SDK's retries of a request that never answers are the only ones (not squared).
+
+    Retried again by the stream-level retry, a hung or refused server cost
+    (max_retries + 1)² requests: 9 tries of 60 s before the run failed.
+    """
+    fake.delay(0.6)
+    provider = _provider(fake, api, timeout=0.2, max_retries=2)
+    try:
+        with pytest.raises(ProviderError) as info:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert "timed out" in info.value.message
+    assert len(fake.model_requests()) == 3
+
+
 async def test_registry_providers_reach_the_fake(fake: FakeOpenAI) -> None:
     """The built-in openai provider (Responses) and a kind: provider (Chat) reach their server."""
     catalog = Catalog(

@@ -705,3 +705,55 @@ async def test_every_run_gives_its_provider_back_however_it_ends(make_rig: MakeR
             break
         await asyncio.sleep(0.01)
     assert rig.providers.held == 0
+
+
+async def test_a_long_client_conversation_keeps_its_system_prompt(make_rig: MakeRig) -> None:
+    """Trimming a long OpenAI-compatible conversation keeps the client's system message.
+
+    It was trimmed like any old turn: a chat UI's system prompt ("answer in
+    French") silently stopped applying once its conversation passed the budget.
+    """
+    rig = await make_rig([text("d'accord")])
+    history = [ChatMessage(role="system", content="Answer in French.")]
+    for i in range(150):
+        history += [
+            ChatMessage(role="user", content=f"question {i}"),
+            ChatMessage(role="assistant", content=f"answer {i}"),
+        ]
+    history.append(ChatMessage(role="user", content="last question"))
+    handle = await rig.engine.start_stateless_run(assistant="support", messages=history)
+    assert (await handle.result()).responses == ["d'accord"]
+    sent = rig.provider.requests[0].messages
+    assert len(sent) <= 200  # still trimmed to the budget
+    assert sent[0] == ChatMessage(role="system", content="Answer in French.")
+    assert sent[-1].content == "last question"
+
+
+async def test_an_answer_with_very_many_calls_does_not_stall_the_server(
+    make_rig: MakeRig,
+) -> None:
+    """20,000 calls in one answer are read in linear time, never blocking the event loop.
+
+    Each call's id was compared with every earlier call's (quadratic): 20,000
+    calls (a 2 MB answer from a hostile or broken server) froze every request
+    of the server for about 8 s.
+    """
+    many = [("lookup", {"n": i}) for i in range(20_000)]
+    rig = await make_rig([calls(("lookup", {})), calls(*many)], max_tool_rounds=1)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        result = await (await rig.engine.start_run(thread_id=None, message="many")).result()
+    finally:
+        ticker.cancel()
+    assert result.error is not None and result.error.type == "max_tool_rounds"
+    assert max(gaps) < 2.0, f"the event loop was blocked for {max(gaps):.1f}s"

@@ -28,9 +28,17 @@ def answer(text: str) -> ChatMessage:
 
 
 def test_repair_keeps_a_valid_history_unchanged() -> None:
-    """A history whose calls all have results is returned as is."""
-    history = [user("q"), asks("a", "b"), result("b"), result("a"), answer("done")]
+    """A history whose calls all have results, in their order, is returned as is."""
+    history = [user("q"), asks("a", "b"), result("a"), result("b"), answer("done")]
     assert repair(history) == history
+
+
+def test_repair_puts_results_in_the_order_of_their_calls() -> None:
+    """Results stored as the calls finished are sent in the order the model made the calls."""
+    history = [user("q"), asks("a", "b", "c"), result("c"), result("a"), answer("done")]
+    repaired = repair(history)
+    assert [m.tool_call_id for m in repaired[2:5]] == ["a", "b", "c"]
+    assert repaired[3].content == INTERRUPTED_OUTPUT
 
 
 def test_repair_answers_interrupted_calls_and_drops_orphans() -> None:

@@ -167,3 +167,42 @@ def test_assembler_generates_missing_ids_and_empty_arguments() -> None:
     call_id, name, arguments = calls[0]
     assert call_id.startswith("call_")
     assert (name, arguments) == ("ping", "{}")
+
+
+def test_responses_call_arguments_streamed_in_many_deltas_are_joined_in_linear_time() -> None:
+    """2 MB of arguments in 8-character deltas is read in well under a second.
+
+    Each delta was appended by copying everything before it (quadratic): 3 to
+    15 s of a blocked event loop for 1 MB (a model looping inside an argument
+    until its token limit), minutes for a few MB.
+    """
+    import time
+
+    from openai._models import construct_type
+    from openai.types.responses import ResponseStreamEvent
+
+    from gateway.providers.base import ToolCallRequest
+    from gateway.providers.openai_responses import ResponsesProvider
+
+    def event(**fields: Any) -> Any:
+        return construct_type(type_=ResponseStreamEvent, value=fields)
+
+    call = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "lookup"}
+    reader = ResponsesProvider._reader(None)  # type: ignore[arg-type]
+    reader.feed(
+        event(
+            type="response.output_item.added",
+            output_index=0,
+            item={**call, "arguments": "", "status": "in_progress"},
+        )
+    )
+    delta = event(type="response.function_call_arguments.delta", item_id="fc_1", delta="x" * 8)
+    started = time.perf_counter()
+    for _ in range(250_000):
+        reader.feed(delta)
+    elapsed = time.perf_counter() - started
+    reader.feed(event(type="response.completed", response={"output": [], "usage": None}))
+    (request, _) = reader.finish()
+    assert isinstance(request, ToolCallRequest)
+    assert request.call.arguments == "x" * 2_000_000
+    assert elapsed < 2, f"reading the deltas took {elapsed:.1f}s"
