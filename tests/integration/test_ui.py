@@ -206,3 +206,18 @@ def test_playground_does_not_reuse_the_old_thread_when_a_new_one_fails(
     expect(page.locator(".msg.meta")).to_contain_text("manifests")
     assert sent and sent[0]["thread_id"] == "new"
     assert page.evaluate("threadId") != old
+
+
+def test_playground_works_at_its_trailing_slash_address(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """``/ui/`` serves the page too; its API calls must not go to ``/ui/assistants``."""
+    server = gateway_server(api_manifests)
+    page.goto(f"{server.url}/ui/")
+    expect(page.locator("#assistant option")).not_to_have_count(0)
+    page.select_option("#assistant", "helper")
+    expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
+    page.fill("#message", "what is the weather in Paris?")
+    page.click("form#send button[type=submit]")
+    expect(page.locator(".msg.assistant").last).to_contain_text("21")
+    expect(page.locator(".msg.error")).to_have_count(0)
