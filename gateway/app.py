@@ -144,19 +144,19 @@ def create_app(settings: Settings) -> Litestar:
 
 
 def _cors(settings: Settings) -> CORSConfig | None:
-    """CORS for browser front-ends on other origins (``GATEWAY_CORS_ORIGINS``), else none."""
+    """CORS for browser front-ends on other origins (``GATEWAY_CORS_ORIGINS``), else none.
+
+    Any request header is allowed (a preflight's list is echoed, Authorization included):
+    the origins are the operator's own front-ends, and clients add headers of their own
+    (the openai JS SDK sends X-Stainless-*), which a fixed list would refuse with a 400
+    preflight, so no browser could call the OpenAI-compatible endpoint.
+    """
     if not settings.cors_origins:
         return None
     return CORSConfig(
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=[
-            "Authorization",
-            "Content-Type",
-            "Last-Event-ID",
-            "X-Correlation-ID",
-            "X-Request-ID",
-        ],
+        allow_headers=["*"],
         expose_headers=["X-Correlation-ID", "Retry-After"],
         max_age=600,
     )

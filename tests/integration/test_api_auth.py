@@ -273,6 +273,47 @@ def test_cors_for_browser_front_ends(gateway_server: ServerFactory, api_manifest
         assert "access-control-allow-origin" not in stranger.headers
 
 
+# What the official ``openai`` JS SDK sends from a browser (dangerouslyAllowBrowser): its
+# own X-Stainless-* headers besides Authorization, so each request is preflighted with them.
+_OPENAI_JS_HEADERS = (
+    "authorization, content-type, x-stainless-arch, x-stainless-lang, x-stainless-os, "
+    "x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, "
+    "x-stainless-runtime-version, x-stainless-timeout"
+)
+
+
+def test_cors_preflight_admits_the_openai_js_sdk(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A chat UI on an allowed origin using the openai JS SDK gets through its preflight
+    (it was 400 'Disallowed CORS headers', so no browser client could call /v1 at all).
+    """
+    origin = "https://app.example"
+    server = gateway_server(api_manifests, env={**KEYS, "GATEWAY_CORS_ORIGINS": origin})
+    with httpx.Client(base_url=server.url) as c:
+        preflight = c.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": _OPENAI_JS_HEADERS,
+            },
+        )
+        assert preflight.status_code == 204, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == origin
+        allowed = {h.strip() for h in preflight.headers["access-control-allow-headers"].split(",")}
+        assert {h.strip() for h in _OPENAI_JS_HEADERS.split(",")} <= {a.lower() for a in allowed}
+        stranger = c.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": "https://evil.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": _OPENAI_JS_HEADERS,
+            },
+        )
+        assert "access-control-allow-origin" not in stranger.headers
+
+
 async def test_an_open_gateway_refuses_other_origins(
     gateway_server: ServerFactory, api_manifests: Path
 ) -> None:
