@@ -116,7 +116,8 @@ def _chat_ws(session: ChatConsole) -> None:
     from websockets.sync.client import connect
 
     ws_url = session.url.replace("http", "ws", 1) + "/ws/chat"
-    protocols = ["bearer", session.key] if session.key else None
-    with connect(ws_url, subprotocols=protocols) as socket:  # type: ignore[arg-type]
+    # The key goes in the Authorization header: the ["bearer", KEY] subprotocol is for
+    # browsers, which cannot set headers, and refuses keys with +, / or = (base64 ones).
+    with connect(ws_url, additional_headers=session.headers) as socket:
         while message := _ask():
             session.send_ws(socket, message)
