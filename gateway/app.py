@@ -34,7 +34,7 @@ from gateway.api.auth import KeyRing, RateLimiter
 from gateway.api.errors import exception_handlers
 from gateway.api.logs import configure_logging
 from gateway.api.metrics import MeteredRunner
-from gateway.api.middleware import GatewayMiddleware
+from gateway.api.middleware import GatewayMiddleware, is_loopback_host
 from gateway.api.request import GatewayRequest
 from gateway.api.services import Services
 from gateway.engine import Engine
@@ -139,6 +139,7 @@ def create_app(settings: Settings) -> Litestar:
         metrics=services.metrics,
         max_body_bytes=settings.max_body_bytes,
         cors_origins=settings.cors_origins,
+        loopback=is_loopback_host(settings.host),
     )
     return app
 
