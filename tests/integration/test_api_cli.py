@@ -130,6 +130,18 @@ def test_chat_reports_a_server_that_is_not_a_gateway() -> None:
     assert "HTTP 502" in result.output
 
 
+def test_serve_refuses_a_port_out_of_range(api_manifests: Path) -> None:
+    """`--port 70000` is a usage error naming the option, as GATEWAY_PORT=70000 is a
+    settings error; it started the whole gateway and died in bind() with a traceback.
+    """
+    result = CliRunner().invoke(
+        main, ["serve", "--port", "70000", "--manifests", str(api_manifests)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--port" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Path) -> None:
     """`gateway serve --port --manifests` serves the API until SIGINT.
 
