@@ -221,3 +221,27 @@ def test_playground_works_at_its_trailing_slash_address(
     page.click("form#send button[type=submit]")
     expect(page.locator(".msg.assistant").last).to_contain_text("21")
     expect(page.locator(".msg.error")).to_have_count(0)
+
+
+def test_playground_shows_a_failed_run_once(
+    page: Page, gateway_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A failed run streams error + thread.run.failed; the person sees one message, not two."""
+    from gateway.testing.fake_openai import FakeOpenAI
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+        )
+        server = gateway_server(manifests)
+        fake.fail_next(500, times=1)
+        page.goto(f"{server.url}/ui")
+        expect(page.locator("#assistant option")).to_have_count(1)
+        page.fill("#message", "hello")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.meta")).to_have_count(1)
+        expect(page.locator(".msg.error")).to_have_count(1)
