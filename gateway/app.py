@@ -34,7 +34,7 @@ from gateway.api.auth import KeyRing, RateLimiter
 from gateway.api.errors import exception_handlers
 from gateway.api.logs import configure_logging
 from gateway.api.metrics import MeteredRunner
-from gateway.api.middleware import GatewayMiddleware
+from gateway.api.middleware import GatewayMiddleware, is_loopback_host
 from gateway.api.request import GatewayRequest
 from gateway.api.services import Services
 from gateway.engine import Engine
@@ -139,24 +139,25 @@ def create_app(settings: Settings) -> Litestar:
         metrics=services.metrics,
         max_body_bytes=settings.max_body_bytes,
         cors_origins=settings.cors_origins,
+        loopback=is_loopback_host(settings.host),
     )
     return app
 
 
 def _cors(settings: Settings) -> CORSConfig | None:
-    """CORS for browser front-ends on other origins (``GATEWAY_CORS_ORIGINS``), else none."""
+    """CORS for browser front-ends on other origins (``GATEWAY_CORS_ORIGINS``), else none.
+
+    Any request header is allowed (a preflight's list is echoed, Authorization included):
+    the origins are the operator's own front-ends, and clients add headers of their own
+    (the openai JS SDK sends X-Stainless-*), which a fixed list would refuse with a 400
+    preflight, so no browser could call the OpenAI-compatible endpoint.
+    """
     if not settings.cors_origins:
         return None
     return CORSConfig(
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-        allow_headers=[
-            "Authorization",
-            "Content-Type",
-            "Last-Event-ID",
-            "X-Correlation-ID",
-            "X-Request-ID",
-        ],
+        allow_headers=["*"],
         expose_headers=["X-Correlation-ID", "Retry-After"],
         max_age=600,
     )

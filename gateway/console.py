@@ -37,6 +37,20 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
             data += line[5:].strip()
 
 
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    """The ``error`` of a failed answer: the gateway's JSON error, else (another server, a
+    proxy's HTML page) just the status, so a non-JSON body is never a decode traceback.
+    """
+    status = f"HTTP {response.status_code}"
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+        error = None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return {"type": "http_error", "message": status}
+    return {"type": error.get("type", "http_error"), "message": f"{status}: {error['message']}"}
+
+
 class ChatConsole:
     """One conversation with one assistant, rendered on a rich ``Console``.
 
@@ -62,10 +76,9 @@ class ChatConsole:
         """Open a thread and print the assistant's greeting."""
         params = {"assistant": self.assistant} if self.assistant else {}
         response = client.get(f"{self.url}/start", params=params, headers=self.headers)
-        body = response.json()
         if response.status_code != 200:
-            error = body.get("error", {})
-            raise RuntimeError(error.get("message", f"HTTP {response.status_code}"))
+            raise RuntimeError(_error_of(response)["message"])
+        body = response.json()
         self.thread_id, self.assistant = body["thread_id"], body["assistant"]
         self.console.print(
             f"[bold]{escape(str(self.assistant))}[/] [dim]thread {self.thread_id}[/]"
@@ -79,8 +92,7 @@ class ChatConsole:
         with client.stream("POST", f"{self.url}/chat", json=body, headers=self.headers) as resp:
             if resp.status_code != 200:
                 resp.read()
-                error = resp.json().get("error", {})
-                self.render("error", error)
+                self.render("error", _error_of(resp))
                 return
             for event, data in sse_events(resp.iter_lines()):
                 self.render(event, data)

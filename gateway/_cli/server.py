@@ -24,7 +24,12 @@ _UVICORN_WS_MAX_SIZE = 16 * 1024 * 1024  # uvicorn's default, for GATEWAY_MAX_BO
 @click.option(
     "--host", default=None, help="Interface to listen on (default: GATEWAY_HOST, else 127.0.0.1)."
 )
-@click.option("--port", type=int, default=None, help="Port (default: GATEWAY_PORT, else 8000).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port, 0 to 65535 (default: GATEWAY_PORT, else 8000).",
+)
 @manifests_option
 def serve_command(host: str | None, port: int | None, manifests_dir: str | None) -> None:
     """Serve the assistants over HTTP, SSE, WebSocket and the OpenAI-compatible API.
@@ -116,7 +121,8 @@ def _chat_ws(session: ChatConsole) -> None:
     from websockets.sync.client import connect
 
     ws_url = session.url.replace("http", "ws", 1) + "/ws/chat"
-    protocols = ["bearer", session.key] if session.key else None
-    with connect(ws_url, subprotocols=protocols) as socket:  # type: ignore[arg-type]
+    # The key goes in the Authorization header: the ["bearer", KEY] subprotocol is for
+    # browsers, which cannot set headers, and refuses keys with +, / or = (base64 ones).
+    with connect(ws_url, additional_headers=session.headers) as socket:
         while message := _ask():
             session.send_ws(socket, message)

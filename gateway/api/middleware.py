@@ -8,7 +8,11 @@ of safe characters; otherwise a new one is made. Auth is decided by path
 (``auth.route_access``) before routing, so an unknown path without a key is
 a 401, not a 404. A gateway that needs no key refuses (403) browser requests
 from other origins (an ``Origin`` that is neither its own host nor in
-``GATEWAY_CORS_ORIGINS``): a key is what stops them otherwise. The access
+``GATEWAY_CORS_ORIGINS``): a key is what stops them otherwise. Listening on
+loopback, such a gateway also refuses browser requests (``Origin`` or
+``Sec-Fetch-Site``) for any host but a loopback name: a page whose own name
+an attacker rebinds to 127.0.0.1 (DNS rebinding) is same-origin with the
+gateway, so its origin alone would pass. The access
 line never holds bodies, query strings or keys. Metric labels are bounded:
 a method outside the standard ones is counted as ``OTHER``.
 Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``.
@@ -16,6 +20,7 @@ Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 import uuid
@@ -35,6 +40,7 @@ __all__ = [
     "PRINCIPAL_KEY",
     "SUBPROTOCOL_KEY",
     "GatewayMiddleware",
+    "is_loopback_host",
     "principal_of",
     "take_rate_token",
 ]
@@ -97,6 +103,8 @@ class GatewayMiddleware:
         max_body_bytes: larger declared bodies are refused with 413 before reading.
         cors_origins: browser origins allowed (``*`` for any): CORS preflights pass
             without a key, and refusals made here carry the CORS header.
+        loopback: the server listens on a loopback address only; an open gateway then
+            serves browsers only under loopback names (see the module docstring).
     """
 
     def __init__(
@@ -108,9 +116,13 @@ class GatewayMiddleware:
         metrics: Metrics,
         max_body_bytes: int,
         cors_origins: tuple[str, ...] = (),
+        loopback: bool = False,
     ) -> None:
         self.app = app
+        self.loopback = loopback
         self.cors_origins = frozenset(o.encode() for o in cors_origins)
+        # The hosts of those origins: the names a loopback gateway answers browsers under.
+        self.cors_hosts = frozenset(o.partition(b"://")[2].lower() for o in self.cors_origins)
         self.keys = keys
         self.limiter = limiter
         self.metrics = metrics
@@ -198,6 +210,15 @@ class GatewayMiddleware:
                 "request from another origin refused: this gateway needs no key, so only its "
                 "own pages and the origins in GATEWAY_CORS_ORIGINS may call it",
             )
+        if self.keys.open and self._rebound(headers):
+            host = headers.get(b"host", b"").decode("latin-1")[:100]
+            raise _Denied(
+                403,
+                "forbidden",
+                f"browser request for host {host!r} refused: this gateway needs no key and "
+                "listens on loopback, so browsers may reach it only as localhost, 127.0.0.1 "
+                "or [::1] (or from an origin in GATEWAY_CORS_ORIGINS)",
+            )
         if level == "admin" and not principal.admin:
             raise _Denied(403, "forbidden", "this route needs an admin key")
         if self.limiter is not None:
@@ -230,6 +251,23 @@ class GatewayMiddleware:
         _, sep, authority = origin.partition(b"://")
         host = headers.get(b"host")
         return not sep or host is None or authority.lower() != host.lower()
+
+    def _rebound(self, headers: dict[bytes, bytes]) -> bool:
+        """A browser reached this loopback gateway under a name that is not a loopback one.
+
+        A page on ``evil.example`` whose DNS name is rebound to 127.0.0.1 talks to the
+        gateway as its own origin (Origin and Host both ``evil.example``); only the Host
+        gives it away. Browsers mark every request with ``Sec-Fetch-Site`` (same-origin
+        GETs carry no ``Origin``); curl and the SDKs send neither and are not affected.
+        """
+        if not self.loopback or self._allow_origin(headers) is not None:
+            return False
+        if b"origin" not in headers and b"sec-fetch-site" not in headers:
+            return False
+        host = headers.get(b"host")
+        if host is None or host.lower() in self.cors_hosts or b"*" in self.cors_origins:
+            return False
+        return not _loopback_name(host)
 
     def _allow_origin(self, headers: dict[bytes, bytes]) -> bytes | None:
         origin = headers.get(b"origin")
@@ -267,6 +305,29 @@ def _correlation_id(headers: dict[bytes, bytes]) -> str:
         if value is not None and _SANE_ID.match(value):
             return value.decode()
     return uuid.uuid4().hex
+
+
+def _loopback_name(host: bytes) -> bool:
+    """Whether a ``Host`` header names this machine: ``localhost``, ``*.localhost`` or a
+    loopback address (``127.0.0.1:8000``, ``[::1]:8000``), with or without a port.
+    """
+    value = host.decode("latin-1").strip().lower()
+    if value.startswith("["):
+        name = value[1:].partition("]")[0]
+    else:
+        name = value.rpartition(":")[0] if ":" in value else value
+    name = name.rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``GATEWAY_HOST`` binds only loopback (``127.0.0.1``, ``::1``, ``localhost``)."""
+    return _loopback_name(f"[{host}]".encode() if ":" in host else host.encode())
 
 
 def _bearer(value: bytes | None) -> str | None:

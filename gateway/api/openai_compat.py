@@ -8,7 +8,11 @@ first). Streaming sends ``chat.completion.chunk`` frames exactly as OpenAI
 does: the role first, then content deltas, then ``finish_reason: "stop"``, a
 usage chunk when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
 Several assistant messages of one run (text before and after a tool call)
-are joined with a blank line. The run is stateless, so its client is its only
+are joined with a blank line. ``stop`` (up to 4 sequences) cuts the answer
+before the first of them, streamed or not. Parameters it cannot honour are a
+400 naming them rather than silently ignored: ``n`` above 1 (one run answers
+one choice) and a ``response_format`` other than ``text`` (the assistant's
+answer is free text). The run is stateless, so its client is its only
 reader: when the client leaves (a closed stream, a dropped connection while
 waiting for the JSON answer), the run is cancelled, which stops the model call
 and kills its actions, instead of running to an end nobody can read.
@@ -77,6 +81,13 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     include_usage: bool = False
 
 
+class ResponseFormat(msgspec.Struct, frozen=True, kw_only=True):
+    type: str = "text"
+
+
+Stop = Annotated[str, msgspec.Meta(max_length=1000)]
+
+
 class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     """The request body; fields the gateway does not use (temperature...) are ignored."""
 
@@ -84,6 +95,31 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    stop: Stop | Annotated[list[Stop], msgspec.Meta(max_length=4)] | None = None
+    n: int | None = None
+    response_format: ResponseFormat | None = None
+
+    def stops(self) -> tuple[str, ...]:
+        """The non-empty stop sequences."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return tuple(s for s in stop if s)
+
+    def check_supported(self) -> None:
+        """Refuse what the gateway would otherwise silently not do.
+
+        Raises:
+            InvalidInput: ``n`` other than 1, or a ``response_format`` other than ``text``.
+        """
+        if self.n is not None and self.n != 1:
+            raise InvalidInput(
+                f"n: the gateway answers with one choice; n must be 1, not {self.n}", "n"
+            )
+        if self.response_format is not None and self.response_format.type != "text":
+            raise InvalidInput(
+                f"response_format: {self.response_format.type[:64]!r} is not supported; "
+                "the assistant answers in free text (type 'text')",
+                "response_format",
+            )
 
 
 class CompletionUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,6 +172,46 @@ class _Chunk(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     model: str
     choices: list[_ChunkChoice]
     usage: CompletionUsage | None = None
+
+
+class _StopCut:
+    """Cuts a text, fed piece by piece, before the first of the ``stop`` sequences.
+
+    The tail that could be the start of a stop sequence is held back until the
+    next piece shows whether it is; after a stop sequence nothing more comes out.
+    """
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.pending = ""
+        self.hit = False
+
+    def feed(self, text: str) -> str:
+        """The part of ``text`` (with what was held back) that is surely before any stop."""
+        if self.hit:
+            return ""
+        if not self.stops:
+            return text
+        self.pending += text
+        found = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if found:
+            out, self.pending, self.hit = self.pending[: min(found)], "", True
+            return out
+        keep = min(self.hold, len(self.pending))
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        """What was held back, at the end of the text."""
+        out, self.pending = ("" if self.hit else self.pending), ""
+        return out
+
+
+def _cut(text: str, stops: tuple[str, ...]) -> str:
+    cutter = _StopCut(stops)
+    return cutter.feed(text) + cutter.flush()
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -204,6 +280,7 @@ async def chat_completions(
     request: Request[Any, Any, Any], data: JSONBody[CompletionRequest], services: ServicesDep
 ) -> Response[Any]:
     """Run the assistant named by ``model`` on the client's messages."""
+    data.check_supported()
     catalog = services.catalog()
     if data.model not in catalog.assistants:
         raise NotFound("model", data.model)
@@ -225,6 +302,7 @@ async def chat_completions(
             created=created,
             model=data.model,
             include_usage=include_usage,
+            stops=data.stops(),
             heartbeat=services.settings.sse_heartbeat,
             correlation_id=cid,
         )
@@ -237,7 +315,7 @@ async def chat_completions(
         choices=[
             Choice(
                 index=0,
-                message=AssistantMessage(content="\n\n".join(result.responses)),
+                message=AssistantMessage(content=_cut("\n\n".join(result.responses), data.stops())),
                 finish_reason="stop",
             )
         ],
@@ -279,6 +357,7 @@ async def _chunks(
     created: int,
     model: str,
     include_usage: bool,
+    stops: tuple[str, ...] = (),
     heartbeat: float,
     correlation_id: str,
 ) -> AsyncIterator[bytes]:
@@ -294,6 +373,7 @@ async def _chunks(
 
     yield frame(_Delta(role="assistant", content=""))
     usage = Usage()
+    cutter = _StopCut(stops)
     separate = False
     failed: tuple[str, str] | None = None
     try:
@@ -303,9 +383,10 @@ async def _chunks(
                 continue
             event = item[1]
             if isinstance(event, MessageDelta):
-                text = ("\n\n" + event.delta) if separate else event.delta
+                text = cutter.feed(("\n\n" + event.delta) if separate else event.delta)
                 separate = False
-                yield frame(_Delta(content=text))
+                if text:
+                    yield frame(_Delta(content=text))
             elif isinstance(event, MessageCompleted):
                 separate = True
             elif isinstance(event, RunCompleted):
@@ -329,6 +410,9 @@ async def _chunks(
             yield b"data: " + _encoder.encode({"error": error}) + b"\n\n"
         yield b"data: [DONE]\n\n"
         return
+    rest = cutter.flush()
+    if rest:
+        yield frame(_Delta(content=rest))
     yield frame(_Delta(), "stop")
     if include_usage:
         chunk = _Chunk(

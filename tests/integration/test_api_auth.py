@@ -273,6 +273,90 @@ def test_cors_for_browser_front_ends(gateway_server: ServerFactory, api_manifest
         assert "access-control-allow-origin" not in stranger.headers
 
 
+# What the official ``openai`` JS SDK sends from a browser (dangerouslyAllowBrowser): its
+# own X-Stainless-* headers besides Authorization, so each request is preflighted with them.
+_OPENAI_JS_HEADERS = (
+    "authorization, content-type, x-stainless-arch, x-stainless-lang, x-stainless-os, "
+    "x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, "
+    "x-stainless-runtime-version, x-stainless-timeout"
+)
+
+
+def test_cors_preflight_admits_the_openai_js_sdk(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A chat UI on an allowed origin using the openai JS SDK gets through its preflight
+    (it was 400 'Disallowed CORS headers', so no browser client could call /v1 at all).
+    """
+    origin = "https://app.example"
+    server = gateway_server(api_manifests, env={**KEYS, "GATEWAY_CORS_ORIGINS": origin})
+    with httpx.Client(base_url=server.url) as c:
+        preflight = c.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": _OPENAI_JS_HEADERS,
+            },
+        )
+        assert preflight.status_code == 204, preflight.text
+        assert preflight.headers["access-control-allow-origin"] == origin
+        allowed = {h.strip() for h in preflight.headers["access-control-allow-headers"].split(",")}
+        assert {h.strip() for h in _OPENAI_JS_HEADERS.split(",")} <= {a.lower() for a in allowed}
+        stranger = c.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": "https://evil.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": _OPENAI_JS_HEADERS,
+            },
+        )
+        assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_an_open_loopback_gateway_refuses_dns_rebinding(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A page on evil.example whose name is rebound to 127.0.0.1 is same-origin with the
+    gateway (Origin and Host both evil.example), so the origin check let it run assistants
+    and invoke actions on a developer's open local gateway. Listening on loopback, an open
+    gateway now serves browsers only under a loopback name (localhost, 127.0.0.1, [::1]).
+    """
+    server = gateway_server(api_manifests)
+    rebound = f"evil.example:{server.port}"
+    page = {"Host": rebound, "Origin": f"http://{rebound}"}
+    body = json.dumps({"assistant": "helper", "message": "weather in Paris"})
+    plain = {"content-type": "text/plain;charset=UTF-8"}
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        refused = c.post("/chat", content=body, headers={**plain, **page})
+        assert refused.status_code == 403, refused.text
+        assert "evil.example" in refused.json()["error"]["message"]
+        invoke = c.post(
+            "/actions/get_weather/invoke", json={"arguments": {"city": "x"}}, headers=page
+        )
+        assert invoke.status_code == 403
+        # A same-origin GET carries no Origin, but a browser marks it with Sec-Fetch-Site.
+        same_site = {"Host": rebound, "Sec-Fetch-Site": "same-origin"}
+        assert c.get("/manifests/status", headers=same_site).status_code == 403
+        # Loopback names pass, and so do clients that are not browsers (no Origin).
+        for host in (f"localhost:{server.port}", f"127.0.0.1:{server.port}"):
+            ok = c.post(
+                "/chat", content=body, headers={**plain, "Host": host, "Origin": f"http://{host}"}
+            )
+            assert ok.is_success, ok.text
+        assert c.get("/assistants", headers={"Host": rebound}).is_success
+    # A name the operator lists in GATEWAY_CORS_ORIGINS is served, same-origin GETs included.
+    named = gateway_server(api_manifests, env={"GATEWAY_CORS_ORIGINS": f"http://{rebound}"})
+    with httpx.Client(base_url=named.url, timeout=30) as c:
+        listed = {"Host": rebound, "Sec-Fetch-Site": "same-origin"}
+        assert c.get("/assistants", headers=listed).is_success
+    # The socket goes to 127.0.0.1, the handshake names the rebound host.
+    async with websockets.connect(  # type: ignore[call-arg]
+        f"ws://{rebound}/ws/chat", origin=page["Origin"], host="127.0.0.1", port=server.port
+    ) as ws:
+        assert json.loads(await ws.recv())["data"]["type"] == "forbidden"
+
+
 async def test_an_open_gateway_refuses_other_origins(
     gateway_server: ServerFactory, api_manifests: Path
 ) -> None:

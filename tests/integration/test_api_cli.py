@@ -82,6 +82,66 @@ def test_chat_reports_an_unreachable_gateway() -> None:
     assert "Error" in result.output
 
 
+def test_chat_over_websocket_with_a_base64_key(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """`--ws --key` works with a key such as `openssl rand -base64` makes (+, /, =): it was
+    sent as a WebSocket subprotocol, where those characters are invalid (a ValueError
+    traceback before connecting); a terminal client sends the Authorization header.
+    """
+    key = "k+ey/with=="
+    server = gateway_server(api_manifests, env={"GATEWAY_API_KEYS": key})
+    result = CliRunner().invoke(
+        main, ["chat", "other", "--url", server.url, "--ws", "--key", key], input="hello\n\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "offline model" in result.output
+
+
+def test_chat_reports_a_server_that_is_not_a_gateway() -> None:
+    """A non-JSON answer (another server, a proxy's error page) is a one-line error with
+    its status, not a JSONDecodeError traceback.
+    """
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>502 Bad Gateway</body></html>"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        result = CliRunner().invoke(main, ["chat", "--url", url], input="\n")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "HTTP 502" in result.output
+
+
+def test_serve_refuses_a_port_out_of_range(api_manifests: Path) -> None:
+    """`--port 70000` is a usage error naming the option, as GATEWAY_PORT=70000 is a
+    settings error; it started the whole gateway and died in bind() with a traceback.
+    """
+    result = CliRunner().invoke(
+        main, ["serve", "--port", "70000", "--manifests", str(api_manifests)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--port" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Path) -> None:
     """`gateway serve --port --manifests` serves the API until SIGINT.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import openai
@@ -112,3 +113,42 @@ async def test_async_sdk_streams_too(api_server: GatewayServer) -> None:
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     await client.close()
     assert "offline model" in text
+
+
+def test_stop_sequences_cut_the_answer(sdk: openai.OpenAI) -> None:
+    """``stop`` ends the answer before the first stop sequence, streamed or not (it was
+    ignored: the whole answer came back, the stop sequence and all after it included).
+    """
+    messages: list[Any] = [{"role": "user", "content": "hello"}]
+    whole = sdk.chat.completions.create(model="other", messages=messages)
+    full = whole.choices[0].message.content or ""
+    assert "offline model" in full
+    cut = sdk.chat.completions.create(model="other", messages=messages, stop=["offline", "zzz"])
+    assert cut.choices[0].message.content == full[: full.index("offline")]
+    assert cut.choices[0].finish_reason == "stop"
+    stream = sdk.chat.completions.create(
+        model="other", messages=messages, stop="offline model", stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == full[: full.index("offline model")]
+
+
+def test_parameters_the_gateway_cannot_honour_are_refused(sdk: openai.OpenAI) -> None:
+    """``n`` above 1 and a JSON ``response_format`` are a 400 naming the field: they were
+    ignored, so a client got one choice for n=2 (``choices[1]``: IndexError) or prose it
+    then failed to parse as JSON.
+    """
+    messages: list[Any] = [{"role": "user", "content": "hello"}]
+    with pytest.raises(openai.BadRequestError) as many:
+        sdk.chat.completions.create(model="other", messages=messages, n=2)
+    assert "n" in str(many.value)
+    with pytest.raises(openai.BadRequestError) as json_mode:
+        sdk.chat.completions.create(
+            model="other", messages=messages, response_format={"type": "json_object"}
+        )
+    assert "response_format" in str(json_mode.value)
+    # What a client sends by default is fine.
+    ok = sdk.chat.completions.create(
+        model="other", messages=messages, n=1, response_format={"type": "text"}, stop=None
+    )
+    assert len(ok.choices) == 1

@@ -100,3 +100,148 @@ def test_playground_shows_server_errors(
     expect(page.locator("#assistant option")).not_to_have_count(0)
     expect(page.locator(".msg.error")).to_have_count(0)
     expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
+
+
+def _cut_after(body: str, event: str) -> str:
+    """The SSE ``body`` up to and including the first ``event`` frame, then half a frame."""
+    frames = body.split("\n\n")
+    for i, frame in enumerate(frames):
+        if f"event: {event}\n" in frame:
+            return "\n\n".join(frames[: i + 1]) + "\n\n" + frames[i + 1][: len(frames[i + 1]) // 2]
+    raise AssertionError(f"no {event} frame in {body!r}")
+
+
+def test_playground_resumes_a_cut_stream(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """A stream cut mid-way (a proxy timeout, a network blip) is resumed from the run's
+    events with Last-Event-ID: the whole answer shows, each event once, and no error.
+    """
+    server = gateway_server(api_manifests)
+    resumed: list[dict[str, str]] = []
+
+    def cut(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(
+            response=response, body=_cut_after(response.text(), "thread.run.step.created")
+        )
+
+    page.route("**/chat", cut)
+    page.on(
+        "request",
+        lambda r: resumed.append(r.headers) if "/runs/" in r.url and "/events" in r.url else None,
+    )
+    page.goto(f"{server.url}/ui")
+    page.select_option("#assistant", "helper")
+    expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
+    page.fill("#message", "what is the weather in Paris?")
+    page.click("form#send button[type=submit]")
+
+    expect(page.locator(".msg.meta")).to_contain_text("manifests")
+    expect(page.locator(".msg.assistant").last).to_contain_text("21")
+    tool_lines = page.locator(".msg.tool")
+    expect(tool_lines).to_have_count(2)
+    expect(tool_lines.nth(1)).to_contain_text("succeeded")
+    expect(page.locator(".msg.error")).to_have_count(0)
+    assert resumed, "the page never asked for the run's events"
+    assert resumed[0].get("last-event-id", "").endswith(":2")
+
+
+def test_playground_reports_network_failures_and_non_json_errors(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """A request that never reaches the gateway, or a proxy's HTML error page, is shown
+    to the person (not an unhandled promise rejection and a page that does nothing).
+    """
+    server = gateway_server(api_manifests)
+    page.goto(f"{server.url}/ui")
+    page.select_option("#assistant", "helper")
+    expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
+
+    page.route(
+        "**/start?*", lambda route: route.fulfill(status=502, body="<html>Bad Gateway</html>")
+    )
+    page.click("#new")
+    expect(page.locator(".msg.error")).to_contain_text("HTTP 502")
+
+    page.route("**/chat", lambda route: route.abort("connectionrefused"))
+    page.fill("#message", "hello")
+    page.click("form#send button[type=submit]")
+    expect(page.locator(".msg.error")).to_have_count(2)
+    expect(page.locator(".msg.error").last).to_contain_text("gateway")
+
+
+def test_playground_does_not_reuse_the_old_thread_when_a_new_one_fails(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """After "New thread" failed, the next message starts a new thread; it does not go on
+    the previous one (maybe another assistant's) as if nothing had happened.
+    """
+    server = gateway_server(api_manifests)
+    page.goto(f"{server.url}/ui")
+    page.select_option("#assistant", "helper")
+    expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
+    old = page.evaluate("threadId")
+    assert old
+
+    page.route(
+        "**/start?*",
+        lambda route: route.fulfill(
+            status=503,
+            json={
+                "error": {
+                    "type": "not_ready",
+                    "message": "the gateway is starting",
+                    "correlation_id": "x",
+                }
+            },
+        ),
+    )
+    page.click("#new")
+    expect(page.locator(".msg.error")).to_contain_text("starting")
+    sent: list[Any] = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/chat") else None)
+    page.fill("#message", "what is the weather in Paris?")
+    page.click("form#send button[type=submit]")
+    expect(page.locator(".msg.meta")).to_contain_text("manifests")
+    assert sent and sent[0]["thread_id"] == "new"
+    assert page.evaluate("threadId") != old
+
+
+def test_playground_works_at_its_trailing_slash_address(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """``/ui/`` serves the page too; its API calls must not go to ``/ui/assistants``."""
+    server = gateway_server(api_manifests)
+    page.goto(f"{server.url}/ui/")
+    expect(page.locator("#assistant option")).not_to_have_count(0)
+    page.select_option("#assistant", "helper")
+    expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
+    page.fill("#message", "what is the weather in Paris?")
+    page.click("form#send button[type=submit]")
+    expect(page.locator(".msg.assistant").last).to_contain_text("21")
+    expect(page.locator(".msg.error")).to_have_count(0)
+
+
+def test_playground_shows_a_failed_run_once(
+    page: Page, gateway_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A failed run streams error + thread.run.failed; the person sees one message, not two."""
+    from gateway.testing.fake_openai import FakeOpenAI
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+        )
+        server = gateway_server(manifests)
+        fake.fail_next(500, times=1)
+        page.goto(f"{server.url}/ui")
+        expect(page.locator("#assistant option")).to_have_count(1)
+        page.fill("#message", "hello")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.meta")).to_have_count(1)
+        expect(page.locator(".msg.error")).to_have_count(1)
