@@ -43,7 +43,7 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
         )
     index = KnowledgeIndex(cache)
     try:
-        total = index.index(catalog.knowledge_files)
+        total = index.index(catalog.knowledge_files, within=catalog.root)
         for name, assistant in sorted(catalog.assistants.items()):
             if assistant.file_search is None:
                 continue

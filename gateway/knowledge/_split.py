@@ -11,11 +11,21 @@ Imports: pypdf and the standard library only.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["LIMIT", "OVERLAP", "TARGET", "Chunk", "split_file", "split_pdf", "split_text"]
+__all__ = [
+    "LIMIT",
+    "OVERLAP",
+    "TARGET",
+    "Chunk",
+    "split_data",
+    "split_file",
+    "split_pdf",
+    "split_text",
+]
 
 TARGET = 700
 LIMIT = 1000
@@ -41,17 +51,23 @@ class _Para(NamedTuple):
 
 def split_file(path: Path) -> list[Chunk]:
     """Split any supported file (PDF by page; markdown by heading; other text by paragraph)."""
-    if path.suffix.lower() == ".pdf":
-        return split_pdf(path)
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return split_text(text, markdown=path.suffix.lower() in MARKDOWN_SUFFIXES)
+    return split_data(path.name, path.read_bytes())
 
 
-def split_pdf(path: Path) -> list[Chunk]:
+def split_data(name: str, data: bytes) -> list[Chunk]:
+    """Split the content ``data`` of a file called ``name`` (its suffix picks the format)."""
+    suffix = Path(name).suffix.lower()
+    if suffix == ".pdf":
+        return split_pdf(data)
+    text = data.decode("utf-8", errors="replace")
+    return split_text(text, markdown=suffix in MARKDOWN_SUFFIXES)
+
+
+def split_pdf(source: Path | bytes) -> list[Chunk]:
     """One or more passages per PDF page, located as ``page N``."""
     from pypdf import PdfReader  # imported lazily: most deployments index no PDF
 
-    reader = PdfReader(path)
+    reader = PdfReader(io.BytesIO(source) if isinstance(source, bytes) else source)
     chunks: list[Chunk] = []
     for number, page in enumerate(reader.pages, start=1):
         text = page.extract_text() or ""

@@ -13,6 +13,12 @@ One connection, guarded by a lock, makes it safe to call from worker threads
 (the sandbox runner calls ``search`` through ``asyncio.to_thread``); parsing
 happens outside the lock.
 
+Files are read once, through one descriptor, and parsed from those bytes
+(what is hashed is what is indexed). Only regular files are read (a named
+pipe would block forever), and with ``within`` only files whose real path is
+inside that directory: a knowledge file replaced after validation by a
+symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
+
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
 
@@ -23,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,7 +41,7 @@ import msgspec
 import structlog
 
 from gateway._files import private_file
-from gateway.knowledge._split import split_file
+from gateway.knowledge._split import split_data
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -202,24 +210,37 @@ class KnowledgeIndex:
 
     # -- indexing -----------------------------------------------------------
 
-    def index(self, files: Iterable[Path]) -> IndexStats:
+    def index(self, files: Iterable[Path], *, within: Path | None = None) -> IndexStats:
         """Bring ``files`` up to date in the index (parse only new content).
 
-        Missing or unreadable files are counted and searched as empty; a file
-        that cannot be parsed is logged; nothing raises for a bad file.
+        Missing or unreadable files (and, with ``within``, files whose real path
+        is outside that directory) are counted as missing and searched as empty;
+        a file that cannot be parsed is logged; nothing raises for a bad file.
         """
         stats = IndexStats()
+        inside = within.resolve() if within is not None else None
         for file in files:
             stats.files += 1
-            self._refresh(file.resolve(), stats)
+            self._refresh(file.resolve(), stats, inside)
         return stats
 
-    def _refresh(self, path: Path, stats: IndexStats) -> str | None:
-        """Make sure ``path`` is indexed as it is now; return its content hash (None: missing)."""
+    def _refresh(self, path: Path, stats: IndexStats, within: Path | None = None) -> str | None:
+        """Make sure ``path`` is indexed as it is now; return its content hash (None: missing).
+
+        ``path`` is resolved; ``within`` (resolved) confines it.
+        """
         key = str(path)
+        if within is not None and not path.is_relative_to(within):
+            log.warning("knowledge_file_outside_root", file=key, root=str(within))
+            stats.missing += 1
+            return None
         try:
             st = path.stat()
         except OSError:
+            stats.missing += 1
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("knowledge_file_not_regular", file=key)
             stats.missing += 1
             return None
         seen = self._seen.get(key)
@@ -234,9 +255,8 @@ class KnowledgeIndex:
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
             stats.unchanged += 1
             return seen[2]
-        try:
-            data = path.read_bytes()
-        except OSError:
+        data = _read_regular(path)
+        if data is None:
             stats.missing += 1
             return None
         sha = hashlib.sha256(data).hexdigest()
@@ -245,7 +265,7 @@ class KnowledgeIndex:
         if known:
             stats.reused += 1
         else:
-            self._parse(path, sha, stats)
+            self._parse(path, data, sha, stats)
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
@@ -256,10 +276,10 @@ class KnowledgeIndex:
         self._seen[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
 
-    def _parse(self, path: Path, sha: str, stats: IndexStats) -> None:
+    def _parse(self, path: Path, data: bytes, sha: str, stats: IndexStats) -> None:
         error: str | None = None
         try:
-            chunks = split_file(path)
+            chunks = split_data(path.name, data)
         except Exception as exc:  # a corrupt PDF must not break search for the other files
             log.warning("knowledge_parse_failed", file=str(path), error=f"{type(exc).__name__}")
             chunks, error = [], f"{type(exc).__name__}: {exc}"
@@ -313,7 +333,13 @@ class KnowledgeIndex:
     # -- searching ----------------------------------------------------------
 
     def search(
-        self, files: Sequence[Path], query: str, max_results: int, *, root: Path | None = None
+        self,
+        files: Sequence[Path],
+        query: str,
+        max_results: int,
+        *,
+        root: Path | None = None,
+        within: Path | None = None,
     ) -> list[Passage]:
         """The best passages for ``query`` among ``files``, best first.
 
@@ -324,6 +350,8 @@ class KnowledgeIndex:
             root: name sources relative to this directory (the manifests root);
                 without it a source is the file name, with as many parent
                 directories as needed to tell the given files apart.
+            within: search only files whose real path (symlinks resolved) is
+                inside this directory; the others are searched as missing.
 
         Returns:
             Passages ranked by BM25 (an empty list when nothing matches).
@@ -334,8 +362,9 @@ class KnowledgeIndex:
         names: dict[str, str] = {}
         stats = IndexStats()
         labels = _labels(files, root)
+        inside = within.resolve() if within is not None else None
         for file in files:
-            sha = self._refresh(file.resolve(), stats)
+            sha = self._refresh(file.resolve(), stats, inside)
             if sha is not None and sha not in names:
                 names[sha] = labels[file]
         if not names:
@@ -351,6 +380,35 @@ class KnowledgeIndex:
             Passage(source=names[sha], text=text, score=round(-rank, 4), location=location)
             for sha, location, text, rank in rows
         ]
+
+
+def _read_regular(path: Path) -> bytes | None:
+    """The bytes of the regular file at the resolved ``path``, or None.
+
+    Opened without following a final symlink and without blocking (a FIFO swapped
+    in since the ``stat``), then checked through the descriptor: still a regular
+    file, and still at ``path`` (no directory on the way was swapped for a symlink).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            real = str(Path(f"/proc/self/fd/{fd}").readlink())
+        except OSError:  # no /proc: the O_NOFOLLOW open of a resolved path has to do
+            real = str(path)
+        if real != str(path):
+            log.warning("knowledge_file_moved", file=str(path))
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def build_query(text: str) -> str:

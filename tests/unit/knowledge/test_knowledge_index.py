@@ -251,3 +251,36 @@ def test_unwritable_cache_dir_falls_back_to_memory(docs: Path, tmp_path: Path) -
     blocker.write_text("not a directory")
     index = KnowledgeIndex(blocker / "cache")
     assert index.search(_files(docs), "warranty", 1)[0].location == "Shop FAQ > Warranty"
+
+
+def test_files_outside_within_are_not_read(docs: Path, tmp_path: Path) -> None:
+    """With ``within``, a file resolving outside it (a symlink) is searched as missing."""
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.md"
+    outside.write_text("# Secret\n\npassword hunter2\n")
+    try:
+        link = docs / "docs" / "link.md"
+        link.symlink_to(outside)
+        index = KnowledgeIndex()
+        assert index.search([link], "hunter2", 5, within=docs) == []
+        assert index.index([link], within=docs).missing == 1
+        assert index.search([docs / "docs" / "faq.md"], "warranty", 1, within=docs)
+    finally:
+        outside.unlink()
+
+
+def test_a_fifo_in_place_of_a_file_does_not_hang(docs: Path) -> None:
+    """A knowledge file replaced by a named pipe is skipped at once, not read forever."""
+    fifo = docs / "docs" / "pipe.md"
+    os.mkfifo(fifo)
+    result: list[object] = []
+    worker = threading.Thread(
+        target=lambda: result.append(KnowledgeIndex().index([fifo])), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=5)
+    if worker.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+        pytest.fail("indexing a FIFO blocked")
+    (stats,) = result
+    assert getattr(stats, "missing") == 1  # noqa: B009
