@@ -11,6 +11,7 @@ Imports: pypdf and the standard library only.
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "OVERLAP",
     "TARGET",
     "Chunk",
+    "decode_text",
     "split_data",
     "split_file",
     "split_pdf",
@@ -59,8 +61,42 @@ def split_data(name: str, data: bytes) -> list[Chunk]:
     suffix = Path(name).suffix.lower()
     if suffix == ".pdf":
         return split_pdf(data)
-    text = data.decode("utf-8", errors="replace")
-    return split_text(text, markdown=suffix in MARKDOWN_SUFFIXES)
+    return split_text(decode_text(data), markdown=suffix in MARKDOWN_SUFFIXES)
+
+
+_BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
+
+
+def decode_text(data: bytes) -> str:
+    """The text of a knowledge file: by its BOM, else UTF-8, else Windows-1252.
+
+    A BOM left in the text would hide the first markdown heading, and UTF-16
+    read as UTF-8 is NUL-separated noise. Bytes that are not UTF-8 and hold no
+    UTF-8 sequence at all are a legacy 8-bit file (Latin-1 / Windows-1252),
+    whose accented words would otherwise be cut at a U+FFFD.
+
+    Raises:
+        ValueError: a NUL byte in the first 8 KiB without a BOM (git's test for
+            binary content): a .docx, an image, an archive is not text.
+    """
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(codec, errors="replace")
+    if b"\0" in data[:8192]:
+        raise ValueError("binary content, not text (knowledge files are text, markdown or PDF)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        if _UTF8_SEQUENCE.search(data):  # UTF-8 with a few bad bytes
+            return data.decode("utf-8", errors="replace")
+        return data.decode("cp1252", errors="replace")
 
 
 def split_pdf(source: Path | bytes) -> list[Chunk]:

@@ -284,3 +284,34 @@ def test_a_fifo_in_place_of_a_file_does_not_hang(docs: Path) -> None:
         pytest.fail("indexing a FIFO blocked")
     (stats,) = result
     assert getattr(stats, "missing") == 1  # noqa: B009
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom", "cp1252"]
+)
+def test_text_in_other_encodings_keeps_its_headings_and_words(
+    tmp_path: Path, encoding: str
+) -> None:
+    """A BOM (Notepad's UTF-8, UTF-16) or a legacy 8-bit file is decoded, not read as
+    mojibake: the first heading still starts a section and accented words are found."""
+    text = "# Remboursements\n\nRemboursé sous 30 jours, garantie incluse.\n"
+    if encoding.endswith("-bom"):
+        codec = encoding.removesuffix("-bom")
+        data = ("\ufeff" + text).encode(codec)
+    else:
+        data = text.encode(encoding)
+    (faq := tmp_path / "faq.md").write_bytes(data)
+    (hit,) = KnowledgeIndex().search([faq], "remboursé", 3)
+    assert hit.location == "Remboursements"
+    assert hit.text == "Remboursé sous 30 jours, garantie incluse."
+
+
+def test_a_binary_file_fails_to_parse_instead_of_indexing_noise(tmp_path: Path) -> None:
+    """A binary file (a .docx, an image) is counted as failed, not indexed as garbage."""
+    (blob := tmp_path / "manual.docx").write_bytes(
+        b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 8 + b"warranty terms"
+    )
+    index = KnowledgeIndex()
+    stats = index.index([blob])
+    assert (stats.failed, stats.passages) == (1, 0)
+    assert index.search([blob], "warranty", 3) == []
