@@ -70,6 +70,7 @@ def cache_dir_for(database_url: str) -> Path | None:
 
 
 _SCHEMA_VERSION = 1
+_SIDECARS = ("-wal", "-shm", "-journal")
 _MAX_TOKENS = 24
 _STOPWORDS = frozenset(
     [
@@ -152,44 +153,70 @@ class KnowledgeIndex:
 
     Args:
         cache_dir: directory for ``knowledge.sqlite3``; ``None`` keeps the index in
-            memory, as does a directory that cannot be written (logged).
+            memory, as does a directory that cannot be written (logged, and said in
+            ``cache_error``). A cache file that is not an SQLite database or is
+            malformed is deleted and built afresh: it holds only derived data.
     """
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self._lock = threading.Lock()
+        self.cache_error: str | None = None
+        """Why ``cache_dir`` is not used (the index is in memory), or None."""
         self._db = self._open(cache_dir)
-        self._setup()
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
 
-    @staticmethod
-    def _open(cache_dir: Path | None) -> sqlite3.Connection:
+    def _open(self, cache_dir: Path | None) -> sqlite3.Connection:
         if cache_dir is not None:
+            file = cache_dir / "knowledge.sqlite3"
             try:
-                db = sqlite3.connect(
-                    private_file(cache_dir / "knowledge.sqlite3"),
-                    check_same_thread=False,
-                    isolation_level=None,
-                )
-                db.execute("PRAGMA busy_timeout = 5000")
-                db.execute("PRAGMA journal_mode = WAL")
-            except (OSError, sqlite3.Error) as exc:  # a read-only image: still serve, from memory
-                log.warning("knowledge_cache_unusable", dir=str(cache_dir), error=str(exc))
-            else:
-                return db
-        return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                return self._connect(file)
+            except sqlite3.DatabaseError as exc:
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                    self._unusable(cache_dir, exc)
+                else:
+                    # Only derived data is lost: start the cache afresh rather than
+                    # index in memory at every start until someone deletes the file.
+                    log.warning("knowledge_cache_rebuilt", dir=str(cache_dir), error=str(exc))
+                    try:
+                        for stale in (file, *(file.with_name(file.name + e) for e in _SIDECARS)):
+                            stale.unlink(missing_ok=True)
+                        return self._connect(file)
+                    except (OSError, sqlite3.Error) as again:
+                        self._unusable(cache_dir, again)
+            except OSError as exc:  # a read-only image: still serve, from memory
+                self._unusable(cache_dir, exc)
+        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._setup(db)
+        return db
 
-    def _setup(self) -> None:
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+    def _unusable(self, cache_dir: Path, exc: BaseException) -> None:
+        log.warning("knowledge_cache_unusable", dir=str(cache_dir), error=str(exc))
+        self.cache_error = str(exc) or type(exc).__name__
+
+    def _connect(self, file: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(private_file(file), check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute("PRAGMA journal_mode = WAL")
+            self._setup(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _setup(db: sqlite3.Connection) -> None:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
         if version != _SCHEMA_VERSION:
-            self._db.executescript(
+            db.executescript(
                 """
                 DROP TABLE IF EXISTS files;
                 DROP TABLE IF EXISTS contents;
                 DROP TABLE IF EXISTS passages;
                 """
             )
-        self._db.executescript(
+        db.executescript(
             f"""
             CREATE TABLE IF NOT EXISTS files (
                 path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
