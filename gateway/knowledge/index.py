@@ -27,6 +27,7 @@ Imports: ``gateway.knowledge._split``, msgspec, structlog and the standard libra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,14 +35,15 @@ import re
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
 import structlog
 
 from gateway._files import private_file
-from gateway.knowledge._split import split_data
+from gateway.knowledge._split import Chunk, split_data
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -198,7 +200,7 @@ class KnowledgeIndex:
         db = sqlite3.connect(private_file(file), check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA busy_timeout = 5000")
-            db.execute("PRAGMA journal_mode = WAL")
+            _wal(db)
             self._setup(db)
         except BaseException:
             db.close()
@@ -207,28 +209,31 @@ class KnowledgeIndex:
 
     @staticmethod
     def _setup(db: sqlite3.Connection) -> None:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version != _SCHEMA_VERSION:
-            db.executescript(
-                """
-                DROP TABLE IF EXISTS files;
-                DROP TABLE IF EXISTS contents;
-                DROP TABLE IF EXISTS passages;
-                """
+        """Create (or, for another schema version, recreate) the tables.
+
+        In one write transaction: a process opening the same new cache waits for
+        it, then sees the current version, and never drops tables another
+        process is already indexing into.
+        """
+        with _write(db):
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version == _SCHEMA_VERSION:
+                return
+            for table in ("files", "contents", "passages"):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute(
+                "CREATE TABLE files (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, "
+                "size INTEGER NOT NULL, sha TEXT NOT NULL)"
             )
-        db.executescript(
-            f"""
-            CREATE TABLE IF NOT EXISTS files (
-                path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
-                sha TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS contents (
-                sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, error TEXT);
-            CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
-                sha UNINDEXED, location UNINDEXED, heading, text,
-                tokenize = 'porter unicode61 remove_diacritics 2');
-            PRAGMA user_version = {_SCHEMA_VERSION};
-            """
-        )
+            db.execute(
+                "CREATE TABLE contents (sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, "
+                "error TEXT)"
+            )
+            db.execute(
+                "CREATE VIRTUAL TABLE passages USING fts5(sha UNINDEXED, location UNINDEXED, "
+                "heading, text, tokenize = 'porter unicode61 remove_diacritics 2')"
+            )
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -287,36 +292,50 @@ class KnowledgeIndex:
             stats.missing += 1
             return None
         sha = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            known = self._db.execute("SELECT 1 FROM contents WHERE sha = ?", (sha,)).fetchone()
-        if known:
+        replaced = seen[2] if seen is not None and seen[2] != sha else None
+        parsed: tuple[list[Chunk], str | None] | None = None
+        while True:
+            with self._lock:
+                if self._record(key, st, sha, parsed, replaced):
+                    break
+            parsed = self._parse(path, data, stats)  # new content: parse outside the lock
+        if parsed is None:
             stats.reused += 1
-        else:
-            self._parse(path, data, sha, stats)
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
-                (key, st.st_mtime_ns, st.st_size, sha),
-            )
-            if seen is not None and seen[2] != sha:
-                self._drop_orphans()
         self._seen[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
 
-    def _parse(self, path: Path, data: bytes, sha: str, stats: IndexStats) -> None:
-        error: str | None = None
+    def _parse(self, path: Path, data: bytes, stats: IndexStats) -> tuple[list[Chunk], str | None]:
+        """The passages of ``data`` and the parse error (logged and counted), if any."""
         try:
             chunks = split_data(path.name, data)
         except Exception as exc:  # a corrupt PDF must not break search for the other files
             log.warning("knowledge_parse_failed", file=str(path), error=f"{type(exc).__name__}")
-            chunks, error = [], f"{type(exc).__name__}: {exc}"
             stats.failed += 1
-        else:
-            stats.parsed += 1
+            return [], f"{type(exc).__name__}: {exc}"
+        stats.parsed += 1
         stats.passages += len(chunks)
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
+        return chunks, None
+
+    def _record(
+        self,
+        key: str,
+        st: os.stat_result,
+        sha: str,
+        parsed: tuple[list[Chunk], str | None] | None,
+        replaced: str | None,
+    ) -> bool:
+        """Point ``key`` at content ``sha`` in one transaction (caller holds the lock).
+
+        ``parsed`` is stored as that content first; without it the content must
+        already be there, else nothing is written and this returns False (the
+        caller parses). One transaction, so another thread or process dropping
+        orphans never sees the content without its file, and the file is never
+        recorded without its content. ``replaced``, the file's previous content,
+        is dropped when no file points to it any more.
+        """
+        with _write(self._db):
+            if parsed is not None:
+                chunks, error = parsed
                 self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
                 self._db.executemany(
                     "INSERT INTO passages (sha, location, heading, text) VALUES (?, ?, ?, ?)",
@@ -326,14 +345,15 @@ class KnowledgeIndex:
                     "INSERT OR REPLACE INTO contents (sha, passages, error) VALUES (?, ?, ?)",
                     (sha, len(chunks), error),
                 )
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite already rolled back on some errors (disk full, I/O): rolling back
-                # again would hide the cause. A failed COMMIT may leave the transaction
-                # open, and every later BEGIN would fail: it is rolled back.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            elif not self._db.execute("SELECT 1 FROM contents WHERE sha = ?", (sha,)).fetchone():
+                return False
+            self._db.execute(
+                "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
+                (key, st.st_mtime_ns, st.st_size, sha),
+            )
+            if replaced is not None:
+                self._drop_orphans()
+        return True
 
     def _drop_orphans(self) -> None:
         """Forget content no file points to any more (caller holds the lock)."""
@@ -407,6 +427,47 @@ class KnowledgeIndex:
             Passage(source=names[sha], text=text, score=round(-rank, 4), location=location)
             for sha, location, text, rank in rows
         ]
+
+
+def _wal(db: sqlite3.Connection, wait: float = 5.0) -> None:
+    """Switch ``db`` to WAL, retrying while another connection holds the file.
+
+    Switching a new file to WAL needs it alone and does not call the busy
+    handler: processes opening one new cache at once get 'database is locked'
+    straight away.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
+
+
+@contextlib.contextmanager
+def _write(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
+
+    IMMEDIATE takes the write lock up front, waiting ``busy_timeout`` for another
+    process: a deferred transaction that reads first and then writes fails at
+    once with 'database is locked' when another connection wrote meanwhile.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite already rolled back on some errors (disk full, I/O): rolling back
+        # again would hide the cause. A failed COMMIT may leave the transaction
+        # open, and every later BEGIN would fail: it is rolled back.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _read_regular(path: Path) -> bytes | None:
