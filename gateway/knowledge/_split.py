@@ -164,10 +164,7 @@ def _pack(paras: list[_Para]) -> list[tuple[str, int, int]]:
     """Pack paragraphs into passages of about TARGET chars, with overlap."""
     pieces: list[_Para] = []
     for para in paras:
-        if len(para.text) <= LIMIT:
-            pieces.append(para)
-        else:
-            pieces.extend(_Para(w, para.first, para.last) for w in _windows(para.text))
+        pieces.extend([para] if len(para.text) <= LIMIT else _cut_long(para))
     out: list[tuple[str, int, int]] = []
     current: list[_Para] = []
     fresh = False  # current holds more than the carried overlap
@@ -178,10 +175,7 @@ def _pack(paras: list[_Para]) -> list[tuple[str, int, int]]:
     def flush() -> None:
         nonlocal current, fresh
         out.append(_join(current))
-        tail = current[-1]
-        # Carry the last paragraph (or its end) into the next passage.
-        carry = tail.text if len(tail.text) <= OVERLAP else "…" + tail.text[-OVERLAP:]
-        current, fresh = [_Para(carry, tail.first, tail.last)], False
+        current, fresh = [_carry(current[-1])], False
 
     for piece in pieces:
         if fresh and size() + len(piece.text) > LIMIT:
@@ -194,6 +188,59 @@ def _pack(paras: list[_Para]) -> list[tuple[str, int, int]]:
             flush()
     if fresh:
         out.append(_join(current))
+    return out
+
+
+def _carry(tail: _Para) -> _Para:
+    """What of a passage's last piece starts the next one: all of it when short, else
+    its last whole lines (with their own line numbers) or, failing that, its end."""
+    if len(tail.text) <= OVERLAP:
+        return tail
+    lines = tail.text.split("\n")
+    if len(lines) > 1 and tail.last - tail.first + 1 == len(lines):
+        keep: list[str] = []
+        size = 0
+        for line in reversed(lines):
+            size += len(line) + 1
+            if size > OVERLAP + 1:
+                break
+            keep.insert(0, line)
+        if keep:
+            return _Para("\n".join(keep), tail.last - len(keep) + 1, tail.last)
+    return _Para("…" + tail.text[-OVERLAP:], tail.first, tail.last)
+
+
+def _cut_long(para: _Para) -> list[_Para]:
+    """Cut a paragraph over LIMIT (a CSV, a log, a wall of text) into pieces of about
+    TARGET characters: at line ends, each piece naming its own lines, and a line over
+    LIMIT in word windows. PDF pages (one "line number", the page) keep theirs."""
+    lines = para.text.split("\n")
+    exact = para.last - para.first + 1 == len(lines)
+    out: list[_Para] = []
+    group: list[str] = []  # lines of the piece being built (no object per line: GC)
+    size = first = last = 0
+
+    def close() -> None:
+        if group:
+            out.append(_Para("\n".join(group), first, last))
+            group.clear()
+
+    for number, line in enumerate(lines, start=para.first):
+        here, there = (number, number) if exact else (para.first, para.last)
+        if len(line) > LIMIT:
+            close()
+            out.extend(_Para(w, here, there) for w in _windows(line))
+            size = 0
+        elif line and not line.isspace():
+            if group and size + len(line) > TARGET:
+                close()
+                size = 0
+            if not group:
+                first = here
+            group.append(line)
+            size += len(line) + 1
+            last = there
+    close()
     return out
 
 

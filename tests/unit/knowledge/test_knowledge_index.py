@@ -348,3 +348,19 @@ def test_processes_sharing_a_new_cache_all_index_and_find_their_files(tmp_path: 
         for worker in workers:
             worker.join(timeout=120)
         assert [w.exitcode for w in workers] == [0, 0, 0], f"trial {trial}"
+
+
+def test_a_long_block_without_blank_lines_is_located_by_its_own_lines() -> None:
+    """A passage cut from a long run of lines (a CSV, a log) names the lines it holds, not
+    the whole block's range, and keeps the lines whole."""
+    text = "".join(f"order {i}: shipped to customer{i}\n" for i in range(1, 301))
+    chunks = split_text(text, markdown=False)
+    assert len(chunks) > 5 and all(len(c.text) <= LIMIT for c in chunks)
+    hits = [c for c in chunks if "customer250\n" in c.text + "\n"]
+    assert hits
+    for hit in hits:
+        first, last = (int(n) for n in hit.location.removeprefix("lines ").split("-"))
+        assert first <= 250 <= last and last - first < 40, hit.location
+        lines = hit.text.split("\n")
+        assert lines[-1] == f"order {last}: shipped to customer{last}"
+        assert all(line.startswith("order ") for line in lines if line)
