@@ -33,7 +33,9 @@ TARGET = 700
 LIMIT = 1000
 OVERLAP = 150
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+# The title is taken greedily and trimmed in Python: a lazy title followed by
+# optional spaces and '#'s backtracked cubically on a line padded with spaces.
+_HEADING = re.compile(r"(#{1,6})[ \t]+(.*)")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -139,11 +141,11 @@ def _sections(text: str, *, markdown: bool) -> list[tuple[str, list[_Para]]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if markdown and _FENCE.match(line):
             fenced = not fenced
-        heading = _HEADING.match(line) if markdown and not fenced else None
+        heading = _heading(line) if markdown and not fenced else None
         if heading:
             flush(number - 1)
-            level = len(heading.group(1))
-            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, heading.group(2))]
+            level, title = heading
+            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, title)]
             sections.append((" > ".join(t for _, t in stack), []))
         elif not line.strip() and not fenced:
             flush(number - 1)
@@ -153,6 +155,22 @@ def _sections(text: str, *, markdown: bool) -> list[tuple[str, list[_Para]]]:
             buf.append(line)
     flush(len(text.splitlines()))
     return [(trail, paras) for trail, paras in sections if paras]
+
+
+def _heading(line: str) -> tuple[int, str] | None:
+    """``(level, title)`` of an ATX heading line (``## Title ##``), else None.
+
+    A closing run of '#' is dropped only after a space (CommonMark): ``# Learn C#``
+    keeps its '#'.
+    """
+    match = _HEADING.match(line)
+    if match is None:
+        return None
+    title = match.group(2).rstrip()
+    bare = title.rstrip("#")
+    if bare != title and (not bare or bare[-1] in " \t"):
+        title = bare.rstrip()
+    return (len(match.group(1)), title) if title else None
 
 
 def _paragraphs_of(text: str) -> list[str]:

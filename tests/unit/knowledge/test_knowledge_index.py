@@ -364,3 +364,17 @@ def test_a_long_block_without_blank_lines_is_located_by_its_own_lines() -> None:
         lines = hit.text.split("\n")
         assert lines[-1] == f"order {last}: shipped to customer{last}"
         assert all(line.startswith("order ") for line in lines if line)
+
+
+def test_a_heading_line_padded_with_spaces_splits_in_linear_time() -> None:
+    """A markdown line of '#', a word and thousands of spaces (the heading pattern
+    backtracked cubically: 5,000 spaces took 200 s, holding the GIL, so the whole
+    server froze) is read at once; closing '#'s go, a '#' inside a word stays."""
+    import time
+
+    started = time.perf_counter()
+    (chunk,) = split_text("# Setup" + " " * 2000 + "guide ##\n\nInstall it.\n", markdown=True)
+    assert time.perf_counter() - started < 0.5
+    assert chunk.location == "Setup" + " " * 2000 + "guide"
+    assert split_text("# Learn C#\n\nA language.\n", markdown=True)[0].location == "Learn C#"
+    assert split_text("## Tips ##\n\nMore.\n", markdown=True)[0].location == "Tips"
