@@ -167,6 +167,8 @@ class KnowledgeIndex:
         self._db = self._open(cache_dir)
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
+        # Folders files were recorded from; a new one (a git-sync revision) prunes the cache.
+        self._folders: set[str] = set()
 
     def _open(self, cache_dir: Path | None) -> sqlite3.Connection:
         if cache_dir is not None:
@@ -302,7 +304,30 @@ class KnowledgeIndex:
         if parsed is None:
             stats.reused += 1
         self._seen[key] = (st.st_mtime_ns, st.st_size, sha)
+        if str(path.parent) not in self._folders:
+            self._folders.add(str(path.parent))
+            self._prune()
         return sha
+
+    def _prune(self) -> None:
+        """Forget files that no longer exist, and content only they held.
+
+        git-sync checks every revision out under a new path and deletes the old
+        one: without this the cache keeps every revision's paths and every
+        version of every edited file. Runs when files come from a folder not
+        seen before (so about once per revision), stat-ing outside the lock.
+        """
+        with self._lock:
+            paths = [path for (path,) in self._db.execute("SELECT path FROM files")]
+        gone = [path for path in paths if not os.path.lexists(path)]
+        if not gone:
+            return
+        with self._lock, _write(self._db):
+            gone = [path for path in gone if not os.path.lexists(path)]  # back meanwhile?
+            self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
+            self._drop_orphans()
+        for path in gone:
+            self._seen.pop(path, None)
 
     def _parse(self, path: Path, data: bytes, stats: IndexStats) -> tuple[list[Chunk], str | None]:
         """The passages of ``data`` and the parse error (logged and counted), if any."""

@@ -378,3 +378,25 @@ def test_a_heading_line_padded_with_spaces_splits_in_linear_time() -> None:
     assert chunk.location == "Setup" + " " * 2000 + "guide"
     assert split_text("# Learn C#\n\nA language.\n", markdown=True)[0].location == "Learn C#"
     assert split_text("## Tips ##\n\nMore.\n", markdown=True)[0].location == "Tips"
+
+
+def test_git_sync_revisions_do_not_grow_the_cache_forever(tmp_path: Path) -> None:
+    """Each git-sync revision checks the files out under a new path and removes the old
+    one: the paths that are gone, and content only they held, leave the cache."""
+    import shutil
+
+    index = KnowledgeIndex(tmp_path / "cache")
+    for revision in range(6):
+        folder = tmp_path / f"rev{revision}"
+        folder.mkdir()
+        (folder / "faq.md").write_text(f"# FAQ\n\nRevision {revision} says refunds.\n")
+        (folder / "same.md").write_text("# Same\n\nUnchanged text.\n")
+        assert index.search([folder / "faq.md"], f"revision {revision}", 1)
+        if revision:
+            shutil.rmtree(tmp_path / f"rev{revision - 1}")
+    files, contents = (
+        index._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for table in ("files", "contents")
+    )
+    assert files <= 4 and contents <= 3, (files, contents)
+    assert index.search([tmp_path / "rev5" / "same.md"], "unchanged", 1)
