@@ -167,6 +167,10 @@ class KnowledgeIndex:
         self._db = self._open(cache_dir)
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
+        # One parse per content at a time: calls reaching the same new file together
+        # wait for the first one's passages instead of each parsing it (memory, CPU).
+        self._parsing: dict[str, threading.Lock] = {}
+        self._parsing_guard = threading.Lock()
         # Folders files were recorded from; a new one (a git-sync revision) prunes the cache.
         self._folders: set[str] = set()
 
@@ -296,11 +300,17 @@ class KnowledgeIndex:
         sha = hashlib.sha256(data).hexdigest()
         replaced = seen[2] if seen is not None and seen[2] != sha else None
         parsed: tuple[list[Chunk], str | None] | None = None
-        while True:
-            with self._lock:
-                if self._record(key, st, sha, parsed, replaced):
-                    break
-            parsed = self._parse(path, data, stats)  # new content: parse outside the lock
+        with self._parsing_guard:
+            parsing = self._parsing.setdefault(sha, threading.Lock())
+        with parsing:
+            while True:
+                with self._lock:
+                    if self._record(key, st, sha, parsed, replaced):
+                        break
+                parsed = self._parse(path, data, stats)  # new content: parse outside the lock
+        with self._parsing_guard:
+            if not parsing.locked():  # a waiter keeps its own reference
+                self._parsing.pop(sha, None)
         if parsed is None:
             stats.reused += 1
         self._seen[key] = (st.st_mtime_ns, st.st_size, sha)

@@ -400,3 +400,26 @@ def test_git_sync_revisions_do_not_grow_the_cache_forever(tmp_path: Path) -> Non
     )
     assert files <= 4 and contents <= 3, (files, contents)
     assert index.search([tmp_path / "rev5" / "same.md"], "unchanged", 1)
+
+
+def test_concurrent_first_searches_parse_a_file_once(tmp_path: Path) -> None:
+    """Several calls reaching a new file at once (users asking right after a start or an
+    edit) parse it once; the others wait for that and reuse it, not parse it again each."""
+    (big := tmp_path / "manual.md").write_text(
+        "\n\n".join(f"## Part {n}\n\n" + f"word{n} text " * 300 for n in range(300))
+    )
+    index = KnowledgeIndex()
+    start = threading.Barrier(6)
+    parsed: list[int] = []
+
+    def worker() -> None:
+        start.wait()
+        parsed.append(index.index([big]).parsed)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(parsed) == 1, parsed
+    assert index.search([big], "word7", 1)[0].location == "Part 7"
