@@ -11,7 +11,12 @@ The index lives in memory (``cache_dir=None``) or in
 ``cache_dir/knowledge.sqlite3`` (shared by restarts and by ``gateway index``).
 One connection, guarded by a lock, makes it safe to call from worker threads
 (the sandbox runner calls ``search`` through ``asyncio.to_thread``); parsing
-happens outside the lock.
+happens outside the lock, once per content however many calls reach a new
+file together. Several processes may share the cache file (the server and
+``gateway index``): every write is one ``BEGIN IMMEDIATE`` transaction (a
+file's path is recorded with its content, never one without the other), and
+files that no longer exist (old git-sync revisions) are pruned with the
+content only they held.
 
 Files are read once, through one descriptor, and parsed from those bytes
 (what is hashed is what is indexed). Only regular files are read (a named
