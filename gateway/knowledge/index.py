@@ -76,7 +76,7 @@ def cache_dir_for(database_url: str) -> Path | None:
     return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
 
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: contents.orphaned
 _SIDECARS = ("-wal", "-shm", "-journal")
 _MAX_TOKENS = 24
 _STOPWORDS = frozenset(
@@ -163,9 +163,12 @@ class KnowledgeIndex:
             memory, as does a directory that cannot be written (logged, and said in
             ``cache_error``). A cache file that is not an SQLite database or is
             malformed is deleted and built afresh: it holds only derived data.
+        keep_orphans: seconds content no existing file uses any more is kept before
+            it is dropped (a day: an index built at another path is still reused).
     """
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, *, keep_orphans: float = 86400.0) -> None:
+        self._keep_orphans = keep_orphans
         self._lock = threading.Lock()
         self.cache_error: str | None = None
         """Why ``cache_dir`` is not used (the index is in memory), or None."""
@@ -238,7 +241,7 @@ class KnowledgeIndex:
             )
             db.execute(
                 "CREATE TABLE contents (sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, "
-                "error TEXT)"
+                "error TEXT, orphaned REAL)"
             )
             db.execute(
                 "CREATE VIRTUAL TABLE passages USING fts5(sha UNINDEXED, location UNINDEXED, "
@@ -325,22 +328,29 @@ class KnowledgeIndex:
         return sha
 
     def _prune(self) -> None:
-        """Forget files that no longer exist, and content only they held.
+        """Forget files that no longer exist, and content only they held, after a while.
 
         git-sync checks every revision out under a new path and deletes the old
         one: without this the cache keeps every revision's paths and every
-        version of every edited file. Runs when files come from a folder not
-        seen before (so about once per revision), stat-ing outside the lock.
+        version of every edited file. Content left without a file is kept for
+        ``keep_orphans`` seconds (an index built at another path, in a container
+        build, is reused file by file as each is first searched) and dropped by
+        a later prune. Runs when files come from a folder not seen before (so
+        about once per revision), stat-ing outside the lock.
         """
         with self._lock:
             paths = [path for (path,) in self._db.execute("SELECT path FROM files")]
         gone = [path for path in paths if not os.path.lexists(path)]
-        if not gone:
-            return
+        now = time.time()
         with self._lock, _write(self._db):
             gone = [path for path in gone if not os.path.lexists(path)]  # back meanwhile?
             self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
-            self._drop_orphans()
+            self._db.execute(
+                "UPDATE contents SET orphaned = ? WHERE orphaned IS NULL "
+                "AND sha NOT IN (SELECT sha FROM files)",
+                (now,),
+            )
+            self._drop_orphans(before=now - self._keep_orphans)
         for path in gone:
             self._seen.pop(path, None)
 
@@ -385,20 +395,28 @@ class KnowledgeIndex:
                     "INSERT OR REPLACE INTO contents (sha, passages, error) VALUES (?, ?, ?)",
                     (sha, len(chunks), error),
                 )
-            elif not self._db.execute("SELECT 1 FROM contents WHERE sha = ?", (sha,)).fetchone():
+            elif not self._db.execute(
+                "UPDATE contents SET orphaned = NULL WHERE sha = ?", (sha,)
+            ).rowcount:
                 return False
             self._db.execute(
                 "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
                 (key, st.st_mtime_ns, st.st_size, sha),
             )
             if replaced is not None:
-                self._drop_orphans()
+                self._drop_orphans(only=replaced)
         return True
 
-    def _drop_orphans(self) -> None:
-        """Forget content no file points to any more (caller holds the lock)."""
+    def _drop_orphans(self, *, before: float | None = None, only: str | None = None) -> None:
+        """Forget content no file points to any more (caller holds the lock).
+
+        With ``before``, only content found orphaned (by ``_prune``) before that
+        time; with ``only``, only that content (a file's previous one, after an edit).
+        """
         orphans = self._db.execute(
-            "SELECT sha FROM contents WHERE sha NOT IN (SELECT sha FROM files)"
+            "SELECT sha FROM contents WHERE sha NOT IN (SELECT sha FROM files) "
+            "AND (?1 IS NULL OR orphaned < ?1) AND (?2 IS NULL OR sha = ?2)",
+            (before, only),
         ).fetchall()
         for (sha,) in orphans:
             self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))

@@ -382,10 +382,11 @@ def test_a_heading_line_padded_with_spaces_splits_in_linear_time() -> None:
 
 def test_git_sync_revisions_do_not_grow_the_cache_forever(tmp_path: Path) -> None:
     """Each git-sync revision checks the files out under a new path and removes the old
-    one: the paths that are gone, and content only they held, leave the cache."""
+    one: the paths that are gone, and (after keep_orphans) content only they held, leave
+    the cache."""
     import shutil
 
-    index = KnowledgeIndex(tmp_path / "cache")
+    index = KnowledgeIndex(tmp_path / "cache", keep_orphans=0)
     for revision in range(6):
         folder = tmp_path / f"rev{revision}"
         folder.mkdir()
@@ -423,3 +424,21 @@ def test_concurrent_first_searches_parse_a_file_once(tmp_path: Path) -> None:
         t.join()
     assert sum(parsed) == 1, parsed
     assert index.search([big], "word7", 1)[0].location == "Part 7"
+
+
+def test_an_index_built_at_another_path_is_reused_for_every_file(tmp_path: Path) -> None:
+    """An index built where the files no longer are (a container build in /build, served
+    from /app) still spares parsing each file, not only the first one searched."""
+    import shutil
+
+    build, app = tmp_path / "build", tmp_path / "app"
+    (build / "docs").mkdir(parents=True)
+    for name in ("a.md", "b.md", "c.md"):
+        (build / "docs" / name).write_text(f"# {name}\n\nText of {name}.\n")
+    KnowledgeIndex(tmp_path / "cache").index((build / "docs").iterdir())
+    shutil.copytree(build, app)
+    shutil.rmtree(build)
+    index = KnowledgeIndex(tmp_path / "cache")
+    for name in ("a.md", "b.md", "c.md"):
+        stats = index.index([app / "docs" / name])
+        assert (stats.parsed, stats.reused) == (0, 1), name
