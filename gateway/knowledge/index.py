@@ -15,8 +15,8 @@ happens outside the lock, once per content however many calls reach a new
 file together. Several processes may share the cache file (the server and
 ``gateway index``): every write is one ``BEGIN IMMEDIATE`` transaction (a
 file's path is recorded with its content, never one without the other), and
-files that no longer exist (old git-sync revisions) are pruned with the
-content only they held.
+files that no longer exist (old git-sync revisions) are pruned, and a day
+later (``keep_orphans``) the content only they held.
 
 Files are read once, through one descriptor, and parsed from those bytes
 (what is hashed is what is indexed). Only regular files are read (a named
