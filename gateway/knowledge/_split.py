@@ -37,6 +37,8 @@ MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
 # optional spaces and '#'s backtracked cubically on a line padded with spaces.
 _HEADING = re.compile(r"(#{1,6})[ \t]+(.*)")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# An underline: one punctuation character repeated (setext ===/---, reST adornments).
+_UNDERLINE = re.compile(r"([!-/:-@\[-`{-~])\1*[ \t]*")
 
 
 class Chunk(NamedTuple):
@@ -63,7 +65,8 @@ def split_data(name: str, data: bytes) -> list[Chunk]:
     suffix = Path(name).suffix.lower()
     if suffix == ".pdf":
         return split_pdf(data)
-    return split_text(decode_text(data), markdown=suffix in MARKDOWN_SUFFIXES)
+    markdown = suffix in MARKDOWN_SUFFIXES
+    return split_text(decode_text(data), markdown=markdown, rst=suffix == ".rst")
 
 
 _BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
@@ -115,22 +118,29 @@ def split_pdf(source: Path | bytes) -> list[Chunk]:
     return chunks
 
 
-def split_text(text: str, *, markdown: bool) -> list[Chunk]:
-    """Split text into passages; with ``markdown`` headings start sections."""
+def split_text(text: str, *, markdown: bool, rst: bool = False) -> list[Chunk]:
+    """Split text into passages; with ``markdown`` headings start sections.
+
+    Markdown headings are ``#`` lines (outside code fences) and setext ones
+    (a paragraph underlined with ``===`` or ``---``); with ``rst`` they are
+    reStructuredText titles, underlined (or over- and underlined) with any
+    punctuation, ranked in the order their styles first appear.
+    """
     chunks: list[Chunk] = []
-    for trail, paras in _sections(text, markdown=markdown):
+    for trail, paras in _sections(text, markdown=markdown and not rst, rst=rst):
         for body, first, last in _pack(paras):
             location = trail or f"lines {first}-{last}"
             chunks.append(Chunk(trail, location, body))
     return chunks
 
 
-def _sections(text: str, *, markdown: bool) -> list[tuple[str, list[_Para]]]:
+def _sections(text: str, *, markdown: bool, rst: bool = False) -> list[tuple[str, list[_Para]]]:
     sections: list[tuple[str, list[_Para]]] = [("", [])]
     stack: list[tuple[int, str]] = []
     buf: list[str] = []
     start = 0
     fenced = False
+    styles: list[tuple[bool, str]] = []  # reST title styles (overlined, char), by rank
 
     def flush(end: int) -> None:
         body = "\n".join(buf).strip()
@@ -142,6 +152,10 @@ def _sections(text: str, *, markdown: bool) -> list[tuple[str, list[_Para]]]:
         if markdown and _FENCE.match(line):
             fenced = not fenced
         heading = _heading(line) if markdown and not fenced else None
+        if heading is None and buf and (markdown or rst) and not fenced:
+            heading = _underlined(line, buf, styles if rst else None)
+            if heading is not None:
+                buf.clear()  # the title's lines, not the previous section's text
         if heading:
             flush(number - 1)
             level, title = heading
@@ -171,6 +185,32 @@ def _heading(line: str) -> tuple[int, str] | None:
     if bare != title and (not bare or bare[-1] in " \t"):
         title = bare.rstrip()
     return (len(match.group(1)), title) if title else None
+
+
+def _underlined(
+    line: str, buf: list[str], styles: list[tuple[bool, str]] | None
+) -> tuple[int, str] | None:
+    """``(level, title)`` when ``line`` underlines the paragraph ``buf``, else None.
+
+    Markdown (``styles`` None): ``===`` makes level 1 and ``---`` level 2 of the
+    whole paragraph. reStructuredText: a one-line title, or one between an
+    overline and an underline of the same characters; each new style is the
+    next level down, recorded in ``styles``.
+    """
+    if _UNDERLINE.fullmatch(line) is None:
+        return None
+    mark = line.rstrip()
+    if styles is None:
+        if mark[0] not in "=-":
+            return None
+        return (1 if mark[0] == "=" else 2), " ".join(b.strip() for b in buf)
+    over = len(buf) == 2 and buf[0].rstrip() == mark
+    if len(mark) < 3 or not (len(buf) == 1 or over) or not buf[-1].strip():
+        return None
+    style = (over, mark[0])
+    if style not in styles:
+        styles.append(style)
+    return styles.index(style) + 1, buf[-1].strip()
 
 
 def _paragraphs_of(text: str) -> list[str]:

@@ -442,3 +442,46 @@ def test_an_index_built_at_another_path_is_reused_for_every_file(tmp_path: Path)
     for name in ("a.md", "b.md", "c.md"):
         stats = index.index([app / "docs" / name])
         assert (stats.parsed, stats.reused) == (0, 1), name
+
+
+RST = """=========
+Shop FAQ
+=========
+
+Welcome to the shop.
+
+Returns
+=======
+
+Refunds within 30 days.
+
+Gift cards
+----------
+
+Gift cards are refunded as store credit.
+
+Shipping
+========
+
+Ships from Lyon.
+"""
+
+
+def test_underlined_headings_start_sections_in_rst_and_markdown(tmp_path: Path) -> None:
+    """reStructuredText titles (underlined, or over- and underlined) and markdown's setext
+    headings (=== / ---) are headings as the README says, located by their trail."""
+    from gateway.knowledge._split import split_data
+
+    rst = {c.location: c.text for c in split_data("guide.rst", RST.encode())}
+    assert rst == {
+        "Shop FAQ": "Welcome to the shop.",
+        "Shop FAQ > Returns": "Refunds within 30 days.",
+        "Shop FAQ > Returns > Gift cards": "Gift cards are refunded as store credit.",
+        "Shop FAQ > Shipping": "Ships from Lyon.",
+    }
+    setext = "Guide\n=====\n\nIntro.\n\nReturns\n-------\n\nRefunds.\n\n---\n\nAfter a rule.\n"
+    md = [(c.location, c.text) for c in split_data("guide.md", setext.encode())]
+    assert md == [
+        ("Guide", "Intro."),
+        ("Guide > Returns", "Refunds.\n\n---\n\nAfter a rule."),
+    ]
