@@ -201,8 +201,8 @@ def _underlined(
         return None
     mark = line.rstrip()
     if styles is None:
-        if mark[0] not in "=-":
-            return None
+        if mark[0] not in "=-" or any(_UNDERLINE.fullmatch(b) for b in buf):
+            return None  # YAML front matter (--- ... ---) is no title
         return (1 if mark[0] == "=" else 2), " ".join(b.strip() for b in buf)
     over = len(buf) == 2 and buf[0].rstrip() == mark
     if len(mark) < 3 or not (len(buf) == 1 or over) or not buf[-1].strip():

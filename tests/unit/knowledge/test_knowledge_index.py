@@ -485,3 +485,5 @@ def test_underlined_headings_start_sections_in_rst_and_markdown(tmp_path: Path) 
         ("Guide", "Intro."),
         ("Guide > Returns", "Refunds.\n\n---\n\nAfter a rule."),
     ]
+    front = "---\ntitle: Guide\n---\n\n# Guide\n\nIntro.\n"
+    assert [c.location for c in split_data("guide.md", front.encode())] == ["lines 1-3", "Guide"]
