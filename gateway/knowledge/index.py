@@ -27,27 +27,28 @@ symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
 
-Imports: ``gateway.knowledge._split``, msgspec, structlog and the standard library.
+Imports: ``gateway._files``, ``gateway.knowledge._io``, ``_query`` and ``_split``,
+msgspec, structlog and the standard library.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
 import structlog
 
 from gateway._files import private_file
+from gateway.knowledge._io import enable_wal, read_regular, write_transaction
+from gateway.knowledge._query import build_query, labels
 from gateway.knowledge._split import Chunk, split_data
 
 __all__ = [
@@ -78,52 +79,6 @@ def cache_dir_for(database_url: str) -> Path | None:
 
 _SCHEMA_VERSION = 2  # 2: contents.orphaned
 _SIDECARS = ("-wal", "-shm", "-journal")
-_MAX_TOKENS = 24
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "the",
-        "this",
-        "to",
-        "was",
-        "we",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
-)
-_TOKEN = re.compile(r"[^\W_]+")
-
 log = structlog.get_logger("gateway.knowledge")
 
 
@@ -214,7 +169,7 @@ class KnowledgeIndex:
         db = sqlite3.connect(private_file(file), check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA busy_timeout = 5000")
-            _wal(db)
+            enable_wal(db)
             self._setup(db)
         except BaseException:
             db.close()
@@ -229,7 +184,7 @@ class KnowledgeIndex:
         it, then sees the current version, and never drops tables another
         process is already indexing into.
         """
-        with _write(db):
+        with write_transaction(db):
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version == _SCHEMA_VERSION:
                 return
@@ -301,7 +256,7 @@ class KnowledgeIndex:
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
             stats.unchanged += 1
             return seen[2]
-        data = _read_regular(path)
+        data = read_regular(path)
         if data is None:
             stats.missing += 1
             return None
@@ -342,7 +297,7 @@ class KnowledgeIndex:
             paths = [path for (path,) in self._db.execute("SELECT path FROM files")]
         gone = [path for path in paths if not os.path.lexists(path)]
         now = time.time()
-        with self._lock, _write(self._db):
+        with self._lock, write_transaction(self._db):
             gone = [path for path in gone if not os.path.lexists(path)]  # back meanwhile?
             self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
             self._db.execute(
@@ -383,7 +338,7 @@ class KnowledgeIndex:
         recorded without its content. ``replaced``, the file's previous content,
         is dropped when no file points to it any more.
         """
-        with _write(self._db):
+        with write_transaction(self._db):
             if parsed is not None:
                 chunks, error = parsed
                 self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
@@ -466,12 +421,12 @@ class KnowledgeIndex:
             return []
         names: dict[str, str] = {}
         stats = IndexStats()
-        labels = _labels(files, root)
+        named = labels(files, root)
         inside = within.resolve() if within is not None else None
         for file in files:
             sha = self._refresh(file.resolve(), stats, inside)
             if sha is not None and sha not in names:
-                names[sha] = labels[file]
+                names[sha] = named[file]
         if not names:
             return []
         sql = (
@@ -485,109 +440,3 @@ class KnowledgeIndex:
             Passage(source=names[sha], text=text, score=round(-rank, 4), location=location)
             for sha, location, text, rank in rows
         ]
-
-
-def _wal(db: sqlite3.Connection, wait: float = 5.0) -> None:
-    """Switch ``db`` to WAL, retrying while another connection holds the file.
-
-    Switching a new file to WAL needs it alone and does not call the busy
-    handler: processes opening one new cache at once get 'database is locked'
-    straight away.
-    """
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError as exc:
-            busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-            if not busy or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-        else:
-            return
-
-
-@contextlib.contextmanager
-def _write(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
-
-    IMMEDIATE takes the write lock up front, waiting ``busy_timeout`` for another
-    process: a deferred transaction that reads first and then writes fails at
-    once with 'database is locked' when another connection wrote meanwhile.
-    """
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        # SQLite already rolled back on some errors (disk full, I/O): rolling back
-        # again would hide the cause. A failed COMMIT may leave the transaction
-        # open, and every later BEGIN would fail: it is rolled back.
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-
-
-def _read_regular(path: Path) -> bytes | None:
-    """The bytes of the regular file at the resolved ``path``, or None.
-
-    Opened without following a final symlink and without blocking (a FIFO swapped
-    in since the ``stat``), then checked through the descriptor: still a regular
-    file, and still at ``path`` (no directory on the way was swapped for a symlink).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        try:
-            real = str(Path(f"/proc/self/fd/{fd}").readlink())
-        except OSError:  # no /proc: the O_NOFOLLOW open of a resolved path has to do
-            real = str(path)
-        if real != str(path):
-            log.warning("knowledge_file_moved", file=str(path))
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def build_query(text: str) -> str:
-    """An FTS5 MATCH expression for free text: quoted word tokens joined by OR.
-
-    Stop words are dropped unless nothing else is left; at most 24 tokens are kept.
-    """
-    tokens = list(dict.fromkeys(t.lower() for t in _TOKEN.findall(text)))
-    useful = [t for t in tokens if t not in _STOPWORDS] or tokens
-    return " OR ".join(f'"{t}"' for t in useful[:_MAX_TOKENS])
-
-
-def _labels(files: Sequence[Path], root: Path | None) -> dict[Path, str]:
-    """How each file is named in results: relative to ``root``, else a unique short suffix."""
-    labels: dict[Path, str] = {}
-    rest: list[Path] = []
-    for file in files:
-        if root is not None:
-            for candidate, base in ((file, root), (file.resolve(), root.resolve())):
-                if candidate.is_relative_to(base):
-                    labels[file] = candidate.relative_to(base).as_posix()
-                    break
-        if file not in labels:
-            rest.append(file)
-    depth = 1
-    while rest:
-        suffix = {f: "/".join(f.parts[-depth:]) for f in rest}
-        counts: dict[str, int] = {}
-        for label in suffix.values():
-            counts[label] = counts.get(label, 0) + 1
-        unique = [f for f in rest if counts[suffix[f]] == 1 or depth >= len(f.parts)]
-        for f in unique:
-            labels[f] = suffix[f]
-        rest = [f for f in rest if f not in labels]
-        depth += 1
-    return labels
