@@ -27,7 +27,8 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
     """Build the file_search index of every assistant's knowledge files.
 
     Prints the files and passages per assistant, then the totals; exits 1 when
-    the manifests are invalid or a file is missing or cannot be parsed.
+    the manifests are invalid, the cache cannot be written, or a file is missing
+    or cannot be parsed.
     """
     from gateway.knowledge import DEFAULT_CACHE_DIR, KnowledgeIndex, cache_dir_for
 
@@ -42,8 +43,12 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
             err=True,
         )
     index = KnowledgeIndex(cache)
+    if index.cache_error is not None:
+        index.close()
+        click.echo(f"error: cannot write the index to {cache}: {index.cache_error}", err=True)
+        raise SystemExit(1)
     try:
-        total = index.index(catalog.knowledge_files)
+        total = index.index(catalog.knowledge_files, within=catalog.root)
         for name, assistant in sorted(catalog.assistants.items()):
             if assistant.file_search is None:
                 continue

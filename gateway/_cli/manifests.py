@@ -156,7 +156,7 @@ def import_seed_command(config: str, module: str) -> None:
 
     path = Path(config)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # Windows tools write a BOM
     except (OSError, UnicodeDecodeError) as exc:
         raise click.ClickException(f"cannot read {path}: {exc}") from None
     try:

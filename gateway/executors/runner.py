@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -48,9 +49,15 @@ class Knowledge(Protocol):
     """What ``file_search`` needs from the knowledge index (``gateway.knowledge``)."""
 
     def search(
-        self, files: Sequence[Path], query: str, max_results: int, *, root: Path | None = None
+        self,
+        files: Sequence[Path],
+        query: str,
+        max_results: int,
+        *,
+        root: Path | None = None,
+        within: Path | None = None,
     ) -> list[Any]:
-        """Return the best passages for ``query`` from ``files`` (sources relative to root)."""
+        """Return the best passages for ``query`` from ``files`` (only those inside ``within``)."""
         ...
 
 
@@ -279,8 +286,17 @@ class SandboxRunner:
             path = (catalog.root / name).resolve()
             if path not in files:
                 files.append(path)
+        # Validation kept the files inside the manifests root when the set loaded; a
+        # file swapped since for a symlink out of it (the last good set keeps serving
+        # when the new one is rejected) must not be read: ``within`` checks each read.
         passages = await asyncio.to_thread(
-            self._knowledge.search, files, str(args["query"]), config.max_results
+            functools.partial(
+                self._knowledge.search,
+                files,
+                str(args["query"]),
+                config.max_results,
+                within=catalog.root,
+            )
         )
         output = msgspec.json.encode(msgspec.to_builtins(passages)).decode()
         return ToolResult(status="succeeded", output=output, duration_ms=_ms(started))

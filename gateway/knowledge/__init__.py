@@ -2,8 +2,10 @@
 
 ``KnowledgeIndex`` (``index.py``) keeps an SQLite FTS5 (BM25) index of the
 files an assistant names under ``file_search.files``; ``_split.py`` cuts
-markdown, text and PDF files into passages. Used by the sandbox runner
-(``gateway.executors``) and the ``gateway index`` command.
+markdown, text and PDF files into passages, ``_query.py`` turns free text into
+an FTS5 query and names sources, ``_io.py`` holds the SQLite and safe-read
+helpers. Used by the sandbox runner (``gateway.executors``) and the
+``gateway index`` command.
 
 Imports: pypdf, msgspec, structlog and the standard library; nothing else of the gateway.
 """

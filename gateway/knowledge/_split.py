@@ -11,18 +11,34 @@ Imports: pypdf and the standard library only.
 
 from __future__ import annotations
 
+import codecs
+import io
 import re
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["LIMIT", "OVERLAP", "TARGET", "Chunk", "split_file", "split_pdf", "split_text"]
+__all__ = [
+    "LIMIT",
+    "OVERLAP",
+    "TARGET",
+    "Chunk",
+    "decode_text",
+    "split_data",
+    "split_file",
+    "split_pdf",
+    "split_text",
+]
 
 TARGET = 700
 LIMIT = 1000
 OVERLAP = 150
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+# The title is taken greedily and trimmed in Python: a lazy title followed by
+# optional spaces and '#'s backtracked cubically on a line padded with spaces.
+_HEADING = re.compile(r"(#{1,6})[ \t]+(.*)")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# An underline: one punctuation character repeated (setext ===/---, reST adornments).
+_UNDERLINE = re.compile(r"([!-/:-@\[-`{-~])\1*[ \t]*")
 
 
 class Chunk(NamedTuple):
@@ -41,17 +57,58 @@ class _Para(NamedTuple):
 
 def split_file(path: Path) -> list[Chunk]:
     """Split any supported file (PDF by page; markdown by heading; other text by paragraph)."""
-    if path.suffix.lower() == ".pdf":
-        return split_pdf(path)
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return split_text(text, markdown=path.suffix.lower() in MARKDOWN_SUFFIXES)
+    return split_data(path.name, path.read_bytes())
 
 
-def split_pdf(path: Path) -> list[Chunk]:
+def split_data(name: str, data: bytes) -> list[Chunk]:
+    """Split the content ``data`` of a file called ``name`` (its suffix picks the format)."""
+    suffix = Path(name).suffix.lower()
+    if suffix == ".pdf":
+        return split_pdf(data)
+    markdown = suffix in MARKDOWN_SUFFIXES
+    return split_text(decode_text(data), markdown=markdown, rst=suffix == ".rst")
+
+
+_BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
+
+
+def decode_text(data: bytes) -> str:
+    """The text of a knowledge file: by its BOM, else UTF-8, else Windows-1252.
+
+    A BOM left in the text would hide the first markdown heading, and UTF-16
+    read as UTF-8 is NUL-separated noise. Bytes that are not UTF-8 and hold no
+    UTF-8 sequence at all are a legacy 8-bit file (Latin-1 / Windows-1252),
+    whose accented words would otherwise be cut at a U+FFFD.
+
+    Raises:
+        ValueError: a NUL byte in the first 8 KiB without a BOM (git's test for
+            binary content): a .docx, an image, an archive is not text.
+    """
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(codec, errors="replace")
+    if b"\0" in data[:8192]:
+        raise ValueError("binary content, not text (knowledge files are text, markdown or PDF)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        if _UTF8_SEQUENCE.search(data):  # UTF-8 with a few bad bytes
+            return data.decode("utf-8", errors="replace")
+        return data.decode("cp1252", errors="replace")
+
+
+def split_pdf(source: Path | bytes) -> list[Chunk]:
     """One or more passages per PDF page, located as ``page N``."""
     from pypdf import PdfReader  # imported lazily: most deployments index no PDF
 
-    reader = PdfReader(path)
+    reader = PdfReader(io.BytesIO(source) if isinstance(source, bytes) else source)
     chunks: list[Chunk] = []
     for number, page in enumerate(reader.pages, start=1):
         text = page.extract_text() or ""
@@ -61,22 +118,29 @@ def split_pdf(path: Path) -> list[Chunk]:
     return chunks
 
 
-def split_text(text: str, *, markdown: bool) -> list[Chunk]:
-    """Split text into passages; with ``markdown`` headings start sections."""
+def split_text(text: str, *, markdown: bool, rst: bool = False) -> list[Chunk]:
+    """Split text into passages; with ``markdown`` headings start sections.
+
+    Markdown headings are ``#`` lines (outside code fences) and setext ones
+    (a paragraph underlined with ``===`` or ``---``); with ``rst`` they are
+    reStructuredText titles, underlined (or over- and underlined) with any
+    punctuation, ranked in the order their styles first appear.
+    """
     chunks: list[Chunk] = []
-    for trail, paras in _sections(text, markdown=markdown):
+    for trail, paras in _sections(text, markdown=markdown and not rst, rst=rst):
         for body, first, last in _pack(paras):
             location = trail or f"lines {first}-{last}"
             chunks.append(Chunk(trail, location, body))
     return chunks
 
 
-def _sections(text: str, *, markdown: bool) -> list[tuple[str, list[_Para]]]:
+def _sections(text: str, *, markdown: bool, rst: bool = False) -> list[tuple[str, list[_Para]]]:
     sections: list[tuple[str, list[_Para]]] = [("", [])]
     stack: list[tuple[int, str]] = []
     buf: list[str] = []
     start = 0
     fenced = False
+    styles: list[tuple[bool, str]] = []  # reST title styles (overlined, char), by rank
 
     def flush(end: int) -> None:
         body = "\n".join(buf).strip()
@@ -87,11 +151,15 @@ def _sections(text: str, *, markdown: bool) -> list[tuple[str, list[_Para]]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if markdown and _FENCE.match(line):
             fenced = not fenced
-        heading = _HEADING.match(line) if markdown and not fenced else None
+        heading = _heading(line) if markdown and not fenced else None
+        if heading is None and buf and (markdown or rst) and not fenced:
+            heading = _underlined(line, buf, styles if rst else None)
+            if heading is not None:
+                buf.clear()  # the title's lines, not the previous section's text
         if heading:
             flush(number - 1)
-            level = len(heading.group(1))
-            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, heading.group(2))]
+            level, title = heading
+            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, title)]
             sections.append((" > ".join(t for _, t in stack), []))
         elif not line.strip() and not fenced:
             flush(number - 1)
@@ -103,6 +171,48 @@ def _sections(text: str, *, markdown: bool) -> list[tuple[str, list[_Para]]]:
     return [(trail, paras) for trail, paras in sections if paras]
 
 
+def _heading(line: str) -> tuple[int, str] | None:
+    """``(level, title)`` of an ATX heading line (``## Title ##``), else None.
+
+    A closing run of '#' is dropped only after a space (CommonMark): ``# Learn C#``
+    keeps its '#'.
+    """
+    match = _HEADING.match(line)
+    if match is None:
+        return None
+    title = match.group(2).rstrip()
+    bare = title.rstrip("#")
+    if bare != title and (not bare or bare[-1] in " \t"):
+        title = bare.rstrip()
+    return (len(match.group(1)), title) if title else None
+
+
+def _underlined(
+    line: str, buf: list[str], styles: list[tuple[bool, str]] | None
+) -> tuple[int, str] | None:
+    """``(level, title)`` when ``line`` underlines the paragraph ``buf``, else None.
+
+    Markdown (``styles`` None): ``===`` makes level 1 and ``---`` level 2 of the
+    whole paragraph. reStructuredText: a one-line title, or one between an
+    overline and an underline of the same characters; each new style is the
+    next level down, recorded in ``styles``.
+    """
+    if _UNDERLINE.fullmatch(line) is None:
+        return None
+    mark = line.rstrip()
+    if styles is None:
+        if mark[0] not in "=-" or any(_UNDERLINE.fullmatch(b) for b in buf):
+            return None  # YAML front matter (--- ... ---) is no title
+        return (1 if mark[0] == "=" else 2), " ".join(b.strip() for b in buf)
+    over = len(buf) == 2 and buf[0].rstrip() == mark
+    if len(mark) < 3 or not (len(buf) == 1 or over) or not buf[-1].strip():
+        return None
+    style = (over, mark[0])
+    if style not in styles:
+        styles.append(style)
+    return styles.index(style) + 1, buf[-1].strip()
+
+
 def _paragraphs_of(text: str) -> list[str]:
     parts = re.split(r"\n\s*\n", text)
     return [p.strip() for p in parts if p.strip()]
@@ -112,10 +222,7 @@ def _pack(paras: list[_Para]) -> list[tuple[str, int, int]]:
     """Pack paragraphs into passages of about TARGET chars, with overlap."""
     pieces: list[_Para] = []
     for para in paras:
-        if len(para.text) <= LIMIT:
-            pieces.append(para)
-        else:
-            pieces.extend(_Para(w, para.first, para.last) for w in _windows(para.text))
+        pieces.extend([para] if len(para.text) <= LIMIT else _cut_long(para))
     out: list[tuple[str, int, int]] = []
     current: list[_Para] = []
     fresh = False  # current holds more than the carried overlap
@@ -126,10 +233,7 @@ def _pack(paras: list[_Para]) -> list[tuple[str, int, int]]:
     def flush() -> None:
         nonlocal current, fresh
         out.append(_join(current))
-        tail = current[-1]
-        # Carry the last paragraph (or its end) into the next passage.
-        carry = tail.text if len(tail.text) <= OVERLAP else "…" + tail.text[-OVERLAP:]
-        current, fresh = [_Para(carry, tail.first, tail.last)], False
+        current, fresh = [_carry(current[-1])], False
 
     for piece in pieces:
         if fresh and size() + len(piece.text) > LIMIT:
@@ -142,6 +246,59 @@ def _pack(paras: list[_Para]) -> list[tuple[str, int, int]]:
             flush()
     if fresh:
         out.append(_join(current))
+    return out
+
+
+def _carry(tail: _Para) -> _Para:
+    """What of a passage's last piece starts the next one: all of it when short, else
+    its last whole lines (with their own line numbers) or, failing that, its end."""
+    if len(tail.text) <= OVERLAP:
+        return tail
+    lines = tail.text.split("\n")
+    if len(lines) > 1 and tail.last - tail.first + 1 == len(lines):
+        keep: list[str] = []
+        size = 0
+        for line in reversed(lines):
+            size += len(line) + 1
+            if size > OVERLAP + 1:
+                break
+            keep.insert(0, line)
+        if keep:
+            return _Para("\n".join(keep), tail.last - len(keep) + 1, tail.last)
+    return _Para("…" + tail.text[-OVERLAP:], tail.first, tail.last)
+
+
+def _cut_long(para: _Para) -> list[_Para]:
+    """Cut a paragraph over LIMIT (a CSV, a log, a wall of text) into pieces of about
+    TARGET characters: at line ends, each piece naming its own lines, and a line over
+    LIMIT in word windows. PDF pages (one "line number", the page) keep theirs."""
+    lines = para.text.split("\n")
+    exact = para.last - para.first + 1 == len(lines)
+    out: list[_Para] = []
+    group: list[str] = []  # lines of the piece being built (no object per line: GC)
+    size = first = last = 0
+
+    def close() -> None:
+        if group:
+            out.append(_Para("\n".join(group), first, last))
+            group.clear()
+
+    for number, line in enumerate(lines, start=para.first):
+        here, there = (number, number) if exact else (para.first, para.last)
+        if len(line) > LIMIT:
+            close()
+            out.extend(_Para(w, here, there) for w in _windows(line))
+            size = 0
+        elif line and not line.isspace():
+            if group and size + len(line) > TARGET:
+                close()
+                size = 0
+            if not group:
+                first = here
+            group.append(line)
+            size += len(line) + 1
+            last = there
+    close()
     return out
 
 

@@ -11,21 +11,35 @@ The index lives in memory (``cache_dir=None``) or in
 ``cache_dir/knowledge.sqlite3`` (shared by restarts and by ``gateway index``).
 One connection, guarded by a lock, makes it safe to call from worker threads
 (the sandbox runner calls ``search`` through ``asyncio.to_thread``); parsing
-happens outside the lock.
+happens outside the lock, once per content however many calls reach a new
+file together. Several processes may share the cache file (the server and
+``gateway index``): every write is one ``BEGIN IMMEDIATE`` transaction (a
+file's path is recorded with its content, never one without the other), and
+files that no longer exist (old git-sync revisions) are pruned, and a day
+later (``keep_orphans``) the content only they held.
+
+Files are read once, through one descriptor, and parsed from those bytes
+(what is hashed is what is indexed). Only regular files are read (a named
+pipe would block forever), and with ``within`` only files whose real path is
+inside that directory: a knowledge file replaced after validation by a
+symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
 
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
 
-Imports: ``gateway.knowledge._split``, msgspec, structlog and the standard library.
+Imports: ``gateway._files``, ``gateway.knowledge._io``, ``_query`` and ``_split``,
+msgspec, structlog and the standard library.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
+import os
 import sqlite3
+import stat
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,7 +47,9 @@ import msgspec
 import structlog
 
 from gateway._files import private_file
-from gateway.knowledge._split import split_file
+from gateway.knowledge._io import enable_wal, read_regular, write_transaction
+from gateway.knowledge._query import build_query, labels
+from gateway.knowledge._split import Chunk, split_data
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -61,53 +77,8 @@ def cache_dir_for(database_url: str) -> Path | None:
     return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
 
 
-_SCHEMA_VERSION = 1
-_MAX_TOKENS = 24
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "the",
-        "this",
-        "to",
-        "was",
-        "we",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
-)
-_TOKEN = re.compile(r"[^\W_]+")
-
+_SCHEMA_VERSION = 2  # 2: contents.orphaned
+_SIDECARS = ("-wal", "-shm", "-journal")
 log = structlog.get_logger("gateway.knowledge")
 
 
@@ -144,56 +115,94 @@ class KnowledgeIndex:
 
     Args:
         cache_dir: directory for ``knowledge.sqlite3``; ``None`` keeps the index in
-            memory, as does a directory that cannot be written (logged).
+            memory, as does a directory that cannot be written (logged, and said in
+            ``cache_error``). A cache file that is not an SQLite database or is
+            malformed is deleted and built afresh: it holds only derived data.
+        keep_orphans: seconds content no existing file uses any more is kept before
+            it is dropped (a day: an index built at another path is still reused).
     """
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, *, keep_orphans: float = 86400.0) -> None:
+        self._keep_orphans = keep_orphans
         self._lock = threading.Lock()
+        self.cache_error: str | None = None
+        """Why ``cache_dir`` is not used (the index is in memory), or None."""
         self._db = self._open(cache_dir)
-        self._setup()
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
+        # One parse per content at a time: calls reaching the same new file together
+        # wait for the first one's passages instead of each parsing it (memory, CPU).
+        self._parsing: dict[str, threading.Lock] = {}
+        self._parsing_guard = threading.Lock()
+        # Folders files were recorded from; a new one (a git-sync revision) prunes the cache.
+        self._folders: set[str] = set()
+
+    def _open(self, cache_dir: Path | None) -> sqlite3.Connection:
+        if cache_dir is not None:
+            file = cache_dir / "knowledge.sqlite3"
+            try:
+                return self._connect(file)
+            except sqlite3.DatabaseError as exc:
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                    self._unusable(cache_dir, exc)
+                else:
+                    # Only derived data is lost: start the cache afresh rather than
+                    # index in memory at every start until someone deletes the file.
+                    log.warning("knowledge_cache_rebuilt", dir=str(cache_dir), error=str(exc))
+                    try:
+                        for stale in (file, *(file.with_name(file.name + e) for e in _SIDECARS)):
+                            stale.unlink(missing_ok=True)
+                        return self._connect(file)
+                    except (OSError, sqlite3.Error) as again:
+                        self._unusable(cache_dir, again)
+            except OSError as exc:  # a read-only image: still serve, from memory
+                self._unusable(cache_dir, exc)
+        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._setup(db)
+        return db
+
+    def _unusable(self, cache_dir: Path, exc: BaseException) -> None:
+        log.warning("knowledge_cache_unusable", dir=str(cache_dir), error=str(exc))
+        self.cache_error = str(exc) or type(exc).__name__
+
+    def _connect(self, file: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(private_file(file), check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            enable_wal(db)
+            self._setup(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @staticmethod
-    def _open(cache_dir: Path | None) -> sqlite3.Connection:
-        if cache_dir is not None:
-            try:
-                db = sqlite3.connect(
-                    private_file(cache_dir / "knowledge.sqlite3"),
-                    check_same_thread=False,
-                    isolation_level=None,
-                )
-                db.execute("PRAGMA busy_timeout = 5000")
-                db.execute("PRAGMA journal_mode = WAL")
-            except (OSError, sqlite3.Error) as exc:  # a read-only image: still serve, from memory
-                log.warning("knowledge_cache_unusable", dir=str(cache_dir), error=str(exc))
-            else:
-                return db
-        return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    def _setup(db: sqlite3.Connection) -> None:
+        """Create (or, for another schema version, recreate) the tables.
 
-    def _setup(self) -> None:
-        (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version != _SCHEMA_VERSION:
-            self._db.executescript(
-                """
-                DROP TABLE IF EXISTS files;
-                DROP TABLE IF EXISTS contents;
-                DROP TABLE IF EXISTS passages;
-                """
+        In one write transaction: a process opening the same new cache waits for
+        it, then sees the current version, and never drops tables another
+        process is already indexing into.
+        """
+        with write_transaction(db):
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version == _SCHEMA_VERSION:
+                return
+            for table in ("files", "contents", "passages"):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute(
+                "CREATE TABLE files (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, "
+                "size INTEGER NOT NULL, sha TEXT NOT NULL)"
             )
-        self._db.executescript(
-            f"""
-            CREATE TABLE IF NOT EXISTS files (
-                path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,
-                sha TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS contents (
-                sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, error TEXT);
-            CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
-                sha UNINDEXED, location UNINDEXED, heading, text,
-                tokenize = 'porter unicode61 remove_diacritics 2');
-            PRAGMA user_version = {_SCHEMA_VERSION};
-            """
-        )
+            db.execute(
+                "CREATE TABLE contents (sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, "
+                "error TEXT, orphaned REAL)"
+            )
+            db.execute(
+                "CREATE VIRTUAL TABLE passages USING fts5(sha UNINDEXED, location UNINDEXED, "
+                "heading, text, tokenize = 'porter unicode61 remove_diacritics 2')"
+            )
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -202,24 +211,37 @@ class KnowledgeIndex:
 
     # -- indexing -----------------------------------------------------------
 
-    def index(self, files: Iterable[Path]) -> IndexStats:
+    def index(self, files: Iterable[Path], *, within: Path | None = None) -> IndexStats:
         """Bring ``files`` up to date in the index (parse only new content).
 
-        Missing or unreadable files are counted and searched as empty; a file
-        that cannot be parsed is logged; nothing raises for a bad file.
+        Missing or unreadable files (and, with ``within``, files whose real path
+        is outside that directory) are counted as missing and searched as empty;
+        a file that cannot be parsed is logged; nothing raises for a bad file.
         """
         stats = IndexStats()
+        inside = within.resolve() if within is not None else None
         for file in files:
             stats.files += 1
-            self._refresh(file.resolve(), stats)
+            self._refresh(file.resolve(), stats, inside)
         return stats
 
-    def _refresh(self, path: Path, stats: IndexStats) -> str | None:
-        """Make sure ``path`` is indexed as it is now; return its content hash (None: missing)."""
+    def _refresh(self, path: Path, stats: IndexStats, within: Path | None = None) -> str | None:
+        """Make sure ``path`` is indexed as it is now; return its content hash (None: missing).
+
+        ``path`` is resolved; ``within`` (resolved) confines it.
+        """
         key = str(path)
+        if within is not None and not path.is_relative_to(within):
+            log.warning("knowledge_file_outside_root", file=key, root=str(within))
+            stats.missing += 1
+            return None
         try:
             st = path.stat()
         except OSError:
+            stats.missing += 1
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("knowledge_file_not_regular", file=key)
             stats.missing += 1
             return None
         seen = self._seen.get(key)
@@ -234,42 +256,91 @@ class KnowledgeIndex:
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
             stats.unchanged += 1
             return seen[2]
-        try:
-            data = path.read_bytes()
-        except OSError:
+        data = read_regular(path)
+        if data is None:
             stats.missing += 1
             return None
         sha = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            known = self._db.execute("SELECT 1 FROM contents WHERE sha = ?", (sha,)).fetchone()
-        if known:
+        replaced = seen[2] if seen is not None and seen[2] != sha else None
+        parsed: tuple[list[Chunk], str | None] | None = None
+        with self._parsing_guard:
+            parsing = self._parsing.setdefault(sha, threading.Lock())
+        with parsing:
+            while True:
+                with self._lock:
+                    if self._record(key, st, sha, parsed, replaced):
+                        break
+                parsed = self._parse(path, data, stats)  # new content: parse outside the lock
+        with self._parsing_guard:
+            if not parsing.locked():  # a waiter keeps its own reference
+                self._parsing.pop(sha, None)
+        if parsed is None:
             stats.reused += 1
-        else:
-            self._parse(path, sha, stats)
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
-                (key, st.st_mtime_ns, st.st_size, sha),
-            )
-            if seen is not None and seen[2] != sha:
-                self._drop_orphans()
         self._seen[key] = (st.st_mtime_ns, st.st_size, sha)
+        if str(path.parent) not in self._folders:
+            self._folders.add(str(path.parent))
+            self._prune()
         return sha
 
-    def _parse(self, path: Path, sha: str, stats: IndexStats) -> None:
-        error: str | None = None
+    def _prune(self) -> None:
+        """Forget files that no longer exist, and content only they held, after a while.
+
+        git-sync checks every revision out under a new path and deletes the old
+        one: without this the cache keeps every revision's paths and every
+        version of every edited file. Content left without a file is kept for
+        ``keep_orphans`` seconds (an index built at another path, in a container
+        build, is reused file by file as each is first searched) and dropped by
+        a later prune. Runs when files come from a folder not seen before (so
+        about once per revision), stat-ing outside the lock.
+        """
+        with self._lock:
+            paths = [path for (path,) in self._db.execute("SELECT path FROM files")]
+        gone = [path for path in paths if not os.path.lexists(path)]
+        now = time.time()
+        with self._lock, write_transaction(self._db):
+            gone = [path for path in gone if not os.path.lexists(path)]  # back meanwhile?
+            self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
+            self._db.execute(
+                "UPDATE contents SET orphaned = ? WHERE orphaned IS NULL "
+                "AND sha NOT IN (SELECT sha FROM files)",
+                (now,),
+            )
+            self._drop_orphans(before=now - self._keep_orphans)
+        for path in gone:
+            self._seen.pop(path, None)
+
+    def _parse(self, path: Path, data: bytes, stats: IndexStats) -> tuple[list[Chunk], str | None]:
+        """The passages of ``data`` and the parse error (logged and counted), if any."""
         try:
-            chunks = split_file(path)
+            chunks = split_data(path.name, data)
         except Exception as exc:  # a corrupt PDF must not break search for the other files
             log.warning("knowledge_parse_failed", file=str(path), error=f"{type(exc).__name__}")
-            chunks, error = [], f"{type(exc).__name__}: {exc}"
             stats.failed += 1
-        else:
-            stats.parsed += 1
+            return [], f"{type(exc).__name__}: {exc}"
+        stats.parsed += 1
         stats.passages += len(chunks)
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
+        return chunks, None
+
+    def _record(
+        self,
+        key: str,
+        st: os.stat_result,
+        sha: str,
+        parsed: tuple[list[Chunk], str | None] | None,
+        replaced: str | None,
+    ) -> bool:
+        """Point ``key`` at content ``sha`` in one transaction (caller holds the lock).
+
+        ``parsed`` is stored as that content first; without it the content must
+        already be there, else nothing is written and this returns False (the
+        caller parses). One transaction, so another thread or process dropping
+        orphans never sees the content without its file, and the file is never
+        recorded without its content. ``replaced``, the file's previous content,
+        is dropped when no file points to it any more.
+        """
+        with write_transaction(self._db):
+            if parsed is not None:
+                chunks, error = parsed
                 self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
                 self._db.executemany(
                     "INSERT INTO passages (sha, location, heading, text) VALUES (?, ?, ?, ?)",
@@ -279,19 +350,28 @@ class KnowledgeIndex:
                     "INSERT OR REPLACE INTO contents (sha, passages, error) VALUES (?, ?, ?)",
                     (sha, len(chunks), error),
                 )
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite already rolled back on some errors (disk full, I/O): rolling back
-                # again would hide the cause. A failed COMMIT may leave the transaction
-                # open, and every later BEGIN would fail: it is rolled back.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            elif not self._db.execute(
+                "UPDATE contents SET orphaned = NULL WHERE sha = ?", (sha,)
+            ).rowcount:
+                return False
+            self._db.execute(
+                "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
+                (key, st.st_mtime_ns, st.st_size, sha),
+            )
+            if replaced is not None:
+                self._drop_orphans(only=replaced)
+        return True
 
-    def _drop_orphans(self) -> None:
-        """Forget content no file points to any more (caller holds the lock)."""
+    def _drop_orphans(self, *, before: float | None = None, only: str | None = None) -> None:
+        """Forget content no file points to any more (caller holds the lock).
+
+        With ``before``, only content found orphaned (by ``_prune``) before that
+        time; with ``only``, only that content (a file's previous one, after an edit).
+        """
         orphans = self._db.execute(
-            "SELECT sha FROM contents WHERE sha NOT IN (SELECT sha FROM files)"
+            "SELECT sha FROM contents WHERE sha NOT IN (SELECT sha FROM files) "
+            "AND (?1 IS NULL OR orphaned < ?1) AND (?2 IS NULL OR sha = ?2)",
+            (before, only),
         ).fetchall()
         for (sha,) in orphans:
             self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
@@ -313,7 +393,13 @@ class KnowledgeIndex:
     # -- searching ----------------------------------------------------------
 
     def search(
-        self, files: Sequence[Path], query: str, max_results: int, *, root: Path | None = None
+        self,
+        files: Sequence[Path],
+        query: str,
+        max_results: int,
+        *,
+        root: Path | None = None,
+        within: Path | None = None,
     ) -> list[Passage]:
         """The best passages for ``query`` among ``files``, best first.
 
@@ -324,6 +410,8 @@ class KnowledgeIndex:
             root: name sources relative to this directory (the manifests root);
                 without it a source is the file name, with as many parent
                 directories as needed to tell the given files apart.
+            within: search only files whose real path (symlinks resolved) is
+                inside this directory; the others are searched as missing.
 
         Returns:
             Passages ranked by BM25 (an empty list when nothing matches).
@@ -333,11 +421,12 @@ class KnowledgeIndex:
             return []
         names: dict[str, str] = {}
         stats = IndexStats()
-        labels = _labels(files, root)
+        named = labels(files, root)
+        inside = within.resolve() if within is not None else None
         for file in files:
-            sha = self._refresh(file.resolve(), stats)
+            sha = self._refresh(file.resolve(), stats, inside)
             if sha is not None and sha not in names:
-                names[sha] = labels[file]
+                names[sha] = named[file]
         if not names:
             return []
         sql = (
@@ -351,39 +440,3 @@ class KnowledgeIndex:
             Passage(source=names[sha], text=text, score=round(-rank, 4), location=location)
             for sha, location, text, rank in rows
         ]
-
-
-def build_query(text: str) -> str:
-    """An FTS5 MATCH expression for free text: quoted word tokens joined by OR.
-
-    Stop words are dropped unless nothing else is left; at most 24 tokens are kept.
-    """
-    tokens = list(dict.fromkeys(t.lower() for t in _TOKEN.findall(text)))
-    useful = [t for t in tokens if t not in _STOPWORDS] or tokens
-    return " OR ".join(f'"{t}"' for t in useful[:_MAX_TOKENS])
-
-
-def _labels(files: Sequence[Path], root: Path | None) -> dict[Path, str]:
-    """How each file is named in results: relative to ``root``, else a unique short suffix."""
-    labels: dict[Path, str] = {}
-    rest: list[Path] = []
-    for file in files:
-        if root is not None:
-            for candidate, base in ((file, root), (file.resolve(), root.resolve())):
-                if candidate.is_relative_to(base):
-                    labels[file] = candidate.relative_to(base).as_posix()
-                    break
-        if file not in labels:
-            rest.append(file)
-    depth = 1
-    while rest:
-        suffix = {f: "/".join(f.parts[-depth:]) for f in rest}
-        counts: dict[str, int] = {}
-        for label in suffix.values():
-            counts[label] = counts.get(label, 0) + 1
-        unique = [f for f in rest if counts[suffix[f]] == 1 or depth >= len(f.parts)]
-        for f in unique:
-            labels[f] = suffix[f]
-        rest = [f for f in rest if f not in labels]
-        depth += 1
-    return labels

@@ -300,12 +300,17 @@ def _knowledge_file_problem(root: Path, file: str) -> str | None:
     """
     path = root / file
     try:
-        real = path.resolve()
-    except (OSError, RuntimeError) as exc:  # pathlib raises RuntimeError on a symlink loop
+        outside = Path(file).is_absolute() or not path.resolve().is_relative_to(root.resolve())
+        exists = outside or path.is_file()
+    except RuntimeError as exc:  # pathlib raises RuntimeError on a symlink loop
         return f"knowledge file {file!r} cannot be resolved: {exc}"
-    if Path(file).is_absolute() or not real.is_relative_to(root.resolve()):
+    except (OSError, ValueError) as exc:  # a NUL in the name, a name too long
+        shown = file if len(file) <= 80 else f"{file[:40]}…{file[-39:]}"
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return f"knowledge file {shown!r} is not a usable file name ({why})"
+    if outside:
         return f"knowledge file {file!r} is outside the manifests root; keep it inside"
-    if not path.is_file():
+    if not exists:
         return f"knowledge file {file!r} does not exist (paths are relative to the manifests root)"
     return None
 

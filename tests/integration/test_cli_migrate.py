@@ -74,3 +74,13 @@ def test_an_old_assistant_config_becomes_a_working_deployment(
     works = cli.invoke(main, ["invoke", "get_weather", "--args", '{"query": "Paris"}'])
     assert works.exit_code == 0, works.output
     assert works.stdout.strip() == "sunny in Paris"
+
+
+def test_import_seed_reads_a_config_saved_with_a_bom(tmp_path: Path) -> None:
+    """A config saved with a UTF-8 BOM (Windows PowerShell 5's utf8) converts like any other."""
+    (seed := tmp_path / "assistant-config.json").write_text(
+        json.dumps(CONFIG), encoding="utf-8-sig"
+    )
+    imported = CliRunner().invoke(main, ["import-seed", str(seed)])
+    assert imported.exit_code == 0, imported.output
+    assert "name: weather-helper" in imported.stdout

@@ -72,3 +72,20 @@ def test_edited_knowledge_file_is_searched_as_it_is_now(
         assert time.monotonic() < deadline, "the edit was never searched"
         time.sleep(0.05)
     assert hits[0]["location"] == "Shop FAQ > Shipping"
+
+
+def test_a_knowledge_file_swapped_for_a_symlink_out_of_the_root_is_not_read(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A knowledge file replaced after loading by a symlink to a file outside the manifests
+    root (validation would refuse it, the last good set keeps serving) is not searched."""
+    manifests = _site(tmp_path / "site")
+    server = gateway_server(manifests)
+    assert _search(server, "refunds")[0]["source"] == "faq.md"
+    secret = tmp_path / "secret.md"
+    secret.write_text("# Refunds\n\nrefunds token hunter2\n")
+    faq = manifests / "docs" / "faq.md"
+    faq.unlink()
+    faq.symlink_to(secret)
+    passages = _search(server, "refunds hunter2")
+    assert not any("hunter2" in p["text"] for p in passages), passages

@@ -177,12 +177,18 @@ async def test_runner_maps_failures_without_running(tmp_path: Path) -> None:
 
 class _Knowledge:
     def __init__(self) -> None:
-        self.calls: list[tuple[list[Path], str, int]] = []
+        self.calls: list[tuple[list[Path], str, int, Path | None]] = []
 
     def search(
-        self, files: list[Path], query: str, max_results: int, *, root: Path | None = None
+        self,
+        files: list[Path],
+        query: str,
+        max_results: int,
+        *,
+        root: Path | None = None,
+        within: Path | None = None,
     ) -> list[dict[str, str]]:
-        self.calls.append((files, query, max_results))
+        self.calls.append((files, query, max_results, within))
         return [{"source": files[0].name, "text": f"about {query}"}]
 
 
@@ -194,7 +200,7 @@ async def test_file_search_delegates_to_knowledge(tmp_path: Path) -> None:
     runner = SandboxRunner(_NoSupervisor(), knowledge)  # type: ignore[arg-type]
     result = await runner.run(catalog, "file_search", {"query": "refunds"}, assistant="a")
     assert json.loads(result.output) == [{"source": "faq.md", "text": "about refunds"}]
-    assert knowledge.calls == [([(tmp_path / "faq.md").resolve()], "refunds", 3)]
+    assert knowledge.calls == [([(tmp_path / "faq.md").resolve()], "refunds", 3, catalog.root)]
     without = SandboxRunner(_NoSupervisor())  # type: ignore[arg-type]
     assert (await without.run(catalog, "file_search", {"query": "x"})).status == "failed"
 
@@ -223,7 +229,7 @@ async def test_file_search_without_an_assistant_searches_nothing(tmp_path: Path)
     assert knowledge.calls == []
     scoped = await runner.run(catalog, "file_search", {"query": "salaries"}, assistant="b")
     assert scoped.status == "succeeded"
-    assert knowledge.calls == [([(tmp_path / "private.md").resolve()], "salaries", 5)]
+    assert knowledge.calls == [([(tmp_path / "private.md").resolve()], "salaries", 5, catalog.root)]
 
 
 @pytest.mark.parametrize(

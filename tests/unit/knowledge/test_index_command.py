@@ -42,3 +42,30 @@ def test_index_command_reports_invalid_manifests(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(tmp_path)])
     assert result.exit_code == 1
     assert "a.yaml:" in result.output and "missing.md" in result.output
+
+
+def test_index_command_fails_when_the_cache_cannot_be_written(tmp_path: Path) -> None:
+    """A cache directory that cannot be created is an error (exit 1, naming it), not an
+    index built in memory and reported as written there."""
+    root = tmp_path / "manifests"
+    _manifests(root)
+    (blocker := tmp_path / "file").write_text("not a directory")
+    cache = blocker / "cache"
+    result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
+    assert result.exit_code == 1, result.output
+    assert str(cache) in result.output and "indexed" not in result.output
+
+
+def test_a_corrupt_cache_file_is_rebuilt(tmp_path: Path) -> None:
+    """A cache file that is not a database (or is malformed) is replaced by a fresh index
+    on disk, not given up for an in-memory one at every start."""
+    root = tmp_path / "manifests"
+    _manifests(root)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "knowledge.sqlite3").write_bytes(b"garbage " * 1000)
+    result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
+    assert result.exit_code == 0, result.output
+    again = KnowledgeIndex(cache).index([root / "docs" / "faq.md", root / "docs" / "notes.txt"])
+    assert again.unchanged == 2
+    assert (cache / "knowledge.sqlite3").stat().st_mode & 0o777 == 0o600

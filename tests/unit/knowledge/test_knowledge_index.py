@@ -251,3 +251,239 @@ def test_unwritable_cache_dir_falls_back_to_memory(docs: Path, tmp_path: Path) -
     blocker.write_text("not a directory")
     index = KnowledgeIndex(blocker / "cache")
     assert index.search(_files(docs), "warranty", 1)[0].location == "Shop FAQ > Warranty"
+
+
+def test_files_outside_within_are_not_read(docs: Path, tmp_path: Path) -> None:
+    """With ``within``, a file resolving outside it (a symlink) is searched as missing."""
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.md"
+    outside.write_text("# Secret\n\npassword hunter2\n")
+    try:
+        link = docs / "docs" / "link.md"
+        link.symlink_to(outside)
+        index = KnowledgeIndex()
+        assert index.search([link], "hunter2", 5, within=docs) == []
+        assert index.index([link], within=docs).missing == 1
+        assert index.search([docs / "docs" / "faq.md"], "warranty", 1, within=docs)
+    finally:
+        outside.unlink()
+
+
+def test_a_fifo_in_place_of_a_file_does_not_hang(docs: Path) -> None:
+    """A knowledge file replaced by a named pipe is skipped at once, not read forever."""
+    fifo = docs / "docs" / "pipe.md"
+    os.mkfifo(fifo)
+    result: list[object] = []
+    worker = threading.Thread(
+        target=lambda: result.append(KnowledgeIndex().index([fifo])), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=5)
+    if worker.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+        pytest.fail("indexing a FIFO blocked")
+    (stats,) = result
+    assert getattr(stats, "missing") == 1  # noqa: B009
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8-sig", "utf-16", "utf-16-le-bom", "utf-16-be-bom", "cp1252"]
+)
+def test_text_in_other_encodings_keeps_its_headings_and_words(
+    tmp_path: Path, encoding: str
+) -> None:
+    """A BOM (Notepad's UTF-8, UTF-16) or a legacy 8-bit file is decoded, not read as
+    mojibake: the first heading still starts a section and accented words are found."""
+    text = "# Remboursements\n\nRemboursé sous 30 jours, garantie incluse.\n"
+    if encoding.endswith("-bom"):
+        codec = encoding.removesuffix("-bom")
+        data = ("\ufeff" + text).encode(codec)
+    else:
+        data = text.encode(encoding)
+    (faq := tmp_path / "faq.md").write_bytes(data)
+    (hit,) = KnowledgeIndex().search([faq], "remboursé", 3)
+    assert hit.location == "Remboursements"
+    assert hit.text == "Remboursé sous 30 jours, garantie incluse."
+
+
+def test_a_binary_file_fails_to_parse_instead_of_indexing_noise(tmp_path: Path) -> None:
+    """A binary file (a .docx, an image) is counted as failed, not indexed as garbage."""
+    (blob := tmp_path / "manual.docx").write_bytes(
+        b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 8 + b"warranty terms"
+    )
+    index = KnowledgeIndex()
+    stats = index.index([blob])
+    assert (stats.failed, stats.passages) == (1, 0)
+    assert index.search([blob], "warranty", 3) == []
+
+
+def _index_in_a_process(cache: str, folder: str, tag: str, start: object) -> None:
+    """One of several processes sharing a cache: index new files and find each at once."""
+    start.wait()  # type: ignore[attr-defined]
+    index = KnowledgeIndex(Path(cache))
+    assert index.cache_error is None, index.cache_error
+    for i in range(15):
+        (file := Path(folder) / f"{tag}{i}.md").write_text(f"# T{i}\n\n" + f"w{tag}{i} " * 900)
+        index.index([file])
+        assert index.search([file], f"w{tag}{i}", 1), f"{tag}{i} indexed but not found"
+    index.close()
+
+
+def test_processes_sharing_a_new_cache_all_index_and_find_their_files(tmp_path: Path) -> None:
+    """Several processes (the server, gateway index) opening one fresh cache and indexing
+    at once neither fail on a lock nor drop each other's tables or passages."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for trial in range(4):
+        (folder := tmp_path / f"docs{trial}").mkdir()
+        cache = tmp_path / f"cache{trial}"
+        start = context.Barrier(3)
+        workers = [
+            context.Process(target=_index_in_a_process, args=(str(cache), str(folder), t, start))
+            for t in "abc"
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        assert [w.exitcode for w in workers] == [0, 0, 0], f"trial {trial}"
+
+
+def test_a_long_block_without_blank_lines_is_located_by_its_own_lines() -> None:
+    """A passage cut from a long run of lines (a CSV, a log) names the lines it holds, not
+    the whole block's range, and keeps the lines whole."""
+    text = "".join(f"order {i}: shipped to customer{i}\n" for i in range(1, 301))
+    chunks = split_text(text, markdown=False)
+    assert len(chunks) > 5 and all(len(c.text) <= LIMIT for c in chunks)
+    hits = [c for c in chunks if "customer250\n" in c.text + "\n"]
+    assert hits
+    for hit in hits:
+        first, last = (int(n) for n in hit.location.removeprefix("lines ").split("-"))
+        assert first <= 250 <= last and last - first < 40, hit.location
+        lines = hit.text.split("\n")
+        assert lines[-1] == f"order {last}: shipped to customer{last}"
+        assert all(line.startswith("order ") for line in lines if line)
+
+
+def test_a_heading_line_padded_with_spaces_splits_in_linear_time() -> None:
+    """A markdown line of '#', a word and thousands of spaces (the heading pattern
+    backtracked cubically: 5,000 spaces took 200 s, holding the GIL, so the whole
+    server froze) is read at once; closing '#'s go, a '#' inside a word stays."""
+    import time
+
+    started = time.perf_counter()
+    (chunk,) = split_text("# Setup" + " " * 2000 + "guide ##\n\nInstall it.\n", markdown=True)
+    assert time.perf_counter() - started < 0.5
+    assert chunk.location == "Setup" + " " * 2000 + "guide"
+    assert split_text("# Learn C#\n\nA language.\n", markdown=True)[0].location == "Learn C#"
+    assert split_text("## Tips ##\n\nMore.\n", markdown=True)[0].location == "Tips"
+
+
+def test_git_sync_revisions_do_not_grow_the_cache_forever(tmp_path: Path) -> None:
+    """Each git-sync revision checks the files out under a new path and removes the old
+    one: the paths that are gone, and (after keep_orphans) content only they held, leave
+    the cache."""
+    import shutil
+
+    index = KnowledgeIndex(tmp_path / "cache", keep_orphans=0)
+    for revision in range(6):
+        folder = tmp_path / f"rev{revision}"
+        folder.mkdir()
+        (folder / "faq.md").write_text(f"# FAQ\n\nRevision {revision} says refunds.\n")
+        (folder / "same.md").write_text("# Same\n\nUnchanged text.\n")
+        assert index.search([folder / "faq.md"], f"revision {revision}", 1)
+        if revision:
+            shutil.rmtree(tmp_path / f"rev{revision - 1}")
+    files, contents = (
+        index._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        for table in ("files", "contents")
+    )
+    assert files <= 4 and contents <= 3, (files, contents)
+    assert index.search([tmp_path / "rev5" / "same.md"], "unchanged", 1)
+
+
+def test_concurrent_first_searches_parse_a_file_once(tmp_path: Path) -> None:
+    """Several calls reaching a new file at once (users asking right after a start or an
+    edit) parse it once; the others wait for that and reuse it, not parse it again each."""
+    (big := tmp_path / "manual.md").write_text(
+        "\n\n".join(f"## Part {n}\n\n" + f"word{n} text " * 300 for n in range(300))
+    )
+    index = KnowledgeIndex()
+    start = threading.Barrier(6)
+    parsed: list[int] = []
+
+    def worker() -> None:
+        start.wait()
+        parsed.append(index.index([big]).parsed)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(parsed) == 1, parsed
+    assert index.search([big], "word7", 1)[0].location == "Part 7"
+
+
+def test_an_index_built_at_another_path_is_reused_for_every_file(tmp_path: Path) -> None:
+    """An index built where the files no longer are (a container build in /build, served
+    from /app) still spares parsing each file, not only the first one searched."""
+    import shutil
+
+    build, app = tmp_path / "build", tmp_path / "app"
+    (build / "docs").mkdir(parents=True)
+    for name in ("a.md", "b.md", "c.md"):
+        (build / "docs" / name).write_text(f"# {name}\n\nText of {name}.\n")
+    KnowledgeIndex(tmp_path / "cache").index((build / "docs").iterdir())
+    shutil.copytree(build, app)
+    shutil.rmtree(build)
+    index = KnowledgeIndex(tmp_path / "cache")
+    for name in ("a.md", "b.md", "c.md"):
+        stats = index.index([app / "docs" / name])
+        assert (stats.parsed, stats.reused) == (0, 1), name
+
+
+RST = """=========
+Shop FAQ
+=========
+
+Welcome to the shop.
+
+Returns
+=======
+
+Refunds within 30 days.
+
+Gift cards
+----------
+
+Gift cards are refunded as store credit.
+
+Shipping
+========
+
+Ships from Lyon.
+"""
+
+
+def test_underlined_headings_start_sections_in_rst_and_markdown(tmp_path: Path) -> None:
+    """reStructuredText titles (underlined, or over- and underlined) and markdown's setext
+    headings (=== / ---) are headings as the README says, located by their trail."""
+    from gateway.knowledge._split import split_data
+
+    rst = {c.location: c.text for c in split_data("guide.rst", RST.encode())}
+    assert rst == {
+        "Shop FAQ": "Welcome to the shop.",
+        "Shop FAQ > Returns": "Refunds within 30 days.",
+        "Shop FAQ > Returns > Gift cards": "Gift cards are refunded as store credit.",
+        "Shop FAQ > Shipping": "Ships from Lyon.",
+    }
+    setext = "Guide\n=====\n\nIntro.\n\nReturns\n-------\n\nRefunds.\n\n---\n\nAfter a rule.\n"
+    md = [(c.location, c.text) for c in split_data("guide.md", setext.encode())]
+    assert md == [
+        ("Guide", "Intro."),
+        ("Guide > Returns", "Refunds.\n\n---\n\nAfter a rule."),
+    ]
+    front = "---\ntitle: Guide\n---\n\n# Guide\n\nIntro.\n"
+    assert [c.location for c in split_data("guide.md", front.encode())] == ["lines 1-3", "Guide"]

@@ -75,3 +75,18 @@ def test_every_fixture_file_is_covered() -> None:
     files = {p.name for p in BROKEN.glob("*.yaml")}
     expected = {e[0] for e in EXPECTED} | {"duplicate_name.yaml"}
     assert files == expected
+
+
+def test_knowledge_file_names_that_are_no_path_are_problems(tmp_path: Path) -> None:
+    """A knowledge file name with a NUL, or too long for the file system, is a located
+    problem like a missing file, not a crash of validation (ValueError, OSError)."""
+    long_name = "x" * 5000
+    (tmp_path / "a.yaml").write_text(
+        f'kind: assistant\nname: a\nfile_search:\n  files: ["docs/a\\0.md", "{long_name}"]\n'
+    )
+    with pytest.raises(ManifestError) as info:
+        load_catalog(tmp_path, environ={}, gateway_root=tmp_path)
+    messages = [(p.line, p.message) for p in info.value.problems]
+    assert len(messages) == 2, messages
+    assert all(line == 4 and "is not a usable file name" in m for line, m in messages)
+    assert all(len(m) < 400 for _, m in messages)

@@ -1,0 +1,90 @@
+"""SQLite and file helpers of the knowledge index: WAL, write transactions, safe reads.
+
+Imports structlog and the standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+
+__all__ = ["enable_wal", "read_regular", "write_transaction"]
+
+log = structlog.get_logger("gateway.knowledge")
+
+
+def enable_wal(db: sqlite3.Connection, wait: float = 5.0) -> None:
+    """Switch ``db`` to WAL, retrying while another connection holds the file.
+
+    Switching a new file to WAL needs it alone and does not call the busy
+    handler: processes opening one new cache at once get 'database is locked'
+    straight away.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error.
+
+    IMMEDIATE takes the write lock up front, waiting ``busy_timeout`` for another
+    process: a deferred transaction that reads first and then writes fails at
+    once with 'database is locked' when another connection wrote meanwhile.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite already rolled back on some errors (disk full, I/O): rolling back
+        # again would hide the cause. A failed COMMIT may leave the transaction
+        # open, and every later BEGIN would fail: it is rolled back.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def read_regular(path: Path) -> bytes | None:
+    """The bytes of the regular file at the resolved ``path``, or None.
+
+    Opened without following a final symlink and without blocking (a FIFO swapped
+    in since the ``stat``), then checked through the descriptor: still a regular
+    file, and still at ``path`` (no directory on the way was swapped for a symlink).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            real = str(Path(f"/proc/self/fd/{fd}").readlink())
+        except OSError:  # no /proc: the O_NOFOLLOW open of a resolved path has to do
+            real = str(path)
+        if real != str(path):
+            log.warning("knowledge_file_moved", file=str(path))
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
