@@ -134,22 +134,17 @@ def _private_below(top: str, owner: int) -> set[str]:
     return found
 
 
-def landlock_rules(
-    fs: FsPolicy | None, tmp: str, *, calls_uid: int | None = None
-) -> _linux.LandlockRules | None:
+def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None:
     """The children's filesystem allow-list, computed once; None without Landlock.
 
     System directories (read, and execute where code lives), this interpreter's
     prefixes and ``sys.path`` entries, the gateway package, and what the
     supervisor listed (``fs``). No rule covers a protected path (the gateway
     root, the thread store, ``.env``, secret mounts, the zygote's call
-    directories, what in ``/etc`` other users cannot read): a system directory
-    holding one is replaced by its other entries; a ``sys.path`` entry holding
-    one (``/`` for ``""``) is dropped.
+    directories): a system directory holding one is replaced by its other
+    entries; a ``sys.path`` entry holding one (``/`` for ``""``) is dropped.
     The call's own directory and database directories are added per call.
-    ``calls_uid``: the uid calls run as when it is not one of their own (0
-    under ``calls_run_as: root``, the server's otherwise): what in ``/etc`` it
-    owns and others cannot read is carved out too (see ``_private_below``).
+    What in ``/etc`` other users cannot read is kept out by ``read_guard``.
     """
     if fs is None:
         return None
@@ -157,7 +152,7 @@ def landlock_rules(
         abi = _linux.landlock_abi()
     except OSError:
         return None
-    protected = _protected(fs, tmp, calls_uid)
+    protected = {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
 
     def covers(path: str) -> bool:
         prefix = path.rstrip("/") + "/"
@@ -202,12 +197,42 @@ def landlock_rules(
     return _linux.LandlockRules(handled, pruned(rules), _linux.landlock_scoped(abi))
 
 
-def _protected(fs: FsPolicy, tmp: str, calls_uid: int | None) -> set[str]:
-    """The real paths no rule may cover (see ``landlock_rules``)."""
-    protected = {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
-    if calls_uid is not None:
-        protected |= _private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid)
-    return protected
+def read_guard(calls_uid: int) -> _linux.LandlockRules | None:
+    """A Landlock layer that keeps what in ``/etc`` ``calls_uid`` owns, and others
+    cannot read, out of reach; None when there is nothing such.
+
+    For calls without a uid of their own (``calls_run_as: root``, or the
+    server's uid): the zygote enforces it on itself once, so every call
+    inherits it at no cost. It handles reading only and allows it everywhere
+    else (each entry of ``/``, with ``/etc`` and the folders holding a private
+    file replaced by their other entries); the per-call allow-list of
+    ``landlock_rules`` is a second layer on top. Carving the private files out
+    of that per-call list instead took about 170 more rules, built in every
+    child: 0.6 ms of CPU per call.
+    """
+    private = _private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid)
+    if not private:
+        return None
+    read = _linux.FS_READ_FILE | _linux.FS_READ_DIR
+    rules: list[tuple[str, int]] = []
+
+    def carve(path: str, depth: int = 0) -> None:
+        prefix = path.rstrip("/") + "/"
+        if not any(p == path or p.startswith(prefix) for p in private):
+            rules.append((path, read))
+            return
+        if path in private or depth > 16:
+            return
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return
+        for name in sorted(names):
+            carve(os.path.join(path, name), depth + 1)
+
+    for name in sorted(os.listdir("/")):
+        carve(os.path.join("/", name))
+    return _linux.LandlockRules(read, pruned(rules))
 
 
 def _imported_tops(roots: list[str]) -> list[str]:

@@ -45,7 +45,7 @@ import msgspec
 
 from gateway.sandbox import _linux
 from gateway.sandbox._cleanup import remove_tree
-from gateway.sandbox._fs_policy import landlock_rules, pruned
+from gateway.sandbox._fs_policy import landlock_rules, pruned, read_guard
 from gateway.sandbox._libc import trim_heap
 from gateway.sandbox.protocol import (
     Exited,
@@ -216,8 +216,7 @@ class _Zygote:
             from gateway.sandbox.probes import probe
 
             capabilities = probe()
-        calls_uid = None if msg.call_user == "own" else os.geteuid()  # own: the mode protects
-        self.landlock = _landlock_rules(msg.fs, self.tmp, calls_uid=calls_uid)
+        self.landlock = _landlock_rules(msg.fs, self.tmp)
         if self.landlock is not None and msg.call_user == "own":
             self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
         elif self.landlock is not None:
@@ -228,6 +227,7 @@ class _Zygote:
         os.environ.clear()
         os.environ.update(MINIMAL_ENV)
         _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
+        _guard_reading(msg.call_user, self.landlock)
         with contextlib.suppress(OSError):  # `gateway doctor` says when it is missing
             _linux.install_seccomp_filter()
         if msg.isolate_network:
@@ -467,6 +467,21 @@ def _shared_ruleset(
     """
     rules = rules._replace(rules=(*rules.rules, (tmp, _linux.FS_ALL)))
     return rules, loaded_ruleset(rules)
+
+
+def _guard_reading(call_user: str, landlock: _linux.LandlockRules | None) -> None:
+    """Enforce ``read_guard`` on this zygote (after no_new_privs): every child inherits it.
+
+    Only where Landlock works and calls have no uid of their own (with one, the
+    files' modes keep them out).
+
+    Raises:
+        OSError: the kernel refused; the zygote then does not start (fail closed).
+    """
+    guard = None if landlock is None or call_user == "own" else read_guard(os.geteuid())
+    if guard is None:
+        return
+    _linux.landlock_enforce(_linux.landlock_ruleset(guard))  # it closes the ruleset fd
 
 
 def _mkdtemp() -> str:
