@@ -61,10 +61,15 @@ class SandboxCgroups:
         return directory
 
     def prune(self) -> None:
-        """Remove the cgroups of zygotes that are gone (a cgroup with a process stays)."""
+        """Remove the cgroups of zygotes that are gone (a cgroup with a process stays).
+
+        By the zygote's pid, not by emptiness: another zygote's cgroup may be
+        empty for a moment, made but not yet entered.
+        """
         for directory in self.path.glob("z*"):
-            with contextlib.suppress(OSError):
-                if not (directory / "cgroup.procs").read_text().strip():
+            pid = directory.name[1:]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                with contextlib.suppress(OSError):
                     directory.rmdir()
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
+from gateway.sandbox._cgroup import open_sandbox_cgroups
 from gateway.sandbox.probes import SANDBOX_UID_BASE
 from gateway.sandbox.supervisor import Supervisor
 from gateway.sandbox.worker import CALL_NAME, SPARE_NAME
@@ -764,7 +765,7 @@ async def test_a_fork_bomb_is_bounded(
     included); under uid 0 its zygote's pids cgroup bounds it (all calls at once: 4 slots
     x 32, plus the spares). Then nothing of it is left and the next call works."""
     own = supervisor.call_user[0] == "own"
-    if not own and not supervisor.process_limit[0]:
+    if not own and supervisor._cgroups is None:
         pytest.skip(
             f"no process limit for calls as {supervisor.call_user[0]} here: "
             f"{supervisor.process_limit[1]}"
@@ -778,6 +779,30 @@ async def test_a_fork_bomb_is_bounded(
         made = json.loads(result.output)
         assert made["errno"] == errno.EAGAIN, (attempt, made)
         assert bounds[0] <= made["made"] <= bounds[1], (attempt, made)
+
+
+def test_a_zygote_cgroup_made_but_not_yet_entered_is_not_pruned() -> None:
+    """Zygotes start together: one's cgroup, made but still empty, must survive the other's
+    prune (it was removed, and entering it failed with ENODEV: no bound for that zygote)."""
+    cgroups, why = open_sandbox_cgroups()
+    if cgroups is None:
+        pytest.skip(f"no pids cgroups here: {why}")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (cgroups.path / f"z{sleeper.pid}").mkdir()  # made, not yet entered
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        (cgroups.path / f"z{gone.pid}").mkdir()  # its zygote is gone
+        cgroups.prune()  # as another zygote's enter does
+        assert (cgroups.path / f"z{sleeper.pid}").is_dir()
+        assert not (cgroups.path / f"z{gone.pid}").exists()
+        cgroups.enter(sleeper.pid, 8)  # the kernel takes it: the cgroup is still there
+        assert str(sleeper.pid) in (cgroups.path / f"z{sleeper.pid}" / "cgroup.procs").read_text()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        cgroups.close()
+    assert not cgroups.path.exists()
 
 
 async def test_zygote_cgroups_are_removed_when_the_sandbox_closes(catalog: Catalog) -> None:
