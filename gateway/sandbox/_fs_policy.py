@@ -155,23 +155,12 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
     protected = {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
 
     def covers(path: str) -> bool:
-        prefix = path.rstrip("/") + "/"
-        return any(p == path or p.startswith(prefix) for p in protected)
+        return _covers(path, protected)
 
     rules: list[tuple[str, int]] = []
 
-    def carve(path: str, access: int, depth: int = 0) -> None:
-        if not covers(path):
-            rules.append((path, access))
-            return
-        if path in protected or depth > 16:
-            return
-        try:
-            names = os.listdir(path)
-        except OSError:
-            return
-        for name in sorted(names):
-            carve(os.path.join(path, name), access, depth + 1)
+    def carve(path: str, access: int) -> None:
+        rules.extend(_carved(path, access, protected))
 
     read_only = _linux.FS_READ_FILE | _linux.FS_READ_DIR
     for base, access in [
@@ -214,25 +203,35 @@ def read_guard(calls_uid: int) -> _linux.LandlockRules | None:
     if not private:
         return None
     read = _linux.FS_READ_FILE | _linux.FS_READ_DIR
-    rules: list[tuple[str, int]] = []
-
-    def carve(path: str, depth: int = 0) -> None:
-        prefix = path.rstrip("/") + "/"
-        if not any(p == path or p.startswith(prefix) for p in private):
-            rules.append((path, read))
-            return
-        if path in private or depth > 16:
-            return
-        try:
-            names = os.listdir(path)
-        except OSError:
-            return
-        for name in sorted(names):
-            carve(os.path.join(path, name), depth + 1)
-
-    for name in sorted(os.listdir("/")):
-        carve(os.path.join("/", name))
+    rules = [r for name in sorted(os.listdir("/")) for r in _carved("/" + name, read, private)]
     return _linux.LandlockRules(read, pruned(rules))
+
+
+def _covers(path: str, protected: set[str]) -> bool:
+    """Whether ``path`` is, or holds, one of ``protected``."""
+    prefix = path.rstrip("/") + "/"
+    return any(p == path or p.startswith(prefix) for p in protected)
+
+
+def _carved(path: str, access: int, protected: set[str], depth: int = 0) -> list[tuple[str, int]]:
+    """Rules granting ``access`` to ``path``, except the ``protected`` paths in it.
+
+    A folder holding a protected path is replaced by its other entries, as deep
+    as needed (at most 16 levels); a protected path gets no rule.
+    """
+    if not _covers(path, protected):
+        return [(path, access)]
+    if path in protected or depth > 16:
+        return []
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    return [
+        rule
+        for name in sorted(names)
+        for rule in _carved(os.path.join(path, name), access, protected, depth + 1)
+    ]
 
 
 def _imported_tops(roots: list[str]) -> list[str]:
