@@ -41,6 +41,7 @@ async def _sandbox(settings: Settings, catalog: Catalog | None) -> AsyncIterator
     try:
         await supervisor.start(catalog)
     except RuntimeError as exc:
+        await supervisor.aclose()  # what it made before failing (its cgroups)
         raise click.ClickException(f"the sandbox does not start: {exc}") from None
     try:
         yield supervisor

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 __all__ = ["chat_command", "serve_command"]
 
-_UVICORN_WS_MAX_SIZE = 16 * 1024 * 1024  # uvicorn's default, for GATEWAY_MAX_BODY_BYTES=0
-
 
 @click.command("serve", short_help="Serve the assistants: HTTP, SSE, WebSocket, OpenAI API.")
 @click.option(
@@ -68,7 +66,7 @@ def serve_command(host: str | None, port: int | None, manifests_dir: str | None)
         ws="websockets-sansio",
         # A WebSocket frame is held to the body limit too (uvicorn would buffer up to
         # 16 MiB of each one): a larger frame closes the socket with 1009.
-        ws_max_size=settings.max_body_bytes or _UVICORN_WS_MAX_SIZE,
+        ws_max_size=settings.max_body_bytes,  # at least 1 (settings refuse 0)
         timeout_graceful_shutdown=10,
     )
 

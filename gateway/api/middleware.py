@@ -191,7 +191,7 @@ class GatewayMiddleware:
     def _admit(
         self, scope: dict[str, Any], headers: dict[bytes, bytes], path: str, kind: str
     ) -> Principal:
-        if kind == "http" and self.max_body_bytes:
+        if kind == "http":
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 raise _Denied(

@@ -322,6 +322,10 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             k: _header_value(k, _template(v, url=False).render(context))
             for k, v in self.headers.items()
         }
+        if not any(k.lower() == "accept-encoding" for k in headers):
+            # What _Body can undo (httpx would also offer br and zstd when their packages
+            # are installed, and the body is read raw).
+            headers["Accept-Encoding"] = "gzip, deflate"
         params = {}
         for k, v in self.query.items():
             value = _template(v, url=False).render(context)
@@ -555,8 +559,15 @@ class _Body:
             v.strip().lower()
             for v in response.headers.get_list("content-encoding", split_commas=True)
         ]
-        # Unknown codings are passed through as httpx passes them (it advertises none).
-        names = [n for n in names if n in ("gzip", "x-gzip", "deflate")]
+        names = [n for n in names if n != "identity"]
+        unknown = sorted({n for n in names if n not in ("gzip", "x-gzip", "deflate")})
+        if unknown:  # br, zstd...: the bytes would reach the model still compressed
+            raise ToolError(
+                "http_error",
+                f"the response is encoded with {', '.join(unknown)}, which this action cannot "
+                "decode (it asks for gzip or deflate unless its headers set Accept-Encoding)",
+                status=self._status,
+            )
         if len(names) > _MAX_ENCODINGS:
             raise ToolError(
                 "http_error",

@@ -322,9 +322,10 @@ class Supervisor:
                 exited: int | None = await asyncio.to_thread(proc.wait, 1.0)
             except subprocess.TimeoutExpired:
                 exited = None
-            proc.kill()
+            finally:  # even if cancelled while waiting: no zygote is left running
+                proc.kill()
+                parent.close()
             await asyncio.to_thread(proc.wait)
-            parent.close()
             which = "with" if network else "without"
             how = "" if exited is None else f", it exited with status {exited}"
             raise RuntimeError(

@@ -512,7 +512,7 @@ def _carried(detail: object) -> dict[str, Any]:
             msgspec.json.encode(value)
         except (TypeError, ValueError, OverflowError, RecursionError):
             continue
-        kept[str(key)] = value
+        kept[valid_text(str(key))] = value  # a key a lone surrogate would break too
     return kept
 
 

@@ -76,6 +76,14 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed.path == "/text":
             self._send(200, b"plain words", "text/plain")
             return
+        if parsed.path == "/brotli":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Encoding", "br")
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"\x0b\x02\x80x")
+            return
         if parsed.path in ("/redirect", "/loop"):
             query = urllib.parse.parse_qs(parsed.query)
             self.send_response(int(query.get("code", ["302"])[0]))
@@ -322,6 +330,17 @@ def test_compressed_bomb_is_refused_within_the_cap(server: str, run: Any, coding
         tracemalloc.stop()
     assert info.value.error_type == "response_too_large"
     assert peak < 16 * 1024 * 1024, f"{peak / 1e6:.0f} MB allocated for a 64 KB cap"
+
+
+@pytest.mark.parametrize("run", [_run, _run_inline], ids=["sandboxed", "inline"])
+def test_only_codings_the_action_can_undo_are_asked_for_or_accepted(server: str, run: Any) -> None:
+    """The request offers gzip and deflate (httpx would add br and zstd once their packages
+    are installed); a body in another coding is an error, never compressed bytes."""
+    assert run(HttpConfig(url=server + "/h"))["headers"]["accept-encoding"] == "gzip, deflate"
+    with pytest.raises(ToolError) as info:
+        run(HttpConfig(url=server + "/brotli", headers={"Accept-Encoding": "br"}))
+    assert info.value.error_type == "http_error"
+    assert "encoded with br" in str(info.value)
 
 
 @pytest.mark.parametrize("run", [_run, _run_inline], ids=["sandboxed", "inline"])

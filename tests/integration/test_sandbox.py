@@ -78,7 +78,7 @@ def typed(detail: dict):
     raise Refused(detail)
 
 def typed_odd():
-    raise Refused({"when": object(), "order": 7})
+    raise Refused({"when": object(), "order": 7, "bad\\ud800key": 1})
 
 def controls():
     return "\\x01\\"" * (40 * 1024)
@@ -474,6 +474,7 @@ async def test_a_typed_error_with_detail_json_cannot_carry_still_reports_it(
     error = error_of(result.output)
     assert (error["type"], error["message"]) == ("refused", "the order is closed")
     assert "when" not in error
+    assert error["order"] == 7 and error["bad\ufffdkey"] == 1  # a lone surrogate replaced
 
 
 async def test_huge_result_is_truncated(
