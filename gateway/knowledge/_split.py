@@ -24,7 +24,6 @@ __all__ = [
     "Chunk",
     "decode_text",
     "split_data",
-    "split_file",
     "split_pdf",
     "split_text",
 ]
@@ -53,11 +52,6 @@ class _Para(NamedTuple):
     text: str
     first: int  # 1-based line numbers
     last: int
-
-
-def split_file(path: Path) -> list[Chunk]:
-    """Split any supported file (PDF by page; markdown by heading; other text by paragraph)."""
-    return split_data(path.name, path.read_bytes())
 
 
 def split_data(name: str, data: bytes) -> list[Chunk]:
