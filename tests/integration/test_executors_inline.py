@@ -35,6 +35,7 @@ from gateway.manifests.model import Action, Database, SandboxLimits
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
 from tests._http import serving
+from tests._loop import loop_gaps
 
 if TYPE_CHECKING:
     from tests.integration.conftest import ServerFactory
@@ -505,23 +506,10 @@ async def test_sqlite_inline_template_renders_off_the_event_loop_under_the_timeo
         _sql("nested", nested, timeout=0.5),
         _sql("order", "SELECT status FROM orders WHERE id = {{ id }}"),
     )
-    gaps: list[float] = []
-
-    async def tick() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticker = asyncio.create_task(tick())
-    try:
+    async with loop_gaps() as gaps:
         started = time.perf_counter()
         result = await asyncio.wait_for(runner.run(catalog, "nested", {"id": 100000}), 30)
         elapsed = time.perf_counter() - started
-    finally:
-        ticker.cancel()
     assert result.status == "timed_out", result
     assert elapsed < 2
     assert max(gaps) < 0.3, max(gaps)

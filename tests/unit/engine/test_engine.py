@@ -33,6 +33,7 @@ from gateway.providers.base import ChatMessage, ModelDone, ModelEvent, TextDelta
 from gateway.settings import Settings
 from gateway.store.base import RunRecord
 from gateway.store.sqlite import SQLiteStore
+from tests._loop import loop_gaps
 from tests.unit.engine._fakes import (
     Providers,
     ScriptedProvider,
@@ -740,20 +741,7 @@ async def test_an_answer_with_very_many_calls_does_not_stall_the_server(
     """
     many = [("lookup", {"n": i}) for i in range(20_000)]
     rig = await make_rig([calls(("lookup", {})), calls(*many)], max_tool_rounds=1)
-    gaps: list[float] = []
-
-    async def tick() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    ticker = asyncio.create_task(tick())
-    try:
+    async with loop_gaps() as gaps:
         result = await (await rig.engine.start_run(thread_id=None, message="many")).result()
-    finally:
-        ticker.cancel()
     assert result.error is not None and result.error.type == "max_tool_rounds"
     assert max(gaps) < 2.0, f"the event loop was blocked for {max(gaps):.1f}s"
