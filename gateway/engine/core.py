@@ -411,6 +411,17 @@ class Engine:
                 return expired
         return record
 
+    async def get_run(self, thread_id: str, run_id: str) -> RunRecord:
+        """The run's stored record; failed (``interrupted``) if its replica died.
+
+        Raises:
+            NotFound: no such run on that thread.
+        """
+        record = await self._record(thread_id, run_id)
+        if record.status in ACTIVE and run_id not in self._live:
+            record = await self._expire(record)
+        return record
+
     async def get_run_log(self, thread_id: str, run_id: str) -> RunLog:
         """The run's log: live, remembered, followed, or replayed from the store.
 
