@@ -6,7 +6,9 @@ message as it completes, runs a round's tool calls concurrently through the
 ``ActionRunner`` (in their order, at most ``max_parallel_calls`` at once), and
 always ends the log with a terminal event, ``metadata`` and ``done``, having
 stored the run record first (so a client that sees ``done`` can start the next
-run at once). Cancelling the task stops the model
+run at once). An answer cut short (the model's token limit, a content filter:
+``CUT_REASONS``) ends the run ``incomplete``, its tool calls unrun (``_cut_short``).
+Cancelling the task stops the model
 stream and cancels the runner calls (which kills their sandboxed processes).
 A run the store no longer lets write (its lease lapsed and another replica
 took the thread over, or another replica cancelled it) is ``superseded``: the
@@ -323,7 +325,7 @@ class RunTask:
             "run.incomplete",
             finish_reason=reason,
             dropped_tool_calls=len(calls),
-            tools=[call.name for call in calls][:16],
+            tools=[call.name for call in calls[:16]],
         )
 
     async def _check_remote_cancel(self) -> None:

@@ -93,6 +93,8 @@ def test_a_cut_answer_is_an_incomplete_run_everywhere(
         assert run.json()["status"] == "incomplete"
         assert run.json()["incomplete_details"] == CUT and run.json()["error"] is None
         assert run.json()["usage"]["total_tokens"] == 15
+        missing = c.get(f"/threads/{body['thread_id']}/runs/run_missing")
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
         replay = c.get(f"/threads/{body['thread_id']}/runs/{body['run_id']}/events")
         completed = [data for name, data in _events(replay) if name == "thread.run.completed"]
         assert completed == [
