@@ -66,6 +66,7 @@ ROUTES = [
     threads.delete_thread,
     threads.run_events,
     threads.cancel_run,
+    threads.get_run,
     assistants.list_assistants,
     assistants.get_assistant,
     assistants.tool_schemas,

@@ -139,6 +139,9 @@ class ChatConsole:
                 f"  [{style}]{call['status']}[/] {escape(call['name'])} "
                 f"[dim]in {call['duration_ms']:.0f} ms: {escape(output)}[/]"
             )
+        elif event == "thread.run.completed" and data.get("incomplete_details"):
+            reason = escape(str(data["incomplete_details"].get("reason")))
+            out.print(f"[yellow]answer cut short ({reason})[/]")
         elif event in ("error", "thread.run.failed"):
             info = data.get("error", data)
             kind, message = escape(str(info.get("type"))), escape(str(info.get("message")))

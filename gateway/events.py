@@ -18,6 +18,7 @@ __all__ = [
     "ErrorEvent",
     "ErrorInfo",
     "Event",
+    "IncompleteDetails",
     "MessageCompleted",
     "MessageDelta",
     "Metadata",
@@ -93,10 +94,24 @@ class MessageCompleted(_Event, frozen=True, kw_only=True):
     content: str
 
 
+class IncompleteDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a run ended without a finished answer (the Assistants API's field).
+
+    ``reason`` is ``max_completion_tokens`` (the model hit its output token
+    limit: ``finish_reason: "length"``) or ``content_filter``.
+    """
+
+    reason: str
+
+
 class RunCompleted(_Event, frozen=True, kw_only=True):
+    """The run ended without error. ``incomplete_details`` is set when its last
+    answer was cut short (the run's status is then ``incomplete``)."""
+
     name: ClassVar[str] = "thread.run.completed"
     run_id: str
     usage: Usage
+    incomplete_details: IncompleteDetails | None = None
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,12 +133,16 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Metadata(_Event, frozen=True, kw_only=True):
+    """Timings and usage of the run; ``finish_reason`` is its last model call's
+    (``stop``, ``length``, ``content_filter``, ``tool_calls``...), None if none ended."""
+
     name: ClassVar[str] = "metadata"
     run_id: str
     timings: Timings
     usage: Usage
     manifest_version: str
     correlation_id: str
+    finish_reason: str | None = None
 
 
 class ErrorEvent(_Event, frozen=True, kw_only=True):

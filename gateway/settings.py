@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit: float = 0.0
     rate_limit_burst: int = 0
     cors_origins: tuple[str, ...] = ()
+    # What a model call gets of a conversation, unless an assistant's ``history`` says.
+    history_max_messages: int = 200
+    history_max_kb: int = 400
 
     @property
     def root(self) -> Path:
@@ -145,6 +148,21 @@ def _count(var: str, value: str) -> int:
     return parsed
 
 
+def _whole(low: int, high: int) -> Callable[[str, str], int]:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(var: str, value: str) -> int:
+        try:
+            parsed = int(value.strip())
+        except ValueError:
+            parsed = low - 1
+        if not low <= parsed <= high:
+            raise SettingsError(f"{var} must be a whole number from {low} to {high}, got {value!r}")
+        return parsed
+
+    return parse
+
+
 def _port(var: str, value: str) -> int:
     """A TCP port: 0 (any free port, chosen by the kernel) to 65535."""
     try:
@@ -200,6 +218,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_RUN_LEASE": ("run_lease", _positive(float)),
     "GATEWAY_RATE_LIMIT": ("rate_limit", _non_negative(float)),
     "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", _non_negative(int)),
+    # The same ranges as an assistant's ``history`` (gateway.manifests.model.History).
+    "GATEWAY_HISTORY_MAX_MESSAGES": ("history_max_messages", _whole(1, 10_000)),
+    "GATEWAY_HISTORY_MAX_KB": ("history_max_kb", _whole(1, 16_384)),
     "GATEWAY_WATCH": ("watch", _parse_bool),
     "ENVIRONMENT": ("environment", _choice("development", "production")),
     "GATEWAY_AUTH": ("auth", _choice("keys", "none")),

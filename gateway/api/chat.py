@@ -177,6 +177,8 @@ async def chat(
         tool_calls=result.tool_calls,
         usage=result.usage,
         metadata=result.metadata,
+        status="incomplete" if result.status == "incomplete" else "completed",
+        incomplete_details=result.incomplete_details,
     )
     return Response(body)
 

@@ -89,7 +89,7 @@ class Metrics:
         self.reloads = Counter(
             "gateway_reloads_total", "Manifest reload attempts by result.", ["result"], registry=r
         )
-        for status in ("completed", "failed", "cancelled"):
+        for status in ("completed", "incomplete", "failed", "cancelled"):
             self.runs.labels(status)
         for isolation in ("sandbox", "inline"):
             self.tool_seconds.labels(isolation)

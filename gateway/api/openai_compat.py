@@ -5,8 +5,10 @@
 the client sees only the final text. ``system`` and ``developer`` messages are
 kept in the history after the assistant's own instructions (which always come
 first). Streaming sends ``chat.completion.chunk`` frames exactly as OpenAI
-does: the role first, then content deltas, then ``finish_reason: "stop"``, a
-usage chunk when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
+does: the role first, then content deltas, then ``finish_reason`` (``stop``;
+``length`` or ``content_filter`` when the run ended ``incomplete``, its answer
+cut short; the JSON answer says the same), a usage chunk when
+``stream_options.include_usage`` is set, and ``data: [DONE]``.
 Several assistant messages of one run (text before and after a tool call)
 are joined with a blank line. ``stop`` (up to 4 sequences) cuts the answer
 before the first of them, streamed or not. Parameters it cannot honour are a
@@ -41,7 +43,13 @@ from gateway.api.services import ServicesDep
 from gateway.api.streaming import SSE_HEADERS, follow
 from gateway.engine import RunHandle, RunResult
 from gateway.errors import GatewayError, InvalidInput, NotFound
-from gateway.events import MessageCompleted, MessageDelta, RunCompleted, RunFailed
+from gateway.events import (
+    IncompleteDetails,
+    MessageCompleted,
+    MessageDelta,
+    RunCompleted,
+    RunFailed,
+)
 from gateway.providers.base import ChatMessage, ToolCall, Usage
 
 __all__ = ["ChatCompletion", "CompletionRequest", "chat_completions", "list_models"]
@@ -257,6 +265,14 @@ def to_history(messages: list[MessageIn]) -> list[ChatMessage]:
     return history
 
 
+def _finish_reason(incomplete: IncompleteDetails | None) -> str:
+    """OpenAI's ``finish_reason`` for a run: ``stop``, or why its answer was cut short
+    (``length``: the model's token limit; ``content_filter``)."""
+    if incomplete is None:
+        return "stop"
+    return "length" if incomplete.reason == "max_completion_tokens" else incomplete.reason
+
+
 def _usage(usage: Usage) -> CompletionUsage:
     return CompletionUsage(
         prompt_tokens=usage.prompt_tokens,
@@ -308,6 +324,9 @@ async def chat_completions(
         )
         return Stream(_owned(chunks, handle), media_type="text/event-stream", headers=SSE_HEADERS)
     result = await _unless_client_leaves(request, handle)
+    stops = data.stops()
+    text = "\n\n".join(result.responses)
+    cut = _cut(text, stops)
     body = ChatCompletion(
         id=completion_id,
         created=created,
@@ -315,8 +334,9 @@ async def chat_completions(
         choices=[
             Choice(
                 index=0,
-                message=AssistantMessage(content=_cut("\n\n".join(result.responses), data.stops())),
-                finish_reason="stop",
+                message=AssistantMessage(content=cut),
+                # A stop sequence found ends the answer before any cut it had.
+                finish_reason=_finish_reason(None if cut != text else result.incomplete_details),
             )
         ],
         usage=_usage(result.usage),
@@ -373,6 +393,7 @@ async def _chunks(
 
     yield frame(_Delta(role="assistant", content=""))
     usage = Usage()
+    incomplete: IncompleteDetails | None = None
     cutter = _StopCut(stops)
     separate = False
     failed: tuple[str, str] | None = None
@@ -390,7 +411,7 @@ async def _chunks(
             elif isinstance(event, MessageCompleted):
                 separate = True
             elif isinstance(event, RunCompleted):
-                usage = event.usage
+                usage, incomplete = event.usage, event.incomplete_details
             elif isinstance(event, RunFailed):
                 failed = (event.error.type, event.error.message)
     except Exception as exc:
@@ -413,7 +434,7 @@ async def _chunks(
     rest = cutter.flush()
     if rest:
         yield frame(_Delta(content=rest))
-    yield frame(_Delta(), "stop")
+    yield frame(_Delta(), _finish_reason(None if cutter.hit else incomplete))
     if include_usage:
         chunk = _Chunk(
             id=completion_id,

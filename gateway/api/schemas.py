@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.events import Metadata, ToolCallOutcome
+from gateway.events import ErrorInfo, IncompleteDetails, Metadata, ToolCallOutcome
 from gateway.providers.base import ToolCall, Usage
+from gateway.store.base import RunRecord
 
 __all__ = [
     "ActionInfo",
@@ -98,7 +99,12 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ChatResponse(msgspec.Struct, frozen=True, kw_only=True):
-    """``POST /chat`` as JSON: the answer of one run."""
+    """``POST /chat`` as JSON: the answer of one run.
+
+    ``status`` is ``incomplete`` when the last answer was cut short (the model
+    hit its token limit, or a content filter stopped it); ``incomplete_details``
+    then says why.
+    """
 
     thread_id: str
     run_id: str
@@ -106,6 +112,8 @@ class ChatResponse(msgspec.Struct, frozen=True, kw_only=True):
     tool_calls: list[ToolCallOutcome]
     usage: Usage
     metadata: Metadata | None
+    status: Literal["completed", "incomplete"] = "completed"
+    incomplete_details: IncompleteDetails | None = None
 
 
 class MessageOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -123,16 +131,46 @@ class MessageOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class RunOut(msgspec.Struct, frozen=True, kw_only=True):
-    """A run's record (``POST .../cancel`` answers with it)."""
+    """A run's record (``GET .../runs/{run_id}``; ``POST .../cancel`` answers with it).
+
+    ``error`` is set for a ``failed`` or ``cancelled`` run, ``incomplete_details``
+    for an ``incomplete`` one (its last answer was cut short).
+    """
 
     id: str
     thread_id: str
     assistant: str
-    status: Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
     manifest_version: str
     created_at: float
     completed_at: float | None
     usage: Usage
+    error: ErrorInfo | None = None
+    incomplete_details: IncompleteDetails | None = None
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunOut:
+        """The API's view of a stored run."""
+        error = None
+        if run.error is not None:
+            error = ErrorInfo(
+                type=run.error.get("type", run.status), message=run.error.get("message", "")
+            )
+        incomplete = None
+        if run.incomplete_details is not None:
+            incomplete = IncompleteDetails(reason=run.incomplete_details.get("reason", "unknown"))
+        return cls(
+            id=run.id,
+            thread_id=run.thread_id,
+            assistant=run.assistant,
+            status=run.status,
+            manifest_version=run.manifest_version,
+            created_at=run.created_at,
+            completed_at=run.completed_at,
+            usage=run.usage,
+            error=error,
+            incomplete_details=incomplete,
+        )
 
 
 class AssistantInfo(msgspec.Struct, frozen=True, kw_only=True):

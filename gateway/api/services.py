@@ -19,7 +19,7 @@ from litestar.di import NamedDependency
 from gateway.api.auth import KeyRing, Principal
 from gateway.api.metrics import Metrics
 from gateway.errors import Forbidden, NotFound, NotReady
-from gateway.events import Metadata, RunFailed
+from gateway.events import Metadata, RunCompleted, RunFailed
 from gateway.manifests.catalog import Catalog, CatalogRef
 from gateway.settings import Settings
 
@@ -86,7 +86,9 @@ class Services:
         def ended(_task: object) -> None:
             status, seconds = "completed", 0.0
             for event in handle.log.events:
-                if isinstance(event, RunFailed):
+                if isinstance(event, RunCompleted) and event.incomplete_details is not None:
+                    status = "incomplete"
+                elif isinstance(event, RunFailed):
                     status = "cancelled" if event.error.type == "cancelled" else "failed"
                 elif isinstance(event, Metadata):
                     seconds = event.timings.total_ms / 1000.0

@@ -1,4 +1,4 @@
-"""Thread routes: history, delete, a run's events (replay + follow) and cancel.
+"""Thread routes: history, delete, a run's record, its events (replay + follow), cancel.
 
 ``GET /threads/{id}/runs/{run_id}/events`` is how a client resumes after a
 dropped stream: it sends the last ``id:`` it saw as ``Last-Event-ID``
@@ -23,7 +23,7 @@ from gateway.api.services import ServicesDep
 from gateway.api.streaming import SSE_HEADERS, sse_frames
 from gateway.errors import InvalidInput, NotFound
 
-__all__ = ["cancel_run", "delete_thread", "list_messages", "run_events"]
+__all__ = ["cancel_run", "delete_thread", "get_run", "list_messages", "run_events"]
 
 _ERRORS = error_responses(
     {
@@ -136,13 +136,16 @@ async def cancel_run(
     """Stop the run: the model call ends and its running actions are killed."""
     await services.thread_for(thread_id, principal_of(request.scope))
     run = await services.the_engine().cancel(thread_id, run_id)
-    return RunOut(
-        id=run.id,
-        thread_id=run.thread_id,
-        assistant=run.assistant,
-        status=run.status,
-        manifest_version=run.manifest_version,
-        created_at=run.created_at,
-        completed_at=run.completed_at,
-        usage=run.usage,
-    )
+    return RunOut.of(run)
+
+
+@get("/threads/{thread_id:str}/runs/{run_id:str}", tags=["threads"], responses=_ERRORS)
+async def get_run(
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    thread_id: FromPath[str],
+    run_id: FromPath[str],
+) -> RunOut:
+    """The run's record: status (``incomplete`` when its answer was cut short), usage, error."""
+    await services.thread_for(thread_id, principal_of(request.scope))
+    return RunOut.of(await services.the_engine().get_run(thread_id, run_id))

@@ -65,7 +65,9 @@ class Engine:
         providers: maps an assistant to its model provider; each run holds its
             provider (``acquire``) until its task is done (``release``).
         settings: for the default assistant and ``event_flush_ms``.
-        history: budget of the history sent to the model.
+        history: budget of the history sent to the model (default: the settings'
+            ``history_max_messages`` / ``history_max_kb``); an assistant's
+            ``history`` overrides it for its runs.
         keep_finished: how many finished run logs stay in memory.
     """
 
@@ -82,7 +84,9 @@ class Engine:
     ) -> None:
         self._catalog, self._store, self._runner = catalog, store, runner
         self._providers, self._settings = providers, settings
-        self._budget = history or HistoryBudget()
+        self._budget = history or HistoryBudget(
+            max_messages=settings.history_max_messages, max_chars=settings.history_max_kb * 1000
+        )
         self._keep_finished = keep_finished
         self._live: dict[str, RunHandle] = {}  # run id -> handle, while running
         self._bodies: dict[str, RunTask] = {}  # run id -> its loop, while running
@@ -323,7 +327,7 @@ class Engine:
             log,
             store=self._store if spec.record else None,
             runner=self._runner,
-            budget=self._budget,
+            budget=self._budget.for_assistant(spec.assistant),
             on_settled=settled,
             begun=begun,
             flush_interval=self._flush_interval,
@@ -409,6 +413,17 @@ class Engine:
             _logger.warning("run.interrupted", run_id=expired.id, thread_id=expired.thread_id)
             if expired.id == record.id:
                 return expired
+        return record
+
+    async def get_run(self, thread_id: str, run_id: str) -> RunRecord:
+        """The run's stored record; failed (``interrupted``) if its replica died.
+
+        Raises:
+            NotFound: no such run on that thread.
+        """
+        record = await self._record(thread_id, run_id)
+        if record.status in ACTIVE and run_id not in self._live:
+            record = await self._expire(record)
         return record
 
     async def get_run_log(self, thread_id: str, run_id: str) -> RunLog:

@@ -23,7 +23,15 @@ import msgspec
 import structlog
 
 from gateway.engine.runlog import RunLog
-from gateway.events import Done, ErrorInfo, RunCompleted, RunCreated, RunFailed, decode_ws
+from gateway.events import (
+    Done,
+    ErrorInfo,
+    IncompleteDetails,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    decode_ws,
+)
 from gateway.store.base import INTERRUPTED, RunRecord, RunStatus, ThreadStore
 
 __all__ = ["ACTIVE", "extend", "final_record", "follow_remote", "mark_finished", "synthesize"]
@@ -65,8 +73,14 @@ def synthesize(log: RunLog, record: RunRecord) -> None:
                 manifest_version=record.manifest_version,
             )
         )
-    if record.status == "completed":
-        log.append(RunCompleted(run_id=record.id, usage=record.usage))
+    if record.status in ("completed", "incomplete"):
+        incomplete = None
+        if record.status == "incomplete":
+            reason = (record.incomplete_details or {}).get("reason", "unknown")
+            incomplete = IncompleteDetails(reason=reason)
+        log.append(
+            RunCompleted(run_id=record.id, usage=record.usage, incomplete_details=incomplete)
+        )
     else:
         error = record.error or {}
         info = ErrorInfo(

@@ -6,7 +6,9 @@ message as it completes, runs a round's tool calls concurrently through the
 ``ActionRunner`` (in their order, at most ``max_parallel_calls`` at once), and
 always ends the log with a terminal event, ``metadata`` and ``done``, having
 stored the run record first (so a client that sees ``done`` can start the next
-run at once). Cancelling the task stops the model
+run at once). An answer cut short (the model's token limit, a content filter:
+``CUT_REASONS``) ends the run ``incomplete``, its tool calls unrun (``_cut_short``).
+Cancelling the task stops the model
 stream and cancels the runner calls (which kills their sandboxed processes).
 A run the store no longer lets write (its lease lapsed and another replica
 took the thread over, or another replica cancelled it) is ``superseded``: the
@@ -44,6 +46,7 @@ from gateway.events import (
     ErrorEvent,
     ErrorInfo,
     Event,
+    IncompleteDetails,
     MessageCompleted,
     MessageDelta,
     Metadata,
@@ -58,6 +61,7 @@ from gateway.events import (
 )
 from gateway.executors.base import ActionRunner, ToolResult
 from gateway.providers.base import (
+    CUT_REASONS,
     ChatMessage,
     ModelDone,
     ModelRequest,
@@ -88,6 +92,10 @@ class _RemoteCancel(Exception):
 class _NotBegun(Exception):
     """The run's record and user message could not be stored: the run never existed."""
 
+
+# A cut answer's finish reason -> the run's ``incomplete_details.reason`` (the
+# Assistants API's word for an answer that hit its token limit).
+_INCOMPLETE_REASONS = {"length": "max_completion_tokens"}
 
 _NOT_STARTED = ErrorInfo(type="not_started", message="the run could not be stored")
 _INTERRUPTED = ErrorInfo(type=INTERRUPTED["type"], message=INTERRUPTED["message"])
@@ -132,6 +140,10 @@ class RunTask:
         self.flush_interval = flush_interval
         self.writer: EventWriter | None = None
         self.usage = Usage()
+        # The last model call's finish reason (``metadata``), and why the run is
+        # ``incomplete`` if that call was cut short (``_cut_short``).
+        self.finish_reason: str | None = None
+        self.incomplete: IncompleteDetails | None = None
         self.model_ms = self.tools_ms = 0.0
         self.first_token_ms: float | None = None
         self.started = time.perf_counter()
@@ -267,6 +279,9 @@ class RunTask:
                 await self._check_remote_cancel()
             message_id = new_id("msg")
             text, calls = await self._call_model(message_id)
+            if self.finish_reason in CUT_REASONS:
+                self._cut_short(text, calls, message_id)
+                return
             if calls and rounds >= spec.assistant.max_tool_rounds:
                 if text:
                     await self._persist(ChatMessage(role="assistant", content=text), message_id)
@@ -293,6 +308,26 @@ class RunTask:
             rounds += 1
             await self._run_tools(calls)
 
+    def _cut_short(self, text: str, calls: list[ToolCall], message_id: str) -> None:
+        """End the run ``incomplete``: the model's answer was cut (token limit, filter).
+
+        Its text, however short, is the run's last answer. Its tool calls do not
+        run, not even those whose arguments look whole: the last one's may be
+        truncated JSON, and a cut turn is not the model's full decision (more
+        calls may have been coming). They are not stored either (a call without
+        its result would need a made-up one).
+        """
+        reason = self.finish_reason or "length"
+        self.incomplete = IncompleteDetails(reason=_INCOMPLETE_REASONS.get(reason, reason))
+        if text:
+            self.final = (ChatMessage(role="assistant", content=text), message_id)
+        self.logger.warning(
+            "run.incomplete",
+            finish_reason=reason,
+            dropped_tool_calls=len(calls),
+            tools=[call.name for call in calls[:16]],
+        )
+
     async def _check_remote_cancel(self) -> None:
         if self.store is None or not self.store.shared:
             return
@@ -314,6 +349,7 @@ class RunTask:
             tools=spec.catalog.tools.get(spec.assistant.name, []),
             temperature=spec.assistant.temperature,
         )
+        self.finish_reason = None
         parts: list[str] = []
         calls: list[ToolCall] = []
         seen: set[str] = set()  # the ids of ``calls`` (a scan per call was quadratic)
@@ -339,6 +375,8 @@ class RunTask:
                     calls.append(call)
                 elif isinstance(event, ModelDone):
                     self.usage = self.usage + event.usage
+                    # Any text from a server: kept short and encodable for events and logs.
+                    self.finish_reason = clean(event.finish_reason)[:64]
             self._delta(message_id, parts, pieces.flush())
         finally:
             aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
@@ -453,8 +491,10 @@ class RunTask:
             first_token_ms=self.first_token_ms,
             tools_ms=self.tools_ms,
         )
+        if error is None and self.incomplete is not None:
+            status = "incomplete"
         terminal: RunCompleted | RunFailed = (
-            RunCompleted(run_id=spec.run_id, usage=self.usage)
+            RunCompleted(run_id=spec.run_id, usage=self.usage, incomplete_details=self.incomplete)
             if error is None
             else RunFailed(run_id=spec.run_id, error=error)
         )
@@ -464,6 +504,7 @@ class RunTask:
             usage=self.usage,
             manifest_version=spec.catalog.version,
             correlation_id=spec.correlation_id,
+            finish_reason=self.finish_reason,
         )
         final: list[Event] = [terminal, metadata, Done()]
         answer = self.final
@@ -481,6 +522,9 @@ class RunTask:
                 usage=self.usage,
                 timings=msgspec.to_builtins(timings),
                 error=msgspec.to_builtins(error) if error else None,
+                incomplete_details=(
+                    msgspec.to_builtins(self.incomplete) if status == "incomplete" else None
+                ),
             )
             # The last answer, the record and the full log in one commit, before
             # ``message.completed`` or ``done`` reach any client: a client that saw

@@ -18,6 +18,7 @@ from gateway.events import (
     Done,
     ErrorInfo,
     Event,
+    IncompleteDetails,
     MessageCompleted,
     Metadata,
     RunCompleted,
@@ -107,7 +108,7 @@ class RunLog:
         return log
 
 
-RunStatusName = Literal["completed", "failed", "cancelled"]
+RunStatusName = Literal["completed", "incomplete", "failed", "cancelled"]
 
 
 class RunResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,7 +120,9 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
         usage: tokens summed over the run's model calls.
         metadata: the run's ``metadata`` event (timings...), if it got that far.
         error: why the run failed or was cancelled, else None.
-        status: ``completed``, ``failed`` or ``cancelled``.
+        status: ``completed``, ``incomplete`` (its last answer was cut short:
+            see ``incomplete_details``), ``failed`` or ``cancelled``.
+        incomplete_details: why an ``incomplete`` run's answer was cut, else None.
     """
 
     thread_id: str
@@ -130,6 +133,7 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     metadata: Metadata | None = None
     error: ErrorInfo | None = None
     status: RunStatusName = "completed"
+    incomplete_details: IncompleteDetails | None = None
 
 
 async def collect_result(log: RunLog) -> RunResult:
@@ -140,13 +144,15 @@ async def collect_result(log: RunLog) -> RunResult:
     metadata: Metadata | None = None
     error: ErrorInfo | None = None
     status: RunStatusName = "failed"
+    incomplete: IncompleteDetails | None = None
     async for _, event in log.follow():
         if isinstance(event, MessageCompleted):
             responses.append(event.content)
         elif isinstance(event, StepCompleted):
             tool_calls.append(event.tool_call)
         elif isinstance(event, RunCompleted):
-            usage, status = event.usage, "completed"
+            usage, incomplete = event.usage, event.incomplete_details
+            status = "completed" if incomplete is None else "incomplete"
         elif isinstance(event, RunFailed):
             error = event.error
             status = "cancelled" if error.type == "cancelled" else "failed"
@@ -162,6 +168,7 @@ async def collect_result(log: RunLog) -> RunResult:
         metadata=metadata,
         error=error,
         status=status,
+        incomplete_details=incomplete,
     )
 
 

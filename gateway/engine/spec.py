@@ -27,6 +27,9 @@ def new_id(prefix: str) -> str:
 class HistoryBudget:
     """How much history goes to the model (whole turns, newest first).
 
+    The engine's budget comes from the settings; each run's from its
+    assistant's ``history`` over it (``for_assistant``).
+
     Attributes:
         max_messages: at most this many messages.
         max_chars: at most about this many characters (content plus call arguments).
@@ -34,6 +37,14 @@ class HistoryBudget:
 
     max_messages: int = 200
     max_chars: int = 400_000
+
+    def for_assistant(self, assistant: Assistant) -> HistoryBudget:
+        """This budget with the limits ``assistant``'s ``history`` sets (``max_kb``: x 1000)."""
+        history = assistant.history
+        return HistoryBudget(
+            max_messages=history.max_messages or self.max_messages,
+            max_chars=history.max_kb * 1000 if history.max_kb else self.max_chars,
+        )
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ __all__ = [
     "Example",
     "Expect",
     "FileSearch",
+    "History",
     "Provider",
     "SandboxLimits",
     "register_action_kind",
@@ -218,6 +219,42 @@ class FileSearch(_Strict, frozen=True):
     max_results: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
 
 
+MAX_HISTORY_MESSAGES = 10_000
+MAX_HISTORY_KB = 16_384
+
+
+class History(_Strict, frozen=True):
+    """How much of the conversation each model call gets: the newest whole turns that
+    fit both limits. A limit left out is the server's (``GATEWAY_HISTORY_MAX_MESSAGES``,
+    ``GATEWAY_HISTORY_MAX_KB``: 200 messages, 400 KB)."""
+
+    max_messages: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=MAX_HISTORY_MESSAGES,
+                description="At most this many messages (the newest turn is always sent)",
+            ),
+        ]
+        | None
+    ) = None
+    max_kb: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=MAX_HISTORY_KB,
+                description=(
+                    "At most about this many thousand characters "
+                    "(message text plus tool-call arguments)"
+                ),
+            ),
+        ]
+        | None
+    ) = None
+
+
 class Assistant(_Strict, frozen=True, tag="assistant", tag_field="kind"):
     """``kind: assistant``: instructions, a model, and the tools it may call."""
 
@@ -233,6 +270,7 @@ class Assistant(_Strict, frozen=True, tag="assistant", tag_field="kind"):
     file_search: FileSearch | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     max_tool_rounds: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
+    history: History = History()
 
 
 class Database(_Strict, frozen=True, tag="database", tag_field="kind"):

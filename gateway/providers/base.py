@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 __all__ = [
+    "CUT_REASONS",
     "ChatMessage",
     "ModelDone",
     "ModelEvent",
@@ -86,8 +87,19 @@ class ToolCallRequest(msgspec.Struct, frozen=True, tag="tool_call"):
     call: ToolCall
 
 
+CUT_REASONS = frozenset({"length", "content_filter"})
+"""Finish reasons of an answer the model did not finish: it hit its token limit
+(``length``; the Responses API's ``max_output_tokens``) or a content filter
+stopped it. Tool calls streamed before the cut may be truncated."""
+
+
 class ModelDone(msgspec.Struct, frozen=True, tag="done"):
-    """The last event of a call."""
+    """The last event of a call.
+
+    ``finish_reason`` is ``stop`` (a finished answer), ``tool_calls`` (it asked
+    for tools), one of ``CUT_REASONS`` (cut short, even when it asked for tools),
+    or whatever else a compatible server reported.
+    """
 
     usage: Usage
     finish_reason: str = "stop"

@@ -11,7 +11,10 @@ they stream tool calls, so chunks are assembled defensively:
 - a delta without ``id`` continues the call at its ``index``, or, without
   ``index`` either, the latest call (servers that send the id only once, or
   no index at all);
-- tool calls win over ``finish_reason: "stop"`` (reported as ``tool_calls``);
+- tool calls win over ``finish_reason: "stop"`` (reported as ``tool_calls``), but
+  not over ``length`` or ``content_filter``: the answer was cut, and its calls
+  with it (the last one's arguments may be truncated JSON), so the engine must
+  know;
 - usage may come in a final chunk with empty ``choices`` (we ask for it with
   ``stream_options.include_usage``);
 - a stream that ends without any ``finish_reason`` is an error, never a
@@ -34,6 +37,7 @@ from gateway.providers._openai_base import (
     register_api,
 )
 from gateway.providers.base import (
+    CUT_REASONS,
     ChatMessage,
     ModelDone,
     ModelEvent,
@@ -142,7 +146,10 @@ class _ChunkReader:
             raise IncompleteStream("the stream ended before the model finished its answer")
         calls = self.assembler.calls()
         events: list[ModelEvent] = [ToolCallRequest(call) for call in calls]
-        events.append(ModelDone(self.usage, "tool_calls" if calls else self.finish_reason))
+        reason = self.finish_reason
+        if calls and reason not in CUT_REASONS:
+            reason = "tool_calls"
+        events.append(ModelDone(self.usage, reason))
         return events
 
 

@@ -35,6 +35,7 @@ from gateway.providers._openai_base import (
     register_api,
 )
 from gateway.providers.base import (
+    CUT_REASONS,
     ModelDone,
     ModelEvent,
     ModelRequest,
@@ -108,7 +109,11 @@ class _Reader:
             raise IncompleteStream("the stream ended before the response completed")
         complete = self.calls.complete()
         events: list[ModelEvent] = [ToolCallRequest(call) for call in complete]
-        events.append(ModelDone(self.done.usage, "tool_calls") if complete else self.done)
+        done = self.done
+        if complete and done.finish_reason not in CUT_REASONS:
+            # A cut response (``length``...) keeps its reason: its calls may be truncated.
+            done = ModelDone(done.usage, "tool_calls")
+        events.append(done)
         return events
 
     def _finish(self, kind: str, response: Any) -> list[ModelEvent]:

@@ -158,12 +158,23 @@ def run_row(run: RunRecord) -> tuple[Any, ...]:
         run.completed_at,
         dumps(run.usage),
         dumps(run.timings),
-        dumps(run.error) if run.error is not None else None,
+        _outcome(run),
     )
+
+
+def _outcome(run: RunRecord) -> str | None:
+    """The ``error`` column: the error of a failed or cancelled run, or the
+    ``incomplete_details`` of an incomplete one (a run has at most one of them;
+    kept in one column so the schema needs no migration for it)."""
+    if run.status == "incomplete":
+        return dumps(run.incomplete_details) if run.incomplete_details is not None else None
+    return dumps(run.error) if run.error is not None else None
 
 
 def run_from_row(row: Sequence[Any]) -> RunRecord:
     """A row in ``run_row`` order -> ``RunRecord``."""
+    outcome = _error_dec.decode(row[9]) if row[9] else None
+    incomplete = row[3] == "incomplete"
     return RunRecord(
         id=row[0],
         thread_id=row[1],
@@ -174,7 +185,8 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         completed_at=float(row[6]) if row[6] is not None else None,
         usage=_usage_dec.decode(row[7]) if row[7] else Usage(),
         timings=_timings_dec.decode(row[8]) if row[8] else {},
-        error=_error_dec.decode(row[9]) if row[9] else None,
+        error=None if incomplete else outcome,
+        incomplete_details=outcome if incomplete else None,
     )
 
 

@@ -69,7 +69,9 @@ DEFAULT_LEASE_SECONDS = 30.0
 # store) or a lapsed lease (any store).
 INTERRUPTED = {"type": "interrupted", "message": "the gateway stopped during the run"}
 
-RunStatus = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+# ``incomplete``: the run ended without error but its last answer was cut short (the
+# model's token limit, a content filter); ``RunRecord.incomplete_details`` says why.
+RunStatus = Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
 
 
 class ThreadRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +93,9 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A run as stored. ``error`` (``{type, message}``) is set for a failed or
+    cancelled run, ``incomplete_details`` (``{reason}``) for an incomplete one."""
+
     id: str
     thread_id: str
     assistant: str
@@ -101,6 +106,7 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     usage: Usage = Usage()
     timings: dict[str, float | None] = {}
     error: dict[str, str] | None = None
+    incomplete_details: dict[str, str] | None = None
 
 
 class RunEventsPage(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,7 +3,8 @@
 Private to ``gateway.testing``; the request log entry and pure functions from
 a scripted reply to JSON objects, importing nothing from the gateway. Chat Completions streams are
 ``data: {chunk}`` frames ending with ``data: [DONE]``; Responses streams are
-``event: TYPE`` + ``data: {event}`` frames ending with ``response.completed``.
+``event: TYPE`` + ``data: {event}`` frames ending with ``response.completed`` (or
+``response.incomplete``).
 """
 
 from __future__ import annotations
@@ -78,11 +79,33 @@ class ReplyUsage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FakeReply(msgspec.Struct, frozen=True, kw_only=True):
-    """One scripted model answer: text, tool calls, or both."""
+    """One scripted model answer: text, tool calls, or both.
+
+    ``finish_reason`` None means ``tool_calls`` when there are calls, else
+    ``stop``. ``"length"`` plays an answer cut by the model's token limit
+    (``"content_filter"``, one a filter stopped): Chat Completions sends it as
+    is, the Responses API as an ``incomplete`` response (``response.incomplete``,
+    ``incomplete_details.reason`` ``max_output_tokens`` / ``content_filter``, the
+    last output item ``incomplete``). The text and the arguments are sent as
+    scripted: script the cut yourself (``'{"city": "Par'``).
+    """
 
     text: str = ""
     tool_calls: list[FakeToolCall] = []
     usage: ReplyUsage | None = None
+    finish_reason: str | None = None
+
+    @property
+    def finish(self) -> str:
+        """The finish reason sent (``finish_reason``, or what the reply implies)."""
+        if self.finish_reason is not None:
+            return self.finish_reason
+        return "tool_calls" if self.tool_calls else "stop"
+
+    @property
+    def incomplete_reason(self) -> str | None:
+        """The Responses API's ``incomplete_details.reason`` for it, None if it completed."""
+        return {"length": "max_output_tokens", "content_filter": "content_filter"}.get(self.finish)
 
 
 class RecordedRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -196,7 +219,7 @@ def chat_body(reply: FakeReply, usage: ReplyUsage, *, model: str, ident: str) ->
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                "finish_reason": reply.finish,
                 "logprobs": None,
             }
         ],
@@ -257,8 +280,8 @@ def chat_chunks(
     chunks = [chunk(first)]
     chunks += [chunk({"content": piece}) for piece in _pieces(reply.text)]
     chunks += [chunk({"tool_calls": [delta]}) for delta in _tool_deltas(reply, quirks)]
-    finish = "tool_calls" if reply.tool_calls else "stop"
-    if "stop_with_tool_calls" in quirks:
+    finish = reply.finish
+    if "stop_with_tool_calls" in quirks and reply.finish_reason is None:
         finish = "stop"
     last = chunk({}, finish)
     if "usage_with_finish" in quirks:
@@ -282,6 +305,7 @@ def sse_chat(chunks: Iterable[dict[str, Any]]) -> list[bytes]:
 
 
 def _output_items(reply: FakeReply, ident: str) -> list[dict[str, Any]]:
+    """The final output items; the last one ``incomplete`` if the reply was cut."""
     items: list[dict[str, Any]] = []
     if reply.text:
         items.append(
@@ -304,6 +328,8 @@ def _output_items(reply: FakeReply, ident: str) -> list[dict[str, Any]]:
                 "status": "completed",
             }
         )
+    if items and reply.incomplete_reason is not None:
+        items[-1]["status"] = "incomplete"
     return items
 
 
@@ -314,9 +340,12 @@ def responses_body(
     model: str,
     ident: str,
     request: dict[str, Any],
-    status: str = "completed",
 ) -> dict[str, Any]:
-    """A ``response`` object (final when ``usage`` is given, else in progress)."""
+    """A ``response`` object: final (``completed`` or ``incomplete``) when ``usage`` is
+    given, else in progress with no output yet."""
+    final = usage is not None
+    reason = reply.incomplete_reason if final else None
+    status = ("incomplete" if reason else "completed") if final else "in_progress"
     return {
         "id": f"resp_{ident}",
         "object": "response",
@@ -324,14 +353,14 @@ def responses_body(
         "status": status,
         "model": model,
         "instructions": request.get("instructions"),
-        "output": _output_items(reply, ident) if status == "completed" else [],
+        "output": _output_items(reply, ident) if final else [],
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": request.get("tools") or [],
         "temperature": request.get("temperature"),
         "store": request.get("store", True),
         "error": None,
-        "incomplete_details": None,
+        "incomplete_details": {"reason": reason} if reason else None,
         "usage": _usage_responses(usage) if usage is not None else None,
     }
 
@@ -351,8 +380,6 @@ def responses_events(
         events.append({"type": kind, "sequence_number": len(events), **fields})
 
     pending = responses_body(reply, None, model=model, ident=ident, request=request)
-    pending["status"] = "in_progress"
-    pending["output"] = []
     emit("response.created", response=pending)
     emit("response.in_progress", response=pending)
     final_items = _output_items(reply, ident)
@@ -421,10 +448,8 @@ def responses_events(
             arguments=arguments,
         )
         emit("response.output_item.done", output_index=index, item=item)
-    emit(
-        "response.completed",
-        response=responses_body(reply, usage, model=model, ident=ident, request=request),
-    )
+    final = responses_body(reply, usage, model=model, ident=ident, request=request)
+    emit(f"response.{final['status']}", response=final)
     return events
 
 

@@ -19,6 +19,8 @@ and not, byte-compatible with OpenAI's SSE) and ``GET /v1/models``, on
 ``127.0.0.1`` and a free port, from a background thread. Each model request
 takes the next scripted reply (``add_text``, ``add_tool_calls``, ``add_reply``
 with a value or a callable); with none left it echoes the last user message.
+A reply may end with ``finish_reason="length"`` (the model's token limit; the
+Responses API: ``response.incomplete``) or ``"content_filter"``.
 Faults: ``fail_next`` (status codes, consumed before replies), ``delay``
 (before the response and between chunks), ``cut_stream_after`` (abort the
 connection mid-stream), ``fail_stream_after`` (an error event mid-stream), and
@@ -218,9 +220,19 @@ class FakeOpenAI:
 
     # -- scripting ---------------------------------------------------------
 
-    def add_text(self, text: str, *, usage: tuple[int, int] | None = None) -> None:
-        """Queue a plain text answer; ``usage`` is (prompt, completion) tokens."""
-        self.add_reply(FakeReply(text=text, usage=_usage(usage)))
+    def add_text(
+        self,
+        text: str,
+        *,
+        usage: tuple[int, int] | None = None,
+        finish_reason: str | None = None,
+    ) -> None:
+        """Queue a plain text answer; ``usage`` is (prompt, completion) tokens.
+
+        ``finish_reason="length"`` plays an answer cut by the model's token limit
+        (``"content_filter"``: stopped by a filter); see ``FakeReply``.
+        """
+        self.add_reply(FakeReply(text=text, usage=_usage(usage), finish_reason=finish_reason))
 
     def add_tool_calls(
         self,
@@ -228,14 +240,18 @@ class FakeOpenAI:
         *,
         text: str = "",
         usage: tuple[int, int] | None = None,
+        finish_reason: str | None = None,
     ) -> list[str]:
         """Queue an answer calling tools (several = parallel calls); returns their ids.
 
         Args:
             calls: ``(name, arguments)`` or ``(name, arguments, call_id)``;
-                arguments are a mapping (sent as JSON) or JSON text as is.
+                arguments are a mapping (sent as JSON) or JSON text as is
+                (so truncated JSON can be scripted: ``'{"city": "Par'``).
             text: optional text sent before the calls.
             usage: (prompt, completion) tokens to report.
+            finish_reason: default ``tool_calls``; ``"length"`` plays an answer
+                cut by the model's token limit in the middle of its calls.
         """
         built = []
         for spec in calls:
@@ -243,7 +259,10 @@ class FakeOpenAI:
             call_id = spec[2] if len(spec) == 3 else f"call_fake{next(self._ids):06d}"
             text_args = arguments if isinstance(arguments, str) else json.dumps(dict(arguments))
             built.append(FakeToolCall(id=call_id, name=name, arguments=text_args))
-        self.add_reply(FakeReply(text=text, tool_calls=built, usage=_usage(usage)))
+        reply = FakeReply(
+            text=text, tool_calls=built, usage=_usage(usage), finish_reason=finish_reason
+        )
+        self.add_reply(reply)
         return [c.id for c in built]
 
     def add_reply(self, reply: FakeReply | ReplyFactory) -> None:

@@ -128,6 +128,29 @@ def test_sdk_streams_both_apis(fake: FakeOpenAI, client: openai.OpenAI) -> None:
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "d e f"
 
 
+def test_a_reply_cut_by_the_token_limit_both_apis(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """finish_reason="length" is chat's finish_reason, and an incomplete response (both ways)."""
+    fake.add_text("It is sun", finish_reason="length")
+    chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert chat.choices[0].finish_reason == "length"
+    fake.add_text("It is sun", finish_reason="length")
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    assert [c.choices[0].finish_reason for c in stream if c.choices][-1] == "length"
+    fake.add_tool_calls([("lookup", '{"q": "unfini')], finish_reason="length")
+    response = client.responses.create(model="m", input="x")
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output[-1].status == "incomplete"
+    fake.add_text("It is sun", finish_reason="content_filter")
+    events = list(client.responses.create(model="m", input="x", stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details is not None
+    assert events[-1].response.incomplete_details.reason == "content_filter"
+
+
 def test_callable_reply_sees_the_request(fake: FakeOpenAI, client: openai.OpenAI) -> None:
     """A callable reply receives the recorded request and its return value is sent."""
     seen: list[RecordedRequest] = []

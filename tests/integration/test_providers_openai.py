@@ -142,6 +142,27 @@ async def test_one_tool_call(provider: OpenAIProvider, fake: FakeOpenAI) -> None
     assert events[-1].finish_reason == "tool_calls"
 
 
+@pytest.mark.parametrize("reason", ["length", "content_filter"])
+async def test_a_cut_answer_keeps_its_finish_reason(
+    provider: OpenAIProvider, fake: FakeOpenAI, reason: str
+) -> None:
+    """An answer cut short (token limit, filter) reports why: as text, and with tool calls."""
+    fake.add_text("The weather in Par", finish_reason=reason)
+    events = await _collect(provider)
+    assert _text(events) == "The weather in Par"
+    assert isinstance(events[-1], ModelDone) and events[-1].finish_reason == reason
+    # Cut inside its second call: the calls come out, the reason is not tool_calls.
+    fake.add_tool_calls(
+        [("get_weather", {"city": "Paris"}), ("get_weather", '{"city": "Ro')], finish_reason=reason
+    )
+    events = await _collect(provider)
+    assert [e.call.arguments for e in events if isinstance(e, ToolCallRequest)] == [
+        '{"city": "Paris"}',
+        '{"city": "Ro',
+    ]
+    assert isinstance(events[-1], ModelDone) and events[-1].finish_reason == reason
+
+
 async def test_parallel_tool_calls_with_text(provider: OpenAIProvider, fake: FakeOpenAI) -> None:
     """Parallel calls come out in order, each complete, after the text that preceded them."""
     ids = fake.add_tool_calls(

@@ -383,6 +383,26 @@ async def test_finish_run_stores_record_and_log_together(make_store: Factory) ->
     await store.create_run(_run(thread.id))  # the thread is free again
 
 
+async def test_an_incomplete_run_keeps_its_details_and_frees_the_thread(
+    make_store: Factory,
+) -> None:
+    """An incomplete run (its answer cut short) reads back with its incomplete_details."""
+    store = await make_store()
+    thread = await store.create_thread("support")
+    run = _run(thread.id)
+    await store.create_run(run)
+    done = msgspec.structs.replace(
+        run,
+        status="incomplete",
+        completed_at=2.0,
+        usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
+        incomplete_details={"reason": "max_completion_tokens"},
+    )
+    assert await store.finish_run(done, [b'{"event":"done","data":{}}'])
+    assert await store.get_run(run.id) == done
+    await store.create_run(_run(thread.id))  # incomplete is an ending: the thread is free
+
+
 async def test_begin_run_with_a_new_thread_commits_all_or_nothing(make_store: Factory) -> None:
     """begin_run(thread=...) stores a new thread with its run and message, or none of them."""
     store = await make_store()

@@ -61,6 +61,8 @@ def test_defaults_are_the_development_defaults() -> None:
         ({"GATEWAY_RUN_LEASE": "7.5"}, "run_lease", 7.5),
         ({"GATEWAY_EVENT_FLUSH_MS": "0"}, "event_flush_ms", 0),
         ({"GATEWAY_ROOT": "/srv"}, "gateway_root", Path("/srv")),
+        ({"GATEWAY_HISTORY_MAX_MESSAGES": "40"}, "history_max_messages", 40),
+        ({"GATEWAY_HISTORY_MAX_KB": "16384"}, "history_max_kb", 16384),
     ],
 )
 def test_each_variable_sets_its_field(env: dict[str, str], field: str, expected: object) -> None:
@@ -113,6 +115,12 @@ def test_legacy_variables_are_accepted_and_ignored() -> None:
         ({"GATEWAY_RATE_LIMIT": "nan"}, "GATEWAY_RATE_LIMIT"),
         ({"GATEWAY_RATE_LIMIT_BURST": "-3"}, "GATEWAY_RATE_LIMIT_BURST"),
         ({"GATEWAY_RUN_LEASE": "nan"}, "GATEWAY_RUN_LEASE"),
+        ({"GATEWAY_HISTORY_MAX_MESSAGES": "0"}, "GATEWAY_HISTORY_MAX_MESSAGES"),
+        ({"GATEWAY_HISTORY_MAX_MESSAGES": "10001"}, "GATEWAY_HISTORY_MAX_MESSAGES"),
+        ({"GATEWAY_HISTORY_MAX_MESSAGES": "lots"}, "GATEWAY_HISTORY_MAX_MESSAGES"),
+        ({"GATEWAY_HISTORY_MAX_KB": "0"}, "GATEWAY_HISTORY_MAX_KB"),
+        ({"GATEWAY_HISTORY_MAX_KB": "16385"}, "GATEWAY_HISTORY_MAX_KB"),
+        ({"GATEWAY_HISTORY_MAX_KB": "1.5"}, "GATEWAY_HISTORY_MAX_KB"),
     ],
 )
 def test_malformed_values_are_errors_naming_the_variable(
@@ -137,6 +145,17 @@ def test_zero_stays_valid_where_it_means_something(
 ) -> None:
     """Port 0 (any free port), no debounce, no rate limit, burst = the limit: all still accepted."""
     assert getattr(from_env(env), field) == expected
+
+
+def test_history_budget_errors_say_the_range() -> None:
+    """An out-of-range history budget names the variable and the range it must be in."""
+    with pytest.raises(SettingsError) as info:
+        from_env({"GATEWAY_HISTORY_MAX_KB": "0"})
+    assert (
+        str(info.value) == "GATEWAY_HISTORY_MAX_KB must be a whole number from 1 to 16384, got '0'"
+    )
+    defaults = from_env({})
+    assert (defaults.history_max_messages, defaults.history_max_kb) == (200, 400)
 
 
 def test_inline_concurrency_error_says_what_is_expected() -> None:

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.engine import Engine, HistoryBudget, RunHandle
+from gateway.engine import Engine, HistoryBudget, RunHandle, collect_result
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady, ProviderError
 from gateway.events import (
     Done,
     ErrorEvent,
     Event,
+    IncompleteDetails,
     MessageCompleted,
     MessageDelta,
     Metadata,
@@ -29,7 +30,15 @@ from gateway.events import (
 )
 from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import CatalogRef
-from gateway.providers.base import ChatMessage, ModelDone, ModelEvent, TextDelta, Usage
+from gateway.providers.base import (
+    ChatMessage,
+    ModelDone,
+    ModelEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallRequest,
+    Usage,
+)
 from gateway.settings import Settings
 from gateway.store.base import RunRecord
 from gateway.store.sqlite import SQLiteStore
@@ -745,3 +754,90 @@ async def test_an_answer_with_very_many_calls_does_not_stall_the_server(
         result = await (await rig.engine.start_run(thread_id=None, message="many")).result()
     assert result.error is not None and result.error.type == "max_tool_rounds"
     assert max(gaps) < 2.0, f"the event loop was blocked for {max(gaps):.1f}s"
+
+
+def cut(*parts: str, reason: str = "length", calls_: tuple[tuple[str, str], ...] = ()) -> Turn:
+    """A turn cut short (``reason``): text deltas, then tool calls with raw arguments."""
+    events: list[ModelEvent] = [TextDelta(p) for p in parts]
+    events += [
+        ToolCallRequest(ToolCall(id=f"cut_{i}", name=name, arguments=arguments))
+        for i, (name, arguments) in enumerate(calls_)
+    ]
+    events.append(ModelDone(Usage(prompt_tokens=4, completion_tokens=9, total_tokens=13), reason))
+    return events
+
+
+async def test_an_answer_cut_by_the_token_limit_ends_the_run_incomplete(
+    make_rig: MakeRig,
+) -> None:
+    """finish_reason length: the run completes as incomplete (max_completion_tokens), stored so."""
+    rig = await make_rig([calls(("lookup", {})), cut("The answer is", " forty")])
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    result = await handle.result()
+    assert result.status == "incomplete" and result.error is None
+    assert result.incomplete_details == IncompleteDetails(reason="max_completion_tokens")
+    assert result.responses == ["The answer is forty"]
+    assert result.metadata is not None and result.metadata.finish_reason == "length"
+    [completed] = [e for e in handle.log.events if isinstance(e, RunCompleted)]
+    assert completed.incomplete_details == IncompleteDetails(reason="max_completion_tokens")
+    record = await rig.store.get_run(handle.run_id)
+    assert record is not None and record.status == "incomplete" and record.error is None
+    assert record.incomplete_details == {"reason": "max_completion_tokens"}
+    assert await rig.engine.get_run(handle.thread_id, handle.run_id) == record
+    stored = await rig.store.list_messages(handle.thread_id)
+    assert stored[-1].message.content == "The answer is forty"  # the cut answer is kept
+
+
+async def test_tool_calls_of_a_cut_answer_never_run(make_rig: MakeRig) -> None:
+    """A length turn's tool calls (the last one truncated JSON) run nowhere and are not stored;
+    the cut wins over max_tool_rounds too."""
+    truncated = (("lookup", '{"q": 1}'), ("lookup", '{"q": "tw'))
+    rig = await make_rig(
+        [calls(("lookup", {})), cut("Checking", calls_=truncated)], max_tool_rounds=1
+    )
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    with capture_logs() as logs:
+        result = await handle.result()
+    assert result.status == "incomplete" and result.responses == ["Checking"]
+    assert len(rig.runner.calls) == 1  # the first round's call only
+    steps = [e for e in handle.log.events if isinstance(e, StepCreated)]
+    assert [s.tool_call.id for s in steps] == ["call_0"]
+    stored = [m.message for m in await rig.store.list_messages(handle.thread_id)]
+    assert all(call.id.startswith("call_") for m in stored for call in m.tool_calls)
+    assert stored[-1] == ChatMessage(role="assistant", content="Checking")
+    [warning] = [entry for entry in logs if entry["event"] == "run.incomplete"]
+    assert warning["dropped_tool_calls"] == 2 and warning["finish_reason"] == "length"
+
+
+async def test_a_content_filter_stop_is_incomplete_too(make_rig: MakeRig) -> None:
+    """finish_reason content_filter ends the run incomplete with that reason, even with no text."""
+    rig = await make_rig([cut(reason="content_filter")])
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    result = await handle.result()
+    assert result.status == "incomplete" and result.responses == []
+    assert result.incomplete_details == IncompleteDetails(reason="content_filter")
+
+
+async def test_an_incomplete_run_replays_incomplete_after_a_restart(make_rig: MakeRig) -> None:
+    """The stored log and record of an incomplete run read back the same from a fresh engine."""
+    rig = await make_rig([cut("cut sho")])
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    await handle.result()
+    await rig.engine.aclose()
+    await rig.store.close()
+    fresh = await make_rig([])
+    log = await fresh.engine.get_run_log(handle.thread_id, handle.run_id)
+    assert log.events == handle.log.events
+    replayed = await collect_result(log)
+    assert replayed.status == "incomplete"
+    record = await fresh.engine.get_run(handle.thread_id, handle.run_id)
+    assert record.status == "incomplete"
+    assert record.incomplete_details == {"reason": "max_completion_tokens"}
+
+
+async def test_a_finished_answer_reports_stop(make_rig: MakeRig) -> None:
+    """A run whose last answer finished is completed, with finish_reason stop and no details."""
+    rig = await make_rig([text("done")])
+    result = await (await rig.engine.start_run(thread_id=None, message="hi")).result()
+    assert result.status == "completed" and result.incomplete_details is None
+    assert result.metadata is not None and result.metadata.finish_reason == "stop"

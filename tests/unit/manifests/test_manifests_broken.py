@@ -17,6 +17,7 @@ EXPECTED: list[tuple[str, int, int, str]] = [
     ("bad_parameters.yaml", 7, 15, "not a valid JSON Schema"),
     ("bad_parameters.yaml", 14, 9, "type: object"),
     ("builtin_name.yaml", 2, 7, "built-in tool"),
+    ("history_range.yaml", 5, 17, "history.max_messages: 0 is less than the minimum of 1"),
     ("http_host.yaml", 7, 8, "scheme and host"),
     ("http_template.yaml", 8, 14, "does not parse"),
     ("inline_limits.yaml", 8, 3, "sandbox.memory_mb has no effect with isolation: inline"),
