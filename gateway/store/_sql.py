@@ -54,8 +54,9 @@ _MIGRATIONS: list[list[str]] = [
     ],
     # 2: run leases. ``owner`` is the replica executing the run (``ThreadStore.owner``);
     # ``lease_until`` is when its claim lapses, in the database's clock (UNIX seconds).
-    # An active run with a NULL lease was started by a gateway that predates leases:
-    # it never lapses (a cancel frees it), so a rolling upgrade never steals a live run.
+    # An active run with a NULL lease was started by a gateway that predates leases (before
+    # this step, or by an old replica still running during a rolling upgrade): nothing
+    # renews it, so it lapses by age instead (``expire_leases``, ``LEGACY_LEASE_SECONDS``).
     [
         "ALTER TABLE runs ADD COLUMN owner TEXT",
         "ALTER TABLE runs ADD COLUMN lease_until {real}",
@@ -187,10 +188,14 @@ def _dialect(
             " completed_at, usage, timings, error FROM runs WHERE id = ?"
         ),
         select_active_runs=p("SELECT {cols} FROM runs WHERE {active}"),
-        # (completed_at, error_json, thread_id): the thread's active run whose lease lapsed.
+        # (completed_at, error_json, thread_id, legacy_seconds): the thread's active run whose
+        # lease lapsed, or, with no lease (a gateway that predates leases started it, and
+        # nothing renews it), that is older than ``legacy_seconds`` by its ``created_at``
+        # (that gateway's clock, the only time such a row holds).
         expire_leases=p(
             "UPDATE runs SET status = 'failed', completed_at = ?, error = ?, lease_until = NULL"
-            " WHERE thread_id = ? AND {active} AND lease_until < {now} RETURNING {cols}"
+            " WHERE thread_id = ? AND {active} AND (lease_until < {now}"
+            " OR (lease_until IS NULL AND created_at < {now} - ?)) RETURNING {cols}"
         ),
         # (seconds, owner, ids_json): extends the leases of the owner's runs still active.
         renew_leases=p(

@@ -36,6 +36,7 @@ from gateway.store._sql import POSTGRES
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
+    LEGACY_LEASE_SECONDS,
     RunEventNotices,
     RunEventsPage,
     RunRecord,
@@ -448,7 +449,7 @@ async def _lock_run(conn: Conn, sql: str, params: tuple[str, ...]) -> str | None
 
 
 async def _expire(conn: Conn, thread_id: str) -> list[RunRecord]:
-    params = (c.now(), c.dumps(INTERRUPTED), thread_id)
+    params = (c.now(), c.dumps(INTERRUPTED), thread_id, LEGACY_LEASE_SECONDS)
     cur = await conn.execute(_SQL.expire_leases, params)
     expired = [c.run_from_row(row) for row in await cur.fetchall()]
     for run in expired:

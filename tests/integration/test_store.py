@@ -24,6 +24,7 @@ from gateway.store._sql import POSTGRES, SQLITE
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
+    LEGACY_LEASE_SECONDS,
     RunEventsPage,
     RunRecord,
     ThreadRecord,
@@ -693,33 +694,80 @@ async def test_postgres_replicas_starting_together_all_open_and_migrate_once(
         assert versions == [(len(POSTGRES.migrations),)]
 
 
-async def test_migration_to_leases_keeps_runs_of_older_gateways(tmp_path: Path) -> None:
-    """Upgrading a version-1 database adds the lease columns; its active runs never lapse."""
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_runs_of_gateways_without_leases_lapse_by_age(backend: str, tmp_path: Path) -> None:
+    """Active runs with no lease (rows a pre-lease gateway left in a version-1 database, or
+    inserted by such a replica still running after the upgrade) lapse once they are
+    ``LEGACY_LEASE_SECONDS`` old: their threads take new runs again, never busy forever."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = pg_url() if backend == "postgres" else ""
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:
-        for statement in SQLITE.migrations[0]:
-            conn.execute(statement)
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
-        conn.execute("INSERT INTO threads (id, assistant, created_at) VALUES ('t1', 'a', 1.0)")
-        conn.execute(
+
+    def execute(statements: list[str]) -> None:
+        """Run SQL straight on the database, as an old gateway would."""
+        if backend == "sqlite":
+            with sqlite3.connect(path) as conn:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.close()
+            return
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            pg.execute(f"SET search_path = {schema}")
+            for statement in statements:
+                pg.execute(statement)
+
+    def old_run(run_id: str, thread_id: str, created_at: float) -> list[str]:
+        """A thread and its in-progress run as a gateway without leases inserts them."""
+        return [
+            f"INSERT INTO threads (id, assistant, created_at) VALUES ('{thread_id}', 'a', 1.0)",
             "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at)"
-            " VALUES ('r1', 't1', 'a', 'in_progress', 'v1', 1.0)"
-        )
-    conn.close()
-    store = SQLiteStore(path, lease_seconds=0.01)
+            f" VALUES ('{run_id}', '{thread_id}', 'a', 'in_progress', 'v1', {created_at!r})",
+        ]
+
+    migrations = SQLITE.migrations if backend == "sqlite" else POSTGRES.migrations
+    now = time.time()
+    execute(
+        list(migrations[0])
+        + [
+            "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+            "INSERT INTO schema_version (version) VALUES (1)",
+        ]
+        + old_run("r_crashed", "t_crashed", now - 3600)  # its gateway crashed an hour ago
+        + old_run("r_live", "t_live", now)  # its gateway may well be running it
+    )
+    store: ThreadStore = (
+        SQLiteStore(path, lease_seconds=0.01)
+        if backend == "sqlite"
+        else PostgresStore(url, schema=schema, max_size=2, lease_seconds=0.01)
+    )
     await store.open()
     try:
-        version = await store._run(
-            lambda conn: conn.execute("SELECT version FROM schema_version").fetchone()
-        )
-        assert version == (len(SQLITE.migrations),)
-        await asyncio.sleep(0.05)
-        assert await store.expire_leases("t1") == []
+        assert await store.expire_leases("t_live") == []
         with pytest.raises(Conflict):
-            await store.create_run(_run("t1"))
+            await store.create_run(_run("t_live"))
+        await store.begin_run(_run("t_crashed"), ChatMessage(role="user", content="again"))
+        crashed = await store.get_run("r_crashed")
+        assert crashed is not None and crashed.status == "failed"
+        assert crashed.error == INTERRUPTED and crashed.completed_at is not None
+        # A replica of the old version, still serving during a rolling upgrade, starts a run
+        # on the migrated schema: its INSERT names no lease columns.
+        execute(old_run("r_late", "t_late", time.time() - LEGACY_LEASE_SECONDS + 1.0))
+        with pytest.raises(Conflict):
+            await store.create_run(_run("t_late"))
+        await asyncio.sleep(1.5)
+        assert [r.id for r in await store.expire_leases("t_late")] == ["r_late"]
+        await store.create_run(_run("t_late"))
+        assert {r.thread_id for r in await store.list_active_runs()} == {
+            "t_live",
+            "t_crashed",
+            "t_late",
+        }
     finally:
         await store.close()
+        if backend == "postgres":
+            with psycopg.connect(url, autocommit=True) as pg:
+                pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def _frames(first: int, last: int) -> list[bytes]:
