@@ -1120,7 +1120,12 @@ async def test_postgres_a_takeover_committed_during_a_write_makes_it_store_nothi
         async with takeover, takeover.transaction():
             cur = await takeover.execute(
                 POSTGRES.expire_leases,
-                (time.time(), msgspec.json.encode(INTERRUPTED).decode(), thread.id),
+                (
+                    time.time(),
+                    msgspec.json.encode(INTERRUPTED).decode(),
+                    thread.id,
+                    LEGACY_LEASE_SECONDS,
+                ),
             )
             assert [row[0] for row in await cur.fetchall()] == [run.id]
             appending = asyncio.create_task(store.append_run_message(run.id, result))
