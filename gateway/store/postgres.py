@@ -352,16 +352,14 @@ class PostgresStore:
         return c.split_events(bytes(row[0])) if row else None
 
     async def append_run_events(self, run_id: str, first_seq: int, events: list[bytes]) -> bool:
-        """Append a batch of a running run's events and notify its followers at commit;
-        False (nothing stored) once the run is not ours and active."""
+        """Append a batch of a running run's events and notify its followers at commit (the
+        INSERT does, in one round trip); False (nothing stored) once the run is not ours
+        and active."""
         last_seq = first_seq + len(events) - 1
         params = (run_id, first_seq, last_seq, c.join_events(events), run_id, self.owner)
         async with self._connection() as conn:
             cur = await conn.execute(_SQL.append_batch, params)
-            if await cur.fetchone() is None:
-                return False
-            await _notify_followers(conn, run_id)
-            return True
+            return await cur.fetchone() is not None
 
     async def load_run_events_after(self, run_id: str, after: int) -> RunEventsPage:
         """The run's stored events past ``after`` (final log, else live batches)."""

@@ -19,7 +19,7 @@ import pytest
 
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage, ToolCall, Usage
-from gateway.store import open_store
+from gateway.store import _notify, open_store
 from gateway.store._sql import POSTGRES, SQLITE
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
@@ -728,13 +728,13 @@ async def test_runs_of_gateways_without_leases_lapse_by_age(backend: str, tmp_pa
     migrations = SQLITE.migrations if backend == "sqlite" else POSTGRES.migrations
     now = time.time()
     execute(
-        list(migrations[0])
-        + [
+        [
+            *migrations[0],
             "CREATE TABLE schema_version (version INTEGER NOT NULL)",
             "INSERT INTO schema_version (version) VALUES (1)",
+            *old_run("r_crashed", "t_crashed", now - 3600),  # its gateway crashed an hour ago
+            *old_run("r_live", "t_live", now),  # its gateway may well be running it
         ]
-        + old_run("r_crashed", "t_crashed", now - 3600)  # its gateway crashed an hour ago
-        + old_run("r_live", "t_live", now)  # its gateway may well be running it
     )
     store: ThreadStore = (
         SQLiteStore(path, lease_seconds=0.01)
@@ -902,6 +902,33 @@ async def test_followers_are_notified_of_batches_on_postgres_and_poll_on_sqlite(
         done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
         await owner.finish_run(done, _frames(1, 2))
         assert await notices.wait(10) is True  # the final commit wakes followers too
+
+
+async def test_postgres_each_stored_batch_notifies_once_and_a_refused_one_never(
+    pg_store: PostgresStore,
+) -> None:
+    """Every batch stored (a retried one too) sends one notice naming its run, from the
+    statement that stores it; a batch refused (the run cancelled elsewhere) sends none."""
+    thread = await pg_store.create_thread("support")
+    run = _run(thread.id)
+    await pg_store.create_run(run)
+    async with await psycopg.AsyncConnection.connect(pg_url(), autocommit=True) as listen:
+        await listen.execute(f"LISTEN {_notify.CHANNEL}")
+
+        async def notices() -> list[str]:
+            # The channel is database-wide: other tests' runs may notify on it meanwhile.
+            return [n.payload async for n in listen.notifies(timeout=0.5) if n.payload == run.id]
+
+        assert await pg_store.append_run_events(run.id, 1, _frames(1, 2)) is True
+        assert await pg_store.append_run_events(run.id, 3, _frames(3, 3)) is True
+        assert await pg_store.append_run_events(run.id, 3, _frames(3, 4)) is True  # a retry
+        assert await notices() == [run.id] * 3
+        error = {"type": "cancelled", "message": "the run was cancelled"}
+        ended = msgspec.structs.replace(run, status="cancelled", completed_at=2.0, error=error)
+        assert await pg_store.update_run(ended) is True
+        assert await notices() == [run.id]  # the commit that ended it
+        assert await pg_store.append_run_events(run.id, 5, _frames(5, 5)) is False
+        assert await notices() == []
 
 
 @pytest.fixture
