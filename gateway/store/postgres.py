@@ -60,6 +60,11 @@ class PostgresStore:
         schema: optional schema to use (created if missing), e.g. to isolate tests.
         min_size / max_size: pool bounds.
         lease_seconds: lease of the runs this instance inserts (see ``gateway.store.base``).
+        idle_in_transaction_timeout: seconds after which the server ends a session of this
+            store left idle inside a transaction (its statements take milliseconds, so
+            only a replica frozen or cut off mid-transaction gets there), releasing the row
+            locks it holds: otherwise other replicas' writes on that thread wait, each
+            holding a pooled connection, until TCP keepalives notice (hours by default).
     """
 
     shared = True
@@ -72,9 +77,11 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        idle_in_transaction_timeout: float = 10.0,
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise InvalidInput(f"invalid schema name {schema!r}")
+        self._idle_in_transaction_ms = max(int(idle_in_transaction_timeout * 1000), 1)
         self._url = _conninfo(url)
         self._schema = schema
         self._min_size, self._max_size = min_size, max_size
@@ -104,9 +111,14 @@ class PostgresStore:
                     return
                 async with conn.transaction():
                     yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            pg_errors.IdleInTransactionSessionTimeout,
+        ) as exc:
             # OperationalError covers a refused or cut connection, an admin
-            # shutdown and the pool's timeout (PoolTimeout); never a constraint.
+            # shutdown and the pool's timeout (PoolTimeout); never a constraint. The
+            # server also ends a session this store left idle in a transaction too long.
             raise NotReady(f"the thread store does not answer ({type(exc).__name__})") from exc
 
     async def open(self) -> None:
@@ -129,7 +141,7 @@ class PostgresStore:
             kwargs=kwargs,
             min_size=self._min_size,
             max_size=self._max_size,
-            configure=_configure,
+            configure=self._configure,
             # A connection the server cut while it sat idle (a restart, a failover) is
             # replaced when taken, not handed to a write that then fails with the database
             # up again (a run's answer lost); one empty round trip per checkout.
@@ -157,6 +169,16 @@ class PostgresStore:
             await listener.aclose()
         if pool is not None:
             await pool.close()
+
+    async def _configure(self, conn: Conn) -> None:
+        """Set up each new pooled connection: ``str`` parameters through
+        ``_StorableStrDumper``; the session's ``idle_in_transaction_session_timeout``."""
+        conn.adapters.register_dumper(str, _StorableStrDumper)
+        await conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+            (str(self._idle_in_transaction_ms),),
+        )
+        await conn.commit()  # the pool takes connections back idle, not in a transaction
 
     async def ping(self) -> bool:
         """True when a trivial query answers."""
@@ -413,11 +435,6 @@ class _StorableStrDumper(StrDumperUnknown):
 
     def dump(self, obj: str) -> Buffer | None:
         return super().dump(c.storable(obj) or "")
-
-
-async def _configure(conn: Conn) -> None:
-    """Set up each new pooled connection: ``str`` parameters through ``_StorableStrDumper``."""
-    conn.adapters.register_dumper(str, _StorableStrDumper)
 
 
 async def _append(

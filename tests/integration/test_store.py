@@ -1202,3 +1202,37 @@ async def test_postgres_deleting_a_thread_waits_for_a_run_writing_to_it() -> Non
         await store.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_postgres_a_replica_stalled_inside_a_transaction_frees_its_locks() -> None:
+    """A replica that stops in the middle of a transaction (frozen, or its node gone without
+    closing the connection: to the server, a session idle in its transaction) holds its
+    run's row lock only until ``idle_in_transaction_timeout``: then the server ends that
+    session and other replicas' writes on the thread go on, instead of waiting for TCP
+    keepalives (hours) with their pooled connections."""
+    url, schema = pg_url(), f"t_{uuid.uuid4().hex[:12]}"
+    stalled = PostgresStore(url, schema=schema, max_size=2, idle_in_transaction_timeout=0.5)
+    other = PostgresStore(url, schema=schema, max_size=2)
+    await stalled.open()
+    await other.open()
+    try:
+        thread = await stalled.create_thread("support")
+        run = _run(thread.id)
+        await stalled.create_run(run)
+        error = {"type": "cancelled", "message": "the run was cancelled"}
+        cancelled = msgspec.structs.replace(run, status="cancelled", completed_at=2.0, error=error)
+        # The stalled replica's transaction, where ``finish_run`` stands after its guard (the
+        # run's row locked); when it wakes up, its session is gone: NotReady, as a cut one.
+        with pytest.raises(NotReady):
+            async with stalled._connection() as conn:
+                await conn.execute(POSTGRES.lock_own_run_to_write, (run.id, stalled.owner))
+                assert await asyncio.wait_for(other.update_run(cancelled), 20) is True
+                await conn.execute("SELECT 1")
+        stored = await other.get_run(run.id)
+        assert stored is not None and stored.status == "cancelled"
+        assert await stalled.get_thread(thread.id) == thread  # its pool replaced the session
+    finally:
+        await stalled.close()
+        await other.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
