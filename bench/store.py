@@ -44,6 +44,7 @@ from typing import Any
 import msgspec
 import psycopg
 import structlog
+from psycopg.conninfo import conninfo_to_dict
 
 from gateway.engine.replay import follow_remote
 from gateway.engine.runlog import RunLog
@@ -236,8 +237,20 @@ def table(title: str, rows: dict[str, list[float]], extra: dict[str, str] | None
         print(f"  {name:{width}}  {pct(values, 50):8.3f}  {pct(values, 95):8.3f}{more}")
 
 
+def server(url: str) -> str:
+    """``host:port/db`` of ``url`` (never its password)."""
+    info = conninfo_to_dict(url)
+    return f"{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
 async def main(url: str, batches: int, writers: int, count: int) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    try:
+        async with await psycopg.AsyncConnection.connect(url, connect_timeout=3):
+            pass
+    except psycopg.Error as exc:  # `just bench` on a machine without the database goes on
+        print(f"bench/store.py skipped: no PostgreSQL at {server(url)} ({type(exc).__name__})")
+        return
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     owner = PostgresStore(url, schema=schema, max_size=max(writers + 2, 4))
     follower = PostgresStore(url, schema=schema, max_size=2)
@@ -251,7 +264,7 @@ async def main(url: str, batches: int, writers: int, count: int) -> None:
                 " current_setting('synchronous_commit')"
             )
             version, fsync, sync = await cur.fetchone() or ("?", "?", "?")
-        print(f"PostgreSQL {version} (fsync={fsync}, synchronous_commit={sync}), {url}")
+        print(f"PostgreSQL {version} (fsync={fsync}, synchronous_commit={sync}), {server(url)}")
         print()
         for n in (1, writers):
             for listener in (False, True):
