@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.store._notify import CHANNEL
+
 __all__ = ["POSTGRES", "SQLITE", "Dialect"]
 
 # Each entry migrates the schema from version i to i + 1; never edit one that has shipped.
@@ -54,8 +56,9 @@ _MIGRATIONS: list[list[str]] = [
     ],
     # 2: run leases. ``owner`` is the replica executing the run (``ThreadStore.owner``);
     # ``lease_until`` is when its claim lapses, in the database's clock (UNIX seconds).
-    # An active run with a NULL lease was started by a gateway that predates leases:
-    # it never lapses (a cancel frees it), so a rolling upgrade never steals a live run.
+    # An active run with a NULL lease was started by a gateway that predates leases (before
+    # this step, or by an old replica still running during a rolling upgrade): nothing
+    # renews it, so it lapses by age instead (``expire_leases``, ``LEGACY_LEASE_SECONDS``).
     [
         "ALTER TABLE runs ADD COLUMN owner TEXT",
         "ALTER TABLE runs ADD COLUMN lease_until {real}",
@@ -121,6 +124,7 @@ def _dialect(
     lock_run: str,
     lock_run_to_write: str,
     lock_run_to_delete: str,
+    notify_batch: str,
 ) -> Dialect:
     def p(sql: str) -> str:
         for token, text in (
@@ -131,6 +135,7 @@ def _dialect(
             ("{lock}", lock_run),
             ("{lock_to_write}", lock_run_to_write),
             ("{lock_to_delete}", lock_run_to_delete),
+            ("{notify}", notify_batch),
             ("?", param),
         ):
             sql = sql.replace(token, text)
@@ -187,10 +192,14 @@ def _dialect(
             " completed_at, usage, timings, error FROM runs WHERE id = ?"
         ),
         select_active_runs=p("SELECT {cols} FROM runs WHERE {active}"),
-        # (completed_at, error_json, thread_id): the thread's active run whose lease lapsed.
+        # (completed_at, error_json, thread_id, legacy_seconds): the thread's active run whose
+        # lease lapsed, or, with no lease (a gateway that predates leases started it, and
+        # nothing renews it), that is older than ``legacy_seconds`` by its ``created_at``
+        # (that gateway's clock, the only time such a row holds).
         expire_leases=p(
             "UPDATE runs SET status = 'failed', completed_at = ?, error = ?, lease_until = NULL"
-            " WHERE thread_id = ? AND {active} AND lease_until < {now} RETURNING {cols}"
+            " WHERE thread_id = ? AND {active} AND (lease_until < {now}"
+            " OR (lease_until IS NULL AND created_at < {now} - ?)) RETURNING {cols}"
         ),
         # (seconds, owner, ids_json): extends the leases of the owner's runs still active.
         renew_leases=p(
@@ -202,14 +211,16 @@ def _dialect(
         # (run_id, first_seq, last_seq, events, run_id, owner): a batch, only while the run
         # is active and ours. The run's row is locked (PostgreSQL: FOR SHARE) so a batch
         # never lands after a status change another replica committed (cancel, expiry);
-        # a retried batch (its commit was in doubt) overwrites itself.
+        # a retried batch (its commit was in doubt) overwrites itself. PostgreSQL notifies
+        # the run's followers from the RETURNING list: only when the batch is stored, and
+        # in the same round trip (a separate ``SELECT pg_notify`` was one more per batch).
         append_batch=p(
             "INSERT INTO run_event_batches (run_id, first_seq, last_seq, events)"
             " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs"
             " WHERE id = ? AND owner = ? AND {active}{lock})"
             " ON CONFLICT (run_id, first_seq) DO UPDATE"
             " SET last_seq = excluded.last_seq, events = excluded.events"
-            " RETURNING run_id"
+            " RETURNING run_id{notify}"
         ),
         # (run_id, run_id, after): the finished log (first_seq 0), else the batches past
         # ``after``, in order; one round trip.
@@ -234,6 +245,7 @@ SQLITE = _dialect(
     lock_run="",  # one writer at a time: the statement is already serialized
     lock_run_to_write="",  # likewise: BEGIN IMMEDIATE holds the write lock to the commit
     lock_run_to_delete="",
+    notify_batch="",  # one process: its own runs are followed in memory
 )
 POSTGRES = _dialect(
     real="DOUBLE PRECISION",
@@ -250,4 +262,6 @@ POSTGRES = _dialect(
     # foreign-key checks (batches, the final log) on the row.
     lock_run_to_write=" FOR NO KEY UPDATE",
     lock_run_to_delete=" FOR UPDATE",
+    # Evaluated for the stored row only, inside the transaction: delivered at its commit.
+    notify_batch=f", pg_notify('{CHANNEL}', run_id)",
 )

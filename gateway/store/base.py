@@ -12,6 +12,8 @@ A run whose lease lapsed belongs to a replica that died (or lost the database
 for a whole lease): the next ``begin_run`` / ``create_run`` on its thread marks
 it ``failed`` (``INTERRUPTED``) in the same transaction that inserts the new
 run, so the one-active-run index still decides between racing replicas.
+A run with no lease (a gateway that predates leases started it) lapses
+likewise once it is ``LEGACY_LEASE_SECONDS`` old.
 
 Writes of a running run: once a run started, everything it writes (its tool
 calls and results: ``append_run_message``; its last answer, final record and
@@ -52,6 +54,7 @@ from gateway.providers.base import ChatMessage, Usage
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "INTERRUPTED",
+    "LEGACY_LEASE_SECONDS",
     "RunEventNotices",
     "RunEventsPage",
     "RunRecord",
@@ -64,6 +67,13 @@ __all__ = [
 # Renewals come every third of it, so two may fail (a slow database) before a live run
 # loses its lease; shorter frees threads sooner after a crash, at more writes per run.
 DEFAULT_LEASE_SECONDS = 30.0
+
+# An active run with no lease was started by a gateway that predates leases (schema step 2):
+# nothing renews it, so it lapses this long after it started instead. Long enough for such
+# a gateway, still running during a rolling upgrade, to finish its runs (a cancel frees a
+# thread sooner); short enough that a run it left behind by crashing does not hold its
+# thread forever (one older than this is failed at the next run on its thread).
+LEGACY_LEASE_SECONDS = 600.0
 
 # The error of a run whose replica stopped during it: a crash seen at start-up (embedded
 # store) or a lapsed lease (any store).
@@ -210,7 +220,8 @@ class ThreadStore(Protocol):
         (``INTERRUPTED``), in the same transaction.
 
         Raises ``gateway.errors.Conflict`` if the thread has an active run with a
-        live lease (or one from a gateway that predates leases).
+        live lease (or, from a gateway that predates leases, younger than
+        ``LEGACY_LEASE_SECONDS``).
         """
         ...
 
@@ -299,7 +310,8 @@ class ThreadStore(Protocol):
         ...
 
     async def expire_leases(self, thread_id: str) -> list[RunRecord]:
-        """Mark failed (``INTERRUPTED``) the thread's active run if its lease lapsed.
+        """Mark failed (``INTERRUPTED``) the thread's active run if its lease lapsed (with
+        no lease: once it is ``LEGACY_LEASE_SECONDS`` old).
 
         Its live batches become its final log in the same commit, as for
         ``update_run``. Returns the runs so ended (none or one), as now stored.

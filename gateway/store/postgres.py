@@ -36,6 +36,7 @@ from gateway.store._sql import POSTGRES
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
+    LEGACY_LEASE_SECONDS,
     RunEventNotices,
     RunEventsPage,
     RunRecord,
@@ -59,6 +60,11 @@ class PostgresStore:
         schema: optional schema to use (created if missing), e.g. to isolate tests.
         min_size / max_size: pool bounds.
         lease_seconds: lease of the runs this instance inserts (see ``gateway.store.base``).
+        idle_in_transaction_timeout: seconds after which the server ends a session of this
+            store left idle inside a transaction (its statements take milliseconds, so
+            only a replica frozen or cut off mid-transaction gets there), releasing the row
+            locks it holds: otherwise other replicas' writes on that thread wait, each
+            holding a pooled connection, until TCP keepalives notice (hours by default).
     """
 
     shared = True
@@ -71,9 +77,11 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        idle_in_transaction_timeout: float = 10.0,
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise InvalidInput(f"invalid schema name {schema!r}")
+        self._idle_in_transaction_ms = max(int(idle_in_transaction_timeout * 1000), 1)
         self._url = _conninfo(url)
         self._schema = schema
         self._min_size, self._max_size = min_size, max_size
@@ -103,9 +111,14 @@ class PostgresStore:
                     return
                 async with conn.transaction():
                     yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            pg_errors.IdleInTransactionSessionTimeout,
+        ) as exc:
             # OperationalError covers a refused or cut connection, an admin
-            # shutdown and the pool's timeout (PoolTimeout); never a constraint.
+            # shutdown and the pool's timeout (PoolTimeout); never a constraint. The
+            # server also ends a session this store left idle in a transaction too long.
             raise NotReady(f"the thread store does not answer ({type(exc).__name__})") from exc
 
     async def open(self) -> None:
@@ -128,7 +141,7 @@ class PostgresStore:
             kwargs=kwargs,
             min_size=self._min_size,
             max_size=self._max_size,
-            configure=_configure,
+            configure=self._configure,
             # A connection the server cut while it sat idle (a restart, a failover) is
             # replaced when taken, not handed to a write that then fails with the database
             # up again (a run's answer lost); one empty round trip per checkout.
@@ -156,6 +169,16 @@ class PostgresStore:
             await listener.aclose()
         if pool is not None:
             await pool.close()
+
+    async def _configure(self, conn: Conn) -> None:
+        """Set up each new pooled connection: ``str`` parameters through
+        ``_StorableStrDumper``; the session's ``idle_in_transaction_session_timeout``."""
+        conn.adapters.register_dumper(str, _StorableStrDumper)
+        await conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+            (str(self._idle_in_transaction_ms),),
+        )
+        await conn.commit()  # the pool takes connections back idle, not in a transaction
 
     async def ping(self) -> bool:
         """True when a trivial query answers."""
@@ -351,16 +374,14 @@ class PostgresStore:
         return c.split_events(bytes(row[0])) if row else None
 
     async def append_run_events(self, run_id: str, first_seq: int, events: list[bytes]) -> bool:
-        """Append a batch of a running run's events and notify its followers at commit;
-        False (nothing stored) once the run is not ours and active."""
+        """Append a batch of a running run's events and notify its followers at commit (the
+        INSERT does, in one round trip); False (nothing stored) once the run is not ours
+        and active."""
         last_seq = first_seq + len(events) - 1
         params = (run_id, first_seq, last_seq, c.join_events(events), run_id, self.owner)
         async with self._connection() as conn:
             cur = await conn.execute(_SQL.append_batch, params)
-            if await cur.fetchone() is None:
-                return False
-            await _notify_followers(conn, run_id)
-            return True
+            return await cur.fetchone() is not None
 
     async def load_run_events_after(self, run_id: str, after: int) -> RunEventsPage:
         """The run's stored events past ``after`` (final log, else live batches)."""
@@ -416,11 +437,6 @@ class _StorableStrDumper(StrDumperUnknown):
         return super().dump(c.storable(obj) or "")
 
 
-async def _configure(conn: Conn) -> None:
-    """Set up each new pooled connection: ``str`` parameters through ``_StorableStrDumper``."""
-    conn.adapters.register_dumper(str, _StorableStrDumper)
-
-
 async def _append(
     conn: Conn,
     thread_id: str,
@@ -448,7 +464,7 @@ async def _lock_run(conn: Conn, sql: str, params: tuple[str, ...]) -> str | None
 
 
 async def _expire(conn: Conn, thread_id: str) -> list[RunRecord]:
-    params = (c.now(), c.dumps(INTERRUPTED), thread_id)
+    params = (c.now(), c.dumps(INTERRUPTED), thread_id, LEGACY_LEASE_SECONDS)
     cur = await conn.execute(_SQL.expire_leases, params)
     expired = [c.run_from_row(row) for row in await cur.fetchall()]
     for run in expired:

@@ -32,6 +32,7 @@ from gateway.store._sql import SQLITE
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
+    LEGACY_LEASE_SECONDS,
     RunEventNotices,
     RunEventsPage,
     RunRecord,
@@ -398,7 +399,8 @@ def _insert_thread(conn: sqlite3.Connection, thread: ThreadRecord) -> None:
 
 
 def _expire(conn: sqlite3.Connection, thread_id: str) -> list[RunRecord]:
-    rows = conn.execute(_SQL.expire_leases, (c.now(), c.dumps(INTERRUPTED), thread_id)).fetchall()
+    params = (c.now(), c.dumps(INTERRUPTED), thread_id, LEGACY_LEASE_SECONDS)
+    rows = conn.execute(_SQL.expire_leases, params).fetchall()
     expired = [c.run_from_row(row) for row in rows]
     for run in expired:
         _compact(conn, run.id)

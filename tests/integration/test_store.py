@@ -19,11 +19,12 @@ import pytest
 
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage, ToolCall, Usage
-from gateway.store import open_store
+from gateway.store import _notify, open_store
 from gateway.store._sql import POSTGRES, SQLITE
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
+    LEGACY_LEASE_SECONDS,
     RunEventsPage,
     RunRecord,
     ThreadRecord,
@@ -713,33 +714,80 @@ async def test_postgres_replicas_starting_together_all_open_and_migrate_once(
         assert versions == [(len(POSTGRES.migrations),)]
 
 
-async def test_migration_to_leases_keeps_runs_of_older_gateways(tmp_path: Path) -> None:
-    """Upgrading a version-1 database adds the lease columns; its active runs never lapse."""
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_runs_of_gateways_without_leases_lapse_by_age(backend: str, tmp_path: Path) -> None:
+    """Active runs with no lease (rows a pre-lease gateway left in a version-1 database, or
+    inserted by such a replica still running after the upgrade) lapse once they are
+    ``LEGACY_LEASE_SECONDS`` old: their threads take new runs again, never busy forever."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    url = pg_url() if backend == "postgres" else ""
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:
-        for statement in SQLITE.migrations[0]:
-            conn.execute(statement)
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
-        conn.execute("INSERT INTO threads (id, assistant, created_at) VALUES ('t1', 'a', 1.0)")
-        conn.execute(
+
+    def execute(statements: list[str]) -> None:
+        """Run SQL straight on the database, as an old gateway would."""
+        if backend == "sqlite":
+            with sqlite3.connect(path) as conn:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.close()
+            return
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            pg.execute(f"SET search_path = {schema}")
+            for statement in statements:
+                pg.execute(statement)
+
+    def old_run(run_id: str, thread_id: str, created_at: float) -> list[str]:
+        """A thread and its in-progress run as a gateway without leases inserts them."""
+        return [
+            f"INSERT INTO threads (id, assistant, created_at) VALUES ('{thread_id}', 'a', 1.0)",
             "INSERT INTO runs (id, thread_id, assistant, status, manifest_version, created_at)"
-            " VALUES ('r1', 't1', 'a', 'in_progress', 'v1', 1.0)"
-        )
-    conn.close()
-    store = SQLiteStore(path, lease_seconds=0.01)
+            f" VALUES ('{run_id}', '{thread_id}', 'a', 'in_progress', 'v1', {created_at!r})",
+        ]
+
+    migrations = SQLITE.migrations if backend == "sqlite" else POSTGRES.migrations
+    now = time.time()
+    execute(
+        [
+            *migrations[0],
+            "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+            "INSERT INTO schema_version (version) VALUES (1)",
+            *old_run("r_crashed", "t_crashed", now - 3600),  # its gateway crashed an hour ago
+            *old_run("r_live", "t_live", now),  # its gateway may well be running it
+        ]
+    )
+    store: ThreadStore = (
+        SQLiteStore(path, lease_seconds=0.01)
+        if backend == "sqlite"
+        else PostgresStore(url, schema=schema, max_size=2, lease_seconds=0.01)
+    )
     await store.open()
     try:
-        version = await store._run(
-            lambda conn: conn.execute("SELECT version FROM schema_version").fetchone()
-        )
-        assert version == (len(SQLITE.migrations),)
-        await asyncio.sleep(0.05)
-        assert await store.expire_leases("t1") == []
+        assert await store.expire_leases("t_live") == []
         with pytest.raises(Conflict):
-            await store.create_run(_run("t1"))
+            await store.create_run(_run("t_live"))
+        await store.begin_run(_run("t_crashed"), ChatMessage(role="user", content="again"))
+        crashed = await store.get_run("r_crashed")
+        assert crashed is not None and crashed.status == "failed"
+        assert crashed.error == INTERRUPTED and crashed.completed_at is not None
+        # A replica of the old version, still serving during a rolling upgrade, starts a run
+        # on the migrated schema: its INSERT names no lease columns.
+        execute(old_run("r_late", "t_late", time.time() - LEGACY_LEASE_SECONDS + 1.0))
+        with pytest.raises(Conflict):
+            await store.create_run(_run("t_late"))
+        await asyncio.sleep(1.5)
+        assert [r.id for r in await store.expire_leases("t_late")] == ["r_late"]
+        await store.create_run(_run("t_late"))
+        assert {r.thread_id for r in await store.list_active_runs()} == {
+            "t_live",
+            "t_crashed",
+            "t_late",
+        }
     finally:
         await store.close()
+        if backend == "postgres":
+            with psycopg.connect(url, autocommit=True) as pg:
+                pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def _frames(first: int, last: int) -> list[bytes]:
@@ -874,6 +922,33 @@ async def test_followers_are_notified_of_batches_on_postgres_and_poll_on_sqlite(
         done = msgspec.structs.replace(run, status="completed", completed_at=2.0)
         await owner.finish_run(done, _frames(1, 2))
         assert await notices.wait(10) is True  # the final commit wakes followers too
+
+
+async def test_postgres_each_stored_batch_notifies_once_and_a_refused_one_never(
+    pg_store: PostgresStore,
+) -> None:
+    """Every batch stored (a retried one too) sends one notice naming its run, from the
+    statement that stores it; a batch refused (the run cancelled elsewhere) sends none."""
+    thread = await pg_store.create_thread("support")
+    run = _run(thread.id)
+    await pg_store.create_run(run)
+    async with await psycopg.AsyncConnection.connect(pg_url(), autocommit=True) as listen:
+        await listen.execute(f"LISTEN {_notify.CHANNEL}")
+
+        async def notices() -> list[str]:
+            # The channel is database-wide: other tests' runs may notify on it meanwhile.
+            return [n.payload async for n in listen.notifies(timeout=0.5) if n.payload == run.id]
+
+        assert await pg_store.append_run_events(run.id, 1, _frames(1, 2)) is True
+        assert await pg_store.append_run_events(run.id, 3, _frames(3, 3)) is True
+        assert await pg_store.append_run_events(run.id, 3, _frames(3, 4)) is True  # a retry
+        assert await notices() == [run.id] * 3
+        error = {"type": "cancelled", "message": "the run was cancelled"}
+        ended = msgspec.structs.replace(run, status="cancelled", completed_at=2.0, error=error)
+        assert await pg_store.update_run(ended) is True
+        assert await notices() == [run.id]  # the commit that ended it
+        assert await pg_store.append_run_events(run.id, 5, _frames(5, 5)) is False
+        assert await notices() == []
 
 
 @pytest.fixture
@@ -1092,7 +1167,12 @@ async def test_postgres_a_takeover_committed_during_a_write_makes_it_store_nothi
         async with takeover, takeover.transaction():
             cur = await takeover.execute(
                 POSTGRES.expire_leases,
-                (time.time(), msgspec.json.encode(INTERRUPTED).decode(), thread.id),
+                (
+                    time.time(),
+                    msgspec.json.encode(INTERRUPTED).decode(),
+                    thread.id,
+                    LEGACY_LEASE_SECONDS,
+                ),
             )
             assert [row[0] for row in await cur.fetchall()] == [run.id]
             appending = asyncio.create_task(store.append_run_message(run.id, result))
@@ -1140,5 +1220,39 @@ async def test_postgres_deleting_a_thread_waits_for_a_run_writing_to_it() -> Non
         assert await store.get_run(run.id) is None
     finally:
         await store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_postgres_a_replica_stalled_inside_a_transaction_frees_its_locks() -> None:
+    """A replica that stops in the middle of a transaction (frozen, or its node gone without
+    closing the connection: to the server, a session idle in its transaction) holds its
+    run's row lock only until ``idle_in_transaction_timeout``: then the server ends that
+    session and other replicas' writes on the thread go on, instead of waiting for TCP
+    keepalives (hours) with their pooled connections."""
+    url, schema = pg_url(), f"t_{uuid.uuid4().hex[:12]}"
+    stalled = PostgresStore(url, schema=schema, max_size=2, idle_in_transaction_timeout=0.5)
+    other = PostgresStore(url, schema=schema, max_size=2)
+    await stalled.open()
+    await other.open()
+    try:
+        thread = await stalled.create_thread("support")
+        run = _run(thread.id)
+        await stalled.create_run(run)
+        error = {"type": "cancelled", "message": "the run was cancelled"}
+        cancelled = msgspec.structs.replace(run, status="cancelled", completed_at=2.0, error=error)
+        # The stalled replica's transaction, where ``finish_run`` stands after its guard (the
+        # run's row locked); when it wakes up, its session is gone: NotReady, as a cut one.
+        with pytest.raises(NotReady):
+            async with stalled._connection() as conn:
+                await conn.execute(POSTGRES.lock_own_run_to_write, (run.id, stalled.owner))
+                assert await asyncio.wait_for(other.update_run(cancelled), 20) is True
+                await conn.execute("SELECT 1")
+        stored = await other.get_run(run.id)
+        assert stored is not None and stored.status == "cancelled"
+        assert await stalled.get_thread(thread.id) == thread  # its pool replaced the session
+    finally:
+        await stalled.close()
+        await other.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
