@@ -20,6 +20,7 @@ import msgspec
 
 __all__ = [
     "ACTION_KINDS",
+    "NAME_PATTERN",
     "Action",
     "ActionConfig",
     "Assistant",
@@ -32,11 +33,12 @@ __all__ = [
     "register_action_kind",
 ]
 
-# `(?!\n)$`: Python's `$` (jsonschema and msgspec both use `re.search`) also
-# matches before a final newline, which would let "get\n" through as a tool name.
-Name = Annotated[
-    str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}(?!\n)$", description="Unique per kind")
-]
+# `(?!\n)$`: Python's `$` (jsonschema and msgspec both use `re.search`) also matches
+# before a final newline, which would let "get\n" through as a tool name. `\Z` says the
+# same in Python but is not ECMA-262, the dialect of the published JSON Schema.
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}(?!\n)$"
+"""What every name matches: manifest names, and assistant names in API requests."""
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="Unique per kind")]
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
