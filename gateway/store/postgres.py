@@ -46,7 +46,7 @@ from gateway.store.base import (
 __all__ = ["PostgresStore"]
 
 _SQL = POSTGRES
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # fullmatch: `$` passes a final "\n"
 # SQLAlchemy's forms (``postgres://``, ``postgresql+psycopg://``...), as SQL actions take.
 _SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://", re.IGNORECASE)
 
@@ -72,7 +72,7 @@ class PostgresStore:
         max_size: int = 10,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
-        if schema is not None and not _SCHEMA_NAME.match(schema):
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise InvalidInput(f"invalid schema name {schema!r}")
         self._url = _conninfo(url)
         self._schema = schema
