@@ -8,7 +8,8 @@ module under ``gateway/executors/`` and registers its config Struct with
 Schema in ``schemas/manifest.schema.json`` is generated from these Structs
 plus the registered kinds (``schema.py``), never written by hand.
 
-This module imports nothing from the rest of the gateway but ``errors``.
+This module imports nothing from the rest of the gateway but ``errors`` and
+``_registry``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import msgspec
+
+from gateway._registry import add_class
 
 __all__ = [
     "ACTION_KINDS",
@@ -126,8 +129,8 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ACTION_KINDS: dict[str, type[ActionConfig]] = {}
-_C = TypeVar("_C", bound=type[ActionConfig])
 """YAML key -> config Struct, filled by ``register_action_kind`` at import."""
+_C = TypeVar("_C", bound=type[ActionConfig])
 
 
 def register_action_kind(cls: _C) -> _C:
@@ -136,12 +139,7 @@ def register_action_kind(cls: _C) -> _C:
     Raises:
         ValueError: if the key is empty or already registered by another class.
     """
-    if not cls.key:
-        raise ValueError(f"{cls.__name__} must set a non-empty `key`")
-    existing = ACTION_KINDS.get(cls.key)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"action kind {cls.key!r} is already registered by {existing.__name__}")
-    ACTION_KINDS[cls.key] = cls
+    add_class(ACTION_KINDS, cls.key, cls, what="action kind", attribute="key")
     return cls
 
 
