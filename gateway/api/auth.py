@@ -31,7 +31,7 @@ from gateway.settings import Settings, SettingsError
 
 __all__ = ["OPEN_PRINCIPAL", "KeyRing", "Principal", "RateLimiter", "route_access"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}(@[A-Za-z0-9_+-]{1,512})?$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}(@[A-Za-z0-9_+-]{1,512})?")  # fullmatch, not `$`
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,7 +64,7 @@ class _Entry(msgspec.Struct, frozen=True):
 
 def _parse(entry: str, *, admin: bool, index: int) -> _Entry:
     name, sep, key = entry.partition("=")
-    if not sep or not key or not _NAME.match(name):
+    if not sep or not key or not _NAME.fullmatch(name):
         # The whole entry is the key (it may itself contain "=").
         name, key = f"{'admin' if admin else 'key'}-{index + 1}", entry
     assistants: frozenset[str] | None = None

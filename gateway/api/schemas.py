@@ -4,7 +4,8 @@ Litestar decodes and encodes these natively and documents them in the
 OpenAPI schema at ``/schema``. Bodies a client sends are lenient about extra
 fields (forward compatibility); everything the gateway sends is declared here,
 so the published schema is the real one. Imports only ``gateway.events``,
-``gateway.providers.base`` and ``gateway.store.base`` (shared value types).
+``gateway.providers.base`` and ``gateway.store.base`` (shared value types), and
+``NAME_PATTERN`` from ``gateway.manifests.model``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.events import ErrorInfo, IncompleteDetails, Metadata, ToolCallOutcome
+from gateway.manifests.model import NAME_PATTERN
 from gateway.providers.base import ToolCall, Usage
 from gateway.store.base import RunRecord
 
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 Message = Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
-OptionalName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None
+OptionalName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)] | None
 ThreadRef = Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None
 
 

@@ -33,7 +33,8 @@ from typing import Any
 import msgspec
 import structlog
 
-from gateway.engine._text import DeltaText, clean, clean_call
+from gateway._unicode import valid_text
+from gateway.engine._text import DeltaText, clean_call
 from gateway.engine._tools import allowed_tools, cancelled_result, run_tool
 from gateway.engine._writer import EventWriter
 from gateway.engine.history import trim_history
@@ -192,7 +193,7 @@ class RunTask:
             status, error = "failed", exc.error
         except ProviderError as exc:
             status = "failed"
-            error = ErrorInfo(type="provider_error", message=clean(exc.message))
+            error = ErrorInfo(type="provider_error", message=valid_text(exc.message))
             self._emit_error(error)
         except Exception:
             self.logger.exception("run.crashed")
@@ -425,7 +426,7 @@ class RunTask:
 
     async def _run_tool(self, call: ToolCall, allowed: bool) -> None:
         result = await run_tool(self.runner, self.spec, call, allowed=allowed, logger=self.logger)
-        result = msgspec.structs.replace(result, output=clean(result.output))
+        result = msgspec.structs.replace(result, output=valid_text(result.output))
         try:
             await self._complete_tool(call, result)
         except _RemoteCancel:

@@ -113,7 +113,7 @@ def _url_finalize(eval_ctx: Any, value: Any) -> str:
     return text
 
 
-_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # fullmatch: `$` also matches before a final "\n"
 
 
 def _header_value(name: str, value: str) -> str:
@@ -124,7 +124,7 @@ def _header_value(name: str, value: str) -> str:
     (httpx fails with a bare ``UnicodeEncodeError``): both are the caller's
     ``invalid_arguments`` here, naming the header, never echoing the value.
     """
-    if _HEADER_VALUE.match(value):
+    if _HEADER_VALUE.fullmatch(value):
         return value
     what = "non-ASCII text" if value.isprintable() else "a line break or control character"
     raise ToolError(

@@ -29,7 +29,7 @@ from gateway.manifests.model import (
 __all__ = ["PythonConfig", "resolve_function"]
 
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
-_FUNCTION = rf"^{_DOTTED}:{_DOTTED}$"
+_FUNCTION = rf"^{_DOTTED}:{_DOTTED}(?!\n)$"  # not before a final newline: see model.NAME_PATTERN
 
 
 def resolve_function(spec: str) -> Any:

@@ -8,7 +8,8 @@ module under ``gateway/executors/`` and registers its config Struct with
 Schema in ``schemas/manifest.schema.json`` is generated from these Structs
 plus the registered kinds (``schema.py``), never written by hand.
 
-This module imports nothing from the rest of the gateway but ``errors``.
+This module imports nothing from the rest of the gateway but ``errors`` and
+``_registry``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import msgspec
 
+from gateway._registry import add_class
+
 __all__ = [
     "ACTION_KINDS",
+    "NAME_PATTERN",
     "Action",
     "ActionConfig",
     "Assistant",
@@ -33,11 +37,12 @@ __all__ = [
     "register_action_kind",
 ]
 
-# `(?!\n)$`: Python's `$` (jsonschema and msgspec both use `re.search`) also
-# matches before a final newline, which would let "get\n" through as a tool name.
-Name = Annotated[
-    str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}(?!\n)$", description="Unique per kind")
-]
+# `(?!\n)$`: Python's `$` (jsonschema and msgspec both use `re.search`) also matches
+# before a final newline, which would let "get\n" through as a tool name. `\Z` says the
+# same in Python but is not ECMA-262, the dialect of the published JSON Schema.
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}(?!\n)$"
+"""What every name matches: manifest names, and assistant names in API requests."""
+Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="Unique per kind")]
 
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -125,8 +130,8 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ACTION_KINDS: dict[str, type[ActionConfig]] = {}
-_C = TypeVar("_C", bound=type[ActionConfig])
 """YAML key -> config Struct, filled by ``register_action_kind`` at import."""
+_C = TypeVar("_C", bound=type[ActionConfig])
 
 
 def register_action_kind(cls: _C) -> _C:
@@ -135,12 +140,7 @@ def register_action_kind(cls: _C) -> _C:
     Raises:
         ValueError: if the key is empty or already registered by another class.
     """
-    if not cls.key:
-        raise ValueError(f"{cls.__name__} must set a non-empty `key`")
-    existing = ACTION_KINDS.get(cls.key)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"action kind {cls.key!r} is already registered by {existing.__name__}")
-    ACTION_KINDS[cls.key] = cls
+    add_class(ACTION_KINDS, cls.key, cls, what="action kind", attribute="key")
     return cls
 
 

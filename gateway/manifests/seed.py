@@ -20,10 +20,11 @@ from typing import Any
 import yaml
 
 from gateway.errors import InvalidInput
+from gateway.manifests.model import NAME_PATTERN
 
 __all__ = ["convert_seed"]
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(NAME_PATTERN)
 _STRING_FIELDS = ("assistant_name", "instructions", "initial_message", "model", "vector_store_name")
 
 
@@ -183,7 +184,7 @@ def _stub_module(module: str, functions: list[str]) -> str:
         lines += [
             "#",
             f"# def {_identifier(function)}(query: str) -> str:",
-            f'#     """TODO: what {function} does.',
+            f'#     """TODO: what {_slug(function)} does.',  # one line: a comment
             "#",
             "#     Args:",
             "#         query: TODO: what the model must pass.",

@@ -28,6 +28,7 @@ from gateway.manifests.model import Action, Assistant
 
 __all__ = [
     "BUILTIN_TOOLS",
+    "DATA_KEYWORDS",
     "Api",
     "NotStrictable",
     "assistant_tools",
@@ -39,6 +40,9 @@ __all__ = [
 Api = Literal["chat", "responses"]
 BUILTIN_TOOLS = ("code_interpreter", "file_search")
 """Names of the built-in tools; no action may take them."""
+DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
+"""JSON Schema keywords whose values are data, not subschemas: walks over a schema skip them
+(an ``examples`` entry shaped like ``{"type": "array"}`` is a value, not a schema)."""
 
 _EMPTY: dict[str, Any] = {"type": "object", "properties": {}}
 # Keywords OpenAI's strict mode refuses: dropped from the schema, noted in the description.
@@ -175,9 +179,6 @@ def _tool(
     return {"type": "function", "function": function}
 
 
-_DATA_KEYWORDS = ("enum", "const", "default", "examples")  # values, not subschemas
-
-
 def _complete_arrays(schema: Any) -> None:
     """Give every array schema without ``items`` an ``items: {}``, in place.
 
@@ -192,7 +193,7 @@ def _complete_arrays(schema: Any) -> None:
         if is_array and "items" not in schema:
             schema["items"] = {}
         for key, value in schema.items():
-            if key not in _DATA_KEYWORDS:
+            if key not in DATA_KEYWORDS:
                 _complete_arrays(value)
     elif isinstance(schema, list):
         for value in schema:

@@ -46,7 +46,7 @@ from gateway.manifests.model import (
     Provider,
 )
 from gateway.manifests.schema import manifest_schema
-from gateway.manifests.tools import BUILTIN_TOOLS
+from gateway.manifests.tools import BUILTIN_TOOLS, DATA_KEYWORDS
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -389,9 +389,6 @@ def _meta_errors(schema_json: bytes) -> tuple[tuple[Path_, str], ...]:
     return errors or tuple(_unusable(schema, schema, ()))
 
 
-_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
-
-
 def _unusable(node: Any, root: Any, path: Path_) -> Iterable[tuple[Path_, str]]:
     """What the meta-schema allows but validating arguments would crash on.
 
@@ -420,7 +417,7 @@ def _unusable(node: Any, root: Any, path: Path_) -> Iterable[tuple[Path_, str]]:
             if (problem := _regex_problem(key)) is not None:
                 yield (*path, "patternProperties"), f"{key!r}: {problem}"
     for key, value in node.items():
-        if key not in _DATA_KEYWORDS:
+        if key not in DATA_KEYWORDS:
             yield from _unusable(value, root, (*path, key))
 
 
@@ -431,7 +428,7 @@ def _anchors(node: Any) -> set[str]:
         if isinstance(node.get("$anchor"), str):
             found.add(node["$anchor"])
         for key, value in node.items():
-            if key not in _DATA_KEYWORDS:
+            if key not in DATA_KEYWORDS:
                 found |= _anchors(value)
     elif isinstance(node, list):
         for value in node:

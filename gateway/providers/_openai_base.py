@@ -1,6 +1,6 @@
 """What the two OpenAI-SDK providers share: the client, retries, and safe errors.
 
-Private to ``gateway.providers``; imports ``gateway.errors``,
+Private to ``gateway.providers``; imports ``gateway.errors``, ``gateway._registry``,
 ``gateway.providers.base`` and the ``openai`` SDK. Each API module
 (``openai_chat``, ``openai_responses``) subclasses ``OpenAIProvider``, says
 where it posts (``path``), what the SDK decodes each streamed item to
@@ -43,6 +43,7 @@ import openai
 import structlog
 from openai._types import RequestOptions
 
+from gateway._registry import add_class
 from gateway.errors import ProviderError
 from gateway.providers.base import ModelEvent, ModelRequest
 
@@ -319,10 +320,5 @@ def register_api(cls: _P) -> _P:
     Raises:
         ValueError: if ``api`` is empty or already registered by another class.
     """
-    if not cls.api:
-        raise ValueError(f"{cls.__name__} must set a non-empty `api`")
-    existing = API_KINDS.get(cls.api)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"provider api {cls.api!r} is already registered by {existing.__name__}")
-    API_KINDS[cls.api] = cls
+    add_class(API_KINDS, cls.api, cls, what="provider api", attribute="api")
     return cls

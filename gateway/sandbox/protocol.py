@@ -14,7 +14,7 @@ Two channels, never pickle:
   length-prefixed ``CallRequest`` in; ``TAKEN``, then a length-prefixed
   ``CallResult`` out.
 
-This module imports only msgspec and ``gateway.manifests.model``.
+This module imports only msgspec, ``gateway.manifests.model`` and ``gateway._unicode``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway._unicode import valid_text
 from gateway.manifests.model import CallContext
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "encode",
     "frame",
     "output_result",
-    "valid_text",
 ]
 
 HEADER = struct.Struct(">I")
@@ -216,19 +216,6 @@ def output_result(text: str, max_output_kb: int) -> CallResult:
         note = f"\n[output truncated: {len(encoded)} bytes, limit {max_output_kb} KB]"
         return CallResult(ok=True, output=kept + note, truncated=True)
     return CallResult(ok=True, output=text)
-
-
-def valid_text(text: str) -> str:
-    """``text`` with each lone surrogate replaced by U+FFFD, so JSON (and UTF-8) can carry it.
-
-    A file name that is not UTF-8 (``os.listdir``, ``os.fsdecode``) holds one; the
-    result frame could not be encoded, and the call's value was lost.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 _control_decoder = msgspec.json.Decoder(Control)

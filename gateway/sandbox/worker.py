@@ -16,8 +16,9 @@ with the arguments, from its own call socket) to its environment,
 acknowledges the call (``TAKEN``), runs the action, and answers one
 length-prefixed ``CallResult`` after killing whatever the action started.
 
-Imports only the standard library, msgspec, ``gateway.sandbox.protocol`` and
-``gateway.manifests.model``; action kinds are imported by name.
+Imports only the standard library, msgspec, ``gateway.sandbox.protocol``,
+``gateway.manifests.model`` and ``gateway._unicode``; action kinds are imported
+by name.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 import msgspec
 
+from gateway._unicode import valid_text
 from gateway.manifests.model import ActionConfig, CallContext
 from gateway.sandbox import _linux
 from gateway.sandbox.protocol import (
@@ -48,7 +50,6 @@ from gateway.sandbox.protocol import (
     decode_control,
     frame,
     output_result,
-    valid_text,
 )
 
 __all__ = [

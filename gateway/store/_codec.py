@@ -112,7 +112,8 @@ def storable(text: str | None) -> str | None:
     Such text comes from model output, tool results or user messages; refusing it would
     fail the write (a run's answer lost, its thread busy until its lease lapses) for a
     character that carries no meaning, and SQLite alone would keep a NUL: both stores
-    store the same text instead.
+    store the same text instead. Not ``gateway._unicode.valid_text``: that one keeps NUL
+    and joins two surrogates forming a pair, where this replaces each character alone.
     """
     if text is None or _UNSTORABLE.search(text) is None:
         return text

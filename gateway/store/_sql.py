@@ -9,6 +9,7 @@ here from one text and a backend cannot drift from the other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.store._notify import CHANNEL
 
@@ -82,6 +83,10 @@ _RUN_COLUMNS = (
     " completed_at, usage, timings, error"
 )
 _ACTIVE = "status IN ('queued', 'in_progress')"
+_SELECT_MESSAGES = (
+    "SELECT id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id,"
+    " name, run_id FROM messages WHERE thread_id = ? ORDER BY seq DESC"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,7 @@ class Dialect:
     next_seq: str
     insert_message: str
     select_messages: str
+    select_newest_messages: str
     insert_run: str
     update_run: str
     lock_own_run: str
@@ -110,6 +116,13 @@ class Dialect:
     append_batch: str
     load_events_after: str
     delete_batches: str
+
+    def messages_query(self, thread_id: str, limit: int | None) -> tuple[str, tuple[Any, ...]]:
+        """The statement and parameters for a thread's messages, newest first; with
+        ``limit``, only the newest ``limit`` of them (callers reverse the rows)."""
+        if limit is None:
+            return self.select_messages, (thread_id,)
+        return self.select_newest_messages, (thread_id, limit)
 
 
 def _dialect(
@@ -159,10 +172,8 @@ def _dialect(
             "INSERT INTO messages (id, thread_id, seq, created_at, role, content, tool_calls,"
             " tool_call_id, name, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ),
-        select_messages=p(
-            "SELECT id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id,"
-            " name, run_id FROM messages WHERE thread_id = ? ORDER BY seq DESC"
-        ),
+        select_messages=p(_SELECT_MESSAGES),
+        select_newest_messages=p(_SELECT_MESSAGES + " LIMIT ?"),
         # The last two values: the owner and the lease duration in seconds.
         insert_run=p(
             "INSERT INTO runs ({cols}, owner, lease_until)"

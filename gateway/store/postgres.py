@@ -47,7 +47,7 @@ from gateway.store.base import (
 __all__ = ["PostgresStore"]
 
 _SQL = POSTGRES
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # fullmatch: `$` passes a final "\n"
 # SQLAlchemy's forms (``postgres://``, ``postgresql+psycopg://``...), as SQL actions take.
 _SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://", re.IGNORECASE)
 
@@ -79,7 +79,7 @@ class PostgresStore:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         idle_in_transaction_timeout: float = 10.0,
     ) -> None:
-        if schema is not None and not _SCHEMA_NAME.match(schema):
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise InvalidInput(f"invalid schema name {schema!r}")
         self._idle_in_transaction_ms = max(int(idle_in_transaction_timeout * 1000), 1)
         self._url = _conninfo(url)
@@ -266,11 +266,7 @@ class PostgresStore:
 
     async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
         """Messages in order; with ``limit``, the newest ``limit`` of them."""
-        sql = _SQL.select_messages
-        params: tuple[Any, ...] = (thread_id,)
-        if limit is not None:
-            sql += " LIMIT %s"
-            params = (thread_id, limit)
+        sql, params = _SQL.messages_query(thread_id, limit)
         rows = await self._fetchall(sql, params)
         return [c.message_from_row(row) for row in reversed(rows)]
 

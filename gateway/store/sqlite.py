@@ -228,11 +228,7 @@ class SQLiteStore:
 
     async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
         """Messages in order; with ``limit``, the newest ``limit`` of them."""
-        sql = _SQL.select_messages
-        params: tuple[Any, ...] = (thread_id,)
-        if limit is not None:
-            sql += " LIMIT ?"
-            params = (thread_id, limit)
+        sql, params = _SQL.messages_query(thread_id, limit)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [c.message_from_row(row) for row in reversed(rows)]
 

@@ -120,6 +120,7 @@ def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
         ({"message": ""}, "message"),
         ({"message": 5}, "message"),
         ({"message": "hi", "assistant": "bad name!"}, "assistant"),
+        ({"message": "hi", "assistant": "helper\n"}, "assistant"),  # not a 404: a bad name
     ],
 )
 def test_chat_invalid_body_is_400(

@@ -344,6 +344,14 @@ def test_postgres_url_libpq_cannot_read_is_refused_at_once_without_its_password(
     assert "s3cret" not in str(caught.value)
 
 
+@pytest.mark.parametrize("schema", ["gw\n", "Gw", "gw;drop", ""])
+def test_a_schema_name_that_is_no_identifier_is_refused(schema: str) -> None:
+    """The store's schema name must be a plain lowercase identifier, whole: "gw\\n" too
+    is refused (`$` matches before a final newline)."""
+    with pytest.raises(InvalidInput, match="invalid schema name"):
+        PostgresStore("postgresql://u@h/db", schema=schema)
+
+
 async def test_begin_run_stores_run_and_message_together_or_not_at_all(
     make_store: Factory,
 ) -> None:

@@ -43,6 +43,14 @@ def test_a_key_containing_equals_signs_is_kept_whole() -> None:
     assert ring.lookup("x y=z") is not None
 
 
+def test_a_name_ending_in_a_newline_is_no_name() -> None:
+    """`ops\\n=k` is one key, not key `k` named "ops\\n" (`$` matches before a final newline)."""
+    ring = KeyRing(["ops\n=k"], [], open_=False)
+    assert ring.lookup("k") is None
+    whole = ring.lookup("ops\n=k")
+    assert whole is not None and whole.name == "key-1"
+
+
 def test_open_only_in_development_without_keys() -> None:
     """No keys: open in development, refused in production unless GATEWAY_AUTH=none."""
     assert KeyRing.from_settings(Settings()).open

@@ -650,6 +650,14 @@ def test_a_name_with_a_trailing_newline_is_refused(tmp_path: Path, text: str) ->
     assert problem.path == "name" and "does not match" in problem.message
 
 
+def test_a_python_function_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    """`python.function` matches its whole pattern: "mod:f\\n" is a format error at that
+    field, not an import of a callable named "f\\n" that can never be found."""
+    text = 'kind: action\nname: a\ndescription: d\npython: {function: "actions.x:f\\n"}\n'
+    [problem] = problems(tmp_path, {"a.yaml": text})
+    assert problem.path == "python.function" and "does not match" in problem.message
+
+
 HTTP_ACTION = "http: {method: GET, url: 'https://a.example/'}\n"
 
 

@@ -129,3 +129,13 @@ def test_dollar_signs_in_imported_text_survive_loading(tmp_path: Path) -> None:
     assert assistant.instructions == instructions
     assert assistant.initial_message == "Costs ${NAME}?"
     assert assistant.display_name == "Price $ Bot"
+
+
+def test_names_with_a_trailing_newline_are_slugged() -> None:
+    """A function name ending in a newline is slugged like any invalid name (it was kept:
+    `$` matches before a final newline), and the stub's comment that names it stays on one
+    line (the newline ended the comment, so the output was not YAML)."""
+    seed = {"assistant_name": "support\n", "function_names": ["get_weather\n"]}
+    assistant, action = yaml.safe_load_all(convert_seed(json.dumps(seed)))
+    assert (assistant["name"], assistant["actions"]) == ("support", ["get_weather"])
+    assert action["name"] == "get_weather"

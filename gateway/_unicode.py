@@ -1,0 +1,33 @@
+"""Text made encodable as UTF-8: surrogate pairs joined, lone surrogates replaced.
+
+A Python ``str`` may hold surrogate code points (U+D800..U+DFFF) that UTF-8,
+and so JSON, the run's log, the stores and SSE/WebSocket frames, cannot carry:
+``json`` (which the openai SDK decodes streams with) turns a lone ``\\ud83d``
+escape into one, and a file name that is not UTF-8 (``os.listdir``,
+``os.fsdecode``) holds one. ``valid_text`` is the one repair, used by the
+engine (model text, tool calls, tool output, provider errors) and by the
+sandbox (a call's result frame). Imports nothing of the gateway, so the
+sandbox worker stays light to import.
+"""
+
+from __future__ import annotations
+
+__all__ = ["valid_text"]
+
+
+def valid_text(text: str) -> str:
+    """``text`` with surrogate pairs joined and each lone surrogate replaced by U+FFFD.
+
+    Two adjacent surrogates that form a pair (an emoji split into UTF-16 units)
+    become the one character they stand for; any other surrogate becomes U+FFFD.
+    Text that is already valid comes back as the same object, at the cost of one
+    UTF-8 encode.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # "utf-16" (BOM and all), not "utf-16-le": CPython codes "utf-16" itself, while
+        # "utf-16-le" imports ``encodings.utf_16_le`` on first use, which a sandboxed
+        # child (another uid, Landlock) may not be able to read: the call would fail.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
