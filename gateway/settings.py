@@ -166,6 +166,18 @@ def _choice(*allowed: str) -> Callable[[str, str], str]:
     return parse
 
 
+# The level names LOGGING_LEVEL takes (any case); "WARN" and "FATAL" are the stdlib's aliases.
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+
+
+def _log_level(var: str, value: str) -> str:
+    """A logging level name, upper-cased: a typo is an error, not a silent INFO."""
+    upper = value.strip().upper()
+    if upper not in _LOG_LEVELS:
+        raise SettingsError(f"{var} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return upper
+
+
 def _parse_bool(var: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -181,7 +193,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_MANIFESTS": ("manifests", _text),
     "GATEWAY_DATABASE_URL": ("database_url", _text),
     "GATEWAY_HOST": ("host", _text),
-    "LOGGING_LEVEL": ("logging_level", _text),
+    "LOGGING_LEVEL": ("logging_level", _log_level),
     "OPENAI_API_KEY": ("openai_api_key", _text),
     "OPENAI_BASE_URL": ("openai_base_url", _text),
     "GATEWAY_ROOT": ("gateway_root", _text),
