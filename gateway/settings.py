@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -95,6 +96,22 @@ def _text(var: str, value: str) -> str:
 
 def _csv(var: str, value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+# What a browser sends as ``Origin``: scheme://host[:port], nothing after it.
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
+
+
+def _origins(var: str, value: str) -> tuple[str, ...]:
+    """Comma-separated browser origins, or ``*``: a host alone or a path would never match."""
+    origins = _csv(var, value)
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise SettingsError(
+                f"{var} takes origins as a browser sends them, scheme://host[:port] "
+                f"(e.g. https://app.example.com), or *; got {origin!r}"
+            )
+    return origins
 
 
 def _number(conv: Callable[[str], float]) -> Callable[[str, str], object]:
@@ -201,7 +218,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ASSISTANT_ID": ("default_assistant", _text),
     "GATEWAY_API_KEYS": ("api_keys", _csv),
     "GATEWAY_ADMIN_KEYS": ("admin_keys", _csv),
-    "GATEWAY_CORS_ORIGINS": ("cors_origins", _csv),
+    "GATEWAY_CORS_ORIGINS": ("cors_origins", _origins),
     "GATEWAY_PORT": ("port", _port),
     "GATEWAY_SSE_HEARTBEAT": ("sse_heartbeat", _positive(float)),
     "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", _count),

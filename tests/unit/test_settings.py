@@ -62,6 +62,11 @@ def test_defaults_are_the_development_defaults() -> None:
         ({"GATEWAY_RUN_LEASE": "7.5"}, "run_lease", 7.5),
         ({"GATEWAY_EVENT_FLUSH_MS": "0"}, "event_flush_ms", 0),
         ({"GATEWAY_ROOT": "/srv"}, "gateway_root", Path("/srv")),
+        (
+            {"GATEWAY_CORS_ORIGINS": "https://app.example, http://127.0.0.1:3000,*"},
+            "cors_origins",
+            ("https://app.example", "http://127.0.0.1:3000", "*"),
+        ),
     ],
 )
 def test_each_variable_sets_its_field(env: dict[str, str], field: str, expected: object) -> None:
@@ -116,6 +121,11 @@ def test_legacy_variables_are_accepted_and_ignored() -> None:
         ({"GATEWAY_RATE_LIMIT": "nan"}, "GATEWAY_RATE_LIMIT"),
         ({"GATEWAY_RATE_LIMIT_BURST": "-3"}, "GATEWAY_RATE_LIMIT_BURST"),
         ({"GATEWAY_RUN_LEASE": "nan"}, "GATEWAY_RUN_LEASE"),
+        ({"GATEWAY_CORS_ORIGINS": "app.example.com"}, "GATEWAY_CORS_ORIGINS"),
+        (
+            {"GATEWAY_CORS_ORIGINS": "https://ok.example,https://app.example/"},
+            "GATEWAY_CORS_ORIGINS",
+        ),
     ],
 )
 def test_malformed_values_are_errors_naming_the_variable(
