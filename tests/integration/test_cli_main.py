@@ -120,3 +120,19 @@ def test_serve_refuses_a_database_url_no_store_takes(
     assert result.output.startswith("Error: GATEWAY_DATABASE_URL: "), result.output
     assert says in result.output
     assert "s3cret-pw" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", [True, False])
+def test_serve_refuses_a_host_that_is_no_name(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, option: bool
+) -> None:
+    """A --host / GATEWAY_HOST with an empty label is one error before startup, not a traceback."""
+    args = ["serve", "--manifests", str(REPO / "manifests")]
+    if option:
+        args += ["--host", "gateway..internal"]
+    else:
+        monkeypatch.setenv("GATEWAY_HOST", "gateway..internal")
+    result = cli.invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "Error: --host / GATEWAY_HOST: 'gateway..internal' is not a host name" in result.output
+    assert isinstance(result.exception, SystemExit)
