@@ -8,7 +8,8 @@ ENV UV_PYTHON_DOWNLOADS=never \
     UV_LINK_MODE=copy \
     PYTHONUNBUFFERED=1 \
     GATEWAY_HOST=0.0.0.0 \
-    GATEWAY_PORT=8000
+    GATEWAY_PORT=8000 \
+    PATH=/app/.venv/bin:$PATH
 
 RUN pip install --no-cache-dir uv
 
@@ -31,5 +32,6 @@ RUN useradd --system --uid 10001 --home /app gateway && chown -R gateway /app/va
 USER 10001
 
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/health')" || exit 1
+# Probes the port the server listens on, also when `docker run -e GATEWAY_PORT=...` moves it.
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('GATEWAY_PORT', '8000'), timeout=2)" || exit 1
 CMD ["/app/.venv/bin/gateway", "serve"]

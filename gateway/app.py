@@ -38,6 +38,7 @@ from gateway.api.middleware import GatewayMiddleware, is_loopback_host
 from gateway.api.request import GatewayRequest
 from gateway.api.services import Services
 from gateway.engine import Engine
+from gateway.errors import InvalidInput
 from gateway.executors.inline import InlineExecutor
 from gateway.executors.runner import SandboxRunner
 from gateway.knowledge.index import KnowledgeIndex
@@ -46,7 +47,7 @@ from gateway.manifests.loader import load_catalog
 from gateway.manifests.watch import Reloader, ReloadResult
 from gateway.providers.registry import ProviderRegistry
 from gateway.sandbox.supervisor import Supervisor
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError
 from gateway.store import open_store
 
 __all__ = ["create_app"]
@@ -83,10 +84,18 @@ def create_app(settings: Settings) -> Litestar:
     """Build the gateway's Litestar app from ``settings``.
 
     Raises:
-        SettingsError: ``ENVIRONMENT=production`` without keys and without ``GATEWAY_AUTH=none``.
+        SettingsError: ``ENVIRONMENT=production`` without keys and without ``GATEWAY_AUTH=none``,
+            or a ``GATEWAY_DATABASE_URL`` no store takes (unknown scheme, a URL libpq
+            cannot parse).
     """
     configure_logging(settings)
     keys = KeyRing.from_settings(settings)
+    try:
+        # Building a store only parses its URL (it connects on startup): checked here, a
+        # bad URL is one error naming the variable, not a traceback out of the lifespan.
+        open_store(settings.database_url, root=Path.cwd(), lease_seconds=settings.run_lease)
+    except InvalidInput as exc:
+        raise SettingsError(f"GATEWAY_DATABASE_URL: {exc}") from None
     services = Services(settings, keys)
     limiter = (
         RateLimiter(settings.rate_limit, settings.rate_limit_burst)

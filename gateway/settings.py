@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -100,6 +101,22 @@ def _csv(var: str, value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+# What a browser sends as ``Origin``: scheme://host[:port], nothing after it.
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
+
+
+def _origins(var: str, value: str) -> tuple[str, ...]:
+    """Comma-separated browser origins, or ``*``: a host alone or a path would never match."""
+    origins = _csv(var, value)
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise SettingsError(
+                f"{var} takes origins as a browser sends them, scheme://host[:port] "
+                f"(e.g. https://app.example.com), or *; got {origin!r}"
+            )
+    return origins
+
+
 def _number(conv: Callable[[str], float]) -> Callable[[str, str], object]:
     def parse(var: str, value: str) -> object:
         try:
@@ -184,6 +201,18 @@ def _choice(*allowed: str) -> Callable[[str, str], str]:
     return parse
 
 
+# The level names LOGGING_LEVEL takes (any case); "WARN" and "FATAL" are the stdlib's aliases.
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
+
+
+def _log_level(var: str, value: str) -> str:
+    """A logging level name, upper-cased: a typo is an error, not a silent INFO."""
+    upper = value.strip().upper()
+    if upper not in _LOG_LEVELS:
+        raise SettingsError(f"{var} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return upper
+
+
 def _parse_bool(var: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -199,7 +228,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_MANIFESTS": ("manifests", _text),
     "GATEWAY_DATABASE_URL": ("database_url", _text),
     "GATEWAY_HOST": ("host", _text),
-    "LOGGING_LEVEL": ("logging_level", _text),
+    "LOGGING_LEVEL": ("logging_level", _log_level),
     "OPENAI_API_KEY": ("openai_api_key", _text),
     "OPENAI_BASE_URL": ("openai_base_url", _text),
     "GATEWAY_ROOT": ("gateway_root", _text),
@@ -207,7 +236,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ASSISTANT_ID": ("default_assistant", _text),
     "GATEWAY_API_KEYS": ("api_keys", _csv),
     "GATEWAY_ADMIN_KEYS": ("admin_keys", _csv),
-    "GATEWAY_CORS_ORIGINS": ("cors_origins", _csv),
+    "GATEWAY_CORS_ORIGINS": ("cors_origins", _origins),
     "GATEWAY_PORT": ("port", _port),
     "GATEWAY_SSE_HEARTBEAT": ("sse_heartbeat", _positive(float)),
     "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", _count),

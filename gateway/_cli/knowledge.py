@@ -32,7 +32,7 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
     """
     from gateway.knowledge import DEFAULT_CACHE_DIR, KnowledgeIndex, cache_dir_for
 
-    settings = load_settings()
+    settings = load_settings(logging=True)  # LOG_FORMAT, LOGGING_LEVEL apply to its warnings
     catalog = load_catalog_or_exit(settings, manifests_dir)
     server_dir = cache_dir_for(settings.database_url)
     cache = Path(cache_dir) if cache_dir else server_dir or DEFAULT_CACHE_DIR

@@ -54,6 +54,14 @@ def serve_command(host: str | None, port: int | None, manifests_dir: str | None)
         changes["manifests"] = Path(manifests_dir)
     settings = msgspec.structs.replace(settings, **changes)
     try:
+        # What getaddrinfo does first: an empty or overlong label would escape uvicorn
+        # as a UnicodeError traceback after the whole startup.
+        settings.host.encode("idna")
+    except UnicodeError:
+        raise click.ClickException(
+            f"--host / GATEWAY_HOST: {settings.host!r} is not a host name or address"
+        ) from None
+    try:
         app = create_app(settings)
     except SettingsError as exc:  # e.g. ENVIRONMENT=production without keys
         raise click.ClickException(str(exc)) from None

@@ -239,6 +239,10 @@ def _strict(schema: Mapping[str, Any], where: str) -> dict[str, Any]:  # noqa: C
         extra = out.get("additionalProperties", False)
         if not properties and extra is not False:
             raise NotStrictable(f"{where} is a free-form object (no fixed properties)")
+        if where != "parameters" and "properties" not in out and "additionalProperties" not in out:
+            # A nested `type: object` alone (a bare `dict` hint) takes any keys; closed, the
+            # model could only ever send `{}`. (The top level alone means: no arguments.)
+            raise NotStrictable(f"{where} is a free-form object (no fixed properties)")
         if extra not in (False, None):
             raise NotStrictable(f"{where} allows additional properties")
         required = set(out.get("required", ()))

@@ -101,3 +101,38 @@ def test_serve_refuses_production_without_keys(
     result = cli.invoke(main, ["serve", "--manifests", str(REPO / "manifests")])
     assert result.exit_code == 1, result.output
     assert "Error:" in result.output and "GATEWAY_AUTH=none" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("mysql://gw:s3cret-pw@db/gateway", "unsupported database URL scheme 'mysql'"),
+        ("postgresql://gw:s3cret-pw@db:5432/gateway?bogus=1", "bogus"),
+    ],
+)
+def test_serve_refuses_a_database_url_no_store_takes(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, url: str, says: str
+) -> None:
+    """A bad GATEWAY_DATABASE_URL stops `serve` at once: one error naming it, exit 1, no secret."""
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", url)
+    result = cli.invoke(main, ["serve", "--manifests", str(REPO / "manifests")])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: GATEWAY_DATABASE_URL: "), result.output
+    assert says in result.output
+    assert "s3cret-pw" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", [True, False])
+def test_serve_refuses_a_host_that_is_no_name(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, option: bool
+) -> None:
+    """A --host / GATEWAY_HOST with an empty label is one error before startup, not a traceback."""
+    args = ["serve", "--manifests", str(REPO / "manifests")]
+    if option:
+        args += ["--host", "gateway..internal"]
+    else:
+        monkeypatch.setenv("GATEWAY_HOST", "gateway..internal")
+    result = cli.invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "Error: --host / GATEWAY_HOST: 'gateway..internal' is not a host name" in result.output
+    assert isinstance(result.exception, SystemExit)

@@ -50,6 +50,7 @@ def test_defaults_are_the_development_defaults() -> None:
         ({"ENVIRONMENT": "Production"}, "environment", "production"),
         ({"GATEWAY_AUTH": "none"}, "auth", "none"),
         ({"LOGGING_LEVEL": "DEBUG"}, "logging_level", "DEBUG"),
+        ({"LOGGING_LEVEL": " warning "}, "logging_level", "WARNING"),
         ({"LOG_FORMAT": "json"}, "log_format", "json"),
         ({"OPENAI_API_KEY": "sk-test"}, "openai_api_key", "sk-test"),
         ({"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, "openai_base_url", "http://127.0.0.1:1/v1"),
@@ -63,6 +64,11 @@ def test_defaults_are_the_development_defaults() -> None:
         ({"GATEWAY_ROOT": "/srv"}, "gateway_root", Path("/srv")),
         ({"GATEWAY_HISTORY_MAX_MESSAGES": "40"}, "history_max_messages", 40),
         ({"GATEWAY_HISTORY_MAX_KB": "16384"}, "history_max_kb", 16384),
+        (
+            {"GATEWAY_CORS_ORIGINS": "https://app.example, http://127.0.0.1:3000,*"},
+            "cors_origins",
+            ("https://app.example", "http://127.0.0.1:3000", "*"),
+        ),
     ],
 )
 def test_each_variable_sets_its_field(env: dict[str, str], field: str, expected: object) -> None:
@@ -95,6 +101,8 @@ def test_legacy_variables_are_accepted_and_ignored() -> None:
         ({"GATEWAY_WATCH": "maybe"}, "GATEWAY_WATCH"),
         ({"ENVIRONMENT": "staging"}, "ENVIRONMENT"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"LOGGING_LEVEL": "verbose"}, "LOGGING_LEVEL"),
+        ({"LOGGING_LEVEL": "10"}, "LOGGING_LEVEL"),
         ({"GATEWAY_AUTH": "basic"}, "GATEWAY_AUTH"),
         ({"GATEWAY_RUN_LEASE": "0"}, "GATEWAY_RUN_LEASE"),
         ({"GATEWAY_RUN_LEASE": "-5"}, "GATEWAY_RUN_LEASE"),
@@ -121,6 +129,11 @@ def test_legacy_variables_are_accepted_and_ignored() -> None:
         ({"GATEWAY_HISTORY_MAX_KB": "0"}, "GATEWAY_HISTORY_MAX_KB"),
         ({"GATEWAY_HISTORY_MAX_KB": "16385"}, "GATEWAY_HISTORY_MAX_KB"),
         ({"GATEWAY_HISTORY_MAX_KB": "1.5"}, "GATEWAY_HISTORY_MAX_KB"),
+        ({"GATEWAY_CORS_ORIGINS": "app.example.com"}, "GATEWAY_CORS_ORIGINS"),
+        (
+            {"GATEWAY_CORS_ORIGINS": "https://ok.example,https://app.example/"},
+            "GATEWAY_CORS_ORIGINS",
+        ),
     ],
 )
 def test_malformed_values_are_errors_naming_the_variable(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from gateway.cli import main
@@ -69,3 +71,19 @@ def test_a_corrupt_cache_file_is_rebuilt(tmp_path: Path) -> None:
     again = KnowledgeIndex(cache).index([root / "docs" / "faq.md", root / "docs" / "notes.txt"])
     assert again.unchanged == 2
     assert (cache / "knowledge.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_index_command_logs_as_the_settings_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its warnings follow LOG_FORMAT (here JSON lines for a log shipper), like the server's."""
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    root = tmp_path / "manifests"
+    _manifests(root)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "knowledge.sqlite3").write_bytes(b"garbage " * 1000)
+    result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [entry["event"] for entry in logged] == ["knowledge_cache_rebuilt"], result.stderr

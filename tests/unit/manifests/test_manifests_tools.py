@@ -200,6 +200,14 @@ def test_strict_rewrites(schema: dict[str, Any], expected: dict[str, Any]) -> No
         ({"type": "object", "properties": {"a": {"type": "array"}}}, "without an `items`"),
         ({"type": "object", "additionalProperties": {"type": "string"}}, "free-form"),
         (
+            {"type": "object", "properties": {"a": {"type": "object"}}},
+            "parameters.a is a free-form",
+        ),
+        (
+            {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "object"}}}},
+            "parameters.a.items is a free-form",
+        ),
+        (
             {
                 "type": "object",
                 "properties": {"a": {"type": "string"}},
