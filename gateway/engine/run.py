@@ -377,7 +377,7 @@ class RunTask:
                 elif isinstance(event, ModelDone):
                     self.usage = self.usage + event.usage
                     # Any text from a server: kept short and encodable for events and logs.
-                    self.finish_reason = clean(event.finish_reason)[:64]
+                    self.finish_reason = valid_text(event.finish_reason)[:64]
             self._delta(message_id, parts, pieces.flush())
         finally:
             aclose: Callable[[], Awaitable[None]] | None = getattr(stream, "aclose", None)
