@@ -16,6 +16,7 @@ from gateway.cli import main
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 BROKEN = REPO / "tests" / "fixtures" / "broken"
+BROKEN_PROBLEMS = 30  # tests/unit/manifests/test_manifests_broken.py EXPECTED lists each one
 Invoke = Callable[..., Result]
 
 
@@ -45,14 +46,14 @@ def test_validate_broken_lists_every_problem_and_exits_1(run: Invoke) -> None:
     result = run("validate", str(BROKEN), "--gateway-root", str(BROKEN.parent))
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.startswith(str(BROKEN))]
-    assert len(lines) == 29
+    assert len(lines) == BROKEN_PROBLEMS
     assert f"{BROKEN}/unknown_action.yaml:5:5: unknown action 'no_such_action'" in result.output
     assert (
         f"{BROKEN}/inline_python.yaml:5:12: isolation: inline is only for http and sql "
         "actions; python actions always run in the sandbox"
     ) in result.output
     assert "Traceback" not in result.output
-    assert "29 problem(s)" in result.output
+    assert f"{BROKEN_PROBLEMS} problem(s)" in result.output
 
 
 def test_validate_github_format(run: Invoke) -> None:
@@ -66,7 +67,7 @@ def test_validate_json_format(run: Invoke) -> None:
     """--format json prints a list of problems, and [] when everything is valid."""
     bad = run("validate", str(BROKEN), "--format", "json")
     data = json.loads(bad.stdout)
-    assert bad.exit_code == 1 and len(data) == 29
+    assert bad.exit_code == 1 and len(data) == BROKEN_PROBLEMS
     assert {"file", "line", "col", "message", "path"} == set(data[0])
     good = run("validate", str(MANIFESTS), "--format", "json")
     assert good.exit_code == 0 and json.loads(good.stdout) == []
@@ -183,7 +184,7 @@ def test_validate_in_a_real_process(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert "Traceback" not in bad.stderr
-    assert bad.stdout.count("\n") == 29
+    assert bad.stdout.count("\n") == BROKEN_PROBLEMS
 
 
 def test_validate_survives_hostile_yaml_in_a_real_process(tmp_path: Path) -> None:
