@@ -8,7 +8,8 @@ an FTS5 query and names sources, ``_io.py`` holds the SQLite and safe-read
 helpers. Used by the sandbox runner (``gateway.executors``) and the
 ``gateway index`` command.
 
-Imports: pypdf, msgspec, structlog and the standard library; nothing else of the gateway.
+Imports: msgspec, structlog, the standard library and ``gateway._files``; pypdf
+only in the child process ``_pdf_child.py`` starts.
 """
 
 from gateway.knowledge.index import (

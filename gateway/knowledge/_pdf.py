@@ -15,6 +15,7 @@ Imports msgspec and the standard library only.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,13 +73,14 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
         str(limits.max_pages),
         str(limits.max_chars),
     ]
-    # An empty environment: the server's secrets have no business in a PDF parser.
+    # No server variable but the loader's path: its secrets have no business in a PDF parser.
+    env = {k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}
     child = subprocess.Popen(
         command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env={},
+        env=env,
     )
     try:
         out, _ = child.communicate(data, timeout=limits.timeout)
