@@ -5,11 +5,17 @@ Imports click and ``_common`` at the top, ``gateway.knowledge`` inside the comma
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gateway._cli._common import load_catalog_or_exit, load_settings, manifests_option
+
+if TYPE_CHECKING:
+    from gateway.knowledge import IndexStats, KnowledgeIndex
+    from gateway.manifests.catalog import Catalog
 
 __all__ = ["index_command"]
 
@@ -48,7 +54,7 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
         click.echo(f"error: cannot write the index to {cache}: {index.cache_error}", err=True)
         raise SystemExit(1)
     try:
-        total = index.index(catalog.knowledge_files, within=catalog.root)
+        total = _index_all(index, catalog)
         for name, assistant in sorted(catalog.assistants.items()):
             if assistant.file_search is None:
                 continue
@@ -56,10 +62,34 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
             click.echo(f"{name}: {len(files)} files, {index.passages(files)} passages")
         click.echo(
             f"indexed {total.files} files ({total.parsed} parsed, {total.reused} reused, "
-            f"{total.unchanged} unchanged, {total.missing} missing, {total.failed} failed), "
+            f"{total.unchanged} unchanged, {total.missing} missing, {total.failed} failed, "
+            f"{total.too_large} too large), "
             f"{index.passages(catalog.knowledge_files)} passages in {cache / 'knowledge.sqlite3'}"
         )
     finally:
         index.close()
-    if total.missing or total.failed:
+    if total.missing or total.failed or total.too_large:
         raise SystemExit(1)
+
+
+def _index_all(index: KnowledgeIndex, catalog: Catalog) -> IndexStats:
+    """Index every knowledge file once, each within the largest ``max_file_size_mb``
+    of the assistants that list it (validation already checked the totals)."""
+    from gateway.knowledge import IndexStats
+
+    caps: dict[Path, int] = {}
+    for assistant in catalog.assistants.values():
+        if assistant.file_search is not None:
+            cap = assistant.file_search.max_file_size_mb << 20
+            for name in assistant.file_search.files:
+                path = catalog.root / name
+                caps[path] = max(caps.get(path, 0), cap)
+    total = IndexStats()
+    for cap in sorted(set(caps.values())):
+        files = [f for f in catalog.knowledge_files if caps.get(f) == cap]
+        part = index.index(
+            files, within=catalog.root, max_file_bytes=cap, max_total_bytes=sys.maxsize
+        )
+        for field in IndexStats.__struct_fields__:
+            setattr(total, field, getattr(total, field) + getattr(part, field))
+    return total

@@ -56,8 +56,13 @@ class Knowledge(Protocol):
         *,
         root: Path | None = None,
         within: Path | None = None,
+        max_file_bytes: int = ...,
+        max_total_bytes: int = ...,
     ) -> list[Any]:
-        """Return the best passages for ``query`` from ``files`` (only those inside ``within``)."""
+        """Return the best passages for ``query`` from ``files`` (only those inside ``within``).
+
+        Files over ``max_file_bytes``, or past ``max_total_bytes`` together, are not read.
+        """
         ...
 
 
@@ -296,6 +301,10 @@ class SandboxRunner:
                 str(args["query"]),
                 config.max_results,
                 within=catalog.root,
+                # Validation refused larger files, but one may have grown since while
+                # the last good set keeps serving: the index checks at every read.
+                max_file_bytes=config.max_file_size_mb << 20,
+                max_total_bytes=config.max_total_size_mb << 20,
             )
         )
         output = msgspec.json.encode(msgspec.to_builtins(passages)).decode()

@@ -2,20 +2,34 @@
 
 ``KnowledgeIndex`` (``index.py``) keeps an SQLite FTS5 (BM25) index of the
 files an assistant names under ``file_search.files``; ``_split.py`` cuts
-markdown, text and PDF files into passages, ``_query.py`` turns free text into
+markdown, text and PDF files into passages (PDFs through ``_pdf.py``, in a
+child process with time and memory limits), ``_query.py`` turns free text into
 an FTS5 query and names sources, ``_io.py`` holds the SQLite and safe-read
 helpers. Used by the sandbox runner (``gateway.executors``) and the
 ``gateway index`` command.
 
-Imports: pypdf, msgspec, structlog and the standard library; nothing else of the gateway.
+Imports: msgspec, structlog, the standard library and ``gateway._files``; pypdf
+only in the child process ``_pdf_child.py`` starts.
 """
 
 from gateway.knowledge.index import (
     DEFAULT_CACHE_DIR,
+    DEFAULT_MAX_FILE_MB,
+    DEFAULT_MAX_TOTAL_MB,
     IndexStats,
     KnowledgeIndex,
     Passage,
+    PdfLimits,
     cache_dir_for,
 )
 
-__all__ = ["DEFAULT_CACHE_DIR", "IndexStats", "KnowledgeIndex", "Passage", "cache_dir_for"]
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "DEFAULT_MAX_FILE_MB",
+    "DEFAULT_MAX_TOTAL_MB",
+    "IndexStats",
+    "KnowledgeIndex",
+    "Passage",
+    "PdfLimits",
+    "cache_dir_for",
+]

@@ -61,8 +61,12 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def read_regular(path: Path) -> bytes | None:
+def read_regular(path: Path, limit: int | None = None) -> bytes | None:
     """The bytes of the regular file at the resolved ``path``, or None.
+
+    With ``limit``, at most ``limit + 1`` bytes are read: a file that grew past
+    the caller's size cap since its ``stat`` costs no more memory than that, and
+    the caller sees it is too large by the length.
 
     Opened without following a final symlink and without blocking (a FIFO swapped
     in since the ``stat``), then checked through the descriptor: still a regular
@@ -83,7 +87,7 @@ def read_regular(path: Path) -> bytes | None:
             log.warning("knowledge_file_moved", file=str(path))
             return None
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read()
+            return fh.read() if limit is None else fh.read(limit + 1)
     except OSError:
         return None
     finally:

@@ -6,16 +6,18 @@ tail of a cut paragraph) so an answer spanning a boundary is still found.
 Each passage carries where it came from: the heading trail (``Returns >
 Refunds``), ``page N`` of a PDF, or ``lines A-B`` of a plain text file.
 
-Imports: pypdf and the standard library only.
+Imports: ``gateway.knowledge._pdf`` (PDFs are read in a child process) and the
+standard library only.
 """
 
 from __future__ import annotations
 
 import codecs
-import io
 import re
 from pathlib import Path
 from typing import NamedTuple
+
+from gateway.knowledge._pdf import PdfLimits, pdf_pages
 
 __all__ = [
     "LIMIT",
@@ -31,6 +33,7 @@ __all__ = [
 TARGET = 700
 LIMIT = 1000
 OVERLAP = 150
+_PDF_LIMITS = PdfLimits()
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
 # The title is taken greedily and trimmed in Python: a lazy title followed by
 # optional spaces and '#'s backtracked cubically on a line padded with spaces.
@@ -54,11 +57,15 @@ class _Para(NamedTuple):
     last: int
 
 
-def split_data(name: str, data: bytes) -> list[Chunk]:
-    """Split the content ``data`` of a file called ``name`` (its suffix picks the format)."""
+def split_data(name: str, data: bytes, *, pdf: PdfLimits = _PDF_LIMITS) -> list[Chunk]:
+    """Split the content ``data`` of a file called ``name`` (its suffix picks the format).
+
+    A PDF is read in a child process within ``pdf`` (see ``_pdf``); text is split
+    here, in time and memory linear in its size (the caller caps the size).
+    """
     suffix = Path(name).suffix.lower()
     if suffix == ".pdf":
-        return split_pdf(data)
+        return split_pdf(data, pdf)
     markdown = suffix in MARKDOWN_SUFFIXES
     return split_text(decode_text(data), markdown=markdown, rst=suffix == ".rst")
 
@@ -98,14 +105,16 @@ def decode_text(data: bytes) -> str:
         return data.decode("cp1252", errors="replace")
 
 
-def split_pdf(source: Path | bytes) -> list[Chunk]:
-    """One or more passages per PDF page, located as ``page N``."""
-    from pypdf import PdfReader  # imported lazily: most deployments index no PDF
+def split_pdf(source: Path | bytes, limits: PdfLimits = _PDF_LIMITS) -> list[Chunk]:
+    """One or more passages per PDF page, located as ``page N``.
 
-    reader = PdfReader(io.BytesIO(source) if isinstance(source, bytes) else source)
+    Raises:
+        ParseLimitError: the PDF is over ``limits`` (pages, text, memory, time).
+        ValueError: pypdf cannot read it.
+    """
+    data = source if isinstance(source, bytes) else source.read_bytes()
     chunks: list[Chunk] = []
-    for number, page in enumerate(reader.pages, start=1):
-        text = page.extract_text() or ""
+    for number, text in enumerate(pdf_pages(data, limits), start=1):
         paras = [_Para(p, number, number) for p in _paragraphs_of(text)]
         for body in _pack(paras):
             chunks.append(Chunk("", f"page {number}", body[0]))

@@ -19,7 +19,13 @@ files that no longer exist (old git-sync revisions) are pruned, and a day
 later (``keep_orphans``) the content only they held.
 
 Files are read once, through one descriptor, and parsed from those bytes
-(what is hashed is what is indexed). Only regular files are read (a named
+(what is hashed is what is indexed). Every read is capped: a file over
+``max_file_bytes``, or past ``max_total_bytes`` with the files before it in
+the same call, is not read at all (logged ``knowledge_file_too_large``,
+counted in ``too_large``, searched as missing): validation refuses such a set,
+but the last good set keeps serving while the file on disk has grown. PDFs
+are read in a child process with time, memory, page and text limits
+(``_pdf``); at most two files are parsed at once. Only regular files are read (a named
 pipe would block forever), and with ``within`` only files whose real path is
 inside that directory: a knowledge file replaced after validation by a
 symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
@@ -48,17 +54,28 @@ import structlog
 
 from gateway._files import private_file
 from gateway.knowledge._io import enable_wal, read_regular, write_transaction
+from gateway.knowledge._pdf import ParseLimitError, PdfLimits
 from gateway.knowledge._query import build_query, labels
 from gateway.knowledge._split import Chunk, split_data
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
+    "DEFAULT_MAX_FILE_MB",
+    "DEFAULT_MAX_TOTAL_MB",
     "IndexStats",
     "KnowledgeIndex",
     "Passage",
+    "PdfLimits",
     "build_query",
     "cache_dir_for",
 ]
+
+DEFAULT_MAX_FILE_MB = 32
+"""Largest knowledge file read, in MiB (``file_search.max_file_size_mb`` defaults to it)."""
+DEFAULT_MAX_TOTAL_MB = 256
+"""Largest total of one call's files, in MiB (``file_search.max_total_size_mb``'s default)."""
+_MB = 1 << 20
+_PARSE_SLOTS = 2  # files parsed at once: each may hold its text (or a PDF child) in memory
 
 DEFAULT_CACHE_DIR = Path("var/knowledge")
 """Where the index lives with the default thread store (``sqlite:///var/gateway.db``)."""
@@ -99,7 +116,11 @@ class Passage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class IndexStats(msgspec.Struct, kw_only=True):
-    """What ``index`` did: files seen, parsed, reused by hash, unchanged, missing, passages."""
+    """What ``index`` did: files seen, parsed, reused by hash, unchanged, missing, passages.
+
+    ``too_large`` counts files over a size cap (not read, searched as missing);
+    ``size`` is the bytes of the files that were within the caps.
+    """
 
     files: int = 0
     parsed: int = 0
@@ -107,7 +128,9 @@ class IndexStats(msgspec.Struct, kw_only=True):
     unchanged: int = 0
     missing: int = 0
     failed: int = 0
+    too_large: int = 0
     passages: int = 0
+    size: int = 0
 
 
 class KnowledgeIndex:
@@ -120,10 +143,20 @@ class KnowledgeIndex:
             malformed is deleted and built afresh: it holds only derived data.
         keep_orphans: seconds content no existing file uses any more is kept before
             it is dropped (a day: an index built at another path is still reused).
+        pdf_limits: what parsing one PDF may cost (time, memory, pages, text); a PDF
+            over them fails to parse, like a corrupt one, with the limit in its error.
     """
 
-    def __init__(self, cache_dir: Path | None = None, *, keep_orphans: float = 86400.0) -> None:
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        *,
+        keep_orphans: float = 86400.0,
+        pdf_limits: PdfLimits | None = None,
+    ) -> None:
         self._keep_orphans = keep_orphans
+        self._pdf_limits = pdf_limits if pdf_limits is not None else PdfLimits()
+        self._parse_slots = threading.BoundedSemaphore(_PARSE_SLOTS)
         self._lock = threading.Lock()
         self.cache_error: str | None = None
         """Why ``cache_dir`` is not used (the index is in memory), or None."""
@@ -211,38 +244,45 @@ class KnowledgeIndex:
 
     # -- indexing -----------------------------------------------------------
 
-    def index(self, files: Iterable[Path], *, within: Path | None = None) -> IndexStats:
+    def index(
+        self,
+        files: Iterable[Path],
+        *,
+        within: Path | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_MB * _MB,
+        max_total_bytes: int = DEFAULT_MAX_TOTAL_MB * _MB,
+    ) -> IndexStats:
         """Bring ``files`` up to date in the index (parse only new content).
 
         Missing or unreadable files (and, with ``within``, files whose real path
         is outside that directory) are counted as missing and searched as empty;
-        a file that cannot be parsed is logged; nothing raises for a bad file.
+        files over ``max_file_bytes``, or past ``max_total_bytes`` with the files
+        before them, are not read (counted in ``too_large``); a file that cannot be
+        parsed is logged; nothing raises for a bad file.
         """
         stats = IndexStats()
+        caps = (max_file_bytes, max_total_bytes)
         inside = within.resolve() if within is not None else None
         for file in files:
             stats.files += 1
-            self._refresh(file.resolve(), stats, inside)
+            self._refresh(file.resolve(), stats, inside, caps)
         return stats
 
-    def _refresh(self, path: Path, stats: IndexStats, within: Path | None = None) -> str | None:
+    def _refresh(
+        self,
+        path: Path,
+        stats: IndexStats,
+        within: Path | None = None,
+        caps: tuple[int, int] = (DEFAULT_MAX_FILE_MB * _MB, DEFAULT_MAX_TOTAL_MB * _MB),
+    ) -> str | None:
         """Make sure ``path`` is indexed as it is now; return its content hash (None: missing).
 
-        ``path`` is resolved; ``within`` (resolved) confines it.
+        ``path`` is resolved; ``within`` (resolved) confines it; ``caps`` is (bytes
+        per file, bytes for all the files of this call: ``stats.size`` counts them).
         """
         key = str(path)
-        if within is not None and not path.is_relative_to(within):
-            log.warning("knowledge_file_outside_root", file=key, root=str(within))
-            stats.missing += 1
-            return None
-        try:
-            st = path.stat()
-        except OSError:
-            stats.missing += 1
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            log.warning("knowledge_file_not_regular", file=key)
-            stats.missing += 1
+        st = self._stat(path, stats, within)
+        if st is None or self._too_large(key, st.st_size, stats, caps):
             return None
         seen = self._seen.get(key)
         if seen is None:
@@ -255,10 +295,13 @@ class KnowledgeIndex:
                 self._seen[key] = seen
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
             stats.unchanged += 1
+            stats.size += st.st_size
             return seen[2]
-        data = read_regular(path)
+        data = read_regular(path, caps[0])
         if data is None:
             stats.missing += 1
+            return None
+        if self._too_large(key, len(data), stats, caps):  # grew since the stat
             return None
         sha = hashlib.sha256(data).hexdigest()
         replaced = seen[2] if seen is not None and seen[2] != sha else None
@@ -276,11 +319,45 @@ class KnowledgeIndex:
                 self._parsing.pop(sha, None)
         if parsed is None:
             stats.reused += 1
+        stats.size += st.st_size
         self._seen[key] = (st.st_mtime_ns, st.st_size, sha)
         if str(path.parent) not in self._folders:
             self._folders.add(str(path.parent))
             self._prune()
         return sha
+
+    @staticmethod
+    def _stat(path: Path, stats: IndexStats, within: Path | None) -> os.stat_result | None:
+        """The ``stat`` of a regular file inside ``within``, else None (counted as missing)."""
+        if within is not None and not path.is_relative_to(within):
+            log.warning("knowledge_file_outside_root", file=str(path), root=str(within))
+            stats.missing += 1
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            stats.missing += 1
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("knowledge_file_not_regular", file=str(path))
+            stats.missing += 1
+            return None
+        return st
+
+    @staticmethod
+    def _too_large(key: str, size: int, stats: IndexStats, caps: tuple[int, int]) -> bool:
+        """Whether a file of ``size`` bytes is over a cap (then logged and counted)."""
+        max_file, max_total = caps
+        if size > max_file:
+            log.warning("knowledge_file_too_large", file=key, size=size, limit=max_file)
+        elif stats.size + size > max_total:
+            log.warning(
+                "knowledge_file_too_large", file=key, total=stats.size + size, limit=max_total
+            )
+        else:
+            return False
+        stats.too_large += 1
+        return True
 
     def _prune(self) -> None:
         """Forget files that no longer exist, and content only they held, after a while.
@@ -310,9 +387,18 @@ class KnowledgeIndex:
             self._seen.pop(path, None)
 
     def _parse(self, path: Path, data: bytes, stats: IndexStats) -> tuple[list[Chunk], str | None]:
-        """The passages of ``data`` and the parse error (logged and counted), if any."""
+        """The passages of ``data`` and the parse error (logged and counted), if any.
+
+        A file over a parse limit is recorded like a corrupt one (no passages, the
+        error kept with its content), so the same content is not parsed again.
+        """
         try:
-            chunks = split_data(path.name, data)
+            with self._parse_slots:
+                chunks = split_data(path.name, data, pdf=self._pdf_limits)
+        except ParseLimitError as exc:  # our own message: which limit, never file content
+            log.warning("knowledge_parse_limit", file=str(path), error=str(exc))
+            stats.failed += 1
+            return [], f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # a corrupt PDF must not break search for the other files
             log.warning("knowledge_parse_failed", file=str(path), error=f"{type(exc).__name__}")
             stats.failed += 1
@@ -400,6 +486,8 @@ class KnowledgeIndex:
         *,
         root: Path | None = None,
         within: Path | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_MB * _MB,
+        max_total_bytes: int = DEFAULT_MAX_TOTAL_MB * _MB,
     ) -> list[Passage]:
         """The best passages for ``query`` among ``files``, best first.
 
@@ -412,6 +500,9 @@ class KnowledgeIndex:
                 directories as needed to tell the given files apart.
             within: search only files whose real path (symlinks resolved) is
                 inside this directory; the others are searched as missing.
+            max_file_bytes: files larger than this are not read (searched as missing).
+            max_total_bytes: once the files so far add up to this, the next ones
+                are not read either.
 
         Returns:
             Passages ranked by BM25 (an empty list when nothing matches).
@@ -423,8 +514,9 @@ class KnowledgeIndex:
         stats = IndexStats()
         named = labels(files, root)
         inside = within.resolve() if within is not None else None
+        caps = (max_file_bytes, max_total_bytes)
         for file in files:
-            sha = self._refresh(file.resolve(), stats, inside)
+            sha = self._refresh(file.resolve(), stats, inside, caps)
             if sha is not None and sha not in names:
                 names[sha] = named[file]
         if not names:

@@ -457,7 +457,8 @@ def _version(
     knowledge: list[Path],
     code_files: tuple[Path, ...],
 ) -> str:
-    """Short sha256 over (relative path, bytes) of manifests, code and knowledge files."""
+    """Short sha256 over (relative path, bytes) of manifests, and (relative path, sha256)
+    of code and knowledge files."""
     digest = hashlib.sha256()
 
     def add(label: str, data: bytes) -> None:
@@ -472,8 +473,18 @@ def _version(
                 label = path.relative_to(base).as_posix()
             except ValueError:
                 label = path.as_posix()
-            try:
-                add(f"{group}/{label}", path.read_bytes())
-            except OSError:
-                add(f"{group}/{label}", b"")
+            add(f"{group}/{label}", _file_digest(path))
     return digest.hexdigest()[:12]
+
+
+def _file_digest(path: Path) -> bytes:
+    """The sha256 of the file at ``path`` (``b""`` when unreadable), read in blocks.
+
+    Knowledge files may be hundreds of MiB (``file_search.max_total_size_mb``):
+    read whole, every reload would hold each one in memory at once.
+    """
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").digest()
+    except OSError:
+        return b""

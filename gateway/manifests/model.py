@@ -213,10 +213,32 @@ class Action(_Strict, frozen=True, tag="action", tag_field="kind"):
 
 
 class FileSearch(_Strict, frozen=True):
-    """The built-in ``file_search`` tool over files relative to the manifests root."""
+    """The built-in ``file_search`` tool over files relative to the manifests root.
+
+    The size caps (MiB) are checked by validation (a file over them rejects the
+    set) and again by the index at every read (a file grown since is not read).
+    Their defaults are ``gateway.knowledge.DEFAULT_MAX_FILE_MB`` / ``_TOTAL_MB``
+    (this module imports no other package; a test keeps them equal).
+    """
 
     files: Annotated[list[str], msgspec.Meta(min_length=1)]
     max_results: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
+    max_file_size_mb: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=1024,
+            description="largest knowledge file (MiB); a larger one is a validation error",
+        ),
+    ] = 32
+    max_total_size_mb: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=4096,
+            description="largest total of this assistant's knowledge files (MiB)",
+        ),
+    ] = 256
 
 
 MAX_HISTORY_MESSAGES = 10_000

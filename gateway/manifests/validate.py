@@ -43,6 +43,7 @@ from gateway.manifests.model import (
     Assistant,
     CheckContext,
     Database,
+    FileSearch,
     Provider,
 )
 from gateway.manifests.schema import manifest_schema
@@ -283,11 +284,70 @@ def _assistant_problems(
             )
         )
     if assistant.file_search is not None:
+        usable: list[int] = []
         for i, file in enumerate(assistant.file_search.files):
             message = _knowledge_file_problem(root, file)
             if message is not None:
                 problems.append(entry.at(("file_search", "files", i), message))
+            else:
+                usable.append(i)
+        problems += _knowledge_size_problems(entry, assistant.file_search, root, usable)
     return problems
+
+
+_MIB = 1 << 20
+
+
+def _knowledge_size_problems(
+    entry: Entry, config: FileSearch, root: Path, usable: list[int]
+) -> list[Problem]:
+    """Knowledge files over ``max_file_size_mb``, and a total over ``max_total_size_mb``.
+
+    The index would refuse to read them anyway (it checks the same caps at every
+    read); saying so here rejects the set, names the file, and shows it in
+    ``gateway validate`` and ``/manifests/status`` rather than in a log line.
+    Only sizes are read (``stat``), never contents. A file listed twice (or
+    twice through a symlink) counts once in the total; a file over the per-file
+    cap is reported alone, not again in the total.
+    """
+    problems: list[Problem] = []
+    total = 0
+    seen: set[Path] = set()
+    for i in usable:
+        file = config.files[i]
+        try:
+            path = (root / file).resolve()
+            size = path.stat().st_size
+        except OSError:  # gone since the check above: the index treats it as missing
+            continue
+        if path in seen:
+            continue
+        seen.add(path)
+        if size <= config.max_file_size_mb * _MIB:
+            total += size
+        else:  # reported once, here; not again in the total
+            problems.append(
+                entry.at(
+                    ("file_search", "files", i),
+                    f"knowledge file {file!r} is {_mib(size)}, over the limit of "
+                    f"{config.max_file_size_mb} MiB (file_search.max_file_size_mb)",
+                )
+            )
+    if total > config.max_total_size_mb * _MIB:
+        problems.append(
+            entry.at(
+                ("file_search",),
+                f"the knowledge files add up to {_mib(total)}, over the limit of "
+                f"{config.max_total_size_mb} MiB (file_search.max_total_size_mb)",
+                key=True,
+            )
+        )
+    return problems
+
+
+def _mib(size: int) -> str:
+    """``size`` in MiB, rounded up to a tenth: a file one byte over 32 MiB is not "32.0"."""
+    return f"{-(-size * 10 // _MIB) / 10:.1f} MiB"
 
 
 def _knowledge_file_problem(root: Path, file: str) -> str | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from tests.unit.knowledge.test_knowledge_index import FAQ, make_pdf
+from tests.unit.knowledge.test_knowledge_limits import pdf_bomb
 
 if TYPE_CHECKING:
     from tests.integration.conftest import GatewayServer, ServerFactory
@@ -34,10 +35,12 @@ def _site(root: Path) -> Path:
     return manifests
 
 
-def _search(server: GatewayServer, about: str) -> list[dict[str, Any]]:
+def _search(
+    server: GatewayServer, about: str, assistant: str = "librarian"
+) -> list[dict[str, Any]]:
     response = httpx.post(
         server.url + "/chat",
-        json={"assistant": "librarian", "message": f"search the knowledge files about {about}"},
+        json={"assistant": assistant, "message": f"search the knowledge files about {about}"},
         timeout=60,
     )
     assert response.status_code == 200, response.text
@@ -89,3 +92,50 @@ def test_a_knowledge_file_swapped_for_a_symlink_out_of_the_root_is_not_read(
     faq.symlink_to(secret)
     passages = _search(server, "refunds hunter2")
     assert not any("hunter2" in p["text"] for p in passages), passages
+
+
+def test_a_pdf_bomb_among_the_knowledge_files_does_not_take_the_server_down(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A 130 KB PDF whose page tree names one heavy page 20,000 times (hours of parsing
+    in the server before) fails on the page limit; file_search answers from the others."""
+    manifests = _site(tmp_path / "site")
+    pdf_bomb(manifests / "docs" / "manual.pdf", pages=20_000, inflated_mb=5)
+    server = gateway_server(manifests)
+    passages = _search(server, "refunds")
+    assert {p["source"] for p in passages} == {"faq.md"}
+    assert httpx.get(server.url + "/ready", timeout=10).status_code == 200
+
+
+def test_a_knowledge_file_grown_past_its_cap_is_rejected_and_not_read(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A knowledge file growing past file_search.max_file_size_mb makes the reload a
+    rejection naming the file, line and limit; the last good set keeps serving, and its
+    file_search does not read the grown file."""
+    manifests = tmp_path / "site" / "manifests"
+    (manifests / "docs").mkdir(parents=True)
+    (manifests / "docs" / "faq.md").write_text(FAQ)
+    (grow := manifests / "docs" / "grow.md").write_text("# Zoo\n\nThe zebra sleeps standing.\n")
+    (manifests / "librarian.yaml").write_text(
+        "kind: assistant\nname: librarian\nprovider: offline\n"
+        "file_search:\n  files: [docs/faq.md, docs/grow.md]\n  max_file_size_mb: 1\n"
+    )
+    server = gateway_server(manifests, env={"GATEWAY_WATCH": "true"})
+    assert _search(server, "zebra")[0]["source"] == "grow.md"
+    good = httpx.get(server.url + "/manifests/status", timeout=10).json()["version"]
+    grow.write_text("# Zoo\n\nThe zebra crossing.\n" + "stripes " * (1 << 18))
+    deadline = time.monotonic() + 10
+    while (status := httpx.get(server.url + "/manifests/status", timeout=10).json())[
+        "last_attempt"
+    ]["result"] != "rejected":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert status["version"] == good
+    (error,) = status["last_attempt"]["errors"]
+    assert error.endswith(
+        "librarian.yaml:5:24: knowledge file 'docs/grow.md' is 2.1 MiB, "
+        "over the limit of 1 MiB (file_search.max_file_size_mb)"
+    ), error
+    assert _search(server, "zebra") == []
+    assert _search(server, "refunds")[0]["source"] == "faq.md"

@@ -178,6 +178,7 @@ async def test_runner_maps_failures_without_running(tmp_path: Path) -> None:
 class _Knowledge:
     def __init__(self) -> None:
         self.calls: list[tuple[list[Path], str, int, Path | None]] = []
+        self.caps: list[tuple[int, int]] = []
 
     def search(
         self,
@@ -187,20 +188,26 @@ class _Knowledge:
         *,
         root: Path | None = None,
         within: Path | None = None,
+        max_file_bytes: int,
+        max_total_bytes: int,
     ) -> list[dict[str, str]]:
         self.calls.append((files, query, max_results, within))
+        self.caps.append((max_file_bytes, max_total_bytes))
         return [{"source": files[0].name, "text": f"about {query}"}]
 
 
 async def test_file_search_delegates_to_knowledge(tmp_path: Path) -> None:
-    """file_search asks the knowledge index with the assistant's files; absent index = error."""
-    assistant = Assistant(name="a", file_search=FileSearch(files=["faq.md"], max_results=3))
+    """file_search asks the knowledge index with the assistant's files and size caps (MiB
+    to bytes: a file grown past them since validation is not read); absent index = error."""
+    config = FileSearch(files=["faq.md"], max_results=3, max_file_size_mb=2, max_total_size_mb=5)
+    assistant = Assistant(name="a", file_search=config)
     catalog = _catalog(tmp_path, assistants={"a": assistant})
     knowledge = _Knowledge()
     runner = SandboxRunner(_NoSupervisor(), knowledge)  # type: ignore[arg-type]
     result = await runner.run(catalog, "file_search", {"query": "refunds"}, assistant="a")
     assert json.loads(result.output) == [{"source": "faq.md", "text": "about refunds"}]
     assert knowledge.calls == [([(tmp_path / "faq.md").resolve()], "refunds", 3, catalog.root)]
+    assert knowledge.caps == [(2 << 20, 5 << 20)]
     without = SandboxRunner(_NoSupervisor())  # type: ignore[arg-type]
     assert (await without.run(catalog, "file_search", {"query": "x"})).status == "failed"
 

@@ -87,3 +87,20 @@ def test_index_command_logs_as_the_settings_say(
     assert result.exit_code == 0, result.output
     logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert [entry["event"] for entry in logged] == ["knowledge_cache_rebuilt"], result.stderr
+
+
+def test_index_command_reads_each_file_within_its_assistants_cap(tmp_path: Path) -> None:
+    """A file over the default 32 MiB cap is indexed when its assistant raises
+    file_search.max_file_size_mb, the same cap the server applies to it."""
+    root = tmp_path / "manifests"
+    (root / "docs").mkdir(parents=True)
+    paragraph = "z" * 998 + "\n\n"  # one token a passage: cheap to index
+    (root / "docs" / "big.txt").write_text(paragraph * ((33 << 20) // len(paragraph)))
+    (root / "a.yaml").write_text(
+        "kind: assistant\nname: big\nfile_search:\n  files: [docs/big.txt]\n"
+        "  max_file_size_mb: 34\n"
+    )
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert "1 parsed" in result.output and "0 too large" in result.output

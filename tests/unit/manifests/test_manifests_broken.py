@@ -91,3 +91,53 @@ def test_knowledge_file_names_that_are_no_path_are_problems(tmp_path: Path) -> N
     assert len(messages) == 2, messages
     assert all(line == 4 and "is not a usable file name" in m for line, m in messages)
     assert all(len(m) < 400 for _, m in messages)
+
+
+def test_knowledge_files_over_their_size_limits_are_located_problems(tmp_path: Path) -> None:
+    """A 2 GB knowledge file is over the default per-file cap, and files over
+    max_total_size_mb together are too: each problem names the file (or the
+    total), its size and the manifest field that sets the limit; no byte is read."""
+    (docs := tmp_path / "docs").mkdir()
+    with (docs / "huge.md").open("wb") as fh:  # sparse: 2 GiB on paper, nothing on disk
+        fh.truncate(2 << 30)
+    for name in ("a.md", "b.md"):
+        with (docs / name).open("wb") as fh:
+            fh.truncate(3 << 20)
+    (tmp_path / "a.yaml").write_text(
+        "kind: assistant\nname: big\nfile_search:\n  files: [docs/huge.md]\n"
+        "---\n"
+        "kind: assistant\nname: several\nfile_search:\n"
+        "  files: [docs/a.md, docs/b.md, docs/a.md]\n  max_total_size_mb: 5\n"
+        "---\n"
+        "kind: assistant\nname: fits\nfile_search:\n  files: [docs/a.md, docs/b.md]\n"
+        "  max_file_size_mb: 3\n  max_total_size_mb: 6\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        load_catalog(tmp_path, environ={}, gateway_root=tmp_path)
+    got = [(p.line, p.col, p.message) for p in info.value.problems]
+    assert got == [
+        (
+            4,
+            11,
+            "knowledge file 'docs/huge.md' is 2048.0 MiB, over the limit of 32 MiB "
+            "(file_search.max_file_size_mb)",
+        ),
+        (
+            8,
+            1,
+            "the knowledge files add up to 6.0 MiB, over the limit of 5 MiB "
+            "(file_search.max_total_size_mb)",
+        ),
+    ]
+
+
+def test_knowledge_size_defaults_are_the_index_defaults() -> None:
+    """The manifest's default caps are the ones the index applies when given none."""
+    from gateway.knowledge import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TOTAL_MB
+    from gateway.manifests.model import FileSearch
+
+    defaults = FileSearch(files=["x.md"])
+    assert (defaults.max_file_size_mb, defaults.max_total_size_mb) == (
+        DEFAULT_MAX_FILE_MB,
+        DEFAULT_MAX_TOTAL_MB,
+    )

@@ -144,3 +144,17 @@ def test_the_readme_inline_example_loads(tmp_path: Path) -> None:
     action = catalog.actions["order_status"]
     assert action.isolation == "inline"
     assert action.sandbox.max_output_kb == 16
+
+
+def test_the_readme_knowledge_limits_example_loads(tmp_path: Path) -> None:
+    """The YAML example of the README's knowledge-file limits raises the per-file cap."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Knowledge files (file_search)\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    root = tmp_path / "manifests"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "handbook.pdf").write_bytes(b"%PDF-1.4\n")
+    (root / "example.yaml").write_text(example, encoding="utf-8")
+    config = load_catalog(root, environ={}).assistants["handbook"].file_search
+    assert config is not None
+    assert (config.max_file_size_mb, config.max_total_size_mb) == (100, 256)

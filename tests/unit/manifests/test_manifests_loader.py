@@ -768,3 +768,34 @@ def test_a_value_from_a_variable_is_masked_in_other_documents_messages(tmp_path:
     [problem] = problems(tmp_path, {"a.yaml": text}, environ={"SUFFIX": "_hunter2"})
     assert problem.message.startswith("unknown action 'get_it'")
     assert "hunter2" not in problem.message
+
+
+def test_loading_does_not_hold_a_knowledge_file_in_memory(tmp_path: Path) -> None:
+    """The set's version hashes knowledge files in blocks: loading a set with a 24 MiB
+    file (under its cap) allocates no more than with a tiny one, and an edit still
+    changes the version."""
+    import tracemalloc
+
+    (tmp_path / "docs").mkdir()
+    big = tmp_path / "docs" / "big.txt"
+    (tmp_path / "a.yaml").write_text(
+        "kind: assistant\nname: a\nfile_search:\n  files: [docs/big.txt]\n"
+    )
+
+    def peak_of_a_load() -> tuple[int, str]:
+        tracemalloc.start()
+        try:
+            version = load_catalog(tmp_path, environ={}, gateway_root=tmp_path).version
+            return tracemalloc.get_traced_memory()[1], version
+        finally:
+            tracemalloc.stop()
+
+    big.write_bytes(b"zebra ")
+    load_catalog(tmp_path, environ={}, gateway_root=tmp_path)  # warm the caches
+    small_peak, _ = peak_of_a_load()
+    big.write_bytes(b"zebra " * (4 << 20))
+    big_peak, before = peak_of_a_load()
+    assert big_peak - small_peak < 4 << 20, (small_peak, big_peak)
+    with big.open("r+b") as fh:
+        fh.write(b"Zebra")
+    assert load_catalog(tmp_path, environ={}, gateway_root=tmp_path).version != before

@@ -1,0 +1,108 @@
+"""PDF text extraction in a child process with limits: ``pdf_pages`` and ``PdfLimits``.
+
+pypdf runs in the process that calls it and cannot be interrupted: a 27 KB
+PDF whose page tree names one page (with a stream that inflates to megabytes
+of text operators) a thousand times kept a thread busy for hours and grew
+the server's memory by gigabytes. So the pages are read by ``_pdf_child.py``,
+a fresh interpreter that caps its own address space and CPU time, is killed
+at a wall-clock timeout, and refuses more pages or more text than allowed.
+Each parse costs an interpreter start (a fraction of a second); it happens
+once per content (the index keeps passages by content hash).
+
+Imports msgspec and the standard library only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+
+__all__ = ["ParseLimitError", "PdfLimits", "pdf_pages"]
+
+_CHILD = Path(__file__).with_name("_pdf_child.py")
+
+
+class PdfLimits(NamedTuple):
+    """What parsing one PDF may cost.
+
+    Attributes:
+        timeout: wall-clock seconds (also the child's CPU-seconds limit).
+        memory_mb: address space of the child, on top of three times the file's size.
+        max_pages: a PDF with more pages is refused.
+        max_chars: a PDF with more characters of text is refused.
+    """
+
+    timeout: float = 120.0
+    memory_mb: int = 1024
+    max_pages: int = 10_000
+    max_chars: int = 32_000_000
+
+
+class ParseLimitError(ValueError):
+    """A knowledge file is over a limit (size, pages, text, memory, time); says which."""
+
+
+class _Result(msgspec.Struct):
+    pages: list[str] | None = None
+    error: str | None = None
+    limit: bool = False
+
+
+def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
+    """The text of each page of the PDF ``data``, extracted in a child process.
+
+    Raises:
+        ParseLimitError: the PDF is over ``limits`` (the message names the limit).
+        ValueError: the PDF cannot be read (pypdf's error, as text).
+        OSError: the child process could not be started.
+    """
+    memory = (limits.memory_mb << 20) + 3 * len(data)
+    cpu = max(1, math.ceil(limits.timeout))
+    command = [
+        sys.executable,
+        "-I",  # no PYTHON* variables, no user site, no script directory on sys.path
+        str(_CHILD),
+        str(memory),
+        str(cpu),
+        str(limits.max_pages),
+        str(limits.max_chars),
+    ]
+    # No server variable but the loader's path: its secrets have no business in a PDF parser.
+    env = {k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        out, _ = child.communicate(data, timeout=limits.timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise ParseLimitError(
+            f"parsing the PDF took longer than the limit of {limits.timeout:g} s"
+        ) from None
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    try:
+        result = msgspec.json.decode(out, type=_Result)
+    except msgspec.DecodeError:
+        # Killed by its CPU limit (SIGXCPU), or out of memory where even the error
+        # could not be written: both are the PDF's cost, not a broken file.
+        raise ParseLimitError(
+            f"the PDF parser was stopped (status {child.returncode}): the PDF needs "
+            f"more than {limits.timeout:g} s of CPU or {memory >> 20} MB of memory"
+        ) from None
+    if result.error is not None:
+        raise (ParseLimitError if result.limit else ValueError)(result.error)
+    return result.pages or []
