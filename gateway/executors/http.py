@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from gateway.executors import _templates
 from gateway.executors._common import ToolError
+from gateway.executors._templates import compile_template, guarded_environment
 from gateway.manifests.model import (
     Action,
     ActionConfig,
@@ -64,9 +66,8 @@ def _env(finalize: Any) -> SandboxedEnvironment:
     called before a render, so every expression runs when a call renders it.
     """
     import jinja2
-    from jinja2.sandbox import SandboxedEnvironment
 
-    return SandboxedEnvironment(
+    return guarded_environment(
         autoescape=False,
         undefined=jinja2.ChainableUndefined,
         finalize=jinja2.pass_eval_context(finalize),
@@ -83,7 +84,7 @@ def _is_undefined(value: Any) -> bool:
 @functools.lru_cache(maxsize=1024)
 def _template(text: str, *, url: bool) -> jinja2.Template:
     """``text`` compiled once per process (URL values percent-encoded when ``url``)."""
-    return _envs()[1 if url else 0].from_string(text)
+    return compile_template(_envs()[1 if url else 0], text)
 
 
 @functools.lru_cache(maxsize=512)
@@ -400,9 +401,16 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
 
         The shared client keeps no cookies and reads no proxy settings from the
         environment; timeouts are set per request, and redirects are followed
-        here, as ``run`` follows them.
+        here, as ``run`` follows them. The templates render in a worker thread,
+        never on the event loop, and stop at the call's deadline (a loop runs
+        as many rounds as the model's arguments ask for).
         """
-        url, headers, kwargs = self._build(call)
+
+        def build() -> tuple[str, dict[str, str], dict[str, Any]]:
+            with _templates.deadline(call.timeout):
+                return self._build(call)
+
+        url, headers, kwargs = await pools.offload(build)
         body = _Body(self.max_response_kb, call.timeout)
         client = pools.http()
         with _transport_errors():

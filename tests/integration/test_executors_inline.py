@@ -227,6 +227,43 @@ async def test_http_inline_timeout_status_and_output_cap(
     assert big.output.endswith("[output truncated: 5000 bytes, limit 1 KB]")
 
 
+async def test_http_inline_template_renders_off_the_event_loop_under_the_timeout(
+    server: str, runner: SandboxRunner, data_root: Path
+) -> None:
+    """A heavy http template (loops over the model's numbers) rendered on the event loop,
+    stalling every other request for seconds; now it renders in a worker thread and its
+    time counts against the action's timeout: timed_out, and the next call runs at once."""
+    heavy = (
+        "{% for i in range(n) %}{% for j in range(n) %}{% if j < 0 %}x{% endif %}"
+        "{% endfor %}{% endfor %}done"
+    )
+    catalog = _catalog(
+        data_root,
+        Action(
+            name="heavy",
+            description="d",
+            kind_key="http",
+            config=HttpConfig(url=server + "/echo", query={"q": heavy}),
+            isolation="inline",
+            timeout=0.5,
+            parameters={"type": "object", "properties": {"n": {"type": "integer"}}},
+        ),
+        _http("get", HttpConfig(url=server + "/w/{{ city }}")),
+    )
+    async with loop_gaps() as gaps:
+        started = time.perf_counter()
+        result = await runner.run(catalog, "heavy", {"n": 10000})
+        elapsed = time.perf_counter() - started
+    assert result.status == "timed_out" and result.error_type == "timeout", result
+    assert elapsed < 2
+    assert max(gaps) < 0.3, max(gaps)
+    after = await runner.run(catalog, "get", {"city": "Paris"})
+    assert after.status == "succeeded", after
+    light = await runner.run(catalog, "heavy", {"n": 3})
+    assert light.status == "succeeded", light
+    assert json.loads(light.output)["query"] == {"q": ["done"]}
+
+
 async def test_http_inline_keeps_no_cookies(
     server: str, runner: SandboxRunner, data_root: Path
 ) -> None:
