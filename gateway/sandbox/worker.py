@@ -380,7 +380,9 @@ def run_call(
 
 
 RESULT_LOST = 74
-"""Exit code of a child whose action closed or replaced fd 3, so its result could not go."""
+"""Exit code of a child whose action closed or replaced fd 3, so its result could not go.
+
+An action may exit with 74 itself: the supervisor's message names both (``exit_failure``)."""
 
 
 def _answer(sock: socket.socket, result: CallResult) -> int:
@@ -517,15 +519,23 @@ def _carried(detail: object) -> dict[str, Any]:
 
 
 def _execute(request: CallRequest, limits: Limits) -> CallResult:
-    """Run the action; turn its value or exception into a ``CallResult``."""
+    """Run the action; turn its value or exception into a ``CallResult``.
+
+    What the action hands back is its code too: a ``str`` subclass's methods, an
+    exception's ``__str__``, ``error_type`` or ``detail`` may raise. None of that may
+    escape (the spare would exit 71, reported as a sandbox failure): the value is
+    copied to a plain ``str`` first, and an exception that cannot be read is
+    reported by its type alone.
+    """
     try:
         config = msgspec.convert(request.config, load_kind(request.kind))
         value = config.run(request.call)
         if hasattr(value, "__await__"):
             value = _run_async(value)
-        text = value if isinstance(value, str) else msgspec.json.encode(value, enc_hook=_enc_hook)
-        if isinstance(text, bytes):
-            text = text.decode()
+        if isinstance(value, str):
+            text = str.__str__(value)  # a plain copy of a subclass: its methods never run
+        else:
+            text = msgspec.json.encode(value, enc_hook=_enc_hook).decode()
     except MemoryError:
         return CallResult(
             ok=False,
@@ -533,19 +543,41 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
             message=f"the action ran out of memory (limit {limits.memory_mb} MB)",
         )
     except BaseException as exc:
-        import traceback
+        return _raised(exc)
+    return output_result(text, limits.max_output_kb)
 
+
+def _raised(exc: BaseException) -> CallResult:
+    """The ``CallResult`` of an exception the action raised (read defensively, see ``_execute``)."""
+    import traceback
+
+    trace = traceback.format_exc()[-8000:]  # traceback guards str() of the exception itself
+    try:
         typed = getattr(exc, "error_type", None)
-        error_type = typed or "exception"
-        message = str(exc) if typed else f"{type(exc).__name__}: {exc}"
+        message = f"{exc}" if typed else f"{type(exc).__name__}: {exc}"
         return CallResult(
             ok=False,
-            error_type=str(error_type),
+            error_type=f"{typed or 'exception'}",
             message=message[:2000],
             detail=_carried(getattr(exc, "detail", None)),
-            traceback=traceback.format_exc()[-8000:],
+            traceback=trace,
         )
-    return output_result(text, limits.max_output_kb)
+    except BaseException:  # its message, type or detail raised: report what is certain
+        return CallResult(
+            ok=False,
+            error_type="exception",
+            message=f"the action raised {_type_name(exc)}, whose message could not be read",
+            traceback=trace,
+        )
+
+
+def _type_name(exc: BaseException) -> str:
+    """The name of ``exc``'s class as the interpreter holds it (a metaclass cannot fake it)."""
+    name: str = _TYPE_NAME.__get__(type(exc), type)
+    return name
+
+
+_TYPE_NAME: Any = type.__dict__["__name__"]
 
 
 def _kill_descendants() -> bool:

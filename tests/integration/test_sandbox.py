@@ -196,6 +196,33 @@ def replace_result():
     os.dup2(fd, 3)
     return "done"
 
+def exit_with(code: int):
+    sys.stdout.flush()
+    os._exit(code)
+
+class Unreadable(Exception):
+    def __str__(self):
+        raise RuntimeError("no message for you")
+
+class BadType(Exception):
+    @property
+    def error_type(self):
+        raise RuntimeError("no type either")
+
+class Lying(str):
+    def encode(self, *args, **kwargs):
+        raise RuntimeError("no bytes")
+
+    def __getitem__(self, key):
+        raise RuntimeError("no slices")
+
+def hostile(what: str):
+    if what == "message":
+        raise Unreadable()
+    if what == "type":
+        raise BadType("x")
+    return Lying("a plain answer")
+
 def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
@@ -264,6 +291,14 @@ ACTION_LIST = [
     make_action("gave_up_on_a_thread", timeout=3),
     make_action("left_a_task", timeout=3),
     make_action("replace_result"),
+    make_action(
+        "exit_with",
+        parameters={"type": "object", "properties": {"code": {"type": "integer"}}},
+    ),
+    make_action(
+        "hostile",
+        parameters={"type": "object", "properties": {"what": {"type": "string"}}},
+    ),
 ]
 
 
@@ -1118,6 +1153,54 @@ async def test_an_action_that_closes_the_result_channel_is_told_so(
     message = error_of(result.output)["message"]
     assert "file descriptor 3" in message
     assert "set up" not in message
+
+
+@pytest.mark.parametrize("code", [74, 71, 72])
+async def test_an_action_exiting_with_a_sandbox_exit_code_is_not_mistaken_for_the_sandbox(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, code: int
+) -> None:
+    """An action's own os._exit(74) read as 'the action closed file descriptor 3', and
+    os._exit(71) / (72) as 'the sandbox could not set up the call' (sandbox_error): exit
+    codes the sandbox uses. Now 74 names both causes, and 71/72 after the child took the
+    call are the action's own exit status."""
+    result = await call_then_ok(runner, catalog, supervisor, "exit_with", {"code": code})
+    assert result.status == "failed"
+    assert result.error_type == "crashed", result
+    message = error_of(result.output)["message"]
+    assert "set up" not in message
+    if code == 74:
+        assert "file descriptor 3" in message and "os._exit(74)" in message, message
+    else:
+        assert f"status {code}" in message, message
+
+
+@pytest.mark.parametrize(
+    ("what", "status", "expected"),
+    [
+        ("message", "failed", "the action raised Unreadable, whose message could not be read"),
+        ("type", "failed", "the action raised BadType, whose message could not be read"),
+        ("value", "succeeded", "a plain answer"),
+    ],
+)
+async def test_hostile_exceptions_and_values_are_reported_as_the_actions(
+    runner: SandboxRunner,
+    catalog: Catalog,
+    supervisor: Supervisor,
+    what: str,
+    status: str,
+    expected: str,
+) -> None:
+    """An exception whose __str__ or error_type raises, or a str subclass whose methods
+    raise, escaped the child's result handling: the spare exited 71 and the call read as
+    'the sandbox could not set up the call' (sandbox_error). Now the exception is reported
+    by its type and the value is sent as plain text."""
+    result = await call_then_ok(runner, catalog, supervisor, "hostile", {"what": what})
+    assert result.status == status, result
+    if status == "succeeded":
+        assert result.output == expected
+    else:
+        assert result.error_type == "exception", result
+        assert error_of(result.output)["message"] == expected
 
 
 async def test_code_interpreter_printing_past_the_file_size_limit_says_so(
