@@ -11,8 +11,10 @@ deadline (a single step, such as a huge string repetition, is not interrupted).
 
 The deadline lives in a context variable: ``deadline(timeout)`` sets it (an earlier one
 already set wins), ``InlineExecutor`` sets the call's (from its arrival, so queued time
-counts) and ``Pools`` runs a call's blocking work in a copy of its context. Without a
-deadline the checks cost one context-variable read per loop and call.
+counts) and ``Pools`` runs a call's blocking work in a copy of its context. Leaving the
+``deadline`` block ends it early: a call cancelled (its run was) or timed out does not
+leave a render running in a worker thread until the clock says so. Without a deadline
+the checks cost one context-variable read per loop and call.
 
 Imports ``gateway.executors._common``; jinja2 lazily (the zygote imports it once).
 """
@@ -34,10 +36,31 @@ if TYPE_CHECKING:
 
 __all__ = ["check_deadline", "compile_template", "deadline", "guarded_environment"]
 
-_DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar(
+
+class _Deadline:
+    """When renders must stop (``time.monotonic()``), the timeout it came from, and whether
+    the block that set it was left (``ended``: nobody waits for the render any more)."""
+
+    __slots__ = ("ended", "timeout", "when")
+
+    def __init__(self, when: float, timeout: float) -> None:
+        self.when = when
+        self.timeout = timeout
+        self.ended = False
+
+    def check(self) -> None:
+        """Raise ``ToolError("timeout")`` if the deadline passed or its block was left."""
+        if self.ended or time.monotonic() > self.when:
+            raise ToolError(
+                "timeout",
+                f"rendering the action's templates did not finish within {self.timeout:g}s",
+            )
+
+
+_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar(
     "gateway_render_deadline", default=None
 )
-"""(``time.monotonic()`` deadline, the timeout in seconds it came from) of the current call."""
+"""The current call's deadline (shared with the copies of the context that threads run in)."""
 
 _GUARD = "gateway_deadline"
 """The filter wrapped around every loop's iterable by ``compile_template``."""
@@ -48,54 +71,50 @@ def deadline(timeout: float | None) -> Iterator[None]:
     """Renders in this block stop ``timeout`` seconds from now (``None``: no new deadline).
 
     A deadline already set that comes first stays (the call's own, set by the
-    inline executor when the call arrived).
+    inline executor when the call arrived). Leaving the block, however (an
+    exception, a cancellation), ends the deadline it set: renders still running
+    under it in other threads stop at their next check.
     """
     if timeout is None:
         yield
         return
     when = time.monotonic() + timeout
     outer = _DEADLINE.get()
-    if outer is not None and outer[0] <= when:
+    if outer is not None and outer.when <= when:
         yield
         return
-    token = _DEADLINE.set((when, timeout))
+    current = _Deadline(when, timeout)
+    token = _DEADLINE.set(current)
     try:
         yield
     finally:
+        current.ended = True
         _DEADLINE.reset(token)
 
 
 def check_deadline() -> None:
-    """Raise ``ToolError("timeout")`` once the current deadline has passed."""
+    """Raise ``ToolError("timeout")`` once the current deadline has passed or ended."""
     current = _DEADLINE.get()
-    if current is not None and time.monotonic() > current[0]:
-        _expired(current[1])
-
-
-def _expired(timeout: float) -> None:
-    raise ToolError(
-        "timeout", f"rendering the action's templates did not finish within {timeout:g}s"
-    )
+    if current is not None:
+        current.check()
 
 
 class _Guarded:
     """An iterable checking the deadline at every item (with ``len``, for ``loop.length``)."""
 
-    __slots__ = ("_items", "_timeout", "_when")
+    __slots__ = ("_deadline", "_items")
 
-    def __init__(self, items: Any, when: float, timeout: float) -> None:
+    def __init__(self, items: Any, deadline: _Deadline) -> None:
         self._items = items
-        self._when = when
-        self._timeout = timeout
+        self._deadline = deadline
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __iter__(self) -> Iterator[Any]:
-        when = self._when
+        check = self._deadline.check
         for item in self._items:
-            if time.monotonic() > when:
-                _expired(self._timeout)
+            check()
             yield item
 
 
@@ -104,7 +123,7 @@ def _guard(items: Iterable[Any]) -> Any:
     current = _DEADLINE.get()
     if current is None:
         return items
-    return _Guarded(items, *current)
+    return _Guarded(items, current)
 
 
 @functools.cache
