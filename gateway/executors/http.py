@@ -468,9 +468,11 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             return text
         try:
             data = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
             if self.response is not None:
-                raise ToolError("response_selection", "the response is not JSON") from None
+                raise ToolError(
+                    "response_selection", "the response is not JSON (or nested too deeply)"
+                ) from None
             return text
         return select(data, self.response) if self.response else data
 
