@@ -159,7 +159,7 @@ def render_sql(
     token = _COLLECTOR.set(collector)
     try:
         with _templates.deadline(timeout):
-            rendered = _compiled(template).render(**arguments)
+            rendered = _compiled(template).render(arguments)  # a dict: "self" is a name too
     finally:
         _COLLECTOR.reset(token)
     params: list[Any] = []
