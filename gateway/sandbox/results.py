@@ -26,8 +26,8 @@ import structlog
 from gateway.executors.base import ToolResult
 from gateway.manifests.model import Action
 from gateway.sandbox._channels import OutputReader, TooLarge
-from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits
-from gateway.sandbox.worker import RESULT_LOST
+from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits, output_result
+from gateway.sandbox.worker import MESSAGE_CHARS, RESULT_LOST, TRACEBACK_CHARS
 
 __all__ = [
     "answered",
@@ -267,10 +267,30 @@ def call_outcome(
             res = msgspec.json.decode(body, type=CallResult)
         except msgspec.DecodeError:
             return failure(started, "sandbox_error", "the action sent an invalid result")
-        return from_result(res, action, started, request.call.secrets)
+        return from_result(_within_limits(res, limits), action, started, request.call.secrets)
     if status is None:
         return failure(started, "crashed", "the action ended without a result")
     return exit_failure(status, limits, started, taken=taken)
+
+
+_NOTE_ROOM = 128
+"""Bytes the truncation note adds past ``max_output_kb`` (``protocol.output_result``)."""
+
+
+def _within_limits(res: CallResult, limits: Limits) -> CallResult:
+    """``res`` cut as the child cuts it (``worker._execute``): the frame comes from the
+    action's process, and an action can write one of its own on fd 3, uncut (its size is
+    then bounded only by the frame cap, several times ``max_output_kb``)."""
+    if res.ok:
+        limit = limits.max_output_kb * 1024 + _NOTE_ROOM
+        if len(res.output) * 4 > limit and len(res.output.encode("utf-8", "replace")) > limit:
+            return output_result(res.output, limits.max_output_kb)
+        return res
+    if len(res.message) > MESSAGE_CHARS or len(res.traceback) > TRACEBACK_CHARS:
+        return msgspec.structs.replace(
+            res, message=res.message[:MESSAGE_CHARS], traceback=res.traceback[-TRACEBACK_CHARS:]
+        )
+    return res
 
 
 def answered(reader: asyncio.Future[bytes | None]) -> bool:

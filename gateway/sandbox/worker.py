@@ -53,10 +53,12 @@ from gateway.sandbox.protocol import (
 
 __all__ = [
     "CALL_NAME",
+    "MESSAGE_CHARS",
     "MINIMAL_ENV",
     "RESULT_LOST",
     "RULESET_FD",
     "SPARE_NAME",
+    "TRACEBACK_CHARS",
     "children_of",
     "load_kind",
     "loaded_ruleset",
@@ -379,6 +381,11 @@ def run_call(
     return _answer(sock, result)
 
 
+MESSAGE_CHARS = 2000
+"""What a failed result keeps of the exception's message (its start)."""
+TRACEBACK_CHARS = 8000
+"""What a failed result keeps of the traceback (its end)."""
+
 RESULT_LOST = 74
 """Exit code of a child whose action closed or replaced fd 3, so its result could not go.
 
@@ -551,14 +558,14 @@ def _raised(exc: BaseException) -> CallResult:
     """The ``CallResult`` of an exception the action raised (read defensively, see ``_execute``)."""
     import traceback
 
-    trace = traceback.format_exc()[-8000:]  # traceback guards str() of the exception itself
+    trace = traceback.format_exc()[-TRACEBACK_CHARS:]  # it guards the exception's str() itself
     try:
         typed = getattr(exc, "error_type", None)
         message = f"{exc}" if typed else f"{type(exc).__name__}: {exc}"
         return CallResult(
             ok=False,
             error_type=f"{typed or 'exception'}",
-            message=message[:2000],
+            message=message[:MESSAGE_CHARS],
             detail=_carried(getattr(exc, "detail", None)),
             traceback=trace,
         )

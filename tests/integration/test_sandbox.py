@@ -196,6 +196,16 @@ def replace_result():
     os.dup2(fd, 3)
     return "done"
 
+def forge_frame(size: int):
+    from gateway.sandbox.protocol import CallResult, frame
+    os.write(3, frame(CallResult(ok=True, output="x" * size)))
+    os._exit(0)
+
+def forge_error(size: int):
+    from gateway.sandbox.protocol import CallResult, frame
+    os.write(3, frame(CallResult(ok=False, error_type="boom", message="m" * size)))
+    os._exit(0)
+
 def exit_with(code: int):
     sys.stdout.flush()
     os._exit(code)
@@ -291,6 +301,16 @@ ACTION_LIST = [
     make_action("gave_up_on_a_thread", timeout=3),
     make_action("left_a_task", timeout=3),
     make_action("replace_result"),
+    make_action(
+        "forge_frame",
+        parameters={"type": "object", "properties": {"size": {"type": "integer"}}},
+        sandbox=SandboxLimits(max_output_kb=1),
+    ),
+    make_action(
+        "forge_error",
+        parameters={"type": "object", "properties": {"size": {"type": "integer"}}},
+        sandbox=SandboxLimits(max_output_kb=1),
+    ),
     make_action(
         "exit_with",
         parameters={"type": "object", "properties": {"code": {"type": "integer"}}},
@@ -1153,6 +1173,23 @@ async def test_an_action_that_closes_the_result_channel_is_told_so(
     message = error_of(result.output)["message"]
     assert "file descriptor 3" in message
     assert "set up" not in message
+
+
+async def test_a_result_frame_the_action_wrote_itself_is_held_to_the_limits(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """The child cuts a result at max_output_kb, but an action can write a frame of its own
+    on fd 3: up to the frame cap (6x the limit and more) went to the model uncut. Now the
+    server cuts what it decodes the same way (and an error's message at 2000 characters)."""
+    forged = await call_then_ok(runner, catalog, supervisor, "forge_frame", {"size": 5000})
+    assert forged.status == "succeeded", forged
+    assert forged.truncated
+    assert forged.output == "x" * 1024 + "\n[output truncated: 5000 bytes, limit 1 KB]"
+    small = await runner.run(catalog, "forge_frame", {"size": 1000})
+    assert small.output == "x" * 1000 and not small.truncated
+    error = await call_then_ok(runner, catalog, supervisor, "forge_error", {"size": 50000})
+    assert error.error_type == "boom", error
+    assert error_of(error.output)["message"] == "m" * 2000
 
 
 @pytest.mark.parametrize("code", [74, 71, 72])
