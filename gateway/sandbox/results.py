@@ -265,7 +265,7 @@ def call_outcome(
     if body is not None:
         try:
             res = msgspec.json.decode(body, type=CallResult)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
             return failure(started, "sandbox_error", "the action sent an invalid result")
         return from_result(_within_limits(res, limits), action, started, request.call.secrets)
     if status is None:

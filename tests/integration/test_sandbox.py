@@ -206,6 +206,12 @@ def forge_error(size: int):
     os.write(3, frame(CallResult(ok=False, error_type="boom", message="m" * size)))
     os._exit(0)
 
+def forge_deep():
+    from gateway.sandbox.protocol import HEADER
+    body = b'{"ok":false,"error_type":"x","detail":{"a":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    os.write(3, HEADER.pack(len(body)) + body)
+    os._exit(0)
+
 def exit_with(code: int):
     sys.stdout.flush()
     os._exit(code)
@@ -311,6 +317,7 @@ ACTION_LIST = [
         parameters={"type": "object", "properties": {"size": {"type": "integer"}}},
         sandbox=SandboxLimits(max_output_kb=1),
     ),
+    make_action("forge_deep"),
     make_action(
         "exit_with",
         parameters={"type": "object", "properties": {"code": {"type": "integer"}}},
@@ -1190,6 +1197,17 @@ async def test_a_result_frame_the_action_wrote_itself_is_held_to_the_limits(
     error = await call_then_ok(runner, catalog, supervisor, "forge_error", {"size": 50000})
     assert error.error_type == "boom", error
     assert error_of(error.output)["message"] == "m" * 2000
+
+
+async def test_a_result_frame_nested_too_deeply_is_an_invalid_result(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A frame nested past msgspec's depth guard raised RecursionError in the server, which
+    surfaced as 'the sandbox could not run the call' (and a sandbox.call_error log line);
+    it is an invalid result sent by the action, like any frame that does not decode."""
+    result = await call_then_ok(runner, catalog, supervisor, "forge_deep")
+    assert result.error_type == "sandbox_error", result
+    assert error_of(result.output)["message"] == "the action sent an invalid result"
 
 
 @pytest.mark.parametrize("code", [74, 71, 72])
