@@ -587,6 +587,17 @@ def _type_name(exc: BaseException) -> str:
 _TYPE_NAME: Any = type.__dict__["__name__"]
 
 
+def _children_of_me(me: int) -> list[int]:
+    """``children_of(me)``; when listing /proc fails for want of a file descriptor (the
+    action used up ``max_open_files``), the action's descriptors are closed first: it has
+    returned, and only 0-3 (its output and the result socket) are still needed."""
+    try:
+        return children_of(me)
+    except OSError:
+        os.closerange(4, 1 << 20)
+        return children_of(me)
+
+
 def _kill_descendants() -> bool:
     """Kill and reap everything this call started (we are its subreaper); True when clean."""
     me = os.getpid()
@@ -597,7 +608,7 @@ def _kill_descendants() -> bool:
             return True
         if pid:
             continue
-        for child in children_of(me):
+        for child in _children_of_me(me):
             with contextlib.suppress(OSError):
                 os.kill(child, signal.SIGKILL)
         try:

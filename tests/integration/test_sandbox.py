@@ -212,6 +212,16 @@ def forge_deep():
     os.write(3, HEADER.pack(len(body)) + body)
     os._exit(0)
 
+def leave_no_fds():
+    subprocess.Popen(["sleep", "60"])
+    kept = []
+    try:
+        while True:
+            kept.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    return f"opened {len(kept)}"
+
 def exit_with(code: int):
     sys.stdout.flush()
     os._exit(code)
@@ -318,6 +328,7 @@ ACTION_LIST = [
         sandbox=SandboxLimits(max_output_kb=1),
     ),
     make_action("forge_deep"),
+    make_action("leave_no_fds", sandbox=SandboxLimits(max_open_files=64)),
     make_action(
         "exit_with",
         parameters={"type": "object", "properties": {"code": {"type": "integer"}}},
@@ -1208,6 +1219,18 @@ async def test_a_result_frame_nested_too_deeply_is_an_invalid_result(
     result = await call_then_ok(runner, catalog, supervisor, "forge_deep")
     assert result.error_type == "sandbox_error", result
     assert error_of(result.output)["message"] == "the action sent an invalid result"
+
+
+async def test_an_action_that_used_up_its_files_still_answers(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An action that left a child running and every file descriptor of its limit open
+    lost its result: cleaning up lists /proc, which needs one more descriptor (EMFILE),
+    and the child exited 71, read as 'the sandbox could not set up the call'. The child
+    now frees descriptors the action no longer needs before cleaning up."""
+    result = await call_then_ok(runner, catalog, supervisor, "leave_no_fds")
+    assert result.status == "succeeded", result
+    assert result.output.startswith("opened ")
 
 
 @pytest.mark.parametrize("code", [74, 71, 72])
