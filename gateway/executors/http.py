@@ -87,6 +87,25 @@ def _template(text: str, *, url: bool) -> jinja2.Template:
     return compile_template(_envs()[1 if url else 0], text)
 
 
+@functools.lru_cache(maxsize=256)
+def _repeats(texts: tuple[str, ...]) -> bool:
+    """Whether any template in ``texts`` has a ``{% for %}`` or a call (``range()``, a
+    method, a macro): the only ways a render's time grows past the template's size and
+    its arguments' (a template that does not parse counts: its render raises)."""
+    import jinja2
+    from jinja2 import nodes
+
+    env = _envs()[0]
+    for text in texts:
+        try:
+            tree = env.parse(text)
+        except jinja2.TemplateSyntaxError:
+            return True
+        if next(tree.find_all((nodes.For, nodes.Call)), None) is not None:
+            return True
+    return False
+
+
 @functools.lru_cache(maxsize=512)
 def _expression(source: str) -> Any:
     """A whole-leaf JSON expression (``{{ name }}``) compiled once per process."""
@@ -401,16 +420,22 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
 
         The shared client keeps no cookies and reads no proxy settings from the
         environment; timeouts are set per request, and redirects are followed
-        here, as ``run`` follows them. The templates render in a worker thread,
-        never on the event loop, and stop at the call's deadline (a loop runs
-        as many rounds as the model's arguments ask for).
+        here, as ``run`` follows them. Templates with a loop or a call render in
+        a worker thread, never on the event loop, and stop at the call's deadline
+        (a loop runs as many rounds as the model's arguments ask for); the others
+        render in place: their time is bounded by their own size and the
+        arguments', as decoding those is, and a hop to a thread costs more (under
+        load the thread waits for the GIL: +20-30% per call, ``bench/inline.py``).
         """
 
         def build() -> tuple[str, dict[str, str], dict[str, Any]]:
             with _templates.deadline(call.timeout):
                 return self._build(call)
 
-        url, headers, kwargs = await pools.offload(build)
+        if _repeats(tuple(text for _, text in self._templates())):
+            url, headers, kwargs = await pools.offload(build)
+        else:
+            url, headers, kwargs = build()
         body = _Body(self.max_response_kb, call.timeout)
         client = pools.http()
         with _transport_errors():

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.executors import _templates
 from gateway.executors._common import ToolError
-from gateway.executors.http import _template
+from gateway.executors.http import _repeats, _template
 from gateway.executors.sql import render_sql
 
 # Nested loops over the model's own list, with no output and no call inside: 9 million
@@ -64,3 +64,22 @@ def test_loops_render_as_before() -> None:
     with _templates.deadline(5):
         assert _template(source, url=False).render(args) == expected
         assert _template("{% for x in xs %}{% endfor %}none", url=False).render(xs=[]) == "none"
+
+
+@pytest.mark.parametrize(
+    ("texts", "repeats"),
+    [
+        (("https://x/{{ city }}", "{{ a | upper }}-{{ b.c ~ 'd' }}"), False),
+        (("{% if a %}{{ a | join(',') }}{% endif %}",), False),
+        (("ok", "{% for x in xs %}{{ x }}{% endfor %}"), True),
+        (("{{ range(n) | list }}",), True),
+        (("{{ s.ljust(9) }}",), True),
+        (("{% if %}",), True),  # does not parse: the render raises, in the thread
+    ],
+)
+def test_only_templates_with_loops_or_calls_render_in_a_thread(
+    texts: tuple[str, ...], repeats: bool
+) -> None:
+    """An inline http call renders in a worker thread exactly when a template can repeat
+    work (a loop or a call); the others cost their size, and a thread hop costs more."""
+    assert _repeats(texts) is repeats
