@@ -14,8 +14,9 @@ is enforced by the database.
 
 ``InlineExecutor.call`` gives an inline call the same contract as
 ``Supervisor.call``: the action's ``timeout`` (the call is cancelled, its
-statement interrupted; its templates, rendered in a worker thread, stop at the
-same deadline, ``_templates``; any ``timeout`` is ``timed_out``),
+statement interrupted; its templates stop at the same deadline, ``_templates``,
+and those with loops or calls render in a worker thread; any ``timeout`` is
+``timed_out``),
 ``max_output_kb`` with the same truncation mark, the
 same error types, declared secrets masked in what goes back (``redact`` and
 ``from_result`` of ``gateway.sandbox.results``, shared with the sandbox). Log
