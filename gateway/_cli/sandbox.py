@@ -164,7 +164,9 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
         for problem in outcome.problems:
             click.echo(f"     {problem}")
         if not outcome.ok:
-            click.echo(f"     output: {outcome.result.output[:300]}")
+            # Escaped (repr): the output is the action's, or its endpoint's, and CI logs read
+            # a line starting with "::" as a workflow command, terminals obey escape codes.
+            click.echo(f"     output: {outcome.result.output[:300]!r}")
     failed = sum(not o.ok for o in outcomes)
     click.echo(f"{len(outcomes) - failed} passed, {failed} failed", err=True)
     if failed:

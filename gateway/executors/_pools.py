@@ -4,8 +4,9 @@
 first use: the ``httpx.AsyncClient`` that every inline ``http`` call shares,
 one pool of SQLite connections per (database URL, read-only), one psycopg
 ``ConnectionPool`` per PostgreSQL URL, and the worker threads that run the
-blocking database work off the event loop. ``aclose`` closes them all (app
-shutdown); ``retain`` closes the database pools a new catalog no longer uses.
+blocking database work and the rendering of templates off the event loop.
+``aclose`` closes them all (app shutdown); ``retain`` closes the database
+pools a new catalog no longer uses.
 
 Cancellation: when the awaiting task is cancelled (the action's timeout, or
 the run was cancelled) the statement in progress is interrupted (SQLite
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import os
 import threading
 from collections.abc import Callable
@@ -282,14 +284,27 @@ class Pools:
         pool.open(wait=False)
         return pool
 
+    async def offload(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (CPU work such as rendering a call's templates) in a worker thread.
+
+        The same threads as the database work, in the caller's context (so the
+        call's render deadline, ``_templates``, holds there). Cancelling the
+        caller does not stop ``work``: it must end by itself (renders stop at
+        their deadline).
+        """
+        self._check_open()
+        return await self._blocking(lambda _slot: work())
+
     async def _blocking(self, job: Callable[[_Slot], T]) -> T:
-        """Run ``job`` in a SQL worker thread; cancelling the caller interrupts its statement."""
+        """Run ``job`` in a worker thread, in a copy of the caller's context variables;
+        cancelling the caller interrupts its statement."""
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self._sql_threads, thread_name_prefix="gateway-inline-sql"
+                max_workers=self._sql_threads, thread_name_prefix="gateway-inline"
             )
         slot = _Slot()
-        future = asyncio.get_running_loop().run_in_executor(self._executor, job, slot)
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(self._executor, context.run, job, slot)
         try:
             return await future
         except asyncio.CancelledError:

@@ -44,7 +44,7 @@ def check_expect(expect: Expect, result: ToolResult) -> list[str]:
         actual: Any
         try:
             actual = msgspec.json.decode(result.output)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
             actual = result.output
         if not _same(actual, expect.equals) and result.output != str(expect.equals):
             problems.append(f"output is {result.output[:200]!r}, expected {expect.equals!r}")

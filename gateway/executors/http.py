@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from gateway.executors import _templates
 from gateway.executors._common import ToolError
+from gateway.executors._templates import compile_template, guarded_environment
 from gateway.manifests.model import (
     Action,
     ActionConfig,
@@ -64,9 +66,8 @@ def _env(finalize: Any) -> SandboxedEnvironment:
     called before a render, so every expression runs when a call renders it.
     """
     import jinja2
-    from jinja2.sandbox import SandboxedEnvironment
 
-    return SandboxedEnvironment(
+    return guarded_environment(
         autoescape=False,
         undefined=jinja2.ChainableUndefined,
         finalize=jinja2.pass_eval_context(finalize),
@@ -83,7 +84,26 @@ def _is_undefined(value: Any) -> bool:
 @functools.lru_cache(maxsize=1024)
 def _template(text: str, *, url: bool) -> jinja2.Template:
     """``text`` compiled once per process (URL values percent-encoded when ``url``)."""
-    return _envs()[1 if url else 0].from_string(text)
+    return compile_template(_envs()[1 if url else 0], text)
+
+
+@functools.lru_cache(maxsize=256)
+def _repeats(texts: tuple[str, ...]) -> bool:
+    """Whether any template in ``texts`` has a ``{% for %}`` or a call (``range()``, a
+    method, a macro): the only ways a render's time grows past the template's size and
+    its arguments' (a template that does not parse counts: its render raises)."""
+    import jinja2
+    from jinja2 import nodes
+
+    env = _envs()[0]
+    for text in texts:
+        try:
+            tree = env.parse(text)
+        except jinja2.TemplateSyntaxError:
+            return True
+        if next(tree.find_all((nodes.For, nodes.Call)), None) is not None:
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=512)
@@ -400,9 +420,22 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
 
         The shared client keeps no cookies and reads no proxy settings from the
         environment; timeouts are set per request, and redirects are followed
-        here, as ``run`` follows them.
+        here, as ``run`` follows them. Templates with a loop or a call render in
+        a worker thread, never on the event loop, and stop at the call's deadline
+        (a loop runs as many rounds as the model's arguments ask for); the others
+        render in place: their time is bounded by their own size and the
+        arguments', as decoding those is, and a hop to a thread costs more (under
+        load the thread waits for the GIL: +20-30% per call, ``bench/inline.py``).
         """
-        url, headers, kwargs = self._build(call)
+
+        def build() -> tuple[str, dict[str, str], dict[str, Any]]:
+            with _templates.deadline(call.timeout):
+                return self._build(call)
+
+        if _repeats(tuple(text for _, text in self._templates())):
+            url, headers, kwargs = await pools.offload(build)
+        else:
+            url, headers, kwargs = build()
         body = _Body(self.max_response_kb, call.timeout)
         client = pools.http()
         with _transport_errors():
@@ -460,9 +493,11 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             return text
         try:
             data = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
             if self.response is not None:
-                raise ToolError("response_selection", "the response is not JSON") from None
+                raise ToolError(
+                    "response_selection", "the response is not JSON (or nested too deeply)"
+                ) from None
             return text
         return select(data, self.response) if self.response else data
 

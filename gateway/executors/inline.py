@@ -14,7 +14,10 @@ is enforced by the database.
 
 ``InlineExecutor.call`` gives an inline call the same contract as
 ``Supervisor.call``: the action's ``timeout`` (the call is cancelled, its
-statement interrupted), ``max_output_kb`` with the same truncation mark, the
+statement interrupted; its templates stop at the same deadline, ``_templates``,
+and those with loops or calls render in a worker thread; any ``timeout`` is
+``timed_out``),
+``max_output_kb`` with the same truncation mark, the
 same error types, declared secrets masked in what goes back (``redact`` and
 ``from_result`` of ``gateway.sandbox.results``, shared with the sandbox). Log
 lines written during an inline call carry ``isolation=inline``.
@@ -40,6 +43,7 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 import structlog
 
+from gateway.executors import _templates
 from gateway.executors._common import ToolError
 from gateway.executors._limit import FifoLimiter
 from gateway.executors._pools import Pools
@@ -135,9 +139,12 @@ class InlineExecutor:
             deadline = asyncio.timeout(action.timeout)
             ran = False
             try:
-                async with deadline, self._limit.hold():
-                    ran = True
-                    value = await config.run_inline(call, self.pools)
+                # The same deadline for the work in threads (template renders), which
+                # cancelling does not stop: they check it themselves.
+                with _templates.deadline(action.timeout):
+                    async with deadline, self._limit.hold():
+                        ran = True
+                        value = await config.run_inline(call, self.pools)
                 res = _encoded(value, action.sandbox.max_output_kb)
             except TimeoutError:
                 if not deadline.expired():
@@ -151,6 +158,11 @@ class InlineExecutor:
                     detail=exc.detail,
                 )
                 result = from_result(res, action, started, call.secrets)
+                if exc.error_type == "timeout":
+                    # Whichever saw the deadline first (a render, a SQLite statement, the
+                    # body's reader, or the cancellation above), the call timed out. Inline
+                    # kinds are the gateway's own code, so their word on it is trusted.
+                    result = msgspec.structs.replace(result, status="timed_out")
             except Exception as exc:  # a bug in a kind or a driver: the call fails, not the run
                 res = CallResult(
                     ok=False,

@@ -26,8 +26,8 @@ import structlog
 from gateway.executors.base import ToolResult
 from gateway.manifests.model import Action
 from gateway.sandbox._channels import OutputReader, TooLarge
-from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits
-from gateway.sandbox.worker import RESULT_LOST
+from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits, output_result
+from gateway.sandbox.worker import MESSAGE_CHARS, RESULT_LOST, TRACEBACK_CHARS
 
 __all__ = [
     "answered",
@@ -120,22 +120,35 @@ SETUP_FAILED = {
     71: "confining the child failed",
     72: "the zygote was gone before the call started",
 }
-"""Exit codes of a spare that failed before the action ran (see ``worker.run_spare``)."""
+"""Exit codes of a spare that failed before the action ran (see ``worker.run_spare``).
+
+Only before it acknowledged the call (``TAKEN``): once the action runs, it can
+exit with any status itself (``os._exit(71)``), so then the code is its own."""
 
 
-def exit_failure(status: Exited, limits: Limits, started: float) -> ToolResult:
-    """The tool error for a child that ended without a result (signal, exit code)."""
+def exit_failure(
+    status: Exited, limits: Limits, started: float, *, taken: bool = False
+) -> ToolResult:
+    """The tool error for a child that ended without a result (signal, exit code).
+
+    ``taken``: the child acknowledged the call, so the action ran. Exit codes are
+    reported as what they may mean and no more: the action can exit with any code,
+    those the sandbox itself uses included.
+    """
     code = status.status
-    if code in SETUP_FAILED:
+    if code in SETUP_FAILED and not taken:
         return failure(
             started, "sandbox_error", f"the sandbox could not set up the call: {SETUP_FAILED[code]}"
         )
     if code == RESULT_LOST:
+        # The child exits 74 when its result socket is gone; an action's own os._exit(74)
+        # looks the same from here, and nothing the child could add would prove otherwise.
         return failure(
             started,
             "crashed",
-            "the action closed or replaced file descriptor 3, the sandbox's result channel, "
-            "so its result was lost",
+            f"the action ended with exit status {RESULT_LOST} and no result: it closed or "
+            "replaced file descriptor 3 (the sandbox's result channel, so its result was "
+            f"lost), or it exited with status {RESULT_LOST} itself (os._exit({RESULT_LOST}))",
         )
     if code < 0:
         signum = -code
@@ -218,11 +231,14 @@ def call_outcome(
     status: Exited | None,
     output: OutputReader,
     started: float,
+    *,
+    taken: bool = False,
 ) -> ToolResult:
     """The ``ToolResult`` of a finished call: its result frame, or why there is none.
 
     ``reader`` read the child's result frame, ``status`` is how the child exited
-    (None when it answered and is still exiting). A frame over the limit got
+    (None when it answered and is still exiting), ``taken``: the child
+    acknowledged the call (see ``exit_failure``). A frame over the limit got
     the call killed; a broken socket counts as no answer (the exit status says why).
     """
     body: bytes | None = None
@@ -249,12 +265,32 @@ def call_outcome(
     if body is not None:
         try:
             res = msgspec.json.decode(body, type=CallResult)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
             return failure(started, "sandbox_error", "the action sent an invalid result")
-        return from_result(res, action, started, request.call.secrets)
+        return from_result(_within_limits(res, limits), action, started, request.call.secrets)
     if status is None:
         return failure(started, "crashed", "the action ended without a result")
-    return exit_failure(status, limits, started)
+    return exit_failure(status, limits, started, taken=taken)
+
+
+_NOTE_ROOM = 128
+"""Bytes the truncation note adds past ``max_output_kb`` (``protocol.output_result``)."""
+
+
+def _within_limits(res: CallResult, limits: Limits) -> CallResult:
+    """``res`` cut as the child cuts it (``worker._execute``): the frame comes from the
+    action's process, and an action can write one of its own on fd 3, uncut (its size is
+    then bounded only by the frame cap, several times ``max_output_kb``)."""
+    if res.ok:
+        limit = limits.max_output_kb * 1024 + _NOTE_ROOM
+        if len(res.output) * 4 > limit and len(res.output.encode("utf-8", "replace")) > limit:
+            return output_result(res.output, limits.max_output_kb)
+        return res
+    if len(res.message) > MESSAGE_CHARS or len(res.traceback) > TRACEBACK_CHARS:
+        return msgspec.structs.replace(
+            res, message=res.message[:MESSAGE_CHARS], traceback=res.traceback[-TRACEBACK_CHARS:]
+        )
+    return res
 
 
 def answered(reader: asyncio.Future[bytes | None]) -> bool:

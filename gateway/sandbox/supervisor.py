@@ -608,7 +608,9 @@ class Supervisor:
             if not (progress.taken or too_large) and status is not None and status.status < 0:
                 return None  # killed from outside (OOM killer, operator) before it took the call
             output.drain()
-            return call_outcome(request, action, limits, reader, status, output, started)
+            return call_outcome(
+                request, action, limits, reader, status, output, started, taken=progress.taken
+            )
         finally:
             reader.cancel()
             zygote.pending.pop(serial, None)

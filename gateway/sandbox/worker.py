@@ -54,10 +54,12 @@ from gateway.sandbox.protocol import (
 
 __all__ = [
     "CALL_NAME",
+    "MESSAGE_CHARS",
     "MINIMAL_ENV",
     "RESULT_LOST",
     "RULESET_FD",
     "SPARE_NAME",
+    "TRACEBACK_CHARS",
     "children_of",
     "load_kind",
     "loaded_ruleset",
@@ -380,8 +382,15 @@ def run_call(
     return _answer(sock, result)
 
 
+MESSAGE_CHARS = 2000
+"""What a failed result keeps of the exception's message (its start)."""
+TRACEBACK_CHARS = 8000
+"""What a failed result keeps of the traceback (its end)."""
+
 RESULT_LOST = 74
-"""Exit code of a child whose action closed or replaced fd 3, so its result could not go."""
+"""Exit code of a child whose action closed or replaced fd 3, so its result could not go.
+
+An action may exit with 74 itself: the supervisor's message names both (``exit_failure``)."""
 
 
 def _answer(sock: socket.socket, result: CallResult) -> int:
@@ -518,15 +527,23 @@ def _carried(detail: object) -> dict[str, Any]:
 
 
 def _execute(request: CallRequest, limits: Limits) -> CallResult:
-    """Run the action; turn its value or exception into a ``CallResult``."""
+    """Run the action; turn its value or exception into a ``CallResult``.
+
+    What the action hands back is its code too: a ``str`` subclass's methods, an
+    exception's ``__str__``, ``error_type`` or ``detail`` may raise. None of that may
+    escape (the spare would exit 71, reported as a sandbox failure): the value is
+    copied to a plain ``str`` first, and an exception that cannot be read is
+    reported by its type alone.
+    """
     try:
         config = msgspec.convert(request.config, load_kind(request.kind))
         value = config.run(request.call)
         if hasattr(value, "__await__"):
             value = _run_async(value)
-        text = value if isinstance(value, str) else msgspec.json.encode(value, enc_hook=_enc_hook)
-        if isinstance(text, bytes):
-            text = text.decode()
+        if isinstance(value, str):
+            text = str.__str__(value)  # a plain copy of a subclass: its methods never run
+        else:
+            text = msgspec.json.encode(value, enc_hook=_enc_hook).decode()
     except MemoryError:
         return CallResult(
             ok=False,
@@ -534,19 +551,52 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
             message=f"the action ran out of memory (limit {limits.memory_mb} MB)",
         )
     except BaseException as exc:
-        import traceback
+        return _raised(exc)
+    return output_result(text, limits.max_output_kb)
 
+
+def _raised(exc: BaseException) -> CallResult:
+    """The ``CallResult`` of an exception the action raised (read defensively, see ``_execute``)."""
+    import traceback
+
+    trace = traceback.format_exc()[-TRACEBACK_CHARS:]  # it guards the exception's str() itself
+    try:
         typed = getattr(exc, "error_type", None)
-        error_type = typed or "exception"
-        message = str(exc) if typed else f"{type(exc).__name__}: {exc}"
+        message = f"{exc}" if typed else f"{type(exc).__name__}: {exc}"
         return CallResult(
             ok=False,
-            error_type=str(error_type),
-            message=message[:2000],
+            error_type=f"{typed or 'exception'}",
+            message=message[:MESSAGE_CHARS],
             detail=_carried(getattr(exc, "detail", None)),
-            traceback=traceback.format_exc()[-8000:],
+            traceback=trace,
         )
-    return output_result(text, limits.max_output_kb)
+    except BaseException:  # its message, type or detail raised: report what is certain
+        return CallResult(
+            ok=False,
+            error_type="exception",
+            message=f"the action raised {_type_name(exc)}, whose message could not be read",
+            traceback=trace,
+        )
+
+
+def _type_name(exc: BaseException) -> str:
+    """The name of ``exc``'s class as the interpreter holds it (a metaclass cannot fake it)."""
+    name: str = _TYPE_NAME.__get__(type(exc), type)
+    return name
+
+
+_TYPE_NAME: Any = type.__dict__["__name__"]
+
+
+def _children_of_me(me: int) -> list[int]:
+    """``children_of(me)``; when listing /proc fails for want of a file descriptor (the
+    action used up ``max_open_files``), the action's descriptors are closed first: it has
+    returned, and only 0-3 (its output and the result socket) are still needed."""
+    try:
+        return children_of(me)
+    except OSError:
+        os.closerange(4, 1 << 20)
+        return children_of(me)
 
 
 def _kill_descendants() -> bool:
@@ -559,7 +609,7 @@ def _kill_descendants() -> bool:
             return True
         if pid:
             continue
-        for child in children_of(me):
+        for child in _children_of_me(me):
             with contextlib.suppress(OSError):
                 os.kill(child, signal.SIGKILL)
         try:

@@ -76,6 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed.path == "/text":
             self._send(200, b"plain words", "text/plain")
             return
+        if parsed.path == "/deep":
+            self._send(200, b"[" * 5000 + b"]" * 5000)
+            return
         if parsed.path == "/brotli":
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
@@ -211,6 +214,17 @@ def test_response_selection(server: str) -> None:
 def test_text_response(server: str) -> None:
     """A non-JSON response goes back as text."""
     assert _run(HttpConfig(url=server + "/text")) == "plain words"
+
+
+def test_json_nested_too_deeply_goes_back_as_text(server: str) -> None:
+    """A JSON response nested past msgspec's depth guard raised RecursionError (an
+    'exception' with a traceback, not a tool error); now it goes back as text, as any
+    response that does not decode, and selecting in it is a response_selection error."""
+    for run in (_run, _run_inline):
+        assert run(HttpConfig(url=server + "/deep")) == "[" * 5000 + "]" * 5000
+        with pytest.raises(ToolError) as info:
+            run(HttpConfig(url=server + "/deep", response="a"))
+        assert info.value.error_type == "response_selection"
 
 
 def test_non_2xx_is_a_tool_error(server: str) -> None:

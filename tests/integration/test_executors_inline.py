@@ -8,6 +8,7 @@ only where a test compares with the sandbox).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -27,7 +28,9 @@ import pytest
 from _pg import pg_url
 from structlog.testing import capture_logs
 
+from gateway.executors._pools import Pools
 from gateway.executors.http import HttpConfig
+from gateway.executors.inline import InlineExecutor
 from gateway.executors.runner import SandboxRunner
 from gateway.executors.sql import SqlConfig
 from gateway.manifests.catalog import Catalog
@@ -225,6 +228,70 @@ async def test_http_inline_timeout_status_and_output_cap(
     big = await runner.run(catalog, "big", {})
     assert big.status == "succeeded" and big.truncated
     assert big.output.endswith("[output truncated: 5000 bytes, limit 1 KB]")
+
+
+def _heavy(server: str, timeout: float) -> Action:
+    """An inline http action whose query template loops n * n times (n: an argument)."""
+    heavy = (
+        "{% for i in range(n) %}{% for j in range(n) %}{% if j < 0 %}x{% endif %}"
+        "{% endfor %}{% endfor %}done"
+    )
+    return Action(
+        name="heavy",
+        description="d",
+        kind_key="http",
+        config=HttpConfig(url=server + "/echo", query={"q": heavy}),
+        isolation="inline",
+        timeout=timeout,
+        parameters={"type": "object", "properties": {"n": {"type": "integer"}}},
+    )
+
+
+async def test_a_cancelled_inline_call_stops_its_render(server: str, data_root: Path) -> None:
+    """A run cancelled during a heavy render left it running in its worker thread until the
+    action's timeout (here 60 s), holding a thread every inline call needs; now leaving the
+    call ends the render at its next loop round, and the next call gets the thread."""
+    runner = SandboxRunner(
+        Supervisor(Settings()), environ=ENVIRON, inline=InlineExecutor(Pools(sql_threads=1))
+    )
+    catalog = _catalog(
+        data_root,
+        _heavy(server, 60),
+        _http("get", HttpConfig(url=server + "/w/{{ city }}"), timeout=3),
+    )
+    try:
+        call = asyncio.ensure_future(runner.run(catalog, "heavy", {"n": 100000}))
+        await asyncio.sleep(0.3)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        after = await runner.run(catalog, "get", {"city": "Paris"})
+        assert after.status == "succeeded", after
+    finally:
+        await runner.aclose()
+
+
+async def test_http_inline_template_renders_off_the_event_loop_under_the_timeout(
+    server: str, runner: SandboxRunner, data_root: Path
+) -> None:
+    """A heavy http template (loops over the model's numbers) rendered on the event loop,
+    stalling every other request for seconds; now it renders in a worker thread and its
+    time counts against the action's timeout: timed_out, and the next call runs at once."""
+    catalog = _catalog(
+        data_root, _heavy(server, 0.5), _http("get", HttpConfig(url=server + "/w/{{ city }}"))
+    )
+    async with loop_gaps() as gaps:
+        started = time.perf_counter()
+        result = await runner.run(catalog, "heavy", {"n": 10000})
+        elapsed = time.perf_counter() - started
+    assert result.status == "timed_out" and result.error_type == "timeout", result
+    assert elapsed < 2
+    assert max(gaps) < 0.3, max(gaps)
+    after = await runner.run(catalog, "get", {"city": "Paris"})
+    assert after.status == "succeeded", after
+    light = await runner.run(catalog, "heavy", {"n": 3})
+    assert light.status == "succeeded", light
+    assert json.loads(light.output)["query"] == {"q": ["done"]}
 
 
 async def test_http_inline_keeps_no_cookies(

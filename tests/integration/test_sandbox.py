@@ -196,6 +196,59 @@ def replace_result():
     os.dup2(fd, 3)
     return "done"
 
+def forge_frame(size: int):
+    from gateway.sandbox.protocol import CallResult, frame
+    os.write(3, frame(CallResult(ok=True, output="x" * size)))
+    os._exit(0)
+
+def forge_error(size: int):
+    from gateway.sandbox.protocol import CallResult, frame
+    os.write(3, frame(CallResult(ok=False, error_type="boom", message="m" * size)))
+    os._exit(0)
+
+def forge_deep():
+    from gateway.sandbox.protocol import HEADER
+    body = b'{"ok":false,"error_type":"x","detail":{"a":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    os.write(3, HEADER.pack(len(body)) + body)
+    os._exit(0)
+
+def leave_no_fds():
+    subprocess.Popen(["sleep", "60"])
+    kept = []
+    try:
+        while True:
+            kept.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    return f"opened {len(kept)}"
+
+def exit_with(code: int):
+    sys.stdout.flush()
+    os._exit(code)
+
+class Unreadable(Exception):
+    def __str__(self):
+        raise RuntimeError("no message for you")
+
+class BadType(Exception):
+    @property
+    def error_type(self):
+        raise RuntimeError("no type either")
+
+class Lying(str):
+    def encode(self, *args, **kwargs):
+        raise RuntimeError("no bytes")
+
+    def __getitem__(self, key):
+        raise RuntimeError("no slices")
+
+def hostile(what: str):
+    if what == "message":
+        raise Unreadable()
+    if what == "type":
+        raise BadType("x")
+    return Lying("a plain answer")
+
 def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
@@ -264,6 +317,26 @@ ACTION_LIST = [
     make_action("gave_up_on_a_thread", timeout=3),
     make_action("left_a_task", timeout=3),
     make_action("replace_result"),
+    make_action(
+        "forge_frame",
+        parameters={"type": "object", "properties": {"size": {"type": "integer"}}},
+        sandbox=SandboxLimits(max_output_kb=1),
+    ),
+    make_action(
+        "forge_error",
+        parameters={"type": "object", "properties": {"size": {"type": "integer"}}},
+        sandbox=SandboxLimits(max_output_kb=1),
+    ),
+    make_action("forge_deep"),
+    make_action("leave_no_fds", sandbox=SandboxLimits(max_open_files=64)),
+    make_action(
+        "exit_with",
+        parameters={"type": "object", "properties": {"code": {"type": "integer"}}},
+    ),
+    make_action(
+        "hostile",
+        parameters={"type": "object", "properties": {"what": {"type": "string"}}},
+    ),
 ]
 
 
@@ -1118,6 +1191,94 @@ async def test_an_action_that_closes_the_result_channel_is_told_so(
     message = error_of(result.output)["message"]
     assert "file descriptor 3" in message
     assert "set up" not in message
+
+
+async def test_a_result_frame_the_action_wrote_itself_is_held_to_the_limits(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """The child cuts a result at max_output_kb, but an action can write a frame of its own
+    on fd 3: up to the frame cap (6x the limit and more) went to the model uncut. Now the
+    server cuts what it decodes the same way (and an error's message at 2000 characters)."""
+    forged = await call_then_ok(runner, catalog, supervisor, "forge_frame", {"size": 5000})
+    assert forged.status == "succeeded", forged
+    assert forged.truncated
+    assert forged.output == "x" * 1024 + "\n[output truncated: 5000 bytes, limit 1 KB]"
+    small = await runner.run(catalog, "forge_frame", {"size": 1000})
+    assert small.output == "x" * 1000 and not small.truncated
+    error = await call_then_ok(runner, catalog, supervisor, "forge_error", {"size": 50000})
+    assert error.error_type == "boom", error
+    assert error_of(error.output)["message"] == "m" * 2000
+
+
+async def test_a_result_frame_nested_too_deeply_is_an_invalid_result(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A frame nested past msgspec's depth guard raised RecursionError in the server, which
+    surfaced as 'the sandbox could not run the call' (and a sandbox.call_error log line);
+    it is an invalid result sent by the action, like any frame that does not decode."""
+    result = await call_then_ok(runner, catalog, supervisor, "forge_deep")
+    assert result.error_type == "sandbox_error", result
+    assert error_of(result.output)["message"] == "the action sent an invalid result"
+
+
+async def test_an_action_that_used_up_its_files_still_answers(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An action that left a child running and every file descriptor of its limit open
+    lost its result: cleaning up lists /proc, which needs one more descriptor (EMFILE),
+    and the child exited 71, read as 'the sandbox could not set up the call'. The child
+    now frees descriptors the action no longer needs before cleaning up."""
+    result = await call_then_ok(runner, catalog, supervisor, "leave_no_fds")
+    assert result.status == "succeeded", result
+    assert result.output.startswith("opened ")
+
+
+@pytest.mark.parametrize("code", [74, 71, 72])
+async def test_an_action_exiting_with_a_sandbox_exit_code_is_not_mistaken_for_the_sandbox(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, code: int
+) -> None:
+    """An action's own os._exit(74) read as 'the action closed file descriptor 3', and
+    os._exit(71) / (72) as 'the sandbox could not set up the call' (sandbox_error): exit
+    codes the sandbox uses. Now 74 names both causes, and 71/72 after the child took the
+    call are the action's own exit status."""
+    result = await call_then_ok(runner, catalog, supervisor, "exit_with", {"code": code})
+    assert result.status == "failed"
+    assert result.error_type == "crashed", result
+    message = error_of(result.output)["message"]
+    assert "set up" not in message
+    if code == 74:
+        assert "file descriptor 3" in message and "os._exit(74)" in message, message
+    else:
+        assert f"status {code}" in message, message
+
+
+@pytest.mark.parametrize(
+    ("what", "status", "expected"),
+    [
+        ("message", "failed", "the action raised Unreadable, whose message could not be read"),
+        ("type", "failed", "the action raised BadType, whose message could not be read"),
+        ("value", "succeeded", "a plain answer"),
+    ],
+)
+async def test_hostile_exceptions_and_values_are_reported_as_the_actions(
+    runner: SandboxRunner,
+    catalog: Catalog,
+    supervisor: Supervisor,
+    what: str,
+    status: str,
+    expected: str,
+) -> None:
+    """An exception whose __str__ or error_type raises, or a str subclass whose methods
+    raise, escaped the child's result handling: the spare exited 71 and the call read as
+    'the sandbox could not set up the call' (sandbox_error). Now the exception is reported
+    by its type and the value is sent as plain text."""
+    result = await call_then_ok(runner, catalog, supervisor, "hostile", {"what": what})
+    assert result.status == status, result
+    if status == "succeeded":
+        assert result.output == expected
+    else:
+        assert result.error_type == "exception", result
+        assert error_of(result.output)["message"] == expected
 
 
 async def test_code_interpreter_printing_past_the_file_size_limit_says_so(

@@ -98,6 +98,35 @@ def test_doctor_reports_capabilities(cli: CliRunner) -> None:
     assert "sandboxed call      succeeded" in result.stdout
 
 
+HOSTILE_OUTPUT = '''
+def shout() -> str:
+    """Answer with lines a CI log or a terminal would obey."""
+    return "fine\\n::error file=app.py,line=1::injected\\n\\x1b[2Jcleared"
+'''
+
+
+def test_test_prints_a_failing_outputs_escaped(cli: CliRunner, tmp_path: Path) -> None:
+    """A failing example's output was printed raw: an action (or the API it calls) could
+    start a line with "::" (a GitHub Actions workflow command: a fake annotation, a mask)
+    or send terminal escape codes into the CI log. Now it is printed escaped, on one line."""
+    root = tmp_path / "deploy"
+    (root / "manifests").mkdir(parents=True)
+    (root / "actions").mkdir()
+    (root / "actions" / "__init__.py").write_text("")
+    (root / "actions" / "loud.py").write_text(HOSTILE_OUTPUT)
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: shout\ndescription: Shout.\n"
+        "python: {function: 'actions.loud:shout'}\n"
+        "examples:\n  - args: {}\n    expect: {contains: quiet}\n"
+    )
+    result = cli.invoke(main, ["test", "--manifests", str(root / "manifests")])
+    assert result.exit_code == 1, result.output
+    assert "FAIL shout[0]" in result.output
+    assert not any(line.startswith("::") for line in result.output.splitlines()), result.output
+    assert "\x1b" not in result.output
+    assert "::error file=app.py" in result.output  # shown, escaped
+
+
 ZYGOTE_KILLER = '''
 import os, sys
 if "gateway.sandbox.zygote" in sys.modules:

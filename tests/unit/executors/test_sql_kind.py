@@ -89,6 +89,15 @@ def test_constants_are_bound_at_every_render() -> None:
         )
 
 
+def test_an_argument_named_self_does_not_break_the_call() -> None:
+    """Arguments went to ``render`` as keywords, so one named ``self`` (an extra argument the
+    schema allows: the model's choice) failed the call with a TypeError; now it renders."""
+    assert render_sql("SELECT {{ id }}", {"self": "extra", "id": 1}, style="qmark") == (
+        "SELECT ?",
+        [1],
+    )
+
+
 def test_missing_argument_is_none() -> None:
     """An optional argument the model left out is None in the template."""
     statement, params = render_sql(
