@@ -41,7 +41,7 @@ from gateway.engine import Engine
 from gateway.errors import InvalidInput
 from gateway.executors.inline import InlineExecutor
 from gateway.executors.runner import SandboxRunner
-from gateway.knowledge.index import KnowledgeIndex
+from gateway.knowledge.index import KnowledgeIndex, cache_dir_for
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.loader import load_catalog
 from gateway.manifests.watch import Reloader, ReloadResult
@@ -183,7 +183,7 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
     stack.push_async_callback(providers.aclose)
     supervisor = Supervisor(settings)
     stack.push_async_callback(supervisor.aclose)
-    knowledge = KnowledgeIndex(_knowledge_dir(settings))
+    knowledge = KnowledgeIndex(cache_dir_for(settings.database_url))
     stack.callback(knowledge.close)
     inline = InlineExecutor(concurrency=settings.inline_concurrency)
     actions = SandboxRunner(supervisor, knowledge, inline=inline)
@@ -240,12 +240,3 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         log.error("gateway.not_ready", problems=len(first.errors), result=first.result)
     await reloader.start()
     stack.push_async_callback(reloader.aclose)
-
-
-def _knowledge_dir(settings: Settings) -> Path | None:
-    """Where the file_search index lives: next to an embedded database, else in memory."""
-    prefix = "sqlite:///"
-    if settings.database_url.startswith(prefix):
-        db = Path(settings.database_url[len(prefix) :])
-        return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
-    return None
