@@ -6,11 +6,20 @@ each tool call the way one wants to read it: name and arguments when it
 starts, status, duration and a short output when it ends. Imports httpx and
 rich (and ``websockets`` for ``--ws``, imported only then); nothing from the
 server side of the package.
+
+Everything the server sends is untrusted: a model's answer or a tool's output
+can hold rich markup (``[/]``) or terminal escape sequences (which could move
+the cursor over a line already shown, retitle the window or write the
+clipboard), so every string is shown through ``_shown`` (control characters
+made visible, markup escaped). An answer that is not the gateway's protocol (a
+non-JSON body, an event missing its fields: another server, a proxy) raises
+``ProtocolError``, which ``gateway chat`` prints as a one-line error.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,18 +27,51 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["ChatConsole", "sse_events"]
+__all__ = ["ChatConsole", "ProtocolError", "sse_events"]
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow"}
+# C0 controls but newline and tab, DEL, and the C1 controls (0x9b is a one-byte CSI).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class ProtocolError(RuntimeError):
+    """The server's answer is not the gateway's protocol (not JSON, a field missing...)."""
+
+
+def _shown(value: object) -> str:
+    """``value`` as text safe to print with rich: control characters shown as ``\\xNN``,
+    rich markup escaped, so a hostile answer can neither drive the terminal nor break markup.
+    """
+    text = str(value).replace("\r\n", "\n")
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+
+def _event_data(event: str, data: str | bytes) -> dict[str, Any]:
+    """The JSON object an event carries.
+
+    Raises:
+        ProtocolError: ``data`` is not a JSON object.
+    """
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, dict):
+        raise ProtocolError(f"the server sent a {event!r} event whose data is not a JSON object")
+    return decoded
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(event, data)`` pairs from the lines of a text/event-stream (comments skipped)."""
+    """``(event, data)`` pairs from the lines of a text/event-stream (comments skipped).
+
+    Raises:
+        ProtocolError: an event's data is not a JSON object.
+    """
     event, data = "message", ""
     for line in lines:
         if not line:
             if data:
-                yield event, json.loads(data)
+                yield event, _event_data(event, data)
             event, data = "message", ""
         elif line.startswith("event:"):
             event = line[6:].strip()
@@ -68,23 +110,37 @@ class ChatConsole:
         self.assistant = assistant
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.key = key
-        self.console = console or Console(highlight=False)
+        # emoji=False: an answer's ":smile:" is text, not a code to replace.
+        self.console = console or Console(highlight=False, emoji=False)
         self.thread_id: str | None = None
         self._open_line = False
 
     def start(self, client: httpx.Client) -> None:
-        """Open a thread and print the assistant's greeting."""
+        """Open a thread and print the assistant's greeting.
+
+        Raises:
+            RuntimeError: the gateway refused (its status and message).
+            ProtocolError: the answer is not a gateway's (not JSON, no thread id).
+        """
         params = {"assistant": self.assistant} if self.assistant else {}
         response = client.get(f"{self.url}/start", params=params, headers=self.headers)
         if response.status_code != 200:
             raise RuntimeError(_error_of(response)["message"])
-        body = response.json()
-        self.thread_id, self.assistant = body["thread_id"], body["assistant"]
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("thread_id"), str):
+            raise ProtocolError(
+                f"GET /start answered HTTP {response.status_code} without a thread_id: "
+                "is this a gateway?"
+            )
+        self.thread_id, self.assistant = body["thread_id"], str(body.get("assistant"))
         self.console.print(
-            f"[bold]{escape(str(self.assistant))}[/] [dim]thread {self.thread_id}[/]"
+            f"[bold]{_shown(self.assistant)}[/] [dim]thread {_shown(self.thread_id)}[/]"
         )
         if body.get("initial_message"):
-            self.console.print(f"[cyan]{escape(body['initial_message'])}[/]")
+            self.console.print(f"[cyan]{_shown(body['initial_message'])}[/]")
 
     def send_http(self, client: httpx.Client, message: str) -> None:
         """Send one message over SSE and render the events as they arrive."""
@@ -103,25 +159,43 @@ class ChatConsole:
         A refused message (bad frame, busy thread, rate limit...) gets a lone ``error``
         and no run; an ``error`` inside a run is followed by ``thread.run.failed``,
         ``metadata`` and ``done``, which must be read here, not taken for the next answer.
+
+        Raises:
+            ProtocolError: a frame is not ``{"event": NAME, "data": {...}}``.
         """
         socket.send(json.dumps({"thread_id": self.thread_id, "message": message}))
         started = False
         while True:
-            frame = json.loads(socket.recv())
-            self.render(frame["event"], frame["data"])
-            if frame["event"] == "thread.run.created":
+            frame = _event_data("WebSocket", socket.recv())
+            event, data = frame.get("event"), frame.get("data")
+            if not isinstance(event, str) or not isinstance(data, dict):
+                raise ProtocolError("the server sent a WebSocket frame without event and data")
+            self.render(event, data)
+            if event == "thread.run.created":
                 started = True
-            elif frame["event"] == "done" or (frame["event"] == "error" and not started):
+            elif event == "done" or (event == "error" and not started):
                 return
 
     def render(self, event: str, data: dict[str, Any]) -> None:
-        """Print one event."""
+        """Print one event.
+
+        Raises:
+            ProtocolError: the event lacks a field it must carry.
+        """
+        try:
+            self._render(event, data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProtocolError(
+                f"the server sent a malformed {event!r} event ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _render(self, event: str, data: dict[str, Any]) -> None:
         out = self.console
         if event == "thread.message.delta":
             if not self._open_line:
                 out.print("[cyan]assistant>[/] ", end="")
                 self._open_line = True
-            out.print(escape(data["delta"]), end="", style="cyan")
+            out.print(_shown(data["delta"]), end="", style="cyan")
             return
         if self._open_line:
             out.print()
@@ -129,22 +203,23 @@ class ChatConsole:
         if event == "thread.run.step.created":
             call = data["tool_call"]
             out.print(
-                f"  [magenta]tool[/] {escape(call['name'])}[dim]({escape(call['arguments'])})[/]"
+                f"  [magenta]tool[/] {_shown(call['name'])}[dim]({_shown(call['arguments'])})[/]"
             )
         elif event == "thread.run.step.completed":
             call = data["tool_call"]
             style = _STATUS_STYLE.get(call["status"], "white")
-            output = call["output"] if len(call["output"]) <= 200 else call["output"][:200] + "..."
+            output = str(call["output"])
+            output = output if len(output) <= 200 else output[:200] + "..."
             out.print(
-                f"  [{style}]{call['status']}[/] {escape(call['name'])} "
-                f"[dim]in {call['duration_ms']:.0f} ms: {escape(output)}[/]"
+                f"  [{style}]{_shown(call['status'])}[/] {_shown(call['name'])} "
+                f"[dim]in {float(call['duration_ms']):.0f} ms: {_shown(output)}[/]"
             )
         elif event == "thread.run.completed" and data.get("incomplete_details"):
             reason = escape(str(data["incomplete_details"].get("reason")))
             out.print(f"[yellow]answer cut short ({reason})[/]")
         elif event in ("error", "thread.run.failed"):
             info = data.get("error", data)
-            kind, message = escape(str(info.get("type"))), escape(str(info.get("message")))
+            kind, message = _shown(info.get("type")), _shown(info.get("message"))
             out.print(f"[red]error ({kind}): {message}[/]")
         elif event == "metadata":
             t = data["timings"]

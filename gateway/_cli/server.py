@@ -124,11 +124,15 @@ def _ask() -> str:
 
 def _chat_ws(session: ChatConsole) -> None:
     """The conversation over one WebSocket (``/ws/chat``), a message at a time."""
+    from websockets.exceptions import WebSocketException
     from websockets.sync.client import connect
 
     ws_url = session.url.replace("http", "ws", 1) + "/ws/chat"
-    # The key goes in the Authorization header: the ["bearer", KEY] subprotocol is for
-    # browsers, which cannot set headers, and refuses keys with +, / or = (base64 ones).
-    with connect(ws_url, additional_headers=session.headers) as socket:
-        while message := _ask():
-            session.send_ws(socket, message)
+    try:
+        # The key goes in the Authorization header: the ["bearer", KEY] subprotocol is for
+        # browsers, which cannot set headers, and refuses keys with +, / or = (base64 ones).
+        with connect(ws_url, additional_headers=session.headers) as socket:
+            while message := _ask():
+                session.send_ws(socket, message)
+    except WebSocketException as exc:  # refused upgrade (a proxy), closed mid-run...
+        raise RuntimeError(f"WebSocket {ws_url}: {exc}") from None

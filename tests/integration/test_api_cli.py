@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -191,3 +195,120 @@ def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Pat
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
+
+
+@contextlib.contextmanager
+def _scripted_server(start: bytes, chat: bytes = b"") -> Iterator[str]:
+    """An HTTP server on loopback answering GET /start with ``start`` (JSON), POST /chat
+    with ``chat`` (an SSE body) and any other GET (a WebSocket upgrade) with a 404."""
+
+    class Scripted(http.server.BaseHTTPRequestHandler):
+        def _answer(self, status: int, media_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/start"):
+                self._answer(200, "application/json", start)
+            else:
+                self._answer(404, "text/plain", b"no WebSocket here")
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self._answer(200, "text/event-stream", chat)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _sse(*events: tuple[str, object]) -> bytes:
+    return b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+    )
+
+
+def test_chat_shows_hostile_text_inert() -> None:
+    """What the server sends (a model's answer, a tool's output, ids) is shown as text:
+    terminal escape sequences appear as visible \\xNN (an OSC 52 in an answer wrote the
+    user's clipboard, a CSI could redraw lines already shown) and rich markup such as
+    `[/bold]` in a thread id is printed, not parsed (it was a MarkupError traceback).
+    """
+    start = json.dumps(
+        {
+            "thread_id": "t[/bold]1",
+            "assistant": "a[/]",
+            "initial_message": "hi \x1b]0;retitled\x07 \x9b2J :smile:",
+        }
+    ).encode()
+    chat = _sse(
+        ("thread.run.created", {"run_id": "r", "thread_id": "t"}),
+        ("thread.message.delta", {"delta": "x\x1b]52;c;cHduZWQ=\x1b\\y\r\x1b[2Kz"}),
+        (
+            "thread.run.step.completed",
+            {"tool_call": {"name": "n[/]", "status": "[/]", "output": "\x1b[8m", "duration_ms": 1}},
+        ),
+        ("done", {}),
+    )
+    with _scripted_server(start, chat) as url:
+        result = CliRunner().invoke(main, ["chat", "--url", url], input="hello\n\n")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "\x1b" not in out and "\x9b" not in out and "\r" not in out
+    assert "thread t[/bold]1" in out
+    assert "hi \\x1b]0;retitled\\x07 \\x9b2J :smile:" in out
+    assert "x\\x1b]52;c;cHduZWQ=\\x1b\\y\\x0d\\x1b[2Kz" in out
+    assert "[/] n[/] in 1 ms: \\x1b[8m" in out
+
+
+@pytest.mark.parametrize(
+    ("start", "chat", "says"),
+    [
+        (b"<html>a login page</html>", b"", "GET /start answered HTTP 200 without a thread_id"),
+        (b'{"ok": true}', b"", "GET /start answered HTTP 200 without a thread_id"),
+        (b'[{"thread_id": "t"}]', b"", "GET /start answered HTTP 200 without a thread_id"),
+        (
+            b'{"thread_id": "t", "assistant": "a"}',
+            b"event: thread.message.delta\ndata: {not json\n\n",
+            "'thread.message.delta' event whose data is not a JSON object",
+        ),
+        (
+            b'{"thread_id": "t", "assistant": "a"}',
+            _sse(("thread.run.step.completed", {"status": "ok"})),
+            "malformed 'thread.run.step.completed' event (KeyError: 'tool_call')",
+        ),
+    ],
+)
+def test_chat_reports_answers_that_are_not_the_gateway_protocol(
+    start: bytes, chat: bytes, says: str
+) -> None:
+    """A 200 answer that is not the gateway's protocol (an HTML page, JSON without a
+    thread id, an event that is not JSON or lacks its fields) is a one-line error naming
+    what was wrong and exit 1; each was a JSONDecodeError/KeyError/TypeError traceback.
+    """
+    with _scripted_server(start, chat) as url:
+        result = CliRunner().invoke(main, ["chat", "--url", url], input="hello\n\n")
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"Error: {url}: " in result.output
+    assert says in result.output
+
+
+def test_chat_over_websocket_reports_a_refused_upgrade() -> None:
+    """`--ws` through a server that does not upgrade /ws/chat (a proxy without WebSocket
+    support) is a one-line error naming the WebSocket URL and exit 1, not a traceback."""
+    with _scripted_server(b'{"thread_id": "t", "assistant": "a"}') as url:
+        result = CliRunner().invoke(main, ["chat", "--url", url, "--ws"], input="hello\n\n")
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"Error: {url}: WebSocket ws://127.0.0.1:" in result.output
