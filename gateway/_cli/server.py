@@ -100,7 +100,10 @@ def chat_command(assistant: str | None, url: str | None, use_ws: bool, key: str 
     if url is None:
         settings = load_settings()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
-        url = f"http://{host}:{settings.port}"
+        url = (
+            f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+        )
+    shown = _checked_url(url)
     session = ChatConsole(url, assistant, key)
     try:
         with httpx.Client(timeout=httpx.Timeout(10.0, read=None)) as client:
@@ -111,7 +114,30 @@ def chat_command(assistant: str | None, url: str | None, use_ws: bool, key: str 
             while message := _ask():
                 session.send_http(client, message)
     except (httpx.HTTPError, RuntimeError, OSError) as exc:
-        raise click.ClickException(f"{url}: {exc}") from None
+        raise click.ClickException(f"{shown}: {exc}") from None
+
+
+def _checked_url(url: str) -> str:
+    """``url`` as errors may show it (a password in it masked).
+
+    Raises:
+        click.BadParameter: not an http(s) URL with a host (exit 2, naming --url).
+    """
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise click.BadParameter(str(exc), param_hint="'--url'") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise click.BadParameter(
+            "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000",
+            param_hint="'--url'",
+        )
+    if parsed.password:
+        masked = "***"  # what errors show instead of the password
+        return str(parsed.copy_with(username=parsed.username, password=masked))
+    return url
 
 
 def _ask() -> str:
@@ -135,4 +161,4 @@ def _chat_ws(session: ChatConsole) -> None:
             while message := _ask():
                 session.send_ws(socket, message)
     except WebSocketException as exc:  # refused upgrade (a proxy), closed mid-run...
-        raise RuntimeError(f"WebSocket {ws_url}: {exc}") from None
+        raise RuntimeError(f"WebSocket /ws/chat: {exc}") from None

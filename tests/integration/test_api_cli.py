@@ -311,4 +311,32 @@ def test_chat_over_websocket_reports_a_refused_upgrade() -> None:
         result = CliRunner().invoke(main, ["chat", "--url", url, "--ws"], input="hello\n\n")
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit), result.exception
-    assert f"Error: {url}: WebSocket ws://127.0.0.1:" in result.output
+    assert f"Error: {url}: WebSocket /ws/chat: " in result.output
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://example.org", "http://", "http://[::1"])
+def test_chat_refuses_a_url_it_cannot_use(url: str) -> None:
+    """A --url that is not http(s) with a host is a usage error naming --url (exit 2);
+    `http://[::1` was an httpx.InvalidURL traceback."""
+    result = CliRunner().invoke(main, ["chat", "--url", url], input="\n")
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Invalid value for '--url'" in result.output
+
+
+def test_chat_errors_mask_the_password_of_the_url() -> None:
+    """A password in --url (a proxy's basic auth) is shown as *** in errors, not echoed."""
+    result = CliRunner().invoke(main, ["chat", "--url", "http://me:s3cret@127.0.0.1:9"], input="\n")
+    assert result.exit_code == 1, result.output
+    assert "s3cret" not in result.output
+    assert "Error: http://me:***@127.0.0.1:9: " in result.output
+
+
+def test_chat_reaches_an_ipv6_gateway_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With GATEWAY_HOST=::1 and no --url, chat brackets the address (http://[::1]:PORT);
+    `http://::1:PORT` was an InvalidURL traceback."""
+    monkeypatch.setenv("GATEWAY_HOST", "::1")
+    monkeypatch.setenv("GATEWAY_PORT", "9")
+    result = CliRunner().invoke(main, ["chat"], input="\n")
+    assert result.exit_code == 1, result.output
+    assert "Error: http://[::1]:9: " in result.output
