@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from rich.console import Console
@@ -30,6 +32,7 @@ from rich.markup import escape
 __all__ = ["ChatConsole", "ProtocolError", "sse_events"]
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow"}
+_RESUME_ATTEMPTS = 3  # a cut stream is resumed this many times, 0.25 s, 0.5 s, 0.75 s apart
 # C0 controls but newline and tab, DEL, and the C1 controls (0x9b is a one-byte CSI).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -67,16 +70,34 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     Raises:
         ProtocolError: an event's data is not a JSON object.
     """
-    event, data = "message", ""
+    for event, data, _ in _sse_frames(lines):
+        yield event, data
+
+
+def _sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    """``(event, data, id)`` of each frame of a text/event-stream (``id`` None when absent)."""
+    event, data, ident = "message", "", None
     for line in lines:
         if not line:
             if data:
-                yield event, _event_data(event, data)
-            event, data = "message", ""
+                yield event, _event_data(event, data), ident
+            event, data, ident = "message", "", None
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
             data += line[5:].strip()
+        elif line.startswith("id:"):
+            ident = line[3:].strip()
+
+
+class _Progress:
+    """How far one run's stream got: its ids, the last event id seen, whether it ended."""
+
+    def __init__(self, thread_id: str | None) -> None:
+        self.thread_id = thread_id
+        self.run_id: str | None = None
+        self.last_id: str | None = None
+        self.done = False
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any]:
@@ -143,15 +164,59 @@ class ChatConsole:
             self.console.print(f"[cyan]{_shown(body['initial_message'])}[/]")
 
     def send_http(self, client: httpx.Client, message: str) -> None:
-        """Send one message over SSE and render the events as they arrive."""
+        """Send one message over SSE and render the events as they arrive.
+
+        A stream that ends or breaks before the run's ``done`` (a proxy's timeout, a
+        network blip) is resumed from ``GET /threads/{id}/runs/{run_id}/events`` after
+        the last event id seen, as the playground does: the run goes on on the server.
+        When that fails too, an error says the answer is incomplete.
+        """
         body = {"thread_id": self.thread_id, "message": message, "stream": True}
+        progress = _Progress(self.thread_id)
         with client.stream("POST", f"{self.url}/chat", json=body, headers=self.headers) as resp:
             if resp.status_code != 200:
                 resp.read()
                 self.render("error", _error_of(resp))
                 return
-            for event, data in sse_events(resp.iter_lines()):
+            self._follow(resp, progress)
+        for attempt in range(1, _RESUME_ATTEMPTS + 1):
+            if progress.done or progress.run_id is None or progress.thread_id is None:
+                break
+            time.sleep(0.25 * attempt)
+            headers = {**self.headers, "Accept": "text/event-stream"}
+            if progress.last_id:
+                headers["Last-Event-ID"] = progress.last_id
+            thread, run = quote(progress.thread_id, safe=""), quote(progress.run_id, safe="")
+            url = f"{self.url}/threads/{thread}/runs/{run}/events"
+            try:
+                with client.stream("GET", url, headers=headers) as resp:
+                    if resp.status_code != 200:
+                        resp.read()
+                        self.render("error", _error_of(resp))
+                        break
+                    self._follow(resp, progress)
+            except httpx.TransportError:
+                continue  # still unreachable: try again
+        if not progress.done:
+            resumed = " and could not be resumed" if progress.run_id else ""
+            message = f"the answer was cut before its end{resumed}"
+            self.render("error", {"type": "stream_cut", "message": message})
+
+    def _follow(self, response: httpx.Response, progress: _Progress) -> None:
+        """Render one SSE response's events into ``progress`` until ``done`` or its end."""
+        try:
+            for event, data, ident in _sse_frames(response.iter_lines()):
                 self.render(event, data)
+                if event == "thread.run.created":
+                    progress.run_id = str(data.get("run_id"))
+                    progress.thread_id = str(data.get("thread_id", progress.thread_id))
+                if ident:
+                    progress.last_id = ident
+                if event == "done":
+                    progress.done = True
+                    return
+        except httpx.TransportError:
+            return  # broken off mid-stream: the caller resumes
 
     def send_ws(self, socket: Any, message: str) -> None:
         """Send one message on an open WebSocket and render events until its run's ``done``.

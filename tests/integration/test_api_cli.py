@@ -198,27 +198,40 @@ def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Pat
 
 
 @contextlib.contextmanager
-def _scripted_server(start: bytes, chat: bytes = b"") -> Iterator[str]:
+def _scripted_server(
+    start: bytes,
+    chat: bytes = b"",
+    resume: bytes | None = None,
+    seen: list[str] | None = None,
+    broken: int = 0,
+) -> Iterator[str]:
     """An HTTP server on loopback answering GET /start with ``start`` (JSON), POST /chat
-    with ``chat`` (an SSE body) and any other GET (a WebSocket upgrade) with a 404."""
+    with ``chat`` (an SSE body), GET /threads/t/runs/r/events with ``resume`` (an SSE body;
+    each request's path and Last-Event-ID appended to ``seen``) and any other GET (a
+    WebSocket upgrade) with a 404. ``broken``: the /chat answer announces that many bytes
+    more than it sends, so the connection breaks mid-body."""
 
     class Scripted(http.server.BaseHTTPRequestHandler):
-        def _answer(self, status: int, media_type: str, body: bytes) -> None:
+        def _answer(self, status: int, media_type: str, body: bytes, missing: int = 0) -> None:
             self.send_response(status)
             self.send_header("Content-Type", media_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(body) + missing))
             self.end_headers()
             self.wfile.write(body)
 
         def do_GET(self) -> None:
             if self.path.startswith("/start"):
                 self._answer(200, "application/json", start)
+            elif self.path == "/threads/t/runs/r/events" and resume is not None:
+                if seen is not None:
+                    seen.append(f"{self.path} after {self.headers.get('Last-Event-ID')}")
+                self._answer(200, "text/event-stream", resume)
             else:
                 self._answer(404, "text/plain", b"no WebSocket here")
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
-            self._answer(200, "text/event-stream", chat)
+            self._answer(200, "text/event-stream", chat, broken)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -340,3 +353,52 @@ def test_chat_reaches_an_ipv6_gateway_host(monkeypatch: pytest.MonkeyPatch) -> N
     result = CliRunner().invoke(main, ["chat"], input="\n")
     assert result.exit_code == 1, result.output
     assert "Error: http://[::1]:9: " in result.output
+
+
+def _frames(first_id: int, *events: tuple[str, object]) -> bytes:
+    return b"".join(
+        f"id: r:{n}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        for n, (name, data) in enumerate(events, first_id)
+    )
+
+
+_STARTED = b'{"thread_id": "t", "assistant": "a"}'
+
+
+@pytest.mark.parametrize("broken", [0, 100], ids=["ended", "broken"])
+def test_chat_resumes_a_stream_cut_before_its_end(broken: int) -> None:
+    """A stream that ends before `done` (a proxy's timeout) is resumed from the run's
+    events after the last id seen, so the whole answer shows; it silently stopped
+    mid-answer and looked complete (or, broken off, ended the session with an error)."""
+    cut = _frames(
+        1,
+        ("thread.run.created", {"run_id": "r", "thread_id": "t"}),
+        ("thread.message.delta", {"delta": "Hello "}),
+    )
+    rest = _frames(
+        3,
+        ("thread.message.delta", {"delta": "world."}),
+        ("thread.message.completed", {"content": "Hello world."}),
+        ("done", {}),
+    )
+    seen: list[str] = []
+    with _scripted_server(_STARTED, cut, rest, seen, broken) as url:
+        result = CliRunner().invoke(main, ["chat", "--url", url], input="hi\n\n")
+    assert result.exit_code == 0, result.output
+    assert "assistant> Hello world." in result.output
+    assert "error" not in result.output
+    assert seen == ["/threads/t/runs/r/events after r:2"]
+
+
+def test_chat_says_when_a_cut_stream_cannot_be_resumed() -> None:
+    """When the run's events cannot be read either, an error says the answer is cut."""
+    cut = _frames(
+        1,
+        ("thread.run.created", {"run_id": "r", "thread_id": "t"}),
+        ("thread.message.delta", {"delta": "Hello "}),
+    )
+    with _scripted_server(_STARTED, cut) as url:  # no resume route: 404
+        result = CliRunner().invoke(main, ["chat", "--url", url], input="hi\n\n")
+    assert result.exit_code == 0, result.output
+    assert "error (http_error): HTTP 404" in result.output
+    assert "the answer was cut before its end and could not be resumed" in result.output
