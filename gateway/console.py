@@ -169,10 +169,17 @@ class ChatConsole:
         A stream that ends or breaks before the run's ``done`` (a proxy's timeout, a
         network blip) is resumed from ``GET /threads/{id}/runs/{run_id}/events`` after
         the last event id seen, as the playground does: the run goes on on the server.
-        When that fails too, an error says the answer is incomplete.
+        When that fails too, an error says the answer is incomplete. Ctrl-C while the
+        answer streams cancels the run (its model call and actions stop) and returns.
         """
-        body = {"thread_id": self.thread_id, "message": message, "stream": True}
         progress = _Progress(self.thread_id)
+        try:
+            self._send_http(client, message, progress)
+        except KeyboardInterrupt:
+            self._cancel(client, progress)
+
+    def _send_http(self, client: httpx.Client, message: str, progress: _Progress) -> None:
+        body = {"thread_id": self.thread_id, "message": message, "stream": True}
         with client.stream("POST", f"{self.url}/chat", json=body, headers=self.headers) as resp:
             if resp.status_code != 200:
                 resp.read()
@@ -202,6 +209,24 @@ class ChatConsole:
             message = f"the answer was cut before its end{resumed}"
             self.render("error", {"type": "stream_cut", "message": message})
 
+    def _cancel(self, client: httpx.Client, progress: _Progress) -> None:
+        """After Ctrl-C: cancel the run being answered (``POST .../cancel``) and say so."""
+        if self._open_line:
+            self.console.print()
+            self._open_line = False
+        if progress.done:
+            return
+        if progress.run_id is None or progress.thread_id is None:
+            self.console.print("[yellow]interrupted before the run started[/]")
+            return
+        thread, run = quote(progress.thread_id, safe=""), quote(progress.run_id, safe="")
+        url = f"{self.url}/threads/{thread}/runs/{run}/cancel"
+        response = client.post(url, headers=self.headers)
+        if response.status_code != 200:
+            self.render("error", _error_of(response))
+            return
+        self.console.print("[yellow]cancelled[/]")
+
     def _follow(self, response: httpx.Response, progress: _Progress) -> None:
         """Render one SSE response's events into ``progress`` until ``done`` or its end."""
         try:
@@ -225,21 +250,39 @@ class ChatConsole:
         and no run; an ``error`` inside a run is followed by ``thread.run.failed``,
         ``metadata`` and ``done``, which must be read here, not taken for the next answer.
 
+        The first Ctrl-C cancels the run (over HTTP) and keeps reading to its ``done``;
+        a second one is not caught.
+
         Raises:
             ProtocolError: a frame is not ``{"event": NAME, "data": {...}}``.
         """
         socket.send(json.dumps({"thread_id": self.thread_id, "message": message}))
-        started = False
+        progress = _Progress(self.thread_id)
+        interrupted = False
         while True:
-            frame = _event_data("WebSocket", socket.recv())
-            event, data = frame.get("event"), frame.get("data")
-            if not isinstance(event, str) or not isinstance(data, dict):
-                raise ProtocolError("the server sent a WebSocket frame without event and data")
-            self.render(event, data)
-            if event == "thread.run.created":
-                started = True
-            elif event == "done" or (event == "error" and not started):
-                return
+            try:
+                frame = _event_data("WebSocket", socket.recv())
+                event, data = frame.get("event"), frame.get("data")
+                if not isinstance(event, str) or not isinstance(data, dict):
+                    raise ProtocolError("the server sent a WebSocket frame without event and data")
+                self.render(event, data)
+                if event == "thread.run.created":
+                    progress.run_id = str(data.get("run_id"))
+                    progress.thread_id = str(data.get("thread_id", progress.thread_id))
+                    if interrupted:  # Ctrl-C came before the run existed
+                        self._cancel_over_http(progress)
+                elif event == "done" or (event == "error" and progress.run_id is None):
+                    return
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise
+                interrupted = True
+                if progress.run_id is not None:
+                    self._cancel_over_http(progress)
+
+    def _cancel_over_http(self, progress: _Progress) -> None:
+        with httpx.Client(timeout=10.0) as client:
+            self._cancel(client, progress)
 
     def render(self, event: str, data: dict[str, Any]) -> None:
         """Print one event.

@@ -91,7 +91,7 @@ def chat_command(assistant: str | None, url: str | None, use_ws: bool, key: str 
 
     ASSISTANT may be omitted when the gateway has a default one. Streams the
     answer and shows each tool call with its arguments, status and duration.
-    An empty line or Ctrl-D quits.
+    Ctrl-C while an answer streams cancels its run; an empty line or Ctrl-D quits.
     """
     import httpx
 

@@ -402,3 +402,73 @@ def test_chat_says_when_a_cut_stream_cannot_be_resumed() -> None:
     assert result.exit_code == 0, result.output
     assert "error (http_error): HTTP 404" in result.output
     assert "the answer was cut before its end and could not be resumed" in result.output
+
+
+@pytest.mark.parametrize("transport", [[], ["--ws"]], ids=["sse", "ws"])
+def test_ctrl_c_cancels_the_answer_and_keeps_the_chat(
+    gateway_server: ServerFactory, tmp_path: Path, transport: list[str]
+) -> None:
+    """Ctrl-C while an answer streams cancels its run and returns to the prompt, where
+    the next message is answered; it quit the chat and left the run going on the server
+    (a model call and actions still running, the thread busy with 409 for a while)."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+        )
+        server = gateway_server(manifests)
+        fake.delay(0, between_chunks=0.2)
+        fake.add_text(" ".join(f"word{n}" for n in range(200)))  # 40 s at this pace
+        fake.add_text("second")
+        command = [sys.executable, "-c", "from gateway.cli import main; main()"]
+        proc = subprocess.Popen(
+            [*command, "chat", "--url", server.url, *transport],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        output = bytearray()
+        stdout = proc.stdout
+
+        def read() -> None:
+            while chunk := stdout.read1():
+                output.extend(chunk)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+
+        def wait_for(text: bytes, start: int = 0) -> int:
+            deadline = time.monotonic() + 30
+            while (at := output.find(text, start)) < 0:
+                assert proc.poll() is None, output.decode()
+                assert time.monotonic() < deadline, output.decode()
+                time.sleep(0.05)
+            return at
+
+        try:
+            proc.stdin.write(b"tell me everything\n")
+            proc.stdin.flush()
+            wait_for(b"word2 ")
+            proc.send_signal(signal.SIGINT)
+            at = wait_for(b"cancelled")
+            proc.stdin.write(b"and now?\n")
+            proc.stdin.flush()
+            wait_for(b"second", at)
+            proc.stdin.write(b"\n")
+            proc.stdin.close()
+            assert proc.wait(30) == 0, output.decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            reader.join(10)
+            stdout.close()
+            proc.stdin.close()
+    text = output.decode()
+    assert "word199" not in text
+    assert "Aborted" not in text and "409" not in text, text
