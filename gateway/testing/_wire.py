@@ -56,6 +56,7 @@ QUIRKS = frozenset(
 """
 
 _PIECE = re.compile(r"\s*\S+\s*")
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _ARG_FRAGMENT = 8
 
 
@@ -181,14 +182,19 @@ def request_error(api: str, body: dict[str, Any]) -> tuple[str, str | None] | No
     """Why OpenAI would refuse this model request with a 400, as (message, param); None if not.
 
     The fake checks what a client most easily gets wrong and OpenAI refuses,
-    so a test cannot pass on a request the real service rejects: Chat
-    Completions needs ``messages``, ``stream_options`` only with ``stream``, and
+    so a test cannot pass on a request the real service rejects: tool names
+    match ``^[a-zA-Z0-9_-]{1,64}$``; Chat Completions needs ``messages``, a
+    non-empty ``tools`` when sent (and for ``tool_choice``), ``stream_options``
+    only with ``stream``, and
     every assistant message with ``tool_calls`` directly followed by one tool
     message per call (and no tool message anywhere else); a Responses input
     needs a ``function_call`` for each ``function_call_output`` and the reverse
     (unchecked with ``previous_response_id``: the fake keeps no responses).
     The messages are OpenAI's own.
     """
+    tools_error = _tools_error(api, body)
+    if tools_error is not None:
+        return tools_error
     if api == "chat":
         if body.get("stream_options") is not None and not body.get("stream"):
             return (
@@ -203,6 +209,41 @@ def request_error(api: str, body: dict[str, Any]) -> tuple[str, str | None] | No
         items = body.get("input")
         if isinstance(items, list):
             return _responses_tool_error([i for i in items if isinstance(i, dict)])
+    return None
+
+
+def _tools_error(api: str, body: dict[str, Any]) -> tuple[str, str | None] | None:
+    tools = body.get("tools")
+    if api == "chat" and tools == []:
+        return (
+            "Invalid 'tools': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            "tools",
+        )
+    if api == "chat" and body.get("tool_choice") is not None and not tools:
+        return (
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+            "are specified.",
+            "tool_choice",
+        )
+    for at, tool in enumerate(tools if isinstance(tools, list) else []):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue  # a hosted tool (web_search...): not checked here
+        nested = api == "chat" and isinstance(tool.get("function"), dict)
+        name = tool["function"].get("name") if nested else tool.get("name")
+        field = f"tools[{at}].function.name" if nested else f"tools[{at}].name"
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            return (
+                f"Invalid '{field}': string does not match pattern. Expected a string that "
+                "matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                field,
+            )
+        if len(name) > 64:
+            return (
+                f"Invalid '{field}': string too long. Expected a string with maximum length "
+                f"64, but got a string with length {len(name)} instead.",
+                field,
+            )
     return None
 
 

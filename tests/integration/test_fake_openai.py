@@ -296,6 +296,26 @@ _USER = {"role": "user", "content": "hi"}
             "stream_options",
         ),
         ({"messages": []}, "Missing required parameter: 'messages'.", "messages"),
+        ({"messages": [_USER], "tools": []}, "Invalid 'tools': empty array.", "tools"),
+        (
+            {"messages": [_USER], "tool_choice": "auto"},
+            "'tool_choice' is only allowed when 'tools' are specified.",
+            "tool_choice",
+        ),
+        (
+            {
+                "messages": [_USER],
+                "tools": [{"type": "function", "function": {"name": "get weather"}}],
+            },
+            "Invalid 'tools[0].function.name': string does not match pattern.",
+            "tools[0].function.name",
+        ),
+        (
+            {"messages": [_USER], "tools": [{"type": "function", "function": {"name": "f" * 65}}]},
+            "string too long. Expected a string with maximum length 64, but got a string with "
+            "length 65 instead.",
+            "tools[0].function.name",
+        ),
     ],
 )
 def test_chat_refuses_what_openai_refuses(
@@ -358,3 +378,15 @@ def test_responses_refuses_unpaired_function_calls(
     fake.add_text("continued")
     answer = client.responses.create(model="m", input=items, previous_response_id="resp_1")  # type: ignore[arg-type]
     assert answer.output_text == "continued"
+
+
+def test_responses_refuses_a_tool_name_openai_refuses(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    """A Responses function tool named outside ^[a-zA-Z0-9_-]{1,64}$ gets OpenAI's 400."""
+    tool = {"type": "function", "name": "get.weather", "parameters": {"type": "object"}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="m", input="hi", tools=[tool])  # type: ignore[list-item]
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "tools[0].name"
