@@ -280,3 +280,29 @@ def test_playground_new_thread_drops_the_answer_streaming(
         page.wait_for_timeout(3000)  # the old run would have ended: its metadata shown
         expect(page.locator(".msg")).to_have_count(1)
         assert len(cancels) == 1 and f"/threads/{old_thread}/runs/" in cancels[0]
+
+
+def test_playground_runs_only_its_own_script(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """The page is served with a Content-Security-Policy allowing its own inline script
+    and style by hash and nothing else: markup that ever slipped into the log (a model's
+    answer rendered as HTML) could not run script; no other site may frame the page."""
+    server = gateway_server(api_manifests)
+    response = page.goto(f"{server.url}/ui")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "connect-src 'self'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    expect(page.locator("#assistant option")).not_to_have_count(0)  # its own script runs
+    page.evaluate(
+        """() => {
+            const log = document.getElementById("log");
+            log.insertAdjacentHTML("beforeend", '<img src="x" onerror="window.pwned = 1">');
+            const s = document.createElement("script");
+            s.textContent = "window.pwned = 2";
+            document.body.appendChild(s);
+        }"""
+    )
+    page.wait_for_timeout(300)  # an onerror handler, if allowed, runs once the image fails
+    assert page.evaluate("window.pwned === undefined")
