@@ -10,10 +10,11 @@ server side of the package.
 Everything the server sends is untrusted: a model's answer or a tool's output
 can hold rich markup (``[/]``) or terminal escape sequences (which could move
 the cursor over a line already shown, retitle the window or write the
-clipboard), so every string is shown through ``_shown`` (control characters
-made visible, markup escaped). An answer that is not the gateway's protocol (a
-non-JSON body, an event missing its fields: another server, a proxy) raises
-``ProtocolError``, which ``gateway chat`` prints as a one-line error.
+clipboard), so every string is shown through ``_visible`` (control characters
+made visible) inside a rich ``Text``, never parsed as markup. An answer that
+is not the gateway's protocol (a non-JSON body, an event missing its fields:
+another server, a proxy) raises ``ProtocolError``, which ``gateway chat``
+prints as a one-line error.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from urllib.parse import quote
 
 import httpx
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 __all__ = ["ChatConsole", "ProtocolError", "sse_events"]
 
@@ -41,12 +42,12 @@ class ProtocolError(RuntimeError):
     """The server's answer is not the gateway's protocol (not JSON, a field missing...)."""
 
 
-def _shown(value: object) -> str:
-    """``value`` as text safe to print with rich: control characters shown as ``\\xNN``,
-    rich markup escaped, so a hostile answer can neither drive the terminal nor break markup.
+def _visible(value: object) -> str:
+    """``value`` as text that cannot drive a terminal: control characters shown as ``\\xNN``
+    (newline and tab kept). Print it in a ``Text``, so rich markup in it stays text too.
     """
     text = str(value).replace("\r\n", "\n")
-    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _event_data(event: str, data: str | bytes) -> dict[str, Any]:
@@ -158,10 +159,14 @@ class ChatConsole:
             )
         self.thread_id, self.assistant = body["thread_id"], str(body.get("assistant"))
         self.console.print(
-            f"[bold]{_shown(self.assistant)}[/] [dim]thread {_shown(self.thread_id)}[/]"
+            Text.assemble(
+                (_visible(self.assistant), "bold"),
+                " ",
+                (f"thread {_visible(self.thread_id)}", "dim"),
+            )
         )
         if body.get("initial_message"):
-            self.console.print(f"[cyan]{_shown(body['initial_message'])}[/]")
+            self.console.print(Text(_visible(body["initial_message"]), style="cyan"))
 
     def send_http(self, client: httpx.Client, message: str) -> None:
         """Send one message over SSE and render the events as they arrive.
@@ -303,34 +308,44 @@ class ChatConsole:
             if not self._open_line:
                 out.print("[cyan]assistant>[/] ", end="")
                 self._open_line = True
-            out.print(_shown(data["delta"]), end="", style="cyan")
+            out.print(Text(_visible(data["delta"]), style="cyan"), end="")
             return
         if self._open_line:
             out.print()
             self._open_line = False
         if event == "thread.run.step.created":
             call = data["tool_call"]
+            arguments = f"({_visible(call['arguments'])})"
             out.print(
-                f"  [magenta]tool[/] {_shown(call['name'])}[dim]({_shown(call['arguments'])})[/]"
+                Text.assemble(
+                    "  ", ("tool", "magenta"), " ", _visible(call["name"]), (arguments, "dim")
+                )
             )
         elif event == "thread.run.step.completed":
             call = data["tool_call"]
             style = _STATUS_STYLE.get(call["status"], "white")
             output = str(call["output"])
             output = output if len(output) <= 200 else output[:200] + "..."
+            took = f"in {float(call['duration_ms']):.0f} ms: {_visible(output)}"
             out.print(
-                f"  [{style}]{_shown(call['status'])}[/] {_shown(call['name'])} "
-                f"[dim]in {float(call['duration_ms']):.0f} ms: {_shown(output)}[/]"
+                Text.assemble(
+                    "  ",
+                    (_visible(call["status"]), style),
+                    " ",
+                    _visible(call["name"]),
+                    " ",
+                    (took, "dim"),
+                )
             )
         elif event == "thread.run.completed" and data.get("incomplete_details"):
-            reason = escape(str(data["incomplete_details"].get("reason")))
-            out.print(f"[yellow]answer cut short ({reason})[/]")
+            reason = _visible(data["incomplete_details"].get("reason"))
+            out.print(Text(f"answer cut short ({reason})", style="yellow"))
         elif event in ("error", "thread.run.failed"):
             info = data.get("error", data)
-            kind, message = _shown(info.get("type")), _shown(info.get("message"))
-            out.print(f"[red]error ({kind}): {message}[/]")
+            kind, message = _visible(info.get("type")), _visible(info.get("message"))
+            out.print(Text(f"error ({kind}): {message}", style="red"))
         elif event == "metadata":
-            t = data["timings"]
+            t = {k: float(data["timings"][k]) for k in ("total_ms", "model_ms", "tools_ms")}
             split = f"model {t['model_ms']:.0f}, tools {t['tools_ms']:.0f}"
-            tokens = data["usage"]["total_tokens"]
-            out.print(f"[dim]{t['total_ms']:.0f} ms ({split}), {tokens} tokens[/]")
+            tokens = int(data["usage"]["total_tokens"])
+            out.print(Text(f"{t['total_ms']:.0f} ms ({split}), {tokens} tokens", style="dim"))

@@ -269,7 +269,14 @@ def test_chat_shows_hostile_text_inert() -> None:
         ("thread.message.delta", {"delta": "x\x1b]52;c;cHduZWQ=\x1b\\y\r\x1b[2Kz"}),
         (
             "thread.run.step.completed",
-            {"tool_call": {"name": "n[/]", "status": "[/]", "output": "\x1b[8m", "duration_ms": 1}},
+            {
+                "tool_call": {
+                    "name": "n[/]\\",
+                    "status": "[/]",
+                    "output": "\x1b[8m",
+                    "duration_ms": 1,
+                }
+            },
         ),
         ("done", {}),
     )
@@ -281,7 +288,7 @@ def test_chat_shows_hostile_text_inert() -> None:
     assert "thread t[/bold]1" in out
     assert "hi \\x1b]0;retitled\\x07 \\x9b2J :smile:" in out
     assert "x\\x1b]52;c;cHduZWQ=\\x1b\\y\\x0d\\x1b[2Kz" in out
-    assert "[/] n[/] in 1 ms: \\x1b[8m" in out
+    assert "[/] n[/]\\ in 1 ms: \\x1b[8m" in out  # one backslash, as sent
 
 
 @pytest.mark.parametrize(
