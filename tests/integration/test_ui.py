@@ -306,3 +306,31 @@ def test_playground_runs_only_its_own_script(
     )
     page.wait_for_timeout(300)  # an onerror handler, if allowed, runs once the image fails
     assert page.evaluate("window.pwned === undefined")
+
+
+def test_playground_says_an_answer_was_cut_short(
+    page: Page, gateway_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """An answer the model's token limit cut (an incomplete run) is shown, then said to be
+    cut short and why; it looked like a whole answer, as `gateway chat` already said."""
+    from gateway.testing.fake_openai import FakeOpenAI
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+        )
+        server = gateway_server(manifests)
+        fake.add_text("It is sun", finish_reason="length")
+        page.goto(f"{server.url}/ui")
+        expect(page.locator("#assistant option")).to_have_count(1)
+        page.fill("#message", "weather?")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.meta")).to_have_count(1)
+        expect(page.locator(".msg.assistant").last).to_have_text("It is sun")
+        expect(page.locator(".msg.error")).to_have_text(
+            "The answer was cut short (max_completion_tokens)."
+        )
