@@ -6,35 +6,99 @@ each tool call the way one wants to read it: name and arguments when it
 starts, status, duration and a short output when it ends. Imports httpx and
 rich (and ``websockets`` for ``--ws``, imported only then); nothing from the
 server side of the package.
+
+Everything the server sends is untrusted: a model's answer or a tool's output
+can hold rich markup (``[/]``) or terminal escape sequences (which could move
+the cursor over a line already shown, retitle the window or write the
+clipboard), so every string is shown through ``_visible`` (control characters
+made visible) inside a rich ``Text``, never parsed as markup. An answer that
+is not the gateway's protocol (a non-JSON body, an event missing its fields:
+another server, a proxy) raises ``ProtocolError``, which ``gateway chat``
+prints as a one-line error.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
-__all__ = ["ChatConsole", "sse_events"]
+__all__ = ["ChatConsole", "ProtocolError", "sse_events"]
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow"}
+_RESUME_ATTEMPTS = 3  # a cut stream is resumed this many times, 0.25 s, 0.5 s, 0.75 s apart
+# C0 controls but newline and tab, DEL, and the C1 controls (0x9b is a one-byte CSI).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class ProtocolError(RuntimeError):
+    """The server's answer is not the gateway's protocol (not JSON, a field missing...)."""
+
+
+def _visible(value: object) -> str:
+    """``value`` as text that cannot drive a terminal: control characters shown as ``\\xNN``
+    (newline and tab kept). Print it in a ``Text``, so rich markup in it stays text too.
+    """
+    text = str(value).replace("\r\n", "\n")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _event_data(event: str, data: str | bytes) -> dict[str, Any]:
+    """The JSON object an event carries.
+
+    Raises:
+        ProtocolError: ``data`` is not a JSON object.
+    """
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        decoded = None
+    if not isinstance(decoded, dict):
+        raise ProtocolError(f"the server sent a {event!r} event whose data is not a JSON object")
+    return decoded
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(event, data)`` pairs from the lines of a text/event-stream (comments skipped)."""
-    event, data = "message", ""
+    """``(event, data)`` pairs from the lines of a text/event-stream (comments skipped).
+
+    Raises:
+        ProtocolError: an event's data is not a JSON object.
+    """
+    for event, data, _ in _sse_frames(lines):
+        yield event, data
+
+
+def _sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    """``(event, data, id)`` of each frame of a text/event-stream (``id`` None when absent)."""
+    event, data, ident = "message", "", None
     for line in lines:
         if not line:
             if data:
-                yield event, json.loads(data)
-            event, data = "message", ""
+                yield event, _event_data(event, data), ident
+            event, data, ident = "message", "", None
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
             data += line[5:].strip()
+        elif line.startswith("id:"):
+            ident = line[3:].strip()
+
+
+class _Progress:
+    """How far one run's stream got: its ids, the last event id seen, whether it ended."""
+
+    def __init__(self, thread_id: str | None) -> None:
+        self.thread_id = thread_id
+        self.run_id: str | None = None
+        self.last_id: str | None = None
+        self.done = False
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any]:
@@ -68,34 +132,121 @@ class ChatConsole:
         self.assistant = assistant
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.key = key
-        self.console = console or Console(highlight=False)
+        # emoji=False: an answer's ":smile:" is text, not a code to replace.
+        self.console = console or Console(highlight=False, emoji=False)
         self.thread_id: str | None = None
         self._open_line = False
 
     def start(self, client: httpx.Client) -> None:
-        """Open a thread and print the assistant's greeting."""
+        """Open a thread and print the assistant's greeting.
+
+        Raises:
+            RuntimeError: the gateway refused (its status and message).
+            ProtocolError: the answer is not a gateway's (not JSON, no thread id).
+        """
         params = {"assistant": self.assistant} if self.assistant else {}
         response = client.get(f"{self.url}/start", params=params, headers=self.headers)
         if response.status_code != 200:
             raise RuntimeError(_error_of(response)["message"])
-        body = response.json()
-        self.thread_id, self.assistant = body["thread_id"], body["assistant"]
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("thread_id"), str):
+            raise ProtocolError(
+                f"GET /start answered HTTP {response.status_code} without a thread_id: "
+                "is this a gateway?"
+            )
+        self.thread_id, self.assistant = body["thread_id"], str(body.get("assistant"))
         self.console.print(
-            f"[bold]{escape(str(self.assistant))}[/] [dim]thread {self.thread_id}[/]"
+            Text.assemble(
+                (_visible(self.assistant), "bold"),
+                " ",
+                (f"thread {_visible(self.thread_id)}", "dim"),
+            )
         )
         if body.get("initial_message"):
-            self.console.print(f"[cyan]{escape(body['initial_message'])}[/]")
+            self.console.print(Text(_visible(body["initial_message"]), style="cyan"))
 
     def send_http(self, client: httpx.Client, message: str) -> None:
-        """Send one message over SSE and render the events as they arrive."""
+        """Send one message over SSE and render the events as they arrive.
+
+        A stream that ends or breaks before the run's ``done`` (a proxy's timeout, a
+        network blip) is resumed from ``GET /threads/{id}/runs/{run_id}/events`` after
+        the last event id seen, as the playground does: the run goes on on the server.
+        When that fails too, an error says the answer is incomplete. Ctrl-C while the
+        answer streams cancels the run (its model call and actions stop) and returns.
+        """
+        progress = _Progress(self.thread_id)
+        try:
+            self._send_http(client, message, progress)
+        except KeyboardInterrupt:
+            self._cancel(client, progress)
+
+    def _send_http(self, client: httpx.Client, message: str, progress: _Progress) -> None:
         body = {"thread_id": self.thread_id, "message": message, "stream": True}
         with client.stream("POST", f"{self.url}/chat", json=body, headers=self.headers) as resp:
             if resp.status_code != 200:
                 resp.read()
                 self.render("error", _error_of(resp))
                 return
-            for event, data in sse_events(resp.iter_lines()):
+            self._follow(resp, progress)
+        for attempt in range(1, _RESUME_ATTEMPTS + 1):
+            if progress.done or progress.run_id is None or progress.thread_id is None:
+                break
+            time.sleep(0.25 * attempt)
+            headers = {**self.headers, "Accept": "text/event-stream"}
+            if progress.last_id:
+                headers["Last-Event-ID"] = progress.last_id
+            thread, run = quote(progress.thread_id, safe=""), quote(progress.run_id, safe="")
+            url = f"{self.url}/threads/{thread}/runs/{run}/events"
+            try:
+                with client.stream("GET", url, headers=headers) as resp:
+                    if resp.status_code != 200:
+                        resp.read()
+                        self.render("error", _error_of(resp))
+                        break
+                    self._follow(resp, progress)
+            except httpx.TransportError:
+                continue  # still unreachable: try again
+        if not progress.done:
+            resumed = " and could not be resumed" if progress.run_id else ""
+            message = f"the answer was cut before its end{resumed}"
+            self.render("error", {"type": "stream_cut", "message": message})
+
+    def _cancel(self, client: httpx.Client, progress: _Progress) -> None:
+        """After Ctrl-C: cancel the run being answered (``POST .../cancel``) and say so."""
+        if self._open_line:
+            self.console.print()
+            self._open_line = False
+        if progress.done:
+            return
+        if progress.run_id is None or progress.thread_id is None:
+            self.console.print("[yellow]interrupted before the run started[/]")
+            return
+        thread, run = quote(progress.thread_id, safe=""), quote(progress.run_id, safe="")
+        url = f"{self.url}/threads/{thread}/runs/{run}/cancel"
+        response = client.post(url, headers=self.headers)
+        if response.status_code != 200:
+            self.render("error", _error_of(response))
+            return
+        self.console.print("[yellow]cancelled[/]")
+
+    def _follow(self, response: httpx.Response, progress: _Progress) -> None:
+        """Render one SSE response's events into ``progress`` until ``done`` or its end."""
+        try:
+            for event, data, ident in _sse_frames(response.iter_lines()):
                 self.render(event, data)
+                if event == "thread.run.created":
+                    progress.run_id = str(data.get("run_id"))
+                    progress.thread_id = str(data.get("thread_id", progress.thread_id))
+                if ident:
+                    progress.last_id = ident
+                if event == "done":
+                    progress.done = True
+                    return
+        except httpx.TransportError:
+            return  # broken off mid-stream: the caller resumes
 
     def send_ws(self, socket: Any, message: str) -> None:
         """Send one message on an open WebSocket and render events until its run's ``done``.
@@ -103,51 +254,98 @@ class ChatConsole:
         A refused message (bad frame, busy thread, rate limit...) gets a lone ``error``
         and no run; an ``error`` inside a run is followed by ``thread.run.failed``,
         ``metadata`` and ``done``, which must be read here, not taken for the next answer.
+
+        The first Ctrl-C cancels the run (over HTTP) and keeps reading to its ``done``;
+        a second one is not caught.
+
+        Raises:
+            ProtocolError: a frame is not ``{"event": NAME, "data": {...}}``.
         """
         socket.send(json.dumps({"thread_id": self.thread_id, "message": message}))
-        started = False
+        progress = _Progress(self.thread_id)
+        interrupted = False
         while True:
-            frame = json.loads(socket.recv())
-            self.render(frame["event"], frame["data"])
-            if frame["event"] == "thread.run.created":
-                started = True
-            elif frame["event"] == "done" or (frame["event"] == "error" and not started):
-                return
+            try:
+                frame = _event_data("WebSocket", socket.recv())
+                event, data = frame.get("event"), frame.get("data")
+                if not isinstance(event, str) or not isinstance(data, dict):
+                    raise ProtocolError("the server sent a WebSocket frame without event and data")
+                self.render(event, data)
+                if event == "thread.run.created":
+                    progress.run_id = str(data.get("run_id"))
+                    progress.thread_id = str(data.get("thread_id", progress.thread_id))
+                    if interrupted:  # Ctrl-C came before the run existed
+                        self._cancel_over_http(progress)
+                elif event == "done" or (event == "error" and progress.run_id is None):
+                    return
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise
+                interrupted = True
+                if progress.run_id is not None:
+                    self._cancel_over_http(progress)
+
+    def _cancel_over_http(self, progress: _Progress) -> None:
+        with httpx.Client(timeout=10.0) as client:
+            self._cancel(client, progress)
 
     def render(self, event: str, data: dict[str, Any]) -> None:
-        """Print one event."""
+        """Print one event.
+
+        Raises:
+            ProtocolError: the event lacks a field it must carry.
+        """
+        try:
+            self._render(event, data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProtocolError(
+                f"the server sent a malformed {event!r} event ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _render(self, event: str, data: dict[str, Any]) -> None:
         out = self.console
         if event == "thread.message.delta":
             if not self._open_line:
                 out.print("[cyan]assistant>[/] ", end="")
                 self._open_line = True
-            out.print(escape(data["delta"]), end="", style="cyan")
+            out.print(Text(_visible(data["delta"]), style="cyan"), end="")
             return
         if self._open_line:
             out.print()
             self._open_line = False
         if event == "thread.run.step.created":
             call = data["tool_call"]
+            arguments = f"({_visible(call['arguments'])})"
             out.print(
-                f"  [magenta]tool[/] {escape(call['name'])}[dim]({escape(call['arguments'])})[/]"
+                Text.assemble(
+                    "  ", ("tool", "magenta"), " ", _visible(call["name"]), (arguments, "dim")
+                )
             )
         elif event == "thread.run.step.completed":
             call = data["tool_call"]
             style = _STATUS_STYLE.get(call["status"], "white")
-            output = call["output"] if len(call["output"]) <= 200 else call["output"][:200] + "..."
+            output = str(call["output"])
+            output = output if len(output) <= 200 else output[:200] + "..."
+            took = f"in {float(call['duration_ms']):.0f} ms: {_visible(output)}"
             out.print(
-                f"  [{style}]{call['status']}[/] {escape(call['name'])} "
-                f"[dim]in {call['duration_ms']:.0f} ms: {escape(output)}[/]"
+                Text.assemble(
+                    "  ",
+                    (_visible(call["status"]), style),
+                    " ",
+                    _visible(call["name"]),
+                    " ",
+                    (took, "dim"),
+                )
             )
         elif event == "thread.run.completed" and data.get("incomplete_details"):
-            reason = escape(str(data["incomplete_details"].get("reason")))
-            out.print(f"[yellow]answer cut short ({reason})[/]")
+            reason = _visible(data["incomplete_details"].get("reason"))
+            out.print(Text(f"answer cut short ({reason})", style="yellow"))
         elif event in ("error", "thread.run.failed"):
             info = data.get("error", data)
-            kind, message = escape(str(info.get("type"))), escape(str(info.get("message")))
-            out.print(f"[red]error ({kind}): {message}[/]")
+            kind, message = _visible(info.get("type")), _visible(info.get("message"))
+            out.print(Text(f"error ({kind}): {message}", style="red"))
         elif event == "metadata":
-            t = data["timings"]
+            t = {k: float(data["timings"][k]) for k in ("total_ms", "model_ms", "tools_ms")}
             split = f"model {t['model_ms']:.0f}, tools {t['tools_ms']:.0f}"
-            tokens = data["usage"]["total_tokens"]
-            out.print(f"[dim]{t['total_ms']:.0f} ms ({split}), {tokens} tokens[/]")
+            tokens = int(data["usage"]["total_tokens"])
+            out.print(Text(f"{t['total_ms']:.0f} ms ({split}), {tokens} tokens", style="dim"))

@@ -6,7 +6,6 @@ Imports click and ``_common`` at the top, ``gateway.manifests`` inside the comma
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
@@ -16,9 +15,6 @@ from gateway._cli._common import (
     manifests_option,
     register_kinds,
 )
-
-if TYPE_CHECKING:
-    from gateway.errors import Problem
 
 __all__ = ["import_seed_command", "schema_command", "tools_command", "validate_command"]
 
@@ -51,7 +47,7 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
     """
     from typing import cast
 
-    from gateway.errors import ManifestError
+    from gateway.errors import ManifestError, Problem
     from gateway.manifests.loader import load_catalog
     from gateway.manifests.validate import Format, format_problems
 
@@ -59,15 +55,19 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
     settings = load_settings()
     code_root = Path(gateway_root) if gateway_root else settings.gateway_root
     roots: dict[Path, set[Path] | None] = {}  # root -> the files to report (None: all)
+    problems: list[Problem] = []
     for target in [Path(p) for p in paths] or [settings.manifests]:
-        if target.is_file():
+        if not target.exists():  # a typo: not "the manifests root" it would be taken for
+            problems.append(
+                Problem(file=str(target), line=1, col=1, message="no such file or directory")
+            )
+        elif target.is_file():
             inside = target.resolve().is_relative_to(settings.manifests.resolve())
             only = roots.setdefault(settings.manifests if inside else target.parent, set())
             if only is not None:
                 only.add(target.resolve())
         else:
             roots[target] = None
-    problems: list[Problem] = []
     for root, only in roots.items():
         try:
             catalog = load_catalog(root, gateway_root=code_root)

@@ -91,7 +91,7 @@ def chat_command(assistant: str | None, url: str | None, use_ws: bool, key: str 
 
     ASSISTANT may be omitted when the gateway has a default one. Streams the
     answer and shows each tool call with its arguments, status and duration.
-    An empty line or Ctrl-D quits.
+    Ctrl-C while an answer streams cancels its run; an empty line or Ctrl-D quits.
     """
     import httpx
 
@@ -100,7 +100,10 @@ def chat_command(assistant: str | None, url: str | None, use_ws: bool, key: str 
     if url is None:
         settings = load_settings()
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
-        url = f"http://{host}:{settings.port}"
+        url = (
+            f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+        )
+    shown = _checked_url(url)
     session = ChatConsole(url, assistant, key)
     try:
         with httpx.Client(timeout=httpx.Timeout(10.0, read=None)) as client:
@@ -111,7 +114,30 @@ def chat_command(assistant: str | None, url: str | None, use_ws: bool, key: str 
             while message := _ask():
                 session.send_http(client, message)
     except (httpx.HTTPError, RuntimeError, OSError) as exc:
-        raise click.ClickException(f"{url}: {exc}") from None
+        raise click.ClickException(f"{shown}: {exc}") from None
+
+
+def _checked_url(url: str) -> str:
+    """``url`` as errors may show it (a password in it masked).
+
+    Raises:
+        click.BadParameter: not an http(s) URL with a host (exit 2, naming --url).
+    """
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise click.BadParameter(str(exc), param_hint="'--url'") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise click.BadParameter(
+            "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000",
+            param_hint="'--url'",
+        )
+    if parsed.password:
+        masked = "***"  # what errors show instead of the password
+        return str(parsed.copy_with(username=parsed.username, password=masked))
+    return url
 
 
 def _ask() -> str:
@@ -124,11 +150,15 @@ def _ask() -> str:
 
 def _chat_ws(session: ChatConsole) -> None:
     """The conversation over one WebSocket (``/ws/chat``), a message at a time."""
+    from websockets.exceptions import WebSocketException
     from websockets.sync.client import connect
 
     ws_url = session.url.replace("http", "ws", 1) + "/ws/chat"
-    # The key goes in the Authorization header: the ["bearer", KEY] subprotocol is for
-    # browsers, which cannot set headers, and refuses keys with +, / or = (base64 ones).
-    with connect(ws_url, additional_headers=session.headers) as socket:
-        while message := _ask():
-            session.send_ws(socket, message)
+    try:
+        # The key goes in the Authorization header: the ["bearer", KEY] subprotocol is for
+        # browsers, which cannot set headers, and refuses keys with +, / or = (base64 ones).
+        with connect(ws_url, additional_headers=session.headers) as socket:
+            while message := _ask():
+                session.send_ws(socket, message)
+    except WebSocketException as exc:  # refused upgrade (a proxy), closed mid-run...
+        raise RuntimeError(f"WebSocket /ws/chat: {exc}") from None

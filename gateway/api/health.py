@@ -8,6 +8,9 @@ Imports ``gateway.api.*``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -94,11 +97,39 @@ async def metrics(services: ServicesDep) -> Response[bytes]:
     return Response(services.metrics.render(), media_type=_METRICS_MEDIA_TYPE)
 
 
+_INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+def _page_headers(page: str) -> dict[str, str]:
+    """The playground's security headers; its inline script and style are allowed by hash.
+
+    The page shows what models, tools and manifests wrote and takes an API key:
+    the policy keeps any markup that ever slipped into it from running script or
+    sending data anywhere but the gateway, and other sites from framing it.
+    """
+    allowed: dict[str, list[str]] = {"script": [], "style": []}
+    for kind, body in _INLINE.findall(page):
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        allowed[kind].append(f"'sha256-{digest}'")
+    scripts = " ".join(allowed["script"]) or "'none'"
+    styles = " ".join(allowed["style"]) or "'none'"
+    policy = (
+        f"default-src 'none'; script-src {scripts}; style-src {styles}; "
+        "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
 @get("/ui", tags=["service"], include_in_schema=False, media_type="text/html")
 async def playground() -> Response[str]:
-    """The web playground (a static page speaking the public API)."""
+    """The web playground (a static page speaking the public API), with a strict CSP."""
     try:
         page = _UI.read_text(encoding="utf-8")
     except OSError:
         page = _FALLBACK_UI
-    return Response(page, media_type="text/html")
+    return Response(page, media_type="text/html", headers=_page_headers(page))

@@ -69,7 +69,9 @@ def load_catalog(
     env: Mapping[str, str] = os.environ if environ is None else environ
     root_abs = root.absolute()
     if not root_abs.is_dir():  # first: resolve() below raises on a symlink loop
-        raise ManifestError([_root_problem(root, "the manifests root is not a directory")])
+        # lexists: a symlink loop or a dangling link exists, as a link that is not a directory
+        what = "is not a directory" if os.path.lexists(root_abs) else "does not exist"
+        raise ManifestError([_root_problem(root, f"the manifests root {what}")])
     code_root = (gateway_root or root_abs.resolve().parent).absolute()
     problems: list[Problem] = []
     files = discover(root_abs)

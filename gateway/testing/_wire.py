@@ -26,6 +26,7 @@ __all__ = [
     "chat_body",
     "chat_chunks",
     "error_body",
+    "request_error",
     "responses_body",
     "responses_events",
     "sse_chat",
@@ -55,6 +56,7 @@ QUIRKS = frozenset(
 """
 
 _PIECE = re.compile(r"\s*\S+\s*")
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _ARG_FRAGMENT = 8
 
 
@@ -158,8 +160,8 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    """The JSON OpenAI sends with an error status."""
+def error_body(status: int, message: str, *, param: str | None = None) -> dict[str, Any]:
+    """The JSON OpenAI sends with an error status (``param``: the field at fault)."""
     kinds = {
         400: "invalid_request_error",
         401: "invalid_request_error",
@@ -170,10 +172,133 @@ def error_body(status: int, message: str) -> dict[str, Any]:
         "error": {
             "message": message,
             "type": kinds.get(status, "server_error"),
-            "param": None,
+            "param": param,
             "code": None,
         }
     }
+
+
+def request_error(api: str, body: dict[str, Any]) -> tuple[str, str | None] | None:
+    """Why OpenAI would refuse this model request with a 400, as (message, param); None if not.
+
+    The fake checks what a client most easily gets wrong and OpenAI refuses,
+    so a test cannot pass on a request the real service rejects: tool names
+    match ``^[a-zA-Z0-9_-]{1,64}$``; Chat Completions needs ``messages``, a
+    non-empty ``tools`` when sent (and for ``tool_choice``), ``stream_options``
+    only with ``stream``, and
+    every assistant message with ``tool_calls`` directly followed by one tool
+    message per call (and no tool message anywhere else); a Responses input
+    needs a ``function_call`` for each ``function_call_output`` and the reverse
+    (unchecked with ``previous_response_id``: the fake keeps no responses).
+    The messages are OpenAI's own.
+    """
+    tools_error = _tools_error(api, body)
+    if tools_error is not None:
+        return tools_error
+    if api == "chat":
+        if body.get("stream_options") is not None and not body.get("stream"):
+            return (
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "stream_options",
+            )
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "Missing required parameter: 'messages'.", "messages"
+        return _chat_tool_error(messages)
+    if api == "responses" and not body.get("previous_response_id"):
+        items = body.get("input")
+        if isinstance(items, list):
+            return _responses_tool_error([i for i in items if isinstance(i, dict)])
+    return None
+
+
+def _tools_error(api: str, body: dict[str, Any]) -> tuple[str, str | None] | None:
+    tools = body.get("tools")
+    if api == "chat" and tools == []:
+        return (
+            "Invalid 'tools': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            "tools",
+        )
+    if api == "chat" and body.get("tool_choice") is not None and not tools:
+        return (
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+            "are specified.",
+            "tool_choice",
+        )
+    for at, tool in enumerate(tools if isinstance(tools, list) else []):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue  # a hosted tool (web_search...): not checked here
+        nested = api == "chat" and isinstance(tool.get("function"), dict)
+        name = tool["function"].get("name") if nested else tool.get("name")
+        field = f"tools[{at}].function.name" if nested else f"tools[{at}].name"
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            return (
+                f"Invalid '{field}': string does not match pattern. Expected a string that "
+                "matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                field,
+            )
+        if len(name) > 64:
+            return (
+                f"Invalid '{field}': string too long. Expected a string with maximum length "
+                f"64, but got a string with length {len(name)} instead.",
+                field,
+            )
+    return None
+
+
+def _chat_tool_error(messages: list[Any]) -> tuple[str, str | None] | None:
+    turn_ids: set[Any] = set()  # the call ids of the newest assistant message with tool_calls
+    unanswered: list[Any] | None = None  # its calls without a tool message yet (None: no turn)
+    turn_at = 0
+    for at, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "tool":
+            if unanswered is None:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'.",
+                    f"messages.[{at}].role",
+                )
+            call_id = message.get("tool_call_id")
+            if call_id not in turn_ids:
+                return (
+                    f"Invalid parameter: 'tool_call_id' of '{call_id}' not found in "
+                    "'tool_calls' of previous message.",
+                    f"messages.[{at}].tool_call_id",
+                )
+            unanswered = [i for i in unanswered if i != call_id]
+            continue
+        if unanswered:
+            break
+        unanswered = None
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if calls:
+            ids = [c.get("id") if isinstance(c, dict) else None for c in calls]
+            turn_ids, unanswered, turn_at = set(ids), ids, at
+    if unanswered:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+            f"response messages: {', '.join(str(i) for i in unanswered)}",
+            f"messages.[{turn_at}].role",
+        )
+    return None
+
+
+def _responses_tool_error(items: list[dict[str, Any]]) -> tuple[str, str | None] | None:
+    calls = [i.get("call_id") for i in items if i.get("type") == "function_call"]
+    outputs = [i.get("call_id") for i in items if i.get("type") == "function_call_output"]
+    for call_id in outputs:
+        if call_id not in calls:
+            return (
+                f"No tool call found for function call output with call_id {call_id}.",
+                "input",
+            )
+    for call_id in calls:
+        if call_id not in outputs:
+            return f"No tool output found for function call {call_id}.", "input"
+    return None
 
 
 def _pieces(text: str) -> list[str]:

@@ -21,6 +21,9 @@ takes the next scripted reply (``add_text``, ``add_tool_calls``, ``add_reply``
 with a value or a callable); with none left it echoes the last user message.
 A reply may end with ``finish_reason="length"`` (the model's token limit; the
 Responses API: ``response.incomplete``) or ``"content_filter"``.
+A request OpenAI would refuse (a tool call without its result, a tool result
+without its call, ``stream_options`` without ``stream``: see
+``_wire.request_error``) gets OpenAI's 400 and consumes nothing scripted.
 Faults: ``fail_next`` (status codes, consumed before replies), ``delay``
 (before the response and between chunks), ``cut_stream_after`` (abort the
 connection mid-stream), ``fail_stream_after`` (an error event mid-stream), and
@@ -57,6 +60,7 @@ from gateway.testing._wire import (
     chat_body,
     chat_chunks,
     error_body,
+    request_error,
     responses_body,
     responses_events,
     sse_chat,
@@ -400,6 +404,11 @@ class FakeOpenAI:
             return
         if not isinstance(body, dict):
             await _send_json(send, 400, error_body(400, "the body must be a JSON object"))
+            return
+        refused = request_error(request.api, body)
+        if refused is not None:  # what OpenAI refuses; no scripted reply or fault is used
+            reason, param = refused
+            await _send_json(send, 400, error_body(400, reason, param=param))
             return
         await self._answer(request, body, receive, send)
 

@@ -90,7 +90,35 @@ def test_validate_a_missing_root(run: Invoke, tmp_path: Path) -> None:
     """A root that does not exist is a located problem, not a crash."""
     result = run("validate", str(tmp_path / "nope"))
     assert result.exit_code == 1
-    assert "not a directory" in result.output
+    assert f"{tmp_path / 'nope'}:1:1: no such file or directory" in result.stdout
+
+
+def test_validate_says_which_path_is_missing_and_checks_the_others(
+    run: Invoke, tmp_path: Path
+) -> None:
+    """A mistyped file is "no such file or directory", and the other paths are still
+    checked; it was "the manifests root is not a directory", for a file."""
+    typo = MANIFESTS / "suport.yaml"
+    result = run("validate", str(typo), str(MANIFESTS))
+    assert result.exit_code == 1
+    assert result.stdout == f"{typo}:1:1: no such file or directory\n"
+    assert f"{MANIFESTS}: ok (" in result.output
+
+
+def test_a_missing_manifests_root_is_said_to_be_missing(tmp_path: Path) -> None:
+    """The loader (the server's, every command's) says a root that does not exist does not
+    exist, and one that is a file is not a directory."""
+    from gateway.errors import ManifestError
+    from gateway.manifests.loader import load_catalog
+
+    (tmp_path / "file").write_text("")
+    for root, says in (
+        (tmp_path / "nope", "does not exist"),
+        (tmp_path / "file", "is not a directory"),
+    ):
+        with pytest.raises(ManifestError) as refused:
+            load_catalog(root)
+        assert [p.message for p in refused.value.problems] == [f"the manifests root {says}"]
 
 
 def test_schema_prints_the_committed_schema(run: Invoke) -> None:

@@ -259,3 +259,134 @@ def test_fail_stream_after_sends_an_error_event(fake: FakeOpenAI, client: openai
     assert len(frames) == 4
     assert frames[-1].startswith("event: error\ndata: ")
     assert json.loads(frames[-1].split("data: ", 1)[1])["message"] == "overloaded too"
+
+
+_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+_ASKED = {"role": "assistant", "content": None, "tool_calls": [_CALL]}
+_USER = {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "param"),
+    [
+        (
+            {"messages": [_USER, _ASKED, _USER]},
+            "The following tool_call_ids did not have response messages: call_1",
+            "messages.[1].role",
+        ),
+        (
+            {"messages": [_USER, _ASKED]},
+            "The following tool_call_ids did not have response messages: call_1",
+            "messages.[1].role",
+        ),
+        (
+            {"messages": [_USER, {"role": "tool", "tool_call_id": "call_1", "content": "x"}]},
+            "messages with role 'tool' must be a response to a preceeding message with "
+            "'tool_calls'",
+            "messages.[1].role",
+        ),
+        (
+            {"messages": [_USER, _ASKED, {"role": "tool", "tool_call_id": "c9", "content": "x"}]},
+            "'tool_call_id' of 'c9' not found in 'tool_calls' of previous message",
+            "messages.[2].tool_call_id",
+        ),
+        (
+            {"messages": [_USER], "stream_options": {"include_usage": True}},
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        ),
+        ({"messages": []}, "Missing required parameter: 'messages'.", "messages"),
+        ({"messages": [_USER], "tools": []}, "Invalid 'tools': empty array.", "tools"),
+        (
+            {"messages": [_USER], "tool_choice": "auto"},
+            "'tool_choice' is only allowed when 'tools' are specified.",
+            "tool_choice",
+        ),
+        (
+            {
+                "messages": [_USER],
+                "tools": [{"type": "function", "function": {"name": "get weather"}}],
+            },
+            "Invalid 'tools[0].function.name': string does not match pattern.",
+            "tools[0].function.name",
+        ),
+        (
+            {"messages": [_USER], "tools": [{"type": "function", "function": {"name": "f" * 65}}]},
+            "string too long. Expected a string with maximum length 64, but got a string with "
+            "length 65 instead.",
+            "tools[0].function.name",
+        ),
+    ],
+)
+def test_chat_refuses_what_openai_refuses(
+    fake: FakeOpenAI, client: openai.OpenAI, body: dict[str, object], message: str, param: str
+) -> None:
+    """A Chat Completions request OpenAI answers with 400 (a tool call without its result,
+    a result without its call, stream_options without stream) gets OpenAI's 400 from the
+    fake too, and uses no scripted reply: the fake answered 200, so a client's broken
+    history passed its tests and failed against the real service."""
+    fake.add_text("scripted")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="m", **body)  # type: ignore[call-overload]
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert message in error["message"]
+    assert error["param"] == param
+    assert fake.pending_replies == 1
+
+
+def test_chat_accepts_complete_tool_turns(fake: FakeOpenAI, client: openai.OpenAI) -> None:
+    """Parallel calls answered in any order, then more turns, are a valid history."""
+    second = {**_CALL, "id": "call_2"}
+    messages = [
+        _USER,
+        {"role": "assistant", "content": None, "tool_calls": [_CALL, second]},
+        {"role": "tool", "tool_call_id": "call_2", "content": "b"},
+        {"role": "tool", "tool_call_id": "call_1", "content": "a"},
+        {"role": "assistant", "content": "done"},
+        _USER,
+    ]
+    fake.add_text("ok")
+    answer = client.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "ok"
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (
+            [{"type": "function_call_output", "call_id": "call_1", "output": "x"}],
+            "No tool call found for function call output with call_id call_1.",
+        ),
+        (
+            [{"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"}],
+            "No tool output found for function call call_1.",
+        ),
+    ],
+)
+def test_responses_refuses_unpaired_function_calls(
+    fake: FakeOpenAI, client: openai.OpenAI, items: list[dict[str, str]], message: str
+) -> None:
+    """A Responses input with a function_call_output and no function_call (or the reverse)
+    gets OpenAI's 400, unless previous_response_id names where the call is."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="m", input=[{"role": "user", "content": "hi"}, *items])  # type: ignore[list-item]
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["message"] == message
+    assert error["param"] == "input"
+    fake.add_text("continued")
+    answer = client.responses.create(model="m", input=items, previous_response_id="resp_1")  # type: ignore[arg-type]
+    assert answer.output_text == "continued"
+
+
+def test_responses_refuses_a_tool_name_openai_refuses(
+    fake: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    """A Responses function tool named outside ^[a-zA-Z0-9_-]{1,64}$ gets OpenAI's 400."""
+    tool = {"type": "function", "name": "get.weather", "parameters": {"type": "object"}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="m", input="hi", tools=[tool])  # type: ignore[list-item]
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == "tools[0].name"

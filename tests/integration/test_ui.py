@@ -245,3 +245,92 @@ def test_playground_shows_a_failed_run_once(
         page.click("form#send button[type=submit]")
         expect(page.locator(".msg.meta")).to_have_count(1)
         expect(page.locator(".msg.error")).to_have_count(1)
+
+
+def test_playground_new_thread_drops_the_answer_streaming(
+    page: Page, gateway_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Starting a new thread while an answer streams stops showing it and cancels its run:
+    the rest of the old answer, its metadata and errors landed in the new conversation."""
+    from gateway.testing.fake_openai import FakeOpenAI
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+            "initial_message: Fresh start.\n"
+        )
+        server = gateway_server(manifests)
+        fake.delay(0, between_chunks=0.05)
+        fake.add_text(" ".join(f"word{n}" for n in range(40)))  # 2 s at this pace
+        cancels: list[str] = []
+        page.on("request", lambda r: cancels.append(r.url) if r.url.endswith("/cancel") else None)
+        page.goto(f"{server.url}/ui")
+        expect(page.locator(".msg.assistant")).to_have_text("Fresh start.")
+        old_thread = page.evaluate("threadId")
+        page.fill("#message", "tell me everything")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.assistant").last).to_contain_text("word3")
+        page.click("#new")
+        expect(page.locator(".msg.assistant")).to_have_text("Fresh start.")
+        assert page.evaluate("threadId") != old_thread
+        page.wait_for_timeout(3000)  # the old run would have ended: its metadata shown
+        expect(page.locator(".msg")).to_have_count(1)
+        assert len(cancels) == 1 and f"/threads/{old_thread}/runs/" in cancels[0]
+
+
+def test_playground_runs_only_its_own_script(
+    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+) -> None:
+    """The page is served with a Content-Security-Policy allowing its own inline script
+    and style by hash and nothing else: markup that ever slipped into the log (a model's
+    answer rendered as HTML) could not run script; no other site may frame the page."""
+    server = gateway_server(api_manifests)
+    response = page.goto(f"{server.url}/ui")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "connect-src 'self'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    expect(page.locator("#assistant option")).not_to_have_count(0)  # its own script runs
+    page.evaluate(
+        """() => {
+            const log = document.getElementById("log");
+            log.insertAdjacentHTML("beforeend", '<img src="x" onerror="window.pwned = 1">');
+            const s = document.createElement("script");
+            s.textContent = "window.pwned = 2";
+            document.body.appendChild(s);
+        }"""
+    )
+    page.wait_for_timeout(300)  # an onerror handler, if allowed, runs once the image fails
+    assert page.evaluate("window.pwned === undefined")
+
+
+def test_playground_says_an_answer_was_cut_short(
+    page: Page, gateway_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """An answer the model's token limit cut (an incomplete run) is shown, then said to be
+    cut short and why; it looked like a whole answer, as `gateway chat` already said."""
+    from gateway.testing.fake_openai import FakeOpenAI
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+        )
+        server = gateway_server(manifests)
+        fake.add_text("It is sun", finish_reason="length")
+        page.goto(f"{server.url}/ui")
+        expect(page.locator("#assistant option")).to_have_count(1)
+        page.fill("#message", "weather?")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.meta")).to_have_count(1)
+        expect(page.locator(".msg.assistant").last).to_have_text("It is sun")
+        expect(page.locator(".msg.error")).to_have_text(
+            "The answer was cut short (max_completion_tokens)."
+        )
