@@ -132,11 +132,19 @@ class ZygoteChannel:
         )
         self.waiting.append(waiter)
         try:
-            return await waiter
+            lent = await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._lend(*waiter.result())  # it came as we were cancelled: keep it
             raise
+        if self.dead:
+            # The zygote's EOF was read right after this spare's ``Spare`` (one read
+            # callback): the spare dies with it, and a call handed to it now would wait
+            # for an ``Exited`` that can never come (``mark_dead`` failed only what was
+            # pending then). Nothing ran: the caller retries on a fresh zygote.
+            lent[1].close()
+            raise ZygoteDied()
+        return lent
 
     def mark_dead(self) -> None:
         if self.dead:

@@ -84,3 +84,19 @@ def test_a_call_no_spare_took_is_retried_or_timed_out() -> None:
     assert timed_out is not None and timed_out.status == "timed_out"
     with pytest.raises(ValueError, match="other"):
         _not_handed_over(ValueError("other"), 0.0, 5)
+
+
+async def test_a_spare_lent_just_before_the_zygotes_death_is_not_taken(
+    channel: tuple[ZygoteChannel, socket.socket],
+) -> None:
+    """A ``Spare`` and the EOF read in one callback: the waiting call learns the zygote
+    died (and retries elsewhere) instead of taking a spare no ``Exited`` will follow."""
+    chan, zygote_end = channel
+    waiting = asyncio.ensure_future(chan.take_spare())
+    await asyncio.sleep(0.01)
+    peer = _lend(zygote_end, 3)
+    zygote_end.close()  # both are in the socket before the loop reads either
+    with pytest.raises(ZygoteDied):
+        await asyncio.wait_for(waiting, 2)
+    assert peer.recv(1) == b""  # the lent socket was closed: that spare reads EOF and exits
+    peer.close()
