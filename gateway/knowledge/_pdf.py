@@ -45,13 +45,32 @@ class PdfLimits(NamedTuple):
 
 
 class ParseLimitError(ValueError):
-    """A knowledge file is over a limit (size, pages, text, memory, time); says which."""
+    """A knowledge file is over a limit (size, pages, text, memory, time); says which.
+
+    Attributes:
+        over: the ``PdfLimits`` fields the PDF is known to need more of, with the
+            values it failed within (``{"max_pages": 100}``): the same content
+            fails again within the same or smaller values. Empty for a limit of
+            pypdf's own, which no ``PdfLimits`` changes.
+        transient: the parse was stopped by time or killed (a busy machine, the
+            kernel's OOM killer), which says little about the next attempt;
+            ``over`` then holds the limits it was tried with (``timeout``,
+            ``memory_mb``) rather than limits the PDF is known to exceed.
+    """
+
+    def __init__(
+        self, message: str, *, over: dict[str, float] | None = None, transient: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.over: dict[str, float] = over or {}
+        self.transient = transient
 
 
 class _Result(msgspec.Struct):
     pages: list[str] | None = None
     error: str | None = None
     limit: bool = False
+    over: str | None = None  # which PdfLimits field, for a limit of ours
 
 
 def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
@@ -88,7 +107,9 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
         child.kill()
         child.communicate()
         raise ParseLimitError(
-            f"parsing the PDF took longer than the limit of {limits.timeout:g} s"
+            f"parsing the PDF took longer than the limit of {limits.timeout:g} s",
+            over={"timeout": limits.timeout},
+            transient=True,
         ) from None
     except BaseException:
         child.kill()
@@ -101,8 +122,14 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
         # could not be written: both are the PDF's cost, not a broken file.
         raise ParseLimitError(
             f"the PDF parser was stopped (status {child.returncode}): the PDF needs "
-            f"more than {limits.timeout:g} s of CPU or {memory >> 20} MB of memory"
+            f"more than {limits.timeout:g} s of CPU or {memory >> 20} MB of memory",
+            over={"timeout": limits.timeout, "memory_mb": limits.memory_mb},
+            transient=True,
         ) from None
-    if result.error is not None:
-        raise (ParseLimitError if result.limit else ValueError)(result.error)
-    return result.pages or []
+    if result.error is None:
+        return result.pages or []
+    if not result.limit:
+        raise ValueError(result.error)
+    field = result.over if result.over in PdfLimits._fields else None
+    over = {} if field is None else {field: float(getattr(limits, field))}
+    raise ParseLimitError(result.error, over=over)

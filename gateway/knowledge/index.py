@@ -25,7 +25,14 @@ the same call, is not read at all (logged ``knowledge_file_too_large``,
 counted in ``too_large``, searched as missing): validation refuses such a set,
 but the last good set keeps serving while the file on disk has grown. PDFs
 are read in a child process with time, memory, page and text limits
-(``_pdf``); at most two files are parsed at once. Only regular files are read (a named
+(``_pdf``, given per call as ``pdf_limits``); at most two files are parsed at once.
+A parse failure is kept with its content, and how it failed decides when it is
+tried again (``_Failure``): a broken PDF never (until its content changes), a
+PDF over pages, text or memory when called with higher limits in that
+respect, one stopped by time or killed after a back-off (10 minutes,
+doubling to a day) or when called with a longer timeout or more memory. So a
+PDF that timed out once on a busy machine is indexed later, and a real bomb
+costs one timeout per back-off, not one per search. Only regular files are read (a named
 pipe would block forever), and with ``within`` only files whose real path is
 inside that directory: a knowledge file replaced after validation by a
 symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
@@ -48,6 +55,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import structlog
@@ -94,7 +102,9 @@ def cache_dir_for(database_url: str) -> Path | None:
     return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
 
 
-_SCHEMA_VERSION = 2  # 2: contents.orphaned
+_SCHEMA_VERSION = 3  # 2: contents.orphaned; 3: contents.over, tried, retry_at, attempts
+_RETRY_AFTER = 600.0  # seconds before a PDF stopped by time or killed is parsed again
+_RETRY_MAX = 86400.0  # the back-off doubles per failure in a row, up to this
 _SIDECARS = ("-wal", "-shm", "-journal")
 log = structlog.get_logger("gateway.knowledge")
 
@@ -133,6 +143,74 @@ class IndexStats(msgspec.Struct, kw_only=True):
     size: int = 0
 
 
+class _Failure(NamedTuple):
+    """How a content failed to parse, which decides when it is parsed again.
+
+    Attributes:
+        over: ``PdfLimits`` fields the content is known to exceed, with the largest
+            value each failed within: it fails again within those or smaller.
+        tried: for a parse stopped by time or killed (transient), the largest
+            ``timeout`` and ``memory_mb`` it was tried with.
+        retry_at: when a transient failure may be parsed again (epoch seconds);
+            None: no transient failure (a broken file, or a limit only).
+        attempts: transient failures in a row (the back-off doubles with each).
+    """
+
+    over: dict[str, float]
+    tried: dict[str, float]
+    retry_at: float | None
+    attempts: int
+
+    def due(self, limits: PdfLimits, now: float) -> bool:
+        """Whether the content should be parsed again within ``limits`` at ``now``.
+
+        Never while ``limits`` is within a limit it is known to exceed; else a
+        transient failure after its back-off, or at once with a longer timeout or
+        more memory than it was tried with; a failure over limits only (none of
+        them reached by ``limits``) at once; a broken file never.
+        """
+        current = limits._asdict()
+        if any(current[field] <= value for field, value in self.over.items()):
+            return False
+        if self.retry_at is None:
+            return bool(self.over)
+        return now >= self.retry_at or any(current[f] > v for f, v in self.tried.items())
+
+    def after(self, exc: ParseLimitError, now: float, retry_after: float) -> _Failure:
+        """This record with the limit failure ``exc`` (at ``now``) added.
+
+        Limits only grow (the largest value known to fail, the largest tried),
+        so callers with different limits never take turns parsing one content.
+        """
+        if not exc.transient:
+            return self._replace(over=_larger(self.over, exc.over))
+        attempts = self.attempts + 1
+        wait = min(retry_after * 2 ** min(attempts - 1, 32), _RETRY_MAX)
+        return self._replace(
+            tried=_larger(self.tried, exc.over), retry_at=now + wait, attempts=attempts
+        )
+
+
+_BROKEN = _Failure({}, {}, None, 0)
+
+
+def _larger(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:
+    return {k: max(old.get(k, v), new.get(k, v)) for k, v in (old | new).items()}
+
+
+def _failure_of(row: Sequence[object]) -> _Failure | None:
+    """The ``_Failure`` of a ``(error, over, tried, retry_at, attempts)`` row (None: parsed)."""
+    error, over, tried, retry_at, attempts = row
+    if error is None:
+        return None
+    return _Failure(
+        over=json.loads(over) if isinstance(over, str) else {},
+        tried=json.loads(tried) if isinstance(tried, str) else {},
+        retry_at=float(retry_at) if isinstance(retry_at, (int, float)) else None,
+        attempts=attempts if isinstance(attempts, int) else 0,
+    )
+
+
 class KnowledgeIndex:
     """A full-text index over knowledge files, refreshed lazily by mtime, size and hash.
 
@@ -143,8 +221,11 @@ class KnowledgeIndex:
             malformed is deleted and built afresh: it holds only derived data.
         keep_orphans: seconds content no existing file uses any more is kept before
             it is dropped (a day: an index built at another path is still reused).
-        pdf_limits: what parsing one PDF may cost (time, memory, pages, text); a PDF
-            over them fails to parse, like a corrupt one, with the limit in its error.
+        pdf_limits: what parsing one PDF may cost (time, memory, pages, text) when a
+            call gives none; a PDF over them fails to parse, like a corrupt one,
+            with the limit in its error.
+        retry_after: seconds before a PDF stopped by time or killed is parsed
+            again (doubling with each failure in a row, up to a day).
     """
 
     def __init__(
@@ -153,8 +234,10 @@ class KnowledgeIndex:
         *,
         keep_orphans: float = 86400.0,
         pdf_limits: PdfLimits | None = None,
+        retry_after: float = _RETRY_AFTER,
     ) -> None:
         self._keep_orphans = keep_orphans
+        self._retry_after = retry_after
         self._pdf_limits = pdf_limits if pdf_limits is not None else PdfLimits()
         self._parse_slots = threading.BoundedSemaphore(_PARSE_SLOTS)
         self._lock = threading.Lock()
@@ -163,6 +246,8 @@ class KnowledgeIndex:
         self._db = self._open(cache_dir)
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
+        # sha -> how it failed to parse, for the contents of files in ``_seen``.
+        self._failures: dict[str, _Failure] = {}
         # One parse per content at a time: calls reaching the same new file together
         # wait for the first one's passages instead of each parsing it (memory, CPU).
         self._parsing: dict[str, threading.Lock] = {}
@@ -229,7 +314,8 @@ class KnowledgeIndex:
             )
             db.execute(
                 "CREATE TABLE contents (sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, "
-                "error TEXT, orphaned REAL)"
+                "error TEXT, orphaned REAL, over TEXT, tried TEXT, retry_at REAL, "
+                "attempts INTEGER NOT NULL DEFAULT 0)"
             )
             db.execute(
                 "CREATE VIRTUAL TABLE passages USING fts5(sha UNINDEXED, location UNINDEXED, "
@@ -251,6 +337,7 @@ class KnowledgeIndex:
         within: Path | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_MB * _MB,
         max_total_bytes: int = DEFAULT_MAX_TOTAL_MB * _MB,
+        pdf_limits: PdfLimits | None = None,
     ) -> IndexStats:
         """Bring ``files`` up to date in the index (parse only new content).
 
@@ -258,14 +345,16 @@ class KnowledgeIndex:
         is outside that directory) are counted as missing and searched as empty;
         files over ``max_file_bytes``, or past ``max_total_bytes`` with the files
         before them, are not read (counted in ``too_large``); a file that cannot be
-        parsed is logged; nothing raises for a bad file.
+        parsed is logged; nothing raises for a bad file. PDFs are parsed within
+        ``pdf_limits`` (default: the index's).
         """
         stats = IndexStats()
         caps = (max_file_bytes, max_total_bytes)
         inside = within.resolve() if within is not None else None
+        limits = pdf_limits if pdf_limits is not None else self._pdf_limits
         for file in files:
             stats.files += 1
-            self._refresh(file.resolve(), stats, inside, caps)
+            self._refresh(file.resolve(), stats, inside, caps, limits)
         return stats
 
     def _refresh(
@@ -274,12 +363,16 @@ class KnowledgeIndex:
         stats: IndexStats,
         within: Path | None = None,
         caps: tuple[int, int] = (DEFAULT_MAX_FILE_MB * _MB, DEFAULT_MAX_TOTAL_MB * _MB),
+        limits: PdfLimits | None = None,
     ) -> str | None:
         """Make sure ``path`` is indexed as it is now; return its content hash (None: missing).
 
         ``path`` is resolved; ``within`` (resolved) confines it; ``caps`` is (bytes
         per file, bytes for all the files of this call: ``stats.size`` counts them).
+        An unchanged file whose content failed to parse is read and parsed again
+        when that failure is due (``_Failure.due``) within ``limits``.
         """
+        limits = limits if limits is not None else self._pdf_limits
         key = str(path)
         st = self._stat(path, stats, within)
         if st is None or self._too_large(key, st.st_size, stats, caps):
@@ -288,15 +381,21 @@ class KnowledgeIndex:
         if seen is None:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT mtime_ns, size, sha FROM files WHERE path = ?", (key,)
+                    "SELECT f.mtime_ns, f.size, f.sha, c.error, c.over, c.tried, c.retry_at, "
+                    "c.attempts FROM files f LEFT JOIN contents c ON c.sha = f.sha "
+                    "WHERE f.path = ?",
+                    (key,),
                 ).fetchone()
             if row is not None:
                 seen = (row[0], row[1], row[2])
                 self._seen[key] = seen
+                self._remember(row[2], _failure_of(row[3:]))
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
-            stats.unchanged += 1
-            stats.size += st.st_size
-            return seen[2]
+            failure = self._failures.get(seen[2])
+            if failure is None or not failure.due(limits, time.time()):
+                stats.unchanged += 1
+                stats.size += st.st_size
+                return seen[2]
         data = read_regular(path, caps[0])
         if data is None:
             stats.missing += 1
@@ -305,15 +404,16 @@ class KnowledgeIndex:
             return None
         sha = hashlib.sha256(data).hexdigest()
         replaced = seen[2] if seen is not None and seen[2] != sha else None
-        parsed: tuple[list[Chunk], str | None] | None = None
+        parsed: _Parsed | None = None
         with self._parsing_guard:
             parsing = self._parsing.setdefault(sha, threading.Lock())
         with parsing:
             while True:
                 with self._lock:
-                    if self._record(key, st, sha, parsed, replaced):
+                    if self._record(key, st, sha, parsed, replaced, limits):
                         break
-                parsed = self._parse(path, data, stats)  # new content: parse outside the lock
+                # New content, or a failure due again: parse outside the lock.
+                parsed = self._parse(path, data, stats, limits)
         with self._parsing_guard:
             if not parsing.locked():  # a waiter keeps its own reference
                 self._parsing.pop(sha, None)
@@ -386,34 +486,44 @@ class KnowledgeIndex:
         for path in gone:
             self._seen.pop(path, None)
 
-    def _parse(self, path: Path, data: bytes, stats: IndexStats) -> tuple[list[Chunk], str | None]:
+    def _parse(self, path: Path, data: bytes, stats: IndexStats, limits: PdfLimits) -> _Parsed:
         """The passages of ``data`` and the parse error (logged and counted), if any.
 
         A file over a parse limit is recorded like a corrupt one (no passages, the
-        error kept with its content), so the same content is not parsed again.
+        error kept with its content, with the limit: ``_Failure`` says when the same
+        content is parsed again).
         """
         try:
             with self._parse_slots:
-                chunks = split_data(path.name, data, pdf=self._pdf_limits)
+                chunks = split_data(path.name, data, pdf=limits)
         except ParseLimitError as exc:  # our own message: which limit, never file content
-            log.warning("knowledge_parse_limit", file=str(path), error=str(exc))
+            log.warning(
+                "knowledge_parse_limit", file=str(path), error=str(exc), transient=exc.transient
+            )
             stats.failed += 1
-            return [], f"{type(exc).__name__}: {exc}"
+            return _Parsed([], f"{type(exc).__name__}: {exc}", exc)
         except Exception as exc:  # a corrupt PDF must not break search for the other files
             log.warning("knowledge_parse_failed", file=str(path), error=f"{type(exc).__name__}")
             stats.failed += 1
-            return [], f"{type(exc).__name__}: {exc}"
+            return _Parsed([], f"{type(exc).__name__}: {exc}", None)
         stats.parsed += 1
         stats.passages += len(chunks)
-        return chunks, None
+        return _Parsed(chunks, None, None)
+
+    def _remember(self, sha: str, failure: _Failure | None) -> None:
+        if failure is None:
+            self._failures.pop(sha, None)
+        else:
+            self._failures[sha] = failure
 
     def _record(
         self,
         key: str,
         st: os.stat_result,
         sha: str,
-        parsed: tuple[list[Chunk], str | None] | None,
+        parsed: _Parsed | None,
         replaced: str | None,
+        limits: PdfLimits,
     ) -> bool:
         """Point ``key`` at content ``sha`` in one transaction (caller holds the lock).
 
@@ -422,30 +532,42 @@ class KnowledgeIndex:
         caller parses). One transaction, so another thread or process dropping
         orphans never sees the content without its file, and the file is never
         recorded without its content. ``replaced``, the file's previous content,
-        is dropped when no file points to it any more.
+        is dropped when no file points to it any more. Stored content that failed
+        to parse and is due again within ``limits`` counts as absent (False); a
+        new limit failure is merged into the content's earlier one.
         """
+        now = time.time()
         with write_transaction(self._db):
+            row = self._db.execute(
+                "SELECT c.error, c.over, c.tried, c.retry_at, c.attempts FROM contents c "
+                "WHERE c.sha = ?",
+                (sha,),
+            ).fetchone()
+            before = _failure_of(row) if row is not None else None
             if parsed is not None:
-                chunks, error = parsed
+                failure = _failure_after(parsed, before, now, self._retry_after)
                 self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
                 self._db.executemany(
                     "INSERT INTO passages (sha, location, heading, text) VALUES (?, ?, ?, ?)",
-                    [(sha, c.location, c.heading, c.text) for c in chunks],
+                    [(sha, c.location, c.heading, c.text) for c in parsed.chunks],
                 )
                 self._db.execute(
-                    "INSERT OR REPLACE INTO contents (sha, passages, error) VALUES (?, ?, ?)",
-                    (sha, len(chunks), error),
+                    "INSERT OR REPLACE INTO contents (sha, passages, error, over, tried, "
+                    "retry_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (sha, len(parsed.chunks), parsed.error, *_columns(failure)),
                 )
-            elif not self._db.execute(
-                "UPDATE contents SET orphaned = NULL WHERE sha = ?", (sha,)
-            ).rowcount:
+            elif row is None or (before is not None and before.due(limits, now)):
                 return False
+            else:
+                failure = before
+                self._db.execute("UPDATE contents SET orphaned = NULL WHERE sha = ?", (sha,))
             self._db.execute(
                 "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
                 (key, st.st_mtime_ns, st.st_size, sha),
             )
             if replaced is not None:
                 self._drop_orphans(only=replaced)
+        self._remember(sha, failure)
         return True
 
     def _drop_orphans(self, *, before: float | None = None, only: str | None = None) -> None:
@@ -488,6 +610,7 @@ class KnowledgeIndex:
         within: Path | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_MB * _MB,
         max_total_bytes: int = DEFAULT_MAX_TOTAL_MB * _MB,
+        pdf_limits: PdfLimits | None = None,
     ) -> list[Passage]:
         """The best passages for ``query`` among ``files``, best first.
 
@@ -503,6 +626,7 @@ class KnowledgeIndex:
             max_file_bytes: files larger than this are not read (searched as missing).
             max_total_bytes: once the files so far add up to this, the next ones
                 are not read either.
+            pdf_limits: what parsing one PDF may cost (default: the index's).
 
         Returns:
             Passages ranked by BM25 (an empty list when nothing matches).
@@ -515,8 +639,9 @@ class KnowledgeIndex:
         named = labels(files, root)
         inside = within.resolve() if within is not None else None
         caps = (max_file_bytes, max_total_bytes)
+        limits = pdf_limits if pdf_limits is not None else self._pdf_limits
         for file in files:
-            sha = self._refresh(file.resolve(), stats, inside, caps)
+            sha = self._refresh(file.resolve(), stats, inside, caps, limits)
             if sha is not None and sha not in names:
                 names[sha] = named[file]
         if not names:
@@ -532,3 +657,34 @@ class KnowledgeIndex:
             Passage(source=names[sha], text=text, score=round(-rank, 4), location=location)
             for sha, location, text, rank in rows
         ]
+
+
+class _Parsed(NamedTuple):
+    """One parse: its passages, its error (None: parsed), the limit it hit (if one)."""
+
+    chunks: list[Chunk]
+    error: str | None
+    limit: ParseLimitError | None
+
+
+def _failure_after(
+    parsed: _Parsed, before: _Failure | None, now: float, retry_after: float
+) -> _Failure | None:
+    """How content stands after ``parsed``, given how it failed ``before`` (if it did)."""
+    if parsed.error is None:
+        return None
+    if parsed.limit is None:
+        return _BROKEN  # a broken file stays broken: parsed again only when it changes
+    return (before or _BROKEN).after(parsed.limit, now, retry_after)
+
+
+def _columns(failure: _Failure | None) -> tuple[str | None, str | None, float | None, int]:
+    """The ``over, tried, retry_at, attempts`` columns of ``failure``."""
+    if failure is None:
+        return None, None, None, 0
+    return (
+        json.dumps(failure.over) if failure.over else None,
+        json.dumps(failure.tried) if failure.tried else None,
+        failure.retry_at,
+        failure.attempts,
+    )
