@@ -27,7 +27,7 @@ but the last good set keeps serving while the file on disk has grown. PDFs
 are read in a child process with time, memory, page and text limits
 (``_pdf``, given per call as ``pdf_limits``); at most two files are parsed at once.
 A parse failure is kept with its content, and how it failed decides when it is
-tried again (``_Failure``): a broken PDF never (until its content changes), a
+tried again (``_failures``): a broken PDF never (until its content changes), a
 PDF over pages, text or memory when called with higher limits in that
 respect, one stopped by time or killed after a back-off (10 minutes,
 doubling to a day) or when called with a longer timeout or more memory. So a
@@ -40,7 +40,7 @@ symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
 
-Imports: ``gateway._files``, ``gateway.knowledge._io``, ``_query`` and ``_split``,
+Imports: ``gateway._files``, ``gateway.knowledge._failures``, ``_io``, ``_query`` and ``_split``,
 msgspec, structlog and the standard library.
 """
 
@@ -55,16 +55,23 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import msgspec
 import structlog
 
 from gateway._files import private_file
+from gateway.knowledge._failures import (
+    RETRY_AFTER,
+    Failure,
+    Parsed,
+    columns,
+    failure_after,
+    failure_of,
+)
 from gateway.knowledge._io import enable_wal, read_regular, write_transaction
 from gateway.knowledge._pdf import ParseLimitError, PdfLimits
 from gateway.knowledge._query import build_query, labels
-from gateway.knowledge._split import Chunk, split_data
+from gateway.knowledge._split import split_data
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -103,8 +110,6 @@ def cache_dir_for(database_url: str) -> Path | None:
 
 
 _SCHEMA_VERSION = 3  # 2: contents.orphaned; 3: contents.over, tried, retry_at, attempts
-_RETRY_AFTER = 600.0  # seconds before a PDF stopped by time or killed is parsed again
-_RETRY_MAX = 86400.0  # the back-off doubles per failure in a row, up to this
 _SIDECARS = ("-wal", "-shm", "-journal")
 log = structlog.get_logger("gateway.knowledge")
 
@@ -143,74 +148,6 @@ class IndexStats(msgspec.Struct, kw_only=True):
     size: int = 0
 
 
-class _Failure(NamedTuple):
-    """How a content failed to parse, which decides when it is parsed again.
-
-    Attributes:
-        over: ``PdfLimits`` fields the content is known to exceed, with the largest
-            value each failed within: it fails again within those or smaller.
-        tried: for a parse stopped by time or killed (transient), the largest
-            ``timeout`` and ``memory_mb`` it was tried with.
-        retry_at: when a transient failure may be parsed again (epoch seconds);
-            None: no transient failure (a broken file, or a limit only).
-        attempts: transient failures in a row (the back-off doubles with each).
-    """
-
-    over: dict[str, float]
-    tried: dict[str, float]
-    retry_at: float | None
-    attempts: int
-
-    def due(self, limits: PdfLimits, now: float) -> bool:
-        """Whether the content should be parsed again within ``limits`` at ``now``.
-
-        Never while ``limits`` is within a limit it is known to exceed; else a
-        transient failure after its back-off, or at once with a longer timeout or
-        more memory than it was tried with; a failure over limits only (none of
-        them reached by ``limits``) at once; a broken file never.
-        """
-        current = limits._asdict()
-        if any(current[field] <= value for field, value in self.over.items()):
-            return False
-        if self.retry_at is None:
-            return bool(self.over)
-        return now >= self.retry_at or any(current[f] > v for f, v in self.tried.items())
-
-    def after(self, exc: ParseLimitError, now: float, retry_after: float) -> _Failure:
-        """This record with the limit failure ``exc`` (at ``now``) added.
-
-        Limits only grow (the largest value known to fail, the largest tried),
-        so callers with different limits never take turns parsing one content.
-        """
-        if not exc.transient:
-            return self._replace(over=_larger(self.over, exc.over))
-        attempts = self.attempts + 1
-        wait = min(retry_after * 2 ** min(attempts - 1, 32), _RETRY_MAX)
-        return self._replace(
-            tried=_larger(self.tried, exc.over), retry_at=now + wait, attempts=attempts
-        )
-
-
-_BROKEN = _Failure({}, {}, None, 0)
-
-
-def _larger(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:
-    return {k: max(old.get(k, v), new.get(k, v)) for k, v in (old | new).items()}
-
-
-def _failure_of(row: Sequence[object]) -> _Failure | None:
-    """The ``_Failure`` of a ``(error, over, tried, retry_at, attempts)`` row (None: parsed)."""
-    error, over, tried, retry_at, attempts = row
-    if error is None:
-        return None
-    return _Failure(
-        over=json.loads(over) if isinstance(over, str) else {},
-        tried=json.loads(tried) if isinstance(tried, str) else {},
-        retry_at=float(retry_at) if isinstance(retry_at, (int, float)) else None,
-        attempts=attempts if isinstance(attempts, int) else 0,
-    )
-
-
 class KnowledgeIndex:
     """A full-text index over knowledge files, refreshed lazily by mtime, size and hash.
 
@@ -234,7 +171,7 @@ class KnowledgeIndex:
         *,
         keep_orphans: float = 86400.0,
         pdf_limits: PdfLimits | None = None,
-        retry_after: float = _RETRY_AFTER,
+        retry_after: float = RETRY_AFTER,
     ) -> None:
         self._keep_orphans = keep_orphans
         self._retry_after = retry_after
@@ -247,7 +184,7 @@ class KnowledgeIndex:
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
         # sha -> how it failed to parse, for the contents of files in ``_seen``.
-        self._failures: dict[str, _Failure] = {}
+        self._failures: dict[str, Failure] = {}
         # One parse per content at a time: calls reaching the same new file together
         # wait for the first one's passages instead of each parsing it (memory, CPU).
         self._parsing: dict[str, threading.Lock] = {}
@@ -370,7 +307,7 @@ class KnowledgeIndex:
         ``path`` is resolved; ``within`` (resolved) confines it; ``caps`` is (bytes
         per file, bytes for all the files of this call: ``stats.size`` counts them).
         An unchanged file whose content failed to parse is read and parsed again
-        when that failure is due (``_Failure.due``) within ``limits``.
+        when that failure is due (``Failure.due``) within ``limits``.
         """
         limits = limits if limits is not None else self._pdf_limits
         key = str(path)
@@ -389,7 +326,7 @@ class KnowledgeIndex:
             if row is not None:
                 seen = (row[0], row[1], row[2])
                 self._seen[key] = seen
-                self._remember(row[2], _failure_of(row[3:]))
+                self._remember(row[2], failure_of(row[3:]))
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
             failure = self._failures.get(seen[2])
             if failure is None or not failure.due(limits, time.time()):
@@ -404,7 +341,7 @@ class KnowledgeIndex:
             return None
         sha = hashlib.sha256(data).hexdigest()
         replaced = seen[2] if seen is not None and seen[2] != sha else None
-        parsed: _Parsed | None = None
+        parsed: Parsed | None = None
         with self._parsing_guard:
             parsing = self._parsing.setdefault(sha, threading.Lock())
         with parsing:
@@ -486,11 +423,11 @@ class KnowledgeIndex:
         for path in gone:
             self._seen.pop(path, None)
 
-    def _parse(self, path: Path, data: bytes, stats: IndexStats, limits: PdfLimits) -> _Parsed:
+    def _parse(self, path: Path, data: bytes, stats: IndexStats, limits: PdfLimits) -> Parsed:
         """The passages of ``data`` and the parse error (logged and counted), if any.
 
         A file over a parse limit is recorded like a corrupt one (no passages, the
-        error kept with its content, with the limit: ``_Failure`` says when the same
+        error kept with its content, with the limit: ``Failure`` says when the same
         content is parsed again).
         """
         try:
@@ -501,16 +438,16 @@ class KnowledgeIndex:
                 "knowledge_parse_limit", file=str(path), error=str(exc), transient=exc.transient
             )
             stats.failed += 1
-            return _Parsed([], f"{type(exc).__name__}: {exc}", exc)
+            return Parsed([], f"{type(exc).__name__}: {exc}", exc)
         except Exception as exc:  # a corrupt PDF must not break search for the other files
             log.warning("knowledge_parse_failed", file=str(path), error=f"{type(exc).__name__}")
             stats.failed += 1
-            return _Parsed([], f"{type(exc).__name__}: {exc}", None)
+            return Parsed([], f"{type(exc).__name__}: {exc}", None)
         stats.parsed += 1
         stats.passages += len(chunks)
-        return _Parsed(chunks, None, None)
+        return Parsed(chunks, None, None)
 
-    def _remember(self, sha: str, failure: _Failure | None) -> None:
+    def _remember(self, sha: str, failure: Failure | None) -> None:
         if failure is None:
             self._failures.pop(sha, None)
         else:
@@ -521,7 +458,7 @@ class KnowledgeIndex:
         key: str,
         st: os.stat_result,
         sha: str,
-        parsed: _Parsed | None,
+        parsed: Parsed | None,
         replaced: str | None,
         limits: PdfLimits,
     ) -> bool:
@@ -543,9 +480,9 @@ class KnowledgeIndex:
                 "WHERE c.sha = ?",
                 (sha,),
             ).fetchone()
-            before = _failure_of(row) if row is not None else None
+            before = failure_of(row) if row is not None else None
             if parsed is not None:
-                failure = _failure_after(parsed, before, now, self._retry_after)
+                failure = failure_after(parsed, before, now, self._retry_after)
                 self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
                 self._db.executemany(
                     "INSERT INTO passages (sha, location, heading, text) VALUES (?, ?, ?, ?)",
@@ -554,7 +491,7 @@ class KnowledgeIndex:
                 self._db.execute(
                     "INSERT OR REPLACE INTO contents (sha, passages, error, over, tried, "
                     "retry_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (sha, len(parsed.chunks), parsed.error, *_columns(failure)),
+                    (sha, len(parsed.chunks), parsed.error, *columns(failure)),
                 )
             elif row is None or (before is not None and before.due(limits, now)):
                 return False
@@ -657,34 +594,3 @@ class KnowledgeIndex:
             Passage(source=names[sha], text=text, score=round(-rank, 4), location=location)
             for sha, location, text, rank in rows
         ]
-
-
-class _Parsed(NamedTuple):
-    """One parse: its passages, its error (None: parsed), the limit it hit (if one)."""
-
-    chunks: list[Chunk]
-    error: str | None
-    limit: ParseLimitError | None
-
-
-def _failure_after(
-    parsed: _Parsed, before: _Failure | None, now: float, retry_after: float
-) -> _Failure | None:
-    """How content stands after ``parsed``, given how it failed ``before`` (if it did)."""
-    if parsed.error is None:
-        return None
-    if parsed.limit is None:
-        return _BROKEN  # a broken file stays broken: parsed again only when it changes
-    return (before or _BROKEN).after(parsed.limit, now, retry_after)
-
-
-def _columns(failure: _Failure | None) -> tuple[str | None, str | None, float | None, int]:
-    """The ``over, tried, retry_at, attempts`` columns of ``failure``."""
-    if failure is None:
-        return None, None, None, 0
-    return (
-        json.dumps(failure.over) if failure.over else None,
-        json.dumps(failure.tried) if failure.tried else None,
-        failure.retry_at,
-        failure.attempts,
-    )

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from gateway.knowledge import KnowledgeIndex, PdfLimits
+from gateway.knowledge._failures import BROKEN
 from gateway.knowledge._pdf import ParseLimitError
-from gateway.knowledge.index import _BROKEN
 from tests.unit.knowledge.test_knowledge_index import make_pdf
 from tests.unit.knowledge.test_knowledge_limits import pdf_bomb
 
@@ -96,7 +96,7 @@ def test_callers_with_crossed_limits_do_not_take_turns_parsing() -> None:
     parse a failing PDF once each, then both reuse the failure: limits only grow."""
     a = PdfLimits(max_pages=500, max_chars=1000)
     b = PdfLimits(max_pages=100, max_chars=10**6)
-    record = _BROKEN.after(ParseLimitError("pages", over={"max_pages": 100}), 0.0, 600.0)
+    record = BROKEN.after(ParseLimitError("pages", over={"max_pages": 100}), 0.0, 600.0)
     assert not record.due(b, 0.0)
     assert record.due(a, 0.0)  # a allows more pages: tries, and fails on text
     record = record.after(ParseLimitError("text", over={"max_chars": 1000}), 0.0, 600.0)
