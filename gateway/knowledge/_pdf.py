@@ -53,7 +53,8 @@ class ParseLimitError(ValueError):
             fails again within the same or smaller values. Empty for a limit of
             pypdf's own, which no ``PdfLimits`` changes.
         transient: the parse was stopped by time or killed (a busy machine, the
-            kernel's OOM killer), which says little about the next attempt;
+            kernel's OOM killer), or its process could not be started (out of
+            processes or descriptors), which says little about the next attempt;
             ``over`` then holds the limits it was tried with (``timeout``,
             ``memory_mb``) rather than limits the PDF is known to exceed.
     """
@@ -79,7 +80,6 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
     Raises:
         ParseLimitError: the PDF is over ``limits`` (the message names the limit).
         ValueError: the PDF cannot be read (pypdf's error, as text).
-        OSError: the child process could not be started.
     """
     memory = (limits.memory_mb << 20) + 3 * len(data)
     cpu = max(1, math.ceil(limits.timeout))
@@ -94,13 +94,19 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
     ]
     # No server variable but the loader's path: its secrets have no business in a PDF parser.
     env = {k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}
-    child = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    try:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    except OSError as exc:  # out of processes, descriptors or memory: says nothing of the PDF
+        raise ParseLimitError(
+            f"the PDF parser could not be started: {exc.strerror or type(exc).__name__}",
+            transient=True,
+        ) from None
     try:
         out, _ = child.communicate(data, timeout=limits.timeout)
     except subprocess.TimeoutExpired:

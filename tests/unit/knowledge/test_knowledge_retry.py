@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -102,3 +104,38 @@ def test_callers_with_crossed_limits_do_not_take_turns_parsing() -> None:
     record = record.after(ParseLimitError("text", over={"max_chars": 1000}), 0.0, 600.0)
     assert not record.due(a, 0.0)
     assert not record.due(b, 0.0)
+
+
+_NO_DESCRIPTORS = """
+import os, resource, sys
+from pathlib import Path
+from gateway.knowledge import KnowledgeIndex
+
+manual = Path(sys.argv[1])
+index = KnowledgeIndex(retry_after=0.0)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+# Room to open the PDF itself, none for the parser's three pipes.
+top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (top + 3, hard))
+first = index.index([manual])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+error = index._db.execute("SELECT error FROM contents").fetchone()[0]
+second = index.index([manual])
+print(first.failed, error, second.parsed, sep="|")
+"""
+
+
+def test_a_parser_that_could_not_start_is_tried_again(tmp_path: Path) -> None:
+    """A PDF whose parser process could not be started (the server out of descriptors)
+    fails for that moment only: it is not recorded as a broken PDF, and is parsed later."""
+    manual = _manual(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_DESCRIPTORS, str(manual)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[3],
+    )
+    failed, error, parsed = run.stdout.strip().splitlines()[-1].split("|")
+    assert (failed, parsed) == ("1", "1"), run.stderr
+    assert error == "ParseLimitError: the PDF parser could not be started: Too many open files"
