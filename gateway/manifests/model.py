@@ -226,7 +226,7 @@ class PdfParse(_Strict, frozen=True):
     timeout: Annotated[
         float,
         msgspec.Meta(
-            gt=0,
+            ge=1,  # starting the parser alone takes a good part of a second
             le=3600,
             description="seconds (wall clock, and CPU) to parse one PDF",
         ),
