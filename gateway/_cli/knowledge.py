@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import msgspec
 
 from gateway._cli._common import load_catalog_or_exit, load_settings, manifests_option
 
 if TYPE_CHECKING:
-    from gateway.knowledge import IndexStats, KnowledgeIndex
+    from gateway.knowledge import IndexStats, KnowledgeIndex, PdfLimits
     from gateway.manifests.catalog import Catalog
 
 __all__ = ["index_command"]
@@ -74,22 +75,42 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
 
 def _index_all(index: KnowledgeIndex, catalog: Catalog) -> IndexStats:
     """Index every knowledge file once, each within the largest ``max_file_size_mb``
-    of the assistants that list it (validation already checked the totals)."""
-    from gateway.knowledge import IndexStats
+    and the largest of each ``pdf`` limit of the assistants that list it (validation
+    already checked the totals): what one of them may search is indexed."""
+    from gateway.knowledge import IndexStats, PdfLimits
 
-    caps: dict[Path, int] = {}
+    caps: dict[Path, tuple[int, PdfLimits]] = {}
     for assistant in catalog.assistants.values():
         if assistant.file_search is not None:
             cap = assistant.file_search.max_file_size_mb << 20
+            pdf = PdfLimits(**msgspec.structs.asdict(assistant.file_search.pdf))
             for name in assistant.file_search.files:
                 path = catalog.root / name
-                caps[path] = max(caps.get(path, 0), cap)
+                before = caps.get(path)
+                caps[path] = (cap, pdf) if before is None else _larger((cap, pdf), before)
     total = IndexStats()
-    for cap in sorted(set(caps.values())):
-        files = [f for f in catalog.knowledge_files if caps.get(f) == cap]
+    for cap, pdf in sorted(set(caps.values())):
+        files = [f for f in catalog.knowledge_files if caps.get(f) == (cap, pdf)]
         part = index.index(
-            files, within=catalog.root, max_file_bytes=cap, max_total_bytes=sys.maxsize
+            files,
+            within=catalog.root,
+            max_file_bytes=cap,
+            max_total_bytes=sys.maxsize,
+            pdf_limits=pdf,
         )
         for field in IndexStats.__struct_fields__:
             setattr(total, field, getattr(total, field) + getattr(part, field))
     return total
+
+
+def _larger(a: tuple[int, PdfLimits], b: tuple[int, PdfLimits]) -> tuple[int, PdfLimits]:
+    """The larger size cap and the larger of each PDF limit of ``a`` and ``b``."""
+    from gateway.knowledge import PdfLimits
+
+    (cap_a, pdf_a), (cap_b, pdf_b) = a, b
+    return max(cap_a, cap_b), PdfLimits(
+        timeout=max(pdf_a.timeout, pdf_b.timeout),
+        memory_mb=max(pdf_a.memory_mb, pdf_b.memory_mb),
+        max_pages=max(pdf_a.max_pages, pdf_b.max_pages),
+        max_chars=max(pdf_a.max_chars, pdf_b.max_chars),
+    )

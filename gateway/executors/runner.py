@@ -14,7 +14,8 @@ sandbox with the network off; ``file_search`` asks the knowledge index. Never
 raises for a failing call: every failure is a ``ToolResult``.
 
 Imports ``gateway.executors``, ``gateway.sandbox``, ``gateway.manifests``,
-``gateway.errors``.
+``gateway.errors``, and ``PdfLimits`` of ``gateway.knowledge`` (the index itself
+comes in through the ``Knowledge`` protocol).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from gateway.errors import InvalidArguments
 from gateway.executors.base import ToolResult
 from gateway.executors.builtins import CODE_INTERPRETER, FILE_SEARCH, code_interpreter_action
 from gateway.executors.inline import InlineExecutor
+from gateway.knowledge import PdfLimits
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox.supervisor import Supervisor, error_output
@@ -58,10 +60,12 @@ class Knowledge(Protocol):
         within: Path | None = None,
         max_file_bytes: int = ...,
         max_total_bytes: int = ...,
+        pdf_limits: PdfLimits | None = ...,
     ) -> list[Any]:
         """Return the best passages for ``query`` from ``files`` (only those inside ``within``).
 
-        Files over ``max_file_bytes``, or past ``max_total_bytes`` together, are not read.
+        Files over ``max_file_bytes``, or past ``max_total_bytes`` together, are not read;
+        PDFs are parsed within ``pdf_limits``.
         """
         ...
 
@@ -305,6 +309,7 @@ class SandboxRunner:
                 # the last good set keeps serving: the index checks at every read.
                 max_file_bytes=config.max_file_size_mb << 20,
                 max_total_bytes=config.max_total_size_mb << 20,
+                pdf_limits=PdfLimits(**msgspec.structs.asdict(config.pdf)),
             )
         )
         output = msgspec.json.encode(msgspec.to_builtins(passages)).decode()

@@ -5,7 +5,8 @@ files an assistant names under ``file_search.files``; ``_split.py`` cuts
 markdown, text and PDF files into passages (PDFs through ``_pdf.py``, in a
 child process with time and memory limits), ``_query.py`` turns free text into
 an FTS5 query and names sources, ``_io.py`` holds the SQLite and safe-read
-helpers. Used by the sandbox runner (``gateway.executors``) and the
+helpers, ``_failures.py`` decides when content that failed to parse is parsed
+again. Used by the sandbox runner (``gateway.executors``) and the
 ``gateway index`` command.
 
 Imports: msgspec, structlog, the standard library and ``gateway._files``; pypdf

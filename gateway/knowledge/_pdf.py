@@ -45,13 +45,33 @@ class PdfLimits(NamedTuple):
 
 
 class ParseLimitError(ValueError):
-    """A knowledge file is over a limit (size, pages, text, memory, time); says which."""
+    """A knowledge file is over a limit (size, pages, text, memory, time); says which.
+
+    Attributes:
+        over: the ``PdfLimits`` fields the PDF is known to need more of, with the
+            values it failed within (``{"max_pages": 100}``): the same content
+            fails again within the same or smaller values. Empty for a limit of
+            pypdf's own, which no ``PdfLimits`` changes.
+        transient: the parse was stopped by time or killed (a busy machine, the
+            kernel's OOM killer), or its process could not be started (out of
+            processes or descriptors), which says little about the next attempt;
+            ``over`` then holds the limits it was tried with (``timeout``,
+            ``memory_mb``) rather than limits the PDF is known to exceed.
+    """
+
+    def __init__(
+        self, message: str, *, over: dict[str, float] | None = None, transient: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.over: dict[str, float] = over or {}
+        self.transient = transient
 
 
 class _Result(msgspec.Struct):
     pages: list[str] | None = None
     error: str | None = None
     limit: bool = False
+    over: str | None = None  # which PdfLimits field, for a limit of ours
 
 
 def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
@@ -60,7 +80,6 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
     Raises:
         ParseLimitError: the PDF is over ``limits`` (the message names the limit).
         ValueError: the PDF cannot be read (pypdf's error, as text).
-        OSError: the child process could not be started.
     """
     memory = (limits.memory_mb << 20) + 3 * len(data)
     cpu = max(1, math.ceil(limits.timeout))
@@ -75,20 +94,28 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
     ]
     # No server variable but the loader's path: its secrets have no business in a PDF parser.
     env = {k: os.environ[k] for k in ("LD_LIBRARY_PATH",) if k in os.environ}
-    child = subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    try:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    except OSError as exc:  # out of processes, descriptors or memory: says nothing of the PDF
+        raise ParseLimitError(
+            f"the PDF parser could not be started: {exc.strerror or type(exc).__name__}",
+            transient=True,
+        ) from None
     try:
         out, _ = child.communicate(data, timeout=limits.timeout)
     except subprocess.TimeoutExpired:
         child.kill()
         child.communicate()
         raise ParseLimitError(
-            f"parsing the PDF took longer than the limit of {limits.timeout:g} s"
+            f"parsing the PDF took longer than the limit of {limits.timeout:g} s",
+            over={"timeout": limits.timeout},
+            transient=True,
         ) from None
     except BaseException:
         child.kill()
@@ -101,8 +128,14 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
         # could not be written: both are the PDF's cost, not a broken file.
         raise ParseLimitError(
             f"the PDF parser was stopped (status {child.returncode}): the PDF needs "
-            f"more than {limits.timeout:g} s of CPU or {memory >> 20} MB of memory"
+            f"more than {limits.timeout:g} s of CPU or {memory >> 20} MB of memory",
+            over={"timeout": limits.timeout, "memory_mb": limits.memory_mb},
+            transient=True,
         ) from None
-    if result.error is not None:
-        raise (ParseLimitError if result.limit else ValueError)(result.error)
-    return result.pages or []
+    if result.error is None:
+        return result.pages or []
+    if not result.limit:
+        raise ValueError(result.error)
+    field = result.over if result.over in PdfLimits._fields else None
+    over = {} if field is None else {field: float(getattr(limits, field))}
+    raise ParseLimitError(result.error, over=over)

@@ -2,7 +2,8 @@
 
 Started as a file (``python -I _pdf_child.py MEMORY_BYTES CPU_SECONDS MAX_PAGES
 MAX_CHARS``) with the PDF's bytes on stdin; writes one JSON object on stdout,
-``{"pages": [text, ...]}`` or ``{"error": message, "limit": bool}``. It caps its
+``{"pages": [text, ...]}`` or ``{"error": message, "limit": bool, "over": field}``
+(``over``: the ``PdfLimits`` field the PDF is over, or null). It caps its
 own address space and CPU time before reading anything, so a PDF bomb (a small
 file whose streams inflate to gigabytes, or whose page tree names one heavy
 page a million times) ends here, never in the server process.
@@ -20,7 +21,11 @@ import sys
 
 
 class _Limit(Exception):
-    """The PDF is over one of the limits given on the command line."""
+    """The PDF is over one of the limits given on the command line (``over`` names it)."""
+
+    def __init__(self, message: str, over: str | None) -> None:
+        super().__init__(message)
+        self.over = over
 
 
 def _pages(data: bytes, max_pages: int, max_chars: int) -> list[str]:
@@ -29,7 +34,7 @@ def _pages(data: bytes, max_pages: int, max_chars: int) -> list[str]:
     reader = PdfReader(io.BytesIO(data))
     count = len(reader.pages)
     if count > max_pages:
-        raise _Limit(f"the PDF has {count} pages, more than the limit of {max_pages}")
+        raise _Limit(f"the PDF has {count} pages, more than the limit of {max_pages}", "max_pages")
     texts: list[str] = []
     total = 0
     for page in reader.pages:
@@ -37,7 +42,7 @@ def _pages(data: bytes, max_pages: int, max_chars: int) -> list[str]:
         text = (page.extract_text() or "").encode("utf-8", "replace").decode("utf-8")
         total += len(text)
         if total > max_chars:
-            raise _Limit(f"the PDF holds more than {max_chars} characters of text")
+            raise _Limit(f"the PDF holds more than {max_chars} characters of text", "max_chars")
         texts.append(text)
     return texts
 
@@ -61,11 +66,12 @@ def main() -> int:
     try:
         result = {"pages": _pages(sys.stdin.buffer.read(), max_pages, max_chars)}
     except _Limit as exc:
-        result = {"error": str(exc), "limit": True}
+        result = {"error": str(exc), "limit": True, "over": exc.over}
     except _pypdf_limit() as exc:  # pypdf's own guards (tokens or bytes per stream)
         result = {"error": f"the PDF is over a pypdf limit: {exc}", "limit": True}
     except MemoryError:
-        result = {"error": f"parsing needs more than {memory >> 20} MB of memory", "limit": True}
+        message = f"parsing needs more than {memory >> 20} MB of memory"
+        result = {"error": message, "limit": True, "over": "memory_mb"}
     except Exception as exc:  # a broken PDF: its error goes back to the index, recorded there
         result = {"error": f"{type(exc).__name__}: {exc}", "limit": False}
     sys.stdout.buffer.write(json.dumps(result, ensure_ascii=False).encode("utf-8"))

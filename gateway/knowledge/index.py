@@ -25,7 +25,14 @@ the same call, is not read at all (logged ``knowledge_file_too_large``,
 counted in ``too_large``, searched as missing): validation refuses such a set,
 but the last good set keeps serving while the file on disk has grown. PDFs
 are read in a child process with time, memory, page and text limits
-(``_pdf``); at most two files are parsed at once. Only regular files are read (a named
+(``_pdf``, given per call as ``pdf_limits``); at most two files are parsed at once.
+A parse failure is kept with its content, and how it failed decides when it is
+tried again (``_failures``): a broken PDF never (until its content changes), a
+PDF over pages, text or memory when called with higher limits in that
+respect, one stopped by time or killed after a back-off (10 minutes,
+doubling to a day) or when called with a longer timeout or more memory. So a
+PDF that timed out once on a busy machine is indexed later, and a real bomb
+costs one timeout per back-off, not one per search. Only regular files are read (a named
 pipe would block forever), and with ``within`` only files whose real path is
 inside that directory: a knowledge file replaced after validation by a
 symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
@@ -33,7 +40,7 @@ symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
 
-Imports: ``gateway._files``, ``gateway.knowledge._io``, ``_query`` and ``_split``,
+Imports: ``gateway._files``, ``gateway.knowledge._failures``, ``_io``, ``_query`` and ``_split``,
 msgspec, structlog and the standard library.
 """
 
@@ -53,10 +60,18 @@ import msgspec
 import structlog
 
 from gateway._files import private_file
+from gateway.knowledge._failures import (
+    RETRY_AFTER,
+    Failure,
+    Parsed,
+    columns,
+    failure_after,
+    failure_of,
+)
 from gateway.knowledge._io import enable_wal, read_regular, write_transaction
 from gateway.knowledge._pdf import ParseLimitError, PdfLimits
 from gateway.knowledge._query import build_query, labels
-from gateway.knowledge._split import Chunk, split_data
+from gateway.knowledge._split import split_data
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -94,7 +109,7 @@ def cache_dir_for(database_url: str) -> Path | None:
     return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
 
 
-_SCHEMA_VERSION = 2  # 2: contents.orphaned
+_SCHEMA_VERSION = 3  # 2: contents.orphaned; 3: contents.over, tried, retry_at, attempts
 _SIDECARS = ("-wal", "-shm", "-journal")
 log = structlog.get_logger("gateway.knowledge")
 
@@ -143,8 +158,11 @@ class KnowledgeIndex:
             malformed is deleted and built afresh: it holds only derived data.
         keep_orphans: seconds content no existing file uses any more is kept before
             it is dropped (a day: an index built at another path is still reused).
-        pdf_limits: what parsing one PDF may cost (time, memory, pages, text); a PDF
-            over them fails to parse, like a corrupt one, with the limit in its error.
+        pdf_limits: what parsing one PDF may cost (time, memory, pages, text) when a
+            call gives none; a PDF over them fails to parse, like a corrupt one,
+            with the limit in its error.
+        retry_after: seconds before a PDF stopped by time or killed is parsed
+            again (doubling with each failure in a row, up to a day).
     """
 
     def __init__(
@@ -153,8 +171,10 @@ class KnowledgeIndex:
         *,
         keep_orphans: float = 86400.0,
         pdf_limits: PdfLimits | None = None,
+        retry_after: float = RETRY_AFTER,
     ) -> None:
         self._keep_orphans = keep_orphans
+        self._retry_after = retry_after
         self._pdf_limits = pdf_limits if pdf_limits is not None else PdfLimits()
         self._parse_slots = threading.BoundedSemaphore(_PARSE_SLOTS)
         self._lock = threading.Lock()
@@ -163,6 +183,8 @@ class KnowledgeIndex:
         self._db = self._open(cache_dir)
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
+        # sha -> how it failed to parse, for the contents of files in ``_seen``.
+        self._failures: dict[str, Failure] = {}
         # One parse per content at a time: calls reaching the same new file together
         # wait for the first one's passages instead of each parsing it (memory, CPU).
         self._parsing: dict[str, threading.Lock] = {}
@@ -229,7 +251,8 @@ class KnowledgeIndex:
             )
             db.execute(
                 "CREATE TABLE contents (sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, "
-                "error TEXT, orphaned REAL)"
+                "error TEXT, orphaned REAL, over TEXT, tried TEXT, retry_at REAL, "
+                "attempts INTEGER NOT NULL DEFAULT 0)"
             )
             db.execute(
                 "CREATE VIRTUAL TABLE passages USING fts5(sha UNINDEXED, location UNINDEXED, "
@@ -251,6 +274,7 @@ class KnowledgeIndex:
         within: Path | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_MB * _MB,
         max_total_bytes: int = DEFAULT_MAX_TOTAL_MB * _MB,
+        pdf_limits: PdfLimits | None = None,
     ) -> IndexStats:
         """Bring ``files`` up to date in the index (parse only new content).
 
@@ -258,14 +282,16 @@ class KnowledgeIndex:
         is outside that directory) are counted as missing and searched as empty;
         files over ``max_file_bytes``, or past ``max_total_bytes`` with the files
         before them, are not read (counted in ``too_large``); a file that cannot be
-        parsed is logged; nothing raises for a bad file.
+        parsed is logged; nothing raises for a bad file. PDFs are parsed within
+        ``pdf_limits`` (default: the index's).
         """
         stats = IndexStats()
         caps = (max_file_bytes, max_total_bytes)
         inside = within.resolve() if within is not None else None
+        limits = pdf_limits if pdf_limits is not None else self._pdf_limits
         for file in files:
             stats.files += 1
-            self._refresh(file.resolve(), stats, inside, caps)
+            self._refresh(file.resolve(), stats, inside, caps, limits)
         return stats
 
     def _refresh(
@@ -274,12 +300,16 @@ class KnowledgeIndex:
         stats: IndexStats,
         within: Path | None = None,
         caps: tuple[int, int] = (DEFAULT_MAX_FILE_MB * _MB, DEFAULT_MAX_TOTAL_MB * _MB),
+        limits: PdfLimits | None = None,
     ) -> str | None:
         """Make sure ``path`` is indexed as it is now; return its content hash (None: missing).
 
         ``path`` is resolved; ``within`` (resolved) confines it; ``caps`` is (bytes
         per file, bytes for all the files of this call: ``stats.size`` counts them).
+        An unchanged file whose content failed to parse is read and parsed again
+        when that failure is due (``Failure.due``) within ``limits``.
         """
+        limits = limits if limits is not None else self._pdf_limits
         key = str(path)
         st = self._stat(path, stats, within)
         if st is None or self._too_large(key, st.st_size, stats, caps):
@@ -288,15 +318,21 @@ class KnowledgeIndex:
         if seen is None:
             with self._lock:
                 row = self._db.execute(
-                    "SELECT mtime_ns, size, sha FROM files WHERE path = ?", (key,)
+                    "SELECT f.mtime_ns, f.size, f.sha, c.error, c.over, c.tried, c.retry_at, "
+                    "c.attempts FROM files f LEFT JOIN contents c ON c.sha = f.sha "
+                    "WHERE f.path = ?",
+                    (key,),
                 ).fetchone()
             if row is not None:
                 seen = (row[0], row[1], row[2])
                 self._seen[key] = seen
+                self._remember(row[2], failure_of(row[3:]))
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
-            stats.unchanged += 1
-            stats.size += st.st_size
-            return seen[2]
+            failure = self._failures.get(seen[2])
+            if failure is None or not failure.due(limits, time.time()):
+                stats.unchanged += 1
+                stats.size += st.st_size
+                return seen[2]
         data = read_regular(path, caps[0])
         if data is None:
             stats.missing += 1
@@ -305,15 +341,16 @@ class KnowledgeIndex:
             return None
         sha = hashlib.sha256(data).hexdigest()
         replaced = seen[2] if seen is not None and seen[2] != sha else None
-        parsed: tuple[list[Chunk], str | None] | None = None
+        parsed: Parsed | None = None
         with self._parsing_guard:
             parsing = self._parsing.setdefault(sha, threading.Lock())
         with parsing:
             while True:
                 with self._lock:
-                    if self._record(key, st, sha, parsed, replaced):
+                    if self._record(key, st, sha, parsed, replaced, limits):
                         break
-                parsed = self._parse(path, data, stats)  # new content: parse outside the lock
+                # New content, or a failure due again: parse outside the lock.
+                parsed = self._parse(path, data, stats, limits)
         with self._parsing_guard:
             if not parsing.locked():  # a waiter keeps its own reference
                 self._parsing.pop(sha, None)
@@ -386,34 +423,44 @@ class KnowledgeIndex:
         for path in gone:
             self._seen.pop(path, None)
 
-    def _parse(self, path: Path, data: bytes, stats: IndexStats) -> tuple[list[Chunk], str | None]:
+    def _parse(self, path: Path, data: bytes, stats: IndexStats, limits: PdfLimits) -> Parsed:
         """The passages of ``data`` and the parse error (logged and counted), if any.
 
         A file over a parse limit is recorded like a corrupt one (no passages, the
-        error kept with its content), so the same content is not parsed again.
+        error kept with its content, with the limit: ``Failure`` says when the same
+        content is parsed again).
         """
         try:
             with self._parse_slots:
-                chunks = split_data(path.name, data, pdf=self._pdf_limits)
+                chunks = split_data(path.name, data, pdf=limits)
         except ParseLimitError as exc:  # our own message: which limit, never file content
-            log.warning("knowledge_parse_limit", file=str(path), error=str(exc))
+            log.warning(
+                "knowledge_parse_limit", file=str(path), error=str(exc), transient=exc.transient
+            )
             stats.failed += 1
-            return [], f"{type(exc).__name__}: {exc}"
+            return Parsed([], f"{type(exc).__name__}: {exc}", exc)
         except Exception as exc:  # a corrupt PDF must not break search for the other files
             log.warning("knowledge_parse_failed", file=str(path), error=f"{type(exc).__name__}")
             stats.failed += 1
-            return [], f"{type(exc).__name__}: {exc}"
+            return Parsed([], f"{type(exc).__name__}: {exc}", None)
         stats.parsed += 1
         stats.passages += len(chunks)
-        return chunks, None
+        return Parsed(chunks, None, None)
+
+    def _remember(self, sha: str, failure: Failure | None) -> None:
+        if failure is None:
+            self._failures.pop(sha, None)
+        else:
+            self._failures[sha] = failure
 
     def _record(
         self,
         key: str,
         st: os.stat_result,
         sha: str,
-        parsed: tuple[list[Chunk], str | None] | None,
+        parsed: Parsed | None,
         replaced: str | None,
+        limits: PdfLimits,
     ) -> bool:
         """Point ``key`` at content ``sha`` in one transaction (caller holds the lock).
 
@@ -422,30 +469,42 @@ class KnowledgeIndex:
         caller parses). One transaction, so another thread or process dropping
         orphans never sees the content without its file, and the file is never
         recorded without its content. ``replaced``, the file's previous content,
-        is dropped when no file points to it any more.
+        is dropped when no file points to it any more. Stored content that failed
+        to parse and is due again within ``limits`` counts as absent (False); a
+        new limit failure is merged into the content's earlier one.
         """
+        now = time.time()
         with write_transaction(self._db):
+            row = self._db.execute(
+                "SELECT c.error, c.over, c.tried, c.retry_at, c.attempts FROM contents c "
+                "WHERE c.sha = ?",
+                (sha,),
+            ).fetchone()
+            before = failure_of(row) if row is not None else None
             if parsed is not None:
-                chunks, error = parsed
+                failure = failure_after(parsed, before, now, self._retry_after)
                 self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
                 self._db.executemany(
                     "INSERT INTO passages (sha, location, heading, text) VALUES (?, ?, ?, ?)",
-                    [(sha, c.location, c.heading, c.text) for c in chunks],
+                    [(sha, c.location, c.heading, c.text) for c in parsed.chunks],
                 )
                 self._db.execute(
-                    "INSERT OR REPLACE INTO contents (sha, passages, error) VALUES (?, ?, ?)",
-                    (sha, len(chunks), error),
+                    "INSERT OR REPLACE INTO contents (sha, passages, error, over, tried, "
+                    "retry_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (sha, len(parsed.chunks), parsed.error, *columns(failure)),
                 )
-            elif not self._db.execute(
-                "UPDATE contents SET orphaned = NULL WHERE sha = ?", (sha,)
-            ).rowcount:
+            elif row is None or (before is not None and before.due(limits, now)):
                 return False
+            else:
+                failure = before
+                self._db.execute("UPDATE contents SET orphaned = NULL WHERE sha = ?", (sha,))
             self._db.execute(
                 "INSERT OR REPLACE INTO files (path, mtime_ns, size, sha) VALUES (?, ?, ?, ?)",
                 (key, st.st_mtime_ns, st.st_size, sha),
             )
             if replaced is not None:
                 self._drop_orphans(only=replaced)
+        self._remember(sha, failure)
         return True
 
     def _drop_orphans(self, *, before: float | None = None, only: str | None = None) -> None:
@@ -488,6 +547,7 @@ class KnowledgeIndex:
         within: Path | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_MB * _MB,
         max_total_bytes: int = DEFAULT_MAX_TOTAL_MB * _MB,
+        pdf_limits: PdfLimits | None = None,
     ) -> list[Passage]:
         """The best passages for ``query`` among ``files``, best first.
 
@@ -503,6 +563,7 @@ class KnowledgeIndex:
             max_file_bytes: files larger than this are not read (searched as missing).
             max_total_bytes: once the files so far add up to this, the next ones
                 are not read either.
+            pdf_limits: what parsing one PDF may cost (default: the index's).
 
         Returns:
             Passages ranked by BM25 (an empty list when nothing matches).
@@ -515,8 +576,9 @@ class KnowledgeIndex:
         named = labels(files, root)
         inside = within.resolve() if within is not None else None
         caps = (max_file_bytes, max_total_bytes)
+        limits = pdf_limits if pdf_limits is not None else self._pdf_limits
         for file in files:
-            sha = self._refresh(file.resolve(), stats, inside, caps)
+            sha = self._refresh(file.resolve(), stats, inside, caps, limits)
             if sha is not None and sha not in names:
                 names[sha] = named[file]
         if not names:

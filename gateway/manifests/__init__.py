@@ -6,8 +6,8 @@ immutable, validated ``catalog.Catalog``; ``validate`` holds the checks and
 their output formats; ``schema`` generates ``schemas/manifest.schema.json``;
 ``tools`` turns a catalog into OpenAI tool schemas; ``seed`` converts old
 Assistants-API configs; ``watch`` reloads on change. This package imports
-nothing from the rest of the gateway but ``errors`` (and ``settings`` in
-``watch``); the other packages import it. Import submodules directly: this
+nothing from the rest of the gateway but ``errors``, ``_files`` (in ``loader``)
+and ``settings`` (in ``watch``); the other packages import it. Import submodules directly: this
 module re-exports nothing, so the sandbox can import ``model`` cheaply.
 """
 

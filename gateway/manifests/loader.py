@@ -18,14 +18,13 @@ the previous one remembered for files that are gone.
 
 Blocking: call it with ``asyncio.to_thread`` from async code. Action kinds must
 be registered first (``import gateway.executors``). Imports ``gateway.manifests``
-modules and ``errors`` only.
+modules, ``errors`` and ``_files`` only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from gateway._files import NotRegularFile, open_regular
 from gateway.errors import ManifestError, Problem
 from gateway.manifests import validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
@@ -95,7 +95,7 @@ def load_catalog(
         try:
             data = _read_manifest(root_abs / rel)
         except OSError as exc:
-            message = exc.strerror if isinstance(exc, _NotAManifest) else str(exc)
+            message = exc.strerror if isinstance(exc, _NotAManifest | NotRegularFile) else str(exc)
             problems.append(Problem(file=shown, line=1, col=1, message=f"cannot read: {message}"))
             continue
         contents[rel] = data
@@ -271,15 +271,12 @@ def _read_manifest(path: Path) -> bytes:
 
     Symlinks are followed, so a pushed ``x.yaml -> /dev/zero`` or a FIFO would
     otherwise block the reload forever or read until memory runs out: the file
-    is opened without blocking and checked with ``fstat`` before it is read.
+    is opened with ``open_regular``.
 
     Raises:
         OSError: it cannot be opened, is not a regular file, or is too large.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _NotAManifest(0, "not a regular file (a FIFO, device or socket)")
+    with open_regular(path) as file:
         data = file.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise _NotAManifest(0, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
@@ -483,10 +480,12 @@ def _file_digest(path: Path) -> bytes:
     """The sha256 of the file at ``path`` (``b""`` when unreadable), read in blocks.
 
     Knowledge files may be hundreds of MiB (``file_search.max_total_size_mb``):
-    read whole, every reload would hold each one in memory at once.
+    read whole, every reload would hold each one in memory at once. Opened with
+    ``open_regular``: validation found a regular file, but a FIFO swapped in since
+    (or a symlink to ``/dev/zero``) would hang the reloader's worker thread.
     """
     try:
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
             return hashlib.file_digest(fh, "sha256").digest()
     except OSError:
         return b""

@@ -32,6 +32,7 @@ __all__ = [
     "Expect",
     "FileSearch",
     "History",
+    "PdfParse",
     "Provider",
     "SandboxLimits",
     "register_action_kind",
@@ -212,6 +213,46 @@ class Action(_Strict, frozen=True, tag="action", tag_field="kind"):
         return type(self.config).network_default if self.config is not None else False
 
 
+class PdfParse(_Strict, frozen=True):
+    """What parsing one PDF of ``file_search`` may cost (``file_search.pdf``).
+
+    The PDF is parsed once per content, in a child process of the server (not
+    in the sandbox), at most two at once; a PDF over a limit is searched as
+    empty, logged ``knowledge_parse_limit``. The defaults are those of
+    ``gateway.knowledge.PdfLimits`` (this module imports no other package; a test
+    keeps them equal).
+    """
+
+    timeout: Annotated[
+        float,
+        msgspec.Meta(
+            ge=1,  # starting the parser alone takes a good part of a second
+            le=3600,
+            description="seconds (wall clock, and CPU) to parse one PDF",
+        ),
+    ] = 120.0
+    memory_mb: Annotated[
+        int,
+        msgspec.Meta(
+            ge=64,
+            le=16384,
+            description="address space of the parser (MiB), plus three times the file's size",
+        ),
+    ] = 1024
+    max_pages: Annotated[
+        int,
+        msgspec.Meta(ge=1, le=1_000_000, description="a PDF with more pages is not indexed"),
+    ] = 10_000
+    max_chars: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1000,
+            le=256_000_000,
+            description="a PDF with more characters of text is not indexed",
+        ),
+    ] = 32_000_000
+
+
 class FileSearch(_Strict, frozen=True):
     """The built-in ``file_search`` tool over files relative to the manifests root.
 
@@ -239,6 +280,7 @@ class FileSearch(_Strict, frozen=True):
             description="largest total of this assistant's knowledge files (MiB)",
         ),
     ] = 256
+    pdf: PdfParse = PdfParse()
 
 
 MAX_HISTORY_MESSAGES = 10_000

@@ -7,8 +7,8 @@ and ``fingerprint`` hashes all it loads (modules, gateway root, filesystem
 policy, the content of the catalog's code files) so ``Supervisor.reload``
 replaces only the zygotes whose fingerprint changed; ``zygote_warm`` lists the
 configs a zygote warms once (``ActionConfig.sandbox_warm``). Supervisor side
-only; imports the standard library, msgspec and ``gateway.manifests.model``
-(``ActionConfig``, at call time).
+only; imports the standard library, msgspec, ``gateway._files`` and
+``gateway.manifests.model`` (``ActionConfig``, at call time).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from gateway._files import open_regular
 
 if TYPE_CHECKING:
     from gateway.manifests.catalog import Catalog
@@ -74,7 +76,8 @@ def fingerprint(key: Key, catalog: Catalog | None, fs: FsPolicy | None = None) -
     if catalog is not None and modules != [*_BASE_MODULES, *key[1]]:
         for path in sorted(catalog.code_files):
             try:
-                data = path.read_bytes()
+                with open_regular(path) as fh:  # a FIFO swapped in must not hang a reload
+                    data = fh.read()
             except OSError:
                 data = b"\x00missing"
             digest.update(f"{path}\x00{len(data)}\x00".encode())

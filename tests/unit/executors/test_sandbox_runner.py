@@ -15,6 +15,7 @@ from gateway.executors.base import ToolResult
 from gateway.executors.examples import check_expect
 from gateway.executors.python import PythonConfig
 from gateway.executors.runner import SandboxRunner, validate_arguments
+from gateway.knowledge import PdfLimits
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import (
     Action,
@@ -23,6 +24,7 @@ from gateway.manifests.model import (
     CheckContext,
     Expect,
     FileSearch,
+    PdfParse,
 )
 from gateway.settings import Settings
 
@@ -179,6 +181,7 @@ class _Knowledge:
     def __init__(self) -> None:
         self.calls: list[tuple[list[Path], str, int, Path | None]] = []
         self.caps: list[tuple[int, int]] = []
+        self.pdf_limits: list[PdfLimits | None] = []
 
     def search(
         self,
@@ -190,9 +193,11 @@ class _Knowledge:
         within: Path | None = None,
         max_file_bytes: int,
         max_total_bytes: int,
+        pdf_limits: PdfLimits | None = None,
     ) -> list[dict[str, str]]:
         self.calls.append((files, query, max_results, within))
         self.caps.append((max_file_bytes, max_total_bytes))
+        self.pdf_limits.append(pdf_limits)
         return [{"source": files[0].name, "text": f"about {query}"}]
 
 
@@ -208,6 +213,7 @@ async def test_file_search_delegates_to_knowledge(tmp_path: Path) -> None:
     assert json.loads(result.output) == [{"source": "faq.md", "text": "about refunds"}]
     assert knowledge.calls == [([(tmp_path / "faq.md").resolve()], "refunds", 3, catalog.root)]
     assert knowledge.caps == [(2 << 20, 5 << 20)]
+    assert knowledge.pdf_limits == [PdfLimits()]
     without = SandboxRunner(_NoSupervisor())  # type: ignore[arg-type]
     assert (await without.run(catalog, "file_search", {"query": "x"})).status == "failed"
 
@@ -285,6 +291,31 @@ async def test_file_search_with_the_real_index(tmp_path: Path) -> None:
     assert result.status == "succeeded"
     assert passages[0]["source"] == "faq.md"
     assert "five business days" in passages[0]["text"]
+
+
+async def test_file_search_parses_pdfs_within_the_assistants_pdf_limits(tmp_path: Path) -> None:
+    """An assistant's file_search.pdf limits are the ones its PDFs are parsed within: a
+    two-page manual is over max_pages 1 for one assistant and found by the other."""
+    from gateway.knowledge.index import KnowledgeIndex
+    from tests.unit.knowledge.test_knowledge_index import make_pdf
+
+    make_pdf(tmp_path / "manual.pdf", ["Tyre pressure: 4 bar", "Oil: every 10000 km"])
+    strict = FileSearch(files=["manual.pdf"], pdf=PdfParse(max_pages=1))
+    assistants = {
+        "strict": Assistant(name="strict", file_search=strict),
+        "lenient": Assistant(name="lenient", file_search=FileSearch(files=["manual.pdf"])),
+    }
+    catalog = _catalog(tmp_path, assistants=assistants)
+    index = KnowledgeIndex()
+    try:
+        runner = SandboxRunner(_NoSupervisor(), index)  # type: ignore[arg-type]
+        query = '{"query": "tyre pressure"}'
+        refused = await runner.run(catalog, "file_search", query, assistant="strict")
+        found = await runner.run(catalog, "file_search", query, assistant="lenient")
+    finally:
+        index.close()
+    assert json.loads(refused.output) == []
+    assert json.loads(found.output)[0]["location"] == "page 1"
 
 
 class _BrokenSupervisor:

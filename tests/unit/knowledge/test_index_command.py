@@ -104,3 +104,27 @@ def test_index_command_reads_each_file_within_its_assistants_cap(tmp_path: Path)
     result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
     assert result.exit_code == 0, result.output
     assert "1 parsed" in result.output and "0 too large" in result.output
+
+
+def test_index_command_parses_each_pdf_within_its_assistants_largest_limits(
+    tmp_path: Path,
+) -> None:
+    """A PDF listed by two assistants is indexed within the larger of their
+    file_search.pdf limits (what one of them may search is indexed); a PDF only a
+    stricter assistant lists is over its limit and fails the command."""
+    from tests.unit.knowledge.test_knowledge_index import make_pdf
+
+    root = tmp_path / "manifests"
+    (root / "docs").mkdir(parents=True)
+    make_pdf(root / "docs" / "shared.pdf", ["Tyre pressure", "Oil change"])
+    make_pdf(root / "docs" / "strict.pdf", ["Brakes", "Lights"])
+    (root / "a.yaml").write_text(
+        "kind: assistant\nname: strict\nfile_search:\n"
+        "  files: [docs/shared.pdf, docs/strict.pdf]\n  pdf: {max_pages: 1}\n"
+        "---\nkind: assistant\nname: lenient\nfile_search:\n  files: [docs/shared.pdf]\n"
+    )
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
+    assert result.exit_code == 1, result.output
+    assert "(1 parsed, 0 reused, 0 unchanged, 0 missing, 1 failed" in result.output
+    assert "lenient: 1 files, 2 passages" in result.output

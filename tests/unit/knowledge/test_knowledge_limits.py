@@ -65,7 +65,7 @@ def test_a_pdf_bomb_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
     _index_within(index, [bomb])
     assert _errors(index) == ["ParseLimitError: parsing the PDF took longer than the limit of 1 s"]
     assert index.search([bomb, faq], "refund", 3)[0].source == "faq.md"
-    assert index.index([bomb]).parsed == 0  # the failure is kept: not parsed again
+    assert index.index([bomb]).parsed == 0  # the failure is kept: not parsed again soon
 
 
 def test_a_pdf_with_too_many_pages_is_refused_by_count(tmp_path: Path) -> None:

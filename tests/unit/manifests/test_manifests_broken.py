@@ -141,3 +141,14 @@ def test_knowledge_size_defaults_are_the_index_defaults() -> None:
         DEFAULT_MAX_FILE_MB,
         DEFAULT_MAX_TOTAL_MB,
     )
+
+
+def test_pdf_limit_defaults_are_the_index_defaults() -> None:
+    """file_search.pdf has the fields and defaults of the index's PdfLimits (the runner
+    builds one from the other by name)."""
+    import msgspec
+
+    from gateway.knowledge import PdfLimits
+    from gateway.manifests.model import PdfParse
+
+    assert PdfLimits(**msgspec.structs.asdict(PdfParse())) == PdfLimits()

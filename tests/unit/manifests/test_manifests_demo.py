@@ -147,7 +147,8 @@ def test_the_readme_inline_example_loads(tmp_path: Path) -> None:
 
 
 def test_the_readme_knowledge_limits_example_loads(tmp_path: Path) -> None:
-    """The YAML example of the README's knowledge-file limits raises the per-file cap."""
+    """The YAML example of the README's knowledge-file limits raises the per-file cap
+    and the PDF limits."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Knowledge files (file_search)\n", 1)[1]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
@@ -158,3 +159,4 @@ def test_the_readme_knowledge_limits_example_loads(tmp_path: Path) -> None:
     config = load_catalog(root, environ={}).assistants["handbook"].file_search
     assert config is not None
     assert (config.max_file_size_mb, config.max_total_size_mb) == (100, 256)
+    assert (config.pdf.timeout, config.pdf.max_pages, config.pdf.max_chars) == (600, 50000, 32e6)

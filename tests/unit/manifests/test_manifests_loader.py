@@ -175,6 +175,27 @@ INVALID: list[tuple[str, str, int, int, str]] = [
     ("kind: assistant\nname: a\ntemperature: 3\n", "m.yaml", 3, 14, "maximum of 2"),
     ("kind: assistant\nname: a\nactions: ghost\n", "m.yaml", 3, 10, "not of type 'array'"),
     ("kind: assistant\nname: a\nfile_search: {files: []}\n", "m.yaml", 3, 22, "non-empty"),
+    (
+        "kind: assistant\nname: a\nfile_search:\n  files: [k.pdf]\n  pdf: {timeout: 0}\n",
+        "m.yaml",
+        5,
+        18,
+        "file_search.pdf.timeout",
+    ),
+    (
+        "kind: assistant\nname: a\nfile_search:\n  files: [k.pdf]\n  pdf: {max_pages: 2000000}\n",
+        "m.yaml",
+        5,
+        20,
+        "maximum of 1000000",
+    ),
+    (
+        "kind: assistant\nname: a\nfile_search:\n  files: [k.pdf]\n  pdf: {pages: 5}\n",
+        "m.yaml",
+        5,
+        8,
+        "'pages' was unexpected",
+    ),
     ("kind: assistant\nname: a\nmodle: x\n", "m.yaml", 3, 1, "did you mean 'model'"),
     ("kind: database\nname: d\nurl: mysql://x\n", "m.yaml", 3, 6, "does not match"),
     ("kind: database\nurl: sqlite:///x\n", "m.yaml", 1, 1, "missing required field 'name'"),
@@ -618,6 +639,63 @@ def test_a_symlink_to_a_device_is_a_problem(tmp_path: Path) -> None:
     [problem] = _load_in_thread(root)
     assert problem.file == str(root / "zero.yaml")
     assert "not a regular file" in problem.message
+
+
+def test_a_knowledge_file_swapped_for_a_fifo_after_validation_does_not_hang(
+    tmp_path: Path,
+) -> None:
+    """A knowledge file replaced by a FIFO between its check and the version hash (here by
+    the action module, at import) is hashed as unreadable: the load ends, never blocks."""
+    knowledge = tmp_path / "manifests" / "k.md"
+    (tmp_path / "swap_actions.py").write_text(
+        f"import os\nos.remove({str(knowledge)!r})\nos.mkfifo({str(knowledge)!r})\n"
+        "def f(city: str) -> str:\n    '''Weather.'''\n    return city\n"
+    )
+    root = write(
+        tmp_path / "manifests",
+        {
+            "a.yaml": "kind: assistant\nname: a\nfile_search: {files: [k.md]}\n---\n"
+            "kind: action\nname: f\ndescription: d\npython: {function: swap_actions:f}\n",
+            "k.md": "# K\n\nknowledge\n",
+        },
+    )
+    assert _load_in_thread(root, knowledge) == []
+    assert knowledge.is_fifo()
+
+
+def test_a_code_file_turned_into_a_fifo_does_not_hang_the_load_or_the_zygotes(
+    tmp_path: Path,
+) -> None:
+    """An action module that is a FIFO once imported is hashed as unreadable by the
+    catalog version and by the zygote fingerprint, which both end instead of blocking."""
+    import threading
+
+    from gateway.sandbox._zygote_keys import fingerprint, zygote_keys
+
+    module = tmp_path / "fifo_actions.py"
+    code = "def f(city: str) -> str:\n    '''Weather.'''\n    return city\n"
+    module.write_text("import os\nos.remove(__file__)\nos.mkfifo(__file__)\n" + code)
+    text = "kind: action\nname: f\ndescription: d\npython: {function: fifo_actions:f}\n"
+    root = write(tmp_path / "manifests", {"f.yaml": text})
+    assert _load_in_thread(root, module) == []
+    module.unlink()
+    module.write_text(code)
+    catalog = load_catalog(root, environ={})
+    assert module in catalog.code_files
+    module.unlink()
+    os.mkfifo(module)
+    keys = zygote_keys(catalog)
+    prints: list[str] = []
+    worker = threading.Thread(
+        target=lambda: prints.extend(fingerprint(k, catalog) for k in keys), daemon=True
+    )
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():
+        os.close(os.open(module, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5)
+        pytest.fail("the zygote fingerprint blocked on a FIFO")
+    assert len(prints) == len(keys)
 
 
 def test_a_huge_file_is_a_problem(tmp_path: Path) -> None:
