@@ -23,8 +23,10 @@ from litestar.openapi.spec import Example
 from litestar.params import FromQuery, JSONBody
 from litestar.response import Stream
 
+from gateway._nesting import too_deep
 from gateway.api.errors import correlation_id_of, error_responses
 from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of, take_rate_token
+from gateway.api.request import TOO_DEEP
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
 from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, sse_frames
@@ -212,6 +214,9 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             except WebSocketDisconnect:
                 return
             incoming = asyncio.ensure_future(_receive(socket))
+            if too_deep(raw):
+                await _ws_error(socket, "invalid_request", f"bad frame: {TOO_DEEP}", cid)
+                continue
             try:
                 data = _ws_decoder.decode(raw)
             # Any frame a client can send: not JSON, not UTF-8, nested past the

@@ -157,12 +157,10 @@ class InlineExecutor:
                     message=str(exc)[:2000],
                     detail=exc.detail,
                 )
+                # A ``timeout`` error is ``timed_out`` (whichever saw the deadline first: a
+                # render, a SQLite statement, the body's reader): ``from_result`` trusts
+                # the kinds that may run inline, in the sandbox too.
                 result = from_result(res, action, started, call.secrets)
-                if exc.error_type == "timeout":
-                    # Whichever saw the deadline first (a render, a SQLite statement, the
-                    # body's reader, or the cancellation above), the call timed out. Inline
-                    # kinds are the gateway's own code, so their word on it is trusted.
-                    result = msgspec.structs.replace(result, status="timed_out")
             except Exception as exc:  # a bug in a kind or a driver: the call fails, not the run
                 res = CallResult(
                     ok=False,

@@ -33,6 +33,7 @@ import jsonschema
 import msgspec
 import structlog
 
+from gateway._nesting import MAX_JSON_DEPTH, too_deep, value_too_deep
 from gateway.errors import InvalidArguments
 from gateway.executors.base import ToolResult
 from gateway.executors.builtins import CODE_INTERPRETER, FILE_SEARCH, code_interpreter_action
@@ -76,8 +77,11 @@ def validate_arguments(action: Action, arguments: str | dict[str, Any]) -> dict[
     Raises:
         InvalidArguments: naming the offending argument when there is one.
     """
+    too_deep_message = f"the arguments are nested too deeply (more than {MAX_JSON_DEPTH} levels)"
     if isinstance(arguments, str):
         text = arguments.strip() or "{}"
+        if too_deep(text):
+            raise InvalidArguments(action.name, too_deep_message)
         try:
             parsed = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
@@ -85,8 +89,10 @@ def validate_arguments(action: Action, arguments: str | dict[str, Any]) -> dict[
                 action.name, f"the arguments are not valid JSON: {exc}"
             ) from None
         except RecursionError:  # msgspec's own depth guard, not a DecodeError
-            raise InvalidArguments(action.name, "the arguments are nested too deeply") from None
+            raise InvalidArguments(action.name, too_deep_message) from None
     else:
+        if value_too_deep(arguments):  # deepcopy recurses: about 500 levels overflowed it
+            raise InvalidArguments(action.name, too_deep_message)
         parsed = copy.deepcopy(arguments)
     if not isinstance(parsed, dict):
         raise InvalidArguments(action.name, "the arguments must be a JSON object")

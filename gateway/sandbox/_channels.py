@@ -121,6 +121,13 @@ class ZygoteChannel:
                 return
         self.spares.append((serial, sock))
 
+    def give_back(self, serial: int, sock: socket.socket) -> None:
+        """Take back a spare from ``take_spare`` that did not get its call (caller cancelled)."""
+        if self.dead:
+            sock.close()  # the spare reads EOF and exits
+        else:
+            self._lend(serial, sock)
+
     async def take_spare(self) -> tuple[int, socket.socket]:
         """An idle spare's serial and socket (the caller closes it); waits for one if none."""
         if self.dead:

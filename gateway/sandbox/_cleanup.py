@@ -8,14 +8,14 @@ left them, and everything in them, on disk for as long as the zygote lived
 (and, when the gateway is not root, after it: the zygote and the server have
 the call's uid then, and no capability overrides the mode). Whoever removes
 the tree owns those folders (same uid, or uid 0 without capabilities under
-``calls_run_as: root``), so giving them back their owner's bits is allowed.
+``calls_run_as: root``), so giving them back their owner's bits is allowed; a
+symbolic link is never followed (by descriptor: race-free, see ``_open_up``).
 Only called once the call and all its processes are gone. Imports only the
 standard library.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import stat
@@ -37,16 +37,62 @@ def remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+_PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+"""A folder by descriptor: a symbolic link (or anything else) in its place fails the open."""
+
+
 def _open_up(path: str) -> None:
-    """``chmod u+rwx`` on ``path`` and every folder below it (iterative: any depth)."""
-    stack = [path]
-    while stack:
-        folder = stack.pop()
-        with contextlib.suppress(OSError):
-            mode = os.lstat(folder).st_mode
-            if not stat.S_ISDIR(mode):
+    """``chmod u+rwx`` on ``path`` and every folder below it, never through a symbolic link.
+
+    Walks by file descriptor (another call with the same uid may swap a folder for a
+    link to anywhere while this runs): each folder is opened with ``_PATH_FLAGS``
+    relative to its parent's descriptor, and its mode is read from and set on that
+    descriptor's inode, never looked up by name again. Iterative, one descriptor open
+    per level of the folder being opened up.
+    """
+    try:
+        top = _enter(os.open(path, _PATH_FLAGS))
+    except OSError:
+        return
+    if top is None:
+        return
+    frames = [top]
+    try:
+        while frames:
+            fd, names = frames[-1]
+            if not names:
+                frames.pop()
+                os.close(fd)
                 continue
-            if mode & stat.S_IRWXU != stat.S_IRWXU:
-                os.chmod(folder, stat.S_IMODE(mode) | stat.S_IRWXU)
-            with os.scandir(folder) as entries:
-                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+            try:
+                child = os.open(names.pop(), _PATH_FLAGS, dir_fd=fd)
+            except OSError:
+                continue  # gone, or no longer a folder
+            listed = _enter(child)
+            if listed is not None:
+                frames.append(listed)
+    finally:
+        for fd, _ in frames:
+            os.close(fd)
+
+
+def _enter(folder: int) -> tuple[int, list[str]] | None:
+    """Give ``folder`` (an ``O_PATH`` descriptor, closed here) its owner's bits; a readable
+    descriptor of it and the names of its subfolders, or None if that failed."""
+    try:
+        mode = os.fstat(folder).st_mode
+        if mode & stat.S_IRWXU != stat.S_IRWXU:
+            # fchmod refuses O_PATH descriptors; their /proc link is this inode, not a name.
+            os.chmod(f"/proc/self/fd/{folder}", stat.S_IMODE(mode) | stat.S_IRWXU)
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    try:
+        with os.scandir(fd) as entries:
+            names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        os.close(fd)
+        return None
+    return fd, names

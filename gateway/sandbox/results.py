@@ -100,7 +100,13 @@ def from_result(
             traceback=mask(res.traceback, secrets or {}),
         )
     extra = {k: v for k, v in res.detail.items() if k not in _RESERVED}
-    return failure(started, res.error_type or "exception", res.message, **extra)
+    # A ``timeout`` error of a kind that is the gateway's own code (those that may run
+    # inline: http, sql) is the call timing out (an http body's deadline, a statement
+    # timeout), in the sandbox as inline. Action code (python, code_interpreter) is not
+    # trusted to say so: its ``timeout`` error is a failure like any other.
+    own_code = action.config is not None and type(action.config).inline
+    outcome = "timed_out" if own_code and res.error_type == "timeout" else "failed"
+    return failure(started, res.error_type or "exception", res.message, outcome=outcome, **extra)
 
 
 _RESERVED = frozenset({"type", "message", "outcome", "started", "error_type"})

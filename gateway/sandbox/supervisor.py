@@ -172,6 +172,8 @@ class Supervisor:
         self._cgroups: SandboxCgroups | None = None
         self.process_limit: tuple[bool, str] = (False, "not set up yet")
         self._warned: set[str] = set()
+        # Kills in flight, by the exit they wait for (see ``_kill``).
+        self._killing: dict[asyncio.Future[Exited], asyncio.Task[None]] = {}
         self.stats = SandboxStats()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -613,9 +615,10 @@ class Supervisor:
             )
         finally:
             reader.cancel()
-            zygote.pending.pop(serial, None)
-            if not exited.done():
-                exited.cancel()
+            if exited not in self._killing:  # else the kill in flight drops it when done
+                zygote.pending.pop(serial, None)
+                if not exited.done():
+                    exited.cancel()
             output.close()
             mine.close()
 
@@ -627,10 +630,25 @@ class Supervisor:
         The spare is told directly (the zygote only learns from ``Used`` that
         it should fork the next one). A spare that died while it waited in the
         queue refuses the message; the next one is tried.
+
+        ``Used`` goes first, because sending it may wait (a full control socket):
+        cancelled there (the caller, or the call's deadline), the spare has not
+        got the call and goes back to the queue. Handing the fds over and
+        returning has no await, so from the moment the spare holds the call the
+        caller tracks it (its kill at the deadline or on cancellation).
         """
         loop = asyncio.get_running_loop()
         while True:
             serial, sock = await zygote.take_spare()
+            try:
+                await zygote.send(Used(id=serial))
+            except OSError:
+                sock.close()
+                zygote.mark_dead()
+                raise ZygoteDied() from None  # nothing ran: tried again on a fresh zygote
+            except BaseException:
+                zygote.give_back(serial, sock)  # nothing ran; the next call may use it
+                raise
             exited: asyncio.Future[Exited] = loop.create_future()
             zygote.pending[serial] = exited
             try:
@@ -641,19 +659,32 @@ class Supervisor:
                 zygote.pending.pop(serial, None)
                 exited.cancel()
                 continue
-            try:
-                await zygote.send(Used(id=serial))
-            except OSError:
-                zygote.mark_dead()
             return serial, exited
 
     async def _kill(
         self, zygote: ZygoteChannel, call_id: int, exited: asyncio.Future[Exited]
     ) -> None:
-        """Kill a call's process group and wait until the zygote reaped it."""
-        if zygote.dead:
-            return
+        """Kill a call's process group and wait until the zygote reaped it.
+
+        The kill runs in a task of its own that the caller only waits for: a caller
+        cancelled meanwhile (a cancelled call cancelled again, shutdown) goes, and
+        the kill still reaches the zygote (sending it may wait on a full control
+        socket), and ``exited`` stays registered until the kill is done with it.
+        """
+        task = self._killing.get(exited)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._kill_and_reap(zygote, call_id, exited)
+            )
+            self._killing[exited] = task
+        await asyncio.shield(task)
+
+    async def _kill_and_reap(
+        self, zygote: ZygoteChannel, call_id: int, exited: asyncio.Future[Exited]
+    ) -> None:
         try:
+            if zygote.dead:
+                return
             await zygote.send(Kill(id=call_id))
             await asyncio.wait_for(asyncio.shield(exited), _KILL_GRACE)
         except (TimeoutError, OSError, ZygoteDied):
@@ -661,3 +692,9 @@ class Supervisor:
             log.error("sandbox.kill_failed", call_id=call_id)
             zygote.proc.kill()
             zygote.mark_dead()
+        finally:
+            del self._killing[exited]
+            if zygote.pending.get(call_id) is exited:
+                del zygote.pending[call_id]
+            if not exited.done():
+                exited.cancel()

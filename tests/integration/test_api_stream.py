@@ -302,3 +302,53 @@ def test_provider_failure_is_502_and_a_stream_error(
     stream = sdk.chat.completions.create(model="remote", messages=messages, stream=True)  # type: ignore[arg-type]
     with pytest.raises(openai.APIError, match=r"provider|fake|500"):
         list(stream)
+
+
+def _deep(depth: int) -> str:
+    """A JSON object nested ``depth`` levels deep in all: ``{"a": {"a": ... 1}}``."""
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+async def test_json_nested_past_the_limit_is_a_400_on_every_route(
+    api_server: GatewayServer,
+) -> None:
+    """A body nested about 500 deep made the invoke route's ``deepcopy`` overflow
+    (``internal_error``); nested past 100 levels, every client JSON (invoke, /chat, /v1,
+    a WebSocket frame) is now a clear 400 naming the limit, and 100 levels still pass."""
+    limit = "nested too deeply (more than 100 levels of arrays and objects)"
+    bodies = {
+        "/actions/get_weather/invoke": '{"arguments": {"city": "Paris", "x": %s}}',
+        "/chat": '{"message": "hi", "assistant": "helper", "x": %s}',
+        "/v1/chat/completions": '{"model": "helper", "messages": [{"role": "user", '
+        '"content": "hi"}], "x": %s}',
+    }
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as client:
+        for path, body in bodies.items():
+            for depth in (101, 500, 5000):
+                response = await client.post(path, content=body % _deep(depth), headers=headers)
+                assert response.status_code == 400, (path, depth, response.text)
+                error = response.json()["error"]
+                assert error["type"] == "invalid_request"
+                assert error["message"] == f"the request body is {limit}", (path, error)
+        # Brackets inside strings are text, not nesting.
+        fine = await client.post(
+            "/actions/get_weather/invoke", json={"arguments": {"city": "[" * 500 + "{" * 500}}
+        )
+        assert fine.status_code == 200 and fine.json()["status"] == "succeeded", fine.text
+        within = await client.post(
+            "/actions/get_weather/invoke",
+            content='{"arguments": {"city": "Paris", "unit": ' + _deep(98) + "}}",
+            headers=headers,
+        )
+        assert within.status_code == 200, within.text
+        assert within.json()["error_type"] == "invalid_arguments"  # read, judged: not a depth
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
+        for depth in (101, 500, 5000):
+            await ws.send('{"message": "hi", "assistant": "helper", "x": ' + _deep(depth) + "}")
+            reply = json.loads(await ws.recv())
+            assert reply["event"] == "error", reply
+            assert reply["data"]["type"] == "invalid_request"
+            assert reply["data"]["message"] == f"bad frame: {limit}"
+        await ws.send(json.dumps({"message": "hi", "assistant": "helper"}))
+        assert (await _until_done(ws))[-1]["event"] == "done"  # the socket lives on

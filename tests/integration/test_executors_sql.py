@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import sqlite3
 import tempfile
@@ -106,6 +107,26 @@ async def test_sqlite_readonly_in_sandbox(runner: SandboxRunner, catalog: Catalo
     assert closed.output == '{"rowcount":1}'
     still = await runner.run(catalog, "order", {"id": 1043})
     assert '"closed"' in still.output
+
+
+@pytest.mark.parametrize("isolation", ["sandbox", "inline"])
+async def test_a_statement_timeout_is_timed_out_in_the_sandbox_as_inline(
+    runner: SandboxRunner, catalog: Catalog, isolation: str
+) -> None:
+    """A statement cut by its ``statement_timeout`` (the kind's own ``timeout`` error) is a
+    ``timed_out`` call, in the sandbox as inline (the sandbox said ``failed``)."""
+    endless = _sql(
+        "endless",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+        "SELECT count(*) AS n FROM c",
+        parameters={"type": "object", "properties": {}},
+        statement_timeout=0.3,
+    )
+    endless = msgspec.structs.replace(endless, isolation=isolation, timeout=10)
+    cat = msgspec.structs.replace(catalog, actions={"endless": endless})
+    result = await runner.run(cat, "endless", {})
+    assert (result.status, result.error_type) == ("timed_out", "timeout"), result
+    assert json.loads(result.output)["error"]["type"] == "timeout"
 
 
 async def test_a_catalog_of_many_templates_starts_its_zygote(

@@ -28,6 +28,7 @@ from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
 from gateway.sandbox._cgroup import open_sandbox_cgroups
 from gateway.sandbox.probes import SANDBOX_UID_BASE
+from gateway.sandbox.protocol import Kill, encode
 from gateway.sandbox.supervisor import Supervisor
 from gateway.sandbox.worker import CALL_NAME, SPARE_NAME
 from gateway.settings import Settings
@@ -1429,3 +1430,89 @@ async def test_a_call_cancelled_while_its_zygote_restarts_leaves_no_zygote(
     await _until(lambda: not _our_zygotes(), "the cancelled start's zygote to be gone")
     again = await runner.run(catalog, "ok", {"name": "again"})
     assert again.output == "hello again"
+
+
+@contextlib.contextmanager
+def _control_sockets_full(supervisor: Supervisor) -> Iterator[None]:
+    """Stop every zygote and fill its control socket: the supervisor's next send waits.
+
+    The filler is ``Kill`` of a serial that never exists (a no-op for the zygote once
+    it runs again, on leaving the block).
+    """
+    zygotes = list(supervisor._zygotes.values())
+    for zygote in zygotes:
+        os.kill(zygote.proc.pid, signal.SIGSTOP)
+    try:
+        filler = encode(Kill(id=2**40))
+        for zygote in zygotes:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    zygote.sock.send(filler)
+        yield
+    finally:
+        for zygote in zygotes:
+            os.kill(zygote.proc.pid, signal.SIGCONT)
+
+
+async def _spares_lent(supervisor: Supervisor) -> None:
+    await _until(
+        lambda: all(len(z.spares) == 2 for z in supervisor._zygotes.values()), "the spares"
+    )
+
+
+async def test_a_call_cancelled_while_handing_over_never_runs_untracked(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Cancelled while telling the zygote ``Used`` (its control socket full), a call used
+    to leave its spare holding the call's fds: the action ran with no wall-clock kill.
+    Now the spare gets the call only after ``Used`` went, so nothing runs."""
+    await _spares_lent(supervisor)
+    with _control_sockets_full(supervisor):
+        task = asyncio.create_task(runner.run(catalog, "nap_long", {"seconds": 30}))
+        await _until(
+            lambda: any(len(z.spares) < 2 for z in supervisor._zygotes.values()),
+            "the call to take a spare",
+        )
+        await asyncio.sleep(0.2)  # what the spare would do with the call, it does now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await _until(lambda: not _running_calls(supervisor), "no call to be running")
+    assert (await runner.run(catalog, "ok", {"name": "again"})).output == "hello again"
+    await assert_nothing_left(supervisor)
+
+
+async def test_a_call_past_its_deadline_while_handing_over_never_runs_untracked(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """The call's deadline passing while ``Used`` waits on a full control socket is a
+    ``timed_out`` call that did not run, and no child runs it behind the result."""
+    await _spares_lent(supervisor)
+    with _control_sockets_full(supervisor):
+        result = await runner.run(catalog, "nap", {"seconds": 30})
+        assert result.status == "timed_out", result
+        assert "no sandbox process was free" in error_of(result.output)["message"]
+        await asyncio.sleep(0.2)
+        assert not _running_calls(supervisor)
+    await _until(lambda: not _running_calls(supervisor), "no call to be running")
+    await assert_nothing_left(supervisor)
+
+
+async def test_a_call_cancelled_again_while_its_kill_waits_is_still_killed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A cancelled call whose ``Kill`` waited on a full control socket and that was
+    cancelled again (shutdown, a second cancel) used to drop the kill: its child ran on
+    untracked. The kill now runs to the end on its own."""
+    task = asyncio.create_task(runner.run(catalog, "nap_long", {"seconds": 30}))
+    await _until(lambda: bool(_running_calls(supervisor)), "the call to run")
+    with _control_sockets_full(supervisor):
+        task.cancel()
+        await asyncio.sleep(0.2)  # the kill is waiting for room on the control socket
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await _until(lambda: not _running_calls(supervisor), "the call to be killed")
+    assert (await runner.run(catalog, "ok", {"name": "again"})).output == "hello again"
+    await assert_nothing_left(supervisor)

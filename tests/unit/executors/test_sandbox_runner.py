@@ -120,6 +120,28 @@ async def test_too_deeply_nested_arguments_are_invalid_arguments(tmp_path: Path)
     assert result.error_type == "invalid_arguments"
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    """``{"city": "x", "opts": [[...]]}`` with ``depth`` levels in all."""
+    value: Any = []
+    for _ in range(depth - 2):
+        value = [value]
+    return {"city": "x", "opts": value}
+
+
+@pytest.mark.parametrize("as_text", [True, False], ids=["text", "dict"])
+def test_arguments_nested_past_the_limit_are_invalid_at_any_depth(as_text: bool) -> None:
+    """Arguments nested more than 100 levels (text from a model, a dict from the invoke route)
+    are invalid_arguments naming the limit: a 500-level dict overflowed ``deepcopy``."""
+    for depth in (101, 500):
+        arguments = _nested(depth)
+        with pytest.raises(InvalidArguments, match=r"nested too deeply \(more than 100 levels\)"):
+            validate_arguments(ACTION, json.dumps(arguments) if as_text else arguments)
+    within = _nested(100)
+    with pytest.raises(InvalidArguments) as schema_error:  # 'opts' is not in the schema
+        validate_arguments(ACTION, json.dumps(within) if as_text else within)
+    assert "nested" not in str(schema_error.value) and "opts" in str(schema_error.value)
+
+
 def test_python_function_format_checked() -> None:
     """python.function must be module:callable (checked at load time, no import)."""
     ctx = CheckContext(root=Path(), databases=frozenset())

@@ -1,14 +1,20 @@
-"""Declared secrets are masked in what goes back to the model, in the forms they travel in."""
+"""What a child's answer becomes: declared secrets masked, a kind's timeout trusted or not."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.parse
 
 import pytest
 
-from gateway.sandbox.results import mask
+from gateway.executors.http import HttpConfig
+from gateway.executors.python import PythonConfig
+from gateway.executors.sql import SqlConfig
+from gateway.manifests.model import Action, ActionConfig
+from gateway.sandbox.protocol import CallResult
+from gateway.sandbox.results import from_result, mask
 
 SECRET = "s3cr/et+key=42&x"
 
@@ -38,3 +44,25 @@ def test_short_values_and_other_text_are_left_alone() -> None:
     """Values under four characters are not masked (they would blank out ordinary words)."""
     assert mask("the id is abc", {"X": "abc"}) == "the id is abc"
     assert mask("nothing secret here", {"API_KEY": SECRET}) == "nothing secret here"
+
+
+@pytest.mark.parametrize(
+    ("config", "status"),
+    [
+        (HttpConfig(url="http://127.0.0.1:9/x"), "timed_out"),
+        (SqlConfig(database="shop", query="SELECT 1"), "timed_out"),
+        (PythonConfig(function="actions.x:f"), "failed"),
+    ],
+    ids=["http", "sql", "python"],
+)
+def test_a_timeout_error_is_timed_out_only_from_the_gateways_own_kinds(
+    config: ActionConfig, status: str
+) -> None:
+    """A child's ``timeout`` error from http or sql (the body's deadline, a statement
+    timeout) is ``timed_out``, as inline; action code cannot claim it (``failed``)."""
+    action = Action(name="a", description="d", kind_key=config.key, config=config)
+    res = CallResult(ok=False, error_type="timeout", message="the request took too long")
+    result = from_result(res, action, time.perf_counter())
+    assert (result.status, result.error_type) == (status, "timeout")
+    other = from_result(CallResult(ok=False, error_type="http_status", message="404"), action, 0)
+    assert other.status == "failed"
