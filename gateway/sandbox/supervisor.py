@@ -649,6 +649,9 @@ class Supervisor:
             except BaseException:
                 zygote.give_back(serial, sock)  # nothing ran; the next call may use it
                 raise
+            if zygote.dead:  # its EOF was read while Used was on its way: no Exited follows
+                sock.close()
+                raise ZygoteDied()
             exited: asyncio.Future[Exited] = loop.create_future()
             zygote.pending[serial] = exited
             try:

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.sandbox._channels import ZygoteChannel, ZygoteDied
-from gateway.sandbox.protocol import Exited, Spare, encode
-from gateway.sandbox.supervisor import _not_handed_over
+from gateway.sandbox.protocol import Exited, Limits, Spare, Start, encode
+from gateway.sandbox.supervisor import Supervisor, _not_handed_over
+from gateway.settings import Settings
 
 
 @pytest.fixture
@@ -99,4 +100,28 @@ async def test_a_spare_lent_just_before_the_zygotes_death_is_not_taken(
     with pytest.raises(ZygoteDied):
         await asyncio.wait_for(waiting, 2)
     assert peer.recv(1) == b""  # the lent socket was closed: that spare reads EOF and exits
+    peer.close()
+
+
+async def test_a_zygote_that_died_while_used_was_sent_gets_no_call(
+    channel: tuple[ZygoteChannel, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The EOF read while ``Used`` was on its way: the hand-over gives up (the call is
+    retried on a fresh zygote) and the spare never gets the call's fds, which would leave
+    the call waiting for an ``Exited`` no one sends."""
+    chan, zygote_end = channel
+    peer = _lend(zygote_end, 4)
+    sent = chan.send
+
+    async def send_then_die(message: object, fds: list[int] | None = None) -> None:
+        await sent(message, fds)  # type: ignore[arg-type]
+        chan.mark_dead()  # what the read callback does on EOF, before the caller resumes
+
+    monkeypatch.setattr(chan, "send", send_then_die)
+    call, out = socket.socketpair()
+    with call, out, pytest.raises(ZygoteDied):
+        await Supervisor(Settings())._hand_over(
+            chan, Start(id=0, limits=Limits()), call.fileno(), out.fileno()
+        )
+    assert peer.recv(64) == b""  # closed unused: no Start (and no fds) came to the spare
     peer.close()
