@@ -232,6 +232,7 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         load=load,
         on_swap=[sandbox_swap, actions.reload],
         on_result=reloaded,
+        check=lambda catalog: services.keys.assistant_warnings(catalog.assistants),
     )
     services.reloader = reloader
     first = await reloader.reload("startup")
