@@ -363,6 +363,61 @@ def test_cors_preflight_admits_the_openai_js_sdk(
         assert "access-control-allow-origin" not in stranger.headers
 
 
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://app.example.com", True),
+        ("https://web-2.example.com", True),
+        ("https://example.com", False),
+        ("https://a.b.example.com", False),
+        ("https://evilexample.com", False),
+        ("https://app.example.com.evil.net", False),
+        ("http://app.example.com", False),
+    ],
+)
+def test_a_subdomain_wildcard_origin_is_one_rule_for_cors_and_the_origin_check(
+    gateway_server: ServerFactory, api_manifests: Path, origin: str, allowed: bool
+) -> None:
+    """GATEWAY_CORS_ORIGINS=https://*.example.com: Litestar's CORS read ``*`` as ``.*`` while
+    the open gateway's Origin check compared exact strings (a preflight passed, then the
+    request was 403). Now both let through exactly the origins whose host is one label
+    followed by .example.com, on the same scheme and port."""
+    server = gateway_server(api_manifests, env={"GATEWAY_CORS_ORIGINS": "https://*.example.com"})
+    body = json.dumps({"assistant": "other", "message": "hi"})
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        preflight = c.options(
+            "/chat",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        request = c.post(
+            "/chat", content=body, headers={"Origin": origin, "content-type": "text/plain"}
+        )
+    statuses = (preflight.status_code, request.status_code)
+    assert statuses == ((204, 200) if allowed else (400, 403))
+    expected = origin if allowed else None
+    assert preflight.headers.get("access-control-allow-origin") == expected
+    assert request.headers.get("access-control-allow-origin") == expected
+
+
+def test_a_wildcard_origin_litestar_would_widen_stops_the_server(api_manifests: Path) -> None:
+    """An entry with ``*`` elsewhere than a whole first label (``https://app.example.*``,
+    which Litestar matched against app.example.evil.net) is a settings error naming it."""
+    with pytest.raises(
+        SettingsError, match=r"GATEWAY_CORS_ORIGINS entry 'https://app\.example\.\*'"
+    ):
+        Settings.from_env(
+            {
+                "GATEWAY_MANIFESTS": str(api_manifests),
+                "GATEWAY_CORS_ORIGINS": "https://app.example.*",
+            },
+            dotenv=None,
+        )
+
+
 async def test_an_open_loopback_gateway_refuses_dns_rebinding(
     gateway_server: ServerFactory, api_manifests: Path
 ) -> None:
