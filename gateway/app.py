@@ -29,6 +29,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from gateway._origins import AllowedOrigins
 from gateway.api import admin, assistants, chat, health, openai_compat, threads
 from gateway.api.auth import KeyRing, RateLimiter
 from gateway.api.errors import exception_handlers
@@ -160,12 +161,16 @@ def _cors(settings: Settings) -> CORSConfig | None:
     Any request header is allowed (a preflight's list is echoed, Authorization included):
     the origins are the operator's own front-ends, and clients add headers of their own
     (the openai JS SDK sends X-Stainless-*), which a fixed list would refuse with a 400
-    preflight, so no browser could call the OpenAI-compatible endpoint.
+    preflight, so no browser could call the OpenAI-compatible endpoint. Origins are matched
+    by ``gateway._origins``' regular expression, the one the gateway's own Origin check
+    uses, never by Litestar's wildcard rule (``*`` matches anything there, dots included).
     """
     if not settings.cors_origins:
         return None
+    origins = AllowedOrigins(settings.cors_origins)
     return CORSConfig(
-        allow_origins=list(settings.cors_origins),
+        allow_origins=["*"] if origins.any else [],
+        allow_origin_regex=origins.regex,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
         expose_headers=["X-Correlation-ID", "Retry-After"],
@@ -232,6 +237,7 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         load=load,
         on_swap=[sandbox_swap, actions.reload],
         on_result=reloaded,
+        check=lambda catalog: services.keys.assistant_warnings(catalog.assistants),
     )
     services.reloader = reloader
     first = await reloader.reload("startup")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
 import msgspec
+
+from gateway._origins import parse_origin
 
 __all__ = ["Settings", "SettingsError", "read_dotenv"]
 
@@ -101,20 +102,13 @@ def _csv(var: str, value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-# What a browser sends as ``Origin``: scheme://host[:port], nothing after it.
-_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
-
-
 def _origins(var: str, value: str) -> tuple[str, ...]:
-    """Comma-separated browser origins, or ``*``: a host alone or a path would never match."""
-    origins = _csv(var, value)
-    for origin in origins:
-        if origin != "*" and not _ORIGIN.fullmatch(origin):
-            raise SettingsError(
-                f"{var} takes origins as a browser sends them, scheme://host[:port] "
-                f"(e.g. https://app.example.com), or *; got {origin!r}"
-            )
-    return origins
+    """Comma-separated browser origins (``https://*.example.com`` wildcards too), or ``*``,
+    lowercased (see ``gateway._origins``): a host alone or a path would never match."""
+    try:
+        return tuple(parse_origin(origin) for origin in _csv(var, value))
+    except ValueError as exc:
+        raise SettingsError(f"{var} {exc}") from None
 
 
 def _number(conv: Callable[[str], float]) -> Callable[[str, str], object]:

@@ -12,7 +12,9 @@ constant time (``hmac.compare_digest`` over SHA-256 digests, every entry
 checked). The gateway is open (no key needed) only when no key is set and
 ``ENVIRONMENT=development``, or when ``GATEWAY_AUTH=none``; production without
 keys refuses to start. ``/``, ``/health``, ``/ready``, ``/schema`` and ``/ui``
-are always open. Imports ``gateway.errors`` and ``gateway.settings`` only.
+are always open. The settings cannot know the assistants: a key limited to one
+the manifest set lacks is reported on every load (``KeyRing.assistant_warnings``,
+the reloader's ``check``). Imports ``gateway.errors`` and ``gateway.settings`` only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import hmac
 import posixpath
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import msgspec
 
@@ -99,6 +101,33 @@ class KeyRing:
                 "(or GATEWAY_AUTH=none to serve without authentication)"
             )
         return cls(settings.api_keys, settings.admin_keys, open_=not has_keys)
+
+    def assistant_warnings(self, assistants: Collection[str]) -> list[str]:
+        """One warning per client key limited to assistants not among ``assistants`` (the
+        live manifest set's), naming the key by its NAME, never the key itself.
+
+        Such a key gets 403 for those assistants (for all of them, when none of its own
+        exists): most likely a typo in ``GATEWAY_API_KEYS`` or an assistant renamed.
+        """
+        warnings = []
+        for entry in self._entries:
+            principal = entry.principal
+            if principal.admin or principal.assistants is None:
+                continue  # an admin key, or a key for every assistant
+            unknown = sorted(principal.assistants.difference(assistants))
+            if principal.assistants and not unknown:
+                continue
+            where = f"GATEWAY_API_KEYS: key {principal.name!r}"
+            if not principal.assistants:
+                warnings.append(f"{where} is limited to no assistant (nothing after '@')")
+                continue
+            names = ", ".join(repr(name) for name in unknown)
+            plural = "s" if len(unknown) > 1 else ""
+            text = f"{where} is limited to assistant{plural} {names}, not in the manifest set"
+            if len(unknown) == len(principal.assistants):
+                text += ", so it may use no assistant"
+            warnings.append(text)
+        return warnings
 
     def lookup(self, key: str) -> Principal | None:
         """The principal of ``key``, or None; compares against every entry in constant time."""

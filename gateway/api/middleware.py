@@ -8,14 +8,16 @@ of safe characters; otherwise a new one is made. Auth is decided by path
 (``auth.route_access``) before routing, so an unknown path without a key is
 a 401, not a 404. A gateway that needs no key refuses (403) browser requests
 from other origins (an ``Origin`` that is neither its own host nor in
-``GATEWAY_CORS_ORIGINS``): a key is what stops them otherwise. Listening on
+``GATEWAY_CORS_ORIGINS``, matched by the rule Litestar's CORS gets too, see
+``gateway._origins``): a key is what stops them otherwise. Listening on
 loopback, such a gateway also refuses browser requests (``Origin`` or
 ``Sec-Fetch-Site``) for any host but a loopback name: a page whose own name
 an attacker rebinds to 127.0.0.1 (DNS rebinding) is same-origin with the
 gateway, so its origin alone would pass. The access
 line never holds bodies, query strings or keys. Metric labels are bounded:
 a method outside the standard ones is counted as ``OTHER``.
-Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``.
+Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``,
+``gateway._origins``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.types.asgi_types import WebSocketAcceptEvent
 
+from gateway._origins import AllowedOrigins
 from gateway.api.auth import OPEN_PRINCIPAL, KeyRing, Principal, RateLimiter, route_access
 from gateway.api.errors import CID_KEY, error_body
 from gateway.api.metrics import Metrics
@@ -101,8 +104,9 @@ class GatewayMiddleware:
         limiter: per-caller token bucket, or None when rate limiting is off.
         metrics: where request counts and durations go.
         max_body_bytes: larger declared bodies are refused with 413 before reading.
-        cors_origins: browser origins allowed (``*`` for any): CORS preflights pass
-            without a key, and refusals made here carry the CORS header.
+        cors_origins: browser origins allowed (``*`` for any, ``https://*.example.com``
+            wildcards; as ``gateway._origins.parse_origin`` returns them): CORS preflights
+            pass without a key, and refusals made here carry the CORS header.
         loopback: the server listens on a loopback address only; an open gateway then
             serves browsers only under loopback names (see the module docstring).
     """
@@ -120,9 +124,7 @@ class GatewayMiddleware:
     ) -> None:
         self.app = app
         self.loopback = loopback
-        self.cors_origins = frozenset(o.encode() for o in cors_origins)
-        # The hosts of those origins: the names a loopback gateway answers browsers under.
-        self.cors_hosts = frozenset(o.partition(b"://")[2].lower() for o in self.cors_origins)
+        self.origins = AllowedOrigins(cors_origins)
         self.keys = keys
         self.limiter = limiter
         self.metrics = metrics
@@ -232,7 +234,7 @@ class GatewayMiddleware:
     def _preflight(self, scope: dict[str, Any], headers: dict[bytes, bytes]) -> bool:
         """A CORS preflight: no key is sent with it, the CORS middleware answers it."""
         return (
-            bool(self.cors_origins)
+            bool(self.origins)
             and scope.get("method") == "OPTIONS"
             and b"access-control-request-method" in headers
         )
@@ -265,17 +267,16 @@ class GatewayMiddleware:
         if b"origin" not in headers and b"sec-fetch-site" not in headers:
             return False
         host = headers.get(b"host")
-        if host is None or host.lower() in self.cors_hosts or b"*" in self.cors_origins:
+        # The hosts of the allowed origins are names a loopback gateway answers browsers under.
+        if host is None or self.origins.allows_host(host.decode("latin-1")):
             return False
         return not _loopback_name(host)
 
     def _allow_origin(self, headers: dict[bytes, bytes]) -> bytes | None:
         origin = headers.get(b"origin")
-        if origin is None or not self.cors_origins:
+        if origin is None or not self.origins.allows(origin.decode("latin-1")):
             return None
-        if origin in self.cors_origins or b"*" in self.cors_origins:
-            return origin
-        return None
+        return origin
 
     def _authenticate(
         self, scope: dict[str, Any], headers: dict[bytes, bytes], kind: str

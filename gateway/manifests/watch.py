@@ -76,6 +76,8 @@ class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
         previous_version: the live version before it.
         attempted_version: the version of the set that was loaded, if it loaded.
         errors: every problem, ``file:line:col: message``; empty unless rejected/failed.
+        warnings: what the ``check`` hook found wrong with the set it loaded that does not
+            stop it from serving (swapped or unchanged only; never a secret).
         at: UNIX time the attempt finished.
         duration_ms: load + validate + swap time.
     """
@@ -86,6 +88,7 @@ class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
     previous_version: str | None = None
     attempted_version: str | None = None
     errors: list[str] = []
+    warnings: list[str] = []
     at: float = 0.0
     duration_ms: float = 0.0
 
@@ -97,6 +100,8 @@ class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
         version / loaded_at / root / files: the live set (None / empty before the first).
         watching: whether file watching is on (``GATEWAY_WATCH``).
         watched: the real directories being watched (recursive first).
+        warnings: the ``check`` hook's warnings about the live set (a client key limited
+            to an assistant it does not have...), as of its newest load.
         last_attempt: the newest attempt; a rejected one stays here with its
             errors until a later attempt succeeds.
         reloads: attempts by result, for ``reloads_total{result}``.
@@ -108,6 +113,7 @@ class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
     files: list[str]
     watching: bool
     watched: list[str]
+    warnings: list[str]
     last_attempt: ReloadResult | None
     reloads: dict[str, int]
 
@@ -130,6 +136,10 @@ class Reloader:
             (e.g. ``supervisor.reload``); one raising aborts the swap.
         on_result: called with every ``ReloadResult`` (e.g. to bump a
             Prometheus counter); exceptions from it are logged, not raised.
+        check: called with every valid set loaded (swapped in, or the live version
+            again); returns warnings that do not stop it from serving, each logged as
+            ``reload_warning`` and shown in the result and the status. Its exceptions
+            are logged, not raised.
     """
 
     def __init__(
@@ -140,12 +150,15 @@ class Reloader:
         load: Callable[[], Catalog],
         on_swap: Sequence[Callable[[Catalog], Awaitable[None]]] = (),
         on_result: Callable[[ReloadResult], None] | None = None,
+        check: Callable[[Catalog], list[str]] | None = None,
     ) -> None:
         self._settings = settings
         self._ref = catalog_ref
         self._load = load
         self._on_swap = tuple(on_swap)
         self._on_result = on_result
+        self._check = check
+        self._warnings: list[str] = []  # the live set's, from its newest load
         self._counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
         self._last: ReloadResult | None = None
         # Coalescing: the future every request made while a load runs will share.
@@ -178,6 +191,7 @@ class Reloader:
             files=list(cat.files) if cat else [],
             watching=self._watch_task is not None and not self._watch_task.done(),
             watched=[*plan.recursive, *plan.flat] if plan else [],
+            warnings=list(self._warnings),
             last_attempt=self._last,
             reloads=dict(self._counts),
         )
@@ -269,8 +283,17 @@ class Reloader:
             log.exception("reload_load_crashed", reason=reason)
             errors = [f"{type(exc).__name__}: {exc}"]
             return self._finish("failed", reason, live_version, started, errors=errors)
+        warnings = self._warnings_of(new)
         if live is not None and new.version == live.version:
-            return self._finish("unchanged", reason, live_version, started, attempted=new.version)
+            self._warnings = warnings
+            return self._finish(
+                "unchanged",
+                reason,
+                live_version,
+                started,
+                attempted=new.version,
+                warnings=warnings,
+            )
         done: list[Callable[[Catalog], Awaitable[None]]] = []
         for hook in self._on_swap:
             try:
@@ -284,9 +307,21 @@ class Reloader:
                 )
             done.append(hook)
         self._ref.current = new  # the one swap
+        self._warnings = warnings
         if self._queue is not None:  # code dirs or knowledge files may have moved
             self._queue.put_nowait(_Batch(-1, frozenset()))
-        return self._finish("swapped", reason, live_version, started, attempted=new.version)
+        return self._finish(
+            "swapped", reason, live_version, started, attempted=new.version, warnings=warnings
+        )
+
+    def _warnings_of(self, catalog: Catalog) -> list[str]:
+        if self._check is None:
+            return []
+        try:
+            return self._check(catalog)
+        except Exception:  # a bug in the check must not stop a valid set; say it
+            log.exception("reload_check_failed", version=catalog.version)
+            return []
 
     async def _roll_back(
         self, hooks: Iterable[Callable[[Catalog], Awaitable[None]]], live: Catalog | None
@@ -308,6 +343,7 @@ class Reloader:
         *,
         attempted: str | None = None,
         errors: list[str] | None = None,
+        warnings: list[str] | None = None,
     ) -> ReloadResult:
         live = self._ref.current
         res = ReloadResult(
@@ -317,6 +353,7 @@ class Reloader:
             previous_version=previous,
             attempted_version=attempted,
             errors=errors or [],
+            warnings=warnings or [],
             at=time.time(),
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
@@ -331,6 +368,8 @@ class Reloader:
             log.error(f"reload_{result}", errors=len(res.errors), **fields)
             for error in res.errors:
                 log.error("reload_problem", problem=error)
+        for warning in res.warnings:
+            log.warning("reload_warning", warning=warning, version=res.version)
         if self._on_result is not None:
             try:
                 self._on_result(res)

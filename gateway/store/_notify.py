@@ -75,7 +75,8 @@ class Listener:
     """The LISTEN connection of one store, shared by all its subscribers.
 
     Args:
-        url: a libpq URL; a connection of its own (autocommit), never a pooled one.
+        url: a libpq URL (with its timeouts and keepalives); a connection of its own
+            (autocommit), never a pooled one.
         heartbeat: seconds of silence after which the connection is probed, so a
             connection cut without a word is noticed and replaced.
         retry: pause before reconnecting after a failure.
@@ -122,9 +123,8 @@ class Listener:
         failing = False  # warn once per streak of failures, not once a second
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, connect_timeout=10
-                )
+                # The URL carries the connect timeout and keepalives (``postgres._conninfo``).
+                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.connected, failing = True, False

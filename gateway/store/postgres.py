@@ -2,18 +2,28 @@
 
 Selected by ``GATEWAY_DATABASE_URL=postgresql://...`` so several replicas
 share threads. Migrations run under an advisory lock, so replicas starting
-together migrate once. One active run per thread is a partial unique index:
-the database refuses a second one whichever replica asks. Commits are
+together migrate once; their statements wait at most ``migration_lock_timeout``
+for a table's lock (a long transaction holding one would otherwise queue every
+query on that table behind the waiting ``ALTER``), and a blocked migration is
+retried, then fails the start-up naming the sessions in the way. One active
+run per thread is a partial unique index: the database refuses a second one
+whichever replica asks. Commits are
 synchronous (PostgreSQL's default), so an acknowledged write survives a crash.
 A connection-level failure (server down or restarting, connection cut, pool
 exhausted past its timeout) is ``NotReady`` (503); a broken rule stays
-``Conflict`` / ``NotFound``. Imports ``gateway.errors``,
-``gateway.providers.base`` and ``gateway.store`` internals.
+``Conflict`` / ``NotFound``. Every connection (pooled, listening, migrating)
+gets TCP keepalives, ``tcp_user_timeout`` and ``connect_timeout``
+(``CONNECTION_DEFAULTS``) unless the URL sets them: a server gone without a
+word (failover, partition) is noticed in about 30 s, not after the kernel's
+15 minutes of retransmissions. Imports ``gateway.errors``,
+``gateway.providers.base``, ``gateway.store`` internals and structlog.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import re
 import urllib.parse
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -22,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg import errors as pg_errors
 from psycopg.abc import Buffer
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
@@ -44,12 +55,29 @@ from gateway.store.base import (
     ThreadRecord,
 )
 
-__all__ = ["PostgresStore"]
+__all__ = ["CONNECTION_DEFAULTS", "PostgresStore"]
 
 _SQL = POSTGRES
+_logger = structlog.get_logger("gateway.store")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # fullmatch: `$` passes a final "\n"
 # SQLAlchemy's forms (``postgres://``, ``postgresql+psycopg://``...), as SQL actions take.
 _SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://", re.IGNORECASE)
+
+CONNECTION_DEFAULTS: dict[str, str] = {
+    # libpq's defaults leave a connection to a host that vanished without a reset (a
+    # failover, a partition) to the kernel: a query, a pool check or the listener's
+    # heartbeat then hangs until TCP gives up retransmitting, about 15 minutes. With
+    # these, a silent peer is noticed in about 30 s (GATEWAY_RUN_LEASE's default).
+    "connect_timeout": "10",  # seconds to connect (per host of a multi-host URL)
+    "keepalives": "1",
+    "keepalives_idle": "15",  # seconds idle before the first probe ...
+    "keepalives_interval": "5",  # ... then one every 5 s ...
+    "keepalives_count": "3",  # ... and 3 unanswered probes end it: 30 s idle
+    "tcp_user_timeout": "30000",  # ms data sent may stay unacknowledged (a query, a check)
+}
+"""libpq parameters every store connection gets unless its URL sets them itself (an
+operator's ``?keepalives_idle=60`` wins); ``PGCONNECT_TIMEOUT``, when set, is libpq's
+own default for ``connect_timeout`` and is left to apply."""
 
 
 class PostgresStore:
@@ -64,7 +92,13 @@ class PostgresStore:
             store left idle inside a transaction (its statements take milliseconds, so
             only a replica frozen or cut off mid-transaction gets there), releasing the row
             locks it holds: otherwise other replicas' writes on that thread wait, each
-            holding a pooled connection, until TCP keepalives notice (hours by default).
+            holding a pooled connection, until the server's TCP keepalives notice (hours).
+        migration_lock_timeout: seconds a migration statement waits for a table's lock
+            before giving up (``lock_timeout``); meanwhile every query on that table waits
+            behind it, so this is short.
+        migration_attempts: how many times a migration that gave up is tried (pausing
+            ``migration_lock_timeout`` between tries) before ``open`` fails with
+            ``NotReady`` naming the sessions holding locks on the store's tables.
     """
 
     shared = True
@@ -78,10 +112,14 @@ class PostgresStore:
         max_size: int = 10,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         idle_in_transaction_timeout: float = 10.0,
+        migration_lock_timeout: float = 5.0,
+        migration_attempts: int = 6,
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise InvalidInput(f"invalid schema name {schema!r}")
         self._idle_in_transaction_ms = max(int(idle_in_transaction_timeout * 1000), 1)
+        self._migration_lock_timeout = migration_lock_timeout
+        self._migration_attempts = max(migration_attempts, 1)
         self._url = _conninfo(url)
         self._schema = schema
         self._min_size, self._max_size = min_size, max_size
@@ -152,12 +190,49 @@ class PostgresStore:
             # Cancelled meanwhile (a start-up timeout), the pool is closed here too: its
             # workers would otherwise go on reconnecting behind a store that is not open.
             await pool.open(wait=True, timeout=30)
-            async with pool.connection() as conn, conn.transaction():
-                await _migrate(conn, self._schema or "public")
+            async with pool.connection() as conn:
+                await self._migrate(conn)
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+
+    async def _migrate(self, conn: Conn) -> None:
+        """Migrate the schema, trying again while its statements cannot get their locks.
+
+        Raises:
+            NotReady: still blocked after ``migration_attempts`` tries.
+        """
+        schema = self._schema or "public"
+        lock_timeout_ms = str(max(int(self._migration_lock_timeout * 1000), 1))
+        for attempt in range(1, self._migration_attempts + 1):
+            try:
+                async with conn.transaction():
+                    await _migrate(conn, schema, lock_timeout_ms)
+                return
+            except _MigrationBlocked as blocked:
+                async with conn.transaction():
+                    holders = await _lock_holders(conn)
+                what = {"version": blocked.version, "statement": blocked.statement}
+                if attempt < self._migration_attempts:
+                    _logger.warning(
+                        "store.migration_blocked",
+                        **what,
+                        holders=holders,
+                        attempt=attempt,
+                        attempts=self._migration_attempts,
+                    )
+                    await asyncio.sleep(self._migration_lock_timeout)
+                    continue
+                message = (
+                    f"the thread store's schema cannot be migrated to version {blocked.version}: "
+                    f"{blocked.statement!r} waited {self._migration_lock_timeout:g} s for a "
+                    f"table lock, {attempt} times; sessions holding locks on the store's "
+                    f"tables: {holders or 'none now'} (end their transactions, or cancel them "
+                    "with pg_cancel_backend(pid), and start the gateway again)"
+                )
+                _logger.error("store.migration_failed", **what, holders=holders)
+                raise NotReady(message) from None
 
     async def close(self) -> None:
         """Close the listening connection and the pool; the store can be opened again."""
@@ -399,15 +474,16 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 def _conninfo(url: str) -> str:
-    """``url`` as libpq reads it (``postgresql://``), checked now: the pool would retry one it
-    cannot parse until its timeout, saying only that, and log it whole, password included.
+    """``url`` as libpq reads it, checked now (the pool would retry one it cannot parse until
+    its timeout, saying only that, and log it whole, password included), with
+    ``CONNECTION_DEFAULTS`` added for the parameters it does not set.
 
     Raises:
         InvalidInput: libpq cannot parse it (the message does not repeat its password).
     """
     conninfo = _SCHEME.sub("postgresql://", url, count=1)
     try:
-        conninfo_to_dict(conninfo)
+        given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
         reason = str(exc).replace(conninfo, "<the URL>")
         with contextlib.suppress(ValueError):
@@ -417,7 +493,10 @@ def _conninfo(url: str) -> str:
             f"not a valid PostgreSQL URL ({reason.strip()}); "
             "expected postgresql://user:password@host:port/database"
         ) from None
-    return conninfo
+    missing = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
+    if os.environ.get("PGCONNECT_TIMEOUT"):
+        missing.pop("connect_timeout", None)
+    return make_conninfo(conninfo, **missing) if missing else conninfo
 
 
 class _StorableStrDumper(StrDumperUnknown):
@@ -500,9 +579,43 @@ async def _lock_migrations(conn: Conn, schema: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"gateway.store:{schema}",))
 
 
-async def _migrate(conn: Conn, schema: str) -> None:
-    # Replicas starting together: the advisory lock makes one migrate, the others wait.
+class _MigrationBlocked(Exception):
+    """A migration statement gave up waiting for its lock (its transaction is rolled back)."""
+
+    def __init__(self, version: int, statement: str) -> None:
+        super().__init__(version, statement)
+        self.version, self.statement = version, statement
+
+
+async def _lock_holders(conn: Conn) -> str:
+    """The other sessions holding locks on the store's tables (its schema is the session's
+    first), as ``pid N on table, ...`` with their transaction's age when the server shows it
+    (to a role that is not the session's own, it does not); never their queries."""
+    cur = await conn.execute(
+        "SELECT l.pid, string_agg(DISTINCT c.relname, ', ' ORDER BY c.relname),"
+        " extract(epoch FROM now() - min(a.xact_start))::int"
+        " FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+        " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.granted AND l.pid <> pg_backend_pid() AND c.relkind IN ('r', 'p')"
+        " AND c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+        " GROUP BY l.pid ORDER BY l.pid LIMIT 10"
+    )
+    return "; ".join(
+        f"pid {pid} on {tables}{f' (in a transaction for {age} s)' if age is not None else ''}"
+        for pid, tables, age in await cur.fetchall()
+    )
+
+
+async def _migrate(conn: Conn, schema: str, lock_timeout_ms: str) -> None:
+    """Migrate ``schema`` to the newest version, in the caller's transaction.
+
+    Raises:
+        _MigrationBlocked: a statement waited ``lock_timeout_ms`` for its lock.
+    """
+    # Replicas starting together: the advisory lock makes one migrate, the others wait
+    # (for as long as it takes: ``lock_timeout`` is set after it, for this transaction).
     await _lock_migrations(conn, schema)
+    await conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout_ms,))
     await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     cur = await conn.execute("SELECT version FROM schema_version")
     row = await cur.fetchone()
@@ -514,9 +627,12 @@ async def _migrate(conn: Conn, schema: str) -> None:
             f"the database schema is version {current}, newer than this gateway "
             f"({len(_SQL.migrations)}); upgrade the gateway"
         )
-    for statements in _SQL.migrations[current:]:
+    for version, statements in enumerate(_SQL.migrations[current:], start=current + 1):
         for statement in statements:
-            await conn.execute(statement)
+            try:
+                await conn.execute(statement)
+            except pg_errors.LockNotAvailable:
+                raise _MigrationBlocked(version, statement.split("\n", 1)[0]) from None
     await conn.execute("UPDATE schema_version SET version = %s", (len(_SQL.migrations),))
 
 

@@ -132,6 +132,55 @@ def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> 
     assert reply.choices[0].message.content
 
 
+def test_keys_limited_to_assistants_the_set_lacks_are_reported_on_every_load(
+    capsys: pytest.CaptureFixture[str], gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A key limited to an assistant the manifest set does not have (a typo, a rename) quietly
+    got 403 for it: every load now logs a warning naming the key's NAME (never the key) and
+    the assistant, and /manifests/status and the reload's answer list it, until a set has it."""
+    secrets = ["k-web-1111", "k-ghost-2222", "k-empty-3333", "k-all-4444", "k-ops-5555"]
+    env = {
+        "GATEWAY_API_KEYS": (
+            f"web@helper+helpr={secrets[0]},ghost@nobody={secrets[1]},"
+            f"empty@+={secrets[2]},all={secrets[3]}"
+        ),
+        "GATEWAY_ADMIN_KEYS": f"ops@nobody={secrets[4]}",  # admin keys use every assistant
+        "LOG_FORMAT": "json",
+    }
+    server = gateway_server(api_manifests, env=env)
+    web = "GATEWAY_API_KEYS: key 'web' is limited to assistant 'helpr', not in the manifest set"
+    ghost = (
+        "GATEWAY_API_KEYS: key 'ghost' is limited to assistant 'nobody', not in the manifest "
+        "set, so it may use no assistant"
+    )
+    empty = "GATEWAY_API_KEYS: key 'empty' is limited to no assistant (nothing after '@')"
+    admin = bearer(secrets[4])
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        status = c.get("/manifests/status", headers=admin)
+        assert status.json()["warnings"] == [web, ghost, empty]
+        assert c.get("/start?assistant=helper", headers=bearer(secrets[1])).status_code == 403
+        # The operator adds the assistant: the next load no longer warns about that key.
+        (api_manifests / "nobody.yaml").write_text(
+            "kind: assistant\nname: nobody\ndescription: Was missing.\n"
+        )
+        reloaded = c.post("/manifests/reload", headers=admin).json()
+        assert (reloaded["result"], reloaded["warnings"]) == ("swapped", [web, empty])
+        status = c.get("/manifests/status", headers=admin)
+        assert status.json()["warnings"] == [web, empty]
+        assert c.get("/start?assistant=nobody", headers=bearer(secrets[1])).status_code == 200
+        again = c.post("/manifests/reload", headers=admin).json()  # an unchanged set warns too
+        assert (again["result"], again["warnings"]) == ("unchanged", [web, empty])
+    server.stop()  # before capsys closes the stream the server logs to
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    logged = [(x["level"], x["warning"]) for x in lines if x["event"] == "reload_warning"]
+    expected = [web, ghost, empty, web, empty, web, empty]
+    assert logged == [("warning", text) for text in expected]
+    for secret in secrets:
+        assert secret not in err
+        assert secret not in status.text
+
+
 def test_sse_resume_accepts_the_key_in_the_query(c: httpx.Client) -> None:
     """EventSource cannot set headers, so GET streams accept ?api_key=."""
     body = c.post(
@@ -312,6 +361,61 @@ def test_cors_preflight_admits_the_openai_js_sdk(
             },
         )
         assert "access-control-allow-origin" not in stranger.headers
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://app.example.com", True),
+        ("https://web-2.example.com", True),
+        ("https://example.com", False),
+        ("https://a.b.example.com", False),
+        ("https://evilexample.com", False),
+        ("https://app.example.com.evil.net", False),
+        ("http://app.example.com", False),
+    ],
+)
+def test_a_subdomain_wildcard_origin_is_one_rule_for_cors_and_the_origin_check(
+    gateway_server: ServerFactory, api_manifests: Path, origin: str, allowed: bool
+) -> None:
+    """GATEWAY_CORS_ORIGINS=https://*.example.com: Litestar's CORS read ``*`` as ``.*`` while
+    the open gateway's Origin check compared exact strings (a preflight passed, then the
+    request was 403). Now both let through exactly the origins whose host is one label
+    followed by .example.com, on the same scheme and port."""
+    server = gateway_server(api_manifests, env={"GATEWAY_CORS_ORIGINS": "https://*.example.com"})
+    body = json.dumps({"assistant": "other", "message": "hi"})
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        preflight = c.options(
+            "/chat",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        request = c.post(
+            "/chat", content=body, headers={"Origin": origin, "content-type": "text/plain"}
+        )
+    statuses = (preflight.status_code, request.status_code)
+    assert statuses == ((204, 200) if allowed else (400, 403))
+    expected = origin if allowed else None
+    assert preflight.headers.get("access-control-allow-origin") == expected
+    assert request.headers.get("access-control-allow-origin") == expected
+
+
+def test_a_wildcard_origin_litestar_would_widen_stops_the_server(api_manifests: Path) -> None:
+    """An entry with ``*`` elsewhere than a whole first label (``https://app.example.*``,
+    which Litestar matched against app.example.evil.net) is a settings error naming it."""
+    with pytest.raises(
+        SettingsError, match=r"GATEWAY_CORS_ORIGINS entry 'https://app\.example\.\*'"
+    ):
+        Settings.from_env(
+            {
+                "GATEWAY_MANIFESTS": str(api_manifests),
+                "GATEWAY_CORS_ORIGINS": "https://app.example.*",
+            },
+            dotenv=None,
+        )
 
 
 async def test_an_open_loopback_gateway_refuses_dns_rebinding(

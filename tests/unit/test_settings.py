@@ -69,6 +69,11 @@ def test_defaults_are_the_development_defaults() -> None:
             "cors_origins",
             ("https://app.example", "http://127.0.0.1:3000", "*"),
         ),
+        (
+            {"GATEWAY_CORS_ORIGINS": "HTTPS://*.Example.com:8443,https://App.example"},
+            "cors_origins",
+            ("https://*.example.com:8443", "https://app.example"),
+        ),
     ],
 )
 def test_each_variable_sets_its_field(env: dict[str, str], field: str, expected: object) -> None:
@@ -134,6 +139,8 @@ def test_legacy_variables_are_accepted_and_ignored() -> None:
             {"GATEWAY_CORS_ORIGINS": "https://ok.example,https://app.example/"},
             "GATEWAY_CORS_ORIGINS",
         ),
+        ({"GATEWAY_CORS_ORIGINS": "https://app-*.example.com"}, "GATEWAY_CORS_ORIGINS"),
+        ({"GATEWAY_CORS_ORIGINS": "https://*.com"}, "GATEWAY_CORS_ORIGINS"),
     ],
 )
 def test_malformed_values_are_errors_naming_the_variable(

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.errors import ManifestError, Problem
 from gateway.manifests._watch_paths import make_plan, relevant
@@ -136,6 +137,36 @@ async def test_broken_set_is_rejected_old_set_serves_then_recovers(tmp_path: Pat
     assert ref.current is not live
     assert [r.result for r in results] == ["swapped", "rejected", "swapped"]
     assert reloader.status.reloads["rejected"] == 1
+
+
+async def test_check_warnings_follow_the_live_set_and_a_broken_check_blocks_nothing(
+    tmp_path: Path,
+) -> None:
+    """The ``check`` hook's warnings are those of the live set (a rejected set leaves them);
+    a check that raises is logged and the valid set still goes live, without warnings."""
+    (tmp_path / "a.yaml").write_text("x: 1\n")
+    verdicts: list[list[str] | Exception] = [["key 'web': no 'helpr'"], RuntimeError("bug")]
+
+    def check(catalog: Catalog) -> list[str]:
+        verdict = verdicts.pop(0)
+        if isinstance(verdict, Exception):
+            raise verdict
+        return verdict
+
+    ref = CatalogRef()
+    reloader = Reloader(
+        _settings(tmp_path, watch=False), ref, load=DirLoader(tmp_path), check=check
+    )
+    first = await reloader.reload("start")
+    assert first.warnings == reloader.status.warnings == ["key 'web': no 'helpr'"]
+    (tmp_path / "b.yaml").write_text("broken\n")
+    assert (await reloader.reload("edit")).result == "rejected"
+    assert reloader.status.warnings == ["key 'web': no 'helpr'"]
+    (tmp_path / "b.yaml").write_text("y: 2\n")
+    with capture_logs() as logs:
+        swapped = await reloader.reload("fix")
+    assert swapped.result == "swapped" and swapped.warnings == reloader.status.warnings == []
+    assert "reload_check_failed" in [entry["event"] for entry in logs]
 
 
 async def test_loader_crash_is_reported_as_failed(tmp_path: Path) -> None:
