@@ -3,18 +3,25 @@
 Keys come from ``GATEWAY_API_KEYS`` (clients) and ``GATEWAY_ADMIN_KEYS``
 (operators), comma-separated. Each entry is one of::
 
-    KEY                          an anonymous key, every assistant
+    KEY                          an anonymous key, every assistant (logged as key-N / admin-N)
     NAME=KEY                     a named key (the name, never the key, is logged)
-    NAME@ASSISTANT+ASSISTANT=KEY a named key limited to those assistants
+    NAME@ASSISTANT+ASSISTANT=KEY a client key limited to those assistants
 
-Admin keys may use every route and every assistant. Keys are compared in
-constant time (``hmac.compare_digest`` over SHA-256 digests, every entry
-checked). The gateway is open (no key needed) only when no key is set and
-``ENVIRONMENT=development``, or when ``GATEWAY_AUTH=none``; production without
-keys refuses to start. ``/``, ``/health``, ``/ready``, ``/schema`` and ``/ui``
-are always open. The settings cannot know the assistants: a key limited to one
-the manifest set lacks is reported on every load (``KeyRing.assistant_warnings``,
-the reloader's ``check``). Imports ``gateway.errors`` and ``gateway.settings`` only.
+An entry with ``=`` is always ``NAME=KEY`` (split at the first ``=``), so a key that
+itself contains ``=`` (base64 padding) needs a name. Anything else is refused at
+start-up with a ``SettingsError`` naming the variable and the entry's position (never
+the key, nor text that might be part of it): a NAME that does not parse, an empty
+NAME or KEY, a KEY starting with ``=`` or holding spaces or control characters, an
+admin key with ``@`` (admin keys use every assistant), the same key twice, or one
+name for entries with different rights. Spaces around ``=``, ``@`` and ``+`` are
+ignored. Keys are compared in constant time (``hmac.compare_digest`` over SHA-256
+digests, every entry checked). The gateway is open (no key needed) only when no key
+is set and ``ENVIRONMENT=development``, or when ``GATEWAY_AUTH=none``; production
+without keys refuses to start. ``/``, ``/health``, ``/ready``, ``/schema`` and ``/ui``
+are always open. The settings cannot know the assistants: a key limited to one the
+manifest set lacks is reported on every load (``KeyRing.assistant_warnings``, the
+reloader's ``check``). Imports ``gateway.errors``, ``gateway.settings`` and
+``NAME_PATTERN`` from ``gateway.manifests.model``.
 """
 
 from __future__ import annotations
@@ -29,11 +36,17 @@ from collections.abc import Collection, Iterable
 import msgspec
 
 from gateway.errors import Forbidden
+from gateway.manifests.model import NAME_PATTERN
 from gateway.settings import Settings, SettingsError
 
 __all__ = ["OPEN_PRINCIPAL", "KeyRing", "Principal", "RateLimiter", "route_access"]
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}(@[A-Za-z0-9_+-]{1,512})?")  # fullmatch, not `$`
+_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch, not `$` (it matches before "\n")
+_ASSISTANT = re.compile(NAME_PATTERN)
+# Whitespace or a control character: inside a key, most likely a missing comma
+# ("web=k1 ops=k2") or a pasted line break, and not sendable in a header anyway.
+_BLANK = re.compile(r"[\s\x00-\x1f\x7f]")
+_AUTO_NAME = re.compile(r"(key|admin)-[0-9]+")
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,38 +75,134 @@ OPEN_PRINCIPAL = Principal(name="anonymous", admin=True)
 class _Entry(msgspec.Struct, frozen=True):
     digest: bytes
     principal: Principal
+    where: str  # "GATEWAY_API_KEYS entry 2": how errors name it (never by its key)
 
 
 def _parse(entry: str, *, admin: bool, index: int) -> _Entry:
-    name, sep, key = entry.partition("=")
-    if not sep or not key or not _NAME.fullmatch(name):
-        # The whole entry is the key (it may itself contain "=").
-        name, key = f"{'admin' if admin else 'key'}-{index + 1}", entry
-    assistants: frozenset[str] | None = None
-    if "@" in name:
-        name, _, allowed = name.partition("@")
-        assistants = frozenset(a for a in allowed.split("+") if a)
+    """One entry of ``GATEWAY_API_KEYS`` (or ``GATEWAY_ADMIN_KEYS`` when ``admin``).
+
+    Errors name the entry by its position only: text that does not parse as a NAME
+    may well be part of a key (``dGVzdA==`` splits into ``dGVzdA`` and ``=``).
+
+    Raises:
+        SettingsError: the entry is not ``KEY``, ``NAME=KEY`` or ``NAME@A+B=KEY`` (the
+            last one for client keys only).
+    """
+    where = f"{'GATEWAY_ADMIN_KEYS' if admin else 'GATEWAY_API_KEYS'} entry {index + 1}"
+    entry = entry.strip()
+    if not entry:  # GATEWAY_*_KEYS drops empty entries; a caller passing one is wrong
+        raise SettingsError(f"{where}: empty")
+    if "=" not in entry:
+        name, key, assistants = f"{'admin' if admin else 'key'}-{index + 1}", entry, None
+    else:
+        label, _, key = (part.strip() for part in entry.partition("="))
+        if not label:
+            raise SettingsError(f"{where}: nothing before '=' (write NAME=KEY)")
+        if not key:
+            raise SettingsError(
+                f"{where}: no key after '=' (an unset variable? a key that contains '=', "
+                "such as base64 padding, needs a name: NAME=KEY)"
+            )
+        if key.startswith("="):
+            raise SettingsError(
+                f"{where}: the key after NAME= starts with '=' (a key that contains '=', "
+                "such as base64 padding, needs a name: NAME=KEY)"
+            )
+        name, at, allowed = (part.strip() for part in label.partition("@"))
+        if not _KEY_NAME.fullmatch(name):
+            raise SettingsError(
+                f"{where}: the text before '=' is no NAME (1 to 64 of A-Za-z0-9_.-, then "
+                "optionally @ASSISTANT+ASSISTANT); a key that contains '=' needs a name: "
+                "NAME=KEY"
+            )
+        assistants = _assistants(allowed, where) if at else None
+        if assistants is not None and admin:
+            limit = "+".join(sorted(assistants))
+            raise SettingsError(
+                f"{where} ({name!r}): an admin key may use every assistant, so '@{limit}' "
+                "would not limit it; limited keys go in GATEWAY_API_KEYS"
+            )
+    if _BLANK.search(key):
+        raise SettingsError(
+            f"{where}: a key cannot contain spaces or control characters "
+            "(entries are separated by commas)"
+        )
     digest = hashlib.sha256(key.encode()).digest()
-    return _Entry(digest, Principal(name=name, admin=admin, assistants=assistants))
+    return _Entry(digest, Principal(name=name, admin=admin, assistants=assistants), where)
+
+
+def _assistants(allowed: str, where: str) -> frozenset[str]:
+    """The assistant names after ``@``, joined by ``+``, each a manifest name."""
+    names = [part.strip() for part in allowed.split("+")]
+    if not all(_ASSISTANT.search(name) for name in names):
+        raise SettingsError(
+            f"{where}: after '@' come assistant names (1 to 64 of A-Za-z0-9_-) joined by '+'"
+        )
+    return frozenset(names)
+
+
+def _check_unique(entries: Iterable[_Entry]) -> None:
+    """Refuse the same key twice (only the first entry's rights would ever apply) and one
+    name for entries with different rights (logs and rate limits go by name). One name
+    for several keys with the same rights is fine: rotating a client's key.
+
+    Raises:
+        SettingsError: naming both entries by position (and the shared name).
+    """
+    by_digest: dict[bytes, _Entry] = {}
+    by_name: dict[str, _Entry] = {}
+    for entry in entries:
+        first = by_digest.setdefault(entry.digest, entry)
+        if first is not entry:
+            raise SettingsError(f"{entry.where} has the same key as {first.where}: list it once")
+        name = entry.principal.name
+        first = by_name.setdefault(name, entry)
+        if first.principal == entry.principal:
+            continue
+        auto = (
+            " (an entry without a name is named key-N or admin-N)"
+            if _AUTO_NAME.fullmatch(name)
+            else ""
+        )
+        if first.principal.admin != entry.principal.admin:
+            what = "a client key and an admin key need different names"
+        else:
+            what = "entries that may use different assistants need different names"
+        raise SettingsError(
+            f"{entry.where} is named {name!r} like {first.where}{auto}: {what} "
+            "(logs and rate limits go by name)"
+        )
 
 
 class KeyRing:
     """The configured keys; ``lookup`` finds the principal of a presented key."""
 
     def __init__(self, api_keys: Iterable[str], admin_keys: Iterable[str], *, open_: bool) -> None:
+        """Parse and check every entry (see the module docstring for the forms).
+
+        Raises:
+            SettingsError: an entry is malformed, or entries clash (same key, or one name
+                with different rights); the message names the variable and the position.
+        """
         self._entries = [_parse(k, admin=False, index=i) for i, k in enumerate(api_keys)]
         self._entries += [_parse(k, admin=True, index=i) for i, k in enumerate(admin_keys)]
+        _check_unique(self._entries)
         self.open = open_
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
         """Build the key ring; refuse production without keys unless ``GATEWAY_AUTH=none``.
 
+        The entries are checked even with ``GATEWAY_AUTH=none`` (which then ignores them),
+        so a broken one does not wait for authentication to be turned back on.
+
         Raises:
-            SettingsError: production with no key and ``GATEWAY_AUTH`` not ``none``.
+            SettingsError: production with no key and ``GATEWAY_AUTH`` not ``none``, or a
+                malformed entry (see ``KeyRing``).
         """
         has_keys = bool(settings.api_keys or settings.admin_keys)
         if settings.auth == "none":
+            cls(settings.api_keys, settings.admin_keys, open_=True)  # only to check them
             return cls((), (), open_=True)
         if not has_keys and settings.environment == "production":
             raise SettingsError(
@@ -115,12 +224,9 @@ class KeyRing:
             if principal.admin or principal.assistants is None:
                 continue  # an admin key, or a key for every assistant
             unknown = sorted(principal.assistants.difference(assistants))
-            if principal.assistants and not unknown:
+            if not unknown:
                 continue
             where = f"GATEWAY_API_KEYS: key {principal.name!r}"
-            if not principal.assistants:
-                warnings.append(f"{where} is limited to no assistant (nothing after '@')")
-                continue
             names = ", ".join(repr(name) for name in unknown)
             plural = "s" if len(unknown) > 1 else ""
             text = f"{where} is limited to assistant{plural} {names}, not in the manifest set"

@@ -4,7 +4,8 @@ Every exchange starts a run in the engine (a task of the server, not of the
 request) and then reads its event log: the JSON answer waits for the result,
 SSE and WebSocket clients follow the log, so a client that goes away never
 stops a run. Keys limited to some assistants are checked before a run starts.
-Imports ``gateway.api.*``, ``gateway.events``, ``gateway.errors``.
+Imports ``gateway.api.*``, ``gateway.events``, ``gateway.errors`` and ``NAME_PATTERN``
+from ``gateway.manifests.model``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import msgspec
 import structlog
@@ -20,7 +21,7 @@ from litestar import Request, Response, WebSocket, get, post, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import FromQuery, JSONBody
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 
 from gateway._nesting import too_deep
@@ -32,6 +33,7 @@ from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, sse_frames
 from gateway.errors import Conflict, GatewayError, InvalidInput, NotReady, ProviderError
 from gateway.events import ErrorEvent, encode_ws
+from gateway.manifests.model import NAME_PATTERN
 
 if TYPE_CHECKING:
     from litestar.types.asgi_types import WebSocketDisconnectEvent, WebSocketReceiveEvent
@@ -62,9 +64,15 @@ CHAT_ERRORS = error_responses(
 
 @get("/start", tags=["chat"], responses=_ERRORS, summary="Start a thread")
 async def start(
-    request: Request[Any, Any, Any], services: ServicesDep, assistant: FromQuery[str | None] = None
+    request: Request[Any, Any, Any],
+    services: ServicesDep,
+    assistant: Annotated[str | None, QueryParameter(pattern=NAME_PATTERN)] = None,
 ) -> StartResponse:
-    """Create a thread for ``assistant`` (or the default one) and return its greeting."""
+    """Create a thread for ``assistant`` (or the default one) and return its greeting.
+
+    ``assistant`` must be a name (``NAME_PATTERN``, as in the JSON bodies): anything
+    else (``helper%0A``, an empty value) is a 400 naming the parameter, not a 404.
+    """
     principal = principal_of(request.scope)
     if assistant is not None:
         principal.check_assistant(assistant)

@@ -94,7 +94,8 @@ def test_chat_over_websocket_with_a_base64_key(
     traceback before connecting); a terminal client sends the Authorization header.
     """
     key = "k+ey/with=="
-    server = gateway_server(api_manifests, env={"GATEWAY_API_KEYS": key})
+    # A key with `=` needs a name in GATEWAY_API_KEYS (the client sends the key alone).
+    server = gateway_server(api_manifests, env={"GATEWAY_API_KEYS": f"cli={key}"})
     result = CliRunner().invoke(
         main, ["chat", "other", "--url", server.url, "--ws", "--key", key], input="hello\n\n"
     )

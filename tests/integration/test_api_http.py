@@ -74,6 +74,19 @@ def test_start_needs_an_assistant_when_several_exist(client: httpx.Client) -> No
     assert_error(client.get("/start", params={"assistant": "nope"}), 404, "not_found")
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["assistant=helper%0A", "assistant=", "assistant=bad%20name", "assistant=" + "a" * 65],
+    ids=["newline", "empty", "space", "too-long"],
+)
+def test_start_with_a_malformed_assistant_name_is_a_400(client: httpx.Client, query: str) -> None:
+    """`?assistant=` takes the names the JSON bodies take (NAME_PATTERN): `helper%0A` was a
+    404 (no such assistant); a malformed name is now a 400 naming the parameter."""
+    error = assert_error(client.get(f"/start?{query}"), 400, "invalid_request")
+    assert error["message"].startswith("invalid request: assistant: "), error["message"]
+    assert client.get("/start?assistant=helper").status_code == 200
+
+
 def test_chat_json_runs_a_tool_and_stores_the_history(client: httpx.Client) -> None:
     """POST /chat answers with responses, tool calls, usage and metadata; the thread keeps them."""
     response = client.post(

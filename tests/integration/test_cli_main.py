@@ -104,6 +104,30 @@ def test_serve_refuses_production_without_keys(
 
 
 @pytest.mark.parametrize(
+    ("var", "value", "says"),
+    [
+        ("GATEWAY_API_KEYS", "ok=k-1234,web@=s3cret-key", "GATEWAY_API_KEYS entry 2: after '@'"),
+        ("GATEWAY_API_KEYS", "web@a b=s3cret-key", "GATEWAY_API_KEYS entry 1: after '@'"),
+        ("GATEWAY_API_KEYS", "web=", "GATEWAY_API_KEYS entry 1: no key after '='"),
+        ("GATEWAY_ADMIN_KEYS", "ops@helper=s3cret-key", "GATEWAY_ADMIN_KEYS entry 1 ('ops')"),
+    ],
+)
+def test_serve_refuses_a_malformed_key_entry(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, var: str, value: str, says: str
+) -> None:
+    """A key entry whose NAME does not parse (it used to become an unlimited anonymous key whose
+    secret was the whole entry), an empty key, or an admin key with `@` stops `serve`: one error
+    naming the variable and the entry's position, exit 1, never the key."""
+    for name in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "GATEWAY_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(var, value)
+    result = cli.invoke(main, ["serve", "--manifests", str(REPO / "manifests")])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {says}"), result.output
+    assert "s3cret" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
     ("url", "says"),
     [
         ("mysql://gw:s3cret-pw@db/gateway", "unsupported database URL scheme 'mysql'"),
