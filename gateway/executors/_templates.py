@@ -6,8 +6,13 @@ killed at the action's timeout; inline (``isolation: inline``) a render runs in 
 of the server, which nothing can kill, so the render stops itself: every ``{% for %}``
 iteration and every call the template makes (``range()``, methods, ``loop()`` of a
 recursive loop, macros) checks the deadline and raises ``ToolError("timeout")`` past it.
-Loops are the only way a template repeats work, so a render ends within one step of its
-deadline (a single step, such as a huge string repetition, is not interrupted).
+Loops and calls are how a template repeats work, so a render ends within one step of its
+deadline. A single step is not interrupted, so the steps whose size an argument's *value*
+sets are bounded where they are cheap to bound: ``*`` may build at most ``MAX_ITEMS``
+characters or items, ``**`` at most ``MAX_BITS`` bits, and ``%`` takes no ``*`` width
+over ``MAX_ITEMS`` (``call_binop``). What is left (a method such as ``s.ljust(n)``, a
+filter such as ``center(n)``) is bounded by the action's JSON Schema (``maximum``), or by
+the sandbox's limits when the action is not inline.
 
 The deadline lives in a context variable: ``deadline(timeout)`` sets it (an earlier one
 already set wins), ``InlineExecutor`` sets the call's (from its arrival, so queued time
@@ -34,7 +39,19 @@ if TYPE_CHECKING:
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["check_deadline", "compile_template", "deadline", "guarded_environment"]
+__all__ = [
+    "MAX_BITS",
+    "MAX_ITEMS",
+    "check_deadline",
+    "compile_template",
+    "deadline",
+    "guarded_environment",
+]
+
+MAX_ITEMS = 1 << 20
+"""Most characters or items one ``*`` in a template may build, and the widest ``%*`` width."""
+MAX_BITS = 1 << 16
+"""Most bits one integer ``**`` in a template may build (about 20,000 digits)."""
 
 
 class _Deadline:
@@ -131,7 +148,14 @@ def _environment_class() -> type[SandboxedEnvironment]:
     from jinja2.sandbox import SandboxedEnvironment
 
     class GuardedEnvironment(SandboxedEnvironment):
-        """A sandboxed environment whose every call checks the deadline."""
+        """A sandboxed environment whose every call checks the deadline, and whose ``*``,
+        ``**`` and ``%`` refuse results whose size an argument's value makes huge."""
+
+        intercepted_binops = frozenset({"*", "**", "%"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            _check_binop(operator, left, right)
+            return super().call_binop(context, operator, left, right)
 
         def call(
             __self,  # Jinja's own signature: positional-only by name mangling
@@ -144,6 +168,41 @@ def _environment_class() -> type[SandboxedEnvironment]:
             return super().call(__context, __obj, *args, **kwargs)
 
     return GuardedEnvironment
+
+
+_SIZED = (str, bytes, list, tuple)
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Raise ``ToolError("invalid_template")`` for a ``*``, ``**`` or ``%`` that would
+    build more than ``MAX_ITEMS`` items or ``MAX_BITS`` bits in one uninterruptible step."""
+    if operator == "*":
+        if isinstance(left, _SIZED) and isinstance(right, int):
+            size = len(left) * right
+        elif isinstance(right, _SIZED) and isinstance(left, int):
+            size = len(right) * left
+        else:
+            return
+        if size > MAX_ITEMS:
+            raise ToolError(
+                "invalid_template",
+                f"`*` in a template would build {size:,} items (at most {MAX_ITEMS:,})",
+            )
+    elif operator == "**":
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and left.bit_length() * right > MAX_BITS
+        ):
+            raise ToolError(
+                "invalid_template",
+                f"`**` in a template would build a number of over {MAX_BITS:,} bits",
+            )
+    elif operator == "%" and isinstance(left, str) and "*" in left:
+        values = right if isinstance(right, tuple) else (right,)
+        if any(isinstance(v, int) and abs(v) > MAX_ITEMS for v in values):
+            raise ToolError("invalid_template", f"a `%*` width in a template is over {MAX_ITEMS:,}")
 
 
 def guarded_environment(**options: Any) -> SandboxedEnvironment:

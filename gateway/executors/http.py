@@ -87,11 +87,17 @@ def _template(text: str, *, url: bool) -> jinja2.Template:
     return compile_template(_envs()[1 if url else 0], text)
 
 
+_SIZING_FILTERS = frozenset({"center", "format", "indent", "replace", "wordwrap"})
+"""Filters whose result an argument's value (a width, a count) can make large."""
+
+
 @functools.lru_cache(maxsize=256)
 def _repeats(texts: tuple[str, ...]) -> bool:
-    """Whether any template in ``texts`` has a ``{% for %}`` or a call (``range()``, a
-    method, a macro): the only ways a render's time grows past the template's size and
-    its arguments' (a template that does not parse counts: its render raises)."""
+    """Whether any template in ``texts`` has work an argument's value can make long: a
+    ``{% for %}``, a call (``range()``, a method, a macro), ``*``, ``**``, ``%`` or a
+    sizing filter (``_SIZING_FILTERS``). Only templates with none of these, whose render
+    costs their size and their arguments' sizes, render in place on the event loop (a
+    template that does not parse counts: its render raises)."""
     import jinja2
     from jinja2 import nodes
 
@@ -101,7 +107,9 @@ def _repeats(texts: tuple[str, ...]) -> bool:
             tree = env.parse(text)
         except jinja2.TemplateSyntaxError:
             return True
-        if next(tree.find_all((nodes.For, nodes.Call)), None) is not None:
+        if next(tree.find_all((nodes.For, nodes.Call, nodes.Mul, nodes.Pow, nodes.Mod)), None):
+            return True
+        if any(f.name in _SIZING_FILTERS for f in tree.find_all(nodes.Filter)):
             return True
     return False
 

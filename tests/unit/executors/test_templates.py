@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from gateway.executors import _templates
@@ -74,6 +76,11 @@ def test_loops_render_as_before() -> None:
         (("ok", "{% for x in xs %}{{ x }}{% endfor %}"), True),
         (("{{ range(n) | list }}",), True),
         (("{{ s.ljust(9) }}",), True),
+        (("{{ pad * width }}",), True),
+        (("{{ 7 ** n }}",), True),
+        (("{{ '%*s' % (w, x) }}",), True),
+        (("{{ s | center(n) }}",), True),
+        (("{{ x | urlencode }}", "{{ x | default('') }}"), False),
         (("{% if %}",), True),  # does not parse: the render raises, in the thread
     ],
 )
@@ -83,3 +90,34 @@ def test_only_templates_with_loops_or_calls_render_in_a_thread(
     """An inline http call renders in a worker thread exactly when a template can repeat
     work (a loop or a call); the others cost their size, and a thread hop costs more."""
     assert _repeats(texts) is repeats
+
+
+@pytest.mark.parametrize(
+    ("source", "args"),
+    [
+        ("{{ pad * width }}", {"pad": "ab", "width": 10**8}),
+        ("{{ width * pad }}", {"pad": ["x"], "width": 10**8}),
+        ("{{ 7 ** n }}", {"n": 10**7}),
+        ("{{ '%*s' % (w, 'x') }}", {"w": 10**8}),
+    ],
+)
+def test_a_step_an_arguments_value_makes_huge_is_refused(source: str, args: dict[str, int]) -> None:
+    """One ``*``, ``**`` or ``%*`` step the deadline cannot interrupt is refused before it
+    allocates (an inline render runs in the server, with no memory limit of its own)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ToolError) as caught:
+            _template(source, url=False).render(args)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.error_type == "invalid_template"
+    assert peak < 5_000_000
+    with pytest.raises(ToolError):
+        render_sql("SELECT " + source, args, style="qmark", timeout=5)
+
+
+def test_small_repetitions_powers_and_widths_render() -> None:
+    """What templates use them for (rules, padding, small powers) renders as before."""
+    source = "{{ '-' * 3 }}|{{ 3 * [0] }}|{{ 2 ** 10 }}|{{ '%*s' % (3, 'x') }}|{{ 7 % 4 }}"
+    assert _template(source, url=False).render() == "---|[0, 0, 0]|1024|  x|3"
