@@ -3,8 +3,10 @@
 ``Pools`` is owned by the runner (one per server) and creates everything on
 first use: the ``httpx.AsyncClient`` that every inline ``http`` call shares,
 one pool of SQLite connections per (database URL, read-only), one psycopg
-``ConnectionPool`` per PostgreSQL URL, and the worker threads that run the
-blocking database work and the rendering of templates off the event loop.
+``ConnectionPool`` per PostgreSQL URL (its connections with the keepalives and
+timeouts of ``gateway._libpq``, which the caller's ``conninfo`` adds), and the
+worker threads that run the blocking database work and the rendering of
+templates off the event loop.
 ``aclose`` closes them all (app shutdown); ``retain`` closes the database
 pools a new catalog no longer uses.
 
@@ -226,19 +228,26 @@ class Pools:
         return await self._blocking(job)
 
     async def postgres(
-        self, conninfo: str, *, timeout: float, work: Callable[[psycopg.Connection[Any]], T]
+        self,
+        url: str,
+        *,
+        timeout: float,
+        conninfo: Callable[[], str],
+        work: Callable[[psycopg.Connection[Any]], T],
     ) -> T:
-        """Run ``work`` on a pooled connection to ``conninfo`` in a worker thread.
+        """Run ``work`` on a pooled connection to ``url`` in a worker thread.
 
-        Connections are checked before use (a server restart costs a reconnect,
-        not a failed call) and are idle again when ``work`` returns (it commits
-        or rolls back). Waiting for a connection is bounded by the call's
+        ``url`` (the database URL as the catalog has it, which ``retain`` is given)
+        selects the pool; ``conninfo`` makes the libpq string a new pool connects
+        with. Connections are checked before use (a server restart costs a
+        reconnect, not a failed call) and are idle again when ``work`` returns (it
+        commits or rolls back). Waiting for a connection is bounded by the call's
         timeout (at most 10 s): then a ``database_error``.
         """
         self._check_open()
-        pool = self._postgres.get(conninfo)
+        pool = self._postgres.get(url)
         if pool is None:
-            pool = self._postgres[conninfo] = self._open_postgres(conninfo, timeout)
+            pool = self._postgres[url] = self._open_postgres(conninfo())
         wait = min(timeout, _CHECKOUT_TIMEOUT)
 
         def job(slot: _Slot) -> T:
@@ -269,14 +278,14 @@ class Pools:
 
         return await self._blocking(job)
 
-    def _open_postgres(self, conninfo: str, timeout: float) -> ConnectionPool[Any]:
+    def _open_postgres(self, conninfo: str) -> ConnectionPool[Any]:
         from psycopg_pool import ConnectionPool
 
         pool: ConnectionPool[Any] = ConnectionPool(
-            conninfo,
+            conninfo,  # carries connect_timeout and the keepalives (``sql.postgres_conninfo``)
             min_size=1,
             max_size=self._sql_threads,
-            kwargs={"autocommit": False, "connect_timeout": max(1, int(min(timeout, 10)))},
+            kwargs={"autocommit": False},
             check=ConnectionPool.check_connection,
             name="gateway-inline",
             open=False,

@@ -2,8 +2,12 @@
 
 An example passes when the call ends with ``expect.status`` (default
 ``succeeded``), its output contains ``expect.contains`` (if given) and equals
-``expect.equals`` (if given; compared as JSON when the output is JSON, where
-``true`` is not ``1``, else as text). Imports ``gateway.executors`` and ``gateway.manifests``.
+``expect.equals`` (if given, ``null`` included). ``equals`` is a JSON value
+compared by type: the output, read as JSON, must be that very value (``true``
+is neither ``1`` nor ``"True"``; ``2`` and ``2.0`` are one number); an expected
+string also matches the output text itself, since a result that is a string
+reaches the model as its bare text. Imports ``gateway.executors`` and
+``gateway.manifests``.
 """
 
 from __future__ import annotations
@@ -40,19 +44,37 @@ def check_expect(expect: Expect, result: ToolResult) -> list[str]:
         problems.append(f"status is {result.status}, expected {expect.status}")
     if expect.contains is not None and expect.contains not in result.output:
         problems.append(f"output does not contain {expect.contains!r}")
-    if expect.equals is not None:
-        actual: Any
-        try:
-            actual = msgspec.json.decode(result.output)
-        except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
-            actual = result.output
-        if not _same(actual, expect.equals) and result.output != str(expect.equals):
-            problems.append(f"output is {result.output[:200]!r}, expected {expect.equals!r}")
+    if expect.equals is not msgspec.UNSET and not _equals(result.output, expect.equals):
+        problems.append(f"output is {result.output[:200]!r}, expected {_json(expect.equals)}")
     return problems
 
 
+def _equals(output: str, expected: Any) -> bool:
+    """Whether ``output`` is the JSON value ``expected``, or the text of an expected string.
+
+    No text form of another value stands in: ``True`` (a string result) is not
+    ``true``, and ``null`` is only the output ``null``.
+    """
+    if isinstance(expected, str) and output == expected:
+        return True  # a string result reaches the model as its bare text
+    try:
+        actual = msgspec.json.decode(output)
+    except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
+        return False
+    return _same(actual, expected)
+
+
+def _json(value: Any) -> str:
+    """``value`` as JSON for a message (``true``, ``null``, ``"True"``), else its repr."""
+    try:
+        return msgspec.json.encode(value).decode()[:200]
+    except (TypeError, msgspec.EncodeError):
+        return repr(value)
+
+
 def _same(actual: Any, expected: Any) -> bool:
-    """JSON equality: as ``==``, except that ``true``/``false`` never equal ``1``/``0``.
+    """JSON equality by type: numbers by value (``2 == 2.0``), every other kind only with
+    its own kind; ``true``/``false`` never equal ``1``/``0``.
 
     Python's ``True == 1`` would let an example expecting ``true`` pass on ``1``.
     """

@@ -16,8 +16,10 @@ context variable, so one compiled template serves every render).
 
 ``run`` opens a connection per call (in the sandbox child); ``run_inline``
 (``isolation: inline``) runs the same statement code on a pooled connection
-in a worker thread of the server (``gateway.executors._pools``). Imports
-``gateway.manifests.model`` and ``gateway.executors._common``.
+in a worker thread of the server (``gateway.executors._pools``). PostgreSQL
+connections of both get the thread store's TCP keepalives and timeouts
+(``gateway._libpq``) unless the database URL sets them. Imports
+``gateway.manifests.model``, ``gateway.executors._common`` and ``gateway._libpq``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 
+from gateway import _libpq as libpq
 from gateway.executors import _templates
 from gateway.executors._common import ToolError, json_safe
 from gateway.executors._templates import compile_template, guarded_environment
@@ -298,7 +301,12 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             )
             return self.execute_postgres(conn, statement, params, timeout)
 
-        return await pools.postgres(postgres_conninfo(url), timeout=timeout, work=on_postgres)
+        return await pools.postgres(
+            url,
+            timeout=timeout,
+            conninfo=lambda: postgres_conninfo(url, timeout),
+            work=on_postgres,
+        )
 
     def _target(self, call: CallContext) -> tuple[str, str, float]:
         """(database URL, scheme ``sqlite`` or ``postgresql``, statement timeout) of a call."""
@@ -358,12 +366,9 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         import psycopg
 
         statement, params = render_sql(self.query, arguments, style="format")
+        conninfo = postgres_conninfo(url, timeout)
         try:
-            with psycopg.connect(
-                postgres_conninfo(url),
-                connect_timeout=max(1, int(min(timeout, 10))),
-                autocommit=False,
-            ) as conn:
+            with psycopg.connect(conninfo, autocommit=False) as conn:
                 return self.execute_postgres(conn, statement, params, timeout)
         except psycopg.Error as exc:  # could not connect; the statement's errors are ToolErrors
             raise ToolError("database_error", str(exc).strip()[:500]) from None
@@ -500,9 +505,23 @@ def open_sqlite(
     return conn
 
 
-def postgres_conninfo(url: str) -> str:
-    """A SQLAlchemy-style PostgreSQL URL (``postgres+psycopg://``...) as libpq's ``postgresql://``."""
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+def postgres_conninfo(url: str, timeout: float) -> str:
+    """The libpq connection string of a call to ``url`` (SQLAlchemy's forms accepted).
+
+    It carries the TCP keepalives, ``tcp_user_timeout`` and ``connect_timeout`` of
+    ``gateway._libpq`` (as the thread store's connections do) for what the URL does
+    not set itself, so a database host gone silent fails the call (or the pool's
+    check) in about 30 s instead of hanging on the kernel's retransmissions; the
+    connect timeout is at most the call's ``timeout``.
+
+    Raises:
+        ToolError: ``database_error`` when libpq cannot parse the URL (the message
+            repeats neither the URL nor its password).
+    """
+    try:
+        return libpq.conninfo(url, connect_timeout=int(min(timeout, 10)))
+    except ValueError as exc:
+        raise ToolError("database_error", str(exc)) from None
 
 
 def _open_failure(path: str, exc: Exception, who: str = "the sandbox user") -> str:

@@ -158,10 +158,14 @@ class SandboxLimits(_Strict, frozen=True):
 
 
 class Expect(_Strict, frozen=True):
-    """What an example's result must satisfy (all given conditions must hold)."""
+    """What an example's result must satisfy (all given conditions must hold).
+
+    ``equals`` is the JSON value the output must be, compared by type (``true`` is
+    neither ``1`` nor ``"True"``), ``null`` included; leave it out for no condition.
+    """
 
     contains: str | None = None
-    equals: Any = None
+    equals: Any | msgspec.UnsetType = msgspec.UNSET  # UNSET, not None: `equals: null` is a value
     status: Literal["succeeded", "failed", "timed_out"] = "succeeded"
 
 

@@ -123,7 +123,7 @@ class Listener:
         failing = False  # warn once per streak of failures, not once a second
         while True:
             try:
-                # The URL carries the connect timeout and keepalives (``postgres._conninfo``).
+                # The URL carries the connect timeout and keepalives (``gateway._libpq.conninfo``).
                 conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")

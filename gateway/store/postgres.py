@@ -13,9 +13,10 @@ A connection-level failure (server down or restarting, connection cut, pool
 exhausted past its timeout) is ``NotReady`` (503); a broken rule stays
 ``Conflict`` / ``NotFound``. Every connection (pooled, listening, migrating)
 gets TCP keepalives, ``tcp_user_timeout`` and ``connect_timeout``
-(``CONNECTION_DEFAULTS``) unless the URL sets them: a server gone without a
-word (failover, partition) is noticed in about 30 s, not after the kernel's
-15 minutes of retransmissions. Imports ``gateway.errors``,
+(``CONNECTION_DEFAULTS``, shared with ``sql`` actions in ``gateway._libpq``)
+unless the URL sets them: a server gone without a word (failover, partition)
+is noticed in about 30 s, not after the kernel's 15 minutes of retransmissions.
+Imports ``gateway._libpq``, ``gateway.errors``,
 ``gateway.providers.base``, ``gateway.store`` internals and structlog.
 """
 
@@ -23,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import urllib.parse
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -35,10 +34,11 @@ import psycopg
 import structlog
 from psycopg import errors as pg_errors
 from psycopg.abc import Buffer
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
+from gateway import _libpq as libpq
+from gateway._libpq import CONNECTION_DEFAULTS
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
@@ -60,24 +60,6 @@ __all__ = ["CONNECTION_DEFAULTS", "PostgresStore"]
 _SQL = POSTGRES
 _logger = structlog.get_logger("gateway.store")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # fullmatch: `$` passes a final "\n"
-# SQLAlchemy's forms (``postgres://``, ``postgresql+psycopg://``...), as SQL actions take.
-_SCHEME = re.compile(r"^postgres(?:ql)?(?:\+\w+)?://", re.IGNORECASE)
-
-CONNECTION_DEFAULTS: dict[str, str] = {
-    # libpq's defaults leave a connection to a host that vanished without a reset (a
-    # failover, a partition) to the kernel: a query, a pool check or the listener's
-    # heartbeat then hangs until TCP gives up retransmitting, about 15 minutes. With
-    # these, a silent peer is noticed in about 30 s (GATEWAY_RUN_LEASE's default).
-    "connect_timeout": "10",  # seconds to connect (per host of a multi-host URL)
-    "keepalives": "1",
-    "keepalives_idle": "15",  # seconds idle before the first probe ...
-    "keepalives_interval": "5",  # ... then one every 5 s ...
-    "keepalives_count": "3",  # ... and 3 unanswered probes end it: 30 s idle
-    "tcp_user_timeout": "30000",  # ms data sent may stay unacknowledged (a query, a check)
-}
-"""libpq parameters every store connection gets unless its URL sets them itself (an
-operator's ``?keepalives_idle=60`` wins); ``PGCONNECT_TIMEOUT``, when set, is libpq's
-own default for ``connect_timeout`` and is left to apply."""
 
 
 class PostgresStore:
@@ -474,29 +456,15 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 def _conninfo(url: str) -> str:
-    """``url`` as libpq reads it, checked now (the pool would retry one it cannot parse until
-    its timeout, saying only that, and log it whole, password included), with
-    ``CONNECTION_DEFAULTS`` added for the parameters it does not set.
+    """``url`` as libpq reads it, with ``CONNECTION_DEFAULTS`` (``gateway._libpq.conninfo``).
 
     Raises:
         InvalidInput: libpq cannot parse it (the message does not repeat its password).
     """
-    conninfo = _SCHEME.sub("postgresql://", url, count=1)
     try:
-        given = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:
-        reason = str(exc).replace(conninfo, "<the URL>")
-        with contextlib.suppress(ValueError):
-            if password := urllib.parse.urlsplit(conninfo).password:
-                reason = reason.replace(password, "***")
-        raise InvalidInput(
-            f"not a valid PostgreSQL URL ({reason.strip()}); "
-            "expected postgresql://user:password@host:port/database"
-        ) from None
-    missing = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
-    if os.environ.get("PGCONNECT_TIMEOUT"):
-        missing.pop("connect_timeout", None)
-    return make_conninfo(conninfo, **missing) if missing else conninfo
+        return libpq.conninfo(url)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 class _StorableStrDumper(StrDumperUnknown):

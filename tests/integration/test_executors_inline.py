@@ -462,6 +462,27 @@ async def test_postgres_inline_pooled_bound_and_readonly(
 
 
 @pytest.mark.postgres
+async def test_postgres_inline_pool_survives_a_reload_under_sqlalchemys_url_form() -> None:
+    """A database URL in SQLAlchemy's form (``postgres://``) keeps its inline pool across a
+    reload that still uses it (the pool was keyed by the rewritten URL, so every reload
+    closed it and the next call connected again)."""
+    from gateway.executors.sql import postgres_conninfo
+
+    url = pg_url().replace("postgresql://", "postgres://", 1)
+    pools = Pools(sql_threads=1)
+    try:
+        conn = await pools.postgres(
+            url, timeout=5, conninfo=lambda: postgres_conninfo(url, 5), work=lambda c: c
+        )
+        await pools.retain({url})  # what a reload of a catalog still using it passes
+        assert not conn.closed
+        await pools.retain(set())
+        assert conn.closed
+    finally:
+        await pools.aclose()
+
+
+@pytest.mark.postgres
 async def test_postgres_inline_timeout_cancels_the_statement(
     runner: SandboxRunner, data_root: Path, pg_table: tuple[str, str]
 ) -> None:

@@ -127,6 +127,68 @@ def test_test_prints_a_failing_outputs_escaped(cli: CliRunner, tmp_path: Path) -
     assert "::error file=app.py" in result.output  # shown, escaped
 
 
+TYPED_RESULTS = '''
+def nothing() -> None:
+    """Return nothing: JSON null."""
+
+
+def affirm() -> bool:
+    """Return JSON true."""
+    return True
+
+
+def text() -> str:
+    """Return the text True."""
+    return "True"
+'''
+
+TYPED_EXAMPLES = """
+kind: action
+name: {name}
+description: Typed.
+python: {{function: 'actions.typed:{name}'}}
+examples:
+"""
+
+
+def test_test_compares_equals_as_typed_json(cli: CliRunner, tmp_path: Path) -> None:
+    """`equals: null` is a condition (it meant none), and equals compares JSON by type: the
+    text result "True" passed `equals: true`, since the expected value's Python text was
+    accepted as the output."""
+    root = tmp_path / "deploy"
+    (root / "manifests").mkdir(parents=True)
+    (root / "actions").mkdir()
+    (root / "actions" / "__init__.py").write_text("")
+    (root / "actions" / "typed.py").write_text(TYPED_RESULTS)
+    expectations = {
+        "nothing": ["{equals: null}", "{equals: 'null'}", "{equals: false}"],
+        "affirm": ["{equals: true}", "{equals: 'True'}", "{equals: 1}", "{equals: null}"],
+        "text": ["{equals: 'True'}", "{equals: true}", "{equals: null}"],
+    }
+    documents = [
+        TYPED_EXAMPLES.format(name=name) + "".join(f"  - expect: {expect}\n" for expect in expects)
+        for name, expects in expectations.items()
+    ]
+    (root / "manifests" / "a.yaml").write_text("---".join(documents))
+    result = cli.invoke(main, ["test", "--manifests", str(root / "manifests")])
+    assert result.exit_code == 1, result.output
+    marks = [line[:4].strip() + " " + line.split()[1] for line in result.stdout.splitlines()]
+    assert [m for m in marks if m.startswith(("ok", "FAIL"))] == [
+        "ok affirm[0]",
+        "FAIL affirm[1]",
+        "FAIL affirm[2]",
+        "FAIL affirm[3]",
+        "ok nothing[0]",
+        "ok nothing[1]",  # a string expected: the output's text
+        "FAIL nothing[2]",
+        "ok text[0]",
+        "FAIL text[1]",
+        "FAIL text[2]",
+    ]
+    assert "output is 'True', expected true" in result.stdout
+    assert "output is 'null', expected false" in result.stdout
+
+
 ZYGOTE_KILLER = '''
 import os, sys
 if "gateway.sandbox.zygote" in sys.modules:

@@ -288,6 +288,22 @@ async def test_file_search_without_an_assistant_searches_nothing(tmp_path: Path)
         # RecursionError and `gateway test` stopped with a traceback)
         (Expect(equals=[]), "[" * 5000 + "]" * 5000, "succeeded", False),
         (Expect(equals="[" * 5000 + "]" * 5000), "[" * 5000 + "]" * 5000, "succeeded", True),
+        # Compared by type: a text result "True" is not JSON true, nor 1 the string "1" ...
+        (Expect(equals=True), "True", "succeeded", False),
+        (Expect(equals=True), "true", "succeeded", True),
+        (Expect(equals="True"), "true", "succeeded", False),
+        (Expect(equals="True"), "True", "succeeded", True),  # a string result is its text
+        (Expect(equals="True"), '"True"', "succeeded", True),  # ... or JSON
+        (Expect(equals=84), '"84"', "succeeded", False),
+        (Expect(equals=[1, "a"]), "[1, 'a']", "succeeded", False),
+        (Expect(equals={"a": None}), '{"a":"None"}', "succeeded", False),
+        # ... and null is a value to expect (it meant "no condition")
+        (Expect(equals=None), "null", "succeeded", True),
+        (Expect(equals=None), "None", "succeeded", False),
+        (Expect(equals=None), "", "succeeded", False),
+        (Expect(equals=None), "0", "succeeded", False),
+        (Expect(equals={"a": None}), '{"a":null}', "succeeded", True),
+        (Expect(), "anything", "succeeded", True),
     ],
 )
 def test_check_expect(expect: Expect, output: str, status: str, ok: bool) -> None:

@@ -218,3 +218,42 @@ def test_sqlite_statement_timeout(shop: str) -> None:
     with pytest.raises(ToolError) as info:
         _run(config, shop)
     assert info.value.error_type == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("url", "timeout", "expected"),
+    [
+        ("postgresql://u:pw@h/db", 3.0, "3"),  # bounded by the call's timeout ...
+        ("postgresql://u:pw@h/db", 60.0, "10"),  # ... and by the default 10 s
+        ("postgresql://u:pw@h/db", 0.2, "1"),  # at least 1 s: 0 would mean no limit
+        ("postgres+psycopg://u:pw@h/db?connect_timeout=30", 3.0, "30"),  # the URL's own wins
+    ],
+)
+def test_postgres_connect_timeout(
+    url: str, timeout: float, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call connects within its own timeout (at most 10 s) unless the database URL sets
+    connect_timeout, which is kept (the sandboxed call overrode it); keepalives come along."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from gateway.executors.sql import postgres_conninfo
+
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    params = conninfo_to_dict(postgres_conninfo(url, timeout))
+    assert params["connect_timeout"] == expected
+    assert params["keepalives_idle"] == "15" and params["tcp_user_timeout"] == "30000"
+    assert params["password"] == "pw" and params["host"] == "h"
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:s3cretpw@[h/db", "postgres://u:s3cretpw@h/db?bogus=1"]
+)
+def test_postgres_url_libpq_cannot_parse(url: str) -> None:
+    """A database URL libpq cannot parse fails the call with a database_error that repeats
+    neither the URL nor its password (psycopg's own message quoted the whole URL)."""
+    config = SqlConfig(database="pg", query="SELECT 1")
+    with pytest.raises(ToolError) as caught:
+        config.run(CallContext(action="q", arguments={}, databases={"pg": url}, timeout=5))
+    assert caught.value.error_type == "database_error"
+    assert "not a valid PostgreSQL URL" in str(caught.value)
+    assert "s3cretpw" not in str(caught.value)
