@@ -21,7 +21,9 @@ __all__ = ["MAX_JSON_DEPTH", "too_deep", "value_too_deep"]
 MAX_JSON_DEPTH = 100
 """Deepest nesting of arrays and objects accepted in JSON from outside."""
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+"""A JSON string; one left open runs to the end of the text (linear: a required closing
+quote made each of n unclosed ``\\"`` scan to the end again, quadratic)."""
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENING = frozenset(b"[{")
 

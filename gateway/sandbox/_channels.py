@@ -141,8 +141,10 @@ class ZygoteChannel:
         try:
             lent = await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._lend(*waiter.result())  # it came as we were cancelled: keep it
+            # A spare that came as we were cancelled is kept; ZygoteDied set in the same
+            # turn must not replace the cancellation (the call would be retried, and run).
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._lend(*waiter.result())
             raise
         if self.dead:
             # The zygote's EOF was read right after this spare's ``Spare`` (one read

@@ -559,7 +559,10 @@ def _raised(exc: BaseException) -> CallResult:
     """The ``CallResult`` of an exception the action raised (read defensively, see ``_execute``)."""
     import traceback
 
-    trace = traceback.format_exc()[-TRACEBACK_CHARS:]  # it guards the exception's str() itself
+    try:  # it guards the exception's str() itself, not a metaclass that breaks __qualname__
+        trace = traceback.format_exc()[-TRACEBACK_CHARS:]
+    except BaseException:
+        trace = "(the traceback could not be formatted)"
     try:
         typed = getattr(exc, "error_type", None)
         message = f"{exc}" if typed else f"{type(exc).__name__}: {exc}"

@@ -243,9 +243,21 @@ class Lying(str):
     def __getitem__(self, key):
         raise RuntimeError("no slices")
 
+class NamelessMeta(type):
+    def __getattribute__(cls, name):
+        if name in ("__qualname__", "__module__", "__name__"):
+            raise RuntimeError("no " + name)
+        return super().__getattribute__(name)
+
+class Nameless(Exception, metaclass=NamelessMeta):
+    def __str__(self):
+        raise RuntimeError("no message")
+
 def hostile(what: str):
     if what == "message":
         raise Unreadable()
+    if what == "traceback":
+        raise Nameless()
     if what == "type":
         raise BadType("x")
     return Lying("a plain answer")
@@ -1258,6 +1270,7 @@ async def test_an_action_exiting_with_a_sandbox_exit_code_is_not_mistaken_for_th
     [
         ("message", "failed", "the action raised Unreadable, whose message could not be read"),
         ("type", "failed", "the action raised BadType, whose message could not be read"),
+        ("traceback", "failed", "the action raised Nameless, whose message could not be read"),
         ("value", "succeeded", "a plain answer"),
     ],
 )

@@ -125,3 +125,18 @@ async def test_a_zygote_that_died_while_used_was_sent_gets_no_call(
         )
     assert peer.recv(64) == b""  # closed unused: no Start (and no fds) came to the spare
     peer.close()
+
+
+async def test_a_call_cancelled_as_the_zygote_dies_stays_cancelled(
+    channel: tuple[ZygoteChannel, socket.socket],
+) -> None:
+    """The death (ZygoteDied on the waiter) and the cancellation in one loop turn: the
+    call is cancelled. Raising ZygoteDied instead would retry it, and run the action of a
+    run that was cancelled."""
+    chan, _ = channel
+    waiting = asyncio.ensure_future(chan.take_spare())
+    await asyncio.sleep(0.01)
+    chan.mark_dead()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
