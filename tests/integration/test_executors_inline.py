@@ -486,30 +486,51 @@ async def test_postgres_inline_pool_survives_a_reload_under_sqlalchemys_url_form
 async def test_postgres_inline_timeout_cancels_the_statement(
     runner: SandboxRunner, data_root: Path, pg_table: tuple[str, str]
 ) -> None:
-    """At the action's timeout the call ends and the statement is cancelled on the server."""
+    """At the action's timeout the call ends and the statement is cancelled on the server
+    (here with a longer ``statement_timeout``, which would otherwise end it first).
+
+    ``readonly: false`` so the statement runs as itself: a read-only one runs through a
+    cursor, and the server then shows ``FETCH``, never the marker. The probe first sees
+    the statement running, so its later absence means something."""
     url, _ = pg_table
     marker = f"inline_{uuid.uuid4().hex[:8]}"
     catalog = _catalog(
         data_root,
-        _sql("sleep", f"SELECT pg_sleep(30) AS {marker}", database="pg", timeout=0.5),
+        _sql(
+            "sleep",
+            f"SELECT pg_sleep(30) AS {marker}",
+            database="pg",
+            timeout=3.0,
+            readonly=False,
+            statement_timeout=60,  # not the server's timeout: the cancellation must end it
+        ),
         _sql("one", "SELECT 1 AS one", database="pg"),
         pg=url,
     )
-    started = time.perf_counter()
-    result = await runner.run(catalog, "sleep", {})
-    assert result.status == "timed_out", result
-    assert time.perf_counter() - started < 2
-    still = 1
-    for _ in range(40):
+
+    def running() -> int:
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s",
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s"
+                " AND pid <> pg_backend_pid()",
                 (f"%{marker}%",),
             ).fetchone()
-        still = row[0] if row else 0
-        if still == 0:  # the probe's own text holds the marker only as a bound value
+        return row[0] if row else 0
+
+    call = asyncio.ensure_future(runner.run(catalog, "sleep", {}))
+    seen = 0
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if seen := await asyncio.to_thread(running):
             break
-        time.sleep(0.05)
+    assert seen == 1, "the probe never saw the statement running"
+    result = await call
+    assert result.status == "timed_out", result
+    still = 1
+    for _ in range(40):
+        if (still := await asyncio.to_thread(running)) == 0:
+            break
+        await asyncio.sleep(0.05)
     assert still == 0
     assert (await runner.run(catalog, "one", {})).output == '[{"one":1}]'
 
