@@ -74,7 +74,9 @@ def main() -> int:
         result = {"error": message, "limit": True, "over": "memory_mb"}
     except Exception as exc:  # a broken PDF: its error goes back to the index, recorded there
         result = {"error": f"{type(exc).__name__}: {exc}", "limit": False}
-    sys.stdout.buffer.write(json.dumps(result, ensure_ascii=False).encode("utf-8"))
+    # "replace": a lone surrogate in an error's text must not lose the answer (no answer
+    # reads as a killed child: a broken PDF would be retried as a transient failure).
+    sys.stdout.buffer.write(json.dumps(result, ensure_ascii=False).encode("utf-8", "replace"))
     return 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -134,3 +137,25 @@ def test_a_file_grown_past_the_cap_after_indexing_is_not_read_again(tmp_path: Pa
     assert index.search([doc], "answer", 3, max_file_bytes=1000)
     doc.write_text("# Doc\n\nbig answer here\n" + "padding " * 200)
     assert index.search([doc], "answer", 3, max_file_bytes=1000) == []
+
+
+def test_a_pdf_error_with_a_lone_surrogate_still_answers() -> None:
+    """The child's answer is JSON on stdout: an error text holding a lone surrogate made
+    its encoding fail, so the child answered nothing, which the index reads as a killed
+    parser (a transient failure, retried) instead of a broken PDF (never retried)."""
+    script = (
+        "import sys\n"
+        "from gateway.knowledge import _pdf_child as child\n"
+        "def broken(*args):\n"
+        "    raise ValueError('bad name \\udcff')\n"
+        "child._pages = broken\n"
+        "sys.argv = ['x', str(1 << 30), '10', '10', '1000']\n"
+        "sys.exit(child.main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=b"%PDF-", capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["limit"] is False
+    assert answer["error"].startswith("ValueError: bad name")
