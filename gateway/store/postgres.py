@@ -584,12 +584,17 @@ async def _migrate(conn: Conn, schema: str, lock_timeout_ms: str) -> None:
     # (for as long as it takes: ``lock_timeout`` is set after it, for this transaction).
     await _lock_migrations(conn, schema)
     await conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout_ms,))
-    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    cur = await conn.execute("SELECT version FROM schema_version")
-    row = await cur.fetchone()
-    current = int(row[0]) if row else 0
-    if row is None:
-        await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+    try:  # a session (an operator's psql) holding a lock on schema_version blocks it too
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        cur = await conn.execute("SELECT version FROM schema_version")
+        row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if row is None:
+            await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+    except pg_errors.LockNotAvailable:
+        raise _MigrationBlocked(
+            len(_SQL.migrations), "SELECT version FROM schema_version"
+        ) from None
     if current > len(_SQL.migrations):
         raise RuntimeError(
             f"the database schema is version {current}, newer than this gateway "
@@ -601,7 +606,10 @@ async def _migrate(conn: Conn, schema: str, lock_timeout_ms: str) -> None:
                 await conn.execute(statement)
             except pg_errors.LockNotAvailable:
                 raise _MigrationBlocked(version, statement.split("\n", 1)[0]) from None
-    await conn.execute("UPDATE schema_version SET version = %s", (len(_SQL.migrations),))
+    try:
+        await conn.execute("UPDATE schema_version SET version = %s", (len(_SQL.migrations),))
+    except pg_errors.LockNotAvailable:
+        raise _MigrationBlocked(len(_SQL.migrations), "UPDATE schema_version") from None
 
 
 @register_store("postgresql", "postgres")

@@ -234,3 +234,25 @@ async def test_a_blocked_migration_is_tried_again_and_goes_through_once_the_lock
             assert await cur.fetchone() == ("0",)
     finally:
         await store.close()
+
+
+async def test_a_lock_on_schema_version_is_a_blocked_migration_too(version_1_schema: str) -> None:
+    """A session holding schema_version (an operator's LOCK in psql) fails ``open`` with the
+    same NotReady naming the table and the holder, not a raw LockNotAvailable."""
+    store = PostgresStore(
+        pg_url(),
+        schema=version_1_schema,
+        max_size=1,
+        migration_lock_timeout=0.3,
+        migration_attempts=1,
+    )
+    holder = await _connect(version_1_schema)
+    async with holder:
+        await holder.execute("LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(NotReady) as caught:
+            await asyncio.wait_for(store.open(), 30)
+        holder_pid = holder.info.backend_pid
+        await holder.rollback()
+    message = str(caught.value)
+    assert "'SELECT version FROM schema_version' waited 0.3 s for a table lock" in message
+    assert f"pid {holder_pid} on schema_version" in message
