@@ -137,8 +137,7 @@ def test_a_file_that_failed_in_an_earlier_run_still_fails_the_command(tmp_path: 
     _manifests(root)
     (root / "docs" / "manual.pdf").write_bytes(b"%PDF-1.4 not really a PDF")
     (root / "a.yaml").write_text(
-        "kind: assistant\nname: helper\nfile_search:\n"
-        "  files: [docs/faq.md, docs/manual.pdf]\n"
+        "kind: assistant\nname: helper\nfile_search:\n  files: [docs/faq.md, docs/manual.pdf]\n"
     )
     args = ["index", "--manifests", str(root), "--cache", str(tmp_path / "cache")]
     first = CliRunner().invoke(main, args)
@@ -147,5 +146,8 @@ def test_a_file_that_failed_in_an_earlier_run_still_fails_the_command(tmp_path: 
     assert "(0 parsed, 0 reused, 1 unchanged, 0 missing, 1 failed" in second.output
     for result in (first, second):
         assert result.exit_code == 1, result.output
-        assert "error: docs/manual.pdf cannot be searched: ValueError: PdfStreamError: " in result.stderr
+        assert (
+            "error: docs/manual.pdf cannot be searched: ValueError: PdfStreamError: "
+            in result.stderr
+        )
         assert "faq.md" not in result.stderr
