@@ -74,8 +74,9 @@ def invoke_command(
     would run it. The arguments are validated against the action's schema
     before the sandbox starts (a malformed or invalid --args exits 1 at once,
     naming it). Prints the output on stdout, the status and duration on
-    stderr; exits 1 unless the call succeeded. ACTION may also be a built-in (code_interpreter, file_search:
-    it searches the files of --assistant, through an in-memory index).
+    stderr; exits 1 unless the call succeeded. ACTION may also be a built-in
+    (code_interpreter, file_search: it searches the files of --assistant,
+    through an in-memory index).
     """
     import asyncio
 

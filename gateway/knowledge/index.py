@@ -336,10 +336,7 @@ class KnowledgeIndex:
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
             failure = self._failures.get(seen[2])
             if failure is None or not failure.due(limits, time.time()):
-                if failure is None:
-                    stats.unchanged += 1
-                else:
-                    stats.failed_earlier += 1  # still unsearchable: never "unchanged"
+                self._count_kept(seen[2], stats, "unchanged")
                 stats.size += st.st_size
                 return seen[2]
         data = read_regular(path, caps[0])
@@ -364,16 +361,22 @@ class KnowledgeIndex:
             if not parsing.locked():  # a waiter keeps its own reference
                 self._parsing.pop(sha, None)
         if parsed is None:  # the content was there: passages, or a failure kept
-            if sha in self._failures:
-                stats.failed_earlier += 1
-            else:
-                stats.reused += 1
+            self._count_kept(sha, stats, "reused")
         stats.size += st.st_size
         self._seen[key] = (st.st_mtime_ns, st.st_size, sha)
         if str(path.parent) not in self._folders:
             self._folders.add(str(path.parent))
             self._prune()
         return sha
+
+    def _count_kept(self, sha: str, stats: IndexStats, counter: str) -> None:
+        """Count a file whose stored content ``sha`` was kept, not parsed: in ``counter``
+        (``unchanged``, ``reused``), or in ``failed_earlier`` when that content failed to
+        parse (still unsearchable: never reported as if it were indexed)."""
+        if sha in self._failures:
+            stats.failed_earlier += 1
+        else:
+            setattr(stats, counter, getattr(stats, counter) + 1)
 
     @staticmethod
     def _stat(path: Path, stats: IndexStats, within: Path | None) -> os.stat_result | None:
