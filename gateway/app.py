@@ -11,7 +11,9 @@ the manifests off the event loop and swaps each valid set in, calling
 ``Supervisor.reload`` and the runner's ``reload`` first, and letting the
 provider registry close the clients a swap replaced), and file watching.
 A manifest set that does not load leaves the gateway up but not ready
-(``/ready`` is 503, chat routes answer 503) until a valid set arrives.
+(``/ready`` is 503, chat routes answer 503) until a valid set arrives; a
+thread store that cannot open (unreachable, its migration blocked) fails the
+start-up with ``StartupFailed``: one logged line, no traceback.
 Shutdown closes everything in reverse.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import structlog
 from litestar import Litestar
@@ -28,6 +31,15 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.types import (
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    LifeSpanSendMessage,
+    Receive,
+    Scope,
+    Send,
+)
 
 from gateway._origins import AllowedOrigins
 from gateway.api import admin, assistants, chat, health, openai_compat, threads
@@ -39,7 +51,7 @@ from gateway.api.middleware import GatewayMiddleware, is_loopback_host
 from gateway.api.request import GatewayRequest
 from gateway.api.services import Services
 from gateway.engine import Engine
-from gateway.errors import InvalidInput
+from gateway.errors import GatewayError, InvalidInput, NotReady
 from gateway.executors.inline import InlineExecutor
 from gateway.executors.runner import SandboxRunner
 from gateway.knowledge.index import KnowledgeIndex, cache_dir_for
@@ -51,7 +63,7 @@ from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings, SettingsError
 from gateway.store import open_store
 
-__all__ = ["create_app"]
+__all__ = ["StartupFailed", "create_app"]
 
 log = structlog.get_logger("gateway.app")
 
@@ -105,9 +117,14 @@ def create_app(settings: Settings) -> Litestar:
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            await _start(services, stack)
+            try:
+                await _start(services, stack)
+            except StartupFailed as exc:
+                log.error("gateway.startup_failed", error=exc.message)
+                app.state[_STARTUP_FAILURE] = exc.message  # the traceback is not logged
+                raise
             log.info(
                 "gateway.started",
                 manifests=str(settings.manifests),
@@ -119,7 +136,7 @@ def create_app(settings: Settings) -> Litestar:
             yield
             log.info("gateway.stopping")
 
-    app = Litestar(
+    app = _Gateway(
         route_handlers=ROUTES,
         dependencies={"services": Provide(lambda: services, use_cache=True, sync_to_thread=False)},
         exception_handlers=exception_handlers,
@@ -153,6 +170,52 @@ def create_app(settings: Settings) -> Litestar:
         loopback=is_loopback_host(settings.host),
     )
     return app
+
+
+_STARTUP_FAILURE = "gateway.startup_failure"
+
+
+class StartupFailed(GatewayError):
+    """A dependency the gateway cannot serve without stayed unavailable at start-up.
+
+    Logged as one ``gateway.startup_failed`` line naming the setting and the cause;
+    uvicorn then stops (``gateway serve`` exits 3) without logging a traceback.
+    """
+
+    type = "startup_failed"
+
+
+class _Gateway(Litestar):
+    """Litestar, minus the traceback of a start-up failure the gateway explained itself.
+
+    Litestar sends any exception out of the lifespan as ``lifespan.startup.failed``
+    with its formatted traceback, which uvicorn logs at error level (through anyio,
+    an ``ExceptionGroup`` of 40 lines). After a ``StartupFailed``, logged as one
+    line, the event goes without it; uvicorn still stops and exits 3. Any other
+    failure keeps its traceback: that one is a bug to read.
+    """
+
+    __slots__ = ()
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        """The ASGI entry point, with ``send`` filtered for the lifespan scope."""
+        if scope["type"] == "lifespan":
+            lifespan_send = cast("LifeSpanSend", send)
+
+            async def quiet_send(message: LifeSpanSendMessage) -> None:
+                if message["type"] == "lifespan.startup.failed" and self.state.get(
+                    _STARTUP_FAILURE
+                ):
+                    message = {"type": "lifespan.startup.failed", "message": ""}
+                await lifespan_send(message)
+
+            send = quiet_send
+        await super().__call__(scope, receive, send)
 
 
 def _cors(settings: Settings) -> CORSConfig | None:
@@ -206,7 +269,10 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         providers=providers,
         settings=settings,
     )
-    await engine.start()
+    try:
+        await engine.start()  # opens the store: waits for a PostgreSQL server, migrates
+    except NotReady as exc:
+        raise StartupFailed(f"GATEWAY_DATABASE_URL: {exc.message}") from None
     stack.push_async_callback(engine.aclose)
     services.engine = engine
     services.metrics.active_runs.set_function(lambda: engine.active_runs)

@@ -33,9 +33,11 @@ __all__ = ["index_command"]
 def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
     """Build the file_search index of every assistant's knowledge files.
 
-    Prints the files and passages per assistant, then the totals; exits 1 when
-    the manifests are invalid, the cache cannot be written, or a file is missing
-    or cannot be parsed.
+    Prints the files and passages per assistant, then the totals, then each file
+    that failed to parse with the reason (also one that failed in an earlier run
+    and is not parsed again until it changes); exits 1 when the manifests are
+    invalid, the cache cannot be written, or a file is missing, too large or
+    cannot be parsed.
     """
     from gateway.knowledge import DEFAULT_CACHE_DIR, KnowledgeIndex, cache_dir_for
 
@@ -61,16 +63,39 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
                 continue
             files = [catalog.root / f for f in assistant.file_search.files]
             click.echo(f"{name}: {len(files)} files, {index.passages(files)} passages")
+        # A file that failed in an earlier run is not parsed again (until it changes),
+        # but it is as unsearchable as one failing now: counted, explained, exit 1.
+        failed = total.failed + total.failed_earlier
         click.echo(
             f"indexed {total.files} files ({total.parsed} parsed, {total.reused} reused, "
-            f"{total.unchanged} unchanged, {total.missing} missing, {total.failed} failed, "
+            f"{total.unchanged} unchanged, {total.missing} missing, {failed} failed, "
             f"{total.too_large} too large), "
             f"{index.passages(catalog.knowledge_files)} passages in {cache / 'knowledge.sqlite3'}"
         )
+        for file, reason in index.failures(catalog.knowledge_files).items():
+            click.echo(
+                f"error: {_shown(file, catalog.root)} cannot be searched: {_printable(reason)}",
+                err=True,
+            )
     finally:
         index.close()
-    if total.missing or total.failed or total.too_large:
+    if total.missing or failed or total.too_large:
         raise SystemExit(1)
+
+
+def _shown(file: Path, root: Path) -> str:
+    """``file`` as the manifests name it (relative to ``root``), else as it is."""
+    return str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
+
+
+def _printable(reason: str, limit: int = 300) -> str:
+    """A parse error on one line, its control characters escaped, cut to ``limit``.
+
+    The parser's message may quote bytes of the file: a terminal or a CI log
+    must not obey them.
+    """
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in reason)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _index_all(index: KnowledgeIndex, catalog: Catalog) -> IndexStats:

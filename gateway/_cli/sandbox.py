@@ -71,10 +71,12 @@ def invoke_command(
     """Run ACTION once through the real sandbox and print its output.
 
     An action with `isolation: inline` runs in this process, as the server
-    would run it. The arguments are validated against the action's schema first. Prints the
-    output on stdout, the status and duration on stderr; exits 1 unless the
-    call succeeded. ACTION may also be a built-in (code_interpreter, file_search:
-    it searches the files of --assistant, through an in-memory index).
+    would run it. The arguments are validated against the action's schema
+    before the sandbox starts (a malformed or invalid --args exits 1 at once,
+    naming it). Prints the output on stdout, the status and duration on
+    stderr; exits 1 unless the call succeeded. ACTION may also be a built-in
+    (code_interpreter, file_search: it searches the files of --assistant,
+    through an in-memory index).
     """
     import asyncio
 
@@ -99,6 +101,8 @@ def invoke_command(
                 f"(with file_search: {', '.join(searching) or 'none'})"
             )
         assistant = searching[0]
+    # Refused here, before the sandbox starts (seconds): a typo costs no wait.
+    _check_arguments(catalog, action, args_json)
 
     async def run() -> ToolResult:
         async with _sandbox(settings, catalog) as supervisor:
@@ -118,6 +122,30 @@ def invoke_command(
     click.echo(f"{result.status} in {result.duration_ms:.1f} ms{truncated}", err=True)
     if result.status != "succeeded":
         raise SystemExit(1)
+
+
+def _check_arguments(catalog: Catalog, action: str, args_json: str) -> None:
+    """Validate ``--args`` for ``action`` as the runner will (parse, defaults, schema).
+
+    Raises:
+        click.ClickException: ``--args`` is not a JSON object or does not match the
+            action's schema; the message names ``--args`` and the argument (exit 1).
+    """
+    from gateway.errors import InvalidArguments
+    from gateway.executors.builtins import (
+        CODE_INTERPRETER,
+        code_interpreter_action,
+        file_search_action,
+    )
+    from gateway.executors.runner import validate_arguments
+
+    target = catalog.actions.get(action)
+    if target is None:
+        target = code_interpreter_action() if action == CODE_INTERPRETER else file_search_action()
+    try:
+        validate_arguments(target, args_json)
+    except InvalidArguments as exc:
+        raise click.ClickException(f"--args: {exc.message}") from None
 
 
 @click.command("test", short_help="Run every action's examples in the sandbox (CI gate).")

@@ -23,6 +23,7 @@ __all__ = [
     "FILE_SEARCH",
     "CodeInterpreterConfig",
     "code_interpreter_action",
+    "file_search_action",
 ]
 
 CODE_INTERPRETER = "code_interpreter"
@@ -118,4 +119,21 @@ def code_interpreter_action(timeout: float = 30.0, memory_mb: int = 512) -> Acti
         sandbox=SandboxLimits(network=False, memory_mb=memory_mb),
         kind_key=CodeInterpreterConfig.key,
         config=CodeInterpreterConfig(),
+    )
+
+
+def file_search_action() -> Action:
+    """The synthetic action whose schema ``file_search`` arguments are validated against.
+
+    It never reaches the sandbox (the runner asks the knowledge index); ``gateway
+    invoke`` validates ``--args`` against it before starting anything.
+    """
+    return Action(
+        name=FILE_SEARCH,
+        description="search",
+        parameters={
+            "type": "object",
+            "properties": {"query": {"type": "string", "minLength": 1}},
+            "required": ["query"],
+        },
     )

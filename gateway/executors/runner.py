@@ -36,7 +36,12 @@ import structlog
 from gateway._nesting import MAX_JSON_DEPTH, too_deep, value_too_deep
 from gateway.errors import InvalidArguments
 from gateway.executors.base import ToolResult
-from gateway.executors.builtins import CODE_INTERPRETER, FILE_SEARCH, code_interpreter_action
+from gateway.executors.builtins import (
+    CODE_INTERPRETER,
+    FILE_SEARCH,
+    code_interpreter_action,
+    file_search_action,
+)
 from gateway.executors.inline import InlineExecutor
 from gateway.knowledge import PdfLimits
 from gateway.manifests.catalog import Catalog
@@ -271,16 +276,7 @@ class SandboxRunner:
         assistant: str | None,
         started: float,
     ) -> ToolResult:
-        schema_action = Action(
-            name=FILE_SEARCH,
-            description="search",
-            parameters={
-                "type": "object",
-                "properties": {"query": {"type": "string", "minLength": 1}},
-                "required": ["query"],
-            },
-        )
-        args = validate_arguments(schema_action, arguments)
+        args = validate_arguments(file_search_action(), arguments)
         if self._knowledge is None:
             return _fail(started, "unavailable", "file_search is not available on this server")
         if assistant is None:

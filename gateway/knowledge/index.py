@@ -133,8 +133,13 @@ class Passage(msgspec.Struct, frozen=True, kw_only=True):
 class IndexStats(msgspec.Struct, kw_only=True):
     """What ``index`` did: files seen, parsed, reused by hash, unchanged, missing, passages.
 
-    ``too_large`` counts files over a size cap (not read, searched as missing);
-    ``size`` is the bytes of the files that were within the caps.
+    Each file counts in one of ``parsed``, ``reused``, ``unchanged``, ``missing``,
+    ``failed``, ``failed_earlier`` or ``too_large``. ``failed`` counts files parsed
+    by this call that failed; ``failed_earlier`` files whose content failed to parse
+    before and is not due to be parsed again (not read: searched as empty, like a
+    failed one; ``KnowledgeIndex.failures`` says why). ``too_large`` counts files
+    over a size cap (not read, searched as missing); ``size`` is the bytes of the
+    files that were within the caps.
     """
 
     files: int = 0
@@ -143,6 +148,7 @@ class IndexStats(msgspec.Struct, kw_only=True):
     unchanged: int = 0
     missing: int = 0
     failed: int = 0
+    failed_earlier: int = 0
     too_large: int = 0
     passages: int = 0
     size: int = 0
@@ -330,7 +336,7 @@ class KnowledgeIndex:
         if seen is not None and seen[0] == st.st_mtime_ns and seen[1] == st.st_size:
             failure = self._failures.get(seen[2])
             if failure is None or not failure.due(limits, time.time()):
-                stats.unchanged += 1
+                self._count_kept(seen[2], stats, "unchanged")
                 stats.size += st.st_size
                 return seen[2]
         data = read_regular(path, caps[0])
@@ -354,14 +360,23 @@ class KnowledgeIndex:
         with self._parsing_guard:
             if not parsing.locked():  # a waiter keeps its own reference
                 self._parsing.pop(sha, None)
-        if parsed is None:
-            stats.reused += 1
+        if parsed is None:  # the content was there: passages, or a failure kept
+            self._count_kept(sha, stats, "reused")
         stats.size += st.st_size
         self._seen[key] = (st.st_mtime_ns, st.st_size, sha)
         if str(path.parent) not in self._folders:
             self._folders.add(str(path.parent))
             self._prune()
         return sha
+
+    def _count_kept(self, sha: str, stats: IndexStats, counter: str) -> None:
+        """Count a file whose stored content ``sha`` was kept, not parsed: in ``counter``
+        (``unchanged``, ``reused``), or in ``failed_earlier`` when that content failed to
+        parse (still unsearchable: never reported as if it were indexed)."""
+        if sha in self._failures:
+            stats.failed_earlier += 1
+        else:
+            setattr(stats, counter, getattr(stats, counter) + 1)
 
     @staticmethod
     def _stat(path: Path, stats: IndexStats, within: Path | None) -> os.stat_result | None:
@@ -534,6 +549,25 @@ class KnowledgeIndex:
                 ).fetchone()
                 total += row[0] if row else 0
         return total
+
+    def failures(self, files: Iterable[Path]) -> dict[Path, str]:
+        """Why the current content of each of ``files`` that failed to parse has no passages.
+
+        What was recorded when it failed (``"PdfReadError: EOF marker not found"``,
+        or the limit it went over), for the files the index holds with failed
+        content (no refresh); files that parsed, or that it does not hold, are left out.
+        """
+        found: dict[Path, str] = {}
+        with self._lock:
+            for file in files:
+                row = self._db.execute(
+                    "SELECT c.error FROM files f JOIN contents c ON c.sha = f.sha "
+                    "WHERE f.path = ? AND c.error IS NOT NULL",
+                    (str(file.resolve()),),
+                ).fetchone()
+                if row is not None:
+                    found[file] = str(row[0])
+        return found
 
     # -- searching ----------------------------------------------------------
 

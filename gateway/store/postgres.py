@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import math
+import os
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -34,6 +37,7 @@ import psycopg
 import structlog
 from psycopg import errors as pg_errors
 from psycopg.abc import Buffer
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
@@ -81,6 +85,9 @@ class PostgresStore:
         migration_attempts: how many times a migration that gave up is tried (pausing
             ``migration_lock_timeout`` between tries) before ``open`` fails with
             ``NotReady`` naming the sessions holding locks on the store's tables.
+
+    ``open`` waits for an unreachable server three times the URL's ``connect_timeout``
+    (``PGCONNECT_TIMEOUT``, else 10 s: 30 s), trying again with a back-off.
     """
 
     shared = True
@@ -103,6 +110,9 @@ class PostgresStore:
         self._migration_lock_timeout = migration_lock_timeout
         self._migration_attempts = max(migration_attempts, 1)
         self._url = _conninfo(url)
+        per_try = _connect_timeout(self._url)
+        self._connect_timeout = per_try
+        self._open_timeout = 3.0 * per_try if per_try > 0 else 30.0
         self._schema = schema
         self._min_size, self._max_size = min_size, max_size
         self._pool: AsyncConnectionPool | None = None
@@ -142,9 +152,85 @@ class PostgresStore:
             raise NotReady(f"the thread store does not answer ({type(exc).__name__})") from exc
 
     async def open(self) -> None:
-        """Open the pool and create or migrate the schema; idempotent."""
+        """Wait for the server, open the pool and create or migrate the schema; idempotent.
+
+        Raises:
+            NotReady: the server did not answer within the open timeout (the message
+                names its host and port and libpq's last error, never the password), or
+                the migration stayed blocked.
+        """
         if self._pool is not None:
             return
+        await self._wait_for_server()
+        try:
+            await self._open_pool()
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is not None:  # a statement's error, not the connection's
+                raise
+            # Gone again since it answered (the pool's PoolTimeout included).
+            raise NotReady(
+                f"the PostgreSQL server at {self._server} stopped answering during start-up: "
+                f"{self._cause(exc)}"
+            ) from None
+
+    async def _wait_for_server(self) -> None:
+        """Return once one connection succeeds; retry with a back-off until the open timeout.
+
+        Done before the pool opens: the pool's own wait ends in "pool initialization
+        incomplete", which says nothing of why, and logs every try in libpq's words.
+
+        Raises:
+            NotReady: still unreachable at the end (naming the host and the last error).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._open_timeout
+        delay = 0.5
+        for attempt in itertools.count(1):
+            left = deadline - loop.time()
+            try:
+                # A try does not outlast the time left (libpq counts whole seconds, 2 at least).
+                shorter = max(math.ceil(left), 2)
+                per_try = self._connect_timeout
+                url = self._url
+                if not 0 < per_try <= shorter:
+                    url = make_conninfo(url, connect_timeout=str(shorter))
+                conn = await psycopg.AsyncConnection.connect(url)
+            except psycopg.OperationalError as exc:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise NotReady(
+                        f"the PostgreSQL server at {self._server} did not answer for "
+                        f"{self._open_timeout:g} s: {self._cause(exc)}"
+                    ) from None
+                _logger.warning(
+                    "store.unreachable",
+                    server=self._server,
+                    attempt=attempt,
+                    error=self._cause(exc),
+                    retry_in_s=round(min(delay, left), 1),
+                )
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 8.0)
+            else:
+                await conn.close()
+                return
+
+    @property
+    def _server(self) -> str:
+        """``host:port`` of the URL (every host of a multi-host one), never its password."""
+        params = conninfo_to_dict(self._url)
+        host = str(params.get("host") or params.get("hostaddr") or "localhost")
+        return f"{host}:{params.get('port') or 5432}"
+
+    def _cause(self, exc: BaseException) -> str:
+        """libpq's error on one line, the password masked should it ever appear in it."""
+        lines = (" ".join(line.split()) for line in str(exc).splitlines())
+        text = "; ".join(line for line in lines if line) or type(exc).__name__
+        password = str(conninfo_to_dict(self._url).get("password") or "")
+        return text.replace(password, "***") if password else text
+
+    async def _open_pool(self) -> None:
+        """Create the schema if one is named, open the pool, migrate (the server answers)."""
         kwargs: dict[str, Any] = {}
         if self._schema is not None:
             # Under the migration's lock: two ``CREATE SCHEMA IF NOT EXISTS`` racing both
@@ -171,7 +257,7 @@ class PostgresStore:
         try:
             # Cancelled meanwhile (a start-up timeout), the pool is closed here too: its
             # workers would otherwise go on reconnecting behind a store that is not open.
-            await pool.open(wait=True, timeout=30)
+            await pool.open(wait=True, timeout=self._open_timeout)
             async with pool.connection() as conn:
                 await self._migrate(conn)
         except BaseException:
@@ -465,6 +551,22 @@ def _conninfo(url: str) -> str:
         return libpq.conninfo(url)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+def _connect_timeout(conninfo: str) -> int:
+    """libpq's ``connect_timeout`` for ``conninfo`` in seconds (the URL's, else
+    ``PGCONNECT_TIMEOUT``'s); 0 when there is none (libpq then waits for ever).
+
+    ``open`` waits three times this for the server (30 s by default), so
+    ``?connect_timeout=1`` in the URL also makes start-up give up within seconds.
+    """
+    value = conninfo_to_dict(conninfo).get("connect_timeout") or os.environ.get(
+        "PGCONNECT_TIMEOUT", ""
+    )
+    try:
+        return max(int(str(value).strip()), 0)
+    except ValueError:
+        return 0
 
 
 class _StorableStrDumper(StrDumperUnknown):

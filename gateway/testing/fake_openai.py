@@ -106,6 +106,29 @@ class _DropStreamCut(logging.Filter):
 _LOG_FILTER = _DropStreamCut()
 
 
+def _serve(server: uvicorn.Server, sock: socket.socket, failure: list[BaseException]) -> None:
+    """The server thread: serve on ``sock``; a failure while starting goes to ``failure``.
+
+    ``start`` raises it (chained) in the caller's thread; one after the start is
+    raised here too, for ``threading.excepthook`` to report.
+    """
+    try:
+        server.run(sockets=[sock])
+    except BaseException as exc:  # SystemExit included: uvicorn exits when it cannot serve
+        failure.append(exc)
+        if server.started:
+            raise
+
+
+def _halt(server: uvicorn.Server, thread: threading.Thread) -> None:
+    """Ask ``server`` to exit and wait for its thread (forcing it after 3 s)."""
+    server.should_exit = True
+    thread.join(timeout=3)
+    if thread.is_alive():
+        server.force_exit = True
+        thread.join(timeout=3)
+
+
 class FakeOpenAI:
     """The fake server. Use as a context manager (or ``start()`` / ``stop()``)."""
 
@@ -146,6 +169,7 @@ class FakeOpenAI:
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
         self._port = 0
         self._clients: set[tuple[str, int]] = set()
 
@@ -164,39 +188,57 @@ class FakeOpenAI:
         return self.url + "/v1"
 
     def start(self) -> FakeOpenAI:
-        """Listen on a free loopback port in a background thread; returns self."""
+        """Listen on a free loopback port in a background thread; returns self.
+
+        Raises:
+            RuntimeError: the server did not start within 10 s, or its thread died
+                while starting (the cause chained); nothing is left behind (socket,
+                thread), so ``start()`` may be called again.
+        """
         if self._server is not None:
             return self
         # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets
         # only when their proto says TCP; without it a kept-alive connection
         # stalls ~40 ms per response (Nagle meets delayed ACK).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        server: uvicorn.Server | None = None
+        thread: threading.Thread | None = None
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            config = uvicorn.Config(
+                self._app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                interface="asgi3",
+                http="h11",
+                ws="none",
+                timeout_graceful_shutdown=1,
+                timeout_keep_alive=self.keep_alive,
+            )
+            logging.getLogger("uvicorn.error").addFilter(_LOG_FILTER)
+            server = uvicorn.Server(config)
+            failure: list[BaseException] = []
+            thread = threading.Thread(
+                target=_serve, args=(server, sock, failure), name="fake-openai", daemon=True
+            )
+            thread.start()
+            deadline = time.monotonic() + 10
+            while not server.started:
+                if not thread.is_alive():
+                    cause = failure[0] if failure else None
+                    raise RuntimeError(f"FakeOpenAI failed to start: {cause!r}") from cause
+                if time.monotonic() > deadline:
+                    raise RuntimeError("FakeOpenAI failed to start within 10 s")
+                time.sleep(0.005)
+        except BaseException:
+            if server is not None and thread is not None:
+                _halt(server, thread)
+            sock.close()  # uvicorn closes it only once it was serving on it
+            raise
+        self._server, self._thread, self._sock = server, thread, sock
         self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            interface="asgi3",
-            http="h11",
-            ws="none",
-            timeout_graceful_shutdown=1,
-            timeout_keep_alive=self.keep_alive,
-        )
-        logging.getLogger("uvicorn.error").addFilter(_LOG_FILTER)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeOpenAI failed to start")
-            time.sleep(0.005)
         return self
 
     def stop(self) -> None:
@@ -204,12 +246,10 @@ class FakeOpenAI:
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
-        server.should_exit = True
-        thread.join(timeout=3)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(timeout=3)
-        self._server = self._thread = None
+        _halt(server, thread)
+        if self._sock is not None:
+            self._sock.close()  # already closed by a server that stopped cleanly
+        self._server = self._thread = self._sock = None
 
     def __enter__(self) -> FakeOpenAI:
         return self.start()

@@ -198,6 +198,42 @@ def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Pat
         assert proc.wait(20) == 0
 
 
+def test_serve_with_postgresql_unreachable_is_one_error_line(
+    api_manifests: Path, tmp_path: Path
+) -> None:
+    """A PostgreSQL thread store unreachable at start logged a 40-line ExceptionGroup
+    traceback ("pool initialization incomplete after 30 sec", no cause); now `serve`
+    logs one error naming GATEWAY_DATABASE_URL's host and libpq's reason, never the
+    password, and still exits 3. connect_timeout=1 in the URL makes it wait 3 s, not 30."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": f"postgresql://gw:s3cret-pw@127.0.0.1:{port}/gw?connect_timeout=1",
+        "GATEWAY_WATCH": "false",
+        "GATEWAY_PORT": "0",
+    }
+    for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "ENVIRONMENT", "PGCONNECT_TIMEOUT"):
+        env.pop(var, None)
+    command = [sys.executable, "-c", "from gateway.cli import main; main()"]
+    command += ["serve", "--manifests", str(api_manifests)]
+    done = subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 3, log
+    assert "Traceback" not in log and "s3cret-pw" not in log, log
+    errors = [line for line in log.splitlines() if "level=error" in line]
+    assert len(errors) == 2, log  # ours, then uvicorn's "Application startup failed"
+    assert "event=gateway.startup_failed" in errors[0]
+    assert (
+        f'error="GATEWAY_DATABASE_URL: the PostgreSQL server at 127.0.0.1:{port} did not '
+        "answer for 3 s: connection failed: "
+    ) in errors[0]
+    assert "Connection refused" in errors[0]
+
+
 @contextlib.contextmanager
 def _scripted_server(
     start: bytes,

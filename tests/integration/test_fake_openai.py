@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -390,3 +393,59 @@ def test_responses_refuses_a_tool_name_openai_refuses(
     error = refused.value.body
     assert isinstance(error, dict)
     assert error["param"] == "tools[0].name"
+
+
+_START_WITHOUT_DESCRIPTORS = """
+import gc, os, resource
+from gateway.testing.fake_openai import FakeOpenAI
+
+def fds():
+    return sorted(os.listdir("/proc/self/fd"))
+
+fake = FakeOpenAI()
+before = fds()
+lowest = os.dup(0)  # the next descriptor a socket gets
+os.close(lowest)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+# Room for the listening socket, none for the server thread's event loop (epoll, self-pipe).
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest + 1, hard))
+try:
+    fake.start()
+except RuntimeError as exc:
+    error = str(exc)
+else:
+    error = "started"
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+gc.collect()  # the half-made event loop's epoll goes with the exception's frames
+leaked = sorted(set(fds()) - set(before))
+try:
+    fake.url
+    half = "url answers"
+except RuntimeError:
+    half = "not started"
+with fake:  # starts for real now: it was not left half-started
+    import urllib.request
+    with urllib.request.urlopen(fake.base_url + "/models") as answer:
+        status = answer.status
+print(error, leaked, half, status, sep="|")
+"""
+
+
+def test_a_server_thread_dying_at_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    """When the server thread died while starting (here: no descriptor left for its event
+    loop), start() raised but kept the listening socket open and the instance half-started:
+    url answered with a port nothing served and a second start() returned at once without
+    a server. Now the socket is closed, the cause is chained, and start() works again."""
+    run = subprocess.run(
+        [sys.executable, "-c", _START_WITHOUT_DESCRIPTORS],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parents[2],
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    error, leaked, half, status = run.stdout.strip().splitlines()[-1].split("|")
+    assert error.startswith("FakeOpenAI failed to start: OSError(24, "), error
+    assert "Too many open files" in error
+    assert (leaked, half, status) == ("[]", "not started", "200")

@@ -51,7 +51,7 @@ def test_invoke_prints_the_output(cli: CliRunner) -> None:
         ["invoke", "get_order_status", "--args", '{"order_id": "x"}', "--manifests", str(DEMO)],
     )
     assert bad.exit_code == 1
-    assert "invalid_arguments" in bad.stdout
+    assert "Error: --args: invalid argument 'order_id': 'x' is not of type 'integer'" in bad.output
     unknown = cli.invoke(main, ["invoke", "nope", "--manifests", str(DEMO)])
     assert unknown.exit_code == 1
     assert "unknown action" in unknown.output
@@ -84,8 +84,7 @@ def test_an_argument_the_function_cannot_take_is_refused(cli: CliRunner) -> None
         ],
     )
     assert result.exit_code == 1
-    assert '"type":"invalid_arguments"' in result.stdout
-    assert '"argument":"extra"' in result.stdout
+    assert "Error: --args: invalid argument 'extra'" in result.output
 
 
 def test_doctor_reports_capabilities(cli: CliRunner) -> None:
@@ -226,3 +225,34 @@ def test_a_sandbox_that_does_not_start_is_one_line_not_a_traceback(
     assert isinstance(result.exception, SystemExit), result.exception
     assert "the sandbox does not start: the sandbox zygote did not start" in result.output
     assert "it exited with status 3" in result.output
+
+
+@pytest.mark.parametrize(
+    ("action", "args_json", "says"),
+    [
+        ("hello", '{"x": ', "--args: the arguments are not valid JSON"),
+        ("hello", "[1]", "--args: the arguments must be a JSON object"),
+        ("hello", '{"extra": 1}', "--args: invalid argument 'extra'"),
+        ("code_interpreter", "{}", "--args: invalid argument 'code'"),
+        ("file_search", '{"query": ""}', "--args: invalid argument 'query'"),
+    ],
+)
+def test_invoke_refuses_bad_args_before_starting_the_sandbox(
+    cli: CliRunner, tmp_path: Path, action: str, args_json: str, says: str
+) -> None:
+    """Malformed or invalid --args was refused only after the sandbox had started (seconds);
+    now it is refused first: with a zygote that cannot start, the error is about --args."""
+    manifests = _deployment_whose_zygote_dies(tmp_path / "deploy")
+    (manifests / "faq.md").write_text("Refunds take five days.\n")
+    (manifests / "b.yaml").write_text(
+        "kind: assistant\nname: helper\ninstructions: Help.\nactions: [hello]\n"
+        "file_search: {files: [faq.md]}\n"
+    )
+    result = cli.invoke(
+        main, ["invoke", action, "--args", args_json, "--manifests", str(manifests)]
+    )
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"Error: {says}" in result.output
+    assert "sandbox" not in result.output
+    assert result.stdout == ""

@@ -334,3 +334,60 @@ def test_playground_says_an_answer_was_cut_short(
         expect(page.locator(".msg.error")).to_have_text(
             "The answer was cut short (max_completion_tokens)."
         )
+
+
+def test_playground_sends_nothing_while_an_answer_streams(
+    page: Page, gateway_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A message sent while an answer streamed got the gateway's 409 (one run per thread);
+    now Send (and Enter) is off during the run and back on after done, error or cancel."""
+    from gateway.testing.fake_openai import FakeOpenAI
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    with FakeOpenAI() as fake:
+        (manifests / "remote.yaml").write_text(
+            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
+            "api: chat\nmax_retries: 0\n---\n"
+            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
+            "initial_message: Hello.\n"
+        )
+        server = gateway_server(manifests)
+        fake.delay(0, between_chunks=0.05)
+        slow = " ".join(f"word{n}" for n in range(30))  # 1.5 s at this pace
+        chats: list[str] = []
+        page.on("request", lambda r: chats.append(r.url) if r.url.endswith("/chat") else None)
+        page.goto(f"{server.url}/ui")
+        expect(page.locator(".msg.assistant")).to_have_text("Hello.")
+        button = page.locator("form#send button[type=submit]")
+
+        # Done: off while it streams, Enter included; on again at the end.
+        fake.add_text(slow)
+        page.fill("#message", "first")
+        page.press("#message", "Enter")
+        expect(button).to_be_disabled()
+        expect(page.locator(".msg.assistant").last).to_contain_text("word2")
+        page.fill("#message", "second")
+        page.press("#message", "Enter")
+        expect(page.locator(".msg.meta")).to_have_count(1)
+        expect(button).to_be_enabled()
+        expect(page.locator(".msg.user")).to_have_count(1)
+        expect(page.locator("#message")).to_have_value("second")  # kept, to send now
+        assert len(chats) == 1
+
+        # Error: on again after a failed run.
+        fake.fail_next(500, times=1)
+        page.press("#message", "Enter")
+        expect(page.locator(".msg.error")).to_have_count(1)
+        expect(button).to_be_enabled()
+        expect(page.locator(".msg.error")).not_to_contain_text("409")
+
+        # Cancel: "New thread" while it streams puts Send back at once.
+        fake.add_text(slow)
+        page.fill("#message", "third")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.assistant").last).to_contain_text("word2")
+        expect(button).to_be_disabled()
+        page.click("#new")
+        expect(page.locator(".msg.assistant")).to_have_text("Hello.")
+        expect(button).to_be_enabled()

@@ -128,3 +128,26 @@ def test_index_command_parses_each_pdf_within_its_assistants_largest_limits(
     assert result.exit_code == 1, result.output
     assert "(1 parsed, 0 reused, 0 unchanged, 0 missing, 1 failed" in result.output
     assert "lenient: 1 files, 2 passages" in result.output
+
+
+def test_a_file_that_failed_in_an_earlier_run_still_fails_the_command(tmp_path: Path) -> None:
+    """A second run after a failed parse said "1 unchanged, 0 failed" and exited 0 while
+    the file stayed unsearchable; every run now counts it failed, says why, and exits 1."""
+    root = tmp_path / "manifests"
+    _manifests(root)
+    (root / "docs" / "manual.pdf").write_bytes(b"%PDF-1.4 not really a PDF")
+    (root / "a.yaml").write_text(
+        "kind: assistant\nname: helper\nfile_search:\n  files: [docs/faq.md, docs/manual.pdf]\n"
+    )
+    args = ["index", "--manifests", str(root), "--cache", str(tmp_path / "cache")]
+    first = CliRunner().invoke(main, args)
+    second = CliRunner().invoke(main, args)
+    assert "(1 parsed, 0 reused, 0 unchanged, 0 missing, 1 failed" in first.output
+    assert "(0 parsed, 0 reused, 1 unchanged, 0 missing, 1 failed" in second.output
+    for result in (first, second):
+        assert result.exit_code == 1, result.output
+        assert (
+            "error: docs/manual.pdf cannot be searched: ValueError: PdfStreamError: "
+            in result.stderr
+        )
+        assert "faq.md" not in result.stderr

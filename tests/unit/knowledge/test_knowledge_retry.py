@@ -42,7 +42,7 @@ def test_a_pdf_that_timed_out_is_not_parsed_again_before_its_back_off(tmp_path: 
     assert index.index([manual]).failed == 1
     assert index.search([manual], "tyre pressure", 3) == []
     stats = index.index([manual])
-    assert (stats.parsed, stats.failed, stats.unchanged) == (0, 0, 1)
+    assert (stats.parsed, stats.failed, stats.failed_earlier, stats.unchanged) == (0, 0, 1, 0)
 
 
 def test_the_back_off_survives_a_restart_and_doubles(tmp_path: Path) -> None:
@@ -79,8 +79,8 @@ def test_a_pdf_over_the_page_limit_is_not_parsed_again_within_it(tmp_path: Path)
     pdf_bomb(bomb := tmp_path / "bomb.pdf", pages=200, inflated_mb=0)
     index = KnowledgeIndex(retry_after=0.0)
     assert index.index([bomb], pdf_limits=PdfLimits(max_pages=100)).failed == 1
-    assert index.index([bomb], pdf_limits=PdfLimits(max_pages=100)).unchanged == 1
-    assert index.index([bomb], pdf_limits=PdfLimits(max_pages=50)).unchanged == 1
+    assert index.index([bomb], pdf_limits=PdfLimits(max_pages=100)).failed_earlier == 1
+    assert index.index([bomb], pdf_limits=PdfLimits(max_pages=50)).failed_earlier == 1
     assert index.index([bomb], pdf_limits=PdfLimits(max_pages=300)).parsed == 1
 
 
@@ -90,7 +90,28 @@ def test_a_broken_pdf_is_not_parsed_again(tmp_path: Path) -> None:
     (broken := tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
     index = KnowledgeIndex(retry_after=0.0)
     assert index.index([broken]).failed == 1
-    assert index.index([broken], pdf_limits=PdfLimits(timeout=600, max_pages=10**6)).failed == 0
+    again = index.index([broken], pdf_limits=PdfLimits(timeout=600, max_pages=10**6))
+    assert (again.failed, again.failed_earlier, again.unchanged) == (0, 1, 0)
+
+
+def test_a_failure_kept_from_before_is_counted_and_explained(tmp_path: Path) -> None:
+    """A file whose content failed earlier (the same file in a new process, or the same
+    content under a new path: a git-sync revision) was counted "unchanged" or "reused",
+    as if searchable; it counts in failed_earlier, and ``failures`` gives the reason."""
+    (broken := tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    cache = tmp_path / "cache"
+    first = KnowledgeIndex(cache)
+    assert first.index([broken]).failed == 1
+    first.close()
+    (moved := tmp_path / "rev2" / "broken.pdf").parent.mkdir()
+    moved.write_bytes(broken.read_bytes())
+    index = KnowledgeIndex(cache)
+    stats = index.index([broken, moved])
+    assert (stats.failed_earlier, stats.unchanged, stats.reused, stats.failed) == (2, 0, 0, 0)
+    reasons = index.failures([broken, moved, tmp_path / "unknown.md"])
+    assert list(reasons) == [broken, moved]
+    assert all("PdfStreamError: " in reason for reason in reasons.values()), reasons
+    index.close()
 
 
 def test_callers_with_crossed_limits_do_not_take_turns_parsing() -> None:
