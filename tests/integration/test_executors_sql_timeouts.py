@@ -84,8 +84,12 @@ def _socket_inode(port: int) -> str:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[2].endswith(":1538"):
-                return fields[9]  # remote port 0x1538 = 5432
+            if (
+                int(fields[1].rsplit(":", 1)[1], 16) == port
+                and fields[2].endswith(":1538")  # remote port 0x1538 = 5432
+                and fields[3] == "01"  # ESTABLISHED: not a TIME_WAIT of an earlier one
+            ):
+                return fields[9]
     raise AssertionError(f"no socket with local port {port}")
 
 
@@ -96,8 +100,14 @@ def _socket_options(port: int) -> dict[str, int]:
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
-        with contextlib.suppress(OSError):
-            for fd in (proc / "fd").iterdir():
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            # One at a time: a busy process (this one: pools, threads) opens and closes
+            # descriptors while we look, and one gone must not hide the others.
+            with contextlib.suppress(OSError):
                 if str(fd.readlink()) == target:
                     return _options_of(int(proc.name), int(fd.name))
     raise AssertionError(f"no process holds {target}")
