@@ -24,6 +24,7 @@ from websockets.sync.client import connect as ws_connect
 
 from gateway.cli import main
 from gateway.testing.fake_openai import FakeOpenAI
+from tests._fake import write_remote
 
 
 def test_chat_streams_the_answer_and_shows_tool_calls(api_server: GatewayServer) -> None:
@@ -57,13 +58,8 @@ def test_chat_over_websocket_stays_in_step_after_a_failed_run(
     """After a run that failed (error, run.failed, metadata, done), `--ws` still shows each
     later answer after its own message, not the failed run's leftover frames."""
     manifests = tmp_path / "manifests"
-    manifests.mkdir()
     with FakeOpenAI() as fake:
-        (manifests / "remote.yaml").write_text(
-            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
-            "api: chat\nmax_retries: 0\n---\n"
-            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
-        )
+        write_remote(manifests, fake)
         server = gateway_server(manifests)
         fake.fail_next(500, times=1)
         fake.add_text("second answer")
@@ -456,13 +452,8 @@ def test_ctrl_c_cancels_the_answer_and_keeps_the_chat(
     the next message is answered; it quit the chat and left the run going on the server
     (a model call and actions still running, the thread busy with 409 for a while)."""
     manifests = tmp_path / "manifests"
-    manifests.mkdir()
     with FakeOpenAI() as fake:
-        (manifests / "remote.yaml").write_text(
-            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
-            "api: chat\nmax_retries: 0\n---\n"
-            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
-        )
+        write_remote(manifests, fake)
         server = gateway_server(manifests)
         fake.delay(0, between_chunks=0.2)
         fake.add_text(" ".join(f"word{n}" for n in range(200)))  # 40 s at this pace

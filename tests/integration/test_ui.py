@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests._fake import write_remote
+
 pytestmark = pytest.mark.browser
 
 
@@ -230,13 +232,8 @@ def test_playground_shows_a_failed_run_once(
     from gateway.testing.fake_openai import FakeOpenAI
 
     manifests = tmp_path / "manifests"
-    manifests.mkdir()
     with FakeOpenAI() as fake:
-        (manifests / "remote.yaml").write_text(
-            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
-            "api: chat\nmax_retries: 0\n---\n"
-            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
-        )
+        write_remote(manifests, fake)
         server = gateway_server(manifests)
         fake.fail_next(500, times=1)
         page.goto(f"{server.url}/ui")
@@ -255,14 +252,8 @@ def test_playground_new_thread_drops_the_answer_streaming(
     from gateway.testing.fake_openai import FakeOpenAI
 
     manifests = tmp_path / "manifests"
-    manifests.mkdir()
     with FakeOpenAI() as fake:
-        (manifests / "remote.yaml").write_text(
-            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
-            "api: chat\nmax_retries: 0\n---\n"
-            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
-            "initial_message: Fresh start.\n"
-        )
+        write_remote(manifests, fake, "initial_message: Fresh start.\n")
         server = gateway_server(manifests)
         fake.delay(0, between_chunks=0.05)
         fake.add_text(" ".join(f"word{n}" for n in range(40)))  # 2 s at this pace
@@ -316,13 +307,8 @@ def test_playground_says_an_answer_was_cut_short(
     from gateway.testing.fake_openai import FakeOpenAI
 
     manifests = tmp_path / "manifests"
-    manifests.mkdir()
     with FakeOpenAI() as fake:
-        (manifests / "remote.yaml").write_text(
-            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
-            "api: chat\nmax_retries: 0\n---\n"
-            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
-        )
+        write_remote(manifests, fake)
         server = gateway_server(manifests)
         fake.add_text("It is sun", finish_reason="length")
         page.goto(f"{server.url}/ui")
@@ -344,14 +330,8 @@ def test_playground_sends_nothing_while_an_answer_streams(
     from gateway.testing.fake_openai import FakeOpenAI
 
     manifests = tmp_path / "manifests"
-    manifests.mkdir()
     with FakeOpenAI() as fake:
-        (manifests / "remote.yaml").write_text(
-            f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: k\n"
-            "api: chat\nmax_retries: 0\n---\n"
-            "kind: assistant\nname: remote\nprovider: fake\nmodel: fake-model\n"
-            "initial_message: Hello.\n"
-        )
+        write_remote(manifests, fake, "initial_message: Hello.\n")
         server = gateway_server(manifests)
         fake.delay(0, between_chunks=0.05)
         slow = " ".join(f"word{n}" for n in range(30))  # 1.5 s at this pace
