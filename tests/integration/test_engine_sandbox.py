@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,33 +68,46 @@ def fake() -> Iterator[FakeOpenAI]:
         yield server
 
 
-@pytest.fixture
-async def engine(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Engine]:
-    """An engine over a real sandbox, a real manifest set and the fake model."""
+@contextlib.asynccontextmanager
+async def _sandboxed_engine(
+    fake: FakeOpenAI, tmp_path: Path, *, timeout: int = 60, **settings: Any
+) -> AsyncIterator[Engine]:
+    """An engine over a real sandbox, a real manifest set (action ``sleepy`` with
+    ``timeout``) and the fake model; ``settings`` as ``Settings`` fields."""
+    manifest = MANIFEST.format(base_url=fake.base_url).replace("timeout: 60", f"timeout: {timeout}")
     (tmp_path / "manifests").mkdir()
-    (tmp_path / "manifests" / "sleepy.yaml").write_text(MANIFEST.format(base_url=fake.base_url))
+    (tmp_path / "manifests" / "sleepy.yaml").write_text(manifest)
     (tmp_path / "actions").mkdir()
     (tmp_path / "actions" / "__init__.py").write_text("")
     (tmp_path / "actions" / "sleepy.py").write_text(ACTION)
     catalog = await asyncio.to_thread(load_catalog, tmp_path / "manifests")
-    settings = Settings(manifests=tmp_path / "manifests")
-    supervisor = Supervisor(settings)
+    config = Settings(manifests=tmp_path / "manifests", **settings)
+    supervisor = Supervisor(config)
     await supervisor.start(catalog)
     store = SQLiteStore(tmp_path / "var" / "gateway.db")
-    registry = ProviderRegistry(settings)
+    registry = ProviderRegistry(config)
     engine = Engine(
         catalog=CatalogRef(catalog),
         store=store,
         runner=SandboxRunner(supervisor),
         providers=registry,
-        settings=settings,
+        settings=config,
     )
     await engine.start()
-    yield engine
-    await engine.aclose()
-    await registry.aclose()
-    await supervisor.aclose()
-    await store.close()
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
+        await registry.aclose()
+        await supervisor.aclose()
+        await store.close()
+
+
+@pytest.fixture
+async def engine(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Engine]:
+    """An engine over a real sandbox, a real manifest set and the fake model."""
+    async with _sandboxed_engine(fake, tmp_path) as made:
+        yield made
 
 
 def _call_pids() -> list[int]:
@@ -165,35 +180,10 @@ async def test_an_answer_with_more_calls_than_sandbox_slots_runs_them_all(
     counts against each call's timeout: the last ones failed with 'no sandbox
     slot was free' (and another run's calls queued behind them would too).
     """
-    (tmp_path / "manifests").mkdir()
-    manifest = MANIFEST.format(base_url=fake.base_url).replace("timeout: 60", "timeout: 2")
-    (tmp_path / "manifests" / "sleepy.yaml").write_text(manifest)
-    (tmp_path / "actions").mkdir()
-    (tmp_path / "actions" / "__init__.py").write_text("")
-    (tmp_path / "actions" / "sleepy.py").write_text(ACTION)
-    catalog = await asyncio.to_thread(load_catalog, tmp_path / "manifests")
-    settings = Settings(manifests=tmp_path / "manifests", sandbox_concurrency=2)
-    supervisor = Supervisor(settings)
-    await supervisor.start(catalog)
-    store = SQLiteStore(tmp_path / "var" / "gateway.db")
-    registry = ProviderRegistry(settings)
-    engine = Engine(
-        catalog=CatalogRef(catalog),
-        store=store,
-        runner=SandboxRunner(supervisor),
-        providers=registry,
-        settings=settings,
-    )
-    await engine.start()
-    try:
+    async with _sandboxed_engine(fake, tmp_path, timeout=2, sandbox_concurrency=2) as engine:
         fake.add_tool_calls([("sleepy", {"seconds": 0.5})] * 10)
         fake.add_text("All slept.")
         result = await (await engine.start_run(thread_id=None, message="nap")).result()
-    finally:
-        await engine.aclose()
-        await registry.aclose()
-        await supervisor.aclose()
-        await store.close()
     assert result.status == "completed", result.error
     outcomes = [(call.status, call.output) for call in result.tool_calls]
     assert [status for status, _ in outcomes] == ["succeeded"] * 10, outcomes
