@@ -146,14 +146,23 @@ class ZygoteChannel:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._lend(*waiter.result())
             raise
-        if self.dead:
-            # The zygote's EOF was read right after this spare's ``Spare`` (one read
-            # callback): the spare dies with it, and a call handed to it now would wait
-            # for an ``Exited`` that can never come (``mark_dead`` failed only what was
-            # pending then). Nothing ran: the caller retries on a fresh zygote.
-            lent[1].close()
-            raise ZygoteDied()
         return lent
+
+    def expect(self, serial: int) -> asyncio.Future[Exited]:
+        """The future of spare ``serial``'s ``Exited``, registered before it gets its call.
+
+        Raises:
+            ZygoteDied: the zygote's EOF was already read (right after this spare's
+                ``Spare``, in one read callback, or while ``Used`` was on its way).
+                The spare dies with it and no ``Exited`` can come: a call handed to
+                it would wait forever (``mark_dead`` failed only what was pending
+                then). Nothing ran: the caller retries on a fresh zygote.
+        """
+        if self.dead:
+            raise ZygoteDied()
+        exited: asyncio.Future[Exited] = asyncio.get_running_loop().create_future()
+        self.pending[serial] = exited
+        return exited
 
     def mark_dead(self) -> None:
         if self.dead:

@@ -635,9 +635,9 @@ class Supervisor:
         cancelled there (the caller, or the call's deadline), the spare has not
         got the call and goes back to the queue. Handing the fds over and
         returning has no await, so from the moment the spare holds the call the
-        caller tracks it (its kill at the deadline or on cancellation).
+        caller tracks it (its kill at the deadline or on cancellation). A zygote
+        whose EOF was read in between refuses in ``expect``: nothing ran.
         """
-        loop = asyncio.get_running_loop()
         while True:
             serial, sock = await zygote.take_spare()
             try:
@@ -649,11 +649,11 @@ class Supervisor:
             except BaseException:
                 zygote.give_back(serial, sock)  # nothing ran; the next call may use it
                 raise
-            if zygote.dead:  # its EOF was read while Used was on its way: no Exited follows
+            try:
+                exited = zygote.expect(serial)
+            except ZygoteDied:
                 sock.close()
-                raise ZygoteDied()
-            exited: asyncio.Future[Exited] = loop.create_future()
-            zygote.pending[serial] = exited
+                raise
             try:
                 with sock:
                     message = encode(msgspec.structs.replace(start, id=serial))

@@ -93,13 +93,18 @@ async def test_a_spare_lent_just_before_the_zygotes_death_is_not_taken(
     """A ``Spare`` and the EOF read in one callback: the waiting call learns the zygote
     died (and retries elsewhere) instead of taking a spare no ``Exited`` will follow."""
     chan, zygote_end = channel
-    waiting = asyncio.ensure_future(chan.take_spare())
+    call, out = socket.socketpair()
+    waiting = asyncio.ensure_future(
+        Supervisor(Settings())._hand_over(
+            chan, Start(id=0, limits=Limits()), call.fileno(), out.fileno()
+        )
+    )
     await asyncio.sleep(0.01)
     peer = _lend(zygote_end, 3)
     zygote_end.close()  # both are in the socket before the loop reads either
-    with pytest.raises(ZygoteDied):
+    with call, out, pytest.raises(ZygoteDied):
         await asyncio.wait_for(waiting, 2)
-    assert peer.recv(1) == b""  # the lent socket was closed: that spare reads EOF and exits
+    assert peer.recv(64) == b""  # closed unused: no Start (and no fds) came to the spare
     peer.close()
 
 
