@@ -28,8 +28,14 @@ _FEATURES = ("network_namespace", "drop_privileges", "user_namespace", "seccomp"
 
 
 @contextlib.asynccontextmanager
-async def _sandbox(settings: Settings, catalog: Catalog | None) -> AsyncIterator[Supervisor]:
+async def _sandbox(
+    settings: Settings, catalog: Catalog | None, *, start: bool = True
+) -> AsyncIterator[Supervisor]:
     """A started sandbox supervisor for ``catalog``, shut down on exit.
+
+    ``start=False``: a supervisor never started, for a call that does not reach
+    it (file_search, ``isolation: inline``): no zygote, no wait, and an action
+    module that breaks the sandbox does not stop the check of another action.
 
     Raises:
         click.ClickException: the sandbox did not start (a zygote died as it imported
@@ -38,6 +44,9 @@ async def _sandbox(settings: Settings, catalog: Catalog | None) -> AsyncIterator
     from gateway.sandbox.supervisor import Supervisor
 
     supervisor = Supervisor(settings)
+    if not start:
+        yield supervisor
+        return
     try:
         await supervisor.start(catalog)
     except RuntimeError as exc:
@@ -71,7 +80,8 @@ def invoke_command(
     """Run ACTION once through the real sandbox and print its output.
 
     An action with `isolation: inline` runs in this process, as the server
-    would run it. The arguments are validated against the action's schema
+    would run it, and so does file_search: for those the sandbox is not
+    started. The arguments are validated against the action's schema
     before the sandbox starts (a malformed or invalid --args exits 1 at once,
     naming it). Prints the output on stdout, the status and duration on
     stderr; exits 1 unless the call succeeded. ACTION may also be a built-in
@@ -104,8 +114,13 @@ def invoke_command(
     # Refused here, before the sandbox starts (seconds): a typo costs no wait.
     _check_arguments(catalog, action, args_json)
 
+    target = catalog.actions.get(action)
+    sandboxed = action == "code_interpreter" or (
+        target is not None and target.isolation != "inline"
+    )
+
     async def run() -> ToolResult:
-        async with _sandbox(settings, catalog) as supervisor:
+        async with _sandbox(settings, catalog, start=sandboxed) as supervisor:
             inline = InlineExecutor(concurrency=settings.inline_concurrency)
             knowledge = KnowledgeIndex(None) if action == "file_search" else None
             runner = SandboxRunner(supervisor, knowledge, inline=inline)

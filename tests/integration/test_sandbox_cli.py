@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,27 @@ def test_a_sandbox_that_does_not_start_is_one_line_not_a_traceback(
     assert isinstance(result.exception, SystemExit), result.exception
     assert "the sandbox does not start: the sandbox zygote did not start" in result.output
     assert "it exited with status 3" in result.output
+
+
+def test_invoke_runs_an_inline_action_without_starting_the_sandbox(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """An ``isolation: inline`` action runs in the CLI's process: invoke no longer starts
+    the sandbox for it, so a broken python action elsewhere in the set (its module kills
+    the zygote as it imports) does not stop the operator from checking this one."""
+    manifests = _deployment_whose_zygote_dies(tmp_path / "deploy")
+    sqlite3.connect(manifests / "scratch.db").close()
+    (manifests / "db.yaml").write_text(
+        "kind: database\nname: mem\ndescription: Scratch.\nurl: 'sqlite:///scratch.db'\n---\n"
+        "kind: action\nname: add\ndescription: Add.\nisolation: inline\n"
+        "parameters: {type: object, properties: {n: {type: integer}}, required: [n]}\n"
+        "sql: {database: mem, query: 'SELECT {{ n }} + 1 AS total'}\n"
+    )
+    result = cli.invoke(
+        main, ["invoke", "add", "--args", '{"n": 41}', "--manifests", str(manifests)]
+    )
+    assert result.exit_code == 0, result.output
+    assert '"total":42' in result.output.replace(" ", ""), result.output
 
 
 @pytest.mark.parametrize(
