@@ -90,6 +90,7 @@ ROUTES = [
     admin.invoke_action,
     openai_compat.chat_completions,
     openai_compat.list_models,
+    openai_compat.get_model,
 ]
 
 

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible endpoint: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""The OpenAI-compatible endpoint: ``POST /v1/chat/completions``, ``GET /v1/models`` and
+``GET /v1/models/{model}``.
 
 ``model`` names an assistant; the conversation comes from the client's
 ``messages`` (nothing is stored); the assistant's tools run server-side, so
@@ -33,7 +34,7 @@ import msgspec
 import structlog
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from gateway.api.chat import CHAT_ERRORS, finished, raise_run_error
@@ -52,7 +53,13 @@ from gateway.events import (
 )
 from gateway.providers.base import ChatMessage, ToolCall, Usage
 
-__all__ = ["ChatCompletion", "CompletionRequest", "chat_completions", "list_models"]
+__all__ = [
+    "ChatCompletion",
+    "CompletionRequest",
+    "chat_completions",
+    "get_model",
+    "list_models",
+]
 
 log = structlog.get_logger("gateway.api")
 
@@ -461,3 +468,24 @@ async def list_models(request: Request[Any, Any, Any], services: ServicesDep) ->
             if principal.may_use(name)
         ]
     )
+
+
+@get(
+    "/v1/models/{model:str}",
+    tags=["openai"],
+    responses={status: CHAT_ERRORS[status] for status in (401, 403, 404, 503)},
+)
+async def get_model(
+    request: Request[Any, Any, Any], services: ServicesDep, model: FromPath[str]
+) -> ModelInfo:
+    """One assistant, as an OpenAI model (``client.models.retrieve``).
+
+    Raises:
+        NotFound: no assistant has that name (404, as OpenAI answers an unknown model).
+        Forbidden: this key may not use that assistant (403, as on ``/v1/chat/completions``).
+    """
+    catalog = services.catalog()
+    if model not in catalog.assistants:
+        raise NotFound("model", model[:64])
+    principal_of(request.scope).check_assistant(model)
+    return ModelInfo(id=model, created=int(catalog.loaded_at))

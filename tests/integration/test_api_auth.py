@@ -124,6 +124,9 @@ def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> 
     ]
     sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=WEB)
     assert [m.id for m in sdk.models.list()] == ["helper"]
+    assert sdk.models.retrieve("helper").id == "helper"
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk.models.retrieve("other")
     with pytest.raises(openai.PermissionDeniedError):
         sdk.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
     reply = sdk.chat.completions.create(

@@ -22,6 +22,19 @@ def test_models_lists_the_assistants(sdk: openai.OpenAI) -> None:
     assert sorted(m.id for m in sdk.models.list()) == ["helper", "other"]
 
 
+def test_a_model_is_retrieved_by_its_id(sdk: openai.OpenAI) -> None:
+    """``client.models.retrieve`` (LangChain, LiteLLM and chat UIs check a model this way)
+    answers the assistant as a model; an unknown one is the SDK's NotFoundError naming it
+    (GET /v1/models/{id} was no route at all: a bare 404 "Not Found" for every model).
+    """
+    model = sdk.models.retrieve("helper")
+    assert (model.id, model.object, model.owned_by) == ("helper", "model", "gateway")
+    assert model.created == next(m for m in sdk.models.list() if m.id == "helper").created
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.models.retrieve("ghost")
+    assert "model 'ghost' not found" in str(missing.value)
+
+
 def test_non_streaming_completion_runs_tools_server_side(sdk: openai.OpenAI) -> None:
     """model = assistant; the tool runs in the gateway and only the answer comes back."""
     completion = sdk.chat.completions.create(
