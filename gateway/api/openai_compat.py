@@ -14,8 +14,10 @@ Several assistant messages of one run (text before and after a tool call)
 are joined with a blank line. ``stop`` (up to 4 sequences) cuts the answer
 before the first of them, streamed or not. Parameters it cannot honour are a
 400 naming them rather than silently ignored: ``n`` above 1 (one run answers
-one choice) and a ``response_format`` other than ``text`` (the assistant's
-answer is free text). The run is stateless, so its client is its only
+one choice), a ``response_format`` other than ``text`` (the assistant's
+answer is free text), the client's own ``tools`` (unless ``tool_choice`` is
+``none``) or ``functions`` (only the assistant's tools run, and only text
+comes back). The run is stateless, so its client is its only
 reader: when the client leaves (a closed stream, a dropped connection while
 waiting for the JSON answer), the run is cancelled, which stops the model call
 and kills its actions, instead of running to an end nobody can read.
@@ -113,6 +115,10 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     stop: Stop | Annotated[list[Stop], msgspec.Meta(max_length=4)] | None = None
     n: int | None = None
     response_format: ResponseFormat | None = None
+    # Only checked (see ``check_supported``): the client's own tools are never called.
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[Any] | None = None
 
     def stops(self) -> tuple[str, ...]:
         """The non-empty stop sequences."""
@@ -123,8 +129,22 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
         """Refuse what the gateway would otherwise silently not do.
 
         Raises:
-            InvalidInput: ``n`` other than 1, or a ``response_format`` other than ``text``.
+            InvalidInput: ``n`` other than 1, a ``response_format`` other than ``text``,
+                the client's own ``tools`` (unless ``tool_choice`` is ``none``) or
+                ``functions``.
         """
+        if self.tools and self.tool_choice != "none":
+            raise InvalidInput(
+                "tools: the assistant's own tools run in the gateway and only its text "
+                "comes back, so a client's tools are never called; leave tools out",
+                "tools",
+            )
+        if self.functions:
+            raise InvalidInput(
+                "functions: the assistant's own tools run in the gateway and only its text "
+                "comes back, so a client's functions are never called; leave functions out",
+                "functions",
+            )
         if self.n is not None and self.n != 1:
             raise InvalidInput(
                 f"n: the gateway answers with one choice; n must be 1, not {self.n}", "n"

@@ -165,3 +165,32 @@ def test_parameters_the_gateway_cannot_honour_are_refused(sdk: openai.OpenAI) ->
         model="other", messages=messages, n=1, response_format={"type": "text"}, stop=None
     )
     assert len(ok.choices) == 1
+
+
+def test_tools_sent_by_the_client_are_refused(sdk: openai.OpenAI) -> None:
+    """A client's own ``tools`` (LangChain's bind_tools, with_structured_output) are a 400
+    naming the field: they were ignored, so the client never got the tool call it asked for
+    (``tool_choice="required"`` included) and its agent or parser broke on plain text.
+    ``tool_choice="none"`` with them, or an empty list, is honoured as it is.
+    """
+    messages: list[Any] = [{"role": "user", "content": "hello"}]
+    tool: Any = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+    }
+    for choice in ("auto", "required", {"type": "function", "function": {"name": "lookup"}}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.chat.completions.create(
+                model="other", messages=messages, tools=[tool], tool_choice=choice
+            )
+        assert "tools:" in str(refused.value)
+    with pytest.raises(openai.BadRequestError) as legacy:
+        sdk.chat.completions.create(model="other", messages=messages, functions=[tool["function"]])
+    assert "functions:" in str(legacy.value)
+    for ok in (
+        sdk.chat.completions.create(
+            model="other", messages=messages, tools=[tool], tool_choice="none"
+        ),
+        sdk.chat.completions.create(model="other", messages=messages, tools=[]),
+    ):
+        assert "offline model" in (ok.choices[0].message.content or "")
