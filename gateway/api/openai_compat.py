@@ -17,7 +17,8 @@ before the first of them, streamed or not. Parameters it cannot honour are a
 one choice), a ``response_format`` other than ``text`` (the assistant's
 answer is free text), the client's own ``tools`` (unless ``tool_choice`` is
 ``none``) or ``functions`` (only the assistant's tools run, and only text
-comes back). The run is stateless, so its client is its only
+comes back), and content parts other than text (an image, audio, a file:
+the assistant reads text). The run is stateless, so its client is its only
 reader: when the client leaves (a closed stream, a dropped connection while
 waiting for the JSON answer), the run is cancelled, which stops the model call
 and kills its actions, instead of running to an end nobody can read.
@@ -103,6 +104,8 @@ class ResponseFormat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Stop = Annotated[str, msgspec.Meta(max_length=1000)]
+# Content parts read as text; an assistant's earlier ``refusal`` is harmless to skip.
+_READ_PARTS = frozenset({"text", "input_text", "refusal"})
 
 
 class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,7 +134,7 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
         Raises:
             InvalidInput: ``n`` other than 1, a ``response_format`` other than ``text``,
                 the client's own ``tools`` (unless ``tool_choice`` is ``none``) or
-                ``functions``.
+                ``functions``, or a content part that is not text (an image...).
         """
         if self.tools and self.tool_choice != "none":
             raise InvalidInput(
@@ -145,6 +148,14 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
                 "comes back, so a client's functions are never called; leave functions out",
                 "functions",
             )
+        for i, message in enumerate(self.messages):
+            for j, part in enumerate(message.content if isinstance(message.content, list) else ()):
+                if part.type not in _READ_PARTS:
+                    raise InvalidInput(
+                        f"messages[{i}].content[{j}]: a {part.type[:64]!r} part is not "
+                        "supported; the assistant reads text parts only",
+                        "messages",
+                    )
         if self.n is not None and self.n != 1:
             raise InvalidInput(
                 f"n: the gateway answers with one choice; n must be 1, not {self.n}", "n"

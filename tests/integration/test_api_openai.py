@@ -167,6 +167,26 @@ def test_parameters_the_gateway_cannot_honour_are_refused(sdk: openai.OpenAI) ->
     assert len(ok.choices) == 1
 
 
+def test_content_the_assistant_cannot_read_is_refused(sdk: openai.OpenAI) -> None:
+    """An image (or audio, a file) in a message is a 400 naming the message and the part:
+    it was dropped silently, so the assistant answered as if the user had sent no image.
+    Text parts (``text``, ``input_text``) and an assistant's ``refusal`` part are read.
+    """
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    messages: list[Any] = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+        {"role": "user", "content": [{"type": "text", "text": "what is this?"}, image]},
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="other", messages=messages)
+    assert "messages[2].content[1]" in str(refused.value)
+    assert "'image_url'" in str(refused.value)
+    messages[2]["content"] = [{"type": "text", "text": "who are you?"}]
+    answer = sdk.chat.completions.create(model="other", messages=messages)
+    assert "offline model" in (answer.choices[0].message.content or "")
+
+
 def test_tools_sent_by_the_client_are_refused(sdk: openai.OpenAI) -> None:
     """A client's own ``tools`` (LangChain's bind_tools, with_structured_output) are a 400
     naming the field: they were ignored, so the client never got the tool call it asked for
