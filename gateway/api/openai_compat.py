@@ -9,7 +9,10 @@ first). Streaming sends ``chat.completion.chunk`` frames exactly as OpenAI
 does: the role first, then content deltas, then ``finish_reason`` (``stop``;
 ``length`` or ``content_filter`` when the run ended ``incomplete``, its answer
 cut short; the JSON answer says the same), a usage chunk when
-``stream_options.include_usage`` is set, and ``data: [DONE]``.
+``stream_options.include_usage`` is set, and ``data: [DONE]``. The stream
+starts with the run's first word (text, a tool call, or a heartbeat's wait):
+a run failing before it gets its error's HTTP status, as OpenAI answers; a
+later failure is a ``data: {"error": ...}`` frame before ``[DONE]``.
 Several assistant messages of one run (text before and after a tool call)
 are joined with a blank line. ``stop`` (up to 4 sequences) cuts the answer
 before the first of them, streamed or not. Parameters it cannot honour are a
@@ -29,9 +32,10 @@ Imports ``gateway.api.*``, ``gateway.engine``, ``gateway.events``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import structlog
@@ -45,7 +49,7 @@ from gateway.api.errors import correlation_id_of, status_and_type
 from gateway.api.middleware import principal_of
 from gateway.api.services import ServicesDep
 from gateway.api.streaming import SSE_HEADERS, follow
-from gateway.engine import RunHandle, RunResult
+from gateway.engine import RunHandle
 from gateway.errors import GatewayError, InvalidInput, NotFound
 from gateway.events import (
     IncompleteDetails,
@@ -53,6 +57,7 @@ from gateway.events import (
     MessageDelta,
     RunCompleted,
     RunFailed,
+    StepCreated,
 )
 from gateway.providers.base import ChatMessage, ToolCall, Usage
 
@@ -65,6 +70,7 @@ __all__ = [
 ]
 
 log = structlog.get_logger("gateway.api")
+T = TypeVar("T")
 
 
 class ContentPart(msgspec.Struct, frozen=True, kw_only=True):
@@ -349,6 +355,10 @@ async def chat_completions(
     completion_id = f"chatcmpl-{handle.run_id}"
     created = int(time.time())
     if data.stream:
+        heartbeat = services.settings.sse_heartbeat
+        await _unless_client_leaves(
+            request, handle, _first_word(handle, heartbeat if heartbeat > 0 else 15.0)
+        )
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         chunks = _chunks(
             handle.log,
@@ -357,11 +367,11 @@ async def chat_completions(
             model=data.model,
             include_usage=include_usage,
             stops=data.stops(),
-            heartbeat=services.settings.sse_heartbeat,
+            heartbeat=heartbeat,
             correlation_id=cid,
         )
         return Stream(_owned(chunks, handle), media_type="text/event-stream", headers=SSE_HEADERS)
-    result = await _unless_client_leaves(request, handle)
+    result = await _unless_client_leaves(request, handle, finished(handle))
     stops = data.stops()
     text = "\n\n".join(result.responses)
     cut = _cut(text, stops)
@@ -392,8 +402,32 @@ async def _owned(chunks: AsyncIterator[bytes], handle: RunHandle) -> AsyncIterat
             handle.task.cancel()
 
 
-async def _unless_client_leaves(request: Request[Any, Any, Any], handle: RunHandle) -> RunResult:
-    """``finished(handle)``, cancelling the run if the client disconnects meanwhile."""
+async def _first_word(handle: RunHandle, wait: float) -> None:
+    """Wait, at most ``wait`` seconds, until the run says something: text, a tool call, its end.
+
+    A stream's status is sent with its first byte, so this decides it: a run that fails
+    before any text (the model down, a bad request to it) is answered with its error's
+    HTTP status, as OpenAI answers a request that fails before its stream starts (the
+    SDKs raise the status's exception class and retry a 5xx), not a 200 stream holding
+    only an error. After ``wait`` (the heartbeat, so a slow first round costs a client
+    no more silence than a keep-alive would), the stream starts anyway.
+
+    Raises:
+        GatewayError: the run failed before its first word (see ``raise_run_error``).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait), contextlib.aclosing(handle.log.follow(0)) as events:
+            async for _, event in events:
+                if isinstance(event, RunFailed):
+                    raise_run_error(event.error.type, event.error.message)
+                if isinstance(event, MessageDelta | StepCreated | RunCompleted):
+                    return
+
+
+async def _unless_client_leaves(
+    request: Request[Any, Any, Any], handle: RunHandle, waiting: Awaitable[T]
+) -> T:
+    """``waiting`` awaited, cancelling the run if the client disconnects meanwhile."""
 
     async def watch() -> None:
         # The body is read: the next ASGI message is the disconnect, if it comes.
@@ -403,7 +437,7 @@ async def _unless_client_leaves(request: Request[Any, Any, Any], handle: RunHand
 
     watcher = asyncio.create_task(watch(), name=f"disconnect:{handle.run_id}")
     try:
-        return await finished(handle)
+        return await waiting
     finally:
         watcher.cancel()
 

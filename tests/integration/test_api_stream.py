@@ -298,10 +298,34 @@ def test_provider_failure_is_502_and_a_stream_error(
     with pytest.raises(openai.InternalServerError) as raised:
         sdk.chat.completions.create(model="remote", messages=messages)  # type: ignore[arg-type]
     assert raised.value.status_code == 502
+
+
+def test_a_v1_stream_failing_before_its_first_word_is_an_http_error(
+    gateway_server: ServerFactory, fake_llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    """A streamed /v1 completion whose model fails before any text is the HTTP error a JSON
+    request gets (502: the SDK's InternalServerError, which it retries), as OpenAI answers:
+    it was a 200 stream holding only an error, a bare APIError the SDK never retries. Once
+    text has streamed, a failure can only come inside the stream.
+    """
+    server = gateway_server(_remote_manifests(tmp_path, fake_llm.base_url))
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    messages: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
     fake_llm.fail_next(500, times=5)
+    with pytest.raises(openai.InternalServerError) as before:
+        sdk.chat.completions.create(model="remote", messages=messages, stream=True)  # type: ignore[arg-type]
+    assert before.value.status_code == 502
+    assert isinstance(before.value.body, dict)
+    assert before.value.body["type"] == "provider_error"
+    fake_llm.reset()
+    fake_llm.add_text("one two three four five six seven eight")
+    fake_llm.fail_stream_after(4, message="the model broke")
     stream = sdk.chat.completions.create(model="remote", messages=messages, stream=True)  # type: ignore[arg-type]
-    with pytest.raises(openai.APIError, match=r"provider|fake|500"):
-        list(stream)
+    seen: list[str] = []
+    with pytest.raises(openai.APIError, match="the model broke") as during:
+        seen.extend(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert not isinstance(during.value, openai.APIStatusError)
+    assert "".join(seen).startswith("one")
 
 
 def _deep(depth: int) -> str:

@@ -76,3 +76,15 @@ def test_a_waiting_client_that_leaves_stops_its_run(
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1)
     wait_for(lambda: idle(server, fake), timeout=3)
+
+
+def test_a_streaming_client_that_leaves_before_the_first_word_stops_its_run(
+    server: GatewayServer, fake: FakeOpenAI
+) -> None:
+    """A streaming client that gives up while the stream waits for the model's first word
+    (before any byte of the answer) cancels its stateless run too."""
+    fake.delay(60)
+    body = {"model": "bot", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1)
+    wait_for(lambda: idle(server, fake), timeout=3)
