@@ -41,6 +41,7 @@ from gateway.errors import (
 
 __all__ = [
     "CID_KEY",
+    "NO_RETRY_KEY",
     "correlation_id_of",
     "error_body",
     "error_responses",
@@ -50,6 +51,9 @@ __all__ = [
 
 CID_KEY = "gateway.correlation_id"
 RETRY_AFTER_KEY = "gateway.retry_after"
+# Set (True) by a route whose failed request must not be sent again: the answer then
+# says ``x-should-retry: false``, which the openai SDKs obey over their own retry rules.
+NO_RETRY_KEY = "gateway.no_retry"
 
 log = structlog.get_logger("gateway.api")
 
@@ -152,7 +156,10 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBo
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, HTTPException) and exc.headers:
         headers.update(exc.headers)
-    retry = request.scope.get("state", {}).get(RETRY_AFTER_KEY)
+    state = request.scope.get("state", {})
+    if state.get(NO_RETRY_KEY):
+        headers["x-should-retry"] = "false"
+    retry = state.get(RETRY_AFTER_KEY)
     if status == 429 and retry is not None:
         headers["Retry-After"] = str(max(1, math.ceil(float(retry))))
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, correlation_id=cid))

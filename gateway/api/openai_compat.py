@@ -12,7 +12,9 @@ cut short; the JSON answer says the same), a usage chunk when
 ``stream_options.include_usage`` is set, and ``data: [DONE]``. The stream
 starts with the run's first word (text, a tool call, or a heartbeat's wait):
 a run failing before it gets its error's HTTP status, as OpenAI answers; a
-later failure is a ``data: {"error": ...}`` frame before ``[DONE]``.
+later failure is a ``data: {"error": ...}`` frame before ``[DONE]``. A JSON
+answer failing after the run's tools ran carries ``x-should-retry: false`` (the
+SDKs would otherwise retry the 5xx and run the actions again).
 Several assistant messages of one run (text before and after a tool call)
 are joined with a blank line. ``stop`` (up to 4 sequences) cuts the answer
 before the first of them, streamed or not. Parameters it cannot honour are a
@@ -45,7 +47,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from gateway.api.chat import CHAT_ERRORS, finished, raise_run_error
-from gateway.api.errors import correlation_id_of, status_and_type
+from gateway.api.errors import NO_RETRY_KEY, correlation_id_of, status_and_type
 from gateway.api.middleware import principal_of
 from gateway.api.services import ServicesDep
 from gateway.api.streaming import SSE_HEADERS, follow
@@ -371,7 +373,14 @@ async def chat_completions(
             correlation_id=cid,
         )
         return Stream(_owned(chunks, handle), media_type="text/event-stream", headers=SSE_HEADERS)
-    result = await _unless_client_leaves(request, handle, finished(handle))
+    try:
+        result = await _unless_client_leaves(request, handle, finished(handle))
+    except GatewayError:
+        if any(isinstance(event, StepCreated) for event in handle.log.events):
+            # Its tools ran (a ticket created, a mail sent): the SDKs would retry a 5xx
+            # twice and run them again, so the answer tells them not to.
+            request.scope["state"][NO_RETRY_KEY] = True
+        raise
     stops = data.stops()
     text = "\n\n".join(result.responses)
     cut = _cut(text, stops)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -14,7 +15,8 @@ import websockets
 from conftest import GatewayServer, ServerFactory
 from httpx_sse import aconnect_sse, connect_sse
 
-from gateway.testing.fake_openai import FakeOpenAI
+from gateway.testing.fake_openai import FakeOpenAI, FakeReply, FakeToolCall, RecordedRequest
+from tests._fake import write_remote
 
 RUN_EVENTS = [
     "thread.run.created",
@@ -326,6 +328,36 @@ def test_a_v1_stream_failing_before_its_first_word_is_an_http_error(
         seen.extend(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert not isinstance(during.value, openai.APIStatusError)
     assert "".join(seen).startswith("one")
+
+
+def test_a_v1_run_whose_tools_ran_is_not_retried_by_the_sdk(
+    gateway_server: ServerFactory, fake_llm: FakeOpenAI, api_manifests: Path
+) -> None:
+    """A /v1 completion that failed after a tool ran says ``x-should-retry: false``: the
+    SDKs retry a 5xx twice by default, so a run that, say, created a ticket and then lost
+    its model created it again on each retry (here the retry even came back a success,
+    hiding the failure). A run that failed before any tool is still retried.
+    """
+
+    def call_then_fail(_: RecordedRequest) -> FakeReply:
+        fake_llm.fail_next(500, times=10)  # the next model call fails
+        call = FakeToolCall(id="call_1", name="get_weather", arguments='{"city": "Paris"}')
+        return FakeReply(tool_calls=[call])
+
+    write_remote(api_manifests, fake_llm, "actions: [get_weather]\n")
+    server = gateway_server(api_manifests)
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x")  # the default retries
+    messages: list[Any] = [{"role": "user", "content": "weather in Paris"}]
+    fake_llm.add_reply(call_then_fail)
+    with pytest.raises(openai.InternalServerError) as failed:
+        sdk.chat.completions.create(model="remote", messages=messages)
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert len(fake_llm.model_requests()) == 2  # one run: the tool call, the failed answer
+    fake_llm.reset()
+    fake_llm.fail_next(500, times=1)  # fails before any tool: retrying is safe
+    answer = sdk.chat.completions.create(model="remote", messages=messages)
+    assert answer.choices[0].message.content == "weather in Paris"  # the fake's echo
+    assert len(fake_llm.model_requests()) == 2
 
 
 def _deep(depth: int) -> str:
