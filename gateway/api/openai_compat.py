@@ -2,31 +2,33 @@
 ``GET /v1/models/{model}``.
 
 ``model`` names an assistant; the conversation comes from the client's
-``messages`` (nothing is stored); the assistant's tools run server-side, so
-the client sees only the final text. ``system`` and ``developer`` messages are
-kept in the history after the assistant's own instructions (which always come
+``messages`` (nothing is stored); the assistant's tools run server-side, so the
+client sees only the final text. ``system`` and ``developer`` messages are kept
+in the history after the assistant's own instructions (which always come
 first). Streaming sends ``chat.completion.chunk`` frames exactly as OpenAI
 does: the role first, then content deltas, then ``finish_reason`` (``stop``;
 ``length`` or ``content_filter`` when the run ended ``incomplete``, its answer
 cut short; the JSON answer says the same), a usage chunk when
 ``stream_options.include_usage`` is set, and ``data: [DONE]``. The stream
-starts with the run's first word (text, a tool call, or a heartbeat's wait):
-a run failing before it gets its error's HTTP status, as OpenAI answers; a
-later failure is a ``data: {"error": ...}`` frame before ``[DONE]``. A JSON
-answer failing after the run's tools ran carries ``x-should-retry: false`` (the
-SDKs would otherwise retry the 5xx and run the actions again).
-Several assistant messages of one run (text before and after a tool call)
-are joined with a blank line. ``stop`` (up to 4 sequences) cuts the answer
-before the first of them, streamed or not. Parameters it cannot honour are a
-400 naming them rather than silently ignored: ``n`` above 1 (one run answers
-one choice), a ``response_format`` other than ``text`` (the assistant's
+starts with the run's first word (text, a tool call, or a heartbeat's wait): a
+run failing before it gets its error's HTTP status, as OpenAI answers; a later
+failure is a ``data: {"error": ...}`` frame before ``[DONE]``. A JSON answer
+failing after the run's tools ran carries ``x-should-retry: false`` (the SDKs
+would otherwise retry the 5xx and run the actions again). Several assistant
+messages of one run (text before and after a tool call) are joined with a blank
+line. ``stop`` (up to 4 sequences) cuts the answer before the first of them,
+streamed or not, and cancels the run there: nothing after it can reach the
+client, so the model stops and no later tool runs. Parameters it cannot honour
+are a 400 naming them rather than silently ignored: ``n`` above 1 (one run
+answers one choice), a ``response_format`` other than ``text`` (the assistant's
 answer is free text), the client's own ``tools`` (unless ``tool_choice`` is
-``none``) or ``functions`` (only the assistant's tools run, and only text
-comes back), and content parts other than text (an image, audio, a file:
-the assistant reads text). The run is stateless, so its client is its only
-reader: when the client leaves (a closed stream, a dropped connection while
-waiting for the JSON answer), the run is cancelled, which stops the model call
-and kills its actions, instead of running to an end nobody can read.
+``none``) or ``functions`` (only the assistant's tools run, and only text comes
+back), and content parts other than text (an image, audio, a file: the
+assistant reads text). The run is stateless, so its client is its only reader:
+when the client leaves (a closed stream, a dropped connection while waiting for
+the JSON answer), the run is cancelled, which stops the model call and kills
+its actions, instead of running to an end nobody can read.
+
 Imports ``gateway.api.*``, ``gateway.engine``, ``gateway.events``,
 ``gateway.providers.base``.
 """
@@ -36,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -46,7 +48,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
-from gateway.api.chat import CHAT_ERRORS, finished, raise_run_error
+from gateway.api.chat import CHAT_ERRORS, raise_run_error
 from gateway.api.errors import NO_RETRY_KEY, correlation_id_of, status_and_type
 from gateway.api.middleware import principal_of
 from gateway.api.services import ServicesDep
@@ -57,6 +59,7 @@ from gateway.events import (
     IncompleteDetails,
     MessageCompleted,
     MessageDelta,
+    Metadata,
     RunCompleted,
     RunFailed,
     StepCreated,
@@ -371,18 +374,27 @@ async def chat_completions(
             stops=data.stops(),
             heartbeat=heartbeat,
             correlation_id=cid,
+            stop_run=handle.task.cancel,
         )
         return Stream(_owned(chunks, handle), media_type="text/event-stream", headers=SSE_HEADERS)
+    stops = data.stops()
+    stopper = asyncio.create_task(_stop_at(handle, stops)) if stops else None
     try:
-        result = await _unless_client_leaves(request, handle, finished(handle))
+        result = await _unless_client_leaves(request, handle, handle.result())
+        stopped = stopper is not None and stopper.done() and stopper.result()
+        if result.error is not None and not (stopped and result.error.type == "cancelled"):
+            raise_run_error(result.error.type, result.error.message)
     except GatewayError:
         if any(isinstance(event, StepCreated) for event in handle.log.events):
             # Its tools ran (a ticket created, a mail sent): the SDKs would retry a 5xx
             # twice and run them again, so the answer tells them not to.
             request.scope["state"][NO_RETRY_KEY] = True
         raise
-    stops = data.stops()
-    text = "\n\n".join(result.responses)
+    finally:
+        if stopper is not None:
+            stopper.cancel()
+    # A run stopped at a stop sequence has its last message in deltas only.
+    text = _joined(handle.log.events) if stopped else "\n\n".join(result.responses)
     cut = _cut(text, stops)
     body = ChatCompletion(
         id=completion_id,
@@ -399,6 +411,41 @@ async def chat_completions(
         usage=_usage(result.usage),
     )
     return Response(body)
+
+
+def _joined(events: list[Any]) -> str:
+    """The run's text as its deltas streamed it, messages joined with a blank line."""
+    parts: list[str] = []
+    separate = False
+    for event in events:
+        if isinstance(event, MessageDelta):
+            parts.append(("\n\n" + event.delta) if separate else event.delta)
+            separate = False
+        elif isinstance(event, MessageCompleted):
+            separate = True
+    return "".join(parts)
+
+
+async def _stop_at(handle: RunHandle, stops: tuple[str, ...]) -> bool:
+    """Cancel the run once its text reaches one of ``stops`` (nothing after it could reach
+    the client; the model would go on generating and its tools on running).
+
+    Returns:
+        True when it cancelled the run, False when the run ended first.
+    """
+    cutter = _StopCut(stops)
+    separate = False
+    async with contextlib.aclosing(handle.log.follow(0)) as events:
+        async for _, event in events:
+            if isinstance(event, MessageDelta):
+                cutter.feed(("\n\n" + event.delta) if separate else event.delta)
+                separate = False
+                if cutter.hit:
+                    handle.task.cancel()
+                    return True
+            elif isinstance(event, MessageCompleted):
+                separate = True
+    return False
 
 
 async def _owned(chunks: AsyncIterator[bytes], handle: RunHandle) -> AsyncIterator[bytes]:
@@ -451,6 +498,25 @@ async def _unless_client_leaves(
         watcher.cancel()
 
 
+async def _usage_at_end(run_log: Any) -> Usage:
+    """The run's usage once it ended (cancelled at a stop sequence: what it used so far)."""
+    usage = Usage()
+    async for _, event in run_log.follow(0):
+        if isinstance(event, Metadata):
+            usage = event.usage
+    return usage
+
+
+def _error_frame(error_type: str, message: str, *, correlation_id: str) -> bytes:
+    """A failed run's error as OpenAI sends one in a started stream (client-safe text)."""
+    try:
+        raise_run_error(error_type, message)
+    except GatewayError as exc:
+        _, type_, safe = status_and_type(exc)
+    error = {"message": safe, "type": type_, "code": None, "correlation_id": correlation_id}
+    return b"data: " + _encoder.encode({"error": error}) + b"\n\n"
+
+
 async def _chunks(
     run_log: Any,
     *,
@@ -461,7 +527,11 @@ async def _chunks(
     stops: tuple[str, ...] = (),
     heartbeat: float,
     correlation_id: str,
+    stop_run: Callable[[], object] = lambda: None,
 ) -> AsyncIterator[bytes]:
+    """The run's events as chunks; at a stop sequence, ``stop_run`` ends the run (the
+    rest of its answer is cut anyway) and the stream ends once it has."""
+
     def frame(delta: _Delta, finish: str | None = None) -> bytes:
         chunk = _Chunk(
             id=completion_id,
@@ -489,6 +559,10 @@ async def _chunks(
                 separate = False
                 if text:
                     yield frame(_Delta(content=text))
+                if cutter.hit:
+                    stop_run()
+                    usage = await _usage_at_end(run_log)
+                    break
             elif isinstance(event, MessageCompleted):
                 separate = True
             elif isinstance(event, RunCompleted):
@@ -499,17 +573,7 @@ async def _chunks(
         log.error("completion_stream_failed", exc_info=exc)
         failed = ("internal_error", "the stream failed")
     if failed is not None:
-        try:
-            raise_run_error(*failed)
-        except GatewayError as exc:
-            _, type_, message = status_and_type(exc)
-            error = {
-                "message": message,
-                "type": type_,
-                "code": None,
-                "correlation_id": correlation_id,
-            }
-            yield b"data: " + _encoder.encode({"error": error}) + b"\n\n"
+        yield _error_frame(*failed, correlation_id=correlation_id)
         yield b"data: [DONE]\n\n"
         return
     rest = cutter.flush()
