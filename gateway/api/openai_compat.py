@@ -435,16 +435,15 @@ async def _stop_at(handle: RunHandle, stops: tuple[str, ...]) -> bool:
     """
     cutter = _StopCut(stops)
     separate = False
-    async with contextlib.aclosing(handle.log.follow(0)) as events:
-        async for _, event in events:
-            if isinstance(event, MessageDelta):
-                cutter.feed(("\n\n" + event.delta) if separate else event.delta)
-                separate = False
-                if cutter.hit:
-                    handle.task.cancel()
-                    return True
-            elif isinstance(event, MessageCompleted):
-                separate = True
+    async for _, event in handle.log.follow(0):
+        if isinstance(event, MessageDelta):
+            cutter.feed(("\n\n" + event.delta) if separate else event.delta)
+            separate = False
+            if cutter.hit:
+                handle.task.cancel()
+                return True
+        elif isinstance(event, MessageCompleted):
+            separate = True
     return False
 
 
@@ -472,8 +471,8 @@ async def _first_word(handle: RunHandle, wait: float) -> None:
         GatewayError: the run failed before its first word (see ``raise_run_error``).
     """
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(wait), contextlib.aclosing(handle.log.follow(0)) as events:
-            async for _, event in events:
+        async with asyncio.timeout(wait):
+            async for _, event in handle.log.follow(0):
                 if isinstance(event, RunFailed):
                     raise_run_error(event.error.type, event.error.message)
                 if isinstance(event, MessageDelta | StepCreated | RunCompleted):
