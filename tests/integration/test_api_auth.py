@@ -193,6 +193,23 @@ def test_sse_resume_accepts_the_key_in_the_query(c: httpx.Client) -> None:
         assert [e.event for e in source.iter_sse()][-1] == "done"
 
 
+def test_a_base64_key_works_in_the_query_as_written(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """``?api_key=KEY`` with a base64 key (``openssl rand -base64``: ``+``, ``/``, ``=``)
+    pasted as is, as the README's EventSource example does, is that key: its ``+`` was
+    read as a space (form encoding), so the key never matched (401). Percent-encoded
+    (``%2B``, as URLSearchParams writes it) it works too.
+    """
+    key = "Ab+cD/eF+gH="
+    server = gateway_server(api_manifests, env={"GATEWAY_API_KEYS": f"web={key}"})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for query in (key, key.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")):
+            answer = client.get(f"/v1/models?api_key={query}")
+            assert answer.status_code == 200, (query, answer.text)
+        assert client.get("/v1/models?api_key=Ab cD/eF gH=").status_code == 401
+
+
 async def test_websocket_auth_in_query_or_subprotocol(server: GatewayServer) -> None:
     """Browsers authenticate a WebSocket with ?api_key= or the ["bearer", KEY] subprotocols."""
     async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
