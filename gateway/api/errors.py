@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import Scope
 
@@ -147,8 +147,17 @@ def error_body(type_: str, message: str, correlation_id: str) -> bytes:
 def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     cid = correlation_id_of(request.scope)
     status, type_, message = status_and_type(exc)
+    path = request.url.path
+    if isinstance(exc, NotFoundException) and path.startswith("/v1/"):
+        # An OpenAI client calling an API the gateway lacks: "Not Found" reads as a
+        # wrong base_url, so say what is served instead.
+        message = (
+            f"{path[:100]} is not served: the gateway's OpenAI-compatible API is "
+            "POST /v1/chat/completions (Chat Completions; not the Responses API, "
+            "embeddings, images or audio), GET /v1/models and GET /v1/models/{model}"
+        )
     if status >= 500 and status != 502 and status != 503:
-        log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        log.error("unhandled_error", path=path, exc_info=exc)
     elif status == 502:
         log.warning("provider_error", message=message)
     headers: dict[str, str] = {}

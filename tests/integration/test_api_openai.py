@@ -214,3 +214,18 @@ def test_tools_sent_by_the_client_are_refused(sdk: openai.OpenAI) -> None:
         sdk.chat.completions.create(model="other", messages=messages, tools=[]),
     ):
         assert "offline model" in (ok.choices[0].message.content or "")
+
+
+def test_openai_apis_the_gateway_lacks_say_what_it_serves(sdk: openai.OpenAI) -> None:
+    """The Responses API (the OpenAI Agents SDK's default), embeddings and the like are a
+    404 saying which OpenAI API the gateway serves: a bare "Not Found" read as a wrong
+    base_url, the first thing a user then checks and finds right.
+    """
+    with pytest.raises(openai.NotFoundError) as responses:
+        sdk.responses.create(model="helper", input="hi")
+    assert "/v1/responses" in str(responses.value)
+    assert "POST /v1/chat/completions" in str(responses.value)
+    with pytest.raises(openai.NotFoundError) as embeddings:
+        sdk.embeddings.create(model="helper", input="hi")
+    assert "/v1/embeddings" in str(embeddings.value)
+    assert "POST /v1/chat/completions" in str(embeddings.value)
