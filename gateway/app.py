@@ -237,7 +237,8 @@ def _cors(settings: Settings) -> CORSConfig | None:
         allow_origin_regex=origins.regex,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["X-Correlation-ID", "Retry-After"],
+        # x-should-retry: the openai JS SDK reads it (see ``gateway.api.openai_compat``).
+        expose_headers=["X-Correlation-ID", "Retry-After", "X-Should-Retry"],
         max_age=600,
     )
 

@@ -330,7 +330,10 @@ def test_cors_for_browser_front_ends(gateway_server: ServerFactory, api_manifest
         assert preflight.headers["access-control-allow-origin"] == origin
         ok = c.get("/assistants", headers={"Origin": origin, **bearer(CLIENT)})
         assert ok.headers["access-control-allow-origin"] == origin
-        assert "x-correlation-id" in ok.headers["access-control-expose-headers"].lower()
+        exposed = ok.headers["access-control-expose-headers"].lower()
+        assert "x-correlation-id" in exposed
+        # The openai JS SDK reads it to know a failed completion must not be sent again.
+        assert "x-should-retry" in exposed
         refused = c.get("/assistants", headers={"Origin": origin})
         assert refused.status_code == 401
         assert refused.headers["access-control-allow-origin"] == origin
