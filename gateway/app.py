@@ -90,6 +90,7 @@ ROUTES = [
     admin.invoke_action,
     openai_compat.chat_completions,
     openai_compat.list_models,
+    openai_compat.get_model,
 ]
 
 
@@ -236,7 +237,8 @@ def _cors(settings: Settings) -> CORSConfig | None:
         allow_origin_regex=origins.regex,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["X-Correlation-ID", "Retry-After"],
+        # x-should-retry: the openai JS SDK reads it (see ``gateway.api.openai_compat``).
+        expose_headers=["X-Correlation-ID", "Retry-After", "X-Should-Retry"],
         max_age=600,
     )
 

@@ -11,9 +11,11 @@ An entry with ``=`` is always ``NAME=KEY`` (split at the first ``=``), so a key 
 itself contains ``=`` (base64 padding) needs a name. Anything else is refused at
 start-up with a ``SettingsError`` naming the variable and the entry's position (never
 the key, nor text that might be part of it): a NAME that does not parse, an empty
-NAME or KEY, a KEY starting with ``=`` or holding spaces or control characters, an
-admin key with ``@`` (admin keys use every assistant), the same key twice, or one
-name for entries with different rights. Spaces around ``=``, ``@`` and ``+`` are
+NAME or KEY, a KEY starting with ``=`` or holding spaces, control characters or
+anything but ASCII (a header carries ASCII: the SDKs cannot send such a key as
+``Authorization: Bearer``, so it would work only as ``?api_key=``), an admin key
+with ``@`` (admin keys use every assistant), the same key twice, or one name for
+entries with different rights. Spaces around ``=``, ``@`` and ``+`` are
 ignored. Keys are compared in constant time (``hmac.compare_digest`` over SHA-256
 digests, every entry checked). The gateway is open (no key needed) only when no key
 is set and ``ENVIRONMENT=development``, or when ``GATEWAY_AUTH=none``; production
@@ -126,6 +128,12 @@ def _parse(entry: str, *, admin: bool, index: int) -> _Entry:
         raise SettingsError(
             f"{where}: a key cannot contain spaces or control characters "
             "(entries are separated by commas)"
+        )
+    if not key.isascii():
+        raise SettingsError(
+            f"{where}: a key can hold only ASCII characters (clients send it in an HTTP "
+            "header, Authorization: Bearer KEY, and the SDKs cannot send anything else "
+            "there; a pasted typographic quote or dash?)"
         )
     digest = hashlib.sha256(key.encode()).digest()
     return _Entry(digest, Principal(name=name, admin=admin, assistants=assistants), where)

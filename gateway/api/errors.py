@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import Scope
 
@@ -41,6 +41,7 @@ from gateway.errors import (
 
 __all__ = [
     "CID_KEY",
+    "NO_RETRY_KEY",
     "correlation_id_of",
     "error_body",
     "error_responses",
@@ -50,6 +51,9 @@ __all__ = [
 
 CID_KEY = "gateway.correlation_id"
 RETRY_AFTER_KEY = "gateway.retry_after"
+# Set (True) by a route whose failed request must not be sent again: the answer then
+# says ``x-should-retry: false``, which the openai SDKs obey over their own retry rules.
+NO_RETRY_KEY = "gateway.no_retry"
 
 log = structlog.get_logger("gateway.api")
 
@@ -143,8 +147,17 @@ def error_body(type_: str, message: str, correlation_id: str) -> bytes:
 def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     cid = correlation_id_of(request.scope)
     status, type_, message = status_and_type(exc)
+    path = request.url.path
+    if isinstance(exc, NotFoundException) and path.startswith("/v1/"):
+        # An OpenAI client calling an API the gateway lacks: "Not Found" reads as a
+        # wrong base_url, so say what is served instead.
+        message = (
+            f"{path[:100]} is not served: the gateway's OpenAI-compatible API is "
+            "POST /v1/chat/completions (Chat Completions; not the Responses API, "
+            "embeddings, images or audio), GET /v1/models and GET /v1/models/{model}"
+        )
     if status >= 500 and status != 502 and status != 503:
-        log.error("unhandled_error", path=request.url.path, exc_info=exc)
+        log.error("unhandled_error", path=path, exc_info=exc)
     elif status == 502:
         log.warning("provider_error", message=message)
     headers: dict[str, str] = {}
@@ -152,7 +165,10 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBo
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, HTTPException) and exc.headers:
         headers.update(exc.headers)
-    retry = request.scope.get("state", {}).get(RETRY_AFTER_KEY)
+    state = request.scope.get("state", {})
+    if state.get(NO_RETRY_KEY):
+        headers["x-should-retry"] = "false"
+    retry = state.get(RETRY_AFTER_KEY)
     if status == 429 and retry is not None:
         headers["Retry-After"] = str(max(1, math.ceil(float(retry))))
     body = ErrorBody(error=ErrorDetail(type=type_, message=message, correlation_id=cid))

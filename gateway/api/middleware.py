@@ -27,7 +27,7 @@ import re
 import time
 import uuid
 from typing import Any, cast
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 import msgspec
 import structlog
@@ -348,12 +348,18 @@ def _subprotocol_key(scope: dict[str, Any]) -> str | None:
 
 
 def _query_key(scope: dict[str, Any]) -> str | None:
+    """The first non-empty ``api_key`` of the query string, percent-decoded only.
+
+    Not form-decoded: a ``+`` stays a ``+`` (a key never holds a space, and base64 keys
+    hold ``+``), so a key pasted into a URL as is (``?api_key=${key}``) still matches.
+    """
     raw: bytes = scope.get("query_string", b"")
     if b"api_key=" not in raw:
         return None
-    for name, value in parse_qsl(raw.decode("latin-1")):
+    for pair in raw.decode("latin-1").split("&"):
+        name, _, value = pair.partition("=")
         if name == "api_key" and value:
-            return value
+            return unquote(value)
     return None
 
 

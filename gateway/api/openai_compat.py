@@ -1,23 +1,34 @@
-"""The OpenAI-compatible endpoint: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""The OpenAI-compatible endpoint: ``POST /v1/chat/completions``, ``GET /v1/models`` and
+``GET /v1/models/{model}``.
 
 ``model`` names an assistant; the conversation comes from the client's
-``messages`` (nothing is stored); the assistant's tools run server-side, so
-the client sees only the final text. ``system`` and ``developer`` messages are
-kept in the history after the assistant's own instructions (which always come
+``messages`` (nothing is stored); the assistant's tools run server-side, so the
+client sees only the final text. ``system`` and ``developer`` messages are kept
+in the history after the assistant's own instructions (which always come
 first). Streaming sends ``chat.completion.chunk`` frames exactly as OpenAI
 does: the role first, then content deltas, then ``finish_reason`` (``stop``;
 ``length`` or ``content_filter`` when the run ended ``incomplete``, its answer
 cut short; the JSON answer says the same), a usage chunk when
-``stream_options.include_usage`` is set, and ``data: [DONE]``.
-Several assistant messages of one run (text before and after a tool call)
-are joined with a blank line. ``stop`` (up to 4 sequences) cuts the answer
-before the first of them, streamed or not. Parameters it cannot honour are a
-400 naming them rather than silently ignored: ``n`` above 1 (one run answers
-one choice) and a ``response_format`` other than ``text`` (the assistant's
-answer is free text). The run is stateless, so its client is its only
-reader: when the client leaves (a closed stream, a dropped connection while
-waiting for the JSON answer), the run is cancelled, which stops the model call
-and kills its actions, instead of running to an end nobody can read.
+``stream_options.include_usage`` is set, and ``data: [DONE]``. The stream
+starts with the run's first word (text, a tool call, or a heartbeat's wait): a
+run failing before it gets its error's HTTP status, as OpenAI answers; a later
+failure is a ``data: {"error": ...}`` frame before ``[DONE]``. A JSON answer
+failing after the run's tools ran carries ``x-should-retry: false`` (the SDKs
+would otherwise retry the 5xx and run the actions again). Several assistant
+messages of one run (text before and after a tool call) are joined with a blank
+line. ``stop`` (up to 4 sequences) cuts the answer before the first of them,
+streamed or not, and cancels the run there: nothing after it can reach the
+client, so the model stops and no later tool runs. Parameters it cannot honour
+are a 400 naming them rather than silently ignored: ``n`` above 1 (one run
+answers one choice), a ``response_format`` other than ``text`` (the assistant's
+answer is free text), the client's own ``tools`` (unless ``tool_choice`` is
+``none``) or ``functions`` (only the assistant's tools run, and only text comes
+back), and content parts other than text (an image, audio, a file: the
+assistant reads text). The run is stateless, so its client is its only reader:
+when the client leaves (a closed stream, a dropped connection while waiting for
+the JSON answer), the run is cancelled, which stops the model call and kills
+its actions, instead of running to an end nobody can read.
+
 Imports ``gateway.api.*``, ``gateway.engine``, ``gateway.events``,
 ``gateway.providers.base``.
 """
@@ -25,36 +36,46 @@ Imports ``gateway.api.*``, ``gateway.engine``, ``gateway.events``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import structlog
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
-from gateway.api.chat import CHAT_ERRORS, finished, raise_run_error
-from gateway.api.errors import correlation_id_of, status_and_type
+from gateway.api.chat import CHAT_ERRORS, raise_run_error
+from gateway.api.errors import NO_RETRY_KEY, correlation_id_of, status_and_type
 from gateway.api.middleware import principal_of
 from gateway.api.services import ServicesDep
 from gateway.api.streaming import SSE_HEADERS, follow
-from gateway.engine import RunHandle, RunResult
+from gateway.engine import RunHandle
 from gateway.errors import GatewayError, InvalidInput, NotFound
 from gateway.events import (
     IncompleteDetails,
     MessageCompleted,
     MessageDelta,
+    Metadata,
     RunCompleted,
     RunFailed,
+    StepCreated,
 )
 from gateway.providers.base import ChatMessage, ToolCall, Usage
 
-__all__ = ["ChatCompletion", "CompletionRequest", "chat_completions", "list_models"]
+__all__ = [
+    "ChatCompletion",
+    "CompletionRequest",
+    "chat_completions",
+    "get_model",
+    "list_models",
+]
 
 log = structlog.get_logger("gateway.api")
+T = TypeVar("T")
 
 
 class ContentPart(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,6 +115,8 @@ class ResponseFormat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Stop = Annotated[str, msgspec.Meta(max_length=1000)]
+# Content parts read as text; an assistant's earlier ``refusal`` is harmless to skip.
+_READ_PARTS = frozenset({"text", "input_text", "refusal"})
 
 
 class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,6 +129,10 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     stop: Stop | Annotated[list[Stop], msgspec.Meta(max_length=4)] | None = None
     n: int | None = None
     response_format: ResponseFormat | None = None
+    # Only checked (see ``check_supported``): the client's own tools are never called.
+    tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[Any] | None = None
 
     def stops(self) -> tuple[str, ...]:
         """The non-empty stop sequences."""
@@ -116,8 +143,30 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
         """Refuse what the gateway would otherwise silently not do.
 
         Raises:
-            InvalidInput: ``n`` other than 1, or a ``response_format`` other than ``text``.
+            InvalidInput: ``n`` other than 1, a ``response_format`` other than ``text``,
+                the client's own ``tools`` (unless ``tool_choice`` is ``none``) or
+                ``functions``, or a content part that is not text (an image...).
         """
+        if self.tools and self.tool_choice != "none":
+            raise InvalidInput(
+                "tools: the assistant's own tools run in the gateway and only its text "
+                "comes back, so a client's tools are never called; leave tools out",
+                "tools",
+            )
+        if self.functions:
+            raise InvalidInput(
+                "functions: the assistant's own tools run in the gateway and only its text "
+                "comes back, so a client's functions are never called; leave functions out",
+                "functions",
+            )
+        for i, message in enumerate(self.messages):
+            for j, part in enumerate(message.content if isinstance(message.content, list) else ()):
+                if part.type not in _READ_PARTS:
+                    raise InvalidInput(
+                        f"messages[{i}].content[{j}]: a {part.type[:64]!r} part is not "
+                        "supported; the assistant reads text parts only",
+                        "messages",
+                    )
         if self.n is not None and self.n != 1:
             raise InvalidInput(
                 f"n: the gateway answers with one choice; n must be 1, not {self.n}", "n"
@@ -311,6 +360,10 @@ async def chat_completions(
     completion_id = f"chatcmpl-{handle.run_id}"
     created = int(time.time())
     if data.stream:
+        heartbeat = services.settings.sse_heartbeat
+        await _unless_client_leaves(
+            request, handle, _first_word(handle, heartbeat if heartbeat > 0 else 15.0)
+        )
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         chunks = _chunks(
             handle.log,
@@ -319,13 +372,29 @@ async def chat_completions(
             model=data.model,
             include_usage=include_usage,
             stops=data.stops(),
-            heartbeat=services.settings.sse_heartbeat,
+            heartbeat=heartbeat,
             correlation_id=cid,
+            stop_run=handle.task.cancel,
         )
         return Stream(_owned(chunks, handle), media_type="text/event-stream", headers=SSE_HEADERS)
-    result = await _unless_client_leaves(request, handle)
     stops = data.stops()
-    text = "\n\n".join(result.responses)
+    stopper = asyncio.create_task(_stop_at(handle, stops)) if stops else None
+    try:
+        result = await _unless_client_leaves(request, handle, handle.result())
+        stopped = stopper is not None and stopper.done() and stopper.result()
+        if result.error is not None and not (stopped and result.error.type == "cancelled"):
+            raise_run_error(result.error.type, result.error.message)
+    except GatewayError:
+        if any(isinstance(event, StepCreated) for event in handle.log.events):
+            # Its tools ran (a ticket created, a mail sent): the SDKs would retry a 5xx
+            # twice and run them again, so the answer tells them not to.
+            request.scope["state"][NO_RETRY_KEY] = True
+        raise
+    finally:
+        if stopper is not None:
+            stopper.cancel()
+    # A run stopped at a stop sequence has its last message in deltas only.
+    text = _joined(handle.log.events) if stopped else "\n\n".join(result.responses)
     cut = _cut(text, stops)
     body = ChatCompletion(
         id=completion_id,
@@ -344,6 +413,40 @@ async def chat_completions(
     return Response(body)
 
 
+def _joined(events: list[Any]) -> str:
+    """The run's text as its deltas streamed it, messages joined with a blank line."""
+    parts: list[str] = []
+    separate = False
+    for event in events:
+        if isinstance(event, MessageDelta):
+            parts.append(("\n\n" + event.delta) if separate else event.delta)
+            separate = False
+        elif isinstance(event, MessageCompleted):
+            separate = True
+    return "".join(parts)
+
+
+async def _stop_at(handle: RunHandle, stops: tuple[str, ...]) -> bool:
+    """Cancel the run once its text reaches one of ``stops`` (nothing after it could reach
+    the client; the model would go on generating and its tools on running).
+
+    Returns:
+        True when it cancelled the run, False when the run ended first.
+    """
+    cutter = _StopCut(stops)
+    separate = False
+    async for _, event in handle.log.follow(0):
+        if isinstance(event, MessageDelta):
+            cutter.feed(("\n\n" + event.delta) if separate else event.delta)
+            separate = False
+            if cutter.hit:
+                handle.task.cancel()
+                return True
+        elif isinstance(event, MessageCompleted):
+            separate = True
+    return False
+
+
 async def _owned(chunks: AsyncIterator[bytes], handle: RunHandle) -> AsyncIterator[bytes]:
     """``chunks``, cancelling the run if they stop before its end (the client left)."""
     try:
@@ -354,8 +457,32 @@ async def _owned(chunks: AsyncIterator[bytes], handle: RunHandle) -> AsyncIterat
             handle.task.cancel()
 
 
-async def _unless_client_leaves(request: Request[Any, Any, Any], handle: RunHandle) -> RunResult:
-    """``finished(handle)``, cancelling the run if the client disconnects meanwhile."""
+async def _first_word(handle: RunHandle, wait: float) -> None:
+    """Wait, at most ``wait`` seconds, until the run says something: text, a tool call, its end.
+
+    A stream's status is sent with its first byte, so this decides it: a run that fails
+    before any text (the model down, a bad request to it) is answered with its error's
+    HTTP status, as OpenAI answers a request that fails before its stream starts (the
+    SDKs raise the status's exception class and retry a 5xx), not a 200 stream holding
+    only an error. After ``wait`` (the heartbeat, so a slow first round costs a client
+    no more silence than a keep-alive would), the stream starts anyway.
+
+    Raises:
+        GatewayError: the run failed before its first word (see ``raise_run_error``).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            async for _, event in handle.log.follow(0):
+                if isinstance(event, RunFailed):
+                    raise_run_error(event.error.type, event.error.message)
+                if isinstance(event, MessageDelta | StepCreated | RunCompleted):
+                    return
+
+
+async def _unless_client_leaves(
+    request: Request[Any, Any, Any], handle: RunHandle, waiting: Awaitable[T]
+) -> T:
+    """``waiting`` awaited, cancelling the run if the client disconnects meanwhile."""
 
     async def watch() -> None:
         # The body is read: the next ASGI message is the disconnect, if it comes.
@@ -365,9 +492,28 @@ async def _unless_client_leaves(request: Request[Any, Any, Any], handle: RunHand
 
     watcher = asyncio.create_task(watch(), name=f"disconnect:{handle.run_id}")
     try:
-        return await finished(handle)
+        return await waiting
     finally:
         watcher.cancel()
+
+
+async def _usage_at_end(run_log: Any) -> Usage:
+    """The run's usage once it ended (cancelled at a stop sequence: what it used so far)."""
+    usage = Usage()
+    async for _, event in run_log.follow(0):
+        if isinstance(event, Metadata):
+            usage = event.usage
+    return usage
+
+
+def _error_frame(error_type: str, message: str, *, correlation_id: str) -> bytes:
+    """A failed run's error as OpenAI sends one in a started stream (client-safe text)."""
+    try:
+        raise_run_error(error_type, message)
+    except GatewayError as exc:
+        _, type_, safe = status_and_type(exc)
+    error = {"message": safe, "type": type_, "code": None, "correlation_id": correlation_id}
+    return b"data: " + _encoder.encode({"error": error}) + b"\n\n"
 
 
 async def _chunks(
@@ -380,7 +526,11 @@ async def _chunks(
     stops: tuple[str, ...] = (),
     heartbeat: float,
     correlation_id: str,
+    stop_run: Callable[[], object] = lambda: None,
 ) -> AsyncIterator[bytes]:
+    """The run's events as chunks; at a stop sequence, ``stop_run`` ends the run (the
+    rest of its answer is cut anyway) and the stream ends once it has."""
+
     def frame(delta: _Delta, finish: str | None = None) -> bytes:
         chunk = _Chunk(
             id=completion_id,
@@ -408,6 +558,10 @@ async def _chunks(
                 separate = False
                 if text:
                     yield frame(_Delta(content=text))
+                if cutter.hit:
+                    stop_run()
+                    usage = await _usage_at_end(run_log)
+                    break
             elif isinstance(event, MessageCompleted):
                 separate = True
             elif isinstance(event, RunCompleted):
@@ -418,17 +572,7 @@ async def _chunks(
         log.error("completion_stream_failed", exc_info=exc)
         failed = ("internal_error", "the stream failed")
     if failed is not None:
-        try:
-            raise_run_error(*failed)
-        except GatewayError as exc:
-            _, type_, message = status_and_type(exc)
-            error = {
-                "message": message,
-                "type": type_,
-                "code": None,
-                "correlation_id": correlation_id,
-            }
-            yield b"data: " + _encoder.encode({"error": error}) + b"\n\n"
+        yield _error_frame(*failed, correlation_id=correlation_id)
         yield b"data: [DONE]\n\n"
         return
     rest = cutter.flush()
@@ -461,3 +605,24 @@ async def list_models(request: Request[Any, Any, Any], services: ServicesDep) ->
             if principal.may_use(name)
         ]
     )
+
+
+@get(
+    "/v1/models/{model:str}",
+    tags=["openai"],
+    responses={status: CHAT_ERRORS[status] for status in (401, 403, 404, 503)},
+)
+async def get_model(
+    request: Request[Any, Any, Any], services: ServicesDep, model: FromPath[str]
+) -> ModelInfo:
+    """One assistant, as an OpenAI model (``client.models.retrieve``).
+
+    Raises:
+        NotFound: no assistant has that name (404, as OpenAI answers an unknown model).
+        Forbidden: this key may not use that assistant (403, as on ``/v1/chat/completions``).
+    """
+    catalog = services.catalog()
+    if model not in catalog.assistants:
+        raise NotFound("model", model[:64])
+    principal_of(request.scope).check_assistant(model)
+    return ModelInfo(id=model, created=int(catalog.loaded_at))

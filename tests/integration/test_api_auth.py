@@ -124,6 +124,9 @@ def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> 
     ]
     sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=WEB)
     assert [m.id for m in sdk.models.list()] == ["helper"]
+    assert sdk.models.retrieve("helper").id == "helper"
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk.models.retrieve("other")
     with pytest.raises(openai.PermissionDeniedError):
         sdk.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
     reply = sdk.chat.completions.create(
@@ -188,6 +191,23 @@ def test_sse_resume_accepts_the_key_in_the_query(c: httpx.Client) -> None:
     assert c.get(url).status_code == 401
     with connect_sse(c, "GET", url, params={"api_key": CLIENT}) as source:
         assert [e.event for e in source.iter_sse()][-1] == "done"
+
+
+def test_a_base64_key_works_in_the_query_as_written(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """``?api_key=KEY`` with a base64 key (``openssl rand -base64``: ``+``, ``/``, ``=``)
+    pasted as is, as the README's EventSource example does, is that key: its ``+`` was
+    read as a space (form encoding), so the key never matched (401). Percent-encoded
+    (``%2B``, as URLSearchParams writes it) it works too.
+    """
+    key = "Ab+cD/eF+gH="
+    server = gateway_server(api_manifests, env={"GATEWAY_API_KEYS": f"web={key}"})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for query in (key, key.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")):
+            answer = client.get(f"/v1/models?api_key={query}")
+            assert answer.status_code == 200, (query, answer.text)
+        assert client.get("/v1/models?api_key=Ab cD/eF gH=").status_code == 401
 
 
 async def test_websocket_auth_in_query_or_subprotocol(server: GatewayServer) -> None:
@@ -310,7 +330,10 @@ def test_cors_for_browser_front_ends(gateway_server: ServerFactory, api_manifest
         assert preflight.headers["access-control-allow-origin"] == origin
         ok = c.get("/assistants", headers={"Origin": origin, **bearer(CLIENT)})
         assert ok.headers["access-control-allow-origin"] == origin
-        assert "x-correlation-id" in ok.headers["access-control-expose-headers"].lower()
+        exposed = ok.headers["access-control-expose-headers"].lower()
+        assert "x-correlation-id" in exposed
+        # The openai JS SDK reads it to know a failed completion must not be sent again.
+        assert "x-should-retry" in exposed
         refused = c.get("/assistants", headers={"Origin": origin})
         assert refused.status_code == 401
         assert refused.headers["access-control-allow-origin"] == origin

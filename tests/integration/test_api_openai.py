@@ -22,6 +22,19 @@ def test_models_lists_the_assistants(sdk: openai.OpenAI) -> None:
     assert sorted(m.id for m in sdk.models.list()) == ["helper", "other"]
 
 
+def test_a_model_is_retrieved_by_its_id(sdk: openai.OpenAI) -> None:
+    """``client.models.retrieve`` (LangChain, LiteLLM and chat UIs check a model this way)
+    answers the assistant as a model; an unknown one is the SDK's NotFoundError naming it
+    (GET /v1/models/{id} was no route at all: a bare 404 "Not Found" for every model).
+    """
+    model = sdk.models.retrieve("helper")
+    assert (model.id, model.object, model.owned_by) == ("helper", "model", "gateway")
+    assert model.created == next(m for m in sdk.models.list() if m.id == "helper").created
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.models.retrieve("ghost")
+    assert "model 'ghost' not found" in str(missing.value)
+
+
 def test_non_streaming_completion_runs_tools_server_side(sdk: openai.OpenAI) -> None:
     """model = assistant; the tool runs in the gateway and only the answer comes back."""
     completion = sdk.chat.completions.create(
@@ -152,3 +165,67 @@ def test_parameters_the_gateway_cannot_honour_are_refused(sdk: openai.OpenAI) ->
         model="other", messages=messages, n=1, response_format={"type": "text"}, stop=None
     )
     assert len(ok.choices) == 1
+
+
+def test_content_the_assistant_cannot_read_is_refused(sdk: openai.OpenAI) -> None:
+    """An image (or audio, a file) in a message is a 400 naming the message and the part:
+    it was dropped silently, so the assistant answered as if the user had sent no image.
+    Text parts (``text``, ``input_text``) and an assistant's ``refusal`` part are read.
+    """
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    messages: list[Any] = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+        {"role": "user", "content": [{"type": "text", "text": "what is this?"}, image]},
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="other", messages=messages)
+    assert "messages[2].content[1]" in str(refused.value)
+    assert "'image_url'" in str(refused.value)
+    messages[2]["content"] = [{"type": "text", "text": "who are you?"}]
+    answer = sdk.chat.completions.create(model="other", messages=messages)
+    assert "offline model" in (answer.choices[0].message.content or "")
+
+
+def test_tools_sent_by_the_client_are_refused(sdk: openai.OpenAI) -> None:
+    """A client's own ``tools`` (LangChain's bind_tools, with_structured_output) are a 400
+    naming the field: they were ignored, so the client never got the tool call it asked for
+    (``tool_choice="required"`` included) and its agent or parser broke on plain text.
+    ``tool_choice="none"`` with them, or an empty list, is honoured as it is.
+    """
+    messages: list[Any] = [{"role": "user", "content": "hello"}]
+    tool: Any = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+    }
+    for choice in ("auto", "required", {"type": "function", "function": {"name": "lookup"}}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.chat.completions.create(
+                model="other", messages=messages, tools=[tool], tool_choice=choice
+            )
+        assert "tools:" in str(refused.value)
+    with pytest.raises(openai.BadRequestError) as legacy:
+        sdk.chat.completions.create(model="other", messages=messages, functions=[tool["function"]])
+    assert "functions:" in str(legacy.value)
+    for ok in (
+        sdk.chat.completions.create(
+            model="other", messages=messages, tools=[tool], tool_choice="none"
+        ),
+        sdk.chat.completions.create(model="other", messages=messages, tools=[]),
+    ):
+        assert "offline model" in (ok.choices[0].message.content or "")
+
+
+def test_openai_apis_the_gateway_lacks_say_what_it_serves(sdk: openai.OpenAI) -> None:
+    """The Responses API (the OpenAI Agents SDK's default), embeddings and the like are a
+    404 saying which OpenAI API the gateway serves: a bare "Not Found" read as a wrong
+    base_url, the first thing a user then checks and finds right.
+    """
+    with pytest.raises(openai.NotFoundError) as responses:
+        sdk.responses.create(model="helper", input="hi")
+    assert "/v1/responses" in str(responses.value)
+    assert "POST /v1/chat/completions" in str(responses.value)
+    with pytest.raises(openai.NotFoundError) as embeddings:
+        sdk.embeddings.create(model="helper", input="hi")
+    assert "/v1/embeddings" in str(embeddings.value)
+    assert "POST /v1/chat/completions" in str(embeddings.value)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -14,7 +15,8 @@ import websockets
 from conftest import GatewayServer, ServerFactory
 from httpx_sse import aconnect_sse, connect_sse
 
-from gateway.testing.fake_openai import FakeOpenAI
+from gateway.testing.fake_openai import FakeOpenAI, FakeReply, FakeToolCall, RecordedRequest
+from tests._fake import write_remote
 
 RUN_EVENTS = [
     "thread.run.created",
@@ -298,10 +300,64 @@ def test_provider_failure_is_502_and_a_stream_error(
     with pytest.raises(openai.InternalServerError) as raised:
         sdk.chat.completions.create(model="remote", messages=messages)  # type: ignore[arg-type]
     assert raised.value.status_code == 502
+
+
+def test_a_v1_stream_failing_before_its_first_word_is_an_http_error(
+    gateway_server: ServerFactory, fake_llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    """A streamed /v1 completion whose model fails before any text is the HTTP error a JSON
+    request gets (502: the SDK's InternalServerError, which it retries), as OpenAI answers:
+    it was a 200 stream holding only an error, a bare APIError the SDK never retries. Once
+    text has streamed, a failure can only come inside the stream.
+    """
+    server = gateway_server(_remote_manifests(tmp_path, fake_llm.base_url))
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    messages: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
     fake_llm.fail_next(500, times=5)
+    with pytest.raises(openai.InternalServerError) as before:
+        sdk.chat.completions.create(model="remote", messages=messages, stream=True)  # type: ignore[arg-type]
+    assert before.value.status_code == 502
+    assert isinstance(before.value.body, dict)
+    assert before.value.body["type"] == "provider_error"
+    fake_llm.reset()
+    fake_llm.add_text("one two three four five six seven eight")
+    fake_llm.fail_stream_after(4, message="the model broke")
     stream = sdk.chat.completions.create(model="remote", messages=messages, stream=True)  # type: ignore[arg-type]
-    with pytest.raises(openai.APIError, match=r"provider|fake|500"):
-        list(stream)
+    seen: list[str] = []
+    with pytest.raises(openai.APIError, match="the model broke") as during:
+        seen.extend(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert not isinstance(during.value, openai.APIStatusError)
+    assert "".join(seen).startswith("one")
+
+
+def test_a_v1_run_whose_tools_ran_is_not_retried_by_the_sdk(
+    gateway_server: ServerFactory, fake_llm: FakeOpenAI, api_manifests: Path
+) -> None:
+    """A /v1 completion that failed after a tool ran says ``x-should-retry: false``: the
+    SDKs retry a 5xx twice by default, so a run that, say, created a ticket and then lost
+    its model created it again on each retry (here the retry even came back a success,
+    hiding the failure). A run that failed before any tool is still retried.
+    """
+
+    def call_then_fail(_: RecordedRequest) -> FakeReply:
+        fake_llm.fail_next(500, times=10)  # the next model call fails
+        call = FakeToolCall(id="call_1", name="get_weather", arguments='{"city": "Paris"}')
+        return FakeReply(tool_calls=[call])
+
+    write_remote(api_manifests, fake_llm, "actions: [get_weather]\n")
+    server = gateway_server(api_manifests)
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x")  # the default retries
+    messages: list[Any] = [{"role": "user", "content": "weather in Paris"}]
+    fake_llm.add_reply(call_then_fail)
+    with pytest.raises(openai.InternalServerError) as failed:
+        sdk.chat.completions.create(model="remote", messages=messages)
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert len(fake_llm.model_requests()) == 2  # one run: the tool call, the failed answer
+    fake_llm.reset()
+    fake_llm.fail_next(500, times=1)  # fails before any tool: retrying is safe
+    answer = sdk.chat.completions.create(model="remote", messages=messages)
+    assert answer.choices[0].message.content == "weather in Paris"  # the fake's echo
+    assert len(fake_llm.model_requests()) == 2
 
 
 def _deep(depth: int) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import openai
 import pytest
 
 from gateway.testing.fake_openai import FakeOpenAI
@@ -76,3 +77,53 @@ def test_a_waiting_client_that_leaves_stops_its_run(
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1)
     wait_for(lambda: idle(server, fake), timeout=3)
+
+
+def test_a_streaming_client_that_leaves_before_the_first_word_stops_its_run(
+    server: GatewayServer, fake: FakeOpenAI
+) -> None:
+    """A streaming client that gives up while the stream waits for the model's first word
+    (before any byte of the answer) cancels its stateless run too."""
+    fake.delay(60)
+    body = {"model": "bot", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1)
+    wait_for(lambda: idle(server, fake), timeout=3)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_sequence_ends_the_run(
+    tmp_path: Path, gateway_server: ServerFactory, fake: FakeOpenAI, *, stream: bool
+) -> None:
+    """Once the answer reaches a ``stop`` sequence (LangChain's ReAct agents send
+    ``"\\nObservation:"``), the run is cancelled and the answer comes back at once: the
+    model went on generating (tokens paid for, tools it then called run) and the client
+    waited for the whole run, although nothing after the stop could reach it."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "site.yaml").write_text(SITE_YAML.format(base_url=fake.base_url))
+    # No keep-alive within the client's read timeout: a stream held open times out.
+    server = gateway_server(manifests, env={"GATEWAY_SSE_HEARTBEAT": "60"})
+    fake.delay(0, between_chunks=1.0)  # the whole answer: about 50 s
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=25)
+    messages: list[Any] = [{"role": "user", "content": "hi"}]
+    if stream:
+        chunks = list(
+            sdk.chat.completions.create(
+                model="bot",
+                messages=messages,
+                stop=["word3"],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        assert chunks[-1].usage is not None
+    else:
+        completion = sdk.chat.completions.create(model="bot", messages=messages, stop=["word3"])
+        text = completion.choices[0].message.content or ""
+        finish = completion.choices[0].finish_reason
+    assert text == "word0 word1 word2 "
+    assert finish == "stop"
+    wait_for(lambda: idle(server, fake), timeout=5)

@@ -96,6 +96,11 @@ _MALFORMED = [
     (["web=s3cret-1 ops=s3cret-2"], [], "entry 1: a key cannot contain spaces"),
     (["web=s3cret-1\ts3cret-2"], [], "entry 1: a key cannot contain spaces"),
     (["web=s3cret-1\x00"], [], "entry 1: a key cannot contain spaces or control characters"),
+    # Not ASCII: the SDKs cannot send it in Authorization (httpx refuses to encode it, and
+    # the header arrived latin-1-decoded, so it never matched), only as ?api_key=.
+    (["web=s3cret-\u00e9"], [], "GATEWAY_API_KEYS entry 1: a key can hold only ASCII"),
+    (["s3cret-\u2014x"], [], "GATEWAY_API_KEYS entry 1: a key can hold only ASCII"),
+    ([], ["ops=\u201cs3cret-1\u201d"], "GATEWAY_ADMIN_KEYS entry 1: a key can hold only ASCII"),
     (["   "], [], "GATEWAY_API_KEYS entry 1: empty"),
     ([], ["ops@=s3cret-1"], "GATEWAY_ADMIN_KEYS entry 1: after '@' come assistant names"),
     ([], ["x", "=s3cret-1"], "GATEWAY_ADMIN_KEYS entry 2: nothing before '='"),
