@@ -196,6 +196,10 @@ async def chat(
 _ws_decoder = msgspec.json.Decoder(ChatRequest)
 
 
+_MAX_WAITING = 8
+"""Messages a WebSocket may have waiting behind its running run; one more is refused."""
+
+
 @websocket("/ws/chat", tags=["chat"])
 async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> None:
     """Many exchanges per connection: each message starts a run whose events stream back.
@@ -205,23 +209,26 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     ``GATEWAY_RATE_LIMIT``, every message after the first takes a token from
     the key's bucket (the handshake paid for the first); one over the limit
     gets a ``rate_limited`` error event and starts no run. Messages are handled
-    one at a time; while a run streams, the socket is still read, so a client
-    that leaves is noticed at once (the run goes on) and the closing handshake
-    is answered.
+    one at a time, in order: those sent while a run streams wait for its
+    ``done`` (up to ``_MAX_WAITING``; one more gets a ``rate_limited`` error
+    event at once). The socket is read all along, by ``_read_frames``: a
+    frame left unread makes uvicorn stop reading the socket, pongs included,
+    and its keepalive would close a socket busy with a long run (1011); and a
+    client that leaves is noticed at once (the run goes on) and its closing
+    handshake answered.
     """
     cid = correlation_id_of(socket.scope)
     principal = principal_of(socket.scope)
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
-    incoming = asyncio.ensure_future(_receive(socket))
+    inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+    reader = asyncio.ensure_future(_read_frames(socket, inbox, cid))
     prepaid = True  # the handshake's rate-limit token pays for the first exchange
     try:
         while True:
-            try:
-                raw = await incoming
-            except WebSocketDisconnect:
+            raw = await _next_frame(inbox, reader)
+            if raw is None:
                 return
-            incoming = asyncio.ensure_future(_receive(socket))
             if too_deep(raw):
                 await _ws_error(socket, "invalid_request", f"bad frame: {TOO_DEEP}", cid)
                 continue
@@ -245,16 +252,56 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
                 await _ws_error(socket, exc.type, exc.message, cid)
                 continue
             sender = asyncio.ensure_future(_send_run(socket, handle))
-            await asyncio.wait({sender, incoming}, return_when=asyncio.FIRST_COMPLETED)
-            if incoming.done() and incoming.exception() is not None:
+            await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
                 sender.cancel()  # the client left: stop reading the log, the run goes on
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
                 return
             if not await sender:
                 return
+    except (WebSocketDisconnect, OSError):  # an error event for a client that just left
+        return
     finally:
-        incoming.cancel()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _next_frame(
+    inbox: asyncio.Queue[str | bytes], reader: asyncio.Future[None]
+) -> str | bytes | None:
+    """The next waiting frame; None once the client left and nothing is waiting."""
+    if not inbox.empty() or not reader.done():
+        getter = asyncio.ensure_future(inbox.get())
+        await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+    return None
+
+
+async def _read_frames(
+    socket: WebSocket[Any, Any, Any], inbox: asyncio.Queue[str | bytes], cid: str
+) -> None:
+    """Read every frame as it comes into ``inbox``; return when the client leaves.
+
+    A frame past ``_MAX_WAITING`` waiting ones gets a ``rate_limited`` error
+    event instead (the client sends faster than its runs finish).
+    """
+    try:
+        while True:
+            raw = await _receive(socket)
+            if inbox.qsize() < _MAX_WAITING:
+                inbox.put_nowait(raw)
+                continue
+            message = (
+                f"too many messages waiting: {_MAX_WAITING} are already queued behind "
+                "the run in progress; wait for its done before sending more"
+            )
+            await _ws_error(socket, "rate_limited", message, cid)
+    except (WebSocketDisconnect, OSError):  # uvicorn's ClientDisconnected is an OSError
+        return
 
 
 async def _receive(socket: WebSocket[Any, Any, Any]) -> str | bytes:

@@ -232,6 +232,42 @@ async def test_websocket_disconnect_does_not_stop_the_run(api_server: GatewaySer
         assert roles == ["user", "assistant", "tool", "assistant"]
 
 
+async def test_websocket_messages_sent_during_a_run_keep_the_socket_alive(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """Messages sent while a run streams wait their turn; the socket keeps answering pings.
+
+    The server reads the socket all along: a frame left unread makes uvicorn stop
+    reading, pongs included, and its keepalive closed the socket (1011) mid-run.
+    """
+    server = gateway_server(api_manifests, ws_ping=(0.5, 3.0))
+    async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 6 seconds"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+        for message in ("first", "second"):
+            await ws.send(json.dumps({"assistant": "other", "message": message}))
+        runs = [await _until_done(ws) for _ in range(3)]
+    assert [run[0]["event"] for run in runs[1:]] == ["thread.run.created"] * 2
+    assert "thread.run.completed" in [e["event"] for e in runs[0]]
+    assert all(run[-1]["event"] == "done" for run in runs)
+
+
+async def test_websocket_refuses_messages_past_eight_waiting(api_server: GatewayServer) -> None:
+    """Past 8 messages waiting behind a run, one more gets a rate_limited error event at once."""
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 2 seconds"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+        for i in range(10):
+            await ws.send(json.dumps({"assistant": "other", "message": f"hi {i}"}))
+        frames = []
+        while sum(f["event"] == "done" for f in frames) < 9:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+    refused = [f["data"] for f in frames if f["event"] == "error"]
+    assert [e["type"] for e in refused] == ["rate_limited"] * 2
+    assert "8 are already queued" in refused[0]["message"]
+    assert sum(f["event"] == "thread.run.created" for f in frames) == 8
+
+
 async def _until_done(ws: websockets.ClientConnection) -> list[dict[str, object]]:
     events = []
     while True:
