@@ -30,8 +30,8 @@ from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of, take_rate_toke
 from gateway.api.request import TOO_DEEP
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
 from gateway.api.services import Services, ServicesDep
-from gateway.api.streaming import SSE_HEADERS, sse_frames
-from gateway.errors import Conflict, GatewayError, InvalidInput, NotReady, ProviderError
+from gateway.api.streaming import SSE_HEADERS, parse_last_event_id, sse_frames
+from gateway.errors import Conflict, GatewayError, InvalidInput, NotFound, NotReady, ProviderError
 from gateway.events import ErrorEvent, encode_ws
 from gateway.manifests.model import NAME_PATTERN
 
@@ -167,10 +167,20 @@ async def finished(handle: RunHandle) -> RunResult:
 async def chat(
     request: Request[Any, Any, Any], data: JSONBody[ChatRequest], services: ServicesDep
 ) -> Response[Any]:
-    """Run one exchange; answer as JSON or stream the run's events as SSE."""
+    """Run one exchange; answer as JSON or stream the run's events as SSE.
+
+    A streamed request that carries ``Last-Event-ID`` is a client resuming a cut
+    stream by sending the same request again (``@microsoft/fetch-event-source``
+    does so on a network error, and when a hidden tab is shown again): it gets
+    the rest of that run (see ``_resumed``), never a second run of the message.
+    """
     cid = correlation_id_of(request.scope)
+    streaming = data.stream or "text/event-stream" in request.headers.get("accept", "")
+    last_event_id = request.headers.get("last-event-id")
+    if streaming and last_event_id:
+        return await _resumed(request, services, data, last_event_id)
     handle = await begin_run(services, principal_of(request.scope), data, cid)
-    if data.stream or "text/event-stream" in request.headers.get("accept", ""):
+    if streaming:
         frames = sse_frames(
             handle.log,
             run_id=handle.run_id,
@@ -194,6 +204,44 @@ async def chat(
 
 
 _ws_decoder = msgspec.json.Decoder(ChatRequest)
+
+
+async def _resumed(
+    request: Request[Any, Any, Any], services: Services, data: ChatRequest, last_event_id: str
+) -> Response[Any]:
+    """The SSE of the run ``last_event_id`` names, after its position (no new run).
+
+    The run must be on the body's thread (any thread when the body starts a new
+    one, as the first request of a conversation did).
+
+    Raises:
+        InvalidInput: ``last_event_id`` is not ``<run_id>:<seq>``.
+        NotFound: no such run (on that thread).
+        Forbidden: the key may not use the run's assistant.
+    """
+    run_id, after = parse_last_event_id(last_event_id)
+    if not run_id:
+        raise InvalidInput(
+            "Last-Event-ID must be '<run_id>:<seq>' (the last id: of the stream to resume)",
+            "Last-Event-ID",
+        )
+    thread_id = data.thread_id if data.thread_id not in (None, "new") else None
+    if thread_id is None:
+        record = await services.the_store().get_run(run_id)
+        if record is None:
+            raise NotFound("run", run_id)
+        thread_id = record.thread_id
+    await services.thread_for(thread_id, principal_of(request.scope))
+    run_log = await services.the_engine().get_run_log(thread_id, run_id)
+    structlog.contextvars.bind_contextvars(run_id=run_id, thread_id=thread_id)
+    frames = sse_frames(
+        run_log,
+        run_id=run_id,
+        after=after,
+        heartbeat=services.settings.sse_heartbeat,
+        correlation_id=correlation_id_of(request.scope),
+    )
+    return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 _MAX_WAITING = 8

@@ -20,7 +20,7 @@ from gateway.api.errors import correlation_id_of, error_responses
 from gateway.api.middleware import principal_of
 from gateway.api.schemas import MessageOut, RunOut
 from gateway.api.services import ServicesDep
-from gateway.api.streaming import SSE_HEADERS, sse_frames
+from gateway.api.streaming import SSE_HEADERS, parse_last_event_id, sse_frames
 from gateway.errors import InvalidInput, NotFound
 
 __all__ = ["cancel_run", "delete_thread", "get_run", "list_messages", "run_events"]
@@ -80,11 +80,10 @@ def _after(last_event_id: str | None, after: int | None, run_id: str) -> int:
         return after
     if not last_event_id:
         return 0
-    head, _, seq = last_event_id.rpartition(":")
-    # ASCII digits only: isdigit() also accepts "²" (a latin-1 header byte), which int() refuses.
-    if not (seq.isascii() and seq.isdigit()) or (head and head != run_id):
+    head, seq = parse_last_event_id(last_event_id)
+    if head and head != run_id:
         raise InvalidInput("Last-Event-ID must be '<run_id>:<seq>' for this run", "Last-Event-ID")
-    return int(seq)
+    return seq
 
 
 @get(

@@ -125,6 +125,48 @@ def test_resume_after_a_dropped_stream(api_server: GatewayServer) -> None:
             assert [(e.event, e.id) for e in source.iter_sse()] == [("done", rest[-1].id)]
 
 
+def test_a_post_chat_retried_with_last_event_id_resumes_its_run(api_server: GatewayServer) -> None:
+    """POST /chat sent again with Last-Event-ID (fetch-event-source retries so) resumes that run.
+
+    Before, the retry was a 409 while the run went on, and a second run with the
+    same message once it had ended.
+    """
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        body = {"assistant": "helper", "message": "wait 1 seconds", "stream": True}
+        with connect_sse(c, "POST", "/chat", json=body) as source:
+            first = []
+            for event in source.iter_sse():
+                first.append(event)
+                if event.event == "thread.run.step.created":
+                    break  # the connection drops mid-run
+        created = first[0].json()
+        with connect_sse(
+            c, "POST", "/chat", json=body, headers={"Last-Event-ID": first[-1].id}
+        ) as source:
+            assert source.response.status_code == 200
+            rest = list(source.iter_sse())
+        ids = [e.id for e in first + rest]
+        assert ids == [f"{created['run_id']}:{seq}" for seq in range(1, len(ids) + 1)]
+        assert rest[-1].event == "done"
+        # Retried again after the end (with the thread now named): done, no second run.
+        again = {**body, "thread_id": created["thread_id"]}
+        with connect_sse(
+            c, "POST", "/chat", json=again, headers={"Last-Event-ID": rest[-1].id}
+        ) as source:
+            assert [(e.event, e.id) for e in source.iter_sse()] == [("done", rest[-1].id)]
+        messages = c.get(f"/threads/{created['thread_id']}/messages").json()
+        assert [m["role"] for m in messages].count("user") == 1
+        # An id that names no run of the thread is refused, naming the header.
+        for sent, bad, status in (
+            (again, "12", 400),
+            (again, "run_nope:3", 404),
+            (body, "x:3", 404),
+        ):
+            refused = c.post("/chat", json=sent, headers={"Last-Event-ID": bad})
+            assert refused.status_code == status, refused.text
+        assert "Last-Event-ID" in c.post("/chat", json=again, headers={"Last-Event-ID": "12"}).text
+
+
 def test_a_malformed_last_event_id_is_400(api_server: GatewayServer) -> None:
     """Last-Event-ID with non-ASCII digits (latin-1 "²") is a 400 naming the header, not a 500."""
     with httpx.Client(base_url=api_server.url, timeout=30) as c:
