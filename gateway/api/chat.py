@@ -322,7 +322,8 @@ async def _next_frame(
     """The next waiting frame; None once the client left and nothing is waiting."""
     if not inbox.empty() or not reader.done():
         getter = asyncio.ensure_future(inbox.get())
-        await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {getter, reader}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if getter.done():
             return getter.result()
         getter.cancel()
