@@ -254,9 +254,9 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
 
     A bad frame (invalid JSON, no message, unknown assistant...) is answered
     with an ``error`` event; the connection stays open. With
-    ``GATEWAY_RATE_LIMIT``, every message after the first takes a token from
-    the key's bucket (the handshake paid for the first); one over the limit
-    gets a ``rate_limited`` error event and starts no run. Messages are handled
+    ``GATEWAY_RATE_LIMIT``, every frame after the first (a bad one too) takes
+    a token from the key's bucket (the handshake paid for the first); one over
+    the limit gets a ``rate_limited`` error event and starts no run. Messages are handled
     one at a time, in order: those sent while a run streams wait for its
     ``done`` (up to ``_MAX_WAITING``; one more gets a ``rate_limited`` error
     event at once). The socket is read all along, by ``_read_frames``: a
@@ -277,6 +277,13 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             raw = await _next_frame(inbox, reader)
             if raw is None:
                 return
+            # Every frame pays, a bad one too: answering it costs as much as a refusal.
+            wait = 0.0 if prepaid else take_rate_token(socket.scope)
+            prepaid = False
+            if wait > 0:
+                message = f"too many requests; slow down (retry in {math.ceil(wait)} s)"
+                await _ws_error(socket, "rate_limited", message, cid)
+                continue
             if too_deep(raw):
                 await _ws_error(socket, "invalid_request", f"bad frame: {TOO_DEEP}", cid)
                 continue
@@ -287,12 +294,6 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             # DecodeError).
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError) as exc:
                 await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
-                continue
-            wait = 0.0 if prepaid else take_rate_token(socket.scope)
-            prepaid = False
-            if wait > 0:
-                message = f"too many requests; slow down (retry in {math.ceil(wait)} s)"
-                await _ws_error(socket, "rate_limited", message, cid)
                 continue
             try:
                 handle = await begin_run(services, principal, data, cid)
