@@ -246,6 +246,48 @@ async def _resumed(
 
 _MAX_WAITING = 8
 """Messages a WebSocket may have waiting behind its running run; one more is refused."""
+_MAX_WAITING_CHARS = 1 << 20
+"""And their total size (text characters or bytes): past it, only one may wait."""
+
+
+class _Inbox:
+    """The frames a socket sent that wait for their turn, bounded in count and size.
+
+    Whatever the bounds, one frame may always wait (the server's frame limit,
+    ``GATEWAY_MAX_BODY_BYTES``, bounds it), so a socket holds at most about
+    two frames' worth of memory besides the one being handled.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self._chars = 0
+
+    def offer(self, raw: str | bytes) -> bool:
+        """Queue ``raw`` unless the inbox is full; False when refused."""
+        size = self._queue.qsize()
+        if size >= _MAX_WAITING or (size and self._chars + len(raw) > _MAX_WAITING_CHARS):
+            return False
+        self._chars += len(raw)
+        self._queue.put_nowait(raw)
+        return True
+
+    async def next(self, reader: asyncio.Future[None]) -> str | bytes | None:
+        """The next waiting frame; None once ``reader`` ended (the client left) and
+        nothing is waiting."""
+        if self._queue.empty():
+            if reader.done():
+                return None
+            getter = asyncio.ensure_future(self._queue.get())
+            either: set[asyncio.Future[Any]] = {getter, reader}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                return None
+            raw = getter.result()
+        else:
+            raw = self._queue.get_nowait()
+        self._chars -= len(raw)
+        return raw
 
 
 @websocket("/ws/chat", tags=["chat"])
@@ -258,7 +300,7 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     a token from the key's bucket (the handshake paid for the first); one over
     the limit gets a ``rate_limited`` error event and starts no run. Messages are handled
     one at a time, in order: those sent while a run streams wait for its
-    ``done`` (up to ``_MAX_WAITING``; one more gets a ``rate_limited`` error
+    ``done`` (``_Inbox`` bounds them; one more gets a ``rate_limited`` error
     event at once). The socket is read all along, by ``_read_frames``: a
     frame left unread makes uvicorn stop reading the socket, pongs included,
     and its keepalive would close a socket busy with a long run (1011); and a
@@ -269,12 +311,12 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     principal = principal_of(socket.scope)
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
-    inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+    inbox = _Inbox()
     reader = asyncio.ensure_future(_read_frames(socket, inbox, cid))
     prepaid = True  # the handshake's rate-limit token pays for the first exchange
     try:
         while True:
-            raw = await _next_frame(inbox, reader)
+            raw = await inbox.next(reader)
             if raw is None:
                 return
             # Every frame pays, a bad one too: answering it costs as much as a refusal.
@@ -317,33 +359,17 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             await reader
 
 
-async def _next_frame(
-    inbox: asyncio.Queue[str | bytes], reader: asyncio.Future[None]
-) -> str | bytes | None:
-    """The next waiting frame; None once the client left and nothing is waiting."""
-    if not inbox.empty() or not reader.done():
-        getter = asyncio.ensure_future(inbox.get())
-        either: set[asyncio.Future[Any]] = {getter, reader}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            return getter.result()
-        getter.cancel()
-    return None
-
-
-async def _read_frames(
-    socket: WebSocket[Any, Any, Any], inbox: asyncio.Queue[str | bytes], cid: str
-) -> None:
+async def _read_frames(socket: WebSocket[Any, Any, Any], inbox: _Inbox, cid: str) -> None:
     """Read every frame as it comes into ``inbox``; return when the client leaves.
 
-    A frame past ``_MAX_WAITING`` waiting ones gets a ``rate_limited`` error
-    event instead (the client sends faster than its runs finish).
+    A frame the inbox refuses (``_MAX_WAITING`` frames wait already, or
+    ``_MAX_WAITING_CHARS`` of them) gets a ``rate_limited`` error event instead:
+    the client sends faster than its runs finish.
     """
     try:
         while True:
             raw = await _receive(socket)
-            if inbox.qsize() < _MAX_WAITING:
-                inbox.put_nowait(raw)
+            if inbox.offer(raw):
                 continue
             message = (
                 f"too many messages waiting: {_MAX_WAITING} are already queued behind "

@@ -310,6 +310,23 @@ async def test_websocket_refuses_messages_past_eight_waiting(api_server: Gateway
     assert sum(f["event"] == "thread.run.created" for f in frames) == 8
 
 
+async def test_websocket_waiting_frames_are_bounded_in_size(api_server: GatewayServer) -> None:
+    """Behind a run, a frame that would take the waiting ones past 1 MiB is refused at once."""
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 2 seconds"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+        big = "[" + " " * 700_000 + "]"  # not a message: answered invalid_request in its turn
+        await ws.send(big)
+        await ws.send(big)
+        frames = []
+        while sum(f["event"] == "error" for f in frames) < 2:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+    names = [f["event"] for f in frames]
+    errors = [f["data"]["type"] for f in frames if f["event"] == "error"]
+    assert errors == ["rate_limited", "invalid_request"]
+    assert names.index("error") < names.index("done")  # refused at once, not after the run
+
+
 async def _until_done(ws: websockets.ClientConnection) -> list[dict[str, object]]:
     events = []
     while True:
