@@ -295,7 +295,8 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     """Many exchanges per connection: each message starts a run whose events stream back.
 
     A bad frame (invalid JSON, no message, unknown assistant...) is answered
-    with an ``error`` event; the connection stays open. With
+    with an ``error`` event, and so is an unexpected failure (``internal_error``,
+    logged with its traceback like an HTTP 500); the connection stays open. With
     ``GATEWAY_RATE_LIMIT``, every frame after the first (a bad one too) takes
     a token from the key's bucket (the handshake paid for the first); one over
     the limit gets a ``rate_limited`` error event and starts no run. Messages are handled
@@ -341,6 +342,13 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
                 handle = await begin_run(services, principal, data, cid)
             except GatewayError as exc:
                 await _ws_error(socket, exc.type, exc.message, cid)
+                continue
+            except Exception as exc:
+                # What a 500 is over HTTP (see ``gateway.api.errors``): logged with its
+                # traceback, answered without details. Litestar would close the socket
+                # (4500) without a log line, and end the client's other exchanges.
+                log.error("unhandled_error", path=socket.scope["path"], exc_info=exc)
+                await _ws_error(socket, "internal_error", "internal error", cid)
                 continue
             sender = asyncio.ensure_future(_send_run(socket, handle))
             await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)

@@ -13,6 +13,7 @@ import pytest
 import websockets
 from conftest import GatewayServer, ServerFactory
 from httpx_sse import aconnect_sse, connect_sse
+from structlog.testing import capture_logs
 
 from gateway.testing.fake_openai import FakeOpenAI
 
@@ -447,3 +448,33 @@ async def test_json_nested_past_the_limit_is_a_400_on_every_route(
             assert reply["data"]["message"] == f"bad frame: {limit}"
         await ws.send(json.dumps({"message": "hi", "assistant": "helper"}))
         assert (await _until_done(ws))[-1]["event"] == "done"  # the socket lives on
+
+
+async def test_websocket_unexpected_error_is_logged_and_the_socket_stays_open(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """An unexpected exception starting a run is logged with its traceback and answered with
+    an internal_error event (no details); the socket stays open for the next message."""
+    server = gateway_server(api_manifests)
+    store = server.services.store
+    assert store is not None
+    real_get_thread = store.get_thread
+
+    async def broken(thread_id: str) -> None:
+        raise RuntimeError("password=hunter2 leaked from a driver")
+
+    store.get_thread = broken  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
+            await ws.send(json.dumps({"thread_id": "t1", "message": "hi"}))
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            store.get_thread = real_get_thread  # type: ignore[method-assign]
+            await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+            assert (await _until_done(ws))[-1]["event"] == "done"
+    assert frame["event"] == "error"
+    assert (frame["data"]["type"], frame["data"]["message"]) == ("internal_error", "internal error")
+    assert "hunter2" not in json.dumps(frame)
+    logged = [e for e in logs if e["event"] == "unhandled_error"]
+    assert len(logged) == 1
+    assert logged[0]["path"] == "/ws/chat"
+    assert isinstance(logged[0]["exc_info"], RuntimeError)
