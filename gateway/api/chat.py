@@ -262,14 +262,21 @@ class _Inbox:
         self._queue: asyncio.Queue[str | bytes] = asyncio.Queue()
         self._chars = 0
 
-    def offer(self, raw: str | bytes) -> bool:
-        """Queue ``raw`` unless the inbox is full; False when refused."""
+    def offer(self, raw: str | bytes) -> str | None:
+        """Queue ``raw``; None when queued, else why it was refused (for the client)."""
         size = self._queue.qsize()
-        if size >= _MAX_WAITING or (size and self._chars + len(raw) > _MAX_WAITING_CHARS):
-            return False
-        self._chars += len(raw)
-        self._queue.put_nowait(raw)
-        return True
+        if size >= _MAX_WAITING:
+            held = f"{_MAX_WAITING} messages are already"
+        elif size and self._chars + len(raw) > _MAX_WAITING_CHARS:
+            held = f"with this one, the messages would be over {_MAX_WAITING_CHARS} characters"
+        else:
+            self._chars += len(raw)
+            self._queue.put_nowait(raw)
+            return None
+        return (
+            f"too many messages waiting: {held} queued behind the run in progress; "
+            "wait for its done"
+        )
 
     async def next(self, reader: asyncio.Future[None]) -> str | bytes | None:
         """The next waiting frame; None once ``reader`` ended (the client left) and
@@ -376,14 +383,9 @@ async def _read_frames(socket: WebSocket[Any, Any, Any], inbox: _Inbox, cid: str
     """
     try:
         while True:
-            raw = await _receive(socket)
-            if inbox.offer(raw):
-                continue
-            message = (
-                f"too many messages waiting: {_MAX_WAITING} are already queued behind "
-                "the run in progress; wait for its done before sending more"
-            )
-            await _ws_error(socket, "rate_limited", message, cid)
+            refused = inbox.offer(await _receive(socket))
+            if refused is not None:
+                await _ws_error(socket, "rate_limited", refused, cid)
     except (WebSocketDisconnect, OSError):  # uvicorn's ClientDisconnected is an OSError
         return
 

@@ -307,7 +307,7 @@ async def test_websocket_refuses_messages_past_eight_waiting(api_server: Gateway
             frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
     refused = [f["data"] for f in frames if f["event"] == "error"]
     assert [e["type"] for e in refused] == ["rate_limited"] * 2
-    assert "8 are already queued" in refused[0]["message"]
+    assert "8 messages are already queued" in refused[0]["message"]
     assert sum(f["event"] == "thread.run.created" for f in frames) == 8
 
 
@@ -325,6 +325,8 @@ async def test_websocket_waiting_frames_are_bounded_in_size(api_server: GatewayS
     names = [f["event"] for f in frames]
     errors = [f["data"]["type"] for f in frames if f["event"] == "error"]
     assert errors == ["rate_limited", "invalid_request"]
+    refused = next(f["data"]["message"] for f in frames if f["event"] == "error")
+    assert "over 1048576 characters" in refused
     assert names.index("error") < names.index("done")  # refused at once, not after the run
 
 
