@@ -275,6 +275,25 @@ async def test_websocket_disconnect_does_not_stop_the_run(api_server: GatewaySer
         assert roles == ["user", "assistant", "tool", "assistant"]
 
 
+async def test_a_websocket_cut_mid_run_resumes_from_the_run_events(
+    api_server: GatewayServer,
+) -> None:
+    """A run's nth WebSocket frame is its event n, so ?after=N resumes with no gap or repeat."""
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 0.5 seconds"}))
+        seen = [json.loads(await ws.recv()) for _ in range(2)]  # then the socket drops
+    created = seen[0]["data"]
+    url = f"/threads/{created['thread_id']}/runs/{created['run_id']}/events"
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as c:
+        async with aconnect_sse(c, "GET", url, params={"after": len(seen)}) as source:
+            rest = [e async for e in source.aiter_sse()]
+        async with aconnect_sse(c, "GET", url) as source:
+            whole = [e async for e in source.aiter_sse()]
+    assert rest[0].id == f"{created['run_id']}:{len(seen) + 1}"
+    assert [f["event"] for f in seen] + [e.event for e in rest] == [e.event for e in whole]
+    assert [f["data"] for f in seen] == [e.json() for e in whole[: len(seen)]]
+
+
 async def test_websocket_messages_sent_during_a_run_keep_the_socket_alive(
     gateway_server: ServerFactory, api_manifests: Path
 ) -> None:
