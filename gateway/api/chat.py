@@ -345,6 +345,9 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError) as exc:
                 await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
                 continue
+            # ``begin_run`` binds the run's ids to the log context: this exchange's
+            # log lines must not name the socket's previous run.
+            structlog.contextvars.unbind_contextvars("run_id", "thread_id")
             try:
                 handle = await begin_run(services, principal, data, cid)
             except GatewayError as exc:

@@ -10,10 +10,11 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import structlog
 import websockets
 from conftest import GatewayServer, ServerFactory
 from httpx_sse import aconnect_sse, connect_sse
-from structlog.testing import capture_logs
+from structlog.testing import LogCapture, capture_logs
 
 from gateway.testing.fake_openai import FakeOpenAI
 
@@ -347,6 +348,30 @@ async def test_websocket_waiting_frames_are_bounded_in_size(api_server: GatewayS
     refused = next(f["data"]["message"] for f in frames if f["event"] == "error")
     assert "over 1048576 characters" in refused
     assert names.index("error") < names.index("done")  # refused at once, not after the run
+
+
+async def test_websocket_logs_do_not_name_the_previous_run(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A log line about a socket's second message never carries its first run's ids."""
+    server = gateway_server(api_manifests)
+    store = server.services.store
+    assert store is not None
+
+    async def broken(thread_id: str) -> None:
+        raise RuntimeError("the store broke")
+
+    capture = LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        first_run = (await _until_done(ws))[0]["data"]
+        store.get_thread = broken  # type: ignore[method-assign]
+        await ws.send(json.dumps({"thread_id": first_run["thread_id"], "message": "again"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30))["event"] == "error"
+    logged = [e for e in capture.entries if e["event"] == "unhandled_error"]
+    assert len(logged) == 1
+    assert first_run["run_id"] not in json.dumps(logged[0], default=str)
 
 
 async def _until_done(ws: websockets.ClientConnection) -> list[dict[str, object]]:
