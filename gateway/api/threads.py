@@ -76,14 +76,18 @@ async def delete_thread(
 
 
 def _after(last_event_id: str | None, after: int | None, run_id: str) -> int:
-    if after is not None:
-        return after
+    """Where the stream resumes: after ``?after=`` or ``Last-Event-ID``, the later of both.
+
+    An ``EventSource`` opened on ``...?after=N`` reconnects to that same URL with
+    the ``Last-Event-ID`` it reached: taking ``N`` would send it every event in
+    between a second time.
+    """
     if not last_event_id:
-        return 0
+        return after or 0
     head, seq = parse_last_event_id(last_event_id)
     if head and head != run_id:
         raise InvalidInput("Last-Event-ID must be '<run_id>:<seq>' for this run", "Last-Event-ID")
-    return seq
+    return max(seq, after or 0)
 
 
 @get(
@@ -105,7 +109,8 @@ async def run_events(
         str | None, HeaderParameter(name="Last-Event-ID", max_length=200)
     ] = None,
 ) -> Stream:
-    """SSE of the run's events after ``Last-Event-ID`` / ``?after=``, then live until ``done``."""
+    """SSE of the run's events after ``Last-Event-ID`` / ``?after=`` (the later of both),
+    then live until ``done``."""
     start = _after(last_event_id, after, run_id)
     await services.thread_for(thread_id, principal_of(request.scope))
     run_log = await services.the_engine().get_run_log(thread_id, run_id)

@@ -169,6 +169,23 @@ def test_a_post_chat_retried_with_last_event_id_resumes_its_run(api_server: Gate
         assert "Last-Event-ID" in c.post("/chat", json=again, headers={"Last-Event-ID": "12"}).text
 
 
+def test_an_eventsource_reconnecting_to_an_after_url_gets_no_event_twice(
+    api_server: GatewayServer,
+) -> None:
+    """EventSource reconnects to the same ``?after=N`` URL with Last-Event-ID: the later wins."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        created = c.post("/chat", json={"assistant": "helper", "message": "weather in Oslo"}).json()
+        run_id = created["run_id"]
+        url = f"/threads/{created['thread_id']}/runs/{run_id}/events"
+        headers = {"Last-Event-ID": f"{run_id}:5"}
+        with connect_sse(c, "GET", url, params={"after": 2}, headers=headers) as source:
+            assert next(source.iter_sse()).id == f"{run_id}:6"
+        # A Last-Event-ID behind ?after= (sent by hand) does not rewind it either.
+        headers = {"Last-Event-ID": f"{run_id}:1"}
+        with connect_sse(c, "GET", url, params={"after": 2}, headers=headers) as source:
+            assert next(source.iter_sse()).id == f"{run_id}:3"
+
+
 def test_a_malformed_last_event_id_is_400(api_server: GatewayServer) -> None:
     """Last-Event-ID with non-ASCII digits (latin-1 "²") is a 400 naming the header, not a 500."""
     with httpx.Client(base_url=api_server.url, timeout=30) as c:
