@@ -127,12 +127,20 @@ async def sse_frames(
     # is dispatched as an empty "message" event by some clients (httpx-sse).
     first = True
     seen_error = False
+    # A resumed stream reads the event at ``after`` too, unsent: when it is the run's
+    # error event, the client saw it, and the run.failed after it needs no second one.
+    peek = after > 0
     try:
-        async for item in follow(run_log, after=after, heartbeat=heartbeat):
+        async for item in follow(run_log, after=after - 1 if peek else 0, heartbeat=heartbeat):
             if item is None:
                 yield _KEEPALIVE
                 continue
             seq, event = item
+            if peek:
+                peek = False
+                if seq == after:
+                    seen_error = isinstance(event, ErrorEvent)
+                    continue
             frame = b""
             if isinstance(event, ErrorEvent):
                 seen_error = True

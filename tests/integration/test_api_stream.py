@@ -468,6 +468,27 @@ def _deep(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
+def test_a_stream_resumed_right_after_its_error_event_gets_no_second_one(
+    gateway_server: ServerFactory, fake_llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Resumed from the id of a failed run's error event: run.failed and done, no error again."""
+    server = gateway_server(_remote_manifests(tmp_path, fake_llm.base_url))
+    fake_llm.fail_next(500, times=5)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        with connect_sse(c, "POST", "/chat", json={"message": "hi", "stream": True}) as source:
+            seen = []
+            for event in source.iter_sse():
+                seen.append(event)
+                if event.event == "error":
+                    break  # the connection drops right after the error
+        created = seen[0].json()
+        url = f"/threads/{created['thread_id']}/runs/{created['run_id']}/events"
+        with connect_sse(c, "GET", url, headers={"Last-Event-ID": seen[-1].id}) as source:
+            rest = [e.event for e in source.iter_sse()]
+    assert seen[-1].id == f"{created['run_id']}:2"  # the engine's own error event
+    assert rest == ["thread.run.failed", "metadata", "done"]
+
+
 async def test_json_nested_past_the_limit_is_a_400_on_every_route(
     api_server: GatewayServer,
 ) -> None:
