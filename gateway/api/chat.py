@@ -30,8 +30,8 @@ from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of, take_rate_toke
 from gateway.api.request import TOO_DEEP
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
 from gateway.api.services import Services, ServicesDep
-from gateway.api.streaming import SSE_HEADERS, sse_frames
-from gateway.errors import Conflict, GatewayError, InvalidInput, NotReady, ProviderError
+from gateway.api.streaming import SSE_HEADERS, parse_last_event_id, sse_frames
+from gateway.errors import Conflict, GatewayError, InvalidInput, NotFound, NotReady, ProviderError
 from gateway.events import ErrorEvent, encode_ws
 from gateway.manifests.model import NAME_PATTERN
 
@@ -167,10 +167,20 @@ async def finished(handle: RunHandle) -> RunResult:
 async def chat(
     request: Request[Any, Any, Any], data: JSONBody[ChatRequest], services: ServicesDep
 ) -> Response[Any]:
-    """Run one exchange; answer as JSON or stream the run's events as SSE."""
+    """Run one exchange; answer as JSON or stream the run's events as SSE.
+
+    A streamed request that carries ``Last-Event-ID`` is a client resuming a cut
+    stream by sending the same request again (``@microsoft/fetch-event-source``
+    does so on a network error, and when a hidden tab is shown again): it gets
+    the rest of that run (see ``_resumed``), never a second run of the message.
+    """
     cid = correlation_id_of(request.scope)
+    streaming = data.stream or "text/event-stream" in request.headers.get("accept", "")
+    last_event_id = request.headers.get("last-event-id")
+    if streaming and last_event_id:
+        return await _resumed(request, services, data, last_event_id)
     handle = await begin_run(services, principal_of(request.scope), data, cid)
-    if data.stream or "text/event-stream" in request.headers.get("accept", ""):
+    if streaming:
         frames = sse_frames(
             handle.log,
             run_id=handle.run_id,
@@ -196,32 +206,134 @@ async def chat(
 _ws_decoder = msgspec.json.Decoder(ChatRequest)
 
 
+async def _resumed(
+    request: Request[Any, Any, Any], services: Services, data: ChatRequest, last_event_id: str
+) -> Response[Any]:
+    """The SSE of the run ``last_event_id`` names, after its position (no new run).
+
+    The run must be on the body's thread (any thread when the body starts a new
+    one, as the first request of a conversation did).
+
+    Raises:
+        InvalidInput: ``last_event_id`` is not ``<run_id>:<seq>``.
+        NotFound: no such run (on that thread).
+        Forbidden: the key may not use the run's assistant.
+    """
+    run_id, after = parse_last_event_id(last_event_id)
+    if not run_id:
+        raise InvalidInput(
+            "Last-Event-ID must be '<run_id>:<seq>' (the last id: of the stream to resume)",
+            "Last-Event-ID",
+        )
+    thread_id = data.thread_id if data.thread_id not in (None, "new") else None
+    if thread_id is None:
+        record = await services.the_store().get_run(run_id)
+        if record is None:
+            raise NotFound("run", run_id)
+        thread_id = record.thread_id
+    await services.thread_for(thread_id, principal_of(request.scope))
+    run_log = await services.the_engine().get_run_log(thread_id, run_id)
+    structlog.contextvars.bind_contextvars(run_id=run_id, thread_id=thread_id)
+    frames = sse_frames(
+        run_log,
+        run_id=run_id,
+        after=after,
+        heartbeat=services.settings.sse_heartbeat,
+        correlation_id=correlation_id_of(request.scope),
+    )
+    return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+_MAX_WAITING = 8
+"""Messages a WebSocket may have waiting behind its running run; one more is refused."""
+_MAX_WAITING_CHARS = 1 << 20
+"""And their total size (text characters or bytes): past it, only one may wait."""
+
+
+class _Inbox:
+    """The frames a socket sent that wait for their turn, bounded in count and size.
+
+    Whatever the bounds, one frame may always wait (the server's frame limit,
+    ``GATEWAY_MAX_BODY_BYTES``, bounds it), so a socket holds at most about
+    two frames' worth of memory besides the one being handled.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self._chars = 0
+
+    def offer(self, raw: str | bytes) -> str | None:
+        """Queue ``raw``; None when queued, else why it was refused (for the client)."""
+        size = self._queue.qsize()
+        if size >= _MAX_WAITING:
+            held = f"{_MAX_WAITING} messages are already"
+        elif size and self._chars + len(raw) > _MAX_WAITING_CHARS:
+            held = f"with this one, the messages would be over {_MAX_WAITING_CHARS} characters"
+        else:
+            self._chars += len(raw)
+            self._queue.put_nowait(raw)
+            return None
+        return (
+            f"too many messages waiting: {held} queued behind the run in progress; "
+            "wait for its done"
+        )
+
+    async def next(self, reader: asyncio.Future[None]) -> str | bytes | None:
+        """The next waiting frame; None once ``reader`` ended (the client left) and
+        nothing is waiting."""
+        if self._queue.empty():
+            if reader.done():
+                return None
+            getter = asyncio.ensure_future(self._queue.get())
+            either: set[asyncio.Future[Any]] = {getter, reader}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                return None
+            raw = getter.result()
+        else:
+            raw = self._queue.get_nowait()
+        self._chars -= len(raw)
+        return raw
+
+
 @websocket("/ws/chat", tags=["chat"])
 async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> None:
     """Many exchanges per connection: each message starts a run whose events stream back.
 
     A bad frame (invalid JSON, no message, unknown assistant...) is answered
-    with an ``error`` event; the connection stays open. With
-    ``GATEWAY_RATE_LIMIT``, every message after the first takes a token from
-    the key's bucket (the handshake paid for the first); one over the limit
-    gets a ``rate_limited`` error event and starts no run. Messages are handled
-    one at a time; while a run streams, the socket is still read, so a client
-    that leaves is noticed at once (the run goes on) and the closing handshake
-    is answered.
+    with an ``error`` event, and so is an unexpected failure (``internal_error``,
+    logged with its traceback like an HTTP 500); the connection stays open. With
+    ``GATEWAY_RATE_LIMIT``, every frame after the first (a bad one too) takes
+    a token from the key's bucket (the handshake paid for the first); one over
+    the limit gets a ``rate_limited`` error event and starts no run. Messages are handled
+    one at a time, in order: those sent while a run streams wait for its
+    ``done`` (``_Inbox`` bounds them; one more gets a ``rate_limited`` error
+    event at once). The socket is read all along, by ``_read_frames``: a
+    frame left unread makes uvicorn stop reading the socket, pongs included,
+    and its keepalive would close a socket busy with a long run (1011); and a
+    client that leaves is noticed at once (the run goes on) and its closing
+    handshake answered.
     """
     cid = correlation_id_of(socket.scope)
     principal = principal_of(socket.scope)
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
-    incoming = asyncio.ensure_future(_receive(socket))
+    inbox = _Inbox()
+    reader = asyncio.ensure_future(_read_frames(socket, inbox, cid))
     prepaid = True  # the handshake's rate-limit token pays for the first exchange
     try:
         while True:
-            try:
-                raw = await incoming
-            except WebSocketDisconnect:
+            raw = await inbox.next(reader)
+            if raw is None:
                 return
-            incoming = asyncio.ensure_future(_receive(socket))
+            # Every frame pays, a bad one too: answering it costs as much as a refusal.
+            wait = 0.0 if prepaid else take_rate_token(socket.scope)
+            prepaid = False
+            if wait > 0:
+                message = f"too many requests; slow down (retry in {math.ceil(wait)} s)"
+                await _ws_error(socket, "rate_limited", message, cid)
+                continue
             if too_deep(raw):
                 await _ws_error(socket, "invalid_request", f"bad frame: {TOO_DEEP}", cid)
                 continue
@@ -233,28 +345,52 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError) as exc:
                 await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
                 continue
-            wait = 0.0 if prepaid else take_rate_token(socket.scope)
-            prepaid = False
-            if wait > 0:
-                message = f"too many requests; slow down (retry in {math.ceil(wait)} s)"
-                await _ws_error(socket, "rate_limited", message, cid)
-                continue
+            # ``begin_run`` binds the run's ids to the log context: this exchange's
+            # log lines must not name the socket's previous run.
+            structlog.contextvars.unbind_contextvars("run_id", "thread_id")
             try:
                 handle = await begin_run(services, principal, data, cid)
             except GatewayError as exc:
                 await _ws_error(socket, exc.type, exc.message, cid)
                 continue
+            except Exception as exc:
+                # What a 500 is over HTTP (see ``gateway.api.errors``): logged with its
+                # traceback, answered without details. Litestar would close the socket
+                # (4500) without a log line, and end the client's other exchanges.
+                log.error("unhandled_error", path=socket.scope["path"], exc_info=exc)
+                await _ws_error(socket, "internal_error", "internal error", cid)
+                continue
             sender = asyncio.ensure_future(_send_run(socket, handle))
-            await asyncio.wait({sender, incoming}, return_when=asyncio.FIRST_COMPLETED)
-            if incoming.done() and incoming.exception() is not None:
+            await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
                 sender.cancel()  # the client left: stop reading the log, the run goes on
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
                 return
             if not await sender:
                 return
+    except (WebSocketDisconnect, OSError):  # an error event for a client that just left
+        return
     finally:
-        incoming.cancel()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _read_frames(socket: WebSocket[Any, Any, Any], inbox: _Inbox, cid: str) -> None:
+    """Read every frame as it comes into ``inbox``; return when the client leaves.
+
+    A frame the inbox refuses (``_MAX_WAITING`` frames wait already, or
+    ``_MAX_WAITING_CHARS`` of them) gets a ``rate_limited`` error event instead:
+    the client sends faster than its runs finish.
+    """
+    try:
+        while True:
+            refused = inbox.offer(await _receive(socket))
+            if refused is not None:
+                await _ws_error(socket, "rate_limited", refused, cid)
+    except (WebSocketDisconnect, OSError):  # uvicorn's ClientDisconnected is an OSError
+        return
 
 
 async def _receive(socket: WebSocket[Any, Any, Any]) -> str | bytes:

@@ -9,7 +9,8 @@ the log iterator; ``sse_frames`` renders the gateway's SSE protocol:
 and, if the log fails after the stream started, ``error`` +
 ``thread.run.failed`` + ``done``. A stream resumed at or past the run's end
 is just ``retry`` and ``done`` (with the resumed position as its id).
-Imports ``gateway.events`` only.
+``parse_last_event_id`` reads a ``Last-Event-ID`` header back into its run and
+position. Imports ``gateway.events`` and ``gateway.errors`` only.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Protocol
 
 import structlog
 
+from gateway.errors import InvalidInput
 from gateway.events import Done, ErrorEvent, ErrorInfo, Event, RunFailed, encode_sse
 
-__all__ = ["SSE_HEADERS", "EventLog", "follow", "sse_frames"]
+__all__ = ["SSE_HEADERS", "EventLog", "follow", "parse_last_event_id", "sse_frames"]
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -37,6 +39,19 @@ _RETRY = b"retry: 5000\n"
 _KEEPALIVE = b": keep-alive\n"
 
 log = structlog.get_logger("gateway.api")
+
+
+def parse_last_event_id(value: str) -> tuple[str, int]:
+    """``<run_id>:<seq>`` (or a bare ``<seq>``) as ``(run_id, seq)``; ``run_id`` may be "".
+
+    Raises:
+        InvalidInput: anything else, naming the header.
+    """
+    head, _, seq = value.rpartition(":")
+    # ASCII digits only: isdigit() also accepts "²" (a latin-1 header byte), which int() refuses.
+    if not (seq.isascii() and seq.isdigit()) or len(value) > 200:
+        raise InvalidInput("Last-Event-ID must be '<run_id>:<seq>' for this run", "Last-Event-ID")
+    return head, int(seq)
 
 
 class EventLog(Protocol):
@@ -112,12 +127,20 @@ async def sse_frames(
     # is dispatched as an empty "message" event by some clients (httpx-sse).
     first = True
     seen_error = False
+    # A resumed stream reads the event at ``after`` too, unsent: when it is the run's
+    # error event, the client saw it, and the run.failed after it needs no second one.
+    peek = after > 0
     try:
-        async for item in follow(run_log, after=after, heartbeat=heartbeat):
+        async for item in follow(run_log, after=after - 1 if peek else 0, heartbeat=heartbeat):
             if item is None:
                 yield _KEEPALIVE
                 continue
             seq, event = item
+            if peek:
+                peek = False
+                if seq == after:
+                    seen_error = isinstance(event, ErrorEvent)
+                    continue
             frame = b""
             if isinstance(event, ErrorEvent):
                 seen_error = True

@@ -20,7 +20,7 @@ from gateway.api.errors import correlation_id_of, error_responses
 from gateway.api.middleware import principal_of
 from gateway.api.schemas import MessageOut, RunOut
 from gateway.api.services import ServicesDep
-from gateway.api.streaming import SSE_HEADERS, sse_frames
+from gateway.api.streaming import SSE_HEADERS, parse_last_event_id, sse_frames
 from gateway.errors import InvalidInput, NotFound
 
 __all__ = ["cancel_run", "delete_thread", "get_run", "list_messages", "run_events"]
@@ -76,15 +76,18 @@ async def delete_thread(
 
 
 def _after(last_event_id: str | None, after: int | None, run_id: str) -> int:
-    if after is not None:
-        return after
+    """Where the stream resumes: after ``?after=`` or ``Last-Event-ID``, the later of both.
+
+    An ``EventSource`` opened on ``...?after=N`` reconnects to that same URL with
+    the ``Last-Event-ID`` it reached: taking ``N`` would send it every event in
+    between a second time.
+    """
     if not last_event_id:
-        return 0
-    head, _, seq = last_event_id.rpartition(":")
-    # ASCII digits only: isdigit() also accepts "²" (a latin-1 header byte), which int() refuses.
-    if not (seq.isascii() and seq.isdigit()) or (head and head != run_id):
+        return after or 0
+    head, seq = parse_last_event_id(last_event_id)
+    if head and head != run_id:
         raise InvalidInput("Last-Event-ID must be '<run_id>:<seq>' for this run", "Last-Event-ID")
-    return int(seq)
+    return max(seq, after or 0)
 
 
 @get(
@@ -106,7 +109,8 @@ async def run_events(
         str | None, HeaderParameter(name="Last-Event-ID", max_length=200)
     ] = None,
 ) -> Stream:
-    """SSE of the run's events after ``Last-Event-ID`` / ``?after=``, then live until ``done``."""
+    """SSE of the run's events after ``Last-Event-ID`` / ``?after=`` (the later of both),
+    then live until ``done``."""
     start = _after(last_event_id, after, run_id)
     await services.thread_for(thread_id, principal_of(request.scope))
     run_log = await services.the_engine().get_run_log(thread_id, run_id)

@@ -87,7 +87,8 @@ description: A second assistant with no tools.
 class GatewayServer:
     """A running gateway (uvicorn in a thread) and how to reach it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ws_ping: tuple[float, float] = (20.0, 20.0)) -> None:
+        """``ws_ping``: uvicorn's WebSocket keepalive (ping interval, pong timeout), seconds."""
         self.settings = settings
         self.app = create_app(settings)
         self.services: Services = self.app.state["services"]
@@ -106,6 +107,8 @@ class GatewayServer:
             lifespan="on",
             http="h11",
             ws="websockets-sansio",
+            ws_ping_interval=ws_ping[0],
+            ws_ping_timeout=ws_ping[1],
             timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
@@ -171,12 +174,17 @@ def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerF
     """Factory: ``gateway_server(manifests_dir, env={...})`` starts a real server on loopback.
 
     Each server gets its own SQLite database in a temp dir; ``GATEWAY_WATCH``
-    defaults to false (pass ``env={"GATEWAY_WATCH": "true"}`` to watch). The
-    manifests dir is used as given (copy it first if the test edits it).
+    defaults to false (pass ``env={"GATEWAY_WATCH": "true"}`` to watch);
+    ``ws_ping=(interval, timeout)`` shortens uvicorn's WebSocket keepalive (20 s, 20 s).
+    The manifests dir is used as given (copy it first if the test edits it).
     """
     servers: list[GatewayServer] = []
 
-    def start(manifests_dir: Path, env: Mapping[str, str] | None = None) -> GatewayServer:
+    def start(
+        manifests_dir: Path,
+        env: Mapping[str, str] | None = None,
+        ws_ping: tuple[float, float] = (20.0, 20.0),
+    ) -> GatewayServer:
         data = tmp_path_factory.mktemp("gateway-data")
         environ = {
             "GATEWAY_MANIFESTS": str(manifests_dir),
@@ -186,7 +194,7 @@ def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerF
             "LOGGING_LEVEL": "WARNING",
             **(env or {}),
         }
-        server = GatewayServer(Settings.from_env(environ, dotenv=None))
+        server = GatewayServer(Settings.from_env(environ, dotenv=None), ws_ping)
         servers.append(server)
         return server.start()
 

@@ -282,6 +282,22 @@ async def test_rate_limit_counts_each_websocket_exchange(
         assert (await c.get("/assistants", headers=bearer(CLIENT))).status_code == 429
 
 
+async def test_rate_limit_counts_bad_websocket_frames_too(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A WebSocket frame that is not a valid message takes a token too: no free flood."""
+    server = gateway_server(
+        api_manifests, env={**KEYS, "GATEWAY_RATE_LIMIT": "6", "GATEWAY_RATE_LIMIT_BURST": "3"}
+    )
+    async with websockets.connect(f"{server.ws_url}/ws/chat?api_key={CLIENT}") as ws:
+        types = []
+        for _ in range(4):
+            await ws.send("{not json")
+            types.append(json.loads(await ws.recv())["data"]["type"])
+    # The handshake's token pays for the first frame: 3 answered, then refused.
+    assert types == ["invalid_request"] * 3 + ["rate_limited"]
+
+
 def test_made_up_methods_do_not_grow_the_metrics(c: httpx.Client) -> None:
     """Methods a client invents are counted as OTHER: no key can add a time series per request."""
     for i in range(5):

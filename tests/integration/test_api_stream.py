@@ -11,9 +11,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import structlog
 import websockets
 from conftest import GatewayServer, ServerFactory
 from httpx_sse import aconnect_sse, connect_sse
+from structlog.testing import LogCapture, capture_logs
 
 from gateway.testing.fake_openai import FakeOpenAI, FakeReply, FakeToolCall, RecordedRequest
 from tests._fake import write_remote
@@ -127,6 +129,65 @@ def test_resume_after_a_dropped_stream(api_server: GatewayServer) -> None:
             assert [(e.event, e.id) for e in source.iter_sse()] == [("done", rest[-1].id)]
 
 
+def test_a_post_chat_retried_with_last_event_id_resumes_its_run(api_server: GatewayServer) -> None:
+    """POST /chat sent again with Last-Event-ID (fetch-event-source retries so) resumes that run.
+
+    Before, the retry was a 409 while the run went on, and a second run with the
+    same message once it had ended.
+    """
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        body = {"assistant": "helper", "message": "wait 1 seconds", "stream": True}
+        with connect_sse(c, "POST", "/chat", json=body) as source:
+            first = []
+            for event in source.iter_sse():
+                first.append(event)
+                if event.event == "thread.run.step.created":
+                    break  # the connection drops mid-run
+        created = first[0].json()
+        with connect_sse(
+            c, "POST", "/chat", json=body, headers={"Last-Event-ID": first[-1].id}
+        ) as source:
+            assert source.response.status_code == 200
+            rest = list(source.iter_sse())
+        ids = [e.id for e in first + rest]
+        assert ids == [f"{created['run_id']}:{seq}" for seq in range(1, len(ids) + 1)]
+        assert rest[-1].event == "done"
+        # Retried again after the end (with the thread now named): done, no second run.
+        again = {**body, "thread_id": created["thread_id"]}
+        with connect_sse(
+            c, "POST", "/chat", json=again, headers={"Last-Event-ID": rest[-1].id}
+        ) as source:
+            assert [(e.event, e.id) for e in source.iter_sse()] == [("done", rest[-1].id)]
+        messages = c.get(f"/threads/{created['thread_id']}/messages").json()
+        assert [m["role"] for m in messages].count("user") == 1
+        # An id that names no run of the thread is refused, naming the header.
+        for sent, bad, status in (
+            (again, "12", 400),
+            (again, "run_nope:3", 404),
+            (body, "x:3", 404),
+        ):
+            refused = c.post("/chat", json=sent, headers={"Last-Event-ID": bad})
+            assert refused.status_code == status, refused.text
+        assert "Last-Event-ID" in c.post("/chat", json=again, headers={"Last-Event-ID": "12"}).text
+
+
+def test_an_eventsource_reconnecting_to_an_after_url_gets_no_event_twice(
+    api_server: GatewayServer,
+) -> None:
+    """EventSource reconnects to the same ``?after=N`` URL with Last-Event-ID: the later wins."""
+    with httpx.Client(base_url=api_server.url, timeout=30) as c:
+        created = c.post("/chat", json={"assistant": "helper", "message": "weather in Oslo"}).json()
+        run_id = created["run_id"]
+        url = f"/threads/{created['thread_id']}/runs/{run_id}/events"
+        headers = {"Last-Event-ID": f"{run_id}:5"}
+        with connect_sse(c, "GET", url, params={"after": 2}, headers=headers) as source:
+            assert next(source.iter_sse()).id == f"{run_id}:6"
+        # A Last-Event-ID behind ?after= (sent by hand) does not rewind it either.
+        headers = {"Last-Event-ID": f"{run_id}:1"}
+        with connect_sse(c, "GET", url, params={"after": 2}, headers=headers) as source:
+            assert next(source.iter_sse()).id == f"{run_id}:3"
+
+
 def test_a_malformed_last_event_id_is_400(api_server: GatewayServer) -> None:
     """Last-Event-ID with non-ASCII digits (latin-1 "²") is a 400 naming the header, not a 500."""
     with httpx.Client(base_url=api_server.url, timeout=30) as c:
@@ -232,6 +293,104 @@ async def test_websocket_disconnect_does_not_stop_the_run(api_server: GatewaySer
                 break
             await asyncio.sleep(0.05)
         assert roles == ["user", "assistant", "tool", "assistant"]
+
+
+async def test_a_websocket_cut_mid_run_resumes_from_the_run_events(
+    api_server: GatewayServer,
+) -> None:
+    """A run's nth WebSocket frame is its event n, so ?after=N resumes with no gap or repeat."""
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 0.5 seconds"}))
+        seen = [json.loads(await ws.recv()) for _ in range(2)]  # then the socket drops
+    created = seen[0]["data"]
+    url = f"/threads/{created['thread_id']}/runs/{created['run_id']}/events"
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as c:
+        async with aconnect_sse(c, "GET", url, params={"after": len(seen)}) as source:
+            rest = [e async for e in source.aiter_sse()]
+        async with aconnect_sse(c, "GET", url) as source:
+            whole = [e async for e in source.aiter_sse()]
+    assert rest[0].id == f"{created['run_id']}:{len(seen) + 1}"
+    assert [f["event"] for f in seen] + [e.event for e in rest] == [e.event for e in whole]
+    assert [f["data"] for f in seen] == [e.json() for e in whole[: len(seen)]]
+
+
+async def test_websocket_messages_sent_during_a_run_keep_the_socket_alive(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """Messages sent while a run streams wait their turn; the socket keeps answering pings.
+
+    The server reads the socket all along: a frame left unread makes uvicorn stop
+    reading, pongs included, and its keepalive closed the socket (1011) mid-run.
+    """
+    server = gateway_server(api_manifests, ws_ping=(0.5, 4.0))
+    async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 6 seconds"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+        for message in ("first", "second"):
+            await ws.send(json.dumps({"assistant": "other", "message": message}))
+        runs = [await _until_done(ws) for _ in range(3)]
+    assert [run[0]["event"] for run in runs[1:]] == ["thread.run.created"] * 2
+    assert "thread.run.completed" in [e["event"] for e in runs[0]]
+    assert all(run[-1]["event"] == "done" for run in runs)
+
+
+async def test_websocket_refuses_messages_past_eight_waiting(api_server: GatewayServer) -> None:
+    """Past 8 messages waiting behind a run, one more gets a rate_limited error event at once."""
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 4 seconds"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+        for i in range(10):
+            await ws.send(json.dumps({"assistant": "other", "message": f"hi {i}"}))
+        frames = []
+        while sum(f["event"] == "done" for f in frames) < 9:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+    refused = [f["data"] for f in frames if f["event"] == "error"]
+    assert [e["type"] for e in refused] == ["rate_limited"] * 2
+    assert "8 messages are already queued" in refused[0]["message"]
+    assert sum(f["event"] == "thread.run.created" for f in frames) == 8
+
+
+async def test_websocket_waiting_frames_are_bounded_in_size(api_server: GatewayServer) -> None:
+    """Behind a run, a frame that would take the waiting ones past 1 MiB is refused at once."""
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 4 seconds"}))
+        assert json.loads(await ws.recv())["event"] == "thread.run.created"
+        big = "[" + " " * 700_000 + "]"  # not a message: answered invalid_request in its turn
+        await ws.send(big)
+        await ws.send(big)
+        frames = []
+        while sum(f["event"] == "error" for f in frames) < 2:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+    names = [f["event"] for f in frames]
+    errors = [f["data"]["type"] for f in frames if f["event"] == "error"]
+    assert errors == ["rate_limited", "invalid_request"]
+    refused = next(f["data"]["message"] for f in frames if f["event"] == "error")
+    assert "over 1048576 characters" in refused
+    assert names.index("error") < names.index("done")  # refused at once, not after the run
+
+
+async def test_websocket_logs_do_not_name_the_previous_run(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A log line about a socket's second message never carries its first run's ids."""
+    server = gateway_server(api_manifests)
+    store = server.services.store
+    assert store is not None
+
+    async def broken(thread_id: str) -> None:
+        raise RuntimeError("the store broke")
+
+    capture = LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
+        await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        first_run = (await _until_done(ws))[0]["data"]
+        store.get_thread = broken  # type: ignore[method-assign]
+        await ws.send(json.dumps({"thread_id": first_run["thread_id"], "message": "again"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30))["event"] == "error"
+    logged = [e for e in capture.entries if e["event"] == "unhandled_error"]
+    assert len(logged) == 1
+    assert first_run["run_id"] not in json.dumps(logged[0], default=str)
 
 
 async def _until_done(ws: websockets.ClientConnection) -> list[dict[str, object]]:
@@ -365,6 +524,27 @@ def _deep(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
+def test_a_stream_resumed_right_after_its_error_event_gets_no_second_one(
+    gateway_server: ServerFactory, fake_llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Resumed from the id of a failed run's error event: run.failed and done, no error again."""
+    server = gateway_server(_remote_manifests(tmp_path, fake_llm.base_url))
+    fake_llm.fail_next(500, times=5)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        with connect_sse(c, "POST", "/chat", json={"message": "hi", "stream": True}) as source:
+            seen = []
+            for event in source.iter_sse():
+                seen.append(event)
+                if event.event == "error":
+                    break  # the connection drops right after the error
+        created = seen[0].json()
+        url = f"/threads/{created['thread_id']}/runs/{created['run_id']}/events"
+        with connect_sse(c, "GET", url, headers={"Last-Event-ID": seen[-1].id}) as source:
+            rest = [e.event for e in source.iter_sse()]
+    assert seen[-1].id == f"{created['run_id']}:2"  # the engine's own error event
+    assert rest == ["thread.run.failed", "metadata", "done"]
+
+
 async def test_json_nested_past_the_limit_is_a_400_on_every_route(
     api_server: GatewayServer,
 ) -> None:
@@ -408,3 +588,33 @@ async def test_json_nested_past_the_limit_is_a_400_on_every_route(
             assert reply["data"]["message"] == f"bad frame: {limit}"
         await ws.send(json.dumps({"message": "hi", "assistant": "helper"}))
         assert (await _until_done(ws))[-1]["event"] == "done"  # the socket lives on
+
+
+async def test_websocket_unexpected_error_is_logged_and_the_socket_stays_open(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """An unexpected exception starting a run is logged with its traceback and answered with
+    an internal_error event (no details); the socket stays open for the next message."""
+    server = gateway_server(api_manifests)
+    store = server.services.store
+    assert store is not None
+    real_get_thread = store.get_thread
+
+    async def broken(thread_id: str) -> None:
+        raise RuntimeError("password=hunter2 leaked from a driver")
+
+    store.get_thread = broken  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
+            await ws.send(json.dumps({"thread_id": "t1", "message": "hi"}))
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            store.get_thread = real_get_thread  # type: ignore[method-assign]
+            await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+            assert (await _until_done(ws))[-1]["event"] == "done"
+    assert frame["event"] == "error"
+    assert (frame["data"]["type"], frame["data"]["message"]) == ("internal_error", "internal error")
+    assert "hunter2" not in json.dumps(frame)
+    logged = [e for e in logs if e["event"] == "unhandled_error"]
+    assert len(logged) == 1
+    assert logged[0]["path"] == "/ws/chat"
+    assert isinstance(logged[0]["exc_info"], RuntimeError)
