@@ -2,7 +2,8 @@
 
 ``LOG_FORMAT=keyvalue`` (default, logfmt) or ``json``; ``LOGGING_LEVEL``.
 Tracebacks never show frame locals, and the HTTP clients' request lines (full
-URLs) are not logged below WARNING: either would print secrets. The
+URLs) are not logged below WARNING: either would print secrets. What a client
+sent wrong is not a server error (``_ClientFault``). The
 standard library's loggers (uvicorn, litestar) render through the same
 processors, so every line has one shape. Request-scoped ids
 (``correlation_id``, ``run_id``, ``thread_id``) are bound with
@@ -34,6 +35,29 @@ class _Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+class _ClientFault(logging.Filter):
+    """uvicorn's ERROR-with-traceback for what a client sent wrong, as one WARNING line.
+
+    A text frame that is not UTF-8 makes uvicorn's WebSocket protocol log
+    ``Invalid UTF-8 sequence received from client.`` at ERROR with a
+    ``UnicodeDecodeError`` traceback (then it closes the socket with 1007):
+    any client could write server errors, and page whoever watches them, at
+    will. It is the client's fault, and the access line says the rest.
+    """
+
+    CLIENT_FAULTS = ("Invalid UTF-8 sequence received from client.",)
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.getMessage() in self.CLIENT_FAULTS:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return record.levelno >= self.level
 
 
 def configure_logging(settings: Settings) -> None:
@@ -82,6 +106,10 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(level)
     # Our middleware writes the access line; uvicorn's own would be a duplicate.
     logging.getLogger("uvicorn.access").disabled = True
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    for old_filter in [f for f in uvicorn_errors.filters if isinstance(f, _ClientFault)]:
+        uvicorn_errors.removeFilter(old_filter)
+    uvicorn_errors.addFilter(_ClientFault(level))
     # The HTTP clients log every request's full URL at INFO: an inline http action's
     # query string carries its secrets, a provider's base_url may carry credentials.
     for client in _URL_LOGGERS:

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ServerFactory
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from gateway.testing.fake_openai import FakeOpenAI
 from tests._http import serving
@@ -134,3 +136,23 @@ def test_request_urls_with_secrets_are_not_logged(
     err = capsys.readouterr().err
     assert "tok-in-query-5521" not in err
     assert "pw-in-url-8812" not in err
+
+
+def test_a_client_sending_invalid_utf8_is_a_warning_not_a_server_error(
+    capsys: pytest.CaptureFixture[str], gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """A WebSocket text frame that is not UTF-8 made uvicorn log an ERROR with a traceback:
+    any client could fill the server's error log (and page its operator) at will. It is one
+    WARNING line without a traceback, and the client still gets 1007."""
+    server = gateway_server(api_manifests, env={"LOGGING_LEVEL": "INFO"})
+    with connect(f"{server.ws_url}/ws/chat") as ws:
+        ws.send(b'{"message": "\xff\xfe"}', text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+    server.stop()  # before capsys closes the stream the server logs to
+    err = capsys.readouterr().err
+    [line] = [x for x in err.splitlines() if "Invalid UTF-8" in x]
+    assert "level=warning" in line
+    assert "level=error" not in err
+    assert "Traceback" not in err
