@@ -207,16 +207,24 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     gets a ``rate_limited`` error event and starts no run. Messages are handled
     one at a time; while a run streams, the socket is still read, so a client
     that leaves is noticed at once (the run goes on) and the closing handshake
-    is answered.
+    is answered. When ``gateway serve`` shuts down, the socket's run ends first
+    (finished, or cancelled after ``GATEWAY_DRAIN_SECONDS``; its events end with
+    ``done``), then the server closes the socket with 1001 (going away).
     """
     cid = correlation_id_of(socket.scope)
     principal = principal_of(socket.scope)
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
+    services.open_sockets += 1
     incoming = asyncio.ensure_future(_receive(socket))
+    closing = asyncio.ensure_future(services.closing.wait())
     prepaid = True  # the handshake's rate-limit token pays for the first exchange
     try:
         while True:
+            await asyncio.wait({incoming, closing}, return_when=asyncio.FIRST_COMPLETED)
+            if closing.done():  # shutdown: the runs have ended (their ``done`` was sent)
+                await socket.close(code=1001, reason="the gateway is shutting down")
+                return
             try:
                 raw = await incoming
             except WebSocketDisconnect:
@@ -255,6 +263,8 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
                 return
     finally:
         incoming.cancel()
+        closing.cancel()
+        services.open_sockets -= 1
 
 
 async def _receive(socket: WebSocket[Any, Any, Any]) -> str | bytes:

@@ -1,0 +1,111 @@
+"""`gateway serve` stopped by a signal while runs stream: it drains, and clients see a clean end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from tests._serve import serve, wait_ready
+
+
+def _children(pid: int) -> set[int]:
+    """The direct children of ``pid`` (the sandbox's zygotes)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return {int(line) for line in found.stdout.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
+    api_manifests: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """On SIGTERM/SIGINT a short run finishes and a long one is cancelled after
+    GATEWAY_DRAIN_SECONDS: the SSE stream ends with `done` (it was cut mid-body after
+    uvicorn's 10 s), the WebSocket gets `done` then close 1001 (it got 1012 at once,
+    with no end of run), /ready is 503 and new runs are refused with 503 meanwhile,
+    the runs are stored finished, and no zygote or call directory is left."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"GATEWAY_DRAIN_SECONDS": "10", "TMPDIR": str(scratch)}
+    proc, url = serve(api_manifests, f"sqlite:///{tmp_path}/g.db", tmp_path, env)
+    sse: list[str] = []
+    ws: list[str] = []
+    closed: list[Any] = []
+    started = threading.Barrier(3, timeout=60)
+
+    def follow_sse() -> None:
+        body = {"assistant": "helper", "message": "wait 1 seconds (slow)", "stream": True}
+        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    sse.append(line.removeprefix("event: "))
+                    if sse[-1] == "thread.run.created":
+                        started.wait()
+
+    def follow_ws() -> None:
+        with ws_connect(f"{url.replace('http', 'ws', 1)}/ws/chat") as socket:
+            socket.send(json.dumps({"assistant": "helper", "message": "wait 120 seconds (slow)"}))
+            try:
+                while True:
+                    ws.append(json.loads(socket.recv(60))["event"])
+                    if ws[-1] == "thread.run.step.created":
+                        started.wait()
+            except ConnectionClosed as exc:
+                closed.append(exc.rcvd)
+
+    try:
+        wait_ready(proc, url)
+        zygotes = _children(proc.pid)
+        assert zygotes
+        threads = [threading.Thread(target=follow_sse), threading.Thread(target=follow_ws)]
+        for thread in threads:
+            thread.start()
+        started.wait()
+        proc.send_signal(stop)
+        # The 120 s run holds the drain open for GATEWAY_DRAIN_SECONDS (10 s); uvicorn
+        # notices the signal within 0.1 s.
+        deadline = time.monotonic() + 8
+        while (ready := httpx.get(f"{url}/ready", timeout=10)).status_code == 200:
+            assert time.monotonic() < deadline, "/ready stayed 200 after the signal"
+            time.sleep(0.05)
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["error"]["message"] == "the gateway is shutting down"
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        refused = httpx.post(
+            f"{url}/chat", json={"assistant": "other", "message": "hi"}, timeout=10
+        )
+        assert refused.status_code == 503, refused.text
+        assert "shutting down" in refused.json()["error"]["message"]
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+        for thread in threads:
+            thread.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sse[-3:] == ["thread.run.completed", "metadata", "done"], sse
+    assert ws[-3:] == ["thread.run.failed", "metadata", "done"], ws
+    assert closed and closed[0] is not None and closed[0].code == 1001, closed
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        statuses = sorted(status for (status,) in db.execute("SELECT status FROM runs"))
+    assert statuses == ["cancelled", "completed"]
+    assert not [pid for pid in zygotes if _alive(pid)]
+    assert list(scratch.iterdir()) == []
