@@ -10,6 +10,7 @@ import socket
 import sys
 from typing import cast
 
+import structlog
 import uvicorn
 from litestar import Litestar
 
@@ -18,6 +19,8 @@ from gateway.app import drain
 __all__ = ["run_server"]
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the server never started
+
+log = structlog.get_logger("gateway.serve")
 
 
 class _DrainingServer(uvicorn.Server):
@@ -39,10 +42,47 @@ class _DrainingServer(uvicorn.Server):
 def run_server(config: uvicorn.Config) -> None:
     """Serve until SIGTERM/SIGINT, as ``uvicorn.run`` does, draining first.
 
+    The port is bound before anything starts: a second gateway on a taken port
+    stops at once (one ``gateway.startup_failed`` line, exit 3) instead of first
+    opening the thread store, which with SQLite marked the running gateway's runs
+    in progress as failed (``interrupted``).
     Exits 3 when the server never started (its port taken, the lifespan failed).
     """
+    try:
+        sockets = _bind(config.host, config.port)
+    except OSError as exc:
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        where = f"{host}:{config.port}"
+        reason = exc.strerror or str(exc)
+        log.error("gateway.startup_failed", error=f"--port / GATEWAY_PORT: {where}: {reason}")
+        sys.exit(STARTUP_FAILURE)
     server = _DrainingServer(config)
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT, re-raised by uvicorn at the end
-        server.run()
+        server.run(sockets=sockets)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Bound (not yet listening) sockets for every address ``host`` resolves to, as
+    asyncio's ``create_server`` would make them; connections are refused until uvicorn
+    listens on them, after the lifespan started.
+
+    Raises:
+        OSError: the name does not resolve, or an address is in use or not ours.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets

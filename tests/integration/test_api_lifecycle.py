@@ -1,11 +1,14 @@
-"""`gateway serve` stopped by a signal while runs stream: it drains, and clients see a clean end."""
+"""`gateway serve` as a process: stopped by a signal while runs stream, it drains and clients
+see a clean end; a second one on a taken port stops at once without touching the first's runs."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -109,3 +112,52 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
     assert statuses == ["cancelled", "completed"]
     assert not [pid for pid in zygotes if _alive(pid)]
     assert list(scratch.iterdir()) == []
+
+
+def test_a_second_gateway_on_a_taken_port_stops_before_touching_the_store(
+    api_manifests: Path, tmp_path: Path
+) -> None:
+    """A second `gateway serve` on the port (and SQLite file) of a running one exits 3 with one
+    error line naming the address; it used to open the store first, marking the running
+    gateway's run in progress failed ("interrupted"), and only then fail to bind."""
+    database = f"sqlite:///{tmp_path}/g.db"
+    proc, url = serve(api_manifests, database, tmp_path)
+    sse: list[str] = []
+    started = threading.Event()
+
+    def follow_sse() -> None:
+        body = {"assistant": "helper", "message": "wait 10 seconds (slow)", "stream": True}
+        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    sse.append(line.removeprefix("event: "))
+                    if sse[-1] == "thread.run.step.created":
+                        started.set()
+
+    try:
+        wait_ready(proc, url)
+        follower = threading.Thread(target=follow_sse)
+        follower.start()
+        assert started.wait(60)
+        port = url.rpartition(":")[2]
+        env = {**os.environ, "GATEWAY_DATABASE_URL": database, "GATEWAY_WATCH": "false"}
+        for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "ENVIRONMENT"):
+            env.pop(var, None)
+        command = [sys.executable, "-c", "from gateway.cli import main; main()"]
+        command += ["serve", "--port", port, "--manifests", str(api_manifests)]
+        second = subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+        )
+        follower.join(60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert sse[-3:] == ["thread.run.completed", "metadata", "done"], sse
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        assert [status for (status,) in db.execute("SELECT status FROM runs")] == ["completed"]
+    log = second.stdout + second.stderr
+    assert second.returncode == 3, log
+    errors = [line for line in log.splitlines() if "level=error" in line]
+    assert len(errors) == 1, log
+    assert f"127.0.0.1:{port}: Address already in use" in errors[0]
+    assert "Traceback" not in log and "run.interrupted" not in log, log
