@@ -6,13 +6,17 @@ Imports uvicorn and ``gateway.app`` (for ``drain``); imported by ``serve`` only.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from typing import cast
 
 import structlog
 import uvicorn
 from litestar import Litestar
+from uvicorn.server import HANDLED_SIGNALS
 
 from gateway.app import drain
 
@@ -32,6 +36,21 @@ class _DrainingServer(uvicorn.Server):
     read, a traceback in the log); the runs were cancelled only after that.
     """
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's handlers for SIGINT/SIGTERM while serving, without raising the signal
+        again once the server stopped: a drained shutdown exits 0 (uvicorn's re-raised
+        SIGTERM killed the process, exit status 143 after a clean stop)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Drain, then uvicorn's shutdown (a second Ctrl-C skips the drain's wait)."""
         if not self.force_exit:
@@ -40,7 +59,7 @@ class _DrainingServer(uvicorn.Server):
 
 
 def run_server(config: uvicorn.Config) -> None:
-    """Serve until SIGTERM/SIGINT, as ``uvicorn.run`` does, draining first.
+    """Serve until SIGTERM/SIGINT, as ``uvicorn.run`` does, draining first; exit 0 after.
 
     The port is bound before anything starts: a second gateway on a taken port
     stops at once (one ``gateway.startup_failed`` line, exit 3) instead of first
@@ -57,8 +76,7 @@ def run_server(config: uvicorn.Config) -> None:
         log.error("gateway.startup_failed", error=f"--port / GATEWAY_PORT: {where}: {reason}")
         sys.exit(STARTUP_FAILURE)
     server = _DrainingServer(config)
-    with contextlib.suppress(KeyboardInterrupt):  # SIGINT, re-raised by uvicorn at the end
-        server.run(sockets=sockets)
+    server.run(sockets=sockets)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 
