@@ -36,7 +36,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
     api_manifests: Path, tmp_path: Path, stop: signal.Signals
 ) -> None:
@@ -83,6 +83,8 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
         for thread in threads:
             thread.start()
         started.wait()
+        # TMPDIR reaches the zygotes (they made their folders in /tmp, whatever it said).
+        assert any(path.name.startswith("gateway-sandbox-") for path in scratch.iterdir())
         proc.send_signal(stop)
         # The 120 s run holds the drain open for GATEWAY_DRAIN_SECONDS (10 s); uvicorn
         # notices the signal within 0.1 s.
