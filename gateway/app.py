@@ -123,9 +123,12 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             try:
-                await _start(services, stack)
+                await _start_unless_stopped(services, stack)
             except StartupFailed as exc:
-                log.error("gateway.startup_failed", error=exc.message)
+                if isinstance(exc, _StoppedDuringStartup):  # asked to stop: not an error
+                    log.info("gateway.startup_stopped")
+                else:
+                    log.error("gateway.startup_failed", error=exc.message)
                 app.state[_STARTUP_FAILURE] = exc.message  # the traceback is not logged
                 raise
             log.info(
@@ -212,6 +215,10 @@ class StartupFailed(GatewayError):
     type = "startup_failed"
 
 
+class _StoppedDuringStartup(StartupFailed):
+    """SIGTERM/SIGINT arrived while the gateway was starting: logged at info level."""
+
+
 class _Gateway(Litestar):
     """Litestar, minus the traceback of a start-up failure the gateway explained itself.
 
@@ -266,6 +273,28 @@ def _cors(settings: Settings) -> CORSConfig | None:
         expose_headers=["X-Correlation-ID", "Retry-After"],
         max_age=600,
     )
+
+
+async def _start_unless_stopped(services: Services, stack: contextlib.AsyncExitStack) -> None:
+    """``_start``, abandoned when ``services.stopping`` is set (SIGTERM/SIGINT meanwhile).
+
+    A start-up waiting up to 30 s for PostgreSQL otherwise held ``docker stop`` and
+    Ctrl-C until the wait ended. What had started is closed by ``stack``.
+
+    Raises:
+        StartupFailed: a dependency stayed unavailable, or the gateway was stopped.
+    """
+    start = asyncio.ensure_future(_start(services, stack))
+    stop = asyncio.ensure_future(services.stopping.wait())
+    try:
+        await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not start.done():
+        start.cancel()
+        await asyncio.gather(start, return_exceptions=True)
+        raise _StoppedDuringStartup("stopped (SIGTERM/SIGINT) during start-up")
+    start.result()
 
 
 async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:

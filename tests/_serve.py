@@ -15,11 +15,17 @@ __all__ = ["serve", "wait_ready"]
 
 
 def serve(
-    manifests: Path, database_url: str, cwd: Path, env: dict[str, str] | None = None
+    manifests: Path,
+    database_url: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    *,
+    capture: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `gateway serve` in its own session; returns the process and its base URL.
 
     No keys, no file watching, warnings only; ``env`` adds or overrides variables.
+    ``capture``: its log (stdout and stderr) goes to ``proc.stdout``.
     """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,7 +41,15 @@ def serve(
         env.pop(var, None)
     command = [sys.executable, "-c", "from gateway.cli import main; main()"]
     command += ["serve", "--port", str(port), "--manifests", str(manifests)]
-    proc = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
+    output = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+        stdout=output,
+        stderr=subprocess.STDOUT if capture else None,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -5,13 +5,15 @@ Imports uvicorn and ``gateway.app`` (for ``drain``); imported by ``serve`` only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Iterator
-from typing import cast
+from types import FrameType
+from typing import TYPE_CHECKING, cast
 
 import structlog
 import uvicorn
@@ -19,6 +21,9 @@ from litestar import Litestar
 from uvicorn.server import HANDLED_SIGNALS
 
 from gateway.app import drain
+
+if TYPE_CHECKING:
+    from gateway.api.services import Services
 
 __all__ = ["run_server"]
 
@@ -35,6 +40,23 @@ class _DrainingServer(uvicorn.Server):
     timeout, cut the SSE streams of runs still going mid-body (an incomplete chunked
     read, a traceback in the log); the runs were cancelled only after that.
     """
+
+    signalled = False  # a SIGTERM/SIGINT asked the server to stop
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's ``serve``, remembering its loop for ``handle_exit``."""
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """uvicorn's handler, also telling the gateway (``Services.stopping``): a start-up
+        still in progress (waiting for PostgreSQL) gives up at once."""
+        self.signalled = True
+        super().handle_exit(sig, frame)
+        services: Services = cast("Litestar", self.config.app).state["services"]
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(services.stopping.set)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -65,7 +87,8 @@ def run_server(config: uvicorn.Config) -> None:
     stops at once (one ``gateway.startup_failed`` line, exit 3) instead of first
     opening the thread store, which with SQLite marked the running gateway's runs
     in progress as failed (``interrupted``).
-    Exits 3 when the server never started (its port taken, the lifespan failed).
+    Exits 3 when the server never started (its port taken, the lifespan failed), 0
+    when it stopped by a signal, also during its start-up.
     """
     try:
         sockets = _bind(config.host, config.port)
@@ -76,8 +99,12 @@ def run_server(config: uvicorn.Config) -> None:
         log.error("gateway.startup_failed", error=f"--port / GATEWAY_PORT: {where}: {reason}")
         sys.exit(STARTUP_FAILURE)
     server = _DrainingServer(config)
-    server.run(sockets=sockets)
-    if not server.started:
+    try:
+        server.run(sockets=sockets)
+    except SystemExit:  # uvicorn's exit 3 when the lifespan start-up failed
+        if not server.signalled:
+            raise
+    if not server.started and not server.signalled:
         sys.exit(STARTUP_FAILURE)
 
 

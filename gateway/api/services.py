@@ -43,6 +43,8 @@ class Services:
         metrics: the Prometheus registry and its instruments.
         store / engine / runner / reloader: set on startup.
         load_error: why the first manifest load failed (for ``/ready``), if it did.
+        stopping: set when ``gateway serve`` got SIGTERM/SIGINT (a start-up in
+            progress gives up).
         closing: set once a shutdown drained the runs (``gateway.app.drain``): open
             WebSockets close with 1001 (going away).
         open_sockets: how many ``WS /ws/chat`` connections are being served.
@@ -59,6 +61,7 @@ class Services:
         self.reloader: Reloader | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
+        self.stopping = asyncio.Event()
         self.closing = asyncio.Event()
         self.open_sockets = 0
 

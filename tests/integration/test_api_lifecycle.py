@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -164,3 +165,35 @@ def test_a_second_gateway_on_a_taken_port_stops_before_touching_the_store(
     assert len(errors) == 1, log
     assert f"127.0.0.1:{port}: Address already in use" in errors[0]
     assert "Traceback" not in log and "run.interrupted" not in log, log
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_start_up_stops_it_at_once(
+    api_manifests: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGTERM/SIGINT while the start-up waits for an unreachable PostgreSQL stops it, exit 0;
+    the signal used to be held until the 30 s wait ended (`docker stop` then killed it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    database = f"postgresql://gw:pw@127.0.0.1:{port}/gw"
+    proc, _url = serve(api_manifests, database, tmp_path, {"LOGGING_LEVEL": "INFO"}, capture=True)
+    assert proc.stdout is not None
+    log = b""
+    try:
+        while b"event=store.unreachable" not in log:  # the start-up is waiting
+            line = proc.stdout.readline()
+            assert line, log.decode()
+            log += line
+        proc.send_signal(stop)
+        log += proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.decode()
+    assert "did not answer for 30 s" not in text, text
+    assert "attempt=4" not in text, text  # 3.5 s after the first: the wait went on
+    assert "event=gateway.startup_stopped" in text, text
+    assert "Traceback" not in text and "startup_failed" not in text, text
+    assert proc.returncode == 0, text
