@@ -14,13 +14,16 @@ A manifest set that does not load leaves the gateway up but not ready
 (``/ready`` is 503, chat routes answer 503) until a valid set arrives; a
 thread store that cannot open (unreachable, its migration blocked) fails the
 start-up with ``StartupFailed``: one logged line, no traceback.
-Shutdown closes everything in reverse.
+Shutdown closes everything in reverse. Before it, ``gateway serve`` calls
+``drain`` on SIGTERM/SIGINT (see its docstring): runs get
+``GATEWAY_DRAIN_SECONDS`` to finish and their clients a clean end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import cast
 
@@ -63,7 +66,7 @@ from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings, SettingsError
 from gateway.store import open_store
 
-__all__ = ["StartupFailed", "create_app"]
+__all__ = ["StartupFailed", "create_app", "drain"]
 
 log = structlog.get_logger("gateway.app")
 
@@ -121,9 +124,12 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             try:
-                await _start(services, stack)
+                await _start_unless_stopped(services, stack)
             except StartupFailed as exc:
-                log.error("gateway.startup_failed", error=exc.message)
+                if isinstance(exc, _StoppedDuringStartup):  # asked to stop: not an error
+                    log.info("gateway.startup_stopped")
+                else:
+                    log.error("gateway.startup_failed", error=exc.message)
                 app.state[_STARTUP_FAILURE] = exc.message  # the traceback is not logged
                 raise
             log.info(
@@ -175,6 +181,30 @@ def create_app(settings: Settings) -> Litestar:
 
 _STARTUP_FAILURE = "gateway.startup_failure"
 
+# How long open WebSockets get to send their 1001 close frame once the runs have ended.
+_SOCKETS_CLOSE_SECONDS = 2.0
+
+
+async def drain(app: Litestar, *, forced: Callable[[], bool] = lambda: False) -> None:
+    """The graceful half of a shutdown, run before the server closes its connections.
+
+    While it runs the port still answers: ``/ready`` is 503 (load balancers stop
+    sending traffic), new runs are refused with 503 ``not_ready``, ``/health``
+    and reads keep working. Runs in progress get ``GATEWAY_DRAIN_SECONDS`` to
+    finish, then are cancelled (stored as ``cancelled``), so every SSE stream
+    and WebSocket following one gets the run's last events and ``done``; then
+    each ``WS /ws/chat`` closes with 1001 (going away). ``forced()`` true (a
+    second Ctrl-C) skips the wait.
+    """
+    services: Services = app.state["services"]
+    if services.engine is not None:
+        log.info("gateway.draining", runs=services.engine.active_runs)
+        await services.engine.drain(services.settings.drain_seconds, forced=forced)
+    services.closing.set()
+    until = asyncio.get_running_loop().time() + _SOCKETS_CLOSE_SECONDS
+    while services.open_sockets and asyncio.get_running_loop().time() < until and not forced():
+        await asyncio.sleep(0.01)  # each socket's handler sends its close frame and returns
+
 
 class StartupFailed(GatewayError):
     """A dependency the gateway cannot serve without stayed unavailable at start-up.
@@ -184,6 +214,10 @@ class StartupFailed(GatewayError):
     """
 
     type = "startup_failed"
+
+
+class _StoppedDuringStartup(StartupFailed):
+    """SIGTERM/SIGINT arrived while the gateway was starting: logged at info level."""
 
 
 class _Gateway(Litestar):
@@ -241,6 +275,28 @@ def _cors(settings: Settings) -> CORSConfig | None:
         expose_headers=["X-Correlation-ID", "Retry-After", "X-Should-Retry"],
         max_age=600,
     )
+
+
+async def _start_unless_stopped(services: Services, stack: contextlib.AsyncExitStack) -> None:
+    """``_start``, abandoned when ``services.stopping`` is set (SIGTERM/SIGINT meanwhile).
+
+    A start-up waiting up to 30 s for PostgreSQL otherwise held ``docker stop`` and
+    Ctrl-C until the wait ended. What had started is closed by ``stack``.
+
+    Raises:
+        StartupFailed: a dependency stayed unavailable, or the gateway was stopped.
+    """
+    start = asyncio.ensure_future(_start(services, stack))
+    stop = asyncio.ensure_future(services.stopping.wait())
+    try:
+        await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not start.done():
+        start.cancel()
+        await asyncio.gather(start, return_exceptions=True)
+        raise _StoppedDuringStartup("stopped (SIGTERM/SIGINT) during start-up")
+    start.result()
 
 
 async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:

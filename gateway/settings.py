@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sandbox_user: Literal["auto", "own", "root"] = "auto"
     reload_debounce_ms: int = 50
     run_lease: float = 30.0  # seconds; gateway.store.base.DEFAULT_LEASE_SECONDS
+    # On SIGTERM/SIGINT, how long runs in progress may take to finish before they are cancelled.
+    drain_seconds: float = 5.0
     event_flush_ms: int = 100  # shared store: a running run's events are stored this often
     gateway_root: Path | None = None
     rate_limit: float = 0.0
@@ -239,6 +241,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", _non_negative(int)),
     "GATEWAY_EVENT_FLUSH_MS": ("event_flush_ms", _non_negative(int)),
     "GATEWAY_RUN_LEASE": ("run_lease", _positive(float)),
+    "GATEWAY_DRAIN_SECONDS": ("drain_seconds", _non_negative(float)),
     "GATEWAY_RATE_LIMIT": ("rate_limit", _non_negative(float)),
     "GATEWAY_RATE_LIMIT_BURST": ("rate_limit_burst", _non_negative(int)),
     # The same ranges as an assistant's ``history`` (gateway.manifests.model.History).

@@ -33,14 +33,16 @@ def serve_command(host: str | None, port: int | None, manifests_dir: str | None)
     """Serve the assistants over HTTP, SSE, WebSocket and the OpenAI-compatible API.
 
     Loads the manifests, watches them for changes (GATEWAY_WATCH) and serves
-    until SIGINT/SIGTERM; SIGHUP reloads. Every other setting comes from the
-    environment (see the README's Settings table).
+    until SIGINT/SIGTERM, then drains: runs get GATEWAY_DRAIN_SECONDS to finish
+    (then are cancelled) and their clients a clean end; SIGHUP reloads. Every
+    other setting comes from the environment (see the README's Settings table).
     """
     from pathlib import Path
 
     import msgspec
     import uvicorn
 
+    from gateway._cli._serving import run_server
     from gateway.app import create_app
     from gateway.settings import SettingsError
 
@@ -65,7 +67,7 @@ def serve_command(host: str | None, port: int | None, manifests_dir: str | None)
         app = create_app(settings)
     except SettingsError as exc:  # e.g. ENVIRONMENT=production without keys
         raise click.ClickException(str(exc)) from None
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -77,6 +79,7 @@ def serve_command(host: str | None, port: int | None, manifests_dir: str | None)
         ws_max_size=settings.max_body_bytes,  # at least 1 (settings refuse 0)
         timeout_graceful_shutdown=10,
     )
+    run_server(config)
 
 
 @click.command("chat", short_help="Chat in the terminal with an assistant of a running gateway.")

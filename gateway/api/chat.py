@@ -278,14 +278,14 @@ class _Inbox:
             "wait for its done"
         )
 
-    async def next(self, reader: asyncio.Future[None]) -> str | bytes | None:
-        """The next waiting frame; None once ``reader`` ended (the client left) and
-        nothing is waiting."""
+    async def next(self, *stops: asyncio.Future[Any]) -> str | bytes | None:
+        """The next waiting frame; None once one of ``stops`` ended (the reader: the
+        client left; the gateway shutting down) and nothing is waiting."""
         if self._queue.empty():
-            if reader.done():
+            if any(stop.done() for stop in stops):
                 return None
             getter = asyncio.ensure_future(self._queue.get())
-            either: set[asyncio.Future[Any]] = {getter, reader}
+            either: set[asyncio.Future[Any]] = {getter, *stops}
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
@@ -313,18 +313,25 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     frame left unread makes uvicorn stop reading the socket, pongs included,
     and its keepalive would close a socket busy with a long run (1011); and a
     client that leaves is noticed at once (the run goes on) and its closing
-    handshake answered.
+    handshake answered. When ``gateway serve`` shuts down, the socket's run ends
+    first (finished, or cancelled after ``GATEWAY_DRAIN_SECONDS``; its events end
+    with ``done``), then the server closes the socket with 1001 (going away).
     """
     cid = correlation_id_of(socket.scope)
     principal = principal_of(socket.scope)
     subprotocol = socket.scope.get("state", {}).get(SUBPROTOCOL_KEY)
     await socket.accept(subprotocols=subprotocol)
+    services.open_sockets += 1
     inbox = _Inbox()
     reader = asyncio.ensure_future(_read_frames(socket, inbox, cid))
+    closing = asyncio.ensure_future(services.closing.wait())
     prepaid = True  # the handshake's rate-limit token pays for the first exchange
     try:
         while True:
-            raw = await inbox.next(reader)
+            raw = await inbox.next(reader, closing)
+            if closing.done():  # shutdown: the runs have ended (their ``done`` was sent)
+                await socket.close(code=1001, reason="the gateway is shutting down")
+                return
             if raw is None:
                 return
             # Every frame pays, a bad one too: answering it costs as much as a refusal.
@@ -372,6 +379,8 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
     except (WebSocketDisconnect, OSError):  # an error event for a client that just left
         return
     finally:
+        closing.cancel()
+        services.open_sockets -= 1
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader

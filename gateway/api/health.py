@@ -3,6 +3,8 @@
 ``/health`` is liveness (the process answers); ``/ready`` is 200 only when a
 valid manifest set is loaded and the store answers, else 503 with the error
 body, so a load balancer sends traffic only to replicas that can serve it.
+While ``gateway serve`` drains on SIGTERM/SIGINT ``/ready`` is 503 and
+``/health`` stays 200.
 Imports ``gateway.api.*``.
 """
 
@@ -61,7 +63,8 @@ async def health() -> HealthBody:
     responses={503: ResponseSpec(ErrorBody, description="No valid manifest set, or store down")},
 )
 async def ready(request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
-    """200 when a valid manifest set is loaded and the store answers, else 503."""
+    """200 when a valid manifest set is loaded and the store answers, else 503 (also while
+    the gateway drains its runs on shutdown)."""
     catalog = services.catalog_ref.current
     store_ok = False
     if services.store is not None:
@@ -69,10 +72,13 @@ async def ready(request: Request[Any, Any, Any], services: ServicesDep) -> Respo
             store_ok = await services.store.ping()
         except Exception:  # a store that raises is a store that does not answer
             store_ok = False
-    if catalog is not None and store_ok and services.engine is not None:
+    draining = services.engine is not None and services.engine.draining
+    if catalog is not None and store_ok and services.engine is not None and not draining:
         return Response(ReadyBody(status="ready", manifest_version=catalog.version, store=True))
     reason = (
-        "no valid manifest set is loaded"
+        "the gateway is shutting down"
+        if draining
+        else "no valid manifest set is loaded"
         if catalog is None
         else "the thread store does not answer"
         if not store_ok

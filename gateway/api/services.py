@@ -11,6 +11,7 @@ store, runner and reloader.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,11 @@ class Services:
         metrics: the Prometheus registry and its instruments.
         store / engine / runner / reloader: set on startup.
         load_error: why the first manifest load failed (for ``/ready``), if it did.
+        stopping: set when ``gateway serve`` got SIGTERM/SIGINT (a start-up in
+            progress gives up).
+        closing: set once a shutdown drained the runs (``gateway.app.drain``): open
+            WebSockets close with 1001 (going away).
+        open_sockets: how many ``WS /ws/chat`` connections are being served.
     """
 
     def __init__(self, settings: Settings, keys: KeyRing) -> None:
@@ -55,6 +61,9 @@ class Services:
         self.reloader: Reloader | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self.closing = asyncio.Event()
+        self.open_sockets = 0
 
     def catalog(self) -> Catalog:
         """The live catalog, read once per request.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -95,6 +95,7 @@ class Engine:
         self._finished: OrderedDict[str, RunLog] = OrderedDict()
         self._following: dict[str, RunLog] = {}  # run id -> log, while followed from here
         self._background: set[asyncio.Task[None]] = set()
+        self._draining = False  # set by ``drain``: no new run starts
         # Only another replica reads the batches: an embedded store keeps just the final log.
         flush_ms = settings.event_flush_ms if store.shared else 0
         self._flush_interval = max(flush_ms, 0) / 1000
@@ -112,6 +113,35 @@ class Engine:
                 _logger.warning("run.interrupted", run_id=run.id, thread_id=run.thread_id)
         if self._lease_task is None:
             self._lease_task = asyncio.create_task(self._renew_leases(), name="leases")
+
+    @property
+    def draining(self) -> bool:
+        """True once ``drain`` began: new runs are refused (``NotReady``, 503)."""
+        return self._draining
+
+    async def drain(self, timeout: float, *, forced: Callable[[], bool] = lambda: False) -> None:
+        """Refuse new runs, let the running ones finish for up to ``timeout`` seconds,
+        then cancel the rest and wait until each has stored its outcome.
+
+        The graceful half of a shutdown (``gateway serve`` calls it on SIGTERM/SIGINT,
+        before it closes connections): a run that ends here ends its log as usual
+        (``thread.run.completed`` or ``thread.run.failed`` ``cancelled``, then
+        ``done``), so its SSE and WebSocket clients see a clean end, never a reset.
+        ``forced()`` true (a second Ctrl-C) stops the wait at once.
+        """
+        self._draining = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (runs := [handle.task for handle in self._live.values()]) and not forced():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(runs, timeout=min(left, 0.1))
+        runs = [handle.task for handle in self._live.values()]
+        if runs:
+            _logger.warning("run.drain_cancelled", runs=len(runs), drain_seconds=timeout)
+        for task in runs:
+            task.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Cancel every run still going and wait until each has stored its outcome."""
@@ -161,6 +191,10 @@ class Engine:
                     handle.task.cancel()
 
     # -- threads and runs ---------------------------------------------------------
+
+    def _refuse_when_draining(self) -> None:
+        if self._draining:
+            raise NotReady("the gateway is shutting down; retry on another replica or later")
 
     def _current(self) -> Catalog:
         catalog = self._catalog.current
@@ -214,6 +248,7 @@ class Engine:
         """
         if not message.strip():
             raise InvalidInput("message must not be empty", field="message")
+        self._refuse_when_draining()
         catalog = self._current()
         new_thread: ThreadRecord | None = None
         if thread_id in (None, "new"):
@@ -290,6 +325,7 @@ class Engine:
         """
         if not messages:
             raise InvalidInput("messages must not be empty", field="messages")
+        self._refuse_when_draining()
         catalog = self._current()
         found = self._assistant(catalog, assistant)
         spec = RunSpec(

@@ -33,6 +33,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,9 @@ class Supervisor:
         try:
             proc = subprocess.Popen(
                 [self._python, "-I", "-B", "-c", BOOT, str(child.fileno()), package_parent],
-                env=dict(MINIMAL_ENV),
+                # TMPDIR (as Python resolves it: TMPDIR, TEMP, TMP, else /tmp) is where the
+                # zygote makes its private folder for the calls' working directories.
+                env={**MINIMAL_ENV, "TMPDIR": tempfile.gettempdir()},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(child.fileno(),),

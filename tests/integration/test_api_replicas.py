@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,46 +20,12 @@ from httpx_sse import connect_sse
 
 from gateway.testing.fake_openai import FakeOpenAI
 from tests._pg import pg_url
+from tests._serve import serve, wait_ready
 
 pytestmark = pytest.mark.postgres
 
 LEASE = 0.5
-
-
-def _serve(
-    manifests: Path, database_url: str, cwd: Path, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `gateway serve` in its own session; returns the process and its base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_RUN_LEASE": str(LEASE),
-        "GATEWAY_WATCH": "false",
-        "LOGGING_LEVEL": "WARNING",
-        **(env or {}),
-    }
-    for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "ENVIRONMENT", "GATEWAY_MANIFESTS"):
-        env.pop(var, None)
-    command = [sys.executable, "-c", "from gateway.cli import main; main()"]
-    command += ["serve", "--port", str(port), "--manifests", str(manifests)]
-    proc = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, "serve exited"
-        assert time.monotonic() < deadline, "serve did not become ready"
-        time.sleep(0.05)
+_LEASE_ENV = {"GATEWAY_RUN_LEASE": str(LEASE)}
 
 
 @pytest.fixture
@@ -82,11 +45,11 @@ def test_a_replica_killed_mid_run_frees_its_thread_after_the_lease(
 ) -> None:
     """SIGKILL replica A mid-run: B refuses the thread until A's lease lapses, then runs on it,
     and A's run reads as failed (interrupted)."""
-    a, a_url = _serve(api_manifests, shared_database, tmp_path)
-    b, b_url = _serve(api_manifests, shared_database, tmp_path)
+    a, a_url = serve(api_manifests, shared_database, tmp_path, _LEASE_ENV)
+    b, b_url = serve(api_manifests, shared_database, tmp_path, _LEASE_ENV)
     try:
-        _wait_ready(a, a_url)
-        _wait_ready(b, b_url)
+        wait_ready(a, a_url)
+        wait_ready(b, b_url)
         ids: dict[str, str] = {}
         body = {"assistant": "helper", "message": "please wait 20 seconds (slow)", "stream": True}
         with httpx.stream("POST", f"{a_url}/chat", json=body, timeout=30) as stream:
@@ -185,12 +148,12 @@ def test_a_run_on_one_replica_is_followed_live_from_the_other(
         fake.delay(0, between_chunks=0.1)  # 40 deltas: about 4 s of streaming
         fake.add_text(" ".join(f"word{n}" for n in range(40)))
         manifests = _fake_manifests(tmp_path, fake.base_url)
-        env = {"GATEWAY_EVENT_FLUSH_MS": "50"}
-        a, a_url = _serve(manifests, shared_database, tmp_path, env)
-        b, b_url = _serve(manifests, shared_database, tmp_path, env)
+        env = {"GATEWAY_EVENT_FLUSH_MS": "50", **_LEASE_ENV}
+        a, a_url = serve(manifests, shared_database, tmp_path, env)
+        b, b_url = serve(manifests, shared_database, tmp_path, env)
         try:
-            _wait_ready(a, a_url)
-            _wait_ready(b, b_url)
+            wait_ready(a, a_url)
+            wait_ready(b, b_url)
             on_a: list[Frame] = []
             created = threading.Event()
 

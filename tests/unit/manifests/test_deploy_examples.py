@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from gateway.manifests.loader import load_catalog
+from gateway.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
@@ -49,3 +50,32 @@ def test_compose_runs_the_gateway_on_postgres() -> None:
     assert gateway["environment"]["GATEWAY_DATABASE_URL"].startswith("postgresql://")
     assert "@postgres:5432/" in gateway["environment"]["GATEWAY_DATABASE_URL"]
     assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def _seconds(value: str | int) -> int:
+    return int(str(value).removesuffix("s"))
+
+
+def test_kubernetes_gives_a_pod_time_to_drain() -> None:
+    """A rollout neither routes requests to a closed port (preStop wait while the Service
+    drops the pod) nor kills the gateway mid-drain (grace >= wait + drain + 10 s to close),
+    and a slow start-up (PostgreSQL wait, 30 s) is not taken for a dead process."""
+    deployment, _service = _docs("k8s/deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    gateway = {c["name"]: c for c in pod["containers"]}["gateway"]
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    drain = float(env.get("GATEWAY_DRAIN_SECONDS", Settings().drain_seconds))
+    command = gateway["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] >= int(command[1]) + drain + 10
+    startup = gateway["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health"
+    assert startup["periodSeconds"] * startup["failureThreshold"] > 30
+
+
+def test_compose_gives_the_gateway_time_to_drain() -> None:
+    """`docker compose stop` waits longer than the drain plus closing (Docker's 10 s did not)."""
+    (compose,) = _docs("docker-compose.yml")
+    gateway = compose["services"]["gateway"]
+    drain = float(gateway["environment"].get("GATEWAY_DRAIN_SECONDS", Settings().drain_seconds))
+    assert _seconds(gateway["stop_grace_period"]) >= drain + 10

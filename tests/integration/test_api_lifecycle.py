@@ -1,0 +1,199 @@
+"""`gateway serve` as a process: stopped by a signal while runs stream, it drains and clients
+see a clean end; a second one on a taken port stops at once without touching the first's runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+from tests._serve import serve, wait_ready
+
+
+def _children(pid: int) -> set[int]:
+    """The direct children of ``pid`` (the sandbox's zygotes)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return {int(line) for line in found.stdout.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
+    api_manifests: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """On SIGTERM/SIGINT a short run finishes and a long one is cancelled after
+    GATEWAY_DRAIN_SECONDS: the SSE stream ends with `done` (it was cut mid-body after
+    uvicorn's 10 s), the WebSocket gets `done` then close 1001 (it got 1012 at once,
+    with no end of run), /ready is 503 and new runs are refused with 503 meanwhile,
+    the runs are stored finished, no zygote or call directory is left, and the exit
+    status is 0 (SIGTERM was raised again after the drain: killed, 143)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"GATEWAY_DRAIN_SECONDS": "10", "TMPDIR": str(scratch)}
+    proc, url = serve(api_manifests, f"sqlite:///{tmp_path}/g.db", tmp_path, env)
+    sse: list[str] = []
+    ws: list[str] = []
+    closed: list[Any] = []
+    started = threading.Barrier(3, timeout=60)
+
+    def follow_sse() -> None:
+        body = {"assistant": "helper", "message": "wait 1 seconds (slow)", "stream": True}
+        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    sse.append(line.removeprefix("event: "))
+                    if sse[-1] == "thread.run.created":
+                        started.wait()
+
+    def follow_ws() -> None:
+        with ws_connect(f"{url.replace('http', 'ws', 1)}/ws/chat") as socket:
+            socket.send(json.dumps({"assistant": "helper", "message": "wait 120 seconds (slow)"}))
+            try:
+                while True:
+                    ws.append(json.loads(socket.recv(60))["event"])
+                    if ws[-1] == "thread.run.step.created":
+                        started.wait()
+            except ConnectionClosed as exc:
+                closed.append(exc.rcvd)
+
+    try:
+        wait_ready(proc, url)
+        zygotes = _children(proc.pid)
+        assert zygotes
+        threads = [threading.Thread(target=follow_sse), threading.Thread(target=follow_ws)]
+        for thread in threads:
+            thread.start()
+        started.wait()
+        # TMPDIR reaches the zygotes (they made their folders in /tmp, whatever it said).
+        assert any(path.name.startswith("gateway-sandbox-") for path in scratch.iterdir())
+        proc.send_signal(stop)
+        # The 120 s run holds the drain open for GATEWAY_DRAIN_SECONDS (10 s); uvicorn
+        # notices the signal within 0.1 s.
+        deadline = time.monotonic() + 8
+        while (ready := httpx.get(f"{url}/ready", timeout=10)).status_code == 200:
+            assert time.monotonic() < deadline, "/ready stayed 200 after the signal"
+            time.sleep(0.05)
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["error"]["message"] == "the gateway is shutting down"
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        refused = httpx.post(
+            f"{url}/chat", json={"assistant": "other", "message": "hi"}, timeout=10
+        )
+        assert refused.status_code == 503, refused.text
+        assert "shutting down" in refused.json()["error"]["message"]
+        assert proc.wait(60) == 0  # SIGTERM was re-raised after the drain: -15 (143)
+        for thread in threads:
+            thread.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sse[-3:] == ["thread.run.completed", "metadata", "done"], sse
+    assert ws[-3:] == ["thread.run.failed", "metadata", "done"], ws
+    assert closed and closed[0] is not None and closed[0].code == 1001, closed
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        statuses = sorted(status for (status,) in db.execute("SELECT status FROM runs"))
+    assert statuses == ["cancelled", "completed"]
+    assert not [pid for pid in zygotes if _alive(pid)]
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_second_gateway_on_a_taken_port_stops_before_touching_the_store(
+    api_manifests: Path, tmp_path: Path
+) -> None:
+    """A second `gateway serve` on the port (and SQLite file) of a running one exits 3 with one
+    error line naming the address; it used to open the store first, marking the running
+    gateway's run in progress failed ("interrupted"), and only then fail to bind."""
+    database = f"sqlite:///{tmp_path}/g.db"
+    proc, url = serve(api_manifests, database, tmp_path)
+    sse: list[str] = []
+    started = threading.Event()
+
+    def follow_sse() -> None:
+        body = {"assistant": "helper", "message": "wait 10 seconds (slow)", "stream": True}
+        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    sse.append(line.removeprefix("event: "))
+                    if sse[-1] == "thread.run.step.created":
+                        started.set()
+
+    try:
+        wait_ready(proc, url)
+        follower = threading.Thread(target=follow_sse)
+        follower.start()
+        assert started.wait(60)
+        port = url.rpartition(":")[2]
+        env = {**os.environ, "GATEWAY_DATABASE_URL": database, "GATEWAY_WATCH": "false"}
+        for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "ENVIRONMENT"):
+            env.pop(var, None)
+        command = [sys.executable, "-c", "from gateway.cli import main; main()"]
+        command += ["serve", "--port", port, "--manifests", str(api_manifests)]
+        second = subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+        )
+        follower.join(60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert sse[-3:] == ["thread.run.completed", "metadata", "done"], sse
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        assert [status for (status,) in db.execute("SELECT status FROM runs")] == ["completed"]
+    log = second.stdout + second.stderr
+    assert second.returncode == 3, log
+    errors = [line for line in log.splitlines() if "level=error" in line]
+    assert len(errors) == 1, log
+    assert f"127.0.0.1:{port}: Address already in use" in errors[0]
+    assert "Traceback" not in log and "run.interrupted" not in log, log
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_start_up_stops_it_at_once(
+    api_manifests: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGTERM/SIGINT while the start-up waits for an unreachable PostgreSQL stops it, exit 0;
+    the signal used to be held until the 30 s wait ended (`docker stop` then killed it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    database = f"postgresql://gw:pw@127.0.0.1:{port}/gw"
+    proc, _url = serve(api_manifests, database, tmp_path, {"LOGGING_LEVEL": "INFO"}, capture=True)
+    assert proc.stdout is not None
+    log = b""
+    try:
+        while b"event=store.unreachable" not in log:  # the start-up is waiting
+            line = proc.stdout.readline()
+            assert line, log.decode()
+            log += line
+        proc.send_signal(stop)
+        log += proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.decode()
+    assert "did not answer for 30 s" not in text, text
+    assert "attempt=4" not in text, text  # 3.5 s after the first: the wait went on
+    assert "event=gateway.startup_stopped" in text, text
+    assert "Traceback" not in text and "startup_failed" not in text, text
+    assert proc.returncode == 0, text
