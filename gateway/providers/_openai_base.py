@@ -25,8 +25,8 @@ retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
 Every failure ends as ``ProviderError`` whose message names the provider and
-what went wrong, with keys redacted (``api_key``, and the values of
-``default_headers`` named like credentials).
+what went wrong, with keys redacted (``api_key``, the user and password in
+``base_url``, and the values of ``default_headers`` named like credentials).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import contextlib
 import json
 import random
 import re
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
@@ -264,10 +265,19 @@ class OpenAIProvider:
         return text[:300]
 
     def _secrets(self) -> list[str]:
-        """The key, and the values of headers named like credentials (Azure's ``api-key``,
+        """The key, the user and password of ``base_url`` (``https://user:pass@proxy/v1``,
+        ``https://TOKEN@host/v1``: proxies echo the URL they were called with), and the
+        values of headers named like credentials (Azure's ``api-key``,
         ``Authorization``...), longest first; shorter than 6 characters are placeholders,
         and would mangle text."""
         found = [self.config.api_key or ""]
+        url = urllib.parse.urlsplit(self.config.base_url or "")
+        found += [
+            unquoted
+            for part in (url.username, url.password)
+            if part
+            for unquoted in (part, urllib.parse.unquote(part))
+        ]
         for name, value in self.config.default_headers.items():
             if _SECRET_HEADER.search(name):
                 found += [value, *value.split()[-1:]]  # "Bearer KEY": KEY alone too

@@ -518,3 +518,32 @@ async def test_a_key_sent_as_a_header_is_redacted_too(fake: FakeOpenAI) -> None:
     assert fake.model_requests()[0].headers["api-key"] == "azurekey0123456789"
     assert "azurekey0123456789" not in info.value.message
     assert "(support team)" in info.value.message  # other header values are left alone
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_credentials_in_the_base_url_are_redacted(fake: FakeOpenAI, api: str) -> None:
+    """A password or token in base_url's userinfo is hidden from errors like api_key is.
+
+    Proxies in front of a model (LiteLLM, a corporate proxy) echo the URL they
+    were called with, credentials included, in their error messages.
+    """
+    base_url = fake.base_url.replace("://", "://proxyuser:hunter2secret@")
+    token_url = fake.base_url.replace("://", "://ghp_tokenuser0123456@")
+    fake.fail_next(502, message=f"upstream failed for {base_url} (password hunter2secret)")
+    fake.fail_stream_after(0, message=f"refused {token_url}")
+    messages = []
+    for url in (base_url, token_url):
+        config = ProviderConfig(
+            name="proxy", base_url=url, api_key="test-key-123456", max_retries=0
+        )
+        provider = API_KINDS[api](config)
+        try:
+            with pytest.raises(ProviderError) as info:
+                await _collect(provider)
+        finally:
+            await provider.aclose()
+        messages.append(info.value.message)
+    assert len(fake.model_requests()) == 2  # both reached the server
+    assert "hunter2secret" not in messages[0] and "upstream failed for" in messages[0]
+    assert "ghp_tokenuser0123456" not in messages[1] and "[redacted]" in messages[1]
+    assert "[redacted]@127.0.0.1" in messages[0]  # where it failed is still said
