@@ -46,10 +46,11 @@ from openai._types import RequestOptions
 
 from gateway._registry import add_class
 from gateway.errors import ProviderError
-from gateway.providers.base import ModelEvent, ModelRequest
+from gateway.providers.base import ModelDone, ModelEvent, ModelRequest, Usage
 
 __all__ = [
     "API_KINDS",
+    "MAX_ANSWER_CHARS",
     "IncompleteStream",
     "OpenAIProvider",
     "ProviderConfig",
@@ -59,6 +60,15 @@ __all__ = [
 ]
 
 log = structlog.get_logger("gateway.providers")
+
+MAX_ANSWER_CHARS = 2_000_000
+"""How many characters of text and tool-call arguments one answer may stream.
+
+Far above what any model writes in one answer (128k output tokens are about
+500,000 characters), so only a runaway stream meets it: a local server
+generating forever (no token limit, a model in a loop) or a broken proxy.
+Without it such an answer grew in memory, in the run's log and in the store,
+and held its thread (409) for as long as the server went on."""
 
 _INITIAL_DELAY = 0.5
 _MAX_DELAY = 8.0
@@ -71,7 +81,15 @@ _BEARER: RequestOptions = {"security": {"bearer_auth": True}}
 class ProviderConfig:
     """How to reach one model server (built from a manifest or the settings)."""
 
-    __slots__ = ("api_key", "base_url", "default_headers", "max_retries", "name", "timeout")
+    __slots__ = (
+        "api_key",
+        "base_url",
+        "default_headers",
+        "max_answer_chars",
+        "max_retries",
+        "name",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -82,14 +100,21 @@ class ProviderConfig:
         timeout: float = 60.0,
         max_retries: int = 2,
         default_headers: dict[str, str] | None = None,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
     ) -> None:
-        """Describe a server; ``base_url`` None means OpenAI's own endpoint."""
+        """Describe a server; ``base_url`` None means OpenAI's own endpoint.
+
+        ``max_answer_chars``: one answer's text and tool-call arguments together;
+        past it the stream is closed and the answer ends cut (``finish_reason``
+        ``length``), see ``MAX_ANSWER_CHARS``.
+        """
         self.name = name
         self.base_url = base_url
         self.api_key = api_key
         self.timeout = timeout
         self.max_retries = max_retries
         self.default_headers = dict(default_headers or {})
+        self.max_answer_chars = max_answer_chars
 
 
 class IncompleteStream(Exception):
@@ -114,6 +139,9 @@ class StreamFailed(Exception):
 
 class StreamReader(Protocol):
     """Turns one call's streamed items into model events."""
+
+    size: int
+    """Characters of text and tool-call arguments read so far (``max_answer_chars``)."""
 
     def feed(self, item: Any) -> list[ModelEvent]:
         """The events one streamed item carries (raises ``StreamFailed`` on an error item)."""
@@ -211,12 +239,23 @@ class OpenAIProvider:
         except openai.OpenAIError as exc:
             raise _RequestFailed(exc) from None
         reader = self._reader()
+        limit = self.config.max_answer_chars
         try:
             # Read to the end even after the final item: a fully read response
             # returns its connection to the pool for the next call.
             async for item in stream:
                 for event in reader.feed(item):
                     yield event
+                if reader.size > limit:
+                    # A runaway answer: closing the stream (``finally``) stops the server
+                    # generating; it ends as cut by a token limit, its tool calls unrun.
+                    log.warning(
+                        "provider answer over max_answer_chars; cut",
+                        provider=self.name,
+                        max_answer_chars=limit,
+                    )
+                    yield ModelDone(Usage(), "length")
+                    return
         except json.JSONDecodeError:
             # The SDK parses each ``data:`` line with ``json.loads`` and lets this escape.
             raise StreamFailed("the stream carried malformed JSON") from None

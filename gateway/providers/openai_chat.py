@@ -115,6 +115,7 @@ class _ChunkReader:
         self.assembler = ToolCallAssembler()
         self.usage = Usage()
         self.finish_reason: str | None = None
+        self.size = 0  # characters of text and arguments so far
 
     def feed(self, item: Any) -> list[ModelEvent]:
         try:
@@ -135,8 +136,11 @@ class _ChunkReader:
             if delta is not None:
                 if delta.content:
                     text += delta.content
+                    self.size += len(delta.content)
                 for tool_delta in delta.tool_calls or ():
                     self.assembler.add(tool_delta)
+                    if tool_delta.function is not None and tool_delta.function.arguments:
+                        self.size += len(tool_delta.function.arguments)
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
         return [TextDelta(text)] if text else []

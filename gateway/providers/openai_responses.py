@@ -75,6 +75,7 @@ class _Reader:
         self.calls = _Calls()
         self.saw_text = False
         self.done: ModelDone | None = None
+        self.size = 0  # characters of text and arguments so far
 
     def feed(self, event: Any) -> list[ModelEvent]:
         """Read one event; return the text deltas it carries (nothing after the end).
@@ -89,11 +90,14 @@ class _Reader:
             delta = _str(event, "delta")
             if delta:
                 self.saw_text = True
+                self.size += len(delta)
                 return [TextDelta(delta)]
         elif kind in ("response.output_item.added", "response.output_item.done"):
             self.calls.item(getattr(event, "item", None))
         elif kind == "response.function_call_arguments.delta":
-            self.calls.delta(_str(event, "item_id"), _str(event, "delta"))
+            delta = _str(event, "delta")
+            self.size += len(delta)
+            self.calls.delta(_str(event, "item_id"), delta)
         elif kind in ("response.completed", "response.incomplete"):
             return self._finish(kind, getattr(event, "response", None))
         elif kind == "response.failed":

@@ -547,3 +547,36 @@ async def test_credentials_in_the_base_url_are_redacted(fake: FakeOpenAI, api: s
     assert "hunter2secret" not in messages[0] and "upstream failed for" in messages[0]
     assert "ghp_tokenuser0123456" not in messages[1] and "[redacted]" in messages[1]
     assert "[redacted]@127.0.0.1" in messages[0]  # where it failed is still said
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("kind", ["text", "arguments"])
+async def test_a_runaway_answer_is_cut_at_the_size_limit(
+    fake: FakeOpenAI, api: str, kind: str
+) -> None:
+    """An answer that never ends (a local model looping) is cut like a token limit.
+
+    Past ``max_answer_chars`` of text or tool-call arguments the stream is
+    closed (the server stops generating) and the call ends with
+    ``finish_reason: "length"`` and no tool calls, instead of growing in
+    memory, the run log and the store for as long as the server goes on.
+    """
+    if kind == "text":
+        fake.add_text("loop " * 20_000)  # 100,000 characters
+    else:
+        fake.add_tool_calls([("get_weather", {"city": "loop " * 20_000})])
+    fake.delay(0, between_chunks=0.0005)  # streamed frame by frame, as a model would
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", max_retries=0, max_answer_chars=5_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        events = await asyncio.wait_for(_collect(provider), 60)
+    finally:
+        await provider.aclose()
+    assert isinstance(events[-1], ModelDone) and events[-1].finish_reason == "length"
+    assert not _calls(events)
+    assert len(_text(events)) <= 5_000 + 100
+    if kind == "text":
+        assert _text(events).startswith("loop loop")
+    assert len(fake.model_requests()) == 1
