@@ -40,6 +40,7 @@ import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
+import msgspec
 import openai
 import structlog
 from openai._types import RequestOptions
@@ -57,6 +58,7 @@ __all__ = [
     "StreamFailed",
     "StreamReader",
     "register_api",
+    "sendable_arguments",
 ]
 
 log = structlog.get_logger("gateway.providers")
@@ -321,6 +323,22 @@ class OpenAIProvider:
             if _SECRET_HEADER.search(name):
                 found += [value, *value.split()[-1:]]  # "Bearer KEY": KEY alone too
         return sorted({v for v in found if len(v) >= 6}, key=len, reverse=True)
+
+
+def sendable_arguments(arguments: str) -> str:
+    """A history call's ``arguments`` as sent back to the model: ``"{}"`` unless a JSON object.
+
+    The history keeps what the model wrote, invalid JSON included (its call
+    failed with ``invalid_arguments``, and the result says why). Servers that
+    parse every call of the history refuse a request holding such a call
+    (Ollama: "invalid tool call arguments"; vLLM's chat templates), which
+    would fail every later request of the thread.
+    """
+    try:
+        parsed = msgspec.json.decode(arguments)
+    except (msgspec.DecodeError, RecursionError):
+        return "{}"
+    return arguments if isinstance(parsed, dict) else "{}"
 
 
 def _mid_stream(exc: BaseException) -> bool:

@@ -35,6 +35,7 @@ from gateway.providers._openai_base import (
     OpenAIProvider,
     StreamFailed,
     register_api,
+    sendable_arguments,
 )
 from gateway.providers.base import (
     CUT_REASONS,
@@ -222,7 +223,10 @@ class ToolCallAssembler:
 
 
 def chat_messages(request: ModelRequest) -> list[dict[str, Any]]:
-    """The request's instructions and history as Chat Completions messages."""
+    """The request's instructions and history as Chat Completions messages.
+
+    A call's arguments that are not a JSON object go as ``{}`` (``sendable_arguments``).
+    """
     messages: list[dict[str, Any]] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
@@ -245,7 +249,10 @@ def _chat_message(message: ChatMessage) -> dict[str, Any]:
                 {
                     "id": call.id,
                     "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
+                    "function": {
+                        "name": call.name,
+                        "arguments": sendable_arguments(call.arguments),
+                    },
                 }
                 for call in message.tool_calls
             ],

@@ -33,6 +33,7 @@ from gateway.providers._openai_base import (
     OpenAIProvider,
     StreamFailed,
     register_api,
+    sendable_arguments,
 )
 from gateway.providers.base import (
     CUT_REASONS,
@@ -255,7 +256,10 @@ def responses_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def responses_input(request: ModelRequest) -> list[dict[str, Any]]:
-    """The history as Responses input items (instructions travel separately)."""
+    """The history as Responses input items (instructions travel separately).
+
+    A call's arguments that are not a JSON object go as ``{}`` (``sendable_arguments``).
+    """
     items: list[dict[str, Any]] = []
     for message in request.messages:
         if message.role == "tool":
@@ -275,7 +279,7 @@ def responses_input(request: ModelRequest) -> list[dict[str, Any]]:
                     "type": "function_call",
                     "call_id": call.id,
                     "name": call.name,
-                    "arguments": call.arguments,
+                    "arguments": sendable_arguments(call.arguments),
                 }
             )
     return items
