@@ -145,6 +145,12 @@ class StreamReader(Protocol):
     size: int
     """Characters of text and tool-call arguments read so far (``max_answer_chars``)."""
 
+    @property
+    def whole(self) -> bool:
+        """True once the item that ends the answer (a finish reason, the completed
+        response) was read: what may follow (usage, ``[DONE]``) adds no text or call."""
+        ...
+
     def feed(self, item: Any) -> list[ModelEvent]:
         """The events one streamed item carries (raises ``StreamFailed`` on an error item)."""
         ...
@@ -261,6 +267,12 @@ class OpenAIProvider:
         except json.JSONDecodeError:
             # The SDK parses each ``data:`` line with ``json.loads`` and lets this escape.
             raise StreamFailed("the stream carried malformed JSON") from None
+        except openai.APIConnectionError:
+            if not reader.whole:
+                raise
+            # Cut after the answer was whole (a proxy dropping the connection before the
+            # usage chunk or ``[DONE]``): the answer stands, without what was left.
+            log.info("provider stream cut after its answer was whole", provider=self.name)
         finally:
             await stream.close()
         for event in reader.finish():

@@ -18,7 +18,8 @@ they stream tool calls, so chunks are assembled defensively:
 - usage may come in a final chunk with empty ``choices`` (we ask for it with
   ``stream_options.include_usage``);
 - a stream that ends without any ``finish_reason`` is an error, never a
-  silently truncated answer.
+  silently truncated answer; one cut after it (before the usage chunk or
+  ``[DONE]``) is a whole answer.
 
 Tool calls are emitted once complete, after the text, just before ``ModelDone``.
 """
@@ -145,6 +146,10 @@ class _ChunkReader:
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
         return [TextDelta(text)] if text else []
+
+    @property
+    def whole(self) -> bool:
+        return self.finish_reason is not None
 
     def finish(self) -> list[ModelEvent]:
         if self.finish_reason is None:

@@ -108,6 +108,11 @@ class _Reader:
             raise StreamFailed(_str(event, "message"))
         return []
 
+    @property
+    def whole(self) -> bool:
+        """True once ``response.completed`` / ``response.incomplete`` was read."""
+        return self.done is not None
+
     def finish(self) -> list[ModelEvent]:
         """The function calls, then ``ModelDone``; ``IncompleteStream`` without the end event."""
         if self.done is None:

@@ -580,3 +580,39 @@ async def test_a_runaway_answer_is_cut_at_the_size_limit(
     if kind == "text":
         assert _text(events).startswith("loop loop")
     assert len(fake.model_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("cut", "usage"),
+    [(5, Usage()), (6, Usage(prompt_tokens=11, completion_tokens=3, total_tokens=14))],
+)
+async def test_a_chat_stream_cut_after_its_finish_reason_keeps_the_answer(
+    fake: FakeOpenAI, cut: int, usage: Usage
+) -> None:
+    """A connection cut once the answer is whole (after the finish_reason chunk, before
+    the usage chunk or ``[DONE]``) ends the call normally instead of failing it.
+
+    The frames of "one two three": the role chunk, three text chunks, the
+    finish_reason chunk, the usage chunk, ``[DONE]``. A proxy or load balancer
+    that drops the connection there used to fail a run whose answer the
+    client had already seen whole, and the thread lost it.
+    """
+    fake.add_text("one two three", usage=(11, 3))
+    fake.delay(0, between_chunks=0.001)
+    fake.cut_stream_after(cut)
+    provider = _provider(fake, "chat", max_retries=0)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert _text(events) == "one two three"
+    assert events[-1] == ModelDone(usage, "stop")
+    # Cut before the finish_reason, the answer may be partial: still an error.
+    fake.add_text("one two three")
+    fake.cut_stream_after(4)
+    provider = _provider(fake, "chat", max_retries=0)
+    try:
+        with pytest.raises(ProviderError):
+            await _collect(provider)
+    finally:
+        await provider.aclose()
