@@ -64,11 +64,12 @@ __all__ = [
 log = structlog.get_logger("gateway.providers")
 
 MAX_ANSWER_CHARS = 2_000_000
-"""How many characters of text and tool-call arguments one answer may stream.
+"""How many characters of text, reasoning and tool-call arguments one answer may stream.
 
 Far above what any model writes in one answer (128k output tokens are about
 500,000 characters), so only a runaway stream meets it: a local server
-generating forever (no token limit, a model in a loop) or a broken proxy.
+generating forever (no token limit, a model in a loop, a reasoning model
+thinking in circles) or a broken proxy.
 Without it such an answer grew in memory, in the run's log and in the store,
 and held its thread (409) for as long as the server went on."""
 
@@ -106,7 +107,7 @@ class ProviderConfig:
     ) -> None:
         """Describe a server; ``base_url`` None means OpenAI's own endpoint.
 
-        ``max_answer_chars``: one answer's text and tool-call arguments together;
+        ``max_answer_chars``: one answer's text, reasoning and tool-call arguments;
         past it the stream is closed and the answer ends cut (``finish_reason``
         ``length``), see ``MAX_ANSWER_CHARS``.
         """
@@ -143,7 +144,8 @@ class StreamReader(Protocol):
     """Turns one call's streamed items into model events."""
 
     size: int
-    """Characters of text and tool-call arguments read so far (``max_answer_chars``)."""
+    """Characters of text, reasoning and tool-call arguments read so far
+    (``max_answer_chars``)."""
 
     @property
     def whole(self) -> bool:

@@ -91,6 +91,11 @@ class ToolCallDelta(msgspec.Struct):
 class _Delta(msgspec.Struct):
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    # Reasoning streamed apart from the answer (vLLM, DeepSeek: ``reasoning_content``;
+    # Ollama, OpenRouter: ``reasoning``): not shown, only counted (``max_answer_chars``).
+    # ``Any``: a server sending something other than text must not fail the answer.
+    reasoning_content: Any = None
+    reasoning: Any = None
 
 
 class _Choice(msgspec.Struct):
@@ -139,6 +144,9 @@ class _ChunkReader:
                 if delta.content:
                     text += delta.content
                     self.size += len(delta.content)
+                for thought in (delta.reasoning_content, delta.reasoning):
+                    if isinstance(thought, str):
+                        self.size += len(thought)
                 for tool_delta in delta.tool_calls or ():
                     self.assembler.add(tool_delta)
                     if tool_delta.function is not None and tool_delta.function.arguments:

@@ -69,6 +69,12 @@ class ResponsesProvider(OpenAIProvider):
         return _Reader()
 
 
+# Reasoning streamed as text (open models, summaries): counted toward ``max_answer_chars``.
+_REASONING_DELTAS = frozenset(
+    {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
+)
+
+
 class _Reader:
     """Turns Responses stream events into model events; ``done`` is set at the end."""
 
@@ -95,6 +101,8 @@ class _Reader:
                 return [TextDelta(delta)]
         elif kind in ("response.output_item.added", "response.output_item.done"):
             self.calls.item(getattr(event, "item", None))
+        elif kind in _REASONING_DELTAS:
+            self.size += len(_str(event, "delta"))  # not shown, only counted
         elif kind == "response.function_call_arguments.delta":
             delta = _str(event, "delta")
             self.size += len(delta)

@@ -616,3 +616,49 @@ async def test_a_chat_stream_cut_after_its_finish_reason_keeps_the_answer(
             await _collect(provider)
     finally:
         await provider.aclose()
+
+
+def _reasoning_stream(api: str, chunks: int) -> bytes:
+    """An SSE body that streams ``chunks`` pieces of reasoning (100 characters each) and then
+    ends normally with a short answer."""
+    piece = "hmm, " * 20
+    if api == "chat":
+        frames = [
+            {"choices": [{"index": 0, "delta": {"reasoning_content": piece}}]}
+            for _ in range(chunks)
+        ]
+        frames.append({"choices": [{"index": 0, "delta": {"content": "ok"}}]})
+        frames.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    else:
+        frames = [
+            {"type": "response.reasoning_text.delta", "item_id": "rs", "delta": piece}
+            for _ in range(chunks)
+        ]
+        frames.append({"type": "response.output_text.delta", "item_id": "m", "delta": "ok"})
+        frames.append({"type": "response.completed", "response": {"output": []}})
+    return b"".join(b"data: " + json.dumps(frame).encode() + b"\n\n" for frame in frames)
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_runaway_reasoning_is_cut_at_the_size_limit(raw_sse: RawSSE, api: str) -> None:
+    """Reasoning streamed apart from the answer (``reasoning_content``, Responses'
+    reasoning events) counts toward ``max_answer_chars`` too: a reasoning model that
+    thinks in a loop (DeepSeek-R1 on vLLM or Ollama) is cut like a runaway answer."""
+    raw_sse.bodies = [_reasoning_stream(api, 200)]  # 20,000 characters of reasoning
+    config = ProviderConfig(
+        name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=0, max_answer_chars=5_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert events == [ModelDone(Usage(), "length")]
+    # Under the limit, the reasoning is read and dropped, and the answer goes on.
+    raw_sse.bodies = [_reasoning_stream(api, 10)]
+    provider = API_KINDS[api](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert _text(events) == "ok" and events[-1] == ModelDone(Usage(), "stop")
