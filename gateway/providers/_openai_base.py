@@ -24,6 +24,8 @@ that is not JSON or not of the expected shape) is
 retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
+An answer longer than ``max_answer_chars`` (``MAX_ANSWER_CHARS``) is cut: the
+stream is closed and the call ends with ``finish_reason`` ``length``.
 Every failure ends as ``ProviderError`` whose message names the provider and
 what went wrong, with keys redacted (``api_key``, the user and password in
 ``base_url``, and the values of ``default_headers`` named like credentials).
@@ -69,9 +71,9 @@ MAX_ANSWER_CHARS = 2_000_000
 Far above what any model writes in one answer (128k output tokens are about
 500,000 characters), so only a runaway stream meets it: a local server
 generating forever (no token limit, a model in a loop, a reasoning model
-thinking in circles) or a broken proxy.
-Without it such an answer grew in memory, in the run's log and in the store,
-and held its thread (409) for as long as the server went on."""
+thinking in circles) or a broken proxy. Without it such an answer grew in
+memory, in the run's log and in the store, and held its thread (409) for as
+long as the server went on."""
 
 _INITIAL_DELAY = 0.5
 _MAX_DELAY = 8.0

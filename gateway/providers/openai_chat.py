@@ -122,7 +122,7 @@ class _ChunkReader:
         self.assembler = ToolCallAssembler()
         self.usage = Usage()
         self.finish_reason: str | None = None
-        self.size = 0  # characters of text and arguments so far
+        self.size = 0  # characters of text, reasoning and arguments so far
 
     def feed(self, item: Any) -> list[ModelEvent]:
         try:

@@ -82,7 +82,7 @@ class _Reader:
         self.calls = _Calls()
         self.saw_text = False
         self.done: ModelDone | None = None
-        self.size = 0  # characters of text and arguments so far
+        self.size = 0  # characters of text, reasoning and arguments so far
 
     def feed(self, event: Any) -> list[ModelEvent]:
         """Read one event; return the text deltas it carries (nothing after the end).
