@@ -42,6 +42,7 @@ import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
+import httpx
 import msgspec
 import openai
 import structlog
@@ -251,6 +252,14 @@ class OpenAIProvider:
         except openai.OpenAIError as exc:
             raise _RequestFailed(exc) from None
         reader = self._reader()
+        if stream.response.headers.get("content-type", "").startswith("application/json"):
+            # Asked to stream, the server answered one JSON body (SGLang did with tools).
+            for item in self._json_items(await _read_json(stream)):
+                for event in reader.feed(item):
+                    yield event
+            for event in reader.finish():
+                yield event
+            return
         limit = self.config.max_answer_chars
         try:
             # Read to the end even after the final item: a fully read response
@@ -285,6 +294,20 @@ class OpenAIProvider:
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         """The API's own request fields (``model``, ``stream``, ``temperature`` are set)."""
         raise NotImplementedError
+
+    def _json_items(self, body: Any) -> list[Any]:
+        """The stream items a non-streamed JSON answer stands for (``feed`` reads them).
+
+        Here only its error, if it holds one; an API whose servers are known to
+        answer so converts the answer (``openai_chat``).
+
+        Raises:
+            StreamFailed: the body is an error, or no answer this API can read.
+        """
+        error = _body_message(body.get("error")) if isinstance(body, dict) else ""
+        if error:
+            raise StreamFailed(error)
+        raise StreamFailed("the server answered one JSON body, not the event stream asked for")
 
     def _reader(self) -> StreamReader:
         """A reader for one call's stream."""
@@ -355,6 +378,26 @@ def sendable_arguments(arguments: str) -> str:
     except (msgspec.DecodeError, RecursionError):
         return "{}"
     return arguments if isinstance(parsed, dict) else "{}"
+
+
+async def _read_json(stream: openai.AsyncStream[Any]) -> Any:
+    """The whole JSON body of a response that was asked to stream (and closes it).
+
+    Raises:
+        StreamFailed: the body is not JSON.
+        openai.APIConnectionError: reading it failed (as the SDK reports a cut stream).
+    """
+    response = stream.response
+    try:
+        raw = await response.aread()
+    except httpx.HTTPError as exc:
+        raise openai.APIConnectionError(request=response.request) from exc
+    finally:
+        await stream.close()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise StreamFailed("the server answered malformed JSON") from None
 
 
 def _mid_stream(exc: BaseException) -> bool:

@@ -17,6 +17,8 @@ they stream tool calls, so chunks are assembled defensively:
   know;
 - usage may come in a final chunk with empty ``choices`` (we ask for it with
   ``stream_options.include_usage``);
+- a server that answers one non-streamed ``chat.completion`` JSON body
+  (SGLang did when a request had ``tools``) is read as one chunk;
 - a stream that ends without any ``finish_reason`` is an error, never a
   silently truncated answer; one cut after it (before the usage chunk or
   ``[DONE]``) is a whole answer.
@@ -71,6 +73,37 @@ class ChatCompletionsProvider(OpenAIProvider):
 
     def _reader(self) -> _ChunkReader:
         return _ChunkReader()
+
+    def _json_items(self, body: Any) -> list[Any]:
+        """A non-streamed ``chat.completion`` as the one chunk that streams the same answer.
+
+        Servers that do not stream tool calls answer so when a request has
+        ``tools`` (SGLang did); an error body is a ``StreamFailed``.
+        """
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            return super()._json_items(body)
+        choices = []
+        for choice in body["choices"]:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
+                raise StreamFailed("malformed answer: a choice without its message")
+            calls = message.get("tool_calls") or []
+            if not isinstance(calls, list):
+                raise StreamFailed("malformed answer: tool_calls is not a list")
+            delta = {
+                "content": message.get("content"),
+                "tool_calls": [
+                    {**call, "index": n} for n, call in enumerate(calls) if isinstance(call, dict)
+                ],
+            }
+            choices.append(
+                {
+                    "index": choice.get("index"),
+                    "delta": delta,
+                    "finish_reason": choice.get("finish_reason"),
+                }
+            )
+        return [{"choices": choices, "usage": body.get("usage")}]
 
 
 # What is read of a chunk, decoded leniently (every field optional, extra fields

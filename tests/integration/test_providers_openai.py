@@ -424,6 +424,7 @@ class RawSSE:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.content_type = b"text/event-stream"
         self.requests = 0
         self.server: asyncio.Server | None = None
 
@@ -444,8 +445,8 @@ class RawSSE:
             self.requests += 1
             body = self.bodies.pop(0)
             writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\n"
+                b"content-length: %d\r\n\r\n%s" % (self.content_type, len(body), body)
             )
             await writer.drain()
         finally:
@@ -662,3 +663,29 @@ async def test_a_runaway_reasoning_is_cut_at_the_size_limit(raw_sse: RawSSE, api
     finally:
         await provider.aclose()
     assert _text(events) == "ok" and events[-1] == ModelDone(Usage(), "stop")
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_json_body_instead_of_a_stream_says_what_the_server_answered(
+    raw_sse: RawSSE, api: str
+) -> None:
+    """A 200 JSON body to a streamed request: its error is reported as the server wrote it,
+    and an answer the API cannot read as a stream is named as such (not "the stream ended
+    before the model finished its answer")."""
+    raw_sse.content_type = b"application/json"
+    raw_sse.bodies = [b'{"error": {"message": "model llama9 is not loaded"}}'] * 2
+    raw_sse.bodies += [b'{"id": "x", "object": "something.else"}'] * 2
+    config = ProviderConfig(name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=1)
+    provider = API_KINDS[api](config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await _collect(provider)
+        with pytest.raises(ProviderError) as unreadable:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert failed.value.message == (
+        "model provider 'raw' reported an error: model llama9 is not loaded"
+    )
+    assert "answered one JSON body, not the event stream" in unreadable.value.message
+    assert raw_sse.requests == 4  # nothing was handed out: each retried once
