@@ -16,7 +16,23 @@ from gateway.engine.spec import RunSpec
 from gateway.executors.base import ActionRunner, ToolResult
 from gateway.providers.base import ToolCall
 
-__all__ = ["allowed_tools", "cancelled_result", "error_output", "run_tool"]
+__all__ = [
+    "MAX_CALLS_PER_ANSWER",
+    "allowed_tools",
+    "cancelled_result",
+    "error_output",
+    "run_tool",
+    "too_many_calls_result",
+]
+
+MAX_CALLS_PER_ANSWER = 128
+"""How many tool calls of one model answer run; the others get a tool error.
+
+Every result goes back to the model, whole, in the next request (the
+history's newest turn is never trimmed): without a bound, one answer asking
+for thousands of calls (a model looping, a prompt injection in a document)
+filled the server's memory and the model's context with their results. 128
+is OpenAI's own limit on the tools of one request."""
 
 
 def error_output(type_: str, message: str) -> str:
@@ -33,6 +49,15 @@ def _failed(type_: str, message: str) -> ToolResult:
 def cancelled_result() -> ToolResult:
     """The result recorded for a call its run's cancellation interrupted."""
     return _failed("cancelled", "the run was cancelled before the tool finished")
+
+
+def too_many_calls_result(count: int) -> ToolResult:
+    """The result of a call past ``MAX_CALLS_PER_ANSWER`` in an answer of ``count`` calls."""
+    return _failed(
+        "too_many_tool_calls",
+        f"this answer asked for {count} tool calls; only the first "
+        f"{MAX_CALLS_PER_ANSWER} ran. Ask for fewer at once.",
+    )
 
 
 def allowed_tools(spec: RunSpec) -> set[str]:

@@ -79,10 +79,14 @@ def trim_history(
     A unit is a message plus, for an assistant message with tool calls, its
     tool results; units are kept newest first while both ``max_messages`` and
     ``max_chars`` (approximate: content plus call arguments) hold. The newest
-    unit is always kept, even when it alone is over budget. ``system``
-    messages (an OpenAI-compatible client's own instructions; threads hold
-    none) are instructions, not history: they are always kept, in place, and
-    count against the budget first.
+    unit is always kept, even when it alone is over budget, and so is the
+    newest user message: it is the question the run answers, and a turn of
+    tool calls whose results fill the budget (one big result, many parallel
+    calls) must not leave the model with results but no question (strict chat
+    templates also refuse a conversation that starts with the assistant).
+    ``system`` messages (an OpenAI-compatible client's own instructions;
+    threads hold none) are instructions, not history: they are always kept, in
+    place, and count against the budget first.
     """
     units: list[list[tuple[int, ChatMessage]]] = []
     pinned: list[tuple[int, ChatMessage]] = []
@@ -96,9 +100,12 @@ def trim_history(
     kept = list(pinned)
     count = len(pinned)
     chars = sum(_size(m) for _, m in pinned)
+    question = next((unit for unit in reversed(units) if unit[0][1].role == "user"), None)
     for position, unit in enumerate(reversed(units)):
         size = sum(_size(m) for _, m in unit)
         if position and (count + len(unit) > max_messages or chars + size > max_chars):
+            if question is not None and question[0] not in kept:
+                kept += question  # a user message is a unit of its own: nothing is split
             break
         kept += unit
         count += len(unit)

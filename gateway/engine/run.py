@@ -3,7 +3,8 @@
 ``RunTask`` is the body of the asyncio task the engine owns for a run. It
 streams the model's answer into the run log, persists every assistant and tool
 message as it completes, runs a round's tool calls concurrently through the
-``ActionRunner`` (in their order, at most ``max_parallel_calls`` at once), and
+``ActionRunner`` (in their order, at most ``max_parallel_calls`` at once; past
+``MAX_CALLS_PER_ANSWER`` calls in one answer the rest get a tool error), and
 always ends the log with a terminal event, ``metadata`` and ``done``, having
 stored the run record first (so a client that sees ``done`` can start the next
 run at once). An answer cut short (the model's token limit, a content filter:
@@ -35,7 +36,13 @@ import structlog
 
 from gateway._unicode import valid_text
 from gateway.engine._text import DeltaText, clean_call
-from gateway.engine._tools import allowed_tools, cancelled_result, run_tool
+from gateway.engine._tools import (
+    MAX_CALLS_PER_ANSWER,
+    allowed_tools,
+    cancelled_result,
+    run_tool,
+    too_many_calls_result,
+)
 from gateway.engine._writer import EventWriter
 from gateway.engine.history import trim_history
 from gateway.engine.replay import ACTIVE
@@ -410,7 +417,7 @@ class RunTask:
         # action's timeout, so an answer with many more calls than sandbox slots failed
         # its own last calls ("no sandbox slot was free") and every other run's calls
         # queued behind them timed out too.
-        queue = iter(calls)  # shared by the workers: each takes the next call when free
+        queue = iter(calls[:MAX_CALLS_PER_ANSWER])  # shared by the workers: the next call
 
         async def work() -> None:
             for call in queue:
@@ -418,6 +425,9 @@ class RunTask:
 
         started = time.perf_counter()
         try:
+            # Calls past the bound run nowhere: each gets its error result (see ``_tools``).
+            for call in calls[MAX_CALLS_PER_ANSWER:]:
+                await self._complete_tool(call, too_many_calls_result(len(calls)))
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.max_parallel_calls, len(calls))):
                     group.create_task(work())

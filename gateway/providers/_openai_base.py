@@ -24,9 +24,11 @@ that is not JSON or not of the expected shape) is
 retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
+An answer longer than ``max_answer_chars`` (``MAX_ANSWER_CHARS``) is cut: the
+stream is closed and the call ends with ``finish_reason`` ``length``.
 Every failure ends as ``ProviderError`` whose message names the provider and
-what went wrong, with keys redacted (``api_key``, and the values of
-``default_headers`` named like credentials).
+what went wrong, with keys redacted (``api_key``, the user and password in
+``base_url``, and the values of ``default_headers`` named like credentials).
 """
 
 from __future__ import annotations
@@ -36,28 +38,43 @@ import contextlib
 import json
 import random
 import re
+import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
+import httpx
+import msgspec
 import openai
 import structlog
 from openai._types import RequestOptions
 
 from gateway._registry import add_class
 from gateway.errors import ProviderError
-from gateway.providers.base import ModelEvent, ModelRequest
+from gateway.providers.base import ModelDone, ModelEvent, ModelRequest, Usage
 
 __all__ = [
     "API_KINDS",
+    "MAX_ANSWER_CHARS",
     "IncompleteStream",
     "OpenAIProvider",
     "ProviderConfig",
     "StreamFailed",
     "StreamReader",
     "register_api",
+    "sendable_arguments",
 ]
 
 log = structlog.get_logger("gateway.providers")
+
+MAX_ANSWER_CHARS = 2_000_000
+"""How many characters of text, reasoning and tool-call arguments one answer may stream.
+
+Far above what any model writes in one answer (128k output tokens are about
+500,000 characters), so only a runaway stream meets it: a local server
+generating forever (no token limit, a model in a loop, a reasoning model
+thinking in circles) or a broken proxy. Without it such an answer grew in
+memory, in the run's log and in the store, and held its thread (409) for as
+long as the server went on."""
 
 _INITIAL_DELAY = 0.5
 _MAX_DELAY = 8.0
@@ -70,7 +87,15 @@ _BEARER: RequestOptions = {"security": {"bearer_auth": True}}
 class ProviderConfig:
     """How to reach one model server (built from a manifest or the settings)."""
 
-    __slots__ = ("api_key", "base_url", "default_headers", "max_retries", "name", "timeout")
+    __slots__ = (
+        "api_key",
+        "base_url",
+        "default_headers",
+        "max_answer_chars",
+        "max_retries",
+        "name",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -81,14 +106,21 @@ class ProviderConfig:
         timeout: float = 60.0,
         max_retries: int = 2,
         default_headers: dict[str, str] | None = None,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
     ) -> None:
-        """Describe a server; ``base_url`` None means OpenAI's own endpoint."""
+        """Describe a server; ``base_url`` None means OpenAI's own endpoint.
+
+        ``max_answer_chars``: one answer's text, reasoning and tool-call arguments;
+        past it the stream is closed and the answer ends cut (``finish_reason``
+        ``length``), see ``MAX_ANSWER_CHARS``.
+        """
         self.name = name
         self.base_url = base_url
         self.api_key = api_key
         self.timeout = timeout
         self.max_retries = max_retries
         self.default_headers = dict(default_headers or {})
+        self.max_answer_chars = max_answer_chars
 
 
 class IncompleteStream(Exception):
@@ -113,6 +145,16 @@ class StreamFailed(Exception):
 
 class StreamReader(Protocol):
     """Turns one call's streamed items into model events."""
+
+    size: int
+    """Characters of text, reasoning and tool-call arguments read so far
+    (``max_answer_chars``)."""
+
+    @property
+    def whole(self) -> bool:
+        """True once the item that ends the answer (a finish reason, the completed
+        response) was read: what may follow (usage, ``[DONE]``) adds no text or call."""
+        ...
 
     def feed(self, item: Any) -> list[ModelEvent]:
         """The events one streamed item carries (raises ``StreamFailed`` on an error item)."""
@@ -210,15 +252,40 @@ class OpenAIProvider:
         except openai.OpenAIError as exc:
             raise _RequestFailed(exc) from None
         reader = self._reader()
+        if stream.response.headers.get("content-type", "").startswith("application/json"):
+            # Asked to stream, the server answered one JSON body (SGLang did with tools).
+            for item in self._json_items(await _read_json(stream)):
+                for event in reader.feed(item):
+                    yield event
+            for event in reader.finish():
+                yield event
+            return
+        limit = self.config.max_answer_chars
         try:
             # Read to the end even after the final item: a fully read response
             # returns its connection to the pool for the next call.
             async for item in stream:
                 for event in reader.feed(item):
                     yield event
+                if reader.size > limit:
+                    # A runaway answer: closing the stream (``finally``) stops the server
+                    # generating; it ends as cut by a token limit, its tool calls unrun.
+                    log.warning(
+                        "provider answer over max_answer_chars; cut",
+                        provider=self.name,
+                        max_answer_chars=limit,
+                    )
+                    yield ModelDone(Usage(), "length")
+                    return
         except json.JSONDecodeError:
             # The SDK parses each ``data:`` line with ``json.loads`` and lets this escape.
             raise StreamFailed("the stream carried malformed JSON") from None
+        except openai.APIConnectionError:
+            if not reader.whole:
+                raise
+            # Cut after the answer was whole (a proxy dropping the connection before the
+            # usage chunk or ``[DONE]``): the answer stands, without what was left.
+            log.info("provider stream cut after its answer was whole", provider=self.name)
         finally:
             await stream.close()
         for event in reader.finish():
@@ -227,6 +294,20 @@ class OpenAIProvider:
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         """The API's own request fields (``model``, ``stream``, ``temperature`` are set)."""
         raise NotImplementedError
+
+    def _json_items(self, body: Any) -> list[Any]:
+        """The stream items a non-streamed JSON answer stands for (``feed`` reads them).
+
+        Here only its error, if it holds one; an API whose servers are known to
+        answer so converts the answer (``openai_chat``).
+
+        Raises:
+            StreamFailed: the body is an error, or no answer this API can read.
+        """
+        error = _body_message(body.get("error")) if isinstance(body, dict) else ""
+        if error:
+            raise StreamFailed(error)
+        raise StreamFailed("the server answered one JSON body, not the event stream asked for")
 
     def _reader(self) -> StreamReader:
         """A reader for one call's stream."""
@@ -264,14 +345,59 @@ class OpenAIProvider:
         return text[:300]
 
     def _secrets(self) -> list[str]:
-        """The key, and the values of headers named like credentials (Azure's ``api-key``,
+        """The key, the user and password of ``base_url`` (``https://user:pass@proxy/v1``,
+        ``https://TOKEN@host/v1``: proxies echo the URL they were called with), and the
+        values of headers named like credentials (Azure's ``api-key``,
         ``Authorization``...), longest first; shorter than 6 characters are placeholders,
         and would mangle text."""
         found = [self.config.api_key or ""]
+        url = urllib.parse.urlsplit(self.config.base_url or "")
+        found += [
+            unquoted
+            for part in (url.username, url.password)
+            if part
+            for unquoted in (part, urllib.parse.unquote(part))
+        ]
         for name, value in self.config.default_headers.items():
             if _SECRET_HEADER.search(name):
                 found += [value, *value.split()[-1:]]  # "Bearer KEY": KEY alone too
         return sorted({v for v in found if len(v) >= 6}, key=len, reverse=True)
+
+
+def sendable_arguments(arguments: str) -> str:
+    """A history call's ``arguments`` as sent back to the model: ``"{}"`` unless a JSON object.
+
+    The history keeps what the model wrote, invalid JSON included (its call
+    failed with ``invalid_arguments``, and the result says why). Servers that
+    parse every call of the history refuse a request holding such a call
+    (Ollama: "invalid tool call arguments"; vLLM's chat templates), which
+    would fail every later request of the thread.
+    """
+    try:
+        parsed = msgspec.json.decode(arguments)
+    except (msgspec.DecodeError, RecursionError):
+        return "{}"
+    return arguments if isinstance(parsed, dict) else "{}"
+
+
+async def _read_json(stream: openai.AsyncStream[Any]) -> Any:
+    """The whole JSON body of a response that was asked to stream (and closes it).
+
+    Raises:
+        StreamFailed: the body is not JSON.
+        openai.APIConnectionError: reading it failed (as the SDK reports a cut stream).
+    """
+    response = stream.response
+    try:
+        raw = await response.aread()
+    except httpx.HTTPError as exc:
+        raise openai.APIConnectionError(request=response.request) from exc
+    finally:
+        await stream.close()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise StreamFailed("the server answered malformed JSON") from None
 
 
 def _mid_stream(exc: BaseException) -> bool:

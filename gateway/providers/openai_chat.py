@@ -17,8 +17,11 @@ they stream tool calls, so chunks are assembled defensively:
   know;
 - usage may come in a final chunk with empty ``choices`` (we ask for it with
   ``stream_options.include_usage``);
+- a server that answers one non-streamed ``chat.completion`` JSON body
+  (SGLang did when a request had ``tools``) is read as one chunk;
 - a stream that ends without any ``finish_reason`` is an error, never a
-  silently truncated answer.
+  silently truncated answer; one cut after it (before the usage chunk or
+  ``[DONE]``) is a whole answer.
 
 Tool calls are emitted once complete, after the text, just before ``ModelDone``.
 """
@@ -35,6 +38,7 @@ from gateway.providers._openai_base import (
     OpenAIProvider,
     StreamFailed,
     register_api,
+    sendable_arguments,
 )
 from gateway.providers.base import (
     CUT_REASONS,
@@ -70,6 +74,37 @@ class ChatCompletionsProvider(OpenAIProvider):
     def _reader(self) -> _ChunkReader:
         return _ChunkReader()
 
+    def _json_items(self, body: Any) -> list[Any]:
+        """A non-streamed ``chat.completion`` as the one chunk that streams the same answer.
+
+        Servers that do not stream tool calls answer so when a request has
+        ``tools`` (SGLang did); an error body is a ``StreamFailed``.
+        """
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            return super()._json_items(body)
+        choices = []
+        for choice in body["choices"]:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
+                raise StreamFailed("malformed answer: a choice without its message")
+            calls = message.get("tool_calls") or []
+            if not isinstance(calls, list):
+                raise StreamFailed("malformed answer: tool_calls is not a list")
+            delta = {
+                "content": message.get("content"),
+                "tool_calls": [
+                    {**call, "index": n} for n, call in enumerate(calls) if isinstance(call, dict)
+                ],
+            }
+            choices.append(
+                {
+                    "index": choice.get("index"),
+                    "delta": delta,
+                    "finish_reason": choice.get("finish_reason"),
+                }
+            )
+        return [{"choices": choices, "usage": body.get("usage")}]
+
 
 # What is read of a chunk, decoded leniently (every field optional, extra fields
 # ignored): cheaper than the SDK's pydantic models, and servers omit a lot.
@@ -89,6 +124,11 @@ class ToolCallDelta(msgspec.Struct):
 class _Delta(msgspec.Struct):
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    # Reasoning streamed apart from the answer (vLLM, DeepSeek: ``reasoning_content``;
+    # Ollama, OpenRouter: ``reasoning``): not shown, only counted (``max_answer_chars``).
+    # ``Any``: a server sending something other than text must not fail the answer.
+    reasoning_content: Any = None
+    reasoning: Any = None
 
 
 class _Choice(msgspec.Struct):
@@ -115,6 +155,7 @@ class _ChunkReader:
         self.assembler = ToolCallAssembler()
         self.usage = Usage()
         self.finish_reason: str | None = None
+        self.size = 0  # characters of text, reasoning and arguments so far
 
     def feed(self, item: Any) -> list[ModelEvent]:
         try:
@@ -135,11 +176,21 @@ class _ChunkReader:
             if delta is not None:
                 if delta.content:
                     text += delta.content
+                    self.size += len(delta.content)
+                for thought in (delta.reasoning_content, delta.reasoning):
+                    if isinstance(thought, str):
+                        self.size += len(thought)
                 for tool_delta in delta.tool_calls or ():
                     self.assembler.add(tool_delta)
+                    if tool_delta.function is not None and tool_delta.function.arguments:
+                        self.size += len(tool_delta.function.arguments)
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
         return [TextDelta(text)] if text else []
+
+    @property
+    def whole(self) -> bool:
+        return self.finish_reason is not None
 
     def finish(self) -> list[ModelEvent]:
         if self.finish_reason is None:
@@ -218,7 +269,10 @@ class ToolCallAssembler:
 
 
 def chat_messages(request: ModelRequest) -> list[dict[str, Any]]:
-    """The request's instructions and history as Chat Completions messages."""
+    """The request's instructions and history as Chat Completions messages.
+
+    A call's arguments that are not a JSON object go as ``{}`` (``sendable_arguments``).
+    """
     messages: list[dict[str, Any]] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
@@ -241,7 +295,10 @@ def _chat_message(message: ChatMessage) -> dict[str, Any]:
                 {
                     "id": call.id,
                     "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
+                    "function": {
+                        "name": call.name,
+                        "arguments": sendable_arguments(call.arguments),
+                    },
                 }
                 for call in message.tool_calls
             ],

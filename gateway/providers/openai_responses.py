@@ -33,6 +33,7 @@ from gateway.providers._openai_base import (
     OpenAIProvider,
     StreamFailed,
     register_api,
+    sendable_arguments,
 )
 from gateway.providers.base import (
     CUT_REASONS,
@@ -68,6 +69,12 @@ class ResponsesProvider(OpenAIProvider):
         return _Reader()
 
 
+# Reasoning streamed as text (open models, summaries): counted toward ``max_answer_chars``.
+_REASONING_DELTAS = frozenset(
+    {"response.reasoning_text.delta", "response.reasoning_summary_text.delta"}
+)
+
+
 class _Reader:
     """Turns Responses stream events into model events; ``done`` is set at the end."""
 
@@ -75,6 +82,7 @@ class _Reader:
         self.calls = _Calls()
         self.saw_text = False
         self.done: ModelDone | None = None
+        self.size = 0  # characters of text, reasoning and arguments so far
 
     def feed(self, event: Any) -> list[ModelEvent]:
         """Read one event; return the text deltas it carries (nothing after the end).
@@ -89,11 +97,16 @@ class _Reader:
             delta = _str(event, "delta")
             if delta:
                 self.saw_text = True
+                self.size += len(delta)
                 return [TextDelta(delta)]
         elif kind in ("response.output_item.added", "response.output_item.done"):
             self.calls.item(getattr(event, "item", None))
+        elif kind in _REASONING_DELTAS:
+            self.size += len(_str(event, "delta"))  # not shown, only counted
         elif kind == "response.function_call_arguments.delta":
-            self.calls.delta(_str(event, "item_id"), _str(event, "delta"))
+            delta = _str(event, "delta")
+            self.size += len(delta)
+            self.calls.delta(_str(event, "item_id"), delta)
         elif kind in ("response.completed", "response.incomplete"):
             return self._finish(kind, getattr(event, "response", None))
         elif kind == "response.failed":
@@ -102,6 +115,11 @@ class _Reader:
         elif kind == "error":
             raise StreamFailed(_str(event, "message"))
         return []
+
+    @property
+    def whole(self) -> bool:
+        """True once ``response.completed`` / ``response.incomplete`` was read."""
+        return self.done is not None
 
     def finish(self) -> list[ModelEvent]:
         """The function calls, then ``ModelDone``; ``IncompleteStream`` without the end event."""
@@ -251,7 +269,10 @@ def responses_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def responses_input(request: ModelRequest) -> list[dict[str, Any]]:
-    """The history as Responses input items (instructions travel separately)."""
+    """The history as Responses input items (instructions travel separately).
+
+    A call's arguments that are not a JSON object go as ``{}`` (``sendable_arguments``).
+    """
     items: list[dict[str, Any]] = []
     for message in request.messages:
         if message.role == "tool":
@@ -271,7 +292,7 @@ def responses_input(request: ModelRequest) -> list[dict[str, Any]]:
                     "type": "function_call",
                     "call_id": call.id,
                     "name": call.name,
-                    "arguments": call.arguments,
+                    "arguments": sendable_arguments(call.arguments),
                 }
             )
     return items

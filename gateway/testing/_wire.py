@@ -42,6 +42,7 @@ QUIRKS = frozenset(
         "stop_with_tool_calls",
         "usage_with_finish",
         "single_chunk_calls",
+        "no_stream_with_tools",
     }
 )
 """How compatible servers differ from OpenAI when streaming Chat Completions:
@@ -52,7 +53,9 @@ QUIRKS = frozenset(
 - ``stop_with_tool_calls``: ``finish_reason: "stop"`` although tools were called;
 - ``usage_with_finish``: usage on the finish chunk instead of a final chunk
   with empty ``choices`` (OpenAI's way, the default);
-- ``single_chunk_calls``: each call's arguments in one fragment (Ollama).
+- ``single_chunk_calls``: each call's arguments in one fragment (Ollama);
+- ``no_stream_with_tools``: a streamed request that carries ``tools`` gets the
+  whole answer as one non-streamed ``chat.completion`` JSON body (SGLang did).
 """
 
 _PIECE = re.compile(r"\s*\S+\s*")

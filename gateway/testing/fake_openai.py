@@ -485,7 +485,8 @@ class FakeOpenAI:
         )
         model = str(body.get("model") or self.model)
         ident = f"fake{next(self._ids):06d}"
-        if request.api == "chat" and not request.stream:
+        ignores_stream = "no_stream_with_tools" in self.quirks and bool(body.get("tools"))
+        if request.api == "chat" and (not request.stream or ignores_stream):
             await _send_json(
                 send, 200, chat_body(reply, usage, model=model, ident=f"chatcmpl-{ident}")
             )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import GatewayServer, ServerFactory
+from conftest import GatewayServer, ServerFactory, write_api_manifests
 
 from gateway.testing.fake_openai import FakeOpenAI
 
@@ -30,9 +30,9 @@ def fake(_fake: FakeOpenAI) -> FakeOpenAI:
 
 @pytest.fixture
 def server(gateway_server: ServerFactory, fake: FakeOpenAI, tmp_path: Path) -> GatewayServer:
-    """Assistants with a message budget, a size budget, and the server's (5 messages)."""
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
+    """Assistants with a message budget, a size budget, and the server's (5 messages); the
+    API test manifests' actions (get_weather) beside them."""
+    manifests = write_api_manifests(tmp_path / "site")
     (manifests / "history.yaml").write_text(
         f"""
 kind: provider
@@ -59,6 +59,13 @@ kind: assistant
 name: plain
 provider: fake
 model: fake-model
+---
+kind: assistant
+name: tooled
+provider: fake
+model: fake-model
+actions: [get_weather]
+history: {{max_kb: 1}}
 """
     )
     return gateway_server(manifests, env={"GATEWAY_HISTORY_MAX_MESSAGES": "5"})
@@ -104,3 +111,22 @@ def test_the_server_budget_applies_to_assistants_without_their_own(
     """GATEWAY_HISTORY_MAX_MESSAGES 5 trims an assistant that sets no history."""
     _converse(server, "plain", ["one", "two", "three", "four"])
     assert [content for _, content in _sent(fake)] == ["two", "two", "three", "three", "four"]
+
+
+def test_the_question_is_sent_with_tool_results_over_the_budget(
+    server: GatewayServer, fake: FakeOpenAI
+) -> None:
+    """A tool result bigger than the whole budget still goes with the question that asked.
+
+    The newest turn (the call and its result) is always sent; the user message
+    it answers used to be trimmed as "older", so the model got tool results
+    without the question (and strict chat templates refuse a conversation
+    that does not start with a user message).
+    """
+    fake.add_tool_calls([("get_weather", {"city": "P" * 1500})])
+    fake.add_text("It is 21 degrees.")
+    _converse(server, "tooled", ["What is the weather in Paris?"])
+    sent = fake.model_requests()[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[0]["content"] == "What is the weather in Paris?"
+    assert "P" * 1500 in sent[2]["content"]  # the result itself, whole

@@ -288,3 +288,29 @@ async def test_parallel_results_go_back_in_the_order_of_the_calls(
     else:
         answered = [i["call_id"] for i in body["input"] if i.get("type") == "function_call_output"]
     assert answered == ids
+
+
+async def test_an_answer_with_too_many_calls_runs_only_the_first_128(
+    rig: Rig, fake: FakeOpenAI
+) -> None:
+    """Past 128 calls in one answer, the rest get a tool error and run nowhere.
+
+    Each result (up to an action's max_output_kb) goes back to the model in
+    the next request, whole: a model told to (a prompt injection in a
+    document) could ask for thousands of calls and fill the server's memory
+    and the model's context with their results.
+    """
+    ids = fake.add_tool_calls([("lookup", {"n": n}) for n in range(130)])
+    fake.add_text("done")
+    handle = await rig.engine.start_run(thread_id=None, message="many")
+    result = await asyncio.wait_for(handle.result(), 120)
+    assert result.status == "completed", result.error
+    assert sorted(json.loads(args)["n"] for _, args, _ in rig.runner.calls) == list(range(128))
+    outputs = tool_outputs(fake)
+    assert len(outputs) == 130  # every call still has its result, in order
+    assert [json.loads(o)["args"]["n"] for o in outputs[:128]] == list(range(128))
+    for output in outputs[128:]:
+        error = json.loads(output)["error"]
+        assert error["type"] == "too_many_tool_calls"
+        assert "130 tool calls" in error["message"] and "128" in error["message"]
+    assert sorted(c.id for c in result.tool_calls if c.status == "failed") == sorted(ids[128:])

@@ -424,6 +424,7 @@ class RawSSE:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.content_type = b"text/event-stream"
         self.requests = 0
         self.server: asyncio.Server | None = None
 
@@ -444,8 +445,8 @@ class RawSSE:
             self.requests += 1
             body = self.bodies.pop(0)
             writer.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\n"
+                b"content-length: %d\r\n\r\n%s" % (self.content_type, len(body), body)
             )
             await writer.drain()
         finally:
@@ -518,3 +519,173 @@ async def test_a_key_sent_as_a_header_is_redacted_too(fake: FakeOpenAI) -> None:
     assert fake.model_requests()[0].headers["api-key"] == "azurekey0123456789"
     assert "azurekey0123456789" not in info.value.message
     assert "(support team)" in info.value.message  # other header values are left alone
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_credentials_in_the_base_url_are_redacted(fake: FakeOpenAI, api: str) -> None:
+    """A password or token in base_url's userinfo is hidden from errors like api_key is.
+
+    Proxies in front of a model (LiteLLM, a corporate proxy) echo the URL they
+    were called with, credentials included, in their error messages.
+    """
+    base_url = fake.base_url.replace("://", "://proxyuser:hunter2secret@")
+    token_url = fake.base_url.replace("://", "://ghp_tokenuser0123456@")
+    fake.fail_next(502, message=f"upstream failed for {base_url} (password hunter2secret)")
+    fake.fail_stream_after(0, message=f"refused {token_url}")
+    messages = []
+    for url in (base_url, token_url):
+        config = ProviderConfig(
+            name="proxy", base_url=url, api_key="test-key-123456", max_retries=0
+        )
+        provider = API_KINDS[api](config)
+        try:
+            with pytest.raises(ProviderError) as info:
+                await _collect(provider)
+        finally:
+            await provider.aclose()
+        messages.append(info.value.message)
+    assert len(fake.model_requests()) == 2  # both reached the server
+    assert "hunter2secret" not in messages[0] and "upstream failed for" in messages[0]
+    assert "ghp_tokenuser0123456" not in messages[1] and "[redacted]" in messages[1]
+    assert "[redacted]@127.0.0.1" in messages[0]  # where it failed is still said
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("kind", ["text", "arguments"])
+async def test_a_runaway_answer_is_cut_at_the_size_limit(
+    fake: FakeOpenAI, api: str, kind: str
+) -> None:
+    """An answer that never ends (a local model looping) is cut like a token limit.
+
+    Past ``max_answer_chars`` of text or tool-call arguments the stream is
+    closed (the server stops generating) and the call ends with
+    ``finish_reason: "length"`` and no tool calls, instead of growing in
+    memory, the run log and the store for as long as the server goes on.
+    """
+    if kind == "text":
+        fake.add_text("loop " * 20_000)  # 100,000 characters
+    else:
+        fake.add_tool_calls([("get_weather", {"city": "loop " * 20_000})])
+    fake.delay(0, between_chunks=0.0005)  # streamed frame by frame, as a model would
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", max_retries=0, max_answer_chars=5_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        events = await asyncio.wait_for(_collect(provider), 60)
+    finally:
+        await provider.aclose()
+    assert isinstance(events[-1], ModelDone) and events[-1].finish_reason == "length"
+    assert not _calls(events)
+    assert len(_text(events)) <= 5_000 + 100
+    if kind == "text":
+        assert _text(events).startswith("loop loop")
+    assert len(fake.model_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("cut", "usage"),
+    [(5, Usage()), (6, Usage(prompt_tokens=11, completion_tokens=3, total_tokens=14))],
+)
+async def test_a_chat_stream_cut_after_its_finish_reason_keeps_the_answer(
+    fake: FakeOpenAI, cut: int, usage: Usage
+) -> None:
+    """A connection cut once the answer is whole (after the finish_reason chunk, before
+    the usage chunk or ``[DONE]``) ends the call normally instead of failing it.
+
+    The frames of "one two three": the role chunk, three text chunks, the
+    finish_reason chunk, the usage chunk, ``[DONE]``. A proxy or load balancer
+    that drops the connection there used to fail a run whose answer the
+    client had already seen whole, and the thread lost it.
+    """
+    fake.add_text("one two three", usage=(11, 3))
+    fake.delay(0, between_chunks=0.001)
+    fake.cut_stream_after(cut)
+    provider = _provider(fake, "chat", max_retries=0)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert _text(events) == "one two three"
+    assert events[-1] == ModelDone(usage, "stop")
+    # Cut before the finish_reason, the answer may be partial: still an error.
+    fake.add_text("one two three")
+    fake.cut_stream_after(4)
+    provider = _provider(fake, "chat", max_retries=0)
+    try:
+        with pytest.raises(ProviderError):
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+
+
+def _reasoning_stream(api: str, chunks: int) -> bytes:
+    """An SSE body that streams ``chunks`` pieces of reasoning (100 characters each) and then
+    ends normally with a short answer."""
+    piece = "hmm, " * 20
+    if api == "chat":
+        frames = [
+            {"choices": [{"index": 0, "delta": {"reasoning_content": piece}}]}
+            for _ in range(chunks)
+        ]
+        frames.append({"choices": [{"index": 0, "delta": {"content": "ok"}}]})
+        frames.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    else:
+        frames = [
+            {"type": "response.reasoning_text.delta", "item_id": "rs", "delta": piece}
+            for _ in range(chunks)
+        ]
+        frames.append({"type": "response.output_text.delta", "item_id": "m", "delta": "ok"})
+        frames.append({"type": "response.completed", "response": {"output": []}})
+    return b"".join(b"data: " + json.dumps(frame).encode() + b"\n\n" for frame in frames)
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_runaway_reasoning_is_cut_at_the_size_limit(raw_sse: RawSSE, api: str) -> None:
+    """Reasoning streamed apart from the answer (``reasoning_content``, Responses'
+    reasoning events) counts toward ``max_answer_chars`` too: a reasoning model that
+    thinks in a loop (DeepSeek-R1 on vLLM or Ollama) is cut like a runaway answer."""
+    raw_sse.bodies = [_reasoning_stream(api, 200)]  # 20,000 characters of reasoning
+    config = ProviderConfig(
+        name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=0, max_answer_chars=5_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert events == [ModelDone(Usage(), "length")]
+    # Under the limit, the reasoning is read and dropped, and the answer goes on.
+    raw_sse.bodies = [_reasoning_stream(api, 10)]
+    provider = API_KINDS[api](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert _text(events) == "ok" and events[-1] == ModelDone(Usage(), "stop")
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_json_body_instead_of_a_stream_says_what_the_server_answered(
+    raw_sse: RawSSE, api: str
+) -> None:
+    """A 200 JSON body to a streamed request: its error is reported as the server wrote it,
+    and an answer the API cannot read as a stream is named as such (not "the stream ended
+    before the model finished its answer")."""
+    raw_sse.content_type = b"application/json"
+    raw_sse.bodies = [b'{"error": {"message": "model llama9 is not loaded"}}'] * 2
+    raw_sse.bodies += [b'{"id": "x", "object": "something.else"}'] * 2
+    config = ProviderConfig(name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=1)
+    provider = API_KINDS[api](config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await _collect(provider)
+        with pytest.raises(ProviderError) as unreadable:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert failed.value.message == (
+        "model provider 'raw' reported an error: model llama9 is not loaded"
+    )
+    assert "answered one JSON body, not the event stream" in unreadable.value.message
+    assert raw_sse.requests == 4  # nothing was handed out: each retried once

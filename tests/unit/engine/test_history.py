@@ -120,11 +120,27 @@ _message = st.one_of(
 def test_trimmed_history_is_always_valid_and_a_suffix(
     history: list[ChatMessage], max_messages: int, max_chars: int
 ) -> None:
-    """For any stored history and budget, what the model gets is valid and the newest part."""
+    """For any stored history and budget, what the model gets is valid, and the newest part
+    (after the newest user message, which is always kept, however far back)."""
     trimmed = trim_history(history, max_messages=max_messages, max_chars=max_chars)
     repaired = repair(history)
     assert _valid(trimmed)
     assert _valid(repaired)
-    assert trimmed == repaired[len(repaired) - len(trimmed) :]
     if repaired:
         assert trimmed  # the newest turn is always kept
+    questions = [i for i, m in enumerate(repaired) if m.role == "user"]
+    if questions and repaired[questions[-1]] is not trimmed[0]:
+        assert any(m is repaired[questions[-1]] for m in trimmed)
+    if trimmed != repaired[len(repaired) - len(trimmed) :]:
+        # Not a suffix: the newest user message, then a suffix that does not reach it.
+        assert trimmed[0] is repaired[questions[-1]]
+        assert trimmed[1:] == repaired[len(repaired) - len(trimmed) + 1 :]
+        assert len(repaired) - len(trimmed) + 1 > questions[-1] + 1
+
+
+def test_the_newest_question_is_kept_with_tool_results_over_the_budget() -> None:
+    """A turn of calls whose results alone fill the budget still goes with its question."""
+    history = [user("old"), answer("x"), user("why?"), asks("a", "b"), result("a"), result("b")]
+    assert trim_history(history, max_messages=3, max_chars=10**6) == history[2:]
+    big = [user("why?"), asks("a"), result("a", "r" * 5000)]
+    assert trim_history(big, max_messages=100, max_chars=1000) == big
