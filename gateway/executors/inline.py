@@ -30,7 +30,8 @@ queued at its deadline fails with ``timeout`` and never runs. A cancelled
 call leaves the queue (or gives back its slot) at once.
 
 Imports ``gateway.executors``, ``gateway.manifests.model`` and
-``gateway.sandbox.results`` / ``protocol`` (the shared result shapes).
+``gateway.sandbox.results`` / ``protocol`` / ``_mask`` / ``worker`` (the shared result
+shapes, masking and limits).
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ from gateway.executors._pools import Pools
 from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
+from gateway.sandbox._mask import mask
 from gateway.sandbox.protocol import CallResult, output_result
 from gateway.sandbox.results import failure, from_result, redact
+from gateway.sandbox.worker import MESSAGE_CHARS, TRACEBACK_CHARS
 
 __all__ = ["DEFAULT_CONCURRENCY", "InlineExecutor", "InlineKind", "inline_database_urls"]
 
@@ -145,7 +148,7 @@ class InlineExecutor:
                     async with deadline, self._limit.hold():
                         ran = True
                         value = await config.run_inline(call, self.pools)
-                res = _encoded(value, action.sandbox.max_output_kb)
+                res = _encoded(value, action.sandbox.max_output_kb, call.secrets)
             except TimeoutError:
                 if not deadline.expired():
                     raise
@@ -154,7 +157,7 @@ class InlineExecutor:
                 res = CallResult(
                     ok=False,
                     error_type=exc.error_type,
-                    message=str(exc)[:2000],
+                    message=mask(str(exc), call.secrets)[:MESSAGE_CHARS],
                     detail=exc.detail,
                 )
                 # A ``timeout`` error is ``timed_out`` (whichever saw the deadline first: a
@@ -165,8 +168,8 @@ class InlineExecutor:
                 res = CallResult(
                     ok=False,
                     error_type="exception",
-                    message=f"{type(exc).__name__}: {exc}"[:2000],
-                    traceback=traceback.format_exc()[-8000:],
+                    message=mask(f"{type(exc).__name__}: {exc}", call.secrets)[:MESSAGE_CHARS],
+                    traceback=mask(traceback.format_exc(), call.secrets)[-TRACEBACK_CHARS:],
                 )
                 result = from_result(res, action, started, call.secrets)
             else:
@@ -212,7 +215,8 @@ class InlineExecutor:
         await self.pools.aclose()
 
 
-def _encoded(value: Any, max_output_kb: int) -> CallResult:
-    """``value`` as the text the model reads, cut at ``max_output_kb`` as the sandbox cuts it."""
+def _encoded(value: Any, max_output_kb: int, secrets: dict[str, str]) -> CallResult:
+    """``value`` as the text the model reads, ``secrets`` masked, then cut at
+    ``max_output_kb`` as the sandbox cuts it."""
     text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-    return output_result(text, max_output_kb)
+    return output_result(text, max_output_kb, secrets)

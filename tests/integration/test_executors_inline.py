@@ -192,6 +192,24 @@ async def test_http_inline_secrets_masked_and_undeclared_invisible(
     assert "server-only-value-1" not in result.output
 
 
+async def test_http_inline_secret_cut_by_max_output_kb_is_masked_whole(
+    server: str, runner: SandboxRunner, data_root: Path
+) -> None:
+    """A declared secret straddling the max_output_kb cut was cut first and masked after,
+    so its first characters (no longer the whole secret) reached the model."""
+    config = HttpConfig(
+        url=server + "/echo",
+        headers={"X-Token": "{{ city }}{{ secrets.API_TOKEN }}"},
+        response="headers.x-token",
+    )
+    action = _http("echo", config, secrets=["API_TOKEN"], sandbox=SandboxLimits(max_output_kb=1))
+    catalog = _catalog(data_root, action)
+    result = await runner.run(catalog, "echo", {"city": "y" * (1024 - 6)})
+    assert result.status == "succeeded" and result.truncated, result
+    assert result.output.startswith("y" * (1024 - 6))
+    assert "tok-" not in result.output, result.output[-80:]
+
+
 async def test_http_inline_templates_cannot_reach_the_server(
     server: str, runner: SandboxRunner, data_root: Path
 ) -> None:

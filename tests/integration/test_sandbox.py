@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.executors.python import PythonConfig
 from gateway.executors.runner import SandboxRunner
@@ -262,6 +263,18 @@ def hostile(what: str):
         raise BadType("x")
     return Lying("a plain answer")
 
+def secret_at_cut(where: str, pad: int):
+    token = os.environ["SANDBOX_TEST_TOKEN"]
+    if where == "output":
+        return "y" * pad + token
+    if where == "forged":
+        from gateway.sandbox.protocol import CallResult, frame
+        os.write(3, frame(CallResult(ok=True, output="y" * pad + token)))
+        os._exit(0)
+    if where == "traceback":
+        raise ValueError(token + "z" * pad)
+    raise ValueError("m" * pad + token)
+
 def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
@@ -320,6 +333,15 @@ ACTION_LIST = [
     make_action("scan"),
     make_action("environ"),
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
+    make_action(
+        "secret_at_cut",
+        secrets=["SANDBOX_TEST_TOKEN"],
+        parameters={
+            "type": "object",
+            "properties": {"where": {"type": "string"}, "pad": {"type": "integer"}},
+        },
+        sandbox=SandboxLimits(max_output_kb=1),
+    ),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
     make_action("fork_many", sandbox=SandboxLimits(max_processes=8), timeout=20),
     make_action("close_result"),
@@ -843,6 +865,25 @@ async def test_environment_has_only_declared_secrets(
     declared = await runner.run(catalog, "environ_secret", {})
     env = json.loads(declared.output)
     assert env["SANDBOX_TEST_TOKEN"] == "[redacted]"
+
+
+async def test_a_secret_cut_by_a_limit_is_masked_whole(
+    runner: SandboxRunner, catalog: Catalog
+) -> None:
+    """A declared secret straddling a cut (the result at max_output_kb, in the child or
+    in the server for a frame the action wrote itself, an error's message at 2,000
+    characters, a traceback's start) was cut first and masked after, so its first or last
+    characters were no longer the whole secret and reached the model and the log."""
+    token = "tok-123456789"  # the runner's SANDBOX_TEST_TOKEN
+    cases = {"output": 1024 - 6, "forged": 1024 - 6, "message": 2000 - len("ValueError: ") - 6}
+    for where, pad in cases.items():
+        result = await runner.run(catalog, "secret_at_cut", {"where": where, "pad": pad})
+        assert token[:4] not in result.output, (where, result)  # nor any of its prefixes
+    with capture_logs() as logs:
+        failed = await runner.run(catalog, "secret_at_cut", {"where": "traceback", "pad": 8000})
+    assert failed.status == "failed", failed
+    traceback = next(e["traceback"] for e in logs if e["event"] == "sandbox.action_error")
+    assert token[-4:] not in traceback and token[:4] not in traceback, traceback[:200]
 
 
 async def test_a_fork_bomb_is_bounded(
