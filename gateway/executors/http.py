@@ -14,7 +14,8 @@ back. Compiled templates are cached per process.
 ``run_inline`` (``isolation: inline``) sends the same request through the
 server's shared, pooled ``httpx.AsyncClient`` (``gateway.executors._pools``).
 Both share building the request and reading and judging the response.
-Imports ``gateway.manifests.model`` and ``gateway.executors._common``.
+Imports ``gateway.manifests.model``, ``gateway.executors._common`` and
+``gateway.sandbox._mask`` (the standard library only).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gateway.manifests.model import (
     KindProblem,
     register_action_kind,
 )
+from gateway.sandbox._mask import mask
 
 if TYPE_CHECKING:
     import httpx
@@ -417,7 +419,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
                         for chunk in response.iter_raw():
                             body.add(chunk)
                         body.finish()
-                        return self._answer(response, bytes(body.data))
+                        return self._answer(response, bytes(body.data), call.secrets)
                 finally:
                     response.close()
                 request = following
@@ -459,7 +461,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
                         async for chunk in response.aiter_raw():
                             body.add(chunk)
                         body.finish()
-                        return self._answer(response, bytes(body.data))
+                        return self._answer(response, bytes(body.data), call.secrets)
                 finally:
                     await response.aclose()
                 request = following
@@ -485,11 +487,16 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         return following
 
-    def _answer(self, response: httpx.Response, body: bytes) -> Any:
-        """What goes back to the model: non-2xx is an error; JSON decoded, ``response`` selected."""
+    def _answer(self, response: httpx.Response, body: bytes, secrets: dict[str, str]) -> Any:
+        """What goes back to the model: non-2xx is an error; JSON decoded, ``response`` selected.
+
+        An error body's excerpt is cut and its whitespace collapsed after ``secrets``
+        are masked: a secret the body echoes across the cut, or one with line breaks
+        (a PEM key), would no longer match whole when the result is masked.
+        """
         text = body.decode(response.encoding or "utf-8", errors="replace")
         if not 200 <= response.status_code < 300:
-            excerpt = " ".join(text.split())[:300]
+            excerpt = " ".join(mask(text, secrets).split())[:300]
             raise ToolError(
                 "http_status",
                 f"HTTP {response.status_code} {response.reason_phrase}: {excerpt}".rstrip(": "),

@@ -56,6 +56,11 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed.path.startswith("/status/"):
             self._send(int(parsed.path.rsplit("/", 1)[1]), b"  not   here\n" * 50, "text/plain")
             return
+        if parsed.path == "/reject":  # an API echoing the key it refuses, after some text
+            pad = int(urllib.parse.parse_qs(parsed.query)["pad"][0])
+            key = urllib.parse.parse_qs(body)["key"][0]
+            self._send(401, ("x" * pad + key).encode(), "text/plain")
+            return
         if parsed.path == "/slow":
             time.sleep(float(urllib.parse.parse_qs(parsed.query)["s"][0]))
         if parsed.path == "/big":
@@ -394,6 +399,50 @@ async def sandbox() -> AsyncIterator[Supervisor]:
         yield sup
     finally:
         await sup.aclose()
+
+
+@pytest.mark.parametrize("isolation", ["sandbox", "inline"])
+async def test_a_secret_echoed_in_an_error_body_is_masked_whole(
+    server: str, sandbox: Supervisor, isolation: str
+) -> None:
+    """A non-2xx body echoing a secret was cut to its excerpt (300 characters) and its
+    whitespace collapsed before masking: a secret straddling the cut kept its first
+    characters, a multi-line one (a PEM key) its lines, in the error the model reads."""
+    root = Path().resolve()
+    token = "tok-straddles-the-cut"
+    pem = "-----BEGIN KEY-----\nabcdEFGH1234\n-----END KEY-----"
+
+    def act(name: str, secret: str, pad: int) -> Action:
+        return Action(
+            name=name,
+            description="d",
+            kind_key="http",
+            config=HttpConfig(
+                url=f"{server}/reject?pad={pad}",
+                method="POST",
+                form={"key": "{{ secrets." + secret + " }}"},
+            ),
+            secrets=[secret],
+            isolation=isolation,  # type: ignore[arg-type]
+        )
+
+    catalog = Catalog(
+        version="t",
+        root=root,
+        gateway_root=root,
+        loaded_at=0,
+        actions={"cut": act("cut", "API_TOKEN", 300 - 6), "pem": act("pem", "PEM_KEY", 10)},
+    )
+    runner = SandboxRunner(sandbox, environ={"API_TOKEN": token, "PEM_KEY": pem})
+    try:
+        cut = await runner.run(catalog, "cut", {})
+        pem_result = await runner.run(catalog, "pem", {})
+    finally:
+        await runner.aclose()
+    assert cut.error_type == pem_result.error_type == "http_status", (cut, pem_result)
+    assert json.loads(cut.output)["error"]["message"].startswith("HTTP 401 Unauthorized: xxx")
+    assert token[:4] not in cut.output, cut.output[-60:]
+    assert "abcdEFGH1234" not in pem_result.output, pem_result.output
 
 
 async def test_http_through_sandbox(server: str, sandbox: Supervisor) -> None:
