@@ -419,7 +419,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
                         for chunk in response.iter_raw():
                             body.add(chunk)
                         body.finish()
-                        return self._answer(response, bytes(body.data), call.secrets)
+                        return self._answer(response, bytes(body.data), call.masked())
                 finally:
                     response.close()
                 request = following
@@ -461,7 +461,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
                         async for chunk in response.aiter_raw():
                             body.add(chunk)
                         body.finish()
-                        return self._answer(response, bytes(body.data), call.secrets)
+                        return self._answer(response, bytes(body.data), call.masked())
                 finally:
                     await response.aclose()
                 request = following

@@ -18,7 +18,8 @@ statement interrupted; its templates stop at the same deadline, ``_templates``,
 and those with loops or calls render in a worker thread; any ``timeout`` is
 ``timed_out``),
 ``max_output_kb`` with the same truncation mark, the
-same error types, declared secrets masked in what goes back (``redact`` and
+same error types, declared secrets (and ``${VAR}`` values, ``CallContext.masked``)
+masked in what goes back (``redact`` and
 ``from_result`` of ``gateway.sandbox.results``, shared with the sandbox). Log
 lines written during an inline call carry ``isolation=inline``.
 
@@ -132,6 +133,7 @@ class InlineExecutor:
         """
         started = time.perf_counter()
         config = action.config
+        masked = call.masked()
         with structlog.contextvars.bound_contextvars(isolation="inline"):
             if config is None or not type(config).inline or not isinstance(config, InlineKind):
                 return failure(
@@ -148,7 +150,7 @@ class InlineExecutor:
                     async with deadline, self._limit.hold():
                         ran = True
                         value = await config.run_inline(call, self.pools)
-                res = _encoded(value, action.sandbox.max_output_kb, call.secrets)
+                res = _encoded(value, action.sandbox.max_output_kb, masked)
             except TimeoutError:
                 if not deadline.expired():
                     raise
@@ -157,24 +159,24 @@ class InlineExecutor:
                 res = CallResult(
                     ok=False,
                     error_type=exc.error_type,
-                    message=mask(str(exc), call.secrets)[:MESSAGE_CHARS],
+                    message=mask(str(exc), masked)[:MESSAGE_CHARS],
                     detail=exc.detail,
                 )
                 # A ``timeout`` error is ``timed_out`` (whichever saw the deadline first: a
                 # render, a SQLite statement, the body's reader): ``from_result`` trusts
                 # the kinds that may run inline, in the sandbox too.
-                result = from_result(res, action, started, call.secrets)
+                result = from_result(res, action, started, masked)
             except Exception as exc:  # a bug in a kind or a driver: the call fails, not the run
                 res = CallResult(
                     ok=False,
                     error_type="exception",
-                    message=mask(f"{type(exc).__name__}: {exc}", call.secrets)[:MESSAGE_CHARS],
-                    traceback=mask(traceback.format_exc(), call.secrets)[-TRACEBACK_CHARS:],
+                    message=mask(f"{type(exc).__name__}: {exc}", masked)[:MESSAGE_CHARS],
+                    traceback=mask(traceback.format_exc(), masked)[-TRACEBACK_CHARS:],
                 )
-                result = from_result(res, action, started, call.secrets)
+                result = from_result(res, action, started, masked)
             else:
-                result = from_result(res, action, started, call.secrets)
-            result = redact(result, call.secrets, action.name, correlation_id)
+                result = from_result(res, action, started, masked)
+            result = redact(result, masked, action.name, correlation_id)
             log.debug(
                 "executors.inline_call",
                 action=action.name,

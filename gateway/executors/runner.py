@@ -244,6 +244,7 @@ class SandboxRunner:
                 databases=_databases_of(action, catalog),
                 root=str(catalog.gateway_root),
                 timeout=action.timeout,
+                substituted=_substituted_of(action, catalog),
             )
             if action.isolation == "inline":
                 return await self._inline.call(action, call, correlation_id=correlation_id)
@@ -328,6 +329,16 @@ def _databases_of(action: Action, catalog: Catalog) -> dict[str, str]:
     name = getattr(action.config, "database", None)
     url = catalog.database_urls().get(name) if isinstance(name, str) else None
     return {name: url} if isinstance(name, str) and url is not None else {}
+
+
+def _substituted_of(action: Action, catalog: Catalog) -> tuple[str, ...]:
+    """The values ``${VAR}`` put into ``action``'s document and its database's (a
+    ``sql`` action's URL, password included): masked in what the call sends back."""
+    found = catalog.substituted.get(f"action/{action.name}", ())
+    name = getattr(action.config, "database", None)
+    if isinstance(name, str):
+        found += catalog.substituted.get(f"database/{name}", ())
+    return found
 
 
 def _ms(started: float) -> float:

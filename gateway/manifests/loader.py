@@ -416,11 +416,14 @@ def _assemble(
 ) -> Catalog:
     by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
     sources: dict[str, SourceRef] = {}
+    substituted: dict[str, tuple[str, ...]] = {}
     for entry in entries:
         by_kind[entry.kind][entry.name] = entry.value
         sources[f"{entry.kind}/{entry.name}"] = SourceRef(
             file=rel_of[entry.doc.file], line=entry.doc.locator.start[0]
         )
+        if entry.doc.locator.substituted:
+            substituted[f"{entry.kind}/{entry.name}"] = tuple(sorted(entry.doc.locator.substituted))
     assistants = by_kind["assistant"]
     actions = by_kind["action"]
     knowledge = sorted(
@@ -443,6 +446,7 @@ def _assemble(
         databases=by_kind["database"],
         providers=by_kind["provider"],
         sources=sources,
+        substituted=substituted,
         tools={name: assistant_tools(a, actions) for name, a in assistants.items()},
         knowledge_files=tuple(knowledge),
         code_files=code_files,

@@ -224,7 +224,7 @@ def call_outcome(
         log.debug(
             "sandbox.output",
             action=action.name,
-            output=mask(output.text(), request.call.secrets)[-2000:],
+            output=mask(output.text(), request.call.masked())[-2000:],
             dropped=output.dropped,
         )
     if too_large is not None:
@@ -238,8 +238,9 @@ def call_outcome(
             res = msgspec.json.decode(body, type=CallResult)
         except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
             return failure(started, "sandbox_error", "the action sent an invalid result")
-        res = _within_limits(_masked(res, request.call.secrets), limits)
-        return from_result(res, action, started, request.call.secrets)
+        masked = request.call.masked()
+        res = _within_limits(_masked(res, masked), limits)
+        return from_result(res, action, started, masked)
     if status is None:
         return failure(started, "crashed", "the action ended without a result")
     return exit_failure(status, limits, started, taken=taken)

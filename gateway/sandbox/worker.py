@@ -552,8 +552,8 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
             message=f"the action ran out of memory (limit {limits.memory_mb} MB)",
         )
     except BaseException as exc:
-        return _raised(exc, request.call.secrets)
-    return output_result(text, limits.max_output_kb, request.call.secrets)
+        return _raised(exc, request.call.masked())
+    return output_result(text, limits.max_output_kb, request.call.masked())
 
 
 def _raised(exc: BaseException, secrets: dict[str, str]) -> CallResult:

@@ -21,6 +21,7 @@ from gateway.executors._pools import Pools
 from gateway.executors.http import HttpConfig
 from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import Catalog
+from gateway.manifests.loader import load_catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
@@ -443,6 +444,49 @@ async def test_a_secret_echoed_in_an_error_body_is_masked_whole(
     assert json.loads(cut.output)["error"]["message"].startswith("HTTP 401 Unauthorized: xxx")
     assert token[:4] not in cut.output, cut.output[-60:]
     assert "abcdEFGH1234" not in pem_result.output, pem_result.output
+
+
+@pytest.mark.parametrize("isolation", ["sandbox", "inline"])
+async def test_a_variable_substituted_into_an_action_is_masked_like_a_secret(
+    server: str, sandbox: Supervisor, isolation: str, tmp_path: Path
+) -> None:
+    """A ``${VAR}`` in an http action (``Authorization: Bearer ${KEY}``, the README's way
+    to put a variable anywhere) reached the model unmasked when the endpoint echoed it,
+    in a result or an error's excerpt: only declared ``secrets`` were masked. Values a
+    variable put into the action's document are masked too."""
+    token = "var-token-8c1f2e"
+    (tmp_path / "actions.yaml").write_text(
+        f"""
+kind: action
+name: echo
+description: Echo the request.
+isolation: {isolation}
+http:
+  url: {server}/echo
+  response: headers.authorization
+  headers: {{Authorization: "Bearer ${{VAR_TOKEN}}"}}
+---
+kind: action
+name: refused
+description: Refused, echoing the key.
+isolation: {isolation}
+http:
+  url: {server}/reject?pad=3
+  method: POST
+  form: {{key: "${{VAR_TOKEN}}"}}
+"""
+    )
+    catalog = load_catalog(tmp_path, environ={"VAR_TOKEN": token})
+    runner = SandboxRunner(sandbox, environ={})
+    try:
+        echoed = await runner.run(catalog, "echo", {})
+        refused = await runner.run(catalog, "refused", {})
+    finally:
+        await runner.aclose()
+    assert echoed.status == "succeeded", echoed
+    assert echoed.output == "Bearer [redacted]"
+    assert refused.error_type == "http_status", refused
+    assert token not in refused.output and "[redacted]" in refused.output, refused.output
 
 
 async def test_http_through_sandbox(server: str, sandbox: Supervisor) -> None:
