@@ -13,7 +13,7 @@ import json
 import urllib.parse
 from collections.abc import Mapping
 
-__all__ = ["MIN_MASKED", "mask"]
+__all__ = ["MIN_MASKED", "mask", "mask_cut"]
 
 MIN_MASKED = 4
 """Shortest secret value masked: a shorter one would mangle ordinary text (``"id"``)."""
@@ -34,6 +34,24 @@ def mask(text: str, secrets: Mapping[str, str]) -> str:
         for form in _forms(value):
             if form in text:
                 text = text.replace(form, "[redacted]")
+    return text
+
+
+def mask_cut(text: str, secrets: Mapping[str, str]) -> str:
+    """``mask``, for ``text`` that was already cut at its end (a capped pipe's first bytes).
+
+    A secret the cut went through ends ``text`` with its first characters only:
+    an end that is the start of a secret's form (``MIN_MASKED``+ characters of
+    it) is masked too.
+    """
+    text = mask(text, secrets)
+    for value in secrets.values():
+        if len(value) < MIN_MASKED:
+            continue
+        for form in _forms(value):
+            for size in range(len(form) - 1, MIN_MASKED - 1, -1):
+                if text.endswith(form[:size]):
+                    return text[:-size] + "[redacted]"
     return text
 
 

@@ -23,7 +23,7 @@ import structlog
 from gateway.executors.base import ToolResult
 from gateway.manifests.model import Action
 from gateway.sandbox._channels import OutputReader, TooLarge
-from gateway.sandbox._mask import mask
+from gateway.sandbox._mask import mask, mask_cut
 from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits, output_result
 from gateway.sandbox.worker import MESSAGE_CHARS, RESULT_LOST, TRACEBACK_CHARS
 
@@ -221,10 +221,12 @@ def call_outcome(
         elif exc is None:
             body = reader.result()
     if output.data or output.dropped:
+        # Masked whole before its tail is taken; its end cut mid-secret if the cap dropped bytes.
+        masking = mask_cut if output.dropped else mask
         log.debug(
             "sandbox.output",
             action=action.name,
-            output=mask(output.text(), request.call.masked())[-2000:],
+            output=masking(output.text(), request.call.masked())[-2000:],
             dropped=output.dropped,
         )
     if too_large is not None:

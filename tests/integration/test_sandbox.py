@@ -273,6 +273,9 @@ def secret_at_cut(where: str, pad: int):
         os._exit(0)
     if where == "traceback":
         raise ValueError(token + "z" * pad)
+    if where == "stdout":
+        print("y" * pad + token, flush=True)
+        return "printed"
     raise ValueError("m" * pad + token)
 
 def write_file(size_mb: int):
@@ -884,6 +887,13 @@ async def test_a_secret_cut_by_a_limit_is_masked_whole(
     assert failed.status == "failed", failed
     traceback = next(e["traceback"] for e in logs if e["event"] == "sandbox.action_error")
     assert token[-4:] not in traceback and token[:4] not in traceback, traceback[:200]
+    # What it printed, kept up to max_output_kb for the debug log: cut mid-secret too.
+    with capture_logs() as logs:
+        printed = await runner.run(catalog, "secret_at_cut", {"where": "stdout", "pad": 1024 - 6})
+    assert printed.output == "printed", printed
+    output = next(e for e in logs if e["event"] == "sandbox.output")
+    assert output["dropped"] > 0 and output["output"].startswith("y"), output
+    assert token[:4] not in output["output"], output["output"][-40:]
 
 
 async def test_a_fork_bomb_is_bounded(
