@@ -23,9 +23,10 @@ def mask(text: str, secrets: Mapping[str, str]) -> str:
     """``text`` with every declared secret value (``MIN_MASKED``+ characters) replaced.
 
     Also the forms a secret takes on its way through an HTTP call or an error
-    message: percent-encoded (URL query), base64 of the value itself, JSON- or
-    repr-escaped (``b'...'`` in an exception). A secret combined with other
-    text before encoding (``base64("user:" + secret)``) cannot be recognised.
+    message: percent-encoded (URL query), base64 of the value itself, JSON-escaped
+    (with or without ``\\uXXXX`` for non-ASCII text) or repr-escaped (``b'...'``
+    in an exception). A secret combined with other text before encoding
+    (``base64("user:" + secret)``) cannot be recognised.
     Mask before cutting ``text`` to a length, never after.
     """
     for value in secrets.values():
@@ -64,6 +65,8 @@ def _forms(value: str) -> list[str]:
         base64.b64encode(raw).decode(),
         base64.urlsafe_b64encode(raw).decode(),
         json.dumps(value)[1:-1],
+        # As msgspec (a result, an error's JSON) writes it: escapes, non-ASCII text as is.
+        json.dumps(value, ensure_ascii=False)[1:-1],
         repr(value)[1:-1],
         repr(raw)[2:-1],
     }

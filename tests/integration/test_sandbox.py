@@ -870,6 +870,18 @@ async def test_environment_has_only_declared_secrets(
     assert env["SANDBOX_TEST_TOKEN"] == "[redacted]"
 
 
+@pytest.mark.parametrize("secret", ['pä"ss\\wörd-1', "clé\nsur deux lignes", '\u20ac-quote"-tab\t'])
+async def test_a_secret_with_non_ascii_and_escaped_characters_is_masked_in_json(
+    supervisor: Supervisor, catalog: Catalog, secret: str
+) -> None:
+    """A result sent as JSON escapes a secret's quote, backslash or line break but keeps
+    its non-ASCII text as is: no masked form matched that (JSON with ``\\uXXXX`` escapes,
+    repr with other quoting), so a password such as ``pä"ss\\wörd`` reached the model."""
+    runner = SandboxRunner(supervisor, environ={"SANDBOX_TEST_TOKEN": secret})
+    result = await runner.run(catalog, "environ_secret", {})
+    assert json.loads(result.output)["SANDBOX_TEST_TOKEN"] == "[redacted]", result.output
+
+
 async def test_a_secret_cut_by_a_limit_is_masked_whole(
     runner: SandboxRunner, catalog: Catalog
 ) -> None:
