@@ -332,8 +332,8 @@ def _databases_of(action: Action, catalog: Catalog) -> dict[str, str]:
 
 
 def _substituted_of(action: Action, catalog: Catalog) -> tuple[str, ...]:
-    """The values ``${VAR}`` put into ``action``'s document and its database's (a
-    ``sql`` action's URL, password included): masked in what the call sends back."""
+    """The values ``${VAR}`` put into ``action``'s kind config and its database's URL (a
+    ``sql`` action's, password included): masked in what the call sends back."""
     found = catalog.substituted.get(f"action/{action.name}", ())
     name = getattr(action.config, "database", None)
     if isinstance(name, str):

@@ -422,8 +422,8 @@ def _assemble(
         sources[f"{entry.kind}/{entry.name}"] = SourceRef(
             file=rel_of[entry.doc.file], line=entry.doc.locator.start[0]
         )
-        if entry.doc.locator.substituted:
-            substituted[f"{entry.kind}/{entry.name}"] = tuple(sorted(entry.doc.locator.substituted))
+        if values := _substituted(entry):
+            substituted[f"{entry.kind}/{entry.name}"] = values
     assistants = by_kind["assistant"]
     actions = by_kind["action"]
     knowledge = sorted(
@@ -451,6 +451,34 @@ def _assemble(
         knowledge_files=tuple(knowledge),
         code_files=code_files,
     )
+
+
+def _substituted(entry: Entry) -> tuple[str, ...]:
+    """The values ``${VAR}`` put into ``entry`` that its calls mask (``Catalog.substituted``).
+
+    A database's: all (its URL). An action's: those its kind's config holds (an
+    http header, a sql query), which its call's child receives anyway; never one
+    only in its description or examples, which the child must not learn from
+    the values it masks (a python action's code runs there).
+    """
+    values = entry.doc.locator.substituted
+    if not values or entry.kind not in ("action", "database"):
+        return ()
+    if isinstance(entry.value, Action):
+        texts = _strings(msgspec.to_builtins(entry.value.config))
+        values = {v for v in values if any(v in text for text in texts)}
+    return tuple(sorted(values))
+
+
+def _strings(node: Any) -> list[str]:
+    """Every string (keys included) in decoded JSON ``node``."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return []
 
 
 def _version(

@@ -120,8 +120,8 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
     ``arguments`` are already validated against the schema (defaults applied);
     ``secrets`` holds only the variables the action declared; ``databases``
     maps database names to URLs (relative sqlite paths already resolved);
-    ``substituted`` the values ``${VAR}`` put into the action's document (and
-    its database's): never exported to the environment (the config and the
+    ``substituted`` the values ``${VAR}`` put into the action's kind config (and
+    its database's URL): never exported to the environment (the config and the
     URL already carry them), but masked like ``secrets`` (see ``masked``).
     """
 
