@@ -146,22 +146,39 @@ def _url_finalize(eval_ctx: Any, value: Any) -> str:
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # fullmatch: `$` also matches before a final "\n"
 
 
-def _header_value(name: str, value: str) -> str:
+def _header_value(name: str, value: str, secrets: dict[str, str]) -> str:
     """``value`` if a header can carry it: printable ASCII and tabs only.
 
     A line break would end the header (h11 refuses it with the whole value in
     its message, secrets included), and non-ASCII text has no agreed encoding
     (httpx fails with a bare ``UnicodeEncodeError``): both are the caller's
-    ``invalid_arguments`` here, naming the header, never echoing the value.
+    ``invalid_arguments`` here, naming the header, never echoing the value;
+    unless a declared secret in ``value`` is what the header cannot carry (a
+    trailing newline from a file): the model cannot change that, so it is a
+    ``configuration_error`` naming the secret.
     """
     if _HEADER_VALUE.fullmatch(value):
         return value
-    what = "non-ASCII text" if value.isprintable() else "a line break or control character"
+    for secret, text in secrets.items():
+        if text and text in value and not _HEADER_VALUE.fullmatch(text):
+            raise ToolError(
+                "configuration_error",
+                f"header {name!r} cannot carry the value of the secret {secret} "
+                f"({_unfit(text)}, such as a trailing newline from a file); "
+                "fix the variable on the server",
+                header=name,
+            )
     raise ToolError(
         "invalid_arguments",
-        f"header {name!r} cannot carry its value ({what}); pass such text in the query or the body",
+        f"header {name!r} cannot carry its value ({_unfit(value)}); "
+        "pass such text in the query or the body",
         header=name,
     )
+
+
+def _unfit(value: str) -> str:
+    """Why a header cannot carry ``value`` (which ``_HEADER_VALUE`` refused)."""
+    return "non-ASCII text" if value.isprintable() else "a line break or control character"
 
 
 def _text_finalize(eval_ctx: Any, value: Any) -> str:
@@ -349,7 +366,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
         if literal is None or rendered is None or literal.group(0) != rendered.group(0):
             raise ToolError("invalid_url", "the rendered URL changed its scheme or host")
         headers = {
-            k: _header_value(k, _template(v, url=False).render(context))
+            k: _header_value(k, _template(v, url=False).render(context), call.secrets)
             for k, v in self.headers.items()
         }
         if not any(k.lower() == "accept-encoding" for k in headers):

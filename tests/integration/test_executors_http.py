@@ -184,6 +184,26 @@ def test_header_values_a_header_cannot_carry_are_refused(
     assert value not in str(info.value)
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+@pytest.mark.parametrize("secret", ["tok-abc\n", "tok-\u00e9t\u00e9"], ids=["newline", "non-ascii"])
+def test_a_secret_a_header_cannot_carry_is_a_configuration_error(
+    server: str, inline: bool, secret: str
+) -> None:
+    """A declared secret a header cannot carry (a trailing newline, as a variable read from
+    a file often has) was reported as the model's invalid_arguments, telling it to pass the
+    text in the query: the model cannot fix the server's variable. It is a
+    configuration_error naming the secret (never its value)."""
+    config = HttpConfig(
+        url=server + "/h", headers={"Authorization": "Bearer {{ secrets.API_TOKEN }}"}
+    )
+    with pytest.raises(ToolError) as info:
+        (_run_inline if inline else _run)(config, secrets={"API_TOKEN": secret}, city="x")
+    assert info.value.error_type == "configuration_error", info.value
+    message = str(info.value)
+    assert "API_TOKEN" in message and "Authorization" in message, message
+    assert "tok-" not in message
+
+
 def test_json_body_keeps_types(server: str) -> None:
     """A JSON leaf that is exactly {{ name }} keeps the argument's type; others are text."""
     config = HttpConfig(
