@@ -237,10 +237,26 @@ class SandboxRunner:
                     "configuration_error",
                     f"the action's secret {missing[0]} is not set on the server",
                 )
+            secrets = {s: env[s] for s in action.secrets}
+            undecodable = [s for s, v in secrets.items() if not _utf8(v)]
+            if undecodable:
+                # os.environ holds bytes that are not UTF-8 as surrogates: no frame, header
+                # or JSON result can carry them, and each would fail as a bare encode error.
+                log.error(
+                    "executors.secret_invalid",
+                    action=name,
+                    secrets=undecodable,
+                    correlation_id=correlation_id,
+                )
+                return _fail(
+                    started,
+                    "configuration_error",
+                    f"the action's secret {undecodable[0]} is not valid UTF-8 text on the server",
+                )
             call = CallContext(
                 action=name,
                 arguments=args,
-                secrets={s: env[s] for s in action.secrets},
+                secrets=secrets,
                 databases=_databases_of(action, catalog),
                 root=str(catalog.gateway_root),
                 timeout=action.timeout,
@@ -339,6 +355,15 @@ def _substituted_of(action: Action, catalog: Catalog) -> tuple[str, ...]:
     if isinstance(name, str):
         found += catalog.substituted.get(f"database/{name}", ())
     return found
+
+
+def _utf8(value: str) -> bool:
+    """Whether ``value`` encodes as UTF-8 (an environment variable's bytes may not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ms(started: float) -> float:

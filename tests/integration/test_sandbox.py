@@ -882,6 +882,25 @@ async def test_a_secret_with_non_ascii_and_escaped_characters_is_masked_in_json(
     assert json.loads(result.output)["SANDBOX_TEST_TOKEN"] == "[redacted]", result.output
 
 
+async def test_a_secret_that_is_not_utf8_is_a_configuration_error(
+    supervisor: Supervisor, catalog: Catalog
+) -> None:
+    """A secret whose bytes are not UTF-8 (a Latin-1 password; Python reads it with
+    surrogates) failed every call as ``internal_error: UnicodeEncodeError`` with a
+    traceback in the log: it is a ``configuration_error`` naming the secret, never its
+    value, and the action does not run."""
+    value = os.fsdecode(b"pass-w\xf6rd-77")
+    runner = SandboxRunner(supervisor, environ={"SANDBOX_TEST_TOKEN": value})
+    with capture_logs() as logs:
+        result = await runner.run(catalog, "environ_secret", {})
+    assert result.error_type == "configuration_error", result
+    message = json.loads(result.output)["error"]["message"]
+    assert "SANDBOX_TEST_TOKEN" in message and "UTF-8" in message, message
+    assert "pass-w" not in result.output
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["executors.secret_invalid"]
+    assert "pass-w" not in repr(logs)
+
+
 async def test_a_secret_cut_by_a_limit_is_masked_whole(
     runner: SandboxRunner, catalog: Catalog
 ) -> None:
