@@ -50,9 +50,13 @@ def mask_cut(text: str, secrets: Mapping[str, str]) -> str:
         if len(value) < MIN_MASKED:
             continue
         for form in _forms(value):
-            for size in range(len(form) - 1, MIN_MASKED - 1, -1):
-                if text.endswith(form[:size]):
-                    return text[:-size] + "[redacted]"
+            # Only where the form's first character is (the tail, scanned once).
+            tail = text[-(len(form) - 1) :]
+            start = tail.find(form[0])
+            while 0 <= start <= len(tail) - MIN_MASKED:
+                if form.startswith(tail[start:]):
+                    return text[: len(text) - len(tail) + start] + "[redacted]"
+                start = tail.find(form[0], start + 1)
     return text
 
 
