@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -459,15 +460,23 @@ def _substituted(entry: Entry) -> tuple[str, ...]:
     A database's: all (its URL). An action's: those its kind's config holds (an
     http header, a sql query), which its call's child receives anyway; never one
     only in its description or examples, which the child must not learn from
-    the values it masks (a python action's code runs there).
+    the values it masks (a python action's code runs there), nor one only in a
+    URL's scheme and host (``url: ${API_BASE}/items``): public by contract, and
+    quoted by the answers it gives (links); credentials (``user:pass@``) stay.
     """
     values = entry.doc.locator.substituted
     if not values or entry.kind not in ("action", "database"):
         return ()
     if isinstance(entry.value, Action):
-        texts = _strings(msgspec.to_builtins(entry.value.config))
+        texts = [
+            _URL_ORIGIN.sub("", text) for text in _strings(msgspec.to_builtins(entry.value.config))
+        ]
         values = {v for v in values if any(v in text for text in texts)}
     return tuple(sorted(values))
+
+
+_URL_ORIGIN = re.compile(r"^https?://[^/?#@\s]+")
+"""A URL's scheme, host and port, without credentials."""
 
 
 def _strings(node: Any) -> list[str]:

@@ -509,6 +509,37 @@ http:
     assert token not in refused.output and "[redacted]" in refused.output, refused.output
 
 
+async def test_a_variable_in_the_url_origin_is_not_masked(
+    server: str, sandbox: Supervisor, tmp_path: Path
+) -> None:
+    """The scheme and host of an http action's URL are public by contract (literal, never
+    the model's): a ``${API_BASE}`` there is configuration, not a secret, and a response
+    quoting it (a pagination link) reaches the model as is; one in a header is masked."""
+    (tmp_path / "a.yaml").write_text(
+        """
+kind: action
+name: echo
+description: Echo the request.
+isolation: inline
+parameters: {type: object, properties: {next: {type: string}}}
+http:
+  url: ${API_BASE}/echo
+  query: {next: "{{ next }}"}
+  headers: {X-Token: "${VAR_TOKEN}"}
+"""
+    )
+    token = "var-token-2f9a7c"
+    catalog = load_catalog(tmp_path, environ={"API_BASE": server, "VAR_TOKEN": token})
+    runner = SandboxRunner(sandbox, environ={})
+    try:
+        result = await runner.run(catalog, "echo", {"next": f"{server}/items?page=2"})
+    finally:
+        await runner.aclose()
+    echoed = json.loads(result.output)
+    assert echoed["query"] == {"next": [f"{server}/items?page=2"]}, result.output
+    assert echoed["headers"]["x-token"] == "[redacted]"
+
+
 async def test_http_through_sandbox(server: str, sandbox: Supervisor) -> None:
     """An http action runs in the sandbox with a secret header; 4xx and timeouts map cleanly."""
     root = Path().resolve()
