@@ -1,9 +1,11 @@
 """Logging setup: structlog configured once, by ``create_app``.
 
 ``LOG_FORMAT=keyvalue`` (default, logfmt) or ``json``; ``LOGGING_LEVEL``.
-Tracebacks never show frame locals, and the HTTP clients' request lines (full
-URLs) are not logged below WARNING: either would print secrets. What a client
-sent wrong is not a server error (``_ClientFault``). The
+Tracebacks never show frame locals, the HTTP clients' request lines (full
+URLs) are not logged below WARNING, and the keys in the lines uvicorn and the
+websockets library log about a WebSocket handshake are redacted: each would
+print secrets. What a client sent wrong is not a server error
+(``_ClientFault``). The
 standard library's loggers (uvicorn, litestar) render through the same
 processors, so every line has one shape. Request-scoped ids
 (``correlation_id``, ``run_id``, ``thread_id``) are bound with
@@ -15,6 +17,7 @@ Imports ``gateway.settings`` only.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
@@ -60,6 +63,39 @@ class _ClientFault(logging.Filter):
         return record.levelno >= self.level
 
 
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "sec-websocket-protocol"}
+)
+"""Headers whose values are keys: ``sec-websocket-protocol`` carries ``bearer, KEY``."""
+_QUERY_KEY = re.compile(r"([?&](?:api_key|access_token|token|key)=)[^&#\s]*", re.IGNORECASE)
+
+
+class _HandshakeRedactor(logging.Filter):
+    """Keys out of the lines uvicorn and the websockets library log about a WebSocket.
+
+    uvicorn logs each handshake at INFO with its path and query string
+    (``"WebSocket /ws/chat?api_key=KEY" [accepted]``), and at DEBUG the
+    websockets library logs the request line and every header (uvicorn's
+    server as ``uvicorn.error``, a client as ``websockets.client``): the API
+    key a client sends as ``?api_key=``, ``Authorization`` or the
+    ``["bearer", KEY]`` subprotocol would be in the log. Those values are
+    replaced by ``[redacted]``; the lines stay.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            header = record.msg in ("< %s: %s", "> %s: %s") and len(args) == 2
+            if header and str(args[0]).lower() in _CREDENTIAL_HEADERS:
+                args = (args[0], "[redacted]")
+            record.args = tuple(
+                _QUERY_KEY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in args
+            )
+        elif isinstance(record.msg, str) and not args:
+            record.msg = _QUERY_KEY.sub(r"\1[redacted]", record.msg)
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the standard library's root logger from ``settings``.
 
@@ -101,6 +137,7 @@ def configure_logging(settings: Settings) -> None:
     for old in list(root.handlers):
         if getattr(old, "_gateway", False):
             root.removeHandler(old)
+    handler.addFilter(_HandshakeRedactor())
     handler._gateway = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)

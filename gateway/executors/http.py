@@ -14,7 +14,8 @@ back. Compiled templates are cached per process.
 ``run_inline`` (``isolation: inline``) sends the same request through the
 server's shared, pooled ``httpx.AsyncClient`` (``gateway.executors._pools``).
 Both share building the request and reading and judging the response.
-Imports ``gateway.manifests.model`` and ``gateway.executors._common``.
+Imports ``gateway.manifests.model``, ``gateway.executors._common`` and
+``gateway.sandbox._mask`` (the standard library only).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gateway.manifests.model import (
     KindProblem,
     register_action_kind,
 )
+from gateway.sandbox._mask import mask
 
 if TYPE_CHECKING:
     import httpx
@@ -144,22 +146,39 @@ def _url_finalize(eval_ctx: Any, value: Any) -> str:
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # fullmatch: `$` also matches before a final "\n"
 
 
-def _header_value(name: str, value: str) -> str:
+def _header_value(name: str, value: str, secrets: dict[str, str]) -> str:
     """``value`` if a header can carry it: printable ASCII and tabs only.
 
     A line break would end the header (h11 refuses it with the whole value in
     its message, secrets included), and non-ASCII text has no agreed encoding
     (httpx fails with a bare ``UnicodeEncodeError``): both are the caller's
-    ``invalid_arguments`` here, naming the header, never echoing the value.
+    ``invalid_arguments`` here, naming the header, never echoing the value;
+    unless a declared secret in ``value`` is what the header cannot carry (a
+    trailing newline from a file): the model cannot change that, so it is a
+    ``configuration_error`` naming the secret.
     """
     if _HEADER_VALUE.fullmatch(value):
         return value
-    what = "non-ASCII text" if value.isprintable() else "a line break or control character"
+    for secret, text in secrets.items():
+        if text and text in value and not _HEADER_VALUE.fullmatch(text):
+            raise ToolError(
+                "configuration_error",
+                f"header {name!r} cannot carry the value of the secret {secret} "
+                f"({_unfit(text)}, such as a trailing newline from a file); "
+                "fix the variable on the server",
+                header=name,
+            )
     raise ToolError(
         "invalid_arguments",
-        f"header {name!r} cannot carry its value ({what}); pass such text in the query or the body",
+        f"header {name!r} cannot carry its value ({_unfit(value)}); "
+        "pass such text in the query or the body",
         header=name,
     )
+
+
+def _unfit(value: str) -> str:
+    """Why a header cannot carry ``value`` (which ``_HEADER_VALUE`` refused)."""
+    return "non-ASCII text" if value.isprintable() else "a line break or control character"
 
 
 def _text_finalize(eval_ctx: Any, value: Any) -> str:
@@ -347,7 +366,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
         if literal is None or rendered is None or literal.group(0) != rendered.group(0):
             raise ToolError("invalid_url", "the rendered URL changed its scheme or host")
         headers = {
-            k: _header_value(k, _template(v, url=False).render(context))
+            k: _header_value(k, _template(v, url=False).render(context), call.secrets)
             for k, v in self.headers.items()
         }
         if not any(k.lower() == "accept-encoding" for k in headers):
@@ -417,7 +436,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
                         for chunk in response.iter_raw():
                             body.add(chunk)
                         body.finish()
-                        return self._answer(response, bytes(body.data))
+                        return self._answer(response, bytes(body.data), call.masked())
                 finally:
                     response.close()
                 request = following
@@ -459,7 +478,7 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
                         async for chunk in response.aiter_raw():
                             body.add(chunk)
                         body.finish()
-                        return self._answer(response, bytes(body.data))
+                        return self._answer(response, bytes(body.data), call.masked())
                 finally:
                     await response.aclose()
                 request = following
@@ -485,11 +504,16 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         return following
 
-    def _answer(self, response: httpx.Response, body: bytes) -> Any:
-        """What goes back to the model: non-2xx is an error; JSON decoded, ``response`` selected."""
+    def _answer(self, response: httpx.Response, body: bytes, secrets: dict[str, str]) -> Any:
+        """What goes back to the model: non-2xx is an error; JSON decoded, ``response`` selected.
+
+        An error body's excerpt is cut and its whitespace collapsed after ``secrets``
+        are masked: a secret the body echoes across the cut, or one with line breaks
+        (a PEM key), would no longer match whole when the result is masked.
+        """
         text = body.decode(response.encoding or "utf-8", errors="replace")
         if not 200 <= response.status_code < 300:
-            excerpt = " ".join(text.split())[:300]
+            excerpt = " ".join(mask(text, secrets).split())[:300]
             raise ToolError(
                 "http_status",
                 f"HTTP {response.status_code} {response.reason_phrase}: {excerpt}".rstrip(": "),

@@ -18,7 +18,8 @@ statement interrupted; its templates stop at the same deadline, ``_templates``,
 and those with loops or calls render in a worker thread; any ``timeout`` is
 ``timed_out``),
 ``max_output_kb`` with the same truncation mark, the
-same error types, declared secrets masked in what goes back (``redact`` and
+same error types, declared secrets (and ``${VAR}`` values, ``CallContext.masked``)
+masked in what goes back (``redact`` and
 ``from_result`` of ``gateway.sandbox.results``, shared with the sandbox). Log
 lines written during an inline call carry ``isolation=inline``.
 
@@ -30,7 +31,8 @@ queued at its deadline fails with ``timeout`` and never runs. A cancelled
 call leaves the queue (or gives back its slot) at once.
 
 Imports ``gateway.executors``, ``gateway.manifests.model`` and
-``gateway.sandbox.results`` / ``protocol`` (the shared result shapes).
+``gateway.sandbox.results`` / ``protocol`` / ``_mask`` / ``worker`` (the shared result
+shapes, masking and limits).
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ from gateway.executors._pools import Pools
 from gateway.executors.base import ToolResult
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
+from gateway.sandbox._mask import mask
 from gateway.sandbox.protocol import CallResult, output_result
 from gateway.sandbox.results import failure, from_result, redact
+from gateway.sandbox.worker import MESSAGE_CHARS, TRACEBACK_CHARS
 
 __all__ = ["DEFAULT_CONCURRENCY", "InlineExecutor", "InlineKind", "inline_database_urls"]
 
@@ -129,6 +133,7 @@ class InlineExecutor:
         """
         started = time.perf_counter()
         config = action.config
+        masked = call.masked()
         with structlog.contextvars.bound_contextvars(isolation="inline"):
             if config is None or not type(config).inline or not isinstance(config, InlineKind):
                 return failure(
@@ -145,7 +150,7 @@ class InlineExecutor:
                     async with deadline, self._limit.hold():
                         ran = True
                         value = await config.run_inline(call, self.pools)
-                res = _encoded(value, action.sandbox.max_output_kb)
+                res = _encoded(value, action.sandbox.max_output_kb, masked)
             except TimeoutError:
                 if not deadline.expired():
                     raise
@@ -154,24 +159,24 @@ class InlineExecutor:
                 res = CallResult(
                     ok=False,
                     error_type=exc.error_type,
-                    message=str(exc)[:2000],
+                    message=mask(str(exc), masked)[:MESSAGE_CHARS],
                     detail=exc.detail,
                 )
                 # A ``timeout`` error is ``timed_out`` (whichever saw the deadline first: a
                 # render, a SQLite statement, the body's reader): ``from_result`` trusts
                 # the kinds that may run inline, in the sandbox too.
-                result = from_result(res, action, started, call.secrets)
+                result = from_result(res, action, started, masked)
             except Exception as exc:  # a bug in a kind or a driver: the call fails, not the run
                 res = CallResult(
                     ok=False,
                     error_type="exception",
-                    message=f"{type(exc).__name__}: {exc}"[:2000],
-                    traceback=traceback.format_exc()[-8000:],
+                    message=mask(f"{type(exc).__name__}: {exc}", masked)[:MESSAGE_CHARS],
+                    traceback=mask(traceback.format_exc(), masked)[-TRACEBACK_CHARS:],
                 )
-                result = from_result(res, action, started, call.secrets)
+                result = from_result(res, action, started, masked)
             else:
-                result = from_result(res, action, started, call.secrets)
-            result = redact(result, call.secrets, action.name, correlation_id)
+                result = from_result(res, action, started, masked)
+            result = redact(result, masked, action.name, correlation_id)
             log.debug(
                 "executors.inline_call",
                 action=action.name,
@@ -212,7 +217,8 @@ class InlineExecutor:
         await self.pools.aclose()
 
 
-def _encoded(value: Any, max_output_kb: int) -> CallResult:
-    """``value`` as the text the model reads, cut at ``max_output_kb`` as the sandbox cuts it."""
+def _encoded(value: Any, max_output_kb: int, secrets: dict[str, str]) -> CallResult:
+    """``value`` as the text the model reads, ``secrets`` masked, then cut at
+    ``max_output_kb`` as the sandbox cuts it."""
     text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-    return output_result(text, max_output_kb)
+    return output_result(text, max_output_kb, secrets)

@@ -237,13 +237,30 @@ class SandboxRunner:
                     "configuration_error",
                     f"the action's secret {missing[0]} is not set on the server",
                 )
+            secrets = {s: env[s] for s in action.secrets}
+            undecodable = [s for s, v in secrets.items() if not _utf8(v)]
+            if undecodable:
+                # os.environ holds bytes that are not UTF-8 as surrogates: no frame, header
+                # or JSON result can carry them, and each would fail as a bare encode error.
+                log.error(
+                    "executors.secret_invalid",
+                    action=name,
+                    secrets=undecodable,
+                    correlation_id=correlation_id,
+                )
+                return _fail(
+                    started,
+                    "configuration_error",
+                    f"the action's secret {undecodable[0]} is not valid UTF-8 text on the server",
+                )
             call = CallContext(
                 action=name,
                 arguments=args,
-                secrets={s: env[s] for s in action.secrets},
+                secrets=secrets,
                 databases=_databases_of(action, catalog),
                 root=str(catalog.gateway_root),
                 timeout=action.timeout,
+                substituted=_substituted_of(action, catalog),
             )
             if action.isolation == "inline":
                 return await self._inline.call(action, call, correlation_id=correlation_id)
@@ -328,6 +345,25 @@ def _databases_of(action: Action, catalog: Catalog) -> dict[str, str]:
     name = getattr(action.config, "database", None)
     url = catalog.database_urls().get(name) if isinstance(name, str) else None
     return {name: url} if isinstance(name, str) and url is not None else {}
+
+
+def _substituted_of(action: Action, catalog: Catalog) -> tuple[str, ...]:
+    """The values ``${VAR}`` put into ``action``'s kind config and its database's URL (a
+    ``sql`` action's, password included): masked in what the call sends back."""
+    found = catalog.substituted.get(f"action/{action.name}", ())
+    name = getattr(action.config, "database", None)
+    if isinstance(name, str):
+        found += catalog.substituted.get(f"database/{name}", ())
+    return found
+
+
+def _utf8(value: str) -> bool:
+    """Whether ``value`` encodes as UTF-8 (an environment variable's bytes may not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ms(started: float) -> float:

@@ -39,6 +39,10 @@ class Catalog(msgspec.Struct, frozen=True, kw_only=True):
         assistants / actions / databases / providers: documents by name;
             every ``Action.parameters`` is resolved (inferred ones filled in).
         sources: ``"kind/name"`` -> where it was declared.
+        substituted: ``"action/name"`` or ``"database/name"`` -> the values ``${VAR}``
+            put into that action's kind config or that database's URL (4+ characters):
+            secrets as much as declared ones, masked in what a call of that action (or
+            of a ``sql`` action on that database) sends back.
         tools: assistant name -> its tool schemas in Chat Completions form
             (``{"type": "function", "function": {...}}``), built-ins included.
         knowledge_files: absolute paths of every file_search file (watched).
@@ -55,6 +59,7 @@ class Catalog(msgspec.Struct, frozen=True, kw_only=True):
     databases: dict[str, Database] = {}
     providers: dict[str, Provider] = {}
     sources: dict[str, SourceRef] = {}
+    substituted: dict[str, tuple[str, ...]] = {}
     tools: dict[str, list[dict[str, Any]]] = {}
     knowledge_files: tuple[Path, ...] = ()
     code_files: tuple[Path, ...] = ()

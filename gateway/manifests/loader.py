@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -416,11 +417,14 @@ def _assemble(
 ) -> Catalog:
     by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
     sources: dict[str, SourceRef] = {}
+    substituted: dict[str, tuple[str, ...]] = {}
     for entry in entries:
         by_kind[entry.kind][entry.name] = entry.value
         sources[f"{entry.kind}/{entry.name}"] = SourceRef(
             file=rel_of[entry.doc.file], line=entry.doc.locator.start[0]
         )
+        if values := _substituted(entry):
+            substituted[f"{entry.kind}/{entry.name}"] = values
     assistants = by_kind["assistant"]
     actions = by_kind["action"]
     knowledge = sorted(
@@ -443,10 +447,47 @@ def _assemble(
         databases=by_kind["database"],
         providers=by_kind["provider"],
         sources=sources,
+        substituted=substituted,
         tools={name: assistant_tools(a, actions) for name, a in assistants.items()},
         knowledge_files=tuple(knowledge),
         code_files=code_files,
     )
+
+
+def _substituted(entry: Entry) -> tuple[str, ...]:
+    """The values ``${VAR}`` put into ``entry`` that its calls mask (``Catalog.substituted``).
+
+    A database's: all (its URL). An action's: those its kind's config holds (an
+    http header, a sql query), which its call's child receives anyway; never one
+    only in its description or examples, which the child must not learn from
+    the values it masks (a python action's code runs there), nor one only in a
+    URL's scheme and host (``url: ${API_BASE}/items``): public by contract, and
+    quoted by the answers it gives (links); credentials (``user:pass@``) stay.
+    """
+    values = entry.doc.locator.substituted
+    if not values or entry.kind not in ("action", "database"):
+        return ()
+    if isinstance(entry.value, Action):
+        texts = [
+            _URL_ORIGIN.sub("", text) for text in _strings(msgspec.to_builtins(entry.value.config))
+        ]
+        values = {v for v in values if any(v in text for text in texts)}
+    return tuple(sorted(values))
+
+
+_URL_ORIGIN = re.compile(r"^https?://[^/?#@\s]+")
+"""A URL's scheme, host and port, without credentials."""
+
+
+def _strings(node: Any) -> list[str]:
+    """Every string (keys included) in decoded JSON ``node``."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return []
 
 
 def _version(

@@ -119,7 +119,10 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
 
     ``arguments`` are already validated against the schema (defaults applied);
     ``secrets`` holds only the variables the action declared; ``databases``
-    maps database names to URLs (relative sqlite paths already resolved).
+    maps database names to URLs (relative sqlite paths already resolved);
+    ``substituted`` the values ``${VAR}`` put into the action's kind config (and
+    its database's URL): never exported to the environment (the config and the
+    URL already carry them), but masked like ``secrets`` (see ``masked``).
     """
 
     action: str
@@ -128,6 +131,13 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
     databases: dict[str, str] = {}
     root: str = "."
     timeout: float = 10.0
+    substituted: tuple[str, ...] = ()
+
+    def masked(self) -> dict[str, str]:
+        """Every value masked in what leaves this call: ``secrets`` and ``substituted``."""
+        if not self.substituted:
+            return self.secrets
+        return {**{f"${{{i}}}": v for i, v in enumerate(self.substituted)}, **self.secrets}
 
 
 ACTION_KINDS: dict[str, type[ActionConfig]] = {}

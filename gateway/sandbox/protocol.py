@@ -14,18 +14,21 @@ Two channels, never pickle:
   length-prefixed ``CallRequest`` in; ``TAKEN``, then a length-prefixed
   ``CallResult`` out.
 
-This module imports only msgspec, ``gateway.manifests.model`` and ``gateway._unicode``.
+This module imports only msgspec, ``gateway.manifests.model``, ``gateway._unicode`` and
+``gateway.sandbox._mask``.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
 
 from gateway._unicode import valid_text
 from gateway.manifests.model import CallContext
+from gateway.sandbox._mask import mask
 
 __all__ = [
     "HEADER",
@@ -200,11 +203,17 @@ class CallResult(msgspec.Struct, frozen=True, kw_only=True):
     traceback: str = ""
 
 
-def output_result(text: str, max_output_kb: int) -> CallResult:
+def output_result(
+    text: str, max_output_kb: int, secrets: Mapping[str, str] | None = None
+) -> CallResult:
     """A successful result carrying ``text``, cut at ``max_output_kb`` with a note saying so.
 
-    The one place the cut is made, for sandboxed and inline calls alike.
+    The one place the cut is made, for sandboxed and inline calls alike. The
+    call's ``secrets`` are masked before the cut: one straddling it would keep
+    its first characters, which no later masking recognises as the secret.
     """
+    if secrets:
+        text = mask(text, secrets)
     limit = max_output_kb * 1024
     try:
         encoded = text.encode("utf-8")

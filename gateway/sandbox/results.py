@@ -12,12 +12,9 @@ the outcome of a finished call from what the supervisor collected. Imports
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import math
 import signal
 import time
-import urllib.parse
 from typing import Any
 
 import msgspec
@@ -26,6 +23,7 @@ import structlog
 from gateway.executors.base import ToolResult
 from gateway.manifests.model import Action
 from gateway.sandbox._channels import OutputReader, TooLarge
+from gateway.sandbox._mask import mask, mask_cut
 from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits, output_result
 from gateway.sandbox.worker import MESSAGE_CHARS, RESULT_LOST, TRACEBACK_CHARS
 
@@ -177,39 +175,6 @@ def exit_failure(
     return failure(started, "crashed", f"the action exited with status {code} without a result")
 
 
-def mask(text: str, secrets: dict[str, str]) -> str:
-    """``text`` with every declared secret value (4+ characters) replaced.
-
-    Also the forms a secret takes on its way through an HTTP call or an error
-    message: percent-encoded (URL query), base64 of the value itself, JSON- or
-    repr-escaped (``b'...'`` in an exception). A secret combined with other
-    text before encoding (``base64("user:" + secret)``) cannot be recognised.
-    """
-    for value in secrets.values():
-        if len(value) < 4:
-            continue
-        for form in _forms(value):
-            if form in text:
-                text = text.replace(form, "[redacted]")
-    return text
-
-
-def _forms(value: str) -> list[str]:
-    raw = value.encode()
-    forms = {
-        value,
-        urllib.parse.quote(value, safe=""),
-        urllib.parse.quote_plus(value),
-        base64.b64encode(raw).decode(),
-        base64.urlsafe_b64encode(raw).decode(),
-        json.dumps(value)[1:-1],
-        repr(value)[1:-1],
-        repr(raw)[2:-1],
-    }
-    # Longest first, so a form containing another is replaced whole.
-    return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
-
-
 def redact(
     result: ToolResult, secrets: dict[str, str], action: str, correlation_id: str
 ) -> ToolResult:
@@ -256,10 +221,12 @@ def call_outcome(
         elif exc is None:
             body = reader.result()
     if output.data or output.dropped:
+        # Masked whole before its tail is taken; its end cut mid-secret if the cap dropped bytes.
+        masking = mask_cut if output.dropped else mask
         log.debug(
             "sandbox.output",
             action=action.name,
-            output=mask(output.text()[-2000:], request.call.secrets),
+            output=masking(output.text(), request.call.masked())[-2000:],
             dropped=output.dropped,
         )
     if too_large is not None:
@@ -273,10 +240,25 @@ def call_outcome(
             res = msgspec.json.decode(body, type=CallResult)
         except (msgspec.DecodeError, RecursionError):  # msgspec's depth guard: RecursionError
             return failure(started, "sandbox_error", "the action sent an invalid result")
-        return from_result(_within_limits(res, limits), action, started, request.call.secrets)
+        masked = request.call.masked()
+        res = _within_limits(_masked(res, masked), limits)
+        return from_result(res, action, started, masked)
     if status is None:
         return failure(started, "crashed", "the action ended without a result")
     return exit_failure(status, limits, started, taken=taken)
+
+
+def _masked(res: CallResult, secrets: dict[str, str]) -> CallResult:
+    """``res`` with ``secrets`` masked, before ``_within_limits`` cuts it (a frame the action
+    wrote itself was not masked, nor cut, by the child)."""
+    if not secrets:
+        return res
+    return msgspec.structs.replace(
+        res,
+        output=mask(res.output, secrets),
+        message=mask(res.message, secrets),
+        traceback=mask(res.traceback, secrets),
+    )
 
 
 _NOTE_ROOM = 128

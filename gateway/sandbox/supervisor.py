@@ -526,7 +526,7 @@ class Supervisor:
             result = failure(
                 started, "crashed", "the sandbox processes died before the call could start"
             )
-        return redact(result, call.secrets, action.name, correlation_id)
+        return redact(result, call.masked(), action.name, correlation_id)
 
     async def _run_child(
         self,

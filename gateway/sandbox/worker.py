@@ -17,8 +17,8 @@ acknowledges the call (``TAKEN``), runs the action, and answers one
 length-prefixed ``CallResult`` after killing whatever the action started.
 
 Imports only the standard library, msgspec, ``gateway.sandbox.protocol``,
-``gateway.manifests.model`` and ``gateway._unicode``; action kinds are imported
-by name.
+``gateway.sandbox._mask``, ``gateway.manifests.model`` and ``gateway._unicode``;
+action kinds are imported by name.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import msgspec
 from gateway._unicode import valid_text
 from gateway.manifests.model import ActionConfig, CallContext
 from gateway.sandbox import _linux
+from gateway.sandbox._mask import mask
 from gateway.sandbox.protocol import (
     HEADER,
     TAKEN,
@@ -551,16 +552,20 @@ def _execute(request: CallRequest, limits: Limits) -> CallResult:
             message=f"the action ran out of memory (limit {limits.memory_mb} MB)",
         )
     except BaseException as exc:
-        return _raised(exc)
-    return output_result(text, limits.max_output_kb)
+        return _raised(exc, request.call.masked())
+    return output_result(text, limits.max_output_kb, request.call.masked())
 
 
-def _raised(exc: BaseException) -> CallResult:
-    """The ``CallResult`` of an exception the action raised (read defensively, see ``_execute``)."""
+def _raised(exc: BaseException, secrets: dict[str, str]) -> CallResult:
+    """The ``CallResult`` of an exception the action raised (read defensively, see ``_execute``).
+
+    ``secrets`` are masked before the message and the traceback are cut (see
+    ``output_result``); the server masks what it receives again.
+    """
     import traceback
 
     try:  # it guards the exception's str() itself, not a metaclass that breaks __qualname__
-        trace = traceback.format_exc()[-TRACEBACK_CHARS:]
+        trace = mask(traceback.format_exc(), secrets)[-TRACEBACK_CHARS:]
     except BaseException:
         trace = "(the traceback could not be formatted)"
     try:
@@ -569,7 +574,7 @@ def _raised(exc: BaseException) -> CallResult:
         return CallResult(
             ok=False,
             error_type=f"{typed or 'exception'}",
-            message=message[:MESSAGE_CHARS],
+            message=mask(message, secrets)[:MESSAGE_CHARS],
             detail=_carried(getattr(exc, "detail", None)),
             traceback=trace,
         )

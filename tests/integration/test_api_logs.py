@@ -12,7 +12,7 @@ import httpx
 import pytest
 from conftest import ServerFactory
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.sync.client import connect as ws_connect
 
 from gateway.testing.fake_openai import FakeOpenAI
 from tests._http import serving
@@ -145,7 +145,7 @@ def test_a_client_sending_invalid_utf8_is_a_warning_not_a_server_error(
     any client could fill the server's error log (and page its operator) at will. It is one
     WARNING line without a traceback, and the client still gets 1007."""
     server = gateway_server(api_manifests, env={"LOGGING_LEVEL": "INFO"})
-    with connect(f"{server.ws_url}/ws/chat") as ws:
+    with ws_connect(f"{server.ws_url}/ws/chat") as ws:
         ws.send(b'{"message": "\xff\xfe"}', text=True)
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
@@ -156,3 +156,59 @@ def test_a_client_sending_invalid_utf8_is_a_warning_not_a_server_error(
     assert "level=warning" in line
     assert "level=error" not in err
     assert "Traceback" not in err
+
+
+def test_debug_logs_hold_no_websocket_keys(
+    capsys: pytest.CaptureFixture[str], gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """At DEBUG the websockets library (as uvicorn.error) logged every handshake header,
+    so the API key a client sends as ``Authorization`` or as the ``["bearer", KEY]``
+    subprotocol (how a browser authenticates) was in the log; those values are
+    redacted, the lines stay."""
+    server = gateway_server(
+        api_manifests,
+        env={"LOGGING_LEVEL": "DEBUG", "GATEWAY_API_KEYS": "ws-key-4417,ws-web-key-9921"},
+    )
+    with ws_connect(
+        f"{server.ws_url}/ws/chat",
+        additional_headers={"Authorization": "Bearer ws-key-4417"},
+    ) as ws:
+        ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        while json.loads(ws.recv(timeout=60))["event"] != "done":
+            pass
+    with ws_connect(
+        f"{server.ws_url}/ws/chat",
+        subprotocols=["bearer", "ws-web-key-9921"],  # type: ignore[list-item]
+    ) as ws:
+        ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        while json.loads(ws.recv(timeout=60))["event"] != "done":
+            pass
+    server.stop()  # before capsys closes the stream the server logs to
+    err = capsys.readouterr().err
+    assert "< authorization: [redacted]" in err  # the handshake's lines stay
+    assert "< sec-websocket-protocol: [redacted]" in err
+    assert "ws-key-4417" not in err
+    assert "ws-web-key-9921" not in err
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_websocket_query_keys_are_not_logged(
+    capsys: pytest.CaptureFixture[str],
+    gateway_server: ServerFactory,
+    api_manifests: Path,
+    level: str,
+) -> None:
+    """uvicorn logs every WebSocket handshake at INFO with its query string, so the key a
+    browser sends as ``/ws/chat?api_key=KEY`` (the README's way) was in the default log;
+    it is redacted there (and in the DEBUG request line), the line stays."""
+    server = gateway_server(
+        api_manifests, env={"LOGGING_LEVEL": level, "GATEWAY_API_KEYS": "ws-query-key-3381"}
+    )
+    with ws_connect(f"{server.ws_url}/ws/chat?api_key=ws-query-key-3381") as ws:
+        ws.send(json.dumps({"assistant": "other", "message": "hi"}))
+        while json.loads(ws.recv(timeout=60))["event"] != "done":
+            pass
+    server.stop()  # before capsys closes the stream the server logs to
+    err = capsys.readouterr().err
+    assert "/ws/chat?api_key=[redacted]" in err  # uvicorn's [accepted] line
+    assert "ws-query-key-3381" not in err

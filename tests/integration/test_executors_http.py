@@ -21,6 +21,7 @@ from gateway.executors._pools import Pools
 from gateway.executors.http import HttpConfig
 from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import Catalog
+from gateway.manifests.loader import load_catalog
 from gateway.manifests.model import Action, CallContext
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
@@ -55,6 +56,11 @@ class _Handler(BaseHTTPRequestHandler):
         parsed = urllib.parse.urlsplit(self.path)
         if parsed.path.startswith("/status/"):
             self._send(int(parsed.path.rsplit("/", 1)[1]), b"  not   here\n" * 50, "text/plain")
+            return
+        if parsed.path == "/reject":  # an API echoing the key it refuses, after some text
+            pad = int(urllib.parse.parse_qs(parsed.query)["pad"][0])
+            key = urllib.parse.parse_qs(body)["key"][0]
+            self._send(401, ("x" * pad + key).encode(), "text/plain")
             return
         if parsed.path == "/slow":
             time.sleep(float(urllib.parse.parse_qs(parsed.query)["s"][0]))
@@ -176,6 +182,26 @@ def test_header_values_a_header_cannot_carry_are_refused(
     assert "X-City" in str(info.value)
     assert "sekrit" not in str(info.value)
     assert value not in str(info.value)
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+@pytest.mark.parametrize("secret", ["tok-abc\n", "tok-\u00e9t\u00e9"], ids=["newline", "non-ascii"])
+def test_a_secret_a_header_cannot_carry_is_a_configuration_error(
+    server: str, inline: bool, secret: str
+) -> None:
+    """A declared secret a header cannot carry (a trailing newline, as a variable read from
+    a file often has) was reported as the model's invalid_arguments, telling it to pass the
+    text in the query: the model cannot fix the server's variable. It is a
+    configuration_error naming the secret (never its value)."""
+    config = HttpConfig(
+        url=server + "/h", headers={"Authorization": "Bearer {{ secrets.API_TOKEN }}"}
+    )
+    with pytest.raises(ToolError) as info:
+        (_run_inline if inline else _run)(config, secrets={"API_TOKEN": secret}, city="x")
+    assert info.value.error_type == "configuration_error", info.value
+    message = str(info.value)
+    assert "API_TOKEN" in message and "Authorization" in message, message
+    assert "tok-" not in message
 
 
 def test_json_body_keeps_types(server: str) -> None:
@@ -394,6 +420,124 @@ async def sandbox() -> AsyncIterator[Supervisor]:
         yield sup
     finally:
         await sup.aclose()
+
+
+@pytest.mark.parametrize("isolation", ["sandbox", "inline"])
+async def test_a_secret_echoed_in_an_error_body_is_masked_whole(
+    server: str, sandbox: Supervisor, isolation: str
+) -> None:
+    """A non-2xx body echoing a secret was cut to its excerpt (300 characters) and its
+    whitespace collapsed before masking: a secret straddling the cut kept its first
+    characters, a multi-line one (a PEM key) its lines, in the error the model reads."""
+    root = Path().resolve()
+    token = "tok-straddles-the-cut"
+    pem = "-----BEGIN KEY-----\nabcdEFGH1234\n-----END KEY-----"
+
+    def act(name: str, secret: str, pad: int) -> Action:
+        return Action(
+            name=name,
+            description="d",
+            kind_key="http",
+            config=HttpConfig(
+                url=f"{server}/reject?pad={pad}",
+                method="POST",
+                form={"key": "{{ secrets." + secret + " }}"},
+            ),
+            secrets=[secret],
+            isolation=isolation,  # type: ignore[arg-type]
+        )
+
+    catalog = Catalog(
+        version="t",
+        root=root,
+        gateway_root=root,
+        loaded_at=0,
+        actions={"cut": act("cut", "API_TOKEN", 300 - 6), "pem": act("pem", "PEM_KEY", 10)},
+    )
+    runner = SandboxRunner(sandbox, environ={"API_TOKEN": token, "PEM_KEY": pem})
+    try:
+        cut = await runner.run(catalog, "cut", {})
+        pem_result = await runner.run(catalog, "pem", {})
+    finally:
+        await runner.aclose()
+    assert cut.error_type == pem_result.error_type == "http_status", (cut, pem_result)
+    assert json.loads(cut.output)["error"]["message"].startswith("HTTP 401 Unauthorized: xxx")
+    assert token[:4] not in cut.output, cut.output[-60:]
+    assert "abcdEFGH1234" not in pem_result.output, pem_result.output
+
+
+@pytest.mark.parametrize("isolation", ["sandbox", "inline"])
+async def test_a_variable_substituted_into_an_action_is_masked_like_a_secret(
+    server: str, sandbox: Supervisor, isolation: str, tmp_path: Path
+) -> None:
+    """A ``${VAR}`` in an http action (``Authorization: Bearer ${KEY}``, the README's way
+    to put a variable anywhere) reached the model unmasked when the endpoint echoed it,
+    in a result or an error's excerpt: only declared ``secrets`` were masked. Values a
+    variable put into the action's document are masked too."""
+    token = "var-token-8c1f2e"
+    (tmp_path / "actions.yaml").write_text(
+        f"""
+kind: action
+name: echo
+description: Echo the request.
+isolation: {isolation}
+http:
+  url: {server}/echo
+  response: headers.authorization
+  headers: {{Authorization: "Bearer ${{VAR_TOKEN}}"}}
+---
+kind: action
+name: refused
+description: Refused, echoing the key.
+isolation: {isolation}
+http:
+  url: {server}/reject?pad=3
+  method: POST
+  form: {{key: "${{VAR_TOKEN}}"}}
+"""
+    )
+    catalog = load_catalog(tmp_path, environ={"VAR_TOKEN": token})
+    runner = SandboxRunner(sandbox, environ={})
+    try:
+        echoed = await runner.run(catalog, "echo", {})
+        refused = await runner.run(catalog, "refused", {})
+    finally:
+        await runner.aclose()
+    assert echoed.status == "succeeded", echoed
+    assert echoed.output == "Bearer [redacted]"
+    assert refused.error_type == "http_status", refused
+    assert token not in refused.output and "[redacted]" in refused.output, refused.output
+
+
+async def test_a_variable_in_the_url_origin_is_not_masked(
+    server: str, sandbox: Supervisor, tmp_path: Path
+) -> None:
+    """The scheme and host of an http action's URL are public by contract (literal, never
+    the model's): a ``${API_BASE}`` there is configuration, not a secret, and a response
+    quoting it (a pagination link) reaches the model as is; one in a header is masked."""
+    (tmp_path / "a.yaml").write_text(
+        """
+kind: action
+name: echo
+description: Echo the request.
+isolation: inline
+parameters: {type: object, properties: {next: {type: string}}}
+http:
+  url: ${API_BASE}/echo
+  query: {next: "{{ next }}"}
+  headers: {X-Token: "${VAR_TOKEN}"}
+"""
+    )
+    token = "var-token-2f9a7c"
+    catalog = load_catalog(tmp_path, environ={"API_BASE": server, "VAR_TOKEN": token})
+    runner = SandboxRunner(sandbox, environ={})
+    try:
+        result = await runner.run(catalog, "echo", {"next": f"{server}/items?page=2"})
+    finally:
+        await runner.aclose()
+    echoed = json.loads(result.output)
+    assert echoed["query"] == {"next": [f"{server}/items?page=2"]}, result.output
+    assert echoed["headers"]["x-token"] == "[redacted]"
 
 
 async def test_http_through_sandbox(server: str, sandbox: Supervisor) -> None:

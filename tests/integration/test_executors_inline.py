@@ -34,6 +34,7 @@ from gateway.executors.inline import InlineExecutor
 from gateway.executors.runner import SandboxRunner
 from gateway.executors.sql import SqlConfig
 from gateway.manifests.catalog import Catalog
+from gateway.manifests.loader import load_catalog
 from gateway.manifests.model import Action, Database, SandboxLimits
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
@@ -190,6 +191,43 @@ async def test_http_inline_secrets_masked_and_undeclared_invisible(
     assert "tok-inline-secret-1" not in result.output
     assert echoed["query"] == {"all": ["API_TOKEN"]}  # SERVER_ONLY rendered empty: omitted
     assert "server-only-value-1" not in result.output
+
+
+async def test_http_inline_secret_cut_by_max_output_kb_is_masked_whole(
+    server: str, runner: SandboxRunner, data_root: Path
+) -> None:
+    """A declared secret straddling the max_output_kb cut was cut first and masked after,
+    so its first characters (no longer the whole secret) reached the model."""
+    config = HttpConfig(
+        url=server + "/echo",
+        headers={"X-Token": "{{ city }}{{ secrets.API_TOKEN }}"},
+        response="headers.x-token",
+    )
+    action = _http("echo", config, secrets=["API_TOKEN"], sandbox=SandboxLimits(max_output_kb=1))
+    catalog = _catalog(data_root, action)
+    result = await runner.run(catalog, "echo", {"city": "y" * (1024 - 6)})
+    assert result.status == "succeeded" and result.truncated, result
+    assert result.output.startswith("y" * (1024 - 6))
+    assert "tok-" not in result.output, result.output[-80:]
+
+
+async def test_a_variable_in_a_database_url_is_masked_in_its_sql_errors(
+    runner: SandboxRunner, data_root: Path
+) -> None:
+    """A ``${VAR}`` in a ``kind: database`` URL is masked like a secret in what its
+    ``sql`` actions send back: the error naming the missing file quoted it."""
+    (data_root / "m.yaml").write_text(
+        "kind: database\nname: shop\nurl: sqlite:///${DB_TAG}.db\n---\n"
+        "kind: action\nname: count\ndescription: Count.\nisolation: inline\n"
+        "sql: {database: shop, query: SELECT count(*) AS n FROM orders}\n"
+    )
+    (data_root / "shop.db").rename(data_root / "shop-8f3k2p.db")
+    catalog = load_catalog(data_root, environ={"DB_TAG": "shop-8f3k2p"})
+    assert (await runner.run(catalog, "count", {})).output == '[{"n":2}]'
+    (data_root / "shop-8f3k2p.db").unlink()  # the file the URL names is gone
+    failed = await runner.run(catalog, "count", {})
+    assert failed.error_type == "database_error", failed
+    assert "shop-8f3k2p" not in failed.output and "[redacted]" in failed.output, failed.output
 
 
 async def test_http_inline_templates_cannot_reach_the_server(

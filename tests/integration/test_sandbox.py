@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.executors.python import PythonConfig
 from gateway.executors.runner import SandboxRunner
@@ -262,6 +263,21 @@ def hostile(what: str):
         raise BadType("x")
     return Lying("a plain answer")
 
+def secret_at_cut(where: str, pad: int):
+    token = os.environ["SANDBOX_TEST_TOKEN"]
+    if where == "output":
+        return "y" * pad + token
+    if where == "forged":
+        from gateway.sandbox.protocol import CallResult, frame
+        os.write(3, frame(CallResult(ok=True, output="y" * pad + token)))
+        os._exit(0)
+    if where == "traceback":
+        raise ValueError(token + "z" * pad)
+    if where == "stdout":
+        print("y" * pad + token, flush=True)
+        return "printed"
+    raise ValueError("m" * pad + token)
+
 def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
@@ -320,6 +336,15 @@ ACTION_LIST = [
     make_action("scan"),
     make_action("environ"),
     make_action("environ_secret", "environ", secrets=["SANDBOX_TEST_TOKEN"]),
+    make_action(
+        "secret_at_cut",
+        secrets=["SANDBOX_TEST_TOKEN"],
+        parameters={
+            "type": "object",
+            "properties": {"where": {"type": "string"}, "pad": {"type": "integer"}},
+        },
+        sandbox=SandboxLimits(max_output_kb=1),
+    ),
     make_action("write_file", sandbox=SandboxLimits(max_file_size_mb=1)),
     make_action("fork_many", sandbox=SandboxLimits(max_processes=8), timeout=20),
     make_action("close_result"),
@@ -843,6 +868,63 @@ async def test_environment_has_only_declared_secrets(
     declared = await runner.run(catalog, "environ_secret", {})
     env = json.loads(declared.output)
     assert env["SANDBOX_TEST_TOKEN"] == "[redacted]"
+
+
+@pytest.mark.parametrize("secret", ['pä"ss\\wörd-1', "clé\nsur deux lignes", '\u20ac-quote"-tab\t'])
+async def test_a_secret_with_non_ascii_and_escaped_characters_is_masked_in_json(
+    supervisor: Supervisor, catalog: Catalog, secret: str
+) -> None:
+    """A result sent as JSON escapes a secret's quote, backslash or line break but keeps
+    its non-ASCII text as is: no masked form matched that (JSON with ``\\uXXXX`` escapes,
+    repr with other quoting), so a password such as ``pä"ss\\wörd`` reached the model."""
+    runner = SandboxRunner(supervisor, environ={"SANDBOX_TEST_TOKEN": secret})
+    result = await runner.run(catalog, "environ_secret", {})
+    assert json.loads(result.output)["SANDBOX_TEST_TOKEN"] == "[redacted]", result.output
+
+
+async def test_a_secret_that_is_not_utf8_is_a_configuration_error(
+    supervisor: Supervisor, catalog: Catalog
+) -> None:
+    """A secret whose bytes are not UTF-8 (a Latin-1 password; Python reads it with
+    surrogates) failed every call as ``internal_error: UnicodeEncodeError`` with a
+    traceback in the log: it is a ``configuration_error`` naming the secret, never its
+    value, and the action does not run."""
+    value = os.fsdecode(b"pass-w\xf6rd-77")
+    runner = SandboxRunner(supervisor, environ={"SANDBOX_TEST_TOKEN": value})
+    with capture_logs() as logs:
+        result = await runner.run(catalog, "environ_secret", {})
+    assert result.error_type == "configuration_error", result
+    message = json.loads(result.output)["error"]["message"]
+    assert "SANDBOX_TEST_TOKEN" in message and "UTF-8" in message, message
+    assert "pass-w" not in result.output
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["executors.secret_invalid"]
+    assert "pass-w" not in repr(logs)
+
+
+async def test_a_secret_cut_by_a_limit_is_masked_whole(
+    runner: SandboxRunner, catalog: Catalog
+) -> None:
+    """A declared secret straddling a cut (the result at max_output_kb, in the child or
+    in the server for a frame the action wrote itself, an error's message at 2,000
+    characters, a traceback's start) was cut first and masked after, so its first or last
+    characters were no longer the whole secret and reached the model and the log."""
+    token = "tok-123456789"  # the runner's SANDBOX_TEST_TOKEN
+    cases = {"output": 1024 - 6, "forged": 1024 - 6, "message": 2000 - len("ValueError: ") - 6}
+    for where, pad in cases.items():
+        result = await runner.run(catalog, "secret_at_cut", {"where": where, "pad": pad})
+        assert token[:4] not in result.output, (where, result)  # nor any of its prefixes
+    with capture_logs() as logs:
+        failed = await runner.run(catalog, "secret_at_cut", {"where": "traceback", "pad": 8000})
+    assert failed.status == "failed", failed
+    traceback = next(e["traceback"] for e in logs if e["event"] == "sandbox.action_error")
+    assert token[-4:] not in traceback and token[:4] not in traceback, traceback[:200]
+    # What it printed, kept up to max_output_kb for the debug log: cut mid-secret too.
+    with capture_logs() as logs:
+        printed = await runner.run(catalog, "secret_at_cut", {"where": "stdout", "pad": 1024 - 6})
+    assert printed.output == "printed", printed
+    output = next(e for e in logs if e["event"] == "sandbox.output")
+    assert output["dropped"] > 0 and output["output"].startswith("y"), output
+    assert token[:4] not in output["output"], output["output"][-40:]
 
 
 async def test_a_fork_bomb_is_bounded(

@@ -173,3 +173,35 @@ async def test_an_action_cannot_read_undeclared_database_urls(leak_root: Path) -
         await supervisor.aclose()
     assert result.status == "succeeded", result
     assert json.loads(result.output) == []
+
+
+async def test_a_python_action_cannot_read_variables_substituted_into_its_document(
+    leak_root: Path,
+) -> None:
+    """Values a ``${VAR}`` put into an action's description or examples are masked in
+    what it sends back, but travel to its child only when its kind's config holds them
+    (an http header, a sql query): a python action's code never finds them."""
+    from gateway.executors.runner import SandboxRunner
+    from gateway.manifests.loader import load_catalog
+    from gateway.sandbox.supervisor import Supervisor
+    from gateway.settings import Settings
+
+    (leak_root / "frames_actions.py").write_text(textwrap.dedent(FRAMES_ACTION))
+    manifests = leak_root / "manifests"
+    manifests.mkdir()
+    (manifests / "a.yaml").write_text(
+        "kind: action\nname: frames\ndescription: 'Uses the key ${DESC_KEY}.'\n"
+        "python: {function: 'frames_actions:frames'}\n"
+    )
+    needle = "needle-desc-0006"
+    catalog = load_catalog(manifests, environ={"DESC_KEY": needle}, gateway_root=leak_root)
+    supervisor = Supervisor(Settings())
+    await supervisor.start(catalog)
+    try:
+        result = await SandboxRunner(supervisor).run(
+            catalog, "frames", {"reversed_needle": needle[::-1]}
+        )
+    finally:
+        await supervisor.aclose()
+    assert result.status == "succeeded", result
+    assert json.loads(result.output) == []

@@ -13,6 +13,7 @@ from gateway.executors.http import HttpConfig
 from gateway.executors.python import PythonConfig
 from gateway.executors.sql import SqlConfig
 from gateway.manifests.model import Action, ActionConfig
+from gateway.sandbox._mask import mask_cut
 from gateway.sandbox.protocol import CallResult
 from gateway.sandbox.results import from_result, mask
 
@@ -66,3 +67,13 @@ def test_a_timeout_error_is_timed_out_only_from_the_gateways_own_kinds(
     assert (result.status, result.error_type) == (status, "timeout")
     other = from_result(CallResult(ok=False, error_type="http_status", message="404"), action, 0)
     assert other.status == "failed"
+
+
+def test_a_secret_cut_at_the_end_is_masked() -> None:
+    """Text cut mid-secret (a capped pipe) ends with the secret's start: masked too, as
+    are whole secrets; an end that is no secret's start, or under 4 characters of one,
+    stays."""
+    secrets = {"API_KEY": SECRET}
+    assert mask_cut(f"a {SECRET} b {SECRET[:7]}", secrets) == "a [redacted] b [redacted]"
+    assert mask_cut(f"b {SECRET[:3]}", secrets) == f"b {SECRET[:3]}"
+    assert mask_cut("plain text", secrets) == "plain text"
