@@ -25,7 +25,8 @@ was replaced (a link target, an inode) the watchers restart on the new paths,
 followed by one more reload for writes made while they moved. Unrelated files
 (SQLite databases and journals under the root, logs next to it) are filtered
 before they wake anything. When the OS refuses watches (inotify limits) the
-watcher backs off and then polls.
+watcher polls instead, says so in the log and in the status; when watching
+keeps failing otherwise, it backs off and then polls.
 
 Imports: ``gateway.settings``, ``gateway.errors``, ``gateway.manifests.catalog``,
 ``._watch_paths`` (what to watch) and watchfiles, msgspec, structlog only.
@@ -99,6 +100,8 @@ class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         version / loaded_at / root / files: the live set (None / empty before the first).
         watching: whether file watching is on (``GATEWAY_WATCH``).
+        polling: whether it polls (every 300 ms) instead of OS events, because the OS
+            refused watches (inotify limits) or kept failing; logged as ``reload_watch_polling``.
         watched: the real directories being watched (recursive first).
         warnings: the ``check`` hook's warnings about the live set (a client key limited
             to an assistant it does not have...), as of its newest load.
@@ -112,6 +115,7 @@ class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
     root: str | None
     files: list[str]
     watching: bool
+    polling: bool
     watched: list[str]
     warnings: list[str]
     last_attempt: ReloadResult | None
@@ -190,6 +194,7 @@ class Reloader:
             root=str(cat.root) if cat else None,
             files=list(cat.files) if cat else [],
             watching=self._watch_task is not None and not self._watch_task.done(),
+            polling=self._polling,
             watched=[*plan.recursive, *plan.flat] if plan else [],
             warnings=list(self._warnings),
             last_attempt=self._last,
@@ -492,21 +497,35 @@ class Reloader:
         assert self._queue is not None
         debounce_ms = max(1, self._settings.reload_debounce_ms)
         pending: asyncio.Future[set[tuple[Change, str]]] | None = None
+        # Watch errors are raised, not ignored: watchfiles' ignore_permission_denied
+        # drops *every* error of adding a watch, the inotify limit included, which left
+        # the rest of a large tree unwatched in silence. Only after a PermissionError
+        # (a directory this user may not read) are the remaining errors ignored.
+        lenient = False
         try:
-            changes_of = awatch(
-                *paths,
-                watch_filter=keep,
-                debounce=max(_MAX_DEBOUNCE_MS, debounce_ms),
-                step=debounce_ms,
-                stop_event=stop,
-                recursive=recursive,
-                ignore_permission_denied=True,
-                force_polling=True if self._polling else None,
-            )
-            # The generator sets up the OS watches synchronously on its first step,
-            # before it first waits: once that step has run, we are watching.
-            pending = asyncio.ensure_future(anext(changes_of))
-            await asyncio.sleep(0)
+            while True:
+                changes_of = awatch(
+                    *paths,
+                    watch_filter=keep,
+                    debounce=max(_MAX_DEBOUNCE_MS, debounce_ms),
+                    step=debounce_ms,
+                    stop_event=stop,
+                    recursive=recursive,
+                    ignore_permission_denied=lenient,
+                    force_polling=True if self._polling else None,
+                )
+                # The generator sets up the OS watches synchronously on its first step,
+                # before it first waits: once that step has run, we are watching.
+                pending = asyncio.ensure_future(anext(changes_of))
+                await asyncio.sleep(0)
+                refused = pending.exception() if pending.done() else None
+                if isinstance(refused, PermissionError) and not lenient:
+                    log.warning("reload_watch_unreadable", error=str(refused))
+                    lenient = True
+                elif _limit_reached(refused) and not self._polling:
+                    self._poll_instead(refused)
+                else:
+                    break
             ready.set()
             while True:
                 try:
@@ -519,16 +538,36 @@ class Reloader:
         except Exception as exc:  # a path vanished, or the OS refuses more watches
             self._errors += 1
             log.warning("reload_watch_error", error=f"{type(exc).__name__}: {exc}")
-            if self._errors >= _POLL_AFTER_ERRORS and not self._polling:
-                # e.g. fs.inotify.max_user_watches reached: polling still works.
-                self._polling = True
-                log.warning("reload_watch_polling", after_errors=self._errors)
+            if not self._polling and (_limit_reached(exc) or self._errors >= _POLL_AFTER_ERRORS):
+                self._poll_instead(exc)
         finally:
             ready.set()
             if pending is not None and not pending.done():
                 pending.cancel()  # we were cancelled: stop the watcher thread too
         if not stop.is_set():
             self._queue.put_nowait(_Batch(gen, frozenset(), ended=True))
+
+    def _poll_instead(self, exc: BaseException) -> None:
+        """Watch by polling from now on (the OS refuses watches; polling still works)."""
+        self._polling = True
+        log.warning(
+            "reload_watch_polling",
+            error=f"{type(exc).__name__}: {exc}",
+            after_errors=self._errors,
+            hint="the OS refused file watches: raise fs.inotify.max_user_watches "
+            "(or max_user_instances) for events instead of polling",
+        )
+
+
+def _limit_reached(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the OS refuses more watches (inotify watch or instance limits).
+
+    Not a vanished path (re-planned instead) and not a directory we may not read.
+    """
+    if exc is None or isinstance(exc, FileNotFoundError | PermissionError):
+        return False
+    text = str(exc).lower()
+    return isinstance(exc, OSError) or "limit" in text or "too many open files" in text
 
 
 _FILTER = DefaultFilter()  # ignores .git, __pycache__, *.pyc, editor swap files

@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import pytest
@@ -350,24 +350,41 @@ uvicorn.run(create_app(Settings.from_env(dotenv=None)), host="127.0.0.1", port=0
 """
 
 
+class StartProcess(Protocol):
+    """Start the gateway in a subprocess over ``manifests``; returns (process, base URL)."""
+
+    def __call__(
+        self, manifests: Path, *, env: Mapping[str, str] = ..., prefix: Sequence[str] = ...
+    ) -> tuple[subprocess.Popen[bytes], str]: ...
+
+
 @pytest.fixture
-def process_server(
-    tmp_path: Path,
-) -> Iterator[Callable[[Path], tuple[subprocess.Popen[bytes], str]]]:
-    """Factory: run the gateway with uvicorn in a subprocess; yields (process, base URL)."""
+def process_server(tmp_path: Path) -> Iterator[StartProcess]:
+    """Factory: run the gateway with uvicorn in a subprocess; yields (process, base URL).
+
+    Watching is off unless ``env`` turns it on; ``prefix`` is put before the
+    command (e.g. ``unshare`` to run it under other kernel limits).
+    """
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(manifests: Path) -> tuple[subprocess.Popen[bytes], str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
-        env |= {
+    def start(
+        manifests: Path, *, env: Mapping[str, str] = {}, prefix: Sequence[str] = ()
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+        environ |= {
             "GATEWAY_MANIFESTS": str(manifests),
             "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db",
             "GATEWAY_WATCH": "false",
             "ENVIRONMENT": "development",
+            **env,
         }
         with (tmp_path / "server.log").open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-c", LAUNCHER], cwd=tmp_path, env=env, stdout=log, stderr=log
+                [*prefix, sys.executable, "-c", LAUNCHER],
+                cwd=tmp_path,
+                env=environ,
+                stdout=log,
+                stderr=log,
             )
         procs.append(proc)
         (url, _) = wait_for(
@@ -394,9 +411,7 @@ def process_server(
             proc.wait()
 
 
-def test_sighup_reloads_when_watching_is_off(
-    tmp_path: Path, process_server: Callable[[Path], tuple[subprocess.Popen[bytes], str]]
-) -> None:
+def test_sighup_reloads_when_watching_is_off(tmp_path: Path, process_server: StartProcess) -> None:
     """With GATEWAY_WATCH=false a write is not picked up, but SIGHUP reloads it."""
     site = tmp_path / "site"
     proc, url = process_server(write_site(site))
@@ -414,4 +429,63 @@ def test_sighup_reloads_when_watching_is_off(
         )
     )
     assert after["last_attempt"]["reason"] == "SIGHUP"
+    assert proc.poll() is None
+
+
+SHOUT_YAML = """
+kind: action
+name: shout
+description: {description}
+python:
+  function: reloadactions.tools:shout
+"""
+
+
+def few_inotify_watches(count: int) -> list[str]:
+    """A command prefix running under at most ``count`` inotify watches (a user namespace).
+
+    ``/proc/sys/user/max_inotify_watches`` is per user namespace: the limit binds
+    the server started under the prefix and nothing else on the machine.
+    """
+    script = f'echo {count} > /proc/sys/user/max_inotify_watches && exec "$@"'
+    prefix = ["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh"]
+    try:
+        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30, check=False)
+    except OSError as exc:
+        pytest.skip(f"no unshare here: {exc}")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot limit inotify watches here: {probe.stderr.decode(errors='replace')}")
+    return prefix
+
+
+def test_an_edit_past_the_inotify_watch_limit_still_goes_live(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """With fs.inotify.max_user_watches exhausted the watcher polls and says so; no edit is lost.
+
+    watchfiles was told to ignore watch errors, so a tree with more directories
+    than the limit was watched in part: an edit below the last watched directory
+    never reloaded, while /manifests/status said it was watching.
+    """
+    manifests = write_site(tmp_path / "site")
+    deep = manifests.joinpath(*(f"level{i}" for i in range(20)))
+    deep.mkdir(parents=True)
+    (deep / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
+    os.utime(deep / "shout.yaml", (1, 1))  # the edit below changes the mtime's second
+    proc, url = process_server(manifests, env=WATCH, prefix=few_inotify_watches(8))
+    before = httpx.get(url + "/manifests/status", timeout=10).json()
+    assert before["watching"] is True
+    (deep / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it back, loudly."))
+    after, _ = wait_for(
+        lambda: (
+            (s := httpx.get(url + "/manifests/status", timeout=10).json())["version"]
+            != before["version"]
+            and s
+        ),
+        timeout=60,
+    )
+    assert after["last_attempt"]["result"] == "swapped"
+    assert after["polling"] is True
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    assert "reload_watch_polling" in log and "max_user_watches" in log
     assert proc.poll() is None
