@@ -26,7 +26,9 @@ followed by one more reload for writes made while they moved. Unrelated files
 (SQLite databases and journals under the root, logs next to it) are filtered
 before they wake anything. When the OS refuses watches (inotify limits) the
 watcher polls instead, says so in the log and in the status; when watching
-keeps failing otherwise, it backs off and then polls.
+keeps failing otherwise, it backs off and then polls. Polling is ``_poll``'s
+own (stats to the nanosecond, ctime included), not watchfiles' poller, which
+compares mtimes to the second.
 
 Imports: ``gateway.settings``, ``gateway.errors``, ``gateway.manifests.catalog``,
 ``._watch_paths`` (what to watch) and watchfiles, msgspec, structlog only.
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -100,8 +103,9 @@ class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         version / loaded_at / root / files: the live set (None / empty before the first).
         watching: whether file watching is on (``GATEWAY_WATCH``).
-        polling: whether it polls (every 300 ms) instead of OS events, because the OS
-            refused watches (inotify limits) or kept failing; logged as ``reload_watch_polling``.
+        polling: whether it polls (every 300 ms) instead of OS events: asked for
+            (``WATCHFILES_FORCE_POLLING``), or the OS refused watches (inotify limits) or
+            kept failing (logged as ``reload_watch_polling``).
         watched: the real directories being watched (recursive first).
         warnings: the ``check`` hook's warnings about the live set (a client key limited
             to an assistant it does not have...), as of its newest load.
@@ -179,7 +183,8 @@ class Reloader:
         self._sighup = False
         self._ready = asyncio.Event()  # set while the current watchers are in place
         self._errors = 0  # consecutive watcher failures
-        self._polling = False  # fall back to polling after repeated failures
+        # Poll (``_poll``) instead of OS events: asked for, or the OS refuses watches.
+        self._polling = settings.watch_polling
 
     # -- public API ---------------------------------------------------------
 
@@ -494,6 +499,9 @@ class Reloader:
             # or a database next to the root, from waking the reloader at all.
             return _FILTER(change, path) and relevant(path, plan)
 
+        if self._polling:
+            await self._poll(gen, paths, recursive, keep, stop, ready)
+            return
         assert self._queue is not None
         debounce_ms = max(1, self._settings.reload_debounce_ms)
         pending: asyncio.Future[set[tuple[Change, str]]] | None = None
@@ -512,7 +520,7 @@ class Reloader:
                     stop_event=stop,
                     recursive=recursive,
                     ignore_permission_denied=lenient,
-                    force_polling=True if self._polling else None,
+                    force_polling=False,  # see _poll; WATCHFILES_FORCE_POLLING is a setting
                 )
                 # The generator sets up the OS watches synchronously on its first step,
                 # before it first waits: once that step has run, we are watching.
@@ -522,8 +530,10 @@ class Reloader:
                 if isinstance(refused, PermissionError) and not lenient:
                     log.warning("reload_watch_unreadable", error=str(refused))
                     lenient = True
-                elif _limit_reached(refused) and not self._polling:
+                elif _limit_reached(refused):
                     self._poll_instead(refused)
+                    await self._poll(gen, paths, recursive, keep, stop, ready)
+                    return
                 else:
                     break
             ready.set()
@@ -546,6 +556,51 @@ class Reloader:
                 pending.cancel()  # we were cancelled: stop the watcher thread too
         if not stop.is_set():
             self._queue.put_nowait(_Batch(gen, frozenset(), ended=True))
+
+    async def _poll(
+        self,
+        gen: int,
+        paths: tuple[str, ...],
+        recursive: bool,
+        keep: Callable[[Change, str], bool],
+        stop: asyncio.Event,
+        ready: asyncio.Event,
+    ) -> None:
+        """Watch ``paths`` by comparing stats every ``_POLL_S``, until ``stop``.
+
+        Not watchfiles' poller: it compares modification times to the second, so
+        a second write within the second of the one just seen (two quick pushes,
+        a checkout that keeps sizes) went unseen for good. Here every entry's
+        inode, size, mtime and ctime (nanoseconds; the kernel sets ctime on every
+        write, even one whose mtime is set back) are compared. Changes are sent
+        as one batch once a poll finds nothing new (or after ``_MAX_DEBOUNCE_MS``).
+        """
+        assert self._queue is not None
+        try:
+            before = await asyncio.to_thread(_stats, paths, recursive)
+        finally:
+            ready.set()
+        changed: set[str] = set()
+        since = 0.0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _POLL_S)
+            if stop.is_set():
+                return
+            now = await asyncio.to_thread(_stats, paths, recursive)
+            new = {
+                p
+                for p in before.keys() | now.keys()
+                if before.get(p) != now.get(p) and keep(Change.modified, p)
+            }
+            before = now
+            if new and not changed:
+                since = time.monotonic()
+            changed |= new
+            overdue = changed and time.monotonic() - since > _MAX_DEBOUNCE_MS / 1000
+            if changed and (not new or overdue):
+                self._queue.put_nowait(_Batch(gen, frozenset(changed)))
+                changed = set()
 
     def _poll_instead(self, exc: BaseException) -> None:
         """Watch by polling from now on (the OS refuses watches; polling still works)."""
@@ -571,6 +626,35 @@ def _limit_reached(exc: BaseException | None) -> bool:
 
 
 _FILTER = DefaultFilter()  # ignores .git, __pycache__, *.pyc, editor swap files
+_POLL_S = 0.3  # how often ``_poll`` looks (watchfiles' poll delay)
+
+
+def _stats(paths: Iterable[str], recursive: bool) -> dict[str, tuple[int, int, int, int]]:
+    """(inode, size, mtime_ns, ctime_ns) of every entry under ``paths`` (symlinks not followed).
+
+    Directories watchfiles' filter ignores (``.git``, ``__pycache__``, ``.venv``...) are
+    not entered; an entry that vanishes meanwhile is left out (its removal is a change).
+    """
+    found: dict[str, tuple[int, int, int, int]] = {}
+    for top in paths:
+        for current, dirs, names in os.walk(top) if recursive else [_listing(top)]:
+            dirs[:] = [d for d in dirs if d not in _FILTER.ignore_dirs]
+            for name in (*dirs, *names):
+                path = os.path.join(current, name)  # noqa: PTH118 - every poll, every file
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                found[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return found
+
+
+def _listing(top: str) -> tuple[str, list[str], list[str]]:
+    """``top``'s entries as one ``os.walk`` step (no recursion), empty when unreadable."""
+    try:
+        return top, [], os.listdir(top)  # noqa: PTH208 - names, as os.walk gives
+    except OSError:
+        return top, [], []
 
 
 def _name(hook: object) -> str:

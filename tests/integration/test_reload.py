@@ -489,3 +489,33 @@ def test_an_edit_past_the_inotify_watch_limit_still_goes_live(
     log = (tmp_path / "server.log").read_text(errors="replace")
     assert "reload_watch_polling" in log and "max_user_watches" in log
     assert proc.poll() is None
+
+
+def test_polling_sees_a_second_edit_within_the_same_second(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """When polling (WATCHFILES_FORCE_POLLING, for NFS), the last of two quick pushes goes live.
+
+    watchfiles' poller compared modification times to the second: a same-size
+    write in the second of the push just reloaded was never seen, and the
+    gateway kept serving the older push until some other file changed.
+    """
+    manifests = write_site(tmp_path / "site")
+    shout = manifests / "shout.yaml"
+    shout.write_text(SHOUT_YAML.format(description="Shout it back, take one."))
+    os.utime(shout, (1, 1))
+    proc, url = process_server(manifests, env={**WATCH, "WATCHFILES_FORCE_POLLING": "true"})
+
+    def version() -> str:
+        answer: str = httpx.get(url + "/manifests/status", timeout=10).json()["version"]
+        return answer
+
+    initial = version()
+    shout.write_text(SHOUT_YAML.format(description="Shout it back, take two."))
+    second, _ = wait_for(lambda: (v := version()) != initial and v, timeout=30)
+    stamp = shout.stat().st_mtime_ns
+    shout.write_text(SHOUT_YAML.format(description="Shout it back, take six."))
+    os.utime(shout, ns=(stamp, stamp))  # as if written in the same second
+    wait_for(lambda: version() not in (initial, second), timeout=30)
+    assert httpx.get(url + "/manifests/status", timeout=10).json()["polling"] is True
+    assert proc.poll() is None
