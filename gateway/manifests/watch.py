@@ -51,7 +51,7 @@ import structlog
 from watchfiles import Change, DefaultFilter, awatch
 
 from gateway.errors import ManifestError
-from gateway.manifests._watch_paths import WatchPlan, make_plan, relevant
+from gateway.manifests._watch_paths import WatchPlan, inside, make_plan, relevant
 from gateway.manifests.catalog import Catalog, CatalogRef
 from gateway.settings import Settings
 
@@ -472,6 +472,9 @@ class Reloader:
                 # A path on the way to the root (a symlink, the root itself) was
                 # replaced: watch it anew even when the inode number was reused.
                 moved = any(p in plan.anchors for p in hits) or (self._make_plan() != plan)
+                # A new directory: watchfiles' thread adds its OS watch and drops the
+                # error when the inotify limit refuses it; watching anew raises it.
+                moved = moved or (not self._polling and any(_new_dir(p, plan) for p in hits))
                 if batch.generation != -1 and (hits or moved):
                     what = hits[0] if hits else "watched path moved"
                     more = f" (+{len(hits) - 1})" if len(hits) > 1 else ""
@@ -604,6 +607,8 @@ class Reloader:
 
     def _poll_instead(self, exc: BaseException) -> None:
         """Watch by polling from now on (the OS refuses watches; polling still works)."""
+        if self._polling:  # the other stream said it already
+            return
         self._polling = True
         log.warning(
             "reload_watch_polling",
@@ -612,6 +617,12 @@ class Reloader:
             hint="the OS refused file watches: raise fs.inotify.max_user_watches "
             "(or max_user_instances) for events instead of polling",
         )
+
+
+def _new_dir(path: str, plan: WatchPlan) -> bool:
+    """Whether ``path`` is a real directory inside a recursively watched tree."""
+    real = Path(path)
+    return inside(path, plan.recursive) and real.is_dir() and not real.is_symlink()
 
 
 def _limit_reached(exc: BaseException | None) -> bool:

@@ -519,3 +519,34 @@ def test_polling_sees_a_second_edit_within_the_same_second(
     wait_for(lambda: version() not in (initial, second), timeout=30)
     assert httpx.get(url + "/manifests/status", timeout=10).json()["polling"] is True
     assert proc.poll() is None
+
+
+def test_a_new_directory_past_the_inotify_watch_limit_still_goes_live(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """Directories a push adds once the inotify limit is reached are polled, not lost.
+
+    The OS watches of a new directory are added by watchfiles' own thread, which
+    drops the error when the limit refuses one: a manifest in a directory added
+    past the limit never reloaded, and nothing was logged.
+    """
+    manifests = write_site(tmp_path / "site")
+    proc, url = process_server(manifests, env=WATCH, prefix=few_inotify_watches(8))
+
+    def status_of() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(url + "/manifests/status", timeout=10).json()
+        return answer
+
+    before = status_of()
+    assert before["polling"] is False  # the tree fits the limit: OS events
+    deep = manifests.joinpath(*(f"level{i}" for i in range(20)))
+    deep.mkdir(parents=True)
+    (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
+    wait_for(lambda: "shout.yaml" in status_of()["files"], 60)
+    whisper = SHOUT_YAML.format(description="Whisper.").replace("name: shout", "name: whisper")
+    (deep / "whisper.yaml").write_text(whisper)
+    wait_for(lambda: any(f.endswith("level19/whisper.yaml") for f in status_of()["files"]), 60)
+    assert status_of()["polling"] is True
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    assert "reload_watch_polling" in log and "max_user_watches" in log
+    assert proc.poll() is None
