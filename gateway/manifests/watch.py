@@ -207,15 +207,22 @@ class Reloader:
         )
 
     async def start(self) -> None:
-        """Install the ``SIGHUP`` handler and, unless ``watch`` is off, start watching."""
+        """Install the ``SIGHUP`` handler and, unless ``watch`` is off, start watching.
+
+        Returns once the OS watches are in place, so a write right after is seen. When
+        a set was loaded before (the gateway's first load), it is loaded once more
+        then: a write made while that load ran and the sandbox started (a git-sync
+        flip at pod start) made no event, and would stay unseen until the next push.
+        """
         self._stop.clear()
         self._install_sighup()
         if self._settings.watch and self._watch_task is None:
             self._queue = asyncio.Queue()
             self._watch_task = asyncio.create_task(self._watch_loop(), name="gateway-reload-watch")
-            # Return once the OS watches are in place, so a write right after start() is seen.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), timeout=5.0)
+            if self._last is not None:
+                await self.reload("watch: rescan after start")
 
     async def aclose(self) -> None:
         """Stop watching, remove the signal handler and wait for a running reload."""

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -550,3 +551,50 @@ def test_a_new_directory_past_the_inotify_watch_limit_still_goes_live(
     log = (tmp_path / "server.log").read_text(errors="replace")
     assert "reload_watch_polling" in log and "max_user_watches" in log
     assert proc.poll() is None
+
+
+SLOW_PY = '''
+"""Imported slowly; the import first tells the test that the manifests were read."""
+import pathlib
+import time
+
+try:
+    pathlib.Path(__file__).with_name("importing").write_text("now")
+except OSError:  # the sandbox's zygote may not write here
+    pass
+time.sleep(3)
+
+
+def hello() -> str:
+    """Say hello."""
+    return "hello"
+'''
+
+
+def test_a_push_during_startup_goes_live(tmp_path: Path, gateway_server: ServerFactory) -> None:
+    """A manifest written while the first load runs (a git-sync flip at pod start) goes live.
+
+    The watchers started only after the first load and the sandbox were up: a
+    write in between made no event, and the gateway served the set it booted
+    with until some later change, while other replicas served the new one.
+    """
+    site = tmp_path / "site"
+    manifests = write_site(site)
+    (site / "reloadactions" / "slow.py").write_text(SLOW_PY)
+    (manifests / "slow.yaml").write_text(
+        "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
+        "python:\n  function: reloadactions.slow:hello\n"
+    )
+    marker = site / "reloadactions" / "importing"
+
+    def push_while_loading() -> None:
+        wait_for(marker.exists, timeout=60)  # the first load has read every manifest
+        (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it."))
+
+    pusher = threading.Thread(target=push_while_loading)
+    pusher.start()
+    try:
+        server = gateway_server(manifests, env=WATCH)
+    finally:
+        pusher.join()
+    wait_for(lambda: "shout.yaml" in status(server)["files"], timeout=30)
