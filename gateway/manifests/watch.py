@@ -7,6 +7,9 @@ event from watchfiles, ``SIGHUP``, or ``POST /manifests/reload``) calls
 version differs from the live one. Reload requests coalesce: one load runs at
 a time, and every request that arrives meanwhile shares the single load that
 starts right after it, so a caller always gets a result that saw its change.
+A load that finds problems while another request is already waiting is not
+reported (``reload_superseded``, at info): a pull landing while it ran may have
+been read half, and the next load, which reads all of it, answers everyone.
 
 Swap order (why new calls run new code): the ``on_swap`` hooks are awaited
 *before* the one assignment ``catalog_ref.current = new``. The sandbox hook
@@ -270,24 +273,34 @@ class Reloader:
     # -- reload cycle -------------------------------------------------------
 
     async def _drain(self) -> None:
+        waiting: list[asyncio.Future[ReloadResult]] = []  # answered by the next result
         while self._next is not None:
             fut, self._next = self._next, None
+            waiting.append(fut)
             reasons, self._reasons = self._reasons, []
             reason = reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1})"
             try:
                 result = await self._reload_once(reason)
             except asyncio.CancelledError:  # shutdown: waiters are cancelled too
-                fut.cancel()
+                for waiter in waiting:
+                    waiter.cancel()
                 raise
             except Exception as exc:  # a bug in a hook or the bookkeeping: tell the waiters
-                if not fut.done():
-                    fut.set_exception(exc)
-                    fut.exception()  # mark retrieved: a waiter may have gone away
+                for waiter in waiting:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                        waiter.exception()  # mark retrieved: a waiter may have gone away
+                waiting = []
                 continue
-            if not fut.done():
-                fut.set_result(result)
+            if result is None:  # superseded: the load that starts now answers them too
+                continue
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_result(result)
+            waiting = []
 
-    async def _reload_once(self, reason: str) -> ReloadResult:
+    async def _reload_once(self, reason: str) -> ReloadResult | None:
+        """One load and, if valid and new, the swap; None when superseded (see below)."""
         started = time.perf_counter()
         live = self._ref.current
         live_version = live.version if live else None
@@ -295,6 +308,12 @@ class Reloader:
             new = await asyncio.to_thread(self._load)
         except ManifestError as exc:
             errors = [str(p) for p in exc.problems] or [exc.message]
+            if self._next is not None:
+                # A change arrived while this load ran (a pull landing file by file): the
+                # load may have read half of it, and the one about to start reads it all.
+                # Its result is the one to report, not an error for a state never pushed.
+                log.info("reload_superseded", reason=reason, problems=len(errors))
+                return None
             return self._finish("rejected", reason, live_version, started, errors=errors)
         except Exception as exc:  # a loader bug must not kill the watcher; report it
             log.exception("reload_load_crashed", reason=reason)

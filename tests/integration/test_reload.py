@@ -559,7 +559,7 @@ import pathlib
 import time
 
 try:
-    pathlib.Path(__file__).with_name("importing").write_text("now")
+    pathlib.Path(__file__).parents[2].joinpath("importing").write_text("now")  # not watched
 except OSError:  # the sandbox's zygote may not write here
     pass
 time.sleep(3)
@@ -585,7 +585,7 @@ def test_a_push_during_startup_goes_live(tmp_path: Path, gateway_server: ServerF
         "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
         "python:\n  function: reloadactions.slow:hello\n"
     )
-    marker = site / "reloadactions" / "importing"
+    marker = tmp_path / "importing"
 
     def push_while_loading() -> None:
         wait_for(marker.exists, timeout=60)  # the first load has read every manifest
@@ -598,3 +598,42 @@ def test_a_push_during_startup_goes_live(tmp_path: Path, gateway_server: ServerF
     finally:
         pusher.join()
     wait_for(lambda: "shout.yaml" in status(server)["files"], timeout=30)
+
+
+def test_a_push_landing_during_a_load_is_not_reported_as_rejected(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A load that read half a push (manifests new, code not yet) is not reported as rejected.
+
+    A `git pull` changing a manifest and the code it names, landing while a load
+    ran, made that load fail ("no function"): an error in the log and in
+    gateway_reloads_total{result="rejected"} (an alert) for a push that was fine,
+    though the reload already waiting was about to load all of it.
+    """
+    site = tmp_path / "site"
+    manifests = write_site(site)
+    # Imported after reloadactions.tools (references are imported in sorted order).
+    (site / "reloadactions" / "zz_slow.py").write_text(SLOW_PY)
+    (manifests / "slow.yaml").write_text(
+        "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
+        "python:\n  function: reloadactions.zz_slow:hello\n"
+    )
+    server = gateway_server(manifests, env=WATCH)
+    marker = tmp_path / "importing"
+    marker.unlink(missing_ok=True)
+    before = status(server)["reloads"]
+    # The manifests of the push: an action whose function the code does not have yet.
+    (manifests / "shout.yaml").write_text(
+        SHOUT_YAML.format(description="Shout.").replace("tools:shout", "tools:shout_twice")
+    )
+    wait_for(marker.exists, timeout=60)  # that load has imported the old tools.py
+    code = TOOLS_PY.replace("{tag}", "v2") + (
+        "\n\ndef shout_twice(text: str) -> str:\n"
+        '    """Shout a text twice."""\n'
+        '    return (text.upper() + "! ") * 2\n'
+    )
+    (site / "reloadactions" / "tools.py").write_text(code)  # the rest of the push
+    after, _ = wait_for(lambda: "shout.yaml" in (s := status(server))["files"] and s, 60)
+    assert after["last_attempt"]["result"] == "swapped"
+    assert after["reloads"]["rejected"] == before["rejected"]
+    assert after["last_attempt"]["errors"] == []
