@@ -559,7 +559,7 @@ class Reloader:
                 if isinstance(refused, PermissionError) and not lenient:
                     log.warning("reload_watch_unreadable", error=str(refused))
                     lenient = True
-                elif _limit_reached(refused):
+                elif refused is not None and _limit_reached(refused):
                     self._poll_instead(refused)
                     await self._poll(gen, paths, recursive, keep, stop, ready)
                     return
