@@ -535,19 +535,22 @@ class Reloader:
         debounce_ms = max(1, self._settings.reload_debounce_ms)
         pending: asyncio.Future[set[tuple[Change, str]]] | None = None
         # Watch errors are raised, not ignored: watchfiles' ignore_permission_denied
-        # drops *every* error of adding a watch, the inotify limit included, which left
-        # the rest of a large tree unwatched in silence. Only after a PermissionError
-        # (a directory this user may not read) are the remaining errors ignored.
+        # drops *every* error of adding a watch, the inotify limit included, and a
+        # recursive watch stops at the first directory it cannot watch, which left
+        # the rest of the tree unwatched in silence. After a PermissionError (a
+        # directory this user may not read, an ext4 volume's lost+found) each
+        # readable directory is watched on its own (new ones: see ``_new_dir``).
         lenient = False
+        watched, deep = paths, recursive
         try:
             while True:
                 changes_of = awatch(
-                    *paths,
+                    *watched,
                     watch_filter=keep,
                     debounce=max(_MAX_DEBOUNCE_MS, debounce_ms),
                     step=debounce_ms,
                     stop_event=stop,
-                    recursive=recursive,
+                    recursive=deep,
                     ignore_permission_denied=lenient,
                     force_polling=False,  # see _poll; WATCHFILES_FORCE_POLLING is a setting
                 )
@@ -557,8 +560,13 @@ class Reloader:
                 await asyncio.sleep(0)
                 refused = pending.exception() if pending.done() else None
                 if isinstance(refused, PermissionError) and not lenient:
-                    log.warning("reload_watch_unreadable", error=str(refused))
                     lenient = True
+                    if recursive:
+                        watched, unreadable = await asyncio.to_thread(_readable_dirs, paths)
+                        deep = False
+                    else:
+                        unreadable = [str(refused)]
+                    log.warning("reload_watch_unreadable", unreadable=unreadable[:20])
                 elif refused is not None and _limit_reached(refused):
                     self._poll_instead(refused)
                     await self._poll(gen, paths, recursive, keep, stop, ready)
@@ -643,6 +651,31 @@ class Reloader:
             hint="the OS refused file watches: raise fs.inotify.max_user_watches "
             "(or max_user_instances) for events instead of polling",
         )
+
+
+def _readable_dirs(tops: Iterable[str]) -> tuple[tuple[str, ...], list[str]]:
+    """Every directory under ``tops`` that can be listed, and the ones that cannot.
+
+    Symlinks are followed (as the loader does), each real directory once;
+    directories watchfiles' filter ignores (``.git``, ``__pycache__``...) are left out.
+    """
+    readable: list[str] = []
+    unreadable: list[str] = []
+    seen: set[str] = set()
+
+    def refused(exc: OSError) -> None:
+        unreadable.append(str(exc.filename))
+
+    for top in tops:
+        for current, dirs, _ in os.walk(top, onerror=refused, followlinks=True):
+            real = os.path.realpath(current)
+            if real in seen:
+                dirs[:] = []
+                continue
+            seen.add(real)
+            readable.append(current)
+            dirs[:] = [d for d in dirs if d not in _FILTER.ignore_dirs]
+    return tuple(readable), unreadable
 
 
 def _new_dir(path: str, plan: WatchPlan) -> bool:

@@ -637,3 +637,43 @@ def test_a_push_landing_during_a_load_is_not_reported_as_rejected(
     assert after["last_attempt"]["result"] == "swapped"
     assert after["reloads"]["rejected"] == before["rejected"]
     assert after["last_attempt"]["errors"] == []
+
+
+def test_an_unreadable_directory_in_the_tree_does_not_stop_watching_the_rest(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """A directory the gateway may not read (an ext4 volume's lost+found) hides no other edit.
+
+    The recursive watch stopped at the first directory it could not watch and
+    watchfiles ignored the error: every directory listed after it (readdir
+    order) was unwatched, so edits there never went live. The server runs in a
+    user namespace where a directory owned by another uid, mode 000, is unreadable.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand a directory to another uid")
+    manifests = write_site(tmp_path / "site")
+    for i in range(30):
+        (manifests / f"team{i:02}").mkdir()
+        (manifests / f"team{i:02}" / "notes.yaml").write_text(f"# team {i}\n")
+    locked = manifests / "lost+found"
+    for attempt in range(10):  # until readdir lists some team after it
+        locked.mkdir()
+        order = os.listdir(manifests)  # noqa: PTH208 - readdir order, as the watcher walks
+        after = [n for n in order[order.index(locked.name) + 1 :] if n.startswith("team")]
+        if after:
+            break
+        locked.rmdir()
+        locked = manifests / f"lost+found{attempt}"
+    assert after, order
+    os.chown(locked, 12345, 12345)
+    locked.chmod(0)
+    proc, url = process_server(manifests, env=WATCH, prefix=few_inotify_watches(100_000))
+
+    def version() -> str:
+        answer: str = httpx.get(url + "/manifests/status", timeout=10).json()["version"]
+        return answer
+
+    before = version()
+    (manifests / after[-1] / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout."))
+    wait_for(lambda: version() != before, timeout=30)
+    assert proc.poll() is None
