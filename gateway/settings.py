@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     watch: bool = True
+    # Poll instead of OS file events (NFS, some bind mounts): WATCHFILES_FORCE_POLLING.
+    watch_polling: bool = False
     sse_heartbeat: float = 15.0
     environment: Literal["development", "production"] = "development"
     auth: Literal["keys", "none"] = "keys"
@@ -218,6 +220,13 @@ def _parse_bool(var: str, value: str) -> bool:
     raise SettingsError(f"{var} must be true or false, got {value!r}")
 
 
+def _watchfiles_bool(var: str, value: str) -> bool:
+    """watchfiles' own reading of its variables: set and not false/disable/disabled is on."""
+    del var
+    lowered = value.strip().lower()
+    return bool(lowered) and lowered not in ("false", "disable", "disabled")
+
+
 # Environment variable -> (Settings field, parser). The first variable set wins
 # for a field, so an alias (ASSISTANT_ID) comes after the name it stands for.
 _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
@@ -248,6 +257,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_HISTORY_MAX_MESSAGES": ("history_max_messages", _whole(1, 10_000)),
     "GATEWAY_HISTORY_MAX_KB": ("history_max_kb", _whole(1, 16_384)),
     "GATEWAY_WATCH": ("watch", _parse_bool),
+    "WATCHFILES_FORCE_POLLING": ("watch_polling", _watchfiles_bool),
     "ENVIRONMENT": ("environment", _choice("development", "production")),
     "GATEWAY_AUTH": ("auth", _choice("keys", "none")),
     "GATEWAY_SANDBOX_USER": ("sandbox_user", _choice("auto", "own", "root")),

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from gateway.manifests.catalog import Catalog
 
-__all__ = ["WatchPlan", "links_on", "make_plan", "relevant"]
+__all__ = ["WatchPlan", "inside", "links_on", "make_plan", "relevant"]
 
 # Files that change under a manifests root without changing the manifests
 # (SQLite databases of `kind: database`, their journals, scratch files).
@@ -50,7 +50,7 @@ def relevant(path: str, plan: WatchPlan) -> bool:
     """Whether an event on ``path`` may change the manifest set."""
     if path in plan.interesting:
         return True
-    if _inside(path, plan.recursive):
+    if inside(path, plan.recursive):
         return not path.endswith(_NOISE_SUFFIXES)
     return str(Path(path).parent) in plan.code_dirs and path.endswith(".py")
 
@@ -89,7 +89,7 @@ def make_plan(
     if catalog is not None:
         for file in catalog.code_files:
             folder = _real(file.parent)
-            if _inside(str(folder), recursive) or not folder.is_dir():
+            if inside(str(folder), recursive) or not folder.is_dir():
                 continue
             if root.is_relative_to(folder):  # e.g. the gateway root: no recursion into .venv
                 flat.add(str(folder))
@@ -99,7 +99,7 @@ def make_plan(
                 identity.append((str(folder), _inode(folder)))
         for file in catalog.knowledge_files:
             real = _real(file)
-            if not _inside(str(real), recursive):
+            if not inside(str(real), recursive):
                 flat.add(str(real.parent))
                 interesting.add(str(real))
     elif gateway_root is not None and _real(gateway_root).is_dir():
@@ -109,7 +109,7 @@ def make_plan(
         for package in sorted(base.glob("*/__init__.py")):
             if not package.parent.name.startswith("."):
                 recursive.add(str(package.parent))
-    kept = sorted(r for r in recursive if not _inside(r, recursive - {r}))
+    kept = sorted(r for r in recursive if not inside(r, recursive - {r}))
     return WatchPlan(
         recursive=tuple(kept),
         flat=tuple(sorted(f for f in flat if Path(f).is_dir())),
@@ -155,5 +155,6 @@ def _inode(path: Path) -> str:
     return f"{st.st_dev}:{st.st_ino}"
 
 
-def _inside(path: str, roots: Iterable[str]) -> bool:
+def inside(path: str, roots: Iterable[str]) -> bool:
+    """Whether ``path`` is one of ``roots`` or below one of them (no resolving)."""
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)

@@ -7,6 +7,9 @@ event from watchfiles, ``SIGHUP``, or ``POST /manifests/reload``) calls
 version differs from the live one. Reload requests coalesce: one load runs at
 a time, and every request that arrives meanwhile shares the single load that
 starts right after it, so a caller always gets a result that saw its change.
+A load that finds problems while another request is already waiting is not
+reported (``reload_superseded``, at info): a pull landing while it ran may have
+been read half, and the next load, which reads all of it, answers everyone.
 
 Swap order (why new calls run new code): the ``on_swap`` hooks are awaited
 *before* the one assignment ``catalog_ref.current = new``. The sandbox hook
@@ -25,7 +28,10 @@ was replaced (a link target, an inode) the watchers restart on the new paths,
 followed by one more reload for writes made while they moved. Unrelated files
 (SQLite databases and journals under the root, logs next to it) are filtered
 before they wake anything. When the OS refuses watches (inotify limits) the
-watcher backs off and then polls.
+watcher polls instead, says so in the log and in the status; when watching
+keeps failing otherwise, it backs off and then polls. Polling is ``_poll``'s
+own (stats to the nanosecond, ctime included), not watchfiles' poller, which
+compares mtimes to the second.
 
 Imports: ``gateway.settings``, ``gateway.errors``, ``gateway.manifests.catalog``,
 ``._watch_paths`` (what to watch) and watchfiles, msgspec, structlog only.
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -47,7 +54,7 @@ import structlog
 from watchfiles import Change, DefaultFilter, awatch
 
 from gateway.errors import ManifestError
-from gateway.manifests._watch_paths import WatchPlan, make_plan, relevant
+from gateway.manifests._watch_paths import WatchPlan, inside, make_plan, relevant
 from gateway.manifests.catalog import Catalog, CatalogRef
 from gateway.settings import Settings
 
@@ -99,6 +106,9 @@ class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         version / loaded_at / root / files: the live set (None / empty before the first).
         watching: whether file watching is on (``GATEWAY_WATCH``).
+        polling: whether it polls (every 300 ms) instead of OS events: asked for
+            (``WATCHFILES_FORCE_POLLING``), or the OS refused watches (inotify limits) or
+            kept failing (logged as ``reload_watch_polling``).
         watched: the real directories being watched (recursive first).
         warnings: the ``check`` hook's warnings about the live set (a client key limited
             to an assistant it does not have...), as of its newest load.
@@ -112,6 +122,7 @@ class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
     root: str | None
     files: list[str]
     watching: bool
+    polling: bool
     watched: list[str]
     warnings: list[str]
     last_attempt: ReloadResult | None
@@ -175,7 +186,8 @@ class Reloader:
         self._sighup = False
         self._ready = asyncio.Event()  # set while the current watchers are in place
         self._errors = 0  # consecutive watcher failures
-        self._polling = False  # fall back to polling after repeated failures
+        # Poll (``_poll``) instead of OS events: asked for, or the OS refuses watches.
+        self._polling = settings.watch_polling
 
     # -- public API ---------------------------------------------------------
 
@@ -190,6 +202,7 @@ class Reloader:
             root=str(cat.root) if cat else None,
             files=list(cat.files) if cat else [],
             watching=self._watch_task is not None and not self._watch_task.done(),
+            polling=self._polling,
             watched=[*plan.recursive, *plan.flat] if plan else [],
             warnings=list(self._warnings),
             last_attempt=self._last,
@@ -197,15 +210,22 @@ class Reloader:
         )
 
     async def start(self) -> None:
-        """Install the ``SIGHUP`` handler and, unless ``watch`` is off, start watching."""
+        """Install the ``SIGHUP`` handler and, unless ``watch`` is off, start watching.
+
+        Returns once the OS watches are in place, so a write right after is seen. When
+        a set was loaded before (the gateway's first load), it is loaded once more
+        then: a write made while that load ran and the sandbox started (a git-sync
+        flip at pod start) made no event, and would stay unseen until the next push.
+        """
         self._stop.clear()
         self._install_sighup()
         if self._settings.watch and self._watch_task is None:
             self._queue = asyncio.Queue()
             self._watch_task = asyncio.create_task(self._watch_loop(), name="gateway-reload-watch")
-            # Return once the OS watches are in place, so a write right after start() is seen.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), timeout=5.0)
+            if self._last is not None:
+                await self.reload("watch: rescan after start")
 
     async def aclose(self) -> None:
         """Stop watching, remove the signal handler and wait for a running reload."""
@@ -253,24 +273,34 @@ class Reloader:
     # -- reload cycle -------------------------------------------------------
 
     async def _drain(self) -> None:
+        waiting: list[asyncio.Future[ReloadResult]] = []  # answered by the next result
         while self._next is not None:
             fut, self._next = self._next, None
+            waiting.append(fut)
             reasons, self._reasons = self._reasons, []
             reason = reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1})"
             try:
                 result = await self._reload_once(reason)
             except asyncio.CancelledError:  # shutdown: waiters are cancelled too
-                fut.cancel()
+                for waiter in waiting:
+                    waiter.cancel()
                 raise
             except Exception as exc:  # a bug in a hook or the bookkeeping: tell the waiters
-                if not fut.done():
-                    fut.set_exception(exc)
-                    fut.exception()  # mark retrieved: a waiter may have gone away
+                for waiter in waiting:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                        waiter.exception()  # mark retrieved: a waiter may have gone away
+                waiting = []
                 continue
-            if not fut.done():
-                fut.set_result(result)
+            if result is None:  # superseded: the load that starts now answers them too
+                continue
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_result(result)
+            waiting = []
 
-    async def _reload_once(self, reason: str) -> ReloadResult:
+    async def _reload_once(self, reason: str) -> ReloadResult | None:
+        """One load and, if valid and new, the swap; None when superseded (see below)."""
         started = time.perf_counter()
         live = self._ref.current
         live_version = live.version if live else None
@@ -278,6 +308,12 @@ class Reloader:
             new = await asyncio.to_thread(self._load)
         except ManifestError as exc:
             errors = [str(p) for p in exc.problems] or [exc.message]
+            if self._next is not None:
+                # A change arrived while this load ran (a pull landing file by file): the
+                # load may have read half of it, and the one about to start reads it all.
+                # Its result is the one to report, not an error for a state never pushed.
+                log.info("reload_superseded", reason=reason, problems=len(errors))
+                return None
             return self._finish("rejected", reason, live_version, started, errors=errors)
         except Exception as exc:  # a loader bug must not kill the watcher; report it
             log.exception("reload_load_crashed", reason=reason)
@@ -462,6 +498,9 @@ class Reloader:
                 # A path on the way to the root (a symlink, the root itself) was
                 # replaced: watch it anew even when the inode number was reused.
                 moved = any(p in plan.anchors for p in hits) or (self._make_plan() != plan)
+                # A new directory: watchfiles' thread adds its OS watch and drops the
+                # error when the inotify limit refuses it; watching anew raises it.
+                moved = moved or (not self._polling and any(_new_dir(p, plan) for p in hits))
                 if batch.generation != -1 and (hits or moved):
                     what = hits[0] if hits else "watched path moved"
                     more = f" (+{len(hits) - 1})" if len(hits) > 1 else ""
@@ -489,24 +528,51 @@ class Reloader:
             # or a database next to the root, from waking the reloader at all.
             return _FILTER(change, path) and relevant(path, plan)
 
+        if self._polling:
+            await self._poll(gen, paths, recursive, keep, stop, ready)
+            return
         assert self._queue is not None
         debounce_ms = max(1, self._settings.reload_debounce_ms)
         pending: asyncio.Future[set[tuple[Change, str]]] | None = None
+        # Watch errors are raised, not ignored: watchfiles' ignore_permission_denied
+        # drops *every* error of adding a watch, the inotify limit included, and a
+        # recursive watch stops at the first directory it cannot watch, which left
+        # the rest of the tree unwatched in silence. After a PermissionError (a
+        # directory this user may not read, an ext4 volume's lost+found) each
+        # readable directory is watched on its own (new ones: see ``_new_dir``).
+        lenient = False
+        watched, deep = paths, recursive
         try:
-            changes_of = awatch(
-                *paths,
-                watch_filter=keep,
-                debounce=max(_MAX_DEBOUNCE_MS, debounce_ms),
-                step=debounce_ms,
-                stop_event=stop,
-                recursive=recursive,
-                ignore_permission_denied=True,
-                force_polling=True if self._polling else None,
-            )
-            # The generator sets up the OS watches synchronously on its first step,
-            # before it first waits: once that step has run, we are watching.
-            pending = asyncio.ensure_future(anext(changes_of))
-            await asyncio.sleep(0)
+            while True:
+                changes_of = awatch(
+                    *watched,
+                    watch_filter=keep,
+                    debounce=max(_MAX_DEBOUNCE_MS, debounce_ms),
+                    step=debounce_ms,
+                    stop_event=stop,
+                    recursive=deep,
+                    ignore_permission_denied=lenient,
+                    force_polling=False,  # see _poll; WATCHFILES_FORCE_POLLING is a setting
+                )
+                # The generator sets up the OS watches synchronously on its first step,
+                # before it first waits: once that step has run, we are watching.
+                pending = asyncio.ensure_future(anext(changes_of))
+                await asyncio.sleep(0)
+                refused = pending.exception() if pending.done() else None
+                if isinstance(refused, PermissionError) and not lenient:
+                    lenient = True
+                    if recursive:
+                        watched, unreadable = await asyncio.to_thread(_readable_dirs, paths)
+                        deep = False
+                    else:
+                        unreadable = [str(refused)]
+                    log.warning("reload_watch_unreadable", unreadable=unreadable[:20])
+                elif refused is not None and _limit_reached(refused):
+                    self._poll_instead(refused)
+                    await self._poll(gen, paths, recursive, keep, stop, ready)
+                    return
+                else:
+                    break
             ready.set()
             while True:
                 try:
@@ -519,10 +585,8 @@ class Reloader:
         except Exception as exc:  # a path vanished, or the OS refuses more watches
             self._errors += 1
             log.warning("reload_watch_error", error=f"{type(exc).__name__}: {exc}")
-            if self._errors >= _POLL_AFTER_ERRORS and not self._polling:
-                # e.g. fs.inotify.max_user_watches reached: polling still works.
-                self._polling = True
-                log.warning("reload_watch_polling", after_errors=self._errors)
+            if not self._polling and (_limit_reached(exc) or self._errors >= _POLL_AFTER_ERRORS):
+                self._poll_instead(exc)
         finally:
             ready.set()
             if pending is not None and not pending.done():
@@ -530,8 +594,137 @@ class Reloader:
         if not stop.is_set():
             self._queue.put_nowait(_Batch(gen, frozenset(), ended=True))
 
+    async def _poll(
+        self,
+        gen: int,
+        paths: tuple[str, ...],
+        recursive: bool,
+        keep: Callable[[Change, str], bool],
+        stop: asyncio.Event,
+        ready: asyncio.Event,
+    ) -> None:
+        """Watch ``paths`` by comparing stats every ``_POLL_S``, until ``stop``.
+
+        Not watchfiles' poller: it compares modification times to the second, so
+        a second write within the second of the one just seen (two quick pushes,
+        a checkout that keeps sizes) went unseen for good. Here every entry's
+        inode, size, mtime and ctime (nanoseconds; the kernel sets ctime on every
+        write, even one whose mtime is set back) are compared. Changes are sent
+        as one batch once a poll finds nothing new (or after ``_MAX_DEBOUNCE_MS``).
+        """
+        assert self._queue is not None
+        try:
+            before = await asyncio.to_thread(_stats, paths, recursive)
+        finally:
+            ready.set()
+        changed: set[str] = set()
+        since = 0.0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _POLL_S)
+            if stop.is_set():
+                return
+            now = await asyncio.to_thread(_stats, paths, recursive)
+            new = {
+                p
+                for p in before.keys() | now.keys()
+                if before.get(p) != now.get(p) and keep(Change.modified, p)
+            }
+            before = now
+            if new and not changed:
+                since = time.monotonic()
+            changed |= new
+            overdue = changed and time.monotonic() - since > _MAX_DEBOUNCE_MS / 1000
+            if changed and (not new or overdue):
+                self._queue.put_nowait(_Batch(gen, frozenset(changed)))
+                changed = set()
+
+    def _poll_instead(self, exc: BaseException) -> None:
+        """Watch by polling from now on (the OS refuses watches; polling still works)."""
+        if self._polling:  # the other stream said it already
+            return
+        self._polling = True
+        log.warning(
+            "reload_watch_polling",
+            error=f"{type(exc).__name__}: {exc}",
+            after_errors=self._errors,
+            hint="the OS refused file watches: raise fs.inotify.max_user_watches "
+            "(or max_user_instances) for events instead of polling",
+        )
+
+
+def _readable_dirs(tops: Iterable[str]) -> tuple[tuple[str, ...], list[str]]:
+    """Every directory under ``tops`` that can be listed, and the ones that cannot.
+
+    Symlinks are followed (as the loader does), each real directory once;
+    directories watchfiles' filter ignores (``.git``, ``__pycache__``...) are left out.
+    """
+    readable: list[str] = []
+    unreadable: list[str] = []
+    seen: set[str] = set()
+
+    def refused(exc: OSError) -> None:
+        unreadable.append(str(exc.filename))
+
+    for top in tops:
+        for current, dirs, _ in os.walk(top, onerror=refused, followlinks=True):
+            real = os.path.realpath(current)
+            if real in seen:
+                dirs[:] = []
+                continue
+            seen.add(real)
+            readable.append(current)
+            dirs[:] = [d for d in dirs if d not in _FILTER.ignore_dirs]
+    return tuple(readable), unreadable
+
+
+def _new_dir(path: str, plan: WatchPlan) -> bool:
+    """Whether ``path`` is a real directory inside a recursively watched tree."""
+    real = Path(path)
+    return inside(path, plan.recursive) and real.is_dir() and not real.is_symlink()
+
+
+def _limit_reached(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the OS refuses more watches (inotify watch or instance limits).
+
+    Not a vanished path (re-planned instead) and not a directory we may not read.
+    """
+    if exc is None or isinstance(exc, FileNotFoundError | PermissionError):
+        return False
+    text = str(exc).lower()
+    return isinstance(exc, OSError) or "limit" in text or "too many open files" in text
+
 
 _FILTER = DefaultFilter()  # ignores .git, __pycache__, *.pyc, editor swap files
+_POLL_S = 0.3  # how often ``_poll`` looks (watchfiles' poll delay)
+
+
+def _stats(paths: Iterable[str], recursive: bool) -> dict[str, tuple[int, int, int, int]]:
+    """(inode, size, mtime_ns, ctime_ns) of every entry under ``paths`` (symlinks not followed).
+
+    Directories watchfiles' filter ignores (``.git``, ``__pycache__``, ``.venv``...) are
+    not entered; an entry that vanishes meanwhile is left out (its removal is a change).
+    """
+    found: dict[str, tuple[int, int, int, int]] = {}
+    for top in paths:
+        for current, dirs, names in os.walk(top) if recursive else [_listing(top)]:
+            dirs[:] = [d for d in dirs if d not in _FILTER.ignore_dirs]
+            for name in (*dirs, *names):
+                path = os.path.join(current, name)  # noqa: PTH118 - every poll, every file
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                found[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return found
+
+
+def _listing(top: str) -> tuple[str, list[str], list[str]]:
+    """``top``'s entries as one ``os.walk`` step (no recursion), empty when unreadable."""
+    try:
+        return top, [], os.listdir(top)  # noqa: PTH208 - names, as os.walk gives
+    except OSError:
+        return top, [], []
 
 
 def _name(hook: object) -> str:

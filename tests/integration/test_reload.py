@@ -8,10 +8,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import pytest
@@ -350,24 +351,41 @@ uvicorn.run(create_app(Settings.from_env(dotenv=None)), host="127.0.0.1", port=0
 """
 
 
+class StartProcess(Protocol):
+    """Start the gateway in a subprocess over ``manifests``; returns (process, base URL)."""
+
+    def __call__(
+        self, manifests: Path, *, env: Mapping[str, str] = ..., prefix: Sequence[str] = ...
+    ) -> tuple[subprocess.Popen[bytes], str]: ...
+
+
 @pytest.fixture
-def process_server(
-    tmp_path: Path,
-) -> Iterator[Callable[[Path], tuple[subprocess.Popen[bytes], str]]]:
-    """Factory: run the gateway with uvicorn in a subprocess; yields (process, base URL)."""
+def process_server(tmp_path: Path) -> Iterator[StartProcess]:
+    """Factory: run the gateway with uvicorn in a subprocess; yields (process, base URL).
+
+    Watching is off unless ``env`` turns it on; ``prefix`` is put before the
+    command (e.g. ``unshare`` to run it under other kernel limits).
+    """
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(manifests: Path) -> tuple[subprocess.Popen[bytes], str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
-        env |= {
+    def start(
+        manifests: Path, *, env: Mapping[str, str] = {}, prefix: Sequence[str] = ()
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+        environ |= {
             "GATEWAY_MANIFESTS": str(manifests),
             "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db",
             "GATEWAY_WATCH": "false",
             "ENVIRONMENT": "development",
+            **env,
         }
         with (tmp_path / "server.log").open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-c", LAUNCHER], cwd=tmp_path, env=env, stdout=log, stderr=log
+                [*prefix, sys.executable, "-c", LAUNCHER],
+                cwd=tmp_path,
+                env=environ,
+                stdout=log,
+                stderr=log,
             )
         procs.append(proc)
         (url, _) = wait_for(
@@ -394,9 +412,7 @@ def process_server(
             proc.wait()
 
 
-def test_sighup_reloads_when_watching_is_off(
-    tmp_path: Path, process_server: Callable[[Path], tuple[subprocess.Popen[bytes], str]]
-) -> None:
+def test_sighup_reloads_when_watching_is_off(tmp_path: Path, process_server: StartProcess) -> None:
     """With GATEWAY_WATCH=false a write is not picked up, but SIGHUP reloads it."""
     site = tmp_path / "site"
     proc, url = process_server(write_site(site))
@@ -414,4 +430,250 @@ def test_sighup_reloads_when_watching_is_off(
         )
     )
     assert after["last_attempt"]["reason"] == "SIGHUP"
+    assert proc.poll() is None
+
+
+SHOUT_YAML = """
+kind: action
+name: shout
+description: {description}
+python:
+  function: reloadactions.tools:shout
+"""
+
+
+def few_inotify_watches(count: int) -> list[str]:
+    """A command prefix running under at most ``count`` inotify watches (a user namespace).
+
+    ``/proc/sys/user/max_inotify_watches`` is per user namespace: the limit binds
+    the server started under the prefix and nothing else on the machine.
+    """
+    script = f'echo {count} > /proc/sys/user/max_inotify_watches && exec "$@"'
+    prefix = ["unshare", "--user", "--map-root-user", "sh", "-c", script, "sh"]
+    try:
+        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=30, check=False)
+    except OSError as exc:
+        pytest.skip(f"no unshare here: {exc}")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot limit inotify watches here: {probe.stderr.decode(errors='replace')}")
+    return prefix
+
+
+def test_an_edit_past_the_inotify_watch_limit_still_goes_live(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """With fs.inotify.max_user_watches exhausted the watcher polls and says so; no edit is lost.
+
+    watchfiles was told to ignore watch errors, so a tree with more directories
+    than the limit was watched in part: an edit below the last watched directory
+    never reloaded, while /manifests/status said it was watching.
+    """
+    manifests = write_site(tmp_path / "site")
+    deep = manifests.joinpath(*(f"level{i}" for i in range(20)))
+    deep.mkdir(parents=True)
+    (deep / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
+    os.utime(deep / "shout.yaml", (1, 1))  # the edit below changes the mtime's second
+    proc, url = process_server(manifests, env=WATCH, prefix=few_inotify_watches(8))
+    before = httpx.get(url + "/manifests/status", timeout=10).json()
+    assert before["watching"] is True
+    (deep / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it back, loudly."))
+    after, _ = wait_for(
+        lambda: (
+            (s := httpx.get(url + "/manifests/status", timeout=10).json())["version"]
+            != before["version"]
+            and s
+        ),
+        timeout=60,
+    )
+    assert after["last_attempt"]["result"] == "swapped"
+    assert after["polling"] is True
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    assert "reload_watch_polling" in log and "max_user_watches" in log
+    assert proc.poll() is None
+
+
+def test_polling_sees_a_second_edit_within_the_same_second(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """When polling (WATCHFILES_FORCE_POLLING, for NFS), the last of two quick pushes goes live.
+
+    watchfiles' poller compared modification times to the second: a same-size
+    write in the second of the push just reloaded was never seen, and the
+    gateway kept serving the older push until some other file changed.
+    """
+    manifests = write_site(tmp_path / "site")
+    shout = manifests / "shout.yaml"
+    shout.write_text(SHOUT_YAML.format(description="Shout it back, take one."))
+    os.utime(shout, (1, 1))
+    proc, url = process_server(manifests, env={**WATCH, "WATCHFILES_FORCE_POLLING": "true"})
+
+    def version() -> str:
+        answer: str = httpx.get(url + "/manifests/status", timeout=10).json()["version"]
+        return answer
+
+    initial = version()
+    shout.write_text(SHOUT_YAML.format(description="Shout it back, take two."))
+    second, _ = wait_for(lambda: (v := version()) != initial and v, timeout=30)
+    stamp = shout.stat().st_mtime_ns
+    shout.write_text(SHOUT_YAML.format(description="Shout it back, take six."))
+    os.utime(shout, ns=(stamp, stamp))  # as if written in the same second
+    wait_for(lambda: version() not in (initial, second), timeout=30)
+    assert httpx.get(url + "/manifests/status", timeout=10).json()["polling"] is True
+    assert proc.poll() is None
+
+
+def test_a_new_directory_past_the_inotify_watch_limit_still_goes_live(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """Directories a push adds once the inotify limit is reached are polled, not lost.
+
+    The OS watches of a new directory are added by watchfiles' own thread, which
+    drops the error when the limit refuses one: a manifest in a directory added
+    past the limit never reloaded, and nothing was logged.
+    """
+    manifests = write_site(tmp_path / "site")
+    proc, url = process_server(manifests, env=WATCH, prefix=few_inotify_watches(8))
+
+    def status_of() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(url + "/manifests/status", timeout=10).json()
+        return answer
+
+    before = status_of()
+    assert before["polling"] is False  # the tree fits the limit: OS events
+    deep = manifests.joinpath(*(f"level{i}" for i in range(20)))
+    deep.mkdir(parents=True)
+    (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
+    wait_for(lambda: "shout.yaml" in status_of()["files"], 60)
+    whisper = SHOUT_YAML.format(description="Whisper.").replace("name: shout", "name: whisper")
+    (deep / "whisper.yaml").write_text(whisper)
+    wait_for(lambda: any(f.endswith("level19/whisper.yaml") for f in status_of()["files"]), 60)
+    assert status_of()["polling"] is True
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    assert "reload_watch_polling" in log and "max_user_watches" in log
+    assert proc.poll() is None
+
+
+SLOW_PY = '''
+"""Imported slowly; the import first tells the test that the manifests were read."""
+import pathlib
+import time
+
+try:
+    pathlib.Path(__file__).parents[2].joinpath("importing").write_text("now")  # not watched
+except OSError:  # the sandbox's zygote may not write here
+    pass
+time.sleep(3)
+
+
+def hello() -> str:
+    """Say hello."""
+    return "hello"
+'''
+
+
+def test_a_push_during_startup_goes_live(tmp_path: Path, gateway_server: ServerFactory) -> None:
+    """A manifest written while the first load runs (a git-sync flip at pod start) goes live.
+
+    The watchers started only after the first load and the sandbox were up: a
+    write in between made no event, and the gateway served the set it booted
+    with until some later change, while other replicas served the new one.
+    """
+    site = tmp_path / "site"
+    manifests = write_site(site)
+    (site / "reloadactions" / "slow.py").write_text(SLOW_PY)
+    (manifests / "slow.yaml").write_text(
+        "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
+        "python:\n  function: reloadactions.slow:hello\n"
+    )
+    marker = tmp_path / "importing"
+
+    def push_while_loading() -> None:
+        wait_for(marker.exists, timeout=60)  # the first load has read every manifest
+        (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it."))
+
+    pusher = threading.Thread(target=push_while_loading)
+    pusher.start()
+    try:
+        server = gateway_server(manifests, env=WATCH)
+    finally:
+        pusher.join()
+    wait_for(lambda: "shout.yaml" in status(server)["files"], timeout=30)
+
+
+def test_a_push_landing_during_a_load_is_not_reported_as_rejected(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A load that read half a push (manifests new, code not yet) is not reported as rejected.
+
+    A `git pull` changing a manifest and the code it names, landing while a load
+    ran, made that load fail ("no function"): an error in the log and in
+    gateway_reloads_total{result="rejected"} (an alert) for a push that was fine,
+    though the reload already waiting was about to load all of it.
+    """
+    site = tmp_path / "site"
+    manifests = write_site(site)
+    # Imported after reloadactions.tools (references are imported in sorted order).
+    (site / "reloadactions" / "zz_slow.py").write_text(SLOW_PY)
+    (manifests / "slow.yaml").write_text(
+        "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
+        "python:\n  function: reloadactions.zz_slow:hello\n"
+    )
+    server = gateway_server(manifests, env=WATCH)
+    marker = tmp_path / "importing"
+    marker.unlink(missing_ok=True)
+    before = status(server)["reloads"]
+    # The manifests of the push: an action whose function the code does not have yet.
+    (manifests / "shout.yaml").write_text(
+        SHOUT_YAML.format(description="Shout.").replace("tools:shout", "tools:shout_twice")
+    )
+    wait_for(marker.exists, timeout=60)  # that load has imported the old tools.py
+    code = TOOLS_PY.replace("{tag}", "v2") + (
+        "\n\ndef shout_twice(text: str) -> str:\n"
+        '    """Shout a text twice."""\n'
+        '    return (text.upper() + "! ") * 2\n'
+    )
+    (site / "reloadactions" / "tools.py").write_text(code)  # the rest of the push
+    after, _ = wait_for(lambda: "shout.yaml" in (s := status(server))["files"] and s, 60)
+    assert after["last_attempt"]["result"] == "swapped"
+    assert after["reloads"]["rejected"] == before["rejected"]
+    assert after["last_attempt"]["errors"] == []
+
+
+def test_an_unreadable_directory_in_the_tree_does_not_stop_watching_the_rest(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """A directory the gateway may not read (an ext4 volume's lost+found) hides no other edit.
+
+    The recursive watch stopped at the first directory it could not watch and
+    watchfiles ignored the error: every directory listed after it (readdir
+    order) was unwatched, so edits there never went live. The server runs in a
+    user namespace where a directory owned by another uid, mode 000, is unreadable.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand a directory to another uid")
+    manifests = write_site(tmp_path / "site")
+    for i in range(30):
+        (manifests / f"team{i:02}").mkdir()
+        (manifests / f"team{i:02}" / "notes.yaml").write_text(f"# team {i}\n")
+    locked = manifests / "lost+found"
+    for attempt in range(10):  # until readdir lists some team after it
+        locked.mkdir()
+        order = os.listdir(manifests)  # noqa: PTH208 - readdir order, as the watcher walks
+        after = [n for n in order[order.index(locked.name) + 1 :] if n.startswith("team")]
+        if after:
+            break
+        locked.rmdir()
+        locked = manifests / f"lost+found{attempt}"
+    assert after, order
+    os.chown(locked, 12345, 12345)
+    locked.chmod(0)
+    proc, url = process_server(manifests, env=WATCH, prefix=few_inotify_watches(100_000))
+
+    def version() -> str:
+        answer: str = httpx.get(url + "/manifests/status", timeout=10).json()["version"]
+        return answer
+
+    before = version()
+    (manifests / after[-1] / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout."))
+    wait_for(lambda: version() != before, timeout=30)
     assert proc.poll() is None
