@@ -11,7 +11,6 @@ store, runner and reloader.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from litestar.di import NamedDependency
@@ -41,7 +40,6 @@ class Services:
         keys: API keys and who they are.
         metrics: the Prometheus registry and its instruments.
         store / engine / runner / reloader: set on startup.
-        load_error: why the first manifest load failed (for ``/ready``), if it did.
     """
 
     def __init__(self, settings: Settings, keys: KeyRing) -> None:
@@ -53,8 +51,6 @@ class Services:
         self.engine: Engine | None = None
         self.runner: ActionRunner | None = None
         self.reloader: Reloader | None = None
-        self.load_error: str | None = None
-        self.started_at = time.time()
 
     def catalog(self) -> Catalog:
         """The live catalog, read once per request.
