@@ -4,9 +4,10 @@
 lifespan and hands it to every handler through Litestar's dependency
 injection (``services: Services``). Handlers read ``catalog()`` once per
 request; a missing piece (startup not done, no valid manifest set) is a
-``NotReady`` (503). Imports ``gateway.errors``, ``gateway.manifests.catalog``,
-``gateway.api.auth``, ``gateway.api.metrics`` and, for types, the engine,
-store, runner and reloader.
+``NotReady`` (503). Imports ``gateway.errors``, ``gateway.events`` (to count a run's outcome),
+``gateway.settings``, ``gateway.manifests.catalog``, ``gateway.api.auth``,
+``gateway.api.metrics`` and, for types, the engine, store, runner and
+reloader.
 """
 
 from __future__ import annotations
