@@ -4,8 +4,9 @@ It speaks only the public API (``GET /start``, ``POST /chat`` as SSE, or
 ``WS /ws/chat`` with ``--ws``), prints the answer as it streams, and shows
 each tool call the way one wants to read it: name and arguments when it
 starts, status, duration and a short output when it ends. Imports httpx and
-rich (and ``websockets`` for ``--ws``, imported only then); nothing from the
-server side of the package.
+rich, nothing from the server side of the package; for ``--ws``,
+``gateway._cli.server`` opens the socket (``websockets``, imported only then)
+and hands it to ``ChatConsole.send_ws``.
 
 Everything the server sends is untrusted: a model's answer or a tool's output
 can hold rich markup (``[/]``) or terminal escape sequences (which could move
