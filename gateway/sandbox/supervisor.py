@@ -134,7 +134,11 @@ def _not_handed_over(exc: BaseException, started: float, timeout: float) -> Tool
 
 
 class SandboxStats(msgspec.Struct, kw_only=True):
-    """Counters for metrics: calls started, failed, timed out; zygote restarts."""
+    """What the sandbox did: calls started, failed, timed out; zygote restarts; calls now.
+
+    Only ``active`` and ``queued`` reach ``/metrics`` (read live at each scrape, see
+    ``gateway.app``); the counters are for tests and debugging, not exported.
+    """
 
     calls: int = 0
     failures: int = 0
