@@ -366,7 +366,6 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
     services.reloader = reloader
     first = await reloader.reload("startup")
     if first.result not in ("swapped", "unchanged"):
-        services.load_error = "; ".join(first.errors[:3]) or first.result
         log.error("gateway.not_ready", problems=len(first.errors), result=first.result)
     await reloader.start()
     stack.push_async_callback(reloader.aclose)

@@ -4,8 +4,9 @@ It speaks only the public API (``GET /start``, ``POST /chat`` as SSE, or
 ``WS /ws/chat`` with ``--ws``), prints the answer as it streams, and shows
 each tool call the way one wants to read it: name and arguments when it
 starts, status, duration and a short output when it ends. Imports httpx and
-rich (and ``websockets`` for ``--ws``, imported only then); nothing from the
-server side of the package.
+rich, nothing from the server side of the package; for ``--ws``,
+``gateway._cli.server`` opens the socket (``websockets``, imported only then)
+and hands it to ``ChatConsole.send_ws``.
 
 Everything the server sends is untrusted: a model's answer or a tool's output
 can hold rich markup (``[/]``) or terminal escape sequences (which could move
@@ -30,7 +31,7 @@ import httpx
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["ChatConsole", "ProtocolError", "sse_events"]
+__all__ = ["ChatConsole", "ProtocolError"]
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow"}
 _RESUME_ATTEMPTS = 3  # a cut stream is resumed this many times, 0.25 s, 0.5 s, 0.75 s apart
@@ -65,18 +66,11 @@ def _event_data(event: str, data: str | bytes) -> dict[str, Any]:
     return decoded
 
 
-def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(event, data)`` pairs from the lines of a text/event-stream (comments skipped).
-
-    Raises:
-        ProtocolError: an event's data is not a JSON object.
-    """
-    for event, data, _ in _sse_frames(lines):
-        yield event, data
-
-
 def _sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any], str | None]]:
-    """``(event, data, id)`` of each frame of a text/event-stream (``id`` None when absent)."""
+    """``(event, data, id)`` of each frame of a text/event-stream (``id`` None when absent).
+
+    Comment lines (``: keep-alive``) and unknown fields are skipped.
+    """
     event, data, ident = "message", "", None
     for line in lines:
         if not line:

@@ -4,10 +4,8 @@
 
     GatewayError
     ├── ManifestError          a manifest set is invalid (carries every Problem)
-    ├── ActionError            an action call failed (action, kind of failure)
-    │   ├── InvalidArguments   the model's arguments do not match the schema
-    │   ├── ActionTimeout      the wall-clock limit was reached
-    │   └── SandboxError       the sandbox could not run the call (limits, crash, namespaces)
+    ├── ActionError            an action call was refused (carries the action)
+    │   └── InvalidArguments   the arguments do not match the schema (-> 400)
     ├── ProviderError          the model provider failed after retries (-> 502)
     ├── InvalidInput           a client sent something malformed (-> 400)
     ├── Unauthorized           missing or wrong key (-> 401)
@@ -19,7 +17,10 @@
     └── NotReady               no valid manifest set or the store is down (-> 503)
 
 Mapping to HTTP happens once, in ``gateway.api.errors``; everything else raises
-these and never formats a status code itself. Messages are safe to show to a
+these and never formats a status code itself. A call that ran and failed (an
+exception in the action, its timeout, a sandbox limit or crash) is not an
+exception: the runner returns it as a ``ToolResult`` with its ``status`` and
+``error_type`` (``gateway.sandbox.results``), which the model reads. Messages are safe to show to a
 client: they never contain secrets or tracebacks.
 """
 
@@ -29,7 +30,6 @@ import msgspec
 
 __all__ = [
     "ActionError",
-    "ActionTimeout",
     "Conflict",
     "Forbidden",
     "GatewayError",
@@ -42,7 +42,6 @@ __all__ = [
     "Problem",
     "ProviderError",
     "RateLimited",
-    "SandboxError",
     "Unauthorized",
 ]
 
@@ -88,10 +87,9 @@ class ManifestError(GatewayError):
 
 
 class ActionError(GatewayError):
-    """An action call failed; ``status`` is how the tool step ends."""
+    """An action call was refused before it ran; ``action`` names the action."""
 
     type = "action_error"
-    status = "failed"
 
     def __init__(self, action: str, message: str) -> None:
         super().__init__(message)
@@ -106,23 +104,6 @@ class InvalidArguments(ActionError):
     def __init__(self, action: str, message: str, argument: str = "") -> None:
         super().__init__(action, message)
         self.argument = argument
-
-
-class ActionTimeout(ActionError):
-    """The action ran past its wall-clock timeout and was killed."""
-
-    type = "timeout"
-    status = "timed_out"
-
-    def __init__(self, action: str, seconds: float) -> None:
-        super().__init__(action, f"action {action!r} timed out after {seconds:g}s")
-        self.seconds = seconds
-
-
-class SandboxError(ActionError):
-    """The sandbox could not complete the call (limit hit, crash, isolation refused)."""
-
-    type = "sandbox_error"
 
 
 class ProviderError(GatewayError):

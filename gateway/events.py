@@ -33,7 +33,6 @@ __all__ = [
     "decode_ws",
     "encode_sse",
     "encode_ws",
-    "event_name",
 ]
 
 
@@ -170,11 +169,6 @@ Event = (
 )
 
 _encoder = msgspec.json.Encoder()
-
-
-def event_name(event: Event) -> str:
-    """The wire name of ``event`` (``thread.run.created``...)."""
-    return event.name
 
 
 def encode_sse(event: Event, event_id: str | None = None) -> bytes:

@@ -8,7 +8,9 @@ actions), ``admin`` (manifest status and reload, action invoke),
 limit, body limit, access log), ``errors`` (the one exception-to-status
 mapping), ``auth``, ``metrics``, ``logs``, ``streaming`` (SSE over a run's
 log), ``schemas`` (bodies), ``services`` (the running pieces handed to
-handlers). The api package may import the engine, the stores' and runners'
-interfaces, the manifests and the events; nothing imports it except
-``gateway.app``, which wires it.
+handlers), ``request`` (the request class: an undecodable body is a 400). The
+api package may import the engine, the stores', runners' and providers'
+interfaces, the manifests, the events, ``errors``, ``settings`` and the
+private top-level helpers; nothing imports it except ``gateway.app``, which
+wires it (and the CLI, for ``logs.configure_logging``).
 """

@@ -3,7 +3,8 @@
 Read from the live catalog (one read per request). A key limited to some
 assistants sees only those, and only the actions they use. Instructions are
 not shown (they are the operator's prompt); the tool schemas are exactly
-what the model receives. Imports ``gateway.api.*`` and ``gateway.errors``.
+what the model receives. Imports ``gateway.api.*``, ``gateway.errors`` and the
+``gateway.manifests`` types (``Catalog``, ``Assistant``).
 """
 
 from __future__ import annotations

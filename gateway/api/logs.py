@@ -1,4 +1,4 @@
-"""Logging setup: structlog configured once, by ``create_app``.
+"""Logging setup: structlog configured once, by ``create_app`` (or a CLI command that logs).
 
 ``LOG_FORMAT=keyvalue`` (default, logfmt) or ``json``; ``LOGGING_LEVEL``.
 Tracebacks never show frame locals, the HTTP clients' request lines (full

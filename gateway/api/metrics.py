@@ -5,10 +5,11 @@ never collide). ``MeteredRunner`` wraps the engine's ``ActionRunner`` to count
 tool calls and time them, labelled by ``isolation`` (``sandbox`` or ``inline``,
 see ``isolation_of``); ``watch_concurrency`` exports how many calls of one
 isolation hold a slot of its concurrency limit and how many wait for one,
-read live at each scrape; ``observe_run`` follows a run handle to its end;
+read live at each scrape; ``on_run`` counts a finished run (called by
+``Services.track`` when a run's task ends);
 the reloader reports through ``on_reload``. ``GET /metrics`` (any valid key when keys
 are set, as every route) serves the text format. Imports ``gateway.executors.base``,
-``gateway.manifests.catalog`` and prometheus-client.
+prometheus-client and, for types, ``gateway.manifests`` (catalog, reload results).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ when the client leaves (a closed stream, a dropped connection while waiting for
 the JSON answer), the run is cancelled, which stops the model call and kills
 its actions, instead of running to an end nobody can read.
 
-Imports ``gateway.api.*``, ``gateway.engine``, ``gateway.events``,
-``gateway.providers.base``.
+Imports ``gateway.api.*``, ``gateway.engine``, ``gateway.errors``,
+``gateway.events``, ``gateway.providers.base``.
 """
 
 from __future__ import annotations

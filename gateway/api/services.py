@@ -4,15 +4,15 @@
 lifespan and hands it to every handler through Litestar's dependency
 injection (``services: Services``). Handlers read ``catalog()`` once per
 request; a missing piece (startup not done, no valid manifest set) is a
-``NotReady`` (503). Imports ``gateway.errors``, ``gateway.manifests.catalog``,
-``gateway.api.auth``, ``gateway.api.metrics`` and, for types, the engine,
-store, runner and reloader.
+``NotReady`` (503). Imports ``gateway.errors``, ``gateway.events`` (to count a run's outcome),
+``gateway.settings``, ``gateway.manifests.catalog``, ``gateway.api.auth``,
+``gateway.api.metrics`` and, for types, the engine, store, runner and
+reloader.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 from litestar.di import NamedDependency
@@ -42,7 +42,6 @@ class Services:
         keys: API keys and who they are.
         metrics: the Prometheus registry and its instruments.
         store / engine / runner / reloader: set on startup.
-        load_error: why the first manifest load failed (for ``/ready``), if it did.
         stopping: set when ``gateway serve`` got SIGTERM/SIGINT (a start-up in
             progress gives up).
         closing: set once a shutdown drained the runs (``gateway.app.drain``): open
@@ -59,8 +58,6 @@ class Services:
         self.engine: Engine | None = None
         self.runner: ActionRunner | None = None
         self.reloader: Reloader | None = None
-        self.load_error: str | None = None
-        self.started_at = time.time()
         self.stopping = asyncio.Event()
         self.closing = asyncio.Event()
         self.open_sockets = 0

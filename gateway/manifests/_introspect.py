@@ -316,7 +316,6 @@ _GOOGLE_SECTION = re.compile(
 )
 _GOOGLE_ITEM = re.compile(r"^(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 _NUMPY_ITEM = re.compile(r"^(\*{0,2}\w+)\s*(:.*)?$")
-_ANY_SECTION = re.compile(r"^[A-Z][A-Za-z ]*:\s*$")
 
 
 def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:

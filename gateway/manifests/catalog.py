@@ -4,8 +4,9 @@ Built whole by ``loader.load_catalog`` (which validates everything first) and
 swapped in one assignment by the reloader; a request or run reads
 ``CatalogRef.current`` once and keeps that object, so a reload never changes
 what a run in flight sees. ``version`` is a content hash of every source file
-(manifests and the Python action code they import), so two replicas on the
-same Git revision report the same version.
+(manifests, the Python action code they import and the knowledge files
+under ``file_search``), so two replicas on the same Git revision report the
+same version, and an edited knowledge file is a new version.
 """
 
 from __future__ import annotations

@@ -11,7 +11,11 @@ so one run reports all problems:
    secrets, invalid ``parameters`` JSON Schemas, ``isolation: inline`` on a
    kind without it (or with sandbox limits it would ignore);
 4. ``python_problems``: what the out-of-process import of Python actions found;
-5. ``kind_problems``: each action kind's own ``check`` (templates, hosts, databases).
+5. ``example_problems``: each example's ``args`` against its action's
+   ``parameters`` (after those inferred from the code are filled in);
+6. ``kind_check``: each action kind's own ``check`` (templates, hosts,
+   databases), one action at a time, so the loader can reuse the result for an
+   action decoded as before.
 
 ``format_problems`` renders the result for the CLI: ``file:line:col: message``
 lines, GitHub annotations, or JSON. A value that came from ``${VAR}`` is never
@@ -57,7 +61,6 @@ __all__ = [
     "decode_problem",
     "example_problems",
     "format_problems",
-    "kind_problems",
     "python_problems",
     "schema_problems",
 ]
@@ -549,6 +552,9 @@ def python_problems(entries: list[Entry], found: Introspection) -> list[Problem]
     return problems
 
 
+# --- 5. Examples -----------------------------------------------------------------
+
+
 def example_problems(entries: list[Entry]) -> list[Problem]:
     """Each example's ``args`` must satisfy its action's ``parameters`` (after inference)."""
     problems = []
@@ -568,17 +574,7 @@ def example_problems(entries: list[Entry]) -> list[Problem]:
     return problems
 
 
-# --- 5. Each kind's own check ----------------------------------------------------
-
-
-def kind_problems(entries: list[Entry], ctx: CheckContext) -> list[Problem]:
-    """Run every action kind's ``check`` and locate what it reports under the kind key."""
-    problems = []
-    for entry in entries:
-        action = entry.value
-        if isinstance(action, Action):
-            problems += kind_check(entry, action, ctx)
-    return problems
+# --- 6. Each kind's own check ----------------------------------------------------
 
 
 def kind_check(entry: Entry, action: Action, ctx: CheckContext) -> list[Problem]:

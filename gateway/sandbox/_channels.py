@@ -54,7 +54,7 @@ class ZygoteChannel:
         self.proc = proc
         self.sock = sock
         self.ready: Ready | None = None
-        self.fingerprint = ""  # what it loaded (see ``supervisor._fingerprint``)
+        self.fingerprint = ""  # what it loaded (see ``_zygote_keys.fingerprint``)
         self.call_user = "same"  # whom its calls run as (``Init.call_user``)
         self.pending: dict[int, asyncio.Future[Exited]] = {}  # spare serial -> its exit
         self.spares: collections.deque[tuple[int, socket.socket]] = collections.deque()

@@ -1,26 +1,32 @@
 """The sandbox's parent side: zygotes, the concurrency queue, timeouts and results.
 
-``Supervisor`` owns two zygote processes (``worker.py``): one with network and
-one inside a new network namespace for ``network: false`` actions. For each
-call it takes a slot from the global concurrency queue, hands the zygote a
-fresh socket and output pipe, sends the arguments and secrets straight to the
-forked child over that socket, reads the result and the child's output while
-it waits (capped), kills the whole process group at the wall-clock timeout or
-on cancellation, and turns every outcome into a ``ToolResult``. A zygote that
-died (an action may kill its parent) is restarted on the next call; ``reload``
-starts new zygotes only where what they load changed (modules, gateway root,
-code content), while calls in flight finish on the old ones; a manifest-only
-edit keeps them all.
+``Supervisor`` owns one zygote process (``zygote.py``) per key of
+``_zygote_keys``: by network (``network: false`` actions run in one inside a
+new network namespace) and by what the action's kind preloads (plain Python,
+``http``, ``sql``); the plain pair always runs. For each call it takes a slot
+from the global concurrency queue, hands one of the zygote's pre-forked
+children (``worker.py``) a fresh socket and output pipe, sends the arguments
+and secrets straight to that child over the socket, reads the result and the
+child's output while it waits (capped), kills the whole process group at the
+wall-clock timeout or on cancellation, and turns every outcome into a
+``ToolResult``. A zygote that died (an action may kill its parent) is
+restarted on the next call; ``reload`` starts new zygotes only where what they
+load changed (modules, gateway root, code content, the ``http`` / ``sql``
+configs it warms), while calls in flight finish on the old ones; any other
+manifest-only edit keeps them all.
 
 The server process itself is made undumpable at start, so a same-uid child
 cannot read its memory or ``/proc/<pid>/environ``; as root each call also runs
-under an unprivileged uid of its own. Each zygote gets the catalog's part of
-the Landlock allow-list (``FsPolicy``: action code and manifests readable, the
-gateway root only listable, the thread store and ``.env`` protected), and each
-``sql`` call its own SQLite database's directory. Never forks the server.
+under an unprivileged uid of its own, or as uid 0 without capabilities when
+that uid cannot reach the deployment (``_call_user``). Each zygote gets the
+catalog's part of the Landlock allow-list (``FsPolicy``: action code and
+manifests readable, the gateway root only listable, the thread store and
+``.env`` protected), and each ``sql`` call its own SQLite database's
+directory. Never forks the server.
 
-Imports ``gateway.settings``, ``gateway.errors``, ``gateway.manifests`` and
-``gateway.executors.base`` (the ``ToolResult`` shape), nothing above.
+Imports ``gateway.settings``, ``gateway.manifests``, ``gateway.executors.base``
+(the ``ToolResult`` shape) and ``gateway.executors._limit`` (the FIFO slot
+queue), nothing above.
 """
 
 from __future__ import annotations
@@ -129,7 +135,11 @@ def _not_handed_over(exc: BaseException, started: float, timeout: float) -> Tool
 
 
 class SandboxStats(msgspec.Struct, kw_only=True):
-    """Counters for metrics: calls started, failed, timed out; zygote restarts."""
+    """What the sandbox did: calls started, failed, timed out; zygote restarts; calls now.
+
+    Only ``active`` and ``queued`` reach ``/metrics`` (read live at each scrape, see
+    ``gateway.app``); the counters are for tests and debugging, not exported.
+    """
 
     calls: int = 0
     failures: int = 0
@@ -216,8 +226,9 @@ class Supervisor:
 
         A zygote is replaced only when what it loaded changed: its modules (the
         kinds' preloads, the Python action modules), the gateway root, or the
-        content of the catalog's code files it imports. A manifest-only edit
-        keeps every zygote (the call's config and limits travel with each call).
+        content of the catalog's code files it imports, or the ``http`` / ``sql``
+        configs it warms (``zygote_warm``). Any other manifest-only edit keeps
+        every zygote (the call's config and limits travel with each call).
         """
         wanted = await asyncio.to_thread(self._fingerprints, catalog)
         async with self._spawn_lock:

@@ -4,7 +4,9 @@
 (``sqlite:///`` is the embedded default, ``postgresql://`` is for several
 replicas). Implementations register themselves with ``register_store``; adding
 a backend is one module and one import line here. This package may import
-``gateway.errors`` and ``gateway.providers.base`` only.
+``gateway.errors``, ``gateway.providers.base`` and the private helpers
+``gateway._files`` (the SQLite file's mode) and ``gateway._libpq``
+(PostgreSQL connection strings) only.
 """
 
 from __future__ import annotations

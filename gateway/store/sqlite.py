@@ -9,8 +9,8 @@ thread is a partial unique index, so the rule holds even across processes
 sharing the file. A failure of the database itself (the file cannot be
 opened or written, the disk fails, the lock is held past the busy timeout)
 is ``NotReady`` (503); a broken rule stays ``Conflict`` / ``NotFound``.
-Imports ``gateway.errors``, ``gateway.providers.base`` and ``gateway.store``
-internals.
+Imports ``gateway.errors``, ``gateway._files`` (the file made mode 0600),
+``gateway.providers.base`` and ``gateway.store`` internals.
 """
 
 from __future__ import annotations
