@@ -49,7 +49,7 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
     status is 0 (SIGTERM was raised again after the drain: killed, 143)."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    env = {"GATEWAY_DRAIN_SECONDS": "10", "TMPDIR": str(scratch)}
+    env = {"GATEWAY_DRAIN_SECONDS": "5", "TMPDIR": str(scratch)}
     proc, url = serve(api_manifests, f"sqlite:///{tmp_path}/g.db", tmp_path, env)
     sse: list[str] = []
     ws: list[str] = []
@@ -87,9 +87,9 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
         # TMPDIR reaches the zygotes (they made their folders in /tmp, whatever it said).
         assert any(path.name.startswith("gateway-sandbox-") for path in scratch.iterdir())
         proc.send_signal(stop)
-        # The 120 s run holds the drain open for GATEWAY_DRAIN_SECONDS (10 s); uvicorn
+        # The 120 s run holds the drain open for GATEWAY_DRAIN_SECONDS (5 s); uvicorn
         # notices the signal within 0.1 s.
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 4
         while (ready := httpx.get(f"{url}/ready", timeout=10)).status_code == 200:
             assert time.monotonic() < deadline, "/ready stayed 200 after the signal"
             time.sleep(0.05)
@@ -130,7 +130,7 @@ def test_a_second_gateway_on_a_taken_port_stops_before_touching_the_store(
     started = threading.Event()
 
     def follow_sse() -> None:
-        body = {"assistant": "helper", "message": "wait 10 seconds (slow)", "stream": True}
+        body = {"assistant": "helper", "message": "wait 6 seconds (slow)", "stream": True}
         with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
             for line in stream.iter_lines():
                 if line.startswith("event: "):

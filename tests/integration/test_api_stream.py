@@ -337,7 +337,7 @@ async def test_websocket_messages_sent_during_a_run_keep_the_socket_alive(
 async def test_websocket_refuses_messages_past_eight_waiting(api_server: GatewayServer) -> None:
     """Past 8 messages waiting behind a run, one more gets a rate_limited error event at once."""
     async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
-        await ws.send(json.dumps({"assistant": "helper", "message": "wait 4 seconds"}))
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 2 seconds"}))
         assert json.loads(await ws.recv())["event"] == "thread.run.created"
         for i in range(10):
             await ws.send(json.dumps({"assistant": "other", "message": f"hi {i}"}))
@@ -353,7 +353,7 @@ async def test_websocket_refuses_messages_past_eight_waiting(api_server: Gateway
 async def test_websocket_waiting_frames_are_bounded_in_size(api_server: GatewayServer) -> None:
     """Behind a run, a frame that would take the waiting ones past 1 MiB is refused at once."""
     async with websockets.connect(f"{api_server.ws_url}/ws/chat") as ws:
-        await ws.send(json.dumps({"assistant": "helper", "message": "wait 4 seconds"}))
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 2 seconds"}))
         assert json.loads(await ws.recv())["event"] == "thread.run.created"
         big = "[" + " " * 700_000 + "]"  # not a message: answered invalid_request in its turn
         await ws.send(big)

@@ -562,7 +562,7 @@ try:
     pathlib.Path(__file__).parents[2].joinpath("importing").write_text("now")  # not watched
 except OSError:  # the sandbox's zygote may not write here
     pass
-time.sleep(3)
+time.sleep(1.5)  # the window in which the test writes the rest of the push
 
 
 def hello() -> str:
