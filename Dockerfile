@@ -11,7 +11,11 @@ ENV UV_PYTHON_DOWNLOADS=never \
     GATEWAY_PORT=8000 \
     PATH=/app/.venv/bin:$PATH
 
-RUN pip install --no-cache-dir uv
+# tini is PID 1: it reaps every orphan. The sandbox's call processes are reparented to
+# PID 1 when their zygote dies (an action may kill it), and the gateway reaps only its
+# own children: as PID 1 it would collect those zombies until the container restarts.
+RUN apt-get update && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/* && pip install --no-cache-dir uv
 
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
@@ -33,5 +37,8 @@ USER 10001
 
 EXPOSE 8000
 # Probes the port the server listens on, also when `docker run -e GATEWAY_PORT=...` moves it.
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('GATEWAY_PORT', '8000'), timeout=2)" || exit 1
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('GATEWAY_PORT', '8000'), timeout=2)" || exit 1
+# tini passes SIGTERM/SIGINT on to the gateway (which drains, then exits 0) and exits
+# with its status.
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["/app/.venv/bin/gateway", "serve"]

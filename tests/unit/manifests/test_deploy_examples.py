@@ -79,3 +79,15 @@ def test_compose_gives_the_gateway_time_to_drain() -> None:
     gateway = compose["services"]["gateway"]
     drain = float(gateway["environment"].get("GATEWAY_DRAIN_SECONDS", Settings().drain_seconds))
     assert _seconds(gateway["stop_grace_period"]) >= drain + 10
+
+
+def test_the_image_runs_the_gateway_under_an_init_that_reaps_orphans() -> None:
+    """The gateway reaps only its own children: as a container's PID 1 it would keep the
+    zombies of call processes orphaned by a zygote an action killed. tini is PID 1 and
+    the gateway its child (signals pass through)."""
+    dockerfile = (DEPLOY.parent / "Dockerfile").read_text()
+    assert "apt-get install -y --no-install-recommends tini" in dockerfile
+    entrypoints = [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT")]
+    assert entrypoints == ['ENTRYPOINT ["/usr/bin/tini", "--"]']
+    [cmd] = [line for line in dockerfile.splitlines() if line.startswith("CMD")]
+    assert "gateway" in cmd and "serve" in cmd
