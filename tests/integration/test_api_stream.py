@@ -409,32 +409,12 @@ def fake_llm() -> FakeOpenAI:
         yield fake
 
 
-def _remote_manifests(root: Path, base_url: str) -> Path:
-    manifests = root / "manifests"
-    manifests.mkdir(parents=True)
-    (manifests / "remote.yaml").write_text(
-        f"""
-kind: provider
-name: fake
-base_url: {base_url}
-api_key: test-key
-api: chat
-max_retries: 0
----
-kind: assistant
-name: remote
-provider: fake
-model: fake-model
-"""
-    )
-    return manifests
-
-
 def test_provider_failure_is_502_and_a_stream_error(
     gateway_server: ServerFactory, fake_llm: FakeOpenAI, tmp_path: Path
 ) -> None:
     """A failing model is 502 for JSON, and error + thread.run.failed + done on a started stream."""
-    server = gateway_server(_remote_manifests(tmp_path, fake_llm.base_url))
+    write_remote(manifests := tmp_path / "manifests", fake_llm, api_key="test-key")
+    server = gateway_server(manifests)
     with httpx.Client(base_url=server.url, timeout=30) as c:
         fake_llm.add_text("Hello from the fake model")
         ok = c.post("/chat", json={"message": "hi"})
@@ -469,7 +449,8 @@ def test_a_v1_stream_failing_before_its_first_word_is_an_http_error(
     it was a 200 stream holding only an error, a bare APIError the SDK never retries. Once
     text has streamed, a failure can only come inside the stream.
     """
-    server = gateway_server(_remote_manifests(tmp_path, fake_llm.base_url))
+    write_remote(manifests := tmp_path / "manifests", fake_llm, api_key="test-key")
+    server = gateway_server(manifests)
     sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
     messages: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
     fake_llm.fail_next(500, times=5)
@@ -528,7 +509,8 @@ def test_a_stream_resumed_right_after_its_error_event_gets_no_second_one(
     gateway_server: ServerFactory, fake_llm: FakeOpenAI, tmp_path: Path
 ) -> None:
     """Resumed from the id of a failed run's error event: run.failed and done, no error again."""
-    server = gateway_server(_remote_manifests(tmp_path, fake_llm.base_url))
+    write_remote(manifests := tmp_path / "manifests", fake_llm, api_key="test-key")
+    server = gateway_server(manifests)
     fake_llm.fail_next(500, times=5)
     with httpx.Client(base_url=server.url, timeout=30) as c:
         with connect_sse(c, "POST", "/chat", json={"message": "hi", "stream": True}) as source:
