@@ -31,6 +31,7 @@ from gateway.api.request import TOO_DEEP
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
 from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, parse_last_event_id, sse_frames
+from gateway.api.threads import stream_run
 from gateway.errors import Conflict, GatewayError, InvalidInput, NotFound, NotReady, ProviderError
 from gateway.events import ErrorEvent, encode_ws
 from gateway.manifests.model import NAME_PATTERN
@@ -231,17 +232,7 @@ async def _resumed(
         if record is None:
             raise NotFound("run", run_id)
         thread_id = record.thread_id
-    await services.thread_for(thread_id, principal_of(request.scope))
-    run_log = await services.the_engine().get_run_log(thread_id, run_id)
-    structlog.contextvars.bind_contextvars(run_id=run_id, thread_id=thread_id)
-    frames = sse_frames(
-        run_log,
-        run_id=run_id,
-        after=after,
-        heartbeat=services.settings.sse_heartbeat,
-        correlation_id=correlation_id_of(request.scope),
-    )
-    return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    return await stream_run(request, services, thread_id, run_id, after)
 
 
 _MAX_WAITING = 8

@@ -19,7 +19,7 @@ from litestar.response import Stream
 from gateway.api.errors import correlation_id_of, error_responses
 from gateway.api.middleware import principal_of
 from gateway.api.schemas import MessageOut, RunOut
-from gateway.api.services import ServicesDep
+from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, parse_last_event_id, sse_frames
 from gateway.errors import InvalidInput, NotFound
 
@@ -111,14 +111,28 @@ async def run_events(
 ) -> Stream:
     """SSE of the run's events after ``Last-Event-ID`` / ``?after=`` (the later of both),
     then live until ``done``."""
-    start = _after(last_event_id, after, run_id)
+    return await stream_run(
+        request, services, thread_id, run_id, _after(last_event_id, after, run_id)
+    )
+
+
+async def stream_run(
+    request: Request[Any, Any, Any], services: Services, thread_id: str, run_id: str, after: int
+) -> Stream:
+    """The SSE response of run ``run_id`` of ``thread_id`` after its event ``after``, then
+    live until ``done`` (here, and for a streamed ``POST /chat`` that resumes a run).
+
+    Raises:
+        NotFound: no such thread or run.
+        Forbidden: the request's key may not use the thread's assistant.
+    """
     await services.thread_for(thread_id, principal_of(request.scope))
     run_log = await services.the_engine().get_run_log(thread_id, run_id)
     structlog.contextvars.bind_contextvars(run_id=run_id, thread_id=thread_id)
     frames = sse_frames(
         run_log,
         run_id=run_id,
-        after=start,
+        after=after,
         heartbeat=services.settings.sse_heartbeat,
         correlation_id=correlation_id_of(request.scope),
     )
