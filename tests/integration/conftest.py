@@ -27,6 +27,7 @@ import uvicorn
 from gateway.api.services import Services
 from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.testing.fake_openai import FakeOpenAI
 
 T = TypeVar("T")
 
@@ -224,3 +225,18 @@ def copy_manifests(src: Path, dst: Path) -> Path:
     """Copy a manifests tree and its siblings (``apiactions/``) under ``dst``; returns the copy."""
     shutil.copytree(src.parent, dst, dirs_exist_ok=True)
     return dst / src.name
+
+
+@pytest.fixture(scope="module")
+def _module_fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(models=["fake-model", "other-model"]) as server:
+        yield server
+
+
+@pytest.fixture
+def fake(_module_fake: FakeOpenAI) -> FakeOpenAI:
+    """A FakeOpenAI over real HTTP, one per test module, reset for each test (nothing
+    scripted: it echoes the last user message). Modules needing a fresh server per test
+    define their own ``fake``."""
+    _module_fake.reset()
+    return _module_fake

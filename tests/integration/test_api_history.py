@@ -6,7 +6,6 @@ actually sent after a few exchanges on one thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,18 +13,6 @@ import pytest
 from conftest import GatewayServer, ServerFactory, write_api_manifests
 
 from gateway.testing.fake_openai import FakeOpenAI
-
-
-@pytest.fixture(scope="module")
-def _fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(_fake: FakeOpenAI) -> FakeOpenAI:
-    _fake.reset()  # with nothing scripted it echoes the last user message
-    return _fake
 
 
 @pytest.fixture

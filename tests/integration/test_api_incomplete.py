@@ -9,7 +9,6 @@ the OpenAI-compatible endpoint (``finish_reason: "length"``) and ``gateway chat`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,18 +21,6 @@ from gateway.cli import main
 from gateway.testing.fake_openai import FakeOpenAI
 
 CUT = {"reason": "max_completion_tokens"}
-
-
-@pytest.fixture(scope="module")
-def _fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(_fake: FakeOpenAI) -> FakeOpenAI:
-    _fake.reset()
-    return _fake
 
 
 @pytest.fixture(params=["chat", "responses"])

@@ -8,7 +8,6 @@ thread stays usable.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,6 @@ from conftest import GatewayServer, ServerFactory, write_api_manifests
 
 from gateway.testing.fake_openai import FakeOpenAI
 from tests._fake import write_remote
-
-
-@pytest.fixture(scope="module")
-def _fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(_fake: FakeOpenAI) -> FakeOpenAI:
-    _fake.reset()
-    return _fake
 
 
 @pytest.fixture(params=["chat", "responses"])

@@ -16,18 +16,6 @@ from gateway.testing.fake_openai import FakeOpenAI, FakeReply, RecordedRequest
 from gateway.testing.pytest_plugin import fake_openai  # noqa: F401  (fixture under test)
 
 
-@pytest.fixture(scope="module")
-def _server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(models=["fake-model", "other-model"]) as server:
-        yield server
-
-
-@pytest.fixture
-def fake(_server: FakeOpenAI) -> FakeOpenAI:
-    _server.reset()
-    return _server
-
-
 @pytest.fixture
 def client(fake: FakeOpenAI) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=fake.base_url, api_key="test", max_retries=0) as sdk:

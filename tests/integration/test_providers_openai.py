@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -48,18 +48,6 @@ REQUEST = ModelRequest(
     temperature=0.2,
 )
 APIS = ["chat", "responses"]
-
-
-@pytest.fixture(scope="module")
-def _server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(_server: FakeOpenAI) -> FakeOpenAI:
-    _server.reset()
-    return _server
 
 
 def _provider(fake: FakeOpenAI, api: str, **options: float) -> OpenAIProvider:
