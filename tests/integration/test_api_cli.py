@@ -25,6 +25,7 @@ from websockets.sync.client import connect as ws_connect
 from gateway.cli import main
 from gateway.testing.fake_openai import FakeOpenAI
 from tests._fake import write_remote
+from tests._serve import serve, wait_ready
 
 
 def test_chat_streams_the_answer_and_shows_tool_calls(api_server: GatewayServer) -> None:
@@ -149,33 +150,11 @@ def test_serve_runs_uvicorn_on_the_given_port(api_manifests: Path, tmp_path: Pat
     WebSocket frames are held to GATEWAY_MAX_BODY_BYTES like request bodies (uvicorn's
     own default would buffer 16 MiB per frame): a larger one closes the socket with 1009.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db",
-        "GATEWAY_WATCH": "false",
-        "LOGGING_LEVEL": "WARNING",
-        "GATEWAY_MAX_BODY_BYTES": "65536",
-    }
-    for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "ENVIRONMENT", "GATEWAY_MANIFESTS"):
-        env.pop(var, None)
-    command = [sys.executable, "-c", "from gateway.cli import main; main()"]
-    command += ["serve", "--port", str(port), "--manifests", str(api_manifests)]
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path)
+    database = f"sqlite:///{tmp_path}/serve.db"
+    proc, url = serve(api_manifests, database, tmp_path, {"GATEWAY_MAX_BODY_BYTES": "65536"})
+    port = url.rpartition(":")[2]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/ready")
-                if ready.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "serve exited"
-            assert time.monotonic() < deadline, "serve did not become ready"
-            time.sleep(0.1)
+        wait_ready(proc, url)
         assert httpx.get(f"http://127.0.0.1:{port}/").json()["assistants"] == 2
         with ws_connect(f"ws://127.0.0.1:{port}/ws/chat") as ws:
             ws.send(json.dumps({"assistant": "other", "message": "hi"}))
