@@ -333,7 +333,10 @@ class ChatConsole:
             )
         elif event == "thread.run.completed" and data.get("incomplete_details"):
             reason = _visible(data["incomplete_details"].get("reason"))
-            out.print(Text(f"answer cut short ({reason})", style="yellow"))
+            if reason == "max_tool_rounds":
+                out.print(Text("stopped: the model kept calling tools (max_tool_rounds)", "yellow"))
+            else:
+                out.print(Text(f"answer cut short ({reason})", style="yellow"))
         elif event in ("error", "thread.run.failed"):
             info = data.get("error", data)
             kind, message = _visible(info.get("type")), _visible(info.get("message"))

@@ -97,7 +97,9 @@ class IncompleteDetails(msgspec.Struct, frozen=True, kw_only=True):
     """Why a run ended without a finished answer (the Assistants API's field).
 
     ``reason`` is ``max_completion_tokens`` (the model hit its output token
-    limit: ``finish_reason: "length"``) or ``content_filter``.
+    limit: ``finish_reason: "length"``), ``content_filter``, or
+    ``max_tool_rounds`` (the model still called tools after the assistant's
+    ``max_tool_rounds`` rounds; those calls did not run).
     """
 
     reason: str

@@ -123,12 +123,13 @@ def _only(principal: Principal) -> str:
 def raise_run_error(error_type: str, message: str) -> NoReturn:
     """Turn a failed run's error into the exception the handlers map to a status.
 
-    The model failing (after retries) or looping on tools past ``max_tool_rounds``
-    is a 502; a run cancelled by another request is a 409; anything else
-    (``internal_error``, ``interrupted``) a 500 with a generic message.
+    The model provider failing (after retries) is a 502 (a model looping on tools
+    past ``max_tool_rounds`` is no failure: the run ends ``incomplete``); a run
+    cancelled by another request is a 409; anything else (``internal_error``,
+    ``interrupted``) a 500 with a generic message.
     """
     err: GatewayError
-    if error_type in ("provider_error", "max_tool_rounds"):
+    if error_type == "provider_error":
         err = ProviderError(message)
     elif error_type == "cancelled":
         err = Conflict(message)

@@ -85,14 +85,6 @@ __all__ = ["RunTask"]
 _logger = structlog.get_logger("gateway.engine")
 
 
-class _StopRun(Exception):
-    """Ends the loop with a failure the model caused (not a bug)."""
-
-    def __init__(self, error: ErrorInfo) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
 class _RemoteCancel(Exception):
     """The store's record of the run ended elsewhere (cancelled, taken over): stop writing."""
 
@@ -196,8 +188,6 @@ class RunTask:
             if not self.superseded:  # else ``_finish`` ends it as the store says
                 status, error = "cancelled", _CANCELLED
                 await asyncio.shield(self._settle_pending())
-        except _StopRun as exc:
-            status, error = "failed", exc.error
         except ProviderError as exc:
             status = "failed"
             error = ErrorInfo(type="provider_error", message=valid_text(exc.message))
@@ -291,18 +281,8 @@ class RunTask:
                 self._cut_short(text, calls, message_id)
                 return
             if calls and rounds >= spec.assistant.max_tool_rounds:
-                if text:
-                    await self._persist(ChatMessage(role="assistant", content=text), message_id)
-                    self.log.append(
-                        MessageCompleted(run_id=spec.run_id, message_id=message_id, content=text)
-                    )
-                raise _StopRun(
-                    ErrorInfo(
-                        type="max_tool_rounds",
-                        message=f"stopped after {rounds} tool rounds (max_tool_rounds of "
-                        f"{spec.assistant.name!r}); the model kept calling tools",
-                    )
-                )
+                self._looped(text, calls, message_id, rounds)
+                return
             if not calls:
                 if text:  # stored with the run's outcome, in the same commit (``_finish``)
                     self.final = (ChatMessage(role="assistant", content=text), message_id)
@@ -332,6 +312,26 @@ class RunTask:
         self.logger.warning(
             "run.incomplete",
             finish_reason=reason,
+            dropped_tool_calls=len(calls),
+            tools=[call.name for call in calls[:16]],
+        )
+
+    def _looped(self, text: str, calls: list[ToolCall], message_id: str, rounds: int) -> None:
+        """End the run ``incomplete`` (``max_tool_rounds``): the model kept calling tools.
+
+        Like a cut answer (``_cut_short``): the answer's text is the run's last
+        answer, its tool calls neither run nor are stored. Not a failure: the
+        model and its provider work (a 502 said the provider was down, and made
+        clients retry the run, tools and all); the run stopped at a limit of the
+        assistant's, as one cut by the token limit does.
+        """
+        self.incomplete = IncompleteDetails(reason="max_tool_rounds")
+        if text:
+            self.final = (ChatMessage(role="assistant", content=text), message_id)
+        self.logger.warning(
+            "run.max_tool_rounds",
+            rounds=rounds,
+            max_tool_rounds=self.spec.assistant.max_tool_rounds,
             dropped_tool_calls=len(calls),
             tools=[call.name for call in calls[:16]],
         )

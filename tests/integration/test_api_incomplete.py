@@ -59,6 +59,13 @@ name: remote
 provider: fake
 model: fake-model
 actions: [get_weather]
+---
+kind: assistant
+name: looper
+provider: fake
+model: fake-model
+actions: [get_weather]
+max_tool_rounds: 1
 """
     )
     return gateway_server(manifests)
@@ -187,3 +194,47 @@ def test_gateway_chat_says_the_answer_was_cut(server: GatewayServer, fake: FakeO
     assert result.exit_code == 0, result.output
     assert "It is sun" in result.output
     assert "answer cut short (max_completion_tokens)" in result.output
+
+
+def test_a_model_looping_on_tools_is_an_incomplete_run_not_a_provider_error(
+    server: GatewayServer, fake: FakeOpenAI
+) -> None:
+    """Past max_tool_rounds the run ends incomplete (reason max_tool_rounds), never a 502.
+
+    It answered /chat with 502, the status reserved for the model provider being
+    down: a client (and the openai SDK, which retries 5xx and ran the tools again)
+    could not tell a model looping from an outage.
+    """
+    loops = {"reason": "max_tool_rounds"}
+    fake.add_tool_calls([("get_weather", {"city": "Paris"})], text="Checking.")
+    fake.add_tool_calls([("get_weather", {"city": "Paris"})], text="Checking again.")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        answer = c.post("/chat", json={"assistant": "looper", "message": "weather?"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "incomplete" and body["incomplete_details"] == loops
+        assert body["responses"] == ["Checking.", "Checking again."]
+        assert [call["status"] for call in body["tool_calls"]] == ["succeeded"]
+        run = c.get(f"/threads/{body['thread_id']}/runs/{body['run_id']}").json()
+        assert run["status"] == "incomplete" and run["error"] is None
+        assert run["incomplete_details"] == loops
+        # The refused round's call is neither run nor stored: the thread stays valid.
+        messages = c.get(f"/threads/{body['thread_id']}/messages").json()
+        assert messages[-1] == {**messages[-1], "role": "assistant", "content": "Checking again."}
+        assert "tool_calls" not in messages[-1]
+        fake.add_tool_calls([("get_weather", {"city": "Paris"})])
+        fake.add_tool_calls([("get_weather", {"city": "Paris"})])
+        streamed = c.post(
+            "/chat", json={"assistant": "looper", "message": "weather?", "stream": True}
+        )
+        events = _events(streamed)
+        assert "thread.run.failed" not in [name for name, _ in events]
+        assert events[-3][1]["incomplete_details"] == loops
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    fake.add_tool_calls([("get_weather", {"city": "Paris"})])
+    fake.add_tool_calls([("get_weather", {"city": "Paris"})], text="Still checking.")
+    completion = sdk.chat.completions.create(
+        model="looper", messages=[{"role": "user", "content": "weather?"}]
+    )
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.choices[0].message.content == "Still checking."
