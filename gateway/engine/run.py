@@ -421,7 +421,7 @@ class RunTask:
 
         async def work() -> None:
             for call in queue:
-                await self._run_tool(call, call.name in allowed)
+                await self._run_tool(call, allowed)
 
         started = time.perf_counter()
         try:
@@ -434,7 +434,7 @@ class RunTask:
         finally:
             self.tools_ms += (time.perf_counter() - started) * 1000
 
-    async def _run_tool(self, call: ToolCall, allowed: bool) -> None:
+    async def _run_tool(self, call: ToolCall, allowed: set[str]) -> None:
         result = await run_tool(self.runner, self.spec, call, allowed=allowed, logger=self.logger)
         result = msgspec.structs.replace(result, output=valid_text(result.output))
         try:

@@ -360,6 +360,21 @@ async def test_unknown_tool_is_refused_without_running(make_rig: MakeRig) -> Non
     assert result.tool_calls[0].status == "failed"
     assert "unknown_tool" in result.tool_calls[0].output
     assert rig.runner.calls == []
+    # The model reads which tools it has, so it can correct itself.
+    sent = json.loads(rig.provider.requests[1].messages[-1].content or "")
+    assert sent["error"]["type"] == "unknown_tool"
+    assert "'drop_tables'" in sent["error"]["message"]
+    assert "boom, lookup, slow" in sent["error"]["message"]
+
+
+async def test_unknown_tool_error_lists_a_bounded_number_of_tools(make_rig: MakeRig) -> None:
+    """An assistant with very many tools: the error names the first ones and how many more."""
+    many = tuple(f"tool_{i:03}" for i in range(100))
+    rig = await make_rig([calls(("nope", {})), text("ok")], tools=many)
+    result = await (await rig.engine.start_run(thread_id=None, message="x")).result()
+    message = json.loads(result.tool_calls[0].output)["error"]["message"]
+    assert "tool_000" in message and "tool_099" not in message
+    assert "and 50 more" in message
 
 
 async def test_stateless_run_persists_nothing(make_rig: MakeRig) -> None:
