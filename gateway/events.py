@@ -135,7 +135,9 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
 
 class Metadata(_Event, frozen=True, kw_only=True):
     """Timings and usage of the run; ``finish_reason`` is its last model call's
-    (``stop``, ``length``, ``content_filter``, ``tool_calls``...), None if none ended."""
+    (``stop``, ``length``, ``content_filter``, ``tool_calls``...), None if none ended.
+    ``empty_answer`` is True when the model's last answer held no text and no tool
+    call (the run completed with nothing to show)."""
 
     name: ClassVar[str] = "metadata"
     run_id: str
@@ -144,6 +146,7 @@ class Metadata(_Event, frozen=True, kw_only=True):
     manifest_version: str
     correlation_id: str
     finish_reason: str | None = None
+    empty_answer: bool = False
 
 
 class ErrorEvent(_Event, frozen=True, kw_only=True):

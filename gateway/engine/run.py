@@ -144,6 +144,7 @@ class RunTask:
         # ``incomplete`` if that call was cut short (``_cut_short``).
         self.finish_reason: str | None = None
         self.incomplete: IncompleteDetails | None = None
+        self.empty_answer = False  # the last answer had no text and no call (``_empty``)
         self.model_ms = self.tools_ms = 0.0
         self.first_token_ms: float | None = None
         self.started = time.perf_counter()
@@ -286,6 +287,8 @@ class RunTask:
             if not calls:
                 if text:  # stored with the run's outcome, in the same commit (``_finish``)
                     self.final = (ChatMessage(role="assistant", content=text), message_id)
+                else:
+                    self._empty()
                 return
             answer = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
             await self._persist(answer, message_id)
@@ -314,6 +317,23 @@ class RunTask:
             finish_reason=reason,
             dropped_tool_calls=len(calls),
             tools=[call.name for call in calls[:16]],
+        )
+
+    def _empty(self) -> None:
+        """The model's last answer held no text and no tool call: say so.
+
+        The run still completes (the model did answer), but a client would show
+        an empty bubble with no clue why: ``metadata.empty_answer`` tells it, and
+        the warning tells the operator (a model refusing silently, a server that
+        streams its text somewhere this API does not read, a reasoning model that
+        spent its budget thinking).
+        """
+        self.empty_answer = True
+        self.logger.warning(
+            "run.empty_answer",
+            finish_reason=self.finish_reason,
+            model=self.spec.assistant.model,
+            completion_tokens=self.usage.completion_tokens,
         )
 
     def _looped(self, text: str, calls: list[ToolCall], message_id: str, rounds: int) -> None:
@@ -516,6 +536,7 @@ class RunTask:
             manifest_version=spec.catalog.version,
             correlation_id=spec.correlation_id,
             finish_reason=self.finish_reason,
+            empty_answer=self.empty_answer,
         )
         final: list[Event] = [terminal, metadata, Done()]
         answer = self.final

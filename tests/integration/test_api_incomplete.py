@@ -238,3 +238,25 @@ def test_a_model_looping_on_tools_is_an_incomplete_run_not_a_provider_error(
     )
     assert completion.choices[0].finish_reason == "length"
     assert completion.choices[0].message.content == "Still checking."
+
+
+def test_an_empty_answer_is_flagged_in_metadata_and_logged(
+    server: GatewayServer, fake: FakeOpenAI, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A model answering no text and no tool call: metadata says empty_answer, a warning says why.
+
+    The run ended completed with nothing in it and nothing logged: a client showed
+    an empty bubble, and the operator had no trace of the model's empty answer.
+    """
+    fake.add_text("", finish_reason="stop")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        answer = c.post("/chat", json={"assistant": "remote", "message": "weather?"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "completed" and body["responses"] == []
+        assert body["metadata"]["empty_answer"] is True
+        fake.add_text("Sunny.")
+        again = c.post("/chat", json={"thread_id": body["thread_id"], "message": "and?"})
+        assert again.json()["metadata"]["empty_answer"] is False
+    logged = capfd.readouterr().err
+    assert "event=run.empty_answer" in logged and body["run_id"] in logged
