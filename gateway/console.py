@@ -342,6 +342,8 @@ class ChatConsole:
             kind, message = _visible(info.get("type")), _visible(info.get("message"))
             out.print(Text(f"error ({kind}): {message}", style="red"))
         elif event == "metadata":
+            if data.get("empty_answer"):  # else the user sees nothing and waits on
+                out.print(Text("(the model answered nothing)", style="yellow"))
             t = {k: float(data["timings"][k]) for k in ("total_ms", "model_ms", "tools_ms")}
             split = f"model {t['model_ms']:.0f}, tools {t['tools_ms']:.0f}"
             tokens = int(data["usage"]["total_tokens"])

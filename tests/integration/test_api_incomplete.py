@@ -260,3 +260,11 @@ def test_an_empty_answer_is_flagged_in_metadata_and_logged(
         assert again.json()["metadata"]["empty_answer"] is False
     logged = capfd.readouterr().err
     assert "event=run.empty_answer" in logged and body["run_id"] in logged
+
+
+def test_gateway_chat_says_the_answer_was_empty(server: GatewayServer, fake: FakeOpenAI) -> None:
+    """The terminal client says the model answered nothing, instead of printing nothing."""
+    fake.add_text("", finish_reason="stop")
+    result = CliRunner().invoke(main, ["chat", "remote", "--url", server.url], input="weather?\n\n")
+    assert result.exit_code == 0, result.output
+    assert "the model answered nothing" in result.output
