@@ -136,8 +136,8 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
 class Metadata(_Event, frozen=True, kw_only=True):
     """Timings and usage of the run; ``finish_reason`` is its last model call's
     (``stop``, ``length``, ``content_filter``, ``tool_calls``...), None if none ended.
-    ``empty_answer`` is True when the model's last answer held no text and no tool
-    call (the run completed with nothing to show)."""
+    ``empty_answer`` is True when the model's last answer held no text (or only
+    whitespace) and no tool call (the run completed with nothing to show)."""
 
     name: ClassVar[str] = "metadata"
     run_id: str

@@ -287,7 +287,7 @@ class RunTask:
             if not calls:
                 if text:  # stored with the run's outcome, in the same commit (``_finish``)
                     self.final = (ChatMessage(role="assistant", content=text), message_id)
-                else:
+                if not text.strip():  # nothing, or only blank lines: nothing to show
                     self._empty()
                 return
             answer = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
@@ -320,7 +320,7 @@ class RunTask:
         )
 
     def _empty(self) -> None:
-        """The model's last answer held no text and no tool call: say so.
+        """The model's last answer held no text (or only blanks) and no tool call: say so.
 
         The run still completes (the model did answer), but a client would show
         an empty bubble with no clue why: ``metadata.empty_answer`` tells it, and

@@ -258,6 +258,11 @@ def test_an_empty_answer_is_flagged_in_metadata_and_logged(
         fake.add_text("Sunny.")
         again = c.post("/chat", json={"thread_id": body["thread_id"], "message": "and?"})
         assert again.json()["metadata"]["empty_answer"] is False
+        # Only blank text (some local models answer a newline) shows as empty as well.
+        fake.add_text("\n \n", finish_reason="stop")
+        blank = c.post("/chat", json={"thread_id": body["thread_id"], "message": "so?"})
+        assert blank.json()["responses"] == ["\n \n"]  # kept as the model wrote it
+        assert blank.json()["metadata"]["empty_answer"] is True
     logged = capfd.readouterr().err
     assert "event=run.empty_answer" in logged and body["run_id"] in logged
 
