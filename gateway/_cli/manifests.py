@@ -83,7 +83,17 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
             err=True,
         )
         # Valid, but worth knowing (a secret too short to mask...): never fails the check.
-        for warning in secret_warnings(catalog.actions.values(), os.environ):
+        # Only the files asked for, as for problems.
+        actions = [
+            action
+            for name, action in catalog.actions.items()
+            if only is None
+            or (
+                (source := catalog.sources.get(f"action/{name}")) is not None
+                and (catalog.root / source.file).resolve() in only
+            )
+        ]
+        for warning in secret_warnings(actions, os.environ):
             click.echo(f"warning: {warning}", err=True)
     if problems or fmt == "json":
         click.echo(format_problems(problems, cast("Format", fmt)), nl=False)

@@ -313,3 +313,18 @@ def test_manifests_status_lists_the_secret_warnings(
         assert status.json()["warnings"] == [SHORT_WARNING, BAD_WARNING]
         assert "x7" not in status.text.replace(SHORT_WARNING, "")
         assert c.get("/ready").status_code == 200
+
+
+def test_validate_one_file_shows_only_that_files_secret_warnings(
+    run: Invoke, secret_manifests: Path
+) -> None:
+    """`gateway validate FILE` reports only FILE's warnings, as it reports only its problems."""
+    (secret_manifests / "other.yaml").write_text(
+        "kind: action\nname: other\ndescription: Other.\n"
+        'http: {method: GET, url: "https://example.com/o"}\n'
+    )
+    result = run("validate", str(secret_manifests / "other.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "warning:" not in result.stderr
+    result = run("validate", str(secret_manifests / "keys.yaml"))
+    assert f"warning: {SHORT_WARNING}" in result.stderr
