@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import cast
@@ -60,6 +61,7 @@ from gateway.executors.runner import SandboxRunner
 from gateway.knowledge.index import KnowledgeIndex, cache_dir_for
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.loader import load_catalog
+from gateway.manifests.validate import secret_warnings
 from gateway.manifests.watch import Reloader, ReloadResult
 from gateway.providers.registry import ProviderRegistry
 from gateway.sandbox.supervisor import Supervisor
@@ -361,7 +363,12 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         load=load,
         on_swap=[sandbox_swap, actions.reload],
         on_result=reloaded,
-        check=lambda catalog: services.keys.assistant_warnings(catalog.assistants),
+        # Warnings about a valid set: keys limited to assistants it lacks; declared
+        # secrets too short to mask or not UTF-8 (read where the runner reads them).
+        check=lambda catalog: [
+            *services.keys.assistant_warnings(catalog.assistants),
+            *secret_warnings(catalog.actions.values(), os.environ),
+        ],
     )
     services.reloader = reloader
     first = await reloader.reload("startup")

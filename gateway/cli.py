@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import click
 
+from gateway._cli._common import configure_cli_logging
 from gateway._cli.knowledge import index_command
 from gateway._cli.manifests import (
     import_seed_command,
@@ -42,6 +43,8 @@ def main() -> None:
     (GATEWAY_MANIFESTS, default ./manifests); settings come from environment
     variables and ./.env. Run `gateway COMMAND --help` for a command's options.
     """
+    # Every command logs the gateway's way (stderr, no frame locals), whatever it is.
+    configure_cli_logging()
 
 
 for _command in (

@@ -333,12 +333,17 @@ class ChatConsole:
             )
         elif event == "thread.run.completed" and data.get("incomplete_details"):
             reason = _visible(data["incomplete_details"].get("reason"))
-            out.print(Text(f"answer cut short ({reason})", style="yellow"))
+            if reason == "max_tool_rounds":
+                out.print(Text("stopped: the model kept calling tools (max_tool_rounds)", "yellow"))
+            else:
+                out.print(Text(f"answer cut short ({reason})", style="yellow"))
         elif event in ("error", "thread.run.failed"):
             info = data.get("error", data)
             kind, message = _visible(info.get("type")), _visible(info.get("message"))
             out.print(Text(f"error ({kind}): {message}", style="red"))
         elif event == "metadata":
+            if data.get("empty_answer"):  # else the user sees nothing and waits on
+                out.print(Text("(the model answered nothing)", style="yellow"))
             t = {k: float(data["timings"][k]) for k in ("total_ms", "model_ms", "tools_ms")}
             split = f"model {t['model_ms']:.0f}, tools {t['tools_ms']:.0f}"
             tokens = int(data["usage"]["total_tokens"])

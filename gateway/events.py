@@ -97,7 +97,9 @@ class IncompleteDetails(msgspec.Struct, frozen=True, kw_only=True):
     """Why a run ended without a finished answer (the Assistants API's field).
 
     ``reason`` is ``max_completion_tokens`` (the model hit its output token
-    limit: ``finish_reason: "length"``) or ``content_filter``.
+    limit: ``finish_reason: "length"``), ``content_filter``, or
+    ``max_tool_rounds`` (the model still called tools after the assistant's
+    ``max_tool_rounds`` rounds; those calls did not run).
     """
 
     reason: str
@@ -133,7 +135,9 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
 
 class Metadata(_Event, frozen=True, kw_only=True):
     """Timings and usage of the run; ``finish_reason`` is its last model call's
-    (``stop``, ``length``, ``content_filter``, ``tool_calls``...), None if none ended."""
+    (``stop``, ``length``, ``content_filter``, ``tool_calls``...), None if none ended.
+    ``empty_answer`` is True when the model's last answer held no text (or only
+    whitespace) and no tool call (the run completed with nothing to show)."""
 
     name: ClassVar[str] = "metadata"
     run_id: str
@@ -142,6 +146,7 @@ class Metadata(_Event, frozen=True, kw_only=True):
     manifest_version: str
     correlation_id: str
     finish_reason: str | None = None
+    empty_answer: bool = False
 
 
 class ErrorEvent(_Event, frozen=True, kw_only=True):

@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from gateway.manifests.catalog import Catalog
     from gateway.settings import Settings
 
-__all__ = ["load_catalog_or_exit", "load_settings", "manifests_option", "register_kinds"]
+__all__ = [
+    "configure_cli_logging",
+    "load_catalog_or_exit",
+    "load_settings",
+    "manifests_option",
+    "register_kinds",
+]
 
 manifests_option = click.option(
     "--manifests",
@@ -51,6 +57,26 @@ def load_settings(*, logging: bool = False) -> Settings:
 
         configure_logging(settings)
     return settings
+
+
+def configure_cli_logging() -> None:
+    """Configure the gateway's logging (``LOG_FORMAT``, ``LOGGING_LEVEL``) for any command.
+
+    Called by the ``gateway`` group before every command, so none is left with
+    structlog's default: a console renderer writing to stdout (into the JSON or
+    YAML a command prints) whose tracebacks show every frame's local variables,
+    secrets included. Lines go to stderr, tracebacks without locals (see
+    ``gateway.api.logs``). Settings that do not read fall back to the defaults
+    here; a command that needs them reports the error itself (``load_settings``).
+    """
+    from gateway.api.logs import configure_logging
+    from gateway.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError:
+        settings = Settings()
+    configure_logging(settings)
 
 
 def load_catalog_or_exit(settings: Settings, manifests_dir: str | None) -> Catalog:

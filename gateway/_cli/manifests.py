@@ -41,15 +41,18 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
 
     PATHS are manifest roots, or files inside one (default: GATEWAY_MANIFESTS,
     else ./manifests). Prints every problem, one a line, on stdout and exits 1
-    if there is any, 0 when all is valid. A file is checked in the context of
+    if there is any, 0 when all is valid. A valid set's warnings (a declared secret
+    shorter than 4 characters, never masked, or not UTF-8) go to stderr as
+    ``warning: ...`` lines and do not change the exit status. A file is checked in the context of
     its root (GATEWAY_MANIFESTS when it lies inside it, else its directory) and
     only its own problems are shown.
     """
+    import os
     from typing import cast
 
     from gateway.errors import ManifestError, Problem
     from gateway.manifests.loader import load_catalog
-    from gateway.manifests.validate import Format, format_problems
+    from gateway.manifests.validate import Format, format_problems, secret_warnings
 
     register_kinds()
     settings = load_settings()
@@ -79,6 +82,19 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
             f"{len(catalog.files)} files, version {catalog.version})",
             err=True,
         )
+        # Valid, but worth knowing (a secret too short to mask...): never fails the check.
+        # Only the files asked for, as for problems.
+        actions = [
+            action
+            for name, action in catalog.actions.items()
+            if only is None
+            or (
+                (source := catalog.sources.get(f"action/{name}")) is not None
+                and (catalog.root / source.file).resolve() in only
+            )
+        ]
+        for warning in secret_warnings(actions, os.environ):
+            click.echo(f"warning: {warning}", err=True)
     if problems or fmt == "json":
         click.echo(format_problems(problems, cast("Format", fmt)), nl=False)
     if problems:

@@ -124,16 +124,20 @@ def _only(principal: Principal) -> str:
 def raise_run_error(error_type: str, message: str) -> NoReturn:
     """Turn a failed run's error into the exception the handlers map to a status.
 
-    The model failing (after retries) or looping on tools past ``max_tool_rounds``
-    is a 502; a run cancelled by another request is a 409; anything else
-    (``internal_error``, ``interrupted``) a 500 with a generic message.
+    The model provider failing (after retries) is a 502 (a model looping on tools
+    past ``max_tool_rounds`` is no failure: the run ends ``incomplete``); a run
+    cancelled by another request is a 409; one the store failed or another replica
+    took over (``not_ready``, ``interrupted``, ``not_started``) a 503 keeping its
+    type and message; anything else (``internal_error``) a 500 with a generic message.
     """
     err: GatewayError
-    if error_type in ("provider_error", "max_tool_rounds"):
+    if error_type == "provider_error":
         err = ProviderError(message)
     elif error_type == "cancelled":
         err = Conflict(message)
-    elif error_type == "not_ready":
+    elif error_type in ("not_ready", "interrupted", "not_started"):
+        # The store failed, or another replica took the run over (this one lost the
+        # database for a whole lease): nothing the client did; retrying may succeed.
         err = NotReady(message)
     elif error_type in ("invalid_request", "invalid_input"):
         err = InvalidInput(message)

@@ -316,10 +316,16 @@ def to_history(messages: list[MessageIn]) -> list[ChatMessage]:
 
 def _finish_reason(incomplete: IncompleteDetails | None) -> str:
     """OpenAI's ``finish_reason`` for a run: ``stop``, or why its answer was cut short
-    (``length``: the model's token limit; ``content_filter``)."""
+    (``length``: a limit, the model's token limit or ``max_tool_rounds``; ``content_filter``).
+
+    OpenAI has no word for a run stopped after ``max_tool_rounds``; its clients
+    know ``length`` as "stopped by a limit, the answer may be unfinished".
+    """
     if incomplete is None:
         return "stop"
-    return "length" if incomplete.reason == "max_completion_tokens" else incomplete.reason
+    if incomplete.reason in ("max_completion_tokens", "max_tool_rounds"):
+        return "length"
+    return incomplete.reason
 
 
 def _usage(usage: Usage) -> CompletionUsage:

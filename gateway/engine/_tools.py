@@ -23,6 +23,7 @@ __all__ = [
     "error_output",
     "run_tool",
     "too_many_calls_result",
+    "unknown_tool_result",
 ]
 
 MAX_CALLS_PER_ANSWER = 128
@@ -66,17 +67,40 @@ def allowed_tools(spec: RunSpec) -> set[str]:
     return {tool["function"]["name"] for tool in tools if "function" in tool}
 
 
+# An unknown tool's error names at most this many of the assistant's tools (names are
+# at most 64 characters: a few KB in the model's context, however many tools it has).
+_LISTED_TOOLS = 50
+
+
+def unknown_tool_result(name: str, allowed: set[str]) -> ToolResult:
+    """The result of a call to ``name``, not one of the ``allowed`` tools.
+
+    It names the tools the model does have (sorted, the first ``_LISTED_TOOLS``),
+    so the model can correct a misspelt or invented name in its next answer
+    instead of guessing again.
+    """
+    tools = sorted(allowed)
+    if not tools:
+        hint = "this assistant has no tools; answer without calling one"
+    else:
+        hint = "use one of your tools: " + ", ".join(tools[:_LISTED_TOOLS])
+        if len(tools) > _LISTED_TOOLS:
+            hint += f" (and {len(tools) - _LISTED_TOOLS} more)"
+    return _failed("unknown_tool", f"unknown tool {name[:100]!r}; {hint}")
+
+
 async def run_tool(
     runner: ActionRunner,
     spec: RunSpec,
     call: ToolCall,
     *,
-    allowed: bool,
+    allowed: set[str],
     logger: structlog.typing.FilteringBoundLogger,
 ) -> ToolResult:
-    """Run ``call`` for ``spec``'s assistant; never raises except for cancellation."""
-    if not allowed:
-        return _failed("unknown_tool", f"unknown tool {call.name!r}; use one of your tools")
+    """Run ``call`` for ``spec``'s assistant if it is one of the ``allowed`` tools (else
+    an ``unknown_tool`` error listing them); never raises except for cancellation."""
+    if call.name not in allowed:
+        return unknown_tool_result(call.name, allowed)
     try:
         # The assistant scopes built-ins such as file_search to its own files.
         return await runner.run(

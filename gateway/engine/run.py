@@ -85,14 +85,6 @@ __all__ = ["RunTask"]
 _logger = structlog.get_logger("gateway.engine")
 
 
-class _StopRun(Exception):
-    """Ends the loop with a failure the model caused (not a bug)."""
-
-    def __init__(self, error: ErrorInfo) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
 class _RemoteCancel(Exception):
     """The store's record of the run ended elsewhere (cancelled, taken over): stop writing."""
 
@@ -152,6 +144,7 @@ class RunTask:
         # ``incomplete`` if that call was cut short (``_cut_short``).
         self.finish_reason: str | None = None
         self.incomplete: IncompleteDetails | None = None
+        self.empty_answer = False  # the last answer had no text and no call (``_empty``)
         self.model_ms = self.tools_ms = 0.0
         self.first_token_ms: float | None = None
         self.started = time.perf_counter()
@@ -196,8 +189,6 @@ class RunTask:
             if not self.superseded:  # else ``_finish`` ends it as the store says
                 status, error = "cancelled", _CANCELLED
                 await asyncio.shield(self._settle_pending())
-        except _StopRun as exc:
-            status, error = "failed", exc.error
         except ProviderError as exc:
             status = "failed"
             error = ErrorInfo(type="provider_error", message=valid_text(exc.message))
@@ -291,21 +282,13 @@ class RunTask:
                 self._cut_short(text, calls, message_id)
                 return
             if calls and rounds >= spec.assistant.max_tool_rounds:
-                if text:
-                    await self._persist(ChatMessage(role="assistant", content=text), message_id)
-                    self.log.append(
-                        MessageCompleted(run_id=spec.run_id, message_id=message_id, content=text)
-                    )
-                raise _StopRun(
-                    ErrorInfo(
-                        type="max_tool_rounds",
-                        message=f"stopped after {rounds} tool rounds (max_tool_rounds of "
-                        f"{spec.assistant.name!r}); the model kept calling tools",
-                    )
-                )
+                self._looped(text, calls, message_id, rounds)
+                return
             if not calls:
                 if text:  # stored with the run's outcome, in the same commit (``_finish``)
                     self.final = (ChatMessage(role="assistant", content=text), message_id)
+                if not text.strip():  # nothing, or only blank lines: nothing to show
+                    self._empty()
                 return
             answer = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
             await self._persist(answer, message_id)
@@ -332,6 +315,43 @@ class RunTask:
         self.logger.warning(
             "run.incomplete",
             finish_reason=reason,
+            dropped_tool_calls=len(calls),
+            tools=[call.name for call in calls[:16]],
+        )
+
+    def _empty(self) -> None:
+        """The model's last answer held no text (or only blanks) and no tool call: say so.
+
+        The run still completes (the model did answer), but a client would show
+        an empty bubble with no clue why: ``metadata.empty_answer`` tells it, and
+        the warning tells the operator (a model refusing silently, a server that
+        streams its text somewhere this API does not read, a reasoning model that
+        spent its budget thinking).
+        """
+        self.empty_answer = True
+        self.logger.warning(
+            "run.empty_answer",
+            finish_reason=self.finish_reason,
+            model=self.spec.assistant.model,
+            completion_tokens=self.usage.completion_tokens,
+        )
+
+    def _looped(self, text: str, calls: list[ToolCall], message_id: str, rounds: int) -> None:
+        """End the run ``incomplete`` (``max_tool_rounds``): the model kept calling tools.
+
+        Like a cut answer (``_cut_short``): the answer's text is the run's last
+        answer, its tool calls neither run nor are stored. Not a failure: the
+        model and its provider work (a 502 said the provider was down, and made
+        clients retry the run, tools and all); the run stopped at a limit of the
+        assistant's, as one cut by the token limit does.
+        """
+        self.incomplete = IncompleteDetails(reason="max_tool_rounds")
+        if text:
+            self.final = (ChatMessage(role="assistant", content=text), message_id)
+        self.logger.warning(
+            "run.max_tool_rounds",
+            rounds=rounds,
+            max_tool_rounds=self.spec.assistant.max_tool_rounds,
             dropped_tool_calls=len(calls),
             tools=[call.name for call in calls[:16]],
         )
@@ -421,7 +441,7 @@ class RunTask:
 
         async def work() -> None:
             for call in queue:
-                await self._run_tool(call, call.name in allowed)
+                await self._run_tool(call, allowed)
 
         started = time.perf_counter()
         try:
@@ -434,7 +454,7 @@ class RunTask:
         finally:
             self.tools_ms += (time.perf_counter() - started) * 1000
 
-    async def _run_tool(self, call: ToolCall, allowed: bool) -> None:
+    async def _run_tool(self, call: ToolCall, allowed: set[str]) -> None:
         result = await run_tool(self.runner, self.spec, call, allowed=allowed, logger=self.logger)
         result = msgspec.structs.replace(result, output=valid_text(result.output))
         try:
@@ -516,6 +536,7 @@ class RunTask:
             manifest_version=spec.catalog.version,
             correlation_id=spec.correlation_id,
             finish_reason=self.finish_reason,
+            empty_answer=self.empty_answer,
         )
         final: list[Event] = [terminal, metadata, Done()]
         answer = self.final

@@ -17,6 +17,10 @@ so one run reports all problems:
    databases), one action at a time, so the loader can reuse the result for an
    action decoded as before.
 
+``secret_warnings`` looks at a valid set's declared secrets in the environment
+(a value too short to be masked, or not UTF-8): warnings, not problems, shown
+by ``gateway validate`` and ``/manifests/status``.
+
 ``format_problems`` renders the result for the CLI: ``file:line:col: message``
 lines, GitHub annotations, or JSON. A value that came from ``${VAR}`` is never
 printed back in a message.
@@ -63,6 +67,7 @@ __all__ = [
     "format_problems",
     "python_problems",
     "schema_problems",
+    "secret_warnings",
 ]
 
 Format = Literal["text", "github", "json"]
@@ -394,6 +399,44 @@ def _action_problems(entry: Entry, action: Action, environ: Mapping[str, str]) -
     if action.isolation == "inline":
         problems += _inline_problems(entry, action)
     return problems
+
+
+MIN_MASKED_SECRET = 4
+"""Shortest secret value the sandbox masks (``gateway.sandbox._mask.MIN_MASKED``; a
+test holds the two equal: manifests may not import the sandbox)."""
+
+
+def secret_warnings(actions: Iterable[Action], environ: Mapping[str, str]) -> list[str]:
+    """Warnings about the values of the ``actions``' declared secrets; never the values.
+
+    A value shorter than ``MIN_MASKED_SECRET`` characters is never masked in the
+    action's output and errors (it would mangle ordinary text), so it can reach
+    the model and the client as is; a value that is not UTF-8 (``os.environ``
+    holds such bytes as surrogates) makes every call of the action fail with
+    ``configuration_error``. Neither stops the set from loading: a missing
+    secret is a problem (``cross_problems``), these are warnings.
+    """
+    warnings = []
+    for action in actions:
+        for secret in action.secrets:
+            value = environ.get(secret)
+            if value is None:
+                continue
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                warnings.append(
+                    f"action {action.name!r}: secret {secret} is not valid UTF-8; every call "
+                    "of the action fails (configuration_error)"
+                )
+                continue
+            if len(value) < MIN_MASKED_SECRET:
+                warnings.append(
+                    f"action {action.name!r}: secret {secret} is {len(value)} "
+                    f"character{'' if len(value) == 1 else 's'} long; values shorter than "
+                    f"{MIN_MASKED_SECRET} are never masked in the action's output and errors"
+                )
+    return warnings
 
 
 def _inline_problems(entry: Entry, action: Action) -> list[Problem]:

@@ -25,7 +25,8 @@ retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
 An answer longer than ``max_answer_chars`` (``MAX_ANSWER_CHARS``) is cut: the
-stream is closed and the call ends with ``finish_reason`` ``length``.
+stream is closed and the call ends with ``finish_reason`` ``length``, its usage
+estimated (the server's counts come last, never read: ``_estimated_usage``).
 Every failure ends as ``ProviderError`` whose message names the provider and
 what went wrong, with keys redacted (``api_key``, the user and password in
 ``base_url``, and the values of ``default_headers`` named like credentials).
@@ -169,6 +170,26 @@ class StreamReader(Protocol):
         ...
 
 
+_CHARS_PER_TOKEN = 4
+"""OpenAI's rule of thumb for English text; only used where the server never said."""
+
+
+def _estimated_usage(body: dict[str, Any], answer_chars: int) -> Usage:
+    """The usage of a call cut at ``max_answer_chars``, estimated from its sizes.
+
+    The server sends the real counts in its last chunk, which a cut stream never
+    reads; a runaway answer (the costliest kind) reported zero tokens, so the
+    run's usage, its metadata and the metrics counted nothing for it. The
+    estimate is ``_CHARS_PER_TOKEN`` characters a token of the request's JSON
+    body (prompt) and of the answer read (completion).
+    """
+    prompt = -(-len(msgspec.json.encode(body)) // _CHARS_PER_TOKEN)
+    completion = -(-answer_chars // _CHARS_PER_TOKEN)
+    return Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
 class OpenAIProvider:
     """Base of the SDK-backed providers: owns the ``AsyncOpenAI`` client."""
 
@@ -270,12 +291,15 @@ class OpenAIProvider:
                 if reader.size > limit:
                     # A runaway answer: closing the stream (``finally``) stops the server
                     # generating; it ends as cut by a token limit, its tool calls unrun.
+                    usage = _estimated_usage(body, reader.size)
                     log.warning(
                         "provider answer over max_answer_chars; cut",
                         provider=self.name,
                         max_answer_chars=limit,
+                        estimated_prompt_tokens=usage.prompt_tokens,
+                        estimated_completion_tokens=usage.completion_tokens,
                     )
-                    yield ModelDone(Usage(), "length")
+                    yield ModelDone(usage, "length")
                     return
         except json.JSONDecodeError:
             # The SDK parses each ``data:`` line with ``json.loads`` and lets this escape.

@@ -46,6 +46,13 @@ name: remote
 provider: fake
 model: fake-model
 actions: [get_weather]
+---
+kind: assistant
+name: looper
+provider: fake
+model: fake-model
+actions: [get_weather]
+max_tool_rounds: 1
 """
     )
     return gateway_server(manifests)
@@ -174,3 +181,82 @@ def test_gateway_chat_says_the_answer_was_cut(server: GatewayServer, fake: FakeO
     assert result.exit_code == 0, result.output
     assert "It is sun" in result.output
     assert "answer cut short (max_completion_tokens)" in result.output
+
+
+def test_a_model_looping_on_tools_is_an_incomplete_run_not_a_provider_error(
+    server: GatewayServer, fake: FakeOpenAI
+) -> None:
+    """Past max_tool_rounds the run ends incomplete (reason max_tool_rounds), never a 502.
+
+    It answered /chat with 502, the status reserved for the model provider being
+    down: a client (and the openai SDK, which retries 5xx and ran the tools again)
+    could not tell a model looping from an outage.
+    """
+    loops = {"reason": "max_tool_rounds"}
+    fake.add_tool_calls([("get_weather", {"city": "Paris"})], text="Checking.")
+    fake.add_tool_calls([("get_weather", {"city": "Paris"})], text="Checking again.")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        answer = c.post("/chat", json={"assistant": "looper", "message": "weather?"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "incomplete" and body["incomplete_details"] == loops
+        assert body["responses"] == ["Checking.", "Checking again."]
+        assert [call["status"] for call in body["tool_calls"]] == ["succeeded"]
+        run = c.get(f"/threads/{body['thread_id']}/runs/{body['run_id']}").json()
+        assert run["status"] == "incomplete" and run["error"] is None
+        assert run["incomplete_details"] == loops
+        # The refused round's call is neither run nor stored: the thread stays valid.
+        messages = c.get(f"/threads/{body['thread_id']}/messages").json()
+        assert messages[-1] == {**messages[-1], "role": "assistant", "content": "Checking again."}
+        assert "tool_calls" not in messages[-1]
+        fake.add_tool_calls([("get_weather", {"city": "Paris"})])
+        fake.add_tool_calls([("get_weather", {"city": "Paris"})])
+        streamed = c.post(
+            "/chat", json={"assistant": "looper", "message": "weather?", "stream": True}
+        )
+        events = _events(streamed)
+        assert "thread.run.failed" not in [name for name, _ in events]
+        assert events[-3][1]["incomplete_details"] == loops
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    fake.add_tool_calls([("get_weather", {"city": "Paris"})])
+    fake.add_tool_calls([("get_weather", {"city": "Paris"})], text="Still checking.")
+    completion = sdk.chat.completions.create(
+        model="looper", messages=[{"role": "user", "content": "weather?"}]
+    )
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.choices[0].message.content == "Still checking."
+
+
+def test_an_empty_answer_is_flagged_in_metadata_and_logged(
+    server: GatewayServer, fake: FakeOpenAI, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A model answering no text and no tool call: metadata says empty_answer, a warning says why.
+
+    The run ended completed with nothing in it and nothing logged: a client showed
+    an empty bubble, and the operator had no trace of the model's empty answer.
+    """
+    fake.add_text("", finish_reason="stop")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        answer = c.post("/chat", json={"assistant": "remote", "message": "weather?"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "completed" and body["responses"] == []
+        assert body["metadata"]["empty_answer"] is True
+        fake.add_text("Sunny.")
+        again = c.post("/chat", json={"thread_id": body["thread_id"], "message": "and?"})
+        assert again.json()["metadata"]["empty_answer"] is False
+        # Only blank text (some local models answer a newline) shows as empty as well.
+        fake.add_text("\n \n", finish_reason="stop")
+        blank = c.post("/chat", json={"thread_id": body["thread_id"], "message": "so?"})
+        assert blank.json()["responses"] == ["\n \n"]  # kept as the model wrote it
+        assert blank.json()["metadata"]["empty_answer"] is True
+    logged = capfd.readouterr().err
+    assert "event=run.empty_answer" in logged and body["run_id"] in logged
+
+
+def test_gateway_chat_says_the_answer_was_empty(server: GatewayServer, fake: FakeOpenAI) -> None:
+    """The terminal client says the model answered nothing, instead of printing nothing."""
+    fake.add_text("", finish_reason="stop")
+    result = CliRunner().invoke(main, ["chat", "remote", "--url", server.url], input="weather?\n\n")
+    assert result.exit_code == 0, result.output
+    assert "the model answered nothing" in result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 from click.testing import CliRunner
 
 from gateway.cli import main
@@ -160,3 +161,41 @@ def test_serve_refuses_a_host_that_is_no_name(
     assert result.exit_code == 1, result.output
     assert "Error: --host / GATEWAY_HOST: 'gateway..internal' is not a host name" in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+SEED = '{"name": "Helper", "instructions": "Help.", "function_names": ["lookup"]}'
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", str(REPO / "manifests")],
+        ["schema"],
+        ["tools", "concierge", "--manifests", str(REPO / "manifests")],
+        ["import-seed", "seed.json"],
+        ["chat", "helper", "--url", "http://127.0.0.1:1"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_every_command_logs_through_the_gateways_setup(
+    cli: CliRunner, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    """A command's log lines are the gateway's (stderr, no frame locals), never structlog's default.
+
+    `gateway validate`, `tools`, `schema`, `import-seed` and `chat` left logging
+    unconfigured: whatever logged in them went through structlog's default console
+    renderer, to stdout (into the JSON or YAML a user pipes on), with a traceback
+    that prints every frame's local variables, which may hold secrets.
+    """
+    Path("seed.json").write_text(SEED)
+    cli.invoke(main, args)
+    capsys.readouterr()
+    secret = "s3cr3t-token-value"  # a local of the failing frame
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        structlog.get_logger("gateway.test").exception("command_failed", token_set=bool(secret))
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout carries only the command's result
+    assert "event=command_failed" in err and "RuntimeError: boom" in err
+    assert secret not in err

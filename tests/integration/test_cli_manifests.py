@@ -8,8 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
+from conftest import ServerFactory
 
 from gateway.cli import main
 
@@ -234,3 +236,95 @@ def test_validate_survives_hostile_yaml_in_a_real_process(tmp_path: Path) -> Non
     assert "Traceback" not in bad.stderr
     assert bad.stdout.startswith(f"{root / 'deep.yaml'}:3:")
     assert "nested" in bad.stdout
+
+
+SECRET_ACTIONS = """
+kind: action
+name: short_key
+description: Uses a short secret.
+secrets: [GATEWAY_TEST_SHORT_SECRET]
+http: {method: GET, url: "https://example.com/a"}
+---
+kind: action
+name: bad_key
+description: Uses a secret that is not UTF-8.
+secrets: [GATEWAY_TEST_BAD_SECRET]
+http: {method: GET, url: "https://example.com/b"}
+---
+kind: action
+name: good_key
+description: Uses a fine secret.
+secrets: [GATEWAY_TEST_GOOD_SECRET]
+http: {method: GET, url: "https://example.com/c"}
+---
+kind: assistant
+name: keys
+model: m
+actions: [short_key, bad_key, good_key]
+"""
+SHORT_WARNING = (
+    "action 'short_key': secret GATEWAY_TEST_SHORT_SECRET is 2 characters long; values "
+    "shorter than 4 are never masked in the action's output and errors"
+)
+BAD_WARNING = (
+    "action 'bad_key': secret GATEWAY_TEST_BAD_SECRET is not valid UTF-8; every call "
+    "of the action fails (configuration_error)"
+)
+
+
+@pytest.fixture
+def secret_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A manifest set whose actions declare a 2-character secret, a non-UTF-8 one, a good one."""
+    root = tmp_path / "keys" / "manifests"
+    root.mkdir(parents=True)
+    (root / "keys.yaml").write_text(SECRET_ACTIONS)
+    monkeypatch.setenv("GATEWAY_TEST_SHORT_SECRET", "x7")
+    monkeypatch.setenv("GATEWAY_TEST_BAD_SECRET", "k\udcff\udcfe-long-enough")  # bytes ff fe
+    monkeypatch.setenv("GATEWAY_TEST_GOOD_SECRET", "a-fine-secret")
+    return root
+
+
+def test_validate_warns_about_secrets_that_are_short_or_not_utf8(
+    run: Invoke, secret_manifests: Path
+) -> None:
+    """A declared secret under 4 characters (never masked) or not UTF-8 (every call fails)
+    is a warning naming action and secret, never its value; the set is still valid (exit 0).
+
+    `gateway validate` said nothing: the operator learnt of the first from a leak, of the
+    second from every call failing.
+    """
+    result = run("validate", str(secret_manifests))
+    assert result.exit_code == 0, result.output
+    assert f"warning: {SHORT_WARNING}" in result.stderr
+    assert f"warning: {BAD_WARNING}" in result.stderr
+    assert "good_key" not in result.stderr
+    assert "x7" not in result.stderr.replace(SHORT_WARNING, "")
+    assert "long-enough" not in result.stderr
+
+
+def test_manifests_status_lists_the_secret_warnings(
+    gateway_server: ServerFactory, secret_manifests: Path
+) -> None:
+    """/manifests/status lists the same secret warnings (names only), and the set serves."""
+    server = gateway_server(secret_manifests)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        status = c.get("/manifests/status")
+        assert status.status_code == 200, status.text
+        assert status.json()["warnings"] == [SHORT_WARNING, BAD_WARNING]
+        assert "x7" not in status.text.replace(SHORT_WARNING, "")
+        assert c.get("/ready").status_code == 200
+
+
+def test_validate_one_file_shows_only_that_files_secret_warnings(
+    run: Invoke, secret_manifests: Path
+) -> None:
+    """`gateway validate FILE` reports only FILE's warnings, as it reports only its problems."""
+    (secret_manifests / "other.yaml").write_text(
+        "kind: action\nname: other\ndescription: Other.\n"
+        'http: {method: GET, url: "https://example.com/o"}\n'
+    )
+    result = run("validate", str(secret_manifests / "other.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "warning:" not in result.stderr
+    result = run("validate", str(secret_manifests / "keys.yaml"))
+    assert f"warning: {SHORT_WARNING}" in result.stderr

@@ -131,7 +131,8 @@ async def test_tool_round_limit(rig: Rig, fake: FakeOpenAI) -> None:
     for _ in range(3):
         fake.add_tool_calls([("lookup", {})])
     result = await (await rig.engine.start_run(thread_id=None, message="loop")).result()
-    assert result.error is not None and result.error.type == "max_tool_rounds"
+    assert result.error is None and result.incomplete_details is not None
+    assert result.incomplete_details.reason == "max_tool_rounds"
     assert len(fake.model_requests()) == 3 and len(rig.runner.calls) == 2
 
 

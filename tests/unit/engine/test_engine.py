@@ -209,20 +209,22 @@ async def test_tool_error_is_reported_and_the_model_recovers(make_rig: MakeRig) 
     assert result.responses == ["Sorry, that failed."]
 
 
-async def test_tool_round_limit_fails_the_run_clearly(make_rig: MakeRig) -> None:
-    """A model that keeps calling tools is stopped after max_tool_rounds with a clear failure."""
+async def test_tool_round_limit_ends_the_run_incomplete(make_rig: MakeRig) -> None:
+    """A model that keeps calling tools is stopped after max_tool_rounds: incomplete, logged."""
     rig = await make_rig(
         [calls(("lookup", {}), prefix=f"c{i}") for i in range(5)], max_tool_rounds=2
     )
     handle = await rig.engine.start_run(thread_id=None, message="loop")
-    result = await handle.result()
-    assert result.status == "failed" and result.error is not None
-    assert result.error.type == "max_tool_rounds"
-    assert "2 tool rounds" in result.error.message
+    with capture_logs() as logs:
+        result = await handle.result()
+    assert result.status == "incomplete" and result.error is None
+    assert result.incomplete_details == IncompleteDetails(reason="max_tool_rounds")
     assert len(rig.provider.requests) == 3 and len(rig.runner.calls) == 2
     record = await rig.store.get_run(handle.run_id)
-    assert record is not None and record.status == "failed"
-    assert record.error == {"type": "max_tool_rounds", "message": result.error.message}
+    assert record is not None and record.status == "incomplete" and record.error is None
+    assert record.incomplete_details == {"reason": "max_tool_rounds"}
+    [warning] = [entry for entry in logs if entry["event"] == "run.max_tool_rounds"]
+    assert warning["rounds"] == 2 and warning["dropped_tool_calls"] == 1
     stored = await rig.store.list_messages(handle.thread_id)
     assert stored[-1].message.role == "tool"  # the refused third round left nothing dangling
 
@@ -358,6 +360,21 @@ async def test_unknown_tool_is_refused_without_running(make_rig: MakeRig) -> Non
     assert result.tool_calls[0].status == "failed"
     assert "unknown_tool" in result.tool_calls[0].output
     assert rig.runner.calls == []
+    # The model reads which tools it has, so it can correct itself.
+    sent = json.loads(rig.provider.requests[1].messages[-1].content or "")
+    assert sent["error"]["type"] == "unknown_tool"
+    assert "'drop_tables'" in sent["error"]["message"]
+    assert "boom, lookup, slow" in sent["error"]["message"]
+
+
+async def test_unknown_tool_error_lists_a_bounded_number_of_tools(make_rig: MakeRig) -> None:
+    """An assistant with very many tools: the error names the first ones and how many more."""
+    many = tuple(f"tool_{i:03}" for i in range(100))
+    rig = await make_rig([calls(("nope", {})), text("ok")], tools=many)
+    result = await (await rig.engine.start_run(thread_id=None, message="x")).result()
+    message = json.loads(result.tool_calls[0].output)["error"]["message"]
+    assert "tool_000" in message and "tool_099" not in message
+    assert "and 50 more" in message
 
 
 async def test_stateless_run_persists_nothing(make_rig: MakeRig) -> None:
@@ -752,7 +769,7 @@ async def test_an_answer_with_very_many_calls_does_not_stall_the_server(
     rig = await make_rig([calls(("lookup", {})), calls(*many)], max_tool_rounds=1)
     async with loop_gaps() as gaps:
         result = await (await rig.engine.start_run(thread_id=None, message="many")).result()
-    assert result.error is not None and result.error.type == "max_tool_rounds"
+    assert result.incomplete_details == IncompleteDetails(reason="max_tool_rounds")
     assert max(gaps) < 2.0, f"the event loop was blocked for {max(gaps):.1f}s"
 
 

@@ -36,3 +36,11 @@ def test_json_is_a_list_of_objects() -> None:
         "path": "actions[0]",
     }
     assert json.loads(format_problems([], "json")) == []
+
+
+def test_the_secret_warning_threshold_is_the_sandboxs_masking_threshold() -> None:
+    """`secret_warnings` warns exactly about the values the sandbox would leave unmasked."""
+    from gateway.manifests.validate import MIN_MASKED_SECRET
+    from gateway.sandbox._mask import MIN_MASKED
+
+    assert MIN_MASKED_SECRET == MIN_MASKED
