@@ -197,3 +197,49 @@ def test_a_signal_during_start_up_stops_it_at_once(
     assert "event=gateway.startup_stopped" in text, text
     assert "Traceback" not in text and "startup_failed" not in text, text
     assert proc.returncode == 0, text
+
+
+def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
+    api_manifests: Path, tmp_path: Path
+) -> None:
+    """A second `gateway serve` on another port but the SQLite file of a running one exits 3
+    with one error line naming the file and the other process; it used to start, marking
+    the running gateway's run in progress failed ("interrupted") while it went on."""
+    database = f"sqlite:///{tmp_path}/g.db"
+    proc, url = serve(api_manifests, database, tmp_path)
+    sse: list[str] = []
+    started = threading.Event()
+
+    def follow_sse() -> None:
+        body = {"assistant": "helper", "message": "wait 6 seconds (slow)", "stream": True}
+        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    sse.append(line.removeprefix("event: "))
+                    if sse[-1] == "thread.run.step.created":
+                        started.set()
+
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        wait_ready(proc, url)
+        follower = threading.Thread(target=follow_sse)
+        follower.start()
+        assert started.wait(60)
+        second, _ = serve(api_manifests, database, tmp_path, capture=True)
+        log = second.communicate(timeout=60)[0].decode()
+        follower.join(60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        if second is not None and second.poll() is None:
+            second.kill()
+            second.wait()
+    assert sse[-3:] == ["thread.run.completed", "metadata", "done"], sse
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        assert [status for (status,) in db.execute("SELECT status FROM runs")] == ["completed"]
+    assert second.returncode == 3, log
+    errors = [line for line in log.splitlines() if "event=gateway.startup_failed" in line]
+    assert len(errors) == 1, log
+    assert "GATEWAY_DATABASE_URL" in errors[0] and str(tmp_path / "g.db") in errors[0], log
+    assert f"pid {proc.pid}" in errors[0], log
+    assert "Traceback" not in log and "run.interrupted" not in log, log

@@ -48,9 +48,8 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         """Each store is another owner (replica) with its own ``lease_seconds``."""
         store: ThreadStore
         if request.param == "sqlite":
-            store = open_store(
-                "sqlite:///var/gateway.db", root=tmp_path, lease_seconds=lease_seconds
-            )
+            # Not exclusive (as ``open_store`` makes it): replicas on one file, in one process.
+            store = SQLiteStore(tmp_path / "var" / "gateway.db", lease_seconds=lease_seconds)
         else:
             store = PostgresStore(url, schema=schema, max_size=4, lease_seconds=lease_seconds)
         await store.open()
@@ -1264,3 +1263,24 @@ async def test_postgres_a_replica_stalled_inside_a_transaction_frees_its_locks()
         await other.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_sqlite_store_of_the_server_holds_its_file_until_closed(tmp_path: Path) -> None:
+    """The store ``open_store`` makes for the server refuses a file another one holds
+    (``NotReady`` naming the file and the holder's pid), and frees it on close."""
+    first = open_store("sqlite:///var/gateway.db", root=tmp_path)
+    second = open_store("sqlite:///var/gateway.db", root=tmp_path)
+    await first.open()
+    try:
+        with pytest.raises(NotReady) as refused:
+            await second.open()
+        assert str(tmp_path / "var" / "gateway.db") in refused.value.message
+        assert f"pid {os.getpid()}" in refused.value.message
+        assert not await second.ping()
+    finally:
+        await first.close()
+    await second.open()
+    try:
+        assert await second.ping()
+    finally:
+        await second.close()
