@@ -120,16 +120,20 @@ def _only(principal: Principal) -> str:
     raise InvalidInput("this key may use several assistants: name one", "assistant")
 
 
-def raise_run_error(error_type: str, message: str) -> NoReturn:
+def raise_run_error(error_type: str, message: str, *, drained: bool = False) -> NoReturn:
     """Turn a failed run's error into the exception the handlers map to a status.
 
     The model failing (after retries) or looping on tools past ``max_tool_rounds``
-    is a 502; a run cancelled by another request is a 409; anything else
-    (``internal_error``, ``interrupted``) a 500 with a generic message.
+    is a 502; a run cancelled by another request is a 409, one the drain of a
+    shutdown cancelled (``drained``: ``RunHandle.drained``) a 503, which a client
+    or load balancer retries elsewhere; anything else (``internal_error``,
+    ``interrupted``) a 500 with a generic message.
     """
     err: GatewayError
     if error_type in ("provider_error", "max_tool_rounds"):
         err = ProviderError(message)
+    elif error_type == "cancelled" and drained:
+        err = NotReady(f"the gateway is shutting down: {message}; retry")
     elif error_type == "cancelled":
         err = Conflict(message)
     elif error_type == "not_ready":
@@ -146,7 +150,7 @@ async def finished(handle: RunHandle) -> RunResult:
     """Wait for the run's end; a failed run raises its error (see ``raise_run_error``)."""
     result = await handle.result()
     if result.error is not None:
-        raise_run_error(result.error.type, result.error.message)
+        raise_run_error(result.error.type, result.error.message, drained=handle.drained)
     return result
 
 

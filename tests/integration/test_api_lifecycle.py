@@ -243,3 +243,54 @@ def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
     assert "GATEWAY_DATABASE_URL" in errors[0] and str(tmp_path / "g.db") in errors[0], log
     assert f"pid {proc.pid}" in errors[0], log
     assert "Traceback" not in log and "run.interrupted" not in log, log
+
+
+def test_a_json_chat_cancelled_by_the_drain_gets_503(api_manifests: Path, tmp_path: Path) -> None:
+    """A non-streaming `POST /chat` or `/v1/chat/completions` whose run outlives
+    GATEWAY_DRAIN_SECONDS after SIGTERM gets 503 (the gateway is shutting down: retry),
+    which a client or load balancer acts on; it got 409 "the run was cancelled", the
+    status of a cancel another request made."""
+    env = {"GATEWAY_DRAIN_SECONDS": "1"}
+    proc, url = serve(api_manifests, f"sqlite:///{tmp_path}/g.db", tmp_path, env)
+    answers: dict[str, httpx.Response] = {}
+    message = "wait 120 seconds (slow)"
+
+    def post(name: str, path: str, body: dict[str, Any]) -> None:
+        answers[name] = httpx.post(f"{url}{path}", json=body, timeout=60)
+
+    try:
+        wait_ready(proc, url)
+        threads = [
+            threading.Thread(
+                target=post, args=("chat", "/chat", {"assistant": "helper", "message": message})
+            ),
+            threading.Thread(
+                target=post,
+                args=(
+                    "openai",
+                    "/v1/chat/completions",
+                    {"model": "helper", "messages": [{"role": "user", "content": message}]},
+                ),
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while True:  # both runs are going before the signal
+            metrics = httpx.get(f"{url}/metrics", timeout=10).text
+            if "\ngateway_runs_active 2.0\n" in metrics:
+                break
+            assert time.monotonic() < deadline, "the runs did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(60)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for name in ("chat", "openai"):
+        answer = answers[name]
+        assert answer.status_code == 503, (name, answer.text)
+        assert "shutting down" in answer.json()["error"]["message"], (name, answer.text)
