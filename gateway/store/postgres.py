@@ -681,6 +681,7 @@ async def _migrate(conn: Conn, schema: str, lock_timeout_ms: str) -> None:
 
     Raises:
         _MigrationBlocked: a statement waited ``lock_timeout_ms`` for its lock.
+        NotReady: the schema is newer than this gateway.
     """
     # Replicas starting together: the advisory lock makes one migrate, the others wait
     # (for as long as it takes: ``lock_timeout`` is set after it, for this transaction).
@@ -698,7 +699,8 @@ async def _migrate(conn: Conn, schema: str, lock_timeout_ms: str) -> None:
             len(_SQL.migrations), "SELECT version FROM schema_version"
         ) from None
     if current > len(_SQL.migrations):
-        raise RuntimeError(
+        # NotReady: one start-up line (exit 3) that says what to do, not a traceback.
+        raise NotReady(
             f"the database schema is version {current}, newer than this gateway "
             f"({len(_SQL.migrations)}); upgrade the gateway"
         )

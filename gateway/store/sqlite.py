@@ -184,6 +184,10 @@ class SQLiteStore:
 
         On failure nothing stays open (neither the file nor the store's thread), so
         ``open`` can be called again.
+
+        Raises:
+            NotReady: the file cannot serve (not a database, a directory, not writable,
+                its schema newer than this gateway, held by another process), naming it.
         """
         if self._conn is not None:
             return
@@ -191,11 +195,14 @@ class SQLiteStore:
         connecting = executor.submit(self._connect)
         try:
             conn, self._lock_fd = await asyncio.wrap_future(connecting)
-        except BaseException:
+        except BaseException as exc:
             # Cancelled, the connect goes on in the thread: its connection is closed when
             # it is made. The thread ends once its one task is over.
             connecting.add_done_callback(_close_made)
             executor.shutdown(wait=False)
+            if isinstance(exc, sqlite3.Error | OSError | _SchemaTooNew):
+                # Not a database, a directory, unwritable, newer: one line naming the file.
+                raise NotReady(f"the SQLite file {self.path} cannot be used: {exc}") from exc
             raise
         self._executor, self._conn = executor, conn
 
@@ -420,6 +427,10 @@ class SQLiteStore:
         return _notify.polling()
 
 
+class _SchemaTooNew(Exception):
+    """The file's schema was written by a newer gateway: this one must not touch it."""
+
+
 def _close_made(connecting: Future[_Opened]) -> None:
     """Close the connection (and lock) ``connecting`` made, if it made one (nobody awaits
     it any more)."""
@@ -492,7 +503,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if row is None:
         conn.execute("INSERT INTO schema_version (version) VALUES (0)")
     if current > len(_SQL.migrations):
-        raise RuntimeError(
+        raise _SchemaTooNew(
             f"the database schema is version {current}, newer than this gateway "
             f"({len(_SQL.migrations)}); upgrade the gateway"
         )

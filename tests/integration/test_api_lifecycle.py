@@ -294,3 +294,34 @@ def test_a_json_chat_cancelled_by_the_drain_gets_503(api_manifests: Path, tmp_pa
         answer = answers[name]
         assert answer.status_code == 503, (name, answer.text)
         assert "shutting down" in answer.json()["error"]["message"], (name, answer.text)
+
+
+@pytest.mark.parametrize("damage", ["not_a_database", "newer_schema"])
+def test_a_sqlite_file_that_cannot_serve_stops_start_up_with_one_clear_line(
+    api_manifests: Path, tmp_path: Path, damage: str
+) -> None:
+    """A SQLite file that is not a database, or whose schema a newer gateway wrote, stops
+    `gateway serve` (exit 3) with one `gateway.startup_failed` line naming
+    GATEWAY_DATABASE_URL, the file and the cause; it was a 60-line traceback."""
+    path = tmp_path / "g.db"
+    if damage == "not_a_database":
+        path.write_bytes(b"this is not a SQLite database " * 40)
+        cause = "file is not a database"
+    else:
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version (version) VALUES (999)")
+        cause = "newer than this gateway"
+    proc, _url = serve(api_manifests, f"sqlite:///{path}", tmp_path, capture=True)
+    try:
+        log = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, log
+    errors = [line for line in log.splitlines() if "event=gateway.startup_failed" in line]
+    assert len(errors) == 1, log
+    assert "GATEWAY_DATABASE_URL" in errors[0] and str(path) in errors[0], log
+    assert cause in errors[0], log
+    assert "Traceback" not in log, log

@@ -508,7 +508,7 @@ async def test_sqlite_store_that_cannot_open_holds_no_file_or_thread(tmp_path: P
 
     before = threads()
     for _ in range(2):
-        with pytest.raises(RuntimeError, match="version 99, newer than this gateway"):
+        with pytest.raises(NotReady, match="version 99, newer than this gateway"):
             await store.open()
     assert held() == []
     deadline = time.monotonic() + 5
@@ -1284,3 +1284,21 @@ async def test_sqlite_store_of_the_server_holds_its_file_until_closed(tmp_path: 
         assert await second.ping()
     finally:
         await second.close()
+
+
+async def test_postgres_schema_of_a_newer_gateway_is_not_ready() -> None:
+    """A schema a newer gateway wrote stops ``open`` with ``NotReady`` (one clear start-up
+    line, exit 3, saying to upgrade), not a RuntimeError's traceback."""
+    url, schema = pg_url(), f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.schema_version (version INTEGER NOT NULL)")
+        conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES (999)")
+    store = PostgresStore(url, schema=schema, max_size=2)
+    try:
+        with pytest.raises(NotReady, match="version 999, newer than this gateway"):
+            await store.open()
+    finally:
+        await store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
