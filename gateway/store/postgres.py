@@ -407,9 +407,12 @@ class PostgresStore:
             message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
         )
 
-    async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
-        """Messages in order; with ``limit``, the newest ``limit`` of them."""
-        sql, params = _SQL.messages_query(thread_id, limit)
+    async def list_messages(
+        self, thread_id: str, limit: int | None = None, *, before: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages in order; with ``before``, those whose ``seq`` is lower; with ``limit``,
+        the newest ``limit`` of them."""
+        sql, params = _SQL.messages_query(thread_id, limit, before)
         rows = await self._fetchall(sql, params)
         return [c.message_from_row(row) for row in reversed(rows)]
 

@@ -292,9 +292,12 @@ class SQLiteStore:
             message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
         )
 
-    async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
-        """Messages in order; with ``limit``, the newest ``limit`` of them."""
-        sql, params = _SQL.messages_query(thread_id, limit)
+    async def list_messages(
+        self, thread_id: str, limit: int | None = None, *, before: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages in order; with ``before``, those whose ``seq`` is lower; with ``limit``,
+        the newest ``limit`` of them."""
+        sql, params = _SQL.messages_query(thread_id, limit, before)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [c.message_from_row(row) for row in reversed(rows)]
 
