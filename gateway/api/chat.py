@@ -121,18 +121,22 @@ def _only(principal: Principal) -> str:
     raise InvalidInput("this key may use several assistants: name one", "assistant")
 
 
-def raise_run_error(error_type: str, message: str) -> NoReturn:
+def raise_run_error(error_type: str, message: str, *, drained: bool = False) -> NoReturn:
     """Turn a failed run's error into the exception the handlers map to a status.
 
     The model provider failing (after retries) is a 502 (a model looping on tools
     past ``max_tool_rounds`` is no failure: the run ends ``incomplete``); a run
-    cancelled by another request is a 409; one the store failed or another replica
-    took over (``not_ready``, ``interrupted``, ``not_started``) a 503 keeping its
-    type and message; anything else (``internal_error``) a 500 with a generic message.
+    cancelled by another request is a 409, one the drain of a shutdown cancelled
+    (``drained``: ``RunHandle.drained``) a 503, which a client or load balancer
+    retries elsewhere; one the store failed or another replica took over
+    (``not_ready``, ``interrupted``, ``not_started``) a 503 keeping its type and
+    message; anything else (``internal_error``) a 500 with a generic message.
     """
     err: GatewayError
     if error_type == "provider_error":
         err = ProviderError(message)
+    elif error_type == "cancelled" and drained:
+        err = NotReady(f"the gateway is shutting down: {message}; retry")
     elif error_type == "cancelled":
         err = Conflict(message)
     elif error_type in ("not_ready", "interrupted", "not_started"):
@@ -151,7 +155,7 @@ async def finished(handle: RunHandle) -> RunResult:
     """Wait for the run's end; a failed run raises its error (see ``raise_run_error``)."""
     result = await handle.result()
     if result.error is not None:
-        raise_run_error(result.error.type, result.error.message)
+        raise_run_error(result.error.type, result.error.message, drained=handle.drained)
     return result
 
 

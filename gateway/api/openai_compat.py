@@ -389,7 +389,7 @@ async def chat_completions(
         result = await _unless_client_leaves(request, handle, handle.result())
         stopped = stopper is not None and stopper.done() and stopper.result()
         if result.error is not None and not (stopped and result.error.type == "cancelled"):
-            raise_run_error(result.error.type, result.error.message)
+            raise_run_error(result.error.type, result.error.message, drained=handle.drained)
     except GatewayError:
         if any(isinstance(event, StepCreated) for event in handle.log.events):
             # Its tools ran (a ticket created, a mail sent): the SDKs would retry a 5xx
@@ -480,7 +480,7 @@ async def _first_word(handle: RunHandle, wait: float) -> None:
         async with asyncio.timeout(wait):
             async for _, event in handle.log.follow(0):
                 if isinstance(event, RunFailed):
-                    raise_run_error(event.error.type, event.error.message)
+                    raise_run_error(event.error.type, event.error.message, drained=handle.drained)
                 if isinstance(event, MessageDelta | StepCreated | RunCompleted):
                     return
 

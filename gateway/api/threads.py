@@ -40,10 +40,13 @@ async def list_messages(
     services: ServicesDep,
     thread_id: FromPath[str],
     limit: Annotated[int | None, QueryParameter(ge=1, le=10_000)] = None,
+    before: Annotated[int | None, QueryParameter(ge=1)] = None,
 ) -> list[MessageOut]:
-    """The thread's messages in order (with ``limit``, the newest ones)."""
+    """The thread's messages in order (with ``limit``, the newest ones; with ``before``,
+    only those whose ``seq`` is lower: ``?limit=100&before=<first seq read>`` pages back
+    through a long thread without loading it whole)."""
     await services.thread_for(thread_id, principal_of(request.scope))
-    stored = await services.the_store().list_messages(thread_id, limit=limit)
+    stored = await services.the_store().list_messages(thread_id, limit=limit, before=before)
     return [
         MessageOut(
             id=m.id,

@@ -136,11 +136,13 @@ class Engine:
             if left <= 0:
                 break
             await asyncio.wait(runs, timeout=min(left, 0.1))
-        runs = [handle.task for handle in self._live.values()]
+        handles = list(self._live.values())
+        runs = [handle.task for handle in handles]
         if runs:
             _logger.warning("run.drain_cancelled", runs=len(runs), drain_seconds=timeout)
-        for task in runs:
-            task.cancel()
+        for handle in handles:
+            handle.drained = True
+            handle.task.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
 
     async def aclose(self) -> None:

@@ -185,6 +185,9 @@ class RunHandle:
         self.log = log
         self.task = task
         self.settling: asyncio.Task[None] | None = None
+        # Set by ``Engine.drain`` when a shutdown cancels the run: its waiting client gets
+        # 503 (retry), not the 409 of a cancel another request made.
+        self.drained = False
 
     async def result(self) -> RunResult:
         """Wait for the run to end and gather responses, tool calls, usage and errors."""

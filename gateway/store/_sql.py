@@ -87,6 +87,8 @@ _SELECT_MESSAGES = (
     "SELECT id, thread_id, seq, created_at, role, content, tool_calls, tool_call_id,"
     " name, run_id FROM messages WHERE thread_id = ? ORDER BY seq DESC"
 )
+# The same, older than a sequence number (a page of a long thread, newest first).
+_SELECT_MESSAGES_BEFORE = _SELECT_MESSAGES.replace(" ORDER BY", " AND seq < ? ORDER BY")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,8 @@ class Dialect:
     insert_message: str
     select_messages: str
     select_newest_messages: str
+    select_messages_before: str
+    select_newest_messages_before: str
     insert_run: str
     update_run: str
     lock_own_run: str
@@ -117,9 +121,16 @@ class Dialect:
     load_events_after: str
     delete_batches: str
 
-    def messages_query(self, thread_id: str, limit: int | None) -> tuple[str, tuple[Any, ...]]:
+    def messages_query(
+        self, thread_id: str, limit: int | None, before: int | None = None
+    ) -> tuple[str, tuple[Any, ...]]:
         """The statement and parameters for a thread's messages, newest first; with
-        ``limit``, only the newest ``limit`` of them (callers reverse the rows)."""
+        ``before``, only those whose ``seq`` is lower; with ``limit``, only the newest
+        ``limit`` of them (callers reverse the rows)."""
+        if before is not None:
+            if limit is None:
+                return self.select_messages_before, (thread_id, before)
+            return self.select_newest_messages_before, (thread_id, before, limit)
         if limit is None:
             return self.select_messages, (thread_id,)
         return self.select_newest_messages, (thread_id, limit)
@@ -174,6 +185,8 @@ def _dialect(
         ),
         select_messages=p(_SELECT_MESSAGES),
         select_newest_messages=p(_SELECT_MESSAGES + " LIMIT ?"),
+        select_messages_before=p(_SELECT_MESSAGES_BEFORE),
+        select_newest_messages_before=p(_SELECT_MESSAGES_BEFORE + " LIMIT ?"),
         # The last two values: the owner and the lease duration in seconds.
         insert_run=p(
             "INSERT INTO runs ({cols}, owner, lease_until)"

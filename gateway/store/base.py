@@ -209,8 +209,12 @@ class ThreadStore(Protocol):
         """
         ...
 
-    async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
-        """Messages in order; with ``limit``, the newest ``limit`` of them (still in order)."""
+    async def list_messages(
+        self, thread_id: str, limit: int | None = None, *, before: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages in order; with ``before``, only those whose ``seq`` is lower (the page
+        before one already read); with ``limit``, the newest ``limit`` of them (still in
+        order)."""
         ...
 
     async def create_run(self, run: RunRecord) -> None:

@@ -407,9 +407,12 @@ class PostgresStore:
             message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
         )
 
-    async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
-        """Messages in order; with ``limit``, the newest ``limit`` of them."""
-        sql, params = _SQL.messages_query(thread_id, limit)
+    async def list_messages(
+        self, thread_id: str, limit: int | None = None, *, before: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages in order; with ``before``, those whose ``seq`` is lower; with ``limit``,
+        the newest ``limit`` of them."""
+        sql, params = _SQL.messages_query(thread_id, limit, before)
         rows = await self._fetchall(sql, params)
         return [c.message_from_row(row) for row in reversed(rows)]
 
@@ -681,6 +684,7 @@ async def _migrate(conn: Conn, schema: str, lock_timeout_ms: str) -> None:
 
     Raises:
         _MigrationBlocked: a statement waited ``lock_timeout_ms`` for its lock.
+        NotReady: the schema is newer than this gateway.
     """
     # Replicas starting together: the advisory lock makes one migrate, the others wait
     # (for as long as it takes: ``lock_timeout`` is set after it, for this transaction).
@@ -698,7 +702,8 @@ async def _migrate(conn: Conn, schema: str, lock_timeout_ms: str) -> None:
             len(_SQL.migrations), "SELECT version FROM schema_version"
         ) from None
     if current > len(_SQL.migrations):
-        raise RuntimeError(
+        # NotReady: one start-up line (exit 3) that says what to do, not a traceback.
+        raise NotReady(
             f"the database schema is version {current}, newer than this gateway "
             f"({len(_SQL.migrations)}); upgrade the gateway"
         )

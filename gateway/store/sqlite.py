@@ -6,7 +6,13 @@ loop never blocks on disk. ``synchronous=FULL`` makes every committed
 transaction survive a power loss, so nothing acknowledged to a client is lost
 (WAL with ``NORMAL`` could drop the last transactions). One active run per
 thread is a partial unique index, so the rule holds even across processes
-sharing the file. A failure of the database itself (the file cannot be
+sharing the file. One gateway serves a file: the store ``open_store`` makes holds
+an exclusive lock on ``<file>.lock`` while it is open, and a second process
+(a second ``gateway serve`` on another port) is refused with an error naming
+the file and the holder's pid. It would otherwise fail the first one's runs in
+progress at its start-up (the engine takes them for a crash's leftovers), and
+it could neither stream nor cancel them (an embedded store keeps no live event
+batches); several gateways share PostgreSQL. A failure of the database itself (the file cannot be
 opened or written, the disk fails, the lock is held past the busy timeout)
 is ``NotReady`` (503); a broken rule stays ``Conflict`` / ``NotFound``.
 Imports ``gateway.errors``, ``gateway._files`` (the file made mode 0600),
@@ -16,6 +22,8 @@ Imports ``gateway.errors``, ``gateway._files`` (the file made mode 0600),
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +52,9 @@ __all__ = ["SQLiteStore", "sqlite_path"]
 
 T = TypeVar("T")
 
+# An open connection, and the fd of the lock held for it (exclusive stores).
+_Opened = tuple[sqlite3.Connection, int | None]
+
 _SQL = SQLITE
 
 
@@ -63,14 +74,26 @@ class SQLiteStore:
     Args:
         path: the database file.
         lease_seconds: lease of the runs this instance inserts (see ``gateway.store.base``).
+        exclusive: hold ``<path>.lock`` while open, so no other process opens the file
+            with ``exclusive`` meanwhile (``open`` raises ``NotReady``). The server's
+            store (``open_store``) is exclusive; tests open several stores on one file
+            to play replicas.
     """
 
     shared = False
 
-    def __init__(self, path: Path, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        exclusive: bool = False,
+    ) -> None:
         self.path = path
         self.owner = c.new_owner()
         self.lease_seconds = lease_seconds
+        self.exclusive = exclusive
+        self._lock_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -106,39 +129,80 @@ class SQLiteStore:
             raise
         return result
 
-    def _connect(self) -> sqlite3.Connection:
-        # Readable by the server's user alone: sandboxed actions must not read threads.
-        conn = sqlite3.connect(
-            private_file(self.path), isolation_level=None, check_same_thread=False
-        )
+    def _lock(self) -> int:
+        """Take ``<path>.lock``, writing our pid in it for the next comer; returns its fd.
+
+        ``flock``: released by the kernel when the process dies, however it dies, so a
+        crash never leaves the file locked. Close-on-exec: no child inherits it.
+
+        Raises:
+            NotReady: another process holds it (its pid in the message).
+        """
+        lock_path = private_file(self.path.with_name(self.path.name + ".lock"))
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=10000")
-            self._tx(conn, _migrate)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise NotReady(
+                f"{self.path} is in use by another gateway process (pid {holder}): a SQLite "
+                "thread store serves one gateway; stop the other one, give this one its own "
+                "file, or share a PostgreSQL database between several"
+            ) from None
         except BaseException:
-            conn.close()
+            os.close(fd)
             raise
-        return conn
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _connect(self) -> _Opened:
+        lock = self._lock() if self.exclusive else None
+        try:
+            # Readable by the server's user alone: sandboxed actions must not read threads.
+            conn = sqlite3.connect(
+                private_file(self.path), isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA busy_timeout=10000")
+                self._tx(conn, _migrate)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            if lock is not None:
+                os.close(lock)  # releases the flock
+            raise
+        return conn, lock
 
     async def open(self) -> None:
         """Create the file (and its directory) if needed and migrate the schema; idempotent.
 
         On failure nothing stays open (neither the file nor the store's thread), so
         ``open`` can be called again.
+
+        Raises:
+            NotReady: the file cannot serve (not a database, a directory, not writable,
+                its schema newer than this gateway, held by another process), naming it.
         """
         if self._conn is not None:
             return
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         connecting = executor.submit(self._connect)
         try:
-            conn = await asyncio.wrap_future(connecting)
-        except BaseException:
+            conn, self._lock_fd = await asyncio.wrap_future(connecting)
+        except BaseException as exc:
             # Cancelled, the connect goes on in the thread: its connection is closed when
             # it is made. The thread ends once its one task is over.
             connecting.add_done_callback(_close_made)
             executor.shutdown(wait=False)
+            if isinstance(exc, sqlite3.Error | OSError | _SchemaTooNew):
+                # Not a database, a directory, unwritable, newer: one line naming the file.
+                raise NotReady(f"the SQLite file {self.path} cannot be used: {exc}") from exc
             raise
         self._executor, self._conn = executor, conn
 
@@ -146,11 +210,13 @@ class SQLiteStore:
         """Close the connection; the store can be opened again."""
         if self._conn is None or self._executor is None:
             return
-        conn, executor = self._conn, self._executor
-        self._conn = None
+        conn, executor, lock = self._conn, self._executor, self._lock_fd
+        self._conn = self._lock_fd = None
         await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
         self._executor = None
+        if lock is not None:
+            os.close(lock)  # releases the flock once the connection is closed
 
     async def ping(self) -> bool:
         """True when a trivial query answers."""
@@ -226,9 +292,12 @@ class SQLiteStore:
             message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
         )
 
-    async def list_messages(self, thread_id: str, limit: int | None = None) -> list[StoredMessage]:
-        """Messages in order; with ``limit``, the newest ``limit`` of them."""
-        sql, params = _SQL.messages_query(thread_id, limit)
+    async def list_messages(
+        self, thread_id: str, limit: int | None = None, *, before: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages in order; with ``before``, those whose ``seq`` is lower; with ``limit``,
+        the newest ``limit`` of them."""
+        sql, params = _SQL.messages_query(thread_id, limit, before)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [c.message_from_row(row) for row in reversed(rows)]
 
@@ -361,10 +430,18 @@ class SQLiteStore:
         return _notify.polling()
 
 
-def _close_made(connecting: Future[sqlite3.Connection]) -> None:
-    """Close the connection ``connecting`` made, if it made one (nobody awaits it any more)."""
+class _SchemaTooNew(Exception):
+    """The file's schema was written by a newer gateway: this one must not touch it."""
+
+
+def _close_made(connecting: Future[_Opened]) -> None:
+    """Close the connection (and lock) ``connecting`` made, if it made one (nobody awaits
+    it any more)."""
     if not connecting.cancelled() and connecting.exception() is None:
-        connecting.result().close()
+        conn, lock = connecting.result()
+        conn.close()
+        if lock is not None:
+            os.close(lock)
 
 
 def _append(
@@ -429,7 +506,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if row is None:
         conn.execute("INSERT INTO schema_version (version) VALUES (0)")
     if current > len(_SQL.migrations):
-        raise RuntimeError(
+        raise _SchemaTooNew(
             f"the database schema is version {current}, newer than this gateway "
             f"({len(_SQL.migrations)}); upgrade the gateway"
         )
@@ -441,4 +518,4 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 @register_store("sqlite")
 def _factory(url: str, root: Path, lease_seconds: float) -> SQLiteStore:
-    return SQLiteStore(sqlite_path(url, root), lease_seconds=lease_seconds)
+    return SQLiteStore(sqlite_path(url, root), lease_seconds=lease_seconds, exclusive=True)

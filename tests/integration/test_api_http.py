@@ -114,6 +114,37 @@ def test_chat_json_runs_a_tool_and_stores_the_history(client: httpx.Client) -> N
     assert len(client.get(f"/threads/{body['thread_id']}/messages").json()) > len(history)
 
 
+def test_a_long_threads_messages_are_read_page_by_page(client: httpx.Client) -> None:
+    """``?limit=N&before=<seq>`` pages back through a thread's history, newest page first,
+    each page in order, without a gap or an overlap; there was no way to read a long
+    thread but whole (unbounded) or its newest ``limit`` messages."""
+    thread = None
+    for turn in range(3):
+        body = {"assistant": "helper", "message": f"hello number {turn}"}
+        if thread is not None:
+            body = {"thread_id": thread, "message": f"hello number {turn}"}
+        answer = client.post("/chat", json=body)
+        assert answer.status_code == 200, answer.text
+        thread = answer.json()["thread_id"]
+    whole = client.get(f"/threads/{thread}/messages").json()
+    assert len(whole) >= 6
+    pages: list[list[dict[str, object]]] = []
+    before: int | None = None
+    for _ in range(len(whole)):  # each page moves back by at least one message
+        params = {"limit": 4} if before is None else {"limit": 4, "before": before}
+        page = client.get(f"/threads/{thread}/messages", params=params).json()
+        if not page:
+            break
+        assert len(page) <= 4
+        assert [m["seq"] for m in page] == sorted(m["seq"] for m in page)
+        pages.append(page)
+        before = page[0]["seq"]
+    assert [m for page in reversed(pages) for m in page] == whole
+    older = client.get(f"/threads/{thread}/messages", params={"before": whole[2]["seq"]})
+    assert older.json() == whole[:2]
+    assert client.get(f"/threads/{thread}/messages", params={"before": 0}).status_code == 400
+
+
 def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
     """A tool that raises ends as a failed tool call the model answers about, with HTTP 200."""
     body = client.post(

@@ -197,3 +197,131 @@ def test_a_signal_during_start_up_stops_it_at_once(
     assert "event=gateway.startup_stopped" in text, text
     assert "Traceback" not in text and "startup_failed" not in text, text
     assert proc.returncode == 0, text
+
+
+def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
+    api_manifests: Path, tmp_path: Path
+) -> None:
+    """A second `gateway serve` on another port but the SQLite file of a running one exits 3
+    with one error line naming the file and the other process; it used to start, marking
+    the running gateway's run in progress failed ("interrupted") while it went on."""
+    database = f"sqlite:///{tmp_path}/g.db"
+    proc, url = serve(api_manifests, database, tmp_path)
+    sse: list[str] = []
+    started = threading.Event()
+
+    def follow_sse() -> None:
+        body = {"assistant": "helper", "message": "wait 6 seconds (slow)", "stream": True}
+        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    sse.append(line.removeprefix("event: "))
+                    if sse[-1] == "thread.run.step.created":
+                        started.set()
+
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        wait_ready(proc, url)
+        follower = threading.Thread(target=follow_sse)
+        follower.start()
+        assert started.wait(60)
+        second, _ = serve(api_manifests, database, tmp_path, capture=True)
+        log = second.communicate(timeout=60)[0].decode()
+        follower.join(60)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        if second is not None and second.poll() is None:
+            second.kill()
+            second.wait()
+    assert sse[-3:] == ["thread.run.completed", "metadata", "done"], sse
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        assert [status for (status,) in db.execute("SELECT status FROM runs")] == ["completed"]
+    assert second.returncode == 3, log
+    errors = [line for line in log.splitlines() if "event=gateway.startup_failed" in line]
+    assert len(errors) == 1, log
+    assert "GATEWAY_DATABASE_URL" in errors[0] and str(tmp_path / "g.db") in errors[0], log
+    assert f"pid {proc.pid}" in errors[0], log
+    assert "Traceback" not in log and "run.interrupted" not in log, log
+
+
+def test_a_json_chat_cancelled_by_the_drain_gets_503(api_manifests: Path, tmp_path: Path) -> None:
+    """A non-streaming `POST /chat` or `/v1/chat/completions` whose run outlives
+    GATEWAY_DRAIN_SECONDS after SIGTERM gets 503 (the gateway is shutting down: retry),
+    which a client or load balancer acts on; it got 409 "the run was cancelled", the
+    status of a cancel another request made."""
+    env = {"GATEWAY_DRAIN_SECONDS": "1"}
+    proc, url = serve(api_manifests, f"sqlite:///{tmp_path}/g.db", tmp_path, env)
+    answers: dict[str, httpx.Response] = {}
+    message = "wait 120 seconds (slow)"
+
+    def post(name: str, path: str, body: dict[str, Any]) -> None:
+        answers[name] = httpx.post(f"{url}{path}", json=body, timeout=60)
+
+    try:
+        wait_ready(proc, url)
+        threads = [
+            threading.Thread(
+                target=post, args=("chat", "/chat", {"assistant": "helper", "message": message})
+            ),
+            threading.Thread(
+                target=post,
+                args=(
+                    "openai",
+                    "/v1/chat/completions",
+                    {"model": "helper", "messages": [{"role": "user", "content": message}]},
+                ),
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while True:  # both runs are going before the signal
+            metrics = httpx.get(f"{url}/metrics", timeout=10).text
+            if "\ngateway_runs_active 2.0\n" in metrics:
+                break
+            assert time.monotonic() < deadline, "the runs did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(60)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for name in ("chat", "openai"):
+        answer = answers[name]
+        assert answer.status_code == 503, (name, answer.text)
+        assert "shutting down" in answer.json()["error"]["message"], (name, answer.text)
+
+
+@pytest.mark.parametrize("damage", ["not_a_database", "newer_schema"])
+def test_a_sqlite_file_that_cannot_serve_stops_start_up_with_one_clear_line(
+    api_manifests: Path, tmp_path: Path, damage: str
+) -> None:
+    """A SQLite file that is not a database, or whose schema a newer gateway wrote, stops
+    `gateway serve` (exit 3) with one `gateway.startup_failed` line naming
+    GATEWAY_DATABASE_URL, the file and the cause; it was a 60-line traceback."""
+    path = tmp_path / "g.db"
+    if damage == "not_a_database":
+        path.write_bytes(b"this is not a SQLite database " * 40)
+        cause = "file is not a database"
+    else:
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO schema_version (version) VALUES (999)")
+        cause = "newer than this gateway"
+    proc, _url = serve(api_manifests, f"sqlite:///{path}", tmp_path, capture=True)
+    try:
+        log = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, log
+    errors = [line for line in log.splitlines() if "event=gateway.startup_failed" in line]
+    assert len(errors) == 1, log
+    assert "GATEWAY_DATABASE_URL" in errors[0] and str(path) in errors[0], log
+    assert cause in errors[0], log
+    assert "Traceback" not in log, log

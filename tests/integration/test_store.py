@@ -48,9 +48,8 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         """Each store is another owner (replica) with its own ``lease_seconds``."""
         store: ThreadStore
         if request.param == "sqlite":
-            store = open_store(
-                "sqlite:///var/gateway.db", root=tmp_path, lease_seconds=lease_seconds
-            )
+            # Not exclusive (as ``open_store`` makes it): replicas on one file, in one process.
+            store = SQLiteStore(tmp_path / "var" / "gateway.db", lease_seconds=lease_seconds)
         else:
             store = PostgresStore(url, schema=schema, max_size=4, lease_seconds=lease_seconds)
         await store.open()
@@ -509,7 +508,7 @@ async def test_sqlite_store_that_cannot_open_holds_no_file_or_thread(tmp_path: P
 
     before = threads()
     for _ in range(2):
-        with pytest.raises(RuntimeError, match="version 99, newer than this gateway"):
+        with pytest.raises(NotReady, match="version 99, newer than this gateway"):
             await store.open()
     assert held() == []
     deadline = time.monotonic() + 5
@@ -1262,5 +1261,44 @@ async def test_postgres_a_replica_stalled_inside_a_transaction_frees_its_locks()
     finally:
         await stalled.close()
         await other.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+async def test_sqlite_store_of_the_server_holds_its_file_until_closed(tmp_path: Path) -> None:
+    """The store ``open_store`` makes for the server refuses a file another one holds
+    (``NotReady`` naming the file and the holder's pid), and frees it on close."""
+    first = open_store("sqlite:///var/gateway.db", root=tmp_path)
+    second = open_store("sqlite:///var/gateway.db", root=tmp_path)
+    await first.open()
+    try:
+        with pytest.raises(NotReady) as refused:
+            await second.open()
+        assert str(tmp_path / "var" / "gateway.db") in refused.value.message
+        assert f"pid {os.getpid()}" in refused.value.message
+        assert not await second.ping()
+    finally:
+        await first.close()
+    await second.open()
+    try:
+        assert await second.ping()
+    finally:
+        await second.close()
+
+
+async def test_postgres_schema_of_a_newer_gateway_is_not_ready() -> None:
+    """A schema a newer gateway wrote stops ``open`` with ``NotReady`` (one clear start-up
+    line, exit 3, saying to upgrade), not a RuntimeError's traceback."""
+    url, schema = pg_url(), f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.schema_version (version INTEGER NOT NULL)")
+        conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES (999)")
+    store = PostgresStore(url, schema=schema, max_size=2)
+    try:
+        with pytest.raises(NotReady, match="version 999, newer than this gateway"):
+            await store.open()
+    finally:
+        await store.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
