@@ -21,15 +21,18 @@ def serve(
     env: dict[str, str] | None = None,
     *,
     capture: bool = False,
+    port: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `gateway serve` in its own session; returns the process and its base URL.
 
     No keys, no file watching, warnings only; ``env`` adds or overrides variables.
-    ``capture``: its log (stdout and stderr) goes to ``proc.stdout``.
+    ``capture``: its log (stdout and stderr) goes to ``proc.stdout``. ``port``:
+    default, a free one.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     env = {
         **os.environ,
         "GATEWAY_DATABASE_URL": database_url,

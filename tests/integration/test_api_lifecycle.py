@@ -4,12 +4,10 @@ see a clean end; a second one on a taken port stops at once without touching the
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -118,55 +116,6 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
     assert list(scratch.iterdir()) == []
 
 
-def test_a_second_gateway_on_a_taken_port_stops_before_touching_the_store(
-    api_manifests: Path, tmp_path: Path
-) -> None:
-    """A second `gateway serve` on the port (and SQLite file) of a running one exits 3 with one
-    error line naming the address; it used to open the store first, marking the running
-    gateway's run in progress failed ("interrupted"), and only then fail to bind."""
-    database = f"sqlite:///{tmp_path}/g.db"
-    proc, url = serve(api_manifests, database, tmp_path)
-    sse: list[str] = []
-    started = threading.Event()
-
-    def follow_sse() -> None:
-        body = {"assistant": "helper", "message": "wait 6 seconds (slow)", "stream": True}
-        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("event: "):
-                    sse.append(line.removeprefix("event: "))
-                    if sse[-1] == "thread.run.step.created":
-                        started.set()
-
-    try:
-        wait_ready(proc, url)
-        follower = threading.Thread(target=follow_sse)
-        follower.start()
-        assert started.wait(60)
-        port = url.rpartition(":")[2]
-        env = {**os.environ, "GATEWAY_DATABASE_URL": database, "GATEWAY_WATCH": "false"}
-        for var in ("GATEWAY_API_KEYS", "GATEWAY_ADMIN_KEYS", "ENVIRONMENT"):
-            env.pop(var, None)
-        command = [sys.executable, "-c", "from gateway.cli import main; main()"]
-        command += ["serve", "--port", port, "--manifests", str(api_manifests)]
-        second = subprocess.run(
-            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
-        )
-        follower.join(60)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-    assert sse[-3:] == ["thread.run.completed", "metadata", "done"], sse
-    with sqlite3.connect(tmp_path / "g.db") as db:
-        assert [status for (status,) in db.execute("SELECT status FROM runs")] == ["completed"]
-    log = second.stdout + second.stderr
-    assert second.returncode == 3, log
-    errors = [line for line in log.splitlines() if "level=error" in line]
-    assert len(errors) == 1, log
-    assert f"127.0.0.1:{port}: Address already in use" in errors[0]
-    assert "Traceback" not in log and "run.interrupted" not in log, log
-
-
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_start_up_stops_it_at_once(
     api_manifests: Path, tmp_path: Path, stop: signal.Signals
@@ -199,14 +148,17 @@ def test_a_signal_during_start_up_stops_it_at_once(
     assert proc.returncode == 0, text
 
 
-def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
-    api_manifests: Path, tmp_path: Path
+@pytest.mark.parametrize("same_port", [True, False], ids=["same port", "same SQLite file"])
+def test_a_second_gateway_stops_before_touching_the_running_ones_runs(
+    api_manifests: Path, tmp_path: Path, same_port: bool
 ) -> None:
-    """A second `gateway serve` on another port but the SQLite file of a running one exits 3
-    with one error line naming the file and the other process; it used to start, marking
-    the running gateway's run in progress failed ("interrupted") while it went on."""
+    """A second `gateway serve` on the port, or on another port but the SQLite file, of a
+    running one exits 3 with one error line naming the address (or the file and the other
+    process). It used to open the store first, or to start altogether, marking the running
+    gateway's run in progress failed ("interrupted") while it went on."""
     database = f"sqlite:///{tmp_path}/g.db"
     proc, url = serve(api_manifests, database, tmp_path)
+    port = int(url.rpartition(":")[2])
     sse: list[str] = []
     started = threading.Event()
 
@@ -225,7 +177,8 @@ def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
         follower = threading.Thread(target=follow_sse)
         follower.start()
         assert started.wait(60)
-        second, _ = serve(api_manifests, database, tmp_path, capture=True)
+        on = port if same_port else None
+        second, _ = serve(api_manifests, database, tmp_path, capture=True, port=on)
         log = second.communicate(timeout=60)[0].decode()
         follower.join(60)
     finally:
@@ -240,8 +193,11 @@ def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
     assert second.returncode == 3, log
     errors = [line for line in log.splitlines() if "event=gateway.startup_failed" in line]
     assert len(errors) == 1, log
-    assert "GATEWAY_DATABASE_URL" in errors[0] and str(tmp_path / "g.db") in errors[0], log
-    assert f"pid {proc.pid}" in errors[0], log
+    if same_port:
+        assert f"127.0.0.1:{port}: Address already in use" in errors[0], log
+    else:
+        assert "GATEWAY_DATABASE_URL" in errors[0] and str(tmp_path / "g.db") in errors[0], log
+        assert f"pid {proc.pid}" in errors[0], log
     assert "Traceback" not in log and "run.interrupted" not in log, log
 
 
