@@ -469,14 +469,23 @@ def _substituted(entry: Entry) -> tuple[str, ...]:
         return ()
     if isinstance(entry.value, Action):
         texts = [
-            _URL_ORIGIN.sub("", text) for text in _strings(msgspec.to_builtins(entry.value.config))
+            _without_origin(text) for text in _strings(msgspec.to_builtins(entry.value.config))
         ]
         values = {v for v in values if any(v in text for text in texts)}
     return tuple(sorted(values))
 
 
-_URL_ORIGIN = re.compile(r"^https?://[^/?#@\s]+")
-"""A URL's scheme, host and port, without credentials."""
+_URL_ORIGIN = re.compile(r"^https?://[^/?#\s]+")
+"""A URL's scheme and authority (credentials, host, port)."""
+
+
+def _without_origin(text: str) -> str:
+    """``text`` without its URL scheme and host, unless they carry credentials
+    (``user:pass@``): then whole, so that a variable holding them is masked."""
+    origin = _URL_ORIGIN.match(text)
+    if origin is None or "@" in origin.group():
+        return text
+    return text[origin.end() :]
 
 
 def _strings(node: Any) -> list[str]:

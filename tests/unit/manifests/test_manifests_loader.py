@@ -877,3 +877,34 @@ def test_loading_does_not_hold_a_knowledge_file_in_memory(tmp_path: Path) -> Non
     with big.open("r+b") as fh:
         fh.write(b"Zebra")
     assert load_catalog(tmp_path, environ={}, gateway_root=tmp_path).version != before
+
+
+@pytest.mark.parametrize(
+    ("url", "environ", "masked"),
+    [
+        # A URL's scheme and host are public by contract: a link on them is no secret.
+        ("${API_BASE}/items", {"API_BASE": "https://api.example.com"}, ()),
+        # Credentials are, whether a variable holds the whole base or only them.
+        (
+            "${API_BASE}/items",
+            {"API_BASE": "https://svc:s3cretPass99@api.example.com"},
+            ("https://svc:s3cretPass99@api.example.com",),
+        ),
+        (
+            "https://${API_USER}:${API_PASS}@api.example.com/items",
+            {"API_USER": "svc-user", "API_PASS": "s3cretPass99"},
+            ("s3cretPass99", "svc-user"),
+        ),
+    ],
+)
+def test_a_url_origin_is_not_masked_but_its_credentials_are(
+    tmp_path: Path, url: str, environ: dict[str, str], masked: tuple[str, ...]
+) -> None:
+    """A ``${VAR}`` only in an http URL's scheme and host is not masked in what the action
+    answers; one holding ``user:pass@`` credentials is (an error echoing the URL must not
+    hand the password to the model)."""
+    (tmp_path / "a.yaml").write_text(
+        f"kind: action\nname: get\ndescription: Get.\nhttp:\n  url: {url}\n"
+    )
+    catalog = load_catalog(tmp_path, environ=environ)
+    assert catalog.substituted.get("action/get", ()) == masked
