@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -702,6 +703,10 @@ _POLL_S = 0.3  # how often ``_poll`` looks (watchfiles' poll delay)
 def _stats(paths: Iterable[str], recursive: bool) -> dict[str, tuple[int, int, int, int]]:
     """(inode, size, mtime_ns, ctime_ns) of every entry under ``paths`` (symlinks not followed).
 
+    A directory is recorded by its inode alone: a new, removed or replaced directory
+    is a change, an entry added to or removed from it is a change only when that
+    entry is (a ``shop.db-journal`` next to a database is not: see ``relevant``).
+
     Directories watchfiles' filter ignores (``.git``, ``__pycache__``, ``.venv``...) are
     not entered; an entry that vanishes meanwhile is left out (its removal is a change).
     """
@@ -715,7 +720,13 @@ def _stats(paths: Iterable[str], recursive: bool) -> dict[str, tuple[int, int, i
                     st = os.lstat(path)
                 except OSError:
                     continue
-                found[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if stat.S_ISDIR(st.st_mode):
+                    # Only a directory's presence and identity: its mtime and ctime change
+                    # whenever an entry is added or removed (a SQLite journal on every
+                    # transaction), and what it holds is compared entry by entry anyway.
+                    found[path] = (st.st_ino, -1, 0, 0)
+                else:
+                    found[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     return found
 
 
