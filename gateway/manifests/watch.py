@@ -701,7 +701,11 @@ _POLL_S = 0.3  # how often ``_poll`` looks (watchfiles' poll delay)
 
 
 def _stats(paths: Iterable[str], recursive: bool) -> dict[str, tuple[int, int, int, int]]:
-    """(inode, size, mtime_ns, ctime_ns) of every entry under ``paths`` (symlinks not followed).
+    """(inode, size, mtime_ns, ctime_ns) of every entry under ``paths``.
+
+    Recursively, symlinked directories are entered as the loader does (each real
+    directory once); an entry that is a symlink is stat'ed itself (``lstat``), so a
+    link pointed elsewhere is a change.
 
     A directory is recorded by its inode alone: a new, removed or replaced directory
     is a change, an entry added to or removed from it is a change only when that
@@ -712,7 +716,18 @@ def _stats(paths: Iterable[str], recursive: bool) -> dict[str, tuple[int, int, i
     """
     found: dict[str, tuple[int, int, int, int]] = {}
     for top in paths:
-        for current, dirs, names in os.walk(top) if recursive else [_listing(top)]:
+        seen: set[str] = set()
+        for current, dirs, names in (
+            os.walk(top, followlinks=True) if recursive else [_listing(top)]
+        ):
+            if recursive:
+                # Into symlinked directories, as the loader's ``discover`` goes; each real
+                # directory once, so a link to an ancestor is not walked forever.
+                real = os.path.realpath(current)
+                if real in seen:
+                    dirs[:] = []
+                    continue
+                seen.add(real)
             dirs[:] = [d for d in dirs if d not in _FILTER.ignore_dirs]
             for name in (*dirs, *names):
                 path = os.path.join(current, name)  # noqa: PTH118 - every poll, every file

@@ -558,6 +558,36 @@ def test_polling_does_not_reload_on_writes_to_a_database_under_the_root(
     assert proc.poll() is None
 
 
+def test_polling_sees_an_edit_under_a_symlinked_directory(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """When polling, an edit in ``root/team -> ../shared`` goes live (the loader reads it).
+
+    The poller walked the tree without following symlinks, so it saw the link
+    ``root/team`` but none of the manifests the loader finds through it: an edit
+    there never went live (on NFS, or once the inotify limit was reached).
+    """
+    manifests = write_site(tmp_path / "site")
+    shared = tmp_path / "site" / "shared"
+    shared.mkdir()
+    (shared / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
+    (manifests / "team").symlink_to("../shared", target_is_directory=True)
+    (shared / "loop").symlink_to("..", target_is_directory=True)  # walked once, not forever
+    proc, url = process_server(manifests, env={**WATCH, "WATCHFILES_FORCE_POLLING": "true"})
+
+    def status_of() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(url + "/manifests/status", timeout=10).json()
+        return answer
+
+    before = status_of()
+    assert before["polling"] is True
+    assert "team/shout.yaml" in before["files"]
+    (shared / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it back, loudly."))
+    after, _ = wait_for(lambda: (s := status_of())["version"] != before["version"] and s, 60)
+    assert after["last_attempt"]["result"] == "swapped"
+    assert proc.poll() is None
+
+
 def test_a_new_directory_past_the_inotify_watch_limit_still_goes_live(
     tmp_path: Path, process_server: StartProcess
 ) -> None:
