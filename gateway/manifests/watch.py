@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -650,7 +651,9 @@ class Reloader:
             error=f"{type(exc).__name__}: {exc}",
             after_errors=self._errors,
             hint="the OS refused file watches: raise fs.inotify.max_user_watches "
-            "(or max_user_instances) for events instead of polling",
+            "(or max_user_instances) for events instead of polling"
+            if _limit_reached(exc)
+            else "watching kept failing (see reload_watch_error); restart to use events again",
         )
 
 
@@ -688,12 +691,22 @@ def _new_dir(path: str, plan: WatchPlan) -> bool:
 def _limit_reached(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the OS refuses more watches (inotify watch or instance limits).
 
-    Not a vanished path (re-planned instead) and not a directory we may not read.
+    ``inotify_add_watch`` fails with ENOSPC at ``max_user_watches`` (watchfiles says
+    "OS file watch limit reached", notify's ``MaxFilesWatch``) and ``inotify_init``
+    with EMFILE at ``max_user_instances`` ("Too many open files (os error 24)").
+    Nothing else counts: a vanished path is re-planned, an unreadable directory
+    skipped, and any other failure (EIO on NFS...) retried, polled only if it persists.
     """
     if exc is None or isinstance(exc, FileNotFoundError | PermissionError):
         return False
-    text = str(exc).lower()
-    return isinstance(exc, OSError) or "limit" in text or "too many open files" in text
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno in (errno.ENOSPC, errno.EMFILE)
+    text = str(exc)
+    return (
+        "MaxFilesWatch" in text
+        or "watch limit reached" in text.lower()
+        or any(f"(os error {code})" in text for code in (errno.ENOSPC, errno.EMFILE))
+    )
 
 
 _FILTER = DefaultFilter()  # ignores .git, __pycache__, *.pyc, editor swap files
