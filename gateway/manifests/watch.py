@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -649,7 +651,9 @@ class Reloader:
             error=f"{type(exc).__name__}: {exc}",
             after_errors=self._errors,
             hint="the OS refused file watches: raise fs.inotify.max_user_watches "
-            "(or max_user_instances) for events instead of polling",
+            "(or max_user_instances) for events instead of polling"
+            if _limit_reached(exc)
+            else "watching kept failing (see reload_watch_error); restart to use events again",
         )
 
 
@@ -687,12 +691,22 @@ def _new_dir(path: str, plan: WatchPlan) -> bool:
 def _limit_reached(exc: BaseException | None) -> bool:
     """Whether ``exc`` says the OS refuses more watches (inotify watch or instance limits).
 
-    Not a vanished path (re-planned instead) and not a directory we may not read.
+    ``inotify_add_watch`` fails with ENOSPC at ``max_user_watches`` (watchfiles says
+    "OS file watch limit reached", notify's ``MaxFilesWatch``) and ``inotify_init``
+    with EMFILE at ``max_user_instances`` ("Too many open files (os error 24)").
+    Nothing else counts: a vanished path is re-planned, an unreadable directory
+    skipped, and any other failure (EIO on NFS...) retried, polled only if it persists.
     """
     if exc is None or isinstance(exc, FileNotFoundError | PermissionError):
         return False
-    text = str(exc).lower()
-    return isinstance(exc, OSError) or "limit" in text or "too many open files" in text
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno in (errno.ENOSPC, errno.EMFILE)
+    text = str(exc)
+    return (
+        "MaxFilesWatch" in text
+        or "watch limit reached" in text.lower()
+        or any(f"(os error {code})" in text for code in (errno.ENOSPC, errno.EMFILE))
+    )
 
 
 _FILTER = DefaultFilter()  # ignores .git, __pycache__, *.pyc, editor swap files
@@ -700,14 +714,33 @@ _POLL_S = 0.3  # how often ``_poll`` looks (watchfiles' poll delay)
 
 
 def _stats(paths: Iterable[str], recursive: bool) -> dict[str, tuple[int, int, int, int]]:
-    """(inode, size, mtime_ns, ctime_ns) of every entry under ``paths`` (symlinks not followed).
+    """(inode, size, mtime_ns, ctime_ns) of every entry under ``paths``.
+
+    Recursively, symlinked directories are entered as the loader does (each real
+    directory once); an entry that is a symlink is stat'ed itself (``lstat``), so a
+    link pointed elsewhere is a change.
+
+    A directory is recorded by its inode alone: a new, removed or replaced directory
+    is a change, an entry added to or removed from it is a change only when that
+    entry is (a ``shop.db-journal`` next to a database is not: see ``relevant``).
 
     Directories watchfiles' filter ignores (``.git``, ``__pycache__``, ``.venv``...) are
     not entered; an entry that vanishes meanwhile is left out (its removal is a change).
     """
     found: dict[str, tuple[int, int, int, int]] = {}
     for top in paths:
-        for current, dirs, names in os.walk(top) if recursive else [_listing(top)]:
+        seen: set[str] = set()
+        for current, dirs, names in (
+            os.walk(top, followlinks=True) if recursive else [_listing(top)]
+        ):
+            if recursive:
+                # Into symlinked directories, as the loader's ``discover`` goes; each real
+                # directory once, so a link to an ancestor is not walked forever.
+                real = os.path.realpath(current)
+                if real in seen:
+                    dirs[:] = []
+                    continue
+                seen.add(real)
             dirs[:] = [d for d in dirs if d not in _FILTER.ignore_dirs]
             for name in (*dirs, *names):
                 path = os.path.join(current, name)  # noqa: PTH118 - every poll, every file
@@ -715,7 +748,13 @@ def _stats(paths: Iterable[str], recursive: bool) -> dict[str, tuple[int, int, i
                     st = os.lstat(path)
                 except OSError:
                     continue
-                found[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if stat.S_ISDIR(st.st_mode):
+                    # Only a directory's presence and identity: its mtime and ctime change
+                    # whenever an entry is added or removed (a SQLite journal on every
+                    # transaction), and what it holds is compared entry by entry anyway.
+                    found[path] = (st.st_ino, -1, 0, 0)
+                else:
+                    found[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     return found
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -519,6 +520,71 @@ def test_polling_sees_a_second_edit_within_the_same_second(
     os.utime(shout, ns=(stamp, stamp))  # as if written in the same second
     wait_for(lambda: version() not in (initial, second), timeout=30)
     assert httpx.get(url + "/manifests/status", timeout=10).json()["polling"] is True
+    assert proc.poll() is None
+
+
+def test_polling_does_not_reload_on_writes_to_a_database_under_the_root(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """When polling, INSERTs into ``root/data/shop.db`` (the README's layout) reload nothing.
+
+    Each transaction creates and deletes ``shop.db-journal``, which changes the
+    mtime of ``root/data``: the poller took that directory for a change and ran a
+    full load (result ``unchanged``) every poll while the database was written.
+    """
+    manifests = write_site(tmp_path / "site")
+    (manifests / "data").mkdir()
+    db = sqlite3.connect(manifests / "data" / "shop.db", isolation_level=None)
+    db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT)")
+    proc, url = process_server(manifests, env={**WATCH, "WATCHFILES_FORCE_POLLING": "true"})
+
+    def status_of() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(url + "/manifests/status", timeout=10).json()
+        return answer
+
+    before = status_of()
+    assert before["polling"] is True
+    # Write for longer than the poller's longest debounce (2 s), so a batch is sent
+    # while the writes go on; each transaction creates and deletes the journal.
+    start = time.monotonic()
+    while time.monotonic() - start < 3.0:
+        db.execute("INSERT INTO orders (note) VALUES ('x')")
+        time.sleep(0.02)
+    db.close()
+    # An edit afterwards goes live: the poller ran through the writes (it polls in order).
+    (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
+    after, _ = wait_for(lambda: "shout.yaml" in (s := status_of())["files"] and s, timeout=60)
+    assert after["reloads"] == {**before["reloads"], "swapped": before["reloads"]["swapped"] + 1}
+    assert proc.poll() is None
+
+
+def test_polling_sees_an_edit_under_a_symlinked_directory(
+    tmp_path: Path, process_server: StartProcess
+) -> None:
+    """When polling, an edit in ``root/team -> ../shared`` goes live (the loader reads it).
+
+    The poller walked the tree without following symlinks, so it saw the link
+    ``root/team`` but none of the manifests the loader finds through it: an edit
+    there never went live (on NFS, or once the inotify limit was reached).
+    """
+    manifests = write_site(tmp_path / "site")
+    shared = tmp_path / "site" / "shared"
+    shared.mkdir()
+    (shared / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
+    (manifests / "team").symlink_to("../shared", target_is_directory=True)
+    (shared / "loop").symlink_to("..", target_is_directory=True)  # walked once, not forever
+    proc, url = process_server(manifests, env={**WATCH, "WATCHFILES_FORCE_POLLING": "true"})
+
+    def status_of() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(url + "/manifests/status", timeout=10).json()
+        return answer
+
+    before = status_of()
+    assert before["polling"] is True
+    assert "team/shout.yaml" in before["files"]
+    (shared / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it back, loudly."))
+    after, _ = wait_for(lambda: (s := status_of())["version"] != before["version"] and s, 60)
+    assert after["last_attempt"]["result"] == "swapped"
     assert proc.poll() is None
 
 

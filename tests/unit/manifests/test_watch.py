@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import shutil
@@ -18,7 +19,7 @@ from structlog.testing import capture_logs
 from gateway.errors import ManifestError, Problem
 from gateway.manifests._watch_paths import make_plan, relevant
 from gateway.manifests.catalog import Catalog, CatalogRef
-from gateway.manifests.watch import Reloader
+from gateway.manifests.watch import Reloader, _limit_reached
 from gateway.settings import Settings
 
 
@@ -566,3 +567,38 @@ async def test_a_knowledge_file_turned_symlink_loop_does_not_stop_watching(tmp_p
         await _until(lambda: _version(ref) == "v3", timeout=5)
     finally:
         await reloader.aclose()
+
+
+@pytest.mark.parametrize(
+    ("exc", "limit"),
+    [
+        # What watchfiles raises at the limits (seen under unshare with the limit lowered).
+        (
+            OSError(
+                'OS file watch limit reached. about ["/m/a/b"] '
+                '(Error { kind: MaxFilesWatch, paths: ["/m/a/b"] })'
+            ),
+            True,
+        ),
+        (
+            RuntimeError("Error creating recommended watcher: Too many open files (os error 24)"),
+            True,
+        ),
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EMFILE, "Too many open files"), True),
+        # Other failures are retried (and polled only if they persist), not taken for the limit.
+        (OSError(errno.EIO, "Input/output error"), False),
+        (OSError(errno.ELOOP, "Too many levels of symbolic links"), False),
+        (OSError("Input/output error (os error 5) (Error { kind: Io(...) })"), False),
+        (NotADirectoryError(errno.ENOTDIR, "Not a directory"), False),
+        (FileNotFoundError(errno.ENOENT, "gone"), False),
+        (PermissionError(errno.EACCES, "denied"), False),
+    ],
+)
+def test_only_the_inotify_limits_count_as_the_limit(exc: BaseException, limit: bool) -> None:
+    """Only ENOSPC (max_user_watches) and EMFILE (max_user_instances) switch to polling at once.
+
+    Any OSError counted as the limit: an NFS hiccup (EIO) switched the gateway to
+    polling for good, with a hint to raise inotify limits that were never reached.
+    """
+    assert _limit_reached(exc) is limit
