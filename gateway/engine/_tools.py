@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 MAX_CALLS_PER_ANSWER = 128
-"""How many tool calls of one model answer run; the others get a tool error.
+"""How many tool calls of one model answer run; the next one gets a tool error
+saying so, and the others are dropped, unstored (``RunTask._bounded``).
 
 Every result goes back to the model, whole, in the next request (the
 history's newest turn is never trimmed): without a bound, one answer asking

@@ -4,7 +4,8 @@
 streams the model's answer into the run log, persists every assistant and tool
 message as it completes, runs a round's tool calls concurrently through the
 ``ActionRunner`` (in their order, at most ``max_parallel_calls`` at once; past
-``MAX_CALLS_PER_ANSWER`` calls in one answer the rest get a tool error), and
+``MAX_CALLS_PER_ANSWER`` calls in one answer the next one gets a tool error and
+the rest are dropped unstored: ``_bounded``), and
 always ends the log with a terminal event, ``metadata`` and ``done``, having
 stored the run record first (so a client that sees ``done`` can start the next
 run at once). An answer cut short (the model's token limit, a content filter:
@@ -290,6 +291,8 @@ class RunTask:
                 if not text.strip():  # nothing, or only blank lines: nothing to show
                     self._empty()
                 return
+            asked = len(calls)
+            calls = self._bounded(calls)
             answer = ChatMessage(role="assistant", content=text or None, tool_calls=calls)
             await self._persist(answer, message_id)
             if text:
@@ -297,7 +300,7 @@ class RunTask:
                     MessageCompleted(run_id=spec.run_id, message_id=message_id, content=text)
                 )
             rounds += 1
-            await self._run_tools(calls)
+            await self._run_tools(calls, asked)
 
     def _cut_short(self, text: str, calls: list[ToolCall], message_id: str) -> None:
         """End the run ``incomplete``: the model's answer was cut (token limit, filter).
@@ -424,7 +427,33 @@ class RunTask:
         if self.first_token_ms is None:
             self.first_token_ms = (time.perf_counter() - self.started) * 1000
 
-    async def _run_tools(self, calls: list[ToolCall]) -> None:
+    def _bounded(self, calls: list[ToolCall]) -> list[ToolCall]:
+        """The calls of one answer that are kept: at most ``MAX_CALLS_PER_ANSWER`` + 1.
+
+        The first ``MAX_CALLS_PER_ANSWER`` run; the next one stands for all the
+        others and gets the one ``too_many_tool_calls`` result that tells the
+        model how many it asked for (``_run_tools``). The rest are dropped
+        before anything is stored or announced: no step event, store write,
+        log line or result for each (an answer of up to ``max_answer_chars``
+        can hold tens of thousands of calls, each a sequential store write and
+        a result in the next request). Dropped from the stored and sent answer
+        too, so every call the model is shown has exactly one result: OpenAI
+        refuses a call without one, and vLLM's and Ollama's chat templates pair
+        calls with results by position, so a result per kept call (not one
+        per dropped call) is what keeps the thread valid on all of them.
+        """
+        if len(calls) <= MAX_CALLS_PER_ANSWER + 1:
+            return calls
+        self.logger.warning(
+            "run.too_many_tool_calls",
+            asked=len(calls),
+            kept=MAX_CALLS_PER_ANSWER + 1,
+            max_calls_per_answer=MAX_CALLS_PER_ANSWER,
+        )
+        return calls[: MAX_CALLS_PER_ANSWER + 1]
+
+    async def _run_tools(self, calls: list[ToolCall], asked: int) -> None:
+        """Run ``calls`` (``_bounded``); ``asked``: how many the answer held."""
         spec = self.spec
         allowed = allowed_tools(spec)
         for call in calls:
@@ -445,9 +474,9 @@ class RunTask:
 
         started = time.perf_counter()
         try:
-            # Calls past the bound run nowhere: each gets its error result (see ``_tools``).
+            # The call past the bound runs nowhere: it gets the error result (``_bounded``).
             for call in calls[MAX_CALLS_PER_ANSWER:]:
-                await self._complete_tool(call, too_many_calls_result(len(calls)))
+                await self._complete_tool(call, too_many_calls_result(asked))
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.max_parallel_calls, len(calls))):
                     group.create_task(work())

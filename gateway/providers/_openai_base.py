@@ -27,6 +27,9 @@ failure is final (a retry would duplicate text the client already saw).
 An answer longer than ``max_answer_chars`` (``MAX_ANSWER_CHARS``) is cut: the
 stream is closed and the call ends with ``finish_reason`` ``length``, its usage
 estimated (the server's counts come last, never read: ``_estimated_usage``).
+A JSON body answered to a streamed request is read whole first, so it cannot
+be cut: past a byte cap derived from ``max_answer_chars`` (``_read_json``), or
+with an answer over it, the call fails (``JSONTooLarge``, never retried).
 Every failure ends as ``ProviderError`` whose message names the provider and
 what went wrong, with keys redacted (``api_key``, the user and password in
 ``base_url``, and the values of ``default_headers`` named like credentials).
@@ -113,7 +116,8 @@ class ProviderConfig:
 
         ``max_answer_chars``: one answer's text, reasoning and tool-call arguments;
         past it the stream is closed and the answer ends cut (``finish_reason``
-        ``length``), see ``MAX_ANSWER_CHARS``.
+        ``length``), see ``MAX_ANSWER_CHARS``; a JSON body answered instead of
+        a stream over it fails the call (``_read_json``).
         """
         self.name = name
         self.base_url = base_url
@@ -122,6 +126,13 @@ class ProviderConfig:
         self.max_retries = max_retries
         self.default_headers = dict(default_headers or {})
         self.max_answer_chars = max_answer_chars
+
+
+class JSONTooLarge(Exception):
+    """A JSON body answered to a streamed request is over its bounds (``_read_json``).
+
+    Never retried: a server that wrote such an answer once would write it again.
+    """
 
 
 class IncompleteStream(Exception):
@@ -229,7 +240,7 @@ class OpenAIProvider:
                 # The SDK's own retries (``max_retries``) are spent: retrying here too
                 # would make a server that is down or hangs cost (max_retries + 1)² tries.
                 raise self._failed(failed.error) from None
-            except (openai.OpenAIError, IncompleteStream, StreamFailed) as exc:
+            except (openai.OpenAIError, IncompleteStream, StreamFailed, JSONTooLarge) as exc:
                 retryable = _mid_stream(exc) and not handed_out
                 if retryable and attempt < self.config.max_retries:
                     attempt += 1
@@ -273,15 +284,22 @@ class OpenAIProvider:
         except openai.OpenAIError as exc:
             raise _RequestFailed(exc) from None
         reader = self._reader()
+        limit = self.config.max_answer_chars
         if stream.response.headers.get("content-type", "").startswith("application/json"):
             # Asked to stream, the server answered one JSON body (SGLang did with tools).
-            for item in self._json_items(await _read_json(stream)):
-                for event in reader.feed(item):
-                    yield event
-            for event in reader.finish():
+            # Read whole before any of it is handed out, it cannot be cut like a stream:
+            # one over the bounds fails (a half answer would be a made-up one).
+            events: list[ModelEvent] = []
+            for item in self._json_items(await _read_json(stream, limit)):
+                events += reader.feed(item)
+            if reader.size > limit:
+                raise JSONTooLarge(
+                    "the server answered one JSON body instead of the event stream asked "
+                    f"for, with an answer over max_answer_chars ({limit:,} characters)"
+                )
+            for event in [*events, *reader.finish()]:
                 yield event
             return
-        limit = self.config.max_answer_chars
         try:
             # Read to the end even after the final item: a fully read response
             # returns its connection to the pool for the next call.
@@ -344,7 +362,7 @@ class OpenAIProvider:
     def _error(self, exc: BaseException) -> ProviderError:
         """A ``ProviderError`` naming what failed, with no keys in it."""
         prefix = f"model provider {self.name!r}"
-        if isinstance(exc, IncompleteStream):
+        if isinstance(exc, IncompleteStream | JSONTooLarge):
             return ProviderError(f"{prefix}: {exc}")
         if isinstance(exc, StreamFailed):
             return ProviderError(f"{prefix} reported an error: {self._redact(exc.message)}")
@@ -404,23 +422,57 @@ def sendable_arguments(arguments: str) -> str:
     return arguments if isinstance(parsed, dict) else "{}"
 
 
-async def _read_json(stream: openai.AsyncStream[Any]) -> Any:
+_JSON_BYTES_PER_CHAR = 6
+"""Bytes of a JSON body per character of its answer, at most: ``\\uXXXX`` (servers
+that escape all non-ASCII text); UTF-8 is at most 4, an escaped ``"`` 2."""
+_JSON_ENVELOPE_BYTES = 65_536
+"""Room in a JSON body for what is not the answer (ids, roles, usage, call names)."""
+_DECODE_ON_LOOP_BYTES = 1 << 20
+"""A JSON body larger than this is decoded in a worker thread, not on the event loop."""
+
+
+async def _read_json(stream: openai.AsyncStream[Any], max_answer_chars: int) -> Any:
     """The whole JSON body of a response that was asked to stream (and closes it).
 
+    The body is read only up to ``max_answer_chars`` times ``_JSON_BYTES_PER_CHAR``
+    plus ``_JSON_ENVELOPE_BYTES`` (decompressed), so a runaway or broken server
+    cannot fill the memory with it, and a large body is decoded off the event loop.
+
     Raises:
+        JSONTooLarge: the body is over that size.
         StreamFailed: the body is not JSON.
         openai.APIConnectionError: reading it failed (as the SDK reports a cut stream).
     """
     response = stream.response
+    cap = max_answer_chars * _JSON_BYTES_PER_CHAR + _JSON_ENVELOPE_BYTES
+    chunks: list[bytes] = []
+    size = 0
     try:
-        raw = await response.aread()
+        declared = response.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else 0
+        if size <= cap:
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    break
+                chunks.append(chunk)
     except httpx.HTTPError as exc:
         raise openai.APIConnectionError(request=response.request) from exc
     finally:
         await stream.close()
+    if size > cap:
+        raise JSONTooLarge(
+            f"the server answered one JSON body of more than {cap:,} bytes instead of the "
+            "event stream asked for, too large for an answer within max_answer_chars "
+            f"({max_answer_chars:,} characters)"
+        )
+    raw = b"".join(chunks).removeprefix(b"\xef\xbb\xbf")  # a BOM, as json.loads allowed
     try:
-        return json.loads(raw)
-    except ValueError:
+        if len(raw) > _DECODE_ON_LOOP_BYTES:
+            return await asyncio.to_thread(msgspec.json.decode, raw)
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
         raise StreamFailed("the server answered malformed JSON") from None
 
 

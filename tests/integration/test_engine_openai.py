@@ -294,24 +294,38 @@ async def test_parallel_results_go_back_in_the_order_of_the_calls(
 async def test_an_answer_with_too_many_calls_runs_only_the_first_128(
     rig: Rig, fake: FakeOpenAI
 ) -> None:
-    """Past 128 calls in one answer, the rest get a tool error and run nowhere.
+    """Past 128 calls in one answer, the rest run nowhere and are not kept either.
 
     Each result (up to an action's max_output_kb) goes back to the model in
     the next request, whole: a model told to (a prompt injection in a
     document) could ask for thousands of calls and fill the server's memory
-    and the model's context with their results.
+    and the model's context with their results. Only the first 128 run; the
+    129th stands for all the others, answered with one too_many_tool_calls
+    error, and the rest are dropped from the stored and sent answer (no step
+    event, no store write, no result for each).
     """
-    ids = fake.add_tool_calls([("lookup", {"n": n}) for n in range(130)])
+    asked = 600
+    ids = fake.add_tool_calls([("lookup", {"n": n}) for n in range(asked)])
     fake.add_text("done")
     handle = await rig.engine.start_run(thread_id=None, message="many")
     result = await asyncio.wait_for(handle.result(), 120)
     assert result.status == "completed", result.error
     assert sorted(json.loads(args)["n"] for _, args, _ in rig.runner.calls) == list(range(128))
+    steps = [e for e in handle.log.events if isinstance(e, StepCreated)]
+    assert [e.tool_call.id for e in steps] == ids[:129]
+    stored = [m.message for m in await rig.store.list_messages(handle.thread_id, limit=10_000)]
+    assert [len(m.tool_calls or ()) for m in stored if m.role == "assistant"] == [129, 0]
+    assert sorted(m.tool_call_id or "" for m in stored if m.role == "tool") == sorted(ids[:129])
     outputs = tool_outputs(fake)
-    assert len(outputs) == 130  # every call still has its result, in order
+    assert len(outputs) == 129  # every call sent back still has its result, in order
     assert [json.loads(o)["args"]["n"] for o in outputs[:128]] == list(range(128))
-    for output in outputs[128:]:
-        error = json.loads(output)["error"]
-        assert error["type"] == "too_many_tool_calls"
-        assert "130 tool calls" in error["message"] and "128" in error["message"]
-    assert sorted(c.id for c in result.tool_calls if c.status == "failed") == sorted(ids[128:])
+    error = json.loads(outputs[128])["error"]
+    assert error["type"] == "too_many_tool_calls"
+    assert f"{asked} tool calls" in error["message"] and "128" in error["message"]
+    body = fake.model_requests()[-1].body
+    if "messages" in body:
+        sent_calls = [c["id"] for m in body["messages"] for c in m.get("tool_calls") or ()]
+    else:
+        sent_calls = [i["call_id"] for i in body["input"] if i.get("type") == "function_call"]
+    assert sent_calls == ids[:129]
+    assert [c.id for c in result.tool_calls if c.status == "failed"] == ids[128:129]

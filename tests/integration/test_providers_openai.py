@@ -684,3 +684,35 @@ async def test_a_json_body_instead_of_a_stream_says_what_the_server_answered(
     )
     assert "answered one JSON body, not the event stream" in unreadable.value.message
     assert raw_sse.requests == 4  # nothing was handed out: each retried once
+
+
+@pytest.mark.parametrize("chars", [10_000, 400_000])
+async def test_a_runaway_json_body_instead_of_a_stream_is_refused(
+    fake: FakeOpenAI, chars: int
+) -> None:
+    """A JSON body answered to a streamed request is bounded by ``max_answer_chars`` too.
+
+    Such a body (SGLang's with tools) is read whole before its answer can be
+    cut, so it is read only up to a byte cap derived from ``max_answer_chars``
+    (a runaway or broken server sending megabytes of it filled the memory and
+    blocked the event loop decoding it), and an answer over the limit within
+    that cap is refused too. Neither is retried: a server that wrote it once
+    would write it again.
+    """
+    fake.set_quirks("no_stream_with_tools")
+    fake.add_text("loop " * (chars // 5))
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", max_retries=2, max_answer_chars=5_000
+    )
+    provider = API_KINDS["chat"](config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await asyncio.wait_for(_collect(provider), 60)
+    finally:
+        await provider.aclose()
+    message = failed.value.message
+    assert message.startswith("model provider 'fake': the server answered one JSON body")
+    assert "max_answer_chars (5,000 characters)" in message
+    if chars > 100_000:
+        assert "more than 95,536 bytes" in message
+    assert len(fake.model_requests()) == 1
