@@ -92,9 +92,10 @@ def wait_for(probe: Callable[[], Any], timeout: float = 10.0) -> tuple[Any, floa
         time.sleep(0.01)
 
 
-def status(server: GatewayServer) -> dict[str, Any]:
-    """GET /manifests/status."""
-    response = httpx.get(server.url + "/manifests/status", timeout=10)
+def status(server: GatewayServer | str) -> dict[str, Any]:
+    """GET /manifests/status of ``server`` (or of the gateway at that base URL)."""
+    base = server if isinstance(server, str) else server.url
+    response = httpx.get(base + "/manifests/status", timeout=10)
     assert response.status_code == 200
     result: dict[str, Any] = response.json()
     return result
@@ -538,11 +539,7 @@ def test_polling_does_not_reload_on_writes_to_a_database_under_the_root(
     db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT)")
     proc, url = process_server(manifests, env={**WATCH, "WATCHFILES_FORCE_POLLING": "true"})
 
-    def status_of() -> dict[str, Any]:
-        answer: dict[str, Any] = httpx.get(url + "/manifests/status", timeout=10).json()
-        return answer
-
-    before = status_of()
+    before = status(url)
     assert before["polling"] is True
     # Write for longer than the poller's longest debounce (2 s), so a batch is sent
     # while the writes go on; each transaction creates and deletes the journal.
@@ -553,7 +550,7 @@ def test_polling_does_not_reload_on_writes_to_a_database_under_the_root(
     db.close()
     # An edit afterwards goes live: the poller ran through the writes (it polls in order).
     (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
-    after, _ = wait_for(lambda: "shout.yaml" in (s := status_of())["files"] and s, timeout=60)
+    after, _ = wait_for(lambda: "shout.yaml" in (s := status(url))["files"] and s, timeout=60)
     assert after["reloads"] == {**before["reloads"], "swapped": before["reloads"]["swapped"] + 1}
     assert proc.poll() is None
 
@@ -575,15 +572,11 @@ def test_polling_sees_an_edit_under_a_symlinked_directory(
     (shared / "loop").symlink_to("..", target_is_directory=True)  # walked once, not forever
     proc, url = process_server(manifests, env={**WATCH, "WATCHFILES_FORCE_POLLING": "true"})
 
-    def status_of() -> dict[str, Any]:
-        answer: dict[str, Any] = httpx.get(url + "/manifests/status", timeout=10).json()
-        return answer
-
-    before = status_of()
+    before = status(url)
     assert before["polling"] is True
     assert "team/shout.yaml" in before["files"]
     (shared / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it back, loudly."))
-    after, _ = wait_for(lambda: (s := status_of())["version"] != before["version"] and s, 60)
+    after, _ = wait_for(lambda: (s := status(url))["version"] != before["version"] and s, 60)
     assert after["last_attempt"]["result"] == "swapped"
     assert proc.poll() is None
 
@@ -600,20 +593,16 @@ def test_a_new_directory_past_the_inotify_watch_limit_still_goes_live(
     manifests = write_site(tmp_path / "site")
     proc, url = process_server(manifests, env=WATCH, prefix=few_inotify_watches(8))
 
-    def status_of() -> dict[str, Any]:
-        answer: dict[str, Any] = httpx.get(url + "/manifests/status", timeout=10).json()
-        return answer
-
-    before = status_of()
+    before = status(url)
     assert before["polling"] is False  # the tree fits the limit: OS events
     deep = manifests.joinpath(*(f"level{i}" for i in range(20)))
     deep.mkdir(parents=True)
     (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout a text back."))
-    wait_for(lambda: "shout.yaml" in status_of()["files"], 60)
+    wait_for(lambda: "shout.yaml" in status(url)["files"], 60)
     whisper = SHOUT_YAML.format(description="Whisper.").replace("name: shout", "name: whisper")
     (deep / "whisper.yaml").write_text(whisper)
-    wait_for(lambda: any(f.endswith("level19/whisper.yaml") for f in status_of()["files"]), 60)
-    assert status_of()["polling"] is True
+    wait_for(lambda: any(f.endswith("level19/whisper.yaml") for f in status(url)["files"]), 60)
+    assert status(url)["polling"] is True
     log = (tmp_path / "server.log").read_text(errors="replace")
     assert "reload_watch_polling" in log and "max_user_watches" in log
     assert proc.poll() is None
