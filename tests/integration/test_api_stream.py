@@ -14,7 +14,7 @@ import pytest
 import structlog
 import websockets
 from conftest import GatewayServer, ServerFactory
-from httpx_sse import aconnect_sse, connect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 from structlog.testing import LogCapture, capture_logs
 
 from gateway.testing.fake_openai import FakeOpenAI, FakeReply, FakeToolCall, RecordedRequest
@@ -98,16 +98,23 @@ def test_sse_heartbeat_while_a_tool_runs(
     assert raw_frames(text)[-1].startswith("event: done")
 
 
+def _until_first_step(c: httpx.Client, body: dict[str, Any]) -> list[ServerSentEvent]:
+    """Stream ``POST /chat`` and drop the connection at the run's first tool step (mid-run);
+    the events read until then."""
+    first = []
+    with connect_sse(c, "POST", "/chat", json=body) as source:
+        for event in source.iter_sse():
+            first.append(event)
+            if event.event == "thread.run.step.created":
+                break
+    return first
+
+
 def test_resume_after_a_dropped_stream(api_server: GatewayServer) -> None:
     """A client that drops the stream resumes with Last-Event-ID; the run went on meanwhile."""
     with httpx.Client(base_url=api_server.url, timeout=30) as c:
         body = {"assistant": "helper", "message": "wait 0.5 seconds", "stream": True}
-        with connect_sse(c, "POST", "/chat", json=body) as source:
-            first = []
-            for event in source.iter_sse():
-                first.append(event)
-                if event.event == "thread.run.step.created":
-                    break  # drop the connection mid-run
+        first = _until_first_step(c, body)
         created = first[0].json()
         last_id = first[-1].id
         assert last_id == f"{created['run_id']}:2"
@@ -137,12 +144,7 @@ def test_a_post_chat_retried_with_last_event_id_resumes_its_run(api_server: Gate
     """
     with httpx.Client(base_url=api_server.url, timeout=30) as c:
         body = {"assistant": "helper", "message": "wait 1 seconds", "stream": True}
-        with connect_sse(c, "POST", "/chat", json=body) as source:
-            first = []
-            for event in source.iter_sse():
-                first.append(event)
-                if event.event == "thread.run.step.created":
-                    break  # the connection drops mid-run
+        first = _until_first_step(c, body)
         created = first[0].json()
         with connect_sse(
             c, "POST", "/chat", json=body, headers={"Last-Event-ID": first[-1].id}

@@ -109,17 +109,8 @@ def test_test_prints_a_failing_outputs_escaped(cli: CliRunner, tmp_path: Path) -
     """A failing example's output was printed raw: an action (or the API it calls) could
     start a line with "::" (a GitHub Actions workflow command: a fake annotation, a mask)
     or send terminal escape codes into the CI log. Now it is printed escaped, on one line."""
-    root = tmp_path / "deploy"
-    (root / "manifests").mkdir(parents=True)
-    (root / "actions").mkdir()
-    (root / "actions" / "__init__.py").write_text("")
-    (root / "actions" / "loud.py").write_text(HOSTILE_OUTPUT)
-    (root / "manifests" / "a.yaml").write_text(
-        "kind: action\nname: shout\ndescription: Shout.\n"
-        "python: {function: 'actions.loud:shout'}\n"
-        "examples:\n  - args: {}\n    expect: {contains: quiet}\n"
-    )
-    result = cli.invoke(main, ["test", "--manifests", str(root / "manifests")])
+    manifests = _one_action(tmp_path / "deploy", "shout", HOSTILE_OUTPUT, expect="quiet")
+    result = cli.invoke(main, ["test", "--manifests", str(manifests)])
     assert result.exit_code == 1, result.output
     assert "FAIL shout[0]" in result.output
     assert not any(line.startswith("::") for line in result.output.splitlines()), result.output
@@ -200,17 +191,24 @@ def hello() -> str:
 '''
 
 
-def _deployment_whose_zygote_dies(root: Path) -> Path:
+def _one_action(root: Path, function: str, code: str, *, expect: str) -> Path:
+    """A deployment under ``root`` with one python action, ``function`` of ``code``
+    (``actions/tool.py``), whose example expects output containing ``expect``; its
+    manifests folder."""
     (root / "manifests").mkdir(parents=True)
     (root / "actions").mkdir()
     (root / "actions" / "__init__.py").write_text("")
-    (root / "actions" / "killer.py").write_text(ZYGOTE_KILLER)
+    (root / "actions" / "tool.py").write_text(code)
     (root / "manifests" / "a.yaml").write_text(
-        "kind: action\nname: hello\ndescription: Say hello.\n"
-        "python: {function: 'actions.killer:hello'}\n"
-        "examples:\n  - args: {}\n    expect: {contains: hi}\n"
+        f"kind: action\nname: {function}\ndescription: The action.\n"
+        f"python: {{function: 'actions.tool:{function}'}}\n"
+        f"examples:\n  - args: {{}}\n    expect: {{contains: {expect}}}\n"
     )
     return root / "manifests"
+
+
+def _deployment_whose_zygote_dies(root: Path) -> Path:
+    return _one_action(root, "hello", ZYGOTE_KILLER, expect="hi")
 
 
 @pytest.mark.parametrize("command", [["invoke", "hello"], ["test"]])
