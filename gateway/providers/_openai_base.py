@@ -70,6 +70,14 @@ __all__ = [
 
 log = structlog.get_logger("gateway.providers")
 
+try:  # openai >= 3 reads through httpx2, a fork of httpx with exception classes of its own
+    import httpx2
+
+    _READ_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
+except ImportError:  # pragma: no cover - openai 1.x and 2.x read through httpx
+    _READ_ERRORS = (httpx.HTTPError,)
+"""What reading a response body the SDK opened raises when the connection fails."""
+
 MAX_ANSWER_CHARS = 2_000_000
 """How many characters of text, reasoning and tool-call arguments one answer may stream.
 
@@ -457,7 +465,7 @@ async def _read_json(stream: openai.AsyncStream[Any], max_answer_chars: int) -> 
                 if size > cap:
                     break
                 chunks.append(chunk)
-    except httpx.HTTPError as exc:
+    except _READ_ERRORS as exc:
         raise openai.APIConnectionError(request=response.request) from exc
     finally:
         await stream.close()

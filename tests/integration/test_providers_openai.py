@@ -413,6 +413,8 @@ class RawSSE:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self.content_type = b"text/event-stream"
+        self.missing = 0
+        """Bytes the response announces but never sends (the connection closes first)."""
         self.requests = 0
         self.server: asyncio.Server | None = None
 
@@ -434,7 +436,8 @@ class RawSSE:
             body = self.bodies.pop(0)
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\n"
-                b"content-length: %d\r\n\r\n%s" % (self.content_type, len(body), body)
+                b"content-length: %d\r\n\r\n%s"
+                % (self.content_type, len(body) + self.missing, body)
             )
             await writer.drain()
         finally:
@@ -684,6 +687,26 @@ async def test_a_json_body_instead_of_a_stream_says_what_the_server_answered(
     )
     assert "answered one JSON body, not the event stream" in unreadable.value.message
     assert raw_sse.requests == 4  # nothing was handed out: each retried once
+
+
+async def test_a_json_body_cut_mid_way_is_a_cut_stream_and_retried(raw_sse: RawSSE) -> None:
+    """A JSON body (asked to stream, the server answered JSON) whose connection closes
+    before its announced length is a cut stream like any other: retried while nothing
+    was handed out, then a provider error. The SDK reads through httpx2, whose transport
+    errors are not httpx's: the read error escaped as a bare ``RemoteProtocolError``,
+    which failed the run as an internal error, unretried."""
+    raw_sse.content_type = b"application/json"
+    raw_sse.missing = 50
+    raw_sse.bodies = [b'{"id": "x", "choices": [{"mess'] * 2
+    config = ProviderConfig(name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=1)
+    provider = API_KINDS["chat"](config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert failed.value.message == "model provider 'raw': connection failed or the stream was cut"
+    assert raw_sse.requests == 2
 
 
 @pytest.mark.parametrize("chars", [10_000, 400_000])
