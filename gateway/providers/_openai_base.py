@@ -29,7 +29,9 @@ stream is closed and the call ends with ``finish_reason`` ``length``, its usage
 estimated (the server's counts come last, never read: ``_estimated_usage``).
 A JSON body answered to a streamed request is read whole first, so it cannot
 be cut: past a byte cap derived from ``max_answer_chars`` (``_read_json``), or
-with an answer over it, the call fails (``JSONTooLarge``, never retried).
+with an answer over it, the call fails (``TooLarge``, never retried). One event of
+a stream has the same byte cap, and an error body is read only in part: both are
+bounded as the SDK reads them (``_bounded_client``).
 Every failure ends as ``ProviderError`` whose message names the provider and
 what went wrong, with keys redacted (``api_key``, the user and password in
 ``base_url``, and the values of ``default_headers`` named like credentials).
@@ -136,8 +138,9 @@ class ProviderConfig:
         self.max_answer_chars = max_answer_chars
 
 
-class JSONTooLarge(Exception):
-    """A JSON body answered to a streamed request is over its bounds (``_read_json``).
+class TooLarge(Exception):
+    """A response is over its bounds: a JSON body answered to a streamed request
+    (``_read_json``), or one event of a stream (``_bounded_events``).
 
     Never retried: a server that wrote such an answer once would write it again.
     """
@@ -230,6 +233,7 @@ class OpenAIProvider:
             timeout=config.timeout,
             max_retries=config.max_retries,
             default_headers=config.default_headers or None,
+            http_client=_bounded_client(_max_body_bytes(config.max_answer_chars)),
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
@@ -248,7 +252,7 @@ class OpenAIProvider:
                 # The SDK's own retries (``max_retries``) are spent: retrying here too
                 # would make a server that is down or hangs cost (max_retries + 1)² tries.
                 raise self._failed(failed.error) from None
-            except (openai.OpenAIError, IncompleteStream, StreamFailed, JSONTooLarge) as exc:
+            except (openai.OpenAIError, IncompleteStream, StreamFailed, TooLarge) as exc:
                 retryable = _mid_stream(exc) and not handed_out
                 if retryable and attempt < self.config.max_retries:
                     attempt += 1
@@ -301,7 +305,7 @@ class OpenAIProvider:
             for item in self._json_items(await _read_json(stream, limit)):
                 events += reader.feed(item)
             if reader.size > limit:
-                raise JSONTooLarge(
+                raise TooLarge(
                     "the server answered one JSON body instead of the event stream asked "
                     f"for, with an answer over max_answer_chars ({limit:,} characters)"
                 )
@@ -370,7 +374,7 @@ class OpenAIProvider:
     def _error(self, exc: BaseException) -> ProviderError:
         """A ``ProviderError`` naming what failed, with no keys in it."""
         prefix = f"model provider {self.name!r}"
-        if isinstance(exc, IncompleteStream | JSONTooLarge):
+        if isinstance(exc, IncompleteStream | TooLarge):
             return ProviderError(f"{prefix}: {exc}")
         if isinstance(exc, StreamFailed):
             return ProviderError(f"{prefix} reported an error: {self._redact(exc.message)}")
@@ -447,12 +451,12 @@ async def _read_json(stream: openai.AsyncStream[Any], max_answer_chars: int) -> 
     cannot fill the memory with it, and a large body is decoded off the event loop.
 
     Raises:
-        JSONTooLarge: the body is over that size.
+        TooLarge: the body is over that size.
         StreamFailed: the body is not JSON.
         openai.APIConnectionError: reading it failed (as the SDK reports a cut stream).
     """
     response = stream.response
-    cap = max_answer_chars * _JSON_BYTES_PER_CHAR + _JSON_ENVELOPE_BYTES
+    cap = _max_body_bytes(max_answer_chars)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -470,7 +474,7 @@ async def _read_json(stream: openai.AsyncStream[Any], max_answer_chars: int) -> 
     finally:
         await stream.close()
     if size > cap:
-        raise JSONTooLarge(
+        raise TooLarge(
             f"the server answered one JSON body of more than {cap:,} bytes instead of the "
             "event stream asked for, too large for an answer within max_answer_chars "
             f"({max_answer_chars:,} characters)"
@@ -482,6 +486,70 @@ async def _read_json(stream: openai.AsyncStream[Any], max_answer_chars: int) -> 
         return msgspec.json.decode(raw)
     except (msgspec.DecodeError, RecursionError):
         raise StreamFailed("the server answered malformed JSON") from None
+
+
+def _max_body_bytes(max_answer_chars: int) -> int:
+    """The most bytes one JSON body or one streamed event of an answer can need."""
+    return max_answer_chars * _JSON_BYTES_PER_CHAR + _JSON_ENVELOPE_BYTES
+
+
+_ERROR_BODY_BYTES = 65_536
+"""How much of an error response's body is read. The SDK reads it whole to build its
+error, of which only the message is used (cut at 300 characters, ``_redact``)."""
+_EVENT_END = (b"\r\n\r\n", b"\n\n", b"\r\r", b"\n\r\n", b"\r\n\n")
+"""An empty line after a line's end, in the line ends SSE allows: where an event ends."""
+
+
+def _bounded_client(max_event_bytes: int) -> Any:
+    """The SDK's default HTTP client, bounding what a response can make it hold in memory.
+
+    The SDK's event-stream decoder holds a ``data:`` line, and an event's lines,
+    until the event ends; it reads an error body whole. A broken or hostile server
+    (an event that never ends, a 1 GB error page) would fill the gateway's memory
+    before ``max_answer_chars`` could cut anything: every response's decoded body is
+    bounded as the SDK reads it, in a response hook (which runs before the body is
+    read): an event over ``max_event_bytes`` fails the call (``TooLarge``), an error
+    body is read up to ``_ERROR_BODY_BYTES``. A JSON body has its own cap
+    (``_read_json``).
+    """
+
+    async def bound(response: Any) -> None:
+        read = response.aiter_bytes
+        if response.status_code >= 400:
+            response.aiter_bytes = lambda *_: _first_bytes(response, read, _ERROR_BODY_BYTES)
+        elif response.headers.get("content-type", "").startswith("text/event-stream"):
+            response.aiter_bytes = lambda *_: _bounded_events(read, max_event_bytes)
+
+    return openai.DefaultAsyncHttpxClient(event_hooks={"response": [bound]})
+
+
+async def _first_bytes(response: Any, read: Any, limit: int) -> AsyncIterator[bytes]:
+    """The first ``limit`` bytes of ``read()``; the response is closed past them."""
+    size = 0
+    async for chunk in read():
+        yield chunk[: limit - size]
+        size += len(chunk)
+        if size >= limit:
+            await response.aclose()  # the rest is never read: drop the connection
+            return
+
+
+async def _bounded_events(read: Any, limit: int) -> AsyncIterator[bytes]:
+    """``read()``'s chunks, failing once one event has grown past ``limit`` bytes.
+
+    Raises:
+        TooLarge: an event is longer than ``limit`` bytes.
+    """
+    pending = 0  # bytes since the last event ended
+    tail = b""  # the last bytes seen: an event's end may straddle two chunks
+    async for chunk in read():
+        data = tail + chunk
+        ends = [at + len(mark) for mark in _EVENT_END if (at := data.rfind(mark)) >= 0]
+        pending = len(data) - max(ends) if ends else pending + len(chunk)
+        if pending > limit:
+            raise TooLarge(f"the server streamed an event of more than {limit:,} bytes")
+        tail = data[-3:]
+        yield chunk
 
 
 def _mid_stream(exc: BaseException) -> bool:

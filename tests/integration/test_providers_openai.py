@@ -739,3 +739,100 @@ async def test_a_runaway_json_body_instead_of_a_stream_is_refused(
     if chars > 100_000:
         assert "more than 95,536 bytes" in message
     assert len(fake.model_requests()) == 1
+
+
+class Endless:
+    """A loopback HTTP server answering every request with a body that never ends.
+
+    It writes ``head`` and then ``chunk`` over and over until the client hangs up
+    (or ``give_up`` bytes, so a client that never stops fails the test, not hangs it).
+    """
+
+    def __init__(self, head: bytes, chunk: bytes, give_up: int = 64 << 20) -> None:
+        self.head = head
+        self.chunk = chunk
+        self.give_up = give_up
+        self.written = 0
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            writer.write(self.head)
+            while self.written < self.give_up:
+                writer.write(self.chunk)
+                await writer.drain()
+                self.written += len(self.chunk)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _endless(head: bytes, chunk: bytes) -> Endless:
+    endless = Endless(head, chunk)
+    endless.server = await asyncio.start_server(endless._handle, "127.0.0.1", 0)
+    return endless
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_an_event_that_never_ends_is_refused_not_buffered(api: str) -> None:
+    """A server streaming one endless ``data:`` line (a broken proxy, a hostile server)
+    fails the call once the event passes the most an answer within ``max_answer_chars``
+    can need, and is not retried. The SDK's decoder holds a line until it ends: before,
+    the gateway read it into memory for as long as the server wrote."""
+    endless = await _endless(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        b'data: {"x": "',
+        b"x" * 65_536,
+    )
+    config = ProviderConfig(
+        name="raw", base_url=endless.base_url, api_key="k", max_retries=2, max_answer_chars=5_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await asyncio.wait_for(_collect(provider), 60)
+    finally:
+        await provider.aclose()
+        assert endless.server is not None
+        endless.server.close()
+    assert failed.value.message == (
+        "model provider 'raw': the server streamed an event of more than 95,536 bytes"
+    )
+    assert endless.requests == 1
+    # What the loopback's socket buffers hold at most, far below what the server would
+    # have written to a client reading on (give_up, 64 MiB).
+    assert endless.written < 24 << 20
+
+
+async def test_an_endless_error_body_is_read_only_in_part() -> None:
+    """A 400 whose body never ends (a misconfigured proxy's error page streamed forever)
+    is read up to 64 KiB: the call fails with the status and the start of the body. The
+    SDK reads an error body whole: before, it read for as long as the server wrote."""
+    endless = await _endless(
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n"
+        b"<html>proxy says no",
+        b"!" * 65_536,
+    )
+    config = ProviderConfig(name="raw", base_url=endless.base_url, api_key="k", max_retries=0)
+    provider = API_KINDS["chat"](config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await asyncio.wait_for(_collect(provider), 60)
+    finally:
+        await provider.aclose()
+        assert endless.server is not None
+        endless.server.close()
+    assert failed.value.status == 400
+    assert failed.value.message.startswith(
+        "model provider 'raw' answered HTTP 400: <html>proxy says no!!!"
+    )
+    assert endless.written < 24 << 20
