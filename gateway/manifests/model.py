@@ -199,7 +199,19 @@ class Action(_Strict, frozen=True, tag="action", tag_field="kind"):
 
     name: Name
     description: Annotated[str, msgspec.Meta(min_length=1)]
-    parameters: dict[str, Any] | None = None
+    parameters: (
+        Annotated[
+            dict[str, Any],
+            # Published so editors flag `type: string` as the loader does (parameters_problems).
+            msgspec.Meta(
+                extra_json_schema={
+                    "required": ["type"],
+                    "properties": {"type": {"const": "object"}},
+                }
+            ),
+        ]
+        | None
+    ) = None
     timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     secrets: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$")]] = []
     sandbox: SandboxLimits = SandboxLimits()
