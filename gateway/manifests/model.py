@@ -24,6 +24,7 @@ from gateway._registry import add_class
 __all__ = [
     "ACTION_KINDS",
     "NAME_PATTERN",
+    "NAME_RULE",
     "Action",
     "ActionConfig",
     "Assistant",
@@ -43,6 +44,8 @@ __all__ = [
 # same in Python but is not ECMA-262, the dialect of the published JSON Schema.
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}(?!\n)$"
 """What every name matches: manifest names, and assistant names in API requests."""
+NAME_RULE = "1 to 64 letters, digits, '_' or '-'"
+"""``NAME_PATTERN`` in words, for error messages (its ``(?!\\n)`` would only puzzle)."""
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="Unique per kind")]
 
 
