@@ -176,6 +176,26 @@ def test_chat_invalid_body_is_400(
 
 
 @pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"message": "hi", "assistant": "bad name!"},
+            "invalid request: assistant: Expected a name (1 to 64 letters, digits, '_' or '-')",
+        ),
+        ({"assistant": "helper"}, "invalid request: Object missing required field `message`"),
+    ],
+)
+def test_a_400_says_what_is_wrong_in_words(
+    client: httpx.Client, body: dict[str, object], message: str
+) -> None:
+    """A bad name is told the rule, not the regex (whose `(?!\\n)` only puzzles), and a missing
+    field is not blamed on `data` (Litestar's name for the whole body)."""
+    assert assert_error(client.post("/chat", json=body), 400, "invalid_request")["message"] == (
+        message
+    )
+
+
+@pytest.mark.parametrize(
     "body",
     [b"{not json", b'{"message":"\xff\xfe"}', b"[" * 100_000],
     ids=["not-json", "not-utf8", "nested-too-deep"],
