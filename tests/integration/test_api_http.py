@@ -183,13 +183,18 @@ def test_chat_invalid_body_is_400(
             "invalid request: assistant: Expected a name (1 to 64 letters, digits, '_' or '-')",
         ),
         ({"assistant": "helper"}, "invalid request: Object missing required field `message`"),
+        # A misspelt thread_id is refused: ignored, it started a new thread every time.
+        (
+            {"message": "hi", "thread": "thread_1"},
+            "invalid request: Object contains unknown field `thread`",
+        ),
     ],
 )
 def test_a_400_says_what_is_wrong_in_words(
     client: httpx.Client, body: dict[str, object], message: str
 ) -> None:
-    """A bad name is told the rule, not the regex (whose `(?!\\n)` only puzzles), and a missing
-    field is not blamed on `data` (Litestar's name for the whole body)."""
+    """A bad name is told the rule, not the regex (whose `(?!\\n)` only puzzles), a missing
+    field is not blamed on `data` (Litestar's name for the whole body), an unknown one is named."""
     assert assert_error(client.post("/chat", json=body), 400, "invalid_request")["message"] == (
         message
     )
@@ -286,6 +291,9 @@ def test_invoke_action_runs_it_in_the_sandbox(client: httpx.Client) -> None:
     assert_error(
         client.post("/actions/get_weather/invoke", json={"arguments": 3}), 400, "invalid_request"
     )
+    # A misspelt `arguments` is refused, not run with no arguments.
+    typo = client.post("/actions/get_weather/invoke", json={"args": {"city": "Oslo"}})
+    assert "unknown field `args`" in assert_error(typo, 400, "invalid_request")["message"]
 
 
 def test_manifests_status_and_reload(client: httpx.Client) -> None:

@@ -266,6 +266,10 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
         assert json.loads(await ws.recv())["data"]["message"] == (
             "bad frame: Expected a name (1 to 64 letters, digits, '_' or '-') - at `$.assistant`"
         )
+        await ws.send(json.dumps({"message": "hi", "assistant": "helper", "thread": "t"}))
+        assert json.loads(await ws.recv())["data"]["message"] == (
+            "bad frame: Object contains unknown field `thread`"
+        )
         await ws.send(json.dumps({"message": "hi", "assistant": "ghost"}))
         ghost = json.loads(await ws.recv())
         assert ghost["data"]["type"] == "not_found"
