@@ -419,3 +419,31 @@ def test_unexpected_errors_are_500_without_details(
     error = assert_error(response, 500, "internal_error")
     assert error["message"] == "internal error"
     assert "hunter2" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({"GATEWAY_DEFAULT_ASSISTANT": "helper"}, False),
+        ({"ASSISTANT_ID": "asst_abc123"}, True),  # an old deployment's id names no manifest
+    ],
+)
+def test_the_default_assistant_serves_requests_naming_none(
+    gateway_server: ServerFactory, api_manifests: Path, env: dict[str, str], warned: bool
+) -> None:
+    """GATEWAY_DEFAULT_ASSISTANT (alias ASSISTANT_ID) picks the assistant of a request naming
+    none; one the manifest set lacks is a 404 there, and a warning in /manifests/status (it
+    was only ever a 404, with no clue at load)."""
+    server = gateway_server(api_manifests, env=env)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        start = c.get("/start")
+        warnings = c.get("/manifests/status").json()["warnings"]
+    if not warned:
+        assert start.json()["assistant"] == "helper"
+        assert warnings == []
+        return
+    assert "assistant 'asst_abc123' not found" in assert_error(start, 404, "not_found")["message"]
+    assert warnings == [
+        "GATEWAY_DEFAULT_ASSISTANT (or ASSISTANT_ID) names assistant 'asst_abc123', not in "
+        "the manifest set: a request naming no assistant gets 404"
+    ]
