@@ -255,6 +255,19 @@ class _Gateway(Litestar):
         await super().__call__(scope, receive, send)
 
 
+def _default_assistant_warnings(settings: Settings, catalog: Catalog) -> list[str]:
+    """A warning when ``GATEWAY_DEFAULT_ASSISTANT`` (``ASSISTANT_ID``) names no assistant of
+    ``catalog``: every request naming none got 404 with no other clue (an old
+    deployment's ``asst_...`` id, a rename)."""
+    name = settings.default_assistant
+    if name is None or name in catalog.assistants:
+        return []
+    return [
+        f"GATEWAY_DEFAULT_ASSISTANT (or ASSISTANT_ID) names assistant {name[:64]!r}, not in "
+        "the manifest set: a request naming no assistant gets 404"
+    ]
+
+
 def _cors(settings: Settings) -> CORSConfig | None:
     """CORS for browser front-ends on other origins (``GATEWAY_CORS_ORIGINS``), else none.
 
@@ -363,10 +376,12 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         load=load,
         on_swap=[sandbox_swap, actions.reload],
         on_result=reloaded,
-        # Warnings about a valid set: keys limited to assistants it lacks; declared
-        # secrets too short to mask or not UTF-8 (read where the runner reads them).
+        # Warnings about a valid set: keys limited to assistants it lacks; a default
+        # assistant it lacks; declared secrets too short to mask or not UTF-8 (read where
+        # the runner reads them).
         check=lambda catalog: [
             *services.keys.assistant_warnings(catalog.assistants),
+            *_default_assistant_warnings(settings, catalog),
             *secret_warnings(catalog.actions.values(), os.environ),
         ],
     )

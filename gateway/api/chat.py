@@ -25,7 +25,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 
 from gateway._nesting import too_deep
-from gateway.api.errors import correlation_id_of, error_responses
+from gateway.api.errors import correlation_id_of, error_responses, readable
 from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of, take_rate_token
 from gateway.api.request import TOO_DEEP
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
@@ -349,7 +349,7 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             # decoder's depth, or not the right shape (msgspec.ValidationError is a
             # DecodeError).
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, TypeError) as exc:
-                await _ws_error(socket, "invalid_request", f"bad frame: {exc}", cid)
+                await _ws_error(socket, "invalid_request", f"bad frame: {readable(str(exc))}", cid)
                 continue
             # ``begin_run`` binds the run's ids to the log context: this exchange's
             # log lines must not name the socket's previous run.

@@ -5,8 +5,8 @@ with the status of DESIGN.md: 400 invalid input, 401 missing or wrong key, 403
 not allowed, 404 unknown thing, 409 run already active, 413 body too large,
 429 rate limited, 502 model provider failed, 503 not ready, 500 anything else.
 A 500 is logged with its traceback and answered with a generic message: no
-traceback, secret or exception text reaches a client. Imports ``gateway.errors``
-and ``gateway.api.schemas``.
+traceback, secret or exception text reaches a client. Imports ``gateway.errors``,
+``gateway.api.schemas`` and ``NAME_PATTERN`` from ``gateway.manifests.model``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from gateway.errors import (
     RateLimited,
     Unauthorized,
 )
+from gateway.manifests.model import NAME_PATTERN, NAME_RULE
 
 __all__ = [
     "CID_KEY",
@@ -46,6 +47,7 @@ __all__ = [
     "error_body",
     "error_responses",
     "exception_handlers",
+    "readable",
     "status_and_type",
 ]
 
@@ -109,6 +111,15 @@ def status_and_type(exc: BaseException) -> tuple[int, str, str]:
     return 500, "internal_error", "internal error"
 
 
+# How msgspec says a value is not a name: the regex's `(?!\n)` (see NAME_PATTERN) only puzzles.
+_NAME_REGEX = f"`str` matching regex {NAME_PATTERN!r}"
+
+
+def readable(message: str) -> str:
+    """A decoding error's text as a client should read it: a name's rule in words."""
+    return message.replace(_NAME_REGEX, f"a name ({NAME_RULE})")
+
+
 def _http_message(exc: HTTPException) -> str:
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
         parts = []
@@ -119,9 +130,9 @@ def _http_message(exc: HTTPException) -> str:
                     # Litestar's KeyError for a body that is not there at all.
                     parts.append("the request body is empty: send a JSON object")
                     continue
-                parts.append(
-                    f"{key}: {item.get('message', '')}" if key else str(item.get("message"))
-                )
+                # ``data`` is Litestar's name for the whole body: a field names itself.
+                text = readable(str(item.get("message", "")))
+                parts.append(f"{key}: {text}" if key and key != "data" else text)
         if parts:
             return "invalid request: " + "; ".join(parts)
     return str(exc.detail)

@@ -87,11 +87,13 @@ class StartResponse(msgspec.Struct, frozen=True, kw_only=True):
     initial_message: str | None
 
 
-class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /chat`` and a WebSocket exchange: a user message for a thread.
 
     ``thread_id`` absent or ``"new"`` creates a thread; ``assistant`` picks the
     assistant of a new thread (default: the only one, or ``GATEWAY_DEFAULT_ASSISTANT``).
+    An unknown field is refused, naming it: a misspelt ``thread_id`` (``"thread"``)
+    would otherwise start a new thread with every message, silently.
     """
 
     message: Message
@@ -210,8 +212,9 @@ class ActionInfo(msgspec.Struct, frozen=True, kw_only=True):
     source: str | None
 
 
-class InvokeRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """``POST /actions/{name}/invoke``: arguments for one sandboxed call."""
+class InvokeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /actions/{name}/invoke``: arguments for one sandboxed call (an unknown
+    field, such as a misspelt ``arguments``, is refused rather than run as ``{}``)."""
 
     arguments: dict[str, Any] = {}
 

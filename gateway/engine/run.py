@@ -150,6 +150,9 @@ class RunTask:
         self.first_token_ms: float | None = None
         self.started = time.perf_counter()
         self.pending: dict[str, tuple[str, ToolCall]] = {}  # call id -> (step id, call)
+        # call id -> when it was handed to the runner: a call cancelled while running
+        # reports how long it ran (one still queued, 0).
+        self.calls_started: dict[str, float] = {}
         self.entered = False  # False only if the task was cancelled before its first step
         # The last answer (no tool calls) and its message id, stored by ``_finish``.
         self.final: tuple[ChatMessage, str] | None = None
@@ -484,6 +487,7 @@ class RunTask:
             self.tools_ms += (time.perf_counter() - started) * 1000
 
     async def _run_tool(self, call: ToolCall, allowed: set[str]) -> None:
+        self.calls_started[call.id] = time.perf_counter()
         result = await run_tool(self.runner, self.spec, call, allowed=allowed, logger=self.logger)
         result = msgspec.structs.replace(result, output=valid_text(result.output))
         try:
@@ -521,8 +525,13 @@ class RunTask:
         """Give each interrupted call a result, so the history stays valid."""
         cancelled = cancelled_result()
         for _, call in list(self.pending.values()):
+            started = self.calls_started.get(call.id)
+            result = cancelled
+            if started is not None:
+                ran_ms = (time.perf_counter() - started) * 1000
+                result = msgspec.structs.replace(cancelled, duration_ms=ran_ms)
             try:
-                await self._complete_tool(call, cancelled)
+                await self._complete_tool(call, result)
             except _RemoteCancel:  # superseded meanwhile: the thread is not ours to write
                 return
             except Exception:  # the store is down: the history repair covers the gap later

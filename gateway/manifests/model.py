@@ -24,6 +24,7 @@ from gateway._registry import add_class
 __all__ = [
     "ACTION_KINDS",
     "NAME_PATTERN",
+    "NAME_RULE",
     "Action",
     "ActionConfig",
     "Assistant",
@@ -43,6 +44,8 @@ __all__ = [
 # same in Python but is not ECMA-262, the dialect of the published JSON Schema.
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}(?!\n)$"
 """What every name matches: manifest names, and assistant names in API requests."""
+NAME_RULE = "1 to 64 letters, digits, '_' or '-'"
+"""``NAME_PATTERN`` in words, for error messages (its ``(?!\\n)`` would only puzzle)."""
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="Unique per kind")]
 
 
@@ -199,7 +202,19 @@ class Action(_Strict, frozen=True, tag="action", tag_field="kind"):
 
     name: Name
     description: Annotated[str, msgspec.Meta(min_length=1)]
-    parameters: dict[str, Any] | None = None
+    parameters: (
+        Annotated[
+            dict[str, Any],
+            # Published so editors flag `type: string` as the loader does (parameters_problems).
+            msgspec.Meta(
+                extra_json_schema={
+                    "required": ["type"],
+                    "properties": {"type": {"const": "object"}},
+                }
+            ),
+        ]
+        | None
+    ) = None
     timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     secrets: list[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$")]] = []
     sandbox: SandboxLimits = SandboxLimits()

@@ -47,6 +47,8 @@ from gateway.manifests._pyfunc import Introspection
 from gateway.manifests._yaml import Path_, RawDocument, format_path, parse_path
 from gateway.manifests.model import (
     ACTION_KINDS,
+    NAME_PATTERN,
+    NAME_RULE,
     Action,
     Assistant,
     CheckContext,
@@ -157,10 +159,13 @@ def _inline(node: Any, defs: Mapping[str, Any]) -> Any:
 def schema_problems(doc: RawDocument, kind: str) -> list[Problem]:
     """Every JSON Schema error of ``doc`` (a mapping whose ``kind`` is known), located."""
     problems: list[Problem] = []
+    parameters = doc.data.get("parameters") if isinstance(doc.data, dict) else None
     for error in _validator(kind).iter_errors(doc.data):
         path = tuple(error.absolute_path)
         if kind == "action" and not path and error.validator == "oneOf":
             continue  # the loader's kind-key check says it better
+        if kind == "action" and path[:1] == ("parameters",) and isinstance(parameters, dict):
+            continue  # parameters_problems says it better (the meta-schema, `type: object`)
         problems.extend(_schema_error(doc, error, kind))
     return problems
 
@@ -189,10 +194,23 @@ def _schema_error(doc: RawDocument, error: ValidationError, kind: str) -> list[P
     path = tuple(error.absolute_path)
     if doc.locator.secret(path):
         message = f"the value from an environment variable fails `{error.validator}`"
+    elif error.validator == "pattern" and isinstance(error.validator_value, str):
+        message = _pattern_message(error.instance, error.validator_value)
     else:
         message = error.message
     prefix = f"{format_path(path)}: " if path else ""
     return [at(doc, path, prefix + message)]
+
+
+def _pattern_message(value: object, pattern: str) -> str:
+    """Why ``value`` fails ``pattern``, readable: a name's rule in words, and no
+    ``(?!\\n)`` (there only for Python's ``$``, see ``model.NAME_PATTERN``) shown."""
+    if pattern == NAME_PATTERN:
+        return f"{value!r} is not a valid name: use {NAME_RULE}"
+    return f"{value!r} does not match `{pattern.replace(_NO_FINAL_NEWLINE, '')}`"
+
+
+_NO_FINAL_NEWLINE = "(?!\\n)"
 
 
 def _hint(word: str, choices: Iterable[str], label: str = "allowed") -> str:

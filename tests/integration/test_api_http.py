@@ -176,6 +176,31 @@ def test_chat_invalid_body_is_400(
 
 
 @pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"message": "hi", "assistant": "bad name!"},
+            "invalid request: assistant: Expected a name (1 to 64 letters, digits, '_' or '-')",
+        ),
+        ({"assistant": "helper"}, "invalid request: Object missing required field `message`"),
+        # A misspelt thread_id is refused: ignored, it started a new thread every time.
+        (
+            {"message": "hi", "thread": "thread_1"},
+            "invalid request: Object contains unknown field `thread`",
+        ),
+    ],
+)
+def test_a_400_says_what_is_wrong_in_words(
+    client: httpx.Client, body: dict[str, object], message: str
+) -> None:
+    """A bad name is told the rule, not the regex (whose `(?!\\n)` only puzzles), a missing
+    field is not blamed on `data` (Litestar's name for the whole body), an unknown one is named."""
+    assert assert_error(client.post("/chat", json=body), 400, "invalid_request")["message"] == (
+        message
+    )
+
+
+@pytest.mark.parametrize(
     "body",
     [b"{not json", b'{"message":"\xff\xfe"}', b"[" * 100_000],
     ids=["not-json", "not-utf8", "nested-too-deep"],
@@ -266,6 +291,9 @@ def test_invoke_action_runs_it_in_the_sandbox(client: httpx.Client) -> None:
     assert_error(
         client.post("/actions/get_weather/invoke", json={"arguments": 3}), 400, "invalid_request"
     )
+    # A misspelt `arguments` is refused, not run with no arguments.
+    typo = client.post("/actions/get_weather/invoke", json={"args": {"city": "Oslo"}})
+    assert "unknown field `args`" in assert_error(typo, 400, "invalid_request")["message"]
 
 
 def test_manifests_status_and_reload(client: httpx.Client) -> None:
@@ -391,3 +419,31 @@ def test_unexpected_errors_are_500_without_details(
     error = assert_error(response, 500, "internal_error")
     assert error["message"] == "internal error"
     assert "hunter2" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({"GATEWAY_DEFAULT_ASSISTANT": "helper"}, False),
+        ({"ASSISTANT_ID": "asst_abc123"}, True),  # an old deployment's id names no manifest
+    ],
+)
+def test_the_default_assistant_serves_requests_naming_none(
+    gateway_server: ServerFactory, api_manifests: Path, env: dict[str, str], warned: bool
+) -> None:
+    """GATEWAY_DEFAULT_ASSISTANT (alias ASSISTANT_ID) picks the assistant of a request naming
+    none; one the manifest set lacks is a 404 there, and a warning in /manifests/status (it
+    was only ever a 404, with no clue at load)."""
+    server = gateway_server(api_manifests, env=env)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        start = c.get("/start")
+        warnings = c.get("/manifests/status").json()["warnings"]
+    if not warned:
+        assert start.json()["assistant"] == "helper"
+        assert warnings == []
+        return
+    assert "assistant 'asst_abc123' not found" in assert_error(start, 404, "not_found")["message"]
+    assert warnings == [
+        "GATEWAY_DEFAULT_ASSISTANT (or ASSISTANT_ID) names assistant 'asst_abc123', not in "
+        "the manifest set: a request naming no assistant gets 404"
+    ]

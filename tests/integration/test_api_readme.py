@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,65 @@ def test_readme_example_runs(demo: GatewayServer, index: int) -> None:
         assert '"thread_id"' in done.stdout
         assert "event: done" in done.stdout
         assert "chat.completion" in done.stdout
+
+
+def readme_commands() -> list[list[str]]:
+    """The arguments of every `gateway ...` line in the README's untagged sh blocks.
+
+    Left out: `serve` and `chat` (a server, a terminal; tested on their own),
+    `import-seed`, whose input file tests/integration/test_cli_migrate.py provides
+    while it runs the README's migration steps, and `invoke` and `test`, which
+    tests/integration/test_sandbox_cli.py runs on the demo as written (each starts
+    a sandbox: seconds).
+    """
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"^```sh\n(.*?)^```", readme, re.S | re.M):
+        for line in block.splitlines():
+            if not line.startswith("gateway "):
+                continue  # other tools (curl, docker, pip...), continuation lines
+            words = shlex.split(line, comments=True)
+            if words[1] not in ("serve", "chat", "import-seed", "invoke", "test"):
+                commands.append(words[1:])
+    return commands
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo deployment, with its manifests twice (`manifests/`, `other/`) for
+    the README's `gateway validate manifests other/` (several roots)."""
+    site = tmp_path_factory.mktemp("site")
+    for source, target in (
+        ("manifests", "manifests"),
+        ("actions", "actions"),
+        ("manifests", "other"),
+    ):
+        shutil.copytree(ROOT / source, site / target, ignore=shutil.ignore_patterns("__pycache__"))
+    return site
+
+
+def test_the_readme_shows_the_commands() -> None:
+    """The README's command blocks are found (so the test below cannot pass on nothing)."""
+    names = {args[0] for args in readme_commands()}
+    assert {"validate", "tools", "index", "doctor"} <= names
+
+
+@pytest.mark.parametrize("args", readme_commands(), ids=" ".join)
+def test_readme_command_runs_on_the_demo(
+    demo_site: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """Each `gateway` command the README shows exits 0 and prints something, run as written
+    in the demo deployment's directory."""
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    monkeypatch.chdir(demo_site)
+    for var in ("GATEWAY_MANIFESTS", "GATEWAY_ROOT", "GATEWAY_DATABASE_URL", "ENVIRONMENT"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, f"gateway {' '.join(args)}:\n{result.output}"
+    assert result.output.strip()
 
 
 def test_the_settings_table_names_every_variable() -> None:

@@ -262,6 +262,14 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
             await ws.send(hostile)
             reply = json.loads(await ws.recv())
             assert (reply["event"], reply["data"]["type"]) == ("error", "invalid_request")
+        await ws.send(json.dumps({"message": "hi", "assistant": "bad name"}))
+        assert json.loads(await ws.recv())["data"]["message"] == (
+            "bad frame: Expected a name (1 to 64 letters, digits, '_' or '-') - at `$.assistant`"
+        )
+        await ws.send(json.dumps({"message": "hi", "assistant": "helper", "thread": "t"}))
+        assert json.loads(await ws.recv())["data"]["message"] == (
+            "bad frame: Object contains unknown field `thread`"
+        )
         await ws.send(json.dumps({"message": "hi", "assistant": "ghost"}))
         ghost = json.loads(await ws.recv())
         assert ghost["data"]["type"] == "not_found"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.engine import Engine
-from gateway.events import StepCreated
+from gateway.events import StepCompleted, StepCreated
 from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import CatalogRef
 from gateway.manifests.loader import load_catalog
@@ -147,7 +147,8 @@ async def test_sandboxed_action_result_reaches_the_model(engine: Engine, fake: F
 
 
 async def test_cancellation_kills_a_sleeping_action(engine: Engine, fake: FakeOpenAI) -> None:
-    """Cancelling a run kills the sandboxed process of the action it is waiting on."""
+    """Cancelling a run kills the sandboxed process of the action it is waiting on, and its
+    step says how long the call ran."""
     fake.add_tool_calls([("sleepy", {"seconds": 60})])
     handle = await engine.start_run(thread_id=None, message="sleep long")
     async for _, event in handle.log.follow():
@@ -159,6 +160,7 @@ async def test_cancellation_kills_a_sleeping_action(engine: Engine, fake: FakeOp
         await asyncio.sleep(0.02)
     (pid,) = pids
     assert _alive(pid)
+    await asyncio.sleep(0.2)  # the call has run at least this long when it is cancelled
     started = time.perf_counter()
     record = await engine.cancel(handle.thread_id, handle.run_id)
     assert time.perf_counter() - started < 20  # not the 60 s the action sleeps
@@ -169,6 +171,10 @@ async def test_cancellation_kills_a_sleeping_action(engine: Engine, fake: FakeOp
         await asyncio.sleep(0.02)
     result = await handle.result()
     assert result.status == "cancelled"
+    # The killed call's step says how long it ran, not 0 (as a call still queued would).
+    [step] = [e for e in handle.log.events if isinstance(e, StepCompleted)]
+    assert step.tool_call.status == "failed"
+    assert step.tool_call.duration_ms >= 200, step.tool_call
 
 
 async def test_an_answer_with_more_calls_than_sandbox_slots_runs_them_all(

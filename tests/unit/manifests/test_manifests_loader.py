@@ -171,7 +171,13 @@ def test_an_action_holds_its_kind_config_struct(tmp_path: Path) -> None:
 # --- invalid documents: (files, file, line, col, message) ------------------------
 
 INVALID: list[tuple[str, str, int, int, str]] = [
-    ("kind: assistant\nname: bad name\n", "m.yaml", 2, 7, "does not match"),
+    (
+        "kind: assistant\nname: bad name\n",
+        "m.yaml",
+        2,
+        7,
+        "name: 'bad name' is not a valid name: use 1 to 64 letters, digits, '_' or '-'",
+    ),
     ("kind: assistant\nname: a\ntemperature: 3\n", "m.yaml", 3, 14, "maximum of 2"),
     ("kind: assistant\nname: a\nactions: ghost\n", "m.yaml", 3, 10, "not of type 'array'"),
     ("kind: assistant\nname: a\nfile_search: {files: []}\n", "m.yaml", 3, 22, "non-empty"),
@@ -725,7 +731,7 @@ def test_a_name_with_a_trailing_newline_is_refused(tmp_path: Path, text: str) ->
     became a tool name the model provider refuses on every chat.
     """
     [problem] = problems(tmp_path, {"a.yaml": text})
-    assert problem.path == "name" and "does not match" in problem.message
+    assert problem.path == "name" and "is not a valid name: use 1 to 64" in problem.message
 
 
 def test_a_python_function_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
@@ -734,6 +740,8 @@ def test_a_python_function_with_a_trailing_newline_is_refused(tmp_path: Path) ->
     text = 'kind: action\nname: a\ndescription: d\npython: {function: "actions.x:f\\n"}\n'
     [problem] = problems(tmp_path, {"a.yaml": text})
     assert problem.path == "python.function" and "does not match" in problem.message
+    # The pattern's `(?!\n)` (Python's `$` matches before a final newline) is not shown.
+    assert "(?!" not in problem.message and problem.message.endswith("$`")
 
 
 HTTP_ACTION = "http: {method: GET, url: 'https://a.example/'}\n"

@@ -35,6 +35,16 @@ def test_actions_take_exactly_one_registered_kind_and_hide_internals() -> None:
     assert "ActionConfig" not in manifest_schema()["$defs"]
 
 
+def _http_action(**fields: object) -> dict[str, object]:
+    return {
+        "kind": "action",
+        "name": "a",
+        "description": "d",
+        "http": {"url": "https://api.example.com/a"},
+        **fields,
+    }
+
+
 @pytest.mark.parametrize(
     ("document", "valid"),
     [
@@ -73,6 +83,10 @@ def test_actions_take_exactly_one_registered_kind_and_hide_internals() -> None:
         ),
         ({"kind": "nope"}, False),
         ({"name": "x"}, False),
+        # `parameters` is a JSON Schema of `type: object`, for editors as for the loader.
+        (_http_action(parameters={"type": "object", "properties": {}}), True),
+        (_http_action(parameters={"type": "string"}), False),
+        (_http_action(parameters={"properties": {"x": {"type": "string"}}}), False),
     ],
 )
 def test_schema_accepts_and_refuses_documents(document: dict[str, object], valid: bool) -> None:
