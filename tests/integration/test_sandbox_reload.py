@@ -295,3 +295,26 @@ async def test_a_restarted_zygote_needs_nothing_of_the_code_on_disk(
     await asyncio.sleep(0.1)
     result = await SandboxRunner(supervisor).run(catalog, "word", {})
     assert (result.status, result.output) == ("succeeded", "kept")
+
+
+async def test_a_snapshot_larger_than_a_control_message_reaches_the_zygote(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """Code of several MiB (over the 1 MiB a control message may carry) is imported from
+    the snapshot whole, by a first and a restarted zygote alike."""
+    (root / "manifests").mkdir()
+    blob = "x" * (3 * 1024 * 1024)
+    (root / "big_actions.py").write_text(
+        f"BLOB = {blob!r}\n\n\ndef size() -> int:\n    return len(BLOB)\n"
+    )
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: size\ndescription: d\npython: {function: big_actions:size}\n"
+    )
+    catalog = await asyncio.to_thread(load_catalog, root / "manifests")
+    (root / "big_actions.py").write_text("def size() -> int:\n    return 0\n")
+    await supervisor.reload(catalog)
+    runner = SandboxRunner(supervisor)
+    assert (await runner.run(catalog, "size", {})).output == str(len(blob))
+    kill_zygotes(supervisor)
+    await asyncio.sleep(0.1)
+    assert (await runner.run(catalog, "size", {})).output == str(len(blob))
