@@ -318,3 +318,23 @@ async def test_a_snapshot_larger_than_a_control_message_reaches_the_zygote(
     kill_zygotes(supervisor)
     await asyncio.sleep(0.1)
     assert (await runner.run(catalog, "size", {})).output == str(len(blob))
+
+
+async def test_a_rollback_to_the_live_catalog_runs_its_code_not_the_disks(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """When a later swap hook fails, the reloader hands the sandbox the live catalog again:
+    its zygotes then run the live catalog's code, though the disk holds the refused one."""
+    (root / "manifests").mkdir()
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: tag\ndescription: d\npython: {function: rl_actions:tag}\n"
+    )
+    live = await asyncio.to_thread(load_catalog, root / "manifests")
+    await supervisor.reload(live)
+    write_code(root, "v2")
+    refused = await asyncio.to_thread(load_catalog, root / "manifests")
+    await supervisor.reload(refused)  # the sandbox hook ran; a later hook then failed
+    runner = SandboxRunner(supervisor)
+    assert (await runner.run(refused, "tag", {})).output == "v2"
+    await supervisor.reload(live)  # the roll-back
+    assert (await runner.run(live, "tag", {})).output == "v1"
