@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from gateway.sandbox.worker import children_of
 from tests.integration.test_reload import WATCH, chat, status, wait_for
+from tests.integration.test_sandbox import _our_zygotes
 
 if TYPE_CHECKING:
     from tests.integration.conftest import GatewayServer, ServerFactory
@@ -106,25 +106,11 @@ def reload(server: GatewayServer) -> dict[str, Any]:
 def kill_zygotes() -> None:
     """SIGKILL the test's two zygotes (Python with and without network), the server's
     children here, and wait until they are gone."""
-    zygotes = []
-    for pid in children_of(os.getpid()):
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"gateway.sandbox.zygote" in command:
-            zygotes.append(pid)
+    zygotes = _our_zygotes()
     assert len(zygotes) == 2, zygotes
     for pid in zygotes:
         os.kill(pid, signal.SIGKILL)
-
-    def dead(pid: int) -> bool:
-        try:
-            return b") Z" in Path(f"/proc/{pid}/stat").read_bytes()
-        except OSError:
-            return True
-
-    wait_for(lambda: all(dead(pid) for pid in zygotes))
+    wait_for(lambda: not _our_zygotes())
 
 
 def test_a_rejected_push_never_runs_in_a_restarted_zygote(
