@@ -46,7 +46,10 @@ Hot reload: ``manifests/watch.py`` (``Reloader``) loads a changed set off the
 event loop (``manifests/loader.py`` -> ``manifests/catalog.Catalog``), awaits
 its ``on_swap`` hooks (``Supervisor.reload``, the runner's ``reload``, wired
 in ``app.py``) and then swaps the catalog in one assignment to
-``CatalogRef.current``; runs in flight keep the catalog they read.
+``CatalogRef.current``; runs in flight keep the catalog they read. A catalog
+holds the source of the user modules its load imported (``Catalog.code``):
+its zygotes, restarted or not, import that, never the disk, so a push the
+reload rejected never runs (``sandbox/_snapshot.py``).
 
 Errors: ``errors.py`` (the tree), mapped to HTTP status codes only in
 ``api/errors.py``. Events every client sees: ``events.py``.

@@ -7,13 +7,18 @@ imported by the server): it reads ``{"root": ..., "functions": ["mod:attr",
 each reference either an error, or the callable's JSON Schema ``parameters``
 inferred from its signature and its Google- or NumPy-style docstring (types,
 defaults, descriptions; ``Literal`` -> ``enum``; ``X | None`` -> optional),
-plus the source files of the modules the import loaded under ``root``.
+plus the source files of the modules the import loaded under ``root`` and,
+for each user module it compiled, the exact bytes it compiled (base64): the
+catalog's code snapshot, which the sandbox runs instead of re-reading the disk
+(at most ``max_source_bytes`` of it; past that, only the total and the largest
+files, for the loader to report).
 
 Standard library only: it must run before anything of the gateway is importable.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import datetime
@@ -47,11 +52,25 @@ class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
         return self.source_to_code(self.get_data(path), path)
 
 
+_COMPILED: dict[str, tuple[str, bytes]] = {}
+"""Module name -> (path, the source bytes compiled), for the user modules imported here."""
+
+
+class _RecordingLoader(_FreshSourceLoader):
+    """Keeps the bytes it compiled: the snapshot is what was validated, not a later read."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        data = self.get_data(path)
+        _COMPILED[fullname] = (path, data)
+        return self.source_to_code(data, path)
+
+
 def _fresh_imports_under(root: str) -> None:
     """Import user code under ``root`` from source; third-party packages keep their caches."""
     details = [
         (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
-        (_FreshSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
+        (_RecordingLoader, importlib.machinery.SOURCE_SUFFIXES),
     ]
 
     def hook(path: str) -> importlib.machinery.FileFinder:
@@ -78,20 +97,67 @@ def main() -> None:
     with contextlib.redirect_stdout(sink):
         for ref in request["functions"]:
             results[ref] = describe(ref)
+    loaded = set(sys.modules) - before
     files = sorted(
         {
             str(Path(path).resolve())
-            for name in set(sys.modules) - before
+            for name in loaded
             if (path := getattr(sys.modules[name], "__file__", None))
             and _is_user_file(str(Path(path).resolve()), root)
         }
     )
+    code = _snapshot(loaded, root, int(request.get("max_source_bytes", 0)))
     try:
-        answer = json.dumps({"functions": results, "files": files}, allow_nan=False)
+        answer = json.dumps({"functions": results, "files": files, **code}, allow_nan=False)
     except ValueError:  # a NaN left in some schema (an enum of floats, say): say so per reference
         error = {"error": "the inferred parameters hold NaN or Infinity, which JSON cannot carry"}
-        answer = json.dumps({"functions": dict.fromkeys(results, error), "files": files})
+        answer = json.dumps({"functions": dict.fromkeys(results, error), "files": files, **code})
     sys.stdout.write(MARKER + answer + "\n")
+
+
+def _snapshot(loaded: set[str], root: str, limit: int) -> dict[str, Any]:
+    """The user modules among ``loaded``, with the source each was compiled from.
+
+    ``{"modules": [...]}`` (the loader's ``SourceModule`` fields, source in base64),
+    or ``{"too_large": {"bytes": total, "largest": [[path, bytes], ...]}}`` when the
+    sources add up to more than ``limit`` bytes. A namespace package (a directory
+    without ``__init__.py``) under ``root`` is kept too, without source, so that the
+    sandbox does not look for it on disk, where a later push may have put an
+    ``__init__.py``. Modules compiled by another loader (an extension module, one a
+    module loaded itself from a file) are left out: the sandbox reads them from disk.
+    """
+    modules: list[dict[str, Any]] = []
+    sizes: list[tuple[int, str]] = []
+    for name in sorted(loaded):
+        module = sys.modules.get(name)
+        spec = getattr(module, "__spec__", None)
+        if spec is None:
+            continue
+        search = spec.submodule_search_locations
+        locations = None if search is None else [str(p) for p in search]
+        compiled = _COMPILED.get(name)
+        if isinstance(spec.loader, _RecordingLoader) and compiled is not None:
+            path, data = compiled
+            real = str(Path(path).resolve())
+            if not _is_user_file(real, root):
+                continue
+            sizes.append((len(data), real))
+            source: str | None = base64.b64encode(data).decode("ascii")
+        elif spec.origin is None and locations:  # a namespace package
+            if not all(_is_user_file(str(Path(p).resolve()), root) for p in locations):
+                continue
+            path = real = ""
+            source = None
+        else:
+            continue
+        modules.append(
+            {"name": name, "file": path, "real": real, "source": source, "locations": locations}
+        )
+    total = sum(size for size, _ in sizes)
+    if total > limit:
+        largest = [[path, size] for size, path in sorted(sizes, reverse=True)[:5]]
+        return {"too_large": {"bytes": total, "largest": largest}}
+    return {"modules": modules}
 
 
 def _is_user_file(path: str, root: str) -> bool:

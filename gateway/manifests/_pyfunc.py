@@ -4,9 +4,11 @@ The server never imports user code. ``inspect_functions`` starts
 ``python -I -B _introspect.py`` once for all the Python actions of a manifest set,
 with the gateway root first on ``sys.path``, a minimal environment and a
 timeout, and returns per reference either the inferred ``parameters`` or the
-error to report (module not importable, attribute missing, not callable).
+error to report (module not importable, attribute missing, not callable), and
+the source of every user module the import compiled (``Catalog.code``: what
+the sandbox will run), up to ``MAX_SOURCE_BYTES``.
 
-Imports only the standard library and msgspec.
+Imports only the standard library, msgspec and ``gateway.manifests.catalog``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,20 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["FunctionInfo", "Introspection", "inspect_functions"]
+from gateway.manifests.catalog import SourceModule
+
+__all__ = ["MAX_SOURCE_BYTES", "FunctionInfo", "Introspection", "TooLarge", "inspect_functions"]
 
 _SCRIPT = Path(__file__).with_name("_introspect.py")
 _MARKER = "\x00gateway-introspect\x00"
 TIMEOUT_S = 60.0
+MAX_SOURCE_BYTES = 32 * 1024 * 1024
+"""Most bytes of Python source a manifest set may import from under the gateway root.
+
+The catalog keeps that source (the sandbox runs it, not the disk), in the server
+and in each zygote that imports user code; a set importing more is refused with
+the largest files named (a large library belongs in the environment's
+site-packages, which is not copied)."""
 
 
 class FunctionInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,11 +47,21 @@ class FunctionInfo(msgspec.Struct, frozen=True, kw_only=True):
     is_async: bool = False
 
 
+class TooLarge(msgspec.Struct, frozen=True, kw_only=True):
+    """The user source imported adds up to more than ``MAX_SOURCE_BYTES``."""
+
+    bytes: int
+    largest: list[tuple[str, int]] = []
+
+
 class Introspection(msgspec.Struct, frozen=True, kw_only=True):
-    """The child's answer: per reference info, and the user source files it imported."""
+    """The child's answer: per reference info, the user source files it imported, and
+    the modules it compiled with their source (or, past the limit, ``too_large``)."""
 
     functions: dict[str, FunctionInfo] = {}
     files: list[str] = []
+    modules: list[SourceModule] = []
+    too_large: TooLarge | None = None
 
 
 def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
@@ -57,7 +78,9 @@ def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
     unique = sorted(set(refs))
     if not unique:
         return Introspection()
-    request = json.dumps({"root": str(gateway_root), "functions": unique})
+    request = json.dumps(
+        {"root": str(gateway_root), "functions": unique, "max_source_bytes": MAX_SOURCE_BYTES}
+    )
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     try:
         proc = subprocess.run(

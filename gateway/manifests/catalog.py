@@ -7,6 +7,11 @@ what a run in flight sees. ``version`` is a content hash of every source file
 (manifests, the Python action code they import and the knowledge files
 under ``file_search``), so two replicas on the same Git revision report the
 same version, and an edited knowledge file is a new version.
+
+``code`` is the Python the load validated, byte for byte (``SourceModule``):
+the sandbox's zygotes compile the catalog's user modules from it, never from
+disk, so a push the reload rejected (or one landing after the load imported
+the code) never runs under this catalog, however often a zygote restarts.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import msgspec
 
 from gateway.manifests.model import Action, Assistant, Database, Provider
 
-__all__ = ["Catalog", "CatalogRef", "SourceRef"]
+__all__ = ["Catalog", "CatalogRef", "SourceModule", "SourceRef"]
 
 
 class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,6 +31,28 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
 
     file: str
     line: int
+
+
+class SourceModule(msgspec.Struct, frozen=True, kw_only=True):
+    """One user module as the load imported it (``_introspect``): what zygotes run.
+
+    Attributes:
+        name: the module's dotted name (``actions.weather``).
+        file: its ``__file__`` at the load (under the resolved gateway root); the
+            zygote keeps it as ``__file__`` and as the code's file name, so a
+            traceback names the real file and files next to the module resolve.
+            Empty for a namespace package (a directory without ``__init__.py``).
+        real: ``file`` with every symlink resolved, as in ``Catalog.code_files``.
+        source: the bytes the load compiled; None for a namespace package.
+        locations: where a package's submodules are looked for (its ``__path__``);
+            None for a module that is not a package.
+    """
+
+    name: str
+    file: str = ""
+    real: str = ""
+    source: bytes | None = None
+    locations: tuple[str, ...] | None = None
 
 
 class Catalog(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +75,10 @@ class Catalog(msgspec.Struct, frozen=True, kw_only=True):
             (``{"type": "function", "function": {...}}``), built-ins included.
         knowledge_files: absolute paths of every file_search file (watched).
         code_files: absolute paths of the Python action modules (watched, hashed).
+        code: the user modules the load imported, with the source it validated
+            (see ``SourceModule``); the sandbox runs these, not what is on disk
+            now. A user module the load did not import (one imported only at
+            call time) is not here and is read from disk when first imported.
     """
 
     version: str
@@ -64,6 +95,11 @@ class Catalog(msgspec.Struct, frozen=True, kw_only=True):
     tools: dict[str, list[dict[str, Any]]] = {}
     knowledge_files: tuple[Path, ...] = ()
     code_files: tuple[Path, ...] = ()
+    code: tuple[SourceModule, ...] = ()
+
+    def code_sources(self) -> dict[str, bytes]:
+        """Resolved path -> the source the load validated, for each module in ``code``."""
+        return {m.real: m.source for m in self.code if m.source is not None}
 
     def database_urls(self) -> dict[str, str]:
         """Database name -> URL with relative sqlite paths resolved against ``root``."""

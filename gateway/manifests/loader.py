@@ -7,7 +7,10 @@ reads each document with node positions and ``${VAR}`` interpolation
 and for an action its one kind key with that kind's config Struct), runs the
 checks of ``validate`` in order, imports the Python actions in an isolated
 subprocess to check them and infer missing ``parameters`` (``_pyfunc``), and
-builds the catalog with its tool schemas and content-hash version.
+builds the catalog with its tool schemas and content-hash version. The code
+that import compiled is kept in the catalog (``Catalog.code``) and hashed into
+its version from those bytes: a push landing on disk after the import changes
+neither what this catalog runs nor its version (the reload it triggers loads it).
 
 Reloads are incremental: what one file yields on its own (its documents, their
 decoded Structs and their own problems, and the action kinds' checks of them)
@@ -35,7 +38,7 @@ import msgspec
 
 from gateway._files import NotRegularFile, open_regular
 from gateway.errors import ManifestError, Problem
-from gateway.manifests import validate
+from gateway.manifests import _pyfunc, validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
 from gateway.manifests._yaml import RawDocument, YamlError, read_documents, redact
 from gateway.manifests.catalog import Catalog, SourceRef
@@ -123,6 +126,7 @@ def load_catalog(
     refs = [ref for e in entries if (ref := _python_ref(e)) is not None]
     found = inspect_functions(refs, code_root) if refs else Introspection()
     problems += validate.python_problems(entries, found)
+    problems += _code_size_problems(entries, found, code_root)
     _fill_inferred_parameters(entries, found)
     problems += validate.example_problems(entries)
     ctx = CheckContext(root=root_abs, databases=frozenset(declared["database"]))
@@ -396,6 +400,39 @@ def _python_ref(entry: Entry) -> str | None:
     return validate.python_function(entry.value) if isinstance(entry.value, Action) else None
 
 
+def _code_size_problems(
+    entries: list[Entry], found: Introspection, code_root: Path
+) -> list[Problem]:
+    """One problem, at the first Python action, when the code to keep is over the limit."""
+    if found.too_large is None:
+        return []
+    first = next((e for e in entries if _python_ref(e) is not None), None)
+    if first is None:
+        return []
+    mib = 1024 * 1024
+    largest = ", ".join(
+        f"{_shown(Path(path), code_root)} ({_size(size)})" for path, size in found.too_large.largest
+    )
+    message = (
+        f"the Python actions import {_size(found.too_large.bytes)} of source from "
+        f"the gateway root {code_root}, over the {_pyfunc.MAX_SOURCE_BYTES // mib} MiB the gateway "
+        f"keeps as the validated copy its sandbox runs (largest: {largest}); install large "
+        "libraries into the environment (site-packages is not copied)"
+    )
+    return [first.at(("python", "function"), message)]
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.1f} KiB"
+
+
+def _shown(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def _fill_inferred_parameters(entries: list[Entry], found: Introspection) -> None:
     """Python actions without ``parameters`` take the ones inferred from their signature."""
     for entry in entries:
@@ -436,8 +473,10 @@ def _assemble(
         }
     )
     code_files = tuple(Path(p) for p in found.files)
+    code = tuple(found.modules)
+    compiled = {m.real: m.source for m in code if m.source is not None}
     return Catalog(
-        version=_version(root, code_root, contents, knowledge, code_files),
+        version=_version(root, code_root, contents, knowledge, code_files, compiled),
         root=root,
         gateway_root=code_root,
         loaded_at=time.time(),
@@ -451,6 +490,7 @@ def _assemble(
         tools={name: assistant_tools(a, actions) for name, a in assistants.items()},
         knowledge_files=tuple(knowledge),
         code_files=code_files,
+        code=code,
     )
 
 
@@ -505,9 +545,11 @@ def _version(
     contents: dict[str, bytes],
     knowledge: list[Path],
     code_files: tuple[Path, ...],
+    sources: Mapping[str, bytes],
 ) -> str:
     """Short sha256 over (relative path, bytes) of manifests, and (relative path, sha256)
-    of code and knowledge files."""
+    of code and knowledge files; a code file's from ``sources`` (what the load compiled)
+    when it is there."""
     digest = hashlib.sha256()
 
     def add(label: str, data: bytes) -> None:
@@ -522,7 +564,9 @@ def _version(
                 label = path.relative_to(base).as_posix()
             except ValueError:
                 label = path.as_posix()
-            add(f"{group}/{label}", _file_digest(path))
+            source = sources.get(str(path)) if group == "code" else None
+            digest_of = _file_digest(path) if source is None else hashlib.sha256(source).digest()
+            add(f"{group}/{label}", digest_of)
     return digest.hexdigest()[:12]
 
 

@@ -5,7 +5,9 @@ A zygote is keyed by network access and the libraries its kind preloads
 what one imports,
 and ``fingerprint`` hashes all it loads (modules, gateway root, filesystem
 policy, the content of the catalog's code files) so ``Supervisor.reload``
-replaces only the zygotes whose fingerprint changed; ``zygote_warm`` lists the
+replaces only the zygotes whose fingerprint changed; ``zygote_code`` is the
+catalog's code snapshot a zygote imports user modules from (only one that
+imports user code gets it); ``zygote_warm`` lists the
 configs a zygote warms once (``ActionConfig.sandbox_warm``). Supervisor side
 only; imports the standard library, msgspec, ``gateway._files`` and
 ``gateway.manifests.model`` (``ActionConfig``, at call time).
@@ -21,7 +23,7 @@ import msgspec
 from gateway._files import open_regular
 
 if TYPE_CHECKING:
-    from gateway.manifests.catalog import Catalog
+    from gateway.manifests.catalog import Catalog, SourceModule
     from gateway.manifests.model import Action
     from gateway.sandbox.protocol import FsPolicy
 
@@ -30,6 +32,7 @@ __all__ = [
     "WARM_BUDGET",
     "Key",
     "fingerprint",
+    "zygote_code",
     "zygote_key",
     "zygote_keys",
     "zygote_modules",
@@ -66,23 +69,47 @@ def fingerprint(key: Key, catalog: Catalog | None, fs: FsPolicy | None = None) -
 
     The modules it imports and the gateway root they come from, the configs it
     warms (``zygote_warm``); when it imports user code, also the content (not the
-    mtime: a checkout may keep it) of every code file of the catalog. Blocking
-    (reads files): call it off the event loop.
+    mtime: a checkout may keep it) of every code file of the catalog: the source
+    the load validated (``Catalog.code``, what the zygote will run), else the
+    file's bytes on disk now. Blocking (may read files): call it off the event loop.
     """
     modules = zygote_modules(key, catalog)
     digest = hashlib.sha256()
     root = str(catalog.gateway_root) if catalog is not None else ""
     digest.update(msgspec.json.encode([key, root, modules, fs, zygote_warm(key, catalog)]))
-    if catalog is not None and modules != [*_BASE_MODULES, *key[1]]:
+    if catalog is not None and _imports_user_code(key, modules):
+        # Where each module name comes from: the snapshot serves modules by name.
+        layout = [(m.name, m.file, m.locations) for m in catalog.code]
+        digest.update(msgspec.json.encode(layout))
+        sources = catalog.code_sources()
         for path in sorted(catalog.code_files):
-            try:
-                with open_regular(path) as fh:  # a FIFO swapped in must not hang a reload
-                    data = fh.read()
-            except OSError:
-                data = b"\x00missing"
+            data = sources.get(str(path))
+            if data is None:
+                try:
+                    with open_regular(path) as fh:  # a FIFO swapped in must not hang a reload
+                        data = fh.read()
+                except OSError:
+                    data = b"\x00missing"
             digest.update(f"{path}\x00{len(data)}\x00".encode())
             digest.update(data)
     return digest.hexdigest()
+
+
+def zygote_code(key: Key, catalog: Catalog | None) -> tuple[SourceModule, ...]:
+    """The code snapshot a zygote for ``key`` imports user modules from (see ``_snapshot``).
+
+    Empty for a zygote that imports no user code (the ``http`` and ``sql`` ones, the
+    network-on Python one of a catalog without a ``network: true`` Python action): its
+    fingerprint does not cover the code, so it is kept across code pushes and must not
+    hold an old copy of it.
+    """
+    if catalog is None or not _imports_user_code(key, zygote_modules(key, catalog)):
+        return ()
+    return catalog.code
+
+
+def _imports_user_code(key: Key, modules: list[str]) -> bool:
+    return modules != [*_BASE_MODULES, *key[1]]
 
 
 def zygote_modules(key: Key, catalog: Catalog | None) -> list[str]:

@@ -3,7 +3,8 @@
 Two channels, never pickle:
 
 - the control socket (``SOCK_SEQPACKET``, one message per packet) between the
-  supervisor and a zygote: ``Init``/``Ready`` once, then ``Spare`` (a
+  supervisor and a zygote: ``Init`` (with the catalog's code snapshot's memory
+  file attached, see ``_snapshot``)/``Ready`` once, then ``Spare`` (a
   pre-forked child's socket attached as ``SCM_RIGHTS``), ``Used``, ``Kill``
   and ``Exited``. It never carries arguments or secrets, so the long-lived
   zygote (and every later fork of it) never holds another call's secrets;
@@ -122,6 +123,10 @@ class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
     warm: list[tuple[str, dict[str, Any]]] = []
     """(kind ``module:Class``, config) of the actions whose ``sandbox_warm`` the zygote
     runs once (see ``_zygote_keys.zygote_warm``)."""
+    code_size: int = 0
+    """Bytes of the catalog's code snapshot (``_snapshot``), in the memory file whose fd
+    rides along with this message; 0: none (the zygote imports no user code, or the
+    catalog has none), user modules are then read from disk."""
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):

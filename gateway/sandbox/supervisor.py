@@ -50,7 +50,7 @@ import structlog
 import gateway
 from gateway.executors._limit import FifoLimiter
 from gateway.executors.base import ToolResult
-from gateway.manifests.catalog import Catalog
+from gateway.manifests.catalog import Catalog, SourceModule
 from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
 from gateway.sandbox._call_user import CallUser, choose_call_user
@@ -64,10 +64,12 @@ from gateway.sandbox._channels import (
     read_frame,
 )
 from gateway.sandbox._fs_policy import catalog_fs_policy, database_dirs
+from gateway.sandbox._snapshot import write_snapshot
 from gateway.sandbox._zygote_keys import (
     PROBE_KEY,
     Key,
     fingerprint,
+    zygote_code,
     zygote_key,
     zygote_keys,
     zygote_modules,
@@ -277,8 +279,9 @@ class Supervisor:
         self, key: Key, catalog: Catalog | None, *, probe: bool = False
     ) -> ZygoteChannel:
         network, _ = key
-        # Taken before the zygote imports anything: an edit racing the start shows as a
-        # change at the next reload (a needless restart at worst, never stale code).
+        # Of what it will import: the catalog's code snapshot (what the load validated),
+        # whatever the disk holds now; user code outside the snapshot is read from disk,
+        # and an edit of it racing the start shows as a change at the next reload.
         fs = await asyncio.to_thread(self._fs_policy, key, catalog)
         digest = await asyncio.to_thread(fingerprint, key, catalog, fs)
         call_user = await asyncio.to_thread(
@@ -320,7 +323,7 @@ class Supervisor:
         try:
             if call_user[0] != "own" and self._cgroups is not None:
                 await self._bound_processes(proc.pid, catalog)  # before it forks anything
-            await zygote.send(init)
+            await self._send_init(zygote, init, zygote_code(key, catalog))
             data = await asyncio.wait_for(loop.sock_recv(parent, 1 << 20), _READY_TIMEOUT)
             ready = decode_control(data) if data else None
         except (TimeoutError, OSError, msgspec.DecodeError) as exc:
@@ -358,6 +361,19 @@ class Supervisor:
             log.warning("sandbox.network_isolation_unavailable", error=ready.network_error)
         zygote.start_reading()
         return zygote
+
+    async def _send_init(
+        self, zygote: ZygoteChannel, init: Init, code: tuple[SourceModule, ...]
+    ) -> None:
+        """Send ``init`` with the code snapshot's memory file attached (see ``_snapshot``)."""
+        if not code:
+            await zygote.send(init)
+            return
+        fd, size = await asyncio.to_thread(write_snapshot, code)
+        try:
+            await zygote.send(msgspec.structs.replace(init, code_size=size), [fd])
+        finally:
+            os.close(fd)  # the zygote holds its own copy of the descriptor
 
     async def _bound_processes(self, pid: int, catalog: Catalog | None) -> None:
         """Put zygote ``pid`` (not forking yet) into a pids cgroup for all it may run at once."""

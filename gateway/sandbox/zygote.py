@@ -4,8 +4,10 @@
 
 The supervisor starts ``python -I -B -c BOOT <fd>`` with a minimal environment;
 ``main`` turns that interpreter into a zygote: it imports the action kinds
-and the catalog's Python modules once (user modules always from source: a
-same-size edit within a second must not run a stale ``.pyc``), optionally
+and the catalog's Python modules once (user modules from the catalog's code
+snapshot, ``_snapshot``: the source the load validated, whatever the disk holds
+by now; others always from source: a same-size edit within a second must not
+run a stale ``.pyc``), optionally
 moves itself into a new network namespace, rehearses a call once
 (``worker.warm_zygote``: what the first use of each type and kind computes is
 then shared by every child), trims its heap, and then keeps
@@ -25,7 +27,8 @@ uids of their own share one ruleset) or opens its paths once (``OpenedRules``:
 with one uid for all calls, each spare builds its own ruleset from those fds).
 
 Imports only the standard library, msgspec, ``gateway.sandbox`` and the
-fresh-source loader of ``gateway.manifests._introspect``.
+fresh-source loader of ``gateway.manifests._introspect`` (and, through
+``_snapshot``, ``gateway.manifests.catalog``).
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ import time
 
 import msgspec
 
+from gateway.manifests.catalog import SourceModule
 from gateway.sandbox import _linux
 from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox._fs_policy import landlock_rules, pruned, read_guard
 from gateway.sandbox._libc import trim_heap
+from gateway.sandbox._snapshot import read_snapshot, serve_snapshot
 from gateway.sandbox.protocol import (
     Exited,
     Init,
@@ -94,6 +99,9 @@ BOOT = (
     "from gateway.sandbox.zygote import main; main(int(sys.argv[1]))"
 )
 """The ``-c`` program the supervisor starts the zygote with."""
+
+_OWN = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+"""The gateway package's directory: never user code, even under the gateway root."""
 
 _FALLBACK_PRELOAD = [
     "asyncio",
@@ -177,9 +185,7 @@ class _Zygote:
         self.dirs: dict[int, str] = {}  # serial -> the child's working directory
 
     def init(self) -> None:
-        data = self.ctl.recv(1 << 20)
-        msg = decode_control(data)
-        assert isinstance(msg, Init)
+        msg, code = _receive_init(self.ctl)
         # Nothing in the zygote is worth reading, but same-uid children must not try.
         _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
         _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
@@ -190,6 +196,10 @@ class _Zygote:
             if path not in sys.path:
                 sys.path.insert(0, path)
         _fresh_source_under(msg.paths)
+        # The catalog's user modules from the code it validated, never from disk (a
+        # push since rejected, or landed after the load, must not run under it).
+        serve_snapshot(code, _OWN)
+        del code
         errors: dict[str, str] = {}
         warnings: list[str] = []
         modules = list(msg.modules)
@@ -420,6 +430,22 @@ class _Zygote:
             self.ctl.sendall(encode(message))
 
 
+def _receive_init(ctl: socket.socket) -> tuple[Init, list[SourceModule]]:
+    """The supervisor's ``Init`` and the code snapshot in the memory file riding along.
+
+    Read once, before anything is imported; a snapshot shorter than ``code_size``
+    raises, and the zygote does not start.
+    """
+    data, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 1)
+    try:
+        msg = decode_control(data)
+        assert isinstance(msg, Init)
+        return msg, read_snapshot(fds[0], msg.code_size) if msg.code_size else []
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def _fresh_source_under(roots: list[str]) -> None:
     """Import user code under ``roots`` from its source, never from ``__pycache__``.
 
@@ -432,7 +458,7 @@ def _fresh_source_under(roots: list[str]) -> None:
     """
     from gateway.manifests._introspect import _FreshSourceLoader, _is_user_file
 
-    own = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # the gateway package
+    own = _OWN
     real = [os.path.realpath(root) for root in roots]
     details = [
         (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),

@@ -1,4 +1,5 @@
-"""Supervisor.reload against real zygotes: what is kept, what is replaced, and fresh code."""
+"""Supervisor.reload against real zygotes: what is kept, what is replaced, and fresh code;
+a restarted zygote runs the code its catalog's load validated (``Catalog.code``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import os
 import py_compile
 import shutil
+import signal
 import struct
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -13,11 +15,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.executors.http import HttpConfig
 from gateway.executors.python import PythonConfig
 from gateway.executors.runner import SandboxRunner
 from gateway.manifests.catalog import Catalog
+from gateway.manifests.loader import load_catalog
 from gateway.manifests.model import Action, SandboxLimits
 from gateway.sandbox._zygote_keys import zygote_key
 from gateway.sandbox.supervisor import Supervisor
@@ -225,3 +229,112 @@ async def test_failed_reload_keeps_the_live_zygotes(root: Path, supervisor: Supe
         await supervisor.reload(msgspec.structs.replace(catalog, version="v2"))
     assert sorted(supervisor.zygote_pids()) == before
     assert (await runner.run(catalog, "tag", {})).output == "v1"
+
+
+def kill_zygotes(supervisor: Supervisor) -> None:
+    """SIGKILL every zygote, as the OOM killer would: the next call restarts its zygote."""
+    for pid in supervisor.zygote_pids():
+        os.kill(pid, signal.SIGKILL)
+
+
+EXPLODE = '''def explode() -> str:
+    """Explode."""
+    raise RuntimeError("v1 boom")
+'''
+
+
+async def test_a_traceback_names_the_real_file_and_the_validated_line(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """A traceback from the catalog's code names its real file and line and quotes the line
+    that was validated, before and after a zygote restart, whatever the disk holds now."""
+    (root / "manifests").mkdir()
+    (root / "tb_actions.py").write_text(EXPLODE)
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: explode\ndescription: d\npython: {function: tb_actions:explode}\n"
+    )
+    catalog = await asyncio.to_thread(load_catalog, root / "manifests")
+    await supervisor.reload(catalog)
+    runner = SandboxRunner(supervisor)
+    # A push that never went live: the raise moved two lines down, line 3 says other things.
+    (root / "tb_actions.py").write_text("# pushed\n# later\n" + EXPLODE.replace("v1", "v2"))
+    where = f'File "{root.resolve() / "tb_actions.py"}", line 3, in explode'
+    for restart in (False, True):
+        if restart:
+            kill_zygotes(supervisor)
+            await asyncio.sleep(0.1)
+        with capture_logs() as logs:
+            result = await runner.run(catalog, "explode", {})
+        assert "v1 boom" in result.output
+        [trace] = [e["traceback"] for e in logs if e["event"] == "sandbox.action_error"]
+        assert where in trace
+        assert 'raise RuntimeError("v1 boom")' in trace
+        assert "v2" not in trace
+
+
+async def test_a_restarted_zygote_needs_nothing_of_the_code_on_disk(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """The catalog's modules come from its snapshot by name: a helper module deleted since,
+    or an ``__init__.py`` pushed into what was a namespace package, changes nothing."""
+    (root / "manifests").mkdir()
+    (root / "ns_actions").mkdir()
+    (root / "ns_actions" / "helper.py").write_text("WORD = 'kept'\n")
+    (root / "ns_actions" / "tools.py").write_text(
+        "from ns_actions.helper import WORD\n\n\ndef word() -> str:\n    return WORD\n"
+    )
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: word\ndescription: d\npython: {function: ns_actions.tools:word}\n"
+    )
+    catalog = await asyncio.to_thread(load_catalog, root / "manifests")
+    assert {m.name for m in catalog.code} == {"ns_actions", "ns_actions.tools", "ns_actions.helper"}
+    await supervisor.reload(catalog)
+    (root / "ns_actions" / "helper.py").unlink()
+    (root / "ns_actions" / "__init__.py").write_text("raise SystemExit('never validated')\n")
+    kill_zygotes(supervisor)
+    await asyncio.sleep(0.1)
+    result = await SandboxRunner(supervisor).run(catalog, "word", {})
+    assert (result.status, result.output) == ("succeeded", "kept")
+
+
+async def test_a_snapshot_larger_than_a_control_message_reaches_the_zygote(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """Code of several MiB (over the 1 MiB a control message may carry) is imported from
+    the snapshot whole, by a first and a restarted zygote alike."""
+    (root / "manifests").mkdir()
+    blob = "x" * (3 * 1024 * 1024)
+    (root / "big_actions.py").write_text(
+        f"BLOB = {blob!r}\n\n\ndef size() -> int:\n    return len(BLOB)\n"
+    )
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: size\ndescription: d\npython: {function: big_actions:size}\n"
+    )
+    catalog = await asyncio.to_thread(load_catalog, root / "manifests")
+    (root / "big_actions.py").write_text("def size() -> int:\n    return 0\n")
+    await supervisor.reload(catalog)
+    runner = SandboxRunner(supervisor)
+    assert (await runner.run(catalog, "size", {})).output == str(len(blob))
+    kill_zygotes(supervisor)
+    await asyncio.sleep(0.1)
+    assert (await runner.run(catalog, "size", {})).output == str(len(blob))
+
+
+async def test_a_rollback_to_the_live_catalog_runs_its_code_not_the_disks(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """When a later swap hook fails, the reloader hands the sandbox the live catalog again:
+    its zygotes then run the live catalog's code, though the disk holds the refused one."""
+    (root / "manifests").mkdir()
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: tag\ndescription: d\npython: {function: rl_actions:tag}\n"
+    )
+    live = await asyncio.to_thread(load_catalog, root / "manifests")
+    await supervisor.reload(live)
+    write_code(root, "v2")
+    refused = await asyncio.to_thread(load_catalog, root / "manifests")
+    await supervisor.reload(refused)  # the sandbox hook ran; a later hook then failed
+    runner = SandboxRunner(supervisor)
+    assert (await runner.run(refused, "tag", {})).output == "v2"
+    await supervisor.reload(live)  # the roll-back
+    assert (await runner.run(live, "tag", {})).output == "v1"

@@ -916,3 +916,48 @@ def test_a_url_origin_is_not_masked_but_its_credentials_are(
     )
     catalog = load_catalog(tmp_path, environ=environ)
     assert catalog.substituted.get("action/get", ()) == masked
+
+
+LATER = 'def f(city: str) -> str:\n    """Weather."""\n    return "later"\n'
+
+
+def test_the_catalog_keeps_and_is_versioned_by_the_code_it_validated(tmp_path: Path) -> None:
+    """Code that changes on disk after the load imported it (here: as it is imported) is
+    neither what the catalog keeps nor what its version hashes; the next load sees it."""
+    module = tmp_path / "edit_actions.py"
+    rewrite = f"import pathlib\npathlib.Path(__file__).write_text({LATER!r})\n"
+    first_source = rewrite + LATER.replace('"later"', '"first"')
+    module.write_text(first_source)
+    action = "kind: action\nname: f\ndescription: d\npython: {function: edit_actions:f}\n"
+    first = load(tmp_path, {"f.yaml": action})
+    assert module.read_text() == LATER
+    second = load(tmp_path, {"f.yaml": action})
+    [kept] = [m for m in first.code if m.name == "edit_actions"]
+    assert kept.source == first_source.encode()
+    assert kept.file == str(module.resolve()) and kept.locations is None
+    assert first.code_sources() == {str(module.resolve()): first_source.encode()}
+    assert first.version != second.version
+    assert second.code_sources() == {str(module.resolve()): LATER.encode()}
+
+
+def test_code_over_the_size_limit_is_a_located_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set importing more source than the gateway keeps is refused, at the first Python
+    action, naming the size and the largest files."""
+    from gateway.manifests import _pyfunc
+
+    monkeypatch.setattr(_pyfunc, "MAX_SOURCE_BYTES", 1024 * 1024)
+    big = tmp_path / "big_actions"
+    big.mkdir()
+    (big / "__init__.py").write_text("")
+    (big / "data.py").write_text("BLOB = '" + "x" * (1024 * 1024) + "'\n")
+    (big / "tools.py").write_text(
+        "from big_actions.data import BLOB\n\n\ndef f() -> int:\n    return len(BLOB)\n"
+    )
+    action = "kind: action\nname: f\ndescription: d\npython:\n  function: big_actions.tools:f\n"
+    [problem] = problems(tmp_path, {"a.yaml": "kind: assistant\nname: a\n", "f.yaml": action})
+    assert (Path(problem.file).name, problem.line) == ("f.yaml", 5)
+    assert "import 1.0 MiB of source" in problem.message
+    assert "over the 1 MiB" in problem.message
+    assert "largest: big_actions/data.py (1.0 MiB)" in problem.message
