@@ -46,6 +46,7 @@ from gateway.store import _codec as c
 from gateway.store import _notify, register_store
 from gateway.store._failures import FileChanged, Health, is_failure
 from gateway.store._sql import SQLITE
+from gateway.store._sqlite_file import SQLiteFile
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
@@ -106,10 +107,9 @@ class SQLiteStore:
         self.exclusive = exclusive
         self._lock_fd: int | None = None
         # Used in the store's thread only, once open: the connection (None while the file
-        # put back under ``path`` cannot be opened), and the identities (st_dev, st_ino) of
-        # the files it opened: the database, its -wal and -shm (see ``_checked``).
+        # put back under ``path`` cannot be opened), and the files it opened (``_checked``).
         self._conn: sqlite3.Connection | None = None
-        self._files: dict[str, tuple[int, int]] = {}
+        self._file = SQLiteFile(path)
         self._opened = 0  # how many times the file was (re)opened
         self._executor: ThreadPoolExecutor | None = None
         self._health = Health(path)
@@ -145,37 +145,22 @@ class SQLiteStore:
         return fn(self._checked())
 
     def _checked(self) -> sqlite3.Connection:
-        """The connection, once ``path`` is checked to be the file it opened (one ``stat``).
+        """The connection, once ``path`` is checked to still name the file it opened.
 
-        A file deleted under a live connection still takes its writes: into an
-        unlinked inode and a ``-wal`` that SQLite later replays into whatever file
-        comes next at the path, so they would be acknowledged and lost, or corrupt
-        that file. A deleted file fails every call (``FileChanged``) until a file is
-        put back (restored from a backup); a file put in its place is opened
-        (``_reopen``).
+        A deleted file fails every call until a file is put back (restored from a
+        backup); a file put in its place is opened (``_reopen``). See ``_sqlite_file``.
 
         Raises:
             FileChanged: the file was deleted.
             sqlite3.Error: the file now at ``path`` cannot be opened.
         """
-        try:
-            now = self.path.stat()
-        except FileNotFoundError:
-            raise FileChanged(
-                "the file was deleted while the gateway used it; put it back (restore a "
-                "backup) or restart the gateway",
-                deleted=True,
-            ) from None
-        if self._conn is not None and self._files.get("") == (now.st_dev, now.st_ino):
+        if self._file.check() and self._conn is not None:
             return self._conn
         return self._reopen()
 
     def _reopen(self) -> sqlite3.Connection:
-        """Close the connection to the file that was at ``path`` and open the one there now.
-
-        Its ``-wal`` and ``-shm`` go first if they are still the old file's (the same
-        inodes): SQLite would replay the old file's journal into the new file.
-        """
+        """Close the connection to the file that was at ``path`` and open the one there now,
+        its old ``-wal`` and ``-shm`` dropped in between (``SQLiteFile.drop_journal``)."""
         old, self._conn = self._conn, None
         if old is not None:
             _logger.warning("store.file_replaced", database=str(self.path))
@@ -183,10 +168,7 @@ class SQLiteStore:
                 old.close()
             except sqlite3.Error:
                 _logger.warning("store.close_failed", database=str(self.path), exc_info=True)
-            for suffix in ("-wal", "-shm"):
-                side = self.path.with_name(self.path.name + suffix)
-                if self._files.get(suffix) == _identity(side):
-                    side.unlink(missing_ok=True)
+            self._file.drop_journal()
         try:
             conn = self._open_connection(create=False)
         except _SchemaTooNew as exc:
@@ -195,14 +177,6 @@ class SQLiteStore:
         self._opened += 1
         _logger.warning("store.file_reopened", database=str(self.path))
         return conn
-
-    def _remember_files(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            found = _identity(self.path.with_name(self.path.name + suffix))
-            if found is not None:
-                self._files[suffix] = found
-            else:
-                self._files.pop(suffix, None)
 
     @staticmethod
     def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -272,7 +246,7 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
-        self._remember_files()
+        self._file.remember()
         return conn
 
     def _connect(self) -> _Opened:
@@ -554,14 +528,6 @@ def _close_made(connecting: Future[_Opened]) -> None:
         conn.close()
         if lock is not None:
             os.close(lock)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        found = path.stat()
-    except FileNotFoundError:
-        return None
-    return found.st_dev, found.st_ino
 
 
 def _probe(conn: sqlite3.Connection) -> None:
