@@ -61,7 +61,7 @@ from gateway.executors.runner import SandboxRunner
 from gateway.knowledge.index import KnowledgeIndex, cache_dir_for
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.loader import load_catalog
-from gateway.manifests.validate import secret_warnings
+from gateway.manifests.validate import secret_warnings, variable_warnings
 from gateway.manifests.watch import Reloader, ReloadResult
 from gateway.providers.registry import ProviderRegistry
 from gateway.sandbox.supervisor import Supervisor
@@ -378,11 +378,12 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         on_result=reloaded,
         # Warnings about a valid set: keys limited to assistants it lacks; a default
         # assistant it lacks; declared secrets too short to mask or not UTF-8 (read where
-        # the runner reads them).
+        # the runner reads them); ${VAR} values too short to mask where they went.
         check=lambda catalog: [
             *services.keys.assistant_warnings(catalog.assistants),
             *_default_assistant_warnings(settings, catalog),
             *secret_warnings(catalog.actions.values(), os.environ),
+            *variable_warnings(catalog.short_variables),
         ],
     )
     services.reloader = reloader

@@ -42,7 +42,8 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
     PATHS are manifest roots, or files inside one (default: GATEWAY_MANIFESTS,
     else ./manifests). Prints every problem, one a line, on stdout and exits 1
     if there is any, 0 when all is valid. A valid set's warnings (a declared secret
-    shorter than 4 characters, never masked, or not UTF-8) go to stderr as
+    shorter than 4 characters, never masked, or not UTF-8; a ``${VAR}`` value shorter
+    than 4 characters in an http/sql config, a database URL or a provider) go to stderr as
     ``warning: ...`` lines and do not change the exit status. A file is checked in the context of
     its root (GATEWAY_MANIFESTS when it lies inside it, else its directory) and
     only its own problems are shown.
@@ -52,7 +53,12 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
 
     from gateway.errors import ManifestError, Problem
     from gateway.manifests.loader import load_catalog
-    from gateway.manifests.validate import Format, format_problems, secret_warnings
+    from gateway.manifests.validate import (
+        Format,
+        format_problems,
+        secret_warnings,
+        variable_warnings,
+    )
 
     register_kinds()
     settings = load_settings()
@@ -93,7 +99,12 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
                 and (catalog.root / source.file).resolve() in only
             )
         ]
-        for warning in secret_warnings(actions, os.environ):
+        files = None
+        if only is not None:
+            files = {f for f in catalog.files if (catalog.root / f).resolve() in only}
+        warnings = secret_warnings(actions, os.environ)
+        warnings += variable_warnings(catalog.short_variables, files=files)
+        for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
     if problems or fmt == "json":
         click.echo(format_problems(problems, cast("Format", fmt)), nl=False)

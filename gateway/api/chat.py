@@ -25,7 +25,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.response import Stream
 
 from gateway._nesting import too_deep
-from gateway.api.errors import correlation_id_of, error_responses, readable
+from gateway.api.errors import RunCrashed, correlation_id_of, error_responses, readable
 from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of, take_rate_token
 from gateway.api.request import TOO_DEEP
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
@@ -130,7 +130,8 @@ def raise_run_error(error_type: str, message: str, *, drained: bool = False) -> 
     (``drained``: ``RunHandle.drained``) a 503, which a client or load balancer
     retries elsewhere; one the store failed or another replica took over
     (``not_ready``, ``interrupted``, ``not_started``) a 503 keeping its type and
-    message; anything else (``internal_error``) a 500 with a generic message.
+    message; anything else (``internal_error``) a 500 with a generic message, not
+    logged again (``RunCrashed``: the run logged its crash).
     """
     err: GatewayError
     if error_type == "provider_error":
@@ -146,7 +147,7 @@ def raise_run_error(error_type: str, message: str, *, drained: bool = False) -> 
     elif error_type in ("invalid_request", "invalid_input"):
         err = InvalidInput(message)
     else:
-        err = GatewayError(message)
+        err = RunCrashed(message)
     err.type = error_type or "run_failed"
     raise err
 

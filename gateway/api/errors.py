@@ -5,8 +5,10 @@ with the status of DESIGN.md: 400 invalid input, 401 missing or wrong key, 403
 not allowed, 404 unknown thing, 409 run already active, 413 body too large,
 429 rate limited, 502 model provider failed, 503 not ready, 500 anything else.
 A 500 is logged with its traceback and answered with a generic message: no
-traceback, secret or exception text reaches a client. Imports ``gateway.errors``,
-``gateway.api.schemas`` and ``NAME_PATTERN`` from ``gateway.manifests.model``.
+traceback, secret or exception text reaches a client; a run that crashed
+(``RunCrashed``) was logged by the run, with its own traceback, and is not
+logged again. Imports ``gateway.errors``, ``gateway.api.schemas`` and
+``NAME_PATTERN`` from ``gateway.manifests.model``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from gateway.manifests.model import NAME_PATTERN, NAME_RULE
 __all__ = [
     "CID_KEY",
     "NO_RETRY_KEY",
+    "RunCrashed",
     "correlation_id_of",
     "error_body",
     "error_responses",
@@ -85,6 +88,15 @@ _HTTP_TYPES = {
     429: "rate_limited",
     503: "not_ready",
 }
+
+
+class RunCrashed(GatewayError):
+    """A run failed unexpectedly (``internal_error``): answered 500 "internal error".
+
+    The run logged the crash where it happened (``run.crashed``: its traceback,
+    run and thread ids), so the handler does not log it again: a second ERROR
+    line would count one crash twice, with a traceback of this raise, not of it.
+    """
 
 
 def correlation_id_of(scope: Scope) -> str:
@@ -167,7 +179,7 @@ def _handle(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBo
             "POST /v1/chat/completions (Chat Completions; not the Responses API, "
             "embeddings, images or audio), GET /v1/models and GET /v1/models/{model}"
         )
-    if status >= 500 and status != 502 and status != 503:
+    if status >= 500 and status not in (502, 503) and not isinstance(exc, RunCrashed):
         log.error("unhandled_error", path=path, exc_info=exc)
     elif status == 502:
         log.warning("provider_error", message=message)

@@ -1,7 +1,9 @@
 """Service routes: ``/``, ``/health``, ``/ready``, ``/metrics`` and the ``/ui`` playground.
 
 ``/health`` is liveness (the process answers); ``/ready`` is 200 only when a
-valid manifest set is loaded and the store answers, else 503 with the error
+valid manifest set is loaded and the store answers (``ThreadStore.ping``; the
+SQLite store's checks that its file is still there, and writes while the file
+fails, so a freed disk turns it 200 with no traffic), else 503 with the error
 body, so a load balancer sends traffic only to replicas that can serve it.
 While ``gateway serve`` drains on SIGTERM/SIGINT ``/ready`` is 503 and
 ``/health`` stays 200.

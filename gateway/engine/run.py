@@ -21,6 +21,12 @@ store's record says (``failed``/``interrupted``, or ``cancelled``), as every
 other replica shows it. With ``flush_interval`` (a shared store), an
 ``EventWriter`` stores the run's events in batches while it goes, so other
 replicas can follow it live; it is closed before the final commit.
+A store that fails during the run (``NotReady``: a damaged or full disk, the
+database down) ends it ``failed`` with ``not_ready`` and the store's message,
+a warning here (the store logged its one ERROR line), not a crash; its
+outcome is stored if the store takes that last commit, else tried no more:
+the run stays ``in_progress`` until its lease lapses, then reads as
+``interrupted``.
 Imports ``gateway.events``, ``gateway.errors``, the provider, executor and
 store interfaces, and ``gateway.manifests`` types.
 """
@@ -49,7 +55,7 @@ from gateway.engine.history import trim_history
 from gateway.engine.replay import ACTIVE
 from gateway.engine.runlog import RunLog
 from gateway.engine.spec import HistoryBudget, RunSpec, new_id
-from gateway.errors import ProviderError
+from gateway.errors import NotReady, ProviderError
 from gateway.events import (
     Done,
     ErrorEvent,
@@ -101,6 +107,18 @@ _INCOMPLETE_REASONS = {"length": "max_completion_tokens"}
 _NOT_STARTED = ErrorInfo(type="not_started", message="the run could not be stored")
 _INTERRUPTED = ErrorInfo(type=INTERRUPTED["type"], message=INTERRUPTED["message"])
 _CANCELLED = ErrorInfo(type="cancelled", message="the run was cancelled")
+
+
+def _store_failure(exc: BaseException) -> NotReady | None:
+    """The store's ``NotReady`` that ``exc`` is, or that alone ended a round's tool calls
+    (a ``TaskGroup`` wraps it in an ``ExceptionGroup``); None for anything else."""
+    if isinstance(exc, NotReady):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        failed, rest = exc.split(NotReady)
+        if failed is not None and rest is None:
+            return _store_failure(failed.exceptions[0])
+    return None
 
 
 def _ending(record: RunRecord | None) -> tuple[RunStatus, ErrorInfo]:
@@ -197,10 +215,15 @@ class RunTask:
             status = "failed"
             error = ErrorInfo(type="provider_error", message=valid_text(exc.message))
             self._emit_error(error)
-        except Exception:
-            self.logger.exception("run.crashed")
+        except Exception as exc:
             status = "failed"
-            error = ErrorInfo(type="internal_error", message="the run failed unexpectedly")
+            if (failed := _store_failure(exc)) is not None:
+                # The store said what failed (its one ERROR line); no crash, no traceback.
+                self.logger.warning("run.store_failed", message=failed.message)
+                error = ErrorInfo(type="not_ready", message=failed.message)
+            else:
+                self.logger.exception("run.crashed")
+                error = ErrorInfo(type="internal_error", message="the run failed unexpectedly")
             self._emit_error(error)
         await asyncio.shield(self._finish(status, error))
 
@@ -534,7 +557,9 @@ class RunTask:
                 await self._complete_tool(call, result)
             except _RemoteCancel:  # superseded meanwhile: the thread is not ours to write
                 return
-            except Exception:  # the store is down: the history repair covers the gap later
+            except NotReady as exc:  # the store failed (and said so): history.repair covers it
+                self.logger.warning("run.persist_failed", tool=call.name, message=exc.message)
+            except Exception:
                 self.logger.exception("run.persist_failed", tool=call.name)
 
     async def _close_writer(self) -> None:
@@ -606,8 +631,11 @@ class RunTask:
                     kept = await self.store.finish_run(record, events)
                 else:
                     kept = await self.store.finish_run(record, events, [answer])
-            except Exception:
-                self.logger.exception("run.persist_failed")
+            except Exception as exc:
+                if (failed := _store_failure(exc)) is not None:  # the store logged it
+                    self.logger.warning("run.persist_failed", message=failed.message)
+                else:
+                    self.logger.exception("run.persist_failed")
                 if answer is not None and error is None:
                     # Never acknowledge an answer the store did not keep.
                     status, error = (

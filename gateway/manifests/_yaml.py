@@ -81,9 +81,21 @@ class Locator:
             block scalar, so "line 3 of this SQL" can become a file line.
         substituted: the values variables put into this document, so that
             ``redact`` can keep them out of any message about it.
+        short: variable -> its value, for values of 1 to ``_MIN_REDACTED`` - 1
+            characters: too short to mask (``redact`` and every masking leave them
+            alone), so the loader warns where they go (never printed).
     """
 
-    __slots__ = ("blocks", "interpolated", "keys", "missing", "start", "substituted", "values")
+    __slots__ = (
+        "blocks",
+        "interpolated",
+        "keys",
+        "missing",
+        "short",
+        "start",
+        "substituted",
+        "values",
+    )
 
     def __init__(self, start: tuple[int, int]) -> None:
         self.start = start
@@ -93,6 +105,7 @@ class Locator:
         self.interpolated: dict[Path_, tuple[str, ...]] = {}
         self.missing: list[tuple[Path_, str]] = []
         self.substituted: set[str] = set()
+        self.short: dict[str, str] = {}
 
     def value(self, path: Path_) -> tuple[int, int]:
         """Position of the value at ``path``, or of its nearest located ancestor."""
@@ -388,6 +401,8 @@ class _Walker:
                 return ""
             if len(found) >= _MIN_REDACTED:
                 self.locator.substituted.add(found)
+            elif found:
+                self.locator.short[name] = found
             return found
 
         result = _VAR.sub(sub, value)

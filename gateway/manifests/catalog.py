@@ -23,7 +23,7 @@ import msgspec
 
 from gateway.manifests.model import Action, Assistant, Database, Provider
 
-__all__ = ["Catalog", "CatalogRef", "SourceModule", "SourceRef"]
+__all__ = ["Catalog", "CatalogRef", "ShortVariable", "SourceModule", "SourceRef"]
 
 
 class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +55,16 @@ class SourceModule(msgspec.Struct, frozen=True, kw_only=True):
     locations: tuple[str, ...] | None = None
 
 
+class ShortVariable(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``${VAR}`` whose value (1 to 3 characters) went where values are masked, too short
+    to be: its name, how long it is, and where it is used first (never the value)."""
+
+    name: str
+    length: int
+    file: str
+    line: int
+
+
 class Catalog(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a running gateway needs from the manifests, precomputed.
 
@@ -71,6 +81,9 @@ class Catalog(msgspec.Struct, frozen=True, kw_only=True):
             put into that action's kind config or that database's URL (4+ characters):
             secrets as much as declared ones, masked in what a call of that action (or
             of a ``sql`` action on that database) sends back.
+        short_variables: ``"kind/name"`` -> the ``${VAR}`` values too short to mask
+            that went into that action's kind config, that database's URL or that
+            provider (``validate.variable_warnings`` says so).
         tools: assistant name -> its tool schemas in Chat Completions form
             (``{"type": "function", "function": {...}}``), built-ins included.
         knowledge_files: absolute paths of every file_search file (watched).
@@ -92,6 +105,7 @@ class Catalog(msgspec.Struct, frozen=True, kw_only=True):
     providers: dict[str, Provider] = {}
     sources: dict[str, SourceRef] = {}
     substituted: dict[str, tuple[str, ...]] = {}
+    short_variables: dict[str, tuple[ShortVariable, ...]] = {}
     tools: dict[str, list[dict[str, Any]]] = {}
     knowledge_files: tuple[Path, ...] = ()
     code_files: tuple[Path, ...] = ()

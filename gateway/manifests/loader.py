@@ -41,7 +41,7 @@ from gateway.errors import ManifestError, Problem
 from gateway.manifests import _pyfunc, validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
 from gateway.manifests._yaml import RawDocument, YamlError, read_documents, redact
-from gateway.manifests.catalog import Catalog, SourceRef
+from gateway.manifests.catalog import Catalog, ShortVariable, SourceRef
 from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
 from gateway.manifests.validate import Entry, at
@@ -455,6 +455,7 @@ def _assemble(
     by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
     sources: dict[str, SourceRef] = {}
     substituted: dict[str, tuple[str, ...]] = {}
+    short_variables: dict[str, tuple[ShortVariable, ...]] = {}
     for entry in entries:
         by_kind[entry.kind][entry.name] = entry.value
         sources[f"{entry.kind}/{entry.name}"] = SourceRef(
@@ -462,6 +463,8 @@ def _assemble(
         )
         if values := _substituted(entry):
             substituted[f"{entry.kind}/{entry.name}"] = values
+        if short := _short_variables(entry, rel_of[entry.doc.file]):
+            short_variables[f"{entry.kind}/{entry.name}"] = short
     assistants = by_kind["assistant"]
     actions = by_kind["action"]
     knowledge = sorted(
@@ -487,6 +490,7 @@ def _assemble(
         providers=by_kind["provider"],
         sources=sources,
         substituted=substituted,
+        short_variables=short_variables,
         tools={name: assistant_tools(a, actions) for name, a in assistants.items()},
         knowledge_files=tuple(knowledge),
         code_files=code_files,
@@ -513,6 +517,32 @@ def _substituted(entry: Entry) -> tuple[str, ...]:
         ]
         values = {v for v in values if any(v in text for text in texts)}
     return tuple(sorted(values))
+
+
+def _short_variables(entry: Entry, file: str) -> tuple[ShortVariable, ...]:
+    """The ``${VAR}`` values too short to mask (``Locator.short``) that went where values
+    are masked: anywhere in a database or a provider; in an action, into its kind config
+    (as ``_substituted``: not its description, nor only a URL's origin)."""
+    locator = entry.doc.locator
+    if not locator.short or entry.kind not in ("action", "database", "provider"):
+        return ()
+    value = entry.value
+    kind = value.kind_key if isinstance(value, Action) else ""
+    url = getattr(value.config, "url", None) if isinstance(value, Action) else None
+    found: dict[str, ShortVariable] = {}
+    for path, names in sorted(locator.interpolated.items(), key=lambda i: locator.value(i[0])):
+        if kind and path[:1] != (kind,):
+            continue
+        for name in names:
+            short = locator.short.get(name)
+            if short is None or name in found:
+                continue
+            origin_only = isinstance(url, str) and short not in _without_origin(url)
+            if kind and path == (kind, "url") and origin_only:
+                continue
+            line = locator.value(path)[0]
+            found[name] = ShortVariable(name=name, length=len(short), file=file, line=line)
+    return tuple(found.values())
 
 
 _URL_ORIGIN = re.compile(r"^https?://[^/?#\s]+")

@@ -18,8 +18,10 @@ so one run reports all problems:
    action decoded as before.
 
 ``secret_warnings`` looks at a valid set's declared secrets in the environment
-(a value too short to be masked, or not UTF-8): warnings, not problems, shown
-by ``gateway validate`` and ``/manifests/status``.
+(a value too short to be masked, or not UTF-8), ``variable_warnings`` at the
+``${VAR}`` values too short to be masked where they went (an action's kind
+config, a database URL, a provider): warnings, not problems, shown by
+``gateway validate`` and ``/manifests/status``.
 
 ``format_problems`` renders the result for the CLI: ``file:line:col: message``
 lines, GitHub annotations, or JSON. A value that came from ``${VAR}`` is never
@@ -34,7 +36,7 @@ import difflib
 import functools
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +47,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from gateway.errors import Problem
 from gateway.manifests._pyfunc import Introspection
 from gateway.manifests._yaml import Path_, RawDocument, format_path, parse_path
+from gateway.manifests.catalog import ShortVariable
 from gateway.manifests.model import (
     ACTION_KINDS,
     NAME_PATTERN,
@@ -70,6 +73,7 @@ __all__ = [
     "python_problems",
     "schema_problems",
     "secret_warnings",
+    "variable_warnings",
 ]
 
 Format = Literal["text", "github", "json"]
@@ -454,6 +458,40 @@ def secret_warnings(actions: Iterable[Action], environ: Mapping[str, str]) -> li
                     f"character{'' if len(value) == 1 else 's'} long; values shorter than "
                     f"{MIN_MASKED_SECRET} are never masked in the action's output and errors"
                 )
+    return warnings
+
+
+_MASKED_IN = {
+    "action": "the action's output and errors",
+    "database": "the output and errors of the sql actions on it",
+    "provider": "the provider's errors and validation messages",
+}
+
+
+def variable_warnings(
+    short: Mapping[str, Iterable[ShortVariable]], *, files: Container[str] | None = None
+) -> list[str]:
+    """Warnings about ``${VAR}`` values too short to mask (``Catalog.short_variables``),
+    each naming the file, line and variable, never the value.
+
+    A value ``${VAR}`` puts into an action's kind config, a database URL or a
+    provider is masked like a declared secret in what the gateway shows, unless
+    it is shorter than ``MIN_MASKED_SECRET`` (as a declared secret that short:
+    ``secret_warnings``). ``files``: only those of these files (relative to the
+    manifests root).
+    """
+    warnings = []
+    for key, variables in short.items():
+        kind, _, name = key.partition("/")
+        for var in variables:
+            if files is not None and var.file not in files:
+                continue
+            plural = "" if var.length == 1 else "s"
+            warnings.append(
+                f"{var.file}:{var.line}: {kind} {name!r}: ${{{var.name}}} is {var.length} "
+                f"character{plural} long; values shorter than {MIN_MASKED_SECRET} are never "
+                f"masked in {_MASKED_IN.get(kind, 'what the gateway shows')}"
+            )
     return warnings
 
 

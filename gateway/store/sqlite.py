@@ -12,11 +12,17 @@ an exclusive lock on ``<file>.lock`` while it is open, and a second process
 the file and the holder's pid. It would otherwise fail the first one's runs in
 progress at its start-up (the engine takes them for a crash's leftovers), and
 it could neither stream nor cancel them (an embedded store keeps no live event
-batches); several gateways share PostgreSQL. A failure of the database itself (the file cannot be
-opened or written, the disk fails, the lock is held past the busy timeout)
-is ``NotReady`` (503); a broken rule stays ``Conflict`` / ``NotFound``.
+batches); several gateways share PostgreSQL. A failure of the database itself (the file
+damaged, full, read-only or deleted, a disk I/O error, the lock held past the busy
+timeout) is ``NotReady`` (503) saying in words what failed, with one ERROR line
+naming the file and SQLite's error (``_failures``); a broken rule stays
+``Conflict`` / ``NotFound``, a bad statement a bug (500). Every call first checks
+(one ``stat``) that the file at the path is the one opened: a deleted file fails
+every call until it is put back, a file put in its place (a backup restored) is
+opened instead (``_checked``). ``ping`` (``/ready``) writes while the file fails,
+so a freed disk is seen with no traffic.
 Imports ``gateway.errors``, ``gateway._files`` (the file made mode 0600),
-``gateway.providers.base`` and ``gateway.store`` internals.
+``gateway.providers.base``, ``gateway.store`` internals and structlog.
 """
 
 from __future__ import annotations
@@ -31,12 +37,16 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from gateway._files import private_file
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady
 from gateway.providers.base import ChatMessage
 from gateway.store import _codec as c
 from gateway.store import _notify, register_store
+from gateway.store._failures import FileChanged, Health, is_failure
 from gateway.store._sql import SQLITE
+from gateway.store._sqlite_file import SQLiteFile
 from gateway.store.base import (
     DEFAULT_LEASE_SECONDS,
     INTERRUPTED,
@@ -49,6 +59,8 @@ from gateway.store.base import (
 )
 
 __all__ = ["SQLiteStore", "sqlite_path"]
+
+_logger = structlog.get_logger("gateway.store")
 
 T = TypeVar("T")
 
@@ -94,21 +106,77 @@ class SQLiteStore:
         self.lease_seconds = lease_seconds
         self.exclusive = exclusive
         self._lock_fd: int | None = None
+        # Used in the store's thread only, once open: the connection (None while the file
+        # put back under ``path`` cannot be opened), and the files it opened (``_checked``).
         self._conn: sqlite3.Connection | None = None
+        self._file = SQLiteFile(path)
+        self._opened = 0  # how many times the file was (re)opened
         self._executor: ThreadPoolExecutor | None = None
+        self._health = Health(path)
 
     # -- plumbing -----------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None or self._executor is None:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        """Run ``fn`` on the connection in the store's thread.
+
+        Raises:
+            NotReady: the database failed (``_failures``: said once in the log, in
+                words to the client); ``write``: a commit here says it serves again.
+        """
+        executor = self._executor
+        if executor is None:
             raise NotReady("the thread store is not open")
-        conn = self._conn
+        opened = self._opened
         try:
             # A cancelled caller does not cancel the statement: a write that started completes.
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
-        except (sqlite3.OperationalError, sqlite3.InterfaceError) as exc:
-            # The database itself failed (I/O, lock timeout, file gone), not a rule.
-            raise NotReady(f"the thread store does not answer ({exc})") from exc
+            result = await asyncio.get_running_loop().run_in_executor(executor, self._call, fn)
+        except Exception as exc:
+            if not is_failure(exc):  # a rule (Conflict, NotFound) or a bug: not the database
+                raise
+            raise self._health.failed(exc) from exc
+        self._health.ok(write=write, reopened=self._opened != opened)
+        return result
+
+    async def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """``body`` in one write transaction (``_tx``)."""
+        return await self._run(lambda conn: self._tx(conn, body), write=True)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._checked())
+
+    def _checked(self) -> sqlite3.Connection:
+        """The connection, once ``path`` is checked to still name the file it opened.
+
+        A deleted file fails every call until a file is put back (restored from a
+        backup); a file put in its place is opened (``_reopen``). See ``_sqlite_file``.
+
+        Raises:
+            FileChanged: the file was deleted.
+            sqlite3.Error: the file now at ``path`` cannot be opened.
+        """
+        if self._file.check() and self._conn is not None:
+            return self._conn
+        return self._reopen()
+
+    def _reopen(self) -> sqlite3.Connection:
+        """Close the connection to the file that was at ``path`` and open the one there now,
+        its old ``-wal`` and ``-shm`` dropped in between (``SQLiteFile.drop_journal``)."""
+        old, self._conn = self._conn, None
+        if old is not None:
+            _logger.warning("store.file_replaced", database=str(self.path))
+            try:
+                old.close()
+            except sqlite3.Error:
+                _logger.warning("store.close_failed", database=str(self.path), exc_info=True)
+            self._file.drop_journal()
+        try:
+            conn = self._open_connection(create=False)
+        except _SchemaTooNew as exc:
+            raise FileChanged(f"the file put in its place: {exc}", deleted=False) from None
+        self._conn = conn
+        self._opened += 1
+        _logger.warning("store.file_reopened", database=str(self.path))
+        return conn
 
     @staticmethod
     def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -157,22 +225,34 @@ class SQLiteStore:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
 
+    def _open_connection(self, *, create: bool) -> sqlite3.Connection:
+        """Connect, set the pragmas and migrate; ``create``: make the file (0600) if missing,
+        else open only a file that is there (a file put back: never an empty one in its place).
+        """
+        if create:
+            # Readable by the server's user alone: sandboxed actions must not read threads.
+            target = str(private_file(self.path))
+            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        else:
+            self.path.chmod(0o600)
+            uri = self.path.resolve().as_uri() + "?mode=rw"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._tx(conn, _migrate)
+        except BaseException:
+            conn.close()
+            raise
+        self._file.remember()
+        return conn
+
     def _connect(self) -> _Opened:
         lock = self._lock() if self.exclusive else None
         try:
-            # Readable by the server's user alone: sandboxed actions must not read threads.
-            conn = sqlite3.connect(
-                private_file(self.path), isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute("PRAGMA busy_timeout=10000")
-                self._tx(conn, _migrate)
-            except BaseException:
-                conn.close()
-                raise
+            conn = self._open_connection(create=True)
         except BaseException:
             if lock is not None:
                 os.close(lock)  # releases the flock
@@ -189,7 +269,7 @@ class SQLiteStore:
             NotReady: the file cannot serve (not a database, a directory, not writable,
                 its schema newer than this gateway, held by another process), naming it.
         """
-        if self._conn is not None:
+        if self._executor is not None:
             return
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         connecting = executor.submit(self._connect)
@@ -208,22 +288,32 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Close the connection; the store can be opened again."""
-        if self._conn is None or self._executor is None:
+        if self._executor is None:
             return
-        conn, executor, lock = self._conn, self._executor, self._lock_fd
-        self._conn = self._lock_fd = None
-        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor, lock = self._executor, self._lock_fd
+        self._executor = self._lock_fd = None
+        await asyncio.get_running_loop().run_in_executor(executor, self._close_connection)
         executor.shutdown(wait=True)
-        self._executor = None
         if lock is not None:
             os.close(lock)  # releases the flock once the connection is closed
 
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
     async def ping(self) -> bool:
-        """True when a trivial query answers."""
+        """True when the file answers: a trivial query on the file still at ``path``; while
+        the store fails, a write (one tiny transaction), which ends the failure when it
+        commits, so ``/ready`` sees a freed disk with no traffic; a damaged file stays failing
+        until it is replaced (see ``_failures.Health``)."""
         try:
-            return await self._run(lambda conn: conn.execute("SELECT 1").fetchone() == (1,))
-        except (sqlite3.Error, NotReady):
+            if self._health.failing is None:
+                return await self._run(lambda conn: conn.execute("SELECT 1").fetchone() == (1,))
+            await self._write(_probe)
+        except NotReady:
             return False
+        return self._health.failing is None
 
     # -- threads ------------------------------------------------------------------
 
@@ -232,7 +322,7 @@ class SQLiteStore:
     ) -> ThreadRecord:
         """Insert a new thread for ``assistant``."""
         record = c.new_thread(assistant, metadata)
-        await self._run(lambda conn: self._tx(conn, lambda cx: _insert_thread(cx, record)))
+        await self._write(lambda cx: _insert_thread(cx, record))
         return record
 
     async def get_thread(self, thread_id: str) -> ThreadRecord | None:
@@ -248,7 +338,7 @@ class SQLiteStore:
             cur = conn.execute(_SQL.delete_thread, (thread_id,))
             return cur.rowcount > 0
 
-        return await self._run(lambda conn: self._tx(conn, body))
+        return await self._write(body)
 
     # -- messages -----------------------------------------------------------------
 
@@ -262,11 +352,7 @@ class SQLiteStore:
     ) -> StoredMessage:
         """Append ``message`` durably at the end of the thread."""
         mid, created = message_id or c.new_id("msg"), c.now()
-        seq = await self._run(
-            lambda conn: self._tx(
-                conn, lambda cx: _append(cx, thread_id, message, run_id, mid, created)
-            )
-        )
+        seq = await self._write(lambda cx: _append(cx, thread_id, message, run_id, mid, created))
         return c.stored(
             message, thread_id=thread_id, run_id=run_id, mid=mid, seq=seq, created=created
         )
@@ -284,7 +370,7 @@ class SQLiteStore:
                 return None
             return thread_id, _append(conn, thread_id, message, run_id, mid, created)
 
-        done = await self._run(lambda conn: self._tx(conn, body))
+        done = await self._write(body)
         if done is None:
             return None
         thread_id, seq = done
@@ -305,7 +391,7 @@ class SQLiteStore:
 
     async def create_run(self, run: RunRecord) -> None:
         """Insert ``run``; Conflict when the thread already has an active run."""
-        await self._run(lambda conn: self._tx(conn, lambda cx: self._insert_run(cx, run)))
+        await self._write(lambda cx: self._insert_run(cx, run))
 
     async def begin_run(
         self, run: RunRecord, message: ChatMessage, *, thread: ThreadRecord | None = None
@@ -319,7 +405,7 @@ class SQLiteStore:
             self._insert_run(conn, run)
             return _append(conn, run.thread_id, message, run.id, mid, created)
 
-        seq = await self._run(lambda conn: self._tx(conn, body))
+        seq = await self._write(body)
         return c.stored(
             message, thread_id=run.thread_id, run_id=run.id, mid=mid, seq=seq, created=created
         )
@@ -336,7 +422,7 @@ class SQLiteStore:
                 _compact(conn, run.id)
             return True
 
-        return await self._run(lambda conn: self._tx(conn, body))
+        return await self._write(body)
 
     async def finish_run(
         self,
@@ -357,7 +443,7 @@ class SQLiteStore:
             _save_events(conn, run.id, events)
             return True
 
-        return await self._run(lambda conn: self._tx(conn, body))
+        return await self._write(body)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None."""
@@ -380,11 +466,11 @@ class SQLiteStore:
         def body(conn: sqlite3.Connection) -> set[str]:
             return {row[0] for row in conn.execute(_SQL.renew_leases, params).fetchall()}
 
-        return await self._run(lambda conn: self._tx(conn, body))
+        return await self._write(body)
 
     async def expire_leases(self, thread_id: str) -> list[RunRecord]:
         """Fail the thread's active run whose lease lapsed; returns it (if any)."""
-        return await self._run(lambda conn: self._tx(conn, lambda cx: _expire(cx, thread_id)))
+        return await self._write(lambda cx: _expire(cx, thread_id))
 
     def _insert_run(self, conn: sqlite3.Connection, run: RunRecord) -> None:
         _expire(conn, run.thread_id)
@@ -400,7 +486,7 @@ class SQLiteStore:
 
     async def save_run_events(self, run_id: str, events: list[bytes]) -> None:
         """Persist a finished run's encoded event log (replaces an earlier one)."""
-        await self._run(lambda conn: self._tx(conn, lambda cx: _save_events(cx, run_id, events)))
+        await self._write(lambda cx: _save_events(cx, run_id, events))
 
     async def load_run_events(self, run_id: str) -> list[bytes] | None:
         """The saved event log, or None when the run has none (yet)."""
@@ -416,7 +502,7 @@ class SQLiteStore:
         def body(conn: sqlite3.Connection) -> bool:
             return conn.execute(_SQL.append_batch, params).fetchone() is not None
 
-        return await self._run(lambda conn: self._tx(conn, body))
+        return await self._write(body)
 
     async def load_run_events_after(self, run_id: str, after: int) -> RunEventsPage:
         """The run's stored events past ``after`` (final log, else live batches)."""
@@ -442,6 +528,13 @@ def _close_made(connecting: Future[_Opened]) -> None:
         conn.close()
         if lock is not None:
             os.close(lock)
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    """A write as small as they come (one page, ``schema_version``'s), for ``ping``: a real
+    change, undone in the same transaction (SQLite writes nothing for ``SET x = x``)."""
+    conn.execute("UPDATE schema_version SET version = version + 1")
+    conn.execute("UPDATE schema_version SET version = version - 1")
 
 
 def _append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from conftest import ServerFactory
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+from gateway.providers.offline import OfflineProvider
 from gateway.testing.fake_openai import FakeOpenAI
 from tests._http import serving
 
@@ -212,3 +214,46 @@ def test_websocket_query_keys_are_not_logged(
     err = capsys.readouterr().err
     assert "/ws/chat?api_key=[redacted]" in err  # uvicorn's [accepted] line
     assert "ws-query-key-3381" not in err
+
+
+@pytest.mark.parametrize("route", ["/chat", "/v1/chat/completions"])
+def test_a_crashed_run_is_logged_once(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    gateway_server: ServerFactory,
+    api_manifests: Path,
+    route: str,
+) -> None:
+    """A run that crashed (an unexpected exception in the engine) was logged twice, once as
+    ``run.crashed`` and once more as the request's ``unhandled_error`` with a second
+    traceback (of the answer's raise, not of the crash); it is one ERROR line with the
+    run and thread ids and the crash's traceback, and the client's 500 says nothing more."""
+
+    async def broken(self: OfflineProvider, request: Any) -> AsyncIterator[Any]:
+        raise RuntimeError("engine bug 5531")
+        yield  # an async generator, as the provider's stream is
+
+    monkeypatch.setattr(OfflineProvider, "stream", broken)
+    server = gateway_server(api_manifests, env={"LOG_FORMAT": "json", "LOGGING_LEVEL": "INFO"})
+    body: dict[str, Any] = (
+        {"assistant": "helper", "message": "weather in Paris"}
+        if route == "/chat"
+        else {"model": "helper", "messages": [{"role": "user", "content": "weather in Paris"}]}
+    )
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        response = c.post(route, json=body, headers={"X-Correlation-ID": "crash-1"})
+    server.stop()  # before capsys closes the stream the server logs to
+    assert response.status_code == 500, response.text
+    assert response.json()["error"]["message"] == "internal error"
+    lines = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
+    errors = [line for line in lines if line["level"] in ("error", "critical")]
+    assert [line["event"] for line in errors] == ["run.crashed"], errors
+    [crash] = errors
+    assert crash["run_id"].startswith("run_")
+    assert crash["correlation_id"] == "crash-1"
+    if route == "/chat":  # a /v1 run is stateless: no thread
+        assert crash["thread_id"].startswith("thread_")
+    assert "engine bug 5531" in json.dumps(crash["exception"])
+    assert [line["event"] for line in lines if "exception" in line] == ["run.crashed"]

@@ -328,3 +328,112 @@ def test_validate_one_file_shows_only_that_files_secret_warnings(
     assert "warning:" not in result.stderr
     result = run("validate", str(secret_manifests / "keys.yaml"))
     assert f"warning: {SHORT_WARNING}" in result.stderr
+
+
+VARIABLE_DOCS = """\
+kind: action
+name: short_header
+description: Calls with a short token from ${GATEWAY_TEST_VAR_DESC}.
+http:
+  method: GET
+  url: "https://example.com/a"
+  headers:
+    Authorization: "Bearer ${GATEWAY_TEST_VAR_TOKEN}"
+---
+kind: action
+name: long_header
+description: Calls with a long token.
+http:
+  method: GET
+  url: "${GATEWAY_TEST_VAR_ORIGIN}/b"
+  headers: {X-Key: "${GATEWAY_TEST_VAR_LONG}"}
+---
+kind: database
+name: shop
+url: "postgresql://shop:${GATEWAY_TEST_VAR_DB}@127.0.0.1:5/shop"
+---
+kind: provider
+name: local
+base_url: http://127.0.0.1:5/v1
+api_key: ${GATEWAY_TEST_VAR_KEY}
+---
+kind: assistant
+name: vars
+model: m
+actions: [short_header, long_header]
+"""
+VARIABLE_WARNINGS = [
+    "vars.yaml:8: action 'short_header': ${GATEWAY_TEST_VAR_TOKEN} is 3 characters long; "
+    "values shorter than 4 are never masked in the action's output and errors",
+    "vars.yaml:20: database 'shop': ${GATEWAY_TEST_VAR_DB} is 2 characters long; "
+    "values shorter than 4 are never masked in the output and errors of the sql actions on it",
+    "vars.yaml:25: provider 'local': ${GATEWAY_TEST_VAR_KEY} is 1 character long; "
+    "values shorter than 4 are never masked in the provider's errors and validation messages",
+]
+_VARIABLE_VALUES = {
+    "GATEWAY_TEST_VAR_DESC": "q9",  # only in a description: nothing masks it, nothing to say
+    "GATEWAY_TEST_VAR_TOKEN": "t0k",
+    "GATEWAY_TEST_VAR_ORIGIN": "https://a.example",  # a URL's origin: public by contract
+    "GATEWAY_TEST_VAR_LONG": "a-long-enough-token",
+    "GATEWAY_TEST_VAR_DB": "pw",
+    "GATEWAY_TEST_VAR_KEY": "K",
+}
+
+
+@pytest.fixture
+def variable_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A manifest set whose ${VAR}s put values under 4 characters into an http header, a
+    database URL and a provider's key (and others elsewhere, and one long enough)."""
+    root = tmp_path / "vars" / "manifests"
+    root.mkdir(parents=True)
+    (root / "vars.yaml").write_text(VARIABLE_DOCS)
+    for name, value in _VARIABLE_VALUES.items():
+        monkeypatch.setenv(name, value)
+    return root
+
+
+def _without_warnings(text: str) -> str:
+    for warning in VARIABLE_WARNINGS:
+        text = text.replace(warning, "")
+    return text
+
+
+def test_validate_warns_about_short_variable_values_where_they_are_masked(
+    run: Invoke, variable_manifests: Path
+) -> None:
+    """A ${VAR} value under 4 characters put into an http/sql config, a database URL or a
+    provider is never masked, like a declared secret that short, but passed `gateway
+    validate` in silence; it is a warning naming the file, line and variable (never the
+    value), and the set is still valid."""
+    result = run("validate", str(variable_manifests))
+    assert result.exit_code == 0, result.output
+    warnings = [x[len("warning: ") :] for x in result.stderr.splitlines() if "warning:" in x]
+    assert warnings == VARIABLE_WARNINGS
+    rest = _without_warnings(result.stderr)
+    assert not any(value in rest for value in ("t0k", "q9", "a-long-enough"))
+
+
+def test_manifests_status_lists_the_short_variable_warnings(
+    gateway_server: ServerFactory, variable_manifests: Path
+) -> None:
+    """/manifests/status lists the same warnings (names only), and the set serves."""
+    server = gateway_server(variable_manifests)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        status = c.get("/manifests/status")
+        assert status.status_code == 200, status.text
+        assert status.json()["warnings"] == VARIABLE_WARNINGS
+        assert "t0k" not in _without_warnings(status.text)
+        assert c.get("/ready").status_code == 200
+
+
+def test_validate_one_file_shows_only_that_files_variable_warnings(
+    run: Invoke, variable_manifests: Path
+) -> None:
+    """`gateway validate FILE` reports only FILE's short-variable warnings."""
+    (variable_manifests / "other.yaml").write_text(
+        "kind: action\nname: other\ndescription: Other.\n"
+        'http: {method: GET, url: "https://example.com/o"}\n'
+    )
+    result = run("validate", str(variable_manifests / "other.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "warning:" not in result.stderr

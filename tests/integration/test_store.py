@@ -470,8 +470,9 @@ async def test_sqlite_database_that_does_not_answer_is_not_ready(tmp_path: Path)
 
 
 async def test_sqlite_database_full_is_not_ready_with_its_cause(tmp_path: Path) -> None:
-    """A write SQLite refuses for lack of room is NotReady naming that cause (not a failed
-    rollback of the transaction SQLite already rolled back), and nothing half-written stays."""
+    """A write SQLite refuses for lack of room is NotReady naming that cause in words (not a
+    failed rollback of the transaction SQLite already rolled back, nor SQLite's text), and
+    nothing half-written stays."""
     store = SQLiteStore(tmp_path / "gateway.db")
     await store.open()
     try:
@@ -479,7 +480,7 @@ async def test_sqlite_database_full_is_not_ready_with_its_cause(tmp_path: Path) 
         pages = await store._run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
         await store._run(lambda conn: conn.execute(f"PRAGMA max_page_count={pages + 2}"))
         big = ChatMessage(role="user", content="x" * 100_000)
-        with pytest.raises(NotReady, match="database or disk is full"):
+        with pytest.raises(NotReady, match=r"^the thread store failed: the disk is full; retry"):
             await store.append_message(thread.id, big)
         await store._run(lambda conn: conn.execute("PRAGMA max_page_count=1073741823"))
         stored = await store.append_message(thread.id, ChatMessage(role="user", content="y"))

@@ -317,9 +317,57 @@ def test_playground_says_an_answer_was_cut_short(
         page.click("form#send button[type=submit]")
         expect(page.locator(".msg.meta")).to_have_count(1)
         expect(page.locator(".msg.assistant").last).to_have_text("It is sun")
-        expect(page.locator(".msg.error")).to_have_text(
-            "The answer was cut short (max_completion_tokens)."
+        expect(page.locator(".msg.notice")).to_have_text(
+            "The answer was cut short: it reached the size limit of one answer"
+            " (max_completion_tokens)."
         )
+        expect(page.locator(".msg.error")).to_have_count(0)
+
+
+def test_playground_says_in_words_why_a_run_has_no_whole_answer(
+    page: Page, gateway_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """An empty answer (metadata.empty_answer) showed as an empty bubble, and a run stopped
+    at max_tool_rounds as "cut short (max_tool_rounds)"; each is now a sentence a person
+    reads, the raw reason kept beside it for the developer, and so is a stop sequence."""
+    from gateway.testing.fake_openai import FakeOpenAI
+
+    manifests = tmp_path / "manifests"
+    with FakeOpenAI() as fake:
+        write_remote(manifests, fake, "max_tool_rounds: 2\n")
+        server = gateway_server(manifests)
+        page.goto(f"{server.url}/ui")
+        expect(page.locator("#assistant option")).to_have_count(1)
+        notices, bubbles = page.locator(".msg.notice"), page.locator(".msg.assistant")
+
+        fake.add_text("\n")  # a local model answering a newline
+        page.fill("#message", "hello?")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.meta")).to_have_count(1)
+        expect(notices).to_have_text(
+            ["The model answered nothing (empty_answer, finish_reason: stop)."]
+        )
+        expect(bubbles).to_have_count(0)  # no empty bubble
+
+        for _ in range(3):  # two rounds run; the third answer still calls a tool
+            fake.add_tool_calls([("lookup", {"q": "again"})])
+        page.fill("#message", "look it up")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.meta")).to_have_count(2)
+        expect(notices.last).to_have_text(
+            "The assistant stopped after 2 tool rounds without an answer (max_tool_rounds)."
+        )
+
+        fake.add_text("Count: 1, 2", finish_reason="stop_sequence")
+        page.fill("#message", "count")
+        page.click("form#send button[type=submit]")
+        expect(page.locator(".msg.meta")).to_have_count(3)
+        expect(bubbles.last).to_have_text("Count: 1, 2")
+        expect(notices.last).to_have_text(
+            "The model stopped at one of its stop sequences (finish_reason: stop_sequence)."
+        )
+        expect(notices).to_have_count(3)
+        expect(page.locator(".msg.error")).to_have_count(0)
 
 
 def test_playground_sends_nothing_while_an_answer_streams(
