@@ -282,6 +282,17 @@ def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
     return "written"
+
+def daemon_then_exit():
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.write(w, b"up")
+            time.sleep(300)
+        os._exit(0)
+    os.read(r, 2)
+    os._exit(0)
 """
 
 
@@ -375,6 +386,7 @@ ACTION_LIST = [
         "hostile",
         parameters={"type": "object", "properties": {"what": {"type": "string"}}},
     ),
+    make_action("daemon_then_exit"),
 ]
 
 
@@ -1345,6 +1357,17 @@ async def test_an_action_exiting_with_a_sandbox_exit_code_is_not_mistaken_for_th
         assert "file descriptor 3" in message and "os._exit(74)" in message, message
     else:
         assert f"status {code}" in message, message
+
+
+async def test_a_daemon_left_by_an_action_that_ended_its_own_process_is_killed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An action that started a daemon in a session of its own (fork, setsid, fork) and
+    then ended its process with os._exit(0) skipped the child's cleanup, and the zygote
+    took status 0 for a clean exit: the daemon lived on for good, as the call's uid.
+    The zygote now sweeps for strays shortly after such an exit."""
+    result = await call_then_ok(runner, catalog, supervisor, "daemon_then_exit")
+    assert result.error_type == "crashed", result
 
 
 @pytest.mark.parametrize(
