@@ -293,6 +293,11 @@ def daemon_then_exit():
         os._exit(0)
     os.read(r, 2)
     os._exit(0)
+
+def answer_then_linger():
+    from gateway.sandbox.protocol import CallResult, frame
+    os.write(3, frame(CallResult(ok=True, output=str(os.getpid()))))
+    time.sleep(300)
 """
 
 
@@ -387,6 +392,7 @@ ACTION_LIST = [
         parameters={"type": "object", "properties": {"what": {"type": "string"}}},
     ),
     make_action("daemon_then_exit"),
+    make_action("answer_then_linger", timeout=20),
 ]
 
 
@@ -1368,6 +1374,21 @@ async def test_a_daemon_left_by_an_action_that_ended_its_own_process_is_killed(
     The zygote now sweeps for strays shortly after such an exit."""
     result = await call_then_ok(runner, catalog, supervisor, "daemon_then_exit")
     assert result.error_type == "crashed", result
+
+
+async def test_an_action_that_answers_itself_and_lingers_is_killed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An action may write its own result frame on fd 3 and keep running: the server took
+    the answer, freed the slot and never looked back, so the process outlived its
+    timeout (300 s here, or a CPU hog), uncounted by the concurrency limit. A child
+    still there a moment after its answer is now killed."""
+    with capture_logs() as logs:
+        result = await call_then_ok(runner, catalog, supervisor, "answer_then_linger")
+    assert result.status == "succeeded", result
+    assert not Path(f"/proc/{int(result.output)}").exists()
+    lingered = [e for e in logs if e["event"] == "sandbox.kept_running_after_result"]
+    assert [e["action"] for e in lingered] == ["answer_then_linger"], logs
 
 
 @pytest.mark.parametrize(
