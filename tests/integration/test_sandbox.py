@@ -312,6 +312,16 @@ def flood(seconds: float):
         written += os.write(1, chunk)
     return written
 
+def abstract_own():
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(f"\\0gw-own-{os.getpid()}")
+    server.listen()
+    if os.fork() == 0:  # a process of the call's own connects to it
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(f"\\0gw-own-{os.getppid()}")
+        os._exit(0)
+    server.accept()
+    return "connected"
+
 def answer_then_linger():
     from gateway.sandbox.protocol import CallResult, frame
     os.write(3, frame(CallResult(ok=True, output=str(os.getpid()))))
@@ -413,6 +423,7 @@ ACTION_LIST = [
     make_action("sysv_ipc"),
     make_action("answer_then_linger", timeout=20),
     make_action("flood", sandbox=SandboxLimits(max_output_kb=64)),
+    make_action("abstract_own", sandbox=SandboxLimits(network=True)),
 ]
 
 
@@ -1547,6 +1558,33 @@ async def test_network_false_cannot_reach_unix_sockets(
     # What Python itself needs of AF_UNIX (socket pairs: asyncio, subprocess) still works.
     pair = "import socket\na, b = socket.socketpair()\na.sendall(b'ok')\nprint(b.recv(2))\n"
     assert (await runner.run(catalog, "code_interpreter", {"code": pair})).output == "b'ok'\n"
+
+
+@pytest.fixture
+def abstract_listener() -> Iterator[str]:
+    """A Unix socket in the abstract namespace (no file: no permission check at all), as
+    a container runtime's shim or a desktop session may listen on in the host's."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    name = f"\0gw-test-{os.urandom(6).hex()}"
+    server.bind(name)
+    server.listen(8)
+    with server:
+        yield name
+
+
+async def test_network_true_cannot_reach_the_hosts_abstract_unix_sockets(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, abstract_listener: str
+) -> None:
+    """A network: true call runs in the host's network namespace, whose abstract Unix
+    sockets have no owner or mode: any call, whatever its uid, connected to the server's
+    or the host's (containerd-shim's, CVE-2020-15257). Where Landlock scopes them (ABI 6),
+    a call now reaches only those its own processes bound."""
+    if _landlock_abi() < 6:
+        pytest.skip("Landlock ABI 6 scopes abstract Unix sockets")
+    on = await runner.run(catalog, "unix_on", {"path": abstract_listener})
+    assert on.output.startswith("refused"), on
+    own = await runner.run(catalog, "abstract_own", {})
+    assert own.output == "connected", own
 
 
 @pytest.mark.skipif(
