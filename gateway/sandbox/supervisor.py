@@ -655,7 +655,8 @@ class Supervisor:
         self, zygote: ZygoteChannel, serial: int, exited: asyncio.Future[Exited], action: str
     ) -> None:
         """Kill spare ``serial`` if it has not exited ``_ANSWERED_GRACE`` seconds after its
-        answer; ``exited`` is then the watcher's (``_run_child`` leaves it registered)."""
+        answer; ``exited`` is then the watcher's (``_run_child`` leaves it registered)
+        until the zygote reported the exit or died."""
         task = asyncio.get_running_loop().create_task(
             self._reap_answered(zygote, serial, exited, action)
         )
@@ -669,15 +670,20 @@ class Supervisor:
             await asyncio.wait_for(asyncio.shield(exited), _ANSWERED_GRACE)
         except TimeoutError:
             log.warning("sandbox.kept_running_after_result", action=action, call_id=serial)
-            await self._kill(zygote, serial, exited)
-        except (ZygoteDied, asyncio.CancelledError):
+            # Not ``_kill``, which replaces a zygote that does not reap within its grace:
+            # one busy a while (removing a large call directory) would then take every
+            # call running on it down, for a child whose result is already in.
+            with contextlib.suppress(OSError, ZygoteDied):
+                if not zygote.dead:
+                    await zygote.send(Kill(id=serial))
+                await exited
+        except ZygoteDied:
             pass
         finally:
-            if exited not in self._killing:
-                if zygote.pending.get(serial) is exited:
-                    del zygote.pending[serial]
-                if not exited.done():
-                    exited.cancel()
+            if zygote.pending.get(serial) is exited:
+                del zygote.pending[serial]
+            if not exited.done():
+                exited.cancel()
 
     async def _hand_over(
         self, zygote: ZygoteChannel, start: Start, call_fd: int, out_fd: int
