@@ -266,8 +266,13 @@ class OutputReader:
             moved = os.splice(self.fd, self._null, _FLOOD_PIPE, flags=os.SPLICE_F_NONBLOCK)
         except BlockingIOError:
             return
-        except OSError:
-            moved = 0
+        except OSError:  # no splice to /dev/null here: read it, and drop it
+            try:
+                moved = len(os.read(self.fd, _FLOOD_PIPE))
+            except BlockingIOError:
+                return
+            except OSError:
+                moved = 0
         if not moved:
             self.close()
             return
