@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -34,6 +36,11 @@ __all__ = [
 log = structlog.get_logger("gateway.sandbox")
 
 _KILL_GRACE = 5.0
+_FLOOD_PIPE = 1 << 20
+"""A child's output pipe grows to this once its output passed the cap (see ``_discard``)."""
+_FLOOD_PAUSE = 0.02
+"""Seconds the output pipe is not read after each discard: output past the cap then
+flows at most ``_FLOOD_PIPE`` per pause (50 MB/s), not as fast as a child can write."""
 
 
 class ZygoteDied(Exception):
@@ -214,18 +221,29 @@ class ZygoteChannel:
 
 
 class OutputReader:
-    """Reads a child's stdout/stderr pipe as it comes, keeping the first ``cap`` bytes."""
+    """Reads a child's stdout/stderr pipe as it comes, keeping the first ``cap`` bytes.
+
+    Past the cap, what comes is counted and thrown away in the kernel (``splice``
+    to ``/dev/null``), then the pipe is left alone for ``_FLOOD_PAUSE``: an action
+    writing nonstop (gigabytes a second) took a fifth of a CPU of the server's
+    event loop per call; now it waits on its full pipe.
+    """
 
     def __init__(self, fd: int, cap: int) -> None:
         self.fd = fd
         self.cap = cap
         self.data = bytearray()
         self.dropped = 0
+        self._null = -1  # /dev/null, once past the cap (see _discard)
+        self._resume: asyncio.TimerHandle | None = None  # reading paused (see _discard)
         self.eof = asyncio.get_running_loop().create_future()
         os.set_blocking(fd, False)
         asyncio.get_running_loop().add_reader(fd, self._on_readable)
 
     def _on_readable(self) -> None:
+        if len(self.data) >= self.cap:
+            self._discard()
+            return
         try:
             chunk = os.read(self.fd, 1 << 16)
         except BlockingIOError:
@@ -239,6 +257,39 @@ class OutputReader:
         self.data += chunk[:room] if room > 0 else b""
         self.dropped += max(0, len(chunk) - max(room, 0))
 
+    def _discard(self) -> None:
+        if self._null < 0:
+            self._null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self.fd, fcntl.F_SETPIPE_SZ, _FLOOD_PIPE)
+        try:
+            moved = os.splice(self.fd, self._null, _FLOOD_PIPE, flags=os.SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            return
+        except OSError:  # no splice to /dev/null here: read it, and drop it
+            try:
+                moved = len(os.read(self.fd, _FLOOD_PIPE))
+            except BlockingIOError:
+                return
+            except OSError:
+                moved = 0
+        if not moved:
+            self.close()
+            return
+        self.dropped += moved
+        # Then leave the pipe alone a moment: a child that writes nonstop blocks meanwhile
+        # instead of keeping the event loop busy with what is thrown away.
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.fd)
+        if self._resume is not None:
+            self._resume.cancel()
+        self._resume = loop.call_later(_FLOOD_PAUSE, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._resume = None
+        if self.fd >= 0:
+            asyncio.get_running_loop().add_reader(self.fd, self._on_readable)
+
     def drain(self) -> None:
         """Take whatever is already in the pipe without waiting for more."""
         while self.fd >= 0:
@@ -248,6 +299,12 @@ class OutputReader:
                 return
 
     def close(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._null >= 0:
+            os.close(self._null)
+            self._null = -1
         if self.fd >= 0:
             asyncio.get_running_loop().remove_reader(self.fd)
             os.close(self.fd)

@@ -1,5 +1,5 @@
 # os.path on purpose: the zygote imports this, and pathlib would grow every fork.
-# ruff: noqa: PTH101
+# ruff: noqa: PTH101, PTH106
 """Removing a call's directory, including the folders the call locked.
 
 ``shutil.rmtree`` gives up on a folder it cannot list or change: a call that
@@ -9,15 +9,16 @@ left them, and everything in them, on disk for as long as the zygote lived
 the call's uid then, and no capability overrides the mode). Whoever removes
 the tree owns those folders (same uid, or uid 0 without capabilities under
 ``calls_run_as: root``), so giving them back their owner's bits is allowed; a
-symbolic link is never followed (by descriptor: race-free, see ``_open_up``).
-Only called once the call and all its processes are gone. Imports only the
-standard library.
+symbolic link is never followed (the walk is by descriptor, race-free: another
+call with the same uid may swap a folder for a link to anywhere while it runs).
+Nor does a tree of any depth end the zygote (see ``_MAX_DEPTH``). Only called
+once the call and all its processes are gone. Imports only the standard library.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import stat
 
 __all__ = ["remove_tree"]
@@ -26,73 +27,108 @@ __all__ = ["remove_tree"]
 def remove_tree(path: str) -> None:
     """Remove ``path`` and everything below it, best effort (never raises).
 
-    Tries ``shutil.rmtree`` first; if the tree is still there, gives every
-    folder below ``path`` its owner's read, write and search bits (folders
-    only, symbolic links never followed) and tries once more.
+    Walks the tree by descriptor, without recursion and with at most
+    ``_MAX_DEPTH`` folders open (see ``_remove_below``), giving each folder it
+    enters its owner's read, write and search bits (folders only, symbolic
+    links never followed).
     """
-    shutil.rmtree(path, ignore_errors=True)
-    if not os.path.lexists(path):
-        return
-    _open_up(path)
-    shutil.rmtree(path, ignore_errors=True)
+    _remove_below(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 _PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 """A folder by descriptor: a symbolic link (or anything else) in its place fails the open."""
+_MAX_DEPTH = 32
+"""Folders ``_remove_below`` holds open at once. A call can nest folders thousands deep
+(``mkdir a; cd a`` in a loop): ``shutil.rmtree`` recursed once per level and raised
+``RecursionError`` (not an ``OSError``, so not ignored) past about a thousand, which
+ended the zygote, failed every call running on it, and left the tree on disk for good."""
 
 
-def _open_up(path: str) -> None:
-    """``chmod u+rwx`` on ``path`` and every folder below it, never through a symbolic link.
+def _remove_below(path: str) -> None:
+    """Empty the folder ``path``: files unlinked, folders emptied depth first, then removed.
 
-    Walks by file descriptor (another call with the same uid may swap a folder for a
-    link to anywhere while this runs): each folder is opened with ``_PATH_FLAGS``
-    relative to its parent's descriptor, and its mode is read from and set on that
-    descriptor's inode, never looked up by name again. Iterative, one descriptor open
-    per level of the folder being opened up.
+    A folder found ``_MAX_DEPTH`` levels down is not entered but moved up to
+    ``path`` under a fresh name (``renameat``, by descriptor) and emptied from
+    there later: a tree of any depth costs neither recursion nor more than
+    ``_MAX_DEPTH`` descriptors.
     """
     try:
-        top = _enter(os.open(path, _PATH_FLAGS))
+        top = _opened(os.open(path, _PATH_FLAGS))
     except OSError:
         return
     if top is None:
         return
-    frames = [top]
+    prefix = f".gw-removing-{os.urandom(6).hex()}-"
+    moved = 0
+    frames: list[tuple[int, str, list[tuple[str, bool]]]] = [(top, "", _entries(top))]
     try:
         while frames:
-            fd, names = frames[-1]
-            if not names:
+            fd, name, entries = frames[-1]
+            if not entries:
                 frames.pop()
                 os.close(fd)
+                if frames:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(name, dir_fd=frames[-1][0])
+                continue
+            entry, is_folder = entries.pop()
+            if not is_folder:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry, dir_fd=fd)
+                continue
+            with contextlib.suppress(OSError):
+                os.rmdir(entry, dir_fd=fd)  # most folders are empty by now
                 continue
             try:
-                child = os.open(names.pop(), _PATH_FLAGS, dir_fd=fd)
+                folder = os.open(entry, _PATH_FLAGS, dir_fd=fd)
             except OSError:
                 continue  # gone, or no longer a folder
-            listed = _enter(child)
-            if listed is not None:
-                frames.append(listed)
+            if len(frames) < _MAX_DEPTH:
+                child = _opened(folder)
+                if child is not None:
+                    frames.append((child, entry, _entries(child)))
+                continue
+            moved += 1
+            try:
+                # Moving a folder to another parent needs its own write bit: give it back.
+                _unlock(folder)
+                os.rename(entry, f"{prefix}{moved}", src_dir_fd=fd, dst_dir_fd=top)
+            except OSError:
+                continue
+            finally:
+                os.close(folder)
+            frames[0][2].append((f"{prefix}{moved}", True))
     finally:
-        for fd, _ in frames:
+        for fd, _, _ in frames:
             os.close(fd)
 
 
-def _enter(folder: int) -> tuple[int, list[str]] | None:
-    """Give ``folder`` (an ``O_PATH`` descriptor, closed here) its owner's bits; a readable
-    descriptor of it and the names of its subfolders, or None if that failed."""
+def _entries(folder: int) -> list[tuple[str, bool]]:
+    """(name, is a folder) of what ``folder`` (a readable descriptor) holds; links are not."""
     try:
-        mode = os.fstat(folder).st_mode
-        if mode & stat.S_IRWXU != stat.S_IRWXU:
-            # fchmod refuses O_PATH descriptors; their /proc link is this inode, not a name.
-            os.chmod(f"/proc/self/fd/{folder}", stat.S_IMODE(mode) | stat.S_IRWXU)
-        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder)
+        with os.scandir(folder) as found:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in found]
+    except OSError:
+        return []
+
+
+def _unlock(folder: int) -> None:
+    """Give ``folder`` (an ``O_PATH`` descriptor) its owner's read, write and search bits."""
+    mode = os.fstat(folder).st_mode
+    if mode & stat.S_IRWXU != stat.S_IRWXU:
+        # fchmod refuses O_PATH descriptors; their /proc link is this inode, not a name.
+        os.chmod(f"/proc/self/fd/{folder}", stat.S_IMODE(mode) | stat.S_IRWXU)
+
+
+def _opened(folder: int) -> int | None:
+    """Give ``folder`` (an ``O_PATH`` descriptor, closed here) its owner's bits; a readable
+    descriptor of it, or None if that failed."""
+    try:
+        _unlock(folder)
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=folder)
     except OSError:
         return None
     finally:
         os.close(folder)
-    try:
-        with os.scandir(fd) as entries:
-            names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        os.close(fd)
-        return None
-    return fd, names

@@ -38,6 +38,7 @@ __all__ = [
     "FS_REMOVE_FILE",
     "FS_TRUNCATE",
     "FS_WRITE_FILE",
+    "SCOPE_ABSTRACT_UNIX_SOCKET",
     "SCOPE_SIGNAL",
     "LandlockRules",
     "OpenedRules",
@@ -107,18 +108,25 @@ def landlock_handled(abi: int) -> int:
     return FS_ALL
 
 
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+"""Connections only to abstract Unix sockets bound in the same Landlock domain or one
+nested in it. Such a socket has no file, owner or mode: without the scope a
+``network: true`` call (the host's network namespace) reached every one the host's
+processes listen on, whatever the call's uid (a container runtime's shim: CVE-2020-15257)."""
 SCOPE_SIGNAL = 1 << 1  # ABI 6
 """Signals only to processes in the same Landlock domain or one nested in it."""
 
 
 def landlock_scoped(abi: int) -> int:
-    """The scopes this ABI can restrict that the sandbox asks for (signals, from ABI 6)."""
-    return SCOPE_SIGNAL if abi >= 6 else 0
+    """The scopes this ABI can restrict that the sandbox asks for (signals and abstract
+    Unix sockets, from ABI 6)."""
+    return SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
 
 
 class LandlockRules(NamedTuple):
     """A filesystem allow-list: the rights handled, (path, rights) rules beneath paths,
-    and the scopes restricted (``SCOPE_SIGNAL``: no signal leaves the call's domain)."""
+    and the scopes restricted (``SCOPE_SIGNAL``: no signal leaves the call's domain;
+    ``SCOPE_ABSTRACT_UNIX_SOCKET``: no connection to an abstract socket bound outside it)."""
 
     handled: int
     rules: tuple[tuple[str, int], ...]

@@ -27,7 +27,10 @@ _X32_BIT = 0x40000000
 _NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 
 # Denied everywhere: tracing other processes, namespaces and mounts, kernel modules and
-# keyrings, BPF and perf, io_uring (it bypasses seccomp for the calls it queues).
+# keyrings, BPF and perf, io_uring (it bypasses seccomp for the calls it queues), and
+# System V IPC: its segments, queues and semaphores outlive the call that made them (a
+# call could leave memory no limit counts, or data for the next call of its uid), and
+# root-mode calls could attach root's own.
 _DENY = {
     "x86_64": (
         0xC000003E,  # AUDIT_ARCH_X86_64
@@ -60,6 +63,18 @@ _DENY = {
             425,
             426,
             427,
+            29,
+            30,
+            31,
+            67,
+            64,
+            65,
+            66,
+            220,
+            68,
+            69,
+            70,
+            71,
         ],
         56,  # clone: refused with namespace flags
         435,  # clone3: its flags are out of reach, so ENOSYS (libc falls back to clone)
@@ -95,6 +110,18 @@ _DENY = {
             425,
             426,
             427,
+            194,
+            196,
+            195,
+            197,
+            190,
+            193,
+            191,
+            192,
+            186,
+            189,
+            188,
+            187,
         ],
         220,
         435,
@@ -131,6 +158,18 @@ _DENY_NAMES = (
     "io_uring_setup",
     "io_uring_enter",
     "io_uring_register",
+    "shmget",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "semget",
+    "semop",
+    "semctl",
+    "semtimedop",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
 )
 """The names of the ``_DENY`` numbers, in the same order (a test checks them)."""
 

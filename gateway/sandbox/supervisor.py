@@ -113,6 +113,12 @@ _READY_TIMEOUT = 60.0
 _ATTEMPTS = 3
 """Spares tried for one call when each dies before taking it (killed from outside)."""
 _KILL_GRACE = 5.0
+_ANSWERED_GRACE = 1.0
+"""Seconds a child that answered gets to exit before it is killed. It has nothing left
+to do (it killed what its action started before answering): one still there is an
+action that wrote a result frame on fd 3 itself and kept running, past its timeout and
+outside the concurrency limit. Killing one merely slow to exit costs nothing: its
+result is already read."""
 _ZYGOTE_TASKS = 8
 """Tasks of a zygote's pids cgroup besides its calls' processes: itself and its spares."""
 _ESCAPED = 6
@@ -187,6 +193,8 @@ class Supervisor:
         self._warned: set[str] = set()
         # Kills in flight, by the exit they wait for (see ``_kill``).
         self._killing: dict[asyncio.Future[Exited], asyncio.Task[None]] = {}
+        # Exits of children that answered, each awaited for ``_ANSWERED_GRACE``.
+        self._exiting: set[asyncio.Task[None]] = set()
         self.stats = SandboxStats()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -270,6 +278,8 @@ class Supervisor:
         self._zygotes = {}
         self._retired.clear()
         await asyncio.gather(*(z.close() for z in zygotes), return_exceptions=True)
+        # Their zygotes are closed: each watch ends at once (ZygoteDied).
+        await asyncio.gather(*self._exiting, return_exceptions=True)
         if self._cgroups is not None:
             cgroups, self._cgroups = self._cgroups, None
             self.process_limit = (False, "closed")
@@ -598,6 +608,7 @@ class Supervisor:
         cap = limits.max_output_kb * 1024 * _ESCAPED + _ENVELOPE
         reader = asyncio.ensure_future(read_frame(mine, cap, progress))
         too_large = False
+        watched = False  # the child answered: ``_watch_exit`` owns ``exited`` from then on
         status: Exited | None = None
         try:
             try:
@@ -616,8 +627,12 @@ class Supervisor:
                         await asyncio.wait({reader}, timeout=1.0)
                     if too_large or not answered(reader):
                         status = await exited
-                    # else: the child cleaned up before answering and is exiting; the
-                    # zygote reaps it (and anything a stray thread started) on its own.
+                    else:
+                        # The child cleaned up before answering and is exiting; the zygote
+                        # reaps it (and anything a stray thread started). Not waited for
+                        # here (a call's result comes first), but killed if it does not go.
+                        self._watch_exit(zygote, serial, exited, action.name)
+                        watched = True
             except TimeoutError:
                 await self._kill(zygote, serial, exited)
                 return failure(
@@ -645,12 +660,46 @@ class Supervisor:
             )
         finally:
             reader.cancel()
-            if exited not in self._killing:  # else the kill in flight drops it when done
+            if exited not in self._killing and not watched:  # else its kill or watch drops it
                 zygote.pending.pop(serial, None)
                 if not exited.done():
                     exited.cancel()
             output.close()
             mine.close()
+
+    def _watch_exit(
+        self, zygote: ZygoteChannel, serial: int, exited: asyncio.Future[Exited], action: str
+    ) -> None:
+        """Kill spare ``serial`` if it has not exited ``_ANSWERED_GRACE`` seconds after its
+        answer; ``exited`` is then the watcher's (``_run_child`` leaves it registered)
+        until the zygote reported the exit or died."""
+        task = asyncio.get_running_loop().create_task(
+            self._reap_answered(zygote, serial, exited, action)
+        )
+        self._exiting.add(task)
+        task.add_done_callback(self._exiting.discard)
+
+    async def _reap_answered(
+        self, zygote: ZygoteChannel, serial: int, exited: asyncio.Future[Exited], action: str
+    ) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), _ANSWERED_GRACE)
+        except TimeoutError:
+            log.warning("sandbox.kept_running_after_result", action=action, call_id=serial)
+            # Not ``_kill``, which replaces a zygote that does not reap within its grace:
+            # one busy a while (removing a large call directory) would then take every
+            # call running on it down, for a child whose result is already in.
+            with contextlib.suppress(OSError, ZygoteDied):
+                if not zygote.dead:
+                    await zygote.send(Kill(id=serial))
+                await exited
+        except ZygoteDied:
+            pass
+        finally:
+            if zygote.pending.get(serial) is exited:
+                del zygote.pending[serial]
+            if not exited.done():
+                exited.cancel()
 
     async def _hand_over(
         self, zygote: ZygoteChannel, start: Start, call_fd: int, out_fd: int

@@ -90,6 +90,16 @@ and concurrent calls are never calm: their refill starts at once, so the next ca
 finds a spare warmed up (a deferred refill there cost 12% back to back)."""
 _FORK_RETRY = 0.1
 """Seconds before forking again after the kernel refused a fork."""
+_SWEEP_GAP = 0.5
+"""Seconds after a call's child exited with status 0 before the zygote kills what it left.
+
+A child that answered killed everything its action started first; but an action can
+end the child itself (``os._exit(0)``) after starting a daemon in a session of its
+own (fork, ``setsid``, fork), which then outlived the call for good: it is the
+zygote's child now (subreaper), outside every process group the zygote kills, and
+status 0 looks like a clean exit. Finding such strays scans ``/proc`` (1-5 ms), too
+dear for every call: the zygote sweeps at most once per gap, so a stray lives at most
+this long. A child that failed (status not 0) is swept at once, as before."""
 OPENED_FD = 200
 """The zygote's opened allow-list paths (``OpenedRules``) are numbered from here, above
 ``RULESET_FD`` (a spare's own ruleset lands at 100) and clear of what a call dup2s."""
@@ -177,6 +187,7 @@ class _Zygote:
         self.fork_failed_at = 0.0
         self.calm = False  # the running call is calm (see _CALM_GAP): keep one spare
         self.last_exit = 0.0  # when a child that got a call was last reaped (monotonic)
+        self.sweep_at: float | None = None  # when to kill strays (see _SWEEP_GAP)
         self.tmp = _mkdtemp()
         os.chmod(self.tmp, 0o711)  # noqa: S103 - children may enter their own dir, not list others
         self.landlock: _linux.LandlockRules | None = None  # the children's allow-list
@@ -276,12 +287,14 @@ class _Zygote:
         while True:
             # Keep _SPARES idle spares lent out (one during a calm call); a message
             # waiting comes first.
-            timeout = None
-            calls = len(self.children) - len(self.idle)
-            if len(self.idle) < (1 if self.calm and calls else _SPARES):
-                timeout = max(0.0, self.fork_failed_at + _FORK_RETRY - time.monotonic())
+            fork_at = self.fork_due()
+            wake = min((t for t in (fork_at, self.sweep_at) if t is not None), default=None)
+            timeout = None if wake is None else max(0.0, wake - time.monotonic())
             events = selector.select(timeout=timeout)
-            if not events and timeout is not None:
+            if self.sweep_at is not None and time.monotonic() >= self.sweep_at:
+                self.sweep_at = None
+                self.kill_strays()
+            if not events and fork_at is not None and time.monotonic() >= fork_at:
                 self.fork_spare()
             for key, _ in events:
                 if key.fd == wake_r:
@@ -311,6 +324,14 @@ class _Zygote:
                     )
                 elif isinstance(msg, Kill):
                     self.kill(msg.id)
+
+    def fork_due(self) -> float | None:
+        """When to fork a spare (monotonic; None: enough are lent): keep ``_SPARES`` idle
+        (one during a calm call), not sooner than ``_FORK_RETRY`` after a refused fork."""
+        calls = len(self.children) - len(self.idle)
+        if len(self.idle) < (1 if self.calm and calls else _SPARES):
+            return self.fork_failed_at + _FORK_RETRY
+        return None
 
     def fork_spare(self) -> None:
         """Fork a spare and lend its socket to the supervisor."""
@@ -385,7 +406,8 @@ class _Zygote:
             del self.serials[serial]
             cwd = self.dirs.pop(serial)
             code = os.waitstatus_to_exitcode(status)
-            if serial in self.idle:
+            had_call = serial not in self.idle
+            if not had_call:
                 self.idle.discard(serial)
                 if code > 0:  # failed before any call: do not spin
                     self.fork_failed_at = time.monotonic()
@@ -394,6 +416,9 @@ class _Zygote:
             if code != 0:
                 # The child did not clean up: its orphans were handed to us (subreaper).
                 self.kill_strays()
+            elif had_call and self.sweep_at is None:
+                # Clean, or an action that ended the child itself: see _SWEEP_GAP.
+                self.sweep_at = time.monotonic() + _SWEEP_GAP
             self.send(Exited(id=serial, status=code))
             try:
                 os.rmdir(cwd)  # most calls leave their directory empty: one system call

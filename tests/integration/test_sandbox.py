@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -282,6 +283,49 @@ def write_file(size_mb: int):
     with open("big.bin", "wb") as fh:
         fh.write(b"z" * (size_mb * 1024 * 1024))
     return "written"
+
+def daemon_then_exit():
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.write(w, b"up")
+            time.sleep(300)
+        os._exit(0)
+    os.read(r, 2)
+    os._exit(0)
+
+def sysv_ipc():
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    made = {
+        "shm": libc.shmget(0, 1 << 20, 0o1600),  # IPC_PRIVATE, IPC_CREAT | 0600
+        "msg": libc.msgget(0, 0o1600),
+        "sem": libc.semget(0, 1, 0o1600),
+    }
+    return {k: v if v >= 0 else -ctypes.get_errno() for k, v in made.items()}
+
+def flood(seconds: float):
+    chunk = b"x" * (1 << 16)
+    written, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        written += os.write(1, chunk)
+    return written
+
+def abstract_own():
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(f"\\0gw-own-{os.getpid()}")
+    server.listen()
+    if os.fork() == 0:  # a process of the call's own connects to it
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect(f"\\0gw-own-{os.getppid()}")
+        os._exit(0)
+    server.accept()
+    return "connected"
+
+def answer_then_linger():
+    from gateway.sandbox.protocol import CallResult, frame
+    os.write(3, frame(CallResult(ok=True, output=str(os.getpid()))))
+    time.sleep(300)
 """
 
 
@@ -375,6 +419,11 @@ ACTION_LIST = [
         "hostile",
         parameters={"type": "object", "properties": {"what": {"type": "string"}}},
     ),
+    make_action("daemon_then_exit"),
+    make_action("sysv_ipc"),
+    make_action("answer_then_linger", timeout=20),
+    make_action("flood", sandbox=SandboxLimits(max_output_kb=64)),
+    make_action("abstract_own", sandbox=SandboxLimits(network=True)),
 ]
 
 
@@ -617,6 +666,18 @@ async def test_huge_stdout_does_not_deadlock(
     result = await call_then_ok(runner, catalog, supervisor, "shout")
     assert result.status == "succeeded"
     assert result.output == "done"
+
+
+async def test_output_past_the_cap_is_not_read_as_fast_as_it_is_written(
+    runner: SandboxRunner, catalog: Catalog
+) -> None:
+    """The server read a child's stdout as fast as it came, to drop all past
+    max_output_kb: an action writing nonstop pushed a gigabyte a second through the
+    server's event loop (a fifth of a CPU per such call, taken from every request).
+    Past the cap it is now thrown away in the kernel, a megabyte every 20 ms at most."""
+    result = await runner.run(catalog, "flood", {"seconds": 1.0})
+    assert result.status == "succeeded", result
+    assert int(result.output) < 256 * 1024 * 1024  # unbounded: 1-2 GB here
 
 
 async def test_forged_result_frame_is_refused(
@@ -1248,6 +1309,27 @@ async def test_seccomp_denies_namespaces_and_ptrace(
     assert "spawned" in result.output
 
 
+async def test_system_v_ipc_is_denied(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A System V shared memory segment, message queue or semaphore set outlives the call
+    that made it: a call could leave memory that no limit of its counts (1 MB here, any
+    size), or data for the next call with its uid; as uid 0, attach root's own. Its
+    system calls now fail with EPERM, like the rest of the deny-list."""
+    assert supervisor.capabilities is not None
+    if not supervisor.capabilities.seccomp:
+        pytest.skip(f"seccomp unavailable: {supervisor.capabilities.seccomp_detail}")
+    result = await runner.run(catalog, "sysv_ipc", {})
+    made = json.loads(result.output)
+    libc = ctypes.CDLL(None, use_errno=True)
+    # What a call made without the filter is not left on the machine (0: IPC_RMID).
+    remove = {"shm": libc.shmctl, "msg": libc.msgctl, "sem": libc.semctl}
+    for kind, ident in made.items():
+        if ident >= 0:
+            remove[kind](ident, 0, 0)  # semctl(id, semnum 0, IPC_RMID) as the others
+    assert made == {"shm": -errno.EPERM, "msg": -errno.EPERM, "sem": -errno.EPERM}
+
+
 async def test_a_call_directory_made_unreadable_is_still_removed(
     runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
 ) -> None:
@@ -1345,6 +1427,32 @@ async def test_an_action_exiting_with_a_sandbox_exit_code_is_not_mistaken_for_th
         assert "file descriptor 3" in message and "os._exit(74)" in message, message
     else:
         assert f"status {code}" in message, message
+
+
+async def test_a_daemon_left_by_an_action_that_ended_its_own_process_is_killed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An action that started a daemon in a session of its own (fork, setsid, fork) and
+    then ended its process with os._exit(0) skipped the child's cleanup, and the zygote
+    took status 0 for a clean exit: the daemon lived on for good, as the call's uid.
+    The zygote now sweeps for strays shortly after such an exit."""
+    result = await call_then_ok(runner, catalog, supervisor, "daemon_then_exit")
+    assert result.error_type == "crashed", result
+
+
+async def test_an_action_that_answers_itself_and_lingers_is_killed(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """An action may write its own result frame on fd 3 and keep running: the server took
+    the answer, freed the slot and never looked back, so the process outlived its
+    timeout (300 s here, or a CPU hog), uncounted by the concurrency limit. A child
+    still there a moment after its answer is now killed."""
+    with capture_logs() as logs:
+        result = await call_then_ok(runner, catalog, supervisor, "answer_then_linger")
+    assert result.status == "succeeded", result
+    assert not Path(f"/proc/{int(result.output)}").exists()
+    lingered = [e for e in logs if e["event"] == "sandbox.kept_running_after_result"]
+    assert [e["action"] for e in lingered] == ["answer_then_linger"], logs
 
 
 @pytest.mark.parametrize(
@@ -1450,6 +1558,33 @@ async def test_network_false_cannot_reach_unix_sockets(
     # What Python itself needs of AF_UNIX (socket pairs: asyncio, subprocess) still works.
     pair = "import socket\na, b = socket.socketpair()\na.sendall(b'ok')\nprint(b.recv(2))\n"
     assert (await runner.run(catalog, "code_interpreter", {"code": pair})).output == "b'ok'\n"
+
+
+@pytest.fixture
+def abstract_listener() -> Iterator[str]:
+    """A Unix socket in the abstract namespace (no file: no permission check at all), as
+    a container runtime's shim or a desktop session may listen on in the host's."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    name = f"\0gw-test-{os.urandom(6).hex()}"
+    server.bind(name)
+    server.listen(8)
+    with server:
+        yield name
+
+
+async def test_network_true_cannot_reach_the_hosts_abstract_unix_sockets(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, abstract_listener: str
+) -> None:
+    """A network: true call runs in the host's network namespace, whose abstract Unix
+    sockets have no owner or mode: any call, whatever its uid, connected to the server's
+    or the host's (containerd-shim's, CVE-2020-15257). Where Landlock scopes them (ABI 6),
+    a call now reaches only those its own processes bound."""
+    if _landlock_abi() < 6:
+        pytest.skip("Landlock ABI 6 scopes abstract Unix sockets")
+    on = await runner.run(catalog, "unix_on", {"path": abstract_listener})
+    assert on.output.startswith("refused"), on
+    own = await runner.run(catalog, "abstract_own", {})
+    assert own.output == "connected", own
 
 
 @pytest.mark.skipif(
