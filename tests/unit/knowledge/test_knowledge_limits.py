@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 import threading
+import warnings
 import zlib
 from pathlib import Path
 
@@ -69,6 +71,21 @@ def test_a_pdf_bomb_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
     assert _errors(index) == ["ParseLimitError: parsing the PDF took longer than the limit of 1 s"]
     assert index.search([bomb, faq], "refund", 3)[0].source == "faq.md"
     assert index.index([bomb]).parsed == 0  # the failure is kept: not parsed again soon
+
+
+def test_a_pdf_stopped_before_all_its_bytes_reached_the_parser_leaves_no_pipe_open() -> None:
+    """A parse that times out while its PDF is still being written to the child (a
+    big file, or a busy machine where 1 ms passes between two 512-byte writes) closes
+    the child's stdin: it was left open, a ResourceWarning (an error in the suite, so
+    test_a_pdf_that_timed_out_is_parsed_at_once_with_a_longer_timeout failed under
+    load) and a descriptor held until the garbage collector came by."""
+    data = b"%PDF-1.4\n" + b"0" * MB  # 2,048 writes of 512 bytes: never done in 1 ms
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ParseLimitError, match=r"took longer than the limit of 0\.001 s"):
+            pdf_pages(data, PdfLimits(timeout=0.001))
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 def test_a_pdf_with_too_many_pages_is_refused_by_count(tmp_path: Path) -> None:
