@@ -35,7 +35,8 @@ PDF that timed out once on a busy machine is indexed later, and a real bomb
 costs one timeout per back-off, not one per search. Only regular files are read (a named
 pipe would block forever), and with ``within`` only files whose real path is
 inside that directory: a knowledge file replaced after validation by a
-symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
+symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing, and so
+is one swapped for a symlink loop (``gateway._files.resolved`` never raises).
 
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
@@ -59,7 +60,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from gateway._files import private_file
+from gateway._files import private_file, resolved
 from gateway.knowledge._failures import (
     RETRY_AFTER,
     Failure,
@@ -293,11 +294,11 @@ class KnowledgeIndex:
         """
         stats = IndexStats()
         caps = (max_file_bytes, max_total_bytes)
-        inside = within.resolve() if within is not None else None
+        inside = resolved(within) if within is not None else None
         limits = pdf_limits if pdf_limits is not None else self._pdf_limits
         for file in files:
             stats.files += 1
-            self._refresh(file.resolve(), stats, inside, caps, limits)
+            self._refresh(resolved(file), stats, inside, caps, limits)
         return stats
 
     def _refresh(
@@ -545,7 +546,7 @@ class KnowledgeIndex:
                 row = self._db.execute(
                     "SELECT c.passages FROM files f JOIN contents c ON c.sha = f.sha "
                     "WHERE f.path = ?",
-                    (str(file.resolve()),),
+                    (str(resolved(file)),),
                 ).fetchone()
                 total += row[0] if row else 0
         return total
@@ -563,7 +564,7 @@ class KnowledgeIndex:
                 row = self._db.execute(
                     "SELECT c.error FROM files f JOIN contents c ON c.sha = f.sha "
                     "WHERE f.path = ? AND c.error IS NOT NULL",
-                    (str(file.resolve()),),
+                    (str(resolved(file)),),
                 ).fetchone()
                 if row is not None:
                     found[file] = str(row[0])
@@ -608,11 +609,11 @@ class KnowledgeIndex:
         names: dict[str, str] = {}
         stats = IndexStats()
         named = labels(files, root)
-        inside = within.resolve() if within is not None else None
+        inside = resolved(within) if within is not None else None
         caps = (max_file_bytes, max_total_bytes)
         limits = pdf_limits if pdf_limits is not None else self._pdf_limits
         for file in files:
-            sha = self._refresh(file.resolve(), stats, inside, caps, limits)
+            sha = self._refresh(resolved(file), stats, inside, caps, limits)
             if sha is not None and sha not in names:
                 names[sha] = named[file]
         if not names:

@@ -94,6 +94,21 @@ def test_a_knowledge_file_swapped_for_a_symlink_out_of_the_root_is_not_read(
     assert not any("hunter2" in p["text"] for p in passages), passages
 
 
+def test_a_knowledge_file_swapped_for_a_symlink_loop_leaves_the_others_searchable(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A knowledge file replaced after loading by a symlink loop (resolving it raised
+    RuntimeError, and every file_search call of the assistant failed as an internal
+    error) is searched as missing: the other files still answer."""
+    manifests = _site(tmp_path / "site")
+    server = gateway_server(manifests)
+    manual = manifests / "docs" / "manual.pdf"
+    manual.unlink()
+    manual.symlink_to(manual.name)
+    passages = _search(server, "refunds")
+    assert {p["source"] for p in passages} == {"faq.md"}, passages
+
+
 def test_a_pdf_bomb_among_the_knowledge_files_does_not_take_the_server_down(
     tmp_path: Path, gateway_server: ServerFactory
 ) -> None:
