@@ -6,6 +6,7 @@ import itertools
 import os
 import sqlite3
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from gateway.knowledge import KnowledgeIndex
-from gateway.knowledge._split import LIMIT, split_text
+from gateway.knowledge._split import LIMIT, MAX_TITLE, split_text
 from gateway.knowledge.index import build_query
 
 FAQ = """# Shop FAQ
@@ -373,11 +374,50 @@ def test_a_heading_line_padded_with_spaces_splits_in_linear_time() -> None:
     import time
 
     started = time.perf_counter()
-    (chunk,) = split_text("# Setup" + " " * 2000 + "guide ##\n\nInstall it.\n", markdown=True)
+    chunks = split_text("# Setup" + " " * 2000 + "guide ##\n\nInstall it.\n", markdown=True)
     assert time.perf_counter() - started < 0.5
-    assert chunk.location == "Setup" + " " * 2000 + "guide"
+    assert {c.location for c in chunks} == {"Setup…"}  # over MAX_TITLE: cut, kept as text
+    assert any(c.text.endswith("guide\n\nInstall it.") for c in chunks), chunks
     assert split_text("# Learn C#\n\nA language.\n", markdown=True)[0].location == "Learn C#"
     assert split_text("## Tips ##\n\nMore.\n", markdown=True)[0].location == "Tips"
+
+
+def test_a_heading_of_100_000_characters_is_cut_in_the_trail_and_kept_as_text() -> None:
+    """A heading line of 100,000 characters (or an underlined one of 7,000) was the
+    heading and location of every passage of its section (stored once per passage, sent
+    to the model with each hit): it is cut to MAX_TITLE there, and kept whole once as
+    text, so its words are still found."""
+    long = "Returns " + "policy " * 15_000
+    body = "\n\n".join(f"Paragraph {i} " + "word " * 60 for i in range(30))
+    # An underlined paragraph over 64 KiB is text, not a title: it is handed on in parts.
+    underlined = long[:7000].rstrip()
+    for text, title in (
+        (f"# {long}\n\n{body}\n", long),
+        (f"{underlined}\n===\n\n{body}\n", underlined),
+    ):
+        chunks = split_text(text, markdown=True)
+        assert {c.location for c in chunks} == {title[: MAX_TITLE - 1].rstrip() + "…"}
+        assert all(c.heading == c.location for c in chunks)
+        assert sum(len(c.text) for c in chunks) < 2 * len(text)
+        assert any(c.text.startswith("Returns policy policy") for c in chunks)
+        assert any("Paragraph 29 word" in c.text for c in chunks)
+
+
+@pytest.mark.parametrize("unit", ["ab\n", "ab\n\n"], ids=["short lines", "short paragraphs"])
+def test_a_text_of_tiny_lines_or_paragraphs_splits_in_memory_near_its_size(unit: str) -> None:
+    """Text of two-letter lines or paragraphs held every line, or every paragraph, as an
+    object at once (a 32 MB file: 1.5 GB and 2.4 GB in the server process, and minutes
+    of CPU re-adding each passage's size per paragraph); it is split as a stream, so
+    the peak follows the passages (about the text's size)."""
+    text = unit * ((1 << 20) // len(unit))
+    tracemalloc.start()
+    try:
+        chunks = split_text(text, markdown=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(chunks) > 1000 and all(len(c.text) <= LIMIT for c in chunks)
+    assert peak < 8 * len(text), f"{peak >> 20} MB for {len(text) >> 20} MB of text"
 
 
 def test_git_sync_revisions_do_not_grow_the_cache_forever(tmp_path: Path) -> None:
