@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
+import sys
 import threading
 import tracemalloc
 from pathlib import Path
@@ -418,6 +419,27 @@ def test_a_text_of_tiny_lines_or_paragraphs_splits_in_memory_near_its_size(unit:
         tracemalloc.stop()
     assert len(chunks) > 1000 and all(len(c.text) <= LIMIT for c in chunks)
     assert peak < 8 * len(text), f"{peak >> 20} MB for {len(text) >> 20} MB of text"
+
+
+def test_packing_tiny_paragraphs_costs_a_few_steps_each() -> None:
+    """Packing summed the whole passage-in-progress again for every paragraph added (up
+    to ~175 two-letter paragraphs a passage: 32 MB of them took ~10 minutes of CPU in the
+    server); the size is kept as paragraphs come. Counted in len() calls, not timed."""
+    text = "ab\n\n" * 20_000
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        if event == "c_call" and arg is len:
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        chunks = split_text(text, markdown=False)
+    finally:
+        sys.setprofile(None)
+    assert len(chunks) > 100
+    assert calls < 20 * 20_000, calls
 
 
 def test_git_sync_revisions_do_not_grow_the_cache_forever(tmp_path: Path) -> None:
