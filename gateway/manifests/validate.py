@@ -379,6 +379,11 @@ def _knowledge_file_problem(root: Path, file: str) -> str | None:
     if outside:
         return f"knowledge file {file!r} is outside the manifests root; keep it inside"
     if not exists:
+        # Named for what it is: "does not exist" next to it in a listing misleads.
+        if path.is_dir():
+            return f"knowledge file {file!r} is a directory: list the files in it"
+        if path.exists():
+            return f"knowledge file {file!r} is not a regular file (a FIFO, device or socket)"
         return f"knowledge file {file!r} does not exist (paths are relative to the manifests root)"
     return None
 
