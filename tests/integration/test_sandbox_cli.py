@@ -113,6 +113,8 @@ def test_test_prints_a_failing_outputs_escaped(cli: CliRunner, tmp_path: Path) -
     result = cli.invoke(main, ["test", "--manifests", str(manifests)])
     assert result.exit_code == 1, result.output
     assert "FAIL shout[0]" in result.output
+    # Where to fix it: the action's file and line (a CI log does not show the manifests).
+    assert f"     in {manifests / 'a.yaml'}:1 (examples[0])" in result.output, result.output
     assert not any(line.startswith("::") for line in result.output.splitlines()), result.output
     assert "\x1b" not in result.output
     assert "::error file=app.py" in result.output  # shown, escaped
