@@ -34,7 +34,8 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
     """Build the file_search index of every assistant's knowledge files.
 
     Prints the files and passages per assistant, then the totals, then each file
-    that failed to parse with the reason (also one that failed in an earlier run
+    that could not be read (missing, unreadable, over a cap) or failed to parse with
+    the reason (also one that failed in an earlier run
     and is not parsed again until it changes); exits 1 when the manifests are
     invalid, the cache cannot be written, or a file is missing, too large or
     cannot be parsed.
@@ -72,6 +73,13 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
             f"{total.too_large} too large), "
             f"{index.passages(catalog.knowledge_files)} passages in {cache / 'knowledge.sqlite3'}"
         )
+        # Missing, unreadable or over a cap since validation (a race, or a file only
+        # the server's user may read): named, not only counted.
+        real_root = catalog.root.resolve()
+        for path, why in sorted(total.unsearchable.items()):
+            click.echo(
+                f"error: {_shown(Path(path), real_root)} cannot be searched: {why}", err=True
+            )
         for file, reason in index.failures(catalog.knowledge_files).items():
             click.echo(
                 f"error: {_shown(file, catalog.root)} cannot be searched: {_printable(reason)}",
@@ -124,7 +132,9 @@ def _index_all(index: KnowledgeIndex, catalog: Catalog) -> IndexStats:
             pdf_limits=pdf,
         )
         for field in IndexStats.__struct_fields__:
-            setattr(total, field, getattr(total, field) + getattr(part, field))
+            if field != "unsearchable":
+                setattr(total, field, getattr(total, field) + getattr(part, field))
+        total.unsearchable.update(part.unsearchable)
     return total
 
 

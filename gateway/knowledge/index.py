@@ -140,7 +140,10 @@ class IndexStats(msgspec.Struct, kw_only=True):
     before and is not due to be parsed again (not read: searched as empty, like a
     failed one; ``KnowledgeIndex.failures`` says why). ``too_large`` counts files
     over a size cap (not read, searched as missing); ``size`` is the bytes of the
-    files that were within the caps.
+    files that were within the caps. ``unsearchable`` says why each file counted in
+    ``missing`` or ``too_large`` is (by its resolved path): not found, outside the
+    root, not a regular file, over a cap, or unreadable (``cannot be read:
+    Permission denied``).
     """
 
     files: int = 0
@@ -153,6 +156,7 @@ class IndexStats(msgspec.Struct, kw_only=True):
     too_large: int = 0
     passages: int = 0
     size: int = 0
+    unsearchable: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class KnowledgeIndex:
@@ -340,9 +344,13 @@ class KnowledgeIndex:
                 self._count_kept(seen[2], stats, "unchanged")
                 stats.size += st.st_size
                 return seen[2]
-        data = read_regular(path, caps[0])
-        if data is None:
+        try:
+            data = read_regular(path, caps[0])
+        except OSError as exc:  # unreadable: said, else it would be searched as empty unseen
+            why = exc.strerror or type(exc).__name__
+            log.warning("knowledge_file_unreadable", file=key, error=why)
             stats.missing += 1
+            stats.unsearchable[key] = f"cannot be read: {why}"
             return None
         if self._too_large(key, len(data), stats, caps):  # grew since the stat
             return None
@@ -385,15 +393,18 @@ class KnowledgeIndex:
         if within is not None and not path.is_relative_to(within):
             log.warning("knowledge_file_outside_root", file=str(path), root=str(within))
             stats.missing += 1
+            stats.unsearchable[str(path)] = f"its real path is outside {within}"
             return None
         try:
             st = path.stat()
-        except OSError:
+        except OSError as exc:
             stats.missing += 1
+            stats.unsearchable[str(path)] = exc.strerror or "not found"
             return None
         if not stat.S_ISREG(st.st_mode):
             log.warning("knowledge_file_not_regular", file=str(path))
             stats.missing += 1
+            stats.unsearchable[str(path)] = "not a regular file (a FIFO, device or directory)"
             return None
         return st
 
@@ -403,9 +414,14 @@ class KnowledgeIndex:
         max_file, max_total = caps
         if size > max_file:
             log.warning("knowledge_file_too_large", file=key, size=size, limit=max_file)
+            stats.unsearchable[key] = f"{size} bytes, over the limit of {max_file} bytes"
         elif stats.size + size > max_total:
             log.warning(
                 "knowledge_file_too_large", file=key, total=stats.size + size, limit=max_total
+            )
+            stats.unsearchable[key] = (
+                f"the files before it and it add up to {stats.size + size} bytes, "
+                f"over the limit of {max_total} bytes"
             )
         else:
             return False

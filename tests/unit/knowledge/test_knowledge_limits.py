@@ -176,3 +176,39 @@ def test_a_pdf_error_with_a_lone_surrogate_still_answers() -> None:
     answer = json.loads(done.stdout)
     assert answer["limit"] is False
     assert answer["error"].startswith("ValueError: bad name")
+
+
+_NO_DESCRIPTOR_FOR_THE_FILE = """
+import os, resource, sys
+from pathlib import Path
+from gateway.knowledge import KnowledgeIndex
+
+faq = Path(sys.argv[1])
+index = KnowledgeIndex()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+lowest = os.dup(0)  # the descriptor the file would get
+os.close(lowest)
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))  # none left for the file
+stats = index.index([faq])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print(stats.missing, stats.unsearchable[str(faq.resolve())], sep="|")
+"""
+
+
+def test_a_knowledge_file_that_cannot_be_read_is_logged_and_said_why(tmp_path: Path) -> None:
+    """A knowledge file that exists but cannot be opened (permission denied, the server
+    out of descriptors) was searched as empty with no log line and counted "missing"
+    by gateway index without a name; it is logged ``knowledge_file_unreadable`` with
+    the reason, which ``IndexStats.unsearchable`` holds for the command to print."""
+    (faq := tmp_path / "faq.md").write_text(FAQ)
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_DESCRIPTOR_FOR_THE_FILE, str(faq)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[3],
+    )
+    *logs, last = run.stdout.strip().splitlines()
+    assert last == "1|cannot be read: Too many open files", run.stdout + run.stderr
+    (line,) = [line for line in logs if "knowledge_file_unreadable" in line]
+    assert str(faq) in line and "Too many open files" in line, line
