@@ -39,6 +39,7 @@ OVERLAP = 150
 MAX_TITLE = 200  # a heading longer than this is cut in the trail (kept whole as text)
 _MAX_PARA = 1 << 16  # a paragraph is handed on in parts past this many characters
 _BLOCK = 1 << 16  # characters of text cut into lines at a time
+_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines' breaks
 _PDF_LIMITS = PdfLimits()
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
 # The title is taken greedily and trimmed in Python: a lazy title followed by
@@ -153,11 +154,14 @@ def split_text(text: str, *, markdown: bool, rst: bool = False) -> list[Chunk]:
 
 def _lines(text: str) -> Iterator[str]:
     """The lines of ``text`` as ``str.splitlines`` cuts them, ``_BLOCK`` characters at a
-    time (a block ends after a ``\n``, so a ``\r\n`` is never cut in two)."""
+    time: a block ends after a line break (any ``splitlines`` knows: a file of
+    ``\r``-ended lines is cut too), a ``\r\n`` never in two."""
     start = 0
     while start < len(text):
-        end = text.find("\n", start + _BLOCK)
-        end = len(text) if end < 0 else end + 1
+        found = _BREAK.search(text, start + _BLOCK)
+        end = len(text) if found is None else found.end()
+        if found is not None and found.group() == "\r" and text.startswith("\n", end):
+            end += 1
         yield from text[start:end].splitlines()
         start = end
 

@@ -404,7 +404,11 @@ def test_a_heading_of_100_000_characters_is_cut_in_the_trail_and_kept_as_text() 
         assert any("Paragraph 29 word" in c.text for c in chunks)
 
 
-@pytest.mark.parametrize("unit", ["ab\n", "ab\n\n"], ids=["short lines", "short paragraphs"])
+@pytest.mark.parametrize(
+    "unit",
+    ["ab\n", "ab\n\n", "ab\r", "ab\u2028"],
+    ids=["short lines", "short paragraphs", "CR line ends", "U+2028 line ends"],
+)
 def test_a_text_of_tiny_lines_or_paragraphs_splits_in_memory_near_its_size(unit: str) -> None:
     """Text of two-letter lines or paragraphs held every line, or every paragraph, as an
     object at once (a 32 MB file: 1.5 GB and 2.4 GB in the server process, and minutes
