@@ -39,6 +39,7 @@ OVERLAP = 150
 MAX_TITLE = 200  # a heading longer than this is cut in the trail (kept whole as text)
 _MAX_PARA = 1 << 16  # a paragraph is handed on in parts past this many characters
 _BLOCK = 1 << 16  # characters of text cut into lines at a time
+_GAP = re.compile(r"\n\s*\n")  # a blank line between two paragraphs of a PDF page
 _BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines' breaks
 _PDF_LIMITS = PdfLimits()
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
@@ -123,7 +124,7 @@ def split_pdf(source: Path | bytes, limits: PdfLimits = _PDF_LIMITS) -> list[Chu
     data = source if isinstance(source, bytes) else source.read_bytes()
     chunks: list[Chunk] = []
     for number, text in enumerate(pdf_pages(data, limits), start=1):
-        paras = [_Para(p, number, number) for p in _paragraphs_of(text)]
+        paras = (_Para(p, number, number) for p in _paragraphs_of(text))
         for body in _pack(paras):
             chunks.append(Chunk("", f"page {number}", body[0]))
     return chunks
@@ -266,9 +267,16 @@ def _underlined(
     return styles.index(style) + 1, buf[-1].strip()
 
 
-def _paragraphs_of(text: str) -> list[str]:
-    parts = re.split(r"\n\s*\n", text)
-    return [p.strip() for p in parts if p.strip()]
+def _paragraphs_of(text: str) -> Iterator[str]:
+    """The paragraphs of a PDF page's text (cut at blank lines), stripped, as found:
+    a page of millions of tiny paragraphs is never a list of them all."""
+    start = 0
+    for gap in _GAP.finditer(text):
+        if part := text[start : gap.start()].strip():
+            yield part
+        start = gap.end()
+    if part := text[start:].strip():
+        yield part
 
 
 def _pack(paras: Iterable[_Para]) -> Iterator[tuple[str, int, int]]:

@@ -17,7 +17,7 @@ from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from gateway.knowledge import KnowledgeIndex
-from gateway.knowledge._split import LIMIT, MAX_TITLE, split_text
+from gateway.knowledge._split import LIMIT, MAX_TITLE, split_data, split_text
 from gateway.knowledge.index import build_query
 
 FAQ = """# Shop FAQ
@@ -423,6 +423,36 @@ def test_a_text_of_tiny_lines_or_paragraphs_splits_in_memory_near_its_size(unit:
         tracemalloc.stop()
     assert len(chunks) > 1000 and all(len(c.text) <= LIMIT for c in chunks)
     assert peak < 8 * len(text), f"{peak >> 20} MB for {len(text) >> 20} MB of text"
+
+
+def test_a_pdf_page_of_tiny_paragraphs_splits_in_memory_near_its_size(tmp_path: Path) -> None:
+    """A PDF page holding a million characters of two-letter paragraphs (the text limit
+    allows 32 million) was cut into a list of every paragraph in the server process;
+    its paragraphs are packed as they are found, like a text file's."""
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=612, height=792)
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    resources = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): resources})
+    stream = DecodedStreamObject()
+    stream.set_data(b"BT /F1 12 Tf 72 720 Td (" + b"ab\\n\\n" * (1 << 18) + b") Tj ET")
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    with (pdf := tmp_path / "tiny.pdf").open("wb") as fh:
+        writer.write(fh)
+    tracemalloc.start()
+    try:
+        chunks = split_data("tiny.pdf", pdf.read_bytes())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(chunks) > 1000 and {c.location for c in chunks} == {"page 1"}
+    assert peak < 8 * (1 << 20), f"{peak >> 20} MB for 1 MB of text"
 
 
 def test_packing_tiny_paragraphs_costs_a_few_steps_each() -> None:
