@@ -66,13 +66,19 @@ def private_file(path: Path) -> Path:
 
 
 def resolved(path: Path) -> Path:
-    """``path`` absolute with its symlinks resolved; absolute as it is when they loop.
+    """``path`` absolute with its symlinks resolved; when they loop, its folder's resolved
+    (the loop itself kept), else ``path`` absolute as it is.
 
     ``Path.resolve`` raises ``RuntimeError`` on a symlink loop: a file swapped for
     one after validation must fail the one read (its ``stat`` fails with ``ELOOP``,
-    so it is missing), not every caller that merely names it.
+    so it is missing), not every caller that merely names it. Its folder is
+    resolved still, so a file in a symlinked root (git-sync) stays inside it.
     """
     try:
         return path.resolve()
+    except (RuntimeError, OSError):
+        pass
+    try:
+        return path.parent.resolve() / path.name
     except (RuntimeError, OSError):
         return path.absolute()

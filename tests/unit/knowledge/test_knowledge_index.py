@@ -270,6 +270,21 @@ def test_files_outside_within_are_not_read(docs: Path, tmp_path: Path) -> None:
         outside.unlink()
 
 
+def test_a_symlink_loop_in_a_symlinked_root_is_missing_for_what_it_is(tmp_path: Path) -> None:
+    """In a root reached through a symlink (git-sync's ``current``), a knowledge file
+    swapped for a symlink loop is missing with the loop as the reason (it was said to
+    be outside the root, sending the operator after the wrong mistake); the others
+    are searched."""
+    (revision := tmp_path / "rev-1").mkdir()
+    (revision / "faq.md").write_text(FAQ)
+    (revision / "loop.md").symlink_to("loop.md")
+    (current := tmp_path / "current").symlink_to(revision)
+    index = KnowledgeIndex()
+    stats = index.index([current / "faq.md", current / "loop.md"], within=current)
+    assert (stats.parsed, stats.missing) == (1, 1)
+    assert stats.unsearchable == {str(revision / "loop.md"): "Too many levels of symbolic links"}
+
+
 def test_a_fifo_in_place_of_a_file_does_not_hang(docs: Path) -> None:
     """A knowledge file replaced by a named pipe is skipped at once, not read forever."""
     fifo = docs / "docs" / "pipe.md"
