@@ -92,8 +92,10 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
 
 
 def _shown(file: Path, root: Path) -> str:
-    """``file`` as the manifests name it (relative to ``root``), else as it is."""
-    return str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
+    """``file`` as the manifests name it (relative to ``root``), else as it is, printable:
+    a name may hold a newline and a CI workflow command, or terminal escapes."""
+    name = str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
+    return _printable(name, limit=1000)
 
 
 def _printable(reason: str, limit: int = 300) -> str:
