@@ -91,6 +91,7 @@ def load_catalog_or_exit(settings: Settings, manifests_dir: str | None) -> Catal
     """
     from gateway.errors import ManifestError
     from gateway.manifests.loader import load_catalog
+    from gateway.manifests.validate import problem_line
 
     register_kinds()
     root = Path(manifests_dir) if manifests_dir else settings.manifests
@@ -98,5 +99,5 @@ def load_catalog_or_exit(settings: Settings, manifests_dir: str | None) -> Catal
         return load_catalog(root, gateway_root=settings.gateway_root)
     except ManifestError as exc:
         for problem in exc.problems:
-            click.echo(str(problem), err=True)
+            click.echo(problem_line(problem), err=True)  # a file name may hold "\n::error"
         raise SystemExit(1) from None

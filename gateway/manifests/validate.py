@@ -65,6 +65,7 @@ __all__ = [
     "decode_problem",
     "example_problems",
     "format_problems",
+    "problem_line",
     "python_problems",
     "schema_problems",
     "secret_warnings",
@@ -664,7 +665,18 @@ def format_problems(problems: list[Problem], fmt: Format = "text") -> str:
             f"::error file={_gh(p.file, True)},line={p.line},col={p.col}::{_gh(p.message)}\n"
             for p in problems
         )
-    return "".join(f"{p}\n" for p in problems)
+    return "".join(f"{problem_line(p)}\n" for p in problems)
+
+
+def problem_line(problem: Problem) -> str:
+    """``file:line:col: message`` on one line a terminal or a CI log cannot obey.
+
+    A file name may hold a newline and a GitHub workflow command (``::error``, a
+    mask), or terminal escapes: control characters are shown escaped (``\\n``,
+    ``\\x1b``), as ``repr`` would.
+    """
+    text = str(problem)
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _gh(text: str, prop: bool = False) -> str:
