@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from gateway._cli._common import load_catalog_or_exit, load_settings, manifests_option
+from gateway._cli._common import (
+    load_catalog_or_exit,
+    load_settings,
+    manifests_option,
+    printable,
+)
 
 if TYPE_CHECKING:
     from gateway.knowledge import IndexStats, KnowledgeIndex, PdfLimits
@@ -99,13 +104,8 @@ def _shown(file: Path, root: Path) -> str:
 
 
 def _printable(reason: str, limit: int = 300) -> str:
-    """A parse error on one line, its control characters escaped, cut to ``limit``.
-
-    The parser's message may quote bytes of the file: a terminal or a CI log
-    must not obey them.
-    """
-    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in reason)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """A parse error on one line, escaped (it may quote bytes of the file), cut to ``limit``."""
+    return printable(reason, limit)
 
 
 def _index_all(index: KnowledgeIndex, catalog: Catalog) -> IndexStats:

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from gateway._cli._common import load_catalog_or_exit, load_settings, manifests_option
+from gateway._cli._common import (
+    load_catalog_or_exit,
+    load_settings,
+    manifests_option,
+    printable,
+)
 
 if TYPE_CHECKING:
     from gateway.manifests.catalog import Catalog
@@ -210,7 +215,7 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
             # Where to fix it: a CI log shows this line, not the manifests.
             source = catalog.sources.get(f"action/{outcome.action}")
             if source is not None:
-                where = f"{catalog.root / source.file}:{source.line}"
+                where = printable(f"{catalog.root / source.file}:{source.line}")
                 click.echo(f"     in {where} (examples[{outcome.index}])")
             # Escaped (repr): the output is the action's, or its endpoint's, and CI logs read
             # a line starting with "::" as a workflow command, terminals obey escape codes.
