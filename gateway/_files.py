@@ -11,6 +11,9 @@ that anyone who can push may have turned into a FIFO or a symlink to
 ``/dev/zero`` since they were checked: opened without blocking and refused
 unless regular, so a reload's worker thread never waits forever on a pipe.
 
+``resolved``: a path with its symlinks resolved that never raises, for files
+swapped since they were checked for a symlink loop.
+
 Imports nothing of the gateway.
 """
 
@@ -21,7 +24,7 @@ import stat
 from io import BufferedReader
 from pathlib import Path
 
-__all__ = ["NotRegularFile", "open_regular", "private_file"]
+__all__ = ["NotRegularFile", "open_regular", "private_file", "resolved"]
 
 
 class NotRegularFile(OSError):
@@ -60,3 +63,22 @@ def private_file(path: Path) -> Path:
         if candidate.exists():
             candidate.chmod(0o600)
     return path
+
+
+def resolved(path: Path) -> Path:
+    """``path`` absolute with its symlinks resolved; when they loop, its folder's resolved
+    (the loop itself kept), else ``path`` absolute as it is.
+
+    ``Path.resolve`` raises ``RuntimeError`` on a symlink loop: a file swapped for
+    one after validation must fail the one read (its ``stat`` fails with ``ELOOP``,
+    so it is missing), not every caller that merely names it. Its folder is
+    resolved still, so a file in a symlinked root (git-sync) stays inside it.
+    """
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        pass
+    try:
+        return path.parent.resolve() / path.name
+    except (RuntimeError, OSError):
+        return path.absolute()

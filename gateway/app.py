@@ -326,6 +326,7 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
     stack.push_async_callback(supervisor.aclose)
     knowledge = KnowledgeIndex(cache_dir_for(settings.database_url))
     stack.callback(knowledge.close)
+    services.knowledge = knowledge  # its parse failures show in /manifests/status
     inline = InlineExecutor(concurrency=settings.inline_concurrency)
     actions = SandboxRunner(supervisor, knowledge, inline=inline)
     stack.push_async_callback(actions.aclose)  # inline pools, after the engine stopped its runs

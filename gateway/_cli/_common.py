@@ -19,6 +19,7 @@ __all__ = [
     "load_catalog_or_exit",
     "load_settings",
     "manifests_option",
+    "printable",
     "register_kinds",
 ]
 
@@ -30,6 +31,17 @@ manifests_option = click.option(
     help="Manifests root (default: GATEWAY_MANIFESTS, else ./manifests).",
 )
 """The ``--manifests DIR`` option of the commands that load one manifest set."""
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` on one line a terminal or a CI log cannot obey, cut to ``limit``.
+
+    File names and parse errors may hold a newline and a GitHub workflow command
+    (``::error``, a mask) or terminal escapes: control characters are shown
+    escaped (``\\n``, ``\\x1b``), as ``repr`` would.
+    """
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def register_kinds() -> None:
@@ -91,6 +103,7 @@ def load_catalog_or_exit(settings: Settings, manifests_dir: str | None) -> Catal
     """
     from gateway.errors import ManifestError
     from gateway.manifests.loader import load_catalog
+    from gateway.manifests.validate import problem_line
 
     register_kinds()
     root = Path(manifests_dir) if manifests_dir else settings.manifests
@@ -98,5 +111,5 @@ def load_catalog_or_exit(settings: Settings, manifests_dir: str | None) -> Catal
         return load_catalog(root, gateway_root=settings.gateway_root)
     except ManifestError as exc:
         for problem in exc.problems:
-            click.echo(str(problem), err=True)
+            click.echo(problem_line(problem), err=True)  # a file name may hold "\n::error"
         raise SystemExit(1) from None

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from gateway._cli._common import load_catalog_or_exit, load_settings, manifests_option
+from gateway._cli._common import (
+    load_catalog_or_exit,
+    load_settings,
+    manifests_option,
+    printable,
+)
 
 if TYPE_CHECKING:
     from gateway.knowledge import IndexStats, KnowledgeIndex, PdfLimits
@@ -34,7 +39,8 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
     """Build the file_search index of every assistant's knowledge files.
 
     Prints the files and passages per assistant, then the totals, then each file
-    that failed to parse with the reason (also one that failed in an earlier run
+    that could not be read (missing, unreadable, over a cap) or failed to parse with
+    the reason (also one that failed in an earlier run
     and is not parsed again until it changes); exits 1 when the manifests are
     invalid, the cache cannot be written, or a file is missing, too large or
     cannot be parsed.
@@ -72,6 +78,13 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
             f"{total.too_large} too large), "
             f"{index.passages(catalog.knowledge_files)} passages in {cache / 'knowledge.sqlite3'}"
         )
+        # Missing, unreadable or over a cap since validation (a race, or a file only
+        # the server's user may read): named, not only counted.
+        real_root = catalog.root.resolve()
+        for path, why in sorted(total.unsearchable.items()):
+            click.echo(
+                f"error: {_shown(Path(path), real_root)} cannot be searched: {why}", err=True
+            )
         for file, reason in index.failures(catalog.knowledge_files).items():
             click.echo(
                 f"error: {_shown(file, catalog.root)} cannot be searched: {_printable(reason)}",
@@ -84,18 +97,15 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
 
 
 def _shown(file: Path, root: Path) -> str:
-    """``file`` as the manifests name it (relative to ``root``), else as it is."""
-    return str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
+    """``file`` as the manifests name it (relative to ``root``), else as it is, printable:
+    a name may hold a newline and a CI workflow command, or terminal escapes."""
+    name = str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
+    return _printable(name, limit=1000)
 
 
 def _printable(reason: str, limit: int = 300) -> str:
-    """A parse error on one line, its control characters escaped, cut to ``limit``.
-
-    The parser's message may quote bytes of the file: a terminal or a CI log
-    must not obey them.
-    """
-    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in reason)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """A parse error on one line, escaped (it may quote bytes of the file), cut to ``limit``."""
+    return printable(reason, limit)
 
 
 def _index_all(index: KnowledgeIndex, catalog: Catalog) -> IndexStats:
@@ -124,7 +134,9 @@ def _index_all(index: KnowledgeIndex, catalog: Catalog) -> IndexStats:
             pdf_limits=pdf,
         )
         for field in IndexStats.__struct_fields__:
-            setattr(total, field, getattr(total, field) + getattr(part, field))
+            if field != "unsearchable":
+                setattr(total, field, getattr(total, field) + getattr(part, field))
+        total.unsearchable.update(part.unsearchable)
     return total
 
 

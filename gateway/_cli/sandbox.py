@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from gateway._cli._common import load_catalog_or_exit, load_settings, manifests_option
+from gateway._cli._common import (
+    load_catalog_or_exit,
+    load_settings,
+    manifests_option,
+    printable,
+)
 
 if TYPE_CHECKING:
     from gateway.manifests.catalog import Catalog
@@ -170,8 +175,8 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
     """Run every action's `examples:` through the sandbox; exit 1 if any fails.
 
     Prints one line per example (ok/FAIL, action[index], status, duration) and,
-    for a failure, what did not match and the start of the output. Run it in
-    CI next to `gateway validate`.
+    for a failure, what did not match, the action's file and line, and the start
+    of the output. Run it in CI next to `gateway validate`.
     """
     import asyncio
 
@@ -207,6 +212,11 @@ def test_command(manifests_dir: str | None, only: tuple[str, ...]) -> None:
         for problem in outcome.problems:
             click.echo(f"     {problem}")
         if not outcome.ok:
+            # Where to fix it: a CI log shows this line, not the manifests.
+            source = catalog.sources.get(f"action/{outcome.action}")
+            if source is not None:
+                where = printable(f"{catalog.root / source.file}:{source.line}")
+                click.echo(f"     in {where} (examples[{outcome.index}])")
             # Escaped (repr): the output is the action's, or its endpoint's, and CI logs read
             # a line starting with "::" as a workflow command, terminals obey escape codes.
             click.echo(f"     output: {outcome.result.output[:300]!r}")

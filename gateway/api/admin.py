@@ -1,7 +1,8 @@
 """Admin routes (an admin key whenever any key is set): manifest status, reload, invoke.
 
 ``GET /manifests/status`` shows the live set and the last reload attempt with
-its problems (``file:line:col: message``; never a secret's value).
+its problems (``file:line:col: message``; never a secret's value), and among
+its warnings the live set's knowledge files that failed to parse.
 ``POST /manifests/reload`` reloads now and answers with the attempt's result.
 ``POST /actions/{name}/invoke`` runs one action in the sandbox, exactly as a
 model's call would. Imports ``gateway.api.*``, ``gateway.errors`` and
@@ -10,8 +11,10 @@ model's call would. Imports ``gateway.api.*``, ``gateway.errors`` and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import msgspec
 from litestar import Request, get, post
 from litestar.params import FromPath, JSONBody
 
@@ -26,12 +29,41 @@ __all__ = ["invoke_action", "manifests_status", "reload_manifests"]
 _ERRORS = error_responses({403: "Not an admin key"})
 
 
+_MAX_REASON = 300  # a parser's message may quote much of a broken file
+
+
 @get("/manifests/status", tags=["admin"], responses=_ERRORS)
 async def manifests_status(services: ServicesDep) -> ReloadStatus:
-    """Version, load time, source files, and the last reload attempt with its errors."""
+    """Version, load time, source files, and the last reload attempt with its errors.
+
+    ``warnings`` also names each knowledge file of the live set that cannot be
+    searched because its content failed to parse (known once a search or ``gateway
+    index`` read it), read from the index at each request: it goes when the file
+    parses.
+    """
     if services.reloader is None:
         raise NotReady("the gateway is starting")
-    return services.reloader.status
+    status = services.reloader.status
+    knowledge = await _knowledge_warnings(services)
+    if not knowledge:
+        return status
+    return msgspec.structs.replace(status, warnings=[*status.warnings, *knowledge])
+
+
+async def _knowledge_warnings(services: ServicesDep) -> list[str]:
+    """``knowledge file 'docs/x.pdf' cannot be searched: REASON`` per failed file."""
+    catalog = services.catalog_ref.current
+    index = services.knowledge
+    if catalog is None or index is None or not catalog.knowledge_files:
+        return []
+    # In a thread: the index's lock may be held while a large file's passages are written.
+    failures = await asyncio.to_thread(index.failures, catalog.knowledge_files)
+    warnings = []
+    for file, reason in failures.items():
+        name = file.relative_to(catalog.root).as_posix()
+        cut = reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
+        warnings.append(f"knowledge file {name!r} cannot be searched: {cut}")
+    return warnings
 
 
 @post("/manifests/reload", tags=["admin"], status_code=200, responses=_ERRORS)

@@ -6,8 +6,8 @@ injection (``services: Services``). Handlers read ``catalog()`` once per
 request; a missing piece (startup not done, no valid manifest set) is a
 ``NotReady`` (503). Imports ``gateway.errors``, ``gateway.events`` (to count a run's outcome),
 ``gateway.settings``, ``gateway.manifests.catalog``, ``gateway.api.auth``,
-``gateway.api.metrics`` and, for types, the engine, store, runner and
-reloader.
+``gateway.api.metrics`` and, for types, the engine, store, runner,
+reloader and knowledge index.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from gateway.engine import Engine, RunHandle
     from gateway.executors.base import ActionRunner
+    from gateway.knowledge import KnowledgeIndex
     from gateway.manifests.watch import Reloader
     from gateway.store.base import ThreadRecord, ThreadStore
 
@@ -41,7 +42,8 @@ class Services:
         catalog_ref: the live manifest set (None inside until one loads).
         keys: API keys and who they are.
         metrics: the Prometheus registry and its instruments.
-        store / engine / runner / reloader: set on startup.
+        store / engine / runner / reloader / knowledge: set on startup
+            (``knowledge``: the file_search index).
         stopping: set when ``gateway serve`` got SIGTERM/SIGINT (a start-up in
             progress gives up).
         closing: set once a shutdown drained the runs (``gateway.app.drain``): open
@@ -58,6 +60,7 @@ class Services:
         self.engine: Engine | None = None
         self.runner: ActionRunner | None = None
         self.reloader: Reloader | None = None
+        self.knowledge: KnowledgeIndex | None = None
         self.stopping = asyncio.Event()
         self.closing = asyncio.Event()
         self.open_sockets = 0

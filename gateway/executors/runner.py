@@ -33,6 +33,7 @@ import jsonschema
 import msgspec
 import structlog
 
+from gateway._files import resolved
 from gateway._nesting import MAX_JSON_DEPTH, too_deep, value_too_deep
 from gateway.errors import InvalidArguments
 from gateway.executors.base import ToolResult
@@ -311,7 +312,7 @@ class SandboxRunner:
             )
         files: list[Path] = []
         for name in config.files:
-            path = (catalog.root / name).resolve()
+            path = resolved(catalog.root / name)  # a symlink loop since: missing, not a crash
             if path not in files:
                 files.append(path)
         # Validation kept the files inside the manifests root when the set loaded; a

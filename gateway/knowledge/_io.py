@@ -61,8 +61,8 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def read_regular(path: Path, limit: int | None = None) -> bytes | None:
-    """The bytes of the regular file at the resolved ``path``, or None.
+def read_regular(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of the regular file at the resolved ``path``.
 
     With ``limit``, at most ``limit + 1`` bytes are read: a file that grew past
     the caller's size cap since its ``stat`` costs no more memory than that, and
@@ -71,24 +71,23 @@ def read_regular(path: Path, limit: int | None = None) -> bytes | None:
     Opened without following a final symlink and without blocking (a FIFO swapped
     in since the ``stat``), then checked through the descriptor: still a regular
     file, and still at ``path`` (no directory on the way was swapped for a symlink).
+
+    Raises:
+        OSError: it cannot be opened or read (``strerror`` says why: permission
+            denied, out of descriptors, not a regular file, moved since).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+            raise OSError(0, "not a regular file (swapped since it was found)")
         try:
             real = str(Path(f"/proc/self/fd/{fd}").readlink())
         except OSError:  # no /proc: the O_NOFOLLOW open of a resolved path has to do
             real = str(path)
         if real != str(path):
             log.warning("knowledge_file_moved", file=str(path))
-            return None
+            raise OSError(0, "moved, or a folder on its path swapped for a symlink")
         with os.fdopen(fd, "rb", closefd=False) as fh:
             return fh.read() if limit is None else fh.read(limit + 1)
-    except OSError:
-        return None
     finally:
         os.close(fd)

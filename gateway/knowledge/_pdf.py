@@ -107,20 +107,23 @@ def pdf_pages(data: bytes, limits: PdfLimits) -> list[str]:
             f"the PDF parser could not be started: {exc.strerror or type(exc).__name__}",
             transient=True,
         ) from None
-    try:
-        out, _ = child.communicate(data, timeout=limits.timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.communicate()
-        raise ParseLimitError(
-            f"parsing the PDF took longer than the limit of {limits.timeout:g} s",
-            over={"timeout": limits.timeout},
-            transient=True,
-        ) from None
-    except BaseException:
-        child.kill()
-        child.wait()
-        raise
+    # ``with``: its pipes are closed however this ends. A timeout can come before all
+    # of ``data`` was written (communicate writes 512 bytes per turn): the second
+    # communicate below does not close stdin, which was left open (a ResourceWarning).
+    with child:
+        try:
+            out, _ = child.communicate(data, timeout=limits.timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise ParseLimitError(
+                f"parsing the PDF took longer than the limit of {limits.timeout:g} s",
+                over={"timeout": limits.timeout},
+                transient=True,
+            ) from None
+        except BaseException:
+            child.kill()
+            raise
     try:
         result = msgspec.json.decode(out, type=_Result)
     except msgspec.DecodeError:

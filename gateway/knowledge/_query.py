@@ -1,6 +1,6 @@
 """How queries reach FTS5 and how sources are named: ``build_query`` and ``labels``.
 
-Imports the standard library only.
+Imports ``gateway._files`` and the standard library only.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
+from gateway._files import resolved
 
 __all__ = ["build_query", "labels"]
 
@@ -74,7 +76,7 @@ def labels(files: Sequence[Path], root: Path | None) -> dict[Path, str]:
     rest: list[Path] = []
     for file in files:
         if root is not None:
-            for candidate, base in ((file, root), (file.resolve(), root.resolve())):
+            for candidate, base in ((file, root), (resolved(file), resolved(root))):
                 if candidate.is_relative_to(base):
                     labels[file] = candidate.relative_to(base).as_posix()
                     break

@@ -13,7 +13,9 @@ standard library only.
 from __future__ import annotations
 
 import codecs
+import itertools
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +23,7 @@ from gateway.knowledge._pdf import PdfLimits, pdf_pages
 
 __all__ = [
     "LIMIT",
+    "MAX_TITLE",
     "OVERLAP",
     "TARGET",
     "Chunk",
@@ -33,6 +36,11 @@ __all__ = [
 TARGET = 700
 LIMIT = 1000
 OVERLAP = 150
+MAX_TITLE = 200  # a heading longer than this is cut in the trail (kept whole as text)
+_MAX_PARA = 1 << 16  # a paragraph is handed on in parts past this many characters
+_BLOCK = 1 << 16  # characters of text cut into lines at a time
+_GAP = re.compile(r"\n\s*\n")  # a blank line between two paragraphs of a PDF page
+_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines' breaks
 _PDF_LIMITS = PdfLimits()
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx", ".rst"})
 # The title is taken greedily and trimmed in Python: a lazy title followed by
@@ -61,7 +69,8 @@ def split_data(name: str, data: bytes, *, pdf: PdfLimits = _PDF_LIMITS) -> list[
     """Split the content ``data`` of a file called ``name`` (its suffix picks the format).
 
     A PDF is read in a child process within ``pdf`` (see ``_pdf``); text is split
-    here, in time and memory linear in its size (the caller caps the size).
+    here, as a stream, in time linear in its size and memory near it (the caller
+    caps the size).
     """
     suffix = Path(name).suffix.lower()
     if suffix == ".pdf":
@@ -115,7 +124,7 @@ def split_pdf(source: Path | bytes, limits: PdfLimits = _PDF_LIMITS) -> list[Chu
     data = source if isinstance(source, bytes) else source.read_bytes()
     chunks: list[Chunk] = []
     for number, text in enumerate(pdf_pages(data, limits), start=1):
-        paras = [_Para(p, number, number) for p in _paragraphs_of(text)]
+        paras = (_Para(p, number, number) for p in _paragraphs_of(text))
         for body in _pack(paras):
             chunks.append(Chunk("", f"page {number}", body[0]))
     return chunks
@@ -127,51 +136,93 @@ def split_text(text: str, *, markdown: bool, rst: bool = False) -> list[Chunk]:
     Markdown headings are ``#`` lines (outside code fences) and setext ones
     (a paragraph underlined with ``===`` or ``---``); with ``rst`` they are
     reStructuredText titles, underlined (or over- and underlined) with any
-    punctuation, ranked in the order their styles first appear.
+    punctuation, ranked in the order their styles first appear. A title over
+    ``MAX_TITLE`` characters is cut in the trail and kept whole as text.
+
+    Streams: lines are cut a block at a time and paragraphs packed as they come,
+    so memory follows the passages, not a list of every line or paragraph (a
+    32 MB file of two-letter lines held 1.5 GB, and of two-letter paragraphs
+    2.4 GB and minutes of CPU).
     """
     chunks: list[Chunk] = []
-    for trail, paras in _sections(text, markdown=markdown and not rst, rst=rst):
-        for body, first, last in _pack(paras):
+    paragraphs = _sections(text, markdown=markdown and not rst, rst=rst)
+    for (_, trail), group in itertools.groupby(paragraphs, key=lambda p: (p[0], p[1])):
+        for body, first, last in _pack(para for _, _, para in group):
             location = trail or f"lines {first}-{last}"
             chunks.append(Chunk(trail, location, body))
     return chunks
 
 
-def _sections(text: str, *, markdown: bool, rst: bool = False) -> list[tuple[str, list[_Para]]]:
-    sections: list[tuple[str, list[_Para]]] = [("", [])]
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` as ``str.splitlines`` cuts them, ``_BLOCK`` characters at a
+    time: a block ends after a line break (any ``splitlines`` knows: a file of
+    ``\r``-ended lines is cut too), a ``\r\n`` never in two."""
+    start = 0
+    while start < len(text):
+        found = _BREAK.search(text, start + _BLOCK)
+        end = len(text) if found is None else found.end()
+        if found is not None and found.group() == "\r" and text.startswith("\n", end):
+            end += 1
+        yield from text[start:end].splitlines()
+        start = end
+
+
+def _title(title: str) -> str:
+    """A heading title as the trail shows it: cut to ``MAX_TITLE`` characters."""
+    return title if len(title) <= MAX_TITLE else title[: MAX_TITLE - 1].rstrip() + "…"
+
+
+def _sections(text: str, *, markdown: bool, rst: bool = False) -> Iterator[tuple[int, str, _Para]]:
+    """``(section number, heading trail, paragraph)`` of each paragraph, in order.
+
+    A paragraph grown past ``_MAX_PARA`` characters (a log without blank lines) is
+    handed on in parts: ``_cut_long`` cuts it at line ends anyway.
+    """
+    section, trail = 0, ""
     stack: list[tuple[int, str]] = []
     buf: list[str] = []
-    start = 0
+    size = start = number = 0
     fenced = False
     styles: list[tuple[bool, str]] = []  # reST title styles (overlined, char), by rank
 
-    def flush(end: int) -> None:
+    def flush(end: int) -> _Para | None:
+        nonlocal size
         body = "\n".join(buf).strip()
-        if body:
-            sections[-1][1].append(_Para(body, start, end))
         buf.clear()
+        size = 0
+        return _Para(body, start, end) if body else None
 
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if markdown and _FENCE.match(line):
             fenced = not fenced
         heading = _heading(line) if markdown and not fenced else None
+        first = number  # the title's first line
         if heading is None and buf and (markdown or rst) and not fenced:
             heading = _underlined(line, buf, styles if rst else None)
             if heading is not None:
+                first = start
                 buf.clear()  # the title's lines, not the previous section's text
+                size = 0
         if heading:
-            flush(number - 1)
+            if para := flush(number - 1):
+                yield section, trail, para
             level, title = heading
-            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, title)]
-            sections.append((" > ".join(t for _, t in stack), []))
+            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, _title(title))]
+            section, trail = section + 1, " > ".join(t for _, t in stack)
+            if len(title) > MAX_TITLE:  # cut in the trail of every passage: its words stay here
+                yield section, trail, _Para(title, first, number)
         elif not line.strip() and not fenced:
-            flush(number - 1)
+            if para := flush(number - 1):
+                yield section, trail, para
         else:
             if not buf:
                 start = number
             buf.append(line)
-    flush(len(text.splitlines()))
-    return [(trail, paras) for trail, paras in sections if paras]
+            size += len(line) + 1
+            if size > _MAX_PARA and (para := flush(number)):
+                yield section, trail, para
+    if para := flush(number):
+        yield section, trail, para
 
 
 def _heading(line: str) -> tuple[int, str] | None:
@@ -216,40 +267,40 @@ def _underlined(
     return styles.index(style) + 1, buf[-1].strip()
 
 
-def _paragraphs_of(text: str) -> list[str]:
-    parts = re.split(r"\n\s*\n", text)
-    return [p.strip() for p in parts if p.strip()]
+def _paragraphs_of(text: str) -> Iterator[str]:
+    """The paragraphs of a PDF page's text (cut at blank lines), stripped, as found:
+    a page of millions of tiny paragraphs is never a list of them all."""
+    start = 0
+    for gap in _GAP.finditer(text):
+        if part := text[start : gap.start()].strip():
+            yield part
+        start = gap.end()
+    if part := text[start:].strip():
+        yield part
 
 
-def _pack(paras: list[_Para]) -> list[tuple[str, int, int]]:
-    """Pack paragraphs into passages of about TARGET chars, with overlap."""
-    pieces: list[_Para] = []
-    for para in paras:
-        pieces.extend([para] if len(para.text) <= LIMIT else _cut_long(para))
-    out: list[tuple[str, int, int]] = []
+def _pack(paras: Iterable[_Para]) -> Iterator[tuple[str, int, int]]:
+    """Pack paragraphs into passages of about TARGET chars, with overlap, as they come."""
     current: list[_Para] = []
+    size = 0  # sum(len(p.text) + 2 for p in current): kept, not summed per piece
     fresh = False  # current holds more than the carried overlap
-
-    def size() -> int:
-        return sum(len(p.text) + 2 for p in current)
-
-    def flush() -> None:
-        nonlocal current, fresh
-        out.append(_join(current))
-        current, fresh = [_carry(current[-1])], False
-
-    for piece in pieces:
-        if fresh and size() + len(piece.text) > LIMIT:
-            flush()
-        if size() + len(piece.text) > LIMIT:
-            current = []  # the carry would push this passage over the limit
-        current.append(piece)
-        fresh = True
-        if size() >= TARGET:
-            flush()
+    for para in paras:
+        for piece in [para] if len(para.text) <= LIMIT else _cut_long(para):
+            if fresh and size + len(piece.text) > LIMIT:
+                yield _join(current)
+                current, fresh = [_carry(current[-1])], False
+                size = len(current[0].text) + 2
+            if size + len(piece.text) > LIMIT:
+                current, size = [], 0  # the carry would push this passage over the limit
+            current.append(piece)
+            size += len(piece.text) + 2
+            fresh = True
+            if size >= TARGET:
+                yield _join(current)
+                current, fresh = [_carry(current[-1])], False
+                size = len(current[0].text) + 2
     if fresh:
-        out.append(_join(current))
-    return out
+        yield _join(current)
 
 
 def _carry(tail: _Para) -> _Para:

@@ -35,7 +35,8 @@ PDF that timed out once on a busy machine is indexed later, and a real bomb
 costs one timeout per back-off, not one per search. Only regular files are read (a named
 pipe would block forever), and with ``within`` only files whose real path is
 inside that directory: a knowledge file replaced after validation by a
-symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing.
+symlink to ``/etc/shadow`` or ``/proc/self/environ`` is searched as missing, and so
+is one swapped for a symlink loop (``gateway._files.resolved`` never raises).
 
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
@@ -59,7 +60,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from gateway._files import private_file
+from gateway._files import private_file, resolved
 from gateway.knowledge._failures import (
     RETRY_AFTER,
     Failure,
@@ -139,7 +140,10 @@ class IndexStats(msgspec.Struct, kw_only=True):
     before and is not due to be parsed again (not read: searched as empty, like a
     failed one; ``KnowledgeIndex.failures`` says why). ``too_large`` counts files
     over a size cap (not read, searched as missing); ``size`` is the bytes of the
-    files that were within the caps.
+    files that were within the caps. ``unsearchable`` says why each file counted in
+    ``missing`` or ``too_large`` is (by its resolved path): not found, outside the
+    root, not a regular file, over a cap, or unreadable (``cannot be read:
+    Permission denied``).
     """
 
     files: int = 0
@@ -152,6 +156,7 @@ class IndexStats(msgspec.Struct, kw_only=True):
     too_large: int = 0
     passages: int = 0
     size: int = 0
+    unsearchable: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class KnowledgeIndex:
@@ -293,11 +298,11 @@ class KnowledgeIndex:
         """
         stats = IndexStats()
         caps = (max_file_bytes, max_total_bytes)
-        inside = within.resolve() if within is not None else None
+        inside = resolved(within) if within is not None else None
         limits = pdf_limits if pdf_limits is not None else self._pdf_limits
         for file in files:
             stats.files += 1
-            self._refresh(file.resolve(), stats, inside, caps, limits)
+            self._refresh(resolved(file), stats, inside, caps, limits)
         return stats
 
     def _refresh(
@@ -339,9 +344,13 @@ class KnowledgeIndex:
                 self._count_kept(seen[2], stats, "unchanged")
                 stats.size += st.st_size
                 return seen[2]
-        data = read_regular(path, caps[0])
-        if data is None:
+        try:
+            data = read_regular(path, caps[0])
+        except OSError as exc:  # unreadable: said, else it would be searched as empty unseen
+            why = exc.strerror or type(exc).__name__
+            log.warning("knowledge_file_unreadable", file=key, error=why)
             stats.missing += 1
+            stats.unsearchable[key] = f"cannot be read: {why}"
             return None
         if self._too_large(key, len(data), stats, caps):  # grew since the stat
             return None
@@ -384,15 +393,18 @@ class KnowledgeIndex:
         if within is not None and not path.is_relative_to(within):
             log.warning("knowledge_file_outside_root", file=str(path), root=str(within))
             stats.missing += 1
+            stats.unsearchable[str(path)] = f"its real path is outside {within}"
             return None
         try:
             st = path.stat()
-        except OSError:
+        except OSError as exc:
             stats.missing += 1
+            stats.unsearchable[str(path)] = exc.strerror or "not found"
             return None
         if not stat.S_ISREG(st.st_mode):
             log.warning("knowledge_file_not_regular", file=str(path))
             stats.missing += 1
+            stats.unsearchable[str(path)] = "not a regular file (a FIFO, device or directory)"
             return None
         return st
 
@@ -402,9 +414,14 @@ class KnowledgeIndex:
         max_file, max_total = caps
         if size > max_file:
             log.warning("knowledge_file_too_large", file=key, size=size, limit=max_file)
+            stats.unsearchable[key] = f"{size} bytes, over the limit of {max_file} bytes"
         elif stats.size + size > max_total:
             log.warning(
                 "knowledge_file_too_large", file=key, total=stats.size + size, limit=max_total
+            )
+            stats.unsearchable[key] = (
+                f"the files before it and it add up to {stats.size + size} bytes, "
+                f"over the limit of {max_total} bytes"
             )
         else:
             return False
@@ -545,7 +562,7 @@ class KnowledgeIndex:
                 row = self._db.execute(
                     "SELECT c.passages FROM files f JOIN contents c ON c.sha = f.sha "
                     "WHERE f.path = ?",
-                    (str(file.resolve()),),
+                    (str(resolved(file)),),
                 ).fetchone()
                 total += row[0] if row else 0
         return total
@@ -563,7 +580,7 @@ class KnowledgeIndex:
                 row = self._db.execute(
                     "SELECT c.error FROM files f JOIN contents c ON c.sha = f.sha "
                     "WHERE f.path = ? AND c.error IS NOT NULL",
-                    (str(file.resolve()),),
+                    (str(resolved(file)),),
                 ).fetchone()
                 if row is not None:
                     found[file] = str(row[0])
@@ -608,11 +625,11 @@ class KnowledgeIndex:
         names: dict[str, str] = {}
         stats = IndexStats()
         named = labels(files, root)
-        inside = within.resolve() if within is not None else None
+        inside = resolved(within) if within is not None else None
         caps = (max_file_bytes, max_total_bytes)
         limits = pdf_limits if pdf_limits is not None else self._pdf_limits
         for file in files:
-            sha = self._refresh(file.resolve(), stats, inside, caps, limits)
+            sha = self._refresh(resolved(file), stats, inside, caps, limits)
             if sha is not None and sha not in names:
                 names[sha] = named[file]
         if not names:

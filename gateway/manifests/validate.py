@@ -70,6 +70,7 @@ __all__ = [
     "decode_problem",
     "example_problems",
     "format_problems",
+    "problem_line",
     "python_problems",
     "schema_problems",
     "secret_warnings",
@@ -401,6 +402,11 @@ def _knowledge_file_problem(root: Path, file: str) -> str | None:
     if outside:
         return f"knowledge file {file!r} is outside the manifests root; keep it inside"
     if not exists:
+        # Named for what it is: "does not exist" next to it in a listing misleads.
+        if path.is_dir():
+            return f"knowledge file {file!r} is a directory: list the files in it"
+        if path.exists():
+            return f"knowledge file {file!r} is not a regular file (a FIFO, device or socket)"
         return f"knowledge file {file!r} does not exist (paths are relative to the manifests root)"
     return None
 
@@ -715,7 +721,18 @@ def format_problems(problems: list[Problem], fmt: Format = "text") -> str:
             f"::error file={_gh(p.file, True)},line={p.line},col={p.col}::{_gh(p.message)}\n"
             for p in problems
         )
-    return "".join(f"{p}\n" for p in problems)
+    return "".join(f"{problem_line(p)}\n" for p in problems)
+
+
+def problem_line(problem: Problem) -> str:
+    """``file:line:col: message`` on one line a terminal or a CI log cannot obey.
+
+    A file name may hold a newline and a GitHub workflow command (``::error``, a
+    mask), or terminal escapes: control characters are shown escaped (``\\n``,
+    ``\\x1b``), as ``repr`` would.
+    """
+    text = str(problem)
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _gh(text: str, prop: bool = False) -> str:

@@ -113,7 +113,8 @@ class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
             kept failing (logged as ``reload_watch_polling``).
         watched: the real directories being watched (recursive first).
         warnings: the ``check`` hook's warnings about the live set (a client key limited
-            to an assistant it does not have...), as of its newest load.
+            to an assistant it does not have...), as of its newest load; the route
+            (``gateway.api.admin``) adds the knowledge files that failed to parse.
         last_attempt: the newest attempt; a rejected one stays here with its
             errors until a later attempt succeeds.
         reloads: attempts by result, for ``reloads_total{result}``.

@@ -95,6 +95,26 @@ def test_validate_a_missing_root(run: Invoke, tmp_path: Path) -> None:
     assert f"{tmp_path / 'nope'}:1:1: no such file or directory" in result.stdout
 
 
+def test_a_hostile_manifest_file_name_cannot_write_its_own_lines_into_the_log(
+    run: Invoke, tmp_path: Path
+) -> None:
+    """A manifest whose file name holds a newline and a GitHub workflow command (legal on
+    Linux, pushed by anyone who may push) was printed raw by ``gateway validate`` (and on
+    stderr by the other commands): the CI log got a line starting with '::' (a fake
+    annotation, a mask) and terminal escapes. The name is printed escaped."""
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "x\n::error file=app.py::pwned\x1b[2J.yaml").write_text(
+        "kind: assistant\nname: a\nbogus: 1\n"
+    )
+    for result in (run("validate", str(root)), run("tools", "a", "--manifests", str(root))):
+        assert result.exit_code == 1, result.output
+        assert "unknown field 'bogus'" in result.output
+        assert not any(line.startswith("::") for line in result.output.splitlines()), result.output
+        assert "\x1b" not in result.output
+        assert "x\\n::error file=app.py::pwned\\x1b[2J.yaml:3:1: " in result.output
+
+
 def test_validate_says_which_path_is_missing_and_checks_the_others(
     run: Invoke, tmp_path: Path
 ) -> None:

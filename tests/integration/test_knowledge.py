@@ -94,6 +94,40 @@ def test_a_knowledge_file_swapped_for_a_symlink_out_of_the_root_is_not_read(
     assert not any("hunter2" in p["text"] for p in passages), passages
 
 
+def test_a_knowledge_file_swapped_for_a_symlink_loop_leaves_the_others_searchable(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A knowledge file replaced after loading by a symlink loop (resolving it raised
+    RuntimeError, and every file_search call of the assistant failed as an internal
+    error) is searched as missing: the other files still answer."""
+    manifests = _site(tmp_path / "site")
+    server = gateway_server(manifests)
+    manual = manifests / "docs" / "manual.pdf"
+    manual.unlink()
+    manual.symlink_to(manual.name)
+    passages = _search(server, "refunds")
+    assert {p["source"] for p in passages} == {"faq.md"}, passages
+
+
+def test_a_knowledge_file_that_cannot_be_parsed_is_named_in_the_manifests_status(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """A knowledge file whose content failed to parse (searched as empty: before, only a
+    log line said so) is listed in the warnings of GET /manifests/status with its name
+    and the reason, until its content parses."""
+    manifests = _site(tmp_path / "site")
+    manual = manifests / "docs" / "manual.pdf"
+    manual.write_bytes(b"%PDF-1.4 not really")
+    server = gateway_server(manifests)
+    assert {p["source"] for p in _search(server, "refunds")} == {"faq.md"}
+    (warning,) = httpx.get(server.url + "/manifests/status", timeout=10).json()["warnings"]
+    assert warning.startswith("knowledge file 'docs/manual.pdf' cannot be searched: "), warning
+    assert "PdfStreamError" in warning, warning
+    make_pdf(manual, ["Tyre pressure: inflate to 4 bar"])
+    assert _search(server, "tyre")[0]["source"] == "manual.pdf"
+    assert httpx.get(server.url + "/manifests/status", timeout=10).json()["warnings"] == []
+
+
 def test_a_pdf_bomb_among_the_knowledge_files_does_not_take_the_server_down(
     tmp_path: Path, gateway_server: ServerFactory
 ) -> None:

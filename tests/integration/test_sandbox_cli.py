@@ -110,9 +110,14 @@ def test_test_prints_a_failing_outputs_escaped(cli: CliRunner, tmp_path: Path) -
     start a line with "::" (a GitHub Actions workflow command: a fake annotation, a mask)
     or send terminal escape codes into the CI log. Now it is printed escaped, on one line."""
     manifests = _one_action(tmp_path / "deploy", "shout", HOSTILE_OUTPUT, expect="quiet")
+    # A file name of the same kind: shown (where to fix it) escaped too.
+    (manifests / "a.yaml").rename(manifests / "a\n::error file=x::y\x1b[2J.yaml")
     result = cli.invoke(main, ["test", "--manifests", str(manifests)])
     assert result.exit_code == 1, result.output
     assert "FAIL shout[0]" in result.output
+    # Where to fix it: the action's file and line (a CI log does not show the manifests).
+    where = f"{manifests}/a\\n::error file=x::y\\x1b[2J.yaml:1"
+    assert f"     in {where} (examples[0])" in result.output, result.output
     assert not any(line.startswith("::") for line in result.output.splitlines()), result.output
     assert "\x1b" not in result.output
     assert "::error file=app.py" in result.output  # shown, escaped

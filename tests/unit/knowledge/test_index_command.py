@@ -151,3 +151,24 @@ def test_a_file_that_failed_in_an_earlier_run_still_fails_the_command(tmp_path: 
             in result.stderr
         )
         assert "faq.md" not in result.stderr
+
+
+def test_a_hostile_file_name_cannot_write_its_own_lines_into_the_log(tmp_path: Path) -> None:
+    """A knowledge file whose name holds a newline and a GitHub workflow command (a
+    legal Linux name, pushed by anyone who may push) was printed as it is in the
+    command's error line: the CI log got a line of its own starting with '::' (a fake
+    annotation, a mask) and terminal escapes; the name is printed escaped."""
+    root = tmp_path / "manifests"
+    _manifests(root)
+    name = "docs/x\n::error file=app.py::pwned\x1b[2J.txt"
+    (root / name).write_bytes(b"\0binary")
+    (root / "a.yaml").write_text(
+        f"kind: assistant\nname: helper\nfile_search:\n  files: [docs/faq.md, {json.dumps(name)}]\n"
+    )
+    result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "cannot be searched: ValueError: binary content" in result.stderr, result.stderr
+    assert not any(line.startswith("::") for line in result.stderr.splitlines()), result.stderr
+    # The command's own lines (the log renderer's are gateway.api.logs' business).
+    own = [line for line in result.stderr.splitlines() if not line.startswith("timestamp=")]
+    assert not any("\x1b" in line for line in own), own

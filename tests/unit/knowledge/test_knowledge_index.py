@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
+import sys
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from gateway.knowledge import KnowledgeIndex
-from gateway.knowledge._split import LIMIT, split_text
+from gateway.knowledge._split import LIMIT, MAX_TITLE, split_data, split_text
 from gateway.knowledge.index import build_query
 
 FAQ = """# Shop FAQ
@@ -268,6 +270,21 @@ def test_files_outside_within_are_not_read(docs: Path, tmp_path: Path) -> None:
         outside.unlink()
 
 
+def test_a_symlink_loop_in_a_symlinked_root_is_missing_for_what_it_is(tmp_path: Path) -> None:
+    """In a root reached through a symlink (git-sync's ``current``), a knowledge file
+    swapped for a symlink loop is missing with the loop as the reason (it was said to
+    be outside the root, sending the operator after the wrong mistake); the others
+    are searched."""
+    (revision := tmp_path / "rev-1").mkdir()
+    (revision / "faq.md").write_text(FAQ)
+    (revision / "loop.md").symlink_to("loop.md")
+    (current := tmp_path / "current").symlink_to(revision)
+    index = KnowledgeIndex()
+    stats = index.index([current / "faq.md", current / "loop.md"], within=current)
+    assert (stats.parsed, stats.missing) == (1, 1)
+    assert stats.unsearchable == {str(revision / "loop.md"): "Too many levels of symbolic links"}
+
+
 def test_a_fifo_in_place_of_a_file_does_not_hang(docs: Path) -> None:
     """A knowledge file replaced by a named pipe is skipped at once, not read forever."""
     fifo = docs / "docs" / "pipe.md"
@@ -373,11 +390,105 @@ def test_a_heading_line_padded_with_spaces_splits_in_linear_time() -> None:
     import time
 
     started = time.perf_counter()
-    (chunk,) = split_text("# Setup" + " " * 2000 + "guide ##\n\nInstall it.\n", markdown=True)
+    chunks = split_text("# Setup" + " " * 2000 + "guide ##\n\nInstall it.\n", markdown=True)
     assert time.perf_counter() - started < 0.5
-    assert chunk.location == "Setup" + " " * 2000 + "guide"
+    assert {c.location for c in chunks} == {"Setup…"}  # over MAX_TITLE: cut, kept as text
+    assert any(c.text.endswith("guide\n\nInstall it.") for c in chunks), chunks
     assert split_text("# Learn C#\n\nA language.\n", markdown=True)[0].location == "Learn C#"
     assert split_text("## Tips ##\n\nMore.\n", markdown=True)[0].location == "Tips"
+
+
+def test_a_heading_of_100_000_characters_is_cut_in_the_trail_and_kept_as_text() -> None:
+    """A heading line of 100,000 characters (or an underlined one of 7,000) was the
+    heading and location of every passage of its section (stored once per passage, sent
+    to the model with each hit): it is cut to MAX_TITLE there, and kept whole once as
+    text, so its words are still found."""
+    long = "Returns " + "policy " * 15_000
+    body = "\n\n".join(f"Paragraph {i} " + "word " * 60 for i in range(30))
+    # An underlined paragraph over 64 KiB is text, not a title: it is handed on in parts.
+    underlined = long[:7000].rstrip()
+    for text, title in (
+        (f"# {long}\n\n{body}\n", long),
+        (f"{underlined}\n===\n\n{body}\n", underlined),
+    ):
+        chunks = split_text(text, markdown=True)
+        assert {c.location for c in chunks} == {title[: MAX_TITLE - 1].rstrip() + "…"}
+        assert all(c.heading == c.location for c in chunks)
+        assert sum(len(c.text) for c in chunks) < 2 * len(text)
+        assert any(c.text.startswith("Returns policy policy") for c in chunks)
+        assert any("Paragraph 29 word" in c.text for c in chunks)
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["ab\n", "ab\n\n", "ab\r"],
+    ids=["short lines", "short paragraphs", "CR line ends"],
+)
+def test_a_text_of_tiny_lines_or_paragraphs_splits_in_memory_near_its_size(unit: str) -> None:
+    """Text of two-letter lines or paragraphs held every line, or every paragraph, as an
+    object at once (a 32 MB file: 1.5 GB and 2.4 GB in the server process, and minutes
+    of CPU re-adding each passage's size per paragraph); it is split as a stream, so
+    the peak follows the passages (about the text's size)."""
+    text = unit * ((1 << 20) // len(unit))
+    tracemalloc.start()
+    try:
+        chunks = split_text(text, markdown=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(chunks) > 1000 and all(len(c.text) <= LIMIT for c in chunks)
+    assert peak < 8 * len(text), f"{peak >> 20} MB for {len(text) >> 20} MB of text"
+
+
+def test_a_pdf_page_of_tiny_paragraphs_splits_in_memory_near_its_size(tmp_path: Path) -> None:
+    """A PDF page holding a million characters of two-letter paragraphs (the text limit
+    allows 32 million) was cut into a list of every paragraph in the server process;
+    its paragraphs are packed as they are found, like a text file's."""
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=612, height=792)
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    resources = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): resources})
+    stream = DecodedStreamObject()
+    stream.set_data(b"BT /F1 12 Tf 72 720 Td (" + b"ab\\n\\n" * (1 << 18) + b") Tj ET")
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    with (pdf := tmp_path / "tiny.pdf").open("wb") as fh:
+        writer.write(fh)
+    tracemalloc.start()
+    try:
+        chunks = split_data("tiny.pdf", pdf.read_bytes())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(chunks) > 1000 and {c.location for c in chunks} == {"page 1"}
+    assert peak < 8 * (1 << 20), f"{peak >> 20} MB for 1 MB of text"
+
+
+def test_packing_tiny_paragraphs_costs_a_few_steps_each() -> None:
+    """Packing summed the whole passage-in-progress again for every paragraph added (up
+    to ~175 two-letter paragraphs a passage: 32 MB of them took ~10 minutes of CPU in the
+    server); the size is kept as paragraphs come. Counted in len() calls, not timed."""
+    text = "ab\n\n" * 20_000
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        if event == "c_call" and arg is len:
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        chunks = split_text(text, markdown=False)
+    finally:
+        sys.setprofile(None)
+    assert len(chunks) > 100
+    assert calls < 20 * 20_000, calls
 
 
 def test_git_sync_revisions_do_not_grow_the_cache_forever(tmp_path: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 import threading
+import warnings
 import zlib
 from pathlib import Path
 
@@ -69,6 +71,21 @@ def test_a_pdf_bomb_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
     assert _errors(index) == ["ParseLimitError: parsing the PDF took longer than the limit of 1 s"]
     assert index.search([bomb, faq], "refund", 3)[0].source == "faq.md"
     assert index.index([bomb]).parsed == 0  # the failure is kept: not parsed again soon
+
+
+def test_a_pdf_stopped_before_all_its_bytes_reached_the_parser_leaves_no_pipe_open() -> None:
+    """A parse that times out while its PDF is still being written to the child (a
+    big file, or a busy machine where 1 ms passes between two 512-byte writes) closes
+    the child's stdin: it was left open, a ResourceWarning (an error in the suite, so
+    test_a_pdf_that_timed_out_is_parsed_at_once_with_a_longer_timeout failed under
+    load) and a descriptor held until the garbage collector came by."""
+    data = b"%PDF-1.4\n" + b"0" * MB  # 2,048 writes of 512 bytes: never done in 1 ms
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ParseLimitError, match=r"took longer than the limit of 0\.001 s"):
+            pdf_pages(data, PdfLimits(timeout=0.001))
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 def test_a_pdf_with_too_many_pages_is_refused_by_count(tmp_path: Path) -> None:
@@ -159,3 +176,39 @@ def test_a_pdf_error_with_a_lone_surrogate_still_answers() -> None:
     answer = json.loads(done.stdout)
     assert answer["limit"] is False
     assert answer["error"].startswith("ValueError: bad name")
+
+
+_NO_DESCRIPTOR_FOR_THE_FILE = """
+import os, resource, sys
+from pathlib import Path
+from gateway.knowledge import KnowledgeIndex
+
+faq = Path(sys.argv[1])
+index = KnowledgeIndex()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+lowest = os.dup(0)  # the descriptor the file would get
+os.close(lowest)
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))  # none left for the file
+stats = index.index([faq])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+print(stats.missing, stats.unsearchable[str(faq.resolve())], sep="|")
+"""
+
+
+def test_a_knowledge_file_that_cannot_be_read_is_logged_and_said_why(tmp_path: Path) -> None:
+    """A knowledge file that exists but cannot be opened (permission denied, the server
+    out of descriptors) was searched as empty with no log line and counted "missing"
+    by gateway index without a name; it is logged ``knowledge_file_unreadable`` with
+    the reason, which ``IndexStats.unsearchable`` holds for the command to print."""
+    (faq := tmp_path / "faq.md").write_text(FAQ)
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_DESCRIPTOR_FOR_THE_FILE, str(faq)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[3],
+    )
+    *logs, last = run.stdout.strip().splitlines()
+    assert last == "1|cannot be read: Too many open files", run.stdout + run.stderr
+    (line,) = [line for line in logs if "knowledge_file_unreadable" in line]
+    assert str(faq) in line and "Too many open files" in line, line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,23 @@ def test_knowledge_file_names_that_are_no_path_are_problems(tmp_path: Path) -> N
     assert len(messages) == 2, messages
     assert all(line == 4 and "is not a usable file name" in m for line, m in messages)
     assert all(len(m) < 400 for _, m in messages)
+
+
+def test_a_knowledge_file_that_is_a_directory_or_a_fifo_is_said_to_be_one(tmp_path: Path) -> None:
+    """A directory (``files: [docs]``, meaning its files) or a FIFO listed as a knowledge
+    file was reported as not existing, next to it in the operator's listing; the message
+    says what it is and what to list instead."""
+    (docs := tmp_path / "docs").mkdir()
+    os.mkfifo(docs / "pipe.md")
+    (tmp_path / "a.yaml").write_text(
+        "kind: assistant\nname: a\nfile_search:\n  files: [docs, docs/pipe.md]\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        load_catalog(tmp_path, environ={}, gateway_root=tmp_path)
+    assert [(p.line, p.col, p.message) for p in info.value.problems] == [
+        (4, 11, "knowledge file 'docs' is a directory: list the files in it"),
+        (4, 17, "knowledge file 'docs/pipe.md' is not a regular file (a FIFO, device or socket)"),
+    ]
 
 
 def test_knowledge_files_over_their_size_limits_are_located_problems(tmp_path: Path) -> None:
