@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,13 @@ def test_playground_new_thread_drops_the_answer_streaming(
         page.click("#new")
         expect(page.locator(".msg.assistant")).to_have_text("Fresh start.")
         assert page.evaluate("threadId") != old_thread
-        page.wait_for_timeout(3000)  # the old run would have ended: its metadata shown
+        # The old run has ended (cancelled; else after its 2 s answer, metadata sent): what
+        # the page still took from it would show within a moment.
+        deadline = time.monotonic() + 10
+        while server.services.the_engine().active_runs:
+            assert time.monotonic() < deadline, "the old run did not end"
+            time.sleep(0.02)
+        page.wait_for_timeout(500)
         expect(page.locator(".msg")).to_have_count(1)
         assert len(cancels) == 1 and f"/threads/{old_thread}/runs/" in cancels[0]
 
