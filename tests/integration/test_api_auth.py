@@ -528,7 +528,13 @@ async def test_an_open_gateway_refuses_other_origins(
             await ws.recv()
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 4403
-    async with websockets.connect(f"{server.ws_url}/ws/chat", origin=server.url) as ws:  # type: ignore[arg-type]
+    # max_queue=None: past 16 unread frames of the run the client would stop reading, and
+    # its closing handshake then waited out its close_timeout (10 s), one run in five.
+    async with websockets.connect(
+        f"{server.ws_url}/ws/chat",
+        origin=server.url,  # type: ignore[arg-type]
+        max_queue=None,
+    ) as ws:
         await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
         assert json.loads(await ws.recv())["event"] == "thread.run.created"
     # With keys the key is the protection: another origin holding one is served as before.

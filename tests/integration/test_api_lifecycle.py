@@ -20,6 +20,45 @@ from websockets.sync.client import connect as ws_connect
 
 from tests._serve import serve, wait_ready
 
+HOLD_PY = '''
+"""An action that runs until the test releases it."""
+import pathlib
+import time
+
+
+def hold_until_released() -> str:
+    """Hold the run until released."""
+    release = pathlib.Path(__file__).with_name("release")
+    deadline = time.monotonic() + 60
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.01)
+    return "released"
+'''
+
+HOLD_YAML = """
+kind: action
+name: hold_until_released
+description: Hold the run until released.
+timeout: 90
+python:
+  function: apiactions.holdtools:hold_until_released
+---
+kind: assistant
+name: holder
+description: Holds its runs until released.
+actions: [hold_until_released]
+"""
+
+
+def _holder(manifests: Path) -> Path:
+    """Add the ``holder`` assistant, whose runs (``hold until released``) go on until the
+    file returned is created: a run that lasts exactly as long as the test needs it."""
+    (manifests / "hold.yaml").write_text(HOLD_YAML)
+    (manifests.parent / "apiactions" / "holdtools.py").write_text(HOLD_PY)
+    return manifests.parent / "apiactions" / "release"
+
 
 def _children(pid: int) -> set[int]:
     """The direct children of ``pid`` (the sandbox's zygotes)."""
@@ -47,7 +86,8 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
     status is 0 (SIGTERM was raised again after the drain: killed, 143)."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    env = {"GATEWAY_DRAIN_SECONDS": "5", "TMPDIR": str(scratch)}
+    env = {"GATEWAY_DRAIN_SECONDS": "3", "TMPDIR": str(scratch)}
+    release = _holder(api_manifests)
     proc, url = serve(api_manifests, f"sqlite:///{tmp_path}/g.db", tmp_path, env)
     sse: list[str] = []
     ws: list[str] = []
@@ -55,7 +95,7 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
     started = threading.Barrier(3, timeout=60)
 
     def follow_sse() -> None:
-        body = {"assistant": "helper", "message": "wait 1 seconds (slow)", "stream": True}
+        body = {"assistant": "holder", "message": "hold until released", "stream": True}
         with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
             for line in stream.iter_lines():
                 if line.startswith("event: "):
@@ -85,9 +125,9 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
         # TMPDIR reaches the zygotes (they made their folders in /tmp, whatever it said).
         assert any(path.name.startswith("gateway-sandbox-") for path in scratch.iterdir())
         proc.send_signal(stop)
-        # The 120 s run holds the drain open for GATEWAY_DRAIN_SECONDS (5 s); uvicorn
+        # The 120 s run holds the drain open for GATEWAY_DRAIN_SECONDS (3 s); uvicorn
         # notices the signal within 0.1 s.
-        deadline = time.monotonic() + 4
+        deadline = time.monotonic() + 2.5
         while (ready := httpx.get(f"{url}/ready", timeout=10)).status_code == 200:
             assert time.monotonic() < deadline, "/ready stayed 200 after the signal"
             time.sleep(0.05)
@@ -99,6 +139,7 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
         )
         assert refused.status_code == 503, refused.text
         assert "shutting down" in refused.json()["error"]["message"]
+        release.touch()  # the held run ends within the drain
         assert proc.wait(60) == 0  # SIGTERM was re-raised after the drain: -15 (143)
         for thread in threads:
             thread.join(30)
@@ -157,13 +198,14 @@ def test_a_second_gateway_stops_before_touching_the_running_ones_runs(
     process). It used to open the store first, or to start altogether, marking the running
     gateway's run in progress failed ("interrupted") while it went on."""
     database = f"sqlite:///{tmp_path}/g.db"
+    release = _holder(api_manifests)
     proc, url = serve(api_manifests, database, tmp_path)
     port = int(url.rpartition(":")[2])
     sse: list[str] = []
     started = threading.Event()
 
     def follow_sse() -> None:
-        body = {"assistant": "helper", "message": "wait 6 seconds (slow)", "stream": True}
+        body = {"assistant": "holder", "message": "hold until released", "stream": True}
         with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
             for line in stream.iter_lines():
                 if line.startswith("event: "):
@@ -180,6 +222,7 @@ def test_a_second_gateway_stops_before_touching_the_running_ones_runs(
         on = port if same_port else None
         second, _ = serve(api_manifests, database, tmp_path, capture=True, port=on)
         log = second.communicate(timeout=60)[0].decode()
+        release.touch()  # the run went on all along the second gateway's life: it ends now
         follower.join(60)
     finally:
         proc.send_signal(signal.SIGINT)

@@ -332,9 +332,10 @@ async def test_websocket_messages_sent_during_a_run_keep_the_socket_alive(
     The server reads the socket all along: a frame left unread makes uvicorn stop
     reading, pongs included, and its keepalive closed the socket (1011) mid-run.
     """
-    server = gateway_server(api_manifests, ws_ping=(0.5, 4.0))
+    # Unread frames would end the socket after the 0.25 s ping's 1.5 s pong timeout: mid-run.
+    server = gateway_server(api_manifests, ws_ping=(0.25, 1.5))
     async with websockets.connect(f"{server.ws_url}/ws/chat") as ws:
-        await ws.send(json.dumps({"assistant": "helper", "message": "wait 6 seconds"}))
+        await ws.send(json.dumps({"assistant": "helper", "message": "wait 3 seconds"}))
         assert json.loads(await ws.recv())["event"] == "thread.run.created"
         for message in ("first", "second"):
             await ws.send(json.dumps({"assistant": "other", "message": message}))

@@ -104,7 +104,10 @@ def test_a_stop_sequence_ends_the_run(
     (manifests / "site.yaml").write_text(SITE_YAML.format(base_url=fake.base_url))
     # No keep-alive within the client's read timeout: a stream held open times out.
     server = gateway_server(manifests, env={"GATEWAY_SSE_HEARTBEAT": "60"})
-    fake.delay(0, between_chunks=1.0)  # the whole answer: about 50 s
+    # The whole answer takes 40 s, past the client's 25 s: a run going on to its end fails.
+    fake.reset()
+    fake.delay(0, between_chunks=0.2)
+    fake.add_text(" ".join(f"word{i}" for i in range(200)))
     sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=25)
     messages: list[Any] = [{"role": "user", "content": "hi"}]
     if stream:

@@ -609,15 +609,19 @@ def test_a_new_directory_past_the_inotify_watch_limit_still_goes_live(
 
 
 SLOW_PY = '''
-"""Imported slowly; the import first tells the test that the manifests were read."""
+"""Imported slowly while the test holds it; the import first tells the test that the
+manifests were read."""
 import pathlib
 import time
 
+here = pathlib.Path(__file__).parents[2]  # not watched
+held = here.joinpath("hold").exists()  # only the import the test holds waits: not the others
 try:
-    pathlib.Path(__file__).parents[2].joinpath("importing").write_text("now")  # not watched
+    here.joinpath("importing").write_text("now")
 except OSError:  # the sandbox's zygote may not write here
     pass
-time.sleep(1.5)  # the window in which the test writes the rest of the push
+if held:
+    time.sleep(1.5)  # the window in which the test writes the rest of the push
 
 
 def hello() -> str:
@@ -641,10 +645,13 @@ def test_a_push_during_startup_goes_live(tmp_path: Path, gateway_server: ServerF
         "python:\n  function: reloadactions.slow:hello\n"
     )
     marker = tmp_path / "importing"
+    hold = tmp_path / "hold"
+    hold.touch()  # the first load's import, and only it, waits 1.5 s
 
     def push_while_loading() -> None:
         wait_for(marker.exists, timeout=60)  # the first load has read every manifest
         (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it."))
+        hold.unlink()
 
     pusher = threading.Thread(target=push_while_loading)
     pusher.start()
@@ -676,6 +683,8 @@ def test_a_push_landing_during_a_load_is_not_reported_as_rejected(
     server = gateway_server(manifests, env=WATCH)
     marker = tmp_path / "importing"
     marker.unlink(missing_ok=True)
+    hold = tmp_path / "hold"
+    hold.touch()  # the next load's import, and only it, waits 1.5 s
     before = status(server)["reloads"]
     # The manifests of the push: an action whose function the code does not have yet.
     (manifests / "shout.yaml").write_text(
@@ -688,6 +697,7 @@ def test_a_push_landing_during_a_load_is_not_reported_as_rejected(
         '    return (text.upper() + "! ") * 2\n'
     )
     (site / "reloadactions" / "tools.py").write_text(code)  # the rest of the push
+    hold.unlink()  # the load reading it all imports at once
     after, _ = wait_for(lambda: "shout.yaml" in (s := status(server))["files"] and s, 60)
     assert after["last_attempt"]["result"] == "swapped"
     assert after["reloads"]["rejected"] == before["rejected"]

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests._fake import write_remote
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import GatewayServer
 
 pytestmark = pytest.mark.browser
 
@@ -60,11 +64,9 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def test_playground_chats_and_shows_tool_calls(
-    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
-) -> None:
+def test_playground_chats_and_shows_tool_calls(page: Page, api_server: GatewayServer) -> None:
     """A person picks an assistant, sends a message, and sees the tool call and the answer."""
-    server = gateway_server(api_manifests)
+    server = api_server
     page.goto(f"{server.url}/ui")
     expect(page.locator("#assistant option")).not_to_have_count(0)
     page.select_option("#assistant", "helper")
@@ -113,13 +115,11 @@ def _cut_after(body: str, event: str) -> str:
     raise AssertionError(f"no {event} frame in {body!r}")
 
 
-def test_playground_resumes_a_cut_stream(
-    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
-) -> None:
+def test_playground_resumes_a_cut_stream(page: Page, api_server: GatewayServer) -> None:
     """A stream cut mid-way (a proxy timeout, a network blip) is resumed from the run's
     events with Last-Event-ID: the whole answer shows, each event once, and no error.
     """
-    server = gateway_server(api_manifests)
+    server = api_server
     resumed: list[dict[str, str]] = []
 
     def cut(route: Any) -> None:
@@ -150,12 +150,12 @@ def test_playground_resumes_a_cut_stream(
 
 
 def test_playground_reports_network_failures_and_non_json_errors(
-    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+    page: Page, api_server: GatewayServer
 ) -> None:
     """A request that never reaches the gateway, or a proxy's HTML error page, is shown
     to the person (not an unhandled promise rejection and a page that does nothing).
     """
-    server = gateway_server(api_manifests)
+    server = api_server
     page.goto(f"{server.url}/ui")
     page.select_option("#assistant", "helper")
     expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
@@ -174,12 +174,12 @@ def test_playground_reports_network_failures_and_non_json_errors(
 
 
 def test_playground_does_not_reuse_the_old_thread_when_a_new_one_fails(
-    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+    page: Page, api_server: GatewayServer
 ) -> None:
     """After "New thread" failed, the next message starts a new thread; it does not go on
     the previous one (maybe another assistant's) as if nothing had happened.
     """
-    server = gateway_server(api_manifests)
+    server = api_server
     page.goto(f"{server.url}/ui")
     page.select_option("#assistant", "helper")
     expect(page.locator(".msg.assistant").first).to_contain_text("Ask me about the weather")
@@ -211,10 +211,10 @@ def test_playground_does_not_reuse_the_old_thread_when_a_new_one_fails(
 
 
 def test_playground_works_at_its_trailing_slash_address(
-    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
+    page: Page, api_server: GatewayServer
 ) -> None:
     """``/ui/`` serves the page too; its API calls must not go to ``/ui/assistants``."""
-    server = gateway_server(api_manifests)
+    server = api_server
     page.goto(f"{server.url}/ui/")
     expect(page.locator("#assistant option")).not_to_have_count(0)
     page.select_option("#assistant", "helper")
@@ -268,18 +268,22 @@ def test_playground_new_thread_drops_the_answer_streaming(
         page.click("#new")
         expect(page.locator(".msg.assistant")).to_have_text("Fresh start.")
         assert page.evaluate("threadId") != old_thread
-        page.wait_for_timeout(3000)  # the old run would have ended: its metadata shown
+        # The old run has ended (cancelled; else after its 2 s answer, metadata sent): what
+        # the page still took from it would show within a moment.
+        deadline = time.monotonic() + 10
+        while server.services.the_engine().active_runs:
+            assert time.monotonic() < deadline, "the old run did not end"
+            time.sleep(0.02)
+        page.wait_for_timeout(500)
         expect(page.locator(".msg")).to_have_count(1)
         assert len(cancels) == 1 and f"/threads/{old_thread}/runs/" in cancels[0]
 
 
-def test_playground_runs_only_its_own_script(
-    page: Page, gateway_server: Callable[..., Any], api_manifests: Path
-) -> None:
+def test_playground_runs_only_its_own_script(page: Page, api_server: GatewayServer) -> None:
     """The page is served with a Content-Security-Policy allowing its own inline script
     and style by hash and nothing else: markup that ever slipped into the log (a model's
     answer rendered as HTML) could not run script; no other site may frame the page."""
-    server = gateway_server(api_manifests)
+    server = api_server
     response = page.goto(f"{server.url}/ui")
     assert response is not None
     policy = response.headers["content-security-policy"]

@@ -334,37 +334,46 @@ def test_a_binary_file_fails_to_parse_instead_of_indexing_noise(tmp_path: Path) 
     assert index.search([blob], "warranty", 3) == []
 
 
-def _index_in_a_process(cache: str, folder: str, tag: str, start: object) -> None:
-    """One of several processes sharing a cache: index new files and find each at once."""
-    start.wait()  # type: ignore[attr-defined]
-    index = KnowledgeIndex(Path(cache))
-    assert index.cache_error is None, index.cache_error
-    for i in range(15):
-        (file := Path(folder) / f"{tag}{i}.md").write_text(f"# T{i}\n\n" + f"w{tag}{i} " * 900)
-        index.index([file])
-        assert index.search([file], f"w{tag}{i}", 1), f"{tag}{i} indexed but not found"
-    index.close()
+_TRIALS = 4
+
+
+def _index_in_a_process(root: str, tag: str, start: object) -> None:
+    """One of several processes sharing a cache, for each trial a fresh one (all start it
+    together): index new files and find each at once."""
+    for trial in range(_TRIALS):
+        start.wait()  # type: ignore[attr-defined]
+        folder = Path(root) / f"docs{trial}"
+        index = KnowledgeIndex(Path(root) / f"cache{trial}")
+        assert index.cache_error is None, (trial, index.cache_error)
+        for i in range(15):
+            (file := folder / f"{tag}{i}.md").write_text(f"# T{i}\n\n" + f"w{tag}{i} " * 900)
+            index.index([file])
+            assert index.search([file], f"w{tag}{i}", 1), f"trial {trial}: {tag}{i} not found"
+        index.close()
 
 
 def test_processes_sharing_a_new_cache_all_index_and_find_their_files(tmp_path: Path) -> None:
     """Several processes (the server, gateway index) opening one fresh cache and indexing
-    at once neither fail on a lock nor drop each other's tables or passages."""
+    at once neither fail on a lock nor drop each other's tables or passages.
+
+    The same three processes run the four trials (spawning them is most of the cost); a
+    barrier starts each trial in all three at once, as fresh processes started it.
+    """
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    for trial in range(4):
-        (folder := tmp_path / f"docs{trial}").mkdir()
-        cache = tmp_path / f"cache{trial}"
-        start = context.Barrier(3)
-        workers = [
-            context.Process(target=_index_in_a_process, args=(str(cache), str(folder), t, start))
-            for t in "abc"
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(timeout=120)
-        assert [w.exitcode for w in workers] == [0, 0, 0], f"trial {trial}"
+    for trial in range(_TRIALS):
+        (tmp_path / f"docs{trial}").mkdir()
+    # A worker that failed a trial leaves the others at the barrier: it breaks in 60 s.
+    start = context.Barrier(3, timeout=60)
+    workers = [
+        context.Process(target=_index_in_a_process, args=(str(tmp_path), t, start)) for t in "abc"
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=240)
+    assert [w.exitcode for w in workers] == [0, 0, 0]
 
 
 def test_a_long_block_without_blank_lines_is_located_by_its_own_lines() -> None:
