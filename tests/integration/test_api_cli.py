@@ -485,4 +485,6 @@ def test_ctrl_c_cancels_the_answer_and_keeps_the_chat(
             proc.stdin.close()
     text = output.decode()
     assert "word199" not in text
-    assert "Aborted" not in text and "409" not in text, text
+    # "HTTP 409", as gateway chat prints a refused request (a bare "409" can be in the
+    # random thread id it prints: thread_ee743b1a2b334a409a69ed1e failed the suite once).
+    assert "Aborted" not in text and "HTTP 409" not in text, text
