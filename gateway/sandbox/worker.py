@@ -225,6 +225,7 @@ def run_spare(
     if os.getppid() != zygote_pid:
         return 72
     _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+    _first_to_die()
     ready = _Prepared.make(cwd, landlock, ruleset, opened)
     _warm(ready)
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
@@ -235,6 +236,17 @@ def run_spare(
     assert isinstance(msg, Start)
     _linux.set_name(CALL_NAME)
     return run_call(msg, fds[0], fds[1], zygote_pid, ready, landlock=landlock)
+
+
+def _first_to_die() -> None:
+    """Be the OOM killer's first choice (``oom_score_adj`` 1000), before the zygote and
+    the server: in the zygote's memory cgroup (see ``_cgroup``) the largest call goes,
+    not the zygote with every call on it, and a call holding memory files it does not
+    map (no resident memory of its own to speak of) still outranks the zygote. Raising
+    it needs no privilege; before Landlock, which keeps ``/proc`` read-only, so a call
+    cannot lower it again. What it starts inherits it."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:  # noqa: PTH123
+        fh.write("1000")
 
 
 class _Prepared:

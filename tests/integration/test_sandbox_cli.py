@@ -95,6 +95,7 @@ def test_doctor_reports_capabilities(cli: CliRunner) -> None:
     for feature in ("network_namespace", "drop_privileges", "seccomp", "landlock"):
         assert feature in result.stdout
     assert "process_limit      " in result.stdout
+    assert "memory_limit       " in result.stdout
     assert "sandboxed call      succeeded" in result.stdout
 
 
