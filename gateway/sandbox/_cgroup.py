@@ -115,11 +115,19 @@ class SandboxCgroups:
             except FileNotFoundError:
                 return "no swap accounting here (memory.swap.max missing): swap is not bounded"
             return "no swap (memory.swap.max 0)"
-        (directory / "memory.limit_in_bytes").write_text(str(max_bytes))
-        try:  # memory + swap: no more than the memory limit, so no swap at all
-            (directory / "memory.memsw.limit_in_bytes").write_text(str(max_bytes))
+        # Memory + swap no more than the memory limit: no swap at all. The kernel keeps
+        # memsw >= the limit at every step (EINVAL), so a raise writes memsw first.
+        memory, memsw = (
+            directory / "memory.limit_in_bytes",
+            directory / "memory.memsw.limit_in_bytes",
+        )
+        try:
+            raising = int(memsw.read_text()) < max_bytes
         except FileNotFoundError:
+            memory.write_text(str(max_bytes))
             return "no swap accounting here (memory.memsw.* missing): swap is not bounded"
+        for control in (memsw, memory) if raising else (memory, memsw):
+            control.write_text(str(max_bytes))
         return "swap included (memory.memsw.limit_in_bytes)"
 
     def oom_kills(self, pid: int) -> int | None:

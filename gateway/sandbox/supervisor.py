@@ -102,7 +102,7 @@ from gateway.sandbox.results import (
     redact,
 )
 from gateway.sandbox.worker import MINIMAL_ENV
-from gateway.sandbox.zygote import BOOT
+from gateway.sandbox.zygote import _SPARES, BOOT
 from gateway.settings import Settings
 
 __all__ = ["SandboxStats", "Supervisor", "error_output"]
@@ -127,8 +127,8 @@ _MB = 1 << 20
 _MEMORY_HEADROOM = 64 * _MB
 """Bytes of a zygote's memory cgroup besides its calls' ``memory_mb`` and the copies of
 the zygote's memory (see ``_bound_memory``): page tables, kernel memory, page cache."""
-_SPARE_COPIES = 3
-"""Zygote-sized copies besides the calls': the zygote itself and its two idle spares."""
+_SPARE_COPIES = 1 + _SPARES
+"""Zygote-sized copies besides the calls': the zygote itself and its idle spares."""
 _ESCAPED = 6
 """Bytes one byte of text may take in a result frame's JSON (a control character: \\u0001)."""
 _ENVELOPE = _ESCAPED * 32 * 1024

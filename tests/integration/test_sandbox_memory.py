@@ -21,7 +21,7 @@ import pytest
 
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
-from tests.integration.conftest import GatewayServer
+from tests.integration.conftest import GatewayServer, ServerFactory
 
 HOG = '''
 """Actions that hold memory in memory files, never mapped."""
@@ -65,33 +65,47 @@ kind: action
 name: {name}
 description: {name} (memory test).
 timeout: 30
-sandbox: {{memory_mb: 32, network: true}}
+sandbox: {{memory_mb: {memory_mb}, network: true}}
 python:
   function: memhog.hog:{name}
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    """A server whose network zygote runs only these actions, two at a time."""
+def _write_actions(manifests: Path, memory_mb: int = 32) -> None:
+    (manifests / "actions.yaml").write_text(
+        "---".join(
+            ACTION.format(name=n, memory_mb=memory_mb) for n in ("fill_memfd", "fill_shm", "ok")
+        )
+    )
+
+
+def _write_site(site: Path) -> Path:
+    """The hog actions under ``site``; returns the manifests root."""
     if os.geteuid() != 0:
         pytest.skip("needs root to make cgroups")
-    site = tmp_path_factory.mktemp("memsite")
     (site / "memhog").mkdir()
     (site / "memhog" / "__init__.py").write_text("")
     (site / "memhog" / "hog.py").write_text(textwrap.dedent(HOG))
     manifests = site / "manifests"
     manifests.mkdir()
-    (manifests / "actions.yaml").write_text(
-        "---".join(ACTION.format(name=n) for n in ("fill_memfd", "fill_shm", "ok"))
-    )
+    _write_actions(manifests)
+    return manifests
+
+
+ENV = {"GATEWAY_SANDBOX_CONCURRENCY": "2"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    """A server whose network zygote runs only these actions, two at a time."""
+    manifests = _write_site(tmp_path_factory.mktemp("memsite"))
     data = tmp_path_factory.mktemp("memdata")
     environ = {
         "GATEWAY_MANIFESTS": str(manifests),
         "GATEWAY_DATABASE_URL": f"sqlite:///{data}/gateway.db",
         "GATEWAY_WATCH": "false",
-        "GATEWAY_SANDBOX_CONCURRENCY": "2",
         "LOGGING_LEVEL": "WARNING",
+        **ENV,
     }
     running = GatewayServer(Settings.from_env(environ, dotenv=None)).start()
     yield running
@@ -182,3 +196,23 @@ def test_dev_shm_files_are_refused_or_bounded_and_none_is_left(server: GatewaySe
         if left:  # nothing removes them: they would hold the zygote's memory for good
             pytest.xfail(f"a call's files in /dev/shm outlive it without Landlock: {left[:3]}")
     assert _invoke(server, "ok")["output"] == "ok"
+
+
+def test_a_reload_that_keeps_the_zygote_bounds_it_again(
+    gateway_server: ServerFactory, tmp_path: Path
+) -> None:
+    """An edit of memory_mb alone keeps the zygote (limits travel with each call), so its
+    memory cgroup, bounded for the old memory_mb, would OOM-kill calls well within the
+    new one: a reload bounds a kept zygote again (2 slots x 32 MB more here)."""
+    manifests = _write_site(tmp_path)
+    server = gateway_server(manifests, env=ENV)
+    supervisor = _supervisor(server)
+    zygote = supervisor._zygotes[(True, ())].proc.pid
+    before = _limit(_zygote_cgroup(supervisor))
+    _write_actions(manifests, memory_mb=64)
+    response = httpx.post(f"{server.url}/manifests/reload", timeout=60)
+    assert response.status_code == 200, response.text
+    assert supervisor._zygotes[(True, ())].proc.pid == zygote  # kept
+    after = _limit(_zygote_cgroup(supervisor))
+    # Its private memory is measured again: a few pages more or less.
+    assert abs(after - before - 2 * (32 << 20)) < 4 << 20, (before, after)
