@@ -110,10 +110,10 @@ class SandboxCgroups:
         directory = self.paths["memory"] / f"z{pid}"
         if self.versions["memory"] == 2:
             (directory / "memory.max").write_text(str(max_bytes))
-            try:
-                (directory / "memory.swap.max").write_text("0")
-            except FileNotFoundError:
+            swap = directory / "memory.swap.max"
+            if not swap.exists():  # writing would try to create it: EACCES, not ENOENT
                 return "no swap accounting here (memory.swap.max missing): swap is not bounded"
+            swap.write_text("0")
             return "no swap (memory.swap.max 0)"
         # Memory + swap no more than the memory limit: no swap at all. The kernel keeps
         # memsw >= the limit at every step (EINVAL), so a raise writes memsw first.
