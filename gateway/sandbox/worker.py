@@ -6,7 +6,8 @@ A spare inherits from the zygote what every child shares: the minimal
 environment, ``PR_SET_NO_NEW_PRIVS``, the seccomp filter, the Landlock ruleset
 fd and, when calls keep uid 0, an empty capability set. Before its call it
 starts a new session, keeps only its socket (and that ruleset), becomes a
-subreaper for its descendants, makes and enters its private working
+subreaper for its descendants, makes itself the OOM killer's first choice
+(``oom_score_adj`` 1000, see ``_first_to_die``), makes and enters its private working
 directory, and rehearses the call path. The supervisor then hands it the
 call's socket and output pipe; the child sets rlimits, restricts its
 filesystem access to the allow-list (plus its SQLite database's directory, if
