@@ -7,8 +7,8 @@ environment, ``PR_SET_NO_NEW_PRIVS``, the seccomp filter, the Landlock ruleset
 fd and, when calls keep uid 0, an empty capability set. Before its call it
 starts a new session, keeps only its socket (and that ruleset), becomes a
 subreaper for its descendants, makes itself the OOM killer's first choice
-(``oom_score_adj`` 1000, see ``_first_to_die``), makes and enters its private working
-directory, and rehearses the call path. The supervisor then hands it the
+(``oom_score_adj`` 1000, see ``_first_to_die``), makes and enters its private
+working directory, and rehearses the call path. The supervisor then hands it the
 call's socket and output pipe; the child sets rlimits, restricts its
 filesystem access to the allow-list (plus its SQLite database's directory, if
 any) where the kernel has Landlock, drops to its own unprivileged uid when
@@ -244,8 +244,9 @@ def _first_to_die() -> None:
     the server: in the zygote's memory cgroup (see ``_cgroup``) the largest call goes,
     not the zygote with every call on it, and a call holding memory files it does not
     map (no resident memory of its own to speak of) still outranks the zygote. Raising
-    it needs no privilege; before Landlock, which keeps ``/proc`` read-only, so a call
-    cannot lower it again. What it starts inherits it."""
+    it needs no privilege. Set before Landlock, which keeps ``/proc`` read-only, so a
+    call cannot lower it again (without Landlock, to the zygote's 0 at most, lacking
+    ``CAP_SYS_RESOURCE``). What it starts inherits it."""
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:  # noqa: PTH123
         fh.write("1000")
 
