@@ -4,7 +4,7 @@
 a file in ``/dev/shm``) keeps its pages with no mapping, so a call could hold
 256 open files x 16 MB, far past its limit, and a few calls the host's memory.
 Each zygote's memory cgroup bounds them (see ``gateway.sandbox._cgroup``): here
-two slots of ``memory_mb: 32`` make a bound under 200 MB. Real server on a
+two slots of ``memory_mb: 32`` make a bound of about 200 MB. Real server on a
 loopback port, real zygotes, real HTTP; run as root (cgroups).
 """
 
@@ -154,7 +154,7 @@ def test_memory_files_past_the_zygotes_bound_kill_the_call_not_the_server(
 ) -> None:
     """A call filling memory files it never maps (640 MB under memory_mb: 32) is killed by
     the OOM killer inside its zygote's memory cgroup (2 slots x (32 MB + the zygote's
-    copy) + the zygote, its spares and headroom: under 200 MB) and fails with a memory
+    copy) + the zygote, its spares and headroom: about 200 MB) and fails with a memory
     error naming memory_mb; the zygote survives (the call is the OOM killer's first
     choice), its memory is free again, and the next call works."""
     supervisor = _supervisor(server)
@@ -167,7 +167,7 @@ def test_memory_files_past_the_zygotes_bound_kill_the_call_not_the_server(
     assert supervisor._zygotes[(True, ())].proc.pid == zygote  # not restarted
     assert supervisor.stats.restarts == 0
     cgroup = _zygote_cgroup(supervisor)
-    assert 64 << 20 < _limit(cgroup) < 200 << 20, _limit(cgroup)
+    assert 64 << 20 < _limit(cgroup) < 256 << 20, _limit(cgroup)  # 180-215 MB seen, by call user
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
     assert _invoke(server, "ok")["output"] == "ok"
     # The memory files died with the call: the cgroup holds about the zygote and spares.
