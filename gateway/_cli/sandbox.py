@@ -261,6 +261,7 @@ def doctor_command() -> None:
                 caps["process_limit"] = (True, "RLIMIT_NPROC on each call's own uid")
             else:
                 caps["process_limit"] = supervisor.process_limit
+            caps["memory_limit"] = supervisor.memory_limit
             return caps, result, min(timings, default=0.0)
 
     try:
@@ -279,6 +280,8 @@ def doctor_command() -> None:
     click.echo(f"{'calls_run_as':<18} {who} ({caps.get('call_user_detail', '')})")
     limited, limit_detail = cast("tuple[bool, str]", caps["process_limit"])
     click.echo(f"{'process_limit':<18} {'yes' if limited else 'no '}  {limit_detail}")
+    limited, limit_detail = cast("tuple[bool, str]", caps["memory_limit"])
+    click.echo(f"{'memory_limit':<18} {'yes' if limited else 'no '}  {limit_detail}")
     if caps.get("call_user") == "own":
         # Actions run as another uid: it must be able to enter the deployment and the venv.
         import gateway

@@ -1,4 +1,4 @@
-"""A bound on the processes of each zygote and its calls, from the ``pids`` cgroup controller.
+"""Bounds on each zygote and its calls from the ``pids`` and ``memory`` cgroup controllers.
 
 ``RLIMIT_NPROC`` counts the processes of a *uid*, so it limits a call only
 when the call has a uid of its own (``calls_run_as: own``). Under uid 0 it is
@@ -6,24 +6,43 @@ never enforced, and under the server's own uid it would count the server's
 threads too. There, a fork bomb in an action (or in model-written code) could
 take every pid of the machine until its timeout.
 
+``RLIMIT_AS`` (``memory_mb``) bounds a call's *address space*, not the memory
+it holds: a memory file (``memfd_create``, a file in ``/dev/shm`` or another
+tmpfs) keeps its pages with no mapping at all, so a call could fill memory
+files 16 MB (``max_file_size_mb``) at a time, 256 open at once
+(``max_open_files``), ~4 GB per call and past its 512 MB, and a few such calls
+exhaust the host. ``memfd_create`` cannot simply be denied (``code_interpreter``
+uses it).
+
 ``SandboxCgroups`` puts each zygote, as it starts, into a cgroup of its own
-whose ``pids.max`` covers every call it may run at once
+(one per hierarchy: v1 mounts ``pids`` and ``memory`` apart, v2 has one
+directory for both) whose ``pids.max`` covers every call it may run at once
 (``GATEWAY_SANDBOX_CONCURRENCY`` x the largest ``max_processes``, plus its
-spares); its children are born there, and the Landlock allow-list keeps
-``/sys`` read-only, so a call cannot leave it. It bounds what a fork bomb can
-take (the machine, the server and the other zygote are safe) but not one call
-against the others of its zygote.
+spares) and whose memory limit (``memory.max``, v1 ``memory.limit_in_bytes``)
+covers ``GATEWAY_SANDBOX_CONCURRENCY`` x (the largest ``memory_mb`` + the
+zygote's private memory, which each call may copy), plus the zygote and its
+spares and some headroom (see the supervisor's ``_bound_memory``). Memory
+files count there (shmem pages are charged to the cgroup that touched them),
+so does swap (``memory.swap.max`` 0, v1 ``memory.memsw.limit_in_bytes`` equal
+to the limit), and past the limit the kernel's OOM killer kills inside that
+cgroup only: a call's child, whose ``oom_score_adj`` is 1000, before its zygote
+(``worker.run_spare``). Its children are born there, and the Landlock
+allow-list keeps ``/sys`` read-only, so a call cannot leave it. These bound
+what a fork bomb or a memory hog can take (the machine, the server and the
+other zygotes are safe) but not one call against the others of its zygote:
+the OOM killer picks the call with the most resident memory, which need not
+be the one holding unmapped memory files.
 
 Why not a cgroup per call: moving a process between cgroups takes the
 kernel's cgroup_threadgroup_rwsem for writing, and on an idle machine that
 waits for an RCU grace period: 8-20 ms per move measured here (2 us when moves
 come back to back), which would multiply a paced call's latency by ten. One
-move per zygote start costs that once.
+move per zygote start (per hierarchy) costs that once.
 
-Works with cgroup v1 (a ``pids`` hierarchy) and v2 (where the server's cgroup
-may delegate ``pids``), when the server may create cgroups (root, or a
-delegated subtree). ``open_sandbox_cgroups`` returns None and the reason
-otherwise. Imports only the standard library.
+Works with cgroup v1 (a ``pids`` and a ``memory`` hierarchy) and v2 (where the
+server's cgroup may delegate ``pids`` and ``memory``), when the server may
+create cgroups (root, or a delegated subtree). ``open_sandbox_cgroups`` says,
+per controller, why one is not used. Imports only the standard library.
 """
 
 from __future__ import annotations
@@ -33,32 +52,100 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["SandboxCgroups", "open_sandbox_cgroups"]
+__all__ = ["CONTROLLERS", "SandboxCgroups", "open_sandbox_cgroups"]
+
+CONTROLLERS = ("pids", "memory")
 
 
 class SandboxCgroups:
-    """A directory of this server's own holding one ``pids`` cgroup per zygote.
+    """This server's own directories (one per controller) each holding a cgroup per zygote.
 
     Attributes:
-        path: that directory (removed by ``close``).
+        paths: controller -> that directory (the same one for both on v2; removed by
+            ``close``); only the controllers that could be set up.
+        versions: controller -> its cgroup version, 1 or 2 (a hybrid host may differ).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, paths: dict[str, Path], versions: dict[str, int] | None = None) -> None:
+        self.paths = paths
+        self.versions = versions or dict.fromkeys(paths, 1)
 
-    def enter(self, pid: int, max_tasks: int) -> Path:
-        """Put process ``pid`` (a zygote that has not forked yet) into a cgroup of its own
-        holding at most ``max_tasks`` tasks (threads count, as for ``RLIMIT_NPROC``).
+    @property
+    def path(self) -> Path:
+        """The ``pids`` directory, else the ``memory`` one."""
+        return self.paths.get("pids") or self.paths["memory"]
+
+    def enter(self, pid: int, max_tasks: int | None = None, *, memory: bool = False) -> Path:
+        """Put process ``pid`` (a zygote that has not forked yet) into a cgroup of its own.
+
+        ``max_tasks``: at most that many tasks (threads count, as for
+        ``RLIMIT_NPROC``); None: not in a ``pids`` cgroup. ``memory``: in a
+        ``memory`` cgroup too, with no limit until ``limit_memory`` (the zygote's
+        imports come first). Returns its ``pids`` (else ``memory``) cgroup.
 
         Raises:
             OSError: the kernel refused.
         """
         self.prune()
-        directory = self.path / f"z{pid}"
-        directory.mkdir(exist_ok=True)
-        (directory / "pids.max").write_text(str(max_tasks))
-        (directory / "cgroup.procs").write_text(str(pid))
-        return directory
+        wanted = [c for c, on in (("pids", max_tasks is not None), ("memory", memory)) if on]
+        wanted = [c for c in wanted if c in self.paths]
+        entered: list[Path] = []
+        for controller in wanted:
+            directory = self.paths[controller] / f"z{pid}"
+            directory.mkdir(exist_ok=True)
+            if controller == "pids":
+                (directory / "pids.max").write_text(str(max_tasks))
+            if directory not in entered:
+                entered.append(directory)
+        for directory in entered:
+            (directory / "cgroup.procs").write_text(str(pid))
+        return entered[0] if entered else self.path / f"z{pid}"
+
+    def limit_memory(self, pid: int, max_bytes: int) -> str:
+        """Hold zygote ``pid``'s memory cgroup (entered) to ``max_bytes``, swap included.
+
+        Returns how swap is bounded (or why it is not). Raises OSError if the kernel
+        refused the limit (above what is in use already, on v1: EBUSY).
+        """
+        directory = self.paths["memory"] / f"z{pid}"
+        if self.versions["memory"] == 2:
+            (directory / "memory.max").write_text(str(max_bytes))
+            swap = directory / "memory.swap.max"
+            if not swap.exists():  # writing would try to create it: EACCES, not ENOENT
+                return "no swap accounting here (memory.swap.max missing): swap is not bounded"
+            swap.write_text("0")
+            return "no swap (memory.swap.max 0)"
+        # Memory + swap no more than the memory limit: no swap at all. The kernel keeps
+        # memsw >= the limit at every step (EINVAL), so a raise writes memsw first.
+        memory, memsw = (
+            directory / "memory.limit_in_bytes",
+            directory / "memory.memsw.limit_in_bytes",
+        )
+        try:
+            raising = int(memsw.read_text()) < max_bytes
+        except FileNotFoundError:
+            memory.write_text(str(max_bytes))
+            return "no swap accounting here (memory.memsw.* missing): swap is not bounded"
+        for control in (memsw, memory) if raising else (memory, memsw):
+            control.write_text(str(max_bytes))
+        return "swap included (memory.memsw.limit_in_bytes)"
+
+    def oom_kills(self, pid: int) -> int | None:
+        """How many processes the OOM killer killed in zygote ``pid``'s memory cgroup
+        (None: no such cgroup, or the kernel does not say)."""
+        directory = self.paths.get("memory")
+        if directory is None:
+            return None
+        name = "memory.events" if self.versions["memory"] == 2 else "memory.oom_control"
+        try:
+            text = (directory / f"z{pid}" / name).read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return None
 
     def prune(self) -> None:
         """Remove the cgroups of zygotes that are gone (a cgroup with a process stays).
@@ -66,49 +153,79 @@ class SandboxCgroups:
         By the zygote's pid, not by emptiness: another zygote's cgroup may be
         empty for a moment, made but not yet entered.
         """
-        for directory in self.path.glob("z*"):
-            pid = directory.name[1:]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
+        for path in self._distinct():
+            for directory in path.glob("z*"):
+                pid = directory.name[1:]
+                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
 
     def close(self) -> None:
         """Remove every cgroup, waiting a moment for killed processes to leave them."""
-        for directory in [*self.path.glob("z*"), self.path]:
-            for _ in range(100):
-                try:
-                    directory.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.01)
+        for path in self._distinct():
+            for directory in [*path.glob("z*"), path]:
+                for _ in range(100):
+                    try:
+                        directory.rmdir()
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.01)
+
+    def _distinct(self) -> list[Path]:
+        return list(dict.fromkeys(self.paths.values()))
 
 
-def open_sandbox_cgroups() -> tuple[SandboxCgroups | None, str]:
-    """Make this server's cgroup directory below its own cgroup; None and why if refused."""
-    base = _own_pids_cgroup()
-    if base is None:
-        return None, "no pids cgroup controller is mounted here"
-    version, path = base
-    if version == 2:
-        try:
-            if "pids" not in (path / "cgroup.controllers").read_text().split():
-                return None, f"the pids controller is not available in {path}"
-            _enable_pids(path)
-        except OSError as exc:
-            return None, f"cannot delegate the pids controller below {path}: {exc.strerror}"
-    _remove_stale(path)
-    mine = path / f"gateway-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
-    try:
-        mine.mkdir()
+def open_sandbox_cgroups() -> tuple[SandboxCgroups | None, dict[str, str]]:
+    """Make this server's cgroup directories below its own cgroups.
+
+    Returns them (None if no controller could be used) and, per controller, what
+    it bounds or why it is not used.
+    """
+    paths: dict[str, Path] = {}
+    versions: dict[str, int] = {}
+    details: dict[str, str] = {}
+    made: dict[Path, Path] = {}  # parent -> our directory below it (shared on v2)
+    suffix = f"gateway-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
+    for controller in CONTROLLERS:
+        base = _own_cgroup(controller)
+        if base is None:
+            details[controller] = f"no {controller} cgroup controller is mounted here"
+            continue
+        version, path = base
         if version == 2:
-            _enable_pids(mine)
-    except OSError as exc:
+            try:
+                if controller not in (path / "cgroup.controllers").read_text().split():
+                    details[controller] = f"the {controller} controller is not available in {path}"
+                    continue
+                _enable(path, controller)
+            except OSError as exc:
+                details[controller] = (
+                    f"cannot delegate the {controller} controller below {path}: {exc.strerror}"
+                )
+                continue
+        mine = made.get(path)
+        try:
+            if mine is None:
+                _remove_stale(path)
+                mine = path / suffix
+                mine.mkdir()
+                made[path] = mine
+            if version == 2:
+                _enable(mine, controller)
+        except OSError as exc:
+            details[controller] = f"cannot create cgroups in {path}: {exc.strerror or exc}"
+            continue
+        paths[controller] = mine
+        versions[controller] = version
+        details[controller] = f"a {controller} cgroup per zygote in {mine}"
+    for unused in set(made.values()) - set(paths.values()):
         with contextlib.suppress(OSError):
-            mine.rmdir()
-        return None, f"cannot create cgroups in {path}: {exc.strerror or exc}"
-    return SandboxCgroups(mine), f"a pids cgroup per zygote in {mine}"
+            unused.rmdir()
+    if not paths:
+        return None, details
+    return SandboxCgroups(paths, versions), details
 
 
 def _remove_stale(path: Path) -> None:
@@ -122,23 +239,23 @@ def _remove_stale(path: Path) -> None:
                 directory.rmdir()
 
 
-def _enable_pids(path: Path) -> None:
+def _enable(path: Path, controller: str) -> None:
     control = path / "cgroup.subtree_control"
-    if "pids" not in control.read_text().split():
-        control.write_text("+pids")
+    if controller not in control.read_text().split():
+        control.write_text(f"+{controller}")
 
 
-def _own_pids_cgroup() -> tuple[int, Path] | None:
-    """(cgroup version, directory) of this process's cgroup holding the ``pids`` controller."""
-    mounts: dict[str, Path] = {}  # "pids" (v1) or "" (v2) -> mount point
+def _own_cgroup(controller: str) -> tuple[int, Path] | None:
+    """(cgroup version, directory) of this process's cgroup holding ``controller``."""
+    mounts: dict[str, Path] = {}  # controller (v1) or "" (v2) -> mount point
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as fh:  # noqa: PTH123 - procfs
             for line in fh:
                 fields = line.split()
                 dash = fields.index("-")
                 fstype, options = fields[dash + 1], fields[dash + 3].split(",")
-                if fstype == "cgroup" and "pids" in options:
-                    mounts.setdefault("pids", Path(fields[4]))
+                if fstype == "cgroup" and controller in options:
+                    mounts.setdefault(controller, Path(fields[4]))
                 elif fstype == "cgroup2":
                     mounts.setdefault("", Path(fields[4]))
         own = Path("/proc/self/cgroup").read_text().splitlines()
@@ -146,8 +263,8 @@ def _own_pids_cgroup() -> tuple[int, Path] | None:
         return None
     for line in own:
         _, controllers, path = line.split(":", 2)
-        if "pids" in controllers.split(",") and "pids" in mounts:
-            return 1, mounts["pids"] / path.lstrip("/")
+        if controller in controllers.split(",") and controller in mounts:
+            return 1, mounts[controller] / path.lstrip("/")
     for line in own:
         _, controllers, path = line.split(":", 2)
         if controllers == "" and "" in mounts:

@@ -63,6 +63,9 @@ class ZygoteChannel:
         self.ready: Ready | None = None
         self.fingerprint = ""  # what it loaded (see ``_zygote_keys.fingerprint``)
         self.call_user = "same"  # whom its calls run as (``Init.call_user``)
+        # Its memory cgroup's limit and OOM kill count when last read (None: unbounded).
+        self.memory_bytes = 0
+        self.oom_kills: int | None = None
         self.pending: dict[int, asyncio.Future[Exited]] = {}  # spare serial -> its exit
         self.spares: collections.deque[tuple[int, socket.socket]] = collections.deque()
         self.waiting: collections.deque[asyncio.Future[tuple[int, socket.socket]]] = (

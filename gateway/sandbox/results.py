@@ -36,6 +36,7 @@ __all__ = [
     "from_result",
     "limits_for",
     "mask",
+    "oom_failure",
     "redact",
 ]
 
@@ -131,15 +132,23 @@ exit with any status itself (``os._exit(71)``), so then the code is its own."""
 
 
 def exit_failure(
-    status: Exited, limits: Limits, started: float, *, taken: bool = False
+    status: Exited,
+    limits: Limits,
+    started: float,
+    *,
+    taken: bool = False,
+    oom_bound: int | None = None,
 ) -> ToolResult:
     """The tool error for a child that ended without a result (signal, exit code).
 
     ``taken``: the child acknowledged the call, so the action ran. Exit codes are
     reported as what they may mean and no more: the action can exit with any code,
-    those the sandbox itself uses included.
+    those the sandbox itself uses included. ``oom_bound``: the child was the OOM
+    killer's, in a memory cgroup of that many bytes (see ``oom_failure``).
     """
     code = status.status
+    if oom_bound is not None and code == -signal.SIGKILL:
+        return oom_failure(started, limits, oom_bound)
     if code in SETUP_FAILED and not taken:
         return failure(
             started, "sandbox_error", f"the sandbox could not set up the call: {SETUP_FAILED[code]}"
@@ -175,6 +184,21 @@ def exit_failure(
     return failure(started, "crashed", f"the action exited with status {code} without a result")
 
 
+def oom_failure(started: float, limits: Limits, bound: int) -> ToolResult:
+    """The tool error for a call's child the OOM killer killed in its zygote's memory cgroup.
+
+    ``bound``: that cgroup's limit in bytes. The same ``memory`` error as a call past
+    its own address space (``RLIMIT_AS``), since to the model both mean: use less.
+    """
+    return failure(
+        started,
+        "memory",
+        f"the action ran out of memory (limit {limits.memory_mb} MB, memory_mb) and was "
+        f"killed: the sandbox's memory ({bound >> 20} MB for the calls running at once, "
+        "memory files and /dev/shm included, mapped or not) was full",
+    )
+
+
 def redact(
     result: ToolResult, secrets: dict[str, str], action: str, correlation_id: str
 ) -> ToolResult:
@@ -204,13 +228,15 @@ def call_outcome(
     started: float,
     *,
     taken: bool = False,
+    oom_bound: int | None = None,
 ) -> ToolResult:
     """The ``ToolResult`` of a finished call: its result frame, or why there is none.
 
     ``reader`` read the child's result frame, ``status`` is how the child exited
     (None when it answered and is still exiting), ``taken``: the child
-    acknowledged the call (see ``exit_failure``). A frame over the limit got
-    the call killed; a broken socket counts as no answer (the exit status says why).
+    acknowledged the call, ``oom_bound``: the OOM killer killed it (see
+    ``exit_failure``). A frame over the limit got the call killed; a broken socket
+    counts as no answer (the exit status says why).
     """
     body: bytes | None = None
     too_large: int | None = None
@@ -245,7 +271,7 @@ def call_outcome(
         return from_result(res, action, started, masked)
     if status is None:
         return failure(started, "crashed", "the action ended without a result")
-    return exit_failure(status, limits, started, taken=taken)
+    return exit_failure(status, limits, started, taken=taken, oom_bound=oom_bound)
 
 
 def _masked(res: CallResult, secrets: dict[str, str]) -> CallResult:

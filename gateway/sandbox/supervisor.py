@@ -25,8 +25,8 @@ manifests readable, the gateway root only listable, the thread store and
 directory. Never forks the server.
 
 Imports ``gateway.settings``, ``gateway.manifests``, ``gateway.executors.base``
-(the ``ToolResult`` shape) and ``gateway.executors._limit`` (the FIFO slot
-queue), nothing above.
+(the ``ToolResult`` shape), ``gateway.executors._limit`` (the FIFO slot queue)
+and ``gateway.executors.builtins`` (``code_interpreter``'s limits), nothing above.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import collections
 import contextlib
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +51,7 @@ import structlog
 import gateway
 from gateway.executors._limit import FifoLimiter
 from gateway.executors.base import ToolResult
+from gateway.executors.builtins import code_interpreter_action
 from gateway.manifests.catalog import Catalog, SourceModule
 from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
@@ -100,7 +102,7 @@ from gateway.sandbox.results import (
     redact,
 )
 from gateway.sandbox.worker import MINIMAL_ENV
-from gateway.sandbox.zygote import BOOT
+from gateway.sandbox.zygote import _SPARES, BOOT
 from gateway.settings import Settings
 
 __all__ = ["SandboxStats", "Supervisor", "error_output"]
@@ -121,6 +123,12 @@ outside the concurrency limit. Killing one merely slow to exit costs nothing: it
 result is already read."""
 _ZYGOTE_TASKS = 8
 """Tasks of a zygote's pids cgroup besides its calls' processes: itself and its spares."""
+_MB = 1 << 20
+_MEMORY_HEADROOM = 64 * _MB
+"""Bytes of a zygote's memory cgroup besides its calls' ``memory_mb`` and the copies of
+the zygote's memory (see ``_bound_memory``): page tables, kernel memory, page cache."""
+_SPARE_COPIES = 1 + _SPARES
+"""Zygote-sized copies besides the calls': the zygote itself and its idle spares."""
 _ESCAPED = 6
 """Bytes one byte of text may take in a result frame's JSON (a control character: \\u0001)."""
 _ENVELOPE = _ESCAPED * 32 * 1024
@@ -157,6 +165,18 @@ class SandboxStats(msgspec.Struct, kw_only=True):
     queued: int = 0
 
 
+def _private_memory(pid: int) -> int:
+    """Bytes of process ``pid``'s resident private memory (``RssAnon``), 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:  # noqa: PTH123 - procfs
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _min_run(timeout: float) -> float:
     """Seconds of its ``timeout`` a queued call must have left to be started: a tenth,
     at most one second."""
@@ -187,9 +207,11 @@ class Supervisor:
         self._ids = itertools.count(1)
         self.call_user: CallUser = ("same", "")
         self.capabilities: Capabilities | None = None
-        # Where calls have no uid of their own: a pids cgroup per zygote (see _cgroup).
+        # A memory cgroup per zygote; and where calls have no uid of their own, a pids
+        # cgroup (see _cgroup).
         self._cgroups: SandboxCgroups | None = None
         self.process_limit: tuple[bool, str] = (False, "not set up yet")
+        self.memory_limit: tuple[bool, str] = (False, "not set up yet")
         self._warned: set[str] = set()
         # Kills in flight, by the exit they wait for (see ``_kill``).
         self._killing: dict[asyncio.Future[Exited], asyncio.Task[None]] = {}
@@ -207,8 +229,10 @@ class Supervisor:
             log.warning("sandbox.undumpable_failed", error=str(exc))
         self._catalog = catalog
         if self._cgroups is None:
-            self._cgroups, detail = await asyncio.to_thread(open_sandbox_cgroups)
-            self.process_limit = (self._cgroups is not None, detail)
+            self._cgroups, details = await asyncio.to_thread(open_sandbox_cgroups)
+            paths = self._cgroups.paths if self._cgroups is not None else {}
+            self.process_limit = ("pids" in paths, details["pids"])
+            self.memory_limit = ("memory" in paths, details["memory"])
         async with self._spawn_lock:
             keys = zygote_keys(catalog)
             spawned = await asyncio.gather(
@@ -230,6 +254,10 @@ class Supervisor:
             (log.info if enabled else log.warning)(
                 "sandbox.process_limit", enabled=enabled, detail=detail
             )
+        enabled, detail = self.memory_limit
+        (log.info if enabled else log.warning)(
+            "sandbox.memory_limit", enabled=enabled, detail=detail
+        )
 
     async def reload(self, catalog: Catalog) -> None:
         """Make the zygotes match ``catalog``; calls in flight finish on the old ones.
@@ -262,6 +290,8 @@ class Supervisor:
                 await asyncio.gather(*(z.close() for z in made.values()), return_exceptions=True)
                 raise failed[0]
             self._zygotes = {k: kept.get(k) or made[k] for k in wanted}
+            for key, zygote in kept.items():  # its calls' memory_mb may have changed
+                await self._bound_memory(zygote, key, catalog)
         if fresh:
             log.info("sandbox.zygotes_replaced", kept=len(kept), started=len(fresh))
         live = set(self._zygotes.values())
@@ -283,6 +313,7 @@ class Supervisor:
         if self._cgroups is not None:
             cgroups, self._cgroups = self._cgroups, None
             self.process_limit = (False, "closed")
+            self.memory_limit = (False, "closed")
             await asyncio.to_thread(cgroups.close)
 
     async def _spawn(
@@ -331,8 +362,8 @@ class Supervisor:
         )
         loop = asyncio.get_running_loop()
         try:
-            if call_user[0] != "own" and self._cgroups is not None:
-                await self._bound_processes(proc.pid, catalog)  # before it forks anything
+            if self._cgroups is not None:  # before it forks anything
+                await self._enter_cgroups(proc.pid, catalog, own=call_user[0] == "own")
             await self._send_init(zygote, init, zygote_code(key, catalog))
             data = await asyncio.wait_for(loop.sock_recv(parent, 1 << 20), _READY_TIMEOUT)
             ready = decode_control(data) if data else None
@@ -361,6 +392,9 @@ class Supervisor:
                 f"the sandbox zygote did not start ({which} network{how}; see the log)"
             )
         zygote.ready = ready
+        if self._cgroups is not None and self.memory_limit[0]:
+            # Its imports are done; no call runs before it is returned.
+            await self._bound_memory(zygote, key, catalog)
         for module, error in ready.import_errors.items():
             log.warning("sandbox.import_failed", module=module, error=error)
         for warning in ready.warnings:
@@ -385,8 +419,9 @@ class Supervisor:
         finally:
             os.close(fd)  # the zygote holds its own copy of the descriptor
 
-    async def _bound_processes(self, pid: int, catalog: Catalog | None) -> None:
-        """Put zygote ``pid`` (not forking yet) into a pids cgroup for all it may run at once."""
+    async def _enter_cgroups(self, pid: int, catalog: Catalog | None, *, own: bool) -> None:
+        """Put zygote ``pid`` (not forking yet) into its memory cgroup and, unless its calls
+        have a uid of their own (``own``), a pids cgroup for all it may run at once."""
         assert self._cgroups is not None
         largest = max(
             (a.sandbox.max_processes for a in (catalog.actions.values() if catalog else ())),
@@ -394,11 +429,61 @@ class Supervisor:
         )
         # code_interpreter (and the doctor's call) run with the default limits.
         tasks = self._limiter.limit * max(largest, SandboxLimits().max_processes)
+        bound = not own and self.process_limit[0]
+        memory = self.memory_limit[0]
         try:
-            await asyncio.to_thread(self._cgroups.enter, pid, tasks + _ZYGOTE_TASKS)
+            await asyncio.to_thread(
+                self._cgroups.enter, pid, tasks + _ZYGOTE_TASKS if bound else None, memory=memory
+            )
         except OSError as exc:
-            self.process_limit = (False, f"the kernel refused a zygote's cgroup: {exc}")
-            log.warning("sandbox.process_limit", enabled=False, detail=self.process_limit[1])
+            detail = f"the kernel refused a zygote's cgroup: {exc}"
+            if bound:
+                self.process_limit = (False, detail)
+                log.warning("sandbox.process_limit", enabled=False, detail=detail)
+            if memory:
+                self.memory_limit = (False, detail)
+                log.warning("sandbox.memory_limit", enabled=False, detail=detail)
+
+    async def _bound_memory(self, zygote: ZygoteChannel, key: Key, catalog: Catalog | None) -> None:
+        """Hold ``zygote``'s memory cgroup to what all it may run at once needs.
+
+        ``GATEWAY_SANDBOX_CONCURRENCY`` calls, each up to the largest ``memory_mb``
+        of the actions on this zygote (``code_interpreter``'s on its zygote) of new
+        memory plus a copy of the zygote's private memory (copy-on-write: a call
+        may write to every page it inherited); the zygote and its idle spares
+        (``_SPARE_COPIES``) and ``_MEMORY_HEADROOM``. Measured once the zygote is
+        ready (its imports done) and again at each reload that keeps it (an
+        action's ``memory_mb`` may have changed).
+        """
+        if self._cgroups is None or not self.memory_limit[0] or zygote.dead:
+            return
+        actions = [*(catalog.actions.values() if catalog else ())]
+        builtin = code_interpreter_action()
+        actions.append(builtin)
+        largest = max(
+            (a.sandbox.memory_mb for a in actions if a.config and zygote_key(a) == key), default=0
+        )
+        private = await asyncio.to_thread(_private_memory, zygote.proc.pid)
+        calls = self._limiter.limit * (largest * _MB + private)
+        limit = calls + _SPARE_COPIES * private + _MEMORY_HEADROOM
+        try:
+            swap = await asyncio.to_thread(self._cgroups.limit_memory, zygote.proc.pid, limit)
+            kills = await asyncio.to_thread(self._cgroups.oom_kills, zygote.proc.pid)
+        except OSError as exc:
+            log.warning(
+                "sandbox.memory_limit_failed", pid=zygote.proc.pid, limit=limit, error=str(exc)
+            )
+            return
+        zygote.oom_kills = kills
+        zygote.memory_bytes = limit
+        log.debug(
+            "sandbox.memory_bound",
+            pid=zygote.proc.pid,
+            limit_mb=limit // _MB,
+            memory_mb=largest,
+            private_mb=round(private / _MB, 1),
+            swap=swap,
+        )
 
     async def _zygote(self, key: Key) -> ZygoteChannel:
         zygote = self._zygotes.get(key)
@@ -656,7 +741,15 @@ class Supervisor:
                 return None  # killed from outside (OOM killer, operator) before it took the call
             output.drain()
             return call_outcome(
-                request, action, limits, reader, status, output, started, taken=progress.taken
+                request,
+                action,
+                limits,
+                reader,
+                status,
+                output,
+                started,
+                taken=progress.taken,
+                oom_bound=self._oom_killed(zygote, status),
             )
         finally:
             reader.cancel()
@@ -666,6 +759,20 @@ class Supervisor:
                     exited.cancel()
             output.close()
             mine.close()
+
+    def _oom_killed(self, zygote: ZygoteChannel, status: Exited | None) -> int | None:
+        """``zygote``'s memory bound in bytes if the call's child that ended with ``status``
+        was the OOM killer's: killed by SIGKILL, and the kernel's count of OOM kills in
+        that memory cgroup went up since it was last read. Else None."""
+        if status is None or status.status != -signal.SIGKILL:
+            return None
+        if self._cgroups is None or zygote.oom_kills is None:
+            return None
+        kills = self._cgroups.oom_kills(zygote.proc.pid)  # one small sysfs read, rare
+        if kills is None or kills <= zygote.oom_kills:
+            return None
+        zygote.oom_kills = kills
+        return zygote.memory_bytes
 
     def _watch_exit(
         self, zygote: ZygoteChannel, serial: int, exited: asyncio.Future[Exited], action: str

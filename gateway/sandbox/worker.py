@@ -6,8 +6,9 @@ A spare inherits from the zygote what every child shares: the minimal
 environment, ``PR_SET_NO_NEW_PRIVS``, the seccomp filter, the Landlock ruleset
 fd and, when calls keep uid 0, an empty capability set. Before its call it
 starts a new session, keeps only its socket (and that ruleset), becomes a
-subreaper for its descendants, makes and enters its private working
-directory, and rehearses the call path. The supervisor then hands it the
+subreaper for its descendants, makes itself the OOM killer's first choice
+(``oom_score_adj`` 1000, see ``_first_to_die``), makes and enters its private
+working directory, and rehearses the call path. The supervisor then hands it the
 call's socket and output pipe; the child sets rlimits, restricts its
 filesystem access to the allow-list (plus its SQLite database's directory, if
 any) where the kernel has Landlock, drops to its own unprivileged uid when
@@ -225,6 +226,7 @@ def run_spare(
     if os.getppid() != zygote_pid:
         return 72
     _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
+    _first_to_die()
     ready = _Prepared.make(cwd, landlock, ruleset, opened)
     _warm(ready)
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
@@ -235,6 +237,18 @@ def run_spare(
     assert isinstance(msg, Start)
     _linux.set_name(CALL_NAME)
     return run_call(msg, fds[0], fds[1], zygote_pid, ready, landlock=landlock)
+
+
+def _first_to_die() -> None:
+    """Be the OOM killer's first choice (``oom_score_adj`` 1000), before the zygote and
+    the server: in the zygote's memory cgroup (see ``_cgroup``) the largest call goes,
+    not the zygote with every call on it, and a call holding memory files it does not
+    map (no resident memory of its own to speak of) still outranks the zygote. Raising
+    it needs no privilege. Set before Landlock, which keeps ``/proc`` read-only, so a
+    call cannot lower it again (without Landlock, to the zygote's 0 at most, lacking
+    ``CAP_SYS_RESOURCE``). What it starts inherits it."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:  # noqa: PTH123
+        fh.write("1000")
 
 
 class _Prepared:

@@ -1036,8 +1036,8 @@ def test_a_zygote_cgroup_made_but_not_yet_entered_is_not_pruned() -> None:
 
 
 async def test_zygote_cgroups_are_removed_when_the_sandbox_closes(catalog: Catalog) -> None:
-    """Each zygote of calls as uid 0 runs in a pids cgroup of its own; none outlives the
-    supervisor."""
+    """Each zygote of calls as uid 0 runs in a pids cgroup of its own, and in a memory
+    cgroup of its own (bounded once it is ready); none outlives the supervisor."""
     sup = Supervisor(Settings(sandbox_concurrency=2, sandbox_user="root"))
     await sup.start(catalog)
     cgroups = sup._cgroups
@@ -1051,12 +1051,19 @@ async def test_zygote_cgroups_are_removed_when_the_sandbox_closes(catalog: Catal
         for pid in pids:
             assert int((cgroups.path / f"z{pid}" / "pids.max").read_text()) == 2 * 32 + 8
             assert str(cgroups.path.name) in Path(f"/proc/{pid}/cgroup").read_text()
+        memory = cgroups.paths.get("memory")
+        name = "memory.max" if cgroups.versions.get("memory") == 2 else "memory.limit_in_bytes"
+        for pid in pids if memory is not None else ():
+            limit = (memory / f"z{pid}" / name).read_text()
+            assert 64 << 20 < int(limit) < 8 << 30, limit  # not the v1 "unlimited"
+            assert str(memory.name) in Path(f"/proc/{pid}/cgroup").read_text()
         result = await SandboxRunner(sup).run(catalog, "ok", {})
         assert result.status == "succeeded"
     finally:
         await sup.aclose()
-    assert not cgroups.path.exists()
+    assert not any(path.exists() for path in cgroups.paths.values())
     assert sup.process_limit == (False, "closed")
+    assert sup.memory_limit == (False, "closed")
 
 
 async def test_file_size_limit(
