@@ -28,8 +28,9 @@ _NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEW
 
 # Denied everywhere: tracing other processes, namespaces and mounts, kernel modules and
 # keyrings, BPF and perf, io_uring (it bypasses seccomp for the calls it queues), and
-# System V IPC: its segments, queues and semaphores outlive the call that made them (a
-# call could leave memory no limit counts, or data for the next call of its uid), and
+# System V IPC and POSIX message queues (mq_*; Landlock refuses creating one only where
+# it applies): segments, queues and semaphores outlive the call that made them (a call
+# could leave memory no limit counts, or data for the next call of its uid), and
 # root-mode calls could attach root's own.
 _DENY = {
     "x86_64": (
@@ -75,6 +76,12 @@ _DENY = {
             69,
             70,
             71,
+            240,
+            241,
+            242,
+            243,
+            244,
+            245,
         ],
         56,  # clone: refused with namespace flags
         435,  # clone3: its flags are out of reach, so ENOSYS (libc falls back to clone)
@@ -122,6 +129,12 @@ _DENY = {
             189,
             188,
             187,
+            180,
+            181,
+            182,
+            183,
+            184,
+            185,
         ],
         220,
         435,
@@ -170,6 +183,12 @@ _DENY_NAMES = (
     "msgsnd",
     "msgrcv",
     "msgctl",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
 )
 """The names of the ``_DENY`` numbers, in the same order (a test checks them)."""
 

@@ -298,12 +298,16 @@ def daemon_then_exit():
 def sysv_ipc():
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
-    made = {
-        "shm": libc.shmget(0, 1 << 20, 0o1600),  # IPC_PRIVATE, IPC_CREAT | 0600
-        "msg": libc.msgget(0, 0o1600),
-        "sem": libc.semget(0, 1, 0o1600),
+    def made(result):  # the call's own errno, read before the next call sets another
+        return result if result >= 0 else -ctypes.get_errno()
+    return {
+        "shm": made(libc.shmget(0, 1 << 20, 0o1600)),  # IPC_PRIVATE, IPC_CREAT | 0600
+        "msg": made(libc.msgget(0, 0o1600)),
+        "sem": made(libc.semget(0, 1, 0o1600)),
+        # POSIX message queues live in the IPC namespace too (mq_open: O_CREAT | O_RDWR).
+        "mq": made(libc.mq_open(f"/gw-mq-{os.getpid()}".encode(), 0o102, 0o600, None)),
+        "pid": os.getpid(),
     }
-    return {k: v if v >= 0 else -ctypes.get_errno() for k, v in made.items()}
 
 def flood(seconds: float):
     chunk = b"x" * (1 << 16)
@@ -1316,13 +1320,14 @@ async def test_seccomp_denies_namespaces_and_ptrace(
     assert "spawned" in result.output
 
 
-async def test_system_v_ipc_is_denied(
+async def test_system_v_ipc_and_posix_message_queues_are_denied(
     runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
 ) -> None:
-    """A System V shared memory segment, message queue or semaphore set outlives the call
-    that made it: a call could leave memory that no limit of its counts (1 MB here, any
-    size), or data for the next call with its uid; as uid 0, attach root's own. Its
-    system calls now fail with EPERM, like the rest of the deny-list."""
+    """A System V shared memory segment, message queue or semaphore set, or a POSIX
+    message queue, outlives the call that made it: a call could leave memory that no
+    limit of its counts (1 MB here, any size), or data for the next call with its uid; as
+    uid 0, attach root's own. Their system calls now fail with EPERM, like the rest of
+    the deny-list."""
     assert supervisor.capabilities is not None
     if not supervisor.capabilities.seccomp:
         pytest.skip(f"seccomp unavailable: {supervisor.capabilities.seccomp_detail}")
@@ -1332,9 +1337,11 @@ async def test_system_v_ipc_is_denied(
     # What a call made without the filter is not left on the machine (0: IPC_RMID).
     remove = {"shm": libc.shmctl, "msg": libc.msgctl, "sem": libc.semctl}
     for kind, ident in made.items():
-        if ident >= 0:
+        if kind in remove and ident >= 0:
             remove[kind](ident, 0, 0)  # semctl(id, semnum 0, IPC_RMID) as the others
-    assert made == {"shm": -errno.EPERM, "msg": -errno.EPERM, "sem": -errno.EPERM}
+    libc.mq_unlink(f"/gw-mq-{made.pop('pid')}".encode())
+    denied = -errno.EPERM
+    assert made == {"shm": denied, "msg": denied, "sem": denied, "mq": denied}
 
 
 async def test_a_call_directory_made_unreadable_is_still_removed(
