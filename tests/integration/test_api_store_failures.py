@@ -24,6 +24,15 @@ from httpx_sse import connect_sse
 _OTHER = {"assistant": "other", "message": "hi"}
 
 
+def _env(db: Path) -> dict[str, str]:
+    """A gateway on SQLite file ``db``, logging JSON at INFO (the tests read its log)."""
+    return {
+        "GATEWAY_DATABASE_URL": f"sqlite:///{db}",
+        "LOG_FORMAT": "json",
+        "LOGGING_LEVEL": "INFO",
+    }
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs, to fill up; skipped where the kernel refuses to mount one."""
@@ -103,12 +112,7 @@ def test_a_full_disk_is_a_503_said_once_until_space_is_freed(
     the file and SQLite's error, /ready is 503 meanwhile, and once space is freed /ready
     finds it (no request needed) and chats work again."""
     db = small_disk / "gateway.db"
-    env = {
-        "GATEWAY_DATABASE_URL": f"sqlite:///{db}",
-        "LOG_FORMAT": "json",
-        "LOGGING_LEVEL": "INFO",
-    }
-    server = gateway_server(api_manifests, env=env)
+    server = gateway_server(api_manifests, env=_env(db))
     with httpx.Client(base_url=server.url, timeout=30) as c:
         assert c.post("/chat", json=_OTHER).status_code == 200
         _checkpoint(db)
@@ -172,12 +176,7 @@ def test_a_file_damaged_during_a_run_fails_the_run_stored_and_a_restored_file_is
     stays 503 (a damaged file is not trusted even where a write commits) until a backup
     is put in its place, which the gateway then opens and serves by itself."""
     db, backup = tmp_path / "gateway.db", tmp_path / "backup.db"
-    env = {
-        "GATEWAY_DATABASE_URL": f"sqlite:///{db}",
-        "LOG_FORMAT": "json",
-        "LOGGING_LEVEL": "INFO",
-    }
-    server = gateway_server(api_manifests, env=env)
+    server = gateway_server(api_manifests, env=_env(db))
     body = {"assistant": "helper", "message": "wait 1 seconds (slow)", "stream": True}
     events: list[tuple[str, dict[str, Any]]] = []
     with httpx.Client(base_url=server.url, timeout=30) as c:
@@ -238,12 +237,7 @@ def test_a_deleted_file_fails_every_call_until_it_is_put_back(
     says so without traffic, and putting the file back serves it again."""
     db = tmp_path / "gateway.db"
     kept = tmp_path / "kept.db"
-    env = {
-        "GATEWAY_DATABASE_URL": f"sqlite:///{db}",
-        "LOG_FORMAT": "json",
-        "LOGGING_LEVEL": "INFO",
-    }
-    server = gateway_server(api_manifests, env=env)
+    server = gateway_server(api_manifests, env=_env(db))
     with httpx.Client(base_url=server.url, timeout=30) as c:
         first = c.post("/chat", json=_OTHER)
         assert first.status_code == 200, first.text

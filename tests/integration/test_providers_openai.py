@@ -407,21 +407,39 @@ async def test_error_event_before_first_token_is_retried(
     assert len(fake.model_requests()) == 2
 
 
-class RawSSE:
-    """A loopback HTTP server answering each POST with the next queued SSE body, byte for byte."""
+class Loopback:
+    """A bare HTTP server on a loopback port; ``_handle`` answers each connection."""
 
     def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.content_type = b"text/event-stream"
-        self.missing = 0
-        """Bytes the response announces but never sends (the connection closes first)."""
         self.requests = 0
         self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
 
     @property
     def base_url(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class RawSSE(Loopback):
+    """Answers each POST with the next queued SSE body, byte for byte."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[bytes] = []
+        self.content_type = b"text/event-stream"
+        self.missing = 0
+        """Bytes the response announces but never sends (the connection closes first)."""
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -447,10 +465,9 @@ class RawSSE:
 @pytest.fixture
 async def raw_sse() -> AsyncIterator[RawSSE]:
     raw = RawSSE()
-    raw.server = await asyncio.start_server(raw._handle, "127.0.0.1", 0)
+    await raw.start()
     yield raw
-    raw.server.close()
-    await raw.server.wait_closed()
+    await raw.close()
 
 
 MALFORMED = {
@@ -741,25 +758,19 @@ async def test_a_runaway_json_body_instead_of_a_stream_is_refused(
     assert len(fake.model_requests()) == 1
 
 
-class Endless:
-    """A loopback HTTP server answering every request with a body that never ends.
+class Endless(Loopback):
+    """Answers every request with a body that never ends.
 
     It writes ``head`` and then ``chunk`` over and over until the client hangs up
     (or ``give_up`` bytes, so a client that never stops fails the test, not hangs it).
     """
 
     def __init__(self, head: bytes, chunk: bytes, give_up: int = 64 << 20) -> None:
+        super().__init__()
         self.head = head
         self.chunk = chunk
         self.give_up = give_up
         self.written = 0
-        self.requests = 0
-        self.server: asyncio.Server | None = None
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -778,7 +789,7 @@ class Endless:
 
 async def _endless(head: bytes, chunk: bytes) -> Endless:
     endless = Endless(head, chunk)
-    endless.server = await asyncio.start_server(endless._handle, "127.0.0.1", 0)
+    await endless.start()
     return endless
 
 
@@ -802,8 +813,7 @@ async def test_an_event_that_never_ends_is_refused_not_buffered(api: str) -> Non
             await asyncio.wait_for(_collect(provider), 60)
     finally:
         await provider.aclose()
-        assert endless.server is not None
-        endless.server.close()
+        await endless.close()
     assert failed.value.message == (
         "model provider 'raw': the server streamed an event of more than 95,536 bytes"
     )
@@ -829,8 +839,7 @@ async def test_an_endless_error_body_is_read_only_in_part() -> None:
             await asyncio.wait_for(_collect(provider), 60)
     finally:
         await provider.aclose()
-        assert endless.server is not None
-        endless.server.close()
+        await endless.close()
     assert failed.value.status == 400
     assert failed.value.message.startswith(
         "model provider 'raw' answered HTTP 400: <html>proxy says no!!!"

@@ -453,22 +453,7 @@ def test_a_pdf_page_of_tiny_paragraphs_splits_in_memory_near_its_size(tmp_path: 
     """A PDF page holding a million characters of two-letter paragraphs (the text limit
     allows 32 million) was cut into a list of every paragraph in the server process;
     its paragraphs are packed as they are found, like a text file's."""
-    writer = PdfWriter()
-    page = writer.add_blank_page(width=612, height=792)
-    font = DictionaryObject(
-        {
-            NameObject("/Type"): NameObject("/Font"),
-            NameObject("/Subtype"): NameObject("/Type1"),
-            NameObject("/BaseFont"): NameObject("/Helvetica"),
-        }
-    )
-    resources = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
-    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): resources})
-    stream = DecodedStreamObject()
-    stream.set_data(b"BT /F1 12 Tf 72 720 Td (" + b"ab\\n\\n" * (1 << 18) + b") Tj ET")
-    page[NameObject("/Contents")] = writer._add_object(stream)
-    with (pdf := tmp_path / "tiny.pdf").open("wb") as fh:
-        writer.write(fh)
+    make_pdf(pdf := tmp_path / "tiny.pdf", ["ab\\n\\n" * (1 << 18)])  # PDF escapes: \n
     tracemalloc.start()
     try:
         chunks = split_data("tiny.pdf", pdf.read_bytes())
