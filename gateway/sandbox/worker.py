@@ -247,8 +247,16 @@ def _first_to_die() -> None:
     it needs no privilege. Set before Landlock, which keeps ``/proc`` read-only, so a
     call cannot lower it again (without Landlock, to the zygote's 0 at most, lacking
     ``CAP_SYS_RESOURCE``). What it starts inherits it."""
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:  # noqa: PTH123
-        fh.write("1000")
+    try:  # os-level: a text file object costs page faults in every spare
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"1000")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _Prepared:
