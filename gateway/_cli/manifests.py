@@ -13,6 +13,7 @@ from gateway._cli._common import (
     load_catalog_or_exit,
     load_settings,
     manifests_option,
+    printable,
     register_kinds,
 )
 
@@ -105,7 +106,7 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
         warnings = secret_warnings(actions, os.environ)
         warnings += variable_warnings(catalog.short_variables, files=files)
         for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
+            click.echo(f"warning: {printable(warning)}", err=True)
     if problems or fmt == "json":
         click.echo(format_problems(problems, cast("Format", fmt)), nl=False)
     if problems:
@@ -158,7 +159,7 @@ def tools_command(assistant: str, api: str, strict: bool, manifests_dir: str | N
         known = ", ".join(sorted(catalog.assistants)) or "none"
         raise click.ClickException(f"unknown assistant {assistant!r} (known: {known})") from None
     for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {printable(warning)}", err=True)
     click.echo(json.dumps(tools, indent=2, ensure_ascii=False))
 
 

@@ -433,6 +433,21 @@ def test_validate_warns_about_short_variable_values_where_they_are_masked(
     assert not any(value in rest for value in ("t0k", "q9", "a-long-enough"))
 
 
+def test_a_short_variable_warning_prints_a_hostile_file_name_escaped(
+    run: Invoke, variable_manifests: Path
+) -> None:
+    """The short-${VAR} warning named its manifest file raw: a file name holding a newline
+    and a workflow command wrote a fake annotation of its own into the CI log (the other
+    lines naming a file are escaped)."""
+    hostile = variable_manifests / "x\n::error file=app.py::pwned\x1b[2J.yaml"
+    (variable_manifests / "vars.yaml").rename(hostile)
+    result = run("validate", str(variable_manifests))
+    assert result.exit_code == 0, result.output
+    assert not any(line.startswith("::") for line in result.output.splitlines()), result.output
+    assert "\x1b" not in result.output
+    assert "warning: x\\n::error file=app.py::pwned\\x1b[2J.yaml:8: action" in result.stderr
+
+
 def test_manifests_status_lists_the_short_variable_warnings(
     gateway_server: ServerFactory, variable_manifests: Path
 ) -> None:
