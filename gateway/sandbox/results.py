@@ -187,15 +187,17 @@ def exit_failure(
 def oom_failure(started: float, limits: Limits, bound: int) -> ToolResult:
     """The tool error for a call's child the OOM killer killed in its zygote's memory cgroup.
 
-    ``bound``: that cgroup's limit in bytes. The same ``memory`` error as a call past
-    its own address space (``RLIMIT_AS``), since to the model both mean: use less.
+    ``bound``: that cgroup's limit in bytes. The same ``memory`` error type as a call
+    past its own address space (``RLIMIT_AS``), but the message does not blame the
+    call: the OOM killer takes the call with the most resident memory, which may not
+    be the one that filled the bound with memory files it does not map.
     """
     return failure(
         started,
         "memory",
-        f"the action ran out of memory (limit {limits.memory_mb} MB, memory_mb) and was "
-        f"killed: the sandbox's memory ({bound >> 20} MB for the calls running at once, "
-        "memory files and /dev/shm included, mapped or not) was full",
+        f"the call was killed when the sandbox's memory was full ({bound >> 20} MB for "
+        "the calls running at once, memory files and /dev/shm included, mapped or not): "
+        f"this call (memory_mb {limits.memory_mb}) or another running beside it used it up",
     )
 
 

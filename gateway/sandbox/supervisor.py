@@ -429,18 +429,20 @@ class Supervisor:
         )
         # code_interpreter (and the doctor's call) run with the default limits.
         tasks = self._limiter.limit * max(largest, SandboxLimits().max_processes)
-        bound = not own and self.process_limit[0]
-        memory = self.memory_limit[0]
-        try:
-            await asyncio.to_thread(
-                self._cgroups.enter, pid, tasks + _ZYGOTE_TASKS if bound else None, memory=memory
-            )
-        except OSError as exc:
-            detail = f"the kernel refused a zygote's cgroup: {exc}"
-            if bound:
+        # One controller at a time: a refused memory cgroup (v1 ids run out: ENOSPC)
+        # must not switch the fork-bomb bound off too, nor the other way round.
+        if not own and self.process_limit[0]:
+            try:
+                await asyncio.to_thread(self._cgroups.enter, pid, tasks + _ZYGOTE_TASKS)
+            except OSError as exc:
+                detail = f"the kernel refused a zygote's pids cgroup: {exc}"
                 self.process_limit = (False, detail)
                 log.warning("sandbox.process_limit", enabled=False, detail=detail)
-            if memory:
+        if self.memory_limit[0]:
+            try:
+                await asyncio.to_thread(self._cgroups.enter, pid, memory=True)
+            except OSError as exc:
+                detail = f"the kernel refused a zygote's memory cgroup: {exc}"
                 self.memory_limit = (False, detail)
                 log.warning("sandbox.memory_limit", enabled=False, detail=detail)
 
@@ -465,7 +467,10 @@ class Supervisor:
         )
         private = await asyncio.to_thread(_private_memory, zygote.proc.pid)
         calls = self._limiter.limit * (largest * _MB + private)
-        limit = calls + _SPARE_COPIES * private + _MEMORY_HEADROOM
+        # Never lowered for a zygote a reload keeps: calls of the old set may still run
+        # under the old memory_mb (lowering v2's memory.max OOM-kills at once). A lower
+        # bound applies to the zygote's replacement.
+        limit = max(calls + _SPARE_COPIES * private + _MEMORY_HEADROOM, zygote.memory_bytes)
         try:
             swap = await asyncio.to_thread(self._cgroups.limit_memory, zygote.proc.pid, limit)
             kills = await asyncio.to_thread(self._cgroups.oom_kills, zygote.proc.pid)

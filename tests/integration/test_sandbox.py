@@ -1070,6 +1070,38 @@ async def test_zygote_cgroups_are_removed_when_the_sandbox_closes(catalog: Catal
     assert sup.memory_limit == (False, "closed")
 
 
+async def test_a_refused_memory_cgroup_keeps_the_process_bound(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One kernel refusal of a zygote's memory cgroup (v1 memory cgroup ids run out:
+    ENOSPC) switched the pids bound off too, for every later zygote: both controllers
+    were entered in one step and one error disabled both. They are entered one at a
+    time: the fork-bomb bound stays, and only the memory bound goes (logged)."""
+    from gateway.sandbox._cgroup import SandboxCgroups
+
+    enter = SandboxCgroups.enter
+
+    def refuse_memory(self: SandboxCgroups, pid: int, *args: Any, **kwargs: Any) -> Path:
+        if kwargs.get("memory"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return enter(self, pid, *args, **kwargs)
+
+    monkeypatch.setattr(SandboxCgroups, "enter", refuse_memory)
+    sup = Supervisor(Settings(sandbox_concurrency=2, sandbox_user="root"))
+    await sup.start(catalog)
+    try:
+        if sup._cgroups is None or "memory" not in sup._cgroups.paths:
+            pytest.skip(f"no pids and memory cgroups here: {sup.process_limit[1]}")
+        assert sup.process_limit[0], sup.process_limit
+        assert not sup.memory_limit[0] and "memory cgroup" in sup.memory_limit[1]
+        for pid in sup.zygote_pids():
+            assert int((sup._cgroups.path / f"z{pid}" / "pids.max").read_text()) == 2 * 32 + 8
+        result = await SandboxRunner(sup).run(catalog, "ok", {})
+        assert result.status == "succeeded"
+    finally:
+        await sup.aclose()
+
+
 async def test_file_size_limit(
     runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
 ) -> None:
