@@ -102,9 +102,40 @@ def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         return _all_failed(unique, f"importing the action modules failed: {last[:300]}")
     try:
-        return msgspec.json.decode(payload.strip(), type=Introspection)
+        found = msgspec.json.decode(payload.strip(), type=Introspection)
     except msgspec.DecodeError as exc:  # our own child's output; a bug must not crash the load
         return _all_failed(unique, f"introspection returned malformed output: {exc}")
+    return _under_root_as_given(found, gateway_root)
+
+
+def _under_root_as_given(found: Introspection, gateway_root: Path) -> Introspection:
+    """``found`` with its modules' ``file`` and ``locations`` under ``gateway_root`` as
+    given, not resolved (the child imports below the resolved root).
+
+    The sandbox keeps ``file`` as a module's ``__file__``: with git-sync's
+    ``current -> rev1`` root, a resolved one named a revision deleted after a later
+    flip, and files next to the module could no longer be read there. ``real``
+    stays resolved (it keys the snapshot and the watched files).
+    """
+    given = str(gateway_root.absolute())
+    resolved = str(Path(given).resolve())
+    if resolved == given:
+        return found
+
+    def moved(path: str) -> str:
+        if path == resolved or path.startswith(resolved + os.sep):
+            return given + path[len(resolved) :]
+        return path
+
+    modules = [
+        msgspec.structs.replace(
+            module,
+            file=moved(module.file),
+            locations=None if module.locations is None else tuple(map(moved, module.locations)),
+        )
+        for module in found.modules
+    ]
+    return msgspec.structs.replace(found, modules=modules)
 
 
 def _all_failed(refs: list[str], message: str) -> Introspection:

@@ -272,6 +272,31 @@ async def test_a_traceback_names_the_real_file_and_the_validated_line(
         assert "v2" not in trace
 
 
+async def test_a_module_knows_its_file_under_the_gateway_root_as_given(
+    root: Path, supervisor: Supervisor
+) -> None:
+    """git-sync's layout: the gateway root is a symlink (``current -> rev1``) that each
+    push flips. A snapshotted module's ``__file__`` named the resolved revision
+    (``rev1/...``), so files next to it were read from a revision git-sync deletes after
+    the next flip; it is under the root as given (``current/...``), as before the
+    snapshot, in a first and in a restarted zygote."""
+    (root / "rev1").mkdir()
+    (root / "rev1" / "where_actions.py").write_text("def where() -> str:\n    return __file__\n")
+    (current := root / "current").symlink_to("rev1")
+    (root / "manifests").mkdir()
+    (root / "manifests" / "a.yaml").write_text(
+        "kind: action\nname: where\ndescription: d\npython: {function: where_actions:where}\n"
+    )
+    catalog = await asyncio.to_thread(load_catalog, root / "manifests", gateway_root=current)
+    await supervisor.reload(catalog)
+    for restart in (False, True):
+        if restart:
+            kill_zygotes(supervisor)
+            await asyncio.sleep(0.1)
+        result = await SandboxRunner(supervisor).run(catalog, "where", {})
+        assert (result.status, result.output) == ("succeeded", str(current / "where_actions.py"))
+
+
 async def test_a_restarted_zygote_needs_nothing_of_the_code_on_disk(
     root: Path, supervisor: Supervisor
 ) -> None:
