@@ -101,6 +101,11 @@ class Health:
         self._repeats = 0
         self._since = 0.0
 
+    @property
+    def damaged(self) -> bool:
+        """The file is failing as damaged: only a file put in its place ends that."""
+        return self.failing is not None and self._damaged
+
     def failed(self, exc: BaseException) -> NotReady:
         """Record ``exc`` (logged if it is new) and return the ``NotReady`` to raise."""
         code, what = _describe(exc)

@@ -31,6 +31,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
@@ -68,6 +69,8 @@ T = TypeVar("T")
 _Opened = tuple[sqlite3.Connection, int | None]
 
 _SQL = SQLITE
+_PROBE_GAP = 2.0
+"""Seconds between ``ping``'s write probes while the file fails (each one fsyncs)."""
 
 
 def sqlite_path(url: str, root: Path) -> Path:
@@ -113,6 +116,7 @@ class SQLiteStore:
         self._opened = 0  # how many times the file was (re)opened
         self._executor: ThreadPoolExecutor | None = None
         self._health = Health(path)
+        self._next_probe = 0.0  # monotonic: ping's next write probe while failing
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -303,14 +307,23 @@ class SQLiteStore:
             conn.close()
 
     async def ping(self) -> bool:
-        """True when the file answers: a trivial query on the file still at ``path``; while
-        the store fails, a write (one tiny transaction), which ends the failure when it
-        commits, so ``/ready`` sees a freed disk with no traffic; a damaged file stays failing
-        until it is replaced (see ``_failures.Health``)."""
+        """True when the file answers: a trivial query on the file still at ``path``.
+
+        While the store fails, at most every ``_PROBE_GAP`` seconds a write (one tiny
+        transaction), which ends the failure when it commits, so ``/ready`` sees a freed
+        disk with no traffic; between those, and always for a damaged file (failing until
+        it is replaced, see ``_failures.Health``), only the trivial query, which reopens a
+        file put in place of the failing one.
+        """
+        select = lambda conn: conn.execute("SELECT 1").fetchone() == (1,)  # noqa: E731
         try:
             if self._health.failing is None:
-                return await self._run(lambda conn: conn.execute("SELECT 1").fetchone() == (1,))
-            await self._write(_probe)
+                return await self._run(select)
+            if self._health.damaged or time.monotonic() < self._next_probe:
+                await self._run(select)
+            else:
+                self._next_probe = time.monotonic() + _PROBE_GAP
+                await self._write(_probe)
         except NotReady:
             return False
         return self._health.failing is None

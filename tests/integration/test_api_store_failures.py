@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,12 @@ def test_a_full_disk_is_a_503_said_once_until_space_is_freed(
         full = [c.post("/chat", json=_OTHER), c.post("/chat", json=_OTHER)]
         full_ready = c.get("/ready")
         filler.unlink()
-        freed_ready = c.get("/ready")
+        # /ready writes into a failing file at most every 2 s (_PROBE_GAP): poll it.
+        deadline = time.monotonic() + 15
+        while (freed_ready := c.get("/ready")).status_code != 200:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         again = c.post("/chat", json=_OTHER)
     server.stop()  # before capsys closes the stream the server logs to
     for response in full:

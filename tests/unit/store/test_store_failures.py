@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.errors import NotReady
+from gateway.store import sqlite as sqlite_store
 from gateway.store._failures import Health, is_failure
 
 
@@ -100,3 +101,34 @@ def test_repeats_are_counted_and_a_commit_ends_the_failure(tmp_path: Path) -> No
         ("store.failed", "disk I/O error", None),
         ("store.recovered", "disk I/O error", 2),
     ]
+
+
+@pytest.mark.parametrize(("code", "writes"), [("SQLITE_CORRUPT", 0), ("SQLITE_FULL", 1)])
+async def test_ready_probes_write_into_a_failing_file_sparingly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str, writes: int
+) -> None:
+    """While the file fails, /ready's ping writes a tiny transaction to see a freed disk
+    with no traffic: it did so on every probe (fsync included), even into a file known
+    damaged, which only a replaced file ends. A damaged file gets no write (only whether
+    it was replaced is looked at); a failing one at most one per ``_PROBE_GAP``."""
+    store = sqlite_store.SQLiteStore(tmp_path / "gateway.db")
+    await store.open()
+    probes: list[object] = []
+
+    def error() -> sqlite3.DatabaseError:
+        failure = sqlite3.OperationalError("database or disk is full")
+        failure.sqlite_errorname = code  # type: ignore[attr-defined]
+        return failure
+
+    def still_full(conn: sqlite3.Connection) -> None:
+        probes.append(conn)
+        raise error()
+
+    monkeypatch.setattr(sqlite_store, "_probe", still_full)
+    try:
+        store._health.failed(error())
+        for _ in range(5):
+            assert await store.ping() is False
+    finally:
+        await store.close()
+    assert len(probes) == writes
