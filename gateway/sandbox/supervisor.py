@@ -797,14 +797,16 @@ class Supervisor:
         try:
             await asyncio.wait_for(asyncio.shield(exited), _ANSWERED_GRACE)
         except TimeoutError:
-            log.warning("sandbox.kept_running_after_result", action=action, call_id=serial)
             # Not ``_kill``, which replaces a zygote that does not reap within its grace:
             # one busy a while (removing a large call directory) would then take every
             # call running on it down, for a child whose result is already in.
             with contextlib.suppress(OSError, ZygoteDied):
                 if not zygote.dead:
                     await zygote.send(Kill(id=serial))
-                await exited
+                if (await exited).status == -signal.SIGKILL:
+                    # Still running when the kill came (a zygote merely late to report a
+                    # clean exit, busy removing a large directory, is not worth a warning).
+                    log.warning("sandbox.kept_running_after_result", action=action, call_id=serial)
         except ZygoteDied:
             pass
         finally:

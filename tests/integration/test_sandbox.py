@@ -1507,6 +1507,32 @@ async def test_an_action_that_answers_itself_and_lingers_is_killed(
     assert [e["action"] for e in lingered] == ["answer_then_linger"], logs
 
 
+async def test_a_zygote_late_to_report_a_clean_exit_is_not_a_lingering_child(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A child that answered and exited at once, whose zygote was busy (stopped here; in
+    life removing a large call directory) and reported the exit after the 1 s grace, was
+    logged as kept_running_after_result, a false alarm: the warning now needs the kill
+    to have found it running (exit by SIGKILL)."""
+    await runner.run(catalog, "ok", {})  # the zygotes are up with their spares lent
+    zygotes = supervisor.zygote_pids()
+    for pid in zygotes:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        with capture_logs() as logs:
+            result = await runner.run(catalog, "ok", {"name": "late"})  # a spare, no zygote
+            await asyncio.sleep(1.5)  # past the grace: the watch sends Kill, unread yet
+            for pid in zygotes:
+                os.kill(pid, signal.SIGCONT)
+            await assert_nothing_left(supervisor)
+            await asyncio.sleep(0.2)  # the Exited report reaches the watch
+    finally:
+        for pid in zygotes:
+            os.kill(pid, signal.SIGCONT)
+    assert result.output == "hello late"
+    assert not [e for e in logs if e["event"] == "sandbox.kept_running_after_result"], logs
+
+
 @pytest.mark.parametrize(
     ("what", "status", "expected"),
     [
