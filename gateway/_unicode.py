@@ -1,4 +1,4 @@
-"""Text made encodable as UTF-8: surrogate pairs joined, lone surrogates replaced.
+"""Text made encodable as UTF-8 (``valid_text``) and shown on one line (``printable``).
 
 A Python ``str`` may hold surrogate code points (U+D800..U+DFFF) that UTF-8,
 and so JSON, the run's log, the stores and SSE/WebSocket frames, cannot carry:
@@ -6,13 +6,15 @@ and so JSON, the run's log, the stores and SSE/WebSocket frames, cannot carry:
 escape into one, and a file name that is not UTF-8 (``os.listdir``,
 ``os.fsdecode``) holds one. ``valid_text`` is the one repair, used by the
 engine (model text, tool calls, tool output, provider errors) and by the
-sandbox (a call's result frame). Imports nothing of the gateway, so the
-sandbox worker stays light to import.
+sandbox (a call's result frame). ``printable`` escapes what a terminal or a
+line-oriented reader would obey: the CLI's messages and every human-format
+log line (``gateway.api.logs``) go through it. Imports nothing of the
+gateway, so the sandbox worker stays light to import.
 """
 
 from __future__ import annotations
 
-__all__ = ["valid_text"]
+__all__ = ["printable", "valid_text"]
 
 
 def valid_text(text: str) -> str:
@@ -31,3 +33,18 @@ def valid_text(text: str) -> str:
         # child (another uid, Landlock) may not be able to read: the call would fail.
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` on one line a terminal or a CI log cannot obey, cut to ``limit``.
+
+    File names, parse errors and anything a client sent may hold a newline and a
+    GitHub workflow command (``::error``, a mask), or terminal escapes: every
+    character ``str.isprintable`` refuses (C0 and C1 controls, DEL, U+2028 and
+    U+2029, bidirectional overrides, lone surrogates...) is shown escaped
+    (``\\n``, ``\\x1b``, ``\\u2028``), as ``repr`` would. Text that needs nothing
+    comes back as the same object.
+    """
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"

@@ -30,6 +30,7 @@ __all__ = [
     "Timings",
     "ToolCallInfo",
     "ToolCallOutcome",
+    "ToolCallSummary",
     "decode_ws",
     "encode_sse",
     "encode_ws",
@@ -59,6 +60,24 @@ class ToolCallInfo(msgspec.Struct, frozen=True, kw_only=True):
 class ToolCallOutcome(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name: str
+    status: Literal["succeeded", "failed", "timed_out"]
+    output: str
+    duration_ms: float
+
+
+class ToolCallSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One tool call of a JSON answer (``POST /chat``): what the model asked and how it ended.
+
+    ``arguments`` is the JSON text the model sent, as ``thread.run.step.created``
+    shows it (not masked: it comes from the model, never from a secret; a call
+    whose arguments were not valid JSON shows them as sent); the rest is
+    ``thread.run.step.completed``'s ``tool_call``, which keeps its fields (a
+    streaming client pairs the two events by ``step_id``).
+    """
+
+    id: str
+    name: str
+    arguments: str
     status: Literal["succeeded", "failed", "timed_out"]
     output: str
     duration_ms: float

@@ -1,6 +1,8 @@
 """What every ``gateway`` command shares: settings, the manifests root, the catalog.
 
-Imports click at the top, the rest of ``gateway`` lazily (see the package docstring).
+Imports click (and ``gateway._unicode``, which imports nothing) at the top, the rest of
+``gateway`` lazily (see the package docstring). ``printable`` is ``gateway._unicode``'s,
+which the logs share.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
+from gateway._unicode import printable
 
 if TYPE_CHECKING:
     from gateway.manifests.catalog import Catalog
@@ -31,17 +35,6 @@ manifests_option = click.option(
     help="Manifests root (default: GATEWAY_MANIFESTS, else ./manifests).",
 )
 """The ``--manifests DIR`` option of the commands that load one manifest set."""
-
-
-def printable(text: str, limit: int | None = None) -> str:
-    """``text`` on one line a terminal or a CI log cannot obey, cut to ``limit``.
-
-    File names and parse errors may hold a newline and a GitHub workflow command
-    (``::error``, a mask) or terminal escapes: control characters are shown
-    escaped (``\\n``, ``\\x1b``), as ``repr`` would.
-    """
-    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def register_kinds() -> None:

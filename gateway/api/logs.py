@@ -11,7 +11,17 @@ processors, so every line has one shape. Request-scoped ids
 (``correlation_id``, ``run_id``, ``thread_id``) are bound with
 ``structlog.contextvars`` by the middleware and the handlers, and merged into
 every line logged while the request (or the run task it started) runs.
-Imports ``gateway.settings`` only.
+
+A line may hold what anyone sent (a request's path, a file or action name, a
+model's or a tool's text): a keyvalue line is escaped whole (``_OneLine``)
+with ``gateway._unicode.printable``, so a control character (ESC, CR, NEL,
+U+2028...) shows as ``\\x1b``, ``\\r``, ``\\x85``, ``\\u2028`` and cannot drive
+the terminal of an operator tailing the log, nor start a line of its own
+(a forged record, a CI workflow command). A traceback is one value of its
+line, its own line breaks shown as ``\\n`` (logfmt's escape) like everything
+else's: a record is always one line. JSON lines need nothing (``json.dumps``
+escapes every control and non-ASCII character as ``\\uXXXX``).
+Imports ``gateway.settings`` and ``gateway._unicode`` only.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import sys
 
 import structlog
 
+from gateway._unicode import printable
 from gateway.settings import Settings
 
 __all__ = ["configure_logging"]
@@ -38,6 +49,24 @@ class _Stderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+class _OneLine:
+    """A renderer whose lines are shown through ``printable``: one line, nothing a terminal obeys.
+
+    Escaping the rendered line, not each value, covers the event text, every
+    value (whatever its type's ``str`` holds), the traceback and the standard
+    library's lines alike, whichever renderer quirks come with them (logfmt
+    escapes ``\\n`` but not ``\\r`` or ESC).
+    """
+
+    def __init__(self, render: structlog.typing.Processor) -> None:
+        self.render = render
+
+    def __call__(
+        self, logger: structlog.typing.WrappedLogger, name: str, event: structlog.typing.EventDict
+    ) -> str:
+        return printable(str(self.render(logger, name, event)))
 
 
 class _ClientFault(logging.Filter):
@@ -116,8 +145,10 @@ def configure_logging(settings: Settings) -> None:
         without_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         shared.append(structlog.processors.ExceptionRenderer(without_locals))
     else:
-        renderer = structlog.processors.LogfmtRenderer(
-            key_order=["timestamp", "level", "event"], drop_missing=True
+        renderer = _OneLine(
+            structlog.processors.LogfmtRenderer(
+                key_order=["timestamp", "level", "event"], drop_missing=True
+            )
         )
         shared.append(structlog.processors.format_exc_info)
     structlog.configure(

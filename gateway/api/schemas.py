@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.events import ErrorInfo, IncompleteDetails, Metadata, ToolCallOutcome
+from gateway.events import ErrorInfo, IncompleteDetails, Metadata, ToolCallSummary
 from gateway.manifests.model import NAME_PATTERN
 from gateway.providers.base import ToolCall, Usage
 from gateway.store.base import RunRecord
@@ -105,6 +105,9 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class ChatResponse(msgspec.Struct, frozen=True, kw_only=True):
     """``POST /chat`` as JSON: the answer of one run.
 
+    ``tool_calls``: each call, in completion order, with the ``arguments`` the model
+    sent (the stream shows them in ``thread.run.step.created``) and its outcome.
+
     ``status`` is ``incomplete`` when the last answer was cut short (the model
     hit its token limit, or a content filter stopped it); ``incomplete_details``
     then says why.
@@ -113,7 +116,7 @@ class ChatResponse(msgspec.Struct, frozen=True, kw_only=True):
     thread_id: str
     run_id: str
     responses: list[str]
-    tool_calls: list[ToolCallOutcome]
+    tool_calls: list[ToolCallSummary]
     usage: Usage
     metadata: Metadata | None
     status: Literal["completed", "incomplete"] = "completed"

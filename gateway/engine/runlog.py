@@ -24,7 +24,8 @@ from gateway.events import (
     RunCompleted,
     RunFailed,
     StepCompleted,
-    ToolCallOutcome,
+    StepCreated,
+    ToolCallSummary,
     decode_ws,
     encode_ws,
 )
@@ -116,7 +117,7 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         responses: the text of every assistant message, in order.
-        tool_calls: every tool call's outcome, in completion order.
+        tool_calls: every tool call's arguments and outcome, in completion order.
         usage: tokens summed over the run's model calls.
         metadata: the run's ``metadata`` event (timings...), if it got that far.
         error: why the run failed or was cancelled, else None.
@@ -128,7 +129,7 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     thread_id: str
     run_id: str
     responses: list[str] = []
-    tool_calls: list[ToolCallOutcome] = []
+    tool_calls: list[ToolCallSummary] = []
     usage: Usage = Usage()
     metadata: Metadata | None = None
     error: ErrorInfo | None = None
@@ -139,7 +140,8 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
 async def collect_result(log: RunLog) -> RunResult:
     """Follow ``log`` to its end and gather the result."""
     responses: list[str] = []
-    tool_calls: list[ToolCallOutcome] = []
+    arguments: dict[str, str] = {}  # by step_id: each step is created before it completes
+    tool_calls: list[ToolCallSummary] = []
     usage = Usage()
     metadata: Metadata | None = None
     error: ErrorInfo | None = None
@@ -148,8 +150,19 @@ async def collect_result(log: RunLog) -> RunResult:
     async for _, event in log.follow():
         if isinstance(event, MessageCompleted):
             responses.append(event.content)
+        elif isinstance(event, StepCreated):
+            arguments[event.step_id] = event.tool_call.arguments
         elif isinstance(event, StepCompleted):
-            tool_calls.append(event.tool_call)
+            done = event.tool_call
+            summary = ToolCallSummary(
+                id=done.id,
+                name=done.name,
+                arguments=arguments.get(event.step_id, ""),
+                status=done.status,
+                output=done.output,
+                duration_ms=done.duration_ms,
+            )
+            tool_calls.append(summary)
         elif isinstance(event, RunCompleted):
             usage, incomplete = event.usage, event.incomplete_details
             status = "completed" if incomplete is None else "incomplete"

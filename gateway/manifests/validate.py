@@ -44,6 +44,7 @@ import jsonschema
 import msgspec
 from jsonschema.exceptions import ValidationError, best_match
 
+from gateway._unicode import printable
 from gateway.errors import Problem
 from gateway.manifests._pyfunc import Introspection
 from gateway.manifests._yaml import Path_, RawDocument, format_path, parse_path
@@ -731,8 +732,7 @@ def problem_line(problem: Problem) -> str:
     mask), or terminal escapes: control characters are shown escaped (``\\n``,
     ``\\x1b``), as ``repr`` would.
     """
-    text = str(problem)
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return printable(str(problem))
 
 
 def _gh(text: str, prop: bool = False) -> str:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -257,3 +258,84 @@ def test_a_crashed_run_is_logged_once(
         assert crash["thread_id"].startswith("thread_")
     assert "engine bug 5531" in json.dumps(crash["exception"])
     assert [line["event"] for line in lines if "exception" in line] == ["run.crashed"]
+
+
+HOSTILE = "\x1b[31mred\r\nforged level=error event=pwned\x7f\x85\u2028\u2029"
+"""A path segment a client sends: ESC, CR LF, DEL, C1 NEL, the Unicode line separators."""
+CONTROLS = "\x1b\r\x7f\x85\u2028\u2029"  # and "\n": it may only end a line
+
+
+@pytest.mark.parametrize("log_format", ["keyvalue", "json"])
+def test_control_characters_of_a_path_or_a_file_name_are_escaped_in_the_log(
+    capsys: pytest.CaptureFixture[str],
+    gateway_server: ServerFactory,
+    api_manifests: Path,
+    log_format: str,
+) -> None:
+    """A request path holding ESC[31m and CR LF (percent-encoded, decoded by the server) was
+    written raw into the keyvalue access line, and so was a manifest file's name (a newline
+    and ``::error``) in a rejected reload's ``reload_problem`` line: they recoloured the
+    terminal of an operator tailing the log, and a newline started a forged line of its own
+    (a CI workflow command). Every control character is escaped (``\\x1b``, ``\\r``,
+    ``\\n``, ``\\u2028``), each record is one line; JSON lines escape them by construction
+    and give the values back exactly."""
+    server = gateway_server(api_manifests, env={"LOG_FORMAT": log_format, "LOGGING_LEVEL": "INFO"})
+    response = httpx.get(
+        f"{server.url}/{quote(HOSTILE)}", headers={"X-Correlation-ID": "hostile-1"}
+    )
+    assert response.status_code == 404
+    evil = "evil\x1b[31m\n::error::pwned.yaml"
+    (api_manifests / evil).write_text("kind: nope\nname: x\n")
+    reload = httpx.post(f"{server.url}/manifests/reload", timeout=30)
+    assert reload.json()["result"] == "rejected", reload.text
+    server.stop()  # before capsys closes the stream the server logs to
+    err = capsys.readouterr().err
+    assert not [c for c in CONTROLS if c in err]
+    # splitlines() breaks at every line boundary a reader may know (NEL, U+2028 too).
+    lines = err.splitlines()
+    [line] = [x for x in lines if "hostile-1" in x]
+    assert not [x for x in lines if "forged" in x and x != line]
+    assert not [x for x in lines if x.startswith("::")]
+    [problem] = [x for x in lines if "reload_problem" in x and "pwned" in x]
+    if log_format == "json":
+        record = json.loads(line)
+        assert record["event"] == "request"
+        assert record["path"] == f"/{HOSTILE}"
+        assert json.loads(problem)["problem"].startswith(f"{api_manifests / evil}:1:7: ")
+    else:
+        assert "event=request" in line
+        escaped = r"/\x1b[31mred\r\nforged level=error event=pwned\x7f\x85\u2028\u2029"
+        assert f'path="{escaped}"' in line
+        assert r"/manifests/evil\x1b[31m\n::error::pwned.yaml:1:7: unknown kind" in problem
+
+
+def test_a_traceback_stays_one_readable_escaped_value(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    gateway_server: ServerFactory,
+    api_manifests: Path,
+) -> None:
+    """LOG_FORMAT=keyvalue: a crash's traceback is the ``exception`` value of its one line,
+    its line breaks shown as ``\\n``; an exception message holding ESC and a newline (text a
+    model or a client chose) is escaped within it instead of driving the terminal."""
+
+    async def broken(self: OfflineProvider, request: Any) -> AsyncIterator[Any]:
+        raise RuntimeError("engine bug\x1b[31m\nforged")
+        yield  # an async generator, as the provider's stream is
+
+    monkeypatch.setattr(OfflineProvider, "stream", broken)
+    server = gateway_server(api_manifests, env={"LOGGING_LEVEL": "INFO"})
+    response = httpx.post(
+        f"{server.url}/chat",
+        json={"assistant": "helper", "message": "weather in Paris"},
+        headers={"X-Correlation-ID": "crash-kv-1"},
+        timeout=30,
+    )
+    server.stop()  # before capsys closes the stream the server logs to
+    assert response.status_code == 500, response.text
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    [line] = [x for x in err.splitlines() if "event=run.crashed" in x]
+    assert 'exception="Traceback (most recent call last):\\n  File ' in line
+    assert line.endswith('RuntimeError: engine bug\\x1b[31m\\nforged"'), line
+    assert not [x for x in err.splitlines() if x.startswith("forged")]

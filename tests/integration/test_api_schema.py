@@ -22,11 +22,15 @@ CHECKS = [
 
 
 def test_openapi_schema_is_served(api_server: GatewayServer) -> None:
-    """/schema/openapi.json documents the chat, thread and OpenAI-compatible routes."""
+    """/schema/openapi.json documents the chat, thread and OpenAI-compatible routes, and the
+    JSON answer's tool calls with their ``arguments``."""
     spec = httpx.get(f"{api_server.url}/schema/openapi.json").json()
     for path in ("/chat", "/start", "/threads/{thread_id}/messages", "/v1/chat/completions"):
         assert path in spec["paths"], path
     assert "ErrorBody" in spec["components"]["schemas"]
+    schemas = spec["components"]["schemas"]
+    tool_call = schemas["ChatResponse"]["properties"]["tool_calls"]["items"]["$ref"]
+    assert "arguments" in schemas[tool_call.rsplit("/", 1)[1]]["required"]
 
 
 def test_schemathesis_finds_no_server_error_or_schema_violation(api_server: GatewayServer) -> None:

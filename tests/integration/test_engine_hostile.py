@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import GatewayServer, ServerFactory, write_api_manifests
+from httpx_sse import connect_sse
 
 from gateway.testing.fake_openai import FakeOpenAI
 from tests._fake import write_remote
@@ -38,6 +39,33 @@ def _sent_calls(body: dict[str, Any]) -> list[dict[str, str]]:
         for i in body["input"]
         if i.get("type") == "function_call"
     ]
+
+
+def test_the_json_answer_shows_the_arguments_the_model_sent(
+    server: GatewayServer, fake: FakeOpenAI
+) -> None:
+    """``POST /chat`` as JSON listed each tool call's outcome without its arguments (only the
+    stream's ``thread.run.step.created`` had them), so a JSON client could not see what the
+    model asked; each call carries ``arguments``, the text the model sent (spacing and all,
+    broken JSON too), the same the run's ``step.created`` events show."""
+    sent = {'{"city":  "Zürich",\n "unit": "c"}', '{"city": "Par'}
+    ids = fake.add_tool_calls([("get_weather", text) for text in sorted(sent)])
+    fake.add_text("Done.")
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        answer = c.post("/chat", json={"assistant": "remote", "message": "weather?"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        calls = {call["id"]: call for call in body["tool_calls"]}
+        assert sorted(calls) == sorted(ids)
+        assert {call["arguments"] for call in calls.values()} == sent
+        assert sorted(call["status"] for call in calls.values()) == ["failed", "succeeded"]
+        url = f"/threads/{body['thread_id']}/runs/{body['run_id']}/events"
+        with connect_sse(c, "GET", url) as source:
+            streamed = [json.loads(e.data) for e in source.iter_sse()]
+    created = [e["tool_call"] for e in streamed if e.get("type") == "tool_call"]
+    assert {call["id"]: call["arguments"] for call in created} == {
+        call_id: call["arguments"] for call_id, call in calls.items()
+    }
 
 
 def test_invalid_json_arguments_do_not_poison_the_thread(

@@ -1,11 +1,14 @@
-"""``valid_text``: the one surrogate repair the engine and the sandbox share."""
+"""``valid_text``: the one surrogate repair the engine and the sandbox share; ``printable``:
+the one escaping of the CLI's messages and the keyvalue log lines."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from gateway._unicode import valid_text
+import pytest
+
+from gateway._unicode import printable, valid_text
 
 
 def test_pairs_are_joined_and_lone_surrogates_replaced() -> None:
@@ -27,3 +30,28 @@ def test_the_repair_imports_no_codec_module() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("\x1b[31mred\x00", "\\x1b[31mred\\x00"),  # C0
+        ("a\r\nb\tc", "a\\r\\nb\\tc"),
+        ("del\x7f nel\x85 csi\x9b", "del\\x7f nel\\x85 csi\\x9b"),  # DEL, C1
+        ("line\u2028para\u2029", "line\\u2028para\\u2029"),  # what JavaScript breaks at
+        ("rtl\u202eoverride", "rtl\\u202eoverride"),  # text shown reversed
+        ("lone \ud800", "lone \\ud800"),
+    ],
+)
+def test_printable_escapes_what_a_terminal_or_a_line_reader_obeys(text: str, shown: str) -> None:
+    """C0 and C1 controls, DEL, the Unicode line and paragraph separators, bidirectional
+    overrides and lone surrogates are shown escaped, as ``repr`` shows them."""
+    assert printable(text) == shown
+
+
+def test_printable_keeps_text_and_cuts_to_the_limit() -> None:
+    """Non-ASCII letters, emoji and backslashes stay as they are (the same object when
+    nothing needs escaping); ``limit`` cuts the escaped text, ending it with an ellipsis."""
+    clean = 'Zürich 東京 \U0001f600 "quoted" back\\slash'
+    assert printable(clean) is clean
+    assert printable("\x1b" * 10, limit=9) == "\\x1b\\x1b…"

@@ -15,7 +15,10 @@ from gateway.events import (
     RunCreated,
     RunFailed,
     StepCompleted,
+    StepCreated,
+    ToolCallInfo,
     ToolCallOutcome,
+    ToolCallSummary,
 )
 
 
@@ -58,16 +61,24 @@ async def test_replay_round_trips_the_encoded_log() -> None:
 
 
 async def test_collect_result_gathers_answers_tools_and_errors() -> None:
-    """The result lists every answer and tool outcome, and a cancellation as status cancelled."""
+    """The result lists every answer and tool call (the arguments its step was created with,
+    its outcome), and a cancellation as status cancelled."""
     log = RunLog("r", "t")
+    info = ToolCallInfo(id="c", name="x", arguments='{"n":  1}')
     outcome = ToolCallOutcome(id="c", name="x", status="succeeded", output="1", duration_ms=1.0)
     log.append(created())
+    log.append(StepCreated(run_id="r", step_id="s", tool_call=info))
     log.append(StepCompleted(run_id="r", step_id="s", tool_call=outcome))
     log.append(MessageCompleted(run_id="r", message_id="m", content="one"))
     log.append(RunFailed(run_id="r", error=ErrorInfo(type="cancelled", message="stop")))
     log.append(Done())
     result = await collect_result(log)
-    assert result.responses == ["one"] and result.tool_calls == [outcome]
+    assert result.responses == ["one"]
+    assert result.tool_calls == [
+        ToolCallSummary(
+            id="c", name="x", arguments='{"n":  1}', status="succeeded", output="1", duration_ms=1.0
+        )
+    ]
     assert result.status == "cancelled" and result.error == ErrorInfo(
         type="cancelled", message="stop"
     )
