@@ -122,7 +122,8 @@ action that wrote a result frame on fd 3 itself and kept running, past its timeo
 outside the concurrency limit. Killing one merely slow to exit costs nothing: its
 result is already read."""
 _ZYGOTE_TASKS = 8
-"""Tasks of a zygote's pids cgroup besides its calls' processes: itself and its spares."""
+"""Tasks of a zygote's pids cgroup besides its calls' processes: itself, its spares and its
+removers (``zygote._REMOVERS``)."""
 _MB = 1 << 20
 _MEMORY_HEADROOM = 64 * _MB
 """Bytes of a zygote's memory cgroup besides its calls' ``memory_mb`` and the copies of
