@@ -16,12 +16,15 @@ uses it).
 
 ``SandboxCgroups`` puts each zygote, as it starts, into a cgroup of its own
 (one per hierarchy: v1 mounts ``pids`` and ``memory`` apart, v2 has one
-directory for both) whose ``pids.max`` covers every call it may run at once
+directory for both), below one directory of this server's (``gateway-sandbox-*``),
+whose ``pids.max`` covers every call it may run at once
 (``GATEWAY_SANDBOX_CONCURRENCY`` x the largest ``max_processes``, plus its
 spares) and whose memory limit (``memory.max``, v1 ``memory.limit_in_bytes``)
 covers ``GATEWAY_SANDBOX_CONCURRENCY`` x (the largest ``memory_mb`` + the
 zygote's private memory, which each call may copy), plus the zygote and its
-spares and some headroom (see the supervisor's ``_bound_memory``). Memory
+spares and some headroom (see the supervisor's ``_bound_memory``); the server's
+directory holds them all together to what the concurrency allows at once (see
+the supervisor's ``_bound_all_memory``), not to the sum of their bounds. Memory
 files count there (shmem pages are charged to the cgroup that touched them),
 so does swap (``memory.swap.max`` 0, v1 ``memory.memsw.limit_in_bytes`` equal
 to the limit), and past the limit the kernel's OOM killer kills inside that
@@ -107,7 +110,14 @@ class SandboxCgroups:
         Returns how swap is bounded (or why it is not). Raises OSError if the kernel
         refused the limit (above what is in use already, on v1: EBUSY).
         """
-        directory = self.paths["memory"] / f"z{pid}"
+        return self._limit(self.paths["memory"] / f"z{pid}", max_bytes)
+
+    def limit_all_memory(self, max_bytes: int) -> str:
+        """Hold this server's memory directory, every zygote's cgroup below it, to
+        ``max_bytes`` together, swap included; as ``limit_memory`` otherwise."""
+        return self._limit(self.paths["memory"], max_bytes)
+
+    def _limit(self, directory: Path, max_bytes: int) -> str:
         if self.versions["memory"] == 2:
             (directory / "memory.max").write_text(str(max_bytes))
             swap = directory / "memory.swap.max"

@@ -65,6 +65,7 @@ class ZygoteChannel:
         self.call_user = "same"  # whom its calls run as (``Init.call_user``)
         # Its memory cgroup's limit and OOM kill count when last read (None: unbounded).
         self.memory_bytes = 0
+        self.memory_private = 0  # its private memory then (a call's copy of it)
         self.oom_kills: int | None = None
         self.pending: dict[int, asyncio.Future[Exited]] = {}  # spare serial -> its exit
         self.spares: collections.deque[tuple[int, socket.socket]] = collections.deque()

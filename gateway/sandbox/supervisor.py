@@ -213,6 +213,7 @@ class Supervisor:
         self._cgroups: SandboxCgroups | None = None
         self.process_limit: tuple[bool, str] = (False, "not set up yet")
         self.memory_limit: tuple[bool, str] = (False, "not set up yet")
+        self._all_memory = 0  # the bound of all zygotes together (see _bound_all_memory)
         self._warned: set[str] = set()
         # Kills in flight, by the exit they wait for (see ``_kill``).
         self._killing: dict[asyncio.Future[Exited], asyncio.Task[None]] = {}
@@ -246,6 +247,7 @@ class Supervisor:
                 await asyncio.gather(*(z.close() for z in made), return_exceptions=True)
                 raise failed[0]
             self._zygotes = dict(zip(keys, made, strict=True))
+            await self._bound_all_memory(catalog)  # each bound saw the zygotes ready before it
         probed = self._zygotes[PROBE_KEY].ready
         if probed is not None and probed.capabilities is not None:
             self.capabilities = probed.capabilities
@@ -302,6 +304,7 @@ class Supervisor:
                 await zygote.close()
             else:
                 self._retired.add(zygote)
+        await self._bound_all_memory(catalog)  # without the zygotes now gone
 
     async def aclose(self) -> None:
         """Stop every zygote (their children die with them)."""
@@ -477,6 +480,7 @@ class Supervisor:
             return
         zygote.oom_kills = kills
         zygote.memory_bytes = limit
+        zygote.memory_private = private
         log.debug(
             "sandbox.memory_bound",
             pid=zygote.proc.pid,
@@ -484,6 +488,47 @@ class Supervisor:
             memory_mb=largest,
             private_mb=round(private / _MB, 1),
             swap=swap,
+        )
+        await self._bound_all_memory(catalog, zygote)
+
+    async def _bound_all_memory(
+        self, catalog: Catalog | None, starting: ZygoteChannel | None = None
+    ) -> None:
+        """Hold this server's memory directory, all zygotes together, to what may run at once.
+
+        Each zygote's bound allows ``GATEWAY_SANDBOX_CONCURRENCY`` calls, but the
+        concurrency is the server's: their sum (2-4 zygotes and more per catalog)
+        bounds nothing a demanding operator would plan for. Together:
+        ``GATEWAY_SANDBOX_CONCURRENCY`` calls of the largest ``memory_mb`` of the
+        catalog, each with a copy of the largest zygote's private memory, plus every
+        zygote's own share (itself, its spares, ``_MEMORY_HEADROOM``) and that share
+        once more for a zygote starting (its imports come before its bound).
+        Measured with each zygote's bound (``starting``: the one being bounded) and
+        at the end of each reload (the catalog's memory_mb may have changed, retired
+        zygotes may be gone).
+        """
+        if self._cgroups is None or not self.memory_limit[0]:
+            return
+        zygotes = {*self._zygotes.values(), *self._retired}
+        if starting is not None:
+            zygotes.add(starting)
+        private = [z.memory_private for z in zygotes if not z.dead and z.memory_bytes]
+        actions = [*(catalog.actions.values() if catalog else ()), code_interpreter_action()]
+        largest = max((a.sandbox.memory_mb for a in actions if a.config), default=0)
+        most = max(private, default=0)
+        share = [_SPARE_COPIES * p + _MEMORY_HEADROOM for p in [*private, most]]
+        limit = self._limiter.limit * (largest * _MB + most) + sum(share)
+        try:
+            await asyncio.to_thread(self._cgroups.limit_all_memory, limit)
+        except OSError as exc:
+            log.warning("sandbox.memory_limit_failed", zygotes="all", limit=limit, error=str(exc))
+            return
+        self._all_memory = limit
+        log.debug(
+            "sandbox.memory_bound_all",
+            zygotes=len(private),
+            limit_mb=limit // _MB,
+            memory_mb=largest,
         )
 
     async def _zygote(self, key: Key) -> ZygoteChannel:
@@ -773,7 +818,8 @@ class Supervisor:
         if kills is None or kills <= zygote.oom_kills:
             return None
         zygote.oom_kills = kills
-        return zygote.memory_bytes
+        # Either bound may have been reached: the zygote's or all zygotes' together.
+        return min(zygote.memory_bytes, self._all_memory or zygote.memory_bytes)
 
     def _watch_exit(
         self, zygote: ZygoteChannel, serial: int, exited: asyncio.Future[Exited], action: str

@@ -216,3 +216,30 @@ def test_a_reload_that_keeps_the_zygote_bounds_it_again(
     after = _limit(_zygote_cgroup(supervisor))
     # Its private memory is measured again: a few pages more or less.
     assert abs(after - before - 2 * (32 << 20)) < 4 << 20, (before, after)
+
+
+def test_all_zygotes_together_are_bounded_and_a_reload_bounds_them_again(
+    gateway_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Each zygote's bound allows all the calls the server may run at once, so with 2-4
+    zygotes their sum bounded nothing an operator would plan for: the server's memory
+    directory holds them all to GATEWAY_SANDBOX_CONCURRENCY x the largest memory_mb (plus
+    each zygote's share), well under that sum, and a reload raising memory_mb raises it
+    (2 slots x 512 MB here)."""
+    manifests = _write_site(tmp_path)
+    _write_actions(manifests, memory_mb=512)  # as code_interpreter's, on the other zygote
+    server = gateway_server(manifests, env=ENV)
+    supervisor = _supervisor(server)
+    assert supervisor._cgroups is not None
+    parent = supervisor._cgroups.paths["memory"]
+    before = _limit(parent)
+    zygotes = [supervisor._cgroups.paths["memory"] / f"z{p}" for p in supervisor.zygote_pids()]
+    assert len(zygotes) >= 2
+    # 2 calls of 512 MB (the catalog's largest) at least; far below the sum (2 x 2 x 512 MB).
+    assert 2 * (512 << 20) < before < sum(_limit(z) for z in zygotes), before
+    _write_actions(manifests, memory_mb=1024)
+    response = httpx.post(f"{server.url}/manifests/reload", timeout=60)
+    assert response.status_code == 200, response.text
+    after = _limit(parent)
+    # Private memory is measured again: a few pages more or less.
+    assert abs(after - before - 2 * (512 << 20)) < 8 << 20, (before, after)
