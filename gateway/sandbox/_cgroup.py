@@ -55,7 +55,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["CONTROLLERS", "SandboxCgroups", "open_sandbox_cgroups"]
+__all__ = ["CONTROLLERS", "SandboxCgroups", "open_sandbox_cgroups", "read_oom_kills"]
 
 CONTROLLERS = ("pids", "memory")
 
@@ -143,19 +143,25 @@ class SandboxCgroups:
     def oom_kills(self, pid: int) -> int | None:
         """How many processes the OOM killer killed in zygote ``pid``'s memory cgroup
         (None: no such cgroup, or the kernel does not say)."""
+        fd = self.open_oom_kills(pid)
+        if fd is None:
+            return None
+        try:
+            return read_oom_kills(fd)
+        finally:
+            os.close(fd)
+
+    def open_oom_kills(self, pid: int) -> int | None:
+        """A descriptor of the file counting zygote ``pid``'s OOM kills, for
+        ``read_oom_kills`` (None: no such cgroup). The caller closes it."""
         directory = self.paths.get("memory")
         if directory is None:
             return None
         name = "memory.events" if self.versions["memory"] == 2 else "memory.oom_control"
         try:
-            text = (directory / f"z{pid}" / name).read_text()
+            return os.open(directory / f"z{pid}" / name, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip().isdigit():
-                return int(value)
-        return None
 
     def prune(self) -> None:
         """Remove the cgroups of zygotes that are gone (a cgroup with a process stays).
@@ -185,6 +191,21 @@ class SandboxCgroups:
 
     def _distinct(self) -> list[Path]:
         return list(dict.fromkeys(self.paths.values()))
+
+
+def read_oom_kills(fd: int) -> int | None:
+    """The OOM kill count in the file ``fd`` (``open_oom_kills``), read again from its
+    start: a few microseconds, cheap enough before every call (None: the kernel does
+    not say)."""
+    try:
+        text = os.pread(fd, 4096, 0).decode("ascii", "replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 def open_sandbox_cgroups() -> tuple[SandboxCgroups | None, dict[str, str]]:

@@ -56,7 +56,7 @@ from gateway.manifests.catalog import Catalog, SourceModule
 from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
 from gateway.sandbox._call_user import CallUser, choose_call_user
-from gateway.sandbox._cgroup import SandboxCgroups, open_sandbox_cgroups
+from gateway.sandbox._cgroup import SandboxCgroups, open_sandbox_cgroups, read_oom_kills
 from gateway.sandbox._channels import (
     CallProgress,
     OutputReader,
@@ -472,13 +472,15 @@ class Supervisor:
         limit = calls + _SPARE_COPIES * private + _MEMORY_HEADROOM
         try:
             swap = await asyncio.to_thread(self._cgroups.limit_memory, zygote.proc.pid, limit)
-            kills = await asyncio.to_thread(self._cgroups.oom_kills, zygote.proc.pid)
+            if zygote.oom_fd is None:
+                zygote.oom_fd = await asyncio.to_thread(
+                    self._cgroups.open_oom_kills, zygote.proc.pid
+                )
         except OSError as exc:
             log.warning(
                 "sandbox.memory_limit_failed", pid=zygote.proc.pid, limit=limit, error=str(exc)
             )
             return
-        zygote.oom_kills = kills
         zygote.memory_bytes = limit
         zygote.memory_private = private
         log.debug(
@@ -723,6 +725,9 @@ class Supervisor:
             gid=SANDBOX_GID if zygote.call_user == "own" else None,
             **database_dirs(action, request.call),
         )
+        # Its zygote's OOM kills so far: one more when the call is SIGKILLed is its (the
+        # count also grows for spares, a call's subprocesses, a host-wide OOM).
+        oom_kills = None if zygote.oom_fd is None else read_oom_kills(zygote.oom_fd)
         try:
             async with asyncio.timeout_at(deadline):
                 serial, exited = await self._hand_over(zygote, start, theirs.fileno(), out_w)
@@ -795,7 +800,7 @@ class Supervisor:
                 output,
                 started,
                 taken=progress.taken,
-                oom_bound=self._oom_killed(zygote, status),
+                oom_bound=self._oom_killed(zygote, status, oom_kills),
             )
         finally:
             reader.cancel()
@@ -806,18 +811,26 @@ class Supervisor:
             output.close()
             mine.close()
 
-    def _oom_killed(self, zygote: ZygoteChannel, status: Exited | None) -> int | None:
+    def _oom_killed(
+        self, zygote: ZygoteChannel, status: Exited | None, before: int | None
+    ) -> int | None:
         """``zygote``'s memory bound in bytes if the call's child that ended with ``status``
         was the OOM killer's: killed by SIGKILL, and the kernel's count of OOM kills in
-        that memory cgroup went up since it was last read. Else None."""
+        that memory cgroup went up since the call started (``before``). Else None.
+
+        Not since the count was last read: an OOM kill of a spare or of a call's
+        subprocess (the call went on) or a host-wide OOM raises it too, and the next
+        call SIGKILLed on the zygote (its hard CPU limit) was then reported as out of
+        memory. A call killed while another call on its zygote was OOM-killed can
+        still be taken for one (the count is per zygote).
+        """
         if status is None or status.status != -signal.SIGKILL:
             return None
-        if self._cgroups is None or zygote.oom_kills is None:
+        if before is None or zygote.oom_fd is None:
             return None
-        kills = self._cgroups.oom_kills(zygote.proc.pid)  # one small sysfs read, rare
-        if kills is None or kills <= zygote.oom_kills:
+        kills = read_oom_kills(zygote.oom_fd)
+        if kills is None or kills <= before:
             return None
-        zygote.oom_kills = kills
         # Either bound may have been reached: the zygote's or all zygotes' together.
         return min(zygote.memory_bytes, self._all_memory or zygote.memory_bytes)
 

@@ -58,6 +58,28 @@ def fill_shm(files: int = 40) -> str:
 def ok() -> str:
     """Answer at once."""
     return "ok"
+
+
+def child_hog() -> str:
+    """A subprocess fills memory files until the OOM killer takes it; the call answers."""
+    pid = os.fork()
+    if pid == 0:
+        resident = bytearray(8 << 20)  # more resident than its parent: the one killed
+        for i in range(0, len(resident), 4096):
+            resident[i] = 1
+        fill_memfd()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return f"child ended: {os.waitstatus_to_exitcode(status)}"
+
+
+def spin() -> str:
+    """Burn CPU past the hard limit: SIGXCPU ignored, the kernel's SIGKILL ends it."""
+    import signal
+
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+    while True:
+        pass
 '''
 
 ACTION = """
@@ -71,11 +93,21 @@ python:
 """
 
 
+NAMES = ("fill_memfd", "fill_shm", "ok", "child_hog")
+SPIN = """
+kind: action
+name: spin
+description: spin (memory test).
+timeout: 30
+sandbox: {memory_mb: 32, network: true, cpu_seconds: 1}
+python:
+  function: memhog.hog:spin
+"""
+
+
 def _write_actions(manifests: Path, memory_mb: int = 32) -> None:
     (manifests / "actions.yaml").write_text(
-        "---".join(
-            ACTION.format(name=n, memory_mb=memory_mb) for n in ("fill_memfd", "fill_shm", "ok")
-        )
+        "---".join([*(ACTION.format(name=n, memory_mb=memory_mb) for n in NAMES), SPIN])
     )
 
 
@@ -172,6 +204,23 @@ def test_memory_files_past_the_zygotes_bound_kill_the_call_not_the_server(
     assert _invoke(server, "ok")["output"] == "ok"
     # The memory files died with the call: the cgroup holds about the zygote and spares.
     assert _usage(cgroup) < 64 << 20, _usage(cgroup)
+
+
+def test_an_oom_kill_of_a_calls_subprocess_is_not_blamed_on_the_next_killed_call(
+    server: GatewayServer,
+) -> None:
+    """The OOM killer taking a call's subprocess (the call answers) raised its zygote's
+    count of OOM kills, and the next call SIGKILLed on that zygote for another reason (the
+    hard CPU limit) was reported as out of memory: the count is compared with the one the
+    call started with."""
+    _supervisor(server)
+    hog = _invoke(server, "child_hog")
+    assert hog["output"] == "child ended: -9", hog
+    result = _invoke(server, "spin")
+    assert result["status"] == "failed", result
+    error = json.loads(str(result["output"]))["error"]
+    assert error["type"] != "memory", error
+    assert "SIGKILL" in error["message"], error
 
 
 def test_dev_shm_files_are_refused_or_bounded_and_none_is_left(server: GatewayServer) -> None:
