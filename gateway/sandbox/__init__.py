@@ -8,7 +8,8 @@ call to a pre-forked child, enforces the timeout and turns the outcome into a
 ``ToolResult`` (``results``), with ``_channels`` (its sockets and pipes),
 ``_zygote_keys`` (which zygotes a catalog needs, and when a reload must
 replace one), ``_fs_policy`` (the Landlock allow-list), ``_call_user`` (whom
-calls run as) and ``_cgroup`` (the pids and memory bounds per zygote). Child
+calls run as) and ``_cgroup`` (the pids and memory bounds per zygote, and the
+memory bound of all of them). Child
 side, in a separate ``python -I -B`` interpreter: ``zygote`` forks the
 children, ``worker`` is one child (confine, run the action kind, answer),
 ``probes`` tests what the kernel grants,
@@ -16,7 +17,7 @@ children, ``worker`` is one child (confine, run the action kind, answer),
 validated (``Catalog.code``, carried in a memory file), never from disk;
 ``protocol`` is the messages between them; ``_linux``, ``_landlock``,
 ``_seccomp`` and ``_libc`` wrap the kernel calls, ``_cleanup`` removes a
-call's directory.
+call's directory (a large one in a remover process the zygote forks).
 
 Child-side modules import only the standard library, msgspec, the private
 top-level helpers and ``gateway.manifests.model`` at the top (``_snapshot``

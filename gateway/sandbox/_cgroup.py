@@ -16,12 +16,15 @@ uses it).
 
 ``SandboxCgroups`` puts each zygote, as it starts, into a cgroup of its own
 (one per hierarchy: v1 mounts ``pids`` and ``memory`` apart, v2 has one
-directory for both) whose ``pids.max`` covers every call it may run at once
+directory for both), below one directory of this server's (``gateway-sandbox-*``),
+whose ``pids.max`` covers every call it may run at once
 (``GATEWAY_SANDBOX_CONCURRENCY`` x the largest ``max_processes``, plus its
 spares) and whose memory limit (``memory.max``, v1 ``memory.limit_in_bytes``)
 covers ``GATEWAY_SANDBOX_CONCURRENCY`` x (the largest ``memory_mb`` + the
 zygote's private memory, which each call may copy), plus the zygote and its
-spares and some headroom (see the supervisor's ``_bound_memory``). Memory
+spares and some headroom (see the supervisor's ``_bound_memory``); the server's
+directory holds them all together to what the concurrency allows at once (see
+the supervisor's ``_bound_all_memory``), not to the sum of their bounds. Memory
 files count there (shmem pages are charged to the cgroup that touched them),
 so does swap (``memory.swap.max`` 0, v1 ``memory.memsw.limit_in_bytes`` equal
 to the limit), and past the limit the kernel's OOM killer kills inside that
@@ -52,7 +55,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["CONTROLLERS", "SandboxCgroups", "open_sandbox_cgroups"]
+__all__ = ["CONTROLLERS", "SandboxCgroups", "open_sandbox_cgroups", "read_oom_kills"]
 
 CONTROLLERS = ("pids", "memory")
 
@@ -107,7 +110,14 @@ class SandboxCgroups:
         Returns how swap is bounded (or why it is not). Raises OSError if the kernel
         refused the limit (above what is in use already, on v1: EBUSY).
         """
-        directory = self.paths["memory"] / f"z{pid}"
+        return self._limit(self.paths["memory"] / f"z{pid}", max_bytes)
+
+    def limit_all_memory(self, max_bytes: int) -> str:
+        """Hold this server's memory directory, every zygote's cgroup below it, to
+        ``max_bytes`` together, swap included; as ``limit_memory`` otherwise."""
+        return self._limit(self.paths["memory"], max_bytes)
+
+    def _limit(self, directory: Path, max_bytes: int) -> str:
         if self.versions["memory"] == 2:
             (directory / "memory.max").write_text(str(max_bytes))
             swap = directory / "memory.swap.max"
@@ -133,19 +143,25 @@ class SandboxCgroups:
     def oom_kills(self, pid: int) -> int | None:
         """How many processes the OOM killer killed in zygote ``pid``'s memory cgroup
         (None: no such cgroup, or the kernel does not say)."""
+        fd = self.open_oom_kills(pid)
+        if fd is None:
+            return None
+        try:
+            return read_oom_kills(fd)
+        finally:
+            os.close(fd)
+
+    def open_oom_kills(self, pid: int) -> int | None:
+        """A descriptor of the file counting zygote ``pid``'s OOM kills, for
+        ``read_oom_kills`` (None: no such cgroup). The caller closes it."""
         directory = self.paths.get("memory")
         if directory is None:
             return None
         name = "memory.events" if self.versions["memory"] == 2 else "memory.oom_control"
         try:
-            text = (directory / f"z{pid}" / name).read_text()
+            return os.open(directory / f"z{pid}" / name, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip().isdigit():
-                return int(value)
-        return None
 
     def prune(self) -> None:
         """Remove the cgroups of zygotes that are gone (a cgroup with a process stays).
@@ -175,6 +191,21 @@ class SandboxCgroups:
 
     def _distinct(self) -> list[Path]:
         return list(dict.fromkeys(self.paths.values()))
+
+
+def read_oom_kills(fd: int) -> int | None:
+    """The OOM kill count in the file ``fd`` (``open_oom_kills``), read again from its
+    start: a few microseconds, cheap enough before every call (None: the kernel does
+    not say)."""
+    try:
+        text = os.pread(fd, 4096, 0).decode("ascii", "replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 def open_sandbox_cgroups() -> tuple[SandboxCgroups | None, dict[str, str]]:

@@ -63,9 +63,10 @@ class ZygoteChannel:
         self.ready: Ready | None = None
         self.fingerprint = ""  # what it loaded (see ``_zygote_keys.fingerprint``)
         self.call_user = "same"  # whom its calls run as (``Init.call_user``)
-        # Its memory cgroup's limit and OOM kill count when last read (None: unbounded).
+        # Its memory cgroup's limit (0: unbounded).
         self.memory_bytes = 0
-        self.oom_kills: int | None = None
+        self.memory_private = 0  # its private memory then (a call's copy of it)
+        self.oom_fd: int | None = None  # its count of OOM kills (_cgroup.read_oom_kills)
         self.pending: dict[int, asyncio.Future[Exited]] = {}  # spare serial -> its exit
         self.spares: collections.deque[tuple[int, socket.socket]] = collections.deque()
         self.waiting: collections.deque[asyncio.Future[tuple[int, socket.socket]]] = (
@@ -213,6 +214,9 @@ class ZygoteChannel:
     async def close(self) -> None:
         self.mark_dead()
         self.sock.close()
+        if self.oom_fd is not None:
+            fd, self.oom_fd = self.oom_fd, None
+            os.close(fd)
         try:
             await asyncio.wait_for(asyncio.to_thread(self.proc.wait), _KILL_GRACE)
         except TimeoutError:

@@ -56,7 +56,7 @@ from gateway.manifests.catalog import Catalog, SourceModule
 from gateway.manifests.model import Action, CallContext, SandboxLimits
 from gateway.sandbox import _linux
 from gateway.sandbox._call_user import CallUser, choose_call_user
-from gateway.sandbox._cgroup import SandboxCgroups, open_sandbox_cgroups
+from gateway.sandbox._cgroup import SandboxCgroups, open_sandbox_cgroups, read_oom_kills
 from gateway.sandbox._channels import (
     CallProgress,
     OutputReader,
@@ -122,7 +122,8 @@ action that wrote a result frame on fd 3 itself and kept running, past its timeo
 outside the concurrency limit. Killing one merely slow to exit costs nothing: its
 result is already read."""
 _ZYGOTE_TASKS = 8
-"""Tasks of a zygote's pids cgroup besides its calls' processes: itself and its spares."""
+"""Tasks of a zygote's pids cgroup besides its calls' processes: itself, its spares and its
+removers (``zygote._REMOVERS``)."""
 _MB = 1 << 20
 _MEMORY_HEADROOM = 64 * _MB
 """Bytes of a zygote's memory cgroup besides its calls' ``memory_mb`` and the copies of
@@ -212,6 +213,7 @@ class Supervisor:
         self._cgroups: SandboxCgroups | None = None
         self.process_limit: tuple[bool, str] = (False, "not set up yet")
         self.memory_limit: tuple[bool, str] = (False, "not set up yet")
+        self._all_memory = 0  # the bound of all zygotes together (see _bound_all_memory)
         self._warned: set[str] = set()
         # Kills in flight, by the exit they wait for (see ``_kill``).
         self._killing: dict[asyncio.Future[Exited], asyncio.Task[None]] = {}
@@ -245,6 +247,7 @@ class Supervisor:
                 await asyncio.gather(*(z.close() for z in made), return_exceptions=True)
                 raise failed[0]
             self._zygotes = dict(zip(keys, made, strict=True))
+            await self._bound_all_memory(catalog)  # each bound saw the zygotes ready before it
         probed = self._zygotes[PROBE_KEY].ready
         if probed is not None and probed.capabilities is not None:
             self.capabilities = probed.capabilities
@@ -301,6 +304,7 @@ class Supervisor:
                 await zygote.close()
             else:
                 self._retired.add(zygote)
+        await self._bound_all_memory(catalog)  # without the zygotes now gone
 
     async def aclose(self) -> None:
         """Stop every zygote (their children die with them)."""
@@ -473,14 +477,17 @@ class Supervisor:
         limit = max(calls + _SPARE_COPIES * private + _MEMORY_HEADROOM, zygote.memory_bytes)
         try:
             swap = await asyncio.to_thread(self._cgroups.limit_memory, zygote.proc.pid, limit)
-            kills = await asyncio.to_thread(self._cgroups.oom_kills, zygote.proc.pid)
+            if zygote.oom_fd is None:
+                zygote.oom_fd = await asyncio.to_thread(
+                    self._cgroups.open_oom_kills, zygote.proc.pid
+                )
         except OSError as exc:
             log.warning(
                 "sandbox.memory_limit_failed", pid=zygote.proc.pid, limit=limit, error=str(exc)
             )
             return
-        zygote.oom_kills = kills
         zygote.memory_bytes = limit
+        zygote.memory_private = private
         log.debug(
             "sandbox.memory_bound",
             pid=zygote.proc.pid,
@@ -488,6 +495,47 @@ class Supervisor:
             memory_mb=largest,
             private_mb=round(private / _MB, 1),
             swap=swap,
+        )
+        await self._bound_all_memory(catalog, zygote)
+
+    async def _bound_all_memory(
+        self, catalog: Catalog | None, starting: ZygoteChannel | None = None
+    ) -> None:
+        """Hold this server's memory directory, all zygotes together, to what may run at once.
+
+        Each zygote's bound allows ``GATEWAY_SANDBOX_CONCURRENCY`` calls, but the
+        concurrency is the server's: their sum (2-4 zygotes and more per catalog)
+        bounds nothing a demanding operator would plan for. Together:
+        ``GATEWAY_SANDBOX_CONCURRENCY`` calls of the largest ``memory_mb`` of the
+        catalog, each with a copy of the largest zygote's private memory, plus every
+        zygote's own share (itself, its spares, ``_MEMORY_HEADROOM``) and that share
+        once more for a zygote starting (its imports come before its bound).
+        Measured with each zygote's bound (``starting``: the one being bounded) and
+        at the end of each reload (the catalog's memory_mb may have changed, retired
+        zygotes may be gone).
+        """
+        if self._cgroups is None or not self.memory_limit[0]:
+            return
+        zygotes = {*self._zygotes.values(), *self._retired}
+        if starting is not None:
+            zygotes.add(starting)
+        private = [z.memory_private for z in zygotes if not z.dead and z.memory_bytes]
+        actions = [*(catalog.actions.values() if catalog else ()), code_interpreter_action()]
+        largest = max((a.sandbox.memory_mb for a in actions if a.config), default=0)
+        most = max(private, default=0)
+        share = [_SPARE_COPIES * p + _MEMORY_HEADROOM for p in [*private, most]]
+        limit = self._limiter.limit * (largest * _MB + most) + sum(share)
+        try:
+            await asyncio.to_thread(self._cgroups.limit_all_memory, limit)
+        except OSError as exc:
+            log.warning("sandbox.memory_limit_failed", zygotes="all", limit=limit, error=str(exc))
+            return
+        self._all_memory = limit
+        log.debug(
+            "sandbox.memory_bound_all",
+            zygotes=len(private),
+            limit_mb=limit // _MB,
+            memory_mb=largest,
         )
 
     async def _zygote(self, key: Key) -> ZygoteChannel:
@@ -682,6 +730,9 @@ class Supervisor:
             gid=SANDBOX_GID if zygote.call_user == "own" else None,
             **database_dirs(action, request.call),
         )
+        # Its zygote's OOM kills so far: one more when the call is SIGKILLed is its (the
+        # count also grows for spares, a call's subprocesses, a host-wide OOM).
+        oom_kills = None if zygote.oom_fd is None else read_oom_kills(zygote.oom_fd)
         try:
             async with asyncio.timeout_at(deadline):
                 serial, exited = await self._hand_over(zygote, start, theirs.fileno(), out_w)
@@ -754,7 +805,7 @@ class Supervisor:
                 output,
                 started,
                 taken=progress.taken,
-                oom_bound=self._oom_killed(zygote, status),
+                oom_bound=self._oom_killed(zygote, status, oom_kills),
             )
         finally:
             reader.cancel()
@@ -765,19 +816,28 @@ class Supervisor:
             output.close()
             mine.close()
 
-    def _oom_killed(self, zygote: ZygoteChannel, status: Exited | None) -> int | None:
+    def _oom_killed(
+        self, zygote: ZygoteChannel, status: Exited | None, before: int | None
+    ) -> int | None:
         """``zygote``'s memory bound in bytes if the call's child that ended with ``status``
         was the OOM killer's: killed by SIGKILL, and the kernel's count of OOM kills in
-        that memory cgroup went up since it was last read. Else None."""
+        that memory cgroup went up since the call started (``before``). Else None.
+
+        Not since the count was last read: an OOM kill of a spare or of a call's
+        subprocess (the call went on) or a host-wide OOM raises it too, and the next
+        call SIGKILLed on the zygote (its hard CPU limit) was then reported as out of
+        memory. A call killed while another call on its zygote was OOM-killed can
+        still be taken for one (the count is per zygote).
+        """
         if status is None or status.status != -signal.SIGKILL:
             return None
-        if self._cgroups is None or zygote.oom_kills is None:
+        if before is None or zygote.oom_fd is None:
             return None
-        kills = self._cgroups.oom_kills(zygote.proc.pid)  # one small sysfs read, rare
-        if kills is None or kills <= zygote.oom_kills:
+        kills = read_oom_kills(zygote.oom_fd)
+        if kills is None or kills <= before:
             return None
-        zygote.oom_kills = kills
-        return zygote.memory_bytes
+        # Either bound may have been reached: the zygote's or all zygotes' together.
+        return min(zygote.memory_bytes, self._all_memory or zygote.memory_bytes)
 
     def _watch_exit(
         self, zygote: ZygoteChannel, serial: int, exited: asyncio.Future[Exited], action: str

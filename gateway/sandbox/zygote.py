@@ -19,7 +19,8 @@ next one: at once under load, after the call when it is the only one, see
 ``_CALM_GAP``). It holds no secrets (arguments travel on the call's own socket
 straight to the child), is undumpable, and is the subreaper of its children:
 it reaps them, kills whatever a failed call left behind, removes the child's
-directory and reports ``Exited``; ``Kill`` kills a spare's process group.
+directory (a large one in a *remover*, a child of its own: see ``_INLINE_REMOVAL``)
+and reports ``Exited``; ``Kill`` kills a spare's process group.
 Where the kernel has Landlock, it computes the children's filesystem
 allow-list once (``_fs_policy.landlock_rules``) from the supervisor's
 ``FsPolicy``, its own prefixes and ``sys.path``, and loads it once (calls with
@@ -71,7 +72,7 @@ from gateway.sandbox.worker import (
     warm_zygote,
 )
 
-__all__ = ["BOOT", "main"]
+__all__ = ["BOOT", "REMOVER_NAME", "main"]
 
 # Where the allow-list tests look for them (the computation lives in ``_fs_policy``).
 _landlock_rules = landlock_rules
@@ -100,6 +101,23 @@ zygote's child now (subreaper), outside every process group the zygote kills, an
 status 0 looks like a clean exit. Finding such strays scans ``/proc`` (1-5 ms), too
 dear for every call: the zygote sweeps at most once per gap, so a stray lives at most
 this long. A child that failed (status not 0) is swept at once, as before."""
+_INLINE_REMOVAL = 512
+"""Entries of a call's directory the zygote removes itself; a larger tree goes to a remover.
+
+The zygote serves every call of its key: while it removes a tree it reaps no child,
+forks no spare and answers no ``Kill``. A call that made ~150,000 files held it 2.8 s
+(more on a busy disk), and a zygote that does not reap a killed call within the
+supervisor's ``_KILL_GRACE`` is replaced, with every call on it. Most calls leave their
+directory empty (one ``rmdir``); a few hundred entries cost about a millisecond. Past
+that, a remover process (``REMOVER_NAME``, forked from the zygote: same uid, seccomp
+filter, cgroups and limits) removes the rest while the zygote goes on; its directory
+name is never reused (serial and random), and what a remover has not removed when the
+zygote shuts down goes with the zygote's folder."""
+_REMOVERS = 2
+"""Removers running at once (each one more task in the zygote's pids cgroup, see the
+supervisor's ``_ZYGOTE_TASKS``); further trees wait for one to end, in order."""
+REMOVER_NAME = "gw-remover"
+"""Process name of a remover (``/proc/<pid>/comm``)."""
 OPENED_FD = 200
 """The zygote's opened allow-list paths (``OpenedRules``) are numbered from here, above
 ``RULESET_FD`` (a spare's own ruleset lands at 100) and clear of what a call dup2s."""
@@ -194,6 +212,8 @@ class _Zygote:
         self.ruleset: int | None = None  # that list loaded once, if every call may share it
         self.opened: _linux.OpenedRules | None = None  # else its paths, opened once
         self.dirs: dict[int, str] = {}  # serial -> the child's working directory
+        self.removers: dict[int, str] = {}  # pid -> the tree a remover is removing
+        self.removals: list[str] = []  # trees waiting for a remover (see _INLINE_REMOVAL)
 
     def init(self) -> None:
         msg, code = _receive_init(self.ctl)
@@ -393,6 +413,8 @@ class _Zygote:
                 os.kill(target, signal.SIGKILL)
 
     def reap(self) -> None:
+        if self.removals:  # a fork refused earlier (no pid left): try again
+            self.start_removers()
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -410,8 +432,10 @@ class _Zygote:
                 _, status = os.waitpid(pid, 0)
             except ChildProcessError:
                 continue
-            if serial is None:
-                continue  # a stray we killed earlier
+            if serial is None:  # a remover that ended, or a stray we killed earlier
+                if self.removers.pop(pid, None) is not None:
+                    self.start_removers()
+                continue
             del self.serials[serial]
             cwd = self.dirs.pop(serial)
             code = os.waitstatus_to_exitcode(status)
@@ -432,11 +456,53 @@ class _Zygote:
             try:
                 os.rmdir(cwd)  # most calls leave their directory empty: one system call
             except OSError:
-                remove_tree(cwd)  # also what the call locked (chmod 0)
+                self.remove(cwd)
+
+    def remove(self, cwd: str) -> None:
+        """Remove a call's directory, also what it locked (chmod 0): up to
+        ``_INLINE_REMOVAL`` entries here, the rest in a remover."""
+        if not remove_tree(cwd, _INLINE_REMOVAL):
+            self.removals.append(cwd)
+            self.start_removers()
+
+    def start_removers(self) -> None:
+        """Fork a remover for each waiting tree, ``_REMOVERS`` at most running at once.
+
+        A refused fork leaves the tree waiting: tried again when a child is reaped,
+        else removed with the zygote's folder at shutdown.
+        """
+        while self.removals and len(self.removers) < _REMOVERS:
+            path = self.removals[0]
+            try:
+                pid = os.fork()
+            except OSError:
+                return
+            if pid == 0:  # pragma: no cover - the remover
+                code = 0
+                try:
+                    _linux.set_name(REMOVER_NAME)
+                    # Gone with the zygote (whose shutdown removes its whole folder),
+                    # and not holding the control socket open (the supervisor's EOF).
+                    _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                    os.close(self.ctl.fileno())
+                    if os.getppid() == self.pid:
+                        with contextlib.suppress(OSError):
+                            os.nice(10)  # behind the calls for a CPU
+                        remove_tree(path)
+                except BaseException:
+                    code = 71
+                finally:
+                    os._exit(code)
+            self.removals.pop(0)
+            self.removers[pid] = path
 
     def kill_strays(self) -> None:
         for _ in range(1000):
-            strays = [p for p in children_of(self.pid) if p not in self.children]
+            strays = [
+                p
+                for p in children_of(self.pid)
+                if p not in self.children and p not in self.removers
+            ]
             if not strays:
                 return
             for pid in strays:
@@ -455,6 +521,15 @@ class _Zygote:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         self.children.clear()
+        # The removers' trees go with the folder below (removing it twice at once is
+        # only slower).
+        for pid in self.removers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in self.removers:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.removers.clear()
         self.kill_strays()
         remove_tree(self.tmp)
 

@@ -33,6 +33,7 @@ from gateway.sandbox.probes import SANDBOX_UID_BASE
 from gateway.sandbox.protocol import Kill, encode
 from gateway.sandbox.supervisor import Supervisor
 from gateway.sandbox.worker import CALL_NAME, SPARE_NAME
+from gateway.sandbox.zygote import REMOVER_NAME
 from gateway.settings import Settings
 
 ACTIONS = """
@@ -284,6 +285,11 @@ def write_file(size_mb: int):
         fh.write(b"z" * (size_mb * 1024 * 1024))
     return "written"
 
+def many_files(n: int):
+    for i in range(n):
+        os.close(os.open(f"f{i}", os.O_CREAT | os.O_WRONLY, 0o600))
+    return os.getcwd()
+
 def daemon_then_exit():
     r, w = os.pipe()
     if os.fork() == 0:
@@ -424,6 +430,11 @@ ACTION_LIST = [
         parameters={"type": "object", "properties": {"what": {"type": "string"}}},
     ),
     make_action("daemon_then_exit"),
+    make_action(
+        "many_files",
+        parameters={"type": "object", "properties": {"n": {"type": "integer"}}},
+        timeout=60,
+    ),
     make_action("sysv_ipc"),
     make_action("answer_then_linger", timeout=20),
     make_action("flood", sandbox=SandboxLimits(max_output_kb=64)),
@@ -1399,6 +1410,72 @@ async def test_a_call_directory_made_unreadable_is_still_removed(
     assert result.status == "succeeded", result
     cwd = Path(result.output.strip())
     await _until(lambda: not cwd.exists(), f"the call directory {cwd} to be removed")
+
+
+_MANY_FILES = 50_000
+"""Files of a call directory far past what the zygote removes itself (512 entries): a
+few tenths of a second to remove on a tmpfs, while the test's calls take milliseconds."""
+
+
+@pytest.fixture
+def tmpfs_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Zygotes started meanwhile make their call directories on a tmpfs where there is
+    one: creating a file costs 0.2 ms on this machine's busy disk, 5 us there."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield
+        return
+    base = Path(tempfile.mkdtemp(dir=shm, prefix="gw-sandbox-test-"))
+    base.chmod(0o711)  # calls with a uid of their own go through it to their directory
+    monkeypatch.setattr(tempfile, "tempdir", str(base))
+    try:
+        yield
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_large_call_directory_does_not_hold_its_zygote(
+    tmpfs_tmp: None, runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A call leaving tens of thousands of files blocked its zygote while it removed them
+    (no child reaped, no spare forked: a kill then replaced the zygote, every call on it
+    crashed); a remover removes them now, and a call the zygote must reap (it crashed) is
+    answered while that tree is still there; the tree goes in the end."""
+    made = await runner.run(catalog, "many_files", {"n": _MANY_FILES})
+    assert made.status == "succeeded", made
+    cwd = Path(made.output.strip())
+    # Its child answered before it exited: once the zygote reaped it, the tree is its.
+    await _until(lambda: not _running_calls(supervisor), "the call's child to be reaped")
+    crashed = await runner.run(catalog, "crash", {})
+    assert crashed.status == "failed", crashed
+    assert error_of(crashed.output)["type"] == "crashed"
+    assert cwd.exists(), "the zygote removed the tree before it reaped the next call"
+    assert _children_named(REMOVER_NAME, *supervisor.zygote_pids())
+    deadline = time.monotonic() + 60
+    while cwd.exists():
+        assert time.monotonic() < deadline, f"{cwd} was not removed"
+        await asyncio.sleep(0.05)
+    await _until(lambda: not _children_named(REMOVER_NAME, *supervisor.zygote_pids()))
+    again = await runner.run(catalog, "ok", {"name": "again"})
+    assert again.output == "hello again"
+    await assert_nothing_left(supervisor)
+
+
+async def test_shutdown_removes_what_a_remover_left(tmpfs_tmp: None, catalog: Catalog) -> None:
+    """A tree still being removed when the sandbox closes does not stay on disk: the
+    zygote kills its remover and removes its whole folder."""
+    sup = Supervisor(Settings(sandbox_concurrency=2, sandbox_user=CALL_USERS[0]))
+    await sup.start(catalog)
+    try:
+        made = await SandboxRunner(sup).run(catalog, "many_files", {"n": _MANY_FILES})
+        assert made.status == "succeeded", made
+        await _until(lambda: bool(_children_named(REMOVER_NAME, *sup.zygote_pids())))
+        removers = _children_named(REMOVER_NAME, *sup.zygote_pids())
+    finally:
+        await sup.aclose()
+    cwd = Path(made.output.strip())
+    assert not cwd.exists()
+    assert not any(_alive(pid) for pid in removers)
 
 
 @pytest.mark.parametrize("name", ["close_result", "replace_result"])

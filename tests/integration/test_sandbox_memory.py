@@ -58,6 +58,28 @@ def fill_shm(files: int = 40) -> str:
 def ok() -> str:
     """Answer at once."""
     return "ok"
+
+
+def child_hog() -> str:
+    """A subprocess fills memory files until the OOM killer takes it; the call answers."""
+    pid = os.fork()
+    if pid == 0:
+        resident = bytearray(8 << 20)  # more resident than its parent: the one killed
+        for i in range(0, len(resident), 4096):
+            resident[i] = 1
+        fill_memfd()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return f"child ended: {os.waitstatus_to_exitcode(status)}"
+
+
+def spin() -> str:
+    """Burn CPU past the hard limit: SIGXCPU ignored, the kernel's SIGKILL ends it."""
+    import signal
+
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+    while True:
+        pass
 '''
 
 ACTION = """
@@ -71,11 +93,21 @@ python:
 """
 
 
+NAMES = ("fill_memfd", "fill_shm", "ok", "child_hog")
+SPIN = """
+kind: action
+name: spin
+description: spin (memory test).
+timeout: 30
+sandbox: {memory_mb: 32, network: true, cpu_seconds: 1}
+python:
+  function: memhog.hog:spin
+"""
+
+
 def _write_actions(manifests: Path, memory_mb: int = 32) -> None:
     (manifests / "actions.yaml").write_text(
-        "---".join(
-            ACTION.format(name=n, memory_mb=memory_mb) for n in ("fill_memfd", "fill_shm", "ok")
-        )
+        "---".join([*(ACTION.format(name=n, memory_mb=memory_mb) for n in NAMES), SPIN])
     )
 
 
@@ -174,6 +206,23 @@ def test_memory_files_past_the_zygotes_bound_kill_the_call_not_the_server(
     assert _usage(cgroup) < 64 << 20, _usage(cgroup)
 
 
+def test_an_oom_kill_of_a_calls_subprocess_is_not_blamed_on_the_next_killed_call(
+    server: GatewayServer,
+) -> None:
+    """The OOM killer taking a call's subprocess (the call answers) raised its zygote's
+    count of OOM kills, and the next call SIGKILLed on that zygote for another reason (the
+    hard CPU limit) was reported as out of memory: the count is compared with the one the
+    call started with."""
+    _supervisor(server)
+    hog = _invoke(server, "child_hog")
+    assert hog["output"] == "child ended: -9", hog
+    result = _invoke(server, "spin")
+    assert result["status"] == "failed", result
+    error = json.loads(str(result["output"]))["error"]
+    assert error["type"] != "memory", error
+    assert "SIGKILL" in error["message"], error
+
+
 def test_dev_shm_files_are_refused_or_bounded_and_none_is_left(server: GatewayServer) -> None:
     """A call writing files in /dev/shm (memory, and never removed by anyone) is refused
     where Landlock keeps /dev read-only; elsewhere it is killed at its zygote's bound
@@ -224,3 +273,30 @@ def test_a_reload_that_keeps_the_zygote_bounds_it_again(
     assert response.status_code == 200, response.text
     assert supervisor._zygotes[(True, ())].proc.pid == zygote  # kept
     assert _limit(_zygote_cgroup(supervisor)) == after
+
+
+def test_all_zygotes_together_are_bounded_and_a_reload_bounds_them_again(
+    gateway_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Each zygote's bound allows all the calls the server may run at once, so with 2-4
+    zygotes their sum bounded nothing an operator would plan for: the server's memory
+    directory holds them all to GATEWAY_SANDBOX_CONCURRENCY x the largest memory_mb (plus
+    each zygote's share), well under that sum, and a reload raising memory_mb raises it
+    (2 slots x 512 MB here)."""
+    manifests = _write_site(tmp_path)
+    _write_actions(manifests, memory_mb=512)  # as code_interpreter's, on the other zygote
+    server = gateway_server(manifests, env=ENV)
+    supervisor = _supervisor(server)
+    assert supervisor._cgroups is not None
+    parent = supervisor._cgroups.paths["memory"]
+    before = _limit(parent)
+    zygotes = [supervisor._cgroups.paths["memory"] / f"z{p}" for p in supervisor.zygote_pids()]
+    assert len(zygotes) >= 2
+    # 2 calls of 512 MB (the catalog's largest) at least; far below the sum (2 x 2 x 512 MB).
+    assert 2 * (512 << 20) < before < sum(_limit(z) for z in zygotes), before
+    _write_actions(manifests, memory_mb=1024)
+    response = httpx.post(f"{server.url}/manifests/reload", timeout=60)
+    assert response.status_code == 200, response.text
+    after = _limit(parent)
+    # Private memory is measured again: a few pages more or less.
+    assert abs(after - before - 2 * (512 << 20)) < 8 << 20, (before, after)

@@ -57,3 +57,18 @@ def test_oom_kills_are_read_from_oom_control_on_v1(tmp_path: Path) -> None:
         "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n"
     )
     assert SandboxCgroups({"memory": tmp_path}).oom_kills(7) == 5
+
+
+def test_a_v2_bound_of_all_zygotes_is_written_to_the_servers_directory(tmp_path: Path) -> None:
+    """The bound of all zygotes together goes to the server's own directory (the parent
+    of every zygote's cgroup), swap excluded as for one zygote, and is written again
+    when it changes (a reload)."""
+    cgroups, zygote = _v2(tmp_path)
+    for name in ("memory.max", "memory.swap.max"):
+        (tmp_path / name).write_text("max\n")
+    assert cgroups.limit_all_memory(700 << 20) == "no swap (memory.swap.max 0)"
+    assert (tmp_path / "memory.max").read_text() == str(700 << 20)
+    assert (tmp_path / "memory.swap.max").read_text() == "0"
+    cgroups.limit_all_memory(900 << 20)
+    assert (tmp_path / "memory.max").read_text() == str(900 << 20)
+    assert (zygote / "memory.max").read_text() == "max\n"  # each zygote's is its own

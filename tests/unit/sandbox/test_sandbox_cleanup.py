@@ -126,3 +126,22 @@ def test_a_folder_swapped_for_a_link_at_the_chmod_is_not_followed(tmp_path: Path
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert done.stdout.split() == ["0o700", "0o777", "True"], done
+
+
+def test_a_budget_stops_early_and_the_rest_is_removed_later(tmp_path: Path) -> None:
+    """With a budget, a tree with more entries is left (False) for a remover to finish;
+    one within it is removed whole (True), as is the rest without one."""
+    small = tmp_path / "small"
+    (small / "a").mkdir(parents=True)
+    (small / "a" / "f").write_text("x")
+    assert remove_tree(str(small), budget=8)
+    assert not small.exists()
+    large = tmp_path / "large"
+    for folder in range(4):
+        (large / str(folder)).mkdir(parents=True)
+        for name in range(10):
+            (large / str(folder) / str(name)).write_text("x")
+    assert not remove_tree(str(large), budget=20)
+    assert large.exists()
+    assert remove_tree(str(large))
+    assert not large.exists()
