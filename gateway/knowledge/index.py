@@ -8,7 +8,10 @@ re-parsed. Searching first brings the named files up to date, so an edited
 knowledge file is searched as it is now, without a reload.
 
 The index lives in memory (``cache_dir=None``) or in
-``cache_dir/knowledge.sqlite3`` (shared by restarts and by ``gateway index``).
+``cache_dir/knowledge.vN.sqlite3``, N its schema version (shared by restarts
+and by ``gateway index``): gateways of other versions sharing the directory (a
+rolling upgrade) keep their own file, and one no process uses is removed
+(``_versions``).
 One connection, guarded by a lock, makes it safe to call from worker threads
 (the sandbox runner calls ``search`` through ``asyncio.to_thread``); parsing
 happens outside the lock, once per content however many calls reach a new
@@ -41,7 +44,8 @@ is one swapped for a symlink loop (``gateway._files.resolved`` never raises).
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
 
-Imports: ``gateway._files``, ``gateway.knowledge._failures``, ``_io``, ``_query`` and ``_split``,
+Imports: ``gateway._files``, ``gateway.knowledge._failures``, ``_io``, ``_query``, ``_split``
+and ``_versions``,
 msgspec, structlog and the standard library.
 """
 
@@ -73,6 +77,7 @@ from gateway.knowledge._io import enable_wal, read_regular, write_transaction
 from gateway.knowledge._pdf import ParseLimitError, PdfLimits
 from gateway.knowledge._query import build_query, labels
 from gateway.knowledge._split import split_data
+from gateway.knowledge._versions import SIDECARS, cache_file, hold, remove_unused
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -111,7 +116,8 @@ def cache_dir_for(database_url: str) -> Path | None:
 
 
 _SCHEMA_VERSION = 3  # 2: contents.orphaned; 3: contents.over, tried, retry_at, attempts
-_SIDECARS = ("-wal", "-shm", "-journal")
+# Each version has its own file (``_versions``): bump it for any change of the tables,
+# and the file name in README's "Knowledge files (file_search)" with it.
 log = structlog.get_logger("gateway.knowledge")
 
 
@@ -163,10 +169,12 @@ class KnowledgeIndex:
     """A full-text index over knowledge files, refreshed lazily by mtime, size and hash.
 
     Args:
-        cache_dir: directory for ``knowledge.sqlite3``; ``None`` keeps the index in
-            memory, as does a directory that cannot be written (logged, and said in
-            ``cache_error``). A cache file that is not an SQLite database or is
-            malformed is deleted and built afresh: it holds only derived data.
+        cache_dir: directory for ``knowledge.vN.sqlite3`` (N: the schema version);
+            ``None`` keeps the index in memory, as does a directory that cannot be
+            written (logged, and said in ``cache_error``). A cache file that is not
+            an SQLite database or is malformed is deleted and built afresh: it holds
+            only derived data. Other versions' files there that no process uses
+            are removed, when opened and at each prune.
         keep_orphans: seconds content no existing file uses any more is kept before
             it is dropped (a day: an index built at another path is still reused).
         pdf_limits: what parsing one PDF may cost (time, memory, pages, text) when a
@@ -191,6 +199,10 @@ class KnowledgeIndex:
         self._lock = threading.Lock()
         self.cache_error: str | None = None
         """Why ``cache_dir`` is not used (the index is in memory), or None."""
+        self.file: Path | None = None
+        """The cache file the index is in (None: in memory)."""
+        self._cache_dir: Path | None = None
+        self._held: int | None = None  # the lock saying this process uses its version
         self._db = self._open(cache_dir)
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
@@ -205,27 +217,52 @@ class KnowledgeIndex:
 
     def _open(self, cache_dir: Path | None) -> sqlite3.Connection:
         if cache_dir is not None:
-            file = cache_dir / "knowledge.sqlite3"
             try:
-                return self._connect(file)
-            except sqlite3.DatabaseError as exc:
-                if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-                    self._unusable(cache_dir, exc)
-                else:
-                    # Only derived data is lost: start the cache afresh rather than
-                    # index in memory at every start until someone deletes the file.
-                    log.warning("knowledge_cache_rebuilt", dir=str(cache_dir), error=str(exc))
-                    try:
-                        for stale in (file, *(file.with_name(file.name + e) for e in _SIDECARS)):
-                            stale.unlink(missing_ok=True)
-                        return self._connect(file)
-                    except (OSError, sqlite3.Error) as again:
-                        self._unusable(cache_dir, again)
+                db = self._open_file(cache_dir)
             except OSError as exc:  # a read-only image: still serve, from memory
                 self._unusable(cache_dir, exc)
+            else:
+                if db is not None:
+                    self.file, self._cache_dir = cache_file(cache_dir, _SCHEMA_VERSION), cache_dir
+                    self._remove_unused()
+                    return db
+            if self._held is not None:
+                os.close(self._held)
+                self._held = None
         db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         self._setup(db)
         return db
+
+    def _open_file(self, cache_dir: Path) -> sqlite3.Connection | None:
+        """This version's cache file in ``cache_dir``, held (None: unusable, said)."""
+        self._held = hold(cache_dir, _SCHEMA_VERSION)
+        file = cache_file(cache_dir, _SCHEMA_VERSION)
+        try:
+            return self._connect(file)
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                self._unusable(cache_dir, exc)
+            else:
+                # Only derived data is lost: start the cache afresh rather than
+                # index in memory at every start until someone deletes the file.
+                log.warning("knowledge_cache_rebuilt", dir=str(cache_dir), error=str(exc))
+                try:
+                    for stale in (file, *(file.with_name(file.name + e) for e in SIDECARS)):
+                        stale.unlink(missing_ok=True)
+                    return self._connect(file)
+                except (OSError, sqlite3.Error) as again:
+                    self._unusable(cache_dir, again)
+        return None
+
+    def _remove_unused(self) -> None:
+        """Remove the cache files of other schema versions no process uses (logged)."""
+        if self._cache_dir is not None:
+            for version in remove_unused(self._cache_dir, _SCHEMA_VERSION):
+                log.info(
+                    "knowledge_cache_removed",
+                    file=str(cache_file(self._cache_dir, version)),
+                    version=version,
+                )
 
     def _unusable(self, cache_dir: Path, exc: BaseException) -> None:
         log.warning("knowledge_cache_unusable", dir=str(cache_dir), error=str(exc))
@@ -244,7 +281,8 @@ class KnowledgeIndex:
 
     @staticmethod
     def _setup(db: sqlite3.Connection) -> None:
-        """Create (or, for another schema version, recreate) the tables.
+        """Create the tables in a new cache (or recreate them, for another schema version:
+        only this version uses its file, ``_versions``, so that is one copied by hand).
 
         In one write transaction: a process opening the same new cache waits for
         it, then sees the current version, and never drops tables another
@@ -272,9 +310,12 @@ class KnowledgeIndex:
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection (and say this process no longer uses its file)."""
         with self._lock:
             self._db.close()
+            if self._held is not None:
+                os.close(self._held)
+                self._held = None
 
     # -- indexing -----------------------------------------------------------
 
@@ -437,7 +478,8 @@ class KnowledgeIndex:
         ``keep_orphans`` seconds (an index built at another path, in a container
         build, is reused file by file as each is first searched) and dropped by
         a later prune. Runs when files come from a folder not seen before (so
-        about once per revision), stat-ing outside the lock.
+        about once per revision), stat-ing outside the lock; then removes the
+        cache files of other schema versions no process uses any more.
         """
         with self._lock:
             paths = [path for (path,) in self._db.execute("SELECT path FROM files")]
@@ -454,6 +496,7 @@ class KnowledgeIndex:
             self._drop_orphans(before=now - self._keep_orphans)
         for path in gone:
             self._seen.pop(path, None)
+        self._remove_unused()  # a rolling upgrade over since this process opened the cache
 
     def _parse(self, path: Path, data: bytes, stats: IndexStats, limits: PdfLimits) -> Parsed:
         """The passages of ``data`` and the parse error (logged and counted), if any.
