@@ -144,3 +144,80 @@ def test_a_version_removed_while_it_is_being_opened_is_started_afresh(tmp_path: 
     assert os.fstat(fd).st_nlink == 1, "it holds the removed lock file"
     assert lock.exists() and os.fstat(fd).st_ino == lock.stat().st_ino
     os.close(fd)
+
+
+def _transactions(statements: list[str]) -> list[list[str]]:
+    """The statements of each write transaction, in order."""
+    found: list[list[str]] = []
+    for statement in statements:
+        if statement == "BEGIN IMMEDIATE":
+            found.append([])
+        elif found and statement not in ("COMMIT", "ROLLBACK"):
+            found[-1].append(statement)
+    return found
+
+
+def test_a_long_file_is_written_and_deleted_in_bounded_transactions(tmp_path: Path) -> None:
+    """Indexing a file of thousands of passages (gateway index next to a running server)
+    holds the cache's write lock for at most a batch of passages at a time, not for the
+    whole file (the server's searches waited on it past their 5 s busy timeout and
+    failed); so does deleting them after an edit."""
+    big = tmp_path / "big.md"
+    big.write_text("\n\n".join(f"## Part {n}\n\n" + f"word{n} text " * 50 for n in range(1600)))
+    index = KnowledgeIndex(tmp_path / "cache")
+    statements: list[str] = []
+    index._db.set_trace_callback(statements.append)
+    assert index.index([big]).passages == 1600
+    inserts = [
+        sum(s.startswith("INSERT INTO passages") for s in t) for t in _transactions(statements)
+    ]
+    assert sum(inserts) == 1600 and max(inserts) <= index_module._BATCH, inserts
+    statements.clear()
+    big.write_text("# Short now\n\nword7 only.\n")
+    assert index.search([big], "word7", 3)[0].location == "Short now"
+    deletes = [t for t in _transactions(statements) if any("DELETE FROM passages" in s for s in t)]
+    assert len(deletes) >= 1600 // index_module._BATCH, statements
+    (left,) = index._db.execute("SELECT count(*) FROM passages").fetchone()
+    assert left == 1
+    index.close()
+
+
+def test_searches_needing_a_write_succeed_while_gateway_index_writes_a_long_file(
+    tmp_path: Path,
+) -> None:
+    """A server's searches that must write (files new to it) while `gateway index` writes
+    thousands of passages into the same cache each get the write lock within a small
+    busy timeout (before, the index's one transaction held it until the whole file was
+    in, past the server's 5 s on a large file: its searches failed meanwhile)."""
+    root = tmp_path / "manifests"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "big.md").write_text(  # distinct words: each passage costs FTS5 work
+        "\n\n".join(
+            f"## Part {n}\n\n" + " ".join(f"w{n}x{i}" for i in range(80)) for n in range(20_000)
+        )
+    )
+    (root / "a.yaml").write_text(
+        "kind: assistant\nname: big\nfile_search:\n  files: [docs/big.md]\n"
+    )
+    cache = tmp_path / "cache"
+    server = KnowledgeIndex(cache)
+    server._db.execute("PRAGMA busy_timeout = 500")
+    command = [sys.executable, "-c", "from gateway.cli import main; main()", "index"]
+    writer = subprocess.Popen(
+        [*command, "--manifests", str(root), "--cache", str(cache)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        searched = 0
+        while writer.poll() is None:  # a new file each time: each search writes
+            (mine := tmp_path / f"mine{searched}.md").write_text(f"# Mine\n\nzebra{searched}\n")
+            assert server.search([mine], f"zebra{searched}", 1)[0].location == "Mine"
+            searched += 1
+        assert writer.returncode == 0
+        assert server.search([root / "docs" / "big.md"], "w19999x5", 1)
+    finally:
+        server.close()
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
