@@ -591,9 +591,12 @@ class KnowledgeIndex:
                 if start:
                     time.sleep(PAUSE)
                 with self._lock, write_transaction(self._db):
+                    # gen checked again: another collector may have deleted these rows
+                    # meanwhile, and FTS5 gives a new row the rowid after the largest left.
                     self._db.execute(
-                        "DELETE FROM passages WHERE rowid IN (SELECT value FROM json_each(?))",
-                        (json.dumps(rowids[start : start + _BATCH]),),
+                        "DELETE FROM passages WHERE rowid IN (SELECT value FROM json_each(?)) "
+                        "AND gen = ?",
+                        (json.dumps(rowids[start : start + _BATCH]), gen),
                     )
             with self._lock, write_transaction(self._db):
                 self._db.execute("DELETE FROM gens WHERE gen = ?", (gen,))

@@ -221,3 +221,40 @@ def test_searches_needing_a_write_succeed_while_gateway_index_writes_a_long_file
         if writer.poll() is None:
             writer.kill()
             writer.wait()
+
+
+def test_collecting_passages_twice_at_once_never_deletes_newer_ones(tmp_path: Path) -> None:
+    """Two processes deleting the same dropped passages at once: the slower one's list of
+    rows, read before the other deleted them and new passages took their row ids, does
+    not delete those new passages."""
+    cache = tmp_path / "cache"
+    one = KnowledgeIndex(cache, keep_orphans=0)
+    other = KnowledgeIndex(cache)
+    for n in range(1, 4):
+        (tmp_path / f"rev{n}").mkdir()
+    (old := tmp_path / "rev1" / "old.md").write_text("# Old\n\nancient words.\n")
+    one.index([old])
+    old.unlink()
+    (tmp_path / "rev2" / "empty.md").write_text("")
+    one.index([tmp_path / "rev2" / "empty.md"])  # old.md's content: orphaned
+    (new := tmp_path / "new.md").write_text("# New\n\nfresh words.\n")
+    statements: list[str] = []
+
+    def meanwhile(statement: str) -> None:
+        if not statement.startswith(("--", "PRAGMA busy_timeout")):  # FTS5's own, polling
+            statements.append(statement)
+        elif statement == "PRAGMA busy_timeout = 0" and statements[-1].startswith(
+            "SELECT rowid FROM passages"
+        ):  # `one` holds the rows to delete and is about to take the write lock
+            other._collect()
+            assert other.index([new]).passages == 1
+
+    one._db.set_trace_callback(meanwhile)
+    (tmp_path / "rev3" / "empty.md").write_text("")
+    one.index([tmp_path / "rev3" / "empty.md"])  # drops old.md's content and its passages
+    assert any(s.startswith("SELECT rowid FROM passages") for s in statements)
+    one._db.set_trace_callback(None)
+    hits = other.search([new], "fresh", 1)
+    assert hits and hits[0].location == "New", "the stale deletion took the new passages"
+    one.close()
+    other.close()
