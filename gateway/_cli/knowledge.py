@@ -76,7 +76,7 @@ def index_command(manifests_dir: str | None, cache_dir: str | None) -> None:
             f"indexed {total.files} files ({total.parsed} parsed, {total.reused} reused, "
             f"{total.unchanged} unchanged, {total.missing} missing, {failed} failed, "
             f"{total.too_large} too large), "
-            f"{index.passages(catalog.knowledge_files)} passages in {cache / 'knowledge.sqlite3'}"
+            f"{index.passages(catalog.knowledge_files)} passages in {index.file}"
         )
         # Missing, unreadable or over a cap since validation (a race, or a file only
         # the server's user may read): named, not only counted.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-__all__ = ["enable_wal", "read_regular", "write_transaction"]
+__all__ = ["PAUSE", "enable_wal", "read_regular", "write_transaction"]
 
 log = structlog.get_logger("gateway.knowledge")
 
@@ -48,7 +48,7 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
     process: a deferred transaction that reads first and then writes fails at
     once with 'database is locked' when another connection wrote meanwhile.
     """
-    db.execute("BEGIN IMMEDIATE")
+    _begin_immediate(db)
     try:
         yield
         db.execute("COMMIT")
@@ -59,6 +59,38 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+_POLL = 0.002  # seconds between two tries of a waiting writer
+
+
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, trying again every 2 ms for up to ``busy_timeout``.
+
+    SQLite's own busy handler sleeps up to 100 ms between tries, so it could miss
+    every pause of a long write done in batches (``PAUSE`` between them) and give
+    up; polling this often takes the lock in the first pause.
+    """
+    (timeout_ms,) = db.execute("PRAGMA busy_timeout").fetchone()
+    deadline = time.monotonic() + timeout_ms / 1000
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(_POLL)
+            else:
+                return
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+
+
+PAUSE = 0.01
+"""Seconds a long write waits between its transactions: the others' turn."""
 
 
 def read_regular(path: Path, limit: int | None = None) -> bytes:

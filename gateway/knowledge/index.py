@@ -8,15 +8,26 @@ re-parsed. Searching first brings the named files up to date, so an edited
 knowledge file is searched as it is now, without a reload.
 
 The index lives in memory (``cache_dir=None``) or in
-``cache_dir/knowledge.sqlite3`` (shared by restarts and by ``gateway index``).
+``cache_dir/knowledge.vN.sqlite3``, N its schema version (shared by restarts
+and by ``gateway index``): gateways of other versions sharing the directory (a
+rolling upgrade) keep their own file, and one no process uses is removed
+(``_versions``).
 One connection, guarded by a lock, makes it safe to call from worker threads
 (the sandbox runner calls ``search`` through ``asyncio.to_thread``); parsing
 happens outside the lock, once per content however many calls reach a new
 file together. Several processes may share the cache file (the server and
-``gateway index``): every write is one ``BEGIN IMMEDIATE`` transaction (a
+``gateway index``): every write is a ``BEGIN IMMEDIATE`` transaction (a
 file's path is recorded with its content, never one without the other), and
 files that no longer exist (old git-sync revisions) are pruned, and a day
-later (``keep_orphans``) the content only they held.
+later (``keep_orphans``) the content only they held. Passages are stored by
+*generation* (a new one each time content is parsed), written ``_BATCH`` a
+transaction with a pause between (``_io.PAUSE``): a file of 20,000 passages
+never holds the write lock for more than one batch, so another process's
+search that must write (a file new to it) waits a batch, not the whole file.
+Content points to its generation only once all of it is written (one
+transaction, with the file's path); the generations nothing points to any
+more (content re-parsed or orphaned, a writer that died) are listed in
+``gens`` and deleted in batches too (``_collect``).
 
 Files are read once, through one descriptor, and parsed from those bytes
 (what is hashed is what is indexed). Every read is capped: a file over
@@ -41,7 +52,8 @@ is one swapped for a symlink loop (``gateway._files.resolved`` never raises).
 User queries never reach FTS5 syntax: they are cut into word tokens, each
 quoted, joined with OR, so no query string can raise a syntax error.
 
-Imports: ``gateway._files``, ``gateway.knowledge._failures``, ``_io``, ``_query`` and ``_split``,
+Imports: ``gateway._files``, ``gateway.knowledge._failures``, ``_io``, ``_query``, ``_split``
+and ``_versions``,
 msgspec, structlog and the standard library.
 """
 
@@ -54,6 +66,7 @@ import sqlite3
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -69,10 +82,11 @@ from gateway.knowledge._failures import (
     failure_after,
     failure_of,
 )
-from gateway.knowledge._io import enable_wal, read_regular, write_transaction
+from gateway.knowledge._io import PAUSE, enable_wal, read_regular, write_transaction
 from gateway.knowledge._pdf import ParseLimitError, PdfLimits
 from gateway.knowledge._query import build_query, labels
 from gateway.knowledge._split import split_data
+from gateway.knowledge._versions import SIDECARS, cache_file, hold, remove_unused
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -92,6 +106,8 @@ DEFAULT_MAX_TOTAL_MB = 256
 """Largest total of one call's files, in MiB (``file_search.max_total_size_mb``'s default)."""
 _MB = 1 << 20
 _PARSE_SLOTS = 2  # files parsed at once: each may hold its text (or a PDF child) in memory
+_BATCH = 500  # passages written or deleted per transaction: the write lock is held briefly
+_ABANDONED = 3600.0  # seconds after which passages still being written were left by a crash
 
 DEFAULT_CACHE_DIR = Path("var/knowledge")
 """Where the index lives with the default thread store (``sqlite:///var/gateway.db``)."""
@@ -110,8 +126,10 @@ def cache_dir_for(database_url: str) -> Path | None:
     return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
 
 
-_SCHEMA_VERSION = 3  # 2: contents.orphaned; 3: contents.over, tried, retry_at, attempts
-_SIDECARS = ("-wal", "-shm", "-journal")
+_SCHEMA_VERSION = 4  # 2: contents.orphaned; 3: contents.over, tried, retry_at, attempts;
+# 4: passages by generation (contents.gen, table gens), written in batches
+# Each version has its own file (``_versions``): bump it for any change of the tables,
+# and the file name in README's "Knowledge files (file_search)" with it.
 log = structlog.get_logger("gateway.knowledge")
 
 
@@ -163,10 +181,12 @@ class KnowledgeIndex:
     """A full-text index over knowledge files, refreshed lazily by mtime, size and hash.
 
     Args:
-        cache_dir: directory for ``knowledge.sqlite3``; ``None`` keeps the index in
-            memory, as does a directory that cannot be written (logged, and said in
-            ``cache_error``). A cache file that is not an SQLite database or is
-            malformed is deleted and built afresh: it holds only derived data.
+        cache_dir: directory for ``knowledge.vN.sqlite3`` (N: the schema version);
+            ``None`` keeps the index in memory, as does a directory that cannot be
+            written (logged, and said in ``cache_error``). A cache file that is not
+            an SQLite database or is malformed is deleted and built afresh: it holds
+            only derived data. Other versions' files there that no process uses
+            are removed, when opened and at each prune.
         keep_orphans: seconds content no existing file uses any more is kept before
             it is dropped (a day: an index built at another path is still reused).
         pdf_limits: what parsing one PDF may cost (time, memory, pages, text) when a
@@ -191,6 +211,10 @@ class KnowledgeIndex:
         self._lock = threading.Lock()
         self.cache_error: str | None = None
         """Why ``cache_dir`` is not used (the index is in memory), or None."""
+        self.file: Path | None = None
+        """The cache file the index is in (None: in memory)."""
+        self._cache_dir: Path | None = None
+        self._held: int | None = None  # the lock saying this process uses its version
         self._db = self._open(cache_dir)
         # path -> (mtime_ns, size, sha) as indexed; saves a query per file per search.
         self._seen: dict[str, tuple[int, int, str]] = {}
@@ -205,27 +229,52 @@ class KnowledgeIndex:
 
     def _open(self, cache_dir: Path | None) -> sqlite3.Connection:
         if cache_dir is not None:
-            file = cache_dir / "knowledge.sqlite3"
             try:
-                return self._connect(file)
-            except sqlite3.DatabaseError as exc:
-                if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-                    self._unusable(cache_dir, exc)
-                else:
-                    # Only derived data is lost: start the cache afresh rather than
-                    # index in memory at every start until someone deletes the file.
-                    log.warning("knowledge_cache_rebuilt", dir=str(cache_dir), error=str(exc))
-                    try:
-                        for stale in (file, *(file.with_name(file.name + e) for e in _SIDECARS)):
-                            stale.unlink(missing_ok=True)
-                        return self._connect(file)
-                    except (OSError, sqlite3.Error) as again:
-                        self._unusable(cache_dir, again)
+                db = self._open_file(cache_dir)
             except OSError as exc:  # a read-only image: still serve, from memory
                 self._unusable(cache_dir, exc)
+            else:
+                if db is not None:
+                    self.file, self._cache_dir = cache_file(cache_dir, _SCHEMA_VERSION), cache_dir
+                    self._remove_unused()
+                    return db
+            if self._held is not None:
+                os.close(self._held)
+                self._held = None
         db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         self._setup(db)
         return db
+
+    def _open_file(self, cache_dir: Path) -> sqlite3.Connection | None:
+        """This version's cache file in ``cache_dir``, held (None: unusable, said)."""
+        self._held = hold(cache_dir, _SCHEMA_VERSION)
+        file = cache_file(cache_dir, _SCHEMA_VERSION)
+        try:
+            return self._connect(file)
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                self._unusable(cache_dir, exc)
+            else:
+                # Only derived data is lost: start the cache afresh rather than
+                # index in memory at every start until someone deletes the file.
+                log.warning("knowledge_cache_rebuilt", dir=str(cache_dir), error=str(exc))
+                try:
+                    for stale in (file, *(file.with_name(file.name + e) for e in SIDECARS)):
+                        stale.unlink(missing_ok=True)
+                    return self._connect(file)
+                except (OSError, sqlite3.Error) as again:
+                    self._unusable(cache_dir, again)
+        return None
+
+    def _remove_unused(self) -> None:
+        """Remove the cache files of other schema versions no process uses (logged)."""
+        if self._cache_dir is not None:
+            for version in remove_unused(self._cache_dir, _SCHEMA_VERSION):
+                log.info(
+                    "knowledge_cache_removed",
+                    file=str(cache_file(self._cache_dir, version)),
+                    version=version,
+                )
 
     def _unusable(self, cache_dir: Path, exc: BaseException) -> None:
         log.warning("knowledge_cache_unusable", dir=str(cache_dir), error=str(exc))
@@ -244,7 +293,8 @@ class KnowledgeIndex:
 
     @staticmethod
     def _setup(db: sqlite3.Connection) -> None:
-        """Create (or, for another schema version, recreate) the tables.
+        """Create the tables in a new cache (or recreate them, for another schema version:
+        only this version uses its file, ``_versions``, so that is one copied by hand).
 
         In one write transaction: a process opening the same new cache waits for
         it, then sees the current version, and never drops tables another
@@ -254,27 +304,34 @@ class KnowledgeIndex:
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version == _SCHEMA_VERSION:
                 return
-            for table in ("files", "contents", "passages"):
+            for table in ("files", "contents", "passages", "gens"):
                 db.execute(f"DROP TABLE IF EXISTS {table}")
             db.execute(
                 "CREATE TABLE files (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, "
                 "size INTEGER NOT NULL, sha TEXT NOT NULL)"
             )
             db.execute(
-                "CREATE TABLE contents (sha TEXT PRIMARY KEY, passages INTEGER NOT NULL, "
+                "CREATE TABLE contents (sha TEXT PRIMARY KEY, gen TEXT, passages INTEGER NOT NULL, "
                 "error TEXT, orphaned REAL, over TEXT, tried TEXT, retry_at REAL, "
                 "attempts INTEGER NOT NULL DEFAULT 0)"
             )
+            db.execute("CREATE INDEX contents_gen ON contents (gen)")
+            # Generations of passages no content points to: being written (since the
+            # write began) or to delete (since 0).
+            db.execute("CREATE TABLE gens (gen TEXT PRIMARY KEY, since REAL NOT NULL)")
             db.execute(
-                "CREATE VIRTUAL TABLE passages USING fts5(sha UNINDEXED, location UNINDEXED, "
+                "CREATE VIRTUAL TABLE passages USING fts5(gen UNINDEXED, location UNINDEXED, "
                 "heading, text, tokenize = 'porter unicode61 remove_diacritics 2')"
             )
             db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection (and say this process no longer uses its file)."""
         with self._lock:
             self._db.close()
+            if self._held is not None:
+                os.close(self._held)
+                self._held = None
 
     # -- indexing -----------------------------------------------------------
 
@@ -361,11 +418,13 @@ class KnowledgeIndex:
             parsing = self._parsing.setdefault(sha, threading.Lock())
         with parsing:
             while True:
+                gen = self._write_passages(parsed) if parsed is not None else None
                 with self._lock:
-                    if self._record(key, st, sha, parsed, replaced, limits):
+                    if self._record(key, st, sha, parsed, gen, replaced, limits):
                         break
                 # New content, or a failure due again: parse outside the lock.
                 parsed = self._parse(path, data, stats, limits)
+        self._collect()
         with self._parsing_guard:
             if not parsing.locked():  # a waiter keeps its own reference
                 self._parsing.pop(sha, None)
@@ -437,7 +496,8 @@ class KnowledgeIndex:
         ``keep_orphans`` seconds (an index built at another path, in a container
         build, is reused file by file as each is first searched) and dropped by
         a later prune. Runs when files come from a folder not seen before (so
-        about once per revision), stat-ing outside the lock.
+        about once per revision), stat-ing outside the lock; then removes the
+        cache files of other schema versions no process uses any more.
         """
         with self._lock:
             paths = [path for (path,) in self._db.execute("SELECT path FROM files")]
@@ -452,8 +512,10 @@ class KnowledgeIndex:
                 (now,),
             )
             self._drop_orphans(before=now - self._keep_orphans)
+        self._collect()
         for path in gone:
             self._seen.pop(path, None)
+        self._remove_unused()  # a rolling upgrade over since this process opened the cache
 
     def _parse(self, path: Path, data: bytes, stats: IndexStats, limits: PdfLimits) -> Parsed:
         """The passages of ``data`` and the parse error (logged and counted), if any.
@@ -485,18 +547,74 @@ class KnowledgeIndex:
         else:
             self._failures[sha] = failure
 
+    def _write_passages(self, parsed: Parsed) -> str | None:
+        """Store ``parsed``'s passages under a new generation, ``_BATCH`` a transaction.
+
+        Returns the generation (None: no passages), which nothing searches until
+        ``_record`` points content at it: a long file never holds the write lock (or
+        this index's lock) for long, so searches of other processes and threads go
+        on meanwhile. Listed in ``gens`` while written: a process that dies
+        midway leaves passages ``_collect`` removes later.
+        """
+        if not parsed.chunks:
+            return None
+        gen = uuid.uuid4().hex
+        for start in range(0, len(parsed.chunks), _BATCH):
+            batch = parsed.chunks[start : start + _BATCH]
+            if start:
+                time.sleep(PAUSE)  # the others' turn (searches, gateway index)
+            with self._lock, write_transaction(self._db):
+                if start == 0:
+                    self._db.execute(
+                        "INSERT INTO gens (gen, since) VALUES (?, ?)", (gen, time.time())
+                    )
+                self._db.executemany(
+                    "INSERT INTO passages (gen, location, heading, text) VALUES (?, ?, ?, ?)",
+                    [(gen, c.location, c.heading, c.text) for c in batch],
+                )
+        return gen
+
+    def _collect(self) -> None:
+        """Delete the passages no content points to (``gens``: replaced, orphaned, or
+        left by a writer that died), ``_BATCH`` a transaction."""
+        with self._lock:
+            due = self._db.execute(
+                "SELECT gen FROM gens WHERE since < ?", (time.time() - _ABANDONED,)
+            ).fetchall()
+        for (gen,) in due:
+            with self._lock:
+                rowids = [
+                    r
+                    for (r,) in self._db.execute("SELECT rowid FROM passages WHERE gen = ?", (gen,))
+                ]
+            for start in range(0, len(rowids), _BATCH):
+                if start:
+                    time.sleep(PAUSE)
+                with self._lock, write_transaction(self._db):
+                    # gen checked again: another collector may have deleted these rows
+                    # meanwhile, and FTS5 gives a new row the rowid after the largest left.
+                    self._db.execute(
+                        "DELETE FROM passages WHERE rowid IN (SELECT value FROM json_each(?)) "
+                        "AND gen = ?",
+                        (json.dumps(rowids[start : start + _BATCH]), gen),
+                    )
+            with self._lock, write_transaction(self._db):
+                self._db.execute("DELETE FROM gens WHERE gen = ?", (gen,))
+
     def _record(
         self,
         key: str,
         st: os.stat_result,
         sha: str,
         parsed: Parsed | None,
+        gen: str | None,
         replaced: str | None,
         limits: PdfLimits,
     ) -> bool:
         """Point ``key`` at content ``sha`` in one transaction (caller holds the lock).
 
-        ``parsed`` is stored as that content first; without it the content must
+        ``parsed`` is stored as that content first (its passages already written as
+        generation ``gen``; the content's earlier ones are collected); without it the content must
         already be there, else nothing is written and this returns False (the
         caller parses). One transaction, so another thread or process dropping
         orphans never sees the content without its file, and the file is never
@@ -508,22 +626,20 @@ class KnowledgeIndex:
         now = time.time()
         with write_transaction(self._db):
             row = self._db.execute(
-                "SELECT c.error, c.over, c.tried, c.retry_at, c.attempts FROM contents c "
+                "SELECT c.error, c.over, c.tried, c.retry_at, c.attempts, c.gen FROM contents c "
                 "WHERE c.sha = ?",
                 (sha,),
             ).fetchone()
-            before = failure_of(row) if row is not None else None
+            before = failure_of(row[:5]) if row is not None else None
             if parsed is not None:
                 failure = failure_after(parsed, before, now, self._retry_after)
-                self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
-                self._db.executemany(
-                    "INSERT INTO passages (sha, location, heading, text) VALUES (?, ?, ?, ?)",
-                    [(sha, c.location, c.heading, c.text) for c in parsed.chunks],
-                )
+                self._retire(row[5] if row is not None else None)
+                if gen is not None:
+                    self._db.execute("DELETE FROM gens WHERE gen = ?", (gen,))
                 self._db.execute(
-                    "INSERT OR REPLACE INTO contents (sha, passages, error, over, tried, "
-                    "retry_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (sha, len(parsed.chunks), parsed.error, *columns(failure)),
+                    "INSERT OR REPLACE INTO contents (sha, gen, passages, error, over, tried, "
+                    "retry_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sha, gen, len(parsed.chunks), parsed.error, *columns(failure)),
                 )
             elif row is None or (before is not None and before.due(limits, now)):
                 return False
@@ -546,13 +662,19 @@ class KnowledgeIndex:
         time; with ``only``, only that content (a file's previous one, after an edit).
         """
         orphans = self._db.execute(
-            "SELECT sha FROM contents WHERE sha NOT IN (SELECT sha FROM files) "
+            "SELECT sha, gen FROM contents WHERE sha NOT IN (SELECT sha FROM files) "
             "AND (?1 IS NULL OR orphaned < ?1) AND (?2 IS NULL OR sha = ?2)",
             (before, only),
         ).fetchall()
-        for (sha,) in orphans:
-            self._db.execute("DELETE FROM passages WHERE sha = ?", (sha,))
+        for sha, gen in orphans:
+            self._retire(gen)
             self._db.execute("DELETE FROM contents WHERE sha = ?", (sha,))
+
+    def _retire(self, gen: str | None) -> None:
+        """Mark generation ``gen``'s passages for ``_collect`` (caller's transaction):
+        deleting them here would hold the write lock as long as writing them did."""
+        if gen is not None:
+            self._db.execute("INSERT OR REPLACE INTO gens (gen, since) VALUES (?, 0)", (gen,))
 
     def passages(self, files: Iterable[Path]) -> int:
         """How many passages the current content of ``files`` has in the index (no refresh)."""
@@ -634,9 +756,12 @@ class KnowledgeIndex:
                 names[sha] = named[file]
         if not names:
             return []
+        # One statement, one snapshot: content re-pointed to a new generation meanwhile
+        # is seen either before or after.
         sql = (
-            "SELECT sha, location, text, bm25(passages, 0.0, 0.0, 2.0, 1.0) AS score "
-            "FROM passages WHERE passages MATCH ? AND sha IN (SELECT value FROM json_each(?)) "
+            "SELECT (SELECT sha FROM contents WHERE gen = passages.gen), location, text, "
+            "bm25(passages, 0.0, 0.0, 2.0, 1.0) AS score FROM passages WHERE passages MATCH ? "
+            "AND gen IN (SELECT gen FROM contents WHERE sha IN (SELECT value FROM json_each(?))) "
             "ORDER BY score LIMIT ?"
         )
         with self._lock:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from gateway.knowledge import index as index_module
+from tests._serve import serve, wait_ready
 from tests.unit.knowledge.test_knowledge_index import FAQ, make_pdf
 from tests.unit.knowledge.test_knowledge_limits import pdf_bomb
 
@@ -36,10 +42,12 @@ def _site(root: Path) -> Path:
 
 
 def _search(
-    server: GatewayServer, about: str, assistant: str = "librarian"
+    server: GatewayServer | str, about: str, assistant: str = "librarian"
 ) -> list[dict[str, Any]]:
+    """The passages file_search found on ``server`` (or at this base URL)."""
+    url = server if isinstance(server, str) else server.url
     response = httpx.post(
-        server.url + "/chat",
+        url + "/chat",
         json={"assistant": assistant, "message": f"search the knowledge files about {about}"},
         timeout=60,
     )
@@ -173,3 +181,63 @@ def test_a_knowledge_file_grown_past_its_cap_is_rejected_and_not_read(
     ), error
     assert _search(server, "zebra") == []
     assert _search(server, "refunds")[0]["source"] == "faq.md"
+
+
+# `gateway index` of another gateway version: this one's with its schema version patched.
+OTHER_VERSION_INDEX = """
+import sys
+
+import gateway.knowledge.index as index_module
+
+index_module._SCHEMA_VERSION = int(sys.argv.pop(1))
+from gateway.cli import main
+
+main()
+"""
+
+
+def test_a_rolling_upgrade_keeps_the_running_servers_cache_and_removes_it_once_it_stops(
+    tmp_path: Path,
+) -> None:
+    """`gateway index` of a newer cache version run on the volume of a running server (a
+    rolling upgrade: the next revision indexed ahead) leaves the server's index alone: its
+    file_search keeps finding the passages (before, the newer version rebuilt the shared
+    cache and the running server found nothing until it restarted); once the server is
+    stopped, the next run of the newer version removes the old version's files."""
+    manifests = _site(tmp_path / "site")
+    cache = tmp_path / "var" / "knowledge"
+    proc, url = serve(manifests, f"sqlite:///{tmp_path}/var/gateway.db", tmp_path)
+    (script := tmp_path / "other_index.py").write_text(OTHER_VERSION_INDEX)
+    newer = index_module._SCHEMA_VERSION + 1
+    # The next revision, checked out beside the live one, indexed ahead by the new version.
+    upcoming = _site(tmp_path / "next")
+    (upcoming / "docs" / "faq.md").write_text(FAQ.replace("Lyon", "Grenoble"))
+    make_pdf(upcoming / "docs" / "manual.pdf", ["Tyre pressure: inflate to 5 bar"])
+    command = [sys.executable, str(script), str(newer), "index", "--manifests", str(upcoming)]
+
+    def index_as_newer() -> str:
+        done = subprocess.run(
+            [*command, "--cache", str(cache)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    try:
+        wait_ready(proc, url)
+        assert _search(url, "refunds")[0]["source"] == "faq.md"
+        printed = index_as_newer()
+        hits = _search(url, "refunds")
+        assert hits and hits[0]["source"] == "faq.md", "the newer version dropped its index"
+        assert f"knowledge.v{newer}.sqlite3" in printed
+        assert _search(url, "tyre pressure")[0]["source"] == "manual.pdf"
+        ours = f"knowledge.v{index_module._SCHEMA_VERSION}.sqlite3"
+        assert (cache / ours).exists()
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0
+        index_as_newer()
+        assert sorted(p.name for p in cache.iterdir() if p.name.startswith(ours[:-8])) == []
+        assert (cache / f"knowledge.v{newer}.sqlite3").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

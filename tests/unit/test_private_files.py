@@ -46,9 +46,10 @@ async def test_sqlite_store_files_are_private(tmp_path: Path) -> None:
 
 
 def test_knowledge_cache_is_private(tmp_path: Path) -> None:
-    """The knowledge index's cache database is 0600."""
+    """The knowledge index's cache database and its lock file are 0600."""
     index = KnowledgeIndex(cache_dir=tmp_path / "cache")
     try:
-        assert mode(tmp_path / "cache" / "knowledge.sqlite3") == 0o600
+        assert index.file is not None and mode(index.file) == 0o600
+        assert mode(index.file.with_suffix(".lock")) == 0o600
     finally:
         index.close()

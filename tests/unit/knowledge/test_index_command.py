@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from gateway.cli import main
 from gateway.knowledge import KnowledgeIndex
+from gateway.knowledge._versions import cache_file
+from gateway.knowledge.index import _SCHEMA_VERSION
 
 
 def _manifests(root: Path) -> None:
@@ -65,12 +67,12 @@ def test_a_corrupt_cache_file_is_rebuilt(tmp_path: Path) -> None:
     _manifests(root)
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "knowledge.sqlite3").write_bytes(b"garbage " * 1000)
+    cache_file(cache, _SCHEMA_VERSION).write_bytes(b"garbage " * 1000)
     result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
     assert result.exit_code == 0, result.output
     again = KnowledgeIndex(cache).index([root / "docs" / "faq.md", root / "docs" / "notes.txt"])
     assert again.unchanged == 2
-    assert (cache / "knowledge.sqlite3").stat().st_mode & 0o777 == 0o600
+    assert cache_file(cache, _SCHEMA_VERSION).stat().st_mode & 0o777 == 0o600
 
 
 def test_index_command_logs_as_the_settings_say(
@@ -82,7 +84,7 @@ def test_index_command_logs_as_the_settings_say(
     _manifests(root)
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "knowledge.sqlite3").write_bytes(b"garbage " * 1000)
+    cache_file(cache, _SCHEMA_VERSION).write_bytes(b"garbage " * 1000)
     result = CliRunner().invoke(main, ["index", "--manifests", str(root), "--cache", str(cache)])
     assert result.exit_code == 0, result.output
     logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]

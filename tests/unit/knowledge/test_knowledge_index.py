@@ -505,6 +505,9 @@ def test_git_sync_revisions_do_not_grow_the_cache_forever(tmp_path: Path) -> Non
         for table in ("files", "contents")
     )
     assert files <= 4 and contents <= 3, (files, contents)
+    # The passages of the content dropped go too (written and deleted in batches).
+    (passages,) = index._db.execute("SELECT count(*) FROM passages").fetchone()
+    assert passages == index._db.execute("SELECT sum(passages) FROM contents").fetchone()[0]
     assert index.search([tmp_path / "rev5" / "same.md"], "unchanged", 1)
 
 
