@@ -1591,7 +1591,13 @@ async def test_a_zygote_late_to_report_a_clean_exit_is_not_a_lingering_child(
     life removing a large call directory) and reported the exit after the 1 s grace, was
     logged as kept_running_after_result, a false alarm: the warning now needs the kill
     to have found it running (exit by SIGKILL)."""
-    await runner.run(catalog, "ok", {})  # the zygotes are up with their spares lent
+    await runner.run(catalog, "ok", {})  # the zygotes are up
+    # Stopped, a zygote forks nothing: wait until each has lent both its spares (a calm
+    # call's replacement comes after it ended), or the next call finds none (failed once).
+    deadline = time.monotonic() + 10
+    while any(len(z.spares) < 2 for z in supervisor._zygotes.values()):
+        assert time.monotonic() < deadline, "the zygotes did not lend their spares"
+        await asyncio.sleep(0.01)
     zygotes = supervisor.zygote_pids()
     for pid in zygotes:
         os.kill(pid, signal.SIGSTOP)
