@@ -27,17 +27,7 @@ def enable_wal(db: sqlite3.Connection, wait: float = 5.0) -> None:
     handler: processes opening one new cache at once get 'database is locked'
     straight away.
     """
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError as exc:
-            busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-            if not busy or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-        else:
-            return
+    _while_busy(db, "PRAGMA journal_mode = WAL", time.monotonic() + wait, 0.01)
 
 
 @contextlib.contextmanager
@@ -75,18 +65,24 @@ def _begin_immediate(db: sqlite3.Connection) -> None:
     deadline = time.monotonic() + timeout_ms / 1000
     db.execute("PRAGMA busy_timeout = 0")
     try:
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-                if not busy or time.monotonic() >= deadline:
-                    raise
-                time.sleep(_POLL)
-            else:
-                return
+        _while_busy(db, "BEGIN IMMEDIATE", deadline, _POLL)
     finally:
         db.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+
+
+def _while_busy(db: sqlite3.Connection, statement: str, deadline: float, pause: float) -> None:
+    """Run ``statement``, again every ``pause`` seconds while the file is busy (locked by
+    another connection), until ``deadline`` (monotonic); other errors raise at once."""
+    while True:
+        try:
+            db.execute(statement)
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+        else:
+            return
 
 
 PAUSE = 0.01

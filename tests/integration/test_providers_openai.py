@@ -787,6 +787,17 @@ class Endless(Loopback):
             writer.close()
 
 
+async def _fails(provider: OpenAIProvider, endless: Endless) -> ProviderError:
+    """The error ``provider``'s call fails with; both are closed after."""
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await asyncio.wait_for(_collect(provider), 60)
+    finally:
+        await provider.aclose()
+        await endless.close()
+    return failed.value
+
+
 async def _endless(head: bytes, chunk: bytes) -> Endless:
     endless = Endless(head, chunk)
     await endless.start()
@@ -807,14 +818,8 @@ async def test_an_event_that_never_ends_is_refused_not_buffered(api: str) -> Non
     config = ProviderConfig(
         name="raw", base_url=endless.base_url, api_key="k", max_retries=2, max_answer_chars=5_000
     )
-    provider = API_KINDS[api](config)
-    try:
-        with pytest.raises(ProviderError) as failed:
-            await asyncio.wait_for(_collect(provider), 60)
-    finally:
-        await provider.aclose()
-        await endless.close()
-    assert failed.value.message == (
+    failed = await _fails(API_KINDS[api](config), endless)
+    assert failed.message == (
         "model provider 'raw': the server streamed an event of more than 95,536 bytes"
     )
     assert endless.requests == 1
@@ -833,15 +838,9 @@ async def test_an_endless_error_body_is_read_only_in_part() -> None:
         b"!" * 65_536,
     )
     config = ProviderConfig(name="raw", base_url=endless.base_url, api_key="k", max_retries=0)
-    provider = API_KINDS["chat"](config)
-    try:
-        with pytest.raises(ProviderError) as failed:
-            await asyncio.wait_for(_collect(provider), 60)
-    finally:
-        await provider.aclose()
-        await endless.close()
-    assert failed.value.status == 400
-    assert failed.value.message.startswith(
+    failed = await _fails(API_KINDS["chat"](config), endless)
+    assert failed.status == 400
+    assert failed.message.startswith(
         "model provider 'raw' answered HTTP 400: <html>proxy says no!!!"
     )
     assert endless.written < 24 << 20
