@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,18 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _follow_sse(url: str, events: list[str], at: str, then: Callable[[], object]) -> None:
+    """Stream a chat with the ``holder`` assistant (its action runs until the test releases
+    it), appending each event's name to ``events``; call ``then`` at the event ``at``."""
+    body = {"assistant": "holder", "message": "hold until released", "stream": True}
+    with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+                if events[-1] == at:
+                    then()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
     api_manifests: Path, tmp_path: Path, stop: signal.Signals
@@ -94,15 +107,6 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
     closed: list[Any] = []
     started = threading.Barrier(3, timeout=60)
 
-    def follow_sse() -> None:
-        body = {"assistant": "holder", "message": "hold until released", "stream": True}
-        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("event: "):
-                    sse.append(line.removeprefix("event: "))
-                    if sse[-1] == "thread.run.created":
-                        started.wait()
-
     def follow_ws() -> None:
         with ws_connect(f"{url.replace('http', 'ws', 1)}/ws/chat") as socket:
             socket.send(json.dumps({"assistant": "helper", "message": "wait 120 seconds (slow)"}))
@@ -118,7 +122,12 @@ def test_a_signal_drains_runs_and_ends_every_stream_cleanly(
         wait_ready(proc, url)
         zygotes = _children(proc.pid)
         assert zygotes
-        threads = [threading.Thread(target=follow_sse), threading.Thread(target=follow_ws)]
+        threads = [
+            threading.Thread(
+                target=_follow_sse, args=(url, sse, "thread.run.created", started.wait)
+            ),
+            threading.Thread(target=follow_ws),
+        ]
         for thread in threads:
             thread.start()
         started.wait()
@@ -205,19 +214,12 @@ def test_a_second_gateway_stops_before_touching_the_running_ones_runs(
     sse: list[str] = []
     started = threading.Event()
 
-    def follow_sse() -> None:
-        body = {"assistant": "holder", "message": "hold until released", "stream": True}
-        with httpx.stream("POST", f"{url}/chat", json=body, timeout=60) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("event: "):
-                    sse.append(line.removeprefix("event: "))
-                    if sse[-1] == "thread.run.step.created":
-                        started.set()
-
     second: subprocess.Popen[bytes] | None = None
     try:
         wait_ready(proc, url)
-        follower = threading.Thread(target=follow_sse)
+        follower = threading.Thread(
+            target=_follow_sse, args=(url, sse, "thread.run.step.created", started.set)
+        )
         follower.start()
         assert started.wait(60)
         on = port if same_port else None
