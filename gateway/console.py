@@ -35,8 +35,12 @@ __all__ = ["ChatConsole", "ProtocolError"]
 
 _STATUS_STYLE = {"succeeded": "green", "failed": "red", "timed_out": "yellow"}
 _RESUME_ATTEMPTS = 3  # a cut stream is resumed this many times, 0.25 s, 0.5 s, 0.75 s apart
-# C0 controls but newline and tab, DEL, and the C1 controls (0x9b is a one-byte CSI).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls but newline and tab, DEL, the C1 controls (0x9b is a one-byte CSI), and more.
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+"""What a terminal obeys (C0 and C1 controls, DEL) or that reorders or breaks what it shows
+(bidirectional marks, embeddings, overrides and isolates; line and paragraph separators)."""
 
 
 class ProtocolError(RuntimeError):
@@ -44,11 +48,18 @@ class ProtocolError(RuntimeError):
 
 
 def _visible(value: object) -> str:
-    """``value`` as text that cannot drive a terminal: control characters shown as ``\\xNN``
-    (newline and tab kept). Print it in a ``Text``, so rich markup in it stays text too.
+    """``value`` as text that cannot drive a terminal: control characters shown as ``\\xNN``,
+    bidirectional and line-separator characters as ``\\uNNNN`` (a U+202E in an answer
+    showed the rest of the line reversed); newline and tab kept. Print it in a ``Text``,
+    so rich markup in it stays text too.
     """
     text = str(value).replace("\r\n", "\n")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _event_data(event: str, data: str | bytes) -> dict[str, Any]:

@@ -279,6 +279,7 @@ def test_chat_shows_hostile_text_inert() -> None:
     chat = _sse(
         ("thread.run.created", {"run_id": "r", "thread_id": "t"}),
         ("thread.message.delta", {"delta": "x\x1b]52;c;cHduZWQ=\x1b\\y\r\x1b[2Kz"}),
+        ("thread.message.delta", {"delta": " pay \u202e\u2066gnp.exe\u2069 now"}),
         (
             "thread.run.step.completed",
             {
@@ -297,6 +298,9 @@ def test_chat_shows_hostile_text_inert() -> None:
     assert result.exit_code == 0, result.output
     out = result.output
     assert "\x1b" not in out and "\x9b" not in out and "\r" not in out
+    # A right-to-left override showed the rest of the line reversed (a file name spoofed).
+    assert "\u202e" not in out and "\u2066" not in out
+    assert " pay \\u202e\\u2066gnp.exe\\u2069 now" in out
     assert "thread t[/bold]1" in out
     assert "hi \\x1b]0;retitled\\x07 \\x9b2J :smile:" in out
     assert "x\\x1b]52;c;cHduZWQ=\\x1b\\y\\x0d\\x1b[2Kz" in out
