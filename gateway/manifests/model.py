@@ -25,6 +25,7 @@ __all__ = [
     "ACTION_KINDS",
     "NAME_PATTERN",
     "NAME_RULE",
+    "NEWLINE_GUARD",
     "Action",
     "ActionConfig",
     "Assistant",
@@ -46,6 +47,9 @@ NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}(?!\n)$"
 """What every name matches: manifest names, and assistant names in API requests."""
 NAME_RULE = "1 to 64 letters, digits, '_' or '-'"
 """``NAME_PATTERN`` in words, for error messages (its ``(?!\\n)`` would only puzzle)."""
+NEWLINE_GUARD = "(?!\\n)"
+"""What ends every pattern before its ``$``: Python's ``$`` also matches before a final
+newline. Left out where a pattern is shown to a person."""
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="Unique per kind")]
 
 

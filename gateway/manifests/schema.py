@@ -20,7 +20,14 @@ from typing import Any
 
 import msgspec
 
-from gateway.manifests.model import ACTION_KINDS, KINDS, Action
+from gateway.manifests.model import (
+    ACTION_KINDS,
+    KINDS,
+    NAME_PATTERN,
+    NAME_RULE,
+    NEWLINE_GUARD,
+    Action,
+)
 
 __all__ = ["manifest_schema", "manifest_schema_json"]
 
@@ -53,6 +60,7 @@ def manifest_schema() -> dict[str, Any]:
     for definition in defs.values():
         if isinstance(definition.get("description"), str):
             definition["description"] = _clean(definition["description"])
+    _say_patterns(defs)
     names = sorted(KINDS)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -78,6 +86,25 @@ def manifest_schema() -> dict[str, Any]:
 def manifest_schema_json() -> str:
     """``manifest_schema()`` as the exact text committed in ``schemas/manifest.schema.json``."""
     return json.dumps(manifest_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _say_patterns(node: object) -> None:
+    """Give every ``pattern`` a ``patternErrorMessage`` (VS Code's YAML extension shows it
+    instead of the regex): a name's rule in words, else the pattern without its
+    ``(?!\\n)`` guard, which is there only for Python's ``$`` (see ``model.NAME_PATTERN``)."""
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            node["patternErrorMessage"] = (
+                f"Use {NAME_RULE}."
+                if pattern == NAME_PATTERN
+                else f"Must match {pattern.replace(NEWLINE_GUARD, '')}"
+            )
+        for value in node.values():
+            _say_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _say_patterns(value)
 
 
 def _clean(doc: str) -> str:

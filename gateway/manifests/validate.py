@@ -53,6 +53,7 @@ from gateway.manifests.model import (
     ACTION_KINDS,
     NAME_PATTERN,
     NAME_RULE,
+    NEWLINE_GUARD,
     Action,
     Assistant,
     CheckContext,
@@ -213,10 +214,7 @@ def _pattern_message(value: object, pattern: str) -> str:
     ``(?!\\n)`` (there only for Python's ``$``, see ``model.NAME_PATTERN``) shown."""
     if pattern == NAME_PATTERN:
         return f"{value!r} is not a valid name: use {NAME_RULE}"
-    return f"{value!r} does not match `{pattern.replace(_NO_FINAL_NEWLINE, '')}`"
-
-
-_NO_FINAL_NEWLINE = "(?!\\n)"
+    return f"{value!r} does not match `{pattern.replace(NEWLINE_GUARD, '')}`"
 
 
 def _hint(word: str, choices: Iterable[str], label: str = "allowed") -> str:

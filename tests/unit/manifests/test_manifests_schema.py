@@ -104,3 +104,27 @@ def test_every_demo_document_validates_against_the_committed_schema() -> None:
         for document in yaml.safe_load_all(file.read_text(encoding="utf-8")):
             errors = [e.message for e in validator.iter_errors(document)]
             assert errors == [], f"{file}: {errors}"
+
+
+def _patterned(node: object) -> list[dict[str, object]]:
+    if isinstance(node, dict):
+        found = [node] if "pattern" in node else []
+        return found + [n for value in node.values() for n in _patterned(value)]
+    if isinstance(node, list):
+        return [n for value in node for n in _patterned(value)]
+    return []
+
+
+def test_every_pattern_says_its_rule_in_words_to_editors() -> None:
+    """An editor showed a bad name as "does not match '^[A-Za-z0-9_-]{1,64}(?!\\n)$'"
+    (the newline guard is there for Python's ``$`` only); every pattern carries a
+    ``patternErrorMessage`` (VS Code's YAML extension shows it), a name's in words."""
+    schema = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    patterned = _patterned(schema)
+    assert len(patterned) >= 6
+    for node in patterned:
+        message = node.get("patternErrorMessage")
+        assert isinstance(message, str) and "(?!" not in message, node
+    assert schema["$defs"]["Assistant"]["properties"]["name"]["patternErrorMessage"] == (
+        "Use 1 to 64 letters, digits, '_' or '-'."
+    )
