@@ -630,6 +630,17 @@ def hello() -> str:
 '''
 
 
+def write_slow_action(
+    site: Path, manifests: Path, module: str, code: str = SLOW_PY, package: str = "reloadactions"
+) -> None:
+    """Action ``hello`` (``slow.yaml``) running ``package.module``, whose source is ``code``."""
+    (site / package / f"{module}.py").write_text(code)
+    (manifests / "slow.yaml").write_text(
+        "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
+        f"python:\n  function: {package}.{module}:hello\n"
+    )
+
+
 def test_a_push_during_startup_goes_live(tmp_path: Path, gateway_server: ServerFactory) -> None:
     """A manifest written while the first load runs (a git-sync flip at pod start) goes live.
 
@@ -639,11 +650,7 @@ def test_a_push_during_startup_goes_live(tmp_path: Path, gateway_server: ServerF
     """
     site = tmp_path / "site"
     manifests = write_site(site)
-    (site / "reloadactions" / "slow.py").write_text(SLOW_PY)
-    (manifests / "slow.yaml").write_text(
-        "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
-        "python:\n  function: reloadactions.slow:hello\n"
-    )
+    write_slow_action(site, manifests, "slow")
     marker = tmp_path / "importing"
     hold = tmp_path / "hold"
     hold.touch()  # the first load's import, and only it, waits 1.5 s
@@ -675,11 +682,7 @@ def test_a_push_landing_during_a_load_is_not_reported_as_rejected(
     site = tmp_path / "site"
     manifests = write_site(site)
     # Imported after reloadactions.tools (references are imported in sorted order).
-    (site / "reloadactions" / "zz_slow.py").write_text(SLOW_PY)
-    (manifests / "slow.yaml").write_text(
-        "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
-        "python:\n  function: reloadactions.zz_slow:hello\n"
-    )
+    write_slow_action(site, manifests, "zz_slow")
     server = gateway_server(manifests, env=WATCH)
     marker = tmp_path / "importing"
     marker.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tests.integration.test_reload import WATCH, chat, status, wait_for
+from tests.integration.test_reload import WATCH, chat, status, wait_for, write_slow_action
 from tests.integration.test_sandbox import _our_zygotes
 
 if TYPE_CHECKING:
@@ -184,11 +184,7 @@ def test_a_push_landing_after_the_load_imported_the_code_does_not_run(
     site = tmp_path / "site"
     manifests = write_site(site)
     # Imported after snapactions.tools (references are imported in sorted order).
-    (site / "snapactions" / "zz_slow.py").write_text(SLOW_PY)
-    (manifests / "slow.yaml").write_text(
-        "kind: action\nname: hello\ndescription: Say hello.\ntimeout: 30\n"
-        "python:\n  function: snapactions.zz_slow:hello\n"
-    )
+    write_slow_action(site, manifests, "zz_slow", SLOW_PY, "snapactions")
     go = tmp_path / "go"
     go.write_text("")
     server = gateway_server(manifests, env=WATCH)
