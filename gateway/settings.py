@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sandbox_concurrency: int = 8
     inline_concurrency: int = 16  # gateway.executors.inline.DEFAULT_CONCURRENCY
     sandbox_user: Literal["auto", "own", "root"] = "auto"
+    sandbox_tmp_mb: int = 256  # each zygote's tmpfs for its calls' directories
     reload_debounce_ms: int = 50
     run_lease: float = 30.0  # seconds; gateway.store.base.DEFAULT_LEASE_SECONDS
     # On SIGTERM/SIGINT, how long runs in progress may take to finish before they are cancelled.
@@ -247,6 +248,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "GATEWAY_MAX_BODY_BYTES": ("max_body_bytes", _count),
     "GATEWAY_SANDBOX_CONCURRENCY": ("sandbox_concurrency", _count),
     "GATEWAY_INLINE_CONCURRENCY": ("inline_concurrency", _count),
+    "GATEWAY_SANDBOX_TMP_MB": ("sandbox_tmp_mb", _whole(16, 65_536)),
     "GATEWAY_RELOAD_DEBOUNCE_MS": ("reload_debounce_ms", _non_negative(int)),
     "GATEWAY_EVENT_FLUSH_MS": ("event_flush_ms", _non_negative(int)),
     "GATEWAY_RUN_LEASE": ("run_lease", _positive(float)),

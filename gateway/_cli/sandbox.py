@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 __all__ = ["doctor_command", "invoke_command", "test_command"]
 
 _BUILTINS = ("code_interpreter", "file_search")
-_FEATURES = ("network_namespace", "drop_privileges", "user_namespace", "seccomp", "landlock")
+_FEATURES = (
+    "network_namespace",
+    "drop_privileges",
+    "user_namespace",
+    "seccomp",
+    "landlock",
+    "private_proc",
+    "private_tmp",
+)
 
 
 @contextlib.asynccontextmanager

@@ -77,6 +77,15 @@ class ZygoteChannel:
         self.dead = False
         self._reading = False
 
+    @property
+    def pid(self) -> int:
+        """The zygote's pid: the parent of its spares and calls, whose memory is its own.
+
+        Not ``proc.pid`` once ready in a pid namespace of its own (``_private``): the
+        process started then only waits for the zygote it forked.
+        """
+        return self.proc.pid if self.ready is None else self.ready.pid
+
     def start_reading(self) -> None:
         """Start handling the zygote's messages (after ``Ready`` was read)."""
         asyncio.get_running_loop().add_reader(self.sock, self._on_readable)

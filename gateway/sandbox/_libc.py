@@ -26,6 +26,14 @@ libc.prctl.argtypes = [
 libc.prctl.restype = ctypes.c_int
 libc.unshare.argtypes = [ctypes.c_int]
 libc.unshare.restype = ctypes.c_int
+libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+libc.mount.restype = ctypes.c_int
 libc.syscall.restype = ctypes.c_long
 
 

@@ -56,6 +56,8 @@ from gateway.sandbox._seccomp import (
 
 __all__ = [
     "CLONE_NEWNET",
+    "CLONE_NEWNS",
+    "CLONE_NEWPID",
     "CLONE_NEWUSER",
     "FS_ALL",
     "FS_EXECUTE",
@@ -76,6 +78,11 @@ __all__ = [
     "FS_REMOVE_FILE",
     "FS_TRUNCATE",
     "FS_WRITE_FILE",
+    "MS_NODEV",
+    "MS_NOEXEC",
+    "MS_NOSUID",
+    "MS_PRIVATE",
+    "MS_REC",
     "PR_SET_CHILD_SUBREAPER",
     "PR_SET_DUMPABLE",
     "PR_SET_NO_NEW_PRIVS",
@@ -95,6 +102,7 @@ __all__ = [
     "landlock_restrict",
     "landlock_ruleset",
     "landlock_scoped",
+    "mount",
     "prctl",
     "seccomp_mode",
     "set_name",
@@ -114,8 +122,15 @@ _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SECURE_ALL_BUT_KEEP_CAPS = 0xEF
 """NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE, each with its lock bit."""
 _CAPABILITY_VERSION_3 = 0x20080522
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
 
 # The seccomp tables, where the tests that check them against the kernel's names look.
 _DENY = _seccomp._DENY
@@ -176,6 +191,20 @@ def drop_capabilities() -> None:
 def unshare(flags: int) -> None:
     """Call ``unshare(2)``; raise ``OSError`` (EPERM, EINVAL...) when the kernel refuses."""
     check(libc.unshare(flags), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    """Call ``mount(2)``; raise ``OSError`` (EPERM, EINVAL...) when the kernel refuses."""
+    check(
+        libc.mount(
+            None if source is None else source.encode(),
+            target.encode(),
+            None if fstype is None else fstype.encode(),
+            flags,
+            data.encode() or None,
+        ),
+        "mount",
+    )
 
 
 def seccomp_mode() -> int:

@@ -193,14 +193,20 @@ _DENY_NAMES = (
 """The names of the ``_DENY`` numbers, in the same order (a test checks them)."""
 
 
+_CONTAINER_ALLOWS = ("unshare", "mount")
+"""What the container's profile allows of the calls' deny-list: the zygote's own set-up."""
+
+
 def container_seccomp_profile() -> dict[str, object]:
     """The container runtime's seccomp profile (``deploy/seccomp.json``), from ``_DENY``.
 
     Docker's default profile refuses ``unshare`` without ``CAP_SYS_ADMIN``, so a
     non-root gateway could not give ``network: false`` actions their network
     namespace. This profile denies what every call child's own filter denies,
-    except ``unshare`` (the zygote's user + network namespace): the server and
-    zygote get the same deny-list, and actions still get the full one on top.
+    except ``unshare`` (the zygote's user, network, pid and mount namespaces) and
+    ``mount`` (its tmpfs and ``/proc`` there, see ``_private``; the kernel lets a
+    user namespace mount only in mount namespaces it owns): the server and zygote
+    get the same deny-list, and actions still get the full one on top.
     """
     flags = [1 << bit for bit in range(32) if _NAMESPACE_FLAGS & (1 << bit)]
     eperm = {"action": "SCMP_ACT_ERRNO", "errnoRet": _EPERM}
@@ -214,7 +220,7 @@ def container_seccomp_profile() -> dict[str, object]:
             {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
         ],
         "syscalls": [
-            {"names": [n for n in _DENY_NAMES if n != "unshare"], **eperm},
+            {"names": [n for n in _DENY_NAMES if n not in _CONTAINER_ALLOWS], **eperm},
             # clone3's flags are out of a filter's reach: ENOSYS makes libc use clone.
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": _ENOSYS},
             *(

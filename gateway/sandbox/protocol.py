@@ -43,6 +43,7 @@ __all__ = [
     "Init",
     "Kill",
     "Limits",
+    "PrivateView",
     "Ready",
     "Spare",
     "Start",
@@ -88,6 +89,21 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     seccomp_detail: str
     landlock: bool
     landlock_detail: str
+    private_proc: bool = False
+    private_proc_detail: str = ""
+    private_tmp: bool = False
+    private_tmp_detail: str = ""
+
+
+class PrivateView(msgspec.Struct, frozen=True, kw_only=True):
+    """What a zygote got of its private view (``_private``): its own pid namespace and
+    ``/proc``, and a tmpfs for its calls' directories; each detail says what calls see,
+    or why the kernel refused."""
+
+    private_proc: bool
+    private_proc_detail: str
+    private_tmp: bool
+    private_tmp_detail: str
 
 
 class FsPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +139,8 @@ class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
     warm: list[tuple[str, dict[str, Any]]] = []
     """(kind ``module:Class``, config) of the actions whose ``sandbox_warm`` the zygote
     runs once (see ``_zygote_keys.zygote_warm``)."""
+    tmp_mb: int = 256
+    """Size of the tmpfs for the calls' directories (``GATEWAY_SANDBOX_TMP_MB``)."""
     code_size: int = 0
     """Bytes of the catalog's code snapshot (``_snapshot``), in the memory file whose fd
     rides along with this message; 0: none (the zygote imports no user code, or the
@@ -130,7 +148,11 @@ class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):
 
 
 class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
-    """The zygote's answer to ``Init``."""
+    """The zygote's answer to ``Init``.
+
+    ``pid``: the zygote's pid as the supervisor sees it: with a pid namespace of its
+    own (``private``) not the process the supervisor started, which only waits for it.
+    """
 
     pid: int
     network_isolated: bool
@@ -139,6 +161,7 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True, tag="ready"):
     warnings: list[str] = []
     capabilities: Capabilities | None = None
     tmp: str = ""
+    private: PrivateView | None = None
 
 
 class Spare(msgspec.Struct, frozen=True, kw_only=True, tag="spare"):

@@ -121,9 +121,10 @@ to do (it killed what its action started before answering): one still there is a
 action that wrote a result frame on fd 3 itself and kept running, past its timeout and
 outside the concurrency limit. Killing one merely slow to exit costs nothing: its
 result is already read."""
-_ZYGOTE_TASKS = 8
-"""Tasks of a zygote's pids cgroup besides its calls' processes: itself, its spares and its
-removers (``zygote._REMOVERS``)."""
+_ZYGOTE_TASKS = 9
+"""Tasks of a zygote's pids cgroup besides its calls' processes: itself, the process it
+was started as (which waits for it, see ``_private``), its spares and its removers
+(``zygote._REMOVERS``)."""
 _MB = 1 << 20
 _MEMORY_HEADROOM = 64 * _MB
 """Bytes of a zygote's memory cgroup besides its calls' ``memory_mb`` and the copies of
@@ -363,6 +364,7 @@ class Supervisor:
             fs=fs,
             call_user=call_user[0],
             warm=zygote_warm(key, catalog),
+            tmp_mb=self._settings.sandbox_tmp_mb,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -399,16 +401,29 @@ class Supervisor:
         if self._cgroups is not None and self.memory_limit[0]:
             # Its imports are done; no call runs before it is returned.
             await self._bound_memory(zygote, key, catalog)
+        self._log_ready(ready)
+        zygote.start_reading()
+        return zygote
+
+    def _log_ready(self, ready: Ready) -> None:
+        """Log what a zygote that started could not do; what every zygote says, once."""
         for module, error in ready.import_errors.items():
             log.warning("sandbox.import_failed", module=module, error=error)
         for warning in ready.warnings:
-            if warning not in self._warned:  # every zygote says it; log it once
+            if warning not in self._warned:
                 self._warned.add(warning)
                 log.warning("sandbox.warning", message=warning)
         if ready.network_error:
             log.warning("sandbox.network_isolation_unavailable", error=ready.network_error)
-        zygote.start_reading()
-        return zygote
+        view = ready.private
+        if view is not None:
+            for ok, detail in (
+                (view.private_proc, view.private_proc_detail),
+                (view.private_tmp, view.private_tmp_detail),
+            ):
+                if not ok and detail not in self._warned:
+                    self._warned.add(detail)
+                    log.warning("sandbox.private_view_unavailable", detail=detail)
 
     async def _send_init(
         self, zygote: ZygoteChannel, init: Init, code: tuple[SourceModule, ...]
@@ -469,12 +484,13 @@ class Supervisor:
         largest = max(
             (a.sandbox.memory_mb for a in actions if a.config and zygote_key(a) == key), default=0
         )
-        private = await asyncio.to_thread(_private_memory, zygote.proc.pid)
+        private = await asyncio.to_thread(_private_memory, zygote.pid)
         calls = self._limiter.limit * (largest * _MB + private)
         # Never lowered for a zygote a reload keeps: calls of the old set may still run
         # under the old memory_mb (lowering v2's memory.max OOM-kills at once). A lower
         # bound applies to the zygote's replacement.
-        limit = max(calls + _SPARE_COPIES * private + _MEMORY_HEADROOM, zygote.memory_bytes)
+        own = _SPARE_COPIES * private + _MEMORY_HEADROOM + self._scratch_bytes(zygote)
+        limit = max(calls + own, zygote.memory_bytes)
         try:
             swap = await asyncio.to_thread(self._cgroups.limit_memory, zygote.proc.pid, limit)
             if zygote.oom_fd is None:
@@ -482,21 +498,25 @@ class Supervisor:
                     self._cgroups.open_oom_kills, zygote.proc.pid
                 )
         except OSError as exc:
-            log.warning(
-                "sandbox.memory_limit_failed", pid=zygote.proc.pid, limit=limit, error=str(exc)
-            )
+            log.warning("sandbox.memory_limit_failed", pid=zygote.pid, limit=limit, error=str(exc))
             return
         zygote.memory_bytes = limit
         zygote.memory_private = private
         log.debug(
             "sandbox.memory_bound",
-            pid=zygote.proc.pid,
+            pid=zygote.pid,
             limit_mb=limit // _MB,
             memory_mb=largest,
             private_mb=round(private / _MB, 1),
             swap=swap,
         )
         await self._bound_all_memory(catalog, zygote)
+
+    def _scratch_bytes(self, zygote: ZygoteChannel) -> int:
+        """Bytes of ``zygote``'s tmpfs for its calls' directories (``_private``): its
+        pages are memory, charged to the zygote's cgroup; 0 without one."""
+        view = zygote.ready.private if zygote.ready else None
+        return self._settings.sandbox_tmp_mb * _MB if view and view.private_tmp else 0
 
     async def _bound_all_memory(
         self, catalog: Catalog | None, starting: ZygoteChannel | None = None
@@ -524,6 +544,8 @@ class Supervisor:
         largest = max((a.sandbox.memory_mb for a in actions if a.config), default=0)
         most = max(private, default=0)
         share = [_SPARE_COPIES * p + _MEMORY_HEADROOM for p in [*private, most]]
+        scratch = [self._scratch_bytes(z) for z in zygotes if not z.dead and z.memory_bytes]
+        share += [*scratch, max(scratch, default=0)]
         limit = self._limiter.limit * (largest * _MB + most) + sum(share)
         try:
             await asyncio.to_thread(self._cgroups.limit_all_memory, limit)
@@ -575,7 +597,7 @@ class Supervisor:
 
     def zygote_pids(self) -> list[int]:
         """Pids of the live zygotes (for tests and ``doctor``)."""
-        return [z.proc.pid for z in self._zygotes.values() if not z.dead]
+        return [z.pid for z in self._zygotes.values() if not z.dead]
 
     # -- calls -----------------------------------------------------------------------------
 

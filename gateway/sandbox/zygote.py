@@ -3,7 +3,10 @@
 """The zygote: a small, single-threaded interpreter that forks one child per call.
 
 The supervisor starts ``python -I -B -c BOOT <fd>`` with a minimal environment;
-``main`` turns that interpreter into a zygote: it imports the action kinds
+``main`` turns that interpreter into a zygote: once the supervisor's ``Init`` came,
+it becomes pid 1 of a pid and mount namespace of its own, with a fresh ``/proc``
+and its calls' directories on a tmpfs (``_private``: the process started only
+waits for it), then it imports the action kinds
 and the catalog's Python modules once (user modules from the catalog's code
 snapshot, ``_snapshot``: the source the load validated, whatever the disk holds
 by now; others always from source: a same-size edit within a second must not
@@ -48,7 +51,7 @@ import time
 import msgspec
 
 from gateway.manifests.catalog import SourceModule
-from gateway.sandbox import _linux
+from gateway.sandbox import _linux, _private
 from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox._fs_policy import landlock_rules, pruned, read_guard
 from gateway.sandbox._libc import trim_heap
@@ -217,12 +220,19 @@ class _Zygote:
 
     def init(self) -> None:
         msg, code = _receive_init(self.ctl)
+        # From here on in namespaces of our own (or not, and the view says why); the
+        # process the supervisor started waits for this one (see _private).
+        view, host_pid = _private.enter(self.ctl.fileno(), self.tmp, msg.tmp_mb)
+        self.pid = os.getpid()
+        network_error: str | None = None
+        if msg.isolate_network:
+            # Before the next line: not root, it writes its own /proc/self/uid_map, which
+            # an undumpable process does not own (EACCES: every network: false call of a
+            # non-root gateway, the container image's, was refused as unisolated).
+            network_error = _isolate_network()
         # Nothing in the zygote is worth reading, but same-uid children must not try.
         _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
         _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
-        network_error: str | None = None
-        if msg.isolate_network:
-            network_error = _isolate_network()
         for path in reversed(msg.paths):
             if path not in sys.path:
                 sys.path.insert(0, path)
@@ -256,7 +266,7 @@ class _Zygote:
         if msg.probe:
             from gateway.sandbox.probes import probe
 
-            capabilities = probe()
+            capabilities = msgspec.structs.replace(probe(), **msgspec.structs.asdict(view))
         self.landlock = _landlock_rules(msg.fs, self.tmp)
         if self.landlock is not None and msg.call_user == "own":
             self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
@@ -275,16 +285,20 @@ class _Zygote:
             # A Unix socket file is reachable from any network namespace: no new ones.
             with contextlib.suppress(OSError):
                 _linux.install_no_unix_sockets_filter()
-        if msg.call_user == "root":
-            # Calls keep uid 0 without capabilities; the zygote needs none from here on
-            # (its children are uid 0 too), so it drops them once for all of them.
+        if msg.call_user in ("root", "same"):
+            # As root, calls keep uid 0 without capabilities; the zygote needs none from
+            # here on (its children are uid 0 too), so it drops them once for all. Not
+            # root, what it has are a user namespace's (made for the private view and
+            # the network), which calls must not inherit either (signal any process of
+            # the namespace, override the modes of our uid's files...).
             _linux.drop_capabilities()
         warm_zygote(self.opened)  # after the kinds' imports: their configs are all known
         gc.collect()
         gc.freeze()  # keep the imported heap shared copy-on-write across forks
         trim_heap()  # fewer pages mapped: cheaper fork and exit per call
         ready = Ready(
-            pid=self.pid,
+            pid=host_pid,
+            private=view,
             network_isolated=msg.isolate_network and network_error is None,
             network_error=network_error,
             import_errors=errors,
@@ -638,12 +652,7 @@ def _isolate_network() -> str | None:
             _linux.unshare(_linux.CLONE_NEWNET)
             return None
         _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
-        with open("/proc/self/setgroups", "w") as fh:  # noqa: PTH123 - procfs write
-            fh.write("deny")
-        with open("/proc/self/uid_map", "w") as fh:  # noqa: PTH123 - procfs write
-            fh.write(f"{uid} {uid} 1")
-        with open("/proc/self/gid_map", "w") as fh:  # noqa: PTH123 - procfs write
-            fh.write(f"{gid} {gid} 1")
+        _private.map_own_ids(uid, gid)
     except OSError as exc:
         return f"the kernel refused a new network namespace: {exc.strerror or exc}"
     return None

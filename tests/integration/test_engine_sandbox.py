@@ -111,13 +111,16 @@ async def engine(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Engine]:
 
 
 def _call_pids() -> list[int]:
-    """Sandboxed call processes of this test process (children of its zygotes).
+    """Sandboxed call processes of this test process (children of its zygotes, which may
+    be children of the processes the supervisor started: see ``sandbox._private``).
 
     The action cannot leave its pid in a file: it may write only in its own directory.
     """
     pids = []
-    for zygote in children_of(os.getpid()):
-        for child in children_of(zygote):
+    parents = children_of(os.getpid())
+    for _ in range(3):
+        parents = [child for parent in parents for child in children_of(parent)]
+        for child in parents:
             try:
                 if Path(f"/proc/{child}/comm").read_text().strip() == CALL_NAME:
                     pids.append(child)

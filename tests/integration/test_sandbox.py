@@ -31,10 +31,11 @@ from gateway.sandbox import _linux
 from gateway.sandbox._cgroup import open_sandbox_cgroups
 from gateway.sandbox.probes import SANDBOX_UID_BASE
 from gateway.sandbox.protocol import Kill, encode
-from gateway.sandbox.supervisor import Supervisor
+from gateway.sandbox.supervisor import _ZYGOTE_TASKS, Supervisor
 from gateway.sandbox.worker import CALL_NAME, SPARE_NAME
 from gateway.sandbox.zygote import REMOVER_NAME
 from gateway.settings import Settings
+from tests._sandbox_view import in_sandbox, seen
 
 ACTIONS = """
 import asyncio, os, signal, socket, subprocess, sys, time
@@ -290,6 +291,47 @@ def many_files(n: int):
         os.close(os.open(f"f{i}", os.O_CREAT | os.O_WRONLY, 0o600))
     return os.getcwd()
 
+def fill_scratch(files: int, mb: int):
+    # Make `files` empty files, then write `mb` MB in 1 MB files; say where it stopped.
+    made = written = 0
+    try:
+        for made in range(files):
+            os.close(os.open(f"e{made}", os.O_CREAT | os.O_WRONLY, 0o600))
+        made = files
+        for written in range(mb):
+            with open(f"w{written}", "wb") as fh:
+                fh.write(b"w" * (1 << 20))
+        written = mb
+    except OSError as exc:
+        return {"made": made, "written": written, "error": exc.strerror}
+    st = os.statvfs(".")
+    return {"made": made, "written": written, "error": None,
+            "size_mb": st.f_blocks * st.f_frsize >> 20, "files": st.f_files}
+
+def proc_view(needle: str):
+    # What /proc shows a call: pids, those whose command line holds `needle`, and the
+    # TCP ports listening in any process's network namespace.
+    pids, found, ports = [], [], set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pids.append(int(name))
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                if needle.encode() in fh.read():
+                    found.append(int(name))
+            with open(f"/proc/{name}/net/tcp") as fh:
+                for line in fh.readlines()[1:]:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A":  # LISTEN
+                        ports.add(int(local.rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    with open("/proc/1/cmdline", "rb") as fh:
+        one = fh.read().split(b"\\0")
+    return {"pids": sorted(pids), "found": found, "ports": sorted(ports),
+            "one": [part.decode(errors="replace") for part in one[:4]]}
+
 def daemon_then_exit():
     r, w = os.pipe()
     if os.fork() == 0:
@@ -386,6 +428,8 @@ ACTION_LIST = [
     make_action("connect_off", "connect", sandbox=SandboxLimits(network=False)),
     make_action("connect_on", "connect", sandbox=SandboxLimits(network=True)),
     make_action("whoami"),
+    make_action("fill_scratch", sandbox=SandboxLimits(max_file_size_mb=2), timeout=20),
+    make_action("proc_view", sandbox=SandboxLimits(network=False)),
     make_action("signal", "signal_"),
     make_action("scan"),
     make_action("environ"),
@@ -711,8 +755,7 @@ async def test_orphan_in_new_session_is_killed(
     """A process started with start_new_session=True does not outlive its call."""
     result = await call_then_ok(runner, catalog, supervisor, "orphan")
     assert result.status == "succeeded"
-    pid = int(result.output)
-    assert not Path(f"/proc/{pid}").exists() or b") Z" in Path(f"/proc/{pid}/stat").read_bytes()
+    assert not in_sandbox(supervisor, int(result.output))
 
 
 async def test_orphan_of_timed_out_call_is_killed(
@@ -740,6 +783,26 @@ async def test_dead_zygote_is_restarted(
     await asyncio.sleep(0.1)
     result = await runner.run(catalog, "ok", {"name": "back"})
     assert result.output == "hello back"
+    assert supervisor.stats.restarts >= 1
+
+
+async def test_killing_the_started_process_takes_its_zygote_and_spares(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """With a private view the zygote is a child of the process the supervisor started
+    (``_private``), which the supervisor kills when a zygote is stuck or its start is
+    cancelled: the zygote, its spares and calls must go with it, not live on unseen."""
+    await runner.run(catalog, "ok", {})
+    await _spares_lent(supervisor)
+    zygotes = [z for z in supervisor._zygotes.values() if z.pid != z.proc.pid]
+    if not zygotes:
+        pytest.skip("no zygote runs in a pid namespace of its own here")
+    running = [z.pid for z in zygotes] + _spares(supervisor)
+    assert all(_alive(pid) for pid in running)
+    for zygote in zygotes:
+        os.kill(zygote.proc.pid, signal.SIGKILL)
+    await _until(lambda: not any(_alive(pid) for pid in running), "the zygotes to be gone")
+    assert (await runner.run(catalog, "ok", {"name": "back"})).output == "hello back"
     assert supervisor.stats.restarts >= 1
 
 
@@ -894,10 +957,12 @@ async def test_child_is_confined(
     second = json.loads((await runner.run(catalog, "whoami", {})).output)
     assert first["cwd"] != second["cwd"]
     # Emptied before the answer; the (empty) directory itself goes when the child is reaped.
+    cwd = seen(supervisor, first["cwd"])
+    assert cwd.parent.is_dir()  # where it was, as its zygote sees it
     deadline = time.monotonic() + 3
-    while Path(first["cwd"]).exists() and time.monotonic() < deadline:
+    while cwd.exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    assert not Path(first["cwd"]).exists()
+    assert not cwd.exists()
     assert set(first["fds"]) <= {0, 1, 2, 3, 4}
     mode = supervisor.call_user[0]
     if mode == "own":
@@ -916,21 +981,108 @@ async def test_calls_cannot_signal_or_read_other_processes(
 ) -> None:
     """No call may signal the server or its zygote, nor read a root process's environment.
 
-    As root with calls under uid 0 (no capabilities) this rests on Landlock's
-    scopes (signals, ptrace); with calls under their own uid on ownership too.
+    With a private view (``_private``) processes outside the sandbox have no pid in
+    it, and the zygote is its pid 1. Else, as root with calls under uid 0 (no
+    capabilities) this rests on Landlock's scopes (signals, ptrace); with calls
+    under their own uid on ownership too.
     """
     token = f"needle-{os.getpid()}-{time.monotonic_ns()}"
     other = subprocess.Popen(["sleep", "30"], env={"PLANTED": token})  # dumpable, our uid
+    private = supervisor.capabilities is not None and supervisor.capabilities.private_proc
     try:
-        for pid in [os.getpid(), *supervisor.zygote_pids()]:
+        targets = [os.getpid(), other.pid, *supervisor.zygote_pids()]
+        for pid in [*targets, *([1] if private else [])]:
             result = await runner.run(catalog, "signal", {"pid": pid})
-            if supervisor.call_user[0] != "same" or _landlock_abi() >= 6:
+            if private and pid != 1:
+                assert result.output == "No such process", (pid, result)
+            elif supervisor.call_user[0] != "same" or _landlock_abi() >= 6:
                 assert result.output == "Operation not permitted", (pid, result)
         found = await runner.run(catalog, "scan", {"needle": token})
         assert json.loads(found.output) == [], found
     finally:
         other.kill()
         other.wait()
+
+
+async def test_a_call_sees_only_the_sandboxs_processes(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor, listener: int
+) -> None:
+    """/proc showed a call every process of the host: command lines (a password given
+    as an argument), and from a ``network: false`` call the host's connections through
+    any process's /proc/<pid>/net. With a private view the call sees its zygote (pid 1),
+    the zygote's spares and calls, and nothing of the host."""
+    if supervisor.capabilities is None or not supervisor.capabilities.private_proc:
+        reason = supervisor.capabilities and supervisor.capabilities.private_proc_detail
+        pytest.skip(f"no private /proc here: {reason}")
+    token = f"needle-{os.getpid()}-{time.monotonic_ns()}"
+    other = subprocess.Popen(["sh", "-c", f"sleep 30; : {token}"])  # world-readable cmdline
+    try:
+        await _until(lambda: token.encode() in Path(f"/proc/{other.pid}/cmdline").read_bytes())
+        assert listener in _listening_ports()  # the host sees it
+        view = json.loads((await runner.run(catalog, "proc_view", {"needle": token})).output)
+    finally:
+        other.kill()
+        other.wait()
+    assert view["found"] == [], view
+    assert listener not in view["ports"], view
+    # pid 1 is its zygote (python -I -B -c BOOT); the rest are its spares and this call.
+    assert view["one"][1:4] == ["-I", "-B", "-c"], view
+    assert 1 in view["pids"] and len(view["pids"]) <= 8, view
+
+
+def _listening_ports() -> set[int]:
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def test_a_call_fills_its_zygotes_tmpfs_not_the_disk(catalog: Catalog) -> None:
+    """A call's directory lived on TMPDIR's disk: one call could fill the disk, or its
+    inodes, for the whole host (max_file_size_mb bounds a file, not their number). With
+    a private view the calls' directories are on a tmpfs of GATEWAY_SANDBOX_TMP_MB per
+    zygote (256 inodes per MB): the call gets ENOSPC, its files go with it, and the
+    next call has the room again."""
+    sup = Supervisor(Settings(sandbox_concurrency=2, sandbox_user=CALL_USERS[0], sandbox_tmp_mb=16))
+    await sup.start(catalog)
+    try:
+        if sup.capabilities is None or not sup.capabilities.private_tmp:
+            reason = sup.capabilities and sup.capabilities.private_tmp_detail
+            pytest.skip(f"no private tmpfs here: {reason}")
+        assert "tmpfs of 16 MB (4096 files)" in sup.capabilities.private_tmp_detail
+        runner = SandboxRunner(sup)
+        zygote = next(z for (net, _), z in sup._zygotes.items() if not net)
+        assert zygote.ready is not None
+        scratch = seen(sup, zygote.ready.tmp)
+
+        async def emptied() -> None:  # a large tree goes in a remover, after the answer
+            def empty() -> bool:
+                st = os.statvfs(scratch)
+                return st.f_ffree > 4000 and st.f_bfree * st.f_frsize > 15 << 20
+
+            await _until(empty, "the call's files to be removed")
+
+        inodes = await runner.run(catalog, "fill_scratch", {"files": 5000, "mb": 0})
+        made = json.loads(inodes.output)
+        assert made["error"] == "No space left on device", made
+        assert 4000 < made["made"] < 4096, made  # the root and the call's directory count
+        await emptied()
+        space = await runner.run(catalog, "fill_scratch", {"files": 0, "mb": 40})
+        written = json.loads(space.output)
+        assert written["error"] == "No space left on device", written
+        assert 10 <= written["written"] <= 16, written  # whole 1 MB files, then ENOSPC
+        await emptied()
+        fits = json.loads(
+            (await runner.run(catalog, "fill_scratch", {"files": 100, "mb": 12})).output
+        )
+        assert fits == {"made": 100, "written": 12, "error": None, "size_mb": 16, "files": 4096}
+        # And the host's folder under it holds nothing.
+        for zygote in sup._zygotes.values():
+            assert zygote.ready is not None and not any(Path(zygote.ready.tmp).iterdir())
+    finally:
+        await sup.aclose()
 
 
 async def test_environment_has_only_declared_secrets(
@@ -1059,12 +1211,14 @@ async def test_zygote_cgroups_are_removed_when_the_sandbox_closes(catalog: Catal
     try:
         if cgroups is None:
             pytest.skip(f"no pids cgroups here: {sup.process_limit[1]}")
-        pids = sup.zygote_pids()
+        # Named after the process the supervisor started (the zygote may be its child).
+        pids = [zygote.proc.pid for zygote in sup._zygotes.values()]
         assert sorted(p.name for p in cgroups.path.iterdir() if p.is_dir()) == sorted(
             f"z{pid}" for pid in pids
         )
         for pid in pids:
-            assert int((cgroups.path / f"z{pid}" / "pids.max").read_text()) == 2 * 32 + 8
+            tasks = 2 * 32 + _ZYGOTE_TASKS
+            assert int((cgroups.path / f"z{pid}" / "pids.max").read_text()) == tasks
             assert str(cgroups.path.name) in Path(f"/proc/{pid}/cgroup").read_text()
         memory = cgroups.paths.get("memory")
         name = "memory.max" if cgroups.versions.get("memory") == 2 else "memory.limit_in_bytes"
@@ -1105,8 +1259,9 @@ async def test_a_refused_memory_cgroup_keeps_the_process_bound(
             pytest.skip(f"no pids and memory cgroups here: {sup.process_limit[1]}")
         assert sup.process_limit[0], sup.process_limit
         assert not sup.memory_limit[0] and "memory cgroup" in sup.memory_limit[1]
-        for pid in sup.zygote_pids():
-            assert int((sup._cgroups.path / f"z{pid}" / "pids.max").read_text()) == 2 * 32 + 8
+        for zygote in sup._zygotes.values():
+            tasks = (sup._cgroups.path / f"z{zygote.proc.pid}" / "pids.max").read_text()
+            assert int(tasks) == 2 * 32 + _ZYGOTE_TASKS
         result = await SandboxRunner(sup).run(catalog, "ok", {})
         assert result.status == "succeeded"
     finally:
@@ -1408,7 +1563,8 @@ async def test_a_call_directory_made_unreadable_is_still_removed(
     )
     result = await runner.run(catalog, "code_interpreter", {"code": code})
     assert result.status == "succeeded", result
-    cwd = Path(result.output.strip())
+    cwd = seen(supervisor, result.output.strip(), network=True)
+    assert cwd.parent.is_dir()  # where it was, as its zygote sees it
     await _until(lambda: not cwd.exists(), f"the call directory {cwd} to be removed")
 
 
@@ -1443,7 +1599,7 @@ async def test_a_large_call_directory_does_not_hold_its_zygote(
     answered while that tree is still there; the tree goes in the end."""
     made = await runner.run(catalog, "many_files", {"n": _MANY_FILES})
     assert made.status == "succeeded", made
-    cwd = Path(made.output.strip())
+    cwd = seen(supervisor, made.output.strip())
     # Its child answered before it exited: once the zygote reaped it, the tree is its.
     await _until(lambda: not _running_calls(supervisor), "the call's child to be reaped")
     crashed = await runner.run(catalog, "crash", {})
@@ -1471,10 +1627,14 @@ async def test_shutdown_removes_what_a_remover_left(tmpfs_tmp: None, catalog: Ca
         assert made.status == "succeeded", made
         await _until(lambda: bool(_children_named(REMOVER_NAME, *sup.zygote_pids())))
         removers = _children_named(REMOVER_NAME, *sup.zygote_pids())
+        # The tree is in the zygote's folder: on the host's disk, or on a tmpfs of the
+        # zygote's own mount namespace (gone with it), over that folder.
+        folders = [Path(z.ready.tmp) for z in sup._zygotes.values() if z.ready]
+        assert seen(sup, made.output.strip()).is_dir()
     finally:
         await sup.aclose()
-    cwd = Path(made.output.strip())
-    assert not cwd.exists()
+    assert not Path(made.output.strip()).exists()
+    assert folders and not any(folder.exists() for folder in folders)
     assert not any(_alive(pid) for pid in removers)
 
 
@@ -1576,9 +1736,9 @@ async def test_an_action_that_answers_itself_and_lingers_is_killed(
         # Killed ``_ANSWERED_GRACE`` (1 s) after its answer: given time on a loaded machine
         # (assert_nothing_left's 3 s failed once under -n 2), far less than its 300 s sleep.
         deadline = time.monotonic() + 15
-        while Path(f"/proc/{int(result.output)}").exists() and time.monotonic() < deadline:
+        while in_sandbox(supervisor, int(result.output)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert not Path(f"/proc/{int(result.output)}").exists()
+        assert not in_sandbox(supervisor, int(result.output))
         await call_then_ok(runner, catalog, supervisor, "ok", {"name": "x"})
     lingered = [e for e in logs if e["event"] == "sandbox.kept_running_after_result"]
     assert [e["action"] for e in lingered] == ["answer_then_linger"], logs
@@ -1832,7 +1992,7 @@ def _control_sockets_full(supervisor: Supervisor) -> Iterator[None]:
     """
     zygotes = list(supervisor._zygotes.values())
     for zygote in zygotes:
-        os.kill(zygote.proc.pid, signal.SIGSTOP)
+        os.kill(zygote.pid, signal.SIGSTOP)
     try:
         filler = encode(Kill(id=2**40))
         for zygote in zygotes:
@@ -1842,7 +2002,7 @@ def _control_sockets_full(supervisor: Supervisor) -> Iterator[None]:
         yield
     finally:
         for zygote in zygotes:
-            os.kill(zygote.proc.pid, signal.SIGCONT)
+            os.kill(zygote.pid, signal.SIGCONT)
 
 
 async def _spares_lent(supervisor: Supervisor) -> None:

@@ -30,6 +30,7 @@ from gateway.manifests.model import Action, Database
 from gateway.sandbox import _linux
 from gateway.sandbox.supervisor import Supervisor
 from gateway.settings import Settings
+from tests._sandbox_view import sandbox_root
 
 try:
     _ABI = _linux.landlock_abi()
@@ -348,13 +349,18 @@ async def test_a_call_cannot_reach_a_concurrent_calls_directory(
             """,
         )
     )
-    note = None
-    deadline = time.monotonic() + 10
-    while note is None and time.monotonic() < deadline:
-        note = _find(Path(tempfile.gettempdir()), f"gateway-sandbox-*/*/note-{token}.txt")
-        await asyncio.sleep(0.02)
-    assert note is not None, "the first call never wrote its file"
     pair_runner, catalog = runner
+    # Where the zygote sees it: its calls' directories may be on a tmpfs of its own.
+    root = sandbox_root(pair_runner._supervisor)
+    seen = None
+    deadline = time.monotonic() + 10
+    while seen is None and time.monotonic() < deadline:
+        seen = _find(
+            root / tempfile.gettempdir().lstrip("/"), f"gateway-sandbox-*/*/note-{token}.txt"
+        )
+        await asyncio.sleep(0.02)
+    assert seen is not None, "the first call never wrote its file"
+    note = Path("/") / seen.relative_to(root)
     sibling = await pair_runner.run(catalog, "read", {"path": str(note)})
     assert json.loads(sibling.output) == {"error": "Permission denied"}
     listing = await _code(

@@ -44,13 +44,14 @@ def test_deny_names_name_the_denied_numbers(machine: str) -> None:
 
 
 def test_container_profile_allows_namespaces_only_through_unshare() -> None:
-    """The profile denies the action deny-list but unshare, and clone with any namespace flag."""
+    """The profile denies the action deny-list but unshare and mount (the zygote's private
+    view), and clone with any namespace flag."""
     profile = _linux.container_seccomp_profile()
     assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
     rules = profile["syscalls"]
     assert isinstance(rules, list)
     denied = {n for rule in rules if "args" not in rule for n in rule["names"]}
-    assert denied == (set(_linux._DENY_NAMES) - {"unshare"}) | {"clone3"}
+    assert denied == (set(_linux._DENY_NAMES) - {"unshare", "mount"}) | {"clone3"}
     clone_flags = {
         arg["value"]
         for rule in rules
