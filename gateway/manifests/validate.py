@@ -1,7 +1,9 @@
 """Validation of a manifest set: schema first, then across documents; every problem located.
 
 The loader calls these checks in order and collects everything they return,
-so one run reports all problems:
+so one run reports all problems. A document that fails 1 or 2 is not
+dropped from 3-6: they read the fields of it that are sound (the loader's
+``_salvage``), so its import, templates and secrets are checked in the same run:
 
 1. ``schema_problems``: each document against the generated JSON Schema
    (``jsonschema``, all errors, each mapped to the offending node's line:col);
@@ -271,7 +273,8 @@ def cross_problems(
     """Problems between documents and with the environment and file system.
 
     Args:
-        entries: the documents that decoded cleanly.
+        entries: the documents that decoded cleanly, and the sound parts of
+            the others (``_salvage``: their problems are reported already).
         declared: kind -> every name declared, including documents that failed
             to decode (so one bad action does not also make its assistant fail).
         root: the manifests root, for knowledge files.
@@ -423,7 +426,7 @@ def _action_problems(entry: Entry, action: Action, environ: Mapping[str, str]) -
             )
     if action.parameters is not None:
         problems += parameters_problems(entry, action.parameters)
-    if action.isolation == "inline":
+    if action.isolation == "inline" and action.config is not None:  # None: salvaged, no kind
         problems += _inline_problems(entry, action)
     return problems
 
