@@ -166,11 +166,21 @@ def _inline(node: Any, defs: Mapping[str, Any]) -> Any:
 
 
 def schema_problems(doc: RawDocument, kind: str) -> list[Problem]:
-    """Every JSON Schema error of ``doc`` (a mapping whose ``kind`` is known), located."""
+    """Every JSON Schema error of ``doc`` (a mapping whose ``kind`` is known), located.
+
+    An error about the value of an unset ``${VAR}`` (too short, not matching a
+    pattern) is left to the "not set" problem; one about its type is kept.
+    """
     problems: list[Problem] = []
     parameters = doc.data.get("parameters") if isinstance(doc.data, dict) else None
+    unset = {path for path, _ in doc.locator.missing}
     for error in _validator(kind).iter_errors(doc.data):
         path = tuple(error.absolute_path)
+        deepest = _deepest(error)
+        if tuple(deepest.absolute_path) in unset and deepest.validator != "type":
+            # "not set" says it: the value is unknown (its string stood in as ""),
+            # and a string in place of a number is wrong whatever the variable holds.
+            continue
         if kind == "action" and not path and error.validator == "oneOf":
             continue  # the loader's kind-key check says it better
         if kind == "action" and path[:1] == ("parameters",) and isinstance(parameters, dict):

@@ -130,6 +130,21 @@ ROWS: list[tuple[str, str, list[tuple[int, str]]]] = [
             (9, "knowledge file 'docs/not-there.md' does not exist"),
         ],
     ),
+    (
+        "an-unset-variable-is-not-also-a-value-problem",
+        """\
+        kind: action
+        name: unset_whole
+        description: ${GATEWAY_TEST_UNSET_VARIABLE}
+        timeout: ${GATEWAY_TEST_UNSET_TIMEOUT}
+        sql: {database: db, query: SELECT 1}
+        """,
+        [
+            (7, "GATEWAY_TEST_UNSET_VARIABLE is not set"),
+            (8, "GATEWAY_TEST_UNSET_TIMEOUT is not set"),
+            (8, "timeout: the value from an environment variable fails `type`"),
+        ],
+    ),
     # What depends on a broken field stays skipped, and says nothing more.
     (
         "broken-function-is-not-imported",
