@@ -232,8 +232,11 @@ def _parse_file(shown: str, data: bytes, env: Mapping[str, str]) -> _ParsedFile:
     try:
         raw = read_documents(data.decode("utf-8"), shown, env)
     except YamlError as exc:
-        raw = exc.documents
-        problems.append(Problem(file=shown, line=exc.line, col=exc.col, message=exc.message))
+        raw = exc.documents  # before and after the broken parts, which `more` lists too
+        for error in (exc, *exc.more):
+            problems.append(
+                Problem(file=shown, line=error.line, col=error.col, message=error.message)
+            )
     except UnicodeDecodeError as exc:
         return _ParsedFile(data, [], [_not_utf8(shown, data, exc)])
     documents = []
