@@ -42,12 +42,13 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
 
     PATHS are manifest roots, or files inside one (default: GATEWAY_MANIFESTS,
     else ./manifests). Prints every problem, one a line, on stdout and exits 1
-    if there is any, 0 when all is valid. A valid set's warnings (a declared secret
-    shorter than 4 characters, never masked, or not UTF-8; a ``${VAR}`` value shorter
-    than 4 characters in an http/sql config, a database URL or a provider) go to stderr as
-    ``warning: ...`` lines and do not change the exit status. A file is checked in the context of
-    its root (GATEWAY_MANIFESTS when it lies inside it, else its directory) and
-    only its own problems are shown.
+    if there is any, 0 when all is valid: every check's in one run (a document
+    failing its schema still has its import and templates checked). A valid set's
+    warnings (a declared secret shorter than 4 characters, never masked, or not UTF-8;
+    a ``${VAR}`` value shorter than 4 characters in an http/sql config, a database URL
+    or a provider) go to stderr as ``warning: ...`` lines and do not change the exit
+    status. A file is checked in the context of its root (GATEWAY_MANIFESTS when it
+    lies inside it, else its directory) and only its own problems are shown.
     """
     import os
     from typing import cast

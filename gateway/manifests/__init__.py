@@ -4,7 +4,8 @@
 executors fill); ``loader.load_catalog`` reads a manifests root (YAML through
 ``_yaml``, with positions and ``${VAR}``; Python actions described out of the
 server by ``_pyfunc`` / ``_introspect``) into one immutable, validated
-``catalog.Catalog``; ``validate`` holds the checks and their output formats;
+``catalog.Catalog``; ``validate`` holds the checks and their output formats
+(``_salvage``: what of a broken document they still check);
 ``schema`` generates ``schemas/manifest.schema.json``; ``tools`` turns a
 catalog into OpenAI tool schemas; ``seed`` converts old Assistants-API
 configs; ``watch`` reloads on change (``_watch_paths``: what it watches).

@@ -11,7 +11,10 @@ plus the source files of the modules the import loaded under ``root`` and,
 for each user module it compiled, the exact bytes it compiled (base64): the
 catalog's code snapshot, which the sandbox runs instead of re-reading the disk
 (at most ``max_source_bytes`` of it; past that, only the total and the largest
-files, for the loader to report).
+files, for the loader to report). Before each reference it writes a ``STARTED``
+line, and ``DESCRIBED`` after the last: when user code ends the process at import
+(``os._exit``, a crash) or hangs, the parent knows which reference did it, reports
+it, and describes the others in a new child.
 
 Standard library only: it must run before anything of the gateway is importable.
 """
@@ -37,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "\x00gateway-introspect\x00"
+STARTED = "\x00gateway-introspect-started\x00"
+DESCRIBED = "\x00gateway-introspect-described\x00"
 _NONE = type(None)
 
 
@@ -93,10 +98,13 @@ def main() -> None:
     before = set(sys.modules)
     results: dict[str, Any] = {}
     sink = io.StringIO()
+    out = sys.stdout
     # User modules may print at import time: keep that out of our result.
     with contextlib.redirect_stdout(sink):
         for ref in request["functions"]:
+            _progress(out, STARTED + ref)  # flushed: a crash in describe leaves it read
             results[ref] = describe(ref)
+    _progress(out, DESCRIBED)
     loaded = set(sys.modules) - before
     files = sorted(
         {
@@ -113,6 +121,11 @@ def main() -> None:
         error = {"error": "the inferred parameters hold NaN or Infinity, which JSON cannot carry"}
         answer = json.dumps({"functions": dict.fromkeys(results, error), "files": files, **code})
     sys.stdout.write(MARKER + answer + "\n")
+
+
+def _progress(out: typing.TextIO, line: str) -> None:
+    out.write(line + "\n")
+    out.flush()
 
 
 def _snapshot(loaded: set[str], root: str, limit: int) -> dict[str, Any]:

@@ -6,7 +6,10 @@ with the gateway root first on ``sys.path``, a minimal environment and a
 timeout, and returns per reference either the inferred ``parameters`` or the
 error to report (module not importable, attribute missing, not callable), and
 the source of every user module the import compiled (``Catalog.code``: what
-the sandbox will run), up to ``MAX_SOURCE_BYTES``.
+the sandbox will run), up to ``MAX_SOURCE_BYTES``. A module whose import ends
+the process is reported at its reference and the rest described by one more
+subprocess (the set fails to load, so only the last one's files and sources
+are kept).
 
 Imports only the standard library, msgspec and ``gateway.manifests.catalog``.
 """
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -28,6 +33,8 @@ __all__ = ["MAX_SOURCE_BYTES", "FunctionInfo", "Introspection", "TooLarge", "ins
 
 _SCRIPT = Path(__file__).with_name("_introspect.py")
 _MARKER = "\x00gateway-introspect\x00"
+_STARTED = "\x00gateway-introspect-started\x00"
+_DESCRIBED = "\x00gateway-introspect-described\x00"
 TIMEOUT_S = 60.0
 MAX_SOURCE_BYTES = 32 * 1024 * 1024
 """Most bytes of Python source a manifest set may import from under the gateway root.
@@ -67,19 +74,58 @@ class Introspection(msgspec.Struct, frozen=True, kw_only=True):
 def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
     """Import ``refs`` in a fresh isolated interpreter and describe each callable.
 
+    A reference whose import ends the interpreter (``os._exit``, a crash) is
+    reported as such and the others are described in a new child, so one
+    broken module does not hide the others' problems (nor fail their checks).
+    All children together get ``TIMEOUT_S``: a reference still importing when
+    it runs out is reported, the ones not described by then say so.
+
     Args:
         refs: ``module:callable`` references (duplicates allowed).
         gateway_root: directory put first on the child's ``sys.path`` (its cwd too).
 
     Returns:
-        One ``FunctionInfo`` per distinct reference. A child that crashes or
-        times out yields an error for every reference, never an exception.
+        One ``FunctionInfo`` per distinct reference, never an exception.
     """
-    unique = sorted(set(refs))
-    if not unique:
+    pending = sorted(set(refs))
+    if not pending:
         return Introspection()
+    deadline = time.monotonic() + TIMEOUT_S
+    stopped: dict[str, FunctionInfo] = {}
+    while pending:
+        outcome = _child(pending, gateway_root, deadline)
+        if isinstance(outcome, Introspection):
+            found = _under_root_as_given(outcome, gateway_root)
+            return msgspec.structs.replace(found, functions={**found.functions, **stopped})
+        culprit, error, rest = outcome
+        if culprit is None:  # not a reference's doing: each of them says so
+            stopped.update((ref, FunctionInfo(error=error)) for ref in pending)
+            break
+        stopped[culprit] = FunctionInfo(error=error)
+        pending = [ref for ref in pending if ref != culprit]
+        if rest is not None:  # out of time: the others are not checked
+            stopped.update((ref, FunctionInfo(error=rest)) for ref in pending)
+            break
+    return Introspection(functions=stopped)
+
+
+class _Stopped(NamedTuple):
+    """A child that gave no answer: the reference it was describing (None: unknown),
+    the error to report for it, and for the others when no time is left (else None)."""
+
+    culprit: str | None
+    error: str
+    rest: str | None = None
+
+
+def _child(refs: list[str], gateway_root: Path, deadline: float) -> Introspection | _Stopped:
+    """One child describing ``refs``: its answer, or where and why it stopped."""
+    timeout = deadline - time.monotonic()
+    out_of_time = f"importing the action modules took over {TIMEOUT_S:g}s"
+    if timeout <= 0:
+        return _Stopped(None, out_of_time)
     request = json.dumps(
-        {"root": str(gateway_root), "functions": unique, "max_source_bytes": MAX_SOURCE_BYTES}
+        {"root": str(gateway_root), "functions": refs, "max_source_bytes": MAX_SOURCE_BYTES}
     )
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     try:
@@ -89,23 +135,58 @@ def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
             capture_output=True,
             cwd=gateway_root if gateway_root.is_dir() else None,
             env=env,
-            timeout=TIMEOUT_S,
+            timeout=timeout,
             check=False,
         )
-    except subprocess.TimeoutExpired:
-        return _all_failed(unique, f"importing the action modules took over {TIMEOUT_S:g}s")
+    except subprocess.TimeoutExpired as exc:  # its output so far is in exc.stdout
+        culprit = _describing(_text(exc.stdout))
+        if culprit is None:
+            return _Stopped(None, out_of_time)
+        module = culprit.partition(":")[0]
+        return _Stopped(
+            culprit,
+            f"cannot import module {module!r}: it was still importing when the "
+            f"{TIMEOUT_S:g}s for importing the action modules ran out",
+            f"not checked: the {TIMEOUT_S:g}s for importing the action modules ran out "
+            f"while {module!r} was importing",
+        )
     # User code may write any bytes to fd 1 or 2 at import: never decode strictly.
-    stdout = proc.stdout.decode("utf-8", errors="replace")
-    stderr = proc.stderr.decode("utf-8", errors="replace")
+    stdout, stderr = _text(proc.stdout), _text(proc.stderr)
     _, marker, payload = stdout.rpartition(_MARKER)
     if proc.returncode != 0 or not marker:
-        last = (stderr.strip().splitlines() or ["no output"])[-1]
-        return _all_failed(unique, f"importing the action modules failed: {last[:300]}")
+        last = (stderr.strip().splitlines() or [""])[-1][:300]
+        culprit = _describing(stdout)
+        if culprit is None:
+            return _Stopped(None, f"importing the action modules failed: {last or 'no output'}")
+        module = culprit.partition(":")[0]
+        said = f"; its last output: {last}" if last else ""
+        ended = _how_it_ended(proc.returncode)
+        return _Stopped(culprit, f"cannot import module {module!r}: {ended}{said}")
     try:
-        found = msgspec.json.decode(payload.strip(), type=Introspection)
+        return msgspec.json.decode(payload.strip(), type=Introspection)
     except msgspec.DecodeError as exc:  # our own child's output; a bug must not crash the load
-        return _all_failed(unique, f"introspection returned malformed output: {exc}")
-    return _under_root_as_given(found, gateway_root)
+        return _Stopped(None, f"introspection returned malformed output: {exc}")
+
+
+def _text(output: bytes | None) -> str:
+    return (output or b"").decode("utf-8", errors="replace")
+
+
+def _describing(stdout: str) -> str | None:
+    """The reference the child had started and not finished describing, if any."""
+    _, started, rest = stdout.rpartition(_STARTED)
+    if not started or _DESCRIBED in rest:
+        return None
+    return rest.partition("\n")[0] or None
+
+
+def _how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"importing it killed the process ({signal.Signals(-returncode).name})"
+        except ValueError:
+            return f"importing it killed the process (signal {-returncode})"
+    return f"importing it ended the process (exit status {returncode})"
 
 
 def _under_root_as_given(found: Introspection, gateway_root: Path) -> Introspection:
@@ -136,7 +217,3 @@ def _under_root_as_given(found: Introspection, gateway_root: Path) -> Introspect
         for module in found.modules
     ]
     return msgspec.structs.replace(found, modules=modules)
-
-
-def _all_failed(refs: list[str], message: str) -> Introspection:
-    return Introspection(functions={ref: FunctionInfo(error=message) for ref in refs})

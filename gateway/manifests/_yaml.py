@@ -6,7 +6,8 @@ Python values and, at the same time, a ``Locator`` that maps every JSON path
 (``("actions", 2)``) to the 1-based position of its value and, for mapping
 entries, of its key. Interpolation happens in the same walk, on string scalars
 only, and records which paths came from which variables so that an error about
-such a value never prints it back.
+such a value never prints it back. After a syntax error, reading resumes at the
+next ``---`` line, so the documents after a broken one are still read.
 
 Hostile input is bounded before it can hurt the process: nesting deeper than
 ``MAX_DEPTH`` is an error (PyYAML's C composer recurses on the C stack and a
@@ -56,16 +57,21 @@ _C_SAFE_DEPTH = 2_000  # far below where the C composer overflows an 8 MB stack 
 class YamlError(Exception):
     """The file is not well-formed YAML; carries a 1-based position.
 
-    ``documents`` holds the documents of the file read before the error, so
-    one broken document does not hide the names its neighbours declare.
+    ``documents`` holds the documents of the file read anyway (before the error,
+    and after it: see ``read_documents``), so one broken document does not hide
+    the names its neighbours declare, nor their own problems; ``more``, the
+    file's later errors. ``resumable`` is false for an error that refuses the
+    rest of the file (the alias budget, nesting too deep).
     """
 
-    def __init__(self, message: str, line: int, col: int) -> None:
+    def __init__(self, message: str, line: int, col: int, *, resumable: bool = True) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.col = col
+        self.resumable = resumable
         self.documents: list[RawDocument] = []
+        self.more: list[YamlError] = []
 
 
 class Locator:
@@ -160,19 +166,95 @@ class RawDocument:
         self.locator = locator
 
 
+MAX_SYNTAX_ERRORS = 20
+"""Syntax errors read past in one file; after the last, the rest of the file is not read."""
+
+_DOCUMENT_START = re.compile(r"\n---(?=[ \t\n\r\x85\u2028\u2029]|\Z)")
+"""``---`` at the start of a line (after a ``\\n``, a literal the regex finds fast): YAML
+forbids it inside any value, so it starts a document. One after a lone ``\\r``, NEL or
+U+2028/9 is not resumed at."""
+
+
 def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[RawDocument]:
     """Parse every document of ``text`` (empty documents are skipped).
 
+    After a syntax error, reading resumes at the next line starting a document
+    (``---``), so the documents after a broken one are read too, at their own
+    lines: their names count and their problems are reported in the same run.
+    Each part read is checked for nesting depth before it is composed, and the
+    alias budget is the whole file's.
+
     Raises:
-        YamlError: on a syntax error, with its position.
+        YamlError: on a syntax error, with its position, the documents read
+            anyway and the file's later errors (``more``).
     """
     lines = text.splitlines()
+    deep = _may_nest_deep(text, lines)  # a bound for every part too: each is a suffix
+    walker = _Walker(None, environ, lines)
     docs: list[RawDocument] = []
-    _check_depth(text, lines)
-    loader = _Loader(text)
-    walker = _Walker(loader, environ, lines)
+    errors: list[YamlError] = []
+    start, index = 0, 0  # where the part read begins (a line start), its first document
+    while True:
+        # Blank lines before the part keep PyYAML's line numbers those of the file.
+        part = text if not start else "\n" * _breaks(text, 0, start) + text[start:]
+        index, error = _read_part(part, file, walker, docs, index, deep=deep)
+        if error is None:
+            break
+        errors.append(error)
+        resume = _resume_at(text, error.line, start)
+        if not error.resumable or resume is None or len(errors) >= MAX_SYNTAX_ERRORS:
+            break
+        start = resume
+    if errors:
+        first = errors[0]
+        first.documents, first.more = docs, errors[1:]
+        raise first
+    return docs
+
+
+def _resume_at(text: str, line: int, after: int) -> int | None:
+    """Where the first document starting on or after ``line`` (1-based) and past the
+    offset ``after`` (a line start) begins, if one does."""
+    pos, seen = after, 1 + _breaks(text, 0, after)  # the line at pos
+    while (found := _DOCUMENT_START.search(text, pos)) is not None:
+        start = found.start() + 1
+        seen += _breaks(text, pos, start)
+        if start > after and seen >= line:
+            return start
+        pos = start
+    return None
+
+
+def _breaks(text: str, start: int, end: int) -> int:
+    """The line breaks in ``text[start:end]`` as PyYAML counts them (``\\r\\n`` once)."""
+    count = text.count
+    return (
+        count("\n", start, end)
+        + count("\r", start, end)
+        - count("\r\n", start, end)
+        + count("\x85", start, end)
+        + count("\u2028", start, end)
+        + count("\u2029", start, end)
+    )
+
+
+def _read_part(
+    part: str, file: str, walker: _Walker, docs: list[RawDocument], index: int, *, deep: bool
+) -> tuple[int, YamlError | None]:
+    """Append the documents of ``part`` to ``docs`` up to its first error.
+
+    ``deep``: the part may nest too deep for the composer (``_may_nest_deep``).
+    Returns the index of the next document and that error, if any.
+    """
     try:
-        index = 0
+        if deep:
+            _check_depth(part)
+    except YamlError as exc:
+        exc.resumable = False  # a part nested this deep is hostile: read no further
+        return index, exc
+    loader = _Loader(part)
+    walker.loader = loader
+    try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:  # pragma: no cover - check_node guards it
@@ -183,30 +265,23 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
                 docs.append(RawDocument(file, index, data, locator))
             index += 1
     except YamlError as exc:
-        exc.documents = docs
-        raise
+        return index, exc
     except yaml.reader.ReaderError as exc:
         # A control character: PyYAML's text has no mark, an offset and a second line.
-        error = YamlError(
+        return index, YamlError(
             f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}",
-            *_offset_pos(text, exc.position),
+            *_offset_pos(part, exc.position),
         )
-        error.documents = docs
-        raise error from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        error = YamlError(f"invalid YAML: {problem}", line, col)
-        error.documents = docs
-        raise error from None
+        return index, YamlError(f"invalid YAML: {problem}", line, col)
     except yaml.YAMLError as exc:
-        error = YamlError(f"invalid YAML: {' '.join(str(exc).split())}", 1, 1)  # one line
-        error.documents = docs
-        raise error from None
+        return index, YamlError(f"invalid YAML: {' '.join(str(exc).split())}", 1, 1)  # one line
     finally:
         loader.dispose()
-    return docs
+    return index, None
 
 
 def _pos(node: yaml.Node | yaml.Event) -> tuple[int, int]:
@@ -226,21 +301,27 @@ def _too_deep(where: yaml.Node | yaml.Event) -> YamlError:
     return YamlError(f"collections nested deeper than {MAX_DEPTH} levels", *_pos(where))
 
 
-def _check_depth(text: str, lines: list[str]) -> None:
-    """Refuse nesting deeper than ``MAX_DEPTH`` before the C composer recurses into it.
+def _may_nest_deep(text: str, lines: list[str]) -> bool:
+    """Whether ``text`` (or any part of it) could nest deep enough to need ``_check_depth``.
 
     Block nesting needs indentation (at most two levels per column) and flow
-    nesting an opening bracket each, so a cheap bound clears almost every real
-    file; only text that could nest dangerously deep is walked as events
-    (which the parser produces without recursion). Syntax errors are left for
-    the real parse to report with the documents before them.
+    nesting an opening bracket each, so this cheap bound clears almost every
+    real file.
+    """
+    widest = max(map(len, lines), default=0)
+    return 2 * (widest + 2) + text.count("[") + text.count("{") > _C_SAFE_DEPTH
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` before the C composer recurses into it.
+
+    The text is walked as events (which the parser produces without
+    recursion) up to its first syntax error, which is where the composer
+    stops too; the error is left for the real parse to report.
 
     Raises:
         YamlError: at the first collection nested too deep.
     """
-    widest = max(map(len, lines), default=0)
-    if 2 * (widest + 2) + text.count("[") + text.count("{") <= _C_SAFE_DEPTH:
-        return
     loader = _Loader(text)
     depth = 0
     try:
@@ -347,6 +428,7 @@ class _Walker:
                 f"aliases expand to more than {MAX_ALIAS_NODES} nodes in this file "
                 "(this anchored value, used through its aliases or `<<` merges)",
                 *_pos(where),
+                resumable=False,
             )
 
     def construct(self, node: yaml.ScalarNode) -> Any:

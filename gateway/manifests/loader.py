@@ -7,7 +7,11 @@ reads each document with node positions and ``${VAR}`` interpolation
 and for an action its one kind key with that kind's config Struct), runs the
 checks of ``validate`` in order, imports the Python actions in an isolated
 subprocess to check them and infer missing ``parameters`` (``_pyfunc``), and
-builds the catalog with its tool schemas and content-hash version. The code
+builds the catalog with its tool schemas and content-hash version. Every
+stage runs whatever an earlier one found: a document that fails its schema
+still has its sound parts (``_salvage``: its Python function, its SQL
+template...) checked by the later stages, so one load reports all of a push's
+problems; only a set without any problem becomes a catalog. The code
 that import compiled is kept in the catalog (``Catalog.code``) and hashed into
 its version from those bytes: a push landing on disk after the import changes
 neither what this catalog runs nor its version (the reload it triggers loads it).
@@ -40,7 +44,8 @@ from gateway._files import NotRegularFile, open_regular
 from gateway.errors import ManifestError, Problem
 from gateway.manifests import _pyfunc, validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
-from gateway.manifests._yaml import RawDocument, YamlError, read_documents, redact
+from gateway.manifests._salvage import salvage
+from gateway.manifests._yaml import RawDocument, YamlError, parse_path, read_documents, redact
 from gateway.manifests.catalog import Catalog, ShortVariable, SourceRef
 from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
@@ -90,8 +95,9 @@ def load_catalog(
     environment = _environment_digest(env)
     declared: dict[str, set[str]] = {kind: set() for kind in KINDS}
     first: dict[tuple[str, str], RawDocument] = {}
-    entries: list[Entry] = []
-    originals: list[Any] = []  # each entry's value as decoded (inference may replace it)
+    entries: list[Entry] = []  # the documents that decoded cleanly: the catalog's
+    salvaged: list[Entry] = []  # the sound parts of the others, for the later checks only
+    originals: list[Any] = []  # each checked entry's value as decoded (inference may replace it)
     documents = 0
     for rel in files:
         shown = str(root / rel)
@@ -115,23 +121,28 @@ def load_catalog(
             if decoded.declares is not None:
                 declared[decoded.declares[0]].add(decoded.declares[1])
             problems += _duplicate(doc, first)
+            # A fresh Entry: inferring parameters below replaces its value.
             if decoded.value is not None:
-                # A fresh Entry: inferring parameters below replaces its value.
                 entries.append(Entry(doc, decoded.kind, decoded.value))
                 originals.append(decoded.value)
+            elif decoded.salvaged is not None:
+                salvaged.append(Entry(doc, decoded.kind, decoded.salvaged))
     if not documents and not problems:
         raise ManifestError([_root_problem(root, "the manifest files hold no documents")])
 
-    problems += validate.cross_problems(entries, declared=declared, root=root_abs, environ=env)
-    refs = [ref for e in entries if (ref := _python_ref(e)) is not None]
+    # A salvaged entry's document has problems already: it never reaches _assemble.
+    checked = entries + salvaged
+    originals += [e.value for e in salvaged]
+    problems += validate.cross_problems(checked, declared=declared, root=root_abs, environ=env)
+    refs = [ref for e in checked if (ref := _python_ref(e)) is not None]
     found = inspect_functions(refs, code_root) if refs else Introspection()
-    problems += validate.python_problems(entries, found)
-    problems += _code_size_problems(entries, found, code_root)
-    _fill_inferred_parameters(entries, found)
-    problems += validate.example_problems(entries)
+    problems += validate.python_problems(checked, found)
+    problems += _code_size_problems(checked, found, code_root)
+    _fill_inferred_parameters(checked, found)
+    problems += validate.example_problems(checked)
     ctx = CheckContext(root=root_abs, databases=frozenset(declared["database"]))
-    checked, kind_checks = _kind_checks(entries, originals, ctx, last.kind_checks)
-    problems += checked
+    found_by_kinds, kind_checks = _kind_checks(checked, originals, ctx, last.kind_checks)
+    problems += found_by_kinds
     _REMEMBERED = _Memory(remembered, kind_checks)
     if problems:
         raise ManifestError(_sorted(_redacted(problems, remembered.values())))
@@ -166,12 +177,14 @@ def _kind_checks(
 
 
 class _Decoded(NamedTuple):
-    """One document on its own: its Struct (None if invalid), problems, declared name."""
+    """One document on its own: its Struct (None if invalid), problems, declared name,
+    and when invalid the Struct of its sound parts the later checks read (``_salvage``)."""
 
     kind: str
     value: Any
     problems: list[Problem]
     declares: tuple[str, str] | None
+    salvaged: Any = None
 
 
 class _ParsedFile(NamedTuple):
@@ -219,19 +232,21 @@ def _parse_file(shown: str, data: bytes, env: Mapping[str, str]) -> _ParsedFile:
     try:
         raw = read_documents(data.decode("utf-8"), shown, env)
     except YamlError as exc:
-        raw = exc.documents
-        problems.append(Problem(file=shown, line=exc.line, col=exc.col, message=exc.message))
+        raw = exc.documents  # before and after the broken parts, which `more` lists too
+        for error in (exc, *exc.more):
+            problems.append(
+                Problem(file=shown, line=error.line, col=error.col, message=error.message)
+            )
     except UnicodeDecodeError as exc:
         return _ParsedFile(data, [], [_not_utf8(shown, data, exc)])
     documents = []
     for doc in raw:
         own: list[Problem] = []
         declared: dict[str, set[str]] = {kind: set() for kind in KINDS}
-        entry = _decode(doc, own, declared)
-        names = [(kind, name) for kind, found in declared.items() for name in found]
-        kind = entry.kind if entry is not None else ""
-        value = entry.value if entry is not None else None
-        documents.append((doc, _Decoded(kind, value, own, names[0] if names else None)))
+        kind, value, salvaged = _decode(doc, own, declared)
+        names = [(k, name) for k, found in declared.items() for name in found]
+        declares = names[0] if names else None
+        documents.append((doc, _Decoded(kind, value, own, declares, salvaged)))
     return _ParsedFile(data, documents, problems)
 
 
@@ -315,20 +330,24 @@ def _sorted(problems: list[Problem]) -> list[Problem]:
 
 def _decode(
     doc: RawDocument, problems: list[Problem], declared: dict[str, set[str]]
-) -> Entry | None:
-    """Two-step decode of one document; appends its problems and returns it if clean."""
+) -> tuple[str, Any, Any]:
+    """Two-step decode of one document; appends its problems.
+
+    Returns its kind (``""`` if unknown), its Struct if clean (else None), and
+    when not clean the Struct of its sound parts (``_salvage``) or None.
+    """
     data = doc.data
     known = ", ".join(sorted(KINDS))
     if not isinstance(data, dict):
         problems.append(at(doc, (), f"a manifest document must be a mapping with `kind` ({known})"))
-        return None
+        return "", None, None
     kind = data.get("kind")
     if kind is None:
         problems.append(at(doc, (), f"missing `kind` (one of {known})"))
-        return None
+        return "", None, None
     if not isinstance(kind, str) or kind not in KINDS:
         problems.append(at(doc, ("kind",), f"unknown kind {kind!r}; known kinds: {known}"))
-        return None
+        return "", None, None
     name = data.get("name")
     if isinstance(name, str):
         declared[kind].add(name)
@@ -338,22 +357,29 @@ def _decode(
     )
     kind_key = _kind_key(doc, data, problems) if kind == "action" else None
     problems += validate.schema_problems(doc, kind)
-    if len(problems) > before:
-        return None
+    if len(problems) == before:
+        value = _convert(doc, data, kind, kind_key)
+        if not isinstance(value, Problem):
+            return kind, value, None
+        problems.append(value)
+    broken = [parse_path(p.path) for p in problems[before:]]
+    return kind, None, salvage(data, kind, kind_key, broken)
+
+
+def _convert(doc: RawDocument, data: dict[str, Any], kind: str, kind_key: str | None) -> Any:
+    """A document that passed the schema as its kind's Struct, or the problem msgspec found."""
     try:
         if kind_key is None:
-            return Entry(doc, kind, msgspec.convert(data, KINDS[kind]))
+            return msgspec.convert(data, KINDS[kind])
         rest = {k: v for k, v in data.items() if k != kind_key}
         action = msgspec.convert(rest, Action)
     except msgspec.ValidationError as exc:
-        problems.append(validate.decode_problem(doc, exc))
-        return None
+        return validate.decode_problem(doc, exc)
     try:
         config = msgspec.convert(data[kind_key], ACTION_KINDS[kind_key])
     except msgspec.ValidationError as exc:
-        problems.append(validate.decode_problem(doc, exc, (kind_key,)))
-        return None
-    return Entry(doc, kind, msgspec.structs.replace(action, kind_key=kind_key, config=config))
+        return validate.decode_problem(doc, exc, (kind_key,))
+    return msgspec.structs.replace(action, kind_key=kind_key, config=config)
 
 
 def _duplicate(doc: RawDocument, first: dict[tuple[str, str], RawDocument]) -> list[Problem]:

@@ -1,7 +1,9 @@
 """Validation of a manifest set: schema first, then across documents; every problem located.
 
 The loader calls these checks in order and collects everything they return,
-so one run reports all problems:
+so one run reports all problems. A document that fails 1 or 2 is not
+dropped from 3-6: they read the fields of it that are sound (the loader's
+``_salvage``), so its import, templates and secrets are checked in the same run:
 
 1. ``schema_problems``: each document against the generated JSON Schema
    (``jsonschema``, all errors, each mapped to the offending node's line:col);
@@ -164,11 +166,21 @@ def _inline(node: Any, defs: Mapping[str, Any]) -> Any:
 
 
 def schema_problems(doc: RawDocument, kind: str) -> list[Problem]:
-    """Every JSON Schema error of ``doc`` (a mapping whose ``kind`` is known), located."""
+    """Every JSON Schema error of ``doc`` (a mapping whose ``kind`` is known), located.
+
+    An error about the value of an unset ``${VAR}`` (too short, not matching a
+    pattern) is left to the "not set" problem; one about its type is kept.
+    """
     problems: list[Problem] = []
     parameters = doc.data.get("parameters") if isinstance(doc.data, dict) else None
+    unset = {path for path, _ in doc.locator.missing}
     for error in _validator(kind).iter_errors(doc.data):
         path = tuple(error.absolute_path)
+        deepest = _deepest(error)
+        if tuple(deepest.absolute_path) in unset and deepest.validator != "type":
+            # "not set" says it: the value is unknown (its string stood in as ""),
+            # and a string in place of a number is wrong whatever the variable holds.
+            continue
         if kind == "action" and not path and error.validator == "oneOf":
             continue  # the loader's kind-key check says it better
         if kind == "action" and path[:1] == ("parameters",) and isinstance(parameters, dict):
@@ -271,7 +283,8 @@ def cross_problems(
     """Problems between documents and with the environment and file system.
 
     Args:
-        entries: the documents that decoded cleanly.
+        entries: the documents that decoded cleanly, and the sound parts of
+            the others (``_salvage``: their problems are reported already).
         declared: kind -> every name declared, including documents that failed
             to decode (so one bad action does not also make its assistant fail).
         root: the manifests root, for knowledge files.
@@ -423,7 +436,7 @@ def _action_problems(entry: Entry, action: Action, environ: Mapping[str, str]) -
             )
     if action.parameters is not None:
         problems += parameters_problems(entry, action.parameters)
-    if action.isolation == "inline":
+    if action.isolation == "inline" and action.config is not None:  # None: salvaged, no kind
         problems += _inline_problems(entry, action)
     return problems
 

@@ -169,6 +169,34 @@ def test_broken_set_is_reported_old_set_serves_then_fix_recovers(
     assert "broken.yaml" in st["files"]
 
 
+def test_a_push_is_refused_whole_with_every_problem_of_each_document_listed(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """The reload shares validate's loader: an action failing its schema also shows its
+    import problem in the same rejected attempt (before, only a second push showed it),
+    and nothing of the push goes live, not even its valid new action."""
+    manifests = write_site(tmp_path / "site")
+    server = gateway_server(manifests, env=WATCH)
+    good = status(server)["version"]
+    (manifests / "shout.yaml").write_text(
+        "kind: action\nname: shout\ndescription: Shout a text back in capitals.\n"
+        "python:\n  function: reloadactions.tools:shout\n"
+    )
+    broken = BOT_YAML.format(actions="greet, pause_briefly, shout").replace(
+        "  function: reloadactions.tools:greet",
+        "  function: reloadactions.tools:no_such_function\ntimeout: 900",
+    )
+    (manifests / "bot.yaml").write_text(broken)
+    st, _ = wait_for(lambda: (s := status(server))["last_attempt"]["result"] == "rejected" and s)
+    errors = st["last_attempt"]["errors"]
+    assert len(errors) == 2, errors
+    assert re.search(r"bot\.yaml:11:\d+: .*has no attribute 'no_such_function'", errors[0])
+    assert re.search(r"bot\.yaml:12:\d+: timeout: 900 is greater than the maximum", errors[1])
+    assert st["version"] == good
+    assert tool_names(server) == {"greet", "pause_briefly"}
+    assert chat(server, 'please greet "Ada"')["tool_calls"][0]["output"] == "v1 hello Ada"
+
+
 def test_a_hostile_push_is_rejected_and_the_live_set_keeps_serving(
     tmp_path: Path, gateway_server: ServerFactory
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Optional, TypedDict
 import msgspec
 import pytest
 
+from gateway.manifests import _pyfunc
 from gateway.manifests._introspect import infer_parameters, parse_docstring, type_schema
 from gateway.manifests._pyfunc import inspect_functions
 
@@ -174,10 +175,53 @@ def test_bad_modules_are_reported_per_reference(tmp_path: Path) -> None:
     assert found["asyncmod:run"].is_async is True
 
 
-def test_a_crashing_child_fails_every_reference(tmp_path: Path) -> None:
-    """A module that kills the interpreter yields an error for each reference, not an exception."""
-    write_module(tmp_path, "killer", "import os\nos._exit(9)\n")
-    found = inspect_functions(["killer:f", "json:dumps"], tmp_path).functions
+def test_a_module_ending_the_interpreter_is_named_and_the_others_still_described(
+    tmp_path: Path,
+) -> None:
+    """A module that exits or crashes the child at import is reported at its own reference
+    (exit status or signal, its last words); every other reference is described by a new
+    child, its own problem included (each reference once failed alike, none named)."""
+    write_module(tmp_path, "killer", "import os, sys\nsys.stderr.write('bye\\n')\nos._exit(9)\n")
+    write_module(tmp_path, "segv", "import ctypes\nctypes.string_at(0)\n")
+    write_module(tmp_path, "fine", "def ok(x: int) -> int:\n    return x\n")
+    refs = ["fine:ok", "fine:missing", "killer:f", "segv:f", "json:dumps"]
+    found = inspect_functions(refs, tmp_path).functions
+    assert found["killer:f"].error == (
+        "cannot import module 'killer': importing it ended the process (exit status 9); "
+        "its last output: bye"
+    )
+    assert (found["segv:f"].error or "").startswith(
+        "cannot import module 'segv': importing it killed the process (SIGSEGV)"
+    )
+    assert found["fine:ok"].error is None and found["fine:ok"].parameters is not None
+    assert found["fine:missing"].error == "module 'fine' has no attribute 'missing'"
+    assert found["json:dumps"].error is None
+
+
+def test_a_module_hanging_at_import_is_named_when_the_time_runs_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference still importing when the time runs out says so; the others say they
+    were not checked (not that they failed to import)."""
+    monkeypatch.setattr(_pyfunc, "TIMEOUT_S", 3.0)
+    write_module(tmp_path, "hangs", "import time\ntime.sleep(60)\n")
+    found = inspect_functions(["hangs:f", "json:dumps"], tmp_path).functions
+    assert found["hangs:f"].error == (
+        "cannot import module 'hangs': it was still importing when the 3s for importing "
+        "the action modules ran out"
+    )
+    assert found["json:dumps"].error == (
+        "not checked: the 3s for importing the action modules ran out while 'hangs' was importing"
+    )
+
+
+def test_a_child_failing_after_every_reference_blames_none_of_them(tmp_path: Path) -> None:
+    """A child that ends badly once every reference was described (an ``atexit`` hook of
+    user code) fails each reference with its last words, naming none as the cause."""
+    write_module(
+        tmp_path, "late", "import atexit, os\natexit.register(os._exit, 4)\ndef f(): ...\n"
+    )
+    found = inspect_functions(["late:f", "json:dumps"], tmp_path).functions
     assert all(
         (info.error or "").startswith("importing the action modules failed")
         for info in found.values()

@@ -558,6 +558,29 @@ def test_a_syntax_error_does_not_hide_earlier_documents(tmp_path: Path) -> None:
     assert "invalid YAML" in problem.message
 
 
+def test_the_documents_after_a_syntax_error_are_read_and_checked(tmp_path: Path) -> None:
+    """Reading resumes at the next `---` after a syntax error: a later document's name counts
+    (no "unknown action" in its assistant) and its own problems are reported in the same run,
+    as is a second syntax error further down."""
+    files = {
+        "a.yaml": DB + "---\nkind: assistant\nname: s\nactions: [q, r]\n",
+        "b.yaml": "kind: action\nname: p\ndescription: [unclosed\n"
+        "---\nkind: action\nname: q\ndescription: d\nsql: {database: nodb, query: 'SELECT {{ x'}\n"
+        "---\nkind: action\nname: {broken\n"
+        "---\nkind: action\nname: r\ndescription: d\nsql: {database: db, query: SELECT 1}\n",
+    }
+    found = problems(tmp_path, files)
+    assert [(Path(p.file).name, p.line, p.col) for p in found] == [
+        ("b.yaml", 4, 1),
+        ("b.yaml", 8, 17),
+        ("b.yaml", 8, 30),
+        ("b.yaml", 12, 1),
+    ]
+    assert "invalid YAML" in found[0].message and "invalid YAML" in found[3].message
+    assert "unknown database 'nodb'" in found[1].message
+    assert "SQL template does not parse" in found[2].message
+
+
 # --- reloads reuse what an unchanged file yields ------------------------------------
 
 

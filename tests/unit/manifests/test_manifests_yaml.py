@@ -166,6 +166,56 @@ def test_documents_before_a_syntax_error_are_kept() -> None:
     assert info.value.line == 6
 
 
+def test_reading_resumes_at_the_next_document_after_a_syntax_error() -> None:
+    """The documents after a broken one are read too, at their own lines; every syntax error
+    is raised, the first with the others in ``more``."""
+    text = "kind: a\n---\nkind: [b\n---\nkind: c\n---\nkind: {d\n---\r\nkind: e\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert [(d.data, d.locator.start) for d in info.value.documents] == [
+        ({"kind": "a"}, (1, 1)),
+        ({"kind": "c"}, (5, 1)),
+        ({"kind": "e"}, (9, 1)),
+    ]
+    assert (info.value.line, [(e.line, "invalid YAML" in e.message) for e in info.value.more]) == (
+        4,
+        [(8, True)],
+    )
+
+
+def test_a_broken_document_marker_line_is_not_read_twice() -> None:
+    """A syntax error on a `---` line resumes at the next marker, not on itself again."""
+    with pytest.raises(YamlError) as info:
+        read_documents("kind: a\n--- [b\n---\nkind: c\n", "f.yaml", {})
+    assert [d.data for d in info.value.documents] == [{"kind": "a"}, {"kind": "c"}]
+    assert (info.value.line, info.value.more) == (3, [])
+
+
+def test_nesting_after_a_syntax_error_is_refused_not_composed() -> None:
+    """Past a syntax error the depth check (which stops there) runs again on what is read
+    next: 200,000 brackets are a located error, not a crash of the C composer."""
+    depth = 200_000
+    text = "kind: [a\n---\nkind: b\nx: " + "[" * depth + "]" * depth + "\n---\nkind: c\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert [e.message for e in info.value.more] == ["collections nested deeper than 100 levels"]
+    assert info.value.more[0].line == 4
+
+
+def test_the_alias_budget_is_the_files_across_syntax_errors() -> None:
+    """Reading resumed after a syntax error goes on with the file's alias budget: two
+    anchored values each under it but together over it are refused, and past that the
+    rest of the file is not read."""
+    half = _alias_bomb(5)  # about 111,000 nodes once expanded: under the budget alone
+    text = half + "---\nkind: [a\n---\n" + half + "---\nkind: c\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert len(info.value.documents) == 1
+    assert [e.message.split(" (")[0] for e in info.value.more] == [
+        "aliases expand to more than 200000 nodes in this file"
+    ]
+
+
 def _alias_bomb(levels: int) -> str:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, levels):
