@@ -137,10 +137,10 @@ async def cpu_split(
 ) -> str:
     """Where the CPU of back-to-back calls goes: this process, the zygote, its children."""
     zygote = next(z for (network, _), z in supervisor._zygotes.items() if not network)
-    before, self_before = _cpu(zygote.proc.pid), resource.getrusage(resource.RUSAGE_SELF)
+    before, self_before = _cpu(zygote.pid), resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(calls):
         await call()
-    after, self_after = _cpu(zygote.proc.pid), resource.getrusage(resource.RUSAGE_SELF)
+    after, self_after = _cpu(zygote.pid), resource.getrusage(resource.RUSAGE_SELF)
     server = self_after.ru_utime + self_after.ru_stime - self_before.ru_utime - self_before.ru_stime
     per = 1000 / calls
     return (
