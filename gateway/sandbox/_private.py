@@ -19,10 +19,12 @@ with its status (``_wait_for``). In the child:
   and pid 1 ignores every signal from its namespace it has no handler for, so a call
   cannot kill its zygote with SIGKILL (its other calls would die with it).
 - the call-directory root (``tmp``) becomes a tmpfs of ``GATEWAY_SANDBOX_TMP_MB``
-  (and ``_FILES_PER_MB`` inodes per MB): a call that fills it gets ENOSPC, like its
+  (and ``FILES_PER_MB`` inodes per MB): a call that fills it gets ENOSPC, like its
   concurrent calls on the same zygote, but the host's disk stays untouched. Its
   pages are memory, counted by the zygote's memory cgroup (the supervisor's bound
-  adds the size).
+  adds the size). It is ``noexec``: a call cannot run a program it wrote or
+  downloaded there, nor map a library from it (``python script.py`` still reads a
+  script it wrote; ``./script`` is refused).
 
 Mounts are private to the namespace (``MS_PRIVATE`` from ``/`` down, first): nothing
 propagates to the host, and everything goes when the zygote's last process does.
@@ -85,7 +87,8 @@ def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> tuple[PrivateView, int]:
         "processes",
         private_tmp=tmp_refused is None,
         private_tmp_detail=tmp_refused
-        or f"call directories on a tmpfs of {tmp_mb} MB ({tmp_mb * FILES_PER_MB} files) per zygote",
+        or f"call directories on a tmpfs of {tmp_mb} MB ({tmp_mb * FILES_PER_MB} files) "
+        "per zygote, noexec",
     ), host_pid
 
 
@@ -159,7 +162,8 @@ def _mount_tmp(tmp: str, tmp_mb: int) -> str | None:
     try:
         with contextlib.suppress(OSError):  # done by _mount_proc unless it failed early
             _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
-        _linux.mount("tmpfs", tmp, "tmpfs", _linux.MS_NOSUID | _linux.MS_NODEV, options)
+        flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
+        _linux.mount("tmpfs", tmp, "tmpfs", flags, options)
     except OSError as exc:
         return (
             f"mounting a tmpfs was refused ({exc.strerror or exc}): call directories "

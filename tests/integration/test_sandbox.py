@@ -308,6 +308,21 @@ def fill_scratch(files: int, mb: int):
     return {"made": made, "written": written, "error": None,
             "size_mb": st.f_blocks * st.f_frsize >> 20, "files": st.f_files}
 
+def run_own_program():
+    # Write a program into the call's directory and run it: a script and a copy of a binary.
+    import shutil, stat
+    with open("hello.sh", "w") as fh:
+        fh.write("#!/bin/sh\\necho ran\\n")
+    shutil.copy("/bin/true", "mytrue")
+    ran = {}
+    for name in ("hello.sh", "mytrue"):
+        os.chmod(name, 0o755)
+        try:
+            ran[name] = subprocess.run(["./" + name], capture_output=True).returncode
+        except OSError as exc:
+            ran[name] = exc.strerror
+    return ran
+
 def proc_view(needle: str):
     # What /proc shows a call: pids, those whose command line holds `needle`, and the
     # TCP ports listening in any process's network namespace.
@@ -430,6 +445,7 @@ ACTION_LIST = [
     make_action("whoami"),
     make_action("fill_scratch", sandbox=SandboxLimits(max_file_size_mb=2), timeout=20),
     make_action("proc_view", sandbox=SandboxLimits(network=False)),
+    make_action("run_own_program"),
     make_action("signal", "signal_"),
     make_action("scan"),
     make_action("environ"),
@@ -1083,6 +1099,21 @@ async def test_a_call_fills_its_zygotes_tmpfs_not_the_disk(catalog: Catalog) -> 
             assert zygote.ready is not None and not any(Path(zygote.ready.tmp).iterdir())
     finally:
         await sup.aclose()
+
+
+async def test_a_call_cannot_run_a_program_it_wrote(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """A call's directory is on a noexec tmpfs: a program it wrote or downloaded there (a
+    miner, an exploit) does not run, a script or a binary alike; the next call works."""
+    if supervisor.capabilities is None or not supervisor.capabilities.private_tmp:
+        reason = supervisor.capabilities and supervisor.capabilities.private_tmp_detail
+        pytest.skip(f"no private tmpfs here: {reason}")
+    result = await call_then_ok(runner, catalog, supervisor, "run_own_program")
+    assert json.loads(result.output) == {
+        "hello.sh": "Permission denied",
+        "mytrue": "Permission denied",
+    }, result
 
 
 async def test_environment_has_only_declared_secrets(

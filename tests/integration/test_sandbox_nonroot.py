@@ -168,7 +168,7 @@ def test_a_non_root_gateway_isolates_its_calls(shared: Path) -> None:
     assert out["caps"] == {
         "private_proc": True,
         "private_tmp": True,
-        "detail": "call directories on a tmpfs of 32 MB (8192 files) per zygote",
+        "detail": "call directories on a tmpfs of 32 MB (8192 files) per zygote, noexec",
     }, out["caps"]
     for seen in (off, online):
         assert seen["tmp_mb"] == 32, seen
