@@ -1,5 +1,5 @@
 # os.path on purpose, like the zygote: this runs in it.
-# ruff: noqa: PTH115, PTH123
+# ruff: noqa: PTH123
 """The zygote's private view: its own pid and mount namespaces, /proc and scratch tmpfs.
 
 Without them a call sees the whole host (or container) through ``/proc``: every
@@ -9,28 +9,35 @@ it can signal any process of its uid by pid. And its working directory lives on
 ``TMPDIR``'s disk, which one call could fill, files or inodes, for the whole host.
 
 ``enter`` (called by the zygote once ``Init`` came, after the supervisor put it in
-its cgroups) moves the zygote into a new mount and pid namespace (inside a new user
-namespace when it is not root) and forks: the child becomes pid 1 of the new
-namespace, the real zygote, and the original process only waits for it and exits
-with its status (``_wait_for``). In the child:
+its cgroups) forks: the child is the real zygote, in a new mount namespace and,
+where a fresh ``/proc`` can be mounted, a new pid namespace whose pid 1 it is
+(inside a new user namespace when not root). The original process, the one the
+supervisor started, only waits for it (``_wait_for``): it exits as the zygote did
+and then removes the zygote's folder from the host (inside, a tmpfs covers it).
+In the child:
 
 - ``/proc`` is mounted afresh: it lists only the zygote, its spares and calls and
   what they start. Processes outside have no pid here, so a call cannot signal them;
-  and pid 1 ignores every signal from its namespace it has no handler for, so a call
-  cannot kill its zygote with SIGKILL (its other calls would die with it).
+  and pid 1 ignores every signal from its namespace it has no handler for (the
+  zygote ignores SIGINT too, see ``zygote``), so a call cannot kill its zygote.
+  ``vm.memfd_noexec`` is 2 in the namespace: no memory file can be executed (the
+  way around a noexec folder). A pid namespace without its own ``/proc`` would be
+  worse than none (every pid the zygote reads there is another process's), so
+  whether one can be mounted is tried first, in a throw-away child
+  (``_proc_refused``: a container runtime masking paths of ``/proc`` keeps a user
+  namespace from mounting one), and without it there is no pid namespace.
 - the call-directory root (``tmp``) becomes a tmpfs of ``GATEWAY_SANDBOX_TMP_MB``
   (and ``FILES_PER_MB`` inodes per MB): a call that fills it gets ENOSPC, like its
   concurrent calls on the same zygote, but the host's disk stays untouched. Its
   pages are memory, counted by the zygote's memory cgroup (the supervisor's bound
-  adds the size). It is ``noexec``: a call cannot run a program it wrote or
-  downloaded there, nor map a library from it (``python script.py`` still reads a
-  script it wrote; ``./script`` is refused).
+  adds the size and the inodes). It is ``noexec``: a call cannot run a program it
+  wrote or downloaded there, nor map a library from it (``python script.py`` still
+  reads a script it wrote; ``./script`` is refused).
 
-Mounts are private to the namespace (``MS_PRIVATE`` from ``/`` down, first): nothing
-propagates to the host, and everything goes when the zygote's last process does.
-Where the kernel refuses (no ``CAP_SYS_ADMIN`` and no user namespaces, or a
-container's ``/proc`` with masked paths, which the kernel does not let a user
-namespace remount), the zygote goes on without that part and says why
+Mounts are private to the namespace (``MS_PRIVATE`` from ``/`` down, first; if that
+is refused nothing is mounted): nothing propagates to the host, and everything goes
+when the zygote's last process does. Where the kernel refuses (no ``CAP_SYS_ADMIN``
+and no user namespaces), the zygote goes on without that part and says why
 (``PrivateView``, shown by ``gateway doctor`` and logged once), as it does for
 Landlock or seccomp.
 """
@@ -43,53 +50,73 @@ import select
 import signal
 
 from gateway.sandbox import _linux
+from gateway.sandbox._cleanup import remove_tree
+from gateway.sandbox.probes import in_child
 from gateway.sandbox.protocol import PrivateView
 
-__all__ = ["FILES_PER_MB", "enter", "map_own_ids"]
+__all__ = ["FILES_PER_MB", "INODE_BYTES", "enter", "map_own_ids"]
 
-FILES_PER_MB = 256
-"""Inodes of the scratch tmpfs per MB of its size (files and directories: 65,536 for
+FILES_PER_MB = 64
+"""Inodes of the scratch tmpfs per MB of its size (files and directories: 16,384 for
 256 MB): a call making a million empty files hits ENOSPC, not the zygote's removal."""
+INODE_BYTES = 1536
+"""Kernel memory of one tmpfs inode with its name (about 1.3 KB measured): the
+supervisor's memory bound counts ``FILES_PER_MB`` of them per MB besides the size."""
 
 
 def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> tuple[PrivateView, int]:
-    """Become pid 1 of new namespaces with a private ``/proc`` and ``tmp`` on a tmpfs.
+    """Fork the zygote into namespaces of its own with a private ``/proc`` and ``tmp``
+    on a tmpfs; return its view and its pid as the supervisor sees it.
 
-    Returns the view and this zygote's pid as the supervisor sees it (the outer
-    namespace's: its memory is read, and its children are found, through that
-    pid). Returns in the new zygote only: the process that called it waits for
-    that zygote and exits with its status, having closed ``ctl_fd``. When the
-    kernel refuses the namespaces, returns at once in the caller, with the reason.
+    Returns in the new zygote only: the process that called it waits for that
+    zygote and exits with its status, having closed ``ctl_fd`` (see ``_wait_for``).
+    When the kernel refuses the namespaces, returns at once in the caller, with
+    the reason.
     """
     uid, gid = os.geteuid(), os.getegid()
-    flags = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID
+    proc_refused = _proc_refused(tmp, uid, gid)
+    pid_flag = 0 if proc_refused else _linux.CLONE_NEWPID
     try:
-        if uid == 0:
-            _linux.unshare(flags)
-        else:
-            _linux.unshare(_linux.CLONE_NEWUSER | flags)
+        if uid != 0:
+            _linux.unshare(_linux.CLONE_NEWUSER | pid_flag)
             map_own_ids(uid, gid)
+        elif pid_flag:
+            _linux.unshare(pid_flag)
     except OSError as exc:
-        why = f"the kernel refused new pid and mount namespaces ({exc.strerror or exc})"
-        return PrivateView(
-            private_proc=False,
-            private_proc_detail=f"{why}: calls see every process here in /proc",
-            private_tmp=False,
-            private_tmp_detail=f"{why}: call directories are on the disk of {tmp}",
-        ), os.getpid()
-    host_pid = _fork_init(ctl_fd)
-    proc_refused = _mount_proc()
+        return _refused(f"the kernel refused new namespaces ({exc.strerror or exc})"), os.getpid()
+    host_pid = _fork_init(ctl_fd, tmp)
+    try:
+        _linux.unshare(_linux.CLONE_NEWNS)
+        # Before any mount: a mount on a shared one would show on the host.
+        _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+    except OSError as exc:
+        if pid_flag:  # cannot be: the same was done in _proc_refused's child
+            raise
+        view = _refused(f"the kernel refused a mount namespace of its own ({exc.strerror or exc})")
+        return view, host_pid
+    if pid_flag:
+        _mount_proc()
     tmp_refused = _mount_tmp(tmp, tmp_mb)
     return PrivateView(
-        private_proc=proc_refused is None,
+        private_proc=not proc_refused,
         private_proc_detail=proc_refused
         or "a pid namespace and /proc of its own: calls see and signal only the sandbox's "
-        "processes",
+        "processes, and cannot execute memory files",
         private_tmp=tmp_refused is None,
         private_tmp_detail=tmp_refused
         or f"call directories on a tmpfs of {tmp_mb} MB ({tmp_mb * FILES_PER_MB} files) "
         "per zygote, noexec",
     ), host_pid
+
+
+def _refused(why: str) -> PrivateView:
+    # No path in the details: they are logged once per text, not once per zygote.
+    return PrivateView(
+        private_proc=False,
+        private_proc_detail=f"{why}: calls see every process here in /proc",
+        private_tmp=False,
+        private_tmp_detail=f"{why}: call directories are on TMPDIR's disk",
+    )
 
 
 def map_own_ids(uid: int, gid: int) -> None:
@@ -102,30 +129,73 @@ def map_own_ids(uid: int, gid: int) -> None:
         fh.write(f"{gid} {gid} 1")
 
 
-def _fork_init(ctl_fd: int) -> int:
-    """Fork pid 1 of the new pid namespace; return its outer pid, in it (see ``enter``)."""
+def _proc_refused(tmp: str, uid: int, gid: int) -> str | None:
+    """Whether a new ``/proc`` can be mounted here (None), or why not: tried in a child
+    with the namespaces the zygote would get, by its own child (pid 1 of the new pid
+    namespace: a user namespace may mount only the ``/proc`` of a pid namespace it
+    owns), on the empty ``tmp``."""
+
+    def attempt() -> str:
+        flags = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID
+        if uid != 0:
+            _linux.unshare(_linux.CLONE_NEWUSER | flags)
+            map_own_ids(uid, gid)
+        else:
+            _linux.unshare(flags)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - pid 1 of the namespace
+            code = 0
+            try:
+                _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
+                _linux.mount("proc", tmp, "proc", _linux.MS_NOSUID | _linux.MS_NODEV)
+            except OSError as exc:
+                code = exc.errno or 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code:
+            raise OSError(code, f"mount: {os.strerror(code)}")
+        return "mounted"
+
+    ok, detail = in_child(attempt)
+    if ok:
+        return None
+    return (
+        f"mounting a /proc of its own was refused ({detail}), so no pid namespace either: "
+        "calls see every process here in /proc (a container runtime masking paths of "
+        "/proc keeps a non-root gateway from mounting one)"
+    )
+
+
+def _fork_init(ctl_fd: int, tmp: str) -> int:
+    """Fork the zygote; return its pid as the supervisor sees it, in it (see ``enter``)."""
     hold_r, hold_w = os.pipe()
     pid = os.fork()
     if pid:
         os.close(hold_r)
         os.close(ctl_fd)  # the supervisor's EOF comes from the zygote alone
-        _wait_for(pid)
+        _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
+        os.write(hold_w, str(pid).encode())  # fork's pid is the supervisor's namespace's
+        _wait_for(pid, tmp)
     os.close(hold_w)
     # Die with the waiting process (the supervisor kills that one, by its pid); it may
     # have died before this line: then its end of the pipe is closed already.
     _linux.prctl(_linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if select.select([hold_r], [], [], 0)[0]:
+    outer = os.read(hold_r, 32)
+    if not outer or select.select([hold_r], [], [], 0)[0]:
         os._exit(1)
     os.close(hold_r)
-    # The host's /proc, not mounted over yet, names this process by its outer pid.
-    return int(os.readlink("/proc/self"))
+    return int(outer)
 
 
-def _wait_for(pid: int) -> None:
-    """Wait for the zygote ``pid`` and exit as it did (never returns).
+def _wait_for(pid: int, tmp: str) -> None:
+    """Wait for the zygote ``pid``, remove ``tmp`` and exit as the zygote did (never returns).
 
     Ctrl-C in a terminal reaches the whole process group: the server drains, and
     ends the zygote by closing its socket; this process must not end it sooner.
+    It is in the host's mount namespace: ``tmp`` there is the folder under the
+    zygote's tmpfs (empty), or the calls' directories themselves without one.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
@@ -135,6 +205,8 @@ def _wait_for(pid: int) -> None:
             os._exit(70)
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             break
+    with contextlib.suppress(OSError):
+        remove_tree(tmp)
     code = os.waitstatus_to_exitcode(status)
     if code < 0:  # killed: end the same way, so the supervisor reads the same status
         signal.signal(-code, signal.SIG_DFL)
@@ -142,31 +214,29 @@ def _wait_for(pid: int) -> None:
     os._exit(code & 0xFF)
 
 
-def _mount_proc() -> str | None:
-    """Mount a fresh ``/proc`` for this pid namespace; None, or why not."""
-    try:
-        _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
-        _linux.mount("proc", "/proc", "proc", _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC)
-    except OSError as exc:
-        return (
-            "a pid namespace of its own (calls cannot signal processes outside the "
-            "sandbox), but /proc is the host's: mounting a new one was refused "
-            f"({exc.strerror or exc}), so calls still see every process's command line"
-        )
-    return None
+def _mount_proc() -> None:
+    """A fresh ``/proc`` for this pid namespace, whose memory files cannot be executed.
+
+    Raises:
+        OSError: the kernel refused, though ``_proc_refused`` found it would not: the
+            zygote does not start (a pid namespace with the host's ``/proc`` would
+            have it kill, and look for strays among, the wrong processes).
+    """
+    flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
+    _linux.mount("proc", "/proc", "proc", flags)
+    with contextlib.suppress(OSError), open("/proc/sys/vm/memfd_noexec", "w") as fh:
+        fh.write("2")  # kernels before 6.3 have no such setting: noexec only stops files
 
 
 def _mount_tmp(tmp: str, tmp_mb: int) -> str | None:
     """Mount a tmpfs of ``tmp_mb`` on ``tmp``; None, or why not."""
     options = f"size={tmp_mb}m,nr_inodes={tmp_mb * FILES_PER_MB},mode=0711"
+    flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
     try:
-        with contextlib.suppress(OSError):  # done by _mount_proc unless it failed early
-            _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
-        flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
         _linux.mount("tmpfs", tmp, "tmpfs", flags, options)
     except OSError as exc:
         return (
             f"mounting a tmpfs was refused ({exc.strerror or exc}): call directories "
-            f"are on the disk of {tmp}, which a call could fill"
+            "are on TMPDIR's disk, which a call could fill"
         )
     return None

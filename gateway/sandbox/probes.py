@@ -14,7 +14,7 @@ from collections.abc import Callable
 from gateway.sandbox import _linux
 from gateway.sandbox.protocol import Capabilities
 
-__all__ = ["SANDBOX_GID", "SANDBOX_UID_BASE", "probe"]
+__all__ = ["SANDBOX_GID", "SANDBOX_UID_BASE", "in_child", "probe"]
 
 SANDBOX_UID_BASE = 64000
 """When the gateway runs as root, call slot ``n`` runs as uid ``SANDBOX_UID_BASE + n``."""
@@ -22,7 +22,7 @@ SANDBOX_GID = 65534
 """...and as gid 65534 (``nogroup``), so data an action writes can be shared by group."""
 
 
-def _in_child(test: Callable[[], str]) -> tuple[bool, str]:
+def in_child(test: Callable[[], str]) -> tuple[bool, str]:
     """Run ``test`` in a forked child; (ok, detail) from its exit status and message."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -94,11 +94,11 @@ def _landlock() -> str:
 
 def probe() -> Capabilities:
     """Probe every feature in a throw-away child and return what works."""
-    net = _in_child(_netns)
-    userns = _in_child(_userns)
-    setuid = _in_child(_setuid)
-    seccomp = _in_child(_seccomp)
-    landlock = _in_child(_landlock)
+    net = in_child(_netns)
+    userns = in_child(_userns)
+    setuid = in_child(_setuid)
+    seccomp = in_child(_seccomp)
+    landlock = in_child(_landlock)
     return Capabilities(
         uid=os.geteuid(),
         network_namespace=net[0],

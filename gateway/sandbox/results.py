@@ -124,6 +124,8 @@ _SIGNAL_ERRORS = {
 SETUP_FAILED = {
     71: "confining the child failed",
     72: "the zygote was gone before the call started",
+    75: "the sandbox's scratch space (GATEWAY_SANDBOX_TMP_MB) is full: a call running "
+    "beside this one filled it; the action did not run",
 }
 """Exit codes of a spare that failed before the action ran (see ``worker.run_spare``).
 

@@ -66,6 +66,7 @@ from gateway.sandbox._channels import (
     read_frame,
 )
 from gateway.sandbox._fs_policy import catalog_fs_policy, database_dirs
+from gateway.sandbox._private import FILES_PER_MB, INODE_BYTES
 from gateway.sandbox._snapshot import write_snapshot
 from gateway.sandbox._zygote_keys import (
     PROBE_KEY,
@@ -127,8 +128,9 @@ was started as (which waits for it, see ``_private``), its spares and its remove
 (``zygote._REMOVERS``)."""
 _MB = 1 << 20
 _MEMORY_HEADROOM = 64 * _MB
-"""Bytes of a zygote's memory cgroup besides its calls' ``memory_mb`` and the copies of
-the zygote's memory (see ``_bound_memory``): page tables, kernel memory, page cache."""
+"""Bytes of a zygote's memory cgroup besides its calls' ``memory_mb``, the copies of the
+zygote's memory and its tmpfs (see ``_bound_memory``): page tables, kernel memory, page
+cache, and the process that waits for the zygote (``_private``: 8-9 MB of its own)."""
 _SPARE_COPIES = 1 + _SPARES
 """Zygote-sized copies besides the calls': the zygote itself and its idle spares."""
 _ESCAPED = 6
@@ -514,9 +516,13 @@ class Supervisor:
 
     def _scratch_bytes(self, zygote: ZygoteChannel) -> int:
         """Bytes of ``zygote``'s tmpfs for its calls' directories (``_private``): its
-        pages are memory, charged to the zygote's cgroup; 0 without one."""
+        pages and its inodes' kernel memory are charged to the zygote's cgroup; 0
+        without one."""
         view = zygote.ready.private if zygote.ready else None
-        return self._settings.sandbox_tmp_mb * _MB if view and view.private_tmp else 0
+        if view is None or not view.private_tmp:
+            return 0
+        size = self._settings.sandbox_tmp_mb
+        return size * _MB + size * FILES_PER_MB * INODE_BYTES
 
     async def _bound_all_memory(
         self, catalog: Catalog | None, starting: ZygoteChannel | None = None

@@ -25,6 +25,7 @@ action kinds are imported by name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib
 import os
@@ -71,6 +72,9 @@ __all__ = [
     "warm_zygote",
 ]
 
+SCRATCH_FULL = 75
+"""Exit code of a spare that could not make its directory: the zygote's scratch tmpfs
+is full (see ``results.SETUP_FAILED``)."""
 SPARE_NAME = "gw-spare"
 """Process name of a pre-forked child waiting for a call (``/proc/<pid>/comm``)."""
 CALL_NAME = "gw-call"
@@ -119,6 +123,7 @@ def prepare(ctl: socket.socket, keep: socket.socket, *also: int) -> None:
     # touches (copies) about 70 pages of the zygote's memory in a fresh fork.
     _set_handler(signal.SIGCHLD.value, signal.SIG_DFL.value)
     _set_handler(signal.SIGXFSZ.value, signal.SIG_IGN.value)  # a write over the limit fails
+    _set_handler(signal.SIGINT.value, signal.default_int_handler)  # the zygote ignores it
     ctl.detach()  # its fd is closed below; the object must not close a reused number
     low = 3
     for fd in sorted({keep.fileno(), *also}):
@@ -227,7 +232,12 @@ def run_spare(
         return 72
     _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
     _first_to_die()
-    ready = _Prepared.make(cwd, landlock, ruleset, opened)
+    try:
+        ready = _Prepared.make(cwd, landlock, ruleset, opened)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return SCRATCH_FULL
+        raise
     _warm(ready)
     data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
     sock.close()

@@ -224,6 +224,10 @@ class _Zygote:
         # process the supervisor started waits for this one (see _private).
         view, host_pid = _private.enter(self.ctl.fileno(), self.tmp, msg.tmp_mb)
         self.pid = os.getpid()
+        # Python's own SIGINT handler makes a signal a call may send (and Ctrl-C in a
+        # terminal) a KeyboardInterrupt that ends the zygote with every call on it; the
+        # supervisor ends it by closing its socket. Children get the default back.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         network_error: str | None = None
         if msg.isolate_network:
             # Before the next line: not root, it writes its own /proc/self/uid_map, which

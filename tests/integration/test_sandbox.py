@@ -529,7 +529,9 @@ capabilities (the fallback when the deployment is closed to other users)."""
 @pytest.fixture(params=CALL_USERS)
 async def supervisor(catalog: Catalog, request: pytest.FixtureRequest) -> AsyncIterator[Supervisor]:
     """A started supervisor; closed after the test."""
-    sup = Supervisor(Settings(sandbox_concurrency=4, sandbox_user=request.param))
+    # A tmpfs of 1 GB (65,536 files): the large-directory tests make 50,000.
+    settings = Settings(sandbox_concurrency=4, sandbox_user=request.param, sandbox_tmp_mb=1024)
+    sup = Supervisor(settings)
     await sup.start(catalog)
     try:
         yield sup
@@ -822,6 +824,22 @@ async def test_killing_the_started_process_takes_its_zygote_and_spares(
     assert supervisor.stats.restarts >= 1
 
 
+async def test_sigint_does_not_end_a_zygote(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """Python's own SIGINT handler made SIGINT (Ctrl-C in a terminal reaches the whole
+    process group; a call of the zygote's uid may send one too) a KeyboardInterrupt that
+    ended the zygote with every call on it. Zygotes ignore it; the server ends them."""
+    await runner.run(catalog, "ok", {})
+    running = asyncio.create_task(runner.run(catalog, "nap_long", {"seconds": 1}))
+    await _until(lambda: bool(_running_calls(supervisor)), "the call to run")
+    for pid in supervisor.zygote_pids():
+        os.kill(pid, signal.SIGINT)
+    assert (await running).output == "woke"
+    assert (await runner.run(catalog, "ok", {"name": "after"})).output == "hello after"
+    assert supervisor.stats.restarts == 0
+
+
 async def test_a_call_racing_the_zygotes_death_is_retried(
     runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
 ) -> None:
@@ -1067,7 +1085,7 @@ async def test_a_call_fills_its_zygotes_tmpfs_not_the_disk(catalog: Catalog) -> 
         if sup.capabilities is None or not sup.capabilities.private_tmp:
             reason = sup.capabilities and sup.capabilities.private_tmp_detail
             pytest.skip(f"no private tmpfs here: {reason}")
-        assert "tmpfs of 16 MB (4096 files)" in sup.capabilities.private_tmp_detail
+        assert "tmpfs of 16 MB (1024 files)" in sup.capabilities.private_tmp_detail
         runner = SandboxRunner(sup)
         zygote = next(z for (net, _), z in sup._zygotes.items() if not net)
         assert zygote.ready is not None
@@ -1076,14 +1094,14 @@ async def test_a_call_fills_its_zygotes_tmpfs_not_the_disk(catalog: Catalog) -> 
         async def emptied() -> None:  # a large tree goes in a remover, after the answer
             def empty() -> bool:
                 st = os.statvfs(scratch)
-                return st.f_ffree > 4000 and st.f_bfree * st.f_frsize > 15 << 20
+                return st.f_ffree > 1000 and st.f_bfree * st.f_frsize > 15 << 20
 
             await _until(empty, "the call's files to be removed")
 
         inodes = await runner.run(catalog, "fill_scratch", {"files": 5000, "mb": 0})
         made = json.loads(inodes.output)
         assert made["error"] == "No space left on device", made
-        assert 4000 < made["made"] < 4096, made  # the root and the call's directory count
+        assert 1000 < made["made"] < 1024, made  # the root and the call's directory count
         await emptied()
         space = await runner.run(catalog, "fill_scratch", {"files": 0, "mb": 40})
         written = json.loads(space.output)
@@ -1093,7 +1111,7 @@ async def test_a_call_fills_its_zygotes_tmpfs_not_the_disk(catalog: Catalog) -> 
         fits = json.loads(
             (await runner.run(catalog, "fill_scratch", {"files": 100, "mb": 12})).output
         )
-        assert fits == {"made": 100, "written": 12, "error": None, "size_mb": 16, "files": 4096}
+        assert fits == {"made": 100, "written": 12, "error": None, "size_mb": 16, "files": 1024}
         # And the host's folder under it holds nothing.
         for zygote in sup._zygotes.values():
             assert zygote.ready is not None and not any(Path(zygote.ready.tmp).iterdir())
@@ -1651,7 +1669,9 @@ async def test_a_large_call_directory_does_not_hold_its_zygote(
 async def test_shutdown_removes_what_a_remover_left(tmpfs_tmp: None, catalog: Catalog) -> None:
     """A tree still being removed when the sandbox closes does not stay on disk: the
     zygote kills its remover and removes its whole folder."""
-    sup = Supervisor(Settings(sandbox_concurrency=2, sandbox_user=CALL_USERS[0]))
+    sup = Supervisor(
+        Settings(sandbox_concurrency=2, sandbox_user=CALL_USERS[0], sandbox_tmp_mb=1024)
+    )
     await sup.start(catalog)
     try:
         made = await SandboxRunner(sup).run(catalog, "many_files", {"n": _MANY_FILES})
