@@ -100,6 +100,7 @@ PROGRAM = textwrap.dedent(
             caps = supervisor.capabilities
             out["caps"] = caps and {
                 "landlock": caps.landlock,
+                "landlock_detail": caps.landlock_detail,
                 "masked": caps.masked,
                 "masked_detail": caps.masked_detail,
             }
@@ -223,4 +224,5 @@ def test_calls_cannot_read_the_gateways_secrets_without_landlock(
         assert caps["masked_detail"] == "", caps  # nothing tried: doctor shows no line
     else:
         assert caps["masked"] is True, caps
+        assert caps["landlock_detail"].endswith("by mounts (see masked)"), caps
         assert "covered by empty read-only mounts" in caps["masked_detail"], caps
