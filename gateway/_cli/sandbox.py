@@ -37,6 +37,7 @@ _FEATURES = (
     "landlock",
     "private_proc",
     "private_tmp",
+    "masked",
 )
 
 
@@ -278,6 +279,8 @@ def doctor_command() -> None:
         raise click.ClickException(f"the sandbox does not start: {exc}") from None
     click.echo(f"running as uid {caps.get('uid')}")
     for feature in _FEATURES:
+        if feature == "masked" and not caps.get("masked_detail"):
+            continue  # Landlock keeps calls out of the protected paths: no mounts
         state = "yes" if caps.get(feature) else "no "
         click.echo(f"{feature:<18} {state}  {caps.get(feature + '_detail', '')}")
     who = {

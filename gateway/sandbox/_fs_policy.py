@@ -25,10 +25,19 @@ from gateway.sandbox import _linux
 from gateway.sandbox.protocol import FsPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from gateway.manifests.catalog import Catalog
     from gateway.manifests.model import Action, CallContext
 
-__all__ = ["catalog_fs_policy", "database_dirs", "landlock_rules", "pruned"]
+__all__ = [
+    "catalog_fs_policy",
+    "database_dirs",
+    "landlock_rules",
+    "protected_paths",
+    "pruned",
+    "readable",
+]
 
 
 def database_dirs(action: Action, call: CallContext) -> dict[str, list[str]]:
@@ -39,19 +48,30 @@ def database_dirs(action: Action, call: CallContext) -> dict[str, list[str]]:
     """
     name = getattr(action.config, "database", None)
     url = call.databases.get(name) if isinstance(name, str) else None
-    if url is None or not url.startswith("sqlite:"):
+    directory = None if url is None else _sqlite_directory(url)
+    if directory is None:
         return {}
-    path = url.split("://", 1)[-1]
-    path = path[1:] if path.startswith("/") else path  # as the sql kind reads it
-    if not path.startswith("/"):
-        return {}  # relative or :memory: (the catalog resolves relative paths)
-    directory = str(Path(path).resolve().parent)
     writable = getattr(action.config, "readonly", True) is False
     return {"fs_write" if writable else "fs_read": [directory]}
 
 
+def _sqlite_directory(url: str) -> str | None:
+    """The directory of a ``sqlite:`` URL's database file; None for another URL."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split("://", 1)[-1]
+    path = path[1:] if path.startswith("/") else path  # as the sql kind reads it
+    if not path.startswith("/"):
+        return None  # relative or :memory: (the catalog resolves relative paths)
+    return str(Path(path).resolve().parent)
+
+
 def catalog_fs_policy(
-    modules: list[str], catalog: Catalog | None, gateway_root: Path, store_url: str
+    modules: list[str],
+    catalog: Catalog | None,
+    gateway_root: Path,
+    store_url: str,
+    actions: Iterable[Action] = (),
 ) -> FsPolicy:
     """The catalog's part of a zygote's filesystem allow-list (blocking: reads directories).
 
@@ -59,7 +79,9 @@ def catalog_fs_policy(
     or the file itself when it sits at the gateway root, and the top-level
     packages under the gateway root its modules come from). The gateway root
     itself may only be listed. Protected: the gateway root, the thread store
-    (``GATEWAY_DATABASE_URL`` when SQLite) and ``./.env``.
+    (``GATEWAY_DATABASE_URL`` when SQLite) and ``./.env``. ``databases``: the
+    SQLite directories of ``actions`` (the zygote's), which Landlock grants per
+    call and the mounts of ``_masks`` must leave reachable.
     """
     root = gateway_root.resolve()
     read: list[str] = []
@@ -85,7 +107,17 @@ def catalog_fs_policy(
         rest = store_url[len("sqlite:///") :].split("?", 1)[0]
         if rest and rest != ":memory:":
             protected.append(str((Path.cwd() / rest).resolve()))
-    return FsPolicy(read=read, list_only=[str(root)], protected=protected)
+    databases: list[str] = []
+    urls = catalog.database_urls() if catalog is not None else {}
+    for action in actions:
+        name = getattr(action.config, "database", None)
+        url = urls.get(name) if isinstance(name, str) else None
+        directory = None if url is None else _sqlite_directory(url)
+        if directory is not None and directory not in databases:
+            databases.append(directory)
+    return FsPolicy(
+        read=read, list_only=[str(root)], protected=protected, databases=sorted(databases)
+    )
 
 
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt")
@@ -152,11 +184,7 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
         abi = _linux.landlock_abi()
     except OSError:
         return None
-    protected = {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
-
-    def covers(path: str) -> bool:
-        return _covers(path, protected)
-
+    protected = protected_paths(fs, tmp)
     rules: list[tuple[str, int]] = []
 
     def carve(path: str, access: int) -> None:
@@ -172,18 +200,33 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
             carve(real, access)
     device = _linux.FS_READ_FILE | _linux.FS_WRITE_FILE | _linux.FS_IOCTL_DEV
     rules += [(d, device) for d in _DEVICES if os.path.exists(d)]
+    rules += [(real, _linux.FS_READ) for real in readable(fs, protected)]
+    rules += [(os.path.realpath(p), _linux.FS_READ_DIR) for p in fs.list_only]
+    handled = _linux.landlock_handled(abi)
+    return _linux.LandlockRules(handled, pruned(rules), _linux.landlock_scoped(abi))
+
+
+def protected_paths(fs: FsPolicy, tmp: str) -> set[str]:
+    """What no rule of ``landlock_rules`` covers (resolved): ``fs.protected``, the
+    secret mounts of ``_ALWAYS_PROTECTED`` and the calls' directories (``tmp``)."""
+    return {os.path.realpath(p) for p in (*fs.protected, *_ALWAYS_PROTECTED, tmp)}
+
+
+def readable(fs: FsPolicy, protected: set[str]) -> list[str]:
+    """The Python and code paths calls read (resolved): this interpreter's prefixes,
+    ``sys.path``, the gateway package, ``fs.read`` and the modules the zygote imported
+    from ``fs.list_only``, less those that are, or hold, one of ``protected``."""
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # gateway/
     python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, package, *fs.read]
     python += _imported_tops(fs.list_only)
+    found: list[str] = []
     for entry in python:
         if not entry:
             continue  # "" is the working directory: "/" for the zygote
         real = os.path.realpath(entry)
-        if real != "/" and not covers(real) and os.path.exists(real):
-            rules.append((real, _linux.FS_READ))
-    rules += [(os.path.realpath(p), _linux.FS_READ_DIR) for p in fs.list_only]
-    handled = _linux.landlock_handled(abi)
-    return _linux.LandlockRules(handled, pruned(rules), _linux.landlock_scoped(abi))
+        if real != "/" and not _covers(real, protected) and os.path.exists(real):
+            found.append(real)
+    return found
 
 
 def read_guard(calls_uid: int) -> _linux.LandlockRules | None:

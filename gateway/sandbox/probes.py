@@ -84,7 +84,8 @@ def _landlock() -> str:
         reason = exc.strerror or str(exc)
         raise OSError(
             exc.errno or 0,
-            f"unavailable ({reason}): actions are confined by file permissions only",
+            f"unavailable ({reason}): actions are confined by file permissions, "
+            "and kept out of the protected paths by mounts (see masked)",
         ) from None
     return (
         f"ABI version {abi}; applied on every call: read-only system and Python "

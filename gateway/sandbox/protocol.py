@@ -93,6 +93,8 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     private_proc_detail: str = ""
     private_tmp: bool = False
     private_tmp_detail: str = ""
+    masked: bool = False
+    masked_detail: str = ""
 
 
 class PrivateView(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +106,10 @@ class PrivateView(msgspec.Struct, frozen=True, kw_only=True):
     private_proc_detail: str
     private_tmp: bool
     private_tmp_detail: str
+    masked: bool = False
+    masked_detail: str = ""
+    """Without Landlock (``_masks``): whether every protected path is covered by an empty
+    read-only mount; the detail is empty where Landlock keeps calls out of them instead."""
 
 
 class FsPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,11 +123,15 @@ class FsPolicy(msgspec.Struct, frozen=True, kw_only=True):
         protected: no rule may cover these (the gateway root, the thread store,
             ``.env``): a system or ``sys.path`` directory containing one is
             narrowed to its other entries, or dropped.
+        databases: the directories of the SQLite databases of the zygote's ``sql``
+            actions. With Landlock each call gets its own (``Start.fs_read``); without
+            it they are left unmasked for every call of the zygote (``_masks``).
     """
 
     read: list[str] = []
     list_only: list[str] = []
     protected: list[str] = []
+    databases: list[str] = []
 
 
 class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):

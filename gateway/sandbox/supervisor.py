@@ -422,6 +422,7 @@ class Supervisor:
             for ok, detail in (
                 (view.private_proc, view.private_proc_detail),
                 (view.private_tmp, view.private_tmp_detail),
+                (view.masked or not view.masked_detail, view.masked_detail),  # "": Landlock
             ):
                 if not ok and detail not in self._warned:
                     self._warned.add(detail)
@@ -599,7 +600,12 @@ class Supervisor:
         """What a zygote's children may read besides system and Python dirs (blocking)."""
         modules = zygote_modules(key, catalog)
         root = self._gateway_root(catalog)
-        return catalog_fs_policy(modules, catalog, root, self._settings.database_url)
+        actions = [
+            a
+            for a in (catalog.actions.values() if catalog is not None else ())
+            if a.config is not None and a.isolation == "sandbox" and zygote_key(a) == key
+        ]
+        return catalog_fs_policy(modules, catalog, root, self._settings.database_url, actions)
 
     def zygote_pids(self) -> list[int]:
         """Pids of the live zygotes (for tests and ``doctor``)."""

@@ -29,6 +29,8 @@ allow-list once (``_fs_policy.landlock_rules``) from the supervisor's
 ``FsPolicy``, its own prefixes and ``sys.path``, and loads it once (calls with
 uids of their own share one ruleset) or opens its paths once (``OpenedRules``:
 with one uid for all calls, each spare builds its own ruleset from those fds).
+Where it has not, it covers what that list would keep out with empty read-only
+mounts in its own mount namespace, once (``_masks``).
 
 Imports only the standard library, msgspec, ``gateway.sandbox`` and the
 fresh-source loader of ``gateway.manifests._introspect`` (and, through
@@ -55,6 +57,7 @@ from gateway.sandbox import _linux, _private
 from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox._fs_policy import landlock_rules, pruned, read_guard
 from gateway.sandbox._libc import trim_heap
+from gateway.sandbox._masks import cover_protected, will_mask
 from gateway.sandbox._snapshot import read_snapshot, serve_snapshot
 from gateway.sandbox.protocol import (
     Exited,
@@ -266,12 +269,14 @@ class _Zygote:
         for kind, config in msg.warm:
             with contextlib.suppress(Exception):  # the call reports what fails here
                 msgspec.convert(config, load_kind(kind)).sandbox_warm()
+        self.landlock = _landlock_rules(msg.fs, self.tmp)
+        # Without Landlock: mounts over what it would keep out, once, before any fork.
+        view = cover_protected(view, self.landlock, msg.fs, self.tmp, msg.call_user)
         capabilities = None
         if msg.probe:
             from gateway.sandbox.probes import probe
 
             capabilities = msgspec.structs.replace(probe(), **msgspec.structs.asdict(view))
-        self.landlock = _landlock_rules(msg.fs, self.tmp)
         if self.landlock is not None and msg.call_user == "own":
             self.landlock, self.ruleset = _shared_ruleset(self.landlock, self.tmp)
         elif self.landlock is not None:
@@ -655,7 +660,10 @@ def _isolate_network() -> str | None:
         if uid == 0:
             _linux.unshare(_linux.CLONE_NEWNET)
             return None
-        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
+        # Where _masks will mount (no Landlock, a mount namespace of its own: pid 1), a
+        # new one too: owned by the new user namespace, the only kind it may mount in.
+        mounts = _linux.CLONE_NEWNS if os.getpid() == 1 and will_mask() else 0
+        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET | mounts)
         _private.map_own_ids(uid, gid)
     except OSError as exc:
         return f"the kernel refused a new network namespace: {exc.strerror or exc}"

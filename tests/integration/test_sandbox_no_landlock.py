@@ -1,0 +1,228 @@
+"""Calls on a kernel without Landlock are still kept out of the gateway's secrets.
+
+The machine has Landlock; a kernel without it (before 5.13) is made here for one
+process and all it starts: a seccomp filter makes the ``landlock_*`` system calls
+(444-446 on x86_64 and aarch64 alike, the generic table) fail with ENOSYS, as an
+old kernel does, and the real supervisor then starts its real zygotes under it.
+Its result comes back as JSON on stdout, as in ``test_sandbox_nonroot``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_sandbox_nonroot import _as_nobody
+
+PROGRAM = textwrap.dedent(
+    """
+    import asyncio, ctypes, json, os, sys
+    from pathlib import Path
+
+    def refuse_landlock() -> None:
+        from gateway.sandbox import _seccomp as s
+        from gateway.sandbox._libc import check, libc
+
+        arch = s._DENY[os.uname().machine][0]
+        program = [
+            (s._LD_ABS_W, 0, 0, 4),  # arch
+            (s._JEQ_K, 0, 4, arch),
+            (s._LD_ABS_W, 0, 0, 0),  # syscall number
+            (s._JGE_K, 0, 2, 444),  # landlock_create_ruleset
+            (s._JGE_K, 1, 0, 447),  # past landlock_restrict_self
+            (s._RET_K, 0, 0, s._RET_ERRNO | s._ENOSYS),
+            (s._RET_K, 0, 0, s._RET_ALLOW),
+        ]
+        filters = (s._SockFilter * len(program))(*(s._SockFilter(*i) for i in program))
+        prog = s._SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(s._SockFilter)))
+        check(libc.prctl(38, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
+        check(libc.prctl(22, 2, ctypes.addressof(prog), 0, 0), "PR_SET_SECCOMP")
+
+    root, store, landlock = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    if landlock == "off":
+        refuse_landlock()
+
+    import gateway.executors  # registers the kinds
+    from gateway.executors.python import PythonConfig
+    from gateway.executors.sql import SqlConfig
+    from gateway.manifests.catalog import Catalog
+    from gateway.manifests.model import Action, CallContext, Database, SandboxLimits
+    from gateway.sandbox.supervisor import Supervisor
+    from gateway.settings import Settings
+
+    async def main() -> None:
+        actions = {
+            "probe": Action(
+                name="probe",
+                description="probe",
+                kind_key="python",
+                config=PythonConfig(function="mask_actions.probe:probe"),
+                sandbox=SandboxLimits(network=False),
+            ),
+            "orders": Action(
+                name="orders",
+                description="orders",
+                kind_key="sql",
+                config=SqlConfig(database="shop", query="SELECT id FROM orders"),
+                sandbox=SandboxLimits(network=False),
+            ),
+        }
+        shop = "sqlite:///" + str(root / "data" / "shop.db")
+        catalog = Catalog(
+            version="t",
+            root=root / "manifests",
+            gateway_root=root,
+            loaded_at=0,
+            actions=actions,
+            databases={"shop": Database(name="shop", url=shop)},
+        )
+        settings = Settings(sandbox_concurrency=2, sandbox_tmp_mb=32, database_url=store)
+        supervisor = Supervisor(settings)
+        await supervisor.start(catalog)
+        try:
+            out = {"uid": os.geteuid(), "calls": {}}
+            for name, action in actions.items():
+                call = CallContext(
+                    action=name, arguments={}, databases=catalog.database_urls()
+                )
+                result = await supervisor.call(action, call)
+                out["calls"][name] = {"status": result.status, "output": result.output}
+            caps = supervisor.capabilities
+            out["caps"] = caps and {
+                "landlock": caps.landlock,
+                "landlock_detail": caps.landlock_detail,
+                "masked": caps.masked,
+                "masked_detail": caps.masked_detail,
+            }
+        finally:
+            await supervisor.aclose()
+        print(json.dumps(out))
+
+    asyncio.run(main())
+    """
+)
+
+PROBE = textwrap.dedent(
+    """
+    import os
+
+    PATHS = {paths!r}
+
+    def probe():
+        seen = {{}}
+        for path in PATHS:
+            try:
+                with open(path) as fh:
+                    seen[path] = "read: " + fh.read(200)
+            except OSError as exc:
+                seen[path] = "refused: " + (exc.strerror or str(exc))
+        try:
+            with open(PATHS[0], "w") as fh:
+                fh.write("overwritten")
+            seen["write"] = "written"
+        except OSError as exc:
+            seen["write"] = "refused: " + (exc.strerror or str(exc))
+        return seen
+    """
+)
+
+SECRET = "sk-planted-0123456789"
+
+
+@pytest.fixture
+def deployment() -> Iterator[tuple[Path, Path]]:
+    """A gateway root every uid may enter (``.env``, a private folder, action code,
+    manifests, a sql action's database) and a thread store outside it."""
+    base = Path(tempfile.mkdtemp(prefix="gw-nolandlock-"))
+    base.chmod(0o755)
+    root, store = base / "gw", base / "store"
+    for folder in (root / "mask_actions", root / "manifests", root / "data", root / "private"):
+        folder.mkdir(parents=True)
+    store.mkdir()
+    (root / ".env").write_text(f"OPENAI_API_KEY={SECRET}\n")
+    (root / "private" / "notes.txt").write_text(f"notes {SECRET}\n")
+    (root / "manifests" / "a.yaml").write_text("kind: database\nname: shop\n")
+    (store / "threads.db").write_text(f"thread {SECRET}\n")
+    (store / "threads.db-wal").write_text(f"wal {SECRET}\n")
+    db = sqlite3.connect(root / "data" / "shop.db")
+    db.execute("CREATE TABLE orders (id INTEGER)")
+    db.execute("INSERT INTO orders VALUES (1042)")
+    db.commit()
+    db.close()
+    paths = [
+        str(root / ".env"),
+        str(root / "private" / "notes.txt"),
+        str(store / "threads.db"),
+        str(store / "threads.db-wal"),
+        str(root / "manifests" / "a.yaml"),
+        str(root / "mask_actions" / "probe.py"),
+    ]
+    if Path("/run/secrets").is_dir():
+        paths += [str(p) for p in Path("/run/secrets").iterdir() if p.is_file()][:1]
+    (root / "mask_actions" / "__init__.py").write_text("")
+    (root / "mask_actions" / "probe.py").write_text(PROBE.format(paths=paths))
+    for path in base.rglob("*"):  # any uid may read them: only the sandbox keeps calls out
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    try:
+        yield root, store / "threads.db"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(command: list[str]) -> dict[str, object]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+@pytest.mark.parametrize(("who", "landlock"), [("root", "off"), ("nobody", "off"), ("root", "on")])
+def test_calls_cannot_read_the_gateways_secrets_without_landlock(
+    deployment: tuple[Path, Path], who: str, landlock: str
+) -> None:
+    """Without Landlock a call read ``.env``, the gateway root's other files and the
+    thread store (and wrote them) wherever its uid could; the zygote covers them with
+    empty read-only mounts, while the action's code, the manifests and its sql action's
+    database stay reachable. With Landlock nothing is mounted (Landlock refuses them)."""
+    root, store = deployment
+    argv = ["-c", PROGRAM, str(root), f"sqlite:///{store}", landlock]
+    command = [sys.executable, *argv] if who == "root" else _as_nobody(root.parent, *argv)
+    out = _run(command)
+    calls = out["calls"]
+    assert isinstance(calls, dict)
+    assert calls["orders"]["status"] == "succeeded", calls["orders"]
+    assert json.loads(calls["orders"]["output"]) == [{"id": 1042}]
+    assert calls["probe"]["status"] == "succeeded", calls["probe"]
+    seen = json.loads(calls["probe"]["output"])
+    assert seen[str(root / "manifests" / "a.yaml")].startswith("read: kind: database")
+    assert seen[str(root / "mask_actions" / "probe.py")].startswith("read: ")
+    leaked = {path: text for path, text in seen.items() if SECRET in text}
+    assert not leaked, (leaked, out["caps"])
+    assert seen["write"].startswith("refused: "), seen["write"]
+    assert (root / ".env").read_text() == f"OPENAI_API_KEY={SECRET}\n"
+    caps = out["caps"]
+    assert isinstance(caps, dict)
+    assert caps["landlock"] is (landlock == "on"), caps
+    if landlock == "on":
+        assert caps["masked"] is False, caps
+        assert caps["masked_detail"] == "", caps  # nothing tried: doctor shows no line
+    else:
+        assert caps["masked"] is True, caps
+        assert caps["landlock_detail"].endswith("by mounts (see masked)"), caps
+        assert "covered by empty read-only mounts" in caps["masked_detail"], caps
