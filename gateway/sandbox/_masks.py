@@ -62,19 +62,20 @@ def cover_protected(
     fs: FsPolicy | None,
     tmp: str,
     call_user: str,
+    own_mounts: bool,
 ) -> PrivateView:
     """Mask what Landlock would keep out, where there is no Landlock (``landlock`` None).
 
     With Landlock (or no policy) returns ``view`` as it is, having done nothing.
     Without it, returns ``view`` with ``masked`` and why; a mount refused is named
     there, never skipped silently, and the zygote goes on. Mounts only in a zygote
-    that is pid 1 of its own namespaces (``_private.enter`` succeeded): elsewhere a
-    mount would reach the host's. ``call_user`` other than ``own``: calls run as
+    with a mount namespace of its own (``own_mounts``: ``_private.enter`` made one):
+    elsewhere a mount would reach the host's. ``call_user`` other than ``own``: calls run as
     this uid, whose private files in ``/etc`` are masked too.
     """
     if landlock is not None or fs is None:
         return view
-    if os.getpid() != 1:
+    if not own_mounts:
         return msgspec.structs.replace(
             view,
             masked=False,

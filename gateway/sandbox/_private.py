@@ -48,13 +48,14 @@ import contextlib
 import os
 import select
 import signal
+from typing import NamedTuple
 
 from gateway.sandbox import _linux
 from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox.probes import in_child
 from gateway.sandbox.protocol import PrivateView
 
-__all__ = ["FILES_PER_MB", "INODE_BYTES", "enter", "map_own_ids"]
+__all__ = ["FILES_PER_MB", "INODE_BYTES", "Entered", "enter", "map_own_ids"]
 
 FILES_PER_MB = 64
 """Inodes of the scratch tmpfs per MB of its size (files and directories: 16,384 for
@@ -64,9 +65,18 @@ INODE_BYTES = 1536
 supervisor's memory bound counts ``FILES_PER_MB`` of them per MB besides the size."""
 
 
-def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> tuple[PrivateView, int]:
+class Entered(NamedTuple):
+    """What ``enter`` got: the view, the zygote's pid as the supervisor sees it, and
+    whether it has a mount namespace of its own (mounts there reach no one else)."""
+
+    view: PrivateView
+    host_pid: int
+    own_mounts: bool
+
+
+def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> Entered:
     """Fork the zygote into namespaces of its own with a private ``/proc`` and ``tmp``
-    on a tmpfs; return its view and its pid as the supervisor sees it.
+    on a tmpfs (see ``Entered``).
 
     Returns in the new zygote only: the process that called it waits for that
     zygote and exits with its status, having closed ``ctl_fd`` (see ``_wait_for``).
@@ -83,7 +93,8 @@ def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> tuple[PrivateView, int]:
         elif pid_flag:
             _linux.unshare(pid_flag)
     except OSError as exc:
-        return _refused(f"the kernel refused new namespaces ({exc.strerror or exc})"), os.getpid()
+        why = f"the kernel refused new namespaces ({exc.strerror or exc})"
+        return Entered(_refused(why), os.getpid(), own_mounts=False)
     host_pid = _fork_init(ctl_fd, tmp)
     try:
         _linux.unshare(_linux.CLONE_NEWNS)
@@ -92,12 +103,12 @@ def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> tuple[PrivateView, int]:
     except OSError as exc:
         if pid_flag:  # cannot be: the same was done in _proc_refused's child
             raise
-        view = _refused(f"the kernel refused a mount namespace of its own ({exc.strerror or exc})")
-        return view, host_pid
+        why = f"the kernel refused a mount namespace of its own ({exc.strerror or exc})"
+        return Entered(_refused(why), host_pid, own_mounts=False)
     if pid_flag:
         _mount_proc()
     tmp_refused = _mount_tmp(tmp, tmp_mb)
-    return PrivateView(
+    view = PrivateView(
         private_proc=not proc_refused,
         private_proc_detail=proc_refused
         or "a pid namespace and /proc of its own: calls see and signal only the sandbox's "
@@ -106,7 +117,8 @@ def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> tuple[PrivateView, int]:
         private_tmp_detail=tmp_refused
         or f"call directories on a tmpfs of {tmp_mb} MB ({tmp_mb * FILES_PER_MB} files) "
         "per zygote, noexec",
-    ), host_pid
+    )
+    return Entered(view, host_pid, own_mounts=True)
 
 
 def _refused(why: str) -> PrivateView:

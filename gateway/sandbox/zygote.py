@@ -225,7 +225,7 @@ class _Zygote:
         msg, code = _receive_init(self.ctl)
         # From here on in namespaces of our own (or not, and the view says why); the
         # process the supervisor started waits for this one (see _private).
-        view, host_pid = _private.enter(self.ctl.fileno(), self.tmp, msg.tmp_mb)
+        view, host_pid, own_mounts = _private.enter(self.ctl.fileno(), self.tmp, msg.tmp_mb)
         self.pid = os.getpid()
         # Python's own SIGINT handler makes a signal a call may send (and Ctrl-C in a
         # terminal) a KeyboardInterrupt that ends the zygote with every call on it; the
@@ -236,7 +236,7 @@ class _Zygote:
             # Before the next line: not root, it writes its own /proc/self/uid_map, which
             # an undumpable process does not own (EACCES: every network: false call of a
             # non-root gateway, the container image's, was refused as unisolated).
-            network_error = _isolate_network()
+            network_error = _isolate_network(own_mounts)
         # Nothing in the zygote is worth reading, but same-uid children must not try.
         _linux.prctl(_linux.PR_SET_DUMPABLE, 0)
         _linux.prctl(_linux.PR_SET_CHILD_SUBREAPER, 1)
@@ -271,7 +271,7 @@ class _Zygote:
                 msgspec.convert(config, load_kind(kind)).sandbox_warm()
         self.landlock = _landlock_rules(msg.fs, self.tmp)
         # Without Landlock: mounts over what it would keep out, once, before any fork.
-        view = cover_protected(view, self.landlock, msg.fs, self.tmp, msg.call_user)
+        view = cover_protected(view, self.landlock, msg.fs, self.tmp, msg.call_user, own_mounts)
         capabilities = None
         if msg.probe:
             from gateway.sandbox.probes import probe
@@ -653,16 +653,19 @@ def _mkdtemp() -> str:
         return path
 
 
-def _isolate_network() -> str | None:
-    """Move this process into a new, empty network namespace; return why not, if refused."""
+def _isolate_network(own_mounts: bool) -> str | None:
+    """Move this process into a new, empty network namespace; return why not, if refused.
+
+    ``own_mounts``: this zygote has a mount namespace of its own (``_private``).
+    """
     uid, gid = os.geteuid(), os.getegid()
     try:
         if uid == 0:
             _linux.unshare(_linux.CLONE_NEWNET)
             return None
-        # Where _masks will mount (no Landlock, a mount namespace of its own: pid 1), a
-        # new one too: owned by the new user namespace, the only kind it may mount in.
-        mounts = _linux.CLONE_NEWNS if os.getpid() == 1 and will_mask() else 0
+        # Where _masks will mount (no Landlock, a mount namespace of its own), a new one
+        # too: owned by the new user namespace, the only kind it may mount in.
+        mounts = _linux.CLONE_NEWNS if own_mounts and will_mask() else 0
         _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET | mounts)
         _private.map_own_ids(uid, gid)
     except OSError as exc:
