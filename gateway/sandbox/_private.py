@@ -20,10 +20,10 @@ In the child:
   what they start. Processes outside have no pid here, so a call cannot signal them;
   and pid 1 ignores every signal from its namespace it has no handler for (the
   zygote ignores SIGINT too, see ``zygote``), so a call cannot kill its zygote.
-  ``vm.memfd_noexec`` is 2 in the namespace: no memory file can be executed (the
-  way around a noexec folder). A pid namespace without its own ``/proc`` would be
-  worse than none (every pid the zygote reads there is another process's), so
-  whether one can be mounted is tried first, in a throw-away child
+  ``vm.memfd_noexec`` is 2 in the namespace where it may be set (root): no memory
+  file can be executed (the way around a noexec folder). A pid namespace without
+  its own ``/proc`` would be worse than none (every pid the zygote reads there is
+  another process's), so whether one can be mounted is tried first, in a throw-away child
   (``_proc_refused``: a container runtime masking paths of ``/proc`` keeps a user
   namespace from mounting one), and without it there is no pid namespace.
 - the call-directory root (``tmp``) becomes a tmpfs of ``GATEWAY_SANDBOX_TMP_MB``
@@ -105,14 +105,13 @@ def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> Entered:
             raise
         why = f"the kernel refused a mount namespace of its own ({exc.strerror or exc})"
         return Entered(_refused(why), host_pid, own_mounts=False)
-    if pid_flag:
-        _mount_proc()
+    memfd = _mount_proc() if pid_flag else ""
     tmp_refused = _mount_tmp(tmp, tmp_mb)
     view = PrivateView(
         private_proc=not proc_refused,
         private_proc_detail=proc_refused
         or "a pid namespace and /proc of its own: calls see and signal only the sandbox's "
-        "processes, and cannot execute memory files",
+        f"processes{memfd}",
         private_tmp=tmp_refused is None,
         private_tmp_detail=tmp_refused
         or f"call directories on a tmpfs of {tmp_mb} MB ({tmp_mb * FILES_PER_MB} files) "
@@ -221,13 +220,21 @@ def _wait_for(pid: int, tmp: str) -> None:
         remove_tree(tmp)
     code = os.waitstatus_to_exitcode(status)
     if code < 0:  # killed: end the same way, so the supervisor reads the same status
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL's cannot be changed
+            signal.signal(-code, signal.SIG_DFL)
+        with contextlib.suppress(OSError):
+            os.kill(os.getpid(), -code)
+        code = 128 - code  # a signal it ignores or that did not end it: as a shell says it
     os._exit(code & 0xFF)
 
 
-def _mount_proc() -> None:
-    """A fresh ``/proc`` for this pid namespace, whose memory files cannot be executed.
+def _mount_proc() -> str:
+    """Mount a fresh ``/proc`` for this pid namespace, and keep its memory files from
+    being executed where the kernel lets us; what of that holds, for the detail.
+
+    ``vm.memfd_noexec`` is per pid namespace (Linux 6.3), but only the host's root may
+    write it: not root, it stays what the host set (a new namespace inherits it), and
+    a call can run a copy of a program from a memory file (noexec stops files only).
 
     Raises:
         OSError: the kernel refused, though ``_proc_refused`` found it would not: the
@@ -236,8 +243,20 @@ def _mount_proc() -> None:
     """
     flags = _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
     _linux.mount("proc", "/proc", "proc", flags)
-    with contextlib.suppress(OSError), open("/proc/sys/vm/memfd_noexec", "w") as fh:
-        fh.write("2")  # kernels before 6.3 have no such setting: noexec only stops files
+    setting = "/proc/sys/vm/memfd_noexec"
+    with contextlib.suppress(OSError), open(setting, "w") as fh:
+        fh.write("2")
+    try:
+        with open(setting) as fh:
+            value = fh.read().strip()
+    except OSError:
+        return "; memory files can be executed (no vm.memfd_noexec before Linux 6.3)"
+    if value == "2":
+        return ", and cannot execute memory files"
+    return (
+        f"; memory files can be executed (vm.memfd_noexec {value}: only the host's root may "
+        "raise it; set vm.memfd_noexec=2 on the host)"
+    )
 
 
 def _mount_tmp(tmp: str, tmp_mb: int) -> str | None:

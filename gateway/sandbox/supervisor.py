@@ -351,6 +351,11 @@ class Supervisor:
                 pass_fds=(child.fileno(),),
                 close_fds=True,
                 cwd="/",
+                # Not in our process group: a kill of the group (systemd's last SIGKILL,
+                # a supervisor's killpg) would take the process that waits for the zygote
+                # (``_private``) before it removed the zygote's folder; on our death the
+                # zygote reads EOF, ends, and that process cleans up.
+                start_new_session=True,
             )
         finally:
             child.close()

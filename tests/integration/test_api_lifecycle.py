@@ -4,6 +4,7 @@ see a clean end; a second one on a taken port stops at once without touching the
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -327,3 +328,30 @@ def test_a_sqlite_file_that_cannot_serve_stops_start_up_with_one_clear_line(
     assert "GATEWAY_DATABASE_URL" in errors[0] and str(path) in errors[0], log
     assert cause in errors[0], log
     assert "Traceback" not in log, log
+
+
+def test_a_server_killed_with_its_process_group_leaves_no_sandbox_folder(
+    api_manifests: Path, tmp_path: Path
+) -> None:
+    """systemd's last SIGKILL (or any kill of the server's process group) took the
+    processes waiting for the zygotes too, before they removed the zygotes' folders:
+    the zygotes are in sessions of their own now, read EOF when the server dies, and
+    their folders go."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc, url = serve(
+        api_manifests, f"sqlite:///{tmp_path}/g.db", tmp_path, {"TMPDIR": str(scratch)}
+    )
+    try:
+        wait_ready(proc, url)
+        folders = [p for p in scratch.iterdir() if p.name.startswith("gateway-sandbox-")]
+        assert folders
+        zygotes = _children(proc.pid)
+        assert zygotes and all(os.getpgid(z) != os.getpgid(proc.pid) for z in zygotes)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(p.exists() for p in folders) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(p.exists() for p in folders), folders

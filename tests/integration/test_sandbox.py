@@ -321,6 +321,14 @@ def run_own_program():
             ran[name] = subprocess.run(["./" + name], capture_output=True).returncode
         except OSError as exc:
             ran[name] = exc.strerror
+    # The way around a noexec folder: a copy of the program in a memory file.
+    fd = os.memfd_create("copy")
+    with open("/bin/true", "rb") as fh:
+        os.write(fd, fh.read())
+    try:
+        ran["memfd"] = subprocess.run([f"/proc/self/fd/{fd}"], pass_fds=(fd,)).returncode
+    except OSError as exc:
+        ran["memfd"] = exc.strerror
     return ran
 
 def proc_view(needle: str):
@@ -840,6 +848,24 @@ async def test_sigint_does_not_end_a_zygote(
     assert supervisor.stats.restarts == 0
 
 
+async def test_a_zygote_killed_by_sigkill_is_reported_so(
+    runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
+) -> None:
+    """The process the supervisor started (which waits for the zygote, ``_private``)
+    exits as the zygote did: after a SIGKILL (the OOM killer's, an operator's) it
+    crashed setting SIGKILL's handler, printed a traceback and exited 1."""
+    await runner.run(catalog, "ok", {})
+    zygotes = [z for z in supervisor._zygotes.values() if z.pid != z.proc.pid]
+    if not zygotes:
+        pytest.skip("no zygote is a child of the process started here")
+    for zygote in zygotes:
+        os.kill(zygote.pid, signal.SIGKILL)
+    for zygote in zygotes:
+        code = await asyncio.to_thread(zygote.proc.wait, 10)
+        assert code == -signal.SIGKILL, code
+    assert (await runner.run(catalog, "ok", {"name": "back"})).output == "hello back"
+
+
 async def test_a_call_racing_the_zygotes_death_is_retried(
     runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
 ) -> None:
@@ -1123,15 +1149,21 @@ async def test_a_call_cannot_run_a_program_it_wrote(
     runner: SandboxRunner, catalog: Catalog, supervisor: Supervisor
 ) -> None:
     """A call's directory is on a noexec tmpfs: a program it wrote or downloaded there (a
-    miner, an exploit) does not run, a script or a binary alike; the next call works."""
+    miner, an exploit) does not run, a script or a binary alike, nor a copy in a memory
+    file where the kernel lets the zygote forbid that (vm.memfd_noexec, as root); the
+    next call works."""
     if supervisor.capabilities is None or not supervisor.capabilities.private_tmp:
         reason = supervisor.capabilities and supervisor.capabilities.private_tmp_detail
         pytest.skip(f"no private tmpfs here: {reason}")
     result = await call_then_ok(runner, catalog, supervisor, "run_own_program")
-    assert json.loads(result.output) == {
-        "hello.sh": "Permission denied",
-        "mytrue": "Permission denied",
-    }, result
+    ran = json.loads(result.output)
+    assert ran.pop("hello.sh") == ran.pop("mytrue") == "Permission denied", ran
+    # A copy in a memory file, where the zygote could set vm.memfd_noexec (root).
+    assert supervisor.capabilities.private_proc, supervisor.capabilities
+    if "cannot execute memory files" in supervisor.capabilities.private_proc_detail:
+        assert ran == {"memfd": "Permission denied"}, ran
+    else:
+        assert "memory files can be executed" in supervisor.capabilities.private_proc_detail
 
 
 async def test_environment_has_only_declared_secrets(
