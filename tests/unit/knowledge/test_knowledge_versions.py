@@ -188,12 +188,15 @@ def test_searches_needing_a_write_succeed_while_gateway_index_writes_a_long_file
     """A server's searches that must write (files new to it) while `gateway index` writes
     thousands of passages into the same cache each get the write lock within a small
     busy timeout (before, the index's one transaction held it until the whole file was
-    in, past the server's 5 s on a large file: its searches failed meanwhile)."""
+    in, past the server's 5 s on a large file: its searches failed meanwhile). The
+    file takes about 4.5 s to index on a quiet 2-core machine, so the old transaction
+    held the lock past this test's 1.5 s; one batch holds it for 50 ms there (500 ms
+    seen under a loaded suite, which failed the 0.5 s this test used to give)."""
     root = tmp_path / "manifests"
     (root / "docs").mkdir(parents=True)
     (root / "docs" / "big.md").write_text(  # distinct words: each passage costs FTS5 work
         "\n\n".join(
-            f"## Part {n}\n\n" + " ".join(f"w{n}x{i}" for i in range(80)) for n in range(20_000)
+            f"## Part {n}\n\n" + " ".join(f"w{n}x{i}" for i in range(80)) for n in range(40_000)
         )
     )
     (root / "a.yaml").write_text(
@@ -201,7 +204,7 @@ def test_searches_needing_a_write_succeed_while_gateway_index_writes_a_long_file
     )
     cache = tmp_path / "cache"
     server = KnowledgeIndex(cache)
-    server._db.execute("PRAGMA busy_timeout = 500")
+    server._db.execute("PRAGMA busy_timeout = 1500")
     command = [sys.executable, "-c", "from gateway.cli import main; main()", "index"]
     writer = subprocess.Popen(
         [*command, "--manifests", str(root), "--cache", str(cache)],
@@ -215,7 +218,7 @@ def test_searches_needing_a_write_succeed_while_gateway_index_writes_a_long_file
             assert server.search([mine], f"zebra{searched}", 1)[0].location == "Mine"
             searched += 1
         assert writer.returncode == 0
-        assert server.search([root / "docs" / "big.md"], "w19999x5", 1)
+        assert server.search([root / "docs" / "big.md"], "w39999x5", 1)
     finally:
         server.close()
         if writer.poll() is None:
