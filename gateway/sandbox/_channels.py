@@ -81,8 +81,8 @@ class ZygoteChannel:
     def pid(self) -> int:
         """The zygote's pid: the parent of its spares and calls, whose memory is its own.
 
-        Not ``proc.pid`` once ready in a pid namespace of its own (``_private``): the
-        process started then only waits for the zygote it forked.
+        Not ``proc.pid`` once ready with a private view (``_private``): the process
+        started then only waits for the zygote it forked (``Ready.pid``, that fork's).
         """
         return self.proc.pid if self.ready is None else self.ready.pid
 

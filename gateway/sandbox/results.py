@@ -25,7 +25,7 @@ from gateway.manifests.model import Action
 from gateway.sandbox._channels import OutputReader, TooLarge
 from gateway.sandbox._mask import mask, mask_cut
 from gateway.sandbox.protocol import CallRequest, CallResult, Exited, Limits, output_result
-from gateway.sandbox.worker import MESSAGE_CHARS, RESULT_LOST, TRACEBACK_CHARS
+from gateway.sandbox.worker import MESSAGE_CHARS, RESULT_LOST, SCRATCH_FULL, TRACEBACK_CHARS
 
 __all__ = [
     "answered",
@@ -124,7 +124,7 @@ _SIGNAL_ERRORS = {
 SETUP_FAILED = {
     71: "confining the child failed",
     72: "the zygote was gone before the call started",
-    75: "the sandbox's scratch space (GATEWAY_SANDBOX_TMP_MB) is full: a call running "
+    SCRATCH_FULL: "the sandbox's scratch space (GATEWAY_SANDBOX_TMP_MB) is full: a call running "
     "beside this one filled it; the action did not run",
 }
 """Exit codes of a spare that failed before the action ran (see ``worker.run_spare``).
