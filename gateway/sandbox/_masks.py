@@ -131,8 +131,9 @@ def cover_protected(
         )
         if cover.by_path:
             detail += (
-                f"; {len(cover.by_path)} of them (in / itself, /etc's private files) are "
-                "covered one by one: replacing one by a rename unmasks it"
+                f"; {len(cover.by_path)} of them (in / itself, /etc's private files, in a "
+                "folder that could not be listed) are covered one by one: replacing one by "
+                "a rename unmasks it"
             )
     if lost:
         detail += f"; {len(lost)} entries to keep could not be shown again (calls cannot read them)"
@@ -215,8 +216,10 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
             continue
         try:
             present = os.listdir(folder)
-        except OSError:
-            cover.denied.extend(os.path.join(folder, n) for n in sorted(names))
+        except OSError:  # no allow-list without its entries: each on its own path
+            files = [os.path.join(folder, n) for n in sorted(names)]
+            cover.denied.extend(files)
+            cover.by_path.extend(files)
             continue
         cover.allowed[folder] = sorted(set(present) - names)
     if calls_uid is not None:
