@@ -34,10 +34,11 @@ zygote is replaced.
   ``_MAX_DEPTH``: past it, or where a folder cannot be listed, it is covered whole).
 - The other protected paths (the thread store and its ``-wal``, ``-shm`` and
   ``-journal``, ``./.env``): their folder keeps every entry it has at the start
-  but them. A protected folder (``/run/secrets``) gets an empty tmpfs: rotation
-  replaces files, not a whole mount point. A protected file in ``/`` itself is
-  covered on its own path (no tmpfs over ``/``), and replacing it unmasks it
-  (``masked_detail`` says so).
+  but them (a folder of over ``_MAX_KEPT`` entries, or one that cannot be
+  listed, has them covered path by path). A protected folder (``/run/secrets``)
+  gets an empty tmpfs: rotation replaces files, not a whole mount point. A
+  protected file in ``/`` itself is covered on its own path (no tmpfs over
+  ``/``), and replacing it unmasks it (``masked_detail`` says so).
 - ``/etc``'s private files (calls without a uid of their own) are still covered
   path by path: an allow-list over ``/etc`` would pin ``resolv.conf`` and
   ``hosts`` to their content at the start wherever they are replaced by a rename;
@@ -75,6 +76,9 @@ _FLAGS = _linux.MS_RDONLY | _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXE
 _DIR_MASK = "mode=0555,size=4k,nr_inodes=4"
 """An empty directory that no one, root included, can write in (read-only)."""
 _MAX_DEPTH = 16
+_MAX_KEPT = 1024
+"""Most entries a protected file's folder keeps by bind mounts (one each, in every
+zygote); a fuller folder has its protected files covered path by path."""
 
 
 def cover_protected(
@@ -132,8 +136,8 @@ def cover_protected(
         if cover.by_path:
             detail += (
                 f"; {len(cover.by_path)} of them (in / itself, /etc's private files, in a "
-                "folder that could not be listed) are covered one by one: replacing one by "
-                "a rename unmasks it"
+                "folder that could not be listed or holds over 1024 entries) are covered one "
+                "by one: replacing one by a rename unmasks it"
             )
     if lost:
         detail += f"; {len(lost)} entries to keep could not be shown again (calls cannot read them)"
@@ -216,7 +220,11 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
             continue
         try:
             present = os.listdir(folder)
-        except OSError:  # no allow-list without its entries: each on its own path
+        except OSError:
+            present = None
+        if present is None or len(present) > _MAX_KEPT:
+            # Without its entries, or with too many to bind (a mount each, per zygote):
+            # each protected file on its own path.
             files = [os.path.join(folder, n) for n in sorted(names)]
             cover.denied.extend(files)
             cover.by_path.extend(files)

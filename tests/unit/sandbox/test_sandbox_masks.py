@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.sandbox._masks import plan
+from gateway.sandbox._masks import _MAX_KEPT, plan
 from gateway.sandbox.protocol import FsPolicy
 
 
@@ -86,3 +86,22 @@ def test_a_kept_path_past_the_depth_bound_is_denied_not_left_readable(tmp_path: 
     assert cover.allowed[str(tmp_path / "d0" / "d1")] == ["d2"]  # not "secret"
     assert all(not p.startswith(denied[0] + "/") for p in cover.allowed)
     assert str(deep.parents[2] / "secret").startswith(denied[0] + "/")
+
+
+def test_a_crowded_store_folder_has_its_protected_files_covered_path_by_path(
+    tmp_path: Path,
+) -> None:
+    """A store folder of more entries than binds are worth (one mount each, per zygote)
+    gets no allow-list: the store and its siblings are covered on their own paths, and
+    counted among those a rename unmasks."""
+    store = tmp_path / "threads.db"
+    for file in (store, tmp_path / "threads.db-wal"):
+        file.write_text("x")
+    for i in range(_MAX_KEPT):
+        (tmp_path / f"backup-{i}").write_text("x")
+    policy = FsPolicy(protected=[str(store)])
+    cover = plan(policy, "/nonexistent-tmp", None)
+    assert str(tmp_path) not in cover.allowed
+    expected = [str(store), f"{store}-wal"]
+    assert _below(cover.denied, tmp_path) == expected
+    assert _below(cover.by_path, tmp_path) == expected
