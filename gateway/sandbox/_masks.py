@@ -34,8 +34,9 @@ zygote is replaced.
   ``_MAX_DEPTH``: past it, or where a folder cannot be listed, it is covered whole).
 - The other protected paths (the thread store and its ``-wal``, ``-shm`` and
   ``-journal``, ``./.env``): their folder keeps every entry it has at the start
-  but them (a folder of over ``_MAX_KEPT`` entries, or one that cannot be
-  listed, has them covered path by path). A protected folder (``/run/secrets``)
+  but them (a folder calls may use whole, a ``sql`` action's, where SQLite
+  makes its journal, one of over ``_MAX_KEPT`` entries or one that cannot be
+  listed has them covered path by path). A protected folder (``/run/secrets``)
   gets an empty tmpfs: rotation replaces files, not a whole mount point. A
   protected file in ``/`` itself is covered on its own path (no tmpfs over
   ``/``), and replacing it unmasks it (``masked_detail`` says so).
@@ -135,9 +136,9 @@ def cover_protected(
         )
         if cover.by_path:
             detail += (
-                f"; {len(cover.by_path)} of them (in / itself, /etc's private files, in a "
-                "folder that could not be listed or holds over 1024 entries) are covered one "
-                "by one: replacing one by a rename unmasks it"
+                f"; {len(cover.by_path)} of them (in / itself, /etc's private files, in a sql "
+                "action's database folder, one that could not be listed or of over 1024 "
+                "entries) are covered one by one: replacing one by a rename unmasks it"
             )
     if lost:
         detail += f"; {len(lost)} entries to keep could not be shown again (calls cannot read them)"
@@ -219,12 +220,14 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
             cover.allowed[folder] = [n for n in cover.allowed[folder] if n not in names]
             continue
         try:
-            present = os.listdir(folder)
+            present = None if _within(folder, keep) else os.listdir(folder)
         except OSError:
             present = None
         if present is None or len(present) > _MAX_KEPT:
-            # Without its entries, or with too many to bind (a mount each, per zygote):
-            # each protected file on its own path.
+            # Calls may use the folder itself (a sql action's: SQLite makes its journal
+            # there, which a read-only tmpfs would refuse), or it cannot be listed, or it
+            # has too many entries to bind (a mount each, per zygote): each protected
+            # file on its own path.
             files = [os.path.join(folder, n) for n in sorted(names)]
             cover.denied.extend(files)
             cover.by_path.extend(files)
@@ -236,6 +239,11 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
         cover.by_path.extend(private)
     cover.denied.sort()
     return cover
+
+
+def _within(path: str, keep: list[str]) -> bool:
+    """Whether ``path`` is, or lies below, one of ``keep``."""
+    return any(path == k or path.startswith(k.rstrip("/") + "/") for k in keep)
 
 
 def _hidden(path: str, cover: Cover) -> bool:
@@ -255,7 +263,7 @@ def _allow_only(path: str, keep: list[str], cover: Cover, depth: int = 0) -> Non
     ``keep`` (a folder holding one gets an allow-list of its own, one level down), and
     its symbolic links. Nothing when ``path`` is kept whole. Past ``_MAX_DEPTH`` or
     when it cannot be listed, ``path`` is denied whole (never left readable)."""
-    if any(path == k or path.startswith(k.rstrip("/") + "/") for k in keep):
+    if _within(path, keep):
         return  # reachable as a whole
     if os.path.islink(path) or not os.path.isdir(path):
         return
@@ -272,9 +280,7 @@ def _allow_only(path: str, keep: list[str], cover: Cover, depth: int = 0) -> Non
     for name in sorted(names):
         entry = prefix + name
         below = entry + "/"
-        if os.path.islink(entry) or any(
-            entry == k or entry.startswith(k.rstrip("/") + "/") for k in keep
-        ):
+        if os.path.islink(entry) or _within(entry, keep):
             kept.append(name)
         elif any(k.startswith(below) for k in keep):
             kept.append(name)

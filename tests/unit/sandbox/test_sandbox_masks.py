@@ -18,8 +18,8 @@ def test_folders_holding_protected_paths_keep_only_what_calls_may_read(
     """The gateway root keeps only the entries leading to code, manifests, a sql action's
     database folder and the calls' directories (and its symbolic links: their targets are
     judged as themselves), one level down where a kept path is deeper; the thread store's
-    folder keeps all but the store and the SQLite siblings it has, and so does a database
-    folder holding a store; nothing is covered path by path."""
+    folder keeps all but the store and the SQLite siblings it has; a store in a sql
+    action's database folder is covered on its own path."""
     root, outside = tmp_path / "gw", tmp_path / "store"
     for folder in ("actions/sub", "actions/other", "manifests", "data", "private", "tmp/x"):
         (root / folder).mkdir(parents=True)
@@ -44,19 +44,20 @@ def test_folders_holding_protected_paths_keep_only_what_calls_may_read(
     assert cover.allowed == {
         str(root): ["actions", "data", "link", "manifests", "tmp", "top.py"],
         str(root / "actions"): ["sub"],
-        str(root / "data"): ["shop.db"],
         str(root / "tmp"): ["x"],
         str(outside): ["README"],
     }
-    assert _below(cover.denied, tmp_path) == []
-    assert cover.by_path == []
+    # A store in a sql action's folder: SQLite creates its journal there, so no allow-list.
+    assert _below(cover.denied, tmp_path) == [str(root / "data" / "threads.db")]
+    assert _below(cover.by_path, tmp_path) == [str(root / "data" / "threads.db")]
 
 
-def test_a_database_folder_holding_the_gateway_root_keeps_all_but_the_protected(
+def test_a_database_folder_holding_the_gateway_root_covers_its_protected_files_alone(
     tmp_path: Path,
 ) -> None:
-    """A sql action whose database sits in the gateway root's own folder reads that
-    folder: it keeps every entry but the protected ones (``.env``)."""
+    """A sql action whose database sits in the gateway root's own folder uses that folder
+    whole (SQLite makes its journal there, which a read-only allow-list would refuse):
+    only the protected files in it (``.env``) are covered, each on its own path."""
     (tmp_path / "shop.db").write_text("x")
     (tmp_path / ".env").write_text("x")
     (tmp_path / "other").mkdir()
@@ -66,8 +67,9 @@ def test_a_database_folder_holding_the_gateway_root_keeps_all_but_the_protected(
         databases=[str(tmp_path)],
     )
     cover = plan(policy, "/nonexistent-tmp", None)
-    assert cover.allowed == {str(tmp_path): ["other", "shop.db"]}
-    assert _below(cover.denied, tmp_path) == []
+    assert cover.allowed == {}
+    assert _below(cover.denied, tmp_path) == [str(tmp_path / ".env")]
+    assert _below(cover.by_path, tmp_path) == [str(tmp_path / ".env")]
 
 
 def test_a_kept_path_past_the_depth_bound_is_denied_not_left_readable(tmp_path: Path) -> None:
