@@ -72,7 +72,10 @@ PROGRAM = textwrap.dedent(
         put(root / "manifests" / "a.yaml", "kind: database\\nname: shop2\\n")
 
     root, store, landlock = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    rounds = 2 if len(sys.argv) > 4 else 1
+    secret = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "write-at-root" else None
+    rounds = 2 if secret else 1
+    write_at_root = sys.argv[-1] == "write-at-root"  # the shop database in the root itself
+    QUERY = "SELECT id FROM orders"
     if landlock == "off":
         refuse_landlock()
 
@@ -97,11 +100,15 @@ PROGRAM = textwrap.dedent(
                 name="orders",
                 description="orders",
                 kind_key="sql",
-                config=SqlConfig(database="shop", query="SELECT id FROM orders"),
+                config=SqlConfig(
+                    database="shop",
+                    query="INSERT INTO orders VALUES (7)" if write_at_root else QUERY,
+                    readonly=not write_at_root,
+                ),
                 sandbox=SandboxLimits(network=False),
             ),
         }
-        shop = "sqlite:///" + str(root / "data" / "shop.db")
+        shop = "sqlite:///" + str((root if write_at_root else root / "data") / "shop.db")
         catalog = Catalog(
             version="t",
             root=root / "manifests",
@@ -117,7 +124,7 @@ PROGRAM = textwrap.dedent(
             out = {"uid": os.geteuid(), "rounds": []}
             for round in range(rounds):
                 if round:  # the same zygote, after the host changed files under it
-                    replace_on_host(root, Path(store[len("sqlite:///") :]), sys.argv[4])
+                    replace_on_host(root, Path(store[len("sqlite:///") :]), secret)
                 calls = {}
                 for name, action in actions.items():
                     call = CallContext(
@@ -214,13 +221,13 @@ def deployment() -> Iterator[tuple[Path, Path]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _run(command: list[str]) -> dict[str, object]:
+def _run(command: list[str], cwd: Path | None = None) -> dict[str, object]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=120, check=False
+        command, capture_output=True, text=True, env=env, timeout=120, check=False, cwd=cwd
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -295,3 +302,24 @@ def test_files_replaced_or_made_on_the_host_stay_out_of_a_running_zygotes_calls(
     if landlock == "off":
         assert caps["masked"] is True, caps
         assert "made or renamed there later is not seen" in caps["masked_detail"], caps
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+def test_a_sql_action_writes_its_database_at_the_gateway_root_without_landlock(
+    deployment: tuple[Path, Path], who: str
+) -> None:
+    """A database in the gateway root's own folder makes that folder the sql action's:
+    SQLite creates its journal there, which a read-only allow-list refused (``unable to
+    open database file``)."""
+    root, store = deployment
+    shutil.copy(root / "data" / "shop.db", root / "shop.db")
+    (root / "shop.db").chmod(0o666)
+    argv = ["-c", PROGRAM, str(root), f"sqlite:///{store}", "off", "write-at-root"]
+    command = [sys.executable, *argv] if who == "root" else _as_nobody(root.parent, *argv)
+    out = _run(command, cwd=root)  # so ./.env is the root's, a protected path in it
+    calls = out["calls"]
+    assert isinstance(calls, dict)
+    assert calls["orders"]["status"] == "succeeded", calls["orders"]
+    assert json.loads(calls["orders"]["output"]) == {"rowcount": 1}
+    seen = json.loads(calls["probe"]["output"])
+    assert SECRET not in seen[str(root / ".env")], seen
