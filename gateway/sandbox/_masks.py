@@ -1,6 +1,6 @@
 # os.path on purpose, like the zygote: this runs in it.
-# ruff: noqa: PTH103, PTH114, PTH118, PTH208
-"""Without Landlock: empty read-only mounts over what its policy keeps calls out of.
+# ruff: noqa: PTH101, PTH102, PTH103, PTH112, PTH114, PTH115, PTH116, PTH118, PTH119, PTH120, PTH208, PTH211
+"""Without Landlock: read-only mounts over what its policy keeps calls out of.
 
 Landlock (``_fs_policy.landlock_rules``, ``read_guard``) keeps a call out of the
 gateway root's files that are not action code or manifests (``.env`` with the
@@ -9,23 +9,45 @@ provider keys, ``var/`` with the thread store), the thread store wherever
 (calls without a uid of their own) what in ``/etc`` other users cannot read.
 A kernel without Landlock (before 5.13: Debian 11, Ubuntu 20.04, RHEL 8) has
 none of that, and a call under the server's uid read them all. There the zygote,
-when it has a mount namespace of its own (``_private``), covers each such path
-once, before it forks anything: a directory with an empty read-only tmpfs, a
-file with a read-only bind mount of an empty file (made in a small tmpfs of its
-own, below the calls' directory root). Calls cannot undo it: their seccomp
-filter refuses ``mount`` and ``umount2``, and they have no capability (root-mode
-calls lost theirs, a non-root zygote drops its user namespace's).
+when it has a mount namespace of its own (``_private``), covers them once, before
+it forks anything. Calls cannot undo it: their seccomp filter refuses ``mount``
+and ``umount2``, and they have no capability (root-mode calls lost theirs, a
+non-root zygote drops its user namespace's).
 
-``masked_paths`` chooses what ``landlock_rules`` would have left out: below the
-gateway root every entry that neither is nor holds a path calls read (``readable``:
-``sys.path``, the interpreter, the gateway package, action code, manifests), the
-other protected paths and the SQLite siblings (``-wal``, ``-shm``, ``-journal``)
-of each, and ``/etc``'s private files. Left reachable: the directories of the
-SQLite databases of the zygote's ``sql`` actions (``FsPolicy.databases``), for
-all its calls (Landlock gives each call only its own action's: that narrowing is
-lost here), and the calls' directories. Not masked: a symbolic link (a mount
-would cover its target), and a sibling that did not exist when the zygote started
-(a thread store outside the gateway root whose ``-wal`` came later).
+A mount on one path goes with that path: when the host renames a file over it or
+deletes it (``.env`` rotated by ``sed -i`` or a deploy tool, the store restored
+with a new ``-wal``, ``git pull``), the kernel drops the mount in every other
+namespace and the new file shows through. So a folder holding protected paths is
+covered by an allow-list instead (``plan``, ``_allow_list``): a read-only tmpfs
+over the folder holding only the entries calls may use, each bound back from the
+original. What is made or renamed into the folder later is not in the tmpfs;
+what changes inside a kept folder shows as before. A kept *file* replaced by a
+rename keeps showing its old content (its bind holds the old inode) until the
+zygote is replaced.
+
+- The gateway root keeps the entries that are, hold or lie below what calls read
+  (``readable``: ``sys.path``, the interpreter, the gateway package, action code,
+  manifests), the directories of the SQLite databases of the zygote's ``sql``
+  actions (``FsPolicy.databases``: reachable by all its calls, where Landlock
+  gives each call only its own action's) and the calls' directories; a folder
+  leading to one deeper gets an allow-list of its own, one level down (at most
+  ``_MAX_DEPTH``: past it, or where a folder cannot be listed, it is covered whole).
+- The other protected paths (the thread store and its ``-wal``, ``-shm`` and
+  ``-journal``, ``./.env``): their folder keeps every entry it has at the start
+  but them (a folder calls may use whole, a ``sql`` action's, where SQLite
+  makes its journal, one of over ``_MAX_KEPT`` entries or one that cannot be
+  listed has them covered path by path). A protected folder (``/run/secrets``)
+  gets an empty tmpfs: rotation replaces files, not a whole mount point. A
+  protected file in ``/`` itself is covered on its own path (no tmpfs over
+  ``/``), and replacing it unmasks it (``masked_detail`` says so).
+- ``/etc``'s private files (calls without a uid of their own) are still covered
+  path by path: an allow-list over ``/etc`` would pin ``resolv.conf`` and
+  ``hosts`` to their content at the start wherever they are replaced by a rename;
+  replacing one of them (``passwd`` renames ``shadow``) unmasks it.
+
+A symbolic link is never a mount target (a mount would cover its target,
+anywhere): an allowed folder copies its links, whose targets are judged as
+themselves.
 
 Imports only the standard library and ``gateway.sandbox``'s ``_linux``,
 ``_fs_policy`` and ``protocol``.
@@ -35,6 +57,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import NamedTuple
 
 import msgspec
 
@@ -47,13 +70,16 @@ from gateway.sandbox._fs_policy import (
 )
 from gateway.sandbox.protocol import FsPolicy, PrivateView
 
-__all__ = ["cover_protected", "masked_paths", "will_mask"]
+__all__ = ["Cover", "cover_protected", "plan", "will_mask"]
 
 _SQLITE_SIBLINGS = ("-wal", "-shm", "-journal")
 _FLAGS = _linux.MS_RDONLY | _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXEC
 _DIR_MASK = "mode=0555,size=4k,nr_inodes=4"
 """An empty directory that no one, root included, can write in (read-only)."""
 _MAX_DEPTH = 16
+_MAX_KEPT = 1024
+"""Most entries a protected file's folder keeps by bind mounts (one each, in every
+zygote); a fuller folder has its protected files covered path by path."""
 
 
 def cover_protected(
@@ -83,20 +109,39 @@ def cover_protected(
             "calls read the gateway root's files (.env), the thread store and secret mounts "
             "wherever their uid may",
         )
-    paths = masked_paths(fs, tmp, None if call_user == "own" else os.geteuid())
-    done, refused = _mount_over(paths, tmp)
+    cover = plan(fs, tmp, None if call_user == "own" else os.geteuid())
+    refused: list[str] = []
+    lost: list[str] = []
+    for folder in sorted(cover.allowed):
+        try:
+            lost += _allow_list(folder, cover.allowed[folder])
+        except OSError as exc:
+            refused.append(f"{folder} ({exc.strerror or exc})")
+    done, refused_paths = _mount_over(cover.denied, tmp)
+    refused += refused_paths
+    total = len(cover.allowed) + len(cover.denied)
     if refused:
         shown = "; ".join(refused[:3]) + ("..." if len(refused) > 3 else "")
         detail = (
-            f"no Landlock, and covering {len(refused)} of {len(done) + len(refused)} "
-            f"protected paths was refused, which calls may read: {shown}"
+            f"no Landlock, and covering {len(refused)} of {total} protected folders and "
+            f"paths was refused, which calls may read: {shown}"
         )
     else:
         detail = (
-            f"no Landlock: {len(done)} paths calls must not read (the gateway root's entries "
-            "other than code and manifests, .env, the thread store, secret mounts, /etc's "
-            "private files) are covered by empty read-only mounts"
+            f"no Landlock: {len(cover.allowed)} folders holding paths calls must not read "
+            "(the gateway root, the thread store's, .env's) show calls only the entries "
+            "they may read, as they were when the zygote started (an entry made or renamed "
+            f"there later is not seen), and {len(done)} paths (secret mounts, /etc's private "
+            "files) are covered by empty read-only mounts"
         )
+        if cover.by_path:
+            detail += (
+                f"; {len(cover.by_path)} of them (in / itself, /etc's private files, in a sql "
+                "action's database folder, one that could not be listed or of over 1024 "
+                "entries) are covered one by one: replacing one by a rename unmasks it"
+            )
+    if lost:
+        detail += f"; {len(lost)} entries to keep could not be shown again (calls cannot read them)"
     return msgspec.structs.replace(view, masked=not refused, masked_detail=detail)
 
 
@@ -111,47 +156,194 @@ def will_mask() -> bool:
     return False
 
 
-def masked_paths(fs: FsPolicy, tmp: str, calls_uid: int | None) -> list[str]:
-    """What to cover (resolved, sorted): see the module's docstring. Blocking."""
+class Cover(NamedTuple):
+    """What ``plan`` chose to mount, before anything is mounted.
+
+    Attributes:
+        allowed: directory -> the names of its entries that stay (each as it is now):
+            a read-only tmpfs goes over the directory, holding only these, each bound
+            back from the original (a symbolic link is copied). What is created or
+            renamed into the directory later is not in it.
+        denied: covered whole: a directory by an empty read-only tmpfs, a file by an
+            empty file (a protected directory, a subtree past ``_MAX_DEPTH`` or one that
+            could not be listed, ``/etc``'s private files).
+        by_path: paths of ``denied`` whose folder gets no allow-list (files in ``/``
+            itself, ``/etc``'s private files): replacing one (a rename) drops its
+            mount and unmasks it.
+    """
+
+    allowed: dict[str, list[str]]
+    denied: list[str]
+    by_path: list[str]
+
+
+def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
+    """What to cover (resolved paths): see the module's docstring. Blocking; mounts nothing.
+
+    The gateway root keeps only the entries leading to what calls read
+    (``readable``), to the SQLite folders of the zygote's ``sql`` actions and to
+    the calls' directories; the other protected paths (the thread store and its
+    SQLite siblings, ``./.env``, ``_ALWAYS_PROTECTED``) are left out of their
+    folder's allow-list, a protected folder is denied whole.
+    """
     protected = protected_paths(fs, tmp)
     roots = {os.path.realpath(p) for p in fs.list_only}
     real_tmp = os.path.realpath(tmp)
     keep = [*readable(fs, protected), *(os.path.realpath(d) for d in fs.databases), real_tmp]
-    found: set[str] = set()
-    for root in roots:
-        found.update(_kept_out(root, keep, root=True))
-    for path in protected - roots - {real_tmp}:
-        for candidate in (path, *(path + s for s in _SQLITE_SIBLINGS)):
-            # Masked even in a directory left reachable (a sql action's): only what
-            # it holds is kept (and the calls' directories).
-            below = [k for k in keep if k.startswith(candidate.rstrip("/") + "/")]
-            found.update(_kept_out(candidate, [*below, real_tmp]))
+    cover = Cover({}, [], [])
+    for root in sorted(roots):
+        _allow_only(root, keep, cover)
+    left_out: dict[str, set[str]] = {}
+    candidates = [
+        c
+        for path in protected - roots - {real_tmp}
+        for c in (path, *(path + s for s in _SQLITE_SIBLINGS))
+    ]
+    for path in sorted(candidates):
+        if path == "/" or not os.path.lexists(path) or os.path.islink(path):
+            continue  # a mount would cover a link's target, anywhere: judged as itself
+        if _hidden(path, cover):
+            continue
+        # Masked even in a folder left reachable (a sql action's): only what it
+        # holds is kept (and the calls' directories).
+        if any(k.startswith(path.rstrip("/") + "/") for k in keep):
+            _allow_only(path, keep, cover)
+        elif os.path.isdir(path):
+            cover.denied.append(path)  # rotation replaces files, not a whole mount point
+        elif os.path.dirname(path) == "/":
+            cover.denied.append(path)
+            cover.by_path.append(path)
+        else:
+            left_out.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
+    for folder, names in left_out.items():
+        if folder in cover.allowed:
+            cover.allowed[folder] = [n for n in cover.allowed[folder] if n not in names]
+            continue
+        try:
+            present = None if _within(folder, keep) else os.listdir(folder)
+        except OSError:
+            present = None
+        if present is None or len(present) > _MAX_KEPT:
+            # Calls may use the folder itself (a sql action's: SQLite makes its journal
+            # there, which a read-only tmpfs would refuse), or it cannot be listed, or it
+            # has too many entries to bind (a mount each, per zygote): each protected
+            # file on its own path.
+            files = [os.path.join(folder, n) for n in sorted(names)]
+            cover.denied.extend(files)
+            cover.by_path.extend(files)
+            continue
+        cover.allowed[folder] = sorted(set(present) - names)
     if calls_uid is not None:
-        found.update(_private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid))
-    return sorted(found)
+        private = sorted(_private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid))
+        cover.denied.extend(private)
+        cover.by_path.extend(private)
+    cover.denied.sort()
+    return cover
 
 
-def _kept_out(path: str, keep: list[str], *, root: bool = False, depth: int = 0) -> list[str]:
-    """``path`` if nothing in ``keep`` is at, above or below it; else, when one is below
-    it, its entries (recursively) that hold none. ``root``: never ``path`` itself."""
-    if any(path == k or path.startswith(k.rstrip("/") + "/") for k in keep):
-        return []  # reachable as a whole
-    if os.path.islink(path):
-        return []  # a mount would cover its target, anywhere: judged as itself
-    prefix = path.rstrip("/") + "/"
-    if not any(k.startswith(prefix) for k in keep):
-        return [] if root or not os.path.lexists(path) else [path]
+def _within(path: str, keep: list[str]) -> bool:
+    """Whether ``path`` is, or lies below, one of ``keep``."""
+    return any(path == k or path.startswith(k.rstrip("/") + "/") for k in keep)
+
+
+def _hidden(path: str, cover: Cover) -> bool:
+    """Whether ``path`` is out of sight already: below a denied path, or below an
+    allowed folder that does not keep the entry leading to it."""
+    if any(path == d or path.startswith(d.rstrip("/") + "/") for d in cover.denied):
+        return True
+    for folder, names in cover.allowed.items():
+        prefix = folder.rstrip("/") + "/"
+        if path.startswith(prefix) and path[len(prefix) :].split("/", 1)[0] not in names:
+            return True
+    return False
+
+
+def _allow_only(path: str, keep: list[str], cover: Cover, depth: int = 0) -> None:
+    """Plan ``path``'s allow-list: the entries that are, hold or lie below one of
+    ``keep`` (a folder holding one gets an allow-list of its own, one level down), and
+    its symbolic links. Nothing when ``path`` is kept whole. Past ``_MAX_DEPTH`` or
+    when it cannot be listed, ``path`` is denied whole (never left readable)."""
+    if _within(path, keep):
+        return  # reachable as a whole
+    if os.path.islink(path) or not os.path.isdir(path):
+        return
     if depth > _MAX_DEPTH:
-        return []
+        cover.denied.append(path)
+        return
     try:
         names = os.listdir(path)
     except OSError:
-        return []
-    return [
-        p
-        for name in sorted(names)
-        for p in _kept_out(os.path.join(path, name), keep, depth=depth + 1)
-    ]
+        cover.denied.append(path)
+        return
+    kept: list[str] = []
+    prefix = path.rstrip("/") + "/"
+    for name in sorted(names):
+        entry = prefix + name
+        below = entry + "/"
+        if os.path.islink(entry) or _within(entry, keep):
+            kept.append(name)
+        elif any(k.startswith(below) for k in keep):
+            kept.append(name)
+            _allow_only(entry, keep, cover, depth + 1)
+        elif path == "/":  # never a tmpfs over "/": each entry on its own
+            cover.denied.append(entry)
+            cover.by_path.append(entry)
+    if path != "/":
+        cover.allowed[path] = kept
+
+
+def _allow_list(folder: str, names: list[str]) -> list[str]:
+    """Mount a tmpfs over ``folder`` holding only ``names``, each bound back from the
+    original; return the names that could not be (left empty: hidden, not exposed).
+
+    Each original is opened (``O_PATH``) before the tmpfs hides it, and bound back from
+    ``/proc/self/fd/N``, which reaches it through the tmpfs; ``MS_REC`` brings the mounts
+    below it (the calls' tmpfs, a kept folder's own allow-list). A bind keeps its source
+    mount's flags (code stays executable); the tmpfs itself is read-only, nosuid, nodev
+    and noexec, its mode the original's without write bits.
+
+    Raises:
+        OSError: the kernel refused the tmpfs (``folder`` is as it was) or making it
+            read-only (reported as refused all the same).
+    """
+    mode = os.stat(folder).st_mode & 0o555
+    opened: dict[str, tuple[int, bool]] = {}
+    links: dict[str, str] = {}
+    lost: list[str] = []
+    try:
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.islink(path):
+                    links[name] = os.readlink(path)
+                    continue
+                fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # gone since it was listed
+            opened[name] = (fd, stat.S_ISDIR(os.fstat(fd).st_mode))
+        size = f"size=64k,nr_inodes={len(names) + 16},mode=0700"
+        _linux.mount("gw-allowed", folder, "tmpfs", _FLAGS & ~_linux.MS_RDONLY, size)
+        for name, (fd, is_dir) in opened.items():
+            target = os.path.join(folder, name)
+            try:
+                if is_dir:
+                    os.mkdir(target, 0o555)
+                else:
+                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
+                _linux.mount(f"/proc/self/fd/{fd}", target, None, _linux.MS_BIND | _linux.MS_REC)
+            except OSError as exc:
+                lost.append(f"{target} ({exc.strerror or exc})")
+        for name, target in links.items():
+            try:
+                os.symlink(target, os.path.join(folder, name))
+            except OSError as exc:
+                lost.append(f"{os.path.join(folder, name)} ({exc.strerror or exc})")
+        os.chmod(folder, mode)
+        _linux.mount(None, folder, None, _linux.MS_REMOUNT | _FLAGS)
+    finally:
+        for fd, _ in opened.values():
+            os.close(fd)
+    return lost
 
 
 def _mount_over(paths: list[str], tmp: str) -> tuple[list[str], list[str]]:

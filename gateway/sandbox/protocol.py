@@ -108,8 +108,9 @@ class PrivateView(msgspec.Struct, frozen=True, kw_only=True):
     private_tmp_detail: str
     masked: bool = False
     masked_detail: str = ""
-    """Without Landlock (``_masks``): whether every protected path is covered by an empty
-    read-only mount; the detail is empty where Landlock keeps calls out of them instead."""
+    """Without Landlock (``_masks``): whether every protected path is covered (its folder
+    shows calls only what they may read, or an empty read-only mount covers it); the
+    detail is empty where Landlock keeps calls out of them instead."""
 
 
 class FsPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -48,7 +48,34 @@ PROGRAM = textwrap.dedent(
         check(libc.prctl(38, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
         check(libc.prctl(22, 2, ctypes.addressof(prog), 0, 0), "PR_SET_SECCOMP")
 
+    def replace_on_host(root: Path, store: Path, secret: str) -> None:
+        # What deploys, restores and pulls do while a zygote runs: new files renamed
+        # over old ones, a new top-level folder.
+
+        def put(path: Path, text: str) -> None:
+            new = path.with_name(path.name + ".new")
+            new.write_text(text)
+            new.chmod(0o666)
+            os.replace(new, path)
+
+        put(root / ".env", f"OPENAI_API_KEY={secret}-rotated\\n")  # sed -i, deploy tools
+        put(store, f"restored {secret}\\n")  # a backup restored, its -wal anew
+        wal = store.with_name(store.name + "-wal")
+        wal.unlink()
+        wal.write_text(f"new wal {secret}\\n")
+        wal.chmod(0o666)
+        (root / "backups").mkdir(mode=0o777)
+        (root / "backups" / "secret.txt").write_text(f"dump {secret}\\n")
+        (root / "backups" / "secret.txt").chmod(0o666)
+        put(root / "config.yaml", f"config {secret} v2\\n")  # git pull
+        put(root / "mask_actions" / "data.txt", "data v2\\n")  # allowed: seen anew
+        put(root / "manifests" / "a.yaml", "kind: database\\nname: shop2\\n")
+
     root, store, landlock = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    secret = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "write-at-root" else None
+    rounds = 2 if secret else 1
+    write_at_root = sys.argv[-1] == "write-at-root"  # the shop database in the root itself
+    QUERY = "SELECT id FROM orders"
     if landlock == "off":
         refuse_landlock()
 
@@ -73,11 +100,15 @@ PROGRAM = textwrap.dedent(
                 name="orders",
                 description="orders",
                 kind_key="sql",
-                config=SqlConfig(database="shop", query="SELECT id FROM orders"),
+                config=SqlConfig(
+                    database="shop",
+                    query="INSERT INTO orders VALUES (7)" if write_at_root else QUERY,
+                    readonly=not write_at_root,
+                ),
                 sandbox=SandboxLimits(network=False),
             ),
         }
-        shop = "sqlite:///" + str(root / "data" / "shop.db")
+        shop = "sqlite:///" + str((root if write_at_root else root / "data") / "shop.db")
         catalog = Catalog(
             version="t",
             root=root / "manifests",
@@ -90,13 +121,19 @@ PROGRAM = textwrap.dedent(
         supervisor = Supervisor(settings)
         await supervisor.start(catalog)
         try:
-            out = {"uid": os.geteuid(), "calls": {}}
-            for name, action in actions.items():
-                call = CallContext(
-                    action=name, arguments={}, databases=catalog.database_urls()
-                )
-                result = await supervisor.call(action, call)
-                out["calls"][name] = {"status": result.status, "output": result.output}
+            out = {"uid": os.geteuid(), "rounds": []}
+            for round in range(rounds):
+                if round:  # the same zygote, after the host changed files under it
+                    replace_on_host(root, Path(store[len("sqlite:///") :]), secret)
+                calls = {}
+                for name, action in actions.items():
+                    call = CallContext(
+                        action=name, arguments={}, databases=catalog.database_urls()
+                    )
+                    result = await supervisor.call(action, call)
+                    calls[name] = {"status": result.status, "output": result.output}
+                out["rounds"].append(calls)
+            out["calls"] = out["rounds"][0]
             caps = supervisor.capabilities
             out["caps"] = caps and {
                 "landlock": caps.landlock,
@@ -159,6 +196,8 @@ def deployment() -> Iterator[tuple[Path, Path]]:
     db.execute("INSERT INTO orders VALUES (1042)")
     db.commit()
     db.close()
+    (root / "config.yaml").write_text(f"config {SECRET}\n")
+    (root / "mask_actions" / "data.txt").write_text("data v1\n")
     paths = [
         str(root / ".env"),
         str(root / "private" / "notes.txt"),
@@ -166,6 +205,9 @@ def deployment() -> Iterator[tuple[Path, Path]]:
         str(store / "threads.db-wal"),
         str(root / "manifests" / "a.yaml"),
         str(root / "mask_actions" / "probe.py"),
+        str(root / "mask_actions" / "data.txt"),
+        str(root / "config.yaml"),
+        str(root / "backups" / "secret.txt"),
     ]
     if Path("/run/secrets").is_dir():
         paths += [str(p) for p in Path("/run/secrets").iterdir() if p.is_file()][:1]
@@ -179,13 +221,13 @@ def deployment() -> Iterator[tuple[Path, Path]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _run(command: list[str]) -> dict[str, object]:
+def _run(command: list[str], cwd: Path | None = None) -> dict[str, object]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=120, check=False
+        command, capture_output=True, text=True, env=env, timeout=120, check=False, cwd=cwd
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -226,3 +268,58 @@ def test_calls_cannot_read_the_gateways_secrets_without_landlock(
         assert caps["masked"] is True, caps
         assert caps["landlock_detail"].endswith("by mounts (see masked)"), caps
         assert "covered by empty read-only mounts" in caps["masked_detail"], caps
+
+
+@pytest.mark.parametrize(("who", "landlock"), [("root", "off"), ("nobody", "off"), ("root", "on")])
+def test_files_replaced_or_made_on_the_host_stay_out_of_a_running_zygotes_calls(
+    deployment: tuple[Path, Path], who: str, landlock: str
+) -> None:
+    """A mask on one path went with that path: ``.env`` rotated by a rename, the thread
+    store and its ``-wal`` restored, a tracked top-level file replaced (git pull) and a new
+    ``backups/`` at the gateway root were all read by the next call of a running zygote;
+    those folders now show calls only what they may read, as it was at the start, while
+    a file replaced inside the action code or manifests is seen anew."""
+    root, store = deployment
+    argv = ["-c", PROGRAM, str(root), f"sqlite:///{store}", landlock, SECRET]
+    command = [sys.executable, *argv] if who == "root" else _as_nobody(root.parent, *argv)
+    out = _run(command)
+    rounds = out["rounds"]
+    assert isinstance(rounds, list)
+    assert len(rounds) == 2
+    for calls in rounds:
+        assert calls["orders"]["status"] == "succeeded", calls["orders"]
+        assert calls["probe"]["status"] == "succeeded", calls["probe"]
+    before, after = (json.loads(calls["probe"]["output"]) for calls in rounds)
+    leaked = {path: text for path, text in after.items() if SECRET in text}
+    assert not leaked, sorted(os.path.relpath(p, root.parent) for p in leaked)
+    assert before[str(root / "mask_actions" / "data.txt")] == "read: data v1\n"
+    assert after[str(root / "mask_actions" / "data.txt")] == "read: data v2\n"
+    assert after[str(root / "manifests" / "a.yaml")] == "read: kind: database\nname: shop2\n"
+    assert after[str(root / "mask_actions" / "probe.py")].startswith("read: ")
+    assert json.loads(rounds[1]["orders"]["output"]) == [{"id": 1042}]
+    caps = out["caps"]
+    assert isinstance(caps, dict)
+    if landlock == "off":
+        assert caps["masked"] is True, caps
+        assert "made or renamed there later is not seen" in caps["masked_detail"], caps
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+def test_a_sql_action_writes_its_database_at_the_gateway_root_without_landlock(
+    deployment: tuple[Path, Path], who: str
+) -> None:
+    """A database in the gateway root's own folder makes that folder the sql action's:
+    SQLite creates its journal there, which a read-only allow-list refused (``unable to
+    open database file``)."""
+    root, store = deployment
+    shutil.copy(root / "data" / "shop.db", root / "shop.db")
+    (root / "shop.db").chmod(0o666)
+    argv = ["-c", PROGRAM, str(root), f"sqlite:///{store}", "off", "write-at-root"]
+    command = [sys.executable, *argv] if who == "root" else _as_nobody(root.parent, *argv)
+    out = _run(command, cwd=root)  # so ./.env is the root's, a protected path in it
+    calls = out["calls"]
+    assert isinstance(calls, dict)
+    assert calls["orders"]["status"] == "succeeded", calls["orders"]
+    assert json.loads(calls["orders"]["output"]) == {"rowcount": 1}
+    seen = json.loads(calls["probe"]["output"])
+    assert SECRET not in seen[str(root / ".env")], seen

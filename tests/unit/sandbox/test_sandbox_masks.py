@@ -1,28 +1,32 @@
-"""What a zygote without Landlock covers with mounts (``_masks.masked_paths``)."""
+"""What a zygote without Landlock covers with mounts (``_masks.plan``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.sandbox._masks import masked_paths
+from gateway.sandbox._masks import _MAX_KEPT, plan
 from gateway.sandbox.protocol import FsPolicy
 
 
-def test_the_paths_landlock_keeps_out_are_masked_and_code_and_databases_are_not(
+def _below(paths: list[str], top: Path) -> list[str]:
+    return [p for p in paths if p.startswith(f"{top}/")]
+
+
+def test_folders_holding_protected_paths_keep_only_what_calls_may_read(
     tmp_path: Path,
 ) -> None:
-    """Below the gateway root every entry holding nothing calls read is masked (``.env``,
-    a private folder), code, manifests, a sql action's database folder and the calls'
-    directories are not, except the thread store in that folder; a store outside the root
-    is masked with the SQLite siblings it has; a symbolic link is not (its target would
-    be); nothing missing is listed."""
+    """The gateway root keeps only the entries leading to code, manifests, a sql action's
+    database folder and the calls' directories (and its symbolic links: their targets are
+    judged as themselves), one level down where a kept path is deeper; the thread store's
+    folder keeps all but the store and the SQLite siblings it has; a store in a sql
+    action's database folder is covered on its own path."""
     root, outside = tmp_path / "gw", tmp_path / "store"
-    for folder in ("actions/sub", "manifests", "data", "private", "tmp/gateway-sandbox-x"):
+    for folder in ("actions/sub", "actions/other", "manifests", "data", "private", "tmp/x"):
         (root / folder).mkdir(parents=True)
     outside.mkdir()
     for file in (".env", "private/notes.txt", "top.py", "data/shop.db", "data/threads.db"):
         (root / file).write_text("x")
-    for file in ("threads.db", "threads.db-wal"):
+    for file in ("threads.db", "threads.db-wal", "README"):
         (outside / file).write_text("x")
     (root / "link").symlink_to("/etc")
     policy = FsPolicy(
@@ -36,21 +40,24 @@ def test_the_paths_landlock_keeps_out_are_masked_and_code_and_databases_are_not(
         ],
         databases=[str(root / "data")],
     )
-    masked = masked_paths(policy, str(root / "tmp" / "gateway-sandbox-x"), None)
-    assert masked == [
-        str(root / ".env"),
-        str(root / "data" / "threads.db"),
-        str(root / "private"),
-        str(outside / "threads.db"),
-        str(outside / "threads.db-wal"),
-    ]
+    cover = plan(policy, str(root / "tmp" / "x"), None)
+    assert cover.allowed == {
+        str(root): ["actions", "data", "link", "manifests", "tmp", "top.py"],
+        str(root / "actions"): ["sub"],
+        str(root / "tmp"): ["x"],
+        str(outside): ["README"],
+    }
+    # A store in a sql action's folder: SQLite creates its journal there, so no allow-list.
+    assert _below(cover.denied, tmp_path) == [str(root / "data" / "threads.db")]
+    assert _below(cover.by_path, tmp_path) == [str(root / "data" / "threads.db")]
 
 
-def test_a_database_folder_holding_the_gateway_root_leaves_its_entries_unmasked(
+def test_a_database_folder_holding_the_gateway_root_covers_its_protected_files_alone(
     tmp_path: Path,
 ) -> None:
-    """A sql action whose database sits in the gateway root's own folder reads that
-    folder: only the protected files in it (``.env``) are masked, not its other entries."""
+    """A sql action whose database sits in the gateway root's own folder uses that folder
+    whole (SQLite makes its journal there, which a read-only allow-list would refuse):
+    only the protected files in it (``.env``) are covered, each on its own path."""
     (tmp_path / "shop.db").write_text("x")
     (tmp_path / ".env").write_text("x")
     (tmp_path / "other").mkdir()
@@ -59,4 +66,44 @@ def test_a_database_folder_holding_the_gateway_root_leaves_its_entries_unmasked(
         protected=[str(tmp_path), str(tmp_path / ".env")],
         databases=[str(tmp_path)],
     )
-    assert masked_paths(policy, "/nonexistent-tmp", None) == [str(tmp_path / ".env")]
+    cover = plan(policy, "/nonexistent-tmp", None)
+    assert cover.allowed == {}
+    assert _below(cover.denied, tmp_path) == [str(tmp_path / ".env")]
+    assert _below(cover.by_path, tmp_path) == [str(tmp_path / ".env")]
+
+
+def test_a_kept_path_past_the_depth_bound_is_denied_not_left_readable(tmp_path: Path) -> None:
+    """Past 16 levels the allow-lists stop: that folder is covered whole (its kept path
+    with it), where the old walk gave up and left every sibling on the way readable."""
+    deep = tmp_path.joinpath(*(f"d{i}" for i in range(20)))
+    deep.mkdir(parents=True)
+    (tmp_path / "d0" / "d1" / "secret").write_text("x")
+    (deep.parents[2] / "secret").write_text("x")  # 18 levels down
+    policy = FsPolicy(read=[str(deep)], list_only=[str(tmp_path)], protected=[str(tmp_path)])
+    cover = plan(policy, "/nonexistent-tmp", None)
+    denied = _below(cover.denied, tmp_path)
+    assert len(denied) == 1
+    assert str(deep).startswith(denied[0] + "/")
+    assert cover.allowed[str(tmp_path / "d0")] == ["d1"]
+    assert cover.allowed[str(tmp_path / "d0" / "d1")] == ["d2"]  # not "secret"
+    assert all(not p.startswith(denied[0] + "/") for p in cover.allowed)
+    assert str(deep.parents[2] / "secret").startswith(denied[0] + "/")
+
+
+def test_a_crowded_store_folder_has_its_protected_files_covered_path_by_path(
+    tmp_path: Path,
+) -> None:
+    """A store folder of more entries than binds are worth (one mount each, per zygote)
+    gets no allow-list: the store and its siblings are covered on their own paths, and
+    counted among those a rename unmasks."""
+    store = tmp_path / "threads.db"
+    for file in (store, tmp_path / "threads.db-wal"):
+        file.write_text("x")
+    for i in range(_MAX_KEPT):
+        (tmp_path / f"backup-{i}").write_text("x")
+    policy = FsPolicy(protected=[str(store)])
+    cover = plan(policy, "/nonexistent-tmp", None)
+    assert str(tmp_path) not in cover.allowed
+    expected = [str(store), f"{store}-wal"]
+    assert _below(cover.denied, tmp_path) == expected
+    assert _below(cover.by_path, tmp_path) == expected
