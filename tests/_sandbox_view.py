@@ -5,17 +5,23 @@ A zygote with a private view (``gateway.sandbox._private``) is pid 1 of a pid
 namespace of its own, with its calls' directories on a tmpfs mounted in its own
 mount namespace: the pid a call reports (``os.getpid()``) is not the host's, and
 its directory is not on the host's disk. These helpers translate both; without a
-private view they change nothing.
+private view they change nothing. ``as_nobody`` runs a sandbox as a non-root server
+would (uid 65534), for the tests of that path.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
+import sys
 from pathlib import Path
+
+import pytest
 
 from gateway.sandbox.supervisor import Supervisor
 
-__all__ = ["host_pid", "in_sandbox", "sandbox_root", "seen"]
+__all__ = ["as_nobody", "closed_ancestor", "host_pid", "in_sandbox", "sandbox_root", "seen"]
 
 
 def _zygote(supervisor: Supervisor, network: bool) -> int:
@@ -66,3 +72,44 @@ def sandbox_root(supervisor: Supervisor, network: bool = False) -> Path:
 def seen(supervisor: Supervisor, path: str, network: bool = False) -> Path:
     """``path`` as a call of the zygote (``network``: see ``sandbox_root``) sees it."""
     return sandbox_root(supervisor, network) / path.lstrip("/")
+
+
+def closed_ancestor(path: Path) -> Path | None:
+    """The first folder on the way to ``path`` that other uids cannot enter, if any."""
+    for folder in [*reversed(path.parents), path]:
+        if not folder.stat().st_mode & stat.S_IXOTH:
+            return folder
+    return None
+
+
+def as_nobody(shared: Path, *argv: str, masked_proc: bool = False) -> list[str]:
+    """The command that runs this interpreter with ``argv`` as uid 65534, or skip why.
+
+    Our interpreter lives below ``/root`` (mode 0700): in a mount namespace of its own,
+    a tmpfs that anyone may enter covers that folder, with the interpreter's prefix
+    bound back at its place, so the virtual environment's links still resolve.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("only root can start a process as another uid")
+    tools = {name: shutil.which(name) for name in ("unshare", "setpriv", "mount")}
+    if None in tools.values():
+        pytest.skip(f"unshare, setpriv and mount are needed: {tools}")
+    root = Path(__file__).resolve().parents[1]
+    for needed in (root, Path(sys.executable).parent):
+        if closed_ancestor(needed) is not None:
+            pytest.skip(f"{closed_ancestor(needed)} cannot be entered by other users")
+    prefix = Path(sys.base_prefix)
+    closed = closed_ancestor(prefix)
+    script = 'exec setpriv --reuid=65534 --regid=65534 --clear-groups "$0" "$@"'
+    if masked_proc:  # as Docker does: a user namespace may then not mount a /proc
+        script = f"mount --bind /dev/null /proc/keys && {script}"
+    if closed is not None:
+        keep = shared / "prefix"
+        keep.mkdir()
+        script = (
+            f"set -e; mount --bind {prefix} {keep}; "
+            f"mount -t tmpfs -o mode=0755 gw-nonroot {closed}; "
+            f"mkdir -p {prefix}; mount --bind {keep} {prefix}; {script}"
+        )
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+    return [*command, sys.executable, *argv]

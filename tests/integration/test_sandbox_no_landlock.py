@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_sandbox_nonroot import _as_nobody
+from tests._sandbox_view import as_nobody
 
 PROGRAM = textwrap.dedent(
     """
@@ -244,7 +244,7 @@ def test_calls_cannot_read_the_gateways_secrets_without_landlock(
     database stay reachable. With Landlock nothing is mounted (Landlock refuses them)."""
     root, store = deployment
     argv = ["-c", PROGRAM, str(root), f"sqlite:///{store}", landlock]
-    command = [sys.executable, *argv] if who == "root" else _as_nobody(root.parent, *argv)
+    command = [sys.executable, *argv] if who == "root" else as_nobody(root.parent, *argv)
     out = _run(command)
     calls = out["calls"]
     assert isinstance(calls, dict)
@@ -281,7 +281,7 @@ def test_files_replaced_or_made_on_the_host_stay_out_of_a_running_zygotes_calls(
     a file replaced inside the action code or manifests is seen anew."""
     root, store = deployment
     argv = ["-c", PROGRAM, str(root), f"sqlite:///{store}", landlock, SECRET]
-    command = [sys.executable, *argv] if who == "root" else _as_nobody(root.parent, *argv)
+    command = [sys.executable, *argv] if who == "root" else as_nobody(root.parent, *argv)
     out = _run(command)
     rounds = out["rounds"]
     assert isinstance(rounds, list)
@@ -315,7 +315,7 @@ def test_a_sql_action_writes_its_database_at_the_gateway_root_without_landlock(
     shutil.copy(root / "data" / "shop.db", root / "shop.db")
     (root / "shop.db").chmod(0o666)
     argv = ["-c", PROGRAM, str(root), f"sqlite:///{store}", "off", "write-at-root"]
-    command = [sys.executable, *argv] if who == "root" else _as_nobody(root.parent, *argv)
+    command = [sys.executable, *argv] if who == "root" else as_nobody(root.parent, *argv)
     out = _run(command, cwd=root)  # so ./.env is the root's, a protected path in it
     calls = out["calls"]
     assert isinstance(calls, dict)

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
-import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests._sandbox_view import as_nobody
 
 PROGRAM = textwrap.dedent(
     """
@@ -109,47 +109,6 @@ def shared() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _closed_ancestor(path: Path) -> Path | None:
-    """The first folder on the way to ``path`` that other uids cannot enter, if any."""
-    for folder in [*reversed(path.parents), path]:
-        if not folder.stat().st_mode & stat.S_IXOTH:
-            return folder
-    return None
-
-
-def _as_nobody(shared: Path, *argv: str, masked_proc: bool = False) -> list[str]:
-    """The command that runs this interpreter with ``argv`` as uid 65534, or skip why.
-
-    Our interpreter lives below ``/root`` (mode 0700): in a mount namespace of its own,
-    a tmpfs that anyone may enter covers that folder, with the interpreter's prefix
-    bound back at its place, so the virtual environment's links still resolve.
-    """
-    if os.geteuid() != 0:
-        pytest.skip("only root can start a process as another uid")
-    tools = {name: shutil.which(name) for name in ("unshare", "setpriv", "mount")}
-    if None in tools.values():
-        pytest.skip(f"unshare, setpriv and mount are needed: {tools}")
-    root = Path(__file__).resolve().parents[2]
-    for needed in (root, Path(sys.executable).parent):
-        if _closed_ancestor(needed) is not None:
-            pytest.skip(f"{_closed_ancestor(needed)} cannot be entered by other users")
-    prefix = Path(sys.base_prefix)
-    closed = _closed_ancestor(prefix)
-    script = 'exec setpriv --reuid=65534 --regid=65534 --clear-groups "$0" "$@"'
-    if masked_proc:  # as Docker does: a user namespace may then not mount a /proc
-        script = f"mount --bind /dev/null /proc/keys && {script}"
-    if closed is not None:
-        keep = shared / "prefix"
-        keep.mkdir()
-        script = (
-            f"set -e; mount --bind {prefix} {keep}; "
-            f"mount -t tmpfs -o mode=0755 gw-nonroot {closed}; "
-            f"mkdir -p {prefix}; mount --bind {keep} {prefix}; {script}"
-        )
-    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
-    return [*command, sys.executable, *argv]
-
-
 @pytest.mark.parametrize("masked_proc", [False, True], ids=["host", "masked-proc"])
 def test_a_non_root_gateway_isolates_its_calls(shared: Path, masked_proc: bool) -> None:
     """Not root, a zygote's ``network: false`` calls were all refused ("network isolation
@@ -167,7 +126,7 @@ def test_a_non_root_gateway_isolates_its_calls(shared: Path, masked_proc: bool) 
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "HOME": str(shared),
     }
-    command = _as_nobody(shared, "-c", PROGRAM, str(shared), masked_proc=masked_proc)
+    command = as_nobody(shared, "-c", PROGRAM, str(shared), masked_proc=masked_proc)
     done = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=120, check=False
     )
