@@ -17,12 +17,14 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import msgspec
 import structlog
 
 from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox.protocol import HEADER, TAKEN, Exited, Ready, Spare, decode_control, encode
+from gateway.sandbox.worker import SCRATCH_FULL
 
 __all__ = [
     "CallProgress",
@@ -45,6 +47,10 @@ flows at most ``_FLOOD_PIPE`` per pause (50 MB/s), not as fast as a child can wr
 
 class ZygoteDied(Exception):
     """The zygote disappeared while a call was running on it."""
+
+
+_SCRATCH_LOG_GAP = 60.0
+"""Seconds between two ``sandbox.scratch_full`` warnings of one zygote."""
 
 
 class ZygoteChannel:
@@ -73,6 +79,7 @@ class ZygoteChannel:
             collections.deque()
         )
         self.active = 0
+        self.scratch_full_at = -_SCRATCH_LOG_GAP  # when a spare last found its tmpfs full
         self.retired = False
         self.dead = False
         self._reading = False
@@ -119,19 +126,45 @@ class ZygoteChannel:
             for fd in fds:
                 os.close(fd)
             if isinstance(msg, Exited):
-                fut = self.pending.pop(msg.id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-                for spare in [s for s in self.spares if s[0] == msg.id]:
-                    self.spares.remove(spare)  # died unused
-                    spare[1].close()
-                    if msg.status not in (0, -signal.SIGKILL):
-                        log.error(
-                            "sandbox.spare_failed",
-                            status=msg.status,
-                            network=self.network,
-                            hint="the zygote could not confine a child; see `gateway doctor`",
-                        )
+                self._exited(msg)
+
+    def _exited(self, msg: Exited) -> None:
+        """A child ended: its call's future gets it, or a spare that died unused goes."""
+        fut = self.pending.pop(msg.id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+        for spare in [s for s in self.spares if s[0] == msg.id]:
+            self.spares.remove(spare)  # died unused
+            spare[1].close()
+            if msg.status == SCRATCH_FULL:
+                self._scratch_full()
+            elif msg.status not in (0, -signal.SIGKILL):
+                log.error(
+                    "sandbox.spare_failed",
+                    status=msg.status,
+                    network=self.network,
+                    hint="the zygote could not confine a child; see `gateway doctor`",
+                )
+
+    def _scratch_full(self) -> None:
+        """A spare could not make its directory: the zygote's tmpfs is full (a call
+        filled it). The zygote forks the next one ``zygote._FORK_RETRY`` later, so this
+        comes again and again while it is full: logged at most once a minute."""
+        now = time.monotonic()
+        if now - self.scratch_full_at > _SCRATCH_LOG_GAP:
+            log.warning(
+                "sandbox.scratch_full",
+                network=self.network,
+                hint="a call filled its zygote's tmpfs (GATEWAY_SANDBOX_TMP_MB): the calls "
+                "beside it wait for a sandbox process until its files go",
+            )
+        self.scratch_full_at = now
+
+    @property
+    def scratch_full(self) -> bool:
+        """A spare died for want of room within the last second (see ``_scratch_full``):
+        why a call found no sandbox process free, if it did not."""
+        return time.monotonic() - self.scratch_full_at < 1.0
 
     def _lend(self, serial: int, sock: socket.socket) -> None:
         while self.waiting:

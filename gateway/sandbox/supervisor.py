@@ -140,15 +140,27 @@ _ENVELOPE = _ESCAPED * 32 * 1024
 traceback (8,000), a kind's detail (``code_interpreter``: 16,000), JSON-escaped."""
 
 
-def _not_handed_over(exc: BaseException, started: float, timeout: float) -> ToolResult | None:
-    """What a call is when no spare took it: retried (None), timed out, or ``exc`` re-raised."""
+def _not_handed_over(
+    exc: BaseException, started: float, timeout: float, *, scratch_full: bool = False
+) -> ToolResult | None:
+    """What a call is when no spare took it: retried (None), timed out, or ``exc`` re-raised.
+
+    ``scratch_full``: the zygote's last spare could not make its directory (a call
+    filled the tmpfs): said, as why none was free.
+    """
     if isinstance(exc, ZygoteDied):
         return None  # nothing ran: try again on a fresh zygote
     if isinstance(exc, TimeoutError):
+        why = (
+            ": the sandbox's scratch space (GATEWAY_SANDBOX_TMP_MB) is full, a call "
+            "running beside this one filled it"
+            if scratch_full
+            else ""
+        )
         return failure(
             started,
             "timeout",
-            f"no sandbox process was free within {timeout:g}s",
+            f"no sandbox process was free within {timeout:g}s{why}",
             outcome="timed_out",
         )
     raise exc
@@ -778,7 +790,7 @@ class Supervisor:
         except BaseException as exc:
             mine.close()
             os.close(out_r)
-            return _not_handed_over(exc, started, action.timeout)
+            return _not_handed_over(exc, started, action.timeout, scratch_full=zygote.scratch_full)
         finally:
             theirs.close()
             os.close(out_w)

@@ -291,8 +291,9 @@ def many_files(n: int):
         os.close(os.open(f"f{i}", os.O_CREAT | os.O_WRONLY, 0o600))
     return os.getcwd()
 
-def fill_scratch(files: int, mb: int):
-    # Make `files` empty files, then write `mb` MB in 1 MB files; say where it stopped.
+def fill_scratch(files: int, mb: int, hold: float = 0):
+    # Make `files` empty files, then write `mb` MB in 1 MB files; say where it stopped
+    # (after `hold` seconds with what it made).
     made = written = 0
     try:
         for made in range(files):
@@ -303,6 +304,7 @@ def fill_scratch(files: int, mb: int):
                 fh.write(b"w" * (1 << 20))
         written = mb
     except OSError as exc:
+        time.sleep(hold)
         return {"made": made, "written": written, "error": exc.strerror}
     st = os.statvfs(".")
     return {"made": made, "written": written, "error": None,
@@ -1164,6 +1166,44 @@ async def test_a_call_cannot_run_a_program_it_wrote(
         assert ran == {"memfd": "Permission denied"}, ran
     else:
         assert "memory files can be executed" in supervisor.capabilities.private_proc_detail
+
+
+async def test_calls_beside_one_that_filled_the_tmpfs_are_told_why(catalog: Catalog) -> None:
+    """While a call holds its zygote's tmpfs full, a new spare cannot make its directory:
+    it said "confining the child failed" (logged as an ERROR every 0.1 s, the zygote's
+    retry), or a call waited and timed out with "no sandbox process was free". Both now
+    name the full scratch space, logged once; when the call ends, calls run again."""
+    sup = Supervisor(Settings(sandbox_concurrency=2, sandbox_user=CALL_USERS[0], sandbox_tmp_mb=16))
+    await sup.start(catalog)
+    try:
+        if sup.capabilities is None or not sup.capabilities.private_tmp:
+            pytest.skip("no private tmpfs here")
+        runner = SandboxRunner(sup)
+        zygote = next(z for (net, _), z in sup._zygotes.items() if not net)
+        assert zygote.ready is not None
+        scratch = seen(sup, zygote.ready.tmp)
+        with capture_logs() as logs:
+            holder = asyncio.create_task(
+                runner.run(catalog, "fill_scratch", {"files": 5000, "mb": 0, "hold": 3})
+            )
+            # Its files: a directory needs an inode, not room for data.
+            await _until(lambda: os.statvfs(scratch).f_ffree == 0, "the tmpfs to be full")
+            messages = []
+            for _ in range(4):  # the idle spare made its directory before: it may run one
+                result = await runner.run(catalog, "nap", {"seconds": 0})
+                if result.status != "succeeded":
+                    messages.append(error_of(result.output)["message"])
+            assert messages, "every call ran while the tmpfs was full"
+            for message in messages:
+                assert "scratch space (GATEWAY_SANDBOX_TMP_MB) is full" in message, messages
+            held = json.loads((await holder).output)
+            assert held["error"] == "No space left on device", held
+        assert (await runner.run(catalog, "nap", {"seconds": 0})).output == "woke"
+        events = [e["event"] for e in logs]
+        assert events.count("sandbox.scratch_full") == 1, events
+        assert "sandbox.spare_failed" not in events, events
+    finally:
+        await sup.aclose()
 
 
 async def test_environment_has_only_declared_secrets(
