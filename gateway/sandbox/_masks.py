@@ -33,10 +33,12 @@ zygote is replaced.
   leading to one deeper gets an allow-list of its own, one level down (at most
   ``_MAX_DEPTH``: past it, or where a folder cannot be listed, it is covered whole).
 - The other protected paths (the thread store and its ``-wal``, ``-shm`` and
-  ``-journal``, ``./.env``): their folder keeps every entry it has at the start
-  but them (a folder calls may use whole, a ``sql`` action's, where SQLite
-  makes its journal, one of over ``_MAX_KEPT`` entries or one that cannot be
-  listed has them covered path by path). A protected folder (``/run/secrets``)
+  ``-journal``, ``./.env``): their folder, which Landlock grants nothing of,
+  keeps only what leads to what calls read, like the gateway root (the store's
+  knowledge index and backups beside it go too). A folder calls may use whole
+  (a ``sql`` action's, where SQLite makes its journal) or a system folder
+  (``/etc``: see below) has them covered path by path, and there a protected
+  file made or renamed there later is not covered. A protected folder (``/run/secrets``)
   gets an empty tmpfs: rotation replaces files, not a whole mount point. A
   protected file in ``/`` itself is covered on its own path (no tmpfs over
   ``/``), and replacing it unmasks it (``masked_detail`` says so).
@@ -63,7 +65,9 @@ import msgspec
 
 from gateway.sandbox import _linux
 from gateway.sandbox._fs_policy import (
+    _DATA_DIRS,
     _PRIVATE_SCANNED,
+    _SYSTEM_DIRS,
     _private_below,
     protected_paths,
     readable,
@@ -77,9 +81,7 @@ _FLAGS = _linux.MS_RDONLY | _linux.MS_NOSUID | _linux.MS_NODEV | _linux.MS_NOEXE
 _DIR_MASK = "mode=0555,size=4k,nr_inodes=4"
 """An empty directory that no one, root included, can write in (read-only)."""
 _MAX_DEPTH = 16
-_MAX_KEPT = 1024
-"""Most entries a protected file's folder keeps by bind mounts (one each, in every
-zygote); a fuller folder has its protected files covered path by path."""
+"""Folders deep an allow-list follows a kept path; past it the folder is covered whole."""
 
 
 def cover_protected(
@@ -215,24 +217,24 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
             cover.by_path.append(path)
         else:
             left_out.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
+    system = [os.path.realpath(d) for d in (*_SYSTEM_DIRS, *_DATA_DIRS)]
     for folder, names in left_out.items():
         if folder in cover.allowed:
             cover.allowed[folder] = [n for n in cover.allowed[folder] if n not in names]
             continue
-        try:
-            present = None if _within(folder, keep) else os.listdir(folder)
-        except OSError:
-            present = None
-        if present is None or len(present) > _MAX_KEPT:
+        if _within(folder, keep) or _within(folder, system):
             # Calls may use the folder itself (a sql action's: SQLite makes its journal
-            # there, which a read-only tmpfs would refuse), or it cannot be listed, or it
-            # has too many entries to bind (a mount each, per zygote): each protected
-            # file on its own path.
+            # there, which a read-only tmpfs would refuse), or it is a system folder
+            # whose other files must stay live (an allow-list pins each to its content
+            # at the start: /etc/resolv.conf): each protected file on its own path.
             files = [os.path.join(folder, n) for n in sorted(names)]
             cover.denied.extend(files)
             cover.by_path.extend(files)
             continue
-        cover.allowed[folder] = sorted(set(present) - names)
+        # Landlock grants nothing in it: only what leads to what calls read (often
+        # nothing; the calls' directories when TMPDIR is there) stays, so the store's
+        # neighbours (its knowledge index, backups) go too.
+        _allow_only(folder, keep, cover)
     if calls_uid is not None:
         private = sorted(_private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid))
         cover.denied.extend(private)

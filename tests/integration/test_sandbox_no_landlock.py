@@ -179,7 +179,8 @@ SECRET = "sk-planted-0123456789"
 @pytest.fixture
 def deployment() -> Iterator[tuple[Path, Path]]:
     """A gateway root every uid may enter (``.env``, a private folder, action code,
-    manifests, a sql action's database) and a thread store outside it."""
+    manifests, a sql action's database) and a thread store outside it, with its
+    knowledge index and a backup beside it."""
     base = Path(tempfile.mkdtemp(prefix="gw-nolandlock-"))
     base.chmod(0o755)
     root, store = base / "gw", base / "store"
@@ -191,6 +192,10 @@ def deployment() -> Iterator[tuple[Path, Path]]:
     (root / "manifests" / "a.yaml").write_text("kind: database\nname: shop\n")
     (store / "threads.db").write_text(f"thread {SECRET}\n")
     (store / "threads.db-wal").write_text(f"wal {SECRET}\n")
+    # Beside the store: its knowledge index (always there) and a backup.
+    (store / "knowledge").mkdir()
+    (store / "knowledge" / "index.v4.sqlite3").write_text(f"passages {SECRET}\n")
+    (store / "threads-backup.db").write_text(f"backup {SECRET}\n")
     db = sqlite3.connect(root / "data" / "shop.db")
     db.execute("CREATE TABLE orders (id INTEGER)")
     db.execute("INSERT INTO orders VALUES (1042)")
@@ -203,6 +208,8 @@ def deployment() -> Iterator[tuple[Path, Path]]:
         str(root / "private" / "notes.txt"),
         str(store / "threads.db"),
         str(store / "threads.db-wal"),
+        str(store / "knowledge" / "index.v4.sqlite3"),
+        str(store / "threads-backup.db"),
         str(root / "manifests" / "a.yaml"),
         str(root / "mask_actions" / "probe.py"),
         str(root / "mask_actions" / "data.txt"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.sandbox._masks import _MAX_KEPT, plan
+from gateway.sandbox._masks import plan
 from gateway.sandbox.protocol import FsPolicy
 
 
@@ -18,8 +18,9 @@ def test_folders_holding_protected_paths_keep_only_what_calls_may_read(
     """The gateway root keeps only the entries leading to code, manifests, a sql action's
     database folder and the calls' directories (and its symbolic links: their targets are
     judged as themselves), one level down where a kept path is deeper; the thread store's
-    folder keeps all but the store and the SQLite siblings it has; a store in a sql
-    action's database folder is covered on its own path."""
+    folder keeps only what leads there too (none of it here: its knowledge index and
+    backups, which it kept before, go with the store); a store in a sql action's
+    database folder is covered on its own path."""
     root, outside = tmp_path / "gw", tmp_path / "store"
     for folder in ("actions/sub", "actions/other", "manifests", "data", "private", "tmp/x"):
         (root / folder).mkdir(parents=True)
@@ -45,7 +46,7 @@ def test_folders_holding_protected_paths_keep_only_what_calls_may_read(
         str(root): ["actions", "data", "link", "manifests", "tmp", "top.py"],
         str(root / "actions"): ["sub"],
         str(root / "tmp"): ["x"],
-        str(outside): ["README"],
+        str(outside): [],
     }
     # A store in a sql action's folder: SQLite creates its journal there, so no allow-list.
     assert _below(cover.denied, tmp_path) == [str(root / "data" / "threads.db")]
@@ -90,20 +91,27 @@ def test_a_kept_path_past_the_depth_bound_is_denied_not_left_readable(tmp_path: 
     assert str(deep.parents[2] / "secret").startswith(denied[0] + "/")
 
 
-def test_a_crowded_store_folder_has_its_protected_files_covered_path_by_path(
+def test_a_crowded_store_folder_is_covered_whole_without_a_mount_per_entry(
     tmp_path: Path,
 ) -> None:
-    """A store folder of more entries than binds are worth (one mount each, per zygote)
-    gets no allow-list: the store and its siblings are covered on their own paths, and
-    counted among those a rename unmasks."""
+    """A store folder of many entries (backups) is covered by one empty tmpfs: nothing in
+    it leads to what calls read, so no entry is bound back (a mount each, per zygote)."""
     store = tmp_path / "threads.db"
     for file in (store, tmp_path / "threads.db-wal"):
         file.write_text("x")
-    for i in range(_MAX_KEPT):
+    for i in range(2000):
         (tmp_path / f"backup-{i}").write_text("x")
     policy = FsPolicy(protected=[str(store)])
     cover = plan(policy, "/nonexistent-tmp", None)
-    assert str(tmp_path) not in cover.allowed
-    expected = [str(store), f"{store}-wal"]
-    assert _below(cover.denied, tmp_path) == expected
-    assert _below(cover.by_path, tmp_path) == expected
+    assert cover.allowed[str(tmp_path)] == []
+    assert _below(cover.by_path, tmp_path) == []
+
+
+def test_a_protected_file_in_a_system_folder_is_covered_on_its_own_path(tmp_path: Path) -> None:
+    """``.env`` linked into /etc (or a store there) gave /etc an allow-list, pinning
+    ``resolv.conf`` and ``hosts`` to their content at the start: a system folder's
+    protected files are covered one by one."""
+    policy = FsPolicy(protected=["/etc/hostname"])
+    cover = plan(policy, "/nonexistent-tmp", None)
+    assert "/etc" not in cover.allowed
+    assert "/etc/hostname" in cover.by_path
