@@ -80,6 +80,7 @@ class ZygoteChannel:
         )
         self.active = 0
         self.scratch_full_at = -_SCRATCH_LOG_GAP  # when a spare last found its tmpfs full
+        self.scratch_logged_at = -_SCRATCH_LOG_GAP  # when that was last logged
         self.retired = False
         self.dead = False
         self._reading = False
@@ -149,9 +150,10 @@ class ZygoteChannel:
     def _scratch_full(self) -> None:
         """A spare could not make its directory: the zygote's tmpfs is full (a call
         filled it). The zygote forks the next one ``zygote._FORK_RETRY`` later, so this
-        comes again and again while it is full: logged at most once a minute."""
+        comes again and again while it is full: logged once a minute meanwhile."""
         now = time.monotonic()
-        if now - self.scratch_full_at > _SCRATCH_LOG_GAP:
+        if now - self.scratch_logged_at > _SCRATCH_LOG_GAP:
+            self.scratch_logged_at = now
             log.warning(
                 "sandbox.scratch_full",
                 network=self.network,

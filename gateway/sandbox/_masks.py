@@ -138,9 +138,9 @@ def cover_protected(
         )
         if cover.by_path:
             detail += (
-                f"; {len(cover.by_path)} of them (in / itself, /etc's private files, in a sql "
-                "action's database folder, one that could not be listed or of over 1024 "
-                "entries) are covered one by one: replacing one by a rename unmasks it"
+                f"; {len(cover.by_path)} of them (in / itself, in a system folder such as "
+                "/etc, in a sql action's database folder) are covered one by one: replacing "
+                "one by a rename unmasks it, and one made there later is not covered"
             )
     if lost:
         detail += f"; {len(lost)} entries to keep could not be shown again (calls cannot read them)"
