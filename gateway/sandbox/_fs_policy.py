@@ -115,8 +115,13 @@ def catalog_fs_policy(
         directory = None if url is None else _sqlite_directory(url)
         if directory is not None and directory not in databases:
             databases.append(directory)
+    given = str(gateway_root.absolute())
     return FsPolicy(
-        read=read, list_only=[str(root)], protected=protected, databases=sorted(databases)
+        read=read,
+        list_only=[str(root)],
+        protected=protected,
+        databases=sorted(databases),
+        links=[given] if given != str(root) else [],
     )
 
 

@@ -32,6 +32,10 @@ zygote is replaced.
   gives each call only its own action's) and the calls' directories; a folder
   leading to one deeper gets an allow-list of its own, one level down (at most
   ``_MAX_DEPTH``: past it, or where a folder cannot be listed, it is covered whole).
+- The folder of each symbolic link on the way to the gateway root as configured
+  (``FsPolicy.links``: git-sync's ``current -> rev-N``) gets the same, so the link
+  is a copy pointing where it did and the live revision is all of its folder
+  (``_pin_links``).
 - The other protected paths (the thread store and its ``-wal``, ``-shm`` and
   ``-journal``, ``./.env``): their folder, which Landlock grants nothing of,
   keeps only what leads to what calls read, like the gateway root (the store's
@@ -195,6 +199,9 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
     cover = Cover({}, [], [])
     for root in sorted(roots):
         _allow_only(root, keep, cover)
+    system = [os.path.realpath(d) for d in (*_SYSTEM_DIRS, *_DATA_DIRS)]
+    for given in fs.links:
+        _pin_links(given, keep, system, cover)
     left_out: dict[str, set[str]] = {}
     candidates = [
         c
@@ -217,7 +224,6 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
             cover.by_path.append(path)
         else:
             left_out.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
-    system = [os.path.realpath(d) for d in (*_SYSTEM_DIRS, *_DATA_DIRS)]
     for folder, names in left_out.items():
         if folder in cover.allowed:
             cover.allowed[folder] = [n for n in cover.allowed[folder] if n not in names]
@@ -241,6 +247,26 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
         cover.by_path.extend(private)
     cover.denied.sort()
     return cover
+
+
+def _pin_links(given: str, keep: list[str], system: list[str], cover: Cover) -> None:
+    """Allow-list the folder of each symbolic link on the way to the gateway root as
+    configured (``given``): git-sync's ``current -> rev-N`` is then a copy pointing where
+    it did at the start, and ``rev-N+1`` (a new revision, its ``.env``), like the
+    repository beside it, is out of the calls' sight until a reload's new zygotes take
+    it; without this, switching the link showed it all to the running zygotes' calls
+    (and for good, were the new revision's manifests rejected). Not in ``/`` or a
+    system folder, whose other entries must stay live."""
+    current = "/"
+    for part in [p for p in given.split("/") if p]:
+        entry = os.path.join(current, part)
+        if os.path.islink(entry):
+            folder = current
+            if folder != "/" and folder not in cover.allowed and not _within(folder, system):
+                _allow_only(folder, keep, cover)
+            current = os.path.realpath(entry)
+        else:
+            current = entry
 
 
 def _within(path: str, keep: list[str]) -> bool:

@@ -127,12 +127,17 @@ class FsPolicy(msgspec.Struct, frozen=True, kw_only=True):
         databases: the directories of the SQLite databases of the zygote's ``sql``
             actions. With Landlock each call gets its own (``Start.fs_read``); without
             it they are left unmasked for every call of the zygote (``_masks``).
+        links: the gateway root as configured, when symbolic links lead to it
+            (git-sync's ``current -> rev-N``): without Landlock the folders of those
+            links are masked too, so a new revision stays out of the zygote's calls
+            (``_masks``).
     """
 
     read: list[str] = []
     list_only: list[str] = []
     protected: list[str] = []
     databases: list[str] = []
+    links: list[str] = []
 
 
 class Init(msgspec.Struct, frozen=True, kw_only=True, tag="init"):

@@ -71,10 +71,23 @@ PROGRAM = textwrap.dedent(
         put(root / "mask_actions" / "data.txt", "data v2\\n")  # allowed: seen anew
         put(root / "manifests" / "a.yaml", "kind: database\\nname: shop2\\n")
 
+    def switch_on_host(link: Path, secret: str) -> None:
+        # git-sync: a new revision beside the live one, then the link swapped to it.
+        import shutil
+
+        live = link.resolve()
+        new = live.with_name(live.name + "-next")
+        shutil.copytree(live, new, symlinks=True)
+        (new / ".env").write_text(f"OPENAI_API_KEY={secret}-next\\n")
+        swap = link.with_name(link.name + ".new")
+        swap.symlink_to(os.path.relpath(new, link.parent))
+        os.replace(swap, link)
+
     root, store, landlock = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     secret = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "write-at-root" else None
     rounds = 2 if secret else 1
     write_at_root = sys.argv[-1] == "write-at-root"  # the shop database in the root itself
+    switch = sys.argv[-1] == "switch"  # root is a link to a revision, switched between rounds
     QUERY = "SELECT id FROM orders"
     if landlock == "off":
         refuse_landlock()
@@ -123,7 +136,9 @@ PROGRAM = textwrap.dedent(
         try:
             out = {"uid": os.geteuid(), "rounds": []}
             for round in range(rounds):
-                if round:  # the same zygote, after the host changed files under it
+                if round and switch:
+                    switch_on_host(root, secret)
+                elif round:  # the same zygote, after the host changed files under it
                     replace_on_host(root, Path(store[len("sqlite:///") :]), secret)
                 calls = {}
                 for name, action in actions.items():
@@ -330,3 +345,45 @@ def test_a_sql_action_writes_its_database_at_the_gateway_root_without_landlock(
     assert json.loads(calls["orders"]["output"]) == {"rowcount": 1}
     seen = json.loads(calls["probe"]["output"])
     assert SECRET not in seen[str(root / ".env")], seen
+
+
+@pytest.mark.parametrize("who", ["root", "nobody"])
+def test_a_new_revision_behind_the_gateway_roots_link_stays_out_of_running_zygotes(
+    deployment: tuple[Path, Path], who: str
+) -> None:
+    """git-sync's layout (the gateway root is ``current -> revs/r1``): the masks went on
+    the revision alone, so switching ``current`` to a new one showed that revision's
+    ``.env`` to the next call of a running zygote (until a reload replaced it, and for
+    good were its manifests rejected). The link's folder keeps only the link as it was
+    and the live revision: calls see r1 until new zygotes come."""
+    root, store = deployment
+    base = root.parent
+    live = base / "revs" / "r1"
+    live.parent.mkdir()
+    root.rename(live)
+    link = base / "current"
+    link.symlink_to("revs/r1")
+    (base / ".git").mkdir()  # the repository beside the revisions
+    for folder in (base, live.parent, base / ".git"):  # the host side may run as nobody
+        folder.chmod(0o777)
+    (base / ".git" / "config").write_text(f"token {SECRET}\n")
+    (base / ".git" / "config").chmod(0o666)
+    paths = [
+        str(link / ".env"),
+        str(link / "private" / "notes.txt"),
+        str(base / "revs" / "r1-next" / ".env"),
+        str(base / ".git" / "config"),
+        str(link / "mask_actions" / "data.txt"),
+    ]
+    (live / "mask_actions" / "probe.py").write_text(PROBE.format(paths=paths))
+    argv = ["-c", PROGRAM, str(link), f"sqlite:///{store}", "off", SECRET, "switch"]
+    command = [sys.executable, *argv] if who == "root" else as_nobody(base, *argv)
+    out = _run(command)
+    rounds = out["rounds"]
+    assert isinstance(rounds, list)
+    before, after = (json.loads(calls["probe"]["output"]) for calls in rounds)
+    assert str(link.readlink()) == "revs/r1-next"  # switched on the host
+    for seen in (before, after):
+        leaked = {path: text for path, text in seen.items() if SECRET in text}
+        assert not leaked, leaked
+        assert seen[str(link / "mask_actions" / "data.txt")] == "read: data v1\n", seen

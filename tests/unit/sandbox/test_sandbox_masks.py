@@ -115,3 +115,29 @@ def test_a_protected_file_in_a_system_folder_is_covered_on_its_own_path(tmp_path
     cover = plan(policy, "/nonexistent-tmp", None)
     assert "/etc" not in cover.allowed
     assert "/etc/hostname" in cover.by_path
+
+
+def test_the_folders_of_links_to_the_gateway_root_keep_only_the_live_revision(
+    tmp_path: Path,
+) -> None:
+    """git-sync's layout: the gateway root is ``current -> revs/r1``. Its masks went on
+    ``revs/r1`` alone, so a switch of ``current`` to a new revision showed that revision
+    (its ``.env``) and the repository beside it to a running zygote's calls. The link's
+    folder keeps only the link (a copy, pointing where it did) and the live revision."""
+    base = tmp_path / "sync"
+    r1 = base / "revs" / "r1"
+    (r1 / "actions").mkdir(parents=True)
+    (r1 / ".env").write_text("x")
+    (base / "revs" / "r0").mkdir()
+    (base / ".git").mkdir()
+    (base / "current").symlink_to("revs/r1")
+    policy = FsPolicy(
+        read=[str(r1 / "actions")],
+        list_only=[str(r1)],
+        protected=[str(r1), str(r1 / ".env")],
+        links=[str(base / "current")],
+    )
+    cover = plan(policy, "/nonexistent-tmp", None)
+    assert cover.allowed[str(base)] == ["current", "revs"]
+    assert cover.allowed[str(base / "revs")] == ["r1"]
+    assert cover.allowed[str(r1)] == ["actions"]
