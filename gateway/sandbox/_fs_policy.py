@@ -102,11 +102,15 @@ def catalog_fs_policy(
             allow(package)
         for suffix in (".py", ".pyc", ".so"):
             allow(root / f"{top}{suffix}")
-    protected = [str(root), str(Path.cwd() / ".env")]
+    try:
+        cwd: Path | None = Path.cwd()
+    except FileNotFoundError:  # a revision git-sync deleted under the server: no .env there
+        cwd = None
+    protected = [str(root), *([str(cwd / ".env")] if cwd is not None else [])]
     if store_url.startswith("sqlite:///"):
         rest = store_url[len("sqlite:///") :].split("?", 1)[0]
-        if rest and rest != ":memory:":
-            protected.append(str((Path.cwd() / rest).resolve()))
+        if rest and rest != ":memory:" and (cwd is not None or rest.startswith("/")):
+            protected.append(str(((cwd or Path("/")) / rest).resolve()))
     databases: list[str] = []
     urls = catalog.database_urls() if catalog is not None else {}
     for action in actions:

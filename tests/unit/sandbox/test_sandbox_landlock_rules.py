@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from gateway.sandbox import _linux, zygote
+from gateway.sandbox._fs_policy import catalog_fs_policy
 from gateway.sandbox.protocol import FsPolicy
 
 
@@ -71,3 +73,18 @@ def test_pruned_merges_and_drops_covered_rules() -> None:
         ("/dev", _linux.FS_READ_FILE),
         ("/dev/null", _linux.FS_WRITE_FILE | _linux.FS_READ_FILE),
     )
+
+
+def test_a_working_directory_deleted_under_the_server_does_not_stop_the_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server started in git-sync's revision (``WorkingDirectory=.../current``) has its
+    working directory deleted at the next switch: ``Path.cwd()`` raised, and every later
+    zygote's policy (every reload, every restart) with it. The store's absolute path is
+    still protected; there is no ``./.env`` to protect."""
+    gone = tmp_path / "rev1"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    policy = catalog_fs_policy([], None, tmp_path, f"sqlite:///{tmp_path}/var/g.db")
+    assert policy.protected == [str(tmp_path.resolve()), str(tmp_path.resolve() / "var" / "g.db")]
