@@ -1172,8 +1172,13 @@ async def test_calls_beside_one_that_filled_the_tmpfs_are_told_why(catalog: Cata
     """While a call holds its zygote's tmpfs full, a new spare cannot make its directory:
     it said "confining the child failed" (logged as an ERROR every 0.1 s, the zygote's
     retry), or a call waited and timed out with "no sandbox process was free". Both now
-    name the full scratch space, logged once; when the call ends, calls run again."""
-    sup = Supervisor(Settings(sandbox_concurrency=2, sandbox_user=CALL_USERS[0], sandbox_tmp_mb=16))
+    name the full scratch space, logged once; when the call ends, calls run again.
+
+    Each call that ends gives its directory's inode back, which the next spare takes: so
+    two calls hold the spares made before the tmpfs filled, and the next call finds none.
+    """
+    settings = Settings(sandbox_concurrency=4, sandbox_user=CALL_USERS[0], sandbox_tmp_mb=16)
+    sup = Supervisor(settings)
     await sup.start(catalog)
     try:
         if sup.capabilities is None or not sup.capabilities.private_tmp:
@@ -1184,16 +1189,19 @@ async def test_calls_beside_one_that_filled_the_tmpfs_are_told_why(catalog: Cata
         scratch = seen(sup, zygote.ready.tmp)
         with capture_logs() as logs:
             holder = asyncio.create_task(
-                runner.run(catalog, "fill_scratch", {"files": 5000, "mb": 0, "hold": 3})
+                runner.run(catalog, "fill_scratch", {"files": 5000, "mb": 0, "hold": 4})
             )
             # Its files: a directory needs an inode, not room for data.
             await _until(lambda: os.statvfs(scratch).f_ffree == 0, "the tmpfs to be full")
-            messages = []
-            for _ in range(4):  # the idle spare made its directory before: it may run one
-                result = await runner.run(catalog, "nap", {"seconds": 0})
-                if result.status != "succeeded":
-                    messages.append(error_of(result.output)["message"])
-            assert messages, "every call ran while the tmpfs was full"
+            blockers = [
+                asyncio.create_task(runner.run(catalog, "nap_long", {"seconds": 1.5}))
+                for _ in range(2)
+            ]
+            await asyncio.sleep(0.3)  # they took the spares made before it filled, if any
+            probe = await runner.run(catalog, "nap", {"seconds": 0})
+            results = [probe, *await asyncio.gather(*blockers)]
+            messages = [error_of(r.output)["message"] for r in results if r.status != "succeeded"]
+            assert probe.status != "succeeded", (probe, results)
             for message in messages:
                 assert "scratch space (GATEWAY_SANDBOX_TMP_MB) is full" in message, messages
             held = json.loads((await holder).output)
