@@ -6,7 +6,8 @@ namespace of its own, with its calls' directories on a tmpfs mounted in its own
 mount namespace: the pid a call reports (``os.getpid()``) is not the host's, and
 its directory is not on the host's disk. These helpers translate both; without a
 private view they change nothing. ``as_nobody`` runs a sandbox as a non-root server
-would (uid 65534), for the tests of that path.
+would (uid 65534), ``as_root_without`` as root short of some capabilities, for the
+tests of those paths.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ import pytest
 
 from gateway.sandbox.supervisor import Supervisor
 
-__all__ = ["as_nobody", "closed_ancestor", "host_pid", "in_sandbox", "sandbox_root", "seen"]
+__all__ = [
+    "as_nobody",
+    "as_root_without",
+    "closed_ancestor",
+    "host_pid",
+    "in_sandbox",
+    "sandbox_root",
+    "seen",
+]
 
 
 def _zygote(supervisor: Supervisor, network: bool) -> int:
@@ -89,6 +98,20 @@ def as_nobody(shared: Path, *argv: str, masked_proc: bool = False) -> list[str]:
     a tmpfs that anyone may enter covers that folder, with the interpreter's prefix
     bound back at its place, so the virtual environment's links still resolve.
     """
+    setpriv = "--reuid=65534 --regid=65534 --clear-groups"
+    return _confined(shared, argv, setpriv, masked_proc)
+
+
+def as_root_without(shared: Path, *argv: str, caps: str, masked_proc: bool = False) -> list[str]:
+    """The command that runs this interpreter with ``argv`` as root without the
+    capabilities ``caps`` (``setpriv``'s names, comma-separated: a container's
+    default set lacks ``sys_admin``), or skip why; see ``as_nobody`` (calls with uids
+    of their own need the interpreter's prefix readable by them too)."""
+    dropped = ",".join(f"-{cap}" for cap in caps.split(","))
+    return _confined(shared, argv, f"--bounding-set {dropped} --inh-caps {dropped}", masked_proc)
+
+
+def _confined(shared: Path, argv: tuple[str, ...], setpriv: str, masked_proc: bool) -> list[str]:
     if os.geteuid() != 0:
         pytest.skip("only root can start a process as another uid")
     tools = {name: shutil.which(name) for name in ("unshare", "setpriv", "mount")}
@@ -100,7 +123,7 @@ def as_nobody(shared: Path, *argv: str, masked_proc: bool = False) -> list[str]:
             pytest.skip(f"{closed_ancestor(needed)} cannot be entered by other users")
     prefix = Path(sys.base_prefix)
     closed = closed_ancestor(prefix)
-    script = 'exec setpriv --reuid=65534 --regid=65534 --clear-groups "$0" "$@"'
+    script = f'exec setpriv {setpriv} "$0" "$@"'
     if masked_proc:  # as Docker does: a user namespace may then not mount a /proc
         script = f"mount --bind /dev/null /proc/keys && {script}"
     if closed is not None:

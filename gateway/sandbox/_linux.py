@@ -55,6 +55,7 @@ from gateway.sandbox._seccomp import (
 )
 
 __all__ = [
+    "CAP_SYS_ADMIN",
     "CLONE_NEWNET",
     "CLONE_NEWNS",
     "CLONE_NEWPID",
@@ -96,6 +97,7 @@ __all__ = [
     "OpenedRules",
     "container_seccomp_profile",
     "drop_capabilities",
+    "has_capability",
     "install_no_unix_sockets_filter",
     "install_seccomp_filter",
     "landlock_abi",
@@ -125,6 +127,7 @@ _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SECURE_ALL_BUT_KEEP_CAPS = 0xEF
 """NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE, each with its lock bit."""
 _CAPABILITY_VERSION_3 = 0x20080522
+CAP_SYS_ADMIN = 21
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWUSER = 0x10000000
@@ -192,6 +195,14 @@ def drop_capabilities() -> None:
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     check(libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+
+
+def has_capability(cap: int) -> bool:
+    """Whether this process holds capability ``cap`` (effective) in its user namespace."""
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    check(libc.capget(ctypes.byref(header), ctypes.byref(data)), "capget")
+    return bool(data[cap // 32].effective & (1 << cap % 32))
 
 
 def unshare(flags: int) -> None:

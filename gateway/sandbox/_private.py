@@ -11,7 +11,8 @@ it can signal any process of its uid by pid. And its working directory lives on
 ``enter`` (called by the zygote once ``Init`` came, after the supervisor put it in
 its cgroups) forks: the child is the real zygote, in a new mount namespace and,
 where a fresh ``/proc`` can be mounted, a new pid namespace whose pid 1 it is
-(inside a new user namespace when not root). The original process, the one the
+(inside a new user namespace when not root, or root without ``CAP_SYS_ADMIN``,
+see ``unshare_keeping_ids``). The original process, the one the
 supervisor started, only waits for it (``_wait_for``): it exits as the zygote did
 and then removes the zygote's folder from the host (inside, a tmpfs covers it).
 In the child:
@@ -24,7 +25,7 @@ In the child:
   file can be executed (the way around a noexec folder). A pid namespace without
   its own ``/proc`` would be worse than none (every pid the zygote reads there is
   another process's), so whether one can be mounted is tried first, in a throw-away child
-  (``_proc_refused``: a container runtime masking paths of ``/proc`` keeps a user
+  (``_try_namespaces``: a container runtime masking paths of ``/proc`` keeps a user
   namespace from mounting one), and without it there is no pid namespace.
 - the call-directory root (``tmp``) becomes a tmpfs of ``GATEWAY_SANDBOX_TMP_MB``
   (and ``FILES_PER_MB`` inodes per MB): a call that fills it gets ENOSPC, like its
@@ -55,7 +56,15 @@ from gateway.sandbox._cleanup import remove_tree
 from gateway.sandbox.probes import in_child
 from gateway.sandbox.protocol import PrivateView
 
-__all__ = ["FILES_PER_MB", "INODE_BYTES", "Entered", "enter", "map_own_ids"]
+__all__ = [
+    "FILES_PER_MB",
+    "INODE_BYTES",
+    "Entered",
+    "enter",
+    "map_own_ids",
+    "needs_user_namespace",
+    "unshare_keeping_ids",
+]
 
 FILES_PER_MB = 64
 """Inodes of the scratch tmpfs per MB of its size (files and directories: 16,384 for
@@ -83,15 +92,16 @@ def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> Entered:
     When the kernel refuses the namespaces, returns at once in the caller, with
     the reason.
     """
-    uid, gid = os.geteuid(), os.getegid()
-    proc_refused = _proc_refused(tmp, uid, gid)
+    refused, proc_refused = _try_namespaces(tmp)
+    if refused is not None and needs_user_namespace():
+        # Tried first: a user namespace this process entered but could not map its ids
+        # in cannot be left again (it would run as the overflow uid, 65534).
+        why = f"the kernel refused new namespaces ({refused})"
+        return Entered(_refused(why), os.getpid(), own_mounts=False)
     pid_flag = 0 if proc_refused else _linux.CLONE_NEWPID
     try:
-        if uid != 0:
-            _linux.unshare(_linux.CLONE_NEWUSER | pid_flag)
-            map_own_ids(uid, gid)
-        elif pid_flag:
-            _linux.unshare(pid_flag)
+        if pid_flag or needs_user_namespace():  # else the zygote's mount namespace alone
+            unshare_keeping_ids(pid_flag)
     except OSError as exc:
         why = f"the kernel refused new namespaces ({exc.strerror or exc})"
         return Entered(_refused(why), os.getpid(), own_mounts=False)
@@ -101,7 +111,7 @@ def enter(ctl_fd: int, tmp: str, tmp_mb: int) -> Entered:
         # Before any mount: a mount on a shared one would show on the host.
         _linux.mount(None, "/", None, _linux.MS_REC | _linux.MS_PRIVATE)
     except OSError as exc:
-        if pid_flag:  # cannot be: the same was done in _proc_refused's child
+        if pid_flag:  # cannot be: the same was done in _try_namespaces's child
             raise
         why = f"the kernel refused a mount namespace of its own ({exc.strerror or exc})"
         return Entered(_refused(why), host_pid, own_mounts=False)
@@ -130,6 +140,85 @@ def _refused(why: str) -> PrivateView:
     )
 
 
+def needs_user_namespace() -> bool:
+    """Whether new namespaces need a user namespace here: not root, or root without
+    ``CAP_SYS_ADMIN`` (a container's default set, or a service that dropped it)."""
+    return os.geteuid() != 0 or not _linux.has_capability(_linux.CAP_SYS_ADMIN)
+
+
+def unshare_keeping_ids(flags: int) -> None:
+    """``unshare(flags)``, inside a new user namespace where one is needed
+    (``needs_user_namespace``), in which this process keeps its uid and gid.
+
+    Not root, only those two ids exist there (this process maps them itself). Root
+    keeps every id it has (so calls still get uids of their own, see ``_call_user``),
+    which only a process outside the new namespace may map: a short-lived child
+    does (``_map_from_outside``).
+
+    Raises:
+        OSError: the kernel refused (no user namespaces; root without ``CAP_SETUID``,
+            ``CAP_SETGID`` or ``CAP_SETFCAP`` to map its ids).
+    """
+    if not needs_user_namespace():
+        _linux.unshare(flags)
+    elif os.geteuid() == 0:
+        _map_from_outside(_linux.CLONE_NEWUSER | flags)
+    else:
+        uid, gid = os.geteuid(), os.getegid()
+        _linux.unshare(_linux.CLONE_NEWUSER | flags)
+        map_own_ids(uid, gid)
+
+
+def _map_from_outside(flags: int) -> None:
+    """``unshare(flags)`` (a new user namespace among them), then have a child still
+    outside it map every uid and gid this process has to themselves.
+
+    A process may write its own new namespace's maps, but only for its own single
+    id: more needs ``CAP_SETUID``/``CAP_SETGID`` in the parent namespace, which it
+    has just left (and root's uid 0 needs ``CAP_SETFCAP`` there).
+    """
+    maps = {name: _identity(name) for name in ("uid_map", "gid_map")}
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child that writes the maps
+        code = 0
+        try:
+            os.close(go_w)
+            if os.read(go_r, 1) != b"1":
+                os._exit(0)  # the unshare failed: the parent raises
+            for name, lines in maps.items():
+                with open(f"/proc/{os.getppid()}/{name}", "w") as fh:
+                    fh.write(lines)
+        except OSError as exc:
+            code = exc.errno or 1
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    try:
+        _linux.unshare(flags)
+    except OSError:
+        os.close(go_w)
+        os.waitpid(pid, 0)
+        raise
+    os.write(go_w, b"1")
+    os.close(go_w)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise OSError(
+            code,
+            f"mapping the ids of a user namespace: {os.strerror(code)} (root needs "
+            "CAP_SETUID, CAP_SETGID and CAP_SETFCAP for it)",
+        )
+
+
+def _identity(name: str) -> str:
+    """Every id this process's namespace maps, as a map of each to itself."""
+    with open(f"/proc/self/{name}") as fh:
+        ranges = [line.split() for line in fh if line.strip()]
+    return "\n".join(f"{first} {first} {count}" for first, _, count in ranges)
+
+
 def map_own_ids(uid: int, gid: int) -> None:
     """In a user namespace just made: be ``uid``/``gid`` in it too (no other id maps)."""
     with open("/proc/self/setgroups", "w") as fh:
@@ -140,19 +229,21 @@ def map_own_ids(uid: int, gid: int) -> None:
         fh.write(f"{gid} {gid} 1")
 
 
-def _proc_refused(tmp: str, uid: int, gid: int) -> str | None:
-    """Whether a new ``/proc`` can be mounted here (None), or why not: tried in a child
-    with the namespaces the zygote would get, by its own child (pid 1 of the new pid
+_NO_NAMESPACES = "no namespaces: "
+
+
+def _try_namespaces(tmp: str) -> tuple[str | None, str | None]:
+    """Whether the zygote's namespaces can be made here, and a new ``/proc`` mounted:
+    (None, None), or why not (the namespaces, the ``/proc``). Tried in a child with
+    the namespaces the zygote would get, by its own child (pid 1 of the new pid
     namespace: a user namespace may mount only the ``/proc`` of a pid namespace it
     owns), on the empty ``tmp``."""
 
     def attempt() -> str:
-        flags = _linux.CLONE_NEWNS | _linux.CLONE_NEWPID
-        if uid != 0:
-            _linux.unshare(_linux.CLONE_NEWUSER | flags)
-            map_own_ids(uid, gid)
-        else:
-            _linux.unshare(flags)
+        try:
+            unshare_keeping_ids(_linux.CLONE_NEWNS | _linux.CLONE_NEWPID)
+        except OSError as exc:
+            raise OSError(exc.errno or 1, _NO_NAMESPACES + (exc.strerror or str(exc))) from None
         pid = os.fork()
         if pid == 0:  # pragma: no cover - pid 1 of the namespace
             code = 0
@@ -171,11 +262,14 @@ def _proc_refused(tmp: str, uid: int, gid: int) -> str | None:
 
     ok, detail = in_child(attempt)
     if ok:
-        return None
-    return (
+        return None, None
+    if detail.startswith(_NO_NAMESPACES):
+        refused = detail.removeprefix(_NO_NAMESPACES)
+        return refused, f"new namespaces were refused ({refused}), so no pid namespace"
+    return None, (
         f"mounting a /proc of its own was refused ({detail}), so no pid namespace either: "
         "calls see every process here in /proc (a container runtime masking paths of "
-        "/proc keeps a non-root gateway from mounting one)"
+        "/proc keeps a gateway in a user namespace from mounting one)"
     )
 
 
@@ -237,7 +331,7 @@ def _mount_proc() -> str:
     a call can run a copy of a program from a memory file (noexec stops files only).
 
     Raises:
-        OSError: the kernel refused, though ``_proc_refused`` found it would not: the
+        OSError: the kernel refused, though ``_try_namespaces`` found it would not: the
             zygote does not start (a pid namespace with the host's ``/proc`` would
             have it kill, and look for strays among, the wrong processes).
     """

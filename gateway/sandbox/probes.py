@@ -47,10 +47,12 @@ def in_child(test: Callable[[], str]) -> tuple[bool, str]:
 
 
 def _netns() -> str:
-    if os.geteuid() == 0:
+    from gateway.sandbox._private import needs_user_namespace, unshare_keeping_ids
+
+    if not needs_user_namespace():
         _linux.unshare(_linux.CLONE_NEWNET)
         return "new network namespace (root)"
-    _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET)
+    unshare_keeping_ids(_linux.CLONE_NEWNET)
     return "new network namespace inside a user namespace"
 
 

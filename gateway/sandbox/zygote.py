@@ -658,16 +658,14 @@ def _isolate_network(own_mounts: bool) -> str | None:
 
     ``own_mounts``: this zygote has a mount namespace of its own (``_private``).
     """
-    uid, gid = os.geteuid(), os.getegid()
     try:
-        if uid == 0:
+        if not _private.needs_user_namespace():  # root, or in a user namespace of its own
             _linux.unshare(_linux.CLONE_NEWNET)
             return None
         # Where _masks will mount (no Landlock, a mount namespace of its own), a new one
         # too: owned by the new user namespace, the only kind it may mount in.
         mounts = _linux.CLONE_NEWNS if own_mounts and will_mask() else 0
-        _linux.unshare(_linux.CLONE_NEWUSER | _linux.CLONE_NEWNET | mounts)
-        _private.map_own_ids(uid, gid)
+        _private.unshare_keeping_ids(_linux.CLONE_NEWNET | mounts)
     except OSError as exc:
         return f"the kernel refused a new network namespace: {exc.strerror or exc}"
     return None

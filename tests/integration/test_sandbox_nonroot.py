@@ -18,10 +18,12 @@ import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests._sandbox_view import as_nobody
+from gateway.sandbox.probes import SANDBOX_UID_BASE
+from tests._sandbox_view import as_nobody, as_root_without
 
 PROGRAM = textwrap.dedent(
     """
@@ -121,17 +123,7 @@ def test_a_non_root_gateway_isolates_its_calls(shared: Path, masked_proc: bool) 
     if masked_proc and not Path("/proc/keys").exists():
         pytest.skip("no /proc/keys to mask here")
     (shared / "nr_actions.py").write_text(ACTIONS)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "HOME": str(shared),
-    }
-    command = as_nobody(shared, "-c", PROGRAM, str(shared), masked_proc=masked_proc)
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _run(shared, as_nobody(shared, "-c", PROGRAM, str(shared), masked_proc=masked_proc))
     assert out["uid"] == 65534
     calls = out["calls"]
     assert calls["look"]["status"] == "succeeded", calls["look"]
@@ -154,3 +146,68 @@ def test_a_non_root_gateway_isolates_its_calls(shared: Path, masked_proc: bool) 
             assert len(seen["pids"]) > 5, seen  # the machine's
         else:
             assert 1 in seen["pids"] and len(seen["pids"]) <= 5, seen
+
+
+@pytest.mark.parametrize("masked_proc", [False, True], ids=["host", "masked-proc"])
+def test_root_without_sys_admin_isolates_its_calls(shared: Path, masked_proc: bool) -> None:
+    """Root without CAP_SYS_ADMIN (a container's default capabilities, or a service that
+    dropped it) refused every ``network: false`` call ("the kernel refused a new
+    network namespace") and had no private view: it tried the namespaces as root only.
+    It now makes them in a user namespace where every id it has is mapped to itself
+    (a child outside writes the map), so calls still get uids of their own."""
+    if masked_proc and not Path("/proc/keys").exists():
+        pytest.skip("no /proc/keys to mask here")
+    (shared / "nr_actions.py").write_text(ACTIONS)
+    command = as_root_without(
+        shared, "-c", PROGRAM, str(shared), caps="sys_admin", masked_proc=masked_proc
+    )
+    out = _run(shared, command)
+    assert out["uid"] == 0
+    calls = out["calls"]
+    assert calls["look"]["status"] == "succeeded", calls["look"]
+    assert calls["leave"] == {"status": "succeeded", "output": "left"}, calls["leave"]
+    off = json.loads(calls["look"]["output"])
+    online = json.loads(calls["look_online"]["output"])
+    assert off["uid"] >= SANDBOX_UID_BASE and online["uid"] >= SANDBOX_UID_BASE, (off, online)
+    assert off["net"] == "Network is unreachable", off
+    assert online["net"] != "Network is unreachable", online
+    caps = out["caps"]
+    assert caps["private_tmp"] is True, caps
+    assert caps["private_proc"] is not masked_proc, caps
+    for seen in (off, online):
+        assert seen["tmp_mb"] == 32, seen
+        if not masked_proc:
+            assert 1 in seen["pids"] and len(seen["pids"]) <= 5, seen
+
+
+def test_root_that_cannot_map_its_ids_says_so(shared: Path) -> None:
+    """Without CAP_SETFCAP as well, root cannot map uid 0 in a user namespace: the zygote
+    goes on without namespaces and says why, and calls with network keep their uids
+    (a namespace it had entered but not mapped would have run them as uid 65534)."""
+    (shared / "nr_actions.py").write_text(ACTIONS)
+    command = as_root_without(shared, "-c", PROGRAM, str(shared), caps="sys_admin,setfcap")
+    out = _run(shared, command)
+    calls = out["calls"]
+    assert calls["look"]["status"] == "failed", calls["look"]
+    assert "network isolation is unavailable here" in calls["look"]["output"], calls["look"]
+    assert "CAP_SETFCAP" in calls["look"]["output"], calls["look"]
+    online = json.loads(calls["look_online"]["output"])
+    assert online["uid"] >= SANDBOX_UID_BASE, online
+    caps = out["caps"]
+    assert caps["private_tmp"] is False and caps["private_proc"] is False, caps
+    assert "mapping the ids of a user namespace" in caps["detail"], caps
+
+
+def _run(shared: Path, command: list[str]) -> dict[str, Any]:
+    """Run ``PROGRAM``'s ``command``; what it printed."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "HOME": str(shared),
+    }
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
