@@ -78,7 +78,7 @@ async def start(
     if assistant is not None:
         principal.check_assistant(assistant)
     elif principal.assistants is not None and not principal.admin:
-        assistant = _only(principal)
+        assistant = _default_for(principal, services.settings.default_assistant)
     thread, asst = await services.the_engine().create_thread(assistant)
     if not principal.may_use(asst.name):
         await services.the_store().delete_thread(thread.id)
@@ -101,7 +101,7 @@ async def begin_run(
         if thread_id is not None:
             await services.thread_for(thread_id, principal)
         elif assistant is None:
-            assistant = _only(principal)
+            assistant = _default_for(principal, services.settings.default_assistant)
     handle = services.track(
         await engine.start_run(
             thread_id=thread_id,
@@ -114,10 +114,13 @@ async def begin_run(
     return handle
 
 
-def _only(principal: Principal) -> str:
-    """The one assistant a limited key may use (the default for it), or a 400."""
+def _default_for(principal: Principal, default: str | None) -> str:
+    """The assistant a limited key uses when it names none: its only one, else
+    ``GATEWAY_DEFAULT_ASSISTANT`` if the key may use it, else a 400 naming the field."""
     if principal.assistants is not None and len(principal.assistants) == 1:
         return next(iter(principal.assistants))
+    if default is not None and principal.may_use(default):
+        return default
     raise InvalidInput("this key may use several assistants: name one", "assistant")
 
 

@@ -135,6 +135,45 @@ def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> 
     assert reply.choices[0].message.content
 
 
+async def test_a_key_limited_to_several_assistants_uses_the_default_among_them(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """With ``GATEWAY_DEFAULT_ASSISTANT`` set, a key limited to several assistants that
+    include it may omit the assistant (GET /start, POST /chat, a WebSocket frame), as
+    DESIGN says; all three were a 400 "this key may use several assistants: name one".
+    A key whose assistants do not include the default must still name one."""
+    keys = {
+        "GATEWAY_API_KEYS": "web@helper+other=k-web,side@other+third=k-side",
+        "GATEWAY_DEFAULT_ASSISTANT": "helper",
+    }
+    server = gateway_server(api_manifests, env=keys)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        started = client.get("/start", headers=bearer("k-web"))
+        assert started.status_code == 200, started.text
+        assert started.json()["assistant"] == "helper"
+        chat = client.post("/chat", json={"message": "hi"}, headers=bearer("k-web"))
+        assert chat.status_code == 200, chat.text
+        history = client.get(
+            f"/threads/{chat.json()['thread_id']}/messages", headers=bearer("k-web")
+        )
+        assert history.status_code == 200
+        for refused in (
+            client.get("/start", headers=bearer("k-side")),
+            client.post("/chat", json={"message": "hi"}, headers=bearer("k-side")),
+        ):
+            assert refused.status_code == 400, refused.text
+            assert "name one" in refused.json()["error"]["message"]
+    async with websockets.connect(
+        f"{server.ws_url}/ws/chat",
+        subprotocols=["bearer", "k-web"],  # type: ignore[list-item]
+        max_queue=None,
+    ) as ws:
+        await ws.send(json.dumps({"message": "hi"}))
+        created = json.loads(await ws.recv())
+        assert created["event"] == "thread.run.created", created
+        assert created["data"]["assistant"] == "helper"
+
+
 def test_keys_limited_to_assistants_the_set_lacks_are_reported_on_every_load(
     capsys: pytest.CaptureFixture[str], gateway_server: ServerFactory, api_manifests: Path
 ) -> None:
