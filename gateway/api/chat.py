@@ -48,13 +48,14 @@ log = structlog.get_logger("gateway.api")
 
 _START_ERRORS = {
     400: "Invalid input",
-    403: "The key may not use this assistant",
-    404: "Unknown thread or assistant",
+    # An assistant the key may not use is as missing: a key cannot tell which names exist.
+    404: "Unknown thread or assistant, or an assistant the key may not use",
 }
 _ERRORS = error_responses(_START_ERRORS)
 CHAT_ERRORS = error_responses(
     {
         **_START_ERRORS,
+        403: "The key may not use the thread's assistant",
         409: "A run is already active on the thread",
         413: "Body too large",
         429: "Rate limited",
