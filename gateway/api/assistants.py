@@ -26,7 +26,7 @@ from gateway.manifests.model import Assistant
 
 __all__ = ["get_assistant", "list_actions", "list_assistants", "tool_schemas"]
 
-_ERRORS = error_responses({403: "The key may not use this assistant", 404: "Unknown assistant"})
+_ERRORS = error_responses({404: "Unknown assistant, or one the key may not use"})
 
 
 def _tool_names(catalog: Catalog, name: str) -> list[str]:
@@ -46,10 +46,11 @@ def _info(catalog: Catalog, asst: Assistant) -> AssistantInfo:
 
 
 def _visible(catalog: Catalog, principal: Principal, name: str) -> Assistant:
+    """The assistant ``name``; one the key may not use is as missing (the same 404)."""
+    principal.check_assistant(name)
     asst = catalog.assistants.get(name)
     if asst is None:
         raise NotFound("assistant", name)
-    principal.check_assistant(name)
     return asst
 
 

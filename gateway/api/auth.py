@@ -37,7 +37,7 @@ from collections.abc import Collection, Iterable
 
 import msgspec
 
-from gateway.errors import Forbidden
+from gateway.errors import NotFound
 from gateway.manifests.model import NAME_PATTERN
 from gateway.settings import Settings, SettingsError
 
@@ -66,9 +66,10 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
         return self.admin or self.assistants is None or assistant in self.assistants
 
     def check_assistant(self, assistant: str) -> None:
-        """Raise ``Forbidden`` unless this caller may talk to ``assistant``."""
+        """Raise ``NotFound`` unless this caller may talk to ``assistant``: the 404 of a
+        missing assistant, so a limited key cannot tell which other names exist."""
         if not self.may_use(assistant):
-            raise Forbidden(f"this key may not use assistant {assistant!r}")
+            raise NotFound("assistant", assistant)
 
 
 OPEN_PRINCIPAL = Principal(name="anonymous", admin=True)

@@ -48,13 +48,14 @@ log = structlog.get_logger("gateway.api")
 
 _START_ERRORS = {
     400: "Invalid input",
-    403: "The key may not use this assistant",
-    404: "Unknown thread or assistant",
+    # An assistant the key may not use is as missing: a key cannot tell which names exist.
+    404: "Unknown thread or assistant, or an assistant the key may not use",
 }
 _ERRORS = error_responses(_START_ERRORS)
 CHAT_ERRORS = error_responses(
     {
         **_START_ERRORS,
+        403: "The key may not use the thread's assistant",
         409: "A run is already active on the thread",
         413: "Body too large",
         429: "Rate limited",
@@ -78,7 +79,7 @@ async def start(
     if assistant is not None:
         principal.check_assistant(assistant)
     elif principal.assistants is not None and not principal.admin:
-        assistant = _only(principal)
+        assistant = _default_for(principal, services.settings.default_assistant)
     thread, asst = await services.the_engine().create_thread(assistant)
     if not principal.may_use(asst.name):
         await services.the_store().delete_thread(thread.id)
@@ -101,7 +102,7 @@ async def begin_run(
         if thread_id is not None:
             await services.thread_for(thread_id, principal)
         elif assistant is None:
-            assistant = _only(principal)
+            assistant = _default_for(principal, services.settings.default_assistant)
     handle = services.track(
         await engine.start_run(
             thread_id=thread_id,
@@ -114,10 +115,13 @@ async def begin_run(
     return handle
 
 
-def _only(principal: Principal) -> str:
-    """The one assistant a limited key may use (the default for it), or a 400."""
+def _default_for(principal: Principal, default: str | None) -> str:
+    """The assistant a limited key uses when it names none: its only one, else
+    ``GATEWAY_DEFAULT_ASSISTANT`` if the key may use it, else a 400 naming the field."""
     if principal.assistants is not None and len(principal.assistants) == 1:
         return next(iter(principal.assistants))
+    if default is not None and principal.may_use(default):
+        return default
     raise InvalidInput("this key may use several assistants: name one", "assistant")
 
 

@@ -353,9 +353,9 @@ async def chat_completions(
     """Run the assistant named by ``model`` on the client's messages."""
     data.check_supported()
     catalog = services.catalog()
-    if data.model not in catalog.assistants:
+    # An assistant the key may not use is as missing: it cannot tell which names exist.
+    if not principal_of(request.scope).may_use(data.model) or data.model not in catalog.assistants:
         raise NotFound("model", data.model)
-    principal_of(request.scope).check_assistant(data.model)
     cid = correlation_id_of(request.scope)
     handle = services.track(
         await services.the_engine().start_stateless_run(
@@ -616,7 +616,7 @@ async def list_models(request: Request[Any, Any, Any], services: ServicesDep) ->
 @get(
     "/v1/models/{model:str}",
     tags=["openai"],
-    responses={status: CHAT_ERRORS[status] for status in (401, 403, 404, 503)},
+    responses={status: CHAT_ERRORS[status] for status in (401, 404, 503)},
 )
 async def get_model(
     request: Request[Any, Any, Any], services: ServicesDep, model: FromPath[str]
@@ -624,11 +624,10 @@ async def get_model(
     """One assistant, as an OpenAI model (``client.models.retrieve``).
 
     Raises:
-        NotFound: no assistant has that name (404, as OpenAI answers an unknown model).
-        Forbidden: this key may not use that assistant (403, as on ``/v1/chat/completions``).
+        NotFound: no assistant has that name, or this key may not use it (the same
+            404, as OpenAI answers an unknown model: a key cannot tell which exist).
     """
     catalog = services.catalog()
-    if model not in catalog.assistants:
+    if not principal_of(request.scope).may_use(model) or model not in catalog.assistants:
         raise NotFound("model", model[:64])
-    principal_of(request.scope).check_assistant(model)
     return ModelInfo(id=model, created=int(catalog.loaded_at))

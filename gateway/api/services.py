@@ -117,7 +117,8 @@ class Services:
         if thread is None:
             raise NotFound("thread", thread_id)
         if not principal.may_use(thread.assistant):
-            raise Forbidden(f"this key may not use assistant {thread.assistant!r}")
+            # Not the name: a limited key must not learn other assistants' names.
+            raise Forbidden("this key may not use this thread's assistant")
         return thread
 
 

@@ -25,6 +25,10 @@ from gateway.errors import InvalidInput, NotFound
 
 __all__ = ["cancel_run", "delete_thread", "get_run", "list_messages", "run_events"]
 
+# Sequence numbers are 64-bit signed integers in both stores: a larger ``before`` could not
+# be bound as a SQLite INTEGER (a 500), so it is a 400 naming the parameter instead.
+_MAX_SEQ = 2**63 - 1
+
 _ERRORS = error_responses(
     {
         400: "Invalid input",
@@ -40,7 +44,7 @@ async def list_messages(
     services: ServicesDep,
     thread_id: FromPath[str],
     limit: Annotated[int | None, QueryParameter(ge=1, le=10_000)] = None,
-    before: Annotated[int | None, QueryParameter(ge=1)] = None,
+    before: Annotated[int | None, QueryParameter(ge=1, le=_MAX_SEQ)] = None,
 ) -> list[MessageOut]:
     """The thread's messages in order (with ``limit``, the newest ones; with ``before``,
     only those whose ``seq`` is lower: ``?limit=100&before=<first seq read>`` pages back
@@ -107,7 +111,7 @@ async def run_events(
     services: ServicesDep,
     thread_id: FromPath[str],
     run_id: FromPath[str],
-    after: Annotated[int | None, QueryParameter(ge=0)] = None,
+    after: Annotated[int | None, QueryParameter(ge=0, le=_MAX_SEQ)] = None,
     last_event_id: Annotated[
         str | None, HeaderParameter(name="Last-Event-ID", max_length=200)
     ] = None,

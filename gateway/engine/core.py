@@ -29,6 +29,7 @@ import structlog
 
 from gateway.engine.replay import (
     ACTIVE,
+    THREAD_DELETED,
     extend,
     final_record,
     follow_remote,
@@ -92,6 +93,8 @@ class Engine:
         self._bodies: dict[str, RunTask] = {}  # run id -> its loop, while running
         self._lease_task: asyncio.Task[None] | None = None
         self._busy: dict[str, str] = {}  # thread id -> run id, while running here
+        # thread id -> deletes of it in progress here: no run starts on it meanwhile.
+        self._deleting: dict[str, int] = {}
         self._finished: OrderedDict[str, RunLog] = OrderedDict()
         self._following: dict[str, RunLog] = {}  # run id -> log, while followed from here
         self._background: set[asyncio.Task[None]] = set()
@@ -245,7 +248,7 @@ class Engine:
 
         Raises:
             InvalidInput: empty message, or no assistant can be chosen.
-            NotFound: unknown thread or assistant.
+            NotFound: unknown thread or assistant, or a thread being deleted.
             Conflict: a run is already active on the thread.
         """
         if not message.strip():
@@ -265,6 +268,8 @@ class Engine:
                 raise NotFound("thread", thread_id)
             thread = existing
             found = self._assistant(catalog, assistant or thread.assistant)
+        if thread.id in self._deleting:  # found just before its delete began: it is going
+            raise NotFound("thread", thread.id)
         if thread.id in self._busy:
             raise Conflict(f"thread {thread.id!r} already has an active run")
         # Held by the run until its task is done (released in ``_launch``'s callback).
@@ -382,7 +387,7 @@ class Engine:
             if log.done or body.entered:
                 return
             settled()
-            error = ErrorInfo(type="cancelled", message="the run was cancelled")
+            error = body.cancelled_as
             log.append(RunFailed(run_id=spec.run_id, error=error))
             log.append(Done())
             if spec.record is not None:
@@ -556,14 +561,41 @@ class Engine:
         return cancelled
 
     async def delete_thread(self, thread_id: str) -> bool:
-        """Cancel the thread's run here if any, then delete the thread; False if unknown."""
+        """Cancel the thread's run here if any, then delete the thread; False if unknown.
+
+        From the call on (before its first await), no run starts on the thread here:
+        ``start_run`` answers ``NotFound``, as the thread is going. The run going on it
+        is cancelled (``the run was cancelled: its thread was deleted``) and its outcome
+        stored before the delete; a run on another replica finds its record gone at its
+        next write or step and ends cancelled the same way.
+        """
+        self._deleting[thread_id] = self._deleting.get(thread_id, 0) + 1
+        try:
+            await self._cancel_for_delete(thread_id)
+            deleted = await self._store.delete_thread(thread_id)
+            await self._cancel_for_delete(thread_id)  # none can start meanwhile: a safeguard
+            for run_id in [r for r, log in self._finished.items() if log.thread_id == thread_id]:
+                del self._finished[run_id]
+            return deleted
+        finally:
+            if (left := self._deleting.pop(thread_id) - 1) > 0:
+                self._deleting[thread_id] = left
+
+    async def _cancel_for_delete(self, thread_id: str) -> None:
+        """Cancel the run going on ``thread_id`` here, if any, and wait until it is stored."""
         run_id = self._busy.get(thread_id)
-        if run_id is not None and (handle := self._live.get(run_id)) is not None:
-            handle.task.cancel()
-            await asyncio.wait({handle.task})
-        for run_id in [r for r, log in self._finished.items() if log.thread_id == thread_id]:
-            del self._finished[run_id]
-        return await self._store.delete_thread(thread_id)
+        if run_id is None or (handle := self._live.get(run_id)) is None:
+            return
+        if (body := self._bodies.get(run_id)) is not None:
+            body.cancelled_as = ErrorInfo(**THREAD_DELETED)
+        handle.task.cancel()
+        await asyncio.wait({handle.task})
+        if handle.settling is not None:  # cancelled before it started: stored separately
+            await asyncio.wait({handle.settling})
+        # A run cancelled while it stored its outcome (shielded) ends after its task: the
+        # delete waits for that write too, or it would refuse an answer already given.
+        while not handle.log.done:
+            await handle.log.wait(len(handle.log))
 
     @property
     def active_runs(self) -> int:

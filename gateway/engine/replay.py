@@ -10,7 +10,9 @@ follower fails it, interrupted). A read that fails (the store is down, its
 pool timed out) is a missed poll, never the end of the log. A finished run
 whose log was never saved (a crash), or whose stored log has no ending (it
 ended elsewhere: cancelled from another replica, lease lapsed), gets the
-events stored before it ended, then an ending made from its record. Imports
+events stored before it ended, then an ending made from its record. A run whose
+record vanished (its thread was deleted meanwhile) ends cancelled
+(``THREAD_DELETED``), never interrupted: no gateway stopped. Imports
 the store interface, ``gateway.events`` and ``runlog``.
 """
 
@@ -34,9 +36,21 @@ from gateway.events import (
 )
 from gateway.store.base import INTERRUPTED, RunRecord, RunStatus, ThreadStore
 
-__all__ = ["ACTIVE", "extend", "final_record", "follow_remote", "mark_finished", "synthesize"]
+__all__ = [
+    "ACTIVE",
+    "THREAD_DELETED",
+    "extend",
+    "final_record",
+    "follow_remote",
+    "mark_finished",
+    "synthesize",
+]
 
 ACTIVE = ("queued", "in_progress")
+
+# The error of a run whose record vanished: its thread was deleted (here or on another
+# replica) while it went on. Cancelled by that delete, not interrupted: no gateway stopped.
+THREAD_DELETED = {"type": "cancelled", "message": "the run was cancelled: its thread was deleted"}
 
 _logger = structlog.get_logger("gateway.engine")
 
@@ -47,17 +61,24 @@ def mark_finished(record: RunRecord, *, status: RunStatus, error: dict[str, str]
 
 
 def _interrupted(record: RunRecord) -> RunRecord:
-    # A run gone from the store (its thread deleted) ends as its own replica ends it.
     return mark_finished(record, status="failed", error=dict(INTERRUPTED))
+
+
+def _deleted(record: RunRecord) -> RunRecord:
+    # A run gone from the store ends as its own replica ends it: cancelled by the delete.
+    return mark_finished(record, status="cancelled", error=dict(THREAD_DELETED))
 
 
 async def final_record(store: ThreadStore, record: RunRecord) -> RunRecord:
     """The record of a run whose log is final: ``record`` if it has ended, else as stored
-    now; failed (interrupted) if it is gone or, against the store's rules, still active."""
+    now; cancelled (``THREAD_DELETED``) if it is gone, failed (interrupted) if, against
+    the store's rules, it is still active."""
     if record.status not in ACTIVE:
         return record
     current = await store.get_run(record.id)
-    if current is None or current.status in ACTIVE:
+    if current is None:
+        return _deleted(record)
+    if current.status in ACTIVE:
         return _interrupted(record)
     return current
 
@@ -155,7 +176,7 @@ async def follow_remote(
                         last_check = time.monotonic()
                         current = await _current(store, record)
                         if current is None or current.status not in ACTIVE:
-                            ended = current or _interrupted(record)
+                            ended = current or _deleted(record)
                             await asyncio.sleep(interval)  # its owner may be storing the log
                             continue
                 except Exception as exc:  # the store failed this read: the next poll retries

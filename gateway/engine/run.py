@@ -18,9 +18,11 @@ store refuses its writes (``append_run_message``, ``finish_run``), so it stops
 at the first refused write, at its next step, or when the engine's renewal
 notices, whichever comes first, writes nothing more, and ends its log as the
 store's record says (``failed``/``interrupted``, or ``cancelled``), as every
-other replica shows it. With ``flush_interval`` (a shared store), an
-``EventWriter`` stores the run's events in batches while it goes, so other
-replicas can follow it live; it is closed before the final commit.
+other replica shows it; a run whose record is gone (its thread was deleted,
+maybe on another replica) ends cancelled, saying so (``THREAD_DELETED``).
+With ``flush_interval`` (a shared store), an ``EventWriter`` stores the run's
+events in batches while it goes, so other replicas can follow it live; it is
+closed before the final commit.
 A store that fails during the run (``NotReady``: a damaged or full disk, the
 database down) ends it ``failed`` with ``not_ready`` and the store's message,
 a warning here (the store logged its one ERROR line), not a crash; its
@@ -52,7 +54,7 @@ from gateway.engine._tools import (
 )
 from gateway.engine._writer import EventWriter
 from gateway.engine.history import trim_history
-from gateway.engine.replay import ACTIVE
+from gateway.engine.replay import ACTIVE, THREAD_DELETED
 from gateway.engine.runlog import RunLog
 from gateway.engine.spec import HistoryBudget, RunSpec, new_id
 from gateway.errors import NotReady, ProviderError
@@ -107,6 +109,7 @@ _INCOMPLETE_REASONS = {"length": "max_completion_tokens"}
 _NOT_STARTED = ErrorInfo(type="not_started", message="the run could not be stored")
 _INTERRUPTED = ErrorInfo(type=INTERRUPTED["type"], message=INTERRUPTED["message"])
 _CANCELLED = ErrorInfo(type="cancelled", message="the run was cancelled")
+_DELETED = ErrorInfo(type=THREAD_DELETED["type"], message=THREAD_DELETED["message"])
 
 
 def _store_failure(exc: BaseException) -> NotReady | None:
@@ -121,10 +124,13 @@ def _store_failure(exc: BaseException) -> NotReady | None:
     return None
 
 
-def _ending(record: RunRecord | None) -> tuple[RunStatus, ErrorInfo]:
-    """How a superseded run ends: as ``record`` (read from the store) says it ended."""
+def _ending(record: RunRecord | None, *, vanished: bool) -> tuple[RunStatus, ErrorInfo]:
+    """How a superseded run ends: as ``record`` (read from the store) says it ended;
+    cancelled (``_DELETED``) when it ``vanished`` (the store read it as gone)."""
+    if vanished:
+        return "cancelled", _DELETED  # its thread was deleted under it
     if record is None or record.status not in ("failed", "cancelled"):
-        return "failed", _INTERRUPTED  # deleted meanwhile, or unreadable
+        return "failed", _INTERRUPTED  # unreadable
     default = _CANCELLED if record.status == "cancelled" else _INTERRUPTED
     error = record.error or {}
     info = ErrorInfo(
@@ -178,6 +184,9 @@ class RunTask:
         # ``_check_remote_cancel`` or by a refused write, before stopping the run.
         self.superseded = False
         self.ended_as: RunRecord | None = None  # the record that superseded it, once read
+        self.vanished = False  # the store read the run as gone: its thread was deleted
+        # How a cancel of the task reads (``Engine.delete_thread`` says the thread went).
+        self.cancelled_as = _CANCELLED
         self._task: asyncio.Task[Any] | None = None  # the task running ``__call__``
         # True from the start of ``_finish``: the renewal loop leaves it alone (its final
         # write is guarded by the store, and a refusal supersedes it there).
@@ -209,7 +218,7 @@ class RunTask:
             return
         except (asyncio.CancelledError, _RemoteCancel):
             if not self.superseded:  # else ``_finish`` ends it as the store says
-                status, error = "cancelled", _CANCELLED
+                status, error = "cancelled", self.cancelled_as
                 await asyncio.shield(self._settle_pending())
         except ProviderError as exc:
             status = "failed"
@@ -279,17 +288,21 @@ class RunTask:
         """The store refused this run's ``write``: it is superseded; say why."""
         self.superseded = True
         await self._read_ending()
-        reason = self.ended_as.status if self.ended_as is not None else "unknown"
+        reason = "deleted" if self.vanished else "unknown"
+        if self.ended_as is not None:
+            reason = self.ended_as.status
         self.logger.warning("run.write_refused", write=write, reason=reason)
 
     async def _read_ending(self) -> None:
         """Read the record that superseded this run (once) into ``ended_as``."""
-        if self.ended_as is not None or self.store is None:
+        if self.ended_as is not None or self.vanished or self.store is None:
             return
         try:
             self.ended_as = await self.store.get_run(self.spec.run_id)
         except Exception:  # the store is down: the run still ends, as interrupted
             self.logger.warning("run.record_unreadable", exc_info=True)
+        else:
+            self.vanished = self.ended_as is None
 
     async def _loop(self) -> None:
         spec = self.spec
@@ -389,8 +402,9 @@ class RunTask:
         if self.store is None or not self.store.shared:
             return
         record = await self.store.get_run(self.spec.run_id)
-        if record is None:
-            return
+        if record is None:  # its thread was deleted (on another replica): no more model calls
+            self.superseded = self.vanished = True
+            raise _RemoteCancel
         if record.status not in ACTIVE:  # cancelled elsewhere, or our lease lapsed: taken over
             self.superseded, self.ended_as = True, record
             raise _RemoteCancel
@@ -653,7 +667,7 @@ class RunTask:
             # The store's record is final and not ours: end as it says, as every other
             # replica shows the run, and never with an answer the store did not keep.
             await self._read_ending()
-            status, error = _ending(self.ended_as)
+            status, error = _ending(self.ended_as, vanished=self.vanished)
             self.logger.warning("run.superseded", status=status, error_type=error.type)
             final = [RunFailed(run_id=spec.run_id, error=error), metadata, Done()]
         self.on_settled()

@@ -96,20 +96,23 @@ def test_client_key_is_not_an_admin_key(c: httpx.Client, server: GatewayServer) 
 
 
 def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> None:
-    """`web@helper=KEY` sees and uses only `helper`; other assistants and their threads are 403."""
+    """`web@helper=KEY` sees and uses only `helper`; other assistants are 404 (as missing
+    ones), their threads 403."""
     web = bearer(WEB)
     assert [a["name"] for a in c.get("/assistants", headers=web).json()] == ["helper"]
-    assert c.get("/assistants/other", headers=web).status_code == 403
-    assert c.get("/start", params={"assistant": "other"}, headers=web).status_code == 403
+    assert c.get("/assistants/other", headers=web).status_code == 404
+    assert c.get("/start", params={"assistant": "other"}, headers=web).status_code == 404
     started = c.get("/start", headers=web).json()  # its only assistant is its default
     assert started["assistant"] == "helper"
     denied = c.post("/chat", json={"assistant": "other", "message": "hi"}, headers=web)
-    assert denied.status_code == 403
-    assert denied.json()["error"]["type"] == "forbidden"
+    assert denied.status_code == 404
+    assert denied.json()["error"]["type"] == "not_found"
     other_thread = c.post(
         "/chat", json={"assistant": "other", "message": "hi"}, headers=bearer(CLIENT)
     ).json()["thread_id"]
-    assert c.get(f"/threads/{other_thread}/messages", headers=web).status_code == 403
+    forbidden = c.get(f"/threads/{other_thread}/messages", headers=web)
+    assert forbidden.status_code == 403
+    assert "other" not in forbidden.json()["error"]["message"]  # not the assistant's name
     assert (
         c.post("/chat", json={"thread_id": other_thread, "message": "x"}, headers=web).status_code
         == 403
@@ -125,9 +128,9 @@ def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> 
     sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key=WEB)
     assert [m.id for m in sdk.models.list()] == ["helper"]
     assert sdk.models.retrieve("helper").id == "helper"
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.NotFoundError):
         sdk.models.retrieve("other")
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
     reply = sdk.chat.completions.create(
         model="helper", messages=[{"role": "user", "content": "hi"}]
@@ -135,12 +138,95 @@ def test_key_limited_to_an_assistant(c: httpx.Client, server: GatewayServer) -> 
     assert reply.choices[0].message.content
 
 
+async def test_a_limited_key_cannot_tell_which_other_assistants_exist(
+    c: httpx.Client, server: GatewayServer
+) -> None:
+    """For a key limited to `helper`, the deployed `other` answers as the missing `nope`
+    does (404, the same body but for the name) on every route that takes an assistant's
+    name; `other` was a 403, so the key could tell which names exist. A key that may
+    use `other` still gets it."""
+    web = bearer(WEB)
+    requests = {
+        "assistant": lambda name, key: c.get(f"/assistants/{name}", headers=key),
+        "tools": lambda name, key: c.get(f"/assistants/{name}/tools", headers=key),
+        "model": lambda name, key: c.get(f"/v1/models/{name}", headers=key),
+        "completion": lambda name, key: c.post(
+            "/v1/chat/completions",
+            json={"model": name, "messages": [{"role": "user", "content": "hi"}]},
+            headers=key,
+        ),
+        "start": lambda name, key: c.get("/start", params={"assistant": name}, headers=key),
+        "chat": lambda name, key: c.post(
+            "/chat", json={"assistant": name, "message": "hi"}, headers=key
+        ),
+    }
+    for route, request in requests.items():
+        hidden, missing = request("other", web), request("nope", web)
+        assert hidden.status_code == missing.status_code == 404, (route, hidden.text)
+        shown = hidden.json()["error"]
+        assert shown["type"] == missing.json()["error"]["type"] == "not_found"
+        assert shown["message"].replace("other", "nope") == missing.json()["error"]["message"]
+        assert request("other", bearer(CLIENT)).status_code == 200, route
+        assert request("other", bearer(ADMIN)).status_code == 200, route
+    async with websockets.connect(
+        f"{server.ws_url}/ws/chat",
+        subprotocols=["bearer", WEB],  # type: ignore[list-item]
+        max_queue=None,
+    ) as ws:
+        errors = []
+        for name in ("other", "nope"):
+            await ws.send(json.dumps({"assistant": name, "message": "hi"}))
+            errors.append(json.loads(await ws.recv())["data"])
+        assert errors[0]["type"] == errors[1]["type"] == "not_found"
+        assert errors[0]["message"].replace("other", "nope") == errors[1]["message"]
+
+
+async def test_a_key_limited_to_several_assistants_uses_the_default_among_them(
+    gateway_server: ServerFactory, api_manifests: Path
+) -> None:
+    """With ``GATEWAY_DEFAULT_ASSISTANT`` set, a key limited to several assistants that
+    include it may omit the assistant (GET /start, POST /chat, a WebSocket frame), as
+    DESIGN says; all three were a 400 "this key may use several assistants: name one".
+    A key whose assistants do not include the default must still name one."""
+    keys = {
+        "GATEWAY_API_KEYS": "web@helper+other=k-web,side@other+third=k-side",
+        "GATEWAY_DEFAULT_ASSISTANT": "helper",
+    }
+    server = gateway_server(api_manifests, env=keys)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        started = client.get("/start", headers=bearer("k-web"))
+        assert started.status_code == 200, started.text
+        assert started.json()["assistant"] == "helper"
+        chat = client.post("/chat", json={"message": "hi"}, headers=bearer("k-web"))
+        assert chat.status_code == 200, chat.text
+        history = client.get(
+            f"/threads/{chat.json()['thread_id']}/messages", headers=bearer("k-web")
+        )
+        assert history.status_code == 200
+        for refused in (
+            client.get("/start", headers=bearer("k-side")),
+            client.post("/chat", json={"message": "hi"}, headers=bearer("k-side")),
+        ):
+            assert refused.status_code == 400, refused.text
+            assert "name one" in refused.json()["error"]["message"]
+    async with websockets.connect(
+        f"{server.ws_url}/ws/chat",
+        subprotocols=["bearer", "k-web"],  # type: ignore[list-item]
+        max_queue=None,
+    ) as ws:
+        await ws.send(json.dumps({"message": "hi"}))
+        created = json.loads(await ws.recv())
+        assert created["event"] == "thread.run.created", created
+        assert created["data"]["assistant"] == "helper"
+
+
 def test_keys_limited_to_assistants_the_set_lacks_are_reported_on_every_load(
     capsys: pytest.CaptureFixture[str], gateway_server: ServerFactory, api_manifests: Path
 ) -> None:
     """A key limited to an assistant the manifest set does not have (a typo, a rename) quietly
-    got 403 for it: every load now logs a warning naming the key's NAME (never the key) and
-    the assistant, and /manifests/status and the reload's answer list it, until a set has it."""
+    got 403 (now 404) for it: every load now logs a warning naming the key's NAME (never the
+    key) and the assistant, and /manifests/status and the reload's answer list it, until a
+    set has it."""
     secrets = ["k-web-1111", "k-ghost-2222", "k-all-4444", "k-ops-5555"]
     env = {
         "GATEWAY_API_KEYS": (
@@ -159,7 +245,7 @@ def test_keys_limited_to_assistants_the_set_lacks_are_reported_on_every_load(
     with httpx.Client(base_url=server.url, timeout=30) as c:
         status = c.get("/manifests/status", headers=admin)
         assert status.json()["warnings"] == [web, ghost]
-        assert c.get("/start?assistant=helper", headers=bearer(secrets[1])).status_code == 403
+        assert c.get("/start?assistant=helper", headers=bearer(secrets[1])).status_code == 404
         # The operator adds the assistant: the next load no longer warns about that key.
         (api_manifests / "nobody.yaml").write_text(
             "kind: assistant\nname: nobody\ndescription: Was missing.\n"
@@ -236,7 +322,7 @@ async def test_websocket_auth_in_query_or_subprotocol(server: GatewayServer) -> 
         await ws.send(json.dumps({"assistant": "other", "message": "hi"}))
         denied = json.loads(await ws.recv())
         assert denied["event"] == "error"
-        assert denied["data"]["type"] == "forbidden"
+        assert denied["data"]["type"] == "not_found"
         await ws.send(json.dumps({"message": "hi"}))
         assert json.loads(await ws.recv())["event"] == "thread.run.created"
 

@@ -145,6 +145,24 @@ def test_a_long_threads_messages_are_read_page_by_page(client: httpx.Client) -> 
     assert client.get(f"/threads/{thread}/messages", params={"before": 0}).status_code == 400
 
 
+@pytest.mark.parametrize("param", ["before", "after"])
+def test_a_sequence_number_past_64_bits_is_a_400_naming_it(
+    client: httpx.Client, param: str
+) -> None:
+    """``?before=`` (messages) and ``?after=`` (events) past 2**63-1 are a 400 naming the
+    parameter: ``before=9223372036854775808`` was a 500 on SQLite (OverflowError binding
+    it as an INTEGER); the largest 64-bit value is still accepted."""
+    answer = client.post("/chat", json={"assistant": "helper", "message": "hi"}).json()
+    thread, run = answer["thread_id"], answer["run_id"]
+    path = {
+        "before": f"/threads/{thread}/messages",
+        "after": f"/threads/{thread}/runs/{run}/events",
+    }[param]
+    error = assert_error(client.get(path, params={param: 2**63}), 400, "invalid_request")
+    assert param in error["message"]
+    assert client.get(path, params={param: 2**63 - 1}).status_code == 200
+
+
 def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
     """A tool that raises ends as a failed tool call the model answers about, with HTTP 200."""
     body = client.post(

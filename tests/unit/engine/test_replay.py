@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.engine.replay import follow_remote
+from gateway.engine.replay import THREAD_DELETED, follow_remote
 from gateway.engine.runlog import RunLog
 from gateway.errors import NotReady
 from gateway.events import (
@@ -25,7 +25,7 @@ from gateway.events import (
     RunFailed,
 )
 from gateway.providers.base import Usage
-from gateway.store.base import INTERRUPTED, RunRecord
+from gateway.store.base import RunRecord
 from gateway.store.sqlite import SQLiteStore
 from tests.unit.engine._fakes import active_run
 
@@ -144,16 +144,18 @@ async def _followed(store: SQLiteStore, check_every: float) -> tuple[RunRecord, 
     return run, log, follower
 
 
-async def test_a_followed_run_whose_thread_is_deleted_ends_interrupted(
+async def test_a_followed_run_whose_thread_is_deleted_ends_cancelled(
     store: SQLiteStore,
 ) -> None:
-    """A run gone from the store while followed ends failed as ``interrupted`` (as its own
-    replica ends it), never with its last active status as the error."""
+    """A run gone from the store while followed ends cancelled, its thread deleted (as its
+    own replica ends it), never with its last active status as the error, nor as
+    ``interrupted`` ("the gateway stopped during the run") though no gateway stopped."""
     run, log, follower = await _followed(store, check_every=0.01)
     assert await store.delete_thread(run.thread_id) is True
     assert await asyncio.wait_for(follower, 5) is True
     assert log.events[:3] == _owner_log(run).events[:3]
-    assert log.events[3:] == [RunFailed(run_id=run.id, error=ErrorInfo(**INTERRUPTED)), Done()]
+    deleted = ErrorInfo(**THREAD_DELETED)
+    assert log.events[3:] == [RunFailed(run_id=run.id, error=deleted), Done()]
 
 
 async def test_a_run_cancelled_elsewhere_ends_from_its_kept_batches_and_record(
