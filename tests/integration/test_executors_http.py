@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import html
 import json
+import re
 import time
 import tracemalloc
 import urllib.parse
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.executors._common import ToolError
 from gateway.executors._pools import Pools
@@ -39,6 +42,28 @@ def _encoded(mb: int, codings: tuple[str, ...]) -> bytes:
     return body
 
 
+_ECHOED_AS: dict[str, Any] = {
+    "plain": lambda key: key,
+    # PHP's json_encode and many APIs: "/" escaped as "\\/".
+    "json_slash": lambda key: json.dumps({"error": key}).replace("/", "\\/"),
+    # Go's encoding/json: "&<>" as \\u0026 \\u003c \\u003e.
+    "json_go": lambda key: (
+        json.dumps({"error": key})
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+    ),
+    "html": lambda key: html.escape(key).replace("/", "&#x2F;"),
+    "html_decimal": lambda key: (
+        html.escape(key, quote=False).replace("'", "&#39;").replace("/", "&#47;")
+    ),
+    "percent_lower": lambda key: re.sub(
+        "%[0-9A-F]{2}", lambda m: m.group().lower(), urllib.parse.quote(key, safe="")
+    ),
+}
+"""How ``/reject`` echoes the key it refuses (``?as=``): the spellings APIs quote it in."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
@@ -58,9 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(int(parsed.path.rsplit("/", 1)[1]), b"  not   here\n" * 50, "text/plain")
             return
         if parsed.path == "/reject":  # an API echoing the key it refuses, after some text
-            pad = int(urllib.parse.parse_qs(parsed.query)["pad"][0])
-            key = urllib.parse.parse_qs(body)["key"][0]
-            self._send(401, ("x" * pad + key).encode(), "text/plain")
+            query = urllib.parse.parse_qs(parsed.query)
+            key = _ECHOED_AS[query.get("as", ["plain"])[0]](urllib.parse.parse_qs(body)["key"][0])
+            self._send(401, ("x" * int(query["pad"][0]) + key).encode(), "text/plain")
             return
         if parsed.path == "/slow":
             time.sleep(float(urllib.parse.parse_qs(parsed.query)["s"][0]))
@@ -464,6 +489,50 @@ async def test_a_secret_echoed_in_an_error_body_is_masked_whole(
     assert json.loads(cut.output)["error"]["message"].startswith("HTTP 401 Unauthorized: xxx")
     assert token[:4] not in cut.output, cut.output[-60:]
     assert "abcdEFGH1234" not in pem_result.output, pem_result.output
+
+
+@pytest.mark.parametrize("isolation", ["sandbox", "inline"])
+async def test_a_secret_an_api_escapes_in_its_error_is_masked(
+    server: str, sandbox: Supervisor, isolation: str
+) -> None:
+    """An API quoting a refused key in JSON with ``/`` as ``\\/`` (PHP), ``&<>`` as Go's
+    ``\\u0026``, HTML entities or lowercase percent-encoding reached the model and the
+    log unmasked in the error's excerpt: each spelling is masked."""
+    root = Path().resolve()
+    token = "sk/live/9f8A<7b>&6C'5d"
+
+    def act(form: str) -> Action:
+        return Action(
+            name=form,
+            description="d",
+            kind_key="http",
+            config=HttpConfig(
+                url=f"{server}/reject?pad=3&as={form}",
+                method="POST",
+                form={"key": "{{ secrets.API_TOKEN }}"},
+            ),
+            secrets=["API_TOKEN"],
+            isolation=isolation,  # type: ignore[arg-type]
+        )
+
+    catalog = Catalog(
+        version="t",
+        root=root,
+        gateway_root=root,
+        loaded_at=0,
+        actions={form: act(form) for form in _ECHOED_AS},
+    )
+    runner = SandboxRunner(sandbox, environ={"API_TOKEN": token})
+    try:
+        for form in _ECHOED_AS:
+            with capture_logs() as logs:
+                result = await runner.run(catalog, form, {})
+            assert result.error_type == "http_status", result
+            assert "[redacted]" in result.output, (form, result.output)
+            seen = result.output + repr(logs)
+            assert "9f8A" not in seen, (form, seen)
+    finally:
+        await runner.aclose()
 
 
 @pytest.mark.parametrize("isolation", ["sandbox", "inline"])
