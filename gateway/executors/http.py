@@ -143,6 +143,21 @@ def _url_finalize(eval_ctx: Any, value: Any) -> str:
     return text
 
 
+def _with_query(url: str, params: dict[str, str]) -> str:
+    """``url`` with ``params`` appended after its own query string (``?api-version=...``).
+
+    httpx's ``params=`` replaces a URL's query instead: the literal parameters
+    of the manifest's URL were dropped whenever ``query:`` rendered a value.
+    """
+    if not params:
+        return url
+    import httpx
+
+    base, hash_sign, fragment = url.partition("#")
+    separator = "" if base.endswith(("?", "&")) else "&" if "?" in base else "?"
+    return base + separator + str(httpx.QueryParams(params)) + hash_sign + fragment
+
+
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # fullmatch: `$` also matches before a final "\n"
 
 
@@ -378,7 +393,8 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             value = _template(v, url=False).render(context)
             if value != "":
                 params[k] = value
-        kwargs: dict[str, Any] = {"params": params} if params else {}
+        url = _with_query(url, params)
+        kwargs: dict[str, Any] = {}
         if self.json is not None:
             kwargs["json"] = _render_json(self.json, context)
         if self.form is not None:

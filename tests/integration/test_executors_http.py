@@ -194,6 +194,21 @@ def test_query_headers_and_secrets(server: str) -> None:
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+def test_query_values_are_added_to_the_urls_own_query(server: str, inline: bool) -> None:
+    """A literal query in ``url`` (``?api-version=...``) was dropped whenever ``query:``
+    rendered a value (httpx replaces a URL's query with ``params``): both are sent, the
+    URL's own first."""
+    config = HttpConfig(url=server + "/q?api-version=2024-06-01&x=1", query={"q": "{{ q }}"})
+    run = _run_inline if inline else _run
+    both = run(config, q="a&b c")
+    assert both["query"] == {"api-version": ["2024-06-01"], "x": ["1"], "q": ["a&b c"]}
+    assert list(both["query"]) == ["api-version", "x", "q"]
+    assert run(config)["query"] == {"api-version": ["2024-06-01"], "x": ["1"]}
+    plain = run(HttpConfig(url=server + "/q", query={"q": "{{ q }}"}), q="z")
+    assert plain["query"] == {"q": ["z"]}
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
 @pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\n", "a\x00b", "Zürich"])
 def test_header_values_a_header_cannot_carry_are_refused(
     server: str, inline: bool, value: str
