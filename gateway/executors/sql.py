@@ -321,6 +321,7 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         return url, scheme, self.statement_timeout or call.timeout
 
     def _shape(self, columns: list[str], rows: list[Any], more: bool) -> Any:
+        columns = _unique(columns)
         records = [{c: json_safe(v) for c, v in zip(columns, row, strict=False)} for row in rows]
         if not more:
             return records
@@ -451,6 +452,28 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             conn.execute("ROLLBACK TO SAVEPOINT gateway_rows")
             return None
         return columns, rows
+
+
+def _unique(columns: list[str]) -> list[str]:
+    """Column names made unique: a later duplicate gets ``_2``, ``_3``... (the first
+    free one), so ``SELECT a.id, b.id`` returns ``id`` and ``id_2`` instead of one ``id``
+    (a row is a JSON object; the second value overwrote the first). PostgreSQL names
+    every unnamed expression ``?column?``: they become ``?column?``, ``?column?_2``..."""
+    if len(set(columns)) == len(columns):
+        return columns
+    taken = set(columns)
+    seen: set[str] = set()
+    out = []
+    for name in columns:
+        if name in seen:
+            n = 2
+            while f"{name}_{n}" in taken:
+                n += 1
+            name = f"{name}_{n}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
 
 
 def sqlite_path(url: str) -> str:

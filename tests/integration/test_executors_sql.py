@@ -365,3 +365,35 @@ async def test_postgres_through_sandbox(pg_table: tuple[str, str], data_root: Pa
         assert hostile.output == "[]"
     finally:
         await sup.aclose()
+
+
+def _lite_run(data_root: Path, query: str, **arguments: Any) -> Any:
+    """``query`` on ``shop.db`` as the sandbox child runs it (``SqlConfig.run``)."""
+    config = SqlConfig(database="shop", query=query)
+    url = f"sqlite:///{data_root / 'shop.db'}"
+    return config.run(
+        CallContext(action="q", arguments=arguments, databases={"shop": url}, timeout=5)
+    )
+
+
+def test_sqlite_columns_of_one_name_are_all_returned(data_root: Path) -> None:
+    """``SELECT a.id, b.id`` (a join) returned one ``id`` per row, the last one (a row is
+    a JSON object keyed by column name): later duplicates are ``id_2``, ``id_3``..."""
+    rows = _lite_run(
+        data_root,
+        "SELECT a.id, a.status, b.id, b.status, b.id, 1 AS id_2 FROM orders a "
+        "JOIN orders b ON b.id = a.id + 1",
+    )
+    assert rows == [
+        {"id": 1042, "status": "shipped", "id_3": 1043, "status_2": "open", "id_4": 1043, "id_2": 1}
+    ]
+
+
+@pytest.mark.postgres
+def test_postgres_unnamed_columns_are_all_returned(pg_table: tuple[str, str]) -> None:
+    """PostgreSQL names each unnamed expression ``?column?``: all of them come back."""
+    url, table = pg_table
+    rows = _pg_run(
+        url, f"SELECT a.id, b.id, 1 + 1, 2 + 2 FROM {table} a JOIN {table} b ON b.id = a.id + 1"
+    )
+    assert rows == [{"id": 1, "id_2": 2, "?column?": 2, "?column?_2": 4}]
