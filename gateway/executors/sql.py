@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     import jinja2
     import psycopg
     from jinja2.sandbox import SandboxedEnvironment
+    from psycopg.abc import Buffer
+    from psycopg.adapt import Loader
 
     from gateway.executors._pools import Pools
 
@@ -389,6 +391,8 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         import psycopg
 
         ms = max(1, int(timeout * 1000))
+        for name, loader in _lenient_loaders().items():
+            conn.adapters.register_loader(name, loader)
         try:
             try:
                 conn.read_only = self.readonly
@@ -452,6 +456,38 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             conn.execute("ROLLBACK TO SAVEPOINT gateway_rows")
             return None
         return columns, rows
+
+
+@functools.cache
+def _lenient_loaders() -> dict[str, type[Loader]]:
+    """Loaders of ``date``, ``timestamp`` and ``timestamptz`` that give PostgreSQL's text
+    (``infinity``, ``0044-03-15 BC``, ``12000-01-01``) when Python's ``datetime`` cannot
+    hold the value: psycopg's own raise ``DataError``, failing the whole query."""
+    import psycopg
+    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+    class Date(DateLoader):
+        def load(self, data: Buffer) -> Any:
+            try:
+                return super().load(data)
+            except psycopg.DataError:
+                return bytes(data).decode()
+
+    class Timestamp(TimestampLoader):
+        def load(self, data: Buffer) -> Any:
+            try:
+                return super().load(data)
+            except psycopg.DataError:
+                return bytes(data).decode()
+
+    class Timestamptz(TimestamptzLoader):
+        def load(self, data: Buffer) -> Any:
+            try:
+                return super().load(data)
+            except psycopg.DataError:
+                return bytes(data).decode()
+
+    return {"date": Date, "timestamp": Timestamp, "timestamptz": Timestamptz}
 
 
 def _unique(columns: list[str]) -> list[str]:

@@ -397,3 +397,27 @@ def test_postgres_unnamed_columns_are_all_returned(pg_table: tuple[str, str]) ->
         url, f"SELECT a.id, b.id, 1 + 1, 2 + 2 FROM {table} a JOIN {table} b ON b.id = a.id + 1"
     )
     assert rows == [{"id": 1, "id_2": 2, "?column?": 2, "?column?_2": 4}]
+
+
+@pytest.mark.postgres
+def test_postgres_dates_python_cannot_hold_come_back_as_text(pg_table: tuple[str, str]) -> None:
+    """``'infinity'::timestamptz`` or a BC date failed the whole query ("timestamp too
+    large"): such values come back as PostgreSQL writes them, the others as ISO 8601."""
+    url, _ = pg_table
+    rows = _pg_run(
+        url,
+        "SELECT 'infinity'::timestamptz AS a, '-infinity'::timestamp AS b, "
+        "'0044-03-15 BC'::date AS c, '12000-01-01'::date AS d, '2024-01-02'::date AS e, "
+        "'2024-01-02 03:04:05'::timestamp AS f, ARRAY['infinity'::date] AS g",
+    )
+    assert rows == [
+        {
+            "a": "infinity",
+            "b": "-infinity",
+            "c": "0044-03-15 BC",
+            "d": "12000-01-01",
+            "e": "2024-01-02",
+            "f": "2024-01-02T03:04:05",
+            "g": ["infinity"],
+        }
+    ]
