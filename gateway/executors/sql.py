@@ -75,7 +75,8 @@ _FORBIDDEN_NODES = (
 
 
 class Ident(str):
-    """An identifier picked from a literal allow-list; printed quoted, never bound."""
+    """An identifier picked from a literal allow-list; printed quoted (each dotted part:
+    ``t.name`` is ``"t"."name"``), never bound."""
 
     __slots__ = ()
 
@@ -99,7 +100,9 @@ class _Collector:
 
     def finalize(self, value: Any) -> str:
         if isinstance(value, Ident):
-            return '"' + value.replace('"', '""') + '"'
+            # Each dotted part on its own: `"t.name"` is one (unknown) name, which SQLite
+            # then reads as the string 't.name' (ORDER BY a constant: no ordering at all).
+            return ".".join('"' + part.replace('"', '""') + '"' for part in value.split("."))
         if _is_undefined(value):
             value = None
         self.values.append(value)

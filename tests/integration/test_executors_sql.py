@@ -421,3 +421,13 @@ def test_postgres_dates_python_cannot_hold_come_back_as_text(pg_table: tuple[str
             "g": ["infinity"],
         }
     ]
+
+
+@pytest.mark.parametrize("sort", ["o.status", "o.id"])
+def test_a_dotted_ident_quotes_each_part(data_root: Path, sort: str) -> None:
+    """``ident(["o.status", "o.id"])`` printed ``"o.status"``, one unknown name that
+    SQLite reads as a string constant (no ordering at all): each part is quoted."""
+    query = 'SELECT o.id FROM orders o ORDER BY {{ sort | ident(["o.status", "o.id"]) }} DESC'
+    rows = _lite_run(data_root, query, sort=sort)
+    expected = [1042, 1043] if sort == "o.status" else [1043, 1042]  # shipped > open
+    assert [r["id"] for r in rows] == expected
