@@ -30,6 +30,7 @@ import os
 import re
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
@@ -264,6 +265,7 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         if scheme == "sqlite":
             path = sqlite_path(url)
             statement, params = render_sql(self.query, call.arguments, style="qmark")
+            _check_sqlite_integers(params, call.arguments)
             conn = open_sqlite(path, readonly=self.readonly, timeout=timeout)
             try:
                 return self.execute_sqlite(conn, statement, params, time.monotonic() + timeout)
@@ -289,6 +291,7 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
                 statement, params = render_sql(
                     self.query, call.arguments, style="qmark", timeout=timeout
                 )
+                _check_sqlite_integers(params, call.arguments)
                 return self.execute_sqlite(conn, statement, params, deadline)
 
             def opener() -> sqlite3.Connection:
@@ -459,6 +462,36 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             conn.execute("ROLLBACK TO SAVEPOINT gateway_rows")
             return None
         return columns, rows
+
+
+_SQLITE_INTEGER = range(-(2**63), 2**63)
+
+
+def _check_sqlite_integers(params: list[Any], arguments: dict[str, Any]) -> None:
+    """Refuse an integer SQLite cannot bind (past 64 bits), naming the argument it came
+    from: binding raised ``OverflowError``, an ``exception`` with a traceback in the log,
+    for a value the schema (``type: integer``) accepted."""
+    for value in params:
+        if isinstance(value, int) and not isinstance(value, bool) and value not in _SQLITE_INTEGER:
+            name = next(_paths_of(value, arguments), "")
+            where = f"argument {name!r}: " if name else "a value of the query: "
+            raise ToolError(
+                "invalid_arguments",
+                f"{where}{value} is outside SQLite's integer range (-2**63 to 2**63-1)",
+                argument=name,
+            )
+
+
+def _paths_of(value: int, node: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths in ``node`` (the arguments) holding the integer ``value``."""
+    if isinstance(node, dict):
+        for key, item in node.items():
+            yield from _paths_of(value, item, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _paths_of(value, item, f"{path}.{i}")
+    elif isinstance(node, int) and not isinstance(node, bool) and node == value:
+        yield path
 
 
 @functools.cache

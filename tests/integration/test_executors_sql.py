@@ -431,3 +431,20 @@ def test_a_dotted_ident_quotes_each_part(data_root: Path, sort: str) -> None:
     rows = _lite_run(data_root, query, sort=sort)
     expected = [1042, 1043] if sort == "o.status" else [1043, 1042]  # shipped > open
     assert [r["id"] for r in rows] == expected
+
+
+async def test_an_integer_sqlite_cannot_bind_is_invalid_arguments(
+    runner: SandboxRunner, catalog: Catalog
+) -> None:
+    """A schema-valid integer past 64 bits came back as ``exception`` (OverflowError
+    while binding, a traceback in the log): ``invalid_arguments`` naming the argument,
+    sandboxed and inline."""
+    for isolation in ("sandbox", "inline"):
+        action = msgspec.structs.replace(catalog.actions["order"], isolation=isolation)
+        one = msgspec.structs.replace(catalog, actions={"order": action})
+        result = await runner.run(one, "order", {"id": 10**29})
+        assert result.error_type == "invalid_arguments", (isolation, result)
+        assert "argument 'id'" in result.output and "10000000000000" in result.output
+        assert "Traceback" not in result.output
+        fits = await runner.run(one, "order", {"id": 2**63 - 1})
+        assert fits.output == "[]", (isolation, fits)
