@@ -448,3 +448,70 @@ async def test_an_integer_sqlite_cannot_bind_is_invalid_arguments(
         assert "Traceback" not in result.output
         fits = await runner.run(one, "order", {"id": 2**63 - 1})
         assert fits.output == "[]", (isolation, fits)
+
+
+@pytest.fixture
+def wal_root() -> Iterator[Path]:
+    """A directory the sandbox uid can use, holding wal.db in WAL mode (no -wal or -shm
+    file left: the last connection's close removed them)."""
+    root = Path(tempfile.mkdtemp(prefix="gw-sql-wal-"))
+    root.chmod(0o777)
+    conn = sqlite3.connect(root / "wal.db")
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO t VALUES (1, 'a')")
+    conn.commit()
+    conn.close()
+    (root / "wal.db").chmod(0o666)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_readonly_action_reads_a_wal_database_in_the_sandbox(wal_root: Path) -> None:
+    """A ``readonly`` sandboxed action on a WAL-mode database failed ("attempt to write a
+    readonly database": SQLite must create and write ``-shm`` and ``-wal``, and the call
+    could only read the folder): it reads, also rows a live writer has only in the WAL,
+    and still cannot write rows; the folder gets no other new file."""
+    catalog = Catalog(
+        version="t",
+        root=wal_root,
+        gateway_root=wal_root,
+        loaded_at=0,
+        databases={"wal": Database(name="wal", url="sqlite:///wal.db")},
+        actions={
+            "get": msgspec.structs.replace(
+                _sql("get", "SELECT id, name FROM t ORDER BY id"),
+                config=SqlConfig(database="wal", query="SELECT id, name FROM t ORDER BY id"),
+            ),
+            "wipe": msgspec.structs.replace(
+                _sql("wipe", "DELETE FROM t"),
+                config=SqlConfig(database="wal", query="DELETE FROM t"),
+            ),
+        },
+    )
+    sup = Supervisor(Settings())
+    await sup.start(catalog)
+    runner = SandboxRunner(sup)
+    try:
+        got = await runner.run(catalog, "get", {})
+        assert got.output == '[{"id":1,"name":"a"}]', got
+        wiped = await runner.run(catalog, "wipe", {})
+        assert wiped.error_type == "readonly", wiped
+        # A live writer: its row is in the -wal file only (not checkpointed).
+        writer = sqlite3.connect(wal_root / "wal.db")
+        try:
+            writer.execute("PRAGMA wal_autocheckpoint=0")
+            writer.execute("INSERT INTO t VALUES (2, 'b')")
+            writer.commit()
+            live = await runner.run(catalog, "get", {})
+            assert live.output == '[{"id":1,"name":"a"},{"id":2,"name":"b"}]', live
+        finally:
+            writer.close()
+    finally:
+        await sup.aclose()
+    with sqlite3.connect(wal_root / "wal.db") as check:
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    check.close()
+    assert {p.name for p in wal_root.iterdir()} <= {"wal.db", "wal.db-wal", "wal.db-shm"}
