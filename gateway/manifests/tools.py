@@ -60,14 +60,15 @@ _COMPOSED = ("allOf", "anyOf", "oneOf", "then", "else")
 def declared_arguments(schema: Mapping[str, Any] | None) -> frozenset[str] | None:
     """The argument names an action's ``parameters`` take, or ``None`` when the schema
     says itself which others it allows (``additionalProperties``, ``patternProperties``,
-    ``unevaluatedProperties`` or a ``$ref``).
+    ``unevaluatedProperties`` or a ``$ref``), or there is none (an ``Action`` built in
+    code: the loader gives every Python action one, from its signature).
 
     Names come from ``properties`` and from those of its ``allOf``/``anyOf``/``oneOf``
     branches. Any other name is refused before the call runs (JSON Schema alone would
     let it through, into a template's ``{% if %}`` or a function's keyword argument).
     """
     if schema is None:
-        return frozenset()
+        return None
     if any(keyword in schema for keyword in _OPEN_KEYWORDS):
         return None
     names = set(schema.get("properties") or ())
