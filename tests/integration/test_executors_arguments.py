@@ -71,11 +71,35 @@ parameters:
 python:
   function: actions.acts:echo
 ---
+kind: action
+name: nested
+description: Echo a filter and rows.
+parameters:
+  type: object
+  properties:
+    filter:
+      type: object
+      properties:
+        min: {type: integer}
+        max: {type: integer, default: 10}
+        note: {type: [string, "null"]}
+      required: [min]
+    rows:
+      type: array
+      items:
+        type: object
+        properties:
+          a: {type: integer}
+          b: {type: integer}
+  required: [filter]
+python:
+  function: actions.acts:echo
+---
 kind: assistant
 name: helper
 model: gpt-4o-mini
 instructions: Help.
-actions: [rows, user_info, open_echo]
+actions: [rows, user_info, open_echo, nested]
 """
 
 
@@ -149,3 +173,27 @@ def test_tool_schemas_close_parameters_the_runner_closes(
     assert tools["rows"]["additionalProperties"] is False
     assert tools["user_info"]["additionalProperties"] is False
     assert tools["open_echo"]["additionalProperties"] is True
+
+
+async def test_nested_strict_mode_nulls_mean_absent(
+    running: tuple[Catalog, SandboxRunner],
+) -> None:
+    """OpenAI strict mode sends ``null`` for every optional property left out, nested
+    ones too; only top-level ones were dropped, so ``{"filter": {"max": null}}`` was
+    ``invalid_arguments``: nested ones are dropped (defaults then apply), in arrays too,
+    and a property whose schema allows ``null`` keeps it."""
+    catalog, runner = running
+    result = await runner.run(
+        catalog,
+        "nested",
+        {
+            "filter": {"min": 1, "max": None, "note": None},
+            "rows": [{"a": 1, "b": None}, {"a": None, "b": 2}],
+        },
+    )
+    assert json.loads(result.output) == {
+        "filter": {"min": 1, "max": 10, "note": None},
+        "rows": [{"a": 1}, {"b": 2}],
+    }, result
+    missing = await runner.run(catalog, "nested", {"filter": {"min": None}})
+    assert missing.error_type == "invalid_arguments", missing  # required: null stays, refused
