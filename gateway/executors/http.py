@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 import time
 import urllib.parse
@@ -137,7 +138,7 @@ def _url_finalize(eval_ctx: Any, value: Any) -> str:
     """
     if value is None or _is_undefined(value):
         return ""
-    text = urllib.parse.quote(str(value), safe="")
+    text = urllib.parse.quote(_spelled(value), safe="")
     if text and text.strip(".") == "":
         return "%2E" * len(text)
     return text
@@ -199,6 +200,22 @@ def _unfit(value: str) -> str:
 def _text_finalize(eval_ctx: Any, value: Any) -> str:
     if value is None or _is_undefined(value):
         return ""
+    return _spelled(value)
+
+
+def _spelled(value: Any) -> str:
+    """A value as text in a URL, header, query value or text body: JSON's spelling, not
+    Python's (``true``, not ``True``; ``[1,2]``, not ``[1, 2]``; ``100000000000000000000``,
+    not ``1e+20``, as JavaScript writes numbers). ``None`` is left out (``""``) by the
+    callers, as a missing argument is."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
     return str(value)
 
 

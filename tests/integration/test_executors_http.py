@@ -194,6 +194,39 @@ def test_query_headers_and_secrets(server: str) -> None:
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+def test_values_in_text_templates_are_spelled_as_json(server: str, inline: bool) -> None:
+    """Booleans, lists and numbers in the URL, a query value, a header or a text body
+    were written in Python's spelling (``False``, ``[1, 2]``, ``1e+20``): JSON's now
+    (``false``, ``[1,2]``, ``100000000000000000000``); a whole JSON leaf keeps its type."""
+    config = HttpConfig(
+        url=server + "/items/{{ closed }}",
+        method="POST",
+        query={"closed": "{{ closed }}", "ids": "{{ ids }}", "limit": "{{ limit }}"},
+        headers={"X-Filter": "{{ filter }}", "X-Ratio": "{{ ratio }}"},
+        json={"closed": "{{ closed }}", "text": "closed={{ closed }}", "none": "{{ gone }}"},
+    )
+    run = _run_inline if inline else _run
+    got = run(
+        config,
+        closed=False,
+        ids=[1, 2],
+        limit=1e20,
+        filter={"a": [True, None]},
+        ratio=0.5,
+        gone=None,
+    )
+    assert got["raw_path"] == "/items/false"
+    assert got["query"] == {
+        "closed": ["false"],
+        "ids": ["[1,2]"],
+        "limit": ["100000000000000000000"],
+    }
+    assert got["headers"]["x-filter"] == '{"a":[true,null]}'
+    assert got["headers"]["x-ratio"] == "0.5"
+    assert json.loads(got["body"]) == {"closed": False, "text": "closed=false", "none": None}
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
 def test_query_values_are_added_to_the_urls_own_query(server: str, inline: bool) -> None:
     """A literal query in ``url`` (``?api-version=...``) was dropped whenever ``query:``
     rendered a value (httpx replaces a URL's query with ``params``): both are sent, the
