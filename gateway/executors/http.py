@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 import time
 import urllib.parse
@@ -137,10 +138,25 @@ def _url_finalize(eval_ctx: Any, value: Any) -> str:
     """
     if value is None or _is_undefined(value):
         return ""
-    text = urllib.parse.quote(str(value), safe="")
+    text = urllib.parse.quote(_spelled(value), safe="")
     if text and text.strip(".") == "":
         return "%2E" * len(text)
     return text
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    """``url`` with ``params`` appended after its own query string (``?api-version=...``).
+
+    httpx's ``params=`` replaces a URL's query instead: the literal parameters
+    of the manifest's URL were dropped whenever ``query:`` rendered a value.
+    """
+    if not params:
+        return url
+    import httpx
+
+    base, hash_sign, fragment = url.partition("#")
+    separator = "" if base.endswith(("?", "&")) else "&" if "?" in base else "?"
+    return base + separator + str(httpx.QueryParams(params)) + hash_sign + fragment
 
 
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # fullmatch: `$` also matches before a final "\n"
@@ -184,6 +200,22 @@ def _unfit(value: str) -> str:
 def _text_finalize(eval_ctx: Any, value: Any) -> str:
     if value is None or _is_undefined(value):
         return ""
+    return _spelled(value)
+
+
+def _spelled(value: Any) -> str:
+    """A value as text in a URL, header, query value or text body: JSON's spelling, not
+    Python's (``true``, not ``True``; ``[1,2]``, not ``[1, 2]``; ``100000000000000000000``,
+    not ``1e+20``, as JavaScript writes numbers). ``None`` is left out (``""``) by the
+    callers, as a missing argument is."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
     return str(value)
 
 
@@ -378,7 +410,8 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             value = _template(v, url=False).render(context)
             if value != "":
                 params[k] = value
-        kwargs: dict[str, Any] = {"params": params} if params else {}
+        url = _with_query(url, params)
+        kwargs: dict[str, Any] = {}
         if self.json is not None:
             kwargs["json"] = _render_json(self.json, context)
         if self.form is not None:

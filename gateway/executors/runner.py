@@ -1,9 +1,11 @@
 """``SandboxRunner``: the engine's ``ActionRunner``, dispatching tools to the sandbox.
 
 For every tool call: parse the model's arguments (invalid JSON is a tool
-error), drop ``null`` values of optional properties (OpenAI strict mode sends
-them), validate against the action's JSON Schema and apply defaults (an
-invalid call names the argument and does not run), read the declared secrets
+error), drop ``null`` values of optional properties, nested ones too (OpenAI
+strict mode sends them), refuse argument names ``parameters`` does not declare (unless it says
+itself which others it takes: ``additionalProperties``...), validate against
+the action's JSON Schema and apply defaults (an invalid call names the
+argument and does not run), read the declared secrets
 from the server's environment, and hand a ``CallContext`` (with the URL of
 the action's own database only, never the others) to the
 ``Supervisor``, or, for an action with ``isolation: inline``, to the
@@ -47,6 +49,7 @@ from gateway.executors.inline import InlineExecutor
 from gateway.knowledge import PdfLimits
 from gateway.manifests.catalog import Catalog
 from gateway.manifests.model import Action, CallContext
+from gateway.manifests.tools import declared_arguments
 from gateway.sandbox.supervisor import Supervisor, error_output
 
 __all__ = ["Knowledge", "SandboxRunner", "validate_arguments"]
@@ -103,11 +106,18 @@ def validate_arguments(action: Action, arguments: str | dict[str, Any]) -> dict[
     if not isinstance(parsed, dict):
         raise InvalidArguments(action.name, "the arguments must be a JSON object")
     schema = action.parameters or {"type": "object", "properties": {}}
-    properties = schema.get("properties") or {}
-    required = set(schema.get("required") or ())
-    for name in [k for k, v in parsed.items() if v is None and k not in required]:
-        if name in properties and not _allows_null(properties[name]):
-            del parsed[name]  # strict-mode clients send null for "not given"
+    _drop_nulls(schema, parsed)
+    declared = declared_arguments(action.parameters)
+    unexpected = sorted(set(parsed) - declared) if declared is not None else []
+    if declared is not None and unexpected:
+        names = ", ".join(repr(_cut(name, 120)) for name in unexpected[:5])
+        takes = ", ".join(sorted(declared)) or "none"
+        raise InvalidArguments(
+            action.name,
+            f"unexpected argument{'s' if len(unexpected) > 1 else ''} {names} "
+            f"(the action takes: {_cut(takes, 400)})",
+            _cut(unexpected[0], 120),
+        )
     _apply_defaults(schema, parsed)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(parsed))
@@ -137,6 +147,31 @@ def _allows_null(schema: Any) -> bool:
     if kind == "null" or (isinstance(kind, list) and "null" in kind):
         return True
     return any(_allows_null(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
+
+
+def _drop_nulls(schema: Any, instance: Any) -> None:
+    """Remove, in place, ``null`` values of optional properties whose schema does not
+    allow ``null``, at any depth (objects, and objects in arrays): OpenAI strict mode
+    makes every optional property nullable, nested ones too, and sends ``null`` for
+    "not given"."""
+    if not isinstance(schema, dict):
+        return
+    if isinstance(instance, list):
+        items = schema.get("items")
+        for item in instance:
+            _drop_nulls(items, item)
+        return
+    if not isinstance(instance, dict):
+        return
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return
+    required = set(schema.get("required") or ())
+    for name in [k for k, v in instance.items() if v is None and k not in required]:
+        if name in properties and not _allows_null(properties[name]):
+            del instance[name]
+    for name, value in instance.items():
+        _drop_nulls(properties.get(name), value)
 
 
 def _apply_defaults(schema: Any, instance: Any) -> None:

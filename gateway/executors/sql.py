@@ -30,6 +30,7 @@ import os
 import re
 import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     import jinja2
     import psycopg
     from jinja2.sandbox import SandboxedEnvironment
+    from psycopg.abc import Buffer
+    from psycopg.adapt import Loader
 
     from gateway.executors._pools import Pools
 
@@ -73,7 +76,8 @@ _FORBIDDEN_NODES = (
 
 
 class Ident(str):
-    """An identifier picked from a literal allow-list; printed quoted, never bound."""
+    """An identifier picked from a literal allow-list; printed quoted (each dotted part:
+    ``t.name`` is ``"t"."name"``), never bound."""
 
     __slots__ = ()
 
@@ -97,7 +101,9 @@ class _Collector:
 
     def finalize(self, value: Any) -> str:
         if isinstance(value, Ident):
-            return '"' + value.replace('"', '""') + '"'
+            # Each dotted part on its own: `"t.name"` is one (unknown) name, which SQLite
+            # then reads as the string 't.name' (ORDER BY a constant: no ordering at all).
+            return ".".join('"' + part.replace('"', '""') + '"' for part in value.split("."))
         if _is_undefined(value):
             value = None
         self.values.append(value)
@@ -259,6 +265,7 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         if scheme == "sqlite":
             path = sqlite_path(url)
             statement, params = render_sql(self.query, call.arguments, style="qmark")
+            _check_sqlite_integers(params, call.arguments)
             conn = open_sqlite(path, readonly=self.readonly, timeout=timeout)
             try:
                 return self.execute_sqlite(conn, statement, params, time.monotonic() + timeout)
@@ -284,6 +291,7 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
                 statement, params = render_sql(
                     self.query, call.arguments, style="qmark", timeout=timeout
                 )
+                _check_sqlite_integers(params, call.arguments)
                 return self.execute_sqlite(conn, statement, params, deadline)
 
             def opener() -> sqlite3.Connection:
@@ -321,6 +329,7 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         return url, scheme, self.statement_timeout or call.timeout
 
     def _shape(self, columns: list[str], rows: list[Any], more: bool) -> Any:
+        columns = _unique(columns)
         records = [{c: json_safe(v) for c, v in zip(columns, row, strict=False)} for row in rows]
         if not more:
             return records
@@ -388,6 +397,8 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
         import psycopg
 
         ms = max(1, int(timeout * 1000))
+        for name, loader in _lenient_loaders().items():
+            conn.adapters.register_loader(name, loader)
         try:
             try:
                 conn.read_only = self.readonly
@@ -451,6 +462,90 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             conn.execute("ROLLBACK TO SAVEPOINT gateway_rows")
             return None
         return columns, rows
+
+
+_SQLITE_INTEGER = range(-(2**63), 2**63)
+
+
+def _check_sqlite_integers(params: list[Any], arguments: dict[str, Any]) -> None:
+    """Refuse an integer SQLite cannot bind (past 64 bits), naming the argument it came
+    from: binding raised ``OverflowError``, an ``exception`` with a traceback in the log,
+    for a value the schema (``type: integer``) accepted."""
+    for value in params:
+        if isinstance(value, int) and not isinstance(value, bool) and value not in _SQLITE_INTEGER:
+            name = next(_paths_of(value, arguments), "")
+            where = f"argument {name!r}: " if name else "a value of the query: "
+            raise ToolError(
+                "invalid_arguments",
+                f"{where}{value} is outside SQLite's integer range (-2**63 to 2**63-1)",
+                argument=name,
+            )
+
+
+def _paths_of(value: int, node: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths in ``node`` (the arguments) holding the integer ``value``."""
+    if isinstance(node, dict):
+        for key, item in node.items():
+            yield from _paths_of(value, item, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _paths_of(value, item, f"{path}.{i}")
+    elif isinstance(node, int) and not isinstance(node, bool) and node == value:
+        yield path
+
+
+@functools.cache
+def _lenient_loaders() -> dict[str, type[Loader]]:
+    """Loaders of ``date``, ``timestamp`` and ``timestamptz`` that give PostgreSQL's text
+    (``infinity``, ``0044-03-15 BC``, ``12000-01-01``) when Python's ``datetime`` cannot
+    hold the value: psycopg's own raise ``DataError``, failing the whole query."""
+    import psycopg
+    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+    class Date(DateLoader):
+        def load(self, data: Buffer) -> Any:
+            try:
+                return super().load(data)
+            except psycopg.DataError:
+                return bytes(data).decode()
+
+    class Timestamp(TimestampLoader):
+        def load(self, data: Buffer) -> Any:
+            try:
+                return super().load(data)
+            except psycopg.DataError:
+                return bytes(data).decode()
+
+    class Timestamptz(TimestamptzLoader):
+        def load(self, data: Buffer) -> Any:
+            try:
+                return super().load(data)
+            except psycopg.DataError:
+                return bytes(data).decode()
+
+    return {"date": Date, "timestamp": Timestamp, "timestamptz": Timestamptz}
+
+
+def _unique(columns: list[str]) -> list[str]:
+    """Column names made unique: a later duplicate gets ``_2``, ``_3``... (the first
+    free one), so ``SELECT a.id, b.id`` returns ``id`` and ``id_2`` instead of one ``id``
+    (a row is a JSON object; the second value overwrote the first). PostgreSQL names
+    every unnamed expression ``?column?``: they become ``?column?``, ``?column?_2``..."""
+    if len(set(columns)) == len(columns):
+        return columns
+    taken = set(columns)
+    seen: set[str] = set()
+    out = []
+    for name in columns:
+        if name in seen:
+            n = 2
+            while f"{name}_{n}" in taken:
+                n += 1
+            name = f"{name}_{n}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
 
 
 def sqlite_path(url: str) -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "NotStrictable",
     "assistant_tools",
     "builtin_parameters",
+    "declared_arguments",
     "strict_parameters",
     "tool_schemas",
 ]
@@ -49,6 +50,36 @@ _EMPTY: dict[str, Any] = {"type": "object", "properties": {}}
 _NOTED = ("default", "minLength", "maxLength", "minProperties", "maxProperties", "uniqueItems")
 _DROPPED = ("examples", "contains", "minContains", "maxContains", "propertyNames", "$schema")
 _NOT_STRICT = ("$ref", "not", "if", "then", "else", "patternProperties", "dependentSchemas")
+
+
+_OPEN_KEYWORDS = ("additionalProperties", "patternProperties", "unevaluatedProperties", "$ref")
+"""Top-level keywords by which a ``parameters`` schema says itself which other names it takes."""
+_COMPOSED = ("allOf", "anyOf", "oneOf", "then", "else")
+
+
+def declared_arguments(schema: Mapping[str, Any] | None) -> frozenset[str] | None:
+    """The argument names an action's ``parameters`` take, or ``None`` when the schema
+    says itself which others it allows (``additionalProperties``, ``patternProperties``,
+    ``unevaluatedProperties`` or a ``$ref``), or there is none (an ``Action`` built in
+    code: the loader gives every Python action one, from its signature).
+
+    Names come from ``properties`` and from those of its ``allOf``/``anyOf``/``oneOf``
+    branches. Any other name is refused before the call runs (JSON Schema alone would
+    let it through, into a template's ``{% if %}`` or a function's keyword argument).
+    """
+    if schema is None:
+        return None
+    if any(keyword in schema for keyword in _OPEN_KEYWORDS):
+        return None
+    names = set(schema.get("properties") or ())
+    for keyword in _COMPOSED:
+        branches = schema.get(keyword)
+        for branch in branches if isinstance(branches, list) else [branches]:
+            if isinstance(branch, Mapping):
+                if any(k in branch for k in _OPEN_KEYWORDS):
+                    return None
+                names.update(branch.get("properties") or ())
+    return frozenset(names)
 
 
 class NotStrictable(ValueError):
@@ -170,6 +201,9 @@ def _tool(
         # OpenAI refuses a tool whose parameters lack `properties` ("object schema
         # missing properties"); `{}` means the same: no named arguments.
         params["properties"] = {}
+    if not any(k in params for k in (*_OPEN_KEYWORDS, *_COMPOSED)):
+        # The runner refuses undeclared names (`declared_arguments`): say so to the model.
+        params["additionalProperties"] = False
     function: dict[str, Any] = {"name": name, "description": description, "parameters": params}
     if strict or api == "responses":
         # The Responses API treats a missing `strict` as true: always say it.

@@ -48,22 +48,31 @@ def database_dirs(action: Action, call: CallContext) -> dict[str, list[str]]:
     """
     name = getattr(action.config, "database", None)
     url = call.databases.get(name) if isinstance(name, str) else None
-    directory = None if url is None else _sqlite_directory(url)
-    if directory is None:
+    database = None if url is None else _sqlite_file(url)
+    if database is None:
         return {}
-    writable = getattr(action.config, "readonly", True) is False
-    return {"fs_write" if writable else "fs_read": [directory]}
+    directory = str(Path(database).parent)
+    if getattr(action.config, "readonly", True) is False:
+        return {"fs_write": [directory]}
+    # A WAL-mode database is read through its -shm and -wal files (``Start.fs_wal``).
+    return {"fs_read": [directory], "fs_wal": [database]}
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The resolved database file of a ``sqlite:`` URL; None for another URL."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split("://", 1)[-1].split("?", 1)[0]
+    path = path[1:] if path.startswith("/") else path  # as the sql kind reads it
+    if not path.startswith("/"):
+        return None  # relative or :memory: (the catalog resolves relative paths)
+    return str(Path(path).resolve())
 
 
 def _sqlite_directory(url: str) -> str | None:
     """The directory of a ``sqlite:`` URL's database file; None for another URL."""
-    if not url.startswith("sqlite:"):
-        return None
-    path = url.split("://", 1)[-1]
-    path = path[1:] if path.startswith("/") else path  # as the sql kind reads it
-    if not path.startswith("/"):
-        return None  # relative or :memory: (the catalog resolves relative paths)
-    return str(Path(path).resolve().parent)
+    database = _sqlite_file(url)
+    return None if database is None else str(Path(database).parent)
 
 
 def catalog_fs_policy(

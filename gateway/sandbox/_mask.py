@@ -9,7 +9,9 @@ what it receives, before its own cuts. Imports only the standard library.
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import urllib.parse
 from collections.abc import Mapping
 
@@ -62,17 +64,48 @@ def mask_cut(text: str, secrets: Mapping[str, str]) -> str:
 
 def _forms(value: str) -> list[str]:
     raw = value.encode()
+    percent = {urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
     forms = {
         value,
-        urllib.parse.quote(value, safe=""),
-        urllib.parse.quote_plus(value),
+        *percent,
+        # Lowercase hex digits (``%2f``): as some clients and servers write them.
+        *(_PERCENT.sub(lambda m: m.group().lower(), f) for f in percent),
         base64.b64encode(raw).decode(),
         base64.urlsafe_b64encode(raw).decode(),
-        json.dumps(value)[1:-1],
-        # As msgspec (a result, an error's JSON) writes it: escapes, non-ASCII text as is.
-        json.dumps(value, ensure_ascii=False)[1:-1],
+        *_json_forms(value),
+        *_html_forms(value),
         repr(value)[1:-1],
         repr(raw)[2:-1],
     }
     # Longest first, so a form containing another is replaced whole.
     return sorted((f for f in forms if len(f) >= MIN_MASKED), key=len, reverse=True)
+
+
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+_GO_ESCAPES = {"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"}
+"""What Go's ``encoding/json`` writes for HTML-sensitive characters (by default)."""
+
+
+def _json_forms(value: str) -> set[str]:
+    """A string's JSON spellings: non-ASCII escaped or as is (msgspec), ``/`` as ``\\/``
+    (PHP's ``json_encode``, many APIs) or not, ``&<>`` as Go's ``\\u0026`` or not."""
+    forms = set()
+    for ascii_only in (True, False):
+        text = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        for slash in (False, True):
+            slashed = text.replace("/", "\\/") if slash else text
+            forms.add(slashed)
+            forms.add("".join(_GO_ESCAPES.get(c, c) for c in slashed))
+    return forms
+
+
+def _html_forms(value: str) -> set[str]:
+    """A string's HTML-escaped spellings (an error page quoting it): ``&amp; &lt; &gt;
+    &quot;``, the apostrophe as ``&#39;`` or ``&#x27;``, ``/`` as is, ``&#x2F;`` or ``&#47;``."""
+    base = html.escape(value, quote=False).replace('"', "&quot;")
+    return {
+        base.replace("'", apostrophe).replace("/", slash)
+        for apostrophe in ("'", "&#39;", "&#x27;")
+        for slash in ("/", "&#x2F;", "&#47;")
+    }

@@ -198,6 +198,9 @@ class Start(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
 
     ``fs_read``/``fs_write``: directories this call alone may also read, or read
     and write (its SQLite database's), on top of the zygote's allow-list.
+    ``fs_wal``: SQLite database files a read-only call reads: when one is in WAL
+    mode, the call may also create and write its ``-wal`` and ``-shm`` files (and
+    nothing else there), which reading it needs.
     """
 
     id: int
@@ -206,6 +209,7 @@ class Start(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
     gid: int | None = None
     fs_read: list[str] = []
     fs_write: list[str] = []
+    fs_wal: list[str] = []
 
 
 class Kill(msgspec.Struct, frozen=True, kw_only=True, tag="kill"):

@@ -386,6 +386,7 @@ def run_call(
         extra = (
             *((p, _linux.FS_READ) for p in msg.fs_read),
             *((p, _DB_WRITE) for p in msg.fs_write),
+            *((p, _DB_WRITE) for p in _wal_files(msg.fs_wal)),
         )
         if ruleset is None or (extra and ready.shared):
             if ruleset is not None:
@@ -413,6 +414,46 @@ def run_call(
         os.environ.update(request.call.secrets)
     result = _execute(request, limits)
     return _answer(sock, result)
+
+
+def _wal_files(databases: list[str]) -> list[str]:
+    """The ``-wal`` and ``-shm`` files of those ``databases`` in WAL mode, made if missing.
+
+    A read-only connection to a WAL-mode database opens both files (it writes its
+    read marks into ``-shm``), and the last connection to close removes them: a
+    call allowed only to read the folder failed ("attempt to write a readonly
+    database"). They are made here, before Landlock and the uid change, with the
+    database's owner and mode (so the call may write them where it may write the
+    database, as SQLite would have made them), and the call gets a rule for each
+    file, not for the folder or the database.
+    """
+    files = []
+    for database in databases:
+        try:
+            with open(database, "rb") as fh:  # noqa: PTH123 - the header only
+                header = fh.read(20)
+                info = os.fstat(fh.fileno())
+        except OSError:
+            continue  # the call reports it
+        if header[:16] != b"SQLite format 3\x00" or header[18:20] != b"\x02\x02":
+            continue  # not WAL mode: a rollback journal is never needed to read
+        for suffix in ("-wal", "-shm"):
+            path = database + suffix
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                files.append(path)
+                continue
+            except OSError:
+                continue  # the folder is not ours to write: SQLite says why
+            try:
+                if os.geteuid() == 0:
+                    os.fchown(fd, info.st_uid, info.st_gid)
+                os.fchmod(fd, info.st_mode & 0o666)
+            finally:
+                os.close(fd)
+            files.append(path)
+    return files
 
 
 MESSAGE_CHARS = 2000

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import html
 import json
+import re
 import time
 import tracemalloc
 import urllib.parse
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.executors._common import ToolError
 from gateway.executors._pools import Pools
@@ -39,6 +42,28 @@ def _encoded(mb: int, codings: tuple[str, ...]) -> bytes:
     return body
 
 
+_ECHOED_AS: dict[str, Any] = {
+    "plain": lambda key: key,
+    # PHP's json_encode and many APIs: "/" escaped as "\\/".
+    "json_slash": lambda key: json.dumps({"error": key}).replace("/", "\\/"),
+    # Go's encoding/json: "&<>" as \\u0026 \\u003c \\u003e.
+    "json_go": lambda key: (
+        json.dumps({"error": key})
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+    ),
+    "html": lambda key: html.escape(key).replace("/", "&#x2F;"),
+    "html_decimal": lambda key: (
+        html.escape(key, quote=False).replace("'", "&#39;").replace("/", "&#47;")
+    ),
+    "percent_lower": lambda key: re.sub(
+        "%[0-9A-F]{2}", lambda m: m.group().lower(), urllib.parse.quote(key, safe="")
+    ),
+}
+"""How ``/reject`` echoes the key it refuses (``?as=``): the spellings APIs quote it in."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
@@ -58,9 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(int(parsed.path.rsplit("/", 1)[1]), b"  not   here\n" * 50, "text/plain")
             return
         if parsed.path == "/reject":  # an API echoing the key it refuses, after some text
-            pad = int(urllib.parse.parse_qs(parsed.query)["pad"][0])
-            key = urllib.parse.parse_qs(body)["key"][0]
-            self._send(401, ("x" * pad + key).encode(), "text/plain")
+            query = urllib.parse.parse_qs(parsed.query)
+            key = _ECHOED_AS[query.get("as", ["plain"])[0]](urllib.parse.parse_qs(body)["key"][0])
+            self._send(401, ("x" * int(query["pad"][0]) + key).encode(), "text/plain")
             return
         if parsed.path == "/slow":
             time.sleep(float(urllib.parse.parse_qs(parsed.query)["s"][0]))
@@ -166,6 +191,54 @@ def test_query_headers_and_secrets(server: str) -> None:
     result = _run(config, secrets={"API_TOKEN": "tok-abc"}, term="a&b=c")
     assert result["query"] == {"q": ["a&b=c"]}  # unit was not given: omitted
     assert result["headers"]["authorization"] == "Bearer tok-abc"
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+def test_values_in_text_templates_are_spelled_as_json(server: str, inline: bool) -> None:
+    """Booleans, lists and numbers in the URL, a query value, a header or a text body
+    were written in Python's spelling (``False``, ``[1, 2]``, ``1e+20``): JSON's now
+    (``false``, ``[1,2]``, ``100000000000000000000``); a whole JSON leaf keeps its type."""
+    config = HttpConfig(
+        url=server + "/items/{{ closed }}",
+        method="POST",
+        query={"closed": "{{ closed }}", "ids": "{{ ids }}", "limit": "{{ limit }}"},
+        headers={"X-Filter": "{{ filter }}", "X-Ratio": "{{ ratio }}"},
+        json={"closed": "{{ closed }}", "text": "closed={{ closed }}", "none": "{{ gone }}"},
+    )
+    run = _run_inline if inline else _run
+    got = run(
+        config,
+        closed=False,
+        ids=[1, 2],
+        limit=1e20,
+        filter={"a": [True, None]},
+        ratio=0.5,
+        gone=None,
+    )
+    assert got["raw_path"] == "/items/false"
+    assert got["query"] == {
+        "closed": ["false"],
+        "ids": ["[1,2]"],
+        "limit": ["100000000000000000000"],
+    }
+    assert got["headers"]["x-filter"] == '{"a":[true,null]}'
+    assert got["headers"]["x-ratio"] == "0.5"
+    assert json.loads(got["body"]) == {"closed": False, "text": "closed=false", "none": None}
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+def test_query_values_are_added_to_the_urls_own_query(server: str, inline: bool) -> None:
+    """A literal query in ``url`` (``?api-version=...``) was dropped whenever ``query:``
+    rendered a value (httpx replaces a URL's query with ``params``): both are sent, the
+    URL's own first."""
+    config = HttpConfig(url=server + "/q?api-version=2024-06-01&x=1", query={"q": "{{ q }}"})
+    run = _run_inline if inline else _run
+    both = run(config, q="a&b c")
+    assert both["query"] == {"api-version": ["2024-06-01"], "x": ["1"], "q": ["a&b c"]}
+    assert list(both["query"]) == ["api-version", "x", "q"]
+    assert run(config)["query"] == {"api-version": ["2024-06-01"], "x": ["1"]}
+    plain = run(HttpConfig(url=server + "/q", query={"q": "{{ q }}"}), q="z")
+    assert plain["query"] == {"q": ["z"]}
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
@@ -464,6 +537,50 @@ async def test_a_secret_echoed_in_an_error_body_is_masked_whole(
     assert json.loads(cut.output)["error"]["message"].startswith("HTTP 401 Unauthorized: xxx")
     assert token[:4] not in cut.output, cut.output[-60:]
     assert "abcdEFGH1234" not in pem_result.output, pem_result.output
+
+
+@pytest.mark.parametrize("isolation", ["sandbox", "inline"])
+async def test_a_secret_an_api_escapes_in_its_error_is_masked(
+    server: str, sandbox: Supervisor, isolation: str
+) -> None:
+    """An API quoting a refused key in JSON with ``/`` as ``\\/`` (PHP), ``&<>`` as Go's
+    ``\\u0026``, HTML entities or lowercase percent-encoding reached the model and the
+    log unmasked in the error's excerpt: each spelling is masked."""
+    root = Path().resolve()
+    token = "sk/live/9f8A<7b>&6C'5d"
+
+    def act(form: str) -> Action:
+        return Action(
+            name=form,
+            description="d",
+            kind_key="http",
+            config=HttpConfig(
+                url=f"{server}/reject?pad=3&as={form}",
+                method="POST",
+                form={"key": "{{ secrets.API_TOKEN }}"},
+            ),
+            secrets=["API_TOKEN"],
+            isolation=isolation,  # type: ignore[arg-type]
+        )
+
+    catalog = Catalog(
+        version="t",
+        root=root,
+        gateway_root=root,
+        loaded_at=0,
+        actions={form: act(form) for form in _ECHOED_AS},
+    )
+    runner = SandboxRunner(sandbox, environ={"API_TOKEN": token})
+    try:
+        for form in _ECHOED_AS:
+            with capture_logs() as logs:
+                result = await runner.run(catalog, form, {})
+            assert result.error_type == "http_status", result
+            assert "[redacted]" in result.output, (form, result.output)
+            seen = result.output + repr(logs)
+            assert "9f8A" not in seen, (form, seen)
+    finally:
+        await runner.aclose()
 
 
 @pytest.mark.parametrize("isolation", ["sandbox", "inline"])

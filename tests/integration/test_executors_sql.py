@@ -365,3 +365,153 @@ async def test_postgres_through_sandbox(pg_table: tuple[str, str], data_root: Pa
         assert hostile.output == "[]"
     finally:
         await sup.aclose()
+
+
+def _lite_run(data_root: Path, query: str, **arguments: Any) -> Any:
+    """``query`` on ``shop.db`` as the sandbox child runs it (``SqlConfig.run``)."""
+    config = SqlConfig(database="shop", query=query)
+    url = f"sqlite:///{data_root / 'shop.db'}"
+    return config.run(
+        CallContext(action="q", arguments=arguments, databases={"shop": url}, timeout=5)
+    )
+
+
+def test_sqlite_columns_of_one_name_are_all_returned(data_root: Path) -> None:
+    """``SELECT a.id, b.id`` (a join) returned one ``id`` per row, the last one (a row is
+    a JSON object keyed by column name): later duplicates are ``id_2``, ``id_3``..."""
+    rows = _lite_run(
+        data_root,
+        "SELECT a.id, a.status, b.id, b.status, b.id, 1 AS id_2 FROM orders a "
+        "JOIN orders b ON b.id = a.id + 1",
+    )
+    assert rows == [
+        {"id": 1042, "status": "shipped", "id_3": 1043, "status_2": "open", "id_4": 1043, "id_2": 1}
+    ]
+
+
+@pytest.mark.postgres
+def test_postgres_unnamed_columns_are_all_returned(pg_table: tuple[str, str]) -> None:
+    """PostgreSQL names each unnamed expression ``?column?``: all of them come back."""
+    url, table = pg_table
+    rows = _pg_run(
+        url, f"SELECT a.id, b.id, 1 + 1, 2 + 2 FROM {table} a JOIN {table} b ON b.id = a.id + 1"
+    )
+    assert rows == [{"id": 1, "id_2": 2, "?column?": 2, "?column?_2": 4}]
+
+
+@pytest.mark.postgres
+def test_postgres_dates_python_cannot_hold_come_back_as_text(pg_table: tuple[str, str]) -> None:
+    """``'infinity'::timestamptz`` or a BC date failed the whole query ("timestamp too
+    large"): such values come back as PostgreSQL writes them, the others as ISO 8601."""
+    url, _ = pg_table
+    rows = _pg_run(
+        url,
+        "SELECT 'infinity'::timestamptz AS a, '-infinity'::timestamp AS b, "
+        "'0044-03-15 BC'::date AS c, '12000-01-01'::date AS d, '2024-01-02'::date AS e, "
+        "'2024-01-02 03:04:05'::timestamp AS f, ARRAY['infinity'::date] AS g",
+    )
+    assert rows == [
+        {
+            "a": "infinity",
+            "b": "-infinity",
+            "c": "0044-03-15 BC",
+            "d": "12000-01-01",
+            "e": "2024-01-02",
+            "f": "2024-01-02T03:04:05",
+            "g": ["infinity"],
+        }
+    ]
+
+
+@pytest.mark.parametrize("sort", ["o.status", "o.id"])
+def test_a_dotted_ident_quotes_each_part(data_root: Path, sort: str) -> None:
+    """``ident(["o.status", "o.id"])`` printed ``"o.status"``, one unknown name that
+    SQLite reads as a string constant (no ordering at all): each part is quoted."""
+    query = 'SELECT o.id FROM orders o ORDER BY {{ sort | ident(["o.status", "o.id"]) }} DESC'
+    rows = _lite_run(data_root, query, sort=sort)
+    expected = [1042, 1043] if sort == "o.status" else [1043, 1042]  # shipped > open
+    assert [r["id"] for r in rows] == expected
+
+
+async def test_an_integer_sqlite_cannot_bind_is_invalid_arguments(
+    runner: SandboxRunner, catalog: Catalog
+) -> None:
+    """A schema-valid integer past 64 bits came back as ``exception`` (OverflowError
+    while binding, a traceback in the log): ``invalid_arguments`` naming the argument,
+    sandboxed and inline."""
+    for isolation in ("sandbox", "inline"):
+        action = msgspec.structs.replace(catalog.actions["order"], isolation=isolation)
+        one = msgspec.structs.replace(catalog, actions={"order": action})
+        result = await runner.run(one, "order", {"id": 10**29})
+        assert result.error_type == "invalid_arguments", (isolation, result)
+        assert "argument 'id'" in result.output and "10000000000000" in result.output
+        assert "Traceback" not in result.output
+        fits = await runner.run(one, "order", {"id": 2**63 - 1})
+        assert fits.output == "[]", (isolation, fits)
+
+
+@pytest.fixture
+def wal_root() -> Iterator[Path]:
+    """A directory the sandbox uid can use, holding wal.db in WAL mode (no -wal or -shm
+    file left: the last connection's close removed them)."""
+    root = Path(tempfile.mkdtemp(prefix="gw-sql-wal-"))
+    root.chmod(0o777)
+    conn = sqlite3.connect(root / "wal.db")
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO t VALUES (1, 'a')")
+    conn.commit()
+    conn.close()
+    (root / "wal.db").chmod(0o666)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_readonly_action_reads_a_wal_database_in_the_sandbox(wal_root: Path) -> None:
+    """A ``readonly`` sandboxed action on a WAL-mode database failed ("attempt to write a
+    readonly database": SQLite must create and write ``-shm`` and ``-wal``, and the call
+    could only read the folder): it reads, also rows a live writer has only in the WAL,
+    and still cannot write rows; the folder gets no other new file."""
+    catalog = Catalog(
+        version="t",
+        root=wal_root,
+        gateway_root=wal_root,
+        loaded_at=0,
+        databases={"wal": Database(name="wal", url="sqlite:///wal.db")},
+        actions={
+            "get": msgspec.structs.replace(
+                _sql("get", "SELECT id, name FROM t ORDER BY id"),
+                config=SqlConfig(database="wal", query="SELECT id, name FROM t ORDER BY id"),
+            ),
+            "wipe": msgspec.structs.replace(
+                _sql("wipe", "DELETE FROM t"),
+                config=SqlConfig(database="wal", query="DELETE FROM t"),
+            ),
+        },
+    )
+    sup = Supervisor(Settings())
+    await sup.start(catalog)
+    runner = SandboxRunner(sup)
+    try:
+        got = await runner.run(catalog, "get", {})
+        assert got.output == '[{"id":1,"name":"a"}]', got
+        wiped = await runner.run(catalog, "wipe", {})
+        assert wiped.error_type == "readonly", wiped
+        # A live writer: its row is in the -wal file only (not checkpointed).
+        writer = sqlite3.connect(wal_root / "wal.db")
+        try:
+            writer.execute("PRAGMA wal_autocheckpoint=0")
+            writer.execute("INSERT INTO t VALUES (2, 'b')")
+            writer.commit()
+            live = await runner.run(catalog, "get", {})
+            assert live.output == '[{"id":1,"name":"a"},{"id":2,"name":"b"}]', live
+        finally:
+            writer.close()
+    finally:
+        await sup.aclose()
+    with sqlite3.connect(wal_root / "wal.db") as check:
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    check.close()
+    assert {p.name for p in wal_root.iterdir()} <= {"wal.db", "wal.db-wal", "wal.db-shm"}

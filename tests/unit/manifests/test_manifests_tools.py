@@ -291,7 +291,8 @@ def test_parameters_without_properties_are_sent_with_empty_properties(tmp_path: 
     )
     catalog = load_catalog(root, environ={}, gateway_root=tmp_path)
     [chat] = tool_schemas(catalog, "a")
-    assert chat["function"]["parameters"] == {"type": "object", "properties": {}}
+    closed = {"type": "object", "properties": {}, "additionalProperties": False}
+    assert chat["function"]["parameters"] == closed
     [flat] = tool_schemas(catalog, "a", api="responses")
-    assert flat["parameters"] == {"type": "object", "properties": {}}
+    assert flat["parameters"] == closed
     assert catalog.actions["ping"].parameters == {"type": "object"}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import time
 import urllib.parse
 
@@ -39,6 +41,49 @@ def test_secret_forms_are_masked(leak: str) -> None:
     assert "[redacted]" in masked
     for form in (SECRET, urllib.parse.quote(SECRET, safe=""), "s3cr"):
         assert form not in masked
+
+
+ESCAPED = "sk/live/9f8A<7b>&6C'5d\""
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        json.dumps({"error": ESCAPED}).replace("/", "\\/"),
+        json.dumps({"error": ESCAPED}, ensure_ascii=False).replace("/", "\\/"),
+        json.dumps({"error": ESCAPED})
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e"),
+        json.dumps({"error": ESCAPED})
+        .replace("/", "\\/")
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e"),
+        html.escape(ESCAPED),
+        html.escape(ESCAPED).replace("&#x27;", "&#39;").replace("/", "&#x2F;"),
+        html.escape(ESCAPED).replace("/", "&#47;"),
+        re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), urllib.parse.quote(ESCAPED, safe="")),
+        re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), urllib.parse.quote_plus(ESCAPED)),
+    ],
+    ids=[
+        "json-slash",
+        "json-slash-unicode",
+        "json-go",
+        "json-go-slash",
+        "html",
+        "html-hex-slash",
+        "html-decimal-slash",
+        "percent-lower",
+        "plus-lower",
+    ],
+)
+def test_escaped_secret_forms_are_masked(leak: str) -> None:
+    """A secret as APIs escape it in an error (PHP's ``\\/``, Go's ``\\u0026``, HTML
+    entities, lowercase percent-encoding) is redacted."""
+    masked = mask(f"error: {leak} end", {"API_KEY": ESCAPED})
+    assert "[redacted]" in masked
+    assert "9f8a" not in masked.lower(), masked
 
 
 def test_short_values_and_other_text_are_left_alone() -> None:
