@@ -20,7 +20,7 @@ before its response starts is final once the SDK's retries are spent (never
 retried again here). A stream that breaks *after*
 the response started but before the first event reached the engine (a cut
 connection, a missing final event, an error event in the stream, an item
-that is not JSON or not of the expected shape) is
+that is not UTF-8, not JSON or not of the expected shape: ``_decoded``) is
 retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
@@ -315,25 +315,23 @@ class OpenAIProvider:
         try:
             # Read to the end even after the final item: a fully read response
             # returns its connection to the pool for the next call.
-            async for item in stream:
-                for event in reader.feed(item):
-                    yield event
-                if reader.size > limit:
-                    # A runaway answer: closing the stream (``finally``) stops the server
-                    # generating; it ends as cut by a token limit, its tool calls unrun.
-                    usage = _estimated_usage(body, reader.size)
-                    log.warning(
-                        "provider answer over max_answer_chars; cut",
-                        provider=self.name,
-                        max_answer_chars=limit,
-                        estimated_prompt_tokens=usage.prompt_tokens,
-                        estimated_completion_tokens=usage.completion_tokens,
-                    )
-                    yield ModelDone(usage, "length")
-                    return
-        except json.JSONDecodeError:
-            # The SDK parses each ``data:`` line with ``json.loads`` and lets this escape.
-            raise StreamFailed("the stream carried malformed JSON") from None
+            async with contextlib.aclosing(_decoded(stream)) as items:
+                async for item in items:
+                    for event in reader.feed(item):
+                        yield event
+                    if reader.size > limit:
+                        # A runaway answer: closing the stream (``finally``) stops the server
+                        # generating; it ends as cut by a token limit, its tool calls unrun.
+                        usage = _estimated_usage(body, reader.size)
+                        log.warning(
+                            "provider answer over max_answer_chars; cut",
+                            provider=self.name,
+                            max_answer_chars=limit,
+                            estimated_prompt_tokens=usage.prompt_tokens,
+                            estimated_completion_tokens=usage.completion_tokens,
+                        )
+                        yield ModelDone(usage, "length")
+                        return
         except openai.APIConnectionError:
             if not reader.whole:
                 raise
@@ -550,6 +548,34 @@ async def _bounded_events(read: Any, limit: int) -> AsyncIterator[bytes]:
             raise TooLarge(f"the server streamed an event of more than {limit:,} bytes")
         tail = data[-3:]
         yield chunk
+
+
+async def _decoded(stream: openai.AsyncStream[Any]) -> AsyncGenerator[Any, None]:
+    """``stream``'s items, the SDK's decoding errors as ``StreamFailed``.
+
+    The SDK decodes each line as UTF-8 and parses each ``data:`` line with
+    ``json.loads``, and lets their ``ValueError`` escape: it crashed the run
+    (500 ``internal_error``) instead of failing the call as the server's fault.
+    Only the SDK's iteration is covered here, not what the reader does with an item.
+
+    Raises:
+        StreamFailed: a line is not UTF-8, or not JSON, or an item not of its type.
+    """
+    iterator = aiter(stream)
+    while True:
+        try:
+            item = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except UnicodeDecodeError:
+            raise StreamFailed("the stream carried text that is not UTF-8") from None
+        except json.JSONDecodeError:
+            raise StreamFailed("the stream carried malformed JSON") from None
+        except ValueError as exc:  # pydantic's ValidationError building a typed item
+            raise StreamFailed(
+                f"the stream carried a malformed item ({type(exc).__name__})"
+            ) from None
+        yield item
 
 
 def _mid_stream(exc: BaseException) -> bool:

@@ -508,6 +508,35 @@ async def test_malformed_stream_items_are_provider_errors_and_retried(
     assert raw_sse.requests == 2  # nothing was handed out: retried once
 
 
+NOT_UTF8 = {
+    "chat": b'data: {"choices": [{"index": 0, "delta": {"content": "caf\xe9 \xff"}}]}\n\n',
+    "responses": b"event: response.output_text.delta\n"
+    b'data: {"type": "response.output_text.delta", "item_id": "m", "delta": "caf\xe9"}\n\n',
+}
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_stream_that_is_not_utf8_is_a_provider_error_and_retried(
+    raw_sse: RawSSE, api: str
+) -> None:
+    """Bytes that are not UTF-8 in a stream (a proxy re-encoding to Latin-1, a broken
+    server) fail the call as the server's fault, retried while nothing was handed out:
+    before, the SDK's UnicodeDecodeError escaped the provider and crashed the run (500
+    ``internal_error`` with a traceback)."""
+    config = ProviderConfig(name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=1)
+    provider = API_KINDS[api](config)
+    raw_sse.bodies = [NOT_UTF8[api], NOT_UTF8[api]]
+    try:
+        with pytest.raises(ProviderError) as info:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert info.value.message == (
+        "model provider 'raw' reported an error: the stream carried text that is not UTF-8"
+    )
+    assert raw_sse.requests == 2  # nothing was handed out: retried once
+
+
 async def test_a_key_sent_as_a_header_is_redacted_too(fake: FakeOpenAI) -> None:
     """A key in default_headers (Azure's api-key) is hidden from errors like api_key is."""
     config = ProviderConfig(
