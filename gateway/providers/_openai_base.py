@@ -81,7 +81,8 @@ except ImportError:  # pragma: no cover - openai 1.x and 2.x read through httpx
 """What reading a response body the SDK opened raises when the connection fails."""
 
 MAX_ANSWER_CHARS = 2_000_000
-"""How many characters of text, reasoning and tool-call arguments one answer may stream.
+"""How many characters of text, reasoning and tool calls (names, ids, arguments) one
+answer may stream.
 
 Far above what any model writes in one answer (128k output tokens are about
 500,000 characters), so only a runaway stream meets it: a local server
@@ -124,7 +125,7 @@ class ProviderConfig:
     ) -> None:
         """Describe a server; ``base_url`` None means OpenAI's own endpoint.
 
-        ``max_answer_chars``: one answer's text, reasoning and tool-call arguments;
+        ``max_answer_chars``: one answer's text, reasoning and tool calls;
         past it the stream is closed and the answer ends cut (``finish_reason``
         ``length``), see ``MAX_ANSWER_CHARS``; a JSON body answered instead of
         a stream over it fails the call (``_read_json``).
@@ -170,8 +171,8 @@ class StreamReader(Protocol):
     """Turns one call's streamed items into model events."""
 
     size: int
-    """Characters of text, reasoning and tool-call arguments read so far
-    (``max_answer_chars``)."""
+    """Characters of text, reasoning and tool calls (names, ids, arguments) read so
+    far (``max_answer_chars``)."""
 
     @property
     def whole(self) -> bool:

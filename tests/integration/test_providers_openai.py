@@ -661,6 +661,79 @@ async def test_a_chat_stream_cut_after_its_finish_reason_keeps_the_answer(
         await provider.aclose()
 
 
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("part", ["name", "id"])
+async def test_tool_call_names_and_ids_count_toward_the_size_limit(
+    fake: FakeOpenAI, api: str, part: str
+) -> None:
+    """A call's name and id count toward ``max_answer_chars`` like its arguments: calls
+    with 1 MB names and no arguments were never counted, so 60 of them (60 MB) went
+    through, into memory, log lines and the stored thread."""
+    huge = "x" * 3_000
+    fake.add_tool_calls(
+        [
+            (huge, {}, f"id{n}") if part == "name" else ("get_weather", {}, huge + str(n))
+            for n in (1, 2)
+        ]
+    )
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", max_retries=0, max_answer_chars=5_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert not any(isinstance(e, ToolCallRequest) for e in events)
+    assert isinstance(events[-1], ModelDone) and events[-1].finish_reason == "length"
+
+
+async def test_responses_items_with_whole_arguments_count_toward_the_size_limit(
+    raw_sse: RawSSE,
+) -> None:
+    """``response.output_item.done`` items that carry their whole arguments (no deltas
+    before them) count toward ``max_answer_chars``: they were never counted, so 20 items
+    of 1 MB arguments made one 20 MB answer."""
+    item = {"type": "function_call", "name": "get_weather", "status": "completed"}
+    events = [
+        {
+            "type": "response.output_item.done",
+            "output_index": n,
+            "item": {**item, "id": f"fc{n}", "call_id": f"c{n}", "arguments": "y" * 3_000},
+        }
+        for n in range(3)
+    ]
+    events.append({"type": "response.completed", "response": {"output": []}})
+    raw_sse.bodies = [b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)]
+    config = ProviderConfig(
+        name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=0, max_answer_chars=5_000
+    )
+    provider = API_KINDS["responses"](config)
+    try:
+        got = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert not any(isinstance(e, ToolCallRequest) for e in got)
+    assert isinstance(got[-1], ModelDone) and got[-1].finish_reason == "length"
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_whole_call_is_counted_once(fake: FakeOpenAI, api: str) -> None:
+    """A call streamed in deltas and repeated whole at its end (``output_item.done``,
+    ``response.completed``) counts once: an answer under the limit is not cut."""
+    args = {"city": "P" * 1_500}
+    fake.add_tool_calls([("get_weather", args)])
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", max_retries=0, max_answer_chars=2_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert [call[1:] for call in _calls(events)] == [("get_weather", args)]
+
+
 def _reasoning_stream(api: str, chunks: int) -> bytes:
     """An SSE body that streams ``chunks`` pieces of reasoning (100 characters each) and then
     ends normally with a short answer."""
