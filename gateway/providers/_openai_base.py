@@ -24,6 +24,9 @@ that is not UTF-8, not JSON or not of the expected shape: ``_decoded``) is
 retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
+A call, its retries included, that has not finished its answer within
+``max_stream_seconds`` (``MAX_STREAM_SECONDS``; ``timeout`` is per wait, which a
+stream kept alive never meets) fails, not retried, its stream closed.
 An answer longer than ``max_answer_chars`` (``MAX_ANSWER_CHARS``) is cut: the
 stream is closed and the call ends with ``finish_reason`` ``length``, its usage
 estimated (the server's counts come last, never read: ``_estimated_usage``).
@@ -45,7 +48,7 @@ import json
 import random
 import re
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import httpx
@@ -61,6 +64,7 @@ from gateway.providers.base import ModelDone, ModelEvent, ModelRequest, Usage
 __all__ = [
     "API_KINDS",
     "MAX_ANSWER_CHARS",
+    "MAX_STREAM_SECONDS",
     "IncompleteStream",
     "OpenAIProvider",
     "ProviderConfig",
@@ -91,6 +95,15 @@ thinking in circles) or a broken proxy. Without it such an answer grew in
 memory, in the run's log and in the store, and held its thread (409) for as
 long as the server went on."""
 
+MAX_STREAM_SECONDS = 600.0
+"""How long one model call may take in all, by default (``max_stream_seconds``).
+
+``timeout`` is the SDK's, per request and per read: a server that keeps a
+stream alive without ever finishing it (an empty chunk or an SSE comment every
+second, text trickled slowly) never meets it, and held the run and its thread
+(409 for the next message) for as long as it went on. Ten minutes is more than
+an answer of the longest reasoning models takes when streamed."""
+
 _INITIAL_DELAY = 0.5
 _MAX_DELAY = 8.0
 _KEY_PATTERN = re.compile(r"\b(sk|rk|pk|key)-[A-Za-z0-9_\-*]{6,}")
@@ -108,6 +121,7 @@ class ProviderConfig:
         "default_headers",
         "max_answer_chars",
         "max_retries",
+        "max_stream_seconds",
         "name",
         "timeout",
     )
@@ -122,6 +136,7 @@ class ProviderConfig:
         max_retries: int = 2,
         default_headers: dict[str, str] | None = None,
         max_answer_chars: int = MAX_ANSWER_CHARS,
+        max_stream_seconds: float = MAX_STREAM_SECONDS,
     ) -> None:
         """Describe a server; ``base_url`` None means OpenAI's own endpoint.
 
@@ -129,6 +144,10 @@ class ProviderConfig:
         past it the stream is closed and the answer ends cut (``finish_reason``
         ``length``), see ``MAX_ANSWER_CHARS``; a JSON body answered instead of
         a stream over it fails the call (``_read_json``).
+
+        ``max_stream_seconds``: how long one model call (its retries included)
+        may take in all to finish its answer, see ``MAX_STREAM_SECONDS``;
+        ``timeout`` bounds each wait for the server (a request, one read).
         """
         self.name = name
         self.base_url = base_url
@@ -137,6 +156,7 @@ class ProviderConfig:
         self.max_retries = max_retries
         self.default_headers = dict(default_headers or {})
         self.max_answer_chars = max_answer_chars
+        self.max_stream_seconds = max_stream_seconds
 
 
 class TooLarge(Exception):
@@ -157,6 +177,34 @@ class _RequestFailed(Exception):
     def __init__(self, error: openai.OpenAIError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _Overdue(Exception):
+    """The call did not end within ``max_stream_seconds`` (``_before``)."""
+
+
+_T = TypeVar("_T")
+
+
+async def _before(deadline: float, step: Awaitable[_T]) -> _T:
+    """``await step``, unless the loop's clock passes ``deadline`` first.
+
+    Only this wait is bounded, not the consumer's work between two events: a
+    timeout around the whole generator would cancel whatever the engine awaits
+    at that moment instead.
+
+    Raises:
+        _Overdue: the deadline passed (``step`` is cancelled; a stream's
+            ``finally`` closes its response).
+    """
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            return await step
+    except TimeoutError:
+        if scope.expired():
+            raise _Overdue from None
+        raise
 
 
 class StreamFailed(Exception):
@@ -238,17 +286,25 @@ class OpenAIProvider:
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
-        """Stream one call, retrying a broken stream until its first event; see module doc."""
+        """Stream one call, retrying a broken stream until its first event; see module doc.
+
+        The call, its retries included, must end within ``max_stream_seconds``;
+        only the waits for the server count (not the engine's work between events).
+        """
+        deadline = asyncio.get_running_loop().time() + self.config.max_stream_seconds
         attempt = 0
         while True:
             handed_out = False
             try:
                 # aclosing: when the engine stops early, the HTTP stream closes now, not at GC.
                 async with contextlib.aclosing(self._stream_once(request)) as events:
-                    async for event in events:
+                    while (event := await _before(deadline, anext(events, None))) is not None:
                         handed_out = True
                         yield event
                 return
+            except _Overdue:
+                # Not retried: a server that trickled for this long would do it again.
+                raise self._failed(_Overdue()) from None
             except _RequestFailed as failed:
                 # The SDK's own retries (``max_retries``) are spent: retrying here too
                 # would make a server that is down or hangs cost (max_retries + 1)² tries.
@@ -265,7 +321,10 @@ class OpenAIProvider:
                         delay_s=round(delay, 3),
                         error=type(exc).__name__,
                     )
-                    await asyncio.sleep(delay)
+                    try:
+                        await _before(deadline, asyncio.sleep(delay))
+                    except _Overdue:
+                        raise self._failed(_Overdue()) from None
                     continue
                 raise self._failed(exc) from None
 
@@ -373,6 +432,9 @@ class OpenAIProvider:
     def _error(self, exc: BaseException) -> ProviderError:
         """A ``ProviderError`` naming what failed, with no keys in it."""
         prefix = f"model provider {self.name!r}"
+        if isinstance(exc, _Overdue):
+            seconds = self.config.max_stream_seconds
+            return ProviderError(f"{prefix}: no complete answer within {seconds:g} s")
         if isinstance(exc, IncompleteStream | TooLarge):
             return ProviderError(f"{prefix}: {exc}")
         if isinstance(exc, StreamFailed):

@@ -200,3 +200,28 @@ def test_a_call_id_holding_nul_keeps_its_result_on_later_runs(
     [result] = _sent_results(later).values()
     assert "Nulburg" in result and "interrupted" not in result
     assert _sent_ids(later) == list(_sent_results(later))
+
+
+def test_a_stream_that_never_finishes_frees_its_thread_after_max_stream_seconds(
+    gateway_server: ServerFactory, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """A model server sending an SSE comment every 0.1 s and never the end of its answer
+    fails the run with a 502 ``provider_error`` after the provider's
+    ``max_stream_seconds``, and the thread takes the next message: before, the run held
+    the thread (409) for as long as the server went on."""
+    manifests = write_api_manifests(tmp_path / "site")
+    write_remote(manifests, fake, provider="max_stream_seconds: 1\n")
+    server = gateway_server(manifests)
+    fake.add_text("Let me think")
+    fake.stall_stream_after(1, every=0.1)
+    fake.add_text("Here it is.")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        thread_id = c.get("/start", params={"assistant": "remote"}).json()["thread_id"]
+        stuck = c.post("/chat", json={"thread_id": thread_id, "message": "hard question"})
+        assert stuck.status_code == 502, stuck.text
+        error = stuck.json()["error"]
+        assert error["type"] == "provider_error"
+        assert error["message"] == "model provider 'fake': no complete answer within 1 s"
+        again = c.post("/chat", json={"thread_id": thread_id, "message": "so?"})
+        assert again.status_code == 200, again.text
+        assert again.json()["responses"] == ["Here it is."]

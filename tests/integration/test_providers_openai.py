@@ -537,6 +537,30 @@ async def test_a_stream_that_is_not_utf8_is_a_provider_error_and_retried(
     assert raw_sse.requests == 2  # nothing was handed out: retried once
 
 
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("filler", ["comment", "empty", "text"])
+async def test_a_stream_that_never_finishes_fails_at_max_stream_seconds(
+    fake: FakeOpenAI, api: str, filler: str
+) -> None:
+    """A server that keeps its stream alive but never finishes the answer (SSE comments,
+    empty chunks, text trickled slowly) fails the call after ``max_stream_seconds``, not
+    retried: ``timeout`` is per read, so such a stream held the run and its thread
+    forever."""
+    fake.add_text("Thinking")
+    fake.stall_stream_after(1, every=0.1, filler=filler)
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", timeout=5, max_stream_seconds=1
+    )
+    provider = API_KINDS[api](config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await asyncio.wait_for(_collect(provider), 15)
+    finally:
+        await provider.aclose()
+    assert failed.value.message == "model provider 'fake': no complete answer within 1 s"
+    assert len(fake.model_requests()) == 1
+
+
 async def test_a_key_sent_as_a_header_is_redacted_too(fake: FakeOpenAI) -> None:
     """A key in default_headers (Azure's api-key) is hidden from errors like api_key is."""
     config = ProviderConfig(
