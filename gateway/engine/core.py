@@ -6,8 +6,9 @@ stop the run. One run at a time per thread is enforced by the store (so it
 holds across replicas). One background task renews the leases of every run
 this process executes, in one statement every third of the store's lease; a
 replica that dies stops renewing, and its threads are free once the lease
-lapses (see ``gateway.store.base``). Finished logs stay in memory for a while (bounded
-LRU) and are stored for replay after a restart or from another replica. With a
+lapses (see ``gateway.store.base``). Finished logs stay in memory for a while (an
+LRU bounded by count and by bytes, ``KEEP_FINISHED_BYTES``) and are stored for replay
+after a restart or from another replica (or once the LRU dropped them). With a
 shared store, a running run's events are also stored in batches every
 ``GATEWAY_EVENT_FLUSH_MS``, so another replica follows it live (``replay``);
 one follower per remote run serves every client of this replica.
@@ -48,7 +49,14 @@ from gateway.providers.base import ChatMessage
 from gateway.settings import Settings
 from gateway.store.base import INTERRUPTED, RunRecord, ThreadRecord, ThreadStore
 
-__all__ = ["Engine", "ProviderLookup", "RunHandle"]
+__all__ = ["KEEP_FINISHED_BYTES", "Engine", "ProviderLookup", "RunHandle"]
+
+KEEP_FINISHED_BYTES = 64 << 20
+"""How much memory the finished run logs kept for replay may hold in all (64 MiB).
+
+Each streamed delta costs about 150 bytes in memory: 1000 runs of an ordinary
+length are a few MB, but one runaway answer of 500,000 one-character chunks
+held 70 MB for as long as it stayed among the last 1000 runs."""
 
 _logger = structlog.get_logger("gateway.engine")
 
@@ -70,6 +78,10 @@ class Engine:
             ``history_max_messages`` / ``history_max_kb``); an assistant's
             ``history`` overrides it for its runs.
         keep_finished: how many finished run logs stay in memory.
+        keep_finished_bytes: how many bytes (``RunLog.nbytes``, an estimate) they
+            may hold in all: the oldest go first, and a log larger than this alone
+            is not kept. A log that is no longer kept is read from the store
+            again (the same events and sequence numbers) when a client asks.
     """
 
     def __init__(
@@ -82,6 +94,7 @@ class Engine:
         settings: Settings,
         history: HistoryBudget | None = None,
         keep_finished: int = 1000,
+        keep_finished_bytes: int = KEEP_FINISHED_BYTES,
     ) -> None:
         self._catalog, self._store, self._runner = catalog, store, runner
         self._providers, self._settings = providers, settings
@@ -89,6 +102,7 @@ class Engine:
             max_messages=settings.history_max_messages, max_chars=settings.history_max_kb * 1000
         )
         self._keep_finished = keep_finished
+        self._keep_finished_bytes = keep_finished_bytes
         self._live: dict[str, RunHandle] = {}  # run id -> handle, while running
         self._bodies: dict[str, RunTask] = {}  # run id -> its loop, while running
         self._lease_task: asyncio.Task[None] | None = None
@@ -437,10 +451,22 @@ class Engine:
         return task
 
     def _remember(self, log: RunLog) -> None:
+        """Keep ``log`` in the cache of finished logs, within its count and its bytes.
+
+        The total is summed afresh (at most ``keep_finished`` logs): a running total
+        would drift as logs leave the cache elsewhere (a deleted thread).
+        """
+        if log.nbytes > self._keep_finished_bytes:  # would push every other log out
+            self._finished.pop(log.run_id, None)
+            return
         self._finished[log.run_id] = log
         self._finished.move_to_end(log.run_id)
-        while len(self._finished) > self._keep_finished:
-            self._finished.popitem(last=False)
+        size = sum(kept.nbytes for kept in self._finished.values())
+        while self._finished and (
+            len(self._finished) > self._keep_finished or size > self._keep_finished_bytes
+        ):
+            _, dropped = self._finished.popitem(last=False)
+            size -= dropped.nbytes
 
     # -- reading and cancelling ---------------------------------------------------
 

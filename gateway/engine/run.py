@@ -124,6 +124,27 @@ def _store_failure(exc: BaseException) -> NotReady | None:
     return None
 
 
+_ENCODE_ON_LOOP_EVENTS = 2048
+"""A finished log of more events than this is encoded in a worker thread (``_encoded``)."""
+
+
+async def _encoded(log: RunLog, final: list[Event]) -> list[bytes]:
+    """``log``'s events and then ``final`` as stored frames.
+
+    A long log (hundreds of thousands of one-character deltas from a trickling
+    model) took seconds to encode, every other request of the server waiting:
+    past ``_ENCODE_ON_LOOP_EVENTS`` it is encoded in a worker thread. Safe: only
+    the run's own task appends to its log, and it waits here; readers only read.
+    """
+
+    def encode() -> list[bytes]:
+        return log.encoded() + [encode_ws(event) for event in final]
+
+    if len(log) > _ENCODE_ON_LOOP_EVENTS:
+        return await asyncio.to_thread(encode)
+    return encode()
+
+
 def _ending(record: RunRecord | None, *, vanished: bool) -> tuple[RunStatus, ErrorInfo]:
     """How a superseded run ends: as ``record`` (read from the store) says it ended;
     cancelled (``_DELETED``) when it ``vanished`` (the store read it as gone)."""
@@ -640,7 +661,7 @@ class RunTask:
             # ``done`` may start the next run on the thread at once.
             try:
                 # Encoded in here: whatever fails, the log still ends (below).
-                events = self.log.encoded() + [encode_ws(event) for event in final]
+                events = await _encoded(self.log, final)
                 if answer is None:
                     kept = await self.store.finish_run(record, events)
                 else:

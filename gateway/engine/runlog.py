@@ -20,6 +20,7 @@ from gateway.events import (
     Event,
     IncompleteDetails,
     MessageCompleted,
+    MessageDelta,
     Metadata,
     RunCompleted,
     RunFailed,
@@ -32,6 +33,21 @@ from gateway.events import (
 from gateway.providers.base import Usage
 
 __all__ = ["RunHandle", "RunLog", "RunResult", "collect_result"]
+
+_EVENT_BYTES = 160
+"""Memory one event holds beyond its text, about: its object, its slot in the log, and
+a delta's own string header (a one-character delta costs this much)."""
+
+
+def _weight(event: Event) -> int:
+    """About how many bytes ``event`` holds in memory (``RunLog.nbytes``).
+
+    A delta (the bulk of a log: one per streamed chunk) is weighed by its text;
+    any other event by its encoded size, which its text (a tool's output) dominates.
+    """
+    if isinstance(event, MessageDelta):
+        return _EVENT_BYTES + len(event.delta)
+    return _EVENT_BYTES + len(encode_ws(event))
 
 
 class RunLog:
@@ -47,6 +63,7 @@ class RunLog:
         self._events: list[Event] = []
         self._changed = asyncio.Event()
         self._done = False
+        self._nbytes = 0
 
     @property
     def done(self) -> bool:
@@ -55,6 +72,12 @@ class RunLog:
 
     def __len__(self) -> int:
         return len(self._events)
+
+    @property
+    def nbytes(self) -> int:
+        """About how many bytes of memory the events hold (what bounds the engine's cache
+        of finished logs); an estimate, kept as events are appended."""
+        return self._nbytes
 
     @property
     def events(self) -> list[Event]:
@@ -70,6 +93,7 @@ class RunLog:
         if self._done:
             raise RuntimeError(f"run {self.run_id} is done; cannot append {event.name}")
         self._events.append(event)
+        self._nbytes += _weight(event)
         if isinstance(event, Done):
             self._done = True
         changed, self._changed = self._changed, asyncio.Event()

@@ -388,6 +388,8 @@ class Provider(_Strict, frozen=True, tag="provider", tag_field="kind"):
     timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 60.0
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
     default_headers: dict[str, str] = {}
+    max_stream_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 600.0
+    """How long one model call (retries included) may take to finish its answer."""
 
 
 Document = Action | Assistant | Database | Provider

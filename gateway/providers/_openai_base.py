@@ -20,10 +20,13 @@ before its response starts is final once the SDK's retries are spent (never
 retried again here). A stream that breaks *after*
 the response started but before the first event reached the engine (a cut
 connection, a missing final event, an error event in the stream, an item
-that is not JSON or not of the expected shape) is
+that is not UTF-8, not JSON or not of the expected shape: ``_decoded``) is
 retried here with the same backoff, up to ``max_retries`` more attempts
 (each with its own SDK retries); once an event has been handed out, a
 failure is final (a retry would duplicate text the client already saw).
+A call, its retries included, that has not finished its answer within
+``max_stream_seconds`` (``MAX_STREAM_SECONDS``; ``timeout`` is per wait, which a
+stream kept alive never meets) fails, not retried, its stream closed.
 An answer longer than ``max_answer_chars`` (``MAX_ANSWER_CHARS``) is cut: the
 stream is closed and the call ends with ``finish_reason`` ``length``, its usage
 estimated (the server's counts come last, never read: ``_estimated_usage``).
@@ -45,7 +48,7 @@ import json
 import random
 import re
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import httpx
@@ -61,6 +64,7 @@ from gateway.providers.base import ModelDone, ModelEvent, ModelRequest, Usage
 __all__ = [
     "API_KINDS",
     "MAX_ANSWER_CHARS",
+    "MAX_STREAM_SECONDS",
     "IncompleteStream",
     "OpenAIProvider",
     "ProviderConfig",
@@ -81,7 +85,8 @@ except ImportError:  # pragma: no cover - openai 1.x and 2.x read through httpx
 """What reading a response body the SDK opened raises when the connection fails."""
 
 MAX_ANSWER_CHARS = 2_000_000
-"""How many characters of text, reasoning and tool-call arguments one answer may stream.
+"""How many characters of text, reasoning and tool calls (names, ids, arguments) one
+answer may stream.
 
 Far above what any model writes in one answer (128k output tokens are about
 500,000 characters), so only a runaway stream meets it: a local server
@@ -89,6 +94,15 @@ generating forever (no token limit, a model in a loop, a reasoning model
 thinking in circles) or a broken proxy. Without it such an answer grew in
 memory, in the run's log and in the store, and held its thread (409) for as
 long as the server went on."""
+
+MAX_STREAM_SECONDS = 600.0
+"""How long one model call may take in all, by default (``max_stream_seconds``).
+
+``timeout`` is the SDK's, per request and per read: a server that keeps a
+stream alive without ever finishing it (an empty chunk or an SSE comment every
+second, text trickled slowly) never meets it, and held the run and its thread
+(409 for the next message) for as long as it went on. Ten minutes is more than
+an answer of the longest reasoning models takes when streamed."""
 
 _INITIAL_DELAY = 0.5
 _MAX_DELAY = 8.0
@@ -107,6 +121,7 @@ class ProviderConfig:
         "default_headers",
         "max_answer_chars",
         "max_retries",
+        "max_stream_seconds",
         "name",
         "timeout",
     )
@@ -121,13 +136,18 @@ class ProviderConfig:
         max_retries: int = 2,
         default_headers: dict[str, str] | None = None,
         max_answer_chars: int = MAX_ANSWER_CHARS,
+        max_stream_seconds: float = MAX_STREAM_SECONDS,
     ) -> None:
         """Describe a server; ``base_url`` None means OpenAI's own endpoint.
 
-        ``max_answer_chars``: one answer's text, reasoning and tool-call arguments;
+        ``max_answer_chars``: one answer's text, reasoning and tool calls;
         past it the stream is closed and the answer ends cut (``finish_reason``
         ``length``), see ``MAX_ANSWER_CHARS``; a JSON body answered instead of
         a stream over it fails the call (``_read_json``).
+
+        ``max_stream_seconds``: how long one model call (its retries included)
+        may take in all to finish its answer, see ``MAX_STREAM_SECONDS``;
+        ``timeout`` bounds each wait for the server (a request, one read).
         """
         self.name = name
         self.base_url = base_url
@@ -136,6 +156,7 @@ class ProviderConfig:
         self.max_retries = max_retries
         self.default_headers = dict(default_headers or {})
         self.max_answer_chars = max_answer_chars
+        self.max_stream_seconds = max_stream_seconds
 
 
 class TooLarge(Exception):
@@ -158,6 +179,34 @@ class _RequestFailed(Exception):
         self.error = error
 
 
+class _Overdue(Exception):
+    """The call did not end within ``max_stream_seconds`` (``_before``)."""
+
+
+_T = TypeVar("_T")
+
+
+async def _before(deadline: float, step: Awaitable[_T]) -> _T:
+    """``await step``, unless the loop's clock passes ``deadline`` first.
+
+    Only this wait is bounded, not the consumer's work between two events: a
+    timeout around the whole generator would cancel whatever the engine awaits
+    at that moment instead.
+
+    Raises:
+        _Overdue: the deadline passed (``step`` is cancelled; a stream's
+            ``finally`` closes its response).
+    """
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            return await step
+    except TimeoutError:
+        if scope.expired():
+            raise _Overdue from None
+        raise
+
+
 class StreamFailed(Exception):
     """The server reported an error inside a started stream (an SSE error event)."""
 
@@ -170,8 +219,8 @@ class StreamReader(Protocol):
     """Turns one call's streamed items into model events."""
 
     size: int
-    """Characters of text, reasoning and tool-call arguments read so far
-    (``max_answer_chars``)."""
+    """Characters of text, reasoning and tool calls (names, ids, arguments) read so
+    far (``max_answer_chars``)."""
 
     @property
     def whole(self) -> bool:
@@ -237,17 +286,25 @@ class OpenAIProvider:
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
-        """Stream one call, retrying a broken stream until its first event; see module doc."""
+        """Stream one call, retrying a broken stream until its first event; see module doc.
+
+        The call, its retries included, must end within ``max_stream_seconds``;
+        only the waits for the server count (not the engine's work between events).
+        """
+        deadline = asyncio.get_running_loop().time() + self.config.max_stream_seconds
         attempt = 0
         while True:
             handed_out = False
             try:
                 # aclosing: when the engine stops early, the HTTP stream closes now, not at GC.
                 async with contextlib.aclosing(self._stream_once(request)) as events:
-                    async for event in events:
+                    while (event := await _before(deadline, anext(events, None))) is not None:
                         handed_out = True
                         yield event
                 return
+            except _Overdue:
+                # Not retried: a server that trickled for this long would do it again.
+                raise self._failed(_Overdue()) from None
             except _RequestFailed as failed:
                 # The SDK's own retries (``max_retries``) are spent: retrying here too
                 # would make a server that is down or hangs cost (max_retries + 1)² tries.
@@ -264,7 +321,10 @@ class OpenAIProvider:
                         delay_s=round(delay, 3),
                         error=type(exc).__name__,
                     )
-                    await asyncio.sleep(delay)
+                    try:
+                        await _before(deadline, asyncio.sleep(delay))
+                    except _Overdue:
+                        raise self._failed(_Overdue()) from None
                     continue
                 raise self._failed(exc) from None
 
@@ -315,25 +375,23 @@ class OpenAIProvider:
         try:
             # Read to the end even after the final item: a fully read response
             # returns its connection to the pool for the next call.
-            async for item in stream:
-                for event in reader.feed(item):
-                    yield event
-                if reader.size > limit:
-                    # A runaway answer: closing the stream (``finally``) stops the server
-                    # generating; it ends as cut by a token limit, its tool calls unrun.
-                    usage = _estimated_usage(body, reader.size)
-                    log.warning(
-                        "provider answer over max_answer_chars; cut",
-                        provider=self.name,
-                        max_answer_chars=limit,
-                        estimated_prompt_tokens=usage.prompt_tokens,
-                        estimated_completion_tokens=usage.completion_tokens,
-                    )
-                    yield ModelDone(usage, "length")
-                    return
-        except json.JSONDecodeError:
-            # The SDK parses each ``data:`` line with ``json.loads`` and lets this escape.
-            raise StreamFailed("the stream carried malformed JSON") from None
+            async with contextlib.aclosing(_decoded(stream)) as items:
+                async for item in items:
+                    for event in reader.feed(item):
+                        yield event
+                    if reader.size > limit:
+                        # A runaway answer: closing the stream (``finally``) stops the server
+                        # generating; it ends as cut by a token limit, its tool calls unrun.
+                        usage = _estimated_usage(body, reader.size)
+                        log.warning(
+                            "provider answer over max_answer_chars; cut",
+                            provider=self.name,
+                            max_answer_chars=limit,
+                            estimated_prompt_tokens=usage.prompt_tokens,
+                            estimated_completion_tokens=usage.completion_tokens,
+                        )
+                        yield ModelDone(usage, "length")
+                        return
         except openai.APIConnectionError:
             if not reader.whole:
                 raise
@@ -374,6 +432,9 @@ class OpenAIProvider:
     def _error(self, exc: BaseException) -> ProviderError:
         """A ``ProviderError`` naming what failed, with no keys in it."""
         prefix = f"model provider {self.name!r}"
+        if isinstance(exc, _Overdue):
+            seconds = self.config.max_stream_seconds
+            return ProviderError(f"{prefix}: no complete answer within {seconds:g} s")
         if isinstance(exc, IncompleteStream | TooLarge):
             return ProviderError(f"{prefix}: {exc}")
         if isinstance(exc, StreamFailed):
@@ -550,6 +611,34 @@ async def _bounded_events(read: Any, limit: int) -> AsyncIterator[bytes]:
             raise TooLarge(f"the server streamed an event of more than {limit:,} bytes")
         tail = data[-3:]
         yield chunk
+
+
+async def _decoded(stream: openai.AsyncStream[Any]) -> AsyncGenerator[Any, None]:
+    """``stream``'s items, the SDK's decoding errors as ``StreamFailed``.
+
+    The SDK decodes each line as UTF-8 and parses each ``data:`` line with
+    ``json.loads``, and lets their ``ValueError`` escape: it crashed the run
+    (500 ``internal_error``) instead of failing the call as the server's fault.
+    Only the SDK's iteration is covered here, not what the reader does with an item.
+
+    Raises:
+        StreamFailed: a line is not UTF-8, or not JSON, or an item not of its type.
+    """
+    iterator = aiter(stream)
+    while True:
+        try:
+            item = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except UnicodeDecodeError:
+            raise StreamFailed("the stream carried text that is not UTF-8") from None
+        except json.JSONDecodeError:
+            raise StreamFailed("the stream carried malformed JSON") from None
+        except ValueError as exc:  # pydantic's ValidationError building a typed item
+            raise StreamFailed(
+                f"the stream carried a malformed item ({type(exc).__name__})"
+            ) from None
+        yield item
 
 
 def _mid_stream(exc: BaseException) -> bool:

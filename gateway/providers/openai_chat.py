@@ -155,7 +155,7 @@ class _ChunkReader:
         self.assembler = ToolCallAssembler()
         self.usage = Usage()
         self.finish_reason: str | None = None
-        self.size = 0  # characters of text, reasoning and arguments so far
+        self.size = 0  # characters of text, reasoning and tool calls so far
 
     def feed(self, item: Any) -> list[ModelEvent]:
         try:
@@ -182,8 +182,12 @@ class _ChunkReader:
                         self.size += len(thought)
                 for tool_delta in delta.tool_calls or ():
                     self.assembler.add(tool_delta)
-                    if tool_delta.function is not None and tool_delta.function.arguments:
-                        self.size += len(tool_delta.function.arguments)
+                    # Names and ids too: calls with 1 MB names and no arguments were
+                    # never counted, and went whole into memory, log lines and the store.
+                    self.size += len(tool_delta.id or "")
+                    function = tool_delta.function
+                    if function is not None:
+                        self.size += len(function.name or "") + len(function.arguments or "")
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
         return [TextDelta(text)] if text else []

@@ -82,7 +82,7 @@ class _Reader:
         self.calls = _Calls()
         self.saw_text = False
         self.done: ModelDone | None = None
-        self.size = 0  # characters of text, reasoning and arguments so far
+        self.size = 0  # characters of text, reasoning and function calls so far
 
     def feed(self, event: Any) -> list[ModelEvent]:
         """Read one event; return the text deltas it carries (nothing after the end).
@@ -100,7 +100,7 @@ class _Reader:
                 self.size += len(delta)
                 return [TextDelta(delta)]
         elif kind in ("response.output_item.added", "response.output_item.done"):
-            self.calls.item(getattr(event, "item", None))
+            self.size += self.calls.item(getattr(event, "item", None))
         elif kind in _REASONING_DELTAS:
             self.size += len(_str(event, "delta"))  # not shown, only counted
         elif kind == "response.function_call_arguments.delta":
@@ -137,7 +137,7 @@ class _Reader:
     def _finish(self, kind: str, response: Any) -> list[ModelEvent]:
         out: list[ModelEvent] = []
         for item in _list(response, "output"):
-            self.calls.item(item)
+            self.size += self.calls.item(item)
             if not self.saw_text and getattr(item, "type", "") == "message":
                 # Servers that send only the final response still answer.
                 text = _message_text(item)
@@ -159,22 +159,43 @@ class _Calls:
         # everything before it (quadratic: 1 MB in 8-character deltas took 15 s).
         self._args: dict[str, list[str]] = {}
         self._final: set[str] = set()
+        # Characters of arguments counted so far, by item (what an item repeats is not new).
+        self._length: dict[str, int] = {}
 
-    def item(self, item: Any) -> None:
+    def item(self, item: Any) -> int:
+        """Read a ``function_call`` output item; returns how many characters it added.
+
+        Its name, ids and arguments count toward ``max_answer_chars`` as far as they
+        are new: an item repeating what its deltas streamed (``output_item.done``,
+        ``response.completed``) adds nothing, one carrying whole arguments (no deltas
+        before it) adds them all.
+        """
         if getattr(item, "type", "") != "function_call":
-            return
+            return 0
         call_id = _str(item, "call_id")
         key = _str(item, "id") or call_id
+        added = 0
         if key not in self._name:
             self._order.append(key)
-        self._name[key] = _str(item, "name") or self._name.get(key, "")
+            added += len(key)
+        name = _str(item, "name")
+        if name and name != self._name.get(key):
+            added += len(name)
+        self._name[key] = name or self._name.get(key, "")
+        if call_id and call_id != self._call_id.get(key):
+            added += len(call_id)
         self._call_id[key] = call_id or self._call_id.get(key, key)
         arguments = _str(item, "arguments")
         if arguments and getattr(item, "status", "completed") != "in_progress":
+            added += max(0, len(arguments) - self._length.get(key, 0))
+            self._length[key] = max(len(arguments), self._length.get(key, 0))
             self._args[key] = [arguments]
             self._final.add(key)
         elif key not in self._final and arguments:
+            added += len(arguments)
+            self._length[key] = self._length.get(key, 0) + len(arguments)
             self._args.setdefault(key, []).append(arguments)
+        return added
 
     def delta(self, item_id: str, text: str) -> None:
         if item_id in self._final or not text:
@@ -183,6 +204,7 @@ class _Calls:
             self._order.append(item_id)
             self._name[item_id] = ""
             self._call_id[item_id] = item_id
+        self._length[item_id] = self._length.get(item_id, 0) + len(text)
         self._args.setdefault(item_id, []).append(text)
 
     def complete(self) -> list[ToolCall]:

@@ -209,6 +209,7 @@ class ProviderRegistry:
                 timeout=manifest.timeout,
                 max_retries=manifest.max_retries,
                 default_headers=manifest.default_headers,
+                max_stream_seconds=manifest.max_stream_seconds,
             )
         )
 

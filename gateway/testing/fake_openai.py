@@ -26,7 +26,8 @@ without its call, ``stream_options`` without ``stream``: see
 ``_wire.request_error``) gets OpenAI's 400 and consumes nothing scripted.
 Faults: ``fail_next`` (status codes, consumed before replies), ``delay``
 (before the response and between chunks), ``cut_stream_after`` (abort the
-connection mid-stream), ``fail_stream_after`` (an error event mid-stream), and
+connection mid-stream), ``fail_stream_after`` (an error event mid-stream),
+``stall_stream_after`` (a stream that stays alive and never ends), and
 ``quirks`` that emulate how compatible servers stream tool calls (see
 ``QUIRKS``). Every request is logged in ``requests``; ``open_connections`` and
 ``clients_seen`` tell a test whether a client kept, reused or closed its
@@ -164,6 +165,7 @@ class FakeOpenAI:
         self._failures: deque[_Failure] = deque()
         self._cuts: deque[int] = deque()
         self._stream_errors: deque[tuple[int, str]] = deque()
+        self._stalls: deque[tuple[int, float, str]] = deque()
         self._delay = 0.0
         self._chunk_delay = 0.0
         self._ids = itertools.count(1)
@@ -361,6 +363,32 @@ class FakeOpenAI:
         with self._lock:
             self._stream_errors.extend([(n_chunks, message)] * times)
 
+    def stall_stream_after(
+        self, n_chunks: int, *, every: float = 0.1, filler: str = "comment", times: int = 1
+    ) -> None:
+        """Keep the next ``times`` streams alive forever after ``n_chunks`` frames.
+
+        Every ``every`` seconds the fake sends ``filler`` until the client hangs
+        up, and never the end of the answer: a server stuck generating behind a
+        proxy that keeps the connection alive.
+
+        Args:
+            n_chunks: frames of the scripted answer sent first.
+            every: seconds between two fillers.
+            filler: ``"comment"`` (an SSE comment, ``: keep-alive``), ``"empty"``
+                (a chunk with an empty delta; the Responses API: a
+                ``response.in_progress`` event) or ``"text"`` (one more character
+                of text each time: a model trickling an endless answer).
+            times: how many streams stall.
+
+        Raises:
+            ValueError: for an unknown ``filler``.
+        """
+        if filler not in _FILLERS:
+            raise ValueError(f"unknown filler {filler!r}; known: {sorted(_FILLERS)}")
+        with self._lock:
+            self._stalls.extend([(n_chunks, every, filler)] * times)
+
     def set_quirks(self, *quirks: str) -> None:
         """Emulate compatible servers' Chat Completions streaming (see ``QUIRKS``).
 
@@ -380,6 +408,7 @@ class FakeOpenAI:
             self._failures.clear()
             self._cuts.clear()
             self._stream_errors.clear()
+            self._stalls.clear()
             self._delay = self._chunk_delay = 0.0
             self.requests.clear()
             self._clients.clear()
@@ -516,6 +545,13 @@ class FakeOpenAI:
         if stream_error is not None:
             kept, message = stream_error
             frames = [*frames[:kept], sse_error(request.api, message, sequence_number=kept)]
+        with self._lock:
+            stall = self._stalls.popleft() if self._stalls else None
+        if stall is not None:
+            kept, every, filler = stall
+            fill = (every, _FILLERS[filler][request.api])
+            await self._stream(frames[:kept], chunk_delay, receive, send, stall=fill)
+            return
         await self._stream(frames, chunk_delay, receive, send)
 
     def _resolve(
@@ -529,15 +565,22 @@ class FakeOpenAI:
         return FakeReply(text=produced) if isinstance(produced, str) else produced
 
     async def _stream(
-        self, frames: list[bytes], chunk_delay: float, receive: Receive, send: Send
+        self,
+        frames: list[bytes],
+        chunk_delay: float,
+        receive: Receive,
+        send: Send,
+        *,
+        stall: tuple[float, bytes] | None = None,
     ) -> None:
+        """Send ``frames``; with ``stall`` (seconds, frame), then that frame forever."""
         with self._lock:
             cut = self._cuts.popleft() if self._cuts else None
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
         ]
-        if cut is None and not chunk_delay:
+        if cut is None and not chunk_delay and stall is None:
             # An instant model: the whole stream in one write. A known length
             # avoids chunked encoding, whose terminator would be a second small
             # write (and a delayed-ACK stall of ~40 ms on some TCP stacks).
@@ -559,9 +602,34 @@ class FakeOpenAI:
                 if disconnected.done():
                     return
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
+            if stall is not None:
+                every, frame = stall
+                while not disconnected.done():
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    await asyncio.wait({disconnected}, timeout=every)
+                return
             await send({"type": "http.response.body", "body": b""})
         finally:
             disconnected.cancel()
+
+
+_FILLERS: dict[str, dict[str, bytes]] = {
+    "comment": {"chat": b": keep-alive\n\n", "responses": b": keep-alive\n\n"},
+    "empty": {
+        "chat": b'data: {"object": "chat.completion.chunk", "choices": '
+        b'[{"index": 0, "delta": {}, "finish_reason": null}]}\n\n',
+        "responses": b"event: response.in_progress\n"
+        b'data: {"type": "response.in_progress", "response": {"status": "in_progress"}}\n\n',
+    },
+    "text": {
+        "chat": b'data: {"object": "chat.completion.chunk", "choices": '
+        b'[{"index": 0, "delta": {"content": "."}, "finish_reason": null}]}\n\n',
+        "responses": b"event: response.output_text.delta\n"
+        b'data: {"type": "response.output_text.delta", "item_id": "msg_stall", '
+        b'"output_index": 0, "content_index": 0, "delta": "."}\n\n',
+    },
+}
+"""What a stalled stream sends (``stall_stream_after``), by filler and API."""
 
 
 def _usage(pair: tuple[int, int] | None) -> ReplyUsage | None:

@@ -207,6 +207,28 @@ def test_chunk_delay_still_delivers_everything(fake: FakeOpenAI, client: openai.
     )
 
 
+@pytest.mark.parametrize("filler", ["comment", "empty", "text"])
+def test_stall_stream_after_keeps_the_stream_alive_without_an_end(
+    fake: FakeOpenAI, filler: str
+) -> None:
+    """After ``n`` frames of the answer, a stalled stream sends its filler again and again,
+    never ``[DONE]``; the next stream is whole again."""
+    fake.stall_stream_after(1, every=0.01, filler=filler)
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    frames: list[str] = []
+    with httpx.stream("POST", fake.base_url + "/chat/completions", json=body, timeout=10) as r:
+        for line in r.iter_lines():
+            if line:
+                frames.append(line)
+            if len(frames) == 6:
+                break
+    assert len(set(frames[1:])) == 1 and "[DONE]" not in "".join(frames)
+    assert frames[1] == ": keep-alive" if filler == "comment" else frames[1].startswith("data:")
+    assert _sse_frames(fake, "/chat/completions", body)[-1] == "data: [DONE]"
+    with pytest.raises(ValueError, match="unknown filler 'nothing'"):
+        fake.stall_stream_after(1, filler="nothing")
+
+
 def test_api_key_is_enforced_when_set() -> None:
     """A fake created with api_key answers 401 to other keys and serves the right one."""
     with FakeOpenAI(api_key="sk-right") as fake:

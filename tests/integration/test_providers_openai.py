@@ -508,6 +508,59 @@ async def test_malformed_stream_items_are_provider_errors_and_retried(
     assert raw_sse.requests == 2  # nothing was handed out: retried once
 
 
+NOT_UTF8 = {
+    "chat": b'data: {"choices": [{"index": 0, "delta": {"content": "caf\xe9 \xff"}}]}\n\n',
+    "responses": b"event: response.output_text.delta\n"
+    b'data: {"type": "response.output_text.delta", "item_id": "m", "delta": "caf\xe9"}\n\n',
+}
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_stream_that_is_not_utf8_is_a_provider_error_and_retried(
+    raw_sse: RawSSE, api: str
+) -> None:
+    """Bytes that are not UTF-8 in a stream (a proxy re-encoding to Latin-1, a broken
+    server) fail the call as the server's fault, retried while nothing was handed out:
+    before, the SDK's UnicodeDecodeError escaped the provider and crashed the run (500
+    ``internal_error`` with a traceback)."""
+    config = ProviderConfig(name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=1)
+    provider = API_KINDS[api](config)
+    raw_sse.bodies = [NOT_UTF8[api], NOT_UTF8[api]]
+    try:
+        with pytest.raises(ProviderError) as info:
+            await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert info.value.message == (
+        "model provider 'raw' reported an error: the stream carried text that is not UTF-8"
+    )
+    assert raw_sse.requests == 2  # nothing was handed out: retried once
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("filler", ["comment", "empty", "text"])
+async def test_a_stream_that_never_finishes_fails_at_max_stream_seconds(
+    fake: FakeOpenAI, api: str, filler: str
+) -> None:
+    """A server that keeps its stream alive but never finishes the answer (SSE comments,
+    empty chunks, text trickled slowly) fails the call after ``max_stream_seconds``, not
+    retried: ``timeout`` is per read, so such a stream held the run and its thread
+    forever."""
+    fake.add_text("Thinking")
+    fake.stall_stream_after(1, every=0.1, filler=filler)
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", timeout=5, max_stream_seconds=1
+    )
+    provider = API_KINDS[api](config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await asyncio.wait_for(_collect(provider), 15)
+    finally:
+        await provider.aclose()
+    assert failed.value.message == "model provider 'fake': no complete answer within 1 s"
+    assert len(fake.model_requests()) == 1
+
+
 async def test_a_key_sent_as_a_header_is_redacted_too(fake: FakeOpenAI) -> None:
     """A key in default_headers (Azure's api-key) is hidden from errors like api_key is."""
     config = ProviderConfig(
@@ -630,6 +683,79 @@ async def test_a_chat_stream_cut_after_its_finish_reason_keeps_the_answer(
             await _collect(provider)
     finally:
         await provider.aclose()
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("part", ["name", "id"])
+async def test_tool_call_names_and_ids_count_toward_the_size_limit(
+    fake: FakeOpenAI, api: str, part: str
+) -> None:
+    """A call's name and id count toward ``max_answer_chars`` like its arguments: calls
+    with 1 MB names and no arguments were never counted, so 60 of them (60 MB) went
+    through, into memory, log lines and the stored thread."""
+    huge = "x" * 3_000
+    fake.add_tool_calls(
+        [
+            (huge, {}, f"id{n}") if part == "name" else ("get_weather", {}, huge + str(n))
+            for n in (1, 2)
+        ]
+    )
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", max_retries=0, max_answer_chars=5_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert not any(isinstance(e, ToolCallRequest) for e in events)
+    assert isinstance(events[-1], ModelDone) and events[-1].finish_reason == "length"
+
+
+async def test_responses_items_with_whole_arguments_count_toward_the_size_limit(
+    raw_sse: RawSSE,
+) -> None:
+    """``response.output_item.done`` items that carry their whole arguments (no deltas
+    before them) count toward ``max_answer_chars``: they were never counted, so 20 items
+    of 1 MB arguments made one 20 MB answer."""
+    item = {"type": "function_call", "name": "get_weather", "status": "completed"}
+    events = [
+        {
+            "type": "response.output_item.done",
+            "output_index": n,
+            "item": {**item, "id": f"fc{n}", "call_id": f"c{n}", "arguments": "y" * 3_000},
+        }
+        for n in range(3)
+    ]
+    events.append({"type": "response.completed", "response": {"output": []}})
+    raw_sse.bodies = [b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)]
+    config = ProviderConfig(
+        name="raw", base_url=raw_sse.base_url, api_key="k", max_retries=0, max_answer_chars=5_000
+    )
+    provider = API_KINDS["responses"](config)
+    try:
+        got = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert not any(isinstance(e, ToolCallRequest) for e in got)
+    assert isinstance(got[-1], ModelDone) and got[-1].finish_reason == "length"
+
+
+@pytest.mark.parametrize("api", APIS)
+async def test_a_whole_call_is_counted_once(fake: FakeOpenAI, api: str) -> None:
+    """A call streamed in deltas and repeated whole at its end (``output_item.done``,
+    ``response.completed``) counts once: an answer under the limit is not cut."""
+    args = {"city": "P" * 1_500}
+    fake.add_tool_calls([("get_weather", args)])
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", max_retries=0, max_answer_chars=2_000
+    )
+    provider = API_KINDS[api](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert [call[1:] for call in _calls(events)] == [("get_weather", args)]
 
 
 def _reasoning_stream(api: str, chunks: int) -> bytes:

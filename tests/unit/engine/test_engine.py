@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.engine import Engine, HistoryBudget, RunHandle, collect_result
+from gateway.engine.runlog import RunLog
 from gateway.errors import Conflict, InvalidInput, NotFound, NotReady, ProviderError
 from gateway.events import (
     Done,
@@ -84,7 +86,13 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[MakeRig]:
     """Builds started engines over one SQLite file; closes them all afterwards."""
     rigs: list[Rig] = []
 
-    async def factory(turns: list[Turn], *, delay: float = 0.0, **catalog_kw: object) -> Rig:
+    async def factory(
+        turns: list[Turn],
+        *,
+        delay: float = 0.0,
+        engine_kw: dict[str, Any] | None = None,
+        **catalog_kw: object,
+    ) -> Rig:
         store = SQLiteStore(tmp_path / "gateway.db")
         provider = ScriptedProvider(turns, delay=delay)
         runner = ScriptedRunner()
@@ -96,6 +104,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[MakeRig]:
             runner=runner,
             providers=providers,
             settings=Settings(),
+            **(engine_kw or {}),
         )
         await engine.start()
         rig = Rig(engine, provider, runner, store, ref)
@@ -858,3 +867,48 @@ async def test_a_finished_answer_reports_stop(make_rig: MakeRig) -> None:
     result = await (await rig.engine.start_run(thread_id=None, message="hi")).result()
     assert result.status == "completed" and result.incomplete_details is None
     assert result.metadata is not None and result.metadata.finish_reason == "stop"
+
+
+async def test_finished_logs_in_memory_are_bounded_by_bytes(make_rig: MakeRig) -> None:
+    """The finished logs kept for replay hold at most ``keep_finished_bytes`` (the oldest
+    go first, one larger than that alone is not kept), and a log no longer kept replays
+    from the store with the same events and positions: before, 1000 logs were kept
+    whatever their size (a 500,000-delta runaway answer held 70 MB)."""
+    big = text(*["x" * 100] * 2_000)  # about 700 KB in memory
+    small = [text(*["y" * 100] * 100) for _ in range(3)]  # about 37 KB each
+    rig = await make_rig([big, *small], engine_kw={"keep_finished_bytes": 100_000})
+    handles = []
+    for _ in range(4):
+        handle = await rig.engine.start_run(thread_id=None, message="hi")
+        await handle.result()
+        handles.append(handle)
+    # Newest first: a log read back from the store is kept again, pushing out the oldest.
+    logs = [await rig.engine.get_run_log(h.thread_id, h.run_id) for h in reversed(handles)]
+    kept = [log is h.log for log, h in zip(logs, reversed(handles), strict=True)]
+    assert kept == [True, True, False, False]
+    for log, handle in zip(logs, reversed(handles), strict=True):
+        assert log.done and log.events == handle.log.events
+    after = len(handles[0].log) - 3
+    assert [seq async for seq, _ in logs[-1].follow(after)] == [after + 1, after + 2, after + 3]
+
+
+async def test_a_long_log_is_encoded_off_the_event_loop(
+    make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished log of many events is encoded for the store in a worker thread, not on
+    the event loop (a 500,000-delta log took seconds there, every request waiting), and
+    stored whole."""
+    threads: list[int] = []
+    encoded = RunLog.encoded
+
+    def spy(self: RunLog, start: int = 0) -> list[bytes]:
+        threads.append(threading.get_ident())
+        return encoded(self, start)
+
+    monkeypatch.setattr(RunLog, "encoded", spy)
+    rig = await make_rig([text(*["z"] * 5_000)])
+    handle = await rig.engine.start_run(thread_id=None, message="hi")
+    assert (await handle.result()).responses == ["z" * 5_000]
+    assert threads and threading.get_ident() not in threads
+    page = await rig.store.load_run_events_after(handle.run_id, 0)
+    assert page.finished and len(page.events) == len(handle.log)
