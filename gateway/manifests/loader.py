@@ -135,7 +135,7 @@ def load_catalog(
     originals += [e.value for e in salvaged]
     problems += validate.cross_problems(checked, declared=declared, root=root_abs, environ=env)
     refs = [ref for e in checked if (ref := _python_ref(e)) is not None]
-    found = inspect_functions(refs, code_root) if refs else Introspection()
+    found = inspect_functions(refs, code_root, (root_abs,)) if refs else Introspection()
     problems += validate.python_problems(checked, found)
     problems += _code_size_problems(checked, found, code_root)
     _fill_inferred_parameters(checked, found)
