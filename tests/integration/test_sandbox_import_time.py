@@ -202,3 +202,53 @@ def test_serve_reports_import_errors_without_secrets(site: Path) -> None:
     assert "spies.boom" in log, log[-3000:]
     _assert_no_secret(log)
     assert not (site / "var" / "planted").exists()
+
+
+SUPERVISOR = """
+import asyncio, json, sys
+from pathlib import Path
+import gateway.executors
+from gateway.manifests.loader import load_catalog
+from gateway.manifests.model import CallContext
+from gateway.sandbox.supervisor import Supervisor
+from gateway.settings import Settings
+
+async def main():
+    root = Path.cwd()
+    catalog = load_catalog(root / "manifests", gateway_root=root)
+    sup = Supervisor(Settings(gateway_root=root, sandbox_user=sys.argv[1]))
+    await sup.start(catalog)
+    try:
+        result = await sup.call(catalog.actions["spy"], CallContext(action="spy", arguments={}))
+        print(json.dumps({"status": result.status, "output": result.output}))
+    finally:
+        await sup.aclose()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("sandbox_user", ["own", "root"])
+def test_a_call_gets_nothing_its_module_read_at_import(site: Path, sandbox_user: str) -> None:
+    """What the zygote's import of a module read (kept in a module global every call
+    inherits) holds none of the gateway's secrets; the module's own data file and its
+    imports worked, and it wrote nothing into ``var/``."""
+    done = subprocess.run(
+        [sys.executable, "-c", SUPERVISOR, sandbox_user],
+        cwd=site,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "succeeded", result
+    _assert_no_secret(result["output"])
+    got = json.loads(result["output"])
+    assert got["data"] == "table v1"
+    assert got["imports"] == "[1]"
+    for key in ("env", "cwd_env", "store", "index", "write"):
+        assert got[key].startswith("refused: "), (key, got)
+    assert not (site / "var" / "planted").exists()
