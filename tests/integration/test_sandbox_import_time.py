@@ -178,6 +178,54 @@ def test_validate_runs_import_time_code_confined(site: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+NO_LANDLOCK_VALIDATE = """
+import ctypes, os, sys
+from gateway.sandbox import _seccomp as s
+from gateway.sandbox._libc import check, libc
+
+# A kernel without Landlock, for this process and what it starts (as test_sandbox_no_landlock).
+arch = s._DENY[os.uname().machine][0]
+program = [
+    (s._LD_ABS_W, 0, 0, 4),
+    (s._JEQ_K, 0, 4, arch),
+    (s._LD_ABS_W, 0, 0, 0),
+    (s._JGE_K, 0, 2, 444),
+    (s._JGE_K, 1, 0, 447),
+    (s._RET_K, 0, 0, s._RET_ERRNO | s._ENOSYS),
+    (s._RET_K, 0, 0, s._RET_ALLOW),
+]
+filters = (s._SockFilter * len(program))(*(s._SockFilter(*i) for i in program))
+prog = s._SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(s._SockFilter)))
+check(libc.prctl(38, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
+check(libc.prctl(22, 2, ctypes.addressof(prog), 0, 0), "PR_SET_SECCOMP")
+from gateway.cli import main
+sys.argv = ["gateway", "validate", "manifests"]
+main()
+"""
+
+
+def test_validate_without_landlock_masks_the_environments_secrets(site: Path) -> None:
+    """Without Landlock the describing child is not confined and a module reads the
+    server's environment at import; its import error shows the secret variables' values
+    masked (``***``), never as they are."""
+    (site / "manifests" / "boom.yaml").write_text(BOOM_YAML)
+    done = subprocess.run(
+        [sys.executable, "-c", NO_LANDLOCK_VALIDATE],
+        cwd=site,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "cannot import module 'spies.boom': RuntimeError" in output
+    assert "OPENAI_API_KEY=***" in output  # it did read the environment
+    leaked = [secret for secret in SECRETS.values() if secret in output]
+    assert not leaked, output[-3000:]
+
+
 def test_serve_reports_import_errors_without_secrets(site: Path) -> None:
     """`gateway serve` on a set whose module raises what it read at import: neither
     ``/manifests/status`` nor the log shows a secret."""
