@@ -3,7 +3,8 @@
 ``model`` holds the msgspec Structs (and the action-kind registry the
 executors fill); ``loader.load_catalog`` reads a manifests root (YAML through
 ``_yaml``, with positions and ``${VAR}``; Python actions described out of the
-server by ``_pyfunc`` / ``_introspect``) into one immutable, validated
+server by ``_pyfunc`` / ``_introspect``, confined by ``_confine`` before their
+import-time code runs) into one immutable, validated
 ``catalog.Catalog``; ``validate`` holds the checks and their output formats
 (``_salvage``: what of a broken document they still check);
 ``schema`` generates ``schemas/manifest.schema.json``; ``tools`` turns a

@@ -2,7 +2,10 @@
 
 Run as ``python -I _introspect.py`` by ``_pyfunc.inspect_functions`` (never
 imported by the server): it reads ``{"root": ..., "functions": ["mod:attr",
-...]}`` as JSON on stdin, imports each module with ``root`` first on
+...], "read": [...], "protected": [...]}`` as JSON on stdin, confines itself
+(``_confine.confine``: Landlock, before any user module's top-level code runs,
+so that code reads what a call reads and not ``.env``, the thread store or the
+server's environment), imports each module with ``root`` first on
 ``sys.path``, and writes one JSON result after a marker line on stdout: for
 each reference either an error, or the callable's JSON Schema ``parameters``
 inferred from its signature and its Google- or NumPy-style docstring (types,
@@ -93,6 +96,8 @@ def main() -> None:
     sys.dont_write_bytecode = True
     request = json.loads(sys.stdin.read())
     root = str(Path(request["root"]).resolve())
+    # Before the first user import: its top-level code reads what calls may read.
+    _confined(root, request.get("read", []), request.get("protected", []))
     sys.path.insert(0, root)
     _fresh_imports_under(root)
     before = set(sys.modules)
@@ -121,6 +126,23 @@ def main() -> None:
         error = {"error": "the inferred parameters hold NaN or Infinity, which JSON cannot carry"}
         answer = json.dumps({"functions": dict.fromkeys(results, error), "files": files, **code})
     sys.stdout.write(MARKER + answer + "\n")
+
+
+def _confined(root: str, read: list[str], protected: list[str]) -> None:
+    """Confine this process with ``_confine.confine`` (loaded by path: stdlib only).
+
+    Where the kernel has no Landlock the child goes on unconfined, as the
+    README's sandbox section says.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "_gateway_confine", Path(__file__).with_name("_confine.py")
+    )
+    assert spec is not None and spec.loader is not None
+    confine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(confine)
+    confine.confine(root, read, protected)
 
 
 def _progress(out: typing.TextIO, line: str) -> None:

@@ -3,7 +3,10 @@
 The server never imports user code. ``inspect_functions`` starts
 ``python -I -B _introspect.py`` once for all the Python actions of a manifest set,
 with the gateway root first on ``sys.path``, a minimal environment and a
-timeout, and returns per reference either the inferred ``parameters`` or the
+timeout; the child confines itself with Landlock before the first user import
+(``_confine``: the modules' top-level code reads what calls read, never the
+server's ``/proc/<pid>/environ``, ``.env`` or thread store). It returns per
+reference either the inferred ``parameters`` or the
 error to report (module not importable, attribute missing, not callable), and
 the source of every user module the import compiled (``Catalog.code``: what
 the sandbox will run), up to ``MAX_SOURCE_BYTES``. A module whose import ends
@@ -71,7 +74,9 @@ class Introspection(msgspec.Struct, frozen=True, kw_only=True):
     too_large: TooLarge | None = None
 
 
-def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
+def inspect_functions(
+    refs: list[str], gateway_root: Path, readable: tuple[Path, ...] = ()
+) -> Introspection:
     """Import ``refs`` in a fresh isolated interpreter and describe each callable.
 
     A reference whose import ends the interpreter (``os._exit``, a crash) is
@@ -83,6 +88,7 @@ def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
     Args:
         refs: ``module:callable`` references (duplicates allowed).
         gateway_root: directory put first on the child's ``sys.path`` (its cwd too).
+        readable: more paths the modules' import-time code may read (the manifests root).
 
     Returns:
         One ``FunctionInfo`` per distinct reference, never an exception.
@@ -93,7 +99,7 @@ def inspect_functions(refs: list[str], gateway_root: Path) -> Introspection:
     deadline = time.monotonic() + TIMEOUT_S
     stopped: dict[str, FunctionInfo] = {}
     while pending:
-        outcome = _child(pending, gateway_root, deadline)
+        outcome = _child(pending, gateway_root, deadline, readable)
         if isinstance(outcome, Introspection):
             found = _under_root_as_given(outcome, gateway_root)
             return msgspec.structs.replace(found, functions={**found.functions, **stopped})
@@ -118,14 +124,32 @@ class _Stopped(NamedTuple):
     rest: str | None = None
 
 
-def _child(refs: list[str], gateway_root: Path, deadline: float) -> Introspection | _Stopped:
-    """One child describing ``refs``: its answer, or where and why it stopped."""
+def _child(
+    refs: list[str], gateway_root: Path, deadline: float, readable: tuple[Path, ...]
+) -> Introspection | _Stopped:
+    """One child describing ``refs``: its answer, or where and why it stopped.
+
+    The child confines itself before the first user import (``_confine``): of the
+    gateway root it reads only the entries holding code, never ``protected`` (the
+    server's ``./.env``), and nothing outside but the system, the interpreter,
+    ``sys.path`` and ``readable``.
+    """
     timeout = deadline - time.monotonic()
     out_of_time = f"importing the action modules took over {TIMEOUT_S:g}s"
     if timeout <= 0:
         return _Stopped(None, out_of_time)
+    try:
+        protected = [str(Path.cwd() / ".env")]
+    except FileNotFoundError:  # a revision git-sync deleted under the server: no .env there
+        protected = []
     request = json.dumps(
-        {"root": str(gateway_root), "functions": refs, "max_source_bytes": MAX_SOURCE_BYTES}
+        {
+            "root": str(gateway_root),
+            "functions": refs,
+            "max_source_bytes": MAX_SOURCE_BYTES,
+            "read": [str(p) for p in readable],
+            "protected": protected,
+        }
     )
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     try:

@@ -135,8 +135,13 @@ def load_catalog(
     originals += [e.value for e in salvaged]
     problems += validate.cross_problems(checked, declared=declared, root=root_abs, environ=env)
     refs = [ref for e in checked if (ref := _python_ref(e)) is not None]
-    found = inspect_functions(refs, code_root) if refs else Introspection()
-    problems += validate.python_problems(checked, found)
+    found = inspect_functions(refs, code_root, (root_abs,)) if refs else Introspection()
+    # Defence in depth: import-time code is confined (``_confine``), but where the
+    # kernel has no Landlock a module could read the server's environment and raise it.
+    problems += [
+        msgspec.structs.replace(p, message=redact(p.message, _environment_secrets(env)))
+        for p in validate.python_problems(checked, found)
+    ]
     problems += _code_size_problems(checked, found, code_root)
     _fill_inferred_parameters(checked, found)
     problems += validate.example_problems(checked)
@@ -317,6 +322,26 @@ def _redacted(problems: list[Problem], files: Iterable[_ParsedFile]) -> list[Pro
     if not values:
         return problems
     return [msgspec.structs.replace(p, message=redact(p.message, values)) for p in problems]
+
+
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|DATABASE_URL", re.I)
+"""Environment variables whose values an import error must never show."""
+_SECRET_MIN = 8
+"""Shorter values (and parts of lists) are not masked: they would mask ordinary words."""
+
+
+def _environment_secrets(env: Mapping[str, str]) -> set[str]:
+    """The values of ``env``'s secret-looking variables (``OPENAI_API_KEY``,
+    ``GATEWAY_ADMIN_KEYS``, ``GATEWAY_DATABASE_URL``...), whole and, for key lists
+    (``name:key,name:key``), each key, that are at least ``_SECRET_MIN`` long."""
+    values: set[str] = set()
+    for name, value in env.items():
+        if not _SECRET_NAME.search(name):
+            continue
+        parts = [value, *re.split(r"[,\s]+", value)]
+        parts += [part.partition(":")[2] for part in parts]
+        values |= {part for part in parts if len(part) >= _SECRET_MIN}
+    return values
 
 
 def _root_problem(root: Path, message: str) -> Problem:

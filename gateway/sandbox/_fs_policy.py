@@ -8,7 +8,9 @@ root only listable, the thread store and ``.env`` protected), and
 ``database_dirs`` gives a ``sql`` call its SQLite database's directory. Zygote
 side: ``landlock_rules`` turns that policy, the interpreter's prefixes and
 ``sys.path`` into the children's final allow-list once, carving protected
-paths out of system directories (``pruned`` merges the rules). It runs inside
+paths out of system directories (``pruned`` merges the rules), and
+``import_rules`` the zygote's own layer, enforced before it imports user
+modules (what calls may use, plus what the zygote and every child need). It runs inside
 the ``python -I -B`` zygote, so at runtime it imports only the standard
 library, ``gateway.sandbox._linux`` and ``gateway.sandbox.protocol``; the
 manifest types are for annotations only.
@@ -20,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from gateway.sandbox import _linux
 from gateway.sandbox.protocol import FsPolicy
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "catalog_fs_policy",
     "database_dirs",
+    "import_policy",
+    "import_rules",
     "landlock_rules",
     "protected_paths",
     "pruned",
@@ -222,6 +228,43 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
     rules += [(os.path.realpath(p), _linux.FS_READ_DIR) for p in fs.list_only]
     handled = _linux.landlock_handled(abi)
     return _linux.LandlockRules(handled, pruned(rules), _linux.landlock_scoped(abi))
+
+
+def import_policy(fs: FsPolicy, tmp: str) -> FsPolicy:
+    """``fs`` with the entries of its ``list_only`` roots that hold Python code readable.
+
+    What the zygote may read while it imports user modules, whose top-level code
+    runs then: the children's list is computed after the imports (it adds the
+    top-level packages they loaded, ``_imported_tops``), so before them every
+    entry holding code (``gateway.manifests._confine.code_entries``: a sibling
+    package an action imports) is allowed, never a protected one or one holding
+    one (``.env``, ``var/`` with the thread store) nor a data folder.
+    """
+    from gateway.manifests._confine import code_entries
+
+    hidden = frozenset(protected_paths(fs, tmp))
+    code = [e for root in fs.list_only for e in code_entries(os.path.realpath(root), hidden)]
+    return msgspec.structs.replace(fs, read=[*fs.read, *code])
+
+
+def import_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None:
+    """The zygote's own Landlock layer, enforced before it imports user modules.
+
+    ``landlock_rules`` of ``import_policy`` (so not ``.env``, the thread store, the
+    knowledge index, the gateway root's other entries, ``/run/secrets``), plus
+    what the zygote and its children need afterwards and may only narrow: the
+    call-directory root ``tmp`` whole, every ``sql`` action's SQLite directory
+    (``fs.databases``: each call gets its own action's), and ``/proc`` writable
+    (a spare sets its own ``oom_score_adj``). None without Landlock (or policy).
+    """
+    if fs is None:
+        return None
+    rules = landlock_rules(import_policy(fs, tmp), tmp)
+    if rules is None:
+        return None
+    proc = _linux.FS_READ_FILE | _linux.FS_READ_DIR | _linux.FS_WRITE_FILE
+    extra = [(tmp, _linux.FS_ALL), *((d, _linux.FS_ALL) for d in fs.databases), ("/proc", proc)]
+    return rules._replace(rules=pruned([*rules.rules, *extra]))
 
 
 def protected_paths(fs: FsPolicy, tmp: str) -> set[str]:

@@ -10,7 +10,8 @@ provider keys, ``var/`` with the thread store), the thread store wherever
 A kernel without Landlock (before 5.13: Debian 11, Ubuntu 20.04, RHEL 8) has
 none of that, and a call under the server's uid read them all. There the zygote,
 when it has a mount namespace of its own (``_private``), covers them once, before
-it forks anything. Calls cannot undo it: their seccomp filter refuses ``mount``
+it imports user modules (whose top-level code runs in the zygote) or forks
+anything. Calls cannot undo it: their seccomp filter refuses ``mount``
 and ``umount2``, and they have no capability (root-mode calls lost theirs, a
 non-root zygote drops its user namespace's).
 

@@ -3,8 +3,9 @@
 """The sandbox's child side: what one pre-forked child (a *spare*) does (see ``zygote.py``).
 
 A spare inherits from the zygote what every child shares: the minimal
-environment, ``PR_SET_NO_NEW_PRIVS``, the seccomp filter, the Landlock ruleset
-fd and, when calls keep uid 0, an empty capability set. Before its call it
+environment, ``PR_SET_NO_NEW_PRIVS``, the seccomp filter, the zygote's own
+Landlock domain (``_fs_policy.import_rules``, which a call's rules only narrow),
+the Landlock ruleset fd and, when calls keep uid 0, an empty capability set. Before its call it
 starts a new session, keeps only its socket (and that ruleset), becomes a
 subreaper for its descendants, makes itself the OOM killer's first choice
 (``oom_score_adj`` 1000, see ``_first_to_die``), makes and enters its private

@@ -30,7 +30,11 @@ allow-list once (``_fs_policy.landlock_rules``) from the supervisor's
 uids of their own share one ruleset) or opens its paths once (``OpenedRules``:
 with one uid for all calls, each spare builds its own ruleset from those fds).
 Where it has not, it covers what that list would keep out with empty read-only
-mounts in its own mount namespace, once (``_masks``).
+mounts in its own mount namespace, once (``_masks``). Either happens before the
+user modules are imported (``_confine_imports``): their top-level code runs in
+the zygote, and what it keeps in a global every call inherits, so it is confined
+like a call (Landlock: ``_fs_policy.import_rules``, a layer on the zygote itself
+that every child inherits and narrows).
 
 Imports only the standard library, msgspec, ``gateway.sandbox`` and the
 fresh-source loader of ``gateway.manifests._introspect`` (and, through
@@ -55,7 +59,13 @@ import msgspec
 from gateway.manifests.catalog import SourceModule
 from gateway.sandbox import _linux, _private
 from gateway.sandbox._cleanup import remove_tree
-from gateway.sandbox._fs_policy import landlock_rules, pruned, read_guard
+from gateway.sandbox._fs_policy import (
+    import_policy,
+    import_rules,
+    landlock_rules,
+    pruned,
+    read_guard,
+)
 from gateway.sandbox._libc import trim_heap
 from gateway.sandbox._masks import cover_protected, will_mask
 from gateway.sandbox._snapshot import read_snapshot, serve_snapshot
@@ -63,6 +73,7 @@ from gateway.sandbox.protocol import (
     Exited,
     Init,
     Kill,
+    PrivateView,
     Ready,
     Spare,
     Used,
@@ -248,6 +259,10 @@ class _Zygote:
         # push since rejected, or landed after the load, must not run under it).
         serve_snapshot(code, _OWN)
         del code
+        # The user modules' top-level code runs below: confined like a call from here on
+        # (Landlock on this process, else the mounts of _masks), and every child inherits it.
+        _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
+        view = _confine_imports(view, msg, self.tmp, own_mounts)
         errors: dict[str, str] = {}
         warnings: list[str] = []
         modules = list(msg.modules)
@@ -270,8 +285,6 @@ class _Zygote:
             with contextlib.suppress(Exception):  # the call reports what fails here
                 msgspec.convert(config, load_kind(kind)).sandbox_warm()
         self.landlock = _landlock_rules(msg.fs, self.tmp)
-        # Without Landlock: mounts over what it would keep out, once, before any fork.
-        view = cover_protected(view, self.landlock, msg.fs, self.tmp, msg.call_user, own_mounts)
         capabilities = None
         if msg.probe:
             from gateway.sandbox.probes import probe
@@ -287,7 +300,6 @@ class _Zygote:
         os.environ.clear()
         os.environ.update(MINIMAL_ENV)
         _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
-        _guard_reading(msg.call_user, self.landlock)
         with contextlib.suppress(OSError):  # `gateway doctor` says when it is missing
             _linux.install_seccomp_filter()
         if msg.isolate_network:
@@ -609,6 +621,31 @@ def _fresh_source_under(roots: list[str]) -> None:
         sys.path_importer_cache.pop(root, None)
 
 
+def _confine_imports(view: PrivateView, msg: Init, tmp: str, own_mounts: bool) -> PrivateView:
+    """Confine this zygote before it imports user modules (after no_new_privs).
+
+    With Landlock, enforces ``import_rules`` on itself: the modules' top-level code
+    reads only what calls read (never ``.env``, the thread store, the knowledge
+    index, the gateway root's other entries), and a module global cannot carry
+    such a file into the calls forked later. Without it, covers the same with the
+    mounts of ``_masks``, once, before any import or fork. Returns ``view`` with
+    what the mounts did.
+
+    Raises:
+        OSError: the kernel refused the Landlock layer; the zygote does not start.
+    """
+    rules = import_rules(msg.fs, tmp)
+    if rules is not None:
+        # Computed first: it lists / and walks /etc, which the first layer keeps out.
+        guard = None if msg.call_user == "own" else read_guard(os.geteuid())
+        _linux.landlock_restrict(rules)
+        if guard is not None:  # calls without a uid of their own: see read_guard
+            _linux.landlock_restrict(guard)
+        return view
+    fs = None if msg.fs is None else import_policy(msg.fs, tmp)
+    return cover_protected(view, None, fs, tmp, msg.call_user, own_mounts)
+
+
 def _shared_ruleset(
     rules: _linux.LandlockRules, tmp: str
 ) -> tuple[_linux.LandlockRules, int | None]:
@@ -625,21 +662,6 @@ def _shared_ruleset(
     """
     rules = rules._replace(rules=(*rules.rules, (tmp, _linux.FS_ALL)))
     return rules, loaded_ruleset(rules)
-
-
-def _guard_reading(call_user: str, landlock: _linux.LandlockRules | None) -> None:
-    """Enforce ``read_guard`` on this zygote (after no_new_privs): every child inherits it.
-
-    Only where Landlock works and calls have no uid of their own (with one, the
-    files' modes keep them out).
-
-    Raises:
-        OSError: the kernel refused; the zygote then does not start (fail closed).
-    """
-    guard = None if landlock is None or call_user == "own" else read_guard(os.geteuid())
-    if guard is None:
-        return
-    _linux.landlock_enforce(_linux.landlock_ruleset(guard))  # it closes the ruleset fd
 
 
 def _mkdtemp() -> str:

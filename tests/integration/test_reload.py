@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import re
 import signal
@@ -637,25 +638,35 @@ def test_a_new_directory_past_the_inotify_watch_limit_still_goes_live(
 
 
 SLOW_PY = '''
-"""Imported slowly while the test holds it; the import first tells the test that the
-manifests were read."""
+"""Imported slowly while the test holds it: that import waits 1.5 s holding a lock on its
+own file, which tells the test that the manifests were read (import-time code may write
+nowhere, so it cannot leave a marker file)."""
+import fcntl
 import pathlib
 import time
 
 here = pathlib.Path(__file__).parents[2]  # not watched
-held = here.joinpath("hold").exists()  # only the import the test holds waits: not the others
-try:
-    here.joinpath("importing").write_text("now")
-except OSError:  # the sandbox's zygote may not write here
-    pass
-if held:
-    time.sleep(1.5)  # the window in which the test writes the rest of the push
+if here.joinpath("hold").exists():  # only the import the test holds waits: not the others
+    with open(__file__) as _lock:
+        fcntl.flock(_lock, fcntl.LOCK_SH)
+        time.sleep(1.5)  # the window in which the test writes the rest of the push
 
 
 def hello() -> str:
     """Say hello."""
     return "hello"
 '''
+
+
+def importing(module: Path) -> bool:
+    """Whether an import of ``module`` (``SLOW_PY``) is waiting: it holds a lock on its file."""
+    with module.open() as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 def write_slow_action(
@@ -679,12 +690,12 @@ def test_a_push_during_startup_goes_live(tmp_path: Path, gateway_server: ServerF
     site = tmp_path / "site"
     manifests = write_site(site)
     write_slow_action(site, manifests, "slow")
-    marker = tmp_path / "importing"
     hold = tmp_path / "hold"
     hold.touch()  # the first load's import, and only it, waits 1.5 s
 
     def push_while_loading() -> None:
-        wait_for(marker.exists, timeout=60)  # the first load has read every manifest
+        # The first load has read every manifest.
+        wait_for(lambda: importing(site / "reloadactions" / "slow.py"), timeout=60)
         (manifests / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout it."))
         hold.unlink()
 
@@ -712,8 +723,6 @@ def test_a_push_landing_during_a_load_is_not_reported_as_rejected(
     # Imported after reloadactions.tools (references are imported in sorted order).
     write_slow_action(site, manifests, "zz_slow")
     server = gateway_server(manifests, env=WATCH)
-    marker = tmp_path / "importing"
-    marker.unlink(missing_ok=True)
     hold = tmp_path / "hold"
     hold.touch()  # the next load's import, and only it, waits 1.5 s
     before = status(server)["reloads"]
@@ -721,7 +730,8 @@ def test_a_push_landing_during_a_load_is_not_reported_as_rejected(
     (manifests / "shout.yaml").write_text(
         SHOUT_YAML.format(description="Shout.").replace("tools:shout", "tools:shout_twice")
     )
-    wait_for(marker.exists, timeout=60)  # that load has imported the old tools.py
+    # That load has imported the old tools.py.
+    wait_for(lambda: importing(site / "reloadactions" / "zz_slow.py"), timeout=60)
     code = TOOLS_PY.replace("{tag}", "v2") + (
         "\n\ndef shout_twice(text: str) -> str:\n"
         '    """Shout a text twice."""\n'

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tests.integration.test_reload import WATCH, chat, status, wait_for, write_slow_action
+from tests.integration.test_reload import (
+    WATCH,
+    chat,
+    importing,
+    status,
+    wait_for,
+    write_slow_action,
+)
 from tests.integration.test_sandbox import _our_zygotes
 
 if TYPE_CHECKING:
@@ -155,18 +162,19 @@ def test_a_restarted_zygote_runs_the_accepted_push_not_a_later_rejected_one(
 
 
 SLOW_PY = '''
-"""Imported after snapactions.tools; waits (at most 20 s) until the test says go."""
+"""Imported after snapactions.tools; waits (at most 20 s) until the test says go, holding
+a lock on its own file meanwhile: how the test knows (import-time code may write nowhere)."""
+import fcntl
 import pathlib
 import time
 
 _HERE = pathlib.Path(__file__).parents[2]
-try:
-    _HERE.joinpath("importing").write_text("now")  # not watched
-except OSError:  # the sandbox's zygote may not write here
-    pass
-_deadline = time.monotonic() + 20
-while not _HERE.joinpath("go").exists() and time.monotonic() < _deadline:
-    time.sleep(0.01)
+if not _HERE.joinpath("go").exists():
+    with open(__file__) as _lock:
+        fcntl.flock(_lock, fcntl.LOCK_SH)
+        _deadline = time.monotonic() + 20
+        while not _HERE.joinpath("go").exists() and time.monotonic() < _deadline:
+            time.sleep(0.01)
 
 
 def hello() -> str:
@@ -188,12 +196,11 @@ def test_a_push_landing_after_the_load_imported_the_code_does_not_run(
     go = tmp_path / "go"
     go.write_text("")
     server = gateway_server(manifests, env=WATCH)
-    marker = tmp_path / "importing"
-    marker.unlink(missing_ok=True)
     go.unlink()
     before = status(server)["version"]
     write_code(site, "v2")  # a valid push: the load starts and imports it
-    wait_for(marker.exists, timeout=60)  # that load has imported tools.py v2
+    # That load has imported tools.py v2.
+    wait_for(lambda: importing(site / "snapactions" / "zz_slow.py"), timeout=60)
     write_code(site, "v3", "hi", shout=False)  # an invalid push lands meanwhile
     go.write_text("")
 

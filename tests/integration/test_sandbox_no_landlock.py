@@ -170,21 +170,27 @@ PROBE = textwrap.dedent(
 
     PATHS = {paths!r}
 
-    def probe():
+    def _look(prefix=""):
         seen = {{}}
         for path in PATHS:
             try:
                 with open(path) as fh:
-                    seen[path] = "read: " + fh.read(200)
+                    seen[prefix + path] = "read: " + fh.read(200)
             except OSError as exc:
-                seen[path] = "refused: " + (exc.strerror or str(exc))
+                seen[prefix + path] = "refused: " + (exc.strerror or str(exc))
         try:
             with open(PATHS[0], "w") as fh:
                 fh.write("overwritten")
-            seen["write"] = "written"
+            seen[prefix + "write"] = "written"
         except OSError as exc:
-            seen["write"] = "refused: " + (exc.strerror or str(exc))
+            seen[prefix + "write"] = "refused: " + (exc.strerror or str(exc))
         return seen
+
+    # The zygote runs this at import, and every call inherits what it kept.
+    AT_IMPORT = _look("import ")
+
+    def probe():
+        return {{**_look(), **AT_IMPORT}}
     """
 )
 
@@ -263,7 +269,9 @@ def test_calls_cannot_read_the_gateways_secrets_without_landlock(
     """Without Landlock a call read ``.env``, the gateway root's other files and the
     thread store (and wrote them) wherever its uid could; the zygote covers them with
     empty read-only mounts, while the action's code, the manifests and its sql action's
-    database stay reachable. With Landlock nothing is mounted (Landlock refuses them)."""
+    database stay reachable. With Landlock nothing is mounted (Landlock refuses them).
+    The action module's import-time code (run in the zygote, kept for every call) was
+    not covered: the masks went on after the imports."""
     root, store = deployment
     argv = ["-c", PROGRAM, str(root), f"sqlite:///{store}", landlock]
     command = [sys.executable, *argv] if who == "root" else as_nobody(root.parent, *argv)
@@ -279,6 +287,9 @@ def test_calls_cannot_read_the_gateways_secrets_without_landlock(
     leaked = {path: text for path, text in seen.items() if SECRET in text}
     assert not leaked, (leaked, out["caps"])
     assert seen["write"].startswith("refused: "), seen["write"]
+    # At import too: the zygote is confined (Landlock, or the mounts) before it imports.
+    assert seen["import write"].startswith("refused: "), seen["import write"]
+    assert seen["import " + str(root / "mask_actions" / "probe.py")].startswith("read: ")
     assert (root / ".env").read_text() == f"OPENAI_API_KEY={SECRET}\n"
     caps = out["caps"]
     assert isinstance(caps, dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -630,6 +630,24 @@ def test_a_reload_infers_parameters_again_when_only_the_code_changed(tmp_path: P
     assert set(second.actions["f"].parameters["properties"]) == {"town", "days"}
 
 
+def _after_introspection(monkeypatch: pytest.MonkeyPatch, edit: Callable[[], object]) -> None:
+    """Run ``edit`` once, right after the next load's introspection imported the code:
+    what a push landing mid-load does (the module's own top-level code may write
+    nothing, see ``gateway.manifests._confine``)."""
+    from gateway.manifests import loader
+
+    real = loader.inspect_functions
+    pending = [edit]
+
+    def inspect(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        while pending:
+            pending.pop()()
+        return found
+
+    monkeypatch.setattr(loader, "inspect_functions", inspect)
+
+
 def _load_in_thread(root: Path, fifo: Path | None = None) -> list[Problem]:
     """load_catalog in a thread, so a loader stuck on a file fails the test instead of hanging."""
     import threading
@@ -671,15 +689,21 @@ def test_a_symlink_to_a_device_is_a_problem(tmp_path: Path) -> None:
 
 
 def test_a_knowledge_file_swapped_for_a_fifo_after_validation_does_not_hang(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A knowledge file replaced by a FIFO between its check and the version hash (here by
-    the action module, at import) is hashed as unreadable: the load ends, never blocks."""
+    """A knowledge file replaced by a FIFO between its check and the version hash (here
+    once the action module was imported) is hashed as unreadable: the load ends, never
+    blocks."""
     knowledge = tmp_path / "manifests" / "k.md"
     (tmp_path / "swap_actions.py").write_text(
-        f"import os\nos.remove({str(knowledge)!r})\nos.mkfifo({str(knowledge)!r})\n"
         "def f(city: str) -> str:\n    '''Weather.'''\n    return city\n"
     )
+
+    def swap() -> None:
+        knowledge.unlink()
+        os.mkfifo(knowledge)
+
+    _after_introspection(monkeypatch, swap)
     root = write(
         tmp_path / "manifests",
         {
@@ -693,7 +717,7 @@ def test_a_knowledge_file_swapped_for_a_fifo_after_validation_does_not_hang(
 
 
 def test_a_code_file_turned_into_a_fifo_does_not_hang_the_load_or_the_zygotes(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An action module that is a FIFO once imported is hashed as unreadable by the
     catalog version and by the zygote fingerprint, which both end instead of blocking."""
@@ -703,7 +727,13 @@ def test_a_code_file_turned_into_a_fifo_does_not_hang_the_load_or_the_zygotes(
 
     module = tmp_path / "fifo_actions.py"
     code = "def f(city: str) -> str:\n    '''Weather.'''\n    return city\n"
-    module.write_text("import os\nos.remove(__file__)\nos.mkfifo(__file__)\n" + code)
+    module.write_text(code)
+
+    def swap() -> None:
+        module.unlink()
+        os.mkfifo(module)
+
+    _after_introspection(monkeypatch, swap)
     text = "kind: action\nname: f\ndescription: d\npython: {function: fifo_actions:f}\n"
     root = write(tmp_path / "manifests", {"f.yaml": text})
     assert _load_in_thread(root, module) == []
@@ -944,13 +974,15 @@ def test_a_url_origin_is_not_masked_but_its_credentials_are(
 LATER = 'def f(city: str) -> str:\n    """Weather."""\n    return "later"\n'
 
 
-def test_the_catalog_keeps_and_is_versioned_by_the_code_it_validated(tmp_path: Path) -> None:
-    """Code that changes on disk after the load imported it (here: as it is imported) is
+def test_the_catalog_keeps_and_is_versioned_by_the_code_it_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code that changes on disk after the load imported it (here: right after) is
     neither what the catalog keeps nor what its version hashes; the next load sees it."""
     module = tmp_path / "edit_actions.py"
-    rewrite = f"import pathlib\npathlib.Path(__file__).write_text({LATER!r})\n"
-    first_source = rewrite + LATER.replace('"later"', '"first"')
+    first_source = LATER.replace('"later"', '"first"')
     module.write_text(first_source)
+    _after_introspection(monkeypatch, lambda: module.write_text(LATER))
     action = "kind: action\nname: f\ndescription: d\npython: {function: edit_actions:f}\n"
     first = load(tmp_path, {"f.yaml": action})
     assert module.read_text() == LATER

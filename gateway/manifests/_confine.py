@@ -1,0 +1,218 @@
+# os.path on purpose: it runs in the zygote too, whose heap every fork shares.
+# ruff: noqa: PTH110, PTH112, PTH118, PTH208
+"""Which gateway-root entries hold Python code, and a Landlock allow-list for the
+introspection child, which runs user modules' import-time code.
+
+``code_entries`` is shared by the introspection child (``_introspect``) and
+the sandbox's zygote (``gateway.sandbox._fs_policy.import_rules``): both run a
+module's top-level code before any call, and both may read of the gateway root
+only the entries that hold Python code (never ``.env``, the thread store's
+folder, the knowledge index or other data). ``confine`` is the introspection
+child's confinement: a Landlock ruleset (system directories, the interpreter,
+``sys.path``, the action code and manifests read-only; the gateway root only
+listable; nothing writable but ``/dev/null`` and its kind), enforced after
+``no_new_privs`` and before the first user import. The domain also keeps the
+child from reading another process's ``/proc/<pid>/environ`` (Landlock denies
+ptrace-class access outside it) and from signalling outside it (ABI 6).
+
+Standard library only: the introspection child loads this file by path before
+anything of the gateway is imported (the manifests package must not depend on
+``gateway.sandbox``, which has the general Landlock wrappers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import sys
+
+__all__ = ["code_entries", "confine"]
+
+_CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
+_SCAN_DEPTH = 3
+"""Folders deep ``code_entries`` looks for a code file below a top-level folder."""
+
+
+def code_entries(root: str, protected: frozenset[str] = frozenset()) -> list[str]:
+    """The top-level entries of ``root`` that are, or hold, Python code.
+
+    A file ending in ``.py``, ``.pyc``, ``.so`` or ``.pth``, or a folder with such a
+    file at most ``_SCAN_DEPTH`` levels down (a package, a namespace package, a
+    folder of modules); none that is, or holds, one of ``protected``; no hidden
+    entry (``.env``, ``.git``, ``.venv``: the interpreter's own prefix is read
+    through ``sys.prefix``). Not ``var/`` (the thread store), not the knowledge
+    index's folder, not a data folder: import-time code reads what calls read.
+    """
+    found: list[str] = []
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return found
+    for name in names:
+        path = os.path.join(root, name)
+        if name.startswith(".") or _holds(path, protected):
+            continue
+        if os.path.isdir(path):
+            if _has_code(path, _SCAN_DEPTH):
+                found.append(path)
+        elif name.endswith(_CODE_SUFFIXES):
+            found.append(path)
+    return found
+
+
+def _holds(path: str, protected: frozenset[str]) -> bool:
+    prefix = path.rstrip("/") + "/"
+    return any(p == path or p.startswith(prefix) for p in protected)
+
+
+def _has_code(folder: str, depth: int) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            listed = list(entries)
+    except OSError:
+        return False
+    if any(e.name.endswith(_CODE_SUFFIXES) and e.is_file() for e in listed):
+        return True
+    return depth > 1 and any(
+        e.is_dir(follow_symlinks=False)
+        and not e.name.startswith(".")
+        and _has_code(e.path, depth - 1)
+        for e in listed
+    )
+
+
+# linux/landlock.h (x86_64 and aarch64 share the syscall numbers).
+_CREATE, _ADD_RULE, _RESTRICT = 444, 445, 446
+_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1, 2, 4, 8
+_TRUNCATE, _IOCTL_DEV = 1 << 14, 1 << 15
+_FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV
+_READ = _EXECUTE | _READ_FILE | _READ_DIR
+_SYSTEM = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt")
+_DATA = ("/dev", "/sys", "/run")
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_SECRETS = ("/run/secrets", "/var/run/secrets")
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+class _Attr(ctypes.Structure):
+    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+
+class _Beneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+
+
+def _handled(abi: int) -> int:
+    """The filesystem rights ABI ``abi`` knows (as ``gateway.sandbox._landlock``)."""
+    return {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}.get(
+        abi, (1 << 16) - 1
+    )
+
+
+def confine(root: str, read: list[str], protected: list[str]) -> str | None:
+    """Restrict this process to reading what import-time code may read; why not, if not.
+
+    Readable (and executable): the system directories, this interpreter's
+    prefixes and ``sys.path`` entries, ``code_entries(root)`` and ``read`` (the
+    manifests root); ``/dev``, ``/proc``, ``/sys`` and ``/run`` readable only;
+    ``root`` listable only. No rule covers ``root`` itself, ``protected``
+    (``.env``, the thread store), the secret mounts, or anything holding them (a
+    system directory holding one is replaced by its other entries).
+
+    Returns:
+        None once enforced; else the reason (no Landlock in this kernel, or it
+        refused), and the process goes on unconfined.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = int(libc.syscall(ctypes.c_long(_CREATE), None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+    if abi < 1:
+        return f"no Landlock ({os.strerror(ctypes.get_errno())})"
+    real_root = os.path.realpath(root)
+    hidden = frozenset(os.path.realpath(p) for p in (real_root, *protected, *_SECRETS))
+    rules: list[tuple[str, int]] = []
+    for base in _SYSTEM:
+        rules += _carved(os.path.realpath(base), _READ, hidden)
+    for base in _DATA:
+        rules += _carved(os.path.realpath(base), _READ_FILE | _READ_DIR, hidden)
+    rules += _proc()
+    rules += [(d, _READ_FILE | _WRITE_FILE | _IOCTL_DEV) for d in _DEVICES]
+    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, *read]
+    python += code_entries(real_root, hidden)
+    for entry in python:
+        real = os.path.realpath(entry) if entry else "/"
+        if real != "/" and not _holds(real, hidden):
+            rules.append((real, _READ))
+    rules.append((real_root, _READ_DIR))
+    handled = _handled(abi)
+    scoped = 3 if abi >= 6 else 0  # signals and abstract Unix sockets stay in the domain
+    attr = _Attr(handled, 0, scoped)
+    size = ctypes.sizeof(attr) if scoped else ctypes.sizeof(ctypes.c_uint64)
+    fd = int(libc.syscall(ctypes.c_long(_CREATE), ctypes.byref(attr), ctypes.c_size_t(size), 0))
+    if fd < 0:
+        return f"Landlock refused a ruleset ({os.strerror(ctypes.get_errno())})"
+    try:
+        for path, access in rules:
+            _add(libc, fd, path, access & handled)
+        if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return f"no_new_privs refused ({os.strerror(ctypes.get_errno())})"
+        if int(libc.syscall(ctypes.c_long(_RESTRICT), ctypes.c_int(fd), ctypes.c_uint32(0))) < 0:
+            return f"Landlock refused to restrict ({os.strerror(ctypes.get_errno())})"
+    finally:
+        os.close(fd)
+    return None
+
+
+def _proc() -> list[tuple[str, int]]:
+    """``/proc`` listable; readable: this process's own folder and the entries that are
+    no process's (``meminfo``, ``sys``...). Not another process's ``environ``: Landlock's
+    ptrace rule did not keep a child from reading its parent's (Linux 6.18, root)."""
+    rules = [("/proc", _READ_DIR), (f"/proc/{os.getpid()}", _READ_FILE | _READ_DIR)]
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return rules
+    skip = {"self", "thread-self"}
+    rules += [
+        (f"/proc/{n}", _READ_FILE | _READ_DIR) for n in names if not n.isdigit() and n not in skip
+    ]
+    return rules
+
+
+def _add(libc: ctypes.CDLL, ruleset: int, path: str, access: int) -> None:
+    """Add one path-beneath rule; a path that cannot be opened gets none (stays denied)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            access &= _FILE_RIGHTS
+        if access:
+            beneath = _Beneath(access, fd)
+            libc.syscall(
+                ctypes.c_long(_ADD_RULE),
+                ctypes.c_int(ruleset),
+                ctypes.c_int(1),
+                ctypes.byref(beneath),
+                ctypes.c_uint32(0),
+            )
+    finally:
+        os.close(fd)
+
+
+def _carved(
+    path: str, access: int, hidden: frozenset[str], depth: int = 0
+) -> list[tuple[str, int]]:
+    """``(path, access)``, or the rules for its entries when it holds one of ``hidden``."""
+    if not _holds(path, hidden):
+        return [(path, access)] if os.path.exists(path) else []
+    if path in hidden or depth > 16:
+        return []
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return []
+    return [r for n in names for r in _carved(os.path.join(path, n), access, hidden, depth + 1)]
