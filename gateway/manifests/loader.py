@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from gateway._files import NotRegularFile, open_regular
+from gateway._unicode import fs_text
 from gateway.errors import ManifestError, Problem
 from gateway.manifests import _pyfunc, validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
@@ -101,6 +102,9 @@ def load_catalog(
     documents = 0
     for rel in files:
         shown = str(root / rel)
+        if fs_text(rel) is not rel:
+            problems.append(_undecodable_name(root, rel))
+            continue
         rel_of[shown] = rel
         try:
             data = _read_manifest(root_abs / rel)
@@ -264,7 +268,9 @@ def discover(root: Path) -> list[str]:
     """Manifest files under ``root`` as sorted POSIX paths relative to it.
 
     Follows symlinks (git-sync, Kubernetes ConfigMaps), skips hidden files and
-    directories, and never visits the same real directory twice.
+    directories, and never visits the same real directory twice. A name that is
+    not UTF-8 comes as ``os.walk`` decodes it (lone surrogates): ``load_catalog``
+    reports it and reads it not.
     """
     found: list[str] = []
     seen: set[str] = set()
@@ -317,6 +323,17 @@ def _redacted(problems: list[Problem], files: Iterable[_ParsedFile]) -> list[Pro
     if not values:
         return problems
     return [msgspec.structs.replace(p, message=redact(p.message, values)) for p in problems]
+
+
+def _undecodable_name(root: Path, rel: str) -> Problem:
+    """A manifest whose path is not UTF-8: not read (no output could name it as it is)."""
+    return Problem(
+        file=fs_text(str(root / rel)),
+        line=1,
+        col=1,
+        message="the file name is not valid UTF-8 (the bytes shown as \\x..): "
+        "the file was not read; rename it",
+    )
 
 
 def _root_problem(root: Path, message: str) -> Problem:

@@ -33,8 +33,12 @@ keeps failing otherwise, it backs off and then polls. Polling is ``_poll``'s
 own (stats to the nanosecond, ctime included), not watchfiles' poller, which
 compares mtimes to the second.
 
-Imports: ``gateway.settings``, ``gateway.errors``, ``gateway.manifests.catalog``,
-``._watch_paths`` (what to watch) and watchfiles, msgspec, structlog only.
+A file name that is not UTF-8 makes watchfiles' watcher raise: it is watched
+anew (not counted as a failure) and the load reports the name, escaped.
+
+Imports: ``gateway.settings``, ``gateway.errors``, ``gateway._unicode``,
+``gateway.manifests.catalog``, ``._watch_paths`` (what to watch) and watchfiles,
+msgspec, structlog only.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ import msgspec
 import structlog
 from watchfiles import Change, DefaultFilter, awatch
 
+from gateway._unicode import fs_text
 from gateway.errors import ManifestError
 from gateway.manifests._watch_paths import WatchPlan, inside, make_plan, relevant
 from gateway.manifests.catalog import Catalog, CatalogRef
@@ -206,7 +211,7 @@ class Reloader:
             files=list(cat.files) if cat else [],
             watching=self._watch_task is not None and not self._watch_task.done(),
             polling=self._polling,
-            watched=[*plan.recursive, *plan.flat] if plan else [],
+            watched=[fs_text(p) for p in (*plan.recursive, *plan.flat)] if plan else [],
             warnings=list(self._warnings),
             last_attempt=self._last,
             reloads=dict(self._counts),
@@ -385,20 +390,22 @@ class Reloader:
         warnings: list[str] | None = None,
     ) -> ReloadResult:
         live = self._ref.current
+        # Never text UTF-8 cannot carry (a file name that is not UTF-8 in a reason or
+        # an error): the status and the log could not encode it.
         res = ReloadResult(
             result=result,
-            reason=reason,
+            reason=fs_text(reason),
             version=live.version if live else None,
             previous_version=previous,
             attempted_version=attempted,
-            errors=errors or [],
+            errors=[fs_text(e) for e in errors or ()],
             warnings=warnings or [],
             at=time.time(),
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         self._counts[result] += 1
         self._last = res
-        fields = {"reason": reason, "version": res.version, "duration_ms": res.duration_ms}
+        fields = {"reason": res.reason, "version": res.version, "duration_ms": res.duration_ms}
         if result == "swapped":
             log.info("reload_swapped", previous_version=previous, **fields)
         elif result == "unchanged":
@@ -505,7 +512,7 @@ class Reloader:
                 # error when the inotify limit refuses it; watching anew raises it.
                 moved = moved or (not self._polling and any(_new_dir(p, plan) for p in hits))
                 if batch.generation != -1 and (hits or moved):
-                    what = hits[0] if hits else "watched path moved"
+                    what = fs_text(hits[0]) if hits else "watched path moved"
                     more = f" (+{len(hits) - 1})" if len(hits) > 1 else ""
                     self._kick(f"watch: {what}{more}")
                 if batch.generation == -1 and not moved:
@@ -586,16 +593,26 @@ class Reloader:
                 self._queue.put_nowait(_Batch(gen, frozenset(p for _, p in changes)))
                 pending = asyncio.ensure_future(anext(changes_of))
         except Exception as exc:  # a path vanished, or the OS refuses more watches
-            self._errors += 1
-            log.warning("reload_watch_error", error=f"{type(exc).__name__}: {exc}")
-            if not self._polling and (_limit_reached(exc) or self._errors >= _POLL_AFTER_ERRORS):
-                self._poll_instead(exc)
+            self._watch_failed(exc)
         finally:
             ready.set()
             if pending is not None and not pending.done():
                 pending.cancel()  # we were cancelled: stop the watcher thread too
         if not stop.is_set():
             self._queue.put_nowait(_Batch(gen, frozenset(), ended=True))
+
+    def _watch_failed(self, exc: Exception) -> None:
+        """Count a watcher's failure; poll from now on once watching keeps failing."""
+        if (undecodable := _undecodable(exc)) is not None:
+            # An event for a name that is not UTF-8 ends watchfiles' watcher: watch
+            # anew (the rescan that follows reloads, and the load names the file).
+            # Not a failure of watching: counted, three such pushes made it poll.
+            log.warning("reload_watch_undecodable_name", error=undecodable)
+            return
+        self._errors += 1
+        log.warning("reload_watch_error", error=f"{type(exc).__name__}: {exc}")
+        if not self._polling and (_limit_reached(exc) or self._errors >= _POLL_AFTER_ERRORS):
+            self._poll_instead(exc)
 
     async def _poll(
         self,
@@ -687,6 +704,16 @@ def _new_dir(path: str, plan: WatchPlan) -> bool:
     """Whether ``path`` is a real directory inside a recursively watched tree."""
     real = Path(path)
     return inside(path, plan.recursive) and real.is_dir() and not real.is_symlink()
+
+
+def _undecodable(exc: BaseException) -> str | None:
+    """watchfiles' message refusing an event's path that is not UTF-8, if ``exc`` is that
+    (alone, or all of an exception group: anyio's task group wraps it)."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_undecodable(e) for e in exc.exceptions]
+        return found[0] if found and all(found) else None
+    text = str(exc)
+    return text if isinstance(exc, RuntimeError) and text.startswith("Unable to decode") else None
 
 
 def _limit_reached(exc: BaseException | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -538,3 +539,34 @@ def test_validate_one_file_shows_only_that_files_variable_warnings(
     result = run("validate", str(variable_manifests / "other.yaml"))
     assert result.exit_code == 0, result.output
     assert "warning:" not in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_manifest_name_that_is_not_utf8_is_a_named_problem(tmp_path: Path, fmt: str) -> None:
+    """A pushed file named ``ok\\xff.yaml`` made `gateway validate` (both formats) print a
+    traceback (UnicodeEncodeError): it is a problem naming the file with the stray byte
+    escaped, the file is not read, and the other files are still checked."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text("kind: assistant\nname: a\nbogus: 1\n")
+    (root / os.fsdecode(b"ok\xff.yaml")).write_text("kind: assistant\nname: b\n")
+    code = "from gateway.cli import main; main()"
+    bad = subprocess.run(
+        [sys.executable, "-c", code, "validate", str(root), "--format", fmt],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1, bad.stderr[-1000:]
+    assert "Traceback" not in bad.stderr
+    named = f"{root}/ok\\xff.yaml"
+    message = "the file name is not valid UTF-8 (the bytes shown as \\x..): the file was not read"
+    if fmt == "json":
+        problems = {p["file"]: p["message"] for p in json.loads(bad.stdout)}
+        assert problems[named].startswith(message)
+        assert "unknown field 'bogus'" in problems[f"{root}/a.yaml"]
+    else:
+        assert f"{named}:1:1: {message}; rename it\n" in bad.stdout
+        assert f"{root}/a.yaml:3:1: unknown field 'bogus'" in bad.stdout

@@ -773,3 +773,35 @@ def test_an_unreadable_directory_in_the_tree_does_not_stop_watching_the_rest(
     (manifests / after[-1] / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout."))
     wait_for(lambda: version() != before, timeout=30)
     assert proc.poll() is None
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["events", "polling"])
+def test_a_pushed_file_name_that_is_not_utf8_is_a_named_problem_and_watching_goes_on(
+    tmp_path: Path, gateway_server: ServerFactory, polling: bool
+) -> None:
+    """A push of ``new\\xfe.yaml`` failed the reload with a UnicodeEncodeError naming no
+    file; watchfiles' watcher raised on the name, and after three such pushes the gateway
+    polled for good; polling, the reason held the name and /manifests/status answered
+    500. The reload is rejected naming the file (escaped), watching goes on with events,
+    and once the file is gone the next push goes live."""
+    manifests = write_site(tmp_path / "site")
+    env = {**WATCH, "WATCHFILES_FORCE_POLLING": "true"} if polling else WATCH
+    server = gateway_server(manifests, env=env)
+    live = status(server)["version"]
+    bad = manifests / os.fsdecode(b"new\xfe.yaml")
+    named = f"{manifests}/new\\xfe.yaml:1:1: the file name is not valid UTF-8"
+    for n in range(1 if polling else 4):  # one more than the watcher's failures before it polls
+        seen = status(server)["reloads"]["rejected"]
+        bad.write_text(f"kind: assistant\nname: n{n}\n")
+
+        def rejected(seen: int = seen) -> dict[str, Any] | None:
+            found = status(server)
+            return found if found["reloads"]["rejected"] > seen else None
+
+        report, _ = wait_for(rejected)
+        assert report["last_attempt"]["result"] == "rejected", report["last_attempt"]
+        assert report["last_attempt"]["errors"][0].startswith(named)
+        assert report["version"] == live and report["polling"] is polling
+    bad.unlink()
+    (manifests / "bot.yaml").write_text(BOT_YAML.format(actions="greet"))
+    wait_for(lambda: tool_names(server) == {"greet"})
