@@ -66,10 +66,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def root(self) -> Path:
-        """Directory put on ``sys.path`` for Python actions (parent of the manifests root)."""
+        """Directory put on ``sys.path`` for Python actions (parent of the manifests root).
+
+        Absolute, not resolved: with git-sync's ``/git/current/manifests`` it is
+        ``/git/current``, the link, whichever revision it points to.
+        """
         if self.gateway_root is not None:
             return self.gateway_root
-        return self.manifests.resolve().parent
+        return Path(os.path.abspath(self.manifests)).parent  # noqa: PTH100 - not resolved
 
     @classmethod
     def from_env(

@@ -52,7 +52,14 @@ from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
 from gateway.manifests.validate import Entry, at
 
-__all__ = ["MAX_FILE_BYTES", "SUFFIXES", "discover", "forget_previous_load", "load_catalog"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "SUFFIXES",
+    "default_gateway_root",
+    "discover",
+    "forget_previous_load",
+    "load_catalog",
+]
 
 SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -71,18 +78,18 @@ def load_catalog(
         root: the manifests root; problems name files as ``root / relative``.
         environ: variables for ``${VAR}`` and ``secrets`` (default ``os.environ``).
         gateway_root: directory on ``sys.path`` for Python actions (default:
-            the parent of the resolved root, as ``Settings.root``).
+            ``default_gateway_root``, as ``Settings.root``).
 
     Raises:
         ManifestError: with every problem found, sorted by file, line and column.
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     root_abs = root.absolute()
-    if not root_abs.is_dir():  # first: resolve() below raises on a symlink loop
+    if not root_abs.is_dir():
         # lexists: a symlink loop or a dangling link exists, as a link that is not a directory
         what = "is not a directory" if os.path.lexists(root_abs) else "does not exist"
         raise ManifestError([_root_problem(root, f"the manifests root {what}")])
-    code_root = (gateway_root or root_abs.resolve().parent).absolute()
+    code_root = (gateway_root or default_gateway_root(root)).absolute()
     problems: list[Problem] = []
     files = discover(root_abs)
     if not files:
@@ -262,6 +269,18 @@ def _not_utf8(shown: str, data: bytes, exc: UnicodeDecodeError) -> Problem:
     byte = data[exc.start : exc.start + 1].hex()
     message = f"cannot read: byte 0x{byte} is not UTF-8 ({exc.reason}); save the file as UTF-8"
     return Problem(file=shown, line=line, col=col, message=message)
+
+
+def default_gateway_root(manifests: Path) -> Path:
+    """The parent of the manifests root, absolute but not resolved (``..`` removed).
+
+    With git-sync's layout (``/git/current/manifests``, ``current -> revs/r5``) it
+    is ``/git/current``: modules' ``__file__`` stay under the link, so their data
+    files are those of the revision it points to (r5 is deleted after the next
+    flip), and the root is the same after every flip (a zygote is replaced when
+    its root changes, so a manifest-only push would restart them all).
+    """
+    return Path(os.path.abspath(manifests)).parent  # noqa: PTH100 - normalizes, no resolving
 
 
 def discover(root: Path) -> list[str]:
