@@ -45,7 +45,8 @@ __all__ = [
 Path_ = tuple[str | int, ...]
 """A JSON path inside one document: mapping keys and list indexes."""
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""``${NAME}``, or ``$${`` (a literal ``${``); any other ``$`` is kept as written."""
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 MAX_DEPTH = 100
@@ -551,7 +552,7 @@ class _Walker:
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name is None:
-                return "$"
+                return "${"
             used.append(name)
             found = self.environ.get(name)
             if found is None:

@@ -102,8 +102,8 @@ def test_syntax_errors_are_located(text: str, line: int, col: int, message: str)
 
 
 def test_interpolation_replaces_variables_in_strings_only() -> None:
-    """${VAR} is replaced in string values, $$ escapes a dollar, keys and numbers are untouched."""
-    text = 'url: "http://${HOST}:${PORT}/v1"\nlit: "$${HOST} costs $$5"\nport: 8080\n${HOST}: x\n'
+    """${VAR} is replaced in string values, $${ writes ${, keys and numbers are untouched."""
+    text = 'url: "http://${HOST}:${PORT}/v1"\nlit: "$${HOST} costs $5"\nport: 8080\n${HOST}: x\n'
     [doc] = read_documents(text, "f", {"HOST": "db.internal", "PORT": "5432"})
     assert doc.data == {
         "url": "http://db.internal:5432/v1",
@@ -113,6 +113,23 @@ def test_interpolation_replaces_variables_in_strings_only() -> None:
     }
     assert doc.locator.interpolated == {("url",): ("HOST", "PORT")}
     assert doc.locator.missing == []
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("Prices in US$$, e.g. $$5.", "Prices in US$$, e.g. $$5."),
+        ("SELECT $$a$$ || $tag$b$tag$ AS v", "SELECT $$a$$ || $tag$b$tag$ AS v"),
+        ("^[A-Z]+$$", "^[A-Z]+$$"),
+        ("$${HOST} and $$${HOST}", "${HOST} and $${HOST}"),
+    ],
+)
+def test_only_a_doubled_dollar_before_a_brace_is_an_escape(written: str, read: str) -> None:
+    """Every `$$` became `$` (README documents only `$${`): "US$$" lost a dollar and SQL's
+    dollar quoting (`$$a$$`) broke; only `$${` writes a literal `${`."""
+    [doc] = read_documents(f"v: {written!r}\n", "f", {"HOST": "h"})
+    assert doc.data == {"v": read}
+    assert doc.locator.interpolated == {}
 
 
 def test_missing_variables_are_recorded_at_their_node() -> None:
