@@ -45,8 +45,10 @@ __all__ = [
 Path_ = tuple[str | int, ...]
 """A JSON path inside one document: mapping keys and list indexes."""
 
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-"""``${NAME}``, or ``$${`` (a literal ``${``); any other ``$`` is kept as written."""
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([A-Za-z0-9_]*)(.?)")
+"""``${NAME}``; ``$${`` (a literal ``${``); or a ``${`` that starts neither (groups 2
+and 3: the name-like text after it and the character that ends it). Any other ``$``
+is kept as written."""
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 MAX_DEPTH = 100
@@ -89,6 +91,9 @@ class Locator:
         keys: path -> (line, col) of the mapping key naming that path.
         interpolated: path -> names of the variables substituted into it.
         missing: (path, variable) for every ``${VAR}`` whose variable is unset.
+        malformed: (path, line in the value, what follows ``${`` up to the character
+            that ends a name, that character) for every ``${`` that is neither
+            ``${NAME}`` nor ``$${`` (``${PASS:-x}``, ``${ KEY }``): kept as written.
         blocks: path -> (line, col) of the first content line of a literal ``|``
             block scalar, so "line 3 of this SQL" can become a file line.
         substituted: the values variables put into this document, so that
@@ -102,6 +107,7 @@ class Locator:
         "blocks",
         "interpolated",
         "keys",
+        "malformed",
         "missing",
         "short",
         "start",
@@ -116,6 +122,7 @@ class Locator:
         self.keys: dict[Path_, tuple[int, int]] = {}
         self.interpolated: dict[Path_, tuple[str, ...]] = {}
         self.missing: list[tuple[Path_, str]] = []
+        self.malformed: list[tuple[Path_, int, str, str]] = []
         self.substituted: set[str] = set()
         self.short: dict[str, str] = {}
 
@@ -551,6 +558,10 @@ class _Walker:
 
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
+            if match.group(2) is not None:
+                line = value.count("\n", 0, match.start()) + 1
+                self.locator.malformed.append((path, line, match.group(2), match.group(3)))
+                return match.group(0)
             if name is None:
                 return "${"
             used.append(name)

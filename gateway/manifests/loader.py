@@ -41,12 +41,20 @@ from typing import Any, NamedTuple
 import msgspec
 
 from gateway._files import NotRegularFile, open_regular
-from gateway._unicode import fs_text
+from gateway._unicode import fs_text, printable
 from gateway.errors import ManifestError, Problem
 from gateway.manifests import _pyfunc, validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
 from gateway.manifests._salvage import salvage
-from gateway.manifests._yaml import RawDocument, YamlError, parse_path, read_documents, redact
+from gateway.manifests._yaml import (
+    Path_,
+    RawDocument,
+    YamlError,
+    format_path,
+    parse_path,
+    read_documents,
+    redact,
+)
 from gateway.manifests.catalog import Catalog, ShortVariable, SourceRef
 from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
@@ -359,6 +367,33 @@ def _root_problem(root: Path, message: str) -> Problem:
     return Problem(file=str(root), line=1, col=1, message=message)
 
 
+def _malformed_variable(doc: RawDocument, path: Path_, line: int, name: str, end: str) -> Problem:
+    """A ``${`` that is neither ``${NAME}`` nor ``$${``, at its line (in a ``|`` block too).
+
+    Kept as written, ``${PGPASS:-changeme}`` would become the password itself. Only
+    the name-like text after ``${`` is quoted (never what follows: a default value).
+    """
+    written = "${" + name[:64]
+    if not end:
+        why = f"`{written}` has no closing `}}`"
+    elif end == "}":
+        why = f"`{written}}}` is not a variable name (letters, digits and _, not a digit first)"
+    else:
+        why = f"`{written}` is followed by {end!r}, not `}}`"
+    line_no, col = doc.locator.inner(path, line)
+    message = (
+        f"{why}: a variable is written ${{NAME}} (no default, no spaces); "
+        "write $${ for a literal ${"
+    )
+    return Problem(
+        file=doc.file,
+        line=line_no,
+        col=col,
+        message=doc.locator.redact(printable(message)),
+        path=format_path(path),
+    )
+
+
 def _sorted(problems: list[Problem]) -> list[Problem]:
     unique = {(p.file, p.line, p.col, p.message): p for p in problems}
     return [unique[k] for k in sorted(unique)]
@@ -391,6 +426,7 @@ def _decode(
     problems.extend(
         at(doc, path, f"environment variable {var} is not set") for path, var in doc.locator.missing
     )
+    problems.extend(_malformed_variable(doc, *found) for found in doc.locator.malformed)
     kind_key = _kind_key(doc, data, problems) if kind == "action" else None
     problems += validate.schema_problems(doc, kind)
     if len(problems) == before:

@@ -335,6 +335,54 @@ def test_a_missing_variable_is_a_problem_at_its_node(tmp_path: Path) -> None:
     assert "NOT_SET_ANYWHERE is not set" in problem.message
 
 
+MALFORMED = """\
+kind: database
+name: db
+url: "postgresql://app:${PGPASS:-changeme}@db/shop"
+---
+kind: provider
+name: p1
+base_url: http://127.0.0.1:1/v1
+api_key: ${LLM-KEY}
+---
+kind: provider
+name: p2
+base_url: http://127.0.0.1:1/v1
+api_key: ${ LLM_KEY }
+---
+kind: assistant
+name: a
+instructions: |
+  Say hello.
+  Quote ${1ST} and ${OPEN
+"""
+
+
+def test_a_malformed_variable_is_a_problem_at_its_line_not_a_literal(tmp_path: Path) -> None:
+    """`${PGPASS:-changeme}`, `${LLM-KEY}` and `${ LLM_KEY }` were kept as written and
+    loaded as the password and the API keys: each `${` that is neither `${NAME}` nor
+    `$${` is a problem at its line (inside a `|` block too), quoting no default value and
+    pointing at `$${` for a literal."""
+    found = problems(tmp_path, {"m.yaml": MALFORMED}, environ={"PGPASS": "pw", "LLM_KEY": "k"})
+    assert [(Path(p.file).name, p.line, p.col, p.path) for p in found] == [
+        ("m.yaml", 3, 6, "url"),
+        ("m.yaml", 8, 10, "api_key"),
+        ("m.yaml", 13, 10, "api_key"),
+        ("m.yaml", 19, 3, "instructions"),
+        ("m.yaml", 19, 3, "instructions"),
+    ]
+    messages = [p.message.split(": a variable is written")[0] for p in found]
+    assert messages == [
+        "`${PGPASS` is followed by ':', not `}`",
+        "`${LLM` is followed by '-', not `}`",
+        "`${` is followed by ' ', not `}`",
+        "`${1ST}` is not a variable name (letters, digits and _, not a digit first)",
+        "`${OPEN` has no closing `}`",
+    ]
+    assert all(p.message.endswith("write $${ for a literal ${") for p in found)
+    assert not any("changeme" in p.message for p in found)
+
+
 def test_values_from_variables_are_never_printed(tmp_path: Path) -> None:
     """A variable's value that fails the schema is reported without echoing the value."""
     found = problems(
