@@ -65,7 +65,7 @@ from gateway.manifests._watch_paths import WatchPlan, inside, make_plan, relevan
 from gateway.manifests.catalog import Catalog, CatalogRef
 from gateway.settings import Settings
 
-__all__ = ["ReloadResult", "ReloadStatus", "Reloader", "ResultKind"]
+__all__ = ["MAX_REPORTED_PROBLEMS", "ReloadResult", "ReloadStatus", "Reloader", "ResultKind"]
 
 ResultKind = Literal["swapped", "unchanged", "rejected", "failed"]
 """How a reload ended: new set live, same version (nothing to do), invalid set
@@ -76,6 +76,9 @@ RESULTS: tuple[ResultKind, ...] = ("swapped", "unchanged", "rejected", "failed")
 _MAX_DEBOUNCE_MS = 2000  # cap for a burst that never goes quiet (a long checkout)
 _RETRY_S = 0.25  # pause before re-planning after a watcher stopped on its own
 _POLL_AFTER_ERRORS = 3  # consecutive watcher failures before polling instead of inotify
+MAX_REPORTED_PROBLEMS = 100
+"""Problems of a rejected set kept in its result (the status) and logged; one more line
+counts the rest (``gateway validate`` lists every one)."""
 
 log = structlog.get_logger("gateway.reload")
 
@@ -89,7 +92,8 @@ class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
         version: the live version after the attempt (None: nothing loaded yet).
         previous_version: the live version before it.
         attempted_version: the version of the set that was loaded, if it loaded.
-        errors: every problem, ``file:line:col: message``; empty unless rejected/failed.
+        errors: every problem, ``file:line:col: message``, empty unless rejected/failed; the
+            first ``MAX_REPORTED_PROBLEMS`` and a line counting the others when more.
         warnings: what the ``check`` hook found wrong with the set it loaded that does not
             stop it from serving (swapped or unchanged only; never a secret).
         at: UNIX time the attempt finished.
@@ -315,14 +319,24 @@ class Reloader:
         try:
             new = await asyncio.to_thread(self._load)
         except ManifestError as exc:
-            errors = [str(p) for p in exc.problems] or [exc.message]
+            total = len(exc.problems)
             if self._next is not None:
                 # A change arrived while this load ran (a pull landing file by file): the
                 # load may have read half of it, and the one about to start reads it all.
                 # Its result is the one to report, not an error for a state never pushed.
-                log.info("reload_superseded", reason=reason, problems=len(errors))
+                log.info("reload_superseded", reason=reason, problems=total)
                 return None
-            return self._finish("rejected", reason, live_version, started, errors=errors)
+            # Bounded: a push may hold a hundred thousand problems, and every rejected
+            # reload logs them and the status carries them.
+            errors = [str(p) for p in exc.problems[:MAX_REPORTED_PROBLEMS]] or [exc.message]
+            if total > MAX_REPORTED_PROBLEMS:
+                errors.append(
+                    f"... and {total - MAX_REPORTED_PROBLEMS} more problem(s) ({total} in all; "
+                    "gateway validate lists every one)"
+                )
+            return self._finish(
+                "rejected", reason, live_version, started, errors=errors, total=total
+            )
         except Exception as exc:  # a loader bug must not kill the watcher; report it
             log.exception("reload_load_crashed", reason=reason)
             errors = [f"{type(exc).__name__}: {exc}"]
@@ -388,7 +402,10 @@ class Reloader:
         attempted: str | None = None,
         errors: list[str] | None = None,
         warnings: list[str] | None = None,
+        total: int | None = None,
     ) -> ReloadResult:
+        """Record and log one attempt; ``total``: the problems found, when ``errors`` keeps
+        only the first of them."""
         live = self._ref.current
         # Never text UTF-8 cannot carry (a file name that is not UTF-8 in a reason or
         # an error): the status and the log could not encode it.
@@ -411,7 +428,8 @@ class Reloader:
         elif result == "unchanged":
             log.debug("reload_unchanged", **fields)
         else:
-            log.error(f"reload_{result}", errors=len(res.errors), **fields)
+            count = len(res.errors) if total is None else total
+            log.error(f"reload_{result}", errors=count, **fields)
             for error in res.errors:
                 log.error("reload_problem", problem=error)
         for warning in res.warnings:
