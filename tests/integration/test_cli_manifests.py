@@ -570,3 +570,32 @@ def test_a_manifest_name_that_is_not_utf8_is_a_named_problem(tmp_path: Path, fmt
     else:
         assert f"{named}:1:1: {message}; rename it\n" in bad.stdout
         assert f"{root}/a.yaml:3:1: unknown field 'bogus'" in bad.stdout
+
+
+def test_validate_a_file_the_gateway_never_loads_says_so(
+    run: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gateway validate x.yam` (or a hidden file, or one under a hidden directory of
+    GATEWAY_MANIFESTS) said ok for a file the gateway never reads: each is a problem
+    saying why, exit status 1; a ConfigMap's file, a link into ``..data/``, is checked."""
+    root = tmp_path / "m"
+    monkeypatch.setenv("GATEWAY_MANIFESTS", str(root))
+    (root / ".drafts").mkdir(parents=True)
+    (root / "..2026_01").mkdir()
+    (root / "..data").symlink_to("..2026_01")
+    good = "kind: assistant\nname: a\n"
+    for name in ("a.yam", ".hidden.yaml", ".drafts/b.yaml", "..2026_01/c.yaml"):
+        (root / name).write_text(good)
+    (root / "c.yaml").symlink_to("..data/c.yaml")
+    for name, why in [
+        ("a.yam", "only *.yaml and *.yml files are read"),
+        (".hidden.yaml", "hidden files (.name) are skipped"),
+        (".drafts/b.yaml", "it is under .drafts/, and hidden directories are skipped"),
+    ]:
+        result = run("validate", str(root / name))
+        assert result.exit_code == 1, (name, result.output)
+        assert result.stdout == (
+            f"{root / name}:1:1: not a manifest file the gateway loads: {why}\n"
+        )
+    checked = run("validate", str(root / "c.yaml"))
+    assert checked.exit_code == 0, checked.output
