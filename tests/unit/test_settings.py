@@ -238,3 +238,32 @@ def test_root_is_the_manifests_parent_as_given_not_resolved(
     monkeypatch.chdir(tmp_path)
     relative = "current/manifests/../manifests"
     assert from_env({"GATEWAY_MANIFESTS": relative}).root == tmp_path / "current"
+
+
+def test_dotenv_inline_comments_are_not_part_of_the_value(tmp_path: Path) -> None:
+    """`OPENAI_API_KEY=s3cret # the web team` made the key "s3cret # the web team" (and
+    GATEWAY_PORT=9100 # api an error): a ` #` ends an unquoted value, as docker compose
+    and python-dotenv read it; a quoted value ends at its closing quote, a `#` inside it
+    or not after a space is kept."""
+    path = tmp_path / ".env"
+    path.write_text(
+        "OPENAI_API_KEY=s3cret # the web team\n"
+        "GATEWAY_PORT=9100\t# the api\n"
+        'A="x # y" # a comment\n'
+        "B='q'  # another\n"
+        "C=abc#def\n"
+        "D=   # nothing\n"
+        'E="unclosed # c\n',
+        encoding="utf-8",
+    )
+    assert read_dotenv(path) == {
+        "OPENAI_API_KEY": "s3cret",
+        "GATEWAY_PORT": "9100",
+        "A": "x # y",
+        "B": "q",
+        "C": "abc#def",
+        "D": "",
+        "E": '"unclosed',
+    }
+    settings = from_env({}, dotenv=path)
+    assert (settings.openai_api_key, settings.port) == ("s3cret", 9100)
