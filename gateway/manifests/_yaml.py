@@ -25,6 +25,7 @@ Imports only PyYAML and the standard library.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -91,6 +92,9 @@ class Locator:
         keys: path -> (line, col) of the mapping key naming that path.
         interpolated: path -> names of the variables substituted into it.
         missing: (path, variable) for every ``${VAR}`` whose variable is unset.
+        plain: path -> the text written for a scalar YAML read as something other
+            than a string (``NO`` read as false, ``1.10`` as 1.1), so that an error
+            can quote what was written.
         malformed: (path, line in the value, what follows ``${`` up to the character
             that ends a name, that character) for every ``${`` that is neither
             ``${NAME}`` nor ``$${`` (``${PASS:-x}``, ``${ KEY }``): kept as written.
@@ -109,6 +113,7 @@ class Locator:
         "keys",
         "malformed",
         "missing",
+        "plain",
         "short",
         "start",
         "substituted",
@@ -123,6 +128,7 @@ class Locator:
         self.interpolated: dict[Path_, tuple[str, ...]] = {}
         self.missing: list[tuple[Path_, str]] = []
         self.malformed: list[tuple[Path_, int, str, str]] = []
+        self.plain: dict[Path_, str] = {}
         self.substituted: set[str] = set()
         self.short: dict[str, str] = {}
 
@@ -197,10 +203,15 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
     Each part read is checked for nesting depth before it is composed, and the
     alias budget is the whole file's.
 
+    A byte order mark starting a line after the first is an error at its line
+    (``_line_boms``).
+
     Raises:
         YamlError: on a syntax error, with its position, the documents read
             anyway and the file's later errors (``more``).
     """
+    if _LINE_BOM.search(text) is not None:
+        raise _line_boms(text, file, environ)
     lines = text.splitlines()
     deep = _may_nest_deep(text, lines)  # a bound for every part too: each is a suffix
     walker = _Walker(None, environ, lines)
@@ -223,6 +234,36 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
         first.documents, first.more = docs, errors[1:]
         raise first
     return docs
+
+
+_LINE_BOM = re.compile("[\n\r\x85\u2028\u2029]\ufeff")
+"""A byte order mark at the start of any line but the first (files joined with ``cat``)."""
+
+
+def _line_boms(text: str, file: str, environ: Mapping[str, str]) -> YamlError:
+    """The error for the byte order marks starting lines of ``text`` after the first.
+
+    The documents are read without them, so the ones around still count (their
+    names, their own problems); each mark is an error at its line (the first
+    ``MAX_SYNTAX_ERRORS``), sorted with the syntax errors of what is read.
+    """
+    errors = [
+        YamlError(
+            "a byte order mark (U+FEFF, invisible) starts this line: remove it (joining "
+            "files saved with one puts it there); YAML allows one only at the file's start",
+            *_offset_pos(text, found.start() + 1, chars=True),
+        )
+        for found in itertools.islice(_LINE_BOM.finditer(text), MAX_SYNTAX_ERRORS)
+    ]
+    try:
+        docs = read_documents(_LINE_BOM.sub(lambda m: m.group(0)[:-1], text), file, environ)
+    except YamlError as exc:
+        errors += [exc, *exc.more]
+        docs = exc.documents
+    errors.sort(key=lambda e: (e.line, e.col))
+    first = errors[0]
+    first.documents, first.more = docs, errors[1:]
+    return first
 
 
 def _resume_at(text: str, line: int, after: int) -> int | None:
@@ -336,9 +377,10 @@ def _pos(node: yaml.Node | yaml.Event) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
-def _offset_pos(text: str, offset: int) -> tuple[int, int]:
-    """1-based line and column of a reader error's offset (bytes of UTF-8 for the C reader)."""
-    if _Loader is not yaml.SafeLoader:
+def _offset_pos(text: str, offset: int, *, chars: bool = False) -> tuple[int, int]:
+    """1-based line and column of a reader error's offset (bytes of UTF-8 for the C
+    reader) or, with ``chars``, of a character offset."""
+    if _Loader is not yaml.SafeLoader and not chars:
         offset = len(text.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
     start = text.rfind("\n", 0, offset) + 1
     return (text.count("\n", 0, offset) + 1, offset - start + 1)
@@ -551,6 +593,7 @@ class _Walker:
         if isinstance(value, _dt.date | bytes):
             # JSON has no dates or bytes: keep the text, the schema says if it fits.
             return node.value
+        self.locator.plain[path] = node.value
         return value
 
     def interpolate(self, value: str, path: Path_) -> str:

@@ -439,16 +439,21 @@ def _decode(
 
 
 def _convert(doc: RawDocument, data: dict[str, Any], kind: str, kind_key: str | None) -> Any:
-    """A document that passed the schema as its kind's Struct, or the problem msgspec found."""
+    """A document that passed the schema as its kind's Struct, or the problem msgspec found.
+
+    Not strict: the schema (generated from these Structs) has passed, and JSON Schema's
+    ``integer`` is any number without a fraction, so ``max_tool_rounds: 8.0`` is 8, as
+    the committed schema (an editor's check) says it is. Strict, msgspec refused it.
+    """
     try:
         if kind_key is None:
-            return msgspec.convert(data, KINDS[kind])
+            return msgspec.convert(data, KINDS[kind], strict=False)
         rest = {k: v for k, v in data.items() if k != kind_key}
-        action = msgspec.convert(rest, Action)
+        action = msgspec.convert(rest, Action, strict=False)
     except msgspec.ValidationError as exc:
         return validate.decode_problem(doc, exc)
     try:
-        config = msgspec.convert(data[kind_key], ACTION_KINDS[kind_key])
+        config = msgspec.convert(data[kind_key], ACTION_KINDS[kind_key], strict=False)
     except msgspec.ValidationError as exc:
         return validate.decode_problem(doc, exc, (kind_key,))
     return msgspec.structs.replace(action, kind_key=kind_key, config=config)

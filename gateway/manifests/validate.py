@@ -217,10 +217,30 @@ def _schema_error(doc: RawDocument, error: ValidationError, kind: str) -> list[P
         message = f"the value from an environment variable fails `{error.validator}`"
     elif error.validator == "pattern" and isinstance(error.validator_value, str):
         message = _pattern_message(error.instance, error.validator_value)
+    elif (written := _read_as_other(doc, path, error)) is not None:
+        message = written
     else:
         message = error.message
     prefix = f"{format_path(path)}: " if path else ""
     return [at(doc, path, prefix + message)]
+
+
+def _read_as_other(doc: RawDocument, path: Path_, error: ValidationError) -> str | None:
+    """For text expected where YAML read a bare word as a boolean, null or number
+    (``name: NO`` is false, ``initial_message: yes`` true): what was written, and to
+    quote it. None for any other error."""
+    written = doc.locator.plain.get(path)
+    expected = error.validator_value
+    types = expected if isinstance(expected, list) else [expected]
+    if error.validator != "type" or written is None or "string" not in types:
+        return None
+    value = error.instance
+    what = "a boolean" if isinstance(value, bool) else "null" if value is None else "a number"
+    shown = msgspec.json.encode(value).decode()
+    return (
+        f"{written} is read by YAML as {what} ({shown}), not text; "
+        f'write it in quotes for the text: "{written}"'
+    )
 
 
 def _pattern_message(value: object, pattern: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from collections.abc import Mapping
@@ -1032,3 +1033,49 @@ def test_code_over_the_size_limit_is_a_located_problem(
     assert "import 1.0 MiB of source" in problem.message
     assert "over the 1 MiB" in problem.message
     assert "largest: big_actions/data.py (1.0 MiB)" in problem.message
+
+
+def test_an_integral_float_loads_where_the_schema_says_integer(tmp_path: Path) -> None:
+    """`max_tool_rounds: 8.0` passed the committed schema (JSON Schema's integer is any
+    number without a fraction: what an editor checks against) but the loader refused it
+    ("Expected `int`, got `float`"): it loads as 8; 8.5 is still refused."""
+    schema = json.loads(
+        (Path(__file__).parents[3] / "schemas" / "manifest.schema.json").read_text()
+    )
+    rounds = schema["$defs"]["Assistant"]["properties"]["max_tool_rounds"]
+    assert rounds["type"] == "integer"
+    catalog = load(tmp_path, {"a.yaml": "kind: assistant\nname: a\nmax_tool_rounds: 8.0\n"})
+    value = catalog.assistants["a"].max_tool_rounds
+    assert (value, type(value)) == (8, int)
+    [problem] = problems(
+        tmp_path / "b", {"a.yaml": "kind: assistant\nname: a\nmax_tool_rounds: 8.5\n"}
+    )
+    assert problem.message == "max_tool_rounds: 8.5 is not of type 'integer'"
+
+
+def test_a_bare_word_yaml_reads_as_a_boolean_is_quoted_as_written(tmp_path: Path) -> None:
+    """`name: NO` said "name: False is not of type 'string'": YAML 1.1 reads NO, yes, on,
+    null as booleans or null; the problem quotes what was written and says to quote it."""
+    found = problems(
+        tmp_path, {"a.yaml": "kind: assistant\nname: NO\ninitial_message: yes\nmodel: ~\n"}
+    )
+    assert [(p.line, p.col, p.message) for p in found] == [
+        (
+            2,
+            7,
+            "name: NO is read by YAML as a boolean (false), not text; "
+            'write it in quotes for the text: "NO"',
+        ),
+        (
+            3,
+            18,
+            "initial_message: yes is read by YAML as a boolean (true), not text; "
+            'write it in quotes for the text: "yes"',
+        ),
+        (
+            4,
+            8,
+            "model: ~ is read by YAML as null (null), not text; "
+            'write it in quotes for the text: "~"',
+        ),
+    ]

@@ -370,3 +370,23 @@ def test_a_long_string_used_through_a_few_aliases_still_loads() -> None:
     text = f'a: &d "{"z" * 100_000}"\nb: [*d, *d, *d]\nc: *d\n'
     [doc] = read_documents(text, "f.yaml", {})
     assert doc.data["b"] == [doc.data["a"]] * 3 and doc.data["c"] == doc.data["a"]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_byte_order_mark_starting_a_later_line_is_named(newline: str) -> None:
+    """Two files joined with `cat`, the second saved with a BOM: the invisible U+FEFF
+    after `---` gave "missing required field 'name', 'url'" or "did not find expected
+    key". It is named at its line, and the documents around it are still read."""
+    text = newline.join(
+        ["\ufeffkind: database", "name: db", "---", "\ufeffkind: database", "name: db2", ""]
+    )
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    error = info.value
+    assert (error.line, error.col) == (4, 1)
+    assert error.message.startswith("a byte order mark (U+FEFF, invisible) starts this line")
+    assert error.more == []
+    assert [d.data for d in error.documents] == [
+        {"kind": "database", "name": "db"},
+        {"kind": "database", "name": "db2"},
+    ]
