@@ -1,6 +1,7 @@
 """``gateway validate``, ``schema``, ``tools`` and ``import-seed``: the manifest commands.
 
-Imports click and ``_common`` at the top, ``gateway.manifests`` inside the commands.
+Imports click, ``_common`` and ``gateway._unicode`` (which imports nothing) at the top,
+``gateway.manifests`` inside the commands.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from gateway._cli._common import (
     printable,
     register_kinds,
 )
+from gateway._unicode import fs_text
 
 __all__ = ["import_seed_command", "schema_command", "tools_command", "validate_command"]
 
@@ -79,7 +81,7 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
             root = settings.manifests if inside else target.parent
             skipped = _not_loaded(target, root)
             if skipped is not None:  # "ok" would say nothing of it: the gateway never reads it
-                problems.append(Problem(file=str(target), line=1, col=1, message=skipped))
+                problems.append(Problem(file=fs_text(str(target)), line=1, col=1, message=skipped))
                 continue
             only = roots.setdefault(root, set())
             if only is not None:
@@ -129,6 +131,8 @@ def _not_loaded(target: Path, root: Path) -> str | None:
     from gateway.manifests.loader import SUFFIXES
 
     name = target.name
+    if fs_text(name) is not name:
+        return "not a manifest file the gateway loads: its name is not valid UTF-8"
     if not name.endswith(SUFFIXES):
         return "not a manifest file the gateway loads: only *.yaml and *.yml files are read"
     if name.startswith("."):

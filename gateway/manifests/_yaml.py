@@ -58,7 +58,9 @@ MAX_ALIAS_NODES = 200_000
 """Nodes that aliases (and ``<<`` merges) may add to one file once expanded."""
 MAX_ALIAS_CHARS = 4_000_000
 """Characters of scalars and keys that aliases (and ``<<`` merges) may add to one file."""
-_SHARED_SCALAR = 64  # a scalar this long or longer is charged when an alias reuses it
+# A scalar this long or longer is charged when an alias reuses it: a shorter one (an alias
+# takes 3 characters at least, `*a,`) adds at most 5 times the file's size.
+_SHARED_SCALAR = 16
 _MIN_REDACTED = 4  # shortest variable value ``Locator.redact`` hides
 _C_SAFE_DEPTH = 2_000  # far below where the C composer overflows an 8 MB stack (~20,000)
 

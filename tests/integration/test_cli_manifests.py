@@ -599,3 +599,10 @@ def test_validate_a_file_the_gateway_never_loads_says_so(
         )
     checked = run("validate", str(root / "c.yaml"))
     assert checked.exit_code == 0, checked.output
+    (root / os.fsdecode(b"d\xff.yaml")).write_text(good)
+    undecodable = run("validate", str(root / os.fsdecode(b"d\xff.yaml")))
+    assert undecodable.exit_code == 1, undecodable.output
+    assert undecodable.stdout == (
+        f"{root}/d\\xff.yaml:1:1: not a manifest file the gateway loads: "
+        "its name is not valid UTF-8\n"
+    )

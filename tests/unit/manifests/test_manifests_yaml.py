@@ -365,6 +365,16 @@ def test_a_collection_of_long_strings_used_through_aliases_counts_its_characters
     assert info.value.line == 3 + 40  # the 41st use of 100 KB passes 4 MB (the first: line 3)
 
 
+def test_a_short_string_used_through_very_many_aliases_is_refused() -> None:
+    """A 40-character string through 110,000 aliases (330 KB written, 4.4 MB once
+    expanded) is refused too: only strings under 16 characters go uncounted."""
+    text = f'a: &s "{"y" * 40}"\nb: [' + ",".join(["*s"] * 110_000) + "]\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert "4000000 characters" in info.value.message
+    assert info.value.line == 2
+
+
 def test_a_long_string_used_through_a_few_aliases_still_loads() -> None:
     """A long shared description reused a few times is not mistaken for a bomb."""
     text = f'a: &d "{"z" * 100_000}"\nb: [*d, *d, *d]\nc: *d\n'
