@@ -6,7 +6,9 @@ and so JSON, the run's log, the stores and SSE/WebSocket frames, cannot carry:
 escape into one, and a file name that is not UTF-8 (``os.listdir``,
 ``os.fsdecode``) holds one. ``valid_text`` is the one repair, used by the
 engine (model text, tool calls, tool output, provider errors) and by the
-sandbox (a call's result frame). ``printable`` escapes what a terminal or a
+sandbox (a call's result frame). ``fs_text`` shows a file name that is not
+UTF-8 with its stray bytes escaped (``ok\\xff.yaml``), where the repair would
+hide which file it is. ``printable`` escapes what a terminal or a
 line-oriented reader would obey: the CLI's messages and every human-format
 log line (``gateway.api.logs``) go through it. Imports nothing of the
 gateway, so the sandbox worker stays light to import.
@@ -14,7 +16,7 @@ gateway, so the sandbox worker stays light to import.
 
 from __future__ import annotations
 
-__all__ = ["printable", "valid_text"]
+__all__ = ["fs_text", "printable", "valid_text"]
 
 
 def valid_text(text: str) -> str:
@@ -33,6 +35,24 @@ def valid_text(text: str) -> str:
         # child (another uid, Landlock) may not be able to read: the call would fail.
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def fs_text(name: str) -> str:
+    """A path from the OS as valid text: each byte that is not UTF-8 shown as ``\\xff``.
+
+    ``os.listdir`` and ``os.walk`` decode such bytes to lone surrogates (Python's
+    ``surrogateescape``), which no UTF-8 output (a terminal, JSON, the log) can
+    carry. Valid names come back as the same object.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no OS byte decodes to
+            return valid_text(name)
+        return raw.decode("utf-8", "backslashreplace")
+    return name
 
 
 def printable(text: str, limit: int | None = None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -66,10 +67,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def root(self) -> Path:
-        """Directory put on ``sys.path`` for Python actions (parent of the manifests root)."""
+        """Directory put on ``sys.path`` for Python actions (parent of the manifests root).
+
+        Absolute, not resolved: with git-sync's ``/git/current/manifests`` it is
+        ``/git/current``, the link, whichever revision it points to.
+        """
         if self.gateway_root is not None:
             return self.gateway_root
-        return self.manifests.resolve().parent
+        return Path(os.path.abspath(self.manifests)).parent  # noqa: PTH100 - not resolved
 
     @classmethod
     def from_env(
@@ -274,15 +279,31 @@ def _dec_hook(type_: type, obj: object) -> object:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes."""
+    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes.
+
+    As docker compose and python-dotenv read it: a value in quotes ends at its
+    closing quote (what follows, a comment, is dropped); an unquoted one ends
+    before a ``#`` that follows a space or a tab (``KEY=s3cret # the web team``
+    is ``s3cret``; ``a#b`` keeps its ``#``).
+    """
     result: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#") or "=" not in stripped:
             continue
         key, _, value = stripped.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        result[key.strip()] = value
+        result[key.strip()] = _dotenv_value(value.strip())
     return result
+
+
+_INLINE_COMMENT = re.compile(r"(?:^|[ \t])#")
+
+
+def _dotenv_value(value: str) -> str:
+    """One ``.env`` value: unquoted, and without its inline comment."""
+    if value[:1] in ("'", '"'):
+        end = value.find(value[0], 1)
+        if end != -1:
+            return value[1:end]
+    found = _INLINE_COMMENT.search(value)
+    return (value[: found.start()] if found else value).rstrip()

@@ -1,6 +1,7 @@
 """``gateway validate``, ``schema``, ``tools`` and ``import-seed``: the manifest commands.
 
-Imports click and ``_common`` at the top, ``gateway.manifests`` inside the commands.
+Imports click, ``_common`` and ``gateway._unicode`` (which imports nothing) at the top,
+``gateway.manifests`` inside the commands.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from gateway._cli._common import (
     printable,
     register_kinds,
 )
+from gateway._unicode import fs_text
 
 __all__ = ["import_seed_command", "schema_command", "tools_command", "validate_command"]
 
@@ -48,7 +50,9 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
     a ``${VAR}`` value shorter than 4 characters in an http/sql config, a database URL
     or a provider) go to stderr as ``warning: ...`` lines and do not change the exit
     status. A file is checked in the context of its root (GATEWAY_MANIFESTS when it
-    lies inside it, else its directory) and only its own problems are shown.
+    lies inside it, else its directory) and only its own problems are shown; a file
+    the gateway would not load (not *.yaml/*.yml, hidden, under a hidden directory)
+    is a problem.
     """
     import os
     from typing import cast
@@ -74,7 +78,12 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
             )
         elif target.is_file():
             inside = target.resolve().is_relative_to(settings.manifests.resolve())
-            only = roots.setdefault(settings.manifests if inside else target.parent, set())
+            root = settings.manifests if inside else target.parent
+            skipped = _not_loaded(target, root)
+            if skipped is not None:  # "ok" would say nothing of it: the gateway never reads it
+                problems.append(Problem(file=fs_text(str(target)), line=1, col=1, message=skipped))
+                continue
+            only = roots.setdefault(root, set())
             if only is not None:
                 only.add(target.resolve())
         else:
@@ -113,6 +122,31 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
     if problems:
         click.echo(f"{len(problems)} problem(s)", err=True)
         raise SystemExit(1)
+
+
+def _not_loaded(target: Path, root: Path) -> str | None:
+    """Why the gateway would never read the file ``target`` under ``root``, if it would not."""
+    import os
+
+    from gateway.manifests.loader import SUFFIXES
+
+    name = target.name
+    if fs_text(name) is not name:
+        return "not a manifest file the gateway loads: its name is not valid UTF-8"
+    if not name.endswith(SUFFIXES):
+        return "not a manifest file the gateway loads: only *.yaml and *.yml files are read"
+    if name.startswith("."):
+        return "not a manifest file the gateway loads: hidden files (.name) are skipped"
+    # As written, not resolved: a ConfigMap's a.yaml is a link into ..data/, read as a.yaml.
+    given, base = Path(os.path.abspath(target)), Path(os.path.abspath(root))  # noqa: PTH100
+    parts = given.parent.relative_to(base).parts if given.is_relative_to(base) else ()
+    hidden = next((part for part in parts if part.startswith(".")), None)
+    if hidden is not None:
+        return (
+            f"not a manifest file the gateway loads: it is under {hidden}/, and hidden "
+            "directories are skipped"
+        )
+    return None
 
 
 @click.command("schema", short_help="Print the manifest JSON Schema.")

@@ -14,8 +14,10 @@ Hostile input is bounded before it can hurt the process: nesting deeper than
 few hundred kilobytes of ``[[[[`` would crash the whole server with a
 segmentation fault, so text that could nest that deep is checked on the event
 stream before it is composed), and aliases may expand to at most
-``MAX_ALIAS_NODES`` nodes per file (a "billion laughs" file of ten lines would
-otherwise take the loader's memory and time without end).
+``MAX_ALIAS_NODES`` nodes and ``MAX_ALIAS_CHARS`` characters of scalars (and
+keys) per file (a "billion laughs" file of ten lines, or a 100 KB string used
+through a thousand aliases, would otherwise take the loader's memory and time
+once the values are copied or encoded).
 
 Imports only PyYAML and the standard library.
 """
@@ -23,6 +25,7 @@ Imports only PyYAML and the standard library.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -43,13 +46,21 @@ __all__ = [
 Path_ = tuple[str | int, ...]
 """A JSON path inside one document: mapping keys and list indexes."""
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{([A-Za-z0-9_]*)(.?)")
+"""``${NAME}``; ``$${`` (a literal ``${``); or a ``${`` that starts neither (groups 2
+and 3: the name-like text after it and the character that ends it). Any other ``$``
+is kept as written."""
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 MAX_DEPTH = 100
 """Deepest nesting of collections in a document (real manifests need a few dozen)."""
 MAX_ALIAS_NODES = 200_000
 """Nodes that aliases (and ``<<`` merges) may add to one file once expanded."""
+MAX_ALIAS_CHARS = 4_000_000
+"""Characters of scalars and keys that aliases (and ``<<`` merges) may add to one file."""
+# A scalar this long or longer is charged when an alias reuses it: a shorter one (an alias
+# takes 3 characters at least, `*a,`) adds at most 5 times the file's size.
+_SHARED_SCALAR = 16
 _MIN_REDACTED = 4  # shortest variable value ``Locator.redact`` hides
 _C_SAFE_DEPTH = 2_000  # far below where the C composer overflows an 8 MB stack (~20,000)
 
@@ -83,6 +94,12 @@ class Locator:
         keys: path -> (line, col) of the mapping key naming that path.
         interpolated: path -> names of the variables substituted into it.
         missing: (path, variable) for every ``${VAR}`` whose variable is unset.
+        plain: path -> the text written for a scalar YAML read as something other
+            than a string (``NO`` read as false, ``1.10`` as 1.1), so that an error
+            can quote what was written.
+        malformed: (path, line in the value, what follows ``${`` up to the character
+            that ends a name, that character) for every ``${`` that is neither
+            ``${NAME}`` nor ``$${`` (``${PASS:-x}``, ``${ KEY }``): kept as written.
         blocks: path -> (line, col) of the first content line of a literal ``|``
             block scalar, so "line 3 of this SQL" can become a file line.
         substituted: the values variables put into this document, so that
@@ -96,7 +113,9 @@ class Locator:
         "blocks",
         "interpolated",
         "keys",
+        "malformed",
         "missing",
+        "plain",
         "short",
         "start",
         "substituted",
@@ -110,6 +129,8 @@ class Locator:
         self.keys: dict[Path_, tuple[int, int]] = {}
         self.interpolated: dict[Path_, tuple[str, ...]] = {}
         self.missing: list[tuple[Path_, str]] = []
+        self.malformed: list[tuple[Path_, int, str, str]] = []
+        self.plain: dict[Path_, str] = {}
         self.substituted: set[str] = set()
         self.short: dict[str, str] = {}
 
@@ -184,10 +205,15 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
     Each part read is checked for nesting depth before it is composed, and the
     alias budget is the whole file's.
 
+    A byte order mark starting a line after the first is an error at its line
+    (``_line_boms``).
+
     Raises:
         YamlError: on a syntax error, with its position, the documents read
             anyway and the file's later errors (``more``).
     """
+    if _LINE_BOM.search(text) is not None:
+        raise _line_boms(text, file, environ)
     lines = text.splitlines()
     deep = _may_nest_deep(text, lines)  # a bound for every part too: each is a suffix
     walker = _Walker(None, environ, lines)
@@ -210,6 +236,36 @@ def read_documents(text: str, file: str, environ: Mapping[str, str]) -> list[Raw
         first.documents, first.more = docs, errors[1:]
         raise first
     return docs
+
+
+_LINE_BOM = re.compile("[\n\r\x85\u2028\u2029]\ufeff")
+"""A byte order mark at the start of any line but the first (files joined with ``cat``)."""
+
+
+def _line_boms(text: str, file: str, environ: Mapping[str, str]) -> YamlError:
+    """The error for the byte order marks starting lines of ``text`` after the first.
+
+    The documents are read without them, so the ones around still count (their
+    names, their own problems); each mark is an error at its line (the first
+    ``MAX_SYNTAX_ERRORS``), sorted with the syntax errors of what is read.
+    """
+    errors = [
+        YamlError(
+            "a byte order mark (U+FEFF, invisible) starts this line: remove it (joining "
+            "files saved with one puts it there); YAML allows one only at the file's start",
+            *_offset_pos(text, found.start() + 1, chars=True),
+        )
+        for found in itertools.islice(_LINE_BOM.finditer(text), MAX_SYNTAX_ERRORS)
+    ]
+    try:
+        docs = read_documents(_LINE_BOM.sub(lambda m: m.group(0)[:-1], text), file, environ)
+    except YamlError as exc:
+        errors += [exc, *exc.more]
+        docs = exc.documents
+    errors.sort(key=lambda e: (e.line, e.col))
+    first = errors[0]
+    first.documents, first.more = docs, errors[1:]
+    return first
 
 
 def _resume_at(text: str, line: int, after: int) -> int | None:
@@ -254,6 +310,7 @@ def _read_part(
         return index, exc
     loader = _Loader(part)
     walker.loader = loader
+    walker.part = part
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -284,14 +341,48 @@ def _read_part(
     return index, None
 
 
+def _alias_at(text: str, anchored: tuple[int, int], use: int) -> tuple[str, tuple[int, int]] | None:
+    """The name and position of the ``use``-th alias (the last if fewer) of the value
+    anchored at ``anchored`` in ``text``, if that value has an anchor.
+
+    Walks the events (no recursion, no composing); only called once a budget is past.
+    """
+    loader = _Loader(text)
+    name: str | None = None
+    aliases: list[tuple[int, int]] = []
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            anchor = getattr(event, "anchor", None)
+            if anchor is None:
+                continue
+            if isinstance(event, yaml.AliasEvent):
+                if anchor == name:
+                    aliases.append(_pos(event))
+                    if len(aliases) >= use:
+                        break
+            elif _pos(event) == anchored:
+                name, aliases = anchor, []
+            elif anchor == name:
+                break  # redefined: later aliases name another value
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+    if name is None or not aliases:
+        return None
+    return name, aliases[min(use, len(aliases)) - 1]
+
+
 def _pos(node: yaml.Node | yaml.Event) -> tuple[int, int]:
     mark = node.start_mark
     return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
-def _offset_pos(text: str, offset: int) -> tuple[int, int]:
-    """1-based line and column of a reader error's offset (bytes of UTF-8 for the C reader)."""
-    if _Loader is not yaml.SafeLoader:
+def _offset_pos(text: str, offset: int, *, chars: bool = False) -> tuple[int, int]:
+    """1-based line and column of a reader error's offset (bytes of UTF-8 for the C
+    reader) or, with ``chars``, of a character offset."""
+    if _Loader is not yaml.SafeLoader and not chars:
         offset = len(text.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
     start = text.rfind("\n", 0, offset) + 1
     return (text.count("\n", 0, offset) + 1, offset - start + 1)
@@ -353,21 +444,34 @@ class _Walker:
         self.active: set[int] = set()
         self.built: set[int] = set()  # collections of this document already walked once
         self.explicit: dict[int, set[int]] = {}  # mapping -> ids of the keys written in it
+        self.scalars: set[int] = set()  # long scalars of this document already walked once
+        self.uses: dict[int, int] = {}  # anchored node -> times an alias has reused it
         self.expanding = 0  # > 0 while walking a collection a second time (an alias)
         self.alias_nodes = 0
-        self.alias_root: yaml.Node | None = None  # the anchored collection being expanded
+        self.alias_chars = 0
+        self.alias_root: yaml.Node | None = None  # the anchored value being expanded
+        self.part = ""  # the text being read (the file, or what follows a syntax error)
 
     def document(self, node: yaml.Node, locator: Locator) -> Any:
         """The plain value of one document's root node (positions go to ``locator``)."""
         self.locator = locator
         self.built.clear()
+        self.scalars.clear()
+        self.uses.clear()
         self.explicit.clear()
         return self.build(node, ())
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.locator.values[path] = _pos(node)
         if self.expanding:
-            self.charge(1, self.alias_root or node)
+            self.charge(1, len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
+        elif isinstance(node, yaml.ScalarNode) and len(node.value) >= _SHARED_SCALAR:
+            # An alias of a scalar adds no node but can add its whole text, every time.
+            if id(node) in self.scalars:
+                self.alias_root = node
+                self.uses[id(node)] = self.uses.get(id(node), 0) + 1
+                self.charge(0, len(node.value))
+            self.scalars.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.active:
@@ -378,6 +482,7 @@ class _Walker:
         self.built.add(id(node))
         if again and not self.expanding:
             self.alias_root = node
+            self.uses[id(node)] = self.uses.get(id(node), 0) + 1
         self.expanding += again
         self.active.add(id(node))
         try:
@@ -400,7 +505,8 @@ class _Walker:
             self.loader.flatten_mapping(node)  # resolves `<<` merge keys in place
             # Merged entries are copies an alias brought in: a chain of merges grows
             # quadratically, so they count against the alias budget too.
-            self.charge(sum(id(k) not in explicit for k, _ in node.value), node)
+            merged_keys = [k for k, _ in node.value if id(k) not in explicit]
+            self.charge(len(merged_keys), sum(len(str(k.value)) for k in merged_keys), node)
         result: dict[str, Any] = {}
         merged: set[str] = set()
         for key_node, value_node in node.value:
@@ -415,21 +521,43 @@ class _Walker:
                 merged.add(key)
             elif key in result and key not in merged:
                 raise YamlError(f"duplicate key {key!r}", *_pos(key_node))
+            if self.expanding:
+                self.charge(0, len(key))
             child = (*path, key)
             self.locator.keys[child] = _pos(key_node)
             result[key] = self.build(value_node, child)
         return result
 
-    def charge(self, nodes: int, where: yaml.Node) -> None:
-        """Count ``nodes`` that aliases or merges added; past the budget, refuse the file."""
+    def charge(self, nodes: int, chars: int, merging: yaml.Node | None = None) -> None:
+        """Count ``nodes`` and ``chars`` that aliases added to the value being expanded
+        (``alias_root``), or the ``<<`` merges of ``merging`` added; past either budget,
+        refuse the file at the alias (or the merging mapping)."""
         self.alias_nodes += nodes
+        self.alias_chars += chars
         if self.alias_nodes > MAX_ALIAS_NODES:
-            raise YamlError(
-                f"aliases expand to more than {MAX_ALIAS_NODES} nodes in this file "
-                "(this anchored value, used through its aliases or `<<` merges)",
-                *_pos(where),
-                resumable=False,
-            )
+            over = f"{MAX_ALIAS_NODES} nodes"
+        elif self.alias_chars > MAX_ALIAS_CHARS:
+            over = f"{MAX_ALIAS_CHARS} characters"
+        else:
+            return
+        root = merging or self.alias_root
+        where = _pos(root) if root is not None else (1, 1)
+        found = None
+        if root is not None and merging is None:
+            found = _alias_at(self.part, where, self.uses.get(id(root), 1))
+        if merging is not None:
+            what = "the `<<` merges of this mapping"
+        elif found is None:
+            what = f"the value at line {where[0]}, used through its aliases or `<<` merges"
+        else:
+            what = f"the alias *{found[0]} of the value anchored at line {where[0]}"
+            where = found[1]
+        raise YamlError(
+            f"aliases expand to more than {over} in this file ({what}); "
+            "write the value out or use it fewer times",
+            *where,
+            resumable=False,
+        )
 
     def construct(self, node: yaml.ScalarNode) -> Any:
         """PyYAML's value for a tagged or resolved scalar; a misfit tag is a located error.
@@ -467,6 +595,7 @@ class _Walker:
         if isinstance(value, _dt.date | bytes):
             # JSON has no dates or bytes: keep the text, the schema says if it fits.
             return node.value
+        self.locator.plain[path] = node.value
         return value
 
     def interpolate(self, value: str, path: Path_) -> str:
@@ -474,8 +603,12 @@ class _Walker:
 
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
+            if match.group(2) is not None:
+                line = value.count("\n", 0, match.start()) + 1
+                self.locator.malformed.append((path, line, match.group(2), match.group(3)))
+                return match.group(0)
             if name is None:
-                return "$"
+                return "${"
             used.append(name)
             found = self.environ.get(name)
             if found is None:

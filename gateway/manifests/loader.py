@@ -41,17 +41,33 @@ from typing import Any, NamedTuple
 import msgspec
 
 from gateway._files import NotRegularFile, open_regular
+from gateway._unicode import fs_text, printable
 from gateway.errors import ManifestError, Problem
 from gateway.manifests import _pyfunc, validate
 from gateway.manifests._pyfunc import Introspection, inspect_functions
 from gateway.manifests._salvage import salvage
-from gateway.manifests._yaml import RawDocument, YamlError, parse_path, read_documents, redact
+from gateway.manifests._yaml import (
+    Path_,
+    RawDocument,
+    YamlError,
+    format_path,
+    parse_path,
+    read_documents,
+    redact,
+)
 from gateway.manifests.catalog import Catalog, ShortVariable, SourceRef
 from gateway.manifests.model import ACTION_KINDS, KINDS, Action, CheckContext
 from gateway.manifests.tools import assistant_tools
 from gateway.manifests.validate import Entry, at
 
-__all__ = ["MAX_FILE_BYTES", "SUFFIXES", "discover", "forget_previous_load", "load_catalog"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "SUFFIXES",
+    "default_gateway_root",
+    "discover",
+    "forget_previous_load",
+    "load_catalog",
+]
 
 SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -70,18 +86,18 @@ def load_catalog(
         root: the manifests root; problems name files as ``root / relative``.
         environ: variables for ``${VAR}`` and ``secrets`` (default ``os.environ``).
         gateway_root: directory on ``sys.path`` for Python actions (default:
-            the parent of the resolved root, as ``Settings.root``).
+            ``default_gateway_root``, as ``Settings.root``).
 
     Raises:
         ManifestError: with every problem found, sorted by file, line and column.
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     root_abs = root.absolute()
-    if not root_abs.is_dir():  # first: resolve() below raises on a symlink loop
+    if not root_abs.is_dir():
         # lexists: a symlink loop or a dangling link exists, as a link that is not a directory
         what = "is not a directory" if os.path.lexists(root_abs) else "does not exist"
         raise ManifestError([_root_problem(root, f"the manifests root {what}")])
-    code_root = (gateway_root or root_abs.resolve().parent).absolute()
+    code_root = (gateway_root or default_gateway_root(root)).absolute()
     problems: list[Problem] = []
     files = discover(root_abs)
     if not files:
@@ -101,6 +117,9 @@ def load_catalog(
     documents = 0
     for rel in files:
         shown = str(root / rel)
+        if fs_text(rel) is not rel:
+            problems.append(_undecodable_name(root, rel))
+            continue
         rel_of[shown] = rel
         try:
             data = _read_manifest(root_abs / rel)
@@ -265,11 +284,25 @@ def _not_utf8(shown: str, data: bytes, exc: UnicodeDecodeError) -> Problem:
     return Problem(file=shown, line=line, col=col, message=message)
 
 
+def default_gateway_root(manifests: Path) -> Path:
+    """The parent of the manifests root, absolute but not resolved (``..`` removed).
+
+    With git-sync's layout (``/git/current/manifests``, ``current -> revs/r5``) it
+    is ``/git/current``: modules' ``__file__`` stay under the link, so their data
+    files are those of the revision it points to (r5 is deleted after the next
+    flip), and the root is the same after every flip (a zygote is replaced when
+    its root changes, so a manifest-only push would restart them all).
+    """
+    return Path(os.path.abspath(manifests)).parent  # noqa: PTH100 - normalizes, no resolving
+
+
 def discover(root: Path) -> list[str]:
     """Manifest files under ``root`` as sorted POSIX paths relative to it.
 
     Follows symlinks (git-sync, Kubernetes ConfigMaps), skips hidden files and
-    directories, and never visits the same real directory twice.
+    directories, and never visits the same real directory twice. A name that is
+    not UTF-8 comes as ``os.walk`` decodes it (lone surrogates): ``load_catalog``
+    reports it and reads it not.
     """
     found: list[str] = []
     seen: set[str] = set()
@@ -344,8 +377,46 @@ def _environment_secrets(env: Mapping[str, str]) -> set[str]:
     return values
 
 
+def _undecodable_name(root: Path, rel: str) -> Problem:
+    """A manifest whose path is not UTF-8: not read (no output could name it as it is)."""
+    return Problem(
+        file=fs_text(str(root / rel)),
+        line=1,
+        col=1,
+        message="the file name is not valid UTF-8 (the bytes shown as \\x..): "
+        "the file was not read; rename it",
+    )
+
+
 def _root_problem(root: Path, message: str) -> Problem:
     return Problem(file=str(root), line=1, col=1, message=message)
+
+
+def _malformed_variable(doc: RawDocument, path: Path_, line: int, name: str, end: str) -> Problem:
+    """A ``${`` that is neither ``${NAME}`` nor ``$${``, at its line (in a ``|`` block too).
+
+    Kept as written, ``${PGPASS:-changeme}`` would become the password itself. Only
+    the name-like text after ``${`` is quoted (never what follows: a default value).
+    """
+    written = "${" + name[:64]
+    if not end:
+        why = f"`{written}` has no closing `}}`"
+    elif end == "}":
+        why = f"`{written}}}` is not a variable name (letters, digits and _, not a digit first)"
+    else:
+        why = f"`{written}` is followed by {end!r}, not `}}`"
+    line_no, col = doc.locator.inner(path, line)
+    message = (
+        f"{why}: a variable is written ${{NAME}} (no default, no spaces); "
+        "write $${ for a literal ${"
+    )
+    return Problem(
+        file=doc.file,
+        line=line_no,
+        col=col,
+        message=doc.locator.redact(printable(message)),
+        path=format_path(path),
+    )
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
@@ -380,6 +451,7 @@ def _decode(
     problems.extend(
         at(doc, path, f"environment variable {var} is not set") for path, var in doc.locator.missing
     )
+    problems.extend(_malformed_variable(doc, *found) for found in doc.locator.malformed)
     kind_key = _kind_key(doc, data, problems) if kind == "action" else None
     problems += validate.schema_problems(doc, kind)
     if len(problems) == before:
@@ -392,16 +464,21 @@ def _decode(
 
 
 def _convert(doc: RawDocument, data: dict[str, Any], kind: str, kind_key: str | None) -> Any:
-    """A document that passed the schema as its kind's Struct, or the problem msgspec found."""
+    """A document that passed the schema as its kind's Struct, or the problem msgspec found.
+
+    Not strict: the schema (generated from these Structs) has passed, and JSON Schema's
+    ``integer`` is any number without a fraction, so ``max_tool_rounds: 8.0`` is 8, as
+    the committed schema (an editor's check) says it is. Strict, msgspec refused it.
+    """
     try:
         if kind_key is None:
-            return msgspec.convert(data, KINDS[kind])
+            return msgspec.convert(data, KINDS[kind], strict=False)
         rest = {k: v for k, v in data.items() if k != kind_key}
-        action = msgspec.convert(rest, Action)
+        action = msgspec.convert(rest, Action, strict=False)
     except msgspec.ValidationError as exc:
         return validate.decode_problem(doc, exc)
     try:
-        config = msgspec.convert(data[kind_key], ACTION_KINDS[kind_key])
+        config = msgspec.convert(data[kind_key], ACTION_KINDS[kind_key], strict=False)
     except msgspec.ValidationError as exc:
         return validate.decode_problem(doc, exc, (kind_key,))
     return msgspec.structs.replace(action, kind_key=kind_key, config=config)

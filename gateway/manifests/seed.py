@@ -121,14 +121,14 @@ def _dump(document: dict[str, Any]) -> str:
 
 
 def _escape(value: Any) -> Any:
-    """Every ``$`` in a string value doubled, so loading gives back the text imported.
+    """Every ``${`` in a string value written ``$${``, so loading gives back the text imported.
 
-    The loader replaces ``${VAR}`` and reads ``$$`` as one ``$``; the old
-    configs had no such syntax, and a placeholder like ``${API_KEY}`` in their
+    The loader replaces ``${VAR}`` and reads ``$${`` as ``${``; the old configs
+    had no such syntax, and a placeholder like ``${API_KEY}`` in their
     instructions would otherwise pull the server's variable into the prompt.
     """
     if isinstance(value, str):
-        return value.replace("$", "$$")
+        return value.replace("${", "$${")
     if isinstance(value, list):
         return [_escape(v) for v in value]
     if isinstance(value, dict):

@@ -34,9 +34,11 @@ Imports ``gateway.manifests`` modules and ``errors`` only.
 
 from __future__ import annotations
 
+import collections
 import difflib
-import functools
+import hashlib
 import re
+import threading
 import urllib.parse
 from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
@@ -215,10 +217,30 @@ def _schema_error(doc: RawDocument, error: ValidationError, kind: str) -> list[P
         message = f"the value from an environment variable fails `{error.validator}`"
     elif error.validator == "pattern" and isinstance(error.validator_value, str):
         message = _pattern_message(error.instance, error.validator_value)
+    elif (written := _read_as_other(doc, path, error)) is not None:
+        message = written
     else:
         message = error.message
     prefix = f"{format_path(path)}: " if path else ""
     return [at(doc, path, prefix + message)]
+
+
+def _read_as_other(doc: RawDocument, path: Path_, error: ValidationError) -> str | None:
+    """For text expected where YAML read a bare word as a boolean, null or number
+    (``name: NO`` is false, ``initial_message: yes`` true): what was written, and to
+    quote it. None for any other error."""
+    written = doc.locator.plain.get(path)
+    expected = error.validator_value
+    types = expected if isinstance(expected, list) else [expected]
+    if error.validator != "type" or written is None or "string" not in types:
+        return None
+    value = error.instance
+    what = "a boolean" if isinstance(value, bool) else "null" if value is None else "a number"
+    shown = msgspec.json.encode(value).decode()
+    return (
+        f"{written} is read by YAML as {what} ({shown}), not text; "
+        f'write it in quotes for the text: "{written}"'
+    )
 
 
 def _pattern_message(value: object, pattern: str) -> str:
@@ -553,20 +575,39 @@ def parameters_problems(entry: Entry, parameters: dict[str, Any]) -> list[Proble
     return problems
 
 
-@functools.lru_cache(maxsize=4096)
+_META_CACHE: collections.OrderedDict[bytes, tuple[tuple[Path_, str], ...]] = (
+    collections.OrderedDict()
+)
+_META_CACHE_SIZE = 4096
+_META_LOCK = threading.Lock()  # loads may run in worker threads
+
+
 def _meta_errors(schema_json: bytes) -> tuple[tuple[Path_, str], ...]:
     """Meta-schema errors of one ``parameters`` schema, then why it could not validate.
 
     Cached by content: checking against the 2020-12 meta-schema is the
     costliest step of a load; a reload sees mostly unchanged schemas, and many
-    actions share one.
+    actions share one. The cache keeps a digest of the schema, not the schema:
+    keyed by its bytes, it held megabytes of a schema long after the set that
+    had it was replaced.
     """
+    key = hashlib.blake2b(schema_json, digest_size=20).digest()
+    with _META_LOCK:
+        found = _META_CACHE.get(key)
+        if found is not None:
+            _META_CACHE.move_to_end(key)
+            return found
     schema = msgspec.json.decode(schema_json)
     errors = tuple(
         (tuple(error.absolute_path), error.message)
         for error in map(_deepest, _META.iter_errors(schema))
     )
-    return errors or tuple(_unusable(schema, schema, ()))
+    found = errors or tuple(_unusable(schema, schema, ()))
+    with _META_LOCK:
+        _META_CACHE[key] = found
+        if len(_META_CACHE) > _META_CACHE_SIZE:
+            _META_CACHE.popitem(last=False)
+    return found
 
 
 def _unusable(node: Any, root: Any, path: Path_) -> Iterable[tuple[Path_, str]]:

@@ -33,8 +33,12 @@ keeps failing otherwise, it backs off and then polls. Polling is ``_poll``'s
 own (stats to the nanosecond, ctime included), not watchfiles' poller, which
 compares mtimes to the second.
 
-Imports: ``gateway.settings``, ``gateway.errors``, ``gateway.manifests.catalog``,
-``._watch_paths`` (what to watch) and watchfiles, msgspec, structlog only.
+A file name that is not UTF-8 makes watchfiles' watcher raise: it is watched
+anew (not counted as a failure) and the load reports the name, escaped.
+
+Imports: ``gateway.settings``, ``gateway.errors``, ``gateway._unicode``,
+``gateway.manifests.catalog``, ``._watch_paths`` (what to watch) and watchfiles,
+msgspec, structlog only.
 """
 
 from __future__ import annotations
@@ -55,12 +59,13 @@ import msgspec
 import structlog
 from watchfiles import Change, DefaultFilter, awatch
 
+from gateway._unicode import fs_text
 from gateway.errors import ManifestError
 from gateway.manifests._watch_paths import WatchPlan, inside, make_plan, relevant
 from gateway.manifests.catalog import Catalog, CatalogRef
 from gateway.settings import Settings
 
-__all__ = ["ReloadResult", "ReloadStatus", "Reloader", "ResultKind"]
+__all__ = ["MAX_REPORTED_PROBLEMS", "ReloadResult", "ReloadStatus", "Reloader", "ResultKind"]
 
 ResultKind = Literal["swapped", "unchanged", "rejected", "failed"]
 """How a reload ended: new set live, same version (nothing to do), invalid set
@@ -71,6 +76,9 @@ RESULTS: tuple[ResultKind, ...] = ("swapped", "unchanged", "rejected", "failed")
 _MAX_DEBOUNCE_MS = 2000  # cap for a burst that never goes quiet (a long checkout)
 _RETRY_S = 0.25  # pause before re-planning after a watcher stopped on its own
 _POLL_AFTER_ERRORS = 3  # consecutive watcher failures before polling instead of inotify
+MAX_REPORTED_PROBLEMS = 100
+"""Problems of a rejected set kept in its result (the status) and logged; one more line
+counts the rest (``gateway validate`` lists every one)."""
 
 log = structlog.get_logger("gateway.reload")
 
@@ -84,7 +92,8 @@ class ReloadResult(msgspec.Struct, frozen=True, kw_only=True):
         version: the live version after the attempt (None: nothing loaded yet).
         previous_version: the live version before it.
         attempted_version: the version of the set that was loaded, if it loaded.
-        errors: every problem, ``file:line:col: message``; empty unless rejected/failed.
+        errors: every problem, ``file:line:col: message``, empty unless rejected/failed; the
+            first ``MAX_REPORTED_PROBLEMS`` and a line counting the others when more.
         warnings: what the ``check`` hook found wrong with the set it loaded that does not
             stop it from serving (swapped or unchanged only; never a secret).
         at: UNIX time the attempt finished.
@@ -206,7 +215,7 @@ class Reloader:
             files=list(cat.files) if cat else [],
             watching=self._watch_task is not None and not self._watch_task.done(),
             polling=self._polling,
-            watched=[*plan.recursive, *plan.flat] if plan else [],
+            watched=[fs_text(p) for p in (*plan.recursive, *plan.flat)] if plan else [],
             warnings=list(self._warnings),
             last_attempt=self._last,
             reloads=dict(self._counts),
@@ -310,14 +319,24 @@ class Reloader:
         try:
             new = await asyncio.to_thread(self._load)
         except ManifestError as exc:
-            errors = [str(p) for p in exc.problems] or [exc.message]
+            total = len(exc.problems)
             if self._next is not None:
                 # A change arrived while this load ran (a pull landing file by file): the
                 # load may have read half of it, and the one about to start reads it all.
                 # Its result is the one to report, not an error for a state never pushed.
-                log.info("reload_superseded", reason=reason, problems=len(errors))
+                log.info("reload_superseded", reason=reason, problems=total)
                 return None
-            return self._finish("rejected", reason, live_version, started, errors=errors)
+            # Bounded: a push may hold a hundred thousand problems, and every rejected
+            # reload logs them and the status carries them.
+            errors = [str(p) for p in exc.problems[:MAX_REPORTED_PROBLEMS]] or [exc.message]
+            if total > MAX_REPORTED_PROBLEMS:
+                errors.append(
+                    f"... and {total - MAX_REPORTED_PROBLEMS} more problem(s) ({total} in all; "
+                    "gateway validate lists every one)"
+                )
+            return self._finish(
+                "rejected", reason, live_version, started, errors=errors, total=total
+            )
         except Exception as exc:  # a loader bug must not kill the watcher; report it
             log.exception("reload_load_crashed", reason=reason)
             errors = [f"{type(exc).__name__}: {exc}"]
@@ -383,28 +402,34 @@ class Reloader:
         attempted: str | None = None,
         errors: list[str] | None = None,
         warnings: list[str] | None = None,
+        total: int | None = None,
     ) -> ReloadResult:
+        """Record and log one attempt; ``total``: the problems found, when ``errors`` keeps
+        only the first of them."""
         live = self._ref.current
+        # Never text UTF-8 cannot carry (a file name that is not UTF-8 in a reason or
+        # an error): the status and the log could not encode it.
         res = ReloadResult(
             result=result,
-            reason=reason,
+            reason=fs_text(reason),
             version=live.version if live else None,
             previous_version=previous,
             attempted_version=attempted,
-            errors=errors or [],
+            errors=[fs_text(e) for e in errors or ()],
             warnings=warnings or [],
             at=time.time(),
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         self._counts[result] += 1
         self._last = res
-        fields = {"reason": reason, "version": res.version, "duration_ms": res.duration_ms}
+        fields = {"reason": res.reason, "version": res.version, "duration_ms": res.duration_ms}
         if result == "swapped":
             log.info("reload_swapped", previous_version=previous, **fields)
         elif result == "unchanged":
             log.debug("reload_unchanged", **fields)
         else:
-            log.error(f"reload_{result}", errors=len(res.errors), **fields)
+            count = len(res.errors) if total is None else total
+            log.error(f"reload_{result}", errors=count, **fields)
             for error in res.errors:
                 log.error("reload_problem", problem=error)
         for warning in res.warnings:
@@ -505,7 +530,7 @@ class Reloader:
                 # error when the inotify limit refuses it; watching anew raises it.
                 moved = moved or (not self._polling and any(_new_dir(p, plan) for p in hits))
                 if batch.generation != -1 and (hits or moved):
-                    what = hits[0] if hits else "watched path moved"
+                    what = fs_text(hits[0]) if hits else "watched path moved"
                     more = f" (+{len(hits) - 1})" if len(hits) > 1 else ""
                     self._kick(f"watch: {what}{more}")
                 if batch.generation == -1 and not moved:
@@ -586,16 +611,26 @@ class Reloader:
                 self._queue.put_nowait(_Batch(gen, frozenset(p for _, p in changes)))
                 pending = asyncio.ensure_future(anext(changes_of))
         except Exception as exc:  # a path vanished, or the OS refuses more watches
-            self._errors += 1
-            log.warning("reload_watch_error", error=f"{type(exc).__name__}: {exc}")
-            if not self._polling and (_limit_reached(exc) or self._errors >= _POLL_AFTER_ERRORS):
-                self._poll_instead(exc)
+            self._watch_failed(exc)
         finally:
             ready.set()
             if pending is not None and not pending.done():
                 pending.cancel()  # we were cancelled: stop the watcher thread too
         if not stop.is_set():
             self._queue.put_nowait(_Batch(gen, frozenset(), ended=True))
+
+    def _watch_failed(self, exc: Exception) -> None:
+        """Count a watcher's failure; poll from now on once watching keeps failing."""
+        if (undecodable := _undecodable(exc)) is not None:
+            # An event for a name that is not UTF-8 ends watchfiles' watcher: watch
+            # anew (the rescan that follows reloads, and the load names the file).
+            # Not a failure of watching: counted, three such pushes made it poll.
+            log.warning("reload_watch_undecodable_name", error=undecodable)
+            return
+        self._errors += 1
+        log.warning("reload_watch_error", error=f"{type(exc).__name__}: {exc}")
+        if not self._polling and (_limit_reached(exc) or self._errors >= _POLL_AFTER_ERRORS):
+            self._poll_instead(exc)
 
     async def _poll(
         self,
@@ -687,6 +722,16 @@ def _new_dir(path: str, plan: WatchPlan) -> bool:
     """Whether ``path`` is a real directory inside a recursively watched tree."""
     real = Path(path)
     return inside(path, plan.recursive) and real.is_dir() and not real.is_symlink()
+
+
+def _undecodable(exc: BaseException) -> str | None:
+    """watchfiles' message refusing an event's path that is not UTF-8, if ``exc`` is that
+    (alone, or all of an exception group: anyio's task group wraps it)."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_undecodable(e) for e in exc.exceptions]
+        return found[0] if found and all(found) else None
+    text = str(exc)
+    return text if isinstance(exc, RuntimeError) and text.startswith("Unable to decode") else None
 
 
 def _limit_reached(exc: BaseException | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -538,3 +539,70 @@ def test_validate_one_file_shows_only_that_files_variable_warnings(
     result = run("validate", str(variable_manifests / "other.yaml"))
     assert result.exit_code == 0, result.output
     assert "warning:" not in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_manifest_name_that_is_not_utf8_is_a_named_problem(tmp_path: Path, fmt: str) -> None:
+    """A pushed file named ``ok\\xff.yaml`` made `gateway validate` (both formats) print a
+    traceback (UnicodeEncodeError): it is a problem naming the file with the stray byte
+    escaped, the file is not read, and the other files are still checked."""
+    root = tmp_path / "manifests"
+    root.mkdir()
+    (root / "a.yaml").write_text("kind: assistant\nname: a\nbogus: 1\n")
+    (root / os.fsdecode(b"ok\xff.yaml")).write_text("kind: assistant\nname: b\n")
+    code = "from gateway.cli import main; main()"
+    bad = subprocess.run(
+        [sys.executable, "-c", code, "validate", str(root), "--format", fmt],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1, bad.stderr[-1000:]
+    assert "Traceback" not in bad.stderr
+    named = f"{root}/ok\\xff.yaml"
+    message = "the file name is not valid UTF-8 (the bytes shown as \\x..): the file was not read"
+    if fmt == "json":
+        problems = {p["file"]: p["message"] for p in json.loads(bad.stdout)}
+        assert problems[named].startswith(message)
+        assert "unknown field 'bogus'" in problems[f"{root}/a.yaml"]
+    else:
+        assert f"{named}:1:1: {message}; rename it\n" in bad.stdout
+        assert f"{root}/a.yaml:3:1: unknown field 'bogus'" in bad.stdout
+
+
+def test_validate_a_file_the_gateway_never_loads_says_so(
+    run: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gateway validate x.yam` (or a hidden file, or one under a hidden directory of
+    GATEWAY_MANIFESTS) said ok for a file the gateway never reads: each is a problem
+    saying why, exit status 1; a ConfigMap's file, a link into ``..data/``, is checked."""
+    root = tmp_path / "m"
+    monkeypatch.setenv("GATEWAY_MANIFESTS", str(root))
+    (root / ".drafts").mkdir(parents=True)
+    (root / "..2026_01").mkdir()
+    (root / "..data").symlink_to("..2026_01")
+    good = "kind: assistant\nname: a\n"
+    for name in ("a.yam", ".hidden.yaml", ".drafts/b.yaml", "..2026_01/c.yaml"):
+        (root / name).write_text(good)
+    (root / "c.yaml").symlink_to("..data/c.yaml")
+    for name, why in [
+        ("a.yam", "only *.yaml and *.yml files are read"),
+        (".hidden.yaml", "hidden files (.name) are skipped"),
+        (".drafts/b.yaml", "it is under .drafts/, and hidden directories are skipped"),
+    ]:
+        result = run("validate", str(root / name))
+        assert result.exit_code == 1, (name, result.output)
+        assert result.stdout == (
+            f"{root / name}:1:1: not a manifest file the gateway loads: {why}\n"
+        )
+    checked = run("validate", str(root / "c.yaml"))
+    assert checked.exit_code == 0, checked.output
+    (root / os.fsdecode(b"d\xff.yaml")).write_text(good)
+    undecodable = run("validate", str(root / os.fsdecode(b"d\xff.yaml")))
+    assert undecodable.exit_code == 1, undecodable.output
+    assert undecodable.stdout == (
+        f"{root}/d\\xff.yaml:1:1: not a manifest file the gateway loads: "
+        "its name is not valid UTF-8\n"
+    )

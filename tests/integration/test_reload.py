@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -783,3 +784,100 @@ def test_an_unreadable_directory_in_the_tree_does_not_stop_watching_the_rest(
     (manifests / after[-1] / "shout.yaml").write_text(SHOUT_YAML.format(description="Shout."))
     wait_for(lambda: version() != before, timeout=30)
     assert proc.poll() is None
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["events", "polling"])
+def test_a_pushed_file_name_that_is_not_utf8_is_a_named_problem_and_watching_goes_on(
+    tmp_path: Path, gateway_server: ServerFactory, polling: bool
+) -> None:
+    """A push of ``new\\xfe.yaml`` failed the reload with a UnicodeEncodeError naming no
+    file; watchfiles' watcher raised on the name, and after three such pushes the gateway
+    polled for good; polling, the reason held the name and /manifests/status answered
+    500. The reload is rejected naming the file (escaped), watching goes on with events,
+    and once the file is gone the next push goes live."""
+    manifests = write_site(tmp_path / "site")
+    env = {**WATCH, "WATCHFILES_FORCE_POLLING": "true"} if polling else WATCH
+    server = gateway_server(manifests, env=env)
+    live = status(server)["version"]
+    bad = manifests / os.fsdecode(b"new\xfe.yaml")
+    named = f"{manifests}/new\\xfe.yaml:1:1: the file name is not valid UTF-8"
+    for n in range(1 if polling else 4):  # one more than the watcher's failures before it polls
+        seen = status(server)["reloads"]["rejected"]
+        bad.write_text(f"kind: assistant\nname: n{n}\n")
+
+        def rejected(seen: int = seen) -> dict[str, Any] | None:
+            found = status(server)
+            return found if found["reloads"]["rejected"] > seen else None
+
+        report, _ = wait_for(rejected)
+        assert report["last_attempt"]["result"] == "rejected", report["last_attempt"]
+        assert report["last_attempt"]["errors"][0].startswith(named)
+        assert report["version"] == live and report["polling"] is polling
+    bad.unlink()
+    (manifests / "bot.yaml").write_text(BOT_YAML.format(actions="greet"))
+    wait_for(lambda: tool_names(server) == {"greet"})
+
+
+GS_TOOLS = '''
+"""An action that tells where its module is and reads a file beside it."""
+from pathlib import Path
+
+def where() -> str:
+    """Where this module is, and the price beside it."""
+    return f"{__file__} {(Path(__file__).parent / 'price.txt').read_text()}"
+'''
+
+GS_YAML = """
+kind: action
+name: where
+description: {description}
+python:
+  function: gsactions.tools:where
+"""
+
+
+def write_revision(revs: Path, name: str, description: str = "Where it runs.") -> None:
+    """One git-sync revision: manifests/ and the gsactions package with its data file."""
+    (revs / name / "manifests").mkdir(parents=True)
+    (revs / name / "gsactions").mkdir()
+    (revs / name / "gsactions" / "__init__.py").write_text("")
+    (revs / name / "gsactions" / "tools.py").write_text(GS_TOOLS)
+    (revs / name / "gsactions" / "price.txt").write_text("7")
+    (revs / name / "manifests" / "a.yaml").write_text(GS_YAML.format(description=description))
+
+
+def test_git_sync_modules_live_under_the_link_so_a_deleted_revision_takes_nothing(
+    tmp_path: Path, gateway_server: ServerFactory
+) -> None:
+    """With git-sync's layout (``GATEWAY_MANIFESTS=/git/current/manifests``, ``current ->
+    revs/r1``) and no GATEWAY_ROOT, the gateway root was the resolved revision: a module's
+    ``__file__`` was ``revs/r2/...``, so after a rejected push and git-sync deleting r2 the
+    live set's data files were gone (FileNotFoundError); and the root changed with every
+    flip. The root is ``current`` as given: ``__file__`` is under it whatever it points to."""
+    revs = tmp_path / "revs"
+    write_revision(revs, "r1")
+    (current := tmp_path / "current").symlink_to("revs/r1")
+
+    def flip(name: str) -> None:
+        (tmp_path / "current.new").symlink_to(f"revs/{name}")
+        (tmp_path / "current.new").replace(current)  # atomic, as git-sync does
+
+    def where() -> list[str]:
+        response = httpx.post(f"{server.url}/actions/where/invoke", json={"arguments": {}})
+        answer = response.json()
+        assert answer["status"] == "succeeded", answer
+        return str(answer["output"]).strip('"').split()[:2]
+
+    server = gateway_server(current / "manifests", env=WATCH)
+    assert where() == [str(current / "gsactions" / "tools.py"), "7"]
+    write_revision(revs, "r2", description="Where it runs, said again.")
+    flip("r2")
+    wait_for(lambda: status(server)["last_attempt"]["result"] == "swapped")
+    assert where() == [str(current / "gsactions" / "tools.py"), "7"]
+    write_revision(revs, "r3")
+    (revs / "r3" / "manifests" / "a.yaml").write_text("kind: action\nname: where\n")
+    flip("r3")
+    wait_for(lambda: status(server)["last_attempt"]["result"] == "rejected")
+    shutil.rmtree(revs / "r1")
+    shutil.rmtree(revs / "r2")  # git-sync keeps the revision it flipped to only
+    assert where() == [str(current / "gsactions" / "tools.py"), "7"]  # the live set still runs

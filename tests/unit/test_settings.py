@@ -223,3 +223,47 @@ def test_read_dotenv_parses_quotes_comments_and_export(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text('export A=1\nB="two words"\n# C=3\nD\nE=x=y\n', encoding="utf-8")
     assert read_dotenv(path) == {"A": "1", "B": "two words", "E": "x=y"}
+
+
+def test_root_is_the_manifests_parent_as_given_not_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git-sync's ``current -> revs/r1``: the root is ``current`` (it was ``revs/r1``,
+    which the next flip replaces and git-sync deletes); a relative path is made
+    absolute, its ``..`` removed."""
+    (tmp_path / "revs" / "r1" / "manifests").mkdir(parents=True)
+    (tmp_path / "current").symlink_to("revs/r1")
+    given = tmp_path / "current" / "manifests"
+    assert from_env({"GATEWAY_MANIFESTS": str(given)}).root == tmp_path / "current"
+    monkeypatch.chdir(tmp_path)
+    relative = "current/manifests/../manifests"
+    assert from_env({"GATEWAY_MANIFESTS": relative}).root == tmp_path / "current"
+
+
+def test_dotenv_inline_comments_are_not_part_of_the_value(tmp_path: Path) -> None:
+    """`OPENAI_API_KEY=s3cret # the web team` made the key "s3cret # the web team" (and
+    GATEWAY_PORT=9100 # api an error): a ` #` ends an unquoted value, as docker compose
+    and python-dotenv read it; a quoted value ends at its closing quote, a `#` inside it
+    or not after a space is kept."""
+    path = tmp_path / ".env"
+    path.write_text(
+        "OPENAI_API_KEY=s3cret # the web team\n"
+        "GATEWAY_PORT=9100\t# the api\n"
+        'A="x # y" # a comment\n'
+        "B='q'  # another\n"
+        "C=abc#def\n"
+        "D=   # nothing\n"
+        'E="unclosed # c\n',
+        encoding="utf-8",
+    )
+    assert read_dotenv(path) == {
+        "OPENAI_API_KEY": "s3cret",
+        "GATEWAY_PORT": "9100",
+        "A": "x # y",
+        "B": "q",
+        "C": "abc#def",
+        "D": "",
+        "E": '"unclosed',
+    }
+    settings = from_env({}, dotenv=path)
+    assert (settings.openai_api_key, settings.port) == ("s3cret", 9100)

@@ -3,12 +3,13 @@ the one escaping of the CLI's messages and the keyvalue log lines."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from gateway._unicode import printable, valid_text
+from gateway._unicode import fs_text, printable, valid_text
 
 
 def test_pairs_are_joined_and_lone_surrogates_replaced() -> None:
@@ -55,3 +56,12 @@ def test_printable_keeps_text_and_cuts_to_the_limit() -> None:
     clean = 'Zürich 東京 \U0001f600 "quoted" back\\slash'
     assert printable(clean) is clean
     assert printable("\x1b" * 10, limit=9) == "\\x1b\\x1b…"
+
+
+def test_fs_text_escapes_the_bytes_of_a_name_that_are_not_utf8() -> None:
+    """A name from the OS that is not UTF-8 shows its stray bytes as ``\\xff``, keeps its
+    valid characters, and a valid name comes back as the same object."""
+    name = "café.yaml"
+    assert fs_text(name) is name
+    assert fs_text(os.fsdecode(b"caf\xc3\xa9-\xff.yaml")) == "café-\\xff.yaml"
+    assert fs_text("\ud83d") == "\ufffd"  # a surrogate no byte decodes to: replaced

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from collections.abc import Callable, Mapping
@@ -333,6 +334,54 @@ def test_a_missing_variable_is_a_problem_at_its_node(tmp_path: Path) -> None:
     )
     assert (Path(problem.file).name, problem.line, problem.col) == ("p.yaml", 3, 10)
     assert "NOT_SET_ANYWHERE is not set" in problem.message
+
+
+MALFORMED = """\
+kind: database
+name: db
+url: "postgresql://app:${PGPASS:-changeme}@db/shop"
+---
+kind: provider
+name: p1
+base_url: http://127.0.0.1:1/v1
+api_key: ${LLM-KEY}
+---
+kind: provider
+name: p2
+base_url: http://127.0.0.1:1/v1
+api_key: ${ LLM_KEY }
+---
+kind: assistant
+name: a
+instructions: |
+  Say hello.
+  Quote ${1ST} and ${OPEN
+"""
+
+
+def test_a_malformed_variable_is_a_problem_at_its_line_not_a_literal(tmp_path: Path) -> None:
+    """`${PGPASS:-changeme}`, `${LLM-KEY}` and `${ LLM_KEY }` were kept as written and
+    loaded as the password and the API keys: each `${` that is neither `${NAME}` nor
+    `$${` is a problem at its line (inside a `|` block too), quoting no default value and
+    pointing at `$${` for a literal."""
+    found = problems(tmp_path, {"m.yaml": MALFORMED}, environ={"PGPASS": "pw", "LLM_KEY": "k"})
+    assert [(Path(p.file).name, p.line, p.col, p.path) for p in found] == [
+        ("m.yaml", 3, 6, "url"),
+        ("m.yaml", 8, 10, "api_key"),
+        ("m.yaml", 13, 10, "api_key"),
+        ("m.yaml", 19, 3, "instructions"),
+        ("m.yaml", 19, 3, "instructions"),
+    ]
+    messages = [p.message.split(": a variable is written")[0] for p in found]
+    assert messages == [
+        "`${PGPASS` is followed by ':', not `}`",
+        "`${LLM` is followed by '-', not `}`",
+        "`${` is followed by ' ', not `}`",
+        "`${1ST}` is not a variable name (letters, digits and _, not a digit first)",
+        "`${OPEN` has no closing `}`",
+    ]
+    assert all(p.message.endswith("write $${ for a literal ${") for p in found)
+    assert not any("changeme" in p.message for p in found)
 
 
 def test_values_from_variables_are_never_printed(tmp_path: Path) -> None:
@@ -1016,3 +1065,49 @@ def test_code_over_the_size_limit_is_a_located_problem(
     assert "import 1.0 MiB of source" in problem.message
     assert "over the 1 MiB" in problem.message
     assert "largest: big_actions/data.py (1.0 MiB)" in problem.message
+
+
+def test_an_integral_float_loads_where_the_schema_says_integer(tmp_path: Path) -> None:
+    """`max_tool_rounds: 8.0` passed the committed schema (JSON Schema's integer is any
+    number without a fraction: what an editor checks against) but the loader refused it
+    ("Expected `int`, got `float`"): it loads as 8; 8.5 is still refused."""
+    schema = json.loads(
+        (Path(__file__).parents[3] / "schemas" / "manifest.schema.json").read_text()
+    )
+    rounds = schema["$defs"]["Assistant"]["properties"]["max_tool_rounds"]
+    assert rounds["type"] == "integer"
+    catalog = load(tmp_path, {"a.yaml": "kind: assistant\nname: a\nmax_tool_rounds: 8.0\n"})
+    value = catalog.assistants["a"].max_tool_rounds
+    assert (value, type(value)) == (8, int)
+    [problem] = problems(
+        tmp_path / "b", {"a.yaml": "kind: assistant\nname: a\nmax_tool_rounds: 8.5\n"}
+    )
+    assert problem.message == "max_tool_rounds: 8.5 is not of type 'integer'"
+
+
+def test_a_bare_word_yaml_reads_as_a_boolean_is_quoted_as_written(tmp_path: Path) -> None:
+    """`name: NO` said "name: False is not of type 'string'": YAML 1.1 reads NO, yes, on,
+    null as booleans or null; the problem quotes what was written and says to quote it."""
+    found = problems(
+        tmp_path, {"a.yaml": "kind: assistant\nname: NO\ninitial_message: yes\nmodel: ~\n"}
+    )
+    assert [(p.line, p.col, p.message) for p in found] == [
+        (
+            2,
+            7,
+            "name: NO is read by YAML as a boolean (false), not text; "
+            'write it in quotes for the text: "NO"',
+        ),
+        (
+            3,
+            18,
+            "initial_message: yes is read by YAML as a boolean (true), not text; "
+            'write it in quotes for the text: "yes"',
+        ),
+        (
+            4,
+            8,
+            "model: ~ is read by YAML as null (null), not text; "
+            'write it in quotes for the text: "~"',
+        ),
+    ]

@@ -115,7 +115,7 @@ def test_dollar_signs_in_imported_text_survive_loading(tmp_path: Path) -> None:
     `${API_KEY}` as a placeholder must not pull the server's variable into the
     prompt, and `$$x$$` math must not lose a dollar.
     """
-    instructions = "Prices look like $5.\nFill ${API_KEY} in the form; math: $$x^2$$ and $${y}."
+    instructions = "Prices look like $5.\nFill ${API_KEY} in the form; math: $$x^2$$ and $${y}$."
     seed = {
         "assistant_name": "Price $ Bot",
         "instructions": instructions,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
+from pathlib import Path
 
 from gateway.errors import Problem
 from gateway.manifests.validate import format_problems
@@ -44,3 +47,32 @@ def test_the_secret_warning_threshold_is_the_sandboxs_masking_threshold() -> Non
     from gateway.sandbox._mask import MIN_MASKED
 
     assert MIN_MASKED_SECRET == MIN_MASKED
+
+
+def test_a_large_parameters_schema_is_not_kept_once_its_set_is_gone(tmp_path: Path) -> None:
+    """The meta-schema check was cached by the schema's JSON bytes (4,096 of them): a
+    set with a megabyte schema (an alias bomb made it hundreds) kept that memory after
+    a small set replaced it. The cache keeps a digest."""
+    import gateway.executors  # noqa: F401 - registers the action kinds
+    from gateway.manifests.loader import load_catalog
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    enum = ", ".join(f'"{i:07d}{"v" * 90}"' for i in range(4_000))  # 400 KB of JSON
+    for root, values in ((big, enum), (small, "a, b")):
+        root.mkdir()
+        (root / "a.yaml").write_text(
+            "kind: action\nname: a1\ndescription: d\nhttp: {url: 'https://example.com/'}\n"
+            "parameters:\n  type: object\n  properties:\n"
+            f"    p: {{type: string, enum: [{values}]}}\n"
+        )
+    load_catalog(small, gateway_root=small)  # the first load's imports and caches
+    tracemalloc.start()
+    try:
+        catalog = load_catalog(big, gateway_root=big)
+        assert len(catalog.actions["a1"].parameters["properties"]["p"]["enum"]) == 4_000
+        catalog = load_catalog(small, gateway_root=small)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 200_000, held

@@ -102,8 +102,8 @@ def test_syntax_errors_are_located(text: str, line: int, col: int, message: str)
 
 
 def test_interpolation_replaces_variables_in_strings_only() -> None:
-    """${VAR} is replaced in string values, $$ escapes a dollar, keys and numbers are untouched."""
-    text = 'url: "http://${HOST}:${PORT}/v1"\nlit: "$${HOST} costs $$5"\nport: 8080\n${HOST}: x\n'
+    """${VAR} is replaced in string values, $${ writes ${, keys and numbers are untouched."""
+    text = 'url: "http://${HOST}:${PORT}/v1"\nlit: "$${HOST} costs $5"\nport: 8080\n${HOST}: x\n'
     [doc] = read_documents(text, "f", {"HOST": "db.internal", "PORT": "5432"})
     assert doc.data == {
         "url": "http://db.internal:5432/v1",
@@ -113,6 +113,23 @@ def test_interpolation_replaces_variables_in_strings_only() -> None:
     }
     assert doc.locator.interpolated == {("url",): ("HOST", "PORT")}
     assert doc.locator.missing == []
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("Prices in US$$, e.g. $$5.", "Prices in US$$, e.g. $$5."),
+        ("SELECT $$a$$ || $tag$b$tag$ AS v", "SELECT $$a$$ || $tag$b$tag$ AS v"),
+        ("^[A-Z]+$$", "^[A-Z]+$$"),
+        ("$${HOST} and $$${HOST}", "${HOST} and $${HOST}"),
+    ],
+)
+def test_only_a_doubled_dollar_before_a_brace_is_an_escape(written: str, read: str) -> None:
+    """Every `$$` became `$` (README documents only `$${`): "US$$" lost a dollar and SQL's
+    dollar quoting (`$$a$$`) broke; only `$${` writes a literal `${`."""
+    [doc] = read_documents(f"v: {written!r}\n", "f", {"HOST": "h"})
+    assert doc.data == {"v": read}
+    assert doc.locator.interpolated == {}
 
 
 def test_missing_variables_are_recorded_at_their_node() -> None:
@@ -318,3 +335,68 @@ def test_a_chain_of_merge_keys_is_counted_against_the_alias_budget() -> None:
     with pytest.raises(YamlError) as info:
         read_documents("\n".join(lines) + "\n", "f.yaml", {})
     assert "aliases expand" in info.value.message and info.value.line > 1
+
+
+def test_a_long_string_used_through_many_aliases_is_refused_at_the_alias() -> None:
+    """A 50 KB string used through 100 aliases (5 MB once expanded, from a 50 KB file)
+    passed the alias budget, which counted nodes (a scalar alias added none): validating
+    such a file of 300 KB took 1.2 GB. Characters count now, and the error names the
+    alias that went past the budget, the anchor and the budget."""
+    text = f'a: &big "{"x" * 50_000}"\nb: [' + ", ".join(["*big"] * 100) + "]\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    error = info.value
+    assert error.message.startswith(
+        "aliases expand to more than 4000000 characters in this file "
+        "(the alias *big of the value anchored at line 1)"
+    ), error.message
+    assert (error.line, error.col) == (2, 5 + 6 * 80)  # the 81st alias passes 4 MB
+    assert not error.resumable
+
+
+def test_a_collection_of_long_strings_used_through_aliases_counts_its_characters() -> None:
+    """An anchored list of long strings is charged their text each time an alias reuses it."""
+    text = "a: &l [" + ", ".join([f'"{"y" * 10_000}"'] * 10) + "]\n"
+    text += "b:\n" + "".join("  - *l\n" for _ in range(50))
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert "4000000 characters" in info.value.message
+    assert "the alias *l of the value anchored at line 1" in info.value.message
+    assert info.value.line == 3 + 40  # the 41st use of 100 KB passes 4 MB (the first: line 3)
+
+
+def test_a_short_string_used_through_very_many_aliases_is_refused() -> None:
+    """A 40-character string through 110,000 aliases (330 KB written, 4.4 MB once
+    expanded) is refused too: only strings under 16 characters go uncounted."""
+    text = f'a: &s "{"y" * 40}"\nb: [' + ",".join(["*s"] * 110_000) + "]\n"
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    assert "4000000 characters" in info.value.message
+    assert info.value.line == 2
+
+
+def test_a_long_string_used_through_a_few_aliases_still_loads() -> None:
+    """A long shared description reused a few times is not mistaken for a bomb."""
+    text = f'a: &d "{"z" * 100_000}"\nb: [*d, *d, *d]\nc: *d\n'
+    [doc] = read_documents(text, "f.yaml", {})
+    assert doc.data["b"] == [doc.data["a"]] * 3 and doc.data["c"] == doc.data["a"]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_byte_order_mark_starting_a_later_line_is_named(newline: str) -> None:
+    """Two files joined with `cat`, the second saved with a BOM: the invisible U+FEFF
+    after `---` gave "missing required field 'name', 'url'" or "did not find expected
+    key". It is named at its line, and the documents around it are still read."""
+    text = newline.join(
+        ["\ufeffkind: database", "name: db", "---", "\ufeffkind: database", "name: db2", ""]
+    )
+    with pytest.raises(YamlError) as info:
+        read_documents(text, "f.yaml", {})
+    error = info.value
+    assert (error.line, error.col) == (4, 1)
+    assert error.message.startswith("a byte order mark (U+FEFF, invisible) starts this line")
+    assert error.more == []
+    assert [d.data for d in error.documents] == [
+        {"kind": "database", "name": "db"},
+        {"kind": "database", "name": "db2"},
+    ]

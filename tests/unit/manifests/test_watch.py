@@ -602,3 +602,36 @@ def test_only_the_inotify_limits_count_as_the_limit(exc: BaseException, limit: b
     polling for good, with a hint to raise inotify limits that were never reached.
     """
     assert _limit_reached(exc) is limit
+
+
+async def test_a_push_with_thousands_of_problems_is_reported_bounded(tmp_path: Path) -> None:
+    """A push with 87,000 problems stalled the event loop and logged 87,003 lines (and
+    again at every later rejected reload), and the status body was 11 MB: the first
+    ``MAX_REPORTED_PROBLEMS`` are kept and logged, then one line counts the rest."""
+    import gateway.executors  # noqa: F401 - registers the action kinds
+    from gateway.manifests.loader import load_catalog
+    from gateway.manifests.watch import MAX_REPORTED_PROBLEMS
+
+    count = MAX_REPORTED_PROBLEMS + 150
+    (tmp_path / "a.yaml").write_text(
+        "".join(f"---\nkind: assistant\nname: a{i}\nbogus: 1\n" for i in range(count))
+    )
+    reloader = Reloader(
+        _settings(tmp_path, watch=False),
+        CatalogRef(),
+        load=lambda: load_catalog(tmp_path, environ={}, gateway_root=tmp_path),
+    )
+    for attempt in range(2):
+        with capture_logs() as logs:
+            result = await reloader.reload(f"push {attempt}")
+        assert result.result == "rejected"
+        assert len(result.errors) == MAX_REPORTED_PROBLEMS + 1
+        assert "a.yaml:4:1: unknown field 'bogus'" in result.errors[0]
+        assert result.errors[-1] == (
+            f"... and 150 more problem(s) ({count} in all; gateway validate lists every one)"
+        )
+        assert reloader.status.last_attempt == result
+        problems = [e for e in logs if e["event"] == "reload_problem"]
+        assert [e["problem"] for e in problems] == result.errors
+        [summary] = [e for e in logs if e["event"] == "reload_rejected"]
+        assert summary["errors"] == count
