@@ -550,7 +550,43 @@ def parameters_problems(entry: Entry, parameters: dict[str, Any]) -> list[Proble
     if not problems and parameters.get("type") != "object":
         path: Path_ = ("parameters", "type") if "type" in parameters else ("parameters",)
         problems.append(entry.at(path, "parameters must be a JSON Schema with `type: object`"))
+    return problems or default_problems(entry, parameters)
+
+
+def default_problems(entry: Entry, parameters: dict[str, Any]) -> list[Problem]:
+    """Each property's ``default`` must match that property's own schema (``default:
+    "ten"`` on an integer, one outside its ``enum``): the runner applies it to every call
+    that leaves the argument out, and each such call would fail, blaming the model."""
+    validator = jsonschema.Draft202012Validator(parameters)
+    problems = []
+    for path, name, sub in _defaulted(parameters, ("parameters",), ""):
+        error = best_match(validator.evolve(schema=sub).iter_errors(sub["default"]))
+        if error is not None:
+            problems.append(
+                entry.at(
+                    (*path, "default"),
+                    f"the default of parameter {name!r} does not match its own schema: "
+                    + _one_line(error.message)[:300],
+                )
+            )
     return problems
+
+
+def _defaulted(
+    schema: Mapping[str, Any], path: Path_, name: str
+) -> Iterable[tuple[Path_, str, Mapping[str, Any]]]:
+    """``(path, dotted name, subschema)`` of each property with a ``default``, nested too."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        return
+    for key, sub in properties.items():
+        if not isinstance(sub, Mapping):
+            continue
+        where = (*path, "properties", key)
+        dotted = f"{name}.{key}" if name else key
+        if "default" in sub:
+            yield where, dotted, sub
+        yield from _defaulted(sub, where, dotted)
 
 
 @functools.lru_cache(maxsize=4096)
