@@ -23,7 +23,8 @@ dropped from 3-6: they read the fields of it that are sound (the loader's
 (a value too short to be masked, or not UTF-8), ``variable_warnings`` at the
 ``${VAR}`` values too short to be masked where they went (an action's kind
 config, a database URL, a provider): warnings, not problems, shown by
-``gateway validate`` and ``/manifests/status``.
+``gateway validate`` and ``/manifests/status``. ``template_warnings`` (shown by
+``gateway validate``) names template variables ``parameters`` does not declare.
 
 ``format_problems`` renders the result for the CLI: ``file:line:col: message``
 lines, GitHub annotations, or JSON. A value that came from ``${VAR}`` is never
@@ -50,7 +51,7 @@ from gateway._unicode import printable
 from gateway.errors import Problem
 from gateway.manifests._pyfunc import Introspection
 from gateway.manifests._yaml import Path_, RawDocument, format_path, parse_path
-from gateway.manifests.catalog import ShortVariable
+from gateway.manifests.catalog import ShortVariable, SourceRef
 from gateway.manifests.model import (
     ACTION_KINDS,
     NAME_PATTERN,
@@ -64,7 +65,7 @@ from gateway.manifests.model import (
     Provider,
 )
 from gateway.manifests.schema import manifest_schema
-from gateway.manifests.tools import BUILTIN_TOOLS, DATA_KEYWORDS
+from gateway.manifests.tools import BUILTIN_TOOLS, DATA_KEYWORDS, declared_arguments
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -78,6 +79,7 @@ __all__ = [
     "python_problems",
     "schema_problems",
     "secret_warnings",
+    "template_warnings",
     "variable_warnings",
 ]
 
@@ -476,6 +478,32 @@ def secret_warnings(actions: Iterable[Action], environ: Mapping[str, str]) -> li
                     f"character{'' if len(value) == 1 else 's'} long; values shorter than "
                     f"{MIN_MASKED_SECRET} are never masked in the action's output and errors"
                 )
+    return warnings
+
+
+def template_warnings(actions: Iterable[Action], sources: Mapping[str, SourceRef]) -> list[str]:
+    """Warnings about names an action's templates read that its ``parameters`` do not
+    declare (``{% if include_hidden %}`` with no ``include_hidden`` property): the runner
+    refuses an undeclared argument, so the template never gets one. Each names the file,
+    line, action and names; actions without ``parameters``, or whose schema says itself
+    which other names it takes, are left alone (``declared_arguments``)."""
+    warnings = []
+    for action in actions:
+        declared = declared_arguments(action.parameters) if action.parameters else None
+        if declared is None or action.config is None:
+            continue
+        unknown = sorted(action.config.template_names() - declared)
+        if not unknown:
+            continue
+        source = sources.get(f"action/{action.name}")
+        where = f"{source.file}:{source.line}: " if source is not None else ""
+        names = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        warnings.append(
+            f"{where}action {action.name!r}: its template reads {names}, which parameters "
+            f"does not declare; a call cannot set {'them' if plural else 'it'} (undeclared "
+            "arguments are refused)"
+        )
     return warnings
 
 
