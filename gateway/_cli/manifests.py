@@ -63,6 +63,7 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
         Format,
         format_problems,
         secret_warnings,
+        template_warnings,
         variable_warnings,
     )
 
@@ -114,6 +115,7 @@ def validate_command(paths: tuple[str, ...], fmt: str, gateway_root: str | None)
         if only is not None:
             files = {f for f in catalog.files if (catalog.root / f).resolve() in only}
         warnings = secret_warnings(actions, os.environ)
+        warnings += template_warnings(actions, catalog.sources)
         warnings += variable_warnings(catalog.short_variables, files=files)
         for warning in warnings:
             click.echo(f"warning: {printable(warning)}", err=True)

@@ -227,3 +227,19 @@ def compile_template(env: SandboxedEnvironment, source: str) -> jinja2.Template:
     for loop in list(tree.find_all(nodes.For)):
         loop.iter = nodes.Filter(loop.iter, _GUARD, [], [], None, None, lineno=loop.lineno)
     return env.from_string(tree)
+
+
+def template_names(env: SandboxedEnvironment, sources: Iterable[str]) -> frozenset[str]:
+    """The names ``sources`` read from their render context (loop variables and the
+    environment's globals, such as ``range``, left out); a source that does not parse
+    reads none (``check`` reports it). Parses only: nothing is evaluated."""
+    import jinja2
+    from jinja2 import meta
+
+    names: set[str] = set()
+    for source in sources:
+        try:
+            names |= meta.find_undeclared_variables(env.parse(source))
+        except jinja2.TemplateSyntaxError:
+            continue
+    return frozenset(names - set(env.globals))

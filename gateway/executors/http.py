@@ -420,6 +420,12 @@ class HttpConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=
             }
         return url, headers, kwargs
 
+    def template_names(self) -> frozenset[str]:
+        """The argument names the URL, headers, query and body templates read by name
+        (``args`` and ``secrets`` are the render's own)."""
+        texts = [text for _, text in self._templates()]
+        return _templates.template_names(_envs()[0], texts) - {"args", "secrets"}
+
     def sandbox_warm(self) -> None:
         """Compile every template once in the zygote (a call's fork then only renders).
 

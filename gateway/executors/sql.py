@@ -252,6 +252,10 @@ class SqlConfig(ActionConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
             )
         return problems
 
+    def template_names(self) -> frozenset[str]:
+        """The argument names the query template reads."""
+        return _templates.template_names(_environment(), [self.query])
+
     def sandbox_warm(self) -> None:
         """Compile the template once in the zygote (a call's fork then only renders it).
 

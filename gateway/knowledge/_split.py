@@ -172,11 +172,14 @@ def _title(title: str) -> str:
     return title if len(title) <= MAX_TITLE else title[: MAX_TITLE - 1].rstrip() + "…"
 
 
-def _sections(text: str, *, markdown: bool, rst: bool = False) -> Iterator[tuple[int, str, _Para]]:
+def _sections(  # noqa: C901 - one pass over the lines: fences, ATX, setext and reST titles
+    text: str, *, markdown: bool, rst: bool = False
+) -> Iterator[tuple[int, str, _Para]]:
     """``(section number, heading trail, paragraph)`` of each paragraph, in order.
 
     A paragraph grown past ``_MAX_PARA`` characters (a log without blank lines) is
-    handed on in parts: ``_cut_long`` cuts it at line ends anyway.
+    handed on in parts: ``_cut_long`` cuts it at line ends anyway. A heading with no
+    text and no subsection is a paragraph of its own, its title: its words are found.
     """
     section, trail = 0, ""
     stack: list[tuple[int, str]] = []
@@ -184,13 +187,18 @@ def _sections(text: str, *, markdown: bool, rst: bool = False) -> Iterator[tuple
     size = start = number = 0
     fenced = False
     styles: list[tuple[bool, str]] = []  # reST title styles (overlined, char), by rank
+    # The last heading while its section has no text yet: (level, title, first, last line).
+    bare: tuple[int, str, int, int] | None = None
 
     def flush(end: int) -> _Para | None:
-        nonlocal size
+        nonlocal size, bare
         body = "\n".join(buf).strip()
         buf.clear()
         size = 0
-        return _Para(body, start, end) if body else None
+        if not body:
+            return None
+        bare = None
+        return _Para(body, start, end)
 
     for number, line in enumerate(_lines(text), start=1):
         if markdown and _FENCE.match(line):
@@ -207,9 +215,15 @@ def _sections(text: str, *, markdown: bool, rst: bool = False) -> Iterator[tuple
             if para := flush(number - 1):
                 yield section, trail, para
             level, title = heading
+            if bare is not None and level <= bare[0]:
+                # A heading with no text of its own and no subsection (`## Gift wrapping
+                # is not offered`): its words are the passage, or it is never found.
+                yield section, trail, _Para(bare[1], bare[2], bare[3])
+            bare = (level, title, first, number)
             stack = [(lv, t) for lv, t in stack if lv < level] + [(level, _title(title))]
             section, trail = section + 1, " > ".join(t for _, t in stack)
             if len(title) > MAX_TITLE:  # cut in the trail of every passage: its words stay here
+                bare = None
                 yield section, trail, _Para(title, first, number)
         elif not line.strip() and not fenced:
             if para := flush(number - 1):
@@ -223,6 +237,8 @@ def _sections(text: str, *, markdown: bool, rst: bool = False) -> Iterator[tuple
                 yield section, trail, para
     if para := flush(number):
         yield section, trail, para
+    if bare is not None:
+        yield section, trail, _Para(bare[1], bare[2], bare[3])
 
 
 def _heading(line: str) -> tuple[int, str] | None:

@@ -126,8 +126,9 @@ def cache_dir_for(database_url: str) -> Path | None:
     return (db if db.is_absolute() else Path.cwd() / db).parent / "knowledge"
 
 
-_SCHEMA_VERSION = 4  # 2: contents.orphaned; 3: contents.over, tried, retry_at, attempts;
-# 4: passages by generation (contents.gen, table gens), written in batches
+_SCHEMA_VERSION = 5  # 2: contents.orphaned; 3: contents.over, tried, retry_at, attempts;
+# 4: passages by generation (contents.gen, table gens), written in batches;
+# 5: a markdown heading without text is a passage (files cached by 4 lacked them)
 # Each version has its own file (``_versions``): bump it for any change of the tables,
 # and the file name in README's "Knowledge files (file_search)" with it.
 log = structlog.get_logger("gateway.knowledge")

@@ -80,6 +80,12 @@ class ActionConfig(_Strict, frozen=True):
         """
         return []
 
+    def template_names(self) -> frozenset[str]:
+        """The argument names this config's templates read (``gateway validate`` warns
+        about those the action's ``parameters`` do not declare: the runner refuses such
+        an argument, so the template never sees it). Parses only, in the server."""
+        return frozenset()
+
     def run(self, call: CallContext) -> Any:
         """Execute one call. Runs inside the sandbox child, never in the server
         (``isolation: inline`` calls go to the kind's ``run_inline`` instead).

@@ -23,7 +23,8 @@ dropped from 3-6: they read the fields of it that are sound (the loader's
 (a value too short to be masked, or not UTF-8), ``variable_warnings`` at the
 ``${VAR}`` values too short to be masked where they went (an action's kind
 config, a database URL, a provider): warnings, not problems, shown by
-``gateway validate`` and ``/manifests/status``.
+``gateway validate`` and ``/manifests/status``. ``template_warnings`` (shown by
+``gateway validate``) names template variables ``parameters`` does not declare.
 
 ``format_problems`` renders the result for the CLI: ``file:line:col: message``
 lines, GitHub annotations, or JSON. A value that came from ``${VAR}`` is never
@@ -52,7 +53,7 @@ from gateway._unicode import printable
 from gateway.errors import Problem
 from gateway.manifests._pyfunc import Introspection
 from gateway.manifests._yaml import Path_, RawDocument, format_path, parse_path
-from gateway.manifests.catalog import ShortVariable
+from gateway.manifests.catalog import ShortVariable, SourceRef
 from gateway.manifests.model import (
     ACTION_KINDS,
     NAME_PATTERN,
@@ -66,7 +67,7 @@ from gateway.manifests.model import (
     Provider,
 )
 from gateway.manifests.schema import manifest_schema
-from gateway.manifests.tools import BUILTIN_TOOLS, DATA_KEYWORDS
+from gateway.manifests.tools import BUILTIN_TOOLS, DATA_KEYWORDS, declared_arguments
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -80,6 +81,7 @@ __all__ = [
     "python_problems",
     "schema_problems",
     "secret_warnings",
+    "template_warnings",
     "variable_warnings",
 ]
 
@@ -501,6 +503,32 @@ def secret_warnings(actions: Iterable[Action], environ: Mapping[str, str]) -> li
     return warnings
 
 
+def template_warnings(actions: Iterable[Action], sources: Mapping[str, SourceRef]) -> list[str]:
+    """Warnings about names an action's templates read that its ``parameters`` do not
+    declare (``{% if include_hidden %}`` with no ``include_hidden`` property): the runner
+    refuses an undeclared argument, so the template never gets one. Each names the file,
+    line, action and names; actions without ``parameters``, or whose schema says itself
+    which other names it takes, are left alone (``declared_arguments``)."""
+    warnings = []
+    for action in actions:
+        declared = declared_arguments(action.parameters) if action.parameters else None
+        if declared is None or action.config is None:
+            continue
+        unknown = sorted(action.config.template_names() - declared)
+        if not unknown:
+            continue
+        source = sources.get(f"action/{action.name}")
+        where = f"{source.file}:{source.line}: " if source is not None else ""
+        names = ", ".join(repr(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        warnings.append(
+            f"{where}action {action.name!r}: its template reads {names}, which parameters "
+            f"does not declare; a call cannot set {'them' if plural else 'it'} (undeclared "
+            "arguments are refused)"
+        )
+    return warnings
+
+
 _MASKED_IN = {
     "action": "the action's output and errors",
     "database": "the output and errors of the sql actions on it",
@@ -572,7 +600,43 @@ def parameters_problems(entry: Entry, parameters: dict[str, Any]) -> list[Proble
     if not problems and parameters.get("type") != "object":
         path: Path_ = ("parameters", "type") if "type" in parameters else ("parameters",)
         problems.append(entry.at(path, "parameters must be a JSON Schema with `type: object`"))
+    return problems or default_problems(entry, parameters)
+
+
+def default_problems(entry: Entry, parameters: dict[str, Any]) -> list[Problem]:
+    """Each property's ``default`` must match that property's own schema (``default:
+    "ten"`` on an integer, one outside its ``enum``): the runner applies it to every call
+    that leaves the argument out, and each such call would fail, blaming the model."""
+    validator = jsonschema.Draft202012Validator(parameters)
+    problems = []
+    for path, name, sub in _defaulted(parameters, ("parameters",), ""):
+        error = best_match(validator.evolve(schema=sub).iter_errors(sub["default"]))
+        if error is not None:
+            problems.append(
+                entry.at(
+                    (*path, "default"),
+                    f"the default of parameter {name!r} does not match its own schema: "
+                    + _one_line(error.message)[:300],
+                )
+            )
     return problems
+
+
+def _defaulted(
+    schema: Mapping[str, Any], path: Path_, name: str
+) -> Iterable[tuple[Path_, str, Mapping[str, Any]]]:
+    """``(path, dotted name, subschema)`` of each property with a ``default``, nested too."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        return
+    for key, sub in properties.items():
+        if not isinstance(sub, Mapping):
+            continue
+        where = (*path, "properties", key)
+        dotted = f"{name}.{key}" if name else key
+        if "default" in sub:
+            yield where, dotted, sub
+        yield from _defaulted(sub, where, dotted)
 
 
 _META_CACHE: collections.OrderedDict[bytes, tuple[tuple[Path_, str], ...]] = (

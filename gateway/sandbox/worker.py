@@ -33,6 +33,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import sys
 from _signal import signal as _set_handler  # type: ignore[import-not-found]
 from collections.abc import Awaitable
@@ -443,7 +444,11 @@ def _wal_files(databases: list[str]) -> list[str]:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileExistsError:
-                files.append(path)
+                # Only a regular file: a link would carry the rule (and SQLite's writes) to
+                # wherever it points.
+                with contextlib.suppress(OSError):
+                    if stat.S_ISREG(os.lstat(path).st_mode):
+                        files.append(path)
                 continue
             except OSError:
                 continue  # the folder is not ours to write: SQLite says why

@@ -19,7 +19,7 @@ from gateway.cli import main
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 BROKEN = REPO / "tests" / "fixtures" / "broken"
-BROKEN_PROBLEMS = 30  # tests/unit/manifests/test_manifests_broken.py EXPECTED lists each one
+BROKEN_PROBLEMS = 33  # tests/unit/manifests/test_manifests_broken.py EXPECTED lists each one
 Invoke = Callable[..., Result]
 
 
@@ -415,6 +415,42 @@ def test_validate_one_file_shows_only_that_files_secret_warnings(
     assert "warning:" not in result.stderr
     result = run("validate", str(secret_manifests / "keys.yaml"))
     assert f"warning: {SHORT_WARNING}" in result.stderr
+
+
+def test_validate_warns_about_template_names_parameters_do_not_declare(
+    run: Invoke, tmp_path: Path
+) -> None:
+    """A template reading a name ``parameters`` does not declare (``{% if include_hidden
+    %}``) can never get it (the runner refuses undeclared arguments): a warning naming
+    file, line, action and names; the set is still valid (exit 0). Declared names, an
+    open schema and an action without parameters give none."""
+    root = tmp_path / "tpl" / "manifests"
+    root.mkdir(parents=True)
+    (root / "a.yaml").write_text(
+        "kind: database\nname: lite\nurl: sqlite:///t.db\n---\n"
+        "kind: action\nname: rows\ndescription: Rows.\n"
+        "parameters: {type: object, properties: {name: {type: string}}}\n"
+        "sql:\n  database: lite\n  query: >-\n"
+        "    SELECT 1 WHERE {% if include_hidden %}1{% endif %} {{ name }} {{ limit }}\n"
+        "    {% for x in range(2) %}{{ x }}{% endfor %}\n---\n"
+        "kind: action\nname: open\ndescription: Open.\n"
+        "parameters: {type: object, additionalProperties: true}\n"
+        "sql: {database: lite, query: 'SELECT {{ anything }}'}\n---\n"
+        "kind: action\nname: fetch\ndescription: Fetch.\n"
+        "parameters: {type: object, properties: {q: {type: string}}}\n"
+        "http:\n  url: https://example.com/{{ q }}\n"
+        "  headers: {X-Key: '{{ secrets.K }}', X-Page: '{{ args.page }}{{ page }}'}\n"
+    )
+    result = run("validate", str(root))
+    assert result.exit_code == 0, result.output
+    warnings = [x for x in result.stderr.splitlines() if x.startswith("warning:")]
+    assert warnings == [
+        "warning: a.yaml:5: action 'rows': its template reads 'include_hidden', 'limit', "
+        "which parameters does not declare; a call cannot set them (undeclared arguments "
+        "are refused)",
+        "warning: a.yaml:21: action 'fetch': its template reads 'page', which parameters "
+        "does not declare; a call cannot set it (undeclared arguments are refused)",
+    ], result.stderr
 
 
 VARIABLE_DOCS = """\

@@ -127,4 +127,6 @@ def test_a_step_an_arguments_value_makes_huge_is_refused(
 def test_small_repetitions_powers_and_widths_render() -> None:
     """What templates use them for (rules, padding, small powers) renders as before."""
     source = "{{ '-' * 3 }}|{{ 3 * [0] }}|{{ 2 ** 10 }}|{{ '%*s' % (3, 'x') }}|{{ 7 % 4 }}"
-    assert _template(source, url=False).render() == "---|[0, 0, 0]|1024|  x|3"
+    assert (
+        _template(source, url=False).render() == "---|[0,0,0]|1024|  x|3"
+    )  # a list as compact JSON

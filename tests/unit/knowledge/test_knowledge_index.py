@@ -595,3 +595,29 @@ def test_underlined_headings_start_sections_in_rst_and_markdown(tmp_path: Path) 
     ]
     front = "---\ntitle: Guide\n---\n\n# Guide\n\nIntro.\n"
     assert [c.location for c in split_data("guide.md", front.encode())] == ["lines 1-3", "Guide"]
+
+
+def test_a_heading_without_text_is_a_passage_of_its_own(tmp_path: Path) -> None:
+    """A markdown section with a heading and no text (``## Gift wrapping is not
+    offered``) was never indexed, so its words were never found: its heading is its
+    passage; a heading whose subsections hold the text gets none."""
+    doc = tmp_path / "shipping.md"
+    doc.write_text(
+        "# Shipping\n\n## Express delivery costs 15 EUR and arrives next day\n\n"
+        "## Standard delivery\n\nStandard delivery is free over 50 EUR.\n\n"
+        "## Gift wrapping is not offered\n"
+    )
+    chunks = split_text(doc.read_text(), markdown=True)
+    assert [c.text for c in chunks] == [
+        "Express delivery costs 15 EUR and arrives next day",
+        "Standard delivery is free over 50 EUR.",
+        "Gift wrapping is not offered",
+    ]
+    assert chunks[0].heading == "Shipping > Express delivery costs 15 EUR and arrives next day"
+    index = KnowledgeIndex()
+    for query, heading in (
+        ("express delivery cost", "Express delivery"),
+        ("gift wrapping", "Gift wrapping"),
+    ):
+        [found, *_] = index.search([doc], query, 5)
+        assert heading in found.text, (query, found)

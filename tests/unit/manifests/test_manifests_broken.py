@@ -15,6 +15,9 @@ BROKEN = FIXTURES / "broken"
 
 # (file, line, col, words the message must contain)
 EXPECTED: list[tuple[str, int, int, str]] = [
+    ("bad_default.yaml", 7, 62, "default of parameter 'limit' does not match its own schema"),
+    ("bad_default.yaml", 8, 49, "parameter 'sort' does not match its own schema: 'c' is not one"),
+    ("bad_default.yaml", 12, 39, "parameter 'opts.lang' does not match its own schema: 5 is not"),
     ("bad_parameters.yaml", 7, 15, "not a valid JSON Schema"),
     ("bad_parameters.yaml", 14, 9, "type: object"),
     ("builtin_name.yaml", 2, 7, "built-in tool"),
