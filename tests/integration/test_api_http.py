@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,27 @@ def test_root_health_ready(client: httpx.Client) -> None:
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["manifest_version"] == root["manifest_version"]
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/ready", "/ui"])
+def test_head_probes_answer_like_get_without_a_body(
+    api_server: GatewayServer, client: httpx.Client, path: str
+) -> None:
+    """HEAD (how load balancers and uptime monitors probe) on /, /health, /ready and /ui
+    answers the GET's status and headers with no body on the wire; it was a 405."""
+    got = client.get(path)
+    head = client.head(path)
+    assert head.status_code == got.status_code == 200, head.text
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["x-correlation-id"]
+    host, port = api_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(f"HEAD {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert answer.endswith(b"\r\n\r\n"), answer[-200:]  # the headers, nothing after them
 
 
 def test_every_response_has_a_correlation_id_and_reuses_a_sane_one(client: httpx.Client) -> None:
