@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from pathlib import Path
@@ -185,6 +186,33 @@ def test_a_sequence_number_past_64_bits_is_a_400_naming_it(
     assert client.get(path, params={param: 2**63 - 1}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat", {"assistant": "helper", "message": "hi"}),
+        (
+            "/v1/chat/completions",
+            {"model": "helper", "messages": [{"role": "user", "content": "hi"}]},
+        ),
+        ("/actions/get_weather/invoke", {"arguments": {"city": "Paris"}}),
+    ],
+    ids=["chat", "v1", "invoke"],
+)
+def test_a_json_body_after_a_byte_order_mark_is_a_400_saying_so(
+    client: httpx.Client, path: str, body: dict[str, object]
+) -> None:
+    """A UTF-8 byte-order mark before a JSON body (Notepad's files, ``curl --data-binary
+    @file``) is a 400 saying a BOM was found, on every JSON route: it said "invalid
+    character (byte 0)", which points nowhere; the same body without it is accepted."""
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    error = assert_error(
+        client.post(path, content=b"\xef\xbb\xbf" + raw, headers=headers), 400, "invalid_request"
+    )
+    assert "byte-order mark" in error["message"], error["message"]
+    assert client.post(path, content=raw, headers=headers).status_code == 200
+
+
 def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
     """A tool that raises ends as a failed tool call the model answers about, with HTTP 200."""
     body = client.post(
@@ -203,6 +231,7 @@ def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
         ({}, "message"),
         ({"message": ""}, "message"),
         ({"message": 5}, "message"),
+        ({"message": "x" * 100_001}, "message"),  # the README's limit: 100,000 characters
         ({"message": "hi", "assistant": "bad name!"}, "assistant"),
         ({"message": "hi", "assistant": "helper\n"}, "assistant"),  # not a 404: a bad name
     ],
