@@ -6,7 +6,8 @@ SQLite store's checks that its file is still there, and writes while the file
 fails, so a freed disk turns it 200 with no traffic), else 503 with the error
 body, so a load balancer sends traffic only to replicas that can serve it.
 While ``gateway serve`` drains on SIGTERM/SIGINT ``/ready`` is 503 and
-``/health`` stays 200.
+``/health`` stays 200. ``/``, ``/health``, ``/ready`` and ``/ui`` also answer HEAD
+(load balancers probe with it): the GET's status and headers, no body.
 Imports ``gateway.api.*``.
 """
 
@@ -19,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import HttpMethod, Request, Response, get, route
 from litestar.openapi.datastructures import ResponseSpec
 
 from gateway.api.errors import correlation_id_of
@@ -41,7 +42,12 @@ except metadata.PackageNotFoundError:  # running from a source tree without inst
     _VERSION = "0.0.0"
 
 
-@get("/", tags=["service"])
+# Load balancers and uptime monitors probe with HEAD: these routes answer it as GET,
+# without the body (``GatewayMiddleware`` drops it, whatever the server does).
+_PROBED = [HttpMethod.GET, HttpMethod.HEAD]
+
+
+@route("/", http_method=_PROBED, tags=["service"])
 async def root(services: ServicesDep) -> RootBody:
     """Service name, version, live manifest version and how many assistants it serves."""
     catalog = services.catalog_ref.current
@@ -53,14 +59,15 @@ async def root(services: ServicesDep) -> RootBody:
     )
 
 
-@get("/health", tags=["service"])
+@route("/health", http_method=_PROBED, tags=["service"])
 async def health() -> HealthBody:
     """Liveness: the process answers."""
     return HealthBody()
 
 
-@get(
+@route(
     "/ready",
+    http_method=_PROBED,
     tags=["service"],
     responses={503: ResponseSpec(ErrorBody, description="No valid manifest set, or store down")},
 )
@@ -133,7 +140,9 @@ def _page_headers(page: str) -> dict[str, str]:
     }
 
 
-@get("/ui", tags=["service"], include_in_schema=False, media_type="text/html")
+@route(
+    "/ui", http_method=_PROBED, tags=["service"], include_in_schema=False, media_type="text/html"
+)
 async def playground() -> Response[str]:
     """The web playground (a static page speaking the public API), with a strict CSP."""
     try:

@@ -15,7 +15,8 @@ loopback, such a gateway also refuses browser requests (``Origin`` or
 an attacker rebinds to 127.0.0.1 (DNS rebinding) is same-origin with the
 gateway, so its origin alone would pass. The access
 line never holds bodies, query strings or keys. Metric labels are bounded:
-a method outside the standard ones is counted as ``OTHER``.
+a method outside the standard ones is counted as ``OTHER``. A HEAD response's
+body is dropped here (its headers stay the GET's), whatever the server does.
 Imports ``gateway.api.auth``, ``gateway.api.errors``, ``gateway.api.metrics``,
 ``gateway._origins``.
 """
@@ -155,6 +156,8 @@ class GatewayMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), cid_header]
+            elif message["type"] == "http.response.body" and method == "HEAD":
+                message["body"] = b""  # the GET's headers (length included), never its body
             elif message["type"] == "websocket.accept":
                 status = 101
                 message["headers"] = [*message.get("headers", ()), cid_header]

@@ -23,11 +23,15 @@ are a 400 naming them rather than silently ignored: ``n`` above 1 (one run
 answers one choice), a ``response_format`` other than ``text`` (the assistant's
 answer is free text), the client's own ``tools`` (unless ``tool_choice`` is
 ``none``) or ``functions`` (only the assistant's tools run, and only text comes
-back), and content parts other than text (an image, audio, a file: the
-assistant reads text). The run is stateless, so its client is its only reader:
-when the client leaves (a closed stream, a dropped connection while waiting for
-the JSON answer), the run is cancelled, which stops the model call and kills
-its actions, instead of running to an end nobody can read.
+back), a ``tool_choice`` other than ``auto`` or ``none`` (``required``, a named
+function: the assistant decides when its tools run), ``logprobs`` and
+``top_logprobs`` (no token log probabilities come from a run), audio output
+(``modalities`` other than ``text``, ``audio``), and content parts other
+than text (an image, audio, a file: the assistant reads text). The run is
+stateless, so its client is its only reader: when the client leaves (a closed
+stream, a dropped connection while waiting for the JSON answer), the run is
+cancelled, which stops the model call and kills its actions, instead of
+running to an end nobody can read.
 
 Imports ``gateway.api.*``, ``gateway.engine``, ``gateway.errors``,
 ``gateway.events``, ``gateway.providers.base``.
@@ -115,6 +119,7 @@ class ResponseFormat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Stop = Annotated[str, msgspec.Meta(max_length=1000)]
+_FEW = msgspec.Meta(max_length=8)
 # Content parts read as text; an assistant's earlier ``refusal`` is harmless to skip.
 _READ_PARTS = frozenset({"text", "input_text", "refusal"})
 
@@ -133,6 +138,11 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
     tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     functions: list[Any] | None = None
+    # Only checked: token log probabilities and audio output cannot come from a run.
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    modalities: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], _FEW] | None = None
+    audio: dict[str, Any] | None = None
 
     def stops(self) -> tuple[str, ...]:
         """The non-empty stop sequences."""
@@ -145,7 +155,9 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
         Raises:
             InvalidInput: ``n`` other than 1, a ``response_format`` other than ``text``,
                 the client's own ``tools`` (unless ``tool_choice`` is ``none``) or
-                ``functions``, or a content part that is not text (an image...).
+                ``functions``, a ``tool_choice`` other than ``auto`` or ``none``,
+                ``logprobs`` or ``top_logprobs``, audio output (``modalities``,
+                ``audio``), or a content part that is not text (an image...).
         """
         if self.tools and self.tool_choice != "none":
             raise InvalidInput(
@@ -176,6 +188,41 @@ class CompletionRequest(msgspec.Struct, frozen=True, kw_only=True):
                 f"response_format: {self.response_format.type[:64]!r} is not supported; "
                 "the assistant answers in free text (type 'text')",
                 "response_format",
+            )
+        self._check_output()
+
+    def _check_output(self) -> None:
+        """Refuse output a run cannot give: log probabilities, audio, a forced tool call."""
+        if self.logprobs:
+            raise InvalidInput(
+                "logprobs: token log probabilities are not available (the answer comes "
+                "from the assistant's run); leave logprobs out or false",
+                "logprobs",
+            )
+        if self.top_logprobs:
+            raise InvalidInput(
+                "top_logprobs: token log probabilities are not available; leave top_logprobs out",
+                "top_logprobs",
+            )
+        for modality in self.modalities or ():
+            if modality != "text":
+                raise InvalidInput(
+                    f"modalities: {modality!r} is not supported; the assistant answers "
+                    "in text (modalities ['text'])",
+                    "modalities",
+                )
+        if self.audio is not None:
+            raise InvalidInput(
+                "audio: audio output is not supported; the assistant answers in text",
+                "audio",
+            )
+        if self.tool_choice not in (None, "auto", "none"):
+            choice = self.tool_choice
+            shown = repr(choice[:64]) if isinstance(choice, str) else "a named tool"
+            raise InvalidInput(
+                f"tool_choice: {shown} cannot be honoured: the assistant decides when "
+                "its own tools run; use 'auto' or 'none', or leave tool_choice out",
+                "tool_choice",
             )
 
 

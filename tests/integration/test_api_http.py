@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 from pathlib import Path
 
 import httpx
@@ -39,6 +41,27 @@ def test_root_health_ready(client: httpx.Client) -> None:
     ready = client.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["manifest_version"] == root["manifest_version"]
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/ready", "/ui"])
+def test_head_probes_answer_like_get_without_a_body(
+    api_server: GatewayServer, client: httpx.Client, path: str
+) -> None:
+    """HEAD (how load balancers and uptime monitors probe) on /, /health, /ready and /ui
+    answers the GET's status and headers with no body on the wire; it was a 405."""
+    got = client.get(path)
+    head = client.head(path)
+    assert head.status_code == got.status_code == 200, head.text
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["x-correlation-id"]
+    host, port = api_server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(f"HEAD {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert answer.endswith(b"\r\n\r\n"), answer[-200:]  # the headers, nothing after them
 
 
 def test_every_response_has_a_correlation_id_and_reuses_a_sane_one(client: httpx.Client) -> None:
@@ -163,6 +186,33 @@ def test_a_sequence_number_past_64_bits_is_a_400_naming_it(
     assert client.get(path, params={param: 2**63 - 1}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat", {"assistant": "helper", "message": "hi"}),
+        (
+            "/v1/chat/completions",
+            {"model": "helper", "messages": [{"role": "user", "content": "hi"}]},
+        ),
+        ("/actions/get_weather/invoke", {"arguments": {"city": "Paris"}}),
+    ],
+    ids=["chat", "v1", "invoke"],
+)
+def test_a_json_body_after_a_byte_order_mark_is_a_400_saying_so(
+    client: httpx.Client, path: str, body: dict[str, object]
+) -> None:
+    """A UTF-8 byte-order mark before a JSON body (Notepad's files, ``curl --data-binary
+    @file``) is a 400 saying a BOM was found, on every JSON route: it said "invalid
+    character (byte 0)", which points nowhere; the same body without it is accepted."""
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    error = assert_error(
+        client.post(path, content=b"\xef\xbb\xbf" + raw, headers=headers), 400, "invalid_request"
+    )
+    assert "byte-order mark" in error["message"], error["message"]
+    assert client.post(path, content=raw, headers=headers).status_code == 200
+
+
 def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
     """A tool that raises ends as a failed tool call the model answers about, with HTTP 200."""
     body = client.post(
@@ -181,6 +231,7 @@ def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
         ({}, "message"),
         ({"message": ""}, "message"),
         ({"message": 5}, "message"),
+        ({"message": "x" * 100_001}, "message"),  # the README's limit: 100,000 characters
         ({"message": "hi", "assistant": "bad name!"}, "assistant"),
         ({"message": "hi", "assistant": "helper\n"}, "assistant"),  # not a 404: a bad name
     ],

@@ -167,6 +167,47 @@ def test_parameters_the_gateway_cannot_honour_are_refused(sdk: openai.OpenAI) ->
     assert len(ok.choices) == 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+    ],
+    ids=["logprobs", "both", "top_logprobs", "audio-modality", "audio", "required", "named"],
+)
+def test_output_the_gateway_cannot_give_is_refused_naming_the_field(
+    sdk: openai.OpenAI, extra: dict[str, Any], field: str
+) -> None:
+    """Log probabilities, audio output and a forced tool call are a 400 naming the field:
+    they were ignored (200 with ``logprobs: null``, so SDK code reading
+    ``choices[0].logprobs.content`` crashed; text for audio; no tool call for
+    ``required``)."""
+    messages: list[Any] = [{"role": "user", "content": "hello"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.chat.completions.create(model="other", messages=messages, extra_body=extra)
+    assert refused.value.status_code == 400
+    message = refused.value.body["message"]  # type: ignore[index]
+    assert message.startswith(f"{field}: "), message
+
+
+def test_output_parameters_at_their_defaults_are_accepted(sdk: openai.OpenAI) -> None:
+    """What clients send by default (``logprobs: false``, ``modalities: ["text"]``,
+    ``tool_choice`` ``auto`` or ``none``, nulls) is accepted."""
+    messages: list[Any] = [{"role": "user", "content": "hello"}]
+    for extra in (
+        {"logprobs": False, "top_logprobs": None, "modalities": ["text"], "audio": None},
+        {"tool_choice": "auto"},
+        {"tool_choice": "none", "logprobs": None, "top_logprobs": 0},
+    ):
+        reply = sdk.chat.completions.create(model="other", messages=messages, extra_body=extra)
+        assert reply.choices[0].message.content, extra
+
+
 def test_content_the_assistant_cannot_read_is_refused(sdk: openai.OpenAI) -> None:
     """An image (or audio, a file) in a message is a 400 naming the message and the part:
     it was dropped silently, so the assistant answered as if the user had sent no image.

@@ -289,6 +289,22 @@ async def test_websocket_many_exchanges_and_a_bad_frame(api_server: GatewayServe
         assert (await _until_done(ws))[-1]["event"] == "done"
 
 
+async def test_a_websocket_frame_after_a_byte_order_mark_gets_an_error_saying_so(
+    api_server: GatewayServer,
+) -> None:
+    """A frame whose JSON follows a byte-order mark (text or binary) gets an error event
+    saying a BOM was found, as an HTTP body does; it said "invalid character (byte 0)"."""
+    frame = json.dumps({"assistant": "helper", "message": "hi"})
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat", max_queue=None) as ws:
+        for sent in ("\ufeff" + frame, b"\xef\xbb\xbf" + frame.encode()):
+            await ws.send(sent)
+            reply = json.loads(await ws.recv())
+            assert (reply["event"], reply["data"]["type"]) == ("error", "invalid_request")
+            assert "byte-order mark" in reply["data"]["message"], reply
+        await ws.send(frame)
+        assert (await _until_done(ws))[0]["event"] == "thread.run.created"
+
+
 async def test_websocket_disconnect_does_not_stop_the_run(api_server: GatewayServer) -> None:
     """A WebSocket client leaving mid-run leaves the run going; its answer is stored."""
     async with websockets.connect(f"{api_server.ws_url}/ws/chat", max_queue=None) as ws:
