@@ -224,7 +224,7 @@ class KeyRing:
         """One warning per client key limited to assistants not among ``assistants`` (the
         live manifest set's), naming the key by its NAME, never the key itself.
 
-        Such a key gets 403 for those assistants (for all of them, when none of its own
+        Such a key gets 404 for those assistants, as for any it may not use (for all of them, when none of its own
         exists): most likely a typo in ``GATEWAY_API_KEYS`` or an assistant renamed.
         """
         warnings = []
