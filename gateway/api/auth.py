@@ -224,8 +224,9 @@ class KeyRing:
         """One warning per client key limited to assistants not among ``assistants`` (the
         live manifest set's), naming the key by its NAME, never the key itself.
 
-        Such a key gets 404 for those assistants, as for any it may not use (for all of them, when none of its own
-        exists): most likely a typo in ``GATEWAY_API_KEYS`` or an assistant renamed.
+        Such a key gets 404 for those assistants, as for any it may not use (for all
+        of them, when none of its own exists): most likely a typo in
+        ``GATEWAY_API_KEYS`` or an assistant renamed.
         """
         warnings = []
         for entry in self._entries:
