@@ -361,6 +361,10 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
             await supervisor.start(catalog)
             started = True
 
+    async def sandbox_refresh(catalog: Catalog) -> None:
+        if started:  # git-sync may have switched revisions under a rejected push
+            await supervisor.reload(catalog)
+
     root = settings.manifests
 
     def load() -> Catalog:
@@ -376,6 +380,7 @@ async def _start(services: Services, stack: contextlib.AsyncExitStack) -> None:
         services.catalog_ref,
         load=load,
         on_swap=[sandbox_swap, actions.reload],
+        on_refresh=[sandbox_refresh],
         on_result=reloaded,
         # Warnings about a valid set: keys limited to assistants it lacks; a default
         # assistant it lacks; declared secrets too short to mask or not UTF-8 (read where

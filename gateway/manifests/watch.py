@@ -159,6 +159,11 @@ class Reloader:
             (e.g. ``supervisor.reload``); one raising aborts the swap.
         on_result: called with every ``ReloadResult`` (e.g. to bump a
             Prometheus counter); exceptions from it are logged, not raised.
+        on_refresh: awaited in order with the live catalog after a load that did not
+            swap (rejected, unchanged): the checkout may have moved under it all the
+            same (git-sync's ``current`` now names another revision, and deletes the
+            one the live set came from), so ``supervisor.reload`` re-resolves what its
+            zygotes may read. Exceptions are logged, not raised.
         check: called with every valid set loaded (swapped in, or the live version
             again); returns warnings that do not stop it from serving, each logged as
             ``reload_warning`` and shown in the result and the status. Its exceptions
@@ -174,12 +179,14 @@ class Reloader:
         on_swap: Sequence[Callable[[Catalog], Awaitable[None]]] = (),
         on_result: Callable[[ReloadResult], None] | None = None,
         check: Callable[[Catalog], list[str]] | None = None,
+        on_refresh: Sequence[Callable[[Catalog], Awaitable[None]]] = (),
     ) -> None:
         self._settings = settings
         self._ref = catalog_ref
         self._load = load
         self._on_swap = tuple(on_swap)
         self._on_result = on_result
+        self._on_refresh = tuple(on_refresh)
         self._check = check
         self._warnings: list[str] = []  # the live set's, from its newest load
         self._counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
@@ -334,6 +341,7 @@ class Reloader:
                     f"... and {total - MAX_REPORTED_PROBLEMS} more problem(s) ({total} in all; "
                     "gateway validate lists every one)"
                 )
+            await self._refresh(live)
             return self._finish(
                 "rejected", reason, live_version, started, errors=errors, total=total
             )
@@ -344,6 +352,7 @@ class Reloader:
         warnings = self._warnings_of(new)
         if live is not None and new.version == live.version:
             self._warnings = warnings
+            await self._refresh(live)
             return self._finish(
                 "unchanged",
                 reason,
@@ -380,6 +389,16 @@ class Reloader:
         except Exception:  # a bug in the check must not stop a valid set; say it
             log.exception("reload_check_failed", version=catalog.version)
             return []
+
+    async def _refresh(self, live: Catalog | None) -> None:
+        """Run the ``on_refresh`` hooks with the live catalog (see ``__init__``)."""
+        if live is None:
+            return
+        for hook in self._on_refresh:
+            try:
+                await hook(live)
+            except Exception:
+                log.exception("reload_refresh_failed", hook=_name(hook))
 
     async def _roll_back(
         self, hooks: Iterable[Callable[[Catalog], Awaitable[None]]], live: Catalog | None

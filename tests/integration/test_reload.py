@@ -853,7 +853,9 @@ def test_git_sync_modules_live_under_the_link_so_a_deleted_revision_takes_nothin
     revs/r1``) and no GATEWAY_ROOT, the gateway root was the resolved revision: a module's
     ``__file__`` was ``revs/r2/...``, so after a rejected push and git-sync deleting r2 the
     live set's data files were gone (FileNotFoundError); and the root changed with every
-    flip. The root is ``current`` as given: ``__file__`` is under it whatever it points to."""
+    flip. The root is ``current`` as given: ``__file__`` is under it whatever it points to.
+    And the zygotes are replaced after the rejected flip too (the reloader's refresh): their
+    Landlock rules named the revision then deleted, so reading the data file was refused."""
     revs = tmp_path / "revs"
     write_revision(revs, "r1")
     (current := tmp_path / "current").symlink_to("revs/r1")
