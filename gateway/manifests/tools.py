@@ -53,33 +53,49 @@ _NOT_STRICT = ("$ref", "not", "if", "then", "else", "patternProperties", "depend
 
 
 _OPEN_KEYWORDS = ("additionalProperties", "patternProperties", "unevaluatedProperties", "$ref")
-"""Top-level keywords by which a ``parameters`` schema says itself which other names it takes."""
-_COMPOSED = ("allOf", "anyOf", "oneOf", "then", "else")
+"""Keywords by which a ``parameters`` schema says itself which other names it takes."""
+_COMPOSED = ("allOf", "anyOf", "oneOf", "if", "then", "else", "dependentSchemas")
+"""Keywords whose subschemas may declare more names (``not`` declares none: it forbids)."""
 
 
 def declared_arguments(schema: Mapping[str, Any] | None) -> frozenset[str] | None:
     """The argument names an action's ``parameters`` take, or ``None`` when the schema
     says itself which others it allows (``additionalProperties``, ``patternProperties``,
-    ``unevaluatedProperties`` or a ``$ref``), or there is none (an ``Action`` built in
-    code: the loader gives every Python action one, from its signature).
+    ``unevaluatedProperties`` or a ``$ref``, at any level below), or there is none (an
+    ``Action`` built in code: the loader gives every Python action one, from its
+    signature).
 
-    Names come from ``properties`` and from those of its ``allOf``/``anyOf``/``oneOf``
-    branches. Any other name is refused before the call runs (JSON Schema alone would
-    let it through, into a template's ``{% if %}`` or a function's keyword argument).
+    Names come from ``properties``, ``required`` and ``dependentRequired``, and from
+    those of every subschema that may add names (``allOf``/``anyOf``/``oneOf``,
+    ``if``/``then``/``else`` and ``dependentSchemas``, nested as deep as they go). Any
+    other name is refused before the call runs (JSON Schema alone would let it
+    through, into a template's ``{% if %}`` or a function's keyword argument).
     """
     if schema is None:
         return None
-    if any(keyword in schema for keyword in _OPEN_KEYWORDS):
-        return None
-    names = set(schema.get("properties") or ())
+    names: set[str] = set()
+    return frozenset(names) if _collect(schema, names, 0) else None
+
+
+def _collect(schema: Mapping[str, Any], names: set[str], depth: int) -> bool:
+    """Add the names ``schema`` declares to ``names``; False if it is open (see above)."""
+    if depth > 32 or any(keyword in schema for keyword in _OPEN_KEYWORDS):
+        return False
+    names.update(k for k in schema.get("properties") or () if isinstance(k, str))
+    required = schema.get("required")
+    if isinstance(required, list):
+        names.update(k for k in required if isinstance(k, str))
+    for targets in (schema.get("dependentRequired") or {}).values():
+        if isinstance(targets, list):
+            names.update(k for k in targets if isinstance(k, str))
     for keyword in _COMPOSED:
         branches = schema.get(keyword)
+        if isinstance(branches, Mapping) and keyword == "dependentSchemas":
+            branches = list(branches.values())
         for branch in branches if isinstance(branches, list) else [branches]:
-            if isinstance(branch, Mapping):
-                if any(k in branch for k in _OPEN_KEYWORDS):
-                    return None
-                names.update(branch.get("properties") or ())
-    return frozenset(names)
+            if isinstance(branch, Mapping) and not _collect(branch, names, depth + 1):
+                return False
+    return True
 
 
 class NotStrictable(ValueError):
@@ -201,7 +217,9 @@ def _tool(
         # OpenAI refuses a tool whose parameters lack `properties` ("object schema
         # missing properties"); `{}` means the same: no named arguments.
         params["properties"] = {}
-    if not any(k in params for k in (*_OPEN_KEYWORDS, *_COMPOSED)):
+    if not any(k in params for k in (*_OPEN_KEYWORDS, *_COMPOSED, "dependentRequired")) and set(
+        params.get("required") or ()
+    ) <= set(params.get("properties") or ()):
         # The runner refuses undeclared names (`declared_arguments`): say so to the model.
         params["additionalProperties"] = False
     function: dict[str, Any] = {"name": name, "description": description, "parameters": params}

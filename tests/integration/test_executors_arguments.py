@@ -95,11 +95,42 @@ parameters:
 python:
   function: actions.acts:echo
 ---
+kind: action
+name: pay
+description: Pay (json-schema.org's dependentSchemas example).
+parameters:
+  type: object
+  properties:
+    name: {type: string}
+    credit_card: {type: number}
+  required: [name]
+  dependentSchemas:
+    credit_card:
+      properties:
+        billing_address: {type: string}
+      required: [billing_address]
+python:
+  function: actions.acts:echo
+---
+kind: action
+name: either
+description: By order or by email, the order's branch nested.
+parameters:
+  type: object
+  oneOf:
+    - allOf:
+        - properties: {order_id: {type: integer}}
+          required: [order_id]
+    - properties: {email: {type: string}}
+      required: [email]
+python:
+  function: actions.acts:echo
+---
 kind: assistant
 name: helper
 model: gpt-4o-mini
 instructions: Help.
-actions: [rows, user_info, open_echo, nested]
+actions: [rows, user_info, open_echo, nested, pay, either]
 """
 
 
@@ -161,6 +192,23 @@ async def test_undeclared_arguments_are_refused_before_the_call(
     assert json.loads(opened.output) == {"user": "bob", "more": 1}, opened
 
 
+async def test_names_declared_below_the_top_are_arguments(
+    running: tuple[Catalog, SandboxRunner],
+) -> None:
+    """Names declared in ``dependentSchemas``, or in a ``oneOf`` branch's ``allOf``, were
+    refused as undeclared: ``pay`` with a credit card was uncallable (its billing address
+    refused as unexpected, and required when left out), ``either`` by order id too. Every
+    subschema that may add names counts; an undeclared name is still refused."""
+    catalog, runner = running
+    card = {"name": "ann", "credit_card": 4111, "billing_address": "1 Main St"}
+    paid = await runner.run(catalog, "pay", card)
+    assert json.loads(paid.output) == card, paid
+    by_order = await runner.run(catalog, "either", {"order_id": 5})
+    assert json.loads(by_order.output) == {"order_id": 5}, by_order
+    extra = await runner.run(catalog, "either", {"order_id": 5, "sneaky": 1})
+    assert extra.error_type == "invalid_arguments" and "'sneaky'" in extra.output, extra
+
+
 def test_tool_schemas_close_parameters_the_runner_closes(
     running: tuple[Catalog, SandboxRunner],
 ) -> None:
@@ -173,6 +221,10 @@ def test_tool_schemas_close_parameters_the_runner_closes(
     assert tools["rows"]["additionalProperties"] is False
     assert tools["user_info"]["additionalProperties"] is False
     assert tools["open_echo"]["additionalProperties"] is True
+    # additionalProperties sees only the top level's properties: it would refuse the
+    # names these declare below it, so the model is not told so.
+    assert "additionalProperties" not in tools["pay"]
+    assert "additionalProperties" not in tools["either"]
 
 
 async def test_nested_strict_mode_nulls_mean_absent(
