@@ -349,11 +349,18 @@ class Engine:
         return handle
 
     async def start_stateless_run(
-        self, *, assistant: str, messages: list[ChatMessage], correlation_id: str = ""
+        self,
+        *,
+        assistant: str,
+        messages: list[ChatMessage],
+        correlation_id: str = "",
+        offer_tools: bool = True,
     ) -> RunHandle:
         """Run ``assistant`` over a client-supplied history; nothing is stored.
 
         For the OpenAI-compatible endpoint. The handle's ``thread_id`` is ``""``.
+        With ``offer_tools=False`` (``tool_choice: "none"``) the model is offered
+        none of the assistant's tools, and a call it makes anyway does not run.
 
         Raises:
             InvalidInput: ``messages`` is empty.
@@ -373,6 +380,7 @@ class Engine:
             record=None,
             correlation_id=correlation_id,
             history=list(messages),
+            offer_tools=offer_tools,
         )
         return self._launch(spec)
 

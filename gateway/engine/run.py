@@ -472,7 +472,7 @@ class RunTask:
             messages=trim_history(
                 spec.history, max_messages=self.budget.max_messages, max_chars=self.budget.max_chars
             ),
-            tools=spec.catalog.tools.get(spec.assistant.name, []),
+            tools=spec.catalog.tools.get(spec.assistant.name, []) if spec.offer_tools else [],
             temperature=spec.assistant.temperature,
         )
         self.finish_reason = None
