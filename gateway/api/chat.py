@@ -27,7 +27,7 @@ from litestar.response import Stream
 from gateway._nesting import too_deep
 from gateway.api.errors import RunCrashed, correlation_id_of, error_responses, readable
 from gateway.api.middleware import SUBPROTOCOL_KEY, principal_of, take_rate_token
-from gateway.api.request import BOM_FOUND, TOO_DEEP, starts_with_bom
+from gateway.api.request import TOO_DEEP, bom_problem
 from gateway.api.schemas import ChatRequest, ChatResponse, StartResponse
 from gateway.api.services import Services, ServicesDep
 from gateway.api.streaming import SSE_HEADERS, parse_last_event_id, sse_frames
@@ -348,8 +348,8 @@ async def chat_ws(socket: WebSocket[Any, Any, Any], services: ServicesDep) -> No
             if too_deep(raw):
                 await _ws_error(socket, "invalid_request", f"bad frame: {TOO_DEEP}", cid)
                 continue
-            if starts_with_bom(raw):
-                await _ws_error(socket, "invalid_request", f"bad frame: it {BOM_FOUND}", cid)
+            if (problem := bom_problem(raw)) is not None:
+                await _ws_error(socket, "invalid_request", f"bad frame: it {problem}", cid)
                 continue
             try:
                 data = _ws_decoder.decode(raw)

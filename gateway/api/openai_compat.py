@@ -24,7 +24,8 @@ answers one choice), a ``response_format`` other than ``text`` (the assistant's
 answer is free text), the client's own ``tools`` (unless ``tool_choice`` is
 ``none``) or ``functions`` (only the assistant's tools run, and only text comes
 back), a ``tool_choice`` other than ``auto`` or ``none`` (``required``, a named
-function: the assistant decides when its tools run), ``logprobs`` and
+function: the assistant decides when its tools run; ``none`` is honoured: the
+model is offered none of the assistant's tools, and none runs), ``logprobs`` and
 ``top_logprobs`` (no token log probabilities come from a run), audio output
 (``modalities`` other than ``text``, ``audio``), and content parts other
 than text (an image, audio, a file: the assistant reads text). The run is
@@ -406,7 +407,10 @@ async def chat_completions(
     cid = correlation_id_of(request.scope)
     handle = services.track(
         await services.the_engine().start_stateless_run(
-            assistant=data.model, messages=to_history(data.messages), correlation_id=cid
+            assistant=data.model,
+            messages=to_history(data.messages),
+            correlation_id=cid,
+            offer_tools=data.tool_choice != "none",
         )
     )
     structlog.contextvars.bind_contextvars(run_id=handle.run_id)

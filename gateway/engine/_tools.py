@@ -63,8 +63,8 @@ def too_many_calls_result(count: int) -> ToolResult:
 
 
 def allowed_tools(spec: RunSpec) -> set[str]:
-    """Names of the tools the run's assistant was given."""
-    tools = spec.catalog.tools.get(spec.assistant.name, [])
+    """Names of the tools the run's assistant was given (none if the run offers none)."""
+    tools = spec.catalog.tools.get(spec.assistant.name, []) if spec.offer_tools else []
     return {tool["function"]["name"] for tool in tools if "function" in tool}
 
 

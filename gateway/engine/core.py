@@ -64,6 +64,21 @@ _logger = structlog.get_logger("gateway.engine")
 _RENEWALS_PER_LEASE = 3
 
 
+def _cancel_once(task: asyncio.Task[None]) -> None:
+    """Cancel a run's task unless a cancel is already under way.
+
+    A second cancel would interrupt the run settling the first (storing its outcome).
+    """
+    if not task.cancelling():
+        task.cancel()
+
+
+async def _until_done(log: RunLog) -> None:
+    """Return once ``log`` is done (its run ended and said so)."""
+    while not log.done:
+        await log.wait(len(log))
+
+
 class Engine:
     """Owns every run of this process.
 
@@ -334,11 +349,18 @@ class Engine:
         return handle
 
     async def start_stateless_run(
-        self, *, assistant: str, messages: list[ChatMessage], correlation_id: str = ""
+        self,
+        *,
+        assistant: str,
+        messages: list[ChatMessage],
+        correlation_id: str = "",
+        offer_tools: bool = True,
     ) -> RunHandle:
         """Run ``assistant`` over a client-supplied history; nothing is stored.
 
         For the OpenAI-compatible endpoint. The handle's ``thread_id`` is ``""``.
+        With ``offer_tools=False`` (``tool_choice: "none"``) the model is offered
+        none of the assistant's tools, and a call it makes anyway does not run.
 
         Raises:
             InvalidInput: ``messages`` is empty.
@@ -358,6 +380,7 @@ class Engine:
             record=None,
             correlation_id=correlation_id,
             history=list(messages),
+            offer_tools=offer_tools,
         )
         return self._launch(spec)
 
@@ -569,7 +592,7 @@ class Engine:
         """
         handle = self._live.get(run_id)
         if handle is not None and handle.thread_id == thread_id:
-            handle.task.cancel()
+            _cancel_once(handle.task)
             await asyncio.wait({handle.task})
             if handle.settling is not None:  # cancelled before it started: stored separately
                 await asyncio.wait({handle.settling})
@@ -614,14 +637,17 @@ class Engine:
             return
         if (body := self._bodies.get(run_id)) is not None:
             body.cancelled_as = ErrorInfo(**THREAD_DELETED)
-        handle.task.cancel()
+        _cancel_once(handle.task)
         await asyncio.wait({handle.task})
         if handle.settling is not None:  # cancelled before it started: stored separately
             await asyncio.wait({handle.settling})
         # A run cancelled while it stored its outcome (shielded) ends after its task: the
-        # delete waits for that write too, or it would refuse an answer already given.
-        while not handle.log.done:
-            await handle.log.wait(len(handle.log))
+        # delete waits for that write too, or it would refuse an answer already given;
+        # for a lease at most, so a run that cannot end never holds a delete forever.
+        try:
+            await asyncio.wait_for(_until_done(handle.log), self._settings.run_lease)
+        except TimeoutError:
+            _logger.warning("thread.delete_wait_expired", thread_id=thread_id, run_id=run_id)
 
     @property
     def active_runs(self) -> int:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -126,6 +126,31 @@ def _store_failure(exc: BaseException) -> NotReady | None:
 
 _ENCODE_ON_LOOP_EVENTS = 2048
 """A finished log of more events than this is encoded in a worker thread (``_encoded``)."""
+
+
+async def _unstoppable(step: Coroutine[Any, Any, None]) -> None:
+    """Run ``step`` to its end even if the caller is cancelled (again) meanwhile.
+
+    ``asyncio.shield`` alone protects the step, not the awaiting: a second cancel (a
+    second DELETE of the thread while the run settled the first) raised out of it, and
+    whatever came after it (storing the run's end, ``Done``) never ran. Here every
+    cancel that arrives is held until the step is done, then raised once.
+
+    Raises:
+        asyncio.CancelledError: a cancel arrived while the step ran (after it ended).
+    """
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _encoded(log: RunLog, final: list[Event]) -> list[bytes]:
@@ -221,6 +246,7 @@ class RunTask:
         self._task = asyncio.current_task()
         status: RunStatus = "completed"
         error: ErrorInfo | None = None
+        settle = False
         if self.flush_interval > 0 and self.store is not None and self.spec.record is not None:
             self.writer = EventWriter(
                 self.log,
@@ -240,7 +266,7 @@ class RunTask:
         except (asyncio.CancelledError, _RemoteCancel):
             if not self.superseded:  # else ``_finish`` ends it as the store says
                 status, error = "cancelled", self.cancelled_as
-                await asyncio.shield(self._settle_pending())
+                settle = True
         except ProviderError as exc:
             status = "failed"
             error = ErrorInfo(type="provider_error", message=valid_text(exc.message))
@@ -255,7 +281,15 @@ class RunTask:
                 self.logger.exception("run.crashed")
                 error = ErrorInfo(type="internal_error", message="the run failed unexpectedly")
             self._emit_error(error)
-        await asyncio.shield(self._finish(status, error))
+        await _unstoppable(self._settle_and_finish(status, error, settle=settle))
+
+    async def _settle_and_finish(
+        self, status: RunStatus, error: ErrorInfo | None, *, settle: bool
+    ) -> None:
+        """Give interrupted calls their results (if ``settle``), then store the run's end."""
+        if settle:
+            await self._settle_pending()
+        await self._finish(status, error)
 
     @property
     def stored(self) -> bool:
@@ -438,7 +472,7 @@ class RunTask:
             messages=trim_history(
                 spec.history, max_messages=self.budget.max_messages, max_chars=self.budget.max_chars
             ),
-            tools=spec.catalog.tools.get(spec.assistant.name, []),
+            tools=spec.catalog.tools.get(spec.assistant.name, []) if spec.offer_tools else [],
             temperature=spec.assistant.temperature,
         )
         self.finish_reason = None

@@ -62,6 +62,8 @@ class RunSpec:
         history: the conversation so far (loaded from the store, or the client's).
         history_loaded: ``history`` is already complete (a stateless run, or a new
             thread holding only its first message), so the run does not read the store.
+        offer_tools: the model is offered the assistant's tools; False (``tool_choice:
+            "none"`` on /v1/chat/completions) offers none and runs none it calls anyway.
     """
 
     run_id: str
@@ -73,6 +75,7 @@ class RunSpec:
     correlation_id: str = ""
     history: list[ChatMessage] = field(default_factory=list)
     history_loaded: bool = False
+    offer_tools: bool = True
 
 
 class ProviderLookup(Protocol):

@@ -145,18 +145,39 @@ def _url_finalize(eval_ctx: Any, value: Any) -> str:
 
 
 def _with_query(url: str, params: dict[str, str]) -> str:
-    """``url`` with ``params`` appended after its own query string (``?api-version=...``).
+    """``url`` with ``params`` added to its own query string (``?api-version=...``).
 
     httpx's ``params=`` replaces a URL's query instead: the literal parameters
-    of the manifest's URL were dropped whenever ``query:`` rendered a value.
+    of the manifest's URL were dropped whenever ``query:`` rendered a value. A
+    rendered key also in the literal query replaces it where it stands (later
+    literal ones of that name are dropped): sent twice (``?limit=10&limit=5``),
+    many servers read the first. Other literal parameters keep their place and
+    spelling; new keys follow them.
     """
     if not params:
         return url
+    import urllib.parse
+
     import httpx
 
     base, hash_sign, fragment = url.partition("#")
-    separator = "" if base.endswith(("?", "&")) else "&" if "?" in base else "?"
-    return base + separator + str(httpx.QueryParams(params)) + hash_sign + fragment
+    path, _, query = base.partition("?")
+    pieces: list[str] = []
+    placed: set[str] = set()
+    for piece in query.split("&"):
+        if not piece:
+            continue
+        name = urllib.parse.unquote_plus(piece.partition("=")[0])
+        if name in params:
+            if name not in placed:
+                placed.add(name)
+                pieces.append(str(httpx.QueryParams({name: params[name]})))
+            continue
+        pieces.append(piece)
+    rest = {name: value for name, value in params.items() if name not in placed}
+    if rest:
+        pieces.append(str(httpx.QueryParams(rest)))
+    return path + "?" + "&".join(pieces) + hash_sign + fragment
 
 
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")  # fullmatch: `$` also matches before a final "\n"

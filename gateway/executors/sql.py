@@ -500,34 +500,41 @@ def _paths_of(value: int, node: Any, path: str = "") -> Iterator[str]:
 
 @functools.cache
 def _lenient_loaders() -> dict[str, type[Loader]]:
-    """Loaders of ``date``, ``timestamp`` and ``timestamptz`` that give PostgreSQL's text
-    (``infinity``, ``0044-03-15 BC``, ``12000-01-01``) when Python's ``datetime`` cannot
+    """Loaders of ``date``, ``timestamp``, ``timestamptz``, ``time``, ``timetz`` and
+    ``interval`` that give PostgreSQL's text (``infinity``, ``0044-03-15 BC``,
+    ``12000-01-01``, ``24:00:00``, ``3000000 years``) when Python's ``datetime`` cannot
     hold the value: psycopg's own raise ``DataError``, failing the whole query."""
+    from psycopg.types.datetime import (
+        DateLoader,
+        IntervalLoader,
+        TimeLoader,
+        TimestampLoader,
+        TimestamptzLoader,
+        TimetzLoader,
+    )
+
+    bases: dict[str, type[Loader]] = {
+        "date": DateLoader,
+        "timestamp": TimestampLoader,
+        "timestamptz": TimestamptzLoader,
+        "time": TimeLoader,
+        "timetz": TimetzLoader,
+        "interval": IntervalLoader,
+    }
+    return {name: _text_fallback(base) for name, base in bases.items()}
+
+
+def _text_fallback(base: type[Loader]) -> type[Loader]:
+    """``base``, giving the value's text where ``base`` raises ``DataError``."""
     import psycopg
-    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 
-    class Date(DateLoader):
-        def load(self, data: Buffer) -> Any:
-            try:
-                return super().load(data)
-            except psycopg.DataError:
-                return bytes(data).decode()
+    def load(self: Loader, data: Buffer) -> Any:
+        try:
+            return base.load(self, data)
+        except psycopg.DataError:
+            return bytes(data).decode()
 
-    class Timestamp(TimestampLoader):
-        def load(self, data: Buffer) -> Any:
-            try:
-                return super().load(data)
-            except psycopg.DataError:
-                return bytes(data).decode()
-
-    class Timestamptz(TimestamptzLoader):
-        def load(self, data: Buffer) -> Any:
-            try:
-                return super().load(data)
-            except psycopg.DataError:
-                return bytes(data).decode()
-
-    return {"date": Date, "timestamp": Timestamp, "timestamptz": Timestamptz}
+    return type(f"Lenient{base.__name__}", (base,), {"load": load})
 
 
 def _unique(columns: list[str]) -> list[str]:

@@ -181,13 +181,11 @@ class _ChunkReader:
                     if isinstance(thought, str):
                         self.size += len(thought)
                 for tool_delta in delta.tool_calls or ():
-                    self.assembler.add(tool_delta)
-                    # Names and ids too: calls with 1 MB names and no arguments were
-                    # never counted, and went whole into memory, log lines and the store.
-                    self.size += len(tool_delta.id or "")
-                    function = tool_delta.function
-                    if function is not None:
-                        self.size += len(function.name or "") + len(function.arguments or "")
+                    # What the call keeps: names and ids too (calls with 1 MB names and
+                    # no arguments went uncounted into memory, log lines and the store),
+                    # but once (servers repeat them in every delta; counted each time, a
+                    # 200 KB argument in 4-character deltas counted 2.5 MB and was cut).
+                    self.size += self.assembler.add(tool_delta)
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
         return [TextDelta(text)] if text else []
@@ -226,8 +224,14 @@ class ToolCallAssembler:
         self._by_id: dict[str, _Partial] = {}
         self._by_index: dict[int, _Partial] = {}
 
-    def add(self, delta: ToolCallDelta) -> None:
-        """Apply one delta (``index``, ``id`` and ``function`` may each be missing)."""
+    def add(self, delta: ToolCallDelta) -> int:
+        """Apply one delta (``index``, ``id`` and ``function`` may each be missing).
+
+        Returns:
+            How many characters the calls grew by: the arguments, and an id or a name
+            only when new to its call (a repeated one is not kept again).
+        """
+        kept = 0
         call_id = delta.id or None
         index = delta.index
         current: _Partial | None
@@ -242,6 +246,7 @@ class ToolCallAssembler:
                     current = at_index
                     current.id = call_id
                     self._by_id[call_id] = current
+                    kept += len(call_id)
         elif index is not None:
             current = self._by_index.get(index)
         else:
@@ -251,14 +256,18 @@ class ToolCallAssembler:
             self._calls.append(current)
             if call_id is not None:
                 self._by_id[call_id] = current
+                kept += len(call_id)
         if index is not None:
             self._by_index[index] = current
         function = delta.function
         if function is not None:
             if function.name and not current.name:
                 current.name = function.name
+                kept += len(function.name)
             if function.arguments:
                 current.arguments.append(function.arguments)
+                kept += len(function.arguments)
+        return kept
 
     def calls(self) -> list[ToolCall]:
         """The complete calls in the order they started; missing ids are generated."""

@@ -164,3 +164,64 @@ def _failure(lines: Iterator[str]) -> dict[str, Any]:
         elif line.startswith("data: ") and event == "thread.run.failed":
             failure = json.loads(line.removeprefix("data: "))["error"]
     return failure
+
+
+async def _second_cancel_while_settling(
+    server: GatewayServer, thread_id: str, run_id: str, second: str
+) -> tuple[bool, ...]:
+    """Delete ``thread_id`` and, while its run settles its cancelled tool call, cancel it
+    again (a second DELETE, or ``second == "cancel"``: a cancel); the results of both.
+
+    The settle is held until the second request has been made, so the second cancel
+    lands in it every time (it did for 2 of 40 racing pairs by chance).
+    """
+    engine = server.services.the_engine()
+    body = engine._bodies[run_id]
+    settle = body._settle_pending
+    settling, release = asyncio.Event(), asyncio.Event()
+
+    async def held_settle() -> None:
+        settling.set()
+        await release.wait()
+        await settle()
+
+    body._settle_pending = held_settle  # type: ignore[method-assign]
+    first = asyncio.ensure_future(engine.delete_thread(thread_id))
+    await asyncio.wait_for(settling.wait(), 10)
+    again = (
+        engine.cancel(thread_id, run_id) if second == "cancel" else engine.delete_thread(thread_id)
+    )
+    other = asyncio.ensure_future(again)
+    for _ in range(5):  # the second request reaches its wait on the run
+        await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.wait_for(asyncio.gather(first, other, return_exceptions=True), 10)
+    return tuple(result if isinstance(result, bool) else False for result in results)
+
+
+@pytest.mark.parametrize("second", ["delete", "cancel"])
+def test_a_second_cancel_while_the_run_settles_does_not_hang_the_deletes(
+    gateway_server: ServerFactory, api_manifests: Path, second: str
+) -> None:
+    """A second DELETE (or a cancel) of a thread whose run is settling its cancelled tool
+    call after a first DELETE: both return and the run ends cancelled, where the second
+    cancel broke the shielded settle, the run never stored its end, and both requests
+    waited for it forever (the run stayed ``in_progress`` until a restart)."""
+    server = gateway_server(api_manifests)
+    body = {"assistant": "helper", "message": "please wait 5 seconds (slow)", "stream": True}
+    with httpx.stream("POST", f"{server.url}/chat", json=body, timeout=30) as stream:
+        lines = stream.iter_lines()
+        ids: dict[str, str] = {}
+        for line in lines:
+            if line.startswith("data: ") and not ids:
+                ids = json.loads(line.removeprefix("data: "))
+            if line == "event: thread.run.step.created":
+                break
+        outcome = server.call(
+            _second_cancel_while_settling(server, ids["thread_id"], ids["run_id"], second),
+            timeout=20,
+        )
+        assert outcome[0] is True
+        assert _failure(lines)["type"] == "cancelled"
+    assert httpx.get(f"{server.url}/threads/{ids['thread_id']}/messages").status_code == 404
+    assert server.services.the_engine().active_runs == 0

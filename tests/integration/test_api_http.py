@@ -213,6 +213,30 @@ def test_a_json_body_after_a_byte_order_mark_is_a_400_saying_so(
     assert client.post(path, content=raw, headers=headers).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/chat", "/v1/chat/completions", "/actions/get_weather/invoke"],
+    ids=["chat", "v1", "invoke"],
+)
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_json_body_is_a_400_saying_to_send_utf8(
+    client: httpx.Client, path: str, codec: str
+) -> None:
+    """A body in UTF-16 (or UTF-32) with its byte-order mark (PowerShell's default
+    ``Out-File``) is a 400 naming its encoding and asking for UTF-8, on every JSON route:
+    it said "JSON is malformed: invalid character (byte 0)", which points nowhere."""
+    body = {"message": "hi", "model": "helper", "arguments": {}}
+    raw = json.dumps(body)
+    encoded = (b"\xfe\xff" + raw.encode(codec)) if codec == "utf-16-be" else raw.encode(codec)
+    headers = {"Content-Type": "application/json"}
+    error = assert_error(
+        client.post(path, content=encoded, headers=headers), 400, "invalid_request"
+    )
+    name = codec.upper().removesuffix("-BE")
+    assert f"is {name}" in error["message"], error["message"]
+    assert "must be UTF-8" in error["message"], error["message"]
+
+
 def test_chat_failing_tool_is_reported_not_raised(client: httpx.Client) -> None:
     """A tool that raises ends as a failed tool call the model answers about, with HTTP 200."""
     body = client.post(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from conftest import GatewayServer
+from conftest import GatewayServer, ServerFactory, write_api_manifests
+
+from gateway.testing.fake_openai import FakeOpenAI
 
 
 @pytest.fixture
@@ -270,3 +273,41 @@ def test_openai_apis_the_gateway_lacks_say_what_it_serves(sdk: openai.OpenAI) ->
         sdk.embeddings.create(model="helper", input="hi")
     assert "/v1/embeddings" in str(embeddings.value)
     assert "POST /v1/chat/completions" in str(embeddings.value)
+
+
+def test_tool_choice_none_runs_no_tool(sdk: openai.OpenAI) -> None:
+    """``tool_choice: "none"`` is honoured: the model is offered no tool and none runs,
+    where it was accepted and ignored (the assistant's actions still ran, side effects
+    and all)."""
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    reply = sdk.chat.completions.create(model="helper", messages=messages, tool_choice="none")
+    content = reply.choices[0].message.content or ""
+    assert "get_weather returned" not in content, content
+    assert "offline model" in content, content
+    auto = sdk.chat.completions.create(model="helper", messages=messages, tool_choice="auto")
+    assert "get_weather returned" in (auto.choices[0].message.content or "")
+
+
+def test_tool_choice_none_sends_no_tools_and_refuses_a_call(
+    gateway_server: ServerFactory, fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """With ``tool_choice: "none"`` the real model request carries no tools, and a call
+    the model makes anyway is answered as to an assistant without tools, not run."""
+    manifests = write_api_manifests(tmp_path / "site")
+    (manifests / "remote.yaml").write_text(
+        f"kind: provider\nname: fake\nbase_url: {fake.base_url}\napi_key: test-key\n"
+        "max_retries: 0\n---\nkind: assistant\nname: remote\nprovider: fake\n"
+        "model: fake-model\nactions: [explode]\n"
+    )
+    server = gateway_server(manifests)
+    fake.add_tool_calls([("explode", {"reason": "side effect"})])
+    fake.add_text("done")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    messages: list[Any] = [{"role": "user", "content": "explode please"}]
+    reply = client.chat.completions.create(model="remote", messages=messages, tool_choice="none")
+    assert reply.choices[0].message.content == "done"
+    first, second = fake.model_requests()
+    assert not first.body.get("tools"), first.body
+    result = json.dumps(second.body["messages"][-1])
+    assert "no tools" in result, result
+    assert "boom" not in result, result

@@ -305,6 +305,22 @@ async def test_a_websocket_frame_after_a_byte_order_mark_gets_an_error_saying_so
         assert (await _until_done(ws))[0]["event"] == "thread.run.created"
 
 
+async def test_a_utf16_websocket_frame_gets_an_error_asking_for_utf8(
+    api_server: GatewayServer,
+) -> None:
+    """A binary frame in UTF-16 (either byte order) with its byte-order mark gets an
+    error event naming the encoding and asking for UTF-8, as an HTTP body does; it said
+    "invalid character (byte 0)"."""
+    frame = json.dumps({"assistant": "helper", "message": "hi"})
+    async with websockets.connect(f"{api_server.ws_url}/ws/chat", max_queue=None) as ws:
+        for sent in (frame.encode("utf-16"), b"\xfe\xff" + frame.encode("utf-16-be")):
+            await ws.send(sent)
+            reply = json.loads(await ws.recv())
+            assert (reply["event"], reply["data"]["type"]) == ("error", "invalid_request")
+            assert "is UTF-16" in reply["data"]["message"], reply
+            assert "must be UTF-8" in reply["data"]["message"], reply
+
+
 async def test_websocket_disconnect_does_not_stop_the_run(api_server: GatewayServer) -> None:
     """A WebSocket client leaving mid-run leaves the run going; its answer is stored."""
     async with websockets.connect(f"{api_server.ws_url}/ws/chat", max_queue=None) as ws:

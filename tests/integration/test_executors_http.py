@@ -242,6 +242,22 @@ def test_query_values_are_added_to_the_urls_own_query(server: str, inline: bool)
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
+def test_a_query_value_replaces_the_urls_own_of_that_name(server: str, inline: bool) -> None:
+    """A ``query:`` key also in the URL's literal query replaces it, where it is (the
+    others keep their place): both were sent (``?limit=10&x=1&limit=5``), and many
+    servers read the first, ignoring the rendered value."""
+    config = HttpConfig(
+        url=server + "/q?limit=10&x=1&limit=20&a%20b=c", query={"limit": "{{ n }}", "a b": "d"}
+    )
+    run = _run_inline if inline else _run
+    got = run(config, n=5)
+    assert got["query"] == {"limit": ["5"], "x": ["1"], "a b": ["d"]}
+    assert list(got["query"]) == ["limit", "x", "a b"]
+    kept = run(HttpConfig(url=server + "/q?limit=10&x=1", query={"q": "{{ n }}"}), n=5)
+    assert list(kept["query"].items()) == [("limit", ["10"]), ("x", ["1"]), ("q", ["5"])]
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["sandboxed", "inline"])
 @pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\n", "a\x00b", "Zürich"])
 def test_header_values_a_header_cannot_carry_are_refused(
     server: str, inline: bool, value: str

@@ -423,6 +423,30 @@ def test_postgres_dates_python_cannot_hold_come_back_as_text(pg_table: tuple[str
     ]
 
 
+@pytest.mark.postgres
+def test_postgres_times_and_intervals_python_cannot_hold_come_back_as_text(
+    pg_table: tuple[str, str],
+) -> None:
+    """``'24:00:00'::time`` (a closing time), its ``timetz`` and an interval of more than
+    999,999,999 days failed the whole query ("hour must be in 0..23"): such values come
+    back as PostgreSQL writes them, the others as before."""
+    url, _ = pg_table
+    rows = _pg_run(
+        url,
+        "SELECT '24:00:00'::time AS a, '24:00:00+02'::timetz AS b, "
+        "interval '3000000 years' AS c, ARRAY['24:00'::time] AS d, '12:30'::time AS e",
+    )
+    assert rows == [
+        {
+            "a": "24:00:00",
+            "b": "24:00:00+02",
+            "c": "3000000 years",
+            "d": ["24:00:00"],
+            "e": "12:30:00",
+        }
+    ]
+
+
 @pytest.mark.parametrize("sort", ["o.status", "o.id"])
 def test_a_dotted_ident_quotes_each_part(data_root: Path, sort: str) -> None:
     """``ident(["o.status", "o.id"])`` printed ``"o.status"``, one unknown name that

@@ -970,3 +970,23 @@ async def test_an_endless_error_body_is_read_only_in_part() -> None:
         "model provider 'raw' answered HTTP 400: <html>proxy says no!!!"
     )
     assert endless.written < 24 << 20
+
+
+async def test_an_id_and_name_repeated_in_every_delta_count_once(fake: FakeOpenAI) -> None:
+    """A server repeating the call's id and name in every Chat Completions delta
+    (``id_every_chunk``) has them counted once toward ``max_answer_chars``, as the call
+    keeps them once: counted per delta, a 1,500-character argument in 8-character
+    deltas counted about 9,000 characters and the legitimate call was cut."""
+    fake.set_quirks("id_every_chunk")
+    args = {"city": "P" * 1_500}
+    fake.add_tool_calls([("get_weather", args, "call_Zx8aQk2LmP0vR7tYbN4sW1eH")])
+    config = ProviderConfig(
+        name="fake", base_url=fake.base_url, api_key="k", max_retries=0, max_answer_chars=2_000
+    )
+    provider = API_KINDS["chat"](config)
+    try:
+        events = await _collect(provider)
+    finally:
+        await provider.aclose()
+    assert [call[1:] for call in _calls(events)] == [("get_weather", args)]
+    assert isinstance(events[-1], ModelDone) and events[-1].finish_reason == "tool_calls"
