@@ -1,5 +1,5 @@
 # os.path on purpose: it runs in the zygote too, whose heap every fork shares.
-# ruff: noqa: PTH110, PTH112, PTH118, PTH208
+# ruff: noqa: PTH110, PTH112, PTH117, PTH118, PTH120, PTH208
 """Which gateway-root entries hold Python code, and a Landlock allow-list for the
 introspection child, which runs user modules' import-time code.
 
@@ -10,7 +10,8 @@ only the entries that hold Python code (never ``.env``, the thread store's
 folder, the knowledge index or other data). ``confine`` is the introspection
 child's confinement: a Landlock ruleset (system directories, the interpreter,
 ``sys.path``, the action code and manifests read-only; the gateway root only
-listable; nothing writable but ``/dev/null`` and its kind), enforced after
+listable; nothing writable but its private TMPDIR and HOME, ``/dev/null`` and
+its kind), enforced after
 ``no_new_privs`` and before the first user import. The domain also keeps the
 child from reading another process's ``/proc/<pid>/environ`` (Landlock denies
 ptrace-class access outside it) and from signalling outside it (ABI 6).
@@ -23,11 +24,19 @@ anything of the gateway is imported (the manifests package must not depend on
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import stat
 import sys
 
-__all__ = ["code_entries", "confine"]
+__all__ = [
+    "CONFINED_HINT",
+    "code_entries",
+    "confine",
+    "confined_hint",
+    "finder_parents",
+    "finder_paths",
+]
 
 _CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
 _SCAN_DEPTH = 3
@@ -82,12 +91,66 @@ def _has_code(folder: str, depth: int) -> bool:
     )
 
 
+def finder_paths() -> list[str]:
+    """The folders and files that this process's meta-path finders import from.
+
+    An editable install through an import hook (setuptools' ``pip install -e`` of a
+    flat layout: an ``__editable__.<name>.pth`` that registers a finder whose module
+    holds ``MAPPING = {package: source folder}`` and ``NAMESPACES = {name: [folders]}``)
+    imports from folders outside ``sys.path``. Read from any finder (or its module)
+    with such a dict of names to paths; only paths that exist.
+    """
+    found: list[str] = []
+    for finder in list(sys.meta_path):
+        owners = [finder, sys.modules.get(getattr(finder, "__module__", "") or "")]
+        for owner in owners:
+            for attribute in ("MAPPING", "NAMESPACES"):
+                mapping = getattr(owner, attribute, None)
+                if not isinstance(mapping, dict):
+                    continue
+                for value in list(mapping.values()):
+                    paths = value if isinstance(value, (list, tuple)) else [value]
+                    found += [
+                        path
+                        for path in paths
+                        if isinstance(path, str)
+                        and os.path.isabs(path)
+                        and path not in found
+                        and os.path.exists(path)
+                    ]
+    return found
+
+
+def finder_parents() -> list[str]:
+    """The folders holding ``finder_paths``, to be listed (not read): a finder may look
+    its package up with ``PathFinder`` in the folder above it. Never ``/``."""
+    parents = {os.path.dirname(os.path.realpath(p)) for p in finder_paths()}
+    return sorted(p for p in parents if p != "/")
+
+
+CONFINED_HINT = (
+    "module imports run confined: read-only outside their code, no .env or thread store, "
+    "writable only TMPDIR and HOME (README: 'Import-time code runs confined like calls')"
+)
+
+
+def confined_hint(exc: BaseException) -> str:
+    """``"; " + CONFINED_HINT`` when ``exc`` looks like a refusal of the confinement, else ""."""
+    refused = isinstance(exc, PermissionError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
+    )
+    if refused or "No usable temporary directory" in str(exc):
+        return "; " + CONFINED_HINT
+    return ""
+
+
 # linux/landlock.h (x86_64 and aarch64 share the syscall numbers).
 _CREATE, _ADD_RULE, _RESTRICT = 444, 445, 446
 _EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1, 2, 4, 8
 _TRUNCATE, _IOCTL_DEV = 1 << 14, 1 << 15
 _FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV
 _READ = _EXECUTE | _READ_FILE | _READ_DIR
+_ALL = (1 << 16) - 1
 _SYSTEM = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt")
 _DATA = ("/dev", "/sys", "/run")
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
@@ -111,13 +174,17 @@ def _handled(abi: int) -> int:
     )
 
 
-def confine(root: str, read: list[str], protected: list[str]) -> str | None:
+def confine(
+    root: str, read: list[str], protected: list[str], write: list[str] | None = None
+) -> str | None:
     """Restrict this process to reading what import-time code may read; why not, if not.
 
     Readable (and executable): the system directories, this interpreter's
-    prefixes and ``sys.path`` entries, ``code_entries(root)`` and ``read`` (the
-    manifests root); ``/dev``, ``/proc``, ``/sys`` and ``/run`` readable only;
-    ``root`` listable only. No rule covers ``root`` itself, ``protected``
+    prefixes and ``sys.path`` entries, what its meta-path finders map to
+    (``finder_paths``: editable installs), ``code_entries(root)`` and ``read``
+    (the manifests root); ``/dev``, ``/proc``, ``/sys`` and ``/run`` readable
+    only; ``root`` and ``finder_parents`` listable only; ``write`` (the child's private TMPDIR and
+    HOME) writable. No rule covers ``root`` itself, ``protected``
     (``.env``, the thread store), the secret mounts, or anything holding them (a
     system directory holding one is replaced by its other entries).
 
@@ -139,13 +206,16 @@ def confine(root: str, read: list[str], protected: list[str]) -> str | None:
         rules += _carved(os.path.realpath(base), _READ_FILE | _READ_DIR, hidden)
     rules += _proc()
     rules += [(d, _READ_FILE | _WRITE_FILE | _IOCTL_DEV) for d in _DEVICES]
-    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, *read]
+    python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, *finder_paths(), *read]
     python += code_entries(real_root, hidden)
     for entry in python:
         real = os.path.realpath(entry) if entry else "/"
         if real != "/" and not _holds(real, hidden):
             rules.append((real, _READ))
     rules.append((real_root, _READ_DIR))
+    rules += [(p, _READ_DIR) for p in finder_parents() if not _holds(p, hidden)]
+    writable = [os.path.realpath(w) for w in write or []]
+    rules += [(w, _ALL) for w in writable if not _holds(w, hidden)]
     handled = _handled(abi)
     scoped = 3 if abi >= 6 else 0  # signals and abstract Unix sockets stay in the domain
     attr = _Attr(handled, 0, scoped)

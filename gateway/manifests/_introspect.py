@@ -2,10 +2,11 @@
 
 Run as ``python -I _introspect.py`` by ``_pyfunc.inspect_functions`` (never
 imported by the server): it reads ``{"root": ..., "functions": ["mod:attr",
-...], "read": [...], "protected": [...]}`` as JSON on stdin, confines itself
-(``_confine.confine``: Landlock, before any user module's top-level code runs,
-so that code reads what a call reads and not ``.env``, the thread store or the
-server's environment), imports each module with ``root`` first on
+...], "read": [...], "protected": [...], "write": [...]}`` as JSON on stdin,
+confines itself (``_confine.confine``: Landlock, before any user module's
+top-level code runs, so that code reads what a call reads and not ``.env``, the
+thread store or the server's environment, and writes only ``write``: its private
+TMPDIR and HOME), imports each module with ``root`` first on
 ``sys.path``, and writes one JSON result after a marker line on stdout: for
 each reference either an error, or the callable's JSON Schema ``parameters``
 inferred from its signature and its Google- or NumPy-style docstring (types,
@@ -97,7 +98,9 @@ def main() -> None:
     request = json.loads(sys.stdin.read())
     root = str(Path(request["root"]).resolve())
     # Before the first user import: its top-level code reads what calls may read.
-    _confined(root, request.get("read", []), request.get("protected", []))
+    hint = _confined(
+        root, request.get("read", []), request.get("protected", []), request.get("write", [])
+    )
     sys.path.insert(0, root)
     _fresh_imports_under(root)
     before = set(sys.modules)
@@ -108,7 +111,7 @@ def main() -> None:
     with contextlib.redirect_stdout(sink):
         for ref in request["functions"]:
             _progress(out, STARTED + ref)  # flushed: a crash in describe leaves it read
-            results[ref] = describe(ref)
+            results[ref] = describe(ref, hint)
     _progress(out, DESCRIBED)
     loaded = set(sys.modules) - before
     files = sorted(
@@ -128,11 +131,17 @@ def main() -> None:
     sys.stdout.write(MARKER + answer + "\n")
 
 
-def _confined(root: str, read: list[str], protected: list[str]) -> None:
+def _confined(
+    root: str, read: list[str], protected: list[str], write: list[str]
+) -> typing.Callable[[BaseException], str] | None:
     """Confine this process with ``_confine.confine`` (loaded by path: stdlib only).
 
     Where the kernel has no Landlock the child goes on unconfined, as the
     README's sandbox section says.
+
+    Returns:
+        Once confined, ``_confine.confined_hint`` (what to add to an import error
+        the confinement may have caused); else None.
     """
     import importlib.util
 
@@ -142,7 +151,10 @@ def _confined(root: str, read: list[str], protected: list[str]) -> None:
     assert spec is not None and spec.loader is not None
     confine = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(confine)
-    confine.confine(root, read, protected)
+    if confine.confine(root, read, protected, write) is not None:
+        return None
+    hint: typing.Callable[[BaseException], str] = confine.confined_hint
+    return hint
 
 
 def _progress(out: typing.TextIO, line: str) -> None:
@@ -203,15 +215,20 @@ def _is_user_file(path: str, root: str) -> bool:
     return not inside_env and "site-packages" not in Path(path).parts
 
 
-def describe(ref: str) -> dict[str, Any]:
-    """Import ``module:attr`` and describe the callable, or say why it cannot be used."""
+def describe(ref: str, hint: typing.Callable[[BaseException], str] | None = None) -> dict[str, Any]:
+    """Import ``module:attr`` and describe the callable, or say why it cannot be used.
+
+    ``hint`` (given once confined) adds to an import error what the confinement
+    allows, when the error looks like its refusal.
+    """
     module_name, _, attr_path = ref.partition(":")
     if not module_name or not attr_path:
         return {"error": f"{ref!r} is not of the form module:function"}
     try:
         module = importlib.import_module(module_name)
     except BaseException as exc:  # any import failure is the user's to read
-        return {"error": f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"}
+        said = f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        return {"error": said + (hint(exc) if hint is not None else "")}
     target: Any = module
     for part in attr_path.split("."):
         try:

@@ -2,10 +2,12 @@
 
 The server never imports user code. ``inspect_functions`` starts
 ``python -I -B _introspect.py`` once for all the Python actions of a manifest set,
-with the gateway root first on ``sys.path``, a minimal environment and a
-timeout; the child confines itself with Landlock before the first user import
-(``_confine``: the modules' top-level code reads what calls read, never the
-server's ``/proc/<pid>/environ``, ``.env`` or thread store). It returns per
+with the gateway root first on ``sys.path``, a minimal environment (TMPDIR and
+HOME: a fresh private folder, mode 0700, removed when the child is done, even
+killed at the timeout) and a timeout; the child confines itself with Landlock
+before the first user import (``_confine``: the modules' top-level code reads
+what calls read, never the server's ``/proc/<pid>/environ``, ``.env`` or thread
+store, and writes only that private folder). It returns per
 reference either the inferred ``parameters`` or the
 error to report (module not importable, attribute missing, not callable), and
 the source of every user module the import compiled (``Catalog.code``: what
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -142,20 +146,40 @@ def _child(
         protected = [str(Path.cwd() / ".env")]
     except FileNotFoundError:  # a revision git-sync deleted under the server: no .env there
         protected = []
-    request = json.dumps(
-        {
-            "root": str(gateway_root),
-            "functions": refs,
-            "max_source_bytes": MAX_SOURCE_BYTES,
-            "read": [str(p) for p in readable],
-            "protected": protected,
-        }
-    )
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    request: dict[str, object] = {
+        "root": str(gateway_root),
+        "functions": refs,
+        "max_source_bytes": MAX_SOURCE_BYTES,
+        "read": [str(p) for p in readable],
+        "protected": protected,
+    }
+    # Import-time code may want a temporary directory or a cache under HOME (tempfile,
+    # matplotlib, platformdirs): a fresh private one, the only place it may write.
+    private = tempfile.mkdtemp(prefix="gateway-import-")
+    try:
+        return _run_child(request, private, gateway_root, timeout, out_of_time)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _run_child(
+    request: dict[str, object],
+    private: str,
+    gateway_root: Path,
+    timeout: float,
+    out_of_time: str,
+) -> Introspection | _Stopped:
+    """Run the child on ``request`` with ``private`` as its TMPDIR and HOME."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "TMPDIR": private,
+        "HOME": private,
+    }
     try:
         proc = subprocess.run(
             [sys.executable, "-I", "-B", str(_SCRIPT)],
-            input=request.encode(),
+            input=json.dumps({**request, "write": [private]}).encode(),
             capture_output=True,
             cwd=gateway_root if gateway_root.is_dir() else None,
             env=env,

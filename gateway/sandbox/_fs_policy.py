@@ -195,12 +195,14 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
 
     System directories (read, and execute where code lives), this interpreter's
     prefixes and ``sys.path`` entries, the gateway package, and what the
-    supervisor listed (``fs``). No rule covers a protected path (the gateway
-    root, the thread store, ``.env``, secret mounts, the zygote's call
-    directories): a system directory holding one is replaced by its other
-    entries; a ``sys.path`` entry holding one (``/`` for ``""``) is dropped.
-    The call's own directory and database directories are added per call.
-    What in ``/etc`` other users cannot read is kept out by ``read_guard``.
+    supervisor listed (``fs``); the folders holding what meta-path finders
+    map to (``finder_parents``: editable installs) listable only. No rule
+    covers a protected path (the gateway root, the thread store, ``.env``,
+    secret mounts, the zygote's call directories): a system directory holding
+    one is replaced by its other entries; a ``sys.path`` entry holding one
+    (``/`` for ``""``) is dropped. The call's own directory and database
+    directories are added per call. What in ``/etc`` other users cannot read
+    is kept out by ``read_guard``.
     """
     if fs is None:
         return None
@@ -226,6 +228,9 @@ def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None
     rules += [(d, device) for d in _DEVICES if os.path.exists(d)]
     rules += [(real, _linux.FS_READ) for real in readable(fs, protected)]
     rules += [(os.path.realpath(p), _linux.FS_READ_DIR) for p in fs.list_only]
+    from gateway.manifests._confine import finder_parents
+
+    rules += [(p, _linux.FS_READ_DIR) for p in finder_parents() if not _covers(p, protected)]
     handled = _linux.landlock_handled(abi)
     return _linux.LandlockRules(handled, pruned(rules), _linux.landlock_scoped(abi))
 
@@ -275,10 +280,14 @@ def protected_paths(fs: FsPolicy, tmp: str) -> set[str]:
 
 def readable(fs: FsPolicy, protected: set[str]) -> list[str]:
     """The Python and code paths calls read (resolved): this interpreter's prefixes,
-    ``sys.path``, the gateway package, ``fs.read`` and the modules the zygote imported
+    ``sys.path``, what its meta-path finders map to (``finder_paths``: editable
+    installs), the gateway package, ``fs.read`` and the modules the zygote imported
     from ``fs.list_only``, less those that are, or hold, one of ``protected``."""
+    from gateway.manifests._confine import finder_paths
+
     package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))  # gateway/
     python = [sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, package, *fs.read]
+    python += finder_paths()  # editable installs through an import hook
     python += _imported_tops(fs.list_only)
     found: list[str] = []
     for entry in python:

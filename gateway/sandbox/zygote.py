@@ -56,6 +56,7 @@ import time
 
 import msgspec
 
+from gateway.manifests._confine import confined_hint
 from gateway.manifests.catalog import SourceModule
 from gateway.sandbox import _linux, _private
 from gateway.sandbox._cleanup import remove_tree
@@ -262,6 +263,7 @@ class _Zygote:
         # The user modules' top-level code runs below: confined like a call from here on
         # (Landlock on this process, else the mounts of _masks), and every child inherits it.
         _linux.prctl(_linux.PR_SET_NO_NEW_PRIVS, 1)
+        _import_home(self.tmp)
         view = _confine_imports(view, msg, self.tmp, own_mounts)
         errors: dict[str, str] = {}
         warnings: list[str] = []
@@ -280,7 +282,7 @@ class _Zygote:
                 if hook:  # "module:function" = import, then call it once (warm-up)
                     getattr(imported, hook)()
             except BaseException as exc:
-                errors[module] = f"{type(exc).__name__}: {exc}"
+                errors[module] = f"{type(exc).__name__}: {exc}{confined_hint(exc)}"
         for kind, config in msg.warm:
             with contextlib.suppress(Exception):  # the call reports what fails here
                 msgspec.convert(config, load_kind(kind)).sandbox_warm()
@@ -619,6 +621,25 @@ def _fresh_source_under(roots: list[str]) -> None:
     sys.path_hooks.insert(0, hook)
     for root in roots:  # a finder cached for a root before the hook was in place
         sys.path_importer_cache.pop(root, None)
+
+
+def _import_home(tmp: str) -> None:
+    """Give the user modules' top-level code a TMPDIR and HOME it may write: ``tmp/import``.
+
+    Import-time code wants a temporary directory or a cache under HOME (tempfile,
+    matplotlib, platformdirs); the zygote's own layer lets it write only ``tmp``,
+    the calls' directory root. The folder is root's (or the server uid's), mode
+    0700: a call with a uid of its own cannot enter it, and a call with the
+    zygote's uid is allowed only its own directory by its Landlock list. Calls get
+    their own directory as TMPDIR and HOME (``worker``), and the environment is
+    reset before the first fork.
+    """
+    home = os.path.join(tmp, "import")
+    os.mkdir(home, 0o700)
+    os.environ["TMPDIR"] = home
+    os.environ["HOME"] = home
+    if "tempfile" in sys.modules:  # a cached answer would name the server's TMPDIR
+        sys.modules["tempfile"].tempdir = None  # type: ignore[attr-defined]
 
 
 def _confine_imports(view: PrivateView, msg: Init, tmp: str, own_mounts: bool) -> PrivateView:
