@@ -12,9 +12,10 @@ child's confinement: a Landlock ruleset (system directories, the interpreter,
 ``sys.path``, the action code and manifests read-only; the gateway root only
 listable; nothing writable but its private TMPDIR and HOME, ``/dev/null`` and
 its kind), enforced after
-``no_new_privs`` and before the first user import. The domain also keeps the
-child from reading another process's ``/proc/<pid>/environ`` (Landlock denies
-ptrace-class access outside it) and from signalling outside it (ABI 6).
+``no_new_privs`` and before the first user import. Of ``/proc`` it may read only
+its own entry: Landlock's ptrace rule does not keep it from reading another
+process's ``/proc/<pid>/environ`` (measured), the server's included. The domain
+also keeps it from signalling outside it (ABI 6).
 
 Standard library only: the introspection child loads this file by path before
 anything of the gateway is imported (the manifests package must not depend on
