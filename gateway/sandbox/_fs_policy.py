@@ -153,41 +153,8 @@ _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"
 _ALWAYS_PROTECTED = ("/run/secrets", "/var/run/secrets")
 """Docker and Kubernetes mount secrets here: never readable by an action."""
 _PRIVATE_SCANNED = "/etc"
-"""Whose files and folders other users cannot read are carved out (see ``_private_below``)."""
-
-
-def _private_below(top: str, owner: int) -> set[str]:
-    """Files (and folders) below ``top`` owned by ``owner`` that others may not read.
-
-    ``/etc`` is read for DNS, TLS and users, but holds the host's secrets too
-    (``shadow``, ``ssh/ssh_host_*_key``, ``ssl/private``), kept private by
-    their mode alone. A call under its own uid cannot read them anyway; uid 0
-    without capabilities (``calls_run_as: root``) can, as their owner, and so
-    can a call with the server's uid read the server's files. Blocking; about
-    8 ms for a Debian ``/etc``.
-    """
-    import stat
-
-    found: set[str] = set()
-    for folder, dirs, files in os.walk(top):
-        for name in [*dirs, *files]:
-            path = os.path.join(folder, name)
-            try:
-                info = os.lstat(path)
-            except OSError:
-                continue
-            mode = info.st_mode
-            if info.st_uid != owner:
-                continue  # not readable by its owner's bits, so the call has no access
-            if stat.S_ISDIR(mode):
-                private = not mode & stat.S_IXOTH  # nothing below it is reachable then
-                if private:
-                    dirs.remove(name)
-            else:
-                private = stat.S_ISREG(mode) and not mode & stat.S_IROTH
-            if private:
-                found.add(path)
-    return found
+"""Whose files and folders other users cannot read are carved out (see
+``gateway.manifests._confine.private_below``)."""
 
 
 def landlock_rules(fs: FsPolicy | None, tmp: str) -> _linux.LandlockRules | None:
@@ -312,7 +279,9 @@ def read_guard(calls_uid: int) -> _linux.LandlockRules | None:
     of that per-call list instead took about 170 more rules, built in every
     child: 0.6 ms of CPU per call.
     """
-    private = _private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid)
+    from gateway.manifests._confine import private_below
+
+    private = private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid)
     if not private:
         return None
     read = _linux.FS_READ_FILE | _linux.FS_READ_DIR

@@ -68,12 +68,12 @@ from typing import NamedTuple
 
 import msgspec
 
+from gateway.manifests._confine import private_below
 from gateway.sandbox import _linux
 from gateway.sandbox._fs_policy import (
     _DATA_DIRS,
     _PRIVATE_SCANNED,
     _SYSTEM_DIRS,
-    _private_below,
     protected_paths,
     readable,
 )
@@ -243,7 +243,7 @@ def plan(fs: FsPolicy, tmp: str, calls_uid: int | None) -> Cover:
         # neighbours (its knowledge index, backups) go too.
         _allow_only(folder, keep, cover)
     if calls_uid is not None:
-        private = sorted(_private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid))
+        private = sorted(private_below(os.path.realpath(_PRIVATE_SCANNED), calls_uid))
         cover.denied.extend(private)
         cover.by_path.extend(private)
     cover.denied.sort()

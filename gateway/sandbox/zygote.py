@@ -658,9 +658,11 @@ def _confine_imports(view: PrivateView, msg: Init, tmp: str, own_mounts: bool) -
     rules = import_rules(msg.fs, tmp)
     if rules is not None:
         # Computed first: it lists / and walks /etc, which the first layer keeps out.
-        guard = None if msg.call_user == "own" else read_guard(os.geteuid())
+        # In every mode: calls under uids of their own cannot read the zygote's private
+        # files in /etc, but its import-time code could, into a global they inherit.
+        guard = read_guard(os.geteuid())
         _linux.landlock_restrict(rules)
-        if guard is not None:  # calls without a uid of their own: see read_guard
+        if guard is not None:  # see read_guard
             _linux.landlock_restrict(guard)
         return view
     fs = None if msg.fs is None else import_policy(msg.fs, tmp)

@@ -77,6 +77,7 @@ GOT = {
     "index": _read(os.path.join(ROOT, "knowledge", "index.sqlite3")),
     "parent": _read(f"/proc/{os.getppid()}/environ"),
     "write": _write(os.path.join(ROOT, "var", "planted")),
+    "shadow": _read("/etc/shadow"),  # root's, private by its mode alone
     "data": _read(os.path.join(os.path.dirname(__file__), "table.txt")),
     "imports": json.dumps(msgspec.json.decode(b"[1]")),
 }
@@ -164,6 +165,8 @@ def test_validate_runs_import_time_code_confined(site: Path) -> None:
     _assert_no_secret(output)
     assert "refused: Permission denied" in output
     assert "'data': 'table v1'" in output
+    if _root_private_shadow():
+        assert "'shadow': 'refused: " in output, output[-2000:]
     assert not (site / "var" / "planted").exists()
     (site / "manifests" / "boom.yaml").unlink()
     done = subprocess.run(
@@ -299,4 +302,15 @@ def test_a_call_gets_nothing_its_module_read_at_import(site: Path, sandbox_user:
     assert got["imports"] == "[1]"
     for key in ("env", "cwd_env", "store", "index", "write"):
         assert got[key].startswith("refused: "), (key, got)
+    if _root_private_shadow():  # calls under their own uid too: the zygote is root
+        assert got["shadow"].startswith("refused: "), got["shadow"][:40]
     assert not (site / "var" / "planted").exists()
+
+
+def _root_private_shadow() -> bool:
+    """Whether this test runs as root beside a root-owned /etc/shadow others cannot read."""
+    try:
+        info = Path("/etc/shadow").stat()
+    except OSError:
+        return False
+    return os.geteuid() == 0 and info.st_uid == 0 and not info.st_mode & 0o004
