@@ -139,6 +139,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, **SECRETS, "GATEWAY_DATABASE_URL": "sqlite:///var/gateway.db"}
 
 
+def _run(site: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in ``site`` with the secrets in its environment; never raises on exit."""
+    return subprocess.run(
+        argv, cwd=site, env=_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def _assert_no_secret(text: str) -> None:
     leaked = [secret for secret in ALL if secret in text]
     assert not leaked, text[-3000:]
@@ -150,15 +157,7 @@ def test_validate_runs_import_time_code_confined(site: Path) -> None:
     and importing site-packages validates."""
     (site / "manifests" / "boom.yaml").write_text(BOOM_YAML)
     command = [sys.executable, "-c", "from gateway.cli import main; main()", "validate"]
-    done = subprocess.run(
-        [*command, "manifests"],
-        cwd=site,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run(site, [*command, "manifests"])
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     assert "cannot import module 'spies.boom': RuntimeError" in output
@@ -169,15 +168,7 @@ def test_validate_runs_import_time_code_confined(site: Path) -> None:
         assert "'shadow': 'refused: " in output, output[-2000:]
     assert not (site / "var" / "planted").exists()
     (site / "manifests" / "boom.yaml").unlink()
-    done = subprocess.run(
-        [*command, "manifests"],
-        cwd=site,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run(site, [*command, "manifests"])
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -212,15 +203,7 @@ def test_validate_without_landlock_masks_the_environments_secrets(site: Path) ->
     server's environment at import; its import error shows the secret variables' values
     masked (``***``), never as they are."""
     (site / "manifests" / "boom.yaml").write_text(BOOM_YAML)
-    done = subprocess.run(
-        [sys.executable, "-c", NO_LANDLOCK_VALIDATE],
-        cwd=site,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run(site, [sys.executable, "-c", NO_LANDLOCK_VALIDATE])
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     assert "cannot import module 'spies.boom': RuntimeError" in output
@@ -284,15 +267,7 @@ def test_a_call_gets_nothing_its_module_read_at_import(site: Path, sandbox_user:
     """What the zygote's import of a module read (kept in a module global every call
     inherits) holds none of the gateway's secrets; the module's own data file and its
     imports worked, and it wrote nothing into ``var/``."""
-    done = subprocess.run(
-        [sys.executable, "-c", SUPERVISOR, sandbox_user],
-        cwd=site,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run(site, [sys.executable, "-c", SUPERVISOR, sandbox_user])
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == "succeeded", result
