@@ -292,18 +292,21 @@ def read_dotenv(path: Path) -> dict[str, str]:
         if not stripped or stripped.startswith("#") or "=" not in stripped:
             continue
         key, _, value = stripped.removeprefix("export ").partition("=")
-        result[key.strip()] = _dotenv_value(value.strip())
+        result[key.strip()] = _dotenv_value(value)
     return result
 
 
-_INLINE_COMMENT = re.compile(r"(?:^|[ \t])#")
+_INLINE_COMMENT = re.compile(r"[ \t]#")
 
 
-def _dotenv_value(value: str) -> str:
-    """One ``.env`` value: unquoted, and without its inline comment."""
+def _dotenv_value(raw: str) -> str:
+    """One ``.env`` value (``raw``: all after the ``=``): unquoted, without its inline
+    comment. A ``#`` right after the ``=`` starts the value (``KEY=#a1`` is ``#a1``:
+    a password may start with one), as compose reads it; after a blank it is a comment."""
+    value = raw.strip()
     if value[:1] in ("'", '"'):
         end = value.find(value[0], 1)
         if end != -1:
             return value[1:end]
-    found = _INLINE_COMMENT.search(value)
-    return (value[: found.start()] if found else value).rstrip()
+    found = _INLINE_COMMENT.search(raw)
+    return (raw[: found.start()] if found else raw).strip()

@@ -253,7 +253,8 @@ def test_dotenv_inline_comments_are_not_part_of_the_value(tmp_path: Path) -> Non
         "B='q'  # another\n"
         "C=abc#def\n"
         "D=   # nothing\n"
-        'E="unclosed # c\n',
+        'E="unclosed # c\n'
+        "F=#starts-with-a-hash\n",
         encoding="utf-8",
     )
     assert read_dotenv(path) == {
@@ -264,6 +265,7 @@ def test_dotenv_inline_comments_are_not_part_of_the_value(tmp_path: Path) -> Non
         "C": "abc#def",
         "D": "",
         "E": '"unclosed',
+        "F": "#starts-with-a-hash",  # a password may: a comment only after a blank
     }
     settings = from_env({}, dotenv=path)
     assert (settings.openai_api_key, settings.port) == ("s3cret", 9100)
